@@ -1,0 +1,171 @@
+//! Accelerator catalog: the accelerator types a factory can contain.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Accelerator vendor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Vendor {
+    Nvidia,
+    Amd,
+    Other,
+}
+
+impl Vendor {
+    /// Parses `nvidia`, `amd` or `other` (case-insensitive).
+    pub fn parse(s: &str) -> Option<Vendor> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "nvidia" => Some(Vendor::Nvidia),
+            "amd" => Some(Vendor::Amd),
+            "other" => Some(Vendor::Other),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Vendor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Vendor::Nvidia => "nvidia",
+            Vendor::Amd => "amd",
+            Vendor::Other => "other",
+        })
+    }
+}
+
+/// One accelerator type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcceleratorType {
+    /// Lower-case identifier, e.g. `h100`.
+    pub id: String,
+    pub vendor: Vendor,
+    pub memory_gb: f64,
+    pub idle_watts: f64,
+    pub peak_watts: f64,
+    /// Weight of one accelerator-hour of this type when charging allocations.
+    #[serde(default = "one")]
+    pub billing_weight: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// Index of a type in a [`Catalog`].
+pub type TypeIdx = u16;
+
+/// The set of known accelerator types.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Catalog {
+    types: Vec<AcceleratorType>,
+}
+
+/// Built-in entries: (id, vendor, memory GB, idle W, peak W, billing weight).
+/// Peak figures are board power from vendor datasheets (see DESIGN.md); idle
+/// figures are typical measured idle draw; billing weights are relative to an
+/// H100 hour.
+const BUILTIN: &[(&str, Vendor, f64, f64, f64, f64)] = &[
+    ("h100", Vendor::Nvidia, 80.0, 70.0, 700.0, 1.0),
+    ("h200", Vendor::Nvidia, 141.0, 75.0, 700.0, 1.2),
+    ("b200", Vendor::Nvidia, 192.0, 120.0, 1000.0, 1.8),
+    ("mi300x", Vendor::Amd, 192.0, 90.0, 750.0, 0.9),
+    ("mi355x", Vendor::Amd, 288.0, 140.0, 1400.0, 1.6),
+    ("k80", Vendor::Nvidia, 24.0, 25.0, 300.0, 0.1),
+    ("p100", Vendor::Nvidia, 16.0, 30.0, 250.0, 0.2),
+    ("v100", Vendor::Nvidia, 32.0, 40.0, 300.0, 0.3),
+    ("t4", Vendor::Nvidia, 16.0, 10.0, 70.0, 0.1),
+    ("a10", Vendor::Nvidia, 24.0, 20.0, 150.0, 0.15),
+];
+
+/// Most types a catalog may hold (type sets are 64-bit masks).
+pub const MAX_TYPES: usize = 64;
+
+impl Catalog {
+    /// The catalog of built-in accelerator types.
+    pub fn builtin() -> Catalog {
+        Catalog {
+            types: BUILTIN
+                .iter()
+                .map(|&(id, vendor, mem, idle, peak, w)| AcceleratorType {
+                    id: id.to_string(),
+                    vendor,
+                    memory_gb: mem,
+                    idle_watts: idle,
+                    peak_watts: peak,
+                    billing_weight: w,
+                })
+                .collect(),
+        }
+    }
+
+    /// Adds or replaces a type; returns its index. Fails when the catalog is full.
+    pub fn upsert(&mut self, t: AcceleratorType) -> Result<TypeIdx, String> {
+        if let Some(i) = self.index(&t.id) {
+            self.types[i as usize] = t;
+            return Ok(i);
+        }
+        if self.types.len() >= MAX_TYPES {
+            return Err(format!("more than {MAX_TYPES} accelerator types"));
+        }
+        self.types.push(t);
+        Ok((self.types.len() - 1) as TypeIdx)
+    }
+
+    /// Index of the type with this id (case-insensitive).
+    pub fn index(&self, id: &str) -> Option<TypeIdx> {
+        let id = id.trim();
+        self.types
+            .iter()
+            .position(|t| t.id.eq_ignore_ascii_case(id))
+            .map(|i| i as TypeIdx)
+    }
+
+    pub fn get(&self, i: TypeIdx) -> &AcceleratorType {
+        &self.types[i as usize]
+    }
+
+    pub fn types(&self) -> &[AcceleratorType] {
+        &self.types
+    }
+
+    pub fn len(&self) -> usize {
+        self.types.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.types.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_has_required_types() {
+        let c = Catalog::builtin();
+        for id in [
+            "h100", "h200", "b200", "mi300x", "mi355x", "k80", "p100", "v100", "t4", "a10",
+        ] {
+            assert!(c.index(id).is_some(), "{id} missing");
+        }
+        let mi = c.get(c.index("MI300X").unwrap());
+        assert_eq!(mi.vendor, Vendor::Amd);
+        assert_eq!(mi.memory_gb, 192.0);
+    }
+
+    #[test]
+    fn upsert_replaces_and_adds() {
+        let mut c = Catalog::builtin();
+        let n = c.len();
+        let mut t = c.get(0).clone();
+        t.billing_weight = 5.0;
+        assert_eq!(c.upsert(t).unwrap(), 0);
+        assert_eq!(c.get(0).billing_weight, 5.0);
+        let mut t2 = c.get(0).clone();
+        t2.id = "x1".into();
+        assert_eq!(c.upsert(t2).unwrap() as usize, n);
+    }
+}

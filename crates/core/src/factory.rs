@@ -1,0 +1,376 @@
+//! Factory specification (a TOML file): sites, pools of identical nodes, and
+//! network topology.
+//!
+//! ```toml
+//! name = "mixed-small"
+//!
+//! [[accelerators]]          # optional: add or override catalog entries
+//! id = "x1"
+//! vendor = "other"
+//! memory_gb = 64
+//! idle_watts = 50
+//! peak_watts = 400
+//! billing_weight = 0.5
+//!
+//! [[sites]]
+//! name = "paris"
+//!
+//! [[sites.pools]]
+//! name = "h100"
+//! accelerator = "h100"
+//! nodes = 16
+//! accelerators_per_node = 8
+//! cpus_per_node = 112
+//! memory_gb_per_node = 2048
+//! scale_up_domain = 8       # accelerators per NVLink/xGMI island
+//! nodes_per_leaf = 8        # nodes per leaf switch
+//! ```
+
+use crate::catalog::{AcceleratorType, Catalog, TypeIdx};
+use serde::Deserialize;
+use std::path::Path;
+
+/// Errors reading a factory file.
+#[derive(Debug, thiserror::Error)]
+pub enum FactoryError {
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse {
+        path: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{path}: {location}: {message}")]
+    Invalid {
+        path: String,
+        location: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FactoryFile {
+    name: Option<String>,
+    #[serde(default)]
+    accelerators: Vec<AcceleratorType>,
+    #[serde(default)]
+    sites: Vec<SiteFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SiteFile {
+    name: String,
+    #[serde(default)]
+    pools: Vec<PoolFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PoolFile {
+    name: String,
+    accelerator: String,
+    nodes: u32,
+    accelerators_per_node: u32,
+    #[serde(default)]
+    cpus_per_node: u32,
+    #[serde(default)]
+    memory_gb_per_node: f64,
+    /// Accelerators per scale-up domain; default: one node.
+    scale_up_domain: Option<u32>,
+    /// Nodes per leaf switch; default: 32 (or the domain size if larger).
+    nodes_per_leaf: Option<u32>,
+}
+
+/// A site of the factory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Site {
+    pub name: String,
+}
+
+/// Index of a pool in a [`Factory`].
+pub type PoolIdx = u32;
+
+/// A pool of identical nodes. Nodes `first_node .. first_node + nodes` in the
+/// factory-wide node numbering; consecutive `domain_nodes` nodes form a
+/// scale-up domain and consecutive `leaf_nodes` nodes hang off one leaf
+/// switch (a leaf holds whole domains).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pool {
+    pub name: String,
+    pub site: usize,
+    pub accel: TypeIdx,
+    pub nodes: u32,
+    pub per_node: u32,
+    pub cpus_per_node: u32,
+    pub memory_gb_per_node: f64,
+    pub domain_nodes: u32,
+    pub leaf_nodes: u32,
+    pub first_node: u32,
+}
+
+impl Pool {
+    pub fn accelerators(&self) -> u64 {
+        self.nodes as u64 * self.per_node as u64
+    }
+}
+
+/// A validated factory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Factory {
+    pub name: String,
+    pub catalog: Catalog,
+    pub sites: Vec<Site>,
+    pub pools: Vec<Pool>,
+}
+
+/// Most nodes a factory may hold (node indexes are `u32`; this bound keeps
+/// absurd files from exhausting memory).
+pub const MAX_NODES: u64 = 10_000_000;
+/// Most accelerators per node.
+pub const MAX_PER_NODE: u32 = 1024;
+
+impl Factory {
+    /// Reads and validates a factory file.
+    pub fn load(path: &Path) -> Result<Factory, FactoryError> {
+        let text = std::fs::read_to_string(path).map_err(|e| FactoryError::Io {
+            path: path.display().to_string(),
+            source: e,
+        })?;
+        Factory::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates factory TOML; `path` names the source in errors.
+    pub fn parse(text: &str, path: &str) -> Result<Factory, FactoryError> {
+        let file: FactoryFile = toml::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .span()
+                .map(|s| line_col(text, s.start))
+                .unwrap_or((0, 0));
+            FactoryError::Parse {
+                path: path.to_string(),
+                line,
+                column,
+                message: e.message().to_string(),
+            }
+        })?;
+        let invalid = |location: String, message: String| FactoryError::Invalid {
+            path: path.to_string(),
+            location,
+            message,
+        };
+        let mut catalog = Catalog::builtin();
+        for (i, a) in file.accelerators.iter().enumerate() {
+            let loc = format!("accelerators[{i}] ({})", a.id);
+            if a.id.trim().is_empty() {
+                return Err(invalid(loc, "id must not be empty".into()));
+            }
+            for (name, v) in [
+                ("memory_gb", a.memory_gb),
+                ("idle_watts", a.idle_watts),
+                ("peak_watts", a.peak_watts),
+                ("billing_weight", a.billing_weight),
+            ] {
+                if !(v.is_finite() && v >= 0.0) {
+                    return Err(invalid(loc, format!("{name} must be a finite number >= 0")));
+                }
+            }
+            if a.billing_weight <= 0.0 {
+                return Err(invalid(loc, "billing_weight must be > 0".into()));
+            }
+            if a.peak_watts < a.idle_watts {
+                return Err(invalid(loc, "peak_watts must be >= idle_watts".into()));
+            }
+            let mut a = a.clone();
+            a.id = a.id.trim().to_ascii_lowercase();
+            catalog.upsert(a).map_err(|m| invalid(loc, m))?;
+        }
+        if file.sites.is_empty() {
+            return Err(invalid("sites".into(), "a factory needs at least one site".into()));
+        }
+        let mut sites = Vec::new();
+        let mut pools = Vec::new();
+        let mut next_node: u64 = 0;
+        for (si, s) in file.sites.iter().enumerate() {
+            sites.push(Site {
+                name: s.name.clone(),
+            });
+            if s.pools.is_empty() {
+                return Err(invalid(
+                    format!("sites[{si}] ({})", s.name),
+                    "a site needs at least one pool".into(),
+                ));
+            }
+            for (pi, p) in s.pools.iter().enumerate() {
+                let loc = format!("sites[{si}].pools[{pi}] ({})", p.name);
+                if pools.iter().any(|q: &Pool| q.name == p.name) {
+                    return Err(invalid(loc, format!("duplicate pool name `{}`", p.name)));
+                }
+                let accel = catalog.index(&p.accelerator).ok_or_else(|| {
+                    invalid(
+                        loc.clone(),
+                        format!(
+                            "unknown accelerator `{}` (known: {}; add it under [[accelerators]])",
+                            p.accelerator,
+                            catalog
+                                .types()
+                                .iter()
+                                .map(|t| t.id.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    )
+                })?;
+                if p.nodes == 0 {
+                    return Err(invalid(loc, "nodes must be > 0".into()));
+                }
+                if p.accelerators_per_node == 0 || p.accelerators_per_node > MAX_PER_NODE {
+                    return Err(invalid(
+                        loc,
+                        format!("accelerators_per_node must be in 1..={MAX_PER_NODE}"),
+                    ));
+                }
+                let per = p.accelerators_per_node;
+                let dom = p.scale_up_domain.unwrap_or(per);
+                if dom == 0 || (dom % per != 0 && per % dom != 0) {
+                    return Err(invalid(
+                        loc,
+                        format!(
+                            "scale_up_domain ({dom}) must be a multiple or a divisor of accelerators_per_node ({per})"
+                        ),
+                    ));
+                }
+                let domain_nodes = (dom / per).max(1);
+                let leaf_nodes = p.nodes_per_leaf.unwrap_or(32.max(domain_nodes));
+                if leaf_nodes == 0 || leaf_nodes % domain_nodes != 0 {
+                    return Err(invalid(
+                        loc,
+                        format!(
+                            "nodes_per_leaf ({leaf_nodes}) must be a positive multiple of the nodes per scale-up domain ({domain_nodes})"
+                        ),
+                    ));
+                }
+                if !(p.memory_gb_per_node.is_finite() && p.memory_gb_per_node >= 0.0) {
+                    return Err(invalid(loc, "memory_gb_per_node must be >= 0".into()));
+                }
+                if next_node + p.nodes as u64 > MAX_NODES {
+                    return Err(invalid(loc, format!("the factory exceeds {MAX_NODES} nodes")));
+                }
+                pools.push(Pool {
+                    name: p.name.clone(),
+                    site: si,
+                    accel,
+                    nodes: p.nodes,
+                    per_node: per,
+                    cpus_per_node: p.cpus_per_node,
+                    memory_gb_per_node: p.memory_gb_per_node,
+                    domain_nodes,
+                    leaf_nodes,
+                    first_node: next_node as u32,
+                });
+                next_node += p.nodes as u64;
+            }
+        }
+        Ok(Factory {
+            name: file.name.unwrap_or_else(|| {
+                Path::new(path)
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "factory".into())
+            }),
+            catalog,
+            sites,
+            pools,
+        })
+    }
+
+    /// Total accelerators.
+    pub fn accelerators(&self) -> u64 {
+        self.pools.iter().map(Pool::accelerators).sum()
+    }
+
+    /// Total nodes.
+    pub fn nodes(&self) -> u32 {
+        self.pools.iter().map(|p| p.nodes).sum()
+    }
+
+    /// Largest accelerator count of any pool (the biggest gang that can run).
+    pub fn largest_pool(&self) -> u64 {
+        self.pools.iter().map(Pool::accelerators).max().unwrap_or(0)
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SMALL: &str = r#"
+name = "t"
+[[sites]]
+name = "a"
+[[sites.pools]]
+name = "h"
+accelerator = "h100"
+nodes = 4
+accelerators_per_node = 8
+nodes_per_leaf = 2
+[[sites.pools]]
+name = "g"
+accelerator = "b200"
+nodes = 36
+accelerators_per_node = 4
+scale_up_domain = 72
+nodes_per_leaf = 18
+"#;
+
+    #[test]
+    fn parses_pools_and_topology() {
+        let f = Factory::parse(SMALL, "t.toml").unwrap();
+        assert_eq!(f.accelerators(), 32 + 144);
+        assert_eq!(f.pools[0].domain_nodes, 1);
+        assert_eq!(f.pools[1].domain_nodes, 18);
+        assert_eq!(f.pools[1].first_node, 4);
+        assert_eq!(f.nodes(), 40);
+    }
+
+    #[test]
+    fn errors_name_the_place() {
+        let e = Factory::parse("name = \n", "x.toml").unwrap_err().to_string();
+        assert!(e.starts_with("x.toml:1:"), "{e}");
+        let bad = SMALL.replace("\"b200\"", "\"zz9\"");
+        let e = Factory::parse(&bad, "x.toml").unwrap_err().to_string();
+        assert!(e.contains("sites[0].pools[1] (g)") && e.contains("unknown accelerator `zz9`"), "{e}");
+        let bad = SMALL.replace("nodes_per_leaf = 18", "nodes_per_leaf = 10");
+        let e = Factory::parse(&bad, "x.toml").unwrap_err().to_string();
+        assert!(e.contains("nodes_per_leaf"), "{e}");
+        let bad = SMALL.replace("nodes = 4", "nodes = 4\nbogus = 1");
+        let e = Factory::parse(&bad, "x.toml").unwrap_err().to_string();
+        assert!(e.contains("bogus"), "{e}");
+        let e = Factory::parse("name='x'", "x.toml").unwrap_err().to_string();
+        assert!(e.contains("at least one site"), "{e}");
+    }
+
+    #[test]
+    fn custom_accelerators() {
+        let text = format!(
+            "[[accelerators]]\nid = \"X9\"\nvendor = \"other\"\nmemory_gb = 10\nidle_watts = 1\npeak_watts = 2\n{}",
+            SMALL.replace("\"b200\"", "\"x9\"").replace("name = \"t\"", "")
+        );
+        let f = Factory::parse(&text, "t.toml").unwrap();
+        assert_eq!(f.catalog.get(f.pools[1].accel).id, "x9");
+    }
+}

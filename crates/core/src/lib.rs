@@ -1,0 +1,13 @@
+//! gigafab core: domain types and the scheduler.
+//!
+//! Everything here is pure and deterministic: no I/O, no clock. Time is
+//! seconds as `f64`, supplied by the caller (`now`).
+
+pub mod catalog;
+pub mod factory;
+pub mod rng;
+pub mod spec;
+
+pub use catalog::{AcceleratorType, Catalog, TypeIdx, Vendor};
+pub use rng::Rng;
+pub use spec::{AllocationSpec, Category, JobSpec, Throughputs, TypeFilter};

@@ -1,0 +1,72 @@
+//! Workload readers and generators.
+//!
+//! Every reader returns jobs sorted by submission time (stable for ties) or a
+//! [`WorkloadError`] naming the file, line and field; none panics on bad input.
+
+pub mod alibaba;
+pub mod gavel;
+pub mod native;
+pub mod swf;
+pub mod synth;
+pub mod throughputs;
+
+use std::fmt;
+
+/// An error in a workload or throughput file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkloadError {
+    /// File the error is in.
+    pub file: String,
+    /// 1-based line, 0 when the error is not tied to a line.
+    pub line: usize,
+    /// Field (column) name, empty when not tied to a field.
+    pub field: String,
+    pub message: String,
+}
+
+impl WorkloadError {
+    pub fn new(file: &str, line: usize, field: &str, message: impl Into<String>) -> WorkloadError {
+        WorkloadError {
+            file: file.to_string(),
+            line,
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for WorkloadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if self.line > 0 {
+            write!(f, ":{}", self.line)?;
+        }
+        if !self.field.is_empty() {
+            write!(f, ": field `{}`", self.field)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for WorkloadError {}
+
+/// Workload file formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Native,
+    Swf,
+    Alibaba,
+    Gavel,
+}
+
+impl Format {
+    pub fn parse(s: &str) -> Option<Format> {
+        match s {
+            "native" => Some(Format::Native),
+            "swf" => Some(Format::Swf),
+            "alibaba" => Some(Format::Alibaba),
+            "gavel" => Some(Format::Gavel),
+            _ => None,
+        }
+    }
+}
