@@ -4,10 +4,16 @@
 //! seconds as `f64`, supplied by the caller (`now`).
 
 pub mod catalog;
+pub mod cluster;
 pub mod factory;
+pub mod policy;
 pub mod rng;
+pub mod sched;
 pub mod spec;
 
 pub use catalog::{AcceleratorType, Catalog, TypeIdx, Vendor};
 pub use rng::Rng;
 pub use spec::{AllocationSpec, Category, JobSpec, Throughputs, TypeFilter};
+pub use factory::{Factory, FactoryError, PoolIdx};
+pub use policy::{Policy, PolicyKind};
+pub use sched::{Decisions, FailOutcome, Job, JobIdx, JobState, Reason, SchedCore};

@@ -1,0 +1,144 @@
+//! Scheduling policies and their knobs.
+
+use std::fmt;
+
+/// The ordering/placement rule of a policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PolicyKind {
+    /// Strict first-come first-served: a job that cannot start blocks every
+    /// pool it could use for the jobs behind it.
+    Fifo,
+    /// FCFS with EASY backfill: jobs behind a blocked job start only if they
+    /// do not delay its reservation.
+    Backfill,
+    /// Slurm-style multifactor priority (usage-decayed fair share per
+    /// allocation, age, QOS) with EASY backfill.
+    Fairshare,
+    /// Least attained service first (Tiresias-style discretised queues),
+    /// preemptive, work-conserving.
+    Las,
+    /// Heterogeneity-aware (Gavel-style): least attained time first for
+    /// fairness across jobs; each job is placed on the accelerator type
+    /// with the best throughput per billing unit that has room.
+    Hetero,
+}
+
+impl PolicyKind {
+    pub const ALL: [PolicyKind; 5] = [
+        PolicyKind::Fifo,
+        PolicyKind::Backfill,
+        PolicyKind::Fairshare,
+        PolicyKind::Las,
+        PolicyKind::Hetero,
+    ];
+
+    pub fn parse(s: &str) -> Option<PolicyKind> {
+        PolicyKind::ALL.into_iter().find(|k| k.name() == s)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PolicyKind::Fifo => "fifo",
+            PolicyKind::Backfill => "backfill",
+            PolicyKind::Fairshare => "fairshare",
+            PolicyKind::Las => "las",
+            PolicyKind::Hetero => "hetero",
+        }
+    }
+}
+
+impl fmt::Display for PolicyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A policy with its parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub kind: PolicyKind,
+    /// Seconds between backfill passes (0: every pass backfills). Between
+    /// them a blocked job blocks its pools, as Slurm's main scheduler does.
+    pub backfill_interval_s: f64,
+    /// Most queued jobs examined in one pass (Slurm's bf_max_job_test).
+    pub max_job_test: usize,
+    /// Blocked jobs that get a reservation in a backfill pass (1 = EASY).
+    pub reservations: usize,
+    /// Seconds between recomputations of fair-share priorities.
+    pub priority_period_s: f64,
+    /// Half-life of recorded usage, seconds.
+    pub decay_half_life_s: f64,
+    /// Weights of the multifactor priority.
+    pub weight_fairshare: f64,
+    pub weight_age: f64,
+    /// Age at which the age factor saturates, seconds.
+    pub max_age_s: f64,
+    /// LAS queue thresholds in accelerator-seconds of attained service.
+    pub las_thresholds_gpu_s: Vec<f64>,
+    /// Whether higher-priority jobs may preempt lower-priority preemptible ones.
+    pub preemption: bool,
+    /// Most blocked jobs that try preemption in one pass.
+    pub max_preempt_attempts: usize,
+}
+
+impl Policy {
+    /// The policy `kind` with default parameters.
+    pub fn new(kind: PolicyKind) -> Policy {
+        Policy {
+            kind,
+            backfill_interval_s: 30.0,
+            max_job_test: 1000,
+            reservations: 1,
+            priority_period_s: 300.0,
+            decay_half_life_s: 7.0 * 86400.0,
+            weight_fairshare: 10_000.0,
+            weight_age: 1_000.0,
+            max_age_s: 7.0 * 86400.0,
+            las_thresholds_gpu_s: vec![3_600.0, 36_000.0, 360_000.0],
+            preemption: true,
+            max_preempt_attempts: 8,
+        }
+    }
+
+    /// Parses a policy name with default parameters.
+    pub fn by_name(name: &str) -> Option<Policy> {
+        PolicyKind::parse(name).map(Policy::new)
+    }
+
+    pub fn backfills(&self) -> bool {
+        matches!(self.kind, PolicyKind::Backfill | PolicyKind::Fairshare)
+    }
+
+    /// Whether a blocked job stops lower-ranked jobs from using its pools.
+    pub fn blocks(&self) -> bool {
+        matches!(
+            self.kind,
+            PolicyKind::Fifo | PolicyKind::Backfill | PolicyKind::Fairshare
+        )
+    }
+
+    /// LAS level (0 = highest) for an attained service.
+    pub fn las_level(&self, attained_gpu_s: f64) -> u32 {
+        self.las_thresholds_gpu_s
+            .iter()
+            .take_while(|&&t| attained_gpu_s >= t)
+            .count() as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_roundtrip() {
+        for k in PolicyKind::ALL {
+            assert_eq!(PolicyKind::parse(k.name()), Some(k));
+        }
+        assert!(Policy::by_name("nope").is_none());
+        let p = Policy::new(PolicyKind::Las);
+        assert_eq!(p.las_level(0.0), 0);
+        assert_eq!(p.las_level(3_600.0), 1);
+        assert_eq!(p.las_level(1e9), 3);
+    }
+}

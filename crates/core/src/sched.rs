@@ -1,0 +1,949 @@
+//! The scheduler: state, and a pass that turns (state, policy, now) into
+//! decisions.
+//!
+//! [`SchedCore`] holds the jobs, the queue, the allocations and the free
+//! capacity. Callers feed it events (`submit`, `finish`, `fail_accelerator`,
+//! `repair`) and call [`SchedCore::schedule`] with the current time; the pass
+//! reads no clock and does no I/O. The live control plane feeds wall-clock
+//! time and runs the decisions on an executor; the digital twin feeds
+//! virtual time and turns them into events.
+
+use crate::catalog::TypeIdx;
+use crate::cluster::{Cluster, NodeIdx, Placement};
+use crate::factory::{Factory, PoolIdx};
+use crate::policy::{Policy, PolicyKind};
+use crate::spec::{AllocationSpec, Category, JobSpec, Throughputs, TypeFilter};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Index of a job in [`SchedCore::jobs`].
+pub type JobIdx = u32;
+/// Index of an allocation.
+pub type AllocIdx = u32;
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    Waiting,
+    Running,
+    Completed,
+    /// A run reached the job's time limit.
+    TimedOut,
+    /// Refused or withdrawn; see [`Job::reason`].
+    Cancelled,
+}
+
+/// Why a job was refused or cancelled (snake_case codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// No pool of the factory can ever run it (type, memory or size).
+    Unsatisfiable,
+    /// Its work is in steps but the throughput matrix does not know its type.
+    UnknownJobType,
+    AllocationExpired,
+    AllocationExhausted,
+}
+
+impl Reason {
+    pub fn code(self) -> &'static str {
+        match self {
+            Reason::Unsatisfiable => "unsatisfiable",
+            Reason::UnknownJobType => "unknown_job_type",
+            Reason::AllocationExpired => "allocation_expired",
+            Reason::AllocationExhausted => "allocation_exhausted",
+        }
+    }
+}
+
+/// A job inside the scheduler.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: String,
+    pub submit_s: f64,
+    pub gpus: u32,
+    pub alloc: AllocIdx,
+    /// Job priority plus its allocation's QOS priority.
+    pub priority: i32,
+    pub preemptible: bool,
+    /// Checkpoint interval (0: none).
+    pub checkpoint_s: f64,
+    pub time_limit_s: Option<f64>,
+    pub deadline_s: Option<f64>,
+    /// Work: seconds (duration jobs) or steps; multiplied by a pool's
+    /// factor gives the full run time there.
+    pub base: f64,
+    cands: u32,
+    pub state: JobState,
+    pub reason: Option<Reason>,
+    /// Fraction of the work done and saved (checkpointed or finished).
+    pub done: f64,
+    pub run_start: f64,
+    pub run_pool: PoolIdx,
+    /// Full run time on the current pool.
+    pub run_full: f64,
+    /// End of the current run as planned by the scheduler.
+    pub est_end: f64,
+    /// Incremented at each start: tells stale finish events apart.
+    pub epoch: u32,
+    pub first_start: Option<f64>,
+    pub end_s: Option<f64>,
+    /// Accelerator-seconds received so far (closed runs).
+    pub attained_gpu_s: f64,
+    /// Accelerator-seconds of work thrown away by interruptions.
+    pub lost_gpu_s: f64,
+    pub restarts: u32,
+    pub placement: Placement,
+    key: f64,
+}
+
+impl Job {
+    /// Seconds the current run will last if it is not interrupted, and
+    /// whether it ends by reaching the time limit.
+    pub fn planned_run(&self) -> (f64, bool) {
+        let rem = (1.0 - self.done).max(0.0) * self.run_full;
+        match self.time_limit_s {
+            Some(l) if l < rem => (l, true),
+            _ => (rem, false),
+        }
+    }
+
+    /// Attained accelerator-seconds at `now` (including a current run).
+    pub fn attained_at(&self, now: f64) -> f64 {
+        if self.state == JobState::Running {
+            self.attained_gpu_s + self.gpus as f64 * (now - self.run_start).max(0.0)
+        } else {
+            self.attained_gpu_s
+        }
+    }
+}
+
+/// Scheduler-side state of an allocation.
+#[derive(Debug, Clone)]
+pub struct AllocState {
+    pub spec: AllocationSpec,
+    pub shares: f64,
+    /// Decayed billing-weighted usage, accelerator-seconds, as of `usage_t`.
+    pub usage: f64,
+    /// Undecayed billing-weighted usage, accelerator-seconds.
+    pub used_total: f64,
+    usage_t: f64,
+    /// Billing-weighted accelerators running now.
+    rate: f64,
+    fs_factor: f64,
+}
+
+/// What one pass decided.
+#[derive(Debug, Default, Clone)]
+pub struct Decisions {
+    /// Jobs started (their placement and `est_end` are set).
+    pub started: Vec<JobIdx>,
+    /// Jobs preempted: (job, accelerator-seconds of work lost).
+    pub preempted: Vec<(JobIdx, f64)>,
+    /// Jobs cancelled.
+    pub cancelled: Vec<(JobIdx, Reason)>,
+    /// Call again by then even if nothing happens.
+    pub wakeup: Option<f64>,
+}
+
+impl Decisions {
+    fn clear(&mut self) {
+        self.started.clear();
+        self.preempted.clear();
+        self.cancelled.clear();
+        self.wakeup = None;
+    }
+}
+
+/// Outcome of a failed accelerator.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FailOutcome {
+    /// The accelerator was already down.
+    AlreadyDown,
+    /// It was idle; now down.
+    Idle,
+    /// It ran this job, which was stopped and requeued, losing this many
+    /// accelerator-seconds of work.
+    Hit { job: JobIdx, lost_gpu_s: f64 },
+}
+
+/// Candidate pools of a class of jobs, each with its run-time factor.
+#[derive(Debug, Clone)]
+struct CandList {
+    pools: Vec<(PoolIdx, f64)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Reservation {
+    shadow: f64,
+    extra: u64,
+}
+
+/// Scheduler state.
+pub struct SchedCore {
+    pub factory: Factory,
+    pub policy: Policy,
+    pub cluster: Cluster,
+    pub jobs: Vec<Job>,
+    pub allocs: Vec<AllocState>,
+    alloc_by_name: HashMap<String, AllocIdx>,
+    throughputs: Throughputs,
+    queue: Vec<JobIdx>,
+    running_by_end: Vec<BTreeSet<(u64, JobIdx)>>,
+    /// Per pool: static priority -> preemptible running jobs.
+    preemptible_prios: Vec<BTreeMap<i32, u32>>,
+    node_jobs: Vec<Vec<(JobIdx, u16)>>,
+    cand_lists: Vec<CandList>,
+    cand_index: HashMap<(String, Option<String>, u32, bool), u32>,
+    last_backfill: f64,
+    last_priority: f64,
+    /// Jobs waiting, running.
+    pub n_running: usize,
+    // scratch
+    dec: Decisions,
+    blocked: Vec<bool>,
+    reservations: Vec<Option<Reservation>>,
+    requeue: Vec<JobIdx>,
+    victims: Vec<(i64, f64, JobIdx)>,
+    place_buf: Placement,
+}
+
+fn end_key(t: f64) -> u64 {
+    // non-negative finite floats order like their bits
+    t.max(0.0).to_bits()
+}
+
+impl SchedCore {
+    pub fn new(factory: Factory, policy: Policy, throughputs: Throughputs) -> SchedCore {
+        let cluster = Cluster::new(&factory);
+        let np = factory.pools.len();
+        let nn = cluster.nodes() as usize;
+        SchedCore {
+            policy,
+            cluster,
+            jobs: Vec::new(),
+            allocs: Vec::new(),
+            alloc_by_name: HashMap::new(),
+            throughputs,
+            queue: Vec::new(),
+            running_by_end: vec![BTreeSet::new(); np],
+            preemptible_prios: vec![BTreeMap::new(); np],
+            node_jobs: vec![Vec::new(); nn],
+            cand_lists: Vec::new(),
+            cand_index: HashMap::new(),
+            last_backfill: f64::NEG_INFINITY,
+            last_priority: f64::NEG_INFINITY,
+            n_running: 0,
+            dec: Decisions::default(),
+            blocked: vec![false; np],
+            reservations: vec![None; np],
+            requeue: Vec::new(),
+            victims: Vec::new(),
+            place_buf: Vec::new(),
+            factory,
+        }
+    }
+
+    /// Adds an allocation (or returns the existing one with that id).
+    pub fn add_allocation(&mut self, spec: AllocationSpec) -> AllocIdx {
+        if let Some(&i) = self.alloc_by_name.get(&spec.id) {
+            return i;
+        }
+        let i = self.allocs.len() as AllocIdx;
+        let shares = spec
+            .shares
+            .or(spec.granted_gpu_hours)
+            .filter(|s| *s > 0.0)
+            .unwrap_or(1.0);
+        self.alloc_by_name.insert(spec.id.clone(), i);
+        self.allocs.push(AllocState {
+            spec,
+            shares,
+            usage: 0.0,
+            used_total: 0.0,
+            usage_t: 0.0,
+            rate: 0.0,
+            fs_factor: 1.0,
+        });
+        i
+    }
+
+    pub fn allocation(&self, id: &str) -> Option<AllocIdx> {
+        self.alloc_by_name.get(id).copied()
+    }
+
+    /// Jobs waiting in the queue.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Category of a job's allocation.
+    pub fn category_of(&self, j: JobIdx) -> Category {
+        self.allocs[self.jobs[j as usize].alloc as usize].spec.category
+    }
+
+    /// Run-time factor of job `j` on `pool` (None if it cannot run there).
+    pub fn factor(&self, j: JobIdx, pool: PoolIdx) -> Option<f64> {
+        let job = &self.jobs[j as usize];
+        self.cand_lists[job.cands as usize]
+            .pools
+            .iter()
+            .find(|(p, _)| *p == pool)
+            .map(|x| x.1)
+    }
+
+    fn type_ok(&self, f: &TypeFilter, t: TypeIdx) -> bool {
+        let ty = self.factory.catalog.get(t);
+        (f.types.is_empty() || f.types.iter().any(|x| *x == ty.id))
+            && f.vendor.is_none_or(|v| v == ty.vendor)
+            && f.min_memory_gb.is_none_or(|m| ty.memory_gb >= m)
+    }
+
+    fn cand_list(&mut self, spec: &JobSpec, steps: bool) -> Result<u32, Reason> {
+        let key = (
+            spec.types.to_column(),
+            spec.job_type.clone(),
+            spec.gpus,
+            steps,
+        );
+        if let Some(&i) = self.cand_index.get(&key) {
+            return Ok(i);
+        }
+        let jt = spec
+            .job_type
+            .as_deref()
+            .filter(|t| self.throughputs.has_job_type(t));
+        if steps && jt.is_none() {
+            return Err(Reason::UnknownJobType);
+        }
+        // throughput per pool (None: not measured)
+        let mut pools: Vec<(PoolIdx, Option<f64>)> = Vec::new();
+        for (i, p) in self.factory.pools.iter().enumerate() {
+            if !self.type_ok(&spec.types, p.accel) || spec.gpus as u64 > p.accelerators() {
+                continue;
+            }
+            let thr = jt.and_then(|t| {
+                self.throughputs
+                    .get(t, &self.factory.catalog.get(p.accel).id, spec.gpus)
+            });
+            if jt.is_some() && !thr.is_some_and(|x| x > 0.0 && x.is_finite()) {
+                continue; // cannot run there (or unmeasured)
+            }
+            pools.push((i as PoolIdx, thr));
+        }
+        if pools.is_empty() {
+            return Err(Reason::Unsatisfiable);
+        }
+        let best = pools
+            .iter()
+            .filter_map(|p| p.1)
+            .fold(0.0f64, f64::max);
+        let mut list: Vec<(PoolIdx, f64)> = pools
+            .iter()
+            .map(|&(p, thr)| {
+                let f = match (thr, steps) {
+                    (Some(t), true) => 1.0 / t,
+                    (Some(t), false) => best / t,
+                    (None, _) => 1.0,
+                };
+                (p, f)
+            })
+            .collect();
+        if self.policy.kind == PolicyKind::Hetero {
+            // best throughput per billing unit first
+            let cat = &self.factory.catalog;
+            let pools = &self.factory.pools;
+            let score = |&(p, f): &(PoolIdx, f64)| {
+                1.0 / (f * cat.get(pools[p as usize].accel).billing_weight)
+            };
+            list.sort_by(|a, b| score(b).total_cmp(&score(a)).then(a.0.cmp(&b.0)));
+        }
+        let i = self.cand_lists.len() as u32;
+        self.cand_lists.push(CandList { pools: list });
+        self.cand_index.insert(key, i);
+        Ok(i)
+    }
+
+    /// Submits a job at `now`. Returns its index; a job that can never run
+    /// is recorded as cancelled with a reason.
+    pub fn submit(&mut self, spec: &JobSpec, alloc: AllocIdx, now: f64) -> JobIdx {
+        let steps = spec.steps.is_some() && spec.job_type.is_some();
+        let base = if steps {
+            spec.steps.unwrap_or(0.0)
+        } else {
+            spec.duration_s.unwrap_or(0.0)
+        };
+        let cands = self.cand_list(spec, steps);
+        let a = &self.allocs[alloc as usize];
+        let idx = self.jobs.len() as JobIdx;
+        let mut job = Job {
+            id: spec.id.clone(),
+            submit_s: spec.submit_s,
+            gpus: spec.gpus.max(1),
+            alloc,
+            priority: spec.priority.saturating_add(a.spec.qos_priority),
+            preemptible: spec.preemptible,
+            checkpoint_s: spec.checkpoint_s.unwrap_or(0.0).max(0.0),
+            time_limit_s: spec.time_limit_s.filter(|l| *l > 0.0),
+            deadline_s: spec.deadline_s,
+            base,
+            cands: *cands.as_ref().unwrap_or(&0),
+            state: JobState::Waiting,
+            reason: None,
+            done: 0.0,
+            run_start: 0.0,
+            run_pool: 0,
+            run_full: 0.0,
+            est_end: 0.0,
+            epoch: 0,
+            first_start: None,
+            end_s: None,
+            attained_gpu_s: 0.0,
+            lost_gpu_s: 0.0,
+            restarts: 0,
+            placement: Vec::new(),
+            key: 0.0,
+        };
+        if let Err(r) = cands {
+            job.state = JobState::Cancelled;
+            job.reason = Some(r);
+            job.end_s = Some(now);
+            self.jobs.push(job);
+            return idx;
+        }
+        self.jobs.push(job);
+        self.enqueue(idx, now);
+        idx
+    }
+
+    fn compute_key(&self, j: JobIdx, now: f64) -> f64 {
+        let job = &self.jobs[j as usize];
+        let prio = job.priority as f64;
+        match self.policy.kind {
+            PolicyKind::Fifo => 0.0,
+            PolicyKind::Backfill => -prio,
+            PolicyKind::Fairshare => {
+                let a = &self.allocs[job.alloc as usize];
+                let age = ((now - job.submit_s) / self.policy.max_age_s).clamp(0.0, 1.0);
+                -(prio * 1e6 + self.policy.weight_fairshare * a.fs_factor
+                    + self.policy.weight_age * age)
+            }
+            PolicyKind::Las => {
+                -prio * 1e3 + self.policy.las_level(job.attained_gpu_s) as f64
+            }
+            PolicyKind::Hetero => -prio * 1e15 + job.attained_gpu_s / job.gpus as f64,
+        }
+    }
+
+    fn order(&self, a: JobIdx, b: JobIdx) -> std::cmp::Ordering {
+        let (ja, jb) = (&self.jobs[a as usize], &self.jobs[b as usize]);
+        ja.key
+            .total_cmp(&jb.key)
+            .then(ja.submit_s.total_cmp(&jb.submit_s))
+            .then(a.cmp(&b))
+    }
+
+    fn enqueue(&mut self, j: JobIdx, now: f64) {
+        self.jobs[j as usize].key = self.compute_key(j, now);
+        let pos = self
+            .queue
+            .partition_point(|&q| self.order(q, j) == std::cmp::Ordering::Less);
+        self.queue.insert(pos, j);
+    }
+
+    fn accrue(&mut self, a: AllocIdx, now: f64) {
+        let hl = self.policy.decay_half_life_s;
+        let s = &mut self.allocs[a as usize];
+        let dt = now - s.usage_t;
+        if dt > 0.0 {
+            let decay = (-dt * std::f64::consts::LN_2 / hl).exp();
+            s.usage = s.usage * decay + s.rate * hl / std::f64::consts::LN_2 * (1.0 - decay);
+            s.used_total += s.rate * dt;
+            s.usage_t = now;
+        }
+    }
+
+    fn billing(&self, pool: PoolIdx) -> f64 {
+        self.factory
+            .catalog
+            .get(self.factory.pools[pool as usize].accel)
+            .billing_weight
+    }
+
+    fn start(&mut self, j: JobIdx, pool: PoolIdx, factor: f64, now: f64) {
+        let placement = std::mem::take(&mut self.place_buf);
+        for &(n, c) in &placement {
+            self.node_jobs[n as usize].push((j, c));
+        }
+        let w = self.billing(pool);
+        let job = &mut self.jobs[j as usize];
+        job.placement.clone_from(&placement);
+        self.place_buf = placement;
+        job.state = JobState::Running;
+        job.run_start = now;
+        job.run_pool = pool;
+        job.run_full = job.base * factor;
+        job.epoch += 1;
+        job.first_start.get_or_insert(now);
+        let est = job
+            .time_limit_s
+            .unwrap_or((1.0 - job.done).max(0.0) * job.run_full);
+        job.est_end = now + est;
+        let (est_end, gpus, alloc, prio, pre) =
+            (job.est_end, job.gpus, job.alloc, job.priority, job.preemptible);
+        self.running_by_end[pool as usize].insert((end_key(est_end), j));
+        if pre {
+            *self.preemptible_prios[pool as usize].entry(prio).or_insert(0) += 1;
+        }
+        self.accrue(alloc, now);
+        self.allocs[alloc as usize].rate += gpus as f64 * w;
+        self.n_running += 1;
+        self.dec.started.push(j);
+    }
+
+    /// Takes a running job off its accelerators (bookkeeping only).
+    fn stop(&mut self, j: JobIdx, now: f64) {
+        let job = &mut self.jobs[j as usize];
+        debug_assert_eq!(job.state, JobState::Running);
+        let placement = std::mem::take(&mut job.placement);
+        let (pool, est_end, gpus, alloc, prio, pre) = (
+            job.run_pool,
+            job.est_end,
+            job.gpus,
+            job.alloc,
+            job.priority,
+            job.preemptible,
+        );
+        job.attained_gpu_s += gpus as f64 * (now - job.run_start).max(0.0);
+        self.cluster.release(&placement);
+        for &(n, _) in &placement {
+            let v = &mut self.node_jobs[n as usize];
+            if let Some(i) = v.iter().position(|x| x.0 == j) {
+                v.swap_remove(i);
+            }
+        }
+        self.running_by_end[pool as usize].remove(&(end_key(est_end), j));
+        if pre {
+            let m = &mut self.preemptible_prios[pool as usize];
+            if let Some(c) = m.get_mut(&prio) {
+                *c -= 1;
+                if *c == 0 {
+                    m.remove(&prio);
+                }
+            }
+        }
+        let w = self.billing(pool);
+        self.accrue(alloc, now);
+        let a = &mut self.allocs[alloc as usize];
+        a.rate = (a.rate - gpus as f64 * w).max(0.0);
+        self.n_running -= 1;
+    }
+
+    /// A running job's current run ended at `now` (completion or time limit).
+    pub fn finish(&mut self, j: JobIdx, now: f64) -> JobState {
+        let (_, timed_out) = self.jobs[j as usize].planned_run();
+        self.stop(j, now);
+        let job = &mut self.jobs[j as usize];
+        job.end_s = Some(now);
+        if timed_out {
+            job.state = JobState::TimedOut;
+        } else {
+            job.done = 1.0;
+            job.state = JobState::Completed;
+        }
+        job.state
+    }
+
+    /// Stops a running job, keeping the work saved at its last checkpoint;
+    /// returns the accelerator-seconds lost. The job goes back to the queue
+    /// (at once if `requeue_now`, else at the end of the current pass).
+    fn interrupt(&mut self, j: JobIdx, now: f64, requeue_now: bool) -> f64 {
+        self.stop(j, now);
+        let job = &mut self.jobs[j as usize];
+        let r = (now - job.run_start).max(0.0);
+        let saved = if job.checkpoint_s > 0.0 {
+            (r / job.checkpoint_s).floor() * job.checkpoint_s
+        } else {
+            0.0
+        };
+        if job.run_full > 0.0 {
+            job.done = (job.done + saved / job.run_full).min(1.0);
+        }
+        let lost = job.gpus as f64 * (r - saved);
+        job.lost_gpu_s += lost;
+        job.restarts += 1;
+        job.state = JobState::Waiting;
+        if requeue_now {
+            self.enqueue(j, now);
+        } else {
+            self.requeue.push(j);
+        }
+        lost
+    }
+
+    /// One accelerator of `node` fails; `slot` (uniform in 0..per-node)
+    /// picks which one. A job using it is stopped and requeued.
+    pub fn fail_accelerator(&mut self, node: NodeIdx, slot: u16, now: f64) -> FailOutcome {
+        let (cap, free) = self.cluster.node_state(node);
+        if slot >= cap {
+            return FailOutcome::AlreadyDown;
+        }
+        let used = cap - free;
+        let mut out = FailOutcome::Idle;
+        if slot < used {
+            let mut acc = 0u16;
+            let mut hit = None;
+            for &(j, c) in &self.node_jobs[node as usize] {
+                acc += c;
+                if slot < acc {
+                    hit = Some(j);
+                    break;
+                }
+            }
+            if let Some(j) = hit {
+                let lost = self.interrupt(j, now, true);
+                out = FailOutcome::Hit { job: j, lost_gpu_s: lost };
+            }
+        }
+        self.cluster.down(node);
+        out
+    }
+
+    /// One accelerator of `node` is repaired.
+    pub fn repair(&mut self, node: NodeIdx) -> bool {
+        self.cluster.up(node)
+    }
+
+    fn refresh_priorities(&mut self, now: f64) {
+        for a in 0..self.allocs.len() {
+            self.accrue(a as AllocIdx, now);
+        }
+        let tot_u: f64 = self.allocs.iter().map(|a| a.usage).sum();
+        let tot_s: f64 = self.allocs.iter().map(|a| a.shares).sum();
+        for a in &mut self.allocs {
+            let u = if tot_u > 0.0 { a.usage / tot_u } else { 0.0 };
+            let s = if tot_s > 0.0 { a.shares / tot_s } else { 1.0 };
+            a.fs_factor = (-(u / s.max(1e-12)) * std::f64::consts::LN_2).exp();
+        }
+        let q = std::mem::take(&mut self.queue);
+        for &j in &q {
+            self.jobs[j as usize].key = self.compute_key(j, now);
+        }
+        self.queue = q;
+        let mut q = std::mem::take(&mut self.queue);
+        q.sort_by(|&a, &b| self.order(a, b));
+        self.queue = q;
+    }
+
+    /// Rank for preemption: a job may preempt preemptible jobs of strictly
+    /// lower rank.
+    fn rank(&self, j: JobIdx, now: f64) -> i64 {
+        let job = &self.jobs[j as usize];
+        match self.policy.kind {
+            PolicyKind::Las => {
+                job.priority as i64 * 100 - self.policy.las_level(job.attained_at(now)) as i64
+            }
+            _ => job.priority as i64,
+        }
+    }
+
+    fn try_preempt(&mut self, j: JobIdx, now: f64) -> bool {
+        let my_rank = self.rank(j, now);
+        let gpus = self.jobs[j as usize].gpus;
+        let cl = self.jobs[j as usize].cands as usize;
+        for ci in 0..self.cand_lists[cl].pools.len() {
+            let (p, factor) = self.cand_lists[cl].pools[ci];
+            let pu = p as usize;
+            // cheap filter: any preemptible job that could be outranked?
+            match self.policy.kind {
+                PolicyKind::Las => {
+                    if self.preemptible_prios[pu].is_empty() {
+                        continue;
+                    }
+                }
+                _ => match self.preemptible_prios[pu].keys().next() {
+                    Some(&lo) if (lo as i64) < my_rank => {}
+                    _ => continue,
+                },
+            }
+            let mut victims = std::mem::take(&mut self.victims);
+            victims.clear();
+            for &(_, v) in &self.running_by_end[pu] {
+                let vj = &self.jobs[v as usize];
+                if vj.preemptible && vj.run_start < now {
+                    let r = self.rank(v, now);
+                    if r < my_rank {
+                        victims.push((r, -vj.run_start, v));
+                    }
+                }
+            }
+            victims.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.cmp(&b.2)));
+            let mut have = self.cluster.pools[pu].free_total;
+            let mut n = 0;
+            while have < gpus as u64 && n < victims.len() {
+                have += self.jobs[victims[n].2 as usize].gpus as u64;
+                n += 1;
+            }
+            if have < gpus as u64 {
+                self.victims = victims;
+                continue;
+            }
+            // tentatively release victims, then place
+            for &(_, _, v) in &victims[..n] {
+                let pl = self.jobs[v as usize].placement.clone();
+                self.cluster.release(&pl);
+            }
+            let mut buf = std::mem::take(&mut self.place_buf);
+            let ok = self.cluster.place(p, gpus, &mut buf);
+            if ok {
+                self.cluster.release(&buf);
+            }
+            for &(_, _, v) in &victims[..n] {
+                let pl = self.jobs[v as usize].placement.clone();
+                self.cluster.take_exact(&pl);
+            }
+            if ok {
+                for &(_, _, v) in &victims[..n] {
+                    let lost = self.interrupt(v, now, false);
+                    self.dec.preempted.push((v, lost));
+                }
+                let ok2 = self.cluster.place(p, gpus, &mut buf);
+                self.place_buf = buf;
+                self.victims = victims;
+                if ok2 {
+                    self.start(j, p, factor, now);
+                    return true;
+                }
+                return false;
+            }
+            self.place_buf = buf;
+            self.victims = victims;
+        }
+        false
+    }
+
+    /// Computes the earliest time `gpus` accelerators are free in `pool`
+    /// from planned ends (count-based), and the accelerators to spare then.
+    fn reservation(&self, pool: PoolIdx, gpus: u32, now: f64) -> Reservation {
+        let ps = &self.cluster.pools[pool as usize];
+        let need = gpus as u64;
+        let mut acc = ps.free_total;
+        let running = &self.running_by_end[pool as usize];
+        if acc >= need {
+            // enough in total but fragmented: wait for the next release
+            let shadow = running
+                .iter()
+                .next()
+                .map(|&(e, _)| f64::from_bits(e))
+                .unwrap_or(now);
+            return Reservation { shadow, extra: 0 };
+        }
+        for &(e, j) in running {
+            acc += self.jobs[j as usize].gpus as u64;
+            if acc >= need {
+                return Reservation {
+                    shadow: f64::from_bits(e).max(now),
+                    extra: acc - need,
+                };
+            }
+        }
+        Reservation {
+            shadow: f64::INFINITY,
+            extra: 0,
+        }
+    }
+
+    /// Runs one scheduling pass at `now` and returns its decisions. Started
+    /// jobs have their placement and planned end set; preempted jobs are
+    /// back in the queue.
+    pub fn schedule(&mut self, now: f64) -> &Decisions {
+        self.dec.clear();
+        let kind = self.policy.kind;
+        if kind == PolicyKind::Fairshare && now >= self.last_priority + self.policy.priority_period_s
+        {
+            self.refresh_priorities(now);
+            self.last_priority = now;
+        }
+        let backfill_mode = self.policy.backfills()
+            && (self.policy.backfill_interval_s <= 0.0
+                || now >= self.last_backfill + self.policy.backfill_interval_s);
+        if backfill_mode {
+            self.last_backfill = now;
+        }
+        let np = self.blocked.len();
+        self.blocked.iter_mut().for_each(|b| *b = false);
+        self.reservations.iter_mut().for_each(|r| *r = None);
+        let mut n_blocked = 0;
+        let mut n_res = 0;
+        let mut tested = 0;
+        let mut preempt_tries = 0;
+        let mut left_waiting = false;
+        let mut wake: Option<f64> = None;
+        let mut removed = false;
+        let queue = std::mem::take(&mut self.queue);
+        for qi in 0..queue.len() {
+            if n_blocked == np {
+                left_waiting = true;
+                break;
+            }
+            let j = queue[qi];
+            let (alloc, gpus, cl) = {
+                let job = &self.jobs[j as usize];
+                (job.alloc, job.gpus, job.cands as usize)
+            };
+            // allocation checks
+            {
+                let a = &self.allocs[alloc as usize].spec;
+                if a.valid_from_s > now {
+                    wake = Some(wake.map_or(a.valid_from_s, |w: f64| w.min(a.valid_from_s)));
+                    continue;
+                }
+                let expired = a.valid_until_s.is_some_and(|u| now >= u);
+                let granted = a.granted_gpu_hours;
+                if !expired {
+                    if let Some(g) = granted {
+                        self.accrue(alloc, now);
+                        if self.allocs[alloc as usize].used_total >= g * 3600.0 {
+                            self.cancel_in_pass(j, Reason::AllocationExhausted, now);
+                            removed = true;
+                            continue;
+                        }
+                    }
+                } else {
+                    self.cancel_in_pass(j, Reason::AllocationExpired, now);
+                    removed = true;
+                    continue;
+                }
+            }
+            let pools = &self.cand_lists[cl].pools;
+            if pools.iter().all(|&(p, _)| self.blocked[p as usize]) {
+                continue;
+            }
+            tested += 1;
+            if tested > self.policy.max_job_test {
+                left_waiting = true;
+                break;
+            }
+            let mut started = false;
+            for ci in 0..pools.len() {
+                let (p, factor) = self.cand_lists[cl].pools[ci];
+                let pu = p as usize;
+                if self.blocked[pu] || !self.cluster.pools[pu].may_fit(gpus) {
+                    continue;
+                }
+                let mut uses_extra = false;
+                if let Some(r) = self.reservations[pu] {
+                    let job = &self.jobs[j as usize];
+                    let est = job
+                        .time_limit_s
+                        .unwrap_or((1.0 - job.done).max(0.0) * job.base * factor);
+                    if now + est > r.shadow {
+                        if gpus as u64 > r.extra {
+                            continue;
+                        }
+                        uses_extra = true;
+                    }
+                }
+                let mut buf = std::mem::take(&mut self.place_buf);
+                let ok = self.cluster.place(p, gpus, &mut buf);
+                self.place_buf = buf;
+                if ok {
+                    if uses_extra {
+                        if let Some(r) = self.reservations[pu].as_mut() {
+                            r.extra -= gpus as u64;
+                        }
+                    }
+                    self.start(j, p, factor, now);
+                    started = true;
+                    break;
+                }
+            }
+            if !started
+                && self.policy.preemption
+                && preempt_tries < self.policy.max_preempt_attempts
+            {
+                preempt_tries += 1;
+                started = self.try_preempt(j, now);
+            }
+            if started {
+                removed = true;
+                continue;
+            }
+            left_waiting = true;
+            if backfill_mode {
+                if n_res < self.policy.reservations {
+                    // reserve on the candidate pool that frees up first
+                    let mut best: Option<(PoolIdx, Reservation)> = None;
+                    for &(p, _) in &self.cand_lists[cl].pools {
+                        if self.reservations[p as usize].is_some() || self.blocked[p as usize] {
+                            continue;
+                        }
+                        let r = self.reservation(p, gpus, now);
+                        if best.is_none_or(|(_, b)| r.shadow < b.shadow) {
+                            best = Some((p, r));
+                        }
+                    }
+                    if let Some((p, r)) = best {
+                        self.reservations[p as usize] = Some(r);
+                        n_res += 1;
+                    }
+                }
+            } else if self.policy.blocks() {
+                for ci in 0..self.cand_lists[cl].pools.len() {
+                    let p = self.cand_lists[cl].pools[ci].0 as usize;
+                    if !self.blocked[p] {
+                        self.blocked[p] = true;
+                        n_blocked += 1;
+                    }
+                }
+            }
+        }
+        self.queue = queue;
+        if removed {
+            let jobs = &self.jobs;
+            self.queue
+                .retain(|&j| jobs[j as usize].state == JobState::Waiting);
+        }
+        for j in std::mem::take(&mut self.requeue) {
+            self.enqueue(j, now);
+        }
+        if left_waiting && self.policy.backfills() && self.policy.backfill_interval_s > 0.0 {
+            let w = self.last_backfill + self.policy.backfill_interval_s;
+            wake = Some(wake.map_or(w, |x: f64| x.min(w)));
+        }
+        if kind == PolicyKind::Fairshare && !self.queue.is_empty() {
+            let w = self.last_priority + self.policy.priority_period_s;
+            wake = Some(wake.map_or(w, |x: f64| x.min(w)));
+        }
+        self.dec.wakeup = wake.filter(|w| *w > now);
+        &self.dec
+    }
+
+    fn cancel_in_pass(&mut self, j: JobIdx, r: Reason, now: f64) {
+        let job = &mut self.jobs[j as usize];
+        job.state = JobState::Cancelled;
+        job.reason = Some(r);
+        job.end_s = Some(now);
+        self.dec.cancelled.push((j, r));
+    }
+
+    /// Decayed usage of every allocation at `now` (for reports and tests).
+    pub fn usage_at(&mut self, now: f64) -> Vec<f64> {
+        for a in 0..self.allocs.len() {
+            self.accrue(a as AllocIdx, now);
+        }
+        self.allocs.iter().map(|a| a.usage).collect()
+    }
+
+    /// Accelerators usable now (total minus down).
+    pub fn usable_accelerators(&self) -> u64 {
+        self.cluster.pools.iter().map(|p| p.cap_total).sum()
+    }
+
+    /// Accelerators busy now.
+    pub fn busy_accelerators(&self) -> u64 {
+        self.cluster
+            .pools
+            .iter()
+            .map(|p| p.cap_total - p.free_total)
+            .sum()
+    }
+}

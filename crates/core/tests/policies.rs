@@ -1,0 +1,246 @@
+//! Each policy's defining behaviour, driven through the scheduler API with
+//! hand-made clocks.
+
+use gigafab_core::{
+    AllocationSpec, Category, Factory, JobSpec, JobState, Policy, PolicyKind, SchedCore,
+    Throughputs,
+};
+
+fn factory(pools: &[(&str, &str, u32, u32)]) -> Factory {
+    let mut s = String::from("name = \"t\"\n[[sites]]\nname = \"s\"\n");
+    for (name, acc, nodes, per) in pools {
+        s.push_str(&format!(
+            "[[sites.pools]]\nname = \"{name}\"\naccelerator = \"{acc}\"\nnodes = {nodes}\naccelerators_per_node = {per}\n"
+        ));
+    }
+    Factory::parse(&s, "t.toml").unwrap()
+}
+
+fn core(kind: PolicyKind, f: Factory) -> SchedCore {
+    let mut p = Policy::new(kind);
+    p.backfill_interval_s = 0.0;
+    let mut c = SchedCore::new(f, p, Throughputs::new());
+    c.add_allocation(AllocationSpec::open("a", Category::Academia));
+    c.add_allocation(AllocationSpec::open("b", Category::Startup));
+    c
+}
+
+fn submit(c: &mut SchedCore, alloc: &str, id: &str, t: f64, gpus: u32, dur: f64) -> u32 {
+    let a = c.allocation(alloc).unwrap();
+    c.submit(&JobSpec::simple(id, t, gpus, dur), a, t)
+}
+
+fn started(c: &mut SchedCore, now: f64) -> Vec<String> {
+    let d = c.schedule(now).started.clone();
+    d.iter().map(|&j| c.jobs[j as usize].id.clone()).collect()
+}
+
+#[test]
+fn gang_never_starts_partially() {
+    let mut c = core(PolicyKind::Fifo, factory(&[("p", "h100", 2, 8)]));
+    submit(&mut c, "a", "one", 0.0, 1, 100.0);
+    assert_eq!(started(&mut c, 0.0), ["one"]);
+    submit(&mut c, "a", "gang", 1.0, 16, 100.0);
+    assert!(started(&mut c, 1.0).is_empty());
+    assert_eq!(c.busy_accelerators(), 1);
+    assert_eq!(c.jobs[1].state, JobState::Waiting);
+    c.finish(0, 100.0);
+    assert_eq!(started(&mut c, 100.0), ["gang"]);
+    let pl = &c.jobs[1].placement;
+    assert_eq!(pl.iter().map(|x| x.1 as u32).sum::<u32>(), 16);
+    assert_eq!(pl.len(), 2);
+}
+
+/// A 6-GPU job runs until t=100; an 8-GPU head job waits for it. A 2-GPU
+/// job that ends before t=100 may start; one that would end after may not.
+fn backfill_scenario(kind: PolicyKind) -> (Vec<String>, SchedCore) {
+    let mut c = core(kind, factory(&[("p", "h100", 1, 8)]));
+    submit(&mut c, "a", "running", 0.0, 6, 100.0);
+    assert_eq!(started(&mut c, 0.0), ["running"]);
+    submit(&mut c, "a", "head", 1.0, 8, 50.0);
+    submit(&mut c, "a", "long", 2.0, 2, 500.0);
+    submit(&mut c, "a", "short", 3.0, 2, 50.0);
+    let s = started(&mut c, 3.0);
+    (s, c)
+}
+
+#[test]
+fn backfill_starts_small_job_without_delaying_head() {
+    let (s, mut c) = backfill_scenario(PolicyKind::Backfill);
+    assert_eq!(s, ["short"]);
+    // the head starts exactly when the running job ends
+    c.finish(0, 100.0);
+    assert!(started(&mut c, 100.0).is_empty()); // "short" still holds 2 until 53
+    let short = c.jobs.iter().position(|j| j.id == "short").unwrap() as u32;
+    c.finish(short, 53.0);
+    // finishing order in real time: short at 53, then running at 100
+    let mut c2 = backfill_scenario(PolicyKind::Backfill).1;
+    c2.finish(short, 53.0);
+    assert!(started(&mut c2, 53.0).is_empty(), "long must not take the head's GPUs");
+    c2.finish(0, 100.0);
+    assert_eq!(started(&mut c2, 100.0), ["head"]);
+}
+
+#[test]
+fn fifo_does_not_backfill() {
+    let (s, _) = backfill_scenario(PolicyKind::Fifo);
+    assert!(s.is_empty());
+}
+
+#[test]
+fn fairshare_favours_under_served_allocation() {
+    let run = |kind| {
+        let mut c = core(kind, factory(&[("p", "h100", 1, 8)]));
+        submit(&mut c, "a", "a1", 0.0, 8, 1000.0);
+        assert_eq!(started(&mut c, 0.0), ["a1"]);
+        submit(&mut c, "a", "a2", 10.0, 8, 100.0);
+        submit(&mut c, "b", "b1", 20.0, 8, 100.0);
+        started(&mut c, 20.0);
+        c.finish(0, 1000.0);
+        started(&mut c, 1000.0)
+    };
+    assert_eq!(run(PolicyKind::Backfill), ["a2"]);
+    assert_eq!(run(PolicyKind::Fairshare), ["b1"]);
+}
+
+#[test]
+fn las_preempts_job_with_most_attained_service() {
+    let mut c = core(PolicyKind::Las, factory(&[("p", "h100", 1, 8)]));
+    let a = c.allocation("a").unwrap();
+    let mut long = JobSpec::simple("long", 0.0, 8, 100_000.0);
+    long.preemptible = true;
+    long.checkpoint_s = Some(600.0);
+    c.submit(&long, a, 0.0);
+    assert_eq!(started(&mut c, 0.0), ["long"]);
+    // after 1000 s it has 8000 GPU-s: level 1
+    let mut new = JobSpec::simple("new", 1000.0, 4, 10.0);
+    new.preemptible = true;
+    c.submit(&new, a, 1000.0);
+    let d = c.schedule(1000.0).clone();
+    assert_eq!(d.preempted.len(), 1);
+    assert_eq!(d.preempted[0].0, 0);
+    // 1000 s run, checkpoint at 600: 400 s x 8 GPUs lost
+    assert!((d.preempted[0].1 - 3200.0).abs() < 1e-9);
+    assert_eq!(c.jobs[d.started[0] as usize].id, "new");
+    assert!((c.jobs[0].done - 600.0 / 100_000.0).abs() < 1e-12);
+    assert_eq!(c.jobs[0].state, JobState::Waiting);
+}
+
+#[test]
+fn priority_preemption_spares_non_preemptible_jobs() {
+    let mut c = core(PolicyKind::Backfill, factory(&[("p", "h100", 2, 8)]));
+    let a = c.allocation("a").unwrap();
+    let mut low = JobSpec::simple("low", 0.0, 8, 1000.0);
+    low.preemptible = true;
+    c.submit(&low, a, 0.0);
+    c.submit(&JobSpec::simple("fixed", 0.0, 8, 1000.0), a, 0.0);
+    assert_eq!(started(&mut c, 0.0).len(), 2);
+    let mut high = JobSpec::simple("high", 5.0, 8, 10.0);
+    high.priority = 10;
+    c.submit(&high, a, 5.0);
+    let d = c.schedule(5.0).clone();
+    assert_eq!(d.preempted.iter().map(|p| p.0).collect::<Vec<_>>(), [0]);
+    // no checkpoint: the whole run is lost
+    assert!((d.preempted[0].1 - 40.0).abs() < 1e-9);
+    assert_eq!(c.jobs[d.started[0] as usize].id, "high");
+    // a second high-priority job finds nothing preemptible
+    let mut high2 = high.clone();
+    high2.id = "high2".into();
+    c.submit(&high2, a, 6.0);
+    let d = c.schedule(6.0).clone();
+    assert!(d.preempted.is_empty() && d.started.is_empty());
+}
+
+#[test]
+fn hetero_places_on_best_throughput_per_billing_unit() {
+    let f = factory(&[("old", "k80", 1, 4), ("new", "v100", 1, 4)]);
+    let mut t = Throughputs::new();
+    t.insert("resnet", "k80", 1, 1.0);
+    t.insert("resnet", "v100", 1, 10.0);
+    let mut spec = JobSpec::simple("j", 0.0, 1, 0.0);
+    spec.duration_s = None;
+    spec.steps = Some(1000.0);
+    spec.job_type = Some("resnet".into());
+    for (kind, pool, runtime) in [
+        (PolicyKind::Fifo, 0, 1000.0),
+        (PolicyKind::Hetero, 1, 100.0),
+    ] {
+        let mut c = SchedCore::new(f.clone(), Policy::new(kind), t.clone());
+        let a = c.add_allocation(AllocationSpec::open("a", Category::Academia));
+        c.submit(&spec, a, 0.0);
+        c.schedule(0.0);
+        assert_eq!(c.jobs[0].run_pool, pool, "{kind}");
+        assert!((c.jobs[0].planned_run().0 - runtime).abs() < 1e-9);
+    }
+}
+
+#[test]
+fn type_constraints_and_unsatisfiable_jobs() {
+    let mut c = core(
+        PolicyKind::Fifo,
+        factory(&[("n", "h100", 1, 8), ("m", "mi300x", 1, 8)]),
+    );
+    let a = c.allocation("a").unwrap();
+    let mut amd = JobSpec::simple("amd", 0.0, 4, 10.0);
+    amd.types = gigafab_core::TypeFilter::parse("vendor:amd").unwrap();
+    c.submit(&amd, a, 0.0);
+    let mut big = JobSpec::simple("big", 0.0, 4, 10.0);
+    big.types = gigafab_core::TypeFilter::parse("mem>=150").unwrap();
+    c.submit(&big, a, 0.0);
+    let j = c.submit(&JobSpec::simple("huge", 0.0, 9, 10.0), a, 0.0);
+    assert_eq!(c.jobs[j as usize].state, JobState::Cancelled);
+    assert_eq!(c.jobs[j as usize].reason.unwrap().code(), "unsatisfiable");
+    c.schedule(0.0);
+    assert_eq!(c.jobs[0].run_pool, 1);
+    assert_eq!(c.jobs[1].run_pool, 1);
+}
+
+#[test]
+fn failure_requeues_hit_job_from_checkpoint() {
+    let mut c = core(PolicyKind::Fifo, factory(&[("p", "h100", 1, 8)]));
+    let a = c.allocation("a").unwrap();
+    let mut j = JobSpec::simple("j", 0.0, 8, 1000.0);
+    j.checkpoint_s = Some(100.0);
+    c.submit(&j, a, 0.0);
+    c.schedule(0.0);
+    let out = c.fail_accelerator(0, 3, 250.0);
+    match out {
+        gigafab_core::FailOutcome::Hit { job, lost_gpu_s } => {
+            assert_eq!(job, 0);
+            assert!((lost_gpu_s - 400.0).abs() < 1e-9);
+        }
+        o => panic!("{o:?}"),
+    }
+    assert!((c.jobs[0].done - 0.2).abs() < 1e-12);
+    assert_eq!(c.usable_accelerators(), 7);
+    // cannot restart on 7 accelerators; can after repair
+    assert!(c.schedule(250.0).started.is_empty());
+    assert!(c.repair(0));
+    assert_eq!(c.schedule(300.0).started, [0]);
+    assert!((c.jobs[0].planned_run().0 - 800.0).abs() < 1e-9);
+}
+
+#[test]
+fn allocation_limits_are_enforced() {
+    let mut c = core(PolicyKind::Fifo, factory(&[("p", "h100", 1, 8)]));
+    let mut spec = AllocationSpec::open("small", Category::Sme);
+    spec.granted_gpu_hours = Some(1.0);
+    let small = c.add_allocation(spec);
+    let mut spec = AllocationSpec::open("late", Category::Public);
+    spec.valid_from_s = 500.0;
+    spec.valid_until_s = Some(600.0);
+    let late = c.add_allocation(spec);
+    c.submit(&JobSpec::simple("s1", 0.0, 8, 3600.0), small, 0.0);
+    c.submit(&JobSpec::simple("l1", 0.0, 1, 10.0), late, 0.0);
+    let d = c.schedule(0.0).clone();
+    assert_eq!(d.started, [0]);
+    assert_eq!(d.wakeup, Some(500.0));
+    c.finish(0, 3600.0); // used 8 GPU-hours of 1
+    c.submit(&JobSpec::simple("s2", 3600.0, 1, 10.0), small, 3600.0);
+    let d = c.schedule(3600.0).clone();
+    let codes: Vec<_> = d.cancelled.iter().map(|(j, r)| (*j, r.code())).collect();
+    assert_eq!(
+        codes,
+        [(1, "allocation_expired"), (2, "allocation_exhausted")]
+    );
+}
