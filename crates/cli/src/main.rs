@@ -1,3 +1,455 @@
+//! The `gigafab` command.
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use gigafab_core::{AllocationSpec, Factory, JobSpec, Policy, PolicyKind, Throughputs};
+use gigafab_twin::workload::{self, Format, synth};
+use gigafab_twin::{Failures, SimConfig, simulate};
+use std::path::{Path, PathBuf};
+
+mod bench;
+
+/// Operating platform for AI factories: scheduler, digital twin and tools.
+#[derive(Parser)]
+#[command(name = "gigafab", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Simulate a workload on a factory with the digital twin.
+    Sim(SimArgs),
+    /// Generate or convert workloads.
+    #[command(subcommand)]
+    Workload(WorkloadCmd),
+    /// Inspect factory files.
+    #[command(subcommand)]
+    Factory(FactoryCmd),
+    /// Run the built-in benchmarks and print their figures.
+    Bench(bench::BenchArgs),
+}
+
+/// Output format of reports and listings.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+/// Embedded default factory (examples/factories/mixed-small.toml).
+const DEFAULT_FACTORY: &str = include_str!("../../../examples/factories/mixed-small.toml");
+
+#[derive(Args)]
+struct SimArgs {
+    /// Factory TOML file [default: the embedded mixed-small factory].
+    #[arg(long)]
+    factory: Option<PathBuf>,
+    /// Workload file [default: 1,000 synthetic gavel-profile jobs, duration only].
+    #[arg(long)]
+    workload: Option<PathBuf>,
+    /// Format of the workload file.
+    #[arg(long, value_enum, default_value = "native")]
+    workload_format: WorkloadFormat,
+    /// Throughput matrix: Gavel's simulation_throughputs.json or a CSV
+    /// `job_type,accelerator,gpus,steps_per_s`.
+    #[arg(long)]
+    throughputs: Option<PathBuf>,
+    /// Scheduling policy.
+    #[arg(long, default_value = "backfill", value_parser = parse_policy)]
+    policy: PolicyKind,
+    /// Seed of every random draw (failures).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Measure only jobs A..B (0-based, in submission order).
+    #[arg(long, value_parser = parse_range)]
+    measure_jobs: Option<(usize, usize)>,
+    /// Report format.
+    #[arg(long, value_enum, default_value = "table")]
+    output: Output,
+    /// Write an SVG plot of utilization and queue length over time.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Accelerator failures per accelerator-day (0 disables failures).
+    #[arg(long, default_value_t = 4.7e-4)]
+    failure_rate: f64,
+    /// Hours until a failed accelerator is repaired.
+    #[arg(long, default_value_t = 4.0)]
+    repair_hours: f64,
+    /// Allocations TOML file (`[[allocations]]` entries); tenants without one
+    /// get an unlimited allocation.
+    #[arg(long)]
+    allocations: Option<PathBuf>,
+    /// Seconds between backfill passes (0: at every event).
+    #[arg(long)]
+    backfill_interval: Option<f64>,
+    /// Hide the progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum WorkloadFormat {
+    Native,
+    Swf,
+    Alibaba,
+    Gavel,
+}
+
+#[derive(Subcommand)]
+enum WorkloadCmd {
+    /// Generate a synthetic workload (native CSV).
+    Synth(SynthArgs),
+    /// Read a workload file in any format and write it as native CSV.
+    Convert {
+        /// Input workload.
+        input: PathBuf,
+        /// Input format.
+        #[arg(long, value_enum, default_value = "native")]
+        format: WorkloadFormat,
+        /// Output native CSV file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct SynthArgs {
+    /// Profile: gavel (Gavel's generator), philly (resampled Philly jobs),
+    /// gigafactory (Philly jobs plus 1,024-16,384-accelerator training gangs).
+    #[arg(long)]
+    profile: String,
+    /// Number of jobs.
+    #[arg(long)]
+    jobs: usize,
+    /// Poisson arrival rate, jobs per hour.
+    #[arg(long, conflicts_with = "load")]
+    rate: Option<f64>,
+    /// Offered load (fraction of the factory's accelerators) instead of --rate;
+    /// needs --factory.
+    #[arg(long, requires = "factory")]
+    load: Option<f64>,
+    /// Factory whose size --load refers to.
+    #[arg(long)]
+    factory: Option<PathBuf>,
+    /// Seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Output file (native CSV).
+    #[arg(long)]
+    out: PathBuf,
+    /// Throughput matrix (the gavel profile draws job types from it).
+    #[arg(long)]
+    throughputs: Option<PathBuf>,
+    /// Philly job distribution (duration_s,num_gpus CSV).
+    #[arg(
+        long,
+        default_value = "../shared/data/traces/philly_job_distribution.csv"
+    )]
+    philly: PathBuf,
+    /// gigafactory profile: share of GPU-hours carried by large gangs.
+    #[arg(long, default_value_t = synth::DEFAULT_GANG_SHARE)]
+    gang_share: f64,
+}
+
+#[derive(Subcommand)]
+enum FactoryCmd {
+    /// List the pools of a factory.
+    Show {
+        /// Factory TOML file.
+        factory: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+}
+
+fn parse_policy(s: &str) -> Result<PolicyKind, String> {
+    PolicyKind::parse(s).ok_or_else(|| {
+        format!(
+            "unknown policy `{s}` (one of: {})",
+            PolicyKind::ALL.map(|k| k.name()).join(", ")
+        )
+    })
+}
+
+fn parse_range(s: &str) -> Result<(usize, usize), String> {
+    let (a, b) = s
+        .split_once("..")
+        .ok_or_else(|| format!("`{s}`: expected A..B"))?;
+    let a: usize = a
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{a}`: not a job index"))?;
+    let b: usize = b
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{b}`: not a job index"))?;
+    if a >= b {
+        return Err(format!("`{s}`: A must be below B"));
+    }
+    Ok((a, b))
+}
+
+pub fn load_factory(path: Option<&Path>) -> Result<Factory> {
+    Ok(match path {
+        Some(p) => Factory::load(p)?,
+        None => Factory::parse(DEFAULT_FACTORY, "mixed-small.toml (embedded)")?,
+    })
+}
+
+fn load_throughputs(path: Option<&Path>) -> Result<Throughputs> {
+    Ok(match path {
+        Some(p) => workload::throughputs::load(p)?,
+        None => Throughputs::new(),
+    })
+}
+
+fn read_workload(path: &Path, format: WorkloadFormat) -> Result<Vec<JobSpec>> {
+    let fmt = match format {
+        WorkloadFormat::Native => Format::Native,
+        WorkloadFormat::Swf => Format::Swf,
+        WorkloadFormat::Alibaba => Format::Alibaba,
+        WorkloadFormat::Gavel => Format::Gavel,
+    };
+    Ok(match fmt {
+        Format::Native => workload::native::read(path)?,
+        Format::Gavel => workload::gavel::read(path)?,
+        Format::Swf | Format::Alibaba => {
+            let (jobs, skipped) = if fmt == Format::Swf {
+                workload::swf::read(path)?
+            } else {
+                workload::alibaba::read(path)?
+            };
+            if skipped > 0 {
+                eprintln!(
+                    "{}: skipped {skipped} records without a usable run time or accelerator count",
+                    path.display()
+                );
+            }
+            jobs
+        }
+    })
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AllocationsFile {
+    allocations: Vec<AllocationSpec>,
+}
+
+fn load_allocations(path: &Path) -> Result<Vec<AllocationSpec>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    let f: AllocationsFile =
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(f.allocations)
+}
+
+/// A progress bar on stderr (drawn only on a terminal).
+pub fn progress_bar(quiet: bool) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::new(0);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:40}] {pos}/{len} jobs done ({per_sec}, eta {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    pb
+}
+
+fn cmd_sim(a: SimArgs) -> Result<()> {
+    let factory = load_factory(a.factory.as_deref())?;
+    let throughputs = load_throughputs(a.throughputs.as_deref())?;
+    let jobs = match &a.workload {
+        Some(w) => read_workload(w, a.workload_format)?,
+        None => {
+            // 1,000 gavel-profile jobs (durations only) at ~80% offered load
+            let mut p = synth::SynthParams::new(synth::Profile::Gavel, 1000, 1.0, a.seed);
+            let mean = synth::mean_gpu_seconds(&p, None);
+            p.rate_per_hour = 0.8 * factory.accelerators() as f64 * 3600.0 / mean;
+            synth::generate(&p, None, None)?
+        }
+    };
+    let mut policy = Policy::new(a.policy);
+    if let Some(b) = a.backfill_interval {
+        if !(b.is_finite() && b >= 0.0) {
+            bail!("--backfill-interval must be >= 0");
+        }
+        policy.backfill_interval_s = b;
+    }
+    if !(a.failure_rate.is_finite() && a.failure_rate >= 0.0) {
+        bail!("--failure-rate must be a number >= 0");
+    }
+    if !(a.repair_hours.is_finite() && a.repair_hours >= 0.0) {
+        bail!("--repair-hours must be a number >= 0");
+    }
+    let allocations = match &a.allocations {
+        Some(p) => load_allocations(p)?,
+        None => Vec::new(),
+    };
+    let cfg = SimConfig {
+        seed: a.seed,
+        failures: (a.failure_rate > 0.0).then_some(Failures {
+            rate_per_accel_day: a.failure_rate,
+            repair_s: a.repair_hours * 3600.0,
+        }),
+        measure: a.measure_jobs,
+        timeline_points: a.plot.as_ref().map(|_| 1000),
+    };
+    let pb = progress_bar(a.quiet);
+    let out = simulate(
+        factory,
+        policy,
+        throughputs,
+        jobs,
+        &allocations,
+        &cfg,
+        &mut |done, total| {
+            pb.set_length(total);
+            pb.set_position(done);
+        },
+    )?;
+    pb.finish_and_clear();
+    if let (Some(path), Some(tl)) = (&a.plot, &out.timeline) {
+        let title = format!(
+            "{} on {}: utilization and queue",
+            out.report.policy, out.report.factory
+        );
+        std::fs::write(path, gigafab_twin::plot::render_svg(&tl.series(), &title))
+            .with_context(|| format!("{}: cannot write plot", path.display()))?;
+    }
+    match a.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&out.report)?),
+        Output::Table => print!("{}", out.report.table()),
+    }
+    Ok(())
+}
+
+fn cmd_synth(a: SynthArgs) -> Result<()> {
+    let profile = synth::Profile::parse(&a.profile).ok_or_else(|| {
+        anyhow::anyhow!(
+            "unknown profile `{}` (one of: gavel, philly, gigafactory)",
+            a.profile
+        )
+    })?;
+    let throughputs = match &a.throughputs {
+        Some(p) => Some(workload::throughputs::load(p)?),
+        None => None,
+    };
+    if profile == synth::Profile::Gavel && throughputs.is_none() {
+        bail!(
+            "the gavel profile needs --throughputs (e.g. ../shared/data/gavel/simulation_throughputs.json)"
+        );
+    }
+    let philly = match profile {
+        synth::Profile::Philly | synth::Profile::Gigafactory => Some(
+            synth::load_philly(&a.philly)
+                .with_context(|| "the philly and gigafactory profiles read --philly")?,
+        ),
+        synth::Profile::Gavel => None,
+    };
+    let mut p = synth::SynthParams::new(profile, a.jobs, 1.0, a.seed);
+    p.gang_share = a.gang_share;
+    p.rate_per_hour = match (a.rate, a.load) {
+        (Some(r), None) => r,
+        (None, Some(load)) => {
+            if !(load.is_finite() && load > 0.0) {
+                bail!("--load must be > 0");
+            }
+            let f = load_factory(a.factory.as_deref())?;
+            let mean = synth::mean_gpu_seconds(&p, philly.as_deref());
+            load * f.accelerators() as f64 * 3600.0 / mean
+        }
+        _ => bail!("give either --rate JOBS_PER_HOUR or --load FRACTION --factory F"),
+    };
+    let jobs = synth::generate(&p, throughputs.as_ref(), philly.as_deref())?;
+    workload::native::write(&a.out, &jobs)
+        .with_context(|| format!("{}: cannot write", a.out.display()))?;
+    eprintln!(
+        "wrote {} jobs to {} ({} profile, {:.2} jobs/hour, seed {})",
+        jobs.len(),
+        a.out.display(),
+        profile,
+        p.rate_per_hour,
+        a.seed
+    );
+    Ok(())
+}
+
+fn cmd_factory_show(path: &Path, output: Output) -> Result<()> {
+    let f = Factory::load(path)?;
+    let rows: Vec<serde_json::Value> = f
+        .pools
+        .iter()
+        .map(|p| {
+            let t = f.catalog.get(p.accel);
+            serde_json::json!({
+                "site": f.sites[p.site].name,
+                "pool": p.name,
+                "accelerator": t.id,
+                "vendor": t.vendor.to_string(),
+                "nodes": p.nodes,
+                "accelerators_per_node": p.per_node,
+                "accelerators": p.accelerators(),
+                "scale_up_domain_nodes": p.domain_nodes,
+                "nodes_per_leaf": p.leaf_nodes,
+            })
+        })
+        .collect();
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "name": f.name, "accelerators": f.accelerators(), "pools": rows
+            }))?
+        ),
+        Output::Table => {
+            println!("{}: {} accelerators", f.name, f.accelerators());
+            println!(
+                "{:<12} {:<16} {:<8} {:>7} {:>9} {:>12} {:>10} {:>6}",
+                "site", "pool", "type", "nodes", "per node", "accelerators", "domain n", "leaf n"
+            );
+            for p in &f.pools {
+                println!(
+                    "{:<12} {:<16} {:<8} {:>7} {:>9} {:>12} {:>10} {:>6}",
+                    f.sites[p.site].name,
+                    p.name,
+                    f.catalog.get(p.accel).id,
+                    p.nodes,
+                    p.per_node,
+                    p.accelerators(),
+                    p.domain_nodes,
+                    p.leaf_nodes
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 fn main() {
-    println!("Hello, world!");
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Sim(a) => cmd_sim(a),
+        Cmd::Workload(WorkloadCmd::Synth(a)) => cmd_synth(a),
+        Cmd::Workload(WorkloadCmd::Convert { input, format, out }) => read_workload(&input, format)
+            .and_then(|jobs| {
+                workload::native::write(&out, &jobs)
+                    .with_context(|| format!("{}: cannot write", out.display()))?;
+                eprintln!("wrote {} jobs to {}", jobs.len(), out.display());
+                Ok(())
+            }),
+        Cmd::Factory(FactoryCmd::Show { factory, output }) => cmd_factory_show(&factory, output),
+        Cmd::Bench(a) => bench::run(a),
+    };
+    if let Err(e) = r {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
 }

@@ -222,8 +222,7 @@ impl PoolState {
                 last.1 = r as u16;
             }
         }
-        for i in 0..out.len() {
-            let (n, c) = out[i];
+        for &(n, c) in out.iter() {
             self.take(n, c);
         }
         true
@@ -287,10 +286,10 @@ impl PoolState {
             let ndom = self.leaf_nodes / self.domain_nodes;
             doms.clear();
             for d in first_dom..first_dom + ndom {
-                if let Some(&w) = self.whole_in_domain.get(d as usize) {
-                    if w > 0 {
-                        doms.push((w, d));
-                    }
+                if let Some(&w) = self.whole_in_domain.get(d as usize)
+                    && w > 0
+                {
+                    doms.push((w, d));
                 }
             }
             doms.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -342,7 +341,13 @@ impl Cluster {
             .enumerate()
             .map(|(i, p)| {
                 node_pool.extend(std::iter::repeat_n(i as PoolIdx, p.nodes as usize));
-                PoolState::new(p.nodes, p.per_node, p.first_node, p.domain_nodes, p.leaf_nodes)
+                PoolState::new(
+                    p.nodes,
+                    p.per_node,
+                    p.first_node,
+                    p.domain_nodes,
+                    p.leaf_nodes,
+                )
             })
             .collect();
         Cluster {
@@ -505,7 +510,7 @@ mod tests {
         assert!(p.down(0));
         assert_eq!(p.whole_nodes, 3);
         assert!(!p.may_fit(32));
-        assert!(p.may_fit(31) || !p.may_fit(31)); // remainder rules apply
+        assert!(p.may_fit(31) && !p.may_fit(32));
         assert!(p.up(0));
         assert!(!p.up(0));
         assert_eq!(p.whole_nodes, 4);

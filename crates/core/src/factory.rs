@@ -150,10 +150,7 @@ impl Factory {
     /// Parses and validates factory TOML; `path` names the source in errors.
     pub fn parse(text: &str, path: &str) -> Result<Factory, FactoryError> {
         let file: FactoryFile = toml::from_str(text).map_err(|e| {
-            let (line, column) = e
-                .span()
-                .map(|s| line_col(text, s.start))
-                .unwrap_or((0, 0));
+            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
             FactoryError::Parse {
                 path: path.to_string(),
                 line,
@@ -193,7 +190,10 @@ impl Factory {
             catalog.upsert(a).map_err(|m| invalid(loc, m))?;
         }
         if file.sites.is_empty() {
-            return Err(invalid("sites".into(), "a factory needs at least one site".into()));
+            return Err(invalid(
+                "sites".into(),
+                "a factory needs at least one site".into(),
+            ));
         }
         let mut sites = Vec::new();
         let mut pools = Vec::new();
@@ -261,7 +261,10 @@ impl Factory {
                     return Err(invalid(loc, "memory_gb_per_node must be >= 0".into()));
                 }
                 if next_node + p.nodes as u64 > MAX_NODES {
-                    return Err(invalid(loc, format!("the factory exceeds {MAX_NODES} nodes")));
+                    return Err(invalid(
+                        loc,
+                        format!("the factory exceeds {MAX_NODES} nodes"),
+                    ));
                 }
                 pools.push(Pool {
                     name: p.name.clone(),
@@ -349,18 +352,25 @@ nodes_per_leaf = 18
 
     #[test]
     fn errors_name_the_place() {
-        let e = Factory::parse("name = \n", "x.toml").unwrap_err().to_string();
+        let e = Factory::parse("name = \n", "x.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("x.toml:1:"), "{e}");
         let bad = SMALL.replace("\"b200\"", "\"zz9\"");
         let e = Factory::parse(&bad, "x.toml").unwrap_err().to_string();
-        assert!(e.contains("sites[0].pools[1] (g)") && e.contains("unknown accelerator `zz9`"), "{e}");
+        assert!(
+            e.contains("sites[0].pools[1] (g)") && e.contains("unknown accelerator `zz9`"),
+            "{e}"
+        );
         let bad = SMALL.replace("nodes_per_leaf = 18", "nodes_per_leaf = 10");
         let e = Factory::parse(&bad, "x.toml").unwrap_err().to_string();
         assert!(e.contains("nodes_per_leaf"), "{e}");
         let bad = SMALL.replace("nodes = 4", "nodes = 4\nbogus = 1");
         let e = Factory::parse(&bad, "x.toml").unwrap_err().to_string();
         assert!(e.contains("bogus"), "{e}");
-        let e = Factory::parse("name='x'", "x.toml").unwrap_err().to_string();
+        let e = Factory::parse("name='x'", "x.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("at least one site"), "{e}");
     }
 
@@ -368,7 +378,9 @@ nodes_per_leaf = 18
     fn custom_accelerators() {
         let text = format!(
             "[[accelerators]]\nid = \"X9\"\nvendor = \"other\"\nmemory_gb = 10\nidle_watts = 1\npeak_watts = 2\n{}",
-            SMALL.replace("\"b200\"", "\"x9\"").replace("name = \"t\"", "")
+            SMALL
+                .replace("\"b200\"", "\"x9\"")
+                .replace("name = \"t\"", "")
         );
         let f = Factory::parse(&text, "t.toml").unwrap();
         assert_eq!(f.catalog.get(f.pools[1].accel).id, "x9");

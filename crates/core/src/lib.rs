@@ -12,8 +12,8 @@ pub mod sched;
 pub mod spec;
 
 pub use catalog::{AcceleratorType, Catalog, TypeIdx, Vendor};
-pub use rng::Rng;
-pub use spec::{AllocationSpec, Category, JobSpec, Throughputs, TypeFilter};
 pub use factory::{Factory, FactoryError, PoolIdx};
 pub use policy::{Policy, PolicyKind};
+pub use rng::Rng;
 pub use sched::{Decisions, FailOutcome, Job, JobIdx, JobState, Reason, SchedCore};
+pub use spec::{AllocationSpec, Category, JobSpec, Throughputs, TypeFilter};

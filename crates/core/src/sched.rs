@@ -277,7 +277,9 @@ impl SchedCore {
 
     /// Category of a job's allocation.
     pub fn category_of(&self, j: JobIdx) -> Category {
-        self.allocs[self.jobs[j as usize].alloc as usize].spec.category
+        self.allocs[self.jobs[j as usize].alloc as usize]
+            .spec
+            .category
     }
 
     /// Run-time factor of job `j` on `pool` (None if it cannot run there).
@@ -292,7 +294,7 @@ impl SchedCore {
 
     fn type_ok(&self, f: &TypeFilter, t: TypeIdx) -> bool {
         let ty = self.factory.catalog.get(t);
-        (f.types.is_empty() || f.types.iter().any(|x| *x == ty.id))
+        (f.types.is_empty() || f.types.contains(&ty.id))
             && f.vendor.is_none_or(|v| v == ty.vendor)
             && f.min_memory_gb.is_none_or(|m| ty.memory_gb >= m)
     }
@@ -332,10 +334,7 @@ impl SchedCore {
         if pools.is_empty() {
             return Err(Reason::Unsatisfiable);
         }
-        let best = pools
-            .iter()
-            .filter_map(|p| p.1)
-            .fold(0.0f64, f64::max);
+        let best = pools.iter().filter_map(|p| p.1).fold(0.0f64, f64::max);
         let mut list: Vec<(PoolIdx, f64)> = pools
             .iter()
             .map(|&(p, thr)| {
@@ -423,12 +422,11 @@ impl SchedCore {
             PolicyKind::Fairshare => {
                 let a = &self.allocs[job.alloc as usize];
                 let age = ((now - job.submit_s) / self.policy.max_age_s).clamp(0.0, 1.0);
-                -(prio * 1e6 + self.policy.weight_fairshare * a.fs_factor
+                -(prio * 1e6
+                    + self.policy.weight_fairshare * a.fs_factor
                     + self.policy.weight_age * age)
             }
-            PolicyKind::Las => {
-                -prio * 1e3 + self.policy.las_level(job.attained_gpu_s) as f64
-            }
+            PolicyKind::Las => -prio * 1e3 + self.policy.las_level(job.attained_gpu_s) as f64,
             PolicyKind::Hetero => -prio * 1e15 + job.attained_gpu_s / job.gpus as f64,
         }
     }
@@ -487,11 +485,18 @@ impl SchedCore {
             .time_limit_s
             .unwrap_or((1.0 - job.done).max(0.0) * job.run_full);
         job.est_end = now + est;
-        let (est_end, gpus, alloc, prio, pre) =
-            (job.est_end, job.gpus, job.alloc, job.priority, job.preemptible);
+        let (est_end, gpus, alloc, prio, pre) = (
+            job.est_end,
+            job.gpus,
+            job.alloc,
+            job.priority,
+            job.preemptible,
+        );
         self.running_by_end[pool as usize].insert((end_key(est_end), j));
         if pre {
-            *self.preemptible_prios[pool as usize].entry(prio).or_insert(0) += 1;
+            *self.preemptible_prios[pool as usize]
+                .entry(prio)
+                .or_insert(0) += 1;
         }
         self.accrue(alloc, now);
         self.allocs[alloc as usize].rate += gpus as f64 * w;
@@ -600,7 +605,10 @@ impl SchedCore {
             }
             if let Some(j) = hit {
                 let lost = self.interrupt(j, now, true);
-                out = FailOutcome::Hit { job: j, lost_gpu_s: lost };
+                out = FailOutcome::Hit {
+                    job: j,
+                    lost_gpu_s: lost,
+                };
             }
         }
         self.cluster.down(node);
@@ -757,7 +765,8 @@ impl SchedCore {
     pub fn schedule(&mut self, now: f64) -> &Decisions {
         self.dec.clear();
         let kind = self.policy.kind;
-        if kind == PolicyKind::Fairshare && now >= self.last_priority + self.policy.priority_period_s
+        if kind == PolicyKind::Fairshare
+            && now >= self.last_priority + self.policy.priority_period_s
         {
             self.refresh_priorities(now);
             self.last_priority = now;
@@ -779,12 +788,11 @@ impl SchedCore {
         let mut wake: Option<f64> = None;
         let mut removed = false;
         let queue = std::mem::take(&mut self.queue);
-        for qi in 0..queue.len() {
+        for &j in &queue {
             if n_blocked == np {
                 left_waiting = true;
                 break;
             }
-            let j = queue[qi];
             let (alloc, gpus, cl) = {
                 let job = &self.jobs[j as usize];
                 (job.alloc, job.gpus, job.cands as usize)
@@ -846,10 +854,8 @@ impl SchedCore {
                 let ok = self.cluster.place(p, gpus, &mut buf);
                 self.place_buf = buf;
                 if ok {
-                    if uses_extra {
-                        if let Some(r) = self.reservations[pu].as_mut() {
-                            r.extra -= gpus as u64;
-                        }
+                    if uses_extra && let Some(r) = self.reservations[pu].as_mut() {
+                        r.extra -= gpus as u64;
                     }
                     self.start(j, p, factor, now);
                     started = true;
@@ -915,6 +921,22 @@ impl SchedCore {
         }
         self.dec.wakeup = wake.filter(|w| *w > now);
         &self.dec
+    }
+
+    /// Decisions of the last pass.
+    pub fn decisions(&self) -> &Decisions {
+        &self.dec
+    }
+
+    /// Shortest run time of job `j` on any pool it may use (from the start).
+    pub fn ideal_runtime(&self, j: JobIdx) -> f64 {
+        let job = &self.jobs[j as usize];
+        let f = self.cand_lists[job.cands as usize]
+            .pools
+            .iter()
+            .map(|x| x.1)
+            .fold(f64::INFINITY, f64::min);
+        if f.is_finite() { job.base * f } else { 0.0 }
     }
 
     fn cancel_in_pass(&mut self, j: JobIdx, r: Reason, now: f64) {

@@ -76,7 +76,10 @@ fn backfill_starts_small_job_without_delaying_head() {
     // finishing order in real time: short at 53, then running at 100
     let mut c2 = backfill_scenario(PolicyKind::Backfill).1;
     c2.finish(short, 53.0);
-    assert!(started(&mut c2, 53.0).is_empty(), "long must not take the head's GPUs");
+    assert!(
+        started(&mut c2, 53.0).is_empty(),
+        "long must not take the head's GPUs"
+    );
     c2.finish(0, 100.0);
     assert_eq!(started(&mut c2, 100.0), ["head"]);
 }

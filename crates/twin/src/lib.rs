@@ -1,5 +1,10 @@
 //! gigafab digital twin: a discrete-event simulation of an AI factory that
 //! drives the scheduler of `gigafab-core` with virtual time.
 
+pub mod engine;
 pub mod plot;
+pub mod report;
 pub mod workload;
+
+pub use engine::{Failures, SimConfig, SimError, SimOutput, simulate};
+pub use report::Report;

@@ -1,0 +1,378 @@
+//! The discrete-event engine: virtual time, events ordered by (time,
+//! sequence), seeded failures, and the scheduler of `gigafab-core` deciding.
+
+use crate::plot::Timeline;
+use crate::report::{Collector, Report};
+use gigafab_core::{
+    AllocationSpec, Category, Factory, FailOutcome, JobIdx, JobSpec, JobState, Policy, Rng,
+    SchedCore, Throughputs,
+};
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap};
+use std::time::Instant;
+
+/// Accelerator failure model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failures {
+    /// Failures per accelerator-day (Meta's Llama 3 405B run: ~4.7e-4).
+    pub rate_per_accel_day: f64,
+    /// Seconds until a failed accelerator is back.
+    pub repair_s: f64,
+}
+
+impl Default for Failures {
+    fn default() -> Self {
+        Failures {
+            rate_per_accel_day: 4.7e-4,
+            repair_s: 4.0 * 3600.0,
+        }
+    }
+}
+
+/// Simulation settings.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub seed: u64,
+    /// None: no failures.
+    pub failures: Option<Failures>,
+    /// Measure jobs with these indexes (submission order), `a..b`.
+    pub measure: Option<(usize, usize)>,
+    /// Record a utilization/queue timeline with this many points.
+    pub timeline_points: Option<usize>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            seed: 1,
+            failures: Some(Failures::default()),
+            measure: None,
+            timeline_points: None,
+        }
+    }
+}
+
+/// Errors setting up a simulation.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("the workload is empty")]
+    EmptyWorkload,
+    #[error("--measure-jobs {0}..{1} is outside the workload's {2} jobs or empty")]
+    BadWindow(usize, usize, usize),
+    #[error("job `{0}`: {1}")]
+    BadJob(String, String),
+    #[error("duplicate allocation for tenant `{0}`")]
+    DuplicateTenant(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Ev {
+    Finish(JobIdx, u32),
+    Fail,
+    Repair(u32),
+    Wake,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Event {
+    t: f64,
+    seq: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Event {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == Ordering::Equal
+    }
+}
+impl Eq for Event {}
+impl PartialOrd for Event {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Event {
+    // reversed: BinaryHeap is a max-heap, we pop the earliest
+    fn cmp(&self, o: &Self) -> Ordering {
+        o.t.total_cmp(&self.t).then(o.seq.cmp(&self.seq))
+    }
+}
+
+/// Event queue ordered by (time, insertion sequence).
+#[derive(Default)]
+struct Queue {
+    heap: BinaryHeap<Event>,
+    seq: u64,
+}
+
+impl Queue {
+    fn push(&mut self, t: f64, ev: Ev) {
+        self.seq += 1;
+        self.heap.push(Event {
+            t,
+            seq: self.seq,
+            ev,
+        });
+    }
+    fn peek_t(&self) -> Option<f64> {
+        self.heap.peek().map(|e| e.t)
+    }
+    fn pop(&mut self) -> Option<Event> {
+        self.heap.pop()
+    }
+}
+
+/// What a run produces.
+pub struct SimOutput {
+    pub report: Report,
+    pub timeline: Option<Timeline>,
+    /// Per job (submission order): (id, state, submit, first start, end).
+    pub core: SchedCore,
+}
+
+/// Checks a job before it enters the simulation.
+fn validate(j: &JobSpec) -> Result<(), String> {
+    if !(j.submit_s.is_finite() && j.submit_s >= 0.0) {
+        return Err("submit time must be finite and >= 0".into());
+    }
+    if j.gpus == 0 {
+        return Err("gpus must be >= 1".into());
+    }
+    let steps = j.steps.is_some() && j.job_type.is_some();
+    match (steps, j.duration_s) {
+        (true, _) => {
+            if !j.steps.is_some_and(|s| s.is_finite() && s > 0.0) {
+                return Err("steps must be finite and > 0".into());
+            }
+        }
+        (false, Some(d)) if d.is_finite() && d > 0.0 => {}
+        (false, _) => return Err("needs duration_s > 0 (or steps with job_type)".into()),
+    }
+    for (n, v) in [
+        ("checkpoint_s", j.checkpoint_s),
+        ("time_limit_s", j.time_limit_s),
+        ("deadline_s", j.deadline_s),
+    ] {
+        if v.is_some_and(|x| !(x.is_finite() && x >= 0.0)) {
+            return Err(format!("{n} must be finite and >= 0"));
+        }
+    }
+    Ok(())
+}
+
+/// Runs a simulation of `jobs` on `factory` under `policy`.
+///
+/// `progress(finished, total)` is called now and then (for a progress bar).
+pub fn simulate(
+    factory: Factory,
+    policy: Policy,
+    throughputs: Throughputs,
+    mut jobs: Vec<JobSpec>,
+    allocations: &[AllocationSpec],
+    cfg: &SimConfig,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<SimOutput, SimError> {
+    let wall = Instant::now();
+    if jobs.is_empty() {
+        return Err(SimError::EmptyWorkload);
+    }
+    for j in &jobs {
+        validate(j).map_err(|m| SimError::BadJob(j.id.clone(), m))?;
+    }
+    jobs.sort_by(|a, b| a.submit_s.total_cmp(&b.submit_s));
+    let n = jobs.len();
+    let window = match cfg.measure {
+        Some((a, b)) if a < b && b <= n => (a, b),
+        Some((a, b)) => return Err(SimError::BadWindow(a, b, n)),
+        None => (0, n),
+    };
+    let policy_name = policy.kind.name();
+    let mut core = SchedCore::new(factory, policy, throughputs);
+    // tenants -> allocations
+    let mut by_tenant: HashMap<String, u32> = HashMap::new();
+    for a in allocations {
+        if by_tenant.contains_key(&a.tenant) {
+            return Err(SimError::DuplicateTenant(a.tenant.clone()));
+        }
+        let i = core.add_allocation(a.clone());
+        by_tenant.insert(a.tenant.clone(), i);
+    }
+    let mut job_alloc = Vec::with_capacity(n);
+    for j in &jobs {
+        let t = j.tenant.as_deref().unwrap_or("default");
+        let i = match by_tenant.get(t) {
+            Some(&i) => i,
+            None => {
+                let i = core.add_allocation(AllocationSpec::open(
+                    t,
+                    j.category.unwrap_or(Category::Academia),
+                ));
+                by_tenant.insert(t.to_string(), i);
+                i
+            }
+        };
+        job_alloc.push(i);
+    }
+
+    let total_accel = core.factory.accelerators();
+    let mut rng = Rng::new(cfg.seed);
+    let mut fail_rng = rng.fork(1);
+    let mut q = Queue::default();
+    let fail_rate = cfg
+        .failures
+        .as_ref()
+        .map(|f| f.rate_per_accel_day / 86_400.0 * total_accel as f64)
+        .filter(|r| *r > 0.0 && r.is_finite());
+    let first_submit = jobs[0].submit_s;
+    if let Some(r) = fail_rate {
+        q.push(first_submit + fail_rng.exp(r), Ev::Fail);
+    }
+    // pools by cumulative accelerators, to pick a failing accelerator
+    let pool_cum: Vec<u64> = core
+        .factory
+        .pools
+        .iter()
+        .scan(0u64, |acc, p| {
+            *acc += p.accelerators();
+            Some(*acc)
+        })
+        .collect();
+
+    let mut col = Collector::new(n, window, jobs[window.0].submit_s);
+    let mut timeline = cfg.timeline_points.map(Timeline::new);
+    let mut next_arrival = 0usize;
+    let mut events: u64 = 0;
+    let mut pending_wake = f64::NEG_INFINITY;
+    let mut repairs_pending = 0usize;
+    let mut terminal = 0usize;
+    let mut last_t = first_submit;
+    let mut busy = 0u64;
+    let progress_every = (n as u64 / 200).max(1);
+    progress(0, n as u64);
+
+    loop {
+        if terminal == n {
+            break;
+        }
+        let ta = jobs.get(next_arrival).map(|j| j.submit_s);
+        let te = q.peek_t();
+        let now = match (ta, te) {
+            (None, None) => break,
+            (Some(a), None) => a,
+            (None, Some(e)) => e,
+            (Some(a), Some(e)) => a.min(e),
+        };
+        if ta.is_none() && core.n_running == 0 && repairs_pending == 0 {
+            // nothing can change any more except wake-ups: stop if the last
+            // pass could not start anything
+            if !col.last_pass_started {
+                break;
+            }
+        }
+        // integrate busy accelerators over [last_t, now)
+        col.integrate(last_t, now, busy);
+        last_t = now;
+        // arrivals at `now`
+        while next_arrival < n && jobs[next_arrival].submit_s <= now {
+            let i = next_arrival;
+            let j = core.submit(&jobs[i], job_alloc[i], now);
+            debug_assert_eq!(j as usize, i);
+            if core.jobs[i].state == JobState::Cancelled {
+                col.terminal(&core, j, now);
+                terminal += 1;
+            }
+            next_arrival += 1;
+            events += 1;
+        }
+        // events at `now`
+        while q.peek_t() == Some(now) {
+            let e = q.pop().expect("peeked");
+            events += 1;
+            match e.ev {
+                Ev::Finish(j, epoch) => {
+                    let job = &core.jobs[j as usize];
+                    if job.state != JobState::Running || job.epoch != epoch {
+                        continue; // stale: preempted or failed since
+                    }
+                    core.finish(j, now);
+                    col.terminal(&core, j, now);
+                    terminal += 1;
+                    if (terminal as u64).is_multiple_of(progress_every) {
+                        progress(terminal as u64, n as u64);
+                    }
+                }
+                Ev::Fail => {
+                    if let Some(r) = fail_rate {
+                        let g = fail_rng.below(total_accel);
+                        let p = pool_cum.partition_point(|&c| c <= g);
+                        let pool = &core.factory.pools[p];
+                        let local = g - (pool_cum[p] - pool.accelerators());
+                        let node = pool.first_node + (local / pool.per_node as u64) as u32;
+                        let slot = (local % pool.per_node as u64) as u16;
+                        let out = core.fail_accelerator(node, slot, now);
+                        if out != FailOutcome::AlreadyDown {
+                            col.failures += 1;
+                            let repair = cfg.failures.as_ref().map_or(0.0, |f| f.repair_s);
+                            q.push(now + repair, Ev::Repair(node));
+                            repairs_pending += 1;
+                        }
+                        if let FailOutcome::Hit { lost_gpu_s, .. } = out {
+                            col.lost_failures_gpu_s += lost_gpu_s;
+                            col.failure_hits += 1;
+                        }
+                        q.push(now + fail_rng.exp(r), Ev::Fail);
+                    }
+                }
+                Ev::Repair(node) => {
+                    core.repair(node);
+                    repairs_pending -= 1;
+                }
+                Ev::Wake => {}
+            }
+        }
+        // one scheduling pass for everything that happened at `now`
+        core.schedule(now);
+        let d = core.decisions();
+        col.last_pass_started = !d.started.is_empty();
+        let wake = d.wakeup;
+        for &(_, lost) in &d.preempted {
+            col.lost_preemption_gpu_s += lost;
+            col.preemptions += 1;
+        }
+        for &j in &d.started {
+            let job = &core.jobs[j as usize];
+            let (run, _) = job.planned_run();
+            q.push(now + run, Ev::Finish(j, job.epoch));
+        }
+        for &(j, _) in &d.cancelled {
+            col.terminal(&core, j, now);
+            terminal += 1;
+        }
+        if let Some(w) = wake
+            && w > now
+            && (pending_wake <= now || w < pending_wake)
+        {
+            q.push(w, Ev::Wake);
+            pending_wake = w;
+        }
+        busy = core.busy_accelerators();
+        if let Some(tl) = timeline.as_mut() {
+            tl.record(now, busy as f64 / total_accel as f64, core.queued());
+        }
+    }
+    progress(terminal as u64, n as u64);
+    let wall_s = wall.elapsed().as_secs_f64();
+    let report = col.finish(
+        &mut core,
+        policy_name,
+        cfg.seed,
+        events,
+        wall_s,
+        total_accel,
+    );
+    Ok(SimOutput {
+        report,
+        timeline,
+        core,
+    })
+}

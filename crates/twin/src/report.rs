@@ -1,0 +1,396 @@
+//! Simulation report: job completion times, waits, utilization, losses,
+//! fairness, per-category breakdown.
+
+use gigafab_core::{Category, JobIdx, JobState, SchedCore};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// Figures for one tenant category.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CategoryStats {
+    pub jobs: u64,
+    pub completed: u64,
+    pub avg_jct_s: f64,
+    pub avg_wait_s: f64,
+    pub gpu_hours: f64,
+}
+
+/// The report of a simulation. Every field except `wall_time_s` and
+/// `events_per_s` is a deterministic function of the inputs and the seed.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Report {
+    pub policy: String,
+    pub factory: String,
+    pub accelerators: u64,
+    pub seed: u64,
+    pub jobs_submitted: u64,
+    pub jobs_completed: u64,
+    pub jobs_timed_out: u64,
+    pub jobs_cancelled: u64,
+    pub jobs_unfinished: u64,
+    /// Jobs in the measurement window (`--measure-jobs`), all by default.
+    pub measured_jobs: u64,
+    pub avg_jct_s: f64,
+    pub p50_jct_s: f64,
+    pub p95_jct_s: f64,
+    pub p99_jct_s: f64,
+    pub avg_wait_s: f64,
+    pub p99_wait_s: f64,
+    /// Mean of JCT / shortest possible run time.
+    pub avg_slowdown: f64,
+    /// From the first submission (of the window) to the last end (of the window).
+    pub makespan_s: f64,
+    /// Busy accelerator-seconds / (accelerators × makespan).
+    pub utilization: f64,
+    /// Accelerator-hours of work lost to failures.
+    pub gpu_hours_lost: f64,
+    /// Accelerator-hours of work lost to preemption.
+    pub gpu_hours_lost_preemption: f64,
+    pub failures: u64,
+    pub failure_job_hits: u64,
+    pub preemptions: u64,
+    /// Jain's index over allocations of 1 / mean slowdown (1 = equal service).
+    pub jain_fairness: f64,
+    pub categories: BTreeMap<String, CategoryStats>,
+    pub events: u64,
+    pub wall_time_s: f64,
+    pub events_per_s: f64,
+}
+
+/// Accumulates figures during a run.
+pub(crate) struct Collector {
+    window: (usize, usize),
+    w_start: f64,
+    w_end: f64,
+    w_left: usize,
+    busy_all: f64,
+    busy_window: f64,
+    first_t: Option<f64>,
+    last_end: f64,
+    pub failures: u64,
+    pub failure_hits: u64,
+    pub preemptions: u64,
+    pub lost_failures_gpu_s: f64,
+    pub lost_preemption_gpu_s: f64,
+    pub last_pass_started: bool,
+}
+
+impl Collector {
+    pub fn new(_n: usize, window: (usize, usize), w_start: f64) -> Collector {
+        Collector {
+            window,
+            w_start,
+            w_end: f64::NAN,
+            w_left: window.1 - window.0,
+            busy_all: 0.0,
+            busy_window: 0.0,
+            first_t: None,
+            last_end: 0.0,
+            failures: 0,
+            failure_hits: 0,
+            preemptions: 0,
+            lost_failures_gpu_s: 0.0,
+            lost_preemption_gpu_s: 0.0,
+            last_pass_started: true,
+        }
+    }
+
+    /// Busy accelerators were `busy` over [from, to).
+    pub fn integrate(&mut self, from: f64, to: f64, busy: u64) {
+        self.first_t.get_or_insert(from);
+        let dt = to - from;
+        if dt <= 0.0 {
+            return;
+        }
+        let b = busy as f64;
+        self.busy_all += b * dt;
+        if self.w_end.is_nan() {
+            let lo = from.max(self.w_start);
+            if to > lo {
+                self.busy_window += b * (to - lo);
+            }
+        }
+    }
+
+    /// Job `j` reached a terminal state at `now`.
+    pub fn terminal(&mut self, _core: &SchedCore, j: JobIdx, now: f64) {
+        self.last_end = self.last_end.max(now);
+        let i = j as usize;
+        if i >= self.window.0 && i < self.window.1 {
+            self.w_left -= 1;
+            if self.w_left == 0 {
+                self.w_end = now;
+            }
+        }
+    }
+
+    pub fn finish(
+        self,
+        core: &mut SchedCore,
+        policy: &str,
+        seed: u64,
+        events: u64,
+        wall_s: f64,
+        accelerators: u64,
+    ) -> Report {
+        let (a, b) = self.window;
+        let mut jct = Vec::new();
+        let mut wait = Vec::new();
+        let mut slow = Vec::new();
+        let (mut completed, mut timed_out, mut cancelled, mut unfinished) = (0, 0, 0, 0);
+        let mut cats: BTreeMap<Category, (u64, u64, f64, f64, f64, u64)> = BTreeMap::new();
+        let mut per_alloc: BTreeMap<u32, (f64, u64)> = BTreeMap::new();
+        for (i, job) in core.jobs.iter().enumerate() {
+            let cat = core.allocs[job.alloc as usize].spec.category;
+            let c = cats.entry(cat).or_insert((0, 0, 0.0, 0.0, 0.0, 0));
+            c.0 += 1;
+            c.4 += job.attained_at(self.last_end) / 3600.0;
+            if let Some(s) = job.first_start {
+                c.3 += s - job.submit_s;
+                c.5 += 1;
+            }
+            match job.state {
+                JobState::Completed => completed += 1,
+                JobState::TimedOut => timed_out += 1,
+                JobState::Cancelled => cancelled += 1,
+                _ => unfinished += 1,
+            }
+            if i < a || i >= b {
+                continue;
+            }
+            if let Some(s) = job.first_start {
+                wait.push(s - job.submit_s);
+            }
+            if job.state == JobState::Completed {
+                let end = job.end_s.unwrap_or(job.submit_s);
+                let t = end - job.submit_s;
+                jct.push(t);
+                c.1 += 1;
+                c.2 += t;
+                let ideal = core.ideal_runtime(i as JobIdx);
+                let sd = if ideal > 0.0 {
+                    (t / ideal).max(1.0)
+                } else {
+                    1.0
+                };
+                slow.push(sd);
+                let e = per_alloc.entry(job.alloc).or_insert((0.0, 0));
+                e.0 += sd;
+                e.1 += 1;
+            }
+        }
+        let first = self.first_t.unwrap_or(0.0);
+        let w_end = if self.w_end.is_nan() {
+            self.last_end
+        } else {
+            self.w_end
+        };
+        let whole = (a, b) == (0, core.jobs.len());
+        let (makespan, busy) = if whole {
+            (self.last_end - first, self.busy_all)
+        } else {
+            (w_end - self.w_start, self.busy_window)
+        };
+        let utilization = if makespan > 0.0 && accelerators > 0 {
+            busy / (accelerators as f64 * makespan)
+        } else {
+            0.0
+        };
+        let xs: Vec<f64> = per_alloc
+            .values()
+            .map(|(s, n)| n.to_owned() as f64 / s)
+            .collect();
+        let jain = jain(&xs);
+        let categories = cats
+            .into_iter()
+            .map(|(k, (jobs, done, jsum, wsum, gh, started))| {
+                (
+                    k.as_str().to_string(),
+                    CategoryStats {
+                        jobs,
+                        completed: done,
+                        avg_jct_s: if done > 0 { jsum / done as f64 } else { 0.0 },
+                        avg_wait_s: if started > 0 {
+                            wsum / started as f64
+                        } else {
+                            0.0
+                        },
+                        gpu_hours: gh,
+                    },
+                )
+            })
+            .collect();
+        jct.sort_by(f64::total_cmp);
+        wait.sort_by(f64::total_cmp);
+        Report {
+            policy: policy.to_string(),
+            factory: core.factory.name.clone(),
+            accelerators,
+            seed,
+            jobs_submitted: core.jobs.len() as u64,
+            jobs_completed: completed,
+            jobs_timed_out: timed_out,
+            jobs_cancelled: cancelled,
+            jobs_unfinished: unfinished,
+            measured_jobs: (b - a) as u64,
+            avg_jct_s: mean(&jct),
+            p50_jct_s: percentile(&jct, 50.0),
+            p95_jct_s: percentile(&jct, 95.0),
+            p99_jct_s: percentile(&jct, 99.0),
+            avg_wait_s: mean(&wait),
+            p99_wait_s: percentile(&wait, 99.0),
+            avg_slowdown: mean(&slow),
+            makespan_s: makespan,
+            utilization,
+            gpu_hours_lost: self.lost_failures_gpu_s / 3600.0,
+            gpu_hours_lost_preemption: self.lost_preemption_gpu_s / 3600.0,
+            failures: self.failures,
+            failure_job_hits: self.failure_hits,
+            preemptions: self.preemptions,
+            jain_fairness: jain,
+            categories,
+            events,
+            wall_time_s: wall_s,
+            events_per_s: if wall_s > 0.0 {
+                events as f64 / wall_s
+            } else {
+                0.0
+            },
+        }
+    }
+}
+
+/// Mean (0 for an empty slice).
+pub fn mean(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        0.0
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    }
+}
+
+/// Nearest-rank percentile of sorted values (0 for an empty slice).
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Jain's fairness index (1 for an empty or all-equal input).
+pub fn jain(x: &[f64]) -> f64 {
+    let s: f64 = x.iter().sum();
+    let s2: f64 = x.iter().map(|v| v * v).sum();
+    if x.is_empty() || s2 == 0.0 {
+        1.0
+    } else {
+        s * s / (x.len() as f64 * s2)
+    }
+}
+
+impl Report {
+    /// Human-readable table.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let h = |x: f64| format!("{:.2} h", x / 3600.0);
+        let rows: Vec<(&str, String)> = vec![
+            ("policy", self.policy.clone()),
+            (
+                "factory",
+                format!("{} ({} accelerators)", self.factory, self.accelerators),
+            ),
+            ("seed", self.seed.to_string()),
+            (
+                "jobs",
+                format!(
+                    "{} submitted, {} completed, {} timed out, {} cancelled, {} unfinished",
+                    self.jobs_submitted,
+                    self.jobs_completed,
+                    self.jobs_timed_out,
+                    self.jobs_cancelled,
+                    self.jobs_unfinished
+                ),
+            ),
+            ("measured jobs", self.measured_jobs.to_string()),
+            ("avg JCT", h(self.avg_jct_s)),
+            (
+                "p50 / p95 / p99 JCT",
+                format!(
+                    "{} / {} / {}",
+                    h(self.p50_jct_s),
+                    h(self.p95_jct_s),
+                    h(self.p99_jct_s)
+                ),
+            ),
+            (
+                "avg / p99 wait",
+                format!("{} / {}", h(self.avg_wait_s), h(self.p99_wait_s)),
+            ),
+            ("avg slowdown", format!("{:.3}", self.avg_slowdown)),
+            ("makespan", h(self.makespan_s)),
+            ("utilization", format!("{:.1} %", self.utilization * 100.0)),
+            (
+                "failures",
+                format!(
+                    "{} ({} hit jobs), {:.1} GPU-hours lost",
+                    self.failures, self.failure_job_hits, self.gpu_hours_lost
+                ),
+            ),
+            (
+                "preemptions",
+                format!(
+                    "{}, {:.1} GPU-hours lost",
+                    self.preemptions, self.gpu_hours_lost_preemption
+                ),
+            ),
+            ("Jain fairness", format!("{:.4}", self.jain_fairness)),
+            ("events", self.events.to_string()),
+            (
+                "wall time",
+                format!(
+                    "{:.3} s ({:.0} events/s)",
+                    self.wall_time_s, self.events_per_s
+                ),
+            ),
+        ];
+        for (k, v) in rows {
+            let _ = writeln!(s, "{k:<22} {v}");
+        }
+        let _ = writeln!(
+            s,
+            "\n{:<10} {:>9} {:>9} {:>12} {:>12} {:>14}",
+            "category", "jobs", "completed", "avg JCT h", "avg wait h", "GPU-hours"
+        );
+        for (k, c) in &self.categories {
+            let _ = writeln!(
+                s,
+                "{:<10} {:>9} {:>9} {:>12.2} {:>12.2} {:>14.1}",
+                k,
+                c.jobs,
+                c.completed,
+                c.avg_jct_s / 3600.0,
+                c.avg_wait_s / 3600.0,
+                c.gpu_hours
+            );
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_helpers() {
+        let v = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(mean(&v), 2.5);
+        assert_eq!(percentile(&v, 50.0), 2.0);
+        assert_eq!(percentile(&v, 99.0), 4.0);
+        assert_eq!(percentile(&[], 99.0), 0.0);
+        assert_eq!(jain(&[1.0, 1.0, 1.0]), 1.0);
+        assert!((jain(&[1.0, 0.0]) - 0.5).abs() < 1e-12);
+    }
+}
