@@ -187,9 +187,10 @@ pub struct SchedCore {
     alloc_by_name: HashMap<String, AllocIdx>,
     throughputs: Throughputs,
     queue: Vec<JobIdx>,
-    running_by_end: Vec<BTreeSet<(u64, JobIdx)>>,
-    /// Per pool: static priority -> preemptible running jobs.
-    preemptible_prios: Vec<BTreeMap<i32, u32>>,
+    /// Per pool: running jobs by planned end: (end bits, job, accelerators).
+    running_by_end: Vec<BTreeSet<(u64, JobIdx, u32)>>,
+    /// Per pool: static priority -> (preemptible running jobs, their accelerators).
+    preemptible_prios: Vec<BTreeMap<i32, (u32, u64)>>,
     node_jobs: Vec<Vec<(JobIdx, u16)>>,
     cand_lists: Vec<CandList>,
     cand_index: HashMap<(String, Option<String>, u32, bool), u32>,
@@ -492,11 +493,13 @@ impl SchedCore {
             job.priority,
             job.preemptible,
         );
-        self.running_by_end[pool as usize].insert((end_key(est_end), j));
+        self.running_by_end[pool as usize].insert((end_key(est_end), j, gpus));
         if pre {
-            *self.preemptible_prios[pool as usize]
+            let e = self.preemptible_prios[pool as usize]
                 .entry(prio)
-                .or_insert(0) += 1;
+                .or_insert((0, 0));
+            e.0 += 1;
+            e.1 += gpus as u64;
         }
         self.accrue(alloc, now);
         self.allocs[alloc as usize].rate += gpus as f64 * w;
@@ -525,12 +528,13 @@ impl SchedCore {
                 v.swap_remove(i);
             }
         }
-        self.running_by_end[pool as usize].remove(&(end_key(est_end), j));
+        self.running_by_end[pool as usize].remove(&(end_key(est_end), j, gpus));
         if pre {
             let m = &mut self.preemptible_prios[pool as usize];
             if let Some(c) = m.get_mut(&prio) {
-                *c -= 1;
-                if *c == 0 {
+                c.0 -= 1;
+                c.1 -= gpus as u64;
+                if c.0 == 0 {
                     m.remove(&prio);
                 }
             }
@@ -631,14 +635,21 @@ impl SchedCore {
             let s = if tot_s > 0.0 { a.shares / tot_s } else { 1.0 };
             a.fs_factor = (-(u / s.max(1e-12)) * std::f64::consts::LN_2).exp();
         }
-        let q = std::mem::take(&mut self.queue);
-        for &j in &q {
-            self.jobs[j as usize].key = self.compute_key(j, now);
+        // the order barely changes between refreshes: a stable, run-adaptive
+        // sort on contiguous keys is close to linear
+        let mut keyed: Vec<(f64, f64, JobIdx)> = Vec::with_capacity(self.queue.len());
+        for &j in &self.queue {
+            let k = self.compute_key(j, now);
+            self.jobs[j as usize].key = k;
+            keyed.push((k, self.jobs[j as usize].submit_s, j));
         }
-        self.queue = q;
-        let mut q = std::mem::take(&mut self.queue);
-        q.sort_by(|&a, &b| self.order(a, b));
-        self.queue = q;
+        keyed.sort_by(|a, b| {
+            a.0.total_cmp(&b.0)
+                .then(a.1.total_cmp(&b.1))
+                .then(a.2.cmp(&b.2))
+        });
+        self.queue.clear();
+        self.queue.extend(keyed.iter().map(|x| x.2));
     }
 
     /// Rank for preemption: a job may preempt preemptible jobs of strictly
@@ -667,14 +678,21 @@ impl SchedCore {
                         continue;
                     }
                 }
-                _ => match self.preemptible_prios[pu].keys().next() {
-                    Some(&lo) if (lo as i64) < my_rank => {}
-                    _ => continue,
-                },
+                _ => {
+                    // enough accelerators held by lower-priority preemptible jobs?
+                    let lower: u64 = self.preemptible_prios[pu]
+                        .range(..)
+                        .take_while(|(p, _)| (**p as i64) < my_rank)
+                        .map(|(_, c)| c.1)
+                        .sum();
+                    if lower == 0 || self.cluster.pools[pu].free_total + lower < gpus as u64 {
+                        continue;
+                    }
+                }
             }
             let mut victims = std::mem::take(&mut self.victims);
             victims.clear();
-            for &(_, v) in &self.running_by_end[pu] {
+            for &(_, v, _) in &self.running_by_end[pu] {
                 let vj = &self.jobs[v as usize];
                 if vj.preemptible && vj.run_start < now {
                     let r = self.rank(v, now);
@@ -729,8 +747,9 @@ impl SchedCore {
     }
 
     /// Computes the earliest time `gpus` accelerators are free in `pool`
-    /// from planned ends (count-based), and the accelerators to spare then.
-    fn reservation(&self, pool: PoolIdx, gpus: u32, now: f64) -> Reservation {
+    /// from planned ends (count-based), and the accelerators to spare then;
+    /// None when that is later than `bound`.
+    fn reservation(&self, pool: PoolIdx, gpus: u32, now: f64, bound: f64) -> Option<Reservation> {
         let ps = &self.cluster.pools[pool as usize];
         let need = gpus as u64;
         let mut acc = ps.free_total;
@@ -740,23 +759,27 @@ impl SchedCore {
             let shadow = running
                 .iter()
                 .next()
-                .map(|&(e, _)| f64::from_bits(e))
+                .map(|&(e, _, _)| f64::from_bits(e).max(now))
                 .unwrap_or(now);
-            return Reservation { shadow, extra: 0 };
+            return (shadow <= bound).then_some(Reservation { shadow, extra: 0 });
         }
-        for &(e, j) in running {
-            acc += self.jobs[j as usize].gpus as u64;
+        for &(e, _, g) in running {
+            let t = f64::from_bits(e);
+            if t > bound {
+                return None;
+            }
+            acc += g as u64;
             if acc >= need {
-                return Reservation {
-                    shadow: f64::from_bits(e).max(now),
+                return Some(Reservation {
+                    shadow: t.max(now),
                     extra: acc - need,
-                };
+                });
             }
         }
-        Reservation {
+        (bound == f64::INFINITY).then_some(Reservation {
             shadow: f64::INFINITY,
             extra: 0,
-        }
+        })
     }
 
     /// Runs one scheduling pass at `now` and returns its decisions. Started
@@ -882,8 +905,10 @@ impl SchedCore {
                         if self.reservations[p as usize].is_some() || self.blocked[p as usize] {
                             continue;
                         }
-                        let r = self.reservation(p, gpus, now);
-                        if best.is_none_or(|(_, b)| r.shadow < b.shadow) {
+                        let bound = best.map_or(f64::INFINITY, |(_, b)| b.shadow);
+                        if let Some(r) = self.reservation(p, gpus, now, bound)
+                            && best.is_none_or(|(_, b)| r.shadow < b.shadow)
+                        {
                             best = Some((p, r));
                         }
                     }

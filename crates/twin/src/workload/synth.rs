@@ -18,7 +18,7 @@
 //! * **gigafactory** — philly-profile jobs mixed with large training gangs:
 //!   GPUs uniform over {1024, 2048, 4096, 8192, 16384}, duration log-uniform
 //!   between 2 h and 48 h, not preemptible, checkpoint every 30 min,
-//!   priority 1, tenant from [`GANG_TENANTS`]. Each job is a gang with
+//!   priority 0, tenant from [`GANG_TENANTS`]. Each job is a gang with
 //!   probability `q`, chosen so that gangs carry `gang_share` of the expected
 //!   GPU-seconds: `q·G / (q·G + (1−q)·P) = s`, i.e.
 //!   `q = s·P / (s·P + (1−s)·G)` with `G`, `P` the mean GPU-seconds of a gang
@@ -419,7 +419,6 @@ pub fn generate(
                     j.duration_s = Some(dur);
                     j.preemptible = false;
                     j.checkpoint_s = Some(GANG_CHECKPOINT_S);
-                    j.priority = 1;
                     j
                 } else {
                     philly_job(i, t, d, &mut shape, &mut tenants)
@@ -668,7 +667,7 @@ mod tests {
                         assert!((GANG_MIN_S..=GANG_MAX_S).contains(&dur));
                         assert!(!j.preemptible);
                         assert_eq!(j.checkpoint_s, Some(GANG_CHECKPOINT_S));
-                        assert_eq!(j.priority, 1);
+                        assert_eq!(j.priority, 0);
                         let t = j.tenant.as_deref().unwrap();
                         assert!(
                             GANG_TENANTS
