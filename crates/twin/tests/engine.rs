@@ -1,0 +1,209 @@
+//! The twin end to end: determinism, failures, measurement windows.
+
+use gigafab_core::{Factory, JobSpec, Policy, PolicyKind, Throughputs};
+use gigafab_twin::{Failures, Report, SimConfig, simulate};
+use std::path::Path;
+
+fn factory(name: &str) -> Factory {
+    Factory::load(Path::new(&format!("../../examples/factories/{name}.toml"))).unwrap()
+}
+
+fn run(f: &Factory, kind: PolicyKind, jobs: Vec<JobSpec>, cfg: &SimConfig) -> Report {
+    simulate(
+        f.clone(),
+        Policy::new(kind),
+        Throughputs::new(),
+        jobs,
+        &[],
+        cfg,
+        &mut |_, _| {},
+    )
+    .unwrap()
+    .report
+}
+
+fn workload(n: usize, seed: u64) -> Vec<JobSpec> {
+    let mut r = gigafab_core::Rng::new(seed);
+    let mut t = 0.0;
+    (0..n)
+        .map(|i| {
+            t += r.exp(1.0 / 60.0);
+            let gpus = [1, 2, 4, 8, 16, 32][r.below(6) as usize];
+            let mut j = JobSpec::simple(format!("j{i}"), t, gpus, r.uniform(60.0, 7200.0));
+            j.tenant = Some(format!("t{}", r.below(4)));
+            j.preemptible = true;
+            j.checkpoint_s = Some(600.0);
+            j
+        })
+        .collect()
+}
+
+fn strip(mut r: Report) -> Report {
+    r.wall_time_s = 0.0;
+    r.events_per_s = 0.0;
+    r
+}
+
+#[test]
+fn same_seed_same_report_for_every_policy() {
+    let f = factory("mixed-small");
+    let cfg = SimConfig {
+        seed: 42,
+        failures: Some(Failures {
+            rate_per_accel_day: 0.2,
+            repair_s: 3600.0,
+        }),
+        ..SimConfig::default()
+    };
+    for kind in PolicyKind::ALL {
+        let a = strip(run(&f, kind, workload(400, 1), &cfg));
+        let b = strip(run(&f, kind, workload(400, 1), &cfg));
+        assert_eq!(a, b, "{kind}");
+        assert!(
+            a.failures > 0,
+            "{kind}: failures should happen at this rate"
+        );
+        let c = strip(run(
+            &f,
+            kind,
+            workload(400, 1),
+            &SimConfig {
+                seed: 43,
+                ..cfg.clone()
+            },
+        ));
+        assert_ne!(a.failures + a.failure_job_hits, 0);
+        assert!(
+            a.failures != c.failures || a.gpu_hours_lost != c.gpu_hours_lost,
+            "{kind}: another seed should draw other failures"
+        );
+        assert_eq!(a.jobs_completed, 400, "{kind}");
+    }
+}
+
+#[test]
+fn lone_job_runs_exactly_its_duration() {
+    let f = factory("mixed-small");
+    let cfg = SimConfig {
+        failures: None,
+        ..SimConfig::default()
+    };
+    let r = run(
+        &f,
+        PolicyKind::Fifo,
+        vec![JobSpec::simple("a", 10.0, 64, 1000.0)],
+        &cfg,
+    );
+    assert_eq!(r.jobs_completed, 1);
+    assert_eq!(r.avg_jct_s, 1000.0);
+    assert_eq!(r.avg_wait_s, 0.0);
+    assert_eq!(r.makespan_s, 1000.0);
+    assert!((r.utilization - 0.5).abs() < 1e-12);
+}
+
+#[test]
+fn failures_cost_work_since_last_checkpoint() {
+    // one 64-accelerator job on a 64-accelerator pool of an 8-node factory:
+    // every failure on the H100 pool hits it.
+    let f = factory("mixed-small");
+    let mut j = JobSpec::simple("big", 0.0, 64, 100_000.0);
+    j.types = gigafab_core::TypeFilter::parse("h100").unwrap();
+    j.checkpoint_s = Some(1000.0);
+    let cfg = SimConfig {
+        seed: 5,
+        failures: Some(Failures {
+            rate_per_accel_day: 0.05,
+            repair_s: 600.0,
+        }),
+        ..SimConfig::default()
+    };
+    let r = run(&f, PolicyKind::Fifo, vec![j.clone()], &cfg);
+    assert_eq!(r.jobs_completed, 1);
+    assert!(r.failure_job_hits > 0);
+    assert!(r.gpu_hours_lost > 0.0);
+    // each hit loses less than one checkpoint interval on 64 accelerators
+    assert!(r.gpu_hours_lost <= r.failure_job_hits as f64 * 64.0 * 1000.0 / 3600.0);
+    // the job finishes later than its duration, by at least the lost work
+    assert!(r.avg_jct_s > 100_000.0 + r.gpu_hours_lost * 3600.0 / 64.0 - 1e-6);
+    // without checkpoints, more is lost
+    j.checkpoint_s = None;
+    let r2 = run(&f, PolicyKind::Fifo, vec![j], &cfg);
+    assert!(r2.gpu_hours_lost > r.gpu_hours_lost);
+}
+
+#[test]
+fn measurement_window_counts_only_its_jobs() {
+    let f = factory("mixed-small");
+    let all = run(
+        &f,
+        PolicyKind::Backfill,
+        workload(300, 2),
+        &SimConfig::default(),
+    );
+    let win = run(
+        &f,
+        PolicyKind::Backfill,
+        workload(300, 2),
+        &SimConfig {
+            measure: Some((100, 200)),
+            ..SimConfig::default()
+        },
+    );
+    assert_eq!(all.measured_jobs, 300);
+    assert_eq!(win.measured_jobs, 100);
+    assert_eq!(win.jobs_completed, 300);
+    assert!(win.makespan_s < all.makespan_s);
+    assert_ne!(win.avg_jct_s, all.avg_jct_s);
+    let bad = simulate(
+        f,
+        Policy::new(PolicyKind::Fifo),
+        Throughputs::new(),
+        workload(10, 1),
+        &[],
+        &SimConfig {
+            measure: Some((5, 11)),
+            ..SimConfig::default()
+        },
+        &mut |_, _| {},
+    );
+    assert!(bad.is_err());
+}
+
+#[test]
+fn backfill_and_las_beat_fifo_on_waiting() {
+    let f = factory("mixed-small");
+    let cfg = SimConfig {
+        failures: None,
+        ..SimConfig::default()
+    };
+    let fifo = run(&f, PolicyKind::Fifo, workload(600, 3), &cfg);
+    let bf = run(&f, PolicyKind::Backfill, workload(600, 3), &cfg);
+    let las = run(&f, PolicyKind::Las, workload(600, 3), &cfg);
+    assert!(
+        bf.avg_wait_s < fifo.avg_wait_s,
+        "{} vs {}",
+        bf.avg_wait_s,
+        fifo.avg_wait_s
+    );
+    assert!(las.avg_jct_s < fifo.avg_jct_s);
+}
+
+#[test]
+fn bad_jobs_are_refused_with_their_id() {
+    let f = factory("mixed-small");
+    let mut j = JobSpec::simple("nan", 0.0, 1, 10.0);
+    j.duration_s = Some(f64::NAN);
+    let e = simulate(
+        f,
+        Policy::new(PolicyKind::Fifo),
+        Throughputs::new(),
+        vec![j],
+        &[],
+        &SimConfig::default(),
+        &mut |_, _| {},
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("nan") && e.contains("duration"), "{e}");
+}
