@@ -948,6 +948,20 @@ impl SchedCore {
         &self.dec
     }
 
+    /// Earliest start, at `now` or later, of the validity window of an
+    /// allocation with queued jobs (jobs that wait for their window, not for capacity).
+    pub fn next_validity(&self, now: f64) -> Option<f64> {
+        self.queue
+            .iter()
+            .map(|&j| {
+                self.allocs[self.jobs[j as usize].alloc as usize]
+                    .spec
+                    .valid_from_s
+            })
+            .filter(|&t| t >= now)
+            .min_by(f64::total_cmp)
+    }
+
     /// Decisions of the last pass.
     pub fn decisions(&self) -> &Decisions {
         &self.dec

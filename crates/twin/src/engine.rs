@@ -265,7 +265,7 @@ pub fn simulate(
         if ta.is_none() && core.n_running == 0 && repairs_pending == 0 {
             // nothing can change any more except wake-ups: stop if the last
             // pass could not start anything
-            if !col.last_pass_started {
+            if !col.last_pass_started && core.next_validity(now).is_none() {
                 break;
             }
         }

@@ -207,3 +207,28 @@ fn bad_jobs_are_refused_with_their_id() {
     .to_string();
     assert!(e.contains("nan") && e.contains("duration"), "{e}");
 }
+
+#[test]
+fn jobs_wait_for_their_allocation_window() {
+    let f = factory("mixed-small");
+    let mut a = gigafab_core::AllocationSpec::open("late", gigafab_core::Category::Public);
+    a.valid_from_s = 5000.0;
+    let mut j = JobSpec::simple("j", 0.0, 8, 100.0);
+    j.tenant = Some("late".into());
+    let out = simulate(
+        f,
+        Policy::new(PolicyKind::Fairshare),
+        Throughputs::new(),
+        vec![j],
+        &[a],
+        &SimConfig {
+            failures: None,
+            ..SimConfig::default()
+        },
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(out.report.jobs_completed, 1);
+    assert_eq!(out.report.avg_wait_s, 5000.0);
+    assert_eq!(out.report.categories["public"].jobs, 1);
+}
