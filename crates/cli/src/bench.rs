@@ -143,8 +143,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
         });
         if a.output == Output::Table {
             let row = rows.last().expect("pushed");
-            println!(
-                "{:<12} {:<10} jobs {:>9}  events {:>9}  wall {:>8.3} s (min {:.3})  {:>10.0} events/s  peak RSS {:>7.0} MiB  util {:.3}",
+            crate::emit(&format!(
+                "{:<12} {:<10} jobs {:>9}  events {:>9}  wall {:>8.3} s (min {:.3})  {:>10.0} events/s  peak RSS {:>7.0} MiB  util {:.3}\n",
                 row.scenario,
                 row.policy,
                 row.jobs,
@@ -154,11 +154,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 row.events_per_s,
                 row.peak_rss_mib.unwrap_or(f64::NAN),
                 row.utilization
-            );
+            ))?;
         }
     }
     if a.output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        crate::emit(&format!("{}\n", serde_json::to_string_pretty(&rows)?))?;
     }
     Ok(())
 }

@@ -165,6 +165,17 @@ enum FactoryCmd {
     },
 }
 
+/// Writes to stdout; a reader that went away (`| head`) ends the command
+/// quietly instead of failing.
+pub fn emit(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        r => Ok(r?),
+    }
+}
+
 fn parse_policy(s: &str) -> Result<PolicyKind, String> {
     PolicyKind::parse(s).ok_or_else(|| {
         format!(
@@ -324,11 +335,15 @@ fn cmd_sim(a: SimArgs) -> Result<()> {
         std::fs::write(path, gigafab_twin::plot::render_svg(&tl.series(), &title))
             .with_context(|| format!("{}: cannot write plot", path.display()))?;
     }
-    match a.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&out.report)?),
-        Output::Table => print!("{}", out.report.table()),
+    if let Some(n) = out.report.cancelled_reasons.get("unknown_job_type") {
+        eprintln!(
+            "warning: {n} jobs were cancelled: their work is in steps of job types the throughput matrix does not know (give --throughputs)"
+        );
     }
-    Ok(())
+    match a.output {
+        Output::Json => emit(&format!("{}\n", serde_json::to_string_pretty(&out.report)?)),
+        Output::Table => emit(&out.report.table()),
+    }
 }
 
 fn cmd_synth(a: SynthArgs) -> Result<()> {
@@ -403,20 +418,24 @@ fn cmd_factory_show(path: &Path, output: Output) -> Result<()> {
         })
         .collect();
     match output {
-        Output::Json => println!(
-            "{}",
+        Output::Json => emit(&format!(
+            "{}\n",
             serde_json::to_string_pretty(&serde_json::json!({
                 "name": f.name, "accelerators": f.accelerators(), "pools": rows
             }))?
-        ),
+        ))?,
         Output::Table => {
-            println!("{}: {} accelerators", f.name, f.accelerators());
-            println!(
+            use std::fmt::Write as _;
+            let mut t = String::new();
+            writeln!(t, "{}: {} accelerators", f.name, f.accelerators())?;
+            writeln!(
+                t,
                 "{:<12} {:<16} {:<8} {:>7} {:>9} {:>12} {:>10} {:>6}",
                 "site", "pool", "type", "nodes", "per node", "accelerators", "domain n", "leaf n"
-            );
+            )?;
             for p in &f.pools {
-                println!(
+                writeln!(
+                    t,
                     "{:<12} {:<16} {:<8} {:>7} {:>9} {:>12} {:>10} {:>6}",
                     f.sites[p.site].name,
                     p.name,
@@ -426,8 +445,9 @@ fn cmd_factory_show(path: &Path, output: Output) -> Result<()> {
                     p.accelerators(),
                     p.domain_nodes,
                     p.leaf_nodes
-                );
+                )?;
             }
+            emit(&t)?;
         }
     }
     Ok(())

@@ -29,6 +29,7 @@
 use crate::catalog::{AcceleratorType, Catalog, TypeIdx};
 use serde::Deserialize;
 use std::path::Path;
+use toml::Spanned;
 
 /// Errors reading a factory file.
 #[derive(Debug, thiserror::Error)]
@@ -46,9 +47,11 @@ pub enum FactoryError {
         column: usize,
         message: String,
     },
-    #[error("{path}: {location}: {message}")]
+    #[error("{path}:{line}: {location}: {message}")]
     Invalid {
         path: String,
+        /// Line of the table the error is in (0: the whole file).
+        line: usize,
         location: String,
         message: String,
     },
@@ -59,9 +62,9 @@ pub enum FactoryError {
 struct FactoryFile {
     name: Option<String>,
     #[serde(default)]
-    accelerators: Vec<AcceleratorType>,
+    accelerators: Vec<Spanned<AcceleratorType>>,
     #[serde(default)]
-    sites: Vec<SiteFile>,
+    sites: Vec<Spanned<SiteFile>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -69,14 +72,14 @@ struct FactoryFile {
 struct SiteFile {
     name: String,
     #[serde(default)]
-    pools: Vec<PoolFile>,
+    pools: Vec<Spanned<PoolFile>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PoolFile {
     name: String,
-    accelerator: String,
+    accelerator: Spanned<String>,
     nodes: u32,
     accelerators_per_node: u32,
     #[serde(default)]
@@ -158,16 +161,19 @@ impl Factory {
                 message: e.message().to_string(),
             }
         })?;
-        let invalid = |location: String, message: String| FactoryError::Invalid {
+        let invalid = |line: usize, location: String, message: String| FactoryError::Invalid {
             path: path.to_string(),
+            line,
             location,
             message,
         };
         let mut catalog = Catalog::builtin();
         for (i, a) in file.accelerators.iter().enumerate() {
+            let line = line_col(text, a.span().start).0;
+            let a = a.get_ref();
             let loc = format!("accelerators[{i}] ({})", a.id);
             if a.id.trim().is_empty() {
-                return Err(invalid(loc, "id must not be empty".into()));
+                return Err(invalid(line, loc, "id must not be empty".into()));
             }
             for (name, v) in [
                 ("memory_gb", a.memory_gb),
@@ -176,21 +182,30 @@ impl Factory {
                 ("billing_weight", a.billing_weight),
             ] {
                 if !(v.is_finite() && v >= 0.0) {
-                    return Err(invalid(loc, format!("{name} must be a finite number >= 0")));
+                    return Err(invalid(
+                        line,
+                        loc,
+                        format!("{name} must be a finite number >= 0"),
+                    ));
                 }
             }
             if a.billing_weight <= 0.0 {
-                return Err(invalid(loc, "billing_weight must be > 0".into()));
+                return Err(invalid(line, loc, "billing_weight must be > 0".into()));
             }
             if a.peak_watts < a.idle_watts {
-                return Err(invalid(loc, "peak_watts must be >= idle_watts".into()));
+                return Err(invalid(
+                    line,
+                    loc,
+                    "peak_watts must be >= idle_watts".into(),
+                ));
             }
             let mut a = a.clone();
             a.id = a.id.trim().to_ascii_lowercase();
-            catalog.upsert(a).map_err(|m| invalid(loc, m))?;
+            catalog.upsert(a).map_err(|m| invalid(line, loc, m))?;
         }
         if file.sites.is_empty() {
             return Err(invalid(
+                0,
                 "sites".into(),
                 "a factory needs at least one site".into(),
             ));
@@ -199,26 +214,36 @@ impl Factory {
         let mut pools = Vec::new();
         let mut next_node: u64 = 0;
         for (si, s) in file.sites.iter().enumerate() {
+            let line = line_col(text, s.span().start).0;
+            let s = s.get_ref();
             sites.push(Site {
                 name: s.name.clone(),
             });
             if s.pools.is_empty() {
                 return Err(invalid(
+                    line,
                     format!("sites[{si}] ({})", s.name),
                     "a site needs at least one pool".into(),
                 ));
             }
             for (pi, p) in s.pools.iter().enumerate() {
+                let line = line_col(text, p.span().start).0;
+                let p = p.get_ref();
                 let loc = format!("sites[{si}].pools[{pi}] ({})", p.name);
                 if pools.iter().any(|q: &Pool| q.name == p.name) {
-                    return Err(invalid(loc, format!("duplicate pool name `{}`", p.name)));
+                    return Err(invalid(
+                        line,
+                        loc,
+                        format!("duplicate pool name `{}`", p.name),
+                    ));
                 }
-                let accel = catalog.index(&p.accelerator).ok_or_else(|| {
+                let accel = catalog.index(p.accelerator.get_ref()).ok_or_else(|| {
                     invalid(
+                        line_col(text, p.accelerator.span().start).0,
                         loc.clone(),
                         format!(
                             "unknown accelerator `{}` (known: {}; add it under [[accelerators]])",
-                            p.accelerator,
+                            p.accelerator.get_ref(),
                             catalog
                                 .types()
                                 .iter()
@@ -229,10 +254,11 @@ impl Factory {
                     )
                 })?;
                 if p.nodes == 0 {
-                    return Err(invalid(loc, "nodes must be > 0".into()));
+                    return Err(invalid(line, loc, "nodes must be > 0".into()));
                 }
                 if p.accelerators_per_node == 0 || p.accelerators_per_node > MAX_PER_NODE {
                     return Err(invalid(
+                        line,
                         loc,
                         format!("accelerators_per_node must be in 1..={MAX_PER_NODE}"),
                     ));
@@ -241,6 +267,7 @@ impl Factory {
                 let dom = p.scale_up_domain.unwrap_or(per);
                 if dom == 0 || (dom % per != 0 && per % dom != 0) {
                     return Err(invalid(
+                        line,
                         loc,
                         format!(
                             "scale_up_domain ({dom}) must be a multiple or a divisor of accelerators_per_node ({per})"
@@ -251,6 +278,7 @@ impl Factory {
                 let leaf_nodes = p.nodes_per_leaf.unwrap_or(32.max(domain_nodes));
                 if leaf_nodes == 0 || leaf_nodes % domain_nodes != 0 {
                     return Err(invalid(
+                        line,
                         loc,
                         format!(
                             "nodes_per_leaf ({leaf_nodes}) must be a positive multiple of the nodes per scale-up domain ({domain_nodes})"
@@ -258,10 +286,11 @@ impl Factory {
                     ));
                 }
                 if !(p.memory_gb_per_node.is_finite() && p.memory_gb_per_node >= 0.0) {
-                    return Err(invalid(loc, "memory_gb_per_node must be >= 0".into()));
+                    return Err(invalid(line, loc, "memory_gb_per_node must be >= 0".into()));
                 }
                 if next_node + p.nodes as u64 > MAX_NODES {
                     return Err(invalid(
+                        line,
                         loc,
                         format!("the factory exceeds {MAX_NODES} nodes"),
                     ));

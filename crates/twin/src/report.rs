@@ -29,6 +29,9 @@ pub struct Report {
     pub jobs_timed_out: u64,
     pub jobs_cancelled: u64,
     pub jobs_unfinished: u64,
+    /// Cancelled jobs by reason code (`unsatisfiable`, `unknown_job_type`,
+    /// `allocation_expired`, `allocation_exhausted`).
+    pub cancelled_reasons: BTreeMap<String, u64>,
     /// Jobs in the measurement window (`--measure-jobs`), all by default.
     pub measured_jobs: u64,
     pub avg_jct_s: f64,
@@ -141,6 +144,7 @@ impl Collector {
         let (mut completed, mut timed_out, mut cancelled, mut unfinished) = (0, 0, 0, 0);
         let mut cats: BTreeMap<Category, (u64, u64, f64, f64, f64, u64)> = BTreeMap::new();
         let mut per_alloc: BTreeMap<u32, (f64, u64)> = BTreeMap::new();
+        let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
         for (i, job) in core.jobs.iter().enumerate() {
             let cat = core.allocs[job.alloc as usize].spec.category;
             let c = cats.entry(cat).or_insert((0, 0, 0.0, 0.0, 0.0, 0));
@@ -153,7 +157,11 @@ impl Collector {
             match job.state {
                 JobState::Completed => completed += 1,
                 JobState::TimedOut => timed_out += 1,
-                JobState::Cancelled => cancelled += 1,
+                JobState::Cancelled => {
+                    cancelled += 1;
+                    let code = job.reason.map_or("cancelled", |r| r.code());
+                    *reasons.entry(code.to_string()).or_insert(0) += 1;
+                }
                 _ => unfinished += 1,
             }
             if i < a || i >= b {
@@ -233,6 +241,7 @@ impl Collector {
             jobs_timed_out: timed_out,
             jobs_cancelled: cancelled,
             jobs_unfinished: unfinished,
+            cancelled_reasons: reasons,
             measured_jobs: (b - a) as u64,
             avg_jct_s: mean(&jct),
             p50_jct_s: percentile(&jct, 50.0),
@@ -357,6 +366,9 @@ impl Report {
         ];
         for (k, v) in rows {
             let _ = writeln!(s, "{k:<22} {v}");
+        }
+        for (code, n) in &self.cancelled_reasons {
+            let _ = writeln!(s, "{:<22} {n}", format!("cancelled: {code}"));
         }
         let _ = writeln!(
             s,

@@ -1,0 +1,808 @@
+//! End-to-end tests of the `gigafab` binary: every test runs the real
+//! executable on real data (`shared/data`) or on small files written to a
+//! fresh temporary directory, and checks its exit status, stdout and stderr.
+
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Paths relative to `crates/cli`, the working directory of every command.
+const DATA: &str = "../../../shared/data";
+const THROUGHPUTS: &str = "../../../shared/data/gavel/simulation_throughputs.json";
+const PHILLY: &str = "../../../shared/data/traces/philly_job_distribution.csv";
+const GAVEL_TRACE: &str = "../../../shared/data/gavel/msr_seed0/23dbec.trace";
+const ALIBABA_PODS: &str = "../../../shared/data/traces/alibaba_openb_pods_default.csv";
+const GAVEL_108: &str = "../../examples/factories/gavel-108.toml";
+const MIXED_SMALL: &str = "../../examples/factories/mixed-small.toml";
+const ALIBABA_OPENB: &str = "../../examples/factories/alibaba-openb.toml";
+const GIGAFACTORY: &str = "../../examples/factories/gigafactory-100k.toml";
+
+const POLICIES: [&str; 5] = ["fifo", "backfill", "fairshare", "las", "hetero"];
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct Tmp {
+    dir: PathBuf,
+}
+
+impl Tmp {
+    fn new(test: &str) -> Tmp {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("gigafab-cli-{test}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        Tmp { dir }
+    }
+
+    /// Path of `name` inside the directory, as a string for command lines.
+    fn path(&self, name: &str) -> String {
+        self.dir
+            .join(name)
+            .to_str()
+            .expect("UTF-8 temp path")
+            .to_string()
+    }
+
+    /// Writes `text` to `name` and returns its path.
+    fn write(&self, name: &str, text: &str) -> String {
+        let p = self.path(name);
+        std::fs::write(&p, text).expect("write temp file");
+        p
+    }
+}
+
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn command(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_gigafab"));
+    c.args(args).current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
+/// Runs `gigafab ARGS` from `crates/cli`.
+fn gigafab(args: &[&str]) -> Output {
+    command(args).output().expect("run gigafab")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs `gigafab ARGS`, asserts it succeeded without a panic, returns stdout.
+fn run_ok(args: &[&str]) -> Output {
+    let o = gigafab(args);
+    assert!(
+        o.status.success(),
+        "gigafab {args:?} failed ({}):\n{}",
+        o.status,
+        stderr(&o)
+    );
+    assert!(
+        !stderr(&o).contains("panicked"),
+        "gigafab {args:?}:\n{}",
+        stderr(&o)
+    );
+    o
+}
+
+/// `gigafab sim -q --output json ARGS` → the parsed report.
+fn sim_json(args: &[&str]) -> Value {
+    let mut all = vec!["sim", "-q", "--output", "json"];
+    all.extend_from_slice(args);
+    let o = run_ok(&all);
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("gigafab {all:?}: stdout is not JSON ({e}):\n{}", stdout(&o)))
+}
+
+fn f64_of(v: &Value, key: &str) -> f64 {
+    v.get(key)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("report has no number `{key}`: {v}"))
+}
+
+fn u64_of(v: &Value, key: &str) -> u64 {
+    v.get(key)
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("report has no count `{key}`: {v}"))
+}
+
+/// Asserts that a command failed cleanly: a non-zero exit status (not a
+/// signal), nothing on stdout, an `error:` line on stderr containing every
+/// needle, and no panic. Returns stderr.
+fn assert_clean_failure(o: &Output, needles: &[&str]) -> String {
+    let err = stderr(o);
+    assert!(!o.status.success(), "expected failure, got success:\n{err}");
+    assert!(
+        matches!(o.status.code(), Some(c) if c != 0),
+        "killed by a signal? {}",
+        o.status
+    );
+    assert!(!err.contains("panicked"), "panicked:\n{err}");
+    assert!(o.stdout.is_empty(), "stdout not empty:\n{}", stdout(o));
+    assert!(err.starts_with("error:"), "no error line:\n{err}");
+    for n in needles {
+        assert!(err.contains(n), "stderr lacks `{n}`:\n{err}");
+    }
+    err
+}
+
+/// Writes the Gavel-profile workload of these tests (300 jobs, 3 jobs/hour,
+/// seed 7) into `tmp` and returns its path.
+fn gavel_workload(tmp: &Tmp) -> String {
+    let out = tmp.path("gavel-300.csv");
+    run_ok(&[
+        "workload",
+        "synth",
+        "--profile",
+        "gavel",
+        "--jobs",
+        "300",
+        "--rate",
+        "3",
+        "--seed",
+        "7",
+        "--throughputs",
+        THROUGHPUTS,
+        "--out",
+        &out,
+    ]);
+    out
+}
+
+/// `sim` of the Gavel workload on gavel-108 with the throughput matrix.
+fn sim_gavel(workload: &str, extra: &[&str]) -> Value {
+    let mut args = vec![
+        "--factory",
+        GAVEL_108,
+        "--workload",
+        workload,
+        "--throughputs",
+        THROUGHPUTS,
+    ];
+    args.extend_from_slice(extra);
+    sim_json(&args)
+}
+
+/// Reads a file given relative to `crates/cli`.
+fn read_rel(rel: &str) -> String {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn lines(path: &str) -> usize {
+    std::fs::read_to_string(path)
+        .expect("read file")
+        .lines()
+        .count()
+}
+
+// 1. Every policy on the Gavel workload.
+#[test]
+fn sim_json_gavel_workload_every_policy() {
+    let tmp = Tmp::new("every_policy");
+    let w = gavel_workload(&tmp);
+    for p in POLICIES {
+        let r = sim_gavel(&w, &["--policy", p]);
+        for key in [
+            "jobs_completed",
+            "avg_jct_s",
+            "p99_jct_s",
+            "avg_wait_s",
+            "makespan_s",
+            "utilization",
+            "gpu_hours_lost",
+            "events",
+            "wall_time_s",
+        ] {
+            assert!(r.get(key).is_some(), "{p}: no `{key}` in {r}");
+        }
+        assert_eq!(r["policy"], p, "{p}: report names another policy");
+        assert_eq!(u64_of(&r, "jobs_submitted"), 300, "{p}");
+        assert_eq!(u64_of(&r, "measured_jobs"), 300, "{p}");
+        // failures are on by default, but failed jobs restart: all complete
+        assert_eq!(u64_of(&r, "jobs_completed"), 300, "{p}: {r}");
+        let u = f64_of(&r, "utilization");
+        assert!(u > 0.0 && u <= 1.0, "{p}: utilization {u}");
+        let (p50, p99) = (f64_of(&r, "p50_jct_s"), f64_of(&r, "p99_jct_s"));
+        assert!(p50 > 0.0 && p99 >= p50, "{p}: p50 {p50}, p99 {p99}");
+        assert!(f64_of(&r, "avg_jct_s") > 0.0, "{p}");
+        assert!(f64_of(&r, "avg_wait_s") >= 0.0, "{p}");
+        assert!(f64_of(&r, "makespan_s") > 0.0, "{p}");
+        assert!(f64_of(&r, "gpu_hours_lost") >= 0.0, "{p}");
+        // at least one submission and one end per job
+        assert!(u64_of(&r, "events") >= 600, "{p}: events {}", r["events"]);
+    }
+}
+
+// 2. Same seed, same report; another seed, other failures.
+#[test]
+fn sim_is_deterministic_per_seed() {
+    let tmp = Tmp::new("determinism");
+    let w = gavel_workload(&tmp);
+    let strip = |mut v: Value| {
+        let o = v.as_object_mut().expect("report object");
+        assert!(o.remove("wall_time_s").is_some());
+        assert!(o.remove("events_per_s").is_some());
+        v
+    };
+    let args = ["--seed", "3", "--failure-rate", "0.05"];
+    let a = strip(sim_gavel(&w, &args));
+    let b = strip(sim_gavel(&w, &args));
+    assert_eq!(a, b, "two runs with --seed 3 differ");
+    assert_eq!(u64_of(&a, "seed"), 3);
+    assert!(u64_of(&a, "failures") > 0, "no failures at rate 0.05: {a}");
+    // the default failure rate too
+    let c = strip(sim_gavel(&w, &["--seed", "3"]));
+    let d = strip(sim_gavel(&w, &["--seed", "3"]));
+    assert_eq!(c, d, "two runs with --seed 3 (default failures) differ");
+    let other = strip(sim_gavel(&w, &["--seed", "4", "--failure-rate", "0.05"]));
+    assert!(
+        a["gpu_hours_lost"] != other["gpu_hours_lost"] || a["failures"] != other["failures"],
+        "seeds 3 and 4 gave the same failures: {} / {}",
+        a["failures"],
+        a["gpu_hours_lost"]
+    );
+}
+
+// 3. Gavel's finding: heterogeneity-aware placement cuts JCT.
+#[test]
+fn hetero_beats_fifo_on_gavel_workload() {
+    let tmp = Tmp::new("hetero_fifo");
+    let w = gavel_workload(&tmp);
+    let fifo = sim_gavel(&w, &["--policy", "fifo"]);
+    let hetero = sim_gavel(&w, &["--policy", "hetero"]);
+    assert_eq!(u64_of(&fifo, "jobs_completed"), 300);
+    assert_eq!(u64_of(&hetero, "jobs_completed"), 300);
+    let (f, h) = (f64_of(&fifo, "avg_jct_s"), f64_of(&hetero, "avg_jct_s"));
+    assert!(h < f, "hetero avg JCT {h} s is not below fifo's {f} s");
+}
+
+// 4. Measurement window.
+#[test]
+fn measure_jobs_window() {
+    let tmp = Tmp::new("measure");
+    let w = gavel_workload(&tmp);
+    let r = sim_gavel(&w, &["--measure-jobs", "50..250"]);
+    assert_eq!(u64_of(&r, "measured_jobs"), 200);
+    assert_eq!(u64_of(&r, "jobs_submitted"), 300);
+    let u = f64_of(&r, "utilization");
+    assert!(u > 0.0 && u <= 1.0, "utilization {u}");
+
+    for (range, problem) in [
+        ("250..50", "below"),
+        ("0..99999", "outside"),
+        ("abc", "A..B"),
+    ] {
+        let o = gigafab(&[
+            "sim",
+            "-q",
+            "--output",
+            "json",
+            "--factory",
+            GAVEL_108,
+            "--workload",
+            &w,
+            "--throughputs",
+            THROUGHPUTS,
+            "--measure-jobs",
+            range,
+        ]);
+        assert_clean_failure(&o, &["measure-jobs", range, problem]);
+    }
+}
+
+// 5. SVG plot.
+#[test]
+fn plot_writes_svg() {
+    let tmp = Tmp::new("plot");
+    let w = gavel_workload(&tmp);
+    let svg = tmp.path("out.svg");
+    let r = sim_gavel(&w, &["--plot", &svg]);
+    assert_eq!(u64_of(&r, "jobs_completed"), 300);
+    let text = std::fs::read_to_string(&svg).expect("plot written");
+    assert!(text.starts_with("<svg"), "{}", &text[..text.len().min(200)]);
+    assert!(text.contains("polyline"), "no polyline in the plot");
+    assert!(text.trim_end().ends_with("</svg>"), "plot not closed");
+}
+
+// 6a. Gavel trace reader.
+#[test]
+fn reader_gavel_trace() {
+    let r = sim_json(&[
+        "--workload-format",
+        "gavel",
+        "--workload",
+        GAVEL_TRACE,
+        "--throughputs",
+        THROUGHPUTS,
+        "--factory",
+        GAVEL_108,
+    ]);
+    let n = read_rel(GAVEL_TRACE)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count() as u64;
+    assert!(n > 0);
+    assert_eq!(u64_of(&r, "jobs_submitted"), n);
+    assert_eq!(u64_of(&r, "jobs_completed"), n, "{r}");
+    assert!(f64_of(&r, "avg_jct_s") > 0.0);
+}
+
+// 6b. Alibaba pod list reader, the whole trace.
+#[test]
+fn reader_alibaba_pods() {
+    let t = Instant::now();
+    let o = run_ok(&[
+        "sim",
+        "-q",
+        "--output",
+        "json",
+        "--workload-format",
+        "alibaba",
+        "--workload",
+        ALIBABA_PODS,
+        "--factory",
+        ALIBABA_OPENB,
+    ]);
+    let took = t.elapsed();
+    // 0.1 s in debug and release on a quiet machine; generous for CI
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    let r: Value = serde_json::from_slice(&o.stdout).expect("JSON report");
+    let submitted = u64_of(&r, "jobs_submitted");
+    assert!(submitted > 1000, "{r}");
+    assert_eq!(u64_of(&r, "jobs_completed"), submitted, "{r}");
+    // every pod is either a job or counted as skipped on stderr
+    let err = stderr(&o);
+    let skipped: u64 = err
+        .split("skipped ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no skipped count on stderr:\n{err}"));
+    let pods = read_rel(ALIBABA_PODS)
+        .lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .count() as u64;
+    assert_eq!(submitted + skipped, pods, "jobs + skipped != pods");
+    let u = f64_of(&r, "utilization");
+    assert!(u > 0.0 && u <= 1.0, "utilization {u}");
+}
+
+// 6c. SWF reader.
+#[test]
+fn reader_swf() {
+    let tmp = Tmp::new("swf");
+    let swf = tmp.write(
+        "small.swf",
+        "; Version: 2.2\n\
+         ; Computer: test machine\n\
+         ; MaxProcs: 128\n\
+         ;\n\
+         1 0 5 3600 8 -1 -1 8 7200 -1 1 1 1 -1 1 -1 -1 -1\n\
+         2 60 0 1800 -1 -1 -1 16 3600 -1 1 2 1 -1 1 -1 -1 -1\n\
+         3 120 0 -1 4 -1 -1 4 3600 -1 5 3 1 -1 1 -1 -1 -1\n\
+         4 300 0 600 1 -1 -1 1 -1 -1 1 -1 1 -1 1 -1 -1 -1\n",
+    );
+    let o = run_ok(&[
+        "sim",
+        "-q",
+        "--output",
+        "json",
+        "--failure-rate",
+        "0",
+        "--workload-format",
+        "swf",
+        "--workload",
+        &swf,
+        "--factory",
+        MIXED_SMALL,
+    ]);
+    let r: Value = serde_json::from_slice(&o.stdout).expect("JSON report");
+    // job 3 has no run time: skipped and counted
+    assert!(stderr(&o).contains("skipped 1"), "{}", stderr(&o));
+    assert_eq!(u64_of(&r, "jobs_submitted"), 3);
+    assert_eq!(u64_of(&r, "jobs_completed"), 3);
+    // an idle factory: no waiting, JCT = run time
+    let avg = f64_of(&r, "avg_jct_s");
+    assert!(
+        (avg - (3600.0 + 1800.0 + 600.0) / 3.0).abs() < 1e-6,
+        "{avg}"
+    );
+    assert_eq!(f64_of(&r, "avg_wait_s"), 0.0);
+}
+
+// 6d. Native CSV written by hand, with the optional columns.
+#[test]
+fn reader_native_csv_with_categories() {
+    let tmp = Tmp::new("native");
+    let csv = tmp.write(
+        "jobs.csv",
+        "# hand-written workload\n\
+         id,submit_s,gpus,duration_s,types,tenant,category,priority\n\
+         a,0,8,3600,mi300x,acme,startup,1\n\
+         b,10,16,1800,h100,uni,academia,0\n\
+         c,20,4,600,,gov,public,2\n\
+         d,30,2,900,mi300x|h100,acme,startup,\n\
+         e,40,1,100,k80,uni,academia,0\n",
+    );
+    let r = sim_json(&[
+        "--failure-rate",
+        "0",
+        "--workload",
+        &csv,
+        "--factory",
+        MIXED_SMALL,
+    ]);
+    assert_eq!(u64_of(&r, "jobs_submitted"), 5);
+    assert_eq!(u64_of(&r, "jobs_completed"), 4, "{r}");
+    // mixed-small has no K80: job e can never run
+    assert_eq!(u64_of(&r, "jobs_cancelled"), 1, "{r}");
+    let cats = r["categories"].as_object().expect("categories object");
+    let mut names: Vec<&str> = cats.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["academia", "public", "startup"], "{r}");
+    let c = |k: &str, f: &str| cats[k][f].as_f64().unwrap_or(f64::NAN);
+    assert_eq!(c("startup", "jobs"), 2.0);
+    assert_eq!(c("startup", "completed"), 2.0);
+    assert!((c("startup", "avg_jct_s") - 2250.0).abs() < 1e-6);
+    assert!((c("startup", "gpu_hours") - 8.5).abs() < 1e-6);
+    assert_eq!(c("academia", "jobs"), 2.0);
+    assert_eq!(c("academia", "completed"), 1.0);
+    assert!((c("academia", "avg_jct_s") - 1800.0).abs() < 1e-6);
+    assert_eq!(c("public", "jobs"), 1.0);
+    assert!((c("public", "avg_jct_s") - 600.0).abs() < 1e-6);
+}
+
+// 6e. `workload convert` writes a native file that simulates the same.
+#[test]
+fn convert_gavel_trace_to_native_same_report() {
+    let tmp = Tmp::new("convert");
+    let native = tmp.path("trace.csv");
+    run_ok(&[
+        "workload",
+        "convert",
+        "--format",
+        "gavel",
+        GAVEL_TRACE,
+        "--out",
+        &native,
+    ]);
+    let strip = |mut v: Value| {
+        let o = v.as_object_mut().expect("report object");
+        o.remove("wall_time_s");
+        o.remove("events_per_s");
+        v
+    };
+    let common = ["--throughputs", THROUGHPUTS, "--factory", GAVEL_108];
+    let mut a = vec!["--workload-format", "gavel", "--workload", GAVEL_TRACE];
+    a.extend_from_slice(&common);
+    let mut b = vec!["--workload", native.as_str()];
+    b.extend_from_slice(&common);
+    let ra = strip(sim_json(&a));
+    let rb = strip(sim_json(&b));
+    assert!(u64_of(&ra, "jobs_completed") > 0);
+    assert_eq!(ra, rb);
+}
+
+// 7. Malformed inputs fail cleanly, naming file, line and field.
+#[test]
+fn bad_native_gpus_names_file_line_field() {
+    let tmp = Tmp::new("bad_gpus");
+    let csv = tmp.write(
+        "bad.csv",
+        "id,submit_s,gpus,duration_s\na,0,1,10\nb,5,four,10\n",
+    );
+    let o = gigafab(&["sim", "-q", "--workload", &csv]);
+    assert_clean_failure(&o, &[&format!("{csv}:3"), "gpus", "four"]);
+}
+
+#[test]
+fn bad_native_missing_column() {
+    let tmp = Tmp::new("missing_col");
+    let csv = tmp.write("bad.csv", "id,submit_s,duration_s\na,0,10\n");
+    let o = gigafab(&["sim", "-q", "--workload", &csv]);
+    assert_clean_failure(&o, &[&format!("{csv}:1"), "gpus", "missing"]);
+}
+
+/// mixed-small.toml with its MI300X pool on an accelerator that does not exist.
+fn unknown_accelerator_factory(tmp: &Tmp) -> (String, usize) {
+    let text = read_rel(MIXED_SMALL);
+    let bad = text.replace("accelerator = \"mi300x\"", "accelerator = \"zz9\"");
+    assert_ne!(bad, text);
+    let line = bad
+        .lines()
+        .position(|l| l.contains("\"zz9\""))
+        .expect("line")
+        + 1;
+    (tmp.write("bad.toml", &bad), line)
+}
+
+#[test]
+fn bad_factory_unknown_accelerator() {
+    let tmp = Tmp::new("unknown_accel");
+    let (f, _) = unknown_accelerator_factory(&tmp);
+    let o = gigafab(&["sim", "-q", "--factory", &f]);
+    assert_clean_failure(&o, &[&f, "sites[0].pools[1]", "unknown accelerator", "zz9"]);
+    let o = gigafab(&["factory", "show", &f]);
+    assert_clean_failure(&o, &[&f, "unknown accelerator", "zz9"]);
+}
+
+#[test]
+fn bad_factory_unknown_accelerator_names_line() {
+    let tmp = Tmp::new("unknown_accel_line");
+    let (f, line) = unknown_accelerator_factory(&tmp);
+    let o = gigafab(&["sim", "-q", "--factory", &f]);
+    assert_clean_failure(&o, &[&format!("{f}:{line}"), "zz9"]);
+}
+
+#[test]
+fn bad_factory_toml_syntax_names_line() {
+    let tmp = Tmp::new("toml_syntax");
+    let text = read_rel(MIXED_SMALL);
+    let bad = text.replacen("nodes_per_leaf = 4", "nodes_per_leaf = = 4", 1);
+    assert_ne!(bad, text);
+    let line = bad.lines().position(|l| l.contains("= = 4")).expect("line") + 1;
+    let f = tmp.write("syntax.toml", &bad);
+    let o = gigafab(&["sim", "-q", "--factory", &f]);
+    assert_clean_failure(&o, &[&format!("{f}:{line}:")]);
+}
+
+#[test]
+fn bad_workload_path() {
+    let tmp = Tmp::new("no_workload");
+    let missing = tmp.path("does-not-exist.csv");
+    for format in ["native", "swf", "alibaba", "gavel"] {
+        let o = gigafab(&[
+            "sim",
+            "-q",
+            "--workload-format",
+            format,
+            "--workload",
+            &missing,
+        ]);
+        assert_clean_failure(&o, &[&missing, "cannot read"]);
+    }
+}
+
+#[test]
+fn bad_policy_lists_valid_ones() {
+    let o = gigafab(&["sim", "-q", "--policy", "nope"]);
+    let mut needles = vec!["nope"];
+    needles.extend_from_slice(&POLICIES);
+    assert_clean_failure(&o, &needles);
+}
+
+#[test]
+fn bad_throughputs_truncated_json() {
+    let tmp = Tmp::new("trunc_json");
+    let full = read_rel(THROUGHPUTS);
+    let cut = &full[..5000];
+    let line = cut.matches('\n').count() + 1;
+    let tp = tmp.write("truncated.json", cut);
+    let o = gigafab(&["sim", "-q", "--throughputs", &tp]);
+    assert_clean_failure(&o, &[&format!("{tp}:{line}"), "JSON"]);
+    // an empty file too
+    let empty = tmp.write("empty.json", "");
+    let o = gigafab(&["sim", "-q", "--throughputs", &empty]);
+    assert_clean_failure(&o, &[&empty, "JSON"]);
+}
+
+#[test]
+fn bad_other_readers_name_file_line_field() {
+    let tmp = Tmp::new("bad_readers");
+    let swf = tmp.write(
+        "bad.swf",
+        "; header\n1 0 5 3600 8 -1 -1 8 7200 -1 1 1 1 -1 1 -1 -1 -1\n\
+         2 60 0 1800 x -1 -1 16 3600 -1 1 2 1 -1 1 -1 -1 -1\n",
+    );
+    let o = gigafab(&["sim", "-q", "--workload-format", "swf", "--workload", &swf]);
+    assert_clean_failure(&o, &[&format!("{swf}:3"), "allocated_processors"]);
+
+    let pods = tmp.write(
+        "pods.csv",
+        "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec,qos,pod_phase,creation_time,deletion_time,scheduled_time\n\
+         p0,1000,100,1,1000,,LS,Running,0,10,0\n\
+         p1,1000,100,two,1000,,LS,Running,0,10,0\n",
+    );
+    let o = gigafab(&[
+        "sim",
+        "-q",
+        "--workload-format",
+        "alibaba",
+        "--workload",
+        &pods,
+    ]);
+    assert_clean_failure(&o, &[&format!("{pods}:3"), "num_gpu", "two"]);
+
+    let trace = tmp.write(
+        "bad.trace",
+        "ResNet-18 (batch size 16)\tcmd\t-n\t1\t1000\t0.0\t1\n\
+         ResNet-18 (batch size 16)\tcmd\t-n\t1\tabc\t5.0\t1\n",
+    );
+    let o = gigafab(&[
+        "sim",
+        "-q",
+        "--workload-format",
+        "gavel",
+        "--workload",
+        &trace,
+    ]);
+    assert_clean_failure(&o, &[&format!("{trace}:2"), "total_steps", "abc"]);
+}
+
+// 8. Synthetic workloads.
+#[test]
+fn synth_philly_is_reproducible() {
+    let tmp = Tmp::new("synth_philly");
+    let synth = |seed: &str, out: &str| {
+        run_ok(&[
+            "workload",
+            "synth",
+            "--profile",
+            "philly",
+            "--jobs",
+            "1000",
+            "--rate",
+            "100",
+            "--seed",
+            seed,
+            "--philly",
+            PHILLY,
+            "--out",
+            out,
+        ])
+    };
+    let (a, b, c) = (tmp.path("a.csv"), tmp.path("b.csv"), tmp.path("c.csv"));
+    synth("1", &a);
+    synth("1", &b);
+    synth("2", &c);
+    assert_eq!(lines(&a), 1001, "header + 1000 jobs");
+    let (ta, tb, tc) = (
+        std::fs::read(&a).unwrap(),
+        std::fs::read(&b).unwrap(),
+        std::fs::read(&c).unwrap(),
+    );
+    assert!(ta == tb, "same seed, different files");
+    assert!(ta != tc, "seeds 1 and 2 gave the same file");
+    // the file is a valid native workload
+    let r = sim_json(&["--workload", &a, "--failure-rate", "0"]);
+    assert_eq!(u64_of(&r, "jobs_submitted"), 1000);
+}
+
+#[test]
+fn synth_gigafactory_by_load() {
+    let tmp = Tmp::new("synth_giga");
+    let out = tmp.path("giga.csv");
+    let o = run_ok(&[
+        "workload",
+        "synth",
+        "--profile",
+        "gigafactory",
+        "--jobs",
+        "200",
+        "--load",
+        "0.9",
+        "--factory",
+        GIGAFACTORY,
+        "--philly",
+        PHILLY,
+        "--out",
+        &out,
+    ]);
+    assert!(stderr(&o).contains("wrote 200 jobs"), "{}", stderr(&o));
+    assert_eq!(lines(&out), 201);
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        text.starts_with("id,submit_s,gpus,duration_s"),
+        "{text:.200}"
+    );
+}
+
+#[test]
+fn synth_gavel_needs_throughputs() {
+    let tmp = Tmp::new("synth_gavel");
+    let out = tmp.path("g.csv");
+    let o = gigafab(&[
+        "workload",
+        "synth",
+        "--profile",
+        "gavel",
+        "--jobs",
+        "10",
+        "--rate",
+        "1",
+        "--out",
+        &out,
+    ]);
+    assert_clean_failure(&o, &["gavel", "--throughputs"]);
+    assert!(!std::path::Path::new(&out).exists(), "wrote a file anyway");
+}
+
+// 9. Factory listing.
+#[test]
+fn factory_show_gigafactory_json() {
+    let o = run_ok(&["factory", "show", GIGAFACTORY, "--output", "json"]);
+    let f: Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert_eq!(f["accelerators"].as_u64(), Some(100_000), "{f}");
+    let pools = f["pools"].as_array().expect("pools array");
+    assert!(!pools.is_empty());
+    let mut sum = 0;
+    for p in pools {
+        let n = p["accelerators"].as_u64().expect("pool accelerators");
+        assert!(n >= 16_384, "small pool: {p}");
+        assert_eq!(
+            Some(n),
+            p["nodes"]
+                .as_u64()
+                .zip(p["accelerators_per_node"].as_u64())
+                .map(|(a, b)| a * b),
+            "{p}"
+        );
+        sum += n;
+    }
+    assert_eq!(sum, 100_000);
+}
+
+// 10. No arguments: the embedded defaults.
+#[test]
+fn sim_without_arguments_prints_table() {
+    let o = run_ok(&["sim"]);
+    let out = stdout(&o);
+    for s in ["utilization", "backfill", "mixed-small", "1000 submitted"] {
+        assert!(out.contains(s), "table lacks `{s}`:\n{out}");
+    }
+}
+
+// 11. Jobs that cannot fit are cancelled, not a crash.
+#[test]
+fn oversized_jobs_are_cancelled() {
+    let tmp = Tmp::new("oversized");
+    let csv = tmp.write(
+        "big.csv",
+        "id,submit_s,gpus,duration_s\n\
+         small,0,8,100\n\
+         huge,5,10000000,100\n\
+         wide,6,129,100\n\
+         after,7,8,100\n",
+    );
+    for p in POLICIES {
+        let r = sim_json(&["--workload", &csv, "--factory", MIXED_SMALL, "--policy", p]);
+        assert_eq!(u64_of(&r, "jobs_submitted"), 4, "{p}");
+        assert_eq!(u64_of(&r, "jobs_cancelled"), 2, "{p}: {r}");
+        assert_eq!(u64_of(&r, "jobs_completed"), 2, "{p}: {r}");
+        assert_eq!(u64_of(&r, "jobs_unfinished"), 0, "{p}: {r}");
+    }
+}
+
+// Writing to a closed pipe (`gigafab ... | head`) must not panic.
+#[test]
+fn closed_stdout_does_not_panic() {
+    let mut child = command(&["sim"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(child.stdout.take());
+    let o = child.wait_with_output().expect("wait");
+    let err = stderr(&o);
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn data_directory_is_present() {
+    // The tests above read shared/data in place; fail loudly when it is absent.
+    let d = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(DATA);
+    assert!(d.join("README.md").is_file(), "{} missing", d.display());
+}
