@@ -266,7 +266,7 @@ pub fn progress_bar(quiet: bool) -> indicatif::ProgressBar {
     let pb = indicatif::ProgressBar::new(0);
     pb.set_style(
         indicatif::ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:40}] {pos}/{len} jobs done ({per_sec}, eta {eta})",
+            "{elapsed_precise} [{bar:40}] {pos}/{len} jobs done (eta {eta})",
         )
         .expect("valid template")
         .progress_chars("=> "),

@@ -105,25 +105,17 @@ pub fn parse(text: &str, file: &str) -> Result<(Vec<JobSpec>, usize), WorkloadEr
             continue;
         };
         if record.len() != *width {
-            let field = if record.len() < *width {
-                cols.iter()
-                    .enumerate()
-                    .filter(|&(_, &i)| i >= record.len())
-                    .map(|(k, _)| REQUIRED_COLUMNS[k])
-                    .next()
-                    .unwrap_or("")
-                    .to_string()
-            } else {
-                format!("cell {}", width + 1)
-            };
-            return Err(WorkloadError::new(
+            let missing = cols
+                .iter()
+                .enumerate()
+                .find(|&(_, &i)| i >= record.len())
+                .map(|(k, _)| REQUIRED_COLUMNS[k]);
+            return Err(super::width_error(
                 file,
                 line,
-                &field,
-                format!(
-                    "row has {} cells but the header has {width} columns",
-                    record.len()
-                ),
+                record.len(),
+                *width,
+                missing,
             ));
         }
         let cell = |k: usize| record[cols[k]].trim();

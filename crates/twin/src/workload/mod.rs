@@ -50,6 +50,28 @@ impl fmt::Display for WorkloadError {
 
 impl std::error::Error for WorkloadError {}
 
+/// The error for a CSV row whose cell count differs from the header's: it
+/// names the first missing column (`missing`), or the first extra cell.
+pub(crate) fn width_error(
+    file: &str,
+    line: usize,
+    cells: usize,
+    width: usize,
+    missing: Option<&str>,
+) -> WorkloadError {
+    let field = if cells < width {
+        missing.unwrap_or("").to_string()
+    } else {
+        format!("cell {}", width + 1)
+    };
+    WorkloadError::new(
+        file,
+        line,
+        &field,
+        format!("row has {cells} cells but the header has {width} columns"),
+    )
+}
+
 /// Workload file formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {

@@ -93,20 +93,13 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<JobSpec>, WorkloadError> {
             continue;
         };
         if record.len() != cols.len() {
-            let field = if record.len() < cols.len() {
-                COLUMNS[cols[record.len()]].to_string()
-            } else {
-                format!("cell {}", cols.len() + 1)
-            };
-            return Err(WorkloadError::new(
+            let missing = cols.get(record.len()).map(|&c| COLUMNS[c]);
+            return Err(super::width_error(
                 file,
                 line,
-                &field,
-                format!(
-                    "row has {} cells but the header has {} columns",
-                    record.len(),
-                    cols.len()
-                ),
+                record.len(),
+                cols.len(),
+                missing,
             ));
         }
         let mut cells: [Option<&str>; COLUMNS.len()] = [None; COLUMNS.len()];

@@ -163,20 +163,11 @@ pub fn parse_csv(text: &str, file: &str) -> Result<Throughputs, WorkloadError> {
             continue;
         };
         if record.len() != width {
-            let field = c
+            let missing = c
                 .iter()
                 .position(|&i| i == record.len())
-                .map(|k| CSV_COLUMNS[k].to_string())
-                .unwrap_or_else(|| format!("cell {}", width + 1));
-            return Err(WorkloadError::new(
-                file,
-                line,
-                &field,
-                format!(
-                    "row has {} cells but the header has {width} columns",
-                    record.len()
-                ),
-            ));
+                .map(|k| CSV_COLUMNS[k]);
+            return Err(super::width_error(file, line, record.len(), width, missing));
         }
         let cell = |k: usize| record[c[k]].trim();
         let err = |k: usize, m: String| WorkloadError::new(file, line, CSV_COLUMNS[k], m);
