@@ -171,6 +171,36 @@ struct CandList {
     pools: Vec<(PoolIdx, f64)>,
 }
 
+/// What decides a job's candidate pools.
+#[derive(Debug, Clone, PartialEq)]
+struct CandKey {
+    types: TypeFilter,
+    job_type: Option<String>,
+    gpus: u32,
+    steps: bool,
+}
+
+impl CandKey {
+    fn matches(&self, spec: &JobSpec, steps: bool) -> bool {
+        self.gpus == spec.gpus
+            && self.steps == steps
+            && self.types == spec.types
+            && self.job_type == spec.job_type
+    }
+}
+
+fn class_hash(spec: &JobSpec, steps: bool) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    spec.types.types.hash(&mut h);
+    spec.types.vendor.hash(&mut h);
+    spec.types.min_memory_gb.map(f64::to_bits).hash(&mut h);
+    spec.job_type.hash(&mut h);
+    spec.gpus.hash(&mut h);
+    steps.hash(&mut h);
+    h.finish()
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Reservation {
     shadow: f64,
@@ -193,7 +223,9 @@ pub struct SchedCore {
     preemptible_prios: Vec<BTreeMap<i32, (u32, u64)>>,
     node_jobs: Vec<Vec<(JobIdx, u16)>>,
     cand_lists: Vec<CandList>,
-    cand_index: HashMap<(String, Option<String>, u32, bool), u32>,
+    /// Job class -> candidate list, bucketed by a hash of the class so that
+    /// a lookup allocates nothing.
+    cand_index: HashMap<u64, Vec<(CandKey, u32)>>,
     last_backfill: f64,
     last_priority: f64,
     /// Jobs waiting, running.
@@ -204,6 +236,7 @@ pub struct SchedCore {
     reservations: Vec<Option<Reservation>>,
     requeue: Vec<JobIdx>,
     victims: Vec<(i64, f64, JobIdx)>,
+    keyed: Vec<(f64, f64, JobIdx)>,
     place_buf: Placement,
 }
 
@@ -238,6 +271,7 @@ impl SchedCore {
             reservations: vec![None; np],
             requeue: Vec::new(),
             victims: Vec::new(),
+            keyed: Vec::new(),
             place_buf: Vec::new(),
             factory,
         }
@@ -301,13 +335,12 @@ impl SchedCore {
     }
 
     fn cand_list(&mut self, spec: &JobSpec, steps: bool) -> Result<u32, Reason> {
-        let key = (
-            spec.types.to_column(),
-            spec.job_type.clone(),
-            spec.gpus,
-            steps,
-        );
-        if let Some(&i) = self.cand_index.get(&key) {
+        let hash = class_hash(spec, steps);
+        if let Some(&(_, i)) = self
+            .cand_index
+            .get(&hash)
+            .and_then(|b| b.iter().find(|(k, _)| k.matches(spec, steps)))
+        {
             return Ok(i);
         }
         let jt = spec
@@ -358,7 +391,15 @@ impl SchedCore {
         }
         let i = self.cand_lists.len() as u32;
         self.cand_lists.push(CandList { pools: list });
-        self.cand_index.insert(key, i);
+        self.cand_index.entry(hash).or_default().push((
+            CandKey {
+                types: spec.types.clone(),
+                job_type: spec.job_type.clone(),
+                gpus: spec.gpus,
+                steps,
+            },
+            i,
+        ));
         Ok(i)
     }
 
@@ -637,7 +678,8 @@ impl SchedCore {
         }
         // the order barely changes between refreshes: a stable, run-adaptive
         // sort on contiguous keys is close to linear
-        let mut keyed: Vec<(f64, f64, JobIdx)> = Vec::with_capacity(self.queue.len());
+        let mut keyed = std::mem::take(&mut self.keyed);
+        keyed.clear();
         for &j in &self.queue {
             let k = self.compute_key(j, now);
             self.jobs[j as usize].key = k;
@@ -650,6 +692,7 @@ impl SchedCore {
         });
         self.queue.clear();
         self.queue.extend(keyed.iter().map(|x| x.2));
+        self.keyed = keyed;
     }
 
     /// Rank for preemption: a job may preempt preemptible jobs of strictly
@@ -714,8 +757,7 @@ impl SchedCore {
             }
             // tentatively release victims, then place
             for &(_, _, v) in &victims[..n] {
-                let pl = self.jobs[v as usize].placement.clone();
-                self.cluster.release(&pl);
+                self.cluster.release(&self.jobs[v as usize].placement);
             }
             let mut buf = std::mem::take(&mut self.place_buf);
             let ok = self.cluster.place(p, gpus, &mut buf);
@@ -723,8 +765,7 @@ impl SchedCore {
                 self.cluster.release(&buf);
             }
             for &(_, _, v) in &victims[..n] {
-                let pl = self.jobs[v as usize].placement.clone();
-                self.cluster.take_exact(&pl);
+                self.cluster.take_exact(&self.jobs[v as usize].placement);
             }
             if ok {
                 for &(_, _, v) in &victims[..n] {
@@ -933,9 +974,12 @@ impl SchedCore {
             self.queue
                 .retain(|&j| jobs[j as usize].state == JobState::Waiting);
         }
-        for j in std::mem::take(&mut self.requeue) {
+        let mut requeue = std::mem::take(&mut self.requeue);
+        for &j in &requeue {
             self.enqueue(j, now);
         }
+        requeue.clear();
+        self.requeue = requeue;
         if left_waiting && self.policy.backfills() && self.policy.backfill_interval_s > 0.0 {
             let w = self.last_backfill + self.policy.backfill_interval_s;
             wake = Some(wake.map_or(w, |x: f64| x.min(w)));

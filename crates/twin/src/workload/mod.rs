@@ -50,6 +50,30 @@ impl fmt::Display for WorkloadError {
 
 impl std::error::Error for WorkloadError {}
 
+/// Reads the next non-blank CSV row into `record`; returns its 1-based line,
+/// or `None` at the end of the input.
+pub(crate) fn next_row<R: std::io::Read>(
+    rdr: &mut csv::Reader<R>,
+    record: &mut csv::StringRecord,
+    file: &str,
+) -> Result<Option<usize>, WorkloadError> {
+    loop {
+        let more = rdr.read_record(record).map_err(|e| {
+            let line = e.position().map(|p| p.line() as usize).unwrap_or(0);
+            WorkloadError::new(file, line, "", format!("malformed CSV: {e}"))
+        })?;
+        if !more {
+            return Ok(None);
+        }
+        let blank = record.len() <= 1 && record.iter().all(|c| c.trim().is_empty());
+        if !blank {
+            return Ok(Some(
+                record.position().map(|p| p.line() as usize).unwrap_or(0),
+            ));
+        }
+    }
+}
+
 /// The error for a CSV row whose cell count differs from the header's: it
 /// names the first missing column (`missing`), or the first extra cell.
 pub(crate) fn width_error(

@@ -77,17 +77,7 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<JobSpec>, WorkloadError> {
     let mut jobs: Vec<JobSpec> = Vec::new();
     let mut first_line: HashMap<String, usize> = HashMap::new();
     let mut record = csv::StringRecord::new();
-    loop {
-        let more = rdr
-            .read_record(&mut record)
-            .map_err(|e| csv_error(file, &e))?;
-        if !more {
-            break;
-        }
-        let line = record.position().map(|p| p.line() as usize).unwrap_or(0);
-        if is_blank(&record) {
-            continue;
-        }
+    while let Some(line) = super::next_row(&mut rdr, &mut record, file)? {
         let Some(cols) = &columns else {
             columns = Some(parse_header(&record, file, line)?);
             continue;
@@ -317,15 +307,6 @@ fn parse_row(
         checkpoint_s,
         deadline_s,
     })
-}
-
-fn is_blank(record: &csv::StringRecord) -> bool {
-    record.iter().all(|c| c.trim().is_empty()) && record.len() <= 1
-}
-
-fn csv_error(file: &str, e: &csv::Error) -> WorkloadError {
-    let line = e.position().map(|p| p.line() as usize).unwrap_or(0);
-    WorkloadError::new(file, line, "", format!("malformed CSV: {e}"))
 }
 
 /// Reads a whole file; the error names the file.

@@ -112,18 +112,7 @@ pub fn parse_csv(text: &str, file: &str) -> Result<Throughputs, WorkloadError> {
     let mut width = 0;
     let mut t = Throughputs::new();
     let mut seen: HashMap<(String, String, u32), usize> = HashMap::new();
-    loop {
-        let more = rdr.read_record(&mut record).map_err(|e| {
-            let line = e.position().map(|p| p.line() as usize).unwrap_or(0);
-            WorkloadError::new(file, line, "", format!("malformed CSV: {e}"))
-        })?;
-        if !more {
-            break;
-        }
-        let line = record.position().map(|p| p.line() as usize).unwrap_or(0);
-        if record.len() <= 1 && record.iter().all(|c| c.trim().is_empty()) {
-            continue;
-        }
+    while let Some(line) = super::next_row(&mut rdr, &mut record, file)? {
         let Some(c) = cols else {
             let names: Vec<String> = record
                 .iter()
