@@ -8,6 +8,8 @@ use gigafab_twin::{Failures, SimConfig, simulate};
 use std::path::{Path, PathBuf};
 
 mod bench;
+mod client;
+mod serve;
 
 /// Operating platform for AI factories: scheduler, digital twin and tools.
 #[derive(Parser)]
@@ -29,6 +31,17 @@ enum Cmd {
     Factory(FactoryCmd),
     /// Run the built-in benchmarks and print their figures.
     Bench(bench::BenchArgs),
+    /// Start the control plane: HTTP API, store, scheduler, local executor.
+    Serve(serve::ServeArgs),
+    /// Runs one job under supervision (started by the local executor).
+    #[command(hide = true, name = "job-supervise")]
+    JobSupervise {
+        /// Supervisor arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    #[command(flatten)]
+    Client(client::ClientCmd),
 }
 
 /// Output format of reports and listings.
@@ -467,6 +480,9 @@ fn main() {
             }),
         Cmd::Factory(FactoryCmd::Show { factory, output }) => cmd_factory_show(&factory, output),
         Cmd::Bench(a) => bench::run(a),
+        Cmd::Serve(a) => serve::run(a),
+        Cmd::JobSupervise { args } => std::process::exit(gigafab_exec::local::supervise(&args)),
+        Cmd::Client(c) => client::run(c),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

@@ -30,6 +30,8 @@ pub enum JobState {
     TimedOut,
     /// Refused or withdrawn; see [`Job::reason`].
     Cancelled,
+    /// The run ended in error (live systems: non-zero exit, lost run).
+    Failed,
 }
 
 /// Why a job was refused or cancelled (snake_case codes).
@@ -41,6 +43,8 @@ pub enum Reason {
     UnknownJobType,
     AllocationExpired,
     AllocationExhausted,
+    /// Withdrawn by its owner or an operator.
+    Withdrawn,
 }
 
 impl Reason {
@@ -50,6 +54,7 @@ impl Reason {
             Reason::UnknownJobType => "unknown_job_type",
             Reason::AllocationExpired => "allocation_expired",
             Reason::AllocationExhausted => "allocation_exhausted",
+            Reason::Withdrawn => "withdrawn",
         }
     }
 }
@@ -230,6 +235,8 @@ pub struct SchedCore {
     last_priority: f64,
     /// Jobs waiting, running.
     pub n_running: usize,
+    /// Per node: drain flag and accelerators the drain took down.
+    drained: Vec<u16>,
     // scratch
     dec: Decisions,
     blocked: Vec<bool>,
@@ -239,6 +246,8 @@ pub struct SchedCore {
     keyed: Vec<(f64, f64, JobIdx)>,
     place_buf: Placement,
 }
+
+const DRAIN_FLAG: u16 = 0x8000;
 
 fn end_key(t: f64) -> u64 {
     // non-negative finite floats order like their bits
@@ -266,6 +275,7 @@ impl SchedCore {
             last_backfill: f64::NEG_INFINITY,
             last_priority: f64::NEG_INFINITY,
             n_running: 0,
+            drained: Vec::new(),
             dec: Decisions::default(),
             blocked: vec![false; np],
             reservations: vec![None; np],
@@ -563,7 +573,16 @@ impl SchedCore {
         );
         job.attained_gpu_s += gpus as f64 * (now - job.run_start).max(0.0);
         self.cluster.release(&placement);
-        for &(n, _) in &placement {
+        for &(n, c) in &placement {
+            if let Some(d) = self.drained.get_mut(n as usize)
+                && *d & DRAIN_FLAG != 0
+            {
+                for _ in 0..c {
+                    if self.cluster.down(n) {
+                        *d += 1;
+                    }
+                }
+            }
             let v = &mut self.node_jobs[n as usize];
             if let Some(i) = v.iter().position(|x| x.0 == j) {
                 v.swap_remove(i);
@@ -1028,6 +1047,132 @@ impl SchedCore {
         job.reason = Some(r);
         job.end_s = Some(now);
         self.dec.cancelled.push((j, r));
+    }
+
+    /// Whether a job could ever run here (`Err` gives the reason it would
+    /// be refused), without submitting it.
+    pub fn check(&mut self, spec: &JobSpec) -> Result<(), Reason> {
+        let steps = spec.steps.is_some() && spec.job_type.is_some();
+        self.cand_list(spec, steps).map(|_| ())
+    }
+
+    /// Live systems: the run of job `j` ended at `now` with `state`
+    /// (`Completed`, `Failed`, `TimedOut` or `Cancelled`), whatever its plan said.
+    pub fn end_run(&mut self, j: JobIdx, now: f64, state: JobState) {
+        if self.jobs[j as usize].state != JobState::Running {
+            return;
+        }
+        self.stop(j, now);
+        let job = &mut self.jobs[j as usize];
+        job.end_s = Some(now);
+        if state == JobState::Completed {
+            job.done = 1.0;
+        }
+        if state == JobState::Cancelled {
+            job.reason = Some(Reason::Withdrawn);
+        }
+        job.state = state;
+    }
+
+    /// Live systems: withdraws a waiting job (it leaves the queue at once).
+    /// Returns false if it was not waiting; a running job is ended with
+    /// [`SchedCore::end_run`] once its run has stopped.
+    pub fn withdraw(&mut self, j: JobIdx, now: f64) -> bool {
+        let job = &mut self.jobs[j as usize];
+        if job.state != JobState::Waiting {
+            return false;
+        }
+        job.state = JobState::Cancelled;
+        job.reason = Some(Reason::Withdrawn);
+        job.end_s = Some(now);
+        self.queue.retain(|&q| q != j);
+        self.requeue.retain(|&q| q != j);
+        true
+    }
+
+    /// Live systems, after a restart: records a job that is already running
+    /// on `placement` (accelerator counts per node of `pool`) since
+    /// `run_start`. The placement must be free.
+    pub fn restore_running(
+        &mut self,
+        spec: &JobSpec,
+        alloc: AllocIdx,
+        pool: PoolIdx,
+        placement: &[(NodeIdx, u16)],
+        run_start: f64,
+    ) -> JobIdx {
+        let j = self.submit(spec, alloc, spec.submit_s);
+        if self.jobs[j as usize].state != JobState::Waiting {
+            return j;
+        }
+        self.queue.retain(|&q| q != j);
+        self.cluster.take_exact(placement);
+        self.place_buf.clear();
+        self.place_buf.extend_from_slice(placement);
+        self.start(j, pool, 1.0, run_start);
+        self.dec.started.retain(|&x| x != j);
+        j
+    }
+
+    /// Live systems, after a restart: sets an allocation's consumed
+    /// accelerator-seconds (undecayed and decayed alike).
+    pub fn restore_usage(&mut self, alloc: AllocIdx, used_gpu_s: f64) {
+        let a = &mut self.allocs[alloc as usize];
+        a.used_total = used_gpu_s;
+        a.usage = used_gpu_s;
+    }
+
+    /// Whether a waiting job would find a free gang now on one of its
+    /// candidate pools (ignoring queue order and reservations): tells
+    /// "waits for capacity" from "waits for its turn".
+    pub fn fits_now(&self, j: JobIdx) -> bool {
+        let job = &self.jobs[j as usize];
+        self.cand_lists[job.cands as usize]
+            .pools
+            .iter()
+            .any(|&(p, _)| self.cluster.pools[p as usize].may_fit(job.gpus))
+    }
+
+    /// Waiting jobs in scheduling order.
+    pub fn queue_order(&self) -> &[JobIdx] {
+        &self.queue
+    }
+
+    /// Drains `node`: its free accelerators go down now and each one freed
+    /// later by a job goes down too, until [`SchedCore::resume`]. Returns
+    /// the accelerators taken down now.
+    pub fn drain(&mut self, node: NodeIdx) -> u16 {
+        let n = node as usize;
+        if self.drained.len() <= n {
+            self.drained.resize(n + 1, 0);
+        }
+        let mut c = 0;
+        while self.cluster.down(node) {
+            c += 1;
+        }
+        self.drained[n] = self.drained[n].saturating_add(c) | DRAIN_FLAG;
+        c
+    }
+
+    /// Ends a drain: the accelerators it took down come back.
+    pub fn resume(&mut self, node: NodeIdx) -> u16 {
+        let n = node as usize;
+        let Some(d) = self.drained.get_mut(n) else {
+            return 0;
+        };
+        let c = *d & !DRAIN_FLAG;
+        *d = 0;
+        for _ in 0..c {
+            self.cluster.up(node);
+        }
+        c
+    }
+
+    /// Whether `node` is drained.
+    pub fn is_drained(&self, node: NodeIdx) -> bool {
+        self.drained
+            .get(node as usize)
+            .is_some_and(|d| d & DRAIN_FLAG != 0)
     }
 
     /// Decayed usage of every allocation at `now` (for reports and tests).

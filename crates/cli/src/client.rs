@@ -1,0 +1,1313 @@
+//! Client commands: talk to a running `gigafab serve` over its HTTP API
+//! (docs/api.md).
+
+mod duration;
+mod fmt;
+mod http;
+mod render;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use futures_util::StreamExt;
+use http::{Api, DEFAULT_SERVER, Reply};
+use serde_json::{Map, Value, json};
+use std::io::{ErrorKind, Write};
+use std::path::PathBuf;
+
+/// Connection options shared by every client command.
+#[derive(Args, Clone, Debug, Default)]
+#[command(next_help_heading = "Connection")]
+pub struct Conn {
+    /// URL of the gigafab server [env: GIGAFAB_SERVER] [default:
+    /// http://127.0.0.1:8080].
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
+    /// API token (`gf_...`) [env: GIGAFAB_TOKEN].
+    #[arg(long, value_name = "TOKEN")]
+    token: Option<String>,
+}
+
+impl Conn {
+    /// The server URL: `--server`, else `GIGAFAB_SERVER`, else the default.
+    fn server(&self) -> String {
+        self.server
+            .clone()
+            .or_else(|| env_var("GIGAFAB_SERVER"))
+            .unwrap_or_else(|| DEFAULT_SERVER.to_string())
+    }
+
+    /// The token: `--token`, else `GIGAFAB_TOKEN`.
+    fn token(&self) -> Option<String> {
+        self.token.clone().or_else(|| env_var("GIGAFAB_TOKEN"))
+    }
+
+    fn api(&self) -> Result<Api> {
+        Api::new(&self.server(), self.token().as_deref())
+    }
+}
+
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// How a client command prints its answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Aligned human-readable columns.
+    #[default]
+    Table,
+    /// The server's JSON answer, pretty-printed.
+    Json,
+}
+
+/// Options shared by every client command: connection and output format.
+#[derive(Args, Clone, Debug, Default)]
+pub struct Global {
+    #[command(flatten)]
+    conn: Conn,
+    /// Output format: aligned columns or the server's JSON.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    output: Format,
+}
+
+/// Commands that talk to a running `gigafab serve`.
+#[derive(Subcommand, Debug)]
+pub enum ClientCmd {
+    /// Manage organisations (tenants).
+    #[command(subcommand)]
+    Org(OrgCmd),
+    /// Manage projects of organisations.
+    #[command(subcommand)]
+    Project(ProjectCmd),
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Create and revoke API tokens.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Manage allocations (GPU-hour grants of organisations).
+    #[command(subcommand)]
+    Alloc(AllocCmd),
+    /// Submit a job: `gigafab submit --gpus 2 --type h100 -- python train.py`.
+    Submit(SubmitArgs),
+    /// List jobs, newest first.
+    Jobs(JobsArgs),
+    /// Show one job with its event history.
+    Job(JobArgs),
+    /// Cancel jobs (queued ones at once, running ones once stopped).
+    Cancel(CancelArgs),
+    /// Print a job's output; with --follow, stream it until the job ends.
+    Logs(LogsArgs),
+    /// Show GPU-hour usage of allocations.
+    Usage(ListArgs),
+    /// Show the fleet's nodes, or drain and resume them.
+    Fleet(FleetArgs),
+    /// Show who the token belongs to.
+    Whoami(ListArgs),
+}
+
+/// Options of commands that only read.
+#[derive(Args, Clone, Debug, Default)]
+pub struct ListArgs {
+    #[command(flatten)]
+    g: Global,
+}
+
+/// Categories of organisations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Category {
+    /// A start-up.
+    Startup,
+    /// A small or medium enterprise.
+    Sme,
+    /// A large industrial company.
+    Industry,
+    /// A university or research institute.
+    Academia,
+    /// A public administration.
+    Public,
+}
+
+/// `gigafab org ...`.
+#[derive(Subcommand, Debug)]
+pub enum OrgCmd {
+    /// Create an organisation (admin).
+    Create {
+        /// Name of the organisation (unique).
+        name: String,
+        /// Category of the organisation.
+        #[arg(long, value_enum)]
+        category: Category,
+        #[command(flatten)]
+        g: Global,
+    },
+    /// List organisations (others than admins and operators see their own).
+    List(ListArgs),
+}
+
+/// `gigafab project ...`.
+#[derive(Subcommand, Debug)]
+pub enum ProjectCmd {
+    /// Create a project in an organisation (admin, owner).
+    Create {
+        /// Name of the project.
+        name: String,
+        /// Organisation of the project (name).
+        #[arg(long)]
+        org: String,
+        #[command(flatten)]
+        g: Global,
+    },
+    /// List projects.
+    List(ListArgs),
+}
+
+/// Roles of users.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// Manages the users, projects and jobs of their organisation.
+    Owner,
+    /// Submits jobs and cancels their own.
+    Member,
+    /// May do everything.
+    Admin,
+    /// Reads everything, drains and resumes nodes, cancels any job.
+    Operator,
+}
+
+/// `gigafab user ...`.
+#[derive(Subcommand, Debug)]
+pub enum UserCmd {
+    /// Create a user and print their first token (shown once).
+    Create {
+        /// Name of the user (unique).
+        name: String,
+        /// Organisation of the user (name; required for owners and members).
+        #[arg(long)]
+        org: Option<String>,
+        /// Role of the user.
+        #[arg(long, value_enum, default_value_t = Role::Member)]
+        role: Role,
+        #[command(flatten)]
+        g: Global,
+    },
+    /// List users (admin, operator, owner); tokens are never listed.
+    List(ListArgs),
+}
+
+/// `gigafab token ...`.
+#[derive(Subcommand, Debug)]
+pub enum TokenCmd {
+    /// Create a token and print it (shown once).
+    Create {
+        /// Id of the user the token is for [default: yourself] (admin, or
+        /// owner of that user's organisation).
+        #[arg(long, value_name = "ID")]
+        user: Option<u64>,
+        #[command(flatten)]
+        g: Global,
+    },
+    /// Revoke a token (admin, or the token's user).
+    Revoke {
+        /// Id of the token.
+        id: u64,
+        #[command(flatten)]
+        g: Global,
+    },
+}
+
+/// `gigafab alloc ...`.
+#[derive(Subcommand, Debug)]
+pub enum AllocCmd {
+    /// Grant GPU-hours to an organisation (admin); prints the allocation's id.
+    Create {
+        /// Organisation receiving the grant (name).
+        #[arg(long)]
+        org: String,
+        /// GPU-hours granted (accelerators × hours).
+        #[arg(long, value_name = "N", value_parser = parse_gpu_hours)]
+        gpu_hours: f64,
+        /// Days of validity [server default: 365].
+        #[arg(long, value_name = "D")]
+        days: Option<u32>,
+        /// Start of validity, RFC 3339 (e.g. 2026-12-01T00:00:00Z) [server
+        /// default: now].
+        #[arg(long, value_name = "TIME")]
+        valid_from: Option<String>,
+        /// Quality-of-service priority of the allocation's jobs [server
+        /// default: 0].
+        #[arg(long, value_name = "P", allow_negative_numbers = true)]
+        qos_priority: Option<i64>,
+        /// Name of the allocation.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        g: Global,
+    },
+    /// List allocations.
+    List(ListArgs),
+}
+
+/// Accelerator vendors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Vendor {
+    /// NVIDIA GPUs.
+    Nvidia,
+    /// AMD GPUs.
+    Amd,
+}
+
+/// `gigafab submit`.
+#[derive(Args, Debug)]
+pub struct SubmitArgs {
+    /// Number of accelerators, started together as a gang.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    gpus: u32,
+    /// Accelerator type (e.g. h100); repeat to accept any of several types.
+    #[arg(long = "type", value_name = "TYPE")]
+    types: Vec<String>,
+    /// Accelerator vendor.
+    #[arg(long, value_enum)]
+    vendor: Option<Vendor>,
+    /// Minimum memory per accelerator, in GB.
+    #[arg(long = "min-mem", value_name = "GB")]
+    min_mem: Option<u32>,
+    /// Time limit: 90 (seconds), 90s, 30m, 2h, 1d, 1h30m, HH:MM:SS or
+    /// D-HH:MM:SS; at most 30 days [server default: 1h].
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse_time_limit)]
+    time: Option<u64>,
+    /// Allocation to charge (id) [default: your only active allocation].
+    #[arg(long, value_name = "ID")]
+    allocation: Option<u64>,
+    /// Name of the job.
+    #[arg(long)]
+    name: Option<String>,
+    /// Project of the job (name).
+    #[arg(long)]
+    project: Option<String>,
+    /// Priority of the job among its allocation's jobs [server default: 0].
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    priority: Option<i64>,
+    /// The job may be stopped and requeued to make room for other jobs.
+    #[arg(long)]
+    preemptible: bool,
+    /// Environment variable of the job, K=V; repeatable.
+    #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
+    env: Vec<(String, String)>,
+    /// Working directory of the job; a relative path is taken from the
+    /// current directory.
+    #[arg(long, value_name = "DIR")]
+    workdir: Option<PathBuf>,
+    #[command(flatten)]
+    g: Global,
+    /// The command to run and its arguments (after `--`).
+    #[arg(
+        value_name = "CMD",
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    command: Vec<String>,
+}
+
+/// Job states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum JobState {
+    /// Waiting to start.
+    Queued,
+    /// Started and not ended.
+    Running,
+    /// Ended with exit code 0.
+    Completed,
+    /// Ended with an error.
+    Failed,
+    /// Stopped at its time limit.
+    Timeout,
+    /// Cancelled.
+    Cancelled,
+}
+
+/// `gigafab jobs`.
+#[derive(Args, Debug)]
+pub struct JobsArgs {
+    /// Only jobs in this state.
+    #[arg(long, value_enum)]
+    state: Option<JobState>,
+    /// Only jobs charged to this allocation (id).
+    #[arg(long, value_name = "ID")]
+    allocation: Option<u64>,
+    /// Only jobs of this organisation (name).
+    #[arg(long)]
+    org: Option<String>,
+    /// Only jobs of this user.
+    #[arg(long)]
+    user: Option<String>,
+    /// Jobs per page, 1 to 1000 [server default: 100; with --all: 1000].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    limit: Option<u32>,
+    /// List every page, not just the first.
+    #[arg(long)]
+    all: bool,
+    #[command(flatten)]
+    g: Global,
+}
+
+/// `gigafab job ID`.
+#[derive(Args, Debug)]
+pub struct JobArgs {
+    /// Id of the job.
+    id: u64,
+    #[command(flatten)]
+    g: Global,
+}
+
+/// `gigafab cancel ID...`.
+#[derive(Args, Debug)]
+pub struct CancelArgs {
+    /// Ids of the jobs.
+    #[arg(required = true, num_args = 1..)]
+    ids: Vec<u64>,
+    #[command(flatten)]
+    g: Global,
+}
+
+/// `gigafab logs ID`.
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// Id of the job.
+    id: u64,
+    /// Keep streaming until the job has ended.
+    #[arg(short, long)]
+    follow: bool,
+    /// Print the job's standard error instead of its standard output.
+    #[arg(long)]
+    stderr: bool,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+/// `gigafab fleet [drain|resume NODE]`.
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct FleetArgs {
+    #[command(subcommand)]
+    cmd: Option<FleetCmd>,
+    #[command(flatten)]
+    g: Global,
+}
+
+/// `gigafab fleet ...`.
+#[derive(Subcommand, Debug)]
+pub enum FleetCmd {
+    /// Drain a node: no new jobs start there, running ones finish (admin,
+    /// operator).
+    Drain(NodeArgs),
+    /// Resume a drained node (admin, operator).
+    Resume(NodeArgs),
+}
+
+/// A node of the fleet.
+#[derive(Args, Debug)]
+pub struct NodeArgs {
+    /// Name of the node.
+    node: String,
+    #[command(flatten)]
+    g: Global,
+}
+
+fn parse_gpu_hours(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(h) if h.is_finite() && h > 0.0 => Ok(h),
+        Ok(_) => Err(format!("GPU-hours '{s}' must be a positive number")),
+        Err(_) => Err(format!("GPU-hours '{s}' is not a number")),
+    }
+}
+
+/// Parses `K=V` (the value may be empty and contain `=`).
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() && !k.contains(char::is_whitespace) => {
+            Ok((k.to_string(), v.to_string()))
+        }
+        Some(_) => Err(format!("'{s}': the variable name before '=' is empty or has spaces")),
+        None => Err(format!("'{s}' is not K=V")),
+    }
+}
+
+/// The command-line name of a value enum (`startup`, `member`, ...).
+fn name_of<T: ValueEnum>(v: &T) -> String {
+    v.to_possible_value()
+        .map(|p| p.get_name().to_string())
+        .unwrap_or_default()
+}
+
+/// Runs a client command.
+pub fn run(cmd: ClientCmd) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(dispatch(cmd))
+}
+
+async fn dispatch(cmd: ClientCmd) -> Result<()> {
+    match cmd {
+        ClientCmd::Org(c) => org(c).await,
+        ClientCmd::Project(c) => project(c).await,
+        ClientCmd::User(c) => user(c).await,
+        ClientCmd::Token(c) => token(c).await,
+        ClientCmd::Alloc(c) => alloc(c).await,
+        ClientCmd::Submit(a) => submit(a).await,
+        ClientCmd::Jobs(a) => jobs(a).await,
+        ClientCmd::Job(a) => job(a).await,
+        ClientCmd::Cancel(a) => cancel(a).await,
+        ClientCmd::Logs(a) => logs(a).await,
+        ClientCmd::Usage(a) => {
+            let r = a.g.conn.api()?.get(&["usage"], &[]).await?;
+            show(&a.g, &r, |v| render::usage(items(v)))
+        }
+        ClientCmd::Fleet(a) => fleet(a).await,
+        ClientCmd::Whoami(a) => {
+            let r = a.g.conn.api()?.get(&["whoami"], &[]).await?;
+            show(&a.g, &r, render::whoami)
+        }
+    }
+}
+
+// ---- output ----------------------------------------------------------------
+
+/// Writes bytes to stdout and flushes. Returns `false` when stdout is closed
+/// (broken pipe), which is not an error: the reader has seen enough.
+fn write_out(bytes: &[u8]) -> Result<bool> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e).context("writing to stdout"),
+    }
+}
+
+/// Prints text on stdout (a closed stdout is not an error).
+fn emit(text: &str) -> Result<()> {
+    write_out(text.as_bytes()).map(|_| ())
+}
+
+/// Prints a human note on stderr (failures to do so are ignored).
+fn note(msg: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{msg}");
+}
+
+/// Prints a reply: its JSON re-indented verbatim, or the table view.
+fn show(g: &Global, r: &Reply, table: impl FnOnce(&Value) -> String) -> Result<()> {
+    match g.output {
+        Format::Json => emit(&format!("{}\n", fmt::pretty_json(&r.raw))),
+        Format::Table => emit(&table(&r.value)),
+    }
+}
+
+fn items(v: &Value) -> &[Value] {
+    v["items"].as_array().map(Vec::as_slice).unwrap_or(&[])
+}
+
+// ---- commands --------------------------------------------------------------
+
+async fn org(c: OrgCmd) -> Result<()> {
+    match c {
+        OrgCmd::Create { name, category, g } => {
+            let body = json!({ "name": name, "category": name_of(&category) });
+            let r = g.conn.api()?.post(&["orgs"], Some(&body)).await?;
+            show(&g, &r, |v| {
+                format!(
+                    "created org {} (id {}, {})\n",
+                    fmt::text(&v["name"]),
+                    fmt::text(&v["id"]),
+                    fmt::text(&v["category"])
+                )
+            })
+        }
+        OrgCmd::List(a) => {
+            let r = a.g.conn.api()?.get_list(&["orgs"], &[], true).await?;
+            show(&a.g, &r, |v| render::orgs(items(v)))
+        }
+    }
+}
+
+async fn project(c: ProjectCmd) -> Result<()> {
+    match c {
+        ProjectCmd::Create { name, org, g } => {
+            let body = json!({ "org": org, "name": name });
+            let r = g.conn.api()?.post(&["projects"], Some(&body)).await?;
+            show(&g, &r, |v| {
+                format!(
+                    "created project {} (id {}) in org {}\n",
+                    fmt::text(&v["name"]),
+                    fmt::text(&v["id"]),
+                    fmt::text(&v["org"])
+                )
+            })
+        }
+        ProjectCmd::List(a) => {
+            let r = a.g.conn.api()?.get_list(&["projects"], &[], true).await?;
+            show(&a.g, &r, |v| render::projects(items(v)))
+        }
+    }
+}
+
+/// The body of `POST /users`; owners and members need an organisation.
+fn user_body(name: &str, org: Option<&str>, role: Role) -> Result<Value> {
+    let mut body = json!({ "name": name, "role": name_of(&role) });
+    match org {
+        Some(o) => body["org"] = json!(o),
+        None if matches!(role, Role::Owner | Role::Member) => bail!(
+            "--org is required for a user with role {}",
+            name_of(&role)
+        ),
+        None => {}
+    }
+    Ok(body)
+}
+
+async fn user(c: UserCmd) -> Result<()> {
+    match c {
+        UserCmd::Create { name, org, role, g } => {
+            let body = user_body(&name, org.as_deref(), role)?;
+            let r = g.conn.api()?.post(&["users"], Some(&body)).await?;
+            let v = &r.value;
+            if g.output == Format::Table {
+                let org = match &v["org"] {
+                    Value::Null => String::new(),
+                    o => format!(", org {}", fmt::text(o)),
+                };
+                note(&format!(
+                    "created user {} (id {}, {}{org})",
+                    fmt::text(&v["name"]),
+                    fmt::text(&v["id"]),
+                    fmt::text(&v["role"])
+                ));
+            }
+            show(&g, &r, |v| {
+                format!(
+                    "token for {} (shown once): {}\n",
+                    fmt::text(&v["name"]),
+                    fmt::text(&v["token"])
+                )
+            })
+        }
+        UserCmd::List(a) => {
+            let r = a.g.conn.api()?.get_list(&["users"], &[], true).await?;
+            show(&a.g, &r, |v| render::users(items(v)))
+        }
+    }
+}
+
+async fn token(c: TokenCmd) -> Result<()> {
+    match c {
+        TokenCmd::Create { user, g } => {
+            let body = match user {
+                Some(u) => json!({ "user": u }),
+                None => json!({}),
+            };
+            let r = g.conn.api()?.post(&["tokens"], Some(&body)).await?;
+            if g.output == Format::Table {
+                let id = fmt::text(&r.value["id"]);
+                note(&format!(
+                    "created token {id}; revoke it with `gigafab token revoke {id}`"
+                ));
+            }
+            show(&g, &r, |v| {
+                format!(
+                    "token for {} (shown once): {}\n",
+                    fmt::text(&v["user"]),
+                    fmt::text(&v["token"])
+                )
+            })
+        }
+        TokenCmd::Revoke { id, g } => {
+            let r = g.conn.api()?.delete(&["tokens", &id.to_string()]).await?;
+            show(&g, &r, |v| format!("revoked token {}\n", fmt::text(&v["id"])))
+        }
+    }
+}
+
+async fn alloc(c: AllocCmd) -> Result<()> {
+    match c {
+        AllocCmd::Create {
+            org,
+            gpu_hours,
+            days,
+            valid_from,
+            qos_priority,
+            name,
+            g,
+        } => {
+            let mut body = Map::new();
+            body.insert("org".into(), json!(org));
+            body.insert("gpu_hours".into(), json!(gpu_hours));
+            if let Some(d) = days {
+                body.insert("days".into(), json!(d));
+            }
+            if let Some(f) = valid_from {
+                body.insert("valid_from".into(), json!(f));
+            }
+            if let Some(q) = qos_priority {
+                body.insert("qos_priority".into(), json!(q));
+            }
+            if let Some(n) = name {
+                body.insert("name".into(), json!(n));
+            }
+            let r = g
+                .conn
+                .api()?
+                .post(&["allocations"], Some(&Value::Object(body)))
+                .await?;
+            if g.output == Format::Table {
+                let v = &r.value;
+                note(&format!(
+                    "created allocation {} for org {}: {} GPU-h, valid {} to {} ({})",
+                    fmt::text(&v["name"]),
+                    fmt::text(&v["org"]),
+                    fmt::hours(&v["granted_gpu_hours"]),
+                    fmt::text(&v["valid_from"]),
+                    fmt::text(&v["valid_until"]),
+                    fmt::text(&v["state"]),
+                ));
+            }
+            show(&g, &r, |v| format!("{}\n", fmt::text(&v["id"])))
+        }
+        AllocCmd::List(a) => {
+            let r = a.g.conn.api()?.get_list(&["allocations"], &[], true).await?;
+            show(&a.g, &r, |v| render::allocations(items(v)))
+        }
+    }
+}
+
+/// The allocation to charge when `--allocation` is absent: the only active
+/// one; none or several is an error that lists them.
+fn pick_allocation(allocs: &[Value]) -> Result<&Value> {
+    let active: Vec<&Value> = allocs
+        .iter()
+        .filter(|a| a["state"].as_str() == Some("active"))
+        .collect();
+    let list = |v: &[&Value]| {
+        v.iter()
+            .map(|a| format!("\n  {}", render::allocation_brief(a)))
+            .collect::<String>()
+    };
+    match active.as_slice() {
+        [one] => Ok(one),
+        [] if allocs.is_empty() => bail!(
+            "no allocation to charge: you have none; an admin grants one with \
+             `gigafab alloc create`"
+        ),
+        [] => bail!(
+            "no active allocation to charge; pass --allocation ID. Your allocations:{}",
+            list(&allocs.iter().collect::<Vec<_>>())
+        ),
+        several => bail!(
+            "{} active allocations; pick one with --allocation ID:{}",
+            several.len(),
+            list(several)
+        ),
+    }
+}
+
+/// The body of `POST /jobs`.
+fn submit_body(a: &SubmitArgs, allocation: &Value, workdir: Option<String>) -> Value {
+    let mut b = Map::new();
+    b.insert("allocation".into(), allocation.clone());
+    b.insert("gpus".into(), json!(a.gpus));
+    b.insert("command".into(), json!(a.command));
+    if let Some(n) = &a.name {
+        b.insert("name".into(), json!(n));
+    }
+    if let Some(p) = &a.project {
+        b.insert("project".into(), json!(p));
+    }
+    match a.types.as_slice() {
+        [] => {}
+        [one] => {
+            b.insert("type".into(), json!(one));
+        }
+        several => {
+            b.insert("types".into(), json!(several));
+        }
+    }
+    if let Some(v) = a.vendor {
+        b.insert("vendor".into(), json!(name_of(&v)));
+    }
+    if let Some(m) = a.min_mem {
+        b.insert("min_memory_gb".into(), json!(m));
+    }
+    if let Some(t) = a.time {
+        b.insert("time_limit_s".into(), json!(t));
+    }
+    if let Some(p) = a.priority {
+        b.insert("priority".into(), json!(p));
+    }
+    if a.preemptible {
+        b.insert("preemptible".into(), json!(true));
+    }
+    if !a.env.is_empty() {
+        let env: Map<String, Value> = a
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect();
+        b.insert("env".into(), Value::Object(env));
+    }
+    if let Some(w) = workdir {
+        b.insert("workdir".into(), json!(w));
+    }
+    Value::Object(b)
+}
+
+/// Submits a job; returns the server's answer and, when the allocation was
+/// picked automatically, that allocation.
+async fn submit_job(api: &Api, a: &SubmitArgs) -> Result<(Reply, Option<Value>)> {
+    let (allocation, picked) = match a.allocation {
+        Some(id) => (json!(id), None),
+        None => {
+            let r = api.get_list(&["allocations"], &[], true).await?;
+            let one = pick_allocation(r.items())?.clone();
+            (one["id"].clone(), Some(one))
+        }
+    };
+    let workdir = match &a.workdir {
+        None => None,
+        Some(w) => {
+            let abs = std::path::absolute(w)
+                .with_context(|| format!("resolving --workdir {}", w.display()))?;
+            let s = abs
+                .to_str()
+                .with_context(|| format!("--workdir {} is not valid UTF-8", abs.display()))?;
+            Some(s.to_string())
+        }
+    };
+    let body = submit_body(a, &allocation, workdir);
+    let r = api.post(&["jobs"], Some(&body)).await?;
+    Ok((r, picked))
+}
+
+async fn submit(a: SubmitArgs) -> Result<()> {
+    let api = a.g.conn.api()?;
+    let (r, picked) = submit_job(&api, &a).await?;
+    if let Some(p) = picked
+        && a.g.output == Format::Table
+    {
+        note(&format!("charging allocation {}", render::allocation_brief(&p)));
+    }
+    show(&a.g, &r, |v| {
+        format!(
+            "submitted job {} ({})\n",
+            fmt::text(&v["id"]),
+            fmt::text(&v["state"])
+        )
+    })
+}
+
+/// The query of `GET /jobs`.
+fn jobs_query(a: &JobsArgs) -> Vec<(&'static str, String)> {
+    let mut q = Vec::new();
+    if let Some(s) = a.state {
+        q.push(("state", name_of(&s)));
+    }
+    if let Some(al) = a.allocation {
+        q.push(("allocation", al.to_string()));
+    }
+    if let Some(o) = &a.org {
+        q.push(("org", o.clone()));
+    }
+    if let Some(u) = &a.user {
+        q.push(("user", u.clone()));
+    }
+    match (a.limit, a.all) {
+        (Some(l), _) => q.push(("limit", l.to_string())),
+        (None, true) => q.push(("limit", "1000".to_string())),
+        (None, false) => {}
+    }
+    q
+}
+
+async fn jobs(a: JobsArgs) -> Result<()> {
+    let r = a
+        .g
+        .conn
+        .api()?
+        .get_list(&["jobs"], &jobs_query(&a), a.all)
+        .await?;
+    show(&a.g, &r, |v| render::jobs(items(v)))?;
+    if a.g.output == Format::Table && !a.all && http::next_cursor(&r.value).is_some() {
+        note("more jobs: --all lists every page, --limit N lists more per page");
+    }
+    Ok(())
+}
+
+async fn job(a: JobArgs) -> Result<()> {
+    let r = a.g.conn.api()?.get(&["jobs", &a.id.to_string()], &[]).await?;
+    show(&a.g, &r, render::job_detail)
+}
+
+/// What `gigafab cancel` says about a job the server accepted to cancel.
+fn cancel_line(id: u64, job: &Value) -> String {
+    match job["state"].as_str() {
+        Some("cancelled") => format!("cancelled job {id}\n"),
+        Some(state) => format!("cancelling job {id} (still {state}; it stops shortly)\n"),
+        None => format!("cancelling job {id}\n"),
+    }
+}
+
+async fn cancel(a: CancelArgs) -> Result<()> {
+    let api = a.g.conn.api()?;
+    if let [id] = a.ids.as_slice() {
+        let r = api.delete(&["jobs", &id.to_string()]).await?;
+        return show(&a.g, &r, |v| cancel_line(*id, v));
+    }
+    let mut raws = Vec::new();
+    let mut failed = 0usize;
+    for id in &a.ids {
+        match api.delete(&["jobs", &id.to_string()]).await {
+            Ok(r) => match a.g.output {
+                Format::Table => emit(&cancel_line(*id, &r.value))?,
+                Format::Json => raws.push(r.raw),
+            },
+            Err(e) if e.to_string().starts_with("cannot reach") => return Err(e),
+            Err(e) => {
+                failed += 1;
+                note(&format!("error: job {id}: {e:#}"));
+            }
+        }
+    }
+    if a.g.output == Format::Json {
+        emit(&format!("{}\n", fmt::pretty_json(&format!("[{}]", raws.join(",")))))?;
+    }
+    if failed > 0 {
+        bail!("{failed} of {} cancels failed", a.ids.len());
+    }
+    Ok(())
+}
+
+/// Consecutive stream failures after which `logs --follow` gives up.
+const LOG_RETRIES: u32 = 5;
+
+async fn logs(a: LogsArgs) -> Result<()> {
+    let api = a.conn.api()?;
+    let id = a.id.to_string();
+    let stream = if a.stderr { "stderr" } else { "stdout" };
+    let mut offset: u64 = 0;
+    let mut failures: u32 = 0;
+    loop {
+        let mut q = vec![("stream", stream.to_string())];
+        if offset > 0 {
+            q.push(("offset", offset.to_string()));
+        }
+        if a.follow {
+            q.push(("follow", "true".to_string()));
+        }
+        let err = match api.get_stream(&["jobs", &id, "logs"], &q).await {
+            // A retry that cannot connect counts as a failure too.
+            Err(e) if failures > 0 && e.to_string().starts_with("cannot reach") => e,
+            Err(e) => return Err(e),
+            Ok(resp) => {
+                let mut body = resp.bytes_stream();
+                let mut broke = None;
+                while let Some(chunk) = body.next().await {
+                    match chunk {
+                        Ok(bytes) => {
+                            failures = 0;
+                            offset += bytes.len() as u64;
+                            if !write_out(&bytes)? {
+                                return Ok(());
+                            }
+                        }
+                        Err(e) => {
+                            broke = Some(anyhow::Error::new(e));
+                            break;
+                        }
+                    }
+                }
+                match broke {
+                    None => return Ok(()),
+                    Some(e) => e,
+                }
+            }
+        };
+        if !a.follow || failures >= LOG_RETRIES {
+            return Err(err.context(format!("reading the logs of job {id}")));
+        }
+        failures += 1;
+        note(&format!(
+            "log stream of job {id} interrupted ({err:#}); reconnecting ({failures}/{LOG_RETRIES})"
+        ));
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+async fn fleet(a: FleetArgs) -> Result<()> {
+    let (node, action, g) = match a.cmd {
+        None => {
+            let r = a.g.conn.api()?.get(&["fleet"], &[]).await?;
+            return show(&a.g, &r, render::fleet);
+        }
+        Some(FleetCmd::Drain(n)) => (n.node, "drain", n.g),
+        Some(FleetCmd::Resume(n)) => (n.node, "resume", n.g),
+    };
+    let r = g
+        .conn
+        .api()?
+        .post(&["fleet", "nodes", &node, action], None)
+        .await?;
+    show(&g, &r, |v| {
+        let name = match &v["name"] {
+            Value::Null => node.clone(),
+            n => fmt::text(n),
+        };
+        match action {
+            "drain" => format!(
+                "drained node {name} ({}): no new jobs start there, running ones finish\n",
+                fmt::text(&v["state"])
+            ),
+            _ => format!("resumed node {name} ({})\n", fmt::text(&v["state"])),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use std::io::{BufRead, BufReader, Read};
+    use std::net::TcpListener;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: ClientCmd,
+    }
+
+    fn parse(args: &[&str]) -> Result<ClientCmd, clap::Error> {
+        Cli::try_parse_from(std::iter::once("gigafab").chain(args.iter().copied())).map(|c| c.cmd)
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_command_and_flag_is_documented() {
+        use clap::CommandFactory;
+        fn walk(c: &clap::Command, path: &str) {
+            for a in c.get_arguments() {
+                let id = a.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                assert!(a.get_help().is_some(), "{path} {id} has no doc comment");
+            }
+            for s in c.get_subcommands() {
+                if s.get_name() == "help" {
+                    continue;
+                }
+                assert!(s.get_about().is_some(), "{path} {} has no doc comment", s.get_name());
+                walk(s, &format!("{path} {}", s.get_name()));
+            }
+        }
+        walk(&Cli::command(), "gigafab");
+    }
+
+    fn submit_args(args: &[&str]) -> SubmitArgs {
+        let mut all = vec!["submit"];
+        all.extend_from_slice(args);
+        match parse(&all).unwrap() {
+            ClientCmd::Submit(s) => s,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn submit_parses_into_the_contract_body() {
+        let a = submit_args(&[
+            "--gpus", "2", "--type", "h100", "--vendor", "nvidia", "--min-mem", "80",
+            "--time", "1h30m", "--name", "train", "--project", "llm", "--priority", "-3",
+            "--preemptible", "--env", "A=1", "--env", "B=x=y", "--output", "json", "--",
+            "python", "-u", "train.py", "--lr", "3e-4",
+        ]);
+        assert_eq!(a.g.output, Format::Json);
+        let b = submit_body(&a, &json!(3), Some("/w".into()));
+        assert_eq!(
+            b,
+            json!({"allocation": 3, "gpus": 2, "command": ["python", "-u", "train.py", "--lr", "3e-4"],
+                   "name": "train", "project": "llm", "type": "h100", "vendor": "nvidia",
+                   "min_memory_gb": 80, "time_limit_s": 5400, "priority": -3, "preemptible": true,
+                   "env": {"A": "1", "B": "x=y"}, "workdir": "/w"})
+        );
+        // Minimal form, command without `--`, several types.
+        let a = submit_args(&["--type", "h100", "--type", "a100", "sleep", "10"]);
+        assert_eq!(
+            submit_body(&a, &json!(1), None),
+            json!({"allocation": 1, "gpus": 1, "command": ["sleep", "10"], "types": ["h100", "a100"]})
+        );
+    }
+
+    #[test]
+    fn submit_rejects_bad_flags() {
+        for bad in [
+            &["--time", "2x", "--", "a"][..],
+            &["--gpus", "0", "--", "a"],
+            &["--gpus", "65537", "--", "a"],
+            &["--env", "NOEQUALS", "--", "a"],
+            &["--env", "=v", "--", "a"],
+            &["--vendor", "intel", "--", "a"],
+            &["--time", "31d", "--", "a"],
+            &["--gpus", "2"],
+        ] {
+            let mut all = vec!["submit"];
+            all.extend_from_slice(bad);
+            assert!(parse(&all).is_err(), "{bad:?} parsed");
+        }
+        let e = parse(&["submit", "--time", "1h30", "--", "a"]).unwrap_err().to_string();
+        assert!(e.contains("has no unit"), "{e}");
+    }
+
+    #[test]
+    fn fleet_is_a_group_with_a_default() {
+        match parse(&["fleet", "--output", "json"]).unwrap() {
+            ClientCmd::Fleet(FleetArgs { cmd: None, g }) => assert_eq!(g.output, Format::Json),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["fleet", "drain", "n1", "--server", "http://x:1"]).unwrap() {
+            ClientCmd::Fleet(FleetArgs { cmd: Some(FleetCmd::Drain(n)), .. }) => {
+                assert_eq!(n.node, "n1");
+                assert_eq!(n.g.conn.server.as_deref(), Some("http://x:1"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(&["fleet", "resume", "n1"]).unwrap(),
+            ClientCmd::Fleet(FleetArgs { cmd: Some(FleetCmd::Resume(_)), .. })
+        ));
+        assert!(parse(&["fleet", "--output", "json", "drain", "n1"]).is_err());
+    }
+
+    #[test]
+    fn other_commands_parse() {
+        assert!(matches!(
+            parse(&["org", "create", "acme", "--category", "sme"]).unwrap(),
+            ClientCmd::Org(OrgCmd::Create { category: Category::Sme, .. })
+        ));
+        assert!(parse(&["org", "create", "acme", "--category", "bank"]).is_err());
+        match parse(&["user", "create", "bob", "--org", "acme"]).unwrap() {
+            ClientCmd::User(UserCmd::Create { role, .. }) => assert_eq!(role, Role::Member),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["cancel", "1", "2", "3"]).unwrap() {
+            ClientCmd::Cancel(c) => assert_eq!(c.ids, vec![1, 2, 3]),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["cancel"]).is_err());
+        match parse(&["logs", "7", "-f", "--stderr"]).unwrap() {
+            ClientCmd::Logs(l) => assert!(l.follow && l.stderr && l.id == 7),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["alloc", "create", "--org", "acme", "--gpu-hours", "1000", "--qos-priority", "-1"])
+            .unwrap()
+        {
+            ClientCmd::Alloc(AllocCmd::Create { gpu_hours, qos_priority, .. }) => {
+                assert_eq!(gpu_hours, 1000.0);
+                assert_eq!(qos_priority, Some(-1));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["alloc", "create", "--org", "a", "--gpu-hours", "-5"]).is_err());
+        assert!(parse(&["alloc", "create", "--org", "a", "--gpu-hours", "NaN"]).is_err());
+        match parse(&["jobs", "--state", "queued", "--allocation", "3", "--all"]).unwrap() {
+            ClientCmd::Jobs(j) => assert_eq!(
+                jobs_query(&j),
+                vec![
+                    ("state", "queued".to_string()),
+                    ("allocation", "3".to_string()),
+                    ("limit", "1000".to_string())
+                ]
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["jobs", "--limit", "1001"]).is_err());
+        for ok in [
+            &["whoami"][..],
+            &["usage", "--output", "json"],
+            &["job", "12"],
+            &["token", "create", "--user", "4"],
+            &["token", "revoke", "9"],
+            &["project", "list"],
+            &["user", "list"],
+            &["alloc", "list"],
+            &["org", "list", "--token", "gf_x"],
+        ] {
+            parse(ok).unwrap_or_else(|e| panic!("{ok:?}: {e}"));
+        }
+    }
+
+    #[test]
+    fn user_bodies() {
+        assert_eq!(
+            user_body("bob", Some("acme"), Role::Owner).unwrap(),
+            json!({"name": "bob", "org": "acme", "role": "owner"})
+        );
+        assert_eq!(
+            user_body("root", None, Role::Admin).unwrap(),
+            json!({"name": "root", "role": "admin"})
+        );
+        let e = user_body("bob", None, Role::Member).unwrap_err().to_string();
+        assert!(e.contains("--org is required"), "{e}");
+    }
+
+    #[test]
+    fn env_pairs() {
+        assert_eq!(parse_env("A=1"), Ok(("A".into(), "1".into())));
+        assert_eq!(parse_env("A="), Ok(("A".into(), String::new())));
+        assert!(parse_env("A").is_err());
+        assert!(parse_env("=1").is_err());
+        assert!(parse_env("A B=1").is_err());
+    }
+
+    #[test]
+    fn allocation_picking() {
+        let a = |id: u64, state: &str| {
+            json!({"id": id, "org": "acme", "name": format!("a{id}"), "granted_gpu_hours": 10.0,
+                   "used_gpu_hours": 1.0, "state": state})
+        };
+        assert_eq!(pick_allocation(&[a(1, "expired"), a(2, "active")]).unwrap()["id"], 2);
+        let e = pick_allocation(&[]).unwrap_err().to_string();
+        assert!(e.contains("you have none"), "{e}");
+        let e = pick_allocation(&[a(1, "expired"), a(2, "pending")]).unwrap_err().to_string();
+        assert!(e.contains("no active allocation") && e.contains("--allocation"), "{e}");
+        assert!(e.contains("1 a1 (org acme, expired") && e.contains("2 a2 (org acme, pending"), "{e}");
+        let e = pick_allocation(&[a(1, "active"), a(2, "active")]).unwrap_err().to_string();
+        assert!(e.starts_with("2 active allocations; pick one with --allocation ID"), "{e}");
+        assert!(e.contains("\n  1 a1") && e.contains("\n  2 a2"), "{e}");
+    }
+
+    #[test]
+    fn cancel_lines() {
+        assert_eq!(cancel_line(3, &json!({"state": "cancelled"})), "cancelled job 3\n");
+        assert_eq!(
+            cancel_line(3, &json!({"state": "running"})),
+            "cancelling job 3 (still running; it stops shortly)\n"
+        );
+    }
+
+    /// A one-thread fake server: answers each request from `route` and
+    /// records `METHOD /path?query` and the body.
+    type Seen = Arc<Mutex<Vec<(String, String)>>>;
+
+    fn fake(route: fn(&str, &str) -> (u16, String)) -> (String, Seen) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen: Seen = Arc::default();
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let target = line.split(' ').take(2).collect::<Vec<_>>().join(" ");
+                let mut len = 0usize;
+                let mut auth = String::new();
+                loop {
+                    let mut h = String::new();
+                    reader.read_line(&mut h).unwrap();
+                    if h.trim().is_empty() {
+                        break;
+                    }
+                    let lower = h.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap();
+                    }
+                    if lower.starts_with("authorization:") {
+                        auth = h.trim().to_string();
+                    }
+                }
+                let mut body = vec![0u8; len];
+                reader.read_exact(&mut body).unwrap();
+                let body = String::from_utf8(body).unwrap();
+                let (status, answer) = if auth != "Authorization: Bearer gf_test" {
+                    (401, r#"{"error":"unauthorized","message":"bad token"}"#.to_string())
+                } else {
+                    route(&target, &body)
+                };
+                log.lock().unwrap().push((target, body));
+                let head = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n",
+                    answer.len()
+                );
+                let _ = conn.write_all(head.as_bytes());
+                let _ = conn.write_all(answer.as_bytes());
+            }
+        });
+        (url, seen)
+    }
+
+    fn route(target: &str, body: &str) -> (u16, String) {
+        let ok = |s: &str| (200, s.to_string());
+        match target {
+            "GET /api/v1/allocations" => ok(
+                r#"{"items":[{"id":3,"org":"acme","name":"a3","granted_gpu_hours":10.0,"used_gpu_hours":0.0,"state":"expired"}],"next":"3"}"#,
+            ),
+            "GET /api/v1/allocations?after=3" => ok(
+                r#"{"items":[{"id":5,"org":"acme","name":"a5","granted_gpu_hours":10.0,"used_gpu_hours":0.0,"state":"active"}],"next":null}"#,
+            ),
+            "POST /api/v1/jobs" => {
+                let b: Value = serde_json::from_str(body).unwrap();
+                (201, format!(r#"{{"id":12,"state":"queued","allocation":{}}}"#, b["allocation"]))
+            }
+            "DELETE /api/v1/jobs/99" => (
+                404,
+                r#"{"error":"job_not_found","message":"no job 99"}"#.to_string(),
+            ),
+            _ => (404, r#"{"error":"not_found","message":"no route"}"#.to_string()),
+        }
+    }
+
+    #[tokio::test]
+    async fn submit_picks_the_active_allocation_across_pages() {
+        let (url, seen) = fake(route);
+        let api = Api::new(&url, Some("gf_test")).unwrap();
+        let a = submit_args(&["--gpus", "2", "--", "sleep", "1"]);
+        let (r, picked) = submit_job(&api, &a).await.unwrap();
+        assert_eq!(r.value["id"], 12);
+        assert_eq!(r.value["allocation"], 5);
+        assert_eq!(picked.unwrap()["id"], 5);
+        let seen = seen.lock().unwrap();
+        let last = seen.last().unwrap();
+        assert_eq!(last.0, "POST /api/v1/jobs");
+        let body: Value = serde_json::from_str(&last.1).unwrap();
+        assert_eq!(body, json!({"allocation": 5, "gpus": 2, "command": ["sleep", "1"]}));
+    }
+
+    #[tokio::test]
+    async fn lists_merge_pages_only_when_asked() {
+        let (url, _) = fake(route);
+        let api = Api::new(&url, Some("gf_test")).unwrap();
+        let one = api.get_list(&["allocations"], &[], false).await.unwrap();
+        assert_eq!(one.items().len(), 1);
+        assert!(one.raw.starts_with(r#"{"items":[{"id":3"#), "verbatim: {}", one.raw);
+        let all = api.get_list(&["allocations"], &[], true).await.unwrap();
+        assert_eq!(all.items().len(), 2);
+        assert_eq!(all.value["next"], Value::Null);
+    }
+
+    #[tokio::test]
+    async fn error_answers_become_errors() {
+        let (url, _) = fake(route);
+        let api = Api::new(&url, Some("gf_test")).unwrap();
+        let e = api.delete(&["jobs", "99"]).await.unwrap_err();
+        assert_eq!(e.to_string(), "no job 99 (job_not_found)");
+        let api = Api::new(&url, Some("gf_wrong")).unwrap();
+        let e = api.get(&["whoami"], &[]).await.unwrap_err();
+        assert_eq!(e.to_string(), "bad token (unauthorized)");
+    }
+}

@@ -1,0 +1,414 @@
+//! Pure formatting helpers of the client: aligned tables, JSON re-indenting,
+//! cell rendering.
+
+use serde_json::Value;
+
+/// A table of text cells printed as aligned columns separated by two spaces.
+///
+/// Widths count characters (not bytes), so `×` or `≥` line up. The last
+/// column of a left-aligned table carries no trailing spaces.
+#[derive(Debug, Clone, Default)]
+pub struct Table {
+    headers: Vec<String>,
+    rows: Vec<Vec<String>>,
+    right: Vec<usize>,
+}
+
+impl Table {
+    /// A table with a header line.
+    pub fn new(headers: &[&str]) -> Table {
+        Table {
+            headers: headers.iter().map(|h| h.to_string()).collect(),
+            ..Table::default()
+        }
+    }
+
+    /// A table without a header line (e.g. `key  value` listings).
+    pub fn bare() -> Table {
+        Table::default()
+    }
+
+    /// Right-aligns the given columns (0-based), e.g. numbers.
+    pub fn right_align(mut self, cols: &[usize]) -> Table {
+        self.right.extend_from_slice(cols);
+        self
+    }
+
+    /// Appends a row; missing cells are empty, extra cells are kept.
+    pub fn row<S: Into<String>>(&mut self, cells: impl IntoIterator<Item = S>) {
+        self.rows.push(cells.into_iter().map(Into::into).collect());
+    }
+
+    /// Number of data rows (the header is not counted).
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether the table has no data rows.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Renders the table, one line per row, each ending with a newline.
+    pub fn render(&self) -> String {
+        let lines: Vec<&Vec<String>> = if self.headers.is_empty() {
+            self.rows.iter().collect()
+        } else {
+            std::iter::once(&self.headers).chain(&self.rows).collect()
+        };
+        let ncols = lines.iter().map(|l| l.len()).max().unwrap_or(0);
+        let mut widths = vec![0usize; ncols];
+        for line in &lines {
+            for (i, cell) in line.iter().enumerate() {
+                widths[i] = widths[i].max(width(cell));
+            }
+        }
+        let mut out = String::new();
+        for line in lines {
+            let mut text = String::new();
+            for (i, w) in widths.iter().enumerate() {
+                let cell = line.get(i).map(String::as_str).unwrap_or("");
+                if i > 0 {
+                    text.push_str("  ");
+                }
+                let pad = " ".repeat(w - width(cell));
+                if self.right.contains(&i) {
+                    text.push_str(&pad);
+                    text.push_str(cell);
+                } else {
+                    text.push_str(cell);
+                    text.push_str(&pad);
+                }
+            }
+            out.push_str(text.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+fn width(s: &str) -> usize {
+    s.chars().count()
+}
+
+/// Cuts `s` to at most `max` characters, ending with `…` when cut; newlines
+/// and tabs become spaces so that a cell stays on one line.
+pub fn truncate(s: &str, max: usize) -> String {
+    let flat: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if width(&flat) <= max {
+        return flat;
+    }
+    if max == 0 {
+        return String::new();
+    }
+    let mut out: String = flat.chars().take(max - 1).collect();
+    out.push('…');
+    out
+}
+
+/// Re-indents a JSON document without parsing it into a map, so the server's
+/// key order and number spelling are kept verbatim. Expects valid JSON.
+pub fn pretty_json(raw: &str) -> String {
+    fn newline(out: &mut String, indent: usize) {
+        out.push('\n');
+        for _ in 0..indent {
+            out.push_str("  ");
+        }
+    }
+    let mut out = String::with_capacity(raw.len() * 2);
+    let mut indent = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut chars = raw.trim().chars().peekable();
+    while let Some(c) = chars.next() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                in_string = true;
+                out.push(c);
+            }
+            '{' | '[' => {
+                let close = if c == '{' { '}' } else { ']' };
+                while chars.peek().is_some_and(|n| n.is_whitespace()) {
+                    chars.next();
+                }
+                out.push(c);
+                if chars.peek() == Some(&close) {
+                    chars.next();
+                    out.push(close);
+                } else {
+                    indent += 1;
+                    newline(&mut out, indent);
+                }
+            }
+            '}' | ']' => {
+                indent = indent.saturating_sub(1);
+                newline(&mut out, indent);
+                out.push(c);
+            }
+            ',' => {
+                out.push(',');
+                newline(&mut out, indent);
+            }
+            ':' => out.push_str(": "),
+            c if c.is_whitespace() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Shortens an RFC 3339 time for a table: drops the fractional seconds
+/// (`2026-11-21T09:30:00.123Z` → `2026-11-21T09:30:00Z`); null → `-`.
+pub fn short_time(v: &Value) -> String {
+    let Some(s) = v.as_str() else {
+        return text(v);
+    };
+    match s.find('.') {
+        Some(dot) if s.len() > 19 => {
+            let tail_start = s[dot + 1..]
+                .find(|c: char| !c.is_ascii_digit())
+                .map(|i| dot + 1 + i)
+                .unwrap_or(s.len());
+            format!("{}{}", &s[..dot], &s[tail_start..])
+        }
+        _ => s.to_string(),
+    }
+}
+
+/// A JSON value as a table cell: strings bare, null `-`, arrays joined with
+/// commas, objects as compact JSON.
+pub fn text(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        Value::Array(items) => {
+            if items.is_empty() {
+                "-".into()
+            } else {
+                items.iter().map(text).collect::<Vec<_>>().join(",")
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+/// A GPU-hour figure with one decimal; non-numbers as [`text`].
+pub fn hours(v: &Value) -> String {
+    match v.as_f64() {
+        Some(h) => format!("{h:.1}"),
+        None => text(v),
+    }
+}
+
+/// `used` as a percentage of `granted` (`12.5%`), `-` when not computable.
+pub fn percent(used: &Value, granted: &Value) -> String {
+    match (used.as_f64(), granted.as_f64()) {
+        (Some(u), Some(g)) if g > 0.0 => format!("{:.1}%", u / g * 100.0),
+        _ => "-".into(),
+    }
+}
+
+/// A job's accelerator request: its types, else its vendor, else `any`, with
+/// `≥NGB` when a minimum memory is asked.
+pub fn accel(job: &Value) -> String {
+    let a = &job["accelerator"];
+    let types: Vec<String> = a["types"]
+        .as_array()
+        .map(|t| t.iter().map(text).collect())
+        .unwrap_or_default();
+    let base = if !types.is_empty() {
+        types.join(",")
+    } else if let Some(v) = a["vendor"].as_str() {
+        v.to_string()
+    } else if let Some(t) = a["type"].as_str() {
+        t.to_string()
+    } else {
+        "any".to_string()
+    };
+    match &a["min_memory_gb"] {
+        Value::Null => base,
+        mem if base == "any" => format!("≥{}GB", text(mem)),
+        mem => format!("{base} ≥{}GB", text(mem)),
+    }
+}
+
+/// A command line as a shell would read it: words with spaces or special
+/// characters are single-quoted.
+pub fn shell_join(words: &[Value]) -> String {
+    words
+        .iter()
+        .map(|w| {
+            let s = w.as_str().map(str::to_string).unwrap_or_else(|| text(w));
+            let plain = !s.is_empty()
+                && s.chars().all(|c| {
+                    c.is_ascii_alphanumeric() || "-_./=:,+@%^".contains(c)
+                });
+            if plain {
+                s
+            } else {
+                format!("'{}'", s.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A job's label in listings: its name, else its command line.
+pub fn job_label(job: &Value) -> String {
+    match job["name"].as_str() {
+        Some(n) if !n.is_empty() => n.to_string(),
+        _ => job["command"]
+            .as_array()
+            .map(|c| shell_join(c))
+            .unwrap_or_else(|| "-".into()),
+    }
+}
+
+/// Why a job is where it is: the server's reason, else its exit code.
+pub fn job_reason(job: &Value) -> String {
+    match &job["reason"] {
+        Value::String(r) if !r.is_empty() => r.clone(),
+        _ => match &job["exit_code"] {
+            Value::Null => String::new(),
+            code => format!("exit {}", text(code)),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn table_aligns_columns() {
+        let mut t = Table::new(&["ID", "STATE", "NAME"]).right_align(&[0]);
+        t.row(["1", "running", "train"]);
+        t.row(["12", "queued", "x"]);
+        assert_eq!(
+            t.render(),
+            "ID  STATE    NAME\n 1  running  train\n12  queued   x\n"
+        );
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn table_counts_characters_not_bytes() {
+        let mut t = Table::new(&["A", "B"]);
+        t.row(["2×h100", "x"]);
+        t.row(["ab", "y"]);
+        assert_eq!(t.render(), "A       B\n2×h100  x\nab      y\n");
+    }
+
+    #[test]
+    fn table_handles_ragged_and_empty() {
+        let t = Table::new(&["ID", "NAME"]);
+        assert!(t.is_empty());
+        assert_eq!(t.render(), "ID  NAME\n");
+        let mut b = Table::bare();
+        b.row(["id:", "12"]);
+        b.row(["command:", "python train.py", "extra"]);
+        b.row(["x:"]);
+        assert_eq!(
+            b.render(),
+            "id:       12\ncommand:  python train.py  extra\nx:\n"
+        );
+        assert_eq!(Table::bare().render(), "");
+    }
+
+    #[test]
+    fn truncation() {
+        assert_eq!(truncate("hello", 5), "hello");
+        assert_eq!(truncate("hello world", 6), "hello…");
+        assert_eq!(truncate("a\nb", 5), "a b");
+        assert_eq!(truncate("héllo", 3), "hé…");
+        assert_eq!(truncate("abc", 0), "");
+    }
+
+    #[test]
+    fn pretty_json_keeps_order_and_numbers() {
+        let raw = r#"{"z":1,"a":[1.50,2],"s":"a,b:{\"c\"}","e":{},"l":[ ],"n":null}"#;
+        let want = "{\n  \"z\": 1,\n  \"a\": [\n    1.50,\n    2\n  ],\n  \
+                    \"s\": \"a,b:{\\\"c\\\"}\",\n  \"e\": {},\n  \"l\": [],\n  \"n\": null\n}";
+        assert_eq!(pretty_json(raw), want);
+        // Same value as the input.
+        let a: Value = serde_json::from_str(raw).unwrap();
+        let b: Value = serde_json::from_str(&pretty_json(raw)).unwrap();
+        assert_eq!(a, b);
+        // Already pretty input is re-indented the same way.
+        assert_eq!(pretty_json(&pretty_json(raw)), want);
+        assert_eq!(pretty_json(" 42 "), "42");
+    }
+
+    #[test]
+    fn times_and_numbers() {
+        assert_eq!(
+            short_time(&json!("2026-11-21T09:30:00.123Z")),
+            "2026-11-21T09:30:00Z"
+        );
+        assert_eq!(
+            short_time(&json!("2026-11-21T09:30:00.5+01:00")),
+            "2026-11-21T09:30:00+01:00"
+        );
+        assert_eq!(short_time(&json!("2026-11-21T09:30:00Z")), "2026-11-21T09:30:00Z");
+        assert_eq!(short_time(&Value::Null), "-");
+        assert_eq!(hours(&json!(12.345)), "12.3");
+        assert_eq!(hours(&json!(1000)), "1000.0");
+        assert_eq!(percent(&json!(12.5), &json!(1000.0)), "1.2%");
+        assert_eq!(percent(&json!(1), &json!(0)), "-");
+        assert_eq!(text(&json!([1, "b"])), "1,b");
+        assert_eq!(text(&json!([])), "-");
+        assert_eq!(text(&json!(true)), "true");
+    }
+
+    #[test]
+    fn accelerator_requests() {
+        let j = |a: Value| json!({ "accelerator": a });
+        assert_eq!(
+            accel(&j(json!({"types": ["h100"], "vendor": null, "min_memory_gb": null}))),
+            "h100"
+        );
+        assert_eq!(
+            accel(&j(json!({"types": ["h100", "a100"], "vendor": "nvidia"}))),
+            "h100,a100"
+        );
+        assert_eq!(accel(&j(json!({"types": [], "vendor": "amd"}))), "amd");
+        assert_eq!(accel(&j(json!({"types": null, "vendor": null}))), "any");
+        assert_eq!(accel(&json!({})), "any");
+        assert_eq!(
+            accel(&j(json!({"types": null, "vendor": null, "min_memory_gb": 80}))),
+            "≥80GB"
+        );
+        assert_eq!(
+            accel(&j(json!({"types": null, "vendor": "amd", "min_memory_gb": 128}))),
+            "amd ≥128GB"
+        );
+    }
+
+    #[test]
+    fn job_cells() {
+        let job = json!({"name": null, "command": ["python", "train.py", "--lr", "a b", "it's"],
+                         "reason": null, "exit_code": 3});
+        assert_eq!(job_label(&job), r"python train.py --lr 'a b' 'it'\''s'");
+        assert_eq!(job_reason(&job), "exit 3");
+        let job = json!({"name": "train", "command": ["x"], "reason": "waiting", "exit_code": null});
+        assert_eq!(job_label(&job), "train");
+        assert_eq!(job_reason(&job), "waiting");
+        assert_eq!(job_reason(&json!({})), "");
+        assert_eq!(shell_join(&[json!("")]), "''");
+    }
+}

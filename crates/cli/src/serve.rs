@@ -1,0 +1,166 @@
+//! `gigafab serve`: the control plane.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use gigafab_core::{Factory, Policy};
+use gigafab_exec::LocalExecutor;
+use gigafab_server::{CtlConfig, ServeConfig, store};
+
+/// Embedded default fleet (examples/factories/local.toml).
+pub const LOCAL_FACTORY: &str = include_str!("../../../examples/factories/local.toml");
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address and port of the HTTP API (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Directory of the embedded database and of the jobs' logs
+    /// [default: $XDG_DATA_HOME/gigafab or ~/.local/share/gigafab].
+    #[arg(long, env = "GIGAFAB_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// PostgreSQL instead of the embedded SQLite: postgres://user:pass@host/db.
+    #[arg(long, env = "GIGAFAB_DATABASE", hide_env_values = true)]
+    database: Option<String>,
+    /// Factory file declaring the fleet [default: embedded local fleet of
+    /// 4 virtual H100 and 4 virtual MI300X].
+    #[arg(long)]
+    factory: Option<PathBuf>,
+    /// Scheduling policy: fifo, backfill, fairshare, las or hetero.
+    #[arg(long, default_value = "fairshare")]
+    policy: String,
+    /// File holding the first admin token (instead of a random one shown once).
+    #[arg(long)]
+    bootstrap_token_file: Option<PathBuf>,
+    /// Seconds between SIGTERM and SIGKILL when a job is cancelled or
+    /// reaches its time limit.
+    #[arg(long, default_value_t = 10.0)]
+    kill_grace: f64,
+    /// Longest time between scheduling passes, milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    tick_ms: u64,
+    /// Time between checks of running jobs, milliseconds.
+    #[arg(long, default_value_t = 200)]
+    poll_ms: u64,
+}
+
+fn default_data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("gigafab");
+    }
+    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        Some(h) => PathBuf::from(h).join(".local/share/gigafab"),
+        None => PathBuf::from("gigafab-data"),
+    }
+}
+
+fn bootstrap_token(a: &ServeArgs) -> Result<Option<String>> {
+    let t = if let Some(p) = &a.bootstrap_token_file {
+        let s = std::fs::read_to_string(p)
+            .with_context(|| format!("{}: cannot read the bootstrap token", p.display()))?;
+        Some(s.trim().to_string())
+    } else {
+        std::env::var("GIGAFAB_BOOTSTRAP_TOKEN")
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    if let Some(t) = &t
+        && (t.len() < 16 || t.len() > 256 || t.chars().any(|c| c.is_whitespace() || c.is_control()))
+    {
+        bail!("the bootstrap token must be 16-256 characters without spaces");
+    }
+    Ok(t)
+}
+
+pub fn run(a: ServeArgs) -> Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let factory = match &a.factory {
+        Some(p) => Factory::load(p)?,
+        None => Factory::parse(LOCAL_FACTORY, "<embedded local fleet>")?,
+    };
+    let mut policy = Policy::by_name(&a.policy).with_context(|| {
+        format!(
+            "unknown policy `{}` (fifo, backfill, fairshare, las, hetero)",
+            a.policy
+        )
+    })?;
+    // live: a job waits at most one pass for backfill, and a running
+    // process is never preempted (see docs/server.md)
+    policy.backfill_interval_s = 0.0;
+    policy.preemption = false;
+    if !(a.kill_grace.is_finite() && (0.0..=3600.0).contains(&a.kill_grace)) {
+        bail!("--kill-grace must be within 0..=3600 seconds");
+    }
+    let data_dir = a.data_dir.clone().unwrap_or_else(default_data_dir);
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("{}: cannot create the data directory", data_dir.display()))?;
+    let data_dir = data_dir
+        .canonicalize()
+        .with_context(|| format!("{}: cannot resolve", data_dir.display()))?;
+    let url = a
+        .database
+        .clone()
+        .unwrap_or_else(|| store::sqlite_url(&data_dir));
+    let exe = std::env::current_exe().context("cannot find the gigafab executable")?;
+    let executor = LocalExecutor::new(
+        data_dir.join("jobs"),
+        vec![exe.display().to_string(), "job-supervise".into()],
+        Duration::from_secs_f64(a.kill_grace),
+    );
+    let cfg = ServeConfig {
+        listen: a.listen,
+        database_url: url.clone(),
+        ctl: CtlConfig {
+            factory: factory.clone(),
+            policy,
+            tick: Duration::from_millis(a.tick_ms.clamp(10, 60_000)),
+            poll: Duration::from_millis(a.poll_ms.clamp(10, 60_000)),
+            bootstrap_token: bootstrap_token(&a)?,
+        },
+        executor: Arc::new(executor),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let running = gigafab_server::start(cfg).await?;
+        eprintln!(
+            "gigafab serve: listening on http://{} (store: {} {}; fleet `{}`: {} accelerators on {} nodes; data in {})",
+            running.addr,
+            running.store.as_str(),
+            store::redact(&url),
+            factory.name,
+            factory.accelerators(),
+            factory.nodes(),
+            data_dir.display()
+        );
+        if let Some(t) = &running.first_token {
+            println!("first start: an admin token was created; it is shown once and stored hashed:");
+            println!("export GIGAFAB_TOKEN={t}");
+            println!("export GIGAFAB_SERVER=http://{}", running.addr);
+        } else if running.first_start {
+            eprintln!("first start: the admin token is the bootstrap token given");
+        }
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        tokio::select! {
+            r = running.wait() => r.context("the HTTP server stopped")?,
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("gigafab serve: stopping; running jobs go on and are adopted at the next start");
+            }
+        }
+        Ok(())
+    })
+}

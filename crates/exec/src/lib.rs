@@ -1,0 +1,187 @@
+//! Executors: where gigafab's jobs actually run.
+//!
+//! The control plane decides *what* runs *where*; an [`Executor`] makes it
+//! happen on an existing engine (local processes here; Slurm and Kubernetes
+//! implement the same trait). Every call is synchronous and quick: launching
+//! hands the work to a supervisor and returns, polling reads state that the
+//! supervisor keeps on disk, so the server survives being killed and adopts
+//! what is still running when it comes back.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub mod local;
+
+pub use local::LocalExecutor;
+
+/// Vendor of an assigned accelerator (selects the visibility variable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceVendor {
+    Nvidia,
+    Amd,
+    Other,
+}
+
+/// One accelerator handed to a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssignedAccel {
+    /// Node name as in the factory file (`nvidia-0`).
+    pub node: String,
+    /// Device index on that node (what `CUDA_VISIBLE_DEVICES` lists).
+    pub index: u32,
+    pub vendor: DeviceVendor,
+}
+
+impl AssignedAccel {
+    /// `node/index`, the form used in the API and in `GIGAFAB_ACCELERATORS`.
+    pub fn label(&self) -> String {
+        format!("{}/{}", self.node, self.index)
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct LaunchSpec {
+    pub job_id: i64,
+    /// Program and arguments; never empty.
+    pub command: Vec<String>,
+    /// Extra environment (on top of the accelerator variables).
+    pub env: Vec<(String, String)>,
+    pub accelerators: Vec<AssignedAccel>,
+    /// Wall-clock limit of the run, seconds.
+    pub time_limit_s: u64,
+    /// Working directory; the job's own directory when `None`.
+    pub workdir: Option<PathBuf>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Exit code 0.
+    Completed,
+    /// Non-zero exit, killed by a signal, or could not start.
+    Failed,
+    /// Reached its time limit and was stopped.
+    TimedOut,
+    /// Stopped on request.
+    Cancelled,
+}
+
+/// The end of a run, as the supervisor recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitRecord {
+    pub outcome: Outcome,
+    /// Exit code when the command exited by itself.
+    pub exit_code: Option<i32>,
+    /// Signal that ended it, if any.
+    pub signal: Option<i32>,
+    /// Human-readable detail ("exit code 3", "command not found: foo", ...).
+    pub message: String,
+    /// Wall-clock end, milliseconds since the Unix epoch.
+    pub ended_at_ms: i64,
+}
+
+/// What `poll`/`adopt` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunStatus {
+    /// Still running.
+    Running,
+    /// Ended; see the record.
+    Exited(ExitRecord),
+    /// Neither running nor recorded as ended (its supervisor vanished, or
+    /// it never started): the run is lost.
+    Lost { message: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("job {job}: {message}")]
+    Launch { job: i64, message: String },
+    #[error("job {job}: bad handle {handle:?}")]
+    BadHandle { job: i64, handle: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// An engine that runs jobs.
+pub trait Executor: Send + Sync {
+    /// Short name (`local`, `slurm`).
+    fn name(&self) -> &'static str;
+    /// Starts a run; returns an opaque handle to store with the job.
+    fn launch(&self, spec: &LaunchSpec) -> Result<String, ExecError>;
+    /// State of a run started by this process or adopted.
+    fn poll(&self, job_id: i64, handle: &str) -> Result<RunStatus, ExecError>;
+    /// Asks a run to stop (SIGTERM, grace, SIGKILL for local runs); returns
+    /// at once, the end shows up in `poll`.
+    fn cancel(&self, job_id: i64, handle: &str) -> Result<(), ExecError>;
+    /// After a restart: finds the run of a job recorded as running. `handle`
+    /// is `None` when the server stopped between deciding the start and
+    /// recording the handle; the executor then looks for traces of a launch
+    /// and returns the handle it found with the status.
+    fn adopt(
+        &self,
+        job_id: i64,
+        handle: Option<&str>,
+    ) -> Result<(Option<String>, RunStatus), ExecError>;
+    /// Files holding the job's stdout and stderr.
+    fn log_paths(&self, job_id: i64) -> (PathBuf, PathBuf);
+}
+
+/// The environment that exposes `accels` to a job: `CUDA_VISIBLE_DEVICES`
+/// (NVIDIA device indices), `ROCR_VISIBLE_DEVICES` (AMD device indices) and
+/// `GIGAFAB_ACCELERATORS` (`node/index` of every accelerator, comma
+/// separated). A variable whose vendor is absent is set to the empty string
+/// so that a job cannot see devices it was not given.
+pub fn accelerator_env(accels: &[AssignedAccel]) -> Vec<(String, String)> {
+    let list = |v: DeviceVendor| {
+        accels
+            .iter()
+            .filter(|a| a.vendor == v)
+            .map(|a| a.index.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    vec![
+        ("CUDA_VISIBLE_DEVICES".into(), list(DeviceVendor::Nvidia)),
+        ("ROCR_VISIBLE_DEVICES".into(), list(DeviceVendor::Amd)),
+        (
+            "GIGAFAB_ACCELERATORS".into(),
+            accels
+                .iter()
+                .map(AssignedAccel::label)
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_splits_vendors() {
+        let a = |node: &str, index, vendor| AssignedAccel {
+            node: node.into(),
+            index,
+            vendor,
+        };
+        let env = accelerator_env(&[
+            a("n0", 2, DeviceVendor::Nvidia),
+            a("n0", 3, DeviceVendor::Nvidia),
+        ]);
+        assert_eq!(env[0], ("CUDA_VISIBLE_DEVICES".into(), "2,3".into()));
+        assert_eq!(env[1], ("ROCR_VISIBLE_DEVICES".into(), "".into()));
+        assert_eq!(env[2], ("GIGAFAB_ACCELERATORS".into(), "n0/2,n0/3".into()));
+        let env = accelerator_env(&[a("m", 0, DeviceVendor::Amd)]);
+        assert_eq!(env[0].1, "");
+        assert_eq!(env[1].1, "0");
+    }
+}

@@ -1,0 +1,1100 @@
+//! The local executor: every job runs as its own process group on this
+//! machine, under a small supervisor process that outlives the server.
+//!
+//! Each job gets a directory `root/<job_id>/`:
+//!
+//! | file              | written by | content                                      |
+//! |-------------------|------------|----------------------------------------------|
+//! | `stdout.log`      | the job    | its standard output (appended)               |
+//! | `stderr.log`      | job, sup.  | its standard error, plus `gigafab:` notes    |
+//! | `supervisor.pid`  | supervisor | the supervisor's pid                         |
+//! | `status.json`     | supervisor | the [`ExitRecord`], written atomically        |
+//! | `cancel`          | executor   | marker: stop the run (SIGTERM, grace, KILL)  |
+//!
+//! The handle of a run is `"<pid>:<starttime>"` of its supervisor, where
+//! `starttime` is field 22 of `/proc/<pid>/stat`; comparing it guards
+//! against the pid being reused by an unrelated process.
+//!
+//! The supervisor ([`supervise`]) is started by [`LocalExecutor::launch`]
+//! in a process group of its own, so it survives the server being killed
+//! and is not hit by a Ctrl-C in the server's terminal. It starts the
+//! command in yet another process group, enforces the time limit, watches
+//! for the `cancel` marker, stops the whole group (SIGTERM, then SIGKILL
+//! after the grace period) and records how the run ended.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::{ExecError, Executor, ExitRecord, LaunchSpec, Outcome, RunStatus, accelerator_env};
+
+/// The job's standard output, in its directory.
+pub const STDOUT_LOG: &str = "stdout.log";
+/// The job's standard error (and the supervisor's notes), in its directory.
+pub const STDERR_LOG: &str = "stderr.log";
+/// The supervisor's pid, in the job's directory.
+pub const PID_FILE: &str = "supervisor.pid";
+/// The exit record, in the job's directory.
+pub const STATUS_FILE: &str = "status.json";
+/// Marker asking the supervisor to stop the run.
+pub const CANCEL_FILE: &str = "cancel";
+
+const STATUS_TMP: &str = "status.json.tmp";
+const LOST_MESSAGE: &str = "supervisor vanished without recording an exit";
+const NEVER_STARTED: &str = "never started";
+/// How often the supervisor looks at the command, the clock and `cancel`.
+const TICK: Duration = Duration::from_millis(50);
+/// How often it looks while waiting out the grace period.
+const GRACE_TICK: Duration = Duration::from_millis(20);
+
+/// Runs jobs as local processes (see the module documentation).
+pub struct LocalExecutor {
+    root: PathBuf,
+    supervisor: Vec<String>,
+    grace: Duration,
+    /// Supervisors started by this instance, by pid, until reaped.
+    children: Mutex<HashMap<u32, Child>>,
+}
+
+impl std::fmt::Debug for LocalExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalExecutor")
+            .field("root", &self.root)
+            .field("supervisor", &self.supervisor)
+            .field("grace", &self.grace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LocalExecutor {
+    /// An executor keeping job directories under `root` (made absolute, so
+    /// that supervisors do not depend on the server's working directory).
+    /// `supervisor` is the program and leading arguments that run
+    /// [`supervise`] (the real binary passes `[current_exe, "job-supervise"]`);
+    /// `grace` is the time between SIGTERM and SIGKILL when a run is stopped.
+    pub fn new(root: PathBuf, supervisor: Vec<String>, grace: Duration) -> LocalExecutor {
+        let root = std::path::absolute(&root).unwrap_or(root);
+        LocalExecutor {
+            root,
+            supervisor,
+            grace,
+            children: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The directory holding the jobs' directories.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The directory of one job (`root/<job_id>`).
+    pub fn job_dir(&self, job_id: i64) -> PathBuf {
+        self.root.join(job_id.to_string())
+    }
+
+    /// Reaps every supervisor of ours that has exited (no zombies).
+    fn reap(&self) {
+        let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
+        // An error (ECHILD: reaped elsewhere) also means there is nothing
+        // left to wait for.
+        children.retain(|_, child| matches!(child.try_wait(), Ok(None)));
+    }
+
+    /// What the job directory and the supervisor named by `handle` say.
+    fn status_of(&self, job_id: i64, handle: Handle) -> Result<RunStatus, ExecError> {
+        let dir = self.job_dir(job_id);
+        if let Some(record) = read_status(&dir)? {
+            return Ok(RunStatus::Exited(record));
+        }
+        if handle.is_alive() {
+            return Ok(RunStatus::Running);
+        }
+        // It may have written its record between the two looks.
+        if let Some(record) = read_status(&dir)? {
+            return Ok(RunStatus::Exited(record));
+        }
+        Ok(RunStatus::Lost {
+            message: LOST_MESSAGE.into(),
+        })
+    }
+}
+
+impl Executor for LocalExecutor {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    fn launch(&self, spec: &LaunchSpec) -> Result<String, ExecError> {
+        let job = spec.job_id;
+        let fail = |message: String| ExecError::Launch { job, message };
+        match spec.command.first() {
+            None => return Err(fail("empty command".into())),
+            Some(program) if program.is_empty() => {
+                return Err(fail("empty program name in the command".into()));
+            }
+            Some(_) => {}
+        }
+        let Some((program, leading)) = self.supervisor.split_first() else {
+            return Err(fail("no supervisor program configured".into()));
+        };
+        for (key, value) in &spec.env {
+            if key.is_empty() || key.contains(['=', '\0']) || value.contains('\0') {
+                return Err(fail(format!("invalid environment variable {key:?}")));
+            }
+        }
+        self.reap();
+
+        let dir = self.job_dir(job);
+        fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+        if let Some(live) = find_supervisor(&dir)? {
+            return Err(fail(format!(
+                "already running under supervisor {} (handle {live})",
+                live.pid
+            )));
+        }
+        // Traces of an earlier run of the same job; the logs are kept and
+        // appended to.
+        for stale in [STATUS_FILE, STATUS_TMP, CANCEL_FILE, PID_FILE] {
+            remove_if_exists(&dir.join(stale))?;
+        }
+
+        let utf8 = |p: &Path| {
+            p.to_str()
+                .map(str::to_owned)
+                .ok_or_else(|| fail(format!("path {} is not valid UTF-8", p.display())))
+        };
+        let mut cmd = Command::new(program);
+        cmd.args(leading)
+            .arg("--dir")
+            .arg(utf8(&dir)?)
+            .arg("--time-limit")
+            .arg(spec.time_limit_s.to_string())
+            .arg("--grace-ms")
+            .arg(self.grace.as_millis().min(u64::MAX as u128).to_string());
+        if let Some(workdir) = &spec.workdir {
+            let workdir = std::path::absolute(workdir).unwrap_or_else(|_| workdir.clone());
+            cmd.arg("--workdir").arg(utf8(&workdir)?);
+        }
+        cmd.arg("--").args(&spec.command);
+        cmd.envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .envs(accelerator_env(&spec.accelerators))
+            .env("GIGAFAB_JOB_ID", job.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0);
+        let child = cmd
+            .spawn()
+            .map_err(|e| fail(format!("cannot start supervisor `{program}`: {e}")))?;
+        let pid = child.id();
+        // Not reaped yet, so /proc/<pid> exists even if it already exited.
+        let start = read_proc_stat(pid).map(|s| s.starttime);
+        self.children
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(pid, child);
+        let start =
+            start.ok_or_else(|| fail(format!("cannot read /proc/{pid}/stat of the supervisor")))?;
+        Ok(Handle { pid, start }.to_string())
+    }
+
+    fn poll(&self, job_id: i64, handle: &str) -> Result<RunStatus, ExecError> {
+        let handle = Handle::parse(job_id, handle)?;
+        self.reap();
+        self.status_of(job_id, handle)
+    }
+
+    fn cancel(&self, job_id: i64, handle: &str) -> Result<(), ExecError> {
+        Handle::parse(job_id, handle)?;
+        let path = self.job_dir(job_id).join(CANCEL_FILE);
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map(drop)
+            .map_err(io_error(&path))
+    }
+
+    fn adopt(
+        &self,
+        job_id: i64,
+        handle: Option<&str>,
+    ) -> Result<(Option<String>, RunStatus), ExecError> {
+        self.reap();
+        if let Some(handle) = handle {
+            let parsed = Handle::parse(job_id, handle)?;
+            return Ok((Some(handle.to_owned()), self.status_of(job_id, parsed)?));
+        }
+        let dir = self.job_dir(job_id);
+        if let Some(live) = find_supervisor(&dir)? {
+            let status = self.status_of(job_id, live)?;
+            return Ok((Some(live.to_string()), status));
+        }
+        if let Some(record) = read_status(&dir)? {
+            return Ok((None, RunStatus::Exited(record)));
+        }
+        let message = if dir.join(PID_FILE).exists() {
+            LOST_MESSAGE
+        } else {
+            NEVER_STARTED
+        };
+        Ok((
+            None,
+            RunStatus::Lost {
+                message: message.into(),
+            },
+        ))
+    }
+
+    fn log_paths(&self, job_id: i64) -> (PathBuf, PathBuf) {
+        let dir = self.job_dir(job_id);
+        (dir.join(STDOUT_LOG), dir.join(STDERR_LOG))
+    }
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> ExecError + '_ {
+    move |source| ExecError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn remove_if_exists(path: &Path) -> Result<(), ExecError> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_error(path)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// The exit record in `dir`, if the supervisor wrote one.
+fn read_status(dir: &Path) -> Result<Option<ExitRecord>, ExecError> {
+    let path = dir.join(STATUS_FILE);
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_error(&path)(e)),
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| io_error(&path)(io::Error::new(io::ErrorKind::InvalidData, e)))
+}
+
+/// The live supervisor of the job in `dir`, found through its pid file:
+/// the pid must be alive and its command line must name `dir`.
+fn find_supervisor(dir: &Path) -> Result<Option<Handle>, ExecError> {
+    let path = dir.join(PID_FILE);
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_error(&path)(e)),
+    };
+    let Some(pid) = parse_pid(text.trim()) else {
+        return Ok(None);
+    };
+    // Launched with `process_group(0)`: a supervisor leads its group.
+    let Some(stat) = live_stat(pid).filter(|s| s.pgrp == pid as i32) else {
+        return Ok(None);
+    };
+    let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
+        return Ok(None);
+    };
+    if !cmdline_names_dir(&cmdline, dir.as_os_str()) {
+        return Ok(None);
+    }
+    Ok(Some(Handle {
+        pid,
+        start: stat.starttime,
+    }))
+}
+
+/// Whether a NUL-separated command line holds `--dir <dir>`.
+fn cmdline_names_dir(cmdline: &[u8], dir: &OsStr) -> bool {
+    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+    args.windows(2)
+        .any(|w| w[0] == b"--dir" && w[1] == dir.as_bytes())
+}
+
+/// A positive pid that `kill` cannot mistake for a group (0, negative).
+fn parse_pid(s: &str) -> Option<u32> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let pid: u32 = s.parse().ok()?;
+    (pid > 0 && pid <= i32::MAX as u32).then_some(pid)
+}
+
+/// A run's handle: its supervisor's pid and start time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Handle {
+    pid: u32,
+    /// Field 22 of `/proc/<pid>/stat` (clock ticks since boot).
+    start: u64,
+}
+
+impl Handle {
+    fn parse(job: i64, handle: &str) -> Result<Handle, ExecError> {
+        Self::parse_str(handle).ok_or_else(|| ExecError::BadHandle {
+            job,
+            handle: handle.to_owned(),
+        })
+    }
+
+    fn parse_str(handle: &str) -> Option<Handle> {
+        let (pid, start) = handle.split_once(':')?;
+        let pid = parse_pid(pid)?;
+        if start.is_empty() || !start.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(Handle {
+            pid,
+            start: start.parse().ok()?,
+        })
+    }
+
+    /// The supervisor named by the handle is alive (not a zombie, and not
+    /// another process that got the same pid).
+    fn is_alive(&self) -> bool {
+        live_stat(self.pid).is_some_and(|s| s.starttime == self.start)
+    }
+}
+
+impl std::fmt::Display for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.pid, self.start)
+    }
+}
+
+/// The fields of `/proc/<pid>/stat` the executor uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ProcStat {
+    /// Field 3: `R`, `S`, `D`, `Z`, ...
+    state: char,
+    /// Field 5.
+    pgrp: i32,
+    /// Field 22.
+    starttime: u64,
+}
+
+/// Parses the content of `/proc/<pid>/stat`. The command name (field 2)
+/// is in parentheses and may itself hold spaces and parentheses, so the
+/// remaining fields start after the *last* `)`.
+fn parse_proc_stat(text: &str) -> Option<ProcStat> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    if close < open {
+        return None;
+    }
+    let fields: Vec<&str> = text[close + 1..].split_whitespace().collect();
+    // fields[0] is field 3 of the file.
+    let field = |n: usize| fields.get(n - 3).copied();
+    let mut state = field(3)?.chars();
+    let (Some(state_char), None) = (state.next(), state.next()) else {
+        return None;
+    };
+    Some(ProcStat {
+        state: state_char,
+        pgrp: field(5)?.parse().ok()?,
+        starttime: field(22)?.parse().ok()?,
+    })
+}
+
+fn read_proc_stat(pid: u32) -> Option<ProcStat> {
+    let bytes = fs::read(format!("/proc/{pid}/stat")).ok()?;
+    parse_proc_stat(&String::from_utf8_lossy(&bytes))
+}
+
+/// `/proc` facts of `pid` if it exists and is not a zombie.
+fn live_stat(pid: u32) -> Option<ProcStat> {
+    // SAFETY: signal 0 only checks that the process exists; pid > 0 is
+    // guaranteed by `parse_pid`, so this never addresses a group.
+    let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    if r != 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EPERM) {
+        return None;
+    }
+    let stat = read_proc_stat(pid)?;
+    (!matches!(stat.state, 'Z' | 'X' | 'x')).then_some(stat)
+}
+
+// ---------------------------------------------------------------------------
+// The supervisor.
+
+const USAGE: &str = "usage: job-supervise --dir DIR --time-limit SECS --grace-ms MS \
+                     [--workdir DIR] -- COMMAND [ARGS...]";
+
+/// Parsed arguments of [`supervise`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SuperviseArgs {
+    dir: PathBuf,
+    /// 0: no limit.
+    time_limit_s: u64,
+    grace: Duration,
+    workdir: Option<PathBuf>,
+    command: Vec<String>,
+}
+
+/// Parses `--dir D --time-limit S --grace-ms M [--workdir W] [--] CMD...`.
+/// The command starts after `--`, or at the first argument that is not an
+/// option (in case a front end swallowed the `--`).
+fn parse_supervise_args(args: &[String]) -> Result<SuperviseArgs, String> {
+    let mut dir = None;
+    let mut time_limit = None;
+    let mut grace = None;
+    let mut workdir = None;
+    let mut i = 0;
+    while i < args.len() {
+        let arg = args[i].as_str();
+        if arg == "--" {
+            i += 1;
+            break;
+        }
+        let slot = match arg {
+            "--dir" => &mut dir,
+            "--time-limit" => &mut time_limit,
+            "--grace-ms" => &mut grace,
+            "--workdir" => &mut workdir,
+            _ if arg.starts_with('-') => return Err(format!("unknown option `{arg}`")),
+            _ => break,
+        };
+        let value = args
+            .get(i + 1)
+            .ok_or_else(|| format!("`{arg}` needs a value"))?;
+        if slot.replace(value.clone()).is_some() {
+            return Err(format!("`{arg}` given twice"));
+        }
+        i += 2;
+    }
+    let command = args[i.min(args.len())..].to_vec();
+    if command.is_empty() || command[0].is_empty() {
+        return Err("no command to run".into());
+    }
+    let number = |name: &str, value: Option<String>| -> Result<u64, String> {
+        let value = value.ok_or_else(|| format!("`{name}` is required"))?;
+        value
+            .parse()
+            .map_err(|_| format!("`{name}`: not a non-negative integer: {value:?}"))
+    };
+    let dir = dir.ok_or("`--dir` is required")?;
+    if dir.is_empty() {
+        return Err("`--dir` is empty".into());
+    }
+    Ok(SuperviseArgs {
+        dir: PathBuf::from(dir),
+        time_limit_s: number("--time-limit", time_limit)?,
+        grace: Duration::from_millis(number("--grace-ms", grace)?),
+        workdir: workdir.filter(|w| !w.is_empty()).map(PathBuf::from),
+        command,
+    })
+}
+
+/// Entry point of the supervisor process (`gigafab job-supervise ARGS`;
+/// `args` excludes the program and sub-command names). Runs the command to
+/// its end and records it in `status.json`; returns the process exit code
+/// (0 when the record was written, 1 when it could not be, 2 on bad
+/// arguments).
+///
+/// Installs handlers for SIGTERM, SIGINT and SIGHUP (they stop the job as
+/// a cancel would), so call it only from a process of its own.
+pub fn supervise(args: &[String]) -> i32 {
+    let args = match parse_supervise_args(args) {
+        Ok(args) => args,
+        Err(e) => {
+            let _ = writeln!(io::stderr(), "gigafab job-supervise: {e}\n{USAGE}");
+            return 2;
+        }
+    };
+    let status_path = args.dir.join(STATUS_FILE);
+    if let Err(e) = write_atomic(
+        &args.dir.join(PID_FILE),
+        format!("{}\n", std::process::id()).as_bytes(),
+    ) {
+        let _ = writeln!(io::stderr(), "gigafab job-supervise: {e}");
+        // Without a pid file nobody can adopt the run; still try to
+        // leave a record.
+        let record = failed(format!("cannot write {PID_FILE}: {e}"));
+        let _ = write_record(&status_path, &record);
+        return 1;
+    }
+    install_signal_handlers();
+    let record = match open_logs(&args.dir) {
+        Ok((out, err)) => run_command(&args, out, err),
+        Err(e) => failed(e),
+    };
+    match write_record(&status_path, &record) {
+        Ok(()) => 0,
+        Err(e) => {
+            let _ = writeln!(io::stderr(), "gigafab job-supervise: {e}");
+            1
+        }
+    }
+}
+
+/// The signal that asked the supervisor to stop, 0 if none.
+static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_stop_signal(signal: libc::c_int) {
+    STOP_SIGNAL.store(signal, Ordering::SeqCst);
+}
+
+fn install_signal_handlers() {
+    for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic (async-signal-safe);
+        // the sigaction struct is fully initialised (zeroed + mask + flags).
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_stop_signal as *const () as libc::sighandler_t;
+            libc::sigemptyset(&mut action.sa_mask);
+            action.sa_flags = libc::SA_RESTART;
+            libc::sigaction(signal, &action, std::ptr::null_mut());
+        }
+    }
+}
+
+fn open_logs(dir: &Path) -> Result<(File, File), String> {
+    let open = |name: &str| {
+        let path = dir.join(name);
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))
+    };
+    Ok((open(STDOUT_LOG)?, open(STDERR_LOG)?))
+}
+
+/// Writes `bytes` to `path` through `path.tmp`, fsync and rename, so that
+/// readers see either nothing or the whole content.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let result = (|| {
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&tmp, path)?;
+        if let Some(parent) = path.parent()
+            && let Ok(dir) = File::open(parent)
+        {
+            let _ = dir.sync_all();
+        }
+        Ok::<(), io::Error>(())
+    })();
+    result.map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        format!("cannot write {}: {e}", path.display())
+    })
+}
+
+fn write_record(path: &Path, record: &ExitRecord) -> Result<(), String> {
+    let mut json = serde_json::to_vec_pretty(record).map_err(|e| e.to_string())?;
+    json.push(b'\n');
+    write_atomic(path, &json)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn failed(message: String) -> ExitRecord {
+    ExitRecord {
+        outcome: Outcome::Failed,
+        exit_code: None,
+        signal: None,
+        message,
+        ended_at_ms: now_ms(),
+    }
+}
+
+/// The record of a command that ended by itself.
+fn record_for_exit(status: ExitStatus) -> ExitRecord {
+    let (outcome, message) = match (status.code(), status.signal()) {
+        (Some(0), _) => (Outcome::Completed, "exit code 0".to_string()),
+        (Some(code), _) => (Outcome::Failed, format!("exit code {code}")),
+        (None, Some(signal)) => (Outcome::Failed, format!("killed by signal {signal}")),
+        (None, None) => (Outcome::Failed, format!("ended with status {status}")),
+    };
+    ExitRecord {
+        outcome,
+        exit_code: status.code(),
+        signal: status.signal(),
+        message,
+        ended_at_ms: now_ms(),
+    }
+}
+
+/// Why the supervisor stopped a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopReason {
+    TimeLimit(u64),
+    Cancel,
+    Signal(i32),
+}
+
+impl StopReason {
+    fn outcome(self) -> Outcome {
+        match self {
+            StopReason::TimeLimit(_) => Outcome::TimedOut,
+            StopReason::Cancel | StopReason::Signal(_) => Outcome::Cancelled,
+        }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            StopReason::TimeLimit(s) => format!("time limit of {s} s reached"),
+            StopReason::Cancel => "cancel requested".into(),
+            StopReason::Signal(n) => format!("supervisor received signal {n}"),
+        }
+    }
+}
+
+/// The record of a run the supervisor stopped.
+fn record_for_stop(
+    reason: StopReason,
+    status: Option<ExitStatus>,
+    killed_after: Option<Duration>,
+) -> ExitRecord {
+    let mut message = reason.describe();
+    if let Some(grace) = killed_after {
+        message += &format!("; killed with SIGKILL after {} ms grace", grace.as_millis());
+    }
+    ExitRecord {
+        outcome: reason.outcome(),
+        exit_code: status.and_then(|s| s.code()),
+        signal: status.and_then(|s| s.signal()),
+        message,
+        ended_at_ms: now_ms(),
+    }
+}
+
+/// Sends `signal` to the process group `pgid` (> 0).
+fn signal_group(pgid: i32, signal: libc::c_int) {
+    if pgid > 0 {
+        // SAFETY: plain syscall; a negative pid addresses the group.
+        unsafe { libc::kill(-pgid, signal) };
+    }
+}
+
+/// Whether a live (non-zombie) process is left in group `pgid`. Zombies
+/// are skipped: orphans are reaped by init, which some containers' init
+/// does late or never.
+fn group_alive(pgid: i32) -> bool {
+    if pgid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks for existence.
+    let r = unsafe { libc::kill(-pgid, 0) };
+    if r != 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EPERM) {
+        return false;
+    }
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return true;
+    };
+    entries.flatten().any(|entry| {
+        entry
+            .file_name()
+            .to_str()
+            .and_then(parse_pid)
+            .and_then(read_proc_stat)
+            .is_some_and(|s| s.pgrp == pgid && !matches!(s.state, 'Z' | 'X' | 'x'))
+    })
+}
+
+/// Appends a `gigafab:` note to stderr.log.
+fn note(log: &mut Option<File>, message: &str) {
+    if let Some(file) = log {
+        let _ = writeln!(file, "gigafab: {message}");
+    }
+}
+
+/// Whether a stop of the run was asked for, and why.
+fn stop_requested(dir: &Path, deadline: Option<Instant>, limit_s: u64) -> Option<StopReason> {
+    let signal = STOP_SIGNAL.load(Ordering::SeqCst);
+    if signal != 0 {
+        Some(StopReason::Signal(signal))
+    } else if dir.join(CANCEL_FILE).exists() {
+        Some(StopReason::Cancel)
+    } else if deadline.is_some_and(|d| Instant::now() >= d) {
+        Some(StopReason::TimeLimit(limit_s))
+    } else {
+        None
+    }
+}
+
+/// Starts the command and supervises it to its end.
+fn run_command(args: &SuperviseArgs, out: File, err: File) -> ExitRecord {
+    let mut log = err.try_clone().ok();
+    let program = &args.command[0];
+    if let Some(workdir) = &args.workdir {
+        let problem = match fs::metadata(workdir) {
+            Ok(m) if m.is_dir() => None,
+            Ok(_) => Some("not a directory".to_string()),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(problem) = problem {
+            let message = format!(
+                "cannot start `{program}`: working directory {}: {problem}",
+                workdir.display()
+            );
+            note(&mut log, &message);
+            return failed(message);
+        }
+    }
+    if let Some(reason) = stop_requested(&args.dir, None, args.time_limit_s) {
+        note(
+            &mut log,
+            &format!("{}; not starting the command", reason.describe()),
+        );
+        return record_for_stop(reason, None, None);
+    }
+
+    let started = Instant::now();
+    let mut cmd = Command::new(program);
+    cmd.args(&args.command[1..])
+        .current_dir(args.workdir.as_deref().unwrap_or(&args.dir))
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0);
+    let mut child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            let message = format!("cannot start `{program}`: {e}");
+            note(&mut log, &message);
+            return failed(message);
+        }
+    };
+    let pgid = child.id() as i32;
+    let deadline = match args.time_limit_s {
+        0 => None,
+        s => started.checked_add(Duration::from_secs(s)),
+    };
+
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                if group_alive(pgid) {
+                    note(
+                        &mut log,
+                        "the command left processes behind; sent SIGTERM to its process group",
+                    );
+                    let (_, killed) = stop_group(&mut child, Some(status), pgid, args.grace);
+                    if killed {
+                        sigkill_note(&mut log, args.grace);
+                    }
+                }
+                return record_for_exit(status);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                // Cannot happen for our own child; stop everything rather
+                // than leave a run nobody watches.
+                signal_group(pgid, libc::SIGKILL);
+                let message = format!("lost track of the command: {e}");
+                note(&mut log, &message);
+                return failed(message);
+            }
+        }
+        if let Some(reason) = stop_requested(&args.dir, deadline, args.time_limit_s) {
+            note(
+                &mut log,
+                &format!(
+                    "{}; sent SIGTERM to the job's process group",
+                    reason.describe()
+                ),
+            );
+            let (status, killed) = stop_group(&mut child, None, pgid, args.grace);
+            if killed {
+                sigkill_note(&mut log, args.grace);
+            }
+            return record_for_stop(reason, status, killed.then_some(args.grace));
+        }
+        std::thread::sleep(TICK);
+    }
+}
+
+fn sigkill_note(log: &mut Option<File>, grace: Duration) {
+    note(
+        log,
+        &format!(
+            "still running after a grace of {} ms; sent SIGKILL",
+            grace.as_millis()
+        ),
+    );
+}
+
+/// Stops process group `pgid` led by `child`: SIGTERM, then up to `grace`
+/// for the command to exit and the group to empty, then SIGKILL. `status`
+/// is the command's exit status if it was already reaped. Returns the
+/// command's exit status (if known) and whether SIGKILL was needed.
+fn stop_group(
+    child: &mut Child,
+    mut status: Option<ExitStatus>,
+    pgid: i32,
+    grace: Duration,
+) -> (Option<ExitStatus>, bool) {
+    signal_group(pgid, libc::SIGTERM);
+    let until = Instant::now().checked_add(grace);
+    let mut reaped = status.is_some();
+    loop {
+        if !reaped {
+            match child.try_wait() {
+                Ok(Some(s)) => {
+                    status = Some(s);
+                    reaped = true;
+                }
+                Ok(None) => {}
+                Err(_) => reaped = true,
+            }
+        }
+        if reaped && !group_alive(pgid) {
+            return (status, false);
+        }
+        if until.is_some_and(|u| Instant::now() >= u) {
+            signal_group(pgid, libc::SIGKILL);
+            if !reaped {
+                // In case it left the group.
+                let _ = child.kill();
+                status = child.wait().ok();
+            }
+            return (status, true);
+        }
+        std::thread::sleep(GRACE_TICK);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn proc_stat_plain() {
+        let line = "1234 (sleep) S 1 1234 1234 0 -1 4194304 100 0 0 0 0 0 0 0 20 0 1 0 \
+                    987654 8192000 200 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0";
+        let stat = parse_proc_stat(line).unwrap();
+        assert_eq!(
+            stat,
+            ProcStat {
+                state: 'S',
+                pgrp: 1234,
+                starttime: 987654
+            }
+        );
+    }
+
+    #[test]
+    fn proc_stat_comm_with_parens_and_spaces() {
+        let line = "77 (a) b (c) Z 5 6 7 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 4242 0 0 0\n";
+        let stat = parse_proc_stat(line).unwrap();
+        assert_eq!(stat.state, 'Z');
+        assert_eq!(stat.pgrp, 6);
+        assert_eq!(stat.starttime, 4242);
+        let line = "8 ()) R 1 8 8 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 99 0";
+        assert_eq!(parse_proc_stat(line).unwrap().starttime, 99);
+    }
+
+    #[test]
+    fn proc_stat_garbage() {
+        assert_eq!(parse_proc_stat(""), None);
+        assert_eq!(parse_proc_stat("12 sleep S 1 2 3"), None);
+        assert_eq!(parse_proc_stat("12 (sleep) S 1 2 3"), None, "truncated");
+        assert_eq!(parse_proc_stat(") 12 (x"), None);
+        let bad_start = "1 (x) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 nope 0";
+        assert_eq!(parse_proc_stat(bad_start), None);
+        let bad_state = "1 (x) SS 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 5 0";
+        assert_eq!(parse_proc_stat(bad_state), None);
+    }
+
+    #[test]
+    fn proc_stat_of_this_process() {
+        let stat = read_proc_stat(std::process::id()).unwrap();
+        assert!(stat.starttime > 0);
+        // SAFETY: getpgrp has no preconditions.
+        assert_eq!(stat.pgrp, unsafe { libc::getpgrp() });
+        assert!(live_stat(std::process::id()).is_some());
+    }
+
+    #[test]
+    fn handles() {
+        assert_eq!(
+            Handle::parse_str("123:456"),
+            Some(Handle {
+                pid: 123,
+                start: 456
+            })
+        );
+        assert_eq!(Handle::parse_str("123:456").unwrap().to_string(), "123:456");
+        for bad in [
+            "",
+            "123",
+            ":5",
+            "5:",
+            "0:5",
+            "-1:5",
+            "+1:5",
+            "1:-5",
+            "a:b",
+            "1:2:3",
+            " 1:2",
+            "4294967295:1",
+        ] {
+            assert_eq!(Handle::parse_str(bad), None, "{bad:?}");
+            assert!(matches!(
+                Handle::parse(7, bad),
+                Err(ExecError::BadHandle { job: 7, .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn supervise_args_full() {
+        let args = parse_supervise_args(&strings(&[
+            "--dir",
+            "/j/1",
+            "--time-limit",
+            "60",
+            "--grace-ms",
+            "300",
+            "--workdir",
+            "/w",
+            "--",
+            "sh",
+            "-c",
+            "--dir x",
+        ]))
+        .unwrap();
+        assert_eq!(
+            args,
+            SuperviseArgs {
+                dir: "/j/1".into(),
+                time_limit_s: 60,
+                grace: Duration::from_millis(300),
+                workdir: Some("/w".into()),
+                command: strings(&["sh", "-c", "--dir x"]),
+            }
+        );
+    }
+
+    #[test]
+    fn supervise_args_without_separator_or_workdir() {
+        let args = parse_supervise_args(&strings(&[
+            "--grace-ms",
+            "0",
+            "--time-limit",
+            "0",
+            "--dir",
+            "d",
+            "true",
+            "--x",
+        ]))
+        .unwrap();
+        assert_eq!(args.workdir, None);
+        assert_eq!(args.time_limit_s, 0);
+        assert_eq!(args.command, strings(&["true", "--x"]));
+    }
+
+    #[test]
+    fn supervise_args_errors() {
+        let base = ["--dir", "d", "--time-limit", "1", "--grace-ms", "1"];
+        let err = |extra: &[&str]| {
+            let mut args = strings(&base);
+            args.extend(strings(extra));
+            parse_supervise_args(&args).unwrap_err()
+        };
+        assert!(err(&["--"]).contains("no command"));
+        assert!(err(&[]).contains("no command"));
+        assert!(err(&["--", ""]).contains("no command"));
+        assert!(err(&["--bogus", "1", "--", "x"]).contains("unknown option `--bogus`"));
+        assert!(err(&["--dir", "e", "--", "x"]).contains("given twice"));
+        assert!(err(&["--workdir"]).contains("needs a value"));
+        let missing = parse_supervise_args(&strings(&["--dir", "d", "--", "x"])).unwrap_err();
+        assert!(missing.contains("`--time-limit` is required"), "{missing}");
+        let bad = parse_supervise_args(&strings(&[
+            "--dir",
+            "d",
+            "--time-limit",
+            "-1",
+            "--grace-ms",
+            "1",
+            "--",
+            "x",
+        ]))
+        .unwrap_err();
+        assert!(bad.contains("not a non-negative integer"), "{bad}");
+        assert!(parse_supervise_args(&[]).is_err());
+    }
+
+    #[test]
+    fn bad_args_return_2() {
+        assert_eq!(supervise(&strings(&["--nope"])), 2);
+        assert_eq!(supervise(&[]), 2);
+    }
+
+    #[test]
+    fn exit_records() {
+        let r = record_for_exit(ExitStatus::from_raw(0));
+        assert_eq!(
+            (r.outcome, r.exit_code, r.signal),
+            (Outcome::Completed, Some(0), None)
+        );
+        let r = record_for_exit(ExitStatus::from_raw(3 << 8));
+        assert_eq!((r.outcome, r.exit_code), (Outcome::Failed, Some(3)));
+        assert_eq!(r.message, "exit code 3");
+        let r = record_for_exit(ExitStatus::from_raw(libc::SIGSEGV));
+        assert_eq!(
+            (r.outcome, r.signal),
+            (Outcome::Failed, Some(libc::SIGSEGV))
+        );
+        assert_eq!(r.message, format!("killed by signal {}", libc::SIGSEGV));
+        let r = record_for_stop(
+            StopReason::TimeLimit(5),
+            Some(ExitStatus::from_raw(libc::SIGKILL)),
+            Some(Duration::from_millis(300)),
+        );
+        assert_eq!(r.outcome, Outcome::TimedOut);
+        assert_eq!(r.signal, Some(libc::SIGKILL));
+        assert!(r.message.starts_with("time limit of 5 s reached"));
+        assert_eq!(
+            record_for_stop(StopReason::Signal(15), None, None).outcome,
+            Outcome::Cancelled
+        );
+    }
+
+    #[test]
+    fn cmdline_match() {
+        let cmdline = b"/bin/gigafab\0job-supervise\0--dir\0/r/1\0--\0sleep\0";
+        assert!(cmdline_names_dir(cmdline, OsStr::new("/r/1")));
+        assert!(!cmdline_names_dir(cmdline, OsStr::new("/r/12")));
+        assert!(!cmdline_names_dir(b"", OsStr::new("/r/1")));
+    }
+
+    #[test]
+    fn atomic_write_and_status_round_trip() {
+        let dir = std::env::temp_dir().join(format!("gigafab-exec-unit-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let record = failed("x".into());
+        write_record(&dir.join(STATUS_FILE), &record).unwrap();
+        assert!(!dir.join(STATUS_TMP).exists());
+        assert_eq!(read_status(&dir).unwrap(), Some(record));
+        fs::write(dir.join(STATUS_FILE), "{ nope").unwrap();
+        let err = read_status(&dir).unwrap_err();
+        assert!(err.to_string().contains(STATUS_FILE), "{err}");
+        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(read_status(&dir).unwrap(), None);
+    }
+}

@@ -1,0 +1,773 @@
+//! The HTTP API (`/api/v1`): routing, auth, body parsing, and the reads
+//! that go straight to the store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use sqlx::Row;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use crate::auth::Principal;
+use crate::ctl::{Action, JOB_COLUMNS, Shared, row_to_job};
+use crate::error::ApiError;
+use crate::model::{JobEvent, JobRow, TERMINAL};
+use crate::time::{now_ms, rfc3339};
+
+/// Largest request body, bytes.
+pub const MAX_BODY: usize = 1 << 20;
+
+type AppState = Arc<Shared>;
+type ApiResult = Result<Response, ApiError>;
+
+/// Every route: (method, path, who, summary). The OpenAPI document is
+/// built from this table; a test checks that each one is routed.
+pub const ROUTES: &[(&str, &str, &str, &str)] = &[
+    ("get", "/api/v1/health", "anyone", "Liveness and store kind"),
+    ("get", "/api/v1/openapi.json", "anyone", "This document"),
+    ("get", "/api/v1/whoami", "any token", "The caller"),
+    (
+        "post",
+        "/api/v1/orgs",
+        "admin",
+        "Create an organisation {name, category}",
+    ),
+    ("get", "/api/v1/orgs", "any token", "List organisations"),
+    (
+        "post",
+        "/api/v1/projects",
+        "admin, owner",
+        "Create a project {org, name}",
+    ),
+    ("get", "/api/v1/projects", "any token", "List projects"),
+    (
+        "post",
+        "/api/v1/users",
+        "admin, owner",
+        "Create a user {name, org?, role?}; answers its token once",
+    ),
+    (
+        "get",
+        "/api/v1/users",
+        "admin, operator, owner",
+        "List users",
+    ),
+    (
+        "post",
+        "/api/v1/tokens",
+        "any token",
+        "Create a token {user?}; answers it once",
+    ),
+    (
+        "delete",
+        "/api/v1/tokens/{id}",
+        "admin, the token's user",
+        "Revoke a token",
+    ),
+    (
+        "post",
+        "/api/v1/allocations",
+        "admin",
+        "Grant an allocation {org, gpu_hours, days?, valid_from?, qos_priority?, name?}",
+    ),
+    (
+        "get",
+        "/api/v1/allocations",
+        "any token",
+        "List allocations with use so far",
+    ),
+    (
+        "get",
+        "/api/v1/allocations/{id}",
+        "any token",
+        "One allocation",
+    ),
+    (
+        "post",
+        "/api/v1/jobs",
+        "admin, owner, member",
+        "Submit a job {allocation, gpus, command, ...}",
+    ),
+    (
+        "get",
+        "/api/v1/jobs",
+        "any token",
+        "List jobs (?state, allocation, org, user, limit, after)",
+    ),
+    (
+        "get",
+        "/api/v1/jobs/{id}",
+        "any token",
+        "One job with its events",
+    ),
+    (
+        "delete",
+        "/api/v1/jobs/{id}",
+        "admin, operator, owner, the job's user",
+        "Cancel a job",
+    ),
+    (
+        "get",
+        "/api/v1/jobs/{id}/logs",
+        "any token",
+        "A job's output (?stream=stdout|stderr, offset, follow)",
+    ),
+    (
+        "get",
+        "/api/v1/fleet",
+        "any token",
+        "Nodes and accelerators",
+    ),
+    (
+        "post",
+        "/api/v1/fleet/nodes/{name}/drain",
+        "admin, operator",
+        "Drain a node",
+    ),
+    (
+        "post",
+        "/api/v1/fleet/nodes/{name}/resume",
+        "admin, operator",
+        "Resume a drained node",
+    ),
+    ("get", "/api/v1/usage", "any token", "Use per allocation"),
+    (
+        "get",
+        "/api/v1/audit",
+        "admin, operator",
+        "Audit log (?limit, after)",
+    ),
+];
+
+/// The router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/health", get(health))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/whoami", get(whoami))
+        .route("/api/v1/orgs", post(create_org).get(list_orgs))
+        .route("/api/v1/projects", post(create_project).get(list_projects))
+        .route("/api/v1/users", post(create_user).get(list_users))
+        .route("/api/v1/tokens", post(create_token))
+        .route("/api/v1/tokens/{id}", delete(revoke_token))
+        .route("/api/v1/allocations", post(create_alloc).get(list_allocs))
+        .route("/api/v1/allocations/{id}", get(get_alloc))
+        .route("/api/v1/jobs", post(submit).get(list_jobs))
+        .route("/api/v1/jobs/{id}", get(get_job).delete(cancel_job))
+        .route("/api/v1/jobs/{id}/logs", get(job_logs))
+        .route("/api/v1/fleet", get(fleet))
+        .route("/api/v1/fleet/nodes/{name}/drain", post(drain))
+        .route("/api/v1/fleet/nodes/{name}/resume", post(resume))
+        .route("/api/v1/usage", get(usage))
+        .route("/api/v1/audit", get(audit))
+        .fallback(|| async {
+            ApiError::not_found("not_found", "no such endpoint (see /api/v1/openapi.json)")
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this endpoint (see /api/v1/openapi.json)",
+            )
+        })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// The authenticated caller.
+pub struct Caller(pub Principal);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
+        let h = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| ApiError::unauthorized("missing `Authorization: Bearer <token>`"))?;
+        let token = h
+            .to_str()
+            .ok()
+            .and_then(|s| s.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or_else(|| ApiError::unauthorized("expected `Authorization: Bearer <token>`"))?;
+        state
+            .principal(token)
+            .map(Caller)
+            .ok_or_else(|| ApiError::unauthorized("unknown or revoked token"))
+    }
+}
+
+/// A JSON body with API-style errors (415, 413, 400 with line and column,
+/// 422 for a wrong or unknown field).
+pub struct Body_<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for Body_<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &AppState) -> Result<Body_<T>, ApiError> {
+        let json_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                let m = v.split(';').next().unwrap_or("").trim();
+                m.eq_ignore_ascii_case("application/json")
+            });
+        if !json_type {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "expected `Content-Type: application/json`",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    format!("the body is larger than {MAX_BODY} bytes"),
+                )
+            } else {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.body_text())
+            }
+        })?;
+        parse_body(&bytes).map(Body_)
+    }
+}
+
+/// Parses a JSON body: syntax errors are `invalid_json` (400), wrong
+/// fields `invalid_request` (422); both say where.
+pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Data => ApiError::invalid(format!("body: {e}")),
+            _ => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("malformed JSON body: {e}"),
+            ),
+        }
+    })
+}
+
+fn query_err(e: QueryRejection) -> ApiError {
+    ApiError::invalid(format!("query: {}", e.body_text()))
+}
+
+fn reply((status, v): (StatusCode, Value)) -> Response {
+    (status, Json(v)).into_response()
+}
+
+async fn health(State(s): State<AppState>) -> Json<Value> {
+    Json(
+        json!({"status": "ok", "version": env!("CARGO_PKG_VERSION"), "store": s.store.kind.as_str()}),
+    )
+}
+
+async fn openapi() -> Json<Value> {
+    Json(openapi_doc())
+}
+
+/// The OpenAPI 3.1 description of [`ROUTES`].
+pub fn openapi_doc() -> Value {
+    let mut paths = serde_json::Map::new();
+    for &(method, path, who, summary) in ROUTES {
+        let mut params = Vec::new();
+        for seg in path.split('/') {
+            if let Some(name) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                params.push(json!({"name": name, "in": "path", "required": true,
+                    "schema": {"type": if name == "id" {"integer"} else {"string"}}}));
+            }
+        }
+        let public = who == "anyone";
+        let mut opd = json!({
+            "summary": summary,
+            "description": format!("Allowed: {who}."),
+            "parameters": params,
+            "responses": {
+                "200": {"description": "OK"},
+                "201": {"description": "Created"},
+                "4XX": {"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+            },
+        });
+        if !public {
+            opd["security"] = json!([{"bearer": []}]);
+        }
+        if method == "post" {
+            opd["requestBody"] =
+                json!({"content": {"application/json": {"schema": {"type": "object"}}}});
+        }
+        let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
+        entry[method] = opd;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "gigafab control plane", "version": env!("CARGO_PKG_VERSION"),
+                 "description": "See docs/api.md for the objects and error codes."},
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Error": {"type": "object", "required": ["error", "message"],
+                "properties": {"error": {"type": "string"}, "message": {"type": "string"}}}},
+        },
+    })
+}
+
+async fn whoami(State(s): State<AppState>, Caller(p): Caller) -> Json<Value> {
+    let org = match p.org_id {
+        Some(o) => sqlx::query("SELECT name FROM orgs WHERE id = $1")
+            .bind(o)
+            .fetch_optional(&s.store.pool)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|r| r.try_get::<String, _>(0).ok()),
+        None => None,
+    };
+    Json(json!({"id": p.user_id, "user": p.name, "role": p.role.as_str(), "org": org}))
+}
+
+macro_rules! ask {
+    ($name:ident, $action:expr) => {
+        async fn $name(State(s): State<AppState>, Caller(p): Caller) -> ApiResult {
+            Ok(reply(s.ask(p, $action).await?))
+        }
+    };
+    ($name:ident, $body:ty, $action:path) => {
+        async fn $name(
+            State(s): State<AppState>,
+            Caller(p): Caller,
+            Body_(b): Body_<$body>,
+        ) -> ApiResult {
+            Ok(reply(s.ask(p, $action(b)).await?))
+        }
+    };
+}
+
+ask!(list_orgs, Action::ListOrgs);
+ask!(list_projects, Action::ListProjects);
+ask!(list_users, Action::ListUsers);
+ask!(list_allocs, Action::ListAllocs);
+ask!(usage, Action::Usage);
+ask!(fleet, Action::Fleet);
+ask!(create_org, crate::model::OrgReq, Action::CreateOrg);
+ask!(
+    create_project,
+    crate::model::ProjectReq,
+    Action::CreateProject
+);
+ask!(create_user, crate::model::UserReq, Action::CreateUser);
+ask!(create_alloc, crate::model::AllocReq, Action::CreateAlloc);
+ask!(submit, crate::model::SubmitReq, Action::Submit);
+
+async fn create_token(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    // the body is optional here
+    let req = if body.is_empty() {
+        crate::model::TokenReq::default()
+    } else {
+        let ct = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !ct.starts_with("application/json") {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "expected `Content-Type: application/json`",
+            ));
+        }
+        parse_body(&body)?
+    };
+    Ok(reply(s.ask(p, Action::CreateToken(req)).await?))
+}
+
+fn parse_id(raw: &str, what: &'static str) -> Result<i64, ApiError> {
+    raw.parse::<i64>()
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or_else(|| ApiError::not_found(what, format!("`{raw}` is not a valid id")))
+}
+
+async fn revoke_token(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let id = parse_id(&id, "not_found")?;
+    Ok(reply(s.ask(p, Action::RevokeToken(id)).await?))
+}
+
+async fn get_alloc(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let id = parse_id(&id, "allocation_not_found")?;
+    Ok(reply(s.ask(p, Action::GetAlloc(id)).await?))
+}
+
+async fn drain(State(s): State<AppState>, Caller(p): Caller, Path(n): Path<String>) -> ApiResult {
+    Ok(reply(s.ask(p, Action::Drain(n, true)).await?))
+}
+
+async fn resume(State(s): State<AppState>, Caller(p): Caller, Path(n): Path<String>) -> ApiResult {
+    Ok(reply(s.ask(p, Action::Drain(n, false)).await?))
+}
+
+/// A job visible to the caller (404 for another organisation's).
+async fn visible_job(s: &Shared, p: &Principal, id: i64) -> Result<JobRow, ApiError> {
+    let q = format!("SELECT {JOB_COLUMNS} WHERE j.id = $1");
+    let row = sqlx::query(&q)
+        .bind(id)
+        .fetch_optional(&s.store.pool)
+        .await?;
+    let job = match row {
+        Some(r) => row_to_job(&r)?,
+        None => {
+            return Err(ApiError::not_found(
+                "job_not_found",
+                format!("job {id} not found"),
+            ));
+        }
+    };
+    if !p.sees_org(job.org_id) {
+        return Err(ApiError::not_found(
+            "job_not_found",
+            format!("job {id} not found"),
+        ));
+    }
+    Ok(job)
+}
+
+async fn get_job(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let id = parse_id(&id, "job_not_found")?;
+    let job = visible_job(&s, &p, id).await?;
+    let events =
+        sqlx::query("SELECT at_ms, kind, message FROM job_events WHERE job_id = $1 ORDER BY seq")
+            .bind(id)
+            .fetch_all(&s.store.pool)
+            .await?;
+    let mut ev = Vec::with_capacity(events.len());
+    for r in &events {
+        ev.push(
+            JobEvent {
+                at_ms: r.try_get(0)?,
+                kind: r.try_get(1)?,
+                message: r.try_get(2)?,
+            }
+            .to_json(),
+        );
+    }
+    let mut v = job.to_json(now_ms());
+    v["events"] = Value::Array(ev);
+    Ok(Json(v).into_response())
+}
+
+async fn cancel_job(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let id = parse_id(&id, "job_not_found")?;
+    match s.ask(p.clone(), Action::Cancel(id)).await {
+        Ok(r) => Ok(reply(r)),
+        Err(e) if e.code == "job_not_found" => {
+            // not active: ended (409) or not there (404)
+            let job = visible_job(&s, &p, id).await?;
+            Err(ApiError::conflict(
+                "job_finished",
+                format!("job {id} has already ended ({})", job.state),
+            ))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobsQuery {
+    state: Option<String>,
+    allocation: Option<i64>,
+    org: Option<String>,
+    user: Option<String>,
+    limit: Option<i64>,
+    after: Option<i64>,
+}
+
+async fn list_jobs(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    q: Result<Query<JobsQuery>, QueryRejection>,
+) -> ApiResult {
+    let Query(q) = q.map_err(query_err)?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit: must be within 1..=1000"));
+    }
+    let mut sql = format!("SELECT {JOB_COLUMNS} WHERE 1 = 1");
+    let mut ints: Vec<i64> = Vec::new();
+    let mut texts: Vec<(usize, String)> = Vec::new();
+    let mut n = 0;
+    let mut next_param = || {
+        n += 1;
+        n
+    };
+    if !p.global() {
+        let i = next_param();
+        sql += &format!(" AND j.org_id = ${i}");
+        ints.push(p.org_id.unwrap_or(-1));
+    }
+    // parameters are bound in order: collect them as (index, value)
+    let mut binds: Vec<(usize, Result<i64, String>)> = Vec::new();
+    for (k, v) in ints.drain(..).enumerate() {
+        binds.push((k + 1, Ok(v)));
+    }
+    if let Some(st) = &q.state {
+        let ok = st == "queued" || st == "running" || TERMINAL.contains(&st.as_str());
+        if !ok {
+            return Err(ApiError::invalid(format!(
+                "state: `{st}` is not queued, running, completed, failed, timeout or cancelled"
+            )));
+        }
+        let i = next_param();
+        sql += &format!(" AND j.state = ${i}");
+        binds.push((i, Err(st.clone())));
+    }
+    if let Some(a) = q.allocation {
+        let i = next_param();
+        sql += &format!(" AND j.alloc_id = ${i}");
+        binds.push((i, Ok(a)));
+    }
+    if let Some(o) = &q.org {
+        let i = next_param();
+        sql += &format!(" AND o.name = ${i}");
+        binds.push((i, Err(o.clone())));
+    }
+    if let Some(u) = &q.user {
+        let i = next_param();
+        sql += &format!(" AND u.name = ${i}");
+        binds.push((i, Err(u.clone())));
+    }
+    if let Some(a) = q.after {
+        let i = next_param();
+        sql += &format!(" AND j.id < ${i}");
+        binds.push((i, Ok(a)));
+    }
+    let i = next_param();
+    sql += &format!(" ORDER BY j.id DESC LIMIT ${i}");
+    binds.push((i, Ok(limit)));
+    texts.clear();
+    let mut query = sqlx::query(&sql);
+    for (_, b) in binds {
+        query = match b {
+            Ok(v) => query.bind(v),
+            Err(t) => query.bind(t),
+        };
+    }
+    let rows = query.fetch_all(&s.store.pool).await?;
+    let now = now_ms();
+    let mut items = Vec::with_capacity(rows.len());
+    let mut last = None;
+    for r in &rows {
+        let j = row_to_job(r)?;
+        last = Some(j.id);
+        items.push(j.to_json(now));
+    }
+    let next = if rows.len() as i64 == limit {
+        last
+    } else {
+        None
+    };
+    Ok(Json(json!({"items": items, "next": next})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    limit: Option<i64>,
+    after: Option<i64>,
+}
+
+async fn audit(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    q: Result<Query<AuditQuery>, QueryRejection>,
+) -> ApiResult {
+    let Query(q) = q.map_err(query_err)?;
+    if !p.global() {
+        return Err(ApiError::forbidden(
+            "only an admin or operator reads the audit log",
+        ));
+    }
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit: must be within 1..=1000"));
+    }
+    let rows = sqlx::query(
+        "SELECT id, at_ms, user_name, action, object, detail FROM audit WHERE id < $1 ORDER BY id DESC LIMIT $2",
+    )
+    .bind(q.after.unwrap_or(i64::MAX))
+    .bind(limit)
+    .fetch_all(&s.store.pool)
+    .await?;
+    let mut items = Vec::new();
+    let mut last = None;
+    for r in &rows {
+        let id: i64 = r.try_get(0)?;
+        last = Some(id);
+        items.push(json!({
+            "id": id,
+            "at": rfc3339(r.try_get(1)?),
+            "user": r.try_get::<String, _>(2)?,
+            "action": r.try_get::<String, _>(3)?,
+            "object": r.try_get::<String, _>(4)?,
+            "detail": r.try_get::<String, _>(5)?,
+        }));
+    }
+    let next = if rows.len() as i64 == limit {
+        last
+    } else {
+        None
+    };
+    Ok(Json(json!({"items": items, "next": next})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogsQuery {
+    stream: Option<String>,
+    offset: Option<u64>,
+    follow: Option<bool>,
+}
+
+async fn job_logs(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    q: Result<Query<LogsQuery>, QueryRejection>,
+) -> ApiResult {
+    let Query(q) = q.map_err(query_err)?;
+    let id = parse_id(&id, "job_not_found")?;
+    let job = visible_job(&s, &p, id).await?;
+    let (out, err) = s.executor.log_paths(id);
+    let path = match q.stream.as_deref() {
+        None | Some("stdout") => out,
+        Some("stderr") => err,
+        Some(x) => {
+            return Err(ApiError::invalid(format!(
+                "stream: `{x}` is not stdout or stderr"
+            )));
+        }
+    };
+    let follow = q.follow.unwrap_or(false);
+    let offset = q.offset.unwrap_or(0);
+    let ended = TERMINAL.contains(&job.state.as_str());
+    let st = LogState {
+        shared: s.clone(),
+        id,
+        path,
+        offset,
+        file: None,
+        follow: follow && !ended,
+        done: false,
+        idle_checks: 0,
+    };
+    let stream = futures_util::stream::unfold(st, |mut st| async move {
+        let chunk = st.next_chunk().await;
+        chunk.map(|c| (Ok::<Bytes, std::io::Error>(c), st))
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+struct LogState {
+    shared: Arc<Shared>,
+    id: i64,
+    path: std::path::PathBuf,
+    offset: u64,
+    file: Option<tokio::fs::File>,
+    follow: bool,
+    done: bool,
+    idle_checks: u32,
+}
+
+impl LogState {
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            if self.done {
+                return None;
+            }
+            if self.file.is_none() {
+                match tokio::fs::File::open(&self.path).await {
+                    Ok(mut f) => {
+                        if f.seek(std::io::SeekFrom::Start(self.offset)).await.is_err() {
+                            return None;
+                        }
+                        self.file = Some(f);
+                    }
+                    Err(_) if self.follow => {}
+                    Err(_) => return None,
+                }
+            }
+            if let Some(f) = self.file.as_mut() {
+                match f.read(&mut buf).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        self.offset += n as u64;
+                        buf.truncate(n);
+                        return Some(Bytes::from(buf));
+                    }
+                    Err(_) => return None,
+                }
+            }
+            // at the end of what is written
+            if !self.follow {
+                return None;
+            }
+            self.idle_checks += 1;
+            if self.idle_checks % 2 == 0 && self.job_ended().await {
+                // drain what the job wrote last, then stop
+                self.follow = false;
+                continue;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn job_ended(&self) -> bool {
+        match sqlx::query("SELECT state FROM jobs WHERE id = $1")
+            .bind(self.id)
+            .fetch_optional(&self.shared.store.pool)
+            .await
+        {
+            Ok(Some(r)) => r
+                .try_get::<String, _>(0)
+                .map(|s| TERMINAL.contains(&s.as_str()))
+                .unwrap_or(true),
+            _ => true,
+        }
+    }
+}

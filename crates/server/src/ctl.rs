@@ -1,0 +1,2097 @@
+//! The controller: one task owns the live state (scheduler core, jobs,
+//! allocations, accounts) and is the only writer of the store.
+//!
+//! Requests reach it as commands on a channel. It takes every command that
+//! is waiting, applies them to memory, writes their effects in ONE
+//! transaction (group commit), and answers only once that transaction is
+//! durable: a 201 means the job is on disk. It then runs a scheduling pass
+//! (the same [`SchedCore`] as the digital twin, with wall-clock `now`),
+//! records the decisions, and only then starts processes through the
+//! [`Executor`]. If a commit fails, memory is rebuilt from the store, so
+//! memory never runs ahead of what is durable.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use gigafab_core::sched::AllocIdx;
+use gigafab_core::{
+    AllocationSpec, Category, Factory, JobIdx, JobSpec, JobState, Policy, Reason, SchedCore,
+    Throughputs, TypeFilter, Vendor,
+};
+use gigafab_exec::{AssignedAccel, DeviceVendor, Executor, LaunchSpec, Outcome, RunStatus};
+use serde_json::{Value, json};
+use sqlx::Row;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::auth::{Principal, Role, hash_token, new_token};
+use crate::error::ApiError;
+use crate::model::*;
+use crate::store::Store;
+use crate::time::{now_ms, parse_rfc3339, rfc3339};
+
+/// Most accelerators one job may ask for.
+pub const MAX_GPUS: i64 = 65_536;
+/// Longest time limit, seconds (30 days).
+pub const MAX_TIME_LIMIT_S: i64 = 30 * 86_400;
+/// Default time limit, seconds.
+pub const DEFAULT_TIME_LIMIT_S: i64 = 3_600;
+/// Most commands taken into one transaction.
+const MAX_BATCH: usize = 1024;
+
+/// A value bound to an SQL parameter.
+#[derive(Debug, Clone)]
+pub enum Arg {
+    I(i64),
+    F(f64),
+    S(String),
+    OI(Option<i64>),
+    OS(Option<String>),
+}
+
+/// One statement of a transaction.
+#[derive(Debug, Clone)]
+pub struct Op {
+    pub sql: &'static str,
+    pub args: Vec<Arg>,
+}
+
+/// What a request asks of the controller.
+#[derive(Debug)]
+pub enum Action {
+    Submit(SubmitReq),
+    Cancel(i64),
+    CreateOrg(OrgReq),
+    CreateProject(ProjectReq),
+    CreateUser(UserReq),
+    CreateToken(TokenReq),
+    RevokeToken(i64),
+    CreateAlloc(AllocReq),
+    Drain(String, bool),
+    ListOrgs,
+    ListProjects,
+    ListUsers,
+    ListAllocs,
+    GetAlloc(i64),
+    Usage,
+    Fleet,
+}
+
+/// A request with its caller and where to answer.
+pub struct Cmd {
+    pub who: Principal,
+    pub action: Action,
+    pub reply: oneshot::Sender<Result<(StatusCode, Value), ApiError>>,
+}
+
+/// State shared with the HTTP handlers.
+pub struct Shared {
+    pub store: Store,
+    /// Token hash -> caller (live tokens only).
+    pub tokens: RwLock<HashMap<String, Principal>>,
+    pub tx: mpsc::Sender<Cmd>,
+    pub executor: Arc<dyn Executor>,
+}
+
+impl Shared {
+    /// Sends a command and waits for its answer.
+    pub async fn ask(
+        &self,
+        who: Principal,
+        action: Action,
+    ) -> Result<(StatusCode, Value), ApiError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Cmd { who, action, reply })
+            .await
+            .map_err(|_| ApiError::unavailable("the controller has stopped"))?;
+        rx.await
+            .map_err(|_| ApiError::unavailable("the controller has stopped"))?
+    }
+
+    pub fn principal(&self, token: &str) -> Option<Principal> {
+        let h = hash_token(token);
+        self.tokens.read().ok()?.get(&h).cloned()
+    }
+}
+
+/// Controller settings.
+#[derive(Clone)]
+pub struct CtlConfig {
+    pub factory: Factory,
+    pub policy: Policy,
+    /// Longest time between scheduling passes.
+    pub tick: Duration,
+    /// Time between polls of running jobs.
+    pub poll: Duration,
+    /// First admin token (else a random one is made on first start).
+    pub bootstrap_token: Option<String>,
+}
+
+struct Org {
+    id: i64,
+    name: String,
+    category: String,
+    created_ms: i64,
+}
+
+struct Project {
+    id: i64,
+    org: i64,
+    name: String,
+}
+
+struct User {
+    id: i64,
+    name: String,
+    org: Option<i64>,
+    role: Role,
+}
+
+struct TokenRec {
+    user: i64,
+    hash: String,
+}
+
+struct Alloc {
+    id: i64,
+    org: i64,
+    name: String,
+    granted_gpu_s: f64,
+    /// Charged by ended runs.
+    used_gpu_s: f64,
+    valid_from_ms: i64,
+    valid_until_ms: i64,
+    qos: i64,
+    core: AllocIdx,
+    /// Billing-weighted accelerators running now, and the sum of
+    /// weight × accelerators × start (ms) over those runs.
+    run_rate: f64,
+    run_start_sum: f64,
+    queued: u64,
+    running: u64,
+    ended: u64,
+}
+
+impl Alloc {
+    fn used_at(&self, now: i64) -> f64 {
+        self.used_gpu_s + (self.run_rate * now as f64 - self.run_start_sum).max(0.0) / 1000.0
+    }
+    fn state(&self, now: i64) -> &'static str {
+        if now < self.valid_from_ms {
+            "pending"
+        } else if now >= self.valid_until_ms {
+            "expired"
+        } else if self.used_at(now) >= self.granted_gpu_s {
+            "exhausted"
+        } else {
+            "active"
+        }
+    }
+}
+
+struct LiveJob {
+    row: JobRow,
+    spec: StoredSpec,
+    core: JobIdx,
+    next_seq: i64,
+    /// 0 none yet, 1 waits for capacity, 2 waits for its turn, 3 window.
+    wait: u8,
+    devices: Vec<(u32, u32)>,
+    cancel_requested: bool,
+}
+
+#[derive(Default)]
+struct Ids {
+    org: i64,
+    project: i64,
+    user: i64,
+    token: i64,
+    alloc: i64,
+    job: i64,
+    audit: i64,
+}
+
+struct Pending {
+    reply: oneshot::Sender<Result<(StatusCode, Value), ApiError>>,
+    answer: Result<(StatusCode, Value), ApiError>,
+    /// Tokens that become valid once committed.
+    tokens: Vec<(String, Principal)>,
+}
+
+/// The controller's state.
+pub struct Controller {
+    cfg: CtlConfig,
+    shared: Arc<Shared>,
+    core: SchedCore,
+    orgs: BTreeMap<i64, Org>,
+    projects: BTreeMap<i64, Project>,
+    users: BTreeMap<i64, User>,
+    tokens: BTreeMap<i64, TokenRec>,
+    allocs: BTreeMap<i64, Alloc>,
+    jobs: HashMap<i64, LiveJob>,
+    core_job: Vec<i64>,
+    ids: Ids,
+    /// Per node: job using each device slot.
+    devices: Vec<Vec<Option<i64>>>,
+    node_names: Vec<String>,
+    node_by_name: HashMap<String, u32>,
+    ops: Vec<Op>,
+    pending: Vec<Pending>,
+    launches: Vec<i64>,
+    dirty: bool,
+    /// The row of the job `end_job` last ended.
+    last_ended: Option<JobRow>,
+}
+
+fn op(sql: &'static str, args: Vec<Arg>) -> Op {
+    Op { sql, args }
+}
+
+fn valid_name(s: &str, what: &str) -> Result<(), ApiError> {
+    if s.is_empty()
+        || s.len() > 64
+        || !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(ApiError::invalid(format!(
+            "{what}: `{}` is not a valid name (1-64 of A-Z a-z 0-9 - _ .)",
+            s.chars().take(80).collect::<String>()
+        )));
+    }
+    Ok(())
+}
+
+const JOB_INSERT: &str = "INSERT INTO jobs (id, org_id, user_id, alloc_id, project_id, name, spec, gpus, time_limit_s, state, reason, exit_code, submitted_ms, started_ms, ended_ms, accelerators, handle, gpu_s) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)";
+const JOB_UPDATE: &str = "UPDATE jobs SET state = $2, reason = $3, exit_code = $4, started_ms = $5, ended_ms = $6, accelerators = $7, handle = $8, gpu_s = $9, spec = $10 WHERE id = $1";
+const EVENT_INSERT: &str =
+    "INSERT INTO job_events (job_id, seq, at_ms, kind, message) VALUES ($1, $2, $3, $4, $5)";
+const AUDIT_INSERT: &str = "INSERT INTO audit (id, at_ms, user_id, user_name, action, object, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+/// Columns of a job row joined with names, in [`row_to_job`] order.
+pub const JOB_COLUMNS: &str = "j.id, j.org_id, o.name, j.user_id, u.name, j.alloc_id, j.project_id, j.name, j.spec, j.gpus, j.time_limit_s, j.state, j.reason, j.exit_code, j.submitted_ms, j.started_ms, j.ended_ms, j.accelerators, j.handle, j.gpu_s FROM jobs j JOIN orgs o ON o.id = j.org_id JOIN users u ON u.id = j.user_id";
+
+pub fn row_to_job(r: &sqlx::any::AnyRow) -> Result<JobRow, sqlx::Error> {
+    Ok(JobRow {
+        id: r.try_get(0)?,
+        org_id: r.try_get(1)?,
+        org: r.try_get(2)?,
+        user_id: r.try_get(3)?,
+        user: r.try_get(4)?,
+        alloc_id: r.try_get(5)?,
+        project_id: r.try_get(6)?,
+        name: r.try_get(7)?,
+        spec: r.try_get(8)?,
+        gpus: r.try_get(9)?,
+        time_limit_s: r.try_get(10)?,
+        state: r.try_get(11)?,
+        reason: r.try_get(12)?,
+        exit_code: r.try_get(13)?,
+        submitted_ms: r.try_get(14)?,
+        started_ms: r.try_get(15)?,
+        ended_ms: r.try_get(16)?,
+        accelerators: r.try_get(17)?,
+        handle: r.try_get(18)?,
+        gpu_s: r.try_get(19)?,
+    })
+}
+
+fn filter_label(spec: &StoredSpec) -> String {
+    let mut parts = Vec::new();
+    if !spec.types.is_empty() {
+        parts.push(spec.types.join("|"));
+    }
+    if let Some(v) = &spec.vendor {
+        parts.push(v.clone());
+    }
+    if let Some(m) = spec.min_memory_gb {
+        parts.push(format!("≥{m} GB"));
+    }
+    if parts.is_empty() {
+        "any".into()
+    } else {
+        parts.join(" ")
+    }
+}
+
+impl Controller {
+    /// Loads the state from the store (creating the first admin on an empty
+    /// store) and adopts the runs of jobs recorded as running. Returns the
+    /// controller and, on a first start without a given token, the new
+    /// admin token to show once.
+    pub async fn load(
+        cfg: CtlConfig,
+        shared: Arc<Shared>,
+    ) -> Result<(Controller, Option<String>), sqlx::Error> {
+        let policy = cfg.policy.clone();
+        let core = SchedCore::new(cfg.factory.clone(), policy, Throughputs::new());
+        let mut node_names = Vec::new();
+        let mut devices = Vec::new();
+        for p in &cfg.factory.pools {
+            for i in 0..p.nodes {
+                node_names.push(format!("{}-{}", p.name, i));
+                devices.push(vec![None; p.per_node as usize]);
+            }
+        }
+        let node_by_name = node_names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i as u32))
+            .collect();
+        let mut c = Controller {
+            cfg,
+            shared,
+            core,
+            orgs: BTreeMap::new(),
+            projects: BTreeMap::new(),
+            users: BTreeMap::new(),
+            tokens: BTreeMap::new(),
+            allocs: BTreeMap::new(),
+            jobs: HashMap::new(),
+            core_job: Vec::new(),
+            ids: Ids::default(),
+            devices,
+            node_names,
+            node_by_name,
+            ops: Vec::new(),
+            pending: Vec::new(),
+            launches: Vec::new(),
+            dirty: true,
+            last_ended: None,
+        };
+        let shown = c.load_rows().await?;
+        if !c.ops.is_empty() {
+            c.commit().await?;
+        }
+        Ok((c, shown))
+    }
+
+    async fn load_rows(&mut self) -> Result<Option<String>, sqlx::Error> {
+        let pool = self.shared.store.pool.clone();
+        let now = now_ms();
+        for r in sqlx::query("SELECT id, name, category, created_ms FROM orgs ORDER BY id")
+            .fetch_all(&pool)
+            .await?
+        {
+            let o = Org {
+                id: r.try_get(0)?,
+                name: r.try_get(1)?,
+                category: r.try_get(2)?,
+                created_ms: r.try_get(3)?,
+            };
+            self.ids.org = self.ids.org.max(o.id);
+            self.orgs.insert(o.id, o);
+        }
+        for r in sqlx::query("SELECT id, org_id, name FROM projects ORDER BY id")
+            .fetch_all(&pool)
+            .await?
+        {
+            let p = Project {
+                id: r.try_get(0)?,
+                org: r.try_get(1)?,
+                name: r.try_get(2)?,
+            };
+            self.ids.project = self.ids.project.max(p.id);
+            self.projects.insert(p.id, p);
+        }
+        for r in sqlx::query("SELECT id, name, org_id, role FROM users ORDER BY id")
+            .fetch_all(&pool)
+            .await?
+        {
+            let role: String = r.try_get(3)?;
+            let u = User {
+                id: r.try_get(0)?,
+                name: r.try_get(1)?,
+                org: r.try_get(2)?,
+                role: Role::parse(&role).unwrap_or(Role::Member),
+            };
+            self.ids.user = self.ids.user.max(u.id);
+            self.users.insert(u.id, u);
+        }
+        let mut cache = HashMap::new();
+        for r in sqlx::query("SELECT id, user_id, hash, revoked_ms FROM tokens ORDER BY id")
+            .fetch_all(&pool)
+            .await?
+        {
+            let id: i64 = r.try_get(0)?;
+            self.ids.token = self.ids.token.max(id);
+            let revoked: Option<i64> = r.try_get(3)?;
+            if revoked.is_some() {
+                continue;
+            }
+            let t = TokenRec {
+                user: r.try_get(1)?,
+                hash: r.try_get(2)?,
+            };
+            if let Some(p) = self.principal_of(t.user, id) {
+                cache.insert(t.hash.clone(), p);
+            }
+            self.tokens.insert(id, t);
+        }
+        *self.shared.tokens.write().expect("token cache") = cache;
+        for r in sqlx::query("SELECT id, org_id, name, granted_gpu_s, used_gpu_s, valid_from_ms, valid_until_ms, qos_priority FROM allocations ORDER BY id")
+            .fetch_all(&pool)
+            .await?
+        {
+            let id: i64 = r.try_get(0)?;
+            let a = self.new_alloc(
+                id,
+                r.try_get(1)?,
+                r.try_get(2)?,
+                r.try_get(3)?,
+                r.try_get(5)?,
+                r.try_get(6)?,
+                r.try_get(7)?,
+            );
+            self.allocs.insert(id, a);
+            let used: f64 = r.try_get(4)?;
+            self.allocs.get_mut(&id).expect("just added").used_gpu_s = used;
+            self.ids.alloc = self.ids.alloc.max(id);
+        }
+        for (k, r) in [
+            ("job", "SELECT COALESCE(MAX(id), 0) FROM jobs"),
+            ("audit", "SELECT COALESCE(MAX(id), 0) FROM audit"),
+        ] {
+            let v: i64 = sqlx::query(r).fetch_one(&pool).await?.try_get(0)?;
+            if k == "job" {
+                self.ids.job = v;
+            } else {
+                self.ids.audit = v;
+            }
+        }
+        for r in sqlx::query("SELECT name FROM drained_nodes")
+            .fetch_all(&pool)
+            .await?
+        {
+            let name: String = r.try_get(0)?;
+            if let Some(&n) = self.node_by_name.get(&name) {
+                self.core.drain(n);
+            }
+        }
+        // active jobs, oldest first
+        let q =
+            format!("SELECT {JOB_COLUMNS} WHERE j.state IN ('queued', 'running') ORDER BY j.id");
+        let rows = sqlx::query(&q).fetch_all(&pool).await?;
+        let mut seqs: HashMap<i64, i64> = HashMap::new();
+        for r in sqlx::query(
+            "SELECT e.job_id, MAX(e.seq) FROM job_events e JOIN jobs j ON j.id = e.job_id WHERE j.state IN ('queued', 'running') GROUP BY e.job_id",
+        )
+        .fetch_all(&pool)
+        .await?
+        {
+            seqs.insert(r.try_get(0)?, r.try_get(1)?);
+        }
+        let mut adopt = Vec::new();
+        for r in &rows {
+            let row = row_to_job(r)?;
+            let spec: StoredSpec = serde_json::from_str(&row.spec).unwrap_or_default();
+            let next_seq = seqs.get(&row.id).copied().unwrap_or(0) + 1;
+            let id = row.id;
+            let running = row.state == "running";
+            self.restore_job(row, spec, next_seq);
+            if running {
+                adopt.push(id);
+            }
+        }
+        for a in self.allocs.values() {
+            self.core.restore_usage(a.core, a.used_at(now));
+        }
+        for id in adopt {
+            self.adopt(id, now);
+        }
+        // first start: an administrator and a default allocation
+        if self.users.is_empty() {
+            return Ok(Some(self.bootstrap(now)));
+        }
+        Ok(None)
+    }
+
+    fn bootstrap(&mut self, now: i64) -> String {
+        let given = self.cfg.bootstrap_token.clone();
+        let token = given.clone().unwrap_or_else(new_token);
+        let uid = self.next_user();
+        self.users.insert(
+            uid,
+            User {
+                id: uid,
+                name: "admin".into(),
+                org: None,
+                role: Role::Admin,
+            },
+        );
+        self.ops.push(op(
+            "INSERT INTO users (id, name, org_id, role, created_ms) VALUES ($1, $2, $3, $4, $5)",
+            vec![
+                Arg::I(uid),
+                Arg::S("admin".into()),
+                Arg::OI(None),
+                Arg::S("admin".into()),
+                Arg::I(now),
+            ],
+        ));
+        let p = self.add_token(uid, &token, now).expect("user just added");
+        self.shared
+            .tokens
+            .write()
+            .expect("token cache")
+            .insert(hash_token(&token), p.clone());
+        // a default organisation and allocation so that a first job can run
+        let oid = self.next_org();
+        self.orgs.insert(
+            oid,
+            Org {
+                id: oid,
+                name: "default".into(),
+                category: "public".into(),
+                created_ms: now,
+            },
+        );
+        self.ops.push(op(
+            "INSERT INTO orgs (id, name, category, created_ms) VALUES ($1, $2, $3, $4)",
+            vec![
+                Arg::I(oid),
+                Arg::S("default".into()),
+                Arg::S("public".into()),
+                Arg::I(now),
+            ],
+        ));
+        let aid = self.next_alloc();
+        let until = now + 3650 * 86_400_000;
+        let a = self.new_alloc(aid, oid, "default".into(), 1e6 * 3600.0, now, until, 0);
+        self.insert_alloc_op(&a, now);
+        self.allocs.insert(aid, a);
+        self.audit(
+            &p,
+            now,
+            "bootstrap",
+            "user admin",
+            "first start: admin user, org default, allocation default".into(),
+        );
+        if given.is_some() {
+            String::new()
+        } else {
+            token
+        }
+    }
+
+    fn principal_of(&self, user: i64, token_id: i64) -> Option<Principal> {
+        let u = self.users.get(&user)?;
+        Some(Principal {
+            user_id: u.id,
+            name: u.name.clone(),
+            role: u.role,
+            org_id: u.org,
+            token_id,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new_alloc(
+        &mut self,
+        id: i64,
+        org: i64,
+        name: String,
+        granted_gpu_s: f64,
+        valid_from_ms: i64,
+        valid_until_ms: i64,
+        qos: i64,
+    ) -> Alloc {
+        let category = self
+            .orgs
+            .get(&org)
+            .and_then(|o| Category::parse(&o.category))
+            .unwrap_or(Category::Academia);
+        let spec = AllocationSpec {
+            id: id.to_string(),
+            tenant: org.to_string(),
+            category,
+            granted_gpu_hours: Some(granted_gpu_s / 3600.0),
+            valid_from_s: valid_from_ms as f64 / 1000.0,
+            valid_until_s: Some(valid_until_ms as f64 / 1000.0),
+            qos_priority: qos.clamp(-1_000_000, 1_000_000) as i32,
+            shares: Some((granted_gpu_s / 3600.0).max(1.0)),
+        };
+        let core = self.core.add_allocation(spec);
+        Alloc {
+            id,
+            org,
+            name,
+            granted_gpu_s,
+            used_gpu_s: 0.0,
+            valid_from_ms,
+            valid_until_ms,
+            qos,
+            core,
+            run_rate: 0.0,
+            run_start_sum: 0.0,
+            queued: 0,
+            running: 0,
+            ended: 0,
+        }
+    }
+
+    fn insert_alloc_op(&mut self, a: &Alloc, now: i64) {
+        self.ops.push(op(
+            "INSERT INTO allocations (id, org_id, name, granted_gpu_s, used_gpu_s, valid_from_ms, valid_until_ms, qos_priority, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            vec![
+                Arg::I(a.id),
+                Arg::I(a.org),
+                Arg::S(a.name.clone()),
+                Arg::F(a.granted_gpu_s),
+                Arg::F(a.used_gpu_s),
+                Arg::I(a.valid_from_ms),
+                Arg::I(a.valid_until_ms),
+                Arg::I(a.qos),
+                Arg::I(now),
+            ],
+        ));
+    }
+
+    fn next_user(&mut self) -> i64 {
+        self.ids.user += 1;
+        self.ids.user
+    }
+    fn next_org(&mut self) -> i64 {
+        self.ids.org += 1;
+        self.ids.org
+    }
+    fn next_alloc(&mut self) -> i64 {
+        self.ids.alloc += 1;
+        self.ids.alloc
+    }
+
+    fn add_token(&mut self, user: i64, token: &str, now: i64) -> Option<Principal> {
+        self.ids.token += 1;
+        let id = self.ids.token;
+        let hash = hash_token(token);
+        self.ops.push(op(
+            "INSERT INTO tokens (id, user_id, hash, created_ms, revoked_ms) VALUES ($1, $2, $3, $4, $5)",
+            vec![
+                Arg::I(id),
+                Arg::I(user),
+                Arg::S(hash.clone()),
+                Arg::I(now),
+                Arg::OI(None),
+            ],
+        ));
+        self.tokens.insert(id, TokenRec { user, hash });
+        self.principal_of(user, id)
+    }
+
+    fn audit(&mut self, who: &Principal, now: i64, action: &str, object: &str, detail: String) {
+        self.ids.audit += 1;
+        self.ops.push(op(
+            AUDIT_INSERT,
+            vec![
+                Arg::I(self.ids.audit),
+                Arg::I(now),
+                Arg::OI(Some(who.user_id)),
+                Arg::S(who.name.clone()),
+                Arg::S(action.into()),
+                Arg::S(object.into()),
+                Arg::S(detail),
+            ],
+        ));
+    }
+
+    fn event(&mut self, job: i64, now: i64, kind: &str, message: String) {
+        let Some(j) = self.jobs.get_mut(&job) else {
+            return;
+        };
+        let seq = j.next_seq;
+        j.next_seq += 1;
+        self.ops.push(op(
+            EVENT_INSERT,
+            vec![
+                Arg::I(job),
+                Arg::I(seq),
+                Arg::I(now),
+                Arg::S(kind.into()),
+                Arg::S(message),
+            ],
+        ));
+    }
+
+    fn update_job_op(&mut self, job: i64) {
+        let Some(j) = self.jobs.get(&job) else {
+            return;
+        };
+        let r = &j.row;
+        let spec = serde_json::to_string(&j.spec).unwrap_or_default();
+        self.ops.push(op(
+            JOB_UPDATE,
+            vec![
+                Arg::I(r.id),
+                Arg::S(r.state.clone()),
+                Arg::OS(r.reason.clone()),
+                Arg::OI(r.exit_code),
+                Arg::OI(r.started_ms),
+                Arg::OI(r.ended_ms),
+                Arg::OS(r.accelerators.clone()),
+                Arg::OS(r.handle.clone()),
+                Arg::F(r.gpu_s),
+                Arg::S(spec),
+            ],
+        ));
+    }
+
+    fn core_spec(&self, row: &JobRow, spec: &StoredSpec) -> JobSpec {
+        let limit = row.time_limit_s as f64;
+        JobSpec {
+            id: row.id.to_string(),
+            submit_s: row.submitted_ms as f64 / 1000.0,
+            gpus: row.gpus as u32,
+            types: TypeFilter {
+                types: spec.types.clone(),
+                vendor: spec.vendor.as_deref().and_then(Vendor::parse),
+                min_memory_gb: spec.min_memory_gb,
+            },
+            duration_s: Some(limit),
+            steps: None,
+            job_type: None,
+            time_limit_s: Some(limit),
+            tenant: Some(row.org_id.to_string()),
+            category: None,
+            priority: spec.priority,
+            preemptible: spec.preemptible,
+            checkpoint_s: None,
+            deadline_s: None,
+        }
+    }
+
+    fn restore_job(&mut self, row: JobRow, spec: StoredSpec, next_seq: i64) {
+        let Some(a) = self.allocs.get(&row.alloc_id) else {
+            return;
+        };
+        let alloc_core = a.core;
+        let cs = self.core_spec(&row, &spec);
+        let mut devices = Vec::new();
+        let idx = if row.state == "running" {
+            let labels: Vec<String> = row
+                .accelerators
+                .as_deref()
+                .and_then(|s| serde_json::from_str(s).ok())
+                .unwrap_or_default();
+            let mut counts: BTreeMap<u32, u16> = BTreeMap::new();
+            for l in &labels {
+                if let Some((n, i)) = l.rsplit_once('/')
+                    && let Some(&node) = self.node_by_name.get(n)
+                    && let Ok(i) = i.parse::<u32>()
+                    && let Some(slot) = self.devices[node as usize].get_mut(i as usize)
+                {
+                    *slot = Some(row.id);
+                    devices.push((node, i));
+                    *counts.entry(node).or_insert(0) += 1;
+                }
+            }
+            let placement: Vec<(u32, u16)> = counts.into_iter().collect();
+            let pool = placement
+                .first()
+                .map_or(0, |&(n, _)| self.core.cluster.pool_of(n));
+            let start = row.started_ms.unwrap_or(row.submitted_ms) as f64 / 1000.0;
+            let w = spec.billing_weight.unwrap_or(1.0);
+            let a = self.allocs.get_mut(&row.alloc_id).expect("checked");
+            a.running += 1;
+            a.run_rate += w * row.gpus as f64;
+            a.run_start_sum += w * row.gpus as f64 * row.started_ms.unwrap_or(0) as f64;
+            self.core
+                .restore_running(&cs, alloc_core, pool, &placement, start)
+        } else {
+            self.allocs.get_mut(&row.alloc_id).expect("checked").queued += 1;
+            self.core
+                .submit(&cs, alloc_core, row.submitted_ms as f64 / 1000.0)
+        };
+        self.map_core(idx, row.id);
+        self.jobs.insert(
+            row.id,
+            LiveJob {
+                row,
+                spec,
+                core: idx,
+                next_seq,
+                wait: 0,
+                devices,
+                cancel_requested: false,
+            },
+        );
+    }
+
+    fn map_core(&mut self, idx: JobIdx, id: i64) {
+        let i = idx as usize;
+        if self.core_job.len() <= i {
+            self.core_job.resize(i + 1, 0);
+        }
+        self.core_job[i] = id;
+    }
+
+    /// After a restart: finds the run of a job recorded as running.
+    fn adopt(&mut self, id: i64, now: i64) {
+        let handle = self.jobs.get(&id).and_then(|j| j.row.handle.clone());
+        let exec = self.shared.executor.clone();
+        match exec.adopt(id, handle.as_deref()) {
+            Ok((found, RunStatus::Running)) => {
+                if let Some(j) = self.jobs.get_mut(&id) {
+                    j.row.handle = found.or(handle);
+                }
+                self.update_job_op(id);
+                self.event(
+                    id,
+                    now,
+                    "adopted",
+                    "still running after a server restart; adopted".into(),
+                );
+            }
+            Ok((found, RunStatus::Exited(rec))) => {
+                if let Some(j) = self.jobs.get_mut(&id) {
+                    j.row.handle = found.or(handle);
+                }
+                let state = outcome_state(rec.outcome);
+                self.end_job(
+                    id,
+                    rec.ended_at_ms.min(now).max(0),
+                    state,
+                    rec.exit_code.map(i64::from),
+                    format!("{} (while the server was down)", rec.message),
+                );
+            }
+            Ok((_, RunStatus::Lost { message })) => {
+                self.end_job(id, now, "failed", None, format!("lost: {message}"));
+            }
+            Err(e) => {
+                self.end_job(id, now, "failed", None, format!("lost: {e}"));
+            }
+        }
+    }
+
+    /// Runs the controller until the channel closes.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
+        let mut batch: Vec<Cmd> = Vec::new();
+        let tick_ms = self.cfg.tick.as_millis() as i64;
+        let poll_ms = self.cfg.poll.as_millis() as i64;
+        let mut next_poll = 0i64;
+        let mut next_sched = 0i64;
+        loop {
+            let wait = if !self.ops.is_empty() || self.dirty || !self.launches.is_empty() {
+                Duration::ZERO
+            } else {
+                let now = now_ms();
+                let until = next_poll.min(next_sched) - now;
+                Duration::from_millis(until.clamp(1, tick_ms.max(1)) as u64)
+            };
+            tokio::select! {
+                biased;
+                c = rx.recv() => match c {
+                    Some(c) => batch.push(c),
+                    None => break,
+                },
+                _ = tokio::time::sleep(wait) => {}
+            }
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(c) => batch.push(c),
+                    Err(_) => break,
+                }
+            }
+            let now = now_ms();
+            for c in batch.drain(..) {
+                self.handle(c, now);
+            }
+            if now >= next_poll {
+                self.poll_runs(now);
+                next_poll = now + poll_ms;
+            }
+            if self.dirty || now >= next_sched {
+                let wake = self.schedule(now);
+                self.dirty = false;
+                next_sched = now + tick_ms;
+                if let Some(w) = wake {
+                    next_sched = next_sched.min(w.max(now + 1));
+                }
+            }
+            if self.ops.is_empty() {
+                self.answer(None);
+            } else {
+                match self.commit().await {
+                    Ok(()) => self.answer(None),
+                    Err(e) => {
+                        let err = ApiError::store(&e);
+                        self.answer(Some(err));
+                        self.launches.clear();
+                        self.reload().await;
+                        continue;
+                    }
+                }
+            }
+            self.launch_pending(now_ms());
+        }
+    }
+
+    fn answer(&mut self, err: Option<ApiError>) {
+        for p in self.pending.drain(..) {
+            match &err {
+                None => {
+                    if !p.tokens.is_empty()
+                        && let Ok(mut t) = self.shared.tokens.write()
+                    {
+                        t.extend(p.tokens);
+                    }
+                    let _ = p.reply.send(p.answer);
+                }
+                Some(e) => {
+                    let _ = p.reply.send(match p.answer {
+                        Ok(_) => Err(e.clone()),
+                        Err(x) => Err(x),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Rebuilds memory from the store after a failed commit.
+    async fn reload(&mut self) {
+        loop {
+            let cfg = self.cfg.clone();
+            match Controller::load(cfg, self.shared.clone()).await {
+                Ok((c, _)) => {
+                    *self = c;
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!("cannot reload state from the store: {e}; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    async fn commit(&mut self) -> Result<(), sqlx::Error> {
+        let ops = std::mem::take(&mut self.ops);
+        let mut tx = self.shared.store.pool.begin().await?;
+        for o in ops {
+            let mut q = sqlx::query(o.sql);
+            for a in o.args {
+                q = match a {
+                    Arg::I(v) => q.bind(v),
+                    Arg::F(v) => q.bind(v),
+                    Arg::S(v) => q.bind(v),
+                    Arg::OI(v) => q.bind(v),
+                    Arg::OS(v) => q.bind(v),
+                };
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await
+    }
+
+    fn handle(&mut self, c: Cmd, now: i64) {
+        let mark = self.ops.len();
+        let mut tokens = Vec::new();
+        let answer = self.act(&c.who, c.action, now, &mut tokens);
+        if answer.is_err() {
+            // a refused command leaves no trace
+            self.ops.truncate(mark);
+            tokens.clear();
+        }
+        self.pending.push(Pending {
+            reply: c.reply,
+            answer,
+            tokens,
+        });
+    }
+
+    fn act(
+        &mut self,
+        who: &Principal,
+        action: Action,
+        now: i64,
+        tokens: &mut Vec<(String, Principal)>,
+    ) -> Result<(StatusCode, Value), ApiError> {
+        let ok = |v: Value| Ok((StatusCode::OK, v));
+        let created = |v: Value| Ok((StatusCode::CREATED, v));
+        match action {
+            Action::Submit(req) => created(self.submit(who, req, now)?),
+            Action::Cancel(id) => ok(self.cancel(who, id, now)?),
+            Action::CreateOrg(req) => created(self.create_org(who, req, now)?),
+            Action::CreateProject(req) => created(self.create_project(who, req, now)?),
+            Action::CreateUser(req) => created(self.create_user(who, req, now, tokens)?),
+            Action::CreateToken(req) => created(self.create_token(who, req, now, tokens)?),
+            Action::RevokeToken(id) => ok(self.revoke_token(who, id, now)?),
+            Action::CreateAlloc(req) => created(self.create_alloc(who, req, now)?),
+            Action::Drain(node, drain) => ok(self.drain(who, &node, drain, now)?),
+            Action::ListOrgs => ok(json!({"items": self
+                .orgs
+                .values()
+                .filter(|o| who.sees_org(o.id))
+                .map(|o| self.org_json(o))
+                .collect::<Vec<_>>(), "next": null})),
+            Action::ListProjects => ok(json!({"items": self
+                .projects
+                .values()
+                .filter(|p| who.sees_org(p.org))
+                .map(|p| json!({"id": p.id, "org": self.org_name(p.org), "name": p.name}))
+                .collect::<Vec<_>>(), "next": null})),
+            Action::ListUsers => {
+                if who.role == Role::Member {
+                    return Err(ApiError::forbidden("members cannot list users"));
+                }
+                ok(json!({"items": self
+                    .users
+                    .values()
+                    .filter(|u| who.global() || (u.org.is_some() && u.org == who.org_id))
+                    .map(|u| self.user_json(u))
+                    .collect::<Vec<_>>(), "next": null}))
+            }
+            Action::ListAllocs => ok(json!({"items": self
+                .allocs
+                .values()
+                .filter(|a| who.sees_org(a.org))
+                .map(|a| self.alloc_json(a, now))
+                .collect::<Vec<_>>(), "next": null})),
+            Action::GetAlloc(id) => match self.allocs.get(&id) {
+                Some(a) if who.sees_org(a.org) => ok(self.alloc_json(a, now)),
+                _ => Err(ApiError::not_found(
+                    "allocation_not_found",
+                    format!("allocation {id} not found"),
+                )),
+            },
+            Action::Usage => ok(json!({"items": self
+                .allocs
+                .values()
+                .filter(|a| who.sees_org(a.org))
+                .map(|a| json!({
+                    "allocation": a.id,
+                    "name": a.name,
+                    "org": self.org_name(a.org),
+                    "granted_gpu_hours": a.granted_gpu_s / 3600.0,
+                    "used_gpu_hours": a.used_at(now) / 3600.0,
+                    "running_gpus": a.run_rate,
+                    "jobs_queued": a.queued,
+                    "jobs_running": a.running,
+                    "jobs_ended": a.ended,
+                    "state": a.state(now),
+                }))
+                .collect::<Vec<_>>()})),
+            Action::Fleet => ok(self.fleet_json()),
+        }
+    }
+
+    fn org_name(&self, id: i64) -> String {
+        self.orgs
+            .get(&id)
+            .map_or_else(String::new, |o| o.name.clone())
+    }
+
+    fn org_json(&self, o: &Org) -> Value {
+        json!({"id": o.id, "name": o.name, "category": o.category, "created_at": rfc3339(o.created_ms)})
+    }
+
+    fn user_json(&self, u: &User) -> Value {
+        json!({"id": u.id, "name": u.name, "org": u.org.map(|o| self.org_name(o)), "role": u.role.as_str()})
+    }
+
+    fn alloc_json(&self, a: &Alloc, now: i64) -> Value {
+        json!({
+            "id": a.id,
+            "org": self.org_name(a.org),
+            "name": a.name,
+            "granted_gpu_hours": a.granted_gpu_s / 3600.0,
+            "used_gpu_hours": a.used_at(now) / 3600.0,
+            "valid_from": rfc3339(a.valid_from_ms),
+            "valid_until": rfc3339(a.valid_until_ms),
+            "qos_priority": a.qos,
+            "state": a.state(now),
+        })
+    }
+
+    fn org_by_name(&self, name: &str) -> Option<i64> {
+        self.orgs.values().find(|o| o.name == name).map(|o| o.id)
+    }
+
+    fn create_org(&mut self, who: &Principal, req: OrgReq, now: i64) -> Result<Value, ApiError> {
+        if who.role != Role::Admin {
+            return Err(ApiError::forbidden("only an admin creates organisations"));
+        }
+        valid_name(&req.name, "name")?;
+        if Category::parse(&req.category).is_none() {
+            return Err(ApiError::invalid(format!(
+                "category: `{}` is not one of startup, sme, industry, academia, public",
+                req.category
+            )));
+        }
+        if self.org_by_name(&req.name).is_some() {
+            return Err(ApiError::conflict(
+                "conflict",
+                format!("an organisation named `{}` exists", req.name),
+            ));
+        }
+        let id = self.next_org();
+        let o = Org {
+            id,
+            name: req.name.clone(),
+            category: req.category.to_ascii_lowercase(),
+            created_ms: now,
+        };
+        self.ops.push(op(
+            "INSERT INTO orgs (id, name, category, created_ms) VALUES ($1, $2, $3, $4)",
+            vec![
+                Arg::I(id),
+                Arg::S(o.name.clone()),
+                Arg::S(o.category.clone()),
+                Arg::I(now),
+            ],
+        ));
+        let v = self.org_json(&o);
+        self.orgs.insert(id, o);
+        self.audit(
+            who,
+            now,
+            "create_org",
+            &format!("org {}", req.name),
+            v.to_string(),
+        );
+        Ok(v)
+    }
+
+    /// The organisation `name` if the caller may act on it (404 otherwise).
+    fn visible_org(&self, who: &Principal, name: &str) -> Result<i64, ApiError> {
+        match self.org_by_name(name) {
+            Some(o) if who.sees_org(o) => Ok(o),
+            _ => Err(ApiError::not_found(
+                "org_not_found",
+                format!("organisation `{name}` not found"),
+            )),
+        }
+    }
+
+    fn create_project(
+        &mut self,
+        who: &Principal,
+        req: ProjectReq,
+        now: i64,
+    ) -> Result<Value, ApiError> {
+        let org = self.visible_org(who, &req.org)?;
+        if !(who.role == Role::Admin || who.role == Role::Owner) {
+            return Err(ApiError::forbidden(
+                "only an admin or the organisation's owner creates projects",
+            ));
+        }
+        valid_name(&req.name, "name")?;
+        if self
+            .projects
+            .values()
+            .any(|p| p.org == org && p.name == req.name)
+        {
+            return Err(ApiError::conflict(
+                "conflict",
+                format!("project `{}` exists", req.name),
+            ));
+        }
+        self.ids.project += 1;
+        let id = self.ids.project;
+        self.ops.push(op(
+            "INSERT INTO projects (id, org_id, name, created_ms) VALUES ($1, $2, $3, $4)",
+            vec![
+                Arg::I(id),
+                Arg::I(org),
+                Arg::S(req.name.clone()),
+                Arg::I(now),
+            ],
+        ));
+        self.projects.insert(
+            id,
+            Project {
+                id,
+                org,
+                name: req.name.clone(),
+            },
+        );
+        let v = json!({"id": id, "org": req.org, "name": req.name});
+        self.audit(
+            who,
+            now,
+            "create_project",
+            &format!("project {id}"),
+            v.to_string(),
+        );
+        Ok(v)
+    }
+
+    fn create_user(
+        &mut self,
+        who: &Principal,
+        req: UserReq,
+        now: i64,
+        tokens: &mut Vec<(String, Principal)>,
+    ) -> Result<Value, ApiError> {
+        valid_name(&req.name, "name")?;
+        let role_s = req.role.as_deref().unwrap_or("member");
+        let role = Role::parse(role_s).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "role: `{role_s}` is not one of admin, operator, owner, member"
+            ))
+        })?;
+        let org = match (&req.org, role.in_org()) {
+            (Some(name), true) => Some(self.visible_org(who, name)?),
+            (None, true) => {
+                return Err(ApiError::invalid(format!(
+                    "org: a {role_s} belongs to an organisation"
+                )));
+            }
+            (Some(_), false) => {
+                return Err(ApiError::invalid(format!(
+                    "org: an {role_s} belongs to no organisation"
+                )));
+            }
+            (None, false) => None,
+        };
+        let allowed = match who.role {
+            Role::Admin => true,
+            Role::Owner => role.in_org() && org == who.org_id,
+            _ => false,
+        };
+        if !allowed {
+            return Err(ApiError::forbidden(format!(
+                "you cannot create a user with role {role_s}"
+            )));
+        }
+        if self.users.values().any(|u| u.name == req.name) {
+            return Err(ApiError::conflict(
+                "conflict",
+                format!("a user named `{}` exists", req.name),
+            ));
+        }
+        let id = self.next_user();
+        self.ops.push(op(
+            "INSERT INTO users (id, name, org_id, role, created_ms) VALUES ($1, $2, $3, $4, $5)",
+            vec![
+                Arg::I(id),
+                Arg::S(req.name.clone()),
+                Arg::OI(org),
+                Arg::S(role.as_str().into()),
+                Arg::I(now),
+            ],
+        ));
+        let u = User {
+            id,
+            name: req.name.clone(),
+            org,
+            role,
+        };
+        let mut v = self.user_json(&u);
+        self.users.insert(id, u);
+        let token = new_token();
+        let p = self.add_token(id, &token, now).expect("user just added");
+        tokens.push((hash_token(&token), p));
+        self.audit(
+            who,
+            now,
+            "create_user",
+            &format!("user {}", req.name),
+            v.to_string(),
+        );
+        v["token"] = Value::String(token);
+        Ok(v)
+    }
+
+    fn create_token(
+        &mut self,
+        who: &Principal,
+        req: TokenReq,
+        now: i64,
+        tokens: &mut Vec<(String, Principal)>,
+    ) -> Result<Value, ApiError> {
+        let target = match &req.user {
+            None => who.user_id,
+            Some(r) => {
+                let id = r
+                    .id()
+                    .ok_or_else(|| ApiError::invalid("user: expected a user id"))?;
+                let u = self.users.get(&id).filter(|u| {
+                    who.role == Role::Admin
+                        || u.id == who.user_id
+                        || (who.role == Role::Owner && u.org.is_some() && u.org == who.org_id)
+                });
+                u.ok_or_else(|| {
+                    ApiError::not_found("user_not_found", format!("user {id} not found"))
+                })?
+                .id
+            }
+        };
+        let token = new_token();
+        let p = self.add_token(target, &token, now).ok_or_else(|| {
+            ApiError::not_found("user_not_found", format!("user {target} not found"))
+        })?;
+        let tid = p.token_id;
+        tokens.push((hash_token(&token), p));
+        self.audit(
+            who,
+            now,
+            "create_token",
+            &format!("token {tid}"),
+            format!("for user {target}"),
+        );
+        Ok(json!({"id": tid, "user": target, "token": token}))
+    }
+
+    fn revoke_token(&mut self, who: &Principal, id: i64, now: i64) -> Result<Value, ApiError> {
+        let t = self
+            .tokens
+            .get(&id)
+            .filter(|t| who.role == Role::Admin || t.user == who.user_id)
+            .ok_or_else(|| ApiError::not_found("not_found", format!("token {id} not found")))?;
+        let hash = t.hash.clone();
+        self.tokens.remove(&id);
+        if let Ok(mut c) = self.shared.tokens.write() {
+            c.remove(&hash);
+        }
+        self.ops.push(op(
+            "UPDATE tokens SET revoked_ms = $2 WHERE id = $1",
+            vec![Arg::I(id), Arg::I(now)],
+        ));
+        self.audit(
+            who,
+            now,
+            "revoke_token",
+            &format!("token {id}"),
+            String::new(),
+        );
+        Ok(json!({"id": id, "revoked": true}))
+    }
+
+    fn create_alloc(
+        &mut self,
+        who: &Principal,
+        req: AllocReq,
+        now: i64,
+    ) -> Result<Value, ApiError> {
+        if who.role != Role::Admin {
+            return Err(ApiError::forbidden("only an admin grants allocations"));
+        }
+        let org = self.visible_org(who, &req.org)?;
+        if !(req.gpu_hours.is_finite() && req.gpu_hours > 0.0 && req.gpu_hours <= 1e9) {
+            return Err(ApiError::invalid("gpu_hours: must be > 0 and at most 1e9"));
+        }
+        let days = req.days.unwrap_or(365.0);
+        if !(days.is_finite() && days > 0.0 && days <= 36_500.0) {
+            return Err(ApiError::invalid("days: must be > 0 and at most 36500"));
+        }
+        let from = match &req.valid_from {
+            Some(s) => {
+                parse_rfc3339(s).map_err(|e| ApiError::invalid(format!("valid_from: {e}")))?
+            }
+            None => now,
+        };
+        let qos = req.qos_priority.unwrap_or(0);
+        if !(-1000..=1000).contains(&qos) {
+            return Err(ApiError::invalid(
+                "qos_priority: must be within -1000..=1000",
+            ));
+        }
+        let name = req
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", req.org, self.ids.alloc + 1));
+        valid_name(&name, "name")?;
+        let id = self.next_alloc();
+        let until = from + (days * 86_400_000.0) as i64;
+        let a = self.new_alloc(id, org, name, req.gpu_hours * 3600.0, from, until, qos);
+        self.insert_alloc_op(&a, now);
+        let v = self.alloc_json(&a, now);
+        self.allocs.insert(id, a);
+        self.dirty = true;
+        self.audit(
+            who,
+            now,
+            "create_allocation",
+            &format!("allocation {id}"),
+            v.to_string(),
+        );
+        Ok(v)
+    }
+
+    fn node_json(&self, n: u32) -> Value {
+        let pool_i = self.core.cluster.pool_of(n) as usize;
+        let p = &self.cfg.factory.pools[pool_i];
+        let t = self.cfg.factory.catalog.get(p.accel);
+        let (cap, free) = self.core.cluster.node_state(n);
+        let mut jobs: Vec<i64> = self.devices[n as usize].iter().flatten().copied().collect();
+        jobs.dedup();
+        let busy = self.devices[n as usize]
+            .iter()
+            .filter(|d| d.is_some())
+            .count();
+        json!({
+            "name": self.node_names[n as usize],
+            "pool": p.name,
+            "site": self.cfg.factory.sites.get(p.site).map(|s| s.name.clone()),
+            "type": t.id,
+            "vendor": t.vendor.to_string(),
+            "accelerators": p.per_node,
+            "free": free,
+            "busy": busy,
+            "down": p.per_node as i64 - cap as i64 - if self.core.is_drained(n) { 0 } else { 0 },
+            "state": if self.core.is_drained(n) { "drained" } else { "up" },
+            "jobs": jobs,
+        })
+    }
+
+    fn fleet_json(&self) -> Value {
+        let nodes: Vec<Value> = (0..self.node_names.len() as u32)
+            .map(|n| self.node_json(n))
+            .collect();
+        json!({
+            "nodes": nodes,
+            "accelerators": self.cfg.factory.accelerators(),
+            "free": self.core.cluster.free_total(),
+            "busy": self.core.busy_accelerators(),
+        })
+    }
+
+    fn drain(
+        &mut self,
+        who: &Principal,
+        node: &str,
+        drain: bool,
+        now: i64,
+    ) -> Result<Value, ApiError> {
+        if !who.global() {
+            return Err(ApiError::forbidden(
+                "only an admin or operator drains nodes",
+            ));
+        }
+        let n = *self.node_by_name.get(node).ok_or_else(|| {
+            ApiError::not_found("node_not_found", format!("node `{node}` not found"))
+        })?;
+        let was = self.core.is_drained(n);
+        if drain && !was {
+            self.core.drain(n);
+            self.ops.push(op(
+                "INSERT INTO drained_nodes (name, at_ms) VALUES ($1, $2)",
+                vec![Arg::S(node.into()), Arg::I(now)],
+            ));
+        } else if !drain && was {
+            self.core.resume(n);
+            self.ops.push(op(
+                "DELETE FROM drained_nodes WHERE name = $1",
+                vec![Arg::S(node.into())],
+            ));
+            self.dirty = true;
+        }
+        self.audit(
+            who,
+            now,
+            if drain { "drain" } else { "resume" },
+            &format!("node {node}"),
+            String::new(),
+        );
+        Ok(self.node_json(n))
+    }
+
+    fn submit(&mut self, who: &Principal, req: SubmitReq, now: i64) -> Result<Value, ApiError> {
+        if who.role == Role::Operator {
+            return Err(ApiError::forbidden("operators do not submit jobs"));
+        }
+        let alloc_id = req
+            .allocation
+            .id()
+            .ok_or_else(|| ApiError::invalid("allocation: expected an allocation id"))?;
+        let not_found = || {
+            ApiError::not_found(
+                "allocation_not_found",
+                format!("allocation {alloc_id} not found in your organisation"),
+            )
+        };
+        let a = self.allocs.get(&alloc_id).ok_or_else(not_found)?;
+        if !who.sees_org(a.org) {
+            return Err(not_found());
+        }
+        match a.state(now) {
+            "expired" => {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "allocation_expired",
+                    format!(
+                        "allocation {alloc_id} expired at {}",
+                        rfc3339(a.valid_until_ms)
+                    ),
+                ));
+            }
+            "exhausted" => {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "allocation_exhausted",
+                    format!(
+                        "allocation {alloc_id} has used {:.2} of its {:.2} GPU-hours",
+                        a.used_at(now) / 3600.0,
+                        a.granted_gpu_s / 3600.0
+                    ),
+                ));
+            }
+            _ => {}
+        }
+        let (org, alloc_core) = (a.org, a.core);
+        if !(1..=MAX_GPUS).contains(&req.gpus) {
+            return Err(ApiError::invalid(format!(
+                "gpus: {} is not within 1..={MAX_GPUS}",
+                req.gpus
+            )));
+        }
+        if req.command.is_empty() || req.command[0].is_empty() {
+            return Err(ApiError::invalid(
+                "command: needs a program (a non-empty array of strings)",
+            ));
+        }
+        let total: usize = req.command.iter().map(String::len).sum();
+        if req.command.len() > 4096 || total > 256 * 1024 {
+            return Err(ApiError::invalid(
+                "command: longer than 4096 arguments or 256 KiB",
+            ));
+        }
+        if req.command.iter().any(|a| a.contains('\0')) {
+            return Err(ApiError::invalid(
+                "command: an argument contains a NUL byte",
+            ));
+        }
+        let name = req.name.clone().unwrap_or_else(|| {
+            let p = &req.command[0];
+            p.rsplit('/').next().unwrap_or(p).chars().take(64).collect()
+        });
+        if name.len() > 128 || name.contains('\0') {
+            return Err(ApiError::invalid("name: at most 128 bytes"));
+        }
+        let limit = req.time_limit_s.unwrap_or(DEFAULT_TIME_LIMIT_S);
+        if !(1..=MAX_TIME_LIMIT_S).contains(&limit) {
+            return Err(ApiError::invalid(format!(
+                "time_limit_s: {limit} is not within 1..={MAX_TIME_LIMIT_S} (30 days)"
+            )));
+        }
+        let priority = req.priority.unwrap_or(0);
+        if !(-10_000..=10_000).contains(&priority) {
+            return Err(ApiError::invalid("priority: must be within -10000..=10000"));
+        }
+        let mut types: Vec<String> = req.types.clone().unwrap_or_default();
+        if let Some(t) = &req.type_ {
+            types.push(t.clone());
+        }
+        for t in &mut types {
+            *t = t.trim().to_ascii_lowercase();
+            if self.cfg.factory.catalog.index(t).is_none() {
+                return Err(ApiError::invalid(format!(
+                    "type: unknown accelerator type `{t}`"
+                )));
+            }
+        }
+        let vendor = match &req.vendor {
+            Some(v) => Some(
+                Vendor::parse(v)
+                    .ok_or_else(|| {
+                        ApiError::invalid(format!("vendor: `{v}` is not nvidia, amd or other"))
+                    })?
+                    .to_string(),
+            ),
+            None => None,
+        };
+        if let Some(m) = req.min_memory_gb
+            && !(m.is_finite() && m > 0.0 && m <= 100_000.0)
+        {
+            return Err(ApiError::invalid(
+                "min_memory_gb: must be > 0 and at most 100000",
+            ));
+        }
+        let env = req.env.clone().unwrap_or_default();
+        if env.len() > 256 {
+            return Err(ApiError::invalid("env: at most 256 variables"));
+        }
+        for (k, v) in &env {
+            let okk = !k.is_empty()
+                && k.len() <= 256
+                && !k.as_bytes()[0].is_ascii_digit()
+                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !okk || v.contains('\0') || v.len() > 64 * 1024 {
+                return Err(ApiError::invalid(format!(
+                    "env: bad variable `{}`",
+                    k.chars().take(64).collect::<String>()
+                )));
+            }
+            if k.starts_with("GIGAFAB_")
+                || k == "CUDA_VISIBLE_DEVICES"
+                || k == "ROCR_VISIBLE_DEVICES"
+            {
+                return Err(ApiError::invalid(format!("env: `{k}` is set by gigafab")));
+            }
+        }
+        if let Some(w) = &req.workdir
+            && (!w.starts_with('/') || w.contains('\0') || w.len() > 4096)
+        {
+            return Err(ApiError::invalid("workdir: must be an absolute path"));
+        }
+        let project_id = match &req.project {
+            Some(p) => Some(
+                self.projects
+                    .values()
+                    .find(|x| x.org == org && x.name == *p)
+                    .map(|x| x.id)
+                    .ok_or_else(|| {
+                        ApiError::not_found(
+                            "not_found",
+                            format!("project `{p}` not found in the allocation's organisation"),
+                        )
+                    })?,
+            ),
+            None => None,
+        };
+        let spec = StoredSpec {
+            command: req.command,
+            env,
+            workdir: req.workdir,
+            types,
+            vendor,
+            min_memory_gb: req.min_memory_gb,
+            priority: priority as i32,
+            preemptible: req.preemptible.unwrap_or(false),
+            project: req.project,
+            billing_weight: None,
+        };
+        self.ids.job += 1;
+        let id = self.ids.job;
+        let row = JobRow {
+            id,
+            org_id: org,
+            org: self.org_name(org),
+            user_id: who.user_id,
+            user: who.name.clone(),
+            alloc_id,
+            project_id,
+            name,
+            spec: serde_json::to_string(&spec).unwrap_or_default(),
+            gpus: req.gpus,
+            time_limit_s: limit,
+            state: "queued".into(),
+            reason: None,
+            exit_code: None,
+            submitted_ms: now,
+            started_ms: None,
+            ended_ms: None,
+            accelerators: None,
+            handle: None,
+            gpu_s: 0.0,
+        };
+        let cs = self.core_spec(&row, &spec);
+        if let Err(r) = self.core.check(&cs) {
+            self.ids.job -= 1;
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unsatisfiable",
+                format!(
+                    "no pool of this fleet can run {}×{} ({})",
+                    req.gpus,
+                    filter_label(&spec),
+                    r.code()
+                ),
+            ));
+        }
+        self.ops.push(op(
+            JOB_INSERT,
+            vec![
+                Arg::I(id),
+                Arg::I(org),
+                Arg::I(who.user_id),
+                Arg::I(alloc_id),
+                Arg::OI(project_id),
+                Arg::S(row.name.clone()),
+                Arg::S(row.spec.clone()),
+                Arg::I(row.gpus),
+                Arg::I(limit),
+                Arg::S("queued".into()),
+                Arg::OS(None),
+                Arg::OI(None),
+                Arg::I(now),
+                Arg::OI(None),
+                Arg::OI(None),
+                Arg::OS(None),
+                Arg::OS(None),
+                Arg::F(0.0),
+            ],
+        ));
+        let idx = self.core.submit(&cs, alloc_core, now as f64 / 1000.0);
+        self.map_core(idx, id);
+        let msg = format!(
+            "queued: {}×{} for {} s on allocation {alloc_id}",
+            row.gpus,
+            filter_label(&spec),
+            limit
+        );
+        let v = row.to_json(now);
+        self.jobs.insert(
+            id,
+            LiveJob {
+                row,
+                spec,
+                core: idx,
+                next_seq: 1,
+                wait: 0,
+                devices: Vec::new(),
+                cancel_requested: false,
+            },
+        );
+        self.allocs.get_mut(&alloc_id).expect("checked").queued += 1;
+        self.event(id, now, "submitted", msg);
+        self.audit(
+            who,
+            now,
+            "submit",
+            &format!("job {id}"),
+            format!("allocation {alloc_id}"),
+        );
+        self.dirty = true;
+        Ok(v)
+    }
+
+    fn cancel(&mut self, who: &Principal, id: i64, now: i64) -> Result<Value, ApiError> {
+        let Some(j) = self.jobs.get(&id) else {
+            // ended or absent: the handler tells which from the store
+            return Err(ApiError::not_found(
+                "job_not_found",
+                format!("job {id} not found"),
+            ));
+        };
+        if !who.sees_org(j.row.org_id) {
+            return Err(ApiError::not_found(
+                "job_not_found",
+                format!("job {id} not found"),
+            ));
+        }
+        let allowed = match who.role {
+            Role::Admin | Role::Operator | Role::Owner => true,
+            Role::Member => j.row.user_id == who.user_id,
+        };
+        if !allowed {
+            return Err(ApiError::forbidden("members cancel only their own jobs"));
+        }
+        let core_idx = j.core;
+        let queued = j.row.state == "queued";
+        let handle = j.row.handle.clone();
+        let first = !j.cancel_requested;
+        self.audit(who, now, "cancel", &format!("job {id}"), String::new());
+        if queued {
+            self.core.withdraw(core_idx, now as f64 / 1000.0);
+            self.end_job(
+                id,
+                now,
+                "cancelled",
+                None,
+                format!("cancelled by {}", who.name),
+            );
+            self.dirty = true;
+            let mut row = self.last_ended.take().expect("just ended");
+            row.reason = Some(format!("cancelled by {}", who.name));
+            return Ok(row.to_json(now));
+        }
+        if let Some(j) = self.jobs.get_mut(&id) {
+            j.cancel_requested = true;
+        }
+        if first {
+            if let Some(h) = &handle {
+                if let Err(e) = self.shared.executor.cancel(id, h) {
+                    tracing::warn!("job {id}: cancel: {e}");
+                }
+            }
+            self.event(
+                id,
+                now,
+                "cancel_requested",
+                format!("cancel requested by {}; stopping", who.name),
+            );
+        }
+        let j = &self.jobs[&id];
+        Ok(j.row.to_json(now))
+    }
+}
+
+fn outcome_state(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Completed => "completed",
+        Outcome::Failed => "failed",
+        Outcome::TimedOut => "timeout",
+        Outcome::Cancelled => "cancelled",
+    }
+}
+
+impl Controller {
+    /// Ends an active job: frees its accelerators, charges its allocation,
+    /// records the state and an event, and forgets it.
+    fn end_job(&mut self, id: i64, now: i64, state: &str, exit_code: Option<i64>, message: String) {
+        let Some(j) = self.jobs.get(&id) else {
+            return;
+        };
+        let was_running = j.row.state == "running";
+        let core_state = match state {
+            "completed" => JobState::Completed,
+            "timeout" => JobState::TimedOut,
+            "cancelled" => JobState::Cancelled,
+            _ => JobState::Failed,
+        };
+        let core_idx = j.core;
+        if was_running {
+            self.core.end_run(core_idx, now as f64 / 1000.0, core_state);
+        }
+        let kind = match state {
+            "completed" => "finished",
+            s => s,
+        };
+        self.event(id, now, kind, message.clone());
+        let j = self.jobs.get_mut(&id).expect("checked");
+        let devices = std::mem::take(&mut j.devices);
+        let w = j.spec.billing_weight.unwrap_or(1.0);
+        let (gpus, alloc_id) = (j.row.gpus as f64, j.row.alloc_id);
+        let started = j.row.started_ms;
+        if was_running && let Some(s) = started {
+            j.row.gpu_s = w * gpus * (now - s).max(0) as f64 / 1000.0;
+        }
+        j.row.state = state.into();
+        j.row.exit_code = exit_code;
+        j.row.ended_ms = Some(now);
+        j.row.reason = Some(message);
+        let charged = j.row.gpu_s;
+        for (n, i) in devices {
+            if let Some(d) = self.devices[n as usize].get_mut(i as usize) {
+                *d = None;
+            }
+        }
+        self.update_job_op(id);
+        if let Some(a) = self.allocs.get_mut(&alloc_id) {
+            if was_running {
+                a.running = a.running.saturating_sub(1);
+                a.run_rate = (a.run_rate - w * gpus).max(0.0);
+                a.run_start_sum =
+                    (a.run_start_sum - w * gpus * started.unwrap_or(0) as f64).max(0.0);
+                if a.running == 0 {
+                    a.run_rate = 0.0;
+                    a.run_start_sum = 0.0;
+                }
+                a.used_gpu_s += charged;
+            } else {
+                a.queued = a.queued.saturating_sub(1);
+            }
+            a.ended += 1;
+            let (aid, used) = (a.id, a.used_gpu_s);
+            self.ops.push(op(
+                "UPDATE allocations SET used_gpu_s = $2 WHERE id = $1",
+                vec![Arg::I(aid), Arg::F(used)],
+            ));
+        }
+        self.last_ended = self.jobs.remove(&id).map(|j| j.row);
+        self.dirty = true;
+    }
+
+    /// Asks the executor how running jobs are doing.
+    fn poll_runs(&mut self, now: i64) {
+        let exec = self.shared.executor.clone();
+        let running: Vec<(i64, String)> = self
+            .jobs
+            .values()
+            .filter(|j| j.row.state == "running")
+            .filter_map(|j| j.row.handle.clone().map(|h| (j.row.id, h)))
+            .collect();
+        for (id, h) in running {
+            match exec.poll(id, &h) {
+                Ok(RunStatus::Running) => {}
+                Ok(RunStatus::Exited(rec)) => {
+                    let state = outcome_state(rec.outcome);
+                    let msg = match rec.outcome {
+                        Outcome::Completed => "exit code 0".to_string(),
+                        _ => rec.message.clone(),
+                    };
+                    self.end_job(id, now, state, rec.exit_code.map(i64::from), msg);
+                }
+                Ok(RunStatus::Lost { message }) => {
+                    self.end_job(id, now, "failed", None, format!("lost: {message}"));
+                }
+                Err(e) => {
+                    self.end_job(id, now, "failed", None, format!("lost: {e}"));
+                }
+            }
+        }
+    }
+
+    /// One scheduling pass: the core decides, memory and the store follow,
+    /// launches wait for the commit. Returns the core's wake-up time (ms).
+    fn schedule(&mut self, now: i64) -> Option<i64> {
+        let now_s = now as f64 / 1000.0;
+        let dec = self.core.schedule(now_s).clone();
+        for &(j, r) in &dec.cancelled {
+            let id = self.core_job.get(j as usize).copied().unwrap_or(0);
+            let msg = match r {
+                Reason::AllocationExhausted => "allocation exhausted while waiting",
+                Reason::AllocationExpired => "allocation expired while waiting",
+                _ => "refused by the scheduler",
+            };
+            self.end_job(id, now, "cancelled", None, format!("{msg} ({})", r.code()));
+        }
+        for &j in &dec.started {
+            let id = self.core_job.get(j as usize).copied().unwrap_or(0);
+            self.start_job(id, j, now);
+        }
+        for &(j, _) in &dec.preempted {
+            // preemption is off in the live server (see docs/server.md)
+            tracing::warn!("unexpected preemption of job index {j}");
+        }
+        self.record_waits(now);
+        dec.wakeup.map(|w| (w * 1000.0) as i64)
+    }
+
+    fn start_job(&mut self, id: i64, j: JobIdx, now: i64) {
+        let placement = self.core.jobs[j as usize].placement.clone();
+        let pool = self.core.jobs[j as usize].run_pool as usize;
+        let p = &self.cfg.factory.pools[pool];
+        let t = self.cfg.factory.catalog.get(p.accel);
+        let weight = t.billing_weight;
+        let mut devices = Vec::new();
+        for &(n, c) in &placement {
+            let mut left = c;
+            for (i, d) in self.devices[n as usize].iter_mut().enumerate() {
+                if left == 0 {
+                    break;
+                }
+                if d.is_none() {
+                    *d = Some(id);
+                    devices.push((n, i as u32));
+                    left -= 1;
+                }
+            }
+        }
+        let labels: Vec<String> = devices
+            .iter()
+            .map(|&(n, i)| format!("{}/{}", self.node_names[n as usize], i))
+            .collect();
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        job.devices = devices;
+        job.row.state = "running".into();
+        job.row.started_ms = Some(now);
+        job.row.reason = None;
+        job.row.accelerators = Some(serde_json::to_string(&labels).unwrap_or_default());
+        job.spec.billing_weight = Some(weight);
+        let gpus = job.row.gpus as f64;
+        let alloc_id = job.row.alloc_id;
+        if let Some(a) = self.allocs.get_mut(&alloc_id) {
+            a.queued = a.queued.saturating_sub(1);
+            a.running += 1;
+            a.run_rate += weight * gpus;
+            a.run_start_sum += weight * gpus * now as f64;
+        }
+        self.update_job_op(id);
+        self.event(
+            id,
+            now,
+            "started",
+            format!("started on {}", labels.join(", ")),
+        );
+        self.launches.push(id);
+    }
+
+    /// Records why queued jobs wait, when that changes.
+    fn record_waits(&mut self, now: i64) {
+        let order: Vec<JobIdx> = self.core.queue_order().to_vec();
+        let policy = self.cfg.policy.kind.name();
+        for (pos, &j) in order.iter().enumerate() {
+            let Some(&id) = self.core_job.get(j as usize) else {
+                continue;
+            };
+            let Some(job) = self.jobs.get(&id) else {
+                continue;
+            };
+            let a = &self.allocs[&job.row.alloc_id];
+            let (kind, msg) = if now < a.valid_from_ms {
+                (
+                    3u8,
+                    format!(
+                        "waiting: allocation {} starts at {}",
+                        a.id,
+                        rfc3339(a.valid_from_ms)
+                    ),
+                )
+            } else if !self.core.fits_now(j) {
+                (
+                    1,
+                    format!(
+                        "waiting: no {}×{} gang free",
+                        job.row.gpus,
+                        filter_label(&job.spec)
+                    ),
+                )
+            } else {
+                (
+                    2,
+                    format!("waiting: priority ({policy} order; {pos} jobs ahead)"),
+                )
+            };
+            if job.wait != kind {
+                let job = self.jobs.get_mut(&id).expect("present");
+                job.wait = kind;
+                job.row.reason = Some(msg.clone());
+                self.update_job_op(id);
+                self.event(id, now, "waiting", msg);
+            }
+        }
+    }
+
+    /// Starts the processes of jobs whose start is now durable.
+    fn launch_pending(&mut self, now: i64) {
+        let exec = self.shared.executor.clone();
+        for id in std::mem::take(&mut self.launches) {
+            let Some(j) = self.jobs.get(&id) else {
+                continue;
+            };
+            let accels: Vec<AssignedAccel> = j
+                .devices
+                .iter()
+                .map(|&(n, i)| {
+                    let p = &self.cfg.factory.pools[self.core.cluster.pool_of(n) as usize];
+                    let vendor = match self.cfg.factory.catalog.get(p.accel).vendor {
+                        Vendor::Nvidia => DeviceVendor::Nvidia,
+                        Vendor::Amd => DeviceVendor::Amd,
+                        Vendor::Other => DeviceVendor::Other,
+                    };
+                    AssignedAccel {
+                        node: self.node_names[n as usize].clone(),
+                        index: i,
+                        vendor,
+                    }
+                })
+                .collect();
+            let spec = LaunchSpec {
+                job_id: id,
+                command: j.spec.command.clone(),
+                env: j
+                    .spec
+                    .env
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                accelerators: accels,
+                time_limit_s: j.row.time_limit_s as u64,
+                workdir: j.spec.workdir.as_ref().map(Into::into),
+            };
+            match exec.launch(&spec) {
+                Ok(h) => {
+                    if let Some(j) = self.jobs.get_mut(&id) {
+                        j.row.handle = Some(h);
+                    }
+                    self.update_job_op(id);
+                    if self.jobs.get(&id).is_some_and(|j| j.cancel_requested)
+                        && let Some(h) = self.jobs[&id].row.handle.clone()
+                    {
+                        let _ = exec.cancel(id, &h);
+                    }
+                }
+                Err(e) => {
+                    self.end_job(id, now, "failed", None, format!("cannot launch: {e}"));
+                }
+            }
+        }
+    }
+}

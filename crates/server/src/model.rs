@@ -1,0 +1,228 @@
+//! Rows of the store, request bodies and their JSON views.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::time::rfc3339;
+
+/// A job as the `jobs` table holds it (plus the names joined in).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRow {
+    pub id: i64,
+    pub org_id: i64,
+    pub org: String,
+    pub user_id: i64,
+    pub user: String,
+    pub alloc_id: i64,
+    pub project_id: Option<i64>,
+    pub name: String,
+    /// JSON of [`StoredSpec`].
+    pub spec: String,
+    pub gpus: i64,
+    pub time_limit_s: i64,
+    pub state: String,
+    pub reason: Option<String>,
+    pub exit_code: Option<i64>,
+    pub submitted_ms: i64,
+    pub started_ms: Option<i64>,
+    pub ended_ms: Option<i64>,
+    /// JSON array of `node/index` labels.
+    pub accelerators: Option<String>,
+    pub handle: Option<String>,
+    /// Billing-weighted accelerator-seconds charged (ended runs).
+    pub gpu_s: f64,
+}
+
+/// The parts of a submission kept as JSON in `jobs.spec`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StoredSpec {
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub workdir: Option<String>,
+    #[serde(default)]
+    pub types: Vec<String>,
+    #[serde(default)]
+    pub vendor: Option<String>,
+    #[serde(default)]
+    pub min_memory_gb: Option<f64>,
+    #[serde(default)]
+    pub priority: i32,
+    #[serde(default)]
+    pub preemptible: bool,
+    #[serde(default)]
+    pub project: Option<String>,
+    /// Billing weight of the pool the job runs on (set at start).
+    #[serde(default)]
+    pub billing_weight: Option<f64>,
+}
+
+/// `allocation` of a submission: a number or a numeric string.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum IdRef {
+    Num(i64),
+    Text(String),
+}
+
+impl IdRef {
+    pub fn id(&self) -> Option<i64> {
+        match self {
+            IdRef::Num(n) => Some(*n),
+            IdRef::Text(s) => s.trim().parse().ok(),
+        }
+    }
+}
+
+/// Body of `POST /jobs`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitReq {
+    pub allocation: IdRef,
+    pub gpus: i64,
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub project: Option<String>,
+    #[serde(default, rename = "type")]
+    pub type_: Option<String>,
+    #[serde(default)]
+    pub types: Option<Vec<String>>,
+    #[serde(default)]
+    pub vendor: Option<String>,
+    #[serde(default)]
+    pub min_memory_gb: Option<f64>,
+    #[serde(default)]
+    pub time_limit_s: Option<i64>,
+    #[serde(default)]
+    pub priority: Option<i64>,
+    #[serde(default)]
+    pub preemptible: Option<bool>,
+    #[serde(default)]
+    pub env: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub workdir: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrgReq {
+    pub name: String,
+    pub category: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectReq {
+    pub org: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserReq {
+    pub name: String,
+    #[serde(default)]
+    pub org: Option<String>,
+    #[serde(default)]
+    pub role: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenReq {
+    #[serde(default)]
+    pub user: Option<IdRef>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllocReq {
+    pub org: String,
+    pub gpu_hours: f64,
+    #[serde(default)]
+    pub days: Option<f64>,
+    #[serde(default)]
+    pub valid_from: Option<String>,
+    #[serde(default)]
+    pub qos_priority: Option<i64>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// Job states at the API.
+pub const TERMINAL: [&str; 4] = ["completed", "failed", "timeout", "cancelled"];
+
+fn opt_time(ms: Option<i64>) -> Value {
+    ms.map_or(Value::Null, |m| Value::String(rfc3339(m)))
+}
+
+impl JobRow {
+    /// Accelerator-hours charged so far (billing-weighted), at `now_ms`.
+    pub fn gpu_hours(&self, now_ms: i64) -> f64 {
+        if self.state == "running"
+            && let Some(s) = self.started_ms
+        {
+            let w = serde_json::from_str::<StoredSpec>(&self.spec)
+                .ok()
+                .and_then(|s| s.billing_weight)
+                .unwrap_or(1.0);
+            return self.gpus as f64 * w * (now_ms - s).max(0) as f64 / 3.6e6;
+        }
+        self.gpu_s / 3600.0
+    }
+
+    /// The job's JSON view.
+    pub fn to_json(&self, now_ms: i64) -> Value {
+        let spec: StoredSpec = serde_json::from_str(&self.spec).unwrap_or_default();
+        let accels: Vec<String> = self
+            .accelerators
+            .as_deref()
+            .and_then(|a| serde_json::from_str(a).ok())
+            .unwrap_or_default();
+        json!({
+            "id": self.id,
+            "name": self.name,
+            "org": self.org,
+            "project": spec.project,
+            "user": self.user,
+            "allocation": self.alloc_id,
+            "gpus": self.gpus,
+            "accelerator": {
+                "types": spec.types,
+                "vendor": spec.vendor,
+                "min_memory_gb": spec.min_memory_gb,
+            },
+            "command": spec.command,
+            "time_limit_s": self.time_limit_s,
+            "priority": spec.priority,
+            "preemptible": spec.preemptible,
+            "state": self.state,
+            "reason": self.reason,
+            "exit_code": self.exit_code,
+            "submitted_at": rfc3339(self.submitted_ms),
+            "started_at": opt_time(self.started_ms),
+            "ended_at": opt_time(self.ended_ms),
+            "accelerators": accels,
+            "gpu_hours": self.gpu_hours(now_ms),
+        })
+    }
+}
+
+/// One line of a job's history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobEvent {
+    pub at_ms: i64,
+    pub kind: String,
+    pub message: String,
+}
+
+impl JobEvent {
+    pub fn to_json(&self) -> Value {
+        json!({"at": rfc3339(self.at_ms), "kind": self.kind, "message": self.message})
+    }
+}

@@ -1,0 +1,121 @@
+//! The durable store: SQLite (embedded default) or PostgreSQL, one schema
+//! through the migrations in `migrations/`, one SQL dialect (`$n`
+//! parameters, BIGINT, TEXT, DOUBLE PRECISION) that both understand.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+
+/// Which database is behind the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Sqlite,
+    Postgres,
+}
+
+impl StoreKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreKind::Sqlite => "sqlite",
+            StoreKind::Postgres => "postgres",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unsupported database URL `{0}` (use sqlite://PATH or postgres://...)")]
+    Url(String),
+    #[error("cannot open the database {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("cannot migrate the database schema: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database: {0}")]
+    Sql(#[from] sqlx::Error),
+}
+
+/// A connection pool and what it talks to.
+#[derive(Clone)]
+pub struct Store {
+    pub pool: AnyPool,
+    pub kind: StoreKind,
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// URL of the embedded database in `data_dir`.
+pub fn sqlite_url(data_dir: &Path) -> String {
+    format!(
+        "sqlite://{}?mode=rwc",
+        data_dir.join("gigafab.db").display()
+    )
+}
+
+/// Hides a password in a URL for messages.
+pub fn redact(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://")
+        && let Some((cred, host)) = rest.rsplit_once('@')
+    {
+        let user = cred.split(':').next().unwrap_or("");
+        return format!("{scheme}://{user}:***@{host}");
+    }
+    url.to_string()
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the database at `url`.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let kind = if url.starts_with("sqlite:") {
+            StoreKind::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            StoreKind::Postgres
+        } else {
+            return Err(StoreError::Url(redact(url)));
+        };
+        let opts = AnyConnectOptions::from_str(url).map_err(|e| StoreError::Connect {
+            url: redact(url),
+            source: e,
+        })?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(if kind == StoreKind::Sqlite { 4 } else { 8 })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if kind == StoreKind::Sqlite {
+                        // durable commits: the WAL is synced at every commit
+                        conn.execute(
+                            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; \
+                             PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(opts)
+            .await
+            .map_err(|e| StoreError::Connect {
+                url: redact(url),
+                source: e,
+            })?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Store { pool, kind })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
+    }
+}
