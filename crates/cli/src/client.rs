@@ -16,14 +16,13 @@ use std::path::PathBuf;
 
 /// Connection options shared by every client command.
 #[derive(Args, Clone, Debug, Default)]
-#[command(next_help_heading = "Connection")]
 pub struct Conn {
     /// URL of the gigafab server [env: GIGAFAB_SERVER] [default:
     /// http://127.0.0.1:8080].
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", help_heading = "Connection")]
     server: Option<String>,
     /// API token (`gf_...`) [env: GIGAFAB_TOKEN].
-    #[arg(long, value_name = "TOKEN")]
+    #[arg(long, value_name = "TOKEN", help_heading = "Connection")]
     token: Option<String>,
 }
 
@@ -429,7 +428,9 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
         Some((k, v)) if !k.is_empty() && !k.contains(char::is_whitespace) => {
             Ok((k.to_string(), v.to_string()))
         }
-        Some(_) => Err(format!("'{s}': the variable name before '=' is empty or has spaces")),
+        Some(_) => Err(format!(
+            "'{s}': the variable name before '=' is empty or has spaces"
+        )),
         None => Err(format!("'{s}' is not K=V")),
     }
 }
@@ -558,10 +559,9 @@ fn user_body(name: &str, org: Option<&str>, role: Role) -> Result<Value> {
     let mut body = json!({ "name": name, "role": name_of(&role) });
     match org {
         Some(o) => body["org"] = json!(o),
-        None if matches!(role, Role::Owner | Role::Member) => bail!(
-            "--org is required for a user with role {}",
-            name_of(&role)
-        ),
+        None if matches!(role, Role::Owner | Role::Member) => {
+            bail!("--org is required for a user with role {}", name_of(&role))
+        }
         None => {}
     }
     Ok(body)
@@ -624,7 +624,9 @@ async fn token(c: TokenCmd) -> Result<()> {
         }
         TokenCmd::Revoke { id, g } => {
             let r = g.conn.api()?.delete(&["tokens", &id.to_string()]).await?;
-            show(&g, &r, |v| format!("revoked token {}\n", fmt::text(&v["id"])))
+            show(&g, &r, |v| {
+                format!("revoked token {}\n", fmt::text(&v["id"]))
+            })
         }
     }
 }
@@ -675,7 +677,11 @@ async fn alloc(c: AllocCmd) -> Result<()> {
             show(&g, &r, |v| format!("{}\n", fmt::text(&v["id"])))
         }
         AllocCmd::List(a) => {
-            let r = a.g.conn.api()?.get_list(&["allocations"], &[], true).await?;
+            let r =
+                a.g.conn
+                    .api()?
+                    .get_list(&["allocations"], &[], true)
+                    .await?;
             show(&a.g, &r, |v| render::allocations(items(v)))
         }
     }
@@ -748,11 +754,7 @@ fn submit_body(a: &SubmitArgs, allocation: &Value, workdir: Option<String>) -> V
         b.insert("preemptible".into(), json!(true));
     }
     if !a.env.is_empty() {
-        let env: Map<String, Value> = a
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), json!(v)))
-            .collect();
+        let env: Map<String, Value> = a.env.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
         b.insert("env".into(), Value::Object(env));
     }
     if let Some(w) = workdir {
@@ -794,7 +796,10 @@ async fn submit(a: SubmitArgs) -> Result<()> {
     if let Some(p) = picked
         && a.g.output == Format::Table
     {
-        note(&format!("charging allocation {}", render::allocation_brief(&p)));
+        note(&format!(
+            "charging allocation {}",
+            render::allocation_brief(&p)
+        ));
     }
     show(&a.g, &r, |v| {
         format!(
@@ -829,12 +834,11 @@ fn jobs_query(a: &JobsArgs) -> Vec<(&'static str, String)> {
 }
 
 async fn jobs(a: JobsArgs) -> Result<()> {
-    let r = a
-        .g
-        .conn
-        .api()?
-        .get_list(&["jobs"], &jobs_query(&a), a.all)
-        .await?;
+    let r =
+        a.g.conn
+            .api()?
+            .get_list(&["jobs"], &jobs_query(&a), a.all)
+            .await?;
     show(&a.g, &r, |v| render::jobs(items(v)))?;
     if a.g.output == Format::Table && !a.all && http::next_cursor(&r.value).is_some() {
         note("more jobs: --all lists every page, --limit N lists more per page");
@@ -843,7 +847,11 @@ async fn jobs(a: JobsArgs) -> Result<()> {
 }
 
 async fn job(a: JobArgs) -> Result<()> {
-    let r = a.g.conn.api()?.get(&["jobs", &a.id.to_string()], &[]).await?;
+    let r =
+        a.g.conn
+            .api()?
+            .get(&["jobs", &a.id.to_string()], &[])
+            .await?;
     show(&a.g, &r, render::job_detail)
 }
 
@@ -878,7 +886,10 @@ async fn cancel(a: CancelArgs) -> Result<()> {
         }
     }
     if a.g.output == Format::Json {
-        emit(&format!("{}\n", fmt::pretty_json(&format!("[{}]", raws.join(",")))))?;
+        emit(&format!(
+            "{}\n",
+            fmt::pretty_json(&format!("[{}]", raws.join(",")))
+        ))?;
     }
     if failed > 0 {
         bail!("{failed} of {} cancels failed", a.ids.len());
@@ -1010,7 +1021,11 @@ mod tests {
                 if s.get_name() == "help" {
                     continue;
                 }
-                assert!(s.get_about().is_some(), "{path} {} has no doc comment", s.get_name());
+                assert!(
+                    s.get_about().is_some(),
+                    "{path} {} has no doc comment",
+                    s.get_name()
+                );
                 walk(s, &format!("{path} {}", s.get_name()));
             }
         }
@@ -1029,10 +1044,35 @@ mod tests {
     #[test]
     fn submit_parses_into_the_contract_body() {
         let a = submit_args(&[
-            "--gpus", "2", "--type", "h100", "--vendor", "nvidia", "--min-mem", "80",
-            "--time", "1h30m", "--name", "train", "--project", "llm", "--priority", "-3",
-            "--preemptible", "--env", "A=1", "--env", "B=x=y", "--output", "json", "--",
-            "python", "-u", "train.py", "--lr", "3e-4",
+            "--gpus",
+            "2",
+            "--type",
+            "h100",
+            "--vendor",
+            "nvidia",
+            "--min-mem",
+            "80",
+            "--time",
+            "1h30m",
+            "--name",
+            "train",
+            "--project",
+            "llm",
+            "--priority",
+            "-3",
+            "--preemptible",
+            "--env",
+            "A=1",
+            "--env",
+            "B=x=y",
+            "--output",
+            "json",
+            "--",
+            "python",
+            "-u",
+            "train.py",
+            "--lr",
+            "3e-4",
         ]);
         assert_eq!(a.g.output, Format::Json);
         let b = submit_body(&a, &json!(3), Some("/w".into()));
@@ -1067,7 +1107,9 @@ mod tests {
             all.extend_from_slice(bad);
             assert!(parse(&all).is_err(), "{bad:?} parsed");
         }
-        let e = parse(&["submit", "--time", "1h30", "--", "a"]).unwrap_err().to_string();
+        let e = parse(&["submit", "--time", "1h30", "--", "a"])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("has no unit"), "{e}");
     }
 
@@ -1078,7 +1120,10 @@ mod tests {
             other => panic!("{other:?}"),
         }
         match parse(&["fleet", "drain", "n1", "--server", "http://x:1"]).unwrap() {
-            ClientCmd::Fleet(FleetArgs { cmd: Some(FleetCmd::Drain(n)), .. }) => {
+            ClientCmd::Fleet(FleetArgs {
+                cmd: Some(FleetCmd::Drain(n)),
+                ..
+            }) => {
                 assert_eq!(n.node, "n1");
                 assert_eq!(n.g.conn.server.as_deref(), Some("http://x:1"));
             }
@@ -1086,7 +1131,10 @@ mod tests {
         }
         assert!(matches!(
             parse(&["fleet", "resume", "n1"]).unwrap(),
-            ClientCmd::Fleet(FleetArgs { cmd: Some(FleetCmd::Resume(_)), .. })
+            ClientCmd::Fleet(FleetArgs {
+                cmd: Some(FleetCmd::Resume(_)),
+                ..
+            })
         ));
         assert!(parse(&["fleet", "--output", "json", "drain", "n1"]).is_err());
     }
@@ -1095,7 +1143,10 @@ mod tests {
     fn other_commands_parse() {
         assert!(matches!(
             parse(&["org", "create", "acme", "--category", "sme"]).unwrap(),
-            ClientCmd::Org(OrgCmd::Create { category: Category::Sme, .. })
+            ClientCmd::Org(OrgCmd::Create {
+                category: Category::Sme,
+                ..
+            })
         ));
         assert!(parse(&["org", "create", "acme", "--category", "bank"]).is_err());
         match parse(&["user", "create", "bob", "--org", "acme"]).unwrap() {
@@ -1111,10 +1162,23 @@ mod tests {
             ClientCmd::Logs(l) => assert!(l.follow && l.stderr && l.id == 7),
             other => panic!("{other:?}"),
         }
-        match parse(&["alloc", "create", "--org", "acme", "--gpu-hours", "1000", "--qos-priority", "-1"])
-            .unwrap()
+        match parse(&[
+            "alloc",
+            "create",
+            "--org",
+            "acme",
+            "--gpu-hours",
+            "1000",
+            "--qos-priority",
+            "-1",
+        ])
+        .unwrap()
         {
-            ClientCmd::Alloc(AllocCmd::Create { gpu_hours, qos_priority, .. }) => {
+            ClientCmd::Alloc(AllocCmd::Create {
+                gpu_hours,
+                qos_priority,
+                ..
+            }) => {
                 assert_eq!(gpu_hours, 1000.0);
                 assert_eq!(qos_priority, Some(-1));
             }
@@ -1159,7 +1223,9 @@ mod tests {
             user_body("root", None, Role::Admin).unwrap(),
             json!({"name": "root", "role": "admin"})
         );
-        let e = user_body("bob", None, Role::Member).unwrap_err().to_string();
+        let e = user_body("bob", None, Role::Member)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--org is required"), "{e}");
     }
 
@@ -1178,20 +1244,39 @@ mod tests {
             json!({"id": id, "org": "acme", "name": format!("a{id}"), "granted_gpu_hours": 10.0,
                    "used_gpu_hours": 1.0, "state": state})
         };
-        assert_eq!(pick_allocation(&[a(1, "expired"), a(2, "active")]).unwrap()["id"], 2);
+        assert_eq!(
+            pick_allocation(&[a(1, "expired"), a(2, "active")]).unwrap()["id"],
+            2
+        );
         let e = pick_allocation(&[]).unwrap_err().to_string();
         assert!(e.contains("you have none"), "{e}");
-        let e = pick_allocation(&[a(1, "expired"), a(2, "pending")]).unwrap_err().to_string();
-        assert!(e.contains("no active allocation") && e.contains("--allocation"), "{e}");
-        assert!(e.contains("1 a1 (org acme, expired") && e.contains("2 a2 (org acme, pending"), "{e}");
-        let e = pick_allocation(&[a(1, "active"), a(2, "active")]).unwrap_err().to_string();
-        assert!(e.starts_with("2 active allocations; pick one with --allocation ID"), "{e}");
+        let e = pick_allocation(&[a(1, "expired"), a(2, "pending")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no active allocation") && e.contains("--allocation"),
+            "{e}"
+        );
+        assert!(
+            e.contains("1 a1 (org acme, expired") && e.contains("2 a2 (org acme, pending"),
+            "{e}"
+        );
+        let e = pick_allocation(&[a(1, "active"), a(2, "active")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("2 active allocations; pick one with --allocation ID"),
+            "{e}"
+        );
         assert!(e.contains("\n  1 a1") && e.contains("\n  2 a2"), "{e}");
     }
 
     #[test]
     fn cancel_lines() {
-        assert_eq!(cancel_line(3, &json!({"state": "cancelled"})), "cancelled job 3\n");
+        assert_eq!(
+            cancel_line(3, &json!({"state": "cancelled"})),
+            "cancelled job 3\n"
+        );
         assert_eq!(
             cancel_line(3, &json!({"state": "running"})),
             "cancelling job 3 (still running; it stops shortly)\n"
@@ -1227,14 +1312,17 @@ mod tests {
                         len = v.trim().parse().unwrap();
                     }
                     if lower.starts_with("authorization:") {
-                        auth = h.trim().to_string();
+                        auth = h["authorization:".len()..].trim().to_string();
                     }
                 }
                 let mut body = vec![0u8; len];
                 reader.read_exact(&mut body).unwrap();
                 let body = String::from_utf8(body).unwrap();
-                let (status, answer) = if auth != "Authorization: Bearer gf_test" {
-                    (401, r#"{"error":"unauthorized","message":"bad token"}"#.to_string())
+                let (status, answer) = if auth != "Bearer gf_test" {
+                    (
+                        401,
+                        r#"{"error":"unauthorized","message":"bad token"}"#.to_string(),
+                    )
                 } else {
                     route(&target, &body)
                 };
@@ -1262,13 +1350,22 @@ mod tests {
             ),
             "POST /api/v1/jobs" => {
                 let b: Value = serde_json::from_str(body).unwrap();
-                (201, format!(r#"{{"id":12,"state":"queued","allocation":{}}}"#, b["allocation"]))
+                (
+                    201,
+                    format!(
+                        r#"{{"id":12,"state":"queued","allocation":{}}}"#,
+                        b["allocation"]
+                    ),
+                )
             }
             "DELETE /api/v1/jobs/99" => (
                 404,
                 r#"{"error":"job_not_found","message":"no job 99"}"#.to_string(),
             ),
-            _ => (404, r#"{"error":"not_found","message":"no route"}"#.to_string()),
+            _ => (
+                404,
+                r#"{"error":"not_found","message":"no route"}"#.to_string(),
+            ),
         }
     }
 
@@ -1285,7 +1382,10 @@ mod tests {
         let last = seen.last().unwrap();
         assert_eq!(last.0, "POST /api/v1/jobs");
         let body: Value = serde_json::from_str(&last.1).unwrap();
-        assert_eq!(body, json!({"allocation": 5, "gpus": 2, "command": ["sleep", "1"]}));
+        assert_eq!(
+            body,
+            json!({"allocation": 5, "gpus": 2, "command": ["sleep", "1"]})
+        );
     }
 
     #[tokio::test]
@@ -1294,10 +1394,20 @@ mod tests {
         let api = Api::new(&url, Some("gf_test")).unwrap();
         let one = api.get_list(&["allocations"], &[], false).await.unwrap();
         assert_eq!(one.items().len(), 1);
-        assert!(one.raw.starts_with(r#"{"items":[{"id":3"#), "verbatim: {}", one.raw);
+        assert!(
+            one.raw.starts_with(r#"{"items":[{"id":3"#),
+            "verbatim: {}",
+            one.raw
+        );
         let all = api.get_list(&["allocations"], &[], true).await.unwrap();
         assert_eq!(all.items().len(), 2);
         assert_eq!(all.value["next"], Value::Null);
+        assert!(
+            all.raw
+                .starts_with(r#"{"items":[{"id":3,"org":"acme","name":"a3""#),
+            "verbatim: {}",
+            all.raw
+        );
     }
 
     #[tokio::test]

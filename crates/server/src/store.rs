@@ -28,7 +28,7 @@ impl StoreKind {
 pub enum StoreError {
     #[error("unsupported database URL `{0}` (use sqlite://PATH or postgres://...)")]
     Url(String),
-    #[error("cannot open the database {url}: {source}")]
+    #[error("cannot open the database {url}")]
     Connect {
         url: String,
         #[source]
@@ -62,8 +62,9 @@ pub fn redact(url: &str) -> String {
     if let Some((scheme, rest)) = url.split_once("://")
         && let Some((cred, host)) = rest.rsplit_once('@')
     {
-        let user = cred.split(':').next().unwrap_or("");
-        return format!("{scheme}://{user}:***@{host}");
+        if let Some((user, _)) = cred.split_once(':') {
+            return format!("{scheme}://{user}:***@{host}");
+        }
     }
     url.to_string()
 }
@@ -79,6 +80,24 @@ impl Store {
         } else {
             return Err(StoreError::Url(redact(url)));
         };
+        if kind == StoreKind::Postgres {
+            use sqlx::migrate::MigrateDatabase;
+            let exists =
+                sqlx::Any::database_exists(url)
+                    .await
+                    .map_err(|e| StoreError::Connect {
+                        url: redact(url),
+                        source: e,
+                    })?;
+            if !exists {
+                sqlx::Any::create_database(url)
+                    .await
+                    .map_err(|e| StoreError::Connect {
+                        url: redact(url),
+                        source: e,
+                    })?;
+            }
+        }
         let opts = AnyConnectOptions::from_str(url).map_err(|e| StoreError::Connect {
             url: redact(url),
             source: e,
@@ -117,5 +136,6 @@ mod tests {
     fn redacts_passwords() {
         assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
         assert_eq!(redact("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
     }
 }

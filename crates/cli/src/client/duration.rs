@@ -63,7 +63,9 @@ pub fn format_duration(secs: u64) -> String {
 
 fn number(digits: &str, whole: &str) -> Result<u64, String> {
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("'{digits}' in duration '{whole}' is not a whole number"));
+        return Err(format!(
+            "'{digits}' in duration '{whole}' is not a whole number"
+        ));
     }
     digits
         .parse::<u64>()
@@ -121,9 +123,7 @@ fn parse_units(t: &str) -> Result<u64, String> {
 }
 
 fn parse_clock(t: &str) -> Result<u64, String> {
-    let bad = || {
-        format!("duration '{t}' is not a clock time; use MM:SS, HH:MM:SS or D-HH:MM:SS")
-    };
+    let bad = || format!("duration '{t}' is not a clock time; use MM:SS, HH:MM:SS or D-HH:MM:SS");
     let (days, clock) = match t.split_once('-') {
         Some((d, c)) => (number(d, t)?, c),
         None => (0, t),
@@ -144,7 +144,9 @@ fn parse_clock(t: &str) -> Result<u64, String> {
         return Err(format!("minutes {m} in duration '{t}' must be below 60"));
     }
     if days > 0 && h >= 24 {
-        return Err(format!("hours {h} in duration '{t}' must be below 24 after a day count"));
+        return Err(format!(
+            "hours {h} in duration '{t}' must be below 24 after a day count"
+        ));
     }
     days.checked_mul(86_400)
         .and_then(|v| h.checked_mul(3_600).and_then(|x| v.checked_add(x)))

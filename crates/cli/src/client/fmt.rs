@@ -39,16 +39,6 @@ impl Table {
         self.rows.push(cells.into_iter().map(Into::into).collect());
     }
 
-    /// Number of data rows (the header is not counted).
-    pub fn len(&self) -> usize {
-        self.rows.len()
-    }
-
-    /// Whether the table has no data rows.
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
-    }
-
     /// Renders the table, one line per row, each ending with a newline.
     pub fn render(&self) -> String {
         let lines: Vec<&Vec<String>> = if self.headers.is_empty() {
@@ -171,6 +161,55 @@ pub fn pretty_json(raw: &str) -> String {
     out
 }
 
+/// The text inside the top-level `"items": [...]` array of a list answer
+/// (without the brackets), so that pages can be merged verbatim. Expects
+/// valid JSON; `None` when there is no such array.
+pub fn items_text(raw: &str) -> Option<&str> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut string_start = 0usize;
+    let mut last_key: &str = "";
+    let mut start: Option<usize> = None;
+    for (i, c) in raw.char_indices() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+                if depth == 1 && start.is_none() {
+                    last_key = &raw[string_start..i];
+                }
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                in_string = true;
+                string_start = i + 1;
+            }
+            '{' | '[' => {
+                if c == '[' && depth == 1 && last_key == "items" && start.is_none() {
+                    start = Some(i + 1);
+                }
+                depth += 1;
+            }
+            '}' | ']' => {
+                depth = depth.saturating_sub(1);
+                if let Some(s) = start
+                    && depth == 1
+                {
+                    return Some(&raw[s..i]);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 /// Shortens an RFC 3339 time for a table: drops the fractional seconds
 /// (`2026-11-21T09:30:00.123Z` → `2026-11-21T09:30:00Z`); null → `-`.
 pub fn short_time(v: &Value) -> String {
@@ -254,9 +293,8 @@ pub fn shell_join(words: &[Value]) -> String {
         .map(|w| {
             let s = w.as_str().map(str::to_string).unwrap_or_else(|| text(w));
             let plain = !s.is_empty()
-                && s.chars().all(|c| {
-                    c.is_ascii_alphanumeric() || "-_./=:,+@%^".contains(c)
-                });
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%^".contains(c));
             if plain {
                 s
             } else {
@@ -303,7 +341,6 @@ mod tests {
             t.render(),
             "ID  STATE    NAME\n 1  running  train\n12  queued   x\n"
         );
-        assert_eq!(t.len(), 2);
     }
 
     #[test]
@@ -317,7 +354,6 @@ mod tests {
     #[test]
     fn table_handles_ragged_and_empty() {
         let t = Table::new(&["ID", "NAME"]);
-        assert!(t.is_empty());
         assert_eq!(t.render(), "ID  NAME\n");
         let mut b = Table::bare();
         b.row(["id:", "12"]);
@@ -355,6 +391,16 @@ mod tests {
     }
 
     #[test]
+    fn items_of_list_answers() {
+        let raw = r#"{"x":"items","items":[{"b":1,"a":[2]}, {"s":"]\"["}],"next":"items"}"#;
+        assert_eq!(items_text(raw), Some(r#"{"b":1,"a":[2]}, {"s":"]\"["}"#));
+        assert_eq!(items_text(r#"{"next":null,"items":[ ]}"#), Some(" "));
+        assert_eq!(items_text(r#"{"a":{"items":[1]}}"#), None);
+        assert_eq!(items_text(r#"{"items":null}"#), None);
+        assert_eq!(items_text("[1]"), None);
+    }
+
+    #[test]
     fn times_and_numbers() {
         assert_eq!(
             short_time(&json!("2026-11-21T09:30:00.123Z")),
@@ -364,7 +410,10 @@ mod tests {
             short_time(&json!("2026-11-21T09:30:00.5+01:00")),
             "2026-11-21T09:30:00+01:00"
         );
-        assert_eq!(short_time(&json!("2026-11-21T09:30:00Z")), "2026-11-21T09:30:00Z");
+        assert_eq!(
+            short_time(&json!("2026-11-21T09:30:00Z")),
+            "2026-11-21T09:30:00Z"
+        );
         assert_eq!(short_time(&Value::Null), "-");
         assert_eq!(hours(&json!(12.345)), "12.3");
         assert_eq!(hours(&json!(1000)), "1000.0");
@@ -379,7 +428,9 @@ mod tests {
     fn accelerator_requests() {
         let j = |a: Value| json!({ "accelerator": a });
         assert_eq!(
-            accel(&j(json!({"types": ["h100"], "vendor": null, "min_memory_gb": null}))),
+            accel(&j(
+                json!({"types": ["h100"], "vendor": null, "min_memory_gb": null})
+            )),
             "h100"
         );
         assert_eq!(
@@ -390,11 +441,15 @@ mod tests {
         assert_eq!(accel(&j(json!({"types": null, "vendor": null}))), "any");
         assert_eq!(accel(&json!({})), "any");
         assert_eq!(
-            accel(&j(json!({"types": null, "vendor": null, "min_memory_gb": 80}))),
+            accel(&j(
+                json!({"types": null, "vendor": null, "min_memory_gb": 80})
+            )),
             "≥80GB"
         );
         assert_eq!(
-            accel(&j(json!({"types": null, "vendor": "amd", "min_memory_gb": 128}))),
+            accel(&j(
+                json!({"types": null, "vendor": "amd", "min_memory_gb": 128})
+            )),
             "amd ≥128GB"
         );
     }
@@ -405,7 +460,8 @@ mod tests {
                          "reason": null, "exit_code": 3});
         assert_eq!(job_label(&job), r"python train.py --lr 'a b' 'it'\''s'");
         assert_eq!(job_reason(&job), "exit 3");
-        let job = json!({"name": "train", "command": ["x"], "reason": "waiting", "exit_code": null});
+        let job =
+            json!({"name": "train", "command": ["x"], "reason": "waiting", "exit_code": null});
         assert_eq!(job_label(&job), "train");
         assert_eq!(job_reason(&job), "waiting");
         assert_eq!(job_reason(&json!({})), "");

@@ -31,7 +31,10 @@ impl Reply {
 
     /// The `items` array of a list answer (empty when absent).
     pub fn items(&self) -> &[Value] {
-        self.value["items"].as_array().map(Vec::as_slice).unwrap_or(&[])
+        self.value["items"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 }
 
@@ -97,6 +100,15 @@ pub fn answer_error(status: u16, body: &str) -> anyhow::Error {
             }
         }
     }
+}
+
+/// The innermost cause of an error (e.g. `Connection refused (os error 111)`).
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
 }
 
 /// The causes of an error after its first line, joined by `: `.
@@ -180,7 +192,7 @@ impl Api {
                 "cannot reach gigafab server at {}: {} (start it with `gigafab serve` or set \
                  --server/GIGAFAB_SERVER)",
                 self.shown,
-                causes(&e)
+                root_cause(&e)
             ),
             Err(e) if e.is_timeout() => bail!(
                 "gigafab server at {} did not answer in time ({})",
@@ -197,7 +209,13 @@ impl Api {
         Ok(resp)
     }
 
-    async fn call(&self, method: Method, segments: &[&str], query: &[(&str, String)], body: Option<&Value>) -> Result<Reply> {
+    async fn call(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<Reply> {
         let url = self.url(segments, query);
         let mut req = self.request(method, url.clone()).timeout(REQUEST_TIMEOUT);
         if let Some(b) = body {
@@ -234,7 +252,11 @@ impl Api {
 
     /// `GET` of a streamed (non-JSON) body, status already checked; no
     /// overall time limit.
-    pub async fn get_stream(&self, segments: &[&str], query: &[(&str, String)]) -> Result<Response> {
+    pub async fn get_stream(
+        &self,
+        segments: &[&str],
+        query: &[(&str, String)],
+    ) -> Result<Response> {
         let url = self.url(segments, query);
         let req = self.request(Method::GET, url.clone());
         self.send(req, &url).await
@@ -243,27 +265,57 @@ impl Api {
     /// `GET` of a list, following `next` through every page (or stopping after
     /// the first when `all` is false). A single page comes back verbatim;
     /// several are merged into `{"items": [...], "next": null}`.
-    pub async fn get_list(&self, segments: &[&str], query: &[(&str, String)], all: bool) -> Result<Reply> {
+    pub async fn get_list(
+        &self,
+        segments: &[&str],
+        query: &[(&str, String)],
+        all: bool,
+    ) -> Result<Reply> {
         let first = self.get(segments, query).await?;
         let mut cursor = match next_cursor(&first.value) {
             Some(c) if all => c,
             _ => return Ok(first),
         };
         let mut items: Vec<Value> = first.items().to_vec();
+        let mut raws: Vec<String> = vec![first.raw.clone()];
         loop {
-            let mut q: Vec<(&str, String)> =
-                query.iter().filter(|(k, _)| *k != "after").cloned().collect();
+            let mut q: Vec<(&str, String)> = query
+                .iter()
+                .filter(|(k, _)| *k != "after")
+                .cloned()
+                .collect();
             q.push(("after", cursor.clone()));
             let page = self.get(segments, &q).await?;
             items.extend(page.items().iter().cloned());
+            let empty = page.items().is_empty();
+            raws.push(page.raw);
             match next_cursor(&page.value) {
-                Some(c) if c != cursor && !page.items().is_empty() => cursor = c,
+                Some(c) if c != cursor && !empty => cursor = c,
                 _ => break,
             }
         }
-        Ok(Reply::from_value(
-            serde_json::json!({ "items": items, "next": null }),
-        ))
+        Ok(merge_pages(&raws, items))
+    }
+}
+
+/// Merges list pages into one `{"items": [...], "next": null}` answer whose
+/// items keep the server's text verbatim (key order included).
+fn merge_pages(raws: &[String], items: Vec<Value>) -> Reply {
+    let value = serde_json::json!({ "items": items, "next": null });
+    let texts: Option<Vec<&str>> = raws.iter().map(|r| super::fmt::items_text(r)).collect();
+    match texts {
+        Some(texts) => {
+            let parts: Vec<&str> = texts
+                .into_iter()
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .collect();
+            Reply {
+                raw: format!("{{\"items\":[{}],\"next\":null}}", parts.join(",")),
+                value,
+            }
+        }
+        None => Reply::from_value(value),
     }
 }
 
@@ -274,10 +326,22 @@ mod tests {
 
     #[test]
     fn server_urls_are_normalized() {
-        assert_eq!(normalize_server("http://127.0.0.1:8080").unwrap(), "http://127.0.0.1:8080");
-        assert_eq!(normalize_server("localhost:9000/").unwrap(), "http://localhost:9000");
-        assert_eq!(normalize_server("http://h:1/api/v1/").unwrap(), "http://h:1");
-        assert_eq!(normalize_server("http://h/prefix").unwrap(), "http://h/prefix");
+        assert_eq!(
+            normalize_server("http://127.0.0.1:8080").unwrap(),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(
+            normalize_server("localhost:9000/").unwrap(),
+            "http://localhost:9000"
+        );
+        assert_eq!(
+            normalize_server("http://h:1/api/v1/").unwrap(),
+            "http://h:1"
+        );
+        assert_eq!(
+            normalize_server("http://h/prefix").unwrap(),
+            "http://h/prefix"
+        );
         let e = normalize_server("https://h").unwrap_err().to_string();
         assert!(e.contains("plain http"), "{e}");
         let e = normalize_server("ftp://h").unwrap_err().to_string();
@@ -288,17 +352,27 @@ mod tests {
     #[test]
     fn urls_encode_segments_and_queries() {
         let api = Api::new("http://h:1/prefix/", Some("gf_x")).unwrap();
-        assert_eq!(api.url(&["jobs", "12"], &[]).as_str(), "http://h:1/prefix/api/v1/jobs/12");
+        assert_eq!(
+            api.url(&["jobs", "12"], &[]).as_str(),
+            "http://h:1/prefix/api/v1/jobs/12"
+        );
         assert_eq!(
             api.url(&["fleet", "nodes", "a/b c", "drain"], &[]).as_str(),
             "http://h:1/prefix/api/v1/fleet/nodes/a%2Fb%20c/drain"
         );
         assert_eq!(
-            api.url(&["jobs"], &[("state", "queued".into()), ("after", "a&b".into())]).as_str(),
+            api.url(
+                &["jobs"],
+                &[("state", "queued".into()), ("after", "a&b".into())]
+            )
+            .as_str(),
             "http://h:1/prefix/api/v1/jobs?state=queued&after=a%26b"
         );
         let api = Api::new("127.0.0.1:8080", Some("t")).unwrap();
-        assert_eq!(api.url(&["whoami"], &[]).as_str(), "http://127.0.0.1:8080/api/v1/whoami");
+        assert_eq!(
+            api.url(&["whoami"], &[]).as_str(),
+            "http://127.0.0.1:8080/api/v1/whoami"
+        );
     }
 
     #[test]
@@ -322,6 +396,24 @@ mod tests {
     }
 
     #[test]
+    fn pages_merge_verbatim() {
+        let raws = [
+            r#"{"items":[{"z":1,"a":2}],"next":"1"}"#.to_string(),
+            r#"{"items":[],"next":"2"}"#.to_string(),
+            r#"{"items":[{"z":3,"a":4.50}],"next":null}"#.to_string(),
+        ];
+        let items = vec![json!({"z":1,"a":2}), json!({"z":3,"a":4.5})];
+        let r = merge_pages(&raws, items);
+        assert_eq!(
+            r.raw,
+            r#"{"items":[{"z":1,"a":2},{"z":3,"a":4.50}],"next":null}"#
+        );
+        assert_eq!(r.items().len(), 2);
+        let parsed: Value = serde_json::from_str(&r.raw).unwrap();
+        assert_eq!(parsed, r.value);
+    }
+
+    #[test]
     fn cursors() {
         assert_eq!(next_cursor(&json!({"items": [], "next": null})), None);
         assert_eq!(next_cursor(&json!({"items": []})), None);
@@ -338,7 +430,15 @@ mod tests {
         drop(listener);
         let api = Api::new(&format!("http://127.0.0.1:{port}"), Some("gf_x")).unwrap();
         let e = api.get(&["whoami"], &[]).await.unwrap_err().to_string();
-        assert!(e.starts_with(&format!("cannot reach gigafab server at http://127.0.0.1:{port}: ")), "{e}");
-        assert!(e.ends_with("(start it with `gigafab serve` or set --server/GIGAFAB_SERVER)"), "{e}");
+        assert!(
+            e.starts_with(&format!(
+                "cannot reach gigafab server at http://127.0.0.1:{port}: "
+            )),
+            "{e}"
+        );
+        assert!(
+            e.ends_with("(start it with `gigafab serve` or set --server/GIGAFAB_SERVER)"),
+            "{e}"
+        );
     }
 }

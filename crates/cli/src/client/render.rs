@@ -85,7 +85,10 @@ pub fn allocations(items: &[Value]) -> String {
 /// One allocation in a sentence, for messages: `3 acme-2026 (org acme,
 /// active, 987.5 of 1000.0 GPU-h left)`.
 pub fn allocation_brief(a: &Value) -> String {
-    let left = match (a["granted_gpu_hours"].as_f64(), a["used_gpu_hours"].as_f64()) {
+    let left = match (
+        a["granted_gpu_hours"].as_f64(),
+        a["used_gpu_hours"].as_f64(),
+    ) {
         (Some(g), Some(u)) => format!(", {:.1} of {:.1} GPU-h left", (g - u).max(0.0), g),
         _ => String::new(),
     };
@@ -314,15 +317,21 @@ ID  STATE   GPUS  ACCEL  ALLOC  USER   SUBMITTED             NAME/COMMAND       
             {"at": "2026-11-21T09:30:00.200Z", "kind": "waiting", "message": "no 2×h100 gang free"}
         ]);
         let out = job_detail(&j);
-        assert!(out.starts_with("id:           12\nname:         train\nstate:        queued\n"), "{out}");
+        assert!(
+            out.starts_with("id:           12\nname:         train\nstate:        queued\n"),
+            "{out}"
+        );
         assert!(out.contains("\naccelerator:  h100\n"), "{out}");
         assert!(out.contains("\ncommand:      python train.py\n"), "{out}");
         assert!(out.contains("\ntime limit:   1h30m (5400s)\n"), "{out}");
-        assert!(out.ends_with(
-            "\nevents:\n\
+        assert!(
+            out.ends_with(
+                "\nevents:\n\
              2026-11-21T09:30:00.123Z  submitted  by alice\n\
              2026-11-21T09:30:00.200Z  waiting    no 2×h100 gang free\n"
-        ), "{out}");
+            ),
+            "{out}"
+        );
         j["events"] = json!([]);
         assert!(job_detail(&j).ends_with("events:\n(none)\n"));
     }
@@ -346,9 +355,11 @@ amd-0     infer  mi300x      8     8     0     0  drained
 
     #[test]
     fn usage_table() {
-        let items = [json!({"allocation": 3, "org": "acme", "granted_gpu_hours": 1000.0,
+        let items = [
+            json!({"allocation": 3, "org": "acme", "granted_gpu_hours": 1000.0,
             "used_gpu_hours": 12.5, "running_gpus": 2, "jobs_queued": 1, "jobs_running": 1,
-            "jobs_ended": 10})];
+            "jobs_ended": 10}),
+        ];
         let want = "\
 ALLOC  ORG   GRANTED (GPU-h)  USED (GPU-h)  USED%  RUNNING GPUS  QUEUED  RUNNING  ENDED
     3  acme           1000.0          12.5   1.2%             2       1        1     10
@@ -362,7 +373,10 @@ ALLOC  ORG   GRANTED (GPU-h)  USED (GPU-h)  USED%  RUNNING GPUS  QUEUED  RUNNING
             "used_gpu_hours": 12.5, "valid_from": "2026-01-01T00:00:00Z",
             "valid_until": "2027-01-01T00:00:00.000Z", "qos_priority": 0, "state": "active"});
         let out = allocations(std::slice::from_ref(&a));
-        assert!(out.starts_with("ID  ORG   NAME       GRANTED (GPU-h)"), "{out}");
+        assert!(
+            out.starts_with("ID  ORG   NAME       GRANTED (GPU-h)"),
+            "{out}"
+        );
         assert!(out.contains("2027-01-01T00:00:00Z  active\n"), "{out}");
         assert_eq!(
             allocation_brief(&a),

@@ -1,0 +1,1144 @@
+//! End-to-end tests of `gigafab serve`: every test starts the real binary
+//! on port 0 with a fresh store (an embedded SQLite database in a fresh
+//! directory, or a fresh PostgreSQL database), talks to it over HTTP, and
+//! runs real jobs as child processes on the virtual local fleet.
+//!
+//! PostgreSQL: the `*_postgres` variants need `GIGAFAB_TEST_POSTGRES`
+//! (a server URL; `.ci/postgres.sh` starts one). Without it they are
+//! skipped with a message, unless `GIGAFAB_REQUIRE_POSTGRES=1`, as in CI,
+//! which turns the absence into a failure.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const TOKEN: &str = "gf_test_bootstrap_token_0123456789";
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// A running `gigafab serve` with its data directory and database.
+struct App {
+    child: Option<Child>,
+    url: String,
+    dir: PathBuf,
+    db_url: Option<String>,
+    http: reqwest::Client,
+}
+
+fn pg_base() -> Option<String> {
+    match std::env::var("GIGAFAB_TEST_POSTGRES") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ => {
+            if std::env::var("GIGAFAB_REQUIRE_POSTGRES").as_deref() == Ok("1") {
+                panic!("GIGAFAB_TEST_POSTGRES is not set but GIGAFAB_REQUIRE_POSTGRES=1");
+            }
+            eprintln!("skipped: set GIGAFAB_TEST_POSTGRES to run the PostgreSQL variant");
+            None
+        }
+    }
+}
+
+fn fresh_dir(tag: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("gigafab-serve-{tag}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+impl App {
+    /// Starts a server on a fresh store; `None` when the PostgreSQL
+    /// variant cannot run here.
+    async fn spawn(db: Db, tag: &str) -> Option<App> {
+        let dir = fresh_dir(tag);
+        let db_url = match db {
+            Db::Sqlite => None,
+            Db::Postgres => {
+                let base = pg_base()?;
+                let (head, _) = base.rsplit_once('/').expect("URL with a database");
+                let name = format!(
+                    "gf_{}_{}_{}",
+                    tag,
+                    std::process::id(),
+                    dir.file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .rsplit('-')
+                        .next()
+                        .unwrap()
+                );
+                Some(format!("{head}/{name}"))
+            }
+        };
+        let mut app = App {
+            child: None,
+            url: String::new(),
+            dir,
+            db_url,
+            http: reqwest::Client::new(),
+        };
+        app.start(Some(TOKEN));
+        Some(app)
+    }
+
+    /// (Re)starts the server process on the same store.
+    fn start(&mut self, bootstrap: Option<&str>) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gigafab"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&self.dir)
+            .args(["--kill-grace", "0.5", "--tick-ms", "100", "--poll-ms", "50"])
+            .env_remove("GIGAFAB_DATABASE")
+            .env_remove("GIGAFAB_BOOTSTRAP_TOKEN")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(u) = &self.db_url {
+            cmd.args(["--database", u]);
+        }
+        if let Some(t) = bootstrap {
+            cmd.env("GIGAFAB_BOOTSTRAP_TOKEN", t);
+        }
+        let mut child = cmd.spawn().expect("start gigafab serve");
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let mut url = None;
+        let mut seen = String::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            seen.push_str(&line);
+            seen.push('\n');
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                url = Some(rest.split_whitespace().next().unwrap().to_string());
+                break;
+            }
+        }
+        let url = url.unwrap_or_else(|| panic!("server did not start:\n{seen}"));
+        // keep draining stderr so the server never blocks on it
+        std::thread::spawn(move || for _ in lines {});
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut BufReader::new(stdout), &mut s);
+        });
+        self.url = url;
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no chance to clean up.
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut rq = self.http.request(m, format!("{}{}", self.url, path));
+        if let Some(t) = token {
+            rq = rq.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            rq = rq.json(&b);
+        }
+        let resp = rq.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, v)
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let (s, v) = self.call("GET", path, Some(TOKEN), None).await;
+        assert_eq!(s, 200, "GET {path}: {v}");
+        v
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        let (s, v) = self.call("POST", path, Some(TOKEN), Some(body)).await;
+        assert!(s == 201 || s == 200, "POST {path}: {s} {v}");
+        v
+    }
+
+    async fn submit(&self, token: &str, body: Value) -> (u16, Value) {
+        self.call("POST", "/api/v1/jobs", Some(token), Some(body))
+            .await
+    }
+
+    async fn logs(&self, id: i64, query: &str) -> String {
+        let r = self
+            .http
+            .get(format!("{}/api/v1/jobs/{id}/logs{query}", self.url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        r.text().await.unwrap()
+    }
+
+    /// Waits until job `id` is in one of `states`; returns it.
+    async fn wait_state(&self, id: i64, states: &[&str], secs: u64) -> Value {
+        let t = Instant::now();
+        loop {
+            let j = self.get(&format!("/api/v1/jobs/{id}")).await;
+            if states.contains(&j["state"].as_str().unwrap()) {
+                return j;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(secs),
+                "job {id} stuck: {j:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.kill9();
+        // stop what the jobs left running, then remove the directory
+        let _ = Command::new("pkill")
+            .arg("-f")
+            .arg(self.dir.to_string_lossy().as_ref())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn sh(script: &str) -> Value {
+    json!(["sh", "-c", script])
+}
+
+fn events(job: &Value) -> Vec<(String, String)> {
+    job["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap().to_string(),
+                e["message"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+macro_rules! both_stores {
+    ($name:ident) => {
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                if let Some(app) = App::spawn(Db::Sqlite, stringify!($name)).await {
+                    super::$name(app).await;
+                }
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(app) = App::spawn(Db::Postgres, stringify!($name)).await {
+                    super::$name(app).await;
+                }
+            }
+        }
+    };
+}
+
+both_stores!(job_lifecycle);
+both_stores!(exits_limits_and_cancels);
+both_stores!(waiting_reasons_and_drain);
+both_stores!(tenants_quota_and_audit);
+both_stores!(bad_input_never_writes);
+both_stores!(survives_kill_9);
+both_stores!(concurrent_submits_and_cancels);
+
+/// queued -> running on the right accelerators -> completed, with logs.
+async fn job_lifecycle(app: App) {
+    let (s, j) = app
+        .submit(
+            TOKEN,
+            json!({"allocation": 1, "gpus": 2, "type": "h100", "name": "hello",
+                   "command": sh("echo out $CUDA_VISIBLE_DEVICES/$ROCR_VISIBLE_DEVICES/$GIGAFAB_ACCELERATORS/$GIGAFAB_JOB_ID; echo err >&2")}),
+        )
+        .await;
+    assert_eq!(s, 201, "{j}");
+    assert_eq!(j["state"], "queued");
+    let id = j["id"].as_i64().unwrap();
+    let j = app.wait_state(id, &["completed"], 20).await;
+    assert_eq!(j["exit_code"], 0);
+    assert_eq!(j["accelerators"], json!(["nvidia-0/0", "nvidia-0/1"]));
+    let kinds: Vec<String> = events(&j).into_iter().map(|e| e.0).collect();
+    assert_eq!(kinds, ["submitted", "started", "finished"], "{j:#}");
+    assert!(events(&j)[1].1.contains("nvidia-0/0, nvidia-0/1"));
+    let out = app.logs(id, "").await;
+    assert_eq!(out, format!("out 0,1//nvidia-0/0,nvidia-0/1/{id}\n"));
+    assert_eq!(app.logs(id, "?stream=stderr").await, "err\n");
+    assert_eq!(
+        app.logs(id, "?offset=4").await,
+        format!("0,1//nvidia-0/0,nvidia-0/1/{id}\n")
+    );
+    // an AMD job sees ROCR_VISIBLE_DEVICES only
+    let (_, j) = app
+        .submit(TOKEN, json!({"allocation": 1, "gpus": 1, "vendor": "amd", "command": sh("echo [$CUDA_VISIBLE_DEVICES] [$ROCR_VISIBLE_DEVICES]")}))
+        .await;
+    let id2 = j["id"].as_i64().unwrap();
+    app.wait_state(id2, &["completed"], 20).await;
+    assert_eq!(app.logs(id2, "").await, "[] [0]\n");
+    // follow streams until the job ends
+    let (_, j) = app
+        .submit(TOKEN, json!({"allocation": 1, "gpus": 1, "command": sh("for i in 1 2 3; do echo line $i; sleep 0.3; done")}))
+        .await;
+    let id3 = j["id"].as_i64().unwrap();
+    let t = Instant::now();
+    let followed = app.logs(id3, "?follow=true").await;
+    assert_eq!(followed, "line 1\nline 2\nline 3\n");
+    assert!(
+        t.elapsed() >= Duration::from_millis(500),
+        "follow returned before the job ended"
+    );
+    // usage charged
+    let u = app.get("/api/v1/usage").await;
+    let used = u["items"][0]["used_gpu_hours"].as_f64().unwrap();
+    assert!(used > 0.0, "{u}");
+    assert_eq!(u["items"][0]["jobs_ended"], 3);
+    let list = app.get("/api/v1/jobs?state=completed&limit=2").await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 2);
+    assert_eq!(list["items"][0]["id"], id3);
+    let next = list["next"].as_i64().unwrap();
+    let rest = app
+        .get(&format!(
+            "/api/v1/jobs?state=completed&limit=2&after={next}"
+        ))
+        .await;
+    assert_eq!(rest["items"].as_array().unwrap().len(), 1);
+    assert_eq!(rest["items"][0]["id"], id);
+    assert!(rest["next"].is_null());
+}
+
+/// Exit codes, time limits (SIGTERM then SIGKILL), cancels.
+async fn exits_limits_and_cancels(app: App) {
+    let sub = |cmd: Value, extra: Value| {
+        let mut b = json!({"allocation": 1, "gpus": 1, "command": cmd});
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        app.submit(TOKEN, b)
+    };
+    let (_, f) = sub(sh("exit 3"), json!({})).await;
+    let (_, t) = sub(sh("trap '' TERM; sleep 30"), json!({"time_limit_s": 1})).await;
+    let (_, c) = sub(sh("sleep 30"), json!({})).await;
+    let c_id = c["id"].as_i64().unwrap();
+    app.wait_state(c_id, &["running"], 10).await;
+    let (s, v) = app
+        .call("DELETE", &format!("/api/v1/jobs/{c_id}"), Some(TOKEN), None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let f = app
+        .wait_state(f["id"].as_i64().unwrap(), &["failed", "completed"], 10)
+        .await;
+    assert_eq!(f["state"], "failed");
+    assert_eq!(f["exit_code"], 3);
+    let t0 = Instant::now();
+    let t = app
+        .wait_state(
+            t["id"].as_i64().unwrap(),
+            &["timeout", "failed", "completed"],
+            15,
+        )
+        .await;
+    assert_eq!(t["state"], "timeout", "{t:#}");
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    let c = app.wait_state(c_id, &["cancelled", "failed"], 10).await;
+    assert_eq!(c["state"], "cancelled", "{c:#}");
+    let kinds: Vec<String> = events(&c).into_iter().map(|e| e.0).collect();
+    assert!(kinds.contains(&"cancel_requested".to_string()), "{kinds:?}");
+    // cancelling an ended job is a conflict; an unknown one is 404
+    let (s, v) = app
+        .call("DELETE", &format!("/api/v1/jobs/{c_id}"), Some(TOKEN), None)
+        .await;
+    assert_eq!((s, v["error"].as_str().unwrap()), (409, "job_finished"));
+    let (s, v) = app
+        .call("DELETE", "/api/v1/jobs/99999", Some(TOKEN), None)
+        .await;
+    assert_eq!((s, v["error"].as_str().unwrap()), (404, "job_not_found"));
+    // a queued job is cancelled at once: fill the nvidia node first
+    let (_, big) = app
+        .submit(
+            TOKEN,
+            json!({"allocation": 1, "gpus": 4, "type": "h100", "command": sh("sleep 30")}),
+        )
+        .await;
+    app.wait_state(big["id"].as_i64().unwrap(), &["running"], 10)
+        .await;
+    let (_, q) = app
+        .submit(
+            TOKEN,
+            json!({"allocation": 1, "gpus": 1, "type": "h100", "command": sh("echo never")}),
+        )
+        .await;
+    let q_id = q["id"].as_i64().unwrap();
+    let (s, v) = app
+        .call("DELETE", &format!("/api/v1/jobs/{q_id}"), Some(TOKEN), None)
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(v["state"], "cancelled");
+    let q = app.get(&format!("/api/v1/jobs/{q_id}")).await;
+    assert_eq!(q["state"], "cancelled");
+    assert!(q["started_at"].is_null());
+    // command not found
+    let (_, nf) = sub(json!(["/nonexistent/prog"]), json!({})).await;
+    let nf = app
+        .wait_state(nf["id"].as_i64().unwrap(), &["failed", "completed"], 10)
+        .await;
+    assert_eq!(nf["state"], "failed");
+    assert!(
+        app.logs(nf["id"].as_i64().unwrap(), "?stream=stderr")
+            .await
+            .contains("/nonexistent/prog")
+    );
+}
+
+/// "waiting: no N×type gang free", drain and resume.
+async fn waiting_reasons_and_drain(app: App) {
+    let (_, a) = app
+        .submit(
+            TOKEN,
+            json!({"allocation": 1, "gpus": 3, "type": "h100", "command": sh("sleep 2")}),
+        )
+        .await;
+    app.wait_state(a["id"].as_i64().unwrap(), &["running"], 10)
+        .await;
+    let (_, b) = app
+        .submit(
+            TOKEN,
+            json!({"allocation": 1, "gpus": 2, "type": "h100", "command": sh("echo b")}),
+        )
+        .await;
+    let b_id = b["id"].as_i64().unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let b = app.get(&format!("/api/v1/jobs/{b_id}")).await;
+    assert_eq!(b["state"], "queued");
+    assert_eq!(b["reason"], "waiting: no 2×h100 gang free");
+    let b = app.wait_state(b_id, &["completed"], 20).await;
+    let ev = events(&b);
+    assert_eq!(
+        ev[1],
+        ("waiting".into(), "waiting: no 2×h100 gang free".into())
+    );
+    // drain: nothing new starts on the node; resume: it does
+    let n = app.post("/api/v1/fleet/nodes/amd-0/drain", json!({})).await;
+    assert_eq!(n["state"], "drained");
+    assert_eq!(n["free"], 0);
+    let (_, c) = app
+        .submit(
+            TOKEN,
+            json!({"allocation": 1, "gpus": 1, "vendor": "amd", "command": sh("echo c")}),
+        )
+        .await;
+    let c_id = c["id"].as_i64().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        app.get(&format!("/api/v1/jobs/{c_id}")).await["state"],
+        "queued"
+    );
+    let fleet = app.get("/api/v1/fleet").await;
+    let amd = fleet["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "amd-0")
+        .unwrap()
+        .clone();
+    assert_eq!(amd["state"], "drained");
+    app.post("/api/v1/fleet/nodes/amd-0/resume", json!({}))
+        .await;
+    app.wait_state(c_id, &["completed"], 10).await;
+    let (s, v) = app
+        .call(
+            "POST",
+            "/api/v1/fleet/nodes/nope-9/drain",
+            Some(TOKEN),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!((s, v["error"].as_str().unwrap()), (404, "node_not_found"));
+}
+
+/// Organisations, users, roles, isolation, quota, audit.
+async fn tenants_quota_and_audit(app: App) {
+    app.post(
+        "/api/v1/orgs",
+        json!({"name": "acme", "category": "startup"}),
+    )
+    .await;
+    app.post(
+        "/api/v1/orgs",
+        json!({"name": "uni", "category": "academia"}),
+    )
+    .await;
+    let (s, v) = app
+        .call(
+            "POST",
+            "/api/v1/orgs",
+            Some(TOKEN),
+            Some(json!({"name": "acme", "category": "sme"})),
+        )
+        .await;
+    assert_eq!((s, v["error"].as_str().unwrap()), (409, "conflict"));
+    let (s, v) = app
+        .call(
+            "POST",
+            "/api/v1/orgs",
+            Some(TOKEN),
+            Some(json!({"name": "x", "category": "pirate"})),
+        )
+        .await;
+    assert_eq!((s, v["error"].as_str().unwrap()), (422, "invalid_request"));
+    let owner = app
+        .post(
+            "/api/v1/users",
+            json!({"name": "alice", "org": "acme", "role": "owner"}),
+        )
+        .await;
+    let alice = owner["token"].as_str().unwrap().to_string();
+    // the owner creates a member of her organisation, not of another
+    let (s, bob) = app
+        .call(
+            "POST",
+            "/api/v1/users",
+            Some(&alice),
+            Some(json!({"name": "bob", "org": "acme"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{bob}");
+    let bob = bob["token"].as_str().unwrap().to_string();
+    let (s, _) = app
+        .call(
+            "POST",
+            "/api/v1/users",
+            Some(&alice),
+            Some(json!({"name": "eve", "org": "uni"})),
+        )
+        .await;
+    assert_eq!(s, 404, "another organisation is invisible");
+    let carol = app
+        .post("/api/v1/users", json!({"name": "carol", "org": "uni"}))
+        .await["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let acme_alloc = app
+        .post(
+            "/api/v1/allocations",
+            json!({"org": "acme", "gpu_hours": 0.0005, "days": 30}),
+        )
+        .await;
+    let uni_alloc = app
+        .post(
+            "/api/v1/allocations",
+            json!({"org": "uni", "gpu_hours": 100}),
+        )
+        .await;
+    let (a1, a2) = (
+        acme_alloc["id"].as_i64().unwrap(),
+        uni_alloc["id"].as_i64().unwrap(),
+    );
+    // only an admin grants
+    let (s, v) = app
+        .call(
+            "POST",
+            "/api/v1/allocations",
+            Some(&alice),
+            Some(json!({"org": "acme", "gpu_hours": 1e6})),
+        )
+        .await;
+    assert_eq!((s, v["error"].as_str().unwrap()), (403, "forbidden"));
+    // bob runs on acme's allocation; carol (uni) cannot use it or see the job
+    let (s, j) = app
+        .submit(
+            &bob,
+            json!({"allocation": a1, "gpus": 2, "command": sh("sleep 1")}),
+        )
+        .await;
+    assert_eq!(s, 201, "{j}");
+    let bob_job = j["id"].as_i64().unwrap();
+    let (s, v) = app
+        .submit(
+            &carol,
+            json!({"allocation": a1, "gpus": 1, "command": sh("true")}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"].as_str().unwrap()),
+        (404, "allocation_not_found")
+    );
+    let (s, v) = app
+        .call(
+            "GET",
+            &format!("/api/v1/jobs/{bob_job}"),
+            Some(&carol),
+            None,
+        )
+        .await;
+    assert_eq!((s, v["error"].as_str().unwrap()), (404, "job_not_found"));
+    let (s, _) = app
+        .call(
+            "GET",
+            &format!("/api/v1/jobs/{bob_job}/logs"),
+            Some(&carol),
+            None,
+        )
+        .await;
+    assert_eq!(s, 404);
+    let (s, _) = app
+        .call(
+            "DELETE",
+            &format!("/api/v1/jobs/{bob_job}"),
+            Some(&carol),
+            None,
+        )
+        .await;
+    assert_eq!(s, 404);
+    let (_, l) = app.call("GET", "/api/v1/jobs", Some(&carol), None).await;
+    assert_eq!(l["items"].as_array().unwrap().len(), 0);
+    let (_, l) = app
+        .call("GET", "/api/v1/allocations", Some(&carol), None)
+        .await;
+    assert_eq!(l["items"].as_array().unwrap().len(), 1);
+    assert_eq!(l["items"][0]["id"], a2);
+    let (_, l) = app.call("GET", "/api/v1/jobs", Some(&alice), None).await;
+    assert_eq!(l["items"][0]["id"], bob_job);
+    // a member lists no users; an owner lists her organisation's
+    let (s, _) = app.call("GET", "/api/v1/users", Some(&bob), None).await;
+    assert_eq!(s, 403);
+    let (_, l) = app.call("GET", "/api/v1/users", Some(&alice), None).await;
+    let names: Vec<&str> = l["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["alice", "bob"]);
+    // quota: 0.0005 GPU-hours = 1.8 GPU-s; 2 GPUs for ~1 s uses it up
+    app.wait_state(bob_job, &["completed"], 10).await;
+    let (s, v) = app
+        .submit(
+            &bob,
+            json!({"allocation": a1, "gpus": 1, "command": sh("true")}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"].as_str().unwrap()),
+        (422, "allocation_exhausted"),
+        "{v}"
+    );
+    let al = app.get(&format!("/api/v1/allocations/{a1}")).await;
+    assert_eq!(al["state"], "exhausted");
+    assert!(al["used_gpu_hours"].as_f64().unwrap() >= 0.0005);
+    // expired: a window in the past
+    let old = app
+        .post(
+            "/api/v1/allocations",
+            json!({"org": "uni", "gpu_hours": 10, "days": 1, "valid_from": "2020-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(old["state"], "expired");
+    let (s, v) = app
+        .submit(
+            &carol,
+            json!({"allocation": old["id"], "gpus": 1, "command": sh("true")}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"].as_str().unwrap()),
+        (422, "allocation_expired")
+    );
+    // tokens: a revoked token stops working
+    let (s, t) = app.call("POST", "/api/v1/tokens", Some(&carol), None).await;
+    assert_eq!(s, 201, "{t}");
+    let t2 = t["token"].as_str().unwrap().to_string();
+    let (s, _) = app.call("GET", "/api/v1/whoami", Some(&t2), None).await;
+    assert_eq!(s, 200);
+    let (s, _) = app
+        .call(
+            "DELETE",
+            &format!("/api/v1/tokens/{}", t["id"]),
+            Some(&carol),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, v) = app.call("GET", "/api/v1/whoami", Some(&t2), None).await;
+    assert_eq!((s, v["error"].as_str().unwrap()), (401, "unauthorized"));
+    // the audit log says who did what; members cannot read it
+    let (s, _) = app.call("GET", "/api/v1/audit", Some(&bob), None).await;
+    assert_eq!(s, 403);
+    let audit = app.get("/api/v1/audit?limit=1000").await;
+    let entries: Vec<(String, String)> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["user"].as_str().unwrap().into(),
+                e["action"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    for want in [
+        ("admin", "create_org"),
+        ("alice", "create_user"),
+        ("admin", "create_allocation"),
+        ("bob", "submit"),
+        ("carol", "revoke_token"),
+    ] {
+        assert!(
+            entries.contains(&(want.0.into(), want.1.into())),
+            "{want:?} not in {entries:?}"
+        );
+    }
+    // refused calls leave no trace
+    assert!(!entries.iter().any(|e| e.0 == "carol" && e.1 == "submit"));
+}
+
+/// Malformed and absurd input: clear 4xx, no 500, nothing written.
+async fn bad_input_never_writes(app: App) {
+    let raw = |body: &'static [u8], ct: &'static str| {
+        app.http
+            .post(format!("{}/api/v1/jobs", app.url))
+            .bearer_auth(TOKEN)
+            .header("content-type", ct)
+            .body(body)
+            .send()
+    };
+    let cases: Vec<(Value, u16, &str)> = vec![
+        (json!({"allocation": 1, "gpus": 1}), 422, "invalid_request"),
+        (
+            json!({"allocation": 1, "gpus": -1, "command": ["true"]}),
+            422,
+            "invalid_request",
+        ),
+        (
+            json!({"allocation": 1, "gpus": 0, "command": ["true"]}),
+            422,
+            "invalid_request",
+        ),
+        (
+            json!({"allocation": 1, "gpus": 1e12, "command": ["true"]}),
+            422,
+            "invalid_request",
+        ),
+        (
+            json!({"allocation": 1, "gpus": 100000000, "command": ["true"]}),
+            422,
+            "invalid_request",
+        ),
+        (
+            json!({"allocation": 1, "gpus": 9, "command": ["true"]}),
+            422,
+            "unsatisfiable",
+        ),
+        (
+            json!({"allocation": 1, "gpus": 1, "command": []}),
+            422,
+            "invalid_request",
+        ),
+        (
+            json!({"allocation": 1, "gpus": 1, "command": "true"}),
+            422,
+            "invalid_request",
+        ),
+        (
+            json!({"allocation": 1, "gpus": 1, "command": ["true"], "type": "z9000"}),
+            422,
+            "invalid_request",
+        ),
+        (
+            json!({"allocation": 1, "gpus": 1, "command": ["true"], "vendor": "intel"}),
+            422,
+            "invalid_request",
+        ),
+        (
+            json!({"allocation": 1, "gpus": 1, "command": ["true"], "time_limit_s": -5}),
+            422,
+            "invalid_request",
+        ),
+        (
+            json!({"allocation": 1, "gpus": 1, "command": ["true"], "time_limit_s": 1e10}),
+            422,
+            "invalid_request",
+        ),
+        (
+            json!({"allocation": 1, "gpus": 1, "command": ["true"], "min_memory_gb": -1}),
+            422,
+            "invalid_request",
+        ),
+        (
+            json!({"allocation": 1, "gpus": 1, "command": ["true"], "env": {"GIGAFAB_X": "1"}}),
+            422,
+            "invalid_request",
+        ),
+        (
+            json!({"allocation": 1, "gpus": 1, "command": ["true"], "workdir": "rel/path"}),
+            422,
+            "invalid_request",
+        ),
+        (
+            json!({"allocation": 1, "gpus": 1, "command": ["true"], "colour": "red"}),
+            422,
+            "invalid_request",
+        ),
+        (
+            json!({"allocation": 77, "gpus": 1, "command": ["true"]}),
+            404,
+            "allocation_not_found",
+        ),
+        (
+            json!({"allocation": "x", "gpus": 1, "command": ["true"]}),
+            422,
+            "invalid_request",
+        ),
+        (json!([1, 2]), 422, "invalid_request"),
+    ];
+    for (body, status, code) in cases {
+        let (s, v) = app.submit(TOKEN, body.clone()).await;
+        assert_eq!(
+            (s, v["error"].as_str().unwrap_or("")),
+            (status, code),
+            "{body} -> {v}"
+        );
+        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    let r = raw(b"{\"allocation\": 1, \"gpus\": ", "application/json")
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "invalid_json");
+    assert!(
+        v["message"].as_str().unwrap().contains("line 1 column"),
+        "{v}"
+    );
+    let r = raw(b"{}", "text/plain").await.unwrap();
+    assert_eq!(r.status().as_u16(), 415);
+    let big = vec![b' '; 2 << 20];
+    let r = app
+        .http
+        .post(format!("{}/api/v1/jobs", app.url))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "payload_too_large");
+    // auth, routing
+    let (s, v) = app.call("GET", "/api/v1/jobs", None, None).await;
+    assert_eq!((s, v["error"].as_str().unwrap()), (401, "unauthorized"));
+    let (s, v) = app
+        .call("GET", "/api/v1/jobs", Some("gf_wrong"), None)
+        .await;
+    assert_eq!((s, v["error"].as_str().unwrap()), (401, "unauthorized"));
+    let (s, v) = app.call("GET", "/api/v1/nope", Some(TOKEN), None).await;
+    assert_eq!((s, v["error"].as_str().unwrap()), (404, "not_found"));
+    let (s, v) = app.call("PUT", "/api/v1/jobs", Some(TOKEN), None).await;
+    assert_eq!(
+        (s, v["error"].as_str().unwrap()),
+        (405, "method_not_allowed")
+    );
+    let (s, v) = app.call("GET", "/api/v1/jobs/abc", Some(TOKEN), None).await;
+    assert_eq!((s, v["error"].as_str().unwrap()), (404, "job_not_found"));
+    let (s, v) = app
+        .call("GET", "/api/v1/jobs?limit=0", Some(TOKEN), None)
+        .await;
+    assert_eq!((s, v["error"].as_str().unwrap()), (422, "invalid_request"));
+    let (s, v) = app
+        .call("GET", "/api/v1/jobs?state=weird", Some(TOKEN), None)
+        .await;
+    assert_eq!((s, v["error"].as_str().unwrap()), (422, "invalid_request"));
+    let (s, v) = app
+        .call("GET", "/api/v1/jobs?limit=abc", Some(TOKEN), None)
+        .await;
+    assert_eq!((s, v["error"].as_str().unwrap()), (422, "invalid_request"));
+    // nothing was written
+    let l = app.get("/api/v1/jobs").await;
+    assert_eq!(l["items"].as_array().unwrap().len(), 0, "{l}");
+    let audit = app.get("/api/v1/audit").await;
+    assert!(
+        !audit["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "submit")
+    );
+    // the document lists every route, and every route is routed
+    let doc = app.get("/api/v1/openapi.json").await;
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().unwrap();
+    for p in [
+        "/api/v1/jobs",
+        "/api/v1/jobs/{id}",
+        "/api/v1/jobs/{id}/logs",
+        "/api/v1/fleet",
+        "/api/v1/usage",
+        "/api/v1/allocations",
+        "/api/v1/orgs",
+        "/api/v1/users",
+        "/api/v1/audit",
+    ] {
+        assert!(paths.contains_key(p), "{p} missing from openapi");
+    }
+    for (p, ops) in paths {
+        for m in ops.as_object().unwrap().keys() {
+            let concrete = p.replace("{id}", "1").replace("{name}", "nvidia-0");
+            let (s, v) = app
+                .call(&m.to_uppercase(), &concrete, Some("gf_nobody"), None)
+                .await;
+            assert!(
+                !(s == 404 && v["error"] == "not_found"),
+                "{m} {p} is not routed"
+            );
+            assert!(s == 200 || s == 401, "{m} {p}: {s} {v}");
+        }
+    }
+}
+
+/// kill -9 at a bad moment: acknowledged jobs survive, running ones are
+/// adopted, none runs twice.
+async fn survives_kill_9(mut app: App) {
+    let marks = app.dir.join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let m = marks.display().to_string();
+    // j1: running across the restart; j2: finishes while the server is down;
+    // j3..: queued behind (4 h100 only)
+    let (_, j1) = app.submit(TOKEN, json!({"allocation": 1, "gpus": 2, "type": "h100", "command": sh(&format!("echo run >> {m}/j1; sleep 3; echo done >> {m}/j1"))})).await;
+    let (_, j2) = app.submit(TOKEN, json!({"allocation": 1, "gpus": 2, "type": "h100", "command": sh(&format!("echo run >> {m}/j2; sleep 0.5"))})).await;
+    let mut queued = Vec::new();
+    for i in 0..5 {
+        let (s, j) = app.submit(TOKEN, json!({"allocation": 1, "gpus": 4, "type": "h100", "command": sh(&format!("echo run >> {m}/q{i}"))})).await;
+        assert_eq!(s, 201);
+        queued.push(j["id"].as_i64().unwrap());
+    }
+    let (id1, id2) = (j1["id"].as_i64().unwrap(), j2["id"].as_i64().unwrap());
+    app.wait_state(id1, &["running"], 10).await;
+    app.wait_state(id2, &["running"], 10).await;
+    app.kill9();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    app.start(None);
+    let j1 = app.wait_state(id1, &["completed", "failed"], 20).await;
+    assert_eq!(j1["state"], "completed", "{j1:#}");
+    assert!(events(&j1).iter().any(|e| e.0 == "adopted"), "{j1:#}");
+    let j2 = app.wait_state(id2, &["completed", "failed"], 20).await;
+    assert_eq!(j2["state"], "completed", "{j2:#}");
+    assert!(
+        j2["reason"]
+            .as_str()
+            .unwrap()
+            .contains("while the server was down"),
+        "{j2:#}"
+    );
+    for id in &queued {
+        app.wait_state(*id, &["completed"], 30).await;
+    }
+    // each ran exactly once
+    assert_eq!(
+        std::fs::read_to_string(marks.join("j1")).unwrap(),
+        "run\ndone\n"
+    );
+    assert_eq!(std::fs::read_to_string(marks.join("j2")).unwrap(), "run\n");
+    for i in 0..5 {
+        assert_eq!(
+            std::fs::read_to_string(marks.join(format!("q{i}"))).unwrap(),
+            "run\n"
+        );
+    }
+    // kill -9 right after a burst of acknowledged submits: all are there
+    let mut acked = Vec::new();
+    for _ in 0..30 {
+        let (s, j) = app
+            .submit(
+                TOKEN,
+                json!({"allocation": 1, "gpus": 8, "command": sh("true")}),
+            )
+            .await;
+        if s == 201 {
+            acked.push(j["id"].as_i64().unwrap());
+        }
+    }
+    app.kill9();
+    app.start(None);
+    for id in acked {
+        let (s, j) = app
+            .call("GET", &format!("/api/v1/jobs/{id}"), Some(TOKEN), None)
+            .await;
+        assert_eq!(s, 200, "acknowledged job {id} lost: {j}");
+    }
+}
+
+/// 64 clients submit and cancel at once: every acknowledged job exists,
+/// and no accelerator ever runs two jobs.
+async fn concurrent_submits_and_cancels(app: App) {
+    let app = std::sync::Arc::new(app);
+    let mut tasks = Vec::new();
+    for c in 0..64 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for k in 0..4 {
+                let gpus = 1 + (c + k) % 3;
+                let (s, j) = app
+                    .submit(
+                        TOKEN,
+                        json!({"allocation": 1, "gpus": gpus, "command": sh("sleep 0.2")}),
+                    )
+                    .await;
+                assert_eq!(s, 201, "{j}");
+                let id = j["id"].as_i64().unwrap();
+                if (c + k) % 5 == 0 {
+                    let (s, v) = app
+                        .call("DELETE", &format!("/api/v1/jobs/{id}"), Some(TOKEN), None)
+                        .await;
+                    assert!(s == 200 || s == 409, "{s} {v}");
+                }
+                ids.push(id);
+            }
+            ids
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 256, "ids must be unique");
+    // watch the fleet while the queue drains: never two jobs on one device
+    let t = Instant::now();
+    loop {
+        let running = app.get("/api/v1/jobs?state=running&limit=1000").await;
+        let mut seen = std::collections::HashSet::new();
+        for j in running["items"].as_array().unwrap() {
+            for a in j["accelerators"].as_array().unwrap() {
+                assert!(
+                    seen.insert(a.as_str().unwrap().to_string()),
+                    "{a} used twice"
+                );
+            }
+        }
+        let fleet = app.get("/api/v1/fleet").await;
+        assert!(fleet["busy"].as_u64().unwrap() <= 8);
+        let queued = app.get("/api/v1/jobs?state=queued&limit=1").await;
+        if queued["items"].as_array().unwrap().is_empty()
+            && running["items"].as_array().unwrap().is_empty()
+        {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "queue did not drain"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut total = 0;
+    for st in ["completed", "cancelled"] {
+        let mut after = String::new();
+        loop {
+            let l = app
+                .get(&format!("/api/v1/jobs?state={st}&limit=100{after}"))
+                .await;
+            total += l["items"].as_array().unwrap().len();
+            match l["next"].as_i64() {
+                Some(n) => after = format!("&after={n}"),
+                None => break,
+            }
+        }
+    }
+    assert_eq!(total, 256, "every job completed or was cancelled");
+    let u = app.get("/api/v1/usage").await;
+    assert_eq!(u["items"][0]["jobs_ended"], 256);
+    assert_eq!(u["items"][0]["jobs_running"], 0);
+    assert_eq!(u["items"][0]["jobs_queued"], 0);
+}
+
+/// Without a bootstrap token, the first start prints one; later starts don't.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_start_prints_a_working_admin_token() {
+    let dir = fresh_dir("first");
+    let run = |dir: &PathBuf| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gigafab"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .env_remove("GIGAFAB_BOOTSTRAP_TOKEN")
+            .env_remove("GIGAFAB_DATABASE")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
+        let url = loop {
+            let l = err.next().unwrap().unwrap();
+            if let Some(r) = l.split("listening on ").nth(1) {
+                break r.split_whitespace().next().unwrap().to_string();
+            }
+        };
+        std::thread::spawn(move || for _ in err {});
+        (child, url)
+    };
+    let (mut c, url) = run(&dir);
+    let mut out = BufReader::new(c.stdout.take().unwrap()).lines();
+    let mut token = None;
+    for _ in 0..3 {
+        let l = out.next().unwrap().unwrap();
+        if let Some(t) = l.strip_prefix("export GIGAFAB_TOKEN=") {
+            token = Some(t.to_string());
+        }
+    }
+    let token = token.expect("token printed");
+    assert!(token.starts_with("gf_"));
+    let http = reqwest::Client::new();
+    let r = http
+        .get(format!("{url}/api/v1/whoami"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["role"], "admin");
+    c.kill().unwrap();
+    c.wait().unwrap();
+    // the token is stored hashed
+    let db = std::fs::read(dir.join("gigafab.db")).unwrap();
+    assert!(!db.windows(token.len()).any(|w| w == token.as_bytes()));
+    let (mut c, url) = run(&dir);
+    let r = http
+        .get(format!("{url}/api/v1/whoami"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    c.kill().unwrap();
+    let mut s = String::new();
+    std::io::Read::read_to_string(&mut c.stdout.take().unwrap(), &mut s).unwrap();
+    assert!(!s.contains("GIGAFAB_TOKEN"), "printed again: {s}");
+    c.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
