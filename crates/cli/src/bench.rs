@@ -19,6 +19,12 @@ pub enum Scenario {
     /// Gigafactory: philly jobs plus large gangs at ~90% offered load on
     /// 100,000 accelerators, `fairshare` with backfill and failures on.
     Gigafactory,
+    /// Control plane: HTTP submissions with durable commits from
+    /// `--clients` concurrent clients (SQLite, or `--database` PostgreSQL).
+    ServeSubmit,
+    /// Control plane: scheduling-pass time with `--queued` jobs waiting on
+    /// a full 100,000-accelerator fleet.
+    ServeSchedule,
 }
 
 /// Benchmark options.
@@ -45,6 +51,19 @@ pub struct BenchArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     output: Output,
+    /// serve-*: PostgreSQL server to use instead of the embedded SQLite
+    /// (a fresh database is created on it and dropped afterwards).
+    #[arg(long)]
+    database: Option<String>,
+    /// serve-*: concurrent HTTP clients.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// serve-submit: submissions measured (after a warm-up).
+    #[arg(long, default_value_t = 20_000)]
+    requests: usize,
+    /// serve-schedule: jobs waiting while the passes are timed.
+    #[arg(long, default_value_t = 10_000)]
+    queued: usize,
 }
 
 #[derive(serde::Serialize)]
@@ -74,7 +93,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if a.repeat == 0 {
         bail!("--repeat must be >= 1");
     }
+    if matches!(a.scenario, Scenario::ServeSubmit | Scenario::ServeSchedule) {
+        return run_serve(&a);
+    }
     let (name, factory_file, kind, sizes) = match a.scenario {
+        Scenario::ServeSubmit | Scenario::ServeSchedule => unreachable!("handled above"),
         Scenario::Gavel => ("gavel", "gavel-108.toml", PolicyKind::Hetero, vec![1500]),
         Scenario::Gigafactory => (
             "gigafactory",
@@ -97,6 +120,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 let p = synth::SynthParams::new(synth::Profile::Gavel, n, 3.0, 0);
                 (p, Some(&tput), None)
             }
+            Scenario::ServeSubmit | Scenario::ServeSchedule => unreachable!("handled above"),
             Scenario::Gigafactory => {
                 let mut p = synth::SynthParams::new(synth::Profile::Gigafactory, n, 1.0, 1);
                 let mean = synth::mean_gpu_seconds(&p, Some(&philly));
@@ -159,6 +183,74 @@ pub fn run(a: BenchArgs) -> Result<()> {
     }
     if a.output == Output::Json {
         crate::emit(&format!("{}\n", serde_json::to_string_pretty(&rows)?))?;
+    }
+    Ok(())
+}
+
+fn run_serve(a: &BenchArgs) -> Result<()> {
+    use crate::bench_serve::{ServeBench, schedule, submit};
+    if a.clients == 0 || a.clients > 4096 {
+        bail!("--clients must be within 1..=4096");
+    }
+    if a.requests == 0 || a.queued == 0 {
+        bail!("--requests and --queued must be >= 1");
+    }
+    let factory = match a.scenario {
+        Scenario::ServeSchedule => Factory::load(&a.factories.join("gigafactory-100k.toml"))?,
+        _ => Factory::parse(crate::serve::LOCAL_FACTORY, "<embedded local fleet>")?,
+    };
+    let b = ServeBench {
+        database: a.database.clone(),
+        clients: a.clients,
+        requests: a.requests,
+        factory,
+        queued: a.queued,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut rows = Vec::new();
+    for _ in 0..a.repeat {
+        let v = rt.block_on(async {
+            match a.scenario {
+                Scenario::ServeSubmit => submit(&b)
+                    .await
+                    .map(|f| serde_json::to_value(f).unwrap_or_default()),
+                _ => schedule(&b)
+                    .await
+                    .map(|f| serde_json::to_value(f).unwrap_or_default()),
+            }
+        })?;
+        if a.output == Output::Table {
+            match a.scenario {
+                Scenario::ServeSubmit => println!(
+                    "serve-submit {}: {} clients, {} submits in {:.2} s: {:.0} submits/s, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({:.1} jobs per commit)",
+                    v["store"].as_str().unwrap_or("?"),
+                    v["clients"],
+                    v["submits"],
+                    v["wall_s"].as_f64().unwrap_or(0.0),
+                    v["submits_per_s"].as_f64().unwrap_or(0.0),
+                    v["p50_ms"].as_f64().unwrap_or(0.0),
+                    v["p99_ms"].as_f64().unwrap_or(0.0),
+                    v["max_ms"].as_f64().unwrap_or(0.0),
+                    v["jobs_per_commit"].as_f64().unwrap_or(0.0)
+                ),
+                _ => println!(
+                    "serve-schedule {}: {} accelerators, {} queued, {} running: pass median {:.1} ms, max {:.1} ms ({} passes)",
+                    v["store"].as_str().unwrap_or("?"),
+                    v["accelerators"],
+                    v["queued"],
+                    v["running"],
+                    v["pass_ms_median"].as_f64().unwrap_or(0.0),
+                    v["pass_ms_max"].as_f64().unwrap_or(0.0),
+                    v["passes_sampled"]
+                ),
+            }
+        }
+        rows.push(v);
+    }
+    if a.output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
     }
     Ok(())
 }

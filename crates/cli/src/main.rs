@@ -8,6 +8,7 @@ use gigafab_twin::{Failures, SimConfig, simulate};
 use std::path::{Path, PathBuf};
 
 mod bench;
+mod bench_serve;
 mod client;
 mod serve;
 

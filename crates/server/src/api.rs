@@ -748,7 +748,7 @@ impl LogState {
                 return None;
             }
             self.idle_checks += 1;
-            if self.idle_checks % 2 == 0 && self.job_ended().await {
+            if self.idle_checks.is_multiple_of(2) && self.job_ended().await {
                 // drain what the job wrote last, then stop
                 self.follow = false;
                 continue;

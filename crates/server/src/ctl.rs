@@ -53,7 +53,7 @@ pub enum Arg {
 /// One statement of a transaction.
 #[derive(Debug, Clone)]
 pub struct Op {
-    pub sql: &'static str,
+    pub sql: std::borrow::Cow<'static, str>,
     pub args: Vec<Arg>,
 }
 
@@ -92,6 +92,29 @@ pub struct Shared {
     pub tokens: RwLock<HashMap<String, Principal>>,
     pub tx: mpsc::Sender<Cmd>,
     pub executor: Arc<dyn Executor>,
+    /// Timings of recent scheduling passes and commits.
+    pub stats: std::sync::Mutex<LoopStats>,
+}
+
+/// What the controller's loop measured, for `/health` and benchmarks.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct LoopStats {
+    pub passes: u64,
+    pub commits: u64,
+    pub committed_ops: u64,
+    /// Recent passes: (queued jobs, running jobs, microseconds), newest last.
+    pub recent_passes: std::collections::VecDeque<(usize, usize, u64)>,
+    /// Recent commits: (statements, microseconds), newest last.
+    pub recent_commits: std::collections::VecDeque<(usize, u64)>,
+}
+
+impl LoopStats {
+    fn push<T>(q: &mut std::collections::VecDeque<T>, v: T) {
+        if q.len() == 64 {
+            q.pop_front();
+        }
+        q.push_back(v);
+    }
 }
 
 impl Shared {
@@ -196,8 +219,6 @@ struct LiveJob {
     spec: StoredSpec,
     core: JobIdx,
     next_seq: i64,
-    /// 0 none yet, 1 waits for capacity, 2 waits for its turn, 3 window.
-    wait: u8,
     devices: Vec<(u32, u32)>,
     cancel_requested: bool,
 }
@@ -232,6 +253,9 @@ pub struct Controller {
     allocs: BTreeMap<i64, Alloc>,
     jobs: HashMap<i64, LiveJob>,
     core_job: Vec<i64>,
+    /// Per core job: why it waited at the last pass (0 not yet, 1 for
+    /// capacity, 2 for its turn, 3 for its allocation's window).
+    core_wait: Vec<u8>,
     ids: Ids,
     /// Per node: job using each device slot.
     devices: Vec<Vec<Option<i64>>>,
@@ -246,7 +270,87 @@ pub struct Controller {
 }
 
 fn op(sql: &'static str, args: Vec<Arg>) -> Op {
-    Op { sql, args }
+    Op {
+        sql: sql.into(),
+        args,
+    }
+}
+
+/// Inserts that a commit folds into multi-row statements (one round trip
+/// for a whole batch of submissions).
+const FOLDABLE: [&str; 3] = [JOB_INSERT, EVENT_INSERT, AUDIT_INSERT];
+
+/// Most parameters in one statement (SQLite allows 32766, PostgreSQL 65535).
+const MAX_PARAMS: usize = 30_000;
+
+/// `INSERT INTO t (cols) VALUES ($1, ..), ($k, ..), ..` for `rows` rows of
+/// `width` values, from the single-row form.
+fn multi_row_sql(single: &str, width: usize, rows: usize) -> String {
+    let head = single.split(" VALUES ").next().unwrap_or(single);
+    let mut s = String::with_capacity(head.len() + rows * width * 6);
+    s.push_str(head);
+    s.push_str(" VALUES ");
+    let mut n = 0;
+    for r in 0..rows {
+        if r > 0 {
+            s.push_str(", ");
+        }
+        s.push('(');
+        for c in 0..width {
+            if c > 0 {
+                s.push_str(", ");
+            }
+            n += 1;
+            s.push('$');
+            s.push_str(&n.to_string());
+        }
+        s.push(')');
+    }
+    s
+}
+
+/// Folds the foldable inserts of `ops` into multi-row statements. Each
+/// run of foldable inserts between two other statements is folded on its
+/// own, so every statement still follows the ones it depends on.
+pub fn fold_ops(ops: Vec<Op>) -> Vec<Op> {
+    let mut out: Vec<Op> = Vec::new();
+    let mut groups: Vec<(&'static str, Vec<Vec<Arg>>)> = Vec::new();
+    fn flush(groups: &mut Vec<(&'static str, Vec<Vec<Arg>>)>, out: &mut Vec<Op>) {
+        for (sql, rows) in groups.drain(..) {
+            let width = rows[0].len().max(1);
+            let per = (MAX_PARAMS / width).max(1);
+            let mut rows = rows.into_iter().peekable();
+            while rows.peek().is_some() {
+                let chunk: Vec<Vec<Arg>> = rows.by_ref().take(per).collect();
+                if chunk.len() == 1 {
+                    let args = chunk.into_iter().next().unwrap_or_default();
+                    out.push(Op {
+                        sql: sql.into(),
+                        args,
+                    });
+                } else {
+                    out.push(Op {
+                        sql: multi_row_sql(sql, width, chunk.len()).into(),
+                        args: chunk.into_iter().flatten().collect(),
+                    });
+                }
+            }
+        }
+    }
+    for o in ops {
+        match FOLDABLE.iter().find(|f| **f == o.sql) {
+            Some(f) => match groups.iter_mut().find(|g| g.0 == *f) {
+                Some(g) => g.1.push(o.args),
+                None => groups.push((f, vec![o.args])),
+            },
+            None => {
+                flush(&mut groups, &mut out);
+                out.push(o);
+            }
+        }
+    }
+    flush(&mut groups, &mut out);
+    out
 }
 
 fn valid_name(s: &str, what: &str) -> Result<(), ApiError> {
@@ -351,6 +455,7 @@ impl Controller {
             allocs: BTreeMap::new(),
             jobs: HashMap::new(),
             core_job: Vec::new(),
+            core_wait: Vec::new(),
             ids: Ids::default(),
             devices,
             node_names,
@@ -811,7 +916,6 @@ impl Controller {
                 spec,
                 core: idx,
                 next_seq,
-                wait: 0,
                 devices,
                 cancel_requested: false,
             },
@@ -822,6 +926,7 @@ impl Controller {
         let i = idx as usize;
         if self.core_job.len() <= i {
             self.core_job.resize(i + 1, 0);
+            self.core_wait.resize(i + 1, 0);
         }
         self.core_job[i] = id;
     }
@@ -903,7 +1008,14 @@ impl Controller {
                 next_poll = now + poll_ms;
             }
             if self.dirty || now >= next_sched {
+                let t = std::time::Instant::now();
                 let wake = self.schedule(now);
+                let us = t.elapsed().as_micros() as u64;
+                if let Ok(mut st) = self.shared.stats.lock() {
+                    st.passes += 1;
+                    let q = (self.core.queued(), self.core.n_running, us);
+                    LoopStats::push(&mut st.recent_passes, q);
+                }
                 self.dirty = false;
                 next_sched = now + tick_ms;
                 if let Some(w) = wake {
@@ -913,8 +1025,18 @@ impl Controller {
             if self.ops.is_empty() {
                 self.answer(None);
             } else {
+                let n = self.ops.len();
+                let t = std::time::Instant::now();
                 match self.commit().await {
-                    Ok(()) => self.answer(None),
+                    Ok(()) => {
+                        let us = t.elapsed().as_micros() as u64;
+                        if let Ok(mut st) = self.shared.stats.lock() {
+                            st.commits += 1;
+                            st.committed_ops += n as u64;
+                            LoopStats::push(&mut st.recent_commits, (n, us));
+                        }
+                        self.answer(None)
+                    }
                     Err(e) => {
                         let err = ApiError::store(&e);
                         self.answer(Some(err));
@@ -967,10 +1089,10 @@ impl Controller {
     }
 
     async fn commit(&mut self) -> Result<(), sqlx::Error> {
-        let ops = std::mem::take(&mut self.ops);
+        let ops = fold_ops(std::mem::take(&mut self.ops));
         let mut tx = self.shared.store.pool.begin().await?;
         for o in ops {
-            let mut q = sqlx::query(o.sql);
+            let mut q = sqlx::query(&o.sql);
             for a in o.args {
                 q = match a {
                     Arg::I(v) => q.bind(v),
@@ -1431,7 +1553,7 @@ impl Controller {
             "accelerators": p.per_node,
             "free": free,
             "busy": busy,
-            "down": p.per_node as i64 - cap as i64 - if self.core.is_drained(n) { 0 } else { 0 },
+            "down": if self.core.is_drained(n) { 0 } else { p.per_node as i64 - cap as i64 },
             "state": if self.core.is_drained(n) { "drained" } else { "up" },
             "jobs": jobs,
         })
@@ -1731,7 +1853,6 @@ impl Controller {
                 spec,
                 core: idx,
                 next_seq: 1,
-                wait: 0,
                 devices: Vec::new(),
                 cancel_requested: false,
             },
@@ -1793,10 +1914,10 @@ impl Controller {
             j.cancel_requested = true;
         }
         if first {
-            if let Some(h) = &handle {
-                if let Err(e) = self.shared.executor.cancel(id, h) {
-                    tracing::warn!("job {id}: cancel: {e}");
-                }
+            if let Some(h) = &handle
+                && let Err(e) = self.shared.executor.cancel(id, h)
+            {
+                tracing::warn!("job {id}: cancel: {e}");
             }
             self.event(
                 id,
@@ -1995,46 +2116,70 @@ impl Controller {
 
     /// Records why queued jobs wait, when that changes.
     fn record_waits(&mut self, now: i64) {
-        let order: Vec<JobIdx> = self.core.queue_order().to_vec();
         let policy = self.cfg.policy.kind.name();
-        for (pos, &j) in order.iter().enumerate() {
-            let Some(&id) = self.core_job.get(j as usize) else {
-                continue;
+        let now_s = now as f64 / 1000.0;
+        let mut changed: Vec<(JobIdx, u8)> = Vec::new();
+        // the scan reads only the core's arrays: no lookups, no strings
+        for &j in self.core.queue_order() {
+            let ju = j as usize;
+            let alloc = self.core.jobs[ju].alloc as usize;
+            let kind = if now_s < self.core.allocs[alloc].spec.valid_from_s {
+                3u8
+            } else if !self.core.fits_now(j) {
+                1
+            } else {
+                2
             };
+            if self.core_wait.get(ju).copied().unwrap_or(0) != kind {
+                changed.push((j, kind));
+            }
+        }
+        let mut by_reason: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+        for (j, kind) in changed {
+            self.core_wait[j as usize] = kind;
+            let id = self.core_job[j as usize];
             let Some(job) = self.jobs.get(&id) else {
                 continue;
             };
-            let a = &self.allocs[&job.row.alloc_id];
-            let (kind, msg) = if now < a.valid_from_ms {
-                (
-                    3u8,
+            let msg = match kind {
+                3 => {
+                    let a = &self.allocs[&job.row.alloc_id];
                     format!(
                         "waiting: allocation {} starts at {}",
                         a.id,
                         rfc3339(a.valid_from_ms)
-                    ),
-                )
-            } else if !self.core.fits_now(j) {
-                (
-                    1,
-                    format!(
-                        "waiting: no {}×{} gang free",
-                        job.row.gpus,
-                        filter_label(&job.spec)
-                    ),
-                )
-            } else {
-                (
-                    2,
-                    format!("waiting: priority ({policy} order; {pos} jobs ahead)"),
-                )
+                    )
+                }
+                1 => format!(
+                    "waiting: no {}×{} gang free",
+                    job.row.gpus,
+                    filter_label(&job.spec)
+                ),
+                _ => format!("waiting: priority (other jobs come first in {policy} order)"),
             };
-            if job.wait != kind {
-                let job = self.jobs.get_mut(&id).expect("present");
-                job.wait = kind;
-                job.row.reason = Some(msg.clone());
-                self.update_job_op(id);
-                self.event(id, now, "waiting", msg);
+            let job = self.jobs.get_mut(&id).expect("present");
+            job.row.reason = Some(msg.clone());
+            self.event(id, now, "waiting", msg.clone());
+            by_reason.entry(msg).or_default().push(id);
+        }
+        // one statement per distinct reason
+        for (msg, ids) in by_reason {
+            for chunk in ids.chunks(1000) {
+                let mut sql = String::from("UPDATE jobs SET reason = $1 WHERE id IN (");
+                let mut args = Vec::with_capacity(chunk.len() + 1);
+                args.push(Arg::S(msg.clone()));
+                for (k, id) in chunk.iter().enumerate() {
+                    if k > 0 {
+                        sql.push_str(", ");
+                    }
+                    sql.push_str(&format!("${}", k + 2));
+                    args.push(Arg::I(*id));
+                }
+                sql.push(')');
+                self.ops.push(Op {
+                    sql: sql.into(),
+                    args,
+                });
             }
         }
     }

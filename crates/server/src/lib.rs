@@ -79,6 +79,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
         tokens: RwLock::new(HashMap::new()),
         tx,
         executor: cfg.executor,
+        stats: Default::default(),
     });
     let (controller, token) = ctl::Controller::load(cfg.ctl, shared.clone()).await?;
     tokio::spawn(controller.run(rx));

@@ -61,10 +61,9 @@ pub fn sqlite_url(data_dir: &Path) -> String {
 pub fn redact(url: &str) -> String {
     if let Some((scheme, rest)) = url.split_once("://")
         && let Some((cred, host)) = rest.rsplit_once('@')
+        && let Some((user, _)) = cred.split_once(':')
     {
-        if let Some((user, _)) = cred.split_once(':') {
-            return format!("{scheme}://{user}:***@{host}");
-        }
+        return format!("{scheme}://{user}:***@{host}");
     }
     url.to_string()
 }
