@@ -1142,3 +1142,120 @@ async fn first_start_prints_a_working_admin_token() {
     c.wait().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The CLI client against a real server: the README's few commands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_submit_watch_logs_cancel() {
+    let app = App::spawn(Db::Sqlite, "cli").await.unwrap();
+    let url = app.url.clone();
+    let cli = move |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_gigafab"))
+            .args(args)
+            .env("GIGAFAB_SERVER", &url)
+            .env("GIGAFAB_TOKEN", TOKEN)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    // submit picks the only active allocation
+    let (ok, out, err) = cli(&[
+        "submit",
+        "--gpus",
+        "2",
+        "--vendor",
+        "amd",
+        "--time",
+        "5m",
+        "--",
+        "sh",
+        "-c",
+        "echo rocr=$ROCR_VISIBLE_DEVICES; sleep 0.5; echo done",
+    ]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("submitted job 1"), "{out}");
+    let (ok, out, _) = cli(&["logs", "1", "-f"]);
+    assert!(ok);
+    assert_eq!(out, "rocr=0,1\ndone\n");
+    let (ok, out, _) = cli(&["job", "1"]);
+    assert!(ok);
+    assert!(out.contains("completed"), "{out}");
+    assert!(out.contains("started on amd-0/0, amd-0/1"), "{out}");
+    let (ok, out, _) = cli(&["jobs", "--output", "json"]);
+    assert!(ok);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["items"][0]["time_limit_s"], 300);
+    assert_eq!(v["items"][0]["state"], "completed");
+    // administration: org, owner, allocation; the owner submits with her token
+    let (ok, _, err) = cli(&["org", "create", "acme", "--category", "startup"]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = cli(&[
+        "user", "create", "alice", "--org", "acme", "--role", "owner",
+    ]);
+    assert!(ok, "{err}");
+    let alice = out
+        .split_whitespace()
+        .find(|w| w.starts_with("gf_"))
+        .unwrap()
+        .to_string();
+    let (ok, out, err) = cli(&[
+        "alloc",
+        "create",
+        "--org",
+        "acme",
+        "--gpu-hours",
+        "10",
+        "--days",
+        "7",
+    ]);
+    assert!(ok, "{err}");
+    let alloc: i64 = out.trim().parse().unwrap();
+    let run_as = |token: &str, args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_gigafab"))
+            .args(args)
+            .env("GIGAFAB_SERVER", &app.url)
+            .env("GIGAFAB_TOKEN", token)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, out, err) = run_as(
+        &alice,
+        &[
+            "submit",
+            "--allocation",
+            &alloc.to_string(),
+            "--",
+            "sleep",
+            "30",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    let (ok, out, _) = run_as(&alice, &["jobs"]);
+    assert!(ok);
+    assert!(out.contains("alice") && !out.contains("admin"), "{out}");
+    let (ok, _, err) = run_as(&alice, &["cancel", "2"]);
+    assert!(ok, "{err}");
+    app.wait_state(2, &["cancelled"], 10).await;
+    // another tenant's job is not found; errors are clear and exit non-zero
+    let (ok, _, err) = run_as(&alice, &["job", "1"]);
+    assert!(!ok);
+    assert!(err.contains("job_not_found"), "{err}");
+    let (ok, _, err) = run_as("gf_bad", &["jobs"]);
+    assert!(!ok);
+    assert!(err.contains("unauthorized"), "{err}");
+    let (ok, out, _) = cli(&["usage", "--output", "json"]);
+    assert!(ok);
+    let u: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(u["items"].as_array().unwrap().len(), 2);
+    let (ok, out, _) = cli(&["fleet"]);
+    assert!(ok);
+    assert!(out.contains("nvidia-0") && out.contains("amd-0"), "{out}");
+}
