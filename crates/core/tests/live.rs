@@ -70,7 +70,10 @@ fn restored_runs_hold_their_accelerators() {
     assert_eq!(c.jobs[r as usize].state, JobState::Running);
     assert_eq!(c.jobs[r as usize].run_start, 50.0);
     assert_eq!(c.n_running, 1);
-    assert!(c.decisions().started.is_empty(), "a restore is not a start decision");
+    assert!(
+        c.decisions().started.is_empty(),
+        "a restore is not a start decision"
+    );
     assert_eq!(c.cluster.node_state(1), (4, 0));
     let x = c.submit(&job("x", 60.0, 4), 0, 60.0);
     let y = c.submit(&job("y", 60.0, 1), 0, 60.0);
