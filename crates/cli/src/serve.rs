@@ -108,6 +108,20 @@ pub fn run(a: ServeArgs) -> Result<()> {
     let data_dir = data_dir
         .canonicalize()
         .with_context(|| format!("{}: cannot resolve", data_dir.display()))?;
+    // one server per data directory: its jobs and database are its own
+    let lock_path = data_dir.join("gigafab.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("{}: cannot open", lock_path.display()))?;
+    if lock.try_lock().is_err() {
+        bail!(
+            "another gigafab server is using {} (one server per data directory)",
+            data_dir.display()
+        );
+    }
     let url = a
         .database
         .clone()
@@ -155,6 +169,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         }
         use std::io::Write;
         let _ = std::io::stdout().flush();
+        let _lock = lock;
         tokio::select! {
             r = running.wait() => r.context("the HTTP server stopped")?,
             _ = tokio::signal::ctrl_c() => {

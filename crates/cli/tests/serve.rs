@@ -1259,3 +1259,28 @@ async fn cli_submit_watch_logs_cancel() {
     assert!(ok);
     assert!(out.contains("nvidia-0") && out.contains("amd-0"), "{out}");
 }
+
+both_stores!(one_server_per_store);
+
+/// A second server on the same store refuses to start, and says why.
+async fn one_server_per_store(app: App) {
+    let other_dir = fresh_dir("second");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gigafab"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]);
+    match &app.db_url {
+        // same database, another data directory
+        Some(u) => cmd.arg(&other_dir).args(["--database", u]),
+        None => cmd.arg(&app.dir),
+    };
+    let out = cmd
+        .env_remove("GIGAFAB_DATABASE")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another gigafab server"), "{err}");
+    // the first one is unharmed
+    assert_eq!(app.get("/api/v1/health").await["status"], "ok");
+    let _ = std::fs::remove_dir_all(&other_dir);
+}

@@ -38,6 +38,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database: {0}")]
     Sql(#[from] sqlx::Error),
+    #[error("another gigafab server is using the database {0}; one server per store")]
+    InUse(String),
 }
 
 /// A connection pool and what it talks to.
@@ -45,7 +47,12 @@ pub enum StoreError {
 pub struct Store {
     pub pool: AnyPool,
     pub kind: StoreKind,
+    /// PostgreSQL: the connection holding the server's advisory lock.
+    _lock: Option<std::sync::Arc<tokio::sync::Mutex<sqlx::AnyConnection>>>,
 }
+
+/// Advisory-lock key of a gigafab server on a PostgreSQL database.
+const PG_LOCK_KEY: i64 = 0x6769_6761_6661_62;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -122,8 +129,27 @@ impl Store {
                 url: redact(url),
                 source: e,
             })?;
+        let lock = if kind == StoreKind::Postgres {
+            use sqlx::{Connection, Row};
+            let mut conn = sqlx::AnyConnection::connect(url).await?;
+            let got: bool = sqlx::query("SELECT pg_try_advisory_lock($1)")
+                .bind(PG_LOCK_KEY)
+                .fetch_one(&mut conn)
+                .await?
+                .try_get(0)?;
+            if !got {
+                return Err(StoreError::InUse(redact(url)));
+            }
+            Some(std::sync::Arc::new(tokio::sync::Mutex::new(conn)))
+        } else {
+            None
+        };
         MIGRATOR.run(&pool).await?;
-        Ok(Store { pool, kind })
+        Ok(Store {
+            pool,
+            kind,
+            _lock: lock,
+        })
     }
 }
 
