@@ -309,7 +309,8 @@ pub async fn schedule(b: &ServeBench) -> Result<ScheduleFigures> {
         if q >= b.queued {
             break;
         }
-        let body = json!({"allocation": 1, "gpus": 1024, "command": ["train"], "time_limit_s": 3600});
+        let body =
+            json!({"allocation": 1, "gpus": 1024, "command": ["train"], "time_limit_s": 3600});
         submit_burst(&s, b.clients.min(b.queued - q), b.queued - q, &body).await?;
     }
     // let the queue settle, then sample the passes of the tick

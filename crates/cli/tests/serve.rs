@@ -577,6 +577,46 @@ async fn tenants_quota_and_audit(app: App) {
         .await;
     assert_eq!(s, 201, "{j}");
     let bob_job = j["id"].as_i64().unwrap();
+    // projects group work inside an organisation
+    let (s, p) = app
+        .call(
+            "POST",
+            "/api/v1/projects",
+            Some(&alice),
+            Some(json!({"org": "acme", "name": "llm"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{p}");
+    let (s, _) = app
+        .call(
+            "POST",
+            "/api/v1/projects",
+            Some(&bob),
+            Some(json!({"org": "acme", "name": "x"})),
+        )
+        .await;
+    assert_eq!(s, 403, "members do not create projects");
+    let (s, pj) = app
+        .submit(
+            &bob,
+            json!({"allocation": a1, "gpus": 1, "project": "llm", "command": sh("true")}),
+        )
+        .await;
+    assert_eq!(s, 201, "{pj}");
+    assert_eq!(pj["project"], "llm");
+    let (s, v) = app
+        .submit(
+            &bob,
+            json!({"allocation": a1, "gpus": 1, "project": "nope", "command": sh("true")}),
+        )
+        .await;
+    assert_eq!(s, 404, "{v}");
+    let (_, l) = app
+        .call("GET", "/api/v1/projects", Some(&carol), None)
+        .await;
+    assert_eq!(l["items"].as_array().unwrap().len(), 0);
+    app.wait_state(pj["id"].as_i64().unwrap(), &["completed"], 10)
+        .await;
     let (s, v) = app
         .submit(
             &carol,
@@ -622,7 +662,13 @@ async fn tenants_quota_and_audit(app: App) {
     assert_eq!(l["items"].as_array().unwrap().len(), 1);
     assert_eq!(l["items"][0]["id"], a2);
     let (_, l) = app.call("GET", "/api/v1/jobs", Some(&alice), None).await;
-    assert_eq!(l["items"][0]["id"], bob_job);
+    let ids: Vec<i64> = l["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_i64().unwrap())
+        .collect();
+    assert!(ids.contains(&bob_job) && ids.len() == 2, "{ids:?}");
     // a member lists no users; an owner lists her organisation's
     let (s, _) = app.call("GET", "/api/v1/users", Some(&bob), None).await;
     assert_eq!(s, 403);
@@ -1283,4 +1329,55 @@ async fn one_server_per_store(app: App) {
     // the first one is unharmed
     assert_eq!(app.get("/api/v1/health").await["status"], "ok");
     let _ = std::fs::remove_dir_all(&other_dir);
+}
+
+/// `--bootstrap-token-file` sets the first admin token; nothing is printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_token_from_a_file() {
+    let dir = fresh_dir("tokfile");
+    let f = dir.join("token");
+    std::fs::write(&f, "gf_from_a_file_0123456789abcdef\n").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gigafab"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.join("data"))
+        .arg("--bootstrap-token-file")
+        .arg(&f)
+        .env_remove("GIGAFAB_BOOTSTRAP_TOKEN")
+        .env_remove("GIGAFAB_DATABASE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = loop {
+        let l = err.next().unwrap().unwrap();
+        if let Some(r) = l.split("listening on ").nth(1) {
+            break r.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    let http = reqwest::Client::new();
+    let r = http
+        .get(format!("{url}/api/v1/whoami"))
+        .bearer_auth("gf_from_a_file_0123456789abcdef")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    child.kill().unwrap();
+    let mut s = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut s).unwrap();
+    assert!(!s.contains("GIGAFAB_TOKEN"), "{s}");
+    child.wait().unwrap();
+    // a too-short token is refused with a clear message
+    std::fs::write(&f, "short").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gigafab"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.join("data2"))
+        .arg("--bootstrap-token-file")
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bootstrap token"));
+    let _ = std::fs::remove_dir_all(&dir);
 }

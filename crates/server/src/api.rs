@@ -304,8 +304,28 @@ pub fn openapi_doc() -> Value {
             opd["security"] = json!([{"bearer": []}]);
         }
         if method == "post" {
-            opd["requestBody"] =
-                json!({"content": {"application/json": {"schema": {"type": "object"}}}});
+            let schema = match path {
+                "/api/v1/jobs" => json!({"$ref": "#/components/schemas/SubmitJob"}),
+                "/api/v1/allocations" => json!({"$ref": "#/components/schemas/CreateAllocation"}),
+                _ => json!({"type": "object"}),
+            };
+            opd["requestBody"] = json!({"content": {"application/json": {"schema": schema}}});
+        }
+        let answer = match (method, path) {
+            ("post", "/api/v1/jobs")
+            | ("get", "/api/v1/jobs/{id}")
+            | ("delete", "/api/v1/jobs/{id}") => Some(json!({"$ref": "#/components/schemas/Job"})),
+            ("get", "/api/v1/jobs") => Some(json!({"type": "object", "properties": {
+                "items": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}},
+                "next": {"type": ["integer", "null"]}}})),
+            ("post", "/api/v1/allocations") | ("get", "/api/v1/allocations/{id}") => {
+                Some(json!({"$ref": "#/components/schemas/Allocation"}))
+            }
+            _ => None,
+        };
+        if let Some(a) = answer {
+            let code = if method == "post" { "201" } else { "200" };
+            opd["responses"][code]["content"] = json!({"application/json": {"schema": a}});
         }
         let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
         entry[method] = opd;
@@ -317,8 +337,58 @@ pub fn openapi_doc() -> Value {
         "paths": paths,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Error": {"type": "object", "required": ["error", "message"],
-                "properties": {"error": {"type": "string"}, "message": {"type": "string"}}}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error", "message"],
+                    "properties": {"error": {"type": "string"}, "message": {"type": "string"}}},
+                "SubmitJob": {"type": "object", "additionalProperties": false,
+                    "required": ["allocation", "gpus", "command"],
+                    "properties": {
+                        "allocation": {"type": ["integer", "string"]},
+                        "gpus": {"type": "integer", "minimum": 1, "maximum": crate::ctl::MAX_GPUS},
+                        "command": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                        "name": {"type": "string", "maxLength": 128},
+                        "project": {"type": "string"},
+                        "type": {"type": "string"},
+                        "types": {"type": "array", "items": {"type": "string"}},
+                        "vendor": {"enum": ["nvidia", "amd", "other"]},
+                        "min_memory_gb": {"type": "number", "exclusiveMinimum": 0},
+                        "time_limit_s": {"type": "integer", "minimum": 1, "maximum": crate::ctl::MAX_TIME_LIMIT_S},
+                        "priority": {"type": "integer", "minimum": -10000, "maximum": 10000},
+                        "preemptible": {"type": "boolean"},
+                        "env": {"type": "object", "additionalProperties": {"type": "string"}},
+                        "workdir": {"type": "string"}}},
+                "CreateAllocation": {"type": "object", "additionalProperties": false,
+                    "required": ["org", "gpu_hours"],
+                    "properties": {
+                        "org": {"type": "string"},
+                        "gpu_hours": {"type": "number", "exclusiveMinimum": 0},
+                        "days": {"type": "number", "exclusiveMinimum": 0},
+                        "valid_from": {"type": "string", "format": "date-time"},
+                        "qos_priority": {"type": "integer"},
+                        "name": {"type": "string"}}},
+                "Job": {"type": "object", "properties": {
+                    "id": {"type": "integer"}, "name": {"type": "string"}, "org": {"type": "string"},
+                    "project": {"type": ["string", "null"]}, "user": {"type": "string"},
+                    "allocation": {"type": "integer"}, "gpus": {"type": "integer"},
+                    "accelerator": {"type": "object"},
+                    "command": {"type": "array", "items": {"type": "string"}},
+                    "time_limit_s": {"type": "integer"}, "priority": {"type": "integer"},
+                    "preemptible": {"type": "boolean"},
+                    "state": {"enum": ["queued", "running", "completed", "failed", "timeout", "cancelled"]},
+                    "reason": {"type": ["string", "null"]}, "exit_code": {"type": ["integer", "null"]},
+                    "submitted_at": {"type": "string", "format": "date-time"},
+                    "started_at": {"type": ["string", "null"]}, "ended_at": {"type": ["string", "null"]},
+                    "accelerators": {"type": "array", "items": {"type": "string"}},
+                    "gpu_hours": {"type": "number"},
+                    "events": {"type": "array", "items": {"type": "object", "properties": {
+                        "at": {"type": "string"}, "kind": {"type": "string"}, "message": {"type": "string"}}}}}},
+                "Allocation": {"type": "object", "properties": {
+                    "id": {"type": "integer"}, "org": {"type": "string"}, "name": {"type": "string"},
+                    "granted_gpu_hours": {"type": "number"}, "used_gpu_hours": {"type": "number"},
+                    "valid_from": {"type": "string"}, "valid_until": {"type": "string"},
+                    "qos_priority": {"type": "integer"},
+                    "state": {"enum": ["active", "expired", "exhausted", "pending"]}}},
+            },
         },
     })
 }

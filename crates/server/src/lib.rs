@@ -6,6 +6,8 @@
 //!   change before answering, and drives an [`gigafab_exec::Executor`];
 //! - [`api`]: the JSON HTTP API under `/api/v1`.
 
+#![recursion_limit = "512"]
+
 pub mod api;
 pub mod auth;
 pub mod ctl;

@@ -52,7 +52,7 @@ pub struct Store {
 }
 
 /// Advisory-lock key of a gigafab server on a PostgreSQL database.
-const PG_LOCK_KEY: i64 = 0x6769_6761_6661_62;
+const PG_LOCK_KEY: i64 = 0x0067_6967_6166_6162;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
