@@ -7,6 +7,7 @@ use gigafab_twin::workload::{self, Format, synth};
 use gigafab_twin::{Failures, SimConfig, simulate};
 use std::path::{Path, PathBuf};
 
+mod agent;
 mod bench;
 mod bench_serve;
 mod client;
@@ -41,6 +42,9 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Node agent: GPU telemetry of this machine.
+    #[command(subcommand)]
+    Agent(agent::AgentCmd),
     #[command(flatten)]
     Client(client::ClientCmd),
 }
@@ -484,6 +488,7 @@ fn main() {
         Cmd::Serve(a) => serve::run(a),
         Cmd::JobSupervise { args } => std::process::exit(gigafab_exec::local::supervise(&args)),
         Cmd::Client(c) => client::run(c),
+        Cmd::Agent(c) => agent::run(c),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");
