@@ -3,6 +3,7 @@
 //! Everything here is pure and deterministic: no I/O, no clock. Time is
 //! seconds as `f64`, supplied by the caller (`now`).
 
+pub mod carbon;
 pub mod catalog;
 pub mod cluster;
 pub mod factory;
@@ -10,6 +11,7 @@ pub mod policy;
 pub mod rng;
 pub mod sched;
 pub mod spec;
+pub mod time;
 
 pub use catalog::{AcceleratorType, Catalog, TypeIdx, Vendor};
 pub use factory::{Factory, FactoryError, PoolIdx};
