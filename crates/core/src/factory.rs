@@ -71,6 +71,14 @@ struct FactoryFile {
 #[serde(deny_unknown_fields)]
 struct SiteFile {
     name: String,
+    /// Power usage effectiveness (facility power / IT power).
+    pue: Option<f64>,
+    /// Facility power budget, MW (including PUE).
+    power_budget_mw: Option<f64>,
+    /// Grid carbon-intensity series (CSV), relative to the factory file.
+    grid: Option<Spanned<String>>,
+    /// Constant grid carbon intensity, gCO2e/kWh (instead of `grid`).
+    carbon_g_per_kwh: Option<f64>,
     #[serde(default)]
     pools: Vec<Spanned<PoolFile>>,
 }
@@ -90,12 +98,24 @@ struct PoolFile {
     scale_up_domain: Option<u32>,
     /// Nodes per leaf switch; default: 32 (or the domain size if larger).
     nodes_per_leaf: Option<u32>,
+    /// Power of a node besides its accelerators (CPUs, memory, NICs, fans),
+    /// W, drawn whenever the node is on; default: half the accelerators' peak.
+    node_watts: Option<f64>,
 }
+
+/// Default power usage effectiveness of a site.
+pub const DEFAULT_PUE: f64 = 1.2;
 
 /// A site of the factory.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Site {
     pub name: String,
+    /// Facility power / IT power.
+    pub pue: f64,
+    /// Facility power budget, W (never exceeded by the scheduler).
+    pub power_budget_w: Option<f64>,
+    /// Grid carbon intensity; none: carbon is not accounted.
+    pub carbon: Option<std::sync::Arc<crate::carbon::CarbonSeries>>,
 }
 
 /// Index of a pool in a [`Factory`].
@@ -117,6 +137,8 @@ pub struct Pool {
     pub domain_nodes: u32,
     pub leaf_nodes: u32,
     pub first_node: u32,
+    /// Power of a node besides its accelerators, W.
+    pub node_watts: f64,
 }
 
 impl Pool {
@@ -216,8 +238,59 @@ impl Factory {
         for (si, s) in file.sites.iter().enumerate() {
             let line = line_col(text, s.span().start).0;
             let s = s.get_ref();
+            let loc = format!("sites[{si}] ({})", s.name);
+            let pue = s.pue.unwrap_or(DEFAULT_PUE);
+            if !(pue.is_finite() && (1.0..=5.0).contains(&pue)) {
+                return Err(invalid(line, loc, "pue must be within 1..=5".into()));
+            }
+            if let Some(b) = s.power_budget_mw
+                && !(b.is_finite() && b > 0.0 && b <= 1e5)
+            {
+                return Err(invalid(
+                    line,
+                    loc,
+                    "power_budget_mw must be > 0 and at most 100000".into(),
+                ));
+            }
+            let carbon = match (&s.grid, s.carbon_g_per_kwh) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        line,
+                        loc,
+                        "give either grid or carbon_g_per_kwh, not both".into(),
+                    ));
+                }
+                (Some(g), None) => {
+                    let base = Path::new(path).parent().unwrap_or(Path::new("."));
+                    let file = base.join(g.get_ref());
+                    let series = crate::carbon::CarbonSeries::load(&file).map_err(|e| {
+                        invalid(
+                            line_col(text, g.span().start).0,
+                            loc.clone(),
+                            format!("grid: {e}"),
+                        )
+                    })?;
+                    Some(std::sync::Arc::new(series))
+                }
+                (None, Some(c)) => {
+                    if !(c.is_finite() && (0.0..10_000.0).contains(&c)) {
+                        return Err(invalid(
+                            line,
+                            loc,
+                            "carbon_g_per_kwh must be within 0..10000".into(),
+                        ));
+                    }
+                    Some(std::sync::Arc::new(crate::carbon::CarbonSeries::constant(
+                        &s.name, c,
+                    )))
+                }
+                (None, None) => None,
+            };
             sites.push(Site {
                 name: s.name.clone(),
+                pue,
+                power_budget_w: s.power_budget_mw.map(|b| b * 1e6),
+                carbon,
             });
             if s.pools.is_empty() {
                 return Err(invalid(
@@ -295,7 +368,17 @@ impl Factory {
                         format!("the factory exceeds {MAX_NODES} nodes"),
                     ));
                 }
+                let peak = catalog.get(accel).peak_watts;
+                let node_watts = p.node_watts.unwrap_or(0.5 * peak * per as f64);
+                if !(node_watts.is_finite() && (0.0..=1e6).contains(&node_watts)) {
+                    return Err(invalid(
+                        line,
+                        loc,
+                        "node_watts must be within 0..=1e6".into(),
+                    ));
+                }
                 pools.push(Pool {
+                    node_watts,
                     name: p.name.clone(),
                     site: si,
                     accel,
@@ -331,6 +414,17 @@ impl Factory {
     /// Total nodes.
     pub fn nodes(&self) -> u32 {
         self.pools.iter().map(|p| p.nodes).sum()
+    }
+
+    /// Replaces the carbon series of site `name`; false if there is no such site.
+    pub fn set_carbon(&mut self, name: &str, series: crate::carbon::CarbonSeries) -> bool {
+        match self.sites.iter_mut().find(|s| s.name == name) {
+            Some(s) => {
+                s.carbon = Some(std::sync::Arc::new(series));
+                true
+            }
+            None => false,
+        }
     }
 
     /// Largest accelerator count of any pool (the biggest gang that can run).

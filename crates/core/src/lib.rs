@@ -6,6 +6,7 @@
 pub mod carbon;
 pub mod catalog;
 pub mod cluster;
+pub mod energy;
 pub mod factory;
 pub mod policy;
 pub mod rng;

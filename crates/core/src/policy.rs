@@ -79,6 +79,19 @@ pub struct Policy {
     pub preemption: bool,
     /// Most blocked jobs that try preemption in one pass.
     pub max_preempt_attempts: usize,
+    /// Whether a job that would exceed a site's power budget may start
+    /// with its accelerators power-capped (slower, see [`crate::energy`]).
+    pub power_capping: bool,
+    /// Whether jobs with a deadline start in low-carbon hours and at the
+    /// lower-carbon site.
+    pub carbon_aware: bool,
+    /// A flexible job waits for a start whose carbon intensity is at least
+    /// this fraction lower than now.
+    pub carbon_threshold: f64,
+    /// Unix time (s) that scheduler time 0 stands for: carbon series are
+    /// indexed by calendar time. The twin uses its start date; a live
+    /// server, whose clock is Unix time already, 0.
+    pub calendar_start_s: f64,
 }
 
 impl Policy {
@@ -97,6 +110,10 @@ impl Policy {
             las_thresholds_gpu_s: vec![3_600.0, 36_000.0, 360_000.0],
             preemption: true,
             max_preempt_attempts: 8,
+            power_capping: false,
+            carbon_aware: false,
+            carbon_threshold: 0.1,
+            calendar_start_s: 0.0,
         }
     }
 

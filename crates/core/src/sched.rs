@@ -96,6 +96,19 @@ pub struct Job {
     /// Accelerator-seconds of work thrown away by interruptions.
     pub lost_gpu_s: f64,
     pub restarts: u32,
+    /// Power of each of its accelerators in the current run, W (capped or not).
+    pub power_w: f64,
+    /// Speed kept under its power cap in the current run (1: uncapped).
+    pub speed: f64,
+    /// Runs started under a power cap.
+    pub capped_runs: u32,
+    /// Energy of its runs so far (accelerators and their share of node
+    /// power, without PUE), J.
+    pub energy_j: f64,
+    /// Carbon of its runs so far (energy × PUE × grid intensity), g.
+    pub carbon_g: f64,
+    /// Carbon-aware deferral: not considered before this time.
+    pub defer_until: f64,
     pub placement: Placement,
     key: f64,
 }
@@ -245,6 +258,49 @@ pub struct SchedCore {
     victims: Vec<(i64, f64, JobIdx)>,
     keyed: Vec<(f64, f64, JobIdx)>,
     place_buf: Placement,
+    sites: Vec<SitePower>,
+    site_order: Vec<(f64, usize)>,
+    /// Carbon-aware deferrals decided so far.
+    pub deferrals: u64,
+    /// Starts refused by a site's power budget so far (a job counts once per pass).
+    pub power_waits: u64,
+}
+
+/// What carbon awareness says of a flexible job now.
+enum CarbonPlan {
+    /// Wait until this time (a cleaner start).
+    Defer(f64),
+    /// Start now, lowest-carbon site first.
+    Go,
+    /// No carbon series on its candidate sites.
+    NoData,
+}
+
+/// Power and energy of a site.
+#[derive(Debug, Clone)]
+struct SitePower {
+    pue: f64,
+    budget_w: Option<f64>,
+    /// IT power now, W.
+    it_w: f64,
+    /// Accrued up to this time.
+    t: f64,
+    energy_j: f64,
+    carbon_g: f64,
+    peak_w: f64,
+    carbon: Option<std::sync::Arc<crate::carbon::CarbonSeries>>,
+}
+
+/// Energy figures of a site (facility level: IT power × PUE).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SiteEnergy {
+    /// Facility power now, W.
+    pub power_w: f64,
+    /// Highest facility power so far, W.
+    pub peak_w: f64,
+    pub budget_w: Option<f64>,
+    pub energy_j: f64,
+    pub carbon_g: f64,
 }
 
 const DRAIN_FLAG: u16 = 0x8000;
@@ -283,6 +339,35 @@ impl SchedCore {
             victims: Vec::new(),
             keyed: Vec::new(),
             place_buf: Vec::new(),
+            site_order: Vec::new(),
+            deferrals: 0,
+            power_waits: 0,
+            sites: factory
+                .sites
+                .iter()
+                .enumerate()
+                .map(|(si, site)| {
+                    let it_w: f64 = factory
+                        .pools
+                        .iter()
+                        .filter(|p| p.site == si)
+                        .map(|p| {
+                            let t = factory.catalog.get(p.accel);
+                            p.nodes as f64 * p.node_watts + p.accelerators() as f64 * t.idle_watts
+                        })
+                        .sum();
+                    SitePower {
+                        pue: site.pue,
+                        budget_w: site.power_budget_w,
+                        it_w,
+                        t: 0.0,
+                        energy_j: 0.0,
+                        carbon_g: 0.0,
+                        peak_w: it_w * site.pue,
+                        carbon: site.carbon.clone(),
+                    }
+                })
+                .collect(),
             factory,
         }
     }
@@ -450,6 +535,12 @@ impl SchedCore {
             attained_gpu_s: 0.0,
             lost_gpu_s: 0.0,
             restarts: 0,
+            power_w: 0.0,
+            speed: 1.0,
+            capped_runs: 0,
+            energy_j: 0.0,
+            carbon_g: 0.0,
+            defer_until: 0.0,
             placement: Vec::new(),
             key: 0.0,
         };
@@ -518,7 +609,153 @@ impl SchedCore {
             .billing_weight
     }
 
-    fn start(&mut self, j: JobIdx, pool: PoolIdx, factor: f64, now: f64) {
+    /// Accrues site `s`'s energy and carbon up to `now`.
+    fn accrue_site(&mut self, s: usize, now: f64) {
+        let cal = self.policy.calendar_start_s;
+        let sp = &mut self.sites[s];
+        let dt = now - sp.t;
+        if dt > 0.0 {
+            let w = sp.it_w * sp.pue;
+            sp.energy_j += w * dt;
+            if let Some(cs) = &sp.carbon {
+                sp.carbon_g += w * cs.integral(cal + sp.t, cal + now) / 3.6e6;
+            }
+            sp.t = now;
+        }
+    }
+
+    /// Power at which `gpus` accelerators of `pool` may start now, given
+    /// `freed_w` of IT power about to be released: (W each, speed kept), or
+    /// None when the site's budget does not allow it even capped.
+    fn power_plan(&self, pool: PoolIdx, gpus: u32, freed_w: f64) -> Option<(f64, f64)> {
+        let p = &self.factory.pools[pool as usize];
+        let t = self.factory.catalog.get(p.accel);
+        let want = crate::energy::job_power_w(t);
+        let sp = &self.sites[p.site];
+        let Some(budget) = sp.budget_w else {
+            return Some((want, 1.0));
+        };
+        let g = gpus as f64;
+        let head_it = budget / sp.pue - (sp.it_w - freed_w);
+        if g * (want - t.idle_watts) <= head_it + 1e-6 {
+            return Some((want, 1.0));
+        }
+        if !self.policy.power_capping {
+            return None;
+        }
+        let cap = t.idle_watts + head_it / g;
+        if cap + 1e-9 < crate::energy::min_cap_w(t) {
+            return None;
+        }
+        Some((cap, crate::energy::capped_speed(cap, want)))
+    }
+
+    /// Carbon-aware start of a job with a deadline: defer it to a cleaner
+    /// hour, or go now with its candidate pools ordered by the carbon
+    /// intensity of their sites over its run (in `site_order`).
+    fn carbon_plan(&mut self, j: JobIdx, cl: usize, now: f64) -> CarbonPlan {
+        let cal = self.policy.calendar_start_s;
+        let job = &self.jobs[j as usize];
+        let Some(deadline) = job.deadline_s else {
+            return CarbonPlan::NoData;
+        };
+        let pools = &self.cand_lists[cl].pools;
+        let run = |f: f64| {
+            job.time_limit_s
+                .unwrap_or((1.0 - job.done).max(0.0) * job.base * f)
+                .max(1.0)
+        };
+        self.site_order.clear();
+        let mut any = false;
+        let mut longest: f64 = 0.0;
+        for (ci, &(p, f)) in pools.iter().enumerate() {
+            let s = self.factory.pools[p as usize].site;
+            let r = run(f);
+            longest = longest.max(r);
+            let key = match &self.sites[s].carbon {
+                Some(cs) => {
+                    any = true;
+                    cs.mean(cal + now, cal + now + r)
+                }
+                None => f64::MAX,
+            };
+            self.site_order.push((key, ci));
+        }
+        if !any {
+            return CarbonPlan::NoData;
+        }
+        self.site_order
+            .sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        // latest start that still meets the deadline, with a margin for
+        // waiting on capacity then
+        let latest = deadline - longest - (3600.0 + 0.1 * longest);
+        if now >= latest {
+            return CarbonPlan::Go;
+        }
+        let best_now = self.site_order[0].0;
+        let mut best = (best_now, now);
+        let mut h = ((cal + now) / 3600.0).floor() * 3600.0 + 3600.0 - cal;
+        let mut steps = 0;
+        while h <= latest && steps < 168 {
+            for &(p, f) in pools.iter() {
+                let s = self.factory.pools[p as usize].site;
+                if let Some(cs) = &self.sites[s].carbon {
+                    let m = cs.mean(cal + h, cal + h + run(f));
+                    if m < best.0 {
+                        best = (m, h);
+                    }
+                }
+            }
+            h += 3600.0;
+            steps += 1;
+        }
+        if best.1 > now && best.0 < best_now * (1.0 - self.policy.carbon_threshold) {
+            CarbonPlan::Defer(best.1)
+        } else {
+            CarbonPlan::Go
+        }
+    }
+
+    /// Energy figures of every site, accrued to `now`.
+    pub fn site_energy(&mut self, now: f64) -> Vec<SiteEnergy> {
+        for s in 0..self.sites.len() {
+            self.accrue_site(s, now);
+        }
+        self.sites
+            .iter()
+            .map(|sp| SiteEnergy {
+                power_w: sp.it_w * sp.pue,
+                peak_w: sp.peak_w,
+                budget_w: sp.budget_w,
+                energy_j: sp.energy_j,
+                carbon_g: sp.carbon_g,
+            })
+            .collect()
+    }
+
+    /// Carbon intensity of site `s` at scheduler time `t` (None: no series).
+    pub fn intensity(&self, s: usize, t: f64) -> Option<f64> {
+        self.sites[s]
+            .carbon
+            .as_ref()
+            .map(|c| c.at(self.policy.calendar_start_s + t))
+    }
+
+    /// Starts `j` on the placement in `place_buf` with its accelerators at
+    /// `power` = (W each, speed kept).
+    fn start(&mut self, j: JobIdx, pool: PoolIdx, factor: f64, now: f64, power: (f64, f64)) {
+        let (power_w, speed) = power;
+        let site = self.factory.pools[pool as usize].site;
+        let idle = self
+            .factory
+            .catalog
+            .get(self.factory.pools[pool as usize].accel)
+            .idle_watts;
+        let g = self.jobs[j as usize].gpus as f64;
+        self.accrue_site(site, now);
+        let sp = &mut self.sites[site];
+        sp.it_w += g * (power_w - idle);
+        sp.peak_w = sp.peak_w.max(sp.it_w * sp.pue);
         let placement = std::mem::take(&mut self.place_buf);
         for &(n, c) in &placement {
             self.node_jobs[n as usize].push((j, c));
@@ -530,7 +767,12 @@ impl SchedCore {
         job.state = JobState::Running;
         job.run_start = now;
         job.run_pool = pool;
-        job.run_full = job.base * factor;
+        job.run_full = job.base * factor / speed.max(1e-6);
+        job.power_w = power_w;
+        job.speed = speed;
+        if speed < 1.0 {
+            job.capped_runs += 1;
+        }
         job.epoch += 1;
         job.first_start.get_or_insert(now);
         let est = job
@@ -560,6 +802,34 @@ impl SchedCore {
 
     /// Takes a running job off its accelerators (bookkeeping only).
     fn stop(&mut self, j: JobIdx, now: f64) {
+        {
+            let (pool, gpus, power_w, start) = {
+                let job = &self.jobs[j as usize];
+                (
+                    job.run_pool as usize,
+                    job.gpus as f64,
+                    job.power_w,
+                    job.run_start,
+                )
+            };
+            let p = &self.factory.pools[pool];
+            let site = p.site;
+            let idle = self.factory.catalog.get(p.accel).idle_watts;
+            let node_share = p.node_watts / p.per_node.max(1) as f64;
+            self.accrue_site(site, now);
+            let cal = self.policy.calendar_start_s;
+            let sp = &mut self.sites[site];
+            sp.it_w = (sp.it_w - gpus * (power_w - idle)).max(0.0);
+            let dt = (now - start).max(0.0);
+            let e = gpus * (power_w + node_share) * dt;
+            let c = match &sp.carbon {
+                Some(cs) => e * sp.pue * cs.mean(cal + start, cal + now) / 3.6e6,
+                None => 0.0,
+            };
+            let job = &mut self.jobs[j as usize];
+            job.energy_j += e;
+            job.carbon_g += c;
+        }
         let job = &mut self.jobs[j as usize];
         debug_assert_eq!(job.state, JobState::Running);
         let placement = std::mem::take(&mut job.placement);
@@ -786,7 +1056,25 @@ impl SchedCore {
             for &(_, _, v) in &victims[..n] {
                 self.cluster.take_exact(&self.jobs[v as usize].placement);
             }
-            if ok {
+            // the victims' power must make room too
+            let idle = self
+                .factory
+                .catalog
+                .get(self.factory.pools[pu].accel)
+                .idle_watts;
+            let freed: f64 = victims[..n]
+                .iter()
+                .map(|&(_, _, v)| {
+                    let vj = &self.jobs[v as usize];
+                    vj.gpus as f64 * (vj.power_w - idle)
+                })
+                .sum();
+            let power = if ok {
+                self.power_plan(p, gpus, freed)
+            } else {
+                None
+            };
+            if let Some(power) = power {
                 for &(_, _, v) in &victims[..n] {
                     let lost = self.interrupt(v, now, false);
                     self.dec.preempted.push((v, lost));
@@ -795,7 +1083,7 @@ impl SchedCore {
                 self.place_buf = buf;
                 self.victims = victims;
                 if ok2 {
-                    self.start(j, p, factor, now);
+                    self.start(j, p, factor, now, power);
                     return true;
                 }
                 return false;
@@ -904,17 +1192,41 @@ impl SchedCore {
                     continue;
                 }
             }
-            let pools = &self.cand_lists[cl].pools;
-            if pools.iter().all(|&(p, _)| self.blocked[p as usize]) {
+            if self.cand_lists[cl]
+                .pools
+                .iter()
+                .all(|&(p, _)| self.blocked[p as usize])
+            {
                 continue;
+            }
+            let npools = self.cand_lists[cl].pools.len();
+            let mut by_carbon = false;
+            if self.policy.carbon_aware && self.jobs[j as usize].deadline_s.is_some() {
+                let until = self.jobs[j as usize].defer_until;
+                if until > now {
+                    wake = Some(wake.map_or(until, |w: f64| w.min(until)));
+                    continue;
+                }
+                match self.carbon_plan(j, cl, now) {
+                    CarbonPlan::Defer(until) => {
+                        self.jobs[j as usize].defer_until = until;
+                        self.deferrals += 1;
+                        wake = Some(wake.map_or(until, |w: f64| w.min(until)));
+                        continue;
+                    }
+                    CarbonPlan::Go => by_carbon = true,
+                    CarbonPlan::NoData => {}
+                }
             }
             tested += 1;
             if tested > self.policy.max_job_test {
                 left_waiting = true;
                 break;
             }
+            let mut power_blocked = false;
             let mut started = false;
-            for ci in 0..pools.len() {
+            for k in 0..npools {
+                let ci = if by_carbon { self.site_order[k].1 } else { k };
                 let (p, factor) = self.cand_lists[cl].pools[ci];
                 let pu = p as usize;
                 if self.blocked[pu] || !self.cluster.pools[pu].may_fit(gpus) {
@@ -933,6 +1245,10 @@ impl SchedCore {
                         uses_extra = true;
                     }
                 }
+                let Some(power) = self.power_plan(p, gpus, 0.0) else {
+                    power_blocked = true;
+                    continue;
+                };
                 let mut buf = std::mem::take(&mut self.place_buf);
                 let ok = self.cluster.place(p, gpus, &mut buf);
                 self.place_buf = buf;
@@ -940,10 +1256,13 @@ impl SchedCore {
                     if uses_extra && let Some(r) = self.reservations[pu].as_mut() {
                         r.extra -= gpus as u64;
                     }
-                    self.start(j, p, factor, now);
+                    self.start(j, p, factor, now, power);
                     started = true;
                     break;
                 }
+            }
+            if !started && power_blocked {
+                self.power_waits += 1;
             }
             if !started
                 && self.policy.preemption
@@ -1109,7 +1428,12 @@ impl SchedCore {
         self.cluster.take_exact(placement);
         self.place_buf.clear();
         self.place_buf.extend_from_slice(placement);
-        self.start(j, pool, 1.0, run_start);
+        let t = self
+            .factory
+            .catalog
+            .get(self.factory.pools[pool as usize].accel);
+        let power = (crate::energy::job_power_w(t), 1.0);
+        self.start(j, pool, 1.0, run_start, power);
         self.dec.started.retain(|&x| x != j);
         j
     }
