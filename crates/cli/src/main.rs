@@ -105,6 +105,116 @@ struct SimArgs {
     /// Hide the progress bar.
     #[arg(long, short)]
     quiet: bool,
+    /// Carbon-aware scheduling: jobs with a deadline start in low-carbon
+    /// hours and at the lower-carbon site (never missing the deadline for it).
+    #[arg(long)]
+    carbon_aware: bool,
+    /// Let jobs start power-capped (slower) when a site's power budget would
+    /// otherwise keep them waiting.
+    #[arg(long)]
+    power_capping: bool,
+    /// Calendar time of the simulation's time 0 (carbon series line up with
+    /// it), RFC 3339.
+    #[arg(long, default_value = "2023-01-01T00:00:00Z")]
+    start_date: String,
+    /// Grid carbon-intensity series of a site, replacing the factory's:
+    /// SITE=FILE.csv (repeatable).
+    #[arg(long, value_name = "SITE=FILE")]
+    grid: Vec<String>,
+    /// Power budget of a site in MW, replacing the factory's: SITE=MW
+    /// (repeatable).
+    #[arg(long, value_name = "SITE=MW")]
+    power_budget: Vec<String>,
+}
+
+/// `NAME=VALUE` of a repeatable option.
+fn split_kv<'a>(s: &'a str, flag: &str) -> Result<(&'a str, &'a str)> {
+    s.split_once('=')
+        .filter(|(k, v)| !k.trim().is_empty() && !v.trim().is_empty())
+        .map(|(k, v)| (k.trim(), v.trim()))
+        .ok_or_else(|| anyhow::anyhow!("{flag}: expected SITE=VALUE, got `{s}`"))
+}
+
+/// Applies `--grid` and `--power-budget` to a factory.
+fn apply_site_overrides(f: &mut Factory, grid: &[String], budget: &[String]) -> Result<()> {
+    for g in grid {
+        let (site, file) = split_kv(g, "--grid")?;
+        let series = gigafab_core::carbon::CarbonSeries::load(Path::new(file))?;
+        if !f.set_carbon(site, series) {
+            bail!("--grid: the factory has no site `{site}`");
+        }
+    }
+    for b in budget {
+        let (site, mw) = split_kv(b, "--power-budget")?;
+        let mw: f64 = mw
+            .parse()
+            .ok()
+            .filter(|v: &f64| v.is_finite() && *v > 0.0)
+            .ok_or_else(|| {
+                anyhow::anyhow!("--power-budget: `{mw}` is not a positive number of MW")
+            })?;
+        let s =
+            f.sites.iter_mut().find(|s| s.name == site).ok_or_else(|| {
+                anyhow::anyhow!("--power-budget: the factory has no site `{site}`")
+            })?;
+        s.power_budget_w = Some(mw * 1e6);
+    }
+    Ok(())
+}
+
+/// The extra plot panels of a run: facility power against the budget, and
+/// the sites' grid intensity at the plotted times.
+fn energy_panels(
+    out: &gigafab_twin::engine::SimOutput,
+    series: &gigafab_twin::plot::Series,
+) -> Vec<gigafab_twin::plot::ExtraPanel> {
+    use gigafab_twin::plot::ExtraPanel;
+    let mut panels = Vec::new();
+    let f = &out.core.factory;
+    if let Some(pt) = &out.power_timeline {
+        let ps = pt.series();
+        // power sampled at the plot's times (both series share the clock)
+        let power: Vec<f64> = series
+            .t
+            .iter()
+            .map(|&t| {
+                let i = ps.t.partition_point(|&x| x < t);
+                ps.utilization
+                    .get(i.min(ps.utilization.len().saturating_sub(1)))
+                    .copied()
+                    .unwrap_or(f64::NAN)
+            })
+            .collect();
+        panels.push(ExtraPanel {
+            label: "facility power (MW)".into(),
+            lines: vec![("power".into(), power)],
+            limit: out
+                .report
+                .power_budget_mw
+                .map(|b| (format!("budget {b:.2} MW"), b)),
+        });
+    }
+    let cal = out.core.policy.calendar_start_s;
+    let lines: Vec<(String, Vec<f64>)> = f
+        .sites
+        .iter()
+        .filter_map(|s| {
+            s.carbon.as_ref().map(|c| {
+                (
+                    s.name.clone(),
+                    series.t.iter().map(|&t| c.at(cal + t)).collect(),
+                )
+            })
+        })
+        .collect();
+    if !lines.is_empty() {
+        panels.push(ExtraPanel {
+            label: "grid gCO2e/kWh".into(),
+            lines,
+            limit: None,
+        });
+    }
+    panels
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -169,6 +279,13 @@ struct SynthArgs {
     /// gigafactory profile: share of GPU-hours carried by large gangs.
     #[arg(long, default_value_t = synth::DEFAULT_GANG_SHARE)]
     gang_share: f64,
+    /// Fraction of jobs that are flexible: they get a deadline of
+    /// submission + duration + --slack-hours.
+    #[arg(long, default_value_t = 0.0)]
+    flexible: f64,
+    /// Slack of flexible jobs, hours.
+    #[arg(long, default_value_t = 24.0)]
+    slack_hours: f64,
 }
 
 #[derive(Subcommand)]
@@ -293,7 +410,8 @@ pub fn progress_bar(quiet: bool) -> indicatif::ProgressBar {
 }
 
 fn cmd_sim(a: SimArgs) -> Result<()> {
-    let factory = load_factory(a.factory.as_deref())?;
+    let mut factory = load_factory(a.factory.as_deref())?;
+    apply_site_overrides(&mut factory, &a.grid, &a.power_budget)?;
     let throughputs = load_throughputs(a.throughputs.as_deref())?;
     let jobs = match &a.workload {
         Some(w) => read_workload(w, a.workload_format)?,
@@ -306,6 +424,11 @@ fn cmd_sim(a: SimArgs) -> Result<()> {
         }
     };
     let mut policy = Policy::new(a.policy);
+    policy.carbon_aware = a.carbon_aware;
+    policy.power_capping = a.power_capping;
+    policy.calendar_start_s = gigafab_core::time::parse_rfc3339(&a.start_date)
+        .map_err(|e| anyhow::anyhow!("--start-date: {e}"))? as f64
+        / 1000.0;
     if let Some(b) = a.backfill_interval {
         if !(b.is_finite() && b >= 0.0) {
             bail!("--backfill-interval must be >= 0");
@@ -350,7 +473,9 @@ fn cmd_sim(a: SimArgs) -> Result<()> {
             "{} on {}: utilization and queue",
             out.report.policy, out.report.factory
         );
-        std::fs::write(path, gigafab_twin::plot::render_svg(&tl.series(), &title))
+        let mut series = tl.series();
+        series.extra = energy_panels(&out, &series);
+        std::fs::write(path, gigafab_twin::plot::render_svg(&series, &title))
             .with_context(|| format!("{}: cannot write plot", path.display()))?;
     }
     if let Some(n) = out.report.cancelled_reasons.get("unknown_job_type") {
@@ -401,7 +526,14 @@ fn cmd_synth(a: SynthArgs) -> Result<()> {
         }
         _ => bail!("give either --rate JOBS_PER_HOUR or --load FRACTION --factory F"),
     };
-    let jobs = synth::generate(&p, throughputs.as_ref(), philly.as_deref())?;
+    let mut jobs = synth::generate(&p, throughputs.as_ref(), philly.as_deref())?;
+    if !(a.flexible.is_finite() && (0.0..=1.0).contains(&a.flexible)) {
+        bail!("--flexible must be a fraction within 0..=1");
+    }
+    if !(a.slack_hours.is_finite() && a.slack_hours >= 0.0) {
+        bail!("--slack-hours must be >= 0");
+    }
+    synth::add_deadlines(&mut jobs, a.flexible, a.slack_hours * 3600.0, a.seed);
     workload::native::write(&a.out, &jobs)
         .with_context(|| format!("{}: cannot write", a.out.display()))?;
     eprintln!(

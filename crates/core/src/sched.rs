@@ -266,6 +266,9 @@ pub struct SchedCore {
     pub power_waits: u64,
 }
 
+/// How long a deferred flexible job waits before it is considered again, s.
+const RECHECK_S: f64 = 1800.0;
+
 /// What carbon awareness says of a flexible job now.
 enum CarbonPlan {
     /// Wait until this time (a cleaner start).
@@ -692,8 +695,22 @@ impl SchedCore {
         if now >= latest {
             return CarbonPlan::Go;
         }
-        let best_now = self.site_order[0].0;
-        let mut best = (best_now, now);
+        // the cleanest start possible now: the first pool in carbon order
+        // with a free gang and power headroom
+        let gpus = job.gpus;
+        let mut feasible = f64::INFINITY;
+        for &(key, ci) in &self.site_order {
+            let p = pools[ci].0;
+            if self.cluster.pools[p as usize].may_fit(gpus)
+                && self.power_plan(p, gpus, 0.0).is_some()
+            {
+                feasible = key;
+                break;
+            }
+        }
+        // what waiting could give: a cleaner site once it has room, or a
+        // cleaner hour anywhere before the latest start
+        let mut best = (self.site_order[0].0, now + RECHECK_S);
         let mut h = ((cal + now) / 3600.0).floor() * 3600.0 + 3600.0 - cal;
         let mut steps = 0;
         while h <= latest && steps < 168 {
@@ -709,8 +726,9 @@ impl SchedCore {
             h += 3600.0;
             steps += 1;
         }
-        if best.1 > now && best.0 < best_now * (1.0 - self.policy.carbon_threshold) {
-            CarbonPlan::Defer(best.1)
+        if best.0 < feasible * (1.0 - self.policy.carbon_threshold) {
+            // look again soon: room may free up at a cleaner site first
+            CarbonPlan::Defer(best.1.min(now + RECHECK_S).min(latest).max(now + 1.0))
         } else {
             CarbonPlan::Go
         }
@@ -731,6 +749,19 @@ impl SchedCore {
                 carbon_g: sp.carbon_g,
             })
             .collect()
+    }
+
+    /// Starts the energy clocks of every site at `t` (the twin: its first
+    /// submission), before anything runs.
+    pub fn set_energy_origin(&mut self, t: f64) {
+        for sp in &mut self.sites {
+            sp.t = t;
+        }
+    }
+
+    /// Facility power of all sites now (IT × PUE), W.
+    pub fn facility_power_w(&self) -> f64 {
+        self.sites.iter().map(|sp| sp.it_w * sp.pue).sum()
     }
 
     /// Carbon intensity of site `s` at scheduler time `t` (None: no series).

@@ -126,6 +126,8 @@ impl Queue {
 pub struct SimOutput {
     pub report: Report,
     pub timeline: Option<Timeline>,
+    /// Facility power (MW, the `utilization` of its series) over time.
+    pub power_timeline: Option<Timeline>,
     /// Per job (submission order): (id, state, submit, first start, end).
     pub core: SchedCore,
 }
@@ -240,6 +242,8 @@ pub fn simulate(
 
     let mut col = Collector::new(n, window, jobs[window.0].submit_s);
     let mut timeline = cfg.timeline_points.map(Timeline::new);
+    let mut power_timeline = cfg.timeline_points.map(Timeline::new);
+    core.set_energy_origin(first_submit);
     let mut next_arrival = 0usize;
     let mut events: u64 = 0;
     let mut pending_wake = f64::NEG_INFINITY;
@@ -359,6 +363,9 @@ pub fn simulate(
         if let Some(tl) = timeline.as_mut() {
             tl.record(now, busy as f64 / total_accel as f64, core.queued());
         }
+        if let Some(tl) = power_timeline.as_mut() {
+            tl.record(now, core.facility_power_w() / 1e6, 0);
+        }
     }
     progress(terminal as u64, n as u64);
     let wall_s = wall.elapsed().as_secs_f64();
@@ -373,6 +380,7 @@ pub fn simulate(
     Ok(SimOutput {
         report,
         timeline,
+        power_timeline,
         core,
     })
 }

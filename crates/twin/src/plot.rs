@@ -23,14 +23,30 @@ pub struct Series {
     pub utilization: Vec<f64>,
     /// Waiting jobs.
     pub queue: Vec<f64>,
+    /// More panels below the two standard ones (power, carbon intensity).
+    pub extra: Vec<ExtraPanel>,
+}
+
+/// A panel of one or more named lines on the time axis of a [`Series`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExtraPanel {
+    /// Y-axis label.
+    pub label: String,
+    /// (name, values parallel to `Series::t`).
+    pub lines: Vec<(String, Vec<f64>)>,
+    /// A horizontal reference line: (name, value), e.g. a power budget.
+    pub limit: Option<(String, f64)>,
 }
 
 const WIDTH: f64 = 960.0;
-const HEIGHT: f64 = 620.0;
 const LEFT: f64 = 80.0;
 const RIGHT: f64 = 30.0;
-/// (top, bottom) of the two panels.
-const PANELS: [(f64, f64); 2] = [(60.0, 290.0), (350.0, 580.0)];
+/// Vertical extent of a panel, and the space from one panel's top to the next.
+const PANEL_H: f64 = 230.0;
+const PANEL_STEP: f64 = 290.0;
+const COLOURS: [&str; 6] = [
+    "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
+];
 
 /// Escapes text for XML content and attribute values.
 fn escape(s: &str) -> String {
@@ -129,14 +145,16 @@ pub fn render_svg(s: &Series, title: &str) -> String {
     let q_step = nice_step(q_max.max(1.0) / 5.0);
     let q_top = (q_max.max(1.0) / q_step).ceil() * q_step;
 
+    let n_panels = 2 + s.extra.len();
+    let height = 60.0 + n_panels as f64 * PANEL_STEP - 40.0;
     let mut o = String::new();
     let _ = writeln!(
         o,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">"#
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="sans-serif" font-size="12">"#
     );
     let _ = writeln!(
         o,
-        r#"<rect x="0" y="0" width="{WIDTH}" height="{HEIGHT}" fill="white"/>"#
+        r#"<rect x="0" y="0" width="{WIDTH}" height="{height}" fill="white"/>"#
     );
     let _ = writeln!(
         o,
@@ -150,38 +168,74 @@ pub fn render_svg(s: &Series, title: &str) -> String {
         label: &'a str,
         y_top: f64,
         y_ticks: Vec<f64>,
-        values: &'a [f64],
+        lines: Vec<(&'a str, &'a [f64], &'a str)>,
         scale: f64,
-        colour: &'a str,
+        limit: Option<(&'a str, f64)>,
     }
-    let panels = [
+    let mut panels = vec![
         Panel {
             label: "utilization (%)",
             y_top: 100.0,
             y_ticks: ticks(0.0, 100.0, 5),
-            values: &s.utilization[..n],
+            lines: vec![("", &s.utilization[..n], "#1f77b4")],
             scale: 100.0,
-            colour: "#1f77b4",
+            limit: None,
         },
         Panel {
             label: "waiting jobs",
             y_top: q_top,
             y_ticks: ticks(0.0, q_top, 5),
-            values: &s.queue[..n],
+            lines: vec![("", &s.queue[..n], "#d62728")],
             scale: 1.0,
-            colour: "#d62728",
+            limit: None,
         },
     ];
+    for e in &s.extra {
+        let mut hi = e
+            .lines
+            .iter()
+            .flat_map(|(_, v)| v.iter().take(n))
+            .copied()
+            .filter(|v| v.is_finite())
+            .fold(0.0f64, f64::max);
+        if let Some((_, l)) = e.limit
+            && l.is_finite()
+        {
+            hi = hi.max(l);
+        }
+        let step = nice_step(hi.max(1e-9) / 5.0);
+        let top = ((hi.max(1e-9) * 1.05) / step).ceil() * step;
+        panels.push(Panel {
+            label: &e.label,
+            y_top: top,
+            y_ticks: ticks(0.0, top, 5),
+            lines: e
+                .lines
+                .iter()
+                .enumerate()
+                .map(|(i, (name, v))| {
+                    (
+                        name.as_str(),
+                        &v[..n.min(v.len())],
+                        COLOURS[i % COLOURS.len()],
+                    )
+                })
+                .collect(),
+            scale: 1.0,
+            limit: e.limit.as_ref().map(|(name, v)| (name.as_str(), *v)),
+        });
+    }
     for (pi, panel) in panels.iter().enumerate() {
         let Panel {
             label,
             y_top,
             y_ticks,
-            values,
+            lines,
             scale,
-            colour,
+            limit,
         } = panel;
-        let (top, bottom) = PANELS[pi];
+        let top = 60.0 + pi as f64 * PANEL_STEP;
+        let bottom = top + PANEL_H;
         let ypos = |v: f64| bottom - (v / y_top).clamp(0.0, 1.0) * (bottom - top);
         let _ = writeln!(o, r#"<g class="panel">"#);
         // Grid and y ticks.
@@ -225,7 +279,7 @@ pub fn render_svg(s: &Series, title: &str) -> String {
             o,
             r#"<text x="20" y="{0:.1}" text-anchor="middle" transform="rotate(-90 20 {0:.1})">{1}</text>"#,
             (top + bottom) / 2.0,
-            label
+            escape(label)
         );
         let _ = writeln!(
             o,
@@ -233,22 +287,50 @@ pub fn render_svg(s: &Series, title: &str) -> String {
             LEFT + plot_w / 2.0,
             bottom + 34.0
         );
-        // Data.
-        if have_data {
-            let mut pts = String::new();
-            for i in 0..n {
-                let (t, v) = (s.t[i], values[i] * scale);
-                if t.is_finite() && v.is_finite() {
-                    if !pts.is_empty() {
-                        pts.push(' ');
-                    }
-                    let _ = write!(pts, "{:.1},{:.1}", xpos(t), ypos(v));
-                }
-            }
+        if let Some((name, v)) = limit
+            && v.is_finite()
+        {
+            let y = ypos(*v);
             let _ = writeln!(
                 o,
-                r#"<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{pts}"/>"#
+                r##"<line class="limit" x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#d62728" stroke-dasharray="6 4"/>"##,
+                WIDTH - RIGHT
             );
+            let _ = writeln!(
+                o,
+                r##"<text x="{:.1}" y="{:.1}" text-anchor="end" fill="#d62728">{}</text>"##,
+                WIDTH - RIGHT - 4.0,
+                y - 4.0,
+                escape(name)
+            );
+        }
+        // Data.
+        if have_data {
+            for (li, (name, values, colour)) in lines.iter().enumerate() {
+                let mut pts = String::new();
+                for i in 0..values.len().min(n) {
+                    let (t, v) = (s.t[i], values[i] * scale);
+                    if t.is_finite() && v.is_finite() {
+                        if !pts.is_empty() {
+                            pts.push(' ');
+                        }
+                        let _ = write!(pts, "{:.1},{:.1}", xpos(t), ypos(v));
+                    }
+                }
+                let _ = writeln!(
+                    o,
+                    r#"<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{pts}"/>"#
+                );
+                if !name.is_empty() {
+                    let _ = writeln!(
+                        o,
+                        r#"<text x="{:.1}" y="{:.1}" fill="{colour}">{}</text>"#,
+                        LEFT + 8.0 + li as f64 * 120.0,
+                        top + 14.0,
+                        escape(name)
+                    );
+                }
+            }
         } else {
             let _ = writeln!(
                 o,
@@ -532,10 +614,33 @@ mod tests {
             t: vec![5.0, f64::NAN],
             utilization: vec![0.5, 0.2],
             queue: vec![0.0, f64::INFINITY],
+            extra: Vec::new(),
         };
         let svg = render_svg(&one, "x");
         well_formed(&svg).unwrap();
         assert!(!svg.contains("NaN") && !svg.contains("inf"));
+        // extra panels: power against a budget, two intensity lines
+        let mut e = sample(48.0);
+        let n = e.t.len();
+        e.extra.push(ExtraPanel {
+            label: "power (MW)".into(),
+            lines: vec![("facility".into(), vec![3.0; n])],
+            limit: Some(("budget 3.5 MW".into(), 3.5)),
+        });
+        e.extra.push(ExtraPanel {
+            label: "grid gCO2e/kWh".into(),
+            lines: vec![
+                ("FR".into(), vec![30.0; n]),
+                ("DE".into(), vec![f64::NAN; n]),
+            ],
+            limit: None,
+        });
+        let svg = render_svg(&e, "energy");
+        well_formed(&svg).unwrap();
+        assert_eq!(svg.matches(r#"<g class="panel">"#).count(), 4);
+        assert_eq!(svg.matches(r#"class="limit""#).count(), 1);
+        assert!(svg.contains(">budget 3.5 MW<") && svg.contains(">FR<") && svg.contains(">DE<"));
+        assert!(!svg.contains("NaN"));
     }
 
     #[test]

@@ -14,6 +14,21 @@ pub struct CategoryStats {
     pub avg_jct_s: f64,
     pub avg_wait_s: f64,
     pub gpu_hours: f64,
+    /// Energy of the category's runs (accelerators and node share, before PUE), MWh.
+    pub energy_mwh: f64,
+    /// Carbon of the category's runs (with PUE), tCO2e.
+    pub carbon_t: f64,
+}
+
+/// Energy figures of one site.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SiteStats {
+    pub energy_mwh: f64,
+    pub carbon_t: f64,
+    pub peak_power_mw: f64,
+    pub power_budget_mw: Option<f64>,
+    /// Mean grid intensity over the run, gCO2e/kWh (none without a series).
+    pub grid_g_per_kwh: Option<f64>,
 }
 
 /// The report of a simulation. Every field except `wall_time_s` and
@@ -55,6 +70,33 @@ pub struct Report {
     pub preemptions: u64,
     /// Jain's index over allocations of 1 / mean slowdown (1 = equal service).
     pub jain_fairness: f64,
+    /// Facility energy (IT × PUE, idle included) from the first submission
+    /// to the last end, MWh.
+    pub energy_mwh: f64,
+    /// Carbon of that energy at the sites' grid intensity, tCO2e.
+    pub carbon_t: f64,
+    /// Highest facility power (sum over sites), MW.
+    pub peak_power_mw: f64,
+    /// Mean facility power over the makespan, MW.
+    pub avg_power_mw: f64,
+    /// Sum of the sites' power budgets, MW (none if no site has one).
+    pub power_budget_mw: Option<f64>,
+    /// Jobs with a deadline that ended after it (or never ended).
+    pub deadline_misses: u64,
+    /// Jobs with a deadline.
+    pub flexible_jobs: u64,
+    /// Energy of the jobs' runs (accelerators and node share, before PUE), MWh.
+    pub jobs_energy_mwh: f64,
+    /// Carbon of the jobs' runs (with PUE), tCO2e: what scheduling moves.
+    pub jobs_carbon_t: f64,
+    /// Mean JCT of measured completed jobs with a deadline, and without.
+    pub avg_jct_flexible_s: f64,
+    pub avg_jct_inflexible_s: f64,
+    /// Carbon-aware deferrals decided.
+    pub carbon_deferrals: u64,
+    /// Runs started under a power cap.
+    pub capped_runs: u64,
+    pub sites: BTreeMap<String, SiteStats>,
     pub categories: BTreeMap<String, CategoryStats>,
     pub events: u64,
     pub wall_time_s: f64,
@@ -142,13 +184,30 @@ impl Collector {
         let mut wait = Vec::new();
         let mut slow = Vec::new();
         let (mut completed, mut timed_out, mut cancelled, mut unfinished) = (0, 0, 0, 0);
-        let mut cats: BTreeMap<Category, (u64, u64, f64, f64, f64, u64)> = BTreeMap::new();
+        let mut cats: BTreeMap<Category, (u64, u64, f64, f64, f64, u64, f64, f64)> =
+            BTreeMap::new();
+        let (mut deadline_misses, mut flexible_jobs, mut capped_runs) = (0u64, 0u64, 0u64);
+        let (mut jobs_e, mut jobs_c) = (0.0, 0.0);
+        let (mut jct_flex, mut jct_rigid) = (Vec::new(), Vec::new());
         let mut per_alloc: BTreeMap<u32, (f64, u64)> = BTreeMap::new();
         let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
         for (i, job) in core.jobs.iter().enumerate() {
             let cat = core.allocs[job.alloc as usize].spec.category;
-            let c = cats.entry(cat).or_insert((0, 0, 0.0, 0.0, 0.0, 0));
+            let c = cats
+                .entry(cat)
+                .or_insert((0, 0, 0.0, 0.0, 0.0, 0, 0.0, 0.0));
             c.0 += 1;
+            c.6 += job.energy_j;
+            c.7 += job.carbon_g;
+            jobs_e += job.energy_j;
+            jobs_c += job.carbon_g;
+            capped_runs += job.capped_runs as u64;
+            if let Some(d) = job.deadline_s {
+                flexible_jobs += 1;
+                if job.state != JobState::Completed || job.end_s.is_none_or(|e| e > d + 1e-6) {
+                    deadline_misses += 1;
+                }
+            }
             c.4 += job.attained_at(self.last_end) / 3600.0;
             if let Some(s) = job.first_start {
                 c.3 += s - job.submit_s;
@@ -174,6 +233,11 @@ impl Collector {
                 let end = job.end_s.unwrap_or(job.submit_s);
                 let t = end - job.submit_s;
                 jct.push(t);
+                if job.deadline_s.is_some() {
+                    jct_flex.push(t);
+                } else {
+                    jct_rigid.push(t);
+                }
                 c.1 += 1;
                 c.2 += t;
                 let ideal = core.ideal_runtime(i as JobIdx);
@@ -212,7 +276,7 @@ impl Collector {
         let jain = jain(&xs);
         let categories = cats
             .into_iter()
-            .map(|(k, (jobs, done, jsum, wsum, gh, started))| {
+            .map(|(k, (jobs, done, jsum, wsum, gh, started, ej, cg))| {
                 (
                     k.as_str().to_string(),
                     CategoryStats {
@@ -225,12 +289,42 @@ impl Collector {
                             0.0
                         },
                         gpu_hours: gh,
+                        energy_mwh: ej / 3.6e9,
+                        carbon_t: cg / 1e6,
                     },
                 )
             })
             .collect();
         jct.sort_by(f64::total_cmp);
         wait.sort_by(f64::total_cmp);
+        let site_e = core.site_energy(self.last_end.max(first));
+        let mut sites = BTreeMap::new();
+        let (mut energy_j, mut carbon_g, mut peak_w) = (0.0, 0.0, 0.0);
+        let mut budget: Option<f64> = None;
+        let cal = core.policy.calendar_start_s;
+        for (i, e) in site_e.iter().enumerate() {
+            energy_j += e.energy_j;
+            carbon_g += e.carbon_g;
+            peak_w += e.peak_w;
+            if let Some(b) = e.budget_w {
+                budget = Some(budget.unwrap_or(0.0) + b);
+            }
+            let site = &core.factory.sites[i];
+            sites.insert(
+                site.name.clone(),
+                SiteStats {
+                    energy_mwh: e.energy_j / 3.6e9,
+                    carbon_t: e.carbon_g / 1e6,
+                    peak_power_mw: e.peak_w / 1e6,
+                    power_budget_mw: e.budget_w.map(|b| b / 1e6),
+                    grid_g_per_kwh: site
+                        .carbon
+                        .as_ref()
+                        .map(|c| c.mean(cal + first, cal + self.last_end.max(first))),
+                },
+            );
+        }
+        let span = self.last_end - first;
         Report {
             policy: policy.to_string(),
             factory: core.factory.name.clone(),
@@ -258,6 +352,24 @@ impl Collector {
             failure_job_hits: self.failure_hits,
             preemptions: self.preemptions,
             jain_fairness: jain,
+            energy_mwh: energy_j / 3.6e9,
+            carbon_t: carbon_g / 1e6,
+            peak_power_mw: peak_w / 1e6,
+            avg_power_mw: if span > 0.0 {
+                energy_j / span / 1e6
+            } else {
+                0.0
+            },
+            power_budget_mw: budget.map(|b| b / 1e6),
+            deadline_misses,
+            flexible_jobs,
+            jobs_energy_mwh: jobs_e / 3.6e9,
+            jobs_carbon_t: jobs_c / 1e6,
+            avg_jct_flexible_s: mean(&jct_flex),
+            avg_jct_inflexible_s: mean(&jct_rigid),
+            carbon_deferrals: core.deferrals,
+            capped_runs,
+            sites,
             categories,
             events,
             wall_time_s: wall_s,
@@ -355,6 +467,39 @@ impl Report {
                 ),
             ),
             ("Jain fairness", format!("{:.4}", self.jain_fairness)),
+            (
+                "energy",
+                format!(
+                    "{:.3} MWh, {:.3} tCO2e; power avg {:.3} MW, peak {:.3} MW{}",
+                    self.energy_mwh,
+                    self.carbon_t,
+                    self.avg_power_mw,
+                    self.peak_power_mw,
+                    self.power_budget_mw
+                        .map(|b| format!(" (budget {b:.3} MW)"))
+                        .unwrap_or_default()
+                ),
+            ),
+            (
+                "jobs' energy",
+                format!(
+                    "{:.3} MWh, {:.3} tCO2e; avg JCT flexible {}, inflexible {}",
+                    self.jobs_energy_mwh,
+                    self.jobs_carbon_t,
+                    h(self.avg_jct_flexible_s),
+                    h(self.avg_jct_inflexible_s)
+                ),
+            ),
+            (
+                "deadlines",
+                format!(
+                    "{} jobs with one, {} missed; {} carbon deferrals; {} capped runs",
+                    self.flexible_jobs,
+                    self.deadline_misses,
+                    self.carbon_deferrals,
+                    self.capped_runs
+                ),
+            ),
             ("events", self.events.to_string()),
             (
                 "wall time",
@@ -372,20 +517,48 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "\n{:<10} {:>9} {:>9} {:>12} {:>12} {:>14}",
-            "category", "jobs", "completed", "avg JCT h", "avg wait h", "GPU-hours"
+            "\n{:<10} {:>9} {:>9} {:>12} {:>12} {:>14} {:>10} {:>10}",
+            "category", "jobs", "completed", "avg JCT h", "avg wait h", "GPU-hours", "MWh", "tCO2e"
         );
         for (k, c) in &self.categories {
             let _ = writeln!(
                 s,
-                "{:<10} {:>9} {:>9} {:>12.2} {:>12.2} {:>14.1}",
+                "{:<10} {:>9} {:>9} {:>12.2} {:>12.2} {:>14.1} {:>10.3} {:>10.3}",
                 k,
                 c.jobs,
                 c.completed,
                 c.avg_jct_s / 3600.0,
                 c.avg_wait_s / 3600.0,
-                c.gpu_hours
+                c.gpu_hours,
+                c.energy_mwh,
+                c.carbon_t
             );
+        }
+        if self
+            .sites
+            .values()
+            .any(|x| x.grid_g_per_kwh.is_some() || x.power_budget_mw.is_some())
+        {
+            let _ = writeln!(
+                s,
+                "\n{:<10} {:>10} {:>10} {:>10} {:>10} {:>12}",
+                "site", "MWh", "tCO2e", "peak MW", "budget MW", "grid g/kWh"
+            );
+            for (k, x) in &self.sites {
+                let opt = |v: Option<f64>, d: usize| {
+                    v.map_or_else(|| "-".to_string(), |v| format!("{v:.d$}"))
+                };
+                let _ = writeln!(
+                    s,
+                    "{:<10} {:>10.3} {:>10.3} {:>10.3} {:>10} {:>12}",
+                    k,
+                    x.energy_mwh,
+                    x.carbon_t,
+                    x.peak_power_mw,
+                    opt(x.power_budget_mw, 3),
+                    opt(x.grid_g_per_kwh, 1)
+                );
+            }
         }
         s
     }

@@ -499,8 +499,43 @@ pub fn load_philly(path: &Path) -> Result<Vec<(f64, u32)>, WorkloadError> {
     Ok(out)
 }
 
+/// Makes a seeded `fraction` of the jobs flexible: a deadline at submission
+/// + duration + `slack_s` (jobs whose work is in steps keep none). The
+/// draw does not disturb the workload's own: it uses a stream of its own.
+pub fn add_deadlines(jobs: &mut [JobSpec], fraction: f64, slack_s: f64, seed: u64) {
+    if fraction <= 0.0 {
+        return;
+    }
+    let mut rng = gigafab_core::Rng::new(seed ^ 0x00de_ad11_e5ee_d000);
+    for j in jobs.iter_mut() {
+        if rng.f64() < fraction
+            && let Some(d) = j.duration_s
+        {
+            j.deadline_s = Some(j.submit_s + d + slack_s);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn deadlines_for_a_seeded_fraction() {
+        let mut jobs: Vec<JobSpec> = (0..1000)
+            .map(|i| JobSpec::simple(format!("j{i}"), i as f64, 1, 100.0))
+            .collect();
+        add_deadlines(&mut jobs, 0.3, 3600.0, 7);
+        let flex: Vec<&JobSpec> = jobs.iter().filter(|j| j.deadline_s.is_some()).collect();
+        assert!((250..350).contains(&flex.len()), "{}", flex.len());
+        for j in flex {
+            assert_eq!(j.deadline_s, Some(j.submit_s + 100.0 + 3600.0));
+        }
+        let mut again: Vec<JobSpec> = (0..1000)
+            .map(|i| JobSpec::simple(format!("j{i}"), i as f64, 1, 100.0))
+            .collect();
+        add_deadlines(&mut again, 0.3, 3600.0, 7);
+        assert_eq!(jobs, again);
+    }
     use super::*;
     use std::collections::HashMap;
 
