@@ -184,8 +184,9 @@ impl Collector {
         let mut wait = Vec::new();
         let mut slow = Vec::new();
         let (mut completed, mut timed_out, mut cancelled, mut unfinished) = (0, 0, 0, 0);
-        let mut cats: BTreeMap<Category, (u64, u64, f64, f64, f64, u64, f64, f64)> =
-            BTreeMap::new();
+        // per category: jobs, completed, Σ JCT, Σ wait, GPU-hours, started, J, g
+        type Acc = (u64, u64, f64, f64, f64, u64, f64, f64);
+        let mut cats: BTreeMap<Category, Acc> = BTreeMap::new();
         let (mut deadline_misses, mut flexible_jobs, mut capped_runs) = (0u64, 0u64, 0u64);
         let (mut jobs_e, mut jobs_c) = (0.0, 0.0);
         let (mut jct_flex, mut jct_rigid) = (Vec::new(), Vec::new());

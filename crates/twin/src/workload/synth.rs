@@ -499,9 +499,9 @@ pub fn load_philly(path: &Path) -> Result<Vec<(f64, u32)>, WorkloadError> {
     Ok(out)
 }
 
-/// Makes a seeded `fraction` of the jobs flexible: a deadline at submission
-/// + duration + `slack_s` (jobs whose work is in steps keep none). The
-/// draw does not disturb the workload's own: it uses a stream of its own.
+/// Makes a seeded `fraction` of the jobs flexible: a deadline at
+/// submission plus duration plus `slack_s` (jobs whose work is in steps keep
+/// none). The draw uses a stream of its own, so the workload is unchanged.
 pub fn add_deadlines(jobs: &mut [JobSpec], fraction: f64, slack_s: f64, seed: u64) {
     if fraction <= 0.0 {
         return;
