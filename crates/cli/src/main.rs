@@ -286,6 +286,11 @@ struct SynthArgs {
     /// Slack of flexible jobs, hours.
     #[arg(long, default_value_t = 24.0)]
     slack_hours: f64,
+    /// Sites (comma separated): each job gets a home site drawn at random;
+    /// jobs without a deadline are pinned to it (data residency), flexible
+    /// ones may run at every site, home first.
+    #[arg(long, value_delimiter = ',')]
+    home_sites: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -534,6 +539,7 @@ fn cmd_synth(a: SynthArgs) -> Result<()> {
         bail!("--slack-hours must be >= 0");
     }
     synth::add_deadlines(&mut jobs, a.flexible, a.slack_hours * 3600.0, a.seed);
+    synth::assign_home_sites(&mut jobs, &a.home_sites, a.seed);
     workload::native::write(&a.out, &jobs)
         .with_context(|| format!("{}: cannot write", a.out.display()))?;
     eprintln!(

@@ -213,6 +213,7 @@ fn class_hash(spec: &JobSpec, steps: bool) -> u64 {
     spec.types.types.hash(&mut h);
     spec.types.vendor.hash(&mut h);
     spec.types.min_memory_gb.map(f64::to_bits).hash(&mut h);
+    spec.types.sites.hash(&mut h);
     spec.job_type.hash(&mut h);
     spec.gpus.hash(&mut h);
     steps.hash(&mut h);
@@ -451,7 +452,16 @@ impl SchedCore {
         // throughput per pool (None: not measured)
         let mut pools: Vec<(PoolIdx, Option<f64>)> = Vec::new();
         for (i, p) in self.factory.pools.iter().enumerate() {
-            if !self.type_ok(&spec.types, p.accel) || spec.gpus as u64 > p.accelerators() {
+            let site_ok = spec.types.sites.is_empty()
+                || spec
+                    .types
+                    .sites
+                    .iter()
+                    .any(|s| *s == self.factory.sites[p.site].name);
+            if !site_ok
+                || !self.type_ok(&spec.types, p.accel)
+                || spec.gpus as u64 > p.accelerators()
+            {
                 continue;
             }
             let thr = jt.and_then(|t| {
@@ -486,6 +496,20 @@ impl SchedCore {
                 1.0 / (f * cat.get(pools[p as usize].accel).billing_weight)
             };
             list.sort_by(|a, b| score(b).total_cmp(&score(a)).then(a.0.cmp(&b.0)));
+        } else if spec.types.sites.len() > 1 {
+            // the sites a job lists come in its order of preference (its
+            // home first)
+            let sites = &self.factory.sites;
+            let pools = &self.factory.pools;
+            let rank = |p: PoolIdx| {
+                let name = &sites[pools[p as usize].site].name;
+                spec.types
+                    .sites
+                    .iter()
+                    .position(|s| s == name)
+                    .unwrap_or(usize::MAX)
+            };
+            list.sort_by_key(|&(p, _)| rank(p));
         }
         let i = self.cand_lists.len() as u32;
         self.cand_lists.push(CandList { pools: list });

@@ -68,6 +68,9 @@ pub struct TypeFilter {
     /// Minimum accelerator memory in GB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_memory_gb: Option<f64>,
+    /// Sites the job may run at (data residency); empty means any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sites: Vec<String>,
 }
 
 impl TypeFilter {
@@ -76,11 +79,15 @@ impl TypeFilter {
     }
 
     pub fn is_any(&self) -> bool {
-        self.types.is_empty() && self.vendor.is_none() && self.min_memory_gb.is_none()
+        self.types.is_empty()
+            && self.vendor.is_none()
+            && self.min_memory_gb.is_none()
+            && self.sites.is_empty()
     }
 
     /// Parses the `types` column form: `h100|mi300x`, `vendor:amd`,
-    /// `mem>=80` (GB), or several of these separated by `;` (all must hold).
+    /// `mem>=80` (GB), `site:paris|frankfurt` (residency), or several of
+    /// these separated by `;` (all must hold).
     /// Empty or `any` accepts everything.
     pub fn parse(s: &str) -> Result<TypeFilter, String> {
         let mut f = TypeFilter::default();
@@ -89,7 +96,14 @@ impl TypeFilter {
             return Ok(f);
         }
         for part in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-            if let Some(v) = part.strip_prefix("vendor:") {
+            if let Some(list) = part.strip_prefix("site:") {
+                for site in list.split('|').map(str::trim) {
+                    if site.is_empty() {
+                        return Err(format!("empty site name in `{part}`"));
+                    }
+                    f.sites.push(site.to_string());
+                }
+            } else if let Some(v) = part.strip_prefix("vendor:") {
                 f.vendor = Some(
                     Vendor::parse(v)
                         .ok_or_else(|| format!("unknown vendor `{v}` (nvidia, amd or other)"))?,
@@ -132,6 +146,9 @@ impl TypeFilter {
         }
         if let Some(m) = self.min_memory_gb {
             parts.push(format!("mem>={m}"));
+        }
+        if !self.sites.is_empty() {
+            parts.push(format!("site:{}", self.sites.join("|")));
         }
         parts.join(";")
     }

@@ -852,6 +852,7 @@ impl Controller {
                 types: spec.types.clone(),
                 vendor: spec.vendor.as_deref().and_then(Vendor::parse),
                 min_memory_gb: spec.min_memory_gb,
+                sites: Vec::new(),
             },
             duration_s: Some(limit),
             steps: None,

@@ -516,6 +516,25 @@ pub fn add_deadlines(jobs: &mut [JobSpec], fraction: f64, slack_s: f64, seed: u6
     }
 }
 
+/// Gives every job a home site, drawn uniformly from `sites`: a job
+/// without a deadline is pinned there (residency `site:<home>`); a job with
+/// a deadline may run at every site, its home first (`site:<home>|<other>`).
+/// Seeded, with a stream of its own.
+pub fn assign_home_sites(jobs: &mut [JobSpec], sites: &[String], seed: u64) {
+    if sites.is_empty() {
+        return;
+    }
+    let mut rng = gigafab_core::Rng::new(seed ^ 0x51_7e5e_ed00);
+    for j in jobs.iter_mut() {
+        let home = rng.below(sites.len() as u64) as usize;
+        j.types.sites = vec![sites[home].clone()];
+        if j.deadline_s.is_some() {
+            let others = sites.iter().enumerate().filter(|(i, _)| *i != home);
+            j.types.sites.extend(others.map(|(_, s)| s.clone()));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
 
