@@ -1,0 +1,119 @@
+//! Energy, power and carbon in the twin, on the two-site example factory
+//! and the real 2023 grid series of France and Germany.
+
+use gigafab_core::{Factory, Policy, PolicyKind, Throughputs};
+use gigafab_twin::workload::synth;
+use gigafab_twin::{Report, SimConfig, simulate};
+use std::path::Path;
+
+const PHILLY: &str = "../../../shared/data/traces/philly_job_distribution.csv";
+
+fn two_sites() -> Factory {
+    Factory::load(Path::new("../../examples/factories/two-sites-fr-de.toml")).unwrap()
+}
+
+fn workload(
+    f: &Factory,
+    n: usize,
+    load: f64,
+    flexible: f64,
+    seed: u64,
+) -> Vec<gigafab_core::JobSpec> {
+    let philly = synth::load_philly(Path::new(PHILLY)).unwrap();
+    let mut p = synth::SynthParams::new(synth::Profile::Philly, n, 1.0, seed);
+    let mean = synth::mean_gpu_seconds(&p, Some(&philly));
+    p.rate_per_hour = load * f.accelerators() as f64 * 3600.0 / mean;
+    let mut jobs = synth::generate(&p, None, Some(&philly)).unwrap();
+    synth::add_deadlines(&mut jobs, flexible, 24.0 * 3600.0, seed);
+    synth::assign_home_sites(&mut jobs, &["paris".into(), "frankfurt".into()], seed);
+    jobs
+}
+
+fn run(f: &Factory, jobs: Vec<gigafab_core::JobSpec>, carbon: bool, capping: bool) -> Report {
+    let mut p = Policy::new(PolicyKind::Fairshare);
+    p.carbon_aware = carbon;
+    p.power_capping = capping;
+    p.calendar_start_s = 1_672_531_200.0; // 2023-01-01T00:00Z
+    let cfg = SimConfig {
+        failures: None,
+        ..SimConfig::default()
+    };
+    simulate(
+        f.clone(),
+        p,
+        Throughputs::new(),
+        jobs,
+        &[],
+        &cfg,
+        &mut |_, _| {},
+    )
+    .unwrap()
+    .report
+}
+
+#[test]
+fn carbon_awareness_cuts_the_jobs_carbon_without_missing_deadlines() {
+    let f = two_sites();
+    let jobs = workload(&f, 3000, 0.6, 0.3, 3);
+    let agnostic = run(&f, jobs.clone(), false, false);
+    let aware = run(&f, jobs, true, false);
+    assert_eq!(agnostic.flexible_jobs, aware.flexible_jobs);
+    assert!(aware.flexible_jobs > 700, "{}", aware.flexible_jobs);
+    assert_eq!(aware.deadline_misses, 0);
+    assert_eq!(agnostic.carbon_deferrals, 0);
+    assert!(aware.carbon_deferrals > 0);
+    let saved = 1.0 - aware.jobs_carbon_t / agnostic.jobs_carbon_t;
+    assert!(saved > 0.15, "saved {:.1}%", saved * 100.0);
+    // the same work, the same energy; only where and when changed
+    assert!(
+        (aware.jobs_energy_mwh - agnostic.jobs_energy_mwh).abs() < 1e-6 * agnostic.jobs_energy_mwh
+    );
+    assert!(aware.carbon_t < agnostic.carbon_t);
+    // inflexible jobs are not slowed down by more than a few percent
+    let slower = aware.avg_jct_inflexible_s / agnostic.avg_jct_inflexible_s - 1.0;
+    assert!(slower < 0.05, "inflexible JCT +{:.1}%", slower * 100.0);
+    // the real series: Paris far cleaner than Frankfurt
+    let g = |r: &Report, s: &str| r.sites[s].grid_g_per_kwh.unwrap();
+    assert!(g(&aware, "paris") < 80.0 && g(&aware, "frankfurt") > 200.0);
+}
+
+#[test]
+fn budgets_hold_and_capping_shortens_the_wait() {
+    let mut f = two_sites();
+    let jobs = workload(&f, 3000, 0.9, 0.0, 4);
+    // demand without a budget
+    for s in &mut f.sites {
+        s.power_budget_w = None;
+    }
+    let free = run(&f, jobs.clone(), false, false);
+    assert!(free.power_budget_mw.is_none());
+    // budgets at 80% of each site's peak demand
+    for s in &mut f.sites {
+        s.power_budget_w = Some(0.8 * free.sites[&s.name].peak_power_mw * 1e6);
+    }
+    let plain = run(&f, jobs.clone(), false, false);
+    let capped = run(&f, jobs, false, true);
+    for r in [&plain, &capped] {
+        for (name, s) in &r.sites {
+            let b = s.power_budget_mw.unwrap();
+            assert!(
+                s.peak_power_mw <= b * (1.0 + 1e-9),
+                "{name}: {} > {b}",
+                s.peak_power_mw
+            );
+        }
+        assert_eq!(r.jobs_completed, r.jobs_submitted);
+    }
+    assert_eq!(plain.capped_runs, 0);
+    assert!(capped.capped_runs > 0);
+    assert!(
+        plain.avg_jct_s > free.avg_jct_s,
+        "the budget slows work down"
+    );
+    assert!(
+        capped.avg_wait_s < plain.avg_wait_s,
+        "capping lets work start sooner"
+    );
+    // capped runs are more energy-efficient per unit of work
+    assert!(capped.jobs_energy_mwh < plain.jobs_energy_mwh);
+}
