@@ -465,7 +465,14 @@ async fn dispatch(cmd: ClientCmd) -> Result<()> {
         ClientCmd::Logs(a) => logs(a).await,
         ClientCmd::Usage(a) => {
             let r = a.g.conn.api()?.get(&["usage"], &[]).await?;
-            show(&a.g, &r, |v| render::usage(items(v)))
+            show(&a.g, &r, |v| {
+                let mut out = render::usage(items(v));
+                if let Some(orgs) = v["orgs"].as_array().filter(|o| !o.is_empty()) {
+                    out.push('\n');
+                    out.push_str(&render::org_usage(orgs));
+                }
+                out
+            })
         }
         ClientCmd::Fleet(a) => fleet(a).await,
         ClientCmd::Whoami(a) => {

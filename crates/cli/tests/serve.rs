@@ -284,6 +284,16 @@ async fn job_lifecycle(app: App) {
     assert_eq!(j["accelerators"], json!(["nvidia-0/0", "nvidia-0/1"]));
     let kinds: Vec<String> = events(&j).into_iter().map(|e| e.0).collect();
     assert_eq!(kinds, ["submitted", "started", "finished"], "{j:#}");
+    // modelled energy: 2 H100 at 542.5 W plus a quarter each of the node's
+    // 1,400 W, over the run
+    assert_eq!(j["energy_source"], "model");
+    let w = j["avg_power_w"].as_f64().unwrap();
+    assert!((w - 2.0 * (542.5 + 350.0)).abs() < 0.5, "{w}");
+    assert!(j["energy_kwh"].as_f64().unwrap() > 0.0);
+    assert!(
+        j["carbon_g"].is_null(),
+        "the local fleet has no grid series"
+    );
     assert!(events(&j)[1].1.contains("nvidia-0/0, nvidia-0/1"));
     let out = app.logs(id, "").await;
     assert_eq!(out, format!("out 0,1//nvidia-0/0,nvidia-0/1/{id}\n"));
@@ -316,6 +326,9 @@ async fn job_lifecycle(app: App) {
     let used = u["items"][0]["used_gpu_hours"].as_f64().unwrap();
     assert!(used > 0.0, "{u}");
     assert_eq!(u["items"][0]["jobs_ended"], 3);
+    assert!(u["items"][0]["energy_kwh"].as_f64().unwrap() > 0.0);
+    assert_eq!(u["orgs"][0]["org"], "default");
+    assert_eq!(u["orgs"][0]["energy_kwh"], u["items"][0]["energy_kwh"]);
     let list = app.get("/api/v1/jobs?state=completed&limit=2").await;
     assert_eq!(list["items"].as_array().unwrap().len(), 2);
     assert_eq!(list["items"][0]["id"], id3);

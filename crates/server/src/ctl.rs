@@ -47,6 +47,7 @@ pub enum Arg {
     F(f64),
     S(String),
     OI(Option<i64>),
+    OF(Option<f64>),
     OS(Option<String>),
 }
 
@@ -184,6 +185,9 @@ struct Alloc {
     granted_gpu_s: f64,
     /// Charged by ended runs.
     used_gpu_s: f64,
+    /// Energy and carbon of ended runs, J and g.
+    energy_j: f64,
+    carbon_g: f64,
     valid_from_ms: i64,
     valid_until_ms: i64,
     qos: i64,
@@ -369,13 +373,13 @@ fn valid_name(s: &str, what: &str) -> Result<(), ApiError> {
 }
 
 const JOB_INSERT: &str = "INSERT INTO jobs (id, org_id, user_id, alloc_id, project_id, name, spec, gpus, time_limit_s, state, reason, exit_code, submitted_ms, started_ms, ended_ms, accelerators, handle, gpu_s) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)";
-const JOB_UPDATE: &str = "UPDATE jobs SET state = $2, reason = $3, exit_code = $4, started_ms = $5, ended_ms = $6, accelerators = $7, handle = $8, gpu_s = $9, spec = $10 WHERE id = $1";
+const JOB_UPDATE: &str = "UPDATE jobs SET state = $2, reason = $3, exit_code = $4, started_ms = $5, ended_ms = $6, accelerators = $7, handle = $8, gpu_s = $9, spec = $10, energy_j = $11, carbon_g = $12, energy_source = $13 WHERE id = $1";
 const EVENT_INSERT: &str =
     "INSERT INTO job_events (job_id, seq, at_ms, kind, message) VALUES ($1, $2, $3, $4, $5)";
 const AUDIT_INSERT: &str = "INSERT INTO audit (id, at_ms, user_id, user_name, action, object, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
 /// Columns of a job row joined with names, in [`row_to_job`] order.
-pub const JOB_COLUMNS: &str = "j.id, j.org_id, o.name, j.user_id, u.name, j.alloc_id, j.project_id, j.name, j.spec, j.gpus, j.time_limit_s, j.state, j.reason, j.exit_code, j.submitted_ms, j.started_ms, j.ended_ms, j.accelerators, j.handle, j.gpu_s FROM jobs j JOIN orgs o ON o.id = j.org_id JOIN users u ON u.id = j.user_id";
+pub const JOB_COLUMNS: &str = "j.id, j.org_id, o.name, j.user_id, u.name, j.alloc_id, j.project_id, j.name, j.spec, j.gpus, j.time_limit_s, j.state, j.reason, j.exit_code, j.submitted_ms, j.started_ms, j.ended_ms, j.accelerators, j.handle, j.gpu_s, j.energy_j, j.carbon_g, j.energy_source FROM jobs j JOIN orgs o ON o.id = j.org_id JOIN users u ON u.id = j.user_id";
 
 pub fn row_to_job(r: &sqlx::any::AnyRow) -> Result<JobRow, sqlx::Error> {
     Ok(JobRow {
@@ -399,6 +403,9 @@ pub fn row_to_job(r: &sqlx::any::AnyRow) -> Result<JobRow, sqlx::Error> {
         accelerators: r.try_get(17)?,
         handle: r.try_get(18)?,
         gpu_s: r.try_get(19)?,
+        energy_j: r.try_get(20)?,
+        carbon_g: r.try_get(21)?,
+        energy_source: r.try_get(22)?,
     })
 }
 
@@ -536,7 +543,7 @@ impl Controller {
             self.tokens.insert(id, t);
         }
         *self.shared.tokens.write().expect("token cache") = cache;
-        for r in sqlx::query("SELECT id, org_id, name, granted_gpu_s, used_gpu_s, valid_from_ms, valid_until_ms, qos_priority FROM allocations ORDER BY id")
+        for r in sqlx::query("SELECT id, org_id, name, granted_gpu_s, used_gpu_s, valid_from_ms, valid_until_ms, qos_priority, energy_j, carbon_g FROM allocations ORDER BY id")
             .fetch_all(&pool)
             .await?
         {
@@ -552,7 +559,10 @@ impl Controller {
             );
             self.allocs.insert(id, a);
             let used: f64 = r.try_get(4)?;
-            self.allocs.get_mut(&id).expect("just added").used_gpu_s = used;
+            let a = self.allocs.get_mut(&id).expect("just added");
+            a.used_gpu_s = used;
+            a.energy_j = r.try_get(8)?;
+            a.carbon_g = r.try_get(9)?;
             self.ids.alloc = self.ids.alloc.max(id);
         }
         for (k, r) in [
@@ -725,6 +735,8 @@ impl Controller {
             name,
             granted_gpu_s,
             used_gpu_s: 0.0,
+            energy_j: 0.0,
+            carbon_g: 0.0,
             valid_from_ms,
             valid_until_ms,
             qos,
@@ -838,6 +850,9 @@ impl Controller {
                 Arg::OS(r.handle.clone()),
                 Arg::F(r.gpu_s),
                 Arg::S(spec),
+                Arg::F(r.energy_j),
+                Arg::OF(r.carbon_g),
+                Arg::OS(r.energy_source.clone()),
             ],
         ));
     }
@@ -1100,6 +1115,7 @@ impl Controller {
                     Arg::F(v) => q.bind(v),
                     Arg::S(v) => q.bind(v),
                     Arg::OI(v) => q.bind(v),
+                    Arg::OF(v) => q.bind(v),
                     Arg::OS(v) => q.bind(v),
                 };
             }
@@ -1194,10 +1210,33 @@ impl Controller {
                     "jobs_running": a.running,
                     "jobs_ended": a.ended,
                     "state": a.state(now),
+                    "energy_kwh": a.energy_j / 3.6e6,
+                    "carbon_kg": a.carbon_g / 1e3,
                 }))
-                .collect::<Vec<_>>()})),
+                .collect::<Vec<_>>(),
+                "orgs": self.org_usage(who, now)})),
             Action::Fleet => ok(self.fleet_json()),
         }
+    }
+
+    /// Use per organisation (ended runs' energy and carbon; GPU-hours
+    /// including running jobs).
+    fn org_usage(&self, who: &Principal, now: i64) -> Value {
+        let mut per: BTreeMap<i64, (f64, f64, f64)> = BTreeMap::new();
+        for a in self.allocs.values().filter(|a| who.sees_org(a.org)) {
+            let e = per.entry(a.org).or_default();
+            e.0 += a.used_at(now);
+            e.1 += a.energy_j;
+            e.2 += a.carbon_g;
+        }
+        Value::Array(
+            per.into_iter()
+                .map(|(o, (gs, ej, cg))| {
+                    json!({"org": self.org_name(o), "used_gpu_hours": gs / 3600.0,
+                           "energy_kwh": ej / 3.6e6, "carbon_kg": cg / 1e3})
+                })
+                .collect(),
+        )
     }
 
     fn org_name(&self, id: i64) -> String {
@@ -1800,6 +1839,9 @@ impl Controller {
             accelerators: None,
             handle: None,
             gpu_s: 0.0,
+            energy_j: 0.0,
+            carbon_g: None,
+            energy_source: None,
         };
         let cs = self.core_spec(&row, &spec);
         if let Err(r) = self.core.check(&cs) {
@@ -1956,8 +1998,17 @@ impl Controller {
             _ => JobState::Failed,
         };
         let core_idx = j.core;
+        let (mut energy_j, mut carbon_g, mut source) = (0.0, None, None);
         if was_running {
             self.core.end_run(core_idx, now as f64 / 1000.0, core_state);
+            let cj = &self.core.jobs[core_idx as usize];
+            let site = self.cfg.factory.pools[cj.run_pool as usize].site;
+            energy_j = cj.energy_j;
+            carbon_g = self.cfg.factory.sites[site]
+                .carbon
+                .as_ref()
+                .map(|_| cj.carbon_g);
+            source = Some("model".to_string());
         }
         let kind = match state {
             "completed" => "finished",
@@ -1973,6 +2024,9 @@ impl Controller {
             j.row.gpu_s = w * gpus * (now - s).max(0) as f64 / 1000.0;
         }
         j.row.state = state.into();
+        j.row.energy_j = energy_j;
+        j.row.carbon_g = carbon_g;
+        j.row.energy_source = source;
         j.row.exit_code = exit_code;
         j.row.ended_ms = Some(now);
         j.row.reason = Some(message);
@@ -1998,10 +2052,12 @@ impl Controller {
                 a.queued = a.queued.saturating_sub(1);
             }
             a.ended += 1;
-            let (aid, used) = (a.id, a.used_gpu_s);
+            a.energy_j += energy_j;
+            a.carbon_g += carbon_g.unwrap_or(0.0);
+            let (aid, used, e, c) = (a.id, a.used_gpu_s, a.energy_j, a.carbon_g);
             self.ops.push(op(
-                "UPDATE allocations SET used_gpu_s = $2 WHERE id = $1",
-                vec![Arg::I(aid), Arg::F(used)],
+                "UPDATE allocations SET used_gpu_s = $2, energy_j = $3, carbon_g = $4 WHERE id = $1",
+                vec![Arg::I(aid), Arg::F(used), Arg::F(e), Arg::F(c)],
             ));
         }
         self.last_ended = self.jobs.remove(&id).map(|j| j.row);

@@ -33,6 +33,13 @@ pub struct JobRow {
     pub handle: Option<String>,
     /// Billing-weighted accelerator-seconds charged (ended runs).
     pub gpu_s: f64,
+    /// Energy of its run (accelerators and their node share), J.
+    pub energy_j: f64,
+    /// Carbon of its run (energy × PUE × grid intensity), g; none without
+    /// a grid series for its site.
+    pub carbon_g: Option<f64>,
+    /// `model` or `measured` (device energy counters).
+    pub energy_source: Option<String>,
 }
 
 /// The parts of a submission kept as JSON in `jobs.spec`.
@@ -209,6 +216,13 @@ impl JobRow {
             "ended_at": opt_time(self.ended_ms),
             "accelerators": accels,
             "gpu_hours": self.gpu_hours(now_ms),
+            "energy_kwh": self.energy_j / 3.6e6,
+            "avg_power_w": match (self.started_ms, self.ended_ms) {
+                (Some(s), Some(e)) if e > s => Value::from(self.energy_j / ((e - s) as f64 / 1000.0)),
+                _ => Value::Null,
+            },
+            "carbon_g": self.carbon_g,
+            "energy_source": self.energy_source,
         })
     }
 }

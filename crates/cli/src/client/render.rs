@@ -171,6 +171,7 @@ pub fn job_detail(j: &Value) -> String {
     field("started", text(&j["started_at"]));
     field("ended", text(&j["ended_at"]));
     field("gpu-hours", hours(&j["gpu_hours"]));
+    field("energy", energy_line(j));
     let mut out = t.render();
     let events = j["events"].as_array().map(Vec::as_slice).unwrap_or(&[]);
     out.push_str("\nevents:\n");
@@ -226,6 +227,33 @@ pub fn fleet(f: &Value) -> String {
     out
 }
 
+/// `1.234 kWh, avg 1785 W, 12.3 gCO2e (model)`, or `-` before the end.
+fn energy_line(j: &Value) -> String {
+    let Some(kwh) = j["energy_kwh"]
+        .as_f64()
+        .filter(|_| j["energy_source"].is_string())
+    else {
+        return "-".into();
+    };
+    let mut s = format!("{kwh:.4} kWh");
+    if let Some(w) = j["avg_power_w"].as_f64() {
+        s.push_str(&format!(", avg {w:.0} W"));
+    }
+    match j["carbon_g"].as_f64() {
+        Some(g) => s.push_str(&format!(", {g:.1} gCO2e")),
+        None => s.push_str(", carbon not accounted (no grid series)"),
+    }
+    s.push_str(&format!(
+        " ({})",
+        j["energy_source"].as_str().unwrap_or("?")
+    ));
+    s
+}
+
+fn kwh(v: &Value) -> String {
+    v.as_f64().map_or_else(|| "-".into(), |x| format!("{x:.3}"))
+}
+
 /// `gigafab usage`.
 pub fn usage(items: &[Value]) -> String {
     let mut t = Table::new(&[
@@ -238,8 +266,10 @@ pub fn usage(items: &[Value]) -> String {
         "QUEUED",
         "RUNNING",
         "ENDED",
+        "ENERGY (kWh)",
+        "CO2e (kg)",
     ])
-    .right_align(&[0, 2, 3, 4, 5, 6, 7, 8]);
+    .right_align(&[0, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
     for u in items {
         t.row([
             text(&u["allocation"]),
@@ -251,6 +281,23 @@ pub fn usage(items: &[Value]) -> String {
             text(&u["jobs_queued"]),
             text(&u["jobs_running"]),
             text(&u["jobs_ended"]),
+            kwh(&u["energy_kwh"]),
+            kwh(&u["carbon_kg"]),
+        ]);
+    }
+    t.render()
+}
+
+/// The per-organisation part of `gigafab usage`.
+pub fn org_usage(orgs: &[Value]) -> String {
+    let mut t =
+        Table::new(&["ORG", "USED (GPU-h)", "ENERGY (kWh)", "CO2e (kg)"]).right_align(&[1, 2, 3]);
+    for o in orgs {
+        t.row([
+            text(&o["org"]),
+            hours(&o["used_gpu_hours"]),
+            kwh(&o["energy_kwh"]),
+            kwh(&o["carbon_kg"]),
         ]);
     }
     t.render()
@@ -358,11 +405,11 @@ amd-0     infer  mi300x      8     8     0     0  drained
         let items = [
             json!({"allocation": 3, "org": "acme", "granted_gpu_hours": 1000.0,
             "used_gpu_hours": 12.5, "running_gpus": 2, "jobs_queued": 1, "jobs_running": 1,
-            "jobs_ended": 10}),
+            "jobs_ended": 10, "energy_kwh": 1.5, "carbon_kg": 0.25}),
         ];
         let want = "\
-ALLOC  ORG   GRANTED (GPU-h)  USED (GPU-h)  USED%  RUNNING GPUS  QUEUED  RUNNING  ENDED
-    3  acme           1000.0          12.5   1.2%             2       1        1     10
+ALLOC  ORG   GRANTED (GPU-h)  USED (GPU-h)  USED%  RUNNING GPUS  QUEUED  RUNNING  ENDED  ENERGY (kWh)  CO2e (kg)
+    3  acme           1000.0          12.5   1.2%             2       1        1     10         1.500      0.250
 ";
         assert_eq!(usage(&items), want);
     }
