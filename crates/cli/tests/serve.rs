@@ -31,6 +31,8 @@ struct App {
     dir: PathBuf,
     db_url: Option<String>,
     http: reqwest::Client,
+    /// Extra `serve` arguments.
+    extra: Vec<String>,
 }
 
 fn pg_base() -> Option<String> {
@@ -85,6 +87,7 @@ impl App {
             dir,
             db_url,
             http: reqwest::Client::new(),
+            extra: Vec::new(),
         };
         app.start(Some(TOKEN));
         Some(app)
@@ -104,6 +107,7 @@ impl App {
         if let Some(u) = &self.db_url {
             cmd.args(["--database", u]);
         }
+        cmd.args(&self.extra);
         if let Some(t) = bootstrap {
             cmd.env("GIGAFAB_BOOTSTRAP_TOKEN", t);
         }
@@ -1393,4 +1397,42 @@ async fn bootstrap_token_from_a_file() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("bootstrap token"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A site power budget holds live too: the second job waits for power.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_power_budget() {
+    let mut app = App::spawn(Db::Sqlite, "power").await.unwrap();
+    // idle 4 × 70 W, and room for one job's 472.5 W more
+    let f = app.dir.join("one-node.toml");
+    std::fs::write(
+        &f,
+        "name = \"one\"\n[[sites]]\nname = \"lab\"\npue = 1.0\npower_budget_mw = 0.0007525\n\
+         [[sites.pools]]\nname = \"nvidia\"\naccelerator = \"h100\"\nnodes = 1\naccelerators_per_node = 4\nnode_watts = 0\n",
+    )
+    .unwrap();
+    app.kill9();
+    app.extra = vec!["--factory".into(), f.display().to_string()];
+    app.start(None);
+    let (_, a) = app
+        .submit(
+            TOKEN,
+            json!({"allocation": 1, "gpus": 1, "command": sh("sleep 1")}),
+        )
+        .await;
+    let (_, b) = app
+        .submit(
+            TOKEN,
+            json!({"allocation": 1, "gpus": 1, "command": sh("true")}),
+        )
+        .await;
+    let (a, b) = (a["id"].as_i64().unwrap(), b["id"].as_i64().unwrap());
+    app.wait_state(a, &["running"], 10).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let jb = app.get(&format!("/api/v1/jobs/{b}")).await;
+    assert_eq!(jb["state"], "queued");
+    assert_eq!(jb["reason"], "waiting: site power budget");
+    let ja = app.wait_state(a, &["completed"], 10).await;
+    let jb = app.wait_state(b, &["completed"], 10).await;
+    assert!(jb["started_at"].as_str().unwrap() >= ja["ended_at"].as_str().unwrap());
 }

@@ -1512,6 +1512,22 @@ impl SchedCore {
             .any(|&(p, _)| self.cluster.pools[p as usize].may_fit(job.gpus))
     }
 
+    /// Whether a waiting job that fits now on some candidate pool is kept
+    /// waiting by the power budgets of all of them.
+    pub fn power_blocked(&self, j: JobIdx) -> bool {
+        let job = &self.jobs[j as usize];
+        let mut fits = false;
+        for &(p, _) in &self.cand_lists[job.cands as usize].pools {
+            if self.cluster.pools[p as usize].may_fit(job.gpus) {
+                fits = true;
+                if self.power_plan(p, job.gpus, 0.0).is_some() {
+                    return false;
+                }
+            }
+        }
+        fits
+    }
+
     /// Waiting jobs in scheduling order.
     pub fn queue_order(&self) -> &[JobIdx] {
         &self.queue

@@ -258,7 +258,7 @@ pub struct Controller {
     jobs: HashMap<i64, LiveJob>,
     core_job: Vec<i64>,
     /// Per core job: why it waited at the last pass (0 not yet, 1 for
-    /// capacity, 2 for its turn, 3 for its allocation's window).
+    /// capacity, 2 for its turn, 3 for its allocation's window, 4 for power).
     core_wait: Vec<u8>,
     ids: Ids,
     /// Per node: job using each device slot.
@@ -2184,6 +2184,8 @@ impl Controller {
                 3u8
             } else if !self.core.fits_now(j) {
                 1
+            } else if self.core.power_blocked(j) {
+                4
             } else {
                 2
             };
@@ -2212,6 +2214,7 @@ impl Controller {
                     job.row.gpus,
                     filter_label(&job.spec)
                 ),
+                4 => "waiting: site power budget".to_string(),
                 _ => format!("waiting: priority (other jobs come first in {policy} order)"),
             };
             let job = self.jobs.get_mut(&id).expect("present");
