@@ -123,6 +123,7 @@ async fn start(b: &ServeBench, tag: &str) -> Result<Server> {
             bootstrap_token: Some(token.clone()),
         },
         executor: Arc::new(VirtualExecutor { logs: dir.clone() }),
+        telemetry: None,
     };
     let r = gigafab_server::start(cfg).await?;
     Ok(Server {

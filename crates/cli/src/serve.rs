@@ -46,6 +46,62 @@ pub struct ServeArgs {
     /// Time between checks of running jobs, milliseconds.
     #[arg(long, default_value_t = 200)]
     poll_ms: u64,
+    /// GPU telemetry for measured energy: `auto` (NVML, then AMD SMI, else
+    /// the power model), `off` (model only), or `replay:FILE` (recorded
+    /// samples, JSON `{"devices": [...], "samples": [[...], ...]}`, for tests
+    /// and demonstrations).
+    #[arg(long, default_value = "auto")]
+    telemetry: String,
+}
+
+/// Recorded telemetry for `--telemetry replay:FILE`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Replay {
+    devices: Vec<gigafab_telemetry::DeviceInfo>,
+    samples: Vec<Vec<gigafab_telemetry::Sample>>,
+}
+
+fn telemetry(spec: &str) -> Result<Option<Arc<dyn gigafab_telemetry::Telemetry>>> {
+    match spec {
+        "off" => Ok(None),
+        "auto" => {
+            let (t, notes) = gigafab_telemetry::detect();
+            match t {
+                Some(t) => {
+                    eprintln!(
+                        "gigafab serve: GPU telemetry from {}: energy is measured",
+                        t.source()
+                    );
+                    Ok(Some(Arc::from(t)))
+                }
+                None => {
+                    eprintln!(
+                        "gigafab serve: no GPU telemetry ({}); energy is modelled",
+                        notes.join("; ")
+                    );
+                    Ok(None)
+                }
+            }
+        }
+        other => {
+            let Some(path) = other.strip_prefix("replay:") else {
+                bail!("--telemetry: expected auto, off or replay:FILE, got `{other}`");
+            };
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("{path}: cannot read the telemetry replay"))?;
+            let r: Replay = serde_json::from_str(&text)
+                .with_context(|| format!("{path}: not a telemetry replay"))?;
+            if r.samples.is_empty() {
+                bail!("{path}: a telemetry replay needs at least one batch of samples");
+            }
+            Ok(Some(Arc::new(
+                gigafab_telemetry::FakeTelemetry::new(r.devices, r.samples)
+                    .with_source("replay")
+                    .repeat_last(),
+            )))
+        }
+    }
 }
 
 fn default_data_dir() -> PathBuf {
@@ -143,6 +199,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
             bootstrap_token: bootstrap_token(&a)?,
         },
         executor: Arc::new(executor),
+        telemetry: telemetry(&a.telemetry)?,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1436,3 +1436,66 @@ async fn live_power_budget() {
     let jb = app.wait_state(b, &["completed"], 10).await;
     assert!(jb["started_at"].as_str().unwrap() >= ja["ended_at"].as_str().unwrap());
 }
+
+/// Energy from device counters when telemetry is present (a recorded
+/// replay stands in for NVML here), from the model otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn measured_energy_from_telemetry() {
+    let mut app = App::spawn(Db::Sqlite, "tele").await.unwrap();
+    let dev = |i: u32| {
+        json!({"index": i, "uuid": format!("GPU-{i}"), "name": "NVIDIA H100", "vendor": "nvidia",
+                              "memory_total_mib": 81559, "power_limit_w": 700.0})
+    };
+    // each device's counter grows by 1 MJ per sample
+    let batches: Vec<Value> = (0..400)
+        .map(|k| {
+            json!((0..4)
+                .map(|i| json!({"index": i, "at_ms": 1_000_000 + k * 50, "energy_j": 1e6 * k as f64,
+                                "power_w": 500.0, "xid_errors": []}))
+                .collect::<Vec<_>>())
+        })
+        .collect();
+    let f = app.dir.join("replay.json");
+    std::fs::write(
+        &f,
+        json!({"devices": (0..4).map(dev).collect::<Vec<_>>(), "samples": batches}).to_string(),
+    )
+    .unwrap();
+    app.kill9();
+    app.extra = vec!["--telemetry".into(), format!("replay:{}", f.display())];
+    app.start(None);
+    let (_, j) = app
+        .submit(
+            TOKEN,
+            json!({"allocation": 1, "gpus": 2, "type": "h100", "command": sh("sleep 0.5")}),
+        )
+        .await;
+    let (_, a) = app
+        .submit(
+            TOKEN,
+            json!({"allocation": 1, "gpus": 1, "vendor": "amd", "command": sh("sleep 0.5")}),
+        )
+        .await;
+    let j = app
+        .wait_state(j["id"].as_i64().unwrap(), &["completed"], 10)
+        .await;
+    let a = app
+        .wait_state(a["id"].as_i64().unwrap(), &["completed"], 10)
+        .await;
+    assert_eq!(j["energy_source"], "measured", "{j:#}");
+    // 2 MJ per 50 ms poll: tens of MW, nothing like the model's 1.8 kW
+    assert!(j["avg_power_w"].as_f64().unwrap() > 1e6, "{j:#}");
+    // the AMD node has no telemetry here: modelled
+    assert_eq!(a["energy_source"], "model");
+    let bad = app.dir.join("bad.json");
+    std::fs::write(&bad, "{\"devices\": []}").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gigafab"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(app.dir.join("other"))
+        .arg("--telemetry")
+        .arg(format!("replay:{}", bad.display()))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a telemetry replay"));
+}

@@ -93,6 +93,8 @@ pub struct Shared {
     pub tokens: RwLock<HashMap<String, Principal>>,
     pub tx: mpsc::Sender<Cmd>,
     pub executor: Arc<dyn Executor>,
+    /// GPU telemetry of this machine's devices (energy counters); none: energy is modelled.
+    pub telemetry: Option<Arc<dyn gigafab_telemetry::Telemetry>>,
     /// Timings of recent scheduling passes and commits.
     pub stats: std::sync::Mutex<LoopStats>,
 }
@@ -225,6 +227,8 @@ struct LiveJob {
     next_seq: i64,
     devices: Vec<(u32, u32)>,
     cancel_requested: bool,
+    /// Telemetry: (device index, its energy meter) when the run started.
+    meter_start: Vec<(u32, f64)>,
 }
 
 #[derive(Default)]
@@ -271,6 +275,11 @@ pub struct Controller {
     dirty: bool,
     /// The row of the job `end_job` last ended.
     last_ended: Option<JobRow>,
+    /// Energy integrated from telemetry samples, per device.
+    meter: gigafab_telemetry::EnergyMeter,
+    /// The node whose devices the telemetry reports.
+    tele_node: Option<u32>,
+    tele_failed: bool,
 }
 
 fn op(sql: &'static str, args: Vec<Arg>) -> Op {
@@ -472,7 +481,11 @@ impl Controller {
             launches: Vec::new(),
             dirty: true,
             last_ended: None,
+            meter: gigafab_telemetry::EnergyMeter::new(),
+            tele_node: None,
+            tele_failed: false,
         };
+        c.tele_node = c.telemetry_node();
         let shown = c.load_rows().await?;
         if !c.ops.is_empty() {
             c.commit().await?;
@@ -689,6 +702,67 @@ impl Controller {
         } else {
             token
         }
+    }
+
+    /// The first node of the first pool whose vendor is the telemetry
+    /// devices' (device index = accelerator index on that node).
+    fn telemetry_node(&self) -> Option<u32> {
+        let t = self.shared.telemetry.as_ref()?;
+        let devs = t.devices().ok()?;
+        let want = match devs.first()?.vendor {
+            gigafab_telemetry::Vendor::Nvidia => Vendor::Nvidia,
+            gigafab_telemetry::Vendor::Amd => Vendor::Amd,
+            gigafab_telemetry::Vendor::Other => Vendor::Other,
+        };
+        let f = &self.cfg.factory;
+        f.pools
+            .iter()
+            .find(|p| f.catalog.get(p.accel).vendor == want)
+            .map(|p| p.first_node)
+    }
+
+    /// Reads the telemetry and integrates the devices' energy.
+    fn sample_telemetry(&mut self) {
+        let Some(t) = self.shared.telemetry.clone() else {
+            return;
+        };
+        match t.sample() {
+            Ok(samples) => {
+                self.meter.add_all(&samples);
+            }
+            Err(e) => {
+                if !self.tele_failed {
+                    tracing::warn!("telemetry: {e}; energy falls back to the model");
+                    self.tele_failed = true;
+                }
+            }
+        }
+    }
+
+    /// Measured energy of a run that ended at `now`: the devices' meters
+    /// since its start, plus the modelled node share (`model_j` minus the
+    /// modelled accelerator energy). None without telemetry readings.
+    fn measured_energy(
+        &self,
+        j: &LiveJob,
+        cj: &gigafab_core::Job,
+        model_j: f64,
+        now: i64,
+    ) -> Option<f64> {
+        if j.meter_start.is_empty() || self.tele_failed {
+            return None;
+        }
+        let measured: f64 = j
+            .meter_start
+            .iter()
+            .map(|&(i, e0)| (self.meter.energy_j(i) - e0).max(0.0))
+            .sum();
+        if measured <= 0.0 {
+            return None;
+        }
+        let dt = (now - j.row.started_ms.unwrap_or(now)).max(0) as f64 / 1000.0;
+        let model_accel = cj.gpus as f64 * cj.power_w * dt;
+        Some((model_j - model_accel).max(0.0) + measured)
     }
 
     fn principal_of(&self, user: i64, token_id: i64) -> Option<Principal> {
@@ -934,6 +1008,7 @@ impl Controller {
                 next_seq,
                 devices,
                 cancel_requested: false,
+                meter_start: Vec::new(),
             },
         );
     }
@@ -1898,6 +1973,7 @@ impl Controller {
                 next_seq: 1,
                 devices: Vec::new(),
                 cancel_requested: false,
+                meter_start: Vec::new(),
             },
         );
         self.allocs.get_mut(&alloc_id).expect("checked").queued += 1;
@@ -2009,6 +2085,15 @@ impl Controller {
                 .as_ref()
                 .map(|_| cj.carbon_g);
             source = Some("model".to_string());
+            if let Some(e) = self.measured_energy(j, cj, energy_j, now) {
+                let sp = &self.cfg.factory.sites[site];
+                if let Some(cs) = &sp.carbon {
+                    let s0 = j.row.started_ms.unwrap_or(now) as f64 / 1000.0;
+                    carbon_g = Some(e * sp.pue * cs.mean(s0, now as f64 / 1000.0) / 3.6e6);
+                }
+                energy_j = e;
+                source = Some("measured".to_string());
+            }
         }
         let kind = match state {
             "completed" => "finished",
@@ -2066,6 +2151,7 @@ impl Controller {
 
     /// Asks the executor how running jobs are doing.
     fn poll_runs(&mut self, now: i64) {
+        self.sample_telemetry();
         let exec = self.shared.executor.clone();
         let running: Vec<(i64, String)> = self
             .jobs
@@ -2144,9 +2230,15 @@ impl Controller {
             .iter()
             .map(|&(n, i)| format!("{}/{}", self.node_names[n as usize], i))
             .collect();
+        let meter_start: Vec<(u32, f64)> = devices
+            .iter()
+            .filter(|(n, _)| Some(*n) == self.tele_node)
+            .map(|&(_, i)| (i, self.meter.energy_j(i)))
+            .collect();
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
+        job.meter_start = meter_start;
         job.devices = devices;
         job.row.state = "running".into();
         job.row.started_ms = Some(now);

@@ -33,6 +33,8 @@ pub struct ServeConfig {
     pub database_url: String,
     pub ctl: CtlConfig,
     pub executor: Arc<dyn Executor>,
+    /// GPU telemetry (none: energy is modelled).
+    pub telemetry: Option<Arc<dyn gigafab_telemetry::Telemetry>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +83,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
         tokens: RwLock::new(HashMap::new()),
         tx,
         executor: cfg.executor,
+        telemetry: cfg.telemetry,
         stats: Default::default(),
     });
     let (controller, token) = ctl::Controller::load(cfg.ctl, shared.clone()).await?;
