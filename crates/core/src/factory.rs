@@ -14,6 +14,10 @@
 //!
 //! [[sites]]
 //! name = "paris"
+//! pue = 1.2                 # default 1.2
+//! power_budget_mw = 4.2     # facility power budget (optional)
+//! grid = "fr.csv"           # carbon-intensity series, relative to this file
+//!                           # (or carbon_g_per_kwh = 56; optional)
 //!
 //! [[sites.pools]]
 //! name = "h100"
@@ -24,6 +28,7 @@
 //! memory_gb_per_node = 2048
 //! scale_up_domain = 8       # accelerators per NVLink/xGMI island
 //! nodes_per_leaf = 8        # nodes per leaf switch
+//! node_watts = 5600         # node power besides accelerators (default: half their peak)
 //! ```
 
 use crate::catalog::{AcceleratorType, Catalog, TypeIdx};
