@@ -113,6 +113,10 @@ struct SimArgs {
     /// otherwise keep them waiting.
     #[arg(long)]
     power_capping: bool,
+    /// Among the accelerator types a job may use, prefer the one with the
+    /// lowest energy to solution (run time × power).
+    #[arg(long)]
+    energy_aware: bool,
     /// Calendar time of the simulation's time 0 (carbon series line up with
     /// it), RFC 3339.
     #[arg(long, default_value = "2023-01-01T00:00:00Z")]
@@ -431,6 +435,7 @@ fn cmd_sim(a: SimArgs) -> Result<()> {
     let mut policy = Policy::new(a.policy);
     policy.carbon_aware = a.carbon_aware;
     policy.power_capping = a.power_capping;
+    policy.energy_aware = a.energy_aware;
     policy.calendar_start_s = gigafab_core::time::parse_rfc3339(&a.start_date)
         .map_err(|e| anyhow::anyhow!("--start-date: {e}"))? as f64
         / 1000.0;

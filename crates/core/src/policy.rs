@@ -92,6 +92,9 @@ pub struct Policy {
     /// indexed by calendar time. The twin uses its start date; a live
     /// server, whose clock is Unix time already, 0.
     pub calendar_start_s: f64,
+    /// Among the accelerator types a job may use, try the one with the
+    /// lowest energy to solution (run-time factor × modelled power) first.
+    pub energy_aware: bool,
 }
 
 impl Policy {
@@ -114,6 +117,7 @@ impl Policy {
             carbon_aware: false,
             carbon_threshold: 0.1,
             calendar_start_s: 0.0,
+            energy_aware: false,
         }
     }
 

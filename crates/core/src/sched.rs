@@ -511,6 +511,16 @@ impl SchedCore {
             };
             list.sort_by_key(|&(p, _)| rank(p));
         }
+        if self.policy.energy_aware {
+            // lowest energy to solution first: run time × power (stable,
+            // so the order above breaks ties)
+            let cat = &self.factory.catalog;
+            let pools = &self.factory.pools;
+            let energy = |&(p, f): &(PoolIdx, f64)| {
+                f * crate::energy::job_power_w(cat.get(pools[p as usize].accel))
+            };
+            list.sort_by(|a, b| energy(a).total_cmp(&energy(b)));
+        }
         let i = self.cand_lists.len() as u32;
         self.cand_lists.push(CandList { pools: list });
         self.cand_index.entry(hash).or_default().push((
