@@ -260,6 +260,8 @@ pub struct SchedCore {
     keyed: Vec<(f64, f64, JobIdx)>,
     place_buf: Placement,
     sites: Vec<SitePower>,
+    /// Per pool: power figures of its accelerators, precomputed.
+    pool_power: Vec<PoolPower>,
     site_order: Vec<(f64, usize)>,
     /// Carbon-aware deferrals decided so far.
     pub deferrals: u64,
@@ -293,6 +295,16 @@ struct SitePower {
     carbon_g: f64,
     peak_w: f64,
     carbon: Option<std::sync::Arc<crate::carbon::CarbonSeries>>,
+}
+
+/// Power figures of a pool's accelerators, W.
+#[derive(Debug, Clone, Copy)]
+struct PoolPower {
+    site: usize,
+    job_w: f64,
+    idle_w: f64,
+    node_share_w: f64,
+    min_cap_w: f64,
 }
 
 /// Energy figures of a site (facility level: IT power × PUE).
@@ -344,6 +356,20 @@ impl SchedCore {
             keyed: Vec::new(),
             place_buf: Vec::new(),
             site_order: Vec::new(),
+            pool_power: factory
+                .pools
+                .iter()
+                .map(|p| {
+                    let t = factory.catalog.get(p.accel);
+                    PoolPower {
+                        site: p.site,
+                        job_w: crate::energy::job_power_w(t),
+                        idle_w: t.idle_watts,
+                        node_share_w: p.node_watts / p.per_node.max(1) as f64,
+                        min_cap_w: crate::energy::min_cap_w(t),
+                    }
+                })
+                .collect(),
             deferrals: 0,
             power_waits: 0,
             sites: factory
@@ -665,23 +691,22 @@ impl SchedCore {
     /// `freed_w` of IT power about to be released: (W each, speed kept), or
     /// None when the site's budget does not allow it even capped.
     fn power_plan(&self, pool: PoolIdx, gpus: u32, freed_w: f64) -> Option<(f64, f64)> {
-        let p = &self.factory.pools[pool as usize];
-        let t = self.factory.catalog.get(p.accel);
-        let want = crate::energy::job_power_w(t);
-        let sp = &self.sites[p.site];
+        let pp = self.pool_power[pool as usize];
+        let want = pp.job_w;
+        let sp = &self.sites[pp.site];
         let Some(budget) = sp.budget_w else {
             return Some((want, 1.0));
         };
         let g = gpus as f64;
         let head_it = budget / sp.pue - (sp.it_w - freed_w);
-        if g * (want - t.idle_watts) <= head_it + 1e-6 {
+        if g * (want - pp.idle_w) <= head_it + 1e-6 {
             return Some((want, 1.0));
         }
         if !self.policy.power_capping {
             return None;
         }
-        let cap = t.idle_watts + head_it / g;
-        if cap + 1e-9 < crate::energy::min_cap_w(t) {
+        let cap = pp.idle_w + head_it / g;
+        if cap + 1e-9 < pp.min_cap_w {
             return None;
         }
         Some((cap, crate::energy::capped_speed(cap, want)))
@@ -810,12 +835,8 @@ impl SchedCore {
     /// `power` = (W each, speed kept).
     fn start(&mut self, j: JobIdx, pool: PoolIdx, factor: f64, now: f64, power: (f64, f64)) {
         let (power_w, speed) = power;
-        let site = self.factory.pools[pool as usize].site;
-        let idle = self
-            .factory
-            .catalog
-            .get(self.factory.pools[pool as usize].accel)
-            .idle_watts;
+        let pp = self.pool_power[pool as usize];
+        let (site, idle) = (pp.site, pp.idle_w);
         let g = self.jobs[j as usize].gpus as f64;
         self.accrue_site(site, now);
         let sp = &mut self.sites[site];
@@ -877,10 +898,8 @@ impl SchedCore {
                     job.run_start,
                 )
             };
-            let p = &self.factory.pools[pool];
-            let site = p.site;
-            let idle = self.factory.catalog.get(p.accel).idle_watts;
-            let node_share = p.node_watts / p.per_node.max(1) as f64;
+            let pp = self.pool_power[pool];
+            let (site, idle, node_share) = (pp.site, pp.idle_w, pp.node_share_w);
             self.accrue_site(site, now);
             let cal = self.policy.calendar_start_s;
             let sp = &mut self.sites[site];
