@@ -403,6 +403,71 @@ pub enum FleetCmd {
     Drain(NodeArgs),
     /// Resume a drained node (admin, operator).
     Resume(NodeArgs),
+    /// Write a factory file describing the GPU nodes of the Slurm cluster
+    /// whose commands are on PATH (`scontrol show node -o`), so the twin and
+    /// the server see the same machine.
+    ImportSlurm(ImportSlurmArgs),
+}
+
+/// `gigafab fleet import-slurm`.
+#[derive(Args, Debug)]
+pub struct ImportSlurmArgs {
+    /// Read `scontrol show node -o` output from this file instead of running it.
+    #[arg(long)]
+    from: Option<std::path::PathBuf>,
+    /// Factory file to write (default: standard output).
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
+    /// Factory name.
+    #[arg(long, default_value = "slurm")]
+    name: String,
+    /// Site name.
+    #[arg(long, default_value = "slurm")]
+    site: String,
+}
+
+fn import_slurm(a: ImportSlurmArgs) -> Result<()> {
+    use gigafab_exec::slurm::{SlurmCli, factory_toml, parse_scontrol_nodes};
+    let text = match &a.from {
+        Some(p) => {
+            std::fs::read_to_string(p).with_context(|| format!("{}: cannot read", p.display()))?
+        }
+        None => {
+            let out = gigafab_exec::slurm::RealSlurm::default()
+                .run("scontrol", &["show".into(), "node".into(), "-o".into()])
+                .context("cannot run `scontrol` (is Slurm installed and on PATH?)")?;
+            if !out.success {
+                anyhow::bail!("scontrol show node failed: {}", out.stderr.trim());
+            }
+            out.stdout
+        }
+    };
+    let nodes = parse_scontrol_nodes(&text);
+    if nodes.is_empty() {
+        anyhow::bail!("no nodes in the scontrol output");
+    }
+    let catalog = gigafab_core::Catalog::builtin();
+    let toml = factory_toml(&nodes, &a.name, &a.site, &|t| catalog.index(t).is_some());
+    // the result must be a valid factory
+    let f = gigafab_core::Factory::parse(&toml, "<imported>")
+        .context("the imported fleet is not a valid factory")?;
+    match &a.out {
+        Some(p) => {
+            std::fs::write(p, &toml).with_context(|| format!("{}: cannot write", p.display()))?;
+            note(&format!(
+                "wrote {}: {} nodes, {} accelerators in {} pools",
+                p.display(),
+                f.nodes(),
+                f.accelerators(),
+                f.pools.len()
+            ));
+            Ok(())
+        }
+        None => {
+            print!("{toml}");
+            Ok(())
+        }
+    }
 }
 
 /// A node of the fleet.
@@ -968,6 +1033,7 @@ async fn fleet(a: FleetArgs) -> Result<()> {
         }
         Some(FleetCmd::Drain(n)) => (n.node, "drain", n.g),
         Some(FleetCmd::Resume(n)) => (n.node, "resume", n.g),
+        Some(FleetCmd::ImportSlurm(i)) => return import_slurm(i),
     };
     let r = g
         .conn

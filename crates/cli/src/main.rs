@@ -233,6 +233,15 @@ enum WorkloadFormat {
 enum WorkloadCmd {
     /// Generate a synthetic workload (native CSV).
     Synth(SynthArgs),
+    /// Turn Slurm accounting history (`sacct -P` output) into a workload.
+    ImportSacct {
+        /// `sacct -P` output with its header [default: run `sacct -a -P -X`
+        /// for the last 30 days].
+        input: Option<PathBuf>,
+        /// Output native CSV file.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Read a workload file in any format and write it as native CSV.
     Convert {
         /// Input workload.
@@ -499,6 +508,45 @@ fn cmd_sim(a: SimArgs) -> Result<()> {
     }
 }
 
+fn cmd_import_sacct(input: Option<PathBuf>, out: &Path) -> Result<()> {
+    use gigafab_exec::slurm::SlurmCli;
+    let (text, name) = match &input {
+        Some(p) => (
+            std::fs::read_to_string(p).with_context(|| format!("{}: cannot read", p.display()))?,
+            p.display().to_string(),
+        ),
+        None => {
+            let args: Vec<String> = [
+                "-a",
+                "-P",
+                "-X",
+                "-S",
+                "now-30days",
+                "-o",
+                "JobID,JobName,Account,Submit,Start,End,State,AllocTRES,Timelimit",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            let o = gigafab_exec::slurm::RealSlurm::default()
+                .run("sacct", &args)
+                .context("cannot run `sacct` (is Slurm installed and on PATH?)")?;
+            if !o.success {
+                bail!("sacct failed: {}", o.stderr.trim());
+            }
+            (o.stdout, "sacct".to_string())
+        }
+    };
+    let (jobs, skipped) = workload::sacct::parse(&text, &name)?;
+    workload::native::write(out, &jobs)
+        .with_context(|| format!("{}: cannot write", out.display()))?;
+    eprintln!("wrote {} jobs to {}", jobs.len(), out.display());
+    for (why, n) in skipped {
+        eprintln!("skipped {n} records: {why}");
+    }
+    Ok(())
+}
+
 fn cmd_synth(a: SynthArgs) -> Result<()> {
     let profile = synth::Profile::parse(&a.profile).ok_or_else(|| {
         anyhow::anyhow!(
@@ -619,6 +667,7 @@ fn main() {
     let r = match cli.cmd {
         Cmd::Sim(a) => cmd_sim(a),
         Cmd::Workload(WorkloadCmd::Synth(a)) => cmd_synth(a),
+        Cmd::Workload(WorkloadCmd::ImportSacct { input, out }) => cmd_import_sacct(input, &out),
         Cmd::Workload(WorkloadCmd::Convert { input, format, out }) => read_workload(&input, format)
             .and_then(|jobs| {
                 workload::native::write(&out, &jobs)

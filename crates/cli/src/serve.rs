@@ -52,6 +52,14 @@ pub struct ServeArgs {
     /// and demonstrations).
     #[arg(long, default_value = "auto")]
     telemetry: String,
+    /// Where jobs run: `local` (child processes on this machine) or `slurm`
+    /// (sbatch to the Slurm whose commands are on PATH; job directories in
+    /// the data directory must be on a file system the nodes share).
+    #[arg(long, default_value = "local")]
+    executor: String,
+    /// Slurm partition for `--executor slurm` [default: Slurm's default].
+    #[arg(long)]
+    slurm_partition: Option<String>,
 }
 
 /// Recorded telemetry for `--telemetry replay:FILE`.
@@ -183,11 +191,24 @@ pub fn run(a: ServeArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| store::sqlite_url(&data_dir));
     let exe = std::env::current_exe().context("cannot find the gigafab executable")?;
-    let executor = LocalExecutor::new(
-        data_dir.join("jobs"),
-        vec![exe.display().to_string(), "job-supervise".into()],
-        Duration::from_secs_f64(a.kill_grace),
-    );
+    let executor: Arc<dyn gigafab_exec::Executor> = match a.executor.as_str() {
+        "local" => Arc::new(LocalExecutor::new(
+            data_dir.join("jobs"),
+            vec![exe.display().to_string(), "job-supervise".into()],
+            Duration::from_secs_f64(a.kill_grace),
+        )),
+        "slurm" => {
+            if !gigafab_exec::slurm::has_slurm(None) {
+                bail!("--executor slurm: `sinfo --version` failed; are Slurm's commands on PATH?");
+            }
+            Arc::new(gigafab_exec::SlurmExecutor::new(
+                Box::new(gigafab_exec::slurm::RealSlurm::default()),
+                data_dir.join("jobs"),
+                a.slurm_partition.clone(),
+            ))
+        }
+        other => bail!("--executor: `{other}` is not local or slurm"),
+    };
     let cfg = ServeConfig {
         listen: a.listen,
         database_url: url.clone(),
@@ -198,7 +219,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
             poll: Duration::from_millis(a.poll_ms.clamp(10, 60_000)),
             bootstrap_token: bootstrap_token(&a)?,
         },
-        executor: Arc::new(executor),
+        executor,
         telemetry: telemetry(&a.telemetry)?,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -12,8 +12,10 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub mod local;
+pub mod slurm;
 
 pub use local::LocalExecutor;
+pub use slurm::SlurmExecutor;
 
 /// Vendor of an assigned accelerator (selects the visibility variable).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +56,15 @@ pub struct LaunchSpec {
     pub time_limit_s: u64,
     /// Working directory; the job's own directory when `None`.
     pub workdir: Option<PathBuf>,
+    /// Accelerator type id the scheduler chose (`h100`), for engines that
+    /// place jobs themselves (Slurm).
+    pub accel_type: Option<String>,
+    /// Accelerators of the job.
+    pub gpus: u32,
+    /// Accelerators per node of its pool.
+    pub per_node: u32,
+    /// Allocation it is charged to.
+    pub account: Option<String>,
 }
 
 /// How a run ended.
@@ -184,4 +195,12 @@ mod tests {
         assert_eq!(env[0].1, "");
         assert_eq!(env[1].1, "0");
     }
+}
+
+/// Now, milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }

@@ -37,6 +37,10 @@ fn spec(job_id: i64, command: &[&str]) -> LaunchSpec {
         accelerators: vec![],
         time_limit_s: 60,
         workdir: None,
+        accel_type: None,
+        gpus: 0,
+        per_node: 0,
+        account: None,
     }
 }
 

@@ -2372,6 +2372,19 @@ impl Controller {
                 accelerators: accels,
                 time_limit_s: j.row.time_limit_s as u64,
                 workdir: j.spec.workdir.as_ref().map(Into::into),
+                accel_type: j.devices.first().map(|&(n, _)| {
+                    let p = &self.cfg.factory.pools[self.core.cluster.pool_of(n) as usize];
+                    self.cfg.factory.catalog.get(p.accel).id.clone()
+                }),
+                gpus: j.row.gpus as u32,
+                per_node: j
+                    .devices
+                    .first()
+                    .map(|&(n, _)| {
+                        self.cfg.factory.pools[self.core.cluster.pool_of(n) as usize].per_node
+                    })
+                    .unwrap_or(1),
+                account: Some(j.row.alloc_id.to_string()),
             };
             match exec.launch(&spec) {
                 Ok(h) => {

@@ -6,6 +6,7 @@
 pub mod alibaba;
 pub mod gavel;
 pub mod native;
+pub mod sacct;
 pub mod swf;
 pub mod synth;
 pub mod throughputs;

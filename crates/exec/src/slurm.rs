@@ -1,0 +1,689 @@
+//! The Slurm executor: gigafab admits and orders jobs, Slurm runs them.
+//!
+//! Each admitted job is submitted with `sbatch --parsable` under the name
+//! `gigafab-<id>`, asking for the accelerator type and count gigafab chose
+//! (`--gres=gpu:<type>:<n>` per node), its time limit, the allocation as
+//! account, and output files in the job's directory. State comes from
+//! `squeue`, then `sacct` (or `scontrol show job` where there is no
+//! accounting database) once the job has left the queue; `scancel` stops
+//! it. After a restart a job is found again by its name, so it is never
+//! submitted twice. Every output of Slurm's commands is parsed by a pure
+//! function below, tested on recorded text.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::{ExecError, Executor, ExitRecord, LaunchSpec, Outcome, RunStatus};
+
+/// What a Slurm command printed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CmdOutput {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs Slurm's commands (the real ones, or recorded answers in tests).
+pub trait SlurmCli: Send + Sync {
+    fn run(&self, program: &str, args: &[String]) -> std::io::Result<CmdOutput>;
+}
+
+/// The Slurm commands on `PATH` (or in `bin_dir`).
+#[derive(Debug, Clone, Default)]
+pub struct RealSlurm {
+    pub bin_dir: Option<PathBuf>,
+}
+
+impl SlurmCli for RealSlurm {
+    fn run(&self, program: &str, args: &[String]) -> std::io::Result<CmdOutput> {
+        let prog = match &self.bin_dir {
+            Some(d) => d.join(program),
+            None => PathBuf::from(program),
+        };
+        let out = Command::new(prog)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()?;
+        Ok(CmdOutput {
+            success: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+}
+
+/// A job's state as Slurm tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlurmJob {
+    pub id: String,
+    pub name: String,
+    /// Base state (`PENDING`, `RUNNING`, `COMPLETED`, `FAILED`, ...).
+    pub state: String,
+    /// Pending reason or similar (`Resources`, `None`).
+    pub reason: String,
+    /// Exit code and signal (`ExitCode=2:0`).
+    pub exit: Option<(i32, i32)>,
+}
+
+/// `sbatch --parsable`: `123` or `123;cluster`.
+pub fn parse_sbatch(out: &str) -> Option<String> {
+    let line = out.lines().map(str::trim).find(|l| !l.is_empty())?;
+    let id = line.split(';').next()?.trim();
+    (!id.is_empty() && id.chars().all(|c| c.is_ascii_digit())).then(|| id.to_string())
+}
+
+/// `squeue -h -o '%i|%j|%T|%r'`.
+pub fn parse_squeue(out: &str) -> Vec<SlurmJob> {
+    out.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.trim().split('|').collect();
+            if f.len() < 3 || f[0].is_empty() {
+                return None;
+            }
+            Some(SlurmJob {
+                id: f[0].to_string(),
+                name: f[1].to_string(),
+                state: base_state(f[2]),
+                reason: f.get(3).map(|s| s.to_string()).unwrap_or_default(),
+                exit: None,
+            })
+        })
+        .collect()
+}
+
+/// `CANCELLED by 0` → `CANCELLED`; `completed` → `COMPLETED`.
+fn base_state(s: &str) -> String {
+    s.split_whitespace()
+        .next()
+        .unwrap_or("")
+        .trim_end_matches('+')
+        .to_ascii_uppercase()
+}
+
+fn parse_exit(s: &str) -> Option<(i32, i32)> {
+    let (a, b) = s.trim().split_once(':')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+/// `sacct -P -n -o JobID,JobName,State,ExitCode`: the allocation lines
+/// only (steps such as `12.batch` are skipped).
+pub fn parse_sacct_states(out: &str) -> Vec<SlurmJob> {
+    out.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.trim().split('|').collect();
+            if f.len() < 4 || f[0].is_empty() || f[0].contains('.') {
+                return None;
+            }
+            Some(SlurmJob {
+                id: f[0].to_string(),
+                name: f[1].to_string(),
+                state: base_state(f[2]),
+                reason: String::new(),
+                exit: parse_exit(f[3]),
+            })
+        })
+        .collect()
+}
+
+/// `key=value` pairs of one `scontrol show ... -o` line (values may hold
+/// spaces only in the last field, which Slurm prints last: not needed here).
+pub fn scontrol_fields(line: &str) -> Vec<(String, String)> {
+    line.split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// `scontrol show job -o <id>`.
+pub fn parse_scontrol_job(out: &str) -> Option<SlurmJob> {
+    let line = out.lines().find(|l| l.contains("JobId="))?;
+    let f = scontrol_fields(line);
+    let get = |k: &str| f.iter().find(|(x, _)| x == k).map(|(_, v)| v.clone());
+    Some(SlurmJob {
+        id: get("JobId")?,
+        name: get("JobName").unwrap_or_default(),
+        state: base_state(&get("JobState")?),
+        reason: get("Reason").unwrap_or_default(),
+        exit: get("ExitCode").as_deref().and_then(parse_exit),
+    })
+}
+
+/// A node as `scontrol show node -o` describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlurmNode {
+    pub name: String,
+    pub cpus: u32,
+    pub real_memory_mb: u64,
+    /// GPU GRES: (type, count); type `gpu` when untyped.
+    pub gpus: Vec<(String, u32)>,
+    pub state: String,
+    pub partitions: Vec<String>,
+}
+
+/// `gpu:h100:4,gpu:mi300x:4(S:0)` → [("h100", 4), ("mi300x", 4)].
+pub fn parse_gres(s: &str) -> Vec<(String, u32)> {
+    let mut out = Vec::new();
+    // commas inside parentheses (socket lists) are not separators
+    let mut depth = 0;
+    let mut cur = String::new();
+    let mut parts = Vec::new();
+    for c in s.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(std::mem::take(&mut cur));
+                continue;
+            }
+            _ => {}
+        }
+        if depth == 0 && c != ')' {
+            cur.push(c);
+        }
+    }
+    parts.push(cur);
+    for p in parts {
+        let f: Vec<&str> = p.trim().split(':').collect();
+        if f.first() != Some(&"gpu") {
+            continue;
+        }
+        let (ty, n) = match f.len() {
+            2 => ("gpu", f[1]),
+            3 => (f[1], f[2]),
+            _ => continue,
+        };
+        if let Ok(n) = n.parse::<u32>() {
+            out.push((ty.to_string(), n));
+        }
+    }
+    out
+}
+
+/// `scontrol show node -o`: one node per line.
+pub fn parse_scontrol_nodes(out: &str) -> Vec<SlurmNode> {
+    out.lines()
+        .filter(|l| l.contains("NodeName="))
+        .filter_map(|l| {
+            let f = scontrol_fields(l);
+            let get = |k: &str| f.iter().find(|(x, _)| x == k).map(|(_, v)| v.as_str());
+            Some(SlurmNode {
+                name: get("NodeName")?.to_string(),
+                cpus: get("CPUTot").and_then(|v| v.parse().ok()).unwrap_or(0),
+                real_memory_mb: get("RealMemory").and_then(|v| v.parse().ok()).unwrap_or(0),
+                gpus: get("Gres").map(parse_gres).unwrap_or_default(),
+                state: get("State").unwrap_or("").to_string(),
+                partitions: get("Partitions")
+                    .map(|p| p.split(',').map(str::to_string).collect())
+                    .unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+/// The run state of a Slurm job state.
+pub fn status_of(j: &SlurmJob) -> RunStatus {
+    let (code, sig) = j.exit.unwrap_or((0, 0));
+    let rec = |outcome, message: String| {
+        RunStatus::Exited(ExitRecord {
+            outcome,
+            exit_code: Some(code),
+            signal: (sig != 0).then_some(sig),
+            message,
+            ended_at_ms: crate::now_ms(),
+        })
+    };
+    match j.state.as_str() {
+        "PENDING" | "RUNNING" | "CONFIGURING" | "COMPLETING" | "SUSPENDED" | "REQUEUED"
+        | "RESIZING" | "STAGE_OUT" | "SIGNALING" => RunStatus::Running,
+        "COMPLETED" if code == 0 => rec(Outcome::Completed, "exit code 0 (Slurm)".into()),
+        "COMPLETED" | "FAILED" => rec(
+            Outcome::Failed,
+            format!("exit code {code} (Slurm job {} {})", j.id, j.state),
+        ),
+        "TIMEOUT" | "DEADLINE" => rec(
+            Outcome::TimedOut,
+            format!("time limit reached (Slurm job {} {})", j.id, j.state),
+        ),
+        "CANCELLED" => rec(Outcome::Cancelled, format!("Slurm job {} cancelled", j.id)),
+        other => rec(
+            Outcome::Failed,
+            format!("Slurm job {} ended {other} {}", j.id, j.reason)
+                .trim()
+                .to_string(),
+        ),
+    }
+}
+
+/// Quotes a word for a POSIX shell script.
+pub fn sh_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
+    {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The sbatch arguments for a job of `gpus` accelerators of `accel_type`
+/// on nodes of `per_node`: whole nodes when the gang spans several.
+pub fn gres_args(accel_type: &str, gpus: u32, per_node: u32) -> Vec<String> {
+    let per_node = per_node.max(1);
+    if gpus <= per_node {
+        return vec![
+            "--nodes=1".into(),
+            format!("--gres=gpu:{accel_type}:{gpus}"),
+        ];
+    }
+    let nodes = gpus.div_ceil(per_node);
+    if gpus.is_multiple_of(per_node) {
+        vec![
+            format!("--nodes={nodes}"),
+            format!("--gres=gpu:{accel_type}:{per_node}"),
+        ]
+    } else {
+        vec![
+            format!("--nodes={nodes}"),
+            format!("--gpus={accel_type}:{gpus}"),
+        ]
+    }
+}
+
+/// Runs jobs through Slurm's commands.
+pub struct SlurmExecutor {
+    cli: Box<dyn SlurmCli>,
+    root: PathBuf,
+    partition: Option<String>,
+}
+
+impl SlurmExecutor {
+    /// `root`: where job directories (script, logs) go; must be visible to
+    /// the compute nodes at the same path (a shared file system).
+    pub fn new(cli: Box<dyn SlurmCli>, root: PathBuf, partition: Option<String>) -> SlurmExecutor {
+        SlurmExecutor {
+            cli,
+            root,
+            partition,
+        }
+    }
+
+    fn job_dir(&self, id: i64) -> PathBuf {
+        self.root.join(id.to_string())
+    }
+
+    fn run(&self, job: i64, program: &str, args: Vec<String>) -> Result<CmdOutput, ExecError> {
+        self.cli.run(program, &args).map_err(|e| ExecError::Launch {
+            job,
+            message: format!("cannot run `{program}`: {e} (is Slurm installed and on PATH?)"),
+        })
+    }
+
+    fn find(&self, job: i64, handle: &str) -> Result<Option<SlurmJob>, ExecError> {
+        let q = self.run(
+            job,
+            "squeue",
+            vec![
+                "-h".into(),
+                "-j".into(),
+                handle.into(),
+                "-o".into(),
+                "%i|%j|%T|%r".into(),
+            ],
+        )?;
+        if let Some(j) = parse_squeue(&q.stdout).into_iter().find(|j| j.id == handle) {
+            return Ok(Some(j));
+        }
+        // left the queue: accounting, else the controller's memory of it
+        let a = self.run(
+            job,
+            "sacct",
+            vec![
+                "-P".into(),
+                "-n".into(),
+                "-j".into(),
+                handle.into(),
+                "-o".into(),
+                "JobID,JobName,State,ExitCode".into(),
+            ],
+        );
+        if let Ok(a) = a
+            && a.success
+            && let Some(j) = parse_sacct_states(&a.stdout)
+                .into_iter()
+                .find(|j| j.id == handle)
+        {
+            return Ok(Some(j));
+        }
+        let s = self.run(
+            job,
+            "scontrol",
+            vec!["show".into(), "job".into(), "-o".into(), handle.into()],
+        )?;
+        Ok(parse_scontrol_job(&s.stdout).filter(|j| j.id == handle))
+    }
+
+    fn find_by_name(&self, job: i64) -> Result<Option<SlurmJob>, ExecError> {
+        let name = job_name(job);
+        let q = self.run(
+            job,
+            "squeue",
+            vec![
+                "-h".into(),
+                "-n".into(),
+                name.clone(),
+                "-o".into(),
+                "%i|%j|%T|%r".into(),
+            ],
+        )?;
+        if let Some(j) = parse_squeue(&q.stdout).into_iter().find(|j| j.name == name) {
+            return Ok(Some(j));
+        }
+        let a = self.run(
+            job,
+            "sacct",
+            vec![
+                "-P".into(),
+                "-n".into(),
+                "--name".into(),
+                name.clone(),
+                "-o".into(),
+                "JobID,JobName,State,ExitCode".into(),
+            ],
+        );
+        if let Ok(a) = a
+            && a.success
+        {
+            return Ok(parse_sacct_states(&a.stdout)
+                .into_iter()
+                .rfind(|j| j.name == name));
+        }
+        Ok(None)
+    }
+}
+
+/// The Slurm job name of gigafab job `id`.
+pub fn job_name(id: i64) -> String {
+    format!("gigafab-{id}")
+}
+
+impl Executor for SlurmExecutor {
+    fn name(&self) -> &'static str {
+        "slurm"
+    }
+
+    fn launch(&self, spec: &LaunchSpec) -> Result<String, ExecError> {
+        let id = spec.job_id;
+        if spec.command.is_empty() {
+            return Err(ExecError::Launch {
+                job: id,
+                message: "empty command".into(),
+            });
+        }
+        // never twice: a job already known to Slurm under our name is adopted
+        if let Some(j) = self.find_by_name(id)? {
+            return Ok(j.id);
+        }
+        let dir = self.job_dir(id);
+        std::fs::create_dir_all(&dir).map_err(|e| ExecError::Io {
+            path: dir.clone(),
+            source: e,
+        })?;
+        let script = dir.join("job.sh");
+        let mut text = String::from("#!/bin/sh\n# gigafab job, submitted with sbatch\n");
+        // Slurm sets CUDA_VISIBLE_DEVICES / ROCR_VISIBLE_DEVICES itself
+        for (k, v) in &spec.env {
+            text.push_str(&format!("export {k}={}\n", sh_quote(v)));
+        }
+        text.push_str(&format!("export GIGAFAB_JOB_ID={id}\n"));
+        text.push_str("exec");
+        for a in &spec.command {
+            text.push(' ');
+            text.push_str(&sh_quote(a));
+        }
+        text.push('\n');
+        std::fs::write(&script, text).map_err(|e| ExecError::Io {
+            path: script.clone(),
+            source: e,
+        })?;
+        let minutes = spec.time_limit_s.div_ceil(60).max(1);
+        let mut args = vec![
+            "--parsable".to_string(),
+            format!("--job-name={}", job_name(id)),
+            format!("--time={minutes}"),
+            format!("--output={}", dir.join("stdout.log").display()),
+            format!("--error={}", dir.join("stderr.log").display()),
+            format!(
+                "--chdir={}",
+                spec.workdir.as_deref().unwrap_or(&dir).display()
+            ),
+        ];
+        if let Some(p) = &self.partition {
+            args.push(format!("--partition={p}"));
+        }
+        if let Some(a) = &spec.account {
+            args.push(format!("--comment=gigafab allocation {a}"));
+        }
+        if let Some(t) = &spec.accel_type {
+            args.extend(gres_args(t, spec.gpus.max(1), spec.per_node));
+        }
+        args.push(script.display().to_string());
+        let out = self.run(id, "sbatch", args)?;
+        if !out.success {
+            return Err(ExecError::Launch {
+                job: id,
+                message: format!("sbatch refused the job: {}", out.stderr.trim()),
+            });
+        }
+        parse_sbatch(&out.stdout).ok_or_else(|| ExecError::Launch {
+            job: id,
+            message: format!("unexpected sbatch output `{}`", out.stdout.trim()),
+        })
+    }
+
+    fn poll(&self, job_id: i64, handle: &str) -> Result<RunStatus, ExecError> {
+        match self.find(job_id, handle)? {
+            Some(j) => Ok(status_of(&j)),
+            None => Ok(RunStatus::Lost {
+                message: format!("Slurm no longer knows job {handle}"),
+            }),
+        }
+    }
+
+    fn cancel(&self, job_id: i64, handle: &str) -> Result<(), ExecError> {
+        let out = self.run(job_id, "scancel", vec![handle.to_string()])?;
+        if !out.success {
+            return Err(ExecError::Launch {
+                job: job_id,
+                message: format!("scancel: {}", out.stderr.trim()),
+            });
+        }
+        Ok(())
+    }
+
+    fn adopt(
+        &self,
+        job_id: i64,
+        handle: Option<&str>,
+    ) -> Result<(Option<String>, RunStatus), ExecError> {
+        let found = match handle {
+            Some(h) => self.find(job_id, h)?,
+            None => self.find_by_name(job_id)?,
+        };
+        Ok(match found {
+            Some(j) => (Some(j.id.clone()), status_of(&j)),
+            None => (
+                None,
+                RunStatus::Lost {
+                    message: "Slurm has no job by that id or name".into(),
+                },
+            ),
+        })
+    }
+
+    fn log_paths(&self, job_id: i64) -> (PathBuf, PathBuf) {
+        let d = self.job_dir(job_id);
+        (d.join("stdout.log"), d.join("stderr.log"))
+    }
+}
+
+/// A gigafab factory (TOML) describing the GPU nodes Slurm reports: one
+/// pool per (GPU type, GPUs per node, CPUs, memory), one site. A node with
+/// several GPU types counts in one pool per type. Types outside gigafab's
+/// catalog are declared under `[[accelerators]]` with unknown power
+/// figures (0 W) for the operator to fill in. Nodes without GPUs are left
+/// out (counted in a comment).
+pub fn factory_toml(
+    nodes: &[SlurmNode],
+    name: &str,
+    site: &str,
+    known: &dyn Fn(&str) -> bool,
+) -> String {
+    let mut groups: std::collections::BTreeMap<(String, u32, u32, u64), u32> = Default::default();
+    let mut no_gpu = 0;
+    for n in nodes {
+        if n.gpus.is_empty() {
+            no_gpu += 1;
+        }
+        for (t, c) in &n.gpus {
+            *groups
+                .entry((t.to_ascii_lowercase(), *c, n.cpus, n.real_memory_mb))
+                .or_insert(0) += 1;
+        }
+    }
+    let mut s = format!(
+        "# Imported from Slurm (scontrol show node -o): {} nodes, {} without GPUs left out.\n\nname = \"{name}\"\n",
+        nodes.len(),
+        no_gpu
+    );
+    let mut unknown: Vec<&str> = groups
+        .keys()
+        .map(|k| k.0.as_str())
+        .filter(|t| !known(t))
+        .collect();
+    unknown.dedup();
+    for t in unknown {
+        s.push_str(&format!(
+            "\n[[accelerators]]\nid = \"{t}\"\nvendor = \"other\"\nmemory_gb = 0\nidle_watts = 0\npeak_watts = 0\nbilling_weight = 1\n"
+        ));
+    }
+    s.push_str(&format!("\n[[sites]]\nname = \"{site}\"\n"));
+    let mut used = std::collections::BTreeSet::new();
+    for ((t, c, cpus, mem), nodes) in &groups {
+        let mut pool = format!("{t}-x{c}");
+        let mut k = 2;
+        while !used.insert(pool.clone()) {
+            pool = format!("{t}-x{c}-{k}");
+            k += 1;
+        }
+        s.push_str(&format!(
+            "\n[[sites.pools]]\nname = \"{pool}\"\naccelerator = \"{t}\"\nnodes = {nodes}\naccelerators_per_node = {c}\ncpus_per_node = {cpus}\nmemory_gb_per_node = {}\n",
+            (*mem as f64 / 1024.0).round()
+        ));
+    }
+    s
+}
+
+/// Whether `path` looks like a Slurm installation's command directory.
+pub fn has_slurm(bin_dir: Option<&Path>) -> bool {
+    RealSlurm {
+        bin_dir: bin_dir.map(Path::to_path_buf),
+    }
+    .run("sinfo", &["--version".to_string()])
+    .is_ok_and(|o| o.success)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sbatch_and_squeue() {
+        assert_eq!(parse_sbatch("1234\n"), Some("1234".into()));
+        assert_eq!(parse_sbatch("77;cluster\n"), Some("77".into()));
+        assert_eq!(parse_sbatch("Submitted batch job 5"), None);
+        assert_eq!(parse_sbatch(""), None);
+        let q = parse_squeue("12|gigafab-3|PENDING|Resources\n13|x|RUNNING|None\nbad\n");
+        assert_eq!(q.len(), 2);
+        assert_eq!(
+            (q[0].id.as_str(), q[0].state.as_str(), q[0].reason.as_str()),
+            ("12", "PENDING", "Resources")
+        );
+        assert_eq!(status_of(&q[1]), RunStatus::Running);
+    }
+
+    #[test]
+    fn sacct_and_scontrol_states() {
+        let text = "20|gigafab-9|COMPLETED|0:0\n20.batch|batch|COMPLETED|0:0\n21|gigafab-10|FAILED|3:0\n22|x|CANCELLED by 0|0:15\n23|y|TIMEOUT|0:0\n24|z|NODE_FAIL|0:0\n";
+        let s = parse_sacct_states(text);
+        assert_eq!(s.len(), 5, "steps are skipped");
+        let outcome = |j: &SlurmJob| match status_of(j) {
+            RunStatus::Exited(r) => (r.outcome, r.exit_code),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(outcome(&s[0]), (Outcome::Completed, Some(0)));
+        assert_eq!(outcome(&s[1]), (Outcome::Failed, Some(3)));
+        assert_eq!(outcome(&s[2]).0, Outcome::Cancelled);
+        assert_eq!(outcome(&s[3]).0, Outcome::TimedOut);
+        assert_eq!(outcome(&s[4]).0, Outcome::Failed);
+        let j = parse_scontrol_job(
+            "JobId=31 JobName=gigafab-4 UserId=root(0) JobState=COMPLETED Reason=None Dependency=(null) ExitCode=2:0 RunTime=00:00:01\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (j.id.as_str(), j.state.as_str(), j.exit),
+            ("31", "COMPLETED", Some((2, 0)))
+        );
+        assert_eq!(
+            parse_scontrol_job("slurm_load_jobs error: Invalid job id specified"),
+            None
+        );
+    }
+
+    #[test]
+    fn nodes_and_gres() {
+        assert_eq!(
+            parse_gres("gpu:h100:4,gpu:mi300x:4(S:0-1)"),
+            vec![("h100".into(), 4), ("mi300x".into(), 4)]
+        );
+        assert_eq!(parse_gres("gpu:2,mps:100"), vec![("gpu".into(), 2)]);
+        assert_eq!(parse_gres("(null)"), vec![]);
+        let n = parse_scontrol_nodes(
+            "NodeName=n1 Arch=x86_64 CoresPerSocket=1 CPUAlloc=0 CPUTot=2 CPULoad=0.1 AvailableFeatures=(null) Gres=gpu:h100:4,gpu:mi300x:4 NodeAddr=n1 RealMemory=20000 State=IDLE Partitions=gpu,debug\nNodeName=n2 CPUTot=64 Gres=(null) RealMemory=1 State=DOWN+NOT_RESPONDING\n",
+        );
+        assert_eq!(n.len(), 2);
+        assert_eq!(n[0].cpus, 2);
+        assert_eq!(n[0].gpus, vec![("h100".into(), 4), ("mi300x".into(), 4)]);
+        assert_eq!(n[0].partitions, vec!["gpu", "debug"]);
+        assert!(n[1].gpus.is_empty());
+    }
+
+    #[test]
+    fn factory_from_nodes() {
+        let n = parse_scontrol_nodes(
+            "NodeName=a CPUTot=2 Gres=gpu:h100:4,gpu:mi300x:4 RealMemory=20480 State=IDLE\nNodeName=b CPUTot=2 Gres=gpu:h100:4 RealMemory=20480 State=IDLE\nNodeName=c CPUTot=8 Gres=gpu:a100:8 RealMemory=1024 State=IDLE\nNodeName=d CPUTot=8 Gres=(null) RealMemory=1 State=IDLE\n",
+        );
+        let t = factory_toml(&n, "lab", "here", &|t| t != "a100");
+        assert!(t.contains("4 nodes, 1 without GPUs"), "{t}");
+        assert!(
+            t.contains("name = \"h100-x4\"\naccelerator = \"h100\"\nnodes = 2"),
+            "{t}"
+        );
+        assert!(
+            t.contains("name = \"mi300x-x4\"\naccelerator = \"mi300x\"\nnodes = 1"),
+            "{t}"
+        );
+        assert!(t.contains("[[accelerators]]\nid = \"a100\""), "{t}");
+        assert!(t.contains("memory_gb_per_node = 20"), "{t}");
+    }
+
+    #[test]
+    fn quoting_and_gres_requests() {
+        assert_eq!(sh_quote("abc"), "abc");
+        assert_eq!(sh_quote("a b"), "'a b'");
+        assert_eq!(sh_quote("it's"), r"'it'\''s'");
+        assert_eq!(sh_quote(""), "''");
+        assert_eq!(gres_args("h100", 2, 8), ["--nodes=1", "--gres=gpu:h100:2"]);
+        assert_eq!(gres_args("h100", 16, 8), ["--nodes=2", "--gres=gpu:h100:8"]);
+        assert_eq!(gres_args("h100", 12, 8), ["--nodes=2", "--gpus=h100:12"]);
+    }
+}
