@@ -173,6 +173,14 @@ pub fn accelerator_env(accels: &[AssignedAccel]) -> Vec<(String, String)> {
     ]
 }
 
+/// Now, milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,12 +203,4 @@ mod tests {
         assert_eq!(env[0].1, "");
         assert_eq!(env[1].1, "0");
     }
-}
-
-/// Now, milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
