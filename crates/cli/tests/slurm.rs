@@ -1,0 +1,300 @@
+//! `gigafab serve --executor slurm` against a real Slurm cluster: the
+//! daemons `.ci/slurm.sh` starts on this machine (one node with 4 h100 and
+//! 4 mi300x declared as GRES). Needs `GIGAFAB_TEST_SLURM=1` and `SLURM_CONF`
+//! (`eval "$(bash .ci/slurm.sh env)"`); without them the tests are skipped
+//! with a message, unless `GIGAFAB_REQUIRE_SLURM=1` (CI), which fails them.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const TOKEN: &str = "gf_slurm_test_token_0123456789";
+
+fn slurm_ready() -> bool {
+    if std::env::var("GIGAFAB_TEST_SLURM").as_deref() == Ok("1") {
+        return true;
+    }
+    if std::env::var("GIGAFAB_REQUIRE_SLURM").as_deref() == Ok("1") {
+        panic!("GIGAFAB_REQUIRE_SLURM=1 but GIGAFAB_TEST_SLURM is not set: run .ci/slurm.sh");
+    }
+    eprintln!("skipped: no Slurm cluster (eval \"$(bash .ci/slurm.sh env)\")");
+    false
+}
+
+fn gigafab() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_gigafab"))
+}
+
+struct Server {
+    child: Option<Child>,
+    url: String,
+    dir: PathBuf,
+    http: reqwest::Client,
+}
+
+impl Server {
+    fn start(dir: &std::path::Path) -> Server {
+        // the fleet gigafab schedules on is the one Slurm reports
+        let factory = dir.join("slurm.toml");
+        if !factory.exists() {
+            let out = gigafab()
+                .args(["fleet", "import-slurm", "--out"])
+                .arg(&factory)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let mut child = gigafab()
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--executor",
+                "slurm",
+                "--tick-ms",
+                "100",
+                "--poll-ms",
+                "200",
+                "--telemetry",
+                "off",
+                "--data-dir",
+            ])
+            .arg(dir)
+            .arg("--factory")
+            .arg(&factory)
+            .env("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut seen = String::new();
+        let url = loop {
+            let l = lines
+                .next()
+                .unwrap_or_else(|| panic!("server died:\n{seen}"))
+                .unwrap();
+            seen.push_str(&l);
+            seen.push('\n');
+            if let Some(r) = l.split("listening on ").nth(1) {
+                break r.split_whitespace().next().unwrap().to_string();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Server {
+            child: Some(child),
+            url,
+            dir: dir.to_path_buf(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut rq = self
+            .http
+            .request(m, format!("{}{path}", self.url))
+            .bearer_auth(TOKEN);
+        if let Some(b) = body {
+            rq = rq.json(&b);
+        }
+        let r = rq.send().await.unwrap();
+        let s = r.status().as_u16();
+        let t = r.text().await.unwrap();
+        (s, serde_json::from_str(&t).unwrap_or(Value::String(t)))
+    }
+
+    async fn submit(&self, body: Value) -> i64 {
+        let (s, v) = self.call("POST", "/api/v1/jobs", Some(body)).await;
+        assert_eq!(s, 201, "{v}");
+        v["id"].as_i64().unwrap()
+    }
+
+    async fn wait(&self, id: i64, states: &[&str], secs: u64) -> Value {
+        let t = Instant::now();
+        loop {
+            let (_, j) = self.call("GET", &format!("/api/v1/jobs/{id}"), None).await;
+            if states.contains(&j["state"].as_str().unwrap_or("")) {
+                return j;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(secs),
+                "job {id} stuck: {j:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn logs(&self, id: i64) -> String {
+        let (_, v) = self
+            .call("GET", &format!("/api/v1/jobs/{id}/logs"), None)
+            .await;
+        v.as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| v.to_string())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn fresh(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("gigafab-slurm-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn sh(s: &str) -> Value {
+    json!(["sh", "-c", s])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_run_under_slurm_with_exit_codes_logs_and_cancel() {
+    if !slurm_ready() {
+        return;
+    }
+    let dir = fresh("run");
+    let s = Server::start(&dir);
+    // the imported fleet: one node, 4 h100 + 4 mi300x
+    let (_, fleet) = s.call("GET", "/api/v1/fleet", None).await;
+    assert_eq!(fleet["accelerators"], 8, "{fleet}");
+    let ok = s
+        .submit(json!({"allocation": 1, "gpus": 2, "type": "h100",
+        "command": sh("echo gpus=$SLURM_GPUS_ON_NODE job=$GIGAFAB_JOB_ID slurm=$SLURM_JOB_NAME")}))
+        .await;
+    let bad = s.submit(json!({"allocation": 1, "gpus": 1, "type": "mi300x", "command": sh("echo oops >&2; exit 3")})).await;
+    let j = s.wait(ok, &["completed", "failed"], 60).await;
+    assert_eq!(j["state"], "completed", "{j:#}");
+    assert_eq!(
+        s.logs(ok).await,
+        format!("gpus=2 job={ok} slurm=gigafab-{ok}\n")
+    );
+    let j = s.wait(bad, &["completed", "failed"], 60).await;
+    assert_eq!(j["state"], "failed", "{j:#}");
+    assert_eq!(j["exit_code"], 3);
+    assert!(j["reason"].as_str().unwrap().contains("Slurm job"), "{j:#}");
+    // cancel a running job: scancel
+    let long = s
+        .submit(json!({"allocation": 1, "gpus": 1, "type": "h100", "command": sh("sleep 120")}))
+        .await;
+    s.wait(long, &["running"], 30).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (st, _) = s
+        .call("DELETE", &format!("/api/v1/jobs/{long}"), None)
+        .await;
+    assert_eq!(st, 200);
+    let j = s
+        .wait(long, &["cancelled", "failed", "completed"], 60)
+        .await;
+    assert_eq!(j["state"], "cancelled", "{j:#}");
+    // larger than the cluster: refused with a reason
+    let (st, v) = s
+        .call(
+            "POST",
+            "/api/v1/jobs",
+            Some(json!({"allocation": 1, "gpus": 5, "type": "h100", "command": ["true"]})),
+        )
+        .await;
+    assert_eq!(
+        (st, v["error"].as_str().unwrap()),
+        (422, "unsatisfiable"),
+        "{v}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciles_after_slurmctld_and_gigafab_restarts() {
+    if !slurm_ready() {
+        return;
+    }
+    let dir = fresh("restart");
+    let marks = dir.join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let m = marks.display().to_string();
+    let mut s = Server::start(&dir);
+    let id = s
+        .submit(json!({"allocation": 1, "gpus": 1, "type": "h100",
+            "command": sh(&format!("echo run >> {m}/a; sleep 12; echo done >> {m}/a"))}))
+        .await;
+    s.wait(id, &["running"], 30).await;
+    // wait until Slurm runs it, then restart slurmctld under it
+    let t = Instant::now();
+    while !marks.join("a").exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the job never started under Slurm"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = Command::new("bash")
+        .arg(root.join(".ci/slurm.sh"))
+        .arg("restart-ctld")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // and kill -9 gigafab itself mid-run; the new one adopts the Slurm job
+    s.kill9();
+    let s = Server::start(&dir);
+    let j = s.wait(id, &["completed", "failed"], 90).await;
+    assert_eq!(j["state"], "completed", "{j:#}");
+    let kinds: Vec<&str> = j["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"adopted"), "{kinds:?}");
+    // it ran once
+    assert_eq!(
+        std::fs::read_to_string(marks.join("a")).unwrap(),
+        "run\ndone\n"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn fleet_import_matches_the_cluster() {
+    if !slurm_ready() {
+        return;
+    }
+    let out = gigafab().args(["fleet", "import-slurm"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let toml = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        toml.contains("accelerator = \"h100\"\nnodes = 1\naccelerators_per_node = 4"),
+        "{toml}"
+    );
+    assert!(
+        toml.contains("accelerator = \"mi300x\"\nnodes = 1\naccelerators_per_node = 4"),
+        "{toml}"
+    );
+}
