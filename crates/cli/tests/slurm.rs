@@ -31,7 +31,6 @@ fn gigafab() -> Command {
 struct Server {
     child: Option<Child>,
     url: String,
-    dir: PathBuf,
     http: reqwest::Client,
 }
 
@@ -92,7 +91,6 @@ impl Server {
         Server {
             child: Some(child),
             url,
-            dir: dir.to_path_buf(),
             http: reqwest::Client::new(),
         }
     }
