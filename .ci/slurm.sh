@@ -181,6 +181,8 @@ write_configs() { # $1: target directory
         acct="AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1
 AccountingStoragePort=$((PORT + 2))
+# For accounting_storage/slurmdbd this is the munge socket to use.
+AccountingStoragePass=$MUNGE_SOCKET
 AccountingStorageTRES=gres/gpu,gres/gpu:h100,gres/gpu:mi300x
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=30"
@@ -279,9 +281,14 @@ EOF
 CHANGED=0
 prepare_dir() {
     mkdir -p "$DIR" "$LOG" "$RUN" "$DIR/state/ctld" "$DIR/state/slurmd" "$DIR/dev" "$DIR/jobs"
+    # Fake GPUs: character devices with /dev/null's numbers where mknod works
+    # (slurmd then also sets CUDA_VISIBLE_DEVICES etc.), else plain files
+    # (slurmd logs "not a valid character or block device" but still counts them).
     local i
     for i in 0 1 2 3 4 5 6 7; do
-        [ -e "$DIR/dev/fakegpu$i" ] || : >"$DIR/dev/fakegpu$i"
+        [ -c "$DIR/dev/fakegpu$i" ] && continue
+        rm -f "$DIR/dev/fakegpu$i"
+        mknod -m 666 "$DIR/dev/fakegpu$i" c 1 3 2>/dev/null || : >"$DIR/dev/fakegpu$i"
     done
     rm -rf "$DIR/etc.new"
     write_configs "$DIR/etc.new"
@@ -321,7 +328,7 @@ start_munge() {
     say "starting munged"
     munged --force --socket="$MUNGE_SOCKET" --key-file="$MUNGE_KEY" \
         --log-file="$LOG/munged.log" --pid-file="$RUN/munged.pid" \
-        --seed-file="$DIR/munge/key/munged.seed" >"$LOG/munged.stdout" 2>&1 ||
+        --seed-file="$DIR/munge/key/munged.seed" >"$LOG/munged.stdout" 2>&1 9>&- ||
         die "munged failed to start"
     wait_until "$WAIT" "munged is up" munge_ok || die "munged does not answer on $MUNGE_SOCKET"
 }
@@ -360,9 +367,9 @@ start_db() {
     setsid nohup "$bin" --no-defaults --user=root --datadir="$DIR/mysql" \
         --socket="$DB_SOCKET" --port="$DB_PORT" --bind-address=127.0.0.1 \
         --pid-file="$RUN/mysqld.pid" --log-error="$LOG/mariadb.log" \
-        --skip-log-bin --innodb-buffer-pool-size=128M --innodb-log-file-size=64M \
+        --skip-log-bin --innodb-buffer-pool-size=1G --innodb-log-file-size=64M \
         --innodb-lock-wait-timeout=900 --max-connections=100 \
-        </dev/null >"$LOG/mariadb.stdout" 2>&1 &
+        </dev/null >"$LOG/mariadb.stdout" 2>&1 9>&- &
     wait_until "$WAIT" "MariaDB is up" db_sql 'SELECT 1' || die "MariaDB did not start"
     db_sql "CREATE USER IF NOT EXISTS '$DB_USER'@'127.0.0.1' IDENTIFIED BY '$DB_PASS';
             CREATE USER IF NOT EXISTS '$DB_USER'@'localhost' IDENTIFIED BY '$DB_PASS';
@@ -394,7 +401,7 @@ start_dbd() {
     stop_pidfile slurmdbd "$RUN/slurmdbd.pid" slurmdbd
     say "starting slurmdbd on port $((PORT + 2))"
     # slurmdbd finds slurmdbd.conf beside $SLURM_CONF.
-    slurmdbd >"$LOG/slurmdbd.stdout" 2>&1 || die "slurmdbd failed to start"
+    slurmdbd >"$LOG/slurmdbd.stdout" 2>&1 9>&- || die "slurmdbd failed to start"
     wait_until "$WAIT" "slurmdbd is up" dbd_ok || die "slurmdbd does not answer"
     if ! timeout 15 sacctmgr -n -P show cluster format=cluster | grep -qx "$CLUSTER"; then
         timeout 30 sacctmgr -i add cluster "$CLUSTER" >/dev/null || die "sacctmgr add cluster $CLUSTER failed"
@@ -410,14 +417,14 @@ start_ctld() {
     if pid_alive "$RUN/slurmctld.pid" slurmctld; then return 0; fi
     say "starting slurmctld on port $PORT"
     # Without -c, slurmctld recovers its saved state (jobs survive a restart).
-    slurmctld -f "$CONF" >"$LOG/slurmctld.stdout" 2>&1 || die "slurmctld failed to start"
+    slurmctld -f "$CONF" >"$LOG/slurmctld.stdout" 2>&1 9>&- || die "slurmctld failed to start"
     wait_until "$WAIT" "slurmctld answers" ctld_ok || die "slurmctld does not answer within ${WAIT}s"
 }
 
 start_slurmd() {
     if pid_alive "$RUN/slurmd.pid" slurmd; then return 0; fi
     say "starting slurmd for node $(node_name)"
-    slurmd -f "$CONF" -N "$(node_name)" >"$LOG/slurmd.stdout" 2>&1 || die "slurmd failed to start"
+    slurmd -f "$CONF" -N "$(node_name)" >"$LOG/slurmd.stdout" 2>&1 9>&- || die "slurmd failed to start"
 }
 
 node_state() { timeout 15 sinfo -h -N -n "$(node_name)" -o '%T' 2>/dev/null | head -n 1; }
@@ -514,6 +521,8 @@ any_daemon_alive() {
         pid_alive "$RUN/slurmd.pid" slurmd || pid_alive "$RUN/slurmdbd.pid" slurmdbd || db_alive
 }
 
+# Serialises start/stop/restart-ctld. Every daemon is started with fd 9 closed
+# (9>&-) so that it does not inherit, and hold forever, the lock.
 lock() {
     mkdir -p "$DIR"
     exec 9>"$DIR/.lock"

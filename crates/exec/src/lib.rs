@@ -113,12 +113,23 @@ pub enum ExecError {
     Launch { job: i64, message: String },
     #[error("job {job}: bad handle {handle:?}")]
     BadHandle { job: i64, handle: String },
+    /// The engine cannot be reached now (e.g. slurmctld restarting): try
+    /// again later; nothing is known to have changed.
+    #[error("job {job}: {message} (will retry)")]
+    Transient { job: i64, message: String },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+}
+
+impl ExecError {
+    /// Whether trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ExecError::Transient { .. })
+    }
 }
 
 /// An engine that runs jobs.

@@ -330,6 +330,9 @@ impl SlurmExecutor {
                 "%i|%j|%T|%r".into(),
             ],
         )?;
+        if !q.success && !q.stderr.contains("Invalid job id") {
+            return Err(failed(job, "squeue", &q));
+        }
         if let Some(j) = parse_squeue(&q.stdout).into_iter().find(|j| j.id == handle) {
             return Ok(Some(j));
         }
@@ -359,6 +362,9 @@ impl SlurmExecutor {
             "scontrol",
             vec!["show".into(), "job".into(), "-o".into(), handle.into()],
         )?;
+        if !s.success && transient_error(&s.stderr) {
+            return Err(failed(job, "scontrol", &s));
+        }
         Ok(parse_scontrol_job(&s.stdout).filter(|j| j.id == handle))
     }
 
@@ -375,6 +381,9 @@ impl SlurmExecutor {
                 "%i|%j|%T|%r".into(),
             ],
         )?;
+        if !q.success {
+            return Err(failed(job, "squeue", &q));
+        }
         if let Some(j) = parse_squeue(&q.stdout).into_iter().find(|j| j.name == name) {
             return Ok(Some(j));
         }
@@ -398,6 +407,31 @@ impl SlurmExecutor {
                 .rfind(|j| j.name == name));
         }
         Ok(None)
+    }
+}
+
+/// Whether Slurm's message says the controller cannot be reached now.
+pub fn transient_error(stderr: &str) -> bool {
+    let e = stderr.to_ascii_lowercase();
+    [
+        "unable to contact slurm controller",
+        "socket timed out",
+        "zero bytes were transmitted",
+        "connection refused",
+        "temporarily unavailable",
+        "slurm_persist_conn",
+        "communication connection failure",
+    ]
+    .iter()
+    .any(|m| e.contains(m))
+}
+
+fn failed(job: i64, what: &str, out: &CmdOutput) -> ExecError {
+    let msg = format!("{what}: {}", out.stderr.trim());
+    if transient_error(&out.stderr) {
+        ExecError::Transient { job, message: msg }
+    } else {
+        ExecError::Launch { job, message: msg }
     }
 }
 
@@ -469,10 +503,7 @@ impl Executor for SlurmExecutor {
         args.push(script.display().to_string());
         let out = self.run(id, "sbatch", args)?;
         if !out.success {
-            return Err(ExecError::Launch {
-                job: id,
-                message: format!("sbatch refused the job: {}", out.stderr.trim()),
-            });
+            return Err(failed(id, "sbatch refused the job", &out));
         }
         parse_sbatch(&out.stdout).ok_or_else(|| ExecError::Launch {
             job: id,
@@ -492,10 +523,7 @@ impl Executor for SlurmExecutor {
     fn cancel(&self, job_id: i64, handle: &str) -> Result<(), ExecError> {
         let out = self.run(job_id, "scancel", vec![handle.to_string()])?;
         if !out.success {
-            return Err(ExecError::Launch {
-                job: job_id,
-                message: format!("scancel: {}", out.stderr.trim()),
-            });
+            return Err(failed(job_id, "scancel", &out));
         }
         Ok(())
     }
@@ -674,6 +702,22 @@ mod tests {
         );
         assert!(t.contains("[[accelerators]]\nid = \"a100\""), "{t}");
         assert!(t.contains("memory_gb_per_node = 20"), "{t}");
+    }
+
+    #[test]
+    fn transient_errors() {
+        assert!(transient_error(
+            "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)"
+        ));
+        assert!(!transient_error(
+            "sbatch: error: invalid partition specified: nope"
+        ));
+        let out = CmdOutput {
+            success: false,
+            stdout: String::new(),
+            stderr: "squeue: error: Socket timed out on send/recv operation".into(),
+        };
+        assert!(failed(1, "squeue", &out).is_transient());
     }
 
     #[test]

@@ -277,6 +277,8 @@ pub struct Controller {
     last_ended: Option<JobRow>,
     /// Energy integrated from telemetry samples, per device.
     meter: gigafab_telemetry::EnergyMeter,
+    /// Launches to try again (job, not before ms): the engine was unreachable.
+    relaunch: Vec<(i64, i64)>,
     /// The node whose devices the telemetry reports.
     tele_node: Option<u32>,
     tele_failed: bool,
@@ -482,6 +484,7 @@ impl Controller {
             dirty: true,
             last_ended: None,
             meter: gigafab_telemetry::EnergyMeter::new(),
+            relaunch: Vec::new(),
             tele_node: None,
             tele_failed: false,
         };
@@ -1054,6 +1057,18 @@ impl Controller {
             }
             Ok((_, RunStatus::Lost { message })) => {
                 self.end_job(id, now, "failed", None, format!("lost: {message}"));
+            }
+            Err(e) if e.is_transient() => {
+                // the engine is unreachable now: keep the job, poll later
+                self.event(
+                    id,
+                    now,
+                    "adopted",
+                    format!("kept while the engine is unreachable: {e}"),
+                );
+                if handle.is_none() {
+                    self.relaunch.push((id, now + 5_000));
+                }
             }
             Err(e) => {
                 self.end_job(id, now, "failed", None, format!("lost: {e}"));
@@ -2152,6 +2167,17 @@ impl Controller {
     /// Asks the executor how running jobs are doing.
     fn poll_runs(&mut self, now: i64) {
         self.sample_telemetry();
+        let due: Vec<i64> = self
+            .relaunch
+            .iter()
+            .filter(|r| r.1 <= now)
+            .map(|r| r.0)
+            .collect();
+        if !due.is_empty() {
+            self.relaunch.retain(|r| r.1 > now);
+            self.launches
+                .extend(due.into_iter().filter(|id| self.jobs.contains_key(id)));
+        }
         let exec = self.shared.executor.clone();
         let running: Vec<(i64, String)> = self
             .jobs
@@ -2172,6 +2198,9 @@ impl Controller {
                 }
                 Ok(RunStatus::Lost { message }) => {
                     self.end_job(id, now, "failed", None, format!("lost: {message}"));
+                }
+                Err(e) if e.is_transient() => {
+                    tracing::warn!("job {id}: {e}");
                 }
                 Err(e) => {
                     self.end_job(id, now, "failed", None, format!("lost: {e}"));
@@ -2397,6 +2426,12 @@ impl Controller {
                     {
                         let _ = exec.cancel(id, &h);
                     }
+                }
+                Err(e) if e.is_transient() => {
+                    // launch again shortly (the executor adopts rather
+                    // than submits twice)
+                    self.event(id, now, "launch_deferred", format!("{e}"));
+                    self.relaunch.push((id, now + 5_000));
                 }
                 Err(e) => {
                     self.end_job(id, now, "failed", None, format!("cannot launch: {e}"));
