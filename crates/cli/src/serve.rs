@@ -112,6 +112,28 @@ fn telemetry(spec: &str) -> Result<Option<Arc<dyn gigafab_telemetry::Telemetry>>
     }
 }
 
+/// A short random id of this installation, made on first use and kept in
+/// the data directory (Slurm job names carry it).
+fn instance_id(data_dir: &std::path::Path) -> Result<String> {
+    let p = data_dir.join("instance-id");
+    if let Ok(s) = std::fs::read_to_string(&p) {
+        let s = s.trim().to_string();
+        if !s.is_empty() && s.len() <= 32 && s.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Ok(s);
+        }
+    }
+    let t = gigafab_server::auth::new_token();
+    let id: String = t[3..]
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(8)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    std::fs::write(&p, format!("{id}\n"))
+        .with_context(|| format!("{}: cannot write", p.display()))?;
+    Ok(id)
+}
+
 fn default_data_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
         return PathBuf::from(d).join("gigafab");
@@ -205,6 +227,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
                 Box::new(gigafab_exec::slurm::RealSlurm::default()),
                 data_dir.join("jobs"),
                 a.slurm_partition.clone(),
+                instance_id(&data_dir)?,
             ))
         }
         other => bail!("--executor: `{other}` is not local or slurm"),

@@ -182,10 +182,12 @@ async fn jobs_run_under_slurm_with_exit_codes_logs_and_cancel() {
     let bad = s.submit(json!({"allocation": 1, "gpus": 1, "type": "mi300x", "command": sh("echo oops >&2; exit 3")})).await;
     let j = s.wait(ok, &["completed", "failed"], 60).await;
     assert_eq!(j["state"], "completed", "{j:#}");
-    assert_eq!(
-        s.logs(ok).await,
-        format!("gpus=2 job={ok} slurm=gigafab-{ok}\n")
+    let log = s.logs(ok).await;
+    assert!(
+        log.starts_with(&format!("gpus=2 job={ok} slurm=gigafab-")),
+        "{log}"
     );
+    assert!(log.ends_with(&format!("-{ok}\n")), "{log}");
     let j = s.wait(bad, &["completed", "failed"], 60).await;
     assert_eq!(j["state"], "failed", "{j:#}");
     assert_eq!(j["exit_code"], 3);
@@ -204,6 +206,73 @@ async fn jobs_run_under_slurm_with_exit_codes_logs_and_cancel() {
         .wait(long, &["cancelled", "failed", "completed"], 60)
         .await;
     assert_eq!(j["state"], "cancelled", "{j:#}");
+    // the accounting history of that very job, as a twin workload
+    if std::env::var("GIGAFAB_TEST_SLURM_ACCOUNTING").as_deref() == Ok("1") {
+        let inst = std::fs::read_to_string(dir.join("instance-id")).unwrap();
+        let name = format!("gigafab-{}-{ok}", inst.trim());
+        let hist = dir.join("history.txt");
+        let t = Instant::now();
+        loop {
+            let out = Command::new("sacct")
+                .args([
+                    "-a",
+                    "-P",
+                    "-X",
+                    "-S",
+                    "now-1days",
+                    "--name",
+                    &name,
+                    "-o",
+                    "JobID,JobName,Account,Submit,Start,End,State,AllocTRES,Timelimit",
+                ])
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            if text.contains("COMPLETED") {
+                std::fs::write(&hist, text).unwrap();
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "sacct never showed {name}: {text}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let csv = dir.join("history.csv");
+        let out = gigafab()
+            .args(["workload", "import-sacct"])
+            .arg(&hist)
+            .arg("--out")
+            .arg(&csv)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rows: Vec<String> = std::fs::read_to_string(&csv)
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(str::to_string)
+            .collect();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        let f: Vec<&str> = rows[0].split(',').collect();
+        assert_eq!((f[2], f[4]), ("2", "h100"), "{rows:?}");
+        // and the whole recent history, run through sacct by gigafab itself
+        let out = gigafab()
+            .args(["workload", "import-sacct", "--out"])
+            .arg(dir.join("all.csv"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stderr).contains("wrote"));
+    }
     // larger than the cluster: refused with a reason
     let (st, v) = s
         .call(

@@ -1,7 +1,7 @@
 //! The Slurm executor: gigafab admits and orders jobs, Slurm runs them.
 //!
 //! Each admitted job is submitted with `sbatch --parsable` under the name
-//! `gigafab-<id>`, asking for the accelerator type and count gigafab chose
+//! `gigafab-<installation>-<id>`, asking for the accelerator type and count gigafab chose
 //! (`--gres=gpu:<type>:<n>` per node), its time limit, the allocation as
 //! account, and output files in the job's directory. State comes from
 //! `squeue`, then `sacct` (or `scontrol show job` where there is no
@@ -294,17 +294,33 @@ pub struct SlurmExecutor {
     cli: Box<dyn SlurmCli>,
     root: PathBuf,
     partition: Option<String>,
+    /// Distinguishes this installation's jobs from other gigafab
+    /// installations' on the same cluster (job names must be unique).
+    instance: String,
 }
 
 impl SlurmExecutor {
     /// `root`: where job directories (script, logs) go; must be visible to
     /// the compute nodes at the same path (a shared file system).
-    pub fn new(cli: Box<dyn SlurmCli>, root: PathBuf, partition: Option<String>) -> SlurmExecutor {
+    /// `instance`: a short id unique to this installation (job names are
+    /// `gigafab-<instance>-<id>`).
+    pub fn new(
+        cli: Box<dyn SlurmCli>,
+        root: PathBuf,
+        partition: Option<String>,
+        instance: String,
+    ) -> SlurmExecutor {
         SlurmExecutor {
             cli,
             root,
             partition,
+            instance,
         }
+    }
+
+    /// The Slurm job name of gigafab job `id`.
+    pub fn job_name(&self, id: i64) -> String {
+        format!("gigafab-{}-{id}", self.instance)
     }
 
     fn job_dir(&self, id: i64) -> PathBuf {
@@ -369,7 +385,7 @@ impl SlurmExecutor {
     }
 
     fn find_by_name(&self, job: i64) -> Result<Option<SlurmJob>, ExecError> {
-        let name = job_name(job);
+        let name = self.job_name(job);
         let q = self.run(
             job,
             "squeue",
@@ -435,11 +451,6 @@ fn failed(job: i64, what: &str, out: &CmdOutput) -> ExecError {
     }
 }
 
-/// The Slurm job name of gigafab job `id`.
-pub fn job_name(id: i64) -> String {
-    format!("gigafab-{id}")
-}
-
 impl Executor for SlurmExecutor {
     fn name(&self) -> &'static str {
         "slurm"
@@ -482,7 +493,7 @@ impl Executor for SlurmExecutor {
         let minutes = spec.time_limit_s.div_ceil(60).max(1);
         let mut args = vec![
             "--parsable".to_string(),
-            format!("--job-name={}", job_name(id)),
+            format!("--job-name={}", self.job_name(id)),
             format!("--time={minutes}"),
             format!("--output={}", dir.join("stdout.log").display()),
             format!("--error={}", dir.join("stderr.log").display()),
