@@ -213,24 +213,42 @@ pub fn run(a: ServeArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| store::sqlite_url(&data_dir));
     let exe = std::env::current_exe().context("cannot find the gigafab executable")?;
-    let executor: Arc<dyn gigafab_exec::Executor> = match a.executor.as_str() {
-        "local" => Arc::new(LocalExecutor::new(
-            data_dir.join("jobs"),
-            vec![exe.display().to_string(), "job-supervise".into()],
-            Duration::from_secs_f64(a.kill_grace),
-        )),
-        "slurm" => {
-            if !gigafab_exec::slurm::has_slurm(None) {
-                bail!("--executor slurm: `sinfo --version` failed; are Slurm's commands on PATH?");
-            }
-            Arc::new(gigafab_exec::SlurmExecutor::new(
-                Box::new(gigafab_exec::slurm::RealSlurm::default()),
+    let make = |kind: &str, partition: Option<String>| -> Result<Arc<dyn gigafab_exec::Executor>> {
+        Ok(match kind {
+            "local" => Arc::new(LocalExecutor::new(
                 data_dir.join("jobs"),
-                a.slurm_partition.clone(),
-                instance_id(&data_dir)?,
-            ))
+                vec![exe.display().to_string(), "job-supervise".into()],
+                Duration::from_secs_f64(a.kill_grace),
+            )),
+            "slurm" => {
+                if !gigafab_exec::slurm::has_slurm(None) {
+                    bail!(
+                        "executor slurm: `sinfo --version` failed; are Slurm's commands on PATH?"
+                    );
+                }
+                Arc::new(gigafab_exec::SlurmExecutor::new(
+                    Box::new(gigafab_exec::slurm::RealSlurm::default()),
+                    data_dir.join("jobs"),
+                    partition,
+                    instance_id(&data_dir)?,
+                ))
+            }
+            other => bail!("--executor: `{other}` is not local or slurm"),
+        })
+    };
+    let default = make(&a.executor, a.slurm_partition.clone())?;
+    // sites that name their own executor in the factory file
+    let mut routes = std::collections::BTreeMap::new();
+    for site in &factory.sites {
+        if let Some(kind) = &site.executor {
+            let part = site.slurm_partition.clone().or(a.slurm_partition.clone());
+            routes.insert(site.name.clone(), make(kind, part)?);
         }
-        other => bail!("--executor: `{other}` is not local or slurm"),
+    }
+    let executor: Arc<dyn gigafab_exec::Executor> = if routes.is_empty() {
+        default
+    } else {
+        Arc::new(gigafab_exec::routed::RoutedExecutor::new(default, routes))
     };
     let cfg = ServeConfig {
         listen: a.listen,

@@ -365,3 +365,30 @@ fn fleet_import_matches_the_cluster() {
         "{toml}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_site_runs_on_its_own_executor() {
+    if !slurm_ready() {
+        return;
+    }
+    let dir = fresh("sites");
+    // a lab site run locally and an HPC site run by Slurm
+    std::fs::write(
+        dir.join("slurm.toml"),
+        "name = \"mixed\"\n\
+         [[sites]]\nname = \"lab\"\nexecutor = \"local\"\n\
+         [[sites.pools]]\nname = \"lab-a10\"\naccelerator = \"a10\"\nnodes = 1\naccelerators_per_node = 2\n\
+         [[sites]]\nname = \"hpc\"\nexecutor = \"slurm\"\n\
+         [[sites.pools]]\nname = \"hpc-h100\"\naccelerator = \"h100\"\nnodes = 1\naccelerators_per_node = 4\n",
+    )
+    .unwrap();
+    let s = Server::start(&dir);
+    let hpc = s.submit(json!({"allocation": 1, "gpus": 1, "type": "h100", "command": sh("echo slurm=${SLURM_JOB_ID:-none}")})).await;
+    let lab = s.submit(json!({"allocation": 1, "gpus": 1, "type": "a10", "command": sh("echo slurm=${SLURM_JOB_ID:-none}")})).await;
+    s.wait(hpc, &["completed"], 60).await;
+    s.wait(lab, &["completed"], 60).await;
+    let (h, l) = (s.logs(hpc).await, s.logs(lab).await);
+    assert!(h.starts_with("slurm=") && h.trim() != "slurm=none", "{h}");
+    assert_eq!(l, "slurm=none\n");
+    let _ = std::fs::remove_dir_all(&dir);
+}

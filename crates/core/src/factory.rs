@@ -84,6 +84,10 @@ struct SiteFile {
     grid: Option<Spanned<String>>,
     /// Constant grid carbon intensity, gCO2e/kWh (instead of `grid`).
     carbon_g_per_kwh: Option<f64>,
+    /// Where `gigafab serve` runs this site's jobs: `local` or `slurm`.
+    executor: Option<String>,
+    /// Slurm partition of this site's jobs.
+    slurm_partition: Option<String>,
     #[serde(default)]
     pools: Vec<Spanned<PoolFile>>,
 }
@@ -121,6 +125,11 @@ pub struct Site {
     pub power_budget_w: Option<f64>,
     /// Grid carbon intensity; none: carbon is not accounted.
     pub carbon: Option<std::sync::Arc<crate::carbon::CarbonSeries>>,
+    /// Executor of the site's jobs in `gigafab serve` (`local`, `slurm`);
+    /// none: the server's default.
+    pub executor: Option<String>,
+    /// Slurm partition of the site's jobs.
+    pub slurm_partition: Option<String>,
 }
 
 /// Index of a pool in a [`Factory`].
@@ -291,7 +300,19 @@ impl Factory {
                 }
                 (None, None) => None,
             };
+            if let Some(e) = &s.executor
+                && e != "local"
+                && e != "slurm"
+            {
+                return Err(invalid(
+                    line,
+                    loc,
+                    format!("executor `{e}` is not local or slurm"),
+                ));
+            }
             sites.push(Site {
+                executor: s.executor.clone(),
+                slurm_partition: s.slurm_partition.clone(),
                 name: s.name.clone(),
                 pue,
                 power_budget_w: s.power_budget_mw.map(|b| b * 1e6),

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub mod local;
+pub mod routed;
 pub mod slurm;
 
 pub use local::LocalExecutor;
@@ -65,6 +66,8 @@ pub struct LaunchSpec {
     pub per_node: u32,
     /// Allocation it is charged to.
     pub account: Option<String>,
+    /// Site of the pool it runs on (selects the executor of that site).
+    pub site: Option<String>,
 }
 
 /// How a run ended.

@@ -41,6 +41,7 @@ fn spec(job_id: i64, command: &[&str]) -> LaunchSpec {
         gpus: 0,
         per_node: 0,
         account: None,
+        site: None,
     }
 }
 

@@ -2414,6 +2414,10 @@ impl Controller {
                     })
                     .unwrap_or(1),
                 account: Some(j.row.alloc_id.to_string()),
+                site: j.devices.first().map(|&(n, _)| {
+                    let p = &self.cfg.factory.pools[self.core.cluster.pool_of(n) as usize];
+                    self.cfg.factory.sites[p.site].name.clone()
+                }),
             };
             match exec.launch(&spec) {
                 Ok(h) => {

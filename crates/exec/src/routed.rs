@@ -1,0 +1,171 @@
+//! One executor per site: jobs of a site run on that site's engine (its
+//! Slurm, or local processes), the others on the default one. Handles carry
+//! the site (`<site>|<handle>`), so polls, cancels and adoptions after a
+//! restart reach the engine that runs the job.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::{ExecError, Executor, LaunchSpec, RunStatus};
+
+/// Routes each job to its site's executor.
+pub struct RoutedExecutor {
+    default: Arc<dyn Executor>,
+    sites: BTreeMap<String, Arc<dyn Executor>>,
+}
+
+impl RoutedExecutor {
+    pub fn new(
+        default: Arc<dyn Executor>,
+        sites: BTreeMap<String, Arc<dyn Executor>>,
+    ) -> RoutedExecutor {
+        RoutedExecutor { default, sites }
+    }
+
+    /// The executor and inner handle of a stored handle.
+    fn route<'a>(&self, handle: &'a str) -> (&Arc<dyn Executor>, &'a str) {
+        match handle.split_once('|') {
+            Some((site, inner)) => (self.sites.get(site).unwrap_or(&self.default), inner),
+            None => (&self.default, handle),
+        }
+    }
+}
+
+impl Executor for RoutedExecutor {
+    fn name(&self) -> &'static str {
+        "routed"
+    }
+
+    fn launch(&self, spec: &LaunchSpec) -> Result<String, ExecError> {
+        match spec
+            .site
+            .as_deref()
+            .and_then(|s| self.sites.get(s).map(|e| (s, e)))
+        {
+            Some((site, e)) => e.launch(spec).map(|h| format!("{site}|{h}")),
+            None => self.default.launch(spec),
+        }
+    }
+
+    fn poll(&self, job_id: i64, handle: &str) -> Result<RunStatus, ExecError> {
+        let (e, h) = self.route(handle);
+        e.poll(job_id, h)
+    }
+
+    fn cancel(&self, job_id: i64, handle: &str) -> Result<(), ExecError> {
+        let (e, h) = self.route(handle);
+        e.cancel(job_id, h)
+    }
+
+    fn adopt(
+        &self,
+        job_id: i64,
+        handle: Option<&str>,
+    ) -> Result<(Option<String>, RunStatus), ExecError> {
+        if let Some(h) = handle {
+            let site = h.split_once('|').map(|(s, _)| s.to_string());
+            let (e, inner) = self.route(h);
+            let (found, st) = e.adopt(job_id, Some(inner))?;
+            let found = found.map(|f| match &site {
+                Some(s) => format!("{s}|{f}"),
+                None => f,
+            });
+            return Ok((found, st));
+        }
+        // no handle recorded: ask every engine, the default last
+        for (site, e) in &self.sites {
+            let (found, st) = e.adopt(job_id, None)?;
+            if !matches!(st, RunStatus::Lost { .. }) {
+                return Ok((found.map(|f| format!("{site}|{f}")), st));
+            }
+        }
+        self.default.adopt(job_id, None)
+    }
+
+    fn log_paths(&self, job_id: i64) -> (PathBuf, PathBuf) {
+        self.default.log_paths(job_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Records what it was asked; answers Running.
+    struct Probe(&'static str, Mutex<Vec<String>>);
+
+    impl Executor for Probe {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+        fn launch(&self, s: &LaunchSpec) -> Result<String, ExecError> {
+            self.1.lock().unwrap().push(format!("launch {}", s.job_id));
+            Ok(format!("{}-{}", self.0, s.job_id))
+        }
+        fn poll(&self, _: i64, h: &str) -> Result<RunStatus, ExecError> {
+            self.1.lock().unwrap().push(format!("poll {h}"));
+            Ok(RunStatus::Running)
+        }
+        fn cancel(&self, _: i64, h: &str) -> Result<(), ExecError> {
+            self.1.lock().unwrap().push(format!("cancel {h}"));
+            Ok(())
+        }
+        fn adopt(&self, j: i64, h: Option<&str>) -> Result<(Option<String>, RunStatus), ExecError> {
+            self.1.lock().unwrap().push(format!("adopt {h:?}"));
+            if self.0 == "slurm" && h.is_none() {
+                return Ok((Some(format!("slurm-{j}")), RunStatus::Running));
+            }
+            Ok((h.map(str::to_string), RunStatus::Running))
+        }
+        fn log_paths(&self, _: i64) -> (PathBuf, PathBuf) {
+            ("o".into(), "e".into())
+        }
+    }
+
+    fn spec(id: i64, site: Option<&str>) -> LaunchSpec {
+        LaunchSpec {
+            job_id: id,
+            command: vec!["true".into()],
+            env: vec![],
+            accelerators: vec![],
+            time_limit_s: 60,
+            workdir: None,
+            accel_type: None,
+            gpus: 1,
+            per_node: 1,
+            account: None,
+            site: site.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn jobs_reach_their_site_engine() {
+        let local = Arc::new(Probe("local", Mutex::default()));
+        let slurm = Arc::new(Probe("slurm", Mutex::default()));
+        let mut sites: BTreeMap<String, Arc<dyn Executor>> = BTreeMap::new();
+        sites.insert("hpc".into(), slurm.clone());
+        let r = RoutedExecutor::new(local.clone(), sites);
+        let h1 = r.launch(&spec(1, Some("hpc"))).unwrap();
+        let h2 = r.launch(&spec(2, Some("lab"))).unwrap();
+        assert_eq!((h1.as_str(), h2.as_str()), ("hpc|slurm-1", "local-2"));
+        r.poll(1, &h1).unwrap();
+        r.cancel(2, &h2).unwrap();
+        assert_eq!(
+            r.adopt(1, Some(&h1)).unwrap().0.as_deref(),
+            Some("hpc|slurm-1")
+        );
+        assert_eq!(r.adopt(3, None).unwrap().0.as_deref(), Some("hpc|slurm-3"));
+        assert_eq!(
+            *slurm.1.lock().unwrap(),
+            [
+                "launch 1",
+                "poll slurm-1",
+                "adopt Some(\"slurm-1\")",
+                "adopt None"
+            ]
+        );
+        assert_eq!(*local.1.lock().unwrap(), ["launch 2", "cancel local-2"]);
+    }
+}
