@@ -334,18 +334,30 @@ impl SlurmExecutor {
         })
     }
 
+    /// `squeue -h <select> <value>`: the raw answer.
+    fn squeue(&self, job: i64, select: &str, value: &str) -> Result<CmdOutput, ExecError> {
+        let args = ["-h", select, value, "-o", "%i|%j|%T|%r"];
+        self.run(job, "squeue", args.iter().map(|a| a.to_string()).collect())
+    }
+
+    /// `sacct -P -n <select> <value>`: None where accounting does not answer.
+    fn sacct(&self, job: i64, select: &str, value: &str) -> Option<Vec<SlurmJob>> {
+        let args = [
+            "-P",
+            "-n",
+            select,
+            value,
+            "-o",
+            "JobID,JobName,State,ExitCode",
+        ];
+        let a = self
+            .run(job, "sacct", args.iter().map(|a| a.to_string()).collect())
+            .ok()?;
+        a.success.then(|| parse_sacct_states(&a.stdout))
+    }
+
     fn find(&self, job: i64, handle: &str) -> Result<Option<SlurmJob>, ExecError> {
-        let q = self.run(
-            job,
-            "squeue",
-            vec![
-                "-h".into(),
-                "-j".into(),
-                handle.into(),
-                "-o".into(),
-                "%i|%j|%T|%r".into(),
-            ],
-        )?;
+        let q = self.squeue(job, "-j", handle)?;
         if !q.success && !q.stderr.contains("Invalid job id") {
             return Err(failed(job, "squeue", &q));
         }
@@ -353,23 +365,9 @@ impl SlurmExecutor {
             return Ok(Some(j));
         }
         // left the queue: accounting, else the controller's memory of it
-        let a = self.run(
-            job,
-            "sacct",
-            vec![
-                "-P".into(),
-                "-n".into(),
-                "-j".into(),
-                handle.into(),
-                "-o".into(),
-                "JobID,JobName,State,ExitCode".into(),
-            ],
-        );
-        if let Ok(a) = a
-            && a.success
-            && let Some(j) = parse_sacct_states(&a.stdout)
-                .into_iter()
-                .find(|j| j.id == handle)
+        if let Some(j) = self
+            .sacct(job, "-j", handle)
+            .and_then(|v| v.into_iter().find(|j| j.id == handle))
         {
             return Ok(Some(j));
         }
@@ -386,43 +384,16 @@ impl SlurmExecutor {
 
     fn find_by_name(&self, job: i64) -> Result<Option<SlurmJob>, ExecError> {
         let name = self.job_name(job);
-        let q = self.run(
-            job,
-            "squeue",
-            vec![
-                "-h".into(),
-                "-n".into(),
-                name.clone(),
-                "-o".into(),
-                "%i|%j|%T|%r".into(),
-            ],
-        )?;
+        let q = self.squeue(job, "-n", &name)?;
         if !q.success {
             return Err(failed(job, "squeue", &q));
         }
         if let Some(j) = parse_squeue(&q.stdout).into_iter().find(|j| j.name == name) {
             return Ok(Some(j));
         }
-        let a = self.run(
-            job,
-            "sacct",
-            vec![
-                "-P".into(),
-                "-n".into(),
-                "--name".into(),
-                name.clone(),
-                "-o".into(),
-                "JobID,JobName,State,ExitCode".into(),
-            ],
-        );
-        if let Ok(a) = a
-            && a.success
-        {
-            return Ok(parse_sacct_states(&a.stdout)
-                .into_iter()
-                .rfind(|j| j.name == name));
-        }
-        Ok(None)
+        Ok(self
+            .sacct(job, "--name", &name)
+            .and_then(|v| v.into_iter().rfind(|j| j.name == name)))
     }
 }
 
