@@ -583,77 +583,80 @@ struct JobsQuery {
     after: Option<i64>,
 }
 
+/// The page size of a listing (default 100, at most 1000).
+fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+    let limit = limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit: must be within 1..=1000"));
+    }
+    Ok(limit)
+}
+
+/// A listing's answer: the items, and the cursor of the next page when
+/// this one is full.
+fn page(items: Vec<Value>, last: Option<i64>, limit: i64) -> Response {
+    let next = if items.len() as i64 == limit {
+        last
+    } else {
+        None
+    };
+    Json(json!({"items": items, "next": next})).into_response()
+}
+
+/// A value bound to a listing's query.
+enum Bind {
+    I(i64),
+    S(String),
+}
+
 async fn list_jobs(
     State(s): State<AppState>,
     Caller(p): Caller,
     q: Result<Query<JobsQuery>, QueryRejection>,
 ) -> ApiResult {
     let Query(q) = q.map_err(query_err)?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::invalid("limit: must be within 1..=1000"));
+    let limit = page_limit(q.limit)?;
+    if let Some(st) = &q.state
+        && !(st == "queued" || st == "running" || TERMINAL.contains(&st.as_str()))
+    {
+        return Err(ApiError::invalid(format!(
+            "state: `{st}` is not queued, running, completed, failed, timeout or cancelled"
+        )));
     }
+    // conditions and their parameters, numbered in order
     let mut sql = format!("SELECT {JOB_COLUMNS} WHERE 1 = 1");
-    let mut ints: Vec<i64> = Vec::new();
-    let mut texts: Vec<(usize, String)> = Vec::new();
-    let mut n = 0;
-    let mut next_param = || {
-        n += 1;
-        n
+    let mut binds: Vec<Bind> = Vec::new();
+    let mut cond = |sql: &mut String, clause: &str, b: Bind| {
+        binds.push(b);
+        *sql += &format!(" AND {clause} ${}", binds.len());
     };
     if !p.global() {
-        let i = next_param();
-        sql += &format!(" AND j.org_id = ${i}");
-        ints.push(p.org_id.unwrap_or(-1));
-    }
-    // parameters are bound in order: collect them as (index, value)
-    let mut binds: Vec<(usize, Result<i64, String>)> = Vec::new();
-    for (k, v) in ints.drain(..).enumerate() {
-        binds.push((k + 1, Ok(v)));
+        cond(&mut sql, "j.org_id =", Bind::I(p.org_id.unwrap_or(-1)));
     }
     if let Some(st) = &q.state {
-        let ok = st == "queued" || st == "running" || TERMINAL.contains(&st.as_str());
-        if !ok {
-            return Err(ApiError::invalid(format!(
-                "state: `{st}` is not queued, running, completed, failed, timeout or cancelled"
-            )));
-        }
-        let i = next_param();
-        sql += &format!(" AND j.state = ${i}");
-        binds.push((i, Err(st.clone())));
+        cond(&mut sql, "j.state =", Bind::S(st.clone()));
     }
     if let Some(a) = q.allocation {
-        let i = next_param();
-        sql += &format!(" AND j.alloc_id = ${i}");
-        binds.push((i, Ok(a)));
+        cond(&mut sql, "j.alloc_id =", Bind::I(a));
     }
     if let Some(o) = &q.org {
-        let i = next_param();
-        sql += &format!(" AND o.name = ${i}");
-        binds.push((i, Err(o.clone())));
+        cond(&mut sql, "o.name =", Bind::S(o.clone()));
     }
     if let Some(u) = &q.user {
-        let i = next_param();
-        sql += &format!(" AND u.name = ${i}");
-        binds.push((i, Err(u.clone())));
+        cond(&mut sql, "u.name =", Bind::S(u.clone()));
     }
     if let Some(a) = q.after {
-        let i = next_param();
-        sql += &format!(" AND j.id < ${i}");
-        binds.push((i, Ok(a)));
+        cond(&mut sql, "j.id <", Bind::I(a));
     }
-    let i = next_param();
-    sql += &format!(" ORDER BY j.id DESC LIMIT ${i}");
-    binds.push((i, Ok(limit)));
-    texts.clear();
+    sql += &format!(" ORDER BY j.id DESC LIMIT ${}", binds.len() + 1);
     let mut query = sqlx::query(&sql);
-    for (_, b) in binds {
+    for b in binds {
         query = match b {
-            Ok(v) => query.bind(v),
-            Err(t) => query.bind(t),
+            Bind::I(v) => query.bind(v),
+            Bind::S(t) => query.bind(t),
         };
     }
-    let rows = query.fetch_all(&s.store.pool).await?;
+    let rows = query.bind(limit).fetch_all(&s.store.pool).await?;
     let now = now_ms();
     let mut items = Vec::with_capacity(rows.len());
     let mut last = None;
@@ -662,12 +665,7 @@ async fn list_jobs(
         last = Some(j.id);
         items.push(j.to_json(now));
     }
-    let next = if rows.len() as i64 == limit {
-        last
-    } else {
-        None
-    };
-    Ok(Json(json!({"items": items, "next": next})).into_response())
+    Ok(page(items, last, limit))
 }
 
 #[derive(Deserialize)]
@@ -688,10 +686,7 @@ async fn audit(
             "only an admin or operator reads the audit log",
         ));
     }
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::invalid("limit: must be within 1..=1000"));
-    }
+    let limit = page_limit(q.limit)?;
     let rows = sqlx::query(
         "SELECT id, at_ms, user_name, action, object, detail FROM audit WHERE id < $1 ORDER BY id DESC LIMIT $2",
     )
@@ -713,12 +708,7 @@ async fn audit(
             "detail": r.try_get::<String, _>(5)?,
         }));
     }
-    let next = if rows.len() as i64 == limit {
-        last
-    } else {
-        None
-    };
-    Ok(Json(json!({"items": items, "next": next})).into_response())
+    Ok(page(items, last, limit))
 }
 
 #[derive(Deserialize)]
