@@ -39,12 +39,14 @@ pub struct BenchArgs {
     /// Repetitions per size (the median is reported).
     #[arg(long, default_value_t = 5)]
     repeat: usize,
-    /// Directory of the shared real data.
-    #[arg(long, default_value = "../shared/data")]
-    data: PathBuf,
-    /// Directory of the example factories.
-    #[arg(long, default_value = "examples/factories")]
-    factories: PathBuf,
+    /// Directory of the real data (the repository's `data/`) [default: the
+    /// copy embedded in the binary].
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Directory of the example factories (the repository's
+    /// `examples/factories`) [default: the copies embedded in the binary].
+    #[arg(long)]
+    factories: Option<PathBuf>,
     /// Offered load of the gigafactory workload.
     #[arg(long, default_value_t = 0.9)]
     load: f64,
@@ -89,6 +91,17 @@ fn peak_rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// An example factory from `dir`, or the embedded copy.
+pub fn load_example(dir: Option<&std::path::Path>, file: &str) -> Result<Factory> {
+    Ok(match dir {
+        Some(d) => Factory::load(&d.join(file))?,
+        None => Factory::load(std::path::Path::new(&format!(
+            "builtin:{}",
+            file.trim_end_matches(".toml")
+        )))?,
+    })
+}
+
 pub fn run(a: BenchArgs) -> Result<()> {
     if a.repeat == 0 {
         bail!("--repeat must be >= 1");
@@ -107,10 +120,16 @@ pub fn run(a: BenchArgs) -> Result<()> {
         ),
     };
     let sizes = a.jobs.clone().unwrap_or(sizes);
-    let factory = Factory::load(&a.factories.join(factory_file))?;
-    let tput_path = a.data.join("gavel/simulation_throughputs.json");
-    let tput = throughputs::load(&tput_path)?;
-    let philly = synth::load_philly(&a.data.join("traces/philly_job_distribution.csv"))
+    let factory = load_example(a.factories.as_deref(), factory_file)?;
+    let data = |file: &str, builtin: &str| match &a.data {
+        Some(d) => d.join(file),
+        None => PathBuf::from(format!("builtin:{builtin}")),
+    };
+    let tput = throughputs::load(&data(
+        "gavel/simulation_throughputs.json",
+        "gavel-throughputs",
+    ))?;
+    let philly = synth::load_philly(&data("traces/philly_job_distribution.csv", "philly"))
         .context("the gigafactory benchmark reads the Philly distribution")?;
     let mut rows = Vec::new();
     for &n in &sizes {
@@ -196,8 +215,10 @@ fn run_serve(a: &BenchArgs) -> Result<()> {
         bail!("--requests and --queued must be >= 1");
     }
     let factory = match a.scenario {
-        Scenario::ServeSchedule => Factory::load(&a.factories.join("gigafactory-100k.toml"))?,
-        _ => Factory::parse(crate::serve::LOCAL_FACTORY, "<embedded local fleet>")?,
+        Scenario::ServeSchedule => {
+            load_example(a.factories.as_deref(), "gigafactory-100k.toml")?
+        }
+        _ => Factory::load(std::path::Path::new("builtin:local"))?,
     };
     let b = ServeBench {
         database: a.database.clone(),

@@ -56,12 +56,12 @@ pub enum Output {
     Json,
 }
 
-/// Embedded default factory (examples/factories/mixed-small.toml).
-const DEFAULT_FACTORY: &str = include_str!("../../../examples/factories/mixed-small.toml");
 
 #[derive(Args)]
 struct SimArgs {
-    /// Factory TOML file [default: the embedded mixed-small factory].
+    /// Factory TOML file, or an embedded one: builtin:mixed-small,
+    /// builtin:gavel-108, builtin:gigafactory-100k, builtin:alibaba-openb,
+    /// builtin:two-sites-fr-de, builtin:local [default: builtin:mixed-small].
     #[arg(long)]
     factory: Option<PathBuf>,
     /// Workload file [default: 1,000 synthetic gavel-profile jobs, duration only].
@@ -280,14 +280,14 @@ struct SynthArgs {
     /// Output file (native CSV).
     #[arg(long)]
     out: PathBuf,
-    /// Throughput matrix (the gavel profile draws job types from it).
+    /// Throughput matrix (the gavel profile draws job types from it)
+    /// [default for the gavel profile: builtin:gavel-throughputs, Gavel's
+    /// simulation_throughputs.json].
     #[arg(long)]
     throughputs: Option<PathBuf>,
-    /// Philly job distribution (duration_s,num_gpus CSV).
-    #[arg(
-        long,
-        default_value = "../shared/data/traces/philly_job_distribution.csv"
-    )]
+    /// Philly job distribution (duration_s,num_gpus CSV) [default: the
+    /// embedded copy of data/traces/philly_job_distribution.csv].
+    #[arg(long, default_value = "builtin:philly")]
     philly: PathBuf,
     /// gigafactory profile: share of GPU-hours carried by large gangs.
     #[arg(long, default_value_t = synth::DEFAULT_GANG_SHARE)]
@@ -359,7 +359,7 @@ fn parse_range(s: &str) -> Result<(usize, usize), String> {
 pub fn load_factory(path: Option<&Path>) -> Result<Factory> {
     Ok(match path {
         Some(p) => Factory::load(p)?,
-        None => Factory::parse(DEFAULT_FACTORY, "mixed-small.toml (embedded)")?,
+        None => Factory::load(Path::new("builtin:mixed-small"))?,
     })
 }
 
@@ -554,15 +554,13 @@ fn cmd_synth(a: SynthArgs) -> Result<()> {
             a.profile
         )
     })?;
-    let throughputs = match &a.throughputs {
-        Some(p) => Some(workload::throughputs::load(p)?),
-        None => None,
+    let throughputs = match (&a.throughputs, profile) {
+        (Some(p), _) => Some(workload::throughputs::load(p)?),
+        (None, synth::Profile::Gavel) => Some(workload::throughputs::load(Path::new(
+            "builtin:gavel-throughputs",
+        ))?),
+        (None, _) => None,
     };
-    if profile == synth::Profile::Gavel && throughputs.is_none() {
-        bail!(
-            "the gavel profile needs --throughputs (e.g. ../shared/data/gavel/simulation_throughputs.json)"
-        );
-    }
     let philly = match profile {
         synth::Profile::Philly | synth::Profile::Gigafactory => Some(
             synth::load_philly(&a.philly)

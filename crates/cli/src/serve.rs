@@ -11,8 +11,6 @@ use gigafab_core::{Factory, Policy};
 use gigafab_exec::LocalExecutor;
 use gigafab_server::{CtlConfig, ServeConfig, store};
 
-/// Embedded default fleet (examples/factories/local.toml).
-pub const LOCAL_FACTORY: &str = include_str!("../../../examples/factories/local.toml");
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -173,7 +171,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         .try_init();
     let factory = match &a.factory {
         Some(p) => Factory::load(p)?,
-        None => Factory::parse(LOCAL_FACTORY, "<embedded local fleet>")?,
+        None => Factory::load(std::path::Path::new("builtin:local"))?,
     };
     let mut policy = Policy::by_name(&a.policy).with_context(|| {
         format!(

@@ -1,5 +1,5 @@
 //! End-to-end tests of the `gigafab` binary: every test runs the real
-//! executable on real data (`shared/data`) or on small files written to a
+//! executable on the repository's real data (`data/`) or on small files written to a
 //! fresh temporary directory, and checks its exit status, stdout and stderr.
 
 use serde_json::Value;
@@ -9,11 +9,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Paths relative to `crates/cli`, the working directory of every command.
-const DATA: &str = "../../../shared/data";
-const THROUGHPUTS: &str = "../../../shared/data/gavel/simulation_throughputs.json";
-const PHILLY: &str = "../../../shared/data/traces/philly_job_distribution.csv";
-const GAVEL_TRACE: &str = "../../../shared/data/gavel/msr_seed0/23dbec.trace";
-const ALIBABA_PODS: &str = "../../../shared/data/traces/alibaba_openb_pods_default.csv";
+const DATA: &str = "../../data";
+const THROUGHPUTS: &str = "../../data/gavel/simulation_throughputs.json";
+const PHILLY: &str = "../../data/traces/philly_job_distribution.csv";
+const GAVEL_TRACE: &str = "../../data/gavel/msr_seed0/23dbec.trace";
+const ALIBABA_PODS: &str = "../../data/traces/alibaba_openb_pods_default.csv";
 const GAVEL_108: &str = "../../examples/factories/gavel-108.toml";
 const MIXED_SMALL: &str = "../../examples/factories/mixed-small.toml";
 const ALIBABA_OPENB: &str = "../../examples/factories/alibaba-openb.toml";
@@ -802,7 +802,7 @@ fn closed_stdout_does_not_panic() {
 
 #[test]
 fn data_directory_is_present() {
-    // The tests above read shared/data in place; fail loudly when it is absent.
+    // The tests above read the repository's data/ in place.
     let d = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(DATA);
     assert!(d.join("README.md").is_file(), "{} missing", d.display());
 }

@@ -76,7 +76,7 @@ impl CarbonSeries {
     /// Reads a CSV file (see the module documentation).
     pub fn load(path: &Path) -> Result<CarbonSeries, CarbonError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| CarbonError::Io {
+        let text = crate::builtin::read_to_string(path).map_err(|e| CarbonError::Io {
             path: p.clone(),
             message: e.to_string(),
         })?;
@@ -300,9 +300,9 @@ mod tests {
     #[test]
     fn real_2023_series_have_the_documented_means() {
         let fr =
-            CarbonSeries::load(Path::new("../../../shared/data/grid/FR_2023_hourly.csv")).unwrap();
+            CarbonSeries::load(Path::new("../../data/grid/FR_2023_hourly.csv")).unwrap();
         let de =
-            CarbonSeries::load(Path::new("../../../shared/data/grid/DE_2023_hourly.csv")).unwrap();
+            CarbonSeries::load(Path::new("../../data/grid/DE_2023_hourly.csv")).unwrap();
         assert_eq!(fr.len(), 8760);
         assert!(
             (fr.average() - 30.0).abs() < 5.0,

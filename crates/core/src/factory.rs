@@ -179,7 +179,7 @@ pub const MAX_PER_NODE: u32 = 1024;
 impl Factory {
     /// Reads and validates a factory file.
     pub fn load(path: &Path) -> Result<Factory, FactoryError> {
-        let text = std::fs::read_to_string(path).map_err(|e| FactoryError::Io {
+        let text = crate::builtin::read_to_string(path).map_err(|e| FactoryError::Io {
             path: path.display().to_string(),
             source: e,
         })?;
@@ -275,8 +275,13 @@ impl Factory {
                     ));
                 }
                 (Some(g), None) => {
-                    let base = Path::new(path).parent().unwrap_or(Path::new("."));
-                    let file = base.join(g.get_ref());
+                    // `builtin:NAME` or a path relative to this file
+                    let file = if g.get_ref().starts_with(crate::builtin::PREFIX) {
+                        std::path::PathBuf::from(g.get_ref())
+                    } else {
+                        let base = Path::new(path).parent().unwrap_or(Path::new("."));
+                        base.join(g.get_ref())
+                    };
                     let series = crate::carbon::CarbonSeries::load(&file).map_err(|e| {
                         invalid(
                             line_col(text, g.span().start).0,

@@ -3,6 +3,7 @@
 //! Everything here is pure and deterministic: no I/O, no clock. Time is
 //! seconds as `f64`, supplied by the caller (`now`).
 
+pub mod builtin;
 pub mod carbon;
 pub mod catalog;
 pub mod cluster;

@@ -6,7 +6,7 @@ use gigafab_twin::workload::synth;
 use gigafab_twin::{Report, SimConfig, simulate};
 use std::path::Path;
 
-const PHILLY: &str = "../../../shared/data/traces/philly_job_distribution.csv";
+const PHILLY: &str = "../../data/traces/philly_job_distribution.csv";
 
 fn two_sites() -> Factory {
     Factory::load(Path::new("../../examples/factories/two-sites-fr-de.toml")).unwrap()

@@ -281,7 +281,7 @@ mod tests {
     #[test]
     fn real_trace() {
         let (jobs, skipped) = read(Path::new(
-            "../../../shared/data/traces/alibaba_openb_pods_default.csv",
+            "../../data/traces/alibaba_openb_pods_default.csv",
         ))
         .unwrap();
         // 8,152 pods: 1,088 CPU-only and 861 GPU pods never scheduled.
@@ -303,7 +303,7 @@ mod tests {
         let text = std::fs::read_to_string("../../examples/factories/alibaba-openb.toml").unwrap();
         let f = Factory::parse(&text, "alibaba-openb.toml").unwrap();
         let nodes =
-            std::fs::read_to_string("../../../shared/data/traces/alibaba_openb_gpu_nodes.csv")
+            std::fs::read_to_string("../../data/traces/alibaba_openb_gpu_nodes.csv")
                 .unwrap();
         let (mut n, mut gpus) = (0u32, 0u64);
         for l in nodes.lines().skip(1).filter(|l| !l.trim().is_empty()) {

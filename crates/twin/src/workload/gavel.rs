@@ -196,7 +196,7 @@ mod tests {
 
     #[test]
     fn real_traces() {
-        let dir = Path::new("../../../shared/data/gavel/msr_seed0");
+        let dir = Path::new("../../data/gavel/msr_seed0");
         let mut files: Vec<_> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().path())

@@ -435,11 +435,11 @@ pub fn generate(
 /// any order; other columns are ignored. Errors name the line and field.
 pub fn load_philly(path: &Path) -> Result<Vec<(f64, u32)>, WorkloadError> {
     let file = path.display().to_string();
+    let text = crate::workload::native::read_text(path)?;
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(true)
         .trim(csv::Trim::All)
-        .from_path(path)
-        .map_err(|e| WorkloadError::new(&file, 0, "", format!("cannot read: {e}")))?;
+        .from_reader(text.as_bytes());
     let csv_err = |e: csv::Error| {
         let line = e.position().map(|p| p.line() as usize).unwrap_or(0);
         WorkloadError::new(&file, line, "", e.to_string())
@@ -558,7 +558,7 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    const PHILLY: &str = "../../../shared/data/traces/philly_job_distribution.csv";
+    const PHILLY: &str = "../../data/traces/philly_job_distribution.csv";
 
     fn philly() -> Vec<(f64, u32)> {
         load_philly(Path::new(PHILLY)).unwrap()
@@ -648,7 +648,7 @@ mod tests {
     #[test]
     fn gavel_profile_with_the_real_throughputs() {
         let t = crate::workload::throughputs::load(Path::new(
-            "../../../shared/data/gavel/simulation_throughputs.json",
+            "../../data/gavel/simulation_throughputs.json",
         ))
         .unwrap();
         let jobs = generate(&params(Profile::Gavel, 5000, 4), Some(&t), None).unwrap();

@@ -33,7 +33,8 @@ pub fn load(path: &Path) -> Result<Throughputs, WorkloadError> {
     let file = path.display().to_string();
     let is_json = path
         .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+        || text.trim_start().starts_with('{');
     if is_json {
         parse_json(&text, &file)
     } else {
@@ -289,7 +290,7 @@ mod tests {
     #[test]
     fn real_gavel_json() {
         let t = load(Path::new(
-            "../../../shared/data/gavel/simulation_throughputs.json",
+            "../../data/gavel/simulation_throughputs.json",
         ))
         .unwrap();
         assert_eq!(t.job_types().len(), 26);

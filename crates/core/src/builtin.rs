@@ -1,0 +1,164 @@
+//! Data embedded in the binary, named `builtin:NAME` wherever a file is
+//! expected: the example factories, the 2023 grid carbon-intensity series,
+//! Gavel's throughputs and one of its traces, the Philly job distribution
+//! and Alibaba's 2023 GPU trace. The files are the repository's `data/` and
+//! `examples/factories/` (provenance and licences: `data/README.md`), so
+//! every command works from any directory and after `cargo install`.
+
+use std::path::Path;
+
+/// What marks an embedded name.
+pub const PREFIX: &str = "builtin:";
+
+/// What an embedded file is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Factory,
+    Grid,
+    Throughputs,
+    Distribution,
+    Trace,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Factory => "factory",
+            Kind::Grid => "grid carbon-intensity series",
+            Kind::Throughputs => "throughput matrix",
+            Kind::Distribution => "job distribution",
+            Kind::Trace => "workload trace",
+        }
+    }
+}
+
+/// One embedded file.
+#[derive(Debug)]
+pub struct Builtin {
+    /// Its name after `builtin:`.
+    pub name: &'static str,
+    pub kind: Kind,
+    /// Where it lives in the repository.
+    pub source: &'static str,
+    pub text: &'static str,
+}
+
+macro_rules! embed {
+    ($name:literal, $kind:ident, $path:literal) => {
+        Builtin {
+            name: $name,
+            kind: Kind::$kind,
+            source: $path,
+            text: include_str!(concat!("../../../", $path)),
+        }
+    };
+}
+
+/// Every embedded file.
+pub static ALL: &[Builtin] = &[
+    embed!("mixed-small", Factory, "examples/factories/mixed-small.toml"),
+    embed!("local", Factory, "examples/factories/local.toml"),
+    embed!("gavel-108", Factory, "examples/factories/gavel-108.toml"),
+    embed!(
+        "gigafactory-100k",
+        Factory,
+        "examples/factories/gigafactory-100k.toml"
+    ),
+    embed!("alibaba-openb", Factory, "examples/factories/alibaba-openb.toml"),
+    embed!(
+        "two-sites-fr-de",
+        Factory,
+        "examples/factories/two-sites-fr-de.toml"
+    ),
+    embed!("FR-2023", Grid, "data/grid/FR_2023_hourly.csv"),
+    embed!("DE-2023", Grid, "data/grid/DE_2023_hourly.csv"),
+    embed!("NO-2023", Grid, "data/grid/NO_2023_hourly.csv"),
+    embed!(
+        "gavel-throughputs",
+        Throughputs,
+        "data/gavel/simulation_throughputs.json"
+    ),
+    embed!("gavel-0e4a51", Trace, "data/gavel/msr_seed0/0e4a51.trace"),
+    embed!(
+        "philly",
+        Distribution,
+        "data/traces/philly_job_distribution.csv"
+    ),
+    embed!(
+        "alibaba-openb-pods",
+        Trace,
+        "data/traces/alibaba_openb_pods_default.csv"
+    ),
+    embed!(
+        "alibaba-openb-nodes",
+        Distribution,
+        "data/traces/alibaba_openb_gpu_nodes.csv"
+    ),
+];
+
+/// The embedded file `name` (without the prefix).
+pub fn get(name: &str) -> Option<&'static Builtin> {
+    ALL.iter().find(|b| b.name.eq_ignore_ascii_case(name))
+}
+
+/// The embedded names of one kind, `builtin:`-prefixed, comma separated.
+pub fn names(kind: Option<Kind>) -> String {
+    ALL.iter()
+        .filter(|b| kind.is_none_or(|k| b.kind == k))
+        .map(|b| format!("{PREFIX}{}", b.name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The name after `builtin:` when `path` is an embedded name.
+pub fn name_of(path: &Path) -> Option<&str> {
+    path.to_str()?.strip_prefix(PREFIX)
+}
+
+/// Reads `path`: the embedded file when it is `builtin:NAME`, else the file
+/// system. An unknown embedded name is a `NotFound` error that lists the
+/// known ones.
+pub fn read_to_string(path: &Path) -> std::io::Result<String> {
+    match name_of(path) {
+        Some(name) => get(name).map(|b| b.text.to_string()).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no embedded file `{name}` (known: {})", names(None)),
+            )
+        }),
+        None => std::fs::read_to_string(path),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_builtin_is_there_and_unknown_names_list_the_known_ones() {
+        for b in ALL {
+            assert!(!b.text.is_empty(), "{}", b.name);
+            let p = format!("{PREFIX}{}", b.name);
+            assert_eq!(read_to_string(Path::new(&p)).unwrap().len(), b.text.len());
+        }
+        assert!(get("fr-2023").is_some(), "names are case-insensitive");
+        let e = read_to_string(Path::new("builtin:FR-2024")).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+        assert!(e.to_string().contains("builtin:FR-2023"), "{e}");
+        assert!(names(Some(Kind::Grid)).contains("builtin:NO-2023"));
+        assert!(!names(Some(Kind::Grid)).contains("builtin:philly"));
+    }
+
+    #[test]
+    fn every_embedded_factory_parses_and_grids_load() {
+        for b in ALL.iter().filter(|b| b.kind == Kind::Factory) {
+            crate::Factory::load(Path::new(&format!("{PREFIX}{}", b.name)))
+                .unwrap_or_else(|e| panic!("{}: {e}", b.name));
+        }
+        for b in ALL.iter().filter(|b| b.kind == Kind::Grid) {
+            let s = crate::carbon::CarbonSeries::load(Path::new(&format!("{PREFIX}{}", b.name)))
+                .unwrap();
+            assert_eq!(s.len(), 8760, "{}", b.name);
+        }
+    }
+}
