@@ -9,7 +9,7 @@ pub enum AgentCmd {
     /// Print the GPUs this machine has and one sample of each.
     Probe {
         /// Output format.
-        #[arg(long, value_enum, default_value = "table")]
+        #[arg(long, short = 'o', value_enum, default_value = "table")]
         output: Output,
     },
 }

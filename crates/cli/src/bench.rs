@@ -51,7 +51,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 0.9)]
     load: f64,
     /// Output format.
-    #[arg(long, value_enum, default_value = "table")]
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
     output: Output,
     /// serve-*: PostgreSQL server to use instead of the embedded SQLite
     /// (a fresh database is created on it and dropped afterwards).
@@ -215,9 +215,7 @@ fn run_serve(a: &BenchArgs) -> Result<()> {
         bail!("--requests and --queued must be >= 1");
     }
     let factory = match a.scenario {
-        Scenario::ServeSchedule => {
-            load_example(a.factories.as_deref(), "gigafactory-100k.toml")?
-        }
+        Scenario::ServeSchedule => load_example(a.factories.as_deref(), "gigafactory-100k.toml")?,
         _ => Factory::load(std::path::Path::new("builtin:local"))?,
     };
     let b = ServeBench {

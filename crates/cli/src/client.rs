@@ -65,7 +65,7 @@ pub struct Global {
     #[command(flatten)]
     conn: Conn,
     /// Output format: aligned columns or the server's JSON.
-    #[arg(long, value_enum, default_value_t = Format::Table)]
+    #[arg(long, short = 'o', value_enum, default_value_t = Format::Table)]
     output: Format,
 }
 
@@ -271,8 +271,9 @@ pub struct SubmitArgs {
     /// Minimum memory per accelerator, in GB.
     #[arg(long = "min-mem", value_name = "GB")]
     min_mem: Option<u32>,
-    /// Time limit: 90 (seconds), 90s, 30m, 2h, 1d, 1h30m, HH:MM:SS or
-    /// D-HH:MM:SS; at most 30 days [server default: 1h].
+    /// Time limit, in Slurm's forms with Slurm's meaning: MM (a bare number
+    /// is minutes), MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS; or with
+    /// units: 90s, 30m, 2h, 1d, 1h30m; at most 30 days [server default: 1h].
     #[arg(long, value_name = "DURATION", value_parser = duration::parse_time_limit)]
     time: Option<u64>,
     /// Allocation to charge (id) [default: your only active allocation].
@@ -299,13 +300,10 @@ pub struct SubmitArgs {
     workdir: Option<PathBuf>,
     #[command(flatten)]
     g: Global,
-    /// The command to run and its arguments (after `--`).
-    #[arg(
-        value_name = "CMD",
-        required = true,
-        trailing_var_arg = true,
-        allow_hyphen_values = true
-    )]
+    /// The command to run and its arguments (after `--`). Options before
+    /// the command are gigafab's: an unknown one is an error, never a
+    /// command (as with sbatch).
+    #[arg(value_name = "CMD", required = true, trailing_var_arg = true)]
     command: Vec<String>,
 }
 

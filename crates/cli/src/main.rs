@@ -56,7 +56,6 @@ pub enum Output {
     Json,
 }
 
-
 #[derive(Args)]
 struct SimArgs {
     /// Factory TOML file, or an embedded one: builtin:mixed-small,
@@ -84,7 +83,7 @@ struct SimArgs {
     #[arg(long, value_parser = parse_range)]
     measure_jobs: Option<(usize, usize)>,
     /// Report format.
-    #[arg(long, value_enum, default_value = "table")]
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
     output: Output,
     /// Write an SVG plot of utilization and queue length over time.
     #[arg(long)]
@@ -313,7 +312,7 @@ enum FactoryCmd {
         /// Factory TOML file.
         factory: PathBuf,
         /// Output format.
-        #[arg(long, value_enum, default_value = "table")]
+        #[arg(long, short = 'o', value_enum, default_value = "table")]
         output: Output,
     },
 }
@@ -370,7 +369,57 @@ fn load_throughputs(path: Option<&Path>) -> Result<Throughputs> {
     })
 }
 
+/// Guesses a workload file's format from its first meaningful line.
+fn sniff_format(path: &Path) -> Option<WorkloadFormat> {
+    let text = gigafab_core::builtin::read_to_string(path).ok()?;
+    let first = text
+        .lines()
+        .map(str::trim_end)
+        .find(|l| !l.trim().is_empty())?;
+    if first.starts_with(';') {
+        return Some(WorkloadFormat::Swf);
+    }
+    let tabs = first.split('\t').count();
+    if tabs == 7 || tabs == 10 {
+        return Some(WorkloadFormat::Gavel);
+    }
+    if first.starts_with("name,cpu_milli") {
+        return Some(WorkloadFormat::Alibaba);
+    }
+    let fields: Vec<&str> = first.split_whitespace().collect();
+    if fields.len() == 18 && fields.iter().all(|f| f.parse::<f64>().is_ok()) {
+        return Some(WorkloadFormat::Swf);
+    }
+    let header = first.to_ascii_lowercase();
+    if ["id", "submit_s", "gpus"]
+        .iter()
+        .all(|c| header.contains(c))
+    {
+        return Some(WorkloadFormat::Native);
+    }
+    None
+}
+
 fn read_workload(path: &Path, format: WorkloadFormat) -> Result<Vec<JobSpec>> {
+    read_workload_as(path, format).map_err(|e| match sniff_format(path) {
+        Some(guess) if guess != format => {
+            let name = guess.to_possible_value().map(|v| v.get_name().to_string());
+            e.context(format!(
+                "{}: this looks like a {} file: try --workload-format {} (it was read as {})",
+                path.display(),
+                name.as_deref().unwrap_or("?"),
+                name.as_deref().unwrap_or("?"),
+                format
+                    .to_possible_value()
+                    .map(|v| v.get_name().to_string())
+                    .unwrap_or_default()
+            ))
+        }
+        _ => e,
+    })
+}
+
+fn read_workload_as(path: &Path, format: WorkloadFormat) -> Result<Vec<JobSpec>> {
     let fmt = match format {
         WorkloadFormat::Native => Format::Native,
         WorkloadFormat::Swf => Format::Swf,
@@ -681,7 +730,25 @@ fn main() {
         Cmd::Agent(c) => agent::run(c),
     };
     if let Err(e) = r {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", error_chain(&e));
         std::process::exit(1);
     }
+}
+
+/// An error and its causes, `: `-joined, each said once: a cause whose text
+/// an outer message already carries (`cannot read x: No such file` over the
+/// OS error itself) is not repeated.
+pub fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }

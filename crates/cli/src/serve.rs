@@ -11,7 +11,6 @@ use gigafab_core::{Factory, Policy};
 use gigafab_exec::LocalExecutor;
 use gigafab_server::{CtlConfig, ServeConfig, store};
 
-
 #[derive(Args)]
 pub struct ServeArgs {
     /// Address and port of the HTTP API (port 0 picks a free one).

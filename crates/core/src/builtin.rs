@@ -56,7 +56,11 @@ macro_rules! embed {
 
 /// Every embedded file.
 pub static ALL: &[Builtin] = &[
-    embed!("mixed-small", Factory, "examples/factories/mixed-small.toml"),
+    embed!(
+        "mixed-small",
+        Factory,
+        "examples/factories/mixed-small.toml"
+    ),
     embed!("local", Factory, "examples/factories/local.toml"),
     embed!("gavel-108", Factory, "examples/factories/gavel-108.toml"),
     embed!(
@@ -64,7 +68,11 @@ pub static ALL: &[Builtin] = &[
         Factory,
         "examples/factories/gigafactory-100k.toml"
     ),
-    embed!("alibaba-openb", Factory, "examples/factories/alibaba-openb.toml"),
+    embed!(
+        "alibaba-openb",
+        Factory,
+        "examples/factories/alibaba-openb.toml"
+    ),
     embed!(
         "two-sites-fr-de",
         Factory,

@@ -299,10 +299,8 @@ mod tests {
 
     #[test]
     fn real_2023_series_have_the_documented_means() {
-        let fr =
-            CarbonSeries::load(Path::new("../../data/grid/FR_2023_hourly.csv")).unwrap();
-        let de =
-            CarbonSeries::load(Path::new("../../data/grid/DE_2023_hourly.csv")).unwrap();
+        let fr = CarbonSeries::load(Path::new("../../data/grid/FR_2023_hourly.csv")).unwrap();
+        let de = CarbonSeries::load(Path::new("../../data/grid/DE_2023_hourly.csv")).unwrap();
         assert_eq!(fr.len(), 8760);
         assert!(
             (fr.average() - 30.0).abs() < 5.0,

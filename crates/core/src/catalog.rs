@@ -77,7 +77,25 @@ const BUILTIN: &[(&str, Vendor, f64, f64, f64, f64)] = &[
     ("v100", Vendor::Nvidia, 32.0, 40.0, 300.0, 0.3),
     ("t4", Vendor::Nvidia, 16.0, 10.0, 70.0, 0.1),
     ("a10", Vendor::Nvidia, 24.0, 20.0, 150.0, 0.15),
+    // A100 SXM 80 GB: 400 W board power
+    ("a100", Vendor::Nvidia, 80.0, 50.0, 400.0, 0.5),
+    // MI250X OAM: 128 GB HBM2e, 560 W (two dies, one accelerator here)
+    ("mi250x", Vendor::Amd, 128.0, 90.0, 560.0, 0.5),
+    // GH200 Grace Hopper superchip, 96 GB HBM3: module power up to 1000 W,
+    // Grace CPU and its LPDDR5X included
+    ("gh200", Vendor::Nvidia, 96.0, 100.0, 1000.0, 1.3),
 ];
+
+impl Catalog {
+    /// The ids of every type, comma separated (for error messages).
+    pub fn ids(&self) -> String {
+        self.types
+            .iter()
+            .map(|t| t.id.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
 
 /// Most types a catalog may hold (type sets are 64-bit masks).
 pub const MAX_TYPES: usize = 64;
@@ -147,13 +165,21 @@ mod tests {
     fn builtin_has_required_types() {
         let c = Catalog::builtin();
         for id in [
-            "h100", "h200", "b200", "mi300x", "mi355x", "k80", "p100", "v100", "t4", "a10",
+            "h100", "h200", "b200", "mi300x", "mi355x", "k80", "p100", "v100", "t4", "a10", "a100",
+            "mi250x", "gh200",
         ] {
             assert!(c.index(id).is_some(), "{id} missing");
         }
         let mi = c.get(c.index("MI300X").unwrap());
         assert_eq!(mi.vendor, Vendor::Amd);
         assert_eq!(mi.memory_gb, 192.0);
+        let a = c.get(c.index("A100").unwrap());
+        assert_eq!(
+            (a.vendor, a.memory_gb, a.peak_watts),
+            (Vendor::Nvidia, 80.0, 400.0)
+        );
+        assert_eq!(c.get(c.index("mi250x").unwrap()).vendor, Vendor::Amd);
+        assert!(c.ids().contains("gh200"));
     }
 
     #[test]

@@ -934,6 +934,26 @@ impl Controller {
         ));
     }
 
+    /// Why a job can never run, in words: the fleet's pools.
+    fn fleet_summary(&self, r: gigafab_core::Reason) -> String {
+        if r != gigafab_core::Reason::Unsatisfiable {
+            return format!(" ({})", r.code());
+        }
+        let f = &self.cfg.factory;
+        let pools: Vec<String> = f
+            .pools
+            .iter()
+            .map(|p| {
+                let t = f.catalog.get(p.accel);
+                format!(
+                    "{} ({} nodes × {} {}, {} GB each)",
+                    p.name, p.nodes, p.per_node, t.id, t.memory_gb
+                )
+            })
+            .collect();
+        format!("; its pools: {}", pools.join(", "))
+    }
+
     fn core_spec(&self, row: &JobRow, spec: &StoredSpec) -> JobSpec {
         let limit = row.time_limit_s as f64;
         JobSpec {
@@ -1830,8 +1850,17 @@ impl Controller {
         for t in &mut types {
             *t = t.trim().to_ascii_lowercase();
             if self.cfg.factory.catalog.index(t).is_none() {
+                let fleet: std::collections::BTreeSet<&str> = self
+                    .cfg
+                    .factory
+                    .pools
+                    .iter()
+                    .map(|p| self.cfg.factory.catalog.get(p.accel).id.as_str())
+                    .collect();
                 return Err(ApiError::invalid(format!(
-                    "type: unknown accelerator type `{t}`"
+                    "type: unknown accelerator type `{t}` (this fleet has: {}; known types: {})",
+                    fleet.into_iter().collect::<Vec<_>>().join(", "),
+                    self.cfg.factory.catalog.ids()
                 )));
             }
         }
@@ -1940,10 +1969,10 @@ impl Controller {
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "unsatisfiable",
                 format!(
-                    "no pool of this fleet can run {}×{} ({})",
+                    "no pool of this fleet can ever run {}×{}{}",
                     req.gpus,
                     filter_label(&spec),
-                    r.code()
+                    self.fleet_summary(r)
                 ),
             ));
         }

@@ -3,14 +3,14 @@
 /// The longest time limit the server accepts: 30 days.
 pub const MAX_TIME_LIMIT_S: u64 = 30 * 86_400;
 
-/// Parses a duration into seconds.
+/// Parses a duration into seconds, with Slurm's meaning for Slurm's forms.
 ///
 /// Accepted forms:
-/// - a bare number of seconds: `90`;
+/// - Slurm's (`sbatch --time`): `MM` (a bare number is **minutes**, as in
+///   Slurm), `MM:SS`, `HH:MM:SS`, `D-HH`, `D-HH:MM`, `D-HH:MM:SS`;
 /// - numbers with units, largest first, each unit at most once:
 ///   `90s`, `30m`, `2h`, `1d`, `1h30m`, `1d12h`, `2h30m15s` (units `d`, `h`,
-///   `m`, `s`, either case);
-/// - clock forms: `MM:SS`, `HH:MM:SS`, `D-HH:MM:SS`.
+///   `m`, `s`, either case).
 pub fn parse_duration(s: &str) -> Result<u64, String> {
     let t = s.trim();
     if t.is_empty() {
@@ -19,11 +19,8 @@ pub fn parse_duration(s: &str) -> Result<u64, String> {
     if t.starts_with('-') {
         return Err(format!("duration '{t}' is negative"));
     }
-    if t.contains(':') {
+    if t.contains(':') || t.contains('-') || t.bytes().all(|b| b.is_ascii_digit()) {
         return parse_clock(t);
-    }
-    if t.bytes().all(|b| b.is_ascii_digit()) {
-        return number(t, t);
     }
     parse_units(t)
 }
@@ -122,33 +119,42 @@ fn parse_units(t: &str) -> Result<u64, String> {
     Ok(total)
 }
 
+/// Slurm's time forms: `MM`, `MM:SS`, `HH:MM:SS`, `D-HH`, `D-HH:MM`,
+/// `D-HH:MM:SS`.
 fn parse_clock(t: &str) -> Result<u64, String> {
-    let bad = || format!("duration '{t}' is not a clock time; use MM:SS, HH:MM:SS or D-HH:MM:SS");
+    let bad = || {
+        format!(
+            "duration '{t}' is not a Slurm time; use MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or \
+             D-HH:MM:SS (or units: 90s, 30m, 2h)"
+        )
+    };
     let (days, clock) = match t.split_once('-') {
-        Some((d, c)) => (number(d, t)?, c),
-        None => (0, t),
+        Some((d, c)) => (Some(number(d, t)?), c),
+        None => (None, t),
     };
     let parts: Vec<&str> = clock.split(':').collect();
-    let (h, m, s) = match parts.as_slice() {
-        [m, s] => (0, number(m, t)?, number(s, t)?),
-        [h, m, s] => (number(h, t)?, number(m, t)?, number(s, t)?),
+    let n = |i: usize| number(parts[i], t);
+    let (h, m, s) = match (days, parts.len()) {
+        (None, 1) => (0, n(0)?, 0),
+        (None, 2) => (0, n(0)?, n(1)?),
+        (_, 3) => (n(0)?, n(1)?, n(2)?),
+        (Some(_), 1) => (n(0)?, 0, 0),
+        (Some(_), 2) => (n(0)?, n(1)?, 0),
         _ => return Err(bad()),
     };
-    if parts.len() == 2 && days > 0 {
-        return Err(bad());
-    }
-    if s >= 60 {
+    if s >= 60 && parts.len() > 1 {
         return Err(format!("seconds {s} in duration '{t}' must be below 60"));
     }
-    if parts.len() == 3 && m >= 60 {
+    if m >= 60 && (parts.len() == 3 || days.is_some()) {
         return Err(format!("minutes {m} in duration '{t}' must be below 60"));
     }
-    if days > 0 && h >= 24 {
+    if days.is_some() && h >= 24 {
         return Err(format!(
             "hours {h} in duration '{t}' must be below 24 after a day count"
         ));
     }
-    days.checked_mul(86_400)
+    days.unwrap_or(0)
+        .checked_mul(86_400)
         .and_then(|v| h.checked_mul(3_600).and_then(|x| v.checked_add(x)))
         .and_then(|v| m.checked_mul(60).and_then(|x| v.checked_add(x)))
         .and_then(|v| v.checked_add(s))
@@ -160,9 +166,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bare_numbers_are_seconds() {
-        assert_eq!(parse_duration("90"), Ok(90));
+    fn bare_numbers_are_minutes_as_in_slurm() {
+        assert_eq!(parse_duration("30"), Ok(1_800));
+        assert_eq!(parse_duration("90"), Ok(5_400));
         assert_eq!(parse_duration(" 0 "), Ok(0));
+    }
+
+    #[test]
+    fn every_slurm_form_has_slurm_meaning() {
+        // sbatch(1): "minutes", "minutes:seconds", "hours:minutes:seconds",
+        // "days-hours", "days-hours:minutes" and "days-hours:minutes:seconds"
+        assert_eq!(parse_duration("45"), Ok(45 * 60));
+        assert_eq!(parse_duration("45:30"), Ok(45 * 60 + 30));
+        assert_eq!(parse_duration("2:15:30"), Ok(2 * 3600 + 15 * 60 + 30));
+        assert_eq!(parse_duration("2-12"), Ok(2 * 86_400 + 12 * 3600));
+        assert_eq!(parse_duration("2-12:30"), Ok(2 * 86_400 + 12 * 3600 + 1800));
+        assert_eq!(
+            parse_duration("2-12:30:15"),
+            Ok(2 * 86_400 + 12 * 3600 + 1800 + 15)
+        );
+        assert_eq!(parse_duration("0-1"), Ok(3600));
+        assert!(parse_duration("1-2:3:4:5").is_err());
+        assert!(parse_duration("1-2-3").is_err());
+        assert!(
+            parse_duration("1-12:60")
+                .unwrap_err()
+                .contains("minutes 60")
+        );
     }
 
     #[test]
@@ -210,9 +240,9 @@ mod tests {
         let e = parse_duration("1:00:75").unwrap_err();
         assert!(e.contains("seconds 75"), "{e}");
         let e = parse_duration("1:2:3:4").unwrap_err();
-        assert!(e.contains("clock time"), "{e}");
+        assert!(e.contains("not a Slurm time"), "{e}");
         let e = parse_duration("1-30:00").unwrap_err();
-        assert!(e.contains("clock time"), "{e}");
+        assert!(e.contains("below 24"), "{e}");
         let e = parse_duration("1-25:00:00").unwrap_err();
         assert!(e.contains("below 24"), "{e}");
         let e = parse_duration("1::00").unwrap_err();

@@ -303,8 +303,7 @@ mod tests {
         let text = std::fs::read_to_string("../../examples/factories/alibaba-openb.toml").unwrap();
         let f = Factory::parse(&text, "alibaba-openb.toml").unwrap();
         let nodes =
-            std::fs::read_to_string("../../data/traces/alibaba_openb_gpu_nodes.csv")
-                .unwrap();
+            std::fs::read_to_string("../../data/traces/alibaba_openb_gpu_nodes.csv").unwrap();
         let (mut n, mut gpus) = (0u32, 0u64);
         for l in nodes.lines().skip(1).filter(|l| !l.trim().is_empty()) {
             n += 1;

@@ -37,6 +37,9 @@ pub fn read(path: &Path) -> Result<(Vec<JobSpec>, Skipped), WorkloadError> {
     parse(&read_text(path)?, &path.display().to_string())
 }
 
+/// Resolution of sacct's Start and End times.
+pub const SACCT_GRANULARITY_S: f64 = 1.0;
+
 /// `[D-]HH:MM:SS`, `HH:MM:SS`, `MM:SS` or minutes → seconds.
 pub fn parse_duration(s: &str) -> Option<f64> {
     let s = s.trim();
@@ -165,7 +168,14 @@ pub fn parse(text: &str, file: &str) -> Result<(Vec<JobSpec>, Skipped), Workload
             skip("times out of order");
             continue;
         }
-        let mut j = JobSpec::simple(format!("slurm-{id}"), submit, gpus, end - start);
+        // sacct's times are whole seconds: a job that ran under a second
+        // shows Start == End; it ran, so it is kept, rounded up to 1 s
+        let mut j = JobSpec::simple(
+            format!("slurm-{id}"),
+            submit,
+            gpus,
+            (end - start).max(SACCT_GRANULARITY_S),
+        );
         if let Some(t) = ty {
             j.types = TypeFilter {
                 types: vec![t],
@@ -227,6 +237,29 @@ mod tests {
         assert_eq!(skipped["never started or no end time"], 1);
         assert_eq!(skipped["no GPUs"], 1);
         assert_eq!(skipped["short line"], 1);
+    }
+
+    #[test]
+    fn sub_second_jobs_are_kept_and_the_import_replays() {
+        // a job that ran under a second: Start == End in sacct's whole seconds
+        let text = "JobID|Account|Submit|Start|End|State|AllocTRES|Timelimit
+7|a|2026-11-21T10:00:00|2026-11-21T10:00:01|2026-11-21T10:00:01|COMPLETED|gres/gpu=1|10
+8|a|2026-11-21T10:00:02|2026-11-21T10:00:03|2026-11-21T10:00:13|COMPLETED|gres/gpu=2|10
+";
+        let (jobs, skipped) = parse(text, "h.txt").unwrap();
+        assert!(skipped.is_empty(), "{skipped:?}");
+        assert_eq!(jobs.len(), 2);
+        assert_eq!(jobs[0].duration_s, Some(SACCT_GRANULARITY_S));
+        assert_eq!(jobs[1].duration_s, Some(10.0));
+        // import → native CSV → the reader `gigafab sim` uses
+        let dir = std::env::temp_dir().join(format!("gigafab-sacct-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("history.csv");
+        crate::workload::native::write(&out, &jobs).unwrap();
+        let back = crate::workload::native::read(&out).unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[0].duration_s, Some(1.0));
     }
 
     #[test]

@@ -289,10 +289,7 @@ mod tests {
 
     #[test]
     fn real_gavel_json() {
-        let t = load(Path::new(
-            "../../data/gavel/simulation_throughputs.json",
-        ))
-        .unwrap();
+        let t = load(Path::new("../../data/gavel/simulation_throughputs.json")).unwrap();
         assert_eq!(t.job_types().len(), 26);
         let v = t.get("ResNet-18 (batch size 16)", "v100", 4).unwrap();
         assert!((v - 123.85).abs() < 0.01, "{v}");
