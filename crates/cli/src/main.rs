@@ -15,7 +15,7 @@ mod serve;
 
 /// Operating platform for AI factories: scheduler, digital twin and tools.
 #[derive(Parser)]
-#[command(name = "gigafab", version, about)]
+#[command(name = "gigafab", version, about, args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -45,6 +45,18 @@ enum Cmd {
     /// Node agent: GPU telemetry of this machine.
     #[command(subcommand)]
     Agent(agent::AgentCmd),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (gigafab.1 and one per command).
+    Man {
+        /// Directory to write the pages to [default: print gigafab.1 on
+        /// standard output].
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
     #[command(flatten)]
     Client(client::ClientCmd),
 }
@@ -709,8 +721,58 @@ fn cmd_factory_show(path: &Path, output: Output) -> Result<()> {
     Ok(())
 }
 
+/// Writes gigafab.1 and a page per command (`gigafab-serve.1`, ...).
+fn cmd_man(out_dir: Option<&Path>) -> Result<()> {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let Some(dir) = out_dir else {
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(cmd).render(&mut buf)?;
+        return emit(&String::from_utf8_lossy(&buf));
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    let mut pages = vec![(String::from("gigafab"), cmd.clone())];
+    for sub in cmd.get_subcommands().filter(|c| !c.is_hide_set()) {
+        let name = format!("gigafab-{}", sub.get_name());
+        let leaked: &'static str = Box::leak(name.clone().into_boxed_str());
+        pages.push((name, sub.clone().name(leaked)));
+    }
+    for (name, c) in pages {
+        let path = dir.join(format!("{name}.1"));
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(c).render(&mut buf)?;
+        std::fs::write(&path, buf).with_context(|| format!("{}: cannot write", path.display()))?;
+    }
+    eprintln!("wrote the manual pages to {}", dir.display());
+    Ok(())
+}
+
+/// Parses the command line; `serve` takes its `--config` file's keys for
+/// the flags that neither the command line nor the environment set.
+fn parse_cli() -> Result<Cli> {
+    use clap::{CommandFactory, FromArgMatches};
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let matches = Cli::command().get_matches_from(&argv);
+    if let Some(("serve", sub)) = matches.subcommand() {
+        let pos = argv.iter().position(|a| a == "serve").unwrap_or(1);
+        if let Some(args) = serve::with_config(sub, &argv[pos + 1..])? {
+            let mut all: Vec<std::ffi::OsString> = argv[..=pos].to_vec();
+            all.extend(args);
+            let m = Cli::command().get_matches_from(all);
+            return Ok(Cli::from_arg_matches(&m)?);
+        }
+    }
+    Ok(Cli::from_arg_matches(&matches)?)
+}
+
 fn main() {
-    let cli = Cli::parse();
+    let cli = match parse_cli() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {}", error_chain(&e));
+            std::process::exit(2);
+        }
+    };
     let r = match cli.cmd {
         Cmd::Sim(a) => cmd_sim(a),
         Cmd::Workload(WorkloadCmd::Synth(a)) => cmd_synth(a),
@@ -728,6 +790,13 @@ fn main() {
         Cmd::JobSupervise { args } => std::process::exit(gigafab_exec::local::supervise(&args)),
         Cmd::Client(c) => client::run(c),
         Cmd::Agent(c) => agent::run(c),
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "gigafab", &mut buf);
+            emit(&String::from_utf8_lossy(&buf))
+        }
+        Cmd::Man { out_dir } => cmd_man(out_dir.as_deref()),
     };
     if let Err(e) = r {
         eprintln!("error: {}", error_chain(&e));

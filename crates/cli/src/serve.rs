@@ -11,10 +11,16 @@ use gigafab_core::{Factory, Policy};
 use gigafab_exec::LocalExecutor;
 use gigafab_server::{CtlConfig, ServeConfig, store};
 
+/// Every flag is also a key of the `--config` file (`data-dir = "/var/lib/gigafab"`
+/// or `data_dir = ...`) and an environment variable (`GIGAFAB_DATA_DIR`);
+/// a flag wins over the environment, which wins over the file.
 #[derive(Args)]
 pub struct ServeArgs {
+    /// Configuration file (TOML): every flag below as a key.
+    #[arg(long, env = "GIGAFAB_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Address and port of the HTTP API (port 0 picks a free one).
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "GIGAFAB_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     /// Directory of the embedded database and of the jobs' logs
     /// [default: $XDG_DATA_HOME/gigafab or ~/.local/share/gigafab].
@@ -25,38 +31,134 @@ pub struct ServeArgs {
     database: Option<String>,
     /// Factory file declaring the fleet [default: embedded local fleet of
     /// 4 virtual H100 and 4 virtual MI300X].
-    #[arg(long)]
+    #[arg(long, env = "GIGAFAB_FACTORY")]
     factory: Option<PathBuf>,
     /// Scheduling policy: fifo, backfill, fairshare, las or hetero.
-    #[arg(long, default_value = "fairshare")]
+    #[arg(long, env = "GIGAFAB_POLICY", default_value = "fairshare")]
     policy: String,
-    /// File holding the first admin token (instead of a random one shown once).
-    #[arg(long)]
+    /// File holding the first admin token (instead of a random one shown
+    /// once); the variable GIGAFAB_BOOTSTRAP_TOKEN gives the token itself.
+    #[arg(long, env = "GIGAFAB_BOOTSTRAP_TOKEN_FILE")]
     bootstrap_token_file: Option<PathBuf>,
     /// Seconds between SIGTERM and SIGKILL when a job is cancelled or
     /// reaches its time limit.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, env = "GIGAFAB_KILL_GRACE", default_value_t = 10.0)]
     kill_grace: f64,
     /// Longest time between scheduling passes, milliseconds.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, env = "GIGAFAB_TICK_MS", default_value_t = 1000)]
     tick_ms: u64,
     /// Time between checks of running jobs, milliseconds.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, env = "GIGAFAB_POLL_MS", default_value_t = 200)]
     poll_ms: u64,
     /// GPU telemetry for measured energy: `auto` (NVML, then AMD SMI, else
     /// the power model), `off` (model only), or `replay:FILE` (recorded
     /// samples, JSON `{"devices": [...], "samples": [[...], ...]}`, for tests
     /// and demonstrations).
-    #[arg(long, default_value = "auto")]
+    #[arg(long, env = "GIGAFAB_TELEMETRY", default_value = "auto")]
     telemetry: String,
     /// Where jobs run: `local` (child processes on this machine) or `slurm`
     /// (sbatch to the Slurm whose commands are on PATH; job directories in
     /// the data directory must be on a file system the nodes share).
-    #[arg(long, default_value = "local")]
+    #[arg(long, env = "GIGAFAB_EXECUTOR", default_value = "local")]
     executor: String,
     /// Slurm partition for `--executor slurm` [default: Slurm's default].
-    #[arg(long)]
+    #[arg(long, env = "GIGAFAB_SLURM_PARTITION")]
     slurm_partition: Option<String>,
+    /// Log format on standard error: `text` (for people) or `json` (one
+    /// object per line, for log collectors); RUST_LOG filters (default
+    /// info; `gigafab::access=off` silences the access log).
+    #[arg(long, env = "GIGAFAB_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Command-line arguments of `serve` with the `--config` file's keys put
+/// in for every flag that neither the command line nor the environment
+/// set. `args` are those after `serve`.
+pub fn with_config(
+    matches: &clap::ArgMatches,
+    args: &[std::ffi::OsString],
+) -> Result<Option<Vec<std::ffi::OsString>>> {
+    let Some(path) = matches.get_one::<PathBuf>("config") else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read the configuration file", path.display()))?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start].lines().count().max(1))
+            .unwrap_or(0);
+        anyhow::anyhow!("{}:{line}: {}", path.display(), e.message())
+    })?;
+    let cmd = <crate::Cli as clap::CommandFactory>::command();
+    let serve = cmd.find_subcommand("serve").expect("serve is a subcommand");
+    let known: Vec<String> = serve
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(str::to_string))
+        .filter(|l| l != "config" && l != "help")
+        .collect();
+    let line_of = |key: &str| {
+        text.lines()
+            .position(|l| l.trim_start().starts_with(key))
+            .map_or(0, |i| i + 1)
+    };
+    let mut out: Vec<std::ffi::OsString> = Vec::new();
+    for (key, value) in &table {
+        let long = key.replace('_', "-");
+        if !known.contains(&long) {
+            bail!(
+                "{}:{}: unknown key `{key}` (known: {})",
+                path.display(),
+                line_of(key),
+                known.join(", ")
+            );
+        }
+        let arg = serve
+            .get_arguments()
+            .find(|a| a.get_long() == Some(long.as_str()))
+            .expect("known");
+        let id = arg.get_id().as_str();
+        if matches!(
+            matches.value_source(id),
+            Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
+        ) {
+            continue;
+        }
+        let v = match value {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            _ => bail!(
+                "{}:{}: `{key}` must be a string, a number or a boolean",
+                path.display(),
+                line_of(key)
+            ),
+        };
+        // paths in the file are relative to the file
+        let v = if ["data-dir", "factory", "bootstrap-token-file"].contains(&long.as_str())
+            && !v.starts_with(gigafab_core::builtin::PREFIX)
+            && std::path::Path::new(&v).is_relative()
+        {
+            path.parent()
+                .unwrap_or(std::path::Path::new("."))
+                .join(&v)
+                .display()
+                .to_string()
+        } else {
+            v
+        };
+        out.push(format!("--{long}={v}").into());
+    }
+    out.extend(args.iter().cloned());
+    Ok(Some(out))
 }
 
 /// Recorded telemetry for `--telemetry replay:FILE`.
@@ -161,13 +263,22 @@ fn bootstrap_token(a: &ServeArgs) -> Result<Option<String>> {
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    };
+    let _ = match a.log_format {
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter())
+            .with_writer(std::io::stderr)
+            .try_init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_env_filter(filter())
+            .with_writer(std::io::stderr)
+            .try_init(),
+    };
     let factory = match &a.factory {
         Some(p) => Factory::load(p)?,
         None => Factory::load(std::path::Path::new("builtin:local"))?,
@@ -286,12 +397,34 @@ pub fn run(a: ServeArgs) -> Result<()> {
         use std::io::Write;
         let _ = std::io::stdout().flush();
         let _lock = lock;
-        tokio::select! {
-            r = running.wait() => r.context("the HTTP server stopped")?,
-            _ = tokio::signal::ctrl_c() => {
-                eprintln!("gigafab serve: stopping; running jobs go on and are adopted at the next start");
-            }
-        }
+        let stop = running.stop_handle();
+        tokio::spawn(async move {
+            let name = stop_signal().await;
+            eprintln!(
+                "gigafab serve: {name}: stopping (no new requests; answering those in flight; committing)"
+            );
+            stop.stop();
+        });
+        running.wait().await.context("the HTTP server stopped")?;
+        eprintln!(
+            "gigafab serve: stopped; running jobs go on and are adopted at the next start"
+        );
         Ok(())
     })
+}
+
+/// Waits for SIGTERM or SIGINT; returns its name.
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // no signal handling: never stop on a signal
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
 }

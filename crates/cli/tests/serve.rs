@@ -469,9 +469,12 @@ async fn waiting_reasons_and_drain(app: App) {
         .await;
     let c_id = c["id"].as_i64().unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let c = app.get(&format!("/api/v1/jobs/{c_id}")).await;
+    assert_eq!(c["state"], "queued");
+    // a drained node is said to be drained, not "no gang free"
     assert_eq!(
-        app.get(&format!("/api/v1/jobs/{c_id}")).await["state"],
-        "queued"
+        c["reason"], "waiting: no 1×amd gang free; drained: amd-0",
+        "{c:#}"
     );
     let fleet = app.get("/api/v1/fleet").await;
     let amd = fleet["nodes"]

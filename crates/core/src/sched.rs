@@ -251,6 +251,8 @@ pub struct SchedCore {
     pub n_running: usize,
     /// Per node: drain flag and accelerators the drain took down.
     drained: Vec<u16>,
+    /// Per pool: drained nodes.
+    pool_drained: Vec<u32>,
     // scratch
     dec: Decisions,
     blocked: Vec<bool>,
@@ -348,6 +350,7 @@ impl SchedCore {
             last_priority: f64::NEG_INFINITY,
             n_running: 0,
             drained: Vec::new(),
+            pool_drained: Vec::new(),
             dec: Decisions::default(),
             blocked: vec![false; np],
             reservations: vec![None; np],
@@ -1574,8 +1577,27 @@ impl SchedCore {
         while self.cluster.down(node) {
             c += 1;
         }
+        if self.drained[n] & DRAIN_FLAG == 0 {
+            let p = self.cluster.pool_of(node) as usize;
+            if self.pool_drained.len() <= p {
+                self.pool_drained.resize(p + 1, 0);
+            }
+            self.pool_drained[p] += 1;
+        }
         self.drained[n] = self.drained[n].saturating_add(c) | DRAIN_FLAG;
         c
+    }
+
+    /// Drained nodes of pool `p`.
+    pub fn drained_nodes_in(&self, p: PoolIdx) -> u32 {
+        self.pool_drained.get(p as usize).copied().unwrap_or(0)
+    }
+
+    /// Whether a waiting job that finds no free gang has drained nodes on
+    /// one of its pools (it may be waiting for them).
+    pub fn waits_on_drained(&self, j: JobIdx) -> bool {
+        self.candidate_pools(j)
+            .any(|p| self.drained_nodes_in(p) > 0)
     }
 
     /// Ends a drain: the accelerators it took down come back.
@@ -1585,11 +1607,33 @@ impl SchedCore {
             return 0;
         };
         let c = *d & !DRAIN_FLAG;
+        if *d & DRAIN_FLAG != 0 {
+            let p = self.cluster.pool_of(node) as usize;
+            if let Some(x) = self.pool_drained.get_mut(p) {
+                *x = x.saturating_sub(1);
+            }
+        }
         *d = 0;
         for _ in 0..c {
             self.cluster.up(node);
         }
         c
+    }
+
+    /// The pools a waiting or running job may run on.
+    pub fn candidate_pools(&self, j: JobIdx) -> impl Iterator<Item = PoolIdx> + '_ {
+        let job = &self.jobs[j as usize];
+        self.cand_lists[job.cands as usize]
+            .pools
+            .iter()
+            .map(|&(p, _)| p)
+    }
+
+    /// Accelerators of `node` held down by its drain (0 when not drained).
+    pub fn drained_accelerators(&self, node: NodeIdx) -> u16 {
+        self.drained
+            .get(node as usize)
+            .map_or(0, |d| d & !DRAIN_FLAG)
     }
 
     /// Whether `node` is drained.

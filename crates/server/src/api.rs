@@ -143,6 +143,12 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     ("get", "/api/v1/usage", "any token", "Use per allocation"),
     (
         "get",
+        "/metrics",
+        "admin, operator",
+        "Prometheus metrics (text exposition format)",
+    ),
+    (
+        "get",
         "/api/v1/audit",
         "admin, operator",
         "Audit log (?limit, after)",
@@ -170,6 +176,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/fleet/nodes/{name}/resume", post(resume))
         .route("/api/v1/usage", get(usage))
         .route("/api/v1/audit", get(audit))
+        .route("/metrics", get(metrics))
         .fallback(|| async {
             ApiError::not_found("not_found", "no such endpoint (see /api/v1/openapi.json)")
         })
@@ -181,6 +188,10 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access_log,
+        ))
         .with_state(state)
 }
 
@@ -269,9 +280,21 @@ fn reply((status, v): (StatusCode, Value)) -> Response {
 }
 
 async fn health(State(s): State<AppState>) -> Json<Value> {
-    Json(
-        json!({"status": "ok", "version": env!("CARGO_PKG_VERSION"), "store": s.store.kind.as_str()}),
-    )
+    let st = s.stats.lock().map(|x| x.clone()).unwrap_or_default();
+    let last = st.recent_passes.back().copied();
+    Json(json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "store": s.store.kind.as_str(),
+        "scheduler": {
+            "passes": st.passes,
+            "commits": st.commits,
+            "queued": last.map(|l| l.0),
+            "running": last.map(|l| l.1),
+            "last_pass_us": last.map(|l| l.2),
+            "last_commit_us": st.recent_commits.back().map(|c| c.1),
+        },
+    }))
 }
 
 async fn openapi() -> Json<Value> {
@@ -430,6 +453,50 @@ ask!(list_users, Action::ListUsers);
 ask!(list_allocs, Action::ListAllocs);
 ask!(usage, Action::Usage);
 ask!(fleet, Action::Fleet);
+
+/// `GET /metrics`: Prometheus text format (admin, operator token).
+async fn metrics(State(s): State<AppState>, Caller(who): Caller) -> Result<Response, ApiError> {
+    let (_, v) = s.ask(who, Action::Metrics).await?;
+    let text = v.as_str().unwrap_or_default().to_string();
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
+/// Access log (target `gigafab::access`) and the request counter of
+/// `/metrics`. Paths are logged without their query strings.
+async fn access_log(
+    State(s): State<AppState>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let t = std::time::Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let res = next.run(req).await;
+    let status = res.status().as_u16();
+    s.metrics
+        .http_requests
+        .get_or_create(&crate::metrics::HttpLabel {
+            method: method.to_string(),
+            code: status.to_string(),
+        })
+        .inc();
+    tracing::info!(
+        target: "gigafab::access",
+        method = %method,
+        path = %path,
+        status,
+        ms = t.elapsed().as_secs_f64() * 1e3,
+        "request"
+    );
+    res
+}
 ask!(create_org, crate::model::OrgReq, Action::CreateOrg);
 ask!(
     create_project,

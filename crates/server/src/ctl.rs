@@ -77,6 +77,8 @@ pub enum Action {
     GetAlloc(i64),
     Usage,
     Fleet,
+    /// Prometheus exposition text (admin, operator).
+    Metrics,
 }
 
 /// A request with its caller and where to answer.
@@ -97,6 +99,8 @@ pub struct Shared {
     pub telemetry: Option<Arc<dyn gigafab_telemetry::Telemetry>>,
     /// Timings of recent scheduling passes and commits.
     pub stats: std::sync::Mutex<LoopStats>,
+    /// Prometheus counters and histograms.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// What the controller's loop measured, for `/health` and benchmarks.
@@ -1097,7 +1101,15 @@ impl Controller {
     }
 
     /// Runs the controller until the channel closes.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
+    /// The loop: take commands, poll runs, schedule, commit, answer,
+    /// launch. When `stop` turns true it ends after committing and
+    /// answering what it holds (running jobs are left to be adopted).
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Cmd>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut stopping = false;
         let mut batch: Vec<Cmd> = Vec::new();
         let tick_ms = self.cfg.tick.as_millis() as i64;
         let poll_ms = self.cfg.poll.as_millis() as i64;
@@ -1117,6 +1129,7 @@ impl Controller {
                     Some(c) => batch.push(c),
                     None => break,
                 },
+                _ = stop.wait_for(|v| *v), if !stopping => stopping = true,
                 _ = tokio::time::sleep(wait) => {}
             }
             while batch.len() < MAX_BATCH {
@@ -1137,6 +1150,10 @@ impl Controller {
                 let t = std::time::Instant::now();
                 let wake = self.schedule(now);
                 let us = t.elapsed().as_micros() as u64;
+                self.shared
+                    .metrics
+                    .schedule_pass_seconds
+                    .observe(us as f64 / 1e6);
                 if let Ok(mut st) = self.shared.stats.lock() {
                     st.passes += 1;
                     let q = (self.core.queued(), self.core.n_running, us);
@@ -1156,6 +1173,7 @@ impl Controller {
                 match self.commit().await {
                     Ok(()) => {
                         let us = t.elapsed().as_micros() as u64;
+                        self.shared.metrics.commit_seconds.observe(us as f64 / 1e6);
                         if let Ok(mut st) = self.shared.stats.lock() {
                             st.commits += 1;
                             st.committed_ops += n as u64;
@@ -1173,6 +1191,18 @@ impl Controller {
                 }
             }
             self.launch_pending(now_ms());
+            if stopping {
+                // what was committed is answered and launched; the launches'
+                // handles are committed too, so the next start adopts them
+                if !self.ops.is_empty()
+                    && let Err(e) = self.commit().await
+                {
+                    tracing::warn!("last commit before stopping failed: {e}");
+                }
+                self.answer(None);
+                tracing::info!("controller stopped; running jobs are adopted at the next start");
+                return;
+            }
         }
     }
 
@@ -1326,6 +1356,93 @@ impl Controller {
                 .collect::<Vec<_>>(),
                 "orgs": self.org_usage(who, now)})),
             Action::Fleet => ok(self.fleet_json()),
+            Action::Metrics => {
+                if !who.global() {
+                    return Err(ApiError::forbidden("metrics are for admins and operators"));
+                }
+                let snap = self.metrics_snapshot(now);
+                ok(Value::String(crate::metrics::render(
+                    &self.shared.metrics,
+                    &snap,
+                )))
+            }
+        }
+    }
+
+    /// The gauges of `/metrics`, read from the live state.
+    fn metrics_snapshot(&mut self, now: i64) -> crate::metrics::Snapshot {
+        use crate::metrics::{AllocSnap, PoolSnap, SiteSnap, Snapshot};
+        let f = &self.cfg.factory;
+        let mut pools: Vec<PoolSnap> = f
+            .pools
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let st = &self.core.cluster.pools[i];
+                let drained: u64 = (st.first_node..st.first_node + st.nodes)
+                    .map(|n| self.core.drained_accelerators(n) as u64)
+                    .sum();
+                let total = p.accelerators();
+                PoolSnap {
+                    name: p.name.clone(),
+                    busy: st.cap_total - st.free_total,
+                    idle: st.free_total,
+                    drained,
+                    down: total.saturating_sub(st.cap_total + drained),
+                    ..PoolSnap::default()
+                }
+            })
+            .collect();
+        let mut per_alloc: HashMap<i64, (u64, f64)> = HashMap::new();
+        let now_s = now as f64 / 1000.0;
+        for &j in self.core.queue_order() {
+            let wait = (now_s - self.core.jobs[j as usize].submit_s).max(0.0);
+            for p in self.core.candidate_pools(j) {
+                let ps = &mut pools[p as usize];
+                ps.queued += 1;
+                ps.oldest_wait_s = ps.oldest_wait_s.max(wait);
+            }
+            let id = self.core_job.get(j as usize).copied().unwrap_or(0);
+            if let Some(job) = self.jobs.get(&id) {
+                let e = per_alloc.entry(job.row.alloc_id).or_default();
+                e.0 += 1;
+                e.1 = e.1.max(wait);
+            }
+        }
+        let sites = self
+            .core
+            .site_energy(now_s)
+            .into_iter()
+            .zip(&f.sites)
+            .map(|(e, s)| SiteSnap {
+                name: s.name.clone(),
+                power_w: e.power_w,
+                budget_w: e.budget_w,
+            })
+            .collect();
+        let allocations = self
+            .allocs
+            .values()
+            .map(|a| {
+                let (queued, oldest_wait_s) = per_alloc.get(&a.id).copied().unwrap_or_default();
+                AllocSnap {
+                    id: a.id,
+                    name: a.name.clone(),
+                    org: self.org_name(a.org),
+                    queued,
+                    oldest_wait_s,
+                    used_gpu_hours: a.used_at(now) / 3600.0,
+                    granted_gpu_hours: a.granted_gpu_s / 3600.0,
+                    energy_kwh: a.energy_j / 3.6e6,
+                }
+            })
+            .collect();
+        Snapshot {
+            pools,
+            sites,
+            allocations,
+            queued: self.core.queued() as u64,
+            running: self.core.n_running as u64,
         }
     }
 
@@ -2022,6 +2139,7 @@ impl Controller {
         );
         self.allocs.get_mut(&alloc_id).expect("checked").queued += 1;
         self.event(id, now, "submitted", msg);
+        self.shared.metrics.jobs_submitted.inc();
         self.audit(
             who,
             now,
@@ -2144,6 +2262,7 @@ impl Controller {
             s => s,
         };
         self.event(id, now, kind, message.clone());
+        self.shared.metrics.finished(state);
         let j = self.jobs.get_mut(&id).expect("checked");
         let devices = std::mem::take(&mut j.devices);
         let w = j.spec.billing_weight.unwrap_or(1.0);
@@ -2318,6 +2437,7 @@ impl Controller {
             "started",
             format!("started on {}", labels.join(", ")),
         );
+        self.shared.metrics.jobs_started.inc();
         self.launches.push(id);
     }
 
@@ -2333,7 +2453,7 @@ impl Controller {
             let kind = if now_s < self.core.allocs[alloc].spec.valid_from_s {
                 3u8
             } else if !self.core.fits_now(j) {
-                1
+                if self.core.waits_on_drained(j) { 5 } else { 1 }
             } else if self.core.power_blocked(j) {
                 4
             } else {
@@ -2365,6 +2485,24 @@ impl Controller {
                     filter_label(&job.spec)
                 ),
                 4 => "waiting: site power budget".to_string(),
+                5 => {
+                    let c = job.core;
+                    let mut drained: Vec<&str> = Vec::new();
+                    for p in self.core.candidate_pools(c) {
+                        let st = &self.core.cluster.pools[p as usize];
+                        for n in st.first_node..st.first_node + st.nodes {
+                            if self.core.is_drained(n) && drained.len() < 8 {
+                                drained.push(&self.node_names[n as usize]);
+                            }
+                        }
+                    }
+                    format!(
+                        "waiting: no {}×{} gang free; drained: {}",
+                        job.row.gpus,
+                        filter_label(&job.spec),
+                        drained.join(", ")
+                    )
+                }
                 _ => format!("waiting: priority (other jobs come first in {policy} order)"),
             };
             let job = self.jobs.get_mut(&id).expect("present");

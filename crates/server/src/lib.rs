@@ -12,6 +12,7 @@ pub mod api;
 pub mod auth;
 pub mod ctl;
 pub mod error;
+pub mod metrics;
 pub mod model;
 pub mod store;
 pub mod time;
@@ -21,7 +22,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
 use gigafab_exec::Executor;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 pub use ctl::CtlConfig;
 pub use store::{Store, StoreError, StoreKind};
@@ -41,9 +42,9 @@ pub struct ServeConfig {
 pub enum ServeError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cannot load the state from the store: {0}")]
+    #[error("cannot load the state from the store")]
     Load(#[from] sqlx::Error),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Listen {
         addr: SocketAddr,
         #[source]
@@ -62,32 +63,65 @@ pub struct Running {
     pub first_start: bool,
     pub shared: Arc<ctl::Shared>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
+    controller: tokio::task::JoinHandle<()>,
+    stop_http: watch::Sender<bool>,
+    stop_ctl: watch::Sender<bool>,
 }
 
+/// Asks a [`Running`] server to stop (see [`Running::wait`]).
+#[derive(Clone)]
+pub struct StopHandle(watch::Sender<bool>);
+
+impl StopHandle {
+    pub fn stop(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+/// How long open connections (a `logs --follow` stream, say) may delay a
+/// stop before they are cut.
+pub const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Running {
-    /// Serves until the process is stopped or the listener fails.
-    pub async fn wait(self) -> std::io::Result<()> {
-        match self.server.await {
+    /// A handle that stops the server gracefully.
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle(self.stop_http.clone())
+    }
+
+    /// Serves until stopped ([`StopHandle::stop`]) or the listener fails.
+    /// A stop is graceful: no new connection is accepted, requests in
+    /// flight get their answers (open streams are cut after
+    /// [`STOP_GRACE`]), the controller commits what it has and ends; jobs
+    /// keep running, to be adopted at the next start.
+    pub async fn wait(mut self) -> std::io::Result<()> {
+        let mut stopping = self.stop_http.subscribe();
+        let r = tokio::select! {
+            r = &mut self.server => Some(r),
+            _ = stopping.wait_for(|v| *v) => None,
+        };
+        let r = match r {
+            Some(r) => r,
+            None => match tokio::time::timeout(STOP_GRACE, &mut self.server).await {
+                Ok(r) => r,
+                Err(_) => {
+                    self.server.abort();
+                    Ok(Ok(()))
+                }
+            },
+        };
+        let _ = self.stop_ctl.send(true);
+        let _ = (&mut self.controller).await;
+        match r {
             Ok(r) => r,
             Err(e) => Err(std::io::Error::other(e)),
         }
     }
 }
 
-/// Opens the store, loads and adopts, binds and starts serving.
+/// Binds, then opens the store, loads and adopts, and starts serving. The
+/// listener comes first: a busy port fails the start before anything is
+/// created (a first start's admin token is never made and lost).
 pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
-    let store = Store::open(&cfg.database_url).await?;
-    let (tx, rx) = mpsc::channel(4096);
-    let shared = Arc::new(ctl::Shared {
-        store: store.clone(),
-        tokens: RwLock::new(HashMap::new()),
-        tx,
-        executor: cfg.executor,
-        telemetry: cfg.telemetry,
-        stats: Default::default(),
-    });
-    let (controller, token) = ctl::Controller::load(cfg.ctl, shared.clone()).await?;
-    tokio::spawn(controller.run(rx));
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|e| ServeError::Listen {
@@ -98,8 +132,29 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
         addr: cfg.listen,
         source: e,
     })?;
+    let store = Store::open(&cfg.database_url).await?;
+    let (tx, rx) = mpsc::channel(4096);
+    let shared = Arc::new(ctl::Shared {
+        store: store.clone(),
+        tokens: RwLock::new(HashMap::new()),
+        tx,
+        executor: cfg.executor,
+        telemetry: cfg.telemetry,
+        stats: Default::default(),
+        metrics: Default::default(),
+    });
+    let (controller, token) = ctl::Controller::load(cfg.ctl, shared.clone()).await?;
+    let (stop_ctl, ctl_rx) = watch::channel(false);
+    let controller = tokio::spawn(controller.run(rx, ctl_rx));
+    let (stop_http, mut http_rx) = watch::channel(false);
     let app = api::router(shared.clone());
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = http_rx.wait_for(|v| *v).await;
+            })
+            .await
+    });
     Ok(Running {
         addr,
         store: store.kind,
@@ -107,5 +162,8 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
         first_token: token.filter(|t| !t.is_empty()),
         shared,
         server,
+        controller,
+        stop_http,
+        stop_ctl,
     })
 }

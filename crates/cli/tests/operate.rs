@@ -1,0 +1,504 @@
+//! `gigafab serve` as a service: a busy port on the first start, graceful
+//! stop on SIGTERM, the configuration file and the environment, `/metrics`,
+//! `/health`, the access log. Each test starts the real binary on a fresh
+//! data directory (embedded SQLite).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const TOKEN: &str = "gf_operate_bootstrap_token_0123456789";
+
+fn fresh_dir(tag: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("gigafab-op-{tag}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn gigafab() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_gigafab"));
+    for v in [
+        "GIGAFAB_DATABASE",
+        "GIGAFAB_BOOTSTRAP_TOKEN",
+        "GIGAFAB_CONFIG",
+        "GIGAFAB_LISTEN",
+        "GIGAFAB_DATA_DIR",
+        "GIGAFAB_POLICY",
+        "GIGAFAB_LOG_FORMAT",
+    ] {
+        c.env_remove(v);
+    }
+    c
+}
+
+/// A server process, its stdout and stderr kept.
+struct Server {
+    child: Child,
+    url: String,
+    out: Arc<Mutex<String>>,
+    err: Arc<Mutex<String>>,
+    dir: PathBuf,
+}
+
+fn drain(r: impl std::io::Read + Send + 'static, into: Arc<Mutex<String>>) {
+    std::thread::spawn(move || {
+        for l in BufReader::new(r).lines() {
+            let Ok(l) = l else { break };
+            let mut s = into.lock().unwrap();
+            s.push_str(&l);
+            s.push('\n');
+        }
+    });
+}
+
+impl Server {
+    /// Starts `gigafab serve ARGS` (cwd `dir`) and waits until it listens;
+    /// `Err(stderr)` if it exits first.
+    fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Server, String> {
+        let mut cmd = gigafab();
+        cmd.arg("serve")
+            .args(args)
+            .current_dir(dir)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start gigafab serve");
+        let out = Arc::new(Mutex::new(String::new()));
+        let err = Arc::new(Mutex::new(String::new()));
+        drain(child.stdout.take().unwrap(), out.clone());
+        drain(child.stderr.take().unwrap(), err.clone());
+        let t = Instant::now();
+        loop {
+            let e = err.lock().unwrap().clone();
+            if let Some(rest) = e.split("listening on ").nth(1) {
+                let url = rest.split_whitespace().next().unwrap().to_string();
+                return Ok(Server {
+                    child,
+                    url,
+                    out,
+                    err,
+                    dir: dir.to_path_buf(),
+                });
+            }
+            if let Ok(Some(_)) = child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100));
+                return Err(err.lock().unwrap().clone());
+            }
+            assert!(t.elapsed() < Duration::from_secs(30), "no start:\n{e}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stderr(&self) -> String {
+        self.err.lock().unwrap().clone()
+    }
+
+    fn stdout(&self) -> String {
+        self.out.lock().unwrap().clone()
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, String) {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut rq = reqwest::Client::new().request(m, format!("{}{}", self.url, path));
+        if let Some(t) = token {
+            rq = rq.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            rq = rq.json(&b);
+        }
+        let r = rq.send().await.expect("request");
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    async fn json(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> Value {
+        let (s, t) = self.call(method, path, Some(token), body).await;
+        assert!((200..300).contains(&s), "{method} {path}: {s} {t}");
+        serde_json::from_str(&t).unwrap()
+    }
+
+    async fn wait_state(&self, token: &str, id: i64, states: &[&str]) -> Value {
+        let t = Instant::now();
+        loop {
+            let j = self
+                .json("GET", &format!("/api/v1/jobs/{id}"), token, None)
+                .await;
+            if states.contains(&j["state"].as_str().unwrap()) {
+                return j;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "job {id} stuck: {j:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGTERM, then waits for the exit; returns the exit status.
+    fn sigterm(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let t = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(100));
+                return st;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(15),
+                "no stop after SIGTERM:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = Command::new("pkill")
+            .arg("-f")
+            .arg(self.dir.to_string_lossy().as_ref())
+            .status();
+    }
+}
+
+fn base_args(data: &Path) -> Vec<String> {
+    vec![
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--data-dir".into(),
+        data.display().to_string(),
+        "--tick-ms".into(),
+        "100".into(),
+        "--poll-ms".into(),
+        "50".into(),
+        "--kill-grace".into(),
+        "0.5".into(),
+        "--telemetry".into(),
+        "off".into(),
+    ]
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_port_on_the_first_start_loses_no_token() {
+    let dir = fresh_dir("busy");
+    let data = dir.join("data");
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().to_string();
+    let e = Server::start(
+        &dir,
+        &[
+            "--listen",
+            &port,
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--telemetry",
+            "off",
+        ],
+        &[],
+    )
+    .err()
+    .expect("the start must fail on a busy port");
+    assert!(e.contains(&format!("cannot listen on {port}")), "{e}");
+    assert_eq!(
+        e.matches("Address already in use").count(),
+        1,
+        "said once: {e}"
+    );
+    assert!(!e.contains("GIGAFAB_TOKEN"), "{e}");
+    // nothing was created: the next start is a first start and shows its token
+    drop(busy);
+    let s = Server::start(&dir, &strs(&base_args(&data)), &[]).unwrap();
+    let out = s.stdout();
+    let t0 = Instant::now();
+    let mut out = out;
+    while !out.contains("GIGAFAB_TOKEN=") && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+        out = s.stdout();
+    }
+    let token = out
+        .split("GIGAFAB_TOKEN=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no admin token on the first real start:\n{out}"))
+        .to_string();
+    let who = s.json("GET", "/api/v1/whoami", &token, None).await;
+    assert_eq!(who["role"], "admin", "{who}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_gracefully_and_jobs_are_adopted() {
+    let dir = fresh_dir("term");
+    let data = dir.join("data");
+    let env = [("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)];
+    let mut s = Server::start(&dir, &strs(&base_args(&data)), &env).unwrap();
+    let marker = dir.join("ran");
+    let job = s
+        .json(
+            "POST",
+            "/api/v1/jobs",
+            TOKEN,
+            Some(json!({"allocation": 1, "gpus": 1,
+                "command": ["sh", "-c", format!("sleep 2; echo x >> {}", marker.display())]})),
+        )
+        .await;
+    let id = job["id"].as_i64().unwrap();
+    s.wait_state(TOKEN, id, &["running"]).await;
+    // acknowledged just before the signal: must be there after the restart
+    let queued = s
+        .json(
+            "POST",
+            "/api/v1/jobs",
+            TOKEN,
+            Some(json!({"allocation": 1, "gpus": 4, "type": "mi300x", "command": ["true"]})),
+        )
+        .await;
+    let st = s.sigterm();
+    assert!(st.success(), "exit {st:?}:\n{}", s.stderr());
+    let err = s.stderr();
+    assert!(err.contains("SIGTERM: stopping"), "{err}");
+    assert!(err.contains("stopped; running jobs go on"), "{err}");
+    // the job outlives the server
+    assert!(!marker.exists(), "the job ended too early");
+    let mut s2 = Server::start(&dir, &strs(&base_args(&data)), &env).unwrap();
+    let j = s2
+        .wait_state(TOKEN, id, &["completed", "failed", "lost"])
+        .await;
+    assert_eq!(j["state"], "completed", "{j:#}");
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap(),
+        "x\n",
+        "ran exactly once"
+    );
+    let q = s2
+        .wait_state(TOKEN, queued["id"].as_i64().unwrap(), &["completed"])
+        .await;
+    assert_eq!(q["exit_code"], 0);
+    // SIGINT stops it too
+    let pid = s2.child.id().to_string();
+    Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    let t = Instant::now();
+    while s2.child.try_wait().unwrap().is_none() {
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "no stop after SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(s2.stderr().contains("SIGINT: stopping"), "{}", s2.stderr());
+    drop(s2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_health_and_access_log() {
+    let dir = fresh_dir("metrics");
+    let data = dir.join("data");
+    let env = [("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)];
+    let s = Server::start(&dir, &strs(&base_args(&data)), &env).unwrap();
+    let (code, _) = s.call("GET", "/metrics", None, None).await;
+    assert_eq!(code, 401);
+    // two jobs complete, one fails; one waits on a drained node
+    let mut ids = Vec::new();
+    for cmd in ["true", "true", "exit 3"] {
+        let j = s
+            .json("POST", "/api/v1/jobs", TOKEN, Some(json!({"allocation": 1, "gpus": 2, "type": "h100", "command": ["sh", "-c", cmd]})))
+            .await;
+        ids.push(j["id"].as_i64().unwrap());
+    }
+    for id in &ids {
+        s.wait_state(TOKEN, *id, &["completed", "failed"]).await;
+    }
+    s.json(
+        "POST",
+        "/api/v1/fleet/nodes/amd-0/drain",
+        TOKEN,
+        Some(json!({})),
+    )
+    .await;
+    s.json(
+        "POST",
+        "/api/v1/jobs",
+        TOKEN,
+        Some(json!({"allocation": 1, "gpus": 1, "type": "mi300x", "command": ["true"]})),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (code, text) = s.call("GET", "/metrics", Some(TOKEN), None).await;
+    assert_eq!(code, 200, "{text}");
+    let value = |line: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(line).and_then(|r| r.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("no `{line}` in\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(value("gigafab_jobs_submitted_total"), 4.0);
+    assert_eq!(value("gigafab_jobs_started_total"), 3.0);
+    assert_eq!(
+        value("gigafab_jobs_finished_total{state=\"completed\"}"),
+        2.0
+    );
+    assert_eq!(value("gigafab_jobs_finished_total{state=\"failed\"}"), 1.0);
+    assert_eq!(value("gigafab_jobs_queued"), 1.0);
+    assert_eq!(value("gigafab_pool_queued_jobs{pool=\"amd\"}"), 1.0);
+    assert!(value("gigafab_pool_oldest_wait_seconds{pool=\"amd\"}") > 0.2);
+    assert_eq!(
+        value("gigafab_accelerators{pool=\"amd\",state=\"drained\"}"),
+        4.0
+    );
+    assert_eq!(
+        value("gigafab_accelerators{pool=\"nvidia\",state=\"idle\"}"),
+        4.0
+    );
+    assert_eq!(
+        value("gigafab_accelerators{pool=\"nvidia\",state=\"busy\"}"),
+        0.0
+    );
+    assert_eq!(
+        value("gigafab_allocation_queued_jobs{id=\"1\",allocation=\"default\",org=\"default\"}"),
+        1.0
+    );
+    assert!(
+        value("gigafab_allocation_used_gpu_hours{id=\"1\",allocation=\"default\",org=\"default\"}")
+            > 0.0
+    );
+    assert!(
+        value("gigafab_allocation_energy_kwh{id=\"1\",allocation=\"default\",org=\"default\"}")
+            > 0.0
+    );
+    assert!(value("gigafab_schedule_pass_seconds_count") >= 1.0);
+    assert!(value("gigafab_commit_seconds_count") >= 1.0);
+    assert!(value("gigafab_site_power_watts{site=\"local\"}") >= 0.0);
+    assert!(value("gigafab_http_requests_total{method=\"POST\",code=\"201\"}") >= 4.0);
+    // a member may not read them
+    let u = s
+        .json(
+            "POST",
+            "/api/v1/users",
+            TOKEN,
+            Some(json!({"name": "m", "org": "default", "role": "member"})),
+        )
+        .await;
+    let (code, _) = s.call("GET", "/metrics", u["token"].as_str(), None).await;
+    assert_eq!(code, 403);
+    // health: what docs/api.md says
+    let h = s.json("GET", "/api/v1/health", TOKEN, None).await;
+    assert_eq!(h["status"], "ok");
+    assert!(h["scheduler"]["passes"].as_u64().unwrap() >= 1, "{h}");
+    assert!(h["scheduler"]["commits"].as_u64().unwrap() >= 1, "{h}");
+    assert_eq!(h["scheduler"]["queued"], 1, "{h}");
+    assert!(h["scheduler"]["last_pass_us"].is_u64(), "{h}");
+    // the access log names each request without its query string
+    let err = s.stderr();
+    assert!(
+        err.lines()
+            .any(|l| l.contains("gigafab::access") && l.contains("/metrics") && l.contains("401")),
+        "{err}"
+    );
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_file_environment_and_flags() {
+    let dir = fresh_dir("config");
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().to_string();
+    let cfg = dir.join("gigafab.toml");
+    // paths in the file are relative to it
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"{port}\"\ndata_dir = \"state\"\ntick-ms = 100\nlog-format = \"json\"\ntelemetry = \"off\"\npolicy = \"nope\"\n"
+        ),
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap();
+    // the file's policy is refused ...
+    let e = Server::start(&dir, &["--config", c, "--listen", "127.0.0.1:0"], &[])
+        .err()
+        .unwrap();
+    assert!(e.contains("unknown policy `nope`"), "{e}");
+    // ... unless the environment sets one; and the flag's --listen wins
+    // over the file's busy port
+    let s = Server::start(
+        &dir,
+        &["--config", c, "--listen", "127.0.0.1:0"],
+        &[
+            ("GIGAFAB_POLICY", "fifo"),
+            ("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN),
+        ],
+    )
+    .unwrap();
+    assert!(dir.join("state/gigafab.db").exists() || dir.join("state").is_dir());
+    s.json("GET", "/api/v1/whoami", TOKEN, None).await;
+    // log-format json from the file: every log line on stderr is JSON
+    let t = Instant::now();
+    while !s.stderr().contains("gigafab::access") && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let access = s
+        .stderr()
+        .lines()
+        .find(|l| l.contains("gigafab::access"))
+        .map(str::to_string)
+        .expect("an access log line");
+    let v: Value = serde_json::from_str(&access).unwrap_or_else(|e| panic!("{e}: {access}"));
+    assert_eq!(v["path"], "/api/v1/whoami");
+    drop(s);
+    // environment variable for a flag, no file
+    let s = Server::start(
+        &dir,
+        &[
+            "--data-dir",
+            dir.join("state2").to_str().unwrap(),
+            "--telemetry",
+            "off",
+        ],
+        &[
+            ("GIGAFAB_LISTEN", "127.0.0.1:0"),
+            ("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN),
+        ],
+    )
+    .unwrap();
+    assert!(s.url.starts_with("http://127.0.0.1:"), "{}", s.url);
+    drop(s);
+    // unknown keys and bad TOML are errors with the file and line
+    std::fs::write(&cfg, "listen = \"127.0.0.1:0\"\n\nlisten_port = 3\n").unwrap();
+    let e = Server::start(&dir, &["--config", c], &[]).err().unwrap();
+    assert!(
+        e.contains("gigafab.toml:3: unknown key `listen_port`"),
+        "{e}"
+    );
+    assert!(e.contains("data-dir"), "lists the known keys: {e}");
+    std::fs::write(&cfg, "listen = \n").unwrap();
+    let e = Server::start(&dir, &["--config", c], &[]).err().unwrap();
+    assert!(e.contains("gigafab.toml:1"), "{e}");
+    drop(busy);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,342 @@
+//! Prometheus metrics (`GET /metrics`, text exposition format).
+//!
+//! Counters and latency histograms live in [`Metrics`] and are updated where
+//! things happen; the gauges (queues, accelerators, power, allocations) are
+//! read from the controller's state at scrape time ([`Snapshot`]), so the
+//! scheduling loop pays nothing for them. Names and labels are documented
+//! in docs/operations.md and used by `deploy/grafana-dashboard.json`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+type FGauge = Gauge<f64, AtomicU64>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabel {
+    pub method: String,
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabel {
+    pool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolStateLabel {
+    pool: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SiteLabel {
+    site: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AllocLabel {
+    id: String,
+    allocation: String,
+    org: String,
+}
+
+/// What is counted as it happens.
+#[derive(Debug)]
+pub struct Metrics {
+    pub jobs_submitted: Counter,
+    pub jobs_started: Counter,
+    pub jobs_finished: Family<StateLabel, Counter>,
+    pub schedule_pass_seconds: Histogram,
+    pub commit_seconds: Histogram,
+    pub http_requests: Family<HttpLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            jobs_submitted: Counter::default(),
+            jobs_started: Counter::default(),
+            jobs_finished: Family::default(),
+            // 10 µs .. ~5 s
+            schedule_pass_seconds: Histogram::new(exponential_buckets(1e-5, 2.0, 20)),
+            // 100 µs .. ~50 s
+            commit_seconds: Histogram::new(exponential_buckets(1e-4, 2.0, 20)),
+            http_requests: Family::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// A job ended in `state` (completed, failed, timeout, cancelled).
+    pub fn finished(&self, state: &str) {
+        self.jobs_finished
+            .get_or_create(&StateLabel {
+                state: state.to_string(),
+            })
+            .inc();
+    }
+}
+
+/// One pool's figures at scrape time.
+#[derive(Debug, Default, Clone)]
+pub struct PoolSnap {
+    pub name: String,
+    pub queued: u64,
+    pub oldest_wait_s: f64,
+    pub busy: u64,
+    pub idle: u64,
+    pub drained: u64,
+    pub down: u64,
+}
+
+/// One site's power at scrape time.
+#[derive(Debug, Default, Clone)]
+pub struct SiteSnap {
+    pub name: String,
+    pub power_w: f64,
+    pub budget_w: Option<f64>,
+}
+
+/// One allocation's figures at scrape time.
+#[derive(Debug, Default, Clone)]
+pub struct AllocSnap {
+    pub id: i64,
+    pub name: String,
+    pub org: String,
+    pub queued: u64,
+    pub oldest_wait_s: f64,
+    pub used_gpu_hours: f64,
+    pub granted_gpu_hours: f64,
+    pub energy_kwh: f64,
+}
+
+/// The controller's state, read at scrape time.
+#[derive(Debug, Default, Clone)]
+pub struct Snapshot {
+    pub pools: Vec<PoolSnap>,
+    pub sites: Vec<SiteSnap>,
+    pub allocations: Vec<AllocSnap>,
+    pub queued: u64,
+    pub running: u64,
+}
+
+fn gauge_family<L, F>(
+    reg: &mut Registry,
+    name: &str,
+    help: &str,
+    items: impl IntoIterator<Item = (L, F)>,
+) where
+    L: EncodeLabelSet + Clone + std::hash::Hash + Eq + std::fmt::Debug + Send + Sync + 'static,
+    F: Into<f64>,
+{
+    let fam = Family::<L, FGauge>::default();
+    for (l, v) in items {
+        fam.get_or_create(&l).set(v.into());
+    }
+    reg.register(name, help, fam);
+}
+
+/// The exposition text of the counters and of a snapshot.
+pub fn render(m: &Metrics, s: &Snapshot) -> String {
+    let mut reg = Registry::default();
+    reg.register(
+        "gigafab_jobs_submitted",
+        "Jobs accepted by the server",
+        m.jobs_submitted.clone(),
+    );
+    reg.register(
+        "gigafab_jobs_started",
+        "Jobs started on their accelerators",
+        m.jobs_started.clone(),
+    );
+    reg.register(
+        "gigafab_jobs_finished",
+        "Jobs ended, by state (completed, failed, timeout, cancelled)",
+        m.jobs_finished.clone(),
+    );
+    reg.register(
+        "gigafab_schedule_pass_seconds",
+        "Duration of a scheduling pass",
+        m.schedule_pass_seconds.clone(),
+    );
+    reg.register(
+        "gigafab_commit_seconds",
+        "Duration of a group commit to the store",
+        m.commit_seconds.clone(),
+    );
+    reg.register(
+        "gigafab_http_requests",
+        "HTTP requests answered, by method and status code",
+        m.http_requests.clone(),
+    );
+    let queued = Gauge::<i64>::default();
+    queued.set(s.queued as i64);
+    reg.register("gigafab_jobs_queued", "Jobs waiting to start", queued);
+    let running = Gauge::<i64>::default();
+    running.set(s.running as i64);
+    reg.register("gigafab_jobs_running", "Jobs running", running);
+    let pool = |p: &PoolSnap| PoolLabel {
+        pool: p.name.clone(),
+    };
+    gauge_family(
+        &mut reg,
+        "gigafab_pool_queued_jobs",
+        "Waiting jobs that may run on the pool (a job counts on each of its pools)",
+        s.pools.iter().map(|p| (pool(p), p.queued as f64)),
+    );
+    gauge_family(
+        &mut reg,
+        "gigafab_pool_oldest_wait_seconds",
+        "Wait so far of the oldest waiting job that may run on the pool",
+        s.pools.iter().map(|p| (pool(p), p.oldest_wait_s)),
+    );
+    gauge_family(
+        &mut reg,
+        "gigafab_accelerators",
+        "Accelerators by pool and state (busy, idle, drained, down)",
+        s.pools.iter().flat_map(|p| {
+            [
+                ("busy", p.busy),
+                ("idle", p.idle),
+                ("drained", p.drained),
+                ("down", p.down),
+            ]
+            .map(|(st, n)| {
+                (
+                    PoolStateLabel {
+                        pool: p.name.clone(),
+                        state: st.to_string(),
+                    },
+                    n as f64,
+                )
+            })
+        }),
+    );
+    let site = |x: &SiteSnap| SiteLabel {
+        site: x.name.clone(),
+    };
+    gauge_family(
+        &mut reg,
+        "gigafab_site_power_watts",
+        "Facility power of the site now (IT power × PUE), modelled from running jobs",
+        s.sites.iter().map(|x| (site(x), x.power_w)),
+    );
+    gauge_family(
+        &mut reg,
+        "gigafab_site_power_budget_watts",
+        "Facility power budget of the site (sites with a budget)",
+        s.sites
+            .iter()
+            .filter_map(|x| x.budget_w.map(|b| (site(x), b))),
+    );
+    let alloc = |a: &AllocSnap| AllocLabel {
+        id: a.id.to_string(),
+        allocation: a.name.clone(),
+        org: a.org.clone(),
+    };
+    gauge_family(
+        &mut reg,
+        "gigafab_allocation_queued_jobs",
+        "Waiting jobs of the allocation",
+        s.allocations.iter().map(|a| (alloc(a), a.queued as f64)),
+    );
+    gauge_family(
+        &mut reg,
+        "gigafab_allocation_oldest_wait_seconds",
+        "Wait so far of the allocation's oldest waiting job (0: none waits)",
+        s.allocations.iter().map(|a| (alloc(a), a.oldest_wait_s)),
+    );
+    gauge_family(
+        &mut reg,
+        "gigafab_allocation_used_gpu_hours",
+        "GPU-hours used by the allocation, running jobs included",
+        s.allocations.iter().map(|a| (alloc(a), a.used_gpu_hours)),
+    );
+    gauge_family(
+        &mut reg,
+        "gigafab_allocation_granted_gpu_hours",
+        "GPU-hours granted to the allocation",
+        s.allocations
+            .iter()
+            .map(|a| (alloc(a), a.granted_gpu_hours)),
+    );
+    gauge_family(
+        &mut reg,
+        "gigafab_allocation_energy_kwh",
+        "Energy of the allocation's ended jobs, kWh",
+        s.allocations.iter().map(|a| (alloc(a), a.energy_kwh)),
+    );
+    let mut out = String::new();
+    encode(&mut out, &reg).expect("writing to a String cannot fail");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_gauges_with_their_labels() {
+        let m = Metrics::default();
+        m.jobs_submitted.inc();
+        m.finished("completed");
+        m.finished("completed");
+        m.schedule_pass_seconds.observe(0.002);
+        let s = Snapshot {
+            pools: vec![PoolSnap {
+                name: "h100".into(),
+                queued: 3,
+                oldest_wait_s: 12.5,
+                busy: 2,
+                idle: 1,
+                drained: 1,
+                down: 0,
+            }],
+            sites: vec![SiteSnap {
+                name: "local".into(),
+                power_w: 1500.0,
+                budget_w: Some(2e6),
+            }],
+            allocations: vec![AllocSnap {
+                id: 1,
+                name: "default".into(),
+                org: "default".into(),
+                queued: 3,
+                oldest_wait_s: 12.5,
+                used_gpu_hours: 0.25,
+                granted_gpu_hours: 100.0,
+                energy_kwh: 1.5,
+            }],
+            queued: 3,
+            running: 1,
+        };
+        let t = render(&m, &s);
+        for line in [
+            "gigafab_jobs_submitted_total 1",
+            "gigafab_jobs_finished_total{state=\"completed\"} 2",
+            "gigafab_schedule_pass_seconds_count 1",
+            "gigafab_pool_queued_jobs{pool=\"h100\"} 3.0",
+            "gigafab_pool_oldest_wait_seconds{pool=\"h100\"} 12.5",
+            "gigafab_accelerators{pool=\"h100\",state=\"drained\"} 1.0",
+            "gigafab_site_power_watts{site=\"local\"} 1500.0",
+            "gigafab_site_power_budget_watts{site=\"local\"} 2000000.0",
+            "gigafab_allocation_used_gpu_hours{id=\"1\",allocation=\"default\",org=\"default\"} 0.25",
+            "gigafab_jobs_queued 3",
+            "gigafab_jobs_running 1",
+        ] {
+            assert!(t.lines().any(|l| l == line), "missing `{line}` in\n{t}");
+        }
+        assert!(t.ends_with("# EOF\n"));
+    }
+}
