@@ -240,7 +240,7 @@ pub fn simulate(
         })
         .collect();
 
-    let mut col = Collector::new(n, window, jobs[window.0].submit_s);
+    let mut col = Collector::new(window, jobs[window.0].submit_s, jobs[window.1 - 1].submit_s);
     let mut timeline = cfg.timeline_points.map(Timeline::new);
     let mut power_timeline = cfg.timeline_points.map(Timeline::new);
     core.set_energy_origin(first_submit);

@@ -59,8 +59,14 @@ pub struct Report {
     pub avg_slowdown: f64,
     /// From the first submission (of the window) to the last end (of the window).
     pub makespan_s: f64,
-    /// Busy accelerator-seconds / (accelerators × makespan).
+    /// Busy accelerator-seconds / (accelerators × makespan): low when the
+    /// run ends with a long drained tail.
     pub utilization: f64,
+    /// Busy accelerator-seconds / (accelerators × busy period), the busy
+    /// period running from the first to the last submission of the measured
+    /// jobs: the utilization under the offered load. When those submissions
+    /// coincide (one job, or all at once) it is `utilization`.
+    pub utilization_busy: f64,
     /// Accelerator-hours of work lost to failures.
     pub gpu_hours_lost: f64,
     /// Accelerator-hours of work lost to preemption.
@@ -109,8 +115,12 @@ pub(crate) struct Collector {
     w_start: f64,
     w_end: f64,
     w_left: usize,
+    /// Last submission of the measured jobs.
+    w_last_arrival: f64,
     busy_all: f64,
     busy_window: f64,
+    /// Busy accelerator-seconds over [w_start, w_last_arrival].
+    busy_arrivals: f64,
     first_t: Option<f64>,
     last_end: f64,
     pub failures: u64,
@@ -122,14 +132,18 @@ pub(crate) struct Collector {
 }
 
 impl Collector {
-    pub fn new(_n: usize, window: (usize, usize), w_start: f64) -> Collector {
+    /// Measures jobs `window.0..window.1`, submitted from `w_start` to
+    /// `w_last_arrival`.
+    pub fn new(window: (usize, usize), w_start: f64, w_last_arrival: f64) -> Collector {
         Collector {
             window,
             w_start,
             w_end: f64::NAN,
             w_left: window.1 - window.0,
+            w_last_arrival,
             busy_all: 0.0,
             busy_window: 0.0,
+            busy_arrivals: 0.0,
             first_t: None,
             last_end: 0.0,
             failures: 0,
@@ -155,6 +169,10 @@ impl Collector {
             if to > lo {
                 self.busy_window += b * (to - lo);
             }
+        }
+        let (lo, hi) = (from.max(self.w_start), to.min(self.w_last_arrival));
+        if hi > lo {
+            self.busy_arrivals += b * (hi - lo);
         }
     }
 
@@ -270,6 +288,12 @@ impl Collector {
         } else {
             0.0
         };
+        let arrivals = self.w_last_arrival - self.w_start;
+        let utilization_busy = if arrivals > 0.0 && accelerators > 0 {
+            self.busy_arrivals / (accelerators as f64 * arrivals)
+        } else {
+            utilization
+        };
         let xs: Vec<f64> = per_alloc
             .values()
             .map(|(s, n)| n.to_owned() as f64 / s)
@@ -347,6 +371,7 @@ impl Collector {
             avg_slowdown: mean(&slow),
             makespan_s: makespan,
             utilization,
+            utilization_busy,
             gpu_hours_lost: self.lost_failures_gpu_s / 3600.0,
             gpu_hours_lost_preemption: self.lost_preemption_gpu_s / 3600.0,
             failures: self.failures,
@@ -452,7 +477,14 @@ impl Report {
             ),
             ("avg slowdown", format!("{:.3}", self.avg_slowdown)),
             ("makespan", h(self.makespan_s)),
-            ("utilization", format!("{:.1} %", self.utilization * 100.0)),
+            (
+                "utilization (makespan)",
+                format!("{:.1} %", self.utilization * 100.0),
+            ),
+            (
+                "utilization (arrivals: first→last)",
+                format!("{:.1} %", self.utilization_busy * 100.0),
+            ),
             (
                 "failures",
                 format!(
@@ -510,11 +542,22 @@ impl Report {
                 ),
             ),
         ];
+        let cancelled: Vec<(String, u64)> = self
+            .cancelled_reasons
+            .iter()
+            .map(|(code, n)| (format!("cancelled: {code}"), *n))
+            .collect();
+        let w = rows
+            .iter()
+            .map(|(k, _)| k.chars().count())
+            .chain(cancelled.iter().map(|(k, _)| k.chars().count()))
+            .max()
+            .unwrap_or(0);
         for (k, v) in rows {
-            let _ = writeln!(s, "{k:<22} {v}");
+            let _ = writeln!(s, "{k:<w$} {v}");
         }
-        for (code, n) in &self.cancelled_reasons {
-            let _ = writeln!(s, "{:<22} {n}", format!("cancelled: {code}"));
+        for (k, n) in cancelled {
+            let _ = writeln!(s, "{k:<w$} {n}");
         }
         let _ = writeln!(
             s,

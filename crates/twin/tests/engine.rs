@@ -232,3 +232,65 @@ fn jobs_wait_for_their_allocation_window() {
     assert_eq!(out.report.avg_wait_s, 5000.0);
     assert_eq!(out.report.categories["public"].jobs, 1);
 }
+
+#[test]
+fn utilization_over_the_busy_period_ignores_the_drained_tail() {
+    // 128 accelerators (64 H100, 64 MI300X). Submissions at 0, 1000 and
+    // 4000 s; the last job runs 12,000 s alone after them.
+    let f = factory("mixed-small");
+    let jobs = || {
+        vec![
+            JobSpec::simple("a", 0.0, 64, 1000.0),
+            JobSpec::simple("b", 1000.0, 32, 3000.0),
+            JobSpec::simple("c", 4000.0, 64, 12_000.0),
+        ]
+    };
+    let cfg = SimConfig {
+        failures: None,
+        ..SimConfig::default()
+    };
+    let r = run(&f, PolicyKind::Fifo, jobs(), &cfg);
+    assert_eq!(r.jobs_completed, 3);
+    assert_eq!(r.makespan_s, 16_000.0);
+    // makespan: (64 × 1000 + 32 × 3000 + 64 × 12,000) / (128 × 16,000)
+    assert!((r.utilization - 928_000.0 / 2_048_000.0).abs() < 1e-12);
+    // arrivals 0..4000: (64 × 1000 + 32 × 3000) / (128 × 4000)
+    assert!(
+        (r.utilization_busy - 0.3125).abs() < 1e-12,
+        "{}",
+        r.utilization_busy
+    );
+    // a window: jobs b and c, submitted 1000..4000
+    let w = run(
+        &f,
+        PolicyKind::Fifo,
+        jobs(),
+        &SimConfig {
+            measure: Some((1, 3)),
+            ..cfg.clone()
+        },
+    );
+    assert_eq!(w.makespan_s, 15_000.0);
+    // (32 × 3000 + 64 × 12,000) / (128 × 15,000)
+    assert!((w.utilization - 0.45).abs() < 1e-12, "{}", w.utilization);
+    // (32 × 3000) / (128 × 3000)
+    assert!(
+        (w.utilization_busy - 0.25).abs() < 1e-12,
+        "{}",
+        w.utilization_busy
+    );
+    // one submission only: no busy period, the makespan figure stands in
+    let lone = run(&f, PolicyKind::Fifo, jobs()[..1].to_vec(), &cfg);
+    assert_eq!(lone.utilization_busy, lone.utilization);
+    assert!((lone.utilization - 0.5).abs() < 1e-12);
+    let table = r.table();
+    assert!(table.contains("utilization (makespan)"), "{table}");
+    assert!(
+        table.contains("utilization (arrivals: first→last)"),
+        "{table}"
+    );
+    assert!(
+        table.contains("31.2 %") || table.contains("31.3 %"),
+        "{table}"
+    );
+}
