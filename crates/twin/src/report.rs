@@ -16,15 +16,17 @@ pub struct CategoryStats {
     pub gpu_hours: f64,
     /// Energy of the category's runs (accelerators and node share, before PUE), MWh.
     pub energy_mwh: f64,
-    /// Carbon of the category's runs (with PUE), tCO2e.
-    pub carbon_t: f64,
+    /// Carbon of the category's runs (with PUE), tCO2e; null when no site
+    /// has a grid carbon intensity (series or constant).
+    pub carbon_t: Option<f64>,
 }
 
 /// Energy figures of one site.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct SiteStats {
     pub energy_mwh: f64,
-    pub carbon_t: f64,
+    /// Null when the site has no grid carbon intensity (series or constant).
+    pub carbon_t: Option<f64>,
     pub peak_power_mw: f64,
     pub power_budget_mw: Option<f64>,
     /// Mean grid intensity over the run, gCO2e/kWh (none without a series).
@@ -79,8 +81,10 @@ pub struct Report {
     /// Facility energy (IT × PUE, idle included) from the first submission
     /// to the last end, MWh.
     pub energy_mwh: f64,
-    /// Carbon of that energy at the sites' grid intensity, tCO2e.
-    pub carbon_t: f64,
+    /// Carbon of that energy at the sites' grid intensity, tCO2e, summed
+    /// over the sites that have one; null when none has (not accounted,
+    /// rather than zero).
+    pub carbon_t: Option<f64>,
     /// Highest facility power (sum over sites), MW.
     pub peak_power_mw: f64,
     /// Mean facility power over the makespan, MW.
@@ -93,8 +97,9 @@ pub struct Report {
     pub flexible_jobs: u64,
     /// Energy of the jobs' runs (accelerators and node share, before PUE), MWh.
     pub jobs_energy_mwh: f64,
-    /// Carbon of the jobs' runs (with PUE), tCO2e: what scheduling moves.
-    pub jobs_carbon_t: f64,
+    /// Carbon of the jobs' runs (with PUE), tCO2e: what scheduling moves;
+    /// null when no site has a grid carbon intensity.
+    pub jobs_carbon_t: Option<f64>,
     /// Mean JCT of measured completed jobs with a deadline, and without.
     pub avg_jct_flexible_s: f64,
     pub avg_jct_inflexible_s: f64,
@@ -108,6 +113,9 @@ pub struct Report {
     pub wall_time_s: f64,
     pub events_per_s: f64,
 }
+
+/// What the table prints for carbon without any grid carbon intensity.
+pub const NOT_ACCOUNTED: &str = "not accounted (no grid series)";
 
 /// Accumulates figures during a run.
 pub(crate) struct Collector {
@@ -294,6 +302,10 @@ impl Collector {
         } else {
             utilization
         };
+        // carbon is accounted where a site has a grid intensity (a series,
+        // or a constant `carbon_g_per_kwh`)
+        let accounted = core.factory.sites.iter().any(|s| s.carbon.is_some());
+        let carbon = |g: f64| accounted.then_some(g / 1e6);
         let xs: Vec<f64> = per_alloc
             .values()
             .map(|(s, n)| n.to_owned() as f64 / s)
@@ -315,7 +327,7 @@ impl Collector {
                         },
                         gpu_hours: gh,
                         energy_mwh: ej / 3.6e9,
-                        carbon_t: cg / 1e6,
+                        carbon_t: carbon(cg),
                     },
                 )
             })
@@ -328,18 +340,18 @@ impl Collector {
         let mut budget: Option<f64> = None;
         let cal = core.policy.calendar_start_s;
         for (i, e) in site_e.iter().enumerate() {
+            let site = &core.factory.sites[i];
             energy_j += e.energy_j;
             carbon_g += e.carbon_g;
             peak_w += e.peak_w;
             if let Some(b) = e.budget_w {
                 budget = Some(budget.unwrap_or(0.0) + b);
             }
-            let site = &core.factory.sites[i];
             sites.insert(
                 site.name.clone(),
                 SiteStats {
                     energy_mwh: e.energy_j / 3.6e9,
-                    carbon_t: e.carbon_g / 1e6,
+                    carbon_t: site.carbon.is_some().then_some(e.carbon_g / 1e6),
                     peak_power_mw: e.peak_w / 1e6,
                     power_budget_mw: e.budget_w.map(|b| b / 1e6),
                     grid_g_per_kwh: site
@@ -379,7 +391,7 @@ impl Collector {
             preemptions: self.preemptions,
             jain_fairness: jain,
             energy_mwh: energy_j / 3.6e9,
-            carbon_t: carbon_g / 1e6,
+            carbon_t: carbon(carbon_g),
             peak_power_mw: peak_w / 1e6,
             avg_power_mw: if span > 0.0 {
                 energy_j / span / 1e6
@@ -390,7 +402,7 @@ impl Collector {
             deadline_misses,
             flexible_jobs,
             jobs_energy_mwh: jobs_e / 3.6e9,
-            jobs_carbon_t: jobs_c / 1e6,
+            jobs_carbon_t: carbon(jobs_c),
             avg_jct_flexible_s: mean(&jct_flex),
             avg_jct_inflexible_s: mean(&jct_rigid),
             carbon_deferrals: core.deferrals,
@@ -442,6 +454,14 @@ impl Report {
     pub fn table(&self) -> String {
         let mut s = String::new();
         let h = |x: f64| format!("{:.2} h", x / 3600.0);
+        let co2 = |t: Option<f64>| {
+            t.map_or_else(
+                || format!("carbon {NOT_ACCOUNTED}"),
+                |t| format!("{t:.3} tCO2e"),
+            )
+        };
+        // a column of tCO2e: a dash where carbon is not accounted
+        let co2_cell = |t: Option<f64>| t.map_or_else(|| "-".to_string(), |t| format!("{t:.3}"));
         let rows: Vec<(&str, String)> = vec![
             ("policy", self.policy.clone()),
             (
@@ -503,9 +523,9 @@ impl Report {
             (
                 "energy",
                 format!(
-                    "{:.3} MWh, {:.3} tCO2e; power avg {:.3} MW, peak {:.3} MW{}",
+                    "{:.3} MWh, {}; power avg {:.3} MW, peak {:.3} MW{}",
                     self.energy_mwh,
-                    self.carbon_t,
+                    co2(self.carbon_t),
                     self.avg_power_mw,
                     self.peak_power_mw,
                     self.power_budget_mw
@@ -516,9 +536,9 @@ impl Report {
             (
                 "jobs' energy",
                 format!(
-                    "{:.3} MWh, {:.3} tCO2e; avg JCT flexible {}, inflexible {}",
+                    "{:.3} MWh, {}; avg JCT flexible {}, inflexible {}",
                     self.jobs_energy_mwh,
-                    self.jobs_carbon_t,
+                    co2(self.jobs_carbon_t),
                     h(self.avg_jct_flexible_s),
                     h(self.avg_jct_inflexible_s)
                 ),
@@ -567,7 +587,7 @@ impl Report {
         for (k, c) in &self.categories {
             let _ = writeln!(
                 s,
-                "{:<10} {:>9} {:>9} {:>12.2} {:>12.2} {:>14.1} {:>10.3} {:>10.3}",
+                "{:<10} {:>9} {:>9} {:>12.2} {:>12.2} {:>14.1} {:>10.3} {:>10}",
                 k,
                 c.jobs,
                 c.completed,
@@ -575,7 +595,7 @@ impl Report {
                 c.avg_wait_s / 3600.0,
                 c.gpu_hours,
                 c.energy_mwh,
-                c.carbon_t
+                co2_cell(c.carbon_t)
             );
         }
         if self
@@ -594,10 +614,10 @@ impl Report {
                 };
                 let _ = writeln!(
                     s,
-                    "{:<10} {:>10.3} {:>10.3} {:>10.3} {:>10} {:>12}",
+                    "{:<10} {:>10.3} {:>10} {:>10.3} {:>10} {:>12}",
                     k,
                     x.energy_mwh,
-                    x.carbon_t,
+                    co2_cell(x.carbon_t),
                     x.peak_power_mw,
                     opt(x.power_budget_mw, 3),
                     opt(x.grid_g_per_kwh, 1)
