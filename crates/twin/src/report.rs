@@ -51,10 +51,20 @@ pub struct Report {
     pub cancelled_reasons: BTreeMap<String, u64>,
     /// Jobs in the measurement window (`--measure-jobs`), all by default.
     pub measured_jobs: u64,
+    /// JCT (end − submission) of the measured jobs that completed: mean and
+    /// percentiles. Jobs cut at their time limit are not in them (see
+    /// `avg_jct_timed_out_s`).
     pub avg_jct_s: f64,
     pub p50_jct_s: f64,
     pub p95_jct_s: f64,
     pub p99_jct_s: f64,
+    /// Measured jobs cut at their time limit.
+    pub measured_timed_out: u64,
+    /// Mean JCT (end − submission) of the measured jobs cut at their time
+    /// limit (0 when none was).
+    pub avg_jct_timed_out_s: f64,
+    /// Wait (first start − submission) of every measured job that started:
+    /// completed, timed out, or still running at the end.
     pub avg_wait_s: f64,
     pub p99_wait_s: f64,
     /// Mean of JCT / shortest possible run time.
@@ -207,6 +217,7 @@ impl Collector {
     ) -> Report {
         let (a, b) = self.window;
         let mut jct = Vec::new();
+        let mut jct_timed_out = Vec::new();
         let mut wait = Vec::new();
         let mut slow = Vec::new();
         let (mut completed, mut timed_out, mut cancelled, mut unfinished) = (0, 0, 0, 0);
@@ -255,6 +266,9 @@ impl Collector {
             }
             if let Some(s) = job.first_start {
                 wait.push(s - job.submit_s);
+            }
+            if job.state == JobState::TimedOut {
+                jct_timed_out.push(job.end_s.unwrap_or(job.submit_s) - job.submit_s);
             }
             if job.state == JobState::Completed {
                 let end = job.end_s.unwrap_or(job.submit_s);
@@ -378,6 +392,8 @@ impl Collector {
             p50_jct_s: percentile(&jct, 50.0),
             p95_jct_s: percentile(&jct, 95.0),
             p99_jct_s: percentile(&jct, 99.0),
+            measured_timed_out: jct_timed_out.len() as u64,
+            avg_jct_timed_out_s: mean(&jct_timed_out),
             avg_wait_s: mean(&wait),
             p99_wait_s: percentile(&wait, 99.0),
             avg_slowdown: mean(&slow),
@@ -481,7 +497,7 @@ impl Report {
                 ),
             ),
             ("measured jobs", self.measured_jobs.to_string()),
-            ("avg JCT", h(self.avg_jct_s)),
+            ("avg JCT (completed)", h(self.avg_jct_s)),
             (
                 "p50 / p95 / p99 JCT",
                 format!(
@@ -489,6 +505,14 @@ impl Report {
                     h(self.p50_jct_s),
                     h(self.p95_jct_s),
                     h(self.p99_jct_s)
+                ),
+            ),
+            (
+                "jobs timed out",
+                format!(
+                    "{} measured, avg JCT {}",
+                    self.measured_timed_out,
+                    h(self.avg_jct_timed_out_s)
                 ),
             ),
             (
