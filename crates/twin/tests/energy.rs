@@ -183,3 +183,72 @@ fn carbon_without_a_grid_intensity_is_not_accounted_rather_than_zero() {
     assert_eq!(r.carbon_t, paris.carbon_t);
     assert!(r.carbon_t.unwrap() > 0.0);
 }
+
+#[test]
+fn each_site_gets_its_power_series_and_plot_panel() {
+    let f = two_sites();
+    let jobs = workload(&f, 400, 0.8, 0.0, 5);
+    let mut p = Policy::new(PolicyKind::Fairshare);
+    p.calendar_start_s = 1_672_531_200.0; // 2023-01-01T00:00Z
+    let cfg = SimConfig {
+        failures: None,
+        timeline_points: Some(200),
+        ..SimConfig::default()
+    };
+    let out = simulate(f, p, Throughputs::new(), jobs, &[], &cfg, &mut |_, _| {}).unwrap();
+    let facility = out.power_timeline.as_ref().unwrap().series();
+    assert_eq!(out.site_power_timelines.len(), 2);
+    let sites: Vec<_> = out
+        .site_power_timelines
+        .iter()
+        .map(|t| t.series())
+        .collect();
+    let mut busy = [false; 2];
+    for (k, s) in sites.iter().enumerate() {
+        assert_eq!(s.t, facility.t);
+        busy[k] = s.utilization.iter().any(|&w| w > 2.1);
+    }
+    assert_eq!(busy, [true, true], "both sites run work");
+    for i in 0..facility.t.len() {
+        let sum = sites[0].utilization[i] + sites[1].utilization[i];
+        let total = facility.utilization[i];
+        assert!((sum - total).abs() <= 1e-9 * total, "{i}: {sum} vs {total}");
+    }
+    // each site's peak is its report's
+    for (k, name) in ["paris", "frankfurt"].into_iter().enumerate() {
+        let peak = sites[k].utilization.iter().copied().fold(0.0, f64::max);
+        assert!(peak <= out.report.sites[name].peak_power_mw + 1e-9);
+    }
+
+    // the plot: one power panel per site against its own budget, dates on
+    // the time axis
+    let series = out.plot_series().unwrap();
+    let labels: Vec<&str> = series.extra.iter().map(|e| e.label.as_str()).collect();
+    assert_eq!(
+        labels,
+        ["paris power (MW)", "frankfurt power (MW)", "grid gCO2e/kWh"]
+    );
+    for (k, e) in series.extra[..2].iter().enumerate() {
+        assert_eq!(e.lines[0].1, sites[k].utilization);
+        assert_eq!(e.limit, Some(("budget 4.20 MW".to_string(), 4.2)));
+    }
+    assert_eq!(series.calendar_start_s, Some(1_672_531_200.0));
+    let svg = gigafab_twin::plot::render_svg(&series, "two sites");
+    assert_eq!(svg.matches(r#"<g class="panel">"#).count(), 5);
+    assert_eq!(svg.matches(" power (MW)</text>").count(), 2);
+    assert_eq!(svg.matches(r#"class="limit""#).count(), 2);
+    assert!(svg.contains(">paris power (MW)<") && svg.contains(">frankfurt power (MW)<"));
+    assert!(svg.contains(">2023-01-") && svg.contains("date (UTC)"));
+    // without a timeline, nothing to plot
+    let quiet = simulate(
+        two_sites(),
+        Policy::new(PolicyKind::Fifo),
+        Throughputs::new(),
+        workload(&two_sites(), 10, 0.5, 0.0, 1),
+        &[],
+        &SimConfig::default(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert!(quiet.site_power_timelines.is_empty() && quiet.plot_series().is_none());
+}
