@@ -97,7 +97,8 @@ struct SimArgs {
     /// Report format.
     #[arg(long, short = 'o', value_enum, default_value = "table")]
     output: Output,
-    /// Write an SVG plot of utilization and queue length over time.
+    /// Write an SVG plot over time (dates from --start-date): utilization,
+    /// queue length, each site's power against its budget, grid intensity.
     #[arg(long)]
     plot: Option<PathBuf>,
     /// Accelerator failures per accelerator-day (0 disables failures).
@@ -175,61 +176,6 @@ fn apply_site_overrides(f: &mut Factory, grid: &[String], budget: &[String]) -> 
         s.power_budget_w = Some(mw * 1e6);
     }
     Ok(())
-}
-
-/// The extra plot panels of a run: facility power against the budget, and
-/// the sites' grid intensity at the plotted times.
-fn energy_panels(
-    out: &gigafab_twin::engine::SimOutput,
-    series: &gigafab_twin::plot::Series,
-) -> Vec<gigafab_twin::plot::ExtraPanel> {
-    use gigafab_twin::plot::ExtraPanel;
-    let mut panels = Vec::new();
-    let f = &out.core.factory;
-    if let Some(pt) = &out.power_timeline {
-        let ps = pt.series();
-        // power sampled at the plot's times (both series share the clock)
-        let power: Vec<f64> = series
-            .t
-            .iter()
-            .map(|&t| {
-                let i = ps.t.partition_point(|&x| x < t);
-                ps.utilization
-                    .get(i.min(ps.utilization.len().saturating_sub(1)))
-                    .copied()
-                    .unwrap_or(f64::NAN)
-            })
-            .collect();
-        panels.push(ExtraPanel {
-            label: "facility power (MW)".into(),
-            lines: vec![("power".into(), power)],
-            limit: out
-                .report
-                .power_budget_mw
-                .map(|b| (format!("budget {b:.2} MW"), b)),
-        });
-    }
-    let cal = out.core.policy.calendar_start_s;
-    let lines: Vec<(String, Vec<f64>)> = f
-        .sites
-        .iter()
-        .filter_map(|s| {
-            s.carbon.as_ref().map(|c| {
-                (
-                    s.name.clone(),
-                    series.t.iter().map(|&t| c.at(cal + t)).collect(),
-                )
-            })
-        })
-        .collect();
-    if !lines.is_empty() {
-        panels.push(ExtraPanel {
-            label: "grid gCO2e/kWh".into(),
-            lines,
-            limit: None,
-        });
-    }
-    panels
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -548,13 +494,11 @@ fn cmd_sim(a: SimArgs) -> Result<()> {
         },
     )?;
     pb.finish_and_clear();
-    if let (Some(path), Some(tl)) = (&a.plot, &out.timeline) {
+    if let (Some(path), Some(series)) = (&a.plot, out.plot_series()) {
         let title = format!(
             "{} on {}: utilization and queue",
             out.report.policy, out.report.factory
         );
-        let mut series = tl.series();
-        series.extra = energy_panels(&out, &series);
         std::fs::write(path, gigafab_twin::plot::render_svg(&series, &title))
             .with_context(|| format!("{}: cannot write plot", path.display()))?;
     }

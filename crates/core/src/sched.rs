@@ -826,6 +826,11 @@ impl SchedCore {
         self.sites.iter().map(|sp| sp.it_w * sp.pue).sum()
     }
 
+    /// Facility power of site `s` now (IT × PUE), W; 0 for no such site.
+    pub fn site_power_w(&self, s: usize) -> f64 {
+        self.sites.get(s).map_or(0.0, |sp| sp.it_w * sp.pue)
+    }
+
     /// Carbon intensity of site `s` at scheduler time `t` (None: no series).
     pub fn intensity(&self, s: usize, t: f64) -> Option<f64> {
         self.sites[s]

@@ -1,7 +1,7 @@
 //! The discrete-event engine: virtual time, events ordered by (time,
 //! sequence), seeded failures, and the scheduler of `gigafab-core` deciding.
 
-use crate::plot::Timeline;
+use crate::plot::{ExtraPanel, Series, Timeline};
 use crate::report::{Collector, Report};
 use gigafab_core::{
     AllocationSpec, Category, Factory, FailOutcome, JobIdx, JobSpec, JobState, Policy, Rng,
@@ -128,8 +128,74 @@ pub struct SimOutput {
     pub timeline: Option<Timeline>,
     /// Facility power (MW, the `utilization` of its series) over time.
     pub power_timeline: Option<Timeline>,
+    /// Facility power of each site (MW, the `utilization` of its series)
+    /// over time, in the factory's site order; empty without a timeline.
+    /// Recorded at the same times as `power_timeline`, so their series line
+    /// up point for point and sum to it.
+    pub site_power_timelines: Vec<Timeline>,
     /// Per job (submission order): (id, state, submit, first start, end).
     pub core: SchedCore,
+}
+
+impl SimOutput {
+    /// What `--plot` draws: utilization and queue, one panel per site of its
+    /// facility power against its budget, and the sites' grid intensity,
+    /// with dates on the time axis (the policy's `calendar_start_s` is sim
+    /// time 0). None when no timeline was recorded.
+    pub fn plot_series(&self) -> Option<Series> {
+        let mut series = self.timeline.as_ref()?.series();
+        let cal = self.core.policy.calendar_start_s;
+        series.calendar_start_s = cal.is_finite().then_some(cal);
+        let f = &self.core.factory;
+        for (site, tl) in f.sites.iter().zip(&self.site_power_timelines) {
+            let ps = tl.series();
+            series.extra.push(ExtraPanel {
+                label: format!("{} power (MW)", site.name),
+                lines: vec![(
+                    "facility power".into(),
+                    sample_at(&series.t, &ps.t, &ps.utilization),
+                )],
+                limit: site
+                    .power_budget_w
+                    .map(|b| (format!("budget {:.2} MW", b / 1e6), b / 1e6)),
+            });
+        }
+        let lines: Vec<(String, Vec<f64>)> = f
+            .sites
+            .iter()
+            .filter_map(|s| {
+                s.carbon.as_ref().map(|c| {
+                    (
+                        s.name.clone(),
+                        series.t.iter().map(|&t| c.at(cal + t)).collect(),
+                    )
+                })
+            })
+            .collect();
+        if !lines.is_empty() {
+            series.extra.push(ExtraPanel {
+                label: "grid gCO2e/kWh".into(),
+                lines,
+                limit: None,
+            });
+        }
+        Some(series)
+    }
+}
+
+/// Values `v` (at increasing times `vt`) sampled at times `t`: the first
+/// point at or after each time, the last one past the end (NaN when empty).
+/// Timelines recorded at the same events have the same times, so this is
+/// then the identity.
+fn sample_at(t: &[f64], vt: &[f64], v: &[f64]) -> Vec<f64> {
+    t.iter()
+        .map(|&x| {
+            let i = vt.partition_point(|&y| y < x);
+            v.get(i.min(v.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(f64::NAN)
+        })
+        .collect()
 }
 
 /// Checks a job before it enters the simulation.
@@ -240,9 +306,15 @@ pub fn simulate(
         })
         .collect();
 
-    let mut col = Collector::new(n, window, jobs[window.0].submit_s);
+    let mut col = Collector::new(window, jobs[window.0].submit_s, jobs[window.1 - 1].submit_s);
     let mut timeline = cfg.timeline_points.map(Timeline::new);
     let mut power_timeline = cfg.timeline_points.map(Timeline::new);
+    let mut site_power_timelines: Vec<Timeline> = match cfg.timeline_points {
+        Some(p) => (0..core.factory.sites.len())
+            .map(|_| Timeline::new(p))
+            .collect(),
+        None => Vec::new(),
+    };
     core.set_energy_origin(first_submit);
     let mut next_arrival = 0usize;
     let mut events: u64 = 0;
@@ -366,6 +438,9 @@ pub fn simulate(
         if let Some(tl) = power_timeline.as_mut() {
             tl.record(now, core.facility_power_w() / 1e6, 0);
         }
+        for (s, tl) in site_power_timelines.iter_mut().enumerate() {
+            tl.record(now, core.site_power_w(s) / 1e6, 0);
+        }
     }
     progress(terminal as u64, n as u64);
     let wall_s = wall.elapsed().as_secs_f64();
@@ -381,6 +456,7 @@ pub fn simulate(
         report,
         timeline,
         power_timeline,
+        site_power_timelines,
         core,
     })
 }

@@ -2,8 +2,11 @@
 //! recorder of the series to plot.
 //!
 //! [`render_svg`] draws two stacked panels sharing the time axis:
-//! utilization (%) and queue length (waiting jobs). Time is labelled in
-//! hours for spans up to three days, in days beyond.
+//! utilization (%) and queue length (waiting jobs), and any extra panels
+//! below. With a calendar start ([`Series::calendar_start_s`]) the time
+//! axis shows UTC dates (`2023-01-05`, or `01-05 12:00` when ticks are less
+//! than a day apart); without one, hours for spans up to three days, days
+//! beyond. Every label lies inside the drawing: long ones are shortened.
 //!
 //! [`Timeline`] records the state at every simulation event in a fixed
 //! number of time buckets: when an event falls past the covered span,
@@ -12,6 +15,7 @@
 //! held over it. Recording is O(1) amortised and allocates nothing after
 //! construction.
 
+use gigafab_core::time::{civil_from_days, days_from_civil};
 use std::fmt::Write;
 
 /// A time series to plot: parallel vectors.
@@ -25,6 +29,8 @@ pub struct Series {
     pub queue: Vec<f64>,
     /// More panels below the two standard ones (power, carbon intensity).
     pub extra: Vec<ExtraPanel>,
+    /// Unix time (s) of time 0: the time axis then shows dates.
+    pub calendar_start_s: Option<f64>,
 }
 
 /// A panel of one or more named lines on the time axis of a [`Series`].
@@ -40,10 +46,23 @@ pub struct ExtraPanel {
 
 const WIDTH: f64 = 960.0;
 const LEFT: f64 = 80.0;
-const RIGHT: f64 = 30.0;
+/// Room right of the plot: half of a date label ("01-05 12:00") and more.
+const RIGHT: f64 = 50.0;
+/// Top of the first panel, below the title.
+const TOP: f64 = 60.0;
 /// Vertical extent of a panel, and the space from one panel's top to the next.
 const PANEL_H: f64 = 230.0;
 const PANEL_STEP: f64 = 290.0;
+/// Below the last panel: tick labels and the axis title.
+const BOTTOM: f64 = 50.0;
+/// Font size of labels, px, and the width of a character at that size
+/// assumed to keep labels inside the drawing.
+const FONT: f64 = 12.0;
+const CHAR_W: f64 = 7.0;
+const TITLE_FONT: f64 = 16.0;
+/// Legend entries per row, and their spacing.
+const LEGEND_PER_ROW: usize = 7;
+const LEGEND_STEP: f64 = 120.0;
 const COLOURS: [&str; 6] = [
     "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
 ];
@@ -62,6 +81,96 @@ fn escape(s: &str) -> String {
             c if (c as u32) < 0x20 && c != '\t' && c != '\n' => out.push(' '),
             c => out.push(c),
         }
+    }
+    out
+}
+
+/// `s` shortened with an ellipsis to at most `max_px` wide at `font` px.
+fn fit(s: &str, max_px: f64, font: f64) -> String {
+    let max = (max_px / (CHAR_W * font / FONT)).floor().max(1.0) as usize;
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut out: String = s.chars().take(max - 1).collect();
+        out.push('…');
+        out
+    }
+}
+
+/// Width of a label, px (see [`CHAR_W`]).
+fn text_w(s: &str, font: f64) -> f64 {
+    s.chars().count() as f64 * CHAR_W * font / FONT
+}
+
+/// Calendar ticks in [lo, hi] (Unix seconds), about `target` intervals
+/// apart, on round times: minutes, hours, days, weeks, then month starts.
+/// Labels are `MM-DD HH:MM` for steps under a day, else `YYYY-MM-DD`.
+fn calendar_ticks(lo: f64, hi: f64, target: usize) -> Vec<(f64, String)> {
+    const STEPS: [f64; 14] = [
+        60.0,
+        300.0,
+        600.0,
+        900.0,
+        1800.0,
+        3600.0,
+        7200.0,
+        10_800.0,
+        21_600.0,
+        43_200.0,
+        86_400.0,
+        172_800.0,
+        604_800.0,
+        1_209_600.0,
+    ];
+    const MONTHS: [i64; 7] = [1, 2, 3, 6, 12, 60, 120];
+    let mut out = Vec::new();
+    if !(lo.is_finite() && hi.is_finite() && hi >= lo) {
+        return out;
+    }
+    let span = hi - lo;
+    let target = target.max(1) as f64;
+    let label = |t: f64, short: bool| {
+        let day = (t / 86_400.0).floor() as i64;
+        let (y, m, d) = civil_from_days(day);
+        let sec = (t - day as f64 * 86_400.0).round() as i64;
+        if short {
+            format!("{m:02}-{d:02} {:02}:{:02}", sec / 3600, sec / 60 % 60)
+        } else {
+            format!("{y:04}-{m:02}-{d:02}")
+        }
+    };
+    if let Some(&step) = STEPS.iter().find(|&&st| span / st <= target) {
+        let mut k = (lo / step).ceil();
+        while out.len() < 100 {
+            let t = k * step;
+            if t > hi + 1e-6 {
+                break;
+            }
+            out.push((t, label(t, step < 86_400.0)));
+            k += 1.0;
+        }
+        return out;
+    }
+    // month starts, every `every` months (counted from year 0)
+    let months_span = span / (30.44 * 86_400.0);
+    let every = MONTHS
+        .iter()
+        .copied()
+        .find(|&k| months_span / k as f64 <= target)
+        .unwrap_or_else(|| ((months_span / target / 120.0).ceil() as i64).max(1) * 120);
+    let (y, m, _) = civil_from_days((lo / 86_400.0).floor() as i64);
+    let mut idx = y * 12 + (m as i64 - 1);
+    idx = idx.div_euclid(every) * every;
+    while out.len() < 100 {
+        let (y, m) = (idx.div_euclid(12), idx.rem_euclid(12) as u32 + 1);
+        let t = days_from_civil(y, m, 1) as f64 * 86_400.0;
+        if t > hi + 1e-6 {
+            break;
+        }
+        if t >= lo - 1e-6 {
+            out.push((t, label(t, false)));
+        }
+        idx += every;
     }
     out
 }
@@ -136,6 +245,24 @@ pub fn render_svg(s: &Series, title: &str) -> String {
     }
     let plot_w = WIDTH - LEFT - RIGHT;
     let xpos = |t: f64| LEFT + (t / unit - x_lo) / (x_hi - x_lo) * plot_w;
+    // x ticks: (time of the run, label)
+    let cal = s.calendar_start_s.filter(|c| c.is_finite());
+    let (x_ticks, axis_name): (Vec<(f64, String)>, String) = match cal {
+        Some(c) => (
+            calendar_ticks(c + x_lo * unit, c + x_hi * unit, 8)
+                .into_iter()
+                .map(|(t, l)| (t - c, l))
+                .collect(),
+            "date (UTC)".into(),
+        ),
+        None => (
+            ticks(x_lo, x_hi, 8)
+                .into_iter()
+                .map(|v| (v * unit, num(v)))
+                .collect(),
+            format!("time ({unit_name})"),
+        ),
+    };
 
     let q_max = s.queue[..n]
         .iter()
@@ -146,7 +273,7 @@ pub fn render_svg(s: &Series, title: &str) -> String {
     let q_top = (q_max.max(1.0) / q_step).ceil() * q_step;
 
     let n_panels = 2 + s.extra.len();
-    let height = 60.0 + n_panels as f64 * PANEL_STEP - 40.0;
+    let height = TOP + (n_panels - 1) as f64 * PANEL_STEP + PANEL_H + BOTTOM;
     let mut o = String::new();
     let _ = writeln!(
         o,
@@ -158,12 +285,11 @@ pub fn render_svg(s: &Series, title: &str) -> String {
     );
     let _ = writeln!(
         o,
-        r#"<text x="{}" y="30" text-anchor="middle" font-size="16" font-weight="bold">{}</text>"#,
+        r#"<text x="{}" y="30" text-anchor="middle" font-size="{TITLE_FONT}" font-weight="bold">{}</text>"#,
         WIDTH / 2.0,
-        escape(title)
+        escape(&fit(title, WIDTH - 20.0, TITLE_FONT))
     );
 
-    let x_ticks = ticks(x_lo, x_hi, 8);
     struct Panel<'a> {
         label: &'a str,
         y_top: f64,
@@ -234,7 +360,7 @@ pub fn render_svg(s: &Series, title: &str) -> String {
             scale,
             limit,
         } = panel;
-        let top = 60.0 + pi as f64 * PANEL_STEP;
+        let top = TOP + pi as f64 * PANEL_STEP;
         let bottom = top + PANEL_H;
         let ypos = |v: f64| bottom - (v / y_top).clamp(0.0, 1.0) * (bottom - top);
         let _ = writeln!(o, r#"<g class="panel">"#);
@@ -251,22 +377,25 @@ pub fn render_svg(s: &Series, title: &str) -> String {
                 r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
                 LEFT - 6.0,
                 y + 4.0,
-                num(v)
+                fit(&num(v), LEFT - 8.0, FONT)
             );
         }
-        // x ticks.
-        for &v in &x_ticks {
-            let x = xpos(v * unit);
+        // x ticks: a label centred on its tick, moved in if it would
+        // stick out of the drawing.
+        for (t, l) in &x_ticks {
+            let x = xpos(*t);
             let _ = writeln!(
                 o,
                 r##"<line x1="{x:.1}" y1="{bottom}" x2="{x:.1}" y2="{:.1}" stroke="#000"/>"##,
                 bottom + 5.0
             );
+            let half = text_w(l, FONT) / 2.0;
+            let lx = x.clamp(half + 2.0, WIDTH - half - 2.0);
             let _ = writeln!(
                 o,
-                r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+                r#"<text x="{lx:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
                 bottom + 18.0,
-                num(v)
+                escape(l)
             );
         }
         // Axes.
@@ -279,11 +408,11 @@ pub fn render_svg(s: &Series, title: &str) -> String {
             o,
             r#"<text x="20" y="{0:.1}" text-anchor="middle" transform="rotate(-90 20 {0:.1})">{1}</text>"#,
             (top + bottom) / 2.0,
-            escape(label)
+            escape(&fit(label, PANEL_H, FONT))
         );
         let _ = writeln!(
             o,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">time ({unit_name})</text>"#,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{axis_name}</text>"#,
             LEFT + plot_w / 2.0,
             bottom + 34.0
         );
@@ -300,8 +429,8 @@ pub fn render_svg(s: &Series, title: &str) -> String {
                 o,
                 r##"<text x="{:.1}" y="{:.1}" text-anchor="end" fill="#d62728">{}</text>"##,
                 WIDTH - RIGHT - 4.0,
-                y - 4.0,
-                escape(name)
+                (y - 4.0).max(FONT),
+                escape(&fit(name, plot_w - 8.0, FONT))
             );
         }
         // Data.
@@ -322,12 +451,13 @@ pub fn render_svg(s: &Series, title: &str) -> String {
                     r#"<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{pts}"/>"#
                 );
                 if !name.is_empty() {
+                    let (col, row) = (li % LEGEND_PER_ROW, li / LEGEND_PER_ROW);
                     let _ = writeln!(
                         o,
                         r#"<text x="{:.1}" y="{:.1}" fill="{colour}">{}</text>"#,
-                        LEFT + 8.0 + li as f64 * 120.0,
-                        top + 14.0,
-                        escape(name)
+                        LEFT + 8.0 + col as f64 * LEGEND_STEP,
+                        top + 14.0 + row as f64 * 16.0,
+                        escape(&fit(name, LEGEND_STEP - 8.0, FONT))
                     );
                 }
             }
@@ -614,7 +744,7 @@ mod tests {
             t: vec![5.0, f64::NAN],
             utilization: vec![0.5, 0.2],
             queue: vec![0.0, f64::INFINITY],
-            extra: Vec::new(),
+            ..Series::default()
         };
         let svg = render_svg(&one, "x");
         well_formed(&svg).unwrap();
@@ -641,6 +771,164 @@ mod tests {
         assert_eq!(svg.matches(r#"class="limit""#).count(), 1);
         assert!(svg.contains(">budget 3.5 MW<") && svg.contains(">FR<") && svg.contains(">DE<"));
         assert!(!svg.contains("NaN"));
+    }
+
+    /// Checks that every `<text>` lies inside the drawing's width × height,
+    /// given its anchor, font size and rotation, at [`CHAR_W`] px per
+    /// character at 12 px (ascent 0.8, descent 0.25 of the font size).
+    fn labels_inside(svg: &str) -> Result<usize, String> {
+        let attr = |tag: &str, name: &str| -> Option<String> {
+            let k = format!(" {name}=\"");
+            let i = tag.find(&k)? + k.len();
+            Some(tag[i..i + tag[i..].find('"')?].to_string())
+        };
+        let num = |v: Option<String>, what: &str| -> Result<f64, String> {
+            v.ok_or(format!("no {what}"))?
+                .parse::<f64>()
+                .map_err(|e| format!("{what}: {e}"))
+        };
+        let head = &svg[..svg.find('>').ok_or("no svg tag")?];
+        let (w, h) = (
+            num(attr(head, "width"), "width")?,
+            num(attr(head, "height"), "height")?,
+        );
+        let view = attr(head, "viewBox").ok_or("no viewBox")?;
+        assert_eq!(view, format!("0 0 {w} {h}"));
+        let mut n = 0;
+        let mut rest = svg;
+        while let Some(i) = rest.find("<text") {
+            let end = rest[i..].find('>').ok_or("unterminated text")? + i;
+            let tag = &rest[i..end];
+            let close = rest[end..].find("</text>").ok_or("unclosed text")? + end;
+            let content = rest[end + 1..close]
+                .replace("&amp;", "&")
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&quot;", "\"")
+                .replace("&apos;", "'");
+            rest = &rest[close..];
+            let x = num(attr(tag, "x"), "x")?;
+            let y = num(attr(tag, "y"), "y")?;
+            let font = attr(tag, "font-size").map_or(Ok(FONT), |f| num(Some(f), "font-size"))?;
+            let len = content.chars().count() as f64 * CHAR_W * font / 12.0;
+            let before = match attr(tag, "text-anchor").as_deref() {
+                Some("middle") => len / 2.0,
+                Some("end") => len,
+                _ => 0.0,
+            };
+            // (left, right, top, bottom)
+            let bbox = if attr(tag, "transform").is_some_and(|t| t.starts_with("rotate(-90")) {
+                // reads upwards from (x, y)
+                (
+                    x - 0.8 * font,
+                    x + 0.25 * font,
+                    y - (len - before),
+                    y + before,
+                )
+            } else {
+                (
+                    x - before,
+                    x + len - before,
+                    y - 0.8 * font,
+                    y + 0.25 * font,
+                )
+            };
+            if bbox.0 < 0.0 || bbox.1 > w || bbox.2 < 0.0 || bbox.3 > h {
+                return Err(format!("{content:?} at {bbox:?} outside {w} x {h}: {tag}"));
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    #[test]
+    fn every_label_lies_inside_the_drawing() {
+        let mut cases = vec![
+            (sample(10.0), "ten hours".to_string()),
+            (sample(24.0 * 30.0), "a month".to_string()),
+            (sample(24.0 * 1000.0), "x".repeat(300)),
+            (Series::default(), String::new()),
+        ];
+        for hours in [0.2, 10.0, 80.0, 24.0 * 30.0, 24.0 * 400.0, 24.0 * 4000.0] {
+            let mut s = sample(hours);
+            s.calendar_start_s = Some(1_672_531_200.0);
+            cases.push((s, format!("calendar {hours} h")));
+        }
+        let mut e = sample(48.0);
+        let n = e.t.len();
+        e.extra.push(ExtraPanel {
+            label: "a very long y-axis label that cannot fit along one panel of the plot".into(),
+            lines: (0..9)
+                .map(|i| (format!("line number {i} with a long name"), vec![i as f64; n]))
+                .collect(),
+            limit: Some(("a limit line with a name far longer than the plot is wide, repeated: a limit line with a name far longer than the plot is wide".into(), 100.0)),
+        });
+        e.queue[3] = 123_456_789_012.0;
+        cases.push((e, "extra".into()));
+        for (s, title) in &cases {
+            let svg = render_svg(s, title);
+            well_formed(&svg).unwrap();
+            let n = labels_inside(&svg).unwrap_or_else(|e| panic!("{title}: {e}"));
+            assert!(n > 3, "{title}: {n} labels");
+        }
+    }
+
+    #[test]
+    fn calendar_start_labels_the_axis_with_dates() {
+        let at = |hours: f64| {
+            let mut s = sample(hours);
+            s.calendar_start_s = Some(1_672_531_200.0); // 2023-01-01T00:00Z
+            render_svg(&s, "dates")
+        };
+        // 30 days: weekly ticks on dates
+        let svg = at(24.0 * 30.0);
+        assert!(svg.contains("date (UTC)") && !svg.contains("time (days)"));
+        assert!(
+            svg.contains(">2023-01-05<") && svg.contains(">2023-01-26<"),
+            "{svg}"
+        );
+        // 10 hours: two-hourly ticks with the time of day
+        let svg = at(10.0);
+        assert!(
+            svg.contains(">01-01 00:00<") && svg.contains(">01-01 10:00<"),
+            "{svg}"
+        );
+        assert!(!svg.contains("time (hours)"));
+        // 400 days: month starts
+        let svg = at(24.0 * 400.0);
+        assert!(
+            svg.contains(">2023-03-01<") && svg.contains(">2024-01-01<"),
+            "{svg}"
+        );
+        // without a calendar start: hours
+        assert!(render_svg(&sample(10.0), "").contains("time (hours)"));
+    }
+
+    #[test]
+    fn calendar_ticks_fall_on_round_times() {
+        let d = 86_400.0;
+        let c = 1_672_531_200.0; // 2023-01-01
+        let t = calendar_ticks(c + 0.5 * d, c + 2.6 * d, 8);
+        let labels: Vec<&str> = t.iter().map(|(_, l)| l.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "01-01 12:00",
+                "01-02 00:00",
+                "01-02 12:00",
+                "01-03 00:00",
+                "01-03 12:00"
+            ]
+        );
+        assert!(t.iter().all(|(x, _)| x.rem_euclid(43_200.0) == 0.0));
+        // a leap year's February
+        let t = calendar_ticks(c + 400.0 * d, c + 480.0 * d, 8);
+        assert!(t.iter().any(|(_, l)| l == "2024-02-29"), "{t:?}");
+        let t = calendar_ticks(c, c + 3.0 * 365.0 * d, 8);
+        assert_eq!(t[0].1, "2023-01-01");
+        assert_eq!(t[1].1, "2023-07-01");
+        assert!(calendar_ticks(f64::NAN, c, 8).is_empty());
+        assert!(calendar_ticks(c, c - 1.0, 8).is_empty());
     }
 
     #[test]

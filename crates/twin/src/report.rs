@@ -16,15 +16,17 @@ pub struct CategoryStats {
     pub gpu_hours: f64,
     /// Energy of the category's runs (accelerators and node share, before PUE), MWh.
     pub energy_mwh: f64,
-    /// Carbon of the category's runs (with PUE), tCO2e.
-    pub carbon_t: f64,
+    /// Carbon of the category's runs (with PUE), tCO2e; null when no site
+    /// has a grid carbon intensity (series or constant).
+    pub carbon_t: Option<f64>,
 }
 
 /// Energy figures of one site.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct SiteStats {
     pub energy_mwh: f64,
-    pub carbon_t: f64,
+    /// Null when the site has no grid carbon intensity (series or constant).
+    pub carbon_t: Option<f64>,
     pub peak_power_mw: f64,
     pub power_budget_mw: Option<f64>,
     /// Mean grid intensity over the run, gCO2e/kWh (none without a series).
@@ -49,18 +51,34 @@ pub struct Report {
     pub cancelled_reasons: BTreeMap<String, u64>,
     /// Jobs in the measurement window (`--measure-jobs`), all by default.
     pub measured_jobs: u64,
+    /// JCT (end − submission) of the measured jobs that completed: mean and
+    /// percentiles. Jobs cut at their time limit are not in them (see
+    /// `avg_jct_timed_out_s`).
     pub avg_jct_s: f64,
     pub p50_jct_s: f64,
     pub p95_jct_s: f64,
     pub p99_jct_s: f64,
+    /// Measured jobs cut at their time limit.
+    pub measured_timed_out: u64,
+    /// Mean JCT (end − submission) of the measured jobs cut at their time
+    /// limit (0 when none was).
+    pub avg_jct_timed_out_s: f64,
+    /// Wait (first start − submission) of every measured job that started:
+    /// completed, timed out, or still running at the end.
     pub avg_wait_s: f64,
     pub p99_wait_s: f64,
     /// Mean of JCT / shortest possible run time.
     pub avg_slowdown: f64,
     /// From the first submission (of the window) to the last end (of the window).
     pub makespan_s: f64,
-    /// Busy accelerator-seconds / (accelerators × makespan).
+    /// Busy accelerator-seconds / (accelerators × makespan): low when the
+    /// run ends with a long drained tail.
     pub utilization: f64,
+    /// Busy accelerator-seconds / (accelerators × busy period), the busy
+    /// period running from the first to the last submission of the measured
+    /// jobs: the utilization under the offered load. When those submissions
+    /// coincide (one job, or all at once) it is `utilization`.
+    pub utilization_busy: f64,
     /// Accelerator-hours of work lost to failures.
     pub gpu_hours_lost: f64,
     /// Accelerator-hours of work lost to preemption.
@@ -73,8 +91,10 @@ pub struct Report {
     /// Facility energy (IT × PUE, idle included) from the first submission
     /// to the last end, MWh.
     pub energy_mwh: f64,
-    /// Carbon of that energy at the sites' grid intensity, tCO2e.
-    pub carbon_t: f64,
+    /// Carbon of that energy at the sites' grid intensity, tCO2e, summed
+    /// over the sites that have one; null when none has (not accounted,
+    /// rather than zero).
+    pub carbon_t: Option<f64>,
     /// Highest facility power (sum over sites), MW.
     pub peak_power_mw: f64,
     /// Mean facility power over the makespan, MW.
@@ -87,8 +107,9 @@ pub struct Report {
     pub flexible_jobs: u64,
     /// Energy of the jobs' runs (accelerators and node share, before PUE), MWh.
     pub jobs_energy_mwh: f64,
-    /// Carbon of the jobs' runs (with PUE), tCO2e: what scheduling moves.
-    pub jobs_carbon_t: f64,
+    /// Carbon of the jobs' runs (with PUE), tCO2e: what scheduling moves;
+    /// null when no site has a grid carbon intensity.
+    pub jobs_carbon_t: Option<f64>,
     /// Mean JCT of measured completed jobs with a deadline, and without.
     pub avg_jct_flexible_s: f64,
     pub avg_jct_inflexible_s: f64,
@@ -103,14 +124,21 @@ pub struct Report {
     pub events_per_s: f64,
 }
 
+/// What the table prints for carbon without any grid carbon intensity.
+pub const NOT_ACCOUNTED: &str = "not accounted (no grid series)";
+
 /// Accumulates figures during a run.
 pub(crate) struct Collector {
     window: (usize, usize),
     w_start: f64,
     w_end: f64,
     w_left: usize,
+    /// Last submission of the measured jobs.
+    w_last_arrival: f64,
     busy_all: f64,
     busy_window: f64,
+    /// Busy accelerator-seconds over [w_start, w_last_arrival].
+    busy_arrivals: f64,
     first_t: Option<f64>,
     last_end: f64,
     pub failures: u64,
@@ -122,14 +150,18 @@ pub(crate) struct Collector {
 }
 
 impl Collector {
-    pub fn new(_n: usize, window: (usize, usize), w_start: f64) -> Collector {
+    /// Measures jobs `window.0..window.1`, submitted from `w_start` to
+    /// `w_last_arrival`.
+    pub fn new(window: (usize, usize), w_start: f64, w_last_arrival: f64) -> Collector {
         Collector {
             window,
             w_start,
             w_end: f64::NAN,
             w_left: window.1 - window.0,
+            w_last_arrival,
             busy_all: 0.0,
             busy_window: 0.0,
+            busy_arrivals: 0.0,
             first_t: None,
             last_end: 0.0,
             failures: 0,
@@ -156,6 +188,10 @@ impl Collector {
                 self.busy_window += b * (to - lo);
             }
         }
+        let (lo, hi) = (from.max(self.w_start), to.min(self.w_last_arrival));
+        if hi > lo {
+            self.busy_arrivals += b * (hi - lo);
+        }
     }
 
     /// Job `j` reached a terminal state at `now`.
@@ -181,6 +217,7 @@ impl Collector {
     ) -> Report {
         let (a, b) = self.window;
         let mut jct = Vec::new();
+        let mut jct_timed_out = Vec::new();
         let mut wait = Vec::new();
         let mut slow = Vec::new();
         let (mut completed, mut timed_out, mut cancelled, mut unfinished) = (0, 0, 0, 0);
@@ -230,6 +267,9 @@ impl Collector {
             if let Some(s) = job.first_start {
                 wait.push(s - job.submit_s);
             }
+            if job.state == JobState::TimedOut {
+                jct_timed_out.push(job.end_s.unwrap_or(job.submit_s) - job.submit_s);
+            }
             if job.state == JobState::Completed {
                 let end = job.end_s.unwrap_or(job.submit_s);
                 let t = end - job.submit_s;
@@ -270,6 +310,16 @@ impl Collector {
         } else {
             0.0
         };
+        let arrivals = self.w_last_arrival - self.w_start;
+        let utilization_busy = if arrivals > 0.0 && accelerators > 0 {
+            self.busy_arrivals / (accelerators as f64 * arrivals)
+        } else {
+            utilization
+        };
+        // carbon is accounted where a site has a grid intensity (a series,
+        // or a constant `carbon_g_per_kwh`)
+        let accounted = core.factory.sites.iter().any(|s| s.carbon.is_some());
+        let carbon = |g: f64| accounted.then_some(g / 1e6);
         let xs: Vec<f64> = per_alloc
             .values()
             .map(|(s, n)| n.to_owned() as f64 / s)
@@ -291,7 +341,7 @@ impl Collector {
                         },
                         gpu_hours: gh,
                         energy_mwh: ej / 3.6e9,
-                        carbon_t: cg / 1e6,
+                        carbon_t: carbon(cg),
                     },
                 )
             })
@@ -304,18 +354,18 @@ impl Collector {
         let mut budget: Option<f64> = None;
         let cal = core.policy.calendar_start_s;
         for (i, e) in site_e.iter().enumerate() {
+            let site = &core.factory.sites[i];
             energy_j += e.energy_j;
             carbon_g += e.carbon_g;
             peak_w += e.peak_w;
             if let Some(b) = e.budget_w {
                 budget = Some(budget.unwrap_or(0.0) + b);
             }
-            let site = &core.factory.sites[i];
             sites.insert(
                 site.name.clone(),
                 SiteStats {
                     energy_mwh: e.energy_j / 3.6e9,
-                    carbon_t: e.carbon_g / 1e6,
+                    carbon_t: site.carbon.is_some().then_some(e.carbon_g / 1e6),
                     peak_power_mw: e.peak_w / 1e6,
                     power_budget_mw: e.budget_w.map(|b| b / 1e6),
                     grid_g_per_kwh: site
@@ -342,11 +392,14 @@ impl Collector {
             p50_jct_s: percentile(&jct, 50.0),
             p95_jct_s: percentile(&jct, 95.0),
             p99_jct_s: percentile(&jct, 99.0),
+            measured_timed_out: jct_timed_out.len() as u64,
+            avg_jct_timed_out_s: mean(&jct_timed_out),
             avg_wait_s: mean(&wait),
             p99_wait_s: percentile(&wait, 99.0),
             avg_slowdown: mean(&slow),
             makespan_s: makespan,
             utilization,
+            utilization_busy,
             gpu_hours_lost: self.lost_failures_gpu_s / 3600.0,
             gpu_hours_lost_preemption: self.lost_preemption_gpu_s / 3600.0,
             failures: self.failures,
@@ -354,7 +407,7 @@ impl Collector {
             preemptions: self.preemptions,
             jain_fairness: jain,
             energy_mwh: energy_j / 3.6e9,
-            carbon_t: carbon_g / 1e6,
+            carbon_t: carbon(carbon_g),
             peak_power_mw: peak_w / 1e6,
             avg_power_mw: if span > 0.0 {
                 energy_j / span / 1e6
@@ -365,7 +418,7 @@ impl Collector {
             deadline_misses,
             flexible_jobs,
             jobs_energy_mwh: jobs_e / 3.6e9,
-            jobs_carbon_t: jobs_c / 1e6,
+            jobs_carbon_t: carbon(jobs_c),
             avg_jct_flexible_s: mean(&jct_flex),
             avg_jct_inflexible_s: mean(&jct_rigid),
             carbon_deferrals: core.deferrals,
@@ -417,6 +470,14 @@ impl Report {
     pub fn table(&self) -> String {
         let mut s = String::new();
         let h = |x: f64| format!("{:.2} h", x / 3600.0);
+        let co2 = |t: Option<f64>| {
+            t.map_or_else(
+                || format!("carbon {NOT_ACCOUNTED}"),
+                |t| format!("{t:.3} tCO2e"),
+            )
+        };
+        // a column of tCO2e: a dash where carbon is not accounted
+        let co2_cell = |t: Option<f64>| t.map_or_else(|| "-".to_string(), |t| format!("{t:.3}"));
         let rows: Vec<(&str, String)> = vec![
             ("policy", self.policy.clone()),
             (
@@ -436,7 +497,7 @@ impl Report {
                 ),
             ),
             ("measured jobs", self.measured_jobs.to_string()),
-            ("avg JCT", h(self.avg_jct_s)),
+            ("avg JCT (completed)", h(self.avg_jct_s)),
             (
                 "p50 / p95 / p99 JCT",
                 format!(
@@ -447,12 +508,27 @@ impl Report {
                 ),
             ),
             (
+                "jobs timed out",
+                format!(
+                    "{} measured, avg JCT {}",
+                    self.measured_timed_out,
+                    h(self.avg_jct_timed_out_s)
+                ),
+            ),
+            (
                 "avg / p99 wait",
                 format!("{} / {}", h(self.avg_wait_s), h(self.p99_wait_s)),
             ),
             ("avg slowdown", format!("{:.3}", self.avg_slowdown)),
             ("makespan", h(self.makespan_s)),
-            ("utilization", format!("{:.1} %", self.utilization * 100.0)),
+            (
+                "utilization (makespan)",
+                format!("{:.1} %", self.utilization * 100.0),
+            ),
+            (
+                "utilization (arrivals: first→last)",
+                format!("{:.1} %", self.utilization_busy * 100.0),
+            ),
             (
                 "failures",
                 format!(
@@ -471,9 +547,9 @@ impl Report {
             (
                 "energy",
                 format!(
-                    "{:.3} MWh, {:.3} tCO2e; power avg {:.3} MW, peak {:.3} MW{}",
+                    "{:.3} MWh, {}; power avg {:.3} MW, peak {:.3} MW{}",
                     self.energy_mwh,
-                    self.carbon_t,
+                    co2(self.carbon_t),
                     self.avg_power_mw,
                     self.peak_power_mw,
                     self.power_budget_mw
@@ -484,9 +560,9 @@ impl Report {
             (
                 "jobs' energy",
                 format!(
-                    "{:.3} MWh, {:.3} tCO2e; avg JCT flexible {}, inflexible {}",
+                    "{:.3} MWh, {}; avg JCT flexible {}, inflexible {}",
                     self.jobs_energy_mwh,
-                    self.jobs_carbon_t,
+                    co2(self.jobs_carbon_t),
                     h(self.avg_jct_flexible_s),
                     h(self.avg_jct_inflexible_s)
                 ),
@@ -510,11 +586,22 @@ impl Report {
                 ),
             ),
         ];
+        let cancelled: Vec<(String, u64)> = self
+            .cancelled_reasons
+            .iter()
+            .map(|(code, n)| (format!("cancelled: {code}"), *n))
+            .collect();
+        let w = rows
+            .iter()
+            .map(|(k, _)| k.chars().count())
+            .chain(cancelled.iter().map(|(k, _)| k.chars().count()))
+            .max()
+            .unwrap_or(0);
         for (k, v) in rows {
-            let _ = writeln!(s, "{k:<22} {v}");
+            let _ = writeln!(s, "{k:<w$} {v}");
         }
-        for (code, n) in &self.cancelled_reasons {
-            let _ = writeln!(s, "{:<22} {n}", format!("cancelled: {code}"));
+        for (k, n) in cancelled {
+            let _ = writeln!(s, "{k:<w$} {n}");
         }
         let _ = writeln!(
             s,
@@ -524,7 +611,7 @@ impl Report {
         for (k, c) in &self.categories {
             let _ = writeln!(
                 s,
-                "{:<10} {:>9} {:>9} {:>12.2} {:>12.2} {:>14.1} {:>10.3} {:>10.3}",
+                "{:<10} {:>9} {:>9} {:>12.2} {:>12.2} {:>14.1} {:>10.3} {:>10}",
                 k,
                 c.jobs,
                 c.completed,
@@ -532,7 +619,7 @@ impl Report {
                 c.avg_wait_s / 3600.0,
                 c.gpu_hours,
                 c.energy_mwh,
-                c.carbon_t
+                co2_cell(c.carbon_t)
             );
         }
         if self
@@ -551,10 +638,10 @@ impl Report {
                 };
                 let _ = writeln!(
                     s,
-                    "{:<10} {:>10.3} {:>10.3} {:>10.3} {:>10} {:>12}",
+                    "{:<10} {:>10.3} {:>10} {:>10.3} {:>10} {:>12}",
                     k,
                     x.energy_mwh,
-                    x.carbon_t,
+                    co2_cell(x.carbon_t),
                     x.peak_power_mw,
                     opt(x.power_budget_mw, 3),
                     opt(x.grid_g_per_kwh, 1)

@@ -232,3 +232,115 @@ fn jobs_wait_for_their_allocation_window() {
     assert_eq!(out.report.avg_wait_s, 5000.0);
     assert_eq!(out.report.categories["public"].jobs, 1);
 }
+
+#[test]
+fn utilization_over_the_busy_period_ignores_the_drained_tail() {
+    // 128 accelerators (64 H100, 64 MI300X). Submissions at 0, 1000 and
+    // 4000 s; the last job runs 12,000 s alone after them.
+    let f = factory("mixed-small");
+    let jobs = || {
+        vec![
+            JobSpec::simple("a", 0.0, 64, 1000.0),
+            JobSpec::simple("b", 1000.0, 32, 3000.0),
+            JobSpec::simple("c", 4000.0, 64, 12_000.0),
+        ]
+    };
+    let cfg = SimConfig {
+        failures: None,
+        ..SimConfig::default()
+    };
+    let r = run(&f, PolicyKind::Fifo, jobs(), &cfg);
+    assert_eq!(r.jobs_completed, 3);
+    assert_eq!(r.makespan_s, 16_000.0);
+    // makespan: (64 × 1000 + 32 × 3000 + 64 × 12,000) / (128 × 16,000)
+    assert!((r.utilization - 928_000.0 / 2_048_000.0).abs() < 1e-12);
+    // arrivals 0..4000: (64 × 1000 + 32 × 3000) / (128 × 4000)
+    assert!(
+        (r.utilization_busy - 0.3125).abs() < 1e-12,
+        "{}",
+        r.utilization_busy
+    );
+    // a window: jobs b and c, submitted 1000..4000
+    let w = run(
+        &f,
+        PolicyKind::Fifo,
+        jobs(),
+        &SimConfig {
+            measure: Some((1, 3)),
+            ..cfg.clone()
+        },
+    );
+    assert_eq!(w.makespan_s, 15_000.0);
+    // (32 × 3000 + 64 × 12,000) / (128 × 15,000)
+    assert!((w.utilization - 0.45).abs() < 1e-12, "{}", w.utilization);
+    // (32 × 3000) / (128 × 3000)
+    assert!(
+        (w.utilization_busy - 0.25).abs() < 1e-12,
+        "{}",
+        w.utilization_busy
+    );
+    // one submission only: no busy period, the makespan figure stands in
+    let lone = run(&f, PolicyKind::Fifo, jobs()[..1].to_vec(), &cfg);
+    assert_eq!(lone.utilization_busy, lone.utilization);
+    assert!((lone.utilization - 0.5).abs() < 1e-12);
+    let table = r.table();
+    assert!(table.contains("utilization (makespan)"), "{table}");
+    assert!(
+        table.contains("utilization (arrivals: first→last)"),
+        "{table}"
+    );
+    assert!(
+        table.contains("31.2 %") || table.contains("31.3 %"),
+        "{table}"
+    );
+}
+
+#[test]
+fn timed_out_jobs_count_in_waits_and_have_their_own_jct() {
+    // two 64-accelerator gangs on the 64 H100: `a` runs 500 s, `cut` waits
+    // for it, then runs into its 1000 s limit (it needed 5000 s).
+    let f = factory("mixed-small");
+    let h100 = gigafab_core::TypeFilter::parse("h100").unwrap();
+    let mut a = JobSpec::simple("a", 0.0, 64, 500.0);
+    a.types = h100.clone();
+    let mut cut = JobSpec::simple("cut", 0.0, 64, 5000.0);
+    cut.types = h100;
+    cut.time_limit_s = Some(1000.0);
+    let cfg = SimConfig {
+        failures: None,
+        ..SimConfig::default()
+    };
+    let r = run(&f, PolicyKind::Fifo, vec![a.clone(), cut.clone()], &cfg);
+    assert_eq!((r.jobs_completed, r.jobs_timed_out), (1, 1));
+    assert_eq!(r.measured_timed_out, 1);
+    // completed-only JCT
+    assert_eq!(r.avg_jct_s, 500.0);
+    assert_eq!(r.p99_jct_s, 500.0);
+    // the cut job: submitted at 0, started at 500, cut at 1500
+    assert_eq!(r.avg_jct_timed_out_s, 1500.0);
+    // both waited: 0 and 500 s
+    assert_eq!(r.avg_wait_s, 250.0);
+    assert_eq!(r.p99_wait_s, 500.0);
+    assert_eq!(r.makespan_s, 1500.0);
+    let table = r.table();
+    assert!(
+        table.contains("jobs timed out") && table.contains("1 measured, avg JCT 0.42 h"),
+        "{table}"
+    );
+    let v = serde_json::to_value(&r).unwrap();
+    assert_eq!(v["avg_jct_timed_out_s"], 1500.0);
+    assert_eq!(v["measured_timed_out"], 1);
+    // outside the window, the cut job is not measured
+    let w = run(
+        &f,
+        PolicyKind::Fifo,
+        vec![a, cut],
+        &SimConfig {
+            measure: Some((0, 1)),
+            ..cfg
+        },
+    );
+    assert_eq!((w.jobs_timed_out, w.measured_timed_out), (1, 0));
+    assert_eq!(w.avg_jct_timed_out_s, 0.0);
+    assert_eq!(w.avg_wait_s, 0.0);
+}
