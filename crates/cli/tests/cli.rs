@@ -711,23 +711,34 @@ fn synth_gigafactory_by_load() {
 }
 
 #[test]
-fn synth_gavel_needs_throughputs() {
+fn synth_gavel_defaults_to_the_embedded_throughputs() {
     let tmp = Tmp::new("synth_gavel");
-    let out = tmp.path("g.csv");
-    let o = gigafab(&[
+    let (a, b) = (tmp.path("a.csv"), tmp.path("b.csv"));
+    let base = [
         "workload",
         "synth",
         "--profile",
         "gavel",
         "--jobs",
-        "10",
+        "50",
         "--rate",
         "1",
-        "--out",
-        &out,
-    ]);
-    assert_clean_failure(&o, &["gavel", "--throughputs"]);
-    assert!(!std::path::Path::new(&out).exists(), "wrote a file anyway");
+    ];
+    let mut with_file = base.to_vec();
+    with_file.extend(["--throughputs", THROUGHPUTS, "--out", &a]);
+    run_ok(&with_file);
+    let mut embedded = base.to_vec();
+    embedded.extend(["--out", &b]);
+    run_ok(&embedded);
+    let (a, b) = (
+        std::fs::read_to_string(a).unwrap(),
+        std::fs::read_to_string(b).unwrap(),
+    );
+    assert_eq!(a, b, "the embedded matrix is the file's");
+    assert!(
+        b.contains("ResNet-18"),
+        "job types drawn from the matrix:\n{b}"
+    );
 }
 
 // 9. Factory listing.
@@ -805,4 +816,108 @@ fn data_directory_is_present() {
     // The tests above read the repository's data/ in place.
     let d = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(DATA);
     assert!(d.join("README.md").is_file(), "{} missing", d.display());
+}
+
+#[test]
+fn an_unknown_option_before_the_command_is_an_error_not_a_job() {
+    // `--gpu` (for `--gpus`) once ran `--gpu 2 -- true` as the job's
+    // command; it must be refused before anything reaches a server
+    let o = command(&["submit", "--gpu", "2", "--", "true"])
+        .env("GIGAFAB_SERVER", "http://127.0.0.1:9")
+        .env("GIGAFAB_TOKEN", "gf_x")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("unexpected argument '--gpu'"), "{e}");
+    assert!(e.contains("--gpus"), "suggests the right flag: {e}");
+    assert!(!e.contains("cannot reach") && !e.contains("connect"), "{e}");
+}
+
+#[test]
+fn o_is_short_for_output() {
+    let o = run_ok(&["factory", "show", MIXED_SMALL, "-o", "json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["accelerators"], 128);
+    let r = sim_json(&[]);
+    let o = run_ok(&["sim", "-q", "-o", "json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["jobs_submitted"], r["jobs_submitted"]);
+}
+
+#[test]
+fn an_os_error_is_said_once() {
+    let o = gigafab(&["sim", "--factory", "/nonexistent/f.toml"]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert_eq!(e.matches("No such file or directory").count(), 1, "{e}");
+    assert!(e.contains("/nonexistent/f.toml"), "{e}");
+}
+
+#[test]
+fn a_trace_read_in_the_wrong_format_gets_the_right_one_suggested() {
+    let o = gigafab(&["sim", "-q", "--workload", GAVEL_TRACE]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("try --workload-format gavel"), "{e}");
+    let o = gigafab(&["sim", "-q", "--workload", ALIBABA_PODS]);
+    assert!(
+        stderr(&o).contains("try --workload-format alibaba"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn embedded_data_works_from_any_directory() {
+    let tmp = Tmp::new("embedded");
+    let run = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_gigafab"))
+            .args(args)
+            .current_dir(&tmp.dir)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        o
+    };
+    // synth profiles without --philly/--throughputs, from an empty directory
+    for profile in ["philly", "gavel", "gigafactory"] {
+        let mut a = vec![
+            "workload",
+            "synth",
+            "--profile",
+            profile,
+            "--jobs",
+            "50",
+            "--out",
+        ];
+        let out = format!("{profile}.csv");
+        a.push(&out);
+        if profile == "gigafactory" {
+            a.extend(["--load", "0.5", "--factory", "builtin:gigafactory-100k"]);
+        } else {
+            a.extend(["--rate", "10"]);
+        }
+        run(&a);
+        assert!(tmp.dir.join(&out).is_file());
+    }
+    // an example factory whose grid series are embedded
+    let o = run(&[
+        "sim",
+        "-q",
+        "-o",
+        "json",
+        "--factory",
+        "builtin:two-sites-fr-de",
+        "--workload",
+        "philly.csv",
+    ]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["carbon_t"].as_f64().unwrap() > 0.0, "{v}");
+    // an unknown embedded name lists the known ones
+    let o = Command::new(env!("CARGO_BIN_EXE_gigafab"))
+        .args(["sim", "--factory", "builtin:mixed-big"])
+        .output()
+        .unwrap();
+    assert!(stderr(&o).contains("builtin:mixed-small"), "{}", stderr(&o));
 }

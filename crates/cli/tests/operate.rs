@@ -502,3 +502,46 @@ async fn config_file_environment_and_flags() {
     drop(busy);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_refusals_say_what_the_fleet_has() {
+    let dir = fresh_dir("refusals");
+    let data = dir.join("data");
+    let env = [("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)];
+    let s = Server::start(&dir, &strs(&base_args(&data)), &env).unwrap();
+    let submit = |args: &[&str]| {
+        let o = gigafab()
+            .arg("submit")
+            .args(args)
+            .env("GIGAFAB_SERVER", &s.url)
+            .env("GIGAFAB_TOKEN", TOKEN)
+            .output()
+            .unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stderr).to_string(),
+        )
+    };
+    let (ok, e) = submit(&["--gpus", "9", "--", "true"]);
+    assert!(!ok);
+    assert_eq!(e.matches("unsatisfiable").count(), 1, "said once: {e}");
+    assert!(
+        e.contains("nvidia (1 nodes × 4 h100"),
+        "names the pools: {e}"
+    );
+    let (ok, e) = submit(&["--type", "a200", "--", "true"]);
+    assert!(!ok);
+    assert!(e.contains("unknown accelerator type `a200`"), "{e}");
+    assert!(e.contains("this fleet has: h100, mi300x"), "{e}");
+    assert!(
+        e.contains("gh200") && e.contains("mi250x") && e.contains("a100"),
+        "{e}"
+    );
+    // a bare --time is minutes, as in Slurm
+    let (ok, e) = submit(&["--time", "2", "--", "true"]);
+    assert!(ok, "{e}");
+    let j = s.json("GET", "/api/v1/jobs/1", TOKEN, None).await;
+    assert_eq!(j["time_limit_s"], 120, "{j}");
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}
