@@ -165,6 +165,23 @@ fn sh(s: &str) -> Value {
     json!(["sh", "-c", s])
 }
 
+/// Slurm's default output file (`slurm-<id>.out` in the submitting
+/// directory) never lands in the working tree: every job's output goes to
+/// its own directory.
+fn assert_no_stray_slurm_output() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for dir in [root.clone(), root.join("crates/cli")] {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            assert!(
+                !(name.starts_with("slurm-") && name.ends_with(".out")),
+                "{}: Slurm output in the working tree",
+                e.path().display()
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_run_under_slurm_with_exit_codes_logs_and_cancel() {
     if !slurm_ready() {
@@ -286,6 +303,7 @@ async fn jobs_run_under_slurm_with_exit_codes_logs_and_cancel() {
         (422, "unsatisfiable"),
         "{v}"
     );
+    assert_no_stray_slurm_output();
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -341,6 +359,7 @@ async fn reconciles_after_slurmctld_and_gigafab_restarts() {
         std::fs::read_to_string(marks.join("a")).unwrap(),
         "run\ndone\n"
     );
+    assert_no_stray_slurm_output();
     let _ = std::fs::remove_dir_all(&dir);
 }
 
