@@ -52,8 +52,8 @@ pub struct ServeArgs {
     poll_ms: u64,
     /// GPU telemetry for measured energy: `auto` (NVML, then AMD SMI, else
     /// the power model), `off` (model only), or `replay:FILE` (recorded
-    /// samples, JSON `{"devices": [...], "samples": [[...], ...]}`, for tests
-    /// and demonstrations).
+    /// samples, JSON `{"devices": [...], "samples": [[...], ...]}`, played
+    /// at their recorded pace and looped, for tests and demonstrations).
     #[arg(long, env = "GIGAFAB_TELEMETRY", default_value = "auto")]
     telemetry: String,
     /// Where jobs run: `local` (child processes on this machine) or `slurm`
@@ -69,6 +69,22 @@ pub struct ServeArgs {
     /// info; `gigafab::access=off` silences the access log).
     #[arg(long, env = "GIGAFAB_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
+}
+
+/// Whether the log is JSON (set once at start).
+static JSON_LOG: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A line of the server's own on standard error: plain text, or with
+/// `--log-format json` a JSON log event like every other line.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        let msg = format!($($t)*);
+        if JSON_LOG.load(std::sync::atomic::Ordering::Relaxed) {
+            tracing::info!(target: "gigafab::serve", "{msg}");
+        } else {
+            eprintln!("{msg}");
+        }
+    }};
 }
 
 /// `--log-format`.
@@ -176,14 +192,14 @@ fn telemetry(spec: &str) -> Result<Option<Arc<dyn gigafab_telemetry::Telemetry>>
             let (t, notes) = gigafab_telemetry::detect();
             match t {
                 Some(t) => {
-                    eprintln!(
+                    say!(
                         "gigafab serve: GPU telemetry from {}: energy is measured",
                         t.source()
                     );
                     Ok(Some(Arc::from(t)))
                 }
                 None => {
-                    eprintln!(
+                    say!(
                         "gigafab serve: no GPU telemetry ({}); energy is modelled",
                         notes.join("; ")
                     );
@@ -202,11 +218,13 @@ fn telemetry(spec: &str) -> Result<Option<Arc<dyn gigafab_telemetry::Telemetry>>
             if r.samples.is_empty() {
                 bail!("{path}: a telemetry replay needs at least one batch of samples");
             }
-            Ok(Some(Arc::new(
-                gigafab_telemetry::FakeTelemetry::new(r.devices, r.samples)
-                    .with_source("replay")
-                    .repeat_last(),
-            )))
+            say!(
+                "gigafab serve: GPU telemetry from replay {path} ({} devices): energy is measured",
+                r.devices.len()
+            );
+            Ok(Some(Arc::new(gigafab_telemetry::ReplayTelemetry::new(
+                r.devices, r.samples,
+            ))))
         }
     }
 }
@@ -267,9 +285,14 @@ pub fn run(a: ServeArgs) -> Result<()> {
         tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
     };
+    JSON_LOG.store(
+        a.log_format == LogFormat::Json,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let _ = match a.log_format {
         LogFormat::Text => tracing_subscriber::fmt()
             .with_env_filter(filter())
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_writer(std::io::stderr)
             .try_init(),
         LogFormat::Json => tracing_subscriber::fmt()
@@ -377,7 +400,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
         let running = gigafab_server::start(cfg).await?;
-        eprintln!(
+        say!(
             "gigafab serve: listening on http://{} (store: {} {}; fleet `{}`: {} accelerators on {} nodes; data in {})",
             running.addr,
             running.store.as_str(),
@@ -392,7 +415,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
             println!("export GIGAFAB_TOKEN={t}");
             println!("export GIGAFAB_SERVER=http://{}", running.addr);
         } else if running.first_start {
-            eprintln!("first start: the admin token is the bootstrap token given");
+            say!("first start: the admin token is the bootstrap token given");
         }
         use std::io::Write;
         let _ = std::io::stdout().flush();
@@ -400,13 +423,13 @@ pub fn run(a: ServeArgs) -> Result<()> {
         let stop = running.stop_handle();
         tokio::spawn(async move {
             let name = stop_signal().await;
-            eprintln!(
+            say!(
                 "gigafab serve: {name}: stopping (no new requests; answering those in flight; committing)"
             );
             stop.stop();
         });
         running.wait().await.context("the HTTP server stopped")?;
-        eprintln!(
+        say!(
             "gigafab serve: stopped; running jobs go on and are adopted at the next start"
         );
         Ok(())

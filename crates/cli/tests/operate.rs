@@ -470,6 +470,11 @@ async fn config_file_environment_and_flags() {
         .expect("an access log line");
     let v: Value = serde_json::from_str(&access).unwrap_or_else(|e| panic!("{e}: {access}"));
     assert_eq!(v["path"], "/api/v1/whoami");
+    // the server's own lines too: one JSON object per line
+    for l in s.stderr().lines() {
+        let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        assert!(v["level"].is_string(), "{l}");
+    }
     drop(s);
     // environment variable for a flag, no file
     let s = Server::start(
@@ -542,6 +547,47 @@ async fn submit_refusals_say_what_the_fleet_has() {
     assert!(ok, "{e}");
     let j = s.json("GET", "/api/v1/jobs/1", TOKEN, None).await;
     assert_eq!(j["time_limit_s"], 120, "{j}");
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_of_a_real_h200_replays_as_measured_energy() {
+    let dir = fresh_dir("h200");
+    let data = dir.join("data");
+    let rec = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../telemetry/tests/fixtures/h200-matmul-replay.json")
+        .display()
+        .to_string();
+    let mut args = base_args(&data);
+    let n = args.len();
+    args[n - 1] = format!("replay:{rec}");
+    let s = Server::start(&dir, &strs(&args), &[("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)]).unwrap();
+    assert!(
+        s.stderr().contains("GPU telemetry from replay"),
+        "{}",
+        s.stderr()
+    );
+    let j = s
+        .json(
+            "POST",
+            "/api/v1/jobs",
+            TOKEN,
+            Some(json!({"allocation": 1, "gpus": 1, "type": "h100", "command": ["sleep", "3"]})),
+        )
+        .await;
+    let j = s
+        .wait_state(TOKEN, j["id"].as_i64().unwrap(), &["completed"])
+        .await;
+    assert_eq!(j["energy_source"], "measured", "{j:#}");
+    // the GPU's recorded draw (79..693 W, in 0.5 s counter steps) plus the
+    // modelled node share (350 W); the model alone would say 542.5 + 350 W
+    let w = j["avg_power_w"].as_f64().unwrap();
+    assert!((350.0 + 40.0..=350.0 + 700.0).contains(&w), "{w}");
+    assert!(
+        (w - 892.5).abs() > 1.0,
+        "{w}: the model's figure, not the recording's"
+    );
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
 }

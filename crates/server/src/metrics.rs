@@ -229,7 +229,7 @@ pub fn render(m: &Metrics, s: &Snapshot) -> String {
     gauge_family(
         &mut reg,
         "gigafab_site_power_watts",
-        "Facility power of the site now (IT power × PUE), modelled from running jobs",
+        "Facility power of the site now (IT power × PUE; idle accelerators and nodes included), modelled",
         s.sites.iter().map(|x| (site(x), x.power_w)),
     );
     gauge_family(

@@ -33,6 +33,7 @@ mod fake;
 mod model;
 mod nvml;
 mod probe;
+mod replay;
 
 pub use amd::AmdSmiTelemetry;
 pub use energy::{COUNTER_TOLERANCE, EnergyMeter, counter_trustworthy};
@@ -40,6 +41,7 @@ pub use fake::FakeTelemetry;
 pub use model::{ModelDevice, ModelTelemetry, model_power_w};
 pub use nvml::NvmlTelemetry;
 pub use probe::{Probe, detect, probe};
+pub use replay::ReplayTelemetry;
 
 /// Who made a GPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
