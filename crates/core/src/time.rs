@@ -51,8 +51,25 @@ pub fn parse_utc(s: &str) -> Result<i64, String> {
     parse(s, true)
 }
 
+/// At most `max` characters of `s` (cut on a character boundary, `…` added),
+/// for quoting untrusted input in error messages.
+pub fn excerpt(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
 fn parse(s: &str, naive_utc: bool) -> Result<i64, String> {
-    let bad = || format!("`{s}` is not an RFC 3339 time (e.g. 2026-11-21T09:30:00Z)");
+    let bad = || {
+        format!(
+            "`{}` is not an RFC 3339 time (e.g. 2026-11-21T09:30:00Z)",
+            excerpt(s, 40)
+        )
+    };
+    if !s.is_ascii() {
+        return Err(bad());
+    }
     let b = s.as_bytes();
     let num = |r: std::ops::Range<usize>| -> Result<i64, String> {
         let t = s.get(r).ok_or_else(bad)?;
@@ -101,7 +118,10 @@ fn parse(s: &str, naive_utc: bool) -> Result<i64, String> {
     match &s[i..] {
         "Z" | "z" => Ok(ms),
         "" if naive_utc => Ok(ms),
-        tz if tz.len() == 6 && (tz.starts_with('+') || tz.starts_with('-')) && &tz[3..4] == ":" => {
+        tz if tz.len() == 6
+            && (tz.starts_with('+') || tz.starts_with('-'))
+            && tz.as_bytes()[3] == b':' =>
+        {
             let off = (num(i + 1..i + 3)? * 60 + num(i + 4..i + 6)?) * 60_000;
             Ok(if tz.starts_with('+') {
                 ms - off
@@ -116,6 +136,24 @@ fn parse(s: &str, naive_utc: bool) -> Result<i64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn non_ascii_input_is_an_error_not_a_panic() {
+        // once sliced inside the `é` and panicked the controller
+        for s in [
+            "2026-01-01T00:00:00+0é00",
+            "2026-01-01T00:00:00+0\u{e9}0",
+            "2026-é1-01",
+            "é",
+            "2026-01-01T00:00:00.1é",
+        ] {
+            assert!(parse_rfc3339(s).is_err(), "{s}");
+            assert!(parse_utc(s).is_err(), "{s}");
+        }
+        let long = "9".repeat(100_000);
+        let e = parse_rfc3339(&long).unwrap_err();
+        assert!(e.len() < 200, "a bounded excerpt: {} bytes", e.len());
+    }
 
     #[test]
     fn round_trip() {

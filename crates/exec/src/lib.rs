@@ -195,6 +195,25 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Variables of the server's environment that a job inherits: what a
+/// program needs to run (PATH, locale, time zone, HOME), never secrets. The
+/// rest of a job's environment is what it asked for and what gigafab sets
+/// (accelerators, `GIGAFAB_JOB_ID`).
+pub const INHERITED_ENV: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TERM"];
+
+/// The inherited part of a job's environment (see [`INHERITED_ENV`]); PATH
+/// defaults to the usual system directories.
+pub fn base_env() -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = INHERITED_ENV
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+        .collect();
+    if !out.iter().any(|(k, _)| k == "PATH") {
+        out.push(("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -184,7 +184,12 @@ impl Executor for LocalExecutor {
             cmd.arg("--workdir").arg(utf8(&workdir)?);
         }
         cmd.arg("--").args(&spec.command);
-        cmd.envs(spec.env.iter().map(|(k, v)| (k, v)))
+        // a clean environment: nothing of the server's (tokens, database
+        // URLs, cloud keys) reaches a job; only what it asked for, what
+        // gigafab sets, and the few variables a program needs to run
+        cmd.env_clear()
+            .envs(crate::base_env())
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .envs(accelerator_env(&spec.accelerators))
             .env("GIGAFAB_JOB_ID", job.to_string())
             .stdin(Stdio::null())

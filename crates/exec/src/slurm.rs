@@ -473,6 +473,18 @@ impl Executor for SlurmExecutor {
                 spec.workdir.as_deref().unwrap_or(&dir).display()
             ),
         ];
+        // nothing of the server's environment beyond what a program needs
+        // (sbatch exports everything by default); the script sets the rest
+        let names: Vec<String> = crate::base_env()
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| std::env::var_os(k).is_some())
+            .collect();
+        args.push(if names.is_empty() {
+            "--export=NIL".to_string()
+        } else {
+            format!("--export={}", names.join(","))
+        });
         if let Some(p) = &self.partition {
             args.push(format!("--partition={p}"));
         }

@@ -1110,6 +1110,7 @@ impl Controller {
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
         let mut stopping = false;
+        let mut stop_gone = false;
         let mut batch: Vec<Cmd> = Vec::new();
         let tick_ms = self.cfg.tick.as_millis() as i64;
         let poll_ms = self.cfg.poll.as_millis() as i64;
@@ -1129,7 +1130,11 @@ impl Controller {
                     Some(c) => batch.push(c),
                     None => break,
                 },
-                _ = stop.wait_for(|v| *v), if !stopping => stopping = true,
+                // a dropped sender (no one can ask for a stop) is not a stop
+                r = stop.wait_for(|v| *v), if !stopping && !stop_gone => match r {
+                    Ok(_) => stopping = true,
+                    Err(_) => stop_gone = true,
+                },
                 _ = tokio::time::sleep(wait) => {}
             }
             while batch.len() < MAX_BATCH {

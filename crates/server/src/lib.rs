@@ -151,7 +151,10 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
-                let _ = http_rx.wait_for(|v| *v).await;
+                // a dropped sender (no one can ask for a stop) is not a stop
+                if http_rx.wait_for(|v| *v).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
             })
             .await
     });

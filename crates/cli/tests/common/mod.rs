@@ -1,0 +1,203 @@
+//! A `gigafab serve` process for the integration tests: started on a fresh
+//! data directory, its stdout and stderr kept.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const TOKEN: &str = "gf_test_bootstrap_token_0123456789";
+
+pub fn fresh_dir(tag: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("gigafab-op-{tag}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub fn gigafab() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_gigafab"));
+    for v in [
+        "GIGAFAB_DATABASE",
+        "GIGAFAB_BOOTSTRAP_TOKEN",
+        "GIGAFAB_CONFIG",
+        "GIGAFAB_LISTEN",
+        "GIGAFAB_DATA_DIR",
+        "GIGAFAB_POLICY",
+        "GIGAFAB_LOG_FORMAT",
+    ] {
+        c.env_remove(v);
+    }
+    c
+}
+
+/// A server process, its stdout and stderr kept.
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+    out: Arc<Mutex<String>>,
+    err: Arc<Mutex<String>>,
+    pub dir: PathBuf,
+}
+
+pub fn drain(r: impl std::io::Read + Send + 'static, into: Arc<Mutex<String>>) {
+    std::thread::spawn(move || {
+        for l in BufReader::new(r).lines() {
+            let Ok(l) = l else { break };
+            let mut s = into.lock().unwrap();
+            s.push_str(&l);
+            s.push('\n');
+        }
+    });
+}
+
+impl Server {
+    /// Starts `gigafab serve ARGS` (cwd `dir`) and waits until it listens;
+    /// `Err(stderr)` if it exits first.
+    pub fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Server, String> {
+        let mut cmd = gigafab();
+        cmd.arg("serve")
+            .args(args)
+            .current_dir(dir)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start gigafab serve");
+        let out = Arc::new(Mutex::new(String::new()));
+        let err = Arc::new(Mutex::new(String::new()));
+        drain(child.stdout.take().unwrap(), out.clone());
+        drain(child.stderr.take().unwrap(), err.clone());
+        let t = Instant::now();
+        loop {
+            let e = err.lock().unwrap().clone();
+            if let Some(rest) = e.split("listening on ").nth(1) {
+                let url = rest.split_whitespace().next().unwrap().to_string();
+                return Ok(Server {
+                    child,
+                    url,
+                    out,
+                    err,
+                    dir: dir.to_path_buf(),
+                });
+            }
+            if let Ok(Some(_)) = child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100));
+                return Err(err.lock().unwrap().clone());
+            }
+            assert!(t.elapsed() < Duration::from_secs(30), "no start:\n{e}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        self.err.lock().unwrap().clone()
+    }
+
+    pub fn stdout(&self) -> String {
+        self.out.lock().unwrap().clone()
+    }
+
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, String) {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut rq = reqwest::Client::new().request(m, format!("{}{}", self.url, path));
+        if let Some(t) = token {
+            rq = rq.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            rq = rq.json(&b);
+        }
+        let r = rq.send().await.expect("request");
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    pub async fn json(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> Value {
+        let (s, t) = self.call(method, path, Some(token), body).await;
+        assert!((200..300).contains(&s), "{method} {path}: {s} {t}");
+        serde_json::from_str(&t).unwrap()
+    }
+
+    pub async fn wait_state(&self, token: &str, id: i64, states: &[&str]) -> Value {
+        let t = Instant::now();
+        loop {
+            let j = self
+                .json("GET", &format!("/api/v1/jobs/{id}"), token, None)
+                .await;
+            if states.contains(&j["state"].as_str().unwrap()) {
+                return j;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "job {id} stuck: {j:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGTERM, then waits for the exit; returns the exit status.
+    pub fn sigterm(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let t = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(100));
+                return st;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(15),
+                "no stop after SIGTERM:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = Command::new("pkill")
+            .arg("-f")
+            .arg(self.dir.to_string_lossy().as_ref())
+            .status();
+    }
+}
+
+pub fn base_args(data: &Path) -> Vec<String> {
+    vec![
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--data-dir".into(),
+        data.display().to_string(),
+        "--tick-ms".into(),
+        "100".into(),
+        "--poll-ms".into(),
+        "50".into(),
+        "--kill-grace".into(),
+        "0.5".into(),
+        "--telemetry".into(),
+        "off".into(),
+    ]
+}
+
+pub fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
