@@ -121,6 +121,7 @@ async fn start(b: &ServeBench, tag: &str) -> Result<Server> {
             tick: Duration::from_millis(1000),
             poll: Duration::from_millis(1000),
             bootstrap_token: Some(token.clone()),
+            isolation: gigafab_server::ctl::Isolation::single_user(),
         },
         executor: Arc::new(VirtualExecutor { logs: dir.clone() }),
         telemetry: None,

@@ -64,6 +64,18 @@ pub struct ServeArgs {
     /// Slurm partition for `--executor slurm` [default: Slurm's default].
     #[arg(long, env = "GIGAFAB_SLURM_PARTITION")]
     slurm_partition: Option<String>,
+    /// Run each tenant's jobs as its own POSIX account: a TOML file mapping
+    /// gigafab users and organisations to accounts (`[users] alice =
+    /// "alice"`, `[orgs] acme = "gf-acme"`; a user's entry wins). Needs root
+    /// (docs/security.md).
+    #[arg(long, env = "GIGAFAB_JOB_ACCOUNTS", value_name = "FILE")]
+    job_accounts: Option<PathBuf>,
+    /// Run every job as the server's own account, accepting that tenants'
+    /// jobs are not isolated from each other (one-tenant machines, tests).
+    /// Without it an unprivileged server refuses a second organisation, and a
+    /// root server needs --job-accounts.
+    #[arg(long, env = "GIGAFAB_SINGLE_USER")]
+    single_user: bool,
     /// Log format on standard error: `text` (for people) or `json` (one
     /// object per line, for log collectors); RUST_LOG filters (default
     /// info; `gigafab::access=off` silences the access log).
@@ -251,6 +263,82 @@ fn instance_id(data_dir: &std::path::Path) -> Result<String> {
     Ok(id)
 }
 
+/// Whose identity jobs run under, from `--job-accounts`, `--single-user` and
+/// whether the server is root; in account mode the data directory and
+/// everything the server writes become the server's alone.
+fn isolation(a: &ServeArgs, data_dir: &std::path::Path) -> Result<gigafab_server::ctl::Isolation> {
+    use gigafab_server::ctl::{AccountMap, Isolation};
+    use std::os::unix::fs::PermissionsExt;
+    let root = gigafab_exec::posix::is_root();
+    let me = gigafab_exec::posix::current_user();
+    match (&a.job_accounts, a.single_user) {
+        (Some(_), true) => bail!("--job-accounts and --single-user exclude each other"),
+        (Some(path), false) => {
+            if !root {
+                bail!(
+                    "--job-accounts: running jobs as other accounts needs root (this server runs as `{me}`)"
+                );
+            }
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("{}: cannot read the job accounts", path.display()))?;
+            let map: AccountMap = toml::from_str(&text).map_err(|e| {
+                let line = e
+                    .span()
+                    .map(|s| text[..s.start].lines().count().max(1))
+                    .unwrap_or(0);
+                anyhow::anyhow!("{}:{line}: {}", path.display(), e.message())
+            })?;
+            for account in map.users.values().chain(map.orgs.values()) {
+                if let Err(e) = gigafab_exec::posix::lookup(account) {
+                    say!("gigafab serve: warning: {}: {e}", path.display());
+                }
+            }
+            // nothing the server writes is readable by a job's account
+            // SAFETY: plain syscall.
+            unsafe { libc::umask(0o077) };
+            for (dir, mode) in [
+                (data_dir.to_path_buf(), 0o711),
+                (data_dir.join("jobs"), 0o711),
+            ] {
+                std::fs::create_dir_all(&dir)
+                    .and_then(|_| {
+                        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))
+                    })
+                    .with_context(|| format!("{}: cannot set its permissions", dir.display()))?;
+            }
+            for entry in std::fs::read_dir(data_dir)?.flatten() {
+                let p = entry.path();
+                if p.is_file() {
+                    let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+                }
+            }
+            say!(
+                "gigafab serve: jobs run as their users' POSIX accounts ({} users, {} organisations mapped in {})",
+                map.users.len(),
+                map.orgs.len(),
+                path.display()
+            );
+            Ok(Isolation::Accounts(map))
+        }
+        (None, accepted) => {
+            if root && !accepted {
+                bail!(
+                    "gigafab serve runs as root: give --job-accounts FILE so that each tenant's jobs run as its own account (docs/security.md), or --single-user to run every job as root"
+                );
+            }
+            say!(
+                "gigafab serve: every job runs as `{me}`, the server's own account: tenants are not isolated from each other{}",
+                if accepted {
+                    " (--single-user)"
+                } else {
+                    "; a second organisation is refused (see --job-accounts, --single-user)"
+                }
+            );
+            Ok(Isolation::Shared { user: me, accepted })
+        }
+    }
+}
+
 fn default_data_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
         return PathBuf::from(d).join("gigafab");
@@ -325,6 +413,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
     let data_dir = data_dir
         .canonicalize()
         .with_context(|| format!("{}: cannot resolve", data_dir.display()))?;
+    let isolation = isolation(&a, &data_dir)?;
     // one server per data directory: its jobs and database are its own
     let lock_path = data_dir.join("gigafab.lock");
     let lock = std::fs::OpenOptions::new()
@@ -346,11 +435,31 @@ pub fn run(a: ServeArgs) -> Result<()> {
     let exe = std::env::current_exe().context("cannot find the gigafab executable")?;
     let make = |kind: &str, partition: Option<String>| -> Result<Arc<dyn gigafab_exec::Executor>> {
         Ok(match kind {
-            "local" => Arc::new(LocalExecutor::new(
-                data_dir.join("jobs"),
-                vec![exe.display().to_string(), "job-supervise".into()],
-                Duration::from_secs_f64(a.kill_grace),
-            )),
+            "local" => {
+                let mut e = LocalExecutor::new(
+                    data_dir.join("jobs"),
+                    vec![exe.display().to_string(), "job-supervise".into()],
+                    Duration::from_secs_f64(a.kill_grace),
+                );
+                if gigafab_exec::posix::is_root() {
+                    match gigafab_exec::posix::jobs_cgroup(&format!(
+                        "gigafab-{}",
+                        instance_id(&data_dir)?
+                    )) {
+                        Some(cg) => {
+                            say!(
+                                "gigafab serve: each job runs in its own cgroup under {}",
+                                cg.display()
+                            );
+                            e = e.with_cgroups(cg);
+                        }
+                        None => say!(
+                            "gigafab serve: no writable cgroup v2 hierarchy: jobs are followed by process group only (a job's `setsid` children can outlive it)"
+                        ),
+                    }
+                }
+                Arc::new(e)
+            }
             "slurm" => {
                 if !gigafab_exec::slurm::has_slurm(None) {
                     bail!(
@@ -390,6 +499,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
             tick: Duration::from_millis(a.tick_ms.clamp(10, 60_000)),
             poll: Duration::from_millis(a.poll_ms.clamp(10, 60_000)),
             bootstrap_token: bootstrap_token(&a)?,
+            isolation,
         },
         executor,
         telemetry: telemetry(&a.telemetry)?,

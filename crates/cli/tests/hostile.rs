@@ -56,3 +56,299 @@ async fn a_job_sees_none_of_the_servers_environment() {
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The attacks of organisation A's job on organisation B's job and on the
+/// server, each printed as `ATTACK name: blocked` or `... SUCCEEDED`.
+const ATTACKS: &str = r#"
+try() { name=$1; shift; if "$@" >/dev/null 2>&1; then echo "ATTACK $name: SUCCEEDED"; else echo "ATTACK $name: blocked"; fi; }
+V=$DATA/jobs/$VICTIM
+try read_victim_stdout cat $V/stdout.log
+try read_victim_files cat $V/work/secret
+try list_victim_dir ls $V/work
+try list_jobs ls $DATA/jobs
+try read_store cat $DATA/gigafab.db
+try read_instance cat $DATA/instance-id
+try cancel_victim touch $V/cancel
+try forge_victim_status sh -c "echo '{}' > $V/status.json"
+try forge_own_status sh -c "echo '{\"outcome\":\"completed\"}' > ../status.json"
+try read_victim_environ sh -c 'cat /proc/[0-9]*/environ 2>/dev/null | tr "\0" "\n" | grep -q B_SECRET'
+n=0; for p in /proc/[0-9]*; do a=$(tr '\0' '\n' < $p/cmdline 2>/dev/null | sed -n 2p); [ "$a" = job-supervise ] && n=$((n+1)); done; echo "supervisors seen: $n"
+try kill_supervisors sh -c 'ok=1; for p in /proc/[0-9]*; do a=$(tr "\0" "\n" < $p/cmdline 2>/dev/null | sed -n 2p); if [ "$a" = job-supervise ]; then kill -9 ${p#/proc/} 2>/dev/null && ok=0; fi; done; exit $ok'
+try become_root sh -c 'test "$(id -u)" = 0'
+echo "whoami: $(id -un)"
+# outlive the end
+setsid sh -c 'exec sleep 7777' >/dev/null 2>&1 < /dev/null &
+echo attacks done
+"#;
+
+fn sleepers() -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains("7777"))
+                .unwrap_or(false)
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_cannot_reach_another_tenants_job_or_the_server() {
+    if !root_or_skip("a_job_cannot_reach_another_tenants_job_or_the_server") {
+        return;
+    }
+    test_account("gf-test-a");
+    test_account("gf-test-b");
+    let dir = fresh_dir("tenants");
+    let data = dir.join("data");
+    let map = dir.join("accounts.toml");
+    std::fs::write(&map, "[orgs]\na = \"gf-test-a\"\nb = \"gf-test-b\"\n").unwrap();
+    let mut args = base_args(&data);
+    args.extend(["--job-accounts".into(), map.display().to_string()]);
+    let s = Server::start(&dir, &strs(&args), &[("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)]).unwrap();
+    assert!(
+        s.stderr()
+            .contains("jobs run as their users' POSIX accounts"),
+        "{}",
+        s.stderr()
+    );
+    let mut tokens = Vec::new();
+    for org in ["a", "b"] {
+        s.json(
+            "POST",
+            "/api/v1/orgs",
+            TOKEN,
+            Some(json!({"name": org, "category": "startup"})),
+        )
+        .await;
+        let u = s
+            .json(
+                "POST",
+                "/api/v1/users",
+                TOKEN,
+                Some(json!({"name": format!("{org}-user"), "org": org, "role": "member"})),
+            )
+            .await;
+        let al = s
+            .json(
+                "POST",
+                "/api/v1/allocations",
+                TOKEN,
+                Some(json!({"org": org, "gpu_hours": 10})),
+            )
+            .await;
+        tokens.push((
+            u["token"].as_str().unwrap().to_string(),
+            al["id"].as_i64().unwrap(),
+        ));
+    }
+    // B: a secret in its output, its files and its environment
+    let (tb, ab) = &tokens[1];
+    let b = s
+        .json("POST", "/api/v1/jobs", tb, Some(json!({"allocation": ab, "gpus": 1, "type": "mi300x",
+            "env": {"B_SECRET": "b-env-secret"},
+            "command": ["sh", "-c", "echo b-out-secret; echo b-file-secret > secret; sleep 4; cat secret; echo b-done"]})))
+        .await;
+    let b_id = b["id"].as_i64().unwrap();
+    s.wait_state(TOKEN, b_id, &["running"]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // A attacks
+    let (ta, aa) = &tokens[0];
+    let a = s
+        .json(
+            "POST",
+            "/api/v1/jobs",
+            ta,
+            Some(json!({"allocation": aa, "gpus": 1, "type": "h100",
+            "env": {"DATA": data.display().to_string(), "VICTIM": b_id.to_string()},
+            "command": ["sh", "-c", ATTACKS]})),
+        )
+        .await;
+    let a_id = a["id"].as_i64().unwrap();
+    let a_job = s.wait_state(TOKEN, a_id, &["completed", "failed"]).await;
+    let (_, out) = s
+        .call(
+            "GET",
+            &format!("/api/v1/jobs/{a_id}/logs"),
+            Some(TOKEN),
+            None,
+        )
+        .await;
+    assert!(out.contains("attacks done"), "{out}\n{a_job:#}");
+    assert!(out.contains("whoami: gf-test-a"), "{out}");
+    assert!(out.contains("supervisors seen: 2"), "A's and B's: {out}");
+    let attacks: Vec<&str> = out.lines().filter(|l| l.starts_with("ATTACK")).collect();
+    assert_eq!(attacks.len(), 12, "{out}");
+    for l in &attacks {
+        assert!(l.ends_with(": blocked"), "{l}\n{out}");
+    }
+    // nothing A started outlives it
+    let t = std::time::Instant::now();
+    while sleepers() > 0 {
+        assert!(
+            t.elapsed().as_secs() < 10,
+            "`setsid sleep 7777` outlived its job"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // B went on undisturbed, and its owner reads its output
+    let b = s
+        .wait_state(TOKEN, b_id, &["completed", "failed", "cancelled"])
+        .await;
+    assert_eq!(b["state"], "completed", "{b:#}");
+    let (_, out) = s
+        .call("GET", &format!("/api/v1/jobs/{b_id}/logs"), Some(tb), None)
+        .await;
+    assert_eq!(out, "b-out-secret\nb-file-secret\nb-done\n");
+    // a user without an account gets a clear refusal
+    s.json(
+        "POST",
+        "/api/v1/orgs",
+        TOKEN,
+        Some(json!({"name": "c", "category": "sme"})),
+    )
+    .await;
+    let u = s
+        .json(
+            "POST",
+            "/api/v1/users",
+            TOKEN,
+            Some(json!({"name": "c-user", "org": "c", "role": "member"})),
+        )
+        .await;
+    let al = s
+        .json(
+            "POST",
+            "/api/v1/allocations",
+            TOKEN,
+            Some(json!({"org": "c", "gpu_hours": 1})),
+        )
+        .await;
+    let (code, body) = s
+        .call(
+            "POST",
+            "/api/v1/jobs",
+            u["token"].as_str(),
+            Some(json!({"allocation": al["id"], "gpus": 1, "command": ["true"]})),
+        )
+        .await;
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("no_account"), "{body}");
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unprivileged_server_says_jobs_share_its_identity() {
+    if !root_or_skip("an_unprivileged_server_says_jobs_share_its_identity") {
+        return;
+    }
+    let (uid, gid) = test_account("gf-test-a");
+    let dir = fresh_dir("unpriv");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::os::unix::fs::chown(&data, Some(uid), Some(gid)).unwrap();
+    // the server as an ordinary account: setpriv drops root before exec
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args([
+        "--reuid",
+        &uid.to_string(),
+        "--regid",
+        &gid.to_string(),
+        "--clear-groups",
+    ])
+    .arg(env!("CARGO_BIN_EXE_gigafab"))
+    .args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--telemetry",
+        "off",
+        "--data-dir",
+    ])
+    .arg(&data)
+    .env("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)
+    .env("HOME", "/nonexistent")
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let err = child.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(err));
+    let mut seen = String::new();
+    let mut url = None;
+    for l in lines.by_ref() {
+        let l = l.unwrap();
+        seen.push_str(&l);
+        seen.push('\n');
+        if let Some(r) = l.split("listening on ").nth(1) {
+            url = Some(r.split_whitespace().next().unwrap().to_string());
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let url = url.unwrap_or_else(|| panic!("{seen}"));
+    assert!(seen.contains("every job runs as `gf-test-a`"), "{seen}");
+    assert!(seen.contains("a second organisation is refused"), "{seen}");
+    let r = reqwest::Client::new()
+        .post(format!("{url}/api/v1/orgs"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"name": "other", "category": "sme"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    assert!(r.text().await.unwrap().contains("isolation_required"));
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_root_server_without_an_identity_rule_refuses_to_start() {
+    if !root_or_skip("a_root_server_without_an_identity_rule_refuses_to_start") {
+        return;
+    }
+    let dir = fresh_dir("rootrule");
+    let o = gigafab()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--telemetry",
+            "off",
+            "--data-dir",
+        ])
+        .arg(dir.join("data"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("runs as root") && e.contains("--job-accounts"),
+        "{e}"
+    );
+    // and the two rules exclude each other
+    let map = dir.join("m.toml");
+    std::fs::write(&map, "[orgs]\n").unwrap();
+    let o = gigafab()
+        .args(["serve", "--single-user", "--job-accounts"])
+        .arg(&map)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.join("data"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("exclude each other"));
+    // a bad map says where
+    std::fs::write(&map, "[orgs]\na = 3\n").unwrap();
+    let o = gigafab()
+        .args(["serve", "--job-accounts"])
+        .arg(&map)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.join("data"))
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("m.toml:2"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -96,14 +96,20 @@ impl App {
     /// (Re)starts the server process on the same store.
     fn start(&mut self, bootstrap: Option<&str>) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_gigafab"));
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&self.dir)
-            .args(["--kill-grace", "0.5", "--tick-ms", "100", "--poll-ms", "50"])
-            .env_remove("GIGAFAB_DATABASE")
-            .env_remove("GIGAFAB_BOOTSTRAP_TOKEN")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args([
+            "serve",
+            "--single-user",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(&self.dir)
+        .args(["--kill-grace", "0.5", "--tick-ms", "100", "--poll-ms", "50"])
+        .env_remove("GIGAFAB_DATABASE")
+        .env_remove("GIGAFAB_BOOTSTRAP_TOKEN")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         if let Some(u) = &self.db_url {
             cmd.args(["--database", u]);
         }
@@ -1149,7 +1155,13 @@ async fn first_start_prints_a_working_admin_token() {
     let dir = fresh_dir("first");
     let run = |dir: &PathBuf| {
         let mut child = Command::new(env!("CARGO_BIN_EXE_gigafab"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "serve",
+                "--single-user",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(dir)
             .env_remove("GIGAFAB_BOOTSTRAP_TOKEN")
             .env_remove("GIGAFAB_DATABASE")
@@ -1332,7 +1344,13 @@ both_stores!(one_server_per_store);
 async fn one_server_per_store(app: App) {
     let other_dir = fresh_dir("second");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_gigafab"));
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]);
+    cmd.args([
+        "serve",
+        "--single-user",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+    ]);
     match &app.db_url {
         // same database, another data directory
         Some(u) => cmd.arg(&other_dir).args(["--database", u]),
@@ -1358,7 +1376,13 @@ async fn bootstrap_token_from_a_file() {
     let f = dir.join("token");
     std::fs::write(&f, "gf_from_a_file_0123456789abcdef\n").unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_gigafab"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--single-user",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir.join("data"))
         .arg("--bootstrap-token-file")
         .arg(&f)
@@ -1391,7 +1415,13 @@ async fn bootstrap_token_from_a_file() {
     // a too-short token is refused with a clear message
     std::fs::write(&f, "short").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_gigafab"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--single-user",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir.join("data2"))
         .arg("--bootstrap-token-file")
         .arg(&f)
@@ -1493,7 +1523,13 @@ async fn measured_energy_from_telemetry() {
     let bad = app.dir.join("bad.json");
     std::fs::write(&bad, "{\"devices\": []}").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_gigafab"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--single-user",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(app.dir.join("other"))
         .arg("--telemetry")
         .arg(format!("replay:{}", bad.display()))

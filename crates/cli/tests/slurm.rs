@@ -53,6 +53,7 @@ impl Server {
         let mut child = gigafab()
             .args([
                 "serve",
+                "--single-user",
                 "--listen",
                 "127.0.0.1:0",
                 "--executor",

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub mod local;
+pub mod posix;
 pub mod routed;
 pub mod slurm;
 
@@ -68,6 +69,9 @@ pub struct LaunchSpec {
     pub account: Option<String>,
     /// Site of the pool it runs on (selects the executor of that site).
     pub site: Option<String>,
+    /// The POSIX account the job runs as (the server runs as root then);
+    /// `None`: as the server's own account.
+    pub run_as: Option<String>,
 }
 
 /// How a run ended.

@@ -46,6 +46,10 @@ pub const PID_FILE: &str = "supervisor.pid";
 pub const STATUS_FILE: &str = "status.json";
 /// Marker asking the supervisor to stop the run.
 pub const CANCEL_FILE: &str = "cancel";
+/// The working directory of a job that runs as its own account, inside its
+/// directory and owned by that account (the rest of the directory is the
+/// server's).
+pub const WORK_DIR: &str = "work";
 
 const STATUS_TMP: &str = "status.json.tmp";
 const LOST_MESSAGE: &str = "supervisor vanished without recording an exit";
@@ -60,6 +64,8 @@ pub struct LocalExecutor {
     root: PathBuf,
     supervisor: Vec<String>,
     grace: Duration,
+    /// Where each run gets its own cgroup (v2), if anywhere.
+    cgroups: Option<PathBuf>,
     /// Supervisors started by this instance, by pid, until reaped.
     children: Mutex<HashMap<u32, Child>>,
 }
@@ -86,8 +92,21 @@ impl LocalExecutor {
             root,
             supervisor,
             grace,
+            cgroups: None,
             children: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Runs each job in its own cgroup under `dir` (a cgroup v2 directory
+    /// this process may write): nothing a job starts outlives its end.
+    pub fn with_cgroups(mut self, dir: PathBuf) -> LocalExecutor {
+        self.cgroups = Some(dir);
+        self
+    }
+
+    /// Where runs get their cgroups, if anywhere.
+    pub fn cgroups(&self) -> Option<&Path> {
+        self.cgroups.as_deref()
     }
 
     /// The directory holding the jobs' directories.
@@ -152,8 +171,15 @@ impl Executor for LocalExecutor {
         }
         self.reap();
 
+        let account = match &spec.run_as {
+            Some(name) => Some(crate::posix::lookup(name).map_err(fail)?),
+            None => None,
+        };
         let dir = self.job_dir(job);
         fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+        if let Some(a) = &account {
+            prepare_account_dir(&dir, a).map_err(fail)?;
+        }
         if let Some(live) = find_supervisor(&dir)? {
             return Err(fail(format!(
                 "already running under supervisor {} (handle {live})",
@@ -183,13 +209,26 @@ impl Executor for LocalExecutor {
             let workdir = std::path::absolute(workdir).unwrap_or_else(|_| workdir.clone());
             cmd.arg("--workdir").arg(utf8(&workdir)?);
         }
+        if let Some(a) = &account {
+            let groups: Vec<String> = a.groups.iter().map(u32::to_string).collect();
+            cmd.args(["--uid", &a.uid.to_string(), "--gid", &a.gid.to_string()])
+                .args(["--groups", &groups.join(",")]);
+        }
+        if let Some(cg) = &self.cgroups {
+            cmd.arg("--cgroup")
+                .arg(utf8(&cg.join(format!("job-{job}")))?);
+        }
         cmd.arg("--").args(&spec.command);
         // a clean environment: nothing of the server's (tokens, database
         // URLs, cloud keys) reaches a job; only what it asked for, what
         // gigafab sets, and the few variables a program needs to run
-        cmd.env_clear()
-            .envs(crate::base_env())
-            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        cmd.env_clear().envs(crate::base_env());
+        if let Some(a) = &account {
+            cmd.env("HOME", &a.home)
+                .env("USER", &a.name)
+                .env("LOGNAME", &a.name);
+        }
+        cmd.envs(spec.env.iter().map(|(k, v)| (k, v)))
             .envs(accelerator_env(&spec.accelerators))
             .env("GIGAFAB_JOB_ID", job.to_string())
             .stdin(Stdio::null())
@@ -442,6 +481,12 @@ struct SuperviseArgs {
     time_limit_s: u64,
     grace: Duration,
     workdir: Option<PathBuf>,
+    /// The account the command runs as: uid, gid and supplementary groups
+    /// (the supervisor runs as root then).
+    identity: Option<(u32, u32, Vec<u32>)>,
+    /// A cgroup (v2) directory, made for this run, that holds the command
+    /// and everything it starts.
+    cgroup: Option<PathBuf>,
     command: Vec<String>,
 }
 
@@ -453,6 +498,10 @@ fn parse_supervise_args(args: &[String]) -> Result<SuperviseArgs, String> {
     let mut time_limit = None;
     let mut grace = None;
     let mut workdir = None;
+    let mut uid = None;
+    let mut gid = None;
+    let mut groups = None;
+    let mut cgroup = None;
     let mut i = 0;
     while i < args.len() {
         let arg = args[i].as_str();
@@ -465,6 +514,10 @@ fn parse_supervise_args(args: &[String]) -> Result<SuperviseArgs, String> {
             "--time-limit" => &mut time_limit,
             "--grace-ms" => &mut grace,
             "--workdir" => &mut workdir,
+            "--uid" => &mut uid,
+            "--gid" => &mut gid,
+            "--groups" => &mut groups,
+            "--cgroup" => &mut cgroup,
             _ if arg.starts_with('-') => return Err(format!("unknown option `{arg}`")),
             _ => break,
         };
@@ -490,11 +543,35 @@ fn parse_supervise_args(args: &[String]) -> Result<SuperviseArgs, String> {
     if dir.is_empty() {
         return Err("`--dir` is empty".into());
     }
+    let id = |name: &str, v: &str| -> Result<u32, String> {
+        v.parse()
+            .map_err(|_| format!("`{name}`: not a numeric id: {v:?}"))
+    };
+    let identity = match (uid, gid) {
+        (None, None) => None,
+        (Some(u), Some(g)) => {
+            let (u, g) = (id("--uid", &u)?, id("--gid", &g)?);
+            if u == 0 {
+                return Err("`--uid 0`: jobs never run as root".into());
+            }
+            let groups = match groups.as_deref() {
+                None | Some("") => vec![g],
+                Some(list) => list
+                    .split(',')
+                    .map(|x| id("--groups", x))
+                    .collect::<Result<Vec<_>, _>>()?,
+            };
+            Some((u, g, groups))
+        }
+        _ => return Err("`--uid` and `--gid` go together".into()),
+    };
     Ok(SuperviseArgs {
         dir: PathBuf::from(dir),
         time_limit_s: number("--time-limit", time_limit)?,
         grace: Duration::from_millis(number("--grace-ms", grace)?),
         workdir: workdir.filter(|w| !w.is_empty()).map(PathBuf::from),
+        identity,
+        cgroup: cgroup.filter(|c| !c.is_empty()).map(PathBuf::from),
         command,
     })
 }
@@ -515,6 +592,9 @@ pub fn supervise(args: &[String]) -> i32 {
             return 2;
         }
     };
+    // what the supervisor writes (logs, status, pid) is the server's alone
+    // SAFETY: plain syscall.
+    unsafe { libc::umask(0o077) };
     let status_path = args.dir.join(STATUS_FILE);
     if let Err(e) = write_atomic(
         &args.dir.join(PID_FILE),
@@ -716,6 +796,31 @@ fn group_alive(pgid: i32) -> bool {
     })
 }
 
+/// What the supervisor follows of a run: its process group, and its
+/// cgroup where it has one (a process that leaves the group with `setsid`
+/// stays in the cgroup).
+struct Track {
+    pgid: i32,
+    cgroup: Option<PathBuf>,
+}
+
+impl Track {
+    fn signal(&self, signal: libc::c_int) {
+        signal_group(self.pgid, signal);
+        if let Some(cg) = &self.cgroup {
+            crate::posix::cgroup_signal(cg, signal);
+        }
+    }
+
+    fn alive(&self) -> bool {
+        group_alive(self.pgid)
+            || self
+                .cgroup
+                .as_ref()
+                .is_some_and(|cg| !crate::posix::cgroup_pids(cg).is_empty())
+    }
+}
+
 /// Appends a `gigafab:` note to stderr.log.
 fn note(log: &mut Option<File>, message: &str) {
     if let Some(file) = log {
@@ -767,20 +872,148 @@ fn run_command(args: &SuperviseArgs, out: File, err: File) -> ExitRecord {
     let started = Instant::now();
     let mut cmd = Command::new(program);
     cmd.args(&args.command[1..])
-        .current_dir(args.workdir.as_deref().unwrap_or(&args.dir))
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
         .process_group(0);
+    let workdir = args
+        .workdir
+        .clone()
+        .unwrap_or_else(|| default_workdir(&args.dir, args.identity.is_some()));
+    // the cgroup of the run, entered by the command before it runs anything
+    let cgroup = match &args.cgroup {
+        Some(cg) => match fs::create_dir_all(cg)
+            .and_then(|_| OpenOptions::new().write(true).open(cg.join("cgroup.procs")))
+        {
+            Ok(f) => Some((cg.clone(), f)),
+            Err(e) => {
+                let message = format!("cannot make the job's cgroup {}: {e}", cg.display());
+                note(&mut log, &message);
+                return failed(message);
+            }
+        },
+        None => None,
+    };
+    if let Err(e) = prepare_exec(
+        &mut cmd,
+        &workdir,
+        args.identity.as_ref(),
+        cgroup.as_ref().map(|c| &c.1),
+    ) {
+        let message = format!("cannot start `{program}`: {e}");
+        note(&mut log, &message);
+        return failed(message);
+    }
     let mut child = match cmd.spawn() {
         Ok(child) => child,
         Err(e) => {
             let message = format!("cannot start `{program}`: {e}");
             note(&mut log, &message);
+            if let Some((cg, _)) = &cgroup {
+                let _ = fs::remove_dir(cg);
+            }
             return failed(message);
         }
     };
-    let pgid = child.id() as i32;
+    let track = Track {
+        pgid: child.id() as i32,
+        cgroup: cgroup.map(|c| c.0),
+    };
+    let record = follow(args, &mut child, &track, started, &mut log);
+    if let Some(cg) = &track.cgroup {
+        // empty now; a cgroup with no process can go
+        let _ = fs::remove_dir(cg);
+    }
+    record
+}
+
+/// The working directory of a run without `--workdir`: the job's directory,
+/// or its `work/` subdirectory (owned by the job's account) when the job
+/// runs as another account than the supervisor.
+fn default_workdir(dir: &Path, as_account: bool) -> PathBuf {
+    if as_account {
+        dir.join(WORK_DIR)
+    } else {
+        dir.to_path_buf()
+    }
+}
+
+/// Sets up, for the child between fork and exec: entering the cgroup (as
+/// root), dropping to the account (supplementary groups, gid, uid), then
+/// changing to the working directory with the account's rights. Everything
+/// it runs there is async-signal-safe (plain syscalls on prepared data).
+fn prepare_exec(
+    cmd: &mut Command,
+    workdir: &Path,
+    identity: Option<&(u32, u32, Vec<u32>)>,
+    cgroup_procs: Option<&File>,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let cwd = std::ffi::CString::new(workdir.as_os_str().as_bytes())
+        .map_err(|_| io::Error::other("a NUL in the working directory"))?;
+    let fd = cgroup_procs.map(|f| f.as_raw_fd());
+    let ident = identity.cloned();
+    // SAFETY: the closure only makes syscalls on data prepared before the
+    // fork (no allocation, no locks).
+    unsafe {
+        cmd.pre_exec(move || {
+            if let Some(fd) = fd
+                && libc::write(fd, b"0".as_ptr().cast(), 1) != 1
+            {
+                return Err(io::Error::last_os_error());
+            }
+            if let Some((uid, gid, groups)) = &ident {
+                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                    || libc::setgid(*gid) != 0
+                    || libc::setuid(*uid) != 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                // no way back
+                if libc::setuid(0) == 0 {
+                    return Err(io::Error::other("could not drop root"));
+                }
+                libc::umask(0o022);
+            }
+            if libc::chdir(cwd.as_ptr()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
+/// The directory of a job that runs as `account`: the server's (0711: the
+/// job can reach its `work/` but not list or touch the logs, status and
+/// control files), with `work/` the account's own (0700).
+fn prepare_account_dir(dir: &Path, account: &crate::posix::Account) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let set = |p: &Path, mode: u32| {
+        fs::set_permissions(p, fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("{}: {e}", p.display()))
+    };
+    set(dir, 0o711)?;
+    let work = dir.join(WORK_DIR);
+    match fs::create_dir(&work) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("{}: {e}", work.display())),
+    }
+    std::os::unix::fs::chown(&work, Some(account.uid), Some(account.gid))
+        .map_err(|e| format!("{}: {e}", work.display()))?;
+    set(&work, 0o700)
+}
+
+/// Follows a started run to its end.
+fn follow(
+    args: &SuperviseArgs,
+    child: &mut Child,
+    track: &Track,
+    started: Instant,
+    log: &mut Option<File>,
+) -> ExitRecord {
     let deadline = match args.time_limit_s {
         0 => None,
         s => started.checked_add(Duration::from_secs(s)),
@@ -789,14 +1022,14 @@ fn run_command(args: &SuperviseArgs, out: File, err: File) -> ExitRecord {
     loop {
         match child.try_wait() {
             Ok(Some(status)) => {
-                if group_alive(pgid) {
+                if track.alive() {
                     note(
-                        &mut log,
+                        log,
                         "the command left processes behind; sent SIGTERM to its process group",
                     );
-                    let (_, killed) = stop_group(&mut child, Some(status), pgid, args.grace);
+                    let (_, killed) = stop_group(child, Some(status), track, args.grace);
                     if killed {
-                        sigkill_note(&mut log, args.grace);
+                        sigkill_note(log, args.grace);
                     }
                 }
                 return record_for_exit(status);
@@ -805,23 +1038,23 @@ fn run_command(args: &SuperviseArgs, out: File, err: File) -> ExitRecord {
             Err(e) => {
                 // Cannot happen for our own child; stop everything rather
                 // than leave a run nobody watches.
-                signal_group(pgid, libc::SIGKILL);
+                track.signal(libc::SIGKILL);
                 let message = format!("lost track of the command: {e}");
-                note(&mut log, &message);
+                note(log, &message);
                 return failed(message);
             }
         }
         if let Some(reason) = stop_requested(&args.dir, deadline, args.time_limit_s) {
             note(
-                &mut log,
+                log,
                 &format!(
                     "{}; sent SIGTERM to the job's process group",
                     reason.describe()
                 ),
             );
-            let (status, killed) = stop_group(&mut child, None, pgid, args.grace);
+            let (status, killed) = stop_group(child, None, track, args.grace);
             if killed {
-                sigkill_note(&mut log, args.grace);
+                sigkill_note(log, args.grace);
             }
             return record_for_stop(reason, status, killed.then_some(args.grace));
         }
@@ -846,10 +1079,10 @@ fn sigkill_note(log: &mut Option<File>, grace: Duration) {
 fn stop_group(
     child: &mut Child,
     mut status: Option<ExitStatus>,
-    pgid: i32,
+    track: &Track,
     grace: Duration,
 ) -> (Option<ExitStatus>, bool) {
-    signal_group(pgid, libc::SIGTERM);
+    track.signal(libc::SIGTERM);
     let until = Instant::now().checked_add(grace);
     let mut reaped = status.is_some();
     loop {
@@ -863,11 +1096,11 @@ fn stop_group(
                 Err(_) => reaped = true,
             }
         }
-        if reaped && !group_alive(pgid) {
+        if reaped && !track.alive() {
             return (status, false);
         }
         if until.is_some_and(|u| Instant::now() >= u) {
-            signal_group(pgid, libc::SIGKILL);
+            track.signal(libc::SIGKILL);
             if !reaped {
                 // In case it left the group.
                 let _ = child.kill();
@@ -990,9 +1223,47 @@ mod tests {
                 time_limit_s: 60,
                 grace: Duration::from_millis(300),
                 workdir: Some("/w".into()),
+                identity: None,
+                cgroup: None,
                 command: strings(&["sh", "-c", "--dir x"]),
             }
         );
+    }
+
+    #[test]
+    fn supervise_args_identity_and_cgroup() {
+        let a = parse_supervise_args(&strings(&[
+            "--dir",
+            "/j/2",
+            "--time-limit",
+            "0",
+            "--grace-ms",
+            "0",
+            "--uid",
+            "1001",
+            "--gid",
+            "1002",
+            "--groups",
+            "1002,44",
+            "--cgroup",
+            "/sys/fs/cgroup/g/job-2",
+            "--",
+            "true",
+        ]))
+        .unwrap();
+        assert_eq!(a.identity, Some((1001, 1002, vec![1002, 44])));
+        assert_eq!(a.cgroup, Some("/sys/fs/cgroup/g/job-2".into()));
+        let e = |v: &[&str]| parse_supervise_args(&strings(v)).unwrap_err();
+        let base = ["--dir", "/j", "--time-limit", "0", "--grace-ms", "0"];
+        let with = |extra: &[&str]| {
+            let mut v = base.to_vec();
+            v.extend_from_slice(extra);
+            v.extend(["--", "true"]);
+            e(&v)
+        };
+        assert!(with(&["--uid", "0", "--gid", "0"]).contains("never run as root"));
+        assert!(with(&["--uid", "5"]).contains("go together"));
+        assert!(with(&["--uid", "x", "--gid", "1"]).contains("numeric"));
     }
 
     #[test]

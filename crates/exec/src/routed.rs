@@ -137,6 +137,7 @@ mod tests {
             per_node: 1,
             account: None,
             site: site.map(str::to_string),
+            run_as: None,
         }
     }
 

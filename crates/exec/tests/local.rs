@@ -42,6 +42,7 @@ fn spec(job_id: i64, command: &[&str]) -> LaunchSpec {
         per_node: 0,
         account: None,
         site: None,
+        run_as: None,
     }
 }
 

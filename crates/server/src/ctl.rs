@@ -157,6 +157,52 @@ pub struct CtlConfig {
     pub poll: Duration,
     /// First admin token (else a random one is made on first start).
     pub bootstrap_token: Option<String>,
+    /// Whose identity jobs run under.
+    pub isolation: Isolation,
+}
+
+/// Whose identity jobs run under (docs/security.md).
+#[derive(Clone, Debug)]
+pub enum Isolation {
+    /// Every job runs as the server's own account `user`: nothing separates
+    /// tenants' jobs from each other. Unless the operator `accepted` it
+    /// (`--single-user`), a second organisation is refused.
+    Shared { user: String, accepted: bool },
+    /// Each job runs as the POSIX account of its user, else of its
+    /// organisation (the server runs as root and drops to it).
+    Accounts(AccountMap),
+}
+
+impl Isolation {
+    /// One identity for all, accepted: tests, benchmarks, one-tenant machines.
+    pub fn single_user() -> Isolation {
+        Isolation::Shared {
+            user: String::new(),
+            accepted: true,
+        }
+    }
+}
+
+/// gigafab users and organisations → POSIX accounts (`--job-accounts`).
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountMap {
+    /// User name → account (wins over the organisation's).
+    #[serde(default)]
+    pub users: BTreeMap<String, String>,
+    /// Organisation name → the account of all its members.
+    #[serde(default)]
+    pub orgs: BTreeMap<String, String>,
+}
+
+impl AccountMap {
+    /// The account of `user` in `org`.
+    pub fn account(&self, user: &str, org: &str) -> Option<&str> {
+        self.users
+            .get(user)
+            .or_else(|| self.orgs.get(org))
+            .map(String::as_str)
+    }
 }
 
 struct Org {
@@ -938,6 +984,16 @@ impl Controller {
         ));
     }
 
+    /// The POSIX account jobs of `user` in `org` run as (None: the server's).
+    fn account_of(&self, user: i64, org: i64) -> Option<String> {
+        let Isolation::Accounts(map) = &self.cfg.isolation else {
+            return None;
+        };
+        let u = self.users.get(&user).map_or("", |u| u.name.as_str());
+        let o = self.orgs.get(&org).map_or("", |o| o.name.as_str());
+        map.account(u, o).map(str::to_string)
+    }
+
     /// Why a job can never run, in words: the fleet's pools.
     fn fleet_summary(&self, r: gigafab_core::Reason) -> String {
         if r != gigafab_core::Reason::Unsatisfiable {
@@ -1507,6 +1563,23 @@ impl Controller {
         if who.role != Role::Admin {
             return Err(ApiError::forbidden("only an admin creates organisations"));
         }
+        if let Isolation::Shared {
+            user,
+            accepted: false,
+        } = &self.cfg.isolation
+            && !self.orgs.is_empty()
+        {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "isolation_required",
+                format!(
+                    "this server runs every job as the Unix user `{user}`: organisations \
+                     would not be isolated from each other; run it as root with \
+                     --job-accounts FILE (docs/security.md), or start it with --single-user \
+                     to accept one identity for all"
+                ),
+            ));
+        }
         valid_name(&req.name, "name")?;
         if Category::parse(&req.category).is_none() {
             return Err(ApiError::invalid(format!(
@@ -1900,6 +1973,23 @@ impl Controller {
         let a = self.allocs.get(&alloc_id).ok_or_else(not_found)?;
         if !who.sees_org(a.org) {
             return Err(not_found());
+        }
+        let alloc_org = a.org;
+        if let Isolation::Accounts(_) = &self.cfg.isolation
+            && self.account_of(who.user_id, alloc_org).is_none()
+        {
+            let user = self
+                .users
+                .get(&who.user_id)
+                .map_or("?", |u| u.name.as_str());
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "no_account",
+                format!(
+                    "user `{user}` has no POSIX account to run jobs as (neither the user nor \
+                     the organisation is in the server's --job-accounts map); ask an operator"
+                ),
+            ));
         }
         match a.state(now) {
             "expired" => {
@@ -2590,6 +2680,7 @@ impl Controller {
                     let p = &self.cfg.factory.pools[self.core.cluster.pool_of(n) as usize];
                     self.cfg.factory.sites[p.site].name.clone()
                 }),
+                run_as: self.account_of(j.row.user_id, j.row.org_id),
             };
             match exec.launch(&spec) {
                 Ok(h) => {

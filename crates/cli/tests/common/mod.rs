@@ -64,8 +64,12 @@ impl Server {
     /// `Err(stderr)` if it exits first.
     pub fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Server, String> {
         let mut cmd = gigafab();
-        cmd.arg("serve")
-            .args(args)
+        cmd.arg("serve");
+        // one identity for all, unless the test maps accounts itself
+        if !args.contains(&"--job-accounts") {
+            cmd.arg("--single-user");
+        }
+        cmd.args(args)
             .current_dir(dir)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
@@ -200,4 +204,39 @@ pub fn base_args(data: &Path) -> Vec<String> {
 
 pub fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
+}
+
+/// Whether the tests that need root (jobs as other accounts, cgroups) can
+/// run: as root, yes; otherwise they are skipped with a message, unless
+/// `GIGAFAB_REQUIRE_ROOT=1` (CI, which runs as root) makes that a failure.
+pub fn root_or_skip(test: &str) -> bool {
+    // SAFETY: plain syscall.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var("GIGAFAB_REQUIRE_ROOT").as_deref() == Ok("1") {
+        panic!("{test} needs root but GIGAFAB_REQUIRE_ROOT=1");
+    }
+    eprintln!("skipped {test}: needs root (jobs run as other POSIX accounts)");
+    false
+}
+
+/// A POSIX account for tests (made once, kept: accounts are cheap and the
+/// machine is a test machine).
+pub fn test_account(name: &str) -> (u32, u32) {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let id = |flag: &str| -> Option<u32> {
+        let o = Command::new("id").args([flag, name]).output().ok()?;
+        String::from_utf8_lossy(&o.stdout).trim().parse().ok()
+    };
+    if id("-u").is_none() {
+        let st = Command::new("useradd")
+            .args(["--system", "--no-create-home", "--home-dir", "/nonexistent"])
+            .args(["--shell", "/usr/sbin/nologin", "--user-group", name])
+            .status()
+            .expect("useradd");
+        assert!(st.success() || id("-u").is_some(), "useradd {name} failed");
+    }
+    (id("-u").unwrap(), id("-g").unwrap())
 }
