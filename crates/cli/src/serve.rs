@@ -106,6 +106,23 @@ pub enum LogFormat {
     Json,
 }
 
+/// Reads and parses a TOML file; errors name the file and line.
+fn read_toml<T: serde::de::DeserializeOwned>(
+    path: &std::path::Path,
+    what: &str,
+) -> Result<(String, T)> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read {what}", path.display()))?;
+    let v = toml::from_str(&text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start].lines().count().max(1))
+            .unwrap_or(0);
+        anyhow::anyhow!("{}:{line}: {}", path.display(), e.message())
+    })?;
+    Ok((text, v))
+}
+
 /// Command-line arguments of `serve` with the `--config` file's keys put
 /// in for every flag that neither the command line nor the environment
 /// set. `args` are those after `serve`.
@@ -116,15 +133,7 @@ pub fn with_config(
     let Some(path) = matches.get_one::<PathBuf>("config") else {
         return Ok(None);
     };
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("{}: cannot read the configuration file", path.display()))?;
-    let table: toml::Table = toml::from_str(&text).map_err(|e| {
-        let line = e
-            .span()
-            .map(|s| text[..s.start].lines().count().max(1))
-            .unwrap_or(0);
-        anyhow::anyhow!("{}:{line}: {}", path.display(), e.message())
-    })?;
+    let (text, table): (String, toml::Table) = read_toml(path, "the configuration file")?;
     let cmd = <crate::Cli as clap::CommandFactory>::command();
     let serve = cmd.find_subcommand("serve").expect("serve is a subcommand");
     let known: Vec<String> = serve
@@ -279,15 +288,7 @@ fn isolation(a: &ServeArgs, data_dir: &std::path::Path) -> Result<gigafab_server
                     "--job-accounts: running jobs as other accounts needs root (this server runs as `{me}`)"
                 );
             }
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("{}: cannot read the job accounts", path.display()))?;
-            let map: AccountMap = toml::from_str(&text).map_err(|e| {
-                let line = e
-                    .span()
-                    .map(|s| text[..s.start].lines().count().max(1))
-                    .unwrap_or(0);
-                anyhow::anyhow!("{}:{line}: {}", path.display(), e.message())
-            })?;
+            let (_, map): (String, AccountMap) = read_toml(path, "the job accounts")?;
             for account in map.users.values().chain(map.orgs.values()) {
                 if let Err(e) = gigafab_exec::posix::lookup(account) {
                     say!("gigafab serve: warning: {}: {e}", path.display());
