@@ -192,6 +192,14 @@ pub enum UserCmd {
     },
     /// List users (admin, operator, owner); tokens are never listed.
     List(ListArgs),
+    /// Disable a user: every token of theirs stops working, no new one can
+    /// be made (admin; owner of the user's organisation).
+    Disable {
+        /// Id of the user.
+        id: u64,
+        #[command(flatten)]
+        g: Global,
+    },
 }
 
 /// `gigafab token ...`.
@@ -203,10 +211,17 @@ pub enum TokenCmd {
         /// owner of that user's organisation).
         #[arg(long, value_name = "ID")]
         user: Option<u64>,
+        /// Days until the token expires (at most 3650).
+        #[arg(long, value_name = "DAYS", default_value_t = 90.0)]
+        expires_days: f64,
         #[command(flatten)]
         g: Global,
     },
-    /// Revoke a token (admin, or the token's user).
+    /// List live tokens: yours; an owner sees the organisation's; an admin
+    /// all (ids, users, expiry; never the secrets).
+    List(ListArgs),
+    /// Revoke a token (admin, the token's user, or an owner of the user's
+    /// organisation).
     Revoke {
         /// Id of the token.
         id: u64,
@@ -667,21 +682,40 @@ async fn user(c: UserCmd) -> Result<()> {
             let r = a.g.conn.api()?.get_list(&["users"], &[], true).await?;
             show(&a.g, &r, |v| render::users(items(v)))
         }
+        UserCmd::Disable { id, g } => {
+            let r = g
+                .conn
+                .api()?
+                .post(&["users", &id.to_string(), "disable"], Some(&json!({})))
+                .await?;
+            show(&g, &r, |v| {
+                format!(
+                    "disabled user {} ({} tokens revoked)\n",
+                    fmt::text(&v["id"]),
+                    fmt::text(&v["tokens_revoked"])
+                )
+            })
+        }
     }
 }
 
 async fn token(c: TokenCmd) -> Result<()> {
     match c {
-        TokenCmd::Create { user, g } => {
+        TokenCmd::Create {
+            user,
+            expires_days,
+            g,
+        } => {
             let body = match user {
-                Some(u) => json!({ "user": u }),
-                None => json!({}),
+                Some(u) => json!({ "user": u, "expires_in_days": expires_days }),
+                None => json!({ "expires_in_days": expires_days }),
             };
             let r = g.conn.api()?.post(&["tokens"], Some(&body)).await?;
             if g.output == Format::Table {
                 let id = fmt::text(&r.value["id"]);
                 note(&format!(
-                    "created token {id}; revoke it with `gigafab token revoke {id}`"
+                    "created token {id} (expires {}); revoke it with `gigafab token revoke {id}`",
+                    fmt::text(&r.value["expires_at"])
                 ));
             }
             show(&g, &r, |v| {
@@ -690,6 +724,25 @@ async fn token(c: TokenCmd) -> Result<()> {
                     fmt::text(&v["user"]),
                     fmt::text(&v["token"])
                 )
+            })
+        }
+        TokenCmd::List(a) => {
+            let r = a.g.conn.api()?.get_list(&["tokens"], &[], true).await?;
+            show(&a.g, &r, |v| {
+                let mut t = format!(
+                    "{:>6}  {:<16} {:<26} {}\n",
+                    "ID", "USER", "CREATED", "EXPIRES"
+                );
+                for x in items(v) {
+                    t.push_str(&format!(
+                        "{:>6}  {:<16} {:<26} {}\n",
+                        fmt::text(&x["id"]),
+                        fmt::text(&x["user_name"]),
+                        fmt::text(&x["created_at"]),
+                        fmt::text(&x["expires_at"])
+                    ));
+                }
+                t
             })
         }
         TokenCmd::Revoke { id, g } => {

@@ -433,6 +433,25 @@ pub fn run(a: ServeArgs) -> Result<()> {
         .database
         .clone()
         .unwrap_or_else(|| store::sqlite_url(&data_dir));
+    // one server per SQLite store too, wherever --database puts it
+    let _store_lock = match url.strip_prefix("sqlite:") {
+        Some(rest) => {
+            let path = rest.trim_start_matches("//");
+            let path = path.split('?').next().unwrap_or(path);
+            let lock_path = PathBuf::from(format!("{path}.lock"));
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)
+                .with_context(|| format!("{}: cannot open", lock_path.display()))?;
+            if f.try_lock().is_err() {
+                bail!("another gigafab server is using the database {path} (one server per store)");
+            }
+            Some(f)
+        }
+        None => None,
+    };
     let exe = std::env::current_exe().context("cannot find the gigafab executable")?;
     let make = |kind: &str, partition: Option<String>| -> Result<Arc<dyn gigafab_exec::Executor>> {
         Ok(match kind {

@@ -921,3 +921,39 @@ fn embedded_data_works_from_any_directory() {
         .unwrap();
     assert!(stderr(&o).contains("builtin:mixed-small"), "{}", stderr(&o));
 }
+
+#[test]
+fn absurd_workloads_are_refused_not_simulated_for_hours() {
+    let tmp = Tmp::new("absurd");
+    let long = tmp.write("long.csv", "id,submit_s,gpus,duration_s\na,0,1,1e10\n");
+    let o = gigafab(&["sim", "-q", "--workload", &long]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("horizon"), "{}", stderr(&o));
+    let late = tmp.write("late.csv", "id,submit_s,gpus,duration_s\na,1e14,1,10\n");
+    let o = gigafab(&["sim", "-q", "--workload", &late]);
+    assert!(stderr(&o).contains("horizon"), "{}", stderr(&o));
+    // 28 years of 20 million accelerators with failures on: ~1e8 failure
+    // events, refused before anything is built
+    let huge = tmp.write(
+        "huge.toml",
+        "name = \"huge\"\n[[sites]]\nname = \"s\"\n[[sites.pools]]\nname = \"p\"\naccelerator = \"h100\"\nnodes = 2500000\naccelerators_per_node = 8\n",
+    );
+    let decades = tmp.write("decades.csv", "id,submit_s,gpus,duration_s\na,0,1,9e8\n");
+    let o = gigafab(&["sim", "-q", "--factory", &huge, "--workload", &decades]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("failure events") && e.contains("--failure-rate"),
+        "{e}"
+    );
+    run_ok(&[
+        "sim",
+        "-q",
+        "--factory",
+        &huge,
+        "--workload",
+        &decades,
+        "--failure-rate",
+        "0",
+    ]);
+}

@@ -400,3 +400,161 @@ async fn a_recording_of_a_real_h200_replays_as_measured_energy() {
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_decided_but_never_launched_starts_after_a_restart() {
+    let dir = fresh_dir("never");
+    let data = dir.join("data");
+    let env = [("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)];
+    let mut s = Server::start(&dir, &strs(&base_args(&data)), &env).unwrap();
+    // an allocation that starts tomorrow keeps the job queued
+    let al = s
+        .json(
+            "POST",
+            "/api/v1/allocations",
+            TOKEN,
+            Some(json!({"org": "default", "gpu_hours": 1,
+            "valid_from": "2099-01-01T00:00:00Z"})),
+        )
+        .await;
+    let marker = dir.join("ran");
+    let j = s
+        .json(
+            "POST",
+            "/api/v1/jobs",
+            TOKEN,
+            Some(json!({"allocation": al["id"], "gpus": 1, "type": "h100",
+            "command": ["sh", "-c", format!("echo once >> {}", marker.display())]})),
+        )
+        .await;
+    let id = j["id"].as_i64().unwrap();
+    // the server dies between deciding the start (committed) and the launch
+    let _ = s.child.kill();
+    let _ = s.child.wait();
+    let db = format!("sqlite://{}", data.join("gigafab.db").display());
+    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    sqlx::query("UPDATE jobs SET state = 'running', started_ms = ?, accelerators = ?, handle = NULL WHERE id = ?")
+        .bind(now)
+        .bind(r#"["nvidia-0/0"]"#)
+        .bind(id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE allocations SET valid_from_ms = 0 WHERE id = ?")
+        .bind(al["id"].as_i64().unwrap())
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let s2 = Server::start(&dir, &strs(&base_args(&data)), &env).unwrap();
+    let j = s2.wait_state(TOKEN, id, &["completed", "failed"]).await;
+    assert_eq!(j["state"], "completed", "{j:#}");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "once\n");
+    drop(s2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_controller_fails_health_and_stops_the_server() {
+    let dir = fresh_dir("dead");
+    let data = dir.join("data");
+    let env = [("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN), ("GIGAFAB_FAULTS", "1")];
+    let mut s = Server::start(&dir, &strs(&base_args(&data)), &env).unwrap();
+    let (code, _) = s
+        .call(
+            "POST",
+            "/api/v1/allocations",
+            Some(TOKEN),
+            Some(json!({"org": "default", "gpu_hours": 1, "name": "__controller_panic__"})),
+        )
+        .await;
+    assert_eq!(code, 503);
+    // the process exits with an error rather than answer 503 forever
+    let t = Instant::now();
+    let st = loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "still serving:\n{}",
+            s.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!st.success());
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        s.stderr()
+            .contains("the controller stopped (injected controller fault)"),
+        "{}",
+        s.stderr()
+    );
+    // a restart reloads the state and serves
+    let s2 = Server::start(&dir, &strs(&base_args(&data)), &env).unwrap();
+    let h = s2.json("GET", "/api/v1/health", TOKEN, None).await;
+    assert_eq!(h["status"], "ok");
+    drop(s2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_never_share_one_sqlite_store() {
+    let dir = fresh_dir("twostores");
+    let db = format!("sqlite://{}?mode=rwc", dir.join("shared.db").display());
+    let env = [("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)];
+    let mut a1 = base_args(&dir.join("d1"));
+    a1.extend(["--database".into(), db.clone()]);
+    let s1 = Server::start(&dir, &strs(&a1), &env).unwrap();
+    let mut a2 = base_args(&dir.join("d2"));
+    a2.extend(["--database".into(), db]);
+    let e = Server::start(&dir, &strs(&a2), &env)
+        .err()
+        .expect("a second server on the store");
+    assert!(
+        e.contains("another gigafab server is using the database"),
+        "{e}"
+    );
+    drop(s1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_job_records_a_bounded_number_of_wait_events() {
+    let dir = fresh_dir("waits");
+    let data = dir.join("data");
+    let s = Server::start(
+        &dir,
+        &strs(&base_args(&data)),
+        &[("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)],
+    )
+    .unwrap();
+    // 32 short jobs through 4 accelerators: the reason of the ones behind
+    // flaps between "no gang free" and "priority" as runs end and start
+    let mut ids = Vec::new();
+    for _ in 0..32 {
+        let j = s
+            .json("POST", "/api/v1/jobs", TOKEN, Some(json!({"allocation": 1, "gpus": 1, "type": "h100", "command": ["sleep", "0.2"]})))
+            .await;
+        ids.push(j["id"].as_i64().unwrap());
+    }
+    let mut most = 0;
+    for id in ids {
+        let j = s.wait_state(TOKEN, id, &["completed"]).await;
+        let waits = j["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "waiting")
+            .count();
+        most = most.max(waits);
+    }
+    assert!(most <= 4, "a job recorded {most} waiting events");
+    assert!(most >= 1, "jobs did wait");
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -571,7 +571,7 @@ async fn tenants_quota_and_audit(app: App) {
     let acme_alloc = app
         .post(
             "/api/v1/allocations",
-            json!({"org": "acme", "gpu_hours": 0.0005, "days": 30}),
+            json!({"org": "acme", "gpu_hours": 0.0012, "days": 30}),
         )
         .await;
     let uni_alloc = app
@@ -598,7 +598,7 @@ async fn tenants_quota_and_audit(app: App) {
     let (s, j) = app
         .submit(
             &bob,
-            json!({"allocation": a1, "gpus": 2, "command": sh("sleep 1")}),
+            json!({"allocation": a1, "gpus": 2, "time_limit_s": 1, "command": sh("sleep 3")}),
         )
         .await;
     assert_eq!(s, 201, "{j}");
@@ -625,7 +625,7 @@ async fn tenants_quota_and_audit(app: App) {
     let (s, pj) = app
         .submit(
             &bob,
-            json!({"allocation": a1, "gpus": 1, "project": "llm", "command": sh("true")}),
+            json!({"allocation": a1, "gpus": 1, "time_limit_s": 1, "project": "llm", "command": sh("true")}),
         )
         .await;
     assert_eq!(s, 201, "{pj}");
@@ -633,7 +633,7 @@ async fn tenants_quota_and_audit(app: App) {
     let (s, v) = app
         .submit(
             &bob,
-            json!({"allocation": a1, "gpus": 1, "project": "nope", "command": sh("true")}),
+            json!({"allocation": a1, "gpus": 1, "time_limit_s": 1, "project": "nope", "command": sh("true")}),
         )
         .await;
     assert_eq!(s, 404, "{v}");
@@ -706,22 +706,35 @@ async fn tenants_quota_and_audit(app: App) {
         .map(|u| u["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["alice", "bob"]);
-    // quota: 0.0005 GPU-hours = 1.8 GPU-s; 2 GPUs for ~1 s uses it up
-    app.wait_state(bob_job, &["completed"], 10).await;
+    // quota: 0.0012 GPU-hours = 4.32 GPU-s; each start reserves its time
+    // limit: 2 GPUs to a 1 s limit (and the kill grace), then 1 GPU to 1 s
+    // more, use it up
+    app.wait_state(bob_job, &["timeout"], 10).await;
+    let (s, last) = app
+        .submit(
+            &bob,
+            json!({"allocation": a1, "gpus": 1, "time_limit_s": 1, "command": sh("sleep 3")}),
+        )
+        .await;
+    assert_eq!(s, 201, "{last}");
+    app.wait_state(last["id"].as_i64().unwrap(), &["timeout"], 10)
+        .await;
     let (s, v) = app
         .submit(
             &bob,
             json!({"allocation": a1, "gpus": 1, "command": sh("true")}),
         )
         .await;
-    assert_eq!(
-        (s, v["error"].as_str().unwrap()),
-        (422, "allocation_exhausted"),
+    // what is left is less than any time limit reserves: refused
+    assert_eq!(s, 422, "{v}");
+    assert!(
+        ["allocation_exhausted", "exceeds_allocation"].contains(&v["error"].as_str().unwrap()),
         "{v}"
     );
     let al = app.get(&format!("/api/v1/allocations/{a1}")).await;
-    assert_eq!(al["state"], "exhausted");
-    assert!(al["used_gpu_hours"].as_f64().unwrap() >= 0.0005);
+    let used = al["used_gpu_hours"].as_f64().unwrap();
+    // used up, and never past the grant by more than the kill grace allows
+    assert!(used >= 0.0008 && used <= 0.0012 + 1.0 / 3600.0, "{al}");
     // expired: a window in the past
     let old = app
         .post(

@@ -19,5 +19,5 @@ pub use catalog::{AcceleratorType, Catalog, TypeIdx, Vendor};
 pub use factory::{Factory, FactoryError, PoolIdx};
 pub use policy::{Policy, PolicyKind};
 pub use rng::Rng;
-pub use sched::{Decisions, FailOutcome, Job, JobIdx, JobState, Reason, SchedCore};
+pub use sched::{Decisions, FailOutcome, Job, JobIdx, JobState, Reason, Reserve, SchedCore};
 pub use spec::{AllocationSpec, Category, JobSpec, Throughputs, TypeFilter};

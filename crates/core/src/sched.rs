@@ -34,6 +34,17 @@ pub enum JobState {
     Failed,
 }
 
+/// Whether a job's time limit fits in what its allocation has left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reserve {
+    /// It may start.
+    Fits,
+    /// Not while the running jobs' limits hold the rest of the grant.
+    Wait,
+    /// Not even with nothing running: the grant is too small for it.
+    Never,
+}
+
 /// Why a job was refused or cancelled (snake_case codes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {
@@ -146,7 +157,19 @@ pub struct AllocState {
     usage_t: f64,
     /// Billing-weighted accelerators running now.
     rate: f64,
+    /// Running jobs with a time limit: Σ of their billing-weighted
+    /// accelerators, and Σ of that times their limit's end; what they may
+    /// still use at `now` is `res_end - now * res_rate` (their reservation).
+    res_rate: f64,
+    res_end: f64,
     fs_factor: f64,
+}
+
+impl AllocState {
+    /// Accelerator-seconds the running jobs' time limits may still take.
+    pub fn reserved_at(&self, now: f64) -> f64 {
+        (self.res_end - now * self.res_rate).max(0.0)
+    }
 }
 
 /// What one pass decided.
@@ -424,6 +447,8 @@ impl SchedCore {
             used_total: 0.0,
             usage_t: 0.0,
             rate: 0.0,
+            res_rate: 0.0,
+            res_end: 0.0,
             fs_factor: 1.0,
         });
         i
@@ -873,6 +898,7 @@ impl SchedCore {
             .time_limit_s
             .unwrap_or((1.0 - job.done).max(0.0) * job.run_full);
         job.est_end = now + est;
+        let limited = job.time_limit_s.is_some();
         let (est_end, gpus, alloc, prio, pre) = (
             job.est_end,
             job.gpus,
@@ -889,7 +915,12 @@ impl SchedCore {
             e.1 += gpus as u64;
         }
         self.accrue(alloc, now);
-        self.allocs[alloc as usize].rate += gpus as f64 * w;
+        let a = &mut self.allocs[alloc as usize];
+        a.rate += gpus as f64 * w;
+        if limited {
+            a.res_rate += gpus as f64 * w;
+            a.res_end += gpus as f64 * w * est_end;
+        }
         self.n_running += 1;
         self.dec.started.push(j);
     }
@@ -925,6 +956,7 @@ impl SchedCore {
         let job = &mut self.jobs[j as usize];
         debug_assert_eq!(job.state, JobState::Running);
         let placement = std::mem::take(&mut job.placement);
+        let limited = job.time_limit_s.is_some();
         let (pool, est_end, gpus, alloc, prio, pre) = (
             job.run_pool,
             job.est_end,
@@ -965,6 +997,13 @@ impl SchedCore {
         self.accrue(alloc, now);
         let a = &mut self.allocs[alloc as usize];
         a.rate = (a.rate - gpus as f64 * w).max(0.0);
+        if limited {
+            a.res_rate = (a.res_rate - gpus as f64 * w).max(0.0);
+            a.res_end -= gpus as f64 * w * est_end;
+            if a.res_rate == 0.0 {
+                a.res_end = 0.0;
+            }
+        }
         self.n_running -= 1;
     }
 
@@ -1277,6 +1316,18 @@ impl SchedCore {
                             removed = true;
                             continue;
                         }
+                        // a job starts only if its time limit fits in what
+                        // is left once the running jobs' limits are taken
+                        // (as Slurm's GrpTRESMins): never past the grant
+                        match self.reserve_check(j, now) {
+                            Reserve::Fits => {}
+                            Reserve::Wait => continue,
+                            Reserve::Never => {
+                                self.cancel_in_pass(j, Reason::AllocationExhausted, now);
+                                removed = true;
+                                continue;
+                            }
+                        }
                     }
                 } else {
                     self.cancel_in_pass(j, Reason::AllocationExpired, now);
@@ -1467,6 +1518,19 @@ impl SchedCore {
         self.cand_list(spec, steps).map(|_| ())
     }
 
+    /// The highest billing weight among the pools a job may run on (what
+    /// its time limit reserves of a grant at the most); `Err` as
+    /// [`SchedCore::check`].
+    pub fn max_billing(&mut self, spec: &JobSpec) -> Result<f64, Reason> {
+        let steps = spec.steps.is_some() && spec.job_type.is_some();
+        let cl = self.cand_list(spec, steps)?;
+        Ok(self.cand_lists[cl as usize]
+            .pools
+            .iter()
+            .map(|&(p, _)| self.billing(p))
+            .fold(0.0, f64::max))
+    }
+
     /// Live systems: the run of job `j` ended at `now` with `state`
     /// (`Completed`, `Failed`, `TimedOut` or `Cancelled`), whatever its plan said.
     pub fn end_run(&mut self, j: JobIdx, now: f64, state: JobState) {
@@ -1591,6 +1655,33 @@ impl SchedCore {
         }
         self.drained[n] = self.drained[n].saturating_add(c) | DRAIN_FLAG;
         c
+    }
+
+    /// Whether job `j`'s time limit fits in its allocation's grant now (see
+    /// [`Reserve`]); jobs without a limit or a grant always fit.
+    pub fn reserve_check(&self, j: JobIdx, now: f64) -> Reserve {
+        let job = &self.jobs[j as usize];
+        let (Some(limit), a) = (job.time_limit_s, &self.allocs[job.alloc as usize]) else {
+            return Reserve::Fits;
+        };
+        let Some(g) = a.spec.granted_gpu_hours else {
+            return Reserve::Fits;
+        };
+        // the dearest pool it may run on: wherever it starts, its limit fits
+        let w = self.cand_lists[job.cands as usize]
+            .pools
+            .iter()
+            .map(|&(p, _)| self.billing(p))
+            .fold(0.0, f64::max);
+        let need = limit * job.gpus as f64 * w;
+        let left = g * 3600.0 - a.used_total;
+        if need > left + 1e-6 {
+            Reserve::Never
+        } else if need > left - a.reserved_at(now) + 1e-6 {
+            Reserve::Wait
+        } else {
+            Reserve::Fits
+        }
     }
 
     /// Drained nodes of pool `p`.

@@ -66,12 +66,24 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
         "post",
         "/api/v1/tokens",
         "any token",
-        "Create a token {user?}; answers it once",
+        "Create a token {user?, expires_in_days?=90}; answers it once, with its id and expiry",
+    ),
+    (
+        "get",
+        "/api/v1/tokens",
+        "any token",
+        "List live tokens (yours; an owner: the organisation's; an admin: all), never their secrets",
+    ),
+    (
+        "post",
+        "/api/v1/users/{id}/disable",
+        "admin, owner of the user's organisation",
+        "Disable a user: every token revoked, no new one",
     ),
     (
         "delete",
         "/api/v1/tokens/{id}",
-        "admin, the token's user",
+        "admin, the token's user, an owner of the user's organisation",
         "Revoke a token",
     ),
     (
@@ -164,7 +176,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/orgs", post(create_org).get(list_orgs))
         .route("/api/v1/projects", post(create_project).get(list_projects))
         .route("/api/v1/users", post(create_user).get(list_users))
-        .route("/api/v1/tokens", post(create_token))
+        .route("/api/v1/tokens", post(create_token).get(list_tokens))
+        .route("/api/v1/users/{id}/disable", post(disable_user))
         .route("/api/v1/tokens/{id}", delete(revoke_token))
         .route("/api/v1/allocations", post(create_alloc).get(list_allocs))
         .route("/api/v1/allocations/{id}", get(get_alloc))
@@ -279,7 +292,14 @@ fn reply((status, v): (StatusCode, Value)) -> Response {
     (status, Json(v)).into_response()
 }
 
-async fn health(State(s): State<AppState>) -> Json<Value> {
+async fn health(State(s): State<AppState>) -> Response {
+    if !s.controller_alive.load(std::sync::atomic::Ordering::SeqCst) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "controller_stopped", "version": env!("CARGO_PKG_VERSION")})),
+        )
+            .into_response();
+    }
     let st = s.stats.lock().map(|x| x.clone()).unwrap_or_default();
     let last = st.recent_passes.back().copied();
     Json(json!({
@@ -295,6 +315,7 @@ async fn health(State(s): State<AppState>) -> Json<Value> {
             "last_commit_us": st.recent_commits.back().map(|c| c.1),
         },
     }))
+    .into_response()
 }
 
 async fn openapi() -> Json<Value> {
@@ -453,6 +474,16 @@ ask!(list_users, Action::ListUsers);
 ask!(list_allocs, Action::ListAllocs);
 ask!(usage, Action::Usage);
 ask!(fleet, Action::Fleet);
+ask!(list_tokens, Action::ListTokens);
+
+async fn disable_user(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let id = parse_id(&id, "user_not_found")?;
+    Ok(reply(s.ask(p, Action::DisableUser(id)).await?))
+}
 
 /// `GET /metrics`: Prometheus text format (admin, operator token).
 async fn metrics(State(s): State<AppState>, Caller(who): Caller) -> Result<Response, ApiError> {

@@ -68,6 +68,8 @@ pub enum Action {
     CreateUser(UserReq),
     CreateToken(TokenReq),
     RevokeToken(i64),
+    ListTokens,
+    DisableUser(i64),
     CreateAlloc(AllocReq),
     Drain(String, bool),
     ListOrgs,
@@ -101,6 +103,9 @@ pub struct Shared {
     pub stats: std::sync::Mutex<LoopStats>,
     /// Prometheus counters and histograms.
     pub metrics: crate::metrics::Metrics,
+    /// False once the controller has stopped other than by a stop request
+    /// (a panic): `/health` fails and the server exits.
+    pub controller_alive: std::sync::atomic::AtomicBool,
 }
 
 /// What the controller's loop measured, for `/health` and benchmarks.
@@ -140,9 +145,14 @@ impl Shared {
             .map_err(|_| ApiError::unavailable("the controller has stopped"))?
     }
 
+    /// The caller of a live token (None: unknown, revoked or expired).
     pub fn principal(&self, token: &str) -> Option<Principal> {
         let h = hash_token(token);
-        self.tokens.read().ok()?.get(&h).cloned()
+        let p = self.tokens.read().ok()?.get(&h).cloned()?;
+        match p.expires_ms {
+            Some(e) if crate::time::now_ms() >= e => None,
+            _ => Some(p),
+        }
     }
 }
 
@@ -223,12 +233,21 @@ struct User {
     name: String,
     org: Option<i64>,
     role: Role,
+    /// Disabled: no token of theirs works, none can be made.
+    disabled: bool,
 }
 
 struct TokenRec {
     user: i64,
     hash: String,
+    created_ms: i64,
+    expires_ms: Option<i64>,
 }
+
+/// Days a token lives unless its request says otherwise.
+pub const DEFAULT_TOKEN_DAYS: f64 = 90.0;
+/// Longest life of a token, days.
+pub const MAX_TOKEN_DAYS: f64 = 3650.0;
 
 struct Alloc {
     id: i64,
@@ -279,7 +298,14 @@ struct LiveJob {
     cancel_requested: bool,
     /// Telemetry: (device index, its energy meter) when the run started.
     meter_start: Vec<(u32, f64)>,
+    /// "waiting" events recorded for it so far (bounded: a job whose
+    /// reason flaps keeps its current reason, not a row per flap).
+    wait_events: u32,
 }
+
+/// Most "waiting" events one job records; later changes of its reason only
+/// update the job's `reason`.
+pub const MAX_WAIT_EVENTS: u32 = 4;
 
 #[derive(Default)]
 struct Ids {
@@ -574,7 +600,7 @@ impl Controller {
             self.ids.project = self.ids.project.max(p.id);
             self.projects.insert(p.id, p);
         }
-        for r in sqlx::query("SELECT id, name, org_id, role FROM users ORDER BY id")
+        for r in sqlx::query("SELECT id, name, org_id, role, disabled_ms FROM users ORDER BY id")
             .fetch_all(&pool)
             .await?
         {
@@ -584,14 +610,17 @@ impl Controller {
                 name: r.try_get(1)?,
                 org: r.try_get(2)?,
                 role: Role::parse(&role).unwrap_or(Role::Member),
+                disabled: r.try_get::<Option<i64>, _>(4)?.is_some(),
             };
             self.ids.user = self.ids.user.max(u.id);
             self.users.insert(u.id, u);
         }
         let mut cache = HashMap::new();
-        for r in sqlx::query("SELECT id, user_id, hash, revoked_ms FROM tokens ORDER BY id")
-            .fetch_all(&pool)
-            .await?
+        for r in sqlx::query(
+            "SELECT id, user_id, hash, revoked_ms, created_ms, expires_ms FROM tokens ORDER BY id",
+        )
+        .fetch_all(&pool)
+        .await?
         {
             let id: i64 = r.try_get(0)?;
             self.ids.token = self.ids.token.max(id);
@@ -602,11 +631,14 @@ impl Controller {
             let t = TokenRec {
                 user: r.try_get(1)?,
                 hash: r.try_get(2)?,
+                created_ms: r.try_get(4)?,
+                expires_ms: r.try_get(5)?,
             };
-            if let Some(p) = self.principal_of(t.user, id) {
-                cache.insert(t.hash.clone(), p);
-            }
+            let hash = t.hash.clone();
             self.tokens.insert(id, t);
+            if let Some(p) = self.principal_of(self.tokens[&id].user, id) {
+                cache.insert(hash, p);
+            }
         }
         *self.shared.tokens.write().expect("token cache") = cache;
         for r in sqlx::query("SELECT id, org_id, name, granted_gpu_s, used_gpu_s, valid_from_ms, valid_until_ms, qos_priority, energy_j, carbon_g FROM allocations ORDER BY id")
@@ -700,6 +732,7 @@ impl Controller {
                 name: "admin".into(),
                 org: None,
                 role: Role::Admin,
+                disabled: false,
             },
         );
         self.ops.push(op(
@@ -712,7 +745,10 @@ impl Controller {
                 Arg::I(now),
             ],
         ));
-        let p = self.add_token(uid, &token, now).expect("user just added");
+        // the bootstrap token does not expire (revoke it once other admins exist)
+        let p = self
+            .add_token(uid, &token, now, None)
+            .expect("user just added");
         self.shared
             .tokens
             .write()
@@ -819,13 +855,14 @@ impl Controller {
     }
 
     fn principal_of(&self, user: i64, token_id: i64) -> Option<Principal> {
-        let u = self.users.get(&user)?;
+        let u = self.users.get(&user).filter(|u| !u.disabled)?;
         Some(Principal {
             user_id: u.id,
             name: u.name.clone(),
             role: u.role,
             org_id: u.org,
             token_id,
+            expires_ms: self.tokens.get(&token_id).and_then(|t| t.expires_ms),
         })
     }
 
@@ -906,22 +943,124 @@ impl Controller {
         self.ids.alloc
     }
 
-    fn add_token(&mut self, user: i64, token: &str, now: i64) -> Option<Principal> {
+    fn add_token(
+        &mut self,
+        user: i64,
+        token: &str,
+        now: i64,
+        expires_ms: Option<i64>,
+    ) -> Option<Principal> {
         self.ids.token += 1;
         let id = self.ids.token;
         let hash = hash_token(token);
         self.ops.push(op(
-            "INSERT INTO tokens (id, user_id, hash, created_ms, revoked_ms) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO tokens (id, user_id, hash, created_ms, revoked_ms, expires_ms) VALUES ($1, $2, $3, $4, $5, $6)",
             vec![
                 Arg::I(id),
                 Arg::I(user),
                 Arg::S(hash.clone()),
                 Arg::I(now),
                 Arg::OI(None),
+                Arg::OI(expires_ms),
             ],
         ));
-        self.tokens.insert(id, TokenRec { user, hash });
+        self.tokens.insert(
+            id,
+            TokenRec {
+                user,
+                hash,
+                created_ms: now,
+                expires_ms,
+            },
+        );
         self.principal_of(user, id)
+    }
+
+    /// Whether `who` may manage (list, revoke, disable) the tokens of `user`:
+    /// an admin, the user themself, or an owner of the user's organisation.
+    fn manages(&self, who: &Principal, user: i64) -> bool {
+        who.role == Role::Admin
+            || who.user_id == user
+            || (who.role == Role::Owner
+                && self
+                    .users
+                    .get(&user)
+                    .is_some_and(|u| u.org.is_some() && u.org == who.org_id))
+    }
+
+    fn token_json(&self, id: i64, t: &TokenRec) -> Value {
+        json!({
+            "id": id,
+            "user": t.user,
+            "user_name": self.users.get(&t.user).map(|u| u.name.clone()),
+            "created_at": rfc3339(t.created_ms),
+            "expires_at": t.expires_ms.map(rfc3339),
+        })
+    }
+
+    fn list_tokens(&self, who: &Principal) -> Value {
+        let items: Vec<Value> = self
+            .tokens
+            .iter()
+            .filter(|(_, t)| self.manages(who, t.user))
+            .map(|(id, t)| self.token_json(*id, t))
+            .collect();
+        json!({"items": items, "next": null})
+    }
+
+    /// Disables a user: every token of theirs stops working at once, and
+    /// no new one can be made (admin; owner of the user's organisation).
+    fn disable_user(&mut self, who: &Principal, id: i64, now: i64) -> Result<Value, ApiError> {
+        let not_found = || ApiError::not_found("user_not_found", format!("user {id} not found"));
+        let u = self.users.get(&id).ok_or_else(not_found)?;
+        if !(who.role == Role::Admin
+            || (who.role == Role::Owner && u.org.is_some() && u.org == who.org_id))
+        {
+            return Err(
+                if who.global() || (u.org.is_some() && u.org == who.org_id) {
+                    ApiError::forbidden(
+                        "only an admin, or an owner of the user's organisation, disables users",
+                    )
+                } else {
+                    not_found()
+                },
+            );
+        }
+        if id == who.user_id {
+            return Err(ApiError::invalid("you cannot disable yourself"));
+        }
+        let ids: Vec<i64> = self
+            .tokens
+            .iter()
+            .filter(|(_, t)| t.user == id)
+            .map(|(tid, _)| *tid)
+            .collect();
+        for tid in &ids {
+            if let Some(t) = self.tokens.remove(tid) {
+                if let Ok(mut c) = self.shared.tokens.write() {
+                    c.remove(&t.hash);
+                }
+                self.ops.push(op(
+                    "UPDATE tokens SET revoked_ms = $2 WHERE id = $1",
+                    vec![Arg::I(*tid), Arg::I(now)],
+                ));
+            }
+        }
+        if let Some(u) = self.users.get_mut(&id) {
+            u.disabled = true;
+        }
+        self.ops.push(op(
+            "UPDATE users SET disabled_ms = $2 WHERE id = $1",
+            vec![Arg::I(id), Arg::I(now)],
+        ));
+        self.audit(
+            who,
+            now,
+            "disable_user",
+            &format!("user {id}"),
+            format!("{} tokens revoked", ids.len()),
+        );
+        Ok(json!({"id": id, "disabled": true, "tokens_revoked": ids.len()}))
     }
 
     fn audit(&mut self, who: &Principal, now: i64, action: &str, object: &str, detail: String) {
@@ -1092,6 +1231,7 @@ impl Controller {
                 devices,
                 cancel_requested: false,
                 meter_start: Vec::new(),
+                wait_events: 0,
             },
         );
     }
@@ -1134,6 +1274,18 @@ impl Controller {
                     rec.exit_code.map(i64::from),
                     format!("{} (while the server was down)", rec.message),
                 );
+            }
+            Ok((_, RunStatus::Lost { .. })) if handle.is_none() => {
+                // decided and committed, but the server stopped before its
+                // launch was recorded, and the engine has no trace of it:
+                // it never started, so it starts now on its accelerators
+                self.event(
+                    id,
+                    now,
+                    "adopted",
+                    "never launched before a server restart; launching now".into(),
+                );
+                self.launches.push(id);
             }
             Ok((_, RunStatus::Lost { message })) => {
                 self.end_job(id, now, "failed", None, format!("lost: {message}"));
@@ -1358,6 +1510,8 @@ impl Controller {
             Action::CreateUser(req) => created(self.create_user(who, req, now, tokens)?),
             Action::CreateToken(req) => created(self.create_token(who, req, now, tokens)?),
             Action::RevokeToken(id) => ok(self.revoke_token(who, id, now)?),
+            Action::ListTokens => ok(self.list_tokens(who)),
+            Action::DisableUser(id) => ok(self.disable_user(who, id, now)?),
             Action::CreateAlloc(req) => created(self.create_alloc(who, req, now)?),
             Action::Drain(node, drain) => ok(self.drain(who, &node, drain, now)?),
             Action::ListOrgs => ok(json!({"items": self
@@ -1416,7 +1570,7 @@ impl Controller {
                 }))
                 .collect::<Vec<_>>(),
                 "orgs": self.org_usage(who, now)})),
-            Action::Fleet => ok(self.fleet_json()),
+            Action::Fleet => ok(self.fleet_json(who)),
             Action::Metrics => {
                 if !who.global() {
                     return Err(ApiError::forbidden("metrics are for admins and operators"));
@@ -1745,11 +1899,15 @@ impl Controller {
             name: req.name.clone(),
             org,
             role,
+            disabled: false,
         };
         let mut v = self.user_json(&u);
         self.users.insert(id, u);
         let token = new_token();
-        let p = self.add_token(id, &token, now).expect("user just added");
+        let expires = now + (DEFAULT_TOKEN_DAYS * 86_400_000.0) as i64;
+        let p = self
+            .add_token(id, &token, now, Some(expires))
+            .expect("user just added");
         tokens.push((hash_token(&token), p));
         self.audit(
             who,
@@ -1786,10 +1944,25 @@ impl Controller {
                 .id
             }
         };
+        if self.users.get(&target).is_some_and(|u| u.disabled) {
+            return Err(ApiError::conflict(
+                "user_disabled",
+                format!("user {target} is disabled"),
+            ));
+        }
+        let days = req.expires_in_days.unwrap_or(DEFAULT_TOKEN_DAYS);
+        if !(days.is_finite() && days > 0.0 && days <= MAX_TOKEN_DAYS) {
+            return Err(ApiError::invalid(format!(
+                "expires_in_days: must be within 0..={MAX_TOKEN_DAYS}"
+            )));
+        }
+        let expires = now + (days * 86_400_000.0) as i64;
         let token = new_token();
-        let p = self.add_token(target, &token, now).ok_or_else(|| {
-            ApiError::not_found("user_not_found", format!("user {target} not found"))
-        })?;
+        let p = self
+            .add_token(target, &token, now, Some(expires))
+            .ok_or_else(|| {
+                ApiError::not_found("user_not_found", format!("user {target} not found"))
+            })?;
         let tid = p.token_id;
         tokens.push((hash_token(&token), p));
         self.audit(
@@ -1799,14 +1972,14 @@ impl Controller {
             &format!("token {tid}"),
             format!("for user {target}"),
         );
-        Ok(json!({"id": tid, "user": target, "token": token}))
+        Ok(json!({"id": tid, "user": target, "token": token, "expires_at": rfc3339(expires)}))
     }
 
     fn revoke_token(&mut self, who: &Principal, id: i64, now: i64) -> Result<Value, ApiError> {
         let t = self
             .tokens
             .get(&id)
-            .filter(|t| who.role == Role::Admin || t.user == who.user_id)
+            .filter(|t| self.manages(who, t.user))
             .ok_or_else(|| ApiError::not_found("not_found", format!("token {id} not found")))?;
         let hash = t.hash.clone();
         self.tokens.remove(&id);
@@ -1833,6 +2006,14 @@ impl Controller {
         req: AllocReq,
         now: i64,
     ) -> Result<Value, ApiError> {
+        // fault injection for the tests of a dead controller (debug builds,
+        // and only with GIGAFAB_FAULTS=1)
+        #[cfg(debug_assertions)]
+        if req.name.as_deref() == Some("__controller_panic__")
+            && std::env::var("GIGAFAB_FAULTS").as_deref() == Ok("1")
+        {
+            panic!("injected controller fault");
+        }
         if who.role != Role::Admin {
             return Err(ApiError::forbidden("only an admin grants allocations"));
         }
@@ -1878,12 +2059,25 @@ impl Controller {
         Ok(v)
     }
 
-    fn node_json(&self, n: u32) -> Value {
+    /// A node as `who` may see it: another organisation's job ids are not
+    /// shown (only how many accelerators are busy).
+    fn node_json(&self, n: u32, who: &Principal) -> Value {
         let pool_i = self.core.cluster.pool_of(n) as usize;
         let p = &self.cfg.factory.pools[pool_i];
         let t = self.cfg.factory.catalog.get(p.accel);
         let (cap, free) = self.core.cluster.node_state(n);
-        let mut jobs: Vec<i64> = self.devices[n as usize].iter().flatten().copied().collect();
+        let mut jobs: Vec<i64> = self.devices[n as usize]
+            .iter()
+            .flatten()
+            .copied()
+            .filter(|id| {
+                who.global()
+                    || self
+                        .jobs
+                        .get(id)
+                        .is_some_and(|j| who.sees_org(j.row.org_id))
+            })
+            .collect();
         jobs.dedup();
         let busy = self.devices[n as usize]
             .iter()
@@ -1904,9 +2098,9 @@ impl Controller {
         })
     }
 
-    fn fleet_json(&self) -> Value {
+    fn fleet_json(&self, who: &Principal) -> Value {
         let nodes: Vec<Value> = (0..self.node_names.len() as u32)
-            .map(|n| self.node_json(n))
+            .map(|n| self.node_json(n, who))
             .collect();
         json!({
             "nodes": nodes,
@@ -1953,7 +2147,7 @@ impl Controller {
             &format!("node {node}"),
             String::new(),
         );
-        Ok(self.node_json(n))
+        Ok(self.node_json(n, who))
     }
 
     fn submit(&mut self, who: &Principal, req: SubmitReq, now: i64) -> Result<Value, ApiError> {
@@ -2188,6 +2382,23 @@ impl Controller {
                 ),
             ));
         }
+        // its time limit is reserved against the grant when it starts: a
+        // limit larger than what is left could never start
+        let w = self.core.max_billing(&cs).unwrap_or(1.0);
+        let need_h = limit as f64 * req.gpus as f64 * w / 3600.0;
+        let a = &self.allocs[&alloc_id];
+        let left_h = (a.granted_gpu_s - a.used_at(now)) / 3600.0;
+        if need_h > left_h + 1e-9 {
+            self.ids.job -= 1;
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "exceeds_allocation",
+                format!(
+                    "its time limit reserves {need_h:.3} GPU-hours ({} s × {} accelerators × billing weight {w}) but allocation {alloc_id} has {left_h:.3} left; lower --time or ask for a larger allocation",
+                    limit, req.gpus
+                ),
+            ));
+        }
         self.ops.push(op(
             JOB_INSERT,
             vec![
@@ -2230,6 +2441,7 @@ impl Controller {
                 devices: Vec::new(),
                 cancel_requested: false,
                 meter_start: Vec::new(),
+                wait_events: 0,
             },
         );
         self.allocs.get_mut(&alloc_id).expect("checked").queued += 1;
@@ -2547,6 +2759,8 @@ impl Controller {
             let alloc = self.core.jobs[ju].alloc as usize;
             let kind = if now_s < self.core.allocs[alloc].spec.valid_from_s {
                 3u8
+            } else if self.core.reserve_check(j, now_s) == gigafab_core::Reserve::Wait {
+                6
             } else if !self.core.fits_now(j) {
                 if self.core.waits_on_drained(j) { 5 } else { 1 }
             } else if self.core.power_blocked(j) {
@@ -2580,6 +2794,14 @@ impl Controller {
                     filter_label(&job.spec)
                 ),
                 4 => "waiting: site power budget".to_string(),
+                6 => {
+                    let a = &self.allocs[&job.row.alloc_id];
+                    format!(
+                        "waiting: allocation {}: the time limits of its running jobs hold the rest of its {:.3} GPU-hours",
+                        a.id,
+                        a.granted_gpu_s / 3600.0
+                    )
+                }
                 5 => {
                     let c = job.core;
                     let mut drained: Vec<&str> = Vec::new();
@@ -2602,7 +2824,10 @@ impl Controller {
             };
             let job = self.jobs.get_mut(&id).expect("present");
             job.row.reason = Some(msg.clone());
-            self.event(id, now, "waiting", msg.clone());
+            if job.wait_events < MAX_WAIT_EVENTS {
+                job.wait_events += 1;
+                self.event(id, now, "waiting", msg.clone());
+            }
             by_reason.entry(msg).or_default().push(id);
         }
         // one statement per distinct reason

@@ -98,6 +98,31 @@ impl Running {
         let r = tokio::select! {
             r = &mut self.server => Some(r),
             _ = stopping.wait_for(|v| *v) => None,
+            c = &mut self.controller => {
+                // the controller ended without a stop: it panicked. Serving
+                // on would answer 503 forever: fail health, stop, exit with
+                // an error (a service manager restarts the server, which
+                // reloads from the store)
+                self.shared
+                    .controller_alive
+                    .store(false, std::sync::atomic::Ordering::SeqCst);
+                let why = match c {
+                    Err(e) if e.is_panic() => {
+                        let p = e.into_panic();
+                        p.downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| p.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "a panic".into())
+                    }
+                    Err(e) => e.to_string(),
+                    Ok(()) => "it ended".into(),
+                };
+                let _ = self.stop_http.send(true);
+                let _ = tokio::time::timeout(STOP_GRACE, &mut self.server).await;
+                return Err(std::io::Error::other(format!(
+                    "the controller stopped ({why}); exiting so that a restart reloads the state from the store"
+                )));
+            }
         };
         let r = match r {
             Some(r) => r,
@@ -142,6 +167,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
         telemetry: cfg.telemetry,
         stats: Default::default(),
         metrics: Default::default(),
+        controller_alive: std::sync::atomic::AtomicBool::new(true),
     });
     let (controller, token) = ctl::Controller::load(cfg.ctl, shared.clone()).await?;
     let (stop_ctl, ctl_rx) = watch::channel(false);

@@ -144,6 +144,9 @@ pub struct UserReq {
 pub struct TokenReq {
     #[serde(default)]
     pub user: Option<IdRef>,
+    /// Days until it expires [default 90, at most 3650].
+    #[serde(default)]
+    pub expires_in_days: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

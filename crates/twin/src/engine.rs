@@ -63,7 +63,24 @@ pub enum SimError {
     BadJob(String, String),
     #[error("duplicate allocation for tenant `{0}`")]
     DuplicateTenant(String),
+    #[error(
+        "failures on for {span_years:.0} years of {accelerators} accelerators: about {expected:.1e} failure events, more than the {max:.0e} the twin simulates; shorten the workload or lower --failure-rate (0 turns failures off)"
+    )]
+    TooManyFailures {
+        span_years: f64,
+        accelerators: u64,
+        expected: f64,
+        max: f64,
+    },
 }
+
+/// Longest time a job may be submitted after time 0 or run, s (~31.7 years):
+/// past it a workload is refused, not simulated for hours.
+pub const MAX_TIME_S: f64 = 1e9;
+
+/// Most failure events a simulation may expect (each one is an event, and
+/// many restart jobs).
+pub const MAX_FAILURE_EVENTS: f64 = 5e7;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Ev {
@@ -203,6 +220,12 @@ fn validate(j: &JobSpec) -> Result<(), String> {
     if !(j.submit_s.is_finite() && j.submit_s >= 0.0) {
         return Err("submit time must be finite and >= 0".into());
     }
+    if j.submit_s > MAX_TIME_S {
+        return Err(format!(
+            "submit time {:e} s is past the twin's horizon of {MAX_TIME_S:e} s (~31.7 years)",
+            j.submit_s
+        ));
+    }
     if j.gpus == 0 {
         return Err("gpus must be >= 1".into());
     }
@@ -212,6 +235,11 @@ fn validate(j: &JobSpec) -> Result<(), String> {
             if !j.steps.is_some_and(|s| s.is_finite() && s > 0.0) {
                 return Err("steps must be finite and > 0".into());
             }
+        }
+        (false, Some(d)) if d.is_finite() && d > MAX_TIME_S => {
+            return Err(format!(
+                "duration {d:e} s is longer than the twin's horizon of {MAX_TIME_S:e} s (~31.7 years)"
+            ));
         }
         (false, Some(d)) if d.is_finite() && d > 0.0 => {}
         (false, _) => return Err("needs duration_s > 0 (or steps with job_type)".into()),
@@ -254,6 +282,25 @@ pub fn simulate(
         Some((a, b)) => return Err(SimError::BadWindow(a, b, n)),
         None => (0, n),
     };
+    // bound the work before building anything: expected failure events
+    // over at least the arrivals plus the longest job
+    if let Some(f) = cfg.failures.as_ref().filter(|f| f.rate_per_accel_day > 0.0) {
+        let accelerators = factory.accelerators();
+        let longest = jobs
+            .iter()
+            .filter_map(|j| j.duration_s)
+            .fold(0.0f64, f64::max);
+        let span = jobs[n - 1].submit_s - jobs[0].submit_s + longest;
+        let expected = f.rate_per_accel_day / 86_400.0 * accelerators as f64 * span;
+        if expected > MAX_FAILURE_EVENTS {
+            return Err(SimError::TooManyFailures {
+                span_years: span / (365.0 * 86_400.0),
+                accelerators,
+                expected,
+                max: MAX_FAILURE_EVENTS,
+            });
+        }
+    }
     let policy_name = policy.kind.name();
     let mut core = SchedCore::new(factory, policy, throughputs);
     // tenants -> allocations

@@ -13,6 +13,11 @@ pub mod throughputs;
 
 use std::fmt;
 
+/// Longest field name an error quotes, characters.
+pub const MAX_FIELD_CHARS: usize = 64;
+/// Longest message of an error, characters.
+pub const MAX_MESSAGE_CHARS: usize = 512;
+
 /// An error in a workload or throughput file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkloadError {
@@ -26,12 +31,15 @@ pub struct WorkloadError {
 }
 
 impl WorkloadError {
+    /// The field and the message are cut to a bounded excerpt: they may
+    /// quote untrusted input of any size (a 10-million-tab line).
     pub fn new(file: &str, line: usize, field: &str, message: impl Into<String>) -> WorkloadError {
+        use gigafab_core::time::excerpt;
         WorkloadError {
-            file: file.to_string(),
+            file: excerpt(file, 256),
             line,
-            field: field.to_string(),
-            message: message.into(),
+            field: excerpt(field, MAX_FIELD_CHARS),
+            message: excerpt(&message.into(), MAX_MESSAGE_CHARS),
         }
     }
 }
