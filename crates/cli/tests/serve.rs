@@ -734,7 +734,7 @@ async fn tenants_quota_and_audit(app: App) {
     let al = app.get(&format!("/api/v1/allocations/{a1}")).await;
     let used = al["used_gpu_hours"].as_f64().unwrap();
     // used up, and never past the grant by more than the kill grace allows
-    assert!(used >= 0.0008 && used <= 0.0012 + 1.0 / 3600.0, "{al}");
+    assert!((0.0008..=0.0012 + 1.0 / 3600.0).contains(&used), "{al}");
     // expired: a window in the past
     let old = app
         .post(

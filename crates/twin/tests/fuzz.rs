@@ -78,7 +78,7 @@ proptest! {
 #[test]
 fn a_huge_bad_field_gives_a_small_error() {
     // once: a 10-million-tab line made a 40 MB message
-    let line = "\t".repeat(1_000_000);
+    let line = "x\t".repeat(500_000);
     for r in [
         native::parse(&format!("id,submit_s,gpus,duration_s\n{line}\n"), "w").map(|_| ()),
         native::parse(&format!("{line}\n"), "w").map(|_| ()),
