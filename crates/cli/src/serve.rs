@@ -76,6 +76,14 @@ pub struct ServeArgs {
     /// root server needs --job-accounts.
     #[arg(long, env = "GIGAFAB_SINGLE_USER")]
     single_user: bool,
+    /// Open HTTP connections at most; past it new ones are closed at once
+    /// and a line is logged.
+    #[arg(long, env = "GIGAFAB_MAX_CONNECTIONS", default_value_t = 512)]
+    max_connections: usize,
+    /// Seconds a connection may take to send a request's headers; idle
+    /// keep-alive and half-open connections are closed after it too.
+    #[arg(long, env = "GIGAFAB_HEADER_TIMEOUT", default_value_t = 30.0)]
+    header_timeout: f64,
     /// Log format on standard error: `text` (for people) or `json` (one
     /// object per line, for log collectors); RUST_LOG filters (default
     /// info; `gigafab::access=off` silences the access log).
@@ -523,6 +531,29 @@ pub fn run(a: ServeArgs) -> Result<()> {
         },
         executor,
         telemetry: telemetry(&a.telemetry)?,
+        http: {
+            if a.max_connections == 0 {
+                bail!("--max-connections must be at least 1");
+            }
+            if !(a.header_timeout.is_finite() && (0.1..=3600.0).contains(&a.header_timeout)) {
+                bail!("--header-timeout must be within 0.1..=3600 seconds");
+            }
+            gigafab_server::HttpLimits {
+                max_connections: a.max_connections,
+                header_timeout: Duration::from_secs_f64(a.header_timeout),
+            }
+        },
+        existing_job_dirs: std::fs::read_dir(data_dir.join("jobs"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| {
+                        e.file_name()
+                            .to_str()
+                            .is_some_and(|n| n.parse::<u64>().is_ok())
+                    })
+                    .count()
+            })
+            .unwrap_or(0),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

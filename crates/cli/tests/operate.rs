@@ -558,3 +558,98 @@ async fn a_waiting_job_records_a_bounded_number_of_wait_events() {
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_store_is_never_taken_for_a_first_start() {
+    let dir = fresh_dir("lost");
+    let data = dir.join("data");
+    let env = [("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)];
+    let mut s = Server::start(&dir, &strs(&base_args(&data)), &env).unwrap();
+    let j = s
+        .json(
+            "POST",
+            "/api/v1/jobs",
+            TOKEN,
+            Some(json!({"allocation": 1, "gpus": 1, "command": ["true"]})),
+        )
+        .await;
+    s.wait_state(TOKEN, j["id"].as_i64().unwrap(), &["completed"])
+        .await;
+    s.sigterm();
+    for f in ["gigafab.db", "gigafab.db-wal", "gigafab.db-shm"] {
+        let _ = std::fs::remove_file(data.join(f));
+    }
+    let e = Server::start(&dir, &strs(&base_args(&data)), &env)
+        .err()
+        .expect("an empty store beside job directories must not start");
+    assert!(
+        e.contains("the store is empty but 1 job directories exist"),
+        "{e}"
+    );
+    // moving the jobs aside is the way to start afresh
+    std::fs::rename(data.join("jobs"), dir.join("old-jobs")).unwrap();
+    let s = Server::start(&dir, &strs(&base_args(&data)), &env).unwrap();
+    // every error is JSON, even those made before a handler runs
+    let (code, body) = s
+        .call("GET", "/api/v1/jobs/%FF%FE", Some(TOKEN), None)
+        .await;
+    assert!((400..500).contains(&code), "{code}");
+    let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert!(v["error"].is_string() && v["message"].is_string(), "{v}");
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_half_open_connections_are_closed_and_limited() {
+    use std::io::{Read, Write};
+    let dir = fresh_dir("conns");
+    let data = dir.join("data");
+    let mut args = base_args(&data);
+    args.extend(["--max-connections", "4", "--header-timeout", "1"].map(String::from));
+    let s = Server::start(&dir, &strs(&args), &[("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)]).unwrap();
+    let addr = s.url.trim_start_matches("http://").to_string();
+    // three idle connections and one half-open request hold every slot
+    let mut held: Vec<std::net::TcpStream> = (0..4)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    held[3]
+        .write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    // a fifth is closed at once, and the server says why
+    let (code, _) = tokio::time::timeout(Duration::from_secs(5), async {
+        match reqwest::Client::new()
+            .get(format!("{}/api/v1/health", s.url))
+            .send()
+            .await
+        {
+            Ok(r) => (r.status().as_u16(), ()),
+            Err(_) => (0, ()),
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "a connection past the limit was served");
+    assert!(
+        s.stderr().contains("connection limit of 4 reached"),
+        "{}",
+        s.stderr()
+    );
+    // after the header timeout the server has closed all four
+    std::thread::sleep(Duration::from_millis(1500));
+    for (i, c) in held.iter_mut().enumerate() {
+        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut buf = [0u8; 256];
+        let n = c.read(&mut buf).unwrap_or(0);
+        // closed (0 bytes) or answered with a timeout error, never left open
+        assert!(
+            n == 0 || String::from_utf8_lossy(&buf[..n]).contains("408"),
+            "connection {i} still open"
+        );
+    }
+    let h = s.json("GET", "/api/v1/health", TOKEN, None).await;
+    assert_eq!(h["status"], "ok");
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -499,6 +499,33 @@ async fn metrics(State(s): State<AppState>, Caller(who): Caller) -> Result<Respo
         .into_response())
 }
 
+/// Every error answer is JSON (`{"error","message"}`), also those that axum
+/// makes itself before a handler runs (a path that is not valid UTF-8, say).
+async fn json_errors(res: Response) -> Response {
+    let status = res.status();
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return res;
+    }
+    let body = axum::body::to_bytes(res.into_body(), 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&body);
+    let code = match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        s if s.is_server_error() => "internal",
+        _ => "invalid_request",
+    };
+    ApiError::new(status, code, gigafab_core::time::excerpt(text.trim(), 300)).into_response()
+}
+
 /// Access log (target `gigafab::access`) and the request counter of
 /// `/metrics`. Paths are logged without their query strings.
 async fn access_log(
@@ -509,7 +536,7 @@ async fn access_log(
     let t = std::time::Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let res = next.run(req).await;
+    let res = json_errors(next.run(req).await).await;
     let status = res.status().as_u16();
     s.metrics
         .http_requests

@@ -36,6 +36,31 @@ pub struct ServeConfig {
     pub executor: Arc<dyn Executor>,
     /// GPU telemetry (none: energy is modelled).
     pub telemetry: Option<Arc<dyn gigafab_telemetry::Telemetry>>,
+    /// Job directories already on disk (the local executor's): an empty
+    /// store beside them is a lost store, not a first start.
+    pub existing_job_dirs: usize,
+    /// Connection limits and timeouts.
+    pub http: HttpLimits,
+}
+
+/// What a client may hold of the server.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Open connections at most; past it a new one is closed at once (and
+    /// a line is logged).
+    pub max_connections: usize,
+    /// Time a connection may take to send a request's headers, idle
+    /// keep-alive and half-open connections included.
+    pub header_timeout: std::time::Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_connections: 512,
+            header_timeout: std::time::Duration::from_secs(30),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +69,10 @@ pub enum ServeError {
     Store(#[from] StoreError),
     #[error("cannot load the state from the store")]
     Load(#[from] sqlx::Error),
+    #[error(
+        "the store is empty but {job_dirs} job directories exist beside it: the database was lost or replaced, and starting afresh would forget those jobs and reuse their ids. Restore the database from a backup, or move the jobs directory aside to start afresh"
+    )]
+    StoreLost { job_dirs: usize },
     #[error("cannot listen on {addr}")]
     Listen {
         addr: SocketAddr,
@@ -170,20 +199,17 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
         controller_alive: std::sync::atomic::AtomicBool::new(true),
     });
     let (controller, token) = ctl::Controller::load(cfg.ctl, shared.clone()).await?;
+    if token.is_some() && cfg.existing_job_dirs > 0 {
+        // nothing of the first start was committed yet
+        return Err(ServeError::StoreLost {
+            job_dirs: cfg.existing_job_dirs,
+        });
+    }
     let (stop_ctl, ctl_rx) = watch::channel(false);
     let controller = tokio::spawn(controller.run(rx, ctl_rx));
-    let (stop_http, mut http_rx) = watch::channel(false);
+    let (stop_http, http_rx) = watch::channel(false);
     let app = api::router(shared.clone());
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                // a dropped sender (no one can ask for a stop) is not a stop
-                if http_rx.wait_for(|v| *v).await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-            })
-            .await
-    });
+    let server = tokio::spawn(serve_http(listener, app, cfg.http, http_rx));
     Ok(Running {
         addr,
         store: store.kind,
@@ -195,4 +221,68 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
         stop_http,
         stop_ctl,
     })
+}
+
+/// The HTTP/1 accept loop: a connection limit, a header (and idle) timeout
+/// per connection, and a graceful stop when `stop` turns true (no new
+/// connection; those open finish their requests, up to [`STOP_GRACE`] in
+/// [`Running::wait`]).
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    limits: HttpLimits,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let mut last_full_log: Option<std::time::Instant> = None;
+    let mut stop_gone = false;
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            r = stop.wait_for(|v| *v), if !stop_gone => {
+                if r.is_ok() {
+                    break;
+                }
+                // a dropped sender (no one can ask for a stop) is not a stop
+                stop_gone = true;
+                continue;
+            }
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // out of file descriptors and the like: wait, do not spin
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            if last_full_log.is_none_or(|t| t.elapsed().as_secs() >= 10) {
+                tracing::warn!(
+                    "connection limit of {} reached: closing new connections (from {peer} and others)",
+                    limits.max_connections
+                );
+                last_full_log = Some(std::time::Instant::now());
+            }
+            drop(stream);
+            continue;
+        };
+        let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+        let mut b = hyper::server::conn::http1::Builder::new();
+        b.timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .keep_alive(true);
+        let conn = b.serve_connection(TokioIo::new(stream), svc);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
