@@ -76,6 +76,10 @@ pub struct ServeArgs {
     /// root server needs --job-accounts.
     #[arg(long, env = "GIGAFAB_SINGLE_USER")]
     single_user: bool,
+    /// Largest file a job may write, its logs included, in GiB (RLIMIT_FSIZE:
+    /// past it the job is killed); 0: no limit.
+    #[arg(long, env = "GIGAFAB_MAX_JOB_FILE_GIB", default_value_t = 64.0)]
+    max_job_file_gib: f64,
     /// Open HTTP connections at most; past it new ones are closed at once
     /// and a line is logged.
     #[arg(long, env = "GIGAFAB_MAX_CONNECTIONS", default_value_t = 512)]
@@ -469,6 +473,9 @@ pub fn run(a: ServeArgs) -> Result<()> {
                     vec![exe.display().to_string(), "job-supervise".into()],
                     Duration::from_secs_f64(a.kill_grace),
                 );
+                if a.max_job_file_gib > 0.0 {
+                    e = e.with_max_file_bytes((a.max_job_file_gib * (1u64 << 30) as f64) as u64);
+                }
                 if gigafab_exec::posix::is_root() {
                     match gigafab_exec::posix::jobs_cgroup(&format!(
                         "gigafab-{}",

@@ -657,3 +657,110 @@ async fn jobs_never_run_past_their_allocation() {
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_cannot_write_past_its_file_size_limit() {
+    let dir = fresh_dir("fsize");
+    let data = dir.join("data");
+    let mut args = base_args(&data);
+    args.extend(["--max-job-file-gib".into(), "0.001".into()]);
+    let s = Server::start(&dir, &strs(&args), &[("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)]).unwrap();
+    let j = s
+        .json(
+            "POST",
+            "/api/v1/jobs",
+            TOKEN,
+            Some(json!({"allocation": 1, "gpus": 1,
+            "command": ["sh", "-c", "head -c 8000000 /dev/zero | tr '\\0' x"]})),
+        )
+        .await;
+    let id = j["id"].as_i64().unwrap();
+    let j = s.wait_state(TOKEN, id, &["completed", "failed"]).await;
+    assert_eq!(j["state"], "failed", "{j:#}");
+    let log = data.join(format!("jobs/{id}/stdout.log"));
+    let n = std::fs::metadata(&log).unwrap().len();
+    assert!(n <= (1u64 << 30) / 1000 + 1, "{n} bytes of output");
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_stalls_no_one_once_space_is_back() {
+    if !root_or_skip("a_full_disk_stalls_no_one_once_space_is_back") {
+        return;
+    }
+    let dir = fresh_dir("diskfull");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=6m", "tmpfs"])
+        .arg(&data)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount tmpfs");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(data.clone());
+    let s = Server::start(
+        &dir,
+        &strs(&base_args(&data)),
+        &[("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)],
+    )
+    .unwrap();
+    let submit = || async {
+        s.call(
+            "POST",
+            "/api/v1/jobs",
+            Some(TOKEN),
+            Some(json!({"allocation": 1, "gpus": 1, "command": ["true"]})),
+        )
+        .await
+    };
+    let (code, first) = submit().await;
+    assert_eq!(code, 201, "{first}");
+    // fill the disk
+    let fill = data.join("fill");
+    let _ = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("head -c 10000000 /dev/zero > {}", fill.display()))
+        .status();
+    let mut refused = false;
+    for _ in 0..20 {
+        let (code, _) = submit().await;
+        if code == 503 {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "a full disk should refuse writes");
+    // space comes back: the server serves again without a restart
+    std::fs::remove_file(&fill).unwrap();
+    let t = std::time::Instant::now();
+    loop {
+        let (code, body) = submit().await;
+        if code == 201 {
+            break;
+        }
+        assert!(
+            t.elapsed().as_secs() < 20,
+            "still refusing after space came back: {code} {body}\n{}",
+            s.stderr()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let first_id = serde_json::from_str::<serde_json::Value>(&first).unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let j = s
+        .wait_state(TOKEN, first_id, &["completed", "failed"])
+        .await;
+    assert!(j["state"] == "completed" || j["state"] == "failed", "{j}");
+    drop(s);
+}

@@ -66,6 +66,8 @@ pub struct LocalExecutor {
     grace: Duration,
     /// Where each run gets its own cgroup (v2), if anywhere.
     cgroups: Option<PathBuf>,
+    /// Largest file a job may write, bytes.
+    max_file_bytes: Option<u64>,
     /// Supervisors started by this instance, by pid, until reaped.
     children: Mutex<HashMap<u32, Child>>,
 }
@@ -93,6 +95,7 @@ impl LocalExecutor {
             supervisor,
             grace,
             cgroups: None,
+            max_file_bytes: None,
             children: Mutex::new(HashMap::new()),
         }
     }
@@ -101,6 +104,12 @@ impl LocalExecutor {
     /// this process may write): nothing a job starts outlives its end.
     pub fn with_cgroups(mut self, dir: PathBuf) -> LocalExecutor {
         self.cgroups = Some(dir);
+        self
+    }
+
+    /// Caps every file a job writes (its logs included) at `bytes`.
+    pub fn with_max_file_bytes(mut self, bytes: u64) -> LocalExecutor {
+        self.max_file_bytes = Some(bytes);
         self
     }
 
@@ -217,6 +226,9 @@ impl Executor for LocalExecutor {
         if let Some(cg) = &self.cgroups {
             cmd.arg("--cgroup")
                 .arg(utf8(&cg.join(format!("job-{job}")))?);
+        }
+        if let Some(max) = self.max_file_bytes {
+            cmd.args(["--max-file-bytes", &max.to_string()]);
         }
         cmd.arg("--").args(&spec.command);
         // a clean environment: nothing of the server's (tokens, database
@@ -487,6 +499,9 @@ struct SuperviseArgs {
     /// A cgroup (v2) directory, made for this run, that holds the command
     /// and everything it starts.
     cgroup: Option<PathBuf>,
+    /// Largest file the command may write, bytes (its logs included):
+    /// RLIMIT_FSIZE, so that one job cannot fill the disk with its output.
+    max_file_bytes: Option<u64>,
     command: Vec<String>,
 }
 
@@ -502,6 +517,7 @@ fn parse_supervise_args(args: &[String]) -> Result<SuperviseArgs, String> {
     let mut gid = None;
     let mut groups = None;
     let mut cgroup = None;
+    let mut max_file = None;
     let mut i = 0;
     while i < args.len() {
         let arg = args[i].as_str();
@@ -518,6 +534,7 @@ fn parse_supervise_args(args: &[String]) -> Result<SuperviseArgs, String> {
             "--gid" => &mut gid,
             "--groups" => &mut groups,
             "--cgroup" => &mut cgroup,
+            "--max-file-bytes" => &mut max_file,
             _ if arg.starts_with('-') => return Err(format!("unknown option `{arg}`")),
             _ => break,
         };
@@ -572,6 +589,13 @@ fn parse_supervise_args(args: &[String]) -> Result<SuperviseArgs, String> {
         workdir: workdir.filter(|w| !w.is_empty()).map(PathBuf::from),
         identity,
         cgroup: cgroup.filter(|c| !c.is_empty()).map(PathBuf::from),
+        max_file_bytes: match max_file {
+            Some(v) => Some(
+                v.parse()
+                    .map_err(|_| format!("`--max-file-bytes`: not a byte count: {v:?}"))?,
+            ),
+            None => None,
+        },
         command,
     })
 }
@@ -707,6 +731,10 @@ fn record_for_exit(status: ExitStatus) -> ExitRecord {
     let (outcome, message) = match (status.code(), status.signal()) {
         (Some(0), _) => (Outcome::Completed, "exit code 0".to_string()),
         (Some(code), _) => (Outcome::Failed, format!("exit code {code}")),
+        (None, Some(signal)) if signal == libc::SIGXFSZ => (
+            Outcome::Failed,
+            "killed: a file it wrote reached the job's file-size limit (SIGXFSZ)".to_string(),
+        ),
         (None, Some(signal)) => (Outcome::Failed, format!("killed by signal {signal}")),
         (None, None) => (Outcome::Failed, format!("ended with status {status}")),
     };
@@ -899,6 +927,7 @@ fn run_command(args: &SuperviseArgs, out: File, err: File) -> ExitRecord {
         &workdir,
         args.identity.as_ref(),
         cgroup.as_ref().map(|c| &c.1),
+        args.max_file_bytes,
     ) {
         let message = format!("cannot start `{program}`: {e}");
         note(&mut log, &message);
@@ -947,6 +976,7 @@ fn prepare_exec(
     workdir: &Path,
     identity: Option<&(u32, u32, Vec<u32>)>,
     cgroup_procs: Option<&File>,
+    max_file_bytes: Option<u64>,
 ) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     use std::os::unix::ffi::OsStrExt;
@@ -975,6 +1005,15 @@ fn prepare_exec(
                     return Err(io::Error::other("could not drop root"));
                 }
                 libc::umask(0o022);
+            }
+            if let Some(max) = max_file_bytes {
+                let lim = libc::rlimit {
+                    rlim_cur: max as libc::rlim_t,
+                    rlim_max: max as libc::rlim_t,
+                };
+                if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
             }
             if libc::chdir(cwd.as_ptr()) != 0 {
                 return Err(io::Error::last_os_error());
@@ -1225,6 +1264,7 @@ mod tests {
                 workdir: Some("/w".into()),
                 identity: None,
                 cgroup: None,
+                max_file_bytes: None,
                 command: strings(&["sh", "-c", "--dir x"]),
             }
         );
