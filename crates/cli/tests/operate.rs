@@ -653,3 +653,87 @@ async fn idle_and_half_open_connections_are_closed_and_limited() {
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_damaged_row_hides_no_ones_jobs_and_a_restart_names_it() {
+    let dir = fresh_dir("badrow");
+    let data = dir.join("data");
+    let env = [("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)];
+    let mut s = Server::start(&dir, &strs(&base_args(&data)), &env).unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let j = s
+            .json(
+                "POST",
+                "/api/v1/jobs",
+                TOKEN,
+                Some(json!({"allocation": 1, "gpus": 1, "command": ["true"]})),
+            )
+            .await;
+        ids.push(j["id"].as_i64().unwrap());
+    }
+    for id in &ids {
+        s.wait_state(TOKEN, *id, &["completed"]).await;
+    }
+    // damage one row behind the server's back (SQLite keeps what it is given)
+    let db = format!("sqlite://{}", data.join("gigafab.db").display());
+    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    sqlx::query("UPDATE jobs SET gpus = 'many' WHERE id = ?")
+        .bind(ids[1])
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let l = s
+        .json("GET", "/api/v1/jobs?state=completed", TOKEN, None)
+        .await;
+    let items = l["items"].as_array().unwrap();
+    assert_eq!(items.len(), 3, "{l}");
+    assert_eq!(
+        items.iter().filter(|j| j["state"] == "completed").count(),
+        2,
+        "{l}"
+    );
+    assert!(
+        items
+            .iter()
+            .any(|j| j["error"] == "store_damaged" && j["id"] == ids[1]),
+        "{l}"
+    );
+    // a damaged waiting job (which a restart must load) is named, and the
+    // server refuses to start rather than forget it
+    let al = s
+        .json(
+            "POST",
+            "/api/v1/allocations",
+            TOKEN,
+            Some(json!({"org": "default", "gpu_hours": 1,
+            "valid_from": "2099-01-01T00:00:00Z"})),
+        )
+        .await;
+    let q = s
+        .json(
+            "POST",
+            "/api/v1/jobs",
+            TOKEN,
+            Some(json!({"allocation": al["id"], "gpus": 1, "command": ["true"]})),
+        )
+        .await;
+    let qid = q["id"].as_i64().unwrap();
+    s.sigterm();
+    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    sqlx::query("UPDATE jobs SET gpus = 'many' WHERE id = ?")
+        .bind(qid)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let e = Server::start(&dir, &strs(&base_args(&data)), &env)
+        .err()
+        .expect("a damaged store must not start");
+    assert!(
+        e.contains(&format!("job {qid} in the store cannot be read")),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

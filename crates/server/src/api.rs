@@ -786,9 +786,25 @@ async fn list_jobs(
     let mut items = Vec::with_capacity(rows.len());
     let mut last = None;
     for r in &rows {
-        let j = row_to_job(r)?;
-        last = Some(j.id);
-        items.push(j.to_json(now));
+        match row_to_job(r) {
+            Ok(j) => {
+                last = Some(j.id);
+                items.push(j.to_json(now));
+            }
+            Err(e) => {
+                // one damaged row must not hide everyone's jobs: it is
+                // listed as unreadable, and logged
+                let id: Option<i64> = r.try_get(0).ok();
+                tracing::error!("job {id:?}: unreadable row in the store: {e}");
+                if let Some(id) = id {
+                    last = Some(id);
+                }
+                items.push(
+                    json!({"id": id, "state": "unreadable", "error": "store_damaged",
+                    "message": format!("this job's row in the store cannot be read: {e}")}),
+                );
+            }
+        }
     }
     Ok(page(items, last, limit))
 }

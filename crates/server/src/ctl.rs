@@ -698,7 +698,13 @@ impl Controller {
         }
         let mut adopt = Vec::new();
         for r in &rows {
-            let row = row_to_job(r)?;
+            let row = row_to_job(r).map_err(|e| {
+                let id: Option<i64> = r.try_get(0).ok();
+                sqlx::Error::Protocol(format!(
+                    "job {} in the store cannot be read ({e}): the store is damaged; restore it from a backup",
+                    id.map_or("?".to_string(), |i| i.to_string())
+                ))
+            })?;
             let spec: StoredSpec = serde_json::from_str(&row.spec).unwrap_or_default();
             let next_seq = seqs.get(&row.id).copied().unwrap_or(0) + 1;
             let id = row.id;
