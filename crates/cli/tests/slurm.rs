@@ -36,6 +36,11 @@ struct Server {
 
 impl Server {
     fn start(dir: &std::path::Path) -> Server {
+        Server::start_with(dir, &["--single-user"])
+    }
+
+    /// Starts a server with `extra` arguments (the identity rule).
+    fn start_with(dir: &std::path::Path, extra: &[&str]) -> Server {
         // the fleet gigafab schedules on is the one Slurm reports
         let factory = dir.join("slurm.toml");
         if !factory.exists() {
@@ -51,9 +56,9 @@ impl Server {
             );
         }
         let mut child = gigafab()
+            .arg("serve")
+            .args(extra)
             .args([
-                "serve",
-                "--single-user",
                 "--listen",
                 "127.0.0.1:0",
                 "--executor",
@@ -410,5 +415,102 @@ async fn each_site_runs_on_its_own_executor() {
     let (h, l) = (s.logs(hpc).await, s.logs(lab).await);
     assert!(h.starts_with("slurm=") && h.trim() != "slurm=none", "{h}");
     assert_eq!(l, "slurm=none\n");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_run_under_slurm_as_their_tenants_accounts() {
+    if !slurm_ready() {
+        return;
+    }
+    // SAFETY: plain syscall.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(
+            std::env::var("GIGAFAB_REQUIRE_ROOT").as_deref() != Ok("1"),
+            "needs root but GIGAFAB_REQUIRE_ROOT=1"
+        );
+        eprintln!("skipped: needs root (jobs run as other POSIX accounts)");
+        return;
+    }
+    for name in ["gf-test-a", "gf-test-b"] {
+        let _ = Command::new("useradd")
+            .args(["--system", "--no-create-home", "--home-dir", "/nonexistent"])
+            .args(["--shell", "/usr/sbin/nologin", "--user-group", name])
+            .status();
+    }
+    let dir = fresh("accounts");
+    let map = dir.join("accounts.toml");
+    std::fs::write(&map, "[orgs]\na = \"gf-test-a\"\nb = \"gf-test-b\"\n").unwrap();
+    let s = Server::start_with(&dir, &["--job-accounts", map.to_str().unwrap()]);
+    let mut who = Vec::new();
+    for org in ["a", "b"] {
+        s.call(
+            "POST",
+            "/api/v1/orgs",
+            Some(json!({"name": org, "category": "sme"})),
+        )
+        .await;
+        let (_, u) = s
+            .call(
+                "POST",
+                "/api/v1/users",
+                Some(json!({"name": format!("{org}-u"), "org": org, "role": "member"})),
+            )
+            .await;
+        let (_, al) = s
+            .call(
+                "POST",
+                "/api/v1/allocations",
+                Some(json!({"org": org, "gpu_hours": 10})),
+            )
+            .await;
+        who.push((
+            u["token"].as_str().unwrap().to_string(),
+            al["id"].as_i64().unwrap(),
+        ));
+    }
+    let submit = |t: &str, body: Value| {
+        let (url, http, t) = (s.url.clone(), s.http.clone(), t.to_string());
+        async move {
+            let r = http
+                .post(format!("{url}/api/v1/jobs"))
+                .bearer_auth(t)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let v: Value = r.json().await.unwrap();
+            v["id"].as_i64().unwrap_or_else(|| panic!("{v}"))
+        }
+    };
+    let b = submit(
+        &who[1].0,
+        json!({"allocation": who[1].1, "gpus": 1, "type": "h100",
+        "command": sh("id -un; echo b-secret; sleep 4")}),
+    )
+    .await;
+    s.wait(b, &["running"], 60).await;
+    let a = submit(
+        &who[0].0,
+        json!({"allocation": who[0].1, "gpus": 1, "type": "h100",
+        "env": {"DATA": dir.display().to_string(), "VICTIM": b.to_string()},
+        "command": sh("id -un; cat $DATA/jobs/$VICTIM/stdout.log || echo cannot-read")}),
+    )
+    .await;
+    let ja = s.wait(a, &["completed", "failed"], 90).await;
+    assert_eq!(ja["state"], "completed", "{ja:#}");
+    let jb = s.wait(b, &["completed", "failed"], 90).await;
+    assert_eq!(jb["state"], "completed", "{jb:#}");
+    let log = |id: i64| {
+        std::fs::read_to_string(dir.join(format!("jobs/{id}/stdout.log"))).unwrap_or_default()
+    };
+    let (la, lb) = (log(a), log(b));
+    assert!(la.starts_with("gf-test-a\n"), "{la}");
+    assert!(
+        la.contains("cannot-read") && !la.contains("b-secret"),
+        "{la}"
+    );
+    assert_eq!(lb, "gf-test-b\nb-secret\n");
+    assert_no_stray_slurm_output();
     let _ = std::fs::remove_dir_all(&dir);
 }

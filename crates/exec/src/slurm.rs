@@ -26,6 +26,19 @@ pub struct CmdOutput {
 /// Runs Slurm's commands (the real ones, or recorded answers in tests).
 pub trait SlurmCli: Send + Sync {
     fn run(&self, program: &str, args: &[String]) -> std::io::Result<CmdOutput>;
+
+    /// Runs `program` in the name of `account` (sbatch of a job that runs as
+    /// its tenant's POSIX account; the server is root then). The default
+    /// ignores the account (recording fakes).
+    fn run_as(
+        &self,
+        program: &str,
+        args: &[String],
+        account: Option<&crate::posix::Account>,
+    ) -> std::io::Result<CmdOutput> {
+        let _ = account;
+        self.run(program, args)
+    }
 }
 
 /// The Slurm commands on `PATH` (or in `bin_dir`).
@@ -36,14 +49,31 @@ pub struct RealSlurm {
 
 impl SlurmCli for RealSlurm {
     fn run(&self, program: &str, args: &[String]) -> std::io::Result<CmdOutput> {
+        self.run_as(program, args, None)
+    }
+
+    fn run_as(
+        &self,
+        program: &str,
+        args: &[String],
+        account: Option<&crate::posix::Account>,
+    ) -> std::io::Result<CmdOutput> {
+        use std::os::unix::process::CommandExt;
         let prog = match &self.bin_dir {
             Some(d) => d.join(program),
             None => PathBuf::from(program),
         };
-        let out = Command::new(prog)
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .output()?;
+        let mut cmd = Command::new(prog);
+        cmd.args(args).stdin(std::process::Stdio::null());
+        if let Some(a) = account {
+            // the command runs as the account (std drops root's groups)
+            cmd.uid(a.uid)
+                .gid(a.gid)
+                .env("HOME", &a.home)
+                .env("USER", &a.name)
+                .env("LOGNAME", &a.name);
+        }
+        let out = cmd.output()?;
         Ok(CmdOutput {
             success: out.status.success(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -328,10 +358,22 @@ impl SlurmExecutor {
     }
 
     fn run(&self, job: i64, program: &str, args: Vec<String>) -> Result<CmdOutput, ExecError> {
-        self.cli.run(program, &args).map_err(|e| ExecError::Launch {
-            job,
-            message: format!("cannot run `{program}`: {e} (is Slurm installed and on PATH?)"),
-        })
+        self.run_as(job, program, args, None)
+    }
+
+    fn run_as(
+        &self,
+        job: i64,
+        program: &str,
+        args: Vec<String>,
+        account: Option<&crate::posix::Account>,
+    ) -> Result<CmdOutput, ExecError> {
+        self.cli
+            .run_as(program, &args, account)
+            .map_err(|e| ExecError::Launch {
+                job,
+                message: format!("cannot run `{program}`: {e} (is Slurm installed and on PATH?)"),
+            })
     }
 
     /// `squeue -h <select> <value>`: the raw answer.
@@ -439,6 +481,13 @@ impl Executor for SlurmExecutor {
         if let Some(j) = self.find_by_name(id)? {
             return Ok(j.id);
         }
+        let account = match &spec.run_as {
+            Some(name) => Some(
+                crate::posix::lookup(name)
+                    .map_err(|message| ExecError::Launch { job: id, message })?,
+            ),
+            None => None,
+        };
         let dir = self.job_dir(id);
         std::fs::create_dir_all(&dir).map_err(|e| ExecError::Io {
             path: dir.clone(),
@@ -461,6 +510,21 @@ impl Executor for SlurmExecutor {
             path: script.clone(),
             source: e,
         })?;
+        if let Some(a) = &account {
+            // the job's directory and script are its account's (Slurm writes
+            // the logs there in its name); 0700: no other tenant reads them
+            use std::os::unix::fs::PermissionsExt;
+            for (p, mode) in [(&dir, 0o700), (&script, 0o700)] {
+                std::os::unix::fs::chown(p, Some(a.uid), Some(a.gid))
+                    .and_then(|_| {
+                        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+                    })
+                    .map_err(|e| ExecError::Io {
+                        path: p.clone(),
+                        source: e,
+                    })?;
+            }
+        }
         let minutes = spec.time_limit_s.div_ceil(60).max(1);
         let mut args = vec![
             "--parsable".to_string(),
@@ -495,7 +559,7 @@ impl Executor for SlurmExecutor {
             args.extend(gres_args(t, spec.gpus.max(1), spec.per_node));
         }
         args.push(script.display().to_string());
-        let out = self.run(id, "sbatch", args)?;
+        let out = self.run_as(id, "sbatch", args, account.as_ref())?;
         if !out.success {
             return Err(failed(id, "sbatch refused the job", &out));
         }
