@@ -436,6 +436,7 @@ async fn jobs_run_under_slurm_as_their_tenants_accounts() {
         let _ = Command::new("useradd")
             .args(["--system", "--no-create-home", "--home-dir", "/nonexistent"])
             .args(["--shell", "/usr/sbin/nologin", "--user-group", name])
+            .stderr(Stdio::null())
             .status();
     }
     let dir = fresh("accounts");
@@ -511,6 +512,39 @@ async fn jobs_run_under_slurm_as_their_tenants_accounts() {
         "{la}"
     );
     assert_eq!(lb, "gf-test-b\nb-secret\n");
+    // Slurm's accounting sees each job under its allocation's account,
+    // associated with the tenant's POSIX account
+    // (slurmdbd records asynchronously: ask again for a while)
+    let seen = |text: &str, user: &str, alloc: i64| {
+        text.lines().any(|l| {
+            l.starts_with(&format!("{user}|gigafab-")) && l.ends_with(&format!("-a{alloc}"))
+        })
+    };
+    let t = Instant::now();
+    loop {
+        let out = Command::new("sacct")
+            .args([
+                "-a",
+                "-n",
+                "-P",
+                "-X",
+                "-S",
+                "now-1hour",
+                "-o",
+                "User,Account",
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if seen(&text, "gf-test-a", who[0].1) && seen(&text, "gf-test-b", who[1].1) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "accounts in sacct:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     assert_no_stray_slurm_output();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -327,6 +327,9 @@ pub struct SlurmExecutor {
     /// Distinguishes this installation's jobs from other gigafab
     /// installations' on the same cluster (job names must be unique).
     instance: String,
+    /// (Slurm account, user) associations made so far (see
+    /// [`SlurmExecutor::ensure_association`]).
+    associations: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 impl SlurmExecutor {
@@ -345,7 +348,60 @@ impl SlurmExecutor {
             root,
             partition,
             instance,
+            associations: Default::default(),
         }
+    }
+
+    /// The Slurm account of gigafab allocation `alloc`.
+    pub fn slurm_account(&self, alloc: &str) -> String {
+        format!("gigafab-{}-a{alloc}", self.instance)
+    }
+
+    /// Makes the Slurm account of an allocation and the association of
+    /// `user` with it (`sacctmgr -i add account/user`), once per pair, so
+    /// that Slurm's accounting (sacct, sreport) and limits see gigafab's
+    /// allocations. Where Slurm has no accounting database (sacctmgr fails)
+    /// it says so once and the job goes without `--account`.
+    fn ensure_association(&self, job: i64, account: &str, user: &str) -> bool {
+        let key = (account.to_string(), user.to_string());
+        if self
+            .associations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&key)
+        {
+            return true;
+        }
+        let add = |args: &[&str]| {
+            self.run(
+                job,
+                "sacctmgr",
+                args.iter().map(|a| a.to_string()).collect(),
+            )
+            .ok()
+            .filter(|o| {
+                o.success
+                    || o.stdout.contains("Nothing new added")
+                    || o.stderr.contains("Nothing new added")
+                    || o.stdout.contains("already exists")
+                    || o.stderr.contains("already exists")
+            })
+            .is_some()
+        };
+        let ok = add(&[
+            "-i",
+            "add",
+            "account",
+            account,
+            "Description=gigafab allocation",
+        ]) && add(&["-i", "add", "user", user, &format!("Account={account}")]);
+        if ok {
+            self.associations
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key);
+        }
+        ok
     }
 
     /// The Slurm job name of gigafab job `id`.
@@ -554,6 +610,14 @@ impl Executor for SlurmExecutor {
         }
         if let Some(a) = &spec.account {
             args.push(format!("--comment=gigafab allocation {a}"));
+            // a tenant's job: the allocation's Slurm account, associated
+            // with the job's POSIX account
+            if let Some(acc) = &account {
+                let slurm_acct = self.slurm_account(a);
+                if self.ensure_association(id, &slurm_acct, &acc.name) {
+                    args.push(format!("--account={slurm_acct}"));
+                }
+            }
         }
         if let Some(t) = &spec.accel_type {
             args.extend(gres_args(t, spec.gpus.max(1), spec.per_node));
