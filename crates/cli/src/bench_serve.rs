@@ -124,7 +124,7 @@ async fn start(b: &ServeBench, tag: &str) -> Result<Server> {
             isolation: gigafab_server::ctl::Isolation::single_user(),
         },
         executor: Arc::new(VirtualExecutor { logs: dir.clone() }),
-        existing_job_dirs: 0,
+        existing_job_dirs: Vec::new(),
         http: gigafab_server::HttpLimits {
             max_connections: 4096,
             ..Default::default()

@@ -553,14 +553,11 @@ pub fn run(a: ServeArgs) -> Result<()> {
         existing_job_dirs: std::fs::read_dir(data_dir.join("jobs"))
             .map(|d| {
                 d.flatten()
-                    .filter(|e| {
-                        e.file_name()
-                            .to_str()
-                            .is_some_and(|n| n.parse::<u64>().is_ok())
-                    })
-                    .count()
+                    .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i64>().ok()))
+                    .filter(|id| *id > 0)
+                    .collect()
             })
-            .unwrap_or(0),
+            .unwrap_or_default(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

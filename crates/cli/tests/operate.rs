@@ -737,3 +737,50 @@ async fn one_damaged_row_hides_no_ones_jobs_and_a_restart_names_it() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_lost_jobs_refuses_to_start() {
+    let dir = fresh_dir("behind");
+    let data = dir.join("data");
+    let env = [("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)];
+    let mut s = Server::start(&dir, &strs(&base_args(&data)), &env).unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let j = s
+            .json(
+                "POST",
+                "/api/v1/jobs",
+                TOKEN,
+                Some(json!({"allocation": 1, "gpus": 1, "command": ["true"]})),
+            )
+            .await;
+        ids.push(j["id"].as_i64().unwrap());
+    }
+    for id in &ids {
+        s.wait_state(TOKEN, *id, &["completed"]).await;
+    }
+    s.sigterm();
+    // the last two jobs vanish from the database (as with a damaged WAL)
+    let db = format!("sqlite://{}", data.join("gigafab.db").display());
+    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    for t in ["job_events", "jobs"] {
+        let col = if t == "jobs" { "id" } else { "job_id" };
+        sqlx::query(&format!("DELETE FROM {t} WHERE {col} >= ?"))
+            .bind(ids[1])
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    pool.close().await;
+    let e = Server::start(&dir, &strs(&base_args(&data)), &env)
+        .err()
+        .expect("a store behind its job directories must not start");
+    assert!(
+        e.contains(&format!(
+            "the store knows jobs up to {} but directories of 2 later jobs exist",
+            ids[0]
+        )),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1129,6 +1129,11 @@ impl Controller {
         ));
     }
 
+    /// The highest job id the store has seen.
+    pub fn max_job_id(&self) -> i64 {
+        self.ids.job
+    }
+
     /// The POSIX account jobs of `user` in `org` run as (None: the server's).
     fn account_of(&self, user: i64, org: i64) -> Option<String> {
         let Isolation::Accounts(map) = &self.cfg.isolation else {

@@ -36,9 +36,10 @@ pub struct ServeConfig {
     pub executor: Arc<dyn Executor>,
     /// GPU telemetry (none: energy is modelled).
     pub telemetry: Option<Arc<dyn gigafab_telemetry::Telemetry>>,
-    /// Job directories already on disk (the local executor's): an empty
-    /// store beside them is a lost store, not a first start.
-    pub existing_job_dirs: usize,
+    /// Ids of the job directories already on disk (the local executor's):
+    /// an empty store beside them is a lost store, not a first start, and a
+    /// store whose jobs end below the highest of them has lost jobs.
+    pub existing_job_dirs: Vec<i64>,
     /// Connection limits and timeouts.
     pub http: HttpLimits,
 }
@@ -73,6 +74,14 @@ pub enum ServeError {
         "the store is empty but {job_dirs} job directories exist beside it: the database was lost or replaced, and starting afresh would forget those jobs and reuse their ids. Restore the database from a backup, or move the jobs directory aside to start afresh"
     )]
     StoreLost { job_dirs: usize },
+    #[error(
+        "the store knows jobs up to {store_max} but directories of {missing} later jobs exist (up to job {dir_max}): the database lost jobs (a damaged or replaced write-ahead log, a restore from an older backup). Restore it from a newer backup, or move those job directories aside to go on without them"
+    )]
+    StoreBehind {
+        store_max: i64,
+        dir_max: i64,
+        missing: usize,
+    },
     #[error("cannot listen on {addr}")]
     Listen {
         addr: SocketAddr,
@@ -199,10 +208,23 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
         controller_alive: std::sync::atomic::AtomicBool::new(true),
     });
     let (controller, token) = ctl::Controller::load(cfg.ctl, shared.clone()).await?;
-    if token.is_some() && cfg.existing_job_dirs > 0 {
+    if token.is_some() && !cfg.existing_job_dirs.is_empty() {
         // nothing of the first start was committed yet
         return Err(ServeError::StoreLost {
-            job_dirs: cfg.existing_job_dirs,
+            job_dirs: cfg.existing_job_dirs.len(),
+        });
+    }
+    let store_max = controller.max_job_id();
+    let missing = cfg
+        .existing_job_dirs
+        .iter()
+        .filter(|&&id| id > store_max)
+        .count();
+    if missing > 0 {
+        return Err(ServeError::StoreBehind {
+            store_max,
+            dir_max: cfg.existing_job_dirs.iter().copied().max().unwrap_or(0),
+            missing,
         });
     }
     let (stop_ctl, ctl_rx) = watch::channel(false);
