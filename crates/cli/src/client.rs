@@ -286,6 +286,13 @@ pub struct SubmitArgs {
     /// Minimum memory per accelerator, in GB.
     #[arg(long = "min-mem", value_name = "GB")]
     min_mem: Option<u32>,
+    /// Memory limit of the job's processes, GB (enforced by its cgroup
+    /// where the machine delegates the memory controller).
+    #[arg(long, value_name = "GB")]
+    memory: Option<f64>,
+    /// CPU limit of the job's processes, in CPUs (its cgroup's cpu.max).
+    #[arg(long, value_name = "N")]
+    cpus: Option<f64>,
     /// Time limit, in Slurm's forms with Slurm's meaning: MM (a bare number
     /// is minutes), MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS; or with
     /// units: 90s, 30m, 2h, 1d, 1h30m; at most 30 days [server default: 1h].
@@ -869,6 +876,12 @@ fn submit_body(a: &SubmitArgs, allocation: &Value, workdir: Option<String>) -> V
     }
     if let Some(t) = a.time {
         b.insert("time_limit_s".into(), json!(t));
+    }
+    if let Some(m) = a.memory {
+        b.insert("memory_gb".into(), json!(m));
+    }
+    if let Some(c) = a.cpus {
+        b.insert("cpus".into(), json!(c));
     }
     if let Some(p) = a.priority {
         b.insert("priority".into(), json!(p));

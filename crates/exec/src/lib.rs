@@ -72,6 +72,10 @@ pub struct LaunchSpec {
     /// The POSIX account the job runs as (the server runs as root then);
     /// `None`: as the server's own account.
     pub run_as: Option<String>,
+    /// Memory limit of the job's processes, bytes (cgroup memory.max).
+    pub memory_bytes: Option<u64>,
+    /// CPU limit of the job's processes, in CPUs (cgroup cpu.max).
+    pub cpus: Option<f64>,
 }
 
 /// How a run ended.

@@ -230,6 +230,14 @@ impl Executor for LocalExecutor {
         if let Some(max) = self.max_file_bytes {
             cmd.args(["--max-file-bytes", &max.to_string()]);
         }
+        if self.cgroups.is_some() {
+            if let Some(m) = spec.memory_bytes {
+                cmd.args(["--memory-bytes", &m.to_string()]);
+            }
+            if let Some(c) = spec.cpus {
+                cmd.args(["--cpus", &c.to_string()]);
+            }
+        }
         cmd.arg("--").args(&spec.command);
         // a clean environment: nothing of the server's (tokens, database
         // URLs, cloud keys) reaches a job; only what it asked for, what
@@ -486,7 +494,7 @@ const USAGE: &str = "usage: job-supervise --dir DIR --time-limit SECS --grace-ms
                      [--workdir DIR] -- COMMAND [ARGS...]";
 
 /// Parsed arguments of [`supervise`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 struct SuperviseArgs {
     dir: PathBuf,
     /// 0: no limit.
@@ -502,6 +510,9 @@ struct SuperviseArgs {
     /// Largest file the command may write, bytes (its logs included):
     /// RLIMIT_FSIZE, so that one job cannot fill the disk with its output.
     max_file_bytes: Option<u64>,
+    /// Memory and CPU limits, written to the run's cgroup.
+    memory_bytes: Option<u64>,
+    cpus: Option<f64>,
     command: Vec<String>,
 }
 
@@ -518,6 +529,8 @@ fn parse_supervise_args(args: &[String]) -> Result<SuperviseArgs, String> {
     let mut groups = None;
     let mut cgroup = None;
     let mut max_file = None;
+    let mut memory = None;
+    let mut cpus = None;
     let mut i = 0;
     while i < args.len() {
         let arg = args[i].as_str();
@@ -535,6 +548,8 @@ fn parse_supervise_args(args: &[String]) -> Result<SuperviseArgs, String> {
             "--groups" => &mut groups,
             "--cgroup" => &mut cgroup,
             "--max-file-bytes" => &mut max_file,
+            "--memory-bytes" => &mut memory,
+            "--cpus" => &mut cpus,
             _ if arg.starts_with('-') => return Err(format!("unknown option `{arg}`")),
             _ => break,
         };
@@ -589,6 +604,22 @@ fn parse_supervise_args(args: &[String]) -> Result<SuperviseArgs, String> {
         workdir: workdir.filter(|w| !w.is_empty()).map(PathBuf::from),
         identity,
         cgroup: cgroup.filter(|c| !c.is_empty()).map(PathBuf::from),
+        memory_bytes: match memory {
+            Some(v) => Some(
+                v.parse()
+                    .map_err(|_| format!("`--memory-bytes`: not a byte count: {v:?}"))?,
+            ),
+            None => None,
+        },
+        cpus: match cpus {
+            Some(v) => Some(
+                v.parse::<f64>()
+                    .ok()
+                    .filter(|c| c.is_finite() && *c > 0.0)
+                    .ok_or_else(|| format!("`--cpus`: not a positive number: {v:?}"))?,
+            ),
+            None => None,
+        },
         max_file_bytes: match max_file {
             Some(v) => Some(
                 v.parse()
@@ -913,7 +944,10 @@ fn run_command(args: &SuperviseArgs, out: File, err: File) -> ExitRecord {
         Some(cg) => match fs::create_dir_all(cg)
             .and_then(|_| OpenOptions::new().write(true).open(cg.join("cgroup.procs")))
         {
-            Ok(f) => Some((cg.clone(), f)),
+            Ok(f) => {
+                set_limits(cg, args.memory_bytes, args.cpus, &mut log);
+                Some((cg.clone(), f))
+            }
             Err(e) => {
                 let message = format!("cannot make the job's cgroup {}: {e}", cg.display());
                 note(&mut log, &message);
@@ -954,6 +988,32 @@ fn run_command(args: &SuperviseArgs, out: File, err: File) -> ExitRecord {
         let _ = fs::remove_dir(cg);
     }
     record
+}
+
+/// Writes the run's memory and CPU limits to its cgroup (memory.max,
+/// memory.swap.max, cpu.max with a 100 ms period). Where the cgroup has no
+/// such controller (not delegated to this hierarchy), says so in the job's
+/// stderr log: the limit is then not enforced.
+fn set_limits(cg: &Path, memory: Option<u64>, cpus: Option<f64>, log: &mut Option<File>) {
+    let mut put = |file: &str, value: String, what: &str| {
+        let p = cg.join(file);
+        if !p.exists() || fs::write(&p, &value).is_err() {
+            note(
+                log,
+                &format!("{what} not enforced: this machine's cgroup has no {file}"),
+            );
+        }
+    };
+    if let Some(m) = memory {
+        put("memory.max", m.to_string(), "memory limit");
+        if cg.join("memory.swap.max").exists() {
+            let _ = fs::write(cg.join("memory.swap.max"), "0");
+        }
+    }
+    if let Some(c) = cpus {
+        let quota = ((c * 100_000.0).round() as u64).max(1_000);
+        put("cpu.max", format!("{quota} 100000"), "CPU limit");
+    }
 }
 
 /// The working directory of a run without `--workdir`: the job's directory,
@@ -1265,6 +1325,8 @@ mod tests {
                 identity: None,
                 cgroup: None,
                 max_file_bytes: None,
+                memory_bytes: None,
+                cpus: None,
                 command: strings(&["sh", "-c", "--dir x"]),
             }
         );

@@ -117,9 +117,15 @@ pub fn cgroup2_mount() -> Option<PathBuf> {
 /// needed; `None` where there is no writable v2 hierarchy (then jobs are
 /// tracked by process group only).
 pub fn jobs_cgroup(name: &str) -> Option<PathBuf> {
-    let dir = cgroup2_mount()?.join(name);
+    let mount = cgroup2_mount()?;
+    let dir = mount.join(name);
     if std::fs::create_dir_all(&dir).is_err() {
         return None;
+    }
+    // memory and CPU limits per job where those controllers are here
+    // (best effort: a hierarchy that lacks them keeps jobs tracked only)
+    for parent in [&mount, &dir] {
+        let _ = std::fs::write(parent.join("cgroup.subtree_control"), "+memory +cpu");
     }
     // writable and usable: a probe cgroup with cgroup.procs
     let probe = dir.join(format!("probe-{}", std::process::id()));
@@ -131,7 +137,12 @@ pub fn jobs_cgroup(name: &str) -> Option<PathBuf> {
 /// The pids in cgroup `dir` (empty when it is gone).
 pub fn cgroup_pids(dir: &Path) -> Vec<i32> {
     std::fs::read_to_string(dir.join("cgroup.procs"))
-        .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .map(|t| {
+            t.lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .filter(|p: &i32| *p > 0)
+                .collect()
+        })
         .unwrap_or_default()
 }
 

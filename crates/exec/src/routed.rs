@@ -138,6 +138,8 @@ mod tests {
             account: None,
             site: site.map(str::to_string),
             run_as: None,
+            memory_bytes: None,
+            cpus: None,
         }
     }
 

@@ -43,6 +43,8 @@ fn spec(job_id: i64, command: &[&str]) -> LaunchSpec {
         account: None,
         site: None,
         run_as: None,
+        memory_bytes: None,
+        cpus: None,
     }
 }
 
@@ -509,4 +511,49 @@ fn bad_input_is_an_error() {
         empty.launch(&spec(22, &["true"])),
         Err(ExecError::Launch { .. })
     ));
+}
+
+/// Memory and CPU limits go to the run's cgroup (a directory standing in
+/// for one here: its files are written as the kernel's would be); where a
+/// controller's file is missing the job's stderr says the limit is not
+/// enforced.
+#[test]
+fn memory_and_cpu_limits_are_written_to_the_runs_cgroup() {
+    let r = root("limits");
+    let cg = r.join("cg");
+    let job = cg.join("job-1");
+    fs::create_dir_all(&job).unwrap();
+    for f in ["cgroup.procs", "memory.max", "cpu.max"] {
+        fs::write(job.join(f), "").unwrap();
+    }
+    let ex = executor(&r.join("jobs")).with_cgroups(cg.clone());
+    let mut s = sh(1, "echo ran");
+    s.memory_bytes = Some(2_000_000_000);
+    s.cpus = Some(1.5);
+    let h = ex.launch(&s).unwrap();
+    let rec = wait_exit(&ex, 1, &h, Duration::from_secs(20));
+    assert_eq!(rec.outcome, Outcome::Completed, "{rec:?}");
+    assert_eq!(
+        fs::read_to_string(job.join("memory.max")).unwrap(),
+        "2000000000"
+    );
+    assert_eq!(
+        fs::read_to_string(job.join("cpu.max")).unwrap(),
+        "150000 100000"
+    );
+    // the command entered the cgroup before it ran
+    assert_eq!(fs::read_to_string(job.join("cgroup.procs")).unwrap(), "0");
+    // no cpu.max here: said, not silently dropped
+    let job2 = cg.join("job-2");
+    fs::create_dir_all(&job2).unwrap();
+    for f in ["cgroup.procs", "memory.max"] {
+        fs::write(job2.join(f), "").unwrap();
+    }
+    let mut s = sh(2, "true");
+    s.cpus = Some(2.0);
+    let h = ex.launch(&s).unwrap();
+    wait_exit(&ex, 2, &h, Duration::from_secs(20));
+    let err = fs::read_to_string(r.join("jobs/2/stderr.log")).unwrap();
+    assert!(err.contains("CPU limit not enforced"), "{err}");
+    let _ = fs::remove_dir_all(&r);
 }

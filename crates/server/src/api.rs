@@ -563,7 +563,13 @@ ask!(
 );
 ask!(create_user, crate::model::UserReq, Action::CreateUser);
 ask!(create_alloc, crate::model::AllocReq, Action::CreateAlloc);
-ask!(submit, crate::model::SubmitReq, Action::Submit);
+async fn submit(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Body_(b): Body_<crate::model::SubmitReq>,
+) -> ApiResult {
+    Ok(reply(s.ask(p, Action::Submit(Box::new(b))).await?))
+}
 
 async fn create_token(
     State(s): State<AppState>,

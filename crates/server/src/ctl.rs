@@ -61,7 +61,7 @@ pub struct Op {
 /// What a request asks of the controller.
 #[derive(Debug)]
 pub enum Action {
-    Submit(SubmitReq),
+    Submit(Box<SubmitReq>),
     Cancel(i64),
     CreateOrg(OrgReq),
     CreateProject(ProjectReq),
@@ -1514,7 +1514,7 @@ impl Controller {
         let ok = |v: Value| Ok((StatusCode::OK, v));
         let created = |v: Value| Ok((StatusCode::CREATED, v));
         match action {
-            Action::Submit(req) => created(self.submit(who, req, now)?),
+            Action::Submit(req) => created(self.submit(who, *req, now)?),
             Action::Cancel(id) => ok(self.cancel(who, id, now)?),
             Action::CreateOrg(req) => created(self.create_org(who, req, now)?),
             Action::CreateProject(req) => created(self.create_project(who, req, now)?),
@@ -2250,6 +2250,20 @@ impl Controller {
         if name.len() > 128 || name.contains('\0') {
             return Err(ApiError::invalid("name: at most 128 bytes"));
         }
+        if req
+            .memory_gb
+            .is_some_and(|m| !(m.is_finite() && (0.001..=1e6).contains(&m)))
+        {
+            return Err(ApiError::invalid(
+                "memory_gb: must be within 0.001..=1000000",
+            ));
+        }
+        if req
+            .cpus
+            .is_some_and(|c| !(c.is_finite() && (0.01..=100_000.0).contains(&c)))
+        {
+            return Err(ApiError::invalid("cpus: must be within 0.01..=100000"));
+        }
         let limit = req.time_limit_s.unwrap_or(DEFAULT_TIME_LIMIT_S);
         if !(1..=MAX_TIME_LIMIT_S).contains(&limit) {
             return Err(ApiError::invalid(format!(
@@ -2351,6 +2365,8 @@ impl Controller {
             preemptible: req.preemptible.unwrap_or(false),
             project: req.project,
             billing_weight: None,
+            memory_gb: req.memory_gb,
+            cpus: req.cpus,
         };
         self.ids.job += 1;
         let id = self.ids.job;
@@ -2917,6 +2933,8 @@ impl Controller {
                     self.cfg.factory.sites[p.site].name.clone()
                 }),
                 run_as: self.account_of(j.row.user_id, j.row.org_id),
+                memory_bytes: j.spec.memory_gb.map(|g| (g * 1e9) as u64),
+                cpus: j.spec.cpus,
             };
             match exec.launch(&spec) {
                 Ok(h) => {

@@ -65,6 +65,10 @@ pub struct StoredSpec {
     /// Billing weight of the pool the job runs on (set at start).
     #[serde(default)]
     pub billing_weight: Option<f64>,
+    #[serde(default)]
+    pub memory_gb: Option<f64>,
+    #[serde(default)]
+    pub cpus: Option<f64>,
 }
 
 /// `allocation` of a submission: a number or a numeric string.
@@ -113,6 +117,12 @@ pub struct SubmitReq {
     pub env: Option<BTreeMap<String, String>>,
     #[serde(default)]
     pub workdir: Option<String>,
+    /// Memory limit of the job's processes, GB (its cgroup's memory.max).
+    #[serde(default)]
+    pub memory_gb: Option<f64>,
+    /// CPU limit of the job's processes, in CPUs (its cgroup's cpu.max).
+    #[serde(default)]
+    pub cpus: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
