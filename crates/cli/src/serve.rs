@@ -80,6 +80,23 @@ pub struct ServeArgs {
     /// past it the job is killed); 0: no limit.
     #[arg(long, env = "GIGAFAB_MAX_JOB_FILE_GIB", default_value_t = 64.0)]
     max_job_file_gib: f64,
+    /// Where this machine's NVIDIA device files are (`{index}`: the device
+    /// index); as root, each job sees only its own (the others are covered
+    /// by /dev/null in its mount namespace).
+    #[arg(
+        long,
+        env = "GIGAFAB_NVIDIA_DEVICES",
+        default_value = "/dev/nvidia{index}"
+    )]
+    nvidia_devices: String,
+    /// Where this machine's AMD device files are (`{index}`, or `{render}` =
+    /// 128 + index for DRM render nodes).
+    #[arg(
+        long,
+        env = "GIGAFAB_AMD_DEVICES",
+        default_value = "/dev/dri/renderD{render}"
+    )]
+    amd_devices: String,
     /// Open HTTP connections at most; past it new ones are closed at once
     /// and a line is logged.
     #[arg(long, env = "GIGAFAB_MAX_CONNECTIONS", default_value_t = 512)]
@@ -477,6 +494,10 @@ pub fn run(a: ServeArgs) -> Result<()> {
                     e = e.with_max_file_bytes((a.max_job_file_gib * (1u64 << 30) as f64) as u64);
                 }
                 if gigafab_exec::posix::is_root() {
+                    e = e.with_device_isolation(gigafab_exec::DeviceFiles {
+                        nvidia: a.nvidia_devices.clone(),
+                        amd: a.amd_devices.clone(),
+                    });
                     match gigafab_exec::posix::jobs_cgroup(&format!(
                         "gigafab-{}",
                         instance_id(&data_dir)?

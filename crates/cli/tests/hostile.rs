@@ -764,3 +764,46 @@ async fn a_full_disk_stalls_no_one_once_space_is_back() {
     assert!(j["state"] == "completed" || j["state"] == "failed", "{j}");
     drop(s);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_opens_only_its_own_accelerators_device_files() {
+    if !root_or_skip("a_job_opens_only_its_own_accelerators_device_files") {
+        return;
+    }
+    let dir = fresh_dir("devices");
+    let data = dir.join("data");
+    // stand-ins for /dev/nvidia0..3: files whose content says which they are
+    let devs = dir.join("dev");
+    std::fs::create_dir_all(&devs).unwrap();
+    for i in 0..4 {
+        std::fs::write(devs.join(format!("gpu{i}")), format!("device-{i}\n")).unwrap();
+    }
+    let mut args = base_args(&data);
+    args.extend([
+        "--nvidia-devices".into(),
+        devs.join("gpu{index}").display().to_string(),
+        "--amd-devices".into(),
+        devs.join("none{index}").display().to_string(),
+    ]);
+    let s = Server::start(&dir, &strs(&args), &[("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)]).unwrap();
+    let d = devs.display().to_string();
+    let j = s
+        .json("POST", "/api/v1/jobs", TOKEN, Some(json!({"allocation": 1, "gpus": 2, "type": "h100",
+            "command": ["sh", "-c", format!("echo $CUDA_VISIBLE_DEVICES; cat {d}/gpu0 {d}/gpu1 {d}/gpu2 {d}/gpu3")]})))
+        .await;
+    let id = j["id"].as_i64().unwrap();
+    let j = s.wait_state(TOKEN, id, &["completed", "failed"]).await;
+    assert_eq!(j["state"], "completed", "{j:#}");
+    let (_, out) = s
+        .call("GET", &format!("/api/v1/jobs/{id}/logs"), Some(TOKEN), None)
+        .await;
+    // its two devices, and nothing of the others
+    assert_eq!(out, "0,1\ndevice-0\ndevice-1\n", "{out}");
+    // the machine's files are untouched
+    assert_eq!(
+        std::fs::read_to_string(devs.join("gpu3")).unwrap(),
+        "device-3\n"
+    );
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}

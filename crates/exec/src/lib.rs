@@ -16,7 +16,7 @@ pub mod posix;
 pub mod routed;
 pub mod slurm;
 
-pub use local::LocalExecutor;
+pub use local::{DeviceFiles, LocalExecutor};
 pub use slurm::SlurmExecutor;
 
 /// Vendor of an assigned accelerator (selects the visibility variable).

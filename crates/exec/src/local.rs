@@ -59,6 +59,59 @@ const TICK: Duration = Duration::from_millis(50);
 /// How often it looks while waiting out the grace period.
 const GRACE_TICK: Duration = Duration::from_millis(20);
 
+/// Where this machine's GPU device files are, per vendor: a path with
+/// `{index}` (the device index) or `{render}` (128 + index, DRM render
+/// nodes) in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceFiles {
+    pub nvidia: String,
+    pub amd: String,
+}
+
+impl Default for DeviceFiles {
+    fn default() -> Self {
+        DeviceFiles {
+            nvidia: "/dev/nvidia{index}".into(),
+            amd: "/dev/dri/renderD{render}".into(),
+        }
+    }
+}
+
+impl DeviceFiles {
+    /// Highest device index looked at.
+    const MAX_INDEX: u32 = 64;
+
+    /// The device file of accelerator `index` of `vendor`.
+    pub fn path(&self, vendor: crate::DeviceVendor, index: u32) -> Option<PathBuf> {
+        let t = match vendor {
+            crate::DeviceVendor::Nvidia => &self.nvidia,
+            crate::DeviceVendor::Amd => &self.amd,
+            crate::DeviceVendor::Other => return None,
+        };
+        Some(PathBuf::from(
+            t.replace("{index}", &index.to_string())
+                .replace("{render}", &(128 + index).to_string()),
+        ))
+    }
+
+    /// The device files of this machine that a job given `own` may not
+    /// open (the other accelerators' files that exist).
+    pub fn others(&self, own: &[crate::AssignedAccel]) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for v in [crate::DeviceVendor::Nvidia, crate::DeviceVendor::Amd] {
+            for i in 0..Self::MAX_INDEX {
+                if own.iter().any(|a| a.vendor == v && a.index == i) {
+                    continue;
+                }
+                if let Some(p) = self.path(v, i).filter(|p| p.exists()) {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    }
+}
+
 /// Runs jobs as local processes (see the module documentation).
 pub struct LocalExecutor {
     root: PathBuf,
@@ -68,6 +121,8 @@ pub struct LocalExecutor {
     cgroups: Option<PathBuf>,
     /// Largest file a job may write, bytes.
     max_file_bytes: Option<u64>,
+    /// Hide the other accelerators' device files from each job.
+    devices: Option<DeviceFiles>,
     /// Supervisors started by this instance, by pid, until reaped.
     children: Mutex<HashMap<u32, Child>>,
 }
@@ -96,6 +151,7 @@ impl LocalExecutor {
             grace,
             cgroups: None,
             max_file_bytes: None,
+            devices: None,
             children: Mutex::new(HashMap::new()),
         }
     }
@@ -104,6 +160,14 @@ impl LocalExecutor {
     /// this process may write): nothing a job starts outlives its end.
     pub fn with_cgroups(mut self, dir: PathBuf) -> LocalExecutor {
         self.cgroups = Some(dir);
+        self
+    }
+
+    /// Each job sees only its own accelerators' device files: the others
+    /// are covered by `/dev/null` in a mount namespace of its own (needs
+    /// root).
+    pub fn with_device_isolation(mut self, files: DeviceFiles) -> LocalExecutor {
+        self.devices = Some(files);
         self
     }
 
@@ -229,6 +293,11 @@ impl Executor for LocalExecutor {
         }
         if let Some(max) = self.max_file_bytes {
             cmd.args(["--max-file-bytes", &max.to_string()]);
+        }
+        if let Some(d) = &self.devices {
+            for p in d.others(&spec.accelerators) {
+                cmd.arg("--hide-device").arg(utf8(&p)?);
+            }
         }
         if self.cgroups.is_some() {
             if let Some(m) = spec.memory_bytes {
@@ -513,6 +582,9 @@ struct SuperviseArgs {
     /// Memory and CPU limits, written to the run's cgroup.
     memory_bytes: Option<u64>,
     cpus: Option<f64>,
+    /// Device files the command must not open (covered by /dev/null in
+    /// its own mount namespace).
+    hide_devices: Vec<PathBuf>,
     command: Vec<String>,
 }
 
@@ -531,12 +603,21 @@ fn parse_supervise_args(args: &[String]) -> Result<SuperviseArgs, String> {
     let mut max_file = None;
     let mut memory = None;
     let mut cpus = None;
+    let mut hide_devices = Vec::new();
     let mut i = 0;
     while i < args.len() {
         let arg = args[i].as_str();
         if arg == "--" {
             i += 1;
             break;
+        }
+        if arg == "--hide-device" {
+            let value = args
+                .get(i + 1)
+                .ok_or_else(|| format!("`{arg}` needs a value"))?;
+            hide_devices.push(PathBuf::from(value));
+            i += 2;
+            continue;
         }
         let slot = match arg {
             "--dir" => &mut dir,
@@ -604,6 +685,7 @@ fn parse_supervise_args(args: &[String]) -> Result<SuperviseArgs, String> {
         workdir: workdir.filter(|w| !w.is_empty()).map(PathBuf::from),
         identity,
         cgroup: cgroup.filter(|c| !c.is_empty()).map(PathBuf::from),
+        hide_devices,
         memory_bytes: match memory {
             Some(v) => Some(
                 v.parse()
@@ -962,6 +1044,7 @@ fn run_command(args: &SuperviseArgs, out: File, err: File) -> ExitRecord {
         args.identity.as_ref(),
         cgroup.as_ref().map(|c| &c.1),
         args.max_file_bytes,
+        &args.hide_devices,
     ) {
         let message = format!("cannot start `{program}`: {e}");
         note(&mut log, &message);
@@ -1037,12 +1120,20 @@ fn prepare_exec(
     identity: Option<&(u32, u32, Vec<u32>)>,
     cgroup_procs: Option<&File>,
     max_file_bytes: Option<u64>,
+    hide_devices: &[PathBuf],
 ) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     use std::os::unix::ffi::OsStrExt;
     let cwd = std::ffi::CString::new(workdir.as_os_str().as_bytes())
         .map_err(|_| io::Error::other("a NUL in the working directory"))?;
     let fd = cgroup_procs.map(|f| f.as_raw_fd());
+    let hide: Vec<std::ffi::CString> = hide_devices
+        .iter()
+        .map(|p| std::ffi::CString::new(p.as_os_str().as_bytes()))
+        .collect::<Result<_, _>>()
+        .map_err(|_| io::Error::other("a NUL in a device path"))?;
+    let root = std::ffi::CString::new("/").expect("no NUL");
+    let null = std::ffi::CString::new("/dev/null").expect("no NUL");
     let ident = identity.cloned();
     // SAFETY: the closure only makes syscalls on data prepared before the
     // fork (no allocation, no locks).
@@ -1052,6 +1143,33 @@ fn prepare_exec(
                 && libc::write(fd, b"0".as_ptr().cast(), 1) != 1
             {
                 return Err(io::Error::last_os_error());
+            }
+            if !hide.is_empty() {
+                // a mount namespace of its own, where the other jobs'
+                // device files are /dev/null (before dropping root)
+                if libc::unshare(libc::CLONE_NEWNS) != 0
+                    || libc::mount(
+                        std::ptr::null(),
+                        root.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_REC | libc::MS_PRIVATE,
+                        std::ptr::null(),
+                    ) != 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                for p in &hide {
+                    if libc::mount(
+                        null.as_ptr(),
+                        p.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_BIND,
+                        std::ptr::null(),
+                    ) != 0
+                    {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
             }
             if let Some((uid, gid, groups)) = &ident {
                 if libc::setgroups(groups.len(), groups.as_ptr()) != 0
@@ -1327,6 +1445,7 @@ mod tests {
                 max_file_bytes: None,
                 memory_bytes: None,
                 cpus: None,
+                hide_devices: Vec::new(),
                 command: strings(&["sh", "-c", "--dir x"]),
             }
         );
