@@ -113,36 +113,7 @@ async fn a_job_cannot_reach_another_tenants_job_or_the_server() {
         "{}",
         s.stderr()
     );
-    let mut tokens = Vec::new();
-    for org in ["a", "b"] {
-        s.json(
-            "POST",
-            "/api/v1/orgs",
-            TOKEN,
-            Some(json!({"name": org, "category": "startup"})),
-        )
-        .await;
-        let u = s
-            .json(
-                "POST",
-                "/api/v1/users",
-                TOKEN,
-                Some(json!({"name": format!("{org}-user"), "org": org, "role": "member"})),
-            )
-            .await;
-        let al = s
-            .json(
-                "POST",
-                "/api/v1/allocations",
-                TOKEN,
-                Some(json!({"org": org, "gpu_hours": 10})),
-            )
-            .await;
-        tokens.push((
-            u["token"].as_str().unwrap().to_string(),
-            al["id"].as_i64().unwrap(),
-        ));
-    }
+    let tokens = s.tenants(&["a", "b"], 10.0).await;
     // B: a secret in its output, its files and its environment
     let (tb, ab) = &tokens[1];
     let b = s
@@ -369,36 +340,7 @@ async fn the_fleet_shows_only_ones_own_jobs() {
         &[("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)],
     )
     .unwrap();
-    let mut who = Vec::new();
-    for org in ["a", "b"] {
-        s.json(
-            "POST",
-            "/api/v1/orgs",
-            TOKEN,
-            Some(json!({"name": org, "category": "sme"})),
-        )
-        .await;
-        let u = s
-            .json(
-                "POST",
-                "/api/v1/users",
-                TOKEN,
-                Some(json!({"name": format!("{org}-u"), "org": org, "role": "member"})),
-            )
-            .await;
-        let al = s
-            .json(
-                "POST",
-                "/api/v1/allocations",
-                TOKEN,
-                Some(json!({"org": org, "gpu_hours": 1})),
-            )
-            .await;
-        who.push((
-            u["token"].as_str().unwrap().to_string(),
-            al["id"].as_i64().unwrap(),
-        ));
-    }
+    let who = s.tenants(&["a", "b"], 1.0).await;
     let j = s
         .json("POST", "/api/v1/jobs", &who[0].0, Some(json!({"allocation": who[0].1, "gpus": 1, "type": "h100", "command": ["sleep", "3"]})))
         .await;

@@ -154,6 +154,28 @@ impl Server {
         }
     }
 
+    /// Organisations `orgs`, each with a member and an allocation of
+    /// `gpu_hours`: (the member's token, the allocation's id) of each.
+    pub async fn tenants(&self, orgs: &[&str], gpu_hours: f64) -> Vec<(String, i64)> {
+        let mut out = Vec::new();
+        for org in orgs {
+            let body = serde_json::json!({"name": org, "category": "sme"});
+            self.json("POST", "/api/v1/orgs", TOKEN, Some(body)).await;
+            let body =
+                serde_json::json!({"name": format!("{org}-u"), "org": org, "role": "member"});
+            let u = self.json("POST", "/api/v1/users", TOKEN, Some(body)).await;
+            let body = serde_json::json!({"org": org, "gpu_hours": gpu_hours});
+            let al = self
+                .json("POST", "/api/v1/allocations", TOKEN, Some(body))
+                .await;
+            out.push((
+                u["token"].as_str().unwrap().to_string(),
+                al["id"].as_i64().unwrap(),
+            ));
+        }
+        out
+    }
+
     /// SIGTERM, then waits for the exit; returns the exit status.
     pub fn sigterm(&mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
