@@ -545,6 +545,23 @@ async fn jobs_run_under_slurm_as_their_tenants_accounts() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // and the allocation's Slurm account carries its grant: 10 GPU-hours
+    let out = Command::new("sacctmgr")
+        .args([
+            "-n",
+            "-P",
+            "show",
+            "assoc",
+            "format=account,user,grptresmins",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.ends_with(&format!("-a{}||gres/gpu=600", who[0].1))),
+        "{text}"
+    );
     assert_no_stray_slurm_output();
     let _ = std::fs::remove_dir_all(&dir);
 }

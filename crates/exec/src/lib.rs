@@ -67,6 +67,9 @@ pub struct LaunchSpec {
     pub per_node: u32,
     /// Allocation it is charged to.
     pub account: Option<String>,
+    /// That allocation's grant, accelerator-minutes (for engines that
+    /// enforce it too: Slurm's GrpTRESMins).
+    pub grant_gpu_minutes: Option<u64>,
     /// Site of the pool it runs on (selects the executor of that site).
     pub site: Option<String>,
     /// The POSIX account the job runs as (the server runs as root then);

@@ -138,6 +138,7 @@ mod tests {
             account: None,
             site: site.map(str::to_string),
             run_as: None,
+            grant_gpu_minutes: None,
             memory_bytes: None,
             cpus: None,
         }

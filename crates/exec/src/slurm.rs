@@ -362,7 +362,13 @@ impl SlurmExecutor {
     /// that Slurm's accounting (sacct, sreport) and limits see gigafab's
     /// allocations. Where Slurm has no accounting database (sacctmgr fails)
     /// it says so once and the job goes without `--account`.
-    fn ensure_association(&self, job: i64, account: &str, user: &str) -> bool {
+    fn ensure_association(
+        &self,
+        job: i64,
+        account: &str,
+        user: &str,
+        grant_minutes: Option<u64>,
+    ) -> bool {
         let key = (account.to_string(), user.to_string());
         if self
             .associations
@@ -395,6 +401,18 @@ impl SlurmExecutor {
             account,
             "Description=gigafab allocation",
         ]) && add(&["-i", "add", "user", user, &format!("Account={account}")]);
+        // Slurm's own limit agrees with the grant (enforced where the
+        // cluster sets AccountingStorageEnforce=limits)
+        if ok && let Some(m) = grant_minutes {
+            let _ = add(&[
+                "-i",
+                "modify",
+                "account",
+                account,
+                "set",
+                &format!("GrpTRESMins=gres/gpu={m}"),
+            ]);
+        }
         if ok {
             self.associations
                 .lock()
@@ -614,7 +632,7 @@ impl Executor for SlurmExecutor {
             // with the job's POSIX account
             if let Some(acc) = &account {
                 let slurm_acct = self.slurm_account(a);
-                if self.ensure_association(id, &slurm_acct, &acc.name) {
+                if self.ensure_association(id, &slurm_acct, &acc.name, spec.grant_gpu_minutes) {
                     args.push(format!("--account={slurm_acct}"));
                 }
             }

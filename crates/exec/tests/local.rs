@@ -43,6 +43,7 @@ fn spec(job_id: i64, command: &[&str]) -> LaunchSpec {
         account: None,
         site: None,
         run_as: None,
+        grant_gpu_minutes: None,
         memory_bytes: None,
         cpus: None,
     }

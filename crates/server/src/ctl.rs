@@ -2928,6 +2928,10 @@ impl Controller {
                     })
                     .unwrap_or(1),
                 account: Some(j.row.alloc_id.to_string()),
+                grant_gpu_minutes: self
+                    .allocs
+                    .get(&j.row.alloc_id)
+                    .map(|a| (a.granted_gpu_s / 60.0).ceil() as u64),
                 site: j.devices.first().map(|&(n, _)| {
                     let p = &self.cfg.factory.pools[self.core.cluster.pool_of(n) as usize];
                     self.cfg.factory.sites[p.site].name.clone()
