@@ -784,3 +784,39 @@ async fn a_store_that_lost_jobs_refuses_to_start() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_database_file_is_refused() {
+    let dir = fresh_dir("corrupt");
+    let data = dir.join("data");
+    let env = [("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)];
+    let mut s = Server::start(&dir, &strs(&base_args(&data)), &env).unwrap();
+    for _ in 0..50 {
+        s.json(
+            "POST",
+            "/api/v1/jobs",
+            TOKEN,
+            Some(json!({"allocation": 1, "gpus": 1, "command": ["true"]})),
+        )
+        .await;
+    }
+    s.sigterm();
+    // garbage over the middle of the file (the WAL was checkpointed at close
+    // or is beside it; either way the pages are damaged)
+    let db = data.join("gigafab.db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    assert!(bytes.len() > 8192, "{} bytes", bytes.len());
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid - 2048..mid + 2048] {
+        *b = 0xA5;
+    }
+    std::fs::write(&db, &bytes).unwrap();
+    for f in ["gigafab.db-wal", "gigafab.db-shm"] {
+        let _ = std::fs::remove_file(data.join(f));
+    }
+    let e = Server::start(&dir, &strs(&base_args(&data)), &env)
+        .err()
+        .expect("a damaged database must not be served");
+    assert!(e.contains("damaged") || e.contains("malformed"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

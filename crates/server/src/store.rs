@@ -40,6 +40,10 @@ pub enum StoreError {
     Sql(#[from] sqlx::Error),
     #[error("another gigafab server is using the database {0}; one server per store")]
     InUse(String),
+    #[error(
+        "the database {url} is damaged (SQLite's quick_check: {detail}); refusing to start on it: restore it from a backup"
+    )]
+    Damaged { url: String, detail: String },
 }
 
 /// A connection pool and what it talks to.
@@ -108,6 +112,42 @@ impl Store {
             url: redact(url),
             source: e,
         })?;
+        if kind == StoreKind::Sqlite {
+            // a damaged file is refused at once, never served (nor retried)
+            use sqlx::{Connection, Row};
+            let damaged = |detail: String| StoreError::Damaged {
+                url: redact(url),
+                detail: gigafab_core::time::excerpt(&detail, 300),
+            };
+            let mut conn = sqlx::AnyConnection::connect_with(&opts)
+                .await
+                .map_err(|e| {
+                    let t = e.to_string();
+                    if ["malformed", "not a database", "corrupt"]
+                        .iter()
+                        .any(|w| t.contains(w))
+                    {
+                        damaged(t)
+                    } else {
+                        StoreError::Connect {
+                            url: redact(url),
+                            source: e,
+                        }
+                    }
+                })?;
+            let rows = sqlx::query("PRAGMA quick_check")
+                .fetch_all(&mut conn)
+                .await
+                .map_err(|e| damaged(e.to_string()))?;
+            let first: String = rows
+                .first()
+                .and_then(|r| r.try_get::<String, _>(0).ok())
+                .unwrap_or_default();
+            let _ = conn.close().await;
+            if first != "ok" {
+                return Err(damaged(first));
+            }
+        }
         let pool = AnyPoolOptions::new()
             .max_connections(if kind == StoreKind::Sqlite { 4 } else { 8 })
             .after_connect(move |conn, _| {
