@@ -749,3 +749,61 @@ async fn a_job_opens_only_its_own_accelerators_device_files() {
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_is_held_to_its_memory_limit() {
+    if !root_or_skip("a_job_is_held_to_its_memory_limit") {
+        return;
+    }
+    let v2_memory = gigafab_exec::posix::cgroup2_mount()
+        .and_then(|m| std::fs::read_to_string(m.join("cgroup.controllers")).ok())
+        .is_some_and(|c| c.split_whitespace().any(|x| x == "memory"));
+    if !v2_memory && gigafab_exec::posix::cgroup1_mount("memory").is_none() {
+        panic!("this root machine has no memory controller at all");
+    }
+    let dir = fresh_dir("memlimit");
+    let data = dir.join("data");
+    let s = Server::start(
+        &dir,
+        &strs(&base_args(&data)),
+        &[("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)],
+    )
+    .unwrap();
+    // 50 MB allowed; it writes 400 MB
+    let big = s
+        .json(
+            "POST",
+            "/api/v1/jobs",
+            TOKEN,
+            Some(json!({"allocation": 1, "gpus": 1, "memory_gb": 0.05,
+            "command": ["python3", "-c", "b = b'x' * 400_000_000; print(len(b))"]})),
+        )
+        .await;
+    // the same within its limit
+    let small = s
+        .json(
+            "POST",
+            "/api/v1/jobs",
+            TOKEN,
+            Some(json!({"allocation": 1, "gpus": 1, "memory_gb": 1.0,
+            "command": ["python3", "-c", "b = b'x' * 40_000_000; print(len(b))"]})),
+        )
+        .await;
+    let b = s
+        .wait_state(TOKEN, big["id"].as_i64().unwrap(), &["completed", "failed"])
+        .await;
+    assert_eq!(
+        b["state"], "failed",
+        "a job past its memory limit ran: {b:#}"
+    );
+    let sm = s
+        .wait_state(
+            TOKEN,
+            small["id"].as_i64().unwrap(),
+            &["completed", "failed"],
+        )
+        .await;
+    assert_eq!(sm["state"], "completed", "{sm:#}");
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}

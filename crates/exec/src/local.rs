@@ -1027,8 +1027,8 @@ fn run_command(args: &SuperviseArgs, out: File, err: File) -> ExitRecord {
             .and_then(|_| OpenOptions::new().write(true).open(cg.join("cgroup.procs")))
         {
             Ok(f) => {
-                set_limits(cg, args.memory_bytes, args.cpus, &mut log);
-                Some((cg.clone(), f))
+                let legacy = set_limits(cg, args.memory_bytes, args.cpus, &mut log);
+                Some((cg.clone(), f, legacy))
             }
             Err(e) => {
                 let message = format!("cannot make the job's cgroup {}: {e}", cg.display());
@@ -1042,7 +1042,14 @@ fn run_command(args: &SuperviseArgs, out: File, err: File) -> ExitRecord {
         &mut cmd,
         &workdir,
         args.identity.as_ref(),
-        cgroup.as_ref().map(|c| &c.1),
+        cgroup
+            .as_ref()
+            .map(|c| {
+                std::iter::once(&c.1)
+                    .chain(c.2.iter().map(|l| &l.1))
+                    .collect()
+            })
+            .unwrap_or_default(),
         args.max_file_bytes,
         &args.hide_devices,
     ) {
@@ -1055,20 +1062,30 @@ fn run_command(args: &SuperviseArgs, out: File, err: File) -> ExitRecord {
         Err(e) => {
             let message = format!("cannot start `{program}`: {e}");
             note(&mut log, &message);
-            if let Some((cg, _)) = &cgroup {
+            if let Some((cg, _, legacy)) = &cgroup {
                 let _ = fs::remove_dir(cg);
+                for (d, _) in legacy {
+                    let _ = fs::remove_dir(d);
+                }
             }
             return failed(message);
         }
     };
+    let legacy: Vec<PathBuf> = cgroup
+        .as_ref()
+        .map(|c| c.2.iter().map(|l| l.0.clone()).collect())
+        .unwrap_or_default();
     let track = Track {
         pgid: child.id() as i32,
         cgroup: cgroup.map(|c| c.0),
     };
     let record = follow(args, &mut child, &track, started, &mut log);
+    // empty now; cgroups with no process can go
     if let Some(cg) = &track.cgroup {
-        // empty now; a cgroup with no process can go
         let _ = fs::remove_dir(cg);
+    }
+    for d in legacy {
+        let _ = fs::remove_dir(d);
     }
     record
 }
@@ -1077,26 +1094,85 @@ fn run_command(args: &SuperviseArgs, out: File, err: File) -> ExitRecord {
 /// memory.swap.max, cpu.max with a 100 ms period). Where the cgroup has no
 /// such controller (not delegated to this hierarchy), says so in the job's
 /// stderr log: the limit is then not enforced.
-fn set_limits(cg: &Path, memory: Option<u64>, cpus: Option<f64>, log: &mut Option<File>) {
-    let mut put = |file: &str, value: String, what: &str| {
-        let p = cg.join(file);
-        if !p.exists() || fs::write(&p, &value).is_err() {
-            note(
-                log,
-                &format!("{what} not enforced: this machine's cgroup has no {file}"),
-            );
+///
+/// On a hybrid machine, whose memory and CPU controllers are on the legacy
+/// (v1) hierarchies, the limits go to a cgroup of each of those instead
+/// (`memory.limit_in_bytes`; `cpu.cfs_quota_us` over a 100 ms period);
+/// those cgroups are returned, for the command to enter as well.
+fn set_limits(
+    cg: &Path,
+    memory: Option<u64>,
+    cpus: Option<f64>,
+    log: &mut Option<File>,
+) -> Vec<(PathBuf, File)> {
+    let mut legacy = Vec::new();
+    let name = cg
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // a v1 cgroup of `controller` with `files` written; None if unavailable
+    let mut v1 = |controller: &str, files: &[(&str, String)]| -> bool {
+        let Some(mount) = crate::posix::cgroup1_mount(controller) else {
+            return false;
+        };
+        let dir = mount.join("gigafab").join(&name);
+        let ok = fs::create_dir_all(&dir).is_ok()
+            && files.iter().all(|(f, v)| fs::write(dir.join(f), v).is_ok());
+        match (
+            ok,
+            OpenOptions::new()
+                .write(true)
+                .open(dir.join("cgroup.procs")),
+        ) {
+            (true, Ok(procs)) => {
+                legacy.push((dir, procs));
+                true
+            }
+            _ => {
+                let _ = fs::remove_dir(&dir);
+                false
+            }
         }
     };
     if let Some(m) = memory {
-        put("memory.max", m.to_string(), "memory limit");
+        let v2 = cg.join("memory.max");
+        let done = (v2.exists() && fs::write(&v2, m.to_string()).is_ok())
+            || v1(
+                "memory",
+                &[
+                    ("memory.limit_in_bytes", m.to_string()),
+                    ("memory.swappiness", "0".into()),
+                ],
+            );
         if cg.join("memory.swap.max").exists() {
             let _ = fs::write(cg.join("memory.swap.max"), "0");
+        }
+        if !done {
+            note(
+                log,
+                "memory limit not enforced: this machine's cgroups have no memory controller",
+            );
         }
     }
     if let Some(c) = cpus {
         let quota = ((c * 100_000.0).round() as u64).max(1_000);
-        put("cpu.max", format!("{quota} 100000"), "CPU limit");
+        let v2 = cg.join("cpu.max");
+        let done = (v2.exists() && fs::write(&v2, format!("{quota} 100000")).is_ok())
+            || v1(
+                "cpu",
+                &[
+                    ("cpu.cfs_period_us", "100000".into()),
+                    ("cpu.cfs_quota_us", quota.to_string()),
+                ],
+            );
+        if !done {
+            note(
+                log,
+                "CPU limit not enforced: this machine's cgroups have no cpu controller",
+            );
+        }
     }
+    legacy
 }
 
 /// The working directory of a run without `--workdir`: the job's directory,
@@ -1118,7 +1194,7 @@ fn prepare_exec(
     cmd: &mut Command,
     workdir: &Path,
     identity: Option<&(u32, u32, Vec<u32>)>,
-    cgroup_procs: Option<&File>,
+    cgroup_procs: Vec<&File>,
     max_file_bytes: Option<u64>,
     hide_devices: &[PathBuf],
 ) -> io::Result<()> {
@@ -1126,7 +1202,7 @@ fn prepare_exec(
     use std::os::unix::ffi::OsStrExt;
     let cwd = std::ffi::CString::new(workdir.as_os_str().as_bytes())
         .map_err(|_| io::Error::other("a NUL in the working directory"))?;
-    let fd = cgroup_procs.map(|f| f.as_raw_fd());
+    let fds: Vec<i32> = cgroup_procs.iter().map(|f| f.as_raw_fd()).collect();
     let hide: Vec<std::ffi::CString> = hide_devices
         .iter()
         .map(|p| std::ffi::CString::new(p.as_os_str().as_bytes()))
@@ -1139,10 +1215,10 @@ fn prepare_exec(
     // fork (no allocation, no locks).
     unsafe {
         cmd.pre_exec(move || {
-            if let Some(fd) = fd
-                && libc::write(fd, b"0".as_ptr().cast(), 1) != 1
-            {
-                return Err(io::Error::last_os_error());
+            for &fd in &fds {
+                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(io::Error::last_os_error());
+                }
             }
             if !hide.is_empty() {
                 // a mount namespace of its own, where the other jobs'

@@ -113,6 +113,23 @@ pub fn cgroup2_mount() -> Option<PathBuf> {
     })
 }
 
+/// Where the legacy (v1) hierarchy of `controller` (`memory`, `cpu`) is
+/// mounted, on machines that still have one (hybrid v1/v2).
+pub fn cgroup1_mount(controller: &str) -> Option<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    text.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        let mut r = right.split_whitespace();
+        if r.next()? != "cgroup" {
+            return None;
+        }
+        let opts = r.nth(1)?;
+        opts.split(',')
+            .any(|o| o == controller)
+            .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
+    })
+}
+
 /// A cgroup (v2) for the jobs of this server, `<mount>/<name>`, created if
 /// needed; `None` where there is no writable v2 hierarchy (then jobs are
 /// tracked by process group only).

@@ -555,6 +555,11 @@ fn memory_and_cpu_limits_are_written_to_the_runs_cgroup() {
     let h = ex.launch(&s).unwrap();
     wait_exit(&ex, 2, &h, Duration::from_secs(20));
     let err = fs::read_to_string(r.join("jobs/2/stderr.log")).unwrap();
-    assert!(err.contains("CPU limit not enforced"), "{err}");
+    // said, unless the machine's legacy (v1) cpu controller took the limit
+    assert!(
+        err.contains("CPU limit not enforced")
+            || gigafab_exec::posix::cgroup1_mount("cpu").is_some(),
+        "{err}"
+    );
     let _ = fs::remove_dir_all(&r);
 }
