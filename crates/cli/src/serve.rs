@@ -97,6 +97,10 @@ pub struct ServeArgs {
         default_value = "/dev/dri/renderD{render}"
     )]
     amd_devices: String,
+    /// Most a job's directory (its work/ and logs) may hold, GiB; past it
+    /// the job is stopped and recorded failed; 0: no limit.
+    #[arg(long, env = "GIGAFAB_MAX_JOB_DISK_GIB", default_value_t = 0.0)]
+    max_job_disk_gib: f64,
     /// Open HTTP connections at most; past it new ones are closed at once
     /// and a line is logged.
     #[arg(long, env = "GIGAFAB_MAX_CONNECTIONS", default_value_t = 512)]
@@ -490,6 +494,9 @@ pub fn run(a: ServeArgs) -> Result<()> {
                     vec![exe.display().to_string(), "job-supervise".into()],
                     Duration::from_secs_f64(a.kill_grace),
                 );
+                if a.max_job_disk_gib > 0.0 {
+                    e = e.with_max_disk_bytes((a.max_job_disk_gib * (1u64 << 30) as f64) as u64);
+                }
                 if a.max_job_file_gib > 0.0 {
                     e = e.with_max_file_bytes((a.max_job_file_gib * (1u64 << 30) as f64) as u64);
                 }

@@ -807,3 +807,42 @@ async fn a_job_is_held_to_its_memory_limit() {
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_is_stopped_past_its_disk_limit() {
+    let dir = fresh_dir("disklimit");
+    let data = dir.join("data");
+    let mut args = base_args(&data);
+    // 4 MiB for the whole job directory; each file stays under the file cap
+    args.extend(["--max-job-disk-gib".into(), (4.0 / 1024.0).to_string()]);
+    let s = Server::start(&dir, &strs(&args), &[("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)]).unwrap();
+    let j = s
+        .json("POST", "/api/v1/jobs", TOKEN, Some(json!({"allocation": 1, "gpus": 1,
+            "command": ["sh", "-c", "for i in 1 2 3 4 5 6 7 8; do head -c 1000000 /dev/zero > f$i; done; sleep 30"]})))
+        .await;
+    let id = j["id"].as_i64().unwrap();
+    let j = s
+        .wait_state(TOKEN, id, &["completed", "failed", "cancelled"])
+        .await;
+    assert_eq!(j["state"], "failed", "{j:#}");
+    assert!(
+        j["reason"].as_str().unwrap_or("").contains("disk limit"),
+        "{j:#}"
+    );
+    // a job within it completes
+    let ok = s
+        .json(
+            "POST",
+            "/api/v1/jobs",
+            TOKEN,
+            Some(json!({"allocation": 1, "gpus": 1,
+            "command": ["sh", "-c", "head -c 1000000 /dev/zero > f; sleep 1.5"]})),
+        )
+        .await;
+    let ok = s
+        .wait_state(TOKEN, ok["id"].as_i64().unwrap(), &["completed", "failed"])
+        .await;
+    assert_eq!(ok["state"], "completed", "{ok:#}");
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}

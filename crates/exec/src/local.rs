@@ -123,6 +123,8 @@ pub struct LocalExecutor {
     max_file_bytes: Option<u64>,
     /// Hide the other accelerators' device files from each job.
     devices: Option<DeviceFiles>,
+    /// Most bytes a job's directory may hold.
+    max_disk_bytes: Option<u64>,
     /// Supervisors started by this instance, by pid, until reaped.
     children: Mutex<HashMap<u32, Child>>,
 }
@@ -152,6 +154,7 @@ impl LocalExecutor {
             cgroups: None,
             max_file_bytes: None,
             devices: None,
+            max_disk_bytes: None,
             children: Mutex::new(HashMap::new()),
         }
     }
@@ -168,6 +171,13 @@ impl LocalExecutor {
     /// root).
     pub fn with_device_isolation(mut self, files: DeviceFiles) -> LocalExecutor {
         self.devices = Some(files);
+        self
+    }
+
+    /// Stops a job whose directory (its work/ and logs) holds more than
+    /// `bytes` (measured every second).
+    pub fn with_max_disk_bytes(mut self, bytes: u64) -> LocalExecutor {
+        self.max_disk_bytes = Some(bytes);
         self
     }
 
@@ -293,6 +303,9 @@ impl Executor for LocalExecutor {
         }
         if let Some(max) = self.max_file_bytes {
             cmd.args(["--max-file-bytes", &max.to_string()]);
+        }
+        if let Some(max) = self.max_disk_bytes {
+            cmd.args(["--max-disk-bytes", &max.to_string()]);
         }
         if let Some(d) = &self.devices {
             for p in d.others(&spec.accelerators) {
@@ -585,6 +598,8 @@ struct SuperviseArgs {
     /// Device files the command must not open (covered by /dev/null in
     /// its own mount namespace).
     hide_devices: Vec<PathBuf>,
+    /// Most bytes the job's directory (work/ and logs) may hold.
+    max_disk_bytes: Option<u64>,
     command: Vec<String>,
 }
 
@@ -604,6 +619,7 @@ fn parse_supervise_args(args: &[String]) -> Result<SuperviseArgs, String> {
     let mut memory = None;
     let mut cpus = None;
     let mut hide_devices = Vec::new();
+    let mut max_disk = None;
     let mut i = 0;
     while i < args.len() {
         let arg = args[i].as_str();
@@ -631,6 +647,7 @@ fn parse_supervise_args(args: &[String]) -> Result<SuperviseArgs, String> {
             "--max-file-bytes" => &mut max_file,
             "--memory-bytes" => &mut memory,
             "--cpus" => &mut cpus,
+            "--max-disk-bytes" => &mut max_disk,
             _ if arg.starts_with('-') => return Err(format!("unknown option `{arg}`")),
             _ => break,
         };
@@ -686,6 +703,13 @@ fn parse_supervise_args(args: &[String]) -> Result<SuperviseArgs, String> {
         identity,
         cgroup: cgroup.filter(|c| !c.is_empty()).map(PathBuf::from),
         hide_devices,
+        max_disk_bytes: match max_disk {
+            Some(v) => Some(
+                v.parse()
+                    .map_err(|_| format!("`--max-disk-bytes`: not a byte count: {v:?}"))?,
+            ),
+            None => None,
+        },
         memory_bytes: match memory {
             Some(v) => Some(
                 v.parse()
@@ -866,6 +890,8 @@ enum StopReason {
     TimeLimit(u64),
     Cancel,
     Signal(i32),
+    /// The job's directory grew past this many bytes.
+    Disk(u64),
 }
 
 impl StopReason {
@@ -873,6 +899,7 @@ impl StopReason {
         match self {
             StopReason::TimeLimit(_) => Outcome::TimedOut,
             StopReason::Cancel | StopReason::Signal(_) => Outcome::Cancelled,
+            StopReason::Disk(_) => Outcome::Failed,
         }
     }
 
@@ -881,6 +908,9 @@ impl StopReason {
             StopReason::TimeLimit(s) => format!("time limit of {s} s reached"),
             StopReason::Cancel => "cancel requested".into(),
             StopReason::Signal(n) => format!("supervisor received signal {n}"),
+            StopReason::Disk(b) => {
+                format!("the job's directory passed its disk limit of {b} bytes")
+            }
         }
     }
 }
@@ -1299,6 +1329,35 @@ fn prepare_account_dir(dir: &Path, account: &crate::posix::Account) -> Result<()
     set(&work, 0o700)
 }
 
+/// How often the supervisor measures a job's directory.
+const DISK_CHECK: Duration = Duration::from_secs(1);
+
+/// Bytes under `dir` (files, not following links), counting stops once past
+/// `stop_after`.
+fn dir_size(dir: &Path, stop_after: u64) -> u64 {
+    let mut total = 0u64;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(m) = e.path().symlink_metadata() else {
+                continue;
+            };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                total = total.saturating_add(m.len());
+                if total > stop_after {
+                    return total;
+                }
+            }
+        }
+    }
+    total
+}
+
 /// Follows a started run to its end.
 fn follow(
     args: &SuperviseArgs,
@@ -1311,6 +1370,7 @@ fn follow(
         0 => None,
         s => started.checked_add(Duration::from_secs(s)),
     };
+    let mut next_disk_check = Instant::now();
 
     loop {
         match child.try_wait() {
@@ -1337,7 +1397,17 @@ fn follow(
                 return failed(message);
             }
         }
-        if let Some(reason) = stop_requested(&args.dir, deadline, args.time_limit_s) {
+        let mut reason = stop_requested(&args.dir, deadline, args.time_limit_s);
+        if reason.is_none()
+            && let Some(max) = args.max_disk_bytes
+            && Instant::now() >= next_disk_check
+        {
+            next_disk_check = Instant::now() + DISK_CHECK;
+            if dir_size(&args.dir, max) > max {
+                reason = Some(StopReason::Disk(max));
+            }
+        }
+        if let Some(reason) = reason {
             note(
                 log,
                 &format!(
@@ -1522,6 +1592,7 @@ mod tests {
                 memory_bytes: None,
                 cpus: None,
                 hide_devices: Vec::new(),
+                max_disk_bytes: None,
                 command: strings(&["sh", "-c", "--dir x"]),
             }
         );
