@@ -3,7 +3,7 @@
 //!
 //! Read from CSV: an Electricity Maps export (`Datetime (UTC)` and
 //! `Carbon Intensity gCO₂eq/kWh (direct)` columns, as in
-//! `shared/data/grid/*_2023_hourly.csv`) or a plain two-column file
+//! `data/grid/*_2023_hourly.csv`) or a plain two-column file
 //! `time,g_per_kwh` (`time` in RFC 3339, `YYYY-MM-DD HH:MM:SS` UTC, or Unix
 //! seconds). Rows must be evenly spaced. Outside the series, time wraps
 //! around it (a year of data stands for every year), so a long simulation
