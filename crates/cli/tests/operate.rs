@@ -665,21 +665,7 @@ async fn one_damaged_row_hides_no_ones_jobs_and_a_restart_names_it() {
     let data = dir.join("data");
     let env = [("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)];
     let mut s = Server::start(&dir, &strs(&base_args(&data)), &env).unwrap();
-    let mut ids = Vec::new();
-    for _ in 0..3 {
-        let j = s
-            .json(
-                "POST",
-                "/api/v1/jobs",
-                TOKEN,
-                Some(json!({"allocation": 1, "gpus": 1, "command": ["true"]})),
-            )
-            .await;
-        ids.push(j["id"].as_i64().unwrap());
-    }
-    for id in &ids {
-        s.wait_state(TOKEN, *id, &["completed"]).await;
-    }
+    let ids = s.complete_jobs(3).await;
     // damage one row behind the server's back (SQLite keeps what it is given)
     let db = format!("sqlite://{}", data.join("gigafab.db").display());
     let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
@@ -749,21 +735,7 @@ async fn a_store_that_lost_jobs_refuses_to_start() {
     let data = dir.join("data");
     let env = [("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)];
     let mut s = Server::start(&dir, &strs(&base_args(&data)), &env).unwrap();
-    let mut ids = Vec::new();
-    for _ in 0..3 {
-        let j = s
-            .json(
-                "POST",
-                "/api/v1/jobs",
-                TOKEN,
-                Some(json!({"allocation": 1, "gpus": 1, "command": ["true"]})),
-            )
-            .await;
-        ids.push(j["id"].as_i64().unwrap());
-    }
-    for id in &ids {
-        s.wait_state(TOKEN, *id, &["completed"]).await;
-    }
+    let ids = s.complete_jobs(3).await;
     s.sigterm();
     // the last two jobs vanish from the database (as with a damaged WAL)
     let db = format!("sqlite://{}", data.join("gigafab.db").display());

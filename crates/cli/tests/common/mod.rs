@@ -154,6 +154,21 @@ impl Server {
         }
     }
 
+    /// Runs `n` one-accelerator `true` jobs on allocation 1 to completion;
+    /// their ids.
+    pub async fn complete_jobs(&self, n: usize) -> Vec<i64> {
+        let mut ids = Vec::new();
+        for _ in 0..n {
+            let body = serde_json::json!({"allocation": 1, "gpus": 1, "command": ["true"]});
+            let j = self.json("POST", "/api/v1/jobs", TOKEN, Some(body)).await;
+            ids.push(j["id"].as_i64().unwrap());
+        }
+        for id in &ids {
+            self.wait_state(TOKEN, *id, &["completed"]).await;
+        }
+        ids
+    }
+
     /// Organisations `orgs`, each with a member and an allocation of
     /// `gpu_hours`: (the member's token, the allocation's id) of each.
     pub async fn tenants(&self, orgs: &[&str], gpu_hours: f64) -> Vec<(String, i64)> {
