@@ -765,7 +765,7 @@ pub fn supervise(args: &[String]) -> i32 {
         // Without a pid file nobody can adopt the run; still try to
         // leave a record.
         let record = failed(format!("cannot write {PID_FILE}: {e}"));
-        let _ = write_record(&status_path, &record);
+        let _ = record_exit(&status_path, &record);
         return 1;
     }
     install_signal_handlers();
@@ -773,14 +773,48 @@ pub fn supervise(args: &[String]) -> i32 {
         Ok((out, err)) => run_command(&args, out, err),
         Err(e) => failed(e),
     };
-    match write_record(&status_path, &record) {
-        Ok(()) => 0,
-        Err(e) => {
-            let _ = writeln!(io::stderr(), "gigafab job-supervise: {e}");
-            1
+    record_exit(&status_path, &record)
+}
+
+/// Writes the exit record; returns the supervisor's exit code.
+fn record_exit(status_path: &Path, record: &ExitRecord) -> i32 {
+    // The record is the job's accounting: a full disk delays it, it does
+    // not lose it (the run is reported running until the record lands).
+    let mut json = serde_json::to_vec_pretty(record).unwrap_or_default();
+    json.push(b'\n');
+    let mut tries = 0u32;
+    loop {
+        match write_atomic_io(status_path, &json) {
+            Ok(()) => return 0,
+            Err(e)
+                if tries < RECORD_RETRIES
+                    && matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) =>
+            {
+                let e = format!("cannot write {}: {e}", status_path.display());
+                if tries == 0 {
+                    let _ = writeln!(
+                        io::stderr(),
+                        "gigafab job-supervise: {e}; retrying every second"
+                    );
+                }
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+            Err(e) => {
+                let _ = writeln!(
+                    io::stderr(),
+                    "gigafab job-supervise: cannot write {}: {e}",
+                    status_path.display()
+                );
+                return 1;
+            }
         }
     }
 }
+
+/// How many times (one a second) the supervisor retries writing the exit
+/// record when it cannot (a full disk): one hour.
+const RECORD_RETRIES: u32 = 3_600;
 
 /// The signal that asked the supervisor to stop, 0 if none.
 static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
@@ -818,6 +852,10 @@ fn open_logs(dir: &Path) -> Result<(File, File), String> {
 /// Writes `bytes` to `path` through `path.tmp`, fsync and rename, so that
 /// readers see either nothing or the whole content.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    write_atomic_io(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn write_atomic_io(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
@@ -834,12 +872,13 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
         }
         Ok::<(), io::Error>(())
     })();
-    result.map_err(|e| {
+    if result.is_err() {
         let _ = fs::remove_file(&tmp);
-        format!("cannot write {}: {e}", path.display())
-    })
+    }
+    result
 }
 
+#[cfg(test)]
 fn write_record(path: &Path, record: &ExitRecord) -> Result<(), String> {
     let mut json = serde_json::to_vec_pretty(record).map_err(|e| e.to_string())?;
     json.push(b'\n');

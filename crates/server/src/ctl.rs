@@ -358,6 +358,9 @@ pub struct Controller {
     /// The node whose devices the telemetry reports.
     tele_node: Option<u32>,
     tele_failed: bool,
+    /// The connection commits go through (opened at the first commit,
+    /// closed after a failed one).
+    writer: Option<sqlx::AnyConnection>,
 }
 
 fn op(sql: &'static str, args: Vec<Arg>) -> Op {
@@ -523,6 +526,20 @@ impl Controller {
         cfg: CtlConfig,
         shared: Arc<Shared>,
     ) -> Result<(Controller, Option<String>), sqlx::Error> {
+        let (mut c, shown) = Controller::read(cfg, shared).await?;
+        if !c.ops.is_empty() {
+            c.commit().await?;
+        }
+        Ok((c, shown))
+    }
+
+    /// Reads the state from the store; what reading it decided (adopted
+    /// runs that ended meanwhile, relaunches) waits in `ops` for the next
+    /// commit.
+    async fn read(
+        cfg: CtlConfig,
+        shared: Arc<Shared>,
+    ) -> Result<(Controller, Option<String>), sqlx::Error> {
         let policy = cfg.policy.clone();
         let core = SchedCore::new(cfg.factory.clone(), policy, Throughputs::new());
         let mut node_names = Vec::new();
@@ -563,12 +580,10 @@ impl Controller {
             relaunch: Vec::new(),
             tele_node: None,
             tele_failed: false,
+            writer: None,
         };
         c.tele_node = c.telemetry_node();
         let shown = c.load_rows().await?;
-        if !c.ops.is_empty() {
-            c.commit().await?;
-        }
         Ok((c, shown))
     }
 
@@ -1335,6 +1350,7 @@ impl Controller {
         let poll_ms = self.cfg.poll.as_millis() as i64;
         let mut next_poll = 0i64;
         let mut next_sched = 0i64;
+        let mut failed_commits = 0u32;
         loop {
             let wait = if !self.ops.is_empty() || self.dirty || !self.launches.is_empty() {
                 Duration::ZERO
@@ -1396,6 +1412,7 @@ impl Controller {
                 let t = std::time::Instant::now();
                 match self.commit().await {
                     Ok(()) => {
+                        failed_commits = 0;
                         let us = t.elapsed().as_micros() as u64;
                         self.shared.metrics.commit_seconds.observe(us as f64 / 1e6);
                         if let Ok(mut st) = self.shared.stats.lock() {
@@ -1410,6 +1427,11 @@ impl Controller {
                         self.answer(Some(err));
                         self.launches.clear();
                         self.reload().await;
+                        // a store that keeps failing (a full disk) is
+                        // retried at most once a second, not in a hot loop
+                        failed_commits += 1;
+                        let pause = 50u64 << failed_commits.min(5);
+                        tokio::time::sleep(Duration::from_millis(pause.min(1_000))).await;
                         continue;
                     }
                 }
@@ -1451,11 +1473,14 @@ impl Controller {
         }
     }
 
-    /// Rebuilds memory from the store after a failed commit.
+    /// Rebuilds memory from the store after a failed commit. It only
+    /// reads: while the store cannot be written (a full disk), commands are
+    /// answered `store_unavailable` by the next failed commit instead of
+    /// waiting for a reload that cannot commit.
     async fn reload(&mut self) {
         loop {
             let cfg = self.cfg.clone();
-            match Controller::load(cfg, self.shared.clone()).await {
+            match Controller::read(cfg, self.shared.clone()).await {
                 Ok((c, _)) => {
                     *self = c;
                     return;
@@ -1469,23 +1494,24 @@ impl Controller {
     }
 
     async fn commit(&mut self) -> Result<(), sqlx::Error> {
+        use sqlx::Connection;
         let ops = fold_ops(std::mem::take(&mut self.ops));
-        let mut tx = self.shared.store.pool.begin().await?;
-        for o in ops {
-            let mut q = sqlx::query(&o.sql);
-            for a in o.args {
-                q = match a {
-                    Arg::I(v) => q.bind(v),
-                    Arg::F(v) => q.bind(v),
-                    Arg::S(v) => q.bind(v),
-                    Arg::OI(v) => q.bind(v),
-                    Arg::OF(v) => q.bind(v),
-                    Arg::OS(v) => q.bind(v),
-                };
+        let mut conn = match self.writer.take() {
+            Some(c) => c,
+            None => self.shared.store.writer().await?,
+        };
+        match write_ops(&mut conn, ops).await {
+            Ok(()) => {
+                self.writer = Some(conn);
+                Ok(())
             }
-            q.execute(&mut *tx).await?;
+            Err(e) => {
+                // a failed write (a full disk, a lost server) closes its
+                // connection, and with it any lock or transaction left open
+                let _ = conn.close().await;
+                Err(e)
+            }
         }
-        tx.commit().await
     }
 
     fn handle(&mut self, c: Cmd, now: i64) {
@@ -2964,4 +2990,25 @@ impl Controller {
             }
         }
     }
+}
+
+/// Writes `ops` in one transaction on `conn`.
+async fn write_ops(conn: &mut sqlx::AnyConnection, ops: Vec<Op>) -> Result<(), sqlx::Error> {
+    use sqlx::Connection;
+    let mut tx = conn.begin().await?;
+    for o in ops {
+        let mut q = sqlx::query(&o.sql);
+        for a in o.args {
+            q = match a {
+                Arg::I(v) => q.bind(v),
+                Arg::F(v) => q.bind(v),
+                Arg::S(v) => q.bind(v),
+                Arg::OI(v) => q.bind(v),
+                Arg::OF(v) => q.bind(v),
+                Arg::OS(v) => q.bind(v),
+            };
+        }
+        q.execute(&mut *tx).await?;
+    }
+    tx.commit().await
 }

@@ -53,7 +53,14 @@ pub struct Store {
     pub kind: StoreKind,
     /// PostgreSQL: the connection holding the server's advisory lock.
     _lock: Option<std::sync::Arc<tokio::sync::Mutex<sqlx::AnyConnection>>>,
+    /// How to open a connection of its own (the controller's writer).
+    opts: AnyConnectOptions,
 }
+
+/// The SQLite settings of every connection: durable commits (the WAL is
+/// synced at every commit), a wait for a busy database, foreign keys.
+const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; \
+                              PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;";
 
 /// Advisory-lock key of a gigafab server on a PostgreSQL database.
 const PG_LOCK_KEY: i64 = 0x0067_6967_6166_6162;
@@ -153,17 +160,12 @@ impl Store {
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if kind == StoreKind::Sqlite {
-                        // durable commits: the WAL is synced at every commit
-                        conn.execute(
-                            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; \
-                             PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;",
-                        )
-                        .await?;
+                        conn.execute(SQLITE_PRAGMAS).await?;
                     }
                     Ok(())
                 })
             })
-            .connect_with(opts)
+            .connect_with(opts.clone())
             .await
             .map_err(|e| StoreError::Connect {
                 url: redact(url),
@@ -189,7 +191,21 @@ impl Store {
             pool,
             kind,
             _lock: lock,
+            opts,
         })
+    }
+
+    /// A connection outside the pool, for the one writer. After a failed
+    /// write its owner closes it: whatever state the failure left (an open
+    /// transaction, a lock held after SQLITE_FULL) goes with it, where a
+    /// pooled connection would carry it on to the next writer.
+    pub async fn writer(&self) -> Result<sqlx::AnyConnection, sqlx::Error> {
+        use sqlx::Connection;
+        let mut conn = sqlx::AnyConnection::connect_with(&self.opts).await?;
+        if self.kind == StoreKind::Sqlite {
+            conn.execute(SQLITE_PRAGMAS).await?;
+        }
+        Ok(conn)
     }
 }
 
