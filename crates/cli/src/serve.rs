@@ -322,6 +322,8 @@ fn isolation(a: &ServeArgs, data_dir: &std::path::Path) -> Result<gigafab_server
                 );
             }
             let (_, map): (String, AccountMap) = read_toml(path, "the job accounts")?;
+            map.check()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             for account in map.users.values().chain(map.orgs.values()) {
                 if let Err(e) = gigafab_exec::posix::lookup(account) {
                     say!("gigafab serve: warning: {}: {e}", path.display());

@@ -334,12 +334,7 @@ fn a_root_server_without_an_identity_rule_refuses_to_start() {
 async fn the_fleet_shows_only_ones_own_jobs() {
     let dir = fresh_dir("fleetleak");
     let data = dir.join("data");
-    let s = Server::start(
-        &dir,
-        &strs(&base_args(&data)),
-        &[("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)],
-    )
-    .unwrap();
+    let s = Server::plain(&dir, &data);
     let who = s.tenants(&["a", "b"], 1.0).await;
     let j = s
         .json("POST", "/api/v1/jobs", &who[0].0, Some(json!({"allocation": who[0].1, "gpus": 1, "type": "h100", "command": ["sleep", "3"]})))
@@ -375,12 +370,7 @@ async fn the_fleet_shows_only_ones_own_jobs() {
 async fn tokens_expire_owners_revoke_and_users_can_be_disabled() {
     let dir = fresh_dir("tokens");
     let data = dir.join("data");
-    let s = Server::start(
-        &dir,
-        &strs(&base_args(&data)),
-        &[("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)],
-    )
-    .unwrap();
+    let s = Server::plain(&dir, &data);
     s.json(
         "POST",
         "/api/v1/orgs",
@@ -525,12 +515,7 @@ async fn tokens_expire_owners_revoke_and_users_can_be_disabled() {
 async fn jobs_never_run_past_their_allocation() {
     let dir = fresh_dir("grant");
     let data = dir.join("data");
-    let s = Server::start(
-        &dir,
-        &strs(&base_args(&data)),
-        &[("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)],
-    )
-    .unwrap();
+    let s = Server::plain(&dir, &data);
     // 0.002 GPU-hours = 7.2 GPU-s
     let al = s
         .json(
@@ -650,12 +635,7 @@ async fn a_full_disk_stalls_no_one_once_space_is_back() {
         }
     }
     let _unmount = Unmount(data.clone());
-    let s = Server::start(
-        &dir,
-        &strs(&base_args(&data)),
-        &[("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)],
-    )
-    .unwrap();
+    let s = Server::plain(&dir, &data);
     // every answer comes within seconds, full disk or not
     let submit = || async {
         let call = s.call(
@@ -779,12 +759,7 @@ async fn a_job_is_held_to_its_memory_limit() {
     }
     let dir = fresh_dir("memlimit");
     let data = dir.join("data");
-    let s = Server::start(
-        &dir,
-        &strs(&base_args(&data)),
-        &[("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)],
-    )
-    .unwrap();
+    let s = Server::plain(&dir, &data);
     // 50 MB allowed; it writes 400 MB
     let big = s
         .json(
@@ -859,6 +834,168 @@ async fn a_job_is_stopped_past_its_disk_limit() {
         .wait_state(TOKEN, ok["id"].as_i64().unwrap(), &["completed", "failed"])
         .await;
     assert_eq!(ok["state"], "completed", "{ok:#}");
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Creates `name` (a member) in `org`; returns (status, body).
+async fn create_member(s: &Server, token: &str, org: &str, name: &str) -> (u16, String) {
+    s.call(
+        "POST",
+        "/api/v1/users",
+        Some(token),
+        Some(json!({"name": name, "org": org, "role": "member"})),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_names_are_private_to_their_organisation() {
+    let dir = fresh_dir("usernames");
+    let data = dir.join("data");
+    let s = Server::plain(&dir, &data);
+    let who = s.tenants(&["a", "b"], 1.0).await;
+    // owners of a and b
+    let mut owners = Vec::new();
+    for org in ["a", "b"] {
+        let o = s
+            .json(
+                "POST",
+                "/api/v1/users",
+                TOKEN,
+                Some(json!({"name": format!("{org}-owner"), "org": org, "role": "owner"})),
+            )
+            .await;
+        owners.push(o["token"].as_str().unwrap().to_string());
+    }
+    let (code, body) = create_member(&s, &owners[0], "a", "alice").await;
+    assert_eq!(code, 201, "{body}");
+    // b's owner learns nothing of a's users: the same name is b's to take
+    let (code, body) = create_member(&s, &owners[1], "b", "alice").await;
+    assert_eq!(code, 201, "{body}");
+    let b_alice: serde_json::Value = serde_json::from_str(&body).unwrap();
+    // within an organisation a name stays unique
+    let (code, body) = create_member(&s, &owners[1], "b", "alice").await;
+    assert_eq!(code, 409, "{body}");
+    assert!(!body.contains("`a`"), "{body}");
+    // b's alice runs a job; listings by name find the right alice
+    let tb = b_alice["token"].as_str().unwrap();
+    let j = s
+        .json(
+            "POST",
+            "/api/v1/jobs",
+            tb,
+            Some(json!({"allocation": who[1].1, "gpus": 1, "command": ["true"]})),
+        )
+        .await;
+    assert_eq!(j["user"], "alice", "{j}");
+    let id = j["id"].as_i64().unwrap();
+    let l = s.json("GET", "/api/v1/jobs?user=alice", TOKEN, None).await;
+    let ids: Vec<i64> = l["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![id], "{l}");
+    let l = s
+        .json("GET", "/api/v1/jobs?user=a/alice", TOKEN, None)
+        .await;
+    assert!(l["items"].as_array().unwrap().is_empty(), "{l}");
+    let l = s
+        .json("GET", "/api/v1/jobs?user=b/alice", TOKEN, None)
+        .await;
+    assert_eq!(l["items"][0]["user"], "alice", "{l}");
+    // each owner lists its own alice only
+    for (i, org) in ["a", "b"].iter().enumerate() {
+        let u = s.json("GET", "/api/v1/users", &owners[i], None).await;
+        let alices: Vec<&serde_json::Value> = u["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["name"] == "alice")
+            .collect();
+        assert_eq!(alices.len(), 1, "{u}");
+        assert_eq!(alices[0]["org"], *org, "{u}");
+    }
+    // the names survive a restart
+    let mut s = s;
+    assert!(s.sigterm().success());
+    let s = Server::plain(&dir, &data);
+    let u = s.json("GET", "/api/v1/users", TOKEN, None).await;
+    let alices = u["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["name"] == "alice")
+        .count();
+    assert_eq!(alices, 2, "{u}");
+    let w = s.json("GET", "/api/v1/whoami", tb, None).await;
+    assert_eq!(
+        (w["user"].as_str(), w["org"].as_str()),
+        (Some("alice"), Some("b"))
+    );
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_own_account_is_mapped_by_organisation_and_name() {
+    if !root_or_skip("a_users_own_account_is_mapped_by_organisation_and_name") {
+        return;
+    }
+    test_account("gf-test-a");
+    test_account("gf-test-b");
+    test_account("gf-test-c");
+    let dir = fresh_dir("loginmap");
+    let data = dir.join("data");
+    let map = dir.join("accounts.toml");
+    // a key that is neither NAME nor ORG/NAME is refused at start, saying so
+    std::fs::write(&map, "[users]\n\"a/b/c\" = \"gf-test-c\"\n").unwrap();
+    let o = std::process::Command::new("timeout")
+        .arg("20")
+        .arg(gigafab().get_program())
+        .args(["serve", "--job-accounts"])
+        .arg(&map)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("ORG/NAME"), "{e}");
+    std::fs::write(
+        &map,
+        "[users]\n\"a/alice\" = \"gf-test-c\"\n[orgs]\na = \"gf-test-a\"\nb = \"gf-test-b\"\n",
+    )
+    .unwrap();
+    let mut args = base_args(&data);
+    args.extend(["--job-accounts".into(), map.display().to_string()]);
+    let s = Server::start(&dir, &strs(&args), &[("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)]).unwrap();
+    let who = s.tenants(&["a", "b"], 1.0).await;
+    let mut outputs = Vec::new();
+    for (org, alloc) in [("a", who[0].1), ("b", who[1].1)] {
+        let (code, body) = create_member(&s, TOKEN, org, "alice").await;
+        assert_eq!(code, 201, "{body}");
+        let u: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let j = s
+            .json(
+                "POST",
+                "/api/v1/jobs",
+                u["token"].as_str().unwrap(),
+                Some(json!({"allocation": alloc, "gpus": 1, "command": ["id", "-un"]})),
+            )
+            .await;
+        let id = j["id"].as_i64().unwrap();
+        let j = s.wait_state(TOKEN, id, &["completed", "failed"]).await;
+        assert_eq!(j["state"], "completed", "{j}");
+        let (_, log) = s
+            .call("GET", &format!("/api/v1/jobs/{id}/logs"), Some(TOKEN), None)
+            .await;
+        outputs.push(log);
+    }
+    // a's alice has her own account; b's alice has b's, not hers
+    assert!(outputs[0].contains("gf-test-c"), "{}", outputs[0]);
+    assert!(outputs[1].contains("gf-test-b"), "{}", outputs[1]);
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
 }

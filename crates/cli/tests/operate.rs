@@ -527,12 +527,7 @@ async fn two_servers_never_share_one_sqlite_store() {
 async fn a_waiting_job_records_a_bounded_number_of_wait_events() {
     let dir = fresh_dir("waits");
     let data = dir.join("data");
-    let s = Server::start(
-        &dir,
-        &strs(&base_args(&data)),
-        &[("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)],
-    )
-    .unwrap();
+    let s = Server::plain(&dir, &data);
     // 32 short jobs through 4 accelerators: the reason of the ones behind
     // flaps between "no gang free" and "priority" as runs end and start
     let mut ids = Vec::new();

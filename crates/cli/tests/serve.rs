@@ -787,10 +787,11 @@ async fn tenants_quota_and_audit(app: App) {
         .collect();
     for want in [
         ("admin", "create_org"),
-        ("alice", "create_user"),
+        // the audit names members by login, ORG/NAME
+        ("acme/alice", "create_user"),
         ("admin", "create_allocation"),
-        ("bob", "submit"),
-        ("carol", "revoke_token"),
+        ("acme/bob", "submit"),
+        ("uni/carol", "revoke_token"),
     ] {
         assert!(
             entries.contains(&(want.0.into(), want.1.into())),

@@ -759,7 +759,12 @@ async fn list_jobs(
     let mut binds: Vec<Bind> = Vec::new();
     let mut cond = |sql: &mut String, clause: &str, b: Bind| {
         binds.push(b);
-        *sql += &format!(" AND {clause} ${}", binds.len());
+        let n = format!("${}", binds.len());
+        *sql += &if clause.contains("$?") {
+            format!(" AND {}", clause.replace("$?", &n))
+        } else {
+            format!(" AND {clause} {n}")
+        };
     };
     if !p.global() {
         cond(&mut sql, "j.org_id =", Bind::I(p.org_id.unwrap_or(-1)));
@@ -774,7 +779,13 @@ async fn list_jobs(
         cond(&mut sql, "o.name =", Bind::S(o.clone()));
     }
     if let Some(u) = &q.user {
-        cond(&mut sql, "u.name =", Bind::S(u.clone()));
+        // a member's stored name is `ORG/NAME`: `alice` finds the alice of
+        // the job's organisation, `org/alice` that one only
+        cond(
+            &mut sql,
+            "(u.name = $? OR u.name = o.name || '/' || $?)",
+            Bind::S(u.clone()),
+        );
     }
     if let Some(a) = q.after {
         cond(&mut sql, "j.id <", Bind::I(a));

@@ -197,7 +197,8 @@ impl Isolation {
 #[derive(Clone, Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccountMap {
-    /// User name → account (wins over the organisation's).
+    /// User login (`ORG/NAME`, or the plain name of an admin or operator)
+    /// → account (wins over the organisation's).
     #[serde(default)]
     pub users: BTreeMap<String, String>,
     /// Organisation name → the account of all its members.
@@ -206,7 +207,36 @@ pub struct AccountMap {
 }
 
 impl AccountMap {
-    /// The account of `user` in `org`.
+    /// The account of the user whose login is `user` (`ORG/NAME` for an
+    /// organisation's member, the plain name for admins and operators) in
+    /// `org`.
+    /// Checks the map's keys: `[users]` keys are `ORG/NAME` or a plain
+    /// name, `[orgs]` keys an organisation name.
+    pub fn check(&self) -> Result<(), String> {
+        let name_ok = |n: &str| valid_name(n, "name").is_ok();
+        for key in self.users.keys() {
+            let ok = match key.split_once('/') {
+                Some((o, n)) => name_ok(o) && name_ok(n),
+                None => name_ok(key),
+            };
+            if !ok {
+                return Err(format!(
+                    "[users] `{}`: a key is ORG/NAME for an organisation's member or NAME for an admin or operator",
+                    gigafab_core::time::excerpt(key, 80)
+                ));
+            }
+        }
+        for key in self.orgs.keys() {
+            if !name_ok(key) {
+                return Err(format!(
+                    "[orgs] `{}`: not an organisation name",
+                    gigafab_core::time::excerpt(key, 80)
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub fn account(&self, user: &str, org: &str) -> Option<&str> {
         self.users
             .get(user)
@@ -471,13 +501,30 @@ const AUDIT_INSERT: &str = "INSERT INTO audit (id, at_ms, user_id, user_name, ac
 /// Columns of a job row joined with names, in [`row_to_job`] order.
 pub const JOB_COLUMNS: &str = "j.id, j.org_id, o.name, j.user_id, u.name, j.alloc_id, j.project_id, j.name, j.spec, j.gpus, j.time_limit_s, j.state, j.reason, j.exit_code, j.submitted_ms, j.started_ms, j.ended_ms, j.accelerators, j.handle, j.gpu_s, j.energy_j, j.carbon_g, j.energy_source FROM jobs j JOIN orgs o ON o.id = j.org_id JOIN users u ON u.id = j.user_id";
 
+/// A user's name without its organisation: the store keeps members as
+/// `ORG/NAME` (names are unique within an organisation only).
+pub fn short_name(stored: String) -> String {
+    match stored.rsplit_once('/') {
+        Some((_, name)) => name.to_string(),
+        None => stored,
+    }
+}
+
+/// The login of `name` in `org` as the store keeps it (see [`short_name`]).
+pub fn login(org: Option<&str>, name: &str) -> String {
+    match org {
+        Some(o) => format!("{o}/{name}"),
+        None => name.to_string(),
+    }
+}
+
 pub fn row_to_job(r: &sqlx::any::AnyRow) -> Result<JobRow, sqlx::Error> {
     Ok(JobRow {
         id: r.try_get(0)?,
         org_id: r.try_get(1)?,
         org: r.try_get(2)?,
         user_id: r.try_get(3)?,
-        user: r.try_get(4)?,
+        user: short_name(r.try_get(4)?),
         alloc_id: r.try_get(5)?,
         project_id: r.try_get(6)?,
         name: r.try_get(7)?,
@@ -622,7 +669,7 @@ impl Controller {
             let role: String = r.try_get(3)?;
             let u = User {
                 id: r.try_get(0)?,
-                name: r.try_get(1)?,
+                name: short_name(r.try_get(1)?),
                 org: r.try_get(2)?,
                 role: Role::parse(&role).unwrap_or(Role::Member),
                 disabled: r.try_get::<Option<i64>, _>(4)?.is_some(),
@@ -1092,7 +1139,7 @@ impl Controller {
                 Arg::I(self.ids.audit),
                 Arg::I(now),
                 Arg::OI(Some(who.user_id)),
-                Arg::S(who.name.clone()),
+                Arg::S(self.login_of(who.user_id)),
                 Arg::S(action.into()),
                 Arg::S(object.into()),
                 Arg::S(detail),
@@ -1149,14 +1196,28 @@ impl Controller {
         self.ids.job
     }
 
+    /// The login of a user: `ORG/NAME` for an organisation's member, the
+    /// plain name for users of no organisation.
+    fn login_of(&self, user: i64) -> String {
+        match self.users.get(&user) {
+            Some(u) => login(
+                u.org
+                    .and_then(|o| self.orgs.get(&o))
+                    .map(|o| o.name.as_str()),
+                &u.name,
+            ),
+            None => String::new(),
+        }
+    }
+
     /// The POSIX account jobs of `user` in `org` run as (None: the server's).
     fn account_of(&self, user: i64, org: i64) -> Option<String> {
         let Isolation::Accounts(map) = &self.cfg.isolation else {
             return None;
         };
-        let u = self.users.get(&user).map_or("", |u| u.name.as_str());
+        let u = self.login_of(user);
         let o = self.orgs.get(&org).map_or("", |o| o.name.as_str());
-        map.account(u, o).map(str::to_string)
+        map.account(&u, o).map(str::to_string)
     }
 
     /// Why a job can never run, in words: the fleet's pools.
@@ -1914,18 +1975,32 @@ impl Controller {
                 "you cannot create a user with role {role_s}"
             )));
         }
-        if self.users.values().any(|u| u.name == req.name) {
+        // names are unique within an organisation (or among the users of
+        // none): a conflict reveals nothing of other organisations
+        if self
+            .users
+            .values()
+            .any(|u| u.org == org && u.name == req.name)
+        {
             return Err(ApiError::conflict(
                 "conflict",
-                format!("a user named `{}` exists", req.name),
+                match org {
+                    Some(o) => format!(
+                        "a user named `{}` exists in organisation `{}`",
+                        req.name,
+                        self.org_name(o)
+                    ),
+                    None => format!("a user named `{}` of no organisation exists", req.name),
+                },
             ));
         }
         let id = self.next_user();
+        let stored = login(org.map(|o| self.org_name(o)).as_deref(), &req.name);
         self.ops.push(op(
             "INSERT INTO users (id, name, org_id, role, created_ms) VALUES ($1, $2, $3, $4, $5)",
             vec![
                 Arg::I(id),
-                Arg::S(req.name.clone()),
+                Arg::S(stored),
                 Arg::OI(org),
                 Arg::S(role.as_str().into()),
                 Arg::I(now),
@@ -2209,10 +2284,7 @@ impl Controller {
         if let Isolation::Accounts(_) = &self.cfg.isolation
             && self.account_of(who.user_id, alloc_org).is_none()
         {
-            let user = self
-                .users
-                .get(&who.user_id)
-                .map_or("?", |u| u.name.as_str());
+            let user = self.login_of(who.user_id);
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "no_account",

@@ -220,3 +220,50 @@ mod tests {
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
     }
 }
+
+#[cfg(test)]
+mod migration_tests {
+    use super::*;
+    use sqlx::Row;
+
+    /// A store written before user names were private to organisations
+    /// keeps its users: members get their `ORG/NAME` login, others keep
+    /// their name, and the migration is idempotent.
+    #[tokio::test]
+    async fn members_names_become_logins() {
+        let dir = std::env::temp_dir().join(format!("gigafab-mig-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = sqlite_url(&dir);
+        {
+            let s = Store::open(&url).await.unwrap();
+            for q in [
+                "INSERT INTO orgs (id, name, category, created_ms) VALUES (1, 'acme', 'sme', 0)",
+                "INSERT INTO users (id, name, org_id, role, created_ms) VALUES (1, 'admin', NULL, 'admin', 0)",
+                "INSERT INTO users (id, name, org_id, role, created_ms) VALUES (2, 'alice', 1, 'member', 0)",
+                // as the schema stood before 0004
+                "DELETE FROM _sqlx_migrations WHERE version = 4",
+            ] {
+                sqlx::query(q).execute(&s.pool).await.unwrap();
+            }
+            s.pool.close().await;
+        }
+        for _ in 0..2 {
+            let s = Store::open(&url).await.unwrap();
+            let names: Vec<String> = sqlx::query("SELECT name FROM users ORDER BY id")
+                .fetch_all(&s.pool)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<String, _>(0))
+                .collect();
+            assert_eq!(names, ["admin", "acme/alice"]);
+            sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 4")
+                .execute(&s.pool)
+                .await
+                .unwrap();
+            s.pool.close().await;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

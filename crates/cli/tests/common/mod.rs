@@ -62,6 +62,17 @@ pub fn drain(r: impl std::io::Read + Send + 'static, into: Arc<Mutex<String>>) {
 impl Server {
     /// Starts `gigafab serve ARGS` (cwd `dir`) and waits until it listens;
     /// `Err(stderr)` if it exits first.
+    /// A server on a fresh data directory `data` with the test's admin
+    /// token and the default test options.
+    pub fn plain(dir: &Path, data: &Path) -> Server {
+        Server::start(
+            dir,
+            &strs(&base_args(data)),
+            &[("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)],
+        )
+        .unwrap()
+    }
+
     pub fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Server, String> {
         let mut cmd = gigafab();
         cmd.arg("serve");
