@@ -800,3 +800,53 @@ async fn a_damaged_database_file_is_refused() {
     assert!(e.contains("damaged") || e.contains("malformed"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_write_ahead_log_is_refused_not_truncated() {
+    let dir = fresh_dir("badwal");
+    let data = dir.join("data");
+    let s = Server::plain(&dir, &data);
+    // 60 acknowledged jobs, queued behind a drained fleet (no job directory)
+    let nodes = s.json("GET", "/api/v1/fleet", TOKEN, None).await;
+    for n in nodes["nodes"].as_array().unwrap() {
+        let name = n["name"].as_str().unwrap();
+        s.json(
+            "POST",
+            &format!("/api/v1/fleet/nodes/{name}/drain"),
+            TOKEN,
+            Some(json!({"reason": "test"})),
+        )
+        .await;
+    }
+    for _ in 0..60 {
+        s.json(
+            "POST",
+            "/api/v1/jobs",
+            TOKEN,
+            Some(json!({"allocation": 1, "gpus": 1, "command": ["true"]})),
+        )
+        .await;
+    }
+    // killed: the commits stay in the WAL, not yet in the database file
+    drop(s);
+    let wal = data.join("gigafab.db-wal");
+    let mut bytes = std::fs::read(&wal).unwrap();
+    let page = u32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
+    let frames = (bytes.len() - 32) / (24 + page);
+    assert!(frames > 60, "{frames} frames");
+    let at = 32 + (frames / 2) * (24 + page) + 24 + 512;
+    bytes[at..at + 256].fill(0xA5);
+    std::fs::write(&wal, &bytes).unwrap();
+    let e = Server::start(
+        &dir,
+        &strs(&base_args(&data)),
+        &[("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)],
+    )
+    .err()
+    .expect("a damaged WAL must not be served as if its later commits never were");
+    assert!(
+        e.contains("gigafab.db-wal is damaged at frame") && e.contains("move the -wal file aside"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

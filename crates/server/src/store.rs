@@ -126,6 +126,33 @@ impl Store {
                 url: redact(url),
                 detail: gigafab_core::time::excerpt(&detail, 300),
             };
+            if let Some(path) = sqlite_path(url) {
+                let mut wal = path.into_os_string();
+                wal.push("-wal");
+                if let Ok(bytes) = std::fs::read(&wal) {
+                    match wal_check(&bytes) {
+                        WalCheck::Damaged {
+                            frame,
+                            frames,
+                            commits_after,
+                        } => {
+                            return Err(damaged(format!(
+                                "its write-ahead log {} is damaged at frame {frame} of {frames}; \
+                                 {commits_after} later commits would be silently dropped. To start \
+                                 from what precedes the damage instead, move the -wal file aside \
+                                 (what it held from frame {frame} on is lost)",
+                                std::path::Path::new(&wal).display()
+                            )));
+                        }
+                        WalCheck::TornTail { frame } => tracing::warn!(
+                            "the write-ahead log ends in a torn commit at frame {frame}: after a \
+                             crash during a write that commit was never acknowledged; without a \
+                             crash, the last commit before the stop is lost"
+                        ),
+                        WalCheck::Ok => {}
+                    }
+                }
+            }
             let mut conn = sqlx::AnyConnection::connect_with(&opts)
                 .await
                 .map_err(|e| {
@@ -209,6 +236,105 @@ impl Store {
     }
 }
 
+/// The file of a `sqlite:` URL, if it names one.
+fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next()?;
+    (!path.is_empty() && path != ":memory:").then(|| path.into())
+}
+
+/// What a look at a SQLite write-ahead log found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum WalCheck {
+    /// Every frame of the current generation checks out (or there is no log).
+    Ok,
+    /// Frames of the current generation fail their checksum, but no commit
+    /// follows: the last, unacknowledged commit was torn by a crash.
+    TornTail { frame: usize },
+    /// A frame fails its checksum and later commits of the same generation
+    /// follow it: SQLite would stop at the damage and silently drop them.
+    Damaged {
+        frame: usize,
+        frames: usize,
+        commits_after: usize,
+    },
+}
+
+/// Checks a write-ahead log (the format of sqlite.org/fileformat.html,
+/// "WAL file format"): SQLite replays frames up to the first one whose
+/// cumulative checksum fails and ignores the rest, so damage in the middle
+/// of the log would lose acknowledged commits without a word.
+pub fn wal_check(bytes: &[u8]) -> WalCheck {
+    const HEADER: usize = 32;
+    const FRAME_HEADER: usize = 24;
+    let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    if bytes.len() < HEADER {
+        return WalCheck::Ok;
+    }
+    let magic = be(&bytes[0..4]);
+    let little = match magic {
+        0x377f_0682 => true,
+        0x377f_0683 => false,
+        _ => return WalCheck::Ok, // not a log SQLite would replay either
+    };
+    let page = be(&bytes[8..12]) as usize;
+    if !(512..=65_536).contains(&page) || !page.is_power_of_two() {
+        return WalCheck::Ok;
+    }
+    let word = |b: &[u8]| {
+        let a = [b[0], b[1], b[2], b[3]];
+        if little {
+            u32::from_le_bytes(a)
+        } else {
+            u32::from_be_bytes(a)
+        }
+    };
+    let sum = |mut s: (u32, u32), data: &[u8]| {
+        for c in data.chunks_exact(8) {
+            s.0 = s.0.wrapping_add(word(&c[0..4])).wrapping_add(s.1);
+            s.1 = s.1.wrapping_add(word(&c[4..8])).wrapping_add(s.0);
+        }
+        s
+    };
+    let mut s = sum((0, 0), &bytes[0..24]);
+    if s != (be(&bytes[24..28]), be(&bytes[28..32])) {
+        return WalCheck::Ok; // a header SQLite ignores: the log is not replayed
+    }
+    let salts = &bytes[16..24];
+    let frame_len = FRAME_HEADER + page;
+    let frames: Vec<&[u8]> = bytes[HEADER..].chunks_exact(frame_len).collect();
+    let mut bad = None;
+    for (i, f) in frames.iter().enumerate() {
+        if &f[8..16] != salts {
+            break; // an older generation's leftovers: the log ends here
+        }
+        s = sum(s, &f[0..8]);
+        s = sum(s, &f[FRAME_HEADER..]);
+        if s != (be(&f[16..20]), be(&f[20..24])) {
+            bad = Some(i);
+            break;
+        }
+    }
+    let Some(bad) = bad else {
+        return WalCheck::Ok;
+    };
+    let commits_after = frames[bad + 1..]
+        .iter()
+        .filter(|f| &f[8..16] == salts && be(&f[4..8]) != 0)
+        .count();
+    if commits_after == 0 {
+        WalCheck::TornTail { frame: bad + 1 }
+    } else {
+        WalCheck::Damaged {
+            frame: bad + 1,
+            frames: frames.len(),
+            commits_after,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,5 +391,68 @@ mod migration_tests {
             s.pool.close().await;
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(test)]
+mod wal_tests {
+    use super::*;
+
+    /// A real log: 40 commits through SQLite, copied while still open.
+    async fn a_log() -> Vec<u8> {
+        let dir = std::env::temp_dir().join(format!("gigafab-wal-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = sqlite_url(&dir);
+        let s = Store::open(&url).await.unwrap();
+        for i in 0..40 {
+            sqlx::query(
+                "INSERT INTO orgs (id, name, category, created_ms) VALUES ($1, $2, 'sme', 0)",
+            )
+            .bind(i as i64 + 1)
+            .bind(format!("org-{i}"))
+            .execute(&s.pool)
+            .await
+            .unwrap();
+        }
+        let wal = std::fs::read(dir.join("gigafab.db-wal")).unwrap();
+        s.pool.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+        wal
+    }
+
+    #[tokio::test]
+    async fn damage_in_the_middle_of_the_log_is_found() {
+        let wal = a_log().await;
+        assert_eq!(wal_check(&wal), WalCheck::Ok);
+        let page = u32::from_be_bytes([wal[8], wal[9], wal[10], wal[11]]) as usize;
+        let frame = 24 + page;
+        let n = (wal.len() - 32) / frame;
+        assert!(n >= 40, "{n} frames");
+        // garbage in the page of a frame in the middle
+        let mut bad = wal.clone();
+        let at = 32 + (n / 2) * frame + 24 + 100;
+        bad[at..at + 64].fill(0xA5);
+        match wal_check(&bad) {
+            WalCheck::Damaged {
+                frame,
+                frames,
+                commits_after,
+            } => {
+                assert_eq!((frame, frames), (n / 2 + 1, n));
+                assert!(commits_after >= 10, "{commits_after}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // the last frame torn: a crash mid-commit, nothing after it
+        let mut torn = wal.clone();
+        let at = 32 + (n - 1) * frame + 24 + 10;
+        torn[at] ^= 0xFF;
+        assert_eq!(wal_check(&torn), WalCheck::TornTail { frame: n });
+        // a log cut inside a frame ends before it, as SQLite reads it
+        assert_eq!(wal_check(&wal[..wal.len() - 100]), WalCheck::Ok);
+        // what SQLite would not replay is not judged
+        assert_eq!(wal_check(&[0u8; 10]), WalCheck::Ok);
+        assert_eq!(wal_check(&vec![0x5Au8; 5000]), WalCheck::Ok);
     }
 }
