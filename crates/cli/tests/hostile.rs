@@ -999,3 +999,80 @@ async fn a_users_own_account_is_mapped_by_organisation_and_name() {
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jobs_tmp_is_its_own_and_counts_toward_its_disk_limit() {
+    if !root_or_skip("a_jobs_tmp_is_its_own_and_counts_toward_its_disk_limit") {
+        return;
+    }
+    test_account("gf-test-a");
+    test_account("gf-test-b");
+    for f in ["/tmp/a-secret", "/dev/shm/a-shm", "/var/tmp/a-var"] {
+        let _ = std::fs::remove_file(f);
+    }
+    let dir = fresh_dir("privtmp");
+    let data = dir.join("data");
+    let map = dir.join("accounts.toml");
+    std::fs::write(&map, "[orgs]\na = \"gf-test-a\"\nb = \"gf-test-b\"\n").unwrap();
+    let mut args = base_args(&data);
+    args.extend(["--job-accounts".into(), map.display().to_string()]);
+    args.extend(["--max-job-disk-gib".into(), (4.0 / 1024.0).to_string()]);
+    let s = Server::start(&dir, &strs(&args), &[("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)]).unwrap();
+    let who = s.tenants(&["a", "b"], 10.0).await;
+    let submit = |t: usize, cmd: &str| {
+        let (token, alloc) = who[t].clone();
+        let cmd = cmd.to_string();
+        let s = &s;
+        async move {
+            let j = s
+                .json(
+                    "POST",
+                    "/api/v1/jobs",
+                    &token,
+                    Some(json!({"allocation": alloc, "gpus": 1, "command": ["sh", "-c", cmd]})),
+                )
+                .await;
+            j["id"].as_i64().unwrap()
+        }
+    };
+    // A leaves files in /tmp, /var/tmp and /dev/shm while it runs
+    let a = submit(
+        0,
+        "echo a-secret > /tmp/a-secret && echo a-shm > /dev/shm/a-shm && \
+         echo a-var > /var/tmp/a-var && sleep 4",
+    )
+    .await;
+    s.wait_state(TOKEN, a, &["running"]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    // B looks for them, and fills its own /tmp past its disk limit
+    let b = submit(
+        1,
+        "for f in /tmp/a-secret /dev/shm/a-shm /var/tmp/a-var; do \
+           if cat $f 2>/dev/null; then echo LEAK $f; fi; done; \
+         ls -A /tmp /dev/shm; echo looked; \
+         for i in 1 2 3 4 5 6 7 8; do head -c 1000000 /dev/zero > /tmp/f$i; done; sleep 30",
+    )
+    .await;
+    let jb = s
+        .wait_state(TOKEN, b, &["completed", "failed", "cancelled"])
+        .await;
+    let (_, log) = s
+        .call("GET", &format!("/api/v1/jobs/{b}/logs"), Some(TOKEN), None)
+        .await;
+    assert!(log.contains("looked"), "{log}");
+    assert!(!log.contains("LEAK") && !log.contains("a-"), "{log}");
+    assert_eq!(jb["state"], "failed", "{jb:#}");
+    assert!(
+        jb["reason"].as_str().unwrap_or("").contains("disk limit"),
+        "{jb:#}"
+    );
+    // A's files were its own, in its directory
+    let ja = s.wait_state(TOKEN, a, &["completed", "failed"]).await;
+    assert_eq!(ja["state"], "completed", "{ja:#}");
+    let got = std::fs::read_to_string(data.join(format!("jobs/{a}/tmp/a-secret"))).unwrap();
+    assert_eq!(got.trim(), "a-secret");
+    assert!(!std::path::Path::new("/tmp/a-secret").exists());
+    assert!(!std::path::Path::new("/dev/shm/a-shm").exists());
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -10,6 +10,7 @@
 //! | `supervisor.pid`  | supervisor | the supervisor's pid                         |
 //! | `status.json`     | supervisor | the [`ExitRecord`], written atomically        |
 //! | `cancel`          | executor   | marker: stop the run (SIGTERM, grace, KILL)  |
+//! | `work/`, `tmp/`   | the job    | its working directory and its `/tmp`, when it runs as an account |
 //!
 //! The handle of a run is `"<pid>:<starttime>"` of its supervisor, where
 //! `starttime` is field 22 of `/proc/<pid>/stat`; comparing it guards
@@ -50,6 +51,9 @@ pub const CANCEL_FILE: &str = "cancel";
 /// directory and owned by that account (the rest of the directory is the
 /// server's).
 pub const WORK_DIR: &str = "work";
+/// The `/tmp` (and `/var/tmp`) of a job that runs as its own account,
+/// inside its directory and owned by that account.
+pub const TMP_DIR: &str = "tmp";
 
 const STATUS_TMP: &str = "status.json.tmp";
 const LOST_MESSAGE: &str = "supervisor vanished without recording an exit";
@@ -1121,6 +1125,10 @@ fn run_command(args: &SuperviseArgs, out: File, err: File) -> ExitRecord {
             .unwrap_or_default(),
         args.max_file_bytes,
         &args.hide_devices,
+        args.identity
+            .as_ref()
+            .map(|_| args.dir.join(TMP_DIR))
+            .as_deref(),
     ) {
         let message = format!("cannot start `{program}`: {e}");
         note(&mut log, &message);
@@ -1256,8 +1264,10 @@ fn default_workdir(dir: &Path, as_account: bool) -> PathBuf {
 }
 
 /// Sets up, for the child between fork and exec: entering the cgroup (as
-/// root), dropping to the account (supplementary groups, gid, uid), then
-/// changing to the working directory with the account's rights. Everything
+/// root), a mount namespace (other jobs' devices hidden), the account's
+/// groups and gid, the working directory entered with the account's file
+/// rights (setfsuid), the job's own /tmp, /var/tmp and /dev/shm, then the
+/// account's uid for good. Everything
 /// it runs there is async-signal-safe (plain syscalls on prepared data).
 fn prepare_exec(
     cmd: &mut Command,
@@ -1266,9 +1276,32 @@ fn prepare_exec(
     cgroup_procs: Vec<&File>,
     max_file_bytes: Option<u64>,
     hide_devices: &[PathBuf],
+    private_tmp: Option<&Path>,
 ) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     use std::os::unix::ffi::OsStrExt;
+    let cstr = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::other("a NUL in a path"))
+    };
+    // the job's own /tmp and /var/tmp (its directory's tmp/, counted in its
+    // disk use) and a /dev/shm of its own: nothing another job can see
+    let tmp = match private_tmp {
+        Some(t) => Some((
+            cstr(t)?,
+            ["/tmp", "/var/tmp"]
+                .iter()
+                .filter(|d| Path::new(d).is_dir())
+                .map(|d| cstr(Path::new(d)))
+                .collect::<io::Result<Vec<_>>>()?,
+        )),
+        None => None,
+    };
+    let shm = Path::new("/dev/shm")
+        .is_dir()
+        .then(|| std::ffi::CString::new("/dev/shm").expect("no NUL"));
+    let tmpfs = std::ffi::CString::new("tmpfs").expect("no NUL");
+    let shm_opts = std::ffi::CString::new("mode=1777").expect("no NUL");
     let cwd = std::ffi::CString::new(workdir.as_os_str().as_bytes())
         .map_err(|_| io::Error::other("a NUL in the working directory"))?;
     let fds: Vec<i32> = cgroup_procs.iter().map(|f| f.as_raw_fd()).collect();
@@ -1289,9 +1322,10 @@ fn prepare_exec(
                     return Err(io::Error::last_os_error());
                 }
             }
-            if !hide.is_empty() {
+            if !hide.is_empty() || tmp.is_some() {
                 // a mount namespace of its own, where the other jobs'
-                // device files are /dev/null (before dropping root)
+                // device files are /dev/null and /tmp is the job's own
+                // (before dropping root)
                 if libc::unshare(libc::CLONE_NEWNS) != 0
                     || libc::mount(
                         std::ptr::null(),
@@ -1316,11 +1350,57 @@ fn prepare_exec(
                     }
                 }
             }
+            // into the working directory with the account's rights (its
+            // file-system uid and groups), before /tmp is replaced: a
+            // working directory under /tmp stays reachable
             if let Some((uid, gid, groups)) = &ident {
-                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
-                    || libc::setgid(*gid) != 0
-                    || libc::setuid(*uid) != 0
+                if libc::setgroups(groups.len(), groups.as_ptr()) != 0 || libc::setgid(*gid) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                libc::setfsuid(*uid);
+                if libc::setfsuid(u32::MAX) as u32 != *uid {
+                    return Err(io::Error::other("could not take the account's file rights"));
+                }
+                let moved = libc::chdir(cwd.as_ptr());
+                let err = io::Error::last_os_error();
+                libc::setfsuid(0);
+                if moved != 0 {
+                    return Err(err);
+                }
+            } else if libc::chdir(cwd.as_ptr()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if let Some((own, targets)) = &tmp {
+                // the first target becomes the job's tmp, the next ones are
+                // bound to it (its path may have been under the first)
+                let mut source = own.as_ptr();
+                for t in targets {
+                    if libc::mount(
+                        source,
+                        t.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_BIND,
+                        std::ptr::null(),
+                    ) != 0
+                    {
+                        return Err(io::Error::last_os_error());
+                    }
+                    source = t.as_ptr();
+                }
+                if let Some(shm) = &shm
+                    && libc::mount(
+                        tmpfs.as_ptr(),
+                        shm.as_ptr(),
+                        tmpfs.as_ptr(),
+                        libc::MS_NOSUID | libc::MS_NODEV,
+                        shm_opts.as_ptr().cast(),
+                    ) != 0
                 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            if let Some((uid, _, _)) = &ident {
+                if libc::setuid(*uid) != 0 {
                     return Err(io::Error::last_os_error());
                 }
                 // no way back
@@ -1337,9 +1417,6 @@ fn prepare_exec(
                 if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
                     return Err(io::Error::last_os_error());
                 }
-            }
-            if libc::chdir(cwd.as_ptr()) != 0 {
-                return Err(io::Error::last_os_error());
             }
             Ok(())
         });
@@ -1365,7 +1442,17 @@ fn prepare_account_dir(dir: &Path, account: &crate::posix::Account) -> Result<()
     }
     std::os::unix::fs::chown(&work, Some(account.uid), Some(account.gid))
         .map_err(|e| format!("{}: {e}", work.display()))?;
-    set(&work, 0o700)
+    set(&work, 0o700)?;
+    // its /tmp, bound over /tmp and /var/tmp in its mount namespace
+    let tmp = dir.join(TMP_DIR);
+    match fs::create_dir(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("{}: {e}", tmp.display())),
+    }
+    std::os::unix::fs::chown(&tmp, Some(account.uid), Some(account.gid))
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    set(&tmp, 0o700)
 }
 
 /// How often the supervisor measures a job's directory.
