@@ -97,6 +97,12 @@ struct SimArgs {
     /// Report format.
     #[arg(long, short = 'o', value_enum, default_value = "table")]
     output: Output,
+    /// Write one CSV row per job to FILE: id, submit_s, start_s (first
+    /// start), end_s (final end), state (completed, timed_out, failed,
+    /// cancelled, unfinished), accelerators, pool, site, wait_s, restarts,
+    /// energy_kwh, carbon_g.
+    #[arg(long, value_name = "FILE")]
+    jobs_out: Option<PathBuf>,
     /// Write an SVG plot over time (dates from --start-date): utilization,
     /// queue length, each site's power against its budget, grid intensity.
     #[arg(long)]
@@ -107,6 +113,10 @@ struct SimArgs {
     /// Hours until a failed accelerator is repaired.
     #[arg(long, default_value_t = 4.0)]
     repair_hours: f64,
+    /// Times a job hit by an accelerator failure is requeued (from its last
+    /// checkpoint, or from the start without one) before it fails.
+    #[arg(long, default_value_t = 5)]
+    max_requeues: u32,
     /// Allocations TOML file (`[[allocations]]` entries); tenants without one
     /// get an unlimited allocation.
     #[arg(long)]
@@ -452,6 +462,7 @@ fn cmd_sim(a: SimArgs) -> Result<()> {
     policy.carbon_aware = a.carbon_aware;
     policy.power_capping = a.power_capping;
     policy.energy_aware = a.energy_aware;
+    policy.max_requeues = a.max_requeues;
     policy.calendar_start_s = gigafab_core::time::parse_rfc3339(&a.start_date)
         .map_err(|e| anyhow::anyhow!("--start-date: {e}"))? as f64
         / 1000.0;
@@ -501,6 +512,12 @@ fn cmd_sim(a: SimArgs) -> Result<()> {
         );
         std::fs::write(path, gigafab_twin::plot::render_svg(&series, &title))
             .with_context(|| format!("{}: cannot write plot", path.display()))?;
+    }
+    if let Some(path) = &a.jobs_out {
+        let file = std::fs::File::create(path)
+            .with_context(|| format!("{}: cannot write the jobs", path.display()))?;
+        gigafab_twin::jobs_out::write_jobs_csv(&out.core, std::io::BufWriter::new(file))
+            .with_context(|| format!("{}: cannot write the jobs", path.display()))?;
     }
     if let Some(n) = out.report.cancelled_reasons.get("unknown_job_type") {
         eprintln!(

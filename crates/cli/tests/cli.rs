@@ -316,6 +316,37 @@ fn plot_writes_svg() {
     assert!(text.trim_end().ends_with("</svg>"), "plot not closed");
 }
 
+// 5b. Per-job CSV, and the requeue limit it shows.
+#[test]
+fn jobs_out_writes_a_row_per_job() {
+    let tmp = Tmp::new("jobsout");
+    let w = gavel_workload(&tmp);
+    let csv = tmp.path("jobs.csv");
+    let r = sim_gavel(&w, &["--jobs-out", &csv]);
+    let text = std::fs::read_to_string(&csv).expect("jobs written");
+    let mut rows = text.lines();
+    assert_eq!(
+        rows.next(),
+        Some(
+            "id,submit_s,start_s,end_s,state,accelerators,pool,site,wait_s,restarts,energy_kwh,carbon_g"
+        )
+    );
+    let rows: Vec<&str> = rows.collect();
+    assert_eq!(rows.len() as u64, u64_of(&r, "jobs_submitted"));
+    let completed = rows.iter().filter(|l| l.contains(",completed,")).count();
+    assert_eq!(completed as u64, u64_of(&r, "jobs_completed"));
+    // the mean wait of the CSV is the report's
+    let waits: Vec<f64> = rows
+        .iter()
+        .filter_map(|l| l.split(',').nth(8).and_then(|w| w.parse().ok()))
+        .collect();
+    let mean = waits.iter().sum::<f64>() / waits.len() as f64;
+    assert!((mean - f64_of(&r, "avg_wait_s")).abs() < 1e-3, "{mean}");
+    // a file that cannot be written is an error naming it
+    let o = gigafab(&["sim", "--quiet", "--jobs-out", "/nonexistent-dir/jobs.csv"]);
+    assert_clean_failure(&o, &["/nonexistent-dir/jobs.csv", "cannot write the jobs"]);
+}
+
 // 6a. Gavel trace reader.
 #[test]
 fn reader_gavel_trace() {

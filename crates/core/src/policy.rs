@@ -95,6 +95,10 @@ pub struct Policy {
     /// Among the accelerator types a job may use, try the one with the
     /// lowest energy to solution (run-time factor × modelled power) first.
     pub energy_aware: bool,
+    /// Times a job hit by an accelerator failure is requeued (from its last
+    /// checkpoint, or from the start without one) before it is failed
+    /// (Slurm's `MaxBatchRequeue`, 5 by default there and here).
+    pub max_requeues: u32,
 }
 
 impl Policy {
@@ -118,6 +122,7 @@ impl Policy {
             carbon_threshold: 0.1,
             calendar_start_s: 0.0,
             energy_aware: false,
+            max_requeues: 5,
         }
     }
 

@@ -56,6 +56,8 @@ pub enum Reason {
     AllocationExhausted,
     /// Withdrawn by its owner or an operator.
     Withdrawn,
+    /// Hit by accelerator failures more often than the policy requeues.
+    RestartsExhausted,
 }
 
 impl Reason {
@@ -66,6 +68,7 @@ impl Reason {
             Reason::AllocationExpired => "allocation_expired",
             Reason::AllocationExhausted => "allocation_exhausted",
             Reason::Withdrawn => "withdrawn",
+            Reason::RestartsExhausted => "restarts_exhausted",
         }
     }
 }
@@ -107,6 +110,9 @@ pub struct Job {
     /// Accelerator-seconds of work thrown away by interruptions.
     pub lost_gpu_s: f64,
     pub restarts: u32,
+    /// Restarts caused by accelerator failures (bounded by the policy's
+    /// `max_requeues`).
+    pub fail_requeues: u32,
     /// Power of each of its accelerators in the current run, W (capped or not).
     pub power_w: f64,
     /// Speed kept under its power cap in the current run (1: uncapped).
@@ -201,9 +207,14 @@ pub enum FailOutcome {
     AlreadyDown,
     /// It was idle; now down.
     Idle,
-    /// It ran this job, which was stopped and requeued, losing this many
+    /// It ran this job, which was stopped and requeued (or, past the
+    /// policy's `max_requeues`, failed), losing this many
     /// accelerator-seconds of work.
-    Hit { job: JobIdx, lost_gpu_s: f64 },
+    Hit {
+        job: JobIdx,
+        lost_gpu_s: f64,
+        failed: bool,
+    },
 }
 
 /// Candidate pools of a class of jobs, each with its run-time factor.
@@ -626,6 +637,7 @@ impl SchedCore {
             attained_gpu_s: 0.0,
             lost_gpu_s: 0.0,
             restarts: 0,
+            fail_requeues: 0,
             power_w: 0.0,
             speed: 1.0,
             capped_runs: 0,
@@ -1069,10 +1081,27 @@ impl SchedCore {
                 }
             }
             if let Some(j) = hit {
-                let lost = self.interrupt(j, now, true);
+                let job = &self.jobs[j as usize];
+                let failed = job.fail_requeues >= self.policy.max_requeues;
+                let lost = if failed {
+                    // its run is lost, and the job with it
+                    let lost = job.gpus as f64 * (now - job.run_start).max(0.0);
+                    self.stop(j, now);
+                    let job = &mut self.jobs[j as usize];
+                    job.lost_gpu_s += lost;
+                    job.end_s = Some(now);
+                    job.state = JobState::Failed;
+                    job.reason = Some(Reason::RestartsExhausted);
+                    lost
+                } else {
+                    let lost = self.interrupt(j, now, true);
+                    self.jobs[j as usize].fail_requeues += 1;
+                    lost
+                };
                 out = FailOutcome::Hit {
                     job: j,
                     lost_gpu_s: lost,
+                    failed,
                 };
             }
         }
@@ -1242,13 +1271,23 @@ impl SchedCore {
                 .unwrap_or(now);
             return (shadow <= bound).then_some(Reservation { shadow, extra: 0 });
         }
-        for &(e, _, g) in running {
+        let mut ends = running.iter().peekable();
+        while let Some(&(e, _, g)) = ends.next() {
             let t = f64::from_bits(e);
             if t > bound {
                 return None;
             }
             acc += g as u64;
             if acc >= need {
+                // every job that ends at that same instant frees its
+                // accelerators too: they are spare for backfill
+                while let Some(&&(e2, _, g2)) = ends.peek() {
+                    if e2 != e {
+                        break;
+                    }
+                    acc += g2 as u64;
+                    ends.next();
+                }
                 return Some(Reservation {
                     shadow: t.max(now),
                     extra: acc - need,

@@ -84,6 +84,27 @@ fn backfill_starts_small_job_without_delaying_head() {
     assert_eq!(started(&mut c2, 100.0), ["head"]);
 }
 
+/// EASY with ties: two running jobs of 2 end together at t=100 on 5
+/// accelerators; the head needs 3, so at t=100 two are spare. A 1-GPU job
+/// that runs past t=100 fits in them and starts now; a 3-GPU one does not.
+#[test]
+fn backfill_counts_every_job_that_ends_at_the_shadow_time() {
+    for kind in [PolicyKind::Backfill, PolicyKind::Fairshare] {
+        let mut c = core(kind, factory(&[("p", "h100", 1, 5)]));
+        submit(&mut c, "a", "r1", 0.0, 2, 100.0);
+        submit(&mut c, "a", "r2", 0.0, 2, 100.0);
+        assert_eq!(started(&mut c, 0.0), ["r1", "r2"]);
+        submit(&mut c, "a", "head", 1.0, 3, 50.0);
+        submit(&mut c, "a", "wide", 2.0, 3, 500.0);
+        submit(&mut c, "a", "small", 3.0, 1, 500.0);
+        assert_eq!(started(&mut c, 3.0), ["small"], "{kind:?}");
+        // and the head still starts when the two end
+        c.finish(0, 100.0);
+        c.finish(1, 100.0);
+        assert_eq!(started(&mut c, 100.0), ["head"], "{kind:?}");
+    }
+}
+
 #[test]
 fn fifo_does_not_backfill() {
     let (s, _) = backfill_scenario(PolicyKind::Fifo);
@@ -208,7 +229,9 @@ fn failure_requeues_hit_job_from_checkpoint() {
     c.schedule(0.0);
     let out = c.fail_accelerator(0, 3, 250.0);
     match out {
-        gigafab_core::FailOutcome::Hit { job, lost_gpu_s } => {
+        gigafab_core::FailOutcome::Hit {
+            job, lost_gpu_s, ..
+        } => {
             assert_eq!(job, 0);
             assert!((lost_gpu_s - 400.0).abs() < 1e-9);
         }

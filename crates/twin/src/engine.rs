@@ -439,9 +439,18 @@ pub fn simulate(
                             q.push(now + repair, Ev::Repair(node));
                             repairs_pending += 1;
                         }
-                        if let FailOutcome::Hit { lost_gpu_s, .. } = out {
+                        if let FailOutcome::Hit {
+                            job,
+                            lost_gpu_s,
+                            failed,
+                        } = out
+                        {
                             col.lost_failures_gpu_s += lost_gpu_s;
                             col.failure_hits += 1;
+                            if failed {
+                                col.terminal(&core, job, now);
+                                terminal += 1;
+                            }
                         }
                         q.push(now + fail_rng.exp(r), Ev::Fail);
                     }

@@ -9,17 +9,7 @@ fn factory(name: &str) -> Factory {
 }
 
 fn run(f: &Factory, kind: PolicyKind, jobs: Vec<JobSpec>, cfg: &SimConfig) -> Report {
-    simulate(
-        f.clone(),
-        Policy::new(kind),
-        Throughputs::new(),
-        jobs,
-        &[],
-        cfg,
-        &mut |_, _| {},
-    )
-    .unwrap()
-    .report
+    run_with(f, Policy::new(kind), jobs, cfg).report
 }
 
 fn workload(n: usize, seed: u64) -> Vec<JobSpec> {
@@ -83,11 +73,7 @@ fn same_seed_same_report_for_every_policy() {
 
 #[test]
 fn lone_job_runs_exactly_its_duration() {
-    let f = factory("mixed-small");
-    let cfg = SimConfig {
-        failures: None,
-        ..SimConfig::default()
-    };
+    let (f, cfg) = small_without_failures();
     let r = run(
         &f,
         PolicyKind::Fifo,
@@ -171,11 +157,7 @@ fn measurement_window_counts_only_its_jobs() {
 
 #[test]
 fn backfill_and_las_beat_fifo_on_waiting() {
-    let f = factory("mixed-small");
-    let cfg = SimConfig {
-        failures: None,
-        ..SimConfig::default()
-    };
+    let (f, cfg) = small_without_failures();
     let fifo = run(&f, PolicyKind::Fifo, workload(600, 3), &cfg);
     let bf = run(&f, PolicyKind::Backfill, workload(600, 3), &cfg);
     let las = run(&f, PolicyKind::Las, workload(600, 3), &cfg);
@@ -343,4 +325,147 @@ fn timed_out_jobs_count_in_waits_and_have_their_own_jct() {
     assert_eq!((w.jobs_timed_out, w.measured_timed_out), (1, 0));
     assert_eq!(w.avg_jct_timed_out_s, 0.0);
     assert_eq!(w.avg_wait_s, 0.0);
+}
+
+fn run_with(
+    f: &Factory,
+    p: Policy,
+    jobs: Vec<JobSpec>,
+    cfg: &SimConfig,
+) -> gigafab_twin::SimOutput {
+    simulate(
+        f.clone(),
+        p,
+        Throughputs::new(),
+        jobs,
+        &[],
+        cfg,
+        &mut |_, _| {},
+    )
+    .unwrap()
+}
+
+/// A 64-accelerator job alone on the H100 pool under frequent failures.
+fn failing_gang(checkpoint_s: Option<f64>) -> (Factory, JobSpec, SimConfig) {
+    let f = factory("mixed-small");
+    let mut j = JobSpec::simple("big", 0.0, 64, 100_000.0);
+    j.types = gigafab_core::TypeFilter::parse("h100").unwrap();
+    j.checkpoint_s = checkpoint_s;
+    let cfg = SimConfig {
+        seed: 5,
+        failures: Some(Failures {
+            rate_per_accel_day: 0.05,
+            repair_s: 600.0,
+        }),
+        ..SimConfig::default()
+    };
+    (f, j, cfg)
+}
+
+#[test]
+fn a_job_is_requeued_a_bounded_number_of_times_then_fails() {
+    // without a checkpoint, each failure restarts it from zero: with at most
+    // 2 requeues the third hit fails it, and the run ends there
+    let (f, j, cfg) = failing_gang(None);
+    let mut p = Policy::new(PolicyKind::Fifo);
+    p.max_requeues = 2;
+    let out = run_with(&f, p, vec![j.clone()], &cfg);
+    let r = &out.report;
+    assert_eq!((r.jobs_completed, r.jobs_failed), (0, 1), "{r:?}");
+    assert_eq!(r.failure_job_hits, 3);
+    let job = &out.core.jobs[0];
+    assert_eq!(job.state, gigafab_core::JobState::Failed);
+    assert_eq!(job.reason.map(|x| x.code()), Some("restarts_exhausted"));
+    assert_eq!(job.restarts, 2);
+    // every accelerator-second it ran was lost
+    assert!(
+        (r.gpu_hours_lost * 3600.0 - job.attained_gpu_s).abs() < 1e-3 * job.attained_gpu_s.max(1.0)
+    );
+    // with checkpoints every 1,000 s and enough requeues it completes,
+    // restarting from its last checkpoint each time
+    let (f, j, cfg) = failing_gang(Some(1000.0));
+    let mut p = Policy::new(PolicyKind::Fifo);
+    p.max_requeues = 1000;
+    let out = run_with(&f, p, vec![j], &cfg);
+    let r = &out.report;
+    assert_eq!((r.jobs_completed, r.jobs_failed), (1, 0), "{r:?}");
+    assert!(r.failure_job_hits > 2);
+    assert!(r.gpu_hours_lost <= r.failure_job_hits as f64 * 64.0 * 1000.0 / 3600.0);
+    assert_eq!(out.core.jobs[0].restarts as u64, r.failure_job_hits);
+}
+
+#[test]
+fn jobs_out_has_a_row_per_job_with_its_state() {
+    let (f, cfg) = small_without_failures();
+    let mut cut = JobSpec::simple("cut", 5.0, 8, 1000.0);
+    cut.time_limit_s = Some(100.0);
+    let jobs = vec![
+        JobSpec::simple("ok", 0.0, 8, 50.0),
+        cut,
+        JobSpec::simple("huge", 10.0, 100_000, 50.0),
+    ];
+    let out = run_with(&f, Policy::new(PolicyKind::Fifo), jobs, &cfg);
+    let mut buf = Vec::new();
+    gigafab_twin::jobs_out::write_jobs_csv(&out.core, &mut buf).unwrap();
+    let text = String::from_utf8(buf).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "id,submit_s,start_s,end_s,state,accelerators,pool,site,wait_s,restarts,energy_kwh,carbon_g"
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(&rows[0][..6], ["ok", "0", "0", "50", "completed", "8"]);
+    assert!(!rows[0][6].is_empty() && !rows[0][7].is_empty(), "{text}");
+    assert_eq!(rows[0][8], "0");
+    assert_eq!(&rows[1][..5], ["cut", "5", "5", "105", "timed_out"]);
+    assert_eq!(&rows[2][..5], ["huge", "10", "", "10", "cancelled"]);
+    assert_eq!((rows[2][6], rows[2][8]), ("", ""));
+    // energy of the runs, no carbon without a grid
+    let e: f64 = rows[0][10].parse().unwrap();
+    assert!(e > 0.0, "{text}");
+    assert_eq!(rows[0][11], "");
+}
+
+#[test]
+fn bounded_slowdown_counts_jobs_cut_at_their_limit() {
+    let (f, cfg) = small_without_failures();
+    // a 1-second job waits 99 s behind a 100-s job on the whole H100 pool:
+    // unbounded slowdown 100, bounded 100 / 10 = 10
+    let mut a = JobSpec::simple("a", 0.0, 64, 100.0);
+    a.types = gigafab_core::TypeFilter::parse("h100").unwrap();
+    let mut b = JobSpec::simple("b", 1.0, 64, 1.0);
+    b.types = a.types.clone();
+    let r = run(&f, PolicyKind::Fifo, vec![a.clone(), b.clone()], &cfg);
+    assert!(
+        (r.avg_slowdown_unbounded - (1.0 + 100.0) / 2.0).abs() < 1e-9,
+        "{r:?}"
+    );
+    assert!((r.avg_slowdown - (1.0 + 10.0) / 2.0).abs() < 1e-9, "{r:?}");
+    // a job cut at its limit counts: it waited 100 s, ran its 50-s limit
+    let mut c = JobSpec::simple("c", 0.0, 64, 1000.0);
+    c.types = a.types.clone();
+    c.time_limit_s = Some(50.0);
+    let mut a2 = a.clone();
+    a2.submit_s = 0.0;
+    let mut c2 = c.clone();
+    c2.submit_s = 0.5;
+    let r = run(&f, PolicyKind::Fifo, vec![a2, c2], &cfg);
+    assert_eq!(r.jobs_timed_out, 1);
+    // a: 1; c: (100 - 0.5 + 50) / 50
+    let want = (1.0 + (149.5 / 50.0)) / 2.0;
+    assert!(
+        (r.avg_slowdown - want).abs() < 1e-9,
+        "{} vs {want}",
+        r.avg_slowdown
+    );
+}
+
+/// mixed-small, and a simulation without failures.
+fn small_without_failures() -> (Factory, SimConfig) {
+    let cfg = SimConfig {
+        failures: None,
+        ..SimConfig::default()
+    };
+    (factory("mixed-small"), cfg)
 }
