@@ -27,6 +27,51 @@ pub enum Scenario {
     ServeSchedule,
 }
 
+/// Variants of the gigafactory workload: the same family, shaped to stress
+/// other paths of the twin.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Variant {
+    /// As generated: checkpoints on large gangs, a few tenants.
+    Standard,
+    /// No job has a checkpoint interval: every failure restarts a run
+    /// from zero (bounded by the requeue limit).
+    NoCheckpoints,
+    /// 200 tenants under fair share.
+    #[value(name = "tenants-200")]
+    Tenants200,
+    /// Runs a tenth of their time limit (the limit is the generated
+    /// duration): backfill plans with limits far from the real ends.
+    ShortRuns,
+}
+
+impl Variant {
+    fn name(self) -> &'static str {
+        match self {
+            Variant::Standard => "standard",
+            Variant::NoCheckpoints => "no-checkpoints",
+            Variant::Tenants200 => "tenants-200",
+            Variant::ShortRuns => "short-runs",
+        }
+    }
+
+    /// Reshapes a generated workload.
+    fn apply(self, jobs: &mut [gigafab_core::JobSpec]) {
+        for (i, j) in jobs.iter_mut().enumerate() {
+            match self {
+                Variant::Standard => {}
+                Variant::NoCheckpoints => j.checkpoint_s = None,
+                Variant::Tenants200 => j.tenant = Some(format!("t{}", i % 200)),
+                Variant::ShortRuns => {
+                    if let Some(d) = j.duration_s {
+                        j.time_limit_s = Some(d);
+                        j.duration_s = Some(d / 10.0);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Benchmark options.
 #[derive(Args)]
 pub struct BenchArgs {
@@ -50,6 +95,9 @@ pub struct BenchArgs {
     /// Offered load of the gigafactory workload.
     #[arg(long, default_value_t = 0.9)]
     load: f64,
+    /// Gigafactory: workload variants to run, each at every size.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "standard")]
+    variant: Vec<Variant>,
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value = "table")]
     output: Output,
@@ -71,6 +119,7 @@ pub struct BenchArgs {
 #[derive(serde::Serialize)]
 struct Row {
     scenario: &'static str,
+    variant: &'static str,
     policy: &'static str,
     jobs: usize,
     accelerators: u64,
@@ -132,72 +181,82 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let philly = synth::load_philly(&data("traces/philly_job_distribution.csv", "philly"))
         .context("the gigafactory benchmark reads the Philly distribution")?;
     let mut rows = Vec::new();
+    let variants = if a.scenario == Scenario::Gigafactory {
+        a.variant.clone()
+    } else {
+        vec![Variant::Standard]
+    };
     for &n in &sizes {
-        let (params, tp, ph) = match a.scenario {
-            Scenario::Gavel => {
-                // 3 jobs/hour: ~88% offered load on 108 GPUs
-                let p = synth::SynthParams::new(synth::Profile::Gavel, n, 3.0, 0);
-                (p, Some(&tput), None)
+        for &variant in &variants {
+            let (params, tp, ph) = match a.scenario {
+                Scenario::Gavel => {
+                    // 3 jobs/hour: ~88% offered load on 108 GPUs
+                    let p = synth::SynthParams::new(synth::Profile::Gavel, n, 3.0, 0);
+                    (p, Some(&tput), None)
+                }
+                Scenario::ServeSubmit | Scenario::ServeSchedule => unreachable!("handled above"),
+                Scenario::Gigafactory => {
+                    let mut p = synth::SynthParams::new(synth::Profile::Gigafactory, n, 1.0, 1);
+                    let mean = synth::mean_gpu_seconds(&p, Some(&philly));
+                    p.rate_per_hour = a.load * factory.accelerators() as f64 * 3600.0 / mean;
+                    (p, None, Some(philly.as_slice()))
+                }
+            };
+            let mut jobs = synth::generate(&params, tp, ph)?;
+            variant.apply(&mut jobs);
+            let mut walls = Vec::new();
+            let mut last = None;
+            for _ in 0..a.repeat {
+                let out = simulate(
+                    factory.clone(),
+                    Policy::new(kind),
+                    tput.clone(),
+                    jobs.clone(),
+                    &[],
+                    &SimConfig {
+                        seed: 1,
+                        failures: Some(Failures::default()),
+                        measure: None,
+                        timeline_points: None,
+                    },
+                    &mut |_, _| {},
+                )?;
+                walls.push(out.report.wall_time_s);
+                last = Some(out.report);
             }
-            Scenario::ServeSubmit | Scenario::ServeSchedule => unreachable!("handled above"),
-            Scenario::Gigafactory => {
-                let mut p = synth::SynthParams::new(synth::Profile::Gigafactory, n, 1.0, 1);
-                let mean = synth::mean_gpu_seconds(&p, Some(&philly));
-                p.rate_per_hour = a.load * factory.accelerators() as f64 * 3600.0 / mean;
-                (p, None, Some(philly.as_slice()))
+            walls.sort_by(f64::total_cmp);
+            let r = last.expect("repeat >= 1");
+            let med = walls[walls.len() / 2];
+            rows.push(Row {
+                scenario: name,
+                variant: variant.name(),
+                policy: kind.name(),
+                jobs: n,
+                accelerators: factory.accelerators(),
+                events: r.events,
+                wall_s_median: med,
+                wall_s_min: walls[0],
+                events_per_s: r.events as f64 / med,
+                peak_rss_mib: peak_rss_mib(),
+                utilization: r.utilization,
+                avg_jct_s: r.avg_jct_s,
+            });
+            if a.output == Output::Table {
+                let row = rows.last().expect("pushed");
+                crate::emit(&format!(
+                    "{:<12} {:<15} {:<10} jobs {:>9}  events {:>9}  wall {:>8.3} s (min {:.3})  {:>10.0} events/s  peak RSS {:>7.0} MiB  util {:.3}\n",
+                    row.scenario,
+                    row.variant,
+                    row.policy,
+                    row.jobs,
+                    row.events,
+                    row.wall_s_median,
+                    row.wall_s_min,
+                    row.events_per_s,
+                    row.peak_rss_mib.unwrap_or(f64::NAN),
+                    row.utilization
+                ))?;
             }
-        };
-        let jobs = synth::generate(&params, tp, ph)?;
-        let mut walls = Vec::new();
-        let mut last = None;
-        for _ in 0..a.repeat {
-            let out = simulate(
-                factory.clone(),
-                Policy::new(kind),
-                tput.clone(),
-                jobs.clone(),
-                &[],
-                &SimConfig {
-                    seed: 1,
-                    failures: Some(Failures::default()),
-                    measure: None,
-                    timeline_points: None,
-                },
-                &mut |_, _| {},
-            )?;
-            walls.push(out.report.wall_time_s);
-            last = Some(out.report);
-        }
-        walls.sort_by(f64::total_cmp);
-        let r = last.expect("repeat >= 1");
-        let med = walls[walls.len() / 2];
-        rows.push(Row {
-            scenario: name,
-            policy: kind.name(),
-            jobs: n,
-            accelerators: factory.accelerators(),
-            events: r.events,
-            wall_s_median: med,
-            wall_s_min: walls[0],
-            events_per_s: r.events as f64 / med,
-            peak_rss_mib: peak_rss_mib(),
-            utilization: r.utilization,
-            avg_jct_s: r.avg_jct_s,
-        });
-        if a.output == Output::Table {
-            let row = rows.last().expect("pushed");
-            crate::emit(&format!(
-                "{:<12} {:<10} jobs {:>9}  events {:>9}  wall {:>8.3} s (min {:.3})  {:>10.0} events/s  peak RSS {:>7.0} MiB  util {:.3}\n",
-                row.scenario,
-                row.policy,
-                row.jobs,
-                row.events,
-                row.wall_s_median,
-                row.wall_s_min,
-                row.events_per_s,
-                row.peak_rss_mib.unwrap_or(f64::NAN),
-                row.utilization
-            ))?;
         }
     }
     if a.output == Output::Json {

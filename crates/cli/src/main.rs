@@ -117,6 +117,14 @@ struct SimArgs {
     /// checkpoint, or from the start without one) before it fails.
     #[arg(long, default_value_t = 5)]
     max_requeues: u32,
+    /// A preempted job keeps only the work of its periodic checkpoints
+    /// (`checkpoint_s`), instead of saving all its progress as it stops.
+    #[arg(long)]
+    preempt_restart: bool,
+    /// Seconds a job preempted with its progress spends restoring it when
+    /// it runs again.
+    #[arg(long, default_value_t = 30.0)]
+    restore_overhead: f64,
     /// Allocations TOML file (`[[allocations]]` entries); tenants without one
     /// get an unlimited allocation.
     #[arg(long)]
@@ -463,6 +471,11 @@ fn cmd_sim(a: SimArgs) -> Result<()> {
     policy.power_capping = a.power_capping;
     policy.energy_aware = a.energy_aware;
     policy.max_requeues = a.max_requeues;
+    policy.checkpoint_on_preempt = !a.preempt_restart;
+    if !(a.restore_overhead.is_finite() && a.restore_overhead >= 0.0) {
+        bail!("--restore-overhead must be a number of seconds >= 0");
+    }
+    policy.restore_overhead_s = a.restore_overhead;
     policy.calendar_start_s = gigafab_core::time::parse_rfc3339(&a.start_date)
         .map_err(|e| anyhow::anyhow!("--start-date: {e}"))? as f64
         / 1000.0;

@@ -99,6 +99,13 @@ pub struct Policy {
     /// checkpoint, or from the start without one) before it is failed
     /// (Slurm's `MaxBatchRequeue`, 5 by default there and here).
     pub max_requeues: u32,
+    /// Whether a preempted job saves its progress when it is stopped (as
+    /// Gavel and Tiresias suspend jobs: frameworks checkpoint when asked to
+    /// stop), rather than only at its periodic checkpoints.
+    pub checkpoint_on_preempt: bool,
+    /// Seconds a job stopped with its progress spends restoring it when it
+    /// runs again.
+    pub restore_overhead_s: f64,
 }
 
 impl Policy {
@@ -123,6 +130,8 @@ impl Policy {
             calendar_start_s: 0.0,
             energy_aware: false,
             max_requeues: 5,
+            checkpoint_on_preempt: true,
+            restore_overhead_s: 30.0,
         }
     }
 

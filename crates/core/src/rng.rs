@@ -62,11 +62,47 @@ impl Rng {
     pub fn exp(&mut self, rate: f64) -> f64 {
         -(1.0 - self.f64()).ln() / rate
     }
+
+    /// Poisson with the given mean: exact (Knuth) below 30, the normal
+    /// approximation above (a count of events, not a probability table).
+    pub fn poisson(&mut self, mean: f64) -> u64 {
+        if mean.is_nan() || mean <= 0.0 {
+            return 0;
+        }
+        if mean < 30.0 {
+            let limit = (-mean).exp();
+            let mut k = 0u64;
+            let mut p = self.f64();
+            while p > limit {
+                k += 1;
+                p *= self.f64();
+            }
+            return k;
+        }
+        // Box-Muller
+        let u = 1.0 - self.f64();
+        let v = self.f64();
+        let z = (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos();
+        (mean + mean.sqrt() * z).round().max(0.0) as u64
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn poisson_has_its_mean() {
+        let mut r = Rng::new(3);
+        for mean in [0.5, 4.0, 100.0] {
+            let n = 20_000;
+            let sum: u64 = (0..n).map(|_| r.poisson(mean)).sum();
+            let m = sum as f64 / n as f64;
+            assert!((m - mean).abs() < 0.05 * mean, "{m} vs {mean}");
+        }
+        assert_eq!(r.poisson(0.0), 0);
+        assert_eq!(r.poisson(f64::NAN), 0);
+    }
 
     #[test]
     fn same_seed_same_stream() {

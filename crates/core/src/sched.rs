@@ -113,6 +113,9 @@ pub struct Job {
     /// Restarts caused by accelerator failures (bounded by the policy's
     /// `max_requeues`).
     pub fail_requeues: u32,
+    /// Seconds the next (or current) run spends restoring progress saved
+    /// when the job was preempted.
+    pub restore_s: f64,
     /// Power of each of its accelerators in the current run, W (capped or not).
     pub power_w: f64,
     /// Speed kept under its power cap in the current run (1: uncapped).
@@ -134,7 +137,7 @@ impl Job {
     /// Seconds the current run will last if it is not interrupted, and
     /// whether it ends by reaching the time limit.
     pub fn planned_run(&self) -> (f64, bool) {
-        let rem = (1.0 - self.done).max(0.0) * self.run_full;
+        let rem = (1.0 - self.done).max(0.0) * self.run_full + self.restore_s;
         match self.time_limit_s {
             Some(l) if l < rem => (l, true),
             _ => (rem, false),
@@ -638,6 +641,7 @@ impl SchedCore {
             lost_gpu_s: 0.0,
             restarts: 0,
             fail_requeues: 0,
+            restore_s: 0.0,
             power_w: 0.0,
             speed: 1.0,
             capped_runs: 0,
@@ -908,7 +912,7 @@ impl SchedCore {
         job.first_start.get_or_insert(now);
         let est = job
             .time_limit_s
-            .unwrap_or((1.0 - job.done).max(0.0) * job.run_full);
+            .unwrap_or((1.0 - job.done).max(0.0) * job.run_full + job.restore_s);
         job.est_end = now + est;
         let limited = job.time_limit_s.is_some();
         let (est_end, gpus, alloc, prio, pre) = (
@@ -1034,15 +1038,23 @@ impl SchedCore {
         job.state
     }
 
-    /// Stops a running job, keeping the work saved at its last checkpoint;
-    /// returns the accelerator-seconds lost. The job goes back to the queue
-    /// (at once if `requeue_now`, else at the end of the current pass).
-    fn interrupt(&mut self, j: JobIdx, now: f64, requeue_now: bool) -> f64 {
+    /// Stops a running job, keeping the work saved at its last checkpoint
+    /// (or, when `on_stop`, all its work: it checkpoints as it stops, and
+    /// restores that for the policy's `restore_overhead_s` when it runs
+    /// again); returns the accelerator-seconds lost. The job goes back to
+    /// the queue (at once if `requeue_now`, else at the end of the current
+    /// pass).
+    fn interrupt(&mut self, j: JobIdx, now: f64, requeue_now: bool, on_stop: bool) -> f64 {
         self.stop(j, now);
+        let restore = self.policy.restore_overhead_s.max(0.0);
         let job = &mut self.jobs[j as usize];
         let r = (now - job.run_start).max(0.0);
-        let saved = if job.checkpoint_s > 0.0 {
-            (r / job.checkpoint_s).floor() * job.checkpoint_s
+        // the first seconds of a run restore what an earlier stop saved
+        let work = (r - job.restore_s).max(0.0);
+        let saved = if on_stop {
+            work
+        } else if job.checkpoint_s > 0.0 {
+            (work / job.checkpoint_s).floor() * job.checkpoint_s
         } else {
             0.0
         };
@@ -1050,6 +1062,14 @@ impl SchedCore {
             job.done = (job.done + saved / job.run_full).min(1.0);
         }
         let lost = job.gpus as f64 * (r - saved);
+        // what is saved must be restored at the next start
+        job.restore_s = if on_stop {
+            restore
+        } else if job.done > 0.0 {
+            job.restore_s
+        } else {
+            0.0
+        };
         job.lost_gpu_s += lost;
         job.restarts += 1;
         job.state = JobState::Waiting;
@@ -1081,23 +1101,7 @@ impl SchedCore {
                 }
             }
             if let Some(j) = hit {
-                let job = &self.jobs[j as usize];
-                let failed = job.fail_requeues >= self.policy.max_requeues;
-                let lost = if failed {
-                    // its run is lost, and the job with it
-                    let lost = job.gpus as f64 * (now - job.run_start).max(0.0);
-                    self.stop(j, now);
-                    let job = &mut self.jobs[j as usize];
-                    job.lost_gpu_s += lost;
-                    job.end_s = Some(now);
-                    job.state = JobState::Failed;
-                    job.reason = Some(Reason::RestartsExhausted);
-                    lost
-                } else {
-                    let lost = self.interrupt(j, now, true);
-                    self.jobs[j as usize].fail_requeues += 1;
-                    lost
-                };
+                let (lost, failed) = self.hit_by_failure(j, now);
                 out = FailOutcome::Hit {
                     job: j,
                     lost_gpu_s: lost,
@@ -1107,6 +1111,58 @@ impl SchedCore {
         }
         self.cluster.down(node);
         out
+    }
+
+    /// One accelerator of running job `j` fails: `pick` (in 0..its
+    /// accelerators) says which, in the order of its placement. The job is
+    /// requeued or failed as by [`SchedCore::fail_accelerator`], and that
+    /// accelerator is down. A job no longer running is left alone.
+    /// Returns the node of that accelerator and the outcome.
+    pub fn fail_job(&mut self, j: JobIdx, pick: u32, now: f64) -> Option<(NodeIdx, FailOutcome)> {
+        let job = &self.jobs[j as usize];
+        if job.state != JobState::Running {
+            return None;
+        }
+        let mut acc = 0u32;
+        let mut node = job.placement.first().map_or(0, |p| p.0);
+        for &(n, c) in &job.placement {
+            acc += c as u32;
+            if pick < acc {
+                node = n;
+                break;
+            }
+        }
+        let (lost, failed) = self.hit_by_failure(j, now);
+        self.cluster.down(node);
+        Some((
+            node,
+            FailOutcome::Hit {
+                job: j,
+                lost_gpu_s: lost,
+                failed,
+            },
+        ))
+    }
+
+    /// Stops running job `j` hit by a failure: requeued from its last
+    /// checkpoint while it has requeues left, else failed with its run lost.
+    /// Returns (accelerator-seconds lost, failed).
+    fn hit_by_failure(&mut self, j: JobIdx, now: f64) -> (f64, bool) {
+        let job = &self.jobs[j as usize];
+        if job.fail_requeues >= self.policy.max_requeues {
+            let lost = job.gpus as f64 * (now - job.run_start).max(0.0);
+            self.stop(j, now);
+            let job = &mut self.jobs[j as usize];
+            job.lost_gpu_s += lost;
+            job.end_s = Some(now);
+            job.state = JobState::Failed;
+            job.reason = Some(Reason::RestartsExhausted);
+            (lost, true)
+        } else {
+            let lost = self.interrupt(j, now, true, false);
+            self.jobs[j as usize].fail_requeues += 1;
+            (lost, false)
+        }
     }
 
     /// One accelerator of `node` is repaired.
@@ -1236,7 +1292,8 @@ impl SchedCore {
             };
             if let Some(power) = power {
                 for &(_, _, v) in &victims[..n] {
-                    let lost = self.interrupt(v, now, false);
+                    let on_stop = self.policy.checkpoint_on_preempt;
+                    let lost = self.interrupt(v, now, false, on_stop);
                     self.dec.preempted.push((v, lost));
                 }
                 let ok2 = self.cluster.place(p, gpus, &mut buf);

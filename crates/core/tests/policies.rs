@@ -17,7 +17,10 @@ fn factory(pools: &[(&str, &str, u32, u32)]) -> Factory {
 }
 
 fn core(kind: PolicyKind, f: Factory) -> SchedCore {
-    let mut p = Policy::new(kind);
+    core_with(Policy::new(kind), f)
+}
+
+fn core_with(mut p: Policy, f: Factory) -> SchedCore {
     p.backfill_interval_s = 0.0;
     let mut c = SchedCore::new(f, p, Throughputs::new());
     c.add_allocation(AllocationSpec::open("a", Category::Academia));
@@ -127,20 +130,57 @@ fn fairshare_favours_under_served_allocation() {
     assert_eq!(run(PolicyKind::Fairshare), ["b1"]);
 }
 
-#[test]
-fn las_preempts_job_with_most_attained_service() {
-    let mut c = core(PolicyKind::Las, factory(&[("p", "h100", 1, 8)]));
+/// LAS at t=1000 preempts a job that ran 1,000 s (checkpoints every 600 s)
+/// for a new one; returns the scheduler and the decisions.
+fn las_preemption(checkpoint_on_preempt: bool) -> (SchedCore, gigafab_core::Decisions) {
+    let mut p = Policy::new(PolicyKind::Las);
+    p.checkpoint_on_preempt = checkpoint_on_preempt;
+    let mut c = core_with(p, factory(&[("p", "h100", 1, 8)]));
     let a = c.allocation("a").unwrap();
     let mut long = JobSpec::simple("long", 0.0, 8, 100_000.0);
     long.preemptible = true;
     long.checkpoint_s = Some(600.0);
     c.submit(&long, a, 0.0);
     assert_eq!(started(&mut c, 0.0), ["long"]);
-    // after 1000 s it has 8000 GPU-s: level 1
     let mut new = JobSpec::simple("new", 1000.0, 4, 10.0);
     new.preemptible = true;
     c.submit(&new, a, 1000.0);
     let d = c.schedule(1000.0).clone();
+    (c, d)
+}
+
+#[test]
+fn a_preempted_job_keeps_its_progress_and_pays_a_restore() {
+    let (mut c, d) = las_preemption(true);
+    assert_eq!(d.preempted.len(), 1);
+    // it checkpoints as it stops: nothing lost, all 1,000 s kept
+    assert!(d.preempted[0].1.abs() < 1e-9, "{:?}", d.preempted);
+    assert!((c.jobs[0].done - 1000.0 / 100_000.0).abs() < 1e-12);
+    assert_eq!(c.jobs[0].restore_s, 30.0);
+    // it runs again for what is left plus the restore
+    let new = d.started[0];
+    c.finish(new, 1010.0);
+    assert_eq!(started(&mut c, 1010.0), ["long"]);
+    let (run, _) = c.jobs[0].planned_run();
+    assert!((run - (99_000.0 + 30.0)).abs() < 1e-6, "{run}");
+    // stopped again 20 s later (still restoring), it keeps no new work
+    let mut other = JobSpec::simple("other", 1030.0, 4, 10.0);
+    other.preemptible = true;
+    let a = c.allocation("a").unwrap();
+    c.submit(&other, a, 1030.0);
+    let d = c.schedule(1030.0).clone();
+    assert_eq!(d.preempted.len(), 1);
+    assert!((c.jobs[0].done - 1000.0 / 100_000.0).abs() < 1e-12);
+    assert!(
+        (d.preempted[0].1 - 8.0 * 20.0).abs() < 1e-9,
+        "{:?}",
+        d.preempted
+    );
+}
+
+#[test]
+fn las_preempts_job_with_most_attained_service() {
+    let (c, d) = las_preemption(false);
     assert_eq!(d.preempted.len(), 1);
     assert_eq!(d.preempted[0].0, 0);
     // 1000 s run, checkpoint at 600: 400 s x 8 GPUs lost
@@ -152,7 +192,9 @@ fn las_preempts_job_with_most_attained_service() {
 
 #[test]
 fn priority_preemption_spares_non_preemptible_jobs() {
-    let mut c = core(PolicyKind::Backfill, factory(&[("p", "h100", 2, 8)]));
+    let mut p = Policy::new(PolicyKind::Backfill);
+    p.checkpoint_on_preempt = false;
+    let mut c = core_with(p, factory(&[("p", "h100", 2, 8)]));
     let a = c.allocation("a").unwrap();
     let mut low = JobSpec::simple("low", 0.0, 8, 1000.0);
     low.preemptible = true;

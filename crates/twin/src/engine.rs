@@ -85,7 +85,8 @@ pub const MAX_FAILURE_EVENTS: f64 = 5e7;
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Ev {
     Finish(JobIdx, u32),
-    Fail,
+    /// One accelerator of a run (job, epoch) fails.
+    JobFail(JobIdx, u32),
     Repair(u32),
     Wake,
 }
@@ -113,6 +114,73 @@ impl Ord for Event {
     fn cmp(&self, o: &Self) -> Ordering {
         o.t.total_cmp(&self.t).then(o.seq.cmp(&self.seq))
     }
+}
+
+/// Failures of idle accelerators over `[from, now)` (their number is
+/// constant between two events), in bulk: those repaired before `now` are
+/// only counted; those still under repair take an accelerator down until
+/// their repair. Returns (failures, repairs scheduled).
+fn fail_idle(
+    core: &mut SchedCore,
+    rng: &mut Rng,
+    q: &mut Queue,
+    rate: f64,
+    repair_s: f64,
+    from: f64,
+    now: f64,
+) -> (u64, usize) {
+    let dt = now - from;
+    let idle = core.cluster.free_total();
+    if dt.is_nan() || dt <= 0.0 || idle == 0 {
+        return (0, 0);
+    }
+    let w = dt.min(repair_s);
+    let early = rng.poisson(idle as f64 * rate * (dt - w));
+    let late = rng.poisson(idle as f64 * rate * w);
+    let mut repairs = 0;
+    for _ in 0..late {
+        let t = now - w + rng.f64() * w;
+        if let Some(node) = pick_idle(core, rng) {
+            core.cluster.down(node);
+            q.push((t + repair_s).max(now), Ev::Repair(node));
+            repairs += 1;
+        }
+    }
+    (early + late, repairs)
+}
+
+/// A node with an idle accelerator, the accelerator drawn uniformly among
+/// the idle ones (by rejection; a scan after 64 misses).
+fn pick_idle(core: &SchedCore, rng: &mut Rng) -> Option<u32> {
+    let free: Vec<u64> = core.cluster.pools.iter().map(|p| p.free_total).collect();
+    let total: u64 = free.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let mut k = rng.below(total);
+    let p = free.iter().position(|&f| {
+        if k < f {
+            true
+        } else {
+            k -= f;
+            false
+        }
+    })?;
+    let pool = &core.factory.pools[p];
+    let per = pool.per_node as u64;
+    let size = pool.nodes as u64 * per;
+    for _ in 0..64 {
+        let g = rng.below(size);
+        let node = pool.first_node + (g / per) as u32;
+        let (_, f) = core.cluster.node_state(node);
+        if (g % per) < f as u64 {
+            return Some(node);
+        }
+    }
+    let start = rng.below(pool.nodes as u64) as u32;
+    (0..pool.nodes)
+        .map(|i| pool.first_node + (start + i) % pool.nodes)
+        .find(|&n| core.cluster.node_state(n).1 > 0)
 }
 
 /// Event queue ordered by (time, insertion sequence).
@@ -333,25 +401,16 @@ pub fn simulate(
     let mut rng = Rng::new(cfg.seed);
     let mut fail_rng = rng.fork(1);
     let mut q = Queue::default();
+    // failures per accelerator-second: a run draws its first failure when
+    // it starts; idle accelerators fail in bulk between events (below), so
+    // the cost follows the runs, not how long accelerators sit idle
     let fail_rate = cfg
         .failures
         .as_ref()
-        .map(|f| f.rate_per_accel_day / 86_400.0 * total_accel as f64)
+        .map(|f| f.rate_per_accel_day / 86_400.0)
         .filter(|r| *r > 0.0 && r.is_finite());
+    let repair_s = cfg.failures.as_ref().map_or(0.0, |f| f.repair_s.max(0.0));
     let first_submit = jobs[0].submit_s;
-    if let Some(r) = fail_rate {
-        q.push(first_submit + fail_rng.exp(r), Ev::Fail);
-    }
-    // pools by cumulative accelerators, to pick a failing accelerator
-    let pool_cum: Vec<u64> = core
-        .factory
-        .pools
-        .iter()
-        .scan(0u64, |acc, p| {
-            *acc += p.accelerators();
-            Some(*acc)
-        })
-        .collect();
 
     let mut col = Collector::new(window, jobs[window.0].submit_s, jobs[window.1 - 1].submit_s);
     let mut timeline = cfg.timeline_points.map(Timeline::new);
@@ -394,6 +453,12 @@ pub fn simulate(
         }
         // integrate busy accelerators over [last_t, now)
         col.integrate(last_t, now, busy);
+        if let Some(r) = fail_rate {
+            let (failed, repairs) =
+                fail_idle(&mut core, &mut fail_rng, &mut q, r, repair_s, last_t, now);
+            col.failures += failed;
+            repairs_pending += repairs;
+        }
         last_t = now;
         // arrivals at `now`
         while next_arrival < n && jobs[next_arrival].submit_s <= now {
@@ -424,35 +489,30 @@ pub fn simulate(
                         progress(terminal as u64, n as u64);
                     }
                 }
-                Ev::Fail => {
-                    if let Some(r) = fail_rate {
-                        let g = fail_rng.below(total_accel);
-                        let p = pool_cum.partition_point(|&c| c <= g);
-                        let pool = &core.factory.pools[p];
-                        let local = g - (pool_cum[p] - pool.accelerators());
-                        let node = pool.first_node + (local / pool.per_node as u64) as u32;
-                        let slot = (local % pool.per_node as u64) as u16;
-                        let out = core.fail_accelerator(node, slot, now);
-                        if out != FailOutcome::AlreadyDown {
-                            col.failures += 1;
-                            let repair = cfg.failures.as_ref().map_or(0.0, |f| f.repair_s);
-                            q.push(now + repair, Ev::Repair(node));
-                            repairs_pending += 1;
-                        }
-                        if let FailOutcome::Hit {
+                Ev::JobFail(j, epoch) => {
+                    let job = &core.jobs[j as usize];
+                    if job.state != JobState::Running || job.epoch != epoch {
+                        continue; // stale: ended, preempted or failed since
+                    }
+                    let pick = fail_rng.below(job.gpus as u64) as u32;
+                    if let Some((
+                        node,
+                        FailOutcome::Hit {
                             job,
                             lost_gpu_s,
                             failed,
-                        } = out
-                        {
-                            col.lost_failures_gpu_s += lost_gpu_s;
-                            col.failure_hits += 1;
-                            if failed {
-                                col.terminal(&core, job, now);
-                                terminal += 1;
-                            }
+                        },
+                    )) = core.fail_job(j, pick, now)
+                    {
+                        col.failures += 1;
+                        q.push(now + repair_s, Ev::Repair(node));
+                        repairs_pending += 1;
+                        col.lost_failures_gpu_s += lost_gpu_s;
+                        col.failure_hits += 1;
+                        if failed {
+                            col.terminal(&core, job, now);
+                            terminal += 1;
                         }
-                        q.push(now + fail_rng.exp(r), Ev::Fail);
                     }
                 }
                 Ev::Repair(node) => {
@@ -475,6 +535,13 @@ pub fn simulate(
             let job = &core.jobs[j as usize];
             let (run, _) = job.planned_run();
             q.push(now + run, Ev::Finish(j, job.epoch));
+            if let Some(r) = fail_rate {
+                // the first failure among its accelerators, if before its end
+                let t = fail_rng.exp(r * job.gpus as f64);
+                if t < run {
+                    q.push(now + t, Ev::JobFail(j, job.epoch));
+                }
+            }
         }
         for &(j, _) in &d.cancelled {
             col.terminal(&core, j, now);

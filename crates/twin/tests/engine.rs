@@ -469,3 +469,34 @@ fn small_without_failures() -> (Factory, SimConfig) {
     };
     (factory("mixed-small"), cfg)
 }
+
+#[test]
+fn idle_accelerators_fail_in_bulk_not_one_event_each() {
+    // two short jobs ten years apart: the idle decade draws its failures in
+    // bulk, so the run costs a handful of events, and their number is the
+    // expected one
+    let (f, _) = small_without_failures();
+    let year = 365.0 * 86_400.0;
+    let rate = 0.01;
+    let cfg = SimConfig {
+        seed: 11,
+        failures: Some(Failures {
+            rate_per_accel_day: rate,
+            repair_s: 4.0 * 3600.0,
+        }),
+        ..SimConfig::default()
+    };
+    let jobs = vec![
+        JobSpec::simple("first", 0.0, 1, 100.0),
+        JobSpec::simple("last", 10.0 * year, 1, 100.0),
+    ];
+    let r = run(&f, PolicyKind::Fifo, jobs, &cfg);
+    assert_eq!(r.jobs_completed, 2);
+    assert!(r.events < 100, "{} events", r.events);
+    let expected = f.accelerators() as f64 * rate * 10.0 * 365.0;
+    let got = r.failures as f64;
+    assert!(
+        (got - expected).abs() < 5.0 * expected.sqrt(),
+        "{got} failures, {expected:.0} expected"
+    );
+}
