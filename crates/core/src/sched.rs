@@ -283,6 +283,15 @@ pub struct SchedCore {
     /// a lookup allocates nothing.
     cand_index: HashMap<u64, Vec<(CandKey, u32)>>,
     last_backfill: f64,
+    /// Changes that can alter a pass's decisions (queue, runs, capacity,
+    /// allocations, priorities), counted; and their count when the last
+    /// backfill pass began. A backfill tick is only worth waking for when
+    /// they differ: a pass over an unchanged state starts nothing new.
+    changes: u64,
+    bf_changes: u64,
+    /// Whether the last pass left jobs waiting without waking for the next
+    /// backfill tick (nothing had changed): the ticks keep their phase.
+    bf_skipped: bool,
     last_priority: f64,
     /// Jobs waiting, running.
     pub n_running: usize,
@@ -384,6 +393,9 @@ impl SchedCore {
             cand_lists: Vec::new(),
             cand_index: HashMap::new(),
             last_backfill: f64::NEG_INFINITY,
+            changes: 0,
+            bf_changes: u64::MAX,
+            bf_skipped: false,
             last_priority: f64::NEG_INFINITY,
             n_running: 0,
             drained: Vec::new(),
@@ -444,6 +456,7 @@ impl SchedCore {
 
     /// Adds an allocation (or returns the existing one with that id).
     pub fn add_allocation(&mut self, spec: AllocationSpec) -> AllocIdx {
+        self.changes += 1;
         if let Some(&i) = self.alloc_by_name.get(&spec.id) {
             return i;
         }
@@ -690,6 +703,7 @@ impl SchedCore {
     }
 
     fn enqueue(&mut self, j: JobIdx, now: f64) {
+        self.changes += 1;
         self.jobs[j as usize].key = self.compute_key(j, now);
         let pos = self
             .queue
@@ -883,6 +897,7 @@ impl SchedCore {
     /// Starts `j` on the placement in `place_buf` with its accelerators at
     /// `power` = (W each, speed kept).
     fn start(&mut self, j: JobIdx, pool: PoolIdx, factor: f64, now: f64, power: (f64, f64)) {
+        self.changes += 1;
         let (power_w, speed) = power;
         let pp = self.pool_power[pool as usize];
         let (site, idle) = (pp.site, pp.idle_w);
@@ -943,6 +958,7 @@ impl SchedCore {
 
     /// Takes a running job off its accelerators (bookkeeping only).
     fn stop(&mut self, j: JobIdx, now: f64) {
+        self.changes += 1;
         {
             let (pool, gpus, power_w, start) = {
                 let job = &self.jobs[j as usize];
@@ -1109,6 +1125,7 @@ impl SchedCore {
                 };
             }
         }
+        self.changes += 1;
         self.cluster.down(node);
         out
     }
@@ -1165,12 +1182,21 @@ impl SchedCore {
         }
     }
 
+    /// An idle accelerator of `node` fails (it is down until repaired);
+    /// false if the node has none idle.
+    pub fn fail_idle(&mut self, node: NodeIdx) -> bool {
+        self.changes += 1;
+        self.cluster.down(node)
+    }
+
     /// One accelerator of `node` is repaired.
     pub fn repair(&mut self, node: NodeIdx) -> bool {
+        self.changes += 1;
         self.cluster.up(node)
     }
 
     fn refresh_priorities(&mut self, now: f64) {
+        self.changes += 1;
         for a in 0..self.allocs.len() {
             self.accrue(a as AllocIdx, now);
         }
@@ -1369,11 +1395,35 @@ impl SchedCore {
             self.refresh_priorities(now);
             self.last_priority = now;
         }
+        let interval = self.policy.backfill_interval_s;
         let backfill_mode = self.policy.backfills()
-            && (self.policy.backfill_interval_s <= 0.0
-                || now >= self.last_backfill + self.policy.backfill_interval_s);
+            && (interval <= 0.0
+                || self.last_backfill == f64::NEG_INFINITY
+                || (now >= self.last_backfill + interval && !self.bf_skipped)
+                || (now >= self.last_backfill + interval && {
+                    // the backfill ticks skipped while nothing changed were
+                    // passes that started nothing: keep their phase, so that
+                    // a pass between two ticks stays a main pass
+                    // (ticks are sums of the interval, as when each was
+                    // woken for: summed again, the same floats come out)
+                    let mut tick = self.last_backfill;
+                    if (now - tick) / interval < 1e6 {
+                        while tick + interval <= now {
+                            tick += interval;
+                        }
+                    } else {
+                        tick += ((now - tick) / interval).floor() * interval;
+                    }
+                    if tick >= now {
+                        true
+                    } else {
+                        self.last_backfill = tick;
+                        false
+                    }
+                }));
         if backfill_mode {
             self.last_backfill = now;
+            self.bf_changes = self.changes;
         }
         let np = self.blocked.len();
         self.blocked.iter_mut().for_each(|b| *b = false);
@@ -1557,9 +1607,16 @@ impl SchedCore {
         }
         requeue.clear();
         self.requeue = requeue;
+        self.bf_skipped = false;
         if left_waiting && self.policy.backfills() && self.policy.backfill_interval_s > 0.0 {
-            let w = self.last_backfill + self.policy.backfill_interval_s;
-            wake = Some(wake.map_or(w, |x: f64| x.min(w)));
+            if self.changes == self.bf_changes {
+                // nothing changed since the last backfill pass began: the
+                // next ticks would start nothing, so none is woken for
+                self.bf_skipped = true;
+            } else {
+                let w = self.last_backfill + self.policy.backfill_interval_s;
+                wake = Some(wake.map_or(w, |x: f64| x.min(w)));
+            }
         }
         if kind == PolicyKind::Fairshare && !self.queue.is_empty() {
             let w = self.last_priority + self.policy.priority_period_s;
@@ -1649,6 +1706,7 @@ impl SchedCore {
     /// Returns false if it was not waiting; a running job is ended with
     /// [`SchedCore::end_run`] once its run has stopped.
     pub fn withdraw(&mut self, j: JobIdx, now: f64) -> bool {
+        self.changes += 1;
         let job = &mut self.jobs[j as usize];
         if job.state != JobState::Waiting {
             return false;
@@ -1693,6 +1751,7 @@ impl SchedCore {
     /// Live systems, after a restart: sets an allocation's consumed
     /// accelerator-seconds (undecayed and decayed alike).
     pub fn restore_usage(&mut self, alloc: AllocIdx, used_gpu_s: f64) {
+        self.changes += 1;
         let a = &mut self.allocs[alloc as usize];
         a.used_total = used_gpu_s;
         a.usage = used_gpu_s;
@@ -1734,6 +1793,7 @@ impl SchedCore {
     /// later by a job goes down too, until [`SchedCore::resume`]. Returns
     /// the accelerators taken down now.
     pub fn drain(&mut self, node: NodeIdx) -> u16 {
+        self.changes += 1;
         let n = node as usize;
         if self.drained.len() <= n {
             self.drained.resize(n + 1, 0);
@@ -1794,6 +1854,7 @@ impl SchedCore {
 
     /// Ends a drain: the accelerators it took down come back.
     pub fn resume(&mut self, node: NodeIdx) -> u16 {
+        self.changes += 1;
         let n = node as usize;
         let Some(d) = self.drained.get_mut(n) else {
             return 0;

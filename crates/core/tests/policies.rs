@@ -312,3 +312,30 @@ fn allocation_limits_are_enforced() {
         [(1, "allocation_expired"), (2, "allocation_exhausted")]
     );
 }
+
+/// A backfill pass over an unchanged state starts nothing: the scheduler
+/// asks to be woken for the next backfill tick only after a change, and
+/// the ticks keep their phase across the ones it skipped.
+#[test]
+fn backfill_ticks_are_skipped_while_nothing_changes() {
+    let mut p = Policy::new(PolicyKind::Backfill);
+    p.backfill_interval_s = 30.0;
+    let mut c = SchedCore::new(factory(&[("p", "h100", 1, 8)]), p, Throughputs::new());
+    c.add_allocation(AllocationSpec::open("a", Category::Academia));
+    submit(&mut c, "a", "running", 0.0, 8, 100_000.0);
+    assert_eq!(started(&mut c, 0.0), ["running"]);
+    submit(&mut c, "a", "waiting", 1.0, 4, 100.0);
+    // the pass at 1 s is a main pass (the last backfill ran at 0): woken
+    // for the tick at 30 s
+    assert!(started(&mut c, 1.0).is_empty());
+    assert_eq!(c.decisions().wakeup, Some(30.0));
+    // the backfill pass at 30 s starts nothing and nothing changed since
+    // it began: no tick to wake for
+    assert!(started(&mut c, 30.0).is_empty());
+    assert_eq!(c.decisions().wakeup, None);
+    // a submission at 100 s: a main pass (the tick phase is 30, 60, 90,
+    // 120, ...), woken for the tick at 120 s
+    submit(&mut c, "a", "another", 100.0, 2, 50.0);
+    assert!(started(&mut c, 100.0).is_empty());
+    assert_eq!(c.decisions().wakeup, Some(120.0));
+}

@@ -141,7 +141,7 @@ fn fail_idle(
     for _ in 0..late {
         let t = now - w + rng.f64() * w;
         if let Some(node) = pick_idle(core, rng) {
-            core.cluster.down(node);
+            core.fail_idle(node);
             q.push((t + repair_s).max(now), Ev::Repair(node));
             repairs += 1;
         }
