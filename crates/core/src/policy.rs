@@ -18,8 +18,10 @@ pub enum PolicyKind {
     /// preemptive, work-conserving.
     Las,
     /// Heterogeneity-aware (Gavel-style): least attained time first for
-    /// fairness across jobs; each job is placed on the accelerator type
-    /// with the best throughput per billing unit that has room.
+    /// fairness across jobs, preemptive as `Las` (a job of a lower
+    /// attained-service level stops preemptible ones of a higher level);
+    /// each job is placed on the accelerator type with the best throughput
+    /// per billing unit that has room.
     Hetero,
 }
 

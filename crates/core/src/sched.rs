@@ -1231,7 +1231,7 @@ impl SchedCore {
     fn rank(&self, j: JobIdx, now: f64) -> i64 {
         let job = &self.jobs[j as usize];
         match self.policy.kind {
-            PolicyKind::Las => {
+            PolicyKind::Las | PolicyKind::Hetero => {
                 job.priority as i64 * 100 - self.policy.las_level(job.attained_at(now)) as i64
             }
             _ => job.priority as i64,
@@ -1247,7 +1247,7 @@ impl SchedCore {
             let pu = p as usize;
             // cheap filter: any preemptible job that could be outranked?
             match self.policy.kind {
-                PolicyKind::Las => {
+                PolicyKind::Las | PolicyKind::Hetero => {
                     if self.preemptible_prios[pu].is_empty() {
                         continue;
                     }

@@ -133,7 +133,14 @@ fn fairshare_favours_under_served_allocation() {
 /// LAS at t=1000 preempts a job that ran 1,000 s (checkpoints every 600 s)
 /// for a new one; returns the scheduler and the decisions.
 fn las_preemption(checkpoint_on_preempt: bool) -> (SchedCore, gigafab_core::Decisions) {
-    let mut p = Policy::new(PolicyKind::Las);
+    preemption_by_attained(PolicyKind::Las, checkpoint_on_preempt)
+}
+
+fn preemption_by_attained(
+    kind: PolicyKind,
+    checkpoint_on_preempt: bool,
+) -> (SchedCore, gigafab_core::Decisions) {
+    let mut p = Policy::new(kind);
     p.checkpoint_on_preempt = checkpoint_on_preempt;
     let mut c = core_with(p, factory(&[("p", "h100", 1, 8)]));
     let a = c.allocation("a").unwrap();
@@ -338,4 +345,14 @@ fn backfill_ticks_are_skipped_while_nothing_changes() {
     submit(&mut c, "a", "another", 100.0, 2, 50.0);
     assert!(started(&mut c, 100.0).is_empty());
     assert_eq!(c.decisions().wakeup, Some(120.0));
+}
+
+/// `hetero` preempts as LAS does: the job with the most attained service
+/// makes room for a new one (it did not preempt at all before).
+#[test]
+fn hetero_preempts_by_attained_service() {
+    let (c, d) = preemption_by_attained(PolicyKind::Hetero, true);
+    assert_eq!(d.preempted.len(), 1);
+    assert_eq!(d.preempted[0].0, 0);
+    assert_eq!(c.jobs[d.started[0] as usize].id, "new");
 }
