@@ -19,6 +19,13 @@ pub enum Scenario {
     /// Gigafactory: philly jobs plus large gangs at ~90% offered load on
     /// 100,000 accelerators, `fairshare` with backfill and failures on.
     Gigafactory,
+    /// A queue years deep: 28,755 Philly-profile jobs at 8 jobs/hour on
+    /// the 108-GPU Gavel cluster, `backfill` (or `--policy`), failures off.
+    DeepQueue,
+    /// A real-log-sized EASY run: 250,000 Philly-profile jobs at 95%
+    /// offered load on 1,152 accelerators (144 nodes of 8), `backfill`
+    /// (or `--policy`), failures off.
+    LogEasy,
     /// Control plane: HTTP submissions with durable commits from
     /// `--clients` concurrent clients (SQLite, or `--database` PostgreSQL).
     ServeSubmit,
@@ -26,6 +33,10 @@ pub enum Scenario {
     /// a full 100,000-accelerator fleet.
     ServeSchedule,
 }
+
+/// The factory of the `log-easy` scenario: 1,152 accelerators in nodes of
+/// 8, the size of the large Parallel Workloads Archive logs.
+const LOG_FACTORY: &str = "name = \"log-1152\"\n[[sites]]\nname = \"site\"\n[[sites.pools]]\nname = \"p\"\naccelerator = \"h100\"\nnodes = 144\naccelerators_per_node = 8\n";
 
 /// Variants of the gigafactory workload: the same family, shaped to stress
 /// other paths of the twin.
@@ -95,6 +106,9 @@ pub struct BenchArgs {
     /// Offered load of the gigafactory workload.
     #[arg(long, default_value_t = 0.9)]
     load: f64,
+    /// Policy instead of the scenario's own (twin scenarios).
+    #[arg(long, value_parser = crate::parse_policy)]
+    policy: Option<PolicyKind>,
     /// Gigafactory: workload variants to run, each at every size.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "standard")]
     variant: Vec<Variant>,
@@ -167,9 +181,23 @@ pub fn run(a: BenchArgs) -> Result<()> {
             PolicyKind::Fairshare,
             vec![10_000, 100_000, 1_000_000],
         ),
+        Scenario::DeepQueue => (
+            "deep-queue",
+            "gavel-108.toml",
+            PolicyKind::Backfill,
+            vec![28_755],
+        ),
+        Scenario::LogEasy => ("log-easy", "", PolicyKind::Backfill, vec![250_000]),
     };
+    let kind = a.policy.unwrap_or(kind);
     let sizes = a.jobs.clone().unwrap_or(sizes);
-    let factory = load_example(a.factories.as_deref(), factory_file)?;
+    let factory = if a.scenario == Scenario::LogEasy {
+        Factory::parse(LOG_FACTORY, "log-1152")?
+    } else {
+        load_example(a.factories.as_deref(), factory_file)?
+    };
+    // the queueing scenarios compare policies run for run: no failures
+    let failures = !matches!(a.scenario, Scenario::DeepQueue | Scenario::LogEasy);
     let data = |file: &str, builtin: &str| match &a.data {
         Some(d) => d.join(file),
         None => PathBuf::from(format!("builtin:{builtin}")),
@@ -195,6 +223,16 @@ pub fn run(a: BenchArgs) -> Result<()> {
                     (p, Some(&tput), None)
                 }
                 Scenario::ServeSubmit | Scenario::ServeSchedule => unreachable!("handled above"),
+                Scenario::DeepQueue => {
+                    let p = synth::SynthParams::new(synth::Profile::Philly, n, 8.0, 3);
+                    (p, None, Some(philly.as_slice()))
+                }
+                Scenario::LogEasy => {
+                    let mut p = synth::SynthParams::new(synth::Profile::Philly, n, 1.0, 5);
+                    let mean = synth::mean_gpu_seconds(&p, Some(&philly));
+                    p.rate_per_hour = 0.95 * factory.accelerators() as f64 * 3600.0 / mean;
+                    (p, None, Some(philly.as_slice()))
+                }
                 Scenario::Gigafactory => {
                     let mut p = synth::SynthParams::new(synth::Profile::Gigafactory, n, 1.0, 1);
                     let mean = synth::mean_gpu_seconds(&p, Some(&philly));
@@ -215,7 +253,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                     &[],
                     &SimConfig {
                         seed: 1,
-                        failures: Some(Failures::default()),
+                        failures: failures.then(Failures::default),
                         measure: None,
                         timeline_points: None,
                     },

@@ -304,7 +304,7 @@ pub fn emit(text: &str) -> Result<()> {
     }
 }
 
-fn parse_policy(s: &str) -> Result<PolicyKind, String> {
+pub(crate) fn parse_policy(s: &str) -> Result<PolicyKind, String> {
     PolicyKind::parse(s).ok_or_else(|| {
         format!(
             "unknown policy `{s}` (one of: {})",
