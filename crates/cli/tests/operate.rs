@@ -763,15 +763,7 @@ async fn a_damaged_database_file_is_refused() {
     let data = dir.join("data");
     let env = [("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)];
     let mut s = Server::start(&dir, &strs(&base_args(&data)), &env).unwrap();
-    for _ in 0..50 {
-        s.json(
-            "POST",
-            "/api/v1/jobs",
-            TOKEN,
-            Some(json!({"allocation": 1, "gpus": 1, "command": ["true"]})),
-        )
-        .await;
-    }
+    s.submit_true(50).await;
     s.sigterm();
     // everything into the main file first (the WAL may still hold it)
     let db = data.join("gigafab.db");
@@ -818,15 +810,7 @@ async fn a_damaged_write_ahead_log_is_refused_not_truncated() {
         )
         .await;
     }
-    for _ in 0..60 {
-        s.json(
-            "POST",
-            "/api/v1/jobs",
-            TOKEN,
-            Some(json!({"allocation": 1, "gpus": 1, "command": ["true"]})),
-        )
-        .await;
-    }
+    s.submit_true(60).await;
     // killed: the commits stay in the WAL, not yet in the database file
     drop(s);
     let wal = data.join("gigafab.db-wal");

@@ -37,14 +37,7 @@ fn strip(mut r: Report) -> Report {
 #[test]
 fn same_seed_same_report_for_every_policy() {
     let f = factory("mixed-small");
-    let cfg = SimConfig {
-        seed: 42,
-        failures: Some(Failures {
-            rate_per_accel_day: 0.2,
-            repair_s: 3600.0,
-        }),
-        ..SimConfig::default()
-    };
+    let cfg = failing(42, 0.2, 3600.0);
     for kind in PolicyKind::ALL {
         let a = strip(run(&f, kind, workload(400, 1), &cfg));
         let b = strip(run(&f, kind, workload(400, 1), &cfg));
@@ -95,14 +88,7 @@ fn failures_cost_work_since_last_checkpoint() {
     let mut j = JobSpec::simple("big", 0.0, 64, 100_000.0);
     j.types = gigafab_core::TypeFilter::parse("h100").unwrap();
     j.checkpoint_s = Some(1000.0);
-    let cfg = SimConfig {
-        seed: 5,
-        failures: Some(Failures {
-            rate_per_accel_day: 0.05,
-            repair_s: 600.0,
-        }),
-        ..SimConfig::default()
-    };
+    let cfg = failing(5, 0.05, 600.0);
     let r = run(&f, PolicyKind::Fifo, vec![j.clone()], &cfg);
     assert_eq!(r.jobs_completed, 1);
     assert!(r.failure_job_hits > 0);
@@ -351,14 +337,7 @@ fn failing_gang(checkpoint_s: Option<f64>) -> (Factory, JobSpec, SimConfig) {
     let mut j = JobSpec::simple("big", 0.0, 64, 100_000.0);
     j.types = gigafab_core::TypeFilter::parse("h100").unwrap();
     j.checkpoint_s = checkpoint_s;
-    let cfg = SimConfig {
-        seed: 5,
-        failures: Some(Failures {
-            rate_per_accel_day: 0.05,
-            repair_s: 600.0,
-        }),
-        ..SimConfig::default()
-    };
+    let cfg = failing(5, 0.05, 600.0);
     (f, j, cfg)
 }
 
@@ -478,14 +457,7 @@ fn idle_accelerators_fail_in_bulk_not_one_event_each() {
     let (f, _) = small_without_failures();
     let year = 365.0 * 86_400.0;
     let rate = 0.01;
-    let cfg = SimConfig {
-        seed: 11,
-        failures: Some(Failures {
-            rate_per_accel_day: rate,
-            repair_s: 4.0 * 3600.0,
-        }),
-        ..SimConfig::default()
-    };
+    let cfg = failing(11, rate, 4.0 * 3600.0);
     let jobs = vec![
         JobSpec::simple("first", 0.0, 1, 100.0),
         JobSpec::simple("last", 10.0 * year, 1, 100.0),
@@ -499,4 +471,16 @@ fn idle_accelerators_fail_in_bulk_not_one_event_each() {
         (got - expected).abs() < 5.0 * expected.sqrt(),
         "{got} failures, {expected:.0} expected"
     );
+}
+
+/// A simulation with failures at `rate` per accelerator-day.
+fn failing(seed: u64, rate: f64, repair_s: f64) -> SimConfig {
+    SimConfig {
+        seed,
+        failures: Some(Failures {
+            rate_per_accel_day: rate,
+            repair_s,
+        }),
+        ..SimConfig::default()
+    }
 }

@@ -182,6 +182,18 @@ impl Server {
 
     /// Organisations `orgs`, each with a member and an allocation of
     /// `gpu_hours`: (the member's token, the allocation's id) of each.
+    /// Submits `n` one-accelerator `true` jobs on allocation 1 as the admin;
+    /// returns their ids.
+    pub async fn submit_true(&self, n: usize) -> Vec<i64> {
+        let mut ids = Vec::new();
+        for _ in 0..n {
+            let body = serde_json::json!({"allocation": 1, "gpus": 1, "command": ["true"]});
+            let j = self.json("POST", "/api/v1/jobs", TOKEN, Some(body)).await;
+            ids.push(j["id"].as_i64().unwrap());
+        }
+        ids
+    }
+
     pub async fn tenants(&self, orgs: &[&str], gpu_hours: f64) -> Vec<(String, i64)> {
         let mut out = Vec::new();
         for org in orgs {
