@@ -19,6 +19,10 @@ pub enum Scenario {
     /// Gigafactory: philly jobs plus large gangs at ~90% offered load on
     /// 100,000 accelerators, `fairshare` with backfill and failures on.
     Gigafactory,
+    /// Scale: the gigafactory workload family at ~90% offered load on the
+    /// 500,000 accelerators of `campus-500k` (1M and 10M jobs), `fairshare`
+    /// with backfill and failures on.
+    Campus,
     /// A queue years deep: 28,755 Philly-profile jobs at 8 jobs/hour on
     /// the 108-GPU Gavel cluster, `backfill` (or `--policy`), failures off.
     DeepQueue,
@@ -188,6 +192,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
             vec![28_755],
         ),
         Scenario::LogEasy => ("log-easy", "", PolicyKind::Backfill, vec![250_000]),
+        Scenario::Campus => (
+            "campus",
+            "campus-500k.toml",
+            PolicyKind::Fairshare,
+            vec![1_000_000, 10_000_000],
+        ),
     };
     let kind = a.policy.unwrap_or(kind);
     let sizes = a.jobs.clone().unwrap_or(sizes);
@@ -209,7 +219,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let philly = synth::load_philly(&data("traces/philly_job_distribution.csv", "philly"))
         .context("the gigafactory benchmark reads the Philly distribution")?;
     let mut rows = Vec::new();
-    let variants = if a.scenario == Scenario::Gigafactory {
+    let variants = if matches!(a.scenario, Scenario::Gigafactory | Scenario::Campus) {
         a.variant.clone()
     } else {
         vec![Variant::Standard]
@@ -233,7 +243,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                     p.rate_per_hour = 0.95 * factory.accelerators() as f64 * 3600.0 / mean;
                     (p, None, Some(philly.as_slice()))
                 }
-                Scenario::Gigafactory => {
+                Scenario::Gigafactory | Scenario::Campus => {
                     let mut p = synth::SynthParams::new(synth::Profile::Gigafactory, n, 1.0, 1);
                     let mean = synth::mean_gpu_seconds(&p, Some(&philly));
                     p.rate_per_hour = a.load * factory.accelerators() as f64 * 3600.0 / mean;
@@ -244,12 +254,19 @@ pub fn run(a: BenchArgs) -> Result<()> {
             variant.apply(&mut jobs);
             let mut walls = Vec::new();
             let mut last = None;
-            for _ in 0..a.repeat {
+            for r in 0..a.repeat {
+                // the last run takes the workload itself: one copy less in
+                // memory at the largest sizes
+                let run_jobs = if r + 1 == a.repeat {
+                    std::mem::take(&mut jobs)
+                } else {
+                    jobs.clone()
+                };
                 let out = simulate(
                     factory.clone(),
                     Policy::new(kind),
                     tput.clone(),
-                    jobs.clone(),
+                    run_jobs,
                     &[],
                     &SimConfig {
                         seed: 1,

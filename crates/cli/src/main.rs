@@ -71,7 +71,8 @@ pub enum Output {
 #[derive(Args)]
 struct SimArgs {
     /// Factory TOML file, or an embedded one: builtin:mixed-small,
-    /// builtin:gavel-108, builtin:gigafactory-100k, builtin:alibaba-openb,
+    /// builtin:gavel-108, builtin:gigafactory-100k, builtin:campus-500k,
+    /// builtin:alibaba-openb,
     /// builtin:two-sites-fr-de, builtin:local [default: builtin:mixed-small].
     #[arg(long)]
     factory: Option<PathBuf>,

@@ -69,6 +69,11 @@ pub static ALL: &[Builtin] = &[
         "examples/factories/gigafactory-100k.toml"
     ),
     embed!(
+        "campus-500k",
+        Factory,
+        "examples/factories/campus-500k.toml"
+    ),
+    embed!(
         "alibaba-openb",
         Factory,
         "examples/factories/alibaba-openb.toml"

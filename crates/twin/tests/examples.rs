@@ -70,3 +70,18 @@ fn gigafactory_100k() {
     // Every pool is made of whole leaves.
     assert!(f.pools.iter().all(|p| p.nodes % p.leaf_nodes == 0));
 }
+
+#[test]
+fn campus_500k() {
+    let f = load("campus-500k");
+    assert_eq!(f.accelerators(), 500_000);
+    assert_eq!(count(&f, "b200"), 122_400);
+    assert_eq!(count(&f, "h200"), 81_920);
+    assert_eq!(count(&f, "h100"), 92_160);
+    assert_eq!(count(&f, "mi300x"), 81_920);
+    assert_eq!(count(&f, "mi355x"), 121_600);
+    assert!(f.pools.iter().all(|p| p.nodes % p.leaf_nodes == 0));
+    // and the embedded copy is the same factory
+    let b = Factory::load(Path::new("builtin:campus-500k")).unwrap();
+    assert_eq!(b.accelerators(), f.accelerators());
+}
