@@ -1196,7 +1196,6 @@ impl SchedCore {
     }
 
     fn refresh_priorities(&mut self, now: f64) {
-        self.changes += 1;
         for a in 0..self.allocs.len() {
             self.accrue(a as AllocIdx, now);
         }
@@ -1221,8 +1220,13 @@ impl SchedCore {
                 .then(a.1.total_cmp(&b.1))
                 .then(a.2.cmp(&b.2))
         });
-        self.queue.clear();
-        self.queue.extend(keyed.iter().map(|x| x.2));
+        // a pass reads the queue's order only: a refresh that keeps it is
+        // no change (no backfill tick is woken for it)
+        if !self.queue.iter().eq(keyed.iter().map(|x| &x.2)) {
+            self.changes += 1;
+            self.queue.clear();
+            self.queue.extend(keyed.iter().map(|x| x.2));
+        }
         self.keyed = keyed;
     }
 
