@@ -63,8 +63,7 @@ async fn a_busy_port_on_the_first_start_loses_no_token() {
 async fn sigterm_stops_gracefully_and_jobs_are_adopted() {
     let dir = fresh_dir("term");
     let data = dir.join("data");
-    let env = [("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)];
-    let mut s = Server::start(&dir, &strs(&base_args(&data)), &env).unwrap();
+    let mut s = Server::plain(&dir, &data);
     let marker = dir.join("ran");
     let job = s
         .json(
@@ -93,7 +92,7 @@ async fn sigterm_stops_gracefully_and_jobs_are_adopted() {
     assert!(err.contains("stopped; running jobs go on"), "{err}");
     // the job outlives the server
     assert!(!marker.exists(), "the job ended too early");
-    let mut s2 = Server::start(&dir, &strs(&base_args(&data)), &env).unwrap();
+    let mut s2 = Server::plain(&dir, &data);
     let j = s2
         .wait_state(TOKEN, id, &["completed", "failed", "lost"])
         .await;
@@ -127,8 +126,7 @@ async fn sigterm_stops_gracefully_and_jobs_are_adopted() {
 async fn metrics_health_and_access_log() {
     let dir = fresh_dir("metrics");
     let data = dir.join("data");
-    let env = [("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)];
-    let s = Server::start(&dir, &strs(&base_args(&data)), &env).unwrap();
+    let s = Server::plain(&dir, &data);
     let (code, _) = s.call("GET", "/metrics", None, None).await;
     assert_eq!(code, 401);
     // two jobs complete, one fails; one waits on a drained node
@@ -321,8 +319,7 @@ async fn config_file_environment_and_flags() {
 async fn submit_refusals_say_what_the_fleet_has() {
     let dir = fresh_dir("refusals");
     let data = dir.join("data");
-    let env = [("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)];
-    let s = Server::start(&dir, &strs(&base_args(&data)), &env).unwrap();
+    let s = Server::plain(&dir, &data);
     let submit = |args: &[&str]| {
         let o = gigafab()
             .arg("submit")
@@ -405,8 +402,7 @@ async fn a_recording_of_a_real_h200_replays_as_measured_energy() {
 async fn a_job_decided_but_never_launched_starts_after_a_restart() {
     let dir = fresh_dir("never");
     let data = dir.join("data");
-    let env = [("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)];
-    let mut s = Server::start(&dir, &strs(&base_args(&data)), &env).unwrap();
+    let mut s = Server::plain(&dir, &data);
     // an allocation that starts tomorrow keeps the job queued
     let al = s
         .json(
@@ -450,7 +446,7 @@ async fn a_job_decided_but_never_launched_starts_after_a_restart() {
         .await
         .unwrap();
     pool.close().await;
-    let s2 = Server::start(&dir, &strs(&base_args(&data)), &env).unwrap();
+    let s2 = Server::plain(&dir, &data);
     let j = s2.wait_state(TOKEN, id, &["completed", "failed"]).await;
     assert_eq!(j["state"], "completed", "{j:#}");
     assert_eq!(std::fs::read_to_string(&marker).unwrap(), "once\n");
@@ -495,7 +491,7 @@ async fn a_dead_controller_fails_health_and_stops_the_server() {
         s.stderr()
     );
     // a restart reloads the state and serves
-    let s2 = Server::start(&dir, &strs(&base_args(&data)), &env).unwrap();
+    let s2 = Server::plain(&dir, &data);
     let h = s2.json("GET", "/api/v1/health", TOKEN, None).await;
     assert_eq!(h["status"], "ok");
     drop(s2);
@@ -559,7 +555,7 @@ async fn a_lost_store_is_never_taken_for_a_first_start() {
     let dir = fresh_dir("lost");
     let data = dir.join("data");
     let env = [("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)];
-    let mut s = Server::start(&dir, &strs(&base_args(&data)), &env).unwrap();
+    let mut s = Server::plain(&dir, &data);
     let j = s
         .json(
             "POST",
@@ -583,7 +579,7 @@ async fn a_lost_store_is_never_taken_for_a_first_start() {
     );
     // moving the jobs aside is the way to start afresh
     std::fs::rename(data.join("jobs"), dir.join("old-jobs")).unwrap();
-    let s = Server::start(&dir, &strs(&base_args(&data)), &env).unwrap();
+    let s = Server::plain(&dir, &data);
     // every error is JSON, even those made before a handler runs
     let (code, body) = s
         .call("GET", "/api/v1/jobs/%FF%FE", Some(TOKEN), None)
@@ -659,7 +655,7 @@ async fn one_damaged_row_hides_no_ones_jobs_and_a_restart_names_it() {
     let dir = fresh_dir("badrow");
     let data = dir.join("data");
     let env = [("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)];
-    let mut s = Server::start(&dir, &strs(&base_args(&data)), &env).unwrap();
+    let mut s = Server::plain(&dir, &data);
     let ids = s.complete_jobs(3).await;
     // damage one row behind the server's back (SQLite keeps what it is given)
     let db = format!("sqlite://{}", data.join("gigafab.db").display());
@@ -729,7 +725,7 @@ async fn a_store_that_lost_jobs_refuses_to_start() {
     let dir = fresh_dir("behind");
     let data = dir.join("data");
     let env = [("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)];
-    let mut s = Server::start(&dir, &strs(&base_args(&data)), &env).unwrap();
+    let mut s = Server::plain(&dir, &data);
     let ids = s.complete_jobs(3).await;
     s.sigterm();
     // the last two jobs vanish from the database (as with a damaged WAL)
@@ -762,7 +758,7 @@ async fn a_damaged_database_file_is_refused() {
     let dir = fresh_dir("corrupt");
     let data = dir.join("data");
     let env = [("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)];
-    let mut s = Server::start(&dir, &strs(&base_args(&data)), &env).unwrap();
+    let mut s = Server::plain(&dir, &data);
     s.submit_true(50).await;
     s.sigterm();
     // everything into the main file first (the WAL may still hold it)

@@ -152,17 +152,16 @@ fn fail_idle(
 /// A node with an idle accelerator, the accelerator drawn uniformly among
 /// the idle ones (by rejection; a scan after 64 misses).
 fn pick_idle(core: &SchedCore, rng: &mut Rng) -> Option<u32> {
-    let free: Vec<u64> = core.cluster.pools.iter().map(|p| p.free_total).collect();
-    let total: u64 = free.iter().sum();
+    let total = core.cluster.free_total();
     if total == 0 {
         return None;
     }
     let mut k = rng.below(total);
-    let p = free.iter().position(|&f| {
-        if k < f {
+    let p = core.cluster.pools.iter().position(|pool| {
+        if k < pool.free_total {
             true
         } else {
-            k -= f;
+            k -= pool.free_total;
             false
         }
     })?;
