@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod energy;
 pub mod factory;
 pub mod policy;
+mod queue;
 pub mod rng;
 pub mod sched;
 pub mod spec;

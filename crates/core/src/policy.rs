@@ -154,6 +154,13 @@ impl Policy {
         )
     }
 
+    /// The fair-share queue key (lower runs first) of a job of `priority`
+    /// submitted at `submit_s` whose allocation has `fs_factor`, at `now`:
+    /// priority, then fair share, then age (capped at `max_age_s`).
+    pub fn fairshare_key(&self, priority: i32, fs_factor: f64, submit_s: f64, now: f64) -> f64 {
+        FairshareWeights::of(self).key(priority, fs_factor, submit_s, now)
+    }
+
     /// LAS level (0 = highest) for an attained service.
     pub fn las_level(&self, attained_gpu_s: f64) -> u32 {
         self.las_thresholds_gpu_s
@@ -177,5 +184,30 @@ mod tests {
         assert_eq!(p.las_level(0.0), 0);
         assert_eq!(p.las_level(3_600.0), 1);
         assert_eq!(p.las_level(1e9), 3);
+    }
+}
+
+/// What the fair-share key weighs (see [`Policy::fairshare_key`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct FairshareWeights {
+    pub weight_fairshare: f64,
+    pub weight_age: f64,
+    pub max_age_s: f64,
+}
+
+impl FairshareWeights {
+    pub fn of(p: &Policy) -> FairshareWeights {
+        FairshareWeights {
+            weight_fairshare: p.weight_fairshare,
+            weight_age: p.weight_age,
+            max_age_s: p.max_age_s,
+        }
+    }
+
+    /// The key (lower runs first): priority, then fair share, then age
+    /// (capped at `max_age_s`).
+    pub fn key(&self, priority: i32, fs_factor: f64, submit_s: f64, now: f64) -> f64 {
+        let age = ((now - submit_s) / self.max_age_s).clamp(0.0, 1.0);
+        -(priority as f64 * 1e6 + self.weight_fairshare * fs_factor + self.weight_age * age)
     }
 }

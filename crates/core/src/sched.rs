@@ -11,7 +11,8 @@
 use crate::catalog::TypeIdx;
 use crate::cluster::{Cluster, NodeIdx, Placement};
 use crate::factory::{Factory, PoolIdx};
-use crate::policy::{Policy, PolicyKind};
+use crate::policy::{FairshareWeights, Policy, PolicyKind};
+use crate::queue::{Queue, Queued};
 use crate::spec::{AllocationSpec, Category, JobSpec, Throughputs, TypeFilter};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -130,7 +131,6 @@ pub struct Job {
     /// Carbon-aware deferral: not considered before this time.
     pub defer_until: f64,
     pub placement: Placement,
-    key: f64,
 }
 
 impl Job {
@@ -272,7 +272,7 @@ pub struct SchedCore {
     pub allocs: Vec<AllocState>,
     alloc_by_name: HashMap<String, AllocIdx>,
     throughputs: Throughputs,
-    queue: Vec<JobIdx>,
+    queue: Queue,
     /// Per pool: running jobs by planned end: (end bits, job, accelerators).
     running_by_end: Vec<BTreeSet<(u64, JobIdx, u32)>>,
     /// Per pool: static priority -> (preemptible running jobs, their accelerators).
@@ -289,6 +289,15 @@ pub struct SchedCore {
     /// they differ: a pass over an unchanged state starts nothing new.
     changes: u64,
     bf_changes: u64,
+    /// Queue position where the last backfill pass stopped for its test
+    /// limit (`max_job_test`): a job queued at or past it is not seen by a
+    /// pass over the same state, so queueing it there is no change.
+    bf_horizon: usize,
+    /// Whether some allocation has a grant or an end, and the latest start
+    /// of their windows: when none has either and all have begun, a pass's
+    /// allocation checks are no-ops.
+    allocs_limited: bool,
+    allocs_from: f64,
     /// Whether the last pass left jobs waiting without waking for the next
     /// backfill tick (nothing had changed): the ticks keep their phase.
     bf_skipped: bool,
@@ -305,7 +314,6 @@ pub struct SchedCore {
     reservations: Vec<Option<Reservation>>,
     requeue: Vec<JobIdx>,
     victims: Vec<(i64, f64, JobIdx)>,
-    keyed: Vec<(f64, f64, JobIdx)>,
     place_buf: Placement,
     sites: Vec<SitePower>,
     /// Per pool: power figures of its accelerators, precomputed.
@@ -379,6 +387,7 @@ impl SchedCore {
         let cluster = Cluster::new(&factory);
         let np = factory.pools.len();
         let nn = cluster.nodes() as usize;
+        let grouped = policy.kind == PolicyKind::Fairshare;
         SchedCore {
             policy,
             cluster,
@@ -386,7 +395,7 @@ impl SchedCore {
             allocs: Vec::new(),
             alloc_by_name: HashMap::new(),
             throughputs,
-            queue: Vec::new(),
+            queue: Queue::new(grouped),
             running_by_end: vec![BTreeSet::new(); np],
             preemptible_prios: vec![BTreeMap::new(); np],
             node_jobs: vec![Vec::new(); nn],
@@ -395,6 +404,9 @@ impl SchedCore {
             last_backfill: f64::NEG_INFINITY,
             changes: 0,
             bf_changes: u64::MAX,
+            bf_horizon: 0,
+            allocs_limited: false,
+            allocs_from: f64::NEG_INFINITY,
             bf_skipped: false,
             last_priority: f64::NEG_INFINITY,
             n_running: 0,
@@ -405,7 +417,6 @@ impl SchedCore {
             reservations: vec![None; np],
             requeue: Vec::new(),
             victims: Vec::new(),
-            keyed: Vec::new(),
             place_buf: Vec::new(),
             site_order: Vec::new(),
             pool_power: factory
@@ -467,6 +478,8 @@ impl SchedCore {
             .filter(|s| *s > 0.0)
             .unwrap_or(1.0);
         self.alloc_by_name.insert(spec.id.clone(), i);
+        self.allocs_limited |= spec.granted_gpu_hours.is_some() || spec.valid_until_s.is_some();
+        self.allocs_from = self.allocs_from.max(spec.valid_from_s);
         self.allocs.push(AllocState {
             spec,
             shares,
@@ -662,7 +675,6 @@ impl SchedCore {
             carbon_g: 0.0,
             defer_until: 0.0,
             placement: Vec::new(),
-            key: 0.0,
         };
         if let Err(r) = cands {
             job.state = JobState::Cancelled;
@@ -682,33 +694,47 @@ impl SchedCore {
         match self.policy.kind {
             PolicyKind::Fifo => 0.0,
             PolicyKind::Backfill => -prio,
-            PolicyKind::Fairshare => {
-                let a = &self.allocs[job.alloc as usize];
-                let age = ((now - job.submit_s) / self.policy.max_age_s).clamp(0.0, 1.0);
-                -(prio * 1e6
-                    + self.policy.weight_fairshare * a.fs_factor
-                    + self.policy.weight_age * age)
-            }
+            PolicyKind::Fairshare => self.policy.fairshare_key(
+                job.priority,
+                self.allocs[job.alloc as usize].fs_factor,
+                job.submit_s,
+                now,
+            ),
             PolicyKind::Las => -prio * 1e3 + self.policy.las_level(job.attained_gpu_s) as f64,
             PolicyKind::Hetero => -prio * 1e15 + job.attained_gpu_s / job.gpus as f64,
         }
     }
 
-    fn order(&self, a: JobIdx, b: JobIdx) -> std::cmp::Ordering {
-        let (ja, jb) = (&self.jobs[a as usize], &self.jobs[b as usize]);
-        ja.key
-            .total_cmp(&jb.key)
-            .then(ja.submit_s.total_cmp(&jb.submit_s))
-            .then(a.cmp(&b))
-    }
-
     fn enqueue(&mut self, j: JobIdx, now: f64) {
-        self.changes += 1;
-        self.jobs[j as usize].key = self.compute_key(j, now);
-        let pos = self
-            .queue
-            .partition_point(|&q| self.order(q, j) == std::cmp::Ordering::Less);
-        self.queue.insert(pos, j);
+        let key = self.compute_key(j, now);
+        let job = &self.jobs[j as usize];
+        let pools = &self.cand_lists[job.cands as usize].pools;
+        let (pool1, factor) = match pools[..] {
+            [(p, f)] => (p, f),
+            _ => (u32::MAX, 1.0),
+        };
+        let q = Queued::new(
+            key,
+            job.submit_s,
+            j,
+            job.gpus,
+            job.cands,
+            job.alloc,
+            job.priority,
+            job.time_limit_s
+                .unwrap_or((1.0 - job.done).max(0.0) * job.base),
+            job.time_limit_s.is_some(),
+            pool1,
+            job.time_limit_s
+                .unwrap_or((1.0 - job.done).max(0.0) * job.base * factor),
+        );
+        let pos = self.queue.insert(q);
+        // behind where the last backfill pass stopped for its test limit,
+        // a pass over the same state would not reach it
+        if pos < self.bf_horizon {
+            self.bf_horizon = self.bf_horizon.saturating_add(1);
+            self.changes += 1;
+        }
     }
 
     fn accrue(&mut self, a: AllocIdx, now: f64) {
@@ -1206,28 +1232,15 @@ impl SchedCore {
             let s = if tot_s > 0.0 { a.shares / tot_s } else { 1.0 };
             a.fs_factor = (-(u / s.max(1e-12)) * std::f64::consts::LN_2).exp();
         }
-        // the order barely changes between refreshes: a stable, run-adaptive
-        // sort on contiguous keys is close to linear
-        let mut keyed = std::mem::take(&mut self.keyed);
-        keyed.clear();
-        for &j in &self.queue {
-            let k = self.compute_key(j, now);
-            self.jobs[j as usize].key = k;
-            keyed.push((k, self.jobs[j as usize].submit_s, j));
-        }
-        keyed.sort_by(|a, b| {
-            a.0.total_cmp(&b.0)
-                .then(a.1.total_cmp(&b.1))
-                .then(a.2.cmp(&b.2))
-        });
+        let weights = FairshareWeights::of(&self.policy);
         // a pass reads the queue's order only: a refresh that keeps it is
         // no change (no backfill tick is woken for it)
-        if !self.queue.iter().eq(keyed.iter().map(|x| &x.2)) {
+        if self
+            .queue
+            .refresh(self.allocs.iter().map(|a| a.fs_factor), now, weights)
+        {
             self.changes += 1;
-            self.queue.clear();
-            self.queue.extend(keyed.iter().map(|x| x.2));
         }
-        self.keyed = keyed;
     }
 
     /// Rank for preemption: a job may preempt preemptible jobs of strictly
@@ -1343,7 +1356,9 @@ impl SchedCore {
 
     /// Computes the earliest time `gpus` accelerators are free in `pool`
     /// from planned ends (count-based), and the accelerators to spare then;
-    /// None when that is later than `bound`.
+    /// None when that is later than `bound`. (Kept out of the pass's body:
+    /// its walk over the running jobs is hot and is compiled best alone.)
+    #[inline(never)]
     fn reservation(&self, pool: PoolIdx, gpus: u32, now: f64, bound: f64) -> Option<Reservation> {
         let ps = &self.cluster.pools[pool as usize];
         let need = gpus as u64;
@@ -1439,16 +1454,64 @@ impl SchedCore {
         let mut left_waiting = false;
         let mut wake: Option<f64> = None;
         let mut removed = false;
-        let queue = std::mem::take(&mut self.queue);
-        for &j in &queue {
+        let mut queue = std::mem::take(&mut self.queue);
+        let mut horizon = usize::MAX;
+        // entries past the last one the pass reached are untouched
+        let mut reached = 0;
+        // a backfill pass whose allocation and carbon checks are no-ops may
+        // pass over a job without a candidate pool that has room for it as
+        // soon as its reservations are made (the checks below would all
+        // refuse it; nothing is blocked in a backfill pass)
+        let skip_ok = backfill_mode
+            && !self.allocs_limited
+            && now >= self.allocs_from
+            && !self.policy.carbon_aware;
+        let mut next = 0;
+        loop {
+            if next == queue.prefix().len() && !queue.extend_chunk() {
+                break;
+            }
+            if skip_ok
+                && n_blocked < np
+                && n_res >= self.policy.reservations
+                && tested < self.policy.max_job_test
+                && !(self.policy.preemption && preempt_tries < self.policy.max_preempt_attempts)
+            {
+                // the run of entries that no pool has room for, at once
+                let max = self.policy.max_job_test - tested;
+                let n = queue.count_while(next, max, |q| !self.room_for(q, now));
+                if n > 0 {
+                    tested += n;
+                    next += n;
+                    reached = next;
+                    left_waiting = true;
+                    continue;
+                }
+            }
+            let pos = next;
+            let q = &queue.prefix()[pos];
+            next += 1;
+            reached = pos + 1;
             if n_blocked == np {
                 left_waiting = true;
                 break;
             }
-            let (alloc, gpus, cl) = {
-                let job = &self.jobs[j as usize];
-                (job.alloc, job.gpus, job.cands as usize)
-            };
+            if skip_ok
+                && n_res >= self.policy.reservations
+                && !(self.policy.preemption && preempt_tries < self.policy.max_preempt_attempts)
+            {
+                if tested >= self.policy.max_job_test {
+                    left_waiting = true;
+                    horizon = pos;
+                    break;
+                }
+                if !self.room_for(q, now) {
+                    tested += 1;
+                    left_waiting = true;
+                    continue;
+                }
+            }
+            let (j, alloc, gpus, cl) = (q.j, q.alloc, q.gpus, q.cl as usize);
             // allocation checks
             {
                 let a = &self.allocs[alloc as usize].spec;
@@ -1514,7 +1577,20 @@ impl SchedCore {
             tested += 1;
             if tested > self.policy.max_job_test {
                 left_waiting = true;
+                horizon = pos;
                 break;
+            }
+            // once the reservations are made, a backfill pass only starts
+            // jobs, and one that no candidate pool has room for (free
+            // accelerators, and the reservation's shadow or spare ones) is
+            // passed over at once: the checks below would all refuse it
+            if backfill_mode
+                && n_res >= self.policy.reservations
+                && !(self.policy.preemption && preempt_tries < self.policy.max_preempt_attempts)
+                && !self.room_for(q, now)
+            {
+                left_waiting = true;
+                continue;
             }
             let mut power_blocked = false;
             let mut started = false;
@@ -1602,8 +1678,20 @@ impl SchedCore {
         self.queue = queue;
         if removed {
             let jobs = &self.jobs;
+            if backfill_mode && horizon < self.queue.prefix().len() {
+                horizon -= self
+                    .queue
+                    .prefix()
+                    .range(..horizon)
+                    .filter(|q| jobs[q.j as usize].state != JobState::Waiting)
+                    .count();
+            }
+            // only entries the pass reached can have left the queue
             self.queue
-                .retain(|&j| jobs[j as usize].state == JobState::Waiting);
+                .compact(reached, |j| jobs[j as usize].state != JobState::Waiting);
+        }
+        if backfill_mode {
+            self.bf_horizon = horizon;
         }
         let mut requeue = std::mem::take(&mut self.requeue);
         for &j in &requeue {
@@ -1630,16 +1718,41 @@ impl SchedCore {
         &self.dec
     }
 
+    /// Whether a candidate pool of `j` may have room for it in a backfill
+    /// pass: enough free accelerators, and an end before the pool's
+    /// reservation or few enough accelerators to use its spare ones. A
+    /// necessary condition of the pass's own checks (a backfill pass blocks
+    /// no pool).
+    #[inline(always)]
+    fn room_for(&self, q: &Queued, now: f64) -> bool {
+        let gpus = q.gpus as u64;
+        if q.pool1 != u32::MAX {
+            let pu = q.pool1 as usize;
+            return gpus <= self.cluster.pools[pu].free_total
+                && self.reservations[pu]
+                    .is_none_or(|r| now + q.est1 <= r.shadow || gpus <= r.extra);
+        }
+        self.cand_lists[q.cl as usize]
+            .pools
+            .iter()
+            .any(|&(p, factor)| {
+                let pu = p as usize;
+                if gpus > self.cluster.pools[pu].free_total {
+                    return false;
+                }
+                self.reservations[pu].is_none_or(|r| {
+                    let est = if q.limited { q.est } else { q.est * factor };
+                    now + est <= r.shadow || gpus <= r.extra
+                })
+            })
+    }
+
     /// Earliest start, at `now` or later, of the validity window of an
     /// allocation with queued jobs (jobs that wait for their window, not for capacity).
     pub fn next_validity(&self, now: f64) -> Option<f64> {
         self.queue
-            .iter()
-            .map(|&j| {
-                self.allocs[self.jobs[j as usize].alloc as usize]
-                    .spec
-                    .valid_from_s
-            })
+            .iter_all()
+            .map(|q| self.allocs[q.alloc as usize].spec.valid_from_s)
             .filter(|&t| t >= now)
             .min_by(f64::total_cmp)
     }
@@ -1718,7 +1831,8 @@ impl SchedCore {
         job.state = JobState::Cancelled;
         job.reason = Some(Reason::Withdrawn);
         job.end_s = Some(now);
-        self.queue.retain(|&q| q != j);
+        let (alloc, prio) = (job.alloc, job.priority);
+        self.queue.remove(j, alloc, prio);
         self.requeue.retain(|&q| q != j);
         true
     }
@@ -1738,7 +1852,9 @@ impl SchedCore {
         if self.jobs[j as usize].state != JobState::Waiting {
             return j;
         }
-        self.queue.retain(|&q| q != j);
+        let job = &self.jobs[j as usize];
+        let (alloc, prio) = (job.alloc, job.priority);
+        self.queue.remove(j, alloc, prio);
         self.cluster.take_exact(placement);
         self.place_buf.clear();
         self.place_buf.extend_from_slice(placement);
@@ -1789,8 +1905,8 @@ impl SchedCore {
     }
 
     /// Waiting jobs in scheduling order.
-    pub fn queue_order(&self) -> &[JobIdx] {
-        &self.queue
+    pub fn queue_order(&self) -> Vec<JobIdx> {
+        self.queue.jobs_in_order()
     }
 
     /// Drains `node`: its free accelerators go down now and each one freed

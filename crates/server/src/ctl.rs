@@ -1708,7 +1708,7 @@ impl Controller {
             .collect();
         let mut per_alloc: HashMap<i64, (u64, f64)> = HashMap::new();
         let now_s = now as f64 / 1000.0;
-        for &j in self.core.queue_order() {
+        for j in self.core.queue_order() {
             let wait = (now_s - self.core.jobs[j as usize].submit_s).max(0.0);
             for p in self.core.candidate_pools(j) {
                 let ps = &mut pools[p as usize];
@@ -2879,7 +2879,7 @@ impl Controller {
         let now_s = now as f64 / 1000.0;
         let mut changed: Vec<(JobIdx, u8)> = Vec::new();
         // the scan reads only the core's arrays: no lookups, no strings
-        for &j in self.core.queue_order() {
+        for j in self.core.queue_order() {
             let ju = j as usize;
             let alloc = self.core.jobs[ju].alloc as usize;
             let kind = if now_s < self.core.allocs[alloc].spec.valid_from_s {
