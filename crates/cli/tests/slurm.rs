@@ -41,6 +41,11 @@ impl Server {
 
     /// Starts a server with `extra` arguments (the identity rule).
     fn start_with(dir: &std::path::Path, extra: &[&str]) -> Server {
+        Server::start_env(dir, extra, &[])
+    }
+
+    /// Starts a server with `extra` arguments and environment variables.
+    fn start_env(dir: &std::path::Path, extra: &[&str], env: &[(&str, String)]) -> Server {
         // the fleet gigafab schedules on is the one Slurm reports
         let factory = dir.join("slurm.toml");
         if !factory.exists() {
@@ -76,6 +81,7 @@ impl Server {
             .arg(&factory)
             .env("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -564,4 +570,116 @@ async fn jobs_run_under_slurm_as_their_tenants_accounts() {
     );
     assert_no_stray_slurm_output();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Wrappers for Slurm's commands, first on PATH, that log each call (the
+/// command and its arguments, one line) to `log` and run the real one.
+fn counting_path(dir: &std::path::Path, log: &std::path::Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("wrap-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for cmd in [
+        "sbatch", "squeue", "sacct", "scontrol", "scancel", "sacctmgr",
+    ] {
+        let real = Command::new("sh")
+            .args(["-c", &format!("command -v {cmd}")])
+            .output()
+            .unwrap();
+        let real = String::from_utf8_lossy(&real.stdout).trim().to_string();
+        assert!(!real.is_empty(), "{cmd} not on PATH");
+        let w = bin.join(cmd);
+        std::fs::write(
+            &w,
+            format!(
+                "#!/bin/sh\necho \"{cmd} $*\" >> {}\nexec {real} \"$@\"\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&w, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+fn calls(log: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// A poll cycle asks Slurm once for every running job (one `squeue` with
+/// all their ids), a first launch is one `sbatch` with no lookup before
+/// it, and the runs that end are looked up in accounting together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_squeue_per_poll_cycle_for_all_running_jobs() {
+    if !slurm_ready() {
+        return;
+    }
+    let dir = fresh("batched");
+    let log = dir.join("calls.log");
+    let path = counting_path(&dir, &log);
+    let s = Server::start_env(&dir, &["--single-user"], &[("PATH", path)]);
+    let n = 6;
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        ids.push(
+            s.submit(
+                json!({"allocation": 1, "command": sh("sleep 6"), "gpus": 1, "time_limit_s": 300}),
+            )
+            .await,
+        );
+    }
+    for &id in &ids {
+        s.wait(id, &["running"], 60).await;
+    }
+    let before = calls(&log).len();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let window: Vec<String> = calls(&log)[before..].to_vec();
+    let squeues: Vec<&String> = window.iter().filter(|l| l.starts_with("squeue")).collect();
+    // 2 s of 200-ms cycles: about 10 squeue calls, not 10 per job
+    assert!(
+        (4..=16).contains(&squeues.len()),
+        "{} squeue calls in 2 s for {n} running jobs:\n{}",
+        squeues.len(),
+        window.join("\n")
+    );
+    for l in &squeues {
+        let listed = l
+            .split_whitespace()
+            .skip_while(|a| *a != "-j")
+            .nth(1)
+            .unwrap_or("")
+            .split(',')
+            .count();
+        assert_eq!(listed, n, "one squeue for all running jobs: {l}");
+    }
+    for &id in &ids {
+        let j = s.wait(id, &["completed", "failed"], 60).await;
+        assert_eq!(j["state"], "completed", "{j:#}");
+    }
+    let all = calls(&log);
+    let count = |p: &str| all.iter().filter(|l| l.starts_with(p)).count();
+    assert_eq!(
+        count("sbatch"),
+        n,
+        "one sbatch per job:\n{}",
+        all.join("\n")
+    );
+    assert_eq!(
+        count("squeue -h -n"),
+        0,
+        "no lookup by name before a first launch:\n{}",
+        all.join("\n")
+    );
+    assert!(
+        count("sacct") <= n,
+        "ended runs are looked up together: {} sacct calls",
+        count("sacct")
+    );
 }

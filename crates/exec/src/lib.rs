@@ -77,6 +77,11 @@ pub struct LaunchSpec {
     pub run_as: Option<String>,
     /// Memory limit of the job's processes, bytes (cgroup memory.max).
     pub memory_bytes: Option<u64>,
+    /// Whether an earlier launch of this job may have reached the engine
+    /// (it failed with a transient error): the executor then looks for
+    /// that run before starting another (never twice). A first launch
+    /// costs no lookup.
+    pub retry: bool,
     /// CPU limit of the job's processes, in CPUs (cgroup cpu.max).
     pub cpus: Option<f64>,
 }
@@ -154,6 +159,12 @@ pub trait Executor: Send + Sync {
     fn launch(&self, spec: &LaunchSpec) -> Result<String, ExecError>;
     /// State of a run started by this process or adopted.
     fn poll(&self, job_id: i64, handle: &str) -> Result<RunStatus, ExecError>;
+    /// State of many runs at once, in the order given: one query to the
+    /// engine where it can (Slurm asks `squeue` once for all of them, and
+    /// `sacct` once for those that left its queue). By default, one by one.
+    fn poll_all(&self, runs: &[(i64, String)]) -> Vec<Result<RunStatus, ExecError>> {
+        runs.iter().map(|(id, h)| self.poll(*id, h)).collect()
+    }
     /// Asks a run to stop (SIGTERM, grace, SIGKILL for local runs); returns
     /// at once, the end shows up in `poll`.
     fn cancel(&self, job_id: i64, handle: &str) -> Result<(), ExecError>;

@@ -53,6 +53,35 @@ impl Executor for RoutedExecutor {
         e.poll(job_id, h)
     }
 
+    fn poll_all(&self, runs: &[(i64, String)]) -> Vec<Result<RunStatus, ExecError>> {
+        // each engine is asked once, for its own runs
+        // per engine: the positions of its runs in `runs`, and its runs
+        type Group<'a> = (&'a Arc<dyn Executor>, Vec<usize>, Vec<(i64, String)>);
+        let mut groups: Vec<Group> = Vec::new();
+        for (i, (id, handle)) in runs.iter().enumerate() {
+            let (e, h) = self.route(handle);
+            let g = match groups.iter().position(|g| Arc::ptr_eq(g.0, e)) {
+                Some(g) => g,
+                None => {
+                    groups.push((e, Vec::new(), Vec::new()));
+                    groups.len() - 1
+                }
+            };
+            groups[g].1.push(i);
+            groups[g].2.push((*id, h.to_string()));
+        }
+        let mut out: Vec<Option<Result<RunStatus, ExecError>>> =
+            runs.iter().map(|_| None).collect();
+        for (e, idx, sub) in groups {
+            for (i, r) in idx.into_iter().zip(e.poll_all(&sub)) {
+                out[i] = Some(r);
+            }
+        }
+        out.into_iter()
+            .map(|r| r.expect("every run is in one group"))
+            .collect()
+    }
+
     fn cancel(&self, job_id: i64, handle: &str) -> Result<(), ExecError> {
         let (e, h) = self.route(handle);
         e.cancel(job_id, h)
@@ -108,6 +137,20 @@ mod tests {
             self.1.lock().unwrap().push(format!("poll {h}"));
             Ok(RunStatus::Running)
         }
+        fn poll_all(&self, runs: &[(i64, String)]) -> Vec<Result<RunStatus, ExecError>> {
+            let hs: Vec<&str> = runs.iter().map(|r| r.1.as_str()).collect();
+            self.1
+                .lock()
+                .unwrap()
+                .push(format!("poll_all {}", hs.join(",")));
+            runs.iter()
+                .map(|r| {
+                    Ok(RunStatus::Lost {
+                        message: r.1.clone(),
+                    })
+                })
+                .collect()
+        }
         fn cancel(&self, _: i64, h: &str) -> Result<(), ExecError> {
             self.1.lock().unwrap().push(format!("cancel {h}"));
             Ok(())
@@ -141,6 +184,7 @@ mod tests {
             grant_gpu_minutes: None,
             memory_bytes: None,
             cpus: None,
+            retry: false,
         }
     }
 
@@ -171,5 +215,32 @@ mod tests {
             ]
         );
         assert_eq!(*local.1.lock().unwrap(), ["launch 2", "cancel local-2"]);
+    }
+
+    /// Each engine is asked once for all its runs, and the answers come
+    /// back in the order of the runs given.
+    #[test]
+    fn runs_are_polled_together_per_engine() {
+        let local = Arc::new(Probe("local", Mutex::default()));
+        let slurm = Arc::new(Probe("slurm", Mutex::default()));
+        let mut sites: BTreeMap<String, Arc<dyn Executor>> = BTreeMap::new();
+        sites.insert("hpc".into(), slurm.clone());
+        let r = RoutedExecutor::new(local.clone(), sites);
+        let runs: Vec<(i64, String)> = ["hpc|s1", "l2", "hpc|s3", "l4"]
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (i as i64, h.to_string()))
+            .collect();
+        let got: Vec<String> = r
+            .poll_all(&runs)
+            .into_iter()
+            .map(|st| match st.unwrap() {
+                RunStatus::Lost { message } => message,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(got, ["s1", "l2", "s3", "l4"]);
+        assert_eq!(*slurm.1.lock().unwrap(), ["poll_all s1,s3"]);
+        assert_eq!(*local.1.lock().unwrap(), ["poll_all l2,l4"]);
     }
 }

@@ -10,6 +10,7 @@
 //! submitted twice. Every output of Slurm's commands is parsed by a pure
 //! function below, tested on recorded text.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -551,8 +552,11 @@ impl Executor for SlurmExecutor {
                 message: "empty command".into(),
             });
         }
-        // never twice: a job already known to Slurm under our name is adopted
-        if let Some(j) = self.find_by_name(id)? {
+        // never twice: after a launch that may have reached Slurm, a job
+        // already known under our name is adopted
+        if spec.retry
+            && let Some(j) = self.find_by_name(id)?
+        {
             return Ok(j.id);
         }
         let account = match &spec.run_as {
@@ -658,6 +662,68 @@ impl Executor for SlurmExecutor {
                 message: format!("Slurm no longer knows job {handle}"),
             }),
         }
+    }
+
+    fn poll_all(&self, runs: &[(i64, String)]) -> Vec<Result<RunStatus, ExecError>> {
+        match runs {
+            [] => return Vec::new(),
+            [(id, h)] => return vec![self.poll(*id, h)],
+            _ => {}
+        }
+        let first = runs[0].0;
+        let ids = runs
+            .iter()
+            .map(|r| r.1.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        // one squeue for every run still queued or running
+        let q = match self.squeue(first, "-j", &ids) {
+            Ok(q) if q.success => q,
+            Ok(q) => {
+                return runs
+                    .iter()
+                    .map(|r| Err(failed(r.0, "squeue", &q)))
+                    .collect();
+            }
+            Err(e) => {
+                let message = e.to_string();
+                return runs
+                    .iter()
+                    .map(|r| {
+                        Err(ExecError::Launch {
+                            job: r.0,
+                            message: message.clone(),
+                        })
+                    })
+                    .collect();
+            }
+        };
+        let mut known: HashMap<String, SlurmJob> = parse_squeue(&q.stdout)
+            .into_iter()
+            .map(|j| (j.id.clone(), j))
+            .collect();
+        // one sacct for those that left the queue
+        let gone: Vec<&str> = runs
+            .iter()
+            .map(|r| r.1.as_str())
+            .filter(|h| !known.contains_key(*h))
+            .collect();
+        if !gone.is_empty()
+            && let Some(v) = self.sacct(first, "-j", &gone.join(","))
+        {
+            for j in v {
+                if gone.contains(&j.id.as_str()) {
+                    known.insert(j.id.clone(), j);
+                }
+            }
+        }
+        runs.iter()
+            .map(|(id, h)| match known.get(h) {
+                Some(j) => Ok(status_of(j)),
+                // without accounting: the controller's memory, run by run
+                None => self.poll(*id, h),
+            })
+            .collect()
     }
 
     fn cancel(&self, job_id: i64, handle: &str) -> Result<(), ExecError> {

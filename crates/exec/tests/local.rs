@@ -46,6 +46,7 @@ fn spec(job_id: i64, command: &[&str]) -> LaunchSpec {
         grant_gpu_minutes: None,
         memory_bytes: None,
         cpus: None,
+        retry: false,
     }
 }
 

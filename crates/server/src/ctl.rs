@@ -385,6 +385,9 @@ pub struct Controller {
     meter: gigafab_telemetry::EnergyMeter,
     /// Launches to try again (job, not before ms): the engine was unreachable.
     relaunch: Vec<(i64, i64)>,
+    /// Jobs whose earlier launch may have reached the engine: their next
+    /// launch looks for that run first.
+    retry: std::collections::HashSet<i64>,
     /// The node whose devices the telemetry reports.
     tele_node: Option<u32>,
     tele_failed: bool,
@@ -625,6 +628,7 @@ impl Controller {
             last_ended: None,
             meter: gigafab_telemetry::EnergyMeter::new(),
             relaunch: Vec::new(),
+            retry: std::collections::HashSet::new(),
             tele_node: None,
             tele_failed: false,
             writer: None,
@@ -1387,6 +1391,7 @@ impl Controller {
                 );
                 if handle.is_none() {
                     self.relaunch.push((id, now + 5_000));
+                    self.retry.insert(id);
                 }
             }
             Err(e) => {
@@ -2765,8 +2770,10 @@ impl Controller {
             .filter(|j| j.row.state == "running")
             .filter_map(|j| j.row.handle.clone().map(|h| (j.row.id, h)))
             .collect();
-        for (id, h) in running {
-            match exec.poll(id, &h) {
+        // one query per engine for all its runs
+        let states = exec.poll_all(&running);
+        for ((id, _), st) in running.into_iter().zip(states) {
+            match st {
                 Ok(RunStatus::Running) => {}
                 Ok(RunStatus::Exited(rec)) => {
                     let state = outcome_state(rec.outcome);
@@ -3037,9 +3044,11 @@ impl Controller {
                 run_as: self.account_of(j.row.user_id, j.row.org_id),
                 memory_bytes: j.spec.memory_gb.map(|g| (g * 1e9) as u64),
                 cpus: j.spec.cpus,
+                retry: self.retry.contains(&id),
             };
             match exec.launch(&spec) {
                 Ok(h) => {
+                    self.retry.remove(&id);
                     if let Some(j) = self.jobs.get_mut(&id) {
                         j.row.handle = Some(h);
                     }
@@ -3055,8 +3064,10 @@ impl Controller {
                     // than submits twice)
                     self.event(id, now, "launch_deferred", format!("{e}"));
                     self.relaunch.push((id, now + 5_000));
+                    self.retry.insert(id);
                 }
                 Err(e) => {
+                    self.retry.remove(&id);
                     self.end_job(id, now, "failed", None, format!("cannot launch: {e}"));
                 }
             }
