@@ -762,7 +762,8 @@ impl Executor for SlurmExecutor {
 
 /// A gigafab factory (TOML) describing the GPU nodes Slurm reports: one
 /// pool per (GPU type, GPUs per node, CPUs, memory), one site. A node with
-/// several GPU types counts in one pool per type. Types outside gigafab's
+/// several GPU types counts in one pool per type, its CPUs and memory
+/// shared among them in proportion to their GPUs. Types outside gigafab's
 /// catalog are declared under `[[accelerators]]` with unknown power
 /// figures (0 W) for the operator to fill in. Nodes without GPUs are left
 /// out (counted in a comment).
@@ -778,9 +779,22 @@ pub fn factory_toml(
         if n.gpus.is_empty() {
             no_gpu += 1;
         }
-        for (t, c) in &n.gpus {
+        // a node with several GPU types is one node per type: its CPUs
+        // and memory are shared among them in proportion to their GPUs
+        // (the first type takes what division leaves), never claimed twice
+        let total: u64 = n.gpus.iter().map(|(_, c)| *c as u64).sum();
+        let (mut cpus_left, mut mem_left) = (n.cpus as u64, n.real_memory_mb);
+        for (i, (t, c)) in n.gpus.iter().enumerate() {
+            let (cpus, mem) = if i + 1 == n.gpus.len() {
+                (cpus_left, mem_left)
+            } else {
+                let share = |x: u64| x * *c as u64 / total.max(1);
+                (share(n.cpus as u64), share(n.real_memory_mb))
+            };
+            cpus_left -= cpus;
+            mem_left -= mem;
             *groups
-                .entry((t.to_ascii_lowercase(), *c, n.cpus, n.real_memory_mb))
+                .entry((t.to_ascii_lowercase(), *c, cpus as u32, mem))
                 .or_insert(0) += 1;
         }
     }
@@ -899,15 +913,35 @@ mod tests {
         let t = factory_toml(&n, "lab", "here", &|t| t != "a100");
         assert!(t.contains("4 nodes, 1 without GPUs"), "{t}");
         assert!(
-            t.contains("name = \"h100-x4\"\naccelerator = \"h100\"\nnodes = 2"),
-            "{t}"
-        );
-        assert!(
             t.contains("name = \"mi300x-x4\"\naccelerator = \"mi300x\"\nnodes = 1"),
             "{t}"
         );
         assert!(t.contains("[[accelerators]]\nid = \"a100\""), "{t}");
         assert!(t.contains("memory_gb_per_node = 20"), "{t}");
+        // node a's 2 CPUs and 20 GiB are split between its two GPU types,
+        // not claimed by each: the pools hold what the nodes have
+        let field = |k: &str| -> Vec<u64> {
+            t.lines()
+                .filter_map(|l| l.strip_prefix(k))
+                .map(|v| v.trim_start_matches(" = ").parse().unwrap())
+                .collect()
+        };
+        let cpus: u64 = field("nodes")
+            .iter()
+            .zip(field("cpus_per_node"))
+            .map(|(n, c)| n * c)
+            .sum();
+        assert_eq!(cpus, 2 + 2 + 8, "{t}");
+        let gpus: u64 = field("nodes")
+            .iter()
+            .zip(field("accelerators_per_node"))
+            .map(|(n, c)| n * c)
+            .sum();
+        assert_eq!(gpus, 8 + 4 + 8, "{t}");
+        assert!(
+            t.contains("accelerator = \"mi300x\"\nnodes = 1\naccelerators_per_node = 4\ncpus_per_node = 1\nmemory_gb_per_node = 10"),
+            "{t}"
+        );
     }
 
     #[test]
