@@ -93,11 +93,10 @@ fn sleepers() -> usize {
         .count()
 }
 
+#[ignore = "needs root: jobs run as other POSIX accounts (cargo test -- --include-ignored, as root)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_cannot_reach_another_tenants_job_or_the_server() {
-    if !root_or_skip("a_job_cannot_reach_another_tenants_job_or_the_server") {
-        return;
-    }
+    require_root("a_job_cannot_reach_another_tenants_job_or_the_server");
     test_account("gf-test-a");
     test_account("gf-test-b");
     let dir = fresh_dir("tenants");
@@ -216,11 +215,10 @@ async fn a_job_cannot_reach_another_tenants_job_or_the_server() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[ignore = "needs root: jobs run as other POSIX accounts (cargo test -- --include-ignored, as root)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unprivileged_server_says_jobs_share_its_identity() {
-    if !root_or_skip("an_unprivileged_server_says_jobs_share_its_identity") {
-        return;
-    }
+    require_root("an_unprivileged_server_says_jobs_share_its_identity");
     let (uid, gid) = test_account("gf-test-a");
     let dir = fresh_dir("unpriv");
     let data = dir.join("data");
@@ -281,11 +279,10 @@ async fn an_unprivileged_server_says_jobs_share_its_identity() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[ignore = "needs root: jobs run as other POSIX accounts (cargo test -- --include-ignored, as root)"]
 #[test]
 fn a_root_server_without_an_identity_rule_refuses_to_start() {
-    if !root_or_skip("a_root_server_without_an_identity_rule_refuses_to_start") {
-        return;
-    }
+    require_root("a_root_server_without_an_identity_rule_refuses_to_start");
     let dir = fresh_dir("rootrule");
     let o = gigafab()
         .args([
@@ -611,11 +608,10 @@ async fn a_job_cannot_write_past_its_file_size_limit() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[ignore = "needs root: jobs run as other POSIX accounts (cargo test -- --include-ignored, as root)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_stalls_no_one_once_space_is_back() {
-    if !root_or_skip("a_full_disk_stalls_no_one_once_space_is_back") {
-        return;
-    }
+    require_root("a_full_disk_stalls_no_one_once_space_is_back");
     let dir = fresh_dir("diskfull");
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
@@ -703,11 +699,10 @@ async fn a_full_disk_stalls_no_one_once_space_is_back() {
     drop(s);
 }
 
+#[ignore = "needs root: jobs run as other POSIX accounts (cargo test -- --include-ignored, as root)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_opens_only_its_own_accelerators_device_files() {
-    if !root_or_skip("a_job_opens_only_its_own_accelerators_device_files") {
-        return;
-    }
+    require_root("a_job_opens_only_its_own_accelerators_device_files");
     let dir = fresh_dir("devices");
     let data = dir.join("data");
     // stand-ins for /dev/nvidia0..3: files whose content says which they are
@@ -746,11 +741,10 @@ async fn a_job_opens_only_its_own_accelerators_device_files() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[ignore = "needs root: jobs run as other POSIX accounts (cargo test -- --include-ignored, as root)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_is_held_to_its_memory_limit() {
-    if !root_or_skip("a_job_is_held_to_its_memory_limit") {
-        return;
-    }
+    require_root("a_job_is_held_to_its_memory_limit");
     let v2_memory = gigafab_exec::posix::cgroup2_mount()
         .and_then(|m| std::fs::read_to_string(m.join("cgroup.controllers")).ok())
         .is_some_and(|c| c.split_whitespace().any(|x| x == "memory"));
@@ -939,11 +933,10 @@ async fn user_names_are_private_to_their_organisation() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[ignore = "needs root: jobs run as other POSIX accounts (cargo test -- --include-ignored, as root)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_users_own_account_is_mapped_by_organisation_and_name() {
-    if !root_or_skip("a_users_own_account_is_mapped_by_organisation_and_name") {
-        return;
-    }
+    require_root("a_users_own_account_is_mapped_by_organisation_and_name");
     test_account("gf-test-a");
     test_account("gf-test-b");
     test_account("gf-test-c");
@@ -1000,11 +993,10 @@ async fn a_users_own_account_is_mapped_by_organisation_and_name() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[ignore = "needs root: jobs run as other POSIX accounts (cargo test -- --include-ignored, as root)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_jobs_tmp_is_its_own_and_counts_toward_its_disk_limit() {
-    if !root_or_skip("a_jobs_tmp_is_its_own_and_counts_toward_its_disk_limit") {
-        return;
-    }
+    require_root("a_jobs_tmp_is_its_own_and_counts_toward_its_disk_limit");
     test_account("gf-test-a");
     test_account("gf-test-b");
     for f in ["/tmp/a-secret", "/dev/shm/a-shm", "/var/tmp/a-var"] {

@@ -1,8 +1,9 @@
 //! `gigafab serve --executor slurm` against a real Slurm cluster: the
 //! daemons `.ci/slurm.sh` starts on this machine (one node with 4 h100 and
 //! 4 mi300x declared as GRES). Needs `GIGAFAB_TEST_SLURM=1` and `SLURM_CONF`
-//! (`eval "$(bash .ci/slurm.sh env)"`); without them the tests are skipped
-//! with a message, unless `GIGAFAB_REQUIRE_SLURM=1` (CI), which fails them.
+//! (`eval "$(bash .ci/slurm.sh env)"`): the tests are `#[ignore]`d, run
+//! with `cargo test -- --include-ignored` (as CI does), and fail without
+//! a cluster.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -13,15 +14,14 @@ use serde_json::{Value, json};
 
 const TOKEN: &str = "gf_slurm_test_token_0123456789";
 
-fn slurm_ready() -> bool {
-    if std::env::var("GIGAFAB_TEST_SLURM").as_deref() == Ok("1") {
-        return true;
-    }
-    if std::env::var("GIGAFAB_REQUIRE_SLURM").as_deref() == Ok("1") {
-        panic!("GIGAFAB_REQUIRE_SLURM=1 but GIGAFAB_TEST_SLURM is not set: run .ci/slurm.sh");
-    }
-    eprintln!("skipped: no Slurm cluster (eval \"$(bash .ci/slurm.sh env)\")");
-    false
+/// The Slurm tests are ignored by default and run with
+/// `--include-ignored` (CI): run without a cluster, they fail rather than
+/// pass without testing anything.
+fn require_slurm() {
+    assert!(
+        std::env::var("GIGAFAB_TEST_SLURM").as_deref() == Ok("1"),
+        "no Slurm cluster: bash .ci/slurm.sh; eval \"$(bash .ci/slurm.sh env)\""
+    );
 }
 
 fn gigafab() -> Command {
@@ -194,11 +194,10 @@ fn assert_no_stray_slurm_output() {
     }
 }
 
+#[ignore = "needs a Slurm cluster: bash .ci/slurm.sh; eval \"$(bash .ci/slurm.sh env)\"; cargo test -- --include-ignored"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_run_under_slurm_with_exit_codes_logs_and_cancel() {
-    if !slurm_ready() {
-        return;
-    }
+    require_slurm();
     let dir = fresh("run");
     let s = Server::start(&dir);
     // the imported fleet: one node, 4 h100 + 4 mi300x
@@ -319,11 +318,10 @@ async fn jobs_run_under_slurm_with_exit_codes_logs_and_cancel() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[ignore = "needs a Slurm cluster: bash .ci/slurm.sh; eval \"$(bash .ci/slurm.sh env)\"; cargo test -- --include-ignored"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconciles_after_slurmctld_and_gigafab_restarts() {
-    if !slurm_ready() {
-        return;
-    }
+    require_slurm();
     let dir = fresh("restart");
     let marks = dir.join("marks");
     std::fs::create_dir_all(&marks).unwrap();
@@ -375,11 +373,10 @@ async fn reconciles_after_slurmctld_and_gigafab_restarts() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[ignore = "needs a Slurm cluster: bash .ci/slurm.sh; eval \"$(bash .ci/slurm.sh env)\"; cargo test -- --include-ignored"]
 #[test]
 fn fleet_import_matches_the_cluster() {
-    if !slurm_ready() {
-        return;
-    }
+    require_slurm();
     let out = gigafab().args(["fleet", "import-slurm"]).output().unwrap();
     assert!(
         out.status.success(),
@@ -397,11 +394,10 @@ fn fleet_import_matches_the_cluster() {
     );
 }
 
+#[ignore = "needs a Slurm cluster: bash .ci/slurm.sh; eval \"$(bash .ci/slurm.sh env)\"; cargo test -- --include-ignored"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_site_runs_on_its_own_executor() {
-    if !slurm_ready() {
-        return;
-    }
+    require_slurm();
     let dir = fresh("sites");
     // a lab site run locally and an HPC site run by Slurm
     std::fs::write(
@@ -424,20 +420,15 @@ async fn each_site_runs_on_its_own_executor() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[ignore = "needs a Slurm cluster and root: bash .ci/slurm.sh; eval \"$(bash .ci/slurm.sh env)\"; cargo test -- --include-ignored"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_run_under_slurm_as_their_tenants_accounts() {
-    if !slurm_ready() {
-        return;
-    }
+    require_slurm();
     // SAFETY: plain syscall.
-    if unsafe { libc::geteuid() } != 0 {
-        assert!(
-            std::env::var("GIGAFAB_REQUIRE_ROOT").as_deref() != Ok("1"),
-            "needs root but GIGAFAB_REQUIRE_ROOT=1"
-        );
-        eprintln!("skipped: needs root (jobs run as other POSIX accounts)");
-        return;
-    }
+    assert!(
+        unsafe { libc::geteuid() } == 0,
+        "needs root (jobs run as other POSIX accounts)"
+    );
     for name in ["gf-test-a", "gf-test-b"] {
         let _ = Command::new("useradd")
             .args(["--system", "--no-create-home", "--home-dir", "/nonexistent"])
@@ -616,11 +607,10 @@ fn calls(log: &std::path::Path) -> Vec<String> {
 /// A poll cycle asks Slurm once for every running job (one `squeue` with
 /// all their ids), a first launch is one `sbatch` with no lookup before
 /// it, and the runs that end are looked up in accounting together.
+#[ignore = "needs a Slurm cluster: bash .ci/slurm.sh; eval \"$(bash .ci/slurm.sh env)\"; cargo test -- --include-ignored"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_squeue_per_poll_cycle_for_all_running_jobs() {
-    if !slurm_ready() {
-        return;
-    }
+    require_slurm();
     let dir = fresh("batched");
     let log = dir.join("calls.log");
     let path = counting_path(&dir, &log);

@@ -266,19 +266,15 @@ pub fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
-/// Whether the tests that need root (jobs as other accounts, cgroups) can
-/// run: as root, yes; otherwise they are skipped with a message, unless
-/// `GIGAFAB_REQUIRE_ROOT=1` (CI, which runs as root) makes that a failure.
-pub fn root_or_skip(test: &str) -> bool {
+/// Tests that need root (jobs as other accounts, cgroups) are ignored by
+/// default and run with `--include-ignored` (CI, as root): run without
+/// root, they fail rather than pass without testing anything.
+pub fn require_root(test: &str) {
     // SAFETY: plain syscall.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var("GIGAFAB_REQUIRE_ROOT").as_deref() == Ok("1") {
-        panic!("{test} needs root but GIGAFAB_REQUIRE_ROOT=1");
-    }
-    eprintln!("skipped {test}: needs root (jobs run as other POSIX accounts)");
-    false
+    assert!(
+        unsafe { libc::geteuid() } == 0,
+        "{test} needs root (jobs run as other POSIX accounts): run it as root"
+    );
 }
 
 /// A POSIX account for tests (made once, kept: accounts are cheap and the
