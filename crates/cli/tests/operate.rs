@@ -830,3 +830,73 @@ async fn a_damaged_write_ahead_log_is_refused_not_truncated() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A restart reloads waiting jobs with the reason they had: it records no
+/// second, identical "waiting" event for each of them (with thousands
+/// queued, those writes stalled the controller).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_records_no_second_identical_wait_event() {
+    let dir = fresh_dir("rewait");
+    let data = dir.join("data");
+    let mut s = Server::plain(&dir, &data);
+    let submit = |gpus: u32, cmd: &'static str| json!({"allocation": 1, "gpus": gpus, "type": "h100", "command": ["sh", "-c", cmd]});
+    let blocker = s
+        .json("POST", "/api/v1/jobs", TOKEN, Some(submit(4, "sleep 12")))
+        .await;
+    let blocker = blocker["id"].as_i64().unwrap();
+    s.wait_state(TOKEN, blocker, &["running"]).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let j = s
+            .json("POST", "/api/v1/jobs", TOKEN, Some(submit(1, "true")))
+            .await;
+        ids.push(j["id"].as_i64().unwrap());
+    }
+    let waits = |j: &Value| -> Vec<String> {
+        j["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "waiting")
+            .map(|e| e["message"].as_str().unwrap().to_string())
+            .collect()
+    };
+    for &id in &ids {
+        let t = Instant::now();
+        loop {
+            let j = s
+                .json("GET", &format!("/api/v1/jobs/{id}"), TOKEN, None)
+                .await;
+            if !waits(&j).is_empty() {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "no wait event: {j:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert!(s.sigterm().success(), "{}", s.stderr());
+    let s2 = Server::plain(&dir, &data);
+    // a few scheduling passes after the restart
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for &id in &ids {
+        let j = s2
+            .json("GET", &format!("/api/v1/jobs/{id}"), TOKEN, None)
+            .await;
+        assert_eq!(j["state"], "queued", "{j:#}");
+        let w = waits(&j);
+        assert_eq!(w.len(), 1, "job {id}: {w:?}");
+        assert!(w[0].contains("no 1×h100 gang free"), "{w:?}");
+    }
+    s2.call(
+        "DELETE",
+        &format!("/api/v1/jobs/{blocker}"),
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    drop(s2);
+    let _ = std::fs::remove_dir_all(&dir);
+}

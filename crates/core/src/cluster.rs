@@ -159,6 +159,39 @@ impl PoolState {
     }
 
     /// Quick necessary condition for `gpus` to fit now.
+    /// Checks the pool's own bookkeeping (free counts, buckets, whole
+    /// nodes); says what is wrong.
+    pub fn check(&self) -> Result<(), String> {
+        let mut whole = 0;
+        let mut free = 0u64;
+        for n in 0..self.nodes {
+            let f = self.free[n as usize];
+            if f > self.cap[n as usize] {
+                return Err(format!(
+                    "node {n}: {f} free of {} usable",
+                    self.cap[n as usize]
+                ));
+            }
+            if self.buckets[f as usize].get(self.pos[n as usize] as usize) != Some(&n) {
+                return Err(format!("node {n}: not in the bucket of its free count {f}"));
+            }
+            free += f as u64;
+            whole += u32::from(f == self.per_node);
+        }
+        if (whole, free) != (self.whole_nodes, self.free_total) {
+            return Err(format!(
+                "whole nodes {whole} / free {free} counted as {} / {}",
+                self.whole_nodes, self.free_total
+            ));
+        }
+        if self.whole_in_leaf.iter().sum::<u32>() != whole
+            || self.whole_in_domain.iter().sum::<u32>() != whole
+        {
+            return Err("whole nodes per leaf or domain do not add up".into());
+        }
+        Ok(())
+    }
+
     pub fn may_fit(&self, gpus: u32) -> bool {
         if gpus as u64 > self.free_total {
             return false;
@@ -427,21 +460,7 @@ mod tests {
     }
 
     fn check_invariants(p: &PoolState) {
-        let mut whole = 0;
-        let mut free = 0u64;
-        for n in 0..p.nodes {
-            let f = p.free[n as usize];
-            assert!(f <= p.cap[n as usize]);
-            assert_eq!(p.buckets[f as usize][p.pos[n as usize] as usize], n);
-            free += f as u64;
-            if f == p.per_node {
-                whole += 1;
-            }
-        }
-        assert_eq!(whole, p.whole_nodes);
-        assert_eq!(free, p.free_total);
-        assert_eq!(p.whole_in_leaf.iter().sum::<u32>(), whole);
-        assert_eq!(p.whole_in_domain.iter().sum::<u32>(), whole);
+        p.check().unwrap();
     }
 
     #[test]

@@ -35,6 +35,7 @@ fn submit(c: &mut SchedCore, alloc: &str, id: &str, t: f64, gpus: u32, dur: f64)
 
 fn started(c: &mut SchedCore, now: f64) -> Vec<String> {
     let d = c.schedule(now).started.clone();
+    c.check_invariants().unwrap();
     d.iter().map(|&j| c.jobs[j as usize].id.clone()).collect()
 }
 

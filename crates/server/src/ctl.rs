@@ -2955,6 +2955,11 @@ impl Controller {
                 _ => format!("waiting: priority (other jobs come first in {policy} order)"),
             };
             let job = self.jobs.get_mut(&id).expect("present");
+            if job.row.reason.as_deref() == Some(msg.as_str()) {
+                // the reason it already has (reloaded after a restart):
+                // nothing to record, nothing to write
+                continue;
+            }
             job.row.reason = Some(msg.clone());
             if job.wait_events < MAX_WAIT_EVENTS {
                 job.wait_events += 1;

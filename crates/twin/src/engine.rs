@@ -425,6 +425,8 @@ pub fn simulate(
     let mut events: u64 = 0;
     let mut pending_wake = f64::NEG_INFINITY;
     let mut repairs_pending = 0usize;
+    #[cfg(debug_assertions)]
+    let mut passes: u64 = 0;
     let mut terminal = 0usize;
     let mut last_t = first_submit;
     let mut busy = 0u64;
@@ -523,6 +525,17 @@ pub fn simulate(
         }
         // one scheduling pass for everything that happened at `now`
         core.schedule(now);
+        // debug builds (every test) check the core's bookkeeping after the
+        // pass: every pass on small fleets, one in 1,024 on large ones
+        #[cfg(debug_assertions)]
+        {
+            passes += 1;
+            if (core.cluster.nodes() <= 4096 || passes.is_multiple_of(1024))
+                && let Err(e) = core.check_invariants()
+            {
+                panic!("after the pass at t={now}: {e}");
+            }
+        }
         let d = core.decisions();
         col.last_pass_started = !d.started.is_empty();
         let wake = d.wakeup;
