@@ -970,6 +970,9 @@ fn jobs_query(a: &JobsArgs) -> Vec<(&'static str, String)> {
 }
 
 async fn jobs(a: JobsArgs) -> Result<()> {
+    if a.all {
+        return jobs_all(&a).await;
+    }
     let r =
         a.g.conn
             .api()?
@@ -980,6 +983,49 @@ async fn jobs(a: JobsArgs) -> Result<()> {
         note("more jobs: --all lists every page, --limit N lists more per page");
     }
     Ok(())
+}
+
+/// `gigafab jobs --all`: each page is shown as it comes (the table with
+/// one header; the JSON as one `{"items": [...], "next": null}` document,
+/// the server's text verbatim), so memory holds one page, not every job.
+async fn jobs_all(a: &JobsArgs) -> Result<()> {
+    let api = a.g.conn.api()?;
+    let mut first = true;
+    // STATE as wide as its widest word from the start (later pages may
+    // hold other states); other columns widen if a later page needs it
+    let mut widths = vec![0, "completed".len()];
+    let mut wrote_items = false;
+    api.for_each_page(&["jobs"], &jobs_query(a), |page, last| {
+        let out = match a.g.output {
+            Format::Table => render::jobs_table(items(&page.value)).render_page(&mut widths, first),
+            // a single page: the server's answer as it is
+            Format::Json if first && last => format!("{}\n", fmt::pretty_json(&page.raw)),
+            Format::Json => {
+                let mut out = String::new();
+                let text = fmt::items_text(&page.raw).map(str::trim).unwrap_or("");
+                if !text.is_empty() {
+                    out.push_str(if wrote_items {
+                        ",\n    "
+                    } else {
+                        "{\n  \"items\": [\n    "
+                    });
+                    fmt::pretty_into(text, 2, &mut out);
+                    wrote_items = true;
+                }
+                if last {
+                    out.push_str(if wrote_items {
+                        "\n  ],\n  \"next\": null\n}\n"
+                    } else {
+                        "{\n  \"items\": [],\n  \"next\": null\n}\n"
+                    });
+                }
+                out
+            }
+        };
+        first = false;
+        emit(&out)
+    })
+    .await
 }
 
 async fn job(a: JobArgs) -> Result<()> {

@@ -41,13 +41,29 @@ impl Table {
 
     /// Renders the table, one line per row, each ending with a newline.
     pub fn render(&self) -> String {
-        let lines: Vec<&Vec<String>> = if self.headers.is_empty() {
+        self.render_page(&mut Vec::new(), true)
+    }
+
+    /// Renders one page of a longer table shown as it comes: the header
+    /// only if `header`, columns at least `widths` wide (and `widths`
+    /// widened to this page's), so that later pages line up with the
+    /// first unless a cell is wider.
+    pub fn render_page(&self, widths: &mut Vec<usize>, header: bool) -> String {
+        let lines: Vec<&Vec<String>> = if self.headers.is_empty() || !header {
             self.rows.iter().collect()
         } else {
             std::iter::once(&self.headers).chain(&self.rows).collect()
         };
         let ncols = lines.iter().map(|l| l.len()).max().unwrap_or(0);
-        let mut widths = vec![0usize; ncols];
+        if widths.len() < ncols {
+            widths.resize(ncols, 0);
+        }
+        if !header {
+            // the header counts toward the widths of every page
+            for (i, h) in self.headers.iter().enumerate() {
+                widths[i] = widths[i].max(width(h));
+            }
+        }
         for line in &lines {
             for (i, cell) in line.iter().enumerate() {
                 widths[i] = widths[i].max(width(cell));
@@ -102,14 +118,22 @@ pub fn truncate(s: &str, max: usize) -> String {
 /// Re-indents a JSON document without parsing it into a map, so the server's
 /// key order and number spelling are kept verbatim. Expects valid JSON.
 pub fn pretty_json(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len() * 2);
+    pretty_into(raw, 0, &mut out);
+    out
+}
+
+/// [`pretty_json`] of a text that sits `indent` levels deep in a document
+/// (balanced values, e.g. the items of one page of a list), appended to
+/// `out`: what [`pretty_json`] writes for that part of the whole document.
+pub fn pretty_into(raw: &str, indent: usize, out: &mut String) {
     fn newline(out: &mut String, indent: usize) {
         out.push('\n');
         for _ in 0..indent {
             out.push_str("  ");
         }
     }
-    let mut out = String::with_capacity(raw.len() * 2);
-    let mut indent = 0usize;
+    let mut indent = indent;
     let mut in_string = false;
     let mut escaped = false;
     let mut chars = raw.trim().chars().peekable();
@@ -141,24 +165,23 @@ pub fn pretty_json(raw: &str) -> String {
                     out.push(close);
                 } else {
                     indent += 1;
-                    newline(&mut out, indent);
+                    newline(out, indent);
                 }
             }
             '}' | ']' => {
                 indent = indent.saturating_sub(1);
-                newline(&mut out, indent);
+                newline(out, indent);
                 out.push(c);
             }
             ',' => {
                 out.push(',');
-                newline(&mut out, indent);
+                newline(out, indent);
             }
             ':' => out.push_str(": "),
             c if c.is_whitespace() => {}
             c => out.push(c),
         }
     }
-    out
 }
 
 /// The text inside the top-level `"items": [...]` array of a list answer
@@ -329,6 +352,57 @@ pub fn job_reason(job: &Value) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    /// Pages pretty-printed one by one, joined as `gigafab jobs --all`
+    /// streams them, read exactly as the merged document pretty-printed.
+    #[test]
+    fn pages_pretty_printed_apart_read_as_the_whole() {
+        let pages = [
+            r#"{"items":[{"id":3,"a":[1,{"b":"x,]}"}],"e":{}},{"id":2,"a":[]}],"next":2}"#,
+            r#"{"items":[],"next":2}"#,
+            r#"{"items":[{"id":1,"s":"q\"{"}],"next":null}"#,
+        ];
+        let texts: Vec<&str> = pages
+            .iter()
+            .map(|p| items_text(p).unwrap().trim())
+            .collect();
+        let whole = format!(
+            "{{\"items\":[{}],\"next\":null}}",
+            texts
+                .iter()
+                .filter(|t| !t.is_empty())
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let mut streamed = String::new();
+        let mut wrote = false;
+        for t in texts.iter().filter(|t| !t.is_empty()) {
+            streamed.push_str(if wrote {
+                ",\n    "
+            } else {
+                "{\n  \"items\": [\n    "
+            });
+            pretty_into(t, 2, &mut streamed);
+            wrote = true;
+        }
+        streamed.push_str("\n  ],\n  \"next\": null\n}");
+        assert_eq!(streamed, pretty_json(&whole));
+    }
+
+    /// Later pages of a table line up with the first, widen where a cell
+    /// needs it, and carry no header.
+    #[test]
+    fn table_pages_share_their_widths() {
+        let mut widths = Vec::new();
+        let mut a = Table::new(&["ID", "NAME"]).right_align(&[0]);
+        a.row(["10", "x"]);
+        let mut b = Table::new(&["ID", "NAME"]).right_align(&[0]);
+        b.row(["9", "longer"]);
+        let text = a.render_page(&mut widths, true) + &b.render_page(&mut widths, false);
+        assert_eq!(text, "ID  NAME\n10  x\n 9  longer\n");
+    }
+
     use super::*;
     use serde_json::json;
 

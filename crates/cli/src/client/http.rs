@@ -296,6 +296,33 @@ impl Api {
         }
         Ok(merge_pages(&raws, items))
     }
+
+    /// Every page of a list, one after the other, each handed to `each`
+    /// with whether it is the last: memory holds one page at a time.
+    pub async fn for_each_page(
+        &self,
+        segments: &[&str],
+        query: &[(&str, String)],
+        mut each: impl FnMut(Reply, bool) -> Result<()>,
+    ) -> Result<()> {
+        let mut q: Vec<(&str, String)> = query.to_vec();
+        let mut cursor: Option<String> = None;
+        loop {
+            if let Some(c) = &cursor {
+                q.retain(|(k, _)| *k != "after");
+                q.push(("after", c.clone()));
+            }
+            let page = self.get(segments, &q).await?;
+            let next = next_cursor(&page.value)
+                .filter(|c| Some(c) != cursor.as_ref() && !page.items().is_empty());
+            let last = next.is_none();
+            each(page, last)?;
+            if last {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
 }
 
 /// Merges list pages into one `{"items": [...], "next": null}` answer whose

@@ -103,6 +103,11 @@ pub fn allocation_brief(a: &Value) -> String {
 
 /// `gigafab jobs`.
 pub fn jobs(items: &[Value]) -> String {
+    jobs_table(items).render()
+}
+
+/// The rows of `gigafab jobs` (a page of them, for `--all`).
+pub fn jobs_table(items: &[Value]) -> Table {
     let mut t = Table::new(&[
         "ID",
         "STATE",
@@ -128,7 +133,7 @@ pub fn jobs(items: &[Value]) -> String {
             truncate(&job_reason(j), REASON_WIDTH),
         ]);
     }
-    t.render()
+    t
 }
 
 /// `gigafab job ID`: the job's fields, then one line per event
