@@ -538,11 +538,27 @@ pub fn run(a: ServeArgs) -> Result<()> {
                     instance_id(&data_dir)?,
                 ))
             }
-            other => bail!("--executor: `{other}` is not local or slurm"),
+            other => bail!(
+                "{}",
+                gigafab_exec::check_backend(other).err().unwrap_or_default()
+            ),
         })
     };
+    gigafab_exec::check_backend(&a.executor).map_err(|e| anyhow::anyhow!("--executor: {e}"))?;
+    // sites that name their own executor in the factory file: all checked
+    // before any is built
+    for site in &factory.sites {
+        if let Some(kind) = &site.executor {
+            gigafab_exec::check_backend(kind).map_err(|e| {
+                anyhow::anyhow!(
+                    "factory `{}`, site `{}`: executor {e}",
+                    factory.name,
+                    site.name
+                )
+            })?;
+        }
+    }
     let default = make(&a.executor, a.slurm_partition.clone())?;
-    // sites that name their own executor in the factory file
     let mut routes = std::collections::BTreeMap::new();
     for site in &factory.sites {
         if let Some(kind) = &site.executor {

@@ -900,3 +900,40 @@ async fn a_restart_records_no_second_identical_wait_event() {
     drop(s2);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Executor names are the executor crate's: a site naming an unknown one
+/// stops the server at start with the factory, the site and the names it
+/// knows (the factory itself still loads, for `gigafab sim`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_site_executor_is_refused_by_name() {
+    let dir = fresh_dir("badexec");
+    let data = dir.join("data");
+    let f = dir.join("f.toml");
+    std::fs::write(
+        &f,
+        "name = \"two\"\n[[sites]]\nname = \"lab\"\nexecutor = \"k8s\"\n\
+         [[sites.pools]]\nname = \"p\"\naccelerator = \"h100\"\nnodes = 1\naccelerators_per_node = 4\n",
+    )
+    .unwrap();
+    let mut args = base_args(&data);
+    args.extend(["--factory".to_string(), f.display().to_string()]);
+    let err = match Server::start(&dir, &strs(&args), &[("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)]) {
+        Ok(_) => panic!("started with executor k8s"),
+        Err(e) => e,
+    };
+    assert!(
+        err.contains("site `lab`: executor `k8s` is not an executor (one of: local, slurm)"),
+        "{err}"
+    );
+    let sim = gigafab()
+        .args(["sim", "-q", "--factory"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(
+        sim.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sim.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

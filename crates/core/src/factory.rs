@@ -84,7 +84,8 @@ struct SiteFile {
     grid: Option<Spanned<String>>,
     /// Constant grid carbon intensity, gCO2e/kWh (instead of `grid`).
     carbon_g_per_kwh: Option<f64>,
-    /// Where `gigafab serve` runs this site's jobs: `local` or `slurm`.
+    /// Where `gigafab serve` runs this site's jobs: the name of one of
+    /// `gigafab_exec::BACKENDS` (checked where executors are built).
     executor: Option<String>,
     /// Slurm partition of this site's jobs.
     slurm_partition: Option<String>,
@@ -125,8 +126,9 @@ pub struct Site {
     pub power_budget_w: Option<f64>,
     /// Grid carbon intensity; none: carbon is not accounted.
     pub carbon: Option<std::sync::Arc<crate::carbon::CarbonSeries>>,
-    /// Executor of the site's jobs in `gigafab serve` (`local`, `slurm`);
-    /// none: the server's default.
+    /// Executor of the site's jobs in `gigafab serve` (a name of
+    /// `gigafab_exec::BACKENDS`, checked where executors are built); none:
+    /// the server's default.
     pub executor: Option<String>,
     /// Slurm partition of the site's jobs.
     pub slurm_partition: Option<String>,
@@ -305,16 +307,6 @@ impl Factory {
                 }
                 (None, None) => None,
             };
-            if let Some(e) = &s.executor
-                && e != "local"
-                && e != "slurm"
-            {
-                return Err(invalid(
-                    line,
-                    loc,
-                    format!("executor `{e}` is not local or slurm"),
-                ));
-            }
             sites.push(Site {
                 executor: s.executor.clone(),
                 slurm_partition: s.slurm_partition.clone(),

@@ -151,6 +151,22 @@ impl ExecError {
     }
 }
 
+/// The engines an executor can be built for, by name (`--executor`, and
+/// a site's `executor` in a factory file).
+pub const BACKENDS: &[&str] = &["local", "slurm"];
+
+/// `Err` with what the names are when `name` is not one of [`BACKENDS`].
+pub fn check_backend(name: &str) -> Result<(), String> {
+    if BACKENDS.contains(&name) {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not an executor (one of: {})",
+            BACKENDS.join(", ")
+        ))
+    }
+}
+
 /// An engine that runs jobs.
 pub trait Executor: Send + Sync {
     /// Short name (`local`, `slurm`).
