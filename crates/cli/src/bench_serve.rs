@@ -130,6 +130,7 @@ async fn start(b: &ServeBench, tag: &str) -> Result<Server> {
             ..Default::default()
         },
         telemetry: None,
+        clock: Arc::new(gigafab_server::time::SystemClock),
     };
     let r = gigafab_server::start(cfg).await?;
     Ok(Server {

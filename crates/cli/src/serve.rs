@@ -604,6 +604,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
                     .collect()
             })
             .unwrap_or_default(),
+        clock: Arc::new(gigafab_server::time::SystemClock),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -22,7 +22,7 @@ use crate::auth::Principal;
 use crate::ctl::{Action, JOB_COLUMNS, Shared, row_to_job};
 use crate::error::ApiError;
 use crate::model::{JobEvent, JobRow, TERMINAL};
-use crate::time::{now_ms, rfc3339};
+use crate::time::rfc3339;
 
 /// Largest request body, bytes.
 pub const MAX_BODY: usize = 1 << 20;
@@ -678,7 +678,7 @@ async fn get_job(
             .to_json(),
         );
     }
-    let mut v = job.to_json(now_ms());
+    let mut v = job.to_json(s.clock.now_ms());
     v["events"] = Value::Array(ev);
     Ok(Json(v).into_response())
 }
@@ -799,7 +799,7 @@ async fn list_jobs(
         };
     }
     let rows = query.bind(limit).fetch_all(&s.store.pool).await?;
-    let now = now_ms();
+    let now = s.clock.now_ms();
     let mut items = Vec::with_capacity(rows.len());
     let mut last = None;
     for r in &rows {

@@ -29,7 +29,7 @@ use crate::auth::{Principal, Role, hash_token, new_token};
 use crate::error::ApiError;
 use crate::model::*;
 use crate::store::Store;
-use crate::time::{now_ms, parse_rfc3339, rfc3339};
+use crate::time::{parse_rfc3339, rfc3339};
 
 /// Most accelerators one job may ask for.
 pub const MAX_GPUS: i64 = 65_536;
@@ -106,6 +106,8 @@ pub struct Shared {
     /// False once the controller has stopped other than by a stop request
     /// (a panic): `/health` fails and the server exits.
     pub controller_alive: std::sync::atomic::AtomicBool,
+    /// Where the controller and the API read the time.
+    pub clock: Arc<dyn crate::time::Clock>,
 }
 
 /// What the controller's loop measured, for `/health` and benchmarks.
@@ -150,7 +152,7 @@ impl Shared {
         let h = hash_token(token);
         let p = self.tokens.read().ok()?.get(&h).cloned()?;
         match p.expires_ms {
-            Some(e) if crate::time::now_ms() >= e => None,
+            Some(e) if self.clock.now_ms() >= e => None,
             _ => Some(p),
         }
     }
@@ -640,7 +642,7 @@ impl Controller {
 
     async fn load_rows(&mut self) -> Result<Option<String>, sqlx::Error> {
         let pool = self.shared.store.pool.clone();
-        let now = now_ms();
+        let now = self.shared.clock.now_ms();
         for r in sqlx::query("SELECT id, name, category, created_ms FROM orgs ORDER BY id")
             .fetch_all(&pool)
             .await?
@@ -1421,7 +1423,7 @@ impl Controller {
             let wait = if !self.ops.is_empty() || self.dirty || !self.launches.is_empty() {
                 Duration::ZERO
             } else {
-                let now = now_ms();
+                let now = self.shared.clock.now_ms();
                 let until = next_poll.min(next_sched) - now;
                 Duration::from_millis(until.clamp(1, tick_ms.max(1)) as u64)
             };
@@ -1444,7 +1446,7 @@ impl Controller {
                     Err(_) => break,
                 }
             }
-            let now = now_ms();
+            let now = self.shared.clock.now_ms();
             for c in batch.drain(..) {
                 self.handle(c, now);
             }
@@ -1502,7 +1504,7 @@ impl Controller {
                     }
                 }
             }
-            self.launch_pending(now_ms());
+            self.launch_pending(self.shared.clock.now_ms());
             if stopping {
                 // what was committed is answered and launched; the launches'
                 // handles are committed too, so the next start adopts them

@@ -42,6 +42,9 @@ pub struct ServeConfig {
     pub existing_job_dirs: Vec<i64>,
     /// Connection limits and timeouts.
     pub http: HttpLimits,
+    /// Where the controller and the API read the time
+    /// ([`time::SystemClock`] in the server).
+    pub clock: Arc<dyn time::Clock>,
 }
 
 /// What a client may hold of the server.
@@ -206,6 +209,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
         stats: Default::default(),
         metrics: Default::default(),
         controller_alive: std::sync::atomic::AtomicBool::new(true),
+        clock: cfg.clock,
     });
     let (controller, token) = ctl::Controller::load(cfg.ctl, shared.clone()).await?;
     if token.is_some() && !cfg.existing_job_dirs.is_empty() {
