@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+#[path = "common/openapi.rs"]
+mod openapi;
+
 const TOKEN: &str = "gf_test_bootstrap_token_0123456789";
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -33,6 +36,8 @@ struct App {
     http: reqwest::Client,
     /// Extra `serve` arguments.
     extra: Vec<String>,
+    /// The server's OpenAPI document, once fetched.
+    doc: std::sync::OnceLock<Value>,
 }
 
 /// The PostgreSQL variants are ignored by default and run with
@@ -85,6 +90,7 @@ impl App {
             db_url,
             http: reqwest::Client::new(),
             extra: Vec::new(),
+            doc: std::sync::OnceLock::new(),
         };
         app.start(Some(TOKEN));
         Some(app)
@@ -167,7 +173,32 @@ impl App {
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
         let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        // every answer a test receives fits the server's OpenAPI document
+        if path != "/api/v1/openapi.json" {
+            let doc = self.openapi().await;
+            if let Some(schema) = openapi::answer_schema(&doc, method, path, status)
+                && let Some(e) = openapi::check(&doc, schema, &v, "answer")
+            {
+                panic!("{method} {path} -> {status} disagrees with openapi.json: {e}\n{v:#}");
+            }
+        }
         (status, v)
+    }
+
+    /// The server's OpenAPI document (fetched once per app).
+    async fn openapi(&self) -> Value {
+        if let Some(d) = self.doc.get() {
+            return d.clone();
+        }
+        let r = self
+            .http
+            .get(format!("{}/api/v1/openapi.json", self.url))
+            .send()
+            .await
+            .expect("openapi.json");
+        let d: Value = r.json().await.expect("openapi.json is JSON");
+        let _ = self.doc.set(d.clone());
+        d
     }
 
     async fn get(&self, path: &str) -> Value {
