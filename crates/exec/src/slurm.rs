@@ -488,6 +488,12 @@ impl SlurmExecutor {
         {
             return Ok(Some(j));
         }
+        self.controller_memory(job, handle)
+    }
+
+    /// `scontrol show job`: the controller's memory of a job that left the
+    /// queue before accounting recorded it (or where there is none).
+    fn controller_memory(&self, job: i64, handle: &str) -> Result<Option<SlurmJob>, ExecError> {
         let s = self.run(
             job,
             "scontrol",
@@ -720,8 +726,13 @@ impl Executor for SlurmExecutor {
         runs.iter()
             .map(|(id, h)| match known.get(h) {
                 Some(j) => Ok(status_of(j)),
-                // without accounting: the controller's memory, run by run
-                None => self.poll(*id, h),
+                // not in accounting (yet): the controller's memory, run by run
+                None => match self.controller_memory(*id, h)? {
+                    Some(j) => Ok(status_of(&j)),
+                    None => Ok(RunStatus::Lost {
+                        message: format!("Slurm no longer knows job {h}"),
+                    }),
+                },
             })
             .collect()
     }
