@@ -26,7 +26,8 @@ pub(crate) struct Queued {
     /// The time limit if it has one, else the remaining ideal run time
     /// (to be multiplied by the pool's factor): what a reservation tests.
     pub est: f64,
-    /// The run time a reservation on the only candidate pool tests.
+    /// The run time a reservation on the only candidate pool tests
+    /// (`est`, times that pool's factor when it has no time limit).
     pub est1: f64,
     pub j: JobIdx,
     pub gpus: u32,
@@ -53,8 +54,10 @@ impl Queued {
         est: f64,
         limited: bool,
         pool1: u32,
-        est1: f64,
+        factor1: f64,
     ) -> Queued {
+        // the same product the pass computes for a pool's factor
+        let est1 = if limited { est } else { est * factor1 };
         Queued {
             key,
             submit,

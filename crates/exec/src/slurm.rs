@@ -937,17 +937,17 @@ mod tests {
                 .map(|v| v.trim_start_matches(" = ").parse().unwrap())
                 .collect()
         };
-        let cpus: u64 = field("nodes")
-            .iter()
-            .zip(field("cpus_per_node"))
-            .map(|(n, c)| n * c)
-            .sum();
+        // Σ nodes × per-node `k` over the pools
+        let total = |k: &str| -> u64 {
+            field("nodes")
+                .iter()
+                .zip(field(k))
+                .map(|(n, c)| n * c)
+                .sum()
+        };
+        let cpus = total("cpus_per_node");
         assert_eq!(cpus, 2 + 2 + 8, "{t}");
-        let gpus: u64 = field("nodes")
-            .iter()
-            .zip(field("accelerators_per_node"))
-            .map(|(n, c)| n * c)
-            .sum();
+        let gpus = total("accelerators_per_node");
         assert_eq!(gpus, 8 + 4 + 8, "{t}");
         assert!(
             t.contains("accelerator = \"mi300x\"\nnodes = 1\naccelerators_per_node = 4\ncpus_per_node = 1\nmemory_gb_per_node = 10"),
