@@ -118,6 +118,7 @@ async fn start(b: &ServeBench, tag: &str) -> Result<Server> {
         ctl: CtlConfig {
             factory: b.factory.clone(),
             policy,
+            throughputs: gigafab_core::Throughputs::new(),
             tick: Duration::from_millis(1000),
             poll: Duration::from_millis(1000),
             bootstrap_token: Some(token.clone()),

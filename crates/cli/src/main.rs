@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use gigafab_core::{AllocationSpec, Factory, JobSpec, Policy, PolicyKind, Throughputs};
+use gigafab_core::{AllocationSpec, Factory, JobSpec, PolicyKind};
 use gigafab_twin::workload::{self, Format, synth};
 use gigafab_twin::{Failures, SimConfig, simulate};
 use std::path::{Path, PathBuf};
@@ -11,6 +11,7 @@ mod agent;
 mod bench;
 mod bench_serve;
 mod client;
+mod profile;
 mod serve;
 
 /// Operating platform for AI factories: scheduler, digital twin and tools.
@@ -82,13 +83,6 @@ struct SimArgs {
     /// Format of the workload file.
     #[arg(long, value_enum, default_value = "native")]
     workload_format: WorkloadFormat,
-    /// Throughput matrix: Gavel's simulation_throughputs.json or a CSV
-    /// `job_type,accelerator,gpus,steps_per_s`.
-    #[arg(long)]
-    throughputs: Option<PathBuf>,
-    /// Scheduling policy.
-    #[arg(long, default_value = "backfill", value_parser = parse_policy)]
-    policy: PolicyKind,
     /// Seed of every random draw (failures).
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -114,40 +108,15 @@ struct SimArgs {
     /// Hours until a failed accelerator is repaired.
     #[arg(long, default_value_t = 4.0)]
     repair_hours: f64,
-    /// Times a job hit by an accelerator failure is requeued (from its last
-    /// checkpoint, or from the start without one) before it fails.
-    #[arg(long, default_value_t = 5)]
-    max_requeues: u32,
-    /// A preempted job keeps only the work of its periodic checkpoints
-    /// (`checkpoint_s`), instead of saving all its progress as it stops.
-    #[arg(long)]
-    preempt_restart: bool,
-    /// Seconds a job preempted with its progress spends restoring it when
-    /// it runs again.
-    #[arg(long, default_value_t = 30.0)]
-    restore_overhead: f64,
     /// Allocations TOML file (`[[allocations]]` entries); tenants without one
     /// get an unlimited allocation.
     #[arg(long)]
     allocations: Option<PathBuf>,
-    /// Seconds between backfill passes (0: at every event).
-    #[arg(long)]
-    backfill_interval: Option<f64>,
     /// Hide the progress bar.
     #[arg(long, short)]
     quiet: bool,
-    /// Carbon-aware scheduling: jobs with a deadline start in low-carbon
-    /// hours and at the lower-carbon site (never missing the deadline for it).
-    #[arg(long)]
-    carbon_aware: bool,
-    /// Let jobs start power-capped (slower) when a site's power budget would
-    /// otherwise keep them waiting.
-    #[arg(long)]
-    power_capping: bool,
-    /// Among the accelerator types a job may use, prefer the one with the
-    /// lowest energy to solution (run time × power).
-    #[arg(long)]
-    energy_aware: bool,
+    #[command(flatten)]
+    sched: profile::SchedArgs,
     /// Calendar time of the simulation's time 0 (carbon series line up with
     /// it), RFC 3339.
     #[arg(long, default_value = "2023-01-01T00:00:00Z")]
@@ -339,13 +308,6 @@ pub fn load_factory(path: Option<&Path>) -> Result<Factory> {
     })
 }
 
-fn load_throughputs(path: Option<&Path>) -> Result<Throughputs> {
-    Ok(match path {
-        Some(p) => workload::throughputs::load(p)?,
-        None => Throughputs::new(),
-    })
-}
-
 /// Guesses a workload file's format from its first meaningful line.
 fn sniff_format(path: &Path) -> Option<WorkloadFormat> {
     let text = gigafab_core::builtin::read_to_string(path).ok()?;
@@ -456,7 +418,7 @@ pub fn progress_bar(quiet: bool) -> indicatif::ProgressBar {
 fn cmd_sim(a: SimArgs) -> Result<()> {
     let mut factory = load_factory(a.factory.as_deref())?;
     apply_site_overrides(&mut factory, &a.grid, &a.power_budget)?;
-    let throughputs = load_throughputs(a.throughputs.as_deref())?;
+    let (mut policy, throughputs) = a.sched.resolve(&factory)?;
     let jobs = match &a.workload {
         Some(w) => read_workload(w, a.workload_format)?,
         None => {
@@ -467,25 +429,9 @@ fn cmd_sim(a: SimArgs) -> Result<()> {
             synth::generate(&p, None, None)?
         }
     };
-    let mut policy = Policy::new(a.policy);
-    policy.carbon_aware = a.carbon_aware;
-    policy.power_capping = a.power_capping;
-    policy.energy_aware = a.energy_aware;
-    policy.max_requeues = a.max_requeues;
-    policy.checkpoint_on_preempt = !a.preempt_restart;
-    if !(a.restore_overhead.is_finite() && a.restore_overhead >= 0.0) {
-        bail!("--restore-overhead must be a number of seconds >= 0");
-    }
-    policy.restore_overhead_s = a.restore_overhead;
     policy.calendar_start_s = gigafab_core::time::parse_rfc3339(&a.start_date)
         .map_err(|e| anyhow::anyhow!("--start-date: {e}"))? as f64
         / 1000.0;
-    if let Some(b) = a.backfill_interval {
-        if !(b.is_finite() && b >= 0.0) {
-            bail!("--backfill-interval must be >= 0");
-        }
-        policy.backfill_interval_s = b;
-    }
     if !(a.failure_rate.is_finite() && a.failure_rate >= 0.0) {
         bail!("--failure-rate must be a number >= 0");
     }

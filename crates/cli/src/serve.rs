@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use gigafab_core::{Factory, Policy};
+use gigafab_core::Factory;
 use gigafab_exec::LocalExecutor;
 use gigafab_server::{CtlConfig, ServeConfig, store};
 
@@ -33,9 +33,8 @@ pub struct ServeArgs {
     /// 4 virtual H100 and 4 virtual MI300X].
     #[arg(long, env = "GIGAFAB_FACTORY")]
     factory: Option<PathBuf>,
-    /// Scheduling policy: fifo, backfill, fairshare, las or hetero.
-    #[arg(long, env = "GIGAFAB_POLICY", default_value = "fairshare")]
-    policy: String,
+    #[command(flatten)]
+    sched: crate::profile::SchedArgs,
     /// File holding the first admin token (instead of a random one shown
     /// once); the variable GIGAFAB_BOOTSTRAP_TOKEN gives the token itself.
     #[arg(long, env = "GIGAFAB_BOOTSTRAP_TOKEN_FILE")]
@@ -213,7 +212,8 @@ pub fn with_config(
             ),
         };
         // paths in the file are relative to the file
-        let v = if ["data-dir", "factory", "bootstrap-token-file"].contains(&long.as_str())
+        let v = if ["data-dir", "factory", "bootstrap-token-file", "throughputs"]
+            .contains(&long.as_str())
             && !v.starts_with(gigafab_core::builtin::PREFIX)
             && std::path::Path::new(&v).is_relative()
         {
@@ -430,16 +430,10 @@ pub fn run(a: ServeArgs) -> Result<()> {
         Some(p) => Factory::load(p)?,
         None => Factory::load(std::path::Path::new("builtin:local"))?,
     };
-    let mut policy = Policy::by_name(&a.policy).with_context(|| {
-        format!(
-            "unknown policy `{}` (fifo, backfill, fairshare, las, hetero)",
-            a.policy
-        )
-    })?;
-    // live: a job waits at most one pass for backfill, and a running
-    // process is never preempted (see docs/server.md)
-    policy.backfill_interval_s = 0.0;
-    policy.preemption = false;
+    // the same profile as the twin's (docs/server.md); the server's clock
+    // is calendar time already
+    let (mut policy, throughputs) = a.sched.resolve(&factory)?;
+    policy.calendar_start_s = 0.0;
     if !(a.kill_grace.is_finite() && (0.0..=3600.0).contains(&a.kill_grace)) {
         bail!("--kill-grace must be within 0..=3600 seconds");
     }
@@ -577,6 +571,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         ctl: CtlConfig {
             factory: factory.clone(),
             policy,
+            throughputs,
             tick: Duration::from_millis(a.tick_ms.clamp(10, 60_000)),
             poll: Duration::from_millis(a.poll_ms.clamp(10, 60_000)),
             bootstrap_token: bootstrap_token(&a)?,

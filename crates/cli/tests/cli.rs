@@ -802,7 +802,7 @@ fn factory_show_gigafactory_json() {
 fn sim_without_arguments_prints_table() {
     let o = run_ok(&["sim"]);
     let out = stdout(&o);
-    for s in ["utilization", "backfill", "mixed-small", "1000 submitted"] {
+    for s in ["utilization", "fairshare", "mixed-small", "1000 submitted"] {
         assert!(out.contains(s), "table lacks `{s}`:\n{out}");
     }
 }

@@ -118,6 +118,7 @@ async fn the_controller_runs_on_the_clock_it_is_given() {
         ctl: CtlConfig {
             factory,
             policy: Policy::by_name("backfill").unwrap(),
+            throughputs: gigafab_core::Throughputs::new(),
             tick: Duration::from_millis(20),
             poll: Duration::from_millis(20),
             bootstrap_token: Some(TOKEN.into()),

@@ -1581,3 +1581,72 @@ async fn measured_energy_from_telemetry() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a telemetry replay"));
 }
+
+/// Live preemption, as the twin models it: a high-priority job takes the
+/// accelerators of a running preemptible one; that run is stopped (SIGTERM,
+/// so it can checkpoint), the job waits, then runs again in the same
+/// directory and completes, charged for both runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_preemption_requeues_and_restarts() {
+    let app = App::spawn(Db::Sqlite, "preempt").await.unwrap();
+    // each run counts itself in its working directory; the first waits
+    // to be stopped, the second ends at once
+    let low = sh(
+        "n=$(cat runs 2>/dev/null || echo 0); n=$((n+1)); echo $n > runs; echo run $n; \
+                  [ $n -ge 2 ] && exit 0; trap 'echo stopping; exit 143' TERM; sleep 60 & wait",
+    );
+    let (s, a) = app
+        .submit(
+            TOKEN,
+            json!({"allocation": 1, "gpus": 4, "type": "h100", "preemptible": true, "command": low}),
+        )
+        .await;
+    assert_eq!(s, 201, "{a}");
+    let a = a["id"].as_i64().unwrap();
+    app.wait_state(a, &["running"], 10).await;
+    let t = Instant::now();
+    while !app.logs(a, "").await.contains("run 1") {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the first run never began"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (s, b) = app
+        .submit(
+            TOKEN,
+            json!({"allocation": 1, "gpus": 4, "type": "h100", "priority": 10, "command": sh("sleep 0.5")}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let b = b["id"].as_i64().unwrap();
+    let jb = app.wait_state(b, &["completed"], 20).await;
+    let ja = app.wait_state(a, &["completed"], 20).await;
+    let ev = events(&ja);
+    let kinds: Vec<&str> = ev.iter().map(|e| e.0.as_str()).collect();
+    let p = kinds
+        .iter()
+        .position(|k| *k == "preempted")
+        .unwrap_or_else(|| panic!("{ev:?}"));
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "started").count(),
+        2,
+        "two runs: {ev:?}"
+    );
+    assert!(
+        kinds[p + 1..].contains(&"started"),
+        "started again after: {ev:?}"
+    );
+    // the second run began after the high-priority job had the accelerators
+    assert!(ja["started_at"].as_str().unwrap() >= jb["started_at"].as_str().unwrap());
+    let log = app.logs(a, "").await;
+    for line in ["run 1", "stopping", "run 2"] {
+        assert!(log.contains(line), "{line} not in the log:\n{log}");
+    }
+    assert_eq!(ja["exit_code"], 0);
+    // charged for both runs: the first lasted at least until b was submitted
+    assert!(ja["gpu_hours"].as_f64().unwrap_or(0.0) > 0.0, "{ja:#}");
+    let (_, m) = app.call("GET", "/metrics", Some(TOKEN), None).await;
+    let m = m.as_str().unwrap_or_default().to_string();
+    assert!(m.contains("gigafab_jobs_preempted_total 1"), "{m}");
+}

@@ -29,6 +29,9 @@
 //! scale_up_domain = 8       # accelerators per NVLink/xGMI island
 //! nodes_per_leaf = 8        # nodes per leaf switch
 //! node_watts = 5600         # node power besides accelerators (default: half their peak)
+//!
+//! [scheduler]               # optional: see crate::profile
+//! policy = "fairshare"
 //! ```
 
 use crate::catalog::{AcceleratorType, Catalog, TypeIdx};
@@ -70,6 +73,8 @@ struct FactoryFile {
     accelerators: Vec<Spanned<AcceleratorType>>,
     #[serde(default)]
     sites: Vec<Spanned<SiteFile>>,
+    /// How the factory is scheduled, in the twin and live alike.
+    scheduler: Option<Spanned<crate::profile::SchedulerProfile>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -170,6 +175,9 @@ pub struct Factory {
     pub catalog: Catalog,
     pub sites: Vec<Site>,
     pub pools: Vec<Pool>,
+    /// The file's `[scheduler]` section (throughputs resolved against the
+    /// file's directory); empty when it has none.
+    pub scheduler: crate::profile::SchedulerProfile,
 }
 
 /// Most nodes a factory may hold (node indexes are `u32`; this bound keeps
@@ -416,7 +424,37 @@ impl Factory {
                 next_node += p.nodes as u64;
             }
         }
+        let scheduler = match file.scheduler {
+            None => crate::profile::SchedulerProfile::default(),
+            Some(sp) => {
+                let start = sp.span().start;
+                let mut sp = sp.into_inner();
+                sp.policy().map_err(|m| {
+                    // the line of the key at fault, within the section
+                    let key = m.split(':').next().filter(|k| !k.contains(' '));
+                    let key = key.unwrap_or("policy");
+                    let at = text[start..]
+                        .lines()
+                        .scan(start, |off, l| {
+                            let here = *off;
+                            *off += l.len() + 1;
+                            Some((here, l))
+                        })
+                        .find(|(_, l)| l.trim_start().starts_with(key))
+                        .map_or(start, |(o, _)| o);
+                    invalid(line_col(text, at).0, "scheduler".into(), m)
+                })?;
+                if let Some(t) = &sp.throughputs
+                    && !t.starts_with(crate::builtin::PREFIX)
+                {
+                    let base = Path::new(path).parent().unwrap_or(Path::new("."));
+                    sp.throughputs = Some(base.join(t).display().to_string());
+                }
+                sp
+            }
+        };
         Ok(Factory {
+            scheduler,
             name: file.name.unwrap_or_else(|| {
                 Path::new(path)
                     .file_stem()
@@ -494,6 +532,30 @@ nodes_per_leaf = 18
         assert_eq!(f.pools[1].domain_nodes, 18);
         assert_eq!(f.pools[1].first_node, 4);
         assert_eq!(f.nodes(), 40);
+    }
+
+    #[test]
+    fn scheduler_section() {
+        let f = Factory::parse(SMALL, "t.toml").unwrap();
+        assert_eq!(f.scheduler, crate::profile::SchedulerProfile::default());
+        let with = format!(
+            "{SMALL}[scheduler]\npolicy = \"backfill\"\nbackfill_interval_s = 0\nthroughputs = \"tp.csv\"\n"
+        );
+        let f = Factory::parse(&with, "dir/t.toml").unwrap();
+        assert_eq!(f.scheduler.policy.as_deref(), Some("backfill"));
+        assert_eq!(f.scheduler.throughputs.as_deref(), Some("dir/tp.csv"));
+        let p = f.scheduler.policy().unwrap();
+        assert_eq!(p.backfill_interval_s, 0.0);
+        // a bad value or an unknown key is named with its line
+        let bad = format!("{SMALL}\n[scheduler]\npolicy = \"lottery\"\n");
+        let e = Factory::parse(&bad, "t.toml").unwrap_err().to_string();
+        assert!(
+            e.contains("t.toml:20:") && e.contains("unknown policy `lottery`"),
+            "{e}"
+        );
+        let bad = format!("{SMALL}[scheduler]\npreempt = true\n");
+        let e = Factory::parse(&bad, "t.toml").unwrap_err().to_string();
+        assert!(e.contains("unknown field `preempt`"), "{e}");
     }
 
     #[test]

@@ -83,11 +83,14 @@ pub enum Action {
     Metrics,
 }
 
+/// What the controller answers a command: a status and a body, or an error.
+pub type Answer = Result<(StatusCode, Value), ApiError>;
+
 /// A request with its caller and where to answer.
 pub struct Cmd {
     pub who: Principal,
     pub action: Action,
-    pub reply: oneshot::Sender<Result<(StatusCode, Value), ApiError>>,
+    pub reply: oneshot::Sender<Answer>,
 }
 
 /// State shared with the HTTP handlers.
@@ -163,6 +166,9 @@ impl Shared {
 pub struct CtlConfig {
     pub factory: Factory,
     pub policy: Policy,
+    /// Throughputs of job types on accelerator types (the `hetero` policy
+    /// and jobs given in steps); empty: every type runs at its nominal speed.
+    pub throughputs: Throughputs,
     /// Longest time between scheduling passes.
     pub tick: Duration,
     /// Time between polls of running jobs.
@@ -390,6 +396,17 @@ pub struct Controller {
     /// Jobs whose earlier launch may have reached the engine: their next
     /// launch looks for that run first.
     retry: std::collections::HashSet<i64>,
+    /// Runs of preempted jobs that were asked to stop and have not yet
+    /// (job, run handle): polled until they end; the job is not launched
+    /// again before.
+    stopping: HashMap<i64, String>,
+    /// When the loop polls the runs next, and schedules next (ms).
+    next_poll: i64,
+    next_sched: i64,
+    /// The core's last wake-up request (ms).
+    wake: Option<i64>,
+    /// Commits failed in a row (the loop backs off).
+    failed_commits: u32,
     /// The node whose devices the telemetry reports.
     tele_node: Option<u32>,
     tele_failed: bool,
@@ -593,7 +610,7 @@ impl Controller {
         shared: Arc<Shared>,
     ) -> Result<(Controller, Option<String>), sqlx::Error> {
         let policy = cfg.policy.clone();
-        let core = SchedCore::new(cfg.factory.clone(), policy, Throughputs::new());
+        let core = SchedCore::new(cfg.factory.clone(), policy, cfg.throughputs.clone());
         let mut node_names = Vec::new();
         let mut devices = Vec::new();
         for p in &cfg.factory.pools {
@@ -631,6 +648,11 @@ impl Controller {
             meter: gigafab_telemetry::EnergyMeter::new(),
             relaunch: Vec::new(),
             retry: std::collections::HashSet::new(),
+            stopping: HashMap::new(),
+            next_poll: 0,
+            next_sched: 0,
+            wake: None,
+            failed_commits: 0,
             tele_node: None,
             tele_failed: false,
             writer: None,
@@ -1415,16 +1437,12 @@ impl Controller {
         let mut stop_gone = false;
         let mut batch: Vec<Cmd> = Vec::new();
         let tick_ms = self.cfg.tick.as_millis() as i64;
-        let poll_ms = self.cfg.poll.as_millis() as i64;
-        let mut next_poll = 0i64;
-        let mut next_sched = 0i64;
-        let mut failed_commits = 0u32;
         loop {
             let wait = if !self.ops.is_empty() || self.dirty || !self.launches.is_empty() {
                 Duration::ZERO
             } else {
                 let now = self.shared.clock.now_ms();
-                let until = next_poll.min(next_sched) - now;
+                let until = self.next_poll.min(self.next_sched) - now;
                 Duration::from_millis(until.clamp(1, tick_ms.max(1)) as u64)
             };
             tokio::select! {
@@ -1447,64 +1465,9 @@ impl Controller {
                 }
             }
             let now = self.shared.clock.now_ms();
-            for c in batch.drain(..) {
-                self.handle(c, now);
+            if !self.turn(now, &mut batch).await {
+                continue;
             }
-            if now >= next_poll {
-                self.poll_runs(now);
-                next_poll = now + poll_ms;
-            }
-            if self.dirty || now >= next_sched {
-                let t = std::time::Instant::now();
-                let wake = self.schedule(now);
-                let us = t.elapsed().as_micros() as u64;
-                self.shared
-                    .metrics
-                    .schedule_pass_seconds
-                    .observe(us as f64 / 1e6);
-                if let Ok(mut st) = self.shared.stats.lock() {
-                    st.passes += 1;
-                    let q = (self.core.queued(), self.core.n_running, us);
-                    LoopStats::push(&mut st.recent_passes, q);
-                }
-                self.dirty = false;
-                next_sched = now + tick_ms;
-                if let Some(w) = wake {
-                    next_sched = next_sched.min(w.max(now + 1));
-                }
-            }
-            if self.ops.is_empty() {
-                self.answer(None);
-            } else {
-                let n = self.ops.len();
-                let t = std::time::Instant::now();
-                match self.commit().await {
-                    Ok(()) => {
-                        failed_commits = 0;
-                        let us = t.elapsed().as_micros() as u64;
-                        self.shared.metrics.commit_seconds.observe(us as f64 / 1e6);
-                        if let Ok(mut st) = self.shared.stats.lock() {
-                            st.commits += 1;
-                            st.committed_ops += n as u64;
-                            LoopStats::push(&mut st.recent_commits, (n, us));
-                        }
-                        self.answer(None)
-                    }
-                    Err(e) => {
-                        let err = ApiError::store(&e);
-                        self.answer(Some(err));
-                        self.launches.clear();
-                        self.reload().await;
-                        // a store that keeps failing (a full disk) is
-                        // retried at most once a second, not in a hot loop
-                        failed_commits += 1;
-                        let pause = 50u64 << failed_commits.min(5);
-                        tokio::time::sleep(Duration::from_millis(pause.min(1_000))).await;
-                        continue;
-                    }
-                }
-            }
-            self.launch_pending(self.shared.clock.now_ms());
             if stopping {
                 // what was committed is answered and launched; the launches'
                 // handles are committed too, so the next start adopts them
@@ -1518,6 +1481,94 @@ impl Controller {
                 return;
             }
         }
+    }
+
+    /// One turn of the loop at `now`: take the commands, poll the runs
+    /// (when due), schedule (when due or something changed), commit,
+    /// answer, launch. False when the commit failed: the commands were
+    /// answered with the store's error and the state reloaded from it.
+    async fn turn(&mut self, now: i64, batch: &mut Vec<Cmd>) -> bool {
+        let tick_ms = self.cfg.tick.as_millis() as i64;
+        for c in batch.drain(..) {
+            self.handle(c, now);
+        }
+        if now >= self.next_poll {
+            self.poll_runs(now);
+            self.next_poll = now + self.cfg.poll.as_millis() as i64;
+        }
+        if self.dirty || now >= self.next_sched {
+            let t = std::time::Instant::now();
+            let wake = self.schedule(now);
+            let us = t.elapsed().as_micros() as u64;
+            self.shared
+                .metrics
+                .schedule_pass_seconds
+                .observe(us as f64 / 1e6);
+            if let Ok(mut st) = self.shared.stats.lock() {
+                st.passes += 1;
+                let q = (self.core.queued(), self.core.n_running, us);
+                LoopStats::push(&mut st.recent_passes, q);
+            }
+            self.dirty = false;
+            self.wake = wake;
+            self.next_sched = now + tick_ms;
+            if let Some(w) = wake {
+                self.next_sched = self.next_sched.min(w.max(now + 1));
+            }
+        }
+        if self.ops.is_empty() {
+            self.answer(None);
+        } else {
+            let n = self.ops.len();
+            let t = std::time::Instant::now();
+            match self.commit().await {
+                Ok(()) => {
+                    self.failed_commits = 0;
+                    let us = t.elapsed().as_micros() as u64;
+                    self.shared.metrics.commit_seconds.observe(us as f64 / 1e6);
+                    if let Ok(mut st) = self.shared.stats.lock() {
+                        st.commits += 1;
+                        st.committed_ops += n as u64;
+                        LoopStats::push(&mut st.recent_commits, (n, us));
+                    }
+                    self.answer(None)
+                }
+                Err(e) => {
+                    let err = ApiError::store(&e);
+                    self.answer(Some(err));
+                    self.launches.clear();
+                    let failed = self.failed_commits + 1;
+                    self.reload().await;
+                    self.failed_commits = failed;
+                    // a store that keeps failing (a full disk) is retried
+                    // at most once a second, not in a hot loop
+                    let pause = 50u64 << failed.min(5);
+                    tokio::time::sleep(Duration::from_millis(pause.min(1_000))).await;
+                    return false;
+                }
+            }
+        }
+        self.launch_pending(self.shared.clock.now_ms());
+        true
+    }
+
+    /// One whole turn at `now` (tests and the twin/controller conformance):
+    /// the commands sent so far, a poll of every run and a scheduling
+    /// pass, whatever the loop's timers say. Time is only what `now` says.
+    pub async fn step(&mut self, now: i64, rx: &mut mpsc::Receiver<Cmd>) -> bool {
+        let mut batch = Vec::new();
+        while let Ok(c) = rx.try_recv() {
+            batch.push(c);
+        }
+        self.next_poll = now;
+        self.next_sched = now;
+        self.turn(now, &mut batch).await
+    }
+
+    /// When the last scheduling pass asked to be called again (ms), even
+    /// if nothing happens before.
+    pub fn wakeup(&self) -> Option<i64> {
+        self.wake
     }
 
     fn answer(&mut self, err: Option<ApiError>) {
@@ -2707,8 +2758,11 @@ impl Controller {
         let w = j.spec.billing_weight.unwrap_or(1.0);
         let (gpus, alloc_id) = (j.row.gpus as f64, j.row.alloc_id);
         let started = j.row.started_ms;
+        // this run's use (a preempted job's earlier runs are in gpu_s already)
+        let mut charged = 0.0;
         if was_running && let Some(s) = started {
-            j.row.gpu_s = w * gpus * (now - s).max(0) as f64 / 1000.0;
+            charged = w * gpus * (now - s).max(0) as f64 / 1000.0;
+            j.row.gpu_s += charged;
         }
         j.row.state = state.into();
         j.row.energy_j = energy_j;
@@ -2717,7 +2771,6 @@ impl Controller {
         j.row.exit_code = exit_code;
         j.row.ended_ms = Some(now);
         j.row.reason = Some(message);
-        let charged = j.row.gpu_s;
         for (n, i) in devices {
             if let Some(d) = self.devices[n as usize].get_mut(i as usize) {
                 *d = None;
@@ -2751,6 +2804,67 @@ impl Controller {
         self.dirty = true;
     }
 
+    /// A run the scheduler preempted for a job of higher priority: its
+    /// accelerators went to that job in the same pass. The run is asked to
+    /// stop (SIGTERM, the grace to checkpoint, then SIGKILL; `scancel` on
+    /// Slurm), its use so far is charged, and the job waits in the queue
+    /// again; it is launched anew, from its own checkpoint, once the old
+    /// run has ended.
+    fn preempt_job(&mut self, id: i64, now: i64) {
+        let Some(j) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        let handle = j.row.handle.take();
+        let devices = std::mem::take(&mut j.devices);
+        let w = j.spec.billing_weight.unwrap_or(1.0);
+        let (gpus, alloc_id) = (j.row.gpus as f64, j.row.alloc_id);
+        let started = j.row.started_ms.unwrap_or(now);
+        let used = w * gpus * (now - started).max(0) as f64 / 1000.0;
+        j.row.gpu_s += used;
+        j.row.state = "queued".into();
+        j.row.accelerators = None;
+        j.row.reason = Some("preempted: waiting to run again".into());
+        j.meter_start.clear();
+        let cancel_requested = j.cancel_requested;
+        for (n, i) in devices {
+            if let Some(d) = self.devices[n as usize].get_mut(i as usize) {
+                *d = None;
+            }
+        }
+        if let Some(a) = self.allocs.get_mut(&alloc_id) {
+            a.running = a.running.saturating_sub(1);
+            a.queued += 1;
+            a.run_rate = (a.run_rate - w * gpus).max(0.0);
+            a.run_start_sum = (a.run_start_sum - w * gpus * started as f64).max(0.0);
+            if a.running == 0 {
+                a.run_rate = 0.0;
+                a.run_start_sum = 0.0;
+            }
+            a.used_gpu_s += used;
+            let (aid, u, e, c) = (a.id, a.used_gpu_s, a.energy_j, a.carbon_g);
+            self.ops.push(op(
+                "UPDATE allocations SET used_gpu_s = $2, energy_j = $3, carbon_g = $4 WHERE id = $1",
+                vec![Arg::I(aid), Arg::F(u), Arg::F(e), Arg::F(c)],
+            ));
+        }
+        self.launches.retain(|&l| l != id);
+        if let Some(h) = handle {
+            if !cancel_requested && let Err(e) = self.shared.executor.cancel(id, &h) {
+                tracing::warn!("job {id}: stopping its preempted run: {e}");
+            }
+            self.stopping.insert(id, h);
+        }
+        self.update_job_op(id);
+        self.event(
+            id,
+            now,
+            "preempted",
+            "preempted by a job of higher priority: its run is stopped and it waits to run again"
+                .into(),
+        );
+        self.shared.metrics.jobs_preempted.inc();
+    }
+
     /// Asks the executor how running jobs are doing.
     fn poll_runs(&mut self, now: i64) {
         self.sample_telemetry();
@@ -2766,15 +2880,28 @@ impl Controller {
                 .extend(due.into_iter().filter(|id| self.jobs.contains_key(id)));
         }
         let exec = self.shared.executor.clone();
-        let running: Vec<(i64, String)> = self
+        let mut running: Vec<(i64, String)> = self
             .jobs
             .values()
             .filter(|j| j.row.state == "running")
             .filter_map(|j| j.row.handle.clone().map(|h| (j.row.id, h)))
             .collect();
+        let live = running.len();
+        running.extend(self.stopping.iter().map(|(&id, h)| (id, h.clone())));
         // one query per engine for all its runs
         let states = exec.poll_all(&running);
-        for ((id, _), st) in running.into_iter().zip(states) {
+        for (k, ((id, _), st)) in running.into_iter().zip(states).enumerate() {
+            if k >= live {
+                // a preempted run: gone once it has ended, whatever its end
+                match st {
+                    Ok(RunStatus::Running) => {}
+                    Err(e) if e.is_transient() => {}
+                    _ => {
+                        self.stopping.remove(&id);
+                    }
+                }
+                continue;
+            }
             match st {
                 Ok(RunStatus::Running) => {}
                 Ok(RunStatus::Exited(rec)) => {
@@ -2817,8 +2944,8 @@ impl Controller {
             self.start_job(id, j, now);
         }
         for &(j, _) in &dec.preempted {
-            // preemption is off in the live server (see docs/server.md)
-            tracing::warn!("unexpected preemption of job index {j}");
+            let id = self.core_job.get(j as usize).copied().unwrap_or(0);
+            self.preempt_job(id, now);
         }
         self.record_waits(now);
         dec.wakeup.map(|w| (w * 1000.0) as i64)
@@ -2998,6 +3125,15 @@ impl Controller {
             let Some(j) = self.jobs.get(&id) else {
                 continue;
             };
+            if j.row.state != "running" {
+                continue;
+            }
+            if self.stopping.contains_key(&id) {
+                // its preempted run is still stopping: one engine run at a time
+                self.relaunch
+                    .push((id, now + self.cfg.poll.as_millis() as i64));
+                continue;
+            }
             let accels: Vec<AssignedAccel> = j
                 .devices
                 .iter()

@@ -187,7 +187,7 @@ impl Running {
 /// Binds, then opens the store, loads and adopts, and starts serving. The
 /// listener comes first: a busy port fails the start before anything is
 /// created (a first start's admin token is never made and lost).
-pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
+pub async fn start(mut cfg: ServeConfig) -> Result<Running, ServeError> {
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|e| ServeError::Listen {
@@ -198,36 +198,29 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
         addr: cfg.listen,
         source: e,
     })?;
-    let store = Store::open(&cfg.database_url).await?;
-    let (tx, rx) = mpsc::channel(4096);
-    let shared = Arc::new(ctl::Shared {
-        store: store.clone(),
-        tokens: RwLock::new(HashMap::new()),
-        tx,
-        executor: cfg.executor,
-        telemetry: cfg.telemetry,
-        stats: Default::default(),
-        metrics: Default::default(),
-        controller_alive: std::sync::atomic::AtomicBool::new(true),
-        clock: cfg.clock,
-    });
-    let (controller, token) = ctl::Controller::load(cfg.ctl, shared.clone()).await?;
-    if token.is_some() && !cfg.existing_job_dirs.is_empty() {
+    let existing_job_dirs = std::mem::take(&mut cfg.existing_job_dirs);
+    let http = cfg.http;
+    let opened = open(cfg).await?;
+    let (controller, shared, rx, token) = (
+        opened.controller,
+        opened.shared,
+        opened.rx,
+        opened.first_token,
+    );
+    let store = shared.store.clone();
+    let cfg_dirs = existing_job_dirs;
+    if token.is_some() && !cfg_dirs.is_empty() {
         // nothing of the first start was committed yet
         return Err(ServeError::StoreLost {
-            job_dirs: cfg.existing_job_dirs.len(),
+            job_dirs: cfg_dirs.len(),
         });
     }
     let store_max = controller.max_job_id();
-    let missing = cfg
-        .existing_job_dirs
-        .iter()
-        .filter(|&&id| id > store_max)
-        .count();
+    let missing = cfg_dirs.iter().filter(|&&id| id > store_max).count();
     if missing > 0 {
         return Err(ServeError::StoreBehind {
             store_max,
-            dir_max: cfg.existing_job_dirs.iter().copied().max().unwrap_or(0),
+            dir_max: cfg_dirs.iter().copied().max().unwrap_or(0),
             missing,
         });
     }
@@ -235,7 +228,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
     let controller = tokio::spawn(controller.run(rx, ctl_rx));
     let (stop_http, http_rx) = watch::channel(false);
     let app = api::router(shared.clone());
-    let server = tokio::spawn(serve_http(listener, app, cfg.http, http_rx));
+    let server = tokio::spawn(serve_http(listener, app, http, http_rx));
     Ok(Running {
         addr,
         store: store.kind,
@@ -246,6 +239,44 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
         controller,
         stop_http,
         stop_ctl,
+    })
+}
+
+/// A controller loaded from its store, not yet running: what [`start`]
+/// runs, and what tests drive turn by turn ([`ctl::Controller::step`]).
+pub struct Opened {
+    pub controller: ctl::Controller,
+    /// Commands go in through `shared.tx` ...
+    pub shared: Arc<ctl::Shared>,
+    /// ... and come out here.
+    pub rx: mpsc::Receiver<ctl::Cmd>,
+    /// A first start's new admin token (empty when one was given).
+    pub first_token: Option<String>,
+}
+
+/// Opens the store and loads the controller (adopting recorded runs),
+/// without a listener or a loop. `cfg.listen`, `cfg.http` and
+/// `cfg.existing_job_dirs` are not read.
+pub async fn open(cfg: ServeConfig) -> Result<Opened, ServeError> {
+    let store = Store::open(&cfg.database_url).await?;
+    let (tx, rx) = mpsc::channel(4096);
+    let shared = Arc::new(ctl::Shared {
+        store,
+        tokens: RwLock::new(HashMap::new()),
+        tx,
+        executor: cfg.executor,
+        telemetry: cfg.telemetry,
+        stats: Default::default(),
+        metrics: Default::default(),
+        controller_alive: std::sync::atomic::AtomicBool::new(true),
+        clock: cfg.clock,
+    });
+    let (controller, first_token) = ctl::Controller::load(cfg.ctl, shared.clone()).await?;
+    Ok(Opened {
+        controller,
+        shared,
+        rx,
+        first_token,
     })
 }
 

@@ -56,6 +56,7 @@ struct AllocLabel {
 pub struct Metrics {
     pub jobs_submitted: Counter,
     pub jobs_started: Counter,
+    pub jobs_preempted: Counter,
     pub jobs_finished: Family<StateLabel, Counter>,
     pub schedule_pass_seconds: Histogram,
     pub commit_seconds: Histogram,
@@ -67,6 +68,7 @@ impl Default for Metrics {
         Metrics {
             jobs_submitted: Counter::default(),
             jobs_started: Counter::default(),
+            jobs_preempted: Counter::default(),
             jobs_finished: Family::default(),
             // 10 µs .. ~5 s
             schedule_pass_seconds: Histogram::new(exponential_buckets(1e-5, 2.0, 20)),
@@ -159,6 +161,11 @@ pub fn render(m: &Metrics, s: &Snapshot) -> String {
         "gigafab_jobs_started",
         "Jobs started on their accelerators",
         m.jobs_started.clone(),
+    );
+    reg.register(
+        "gigafab_jobs_preempted",
+        "Runs stopped for a job of higher priority (the job waits to run again)",
+        m.jobs_preempted.clone(),
     );
     reg.register(
         "gigafab_jobs_finished",

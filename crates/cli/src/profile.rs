@@ -1,0 +1,95 @@
+//! The scheduler profile's flags: one set for `gigafab sim` and `gigafab
+//! serve`, resolved the same way (flag, then the factory's `[scheduler]`
+//! section, then the defaults of `gigafab_core::profile`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use gigafab_core::{Factory, Policy, SchedulerProfile, Throughputs};
+
+/// How the factory is scheduled. Every flag overrides the factory file's
+/// `[scheduler]` section; what neither gives takes the default, the same
+/// in the twin and live.
+#[derive(Args, Debug, Clone, Default)]
+pub struct SchedArgs {
+    /// Scheduling policy: fifo, backfill, fairshare, las or hetero
+    /// [default: the factory's, else fairshare].
+    #[arg(long, env = "GIGAFAB_POLICY", value_parser = check_policy)]
+    pub policy: Option<String>,
+    /// Seconds between backfill passes; 0: every pass backfills [default:
+    /// the factory's, else 30].
+    #[arg(long, env = "GIGAFAB_BACKFILL_INTERVAL", value_name = "SECONDS")]
+    pub backfill_interval: Option<f64>,
+    /// Whether a job of higher priority may stop lower-priority preemptible
+    /// ones (live: their runs are stopped and they are requeued) [default:
+    /// the factory's, else true].
+    #[arg(long, env = "GIGAFAB_PREEMPTION", value_name = "BOOL")]
+    pub preemption: Option<bool>,
+    /// A preempted job keeps only the work of its periodic checkpoints
+    /// (`checkpoint_s`), instead of saving all its progress as it stops.
+    #[arg(long, env = "GIGAFAB_PREEMPT_RESTART")]
+    pub preempt_restart: bool,
+    /// Seconds a job preempted with its progress spends restoring it when
+    /// it runs again [default: the factory's, else 30].
+    #[arg(long, env = "GIGAFAB_RESTORE_OVERHEAD", value_name = "SECONDS")]
+    pub restore_overhead: Option<f64>,
+    /// Times a job hit by an accelerator failure is requeued (from its last
+    /// checkpoint, or from the start without one) before it fails
+    /// [default: the factory's, else 5].
+    #[arg(long, env = "GIGAFAB_MAX_REQUEUES")]
+    pub max_requeues: Option<u32>,
+    /// Carbon-aware scheduling: jobs with a deadline start in low-carbon
+    /// hours and at the lower-carbon site (never missing the deadline for it).
+    #[arg(long, env = "GIGAFAB_CARBON_AWARE")]
+    pub carbon_aware: bool,
+    /// Let jobs start power-capped (slower) when a site's power budget would
+    /// otherwise keep them waiting.
+    #[arg(long, env = "GIGAFAB_POWER_CAPPING")]
+    pub power_capping: bool,
+    /// Among the accelerator types a job may use, prefer the one with the
+    /// lowest energy to solution (run time × power).
+    #[arg(long, env = "GIGAFAB_ENERGY_AWARE")]
+    pub energy_aware: bool,
+    /// Throughput matrix: Gavel's simulation_throughputs.json, a CSV
+    /// `job_type,accelerator,gpus,steps_per_s`, or builtin:gavel-throughputs
+    /// [default: the factory's, else none].
+    #[arg(long, env = "GIGAFAB_THROUGHPUTS")]
+    pub throughputs: Option<PathBuf>,
+}
+
+fn check_policy(s: &str) -> Result<String, String> {
+    crate::parse_policy(s).map(|k| k.name().to_string())
+}
+
+impl SchedArgs {
+    /// What the flags give (a switch left off gives nothing).
+    pub fn given(&self) -> SchedulerProfile {
+        SchedulerProfile {
+            policy: self.policy.clone(),
+            backfill_interval_s: self.backfill_interval,
+            preemption: self.preemption,
+            checkpoint_on_preempt: self.preempt_restart.then_some(false),
+            restore_overhead_s: self.restore_overhead,
+            max_requeues: self.max_requeues,
+            carbon_aware: self.carbon_aware.then_some(true),
+            power_capping: self.power_capping.then_some(true),
+            energy_aware: self.energy_aware.then_some(true),
+            throughputs: self.throughputs.as_ref().map(|p| p.display().to_string()),
+        }
+    }
+
+    /// The policy and throughputs of `factory` under these flags.
+    pub fn resolve(&self, factory: &Factory) -> Result<(Policy, Throughputs)> {
+        let profile = self.given().over(&factory.scheduler);
+        let policy = profile
+            .policy()
+            .map_err(|e| anyhow::anyhow!("scheduler profile: {e}"))?;
+        let throughputs = match &profile.throughputs {
+            Some(p) => gigafab_twin::workload::throughputs::load(Path::new(p))
+                .with_context(|| format!("{p}: cannot load the throughputs"))?,
+            None => Throughputs::new(),
+        };
+        Ok((policy, throughputs))
+    }
+}

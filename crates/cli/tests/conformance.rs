@@ -1,0 +1,434 @@
+//! The twin and the live controller are one scheduler: the same workload,
+//! fed to the digital twin and to the controller (a manual clock, a fake
+//! executor that ends each run when the twin says it ends), starts every
+//! job at the same time, job by job, for each policy of the profile —
+//! preemption included (the controller stops the run and requeues the
+//! job; the twin does the same in its model).
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use gigafab_core::{AllocationSpec, Category, Factory, JobSpec, Rng, SchedulerProfile};
+use gigafab_exec::{ExecError, Executor, ExitRecord, LaunchSpec, Outcome, RunStatus};
+use gigafab_server::ctl::{Action, Cmd, CtlConfig, Isolation};
+use gigafab_server::model::{AllocReq, IdRef, SubmitReq};
+use gigafab_server::time::{Clock, ManualClock};
+use gigafab_server::{HttpLimits, ServeConfig};
+use gigafab_twin::{SimConfig, simulate};
+use tokio::sync::oneshot;
+
+const TOKEN: &str = "gf_conformance_token_0123456789abcdef";
+/// The live clock's start, s (1973-03-03: the twin's time has a horizon
+/// of 1e9 s, and both count from the Unix epoch here).
+const T0: i64 = 100_000_000;
+const GRANT_H: f64 = 1e6;
+const YEAR_S: f64 = 365.0 * 86_400.0;
+
+const FACTORY: &str = r#"
+name = "conformance"
+[[sites]]
+name = "s"
+[[sites.pools]]
+name = "h100"
+accelerator = "h100"
+nodes = 4
+accelerators_per_node = 8
+[[sites.pools]]
+name = "mi300x"
+accelerator = "mi300x"
+nodes = 2
+accelerators_per_node = 8
+"#;
+
+/// A run of the controller's executor; it ends when the twin's job ended.
+struct Run {
+    job: i64,
+    cancelled: bool,
+}
+
+/// Ends runs at the twin's end times; records every launch and stop.
+struct TwinPaced {
+    clock: Arc<ManualClock>,
+    /// Live job id -> the twin's end of the job, ms.
+    end_ms: Mutex<HashMap<i64, i64>>,
+    runs: Mutex<HashMap<String, Run>>,
+    /// (job, the clock's time) of every launch, in order.
+    launched: Mutex<Vec<(i64, i64)>>,
+    cancels: Mutex<Vec<(i64, i64)>>,
+}
+
+impl Executor for TwinPaced {
+    fn name(&self) -> &'static str {
+        "twin-paced"
+    }
+    fn launch(&self, s: &LaunchSpec) -> Result<String, ExecError> {
+        let now = self.clock.now_ms();
+        let mut l = self.launched.lock().unwrap();
+        l.push((s.job_id, now));
+        let h = format!("run-{}-{}", s.job_id, l.len());
+        self.runs.lock().unwrap().insert(
+            h.clone(),
+            Run {
+                job: s.job_id,
+                cancelled: false,
+            },
+        );
+        Ok(h)
+    }
+    fn poll(&self, _job: i64, h: &str) -> Result<RunStatus, ExecError> {
+        let now = self.clock.now_ms();
+        let runs = self.runs.lock().unwrap();
+        let Some(r) = runs.get(h) else {
+            return Ok(RunStatus::Lost {
+                message: format!("no run {h}"),
+            });
+        };
+        let ended = |outcome, exit_code, message: &str| {
+            Ok(RunStatus::Exited(ExitRecord {
+                outcome,
+                exit_code,
+                signal: None,
+                message: message.into(),
+                ended_at_ms: now,
+            }))
+        };
+        if r.cancelled {
+            return ended(Outcome::Cancelled, None, "stopped");
+        }
+        match self.end_ms.lock().unwrap().get(&r.job) {
+            Some(&end) if now >= end => ended(Outcome::Completed, Some(0), "exit code 0"),
+            _ => Ok(RunStatus::Running),
+        }
+    }
+    fn cancel(&self, job: i64, h: &str) -> Result<(), ExecError> {
+        if let Some(r) = self.runs.lock().unwrap().get_mut(h) {
+            r.cancelled = true;
+        }
+        self.cancels
+            .lock()
+            .unwrap()
+            .push((job, self.clock.now_ms()));
+        Ok(())
+    }
+    fn adopt(&self, _: i64, h: Option<&str>) -> Result<(Option<String>, RunStatus), ExecError> {
+        Ok((h.map(str::to_string), RunStatus::Running))
+    }
+    fn log_paths(&self, job: i64) -> (PathBuf, PathBuf) {
+        (
+            format!("/nonexistent/{job}.out").into(),
+            format!("/nonexistent/{job}.err").into(),
+        )
+    }
+}
+
+/// A seeded workload: two tenants, gangs of 1-16 on either type, integer
+/// seconds, limits above run times, some high-priority jobs and some
+/// preemptible ones.
+fn workload(seed: u64, n: usize) -> Vec<JobSpec> {
+    let mut rng = Rng::new(seed);
+    let mut t = T0 as f64;
+    (0..n)
+        .map(|i| {
+            t += 1.0 + (rng.exp(1.0 / 240.0)).floor();
+            let gpus = [1, 1, 2, 4, 8, 8, 16][(rng.f64() * 7.0) as usize];
+            let dur = 60.0 + (rng.f64() * 7_200.0).floor();
+            let mut j = JobSpec::simple(format!("j{i}"), t, gpus, dur);
+            j.time_limit_s = Some(dur + 60.0 + (rng.f64() * dur).floor());
+            j.tenant = Some(if rng.f64() < 0.6 { "a" } else { "b" }.into());
+            j.priority = if rng.f64() < 0.15 { 5 } else { 0 };
+            j.preemptible = j.priority == 0 && rng.f64() < 0.5;
+            j
+        })
+        .collect()
+}
+
+/// The twin's allocations: the live server's first-start `default` one
+/// (no job uses it, but it holds fair-share shares), then one per tenant.
+fn twin_allocations() -> Vec<AllocationSpec> {
+    [("default", 3650.0 * 86_400.0), ("a", YEAR_S), ("b", YEAR_S)]
+        .into_iter()
+        .enumerate()
+        .map(|(i, (t, valid))| AllocationSpec {
+            id: (i + 1).to_string(),
+            tenant: t.into(),
+            category: Category::Academia,
+            granted_gpu_hours: Some(GRANT_H),
+            valid_from_s: T0 as f64,
+            valid_until_s: Some(T0 as f64 + valid),
+            qos_priority: 0,
+            shares: Some(GRANT_H),
+        })
+        .collect()
+}
+
+/// Sends a command without waiting: the answer comes after the next step.
+fn send(
+    shared: &gigafab_server::ctl::Shared,
+    who: &gigafab_server::auth::Principal,
+    action: Action,
+) -> oneshot::Receiver<gigafab_server::ctl::Answer> {
+    let (reply, rx) = oneshot::channel();
+    shared
+        .tx
+        .try_send(Cmd {
+            who: who.clone(),
+            action,
+            reply,
+        })
+        .unwrap_or_else(|_| panic!("controller channel full"));
+    rx
+}
+
+/// What a job did: first start, end (s), launches.
+#[derive(Debug, PartialEq)]
+struct Story {
+    first_start: Option<i64>,
+    end: Option<i64>,
+    runs: u32,
+}
+
+async fn conformance(profile: SchedulerProfile, seed: u64, n: usize) -> usize {
+    let mut factory = Factory::parse(FACTORY, "conformance.toml").unwrap();
+    factory.scheduler = profile;
+    let policy = factory.scheduler.policy().unwrap();
+    let jobs = workload(seed, n);
+
+    // the twin
+    let out = simulate(
+        factory.clone(),
+        policy.clone(),
+        gigafab_core::Throughputs::new(),
+        jobs.clone(),
+        &twin_allocations(),
+        &SimConfig {
+            seed,
+            failures: None,
+            measure: None,
+            timeline_points: None,
+        },
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let twin: HashMap<&str, &gigafab_core::Job> =
+        out.core.jobs.iter().map(|j| (j.id.as_str(), j)).collect();
+
+    // the controller, on a manual clock, turn by turn
+    let dir = std::env::temp_dir().join(format!(
+        "gigafab-conformance-{}-{}-{seed}",
+        std::process::id(),
+        policy.kind.name()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let clock = Arc::new(ManualClock::new(T0 * 1000));
+    let exec = Arc::new(TwinPaced {
+        clock: clock.clone(),
+        end_ms: Mutex::default(),
+        runs: Mutex::default(),
+        launched: Mutex::default(),
+        cancels: Mutex::default(),
+    });
+    let mut opened = gigafab_server::open(ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: gigafab_server::store::sqlite_url(&dir),
+        ctl: CtlConfig {
+            factory,
+            policy: policy.clone(),
+            throughputs: gigafab_core::Throughputs::new(),
+            tick: std::time::Duration::from_secs(3600),
+            poll: std::time::Duration::from_secs(3600),
+            bootstrap_token: Some(TOKEN.into()),
+            isolation: Isolation::single_user(),
+        },
+        executor: exec.clone(),
+        telemetry: None,
+        existing_job_dirs: Vec::new(),
+        http: HttpLimits::default(),
+        clock: clock.clone(),
+    })
+    .await
+    .unwrap();
+    let ctl = &mut opened.controller;
+    let shared = opened.shared.clone();
+    let admin = shared.principal(TOKEN).expect("the bootstrap token");
+    let mut alloc_of = HashMap::new();
+    for t in ["a", "b"] {
+        let rx = send(
+            &shared,
+            &admin,
+            Action::CreateAlloc(AllocReq {
+                org: "default".into(),
+                gpu_hours: GRANT_H,
+                days: Some(365.0),
+                valid_from: None,
+                qos_priority: None,
+                name: Some(t.into()),
+            }),
+        );
+        assert!(ctl.step(T0 * 1000, &mut opened.rx).await);
+        let (_, a) = rx.await.unwrap().unwrap();
+        alloc_of.insert(t, a["id"].as_i64().unwrap());
+    }
+
+    // events: arrivals, the ends the twin decided, the core's wake-ups
+    let mut live_of: HashMap<String, i64> = HashMap::new();
+    let mut next = 0;
+    let mut steps = 0usize;
+    loop {
+        let arrival = jobs.get(next).map(|j| (j.submit_s * 1000.0) as i64);
+        let running_end = {
+            let launched: HashSet<i64> = exec
+                .runs
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(_, r)| !r.cancelled)
+                .map(|(_, r)| r.job)
+                .collect();
+            let ends = exec.end_ms.lock().unwrap();
+            launched
+                .iter()
+                .filter_map(|id| ends.get(id).copied())
+                .filter(|&e| e > clock.now_ms())
+                .min()
+        };
+        let wake = ctl.wakeup().filter(|&w| w > clock.now_ms());
+        let Some(t) = [arrival, running_end, wake].into_iter().flatten().min() else {
+            break;
+        };
+        clock.advance(t - clock.now_ms());
+        let mut answers = Vec::new();
+        while let Some(j) = jobs.get(next).filter(|j| (j.submit_s * 1000.0) as i64 == t) {
+            let rx = send(
+                &shared,
+                &admin,
+                Action::Submit(Box::new(SubmitReq {
+                    allocation: IdRef::Num(alloc_of[j.tenant.as_deref().unwrap()]),
+                    gpus: j.gpus as i64,
+                    command: vec!["train".into()],
+                    name: Some(j.id.clone()),
+                    project: None,
+                    type_: None,
+                    types: None,
+                    vendor: None,
+                    min_memory_gb: None,
+                    time_limit_s: j.time_limit_s.map(|l| l as i64),
+                    priority: Some(j.priority as i64),
+                    preemptible: Some(j.preemptible),
+                    env: None,
+                    workdir: None,
+                    memory_gb: None,
+                    cpus: None,
+                })),
+            );
+            answers.push((j.id.clone(), rx));
+            next += 1;
+        }
+        assert!(ctl.step(t, &mut opened.rx).await, "commit failed at {t}");
+        steps += 1;
+        for (name, rx) in answers {
+            let (_, v) = rx
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+            let id = v["id"].as_i64().unwrap();
+            // the run ends when the twin's job ended
+            if let Some(e) = twin[name.as_str()].end_s {
+                exec.end_ms
+                    .lock()
+                    .unwrap()
+                    .insert(id, (e * 1000.0).round() as i64);
+            }
+            live_of.insert(name, id);
+        }
+        assert!(steps < 50 * n, "no end in sight at {t}");
+    }
+
+    // job by job: the same first start, the same end, the same runs
+    let launched = exec.launched.lock().unwrap().clone();
+    let ended: HashMap<i64, (String, Option<i64>)> = {
+        use sqlx::Row;
+        sqlx::query("SELECT id, state, ended_ms FROM jobs")
+            .fetch_all(&shared.store.pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<i64, _>(0),
+                    (r.get::<String, _>(1), r.get::<Option<i64>, _>(2)),
+                )
+            })
+            .collect()
+    };
+    let mut differ = Vec::new();
+    for j in &jobs {
+        let tj = twin[j.id.as_str()];
+        let id = live_of[&j.id];
+        let mine: Vec<i64> = launched.iter().filter(|l| l.0 == id).map(|l| l.1).collect();
+        let (state, end_ms) = ended[&id].clone();
+        let live = Story {
+            first_start: mine.first().map(|ms| ms / 1000),
+            end: end_ms.filter(|_| state == "completed").map(|ms| ms / 1000),
+            runs: mine.len() as u32,
+        };
+        let want = Story {
+            first_start: tj.first_start.map(|s| s.round() as i64),
+            end: tj.end_s.map(|s| s.round() as i64),
+            runs: tj.restarts + 1,
+        };
+        if live != want {
+            let at = live.first_start.min(want.first_start).unwrap_or(0);
+            differ.push((at, format!("{}: live {live:?}, twin {want:?}", j.id)));
+        }
+    }
+    let preempted = out.core.jobs.iter().filter(|j| j.restarts > 0).count();
+    assert!(
+        differ.is_empty(),
+        "{} of {n} jobs differ ({}):\n{}",
+        differ.len(),
+        policy.kind.name(),
+        {
+            differ.sort();
+            differ
+                .iter()
+                .take(10)
+                .map(|d| d.1.as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+    );
+    // every run was stopped only by a preemption the twin made too
+    assert_eq!(exec.cancels.lock().unwrap().len(), launched.len() - n);
+    let _ = std::fs::remove_dir_all(&dir);
+    preempted
+}
+
+fn profile(policy: &str, backfill_interval_s: f64) -> SchedulerProfile {
+    SchedulerProfile {
+        policy: Some(policy.into()),
+        backfill_interval_s: Some(backfill_interval_s),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn fifo_starts_the_same_jobs_at_the_same_times() {
+    conformance(profile("fifo", 30.0), 7, 300).await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn backfill_starts_the_same_jobs_at_the_same_times() {
+    conformance(profile("backfill", 30.0), 8, 300).await;
+    conformance(profile("backfill", 0.0), 9, 300).await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn fairshare_with_preemption_starts_the_same_jobs_at_the_same_times() {
+    let preempted = conformance(profile("fairshare", 30.0), 10, 400).await;
+    assert!(
+        preempted > 0,
+        "the workload preempts no job: the test tests less than it says"
+    );
+}

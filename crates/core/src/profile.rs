@@ -1,0 +1,171 @@
+//! The scheduler profile: how a factory is scheduled, the same for the
+//! digital twin (`gigafab sim`) and the live server (`gigafab serve`).
+//!
+//! It comes from three places, each filling what the one before left
+//! open: a command-line flag (or, for `serve`, its environment variable
+//! or configuration key), the `[scheduler]` section of the factory file,
+//! then the defaults below. Both commands resolve it with
+//! [`SchedulerProfile::policy`], so a factory scheduled in the twin is
+//! scheduled the same way live.
+//!
+//! ```toml
+//! [scheduler]
+//! policy = "fairshare"          # fifo, backfill, fairshare, las, hetero
+//! backfill_interval_s = 30      # 0: every pass backfills
+//! preemption = true             # higher priority stops preemptible jobs
+//! checkpoint_on_preempt = true  # a stopped job keeps its progress
+//! restore_overhead_s = 30       # restoring that progress takes this long
+//! max_requeues = 5              # failure requeues before a job fails
+//! carbon_aware = false
+//! power_capping = false
+//! energy_aware = false
+//! throughputs = "builtin:gavel-throughputs"  # relative to the factory file
+//! ```
+
+use serde::Deserialize;
+
+use crate::policy::{Policy, PolicyKind};
+
+/// The policy both commands use when nothing names one.
+pub const DEFAULT_POLICY: PolicyKind = PolicyKind::Fairshare;
+
+/// Every knob of the profile; `None` is "not given here".
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerProfile {
+    /// fifo, backfill, fairshare, las or hetero [default: fairshare].
+    pub policy: Option<String>,
+    /// Seconds between backfill passes; 0: every pass backfills [default: 30].
+    pub backfill_interval_s: Option<f64>,
+    /// Whether higher-priority jobs stop lower-priority preemptible ones
+    /// (live: the run is stopped and the job requeued) [default: true].
+    pub preemption: Option<bool>,
+    /// Whether a preempted job keeps its progress (it checkpoints as it is
+    /// stopped) rather than only its periodic checkpoints [default: true].
+    pub checkpoint_on_preempt: Option<bool>,
+    /// Seconds a job stopped with its progress spends restoring it [default: 30].
+    pub restore_overhead_s: Option<f64>,
+    /// Times a job hit by an accelerator failure is requeued [default: 5].
+    pub max_requeues: Option<u32>,
+    /// Jobs with a deadline start in low-carbon hours [default: false].
+    pub carbon_aware: Option<bool>,
+    /// Jobs may start power-capped under a site's budget [default: false].
+    pub power_capping: Option<bool>,
+    /// Prefer the accelerator type with the lowest energy to solution [default: false].
+    pub energy_aware: Option<bool>,
+    /// Throughput matrix (Gavel JSON or CSV, or `builtin:NAME`); in a
+    /// factory file, relative to that file [default: none].
+    pub throughputs: Option<String>,
+}
+
+impl SchedulerProfile {
+    /// `self` with what it leaves open taken from `under`.
+    pub fn over(self, under: &SchedulerProfile) -> SchedulerProfile {
+        SchedulerProfile {
+            policy: self.policy.or_else(|| under.policy.clone()),
+            backfill_interval_s: self.backfill_interval_s.or(under.backfill_interval_s),
+            preemption: self.preemption.or(under.preemption),
+            checkpoint_on_preempt: self.checkpoint_on_preempt.or(under.checkpoint_on_preempt),
+            restore_overhead_s: self.restore_overhead_s.or(under.restore_overhead_s),
+            max_requeues: self.max_requeues.or(under.max_requeues),
+            carbon_aware: self.carbon_aware.or(under.carbon_aware),
+            power_capping: self.power_capping.or(under.power_capping),
+            energy_aware: self.energy_aware.or(under.energy_aware),
+            throughputs: self.throughputs.or_else(|| under.throughputs.clone()),
+        }
+    }
+
+    /// The policy this profile describes, defaults filled in; an invalid
+    /// value is named with its key.
+    pub fn policy(&self) -> Result<Policy, String> {
+        let kind = match &self.policy {
+            None => DEFAULT_POLICY,
+            Some(name) => PolicyKind::parse(name).ok_or_else(|| {
+                let known: Vec<&str> = PolicyKind::ALL.iter().map(|k| k.name()).collect();
+                format!("unknown policy `{name}` ({})", known.join(", "))
+            })?,
+        };
+        let mut p = Policy::new(kind);
+        if let Some(b) = self.backfill_interval_s {
+            if !(b.is_finite() && (0.0..=86_400.0).contains(&b)) {
+                return Err("backfill_interval_s: must be within 0..=86400 seconds".into());
+            }
+            p.backfill_interval_s = b;
+        }
+        if let Some(r) = self.restore_overhead_s {
+            if !(r.is_finite() && (0.0..=86_400.0).contains(&r)) {
+                return Err("restore_overhead_s: must be within 0..=86400 seconds".into());
+            }
+            p.restore_overhead_s = r;
+        }
+        if let Some(v) = self.preemption {
+            p.preemption = v;
+        }
+        if let Some(v) = self.checkpoint_on_preempt {
+            p.checkpoint_on_preempt = v;
+        }
+        if let Some(v) = self.max_requeues {
+            p.max_requeues = v;
+        }
+        if let Some(v) = self.carbon_aware {
+            p.carbon_aware = v;
+        }
+        if let Some(v) = self.power_capping {
+            p.power_capping = v;
+        }
+        if let Some(v) = self.energy_aware {
+            p.energy_aware = v;
+        }
+        Ok(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_then_file_then_flags() {
+        let none = SchedulerProfile::default();
+        let p = none.policy().unwrap();
+        assert_eq!(p.kind, DEFAULT_POLICY);
+        assert_eq!(p.backfill_interval_s, 30.0);
+        assert!(p.preemption);
+        let file = SchedulerProfile {
+            policy: Some("backfill".into()),
+            backfill_interval_s: Some(0.0),
+            preemption: Some(false),
+            ..Default::default()
+        };
+        let flags = SchedulerProfile {
+            policy: Some("fifo".into()),
+            ..Default::default()
+        };
+        let p = flags.over(&file).policy().unwrap();
+        assert_eq!(p.kind, PolicyKind::Fifo, "the flag wins");
+        assert_eq!(p.backfill_interval_s, 0.0, "the file fills the rest");
+        assert!(!p.preemption);
+        assert_eq!(p.restore_overhead_s, 30.0, "the default last");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let e = SchedulerProfile {
+            policy: Some("lottery".into()),
+            ..Default::default()
+        }
+        .policy()
+        .unwrap_err();
+        assert!(
+            e.contains("unknown policy `lottery`") && e.contains("hetero"),
+            "{e}"
+        );
+        let e = SchedulerProfile {
+            backfill_interval_s: Some(-1.0),
+            ..Default::default()
+        }
+        .policy()
+        .unwrap_err();
+        assert!(e.starts_with("backfill_interval_s"), "{e}");
+    }
+}
