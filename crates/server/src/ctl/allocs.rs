@@ -1,0 +1,167 @@
+//! Allocations: grants, validity windows, usage and their JSON views.
+
+use super::*;
+
+impl Controller {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new_alloc(
+        &mut self,
+        id: i64,
+        org: i64,
+        name: String,
+        granted_gpu_s: f64,
+        valid_from_ms: i64,
+        valid_until_ms: i64,
+        qos: i64,
+    ) -> Alloc {
+        let category = self
+            .orgs
+            .get(&org)
+            .and_then(|o| Category::parse(&o.category))
+            .unwrap_or(Category::Academia);
+        let spec = AllocationSpec {
+            id: id.to_string(),
+            tenant: org.to_string(),
+            category,
+            granted_gpu_hours: Some(granted_gpu_s / 3600.0),
+            valid_from_s: valid_from_ms as f64 / 1000.0,
+            valid_until_s: Some(valid_until_ms as f64 / 1000.0),
+            qos_priority: qos.clamp(-1_000_000, 1_000_000) as i32,
+            shares: Some((granted_gpu_s / 3600.0).max(1.0)),
+        };
+        let core = self.core.add_allocation(spec);
+        Alloc {
+            id,
+            org,
+            name,
+            granted_gpu_s,
+            used_gpu_s: 0.0,
+            energy_j: 0.0,
+            carbon_g: 0.0,
+            valid_from_ms,
+            valid_until_ms,
+            qos,
+            core,
+            run_rate: 0.0,
+            run_start_sum: 0.0,
+            queued: 0,
+            running: 0,
+            ended: 0,
+        }
+    }
+
+    pub(super) fn insert_alloc_op(&mut self, a: &Alloc, now: i64) {
+        self.ops.push(op(
+            "INSERT INTO allocations (id, org_id, name, granted_gpu_s, used_gpu_s, valid_from_ms, valid_until_ms, qos_priority, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            vec![
+                Arg::I(a.id),
+                Arg::I(a.org),
+                Arg::S(a.name.clone()),
+                Arg::F(a.granted_gpu_s),
+                Arg::F(a.used_gpu_s),
+                Arg::I(a.valid_from_ms),
+                Arg::I(a.valid_until_ms),
+                Arg::I(a.qos),
+                Arg::I(now),
+            ],
+        ));
+    }
+
+    pub(super) fn next_alloc(&mut self) -> i64 {
+        self.ids.alloc += 1;
+        self.ids.alloc
+    }
+
+    /// Use per organisation (ended runs' energy and carbon; GPU-hours
+    /// including running jobs).
+    pub(super) fn org_usage(&self, who: &Principal, now: i64) -> Value {
+        let mut per: BTreeMap<i64, (f64, f64, f64)> = BTreeMap::new();
+        for a in self.allocs.values().filter(|a| who.sees_org(a.org)) {
+            let e = per.entry(a.org).or_default();
+            e.0 += a.used_at(now);
+            e.1 += a.energy_j;
+            e.2 += a.carbon_g;
+        }
+        Value::Array(
+            per.into_iter()
+                .map(|(o, (gs, ej, cg))| {
+                    json!({"org": self.org_name(o), "used_gpu_hours": gs / 3600.0,
+                           "energy_kwh": ej / 3.6e6, "carbon_kg": cg / 1e3})
+                })
+                .collect(),
+        )
+    }
+
+    pub(super) fn alloc_json(&self, a: &Alloc, now: i64) -> Value {
+        json!({
+            "id": a.id,
+            "org": self.org_name(a.org),
+            "name": a.name,
+            "granted_gpu_hours": a.granted_gpu_s / 3600.0,
+            "used_gpu_hours": a.used_at(now) / 3600.0,
+            "valid_from": rfc3339(a.valid_from_ms),
+            "valid_until": rfc3339(a.valid_until_ms),
+            "qos_priority": a.qos,
+            "state": a.state(now),
+        })
+    }
+
+    pub(super) fn create_alloc(
+        &mut self,
+        who: &Principal,
+        req: AllocReq,
+        now: i64,
+    ) -> Result<Value, ApiError> {
+        // fault injection for the tests of a dead controller (debug builds,
+        // and only with GIGAFAB_FAULTS=1)
+        #[cfg(debug_assertions)]
+        if req.name.as_deref() == Some("__controller_panic__")
+            && std::env::var("GIGAFAB_FAULTS").as_deref() == Ok("1")
+        {
+            panic!("injected controller fault");
+        }
+        if who.role != Role::Admin {
+            return Err(ApiError::forbidden("only an admin grants allocations"));
+        }
+        let org = self.visible_org(who, &req.org)?;
+        if !(req.gpu_hours.is_finite() && req.gpu_hours > 0.0 && req.gpu_hours <= 1e9) {
+            return Err(ApiError::invalid("gpu_hours: must be > 0 and at most 1e9"));
+        }
+        let days = req.days.unwrap_or(365.0);
+        if !(days.is_finite() && days > 0.0 && days <= 36_500.0) {
+            return Err(ApiError::invalid("days: must be > 0 and at most 36500"));
+        }
+        let from = match &req.valid_from {
+            Some(s) => {
+                parse_rfc3339(s).map_err(|e| ApiError::invalid(format!("valid_from: {e}")))?
+            }
+            None => now,
+        };
+        let qos = req.qos_priority.unwrap_or(0);
+        if !(-1000..=1000).contains(&qos) {
+            return Err(ApiError::invalid(
+                "qos_priority: must be within -1000..=1000",
+            ));
+        }
+        let name = req
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", req.org, self.ids.alloc + 1));
+        valid_name(&name, "name")?;
+        let id = self.next_alloc();
+        let until = from + (days * 86_400_000.0) as i64;
+        let a = self.new_alloc(id, org, name, req.gpu_hours * 3600.0, from, until, qos);
+        self.insert_alloc_op(&a, now);
+        let v = self.alloc_json(&a, now);
+        self.allocs.insert(id, a);
+        self.dirty = true;
+        self.audit(
+            who,
+            now,
+            "create_allocation",
+            &format!("allocation {id}"),
+            v.to_string(),
+        );
+        Ok(v)
+    }
+}

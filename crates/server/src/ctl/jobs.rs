@@ -1,0 +1,576 @@
+//! Jobs: submission, cancellation, and how a job ends or is preempted.
+
+use super::*;
+
+impl Controller {
+    pub(super) fn core_spec(&self, row: &JobRow, spec: &StoredSpec) -> JobSpec {
+        let limit = row.time_limit_s as f64;
+        JobSpec {
+            id: row.id.to_string(),
+            submit_s: row.submitted_ms as f64 / 1000.0,
+            gpus: row.gpus as u32,
+            types: TypeFilter {
+                types: spec.types.clone(),
+                vendor: spec.vendor.as_deref().and_then(Vendor::parse),
+                min_memory_gb: spec.min_memory_gb,
+                sites: Vec::new(),
+            },
+            duration_s: Some(limit),
+            steps: None,
+            job_type: None,
+            time_limit_s: Some(limit),
+            tenant: Some(row.org_id.to_string()),
+            category: None,
+            priority: spec.priority,
+            preemptible: spec.preemptible,
+            checkpoint_s: None,
+            deadline_s: None,
+        }
+    }
+
+    pub(super) fn submit(
+        &mut self,
+        who: &Principal,
+        req: SubmitReq,
+        now: i64,
+    ) -> Result<Value, ApiError> {
+        if who.role == Role::Operator {
+            return Err(ApiError::forbidden("operators do not submit jobs"));
+        }
+        let alloc_id = req
+            .allocation
+            .id()
+            .ok_or_else(|| ApiError::invalid("allocation: expected an allocation id"))?;
+        let not_found = || {
+            ApiError::not_found(
+                "allocation_not_found",
+                format!("allocation {alloc_id} not found in your organisation"),
+            )
+        };
+        let a = self.allocs.get(&alloc_id).ok_or_else(not_found)?;
+        if !who.sees_org(a.org) {
+            return Err(not_found());
+        }
+        let alloc_org = a.org;
+        if let Isolation::Accounts(_) = &self.cfg.isolation
+            && self.account_of(who.user_id, alloc_org).is_none()
+        {
+            let user = self.login_of(who.user_id);
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "no_account",
+                format!(
+                    "user `{user}` has no POSIX account to run jobs as (neither the user nor \
+                     the organisation is in the server's --job-accounts map); ask an operator"
+                ),
+            ));
+        }
+        match a.state(now) {
+            "expired" => {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "allocation_expired",
+                    format!(
+                        "allocation {alloc_id} expired at {}",
+                        rfc3339(a.valid_until_ms)
+                    ),
+                ));
+            }
+            "exhausted" => {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "allocation_exhausted",
+                    format!(
+                        "allocation {alloc_id} has used {:.2} of its {:.2} GPU-hours",
+                        a.used_at(now) / 3600.0,
+                        a.granted_gpu_s / 3600.0
+                    ),
+                ));
+            }
+            _ => {}
+        }
+        let (org, alloc_core) = (a.org, a.core);
+        if !(1..=MAX_GPUS).contains(&req.gpus) {
+            return Err(ApiError::invalid(format!(
+                "gpus: {} is not within 1..={MAX_GPUS}",
+                req.gpus
+            )));
+        }
+        if req.command.is_empty() || req.command[0].is_empty() {
+            return Err(ApiError::invalid(
+                "command: needs a program (a non-empty array of strings)",
+            ));
+        }
+        let total: usize = req.command.iter().map(String::len).sum();
+        if req.command.len() > 4096 || total > 256 * 1024 {
+            return Err(ApiError::invalid(
+                "command: longer than 4096 arguments or 256 KiB",
+            ));
+        }
+        if req.command.iter().any(|a| a.contains('\0')) {
+            return Err(ApiError::invalid(
+                "command: an argument contains a NUL byte",
+            ));
+        }
+        let name = req.name.clone().unwrap_or_else(|| {
+            let p = &req.command[0];
+            p.rsplit('/').next().unwrap_or(p).chars().take(64).collect()
+        });
+        if name.len() > 128 || name.contains('\0') {
+            return Err(ApiError::invalid("name: at most 128 bytes"));
+        }
+        if req
+            .memory_gb
+            .is_some_and(|m| !(m.is_finite() && (0.001..=1e6).contains(&m)))
+        {
+            return Err(ApiError::invalid(
+                "memory_gb: must be within 0.001..=1000000",
+            ));
+        }
+        if req
+            .cpus
+            .is_some_and(|c| !(c.is_finite() && (0.01..=100_000.0).contains(&c)))
+        {
+            return Err(ApiError::invalid("cpus: must be within 0.01..=100000"));
+        }
+        let limit = req.time_limit_s.unwrap_or(DEFAULT_TIME_LIMIT_S);
+        if !(1..=MAX_TIME_LIMIT_S).contains(&limit) {
+            return Err(ApiError::invalid(format!(
+                "time_limit_s: {limit} is not within 1..={MAX_TIME_LIMIT_S} (30 days)"
+            )));
+        }
+        let priority = req.priority.unwrap_or(0);
+        if !(-10_000..=10_000).contains(&priority) {
+            return Err(ApiError::invalid("priority: must be within -10000..=10000"));
+        }
+        let mut types: Vec<String> = req.types.clone().unwrap_or_default();
+        if let Some(t) = &req.type_ {
+            types.push(t.clone());
+        }
+        for t in &mut types {
+            *t = t.trim().to_ascii_lowercase();
+            if self.cfg.factory.catalog.index(t).is_none() {
+                let fleet: std::collections::BTreeSet<&str> = self
+                    .cfg
+                    .factory
+                    .pools
+                    .iter()
+                    .map(|p| self.cfg.factory.catalog.get(p.accel).id.as_str())
+                    .collect();
+                return Err(ApiError::invalid(format!(
+                    "type: unknown accelerator type `{t}` (this fleet has: {}; known types: {})",
+                    fleet.into_iter().collect::<Vec<_>>().join(", "),
+                    self.cfg.factory.catalog.ids()
+                )));
+            }
+        }
+        let vendor = match &req.vendor {
+            Some(v) => Some(
+                Vendor::parse(v)
+                    .ok_or_else(|| {
+                        ApiError::invalid(format!("vendor: `{v}` is not nvidia, amd or other"))
+                    })?
+                    .to_string(),
+            ),
+            None => None,
+        };
+        if let Some(m) = req.min_memory_gb
+            && !(m.is_finite() && m > 0.0 && m <= 100_000.0)
+        {
+            return Err(ApiError::invalid(
+                "min_memory_gb: must be > 0 and at most 100000",
+            ));
+        }
+        let env = req.env.clone().unwrap_or_default();
+        if env.len() > 256 {
+            return Err(ApiError::invalid("env: at most 256 variables"));
+        }
+        for (k, v) in &env {
+            let okk = !k.is_empty()
+                && k.len() <= 256
+                && !k.as_bytes()[0].is_ascii_digit()
+                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !okk || v.contains('\0') || v.len() > 64 * 1024 {
+                return Err(ApiError::invalid(format!(
+                    "env: bad variable `{}`",
+                    k.chars().take(64).collect::<String>()
+                )));
+            }
+            if k.starts_with("GIGAFAB_")
+                || k == "CUDA_VISIBLE_DEVICES"
+                || k == "ROCR_VISIBLE_DEVICES"
+            {
+                return Err(ApiError::invalid(format!("env: `{k}` is set by gigafab")));
+            }
+        }
+        if let Some(w) = &req.workdir
+            && (!w.starts_with('/') || w.contains('\0') || w.len() > 4096)
+        {
+            return Err(ApiError::invalid("workdir: must be an absolute path"));
+        }
+        let project_id = match &req.project {
+            Some(p) => Some(
+                self.projects
+                    .values()
+                    .find(|x| x.org == org && x.name == *p)
+                    .map(|x| x.id)
+                    .ok_or_else(|| {
+                        ApiError::not_found(
+                            "not_found",
+                            format!("project `{p}` not found in the allocation's organisation"),
+                        )
+                    })?,
+            ),
+            None => None,
+        };
+        let spec = StoredSpec {
+            command: req.command,
+            env,
+            workdir: req.workdir,
+            types,
+            vendor,
+            min_memory_gb: req.min_memory_gb,
+            priority: priority as i32,
+            preemptible: req.preemptible.unwrap_or(false),
+            project: req.project,
+            billing_weight: None,
+            memory_gb: req.memory_gb,
+            cpus: req.cpus,
+        };
+        self.ids.job += 1;
+        let id = self.ids.job;
+        let row = JobRow {
+            id,
+            org_id: org,
+            org: self.org_name(org),
+            user_id: who.user_id,
+            user: who.name.clone(),
+            alloc_id,
+            project_id,
+            name,
+            spec: serde_json::to_string(&spec).unwrap_or_default(),
+            gpus: req.gpus,
+            time_limit_s: limit,
+            state: "queued".into(),
+            reason: None,
+            exit_code: None,
+            submitted_ms: now,
+            started_ms: None,
+            ended_ms: None,
+            accelerators: None,
+            handle: None,
+            gpu_s: 0.0,
+            energy_j: 0.0,
+            carbon_g: None,
+            energy_source: None,
+        };
+        let cs = self.core_spec(&row, &spec);
+        if let Err(r) = self.core.check(&cs) {
+            self.ids.job -= 1;
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unsatisfiable",
+                format!(
+                    "no pool of this fleet can ever run {}×{}{}",
+                    req.gpus,
+                    filter_label(&spec),
+                    self.fleet_summary(r)
+                ),
+            ));
+        }
+        // its time limit is reserved against the grant when it starts: a
+        // limit larger than what is left could never start
+        let w = self.core.max_billing(&cs).unwrap_or(1.0);
+        let need_h = limit as f64 * req.gpus as f64 * w / 3600.0;
+        let a = &self.allocs[&alloc_id];
+        let left_h = (a.granted_gpu_s - a.used_at(now)) / 3600.0;
+        if need_h > left_h + 1e-9 {
+            self.ids.job -= 1;
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "exceeds_allocation",
+                format!(
+                    "its time limit reserves {need_h:.3} GPU-hours ({} s × {} accelerators × billing weight {w}) but allocation {alloc_id} has {left_h:.3} left; lower --time or ask for a larger allocation",
+                    limit, req.gpus
+                ),
+            ));
+        }
+        self.ops.push(op(
+            JOB_INSERT,
+            vec![
+                Arg::I(id),
+                Arg::I(org),
+                Arg::I(who.user_id),
+                Arg::I(alloc_id),
+                Arg::OI(project_id),
+                Arg::S(row.name.clone()),
+                Arg::S(row.spec.clone()),
+                Arg::I(row.gpus),
+                Arg::I(limit),
+                Arg::S("queued".into()),
+                Arg::OS(None),
+                Arg::OI(None),
+                Arg::I(now),
+                Arg::OI(None),
+                Arg::OI(None),
+                Arg::OS(None),
+                Arg::OS(None),
+                Arg::F(0.0),
+            ],
+        ));
+        let idx = self.core.submit(&cs, alloc_core, now as f64 / 1000.0);
+        self.map_core(idx, id);
+        let msg = format!(
+            "queued: {}×{} for {} s on allocation {alloc_id}",
+            row.gpus,
+            filter_label(&spec),
+            limit
+        );
+        let v = row.to_json(now);
+        self.jobs.insert(
+            id,
+            LiveJob {
+                row,
+                spec,
+                core: idx,
+                next_seq: 1,
+                devices: Vec::new(),
+                cancel_requested: false,
+                meter_start: Vec::new(),
+                wait_events: 0,
+            },
+        );
+        self.allocs.get_mut(&alloc_id).expect("checked").queued += 1;
+        self.event(id, now, "submitted", msg);
+        self.shared.metrics.jobs_submitted.inc();
+        self.audit(
+            who,
+            now,
+            "submit",
+            &format!("job {id}"),
+            format!("allocation {alloc_id}"),
+        );
+        self.dirty = true;
+        Ok(v)
+    }
+
+    pub(super) fn cancel(&mut self, who: &Principal, id: i64, now: i64) -> Result<Value, ApiError> {
+        let Some(j) = self.jobs.get(&id) else {
+            // ended or absent: the handler tells which from the store
+            return Err(ApiError::not_found(
+                "job_not_found",
+                format!("job {id} not found"),
+            ));
+        };
+        if !who.sees_org(j.row.org_id) {
+            return Err(ApiError::not_found(
+                "job_not_found",
+                format!("job {id} not found"),
+            ));
+        }
+        let allowed = match who.role {
+            Role::Admin | Role::Operator | Role::Owner => true,
+            Role::Member => j.row.user_id == who.user_id,
+        };
+        if !allowed {
+            return Err(ApiError::forbidden("members cancel only their own jobs"));
+        }
+        let core_idx = j.core;
+        let queued = j.row.state == "queued";
+        let handle = j.row.handle.clone();
+        let first = !j.cancel_requested;
+        self.audit(who, now, "cancel", &format!("job {id}"), String::new());
+        if queued {
+            self.core.withdraw(core_idx, now as f64 / 1000.0);
+            self.end_job(
+                id,
+                now,
+                "cancelled",
+                None,
+                format!("cancelled by {}", who.name),
+            );
+            self.dirty = true;
+            let mut row = self.last_ended.take().expect("just ended");
+            row.reason = Some(format!("cancelled by {}", who.name));
+            return Ok(row.to_json(now));
+        }
+        if let Some(j) = self.jobs.get_mut(&id) {
+            j.cancel_requested = true;
+        }
+        if first {
+            if let Some(h) = &handle
+                && let Err(e) = self.shared.executor.cancel(id, h)
+            {
+                tracing::warn!("job {id}: cancel: {e}");
+            }
+            self.event(
+                id,
+                now,
+                "cancel_requested",
+                format!("cancel requested by {}; stopping", who.name),
+            );
+        }
+        let j = &self.jobs[&id];
+        Ok(j.row.to_json(now))
+    }
+
+    /// Ends an active job: frees its accelerators, charges its allocation,
+    /// records the state and an event, and forgets it.
+    pub(super) fn end_job(
+        &mut self,
+        id: i64,
+        now: i64,
+        state: &str,
+        exit_code: Option<i64>,
+        message: String,
+    ) {
+        let Some(j) = self.jobs.get(&id) else {
+            return;
+        };
+        let was_running = j.row.state == "running";
+        let core_state = match state {
+            "completed" => JobState::Completed,
+            "timeout" => JobState::TimedOut,
+            "cancelled" => JobState::Cancelled,
+            _ => JobState::Failed,
+        };
+        let core_idx = j.core;
+        let (mut energy_j, mut carbon_g, mut source) = (0.0, None, None);
+        if was_running {
+            self.core.end_run(core_idx, now as f64 / 1000.0, core_state);
+            let cj = &self.core.jobs[core_idx as usize];
+            let site = self.cfg.factory.pools[cj.run_pool as usize].site;
+            energy_j = cj.energy_j;
+            carbon_g = self.cfg.factory.sites[site]
+                .carbon
+                .as_ref()
+                .map(|_| cj.carbon_g);
+            source = Some("model".to_string());
+            if let Some(e) = self.measured_energy(j, cj, energy_j, now) {
+                let sp = &self.cfg.factory.sites[site];
+                if let Some(cs) = &sp.carbon {
+                    let s0 = j.row.started_ms.unwrap_or(now) as f64 / 1000.0;
+                    carbon_g = Some(e * sp.pue * cs.mean(s0, now as f64 / 1000.0) / 3.6e6);
+                }
+                energy_j = e;
+                source = Some("measured".to_string());
+            }
+        }
+        let kind = match state {
+            "completed" => "finished",
+            s => s,
+        };
+        self.event(id, now, kind, message.clone());
+        self.shared.metrics.finished(state);
+        let j = self.jobs.get_mut(&id).expect("checked");
+        let devices = std::mem::take(&mut j.devices);
+        let w = j.spec.billing_weight.unwrap_or(1.0);
+        let (gpus, alloc_id) = (j.row.gpus as f64, j.row.alloc_id);
+        let started = j.row.started_ms;
+        // this run's use (a preempted job's earlier runs are in gpu_s already)
+        let mut charged = 0.0;
+        if was_running && let Some(s) = started {
+            charged = w * gpus * (now - s).max(0) as f64 / 1000.0;
+            j.row.gpu_s += charged;
+        }
+        j.row.state = state.into();
+        j.row.energy_j = energy_j;
+        j.row.carbon_g = carbon_g;
+        j.row.energy_source = source;
+        j.row.exit_code = exit_code;
+        j.row.ended_ms = Some(now);
+        j.row.reason = Some(message);
+        for (n, i) in devices {
+            if let Some(d) = self.devices[n as usize].get_mut(i as usize) {
+                *d = None;
+            }
+        }
+        self.update_job_op(id);
+        if let Some(a) = self.allocs.get_mut(&alloc_id) {
+            if was_running {
+                a.running = a.running.saturating_sub(1);
+                a.run_rate = (a.run_rate - w * gpus).max(0.0);
+                a.run_start_sum =
+                    (a.run_start_sum - w * gpus * started.unwrap_or(0) as f64).max(0.0);
+                if a.running == 0 {
+                    a.run_rate = 0.0;
+                    a.run_start_sum = 0.0;
+                }
+                a.used_gpu_s += charged;
+            } else {
+                a.queued = a.queued.saturating_sub(1);
+            }
+            a.ended += 1;
+            a.energy_j += energy_j;
+            a.carbon_g += carbon_g.unwrap_or(0.0);
+            let (aid, used, e, c) = (a.id, a.used_gpu_s, a.energy_j, a.carbon_g);
+            self.ops.push(op(
+                "UPDATE allocations SET used_gpu_s = $2, energy_j = $3, carbon_g = $4 WHERE id = $1",
+                vec![Arg::I(aid), Arg::F(used), Arg::F(e), Arg::F(c)],
+            ));
+        }
+        self.last_ended = self.jobs.remove(&id).map(|j| j.row);
+        self.dirty = true;
+    }
+
+    /// A run the scheduler preempted for a job of higher priority: its
+    /// accelerators went to that job in the same pass. The run is asked to
+    /// stop (SIGTERM, the grace to checkpoint, then SIGKILL; `scancel` on
+    /// Slurm), its use so far is charged, and the job waits in the queue
+    /// again; it is launched anew, from its own checkpoint, once the old
+    /// run has ended.
+    pub(super) fn preempt_job(&mut self, id: i64, now: i64) {
+        let Some(j) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        let handle = j.row.handle.take();
+        let devices = std::mem::take(&mut j.devices);
+        let w = j.spec.billing_weight.unwrap_or(1.0);
+        let (gpus, alloc_id) = (j.row.gpus as f64, j.row.alloc_id);
+        let started = j.row.started_ms.unwrap_or(now);
+        let used = w * gpus * (now - started).max(0) as f64 / 1000.0;
+        j.row.gpu_s += used;
+        j.row.state = "queued".into();
+        j.row.accelerators = None;
+        j.row.reason = Some("preempted: waiting to run again".into());
+        j.meter_start.clear();
+        let cancel_requested = j.cancel_requested;
+        for (n, i) in devices {
+            if let Some(d) = self.devices[n as usize].get_mut(i as usize) {
+                *d = None;
+            }
+        }
+        if let Some(a) = self.allocs.get_mut(&alloc_id) {
+            a.running = a.running.saturating_sub(1);
+            a.queued += 1;
+            a.run_rate = (a.run_rate - w * gpus).max(0.0);
+            a.run_start_sum = (a.run_start_sum - w * gpus * started as f64).max(0.0);
+            if a.running == 0 {
+                a.run_rate = 0.0;
+                a.run_start_sum = 0.0;
+            }
+            a.used_gpu_s += used;
+            let (aid, u, e, c) = (a.id, a.used_gpu_s, a.energy_j, a.carbon_g);
+            self.ops.push(op(
+                "UPDATE allocations SET used_gpu_s = $2, energy_j = $3, carbon_g = $4 WHERE id = $1",
+                vec![Arg::I(aid), Arg::F(u), Arg::F(e), Arg::F(c)],
+            ));
+        }
+        self.launches.retain(|&l| l != id);
+        if let Some(h) = handle {
+            if !cancel_requested && let Err(e) = self.shared.executor.cancel(id, &h) {
+                tracing::warn!("job {id}: stopping its preempted run: {e}");
+            }
+            self.stopping.insert(id, h);
+        }
+        self.update_job_op(id);
+        self.event(
+            id,
+            now,
+            "preempted",
+            "preempted by a job of higher priority: its run is stopped and it waits to run again"
+                .into(),
+        );
+        self.shared.metrics.jobs_preempted.inc();
+    }
+}

@@ -1,0 +1,1082 @@
+//! The controller: one task owns the live state (scheduler core, jobs,
+//! allocations, accounts) and is the only writer of the store.
+//!
+//! Requests reach it as commands on a channel. It takes every command that
+//! is waiting, applies them to memory, writes their effects in ONE
+//! transaction (group commit), and answers only once that transaction is
+//! durable: a 201 means the job is on disk. It then runs a scheduling pass
+//! (the same [`SchedCore`] as the digital twin, with wall-clock `now`),
+//! records the decisions, and only then starts processes through the
+//! [`Executor`]. If a commit fails, memory is rebuilt from the store, so
+//! memory never runs ahead of what is durable.
+//!
+//! This module holds the state, the loop and the store writes; each
+//! resource's commands live in their own module: [`tenancy`] (organisations,
+//! projects, users, tokens), [`allocs`], [`fleet`] (nodes, drains,
+//! telemetry, metrics), [`jobs`] (submit, cancel, end, preempt) and [`runs`]
+//! (scheduling passes, starts, wait reasons, launches, polls, adoption);
+//! [`restore`] loads the state from the store.
+
+mod allocs;
+mod fleet;
+mod jobs;
+mod restore;
+mod runs;
+mod tenancy;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use gigafab_core::sched::AllocIdx;
+use gigafab_core::{
+    AllocationSpec, Category, Factory, JobIdx, JobSpec, JobState, Policy, Reason, SchedCore,
+    Throughputs, TypeFilter, Vendor,
+};
+use gigafab_exec::{AssignedAccel, DeviceVendor, Executor, LaunchSpec, Outcome, RunStatus};
+use serde_json::{Value, json};
+use sqlx::Row;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::auth::{Principal, Role, hash_token, new_token};
+use crate::error::ApiError;
+use crate::model::*;
+use crate::store::Store;
+use crate::time::{parse_rfc3339, rfc3339};
+
+/// Most accelerators one job may ask for.
+pub const MAX_GPUS: i64 = 65_536;
+/// Longest time limit, seconds (30 days).
+pub const MAX_TIME_LIMIT_S: i64 = 30 * 86_400;
+/// Default time limit, seconds.
+pub const DEFAULT_TIME_LIMIT_S: i64 = 3_600;
+/// Most commands taken into one transaction.
+const MAX_BATCH: usize = 1024;
+
+/// A value bound to an SQL parameter.
+#[derive(Debug, Clone)]
+pub enum Arg {
+    I(i64),
+    F(f64),
+    S(String),
+    OI(Option<i64>),
+    OF(Option<f64>),
+    OS(Option<String>),
+}
+
+/// One statement of a transaction.
+#[derive(Debug, Clone)]
+pub struct Op {
+    pub sql: std::borrow::Cow<'static, str>,
+    pub args: Vec<Arg>,
+}
+
+/// What a request asks of the controller.
+#[derive(Debug)]
+pub enum Action {
+    Submit(Box<SubmitReq>),
+    Cancel(i64),
+    CreateOrg(OrgReq),
+    CreateProject(ProjectReq),
+    CreateUser(UserReq),
+    CreateToken(TokenReq),
+    RevokeToken(i64),
+    ListTokens,
+    DisableUser(i64),
+    CreateAlloc(AllocReq),
+    Drain(String, bool),
+    ListOrgs,
+    ListProjects,
+    ListUsers,
+    ListAllocs,
+    GetAlloc(i64),
+    Usage,
+    Fleet,
+    /// Prometheus exposition text (admin, operator).
+    Metrics,
+}
+
+/// What the controller answers a command: a status and a body, or an error.
+pub type Answer = Result<(StatusCode, Value), ApiError>;
+
+/// A request with its caller and where to answer.
+pub struct Cmd {
+    pub who: Principal,
+    pub action: Action,
+    pub reply: oneshot::Sender<Answer>,
+}
+
+/// State shared with the HTTP handlers.
+pub struct Shared {
+    pub store: Store,
+    /// Token hash -> caller (live tokens only).
+    pub tokens: RwLock<HashMap<String, Principal>>,
+    pub tx: mpsc::Sender<Cmd>,
+    pub executor: Arc<dyn Executor>,
+    /// GPU telemetry of this machine's devices (energy counters); none: energy is modelled.
+    pub telemetry: Option<Arc<dyn gigafab_telemetry::Telemetry>>,
+    /// Timings of recent scheduling passes and commits.
+    pub stats: std::sync::Mutex<LoopStats>,
+    /// Prometheus counters and histograms.
+    pub metrics: crate::metrics::Metrics,
+    /// False once the controller has stopped other than by a stop request
+    /// (a panic): `/health` fails and the server exits.
+    pub controller_alive: std::sync::atomic::AtomicBool,
+    /// Where the controller and the API read the time.
+    pub clock: Arc<dyn crate::time::Clock>,
+}
+
+/// What the controller's loop measured, for `/health` and benchmarks.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct LoopStats {
+    pub passes: u64,
+    pub commits: u64,
+    pub committed_ops: u64,
+    /// Recent passes: (queued jobs, running jobs, microseconds), newest last.
+    pub recent_passes: std::collections::VecDeque<(usize, usize, u64)>,
+    /// Recent commits: (statements, microseconds), newest last.
+    pub recent_commits: std::collections::VecDeque<(usize, u64)>,
+}
+
+impl LoopStats {
+    fn push<T>(q: &mut std::collections::VecDeque<T>, v: T) {
+        if q.len() == 64 {
+            q.pop_front();
+        }
+        q.push_back(v);
+    }
+}
+
+impl Shared {
+    /// Sends a command and waits for its answer.
+    pub async fn ask(
+        &self,
+        who: Principal,
+        action: Action,
+    ) -> Result<(StatusCode, Value), ApiError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Cmd { who, action, reply })
+            .await
+            .map_err(|_| ApiError::unavailable("the controller has stopped"))?;
+        rx.await
+            .map_err(|_| ApiError::unavailable("the controller has stopped"))?
+    }
+
+    /// The caller of a live token (None: unknown, revoked or expired).
+    pub fn principal(&self, token: &str) -> Option<Principal> {
+        let h = hash_token(token);
+        let p = self.tokens.read().ok()?.get(&h).cloned()?;
+        match p.expires_ms {
+            Some(e) if self.clock.now_ms() >= e => None,
+            _ => Some(p),
+        }
+    }
+}
+
+/// Controller settings.
+#[derive(Clone)]
+pub struct CtlConfig {
+    pub factory: Factory,
+    pub policy: Policy,
+    /// Throughputs of job types on accelerator types (the `hetero` policy
+    /// and jobs given in steps); empty: every type runs at its nominal speed.
+    pub throughputs: Throughputs,
+    /// Longest time between scheduling passes.
+    pub tick: Duration,
+    /// Time between polls of running jobs.
+    pub poll: Duration,
+    /// First admin token (else a random one is made on first start).
+    pub bootstrap_token: Option<String>,
+    /// Whose identity jobs run under.
+    pub isolation: Isolation,
+}
+
+/// Whose identity jobs run under (docs/security.md).
+#[derive(Clone, Debug)]
+pub enum Isolation {
+    /// Every job runs as the server's own account `user`: nothing separates
+    /// tenants' jobs from each other. Unless the operator `accepted` it
+    /// (`--single-user`), a second organisation is refused.
+    Shared { user: String, accepted: bool },
+    /// Each job runs as the POSIX account of its user, else of its
+    /// organisation (the server runs as root and drops to it).
+    Accounts(AccountMap),
+}
+
+impl Isolation {
+    /// One identity for all, accepted: tests, benchmarks, one-tenant machines.
+    pub fn single_user() -> Isolation {
+        Isolation::Shared {
+            user: String::new(),
+            accepted: true,
+        }
+    }
+}
+
+/// gigafab users and organisations → POSIX accounts (`--job-accounts`).
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountMap {
+    /// User login (`ORG/NAME`, or the plain name of an admin or operator)
+    /// → account (wins over the organisation's).
+    #[serde(default)]
+    pub users: BTreeMap<String, String>,
+    /// Organisation name → the account of all its members.
+    #[serde(default)]
+    pub orgs: BTreeMap<String, String>,
+}
+
+impl AccountMap {
+    /// The account of the user whose login is `user` (`ORG/NAME` for an
+    /// organisation's member, the plain name for admins and operators) in
+    /// `org`.
+    /// Checks the map's keys: `[users]` keys are `ORG/NAME` or a plain
+    /// name, `[orgs]` keys an organisation name.
+    pub fn check(&self) -> Result<(), String> {
+        let name_ok = |n: &str| valid_name(n, "name").is_ok();
+        for key in self.users.keys() {
+            let ok = match key.split_once('/') {
+                Some((o, n)) => name_ok(o) && name_ok(n),
+                None => name_ok(key),
+            };
+            if !ok {
+                return Err(format!(
+                    "[users] `{}`: a key is ORG/NAME for an organisation's member or NAME for an admin or operator",
+                    gigafab_core::time::excerpt(key, 80)
+                ));
+            }
+        }
+        for key in self.orgs.keys() {
+            if !name_ok(key) {
+                return Err(format!(
+                    "[orgs] `{}`: not an organisation name",
+                    gigafab_core::time::excerpt(key, 80)
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn account(&self, user: &str, org: &str) -> Option<&str> {
+        self.users
+            .get(user)
+            .or_else(|| self.orgs.get(org))
+            .map(String::as_str)
+    }
+}
+
+struct Org {
+    id: i64,
+    name: String,
+    category: String,
+    created_ms: i64,
+}
+
+struct Project {
+    id: i64,
+    org: i64,
+    name: String,
+}
+
+struct User {
+    id: i64,
+    name: String,
+    org: Option<i64>,
+    role: Role,
+    /// Disabled: no token of theirs works, none can be made.
+    disabled: bool,
+}
+
+struct TokenRec {
+    user: i64,
+    hash: String,
+    created_ms: i64,
+    expires_ms: Option<i64>,
+}
+
+/// Days a token lives unless its request says otherwise.
+pub const DEFAULT_TOKEN_DAYS: f64 = 90.0;
+/// Longest life of a token, days.
+pub const MAX_TOKEN_DAYS: f64 = 3650.0;
+
+struct Alloc {
+    id: i64,
+    org: i64,
+    name: String,
+    granted_gpu_s: f64,
+    /// Charged by ended runs.
+    used_gpu_s: f64,
+    /// Energy and carbon of ended runs, J and g.
+    energy_j: f64,
+    carbon_g: f64,
+    valid_from_ms: i64,
+    valid_until_ms: i64,
+    qos: i64,
+    core: AllocIdx,
+    /// Billing-weighted accelerators running now, and the sum of
+    /// weight × accelerators × start (ms) over those runs.
+    run_rate: f64,
+    run_start_sum: f64,
+    queued: u64,
+    running: u64,
+    ended: u64,
+}
+
+impl Alloc {
+    fn used_at(&self, now: i64) -> f64 {
+        self.used_gpu_s + (self.run_rate * now as f64 - self.run_start_sum).max(0.0) / 1000.0
+    }
+    fn state(&self, now: i64) -> &'static str {
+        if now < self.valid_from_ms {
+            "pending"
+        } else if now >= self.valid_until_ms {
+            "expired"
+        } else if self.used_at(now) >= self.granted_gpu_s {
+            "exhausted"
+        } else {
+            "active"
+        }
+    }
+}
+
+struct LiveJob {
+    row: JobRow,
+    spec: StoredSpec,
+    core: JobIdx,
+    next_seq: i64,
+    devices: Vec<(u32, u32)>,
+    cancel_requested: bool,
+    /// Telemetry: (device index, its energy meter) when the run started.
+    meter_start: Vec<(u32, f64)>,
+    /// "waiting" events recorded for it so far (bounded: a job whose
+    /// reason flaps keeps its current reason, not a row per flap).
+    wait_events: u32,
+}
+
+/// Most "waiting" events one job records; later changes of its reason only
+/// update the job's `reason`.
+pub const MAX_WAIT_EVENTS: u32 = 4;
+
+#[derive(Default)]
+struct Ids {
+    org: i64,
+    project: i64,
+    user: i64,
+    token: i64,
+    alloc: i64,
+    job: i64,
+    audit: i64,
+}
+
+struct Pending {
+    reply: oneshot::Sender<Result<(StatusCode, Value), ApiError>>,
+    answer: Result<(StatusCode, Value), ApiError>,
+    /// Tokens that become valid once committed.
+    tokens: Vec<(String, Principal)>,
+}
+
+/// The controller's state.
+pub struct Controller {
+    cfg: CtlConfig,
+    shared: Arc<Shared>,
+    core: SchedCore,
+    orgs: BTreeMap<i64, Org>,
+    projects: BTreeMap<i64, Project>,
+    users: BTreeMap<i64, User>,
+    tokens: BTreeMap<i64, TokenRec>,
+    allocs: BTreeMap<i64, Alloc>,
+    jobs: HashMap<i64, LiveJob>,
+    core_job: Vec<i64>,
+    /// Per core job: why it waited at the last pass (0 not yet, 1 for
+    /// capacity, 2 for its turn, 3 for its allocation's window, 4 for power).
+    core_wait: Vec<u8>,
+    ids: Ids,
+    /// Per node: job using each device slot.
+    devices: Vec<Vec<Option<i64>>>,
+    node_names: Vec<String>,
+    node_by_name: HashMap<String, u32>,
+    ops: Vec<Op>,
+    pending: Vec<Pending>,
+    launches: Vec<i64>,
+    dirty: bool,
+    /// The row of the job `end_job` last ended.
+    last_ended: Option<JobRow>,
+    /// Energy integrated from telemetry samples, per device.
+    meter: gigafab_telemetry::EnergyMeter,
+    /// Launches to try again (job, not before ms): the engine was unreachable.
+    relaunch: Vec<(i64, i64)>,
+    /// Jobs whose earlier launch may have reached the engine: their next
+    /// launch looks for that run first.
+    retry: std::collections::HashSet<i64>,
+    /// Runs of preempted jobs that were asked to stop and have not yet
+    /// (job, run handle): polled until they end; the job is not launched
+    /// again before.
+    stopping: HashMap<i64, String>,
+    /// When the loop polls the runs next, and schedules next (ms).
+    next_poll: i64,
+    next_sched: i64,
+    /// The core's last wake-up request (ms).
+    wake: Option<i64>,
+    /// Commits failed in a row (the loop backs off).
+    failed_commits: u32,
+    /// The node whose devices the telemetry reports.
+    tele_node: Option<u32>,
+    tele_failed: bool,
+    /// The connection commits go through (opened at the first commit,
+    /// closed after a failed one).
+    writer: Option<sqlx::AnyConnection>,
+}
+
+fn op(sql: &'static str, args: Vec<Arg>) -> Op {
+    Op {
+        sql: sql.into(),
+        args,
+    }
+}
+
+/// Inserts that a commit folds into multi-row statements (one round trip
+/// for a whole batch of submissions).
+const FOLDABLE: [&str; 3] = [JOB_INSERT, EVENT_INSERT, AUDIT_INSERT];
+
+/// Most parameters in one statement (SQLite allows 32766, PostgreSQL 65535).
+const MAX_PARAMS: usize = 30_000;
+
+/// `INSERT INTO t (cols) VALUES ($1, ..), ($k, ..), ..` for `rows` rows of
+/// `width` values, from the single-row form.
+fn multi_row_sql(single: &str, width: usize, rows: usize) -> String {
+    let head = single.split(" VALUES ").next().unwrap_or(single);
+    let mut s = String::with_capacity(head.len() + rows * width * 6);
+    s.push_str(head);
+    s.push_str(" VALUES ");
+    let mut n = 0;
+    for r in 0..rows {
+        if r > 0 {
+            s.push_str(", ");
+        }
+        s.push('(');
+        for c in 0..width {
+            if c > 0 {
+                s.push_str(", ");
+            }
+            n += 1;
+            s.push('$');
+            s.push_str(&n.to_string());
+        }
+        s.push(')');
+    }
+    s
+}
+
+/// Folds the foldable inserts of `ops` into multi-row statements. Each
+/// run of foldable inserts between two other statements is folded on its
+/// own, so every statement still follows the ones it depends on.
+pub fn fold_ops(ops: Vec<Op>) -> Vec<Op> {
+    let mut out: Vec<Op> = Vec::new();
+    let mut groups: Vec<(&'static str, Vec<Vec<Arg>>)> = Vec::new();
+    fn flush(groups: &mut Vec<(&'static str, Vec<Vec<Arg>>)>, out: &mut Vec<Op>) {
+        for (sql, rows) in groups.drain(..) {
+            let width = rows[0].len().max(1);
+            let per = (MAX_PARAMS / width).max(1);
+            let mut rows = rows.into_iter().peekable();
+            while rows.peek().is_some() {
+                let chunk: Vec<Vec<Arg>> = rows.by_ref().take(per).collect();
+                if chunk.len() == 1 {
+                    let args = chunk.into_iter().next().unwrap_or_default();
+                    out.push(Op {
+                        sql: sql.into(),
+                        args,
+                    });
+                } else {
+                    out.push(Op {
+                        sql: multi_row_sql(sql, width, chunk.len()).into(),
+                        args: chunk.into_iter().flatten().collect(),
+                    });
+                }
+            }
+        }
+    }
+    for o in ops {
+        match FOLDABLE.iter().find(|f| **f == o.sql) {
+            Some(f) => match groups.iter_mut().find(|g| g.0 == *f) {
+                Some(g) => g.1.push(o.args),
+                None => groups.push((f, vec![o.args])),
+            },
+            None => {
+                flush(&mut groups, &mut out);
+                out.push(o);
+            }
+        }
+    }
+    flush(&mut groups, &mut out);
+    out
+}
+
+fn valid_name(s: &str, what: &str) -> Result<(), ApiError> {
+    if s.is_empty()
+        || s.len() > 64
+        || !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(ApiError::invalid(format!(
+            "{what}: `{}` is not a valid name (1-64 of A-Z a-z 0-9 - _ .)",
+            s.chars().take(80).collect::<String>()
+        )));
+    }
+    Ok(())
+}
+
+const JOB_INSERT: &str = "INSERT INTO jobs (id, org_id, user_id, alloc_id, project_id, name, spec, gpus, time_limit_s, state, reason, exit_code, submitted_ms, started_ms, ended_ms, accelerators, handle, gpu_s) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)";
+const JOB_UPDATE: &str = "UPDATE jobs SET state = $2, reason = $3, exit_code = $4, started_ms = $5, ended_ms = $6, accelerators = $7, handle = $8, gpu_s = $9, spec = $10, energy_j = $11, carbon_g = $12, energy_source = $13 WHERE id = $1";
+const EVENT_INSERT: &str =
+    "INSERT INTO job_events (job_id, seq, at_ms, kind, message) VALUES ($1, $2, $3, $4, $5)";
+const AUDIT_INSERT: &str = "INSERT INTO audit (id, at_ms, user_id, user_name, action, object, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+/// Columns of a job row joined with names, in [`row_to_job`] order.
+pub const JOB_COLUMNS: &str = "j.id, j.org_id, o.name, j.user_id, u.name, j.alloc_id, j.project_id, j.name, j.spec, j.gpus, j.time_limit_s, j.state, j.reason, j.exit_code, j.submitted_ms, j.started_ms, j.ended_ms, j.accelerators, j.handle, j.gpu_s, j.energy_j, j.carbon_g, j.energy_source FROM jobs j JOIN orgs o ON o.id = j.org_id JOIN users u ON u.id = j.user_id";
+
+/// A user's name without its organisation: the store keeps members as
+/// `ORG/NAME` (names are unique within an organisation only).
+pub fn short_name(stored: String) -> String {
+    match stored.rsplit_once('/') {
+        Some((_, name)) => name.to_string(),
+        None => stored,
+    }
+}
+
+/// The login of `name` in `org` as the store keeps it (see [`short_name`]).
+pub fn login(org: Option<&str>, name: &str) -> String {
+    match org {
+        Some(o) => format!("{o}/{name}"),
+        None => name.to_string(),
+    }
+}
+
+pub fn row_to_job(r: &sqlx::any::AnyRow) -> Result<JobRow, sqlx::Error> {
+    Ok(JobRow {
+        id: r.try_get(0)?,
+        org_id: r.try_get(1)?,
+        org: r.try_get(2)?,
+        user_id: r.try_get(3)?,
+        user: short_name(r.try_get(4)?),
+        alloc_id: r.try_get(5)?,
+        project_id: r.try_get(6)?,
+        name: r.try_get(7)?,
+        spec: r.try_get(8)?,
+        gpus: r.try_get(9)?,
+        time_limit_s: r.try_get(10)?,
+        state: r.try_get(11)?,
+        reason: r.try_get(12)?,
+        exit_code: r.try_get(13)?,
+        submitted_ms: r.try_get(14)?,
+        started_ms: r.try_get(15)?,
+        ended_ms: r.try_get(16)?,
+        accelerators: r.try_get(17)?,
+        handle: r.try_get(18)?,
+        gpu_s: r.try_get(19)?,
+        energy_j: r.try_get(20)?,
+        carbon_g: r.try_get(21)?,
+        energy_source: r.try_get(22)?,
+    })
+}
+
+fn filter_label(spec: &StoredSpec) -> String {
+    let mut parts = Vec::new();
+    if !spec.types.is_empty() {
+        parts.push(spec.types.join("|"));
+    }
+    if let Some(v) = &spec.vendor {
+        parts.push(v.clone());
+    }
+    if let Some(m) = spec.min_memory_gb {
+        parts.push(format!("≥{m} GB"));
+    }
+    if parts.is_empty() {
+        "any".into()
+    } else {
+        parts.join(" ")
+    }
+}
+
+impl Controller {
+    /// Loads the state from the store (creating the first admin on an empty
+    /// store) and adopts the runs of jobs recorded as running. Returns the
+    /// controller and, on a first start without a given token, the new
+    /// admin token to show once.
+    pub async fn load(
+        cfg: CtlConfig,
+        shared: Arc<Shared>,
+    ) -> Result<(Controller, Option<String>), sqlx::Error> {
+        let (mut c, shown) = Controller::read(cfg, shared).await?;
+        if !c.ops.is_empty() {
+            c.commit().await?;
+        }
+        Ok((c, shown))
+    }
+
+    /// Reads the state from the store; what reading it decided (adopted
+    /// runs that ended meanwhile, relaunches) waits in `ops` for the next
+    /// commit.
+    async fn read(
+        cfg: CtlConfig,
+        shared: Arc<Shared>,
+    ) -> Result<(Controller, Option<String>), sqlx::Error> {
+        let policy = cfg.policy.clone();
+        let core = SchedCore::new(cfg.factory.clone(), policy, cfg.throughputs.clone());
+        let mut node_names = Vec::new();
+        let mut devices = Vec::new();
+        for p in &cfg.factory.pools {
+            for i in 0..p.nodes {
+                node_names.push(format!("{}-{}", p.name, i));
+                devices.push(vec![None; p.per_node as usize]);
+            }
+        }
+        let node_by_name = node_names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i as u32))
+            .collect();
+        let mut c = Controller {
+            cfg,
+            shared,
+            core,
+            orgs: BTreeMap::new(),
+            projects: BTreeMap::new(),
+            users: BTreeMap::new(),
+            tokens: BTreeMap::new(),
+            allocs: BTreeMap::new(),
+            jobs: HashMap::new(),
+            core_job: Vec::new(),
+            core_wait: Vec::new(),
+            ids: Ids::default(),
+            devices,
+            node_names,
+            node_by_name,
+            ops: Vec::new(),
+            pending: Vec::new(),
+            launches: Vec::new(),
+            dirty: true,
+            last_ended: None,
+            meter: gigafab_telemetry::EnergyMeter::new(),
+            relaunch: Vec::new(),
+            retry: std::collections::HashSet::new(),
+            stopping: HashMap::new(),
+            next_poll: 0,
+            next_sched: 0,
+            wake: None,
+            failed_commits: 0,
+            tele_node: None,
+            tele_failed: false,
+            writer: None,
+        };
+        c.tele_node = c.telemetry_node();
+        let shown = c.load_rows().await?;
+        Ok((c, shown))
+    }
+
+    fn audit(&mut self, who: &Principal, now: i64, action: &str, object: &str, detail: String) {
+        self.ids.audit += 1;
+        self.ops.push(op(
+            AUDIT_INSERT,
+            vec![
+                Arg::I(self.ids.audit),
+                Arg::I(now),
+                Arg::OI(Some(who.user_id)),
+                Arg::S(self.login_of(who.user_id)),
+                Arg::S(action.into()),
+                Arg::S(object.into()),
+                Arg::S(detail),
+            ],
+        ));
+    }
+
+    fn event(&mut self, job: i64, now: i64, kind: &str, message: String) {
+        let Some(j) = self.jobs.get_mut(&job) else {
+            return;
+        };
+        let seq = j.next_seq;
+        j.next_seq += 1;
+        self.ops.push(op(
+            EVENT_INSERT,
+            vec![
+                Arg::I(job),
+                Arg::I(seq),
+                Arg::I(now),
+                Arg::S(kind.into()),
+                Arg::S(message),
+            ],
+        ));
+    }
+
+    fn update_job_op(&mut self, job: i64) {
+        let Some(j) = self.jobs.get(&job) else {
+            return;
+        };
+        let r = &j.row;
+        let spec = serde_json::to_string(&j.spec).unwrap_or_default();
+        self.ops.push(op(
+            JOB_UPDATE,
+            vec![
+                Arg::I(r.id),
+                Arg::S(r.state.clone()),
+                Arg::OS(r.reason.clone()),
+                Arg::OI(r.exit_code),
+                Arg::OI(r.started_ms),
+                Arg::OI(r.ended_ms),
+                Arg::OS(r.accelerators.clone()),
+                Arg::OS(r.handle.clone()),
+                Arg::F(r.gpu_s),
+                Arg::S(spec),
+                Arg::F(r.energy_j),
+                Arg::OF(r.carbon_g),
+                Arg::OS(r.energy_source.clone()),
+            ],
+        ));
+    }
+
+    /// The highest job id the store has seen.
+    pub fn max_job_id(&self) -> i64 {
+        self.ids.job
+    }
+
+    /// Runs the controller until the channel closes.
+    /// The loop: take commands, poll runs, schedule, commit, answer,
+    /// launch. When `stop` turns true it ends after committing and
+    /// answering what it holds (running jobs are left to be adopted).
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Cmd>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut stopping = false;
+        let mut stop_gone = false;
+        let mut batch: Vec<Cmd> = Vec::new();
+        let tick_ms = self.cfg.tick.as_millis() as i64;
+        loop {
+            let wait = if !self.ops.is_empty() || self.dirty || !self.launches.is_empty() {
+                Duration::ZERO
+            } else {
+                let now = self.shared.clock.now_ms();
+                let until = self.next_poll.min(self.next_sched) - now;
+                Duration::from_millis(until.clamp(1, tick_ms.max(1)) as u64)
+            };
+            tokio::select! {
+                biased;
+                c = rx.recv() => match c {
+                    Some(c) => batch.push(c),
+                    None => break,
+                },
+                // a dropped sender (no one can ask for a stop) is not a stop
+                r = stop.wait_for(|v| *v), if !stopping && !stop_gone => match r {
+                    Ok(_) => stopping = true,
+                    Err(_) => stop_gone = true,
+                },
+                _ = tokio::time::sleep(wait) => {}
+            }
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(c) => batch.push(c),
+                    Err(_) => break,
+                }
+            }
+            let now = self.shared.clock.now_ms();
+            if !self.turn(now, &mut batch).await {
+                continue;
+            }
+            if stopping {
+                // what was committed is answered and launched; the launches'
+                // handles are committed too, so the next start adopts them
+                if !self.ops.is_empty()
+                    && let Err(e) = self.commit().await
+                {
+                    tracing::warn!("last commit before stopping failed: {e}");
+                }
+                self.answer(None);
+                tracing::info!("controller stopped; running jobs are adopted at the next start");
+                return;
+            }
+        }
+    }
+
+    /// One turn of the loop at `now`: take the commands, poll the runs
+    /// (when due), schedule (when due or something changed), commit,
+    /// answer, launch. False when the commit failed: the commands were
+    /// answered with the store's error and the state reloaded from it.
+    async fn turn(&mut self, now: i64, batch: &mut Vec<Cmd>) -> bool {
+        let tick_ms = self.cfg.tick.as_millis() as i64;
+        for c in batch.drain(..) {
+            self.handle(c, now);
+        }
+        if now >= self.next_poll {
+            self.poll_runs(now);
+            self.next_poll = now + self.cfg.poll.as_millis() as i64;
+        }
+        if self.dirty || now >= self.next_sched {
+            let t = std::time::Instant::now();
+            let wake = self.schedule(now);
+            let us = t.elapsed().as_micros() as u64;
+            self.shared
+                .metrics
+                .schedule_pass_seconds
+                .observe(us as f64 / 1e6);
+            if let Ok(mut st) = self.shared.stats.lock() {
+                st.passes += 1;
+                let q = (self.core.queued(), self.core.n_running, us);
+                LoopStats::push(&mut st.recent_passes, q);
+            }
+            self.dirty = false;
+            self.wake = wake;
+            self.next_sched = now + tick_ms;
+            if let Some(w) = wake {
+                self.next_sched = self.next_sched.min(w.max(now + 1));
+            }
+        }
+        if self.ops.is_empty() {
+            self.answer(None);
+        } else {
+            let n = self.ops.len();
+            let t = std::time::Instant::now();
+            match self.commit().await {
+                Ok(()) => {
+                    self.failed_commits = 0;
+                    let us = t.elapsed().as_micros() as u64;
+                    self.shared.metrics.commit_seconds.observe(us as f64 / 1e6);
+                    if let Ok(mut st) = self.shared.stats.lock() {
+                        st.commits += 1;
+                        st.committed_ops += n as u64;
+                        LoopStats::push(&mut st.recent_commits, (n, us));
+                    }
+                    self.answer(None)
+                }
+                Err(e) => {
+                    let err = ApiError::store(&e);
+                    self.answer(Some(err));
+                    self.launches.clear();
+                    let failed = self.failed_commits + 1;
+                    self.reload().await;
+                    self.failed_commits = failed;
+                    // a store that keeps failing (a full disk) is retried
+                    // at most once a second, not in a hot loop
+                    let pause = 50u64 << failed.min(5);
+                    tokio::time::sleep(Duration::from_millis(pause.min(1_000))).await;
+                    return false;
+                }
+            }
+        }
+        self.launch_pending(self.shared.clock.now_ms());
+        true
+    }
+
+    /// One whole turn at `now` (tests and the twin/controller conformance):
+    /// the commands sent so far, a poll of every run and a scheduling
+    /// pass, whatever the loop's timers say. Time is only what `now` says.
+    pub async fn step(&mut self, now: i64, rx: &mut mpsc::Receiver<Cmd>) -> bool {
+        let mut batch = Vec::new();
+        while let Ok(c) = rx.try_recv() {
+            batch.push(c);
+        }
+        self.next_poll = now;
+        self.next_sched = now;
+        self.turn(now, &mut batch).await
+    }
+
+    /// When the last scheduling pass asked to be called again (ms), even
+    /// if nothing happens before.
+    pub fn wakeup(&self) -> Option<i64> {
+        self.wake
+    }
+
+    fn answer(&mut self, err: Option<ApiError>) {
+        for p in self.pending.drain(..) {
+            match &err {
+                None => {
+                    if !p.tokens.is_empty()
+                        && let Ok(mut t) = self.shared.tokens.write()
+                    {
+                        t.extend(p.tokens);
+                    }
+                    let _ = p.reply.send(p.answer);
+                }
+                Some(e) => {
+                    let _ = p.reply.send(match p.answer {
+                        Ok(_) => Err(e.clone()),
+                        Err(x) => Err(x),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Rebuilds memory from the store after a failed commit. It only
+    /// reads: while the store cannot be written (a full disk), commands are
+    /// answered `store_unavailable` by the next failed commit instead of
+    /// waiting for a reload that cannot commit.
+    async fn reload(&mut self) {
+        loop {
+            let cfg = self.cfg.clone();
+            match Controller::read(cfg, self.shared.clone()).await {
+                Ok((c, _)) => {
+                    *self = c;
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!("cannot reload state from the store: {e}; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    async fn commit(&mut self) -> Result<(), sqlx::Error> {
+        use sqlx::Connection;
+        let ops = fold_ops(std::mem::take(&mut self.ops));
+        let mut conn = match self.writer.take() {
+            Some(c) => c,
+            None => self.shared.store.writer().await?,
+        };
+        match write_ops(&mut conn, ops).await {
+            Ok(()) => {
+                self.writer = Some(conn);
+                Ok(())
+            }
+            Err(e) => {
+                // a failed write (a full disk, a lost server) closes its
+                // connection, and with it any lock or transaction left open
+                let _ = conn.close().await;
+                Err(e)
+            }
+        }
+    }
+
+    fn handle(&mut self, c: Cmd, now: i64) {
+        let mark = self.ops.len();
+        let mut tokens = Vec::new();
+        let answer = self.act(&c.who, c.action, now, &mut tokens);
+        if answer.is_err() {
+            // a refused command leaves no trace
+            self.ops.truncate(mark);
+            tokens.clear();
+        }
+        self.pending.push(Pending {
+            reply: c.reply,
+            answer,
+            tokens,
+        });
+    }
+
+    fn act(
+        &mut self,
+        who: &Principal,
+        action: Action,
+        now: i64,
+        tokens: &mut Vec<(String, Principal)>,
+    ) -> Result<(StatusCode, Value), ApiError> {
+        let ok = |v: Value| Ok((StatusCode::OK, v));
+        let created = |v: Value| Ok((StatusCode::CREATED, v));
+        match action {
+            Action::Submit(req) => created(self.submit(who, *req, now)?),
+            Action::Cancel(id) => ok(self.cancel(who, id, now)?),
+            Action::CreateOrg(req) => created(self.create_org(who, req, now)?),
+            Action::CreateProject(req) => created(self.create_project(who, req, now)?),
+            Action::CreateUser(req) => created(self.create_user(who, req, now, tokens)?),
+            Action::CreateToken(req) => created(self.create_token(who, req, now, tokens)?),
+            Action::RevokeToken(id) => ok(self.revoke_token(who, id, now)?),
+            Action::ListTokens => ok(self.list_tokens(who)),
+            Action::DisableUser(id) => ok(self.disable_user(who, id, now)?),
+            Action::CreateAlloc(req) => created(self.create_alloc(who, req, now)?),
+            Action::Drain(node, drain) => ok(self.drain(who, &node, drain, now)?),
+            Action::ListOrgs => ok(json!({"items": self
+                .orgs
+                .values()
+                .filter(|o| who.sees_org(o.id))
+                .map(|o| self.org_json(o))
+                .collect::<Vec<_>>(), "next": null})),
+            Action::ListProjects => ok(json!({"items": self
+                .projects
+                .values()
+                .filter(|p| who.sees_org(p.org))
+                .map(|p| json!({"id": p.id, "org": self.org_name(p.org), "name": p.name}))
+                .collect::<Vec<_>>(), "next": null})),
+            Action::ListUsers => {
+                if who.role == Role::Member {
+                    return Err(ApiError::forbidden("members cannot list users"));
+                }
+                ok(json!({"items": self
+                    .users
+                    .values()
+                    .filter(|u| who.global() || (u.org.is_some() && u.org == who.org_id))
+                    .map(|u| self.user_json(u))
+                    .collect::<Vec<_>>(), "next": null}))
+            }
+            Action::ListAllocs => ok(json!({"items": self
+                .allocs
+                .values()
+                .filter(|a| who.sees_org(a.org))
+                .map(|a| self.alloc_json(a, now))
+                .collect::<Vec<_>>(), "next": null})),
+            Action::GetAlloc(id) => match self.allocs.get(&id) {
+                Some(a) if who.sees_org(a.org) => ok(self.alloc_json(a, now)),
+                _ => Err(ApiError::not_found(
+                    "allocation_not_found",
+                    format!("allocation {id} not found"),
+                )),
+            },
+            Action::Usage => ok(json!({"items": self
+                .allocs
+                .values()
+                .filter(|a| who.sees_org(a.org))
+                .map(|a| json!({
+                    "allocation": a.id,
+                    "name": a.name,
+                    "org": self.org_name(a.org),
+                    "granted_gpu_hours": a.granted_gpu_s / 3600.0,
+                    "used_gpu_hours": a.used_at(now) / 3600.0,
+                    "running_gpus": a.run_rate,
+                    "jobs_queued": a.queued,
+                    "jobs_running": a.running,
+                    "jobs_ended": a.ended,
+                    "state": a.state(now),
+                    "energy_kwh": a.energy_j / 3.6e6,
+                    "carbon_kg": a.carbon_g / 1e3,
+                }))
+                .collect::<Vec<_>>(),
+                "orgs": self.org_usage(who, now)})),
+            Action::Fleet => ok(self.fleet_json(who)),
+            Action::Metrics => {
+                if !who.global() {
+                    return Err(ApiError::forbidden("metrics are for admins and operators"));
+                }
+                let snap = self.metrics_snapshot(now);
+                ok(Value::String(crate::metrics::render(
+                    &self.shared.metrics,
+                    &snap,
+                )))
+            }
+        }
+    }
+}
+
+impl Controller {}
+
+/// Writes `ops` in one transaction on `conn`.
+async fn write_ops(conn: &mut sqlx::AnyConnection, ops: Vec<Op>) -> Result<(), sqlx::Error> {
+    use sqlx::Connection;
+    let mut tx = conn.begin().await?;
+    for o in ops {
+        let mut q = sqlx::query(&o.sql);
+        for a in o.args {
+            q = match a {
+                Arg::I(v) => q.bind(v),
+                Arg::F(v) => q.bind(v),
+                Arg::S(v) => q.bind(v),
+                Arg::OI(v) => q.bind(v),
+                Arg::OF(v) => q.bind(v),
+                Arg::OS(v) => q.bind(v),
+            };
+        }
+        q.execute(&mut *tx).await?;
+    }
+    tx.commit().await
+}

@@ -1,0 +1,498 @@
+//! From the scheduler to the executor: restoring and adopting runs,
+//! scheduling passes, starts, wait reasons, launches and polls.
+
+use super::*;
+
+fn outcome_state(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Completed => "completed",
+        Outcome::Failed => "failed",
+        Outcome::TimedOut => "timeout",
+        Outcome::Cancelled => "cancelled",
+    }
+}
+
+impl Controller {
+    pub(super) fn restore_job(&mut self, row: JobRow, spec: StoredSpec, next_seq: i64) {
+        let Some(a) = self.allocs.get(&row.alloc_id) else {
+            return;
+        };
+        let alloc_core = a.core;
+        let cs = self.core_spec(&row, &spec);
+        let mut devices = Vec::new();
+        let idx = if row.state == "running" {
+            let labels: Vec<String> = row
+                .accelerators
+                .as_deref()
+                .and_then(|s| serde_json::from_str(s).ok())
+                .unwrap_or_default();
+            let mut counts: BTreeMap<u32, u16> = BTreeMap::new();
+            for l in &labels {
+                if let Some((n, i)) = l.rsplit_once('/')
+                    && let Some(&node) = self.node_by_name.get(n)
+                    && let Ok(i) = i.parse::<u32>()
+                    && let Some(slot) = self.devices[node as usize].get_mut(i as usize)
+                {
+                    *slot = Some(row.id);
+                    devices.push((node, i));
+                    *counts.entry(node).or_insert(0) += 1;
+                }
+            }
+            let placement: Vec<(u32, u16)> = counts.into_iter().collect();
+            let pool = placement
+                .first()
+                .map_or(0, |&(n, _)| self.core.cluster.pool_of(n));
+            let start = row.started_ms.unwrap_or(row.submitted_ms) as f64 / 1000.0;
+            let w = spec.billing_weight.unwrap_or(1.0);
+            let a = self.allocs.get_mut(&row.alloc_id).expect("checked");
+            a.running += 1;
+            a.run_rate += w * row.gpus as f64;
+            a.run_start_sum += w * row.gpus as f64 * row.started_ms.unwrap_or(0) as f64;
+            self.core
+                .restore_running(&cs, alloc_core, pool, &placement, start)
+        } else {
+            self.allocs.get_mut(&row.alloc_id).expect("checked").queued += 1;
+            self.core
+                .submit(&cs, alloc_core, row.submitted_ms as f64 / 1000.0)
+        };
+        self.map_core(idx, row.id);
+        self.jobs.insert(
+            row.id,
+            LiveJob {
+                row,
+                spec,
+                core: idx,
+                next_seq,
+                devices,
+                cancel_requested: false,
+                meter_start: Vec::new(),
+                wait_events: 0,
+            },
+        );
+    }
+
+    pub(super) fn map_core(&mut self, idx: JobIdx, id: i64) {
+        let i = idx as usize;
+        if self.core_job.len() <= i {
+            self.core_job.resize(i + 1, 0);
+            self.core_wait.resize(i + 1, 0);
+        }
+        self.core_job[i] = id;
+    }
+
+    /// After a restart: finds the run of a job recorded as running.
+    pub(super) fn adopt(&mut self, id: i64, now: i64) {
+        let handle = self.jobs.get(&id).and_then(|j| j.row.handle.clone());
+        let exec = self.shared.executor.clone();
+        match exec.adopt(id, handle.as_deref()) {
+            Ok((found, RunStatus::Running)) => {
+                if let Some(j) = self.jobs.get_mut(&id) {
+                    j.row.handle = found.or(handle);
+                }
+                self.update_job_op(id);
+                self.event(
+                    id,
+                    now,
+                    "adopted",
+                    "still running after a server restart; adopted".into(),
+                );
+            }
+            Ok((found, RunStatus::Exited(rec))) => {
+                if let Some(j) = self.jobs.get_mut(&id) {
+                    j.row.handle = found.or(handle);
+                }
+                let state = outcome_state(rec.outcome);
+                self.end_job(
+                    id,
+                    rec.ended_at_ms.min(now).max(0),
+                    state,
+                    rec.exit_code.map(i64::from),
+                    format!("{} (while the server was down)", rec.message),
+                );
+            }
+            Ok((_, RunStatus::Lost { .. })) if handle.is_none() => {
+                // decided and committed, but the server stopped before its
+                // launch was recorded, and the engine has no trace of it:
+                // it never started, so it starts now on its accelerators
+                self.event(
+                    id,
+                    now,
+                    "adopted",
+                    "never launched before a server restart; launching now".into(),
+                );
+                self.launches.push(id);
+            }
+            Ok((_, RunStatus::Lost { message })) => {
+                self.end_job(id, now, "failed", None, format!("lost: {message}"));
+            }
+            Err(e) if e.is_transient() => {
+                // the engine is unreachable now: keep the job, poll later
+                self.event(
+                    id,
+                    now,
+                    "adopted",
+                    format!("kept while the engine is unreachable: {e}"),
+                );
+                if handle.is_none() {
+                    self.relaunch.push((id, now + 5_000));
+                    self.retry.insert(id);
+                }
+            }
+            Err(e) => {
+                self.end_job(id, now, "failed", None, format!("lost: {e}"));
+            }
+        }
+    }
+
+    /// Asks the executor how running jobs are doing.
+    pub(super) fn poll_runs(&mut self, now: i64) {
+        self.sample_telemetry();
+        let due: Vec<i64> = self
+            .relaunch
+            .iter()
+            .filter(|r| r.1 <= now)
+            .map(|r| r.0)
+            .collect();
+        if !due.is_empty() {
+            self.relaunch.retain(|r| r.1 > now);
+            self.launches
+                .extend(due.into_iter().filter(|id| self.jobs.contains_key(id)));
+        }
+        let exec = self.shared.executor.clone();
+        let mut running: Vec<(i64, String)> = self
+            .jobs
+            .values()
+            .filter(|j| j.row.state == "running")
+            .filter_map(|j| j.row.handle.clone().map(|h| (j.row.id, h)))
+            .collect();
+        let live = running.len();
+        running.extend(self.stopping.iter().map(|(&id, h)| (id, h.clone())));
+        // one query per engine for all its runs
+        let states = exec.poll_all(&running);
+        for (k, ((id, _), st)) in running.into_iter().zip(states).enumerate() {
+            if k >= live {
+                // a preempted run: gone once it has ended, whatever its end
+                match st {
+                    Ok(RunStatus::Running) => {}
+                    Err(e) if e.is_transient() => {}
+                    _ => {
+                        self.stopping.remove(&id);
+                    }
+                }
+                continue;
+            }
+            match st {
+                Ok(RunStatus::Running) => {}
+                Ok(RunStatus::Exited(rec)) => {
+                    let state = outcome_state(rec.outcome);
+                    let msg = match rec.outcome {
+                        Outcome::Completed => "exit code 0".to_string(),
+                        _ => rec.message.clone(),
+                    };
+                    self.end_job(id, now, state, rec.exit_code.map(i64::from), msg);
+                }
+                Ok(RunStatus::Lost { message }) => {
+                    self.end_job(id, now, "failed", None, format!("lost: {message}"));
+                }
+                Err(e) if e.is_transient() => {
+                    tracing::warn!("job {id}: {e}");
+                }
+                Err(e) => {
+                    self.end_job(id, now, "failed", None, format!("lost: {e}"));
+                }
+            }
+        }
+    }
+
+    /// One scheduling pass: the core decides, memory and the store follow,
+    /// launches wait for the commit. Returns the core's wake-up time (ms).
+    pub(super) fn schedule(&mut self, now: i64) -> Option<i64> {
+        let now_s = now as f64 / 1000.0;
+        let dec = self.core.schedule(now_s).clone();
+        for &(j, r) in &dec.cancelled {
+            let id = self.core_job.get(j as usize).copied().unwrap_or(0);
+            let msg = match r {
+                Reason::AllocationExhausted => "allocation exhausted while waiting",
+                Reason::AllocationExpired => "allocation expired while waiting",
+                _ => "refused by the scheduler",
+            };
+            self.end_job(id, now, "cancelled", None, format!("{msg} ({})", r.code()));
+        }
+        for &j in &dec.started {
+            let id = self.core_job.get(j as usize).copied().unwrap_or(0);
+            self.start_job(id, j, now);
+        }
+        for &(j, _) in &dec.preempted {
+            let id = self.core_job.get(j as usize).copied().unwrap_or(0);
+            self.preempt_job(id, now);
+        }
+        self.record_waits(now);
+        dec.wakeup.map(|w| (w * 1000.0) as i64)
+    }
+
+    pub(super) fn start_job(&mut self, id: i64, j: JobIdx, now: i64) {
+        let placement = self.core.jobs[j as usize].placement.clone();
+        let pool = self.core.jobs[j as usize].run_pool as usize;
+        let p = &self.cfg.factory.pools[pool];
+        let t = self.cfg.factory.catalog.get(p.accel);
+        let weight = t.billing_weight;
+        let mut devices = Vec::new();
+        for &(n, c) in &placement {
+            let mut left = c;
+            for (i, d) in self.devices[n as usize].iter_mut().enumerate() {
+                if left == 0 {
+                    break;
+                }
+                if d.is_none() {
+                    *d = Some(id);
+                    devices.push((n, i as u32));
+                    left -= 1;
+                }
+            }
+        }
+        let labels: Vec<String> = devices
+            .iter()
+            .map(|&(n, i)| format!("{}/{}", self.node_names[n as usize], i))
+            .collect();
+        let meter_start: Vec<(u32, f64)> = devices
+            .iter()
+            .filter(|(n, _)| Some(*n) == self.tele_node)
+            .map(|&(_, i)| (i, self.meter.energy_j(i)))
+            .collect();
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        job.meter_start = meter_start;
+        job.devices = devices;
+        job.row.state = "running".into();
+        job.row.started_ms = Some(now);
+        job.row.reason = None;
+        job.row.accelerators = Some(serde_json::to_string(&labels).unwrap_or_default());
+        job.spec.billing_weight = Some(weight);
+        let gpus = job.row.gpus as f64;
+        let alloc_id = job.row.alloc_id;
+        if let Some(a) = self.allocs.get_mut(&alloc_id) {
+            a.queued = a.queued.saturating_sub(1);
+            a.running += 1;
+            a.run_rate += weight * gpus;
+            a.run_start_sum += weight * gpus * now as f64;
+        }
+        self.update_job_op(id);
+        self.event(
+            id,
+            now,
+            "started",
+            format!("started on {}", labels.join(", ")),
+        );
+        self.shared.metrics.jobs_started.inc();
+        self.launches.push(id);
+    }
+
+    /// Records why queued jobs wait, when that changes.
+    pub(super) fn record_waits(&mut self, now: i64) {
+        let policy = self.cfg.policy.kind.name();
+        let now_s = now as f64 / 1000.0;
+        let mut changed: Vec<(JobIdx, u8)> = Vec::new();
+        // the scan reads only the core's arrays: no lookups, no strings
+        for j in self.core.queue_order() {
+            let ju = j as usize;
+            let alloc = self.core.jobs[ju].alloc as usize;
+            let kind = if now_s < self.core.allocs[alloc].spec.valid_from_s {
+                3u8
+            } else if self.core.reserve_check(j, now_s) == gigafab_core::Reserve::Wait {
+                6
+            } else if !self.core.fits_now(j) {
+                if self.core.waits_on_drained(j) { 5 } else { 1 }
+            } else if self.core.power_blocked(j) {
+                4
+            } else {
+                2
+            };
+            if self.core_wait.get(ju).copied().unwrap_or(0) != kind {
+                changed.push((j, kind));
+            }
+        }
+        let mut by_reason: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+        for (j, kind) in changed {
+            self.core_wait[j as usize] = kind;
+            let id = self.core_job[j as usize];
+            let Some(job) = self.jobs.get(&id) else {
+                continue;
+            };
+            let msg = match kind {
+                3 => {
+                    let a = &self.allocs[&job.row.alloc_id];
+                    format!(
+                        "waiting: allocation {} starts at {}",
+                        a.id,
+                        rfc3339(a.valid_from_ms)
+                    )
+                }
+                1 => format!(
+                    "waiting: no {}×{} gang free",
+                    job.row.gpus,
+                    filter_label(&job.spec)
+                ),
+                4 => "waiting: site power budget".to_string(),
+                6 => {
+                    let a = &self.allocs[&job.row.alloc_id];
+                    format!(
+                        "waiting: allocation {}: the time limits of its running jobs hold the rest of its {:.3} GPU-hours",
+                        a.id,
+                        a.granted_gpu_s / 3600.0
+                    )
+                }
+                5 => {
+                    let c = job.core;
+                    let mut drained: Vec<&str> = Vec::new();
+                    for p in self.core.candidate_pools(c) {
+                        let st = &self.core.cluster.pools[p as usize];
+                        for n in st.first_node..st.first_node + st.nodes {
+                            if self.core.is_drained(n) && drained.len() < 8 {
+                                drained.push(&self.node_names[n as usize]);
+                            }
+                        }
+                    }
+                    format!(
+                        "waiting: no {}×{} gang free; drained: {}",
+                        job.row.gpus,
+                        filter_label(&job.spec),
+                        drained.join(", ")
+                    )
+                }
+                _ => format!("waiting: priority (other jobs come first in {policy} order)"),
+            };
+            let job = self.jobs.get_mut(&id).expect("present");
+            if job.row.reason.as_deref() == Some(msg.as_str()) {
+                // the reason it already has (reloaded after a restart):
+                // nothing to record, nothing to write
+                continue;
+            }
+            job.row.reason = Some(msg.clone());
+            if job.wait_events < MAX_WAIT_EVENTS {
+                job.wait_events += 1;
+                self.event(id, now, "waiting", msg.clone());
+            }
+            by_reason.entry(msg).or_default().push(id);
+        }
+        // one statement per distinct reason
+        for (msg, ids) in by_reason {
+            for chunk in ids.chunks(1000) {
+                let mut sql = String::from("UPDATE jobs SET reason = $1 WHERE id IN (");
+                let mut args = Vec::with_capacity(chunk.len() + 1);
+                args.push(Arg::S(msg.clone()));
+                for (k, id) in chunk.iter().enumerate() {
+                    if k > 0 {
+                        sql.push_str(", ");
+                    }
+                    sql.push_str(&format!("${}", k + 2));
+                    args.push(Arg::I(*id));
+                }
+                sql.push(')');
+                self.ops.push(Op {
+                    sql: sql.into(),
+                    args,
+                });
+            }
+        }
+    }
+
+    /// Starts the processes of jobs whose start is now durable.
+    pub(super) fn launch_pending(&mut self, now: i64) {
+        let exec = self.shared.executor.clone();
+        for id in std::mem::take(&mut self.launches) {
+            let Some(j) = self.jobs.get(&id) else {
+                continue;
+            };
+            if j.row.state != "running" {
+                continue;
+            }
+            if self.stopping.contains_key(&id) {
+                // its preempted run is still stopping: one engine run at a time
+                self.relaunch
+                    .push((id, now + self.cfg.poll.as_millis() as i64));
+                continue;
+            }
+            let accels: Vec<AssignedAccel> = j
+                .devices
+                .iter()
+                .map(|&(n, i)| {
+                    let p = &self.cfg.factory.pools[self.core.cluster.pool_of(n) as usize];
+                    let vendor = match self.cfg.factory.catalog.get(p.accel).vendor {
+                        Vendor::Nvidia => DeviceVendor::Nvidia,
+                        Vendor::Amd => DeviceVendor::Amd,
+                        Vendor::Other => DeviceVendor::Other,
+                    };
+                    AssignedAccel {
+                        node: self.node_names[n as usize].clone(),
+                        index: i,
+                        vendor,
+                    }
+                })
+                .collect();
+            let spec = LaunchSpec {
+                job_id: id,
+                command: j.spec.command.clone(),
+                env: j
+                    .spec
+                    .env
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                accelerators: accels,
+                time_limit_s: j.row.time_limit_s as u64,
+                workdir: j.spec.workdir.as_ref().map(Into::into),
+                accel_type: j.devices.first().map(|&(n, _)| {
+                    let p = &self.cfg.factory.pools[self.core.cluster.pool_of(n) as usize];
+                    self.cfg.factory.catalog.get(p.accel).id.clone()
+                }),
+                gpus: j.row.gpus as u32,
+                per_node: j
+                    .devices
+                    .first()
+                    .map(|&(n, _)| {
+                        self.cfg.factory.pools[self.core.cluster.pool_of(n) as usize].per_node
+                    })
+                    .unwrap_or(1),
+                account: Some(j.row.alloc_id.to_string()),
+                grant_gpu_minutes: self
+                    .allocs
+                    .get(&j.row.alloc_id)
+                    .map(|a| (a.granted_gpu_s / 60.0).ceil() as u64),
+                site: j.devices.first().map(|&(n, _)| {
+                    let p = &self.cfg.factory.pools[self.core.cluster.pool_of(n) as usize];
+                    self.cfg.factory.sites[p.site].name.clone()
+                }),
+                run_as: self.account_of(j.row.user_id, j.row.org_id),
+                memory_bytes: j.spec.memory_gb.map(|g| (g * 1e9) as u64),
+                cpus: j.spec.cpus,
+                retry: self.retry.contains(&id),
+            };
+            match exec.launch(&spec) {
+                Ok(h) => {
+                    self.retry.remove(&id);
+                    if let Some(j) = self.jobs.get_mut(&id) {
+                        j.row.handle = Some(h);
+                    }
+                    self.update_job_op(id);
+                    if self.jobs.get(&id).is_some_and(|j| j.cancel_requested)
+                        && let Some(h) = self.jobs[&id].row.handle.clone()
+                    {
+                        let _ = exec.cancel(id, &h);
+                    }
+                }
+                Err(e) if e.is_transient() => {
+                    // launch again shortly (the executor adopts rather
+                    // than submits twice)
+                    self.event(id, now, "launch_deferred", format!("{e}"));
+                    self.relaunch.push((id, now + 5_000));
+                    self.retry.insert(id);
+                }
+                Err(e) => {
+                    self.retry.remove(&id);
+                    self.end_job(id, now, "failed", None, format!("cannot launch: {e}"));
+                }
+            }
+        }
+    }
+}
