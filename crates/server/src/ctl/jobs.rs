@@ -338,6 +338,7 @@ impl Controller {
                 cancel_requested: false,
                 meter_start: Vec::new(),
                 wait_events: 0,
+                starts: 0,
             },
         );
         self.allocs.get_mut(&alloc_id).expect("checked").queued += 1;
@@ -398,10 +399,9 @@ impl Controller {
             j.cancel_requested = true;
         }
         if first {
-            if let Some(h) = &handle
-                && let Err(e) = self.shared.executor.cancel(id, h)
-            {
-                tracing::warn!("job {id}: cancel: {e}");
+            // a launch still under way is stopped when it answers
+            if let Some(h) = handle {
+                self.driver.cancel(id, h);
             }
             self.event(
                 id,
@@ -558,8 +558,8 @@ impl Controller {
         }
         self.launches.retain(|&l| l != id);
         if let Some(h) = handle {
-            if !cancel_requested && let Err(e) = self.shared.executor.cancel(id, &h) {
-                tracing::warn!("job {id}: stopping its preempted run: {e}");
+            if !cancel_requested {
+                self.driver.cancel(id, h.clone());
             }
             self.stopping.insert(id, h);
         }

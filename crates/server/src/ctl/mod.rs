@@ -18,6 +18,7 @@
 //! [`restore`] loads the state from the store.
 
 mod allocs;
+mod driver;
 mod fleet;
 mod jobs;
 mod restore;
@@ -353,6 +354,9 @@ struct LiveJob {
     /// "waiting" events recorded for it so far (bounded: a job whose
     /// reason flaps keeps its current reason, not a row per flap).
     wait_events: u32,
+    /// Starts so far (a preempted job starts again): tells the answer of
+    /// a launch for an earlier start apart.
+    starts: u32,
 }
 
 /// Most "waiting" events one job records; later changes of its reason only
@@ -427,6 +431,8 @@ pub struct Controller {
     /// The connection commits go through (opened at the first commit,
     /// closed after a failed one).
     writer: Option<sqlx::AnyConnection>,
+    /// The executor, off the loop.
+    driver: driver::Driver,
 }
 
 fn op(sql: &'static str, args: Vec<Arg>) -> Op {
@@ -625,6 +631,7 @@ impl Controller {
     ) -> Result<(Controller, Option<String>), sqlx::Error> {
         let policy = cfg.policy.clone();
         let core = SchedCore::new(cfg.factory.clone(), policy, cfg.throughputs.clone());
+        let executor = shared.executor.clone();
         let mut node_names = Vec::new();
         let mut devices = Vec::new();
         for p in &cfg.factory.pools {
@@ -670,6 +677,7 @@ impl Controller {
             tele_node: None,
             tele_failed: false,
             writer: None,
+            driver: driver::Driver::new(executor),
         };
         c.tele_node = c.telemetry_node();
         let shown = c.load_rows().await?;
@@ -753,6 +761,7 @@ impl Controller {
         let mut stopping = false;
         let mut stop_gone = false;
         let mut batch: Vec<Cmd> = Vec::new();
+        let mut done: Vec<driver::Done> = Vec::new();
         let tick_ms = self.cfg.tick.as_millis() as i64;
         loop {
             let wait = if !self.ops.is_empty() || self.dirty || !self.launches.is_empty() {
@@ -773,7 +782,11 @@ impl Controller {
                     Ok(_) => stopping = true,
                     Err(_) => stop_gone = true,
                 },
+                d = self.driver.rx.recv() => done.extend(d),
                 _ = tokio::time::sleep(wait) => {}
+            }
+            while let Ok(d) = self.driver.rx.try_recv() {
+                done.push(d);
             }
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
@@ -782,10 +795,26 @@ impl Controller {
                 }
             }
             let now = self.shared.clock.now_ms();
+            for d in done.drain(..) {
+                self.apply(d, now);
+            }
             if !self.turn(now, &mut batch).await {
                 continue;
             }
             if stopping {
+                // launches under way are waited for (a while), so that
+                // their handles are committed and the next start adopts
+                // their runs
+                let until = tokio::time::Instant::now() + Duration::from_secs(30);
+                while !self.driver.in_flight.is_empty() {
+                    match tokio::time::timeout_at(until, self.driver.rx.recv()).await {
+                        Ok(Some(d)) => {
+                            let now = self.shared.clock.now_ms();
+                            self.apply(d, now);
+                        }
+                        _ => break,
+                    }
+                }
                 // what was committed is answered and launched; the launches'
                 // handles are committed too, so the next start adopts them
                 if !self.ops.is_empty()
@@ -809,7 +838,7 @@ impl Controller {
         for c in batch.drain(..) {
             self.handle(c, now);
         }
-        if now >= self.next_poll {
+        if now >= self.next_poll && !self.driver.polling {
             self.poll_runs(now);
             self.next_poll = now + self.cfg.poll.as_millis() as i64;
         }
@@ -870,16 +899,36 @@ impl Controller {
     }
 
     /// One whole turn at `now` (tests and the twin/controller conformance):
-    /// the commands sent so far, a poll of every run and a scheduling
-    /// pass, whatever the loop's timers say. Time is only what `now` says.
+    /// the commands sent so far, a poll of every run whose answers are
+    /// waited for, a scheduling pass, the launches and their answers,
+    /// whatever the loop's timers say. Time is only what `now` says.
     pub async fn step(&mut self, now: i64, rx: &mut mpsc::Receiver<Cmd>) -> bool {
         let mut batch = Vec::new();
         while let Ok(c) = rx.try_recv() {
             batch.push(c);
         }
-        self.next_poll = now;
+        for c in batch.drain(..) {
+            self.handle(c, now);
+        }
+        self.poll_runs(now);
+        self.settle(now).await;
+        self.next_poll = now + self.cfg.poll.as_millis() as i64;
         self.next_sched = now;
-        self.turn(now, &mut batch).await
+        if !self.turn(now, &mut batch).await {
+            return false;
+        }
+        self.settle(now).await;
+        self.ops.is_empty() || self.commit().await.is_ok()
+    }
+
+    /// Waits for every answer the executor owes and applies it.
+    async fn settle(&mut self, now: i64) {
+        while self.driver.busy() {
+            match self.driver.rx.recv().await {
+                Some(d) => self.apply(d, now),
+                None => return,
+            }
+        }
     }
 
     /// When the last scheduling pass asked to be called again (ms), even
@@ -917,7 +966,9 @@ impl Controller {
         loop {
             let cfg = self.cfg.clone();
             match Controller::read(cfg, self.shared.clone()).await {
-                Ok((c, _)) => {
+                Ok((mut c, _)) => {
+                    // launches and polls under way answer the new state
+                    std::mem::swap(&mut c.driver, &mut self.driver);
                     *self = c;
                     return;
                 }

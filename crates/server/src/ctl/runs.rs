@@ -2,6 +2,7 @@
 //! scheduling passes, starts, wait reasons, launches and polls.
 
 use super::*;
+use gigafab_exec::ExecError;
 
 fn outcome_state(o: Outcome) -> &'static str {
     match o {
@@ -67,6 +68,7 @@ impl Controller {
                 cancel_requested: false,
                 meter_start: Vec::new(),
                 wait_events: 0,
+                starts: 0,
             },
         );
     }
@@ -158,19 +160,30 @@ impl Controller {
             self.launches
                 .extend(due.into_iter().filter(|id| self.jobs.contains_key(id)));
         }
-        let exec = self.shared.executor.clone();
         let mut running: Vec<(i64, String)> = self
             .jobs
             .values()
             .filter(|j| j.row.state == "running")
             .filter_map(|j| j.row.handle.clone().map(|h| (j.row.id, h)))
             .collect();
-        let live = running.len();
         running.extend(self.stopping.iter().map(|(&id, h)| (id, h.clone())));
-        // one query per engine for all its runs
-        let states = exec.poll_all(&running);
-        for (k, ((id, _), st)) in running.into_iter().zip(states).enumerate() {
-            if k >= live {
+        if !running.is_empty() {
+            // one query per engine for all its runs, off the loop
+            self.driver.poll(running);
+        }
+    }
+
+    /// Applies what a poll found. Answers about runs the controller has
+    /// moved on from (ended, preempted since) are stale and change nothing.
+    pub(super) fn polled(
+        &mut self,
+        runs: Vec<(i64, String)>,
+        states: Vec<Result<RunStatus, ExecError>>,
+        now: i64,
+    ) {
+        self.driver.polling = false;
+        for ((id, handle), st) in runs.into_iter().zip(states) {
+            if self.stopping.get(&id) == Some(&handle) {
                 // a preempted run: gone once it has ended, whatever its end
                 match st {
                     Ok(RunStatus::Running) => {}
@@ -179,6 +192,12 @@ impl Controller {
                         self.stopping.remove(&id);
                     }
                 }
+                continue;
+            }
+            let current = self.jobs.get(&id).is_some_and(|j| {
+                j.row.state == "running" && j.row.handle.as_deref() == Some(handle.as_str())
+            });
+            if !current {
                 continue;
             }
             match st {
@@ -263,6 +282,7 @@ impl Controller {
             return;
         };
         job.meter_start = meter_start;
+        job.starts += 1;
         job.devices = devices;
         job.row.state = "running".into();
         job.row.started_ms = Some(now);
@@ -397,9 +417,10 @@ impl Controller {
         }
     }
 
-    /// Starts the processes of jobs whose start is now durable.
+    /// Starts the processes of jobs whose start is now durable (the
+    /// launches run off the loop; [`Controller::launched`] takes their
+    /// answers).
     pub(super) fn launch_pending(&mut self, now: i64) {
-        let exec = self.shared.executor.clone();
         for id in std::mem::take(&mut self.launches) {
             let Some(j) = self.jobs.get(&id) else {
                 continue;
@@ -407,8 +428,9 @@ impl Controller {
             if j.row.state != "running" {
                 continue;
             }
-            if self.stopping.contains_key(&id) {
-                // its preempted run is still stopping: one engine run at a time
+            if self.stopping.contains_key(&id) || self.driver.in_flight.contains(&id) {
+                // its preempted run is still stopping, or an earlier launch
+                // has not answered: one engine run at a time
                 self.relaunch
                     .push((id, now + self.cfg.poll.as_millis() as i64));
                 continue;
@@ -468,31 +490,75 @@ impl Controller {
                 cpus: j.spec.cpus,
                 retry: self.retry.contains(&id),
             };
-            match exec.launch(&spec) {
-                Ok(h) => {
-                    self.retry.remove(&id);
-                    if let Some(j) = self.jobs.get_mut(&id) {
-                        j.row.handle = Some(h);
-                    }
-                    self.update_job_op(id);
-                    if self.jobs.get(&id).is_some_and(|j| j.cancel_requested)
-                        && let Some(h) = self.jobs[&id].row.handle.clone()
-                    {
-                        let _ = exec.cancel(id, &h);
-                    }
-                }
-                Err(e) if e.is_transient() => {
-                    // launch again shortly (the executor adopts rather
-                    // than submits twice)
-                    self.event(id, now, "launch_deferred", format!("{e}"));
-                    self.relaunch.push((id, now + 5_000));
-                    self.retry.insert(id);
-                }
-                Err(e) => {
-                    self.retry.remove(&id);
-                    self.end_job(id, now, "failed", None, format!("cannot launch: {e}"));
+            let starts = j.starts;
+            self.driver.launch(spec, starts);
+        }
+    }
+
+    /// Applies a launch's answer: the run's handle is recorded (committed
+    /// with the next batch); a run whose job was cancelled or preempted
+    /// while it was being launched is stopped at once.
+    pub(super) fn launched(
+        &mut self,
+        id: i64,
+        start: u32,
+        result: Result<String, ExecError>,
+        now: i64,
+    ) {
+        self.driver.in_flight.remove(&id);
+        let Some(j) = self.jobs.get_mut(&id) else {
+            if let Ok(h) = result {
+                self.driver.cancel(id, h);
+            }
+            return;
+        };
+        // the answer belongs to the job's current start (not to one it was
+        // preempted from while the launch was under way)
+        let waiting_for_it =
+            j.row.state == "running" && j.row.handle.is_none() && j.starts == start;
+        match result {
+            Ok(h) if waiting_for_it => {
+                self.retry.remove(&id);
+                j.row.handle = Some(h.clone());
+                let cancel = j.cancel_requested;
+                self.update_job_op(id);
+                if cancel {
+                    self.driver.cancel(id, h);
                 }
             }
+            Ok(h) if j.row.handle.as_deref() == Some(h.as_str()) => {
+                // already adopted as this job's run (a reload meanwhile)
+            }
+            Ok(h) => {
+                // preempted (or restarted) while launching: this run is
+                // not the job's
+                self.driver.cancel(id, h.clone());
+                if j.row.state == "queued" {
+                    self.stopping.insert(id, h);
+                }
+            }
+            Err(_) if !waiting_for_it => {}
+            Err(e) if e.is_transient() => {
+                // launch again shortly (the executor adopts rather
+                // than submits twice)
+                self.event(id, now, "launch_deferred", format!("{e}"));
+                self.relaunch.push((id, now + 5_000));
+                self.retry.insert(id);
+            }
+            Err(e) => {
+                self.retry.remove(&id);
+                self.end_job(id, now, "failed", None, format!("cannot launch: {e}"));
+            }
+        }
+    }
+
+    /// Applies an answer from the executor.
+    pub(super) fn apply(&mut self, d: super::driver::Done, now: i64) {
+        match d {
+            super::driver::Done::Launched { job, start, result } => {
+                self.launched(job, start, result, now)
+            }
+            super::driver::Done::Polled { runs, states } => self.polled(runs, states, now),
         }
     }
 }

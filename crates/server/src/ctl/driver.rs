@@ -1,0 +1,120 @@
+//! The executor, off the controller's loop: launches, cancels and polls
+//! run on tokio's blocking threads (an `sbatch` or a `squeue` takes ~0.1 s,
+//! a loop turn must not), and what they found comes back to the loop as
+//! [`Done`] events. The loop never waits for an engine; the engine's
+//! answers are applied in the turn after they arrive, matched by run handle
+//! so that a late answer about a run the controller has moved on from
+//! (preempted, cancelled) changes nothing.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use gigafab_exec::{ExecError, Executor, LaunchSpec, RunStatus};
+use tokio::sync::{Semaphore, mpsc};
+
+/// Launches under way at once per server (several `sbatch` in parallel).
+pub const MAX_LAUNCHES: usize = 8;
+
+/// What an engine call found.
+pub enum Done {
+    Launched {
+        job: i64,
+        /// Which start of the job it launched ([`Driver::launch`]).
+        start: u32,
+        result: Result<String, ExecError>,
+    },
+    Polled {
+        runs: Vec<(i64, String)>,
+        states: Vec<Result<RunStatus, ExecError>>,
+    },
+}
+
+/// Sends engine calls to blocking threads and collects their results.
+pub struct Driver {
+    exec: Arc<dyn Executor>,
+    tx: mpsc::UnboundedSender<Done>,
+    pub rx: mpsc::UnboundedReceiver<Done>,
+    launch_slots: Arc<Semaphore>,
+    /// Jobs whose launch was sent and has not come back.
+    pub in_flight: HashSet<i64>,
+    /// Whether a poll was sent and has not come back.
+    pub polling: bool,
+}
+
+impl Driver {
+    pub fn new(exec: Arc<dyn Executor>) -> Driver {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Driver {
+            exec,
+            tx,
+            rx,
+            launch_slots: Arc::new(Semaphore::new(MAX_LAUNCHES)),
+            in_flight: HashSet::new(),
+            polling: false,
+        }
+    }
+
+    /// Whether an answer is still to come.
+    pub fn busy(&self) -> bool {
+        self.polling || !self.in_flight.is_empty()
+    }
+
+    /// Launches the `start`-th run of a job (a preempted job starts again).
+    pub fn launch(&mut self, spec: LaunchSpec, start: u32) {
+        let job = spec.job_id;
+        self.in_flight.insert(job);
+        let (exec, tx, slots) = (
+            self.exec.clone(),
+            self.tx.clone(),
+            self.launch_slots.clone(),
+        );
+        tokio::spawn(async move {
+            let _slot = slots.acquire_owned().await;
+            let result = tokio::task::spawn_blocking(move || exec.launch(&spec))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(ExecError::Launch {
+                        job,
+                        message: format!("the executor failed: {e}"),
+                    })
+                });
+            let _ = tx.send(Done::Launched { job, start, result });
+        });
+    }
+
+    /// Asks a run to stop; its end shows up in a later poll.
+    pub fn cancel(&self, job: i64, handle: String) {
+        let exec = self.exec.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = exec.cancel(job, &handle) {
+                tracing::warn!("job {job}: cancel: {e}");
+            }
+        });
+    }
+
+    /// Asks the engines about `runs`, one batched query per engine.
+    pub fn poll(&mut self, runs: Vec<(i64, String)>) {
+        self.polling = true;
+        let (exec, tx) = (self.exec.clone(), self.tx.clone());
+        tokio::spawn(async move {
+            let asked = runs.clone();
+            let states = tokio::task::spawn_blocking(move || exec.poll_all(&runs))
+                .await
+                .unwrap_or_else(|e| {
+                    asked
+                        .iter()
+                        .map(|&(job, _)| {
+                            Err(ExecError::Transient {
+                                job,
+                                message: format!("the executor failed: {e}"),
+                            })
+                        })
+                        .collect()
+                });
+            let _ = tx.send(Done::Polled {
+                runs: asked,
+                states,
+            });
+        });
+    }
+}
