@@ -199,20 +199,22 @@ fn assert_no_stray_slurm_output() {
 async fn jobs_run_under_slurm_with_exit_codes_logs_and_cancel() {
     require_slurm();
     let dir = fresh("run");
-    let s = Server::start(&dir);
+    // a variable of the server's environment never reaches a job
+    let secret = [("GIGAFAB_TEST_SERVER_SECRET", "s3cret".to_string())];
+    let s = Server::start_env(&dir, &["--single-user"], &secret);
     // the imported fleet: one node, 4 h100 + 4 mi300x
     let (_, fleet) = s.call("GET", "/api/v1/fleet", None).await;
     assert_eq!(fleet["accelerators"], 8, "{fleet}");
     let ok = s
         .submit(json!({"allocation": 1, "gpus": 2, "type": "h100",
-        "command": sh("echo gpus=$SLURM_GPUS_ON_NODE job=$GIGAFAB_JOB_ID slurm=$SLURM_JOB_NAME")}))
+        "command": sh("echo gpus=$SLURM_GPUS_ON_NODE job=$GIGAFAB_JOB_ID secret=${GIGAFAB_TEST_SERVER_SECRET:-none} slurm=$SLURM_JOB_NAME")}))
         .await;
     let bad = s.submit(json!({"allocation": 1, "gpus": 1, "type": "mi300x", "command": sh("echo oops >&2; exit 3")})).await;
     let j = s.wait(ok, &["completed", "failed"], 60).await;
     assert_eq!(j["state"], "completed", "{j:#}");
     let log = s.logs(ok).await;
     assert!(
-        log.starts_with(&format!("gpus=2 job={ok} slurm=gigafab-")),
+        log.starts_with(&format!("gpus=2 job={ok} secret=none slurm=gigafab-")),
         "{log}"
     );
     assert!(log.ends_with(&format!("-{ok}\n")), "{log}");
