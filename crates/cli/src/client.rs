@@ -847,67 +847,47 @@ fn pick_allocation(allocs: &[Value]) -> Result<&Value> {
     }
 }
 
-/// The body of `POST /jobs`.
-fn submit_body(a: &SubmitArgs, allocation: &Value, workdir: Option<String>) -> Value {
-    let mut b = Map::new();
-    b.insert("allocation".into(), allocation.clone());
-    b.insert("gpus".into(), json!(a.gpus));
-    b.insert("command".into(), json!(a.command));
-    if let Some(n) = &a.name {
-        b.insert("name".into(), json!(n));
-    }
-    if let Some(p) = &a.project {
-        b.insert("project".into(), json!(p));
-    }
-    match a.types.as_slice() {
-        [] => {}
-        [one] => {
-            b.insert("type".into(), json!(one));
-        }
-        several => {
-            b.insert("types".into(), json!(several));
-        }
-    }
-    if let Some(v) = a.vendor {
-        b.insert("vendor".into(), json!(name_of(&v)));
-    }
-    if let Some(m) = a.min_mem {
-        b.insert("min_memory_gb".into(), json!(m));
-    }
-    if let Some(t) = a.time {
-        b.insert("time_limit_s".into(), json!(t));
-    }
-    if let Some(m) = a.memory {
-        b.insert("memory_gb".into(), json!(m));
-    }
-    if let Some(c) = a.cpus {
-        b.insert("cpus".into(), json!(c));
-    }
-    if let Some(p) = a.priority {
-        b.insert("priority".into(), json!(p));
-    }
-    if a.preemptible {
-        b.insert("preemptible".into(), json!(true));
-    }
-    if !a.env.is_empty() {
-        let env: Map<String, Value> = a.env.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
-        b.insert("env".into(), Value::Object(env));
-    }
-    if let Some(w) = workdir {
-        b.insert("workdir".into(), json!(w));
-    }
-    Value::Object(b)
+/// The body of `POST /jobs`: the API contract's type, so that the CLI
+/// and the server cannot disagree on it.
+fn submit_body(a: &SubmitArgs, allocation: i64, workdir: Option<String>) -> Value {
+    let (type_, types) = match a.types.as_slice() {
+        [] => (None, None),
+        [one] => (Some(one.clone()), None),
+        several => (None, Some(several.to_vec())),
+    };
+    let body = gigafab_api::SubmitJob {
+        allocation: gigafab_api::IdRef::Num(allocation),
+        gpus: a.gpus as i64,
+        command: a.command.clone(),
+        name: a.name.clone(),
+        project: a.project.clone(),
+        type_,
+        types,
+        vendor: a.vendor.map(|v| name_of(&v)),
+        min_memory_gb: a.min_mem.map(f64::from),
+        time_limit_s: a.time.map(|t| t as i64),
+        priority: a.priority,
+        preemptible: a.preemptible.then_some(true),
+        env: (!a.env.is_empty()).then(|| a.env.iter().cloned().collect()),
+        workdir,
+        memory_gb: a.memory,
+        cpus: a.cpus,
+    };
+    serde_json::to_value(body).expect("a submission is JSON")
 }
 
 /// Submits a job; returns the server's answer and, when the allocation was
 /// picked automatically, that allocation.
 async fn submit_job(api: &Api, a: &SubmitArgs) -> Result<(Reply, Option<Value>)> {
     let (allocation, picked) = match a.allocation {
-        Some(id) => (json!(id), None),
+        Some(id) => (id as i64, None),
         None => {
             let r = api.get_list(&["allocations"], &[], true).await?;
             let one = pick_allocation(r.items())?.clone();
-            (one["id"].clone(), Some(one))
+            let id = one["id"]
+                .as_i64()
+                .context("the server listed an allocation without an id")?;
+            (id, Some(one))
         }
     };
     let workdir = match &a.workdir {
@@ -921,7 +901,7 @@ async fn submit_job(api: &Api, a: &SubmitArgs) -> Result<(Reply, Option<Value>)>
             Some(s.to_string())
         }
     };
-    let body = submit_body(a, &allocation, workdir);
+    let body = submit_body(a, allocation, workdir);
     let r = api.post(&["jobs"], Some(&body)).await?;
     Ok((r, picked))
 }
@@ -1258,18 +1238,18 @@ mod tests {
             "3e-4",
         ]);
         assert_eq!(a.g.output, Format::Json);
-        let b = submit_body(&a, &json!(3), Some("/w".into()));
+        let b = submit_body(&a, 3, Some("/w".into()));
         assert_eq!(
             b,
             json!({"allocation": 3, "gpus": 2, "command": ["python", "-u", "train.py", "--lr", "3e-4"],
                    "name": "train", "project": "llm", "type": "h100", "vendor": "nvidia",
-                   "min_memory_gb": 80, "time_limit_s": 5400, "priority": -3, "preemptible": true,
+                   "min_memory_gb": 80.0, "time_limit_s": 5400, "priority": -3, "preemptible": true,
                    "env": {"A": "1", "B": "x=y"}, "workdir": "/w"})
         );
         // Minimal form, command without `--`, several types.
         let a = submit_args(&["--type", "h100", "--type", "a100", "sleep", "10"]);
         assert_eq!(
-            submit_body(&a, &json!(1), None),
+            submit_body(&a, 1, None),
             json!({"allocation": 1, "gpus": 1, "command": ["sleep", "10"], "types": ["h100", "a100"]})
         );
     }

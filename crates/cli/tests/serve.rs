@@ -1650,3 +1650,53 @@ async fn live_preemption_requeues_and_restarts() {
     let m = m.as_str().unwrap_or_default().to_string();
     assert!(m.contains("gigafab_jobs_preempted_total 1"), "{m}");
 }
+
+/// The document names every route the server has, each with a unique
+/// operationId, and every route it names is routed (no `not_found` of the
+/// router, no 405); its schemas are those of the API contract's types.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_route_is_routed() {
+    let app = App::spawn(Db::Sqlite, "routes").await.unwrap();
+    let doc = app.openapi().await;
+    assert_eq!(doc["openapi"], "3.1.0");
+    let mut ids = std::collections::HashSet::new();
+    let mut n = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            let id = op["operationId"].as_str().unwrap_or_default().to_string();
+            assert!(!id.is_empty(), "{method} {path}: no operationId");
+            assert!(
+                ids.insert(id.clone()),
+                "{method} {path}: operationId {id} twice"
+            );
+            let concrete = path
+                .replace("{id}", "999999")
+                .replace("{name}", "no-such-node");
+            let body = (method == "post").then(|| json!({}));
+            let (status, v) = app
+                .call(&method.to_uppercase(), &concrete, Some(TOKEN), body)
+                .await;
+            assert_ne!(status, 405, "{method} {path}: {v}");
+            assert!(
+                !(status == 404 && v["error"] == "not_found"),
+                "{method} {path} is not routed: {v}"
+            );
+            n += 1;
+        }
+    }
+    assert!(n >= 27, "{n} operations");
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for name in [
+        "Job",
+        "SubmitJob",
+        "Allocation",
+        "CreateAllocation",
+        "Error",
+        "JobPage",
+    ] {
+        assert!(schemas.contains_key(name), "{name} missing");
+    }
+    // the submission schema is the contract type's: closed, with its bounds
+    assert_eq!(schemas["SubmitJob"]["additionalProperties"], false);
+    assert_eq!(schemas["SubmitJob"]["properties"]["gpus"]["maximum"], 65536);
+}

@@ -12,7 +12,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use sqlx::Row;
@@ -318,12 +317,50 @@ async fn health(State(s): State<AppState>) -> Response {
     .into_response()
 }
 
+/// The operationId of a route (stable: clients generate names from it).
+pub fn operation_id(method: &str, path: &str) -> &'static str {
+    match (method, path) {
+        ("get", "/api/v1/health") => "health",
+        ("get", "/api/v1/openapi.json") => "openapi",
+        ("get", "/api/v1/whoami") => "whoami",
+        ("post", "/api/v1/orgs") => "create_org",
+        ("get", "/api/v1/orgs") => "list_orgs",
+        ("post", "/api/v1/projects") => "create_project",
+        ("get", "/api/v1/projects") => "list_projects",
+        ("post", "/api/v1/users") => "create_user",
+        ("get", "/api/v1/users") => "list_users",
+        ("post", "/api/v1/tokens") => "create_token",
+        ("get", "/api/v1/tokens") => "list_tokens",
+        ("post", "/api/v1/users/{id}/disable") => "disable_user",
+        ("delete", "/api/v1/tokens/{id}") => "revoke_token",
+        ("post", "/api/v1/allocations") => "create_allocation",
+        ("get", "/api/v1/allocations") => "list_allocations",
+        ("get", "/api/v1/allocations/{id}") => "get_allocation",
+        ("post", "/api/v1/jobs") => "submit_job",
+        ("get", "/api/v1/jobs") => "list_jobs",
+        ("get", "/api/v1/jobs/{id}") => "get_job",
+        ("delete", "/api/v1/jobs/{id}") => "cancel_job",
+        ("get", "/api/v1/jobs/{id}/logs") => "job_logs",
+        ("get", "/api/v1/fleet") => "get_fleet",
+        ("post", "/api/v1/fleet/nodes/{name}/drain") => "drain_node",
+        ("post", "/api/v1/fleet/nodes/{name}/resume") => "resume_node",
+        ("get", "/api/v1/usage") => "get_usage",
+        ("get", "/metrics") => "metrics",
+        ("get", "/api/v1/audit") => "list_audit",
+        _ => "",
+    }
+}
+
 async fn openapi() -> Json<Value> {
     Json(openapi_doc())
 }
 
-/// The OpenAPI 3.1 description of [`ROUTES`].
+/// The OpenAPI 3.1 description of [`ROUTES`]: paths, operationIds, path
+/// and query parameters, and request, answer and error schemas, all
+/// generated from the API contract's types (`gigafab_api`).
 pub fn openapi_doc() -> Value {
+    use gigafab_api as t;
+    let schema = |name: &str| json!({"$ref": format!("#/components/schemas/{name}")});
     let mut paths = serde_json::Map::new();
     for &(method, path, who, summary) in ROUTES {
         let mut params = Vec::new();
@@ -333,47 +370,69 @@ pub fn openapi_doc() -> Value {
                     "schema": {"type": if name == "id" {"integer"} else {"string"}}}));
             }
         }
+        params.extend(match (method, path) {
+            ("get", "/api/v1/jobs") => t::query_params::<t::ListJobs>(),
+            ("get", "/api/v1/audit") => t::query_params::<t::ListPage>(),
+            ("get", "/api/v1/jobs/{id}/logs") => t::query_params::<t::LogsQuery>(),
+            _ => Vec::new(),
+        });
         let public = who == "anyone";
         let mut opd = json!({
+            "operationId": operation_id(method, path),
             "summary": summary,
             "description": format!("Allowed: {who}."),
             "parameters": params,
             "responses": {
                 "200": {"description": "OK"},
                 "201": {"description": "Created"},
-                "4XX": {"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+                "4XX": {"description": "Error", "content": {"application/json": {"schema": schema("Error")}}},
+                "5XX": {"description": "The store or the engine failed", "content": {"application/json": {"schema": schema("Error")}}},
             },
         });
         if !public {
             opd["security"] = json!([{"bearer": []}]);
         }
         if method == "post" {
-            let schema = match path {
-                "/api/v1/jobs" => json!({"$ref": "#/components/schemas/SubmitJob"}),
-                "/api/v1/allocations" => json!({"$ref": "#/components/schemas/CreateAllocation"}),
-                _ => json!({"type": "object"}),
+            let body = match path {
+                "/api/v1/jobs" => Some("SubmitJob"),
+                "/api/v1/allocations" => Some("CreateAllocation"),
+                "/api/v1/orgs" => Some("CreateOrg"),
+                "/api/v1/projects" => Some("CreateProject"),
+                "/api/v1/users" => Some("CreateUser"),
+                "/api/v1/tokens" => Some("CreateToken"),
+                _ => None,
             };
-            opd["requestBody"] = json!({"content": {"application/json": {"schema": schema}}});
+            if let Some(b) = body {
+                opd["requestBody"] = json!({"required": true,
+                    "content": {"application/json": {"schema": schema(b)}}});
+            }
         }
         let answer = match (method, path) {
             ("post", "/api/v1/jobs")
             | ("get", "/api/v1/jobs/{id}")
-            | ("delete", "/api/v1/jobs/{id}") => Some(json!({"$ref": "#/components/schemas/Job"})),
-            ("get", "/api/v1/jobs") => Some(json!({"type": "object", "properties": {
-                "items": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}},
-                "next": {"type": ["integer", "null"]}}})),
+            | ("delete", "/api/v1/jobs/{id}") => Some("Job"),
+            ("get", "/api/v1/jobs") => Some("JobPage"),
             ("post", "/api/v1/allocations") | ("get", "/api/v1/allocations/{id}") => {
-                Some(json!({"$ref": "#/components/schemas/Allocation"}))
+                Some("Allocation")
             }
+            ("get", "/api/v1/allocations") => Some("AllocationPage"),
+            ("post", "/api/v1/orgs") => Some("Org"),
+            ("get", "/api/v1/orgs") => Some("OrgPage"),
+            ("post", "/api/v1/projects") => Some("Project"),
+            ("get", "/api/v1/projects") => Some("ProjectPage"),
+            ("get", "/api/v1/users") => Some("UserPage"),
+            ("get", "/api/v1/tokens") => Some("TokenPage"),
+            ("get", "/api/v1/audit") => Some("AuditPage"),
             _ => None,
         };
         if let Some(a) = answer {
             let code = if method == "post" { "201" } else { "200" };
-            opd["responses"][code]["content"] = json!({"application/json": {"schema": a}});
+            opd["responses"][code]["content"] = json!({"application/json": {"schema": schema(a)}});
         }
         let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
         entry[method] = opd;
     }
+    let schemas: serde_json::Map<String, Value> = t::schemas().into_iter().collect();
     json!({
         "openapi": "3.1.0",
         "info": {"title": "gigafab control plane", "version": env!("CARGO_PKG_VERSION"),
@@ -381,73 +440,7 @@ pub fn openapi_doc() -> Value {
         "paths": paths,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {
-                "Error": {"type": "object", "required": ["error", "message"],
-                    "properties": {"error": {"type": "string"}, "message": {"type": "string"}}},
-                "SubmitJob": {"type": "object", "additionalProperties": false,
-                    "required": ["allocation", "gpus", "command"],
-                    "properties": {
-                        "allocation": {"type": ["integer", "string"]},
-                        "gpus": {"type": "integer", "minimum": 1, "maximum": crate::ctl::MAX_GPUS},
-                        "command": {"type": "array", "items": {"type": "string"}, "minItems": 1},
-                        "name": {"type": "string", "maxLength": 128},
-                        "project": {"type": "string"},
-                        "type": {"type": "string"},
-                        "types": {"type": "array", "items": {"type": "string"}},
-                        "vendor": {"enum": ["nvidia", "amd", "other"]},
-                        "min_memory_gb": {"type": "number", "exclusiveMinimum": 0},
-                        "time_limit_s": {"type": "integer", "minimum": 1, "maximum": crate::ctl::MAX_TIME_LIMIT_S},
-                        "priority": {"type": "integer", "minimum": -10000, "maximum": 10000},
-                        "preemptible": {"type": "boolean"},
-                        "env": {"type": "object", "additionalProperties": {"type": "string"}},
-                        "workdir": {"type": "string"},
-                        "memory_gb": {"type": "number", "exclusiveMinimum": 0},
-                        "cpus": {"type": "number", "exclusiveMinimum": 0}}},
-                "CreateAllocation": {"type": "object", "additionalProperties": false,
-                    "required": ["org", "gpu_hours"],
-                    "properties": {
-                        "org": {"type": "string"},
-                        "gpu_hours": {"type": "number", "exclusiveMinimum": 0},
-                        "days": {"type": "number", "exclusiveMinimum": 0},
-                        "valid_from": {"type": "string", "format": "date-time"},
-                        "qos_priority": {"type": "integer"},
-                        "name": {"type": "string"}}},
-                "Job": {"type": "object", "additionalProperties": false,
-                    "required": ["id", "state"],
-                    "properties": {
-                    "id": {"type": "integer"}, "name": {"type": ["string", "null"]}, "org": {"type": "string"},
-                    "project": {"type": ["string", "null"]}, "user": {"type": "string"},
-                    "allocation": {"type": "integer"}, "gpus": {"type": "integer"},
-                    "accelerator": {"type": "object", "additionalProperties": false, "properties": {
-                        "types": {"type": "array", "items": {"type": "string"}},
-                        "vendor": {"enum": ["nvidia", "amd", "other", null]},
-                        "min_memory_gb": {"type": ["number", "null"]}}},
-                    "command": {"type": "array", "items": {"type": "string"}},
-                    "time_limit_s": {"type": "integer"}, "priority": {"type": "integer"},
-                    "preemptible": {"type": "boolean"},
-                    "state": {"enum": ["queued", "running", "completed", "failed", "timeout", "cancelled", "unreadable"]},
-                    "reason": {"type": ["string", "null"]}, "exit_code": {"type": ["integer", "null"]},
-                    "submitted_at": {"type": "string", "format": "date-time"},
-                    "started_at": {"type": ["string", "null"]}, "ended_at": {"type": ["string", "null"]},
-                    "accelerators": {"type": "array", "items": {"type": "string"}},
-                    "gpu_hours": {"type": "number"},
-                    "energy_kwh": {"type": "number"},
-                    "avg_power_w": {"type": ["number", "null"]},
-                    "carbon_g": {"type": ["number", "null"]},
-                    "energy_source": {"type": ["string", "null"]},
-                    "error": {"type": "string", "description": "an unreadable row only"},
-                    "message": {"type": "string", "description": "an unreadable row only"},
-                    "events": {"type": "array", "items": {"type": "object", "additionalProperties": false, "properties": {
-                        "at": {"type": "string"}, "kind": {"type": "string"}, "message": {"type": "string"}}}}}},
-                "Allocation": {"type": "object", "additionalProperties": false,
-                    "required": ["id", "org", "granted_gpu_hours", "used_gpu_hours", "state"],
-                    "properties": {
-                    "id": {"type": "integer"}, "org": {"type": "string"}, "name": {"type": ["string", "null"]},
-                    "granted_gpu_hours": {"type": "number"}, "used_gpu_hours": {"type": "number"},
-                    "valid_from": {"type": "string"}, "valid_until": {"type": "string"},
-                    "qos_priority": {"type": "integer"},
-                    "state": {"enum": ["active", "expired", "exhausted", "pending"]}}},
-            },
+            "schemas": schemas,
         },
     })
 }
@@ -624,7 +617,7 @@ async fn revoke_token(
     Caller(p): Caller,
     Path(id): Path<String>,
 ) -> ApiResult {
-    let id = parse_id(&id, "not_found")?;
+    let id = parse_id(&id, "token_not_found")?;
     Ok(reply(s.ask(p, Action::RevokeToken(id)).await?))
 }
 
@@ -718,16 +711,7 @@ async fn cancel_job(
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JobsQuery {
-    state: Option<String>,
-    allocation: Option<i64>,
-    org: Option<String>,
-    user: Option<String>,
-    limit: Option<i64>,
-    after: Option<i64>,
-}
+use gigafab_api::ListJobs as JobsQuery;
 
 /// The page size of a listing (default 100, at most 1000).
 fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
@@ -832,8 +816,13 @@ async fn list_jobs(
                     last = Some(id);
                 }
                 items.push(
-                    json!({"id": id, "state": "unreadable", "error": "store_damaged",
-                    "message": format!("this job's row in the store cannot be read: {e}")}),
+                    serde_json::to_value(gigafab_api::UnreadableJob {
+                        id,
+                        state: "unreadable".into(),
+                        error: "store_damaged".into(),
+                        message: format!("this job's row in the store cannot be read: {e}"),
+                    })
+                    .unwrap_or(Value::Null),
                 );
             }
         }
@@ -841,12 +830,7 @@ async fn list_jobs(
     Ok(page(items, last, limit))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AuditQuery {
-    limit: Option<i64>,
-    after: Option<i64>,
-}
+use gigafab_api::ListPage as AuditQuery;
 
 async fn audit(
     State(s): State<AppState>,
@@ -872,25 +856,22 @@ async fn audit(
     for r in &rows {
         let id: i64 = r.try_get(0)?;
         last = Some(id);
-        items.push(json!({
-            "id": id,
-            "at": rfc3339(r.try_get(1)?),
-            "user": r.try_get::<String, _>(2)?,
-            "action": r.try_get::<String, _>(3)?,
-            "object": r.try_get::<String, _>(4)?,
-            "detail": r.try_get::<String, _>(5)?,
-        }));
+        items.push(
+            serde_json::to_value(gigafab_api::AuditEntry {
+                id,
+                at: rfc3339(r.try_get(1)?),
+                user: r.try_get::<String, _>(2)?,
+                action: r.try_get::<String, _>(3)?,
+                object: r.try_get::<String, _>(4)?,
+                detail: r.try_get::<String, _>(5)?,
+            })
+            .unwrap_or(Value::Null),
+        );
     }
     Ok(page(items, last, limit))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LogsQuery {
-    stream: Option<String>,
-    offset: Option<u64>,
-    follow: Option<bool>,
-}
+use gigafab_api::LogsQuery;
 
 async fn job_logs(
     State(s): State<AppState>,

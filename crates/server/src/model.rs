@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::time::rfc3339;
 
@@ -71,115 +71,18 @@ pub struct StoredSpec {
     pub cpus: Option<f64>,
 }
 
-/// `allocation` of a submission: a number or a numeric string.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum IdRef {
-    Num(i64),
-    Text(String),
-}
-
-impl IdRef {
-    pub fn id(&self) -> Option<i64> {
-        match self {
-            IdRef::Num(n) => Some(*n),
-            IdRef::Text(s) => s.trim().parse().ok(),
-        }
-    }
-}
-
-/// Body of `POST /jobs`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SubmitReq {
-    pub allocation: IdRef,
-    pub gpus: i64,
-    pub command: Vec<String>,
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub project: Option<String>,
-    #[serde(default, rename = "type")]
-    pub type_: Option<String>,
-    #[serde(default)]
-    pub types: Option<Vec<String>>,
-    #[serde(default)]
-    pub vendor: Option<String>,
-    #[serde(default)]
-    pub min_memory_gb: Option<f64>,
-    #[serde(default)]
-    pub time_limit_s: Option<i64>,
-    #[serde(default)]
-    pub priority: Option<i64>,
-    #[serde(default)]
-    pub preemptible: Option<bool>,
-    #[serde(default)]
-    pub env: Option<BTreeMap<String, String>>,
-    #[serde(default)]
-    pub workdir: Option<String>,
-    /// Memory limit of the job's processes, GB (its cgroup's memory.max).
-    #[serde(default)]
-    pub memory_gb: Option<f64>,
-    /// CPU limit of the job's processes, in CPUs (its cgroup's cpu.max).
-    #[serde(default)]
-    pub cpus: Option<f64>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OrgReq {
-    pub name: String,
-    pub category: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProjectReq {
-    pub org: String,
-    pub name: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UserReq {
-    pub name: String,
-    #[serde(default)]
-    pub org: Option<String>,
-    #[serde(default)]
-    pub role: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenReq {
-    #[serde(default)]
-    pub user: Option<IdRef>,
-    /// Days until it expires [default 90, at most 3650].
-    #[serde(default)]
-    pub expires_in_days: Option<f64>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AllocReq {
-    pub org: String,
-    pub gpu_hours: f64,
-    #[serde(default)]
-    pub days: Option<f64>,
-    #[serde(default)]
-    pub valid_from: Option<String>,
-    #[serde(default)]
-    pub qos_priority: Option<i64>,
-    #[serde(default)]
-    pub name: Option<String>,
-}
+// Request bodies: the API contract's types, under the names the
+// controller uses.
+pub use gigafab_api::IdRef;
+pub type SubmitReq = gigafab_api::SubmitJob;
+pub type OrgReq = gigafab_api::CreateOrg;
+pub type ProjectReq = gigafab_api::CreateProject;
+pub type UserReq = gigafab_api::CreateUser;
+pub type TokenReq = gigafab_api::CreateToken;
+pub type AllocReq = gigafab_api::CreateAllocation;
 
 /// Job states at the API.
 pub const TERMINAL: [&str; 4] = ["completed", "failed", "timeout", "cancelled"];
-
-fn opt_time(ms: Option<i64>) -> Value {
-    ms.map_or(Value::Null, |m| Value::String(rfc3339(m)))
-}
 
 impl JobRow {
     /// Accelerator-hours charged so far (billing-weighted), at `now_ms`.
@@ -196,47 +99,53 @@ impl JobRow {
         self.gpu_s / 3600.0
     }
 
-    /// The job's JSON view.
-    pub fn to_json(&self, now_ms: i64) -> Value {
+    /// The job as the API shows it.
+    pub fn view(&self, now_ms: i64) -> gigafab_api::Job {
         let spec: StoredSpec = serde_json::from_str(&self.spec).unwrap_or_default();
         let accels: Vec<String> = self
             .accelerators
             .as_deref()
             .and_then(|a| serde_json::from_str(a).ok())
             .unwrap_or_default();
-        json!({
-            "id": self.id,
-            "name": self.name,
-            "org": self.org,
-            "project": spec.project,
-            "user": self.user,
-            "allocation": self.alloc_id,
-            "gpus": self.gpus,
-            "accelerator": {
-                "types": spec.types,
-                "vendor": spec.vendor,
-                "min_memory_gb": spec.min_memory_gb,
+        gigafab_api::Job {
+            id: self.id,
+            name: self.name.clone(),
+            org: self.org.clone(),
+            project: spec.project,
+            user: self.user.clone(),
+            allocation: self.alloc_id,
+            gpus: self.gpus,
+            accelerator: gigafab_api::AcceleratorFilter {
+                types: spec.types,
+                vendor: spec.vendor,
+                min_memory_gb: spec.min_memory_gb,
             },
-            "command": spec.command,
-            "time_limit_s": self.time_limit_s,
-            "priority": spec.priority,
-            "preemptible": spec.preemptible,
-            "state": self.state,
-            "reason": self.reason,
-            "exit_code": self.exit_code,
-            "submitted_at": rfc3339(self.submitted_ms),
-            "started_at": opt_time(self.started_ms),
-            "ended_at": opt_time(self.ended_ms),
-            "accelerators": accels,
-            "gpu_hours": self.gpu_hours(now_ms),
-            "energy_kwh": self.energy_j / 3.6e6,
-            "avg_power_w": match (self.started_ms, self.ended_ms) {
-                (Some(s), Some(e)) if e > s => Value::from(self.energy_j / ((e - s) as f64 / 1000.0)),
-                _ => Value::Null,
+            command: spec.command,
+            time_limit_s: self.time_limit_s,
+            priority: spec.priority,
+            preemptible: spec.preemptible,
+            state: self.state.clone(),
+            reason: self.reason.clone(),
+            exit_code: self.exit_code,
+            submitted_at: rfc3339(self.submitted_ms),
+            started_at: self.started_ms.map(rfc3339),
+            ended_at: self.ended_ms.map(rfc3339),
+            accelerators: accels,
+            gpu_hours: self.gpu_hours(now_ms),
+            energy_kwh: self.energy_j / 3.6e6,
+            avg_power_w: match (self.started_ms, self.ended_ms) {
+                (Some(s), Some(e)) if e > s => Some(self.energy_j / ((e - s) as f64 / 1000.0)),
+                _ => None,
             },
-            "carbon_g": self.carbon_g,
-            "energy_source": self.energy_source,
-        })
+            carbon_g: self.carbon_g,
+            energy_source: self.energy_source.clone(),
+            events: None,
+        }
+    }
+
+    /// The job's JSON view ([`JobRow::view`]).
+    pub fn to_json(&self, now_ms: i64) -> Value {
+        serde_json::to_value(self.view(now_ms)).unwrap_or(Value::Null)
     }
 }
 
@@ -249,7 +158,15 @@ pub struct JobEvent {
 }
 
 impl JobEvent {
+    pub fn view(&self) -> gigafab_api::JobEvent {
+        gigafab_api::JobEvent {
+            at: rfc3339(self.at_ms),
+            kind: self.kind.clone(),
+            message: self.message.clone(),
+        }
+    }
+
     pub fn to_json(&self) -> Value {
-        json!({"at": rfc3339(self.at_ms), "kind": self.kind, "message": self.message})
+        serde_json::to_value(self.view()).unwrap_or(Value::Null)
     }
 }

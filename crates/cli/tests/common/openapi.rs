@@ -31,73 +31,38 @@ pub fn answer_schema<'a>(
     r.get("content")?.get("application/json")?.get("schema")
 }
 
-/// Where `v` does not fit `schema` (`None`: it fits).
+/// Where `v` does not fit `schema` (`None`: it fits), by the JSON Schema
+/// 2020-12 rules of OpenAPI 3.1 (the `jsonschema` crate). The document's
+/// objects are closed here: an answer with a property the document does
+/// not declare fails, so the document cannot lag behind the answers.
 pub fn check(doc: &Value, schema: &Value, v: &Value, at: &str) -> Option<String> {
-    if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
-        let name = r.rsplit('/').next()?;
-        return check(doc, &doc["components"]["schemas"][name], v, at);
-    }
-    if let Some(e) = schema.get("enum").and_then(Value::as_array)
-        && !e.contains(v)
-    {
-        return Some(format!(
-            "{at}: {v} is not one of {}",
-            Value::Array(e.clone())
-        ));
-    }
-    if let Some(t) = schema.get("type") {
-        let types: Vec<&str> = match t {
-            Value::String(s) => vec![s.as_str()],
-            Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
-            _ => vec![],
-        };
-        let ok = types.iter().any(|t| match *t {
-            "null" => v.is_null(),
-            "boolean" => v.is_boolean(),
-            "integer" => v.is_i64() || v.is_u64(),
-            "number" => v.is_number(),
-            "string" => v.is_string(),
-            "array" => v.is_array(),
-            "object" => v.is_object(),
-            _ => true,
-        });
-        if !ok {
-            return Some(format!("{at}: {v} is not of type {t}"));
-        }
-    }
-    if let Some(o) = v.as_object() {
-        let props = schema.get("properties").and_then(Value::as_object);
-        for r in schema
-            .get("required")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-        {
-            if !o.contains_key(r) {
-                return Some(format!("{at}: `{r}` is required"));
+    let mut components = doc["components"].clone();
+    close(&mut components);
+    let mut root = schema.clone();
+    close(&mut root);
+    root["components"] = components;
+    let validator = match jsonschema::validator_for(&root) {
+        Ok(x) => x,
+        Err(e) => return Some(format!("{at}: the document's schema is not valid: {e}")),
+    };
+    let errors: Vec<String> = validator
+        .iter_errors(v)
+        .map(|e| format!("{at}{}: {e}", e.instance_path()))
+        .collect();
+    (!errors.is_empty()).then(|| errors.join("; "))
+}
+
+/// Adds `additionalProperties: false` to every object schema that
+/// declares properties and says nothing of others.
+fn close(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            if m.contains_key("properties") && !m.contains_key("additionalProperties") {
+                m.insert("additionalProperties".into(), Value::Bool(false));
             }
+            m.values_mut().for_each(close);
         }
-        for (k, x) in o {
-            match props.and_then(|p| p.get(k)) {
-                Some(s) => {
-                    if let Some(e) = check(doc, s, x, &format!("{at}.{k}")) {
-                        return Some(e);
-                    }
-                }
-                None if schema.get("additionalProperties") == Some(&Value::Bool(false)) => {
-                    return Some(format!("{at}: `{k}` is not in the document"));
-                }
-                None => {}
-            }
-        }
+        Value::Array(a) => a.iter_mut().for_each(close),
+        _ => {}
     }
-    if let (Some(a), Some(items)) = (v.as_array(), schema.get("items")) {
-        for (i, x) in a.iter().enumerate() {
-            if let Some(e) = check(doc, items, x, &format!("{at}[{i}]")) {
-                return Some(e);
-            }
-        }
-    }
-    None
 }

@@ -93,16 +93,16 @@ impl Controller {
     }
 
     pub(super) fn alloc_json(&self, a: &Alloc, now: i64) -> Value {
-        json!({
-            "id": a.id,
-            "org": self.org_name(a.org),
-            "name": a.name,
-            "granted_gpu_hours": a.granted_gpu_s / 3600.0,
-            "used_gpu_hours": a.used_at(now) / 3600.0,
-            "valid_from": rfc3339(a.valid_from_ms),
-            "valid_until": rfc3339(a.valid_until_ms),
-            "qos_priority": a.qos,
-            "state": a.state(now),
+        view(gigafab_api::Allocation {
+            id: a.id,
+            org: self.org_name(a.org),
+            name: a.name.clone(),
+            granted_gpu_hours: a.granted_gpu_s / 3600.0,
+            used_gpu_hours: a.used_at(now) / 3600.0,
+            valid_from: rfc3339(a.valid_from_ms),
+            valid_until: rfc3339(a.valid_until_ms),
+            qos_priority: a.qos,
+            state: a.state(now).into(),
         })
     }
 

@@ -216,7 +216,7 @@ impl Controller {
                     .map(|x| x.id)
                     .ok_or_else(|| {
                         ApiError::not_found(
-                            "not_found",
+                            "project_not_found",
                             format!("project `{p}` not found in the allocation's organisation"),
                         )
                     })?,

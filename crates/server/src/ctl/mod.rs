@@ -435,6 +435,11 @@ pub struct Controller {
     driver: driver::Driver,
 }
 
+/// A typed answer as JSON (the API contract's types always serialize).
+fn view<T: serde::Serialize>(v: T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
 fn op(sql: &'static str, args: Vec<Arg>) -> Op {
     Op {
         sql: sql.into(),
@@ -1048,7 +1053,13 @@ impl Controller {
                 .projects
                 .values()
                 .filter(|p| who.sees_org(p.org))
-                .map(|p| json!({"id": p.id, "org": self.org_name(p.org), "name": p.name}))
+                .map(|p| {
+                    view(gigafab_api::Project {
+                        id: p.id,
+                        org: self.org_name(p.org),
+                        name: p.name.clone(),
+                    })
+                })
                 .collect::<Vec<_>>(), "next": null})),
             Action::ListUsers => {
                 if who.role == Role::Member {

@@ -72,12 +72,12 @@ impl Controller {
     }
 
     pub(super) fn token_json(&self, id: i64, t: &TokenRec) -> Value {
-        json!({
-            "id": id,
-            "user": t.user,
-            "user_name": self.users.get(&t.user).map(|u| u.name.clone()),
-            "created_at": rfc3339(t.created_ms),
-            "expires_at": t.expires_ms.map(rfc3339),
+        view(gigafab_api::Token {
+            id,
+            user: t.user,
+            user_name: self.users.get(&t.user).map(|u| u.name.clone()),
+            created_at: rfc3339(t.created_ms),
+            expires_at: t.expires_ms.map(rfc3339),
         })
     }
 
@@ -182,11 +182,21 @@ impl Controller {
     }
 
     pub(super) fn org_json(&self, o: &Org) -> Value {
-        json!({"id": o.id, "name": o.name, "category": o.category, "created_at": rfc3339(o.created_ms)})
+        view(gigafab_api::Org {
+            id: o.id,
+            name: o.name.clone(),
+            category: o.category.clone(),
+            created_at: rfc3339(o.created_ms),
+        })
     }
 
     pub(super) fn user_json(&self, u: &User) -> Value {
-        json!({"id": u.id, "name": u.name, "org": u.org.map(|o| self.org_name(o)), "role": u.role.as_str()})
+        view(gigafab_api::User {
+            id: u.id,
+            name: u.name.clone(),
+            org: u.org.map(|o| self.org_name(o)),
+            role: u.role.as_str().into(),
+        })
     }
 
     pub(super) fn org_by_name(&self, name: &str) -> Option<i64> {
@@ -484,7 +494,9 @@ impl Controller {
             .tokens
             .get(&id)
             .filter(|t| self.manages(who, t.user))
-            .ok_or_else(|| ApiError::not_found("not_found", format!("token {id} not found")))?;
+            .ok_or_else(|| {
+                ApiError::not_found("token_not_found", format!("token {id} not found"))
+            })?;
         let hash = t.hash.clone();
         self.tokens.remove(&id);
         if let Ok(mut c) = self.shared.tokens.write() {

@@ -1,0 +1,492 @@
+//! gigafab's API contract: the request and response bodies of `/api/v1`,
+//! typed once and shared by the server (which builds its answers as these
+//! types), the CLI and the portal. The OpenAPI document's schemas are
+//! generated from them ([`schemas`]), so the document and the answers
+//! cannot drift apart: the server's tests validate every answer they
+//! receive against the document.
+//!
+//! Error codes (`Error::error`) are snake_case and stable (docs/api.md).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+/// Most accelerators one job may ask for.
+pub const MAX_GPUS: i64 = 65_536;
+/// Longest time limit, seconds (30 days).
+pub const MAX_TIME_LIMIT_S: i64 = 30 * 86_400;
+
+/// Every error answer: a stable snake_case code and a message for people.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Error {
+    /// `invalid_request`, `job_not_found`, `exceeds_allocation`, ...
+    pub error: String,
+    pub message: String,
+}
+
+/// A page of a listing; `next` is the cursor of the following page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<i64>,
+}
+
+/// An accelerator vendor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Vendor {
+    Nvidia,
+    Amd,
+    Other,
+}
+
+/// A job's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Running,
+    Completed,
+    Failed,
+    Timeout,
+    Cancelled,
+}
+
+/// An allocation by id: a number, or a numeric string.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum IdRef {
+    Num(i64),
+    Text(String),
+}
+
+impl IdRef {
+    pub fn id(&self) -> Option<i64> {
+        match self {
+            IdRef::Num(n) => Some(*n),
+            IdRef::Text(s) => s.trim().parse().ok(),
+        }
+    }
+}
+
+/// Body of `POST /api/v1/jobs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitJob {
+    /// The allocation charged.
+    #[schema(value_type = IdRef)]
+    pub allocation: IdRef,
+    /// Accelerators, allocated all at once.
+    #[schema(minimum = 1, maximum = 65536)]
+    pub gpus: i64,
+    /// Program and arguments.
+    #[schema(min_items = 1)]
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 128)]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// One accelerator type (`h100`).
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    /// Accelerator types it may use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub types: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vendor>)]
+    pub vendor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(exclusive_minimum = 0)]
+    pub min_memory_gb: Option<f64>,
+    /// Seconds [default 3600, at most 30 days].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 2592000)]
+    pub time_limit_s: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = -10000, maximum = 10000)]
+    pub priority: Option<i64>,
+    /// Whether a job of higher priority may stop it (it runs again later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preemptible: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    /// Memory limit of the job's processes, GB (its cgroup's memory.max).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(exclusive_minimum = 0)]
+    pub memory_gb: Option<f64>,
+    /// CPU limit of the job's processes, in CPUs (its cgroup's cpu.max).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(exclusive_minimum = 0)]
+    pub cpus: Option<f64>,
+}
+
+/// What a job may run on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AcceleratorFilter {
+    pub types: Vec<String>,
+    #[schema(value_type = Option<Vendor>)]
+    pub vendor: Option<String>,
+    pub min_memory_gb: Option<f64>,
+}
+
+/// One line of a job's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobEvent {
+    /// RFC 3339.
+    pub at: String,
+    /// `submitted`, `started`, `waiting`, `preempted`, `finished`, ...
+    pub kind: String,
+    pub message: String,
+}
+
+/// A job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Job {
+    pub id: i64,
+    pub name: String,
+    pub org: String,
+    pub project: Option<String>,
+    pub user: String,
+    pub allocation: i64,
+    pub gpus: i64,
+    pub accelerator: AcceleratorFilter,
+    pub command: Vec<String>,
+    pub time_limit_s: i64,
+    pub priority: i32,
+    pub preemptible: bool,
+    #[schema(value_type = JobState)]
+    pub state: String,
+    /// Why it waits, or how it ended.
+    pub reason: Option<String>,
+    pub exit_code: Option<i64>,
+    /// RFC 3339.
+    pub submitted_at: String,
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+    /// `node/index` of each accelerator of its current run.
+    pub accelerators: Vec<String>,
+    /// Accelerator-hours charged so far (billing-weighted).
+    pub gpu_hours: f64,
+    pub energy_kwh: f64,
+    pub avg_power_w: Option<f64>,
+    /// None without a grid series for its site.
+    pub carbon_g: Option<f64>,
+    /// `model` or `measured`.
+    pub energy_source: Option<String>,
+    /// Its history (`GET /api/v1/jobs/{id}` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<JobEvent>>,
+}
+
+/// A row of the store that cannot be read (listed, never hidden).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct UnreadableJob {
+    pub id: Option<i64>,
+    /// Always `unreadable`.
+    pub state: String,
+    /// Always `store_damaged`.
+    pub error: String,
+    pub message: String,
+}
+
+/// An item of `GET /api/v1/jobs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum JobItem {
+    Job(Box<Job>),
+    Unreadable(UnreadableJob),
+}
+
+/// Body of `POST /api/v1/allocations`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAllocation {
+    pub org: String,
+    #[schema(exclusive_minimum = 0)]
+    pub gpu_hours: f64,
+    /// Validity [default 365 days].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(exclusive_minimum = 0)]
+    pub days: Option<f64>,
+    /// RFC 3339 [default now].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qos_priority: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// An allocation's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AllocationState {
+    Pending,
+    Active,
+    Exhausted,
+    Expired,
+}
+
+/// An allocation: a grant of accelerator-hours to an organisation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Allocation {
+    pub id: i64,
+    pub org: String,
+    pub name: String,
+    pub granted_gpu_hours: f64,
+    pub used_gpu_hours: f64,
+    /// RFC 3339.
+    pub valid_from: String,
+    pub valid_until: String,
+    pub qos_priority: i64,
+    #[schema(value_type = AllocationState)]
+    pub state: String,
+}
+
+/// Body of `POST /api/v1/orgs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateOrg {
+    pub name: String,
+    /// `academia`, `public`, `industry`, `sme` or `startup`.
+    pub category: String,
+}
+
+/// An organisation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Org {
+    pub id: i64,
+    pub name: String,
+    pub category: String,
+    pub created_at: String,
+}
+
+/// Body of `POST /api/v1/projects`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProject {
+    pub org: String,
+    pub name: String,
+}
+
+/// A project of an organisation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Project {
+    pub id: i64,
+    pub org: String,
+    pub name: String,
+}
+
+/// Body of `POST /api/v1/users`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
+    /// `admin`, `operator`, `owner` or `member` [default member].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+}
+
+/// A user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct User {
+    pub id: i64,
+    pub name: String,
+    pub org: Option<String>,
+    pub role: String,
+}
+
+/// Body of `POST /api/v1/tokens`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    /// Whose token (id or numeric string) [default: the caller].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<IdRef>)]
+    pub user: Option<IdRef>,
+    /// Days until it expires [default 90, at most 3650].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_days: Option<f64>,
+}
+
+/// A live token (never its secret).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Token {
+    pub id: i64,
+    pub user: i64,
+    pub user_name: Option<String>,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+}
+
+/// Query of `GET /api/v1/jobs`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListJobs {
+    /// A state, or `active` (queued and running).
+    pub state: Option<String>,
+    /// Jobs charged to this allocation.
+    pub allocation: Option<i64>,
+    /// Jobs of this organisation (admins and operators).
+    pub org: Option<String>,
+    /// Jobs of this user (`name`, or `org/name`).
+    pub user: Option<String>,
+    /// Page size [default 100, at most 1000].
+    pub limit: Option<i64>,
+    /// The `next` cursor of the previous page.
+    pub after: Option<i64>,
+}
+
+/// Query of a listing that pages (`GET /api/v1/audit`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListPage {
+    /// Page size [default 100, at most 1000].
+    pub limit: Option<i64>,
+    /// The `next` cursor of the previous page.
+    pub after: Option<i64>,
+}
+
+/// Query of `GET /api/v1/jobs/{id}/logs`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct LogsQuery {
+    /// `stdout` [default] or `stderr`.
+    pub stream: Option<String>,
+    /// Byte offset to start from.
+    pub offset: Option<u64>,
+    /// Keep the answer open and stream what the job writes.
+    pub follow: Option<bool>,
+}
+
+/// A line of the audit log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: String,
+    pub user: String,
+    pub action: String,
+    pub object: String,
+    pub detail: String,
+}
+
+/// The query parameters of `T`, as OpenAPI parameter objects.
+pub fn query_params<T: IntoParams>() -> Vec<serde_json::Value> {
+    T::into_params(|| Some(utoipa::openapi::path::ParameterIn::Query))
+        .into_iter()
+        .map(|p| serde_json::to_value(p).expect("a parameter is JSON"))
+        .collect()
+}
+
+/// The component schemas of the OpenAPI document, generated from the
+/// types above: (name, JSON schema).
+pub fn schemas() -> Vec<(String, serde_json::Value)> {
+    use utoipa::openapi::RefOr;
+    use utoipa::{PartialSchema, ToSchema};
+    fn one<T: ToSchema + PartialSchema>() -> (String, serde_json::Value) {
+        let s: RefOr<utoipa::openapi::schema::Schema> = T::schema();
+        (
+            T::name().into_owned(),
+            serde_json::to_value(s).expect("a schema is JSON"),
+        )
+    }
+    let mut out = vec![
+        one::<Error>(),
+        one::<Vendor>(),
+        one::<JobState>(),
+        one::<IdRef>(),
+        one::<SubmitJob>(),
+        one::<AcceleratorFilter>(),
+        one::<JobEvent>(),
+        one::<Job>(),
+        one::<UnreadableJob>(),
+        one::<JobItem>(),
+        one::<CreateAllocation>(),
+        one::<AllocationState>(),
+        one::<Allocation>(),
+        one::<CreateOrg>(),
+        one::<Org>(),
+        one::<CreateProject>(),
+        one::<Project>(),
+        one::<CreateUser>(),
+        one::<User>(),
+        one::<CreateToken>(),
+        one::<Token>(),
+        one::<AuditEntry>(),
+    ];
+    // pages of each listed object
+    for (name, item) in [
+        ("JobPage", "JobItem"),
+        ("AllocationPage", "Allocation"),
+        ("OrgPage", "Org"),
+        ("ProjectPage", "Project"),
+        ("UserPage", "User"),
+        ("TokenPage", "Token"),
+        ("AuditPage", "AuditEntry"),
+    ] {
+        out.push((
+            name.into(),
+            serde_json::json!({
+                "type": "object",
+                "required": ["items", "next"],
+                "properties": {
+                    "items": {"type": "array", "items": {"$ref": format!("#/components/schemas/{item}")}},
+                    "next": {"type": ["integer", "null"], "format": "int64"}
+                }
+            }),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schemas_name_required_fields_and_refs() {
+        let s: BTreeMap<String, serde_json::Value> = schemas().into_iter().collect();
+        let job = &s["Job"];
+        let req: Vec<&str> = job["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert!(req.contains(&"id") && req.contains(&"state") && !req.contains(&"events"));
+        // every $ref names a schema of the set
+        let text = serde_json::to_string(&s).unwrap();
+        for r in text.split("#/components/schemas/").skip(1) {
+            let name: String = r.chars().take_while(|c| c.is_alphanumeric()).collect();
+            assert!(s.contains_key(&name), "dangling $ref {name}");
+        }
+        let sub = &s["SubmitJob"];
+        assert_eq!(sub["additionalProperties"], false, "{sub}");
+    }
+
+    #[test]
+    fn a_submission_round_trips() {
+        let j: SubmitJob = serde_json::from_str(
+            r#"{"allocation": "3", "gpus": 2, "command": ["x"], "type": "h100"}"#,
+        )
+        .unwrap();
+        assert_eq!(j.allocation.id(), Some(3));
+        assert_eq!(j.type_.as_deref(), Some("h100"));
+        let back = serde_json::to_value(&j).unwrap();
+        assert_eq!(back["type"], "h100");
+        assert!(back.get("name").is_none());
+        assert!(serde_json::from_str::<SubmitJob>(
+            r#"{"allocation": 1, "gpus": 1, "command": ["x"], "gpu": 2}"#
+        )
+        .is_err());
+    }
+}
