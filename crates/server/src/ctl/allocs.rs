@@ -51,19 +51,16 @@ impl Controller {
     }
 
     pub(super) fn insert_alloc_op(&mut self, a: &Alloc, now: i64) {
-        self.ops.push(op(
-            "INSERT INTO allocations (id, org_id, name, granted_gpu_s, used_gpu_s, valid_from_ms, valid_until_ms, qos_priority, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            vec![
-                Arg::I(a.id),
-                Arg::I(a.org),
-                Arg::S(a.name.clone()),
-                Arg::F(a.granted_gpu_s),
-                Arg::F(a.used_gpu_s),
-                Arg::I(a.valid_from_ms),
-                Arg::I(a.valid_until_ms),
-                Arg::I(a.qos),
-                Arg::I(now),
-            ],
+        self.ops.push(store::allocs::insert(
+            a.id,
+            a.org,
+            &a.name,
+            a.granted_gpu_s,
+            a.used_gpu_s,
+            a.valid_from_ms,
+            a.valid_until_ms,
+            a.qos,
+            now,
         ));
     }
 

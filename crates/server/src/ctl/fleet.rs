@@ -230,16 +230,10 @@ impl Controller {
         let was = self.core.is_drained(n);
         if drain && !was {
             self.core.drain(n);
-            self.ops.push(op(
-                "INSERT INTO drained_nodes (name, at_ms) VALUES ($1, $2)",
-                vec![Arg::S(node.into()), Arg::I(now)],
-            ));
+            self.ops.push(store::fleet::drain(node, now));
         } else if !drain && was {
             self.core.resume(n);
-            self.ops.push(op(
-                "DELETE FROM drained_nodes WHERE name = $1",
-                vec![Arg::S(node.into())],
-            ));
+            self.ops.push(store::fleet::resume(node));
             self.dirty = true;
         }
         self.audit(

@@ -295,29 +295,7 @@ impl Controller {
                 ),
             ));
         }
-        self.ops.push(op(
-            JOB_INSERT,
-            vec![
-                Arg::I(id),
-                Arg::I(org),
-                Arg::I(who.user_id),
-                Arg::I(alloc_id),
-                Arg::OI(project_id),
-                Arg::S(row.name.clone()),
-                Arg::S(row.spec.clone()),
-                Arg::I(row.gpus),
-                Arg::I(limit),
-                Arg::S("queued".into()),
-                Arg::OS(None),
-                Arg::OI(None),
-                Arg::I(now),
-                Arg::OI(None),
-                Arg::OI(None),
-                Arg::OS(None),
-                Arg::OS(None),
-                Arg::F(0.0),
-            ],
-        ));
+        self.ops.push(store::jobs::insert(&row, project_id));
         let idx = self.core.submit(&cs, alloc_core, now as f64 / 1000.0);
         self.map_core(idx, id);
         let msg = format!(
@@ -504,10 +482,7 @@ impl Controller {
             a.energy_j += energy_j;
             a.carbon_g += carbon_g.unwrap_or(0.0);
             let (aid, used, e, c) = (a.id, a.used_gpu_s, a.energy_j, a.carbon_g);
-            self.ops.push(op(
-                "UPDATE allocations SET used_gpu_s = $2, energy_j = $3, carbon_g = $4 WHERE id = $1",
-                vec![Arg::I(aid), Arg::F(used), Arg::F(e), Arg::F(c)],
-            ));
+            self.ops.push(store::allocs::usage(aid, used, e, c));
         }
         self.last_ended = self.jobs.remove(&id).map(|j| j.row);
         self.dirty = true;
@@ -551,10 +526,7 @@ impl Controller {
             }
             a.used_gpu_s += used;
             let (aid, u, e, c) = (a.id, a.used_gpu_s, a.energy_j, a.carbon_g);
-            self.ops.push(op(
-                "UPDATE allocations SET used_gpu_s = $2, energy_j = $3, carbon_g = $4 WHERE id = $1",
-                vec![Arg::I(aid), Arg::F(u), Arg::F(e), Arg::F(c)],
-            ));
+            self.ops.push(store::allocs::usage(aid, u, e, c));
         }
         self.launches.retain(|&l| l != id);
         if let Some(h) = handle {

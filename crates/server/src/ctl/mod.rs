@@ -43,7 +43,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::auth::{Principal, Role, hash_token, new_token};
 use crate::error::ApiError;
 use crate::model::*;
-use crate::store::Store;
+use crate::store::commit::Op;
+use crate::store::{self, Store};
 use crate::time::{parse_rfc3339, rfc3339};
 
 /// Most accelerators one job may ask for.
@@ -54,24 +55,6 @@ pub const MAX_TIME_LIMIT_S: i64 = 30 * 86_400;
 pub const DEFAULT_TIME_LIMIT_S: i64 = 3_600;
 /// Most commands taken into one transaction.
 const MAX_BATCH: usize = 1024;
-
-/// A value bound to an SQL parameter.
-#[derive(Debug, Clone)]
-pub enum Arg {
-    I(i64),
-    F(f64),
-    S(String),
-    OI(Option<i64>),
-    OF(Option<f64>),
-    OS(Option<String>),
-}
-
-/// One statement of a transaction.
-#[derive(Debug, Clone)]
-pub struct Op {
-    pub sql: std::borrow::Cow<'static, str>,
-    pub args: Vec<Arg>,
-}
 
 /// What a request asks of the controller.
 #[derive(Debug)]
@@ -440,90 +423,6 @@ fn view<T: serde::Serialize>(v: T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
-fn op(sql: &'static str, args: Vec<Arg>) -> Op {
-    Op {
-        sql: sql.into(),
-        args,
-    }
-}
-
-/// Inserts that a commit folds into multi-row statements (one round trip
-/// for a whole batch of submissions).
-const FOLDABLE: [&str; 3] = [JOB_INSERT, EVENT_INSERT, AUDIT_INSERT];
-
-/// Most parameters in one statement (SQLite allows 32766, PostgreSQL 65535).
-const MAX_PARAMS: usize = 30_000;
-
-/// `INSERT INTO t (cols) VALUES ($1, ..), ($k, ..), ..` for `rows` rows of
-/// `width` values, from the single-row form.
-fn multi_row_sql(single: &str, width: usize, rows: usize) -> String {
-    let head = single.split(" VALUES ").next().unwrap_or(single);
-    let mut s = String::with_capacity(head.len() + rows * width * 6);
-    s.push_str(head);
-    s.push_str(" VALUES ");
-    let mut n = 0;
-    for r in 0..rows {
-        if r > 0 {
-            s.push_str(", ");
-        }
-        s.push('(');
-        for c in 0..width {
-            if c > 0 {
-                s.push_str(", ");
-            }
-            n += 1;
-            s.push('$');
-            s.push_str(&n.to_string());
-        }
-        s.push(')');
-    }
-    s
-}
-
-/// Folds the foldable inserts of `ops` into multi-row statements. Each
-/// run of foldable inserts between two other statements is folded on its
-/// own, so every statement still follows the ones it depends on.
-pub fn fold_ops(ops: Vec<Op>) -> Vec<Op> {
-    let mut out: Vec<Op> = Vec::new();
-    let mut groups: Vec<(&'static str, Vec<Vec<Arg>>)> = Vec::new();
-    fn flush(groups: &mut Vec<(&'static str, Vec<Vec<Arg>>)>, out: &mut Vec<Op>) {
-        for (sql, rows) in groups.drain(..) {
-            let width = rows[0].len().max(1);
-            let per = (MAX_PARAMS / width).max(1);
-            let mut rows = rows.into_iter().peekable();
-            while rows.peek().is_some() {
-                let chunk: Vec<Vec<Arg>> = rows.by_ref().take(per).collect();
-                if chunk.len() == 1 {
-                    let args = chunk.into_iter().next().unwrap_or_default();
-                    out.push(Op {
-                        sql: sql.into(),
-                        args,
-                    });
-                } else {
-                    out.push(Op {
-                        sql: multi_row_sql(sql, width, chunk.len()).into(),
-                        args: chunk.into_iter().flatten().collect(),
-                    });
-                }
-            }
-        }
-    }
-    for o in ops {
-        match FOLDABLE.iter().find(|f| **f == o.sql) {
-            Some(f) => match groups.iter_mut().find(|g| g.0 == *f) {
-                Some(g) => g.1.push(o.args),
-                None => groups.push((f, vec![o.args])),
-            },
-            None => {
-                flush(&mut groups, &mut out);
-                out.push(o);
-            }
-        }
-    }
-    flush(&mut groups, &mut out);
-    out
-}
-
 fn valid_name(s: &str, what: &str) -> Result<(), ApiError> {
     if s.is_empty()
         || s.len() > 64
@@ -538,12 +437,6 @@ fn valid_name(s: &str, what: &str) -> Result<(), ApiError> {
     }
     Ok(())
 }
-
-const JOB_INSERT: &str = "INSERT INTO jobs (id, org_id, user_id, alloc_id, project_id, name, spec, gpus, time_limit_s, state, reason, exit_code, submitted_ms, started_ms, ended_ms, accelerators, handle, gpu_s) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)";
-const JOB_UPDATE: &str = "UPDATE jobs SET state = $2, reason = $3, exit_code = $4, started_ms = $5, ended_ms = $6, accelerators = $7, handle = $8, gpu_s = $9, spec = $10, energy_j = $11, carbon_g = $12, energy_source = $13 WHERE id = $1";
-const EVENT_INSERT: &str =
-    "INSERT INTO job_events (job_id, seq, at_ms, kind, message) VALUES ($1, $2, $3, $4, $5)";
-const AUDIT_INSERT: &str = "INSERT INTO audit (id, at_ms, user_id, user_name, action, object, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
 /// Columns of a job row joined with names, in [`row_to_job`] order.
 pub const JOB_COLUMNS: &str = "j.id, j.org_id, o.name, j.user_id, u.name, j.alloc_id, j.project_id, j.name, j.spec, j.gpus, j.time_limit_s, j.state, j.reason, j.exit_code, j.submitted_ms, j.started_ms, j.ended_ms, j.accelerators, j.handle, j.gpu_s, j.energy_j, j.carbon_g, j.energy_source FROM jobs j JOIN orgs o ON o.id = j.org_id JOIN users u ON u.id = j.user_id";
@@ -691,17 +584,15 @@ impl Controller {
 
     fn audit(&mut self, who: &Principal, now: i64, action: &str, object: &str, detail: String) {
         self.ids.audit += 1;
-        self.ops.push(op(
-            AUDIT_INSERT,
-            vec![
-                Arg::I(self.ids.audit),
-                Arg::I(now),
-                Arg::OI(Some(who.user_id)),
-                Arg::S(self.login_of(who.user_id)),
-                Arg::S(action.into()),
-                Arg::S(object.into()),
-                Arg::S(detail),
-            ],
+        let name = self.login_of(who.user_id);
+        self.ops.push(store::audit::insert(
+            self.ids.audit,
+            now,
+            who.user_id,
+            name,
+            action,
+            object,
+            detail,
         ));
     }
 
@@ -711,42 +602,16 @@ impl Controller {
         };
         let seq = j.next_seq;
         j.next_seq += 1;
-        self.ops.push(op(
-            EVENT_INSERT,
-            vec![
-                Arg::I(job),
-                Arg::I(seq),
-                Arg::I(now),
-                Arg::S(kind.into()),
-                Arg::S(message),
-            ],
-        ));
+        self.ops
+            .push(store::jobs::event(job, seq, now, kind, message));
     }
 
     fn update_job_op(&mut self, job: i64) {
         let Some(j) = self.jobs.get(&job) else {
             return;
         };
-        let r = &j.row;
         let spec = serde_json::to_string(&j.spec).unwrap_or_default();
-        self.ops.push(op(
-            JOB_UPDATE,
-            vec![
-                Arg::I(r.id),
-                Arg::S(r.state.clone()),
-                Arg::OS(r.reason.clone()),
-                Arg::OI(r.exit_code),
-                Arg::OI(r.started_ms),
-                Arg::OI(r.ended_ms),
-                Arg::OS(r.accelerators.clone()),
-                Arg::OS(r.handle.clone()),
-                Arg::F(r.gpu_s),
-                Arg::S(spec),
-                Arg::F(r.energy_j),
-                Arg::OF(r.carbon_g),
-                Arg::OS(r.energy_source.clone()),
-            ],
-        ));
+        self.ops.push(store::jobs::update(&j.row, spec));
     }
 
     /// The highest job id the store has seen.
@@ -987,12 +852,12 @@ impl Controller {
 
     async fn commit(&mut self) -> Result<(), sqlx::Error> {
         use sqlx::Connection;
-        let ops = fold_ops(std::mem::take(&mut self.ops));
+        let ops = store::commit::fold_ops(std::mem::take(&mut self.ops));
         let mut conn = match self.writer.take() {
             Some(c) => c,
             None => self.shared.store.writer().await?,
         };
-        match write_ops(&mut conn, ops).await {
+        match store::commit::write_ops(&mut conn, ops).await {
             Ok(()) => {
                 self.writer = Some(conn);
                 Ok(())
@@ -1121,24 +986,3 @@ impl Controller {
 }
 
 impl Controller {}
-
-/// Writes `ops` in one transaction on `conn`.
-async fn write_ops(conn: &mut sqlx::AnyConnection, ops: Vec<Op>) -> Result<(), sqlx::Error> {
-    use sqlx::Connection;
-    let mut tx = conn.begin().await?;
-    for o in ops {
-        let mut q = sqlx::query(&o.sql);
-        for a in o.args {
-            q = match a {
-                Arg::I(v) => q.bind(v),
-                Arg::F(v) => q.bind(v),
-                Arg::S(v) => q.bind(v),
-                Arg::OI(v) => q.bind(v),
-                Arg::OF(v) => q.bind(v),
-                Arg::OS(v) => q.bind(v),
-            };
-        }
-        q.execute(&mut *tx).await?;
-    }
-    tx.commit().await
-}

@@ -173,15 +173,12 @@ impl Controller {
                 disabled: false,
             },
         );
-        self.ops.push(op(
-            "INSERT INTO users (id, name, org_id, role, created_ms) VALUES ($1, $2, $3, $4, $5)",
-            vec![
-                Arg::I(uid),
-                Arg::S("admin".into()),
-                Arg::OI(None),
-                Arg::S("admin".into()),
-                Arg::I(now),
-            ],
+        self.ops.push(store::tenancy::insert_user(
+            uid,
+            "admin".into(),
+            None,
+            "admin",
+            now,
         ));
         // the bootstrap token does not expire (revoke it once other admins exist)
         let p = self
@@ -203,15 +200,8 @@ impl Controller {
                 created_ms: now,
             },
         );
-        self.ops.push(op(
-            "INSERT INTO orgs (id, name, category, created_ms) VALUES ($1, $2, $3, $4)",
-            vec![
-                Arg::I(oid),
-                Arg::S("default".into()),
-                Arg::S("public".into()),
-                Arg::I(now),
-            ],
-        ));
+        self.ops
+            .push(store::tenancy::insert_org(oid, "default", "public", now));
         let aid = self.next_alloc();
         let until = now + 3650 * 86_400_000;
         let a = self.new_alloc(aid, oid, "default".into(), 1e6 * 3600.0, now, until, 0);

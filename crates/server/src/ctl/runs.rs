@@ -397,23 +397,7 @@ impl Controller {
         }
         // one statement per distinct reason
         for (msg, ids) in by_reason {
-            for chunk in ids.chunks(1000) {
-                let mut sql = String::from("UPDATE jobs SET reason = $1 WHERE id IN (");
-                let mut args = Vec::with_capacity(chunk.len() + 1);
-                args.push(Arg::S(msg.clone()));
-                for (k, id) in chunk.iter().enumerate() {
-                    if k > 0 {
-                        sql.push_str(", ");
-                    }
-                    sql.push_str(&format!("${}", k + 2));
-                    args.push(Arg::I(*id));
-                }
-                sql.push(')');
-                self.ops.push(Op {
-                    sql: sql.into(),
-                    args,
-                });
-            }
+            self.ops.extend(store::jobs::reasons(&msg, &ids));
         }
     }
 

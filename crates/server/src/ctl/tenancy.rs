@@ -36,16 +36,8 @@ impl Controller {
         self.ids.token += 1;
         let id = self.ids.token;
         let hash = hash_token(token);
-        self.ops.push(op(
-            "INSERT INTO tokens (id, user_id, hash, created_ms, revoked_ms, expires_ms) VALUES ($1, $2, $3, $4, $5, $6)",
-            vec![
-                Arg::I(id),
-                Arg::I(user),
-                Arg::S(hash.clone()),
-                Arg::I(now),
-                Arg::OI(None),
-                Arg::OI(expires_ms),
-            ],
+        self.ops.push(store::tenancy::insert_token(
+            id, user, &hash, now, expires_ms,
         ));
         self.tokens.insert(
             id,
@@ -128,19 +120,13 @@ impl Controller {
                 if let Ok(mut c) = self.shared.tokens.write() {
                     c.remove(&t.hash);
                 }
-                self.ops.push(op(
-                    "UPDATE tokens SET revoked_ms = $2 WHERE id = $1",
-                    vec![Arg::I(*tid), Arg::I(now)],
-                ));
+                self.ops.push(store::tenancy::revoke_token(*tid, now));
             }
         }
         if let Some(u) = self.users.get_mut(&id) {
             u.disabled = true;
         }
-        self.ops.push(op(
-            "UPDATE users SET disabled_ms = $2 WHERE id = $1",
-            vec![Arg::I(id), Arg::I(now)],
-        ));
+        self.ops.push(store::tenancy::disable_user(id, now));
         self.audit(
             who,
             now,
@@ -249,15 +235,8 @@ impl Controller {
             category: req.category.to_ascii_lowercase(),
             created_ms: now,
         };
-        self.ops.push(op(
-            "INSERT INTO orgs (id, name, category, created_ms) VALUES ($1, $2, $3, $4)",
-            vec![
-                Arg::I(id),
-                Arg::S(o.name.clone()),
-                Arg::S(o.category.clone()),
-                Arg::I(now),
-            ],
-        ));
+        self.ops
+            .push(store::tenancy::insert_org(id, &o.name, &o.category, now));
         let v = self.org_json(&o);
         self.orgs.insert(id, o);
         self.audit(
@@ -306,15 +285,8 @@ impl Controller {
         }
         self.ids.project += 1;
         let id = self.ids.project;
-        self.ops.push(op(
-            "INSERT INTO projects (id, org_id, name, created_ms) VALUES ($1, $2, $3, $4)",
-            vec![
-                Arg::I(id),
-                Arg::I(org),
-                Arg::S(req.name.clone()),
-                Arg::I(now),
-            ],
-        ));
+        self.ops
+            .push(store::tenancy::insert_project(id, org, &req.name, now));
         self.projects.insert(
             id,
             Project {
@@ -393,15 +365,12 @@ impl Controller {
         }
         let id = self.next_user();
         let stored = login(org.map(|o| self.org_name(o)).as_deref(), &req.name);
-        self.ops.push(op(
-            "INSERT INTO users (id, name, org_id, role, created_ms) VALUES ($1, $2, $3, $4, $5)",
-            vec![
-                Arg::I(id),
-                Arg::S(stored),
-                Arg::OI(org),
-                Arg::S(role.as_str().into()),
-                Arg::I(now),
-            ],
+        self.ops.push(store::tenancy::insert_user(
+            id,
+            stored,
+            org,
+            role.as_str(),
+            now,
         ));
         let u = User {
             id,
@@ -502,10 +471,7 @@ impl Controller {
         if let Ok(mut c) = self.shared.tokens.write() {
             c.remove(&hash);
         }
-        self.ops.push(op(
-            "UPDATE tokens SET revoked_ms = $2 WHERE id = $1",
-            vec![Arg::I(id), Arg::I(now)],
-        ));
+        self.ops.push(store::tenancy::revoke_token(id, now));
         self.audit(
             who,
             now,

@@ -1,6 +1,17 @@
 //! The durable store: SQLite (embedded default) or PostgreSQL, one schema
 //! through the migrations in `migrations/`, one SQL dialect (`$n`
 //! parameters, BIGINT, TEXT, DOUBLE PRECISION) that both understand.
+//!
+//! The SQL lives here: each aggregate's module ([`jobs`], [`tenancy`],
+//! [`allocs`], [`audit`], [`fleet`]) turns a typed write into its
+//! statement; [`commit`] folds a batch of them into one transaction.
+
+pub mod allocs;
+pub mod audit;
+pub mod commit;
+pub mod fleet;
+pub mod jobs;
+pub mod tenancy;
 
 use std::path::Path;
 use std::str::FromStr;

@@ -1,0 +1,17 @@
+//! The fleet's writes: drained nodes.
+
+use super::commit::{Arg, Op, op};
+
+pub fn drain(node: &str, at_ms: i64) -> Op {
+    op(
+        "INSERT INTO drained_nodes (name, at_ms) VALUES ($1, $2)",
+        vec![Arg::S(node.into()), Arg::I(at_ms)],
+    )
+}
+
+pub fn resume(node: &str) -> Op {
+    op(
+        "DELETE FROM drained_nodes WHERE name = $1",
+        vec![Arg::S(node.into())],
+    )
+}
