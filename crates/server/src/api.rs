@@ -14,14 +14,13 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use sqlx::Row;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::auth::Principal;
-use crate::ctl::{Action, JOB_COLUMNS, Shared, row_to_job};
+use crate::ctl::{Action, Shared};
 use crate::error::ApiError;
 use crate::model::{JobEvent, JobRow, TERMINAL};
-use crate::time::rfc3339;
+use crate::store;
 
 /// Largest request body, bytes.
 pub const MAX_BODY: usize = 1 << 20;
@@ -447,13 +446,10 @@ pub fn openapi_doc() -> Value {
 
 async fn whoami(State(s): State<AppState>, Caller(p): Caller) -> Json<Value> {
     let org = match p.org_id {
-        Some(o) => sqlx::query("SELECT name FROM orgs WHERE id = $1")
-            .bind(o)
-            .fetch_optional(&s.store.pool)
+        Some(o) => store::tenancy::org_name(&s.store.pool, o)
             .await
             .ok()
-            .flatten()
-            .and_then(|r| r.try_get::<String, _>(0).ok()),
+            .flatten(),
         None => None,
     };
     Json(json!({"id": p.user_id, "user": p.name, "role": p.role.as_str(), "org": org}))
@@ -640,13 +636,8 @@ async fn resume(State(s): State<AppState>, Caller(p): Caller, Path(n): Path<Stri
 
 /// A job visible to the caller (404 for another organisation's).
 async fn visible_job(s: &Shared, p: &Principal, id: i64) -> Result<JobRow, ApiError> {
-    let q = format!("SELECT {JOB_COLUMNS} WHERE j.id = $1");
-    let row = sqlx::query(&q)
-        .bind(id)
-        .fetch_optional(&s.store.pool)
-        .await?;
-    let job = match row {
-        Some(r) => row_to_job(&r)?,
+    let job = match store::jobs::get(&s.store.pool, id).await? {
+        Some(j) => j,
         None => {
             return Err(ApiError::not_found(
                 "job_not_found",
@@ -670,24 +661,9 @@ async fn get_job(
 ) -> ApiResult {
     let id = parse_id(&id, "job_not_found")?;
     let job = visible_job(&s, &p, id).await?;
-    let events =
-        sqlx::query("SELECT at_ms, kind, message FROM job_events WHERE job_id = $1 ORDER BY seq")
-            .bind(id)
-            .fetch_all(&s.store.pool)
-            .await?;
-    let mut ev = Vec::with_capacity(events.len());
-    for r in &events {
-        ev.push(
-            JobEvent {
-                at_ms: r.try_get(0)?,
-                kind: r.try_get(1)?,
-                message: r.try_get(2)?,
-            }
-            .to_json(),
-        );
-    }
-    let mut v = job.to_json(s.clock.now_ms());
-    v["events"] = Value::Array(ev);
+    let events = store::jobs::events(&s.store.pool, id).await?;
+    let mut v = job.view(s.clock.now_ms());
+    v.events = Some(events.iter().map(JobEvent::view).collect());
     Ok(Json(v).into_response())
 }
 
@@ -733,12 +709,6 @@ fn page(items: Vec<Value>, last: Option<i64>, limit: i64) -> Response {
     Json(json!({"items": items, "next": next})).into_response()
 }
 
-/// A value bound to a listing's query.
-enum Bind {
-    I(i64),
-    S(String),
-}
-
 async fn list_jobs(
     State(s): State<AppState>,
     Caller(p): Caller,
@@ -753,64 +723,27 @@ async fn list_jobs(
             "state: `{st}` is not queued, running, completed, failed, timeout or cancelled"
         )));
     }
-    // conditions and their parameters, numbered in order
-    let mut sql = format!("SELECT {JOB_COLUMNS} WHERE 1 = 1");
-    let mut binds: Vec<Bind> = Vec::new();
-    let mut cond = |sql: &mut String, clause: &str, b: Bind| {
-        binds.push(b);
-        let n = format!("${}", binds.len());
-        *sql += &if clause.contains("$?") {
-            format!(" AND {}", clause.replace("$?", &n))
-        } else {
-            format!(" AND {clause} {n}")
-        };
+    let filter = store::jobs::JobFilter {
+        org_id: (!p.global()).then(|| p.org_id.unwrap_or(-1)),
+        state: q.state.clone(),
+        allocation: q.allocation,
+        org: q.org.clone(),
+        user: q.user.clone(),
+        before_id: q.after,
     };
-    if !p.global() {
-        cond(&mut sql, "j.org_id =", Bind::I(p.org_id.unwrap_or(-1)));
-    }
-    if let Some(st) = &q.state {
-        cond(&mut sql, "j.state =", Bind::S(st.clone()));
-    }
-    if let Some(a) = q.allocation {
-        cond(&mut sql, "j.alloc_id =", Bind::I(a));
-    }
-    if let Some(o) = &q.org {
-        cond(&mut sql, "o.name =", Bind::S(o.clone()));
-    }
-    if let Some(u) = &q.user {
-        // a member's stored name is `ORG/NAME`: `alice` finds the alice of
-        // the job's organisation, `org/alice` that one only
-        cond(
-            &mut sql,
-            "(u.name = $? OR u.name = o.name || '/' || $?)",
-            Bind::S(u.clone()),
-        );
-    }
-    if let Some(a) = q.after {
-        cond(&mut sql, "j.id <", Bind::I(a));
-    }
-    sql += &format!(" ORDER BY j.id DESC LIMIT ${}", binds.len() + 1);
-    let mut query = sqlx::query(&sql);
-    for b in binds {
-        query = match b {
-            Bind::I(v) => query.bind(v),
-            Bind::S(t) => query.bind(t),
-        };
-    }
-    let rows = query.bind(limit).fetch_all(&s.store.pool).await?;
+    let rows = store::jobs::list(&s.store.pool, &filter, limit).await?;
     let now = s.clock.now_ms();
     let mut items = Vec::with_capacity(rows.len());
     let mut last = None;
-    for r in &rows {
-        match row_to_job(r) {
+    for r in rows {
+        match r {
             Ok(j) => {
                 last = Some(j.id);
                 items.push(j.to_json(now));
             }
-            Err(e) => {
+            Err((id, e)) => {
                 // one damaged row must not hide everyone's jobs: it is
                 // listed as unreadable, and logged
-                let id: Option<i64> = r.try_get(0).ok();
                 tracing::error!("job {id:?}: unreadable row in the store: {e}");
                 if let Some(id) = id {
                     last = Some(id);
@@ -844,30 +777,12 @@ async fn audit(
         ));
     }
     let limit = page_limit(q.limit)?;
-    let rows = sqlx::query(
-        "SELECT id, at_ms, user_name, action, object, detail FROM audit WHERE id < $1 ORDER BY id DESC LIMIT $2",
-    )
-    .bind(q.after.unwrap_or(i64::MAX))
-    .bind(limit)
-    .fetch_all(&s.store.pool)
-    .await?;
-    let mut items = Vec::new();
-    let mut last = None;
-    for r in &rows {
-        let id: i64 = r.try_get(0)?;
-        last = Some(id);
-        items.push(
-            serde_json::to_value(gigafab_api::AuditEntry {
-                id,
-                at: rfc3339(r.try_get(1)?),
-                user: r.try_get::<String, _>(2)?,
-                action: r.try_get::<String, _>(3)?,
-                object: r.try_get::<String, _>(4)?,
-                detail: r.try_get::<String, _>(5)?,
-            })
-            .unwrap_or(Value::Null),
-        );
-    }
+    let entries = store::audit::list(&s.store.pool, q.after, limit).await?;
+    let last = entries.last().map(|e| e.id);
+    let items: Vec<Value> = entries
+        .into_iter()
+        .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
+        .collect();
     Ok(page(items, last, limit))
 }
 
@@ -972,15 +887,8 @@ impl LogState {
     }
 
     async fn job_ended(&self) -> bool {
-        match sqlx::query("SELECT state FROM jobs WHERE id = $1")
-            .bind(self.id)
-            .fetch_optional(&self.shared.store.pool)
-            .await
-        {
-            Ok(Some(r)) => r
-                .try_get::<String, _>(0)
-                .map(|s| TERMINAL.contains(&s.as_str()))
-                .unwrap_or(true),
+        match store::jobs::state(&self.shared.store.pool, self.id).await {
+            Ok(Some(s)) => TERMINAL.contains(&s.as_str()),
             _ => true,
         }
     }

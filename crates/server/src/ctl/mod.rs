@@ -37,13 +37,13 @@ use gigafab_core::{
 };
 use gigafab_exec::{AssignedAccel, DeviceVendor, Executor, LaunchSpec, Outcome, RunStatus};
 use serde_json::{Value, json};
-use sqlx::Row;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::{Principal, Role, hash_token, new_token};
 use crate::error::ApiError;
 use crate::model::*;
 use crate::store::commit::Op;
+pub use crate::store::jobs::{JOB_COLUMNS, row_to_job};
 use crate::store::{self, Store};
 use crate::time::{parse_rfc3339, rfc3339};
 
@@ -438,9 +438,6 @@ fn valid_name(s: &str, what: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Columns of a job row joined with names, in [`row_to_job`] order.
-pub const JOB_COLUMNS: &str = "j.id, j.org_id, o.name, j.user_id, u.name, j.alloc_id, j.project_id, j.name, j.spec, j.gpus, j.time_limit_s, j.state, j.reason, j.exit_code, j.submitted_ms, j.started_ms, j.ended_ms, j.accelerators, j.handle, j.gpu_s, j.energy_j, j.carbon_g, j.energy_source FROM jobs j JOIN orgs o ON o.id = j.org_id JOIN users u ON u.id = j.user_id";
-
 /// A user's name without its organisation: the store keeps members as
 /// `ORG/NAME` (names are unique within an organisation only).
 pub fn short_name(stored: String) -> String {
@@ -456,34 +453,6 @@ pub fn login(org: Option<&str>, name: &str) -> String {
         Some(o) => format!("{o}/{name}"),
         None => name.to_string(),
     }
-}
-
-pub fn row_to_job(r: &sqlx::any::AnyRow) -> Result<JobRow, sqlx::Error> {
-    Ok(JobRow {
-        id: r.try_get(0)?,
-        org_id: r.try_get(1)?,
-        org: r.try_get(2)?,
-        user_id: r.try_get(3)?,
-        user: short_name(r.try_get(4)?),
-        alloc_id: r.try_get(5)?,
-        project_id: r.try_get(6)?,
-        name: r.try_get(7)?,
-        spec: r.try_get(8)?,
-        gpus: r.try_get(9)?,
-        time_limit_s: r.try_get(10)?,
-        state: r.try_get(11)?,
-        reason: r.try_get(12)?,
-        exit_code: r.try_get(13)?,
-        submitted_ms: r.try_get(14)?,
-        started_ms: r.try_get(15)?,
-        ended_ms: r.try_get(16)?,
-        accelerators: r.try_get(17)?,
-        handle: r.try_get(18)?,
-        gpu_s: r.try_get(19)?,
-        energy_j: r.try_get(20)?,
-        carbon_g: r.try_get(21)?,
-        energy_source: r.try_get(22)?,
-    })
 }
 
 fn filter_label(spec: &StoredSpec) -> String {

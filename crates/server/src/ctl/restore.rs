@@ -7,131 +7,86 @@ impl Controller {
     pub(super) async fn load_rows(&mut self) -> Result<Option<String>, sqlx::Error> {
         let pool = self.shared.store.pool.clone();
         let now = self.shared.clock.now_ms();
-        for r in sqlx::query("SELECT id, name, category, created_ms FROM orgs ORDER BY id")
-            .fetch_all(&pool)
-            .await?
-        {
+        for o in store::tenancy::orgs(&pool).await? {
             let o = Org {
-                id: r.try_get(0)?,
-                name: r.try_get(1)?,
-                category: r.try_get(2)?,
-                created_ms: r.try_get(3)?,
+                id: o.id,
+                name: o.name,
+                category: o.category,
+                created_ms: o.created_ms,
             };
             self.ids.org = self.ids.org.max(o.id);
             self.orgs.insert(o.id, o);
         }
-        for r in sqlx::query("SELECT id, org_id, name FROM projects ORDER BY id")
-            .fetch_all(&pool)
-            .await?
-        {
+        for p in store::tenancy::projects(&pool).await? {
             let p = Project {
-                id: r.try_get(0)?,
-                org: r.try_get(1)?,
-                name: r.try_get(2)?,
+                id: p.id,
+                org: p.org_id,
+                name: p.name,
             };
             self.ids.project = self.ids.project.max(p.id);
             self.projects.insert(p.id, p);
         }
-        for r in sqlx::query("SELECT id, name, org_id, role, disabled_ms FROM users ORDER BY id")
-            .fetch_all(&pool)
-            .await?
-        {
-            let role: String = r.try_get(3)?;
+        for u in store::tenancy::users(&pool).await? {
             let u = User {
-                id: r.try_get(0)?,
-                name: short_name(r.try_get(1)?),
-                org: r.try_get(2)?,
-                role: Role::parse(&role).unwrap_or(Role::Member),
-                disabled: r.try_get::<Option<i64>, _>(4)?.is_some(),
+                id: u.id,
+                name: short_name(u.login),
+                org: u.org_id,
+                role: Role::parse(&u.role).unwrap_or(Role::Member),
+                disabled: u.disabled,
             };
             self.ids.user = self.ids.user.max(u.id);
             self.users.insert(u.id, u);
         }
         let mut cache = HashMap::new();
-        for r in sqlx::query(
-            "SELECT id, user_id, hash, revoked_ms, created_ms, expires_ms FROM tokens ORDER BY id",
-        )
-        .fetch_all(&pool)
-        .await?
-        {
-            let id: i64 = r.try_get(0)?;
+        for t in store::tenancy::tokens(&pool).await? {
+            let id = t.id;
             self.ids.token = self.ids.token.max(id);
-            let revoked: Option<i64> = r.try_get(3)?;
-            if revoked.is_some() {
+            if t.revoked {
                 continue;
             }
-            let t = TokenRec {
-                user: r.try_get(1)?,
-                hash: r.try_get(2)?,
-                created_ms: r.try_get(4)?,
-                expires_ms: r.try_get(5)?,
+            let rec = TokenRec {
+                user: t.user_id,
+                hash: t.hash,
+                created_ms: t.created_ms,
+                expires_ms: t.expires_ms,
             };
-            let hash = t.hash.clone();
-            self.tokens.insert(id, t);
+            let hash = rec.hash.clone();
+            self.tokens.insert(id, rec);
             if let Some(p) = self.principal_of(self.tokens[&id].user, id) {
                 cache.insert(hash, p);
             }
         }
         *self.shared.tokens.write().expect("token cache") = cache;
-        for r in sqlx::query("SELECT id, org_id, name, granted_gpu_s, used_gpu_s, valid_from_ms, valid_until_ms, qos_priority, energy_j, carbon_g FROM allocations ORDER BY id")
-            .fetch_all(&pool)
-            .await?
-        {
-            let id: i64 = r.try_get(0)?;
-            let a = self.new_alloc(
+        for r in store::allocs::all(&pool).await? {
+            let id = r.id;
+            let mut a = self.new_alloc(
                 id,
-                r.try_get(1)?,
-                r.try_get(2)?,
-                r.try_get(3)?,
-                r.try_get(5)?,
-                r.try_get(6)?,
-                r.try_get(7)?,
+                r.org_id,
+                r.name,
+                r.granted_gpu_s,
+                r.valid_from_ms,
+                r.valid_until_ms,
+                r.qos,
             );
+            a.used_gpu_s = r.used_gpu_s;
+            a.energy_j = r.energy_j;
+            a.carbon_g = r.carbon_g;
             self.allocs.insert(id, a);
-            let used: f64 = r.try_get(4)?;
-            let a = self.allocs.get_mut(&id).expect("just added");
-            a.used_gpu_s = used;
-            a.energy_j = r.try_get(8)?;
-            a.carbon_g = r.try_get(9)?;
             self.ids.alloc = self.ids.alloc.max(id);
         }
-        for (k, r) in [
-            ("job", "SELECT COALESCE(MAX(id), 0) FROM jobs"),
-            ("audit", "SELECT COALESCE(MAX(id), 0) FROM audit"),
-        ] {
-            let v: i64 = sqlx::query(r).fetch_one(&pool).await?.try_get(0)?;
-            if k == "job" {
-                self.ids.job = v;
-            } else {
-                self.ids.audit = v;
-            }
-        }
-        for r in sqlx::query("SELECT name FROM drained_nodes")
-            .fetch_all(&pool)
-            .await?
-        {
-            let name: String = r.try_get(0)?;
+        self.ids.job = store::jobs::max_id(&pool).await?;
+        self.ids.audit = store::audit::max_id(&pool).await?;
+        for name in store::fleet::drained(&pool).await? {
             if let Some(&n) = self.node_by_name.get(&name) {
                 self.core.drain(n);
             }
         }
         // active jobs, oldest first
-        let q =
-            format!("SELECT {JOB_COLUMNS} WHERE j.state IN ('queued', 'running') ORDER BY j.id");
-        let rows = sqlx::query(&q).fetch_all(&pool).await?;
-        let mut seqs: HashMap<i64, i64> = HashMap::new();
-        for r in sqlx::query(
-            "SELECT e.job_id, MAX(e.seq) FROM job_events e JOIN jobs j ON j.id = e.job_id WHERE j.state IN ('queued', 'running') GROUP BY e.job_id",
-        )
-        .fetch_all(&pool)
-        .await?
-        {
-            seqs.insert(r.try_get(0)?, r.try_get(1)?);
-        }
+        let rows = store::jobs::active(&pool).await?;
+        let seqs = store::jobs::last_event_seqs(&pool).await?;
         let mut adopt = Vec::new();
-        for r in &rows {
-            let row = row_to_job(r).map_err(|e| {
-                let id: Option<i64> = r.try_get(0).ok();
+        for r in rows {
+            let row = r.map_err(|(id, e)| {
                 sqlx::Error::Protocol(format!(
                     "job {} in the store cannot be read ({e}): the store is damaged; restore it from a backup",
                     id.map_or("?".to_string(), |i| i.to_string())

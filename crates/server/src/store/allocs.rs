@@ -1,5 +1,7 @@
 //! The allocations aggregate's writes.
 
+use sqlx::{AnyPool, Row};
+
 use super::commit::{Arg, Op, op};
 
 /// A new allocation.
@@ -42,4 +44,40 @@ pub fn usage(id: i64, used_gpu_s: f64, energy_j: f64, carbon_g: f64) -> Op {
             Arg::F(carbon_g),
         ],
     )
+}
+
+/// An allocation as stored.
+pub struct AllocRow {
+    pub id: i64,
+    pub org_id: i64,
+    pub name: String,
+    pub granted_gpu_s: f64,
+    pub used_gpu_s: f64,
+    pub valid_from_ms: i64,
+    pub valid_until_ms: i64,
+    pub qos: i64,
+    pub energy_j: f64,
+    pub carbon_g: f64,
+}
+
+pub async fn all(pool: &AnyPool) -> Result<Vec<AllocRow>, sqlx::Error> {
+    let rows = sqlx::query("SELECT id, org_id, name, granted_gpu_s, used_gpu_s, valid_from_ms, valid_until_ms, qos_priority, energy_j, carbon_g FROM allocations ORDER BY id")
+        .fetch_all(pool)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(AllocRow {
+                id: r.try_get(0)?,
+                org_id: r.try_get(1)?,
+                name: r.try_get(2)?,
+                granted_gpu_s: r.try_get(3)?,
+                used_gpu_s: r.try_get(4)?,
+                valid_from_ms: r.try_get(5)?,
+                valid_until_ms: r.try_get(6)?,
+                qos: r.try_get(7)?,
+                energy_j: r.try_get(8)?,
+                carbon_g: r.try_get(9)?,
+            })
+        })
+        .collect()
 }

@@ -1,5 +1,7 @@
 //! The fleet's writes: drained nodes.
 
+use sqlx::{AnyPool, Row};
+
 use super::commit::{Arg, Op, op};
 
 pub fn drain(node: &str, at_ms: i64) -> Op {
@@ -14,4 +16,12 @@ pub fn resume(node: &str) -> Op {
         "DELETE FROM drained_nodes WHERE name = $1",
         vec![Arg::S(node.into())],
     )
+}
+
+/// The names of the drained nodes.
+pub async fn drained(pool: &AnyPool) -> Result<Vec<String>, sqlx::Error> {
+    let rows = sqlx::query("SELECT name FROM drained_nodes")
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(|r| r.try_get(0)).collect()
 }

@@ -1,5 +1,7 @@
 //! The tenancy aggregate's writes: organisations, projects, users, tokens.
 
+use sqlx::{AnyPool, Row};
+
 use super::commit::{Arg, Op, op};
 
 pub fn insert_org(id: i64, name: &str, category: &str, created_ms: i64) -> Op {
@@ -73,4 +75,118 @@ pub fn revoke_token(id: i64, at_ms: i64) -> Op {
         "UPDATE tokens SET revoked_ms = $2 WHERE id = $1",
         vec![Arg::I(id), Arg::I(at_ms)],
     )
+}
+
+/// An organisation's name.
+pub async fn org_name(pool: &AnyPool, id: i64) -> Result<Option<String>, sqlx::Error> {
+    match sqlx::query("SELECT name FROM orgs WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+    {
+        Some(r) => Ok(Some(r.try_get(0)?)),
+        None => Ok(None),
+    }
+}
+
+/// An organisation as stored.
+pub struct OrgRow {
+    pub id: i64,
+    pub name: String,
+    pub category: String,
+    pub created_ms: i64,
+}
+
+/// A project as stored.
+pub struct ProjectRow {
+    pub id: i64,
+    pub org_id: i64,
+    pub name: String,
+}
+
+/// A user as stored (`login`: `ORG/NAME` for members).
+pub struct UserRow {
+    pub id: i64,
+    pub login: String,
+    pub org_id: Option<i64>,
+    pub role: String,
+    pub disabled: bool,
+}
+
+/// A token as stored (the hash of its secret).
+pub struct TokenRow {
+    pub id: i64,
+    pub user_id: i64,
+    pub hash: String,
+    pub revoked: bool,
+    pub created_ms: i64,
+    pub expires_ms: Option<i64>,
+}
+
+pub async fn orgs(pool: &AnyPool) -> Result<Vec<OrgRow>, sqlx::Error> {
+    let rows = sqlx::query("SELECT id, name, category, created_ms FROM orgs ORDER BY id")
+        .fetch_all(pool)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(OrgRow {
+                id: r.try_get(0)?,
+                name: r.try_get(1)?,
+                category: r.try_get(2)?,
+                created_ms: r.try_get(3)?,
+            })
+        })
+        .collect()
+}
+
+pub async fn projects(pool: &AnyPool) -> Result<Vec<ProjectRow>, sqlx::Error> {
+    let rows = sqlx::query("SELECT id, org_id, name FROM projects ORDER BY id")
+        .fetch_all(pool)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(ProjectRow {
+                id: r.try_get(0)?,
+                org_id: r.try_get(1)?,
+                name: r.try_get(2)?,
+            })
+        })
+        .collect()
+}
+
+pub async fn users(pool: &AnyPool) -> Result<Vec<UserRow>, sqlx::Error> {
+    let rows = sqlx::query("SELECT id, name, org_id, role, disabled_ms FROM users ORDER BY id")
+        .fetch_all(pool)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(UserRow {
+                id: r.try_get(0)?,
+                login: r.try_get(1)?,
+                org_id: r.try_get(2)?,
+                role: r.try_get(3)?,
+                disabled: r.try_get::<Option<i64>, _>(4)?.is_some(),
+            })
+        })
+        .collect()
+}
+
+pub async fn tokens(pool: &AnyPool) -> Result<Vec<TokenRow>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, user_id, hash, revoked_ms, created_ms, expires_ms FROM tokens ORDER BY id",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(TokenRow {
+                id: r.try_get(0)?,
+                user_id: r.try_get(1)?,
+                hash: r.try_get(2)?,
+                revoked: r.try_get::<Option<i64>, _>(3)?.is_some(),
+                created_ms: r.try_get(4)?,
+                expires_ms: r.try_get(5)?,
+            })
+        })
+        .collect()
 }
