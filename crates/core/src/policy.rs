@@ -49,6 +49,99 @@ impl PolicyKind {
     }
 }
 
+/// How a policy orders its queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueOrder {
+    /// Submission order only.
+    Fifo,
+    /// Priority, then submission.
+    Priority,
+    /// Slurm-style multifactor: priority, decayed fair share, age.
+    Fairshare,
+    /// Priority, then attained-service level (discretised queues).
+    AttainedLevel,
+    /// Priority, then attained time per accelerator.
+    AttainedTime,
+}
+
+/// How a policy orders the pools a job may run in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolOrder {
+    /// The fastest pool first (the job's run-time factor).
+    Fastest,
+    /// The best throughput per billing unit first.
+    ThroughputPerCost,
+}
+
+/// What a policy decides at each step of a pass: the one table the
+/// scheduler reads. A new policy is a new [`PolicyKind`] and its line in
+/// [`PolicyKind::traits`] (an exhaustive match: the compiler names every
+/// decision it must take).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PolicyTraits {
+    pub order: QueueOrder,
+    pub pools: PoolOrder,
+    /// Jobs behind a blocked one may start if they do not delay its
+    /// reservation (EASY backfill).
+    pub backfills: bool,
+    /// A blocked job stops lower-ranked jobs from using its pools.
+    pub blocks: bool,
+    /// Preemption ranks by attained service as well as priority (a job of
+    /// a lower service level may stop preemptible ones of a higher level).
+    pub preempts_by_service: bool,
+    /// The queue keeps one sorted run per (allocation, priority) and
+    /// priorities are recomputed every `priority_period_s`.
+    pub periodic_priorities: bool,
+}
+
+impl PolicyKind {
+    /// The policy's decisions (see [`PolicyTraits`]).
+    pub const fn traits(self) -> PolicyTraits {
+        match self {
+            PolicyKind::Fifo => PolicyTraits {
+                order: QueueOrder::Fifo,
+                pools: PoolOrder::Fastest,
+                backfills: false,
+                blocks: true,
+                preempts_by_service: false,
+                periodic_priorities: false,
+            },
+            PolicyKind::Backfill => PolicyTraits {
+                order: QueueOrder::Priority,
+                pools: PoolOrder::Fastest,
+                backfills: true,
+                blocks: true,
+                preempts_by_service: false,
+                periodic_priorities: false,
+            },
+            PolicyKind::Fairshare => PolicyTraits {
+                order: QueueOrder::Fairshare,
+                pools: PoolOrder::Fastest,
+                backfills: true,
+                blocks: true,
+                preempts_by_service: false,
+                periodic_priorities: true,
+            },
+            PolicyKind::Las => PolicyTraits {
+                order: QueueOrder::AttainedLevel,
+                pools: PoolOrder::Fastest,
+                backfills: false,
+                blocks: false,
+                preempts_by_service: true,
+                periodic_priorities: false,
+            },
+            PolicyKind::Hetero => PolicyTraits {
+                order: QueueOrder::AttainedTime,
+                pools: PoolOrder::ThroughputPerCost,
+                backfills: false,
+                blocks: false,
+                preempts_by_service: true,
+                periodic_priorities: false,
+            },
+        }
+    }
+}
+
 impl fmt::Display for PolicyKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -143,15 +236,12 @@ impl Policy {
     }
 
     pub fn backfills(&self) -> bool {
-        matches!(self.kind, PolicyKind::Backfill | PolicyKind::Fairshare)
+        self.kind.traits().backfills
     }
 
     /// Whether a blocked job stops lower-ranked jobs from using its pools.
     pub fn blocks(&self) -> bool {
-        matches!(
-            self.kind,
-            PolicyKind::Fifo | PolicyKind::Backfill | PolicyKind::Fairshare
-        )
+        self.kind.traits().blocks
     }
 
     /// The fair-share queue key (lower runs first) of a job of `priority`

@@ -83,6 +83,7 @@ impl SchedCore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::PolicyKind;
 
     /// The check passes on a consistent core and names each kind of damage.
     #[test]

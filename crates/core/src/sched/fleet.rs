@@ -1,0 +1,102 @@
+//! The fleet seen by the scheduler: drained nodes, usable and busy
+//! accelerators.
+
+use super::*;
+
+impl SchedCore {
+    /// Whether a waiting job would find a free gang now on one of its
+    /// candidate pools (ignoring queue order and reservations): tells
+    /// "waits for capacity" from "waits for its turn".
+    pub fn fits_now(&self, j: JobIdx) -> bool {
+        let job = &self.jobs[j as usize];
+        self.cand_lists[job.cands as usize]
+            .pools
+            .iter()
+            .any(|&(p, _)| self.cluster.pools[p as usize].may_fit(job.gpus))
+    }
+
+    /// Drains `node`: its free accelerators go down now and each one freed
+    /// later by a job goes down too, until [`SchedCore::resume`]. Returns
+    /// the accelerators taken down now.
+    pub fn drain(&mut self, node: NodeIdx) -> u16 {
+        self.changes += 1;
+        let n = node as usize;
+        if self.drained.len() <= n {
+            self.drained.resize(n + 1, 0);
+        }
+        let mut c = 0;
+        while self.cluster.down(node) {
+            c += 1;
+        }
+        if self.drained[n] & DRAIN_FLAG == 0 {
+            let p = self.cluster.pool_of(node) as usize;
+            if self.pool_drained.len() <= p {
+                self.pool_drained.resize(p + 1, 0);
+            }
+            self.pool_drained[p] += 1;
+        }
+        self.drained[n] = self.drained[n].saturating_add(c) | DRAIN_FLAG;
+        c
+    }
+
+    /// Drained nodes of pool `p`.
+    pub fn drained_nodes_in(&self, p: PoolIdx) -> u32 {
+        self.pool_drained.get(p as usize).copied().unwrap_or(0)
+    }
+
+    /// Whether a waiting job that finds no free gang has drained nodes on
+    /// one of its pools (it may be waiting for them).
+    pub fn waits_on_drained(&self, j: JobIdx) -> bool {
+        self.candidate_pools(j)
+            .any(|p| self.drained_nodes_in(p) > 0)
+    }
+
+    /// Ends a drain: the accelerators it took down come back.
+    pub fn resume(&mut self, node: NodeIdx) -> u16 {
+        self.changes += 1;
+        let n = node as usize;
+        let Some(d) = self.drained.get_mut(n) else {
+            return 0;
+        };
+        let c = *d & !DRAIN_FLAG;
+        if *d & DRAIN_FLAG != 0 {
+            let p = self.cluster.pool_of(node) as usize;
+            if let Some(x) = self.pool_drained.get_mut(p) {
+                *x = x.saturating_sub(1);
+            }
+        }
+        *d = 0;
+        for _ in 0..c {
+            self.cluster.up(node);
+        }
+        c
+    }
+
+    /// Accelerators of `node` held down by its drain (0 when not drained).
+    pub fn drained_accelerators(&self, node: NodeIdx) -> u16 {
+        self.drained
+            .get(node as usize)
+            .map_or(0, |d| d & !DRAIN_FLAG)
+    }
+
+    /// Whether `node` is drained.
+    pub fn is_drained(&self, node: NodeIdx) -> bool {
+        self.drained
+            .get(node as usize)
+            .is_some_and(|d| d & DRAIN_FLAG != 0)
+    }
+
+    /// Accelerators usable now (total minus down).
+    pub fn usable_accelerators(&self) -> u64 {
+        self.cluster.pools.iter().map(|p| p.cap_total).sum()
+    }
+
+    /// Accelerators busy now.
+    pub fn busy_accelerators(&self) -> u64 {
+        self.cluster
+            .pools
+            .iter()
+            .map(|p| p.cap_total - p.free_total)
+            .sum()
+    }
+}

@@ -1,0 +1,186 @@
+//! Power and carbon: site power against budgets, power-capped starts,
+//! carbon-aware deferral and placement, energy accounting.
+
+use super::*;
+
+impl SchedCore {
+    /// Accrues site `s`'s energy and carbon up to `now`.
+    pub(super) fn accrue_site(&mut self, s: usize, now: f64) {
+        let cal = self.policy.calendar_start_s;
+        let sp = &mut self.sites[s];
+        let dt = now - sp.t;
+        if dt > 0.0 {
+            let w = sp.it_w * sp.pue;
+            sp.energy_j += w * dt;
+            if let Some(cs) = &sp.carbon {
+                sp.carbon_g += w * cs.integral(cal + sp.t, cal + now) / 3.6e6;
+            }
+            sp.t = now;
+        }
+    }
+
+    /// Power at which `gpus` accelerators of `pool` may start now, given
+    /// `freed_w` of IT power about to be released: (W each, speed kept), or
+    /// None when the site's budget does not allow it even capped.
+    pub(super) fn power_plan(&self, pool: PoolIdx, gpus: u32, freed_w: f64) -> Option<(f64, f64)> {
+        let pp = self.pool_power[pool as usize];
+        let want = pp.job_w;
+        let sp = &self.sites[pp.site];
+        let Some(budget) = sp.budget_w else {
+            return Some((want, 1.0));
+        };
+        let g = gpus as f64;
+        let head_it = budget / sp.pue - (sp.it_w - freed_w);
+        if g * (want - pp.idle_w) <= head_it + 1e-6 {
+            return Some((want, 1.0));
+        }
+        if !self.policy.power_capping {
+            return None;
+        }
+        let cap = pp.idle_w + head_it / g;
+        if cap + 1e-9 < pp.min_cap_w {
+            return None;
+        }
+        Some((cap, crate::energy::capped_speed(cap, want)))
+    }
+
+    /// Carbon-aware start of a job with a deadline: defer it to a cleaner
+    /// hour, or go now with its candidate pools ordered by the carbon
+    /// intensity of their sites over its run (in `site_order`).
+    pub(super) fn carbon_plan(&mut self, j: JobIdx, cl: usize, now: f64) -> CarbonPlan {
+        let cal = self.policy.calendar_start_s;
+        let job = &self.jobs[j as usize];
+        let Some(deadline) = job.deadline_s else {
+            return CarbonPlan::NoData;
+        };
+        let pools = &self.cand_lists[cl].pools;
+        let run = |f: f64| {
+            job.time_limit_s
+                .unwrap_or((1.0 - job.done).max(0.0) * job.base * f)
+                .max(1.0)
+        };
+        self.site_order.clear();
+        let mut any = false;
+        let mut longest: f64 = 0.0;
+        for (ci, &(p, f)) in pools.iter().enumerate() {
+            let s = self.factory.pools[p as usize].site;
+            let r = run(f);
+            longest = longest.max(r);
+            let key = match &self.sites[s].carbon {
+                Some(cs) => {
+                    any = true;
+                    cs.mean(cal + now, cal + now + r)
+                }
+                None => f64::MAX,
+            };
+            self.site_order.push((key, ci));
+        }
+        if !any {
+            return CarbonPlan::NoData;
+        }
+        self.site_order
+            .sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        // latest start that still meets the deadline, with a margin for
+        // waiting on capacity then
+        let latest = deadline - longest - (3600.0 + 0.1 * longest);
+        if now >= latest {
+            return CarbonPlan::Go;
+        }
+        // the cleanest start possible now: the first pool in carbon order
+        // with a free gang and power headroom
+        let gpus = job.gpus;
+        let mut feasible = f64::INFINITY;
+        for &(key, ci) in &self.site_order {
+            let p = pools[ci].0;
+            if self.cluster.pools[p as usize].may_fit(gpus)
+                && self.power_plan(p, gpus, 0.0).is_some()
+            {
+                feasible = key;
+                break;
+            }
+        }
+        // what waiting could give: a cleaner site once it has room, or a
+        // cleaner hour anywhere before the latest start
+        let mut best = (self.site_order[0].0, now + RECHECK_S);
+        let mut h = ((cal + now) / 3600.0).floor() * 3600.0 + 3600.0 - cal;
+        let mut steps = 0;
+        while h <= latest && steps < 168 {
+            for &(p, f) in pools.iter() {
+                let s = self.factory.pools[p as usize].site;
+                if let Some(cs) = &self.sites[s].carbon {
+                    let m = cs.mean(cal + h, cal + h + run(f));
+                    if m < best.0 {
+                        best = (m, h);
+                    }
+                }
+            }
+            h += 3600.0;
+            steps += 1;
+        }
+        if best.0 < feasible * (1.0 - self.policy.carbon_threshold) {
+            // look again soon: room may free up at a cleaner site first
+            CarbonPlan::Defer(best.1.min(now + RECHECK_S).min(latest).max(now + 1.0))
+        } else {
+            CarbonPlan::Go
+        }
+    }
+
+    /// Energy figures of every site, accrued to `now`.
+    pub fn site_energy(&mut self, now: f64) -> Vec<SiteEnergy> {
+        for s in 0..self.sites.len() {
+            self.accrue_site(s, now);
+        }
+        self.sites
+            .iter()
+            .map(|sp| SiteEnergy {
+                power_w: sp.it_w * sp.pue,
+                peak_w: sp.peak_w,
+                budget_w: sp.budget_w,
+                energy_j: sp.energy_j,
+                carbon_g: sp.carbon_g,
+            })
+            .collect()
+    }
+
+    /// Starts the energy clocks of every site at `t` (the twin: its first
+    /// submission), before anything runs.
+    pub fn set_energy_origin(&mut self, t: f64) {
+        for sp in &mut self.sites {
+            sp.t = t;
+        }
+    }
+
+    /// Facility power of all sites now (IT × PUE), W.
+    pub fn facility_power_w(&self) -> f64 {
+        self.sites.iter().map(|sp| sp.it_w * sp.pue).sum()
+    }
+
+    /// Facility power of site `s` now (IT × PUE), W; 0 for no such site.
+    pub fn site_power_w(&self, s: usize) -> f64 {
+        self.sites.get(s).map_or(0.0, |sp| sp.it_w * sp.pue)
+    }
+
+    /// Carbon intensity of site `s` at scheduler time `t` (None: no series).
+    pub fn intensity(&self, s: usize, t: f64) -> Option<f64> {
+        self.sites[s]
+            .carbon
+            .as_ref()
+            .map(|c| c.at(self.policy.calendar_start_s + t))
+    }
+
+    /// Whether a waiting job that fits now on some candidate pool is kept
+    /// waiting by the power budgets of all of them.
+    pub fn power_blocked(&self, j: JobIdx) -> bool {
+        let job = &self.jobs[j as usize];
+        let mut fits = false;
+        for &(p, _) in &self.cand_lists[job.cands as usize].pools {
+            if self.cluster.pools[p as usize].may_fit(job.gpus) {
+                fits = true;
+                if self.power_plan(p, job.gpus, 0.0).is_some() {
+                    return false;
+                }
+            }
+        }
+        fits
+    }
+}

@@ -1,0 +1,115 @@
+//! Preemption: who may stop whom, and the choice of victims.
+
+use super::*;
+
+impl SchedCore {
+    /// Rank for preemption: a job may preempt preemptible jobs of strictly
+    /// lower rank.
+    pub(super) fn rank(&self, j: JobIdx, now: f64) -> i64 {
+        let job = &self.jobs[j as usize];
+        if self.policy.kind.traits().preempts_by_service {
+            job.priority as i64 * 100 - self.policy.las_level(job.attained_at(now)) as i64
+        } else {
+            job.priority as i64
+        }
+    }
+
+    pub(super) fn try_preempt(&mut self, j: JobIdx, now: f64) -> bool {
+        let my_rank = self.rank(j, now);
+        let gpus = self.jobs[j as usize].gpus;
+        let cl = self.jobs[j as usize].cands as usize;
+        for ci in 0..self.cand_lists[cl].pools.len() {
+            let (p, factor) = self.cand_lists[cl].pools[ci];
+            let pu = p as usize;
+            // cheap filter: any preemptible job that could be outranked?
+            match self.policy.kind.traits().preempts_by_service {
+                true => {
+                    if self.preemptible_prios[pu].is_empty() {
+                        continue;
+                    }
+                }
+                false => {
+                    // enough accelerators held by lower-priority preemptible jobs?
+                    let lower: u64 = self.preemptible_prios[pu]
+                        .range(..)
+                        .take_while(|(p, _)| (**p as i64) < my_rank)
+                        .map(|(_, c)| c.1)
+                        .sum();
+                    if lower == 0 || self.cluster.pools[pu].free_total + lower < gpus as u64 {
+                        continue;
+                    }
+                }
+            }
+            let mut victims = std::mem::take(&mut self.victims);
+            victims.clear();
+            for &(_, v, _) in &self.running_by_end[pu] {
+                let vj = &self.jobs[v as usize];
+                if vj.preemptible && vj.run_start < now {
+                    let r = self.rank(v, now);
+                    if r < my_rank {
+                        victims.push((r, -vj.run_start, v));
+                    }
+                }
+            }
+            victims.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.cmp(&b.2)));
+            let mut have = self.cluster.pools[pu].free_total;
+            let mut n = 0;
+            while have < gpus as u64 && n < victims.len() {
+                have += self.jobs[victims[n].2 as usize].gpus as u64;
+                n += 1;
+            }
+            if have < gpus as u64 {
+                self.victims = victims;
+                continue;
+            }
+            // tentatively release victims, then place
+            for &(_, _, v) in &victims[..n] {
+                self.cluster.release(&self.jobs[v as usize].placement);
+            }
+            let mut buf = std::mem::take(&mut self.place_buf);
+            let ok = self.cluster.place(p, gpus, &mut buf);
+            if ok {
+                self.cluster.release(&buf);
+            }
+            for &(_, _, v) in &victims[..n] {
+                self.cluster.take_exact(&self.jobs[v as usize].placement);
+            }
+            // the victims' power must make room too
+            let idle = self
+                .factory
+                .catalog
+                .get(self.factory.pools[pu].accel)
+                .idle_watts;
+            let freed: f64 = victims[..n]
+                .iter()
+                .map(|&(_, _, v)| {
+                    let vj = &self.jobs[v as usize];
+                    vj.gpus as f64 * (vj.power_w - idle)
+                })
+                .sum();
+            let power = if ok {
+                self.power_plan(p, gpus, freed)
+            } else {
+                None
+            };
+            if let Some(power) = power {
+                for &(_, _, v) in &victims[..n] {
+                    let on_stop = self.policy.checkpoint_on_preempt;
+                    let lost = self.interrupt(v, now, false, on_stop);
+                    self.dec.preempted.push((v, lost));
+                }
+                let ok2 = self.cluster.place(p, gpus, &mut buf);
+                self.place_buf = buf;
+                self.victims = victims;
+                if ok2 {
+                    self.start(j, p, factor, now, power);
+                    return true;
+                }
+                return false;
+            }
+            self.place_buf = buf;
+            self.victims = victims;
+        }
+        false
+    }
+}
