@@ -161,8 +161,8 @@ fn peak_rss_mib() -> Option<f64> {
 /// An example factory from `dir`, or the embedded copy.
 pub fn load_example(dir: Option<&std::path::Path>, file: &str) -> Result<Factory> {
     Ok(match dir {
-        Some(d) => Factory::load(&d.join(file))?,
-        None => Factory::load(std::path::Path::new(&format!(
+        Some(d) => gigafab_twin::files::load_factory(&d.join(file))?,
+        None => gigafab_twin::files::load_factory(std::path::Path::new(&format!(
             "builtin:{}",
             file.trim_end_matches(".toml")
         )))?,
@@ -330,7 +330,7 @@ fn run_serve(a: &BenchArgs) -> Result<()> {
     }
     let factory = match a.scenario {
         Scenario::ServeSchedule => load_example(a.factories.as_deref(), "gigafactory-100k.toml")?,
-        _ => Factory::load(std::path::Path::new("builtin:local"))?,
+        _ => gigafab_twin::files::load_factory(std::path::Path::new("builtin:local"))?,
     };
     let b = ServeBench {
         database: a.database.clone(),

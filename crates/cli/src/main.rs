@@ -143,7 +143,7 @@ fn split_kv<'a>(s: &'a str, flag: &str) -> Result<(&'a str, &'a str)> {
 fn apply_site_overrides(f: &mut Factory, grid: &[String], budget: &[String]) -> Result<()> {
     for g in grid {
         let (site, file) = split_kv(g, "--grid")?;
-        let series = gigafab_core::carbon::CarbonSeries::load(Path::new(file))?;
+        let series = gigafab_twin::files::load_carbon(Path::new(file))?;
         if !f.set_carbon(site, series) {
             bail!("--grid: the factory has no site `{site}`");
         }
@@ -303,14 +303,14 @@ fn parse_range(s: &str) -> Result<(usize, usize), String> {
 
 pub fn load_factory(path: Option<&Path>) -> Result<Factory> {
     Ok(match path {
-        Some(p) => Factory::load(p)?,
-        None => Factory::load(Path::new("builtin:mixed-small"))?,
+        Some(p) => gigafab_twin::files::load_factory(p)?,
+        None => gigafab_twin::files::load_factory(Path::new("builtin:mixed-small"))?,
     })
 }
 
 /// Guesses a workload file's format from its first meaningful line.
 fn sniff_format(path: &Path) -> Option<WorkloadFormat> {
-    let text = gigafab_core::builtin::read_to_string(path).ok()?;
+    let text = gigafab_twin::files::read_to_string(path).ok()?;
     let first = text
         .lines()
         .map(str::trim_end)
@@ -587,7 +587,7 @@ fn cmd_synth(a: SynthArgs) -> Result<()> {
 }
 
 fn cmd_factory_show(path: &Path, output: Output) -> Result<()> {
-    let f = Factory::load(path)?;
+    let f = gigafab_twin::files::load_factory(path)?;
     let rows: Vec<serde_json::Value> = f
         .pools
         .iter()

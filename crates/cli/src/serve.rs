@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use gigafab_core::Factory;
 use gigafab_exec::LocalExecutor;
 use gigafab_server::{CtlConfig, ServeConfig, store};
 
@@ -427,8 +426,8 @@ pub fn run(a: ServeArgs) -> Result<()> {
             .try_init(),
     };
     let factory = match &a.factory {
-        Some(p) => Factory::load(p)?,
-        None => Factory::load(std::path::Path::new("builtin:local"))?,
+        Some(p) => gigafab_twin::files::load_factory(p)?,
+        None => gigafab_twin::files::load_factory(std::path::Path::new("builtin:local"))?,
     };
     // the same profile as the twin's (docs/server.md); the server's clock
     // is calendar time already

@@ -128,19 +128,33 @@ pub fn name_of(path: &Path) -> Option<&str> {
     path.to_str()?.strip_prefix(PREFIX)
 }
 
-/// Reads `path`: the embedded file when it is `builtin:NAME`, else the file
-/// system. An unknown embedded name is a `NotFound` error that lists the
-/// known ones.
-pub fn read_to_string(path: &Path) -> std::io::Result<String> {
-    match name_of(path) {
-        Some(name) => get(name).map(|b| b.text.to_string()).ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!("no embedded file `{name}` (known: {})", names(None)),
-            )
-        }),
-        None => std::fs::read_to_string(path),
-    }
+/// The embedded file `path` names when it is `builtin:NAME` (None when it
+/// is not an embedded name: the caller reads the file system; the core
+/// does no I/O). An unknown embedded name is a `NotFound` error that lists
+/// the known ones.
+pub fn read(path: &Path) -> Option<std::io::Result<String>> {
+    let name = name_of(path)?;
+    Some(get(name).map(|b| b.text.to_string()).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("no embedded file `{name}` (known: {})", names(None)),
+        )
+    }))
+}
+
+/// Reads only embedded files: `path` must be `builtin:NAME` (the reader of
+/// [`crate::Factory::parse`]; readers of the file system are the twin's
+/// and the command line's).
+pub fn read_only_builtin(path: &Path) -> std::io::Result<String> {
+    read(path).unwrap_or_else(|| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            format!(
+                "{}: a file, and this reader takes only embedded (builtin:) ones",
+                path.display()
+            ),
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -152,10 +166,14 @@ mod tests {
         for b in ALL {
             assert!(!b.text.is_empty(), "{}", b.name);
             let p = format!("{PREFIX}{}", b.name);
-            assert_eq!(read_to_string(Path::new(&p)).unwrap().len(), b.text.len());
+            assert_eq!(read(Path::new(&p)).unwrap().unwrap().len(), b.text.len());
         }
         assert!(get("fr-2023").is_some(), "names are case-insensitive");
-        let e = read_to_string(Path::new("builtin:FR-2024")).unwrap_err();
+        let e = read(Path::new("builtin:FR-2024")).unwrap().unwrap_err();
+        assert!(
+            read(Path::new("fr.csv")).is_none(),
+            "a file is not the core's to read"
+        );
         assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
         assert!(e.to_string().contains("builtin:FR-2023"), "{e}");
         assert!(names(Some(Kind::Grid)).contains("builtin:NO-2023"));
@@ -165,12 +183,11 @@ mod tests {
     #[test]
     fn every_embedded_factory_parses_and_grids_load() {
         for b in ALL.iter().filter(|b| b.kind == Kind::Factory) {
-            crate::Factory::load(Path::new(&format!("{PREFIX}{}", b.name)))
+            crate::Factory::parse(b.text, &format!("{PREFIX}{}", b.name))
                 .unwrap_or_else(|e| panic!("{}: {e}", b.name));
         }
         for b in ALL.iter().filter(|b| b.kind == Kind::Grid) {
-            let s = crate::carbon::CarbonSeries::load(Path::new(&format!("{PREFIX}{}", b.name)))
-                .unwrap();
+            let s = crate::carbon::CarbonSeries::parse(b.text, b.name).unwrap();
             assert_eq!(s.len(), 8760, "{}", b.name);
         }
     }

@@ -187,17 +187,20 @@ pub const MAX_NODES: u64 = 10_000_000;
 pub const MAX_PER_NODE: u32 = 1024;
 
 impl Factory {
-    /// Reads and validates a factory file.
-    pub fn load(path: &Path) -> Result<Factory, FactoryError> {
-        let text = crate::builtin::read_to_string(path).map_err(|e| FactoryError::Io {
-            path: path.display().to_string(),
-            source: e,
-        })?;
-        Factory::parse(&text, &path.display().to_string())
+    /// Parses and validates factory TOML; `path` names the source in
+    /// errors. Grid series it names must be embedded (`builtin:NAME`): the
+    /// core reads no file ([`Factory::parse_with`] takes a reader).
+    pub fn parse(text: &str, path: &str) -> Result<Factory, FactoryError> {
+        Factory::parse_with(text, path, &mut crate::builtin::read_only_builtin)
     }
 
-    /// Parses and validates factory TOML; `path` names the source in errors.
-    pub fn parse(text: &str, path: &str) -> Result<Factory, FactoryError> {
+    /// [`Factory::parse`], reading the files the factory names (grid
+    /// series, relative to `path`) with `read`.
+    pub fn parse_with(
+        text: &str,
+        path: &str,
+        read: &mut dyn FnMut(&Path) -> std::io::Result<String>,
+    ) -> Result<Factory, FactoryError> {
         let file: FactoryFile = toml::from_str(text).map_err(|e| {
             let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
             FactoryError::Parse {
@@ -292,13 +295,14 @@ impl Factory {
                         let base = Path::new(path).parent().unwrap_or(Path::new("."));
                         base.join(g.get_ref())
                     };
-                    let series = crate::carbon::CarbonSeries::load(&file).map_err(|e| {
-                        invalid(
-                            line_col(text, g.span().start).0,
-                            loc.clone(),
-                            format!("grid: {e}"),
-                        )
-                    })?;
+                    let series =
+                        crate::carbon::CarbonSeries::load_with(&file, read).map_err(|e| {
+                            invalid(
+                                line_col(text, g.span().start).0,
+                                loc.clone(),
+                                format!("grid: {e}"),
+                            )
+                        })?;
                     Some(std::sync::Arc::new(series))
                 }
                 (None, Some(c)) => {

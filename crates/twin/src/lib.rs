@@ -2,6 +2,7 @@
 //! drives the scheduler of `gigafab-core` with virtual time.
 
 pub mod engine;
+pub mod files;
 pub mod jobs_out;
 pub mod plot;
 pub mod report;

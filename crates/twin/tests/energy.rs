@@ -9,7 +9,8 @@ use std::path::Path;
 const PHILLY: &str = "../../data/traces/philly_job_distribution.csv";
 
 fn two_sites() -> Factory {
-    Factory::load(Path::new("../../examples/factories/two-sites-fr-de.toml")).unwrap()
+    gigafab_twin::files::load_factory(Path::new("../../examples/factories/two-sites-fr-de.toml"))
+        .unwrap()
 }
 
 fn workload(
@@ -127,7 +128,9 @@ fn small_jobs() -> Vec<gigafab_core::JobSpec> {
 #[test]
 fn carbon_without_a_grid_intensity_is_not_accounted_rather_than_zero() {
     // mixed-small: one site, no grid series, no constant intensity
-    let f = Factory::load(Path::new("../../examples/factories/mixed-small.toml")).unwrap();
+    let f =
+        gigafab_twin::files::load_factory(Path::new("../../examples/factories/mixed-small.toml"))
+            .unwrap();
     assert!(f.sites.iter().all(|s| s.carbon.is_none()));
     let r = run(&f, small_jobs(), false, false);
     assert!(r.energy_mwh > 0.0);

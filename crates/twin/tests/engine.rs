@@ -5,7 +5,8 @@ use gigafab_twin::{Failures, Report, SimConfig, simulate};
 use std::path::Path;
 
 fn factory(name: &str) -> Factory {
-    Factory::load(Path::new(&format!("../../examples/factories/{name}.toml"))).unwrap()
+    gigafab_twin::files::load_factory(Path::new(&format!("../../examples/factories/{name}.toml")))
+        .unwrap()
 }
 
 fn run(f: &Factory, kind: PolicyKind, jobs: Vec<JobSpec>, cfg: &SimConfig) -> Report {

@@ -8,7 +8,7 @@ use std::path::Path;
 
 fn load(name: &str) -> Factory {
     let path = format!("../../examples/factories/{name}.toml");
-    Factory::load(Path::new(&path)).unwrap_or_else(|e| panic!("{e}"))
+    gigafab_twin::files::load_factory(Path::new(&path)).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn count(f: &Factory, accel: &str) -> u64 {
@@ -82,6 +82,6 @@ fn campus_500k() {
     assert_eq!(count(&f, "mi355x"), 121_600);
     assert!(f.pools.iter().all(|p| p.nodes % p.leaf_nodes == 0));
     // and the embedded copy is the same factory
-    let b = Factory::load(Path::new("builtin:campus-500k")).unwrap();
+    let b = gigafab_twin::files::load_factory(Path::new("builtin:campus-500k")).unwrap();
     assert_eq!(b.accelerators(), f.accelerators());
 }

@@ -311,7 +311,7 @@ fn parse_row(
 
 /// Reads a whole file; the error names the file.
 pub(crate) fn read_text(path: &Path) -> Result<String, WorkloadError> {
-    gigafab_core::builtin::read_to_string(path).map_err(|e| {
+    crate::files::read_to_string(path).map_err(|e| {
         WorkloadError::new(
             &path.display().to_string(),
             0,
