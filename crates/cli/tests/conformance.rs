@@ -432,3 +432,12 @@ async fn fairshare_with_preemption_starts_the_same_jobs_at_the_same_times() {
         "the workload preempts no job: the test tests less than it says"
     );
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn las_starts_the_same_jobs_at_the_same_times() {
+    let preempted = conformance(profile("las", 30.0), 11, 300).await;
+    assert!(
+        preempted > 0,
+        "the workload preempts no job: the test tests less than it says"
+    );
+}

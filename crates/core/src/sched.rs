@@ -883,6 +883,16 @@ impl SchedCore {
             let w = self.last_priority + self.policy.priority_period_s;
             wake = Some(wake.map_or(w, |x: f64| x.min(w)));
         }
+        if kind.traits().preempts_by_service
+            && left_waiting
+            && let Some(w) = self.next_demotion(now)
+        {
+            // a preemptible run that reaches a lower attained-service
+            // level may be stopped for a waiting job: pass again then
+            // (not only at the next event, which the live server and the
+            // twin would see at different times)
+            wake = Some(wake.map_or(w, |x: f64| x.min(w)));
+        }
         self.dec.wakeup = wake.filter(|w| *w > now);
         &self.dec
     }

@@ -357,3 +357,28 @@ fn hetero_preempts_by_attained_service() {
     assert_eq!(d.preempted[0].0, 0);
     assert_eq!(c.jobs[d.started[0] as usize].id, "new");
 }
+
+/// LAS stops a preemptible run when it is demoted below a waiting job: the
+/// pass asks to be called at the moment of the demotion, so the decision
+/// does not wait for (or depend on) the next unrelated event.
+#[test]
+fn las_wakes_up_when_a_running_job_is_demoted() {
+    let mut c = core(PolicyKind::Las, factory(&[("p", "h100", 1, 8)]));
+    let a = c.allocation("a").unwrap();
+    // 8 GPUs: the first level ends at 3,600 GPU-s, i.e. 450 s of run
+    let mut long = JobSpec::simple("long", 0.0, 8, 100_000.0);
+    long.preemptible = true;
+    c.submit(&long, a, 0.0);
+    assert_eq!(started(&mut c, 0.0), ["long"]);
+    // a job of the same level waits: no preemption yet
+    let mut waiting = JobSpec::simple("waiting", 100.0, 8, 10.0);
+    waiting.preemptible = true;
+    c.submit(&waiting, a, 100.0);
+    let d = c.schedule(100.0).clone();
+    assert!(d.preempted.is_empty() && d.started.is_empty());
+    assert_eq!(d.wakeup, Some(450.0), "woken at the demotion");
+    // at the demotion the waiting job, of a higher level now, takes over
+    let d = c.schedule(450.0).clone();
+    assert_eq!(d.preempted.len(), 1);
+    assert_eq!(c.jobs[d.started[0] as usize].id, "waiting");
+}

@@ -112,4 +112,26 @@ impl SchedCore {
         }
         false
     }
+
+    /// When the next preemptible run crosses an attained-service threshold
+    /// (policies that preempt by service), if any.
+    pub(super) fn next_demotion(&self, now: f64) -> Option<f64> {
+        let th = &self.policy.las_thresholds_gpu_s;
+        let mut next: Option<f64> = None;
+        for pool in &self.running_by_end {
+            for &(_, j, _) in pool {
+                let job = &self.jobs[j as usize];
+                if !job.preemptible || job.gpus == 0 {
+                    continue;
+                }
+                let a = job.attained_at(now);
+                let level = self.policy.las_level(a) as usize;
+                if let Some(&t) = th.get(level) {
+                    let at = now + (t - a) / job.gpus as f64;
+                    next = Some(next.map_or(at, |x: f64| x.min(at)));
+                }
+            }
+        }
+        next
+    }
 }
