@@ -700,13 +700,14 @@ fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
 
 /// A listing's answer: the items, and the cursor of the next page when
 /// this one is full.
-fn page(items: Vec<Value>, last: Option<i64>, limit: i64) -> Response {
+fn page<T: serde::Serialize>(items: Vec<T>, last: Option<i64>, limit: i64) -> Response {
     let next = if items.len() as i64 == limit {
         last
     } else {
         None
     };
-    Json(json!({"items": items, "next": next})).into_response()
+    // the typed page, serialized once (no JSON tree in between)
+    Json(gigafab_api::Page { items, next }).into_response()
 }
 
 async fn list_jobs(
@@ -739,7 +740,7 @@ async fn list_jobs(
         match r {
             Ok(j) => {
                 last = Some(j.id);
-                items.push(j.to_json(now));
+                items.push(gigafab_api::JobItem::Job(Box::new(j.view(now))));
             }
             Err((id, e)) => {
                 // one damaged row must not hide everyone's jobs: it is
@@ -748,15 +749,14 @@ async fn list_jobs(
                 if let Some(id) = id {
                     last = Some(id);
                 }
-                items.push(
-                    serde_json::to_value(gigafab_api::UnreadableJob {
+                items.push(gigafab_api::JobItem::Unreadable(
+                    gigafab_api::UnreadableJob {
                         id,
                         state: "unreadable".into(),
                         error: "store_damaged".into(),
                         message: format!("this job's row in the store cannot be read: {e}"),
-                    })
-                    .unwrap_or(Value::Null),
-                );
+                    },
+                ));
             }
         }
     }
@@ -779,11 +779,7 @@ async fn audit(
     let limit = page_limit(q.limit)?;
     let entries = store::audit::list(&s.store.pool, q.after, limit).await?;
     let last = entries.last().map(|e| e.id);
-    let items: Vec<Value> = entries
-        .into_iter()
-        .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
-        .collect();
-    Ok(page(items, last, limit))
+    Ok(page(entries, last, limit))
 }
 
 use gigafab_api::LogsQuery;

@@ -87,14 +87,18 @@ pub const TERMINAL: [&str; 4] = ["completed", "failed", "timeout", "cancelled"];
 impl JobRow {
     /// Accelerator-hours charged so far (billing-weighted), at `now_ms`.
     pub fn gpu_hours(&self, now_ms: i64) -> f64 {
+        let spec = serde_json::from_str::<StoredSpec>(&self.spec).unwrap_or_default();
+        self.gpu_hours_with(&spec, now_ms)
+    }
+
+    /// [`JobRow::gpu_hours`] with the spec already parsed.
+    fn gpu_hours_with(&self, spec: &StoredSpec, now_ms: i64) -> f64 {
         if self.state == "running"
             && let Some(s) = self.started_ms
         {
-            let w = serde_json::from_str::<StoredSpec>(&self.spec)
-                .ok()
-                .and_then(|s| s.billing_weight)
-                .unwrap_or(1.0);
-            return self.gpus as f64 * w * (now_ms - s).max(0) as f64 / 3.6e6;
+            let w = spec.billing_weight.unwrap_or(1.0);
+            // earlier runs (a preempted job) are in gpu_s already
+            return self.gpu_s / 3600.0 + self.gpus as f64 * w * (now_ms - s).max(0) as f64 / 3.6e6;
         }
         self.gpu_s / 3600.0
     }
@@ -102,6 +106,7 @@ impl JobRow {
     /// The job as the API shows it.
     pub fn view(&self, now_ms: i64) -> gigafab_api::Job {
         let spec: StoredSpec = serde_json::from_str(&self.spec).unwrap_or_default();
+        let gpu_hours = self.gpu_hours_with(&spec, now_ms);
         let accels: Vec<String> = self
             .accelerators
             .as_deref()
@@ -131,7 +136,7 @@ impl JobRow {
             started_at: self.started_ms.map(rfc3339),
             ended_at: self.ended_ms.map(rfc3339),
             accelerators: accels,
-            gpu_hours: self.gpu_hours(now_ms),
+            gpu_hours,
             energy_kwh: self.energy_j / 3.6e6,
             avg_power_w: match (self.started_ms, self.ended_ms) {
                 (Some(s), Some(e)) if e > s => Some(self.energy_j / ((e - s) as f64 / 1000.0)),
@@ -168,5 +173,49 @@ impl JobEvent {
 
     pub fn to_json(&self) -> Value {
         serde_json::to_value(self.view()).unwrap_or(Value::Null)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A running job that was preempted before counts its earlier runs too.
+    #[test]
+    fn gpu_hours_of_a_running_job_include_its_earlier_runs() {
+        let spec = StoredSpec {
+            command: vec!["x".into()],
+            billing_weight: Some(2.0),
+            ..Default::default()
+        };
+        let row = JobRow {
+            id: 1,
+            org_id: 1,
+            org: "o".into(),
+            user_id: 1,
+            user: "u".into(),
+            alloc_id: 1,
+            project_id: None,
+            name: "j".into(),
+            spec: serde_json::to_string(&spec).unwrap(),
+            gpus: 4,
+            time_limit_s: 7200,
+            state: "running".into(),
+            reason: None,
+            exit_code: None,
+            submitted_ms: 0,
+            started_ms: Some(3_600_000),
+            ended_ms: None,
+            accelerators: None,
+            handle: None,
+            // an earlier run: 1 GPU-hour charged
+            gpu_s: 3600.0,
+            energy_j: 0.0,
+            carbon_g: None,
+            energy_source: None,
+        };
+        // this run: 4 GPUs × weight 2 × 0.5 h = 4 GPU-hours, plus the earlier 1
+        assert!((row.gpu_hours(5_400_000) - 5.0).abs() < 1e-9);
+        assert!((row.view(5_400_000).gpu_hours - 5.0).abs() < 1e-9);
     }
 }
