@@ -17,6 +17,49 @@ pub const MAX_GPUS: i64 = 65_536;
 /// Longest time limit, seconds (30 days).
 pub const MAX_TIME_LIMIT_S: i64 = 30 * 86_400;
 
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+        )]
+        #[serde(transparent)]
+        #[schema(value_type = i64, format = Int64)]
+        pub struct $name(pub i64);
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A job's id.
+    JobId
+);
+id_type!(
+    /// An allocation's id.
+    AllocationId
+);
+id_type!(
+    /// An organisation's id.
+    OrgId
+);
+id_type!(
+    /// A user's id.
+    UserId
+);
+id_type!(
+    /// A token's id (never its secret).
+    TokenId
+);
+id_type!(
+    /// A project's id.
+    ProjectId
+);
+
 /// Every error answer: a stable snake_case code and a message for people.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Error {
@@ -146,12 +189,12 @@ pub struct JobEvent {
 /// A job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Job {
-    pub id: i64,
+    pub id: JobId,
     pub name: String,
     pub org: String,
     pub project: Option<String>,
     pub user: String,
-    pub allocation: i64,
+    pub allocation: AllocationId,
     pub gpus: i64,
     pub accelerator: AcceleratorFilter,
     pub command: Vec<String>,
@@ -185,7 +228,7 @@ pub struct Job {
 /// A row of the store that cannot be read (listed, never hidden).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct UnreadableJob {
-    pub id: Option<i64>,
+    pub id: Option<JobId>,
     /// Always `unreadable`.
     pub state: String,
     /// Always `store_damaged`.
@@ -234,7 +277,7 @@ pub enum AllocationState {
 /// An allocation: a grant of accelerator-hours to an organisation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Allocation {
-    pub id: i64,
+    pub id: AllocationId,
     pub org: String,
     pub name: String,
     pub granted_gpu_hours: f64,
@@ -259,7 +302,7 @@ pub struct CreateOrg {
 /// An organisation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Org {
-    pub id: i64,
+    pub id: OrgId,
     pub name: String,
     pub category: String,
     pub created_at: String,
@@ -276,7 +319,7 @@ pub struct CreateProject {
 /// A project of an organisation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Project {
-    pub id: i64,
+    pub id: ProjectId,
     pub org: String,
     pub name: String,
 }
@@ -296,7 +339,7 @@ pub struct CreateUser {
 /// A user.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct User {
-    pub id: i64,
+    pub id: UserId,
     pub name: String,
     pub org: Option<String>,
     pub role: String,
@@ -318,8 +361,8 @@ pub struct CreateToken {
 /// A live token (never its secret).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Token {
-    pub id: i64,
-    pub user: i64,
+    pub id: TokenId,
+    pub user: UserId,
     pub user_name: Option<String>,
     pub created_at: String,
     pub expires_at: Option<String>,
@@ -400,6 +443,12 @@ pub fn schemas() -> Vec<(String, serde_json::Value)> {
         )
     }
     let mut out = vec![
+        one::<JobId>(),
+        one::<AllocationId>(),
+        one::<OrgId>(),
+        one::<UserId>(),
+        one::<TokenId>(),
+        one::<ProjectId>(),
         one::<Error>(),
         one::<Vendor>(),
         one::<JobState>(),

@@ -486,7 +486,10 @@ async fn disable_user(
     Path(id): Path<String>,
 ) -> ApiResult {
     let id = parse_id(&id, "user_not_found")?;
-    Ok(reply(s.ask(p, Action::DisableUser(id)).await?))
+    Ok(reply(
+        s.ask(p, Action::DisableUser(gigafab_api::UserId(id)))
+            .await?,
+    ))
 }
 
 /// `GET /metrics`: Prometheus text format (admin, operator token).
@@ -614,7 +617,10 @@ async fn revoke_token(
     Path(id): Path<String>,
 ) -> ApiResult {
     let id = parse_id(&id, "token_not_found")?;
-    Ok(reply(s.ask(p, Action::RevokeToken(id)).await?))
+    Ok(reply(
+        s.ask(p, Action::RevokeToken(gigafab_api::TokenId(id)))
+            .await?,
+    ))
 }
 
 async fn get_alloc(
@@ -623,7 +629,10 @@ async fn get_alloc(
     Path(id): Path<String>,
 ) -> ApiResult {
     let id = parse_id(&id, "allocation_not_found")?;
-    Ok(reply(s.ask(p, Action::GetAlloc(id)).await?))
+    Ok(reply(
+        s.ask(p, Action::GetAlloc(gigafab_api::AllocationId(id)))
+            .await?,
+    ))
 }
 
 async fn drain(State(s): State<AppState>, Caller(p): Caller, Path(n): Path<String>) -> ApiResult {
@@ -673,7 +682,10 @@ async fn cancel_job(
     Path(id): Path<String>,
 ) -> ApiResult {
     let id = parse_id(&id, "job_not_found")?;
-    match s.ask(p.clone(), Action::Cancel(id)).await {
+    match s
+        .ask(p.clone(), Action::Cancel(gigafab_api::JobId(id)))
+        .await
+    {
         Ok(r) => Ok(reply(r)),
         Err(e) if e.code == "job_not_found" => {
             // not active: ended (409) or not there (404)
@@ -751,7 +763,7 @@ async fn list_jobs(
                 }
                 items.push(gigafab_api::JobItem::Unreadable(
                     gigafab_api::UnreadableJob {
-                        id,
+                        id: id.map(gigafab_api::JobId),
                         state: "unreadable".into(),
                         error: "store_damaged".into(),
                         message: format!("this job's row in the store cannot be read: {e}"),

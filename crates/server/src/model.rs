@@ -113,12 +113,12 @@ impl JobRow {
             .and_then(|a| serde_json::from_str(a).ok())
             .unwrap_or_default();
         gigafab_api::Job {
-            id: self.id,
+            id: gigafab_api::JobId(self.id),
             name: self.name.clone(),
             org: self.org.clone(),
             project: spec.project,
             user: self.user.clone(),
-            allocation: self.alloc_id,
+            allocation: gigafab_api::AllocationId(self.alloc_id),
             gpus: self.gpus,
             accelerator: gigafab_api::AcceleratorFilter {
                 types: spec.types,

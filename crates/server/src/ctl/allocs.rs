@@ -91,7 +91,7 @@ impl Controller {
 
     pub(super) fn alloc_json(&self, a: &Alloc, now: i64) -> Value {
         view(gigafab_api::Allocation {
-            id: a.id,
+            id: gigafab_api::AllocationId(a.id),
             org: self.org_name(a.org),
             name: a.name.clone(),
             granted_gpu_hours: a.granted_gpu_s / 3600.0,

@@ -60,21 +60,21 @@ const MAX_BATCH: usize = 1024;
 #[derive(Debug)]
 pub enum Action {
     Submit(Box<SubmitReq>),
-    Cancel(i64),
+    Cancel(gigafab_api::JobId),
     CreateOrg(OrgReq),
     CreateProject(ProjectReq),
     CreateUser(UserReq),
     CreateToken(TokenReq),
-    RevokeToken(i64),
+    RevokeToken(gigafab_api::TokenId),
     ListTokens,
-    DisableUser(i64),
+    DisableUser(gigafab_api::UserId),
     CreateAlloc(AllocReq),
     Drain(String, bool),
     ListOrgs,
     ListProjects,
     ListUsers,
     ListAllocs,
-    GetAlloc(i64),
+    GetAlloc(gigafab_api::AllocationId),
     Usage,
     Fleet,
     /// Prometheus exposition text (admin, operator).
@@ -867,14 +867,14 @@ impl Controller {
         let created = |v: Value| Ok((StatusCode::CREATED, v));
         match action {
             Action::Submit(req) => created(self.submit(who, *req, now)?),
-            Action::Cancel(id) => ok(self.cancel(who, id, now)?),
+            Action::Cancel(id) => ok(self.cancel(who, id.0, now)?),
             Action::CreateOrg(req) => created(self.create_org(who, req, now)?),
             Action::CreateProject(req) => created(self.create_project(who, req, now)?),
             Action::CreateUser(req) => created(self.create_user(who, req, now, tokens)?),
             Action::CreateToken(req) => created(self.create_token(who, req, now, tokens)?),
-            Action::RevokeToken(id) => ok(self.revoke_token(who, id, now)?),
+            Action::RevokeToken(id) => ok(self.revoke_token(who, id.0, now)?),
             Action::ListTokens => ok(self.list_tokens(who)),
-            Action::DisableUser(id) => ok(self.disable_user(who, id, now)?),
+            Action::DisableUser(id) => ok(self.disable_user(who, id.0, now)?),
             Action::CreateAlloc(req) => created(self.create_alloc(who, req, now)?),
             Action::Drain(node, drain) => ok(self.drain(who, &node, drain, now)?),
             Action::ListOrgs => ok(json!({"items": self
@@ -889,7 +889,7 @@ impl Controller {
                 .filter(|p| who.sees_org(p.org))
                 .map(|p| {
                     view(gigafab_api::Project {
-                        id: p.id,
+                        id: gigafab_api::ProjectId(p.id),
                         org: self.org_name(p.org),
                         name: p.name.clone(),
                     })
@@ -912,7 +912,7 @@ impl Controller {
                 .filter(|a| who.sees_org(a.org))
                 .map(|a| self.alloc_json(a, now))
                 .collect::<Vec<_>>(), "next": null})),
-            Action::GetAlloc(id) => match self.allocs.get(&id) {
+            Action::GetAlloc(id) => match self.allocs.get(&id.0) {
                 Some(a) if who.sees_org(a.org) => ok(self.alloc_json(a, now)),
                 _ => Err(ApiError::not_found(
                     "allocation_not_found",

@@ -65,8 +65,8 @@ impl Controller {
 
     pub(super) fn token_json(&self, id: i64, t: &TokenRec) -> Value {
         view(gigafab_api::Token {
-            id,
-            user: t.user,
+            id: gigafab_api::TokenId(id),
+            user: gigafab_api::UserId(t.user),
             user_name: self.users.get(&t.user).map(|u| u.name.clone()),
             created_at: rfc3339(t.created_ms),
             expires_at: t.expires_ms.map(rfc3339),
@@ -169,7 +169,7 @@ impl Controller {
 
     pub(super) fn org_json(&self, o: &Org) -> Value {
         view(gigafab_api::Org {
-            id: o.id,
+            id: gigafab_api::OrgId(o.id),
             name: o.name.clone(),
             category: o.category.clone(),
             created_at: rfc3339(o.created_ms),
@@ -178,7 +178,7 @@ impl Controller {
 
     pub(super) fn user_json(&self, u: &User) -> Value {
         view(gigafab_api::User {
-            id: u.id,
+            id: gigafab_api::UserId(u.id),
             name: u.name.clone(),
             org: u.org.map(|o| self.org_name(o)),
             role: u.role.as_str().into(),
