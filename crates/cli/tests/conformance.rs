@@ -441,3 +441,147 @@ async fn las_starts_the_same_jobs_at_the_same_times() {
         "the workload preempts no job: the test tests less than it says"
     );
 }
+
+/// Runs that take their time to stop: a cancel is recorded, the run goes
+/// on until the test ends it.
+#[derive(Default)]
+struct Slow {
+    launched: Mutex<Vec<i64>>,
+    cancelled: Mutex<Vec<String>>,
+    ended: Mutex<HashSet<String>>,
+}
+
+impl Executor for Slow {
+    fn name(&self) -> &'static str {
+        "slow"
+    }
+    fn launch(&self, s: &LaunchSpec) -> Result<String, ExecError> {
+        let mut l = self.launched.lock().unwrap();
+        l.push(s.job_id);
+        Ok(format!("slow-{}-{}", s.job_id, l.len()))
+    }
+    fn poll(&self, _: i64, h: &str) -> Result<RunStatus, ExecError> {
+        Ok(if self.ended.lock().unwrap().contains(h) {
+            RunStatus::Exited(ExitRecord {
+                outcome: Outcome::Cancelled,
+                exit_code: None,
+                signal: Some(15),
+                message: "stopped".into(),
+                ended_at_ms: 0,
+            })
+        } else {
+            RunStatus::Running
+        })
+    }
+    fn cancel(&self, _: i64, h: &str) -> Result<(), ExecError> {
+        self.cancelled.lock().unwrap().push(h.to_string());
+        Ok(())
+    }
+    fn adopt(&self, _: i64, h: Option<&str>) -> Result<(Option<String>, RunStatus), ExecError> {
+        Ok((h.map(str::to_string), RunStatus::Running))
+    }
+    fn log_paths(&self, job: i64) -> (PathBuf, PathBuf) {
+        (
+            format!("/nonexistent/{job}.out").into(),
+            format!("/nonexistent/{job}.err").into(),
+        )
+    }
+}
+
+/// A job whose cancel was asked while its run was still stopping, and that
+/// a higher-priority job then preempts, ends cancelled: it does not go
+/// back to the queue. The preemptor runs on the accelerators it freed.
+#[tokio::test(flavor = "current_thread")]
+async fn a_cancelled_job_that_is_preempted_ends_cancelled() {
+    let dir = std::env::temp_dir().join(format!("gigafab-cancel-preempt-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let clock = Arc::new(ManualClock::new(T0 * 1000));
+    let exec = Arc::new(Slow::default());
+    let factory = Factory::parse(
+        "name = \"t\"\n[[sites]]\nname = \"s\"\n[[sites.pools]]\nname = \"p\"\naccelerator = \"h100\"\nnodes = 1\naccelerators_per_node = 4\n",
+        "t.toml",
+    )
+    .unwrap();
+    let mut o = gigafab_server::open(ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: gigafab_server::store::sqlite_url(&dir),
+        ctl: CtlConfig {
+            policy: factory.scheduler.policy().unwrap(),
+            factory,
+            throughputs: gigafab_core::Throughputs::new(),
+            tick: std::time::Duration::from_secs(3600),
+            poll: std::time::Duration::from_secs(3600),
+            bootstrap_token: Some(TOKEN.into()),
+            isolation: Isolation::single_user(),
+        },
+        executor: exec.clone(),
+        telemetry: None,
+        existing_job_dirs: Vec::new(),
+        http: HttpLimits::default(),
+        clock: clock.clone(),
+    })
+    .await
+    .unwrap();
+    let admin = o.shared.principal(TOKEN).unwrap();
+    let job = |priority: i64, preemptible: bool| {
+        Action::Submit(Box::new(SubmitReq {
+            allocation: IdRef::Num(1),
+            gpus: 4,
+            command: vec!["train".into()],
+            name: None,
+            project: None,
+            type_: None,
+            types: None,
+            vendor: None,
+            min_memory_gb: None,
+            time_limit_s: Some(3600),
+            priority: Some(priority),
+            preemptible: Some(preemptible),
+            env: None,
+            workdir: None,
+            memory_gb: None,
+            cpus: None,
+        }))
+    };
+    let mut t = T0 * 1000;
+    let rx = send(&o.shared, &admin, job(0, true));
+    assert!(o.controller.step(t, &mut o.rx).await);
+    let a = rx.await.unwrap().unwrap().1["id"].as_i64().unwrap();
+    t += 10_000;
+    clock.advance(10_000);
+    let rx = send(&o.shared, &admin, Action::Cancel(gigafab_api::JobId(a)));
+    assert!(o.controller.step(t, &mut o.rx).await);
+    let (_, v) = rx.await.unwrap().unwrap();
+    assert_eq!(v["state"], "running", "still stopping: {v}");
+    t += 1_000;
+    clock.advance(1_000);
+    let rx = send(&o.shared, &admin, job(10, false));
+    assert!(o.controller.step(t, &mut o.rx).await);
+    let b = rx.await.unwrap().unwrap().1["id"].as_i64().unwrap();
+    // the stopping run ends; nothing launches a again
+    exec.ended.lock().unwrap().insert(format!("slow-{a}-1"));
+    for _ in 0..3 {
+        t += 1_000;
+        clock.advance(1_000);
+        assert!(o.controller.step(t, &mut o.rx).await);
+    }
+    let a_row = gigafab_server::store::jobs::get(&o.shared.store.pool, a)
+        .await
+        .unwrap()
+        .unwrap();
+    let b_row = gigafab_server::store::jobs::get(&o.shared.store.pool, b)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(a_row.state, "cancelled", "{a_row:?}");
+    assert_eq!(b_row.state, "running", "{b_row:?}");
+    let labels: Vec<String> = serde_json::from_str(b_row.accelerators.as_deref().unwrap()).unwrap();
+    assert_eq!(labels.len(), 4, "{labels:?}");
+    assert_eq!(
+        *exec.launched.lock().unwrap(),
+        vec![a, b],
+        "a launched once"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1620,6 +1620,13 @@ async fn live_preemption_requeues_and_restarts() {
         .await;
     assert_eq!(s, 201, "{b}");
     let b = b["id"].as_i64().unwrap();
+    // the preemptor runs on the accelerators the preempted run held
+    let jb = app.wait_state(b, &["running", "completed"], 20).await;
+    assert_eq!(
+        jb["accelerators"].as_array().map(Vec::len),
+        Some(4),
+        "{jb:#}"
+    );
     let jb = app.wait_state(b, &["completed"], 20).await;
     let ja = app.wait_state(a, &["completed"], 20).await;
     let ev = events(&ja);

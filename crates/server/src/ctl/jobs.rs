@@ -529,11 +529,15 @@ impl Controller {
             self.ops.push(store::allocs::usage(aid, u, e, c));
         }
         self.launches.retain(|&l| l != id);
+        // a relaunch planned for the run just stopped is not for the next
+        // one (`retry` stays: a launch that may have reached the engine is
+        // looked for before another is made)
+        self.relaunch.retain(|r| r.0 != id);
         if let Some(h) = handle {
             if !cancel_requested {
                 self.driver.cancel(id, h.clone());
             }
-            self.stopping.insert(id, h);
+            self.stopping.insert(h, id);
         }
         self.update_job_op(id);
         self.event(
@@ -544,5 +548,18 @@ impl Controller {
                 .into(),
         );
         self.shared.metrics.jobs_preempted.inc();
+        if cancel_requested {
+            // its cancel was asked before: it ends here, not in the queue
+            if let Some(c) = self.jobs.get(&id).map(|j| j.core) {
+                self.core.withdraw(c, now as f64 / 1000.0);
+            }
+            self.end_job(
+                id,
+                now,
+                "cancelled",
+                None,
+                "cancelled (its run was stopping when it was preempted)".into(),
+            );
+        }
     }
 }

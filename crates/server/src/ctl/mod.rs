@@ -400,7 +400,7 @@ pub struct Controller {
     /// Runs of preempted jobs that were asked to stop and have not yet
     /// (job, run handle): polled until they end; the job is not launched
     /// again before.
-    stopping: HashMap<i64, String>,
+    stopping: HashMap<String, i64>,
     /// When the loop polls the runs next, and schedules next (ms).
     next_poll: i64,
     next_sched: i64,
@@ -638,6 +638,13 @@ impl Controller {
                 self.apply(d, now);
             }
             if !self.turn(now, &mut batch).await {
+                if stopping && self.failed_commits >= 5 {
+                    // the store keeps failing: stop anyway; what was not
+                    // committed was answered with the error, and running
+                    // jobs are adopted at the next start
+                    tracing::error!("stopping without a last commit: the store keeps failing");
+                    return;
+                }
                 continue;
             }
             if stopping {

@@ -166,7 +166,7 @@ impl Controller {
             .filter(|j| j.row.state == "running")
             .filter_map(|j| j.row.handle.clone().map(|h| (j.row.id, h)))
             .collect();
-        running.extend(self.stopping.iter().map(|(&id, h)| (id, h.clone())));
+        running.extend(self.stopping.iter().map(|(h, &id)| (id, h.clone())));
         if !running.is_empty() {
             // one query per engine for all its runs, off the loop
             self.driver.poll(running);
@@ -183,13 +183,13 @@ impl Controller {
     ) {
         self.driver.polling = false;
         for ((id, handle), st) in runs.into_iter().zip(states) {
-            if self.stopping.get(&id) == Some(&handle) {
+            if self.stopping.get(&handle) == Some(&id) {
                 // a preempted run: gone once it has ended, whatever its end
                 match st {
                     Ok(RunStatus::Running) => {}
                     Err(e) if e.is_transient() => {}
                     _ => {
-                        self.stopping.remove(&id);
+                        self.stopping.remove(&handle);
                     }
                 }
                 continue;
@@ -237,13 +237,15 @@ impl Controller {
             };
             self.end_job(id, now, "cancelled", None, format!("{msg} ({})", r.code()));
         }
-        for &j in &dec.started {
-            let id = self.core_job.get(j as usize).copied().unwrap_or(0);
-            self.start_job(id, j, now);
-        }
+        // the preempted runs' devices first: the jobs that preempted them
+        // start on them
         for &(j, _) in &dec.preempted {
             let id = self.core_job.get(j as usize).copied().unwrap_or(0);
             self.preempt_job(id, now);
+        }
+        for &j in &dec.started {
+            let id = self.core_job.get(j as usize).copied().unwrap_or(0);
+            self.start_job(id, j, now);
         }
         self.record_waits(now);
         dec.wakeup.map(|w| (w * 1000.0) as i64)
@@ -409,10 +411,11 @@ impl Controller {
             let Some(j) = self.jobs.get(&id) else {
                 continue;
             };
-            if j.row.state != "running" {
+            if j.row.state != "running" || j.row.handle.is_some() {
+                // not to start, or launched already (a stale relaunch)
                 continue;
             }
-            if self.stopping.contains_key(&id) || self.driver.in_flight.contains(&id) {
+            if self.stopping.values().any(|&s| s == id) || self.driver.in_flight.contains(&id) {
                 // its preempted run is still stopping, or an earlier launch
                 // has not answered: one engine run at a time
                 self.relaunch
@@ -515,11 +518,10 @@ impl Controller {
             }
             Ok(h) => {
                 // preempted (or restarted) while launching: this run is
-                // not the job's
+                // not the job's; it is stopped, and the job's next launch
+                // waits until it has ended
                 self.driver.cancel(id, h.clone());
-                if j.row.state == "queued" {
-                    self.stopping.insert(id, h);
-                }
+                self.stopping.insert(h, id);
             }
             Err(_) if !waiting_for_it => {}
             Err(e) if e.is_transient() => {
