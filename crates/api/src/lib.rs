@@ -165,6 +165,12 @@ pub struct SubmitJob {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(exclusive_minimum = 0)]
     pub cpus: Option<f64>,
+    /// What it trains or serves (`ResNet-50 (batch size 64)`): a job type of
+    /// the server's throughput matrix, which places it where it runs best
+    /// per billing unit (the `hetero` policy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 128)]
+    pub job_type: Option<String>,
 }
 
 /// What a job may run on.
@@ -197,6 +203,8 @@ pub struct Job {
     pub allocation: AllocationId,
     pub gpus: i64,
     pub accelerator: AcceleratorFilter,
+    /// Its job type in the throughput matrix, if given.
+    pub job_type: Option<String>,
     pub command: Vec<String>,
     pub time_limit_s: i64,
     pub priority: i32,

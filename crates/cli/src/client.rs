@@ -313,6 +313,11 @@ pub struct SubmitArgs {
     /// The job may be stopped and requeued to make room for other jobs.
     #[arg(long)]
     preemptible: bool,
+    /// What the job trains or serves, as named in the server's throughput
+    /// matrix (`ResNet-50 (batch size 64)`): the `hetero` policy places it
+    /// where it runs best per billing unit.
+    #[arg(long, value_name = "TYPE")]
+    job_type: Option<String>,
     /// Environment variable of the job, K=V; repeatable.
     #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
     env: Vec<(String, String)>,
@@ -872,6 +877,7 @@ fn submit_body(a: &SubmitArgs, allocation: i64, workdir: Option<String>) -> Valu
         workdir,
         memory_gb: a.memory,
         cpus: a.cpus,
+        job_type: a.job_type.clone(),
     };
     serde_json::to_value(body).expect("a submission is JSON")
 }

@@ -125,19 +125,26 @@ impl Executor for TwinPaced {
 /// A seeded workload: two tenants, gangs of 1-16 on either type, integer
 /// seconds, limits above run times, some high-priority jobs and some
 /// preemptible ones.
-fn workload(seed: u64, n: usize) -> Vec<JobSpec> {
+fn workload(seed: u64, n: usize, job_types: &[String]) -> Vec<JobSpec> {
     let mut rng = Rng::new(seed);
     let mut t = T0 as f64;
     (0..n)
         .map(|i| {
             t += 1.0 + (rng.exp(1.0 / 240.0)).floor();
-            let gpus = [1, 1, 2, 4, 8, 8, 16][(rng.f64() * 7.0) as usize];
+            let gpus = if job_types.is_empty() {
+                [1, 1, 2, 4, 8, 8, 16][(rng.f64() * 7.0) as usize]
+            } else {
+                [1, 1, 2, 4][(rng.f64() * 4.0) as usize]
+            };
             let dur = 60.0 + (rng.f64() * 7_200.0).floor();
             let mut j = JobSpec::simple(format!("j{i}"), t, gpus, dur);
             j.time_limit_s = Some(dur + 60.0 + (rng.f64() * dur).floor());
             j.tenant = Some(if rng.f64() < 0.6 { "a" } else { "b" }.into());
             j.priority = if rng.f64() < 0.15 { 5 } else { 0 };
             j.preemptible = j.priority == 0 && rng.f64() < 0.5;
+            if !job_types.is_empty() {
+                j.job_type = Some(job_types[(rng.f64() * job_types.len() as f64) as usize].clone());
+            }
             j
         })
         .collect()
@@ -189,16 +196,34 @@ struct Story {
 }
 
 async fn conformance(profile: SchedulerProfile, seed: u64, n: usize) -> usize {
-    let mut factory = Factory::parse(FACTORY, "conformance.toml").unwrap();
+    conformance_on(FACTORY, gigafab_core::Throughputs::new(), profile, seed, n).await
+}
+
+/// [`conformance`] on a factory and a throughput matrix (jobs get the
+/// matrix's job types when it has any).
+async fn conformance_on(
+    factory_text: &str,
+    throughputs: gigafab_core::Throughputs,
+    profile: SchedulerProfile,
+    seed: u64,
+    n: usize,
+) -> usize {
+    let mut factory = Factory::parse(factory_text, "conformance.toml").unwrap();
     factory.scheduler = profile;
     let policy = factory.scheduler.policy().unwrap();
-    let jobs = workload(seed, n);
+    let types: Vec<String> = throughputs
+        .job_types()
+        .into_iter()
+        .take(8)
+        .map(str::to_string)
+        .collect();
+    let jobs = workload(seed, n, &types);
 
     // the twin
     let out = simulate(
         factory.clone(),
         policy.clone(),
-        gigafab_core::Throughputs::new(),
+        throughputs.clone(),
         jobs.clone(),
         &twin_allocations(),
         &SimConfig {
@@ -235,7 +260,7 @@ async fn conformance(profile: SchedulerProfile, seed: u64, n: usize) -> usize {
         ctl: CtlConfig {
             factory,
             policy: policy.clone(),
-            throughputs: gigafab_core::Throughputs::new(),
+            throughputs,
             tick: std::time::Duration::from_secs(3600),
             poll: std::time::Duration::from_secs(3600),
             bootstrap_token: Some(TOKEN.into()),
@@ -320,6 +345,7 @@ async fn conformance(profile: SchedulerProfile, seed: u64, n: usize) -> usize {
                     workdir: None,
                     memory_gb: None,
                     cpus: None,
+                    job_type: j.job_type.clone(),
                 })),
             );
             answers.push((j.id.clone(), rx));
@@ -368,14 +394,16 @@ async fn conformance(profile: SchedulerProfile, seed: u64, n: usize) -> usize {
         let id = live_of[&j.id];
         let mine: Vec<i64> = launched.iter().filter(|l| l.0 == id).map(|l| l.1).collect();
         let (state, end_ms) = ended[&id].clone();
+        // times to the millisecond: the live clock's resolution
         let live = Story {
-            first_start: mine.first().map(|ms| ms / 1000),
-            end: end_ms.filter(|_| state == "completed").map(|ms| ms / 1000),
+            first_start: mine.first().copied(),
+            end: end_ms.filter(|_| state == "completed"),
             runs: mine.len() as u32,
         };
+        let ms = |s: f64| (s * 1000.0).round() as i64;
         let want = Story {
-            first_start: tj.first_start.map(|s| s.round() as i64),
-            end: tj.end_s.map(|s| s.round() as i64),
+            first_start: tj.first_start.map(ms),
+            end: tj.end_s.map(ms),
             runs: tj.restarts + 1,
         };
         if live != want {
@@ -542,6 +570,7 @@ async fn a_cancelled_job_that_is_preempted_ends_cancelled() {
             workdir: None,
             memory_gb: None,
             cpus: None,
+            job_type: None,
         }))
     };
     let mut t = T0 * 1000;

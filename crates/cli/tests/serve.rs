@@ -1707,3 +1707,59 @@ async fn every_documented_route_is_routed() {
     assert_eq!(schemas["SubmitJob"]["additionalProperties"], false);
     assert_eq!(schemas["SubmitJob"]["properties"]["gpus"]["maximum"], 65536);
 }
+
+/// A job may say what it trains (a job type of the server's throughput
+/// matrix, for the `hetero` policy): a type the matrix does not know is
+/// refused with the matrix's size, and none is known without a matrix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_types_come_from_the_throughput_matrix() {
+    let mut app = App::spawn(Db::Sqlite, "jobtype").await.unwrap();
+    let body = |t: &str| json!({"allocation": 1, "gpus": 1, "command": sh("true"), "job_type": t});
+    let (s, v) = app.submit(TOKEN, body("ResNet-50 (batch size 64)")).await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (422, Some("unknown_job_type")),
+        "{v}"
+    );
+    assert!(
+        v["message"].as_str().unwrap().contains("--throughputs"),
+        "{v}"
+    );
+    app.kill9();
+    app.extra = vec!["--throughputs".into(), "builtin:gavel-throughputs".into()];
+    app.start(None);
+    // measured on V100, P100 and K80 only: not on this fleet's H100/MI300X
+    let (s, v) = app.submit(TOKEN, body("ResNet-50 (batch size 64)")).await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (422, Some("unsatisfiable")),
+        "{v}"
+    );
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("measured on: k80, p100, v100"),
+        "{v}"
+    );
+    app.kill9();
+    app.extra
+        .extend(["--factory".into(), "builtin:gavel-108".into()]);
+    app.start(None);
+    let (s, v) = app.submit(TOKEN, body("ResNet-50 (batch size 64)")).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["job_type"], "ResNet-50 (batch size 64)");
+    let (s, v) = app.submit(TOKEN, body("ResNet-5000")).await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (422, Some("unknown_job_type")),
+        "{v}"
+    );
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("not in the throughput matrix"),
+        "{v}"
+    );
+}

@@ -69,6 +69,8 @@ pub struct StoredSpec {
     pub memory_gb: Option<f64>,
     #[serde(default)]
     pub cpus: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_type: Option<String>,
 }
 
 // Request bodies: the API contract's types, under the names the
@@ -125,6 +127,7 @@ impl JobRow {
                 vendor: spec.vendor,
                 min_memory_gb: spec.min_memory_gb,
             },
+            job_type: spec.job_type,
             command: spec.command,
             time_limit_s: self.time_limit_s,
             priority: spec.priority,

@@ -17,7 +17,7 @@ impl Controller {
             },
             duration_s: Some(limit),
             steps: None,
-            job_type: None,
+            job_type: spec.job_type.clone(),
             time_limit_s: Some(limit),
             tenant: Some(row.org_id.to_string()),
             category: None,
@@ -223,6 +223,30 @@ impl Controller {
             ),
             None => None,
         };
+        let job_type = match req.job_type {
+            None => None,
+            Some(t) if !self.cfg.throughputs.has_job_type(&t) => {
+                let known = self.cfg.throughputs.job_types();
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "unknown_job_type",
+                    if known.is_empty() {
+                        format!(
+                            "job_type: `{}`: this server has no throughput matrix (--throughputs)",
+                            t.chars().take(128).collect::<String>()
+                        )
+                    } else {
+                        format!(
+                            "job_type: `{}` is not in the throughput matrix ({} types, e.g. {})",
+                            t.chars().take(128).collect::<String>(),
+                            known.len(),
+                            known.iter().take(3).copied().collect::<Vec<_>>().join("; ")
+                        )
+                    },
+                ));
+            }
+            Some(t) => Some(t),
+        };
         let spec = StoredSpec {
             command: req.command,
             env,
@@ -236,6 +260,7 @@ impl Controller {
             billing_weight: None,
             memory_gb: req.memory_gb,
             cpus: req.cpus,
+            job_type,
         };
         self.ids.job += 1;
         let id = self.ids.job;
@@ -271,9 +296,16 @@ impl Controller {
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "unsatisfiable",
                 format!(
-                    "no pool of this fleet can ever run {}×{}{}",
+                    "no pool of this fleet can ever run {}×{}{}{}",
                     req.gpus,
                     filter_label(&spec),
+                    match &spec.job_type {
+                        Some(t) => format!(
+                            " of job type `{t}` (measured on: {})",
+                            self.cfg.throughputs.accelerators(t).join(", ")
+                        ),
+                        None => String::new(),
+                    },
                     self.fleet_summary(r)
                 ),
             ));

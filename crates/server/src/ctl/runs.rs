@@ -248,7 +248,9 @@ impl Controller {
             self.start_job(id, j, now);
         }
         self.record_waits(now);
-        dec.wakeup.map(|w| (w * 1000.0) as i64)
+        // never before the time asked for: a pass a fraction of a millisecond
+        // early would find nothing to do and ask for the same time again
+        dec.wakeup.map(|w| (w * 1000.0).ceil() as i64)
     }
 
     pub(super) fn start_job(&mut self, id: i64, j: JobIdx, now: i64) {
