@@ -632,6 +632,22 @@ async fn tenants_quota_and_audit(app: App) {
         .await;
     assert_eq!(s, 201, "{j}");
     let bob_job = j["id"].as_i64().unwrap();
+    // a tenant cannot raise a job's priority (it would preempt others'
+    // jobs); lowering it is its own business
+    let (s, v) = app
+        .submit(
+            &bob,
+            json!({"allocation": a1, "gpus": 1, "priority": 10000, "command": sh("true")}),
+        )
+        .await;
+    assert_eq!((s, v["error"].as_str()), (403, Some("forbidden")), "{v}");
+    let (s, v) = app
+        .submit(
+            &alice,
+            json!({"allocation": a1, "gpus": 1, "priority": 1, "command": sh("true")}),
+        )
+        .await;
+    assert_eq!(s, 403, "an owner neither: {v}");
     // projects group work inside an organisation
     let (s, p) = app
         .call(

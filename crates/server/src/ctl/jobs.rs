@@ -143,6 +143,14 @@ impl Controller {
         if !(-10_000..=10_000).contains(&priority) {
             return Err(ApiError::invalid("priority: must be within -10000..=10000"));
         }
+        if priority > 0 && !who.global() {
+            // a raised priority preempts other tenants' jobs: an
+            // operator's decision (an allocation's QOS priority is the
+            // tenant's lever); a tenant may lower its own jobs
+            return Err(ApiError::forbidden(
+                "priority: above 0 only an admin or operator sets it (ask for an allocation with a QOS priority); tenants may lower it",
+            ));
+        }
         let mut types: Vec<String> = req.types.clone().unwrap_or_default();
         if let Some(t) = &req.type_ {
             types.push(t.clone());
