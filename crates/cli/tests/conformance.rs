@@ -187,6 +187,38 @@ fn send(
     rx
 }
 
+/// A controller on a fresh store in `dir`, without HTTP or loop: the test
+/// drives it with `Controller::step` (its own timers never fire).
+async fn stepped(
+    dir: &std::path::Path,
+    factory: Factory,
+    policy: gigafab_core::Policy,
+    throughputs: gigafab_core::Throughputs,
+    executor: Arc<dyn Executor>,
+    clock: Arc<ManualClock>,
+) -> gigafab_server::Opened {
+    gigafab_server::open(ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: gigafab_server::store::sqlite_url(dir),
+        ctl: CtlConfig {
+            factory,
+            policy,
+            throughputs,
+            tick: std::time::Duration::from_secs(3600),
+            poll: std::time::Duration::from_secs(3600),
+            bootstrap_token: Some(TOKEN.into()),
+            isolation: Isolation::single_user(),
+        },
+        executor,
+        telemetry: None,
+        existing_job_dirs: Vec::new(),
+        http: HttpLimits::default(),
+        clock,
+    })
+    .await
+    .unwrap()
+}
+
 /// What a job did: first start, end (s), launches.
 #[derive(Debug, PartialEq)]
 struct Story {
@@ -254,26 +286,15 @@ async fn conformance_on(
         launched: Mutex::default(),
         cancels: Mutex::default(),
     });
-    let mut opened = gigafab_server::open(ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: gigafab_server::store::sqlite_url(&dir),
-        ctl: CtlConfig {
-            factory,
-            policy: policy.clone(),
-            throughputs,
-            tick: std::time::Duration::from_secs(3600),
-            poll: std::time::Duration::from_secs(3600),
-            bootstrap_token: Some(TOKEN.into()),
-            isolation: Isolation::single_user(),
-        },
-        executor: exec.clone(),
-        telemetry: None,
-        existing_job_dirs: Vec::new(),
-        http: HttpLimits::default(),
-        clock: clock.clone(),
-    })
-    .await
-    .unwrap();
+    let mut opened = stepped(
+        &dir,
+        factory,
+        policy.clone(),
+        throughputs,
+        exec.clone(),
+        clock.clone(),
+    )
+    .await;
     let ctl = &mut opened.controller;
     let shared = opened.shared.clone();
     let admin = shared.principal(TOKEN).expect("the bootstrap token");
@@ -531,26 +552,16 @@ async fn a_cancelled_job_that_is_preempted_ends_cancelled() {
         "t.toml",
     )
     .unwrap();
-    let mut o = gigafab_server::open(ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: gigafab_server::store::sqlite_url(&dir),
-        ctl: CtlConfig {
-            policy: factory.scheduler.policy().unwrap(),
-            factory,
-            throughputs: gigafab_core::Throughputs::new(),
-            tick: std::time::Duration::from_secs(3600),
-            poll: std::time::Duration::from_secs(3600),
-            bootstrap_token: Some(TOKEN.into()),
-            isolation: Isolation::single_user(),
-        },
-        executor: exec.clone(),
-        telemetry: None,
-        existing_job_dirs: Vec::new(),
-        http: HttpLimits::default(),
-        clock: clock.clone(),
-    })
-    .await
-    .unwrap();
+    let policy = factory.scheduler.policy().unwrap();
+    let mut o = stepped(
+        &dir,
+        factory,
+        policy,
+        gigafab_core::Throughputs::new(),
+        exec.clone(),
+        clock.clone(),
+    )
+    .await;
     let admin = o.shared.principal(TOKEN).unwrap();
     let job = |priority: i64, preemptible: bool| {
         Action::Submit(Box::new(SubmitReq {

@@ -622,6 +622,13 @@ async fn idle_and_half_open_connections_are_closed_and_limited() {
     .await
     .unwrap();
     assert_eq!(code, 0, "a connection past the limit was served");
+    // the server's log line comes through its stderr pipe: wait for it
+    let t = Instant::now();
+    while !s.stderr().contains("connection limit of 4 reached")
+        && t.elapsed() < Duration::from_secs(5)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(
         s.stderr().contains("connection limit of 4 reached"),
         "{}",
