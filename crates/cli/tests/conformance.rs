@@ -303,14 +303,19 @@ async fn conformance_on(
         let rx = send(
             &shared,
             &admin,
-            Action::CreateAlloc(AllocReq {
-                org: "default".into(),
-                gpu_hours: GRANT_H,
-                days: Some(365.0),
-                valid_from: None,
-                qos_priority: None,
-                name: Some(t.into()),
-            }),
+            shared
+                .grant(
+                    &admin,
+                    AllocReq {
+                        org: "default".into(),
+                        gpu_hours: GRANT_H,
+                        days: Some(365.0),
+                        valid_from: None,
+                        qos_priority: None,
+                        name: Some(t.into()),
+                    },
+                )
+                .expect("a grant"),
         );
         assert!(ctl.step(T0 * 1000, &mut opened.rx).await);
         let (_, a) = rx.await.unwrap().unwrap();
@@ -349,7 +354,7 @@ async fn conformance_on(
             let rx = send(
                 &shared,
                 &admin,
-                Action::Submit(Box::new(SubmitReq {
+                shared.submission(SubmitReq {
                     allocation: IdRef::Num(alloc_of[j.tenant.as_deref().unwrap()]),
                     gpus: j.gpus as i64,
                     command: vec!["train".into()],
@@ -367,7 +372,7 @@ async fn conformance_on(
                     memory_gb: None,
                     cpus: None,
                     job_type: j.job_type.clone(),
-                })),
+                }),
             );
             answers.push((j.id.clone(), rx));
             next += 1;
@@ -564,7 +569,7 @@ async fn a_cancelled_job_that_is_preempted_ends_cancelled() {
     .await;
     let admin = o.shared.principal(TOKEN).unwrap();
     let job = |priority: i64, preemptible: bool| {
-        Action::Submit(Box::new(SubmitReq {
+        o.shared.submission(SubmitReq {
             allocation: IdRef::Num(1),
             gpus: 4,
             command: vec!["train".into()],
@@ -582,7 +587,7 @@ async fn a_cancelled_job_that_is_preempted_ends_cancelled() {
             memory_gb: None,
             cpus: None,
             job_type: None,
-        }))
+        })
     };
     let mut t = T0 * 1000;
     let rx = send(&o.shared, &admin, job(0, true));

@@ -40,6 +40,9 @@ impl Role {
 pub struct Principal {
     pub user_id: i64,
     pub name: String,
+    /// `ORG/NAME` for an organisation's member, the name otherwise: what
+    /// the audit log and `--job-accounts` name.
+    pub login: String,
     pub role: Role,
     pub org_id: Option<i64>,
     pub token_id: i64,

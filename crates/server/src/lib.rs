@@ -15,11 +15,11 @@ pub mod error;
 pub mod metrics;
 pub mod model;
 pub mod store;
+pub mod tenancy;
 pub mod time;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use gigafab_exec::Executor;
 use tokio::sync::{mpsc, watch};
@@ -187,7 +187,7 @@ impl Running {
 /// Binds, then opens the store, loads and adopts, and starts serving. The
 /// listener comes first: a busy port fails the start before anything is
 /// created (a first start's admin token is never made and lost).
-pub async fn start(mut cfg: ServeConfig) -> Result<Running, ServeError> {
+pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|e| ServeError::Listen {
@@ -198,7 +198,7 @@ pub async fn start(mut cfg: ServeConfig) -> Result<Running, ServeError> {
         addr: cfg.listen,
         source: e,
     })?;
-    let existing_job_dirs = std::mem::take(&mut cfg.existing_job_dirs);
+    let existing_job_dirs = cfg.existing_job_dirs.clone();
     let http = cfg.http;
     let opened = open(cfg).await?;
     let (controller, shared, rx, token) = (
@@ -209,12 +209,6 @@ pub async fn start(mut cfg: ServeConfig) -> Result<Running, ServeError> {
     );
     let store = shared.store.clone();
     let cfg_dirs = existing_job_dirs;
-    if token.is_some() && !cfg_dirs.is_empty() {
-        // nothing of the first start was committed yet
-        return Err(ServeError::StoreLost {
-            job_dirs: cfg_dirs.len(),
-        });
-    }
     let store_max = controller.max_job_id();
     let missing = cfg_dirs.iter().filter(|&&id| id > store_max).count();
     if missing > 0 {
@@ -242,6 +236,22 @@ pub async fn start(mut cfg: ServeConfig) -> Result<Running, ServeError> {
     })
 }
 
+/// Serves the API of an opened server on `listener` without running its
+/// controller: what does not go through the controller (tenancy, reads of
+/// the store) answers, commands wait. For tests of that boundary.
+pub fn serve_api(
+    listener: tokio::net::TcpListener,
+    shared: Arc<ctl::Shared>,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    let (stop, rx) = watch::channel(false);
+    let app = api::router(shared);
+    tokio::spawn(async move {
+        let r = serve_http(listener, app, HttpLimits::default(), rx).await;
+        drop(stop);
+        r
+    })
+}
+
 /// A controller loaded from its store, not yet running: what [`start`]
 /// runs, and what tests drive turn by turn ([`ctl::Controller::step`]).
 pub struct Opened {
@@ -254,15 +264,32 @@ pub struct Opened {
     pub first_token: Option<String>,
 }
 
-/// Opens the store and loads the controller (adopting recorded runs),
-/// without a listener or a loop. `cfg.listen`, `cfg.http` and
-/// `cfg.existing_job_dirs` are not read.
+/// Opens the store, loads tenancy (making the first admin on an empty
+/// store) and the controller (adopting recorded runs), without a listener
+/// or a loop. An empty store beside `cfg.existing_job_dirs` is refused
+/// before anything is written. `cfg.listen` and `cfg.http` are not read.
 pub async fn open(cfg: ServeConfig) -> Result<Opened, ServeError> {
     let store = Store::open(&cfg.database_url).await?;
+    if !cfg.existing_job_dirs.is_empty() && store::tenancy::users(&store.pool).await?.is_empty() {
+        // before a first start writes anything
+        return Err(ServeError::StoreLost {
+            job_dirs: cfg.existing_job_dirs.len(),
+        });
+    }
     let (tx, rx) = mpsc::channel(4096);
+    let audit_id = std::sync::atomic::AtomicI64::new(store::audit::max_id(&store.pool).await?);
+    let (tenancy, first_token) = tenancy::Tenancy::load(
+        &store,
+        cfg.ctl.isolation.clone(),
+        cfg.ctl.bootstrap_token.clone(),
+        &audit_id,
+        cfg.clock.now_ms(),
+    )
+    .await?;
     let shared = Arc::new(ctl::Shared {
         store,
-        tokens: RwLock::new(HashMap::new()),
+        tenancy,
+        audit_id,
         tx,
         executor: cfg.executor,
         telemetry: cfg.telemetry,
@@ -271,7 +298,7 @@ pub async fn open(cfg: ServeConfig) -> Result<Opened, ServeError> {
         controller_alive: std::sync::atomic::AtomicBool::new(true),
         clock: cfg.clock,
     });
-    let (controller, first_token) = ctl::Controller::load(cfg.ctl, shared.clone()).await?;
+    let controller = ctl::Controller::load(cfg.ctl, shared.clone()).await?;
     Ok(Opened {
         controller,
         shared,

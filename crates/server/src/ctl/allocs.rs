@@ -7,21 +7,17 @@ impl Controller {
     pub(super) fn new_alloc(
         &mut self,
         id: i64,
-        org: i64,
+        org: OrgRef,
         name: String,
         granted_gpu_s: f64,
         valid_from_ms: i64,
         valid_until_ms: i64,
         qos: i64,
     ) -> Alloc {
-        let category = self
-            .orgs
-            .get(&org)
-            .and_then(|o| Category::parse(&o.category))
-            .unwrap_or(Category::Academia);
+        let category = org.category;
         let spec = AllocationSpec {
             id: id.to_string(),
-            tenant: org.to_string(),
+            tenant: org.id.to_string(),
             category,
             granted_gpu_hours: Some(granted_gpu_s / 3600.0),
             valid_from_s: valid_from_ms as f64 / 1000.0,
@@ -32,7 +28,8 @@ impl Controller {
         let core = self.core.add_allocation(spec);
         Alloc {
             id,
-            org,
+            org: org.id,
+            org_name: org.name,
             name,
             granted_gpu_s,
             used_gpu_s: 0.0,
@@ -72,17 +69,17 @@ impl Controller {
     /// Use per organisation (ended runs' energy and carbon; GPU-hours
     /// including running jobs).
     pub(super) fn org_usage(&self, who: &Principal, now: i64) -> Value {
-        let mut per: BTreeMap<i64, (f64, f64, f64)> = BTreeMap::new();
+        let mut per: BTreeMap<(i64, &str), (f64, f64, f64)> = BTreeMap::new();
         for a in self.allocs.values().filter(|a| who.sees_org(a.org)) {
-            let e = per.entry(a.org).or_default();
+            let e = per.entry((a.org, &a.org_name)).or_default();
             e.0 += a.used_at(now);
             e.1 += a.energy_j;
             e.2 += a.carbon_g;
         }
         Value::Array(
             per.into_iter()
-                .map(|(o, (gs, ej, cg))| {
-                    json!({"org": self.org_name(o), "used_gpu_hours": gs / 3600.0,
+                .map(|((_, o), (gs, ej, cg))| {
+                    json!({"org": o, "used_gpu_hours": gs / 3600.0,
                            "energy_kwh": ej / 3.6e6, "carbon_kg": cg / 1e3})
                 })
                 .collect(),
@@ -92,7 +89,7 @@ impl Controller {
     pub(super) fn alloc_json(&self, a: &Alloc, now: i64) -> Value {
         view(gigafab_api::Allocation {
             id: gigafab_api::AllocationId(a.id),
-            org: self.org_name(a.org),
+            org: a.org_name.clone(),
             name: a.name.clone(),
             granted_gpu_hours: a.granted_gpu_s / 3600.0,
             used_gpu_hours: a.used_at(now) / 3600.0,
@@ -103,10 +100,13 @@ impl Controller {
         })
     }
 
+    /// Grants an allocation to `org` (the command comes from an admin: see
+    /// [`Shared::grant`]).
     pub(super) fn create_alloc(
         &mut self,
         who: &Principal,
         req: AllocReq,
+        org: OrgRef,
         now: i64,
     ) -> Result<Value, ApiError> {
         // fault injection for the tests of a dead controller (debug builds,
@@ -117,10 +117,9 @@ impl Controller {
         {
             panic!("injected controller fault");
         }
-        if who.role != Role::Admin {
+        if who.role != Role::Admin || !who.sees_org(org.id) {
             return Err(ApiError::forbidden("only an admin grants allocations"));
         }
-        let org = self.visible_org(who, &req.org)?;
         if !(req.gpu_hours.is_finite() && req.gpu_hours > 0.0 && req.gpu_hours <= 1e9) {
             return Err(ApiError::invalid("gpu_hours: must be > 0 and at most 1e9"));
         }

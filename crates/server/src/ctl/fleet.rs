@@ -143,7 +143,7 @@ impl Controller {
                 AllocSnap {
                     id: a.id,
                     name: a.name.clone(),
-                    org: self.org_name(a.org),
+                    org: a.org_name.clone(),
                     queued,
                     oldest_wait_s,
                     used_gpu_hours: a.used_at(now) / 3600.0,

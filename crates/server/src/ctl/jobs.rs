@@ -28,10 +28,23 @@ impl Controller {
         }
     }
 
+    /// The POSIX account the jobs of `user` in the organisation `org` run
+    /// as (None: the server's).
+    pub(super) fn account_of(&self, user: i64, org: &str) -> Option<String> {
+        let Isolation::Accounts(map) = &self.cfg.isolation else {
+            return None;
+        };
+        let login = self.shared.tenancy.login(user).unwrap_or_default();
+        map.account(&login, org).map(str::to_string)
+    }
+
+    /// Submits a job; `projects` are the (organisation, project) pairs of
+    /// the project name it gives.
     pub(super) fn submit(
         &mut self,
         who: &Principal,
         req: SubmitReq,
+        projects: &[(i64, i64)],
         now: i64,
     ) -> Result<Value, ApiError> {
         if who.role == Role::Operator {
@@ -51,11 +64,10 @@ impl Controller {
         if !who.sees_org(a.org) {
             return Err(not_found());
         }
-        let alloc_org = a.org;
-        if let Isolation::Accounts(_) = &self.cfg.isolation
-            && self.account_of(who.user_id, alloc_org).is_none()
+        if let Isolation::Accounts(map) = &self.cfg.isolation
+            && map.account(&who.login, &a.org_name).is_none()
         {
-            let user = self.login_of(who.user_id);
+            let user = &who.login;
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "no_account",
@@ -89,7 +101,7 @@ impl Controller {
             }
             _ => {}
         }
-        let (org, alloc_core) = (a.org, a.core);
+        let (org, alloc_core, org_name) = (a.org, a.core, a.org_name.clone());
         if !(1..=MAX_GPUS).contains(&req.gpus) {
             return Err(ApiError::invalid(format!(
                 "gpus: {} is not within 1..={MAX_GPUS}",
@@ -218,10 +230,10 @@ impl Controller {
         }
         let project_id = match &req.project {
             Some(p) => Some(
-                self.projects
-                    .values()
-                    .find(|x| x.org == org && x.name == *p)
-                    .map(|x| x.id)
+                projects
+                    .iter()
+                    .find(|x| x.0 == org)
+                    .map(|x| x.1)
                     .ok_or_else(|| {
                         ApiError::not_found(
                             "project_not_found",
@@ -275,7 +287,7 @@ impl Controller {
         let row = JobRow {
             id,
             org_id: org,
-            org: self.org_name(org),
+            org: org_name,
             user_id: who.user_id,
             user: who.name.clone(),
             alloc_id,

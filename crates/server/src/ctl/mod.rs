@@ -11,11 +11,13 @@
 //! memory never runs ahead of what is durable.
 //!
 //! This module holds the state, the loop and the store writes; each
-//! resource's commands live in their own module: [`tenancy`] (organisations,
-//! projects, users, tokens), [`allocs`], [`fleet`] (nodes, drains,
-//! telemetry, metrics), [`jobs`] (submit, cancel, end, preempt) and [`runs`]
-//! (scheduling passes, starts, wait reasons, launches, polls, adoption);
-//! [`restore`] loads the state from the store.
+//! resource's commands live in their own module: [`allocs`], [`fleet`]
+//! (nodes, drains, telemetry, metrics), [`jobs`] (submit, cancel, end,
+//! preempt) and [`runs`] (scheduling passes, starts, wait reasons,
+//! launches, polls, adoption); [`restore`] loads the state from the store.
+//! Organisations, projects, users and tokens are not the controller's:
+//! they are handlers on the store ([`crate::tenancy`]), and reach it as
+//! typed commands ([`OrgRef`] in a grant, project ids in a submission).
 
 mod allocs;
 mod driver;
@@ -23,10 +25,9 @@ mod fleet;
 mod jobs;
 mod restore;
 mod runs;
-mod tenancy;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -39,12 +40,13 @@ use gigafab_exec::{AssignedAccel, DeviceVendor, Executor, LaunchSpec, Outcome, R
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::auth::{Principal, Role, hash_token, new_token};
+use crate::auth::{Principal, Role};
 use crate::error::ApiError;
 use crate::model::*;
 use crate::store::commit::Op;
 pub use crate::store::jobs::{JOB_COLUMNS, row_to_job};
 use crate::store::{self, Store};
+use crate::tenancy::{OrgRef, Tenancy};
 use crate::time::{parse_rfc3339, rfc3339};
 
 /// Most accelerators one job may ask for.
@@ -59,20 +61,13 @@ const MAX_BATCH: usize = 1024;
 /// What a request asks of the controller.
 #[derive(Debug)]
 pub enum Action {
-    Submit(Box<SubmitReq>),
+    /// A submission, with the projects of that name: (organisation,
+    /// project) pairs, the one of the allocation's organisation is the job's.
+    Submit(Box<SubmitReq>, Vec<(i64, i64)>),
     Cancel(gigafab_api::JobId),
-    CreateOrg(OrgReq),
-    CreateProject(ProjectReq),
-    CreateUser(UserReq),
-    CreateToken(TokenReq),
-    RevokeToken(gigafab_api::TokenId),
-    ListTokens,
-    DisableUser(gigafab_api::UserId),
-    CreateAlloc(AllocReq),
+    /// Grant an allocation to an organisation.
+    Grant(AllocReq, OrgRef),
     Drain(String, bool),
-    ListOrgs,
-    ListProjects,
-    ListUsers,
     ListAllocs,
     GetAlloc(gigafab_api::AllocationId),
     Usage,
@@ -94,8 +89,10 @@ pub struct Cmd {
 /// State shared with the HTTP handlers.
 pub struct Shared {
     pub store: Store,
-    /// Token hash -> caller (live tokens only).
-    pub tokens: RwLock<HashMap<String, Principal>>,
+    /// Organisations, projects, users and tokens.
+    pub tenancy: Tenancy,
+    /// The last id of the audit log (the controller and tenancy both write it).
+    pub audit_id: std::sync::atomic::AtomicI64,
     pub tx: mpsc::Sender<Cmd>,
     pub executor: Arc<dyn Executor>,
     /// GPU telemetry of this machine's devices (energy counters); none: energy is modelled.
@@ -150,12 +147,53 @@ impl Shared {
 
     /// The caller of a live token (None: unknown, revoked or expired).
     pub fn principal(&self, token: &str) -> Option<Principal> {
-        let h = hash_token(token);
-        let p = self.tokens.read().ok()?.get(&h).cloned()?;
-        match p.expires_ms {
-            Some(e) if self.clock.now_ms() >= e => None,
-            _ => Some(p),
+        self.tenancy.principal(token, self.clock.now_ms())
+    }
+
+    /// The next id of the audit log.
+    pub fn next_audit_id(&self) -> i64 {
+        self.audit_id
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1
+    }
+
+    /// One line of the audit log: `who` did `action` to `object`.
+    pub fn audit_op(
+        &self,
+        who: &Principal,
+        now: i64,
+        action: &str,
+        object: &str,
+        detail: String,
+    ) -> Op {
+        store::audit::insert(
+            self.next_audit_id(),
+            now,
+            who.user_id,
+            who.login.clone(),
+            action,
+            object,
+            detail,
+        )
+    }
+
+    /// A submission as a command: its project name resolved to the
+    /// projects of that name.
+    pub fn submission(&self, req: SubmitReq) -> Action {
+        let projects = match &req.project {
+            Some(p) => self.tenancy.projects_named(p),
+            None => Vec::new(),
+        };
+        Action::Submit(Box::new(req), projects)
+    }
+
+    /// A grant as a command (admin; the organisation must be one `who` sees).
+    pub fn grant(&self, who: &Principal, req: AllocReq) -> Result<Action, ApiError> {
+        if who.role != Role::Admin {
+            return Err(ApiError::forbidden("only an admin grants allocations"));
         }
+        let org = self.tenancy.visible_org(who, &req.org)?;
+        Ok(Action::Grant(req, org))
     }
 }
 
@@ -251,43 +289,11 @@ impl AccountMap {
     }
 }
 
-struct Org {
-    id: i64,
-    name: String,
-    category: String,
-    created_ms: i64,
-}
-
-struct Project {
-    id: i64,
-    org: i64,
-    name: String,
-}
-
-struct User {
-    id: i64,
-    name: String,
-    org: Option<i64>,
-    role: Role,
-    /// Disabled: no token of theirs works, none can be made.
-    disabled: bool,
-}
-
-struct TokenRec {
-    user: i64,
-    hash: String,
-    created_ms: i64,
-    expires_ms: Option<i64>,
-}
-
-/// Days a token lives unless its request says otherwise.
-pub const DEFAULT_TOKEN_DAYS: f64 = 90.0;
-/// Longest life of a token, days.
-pub const MAX_TOKEN_DAYS: f64 = 3650.0;
-
 struct Alloc {
     id: i64,
     org: i64,
+    /// Its organisation's name (organisations are never renamed).
+    org_name: String,
     name: String,
     granted_gpu_s: f64,
     /// Charged by ended runs.
@@ -348,20 +354,13 @@ pub const MAX_WAIT_EVENTS: u32 = 4;
 
 #[derive(Default)]
 struct Ids {
-    org: i64,
-    project: i64,
-    user: i64,
-    token: i64,
     alloc: i64,
     job: i64,
-    audit: i64,
 }
 
 struct Pending {
     reply: oneshot::Sender<Result<(StatusCode, Value), ApiError>>,
     answer: Result<(StatusCode, Value), ApiError>,
-    /// Tokens that become valid once committed.
-    tokens: Vec<(String, Principal)>,
 }
 
 /// The controller's state.
@@ -369,10 +368,6 @@ pub struct Controller {
     cfg: CtlConfig,
     shared: Arc<Shared>,
     core: SchedCore,
-    orgs: BTreeMap<i64, Org>,
-    projects: BTreeMap<i64, Project>,
-    users: BTreeMap<i64, User>,
-    tokens: BTreeMap<i64, TokenRec>,
     allocs: BTreeMap<i64, Alloc>,
     jobs: HashMap<i64, LiveJob>,
     core_job: Vec<i64>,
@@ -423,7 +418,7 @@ fn view<T: serde::Serialize>(v: T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
-fn valid_name(s: &str, what: &str) -> Result<(), ApiError> {
+pub(crate) fn valid_name(s: &str, what: &str) -> Result<(), ApiError> {
     if s.is_empty()
         || s.len() > 64
         || !s
@@ -474,28 +469,21 @@ fn filter_label(spec: &StoredSpec) -> String {
 }
 
 impl Controller {
-    /// Loads the state from the store (creating the first admin on an empty
-    /// store) and adopts the runs of jobs recorded as running. Returns the
-    /// controller and, on a first start without a given token, the new
-    /// admin token to show once.
-    pub async fn load(
-        cfg: CtlConfig,
-        shared: Arc<Shared>,
-    ) -> Result<(Controller, Option<String>), sqlx::Error> {
-        let (mut c, shown) = Controller::read(cfg, shared).await?;
+    /// Loads the state from the store (granting the organisation
+    /// `default` its allocation on a first start) and adopts the runs of
+    /// jobs recorded as running.
+    pub async fn load(cfg: CtlConfig, shared: Arc<Shared>) -> Result<Controller, sqlx::Error> {
+        let mut c = Controller::read(cfg, shared).await?;
         if !c.ops.is_empty() {
             c.commit().await?;
         }
-        Ok((c, shown))
+        Ok(c)
     }
 
     /// Reads the state from the store; what reading it decided (adopted
     /// runs that ended meanwhile, relaunches) waits in `ops` for the next
     /// commit.
-    async fn read(
-        cfg: CtlConfig,
-        shared: Arc<Shared>,
-    ) -> Result<(Controller, Option<String>), sqlx::Error> {
+    async fn read(cfg: CtlConfig, shared: Arc<Shared>) -> Result<Controller, sqlx::Error> {
         let policy = cfg.policy.clone();
         let core = SchedCore::new(cfg.factory.clone(), policy, cfg.throughputs.clone());
         let executor = shared.executor.clone();
@@ -516,10 +504,6 @@ impl Controller {
             cfg,
             shared,
             core,
-            orgs: BTreeMap::new(),
-            projects: BTreeMap::new(),
-            users: BTreeMap::new(),
-            tokens: BTreeMap::new(),
             allocs: BTreeMap::new(),
             jobs: HashMap::new(),
             core_job: Vec::new(),
@@ -547,22 +531,13 @@ impl Controller {
             driver: driver::Driver::new(executor),
         };
         c.tele_node = c.telemetry_node();
-        let shown = c.load_rows().await?;
-        Ok((c, shown))
+        c.load_rows().await?;
+        Ok(c)
     }
 
     fn audit(&mut self, who: &Principal, now: i64, action: &str, object: &str, detail: String) {
-        self.ids.audit += 1;
-        let name = self.login_of(who.user_id);
-        self.ops.push(store::audit::insert(
-            self.ids.audit,
-            now,
-            who.user_id,
-            name,
-            action,
-            object,
-            detail,
-        ));
+        let op = self.shared.audit_op(who, now, action, object, detail);
+        self.ops.push(op);
     }
 
     fn event(&mut self, job: i64, now: i64, kind: &str, message: String) {
@@ -787,11 +762,6 @@ impl Controller {
         for p in self.pending.drain(..) {
             match &err {
                 None => {
-                    if !p.tokens.is_empty()
-                        && let Ok(mut t) = self.shared.tokens.write()
-                    {
-                        t.extend(p.tokens);
-                    }
                     let _ = p.reply.send(p.answer);
                 }
                 Some(e) => {
@@ -812,7 +782,7 @@ impl Controller {
         loop {
             let cfg = self.cfg.clone();
             match Controller::read(cfg, self.shared.clone()).await {
-                Ok((mut c, _)) => {
+                Ok(mut c) => {
                     // launches and polls under way answer the new state
                     std::mem::swap(&mut c.driver, &mut self.driver);
                     *self = c;
@@ -849,17 +819,14 @@ impl Controller {
 
     fn handle(&mut self, c: Cmd, now: i64) {
         let mark = self.ops.len();
-        let mut tokens = Vec::new();
-        let answer = self.act(&c.who, c.action, now, &mut tokens);
+        let answer = self.act(&c.who, c.action, now);
         if answer.is_err() {
             // a refused command leaves no trace
             self.ops.truncate(mark);
-            tokens.clear();
         }
         self.pending.push(Pending {
             reply: c.reply,
             answer,
-            tokens,
         });
     }
 
@@ -868,51 +835,14 @@ impl Controller {
         who: &Principal,
         action: Action,
         now: i64,
-        tokens: &mut Vec<(String, Principal)>,
     ) -> Result<(StatusCode, Value), ApiError> {
         let ok = |v: Value| Ok((StatusCode::OK, v));
         let created = |v: Value| Ok((StatusCode::CREATED, v));
         match action {
-            Action::Submit(req) => created(self.submit(who, *req, now)?),
+            Action::Submit(req, projects) => created(self.submit(who, *req, &projects, now)?),
             Action::Cancel(id) => ok(self.cancel(who, id.0, now)?),
-            Action::CreateOrg(req) => created(self.create_org(who, req, now)?),
-            Action::CreateProject(req) => created(self.create_project(who, req, now)?),
-            Action::CreateUser(req) => created(self.create_user(who, req, now, tokens)?),
-            Action::CreateToken(req) => created(self.create_token(who, req, now, tokens)?),
-            Action::RevokeToken(id) => ok(self.revoke_token(who, id.0, now)?),
-            Action::ListTokens => ok(self.list_tokens(who)),
-            Action::DisableUser(id) => ok(self.disable_user(who, id.0, now)?),
-            Action::CreateAlloc(req) => created(self.create_alloc(who, req, now)?),
+            Action::Grant(req, org) => created(self.create_alloc(who, req, org, now)?),
             Action::Drain(node, drain) => ok(self.drain(who, &node, drain, now)?),
-            Action::ListOrgs => ok(json!({"items": self
-                .orgs
-                .values()
-                .filter(|o| who.sees_org(o.id))
-                .map(|o| self.org_json(o))
-                .collect::<Vec<_>>(), "next": null})),
-            Action::ListProjects => ok(json!({"items": self
-                .projects
-                .values()
-                .filter(|p| who.sees_org(p.org))
-                .map(|p| {
-                    view(gigafab_api::Project {
-                        id: gigafab_api::ProjectId(p.id),
-                        org: self.org_name(p.org),
-                        name: p.name.clone(),
-                    })
-                })
-                .collect::<Vec<_>>(), "next": null})),
-            Action::ListUsers => {
-                if who.role == Role::Member {
-                    return Err(ApiError::forbidden("members cannot list users"));
-                }
-                ok(json!({"items": self
-                    .users
-                    .values()
-                    .filter(|u| who.global() || (u.org.is_some() && u.org == who.org_id))
-                    .map(|u| self.user_json(u))
-                    .collect::<Vec<_>>(), "next": null}))
-            }
             Action::ListAllocs => ok(json!({"items": self
                 .allocs
                 .values()
@@ -933,7 +863,7 @@ impl Controller {
                 .map(|a| json!({
                     "allocation": a.id,
                     "name": a.name,
-                    "org": self.org_name(a.org),
+                    "org": a.org_name,
                     "granted_gpu_hours": a.granted_gpu_s / 3600.0,
                     "used_gpu_hours": a.used_at(now) / 3600.0,
                     "running_gpus": a.run_rate,

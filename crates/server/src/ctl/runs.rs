@@ -474,7 +474,7 @@ impl Controller {
                     let p = &self.cfg.factory.pools[self.core.cluster.pool_of(n) as usize];
                     self.cfg.factory.sites[p.site].name.clone()
                 }),
-                run_as: self.account_of(j.row.user_id, j.row.org_id),
+                run_as: self.account_of(j.row.user_id, &j.row.org),
                 memory_bytes: j.spec.memory_gb.map(|g| (g * 1e9) as u64),
                 cpus: j.spec.cpus,
                 retry: self.retry.contains(&id),

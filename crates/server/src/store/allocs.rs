@@ -50,6 +50,9 @@ pub fn usage(id: i64, used_gpu_s: f64, energy_j: f64, carbon_g: f64) -> Op {
 pub struct AllocRow {
     pub id: i64,
     pub org_id: i64,
+    /// Its organisation's name and category.
+    pub org_name: String,
+    pub org_category: String,
     pub name: String,
     pub granted_gpu_s: f64,
     pub used_gpu_s: f64,
@@ -61,9 +64,13 @@ pub struct AllocRow {
 }
 
 pub async fn all(pool: &AnyPool) -> Result<Vec<AllocRow>, sqlx::Error> {
-    let rows = sqlx::query("SELECT id, org_id, name, granted_gpu_s, used_gpu_s, valid_from_ms, valid_until_ms, qos_priority, energy_j, carbon_g FROM allocations ORDER BY id")
-        .fetch_all(pool)
-        .await?;
+    let rows = sqlx::query(
+        "SELECT a.id, a.org_id, a.name, a.granted_gpu_s, a.used_gpu_s, a.valid_from_ms, \
+         a.valid_until_ms, a.qos_priority, a.energy_j, a.carbon_g, o.name, o.category \
+         FROM allocations a JOIN orgs o ON o.id = a.org_id ORDER BY a.id",
+    )
+    .fetch_all(pool)
+    .await?;
     rows.iter()
         .map(|r| {
             Ok(AllocRow {
@@ -77,6 +84,8 @@ pub async fn all(pool: &AnyPool) -> Result<Vec<AllocRow>, sqlx::Error> {
                 qos: r.try_get(7)?,
                 energy_j: r.try_get(8)?,
                 carbon_g: r.try_get(9)?,
+                org_name: r.try_get(10)?,
+                org_category: r.try_get(11)?,
             })
         })
         .collect()

@@ -1,0 +1,215 @@
+//! Organisations, projects, users and tokens: handlers on the store
+//! ([`crate::tenancy`]), not commands to the controller.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, post};
+use axum::{Json, Router};
+
+use super::{ApiResult, AppState, Body_, Caller, Route, list, parse_body, parse_id};
+use crate::error::ApiError;
+use crate::model::{OrgReq, ProjectReq, TokenReq, UserReq};
+use crate::tenancy;
+
+pub(super) const ROUTES: &[Route] = &[
+    Route {
+        method: "post",
+        path: "/api/v1/orgs",
+        who: "admin",
+        summary: "Create an organisation {name, category}",
+        operation_id: "create_org",
+        body: Some("CreateOrg"),
+        answer: Some("Org"),
+        query: None,
+    },
+    Route {
+        method: "get",
+        path: "/api/v1/orgs",
+        who: "any token",
+        summary: "List organisations",
+        operation_id: "list_orgs",
+        body: None,
+        answer: Some("OrgPage"),
+        query: None,
+    },
+    Route {
+        method: "post",
+        path: "/api/v1/projects",
+        who: "admin, owner",
+        summary: "Create a project {org, name}",
+        operation_id: "create_project",
+        body: Some("CreateProject"),
+        answer: Some("Project"),
+        query: None,
+    },
+    Route {
+        method: "get",
+        path: "/api/v1/projects",
+        who: "any token",
+        summary: "List projects",
+        operation_id: "list_projects",
+        body: None,
+        answer: Some("ProjectPage"),
+        query: None,
+    },
+    Route {
+        method: "post",
+        path: "/api/v1/users",
+        who: "admin, owner",
+        summary: "Create a user {name, org?, role?}; answers its token once",
+        operation_id: "create_user",
+        body: Some("CreateUser"),
+        answer: None,
+        query: None,
+    },
+    Route {
+        method: "get",
+        path: "/api/v1/users",
+        who: "admin, operator, owner",
+        summary: "List users",
+        operation_id: "list_users",
+        body: None,
+        answer: Some("UserPage"),
+        query: None,
+    },
+    Route {
+        method: "post",
+        path: "/api/v1/tokens",
+        who: "any token",
+        summary: "Create a token {user?, expires_in_days?=90}; answers it once, with its id and expiry",
+        operation_id: "create_token",
+        body: Some("CreateToken"),
+        answer: None,
+        query: None,
+    },
+    Route {
+        method: "get",
+        path: "/api/v1/tokens",
+        who: "any token",
+        summary: "List live tokens (yours; an owner: the organisation's; an admin: all), never their secrets",
+        operation_id: "list_tokens",
+        body: None,
+        answer: Some("TokenPage"),
+        query: None,
+    },
+    Route {
+        method: "post",
+        path: "/api/v1/users/{id}/disable",
+        who: "admin, owner of the user's organisation",
+        summary: "Disable a user: every token revoked, no new one",
+        operation_id: "disable_user",
+        body: None,
+        answer: None,
+        query: None,
+    },
+    Route {
+        method: "delete",
+        path: "/api/v1/tokens/{id}",
+        who: "admin, the token's user, an owner of the user's organisation",
+        summary: "Revoke a token",
+        operation_id: "revoke_token",
+        body: None,
+        answer: None,
+        query: None,
+    },
+];
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/orgs", post(create_org).get(list_orgs))
+        .route("/api/v1/projects", post(create_project).get(list_projects))
+        .route("/api/v1/users", post(create_user).get(list_users))
+        .route("/api/v1/tokens", post(create_token).get(list_tokens))
+        .route("/api/v1/users/{id}/disable", post(disable_user))
+        .route("/api/v1/tokens/{id}", delete(revoke_token))
+}
+
+fn created<T: serde::Serialize>(v: T) -> Response {
+    (StatusCode::CREATED, Json(v)).into_response()
+}
+
+async fn create_org(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Body_(b): Body_<OrgReq>,
+) -> ApiResult {
+    Ok(created(tenancy::create_org(&s, &p, b).await?))
+}
+
+async fn create_project(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Body_(b): Body_<ProjectReq>,
+) -> ApiResult {
+    Ok(created(tenancy::create_project(&s, &p, b).await?))
+}
+
+async fn create_user(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Body_(b): Body_<UserReq>,
+) -> ApiResult {
+    Ok(created(tenancy::create_user(&s, &p, b).await?))
+}
+
+async fn create_token(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    // the body is optional here
+    let req = if body.is_empty() {
+        TokenReq::default()
+    } else {
+        let ct = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !ct.starts_with("application/json") {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "expected `Content-Type: application/json`",
+            ));
+        }
+        parse_body(&body)?
+    };
+    Ok(created(tenancy::create_token(&s, &p, req).await?))
+}
+
+async fn list_orgs(State(s): State<AppState>, Caller(p): Caller) -> ApiResult {
+    Ok(list(s.tenancy.list_orgs(&p)?))
+}
+
+async fn list_projects(State(s): State<AppState>, Caller(p): Caller) -> ApiResult {
+    Ok(list(s.tenancy.list_projects(&p)?))
+}
+
+async fn list_users(State(s): State<AppState>, Caller(p): Caller) -> ApiResult {
+    Ok(list(s.tenancy.list_users(&p)?))
+}
+
+async fn list_tokens(State(s): State<AppState>, Caller(p): Caller) -> ApiResult {
+    Ok(list(s.tenancy.list_tokens(&p)?))
+}
+
+async fn disable_user(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let id = parse_id(&id, "user_not_found")?;
+    Ok(Json(tenancy::disable_user(&s, &p, id).await?).into_response())
+}
+
+async fn revoke_token(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let id = parse_id(&id, "token_not_found")?;
+    Ok(Json(tenancy::revoke_token(&s, &p, id).await?).into_response())
+}
