@@ -542,6 +542,53 @@ impl Executor for Slow {
     }
 }
 
+/// A 4-accelerator job of `priority` on allocation 1, as a command.
+fn four_gpus(shared: &gigafab_server::ctl::Shared, priority: i64, preemptible: bool) -> Action {
+    shared.submission(SubmitReq {
+        allocation: IdRef::Num(1),
+        gpus: 4,
+        command: vec!["train".into()],
+        name: None,
+        project: None,
+        type_: None,
+        types: None,
+        vendor: None,
+        min_memory_gb: None,
+        time_limit_s: Some(3600),
+        priority: Some(priority),
+        preemptible: Some(preemptible),
+        env: None,
+        workdir: None,
+        memory_gb: None,
+        cpus: None,
+        job_type: None,
+    })
+}
+
+/// A stepped controller on one node of 4 H100 in `dir` (the factory's
+/// own scheduler profile).
+async fn one_node(
+    dir: &std::path::Path,
+    exec: Arc<dyn Executor>,
+    clock: Arc<ManualClock>,
+) -> gigafab_server::Opened {
+    let factory = Factory::parse(
+        "name = \"t\"\n[[sites]]\nname = \"s\"\n[[sites.pools]]\nname = \"p\"\naccelerator = \"h100\"\nnodes = 1\naccelerators_per_node = 4\n",
+        "t.toml",
+    )
+    .unwrap();
+    let policy = factory.scheduler.policy().unwrap();
+    stepped(
+        dir,
+        factory,
+        policy,
+        gigafab_core::Throughputs::new(),
+        exec,
+        clock,
+    )
+    .await
+}
+
 /// A job whose cancel was asked while its run was still stopping, and that
 /// a higher-priority job then preempts, ends cancelled: it does not go
 /// back to the queue. The preemptor runs on the accelerators it freed.
@@ -552,43 +599,9 @@ async fn a_cancelled_job_that_is_preempted_ends_cancelled() {
     std::fs::create_dir_all(&dir).unwrap();
     let clock = Arc::new(ManualClock::new(T0 * 1000));
     let exec = Arc::new(Slow::default());
-    let factory = Factory::parse(
-        "name = \"t\"\n[[sites]]\nname = \"s\"\n[[sites.pools]]\nname = \"p\"\naccelerator = \"h100\"\nnodes = 1\naccelerators_per_node = 4\n",
-        "t.toml",
-    )
-    .unwrap();
-    let policy = factory.scheduler.policy().unwrap();
-    let mut o = stepped(
-        &dir,
-        factory,
-        policy,
-        gigafab_core::Throughputs::new(),
-        exec.clone(),
-        clock.clone(),
-    )
-    .await;
+    let mut o = one_node(&dir, exec.clone(), clock.clone()).await;
     let admin = o.shared.principal(TOKEN).unwrap();
-    let job = |priority: i64, preemptible: bool| {
-        o.shared.submission(SubmitReq {
-            allocation: IdRef::Num(1),
-            gpus: 4,
-            command: vec!["train".into()],
-            name: None,
-            project: None,
-            type_: None,
-            types: None,
-            vendor: None,
-            min_memory_gb: None,
-            time_limit_s: Some(3600),
-            priority: Some(priority),
-            preemptible: Some(preemptible),
-            env: None,
-            workdir: None,
-            memory_gb: None,
-            cpus: None,
-            job_type: None,
-        })
-    };
+    let job = |priority: i64, preemptible: bool| four_gpus(&o.shared, priority, preemptible);
     let mut t = T0 * 1000;
     let rx = send(&o.shared, &admin, job(0, true));
     assert!(o.controller.step(t, &mut o.rx).await);
@@ -628,5 +641,75 @@ async fn a_cancelled_job_that_is_preempted_ends_cancelled() {
         vec![a, b],
         "a launched once"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The run of a preempted job that is still stopping when the server
+/// restarts is remembered: the job is not launched again beside it, its
+/// stop is asked again, and it runs again once that run has ended.
+#[tokio::test(flavor = "current_thread")]
+async fn a_stopping_run_survives_a_restart() {
+    let dir = std::env::temp_dir().join(format!("gigafab-stopping-restart-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let clock = Arc::new(ManualClock::new(T0 * 1000));
+    let exec = Arc::new(Slow::default());
+    let mut o = one_node(&dir, exec.clone(), clock.clone()).await;
+    let admin = o.shared.principal(TOKEN).unwrap();
+    let job = four_gpus;
+    let mut t = T0 * 1000;
+    let rx = send(&o.shared, &admin, job(&o.shared, 0, true));
+    assert!(o.controller.step(t, &mut o.rx).await);
+    let a = rx.await.unwrap().unwrap().1["id"].as_i64().unwrap();
+    t += 10_000;
+    clock.advance(10_000);
+    let rx = send(&o.shared, &admin, job(&o.shared, 10, false));
+    assert!(o.controller.step(t, &mut o.rx).await);
+    let b = rx.await.unwrap().unwrap().1["id"].as_i64().unwrap();
+    // b ran on a's accelerators and ended; a's first run is still stopping
+    exec.ended.lock().unwrap().insert(format!("slow-{b}-2"));
+    t += 1_000;
+    clock.advance(1_000);
+    assert!(o.controller.step(t, &mut o.rx).await);
+    assert_eq!(*exec.launched.lock().unwrap(), vec![a, b]);
+    assert_eq!(*exec.cancelled.lock().unwrap(), vec![format!("slow-{a}-1")]);
+    drop(o);
+
+    let mut o = one_node(&dir, exec.clone(), clock.clone()).await;
+    for _ in 0..3 {
+        t += 1_000;
+        clock.advance(1_000);
+        assert!(o.controller.step(t, &mut o.rx).await);
+    }
+    assert_eq!(
+        *exec.launched.lock().unwrap(),
+        vec![a, b],
+        "a launched beside its stopping run"
+    );
+    assert_eq!(
+        *exec.cancelled.lock().unwrap(),
+        vec![format!("slow-{a}-1"), format!("slow-{a}-1")],
+        "the stop is asked again after the restart"
+    );
+    exec.ended.lock().unwrap().insert(format!("slow-{a}-1"));
+    // the poll that sees the end, then the launch: each waits one poll
+    // interval (an hour here)
+    for dt in [3_600_000, 3_600_000] {
+        t += dt;
+        clock.advance(dt);
+        assert!(o.controller.step(t, &mut o.rx).await);
+    }
+    assert_eq!(
+        *exec.launched.lock().unwrap(),
+        vec![a, b, a],
+        "a runs again"
+    );
+    let row = gigafab_server::store::jobs::get(&o.shared.store.pool, a)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.state, "running", "{row:?}");
+    assert_eq!(row.handle.as_deref(), Some(format!("slow-{a}-3").as_str()));
+    drop(o);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -31,8 +31,11 @@ mod order;
 mod power;
 mod preempt;
 mod runs;
+mod waits;
+
 use crate::spec::{AllocationSpec, Category, JobSpec, Throughputs, TypeFilter};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+pub use waits::Wait;
 
 /// Index of a job in [`SchedCore::jobs`].
 pub type JobIdx = u32;
@@ -289,6 +292,12 @@ pub struct SchedCore {
     pub jobs: Vec<Job>,
     pub allocs: Vec<AllocState>,
     alloc_by_name: HashMap<String, AllocIdx>,
+    /// Why jobs waited, per job: (the pass that noted it, the cause);
+    /// kept only while `waits_on` (see `waits.rs`).
+    waits: Vec<(u32, Wait)>,
+    waits_on: bool,
+    wait_pass: u32,
+    wait_now: f64,
     throughputs: Throughputs,
     queue: Queue,
     /// Per pool: running jobs by planned end: (end bits, job, accelerators).
@@ -453,6 +462,10 @@ impl SchedCore {
                 .collect(),
             deferrals: 0,
             power_waits: 0,
+            waits: Vec::new(),
+            waits_on: false,
+            wait_pass: 0,
+            wait_now: 0.0,
             sites: factory
                 .sites
                 .iter()
@@ -592,6 +605,7 @@ impl SchedCore {
     /// back in the queue.
     pub fn schedule(&mut self, now: f64) -> &Decisions {
         self.dec.clear();
+        self.waits_begin(now);
         let kind = self.policy.kind;
         if kind.traits().periodic_priorities
             && now >= self.last_priority + self.policy.priority_period_s
@@ -667,6 +681,11 @@ impl SchedCore {
                 // carbon checks are no-ops here, nothing is blocked)
                 let max = self.policy.max_job_test - tested;
                 let n = queue.count_while(next, max, |q| !self.room_for(q, now));
+                if n > 0 && self.waits_on {
+                    for q in queue.prefix().range(next..next + n) {
+                        self.note_no_room(q);
+                    }
+                }
                 if n > 0 {
                     tested += n;
                     next += n;
@@ -689,6 +708,7 @@ impl SchedCore {
                 let a = &self.allocs[alloc as usize].spec;
                 if a.valid_from_s > now {
                     wake = Some(wake.map_or(a.valid_from_s, |w: f64| w.min(a.valid_from_s)));
+                    self.note_wait(j, Wait::AllocationWindow);
                     continue;
                 }
                 let expired = a.valid_until_s.is_some_and(|u| now >= u);
@@ -706,7 +726,10 @@ impl SchedCore {
                         // (as Slurm's GrpTRESMins): never past the grant
                         match self.reserve_check(j, now) {
                             Reserve::Fits => {}
-                            Reserve::Wait => continue,
+                            Reserve::Wait => {
+                                self.note_wait(j, Wait::AllocationReserve);
+                                continue;
+                            }
                             Reserve::Never => {
                                 self.cancel_in_pass(j, Reason::AllocationExhausted, now);
                                 removed = true;
@@ -725,6 +748,7 @@ impl SchedCore {
                 .iter()
                 .all(|&(p, _)| self.blocked[p as usize])
             {
+                self.note_no_room(q);
                 continue;
             }
             let npools = self.cand_lists[cl].pools.len();
@@ -733,6 +757,7 @@ impl SchedCore {
                 let until = self.jobs[j as usize].defer_until;
                 if until > now {
                     wake = Some(wake.map_or(until, |w: f64| w.min(until)));
+                    self.note_wait(j, Wait::Carbon);
                     continue;
                 }
                 match self.carbon_plan(j, cl, now) {
@@ -740,6 +765,7 @@ impl SchedCore {
                         self.jobs[j as usize].defer_until = until;
                         self.deferrals += 1;
                         wake = Some(wake.map_or(until, |w: f64| w.min(until)));
+                        self.note_wait(j, Wait::Carbon);
                         continue;
                     }
                     CarbonPlan::Go => by_carbon = true,
@@ -762,15 +788,23 @@ impl SchedCore {
                 && !self.room_for(q, now)
             {
                 left_waiting = true;
+                self.note_no_room(q);
                 continue;
             }
             let mut power_blocked = false;
+            // a pool with room that is held (for a reservation, or for a
+            // job ahead in strict order)
+            let mut held = false;
             let mut started = false;
             for k in 0..npools {
                 let ci = if by_carbon { self.site_order[k].1 } else { k };
                 let (p, factor) = self.cand_lists[cl].pools[ci];
                 let pu = p as usize;
-                if self.blocked[pu] || !self.cluster.pools[pu].may_fit(gpus) {
+                if !self.cluster.pools[pu].may_fit(gpus) {
+                    continue;
+                }
+                if self.blocked[pu] {
+                    held = true;
                     continue;
                 }
                 let mut uses_extra = false;
@@ -778,6 +812,7 @@ impl SchedCore {
                     let est = if q.limited { q.est } else { q.est * factor };
                     if now + est > r.shadow {
                         if gpus as u64 > r.extra {
+                            held = true;
                             continue;
                         }
                         uses_extra = true;
@@ -813,6 +848,16 @@ impl SchedCore {
                 removed = true;
                 continue;
             }
+            self.note_wait(
+                j,
+                if power_blocked {
+                    Wait::Power
+                } else if held {
+                    Wait::Turn
+                } else {
+                    Wait::Capacity
+                },
+            );
             left_waiting = true;
             if backfill_mode {
                 if n_res < self.policy.reservations {

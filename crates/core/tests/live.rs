@@ -116,3 +116,79 @@ fn check_refuses_what_no_pool_can_run() {
     assert_eq!(c.check(&amd), Err(Reason::Unsatisfiable));
     assert!(c.jobs.is_empty(), "check submits nothing");
 }
+
+/// The pass itself says why each job it did not start waits: the first
+/// check that stopped it, in the pass's own order, kept for the live
+/// controller's reasons.
+#[test]
+fn the_pass_says_why_each_job_waits() {
+    use gigafab_core::sched::Wait;
+    let f = Factory::parse(
+        "name = \"t\"\n[[sites]]\nname = \"s\"\n[[sites.pools]]\nname = \"p\"\naccelerator = \"h100\"\nnodes = 2\naccelerators_per_node = 4\n",
+        "t.toml",
+    )
+    .unwrap();
+    let mut p = Policy::new(PolicyKind::Fifo);
+    p.preemption = false;
+    let mut c = SchedCore::new(f, p, Throughputs::new());
+    c.track_waits(true);
+    c.add_allocation(AllocationSpec::open("a", Category::Academia));
+    let mut small = AllocationSpec::open("small", Category::Academia);
+    small.granted_gpu_hours = Some(150.0 / 3600.0);
+    c.add_allocation(small);
+    let mut later = AllocationSpec::open("later", Category::Academia);
+    later.valid_from_s = 1000.0;
+    c.add_allocation(later);
+    let a = c.submit(&job("a", 0.0, 4), 0, 0.0);
+    let e = c.submit(&job("e", 0.0, 1), 1, 0.0);
+    // e's 100 s limit holds 100 of small's 150 GPU-seconds: f's does not fit
+    let f = c.submit(&job("f", 0.0, 1), 1, 0.0);
+    // 3 accelerators are free: b does not fit, and under fifo it holds the pool
+    let b = c.submit(&job("b", 0.0, 8), 0, 0.0);
+    let cj = c.submit(&job("c", 0.0, 1), 0, 0.0);
+    let d = c.submit(&job("d", 0.0, 1), 2, 0.0);
+    assert_eq!(c.schedule(0.0).started, vec![a, e]);
+    assert_eq!(c.wait_of(a), None, "running");
+    assert_eq!(c.wait_of(f), Some(Wait::AllocationReserve));
+    assert_eq!(c.wait_of(b), Some(Wait::Capacity));
+    assert_eq!(
+        c.wait_of(cj),
+        Some(Wait::Turn),
+        "room for c, held for b ahead of it"
+    );
+    assert_eq!(c.wait_of(d), Some(Wait::AllocationWindow));
+    // a pass later, the causes are that pass's: e ended, f fits its grant
+    c.end_run(e, 10.0, JobState::Completed);
+    assert_eq!(c.schedule(10.0).started, vec![f]);
+    assert_eq!(c.wait_of(f), None);
+    assert_eq!(c.wait_of(b), Some(Wait::Capacity));
+    assert_eq!(c.wait_of(cj), Some(Wait::Turn));
+}
+
+/// A job the pass held back for a reservation waits for its turn, even
+/// when a job backfilled after it took the room it was held from: what
+/// the state after the pass shows (no room) is not why it waited.
+#[test]
+fn a_job_held_for_a_reservation_waits_for_its_turn() {
+    use gigafab_core::sched::Wait;
+    let mut c = core();
+    c.track_waits(true);
+    let limited = |id: &str, t: f64, gpus: u32, limit: f64| {
+        let mut s = JobSpec::simple(id, t, gpus, limit);
+        s.time_limit_s = Some(limit);
+        s
+    };
+    let r = c.submit(&limited("r", 0.0, 4, 100.0), 0, 0.0);
+    assert_eq!(c.schedule(0.0).started, vec![r]);
+    let b = c.submit(&limited("b", 1.0, 8, 100.0), 0, 1.0);
+    let held = c.submit(&limited("held", 1.0, 4, 200.0), 0, 1.0);
+    let short = c.submit(&limited("short", 1.0, 4, 50.0), 0, 1.0);
+    assert_eq!(c.schedule(1.0).started, vec![short]);
+    assert_eq!(c.wait_of(b), Some(Wait::Capacity));
+    assert!(!c.fits_now(held), "after the pass, no room is left for it");
+    assert_eq!(
+        c.wait_of(held),
+        Some(Wait::Turn),
+        "held for b's reservation"
+    );
+}

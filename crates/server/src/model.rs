@@ -40,6 +40,9 @@ pub struct JobRow {
     pub carbon_g: Option<f64>,
     /// `model` or `measured` (device energy counters).
     pub energy_source: Option<String>,
+    /// The run of this job that was asked to stop (it was preempted) and
+    /// has not ended yet: the job is not launched again before it has.
+    pub stopping: Option<String>,
 }
 
 /// The parts of a submission kept as JSON in `jobs.spec`.
@@ -216,6 +219,7 @@ mod tests {
             energy_j: 0.0,
             carbon_g: None,
             energy_source: None,
+            stopping: None,
         };
         // this run: 4 GPUs × weight 2 × 0.5 h = 4 GPU-hours, plus the earlier 1
         assert!((row.gpu_hours(5_400_000) - 5.0).abs() < 1e-9);

@@ -308,6 +308,7 @@ impl Controller {
             energy_j: 0.0,
             carbon_g: None,
             energy_source: None,
+            stopping: None,
         };
         let cs = self.core_spec(&row, &spec);
         if let Err(r) = self.core.check(&cs) {
@@ -588,6 +589,10 @@ impl Controller {
         if let Some(h) = handle {
             if !cancel_requested {
                 self.driver.cancel(id, h.clone());
+            }
+            // durable: a restart asks it again to stop, and waits for it
+            if let Some(j) = self.jobs.get_mut(&id) {
+                j.row.stopping = Some(h.clone());
             }
             self.stopping.insert(h, id);
         }

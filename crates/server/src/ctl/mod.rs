@@ -372,7 +372,9 @@ pub struct Controller {
     jobs: HashMap<i64, LiveJob>,
     core_job: Vec<i64>,
     /// Per core job: why it waited at the last pass (0 not yet, 1 for
-    /// capacity, 2 for its turn, 3 for its allocation's window, 4 for power).
+    /// capacity, 2 for its turn, 3 for its allocation's window, 4 for
+    /// power, 5 for capacity with drained nodes, 6 for the allocation's
+    /// reserve, 7 for a lower-carbon hour).
     core_wait: Vec<u8>,
     ids: Ids,
     /// Per node: job using each device slot.
@@ -485,7 +487,9 @@ impl Controller {
     /// commit.
     async fn read(cfg: CtlConfig, shared: Arc<Shared>) -> Result<Controller, sqlx::Error> {
         let policy = cfg.policy.clone();
-        let core = SchedCore::new(cfg.factory.clone(), policy, cfg.throughputs.clone());
+        let mut core = SchedCore::new(cfg.factory.clone(), policy, cfg.throughputs.clone());
+        // the pass notes why each job it does not start waits
+        core.track_waits(true);
         let executor = shared.executor.clone();
         let mut node_names = Vec::new();
         let mut devices = Vec::new();

@@ -54,9 +54,23 @@ impl Controller {
             let next_seq = seqs.get(&row.id).copied().unwrap_or(0) + 1;
             let id = row.id;
             let running = row.state == "running";
+            let stopping = row.stopping.clone();
+            // started again but not launched yet, waiting for its preempted
+            // run to stop: it has no run of its own to adopt (a search by
+            // job could only find the old one), it is launched once that
+            // run has ended
+            let waits_for_stop = running && row.handle.is_none() && stopping.is_some();
             self.restore_job(row, spec, next_seq);
-            if running {
+            if waits_for_stop {
+                self.launches.push(id);
+            } else if running {
                 adopt.push(id);
+            }
+            if let Some(h) = stopping {
+                // a preempted run that had not ended: asked again to stop,
+                // polled until it has; the job waits for it
+                self.driver.cancel(id, h.clone());
+                self.stopping.insert(h, id);
             }
         }
         for a in self.allocs.values() {

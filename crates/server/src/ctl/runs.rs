@@ -190,6 +190,12 @@ impl Controller {
                     Err(e) if e.is_transient() => {}
                     _ => {
                         self.stopping.remove(&handle);
+                        if let Some(j) = self.jobs.get_mut(&id)
+                            && j.row.stopping.as_deref() == Some(handle.as_str())
+                        {
+                            j.row.stopping = None;
+                            self.update_job_op(id);
+                        }
                     }
                 }
                 continue;
@@ -312,25 +318,25 @@ impl Controller {
         self.launches.push(id);
     }
 
-    /// Records why queued jobs wait, when that changes.
+    /// Records why queued jobs wait, when that changes: the cause is the
+    /// one the pass found ([`SchedCore::wait_of`]); only its wording
+    /// (which drained nodes, which allocation) is added here.
     pub(super) fn record_waits(&mut self, now: i64) {
+        use gigafab_core::sched::Wait;
         let policy = self.cfg.policy.kind.name();
-        let now_s = now as f64 / 1000.0;
         let mut changed: Vec<(JobIdx, u8)> = Vec::new();
         // the scan reads only the core's arrays: no lookups, no strings
         for j in self.core.queue_order() {
             let ju = j as usize;
-            let alloc = self.core.jobs[ju].alloc as usize;
-            let kind = if now_s < self.core.allocs[alloc].spec.valid_from_s {
-                3u8
-            } else if self.core.reserve_check(j, now_s) == gigafab_core::Reserve::Wait {
-                6
-            } else if !self.core.fits_now(j) {
-                if self.core.waits_on_drained(j) { 5 } else { 1 }
-            } else if self.core.power_blocked(j) {
-                4
-            } else {
-                2
+            let kind = match self.core.wait_of(j) {
+                None => continue,
+                Some(Wait::AllocationWindow) => 3u8,
+                Some(Wait::AllocationReserve) => 6,
+                Some(Wait::Capacity) if self.core.waits_on_drained(j) => 5,
+                Some(Wait::Capacity) => 1,
+                Some(Wait::Power) => 4,
+                Some(Wait::Carbon) => 7,
+                Some(Wait::Turn) => 2,
             };
             if self.core_wait.get(ju).copied().unwrap_or(0) != kind {
                 changed.push((j, kind));
@@ -358,6 +364,10 @@ impl Controller {
                     filter_label(&job.spec)
                 ),
                 4 => "waiting: site power budget".to_string(),
+                7 => format!(
+                    "waiting: deferred to a lower-carbon hour, until {}",
+                    rfc3339((self.core.jobs[job.core as usize].defer_until * 1000.0) as i64)
+                ),
                 6 => {
                     let a = &self.allocs[&job.row.alloc_id];
                     format!(
@@ -523,6 +533,10 @@ impl Controller {
                 // not the job's; it is stopped, and the job's next launch
                 // waits until it has ended
                 self.driver.cancel(id, h.clone());
+                if j.row.stopping.is_none() {
+                    j.row.stopping = Some(h.clone());
+                    self.update_job_op(id);
+                }
                 self.stopping.insert(h, id);
             }
             Err(_) if !waiting_for_it => {}

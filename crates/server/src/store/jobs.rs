@@ -6,7 +6,7 @@ use super::commit::{Arg, Op, op};
 use crate::model::{JobEvent, JobRow};
 
 pub(crate) const JOB_INSERT: &str = "INSERT INTO jobs (id, org_id, user_id, alloc_id, project_id, name, spec, gpus, time_limit_s, state, reason, exit_code, submitted_ms, started_ms, ended_ms, accelerators, handle, gpu_s) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)";
-const JOB_UPDATE: &str = "UPDATE jobs SET state = $2, reason = $3, exit_code = $4, started_ms = $5, ended_ms = $6, accelerators = $7, handle = $8, gpu_s = $9, spec = $10, energy_j = $11, carbon_g = $12, energy_source = $13 WHERE id = $1";
+const JOB_UPDATE: &str = "UPDATE jobs SET state = $2, reason = $3, exit_code = $4, started_ms = $5, ended_ms = $6, accelerators = $7, handle = $8, gpu_s = $9, spec = $10, energy_j = $11, carbon_g = $12, energy_source = $13, stopping_handle = $14 WHERE id = $1";
 pub(crate) const EVENT_INSERT: &str =
     "INSERT INTO job_events (job_id, seq, at_ms, kind, message) VALUES ($1, $2, $3, $4, $5)";
 
@@ -55,6 +55,7 @@ pub fn update(r: &JobRow, spec: String) -> Op {
             Arg::F(r.energy_j),
             Arg::OF(r.carbon_g),
             Arg::OS(r.energy_source.clone()),
+            Arg::OS(r.stopping.clone()),
         ],
     )
 }
@@ -97,7 +98,7 @@ pub fn reasons(reason: &str, ids: &[i64]) -> Vec<Op> {
 }
 
 /// Columns of a job row joined with names, in [`row_to_job`] order.
-pub const JOB_COLUMNS: &str = "j.id, j.org_id, o.name, j.user_id, u.name, j.alloc_id, j.project_id, j.name, j.spec, j.gpus, j.time_limit_s, j.state, j.reason, j.exit_code, j.submitted_ms, j.started_ms, j.ended_ms, j.accelerators, j.handle, j.gpu_s, j.energy_j, j.carbon_g, j.energy_source FROM jobs j JOIN orgs o ON o.id = j.org_id JOIN users u ON u.id = j.user_id";
+pub const JOB_COLUMNS: &str = "j.id, j.org_id, o.name, j.user_id, u.name, j.alloc_id, j.project_id, j.name, j.spec, j.gpus, j.time_limit_s, j.state, j.reason, j.exit_code, j.submitted_ms, j.started_ms, j.ended_ms, j.accelerators, j.handle, j.gpu_s, j.energy_j, j.carbon_g, j.energy_source, j.stopping_handle FROM jobs j JOIN orgs o ON o.id = j.org_id JOIN users u ON u.id = j.user_id";
 
 pub fn row_to_job(r: &sqlx::any::AnyRow) -> Result<JobRow, sqlx::Error> {
     Ok(JobRow {
@@ -124,6 +125,7 @@ pub fn row_to_job(r: &sqlx::any::AnyRow) -> Result<JobRow, sqlx::Error> {
         energy_j: r.try_get(20)?,
         carbon_g: r.try_get(21)?,
         energy_source: r.try_get(22)?,
+        stopping: r.try_get(23)?,
     })
 }
 
