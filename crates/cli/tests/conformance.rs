@@ -13,6 +13,7 @@ use gigafab_core::{AllocationSpec, Category, Factory, JobSpec, Rng, SchedulerPro
 use gigafab_exec::{ExecError, Executor, ExitRecord, LaunchSpec, Outcome, RunStatus};
 use gigafab_server::ctl::{Action, Cmd, CtlConfig, Isolation};
 use gigafab_server::model::{AllocReq, IdRef, SubmitReq};
+use gigafab_server::time::Ms;
 use gigafab_server::time::{Clock, ManualClock};
 use gigafab_server::{HttpLimits, ServeConfig};
 use gigafab_twin::{SimConfig, simulate};
@@ -317,7 +318,7 @@ async fn conformance_on(
                 )
                 .expect("a grant"),
         );
-        assert!(ctl.step(T0 * 1000, &mut opened.rx).await);
+        assert!(ctl.step(Ms(T0 * 1000), &mut opened.rx).await);
         let (_, a) = rx.await.unwrap().unwrap();
         alloc_of.insert(t, a["id"].as_i64().unwrap());
     }
@@ -344,7 +345,7 @@ async fn conformance_on(
                 .filter(|&e| e > clock.now_ms())
                 .min()
         };
-        let wake = ctl.wakeup().filter(|&w| w > clock.now_ms());
+        let wake = ctl.wakeup().map(|w| w.0).filter(|&w| w > clock.now_ms());
         let Some(t) = [arrival, running_end, wake].into_iter().flatten().min() else {
             break;
         };
@@ -377,7 +378,10 @@ async fn conformance_on(
             answers.push((j.id.clone(), rx));
             next += 1;
         }
-        assert!(ctl.step(t, &mut opened.rx).await, "commit failed at {t}");
+        assert!(
+            ctl.step(Ms(t), &mut opened.rx).await,
+            "commit failed at {t}"
+        );
         steps += 1;
         for (name, rx) in answers {
             let (_, v) = rx
@@ -604,25 +608,25 @@ async fn a_cancelled_job_that_is_preempted_ends_cancelled() {
     let job = |priority: i64, preemptible: bool| four_gpus(&o.shared, priority, preemptible);
     let mut t = T0 * 1000;
     let rx = send(&o.shared, &admin, job(0, true));
-    assert!(o.controller.step(t, &mut o.rx).await);
+    assert!(o.controller.step(Ms(t), &mut o.rx).await);
     let a = rx.await.unwrap().unwrap().1["id"].as_i64().unwrap();
     t += 10_000;
     clock.advance(10_000);
     let rx = send(&o.shared, &admin, Action::Cancel(gigafab_api::JobId(a)));
-    assert!(o.controller.step(t, &mut o.rx).await);
+    assert!(o.controller.step(Ms(t), &mut o.rx).await);
     let (_, v) = rx.await.unwrap().unwrap();
     assert_eq!(v["state"], "running", "still stopping: {v}");
     t += 1_000;
     clock.advance(1_000);
     let rx = send(&o.shared, &admin, job(10, false));
-    assert!(o.controller.step(t, &mut o.rx).await);
+    assert!(o.controller.step(Ms(t), &mut o.rx).await);
     let b = rx.await.unwrap().unwrap().1["id"].as_i64().unwrap();
     // the stopping run ends; nothing launches a again
     exec.ended.lock().unwrap().insert(format!("slow-{a}-1"));
     for _ in 0..3 {
         t += 1_000;
         clock.advance(1_000);
-        assert!(o.controller.step(t, &mut o.rx).await);
+        assert!(o.controller.step(Ms(t), &mut o.rx).await);
     }
     let a_row = gigafab_server::store::jobs::get(&o.shared.store.pool, a)
         .await
@@ -659,18 +663,18 @@ async fn a_stopping_run_survives_a_restart() {
     let job = four_gpus;
     let mut t = T0 * 1000;
     let rx = send(&o.shared, &admin, job(&o.shared, 0, true));
-    assert!(o.controller.step(t, &mut o.rx).await);
+    assert!(o.controller.step(Ms(t), &mut o.rx).await);
     let a = rx.await.unwrap().unwrap().1["id"].as_i64().unwrap();
     t += 10_000;
     clock.advance(10_000);
     let rx = send(&o.shared, &admin, job(&o.shared, 10, false));
-    assert!(o.controller.step(t, &mut o.rx).await);
+    assert!(o.controller.step(Ms(t), &mut o.rx).await);
     let b = rx.await.unwrap().unwrap().1["id"].as_i64().unwrap();
     // b ran on a's accelerators and ended; a's first run is still stopping
     exec.ended.lock().unwrap().insert(format!("slow-{b}-2"));
     t += 1_000;
     clock.advance(1_000);
-    assert!(o.controller.step(t, &mut o.rx).await);
+    assert!(o.controller.step(Ms(t), &mut o.rx).await);
     assert_eq!(*exec.launched.lock().unwrap(), vec![a, b]);
     assert_eq!(*exec.cancelled.lock().unwrap(), vec![format!("slow-{a}-1")]);
     drop(o);
@@ -679,7 +683,7 @@ async fn a_stopping_run_survives_a_restart() {
     for _ in 0..3 {
         t += 1_000;
         clock.advance(1_000);
-        assert!(o.controller.step(t, &mut o.rx).await);
+        assert!(o.controller.step(Ms(t), &mut o.rx).await);
     }
     assert_eq!(
         *exec.launched.lock().unwrap(),
@@ -697,7 +701,7 @@ async fn a_stopping_run_survives_a_restart() {
     for dt in [3_600_000, 3_600_000] {
         t += dt;
         clock.advance(dt);
-        assert!(o.controller.step(t, &mut o.rx).await);
+        assert!(o.controller.step(Ms(t), &mut o.rx).await);
     }
     assert_eq!(
         *exec.launched.lock().unwrap(),

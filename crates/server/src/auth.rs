@@ -46,8 +46,8 @@ pub struct Principal {
     pub role: Role,
     pub org_id: Option<i64>,
     pub token_id: i64,
-    /// When the token stops working (ms since the epoch); None: never.
-    pub expires_ms: Option<i64>,
+    /// When the token stops working; None: never.
+    pub expires_ms: Option<crate::time::Ms>,
 }
 
 impl Principal {

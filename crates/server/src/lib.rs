@@ -283,7 +283,7 @@ pub async fn open(cfg: ServeConfig) -> Result<Opened, ServeError> {
         cfg.ctl.isolation.clone(),
         cfg.ctl.bootstrap_token.clone(),
         &audit_id,
-        cfg.clock.now_ms(),
+        cfg.clock.now(),
     )
     .await?;
     let shared = Arc::new(ctl::Shared {

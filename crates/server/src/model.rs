@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::time::rfc3339;
+use crate::time::{Ms, rfc3339};
 
 /// A job as the `jobs` table holds it (plus the names joined in).
 #[derive(Debug, Clone, PartialEq)]
@@ -25,9 +25,9 @@ pub struct JobRow {
     pub state: String,
     pub reason: Option<String>,
     pub exit_code: Option<i64>,
-    pub submitted_ms: i64,
-    pub started_ms: Option<i64>,
-    pub ended_ms: Option<i64>,
+    pub submitted_ms: Ms,
+    pub started_ms: Option<Ms>,
+    pub ended_ms: Option<Ms>,
     /// JSON array of `node/index` labels.
     pub accelerators: Option<String>,
     pub handle: Option<String>,
@@ -90,28 +90,28 @@ pub type AllocReq = gigafab_api::CreateAllocation;
 pub const TERMINAL: [&str; 4] = ["completed", "failed", "timeout", "cancelled"];
 
 impl JobRow {
-    /// Accelerator-hours charged so far (billing-weighted), at `now_ms`.
-    pub fn gpu_hours(&self, now_ms: i64) -> f64 {
+    /// Accelerator-hours charged so far (billing-weighted), at `now`.
+    pub fn gpu_hours(&self, now: Ms) -> f64 {
         let spec = serde_json::from_str::<StoredSpec>(&self.spec).unwrap_or_default();
-        self.gpu_hours_with(&spec, now_ms)
+        self.gpu_hours_with(&spec, now)
     }
 
     /// [`JobRow::gpu_hours`] with the spec already parsed.
-    fn gpu_hours_with(&self, spec: &StoredSpec, now_ms: i64) -> f64 {
+    fn gpu_hours_with(&self, spec: &StoredSpec, now: Ms) -> f64 {
         if self.state == "running"
             && let Some(s) = self.started_ms
         {
             let w = spec.billing_weight.unwrap_or(1.0);
             // earlier runs (a preempted job) are in gpu_s already
-            return self.gpu_s / 3600.0 + self.gpus as f64 * w * (now_ms - s).max(0) as f64 / 3.6e6;
+            return self.gpu_s / 3600.0 + self.gpus as f64 * w * now.secs_since(s) / 3600.0;
         }
         self.gpu_s / 3600.0
     }
 
     /// The job as the API shows it.
-    pub fn view(&self, now_ms: i64) -> gigafab_api::Job {
+    pub fn view(&self, now: Ms) -> gigafab_api::Job {
         let spec: StoredSpec = serde_json::from_str(&self.spec).unwrap_or_default();
-        let gpu_hours = self.gpu_hours_with(&spec, now_ms);
+        let gpu_hours = self.gpu_hours_with(&spec, now);
         let accels: Vec<String> = self
             .accelerators
             .as_deref()
@@ -138,14 +138,14 @@ impl JobRow {
             state: self.state.clone(),
             reason: self.reason.clone(),
             exit_code: self.exit_code,
-            submitted_at: rfc3339(self.submitted_ms),
-            started_at: self.started_ms.map(rfc3339),
-            ended_at: self.ended_ms.map(rfc3339),
+            submitted_at: self.submitted_ms.rfc3339(),
+            started_at: self.started_ms.map(Ms::rfc3339),
+            ended_at: self.ended_ms.map(Ms::rfc3339),
             accelerators: accels,
             gpu_hours,
             energy_kwh: self.energy_j / 3.6e6,
             avg_power_w: match (self.started_ms, self.ended_ms) {
-                (Some(s), Some(e)) if e > s => Some(self.energy_j / ((e - s) as f64 / 1000.0)),
+                (Some(s), Some(e)) if e > s => Some(self.energy_j / e.secs_since(s)),
                 _ => None,
             },
             carbon_g: self.carbon_g,
@@ -155,8 +155,8 @@ impl JobRow {
     }
 
     /// The job's JSON view ([`JobRow::view`]).
-    pub fn to_json(&self, now_ms: i64) -> Value {
-        serde_json::to_value(self.view(now_ms)).unwrap_or(Value::Null)
+    pub fn to_json(&self, now: Ms) -> Value {
+        serde_json::to_value(self.view(now)).unwrap_or(Value::Null)
     }
 }
 
@@ -209,8 +209,8 @@ mod tests {
             state: "running".into(),
             reason: None,
             exit_code: None,
-            submitted_ms: 0,
-            started_ms: Some(3_600_000),
+            submitted_ms: Ms(0),
+            started_ms: Some(Ms(3_600_000)),
             ended_ms: None,
             accelerators: None,
             handle: None,
@@ -222,7 +222,7 @@ mod tests {
             stopping: None,
         };
         // this run: 4 GPUs × weight 2 × 0.5 h = 4 GPU-hours, plus the earlier 1
-        assert!((row.gpu_hours(5_400_000) - 5.0).abs() < 1e-9);
-        assert!((row.view(5_400_000).gpu_hours - 5.0).abs() < 1e-9);
+        assert!((row.gpu_hours(Ms(5_400_000)) - 5.0).abs() < 1e-9);
+        assert!((row.view(Ms(5_400_000)).gpu_hours - 5.0).abs() < 1e-9);
     }
 }

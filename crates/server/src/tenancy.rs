@@ -22,7 +22,7 @@ use crate::ctl::{Isolation, Shared, login, short_name, valid_name};
 use crate::error::ApiError;
 use crate::model::{OrgReq, ProjectReq, TokenReq, UserReq};
 use crate::store::{self, Store, commit::Op};
-use crate::time::rfc3339;
+use crate::time::Ms;
 
 /// Days a token lives unless its request says otherwise.
 pub const DEFAULT_TOKEN_DAYS: f64 = 90.0;
@@ -41,7 +41,7 @@ struct OrgRec {
     id: i64,
     name: String,
     category: String,
-    created_ms: i64,
+    created_ms: Ms,
 }
 
 struct ProjectRec {
@@ -62,8 +62,8 @@ struct UserRec {
 struct TokenRec {
     user: i64,
     hash: String,
-    created_ms: i64,
-    expires_ms: Option<i64>,
+    created_ms: Ms,
+    expires_ms: Option<Ms>,
 }
 
 /// What the store holds of tenancy, in memory: written only after the
@@ -167,7 +167,7 @@ impl Directory {
             id: gigafab_api::OrgId(o.id),
             name: o.name.clone(),
             category: o.category.clone(),
-            created_at: rfc3339(o.created_ms),
+            created_at: o.created_ms.rfc3339(),
         }
     }
 
@@ -185,8 +185,8 @@ impl Directory {
             id: gigafab_api::TokenId(id),
             user: gigafab_api::UserId(t.user),
             user_name: self.users.get(&t.user).map(|u| u.name.clone()),
-            created_at: rfc3339(t.created_ms),
-            expires_at: t.expires_ms.map(rfc3339),
+            created_at: t.created_ms.rfc3339(),
+            expires_at: t.expires_ms.map(Ms::rfc3339),
         }
     }
 }
@@ -207,7 +207,7 @@ impl Tenancy {
         isolation: Isolation,
         bootstrap_token: Option<String>,
         audit_id: &std::sync::atomic::AtomicI64,
-        now: i64,
+        now: Ms,
     ) -> Result<(Tenancy, Option<String>), sqlx::Error> {
         let pool = &store.pool;
         let mut d = Directory::default();
@@ -333,14 +333,14 @@ impl Tenancy {
         ))
     }
 
-    /// The caller of a live token at `now_ms` (None: unknown, revoked,
+    /// The caller of a live token at `now` (None: unknown, revoked,
     /// expired, or its user disabled).
-    pub fn principal(&self, token: &str, now_ms: i64) -> Option<Principal> {
+    pub fn principal(&self, token: &str, now: Ms) -> Option<Principal> {
         let h = hash_token(token);
         let d = self.dir.read().ok()?;
         let p = d.principal(*d.by_hash.get(&h)?)?;
         match p.expires_ms {
-            Some(e) if now_ms >= e => None,
+            Some(e) if now >= e => None,
             _ => Some(p),
         }
     }
@@ -446,7 +446,7 @@ pub async fn create_org(
         return Err(ApiError::forbidden("only an admin creates organisations"));
     }
     let _w = t.writes.lock().await;
-    let now = s.clock.now_ms();
+    let now = s.clock.now();
     let (id, category) = {
         let mut d = t.dir.write().map_err(|_| lock_err())?;
         if let Isolation::Shared {
@@ -509,7 +509,7 @@ pub async fn create_project(
 ) -> Result<gigafab_api::Project, ApiError> {
     let t = &s.tenancy;
     let _w = t.writes.lock().await;
-    let now = s.clock.now_ms();
+    let now = s.clock.now();
     let (id, org) = {
         let mut d = t.dir.write().map_err(|_| lock_err())?;
         let org = d.visible_org(who, &req.org)?;
@@ -567,7 +567,7 @@ pub async fn create_user(s: &Shared, who: &Principal, req: UserReq) -> Result<Va
         ))
     })?;
     let _w = t.writes.lock().await;
-    let now = s.clock.now_ms();
+    let now = s.clock.now();
     let (uid, tid, org, stored, view) = {
         let mut d = t.dir.write().map_err(|_| lock_err())?;
         let org = match (&req.org, role.in_org()) {
@@ -621,7 +621,7 @@ pub async fn create_user(s: &Shared, who: &Principal, req: UserReq) -> Result<Va
     };
     let token = new_token();
     let hash = hash_token(&token);
-    let expires = now + (DEFAULT_TOKEN_DAYS * 86_400_000.0) as i64;
+    let expires = now.plus_days(DEFAULT_TOKEN_DAYS);
     let detail = serde_json::to_string(&view).unwrap_or_default();
     commit(
         &s.store,
@@ -672,7 +672,7 @@ pub async fn create_token(s: &Shared, who: &Principal, req: TokenReq) -> Result<
     let t = &s.tenancy;
     let days = req.expires_in_days.unwrap_or(DEFAULT_TOKEN_DAYS);
     let _w = t.writes.lock().await;
-    let now = s.clock.now_ms();
+    let now = s.clock.now();
     let (target, tid) = {
         let mut d = t.dir.write().map_err(|_| lock_err())?;
         let target = match &req.user {
@@ -716,7 +716,7 @@ pub async fn create_token(s: &Shared, who: &Principal, req: TokenReq) -> Result<
         }
         (target, d.next(TOKEN))
     };
-    let expires = now + (days * 86_400_000.0) as i64;
+    let expires = now.plus_days(days);
     let token = new_token();
     let hash = hash_token(&token);
     commit(
@@ -746,14 +746,14 @@ pub async fn create_token(s: &Shared, who: &Principal, req: TokenReq) -> Result<
             },
         );
     }
-    Ok(json!({"id": tid, "user": target, "token": token, "expires_at": rfc3339(expires)}))
+    Ok(json!({"id": tid, "user": target, "token": token, "expires_at": expires.rfc3339()}))
 }
 
 /// `DELETE /tokens/{id}`: the token stops working at once.
 pub async fn revoke_token(s: &Shared, who: &Principal, id: i64) -> Result<Value, ApiError> {
     let t = &s.tenancy;
     let _w = t.writes.lock().await;
-    let now = s.clock.now_ms();
+    let now = s.clock.now();
     {
         let d = t.dir.read().map_err(|_| lock_err())?;
         if !d.tokens.get(&id).is_some_and(|t| d.manages(who, t.user)) {
@@ -790,7 +790,7 @@ pub async fn revoke_token(s: &Shared, who: &Principal, id: i64) -> Result<Value,
 pub async fn disable_user(s: &Shared, who: &Principal, id: i64) -> Result<Value, ApiError> {
     let t = &s.tenancy;
     let _w = t.writes.lock().await;
-    let now = s.clock.now_ms();
+    let now = s.clock.now();
     let ids: Vec<i64> = {
         let d = t.dir.read().map_err(|_| lock_err())?;
         let not_found = || ApiError::not_found("user_not_found", format!("user {id} not found"));

@@ -119,7 +119,7 @@ async fn get_job(
     let id = parse_id(&id, "job_not_found")?;
     let job = visible_job(&s, &p, id).await?;
     let events = store::jobs::events(&s.store.pool, id).await?;
-    let mut v = job.view(s.clock.now_ms());
+    let mut v = job.view(s.clock.now());
     v.events = Some(events.iter().map(JobEvent::view).collect());
     Ok(Json(v).into_response())
 }
@@ -172,7 +172,7 @@ async fn list_jobs(
         before_id: q.after,
     };
     let rows = store::jobs::list(&s.store.pool, &filter, limit).await?;
-    let now = s.clock.now_ms();
+    let now = s.clock.now();
     let mut items = Vec::with_capacity(rows.len());
     let mut last = None;
     for r in rows {

@@ -10,8 +10,8 @@ impl Controller {
         org: OrgRef,
         name: String,
         granted_gpu_s: f64,
-        valid_from_ms: i64,
-        valid_until_ms: i64,
+        valid_from_ms: Ms,
+        valid_until_ms: Ms,
         qos: i64,
     ) -> Alloc {
         let category = org.category;
@@ -20,8 +20,8 @@ impl Controller {
             tenant: org.id.to_string(),
             category,
             granted_gpu_hours: Some(granted_gpu_s / 3600.0),
-            valid_from_s: valid_from_ms as f64 / 1000.0,
-            valid_until_s: Some(valid_until_ms as f64 / 1000.0),
+            valid_from_s: valid_from_ms.core_s(),
+            valid_until_s: Some(valid_until_ms.core_s()),
             qos_priority: qos.clamp(-1_000_000, 1_000_000) as i32,
             shares: Some((granted_gpu_s / 3600.0).max(1.0)),
         };
@@ -47,7 +47,7 @@ impl Controller {
         }
     }
 
-    pub(super) fn insert_alloc_op(&mut self, a: &Alloc, now: i64) {
+    pub(super) fn insert_alloc_op(&mut self, a: &Alloc, now: Ms) {
         self.ops.push(store::allocs::insert(
             a.id,
             a.org,
@@ -68,7 +68,7 @@ impl Controller {
 
     /// Use per organisation (ended runs' energy and carbon; GPU-hours
     /// including running jobs).
-    pub(super) fn org_usage(&self, who: &Principal, now: i64) -> Value {
+    pub(super) fn org_usage(&self, who: &Principal, now: Ms) -> Value {
         let mut per: BTreeMap<(i64, &str), (f64, f64, f64)> = BTreeMap::new();
         for a in self.allocs.values().filter(|a| who.sees_org(a.org)) {
             let e = per.entry((a.org, &a.org_name)).or_default();
@@ -86,15 +86,15 @@ impl Controller {
         )
     }
 
-    pub(super) fn alloc_json(&self, a: &Alloc, now: i64) -> Value {
+    pub(super) fn alloc_json(&self, a: &Alloc, now: Ms) -> Value {
         view(gigafab_api::Allocation {
             id: gigafab_api::AllocationId(a.id),
             org: a.org_name.clone(),
             name: a.name.clone(),
             granted_gpu_hours: a.granted_gpu_s / 3600.0,
             used_gpu_hours: a.used_at(now) / 3600.0,
-            valid_from: rfc3339(a.valid_from_ms),
-            valid_until: rfc3339(a.valid_until_ms),
+            valid_from: a.valid_from_ms.rfc3339(),
+            valid_until: a.valid_until_ms.rfc3339(),
             qos_priority: a.qos,
             state: a.state(now).into(),
         })
@@ -107,7 +107,7 @@ impl Controller {
         who: &Principal,
         req: AllocReq,
         org: OrgRef,
-        now: i64,
+        now: Ms,
     ) -> Result<Value, ApiError> {
         // fault injection for the tests of a dead controller (debug builds,
         // and only with GIGAFAB_FAULTS=1)
@@ -129,7 +129,7 @@ impl Controller {
         }
         let from = match &req.valid_from {
             Some(s) => {
-                parse_rfc3339(s).map_err(|e| ApiError::invalid(format!("valid_from: {e}")))?
+                Ms(parse_rfc3339(s).map_err(|e| ApiError::invalid(format!("valid_from: {e}")))?)
             }
             None => now,
         };
@@ -145,7 +145,7 @@ impl Controller {
             .unwrap_or_else(|| format!("{}-{}", req.org, self.ids.alloc + 1));
         valid_name(&name, "name")?;
         let id = self.next_alloc();
-        let until = from + (days * 86_400_000.0) as i64;
+        let until = from.plus_days(days);
         let a = self.new_alloc(id, org, name, req.gpu_hours * 3600.0, from, until, qos);
         self.insert_alloc_op(&a, now);
         let v = self.alloc_json(&a, now);

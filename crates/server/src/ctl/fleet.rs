@@ -46,7 +46,7 @@ impl Controller {
         j: &LiveJob,
         cj: &gigafab_core::Job,
         model_j: f64,
-        now: i64,
+        now: Ms,
     ) -> Option<f64> {
         if j.meter_start.is_empty() || self.tele_failed {
             return None;
@@ -59,7 +59,7 @@ impl Controller {
         if measured <= 0.0 {
             return None;
         }
-        let dt = (now - j.row.started_ms.unwrap_or(now)).max(0) as f64 / 1000.0;
+        let dt = now.secs_since(j.row.started_ms.unwrap_or(now));
         let model_accel = cj.gpus as f64 * cj.power_w * dt;
         Some((model_j - model_accel).max(0.0) + measured)
     }
@@ -85,7 +85,7 @@ impl Controller {
     }
 
     /// The gauges of `/metrics`, read from the live state.
-    pub(super) fn metrics_snapshot(&mut self, now: i64) -> crate::metrics::Snapshot {
+    pub(super) fn metrics_snapshot(&mut self, now: Ms) -> crate::metrics::Snapshot {
         use crate::metrics::{AllocSnap, PoolSnap, SiteSnap, Snapshot};
         let f = &self.cfg.factory;
         let mut pools: Vec<PoolSnap> = f
@@ -109,7 +109,7 @@ impl Controller {
             })
             .collect();
         let mut per_alloc: HashMap<i64, (u64, f64)> = HashMap::new();
-        let now_s = now as f64 / 1000.0;
+        let now_s = now.core_s();
         for j in self.core.queue_order() {
             let wait = (now_s - self.core.jobs[j as usize].submit_s).max(0.0);
             for p in self.core.candidate_pools(j) {
@@ -217,7 +217,7 @@ impl Controller {
         who: &Principal,
         node: &str,
         drain: bool,
-        now: i64,
+        now: Ms,
     ) -> Result<Value, ApiError> {
         if !who.global() {
             return Err(ApiError::forbidden(

@@ -7,7 +7,7 @@ impl Controller {
         let limit = row.time_limit_s as f64;
         JobSpec {
             id: row.id.to_string(),
-            submit_s: row.submitted_ms as f64 / 1000.0,
+            submit_s: row.submitted_ms.core_s(),
             gpus: row.gpus as u32,
             types: TypeFilter {
                 types: spec.types.clone(),
@@ -45,7 +45,7 @@ impl Controller {
         who: &Principal,
         req: SubmitReq,
         projects: &[(i64, i64)],
-        now: i64,
+        now: Ms,
     ) -> Result<Value, ApiError> {
         if who.role == Role::Operator {
             return Err(ApiError::forbidden("operators do not submit jobs"));
@@ -84,7 +84,7 @@ impl Controller {
                     "allocation_expired",
                     format!(
                         "allocation {alloc_id} expired at {}",
-                        rfc3339(a.valid_until_ms)
+                        a.valid_until_ms.rfc3339()
                     ),
                 ));
             }
@@ -349,7 +349,7 @@ impl Controller {
             ));
         }
         self.ops.push(store::jobs::insert(&row, project_id));
-        let idx = self.core.submit(&cs, alloc_core, now as f64 / 1000.0);
+        let idx = self.core.submit(&cs, alloc_core, now.core_s());
         self.map_core(idx, id);
         let msg = format!(
             "queued: {}×{} for {} s on allocation {alloc_id}",
@@ -386,7 +386,7 @@ impl Controller {
         Ok(v)
     }
 
-    pub(super) fn cancel(&mut self, who: &Principal, id: i64, now: i64) -> Result<Value, ApiError> {
+    pub(super) fn cancel(&mut self, who: &Principal, id: i64, now: Ms) -> Result<Value, ApiError> {
         let Some(j) = self.jobs.get(&id) else {
             // ended or absent: the handler tells which from the store
             return Err(ApiError::not_found(
@@ -413,7 +413,7 @@ impl Controller {
         let first = !j.cancel_requested;
         self.audit(who, now, "cancel", &format!("job {id}"), String::new());
         if queued {
-            self.core.withdraw(core_idx, now as f64 / 1000.0);
+            self.core.withdraw(core_idx, now.core_s());
             self.end_job(
                 id,
                 now,
@@ -450,7 +450,7 @@ impl Controller {
     pub(super) fn end_job(
         &mut self,
         id: i64,
-        now: i64,
+        now: Ms,
         state: &str,
         exit_code: Option<i64>,
         message: String,
@@ -468,7 +468,7 @@ impl Controller {
         let core_idx = j.core;
         let (mut energy_j, mut carbon_g, mut source) = (0.0, None, None);
         if was_running {
-            self.core.end_run(core_idx, now as f64 / 1000.0, core_state);
+            self.core.end_run(core_idx, now.core_s(), core_state);
             let cj = &self.core.jobs[core_idx as usize];
             let site = self.cfg.factory.pools[cj.run_pool as usize].site;
             energy_j = cj.energy_j;
@@ -480,8 +480,8 @@ impl Controller {
             if let Some(e) = self.measured_energy(j, cj, energy_j, now) {
                 let sp = &self.cfg.factory.sites[site];
                 if let Some(cs) = &sp.carbon {
-                    let s0 = j.row.started_ms.unwrap_or(now) as f64 / 1000.0;
-                    carbon_g = Some(e * sp.pue * cs.mean(s0, now as f64 / 1000.0) / 3.6e6);
+                    let s0 = j.row.started_ms.unwrap_or(now).core_s();
+                    carbon_g = Some(e * sp.pue * cs.mean(s0, now.core_s()) / 3.6e6);
                 }
                 energy_j = e;
                 source = Some("measured".to_string());
@@ -501,7 +501,7 @@ impl Controller {
         // this run's use (a preempted job's earlier runs are in gpu_s already)
         let mut charged = 0.0;
         if was_running && let Some(s) = started {
-            charged = w * gpus * (now - s).max(0) as f64 / 1000.0;
+            charged = w * gpus * now.secs_since(s);
             j.row.gpu_s += charged;
         }
         j.row.state = state.into();
@@ -522,7 +522,7 @@ impl Controller {
                 a.running = a.running.saturating_sub(1);
                 a.run_rate = (a.run_rate - w * gpus).max(0.0);
                 a.run_start_sum =
-                    (a.run_start_sum - w * gpus * started.unwrap_or(0) as f64).max(0.0);
+                    (a.run_start_sum - w * gpus * started.unwrap_or(Ms(0)).0 as f64).max(0.0);
                 if a.running == 0 {
                     a.run_rate = 0.0;
                     a.run_start_sum = 0.0;
@@ -547,7 +547,7 @@ impl Controller {
     /// Slurm), its use so far is charged, and the job waits in the queue
     /// again; it is launched anew, from its own checkpoint, once the old
     /// run has ended.
-    pub(super) fn preempt_job(&mut self, id: i64, now: i64) {
+    pub(super) fn preempt_job(&mut self, id: i64, now: Ms) {
         let Some(j) = self.jobs.get_mut(&id) else {
             return;
         };
@@ -556,7 +556,7 @@ impl Controller {
         let w = j.spec.billing_weight.unwrap_or(1.0);
         let (gpus, alloc_id) = (j.row.gpus as f64, j.row.alloc_id);
         let started = j.row.started_ms.unwrap_or(now);
-        let used = w * gpus * (now - started).max(0) as f64 / 1000.0;
+        let used = w * gpus * now.secs_since(started);
         j.row.gpu_s += used;
         j.row.state = "queued".into();
         j.row.accelerators = None;
@@ -572,7 +572,7 @@ impl Controller {
             a.running = a.running.saturating_sub(1);
             a.queued += 1;
             a.run_rate = (a.run_rate - w * gpus).max(0.0);
-            a.run_start_sum = (a.run_start_sum - w * gpus * started as f64).max(0.0);
+            a.run_start_sum = (a.run_start_sum - w * gpus * started.0 as f64).max(0.0);
             if a.running == 0 {
                 a.run_rate = 0.0;
                 a.run_start_sum = 0.0;
@@ -608,7 +608,7 @@ impl Controller {
         if cancel_requested {
             // its cancel was asked before: it ends here, not in the queue
             if let Some(c) = self.jobs.get(&id).map(|j| j.core) {
-                self.core.withdraw(c, now as f64 / 1000.0);
+                self.core.withdraw(c, now.core_s());
             }
             self.end_job(
                 id,

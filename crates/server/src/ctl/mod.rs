@@ -47,7 +47,7 @@ use crate::store::commit::Op;
 pub use crate::store::jobs::{JOB_COLUMNS, row_to_job};
 use crate::store::{self, Store};
 use crate::tenancy::{OrgRef, Tenancy};
-use crate::time::{parse_rfc3339, rfc3339};
+use crate::time::{Ms, parse_rfc3339};
 
 /// Most accelerators one job may ask for.
 pub const MAX_GPUS: i64 = 65_536;
@@ -147,7 +147,7 @@ impl Shared {
 
     /// The caller of a live token (None: unknown, revoked or expired).
     pub fn principal(&self, token: &str) -> Option<Principal> {
-        self.tenancy.principal(token, self.clock.now_ms())
+        self.tenancy.principal(token, self.clock.now())
     }
 
     /// The next id of the audit log.
@@ -161,7 +161,7 @@ impl Shared {
     pub fn audit_op(
         &self,
         who: &Principal,
-        now: i64,
+        now: Ms,
         action: &str,
         object: &str,
         detail: String,
@@ -301,8 +301,8 @@ struct Alloc {
     /// Energy and carbon of ended runs, J and g.
     energy_j: f64,
     carbon_g: f64,
-    valid_from_ms: i64,
-    valid_until_ms: i64,
+    valid_from_ms: Ms,
+    valid_until_ms: Ms,
     qos: i64,
     core: AllocIdx,
     /// Billing-weighted accelerators running now, and the sum of
@@ -315,10 +315,10 @@ struct Alloc {
 }
 
 impl Alloc {
-    fn used_at(&self, now: i64) -> f64 {
-        self.used_gpu_s + (self.run_rate * now as f64 - self.run_start_sum).max(0.0) / 1000.0
+    fn used_at(&self, now: Ms) -> f64 {
+        self.used_gpu_s + (self.run_rate * now.0 as f64 - self.run_start_sum).max(0.0) / 1000.0
     }
-    fn state(&self, now: i64) -> &'static str {
+    fn state(&self, now: Ms) -> &'static str {
         if now < self.valid_from_ms {
             "pending"
         } else if now >= self.valid_until_ms {
@@ -390,7 +390,7 @@ pub struct Controller {
     /// Energy integrated from telemetry samples, per device.
     meter: gigafab_telemetry::EnergyMeter,
     /// Launches to try again (job, not before ms): the engine was unreachable.
-    relaunch: Vec<(i64, i64)>,
+    relaunch: Vec<(i64, Ms)>,
     /// Jobs whose earlier launch may have reached the engine: their next
     /// launch looks for that run first.
     retry: std::collections::HashSet<i64>,
@@ -399,10 +399,10 @@ pub struct Controller {
     /// again before.
     stopping: HashMap<String, i64>,
     /// When the loop polls the runs next, and schedules next (ms).
-    next_poll: i64,
-    next_sched: i64,
+    next_poll: Ms,
+    next_sched: Ms,
     /// The core's last wake-up request (ms).
-    wake: Option<i64>,
+    wake: Option<Ms>,
     /// Commits failed in a row (the loop backs off).
     failed_commits: u32,
     /// The node whose devices the telemetry reports.
@@ -525,8 +525,8 @@ impl Controller {
             relaunch: Vec::new(),
             retry: std::collections::HashSet::new(),
             stopping: HashMap::new(),
-            next_poll: 0,
-            next_sched: 0,
+            next_poll: Ms(0),
+            next_sched: Ms(0),
             wake: None,
             failed_commits: 0,
             tele_node: None,
@@ -539,12 +539,12 @@ impl Controller {
         Ok(c)
     }
 
-    fn audit(&mut self, who: &Principal, now: i64, action: &str, object: &str, detail: String) {
+    fn audit(&mut self, who: &Principal, now: Ms, action: &str, object: &str, detail: String) {
         let op = self.shared.audit_op(who, now, action, object, detail);
         self.ops.push(op);
     }
 
-    fn event(&mut self, job: i64, now: i64, kind: &str, message: String) {
+    fn event(&mut self, job: i64, now: Ms, kind: &str, message: String) {
         let Some(j) = self.jobs.get_mut(&job) else {
             return;
         };
@@ -585,8 +585,8 @@ impl Controller {
             let wait = if !self.ops.is_empty() || self.dirty || !self.launches.is_empty() {
                 Duration::ZERO
             } else {
-                let now = self.shared.clock.now_ms();
-                let until = self.next_poll.min(self.next_sched) - now;
+                let now = self.shared.clock.now();
+                let until = self.next_poll.min(self.next_sched).0 - now.0;
                 Duration::from_millis(until.clamp(1, tick_ms.max(1)) as u64)
             };
             tokio::select! {
@@ -612,7 +612,7 @@ impl Controller {
                     Err(_) => break,
                 }
             }
-            let now = self.shared.clock.now_ms();
+            let now = self.shared.clock.now();
             for d in done.drain(..) {
                 self.apply(d, now);
             }
@@ -634,7 +634,7 @@ impl Controller {
                 while !self.driver.in_flight.is_empty() {
                     match tokio::time::timeout_at(until, self.driver.rx.recv()).await {
                         Ok(Some(d)) => {
-                            let now = self.shared.clock.now_ms();
+                            let now = self.shared.clock.now();
                             self.apply(d, now);
                         }
                         _ => break,
@@ -658,14 +658,13 @@ impl Controller {
     /// (when due), schedule (when due or something changed), commit,
     /// answer, launch. False when the commit failed: the commands were
     /// answered with the store's error and the state reloaded from it.
-    async fn turn(&mut self, now: i64, batch: &mut Vec<Cmd>) -> bool {
-        let tick_ms = self.cfg.tick.as_millis() as i64;
+    async fn turn(&mut self, now: Ms, batch: &mut Vec<Cmd>) -> bool {
         for c in batch.drain(..) {
             self.handle(c, now);
         }
         if now >= self.next_poll && !self.driver.polling {
             self.poll_runs(now);
-            self.next_poll = now + self.cfg.poll.as_millis() as i64;
+            self.next_poll = now.plus(self.cfg.poll);
         }
         if self.dirty || now >= self.next_sched {
             let t = std::time::Instant::now();
@@ -682,9 +681,9 @@ impl Controller {
             }
             self.dirty = false;
             self.wake = wake;
-            self.next_sched = now + tick_ms;
+            self.next_sched = now.plus(self.cfg.tick);
             if let Some(w) = wake {
-                self.next_sched = self.next_sched.min(w.max(now + 1));
+                self.next_sched = self.next_sched.min(w.max(Ms(now.0 + 1)));
             }
         }
         if self.ops.is_empty() {
@@ -719,7 +718,7 @@ impl Controller {
                 }
             }
         }
-        self.launch_pending(self.shared.clock.now_ms());
+        self.launch_pending(self.shared.clock.now());
         true
     }
 
@@ -727,7 +726,7 @@ impl Controller {
     /// the commands sent so far, a poll of every run whose answers are
     /// waited for, a scheduling pass, the launches and their answers,
     /// whatever the loop's timers say. Time is only what `now` says.
-    pub async fn step(&mut self, now: i64, rx: &mut mpsc::Receiver<Cmd>) -> bool {
+    pub async fn step(&mut self, now: Ms, rx: &mut mpsc::Receiver<Cmd>) -> bool {
         let mut batch = Vec::new();
         while let Ok(c) = rx.try_recv() {
             batch.push(c);
@@ -737,7 +736,7 @@ impl Controller {
         }
         self.poll_runs(now);
         self.settle(now).await;
-        self.next_poll = now + self.cfg.poll.as_millis() as i64;
+        self.next_poll = now.plus(self.cfg.poll);
         self.next_sched = now;
         if !self.turn(now, &mut batch).await {
             return false;
@@ -747,7 +746,7 @@ impl Controller {
     }
 
     /// Waits for every answer the executor owes and applies it.
-    async fn settle(&mut self, now: i64) {
+    async fn settle(&mut self, now: Ms) {
         while self.driver.busy() {
             match self.driver.rx.recv().await {
                 Some(d) => self.apply(d, now),
@@ -758,7 +757,7 @@ impl Controller {
 
     /// When the last scheduling pass asked to be called again (ms), even
     /// if nothing happens before.
-    pub fn wakeup(&self) -> Option<i64> {
+    pub fn wakeup(&self) -> Option<Ms> {
         self.wake
     }
 
@@ -821,7 +820,7 @@ impl Controller {
         }
     }
 
-    fn handle(&mut self, c: Cmd, now: i64) {
+    fn handle(&mut self, c: Cmd, now: Ms) {
         let mark = self.ops.len();
         let answer = self.act(&c.who, c.action, now);
         if answer.is_err() {
@@ -838,7 +837,7 @@ impl Controller {
         &mut self,
         who: &Principal,
         action: Action,
-        now: i64,
+        now: Ms,
     ) -> Result<(StatusCode, Value), ApiError> {
         let ok = |v: Value| Ok((StatusCode::OK, v));
         let created = |v: Value| Ok((StatusCode::CREATED, v));

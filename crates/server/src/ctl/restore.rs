@@ -6,7 +6,7 @@ use super::*;
 impl Controller {
     pub(super) async fn load_rows(&mut self) -> Result<(), sqlx::Error> {
         let pool = self.shared.store.pool.clone();
-        let now = self.shared.clock.now_ms();
+        let now = self.shared.clock.now();
         for r in store::allocs::all(&pool).await? {
             let id = r.id;
             let org = OrgRef {
@@ -85,7 +85,7 @@ impl Controller {
             && let Some(org) = self.shared.tenancy.org_named("default")
         {
             let aid = self.next_alloc();
-            let until = now + 3650 * 86_400_000;
+            let until = now.plus_days(3650.0);
             let a = self.new_alloc(aid, org, "default".into(), 1e6 * 3600.0, now, until, 0);
             self.insert_alloc_op(&a, now);
             self.allocs.insert(aid, a);

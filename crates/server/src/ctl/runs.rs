@@ -43,18 +43,17 @@ impl Controller {
             let pool = placement
                 .first()
                 .map_or(0, |&(n, _)| self.core.cluster.pool_of(n));
-            let start = row.started_ms.unwrap_or(row.submitted_ms) as f64 / 1000.0;
+            let start = row.started_ms.unwrap_or(row.submitted_ms).core_s();
             let w = spec.billing_weight.unwrap_or(1.0);
             let a = self.allocs.get_mut(&row.alloc_id).expect("checked");
             a.running += 1;
             a.run_rate += w * row.gpus as f64;
-            a.run_start_sum += w * row.gpus as f64 * row.started_ms.unwrap_or(0) as f64;
+            a.run_start_sum += w * row.gpus as f64 * row.started_ms.unwrap_or(Ms(0)).0 as f64;
             self.core
                 .restore_running(&cs, alloc_core, pool, &placement, start)
         } else {
             self.allocs.get_mut(&row.alloc_id).expect("checked").queued += 1;
-            self.core
-                .submit(&cs, alloc_core, row.submitted_ms as f64 / 1000.0)
+            self.core.submit(&cs, alloc_core, row.submitted_ms.core_s())
         };
         self.map_core(idx, row.id);
         self.jobs.insert(
@@ -83,7 +82,7 @@ impl Controller {
     }
 
     /// After a restart: finds the run of a job recorded as running.
-    pub(super) fn adopt(&mut self, id: i64, now: i64) {
+    pub(super) fn adopt(&mut self, id: i64, now: Ms) {
         let handle = self.jobs.get(&id).and_then(|j| j.row.handle.clone());
         let exec = self.shared.executor.clone();
         match exec.adopt(id, handle.as_deref()) {
@@ -106,7 +105,7 @@ impl Controller {
                 let state = outcome_state(rec.outcome);
                 self.end_job(
                     id,
-                    rec.ended_at_ms.min(now).max(0),
+                    Ms(rec.ended_at_ms.min(now.0).max(0)),
                     state,
                     rec.exit_code.map(i64::from),
                     format!("{} (while the server was down)", rec.message),
@@ -136,7 +135,7 @@ impl Controller {
                     format!("kept while the engine is unreachable: {e}"),
                 );
                 if handle.is_none() {
-                    self.relaunch.push((id, now + 5_000));
+                    self.relaunch.push((id, now.plus(Duration::from_secs(5))));
                     self.retry.insert(id);
                 }
             }
@@ -147,7 +146,7 @@ impl Controller {
     }
 
     /// Asks the executor how running jobs are doing.
-    pub(super) fn poll_runs(&mut self, now: i64) {
+    pub(super) fn poll_runs(&mut self, now: Ms) {
         self.sample_telemetry();
         let due: Vec<i64> = self
             .relaunch
@@ -179,7 +178,7 @@ impl Controller {
         &mut self,
         runs: Vec<(i64, String)>,
         states: Vec<Result<RunStatus, ExecError>>,
-        now: i64,
+        now: Ms,
     ) {
         self.driver.polling = false;
         for ((id, handle), st) in runs.into_iter().zip(states) {
@@ -231,9 +230,8 @@ impl Controller {
 
     /// One scheduling pass: the core decides, memory and the store follow,
     /// launches wait for the commit. Returns the core's wake-up time (ms).
-    pub(super) fn schedule(&mut self, now: i64) -> Option<i64> {
-        let now_s = now as f64 / 1000.0;
-        let dec = self.core.schedule(now_s).clone();
+    pub(super) fn schedule(&mut self, now: Ms) -> Option<Ms> {
+        let dec = self.core.schedule(now.core_s()).clone();
         for &(j, r) in &dec.cancelled {
             let id = self.core_job.get(j as usize).copied().unwrap_or(0);
             let msg = match r {
@@ -256,10 +254,10 @@ impl Controller {
         self.record_waits(now);
         // never before the time asked for: a pass a fraction of a millisecond
         // early would find nothing to do and ask for the same time again
-        dec.wakeup.map(|w| (w * 1000.0).ceil() as i64)
+        dec.wakeup.map(Ms::from_core_s)
     }
 
-    pub(super) fn start_job(&mut self, id: i64, j: JobIdx, now: i64) {
+    pub(super) fn start_job(&mut self, id: i64, j: JobIdx, now: Ms) {
         let placement = self.core.jobs[j as usize].placement.clone();
         let pool = self.core.jobs[j as usize].run_pool as usize;
         let p = &self.cfg.factory.pools[pool];
@@ -305,7 +303,7 @@ impl Controller {
             a.queued = a.queued.saturating_sub(1);
             a.running += 1;
             a.run_rate += weight * gpus;
-            a.run_start_sum += weight * gpus * now as f64;
+            a.run_start_sum += weight * gpus * now.0 as f64;
         }
         self.update_job_op(id);
         self.event(
@@ -321,7 +319,7 @@ impl Controller {
     /// Records why queued jobs wait, when that changes: the cause is the
     /// one the pass found ([`SchedCore::wait_of`]); only its wording
     /// (which drained nodes, which allocation) is added here.
-    pub(super) fn record_waits(&mut self, now: i64) {
+    pub(super) fn record_waits(&mut self, now: Ms) {
         use gigafab_core::sched::Wait;
         let policy = self.cfg.policy.kind.name();
         let mut changed: Vec<(JobIdx, u8)> = Vec::new();
@@ -355,7 +353,7 @@ impl Controller {
                     format!(
                         "waiting: allocation {} starts at {}",
                         a.id,
-                        rfc3339(a.valid_from_ms)
+                        a.valid_from_ms.rfc3339()
                     )
                 }
                 1 => format!(
@@ -366,7 +364,7 @@ impl Controller {
                 4 => "waiting: site power budget".to_string(),
                 7 => format!(
                     "waiting: deferred to a lower-carbon hour, until {}",
-                    rfc3339((self.core.jobs[job.core as usize].defer_until * 1000.0) as i64)
+                    Ms::from_core_s(self.core.jobs[job.core as usize].defer_until).rfc3339()
                 ),
                 6 => {
                     let a = &self.allocs[&job.row.alloc_id];
@@ -418,7 +416,7 @@ impl Controller {
     /// Starts the processes of jobs whose start is now durable (the
     /// launches run off the loop; [`Controller::launched`] takes their
     /// answers).
-    pub(super) fn launch_pending(&mut self, now: i64) {
+    pub(super) fn launch_pending(&mut self, now: Ms) {
         for id in std::mem::take(&mut self.launches) {
             let Some(j) = self.jobs.get(&id) else {
                 continue;
@@ -430,8 +428,7 @@ impl Controller {
             if self.stopping.values().any(|&s| s == id) || self.driver.in_flight.contains(&id) {
                 // its preempted run is still stopping, or an earlier launch
                 // has not answered: one engine run at a time
-                self.relaunch
-                    .push((id, now + self.cfg.poll.as_millis() as i64));
+                self.relaunch.push((id, now.plus(self.cfg.poll)));
                 continue;
             }
             let accels: Vec<AssignedAccel> = j
@@ -502,7 +499,7 @@ impl Controller {
         id: i64,
         start: u32,
         result: Result<String, ExecError>,
-        now: i64,
+        now: Ms,
     ) {
         self.driver.in_flight.remove(&id);
         let Some(j) = self.jobs.get_mut(&id) else {
@@ -544,7 +541,7 @@ impl Controller {
                 // launch again shortly (the executor adopts rather
                 // than submits twice)
                 self.event(id, now, "launch_deferred", format!("{e}"));
-                self.relaunch.push((id, now + 5_000));
+                self.relaunch.push((id, now.plus(Duration::from_secs(5))));
                 self.retry.insert(id);
             }
             Err(e) => {
@@ -555,7 +552,7 @@ impl Controller {
     }
 
     /// Applies an answer from the executor.
-    pub(super) fn apply(&mut self, d: super::driver::Done, now: i64) {
+    pub(super) fn apply(&mut self, d: super::driver::Done, now: Ms) {
         match d {
             super::driver::Done::Launched { job, start, result } => {
                 self.launched(job, start, result, now)

@@ -3,6 +3,7 @@
 use sqlx::{AnyPool, Row};
 
 use super::commit::{Arg, Op, op};
+use crate::time::Ms;
 
 /// A new allocation.
 #[allow(clippy::too_many_arguments)]
@@ -12,10 +13,10 @@ pub fn insert(
     name: &str,
     granted_gpu_s: f64,
     used_gpu_s: f64,
-    valid_from_ms: i64,
-    valid_until_ms: i64,
+    valid_from_ms: Ms,
+    valid_until_ms: Ms,
     qos: i64,
-    created_ms: i64,
+    created_ms: Ms,
 ) -> Op {
     op(
         "INSERT INTO allocations (id, org_id, name, granted_gpu_s, used_gpu_s, valid_from_ms, valid_until_ms, qos_priority, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -25,10 +26,10 @@ pub fn insert(
             Arg::S(name.into()),
             Arg::F(granted_gpu_s),
             Arg::F(used_gpu_s),
-            Arg::I(valid_from_ms),
-            Arg::I(valid_until_ms),
+            Arg::I(valid_from_ms.0),
+            Arg::I(valid_until_ms.0),
             Arg::I(qos),
-            Arg::I(created_ms),
+            Arg::I(created_ms.0),
         ],
     )
 }
@@ -56,8 +57,8 @@ pub struct AllocRow {
     pub name: String,
     pub granted_gpu_s: f64,
     pub used_gpu_s: f64,
-    pub valid_from_ms: i64,
-    pub valid_until_ms: i64,
+    pub valid_from_ms: Ms,
+    pub valid_until_ms: Ms,
     pub qos: i64,
     pub energy_j: f64,
     pub carbon_g: f64,
@@ -79,8 +80,8 @@ pub async fn all(pool: &AnyPool) -> Result<Vec<AllocRow>, sqlx::Error> {
                 name: r.try_get(2)?,
                 granted_gpu_s: r.try_get(3)?,
                 used_gpu_s: r.try_get(4)?,
-                valid_from_ms: r.try_get(5)?,
-                valid_until_ms: r.try_get(6)?,
+                valid_from_ms: Ms(r.try_get(5)?),
+                valid_until_ms: Ms(r.try_get(6)?),
                 qos: r.try_get(7)?,
                 energy_j: r.try_get(8)?,
                 carbon_g: r.try_get(9)?,

@@ -3,6 +3,7 @@
 use sqlx::{AnyPool, Row};
 
 use super::commit::{Arg, Op, op};
+use crate::time::Ms;
 use crate::time::rfc3339;
 
 pub(crate) const AUDIT_INSERT: &str = "INSERT INTO audit (id, at_ms, user_id, user_name, action, object, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)";
@@ -10,7 +11,7 @@ pub(crate) const AUDIT_INSERT: &str = "INSERT INTO audit (id, at_ms, user_id, us
 /// One line of the audit log: who did what to which object.
 pub fn insert(
     id: i64,
-    at_ms: i64,
+    at_ms: Ms,
     user_id: i64,
     user_name: String,
     action: &str,
@@ -21,7 +22,7 @@ pub fn insert(
         AUDIT_INSERT,
         vec![
             Arg::I(id),
-            Arg::I(at_ms),
+            Arg::I(at_ms.0),
             Arg::OI(Some(user_id)),
             Arg::S(user_name),
             Arg::S(action.into()),

@@ -3,11 +3,12 @@
 use sqlx::{AnyPool, Row};
 
 use super::commit::{Arg, Op, op};
+use crate::time::Ms;
 
-pub fn drain(node: &str, at_ms: i64) -> Op {
+pub fn drain(node: &str, at_ms: Ms) -> Op {
     op(
         "INSERT INTO drained_nodes (name, at_ms) VALUES ($1, $2)",
-        vec![Arg::S(node.into()), Arg::I(at_ms)],
+        vec![Arg::S(node.into()), Arg::I(at_ms.0)],
     )
 }
 

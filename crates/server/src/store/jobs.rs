@@ -4,6 +4,7 @@ use sqlx::{AnyPool, Row};
 
 use super::commit::{Arg, Op, op};
 use crate::model::{JobEvent, JobRow};
+use crate::time::Ms;
 
 pub(crate) const JOB_INSERT: &str = "INSERT INTO jobs (id, org_id, user_id, alloc_id, project_id, name, spec, gpus, time_limit_s, state, reason, exit_code, submitted_ms, started_ms, ended_ms, accelerators, handle, gpu_s) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)";
 const JOB_UPDATE: &str = "UPDATE jobs SET state = $2, reason = $3, exit_code = $4, started_ms = $5, ended_ms = $6, accelerators = $7, handle = $8, gpu_s = $9, spec = $10, energy_j = $11, carbon_g = $12, energy_source = $13, stopping_handle = $14 WHERE id = $1";
@@ -27,7 +28,7 @@ pub fn insert(row: &JobRow, project_id: Option<i64>) -> Op {
             Arg::S(row.state.clone()),
             Arg::OS(None),
             Arg::OI(None),
-            Arg::I(row.submitted_ms),
+            Arg::I(row.submitted_ms.0),
             Arg::OI(None),
             Arg::OI(None),
             Arg::OS(None),
@@ -46,8 +47,8 @@ pub fn update(r: &JobRow, spec: String) -> Op {
             Arg::S(r.state.clone()),
             Arg::OS(r.reason.clone()),
             Arg::OI(r.exit_code),
-            Arg::OI(r.started_ms),
-            Arg::OI(r.ended_ms),
+            Arg::OI(r.started_ms.map(|t| t.0)),
+            Arg::OI(r.ended_ms.map(|t| t.0)),
             Arg::OS(r.accelerators.clone()),
             Arg::OS(r.handle.clone()),
             Arg::F(r.gpu_s),
@@ -61,13 +62,13 @@ pub fn update(r: &JobRow, spec: String) -> Op {
 }
 
 /// One line of a job's history.
-pub fn event(job: i64, seq: i64, at_ms: i64, kind: &str, message: String) -> Op {
+pub fn event(job: i64, seq: i64, at_ms: Ms, kind: &str, message: String) -> Op {
     op(
         EVENT_INSERT,
         vec![
             Arg::I(job),
             Arg::I(seq),
-            Arg::I(at_ms),
+            Arg::I(at_ms.0),
             Arg::S(kind.into()),
             Arg::S(message),
         ],
@@ -116,9 +117,9 @@ pub fn row_to_job(r: &sqlx::any::AnyRow) -> Result<JobRow, sqlx::Error> {
         state: r.try_get(11)?,
         reason: r.try_get(12)?,
         exit_code: r.try_get(13)?,
-        submitted_ms: r.try_get(14)?,
-        started_ms: r.try_get(15)?,
-        ended_ms: r.try_get(16)?,
+        submitted_ms: Ms(r.try_get(14)?),
+        started_ms: r.try_get::<Option<i64>, _>(15)?.map(Ms),
+        ended_ms: r.try_get::<Option<i64>, _>(16)?.map(Ms),
         accelerators: r.try_get(17)?,
         handle: r.try_get(18)?,
         gpu_s: r.try_get(19)?,

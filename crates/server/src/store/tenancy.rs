@@ -3,33 +3,34 @@
 use sqlx::{AnyPool, Row};
 
 use super::commit::{Arg, Op, op};
+use crate::time::Ms;
 
-pub fn insert_org(id: i64, name: &str, category: &str, created_ms: i64) -> Op {
+pub fn insert_org(id: i64, name: &str, category: &str, created_ms: Ms) -> Op {
     op(
         "INSERT INTO orgs (id, name, category, created_ms) VALUES ($1, $2, $3, $4)",
         vec![
             Arg::I(id),
             Arg::S(name.into()),
             Arg::S(category.into()),
-            Arg::I(created_ms),
+            Arg::I(created_ms.0),
         ],
     )
 }
 
-pub fn insert_project(id: i64, org: i64, name: &str, created_ms: i64) -> Op {
+pub fn insert_project(id: i64, org: i64, name: &str, created_ms: Ms) -> Op {
     op(
         "INSERT INTO projects (id, org_id, name, created_ms) VALUES ($1, $2, $3, $4)",
         vec![
             Arg::I(id),
             Arg::I(org),
             Arg::S(name.into()),
-            Arg::I(created_ms),
+            Arg::I(created_ms.0),
         ],
     )
 }
 
 /// A user; `login` is the stored name (`ORG/NAME` for members).
-pub fn insert_user(id: i64, login: String, org: Option<i64>, role: &str, created_ms: i64) -> Op {
+pub fn insert_user(id: i64, login: String, org: Option<i64>, role: &str, created_ms: Ms) -> Op {
     op(
         "INSERT INTO users (id, name, org_id, role, created_ms) VALUES ($1, $2, $3, $4, $5)",
         vec![
@@ -37,43 +38,37 @@ pub fn insert_user(id: i64, login: String, org: Option<i64>, role: &str, created
             Arg::S(login),
             Arg::OI(org),
             Arg::S(role.into()),
-            Arg::I(created_ms),
+            Arg::I(created_ms.0),
         ],
     )
 }
 
-pub fn disable_user(id: i64, at_ms: i64) -> Op {
+pub fn disable_user(id: i64, at_ms: Ms) -> Op {
     op(
         "UPDATE users SET disabled_ms = $2 WHERE id = $1",
-        vec![Arg::I(id), Arg::I(at_ms)],
+        vec![Arg::I(id), Arg::I(at_ms.0)],
     )
 }
 
 /// A token, by the hash of its secret (the secret is never stored).
-pub fn insert_token(
-    id: i64,
-    user: i64,
-    hash: &str,
-    created_ms: i64,
-    expires_ms: Option<i64>,
-) -> Op {
+pub fn insert_token(id: i64, user: i64, hash: &str, created_ms: Ms, expires_ms: Option<Ms>) -> Op {
     op(
         "INSERT INTO tokens (id, user_id, hash, created_ms, revoked_ms, expires_ms) VALUES ($1, $2, $3, $4, $5, $6)",
         vec![
             Arg::I(id),
             Arg::I(user),
             Arg::S(hash.into()),
-            Arg::I(created_ms),
+            Arg::I(created_ms.0),
             Arg::OI(None),
-            Arg::OI(expires_ms),
+            Arg::OI(expires_ms.map(|t| t.0)),
         ],
     )
 }
 
-pub fn revoke_token(id: i64, at_ms: i64) -> Op {
+pub fn revoke_token(id: i64, at_ms: Ms) -> Op {
     op(
         "UPDATE tokens SET revoked_ms = $2 WHERE id = $1",
-        vec![Arg::I(id), Arg::I(at_ms)],
+        vec![Arg::I(id), Arg::I(at_ms.0)],
     )
 }
 
@@ -94,7 +89,7 @@ pub struct OrgRow {
     pub id: i64,
     pub name: String,
     pub category: String,
-    pub created_ms: i64,
+    pub created_ms: Ms,
 }
 
 /// A project as stored.
@@ -119,8 +114,8 @@ pub struct TokenRow {
     pub user_id: i64,
     pub hash: String,
     pub revoked: bool,
-    pub created_ms: i64,
-    pub expires_ms: Option<i64>,
+    pub created_ms: Ms,
+    pub expires_ms: Option<Ms>,
 }
 
 pub async fn orgs(pool: &AnyPool) -> Result<Vec<OrgRow>, sqlx::Error> {
@@ -133,7 +128,7 @@ pub async fn orgs(pool: &AnyPool) -> Result<Vec<OrgRow>, sqlx::Error> {
                 id: r.try_get(0)?,
                 name: r.try_get(1)?,
                 category: r.try_get(2)?,
-                created_ms: r.try_get(3)?,
+                created_ms: Ms(r.try_get(3)?),
             })
         })
         .collect()
@@ -184,8 +179,8 @@ pub async fn tokens(pool: &AnyPool) -> Result<Vec<TokenRow>, sqlx::Error> {
                 user_id: r.try_get(1)?,
                 hash: r.try_get(2)?,
                 revoked: r.try_get::<Option<i64>, _>(3)?.is_some(),
-                created_ms: r.try_get(4)?,
-                expires_ms: r.try_get(5)?,
+                created_ms: Ms(r.try_get(4)?),
+                expires_ms: r.try_get::<Option<i64>, _>(5)?.map(Ms),
             })
         })
         .collect()
