@@ -53,6 +53,8 @@ struct ProjectRec {
 struct UserRec {
     id: i64,
     name: String,
+    /// `ORG/NAME`, or the name of a user of no organisation.
+    login: String,
     org: Option<i64>,
     role: Role,
     /// Disabled: no token of theirs works, none can be made.
@@ -115,13 +117,7 @@ impl Directory {
     }
 
     fn login(&self, user: i64) -> Option<String> {
-        let u = self.users.get(&user)?;
-        Some(login(
-            u.org
-                .and_then(|o| self.orgs.get(&o))
-                .map(|o| o.name.as_str()),
-            &u.name,
-        ))
+        self.users.get(&user).map(|u| u.login.clone())
     }
 
     fn principal(&self, token_id: i64) -> Option<Principal> {
@@ -130,7 +126,7 @@ impl Directory {
         Some(Principal {
             user_id: u.id,
             name: u.name.clone(),
-            login: self.login(u.id).unwrap_or_default(),
+            login: u.login.clone(),
             role: u.role,
             org_id: u.org,
             token_id,
@@ -240,6 +236,7 @@ impl Tenancy {
                 u.id,
                 UserRec {
                     id: u.id,
+                    login: u.login.clone(),
                     name: short_name(u.login),
                     org: u.org_id,
                     role: Role::parse(&u.role).unwrap_or(Role::Member),
@@ -292,6 +289,7 @@ impl Tenancy {
                 uid,
                 UserRec {
                     id: uid,
+                    login: "admin".into(),
                     name: "admin".into(),
                     org: None,
                     role: Role::Admin,
@@ -626,7 +624,7 @@ pub async fn create_user(s: &Shared, who: &Principal, req: UserReq) -> Result<Va
     commit(
         &s.store,
         vec![
-            store::tenancy::insert_user(uid, stored, org, role.as_str(), now),
+            store::tenancy::insert_user(uid, stored.clone(), org, role.as_str(), now),
             store::tenancy::insert_token(tid, uid, &hash, now, Some(expires)),
             s.audit_op(
                 who,
@@ -644,6 +642,7 @@ pub async fn create_user(s: &Shared, who: &Principal, req: UserReq) -> Result<Va
             uid,
             UserRec {
                 id: uid,
+                login: stored,
                 name: req.name,
                 org,
                 role,
