@@ -39,6 +39,21 @@ pub struct SchedArgs {
     /// [default: the factory's, else 5].
     #[arg(long, env = "GIGAFAB_MAX_REQUEUES")]
     pub max_requeues: Option<u32>,
+    /// Running preemptible jobs move to free accelerators of a type where
+    /// they run faster (stopped with their progress, restored there):
+    /// what Gavel's rounds do by giving each round's types anew.
+    #[arg(long, env = "GIGAFAB_MIGRATE")]
+    pub migrate: bool,
+    /// `las` and `hetero`: the attained service, in accelerator-hours, at
+    /// which a job moves down a queue, ascending and comma separated
+    /// [default: the factory's, else 1,10,100].
+    #[arg(
+        long,
+        env = "GIGAFAB_LAS_THRESHOLDS",
+        value_delimiter = ',',
+        value_name = "HOURS"
+    )]
+    pub las_thresholds: Option<Vec<f64>>,
     /// Carbon-aware scheduling: jobs with a deadline start in low-carbon
     /// hours and at the lower-carbon site (never missing the deadline for it).
     #[arg(long, env = "GIGAFAB_CARBON_AWARE")]
@@ -72,6 +87,8 @@ impl SchedArgs {
             checkpoint_on_preempt: self.preempt_restart.then_some(false),
             restore_overhead_s: self.restore_overhead,
             max_requeues: self.max_requeues,
+            migrate: self.migrate.then_some(true),
+            las_thresholds_gpu_h: self.las_thresholds.clone(),
             carbon_aware: self.carbon_aware.then_some(true),
             power_capping: self.power_capping.then_some(true),
             energy_aware: self.energy_aware.then_some(true),

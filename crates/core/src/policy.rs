@@ -201,6 +201,9 @@ pub struct Policy {
     /// Seconds a job stopped with its progress spends restoring it when it
     /// runs again.
     pub restore_overhead_s: f64,
+    /// Running preemptible jobs move to free accelerators of a type where
+    /// they run faster (stopped with their progress, restored there).
+    pub migrate: bool,
 }
 
 impl Policy {
@@ -227,6 +230,7 @@ impl Policy {
             max_requeues: 5,
             checkpoint_on_preempt: true,
             restore_overhead_s: 30.0,
+            migrate: false,
         }
     }
 

@@ -15,6 +15,8 @@
 //! preemption = true             # higher priority stops preemptible jobs
 //! checkpoint_on_preempt = true  # a stopped job keeps its progress
 //! restore_overhead_s = 30       # restoring that progress takes this long
+//! migrate = false               # running jobs move to faster free types
+//! las_thresholds_gpu_h = [1, 10, 100]  # las/hetero attained-service queues
 //! max_requeues = 5              # failure requeues before a job fails
 //! carbon_aware = false
 //! power_capping = false
@@ -47,6 +49,12 @@ pub struct SchedulerProfile {
     pub restore_overhead_s: Option<f64>,
     /// Times a job hit by an accelerator failure is requeued [default: 5].
     pub max_requeues: Option<u32>,
+    /// Running preemptible jobs move to free accelerators of a type where
+    /// they run faster [default: false].
+    pub migrate: Option<bool>,
+    /// `las` and `hetero`: the attained service (accelerator-hours) at
+    /// which a job moves down a queue, ascending [default: 1, 10, 100].
+    pub las_thresholds_gpu_h: Option<Vec<f64>>,
     /// Jobs with a deadline start in low-carbon hours [default: false].
     pub carbon_aware: Option<bool>,
     /// Jobs may start power-capped under a site's budget [default: false].
@@ -68,6 +76,10 @@ impl SchedulerProfile {
             checkpoint_on_preempt: self.checkpoint_on_preempt.or(under.checkpoint_on_preempt),
             restore_overhead_s: self.restore_overhead_s.or(under.restore_overhead_s),
             max_requeues: self.max_requeues.or(under.max_requeues),
+            migrate: self.migrate.or(under.migrate),
+            las_thresholds_gpu_h: self
+                .las_thresholds_gpu_h
+                .or_else(|| under.las_thresholds_gpu_h.clone()),
             carbon_aware: self.carbon_aware.or(under.carbon_aware),
             power_capping: self.power_capping.or(under.power_capping),
             energy_aware: self.energy_aware.or(under.energy_aware),
@@ -106,6 +118,21 @@ impl SchedulerProfile {
         }
         if let Some(v) = self.max_requeues {
             p.max_requeues = v;
+        }
+        if let Some(v) = self.migrate {
+            p.migrate = v;
+        }
+        if let Some(th) = &self.las_thresholds_gpu_h {
+            if th.is_empty()
+                || th.len() > 16
+                || th.iter().any(|h| !(h.is_finite() && *h > 0.0 && *h <= 1e9))
+                || th.windows(2).any(|w| w[0] >= w[1])
+            {
+                return Err(
+                    "las_thresholds_gpu_h: 1 to 16 ascending accelerator-hours, each > 0".into(),
+                );
+            }
+            p.las_thresholds_gpu_s = th.iter().map(|h| h * 3600.0).collect();
         }
         if let Some(v) = self.carbon_aware {
             p.carbon_aware = v;
@@ -167,5 +194,30 @@ mod tests {
         .policy()
         .unwrap_err();
         assert!(e.starts_with("backfill_interval_s"), "{e}");
+        for bad in [vec![], vec![10.0, 1.0], vec![0.0], vec![f64::NAN]] {
+            let e = SchedulerProfile {
+                las_thresholds_gpu_h: Some(bad.clone()),
+                ..Default::default()
+            }
+            .policy()
+            .unwrap_err();
+            assert!(e.starts_with("las_thresholds_gpu_h"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn migration_and_las_queues_come_from_the_profile() {
+        let p = SchedulerProfile {
+            migrate: Some(true),
+            las_thresholds_gpu_h: Some(vec![0.5, 1.0, 2.0]),
+            ..Default::default()
+        }
+        .policy()
+        .unwrap();
+        assert!(p.migrate);
+        assert_eq!(p.las_thresholds_gpu_s, vec![1_800.0, 3_600.0, 7_200.0]);
+        let d = SchedulerProfile::default().policy().unwrap();
+        assert!(!d.migrate, "off by default");
+        assert_eq!(d.las_thresholds_gpu_s, vec![3_600.0, 36_000.0, 360_000.0]);
     }
 }

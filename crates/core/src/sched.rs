@@ -27,6 +27,7 @@ mod backfill;
 mod candidates;
 mod fleet;
 mod invariants;
+mod migrate;
 mod order;
 mod power;
 mod preempt;
@@ -348,6 +349,8 @@ pub struct SchedCore {
     site_order: Vec<(f64, usize)>,
     /// Carbon-aware deferrals decided so far.
     pub deferrals: u64,
+    /// Runs moved to a faster accelerator type (`Policy::migrate`).
+    pub migrations: u64,
     /// Starts refused by a site's power budget so far (a job counts once per pass).
     pub power_waits: u64,
 }
@@ -461,6 +464,7 @@ impl SchedCore {
                 })
                 .collect(),
             deferrals: 0,
+            migrations: 0,
             power_waits: 0,
             waits: Vec::new(),
             waits_on: false,
@@ -907,6 +911,7 @@ impl SchedCore {
         if backfill_mode {
             self.bf_horizon = horizon;
         }
+        self.migrate(now);
         let mut requeue = std::mem::take(&mut self.requeue);
         for &j in &requeue {
             self.enqueue(j, now);

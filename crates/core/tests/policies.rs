@@ -382,3 +382,49 @@ fn las_wakes_up_when_a_running_job_is_demoted() {
     assert_eq!(d.preempted.len(), 1);
     assert_eq!(c.jobs[d.started[0] as usize].id, "waiting");
 }
+
+/// With `migrate`, a preemptible job running on a slow type moves to a
+/// faster one as soon as it is free, keeping its progress and paying the
+/// restore overhead; without it the job keeps its slow accelerator.
+#[test]
+fn migrate_moves_a_running_job_to_a_faster_free_type() {
+    let f = factory(&[("old", "k80", 1, 1), ("new", "v100", 1, 1)]);
+    let mut t = Throughputs::new();
+    t.insert("resnet", "k80", 1, 1.0);
+    t.insert("resnet", "v100", 1, 10.0);
+    for migrate in [false, true] {
+        let mut p = Policy::new(PolicyKind::Fifo);
+        p.migrate = migrate;
+        let mut c = SchedCore::new(f.clone(), p, t.clone());
+        let a = c.add_allocation(AllocationSpec::open("a", Category::Academia));
+        let mut x = JobSpec::simple("x", 0.0, 1, 100.0);
+        x.types = gigafab_core::TypeFilter::parse("v100").unwrap();
+        let x = c.submit(&x, a, 0.0);
+        let mut spec = JobSpec::simple("j", 0.0, 1, 0.0);
+        spec.duration_s = None;
+        spec.steps = Some(10_000.0);
+        spec.job_type = Some("resnet".into());
+        spec.preemptible = true;
+        let j = c.submit(&spec, a, 0.0);
+        assert_eq!(c.schedule(0.0).started, vec![x, j]);
+        assert_eq!(c.jobs[j as usize].run_pool, 0, "the k80 was the free one");
+        c.end_run(x, 100.0, JobState::Completed);
+        let d = c.schedule(100.0).clone();
+        let job = &c.jobs[j as usize];
+        if migrate {
+            assert_eq!(d.preempted.len(), 1, "{d:?}");
+            assert_eq!(d.preempted[0].0, j);
+            assert_eq!(d.started, vec![j]);
+            assert_eq!(job.run_pool, 1, "moved to the v100");
+            // 100 of its 10,000 k80-seconds done: 9,900 / 10 on the v100,
+            // plus the restore overhead
+            let (run, _) = job.planned_run();
+            assert!((run - (990.0 + 30.0)).abs() < 1e-6, "{run}");
+            assert_eq!(c.migrations, 1);
+        } else {
+            assert!(d.preempted.is_empty() && d.started.is_empty(), "{d:?}");
+            assert_eq!(job.run_pool, 0);
+        }
+        c.check_invariants().unwrap();
+    }
+}

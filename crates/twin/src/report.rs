@@ -99,7 +99,10 @@ pub struct Report {
     pub gpu_hours_lost_preemption: f64,
     pub failures: u64,
     pub failure_job_hits: u64,
+    /// Preemptions, migrations included.
     pub preemptions: u64,
+    /// Runs moved to a faster accelerator type (`--migrate`).
+    pub migrations: u64,
     /// Jain's index over allocations of 1 / mean slowdown (1 = equal service).
     pub jain_fairness: f64,
     /// Facility energy (IT × PUE, idle included) from the first submission
@@ -429,6 +432,7 @@ impl Collector {
             failures: self.failures,
             failure_job_hits: self.failure_hits,
             preemptions: self.preemptions,
+            migrations: core.migrations,
             jain_fairness: jain,
             energy_mwh: energy_j / 3.6e9,
             carbon_t: carbon(carbon_g),
@@ -568,8 +572,8 @@ impl Report {
             (
                 "preemptions",
                 format!(
-                    "{}, {:.1} GPU-hours lost",
-                    self.preemptions, self.gpu_hours_lost_preemption
+                    "{} ({} migrations), {:.1} GPU-hours lost",
+                    self.preemptions, self.migrations, self.gpu_hours_lost_preemption
                 ),
             ),
             ("Jain fairness", format!("{:.4}", self.jain_fairness)),
