@@ -59,6 +59,14 @@ id_type!(
     /// A project's id.
     ProjectId
 );
+id_type!(
+    /// An access call's id.
+    CallId
+);
+id_type!(
+    /// An access request's id.
+    RequestId
+);
 
 /// Every error answer: a stable snake_case code and a message for people.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -438,6 +446,129 @@ pub fn query_params<T: IntoParams>() -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Body of `POST /api/v1/calls`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCall {
+    pub name: String,
+    /// `playground` (at most 2,000 GPU-hours and 92 days a request,
+    /// approved at once for an eligible organisation), `fast-lane` (at most
+    /// 50,000 GPU-hours, one technical review decides) or `large-scale`
+    /// (more, two scored reviews then an operator's decision).
+    pub mode: String,
+    /// Organisation categories that may apply (startup, sme, industry,
+    /// academia, public).
+    pub categories: Vec<String>,
+    /// GPU-hours the call may grant in all.
+    #[schema(exclusive_minimum = 0)]
+    pub envelope_gpu_hours: f64,
+    /// RFC 3339 [default now].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opens_at: Option<String>,
+    /// RFC 3339 [default: never closes].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closes_at: Option<String>,
+}
+
+/// An access call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Call {
+    pub id: CallId,
+    pub name: String,
+    pub mode: String,
+    pub categories: Vec<String>,
+    pub envelope_gpu_hours: f64,
+    /// GPU-hours granted by its approved requests so far.
+    pub granted_gpu_hours: f64,
+    pub opens_at: String,
+    pub closes_at: Option<String>,
+    /// `upcoming`, `open` or `closed`.
+    pub state: String,
+    /// The users who review its requests.
+    pub reviewers: Vec<UserId>,
+}
+
+/// Body of `POST /api/v1/calls/{id}/reviewers`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddReviewer {
+    pub user: UserId,
+}
+
+/// Body of `POST /api/v1/requests`: a draft.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequest {
+    pub call: CallId,
+    pub title: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    /// The project the approval creates in the applicant's organisation.
+    pub project: String,
+    #[schema(exclusive_minimum = 0)]
+    pub gpu_hours: f64,
+    /// How long the allocation lasts, days.
+    #[schema(exclusive_minimum = 0)]
+    pub days: f64,
+}
+
+/// A review of an access request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Review {
+    pub reviewer: UserId,
+    pub reviewer_name: String,
+    /// 1 (poor) to 5 (excellent).
+    pub score: i64,
+    /// `approve`, `reject` or `revise`.
+    pub verdict: String,
+    pub comment: String,
+    pub at: String,
+}
+
+/// Body of `POST /api/v1/requests/{id}/reviews`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateReview {
+    #[schema(minimum = 1, maximum = 5)]
+    pub score: i64,
+    /// `approve`, `reject` or `revise`.
+    pub verdict: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// Body of `POST /api/v1/requests/{id}/decision` (an operator's, after
+/// the reviews of a large-scale request).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDecision {
+    pub approve: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// An access request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AccessRequest {
+    pub id: RequestId,
+    pub call: CallId,
+    pub org: String,
+    pub user: String,
+    pub title: String,
+    pub summary: String,
+    pub project: String,
+    pub gpu_hours: f64,
+    pub days: f64,
+    /// `draft`, `submitted`, `in_review`, `revision_requested`,
+    /// `approved`, `rejected` or `withdrawn`.
+    pub state: String,
+    /// The allocation its approval granted.
+    pub allocation: Option<AllocationId>,
+    pub reviews: Vec<Review>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
 /// The component schemas of the OpenAPI document, generated from the
 /// types above: (name, JSON schema).
 pub fn schemas() -> Vec<(String, serde_json::Value)> {
@@ -479,6 +610,16 @@ pub fn schemas() -> Vec<(String, serde_json::Value)> {
         one::<CreateToken>(),
         one::<Token>(),
         one::<AuditEntry>(),
+        one::<CallId>(),
+        one::<RequestId>(),
+        one::<CreateCall>(),
+        one::<Call>(),
+        one::<AddReviewer>(),
+        one::<CreateRequest>(),
+        one::<Review>(),
+        one::<CreateReview>(),
+        one::<CreateDecision>(),
+        one::<AccessRequest>(),
     ];
     // pages of each listed object
     for (name, item) in [
@@ -489,6 +630,8 @@ pub fn schemas() -> Vec<(String, serde_json::Value)> {
         ("UserPage", "User"),
         ("TokenPage", "Token"),
         ("AuditPage", "AuditEntry"),
+        ("CallPage", "Call"),
+        ("RequestPage", "AccessRequest"),
     ] {
         out.push((
             name.into(),

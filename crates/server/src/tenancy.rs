@@ -384,6 +384,23 @@ impl Tenancy {
             .collect()
     }
 
+    /// The organisation `id` as a command names it.
+    pub fn org_ref(&self, id: i64) -> Option<OrgRef> {
+        let d = self.dir.read().ok()?;
+        let o = d.orgs.get(&id)?;
+        Some(OrgRef {
+            id,
+            name: o.name.clone(),
+            category: Category::parse(&o.category).unwrap_or(Category::Academia),
+        })
+    }
+
+    /// The organisation of user `id` (None: no such user; Some(None): a
+    /// user of no organisation).
+    pub fn user_org(&self, id: i64) -> Option<Option<i64>> {
+        self.dir.read().ok()?.users.get(&id).map(|u| u.org)
+    }
+
     /// The organisation's name (empty if unknown).
     pub fn org_name(&self, id: i64) -> String {
         self.dir.read().map(|d| d.org_name(id)).unwrap_or_default()
@@ -497,6 +514,50 @@ pub async fn create_org(
     .await?;
     t.dir.write().map_err(|_| lock_err())?.orgs.insert(id, o);
     Ok(v)
+}
+
+/// The project `name` of organisation `org`, made (and audited as done by
+/// `who`) if it does not exist yet: what an approved access request gets.
+pub async fn ensure_project(
+    s: &Shared,
+    who: &Principal,
+    org: i64,
+    name: &str,
+) -> Result<i64, ApiError> {
+    let t = &s.tenancy;
+    valid_name(name, "project")?;
+    let _w = t.writes.lock().await;
+    let now = s.clock.now();
+    let id = {
+        let mut d = t.dir.write().map_err(|_| lock_err())?;
+        if let Some(p) = d.projects.values().find(|p| p.org == org && p.name == name) {
+            return Ok(p.id);
+        }
+        d.next(PROJECT)
+    };
+    commit(
+        &s.store,
+        vec![
+            store::tenancy::insert_project(id, org, name, now),
+            s.audit_op(
+                who,
+                now,
+                "create_project",
+                &format!("project {id}"),
+                format!("for an approved access request, in org {org}"),
+            ),
+        ],
+    )
+    .await?;
+    t.dir.write().map_err(|_| lock_err())?.projects.insert(
+        id,
+        ProjectRec {
+            id,
+            org,
+            name: name.to_string(),
+        },
+    );
+    Ok(id)
 }
 
 /// `POST /projects` (admin; the organisation's owner).

@@ -1,8 +1,9 @@
 //! The HTTP API (`/api/v1`): one module per resource, each with its
 //! routes and handlers ([`meta`], [`tenancy`], [`allocs`], [`jobs`],
-//! [`fleet`], [`audit`]); here the shared parts: authentication, body
+//! [`fleet`], [`audit`], [`access`]); here the shared parts: authentication, body
 //! parsing, pages, errors as JSON, the access log and the OpenAPI document.
 
+mod access;
 mod allocs;
 mod audit;
 mod fleet;
@@ -60,6 +61,7 @@ pub fn routes() -> impl Iterator<Item = &'static Route> {
         jobs::ROUTES,
         fleet::ROUTES,
         audit::ROUTES,
+        access::ROUTES,
     ]
     .into_iter()
     .flatten()
@@ -74,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         .merge(jobs::router())
         .merge(fleet::router())
         .merge(audit::router())
+        .merge(access::router())
         .fallback(|| async {
             ApiError::not_found("not_found", "no such endpoint (see /api/v1/openapi.json)")
         })

@@ -6,6 +6,7 @@
 //! [`allocs`], [`audit`], [`fleet`]) turns a typed write into its
 //! statement; [`commit`] folds a batch of them into one transaction.
 
+pub mod access;
 pub mod allocs;
 pub mod audit;
 pub mod commit;

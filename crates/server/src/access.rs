@@ -1,0 +1,740 @@
+//! The one-stop shop's workflow: access calls, requests, reviews and
+//! decisions. Ordinary transactional handlers on the store (docs/server.md,
+//! "Where a resource lives"): each write is one transaction with its audit
+//! line; an approval reaches the controller only as a typed grant.
+//!
+//! Access modes, after the EuroHPC AI Factories' tracks:
+//! - `playground`: at most 2,000 GPU-hours and 92 days a request; approved
+//!   at submission for an organisation of an eligible category;
+//! - `fast-lane`: at most 50,000 GPU-hours; one technical review decides;
+//! - `large-scale`: two scored reviews at least, then an operator decides.
+//!
+//! A request goes draft → submitted → in_review → approved | rejected, or
+//! revision_requested (back to the applicant, who submits again), or
+//! withdrawn by the applicant. A reviewer is assigned per call and never
+//! reviews a request of their own organisation. An approval creates the
+//! project and the allocation, charged against the call's envelope, which
+//! is never exceeded.
+
+use axum::http::StatusCode;
+use gigafab_api as t;
+
+use crate::auth::{Principal, Role};
+use crate::ctl::{Action, Shared, valid_name};
+use crate::error::ApiError;
+use crate::store::{self, access::CallRow, access::RequestRow, commit::Op};
+use crate::time::{Ms, parse_rfc3339};
+
+/// Most GPU-hours and days of a playground request.
+pub const PLAYGROUND_MAX_GPU_H: f64 = 2_000.0;
+pub const PLAYGROUND_MAX_DAYS: f64 = 92.0;
+/// Most GPU-hours of a fast-lane request.
+pub const FAST_LANE_MAX_GPU_H: f64 = 50_000.0;
+/// Reviews a large-scale request needs before a decision.
+pub const LARGE_SCALE_REVIEWS: usize = 2;
+
+const MODES: [&str; 3] = ["playground", "fast-lane", "large-scale"];
+
+/// One access write at a time (envelope and id checks against the store,
+/// then the transaction).
+static WRITES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn unprocessable(code: &'static str, msg: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, msg)
+}
+
+async fn commit(s: &Shared, ops: Vec<Op>) -> Result<(), ApiError> {
+    let mut conn = s.store.pool.acquire().await?;
+    store::commit::write_ops(&mut conn, ops).await?;
+    Ok(())
+}
+
+fn call_state(c: &CallRow, now: Ms) -> &'static str {
+    if now < c.opens_ms {
+        "upcoming"
+    } else if c.closes_ms.is_some_and(|e| now >= e) {
+        "closed"
+    } else {
+        "open"
+    }
+}
+
+fn call_view(c: &CallRow, reviewers: &[(i64, i64)], now: Ms) -> t::Call {
+    t::Call {
+        id: t::CallId(c.id),
+        name: c.name.clone(),
+        mode: c.mode.clone(),
+        categories: serde_json::from_str(&c.categories).unwrap_or_default(),
+        envelope_gpu_hours: c.envelope_gpu_s / 3600.0,
+        granted_gpu_hours: c.granted_gpu_s / 3600.0,
+        opens_at: c.opens_ms.rfc3339(),
+        closes_at: c.closes_ms.map(Ms::rfc3339),
+        state: call_state(c, now).into(),
+        reviewers: reviewers
+            .iter()
+            .filter(|r| r.0 == c.id)
+            .map(|r| t::UserId(r.1))
+            .collect(),
+    }
+}
+
+async fn request_view(s: &Shared, r: &RequestRow) -> Result<t::AccessRequest, ApiError> {
+    let reviews = store::access::reviews(&s.store.pool, r.id).await?;
+    Ok(t::AccessRequest {
+        id: t::RequestId(r.id),
+        call: t::CallId(r.call_id),
+        org: r.org.clone(),
+        user: r.user.clone(),
+        title: r.title.clone(),
+        summary: r.summary.clone(),
+        project: r.project.clone(),
+        gpu_hours: r.gpu_s / 3600.0,
+        days: r.days,
+        state: r.state.clone(),
+        allocation: r.allocation_id.map(t::AllocationId),
+        reviews: reviews
+            .into_iter()
+            .map(|v| t::Review {
+                reviewer: t::UserId(v.reviewer_id),
+                reviewer_name: crate::ctl::short_name(v.reviewer),
+                score: v.score,
+                verdict: v.verdict,
+                comment: v.comment,
+                at: v.at_ms.rfc3339(),
+            })
+            .collect(),
+        created_at: r.created_ms.rfc3339(),
+        updated_at: r.updated_ms.rfc3339(),
+    })
+}
+
+fn call_not_found(id: i64) -> ApiError {
+    ApiError::not_found("call_not_found", format!("call {id} not found"))
+}
+
+/// Call `id` (404 if there is none).
+async fn call_of(s: &Shared, id: i64) -> Result<CallRow, ApiError> {
+    store::access::call(&s.store.pool, id)
+        .await?
+        .ok_or_else(|| call_not_found(id))
+}
+
+fn request_not_found(id: i64) -> ApiError {
+    ApiError::not_found("request_not_found", format!("request {id} not found"))
+}
+
+/// `POST /calls` (admin, operator).
+pub async fn create_call(
+    s: &Shared,
+    who: &Principal,
+    req: t::CreateCall,
+) -> Result<t::Call, ApiError> {
+    if !who.global() {
+        return Err(ApiError::forbidden("only an admin or operator opens calls"));
+    }
+    valid_name(&req.name, "name")?;
+    if !MODES.contains(&req.mode.as_str()) {
+        return Err(ApiError::invalid(format!(
+            "mode: `{}` is not one of playground, fast-lane, large-scale",
+            req.mode.chars().take(64).collect::<String>()
+        )));
+    }
+    if req.categories.is_empty() || req.categories.len() > 5 {
+        return Err(ApiError::invalid(
+            "categories: 1 to 5 of startup, sme, industry, academia, public",
+        ));
+    }
+    let mut categories = Vec::new();
+    for c in &req.categories {
+        if gigafab_core::Category::parse(c).is_none() {
+            return Err(ApiError::invalid(format!(
+                "categories: `{}` is not one of startup, sme, industry, academia, public",
+                c.chars().take(64).collect::<String>()
+            )));
+        }
+        categories.push(c.to_ascii_lowercase());
+    }
+    if !(req.envelope_gpu_hours.is_finite()
+        && req.envelope_gpu_hours > 0.0
+        && req.envelope_gpu_hours <= 1e9)
+    {
+        return Err(ApiError::invalid(
+            "envelope_gpu_hours: must be > 0 and at most 1e9",
+        ));
+    }
+    let now = s.clock.now();
+    let at = |v: &Option<String>, what: &str| -> Result<Option<Ms>, ApiError> {
+        v.as_deref()
+            .map(|x| {
+                parse_rfc3339(x)
+                    .map(Ms)
+                    .map_err(|e| ApiError::invalid(format!("{what}: {e}")))
+            })
+            .transpose()
+    };
+    let opens = at(&req.opens_at, "opens_at")?.unwrap_or(now);
+    let closes = at(&req.closes_at, "closes_at")?;
+    if closes.is_some_and(|c| c <= opens) {
+        return Err(ApiError::invalid("closes_at: must be after opens_at"));
+    }
+    let _w = WRITES.lock().await;
+    if store::access::call_by_name(&s.store.pool, &req.name)
+        .await?
+        .is_some()
+    {
+        return Err(ApiError::conflict(
+            "conflict",
+            format!("a call named `{}` exists", req.name),
+        ));
+    }
+    let c = CallRow {
+        id: store::access::max_id(&s.store.pool, "calls").await? + 1,
+        name: req.name.clone(),
+        mode: req.mode.clone(),
+        categories: serde_json::to_string(&categories).unwrap_or_default(),
+        envelope_gpu_s: req.envelope_gpu_hours * 3600.0,
+        granted_gpu_s: 0.0,
+        opens_ms: opens,
+        closes_ms: closes,
+    };
+    let v = call_view(&c, &[], now);
+    commit(
+        s,
+        vec![
+            store::access::insert_call(&c, now),
+            s.audit_op(
+                who,
+                now,
+                "create_call",
+                &format!("call {}", c.id),
+                serde_json::to_string(&v).unwrap_or_default(),
+            ),
+        ],
+    )
+    .await?;
+    Ok(v)
+}
+
+/// `GET /calls` (any token): every call with its state.
+pub async fn list_calls(s: &Shared) -> Result<Vec<t::Call>, ApiError> {
+    let now = s.clock.now();
+    let reviewers = store::access::reviewers(&s.store.pool).await?;
+    Ok(store::access::calls(&s.store.pool)
+        .await?
+        .iter()
+        .map(|c| call_view(c, &reviewers, now))
+        .collect())
+}
+
+/// `POST /calls/{id}/reviewers` (admin, operator): `user` reviews the
+/// call's requests (never those of their own organisation).
+pub async fn add_reviewer(
+    s: &Shared,
+    who: &Principal,
+    call: i64,
+    req: t::AddReviewer,
+) -> Result<t::Call, ApiError> {
+    if !who.global() {
+        return Err(ApiError::forbidden(
+            "only an admin or operator assigns reviewers",
+        ));
+    }
+    let user = req.user.0;
+    if s.tenancy.user_org(user).is_none() {
+        return Err(ApiError::not_found(
+            "user_not_found",
+            format!("user {user} not found"),
+        ));
+    }
+    let _w = WRITES.lock().await;
+    let c = call_of(s, call).await?;
+    let mut reviewers = store::access::reviewers(&s.store.pool).await?;
+    if reviewers.contains(&(call, user)) {
+        return Err(ApiError::conflict(
+            "conflict",
+            format!("user {user} already reviews call {call}"),
+        ));
+    }
+    let now = s.clock.now();
+    commit(
+        s,
+        vec![
+            store::access::insert_reviewer(call, user),
+            s.audit_op(
+                who,
+                now,
+                "add_reviewer",
+                &format!("call {call}"),
+                format!("user {user}"),
+            ),
+        ],
+    )
+    .await?;
+    reviewers.push((call, user));
+    Ok(call_view(&c, &reviewers, now))
+}
+
+/// Whether `who` may see request `r`: its organisation, the reviewers of
+/// its call, admins and operators.
+fn sees(who: &Principal, r: &RequestRow, reviewers: &[(i64, i64)]) -> bool {
+    who.sees_org(r.org_id) || reviewers.contains(&(r.call_id, who.user_id))
+}
+
+async fn visible_request(
+    s: &Shared,
+    who: &Principal,
+    id: i64,
+) -> Result<(RequestRow, Vec<(i64, i64)>), ApiError> {
+    let r = store::access::request(&s.store.pool, id)
+        .await?
+        .ok_or_else(|| request_not_found(id))?;
+    let reviewers = store::access::reviewers(&s.store.pool).await?;
+    if !sees(who, &r, &reviewers) {
+        return Err(request_not_found(id));
+    }
+    Ok((r, reviewers))
+}
+
+/// `GET /requests`: those the caller may see.
+pub async fn list_requests(s: &Shared, who: &Principal) -> Result<Vec<t::AccessRequest>, ApiError> {
+    let reviewers = store::access::reviewers(&s.store.pool).await?;
+    let mut out = Vec::new();
+    for r in store::access::requests(&s.store.pool).await? {
+        if sees(who, &r, &reviewers) {
+            out.push(request_view(s, &r).await?);
+        }
+    }
+    Ok(out)
+}
+
+/// `GET /requests/{id}`.
+pub async fn get_request(
+    s: &Shared,
+    who: &Principal,
+    id: i64,
+) -> Result<t::AccessRequest, ApiError> {
+    let (r, _) = visible_request(s, who, id).await?;
+    request_view(s, &r).await
+}
+
+/// `POST /requests` (an organisation's owner or member): a draft.
+pub async fn create_request(
+    s: &Shared,
+    who: &Principal,
+    req: t::CreateRequest,
+) -> Result<t::AccessRequest, ApiError> {
+    let Some(org) = who.org_id.filter(|_| who.role.in_org()) else {
+        return Err(ApiError::forbidden(
+            "only an organisation's owner or member applies for access",
+        ));
+    };
+    let title = req.title.trim();
+    if title.is_empty() || title.len() > 200 {
+        return Err(ApiError::invalid("title: 1 to 200 bytes"));
+    }
+    let summary = req.summary.unwrap_or_default();
+    if summary.len() > 10_000 {
+        return Err(ApiError::invalid("summary: at most 10,000 bytes"));
+    }
+    valid_name(&req.project, "project")?;
+    if !(req.gpu_hours.is_finite() && req.gpu_hours > 0.0 && req.gpu_hours <= 1e9) {
+        return Err(ApiError::invalid("gpu_hours: must be > 0 and at most 1e9"));
+    }
+    if !(req.days.is_finite() && req.days > 0.0 && req.days <= 3650.0) {
+        return Err(ApiError::invalid("days: must be > 0 and at most 3650"));
+    }
+    let call = call_of(s, req.call.0).await?;
+    check_fits_call(s, &call, org, req.gpu_hours, req.days)?;
+    let now = s.clock.now();
+    let _w = WRITES.lock().await;
+    let r = RequestRow {
+        id: store::access::max_id(&s.store.pool, "access_requests").await? + 1,
+        call_id: call.id,
+        org_id: org,
+        org: s.tenancy.org_name(org),
+        user_id: who.user_id,
+        user: who.name.clone(),
+        title: title.to_string(),
+        summary,
+        project: req.project,
+        gpu_s: req.gpu_hours * 3600.0,
+        days: req.days,
+        state: "draft".into(),
+        allocation_id: None,
+        created_ms: now,
+        updated_ms: now,
+    };
+    commit(
+        s,
+        vec![
+            store::access::insert_request(&r),
+            s.audit_op(
+                who,
+                now,
+                "create_request",
+                &format!("request {}", r.id),
+                format!("call {}, {:.1} GPU-hours", call.id, req.gpu_hours),
+            ),
+        ],
+    )
+    .await?;
+    request_view(s, &r).await
+}
+
+/// A request of organisation `org` for `gpu_h` over `days` fits call `c`:
+/// open, the organisation's category eligible, within the mode's limits.
+fn check_fits_call(
+    s: &Shared,
+    c: &CallRow,
+    org: i64,
+    gpu_h: f64,
+    days: f64,
+) -> Result<(), ApiError> {
+    let now = s.clock.now();
+    match call_state(c, now) {
+        "open" => {}
+        st => {
+            return Err(unprocessable(
+                "call_closed",
+                format!("call {} is {st}", c.id),
+            ));
+        }
+    }
+    let category = s
+        .tenancy
+        .org_ref(org)
+        .map(|o| o.category.as_str().to_string())
+        .unwrap_or_default();
+    let cats: Vec<String> = serde_json::from_str(&c.categories).unwrap_or_default();
+    if !cats.contains(&category) {
+        return Err(unprocessable(
+            "not_eligible",
+            format!(
+                "call {} is for {}; your organisation is {category}",
+                c.id,
+                cats.join(", ")
+            ),
+        ));
+    }
+    let (max_h, max_days) = match c.mode.as_str() {
+        "playground" => (PLAYGROUND_MAX_GPU_H, PLAYGROUND_MAX_DAYS),
+        "fast-lane" => (FAST_LANE_MAX_GPU_H, 3650.0),
+        _ => (f64::INFINITY, 3650.0),
+    };
+    if gpu_h > max_h || days > max_days {
+        return Err(unprocessable(
+            "over_mode_limit",
+            format!(
+                "a {} request is at most {max_h} GPU-hours over {max_days} days",
+                c.mode
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The applicant's own request, for a transition only its organisation's
+/// owners and members make.
+async fn own_request(s: &Shared, who: &Principal, id: i64) -> Result<RequestRow, ApiError> {
+    let (r, _) = visible_request(s, who, id).await?;
+    if !(who.role.in_org() && who.org_id == Some(r.org_id)) {
+        return Err(ApiError::forbidden(
+            "only the applicant organisation's owners and members do this",
+        ));
+    }
+    Ok(r)
+}
+
+fn wrong_state(r: &RequestRow, what: &str) -> ApiError {
+    ApiError::conflict(
+        "wrong_state",
+        format!("request {} is {}: it cannot be {what}", r.id, r.state),
+    )
+}
+
+/// `POST /requests/{id}/submit`: a draft (or a request sent back for
+/// revision) goes to review; a playground request of an eligible
+/// organisation is approved at once.
+pub async fn submit_request(
+    s: &Shared,
+    who: &Principal,
+    id: i64,
+) -> Result<t::AccessRequest, ApiError> {
+    let _w = WRITES.lock().await;
+    let r = own_request(s, who, id).await?;
+    if !(r.state == "draft" || r.state == "revision_requested") {
+        return Err(wrong_state(&r, "submitted"));
+    }
+    let call = call_of(s, r.call_id).await?;
+    check_fits_call(s, &call, r.org_id, r.gpu_s / 3600.0, r.days)?;
+    let now = s.clock.now();
+    commit(
+        s,
+        vec![
+            store::access::set_state(id, "submitted", None, now),
+            s.audit_op(
+                who,
+                now,
+                "submit_request",
+                &format!("request {id}"),
+                String::new(),
+            ),
+        ],
+    )
+    .await?;
+    if call.mode == "playground" {
+        approve(s, who, id, "approved at submission (playground)").await?;
+    }
+    get_request(s, who, id).await
+}
+
+/// `POST /requests/{id}/withdraw`: the applicant takes it back.
+pub async fn withdraw_request(
+    s: &Shared,
+    who: &Principal,
+    id: i64,
+) -> Result<t::AccessRequest, ApiError> {
+    let _w = WRITES.lock().await;
+    let r = own_request(s, who, id).await?;
+    if !["draft", "submitted", "in_review", "revision_requested"].contains(&r.state.as_str()) {
+        return Err(wrong_state(&r, "withdrawn"));
+    }
+    let now = s.clock.now();
+    commit(
+        s,
+        vec![
+            store::access::set_state(id, "withdrawn", None, now),
+            s.audit_op(
+                who,
+                now,
+                "withdraw_request",
+                &format!("request {id}"),
+                String::new(),
+            ),
+        ],
+    )
+    .await?;
+    get_request(s, who, id).await
+}
+
+/// `POST /requests/{id}/reviews`: an assigned reviewer scores it. In a
+/// fast-lane (or playground) call the review decides: approve, reject, or
+/// send it back for revision; a large-scale request waits for an
+/// operator's decision.
+pub async fn review_request(
+    s: &Shared,
+    who: &Principal,
+    id: i64,
+    req: t::CreateReview,
+) -> Result<t::AccessRequest, ApiError> {
+    if !(1..=5).contains(&req.score) {
+        return Err(ApiError::invalid("score: 1 to 5"));
+    }
+    if !["approve", "reject", "revise"].contains(&req.verdict.as_str()) {
+        return Err(ApiError::invalid("verdict: approve, reject or revise"));
+    }
+    let comment = req.comment.unwrap_or_default();
+    if comment.len() > 10_000 {
+        return Err(ApiError::invalid("comment: at most 10,000 bytes"));
+    }
+    let _w = WRITES.lock().await;
+    let (r, reviewers) = visible_request(s, who, id).await?;
+    if !reviewers.contains(&(r.call_id, who.user_id)) {
+        return Err(ApiError::forbidden(format!(
+            "you are not a reviewer of call {}",
+            r.call_id
+        )));
+    }
+    if who.org_id == Some(r.org_id) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "conflict_of_interest",
+            "a reviewer never reviews a request of their own organisation",
+        ));
+    }
+    if !(r.state == "submitted" || r.state == "in_review") {
+        return Err(wrong_state(&r, "reviewed"));
+    }
+    if store::access::reviews(&s.store.pool, id)
+        .await?
+        .iter()
+        .any(|v| v.reviewer_id == who.user_id)
+    {
+        return Err(ApiError::conflict(
+            "conflict",
+            format!("you have reviewed request {id}"),
+        ));
+    }
+    let call = call_of(s, r.call_id).await?;
+    let now = s.clock.now();
+    let decides = call.mode != "large-scale";
+    let next = match (decides, req.verdict.as_str()) {
+        (true, "reject") => "rejected",
+        (true, "revise") => "revision_requested",
+        _ => "in_review",
+    };
+    commit(
+        s,
+        vec![
+            store::access::insert_review(id, who.user_id, req.score, &req.verdict, &comment, now),
+            store::access::set_state(id, next, None, now),
+            s.audit_op(
+                who,
+                now,
+                "review_request",
+                &format!("request {id}"),
+                format!("{} ({})", req.verdict, req.score),
+            ),
+        ],
+    )
+    .await?;
+    if decides && req.verdict == "approve" {
+        approve(s, who, id, "approved by its technical review").await?;
+    }
+    get_request(s, who, id).await
+}
+
+/// `POST /requests/{id}/decision` (admin, operator): the decision on a
+/// reviewed request; a large-scale one needs its two reviews first.
+pub async fn decide_request(
+    s: &Shared,
+    who: &Principal,
+    id: i64,
+    req: t::CreateDecision,
+) -> Result<t::AccessRequest, ApiError> {
+    if !who.global() {
+        return Err(ApiError::forbidden(
+            "only an admin or operator decides on requests",
+        ));
+    }
+    let _w = WRITES.lock().await;
+    let (r, _) = visible_request(s, who, id).await?;
+    if r.state != "in_review" {
+        return Err(wrong_state(&r, "decided"));
+    }
+    let call = call_of(s, r.call_id).await?;
+    let n = store::access::reviews(&s.store.pool, id).await?.len();
+    if call.mode == "large-scale" && n < LARGE_SCALE_REVIEWS {
+        return Err(ApiError::conflict(
+            "reviews_missing",
+            format!(
+                "a large-scale request needs {LARGE_SCALE_REVIEWS} reviews before a decision; it has {n}"
+            ),
+        ));
+    }
+    let comment = req.comment.unwrap_or_default();
+    if req.approve {
+        approve(s, who, id, &format!("approved by decision: {comment}")).await?;
+    } else {
+        let now = s.clock.now();
+        commit(
+            s,
+            vec![
+                store::access::set_state(id, "rejected", None, now),
+                s.audit_op(
+                    who,
+                    now,
+                    "reject_request",
+                    &format!("request {id}"),
+                    comment,
+                ),
+            ],
+        )
+        .await?;
+    }
+    get_request(s, who, id).await
+}
+
+/// Approves request `id` (the caller holds [`WRITES`]): charges the call's
+/// envelope, makes the project, and grants the allocation through the
+/// controller. A grant that fails gives the envelope back and leaves the
+/// request as it was.
+async fn approve(s: &Shared, who: &Principal, id: i64, why: &str) -> Result<(), ApiError> {
+    let r = store::access::request(&s.store.pool, id)
+        .await?
+        .ok_or_else(|| request_not_found(id))?;
+    let call = call_of(s, r.call_id).await?;
+    if call.granted_gpu_s + r.gpu_s > call.envelope_gpu_s + 1e-6 {
+        return Err(ApiError::conflict(
+            "envelope_exceeded",
+            format!(
+                "call {} has {:.1} of its {:.1} GPU-hours left; request {id} asks {:.1}",
+                call.id,
+                (call.envelope_gpu_s - call.granted_gpu_s).max(0.0) / 3600.0,
+                call.envelope_gpu_s / 3600.0,
+                r.gpu_s / 3600.0
+            ),
+        ));
+    }
+    let org = s
+        .tenancy
+        .org_ref(r.org_id)
+        .ok_or_else(|| request_not_found(id))?;
+    let now = s.clock.now();
+    commit(
+        s,
+        vec![
+            store::access::set_granted(call.id, call.granted_gpu_s + r.gpu_s),
+            store::access::set_state(id, "approved", None, now),
+            s.audit_op(
+                who,
+                now,
+                "approve_request",
+                &format!("request {id}"),
+                why.to_string(),
+            ),
+        ],
+    )
+    .await?;
+    // the grant is the workflow's, made with the approver's name
+    let grantor = Principal {
+        role: Role::Admin,
+        org_id: None,
+        ..who.clone()
+    };
+    let granted = async {
+        crate::tenancy::ensure_project(s, &grantor, r.org_id, &r.project).await?;
+        let req = crate::model::AllocReq {
+            org: org.name.clone(),
+            gpu_hours: r.gpu_s / 3600.0,
+            days: Some(r.days),
+            valid_from: None,
+            qos_priority: None,
+            name: Some(format!("request-{id}")),
+        };
+        let (_, v) = s.ask(grantor.clone(), Action::Grant(req, org)).await?;
+        v["id"]
+            .as_i64()
+            .ok_or_else(|| ApiError::store("the grant answered no allocation id"))
+    }
+    .await;
+    let now = s.clock.now();
+    match granted {
+        Ok(alloc) => {
+            commit(
+                s,
+                vec![store::access::set_state(id, "approved", Some(alloc), now)],
+            )
+            .await?;
+            Ok(())
+        }
+        Err(e) => {
+            commit(
+                s,
+                vec![
+                    store::access::set_granted(call.id, call.granted_gpu_s),
+                    store::access::set_state(id, &r.state, None, now),
+                    s.audit_op(
+                        who,
+                        now,
+                        "approve_request_failed",
+                        &format!("request {id}"),
+                        e.to_string(),
+                    ),
+                ],
+            )
+            .await?;
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! Access calls, requests, reviews and decisions: handlers on the store
+//! ([`crate::access`]).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+use super::{ApiResult, AppState, Body_, Caller, Route, list, parse_id};
+use crate::access;
+
+pub(super) const ROUTES: &[Route] = &[
+    Route {
+        method: "post",
+        path: "/api/v1/calls",
+        who: "admin, operator",
+        summary: "Open an access call {name, mode, categories, envelope_gpu_hours, opens_at?, closes_at?}",
+        operation_id: "create_call",
+        body: Some("CreateCall"),
+        answer: Some("Call"),
+        query: None,
+    },
+    Route {
+        method: "get",
+        path: "/api/v1/calls",
+        who: "any token",
+        summary: "List access calls",
+        operation_id: "list_calls",
+        body: None,
+        answer: Some("CallPage"),
+        query: None,
+    },
+    Route {
+        method: "post",
+        path: "/api/v1/calls/{id}/reviewers",
+        who: "admin, operator",
+        summary: "Assign a reviewer to a call {user}",
+        operation_id: "add_reviewer",
+        body: Some("AddReviewer"),
+        answer: Some("Call"),
+        query: None,
+    },
+    Route {
+        method: "post",
+        path: "/api/v1/requests",
+        who: "owner, member",
+        summary: "Draft an access request {call, title, summary?, project, gpu_hours, days}",
+        operation_id: "create_request",
+        body: Some("CreateRequest"),
+        answer: Some("AccessRequest"),
+        query: None,
+    },
+    Route {
+        method: "get",
+        path: "/api/v1/requests",
+        who: "any token (its organisation's, its call's reviewers', admins' and operators')",
+        summary: "List access requests",
+        operation_id: "list_requests",
+        body: None,
+        answer: Some("RequestPage"),
+        query: None,
+    },
+    Route {
+        method: "get",
+        path: "/api/v1/requests/{id}",
+        who: "its organisation, its call's reviewers, admin, operator",
+        summary: "One access request with its reviews",
+        operation_id: "get_request",
+        body: None,
+        answer: Some("AccessRequest"),
+        query: None,
+    },
+    Route {
+        method: "post",
+        path: "/api/v1/requests/{id}/submit",
+        who: "the applicant organisation's owners and members",
+        summary: "Submit a draft (or a revised request) for review; a playground request is approved at once",
+        operation_id: "submit_request",
+        body: None,
+        answer: Some("AccessRequest"),
+        query: None,
+    },
+    Route {
+        method: "post",
+        path: "/api/v1/requests/{id}/withdraw",
+        who: "the applicant organisation's owners and members",
+        summary: "Withdraw a request",
+        operation_id: "withdraw_request",
+        body: None,
+        answer: Some("AccessRequest"),
+        query: None,
+    },
+    Route {
+        method: "post",
+        path: "/api/v1/requests/{id}/reviews",
+        who: "the call's reviewers, never for their own organisation",
+        summary: "Review a request {score 1-5, verdict approve|reject|revise, comment?}",
+        operation_id: "review_request",
+        body: Some("CreateReview"),
+        answer: Some("AccessRequest"),
+        query: None,
+    },
+    Route {
+        method: "post",
+        path: "/api/v1/requests/{id}/decision",
+        who: "admin, operator",
+        summary: "Decide on a reviewed request {approve, comment?}",
+        operation_id: "decide_request",
+        body: Some("CreateDecision"),
+        answer: Some("AccessRequest"),
+        query: None,
+    },
+];
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/calls", post(create_call).get(list_calls))
+        .route("/api/v1/calls/{id}/reviewers", post(add_reviewer))
+        .route("/api/v1/requests", post(create_request).get(list_requests))
+        .route("/api/v1/requests/{id}", get(get_request))
+        .route("/api/v1/requests/{id}/submit", post(submit_request))
+        .route("/api/v1/requests/{id}/withdraw", post(withdraw_request))
+        .route("/api/v1/requests/{id}/reviews", post(review_request))
+        .route("/api/v1/requests/{id}/decision", post(decide_request))
+}
+
+fn created<T: serde::Serialize>(v: T) -> Response {
+    (StatusCode::CREATED, Json(v)).into_response()
+}
+
+async fn create_call(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Body_(b): Body_<gigafab_api::CreateCall>,
+) -> ApiResult {
+    Ok(created(access::create_call(&s, &p, b).await?))
+}
+
+async fn list_calls(State(s): State<AppState>, Caller(_): Caller) -> ApiResult {
+    Ok(list(access::list_calls(&s).await?))
+}
+
+async fn add_reviewer(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    Body_(b): Body_<gigafab_api::AddReviewer>,
+) -> ApiResult {
+    let id = parse_id(&id, "call_not_found")?;
+    Ok(created(access::add_reviewer(&s, &p, id, b).await?))
+}
+
+async fn create_request(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Body_(b): Body_<gigafab_api::CreateRequest>,
+) -> ApiResult {
+    Ok(created(access::create_request(&s, &p, b).await?))
+}
+
+async fn list_requests(State(s): State<AppState>, Caller(p): Caller) -> ApiResult {
+    Ok(list(access::list_requests(&s, &p).await?))
+}
+
+async fn get_request(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let id = parse_id(&id, "request_not_found")?;
+    Ok(Json(access::get_request(&s, &p, id).await?).into_response())
+}
+
+async fn submit_request(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let id = parse_id(&id, "request_not_found")?;
+    Ok(created(access::submit_request(&s, &p, id).await?))
+}
+
+async fn withdraw_request(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let id = parse_id(&id, "request_not_found")?;
+    Ok(created(access::withdraw_request(&s, &p, id).await?))
+}
+
+async fn review_request(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    Body_(b): Body_<gigafab_api::CreateReview>,
+) -> ApiResult {
+    let id = parse_id(&id, "request_not_found")?;
+    Ok(created(access::review_request(&s, &p, id, b).await?))
+}
+
+async fn decide_request(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    Body_(b): Body_<gigafab_api::CreateDecision>,
+) -> ApiResult {
+    let id = parse_id(&id, "request_not_found")?;
+    Ok(created(access::decide_request(&s, &p, id, b).await?))
+}

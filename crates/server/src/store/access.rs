@@ -1,0 +1,259 @@
+//! The access aggregate: calls, their reviewers, requests and reviews.
+
+use sqlx::{AnyPool, Row};
+
+use super::commit::{Arg, Op, op};
+use crate::time::Ms;
+
+/// A call as stored.
+#[derive(Debug, Clone)]
+pub struct CallRow {
+    pub id: i64,
+    pub name: String,
+    pub mode: String,
+    /// JSON array of categories.
+    pub categories: String,
+    pub envelope_gpu_s: f64,
+    pub granted_gpu_s: f64,
+    pub opens_ms: Ms,
+    pub closes_ms: Option<Ms>,
+}
+
+/// A request as stored.
+#[derive(Debug, Clone)]
+pub struct RequestRow {
+    pub id: i64,
+    pub call_id: i64,
+    pub org_id: i64,
+    pub org: String,
+    pub user_id: i64,
+    pub user: String,
+    pub title: String,
+    pub summary: String,
+    pub project: String,
+    pub gpu_s: f64,
+    pub days: f64,
+    pub state: String,
+    pub allocation_id: Option<i64>,
+    pub created_ms: Ms,
+    pub updated_ms: Ms,
+}
+
+/// A review as stored.
+#[derive(Debug, Clone)]
+pub struct ReviewRow {
+    pub reviewer_id: i64,
+    pub reviewer: String,
+    pub score: i64,
+    pub verdict: String,
+    pub comment: String,
+    pub at_ms: Ms,
+}
+
+pub fn insert_call(c: &CallRow, now: Ms) -> Op {
+    op(
+        "INSERT INTO calls (id, name, mode, categories, envelope_gpu_s, granted_gpu_s, opens_ms, closes_ms, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        vec![
+            Arg::I(c.id),
+            Arg::S(c.name.clone()),
+            Arg::S(c.mode.clone()),
+            Arg::S(c.categories.clone()),
+            Arg::F(c.envelope_gpu_s),
+            Arg::F(c.granted_gpu_s),
+            Arg::I(c.opens_ms.0),
+            Arg::OI(c.closes_ms.map(|t| t.0)),
+            Arg::I(now.0),
+        ],
+    )
+}
+
+/// What a call has granted so far.
+pub fn set_granted(call: i64, granted_gpu_s: f64) -> Op {
+    op(
+        "UPDATE calls SET granted_gpu_s = $2 WHERE id = $1",
+        vec![Arg::I(call), Arg::F(granted_gpu_s)],
+    )
+}
+
+pub fn insert_reviewer(call: i64, user: i64) -> Op {
+    op(
+        "INSERT INTO call_reviewers (call_id, user_id) VALUES ($1, $2)",
+        vec![Arg::I(call), Arg::I(user)],
+    )
+}
+
+pub fn insert_request(r: &RequestRow) -> Op {
+    op(
+        "INSERT INTO access_requests (id, call_id, org_id, user_id, title, summary, project, gpu_s, days, state, allocation_id, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        vec![
+            Arg::I(r.id),
+            Arg::I(r.call_id),
+            Arg::I(r.org_id),
+            Arg::I(r.user_id),
+            Arg::S(r.title.clone()),
+            Arg::S(r.summary.clone()),
+            Arg::S(r.project.clone()),
+            Arg::F(r.gpu_s),
+            Arg::F(r.days),
+            Arg::S(r.state.clone()),
+            Arg::OI(r.allocation_id),
+            Arg::I(r.created_ms.0),
+            Arg::I(r.updated_ms.0),
+        ],
+    )
+}
+
+/// A request's state (and the allocation its approval granted).
+pub fn set_state(id: i64, state: &str, allocation: Option<i64>, now: Ms) -> Op {
+    op(
+        "UPDATE access_requests SET state = $2, allocation_id = $3, updated_ms = $4 WHERE id = $1",
+        vec![
+            Arg::I(id),
+            Arg::S(state.into()),
+            Arg::OI(allocation),
+            Arg::I(now.0),
+        ],
+    )
+}
+
+pub fn insert_review(
+    request: i64,
+    reviewer: i64,
+    score: i64,
+    verdict: &str,
+    comment: &str,
+    now: Ms,
+) -> Op {
+    op(
+        "INSERT INTO reviews (request_id, reviewer_id, score, verdict, comment, at_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+        vec![
+            Arg::I(request),
+            Arg::I(reviewer),
+            Arg::I(score),
+            Arg::S(verdict.into()),
+            Arg::S(comment.into()),
+            Arg::I(now.0),
+        ],
+    )
+}
+
+fn call_of(r: &sqlx::any::AnyRow) -> Result<CallRow, sqlx::Error> {
+    Ok(CallRow {
+        id: r.try_get(0)?,
+        name: r.try_get(1)?,
+        mode: r.try_get(2)?,
+        categories: r.try_get(3)?,
+        envelope_gpu_s: r.try_get(4)?,
+        granted_gpu_s: r.try_get(5)?,
+        opens_ms: Ms(r.try_get(6)?),
+        closes_ms: r.try_get::<Option<i64>, _>(7)?.map(Ms),
+    })
+}
+
+const CALL_COLUMNS: &str = "SELECT id, name, mode, categories, envelope_gpu_s, granted_gpu_s, opens_ms, closes_ms FROM calls";
+
+pub async fn calls(pool: &AnyPool) -> Result<Vec<CallRow>, sqlx::Error> {
+    let rows = sqlx::query(&format!("{CALL_COLUMNS} ORDER BY id"))
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(call_of).collect()
+}
+
+pub async fn call(pool: &AnyPool, id: i64) -> Result<Option<CallRow>, sqlx::Error> {
+    sqlx::query(&format!("{CALL_COLUMNS} WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+        .as_ref()
+        .map(call_of)
+        .transpose()
+}
+
+pub async fn call_by_name(pool: &AnyPool, name: &str) -> Result<Option<CallRow>, sqlx::Error> {
+    sqlx::query(&format!("{CALL_COLUMNS} WHERE name = $1"))
+        .bind(name)
+        .fetch_optional(pool)
+        .await?
+        .as_ref()
+        .map(call_of)
+        .transpose()
+}
+
+/// The reviewers of every call: (call, user).
+pub async fn reviewers(pool: &AnyPool) -> Result<Vec<(i64, i64)>, sqlx::Error> {
+    let rows = sqlx::query("SELECT call_id, user_id FROM call_reviewers ORDER BY call_id, user_id")
+        .fetch_all(pool)
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
+}
+
+fn request_of(r: &sqlx::any::AnyRow) -> Result<RequestRow, sqlx::Error> {
+    Ok(RequestRow {
+        id: r.try_get(0)?,
+        call_id: r.try_get(1)?,
+        org_id: r.try_get(2)?,
+        org: r.try_get(3)?,
+        user_id: r.try_get(4)?,
+        user: crate::ctl::short_name(r.try_get(5)?),
+        title: r.try_get(6)?,
+        summary: r.try_get(7)?,
+        project: r.try_get(8)?,
+        gpu_s: r.try_get(9)?,
+        days: r.try_get(10)?,
+        state: r.try_get(11)?,
+        allocation_id: r.try_get(12)?,
+        created_ms: Ms(r.try_get(13)?),
+        updated_ms: Ms(r.try_get(14)?),
+    })
+}
+
+const REQUEST_COLUMNS: &str = "SELECT q.id, q.call_id, q.org_id, o.name, q.user_id, u.name, q.title, q.summary, q.project, q.gpu_s, q.days, q.state, q.allocation_id, q.created_ms, q.updated_ms FROM access_requests q JOIN orgs o ON o.id = q.org_id JOIN users u ON u.id = q.user_id";
+
+pub async fn requests(pool: &AnyPool) -> Result<Vec<RequestRow>, sqlx::Error> {
+    let rows = sqlx::query(&format!("{REQUEST_COLUMNS} ORDER BY q.id"))
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(request_of).collect()
+}
+
+pub async fn request(pool: &AnyPool, id: i64) -> Result<Option<RequestRow>, sqlx::Error> {
+    sqlx::query(&format!("{REQUEST_COLUMNS} WHERE q.id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+        .as_ref()
+        .map(request_of)
+        .transpose()
+}
+
+pub async fn reviews(pool: &AnyPool, request: i64) -> Result<Vec<ReviewRow>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT r.reviewer_id, u.name, r.score, r.verdict, r.comment, r.at_ms FROM reviews r JOIN users u ON u.id = r.reviewer_id WHERE r.request_id = $1 ORDER BY r.at_ms, r.reviewer_id",
+    )
+    .bind(request)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(ReviewRow {
+                reviewer_id: r.try_get(0)?,
+                reviewer: r.try_get(1)?,
+                score: r.try_get(2)?,
+                verdict: r.try_get(3)?,
+                comment: r.try_get(4)?,
+                at_ms: Ms(r.try_get(5)?),
+            })
+        })
+        .collect()
+}
+
+/// The highest id of `table` (calls or access_requests; 0 when empty).
+pub async fn max_id(pool: &AnyPool, table: &'static str) -> Result<i64, sqlx::Error> {
+    let sql = match table {
+        "calls" => "SELECT COALESCE(MAX(id), 0) FROM calls",
+        _ => "SELECT COALESCE(MAX(id), 0) FROM access_requests",
+    };
+    sqlx::query(sql).fetch_one(pool).await?.try_get(0)
+}
