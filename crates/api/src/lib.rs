@@ -350,6 +350,9 @@ pub struct CreateUser {
     /// `admin`, `operator`, `owner` or `member` [default member].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
+    /// Where notifications go (submitted, assigned, decided) [default: none].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
 }
 
 /// A user.
@@ -359,6 +362,7 @@ pub struct User {
     pub name: String,
     pub org: Option<String>,
     pub role: String,
+    pub email: Option<String>,
 }
 
 /// Body of `POST /api/v1/tokens`.

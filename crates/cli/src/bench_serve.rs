@@ -132,6 +132,7 @@ async fn start(b: &ServeBench, tag: &str) -> Result<Server> {
         },
         telemetry: None,
         clock: Arc::new(gigafab_server::time::SystemClock),
+        smtp: None,
     };
     let r = gigafab_server::start(cfg).await?;
     Ok(Server {

@@ -74,6 +74,14 @@ pub struct ServeArgs {
     /// root server needs --job-accounts.
     #[arg(long, env = "GIGAFAB_SINGLE_USER")]
     single_user: bool,
+    /// The site's mail relay (plain SMTP) for notifications: requests
+    /// submitted, reviewers assigned, decisions [default: none; they wait
+    /// in the outbox].
+    #[arg(long, env = "GIGAFAB_SMTP_RELAY", value_name = "HOST:PORT")]
+    smtp_relay: Option<String>,
+    /// The sender of notification e-mails (with --smtp-relay).
+    #[arg(long, env = "GIGAFAB_MAIL_FROM", value_name = "ADDRESS")]
+    mail_from: Option<String>,
     /// Largest file a job may write, its logs included, in GiB (RLIMIT_FSIZE:
     /// past it the job is killed); 0: no limit.
     #[arg(long, env = "GIGAFAB_MAX_JOB_FILE_GIB", default_value_t = 64.0)]
@@ -599,6 +607,13 @@ pub fn run(a: ServeArgs) -> Result<()> {
             })
             .unwrap_or_default(),
         clock: Arc::new(gigafab_server::time::SystemClock),
+        smtp: match (&a.smtp_relay, &a.mail_from) {
+            (None, None) => None,
+            (Some(relay), Some(from)) => Some(
+                gigafab_server::notify::SmtpConfig::new(relay, from).map_err(anyhow::Error::msg)?,
+            ),
+            _ => bail!("--smtp-relay and --mail-from go together"),
+        },
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -491,3 +491,205 @@ async fn access_workflow(app: App) {
         );
     }
 }
+
+/// Mails a local SMTP sink received: (recipients, the message).
+type Inbox = std::sync::Arc<std::sync::Mutex<Vec<(Vec<String>, String)>>>;
+
+/// A local SMTP sink: speaks enough SMTP for a relay client (greeting,
+/// EHLO, MAIL, RCPT, DATA, QUIT) and keeps every message it receives.
+async fn smtp_sink() -> (String, Inbox) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let inbox: Inbox = Default::default();
+    let keep = inbox.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((sock, _)) = listener.accept().await else {
+                return;
+            };
+            let keep = keep.clone();
+            tokio::spawn(async move {
+                let (r, mut w) = sock.into_split();
+                let mut lines = BufReader::new(r).lines();
+                w.write_all(b"220 sink ESMTP\r\n").await.unwrap();
+                let (mut rcpt, mut data, mut in_data) = (Vec::new(), String::new(), false);
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if in_data {
+                        if line == "." {
+                            in_data = false;
+                            keep.lock()
+                                .unwrap()
+                                .push((std::mem::take(&mut rcpt), std::mem::take(&mut data)));
+                            w.write_all(b"250 queued\r\n").await.unwrap();
+                        } else {
+                            data.push_str(&line);
+                            data.push('\n');
+                        }
+                        continue;
+                    }
+                    let verb = line
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .to_ascii_uppercase();
+                    let answer: &[u8] = match verb.as_str() {
+                        "EHLO" | "HELO" => b"250 sink\r\n",
+                        "RCPT" => {
+                            let to = line.split(':').nth(1).unwrap_or("").trim();
+                            rcpt.push(to.trim_matches(|c| c == '<' || c == '>').to_string());
+                            b"250 ok\r\n"
+                        }
+                        "DATA" => {
+                            in_data = true;
+                            b"354 go on\r\n"
+                        }
+                        "QUIT" => {
+                            let _ = w.write_all(b"221 bye\r\n").await;
+                            return;
+                        }
+                        _ => b"250 ok\r\n",
+                    };
+                    w.write_all(answer).await.unwrap();
+                }
+            });
+        }
+    });
+    (addr, inbox)
+}
+
+both_stores!(notifications_reach_the_smtp_relay);
+
+/// Assigned, submitted and decided: each a mail through the site's relay
+/// to the user it concerns, written to the outbox with the transition.
+async fn notifications_reach_the_smtp_relay(mut app: App) {
+    let (relay, inbox) = smtp_sink().await;
+    app.kill9();
+    app.extra = vec![
+        "--smtp-relay".into(),
+        relay,
+        "--mail-from".into(),
+        "gigafab@factory.example".into(),
+    ];
+    app.start(None);
+    for (o, c) in [("acme", "sme"), ("rev", "public")] {
+        app.post("/api/v1/orgs", json!({"name": o, "category": c}))
+            .await;
+    }
+    // an address is one mailbox: no line break can reach a mail header
+    for bad in [
+        "not-an-address",
+        "x@y.example\r\nBcc: all@y.example",
+        "a b@c.example",
+    ] {
+        let (s, e) = app
+            .call(
+                "POST",
+                "/api/v1/users",
+                Some(TOKEN),
+                Some(json!({"name": "eve", "org": "acme", "email": bad})),
+            )
+            .await;
+        assert_eq!(s, 422, "{bad:?}: {e}");
+    }
+    let u = app
+        .post(
+            "/api/v1/users",
+            json!({"name": "alice", "org": "acme", "email": "alice@acme.example"}),
+        )
+        .await;
+    let alice = u["token"].as_str().unwrap().to_string();
+    assert_eq!(u["email"], "alice@acme.example");
+    let u = app
+        .post(
+            "/api/v1/users",
+            json!({"name": "rita", "org": "rev", "email": "rita@rev.example"}),
+        )
+        .await;
+    let (rita, rita_id) = (
+        u["token"].as_str().unwrap().to_string(),
+        u["id"].as_i64().unwrap(),
+    );
+    let c = app
+        .post(
+            "/api/v1/calls",
+            json!({"name": "fast", "mode": "fast-lane", "categories": ["sme"], "envelope_gpu_hours": 100}),
+        )
+        .await;
+    let call = c["id"].as_i64().unwrap();
+    app.post(
+        &format!("/api/v1/calls/{call}/reviewers"),
+        json!({"user": rita_id}),
+    )
+    .await;
+    let (_, r) = as_(
+        &app,
+        &alice,
+        "POST",
+        "/api/v1/requests",
+        Some(json!({"call": call, "title": "line\r\nbreak", "project": "p", "gpu_hours": 10, "days": 5})),
+    )
+    .await;
+    let id = r["id"].as_i64().unwrap();
+    as_(
+        &app,
+        &alice,
+        "POST",
+        &format!("/api/v1/requests/{id}/submit"),
+        None,
+    )
+    .await;
+    let (s, r) = as_(
+        &app,
+        &rita,
+        "POST",
+        &format!("/api/v1/requests/{id}/reviews"),
+        Some(json!({"score": 5, "verdict": "approve"})),
+    )
+    .await;
+    assert_eq!((s, &r["state"]), (201, &json!("approved")), "{r}");
+    let t = std::time::Instant::now();
+    while inbox.lock().unwrap().len() < 3 {
+        assert!(
+            t.elapsed().as_secs() < 20,
+            "mails: {:?}",
+            inbox.lock().unwrap()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let mails = inbox.lock().unwrap().clone();
+    let subject = |m: &str| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("Subject: "))
+            .unwrap_or("")
+            .to_string()
+    };
+    let got: Vec<(String, String)> = mails
+        .iter()
+        .map(|(to, m)| (to.join(","), subject(m)))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "rita@rev.example".to_string(),
+                "[gigafab] you review call fast".to_string()
+            ),
+            (
+                "rita@rev.example".to_string(),
+                format!("[gigafab] request {id} submitted to call fast: line  break")
+            ),
+            (
+                "alice@acme.example".to_string(),
+                format!("[gigafab] request {id} approved: line  break")
+            ),
+        ]
+    );
+    assert!(
+        mails
+            .iter()
+            .all(|(_, m)| m.contains("From: gigafab@factory.example")),
+        "{mails:?}"
+    );
+    assert_eq!(mails.len(), 3, "each once");
+}

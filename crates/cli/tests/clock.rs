@@ -94,6 +94,7 @@ fn config(
         existing_job_dirs: Vec::new(),
         http: HttpLimits::default(),
         clock: clock.clone(),
+        smtp: None,
     }
 }
 

@@ -215,6 +215,7 @@ async fn stepped(
         existing_job_dirs: Vec::new(),
         http: HttpLimits::default(),
         clock,
+        smtp: None,
     })
     .await
     .unwrap()

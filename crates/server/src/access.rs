@@ -256,20 +256,29 @@ pub async fn add_reviewer(
         ));
     }
     let now = s.clock.now();
-    commit(
-        s,
-        vec![
-            store::access::insert_reviewer(call, user),
-            s.audit_op(
-                who,
-                now,
-                "add_reviewer",
-                &format!("call {call}"),
-                format!("user {user}"),
+    let mut ops = vec![
+        store::access::insert_reviewer(call, user),
+        s.audit_op(
+            who,
+            now,
+            "add_reviewer",
+            &format!("call {call}"),
+            format!("user {user}"),
+        ),
+    ];
+    ops.extend(
+        crate::notify::mails(
+            s,
+            &[user],
+            &format!("[gigafab] you review call {}", c.name),
+            &format!(
+                "You review the requests of access call {} ({}), except those of your own organisation.\n",
+                c.name, c.mode
             ),
-        ],
-    )
-    .await?;
+        )
+        .await?,
+    );
+    commit(s, ops).await?;
     reviewers.push((call, user));
     Ok(call_view(&c, &reviewers, now))
 }
@@ -468,20 +477,46 @@ pub async fn submit_request(
     let call = call_of(s, r.call_id).await?;
     check_fits_call(s, &call, r.org_id, r.gpu_s / 3600.0, r.days)?;
     let now = s.clock.now();
-    commit(
-        s,
-        vec![
-            store::access::set_state(id, "submitted", None, now),
-            s.audit_op(
-                who,
-                now,
-                "submit_request",
-                &format!("request {id}"),
-                String::new(),
-            ),
-        ],
-    )
-    .await?;
+    let mut ops = vec![
+        store::access::set_state(id, "submitted", None, now),
+        s.audit_op(
+            who,
+            now,
+            "submit_request",
+            &format!("request {id}"),
+            String::new(),
+        ),
+    ];
+    if call.mode != "playground" {
+        let reviewers: Vec<i64> = store::access::reviewers(&s.store.pool)
+            .await?
+            .into_iter()
+            .filter(|&(c, u)| c == call.id && s.tenancy.user_org(u) != Some(Some(r.org_id)))
+            .map(|(_, u)| u)
+            .collect();
+        ops.extend(
+            crate::notify::mails(
+                s,
+                &reviewers,
+                &format!(
+                    "[gigafab] request {id} submitted to call {}: {}",
+                    call.name, r.title
+                ),
+                &format!(
+                    "{} of {} asks {:.0} GPU-hours over {} days in call {} ({}).\n\n{}\n",
+                    r.user,
+                    r.org,
+                    r.gpu_s / 3600.0,
+                    r.days,
+                    call.name,
+                    call.mode,
+                    r.summary
+                ),
+            )
+            .await?,
+        );
+    }
+    commit(s, ops).await?;
     if call.mode == "playground" {
         approve(s, who, id, "approved at submission (playground)").await?;
     }
@@ -573,21 +608,21 @@ pub async fn review_request(
         (true, "revise") => "revision_requested",
         _ => "in_review",
     };
-    commit(
-        s,
-        vec![
-            store::access::insert_review(id, who.user_id, req.score, &req.verdict, &comment, now),
-            store::access::set_state(id, next, None, now),
-            s.audit_op(
-                who,
-                now,
-                "review_request",
-                &format!("request {id}"),
-                format!("{} ({})", req.verdict, req.score),
-            ),
-        ],
-    )
-    .await?;
+    let mut ops = vec![
+        store::access::insert_review(id, who.user_id, req.score, &req.verdict, &comment, now),
+        store::access::set_state(id, next, None, now),
+        s.audit_op(
+            who,
+            now,
+            "review_request",
+            &format!("request {id}"),
+            format!("{} ({})", req.verdict, req.score),
+        ),
+    ];
+    if next != "in_review" {
+        ops.extend(decided_mail(s, &r, next, &comment).await?);
+    }
+    commit(s, ops).await?;
     if decides && req.verdict == "approve" {
         approve(s, who, id, "approved by its technical review").await?;
     }
@@ -627,22 +662,35 @@ pub async fn decide_request(
         approve(s, who, id, &format!("approved by decision: {comment}")).await?;
     } else {
         let now = s.clock.now();
-        commit(
-            s,
-            vec![
-                store::access::set_state(id, "rejected", None, now),
-                s.audit_op(
-                    who,
-                    now,
-                    "reject_request",
-                    &format!("request {id}"),
-                    comment,
-                ),
-            ],
-        )
-        .await?;
+        let mut ops = decided_mail(s, &r, "rejected", &comment).await?;
+        ops.push(store::access::set_state(id, "rejected", None, now));
+        ops.push(s.audit_op(
+            who,
+            now,
+            "reject_request",
+            &format!("request {id}"),
+            comment,
+        ));
+        commit(s, ops).await?;
     }
     get_request(s, who, id).await
+}
+
+/// The applicant's notification of a decision on `r`.
+async fn decided_mail(
+    s: &Shared,
+    r: &RequestRow,
+    state: &str,
+    detail: &str,
+) -> Result<Vec<Op>, ApiError> {
+    let word = state.replace('_', " ");
+    crate::notify::mails(
+        s,
+        &[r.user_id],
+        &format!("[gigafab] request {} {word}: {}", r.id, r.title),
+        &format!("Your access request {} is {word}.\n\n{detail}\n", r.id),
+    )
+    .await
 }
 
 /// Approves request `id` (the caller holds [`WRITES`]): charges the call's
@@ -711,11 +759,22 @@ async fn approve(s: &Shared, who: &Principal, id: i64, why: &str) -> Result<(), 
     let now = s.clock.now();
     match granted {
         Ok(alloc) => {
-            commit(
-                s,
-                vec![store::access::set_state(id, "approved", Some(alloc), now)],
-            )
-            .await?;
+            let mut ops = vec![store::access::set_state(id, "approved", Some(alloc), now)];
+            ops.extend(
+                decided_mail(
+                    s,
+                    &r,
+                    "approved",
+                    &format!(
+                        "allocation {alloc}: {:.0} GPU-hours for {} days, project {}",
+                        r.gpu_s / 3600.0,
+                        r.days,
+                        r.project
+                    ),
+                )
+                .await?,
+            );
+            commit(s, ops).await?;
             Ok(())
         }
         Err(e) => {

@@ -15,6 +15,7 @@ pub mod ctl;
 pub mod error;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod store;
 pub mod tenancy;
 pub mod time;
@@ -46,6 +47,9 @@ pub struct ServeConfig {
     /// Where the controller and the API read the time
     /// ([`time::SystemClock`] in the server).
     pub clock: Arc<dyn time::Clock>,
+    /// The site's mail relay for notifications (None: they wait in the
+    /// outbox).
+    pub smtp: Option<notify::SmtpConfig>,
 }
 
 /// What a client may hold of the server.
@@ -201,6 +205,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
     })?;
     let existing_job_dirs = cfg.existing_job_dirs.clone();
     let http = cfg.http;
+    let smtp = cfg.smtp.clone();
     let opened = open(cfg).await?;
     let (controller, shared, rx, token) = (
         opened.controller,
@@ -223,6 +228,10 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
     let controller = tokio::spawn(controller.run(rx, ctl_rx));
     let (stop_http, http_rx) = watch::channel(false);
     let app = api::router(shared.clone());
+    if let Some(smtp) = smtp {
+        // it ends with the HTTP server (the outbox keeps what is unsent)
+        notify::spawn_mailer(shared.clone(), smtp, stop_http.subscribe());
+    }
     let server = tokio::spawn(serve_http(listener, app, http, http_rx));
     Ok(Running {
         addr,

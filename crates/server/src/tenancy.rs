@@ -59,6 +59,8 @@ struct UserRec {
     role: Role,
     /// Disabled: no token of theirs works, none can be made.
     disabled: bool,
+    /// Where notifications go.
+    email: Option<String>,
 }
 
 struct TokenRec {
@@ -173,6 +175,7 @@ impl Directory {
             name: u.name.clone(),
             org: u.org.map(|o| self.org_name(o)),
             role: u.role.as_str().into(),
+            email: u.email.clone(),
         }
     }
 
@@ -241,6 +244,7 @@ impl Tenancy {
                     org: u.org_id,
                     role: Role::parse(&u.role).unwrap_or(Role::Member),
                     disabled: u.disabled,
+                    email: u.email,
                 },
             );
         }
@@ -269,7 +273,7 @@ impl Tenancy {
             let hash = hash_token(&token);
             let aid = audit_id.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
             let ops = vec![
-                store::tenancy::insert_user(uid, "admin".into(), None, "admin", now),
+                store::tenancy::insert_user(uid, "admin".into(), None, "admin", None, now),
                 // the bootstrap token does not expire (revoke it once other admins exist)
                 store::tenancy::insert_token(tid, uid, &hash, now, None),
                 store::tenancy::insert_org(oid, "default", "public", now),
@@ -294,6 +298,7 @@ impl Tenancy {
                     org: None,
                     role: Role::Admin,
                     disabled: false,
+                    email: None,
                 },
             );
             d.by_hash.insert(hash.clone(), tid);
@@ -401,6 +406,11 @@ impl Tenancy {
         self.dir.read().ok()?.users.get(&id).map(|u| u.org)
     }
 
+    /// Where user `id`'s notifications go, if they gave an address.
+    pub fn email(&self, id: i64) -> Option<String> {
+        self.dir.read().ok()?.users.get(&id)?.email.clone()
+    }
+
     /// The organisation's name (empty if unknown).
     pub fn org_name(&self, id: i64) -> String {
         self.dir.read().map(|d| d.org_name(id)).unwrap_or_default()
@@ -448,6 +458,23 @@ impl Tenancy {
             .map(|(id, t)| d.token_view(*id, t))
             .collect())
     }
+}
+
+/// An e-mail address as a mail relay takes it (one mailbox, no display
+/// name, no line breaks: nothing a tenant writes reaches a mail header
+/// unparsed).
+pub fn valid_email(e: &str) -> Result<String, ApiError> {
+    let bad = || {
+        ApiError::invalid(format!(
+            "email: `{}` is not an e-mail address (local@domain)",
+            e.chars().take(80).collect::<String>()
+        ))
+    };
+    if e.len() > 254 || e.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(bad());
+    }
+    let a: lettre::Address = e.parse().map_err(|_| bad())?;
+    Ok(a.to_string())
 }
 
 /// `POST /orgs` (admin).
@@ -619,6 +646,10 @@ pub async fn create_project(
 pub async fn create_user(s: &Shared, who: &Principal, req: UserReq) -> Result<Value, ApiError> {
     let t = &s.tenancy;
     valid_name(&req.name, "name")?;
+    let email = match &req.email {
+        None => None,
+        Some(e) => Some(valid_email(e)?),
+    };
     let role_s = req.role.as_deref().unwrap_or("member");
     let role = Role::parse(role_s).ok_or_else(|| {
         ApiError::invalid(format!(
@@ -675,6 +706,7 @@ pub async fn create_user(s: &Shared, who: &Principal, req: UserReq) -> Result<Va
             name: req.name.clone(),
             org: org.map(|o| d.org_name(o)),
             role: role.as_str().into(),
+            email: email.clone(),
         };
         (uid, tid, org, stored, view)
     };
@@ -685,7 +717,14 @@ pub async fn create_user(s: &Shared, who: &Principal, req: UserReq) -> Result<Va
     commit(
         &s.store,
         vec![
-            store::tenancy::insert_user(uid, stored.clone(), org, role.as_str(), now),
+            store::tenancy::insert_user(
+                uid,
+                stored.clone(),
+                org,
+                role.as_str(),
+                email.as_deref(),
+                now,
+            ),
             store::tenancy::insert_token(tid, uid, &hash, now, Some(expires)),
             s.audit_op(
                 who,
@@ -708,6 +747,7 @@ pub async fn create_user(s: &Shared, who: &Principal, req: UserReq) -> Result<Va
                 org,
                 role,
                 disabled: false,
+                email,
             },
         );
         d.by_hash.insert(hash.clone(), tid);

@@ -12,6 +12,7 @@ pub mod audit;
 pub mod commit;
 pub mod fleet;
 pub mod jobs;
+pub mod outbox;
 pub mod tenancy;
 
 use std::path::Path;

@@ -30,15 +30,23 @@ pub fn insert_project(id: i64, org: i64, name: &str, created_ms: Ms) -> Op {
 }
 
 /// A user; `login` is the stored name (`ORG/NAME` for members).
-pub fn insert_user(id: i64, login: String, org: Option<i64>, role: &str, created_ms: Ms) -> Op {
+pub fn insert_user(
+    id: i64,
+    login: String,
+    org: Option<i64>,
+    role: &str,
+    email: Option<&str>,
+    created_ms: Ms,
+) -> Op {
     op(
-        "INSERT INTO users (id, name, org_id, role, created_ms) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO users (id, name, org_id, role, created_ms, email) VALUES ($1, $2, $3, $4, $5, $6)",
         vec![
             Arg::I(id),
             Arg::S(login),
             Arg::OI(org),
             Arg::S(role.into()),
             Arg::I(created_ms.0),
+            Arg::OS(email.map(str::to_string)),
         ],
     )
 }
@@ -106,6 +114,7 @@ pub struct UserRow {
     pub org_id: Option<i64>,
     pub role: String,
     pub disabled: bool,
+    pub email: Option<String>,
 }
 
 /// A token as stored (the hash of its secret).
@@ -150,9 +159,10 @@ pub async fn projects(pool: &AnyPool) -> Result<Vec<ProjectRow>, sqlx::Error> {
 }
 
 pub async fn users(pool: &AnyPool) -> Result<Vec<UserRow>, sqlx::Error> {
-    let rows = sqlx::query("SELECT id, name, org_id, role, disabled_ms FROM users ORDER BY id")
-        .fetch_all(pool)
-        .await?;
+    let rows =
+        sqlx::query("SELECT id, name, org_id, role, disabled_ms, email FROM users ORDER BY id")
+            .fetch_all(pool)
+            .await?;
     rows.iter()
         .map(|r| {
             Ok(UserRow {
@@ -161,6 +171,7 @@ pub async fn users(pool: &AnyPool) -> Result<Vec<UserRow>, sqlx::Error> {
                 org_id: r.try_get(2)?,
                 role: r.try_get(3)?,
                 disabled: r.try_get::<Option<i64>, _>(4)?.is_some(),
+                email: r.try_get(5)?,
             })
         })
         .collect()
