@@ -369,3 +369,121 @@ async fn tenancy_does_not_go_through_the_controller() {
     drop(opened);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An allocation's owners are told, through the outbox, once when it
+/// comes within a week of its end and once when a charge exhausts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owners_hear_of_expiring_and_exhausted_allocations() {
+    let dir = std::env::temp_dir().join(format!("gigafab-notices-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let fake = Arc::new(Fake {
+        clock: clock.clone(),
+        launched: Mutex::default(),
+        ended: Mutex::default(),
+    });
+    let server = gigafab_server::start(config(
+        &dir,
+        &clock,
+        &fake,
+        "backfill",
+        Duration::from_millis(20),
+    ))
+    .await
+    .unwrap();
+    let url = format!("http://{}", server.addr);
+    call(
+        &url,
+        "POST",
+        "/api/v1/orgs",
+        Some(json!({"name": "acme", "category": "sme"})),
+    )
+    .await;
+    for (name, email) in [("olga", "olga@acme.example"), ("otto", "otto@acme.example")] {
+        let (s, u) = call(
+            &url,
+            "POST",
+            "/api/v1/users",
+            Some(json!({"name": name, "org": "acme", "role": "owner", "email": email})),
+        )
+        .await;
+        assert_eq!(s, 201, "{u}");
+    }
+    // a member with an address hears nothing of allocations
+    call(
+        &url,
+        "POST",
+        "/api/v1/users",
+        Some(json!({"name": "max", "org": "acme", "email": "max@acme.example"})),
+    )
+    .await;
+    let (s, a) = call(
+        &url,
+        "POST",
+        "/api/v1/allocations",
+        Some(json!({"org": "acme", "gpu_hours": 1, "days": 3, "name": "short"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{a}");
+    let (s, j) = call(
+        &url,
+        "POST",
+        "/api/v1/jobs",
+        Some(json!({"allocation": a["id"], "gpus": 1, "command": ["train"], "time_limit_s": 3600})),
+    )
+    .await;
+    assert_eq!(s, 201, "{j}");
+    let id = j["id"].as_i64().unwrap();
+    until_state(&url, id, "running").await;
+    // the whole grant used: 1 accelerator for an hour
+    clock.advance(3_600_000);
+    fake.ended.lock().unwrap().insert(id);
+    until_state(&url, id, "completed").await;
+    let t = Instant::now();
+    let subjects = loop {
+        let mails = gigafab_server::store::outbox::unsent(&server.shared.store.pool, 10, 100)
+            .await
+            .unwrap();
+        if mails.len() >= 4 || t.elapsed() > Duration::from_secs(10) {
+            break mails
+                .into_iter()
+                .map(|m| (m.recipient, m.subject))
+                .collect::<Vec<_>>();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let until = rfc3339(T0 + 3 * DAY);
+    assert_eq!(
+        subjects,
+        [
+            (
+                "olga@acme.example".into(),
+                format!("[gigafab] allocation short expires on {until}")
+            ),
+            (
+                "otto@acme.example".into(),
+                format!("[gigafab] allocation short expires on {until}")
+            ),
+            (
+                "olga@acme.example".into(),
+                "[gigafab] allocation short is exhausted".into()
+            ),
+            (
+                "otto@acme.example".into(),
+                "[gigafab] allocation short is exhausted".into()
+            ),
+        ]
+    );
+    // once each: more passes add nothing
+    clock.advance(60_000);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let n = gigafab_server::store::outbox::unsent(&server.shared.store.pool, 10, 100)
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(n, 4);
+    server.stop_handle().stop();
+    server.wait().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

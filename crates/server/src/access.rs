@@ -275,8 +275,7 @@ pub async fn add_reviewer(
                 "You review the requests of access call {} ({}), except those of your own organisation.\n",
                 c.name, c.mode
             ),
-        )
-        .await?,
+        ),
     );
     commit(s, ops).await?;
     reviewers.push((call, user));
@@ -494,27 +493,24 @@ pub async fn submit_request(
             .filter(|&(c, u)| c == call.id && s.tenancy.user_org(u) != Some(Some(r.org_id)))
             .map(|(_, u)| u)
             .collect();
-        ops.extend(
-            crate::notify::mails(
-                s,
-                &reviewers,
-                &format!(
-                    "[gigafab] request {id} submitted to call {}: {}",
-                    call.name, r.title
-                ),
-                &format!(
-                    "{} of {} asks {:.0} GPU-hours over {} days in call {} ({}).\n\n{}\n",
-                    r.user,
-                    r.org,
-                    r.gpu_s / 3600.0,
-                    r.days,
-                    call.name,
-                    call.mode,
-                    r.summary
-                ),
-            )
-            .await?,
-        );
+        ops.extend(crate::notify::mails(
+            s,
+            &reviewers,
+            &format!(
+                "[gigafab] request {id} submitted to call {}: {}",
+                call.name, r.title
+            ),
+            &format!(
+                "{} of {} asks {:.0} GPU-hours over {} days in call {} ({}).\n\n{}\n",
+                r.user,
+                r.org,
+                r.gpu_s / 3600.0,
+                r.days,
+                call.name,
+                call.mode,
+                r.summary
+            ),
+        ));
     }
     commit(s, ops).await?;
     if call.mode == "playground" {
@@ -620,7 +616,7 @@ pub async fn review_request(
         ),
     ];
     if next != "in_review" {
-        ops.extend(decided_mail(s, &r, next, &comment).await?);
+        ops.extend(decided_mail(s, &r, next, &comment));
     }
     commit(s, ops).await?;
     if decides && req.verdict == "approve" {
@@ -662,7 +658,7 @@ pub async fn decide_request(
         approve(s, who, id, &format!("approved by decision: {comment}")).await?;
     } else {
         let now = s.clock.now();
-        let mut ops = decided_mail(s, &r, "rejected", &comment).await?;
+        let mut ops = decided_mail(s, &r, "rejected", &comment);
         ops.push(store::access::set_state(id, "rejected", None, now));
         ops.push(s.audit_op(
             who,
@@ -677,12 +673,7 @@ pub async fn decide_request(
 }
 
 /// The applicant's notification of a decision on `r`.
-async fn decided_mail(
-    s: &Shared,
-    r: &RequestRow,
-    state: &str,
-    detail: &str,
-) -> Result<Vec<Op>, ApiError> {
+fn decided_mail(s: &Shared, r: &RequestRow, state: &str, detail: &str) -> Vec<Op> {
     let word = state.replace('_', " ");
     crate::notify::mails(
         s,
@@ -690,7 +681,6 @@ async fn decided_mail(
         &format!("[gigafab] request {} {word}: {}", r.id, r.title),
         &format!("Your access request {} is {word}.\n\n{detail}\n", r.id),
     )
-    .await
 }
 
 /// Approves request `id` (the caller holds [`WRITES`]): charges the call's
@@ -760,20 +750,17 @@ async fn approve(s: &Shared, who: &Principal, id: i64, why: &str) -> Result<(), 
     match granted {
         Ok(alloc) => {
             let mut ops = vec![store::access::set_state(id, "approved", Some(alloc), now)];
-            ops.extend(
-                decided_mail(
-                    s,
-                    &r,
-                    "approved",
-                    &format!(
-                        "allocation {alloc}: {:.0} GPU-hours for {} days, project {}",
-                        r.gpu_s / 3600.0,
-                        r.days,
-                        r.project
-                    ),
-                )
-                .await?,
-            );
+            ops.extend(decided_mail(
+                s,
+                &r,
+                "approved",
+                &format!(
+                    "allocation {alloc}: {:.0} GPU-hours for {} days, project {}",
+                    r.gpu_s / 3600.0,
+                    r.days,
+                    r.project
+                ),
+            ));
             commit(s, ops).await?;
             Ok(())
         }

@@ -288,6 +288,7 @@ pub async fn open(cfg: ServeConfig) -> Result<Opened, ServeError> {
     }
     let (tx, rx) = mpsc::channel(4096);
     let audit_id = std::sync::atomic::AtomicI64::new(store::audit::max_id(&store.pool).await?);
+    let outbox_id = std::sync::atomic::AtomicI64::new(store::outbox::max_id(&store.pool).await?);
     let (tenancy, first_token) = tenancy::Tenancy::load(
         &store,
         cfg.ctl.isolation.clone(),
@@ -300,6 +301,7 @@ pub async fn open(cfg: ServeConfig) -> Result<Opened, ServeError> {
         store,
         tenancy,
         audit_id,
+        outbox_id,
         tx,
         executor: cfg.executor,
         telemetry: cfg.telemetry,

@@ -12,7 +12,6 @@ use lettre::message::header::ContentType;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::ctl::Shared;
-use crate::error::ApiError;
 use crate::store::{self, commit::Op};
 
 /// Tries of one mail before the mailer leaves it (its error stays in the
@@ -57,28 +56,21 @@ fn one_line(s: &str) -> String {
 }
 
 /// The outbox rows of one notification to each of `users` who gave an
-/// address (ids taken after the outbox's highest: the caller holds the
-/// only lock under which notifications are written).
-pub async fn mails(
-    s: &Shared,
-    users: &[i64],
-    subject: &str,
-    body: &str,
-) -> Result<Vec<Op>, ApiError> {
-    let to: Vec<String> = users.iter().filter_map(|&u| s.tenancy.email(u)).collect();
-    if to.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut id = store::outbox::max_id(&s.store.pool).await?;
+/// address (to be written in the transaction of what it tells).
+pub fn mails(s: &Shared, users: &[i64], subject: &str, body: &str) -> Vec<Op> {
     let now = s.clock.now();
     let subject = one_line(subject);
-    Ok(to
+    users
         .iter()
+        .filter_map(|&u| s.tenancy.email(u))
         .map(|addr| {
-            id += 1;
-            store::outbox::insert(id, now, addr, &subject, body)
+            let id = s
+                .outbox_id
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                + 1;
+            store::outbox::insert(id, now, &addr, &subject, body)
         })
-        .collect())
+        .collect()
 }
 
 /// Sends what waits in the outbox, once a second, until `stop`.

@@ -406,6 +406,18 @@ impl Tenancy {
         self.dir.read().ok()?.users.get(&id).map(|u| u.org)
     }
 
+    /// The owners of organisation `org` (not disabled).
+    pub fn owners_of(&self, org: i64) -> Vec<i64> {
+        let Ok(d) = self.dir.read() else {
+            return Vec::new();
+        };
+        d.users
+            .values()
+            .filter(|u| u.org == Some(org) && u.role == Role::Owner && !u.disabled)
+            .map(|u| u.id)
+            .collect()
+    }
+
     /// Where user `id`'s notifications go, if they gave an address.
     pub fn email(&self, id: i64) -> Option<String> {
         self.dir.read().ok()?.users.get(&id)?.email.clone()

@@ -44,6 +44,7 @@ impl Controller {
             queued: 0,
             running: 0,
             ended: 0,
+            expiry_noted: false,
         }
     }
 
@@ -59,6 +60,72 @@ impl Controller {
             a.qos,
             now,
         ));
+    }
+
+    /// Tells allocation `id`'s owners it is exhausted, if the charge that
+    /// brought its use from `before` to now crossed its grant.
+    pub(super) fn exhausted_notice(&mut self, id: i64, before: f64) {
+        let Some(a) = self.allocs.get(&id) else {
+            return;
+        };
+        if before < a.granted_gpu_s && a.used_gpu_s >= a.granted_gpu_s {
+            let owners = self.shared.tenancy.owners_of(a.org);
+            let ops = crate::notify::mails(
+                &self.shared,
+                &owners,
+                &format!("[gigafab] allocation {} is exhausted", a.name),
+                &format!(
+                    "Allocation {} ({}) has used {:.2} of its {:.2} GPU-hours: new jobs on it are refused.\n",
+                    a.id,
+                    a.name,
+                    a.used_gpu_s / 3600.0,
+                    a.granted_gpu_s / 3600.0
+                ),
+            );
+            self.ops.extend(ops);
+        }
+    }
+
+    /// Tells the owners of each allocation that ends within a week, once.
+    pub(super) fn expiry_notices(&mut self, now: Ms) {
+        const WEEK_MS: i64 = 7 * 86_400_000;
+        let due: Vec<i64> = self
+            .allocs
+            .values()
+            .filter(|a| {
+                !a.expiry_noted
+                    && now >= a.valid_from_ms
+                    && now < a.valid_until_ms
+                    && a.valid_until_ms.0 - now.0 <= WEEK_MS
+            })
+            .map(|a| a.id)
+            .collect();
+        for id in due {
+            let Some(a) = self.allocs.get_mut(&id) else {
+                continue;
+            };
+            a.expiry_noted = true;
+            let owners = self.shared.tenancy.owners_of(a.org);
+            let ops = crate::notify::mails(
+                &self.shared,
+                &owners,
+                &format!(
+                    "[gigafab] allocation {} expires on {}",
+                    a.name,
+                    a.valid_until_ms.rfc3339()
+                ),
+                &format!(
+                    "Allocation {} ({}) ends at {}, with {:.2} of its {:.2} GPU-hours used; ask for an extension before then.\n",
+                    a.id,
+                    a.name,
+                    a.valid_until_ms.rfc3339(),
+                    a.used_at(now) / 3600.0,
+                    a.granted_gpu_s / 3600.0
+                ),
+            );
+            self.ops.extend(ops);
+            self.ops.push(store::allocs::expiry_noted(id, now));
+        }
     }
 
     pub(super) fn next_alloc(&mut self) -> i64 {

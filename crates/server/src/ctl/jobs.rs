@@ -517,6 +517,7 @@ impl Controller {
             }
         }
         self.update_job_op(id);
+        let used_before = self.allocs.get(&alloc_id).map_or(0.0, |a| a.used_gpu_s);
         if let Some(a) = self.allocs.get_mut(&alloc_id) {
             if was_running {
                 a.running = a.running.saturating_sub(1);
@@ -537,6 +538,7 @@ impl Controller {
             let (aid, used, e, c) = (a.id, a.used_gpu_s, a.energy_j, a.carbon_g);
             self.ops.push(store::allocs::usage(aid, used, e, c));
         }
+        self.exhausted_notice(alloc_id, used_before);
         self.last_ended = self.jobs.remove(&id).map(|j| j.row);
         self.dirty = true;
     }
@@ -568,6 +570,7 @@ impl Controller {
                 *d = None;
             }
         }
+        let used_before = self.allocs.get(&alloc_id).map_or(0.0, |a| a.used_gpu_s);
         if let Some(a) = self.allocs.get_mut(&alloc_id) {
             a.running = a.running.saturating_sub(1);
             a.queued += 1;
@@ -581,6 +584,7 @@ impl Controller {
             let (aid, u, e, c) = (a.id, a.used_gpu_s, a.energy_j, a.carbon_g);
             self.ops.push(store::allocs::usage(aid, u, e, c));
         }
+        self.exhausted_notice(alloc_id, used_before);
         self.launches.retain(|&l| l != id);
         // a relaunch planned for the run just stopped is not for the next
         // one (`retry` stays: a launch that may have reached the engine is

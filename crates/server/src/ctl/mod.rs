@@ -93,6 +93,9 @@ pub struct Shared {
     pub tenancy: Tenancy,
     /// The last id of the audit log (the controller and tenancy both write it).
     pub audit_id: std::sync::atomic::AtomicI64,
+    /// The last id of the outbox (access handlers and the controller both
+    /// write notifications).
+    pub outbox_id: std::sync::atomic::AtomicI64,
     pub tx: mpsc::Sender<Cmd>,
     pub executor: Arc<dyn Executor>,
     /// GPU telemetry of this machine's devices (energy counters); none: energy is modelled.
@@ -301,6 +304,8 @@ struct Alloc {
     /// Energy and carbon of ended runs, J and g.
     energy_j: f64,
     carbon_g: f64,
+    /// Its owners were told it expires within a week.
+    expiry_noted: bool,
     valid_from_ms: Ms,
     valid_until_ms: Ms,
     qos: i64,

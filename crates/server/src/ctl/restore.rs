@@ -26,6 +26,7 @@ impl Controller {
             a.used_gpu_s = r.used_gpu_s;
             a.energy_j = r.energy_j;
             a.carbon_g = r.carbon_g;
+            a.expiry_noted = r.expiry_noted;
             self.allocs.insert(id, a);
             self.ids.alloc = self.ids.alloc.max(id);
         }

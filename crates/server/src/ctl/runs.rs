@@ -252,6 +252,7 @@ impl Controller {
             self.start_job(id, j, now);
         }
         self.record_waits(now);
+        self.expiry_notices(now);
         // never before the time asked for: a pass a fraction of a millisecond
         // early would find nothing to do and ask for the same time again
         dec.wakeup.map(Ms::from_core_s)

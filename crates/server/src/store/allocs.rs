@@ -47,6 +47,14 @@ pub fn usage(id: i64, used_gpu_s: f64, energy_j: f64, carbon_g: f64) -> Op {
     )
 }
 
+/// Its owners were told allocation `id` expires within a week.
+pub fn expiry_noted(id: i64, at: Ms) -> Op {
+    op(
+        "UPDATE allocations SET expiry_noted_ms = $2 WHERE id = $1",
+        vec![Arg::I(id), Arg::I(at.0)],
+    )
+}
+
 /// An allocation as stored.
 pub struct AllocRow {
     pub id: i64,
@@ -62,13 +70,15 @@ pub struct AllocRow {
     pub qos: i64,
     pub energy_j: f64,
     pub carbon_g: f64,
+    /// Its owners were told it expires within a week.
+    pub expiry_noted: bool,
 }
 
 pub async fn all(pool: &AnyPool) -> Result<Vec<AllocRow>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT a.id, a.org_id, a.name, a.granted_gpu_s, a.used_gpu_s, a.valid_from_ms, \
-         a.valid_until_ms, a.qos_priority, a.energy_j, a.carbon_g, o.name, o.category \
-         FROM allocations a JOIN orgs o ON o.id = a.org_id ORDER BY a.id",
+         a.valid_until_ms, a.qos_priority, a.energy_j, a.carbon_g, o.name, o.category, \
+         a.expiry_noted_ms FROM allocations a JOIN orgs o ON o.id = a.org_id ORDER BY a.id",
     )
     .fetch_all(pool)
     .await?;
@@ -87,6 +97,7 @@ pub async fn all(pool: &AnyPool) -> Result<Vec<AllocRow>, sqlx::Error> {
                 carbon_g: r.try_get(9)?,
                 org_name: r.try_get(10)?,
                 org_category: r.try_get(11)?,
+                expiry_noted: r.try_get::<Option<i64>, _>(12)?.is_some(),
             })
         })
         .collect()
