@@ -693,3 +693,140 @@ async fn notifications_reach_the_smtp_relay(mut app: App) {
     );
     assert_eq!(mails.len(), 3, "each once");
 }
+
+both_stores!(cut_approvals_are_finished_at_start);
+
+/// A stop between an approval's two transactions leaves a request
+/// approved without its allocation: the next start finds the allocation
+/// granted for it, or grants it then (its envelope was charged already),
+/// and never grants twice.
+async fn cut_approvals_are_finished_at_start(mut app: App) {
+    for (o, c) in [("acme", "sme"), ("rev", "public")] {
+        app.post("/api/v1/orgs", json!({"name": o, "category": c}))
+            .await;
+    }
+    let (alice, _) = user(&app, "alice", Some("acme"), "member").await;
+    let (rita, rita_id) = user(&app, "rita", Some("rev"), "member").await;
+    let c = app
+        .post(
+            "/api/v1/calls",
+            json!({"name": "fast", "mode": "fast-lane", "categories": ["sme"], "envelope_gpu_hours": 1000}),
+        )
+        .await;
+    let call = c["id"].as_i64().unwrap();
+    app.post(
+        &format!("/api/v1/calls/{call}/reviewers"),
+        json!({"user": rita_id}),
+    )
+    .await;
+    let mut ids = Vec::new();
+    for (p, h) in [("p1", 100.0), ("p2", 200.0)] {
+        let (_, r) = as_(
+            &app,
+            &alice,
+            "POST",
+            "/api/v1/requests",
+            Some(json!({"call": call, "title": p, "project": p, "gpu_hours": h, "days": 30})),
+        )
+        .await;
+        let id = r["id"].as_i64().unwrap();
+        as_(
+            &app,
+            &alice,
+            "POST",
+            &format!("/api/v1/requests/{id}/submit"),
+            None,
+        )
+        .await;
+        ids.push(id);
+    }
+    let (s, r) = as_(
+        &app,
+        &rita,
+        "POST",
+        &format!("/api/v1/requests/{}/reviews", ids[0]),
+        Some(json!({"score": 4, "verdict": "approve"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{r}");
+    let granted = r["allocation"].as_i64().unwrap();
+    app.kill9();
+    // the two cuts: after the grant (its id not recorded), and before it
+    {
+        let store = gigafab_server::store::Store::open(&app.store_url())
+            .await
+            .unwrap();
+        for (sql, id) in [
+            (
+                "UPDATE access_requests SET allocation_id = NULL WHERE id = $1",
+                ids[0],
+            ),
+            (
+                "UPDATE access_requests SET state = 'approved' WHERE id = $1",
+                ids[1],
+            ),
+            (
+                "UPDATE calls SET granted_gpu_s = granted_gpu_s + 720000 WHERE id = $1",
+                call,
+            ),
+        ] {
+            sqlx::query(sql)
+                .bind(id)
+                .execute(&store.pool)
+                .await
+                .unwrap();
+        }
+    }
+    app.start(None);
+    let t = std::time::Instant::now();
+    let (a, b) = loop {
+        let (_, a) = as_(
+            &app,
+            &alice,
+            "GET",
+            &format!("/api/v1/requests/{}", ids[0]),
+            None,
+        )
+        .await;
+        let (_, b) = as_(
+            &app,
+            &alice,
+            "GET",
+            &format!("/api/v1/requests/{}", ids[1]),
+            None,
+        )
+        .await;
+        if !a["allocation"].is_null() && !b["allocation"].is_null() {
+            break (a, b);
+        }
+        assert!(t.elapsed().as_secs() < 20, "not finished: {a} {b}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        a["allocation"], granted,
+        "the grant made before the stop, not a second"
+    );
+    let second = b["allocation"].as_i64().unwrap();
+    assert_ne!(second, granted);
+    let alloc = app.get(&format!("/api/v1/allocations/{second}")).await;
+    assert_eq!(
+        (&alloc["org"], &alloc["granted_gpu_hours"]),
+        (&json!("acme"), &json!(200.0))
+    );
+    let allocs = app.get("/api/v1/allocations").await;
+    assert_eq!(
+        allocs["items"].as_array().unwrap().len(),
+        3,
+        "default, and one per request: {allocs}"
+    );
+    let calls = app.get("/api/v1/calls").await;
+    assert_eq!(calls["items"][0]["granted_gpu_hours"], 300.0);
+    let audit = app.get("/api/v1/audit?limit=1000").await;
+    let repaired = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "approve_request_repaired")
+        .count();
+    assert_eq!(repaired, 2);
+}

@@ -704,10 +704,9 @@ async fn approve(s: &Shared, who: &Principal, id: i64, why: &str) -> Result<(), 
             ),
         ));
     }
-    let org = s
-        .tenancy
-        .org_ref(r.org_id)
-        .ok_or_else(|| request_not_found(id))?;
+    if s.tenancy.org_ref(r.org_id).is_none() {
+        return Err(request_not_found(id));
+    }
     let now = s.clock.now();
     commit(
         s,
@@ -730,22 +729,7 @@ async fn approve(s: &Shared, who: &Principal, id: i64, why: &str) -> Result<(), 
         org_id: None,
         ..who.clone()
     };
-    let granted = async {
-        crate::tenancy::ensure_project(s, &grantor, r.org_id, &r.project).await?;
-        let req = crate::model::AllocReq {
-            org: org.name.clone(),
-            gpu_hours: r.gpu_s / 3600.0,
-            days: Some(r.days),
-            valid_from: None,
-            qos_priority: None,
-            name: Some(format!("request-{id}")),
-        };
-        let (_, v) = s.ask(grantor.clone(), Action::Grant(req, org)).await?;
-        v["id"]
-            .as_i64()
-            .ok_or_else(|| ApiError::store("the grant answered no allocation id"))
-    }
-    .await;
+    let granted = grant_for(s, &grantor, &r).await;
     let now = s.clock.now();
     match granted {
         Ok(alloc) => {
@@ -783,4 +767,88 @@ async fn approve(s: &Shared, who: &Principal, id: i64, why: &str) -> Result<(), 
             Err(e)
         }
     }
+}
+
+/// The project and the allocation (`request-ID`) of approved request
+/// `r`, granted as `grantor` through the controller; the allocation's id.
+async fn grant_for(s: &Shared, grantor: &Principal, r: &RequestRow) -> Result<i64, ApiError> {
+    let org = s
+        .tenancy
+        .org_ref(r.org_id)
+        .ok_or_else(|| request_not_found(r.id))?;
+    crate::tenancy::ensure_project(s, grantor, r.org_id, &r.project).await?;
+    let req = crate::model::AllocReq {
+        org: org.name.clone(),
+        gpu_hours: r.gpu_s / 3600.0,
+        days: Some(r.days),
+        valid_from: None,
+        qos_priority: None,
+        name: Some(format!("request-{}", r.id)),
+    };
+    let (_, v) = s.ask(grantor.clone(), Action::Grant(req, org)).await?;
+    v["id"]
+        .as_i64()
+        .ok_or_else(|| ApiError::store("the grant answered no allocation id"))
+}
+
+/// Finishes approvals a stop cut between their two transactions (run once
+/// the controller runs): a request recorded approved without its
+/// allocation gets the one granted for it (`request-ID`) if the grant was
+/// made, else the grant now (its envelope was charged already).
+pub async fn repair(s: &Shared) -> Result<usize, ApiError> {
+    let _w = WRITES.lock().await;
+    let cut: Vec<RequestRow> = store::access::requests(&s.store.pool)
+        .await?
+        .into_iter()
+        .filter(|r| r.state == "approved" && r.allocation_id.is_none())
+        .collect();
+    if cut.is_empty() {
+        return Ok(0);
+    }
+    for r in &cut {
+        let system = Principal {
+            user_id: r.user_id,
+            name: "gigafab".into(),
+            login: "gigafab".into(),
+            role: Role::Admin,
+            org_id: None,
+            token_id: 0,
+            expires_ms: None,
+        };
+        let (_, list) = s.ask(system.clone(), Action::ListAllocs).await?;
+        let name = format!("request-{}", r.id);
+        let found = list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["name"] == name.as_str())
+            .and_then(|a| a["id"].as_i64());
+        let alloc = match found {
+            Some(a) => a,
+            None => grant_for(s, &system, r).await?,
+        };
+        let now = s.clock.now();
+        commit(
+            s,
+            vec![
+                store::access::set_state(r.id, "approved", Some(alloc), now),
+                s.audit_op(
+                    &system,
+                    now,
+                    "approve_request_repaired",
+                    &format!("request {}", r.id),
+                    format!(
+                        "allocation {alloc} ({})",
+                        if found.is_some() {
+                            "granted before the stop"
+                        } else {
+                            "granted now"
+                        }
+                    ),
+                ),
+            ],
+        )
+        .await?;
+    }
+    Ok(cut.len())
 }

@@ -232,6 +232,18 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
         // it ends with the HTTP server (the outbox keeps what is unsent)
         notify::spawn_mailer(shared.clone(), smtp, stop_http.subscribe());
     }
+    {
+        // approvals a stop cut short get their allocation (the controller
+        // runs by now and answers the grant)
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            match access::repair(&shared).await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!("finished {n} access approvals cut short by a stop"),
+                Err(e) => tracing::error!("cannot finish the approvals cut short by a stop: {e}"),
+            }
+        });
+    }
     let server = tokio::spawn(serve_http(listener, app, http, http_rx));
     Ok(Running {
         addr,

@@ -141,6 +141,13 @@ impl App {
         self.child = Some(child);
     }
 
+    /// The store's URL (to reach it with the server stopped).
+    pub fn store_url(&self) -> String {
+        self.db_url
+            .clone()
+            .unwrap_or_else(|| gigafab_server::store::sqlite_url(&self.dir))
+    }
+
     /// SIGKILL: no chance to clean up.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
