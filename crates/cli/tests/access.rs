@@ -177,6 +177,26 @@ async fn access_workflow(app: App) {
     );
     let c = &app.get("/api/v1/calls").await["items"][0];
     assert_eq!(c["granted_gpu_hours"], 1500.0, "{c}");
+    // approved with no person in the loop: 2,000 GPU-hours per organisation
+    // and call, however many requests (1,500 + 600 fits the envelope)
+    let (_, r) = as_(
+        &app,
+        &alice,
+        "POST",
+        "/api/v1/requests",
+        Some(draft(play, "p3", 600.0, 30.0)),
+    )
+    .await;
+    let r3 = r["id"].as_i64().unwrap();
+    let (s, e) = as_(
+        &app,
+        &alice,
+        "POST",
+        &format!("/api/v1/requests/{r3}/submit"),
+        None,
+    )
+    .await;
+    assert_eq!((s, &e["error"]), (409, &json!("playground_limit")), "{e}");
     // eligibility and the mode's limits
     let (s, e) = as_(
         &app,
@@ -281,6 +301,55 @@ async fn access_workflow(app: App) {
     )
     .await;
     assert_eq!(s, 409, "decided");
+    // sent back for revision, submitted again: a new round of reviews
+    let (_, r) = as_(
+        &app,
+        &alice,
+        "POST",
+        "/api/v1/requests",
+        Some(draft(fast, "f3", 100.0, 60.0)),
+    )
+    .await;
+    let f3 = r["id"].as_i64().unwrap();
+    as_(
+        &app,
+        &alice,
+        "POST",
+        &format!("/api/v1/requests/{f3}/submit"),
+        None,
+    )
+    .await;
+    let (_, r) = as_(
+        &app,
+        &rita,
+        "POST",
+        &format!("/api/v1/requests/{f3}/reviews"),
+        Some(review("revise")),
+    )
+    .await;
+    assert_eq!(r["state"], "revision_requested", "{r}");
+    let (s, r) = as_(
+        &app,
+        &alice,
+        "POST",
+        &format!("/api/v1/requests/{f3}/submit"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, &r["state"], &r["reviews"]),
+        (201, &json!("submitted"), &json!([])),
+        "{r}"
+    );
+    let (s, r) = as_(
+        &app,
+        &rita,
+        "POST",
+        &format!("/api/v1/requests/{f3}/reviews"),
+        Some(review("approve")),
+    )
+    .await;
+    assert_eq!((s, &r["state"]), (201, &json!("approved")), "{r}");
     // a second fast-lane request would exceed the 1,000 GPU-hours: approval
     // is refused and the request waits in review
     let (_, r) = as_(
@@ -462,8 +531,8 @@ async fn access_workflow(app: App) {
     let (_, l) = as_(&app, &rita, "GET", "/api/v1/requests", None).await;
     assert_eq!(
         l["items"].as_array().unwrap().len(),
-        4,
-        "rita: fast's 3 and big's 1: {l}"
+        5,
+        "rita: fast's 4 and big's 1: {l}"
     );
     let (s, _) = as_(&app, &bob, "GET", &format!("/api/v1/requests/{r1}"), None).await;
     assert_eq!(s, 404);

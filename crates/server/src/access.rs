@@ -35,6 +35,11 @@ pub const LARGE_SCALE_REVIEWS: usize = 2;
 
 const MODES: [&str; 3] = ["playground", "fast-lane", "large-scale"];
 
+/// States of a request not yet decided.
+const OPEN: [&str; 4] = ["draft", "submitted", "in_review", "revision_requested"];
+/// Most open requests of one organisation.
+pub const MAX_OPEN_REQUESTS: usize = 50;
+
 /// One access write at a time (envelope and id checks against the store,
 /// then the transaction).
 static WRITES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -355,6 +360,19 @@ pub async fn create_request(
     check_fits_call(s, &call, org, req.gpu_hours, req.days)?;
     let now = s.clock.now();
     let _w = WRITES.lock().await;
+    let open = store::access::requests(&s.store.pool)
+        .await?
+        .iter()
+        .filter(|r| r.org_id == org && OPEN.contains(&r.state.as_str()))
+        .count();
+    if open >= MAX_OPEN_REQUESTS {
+        return Err(ApiError::conflict(
+            "too_many_requests",
+            format!(
+                "your organisation has {open} open requests (at most {MAX_OPEN_REQUESTS}); withdraw some first"
+            ),
+        ));
+    }
     let r = RequestRow {
         id: store::access::max_id(&s.store.pool, "access_requests").await? + 1,
         call_id: call.id,
@@ -476,7 +494,12 @@ pub async fn submit_request(
     let call = call_of(s, r.call_id).await?;
     check_fits_call(s, &call, r.org_id, r.gpu_s / 3600.0, r.days)?;
     let now = s.clock.now();
-    let mut ops = vec![
+    let mut ops = Vec::new();
+    if r.state == "revision_requested" {
+        // a new round of reviews (the earlier one is in the audit log)
+        ops.push(store::access::clear_reviews(id));
+    }
+    ops.extend([
         store::access::set_state(id, "submitted", None, now),
         s.audit_op(
             who,
@@ -485,7 +508,7 @@ pub async fn submit_request(
             &format!("request {id}"),
             String::new(),
         ),
-    ];
+    ]);
     if call.mode != "playground" {
         let reviewers: Vec<i64> = store::access::reviewers(&s.store.pool)
             .await?
@@ -654,6 +677,9 @@ pub async fn decide_request(
         ));
     }
     let comment = req.comment.unwrap_or_default();
+    if comment.len() > 10_000 {
+        return Err(ApiError::invalid("comment: at most 10,000 bytes"));
+    }
     if req.approve {
         approve(s, who, id, &format!("approved by decision: {comment}")).await?;
     } else {
@@ -706,6 +732,27 @@ async fn approve(s: &Shared, who: &Principal, id: i64, why: &str) -> Result<(), 
     }
     if s.tenancy.org_ref(r.org_id).is_none() {
         return Err(request_not_found(id));
+    }
+    if call.mode == "playground" {
+        // approved without a person: the cap is per organisation and call,
+        // not per request
+        let had: f64 = store::access::requests(&s.store.pool)
+            .await?
+            .iter()
+            .filter(|q| q.call_id == call.id && q.org_id == r.org_id && q.state == "approved")
+            .map(|q| q.gpu_s)
+            .sum();
+        if had + r.gpu_s > PLAYGROUND_MAX_GPU_H * 3600.0 + 1e-6 {
+            return Err(ApiError::conflict(
+                "playground_limit",
+                format!(
+                    "your organisation has {:.0} of the {PLAYGROUND_MAX_GPU_H} playground GPU-hours of call {}; this request asks {:.0} more",
+                    had / 3600.0,
+                    call.id,
+                    r.gpu_s / 3600.0
+                ),
+            ));
+        }
     }
     let now = s.clock.now();
     commit(
@@ -806,6 +853,8 @@ pub async fn repair(s: &Shared) -> Result<usize, ApiError> {
         return Ok(0);
     }
     for r in &cut {
+        // the audit names it gigafab's (user_id is the applicant's, whose
+        // request it finishes: audit lines carry a user)
         let system = Principal {
             user_id: r.user_id,
             name: "gigafab".into(),
@@ -821,11 +870,18 @@ pub async fn repair(s: &Shared) -> Result<usize, ApiError> {
             .as_array()
             .into_iter()
             .flatten()
-            .find(|a| a["name"] == name.as_str())
+            .find(|a| a["name"] == name.as_str() && a["org"] == r.org.as_str())
             .and_then(|a| a["id"].as_i64());
         let alloc = match found {
             Some(a) => a,
-            None => grant_for(s, &system, r).await?,
+            None => match grant_for(s, &system, r).await {
+                Ok(a) => a,
+                Err(e) => {
+                    // the others are finished all the same
+                    tracing::error!("request {}: its approval cannot be finished: {e}", r.id);
+                    continue;
+                }
+            },
         };
         let now = s.clock.now();
         commit(

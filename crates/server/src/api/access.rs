@@ -125,6 +125,16 @@ pub(super) fn router() -> Router<AppState> {
         .route("/api/v1/requests/{id}/decision", post(decide_request))
 }
 
+/// Runs a write to its end even if the client goes away: a dropped
+/// handler would cut an approval between its transactions.
+async fn to_end<T: Send + 'static>(
+    f: impl std::future::Future<Output = Result<T, crate::error::ApiError>> + Send + 'static,
+) -> Result<T, crate::error::ApiError> {
+    tokio::spawn(f)
+        .await
+        .map_err(|e| crate::error::ApiError::store(format!("the write stopped: {e}")))?
+}
+
 fn created<T: serde::Serialize>(v: T) -> Response {
     (StatusCode::CREATED, Json(v)).into_response()
 }
@@ -134,7 +144,9 @@ async fn create_call(
     Caller(p): Caller,
     Body_(b): Body_<gigafab_api::CreateCall>,
 ) -> ApiResult {
-    Ok(created(access::create_call(&s, &p, b).await?))
+    Ok(created(
+        to_end(async move { access::create_call(&s, &p, b).await }).await?,
+    ))
 }
 
 async fn list_calls(State(s): State<AppState>, Caller(_): Caller) -> ApiResult {
@@ -148,7 +160,9 @@ async fn add_reviewer(
     Body_(b): Body_<gigafab_api::AddReviewer>,
 ) -> ApiResult {
     let id = parse_id(&id, "call_not_found")?;
-    Ok(created(access::add_reviewer(&s, &p, id, b).await?))
+    Ok(created(
+        to_end(async move { access::add_reviewer(&s, &p, id, b).await }).await?,
+    ))
 }
 
 async fn create_request(
@@ -156,7 +170,9 @@ async fn create_request(
     Caller(p): Caller,
     Body_(b): Body_<gigafab_api::CreateRequest>,
 ) -> ApiResult {
-    Ok(created(access::create_request(&s, &p, b).await?))
+    Ok(created(
+        to_end(async move { access::create_request(&s, &p, b).await }).await?,
+    ))
 }
 
 async fn list_requests(State(s): State<AppState>, Caller(p): Caller) -> ApiResult {
@@ -178,7 +194,9 @@ async fn submit_request(
     Path(id): Path<String>,
 ) -> ApiResult {
     let id = parse_id(&id, "request_not_found")?;
-    Ok(created(access::submit_request(&s, &p, id).await?))
+    Ok(created(
+        to_end(async move { access::submit_request(&s, &p, id).await }).await?,
+    ))
 }
 
 async fn withdraw_request(
@@ -187,7 +205,9 @@ async fn withdraw_request(
     Path(id): Path<String>,
 ) -> ApiResult {
     let id = parse_id(&id, "request_not_found")?;
-    Ok(created(access::withdraw_request(&s, &p, id).await?))
+    Ok(created(
+        to_end(async move { access::withdraw_request(&s, &p, id).await }).await?,
+    ))
 }
 
 async fn review_request(
@@ -197,7 +217,9 @@ async fn review_request(
     Body_(b): Body_<gigafab_api::CreateReview>,
 ) -> ApiResult {
     let id = parse_id(&id, "request_not_found")?;
-    Ok(created(access::review_request(&s, &p, id, b).await?))
+    Ok(created(
+        to_end(async move { access::review_request(&s, &p, id, b).await }).await?,
+    ))
 }
 
 async fn decide_request(
@@ -207,5 +229,7 @@ async fn decide_request(
     Body_(b): Body_<gigafab_api::CreateDecision>,
 ) -> ApiResult {
     let id = parse_id(&id, "request_not_found")?;
-    Ok(created(access::decide_request(&s, &p, id, b).await?))
+    Ok(created(
+        to_end(async move { access::decide_request(&s, &p, id, b).await }).await?,
+    ))
 }

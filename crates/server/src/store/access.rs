@@ -75,6 +75,15 @@ pub fn set_granted(call: i64, granted_gpu_s: f64) -> Op {
     )
 }
 
+/// A request's reviews, cleared when it is submitted again after a
+/// revision (a new round; earlier rounds stay in the audit log).
+pub fn clear_reviews(request: i64) -> Op {
+    op(
+        "DELETE FROM reviews WHERE request_id = $1",
+        vec![Arg::I(request)],
+    )
+}
+
 pub fn insert_reviewer(call: i64, user: i64) -> Op {
     op(
         "INSERT INTO call_reviewers (call_id, user_id) VALUES ($1, $2)",
