@@ -85,7 +85,11 @@ fn call_view(c: &CallRow, reviewers: &[(i64, i64)], now: Ms) -> t::Call {
 
 async fn request_view(s: &Shared, r: &RequestRow) -> Result<t::AccessRequest, ApiError> {
     let reviews = store::access::reviews(&s.store.pool, r.id).await?;
-    Ok(t::AccessRequest {
+    Ok(view_with(r, reviews))
+}
+
+fn view_with(r: &RequestRow, reviews: Vec<store::access::ReviewRow>) -> t::AccessRequest {
+    t::AccessRequest {
         id: t::RequestId(r.id),
         call: t::CallId(r.call_id),
         org: r.org.clone(),
@@ -110,7 +114,7 @@ async fn request_view(s: &Shared, r: &RequestRow) -> Result<t::AccessRequest, Ap
             .collect(),
         created_at: r.created_ms.rfc3339(),
         updated_at: r.updated_ms.rfc3339(),
-    })
+    }
 }
 
 fn call_not_found(id: i64) -> ApiError {
@@ -310,14 +314,24 @@ async fn visible_request(
 
 /// `GET /requests`: those the caller may see.
 pub async fn list_requests(s: &Shared, who: &Principal) -> Result<Vec<t::AccessRequest>, ApiError> {
-    let reviewers = store::access::reviewers(&s.store.pool).await?;
-    let mut out = Vec::new();
-    for r in store::access::requests(&s.store.pool).await? {
-        if sees(who, &r, &reviewers) {
-            out.push(request_view(s, &r).await?);
+    // the visible ones in one query, their reviews in another
+    let rows =
+        store::access::visible_requests(&s.store.pool, who.global(), who.org_id, who.user_id)
+            .await?;
+    let mut reviews: std::collections::HashMap<i64, Vec<store::access::ReviewRow>> =
+        std::collections::HashMap::new();
+    if !rows.is_empty() {
+        for (req, v) in
+            store::access::visible_reviews(&s.store.pool, who.global(), who.org_id, who.user_id)
+                .await?
+        {
+            reviews.entry(req).or_default().push(v);
         }
     }
-    Ok(out)
+    Ok(rows
+        .iter()
+        .map(|r| view_with(r, reviews.remove(&r.id).unwrap_or_default()))
+        .collect())
 }
 
 /// `GET /requests/{id}`.

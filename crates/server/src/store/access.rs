@@ -227,6 +227,64 @@ pub async fn requests(pool: &AnyPool) -> Result<Vec<RequestRow>, sqlx::Error> {
     rows.iter().map(request_of).collect()
 }
 
+/// The requests `user` may see: all (`all`), else those of organisation
+/// `org` and of the calls the user reviews.
+pub async fn visible_requests(
+    pool: &AnyPool,
+    all: bool,
+    org: Option<i64>,
+    user: i64,
+) -> Result<Vec<RequestRow>, sqlx::Error> {
+    let rows = sqlx::query(&format!(
+        "{REQUEST_COLUMNS} WHERE $1 = 1 OR q.org_id = $2 OR q.call_id IN \
+         (SELECT call_id FROM call_reviewers WHERE user_id = $3) ORDER BY q.id"
+    ))
+    .bind(i64::from(all))
+    .bind(org.unwrap_or(-1))
+    .bind(user)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(request_of).collect()
+}
+
+/// The reviews of the requests [`visible_requests`] lists, by request
+/// (one query for a listing).
+pub async fn visible_reviews(
+    pool: &AnyPool,
+    all: bool,
+    org: Option<i64>,
+    user: i64,
+) -> Result<Vec<(i64, ReviewRow)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT r.request_id, r.reviewer_id, u.name, r.score, r.verdict, r.comment, r.at_ms \
+         FROM reviews r JOIN users u ON u.id = r.reviewer_id \
+         JOIN access_requests q ON q.id = r.request_id \
+         WHERE $1 = 1 OR q.org_id = $2 OR q.call_id IN \
+         (SELECT call_id FROM call_reviewers WHERE user_id = $3) \
+         ORDER BY r.request_id, r.at_ms, r.reviewer_id",
+    )
+    .bind(i64::from(all))
+    .bind(org.unwrap_or(-1))
+    .bind(user)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get(0)?,
+                ReviewRow {
+                    reviewer_id: r.try_get(1)?,
+                    reviewer: r.try_get(2)?,
+                    score: r.try_get(3)?,
+                    verdict: r.try_get(4)?,
+                    comment: r.try_get(5)?,
+                    at_ms: Ms(r.try_get(6)?),
+                },
+            ))
+        })
+        .collect()
+}
+
 pub async fn request(pool: &AnyPool, id: i64) -> Result<Option<RequestRow>, sqlx::Error> {
     sqlx::query(&format!("{REQUEST_COLUMNS} WHERE q.id = $1"))
         .bind(id)
