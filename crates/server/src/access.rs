@@ -49,9 +49,7 @@ fn unprocessable(code: &'static str, msg: impl Into<String>) -> ApiError {
 }
 
 async fn commit(s: &Shared, ops: Vec<Op>) -> Result<(), ApiError> {
-    let mut conn = s.store.pool.acquire().await?;
-    store::commit::write_ops(&mut conn, ops).await?;
-    Ok(())
+    Ok(s.store.write(ops).await?)
 }
 
 fn call_state(c: &CallRow, now: Ms) -> &'static str {

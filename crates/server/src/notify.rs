@@ -136,6 +136,5 @@ async fn send_waiting(
 }
 
 async fn write(s: &Shared, op: Op) -> Result<(), sqlx::Error> {
-    let mut conn = s.store.pool.acquire().await?;
-    store::commit::write_ops(&mut conn, vec![op]).await
+    s.store.write(vec![op]).await
 }

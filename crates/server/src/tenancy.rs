@@ -192,9 +192,7 @@ impl Directory {
 
 /// Writes `ops` in one transaction of their own.
 async fn commit(store: &Store, ops: Vec<Op>) -> Result<(), ApiError> {
-    let mut conn = store.pool.acquire().await?;
-    store::commit::write_ops(&mut conn, ops).await?;
-    Ok(())
+    Ok(store.write(ops).await?)
 }
 
 impl Tenancy {
@@ -287,8 +285,7 @@ impl Tenancy {
                     "first start: admin user, org default, allocation default".into(),
                 ),
             ];
-            let mut conn = pool.acquire().await?;
-            store::commit::write_ops(&mut conn, ops).await?;
+            store.write(ops).await?;
             d.users.insert(
                 uid,
                 UserRec {

@@ -2,12 +2,11 @@
 //! ([`crate::access`]).
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use super::{ApiResult, AppState, Body_, Caller, Route, list, parse_id};
+use super::{ApiResult, AppState, Body_, Caller, Route, created, list, parse_id};
 use crate::access;
 
 pub(super) const ROUTES: &[Route] = &[
@@ -133,10 +132,6 @@ async fn to_end<T: Send + 'static>(
     tokio::spawn(f)
         .await
         .map_err(|e| crate::error::ApiError::store(format!("the write stopped: {e}")))?
-}
-
-fn created<T: serde::Serialize>(v: T) -> Response {
-    (StatusCode::CREATED, Json(v)).into_response()
 }
 
 async fn create_call(

@@ -310,6 +310,11 @@ fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
 
 /// A listing's answer: the items, and the cursor of the next page when
 /// this one is full.
+/// A 201 with its typed body.
+fn created<T: serde::Serialize>(v: T) -> Response {
+    (StatusCode::CREATED, Json(v)).into_response()
+}
+
 /// An unpaged listing (every item the caller may see).
 fn list<T: serde::Serialize>(items: Vec<T>) -> Response {
     Json(gigafab_api::Page { items, next: None }).into_response()

@@ -4,11 +4,11 @@
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::routing::{delete, post};
 use axum::{Json, Router};
 
-use super::{ApiResult, AppState, Body_, Caller, Route, list, parse_body, parse_id};
+use super::{ApiResult, AppState, Body_, Caller, Route, created, list, parse_body, parse_id};
 use crate::error::ApiError;
 use crate::model::{OrgReq, ProjectReq, TokenReq, UserReq};
 use crate::tenancy;
@@ -124,10 +124,6 @@ pub(super) fn router() -> Router<AppState> {
         .route("/api/v1/tokens", post(create_token).get(list_tokens))
         .route("/api/v1/users/{id}/disable", post(disable_user))
         .route("/api/v1/tokens/{id}", delete(revoke_token))
-}
-
-fn created<T: serde::Serialize>(v: T) -> Response {
-    (StatusCode::CREATED, Json(v)).into_response()
 }
 
 async fn create_org(

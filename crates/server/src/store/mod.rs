@@ -100,6 +100,13 @@ pub fn redact(url: &str) -> String {
 }
 
 impl Store {
+    /// Writes `ops` in one transaction of their own, on a connection of
+    /// the pool (the handlers outside the controller's group commit).
+    pub async fn write(&self, ops: Vec<commit::Op>) -> Result<(), sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        commit::write_ops(&mut conn, ops).await
+    }
+
     /// Opens (creating if needed) and migrates the database at `url`.
     pub async fn open(url: &str) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
