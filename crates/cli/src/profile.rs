@@ -40,8 +40,9 @@ pub struct SchedArgs {
     #[arg(long, env = "GIGAFAB_MAX_REQUEUES")]
     pub max_requeues: Option<u32>,
     /// Running preemptible jobs move to free accelerators of a type where
-    /// they run faster (stopped with their progress, restored there):
-    /// what Gavel's rounds do by giving each round's types anew.
+    /// they run faster, and pairs swap types where each gains from the
+    /// other's (stopped with their progress, restored there): what
+    /// Gavel's rounds do by giving each round's types anew.
     #[arg(long, env = "GIGAFAB_MIGRATE")]
     pub migrate: bool,
     /// `las` and `hetero`: the attained service, in accelerator-hours, at

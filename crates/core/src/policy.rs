@@ -202,7 +202,8 @@ pub struct Policy {
     /// runs again.
     pub restore_overhead_s: f64,
     /// Running preemptible jobs move to free accelerators of a type where
-    /// they run faster (stopped with their progress, restored there).
+    /// they run faster, and pairs of them swap types where each gains from
+    /// the other's (stopped with their progress, restored there).
     pub migrate: bool,
 }
 

@@ -166,6 +166,16 @@ impl Job {
         }
     }
 
+    /// The run-time factor of the current run (its accelerators' slowness
+    /// against the job's base run time, power caps included).
+    pub fn run_factor(&self) -> f64 {
+        if self.base > 0.0 {
+            self.run_full / self.base
+        } else {
+            1.0
+        }
+    }
+
     /// Attained accelerator-seconds at `now` (including a current run).
     pub fn attained_at(&self, now: f64) -> f64 {
         if self.state == JobState::Running {
@@ -246,6 +256,9 @@ pub enum FailOutcome {
 #[derive(Debug, Clone)]
 struct CandList {
     pools: Vec<(PoolIdx, f64)>,
+    /// Whether the job runs faster on some of these pools than on others
+    /// (what makes moving it between them worth anything).
+    varied: bool,
 }
 
 /// What decides a job's candidate pools.
@@ -343,6 +356,13 @@ pub struct SchedCore {
     requeue: Vec<JobIdx>,
     victims: Vec<(i64, f64, JobIdx)>,
     place_buf: Placement,
+    /// Scratch: the running jobs a swap may move, as ((pool, size,
+    /// candidate list), remaining run time, job), and per class its
+    /// shortest and longest remaining runs.
+    swap_buf: Vec<((PoolIdx, u32, u32), f64, JobIdx)>,
+    swap_reps: Vec<((PoolIdx, u32, u32), JobIdx, JobIdx)>,
+    /// Running jobs that `migrate` may move (see `movable`).
+    n_movable: usize,
     sites: Vec<SitePower>,
     /// Per pool: power figures of its accelerators, precomputed.
     pool_power: Vec<PoolPower>,
@@ -448,6 +468,9 @@ impl SchedCore {
             requeue: Vec::new(),
             victims: Vec::new(),
             place_buf: Vec::new(),
+            swap_buf: Vec::new(),
+            swap_reps: Vec::new(),
+            n_movable: 0,
             site_order: Vec::new(),
             pool_power: factory
                 .pools

@@ -428,3 +428,61 @@ fn migrate_moves_a_running_job_to_a_faster_free_type() {
         c.check_invariants().unwrap();
     }
 }
+
+/// With `migrate`, two running jobs swap types when each gains from the
+/// other's more than it loses from its own: a job that barely gains from a
+/// fast type gives it up to one that gains tenfold (Gavel reaches this by
+/// its rounds). Without the option each keeps where it was placed.
+#[test]
+fn migrate_swaps_jobs_to_the_types_they_gain_most_on() {
+    let f = factory(&[("old", "k80", 1, 1), ("new", "v100", 1, 1)]);
+    let mut t = Throughputs::new();
+    t.insert("resnet", "k80", 1, 1.0);
+    t.insert("resnet", "v100", 1, 10.0);
+    t.insert("recommend", "k80", 1, 10.0);
+    t.insert("recommend", "v100", 1, 8.0);
+    for migrate in [false, true] {
+        let mut p = Policy::new(PolicyKind::Fifo);
+        p.migrate = migrate;
+        let mut c = SchedCore::new(f.clone(), p, t.clone());
+        let a = c.add_allocation(AllocationSpec::open("a", Category::Academia));
+        let typed = |id: &str, ty: &str, steps: f64| {
+            let mut s = JobSpec::simple(id, 0.0, 1, 0.0);
+            s.duration_s = None;
+            s.steps = Some(steps);
+            s.job_type = Some(ty.into());
+            s.preemptible = true;
+            s
+        };
+        // the v100 is taken: resnet gets the k80
+        let mut x = JobSpec::simple("x", 0.0, 1, 100.0);
+        x.types = gigafab_core::TypeFilter::parse("v100").unwrap();
+        let x = c.submit(&x, a, 0.0);
+        let resnet = c.submit(&typed("resnet", "resnet", 10_000.0), a, 0.0);
+        assert_eq!(c.schedule(0.0).started, vec![x, resnet]);
+        // the v100 frees as the recommender arrives: it takes it
+        c.end_run(x, 100.0, JobState::Completed);
+        let rec = c.submit(&typed("rec", "recommend", 8_000.0), a, 100.0);
+        assert_eq!(c.schedule(100.0).started, vec![rec]);
+        assert_eq!(c.jobs[rec as usize].run_pool, 1);
+        let d = c.schedule(200.0).clone();
+        if migrate {
+            assert_eq!(d.started, vec![resnet, rec], "{d:?}");
+            assert_eq!(c.jobs[resnet as usize].run_pool, 1, "resnet on the v100");
+            assert_eq!(c.jobs[rec as usize].run_pool, 0, "rec on the k80");
+            // resnet: 200 of 10,000 steps done, 9,800 at 10/s; rec: 800 of
+            // 8,000 done at 8/s, 7,200 at 10/s; both restore first
+            let (run, _) = c.jobs[resnet as usize].planned_run();
+            assert!((run - (980.0 + 30.0)).abs() < 1e-6, "{run}");
+            let (run, _) = c.jobs[rec as usize].planned_run();
+            assert!((run - (720.0 + 30.0)).abs() < 1e-6, "{run}");
+            assert_eq!(c.migrations, 2);
+            // and they stay: a swap back would slow both
+            assert!(c.schedule(300.0).started.is_empty());
+        } else {
+            assert!(d.preempted.is_empty() && d.started.is_empty(), "{d:?}");
+            assert_eq!(c.jobs[resnet as usize].run_pool, 0);
+        }
+        c.check_invariants().unwrap();
+    }
+}

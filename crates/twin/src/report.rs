@@ -62,6 +62,11 @@ pub struct Report {
     /// percentiles. Jobs cut at their time limit are not in them (see
     /// `avg_jct_timed_out_s`).
     pub avg_jct_s: f64,
+    /// What `avg_jct_s` would be if each of those jobs had started at its
+    /// submission, alone, on the accelerator type where it runs fastest:
+    /// a bound no policy can beat on this workload (compare policies and
+    /// simulators with it, not across draws of a workload).
+    pub avg_jct_bound_s: f64,
     pub p50_jct_s: f64,
     pub p95_jct_s: f64,
     pub p99_jct_s: f64,
@@ -248,6 +253,7 @@ impl Collector {
         let (mut jct_flex, mut jct_rigid) = (Vec::new(), Vec::new());
         let mut per_alloc: BTreeMap<u32, (f64, u64)> = BTreeMap::new();
         let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+        let mut jct_bound = 0.0;
         for (i, job) in core.jobs.iter().enumerate() {
             let cat = core.allocs[job.alloc as usize].spec.category;
             let c = cats
@@ -306,6 +312,7 @@ impl Collector {
                 c.1 += 1;
                 c.2 += t;
                 let ideal = core.ideal_runtime(i as JobIdx);
+                jct_bound += ideal;
                 let sd = if ideal > 0.0 {
                     (t / ideal).max(1.0)
                 } else {
@@ -415,6 +422,11 @@ impl Collector {
             cancelled_reasons: reasons,
             measured_jobs: (b - a) as u64,
             avg_jct_s: mean(&jct),
+            avg_jct_bound_s: if jct.is_empty() {
+                0.0
+            } else {
+                jct_bound / jct.len() as f64
+            },
             p50_jct_s: percentile(&jct, 50.0),
             p95_jct_s: percentile(&jct, 95.0),
             p99_jct_s: percentile(&jct, 99.0),
@@ -527,6 +539,7 @@ impl Report {
             ),
             ("measured jobs", self.measured_jobs.to_string()),
             ("avg JCT (completed)", h(self.avg_jct_s)),
+            ("  bound (no wait, fastest type)", h(self.avg_jct_bound_s)),
             (
                 "p50 / p95 / p99 JCT",
                 format!(

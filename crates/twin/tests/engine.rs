@@ -422,6 +422,10 @@ fn bounded_slowdown_counts_jobs_cut_at_their_limit() {
         "{r:?}"
     );
     assert!((r.avg_slowdown - (1.0 + 10.0) / 2.0).abs() < 1e-9, "{r:?}");
+    // the bound: each job alone from its submission, (100 + 1) / 2, where
+    // the JCTs are (100 + 100) / 2
+    assert!((r.avg_jct_bound_s - 50.5).abs() < 1e-9, "{r:?}");
+    assert!((r.avg_jct_s - 100.0).abs() < 1e-9, "{r:?}");
     // a job cut at its limit counts: it waited 100 s, ran its 50-s limit
     let mut c = JobSpec::simple("c", 0.0, 64, 1000.0);
     c.types = a.types.clone();

@@ -110,7 +110,11 @@ impl SchedCore {
             list.sort_by(|a, b| energy(a).total_cmp(&energy(b)));
         }
         let i = self.cand_lists.len() as u32;
-        self.cand_lists.push(CandList { pools: list });
+        let varied = list.iter().any(|x| x.1 != list[0].1);
+        self.cand_lists.push(CandList {
+            pools: list,
+            varied,
+        });
         self.cand_index.entry(hash).or_default().push((
             CandKey {
                 types: spec.types.clone(),

@@ -58,6 +58,15 @@ impl SchedCore {
         if running != self.n_running {
             return Err(format!("{running} runs listed, {} counted", self.n_running));
         }
+        let movable = (0..self.jobs.len() as JobIdx)
+            .filter(|&j| self.jobs[j as usize].state == JobState::Running && self.movable(j))
+            .count();
+        if movable != self.n_movable {
+            return Err(format!(
+                "{movable} movable runs, {} counted",
+                self.n_movable
+            ));
+        }
         for (a, (st, r)) in self.allocs.iter().zip(&rate).enumerate() {
             if (st.rate - r).abs() > 1e-6 * r.max(1.0) + 1e-3 {
                 return Err(format!("allocation {a}: running rate {} for {r}", st.rate));

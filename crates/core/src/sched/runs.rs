@@ -89,12 +89,18 @@ impl SchedCore {
             a.res_end += gpus as f64 * w * est_end;
         }
         self.n_running += 1;
+        if self.movable(j) {
+            self.n_movable += 1;
+        }
         self.dec.started.push(j);
     }
 
     /// Takes a running job off its accelerators (bookkeeping only).
     pub(super) fn stop(&mut self, j: JobIdx, now: f64) {
         self.changes += 1;
+        if self.movable(j) {
+            self.n_movable -= 1;
+        }
         {
             let (pool, gpus, power_w, start) = {
                 let job = &self.jobs[j as usize];
