@@ -573,6 +573,33 @@ pub struct AccessRequest {
     pub updated_at: String,
 }
 
+/// One pool of what the factory offers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct OfferPool {
+    pub name: String,
+    pub site: String,
+    /// The accelerator type (`h100`).
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub vendor: String,
+    pub memory_gb: f64,
+    pub accelerators: u64,
+    /// Free now (neither busy, drained nor down).
+    pub free: u64,
+    pub drained: u64,
+}
+
+/// What the factory offers (`GET /api/v1/offer`, no token): its pools with
+/// their free accelerators now, and its open access calls.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Offer {
+    pub accelerators: u64,
+    pub free: u64,
+    pub pools: Vec<OfferPool>,
+    /// The calls open now (without their reviewers).
+    pub calls: Vec<Call>,
+}
+
 /// The component schemas of the OpenAPI document, generated from the
 /// types above: (name, JSON schema).
 pub fn schemas() -> Vec<(String, serde_json::Value)> {
@@ -624,6 +651,8 @@ pub fn schemas() -> Vec<(String, serde_json::Value)> {
         one::<CreateReview>(),
         one::<CreateDecision>(),
         one::<AccessRequest>(),
+        one::<OfferPool>(),
+        one::<Offer>(),
     ];
     // pages of each listed object
     for (name, item) in [

@@ -51,6 +51,20 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// The caller of a public read (no token): no user, no organisation,
+    /// the least role. Only [`crate::ctl::Action::Offer`] is asked with it.
+    pub fn anonymous() -> Principal {
+        Principal {
+            user_id: 0,
+            name: "anonymous".into(),
+            login: "anonymous".into(),
+            role: Role::Member,
+            org_id: None,
+            token_id: 0,
+            expires_ms: None,
+        }
+    }
+
     /// Sees every organisation's objects.
     pub fn global(&self) -> bool {
         matches!(self.role, Role::Admin | Role::Operator)

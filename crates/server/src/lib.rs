@@ -16,6 +16,7 @@ pub mod error;
 pub mod metrics;
 pub mod model;
 pub mod notify;
+pub mod portal;
 pub mod store;
 pub mod tenancy;
 pub mod time;
@@ -227,7 +228,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
     let (stop_ctl, ctl_rx) = watch::channel(false);
     let controller = tokio::spawn(controller.run(rx, ctl_rx));
     let (stop_http, http_rx) = watch::channel(false);
-    let app = api::router(shared.clone());
+    let app = app(shared.clone());
     if let Some(smtp) = smtp {
         // it ends with the HTTP server (the outbox keeps what is unsent)
         notify::spawn_mailer(shared.clone(), smtp, stop_http.subscribe());
@@ -261,12 +262,19 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
 /// Serves the API of an opened server on `listener` without running its
 /// controller: what does not go through the controller (tenancy, reads of
 /// the store) answers, commands wait. For tests of that boundary.
+/// Everything served over HTTP: the API and the portal, which calls the
+/// API in process.
+pub fn app(shared: Arc<ctl::Shared>) -> axum::Router {
+    let api = api::router(shared.clone());
+    portal::router(shared, api.clone()).merge(api)
+}
+
 pub fn serve_api(
     listener: tokio::net::TcpListener,
     shared: Arc<ctl::Shared>,
 ) -> tokio::task::JoinHandle<std::io::Result<()>> {
     let (stop, rx) = watch::channel(false);
-    let app = api::router(shared);
+    let app = app(shared);
     tokio::spawn(async move {
         let r = serve_http(listener, app, HttpLimits::default(), rx).await;
         drop(stop);

@@ -1,13 +1,26 @@
 //! The fleet: nodes, accelerators, drains (the controller's).
 
-use axum::Router;
 use axum::extract::{Path, State};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use axum::{Json, Router};
 
 use super::{ApiResult, AppState, Caller, Route, reply};
-use crate::ctl::Action;
+use crate::auth::Principal;
+use crate::ctl::{Action, Shared};
+use crate::error::ApiError;
 
 pub(super) const ROUTES: &[Route] = &[
+    Route {
+        method: "get",
+        path: "/api/v1/offer",
+        who: "anyone",
+        summary: "What the factory offers: pools, free accelerators now, open calls",
+        operation_id: "offer",
+        body: None,
+        answer: Some("Offer"),
+        query: None,
+    },
     Route {
         method: "get",
         path: "/api/v1/fleet",
@@ -42,9 +55,32 @@ pub(super) const ROUTES: &[Route] = &[
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
+        .route("/api/v1/offer", get(offer))
         .route("/api/v1/fleet", get(fleet))
         .route("/api/v1/fleet/nodes/{name}/drain", post(drain))
         .route("/api/v1/fleet/nodes/{name}/resume", post(resume))
+}
+
+async fn offer(State(s): State<AppState>) -> ApiResult {
+    Ok(Json(offer_of(&s).await?).into_response())
+}
+
+/// What the factory offers now (no token needed: nothing of a tenant in it).
+pub(crate) async fn offer_of(s: &Shared) -> Result<gigafab_api::Offer, ApiError> {
+    let (_, v) = s.ask(Principal::anonymous(), Action::Offer).await?;
+    let pools: Vec<gigafab_api::OfferPool> = serde_json::from_value(v["pools"].clone())
+        .map_err(|e| ApiError::unavailable(format!("offer: {e}")))?;
+    let mut calls = crate::access::list_calls(s).await?;
+    calls.retain(|c| c.state == "open");
+    for c in &mut calls {
+        c.reviewers.clear();
+    }
+    Ok(gigafab_api::Offer {
+        accelerators: v["accelerators"].as_u64().unwrap_or(0),
+        free: v["free"].as_u64().unwrap_or(0),
+        pools,
+        calls,
+    })
 }
 
 async fn fleet(State(s): State<AppState>, Caller(p): Caller) -> ApiResult {

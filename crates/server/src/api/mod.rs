@@ -11,6 +11,8 @@ mod jobs;
 mod meta;
 mod tenancy;
 
+pub(crate) use fleet::offer_of;
+
 use std::sync::Arc;
 
 use axum::body::Bytes;

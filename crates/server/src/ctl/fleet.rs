@@ -200,6 +200,42 @@ impl Controller {
         })
     }
 
+    /// The pools with their free and drained accelerators now (public: no
+    /// node, job or tenant in it).
+    pub(super) fn offer_json(&self) -> Value {
+        let f = &self.cfg.factory;
+        let pools: Vec<gigafab_api::OfferPool> = f
+            .pools
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let st = &self.core.cluster.pools[i];
+                let t = f.catalog.get(p.accel);
+                gigafab_api::OfferPool {
+                    name: p.name.clone(),
+                    site: f
+                        .sites
+                        .get(p.site)
+                        .map(|s| s.name.clone())
+                        .unwrap_or_default(),
+                    type_: t.id.to_string(),
+                    vendor: t.vendor.to_string(),
+                    memory_gb: t.memory_gb,
+                    accelerators: p.accelerators(),
+                    free: st.free_total,
+                    drained: (st.first_node..st.first_node + st.nodes)
+                        .map(|n| self.core.drained_accelerators(n) as u64)
+                        .sum(),
+                }
+            })
+            .collect();
+        json!({
+            "accelerators": f.accelerators(),
+            "free": self.core.cluster.free_total(),
+            "pools": pools,
+        })
+    }
+
     pub(super) fn fleet_json(&self, who: &Principal) -> Value {
         let nodes: Vec<Value> = (0..self.node_names.len() as u32)
             .map(|n| self.node_json(n, who))

@@ -72,6 +72,9 @@ pub enum Action {
     GetAlloc(gigafab_api::AllocationId),
     Usage,
     Fleet,
+    /// The pools and their free accelerators (anyone: see
+    /// [`Principal::anonymous`]).
+    Offer,
     /// Prometheus exposition text (admin, operator).
     Metrics,
 }
@@ -885,6 +888,7 @@ impl Controller {
                 .collect::<Vec<_>>(),
                 "orgs": self.org_usage(who, now)})),
             Action::Fleet => ok(self.fleet_json(who)),
+            Action::Offer => ok(self.offer_json()),
             Action::Metrics => {
                 if !who.global() {
                     return Err(ApiError::forbidden("metrics are for admins and operators"));

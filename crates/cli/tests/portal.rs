@@ -1,0 +1,468 @@
+//! The web portal over the real server, on both stores, as a browser
+//! without a script engine sees it: sessions, CSRF and cross-origin
+//! refusals, validation next to the field, the access workflow from
+//! request to allocation, a job from the form to its output, the
+//! operations page for operators only, errors as pages and never JSON.
+//! (The same journey in a real Chromium is `e2e/portal.test.mjs`.)
+
+use serde_json::json;
+
+#[path = "common/openapi.rs"]
+mod openapi;
+#[path = "common/app.rs"]
+#[macro_use]
+mod app;
+use app::*;
+
+/// A browser: its session cookie, and forms posted from the server's own
+/// origin (as a browser does).
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    cookie: Option<String>,
+}
+
+struct Page {
+    status: u16,
+    location: Option<String>,
+    headers: reqwest::header::HeaderMap,
+    body: String,
+}
+
+impl Browser {
+    fn new(app: &App) -> Browser {
+        Browser {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            base: app.url.clone(),
+            cookie: None,
+        }
+    }
+
+    async fn send(&mut self, rq: reqwest::RequestBuilder) -> Page {
+        let rq = match &self.cookie {
+            Some(c) => rq.header("cookie", format!("gf_session={c}")),
+            None => rq,
+        };
+        let r = rq.send().await.unwrap();
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        if let Some(sc) = headers.get("set-cookie").and_then(|v| v.to_str().ok()) {
+            let v = sc
+                .split(';')
+                .next()
+                .unwrap()
+                .trim_start_matches("gf_session=");
+            self.cookie = (!v.is_empty()).then(|| v.to_string());
+        }
+        let location = headers
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = r.text().await.unwrap();
+        Page {
+            status,
+            location,
+            headers,
+            body,
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> Page {
+        let rq = self.http.get(format!("{}{path}", self.base));
+        self.send(rq).await
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        let rq = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("origin", self.base.clone())
+            .form(form);
+        self.send(rq).await
+    }
+
+    async fn sign_in(&mut self, token: &str) {
+        let p = self.post("/login", &[("token", token)]).await;
+        assert_eq!(p.status, 303, "{}", p.body);
+        assert_eq!(p.location.as_deref(), Some("/me"));
+        let sc = p.headers["set-cookie"].to_str().unwrap();
+        for flag in ["HttpOnly", "Secure", "SameSite=Strict"] {
+            assert!(sc.contains(flag), "{sc}");
+        }
+    }
+}
+
+/// The value of the page's CSRF field.
+fn csrf(body: &str) -> String {
+    body.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_else(|| panic!("no csrf field in:\n{body}"))
+        .to_string()
+}
+
+/// The text of the element with `id` (up to its closing tag).
+fn text_of<'a>(body: &'a str, id: &str) -> &'a str {
+    let from = body
+        .split(&format!("id=\"{id}\""))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no #{id} in:\n{body}"));
+    let from = &from[from.find('>').unwrap() + 1..];
+    &from[..from.find("</").unwrap()]
+}
+
+fn is_page(p: &Page) {
+    let ct = p.headers["content-type"].to_str().unwrap();
+    assert!(ct.starts_with("text/html"), "{ct}: {}", p.body);
+    let csp = p.headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert!(!p.body.contains("<script>"), "an inline script: {}", p.body);
+    assert!(!p.body.contains("style=\""), "an inline style: {}", p.body);
+}
+
+async fn user(app: &App, name: &str, org: Option<&str>, role: &str) -> (String, i64) {
+    let mut body = json!({"name": name, "role": role});
+    if let Some(o) = org {
+        body["org"] = json!(o);
+    }
+    let u = app.post("/api/v1/users", body).await;
+    (
+        u["token"].as_str().unwrap().to_string(),
+        u["id"].as_i64().unwrap(),
+    )
+}
+
+both_stores!(portal_journey);
+
+async fn portal_journey(app: App) {
+    // the public page: what the factory offers, no session needed
+    let mut anon = Browser::new(&app);
+    let home = anon.get("/").await;
+    assert_eq!(home.status, 200);
+    is_page(&home);
+    assert!(home.body.contains("Accelerators free now"), "{}", home.body);
+    assert!(home.body.contains("No call is open now."), "{}", home.body);
+    // a page that needs a session sends to the sign-in page
+    let me = anon.get("/me").await;
+    assert_eq!((me.status, me.location.as_deref()), (303, Some("/login")));
+    let bad = anon.post("/login", &[("token", "gf_not_a_token")]).await;
+    assert_eq!(bad.status, 401);
+    is_page(&bad);
+    assert!(
+        bad.body.contains("unknown, revoked or expired"),
+        "{}",
+        bad.body
+    );
+
+    // the workflow's people and a fast-lane call
+    for (o, c) in [("acme", "sme"), ("rev", "public")] {
+        app.post("/api/v1/orgs", json!({"name": o, "category": c}))
+            .await;
+    }
+    let (alice, _) = user(&app, "alice", Some("acme"), "member").await;
+    let (rita, rita_id) = user(&app, "rita", Some("rev"), "member").await;
+    let (opal, _) = user(&app, "opal", None, "operator").await;
+    let call = app
+        .post(
+            "/api/v1/calls",
+            json!({"name": "fast-2027", "mode": "fast-lane", "categories": ["sme"], "envelope_gpu_hours": 10000.0}),
+        )
+        .await;
+    let call_id = call["id"].as_i64().unwrap();
+    app.post(
+        &format!("/api/v1/calls/{call_id}/reviewers"),
+        json!({"user": rita_id}),
+    )
+    .await;
+    let home = anon.get("/").await;
+    assert!(home.body.contains("fast-2027"), "{}", home.body);
+    assert!(
+        home.body.contains("Fast lane: one technical review"),
+        "{}",
+        home.body
+    );
+
+    // alice applies
+    let mut a = Browser::new(&app);
+    a.sign_in(&alice).await;
+    let me = a.get("/me").await;
+    assert_eq!(me.status, 200);
+    is_page(&me);
+    assert!(me.body.contains("acme"), "{}", me.body);
+    let form = a.get("/requests/new").await;
+    let token = csrf(&form.body);
+    assert!(form.body.contains("fast-2027 (fast-lane)"), "{}", form.body);
+    let call_s = call_id.to_string();
+    // no CSRF token: refused, as a page
+    let p = a
+        .post(
+            "/requests/new",
+            &[
+                ("call", &call_s),
+                ("title", "x"),
+                ("gpu_hours", "1"),
+                ("days", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 403);
+    is_page(&p);
+    assert!(p.body.contains("This form has expired"), "{}", p.body);
+    // another site's form: refused before it is read
+    let rq = a
+        .http
+        .post(format!("{}/requests/new", a.base))
+        .header("origin", "http://evil.example")
+        .header(
+            "cookie",
+            format!("gf_session={}", a.cookie.clone().unwrap()),
+        )
+        .form(&[("csrf", token.as_str()), ("call", &call_s)]);
+    let p = a.send(rq).await;
+    assert_eq!(p.status, 403, "{}", p.body);
+    // a field the form cannot read, then one the API refuses: each error
+    // next to its field, the values kept
+    let p = a
+        .post(
+            "/requests/new",
+            &[
+                ("csrf", &token),
+                ("call", &call_s),
+                ("title", "Protein LM"),
+                ("project", "plm"),
+                ("gpu_hours", "lots"),
+                ("days", "90"),
+                ("summary", "fine-tuning"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 422);
+    is_page(&p);
+    assert_eq!(
+        text_of(&p.body, "f-gpu_hours-err"),
+        "gpu_hours: a number is needed"
+    );
+    assert!(p.body.contains("value=\"Protein LM\""), "{}", p.body);
+    assert!(p.body.contains("aria-invalid=\"true\""), "{}", p.body);
+    let p = a
+        .post(
+            "/requests/new",
+            &[
+                ("csrf", &token),
+                ("call", &call_s),
+                ("title", ""),
+                ("project", "plm"),
+                ("gpu_hours", "500"),
+                ("days", "90"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 422);
+    assert!(
+        text_of(&p.body, "f-title-err").starts_with("title:"),
+        "{}",
+        p.body
+    );
+    let p = a
+        .post(
+            "/requests/new",
+            &[
+                ("csrf", &token),
+                ("call", &call_s),
+                ("title", "Protein LM <b>"),
+                ("project", "plm"),
+                ("gpu_hours", "500"),
+                ("days", "90"),
+                ("summary", "fine-tuning"),
+                ("then", "submit"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    let req_path = p.location.unwrap();
+    let r = a.get(&req_path).await;
+    assert_eq!(r.status, 200);
+    // what a user typed is shown as text, never as markup
+    assert!(
+        r.body.contains("Protein LM &#60;b&#62;") && !r.body.contains("Protein LM <b>"),
+        "{}",
+        r.body
+    );
+    assert!(
+        ["submitted", "in_review"].contains(&text_of(&r.body, "request-state")),
+        "{}",
+        r.body
+    );
+
+    // rita reviews it from her queue; one technical review decides
+    let mut rv = Browser::new(&app);
+    rv.sign_in(&rita).await;
+    let q = rv.get("/reviews").await;
+    assert!(
+        q.body.contains(&format!("href=\"{req_path}\"")),
+        "{}",
+        q.body
+    );
+    let page = rv.get(&req_path).await;
+    assert!(page.body.contains("Your review"), "{}", page.body);
+    let t = csrf(&page.body);
+    let p = rv
+        .post(
+            &format!("{req_path}/review"),
+            &[
+                ("csrf", &t),
+                ("score", "4"),
+                ("verdict", "approve"),
+                ("comment", "sound plan"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    let r = a.get(&req_path).await;
+    assert_eq!(text_of(&r.body, "request-state"), "approved", "{}", r.body);
+    // alice cannot review, and the refusal is a page
+    let p = a
+        .post(
+            &format!("{req_path}/review"),
+            &[("csrf", &token), ("score", "5"), ("verdict", "approve")],
+        )
+        .await;
+    assert_eq!(p.status, 403, "{}", p.body);
+    is_page(&p);
+
+    // the allocation is on her dashboard; she runs a job on it
+    let me = a.get("/me").await;
+    assert!(me.body.contains("<meter"), "{}", me.body);
+    let allocs = app.get("/api/v1/allocations?org=acme").await;
+    let alloc = allocs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["org"] == "acme")
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap()
+        .to_string();
+    let form = a.get("/jobs/new").await;
+    assert!(
+        form.body.contains(&format!("value=\"{alloc}\"")),
+        "{}",
+        form.body
+    );
+    let p = a
+        .post(
+            "/jobs/new",
+            &[
+                ("csrf", &token),
+                ("allocation", &alloc),
+                ("gpus", "0"),
+                ("command", "echo hi"),
+                ("time_limit_min", "5"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 422, "{}", p.body);
+    assert!(
+        text_of(&p.body, "f-gpus-err").starts_with("gpus:"),
+        "{}",
+        p.body
+    );
+    let p = a
+        .post(
+            "/jobs/new",
+            &[
+                ("csrf", &token),
+                ("allocation", &alloc),
+                ("gpus", "1"),
+                ("command", "echo hello-from-the-portal"),
+                ("name", "first"),
+                ("time_limit_min", "5"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    let job_path = p.location.unwrap();
+    let id: i64 = job_path.rsplit('/').next().unwrap().parse().unwrap();
+    app.wait_state(id, &["completed"], 30).await;
+    let j = a.get(&job_path).await;
+    is_page(&j);
+    assert_eq!(text_of(&j.body, "job-state"), "completed");
+    assert!(j.body.contains("hello-from-the-portal"), "{}", j.body);
+    let log = a
+        .get(&format!("{job_path}/log?stream=stdout&offset=6"))
+        .await;
+    assert_eq!(log.body, "from-the-portal\n");
+    assert_eq!(log.headers["x-job-state"], "completed");
+    let jobs = a.get("/jobs").await;
+    assert!(
+        jobs.body.contains(&format!("href=\"{job_path}\"")),
+        "{}",
+        jobs.body
+    );
+
+    // the operations page: operators only
+    let p = a.get("/admin").await;
+    assert_eq!(p.status, 403);
+    is_page(&p);
+    let mut op = Browser::new(&app);
+    op.sign_in(&opal).await;
+    let adm = op.get("/admin").await;
+    assert_eq!(adm.status, 200, "{}", adm.body);
+    assert!(adm.body.contains("Audit log"), "{}", adm.body);
+    assert!(
+        adm.body
+            .contains(&format!("request {}", req_path.rsplit('/').next().unwrap()))
+            || adm.body.contains("review"),
+        "{}",
+        adm.body
+    );
+    let t = csrf(&adm.body);
+    let node = adm
+        .body
+        .split("action=\"/admin/nodes/")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let p = op
+        .post(&format!("/admin/nodes/{node}/drain"), &[("csrf", &t)])
+        .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    let fleet = app.get("/api/v1/fleet").await;
+    let n = fleet["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == node.as_str())
+        .unwrap();
+    assert_eq!(n["state"], "drained");
+
+    // signing out ends the session; a revoked token ends it too
+    let p = a.post("/logout", &[("csrf", &token)]).await;
+    assert_eq!(p.status, 303);
+    assert!(a.cookie.is_none());
+    assert_eq!(a.get("/me").await.location.as_deref(), Some("/login"));
+    let tokens = app.call("GET", "/api/v1/tokens", Some(&rita), None).await.1;
+    let tid = tokens["items"][0]["id"].as_i64().unwrap();
+    let (s, _) = app
+        .call(
+            "DELETE",
+            &format!("/api/v1/tokens/{tid}"),
+            Some(&rita),
+            None,
+        )
+        .await;
+    assert!(s == 200 || s == 204, "{s}");
+    let p = rv.get("/reviews").await;
+    assert_eq!(p.location.as_deref(), Some("/login?expired=1"));
+    let p = rv.get("/login?expired=1").await;
+    assert!(p.body.contains("Your session has ended"), "{}", p.body);
+}

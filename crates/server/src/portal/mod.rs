@@ -1,0 +1,358 @@
+//! The web portal at `/`: server-rendered pages (askama templates in
+//! `crates/server/templates/`, words in `crates/server/portal-en.txt`)
+//! over the same API as every other client. A page calls the API in
+//! process with the session's token ([`Portal::api`]), so the portal
+//! decides nothing the API does not: who may do what, validation and
+//! errors are the API's, and the portal only words them, next to the
+//! field they name.
+//!
+//! Sessions live in memory (a restart signs everyone out), in an
+//! `HttpOnly`, `Secure`, `SameSite=Strict` cookie; every form carries the
+//! session's CSRF token and every POST must come from this origin; pages
+//! are sent with a content security policy that allows no inline script
+//! or style.
+
+mod i18n;
+mod pages;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use serde::de::DeserializeOwned;
+use tower::ServiceExt;
+
+use crate::ctl::Shared;
+pub use i18n::Words;
+
+/// How long a session lasts without use.
+const SESSION_IDLE: Duration = Duration::from_secs(8 * 3600);
+/// Most sessions held at once (the oldest idle ones go first).
+const MAX_SESSIONS: usize = 10_000;
+/// The session cookie's name.
+const COOKIE: &str = "gf_session";
+
+/// A signed-in browser.
+#[derive(Clone)]
+struct Session {
+    /// The API token it acts with.
+    token: String,
+    /// Every form of this session carries it.
+    csrf: String,
+    last: Instant,
+}
+
+/// The portal's state: the server's, the API router it calls, sessions.
+pub struct Portal {
+    shared: Arc<Shared>,
+    api: Router,
+    sessions: Mutex<HashMap<String, Session>>,
+    pub words: Words,
+}
+
+type PortalState = Arc<Portal>;
+
+/// What went wrong with an API call, as the API said it.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub status: StatusCode,
+    pub code: String,
+    pub message: String,
+}
+
+impl Failure {
+    /// The field a validation message names (`gpus: must be ...`).
+    pub fn field(&self) -> Option<&str> {
+        if self.status != StatusCode::UNPROCESSABLE_ENTITY {
+            return None;
+        }
+        let m = self.message.strip_prefix("body: ").unwrap_or(&self.message);
+        let f = m.split(':').next()?;
+        (!f.is_empty() && f.len() < 40 && f.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+            .then_some(f)
+    }
+}
+
+impl Portal {
+    pub fn new(shared: Arc<Shared>, api: Router) -> Portal {
+        Portal {
+            shared,
+            api,
+            sessions: Mutex::new(HashMap::new()),
+            words: Words::english(),
+        }
+    }
+
+    /// Calls the API in process as `token` and reads its JSON answer.
+    pub async fn api<T: DeserializeOwned>(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<T, Failure> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"));
+        if body.is_some() {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+        }
+        let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
+        let res = self
+            .api
+            .clone()
+            .oneshot(req.body(body).expect("a valid request"))
+            .await
+            .expect("the router never fails");
+        let status = res.status();
+        let bytes = axum::body::to_bytes(res.into_body(), 16 << 20)
+            .await
+            .map_err(|e| Failure {
+                status: StatusCode::BAD_GATEWAY,
+                code: "unreadable".into(),
+                message: e.to_string(),
+            })?;
+        if !status.is_success() {
+            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            return Err(Failure {
+                status,
+                code: v["error"].as_str().unwrap_or("error").to_string(),
+                message: v["message"].as_str().unwrap_or("").to_string(),
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| Failure {
+            status: StatusCode::BAD_GATEWAY,
+            code: "unreadable".into(),
+            message: e.to_string(),
+        })
+    }
+
+    /// A job's output from `offset` (no following), and whether the job
+    /// has ended.
+    pub async fn api_text(&self, token: &str, path: &str) -> Result<String, Failure> {
+        let req = Request::builder()
+            .uri(path)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::empty())
+            .expect("a valid request");
+        let res = self
+            .api
+            .clone()
+            .oneshot(req)
+            .await
+            .expect("the router never fails");
+        let status = res.status();
+        let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+            .await
+            .unwrap_or_default();
+        if !status.is_success() {
+            return Err(Failure {
+                status,
+                code: "error".into(),
+                message: String::from_utf8_lossy(&bytes).into_owned(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    fn open_session(&self, token: String) -> (String, String) {
+        let id = crate::auth::new_token();
+        let csrf = crate::auth::new_token();
+        let mut m = self.sessions.lock().expect("sessions");
+        let now = Instant::now();
+        m.retain(|_, s| now.duration_since(s.last) < SESSION_IDLE);
+        if m.len() >= MAX_SESSIONS
+            && let Some(oldest) = m.iter().min_by_key(|(_, s)| s.last).map(|(k, _)| k.clone())
+        {
+            m.remove(&oldest);
+        }
+        m.insert(
+            id.clone(),
+            Session {
+                token,
+                csrf: csrf.clone(),
+                last: now,
+            },
+        );
+        (id, csrf)
+    }
+
+    fn session(&self, id: &str) -> Option<Session> {
+        let mut m = self.sessions.lock().expect("sessions");
+        let s = m.get_mut(id)?;
+        let now = Instant::now();
+        if now.duration_since(s.last) >= SESSION_IDLE {
+            m.remove(id);
+            return None;
+        }
+        s.last = now;
+        Some(s.clone())
+    }
+
+    fn close_session(&self, id: &str) {
+        self.sessions.lock().expect("sessions").remove(id);
+    }
+}
+
+/// The session cookie of a request, if any.
+fn cookie(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_string())
+}
+
+/// The signed-in caller of a page: its session and who it is. A page that
+/// needs one sends a browser without one to the sign-in page.
+pub struct Signed {
+    pub token: String,
+    pub csrf: String,
+    pub who: crate::auth::Principal,
+}
+
+/// A page that needs a session and has none (or an expired one).
+pub struct NeedsSignIn {
+    expired: bool,
+}
+
+impl IntoResponse for NeedsSignIn {
+    fn into_response(self) -> Response {
+        let to = if self.expired {
+            "/login?expired=1"
+        } else {
+            "/login"
+        };
+        Redirect::to(to).into_response()
+    }
+}
+
+impl FromRequestParts<PortalState> for Signed {
+    type Rejection = NeedsSignIn;
+    async fn from_request_parts(parts: &mut Parts, p: &PortalState) -> Result<Signed, NeedsSignIn> {
+        let id = cookie(&parts.headers).ok_or(NeedsSignIn { expired: false })?;
+        let s = p.session(&id).ok_or(NeedsSignIn { expired: true })?;
+        // the token may have been revoked or its user disabled since
+        let who = p.shared.principal(&s.token).ok_or_else(|| {
+            p.close_session(&id);
+            NeedsSignIn { expired: true }
+        })?;
+        Ok(Signed {
+            token: s.token,
+            csrf: s.csrf,
+            who,
+        })
+    }
+}
+
+/// The caller of a public page: signed in or not.
+pub struct MaybeSigned(pub Option<Signed>);
+
+impl FromRequestParts<PortalState> for MaybeSigned {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        p: &PortalState,
+    ) -> Result<MaybeSigned, std::convert::Infallible> {
+        Ok(MaybeSigned(Signed::from_request_parts(parts, p).await.ok()))
+    }
+}
+
+/// Whether a form carries this session's CSRF token: the check every
+/// POST handler makes first (compared in constant time).
+pub fn form_ok(signed: &Signed, csrf: &str) -> bool {
+    csrf.len() == signed.csrf.len()
+        && csrf
+            .bytes()
+            .zip(signed.csrf.bytes())
+            .fold(0u8, |a, (x, y)| a | (x ^ y))
+            == 0
+}
+
+/// Refuses a POST whose `Origin` (or, without one, `Referer`) is another
+/// site's: a second line behind the CSRF token and the SameSite cookie.
+async fn same_origin(req: Request, next: axum::middleware::Next) -> Response {
+    if req.method() == Method::POST {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let from = req
+            .headers()
+            .get(header::ORIGIN)
+            .or_else(|| req.headers().get(header::REFERER))
+            .and_then(|v| v.to_str().ok());
+        if let Some(from) = from {
+            let rest = from
+                .strip_prefix("http://")
+                .or_else(|| from.strip_prefix("https://"))
+                .unwrap_or("");
+            let origin_host = rest.split('/').next().unwrap_or("");
+            if origin_host != host {
+                return (StatusCode::FORBIDDEN, "cross-origin form refused").into_response();
+            }
+        }
+    }
+    next.run(req).await
+}
+
+/// The content security policy and the other headers of every page.
+async fn security_headers(req: Request, next: axum::middleware::Next) -> Response {
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    res
+}
+
+/// A rendered page.
+pub fn page(t: &impl askama::Template) -> Response {
+    match t.render() {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => {
+            tracing::error!("portal: a template failed: {e}");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the page could not be made",
+            )
+                .into_response()
+        }
+    }
+}
+
+/// The portal's routes (pages, forms, its stylesheet and script).
+pub fn router(shared: Arc<Shared>, api: Router) -> Router {
+    let state = Arc::new(Portal::new(shared, api));
+    pages::router()
+        .layer(axum::middleware::from_fn(same_origin))
+        .layer(axum::middleware::from_fn(security_headers))
+        .with_state(state)
+}

@@ -1,0 +1,1017 @@
+//! The portal's pages and forms, each a call or two to the API.
+
+use std::collections::HashMap;
+
+use askama::Template;
+use axum::Router;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{Method, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use gigafab_api as t;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{
+    COOKIE, Failure, MaybeSigned, PortalState, SESSION_IDLE, Signed, Words, form_ok, page,
+};
+
+/// What every page shows around its content.
+pub struct Chrome<'a> {
+    pub t: &'a Words,
+    pub lang: &'static str,
+    pub user: Option<String>,
+    pub role: String,
+    pub csrf: String,
+    /// An admin or operator (sees the operations page).
+    pub global: bool,
+}
+
+fn chrome<'a>(p: &'a PortalState, s: Option<&Signed>) -> Chrome<'a> {
+    Chrome {
+        t: &p.words,
+        lang: "en",
+        user: s.map(|s| s.who.name.clone()),
+        role: s
+            .map(|s| s.who.role.as_str().to_string())
+            .unwrap_or_default(),
+        csrf: s.map(|s| s.csrf.clone()).unwrap_or_default(),
+        global: s.is_some_and(|s| s.who.global()),
+    }
+}
+
+/// One field of a form, with its value and, after a refusal, its error.
+pub struct Input {
+    pub name: &'static str,
+    pub label: String,
+    pub kind: &'static str,
+    pub value: String,
+    pub help: String,
+    pub error: Option<String>,
+    pub options: Vec<(String, String)>,
+}
+
+fn input(w: &Words, name: &'static str, key: &'static str, kind: &'static str) -> Input {
+    Input {
+        name,
+        label: w.get(key).to_string(),
+        kind,
+        value: String::new(),
+        help: String::new(),
+        error: None,
+        options: Vec::new(),
+    }
+}
+
+/// Puts the posted values back and the API's refusal next to its field
+/// (or in `problem` when it names none).
+fn refill(
+    inputs: &mut [Input],
+    form: &HashMap<String, String>,
+    f: Option<&Failure>,
+) -> Option<String> {
+    for i in inputs.iter_mut() {
+        if let Some(v) = form.get(i.name) {
+            i.value = v.clone();
+        }
+    }
+    let f = f?;
+    if let Some(field) = f.field()
+        && let Some(i) = inputs.iter_mut().find(|i| i.name == field)
+    {
+        i.error = Some(f.message.clone());
+        return None;
+    }
+    Some(f.message.clone())
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    c: Chrome<'a>,
+    message: String,
+    back: &'static str,
+}
+
+/// An API refusal as a page (never raw JSON): its status, its words.
+fn failure(p: &PortalState, s: Option<&Signed>, f: Failure, back: &'static str) -> Response {
+    let message = match f.status {
+        StatusCode::FORBIDDEN => format!("{} {}", p.words.get("err.forbidden"), f.message),
+        StatusCode::NOT_FOUND => p.words.get("err.notfound").to_string(),
+        _ => f.message,
+    };
+    let mut r = page(&ErrorPage {
+        c: chrome(p, s),
+        message,
+        back,
+    });
+    *r.status_mut() = f.status;
+    r
+}
+
+fn csrf_refused(p: &PortalState, s: &Signed) -> Response {
+    let mut r = page(&ErrorPage {
+        c: chrome(p, Some(s)),
+        message: p.words.get("err.csrf").to_string(),
+        back: "/",
+    });
+    *r.status_mut() = StatusCode::FORBIDDEN;
+    r
+}
+
+pub(super) fn router() -> Router<PortalState> {
+    Router::new()
+        .route("/", get(home))
+        .route("/login", get(login_page).post(login))
+        .route("/logout", post(logout))
+        .route("/me", get(me))
+        .route("/jobs", get(jobs))
+        .route("/jobs/new", get(new_job_page).post(new_job))
+        .route("/jobs/{id}", get(job))
+        .route("/jobs/{id}/log", get(job_log))
+        .route("/jobs/{id}/cancel", post(cancel_job))
+        .route("/requests", get(requests))
+        .route("/requests/new", get(new_request_page).post(new_request))
+        .route("/requests/{id}", get(request))
+        .route("/requests/{id}/{act}", post(request_act))
+        .route("/reviews", get(reviews))
+        .route("/admin", get(admin))
+        .route("/admin/nodes/{name}/{act}", post(node_act))
+        .route("/static/portal.css", get(css))
+        .route("/static/portal.js", get(js))
+}
+
+async fn css() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        include_str!("../../static/portal.css"),
+    )
+        .into_response()
+}
+
+async fn js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        include_str!("../../static/portal.js"),
+    )
+        .into_response()
+}
+
+#[derive(Template)]
+#[template(path = "home.html")]
+struct Home<'a> {
+    c: Chrome<'a>,
+    offer: t::Offer,
+}
+
+impl Home<'_> {
+    fn mode_key(&self, mode: &str) -> &'static str {
+        match mode {
+            "playground" => "mode.playground",
+            "fast-lane" => "mode.fast-lane",
+            _ => "mode.large-scale",
+        }
+    }
+}
+
+async fn home(State(p): State<PortalState>, MaybeSigned(s): MaybeSigned) -> Response {
+    match crate::api::offer_of(&p.shared).await {
+        Ok(offer) => page(&Home {
+            c: chrome(&p, s.as_ref()),
+            offer,
+        }),
+        Err(e) => failure(
+            &p,
+            s.as_ref(),
+            Failure {
+                status: e.status,
+                code: e.code.to_string(),
+                message: e.message,
+            },
+            "/",
+        ),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct Login<'a> {
+    c: Chrome<'a>,
+    expired: bool,
+    bad: bool,
+}
+
+#[derive(Deserialize)]
+struct LoginQuery {
+    expired: Option<String>,
+}
+
+async fn login_page(State(p): State<PortalState>, q: Query<LoginQuery>) -> Response {
+    page(&Login {
+        c: chrome(&p, None),
+        expired: q.expired.is_some(),
+        bad: false,
+    })
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+async fn login(State(p): State<PortalState>, Form(f): Form<LoginForm>) -> Response {
+    let token = f.token.trim().to_string();
+    if token.len() > 200 || p.shared.principal(&token).is_none() {
+        let mut r = page(&Login {
+            c: chrome(&p, None),
+            expired: false,
+            bad: true,
+        });
+        *r.status_mut() = StatusCode::UNAUTHORIZED;
+        return r;
+    }
+    let (id, _) = p.open_session(token);
+    let cookie = format!(
+        "{COOKIE}={id}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={}",
+        SESSION_IDLE.as_secs()
+    );
+    ([(header::SET_COOKIE, cookie)], Redirect::to("/me")).into_response()
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn logout(
+    State(p): State<PortalState>,
+    s: Signed,
+    headers: axum::http::HeaderMap,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if !form_ok(&s, &f.csrf) {
+        return csrf_refused(&p, &s);
+    }
+    if let Some(id) = super::cookie(&headers) {
+        p.close_session(&id);
+    }
+    let gone = format!("{COOKIE}=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0");
+    ([(header::SET_COOKIE, gone)], Redirect::to("/")).into_response()
+}
+
+/// An allocation as the dashboard draws it.
+struct AllocView {
+    id: i64,
+    name: String,
+    state: String,
+    granted: f64,
+    used: f64,
+    until: String,
+    /// The burn-down's point now, in its 300 × 100 box (x: time through
+    /// the window, y: GPU-hours used).
+    x_now: f64,
+    y_now: f64,
+}
+
+fn alloc_view(a: &t::Allocation, now_ms: i64) -> AllocView {
+    let from = gigafab_core::time::parse_rfc3339(&a.valid_from)
+        .ok()
+        .unwrap_or(now_ms);
+    let until = gigafab_core::time::parse_rfc3339(&a.valid_until)
+        .ok()
+        .unwrap_or(now_ms);
+    let span = (until - from).max(1) as f64;
+    let x = ((now_ms - from) as f64 / span).clamp(0.0, 1.0) * 300.0;
+    let used = if a.granted_gpu_hours > 0.0 {
+        (a.used_gpu_hours / a.granted_gpu_hours).clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    AllocView {
+        id: a.id.0,
+        name: a.name.clone(),
+        state: a.state.clone(),
+        granted: a.granted_gpu_hours,
+        used: a.used_gpu_hours,
+        until: a.valid_until.clone(),
+        x_now: x,
+        y_now: used * 100.0,
+    }
+}
+
+#[derive(Template)]
+#[template(path = "me.html")]
+struct Me<'a> {
+    c: Chrome<'a>,
+    org: Option<String>,
+    allocs: Vec<AllocView>,
+    requests: Vec<t::AccessRequest>,
+}
+
+async fn me(State(p): State<PortalState>, s: Signed) -> Response {
+    let who: Value = match p.api(&s.token, Method::GET, "/api/v1/whoami", None).await {
+        Ok(v) => v,
+        Err(f) => return failure(&p, Some(&s), f, "/"),
+    };
+    let allocs: t::Page<t::Allocation> = match p
+        .api(&s.token, Method::GET, "/api/v1/allocations", None)
+        .await
+    {
+        Ok(v) => v,
+        Err(f) => return failure(&p, Some(&s), f, "/"),
+    };
+    let requests = match p.requests(&s).await {
+        Ok(v) => v,
+        Err(f) => return failure(&p, Some(&s), f, "/"),
+    };
+    let now = p.shared.clock.now().0;
+    page(&Me {
+        c: chrome(&p, Some(&s)),
+        org: who["org"].as_str().map(str::to_string),
+        allocs: allocs.items.iter().map(|a| alloc_view(a, now)).collect(),
+        requests: requests
+            .into_iter()
+            .filter(|r| {
+                s.who.org_id.is_some()
+                    && Some(&r.org) == who["org"].as_str().map(str::to_string).as_ref()
+            })
+            .collect(),
+    })
+}
+
+impl super::Portal {
+    async fn requests(&self, s: &Signed) -> Result<Vec<t::AccessRequest>, Failure> {
+        let page: t::Page<t::AccessRequest> = self
+            .api(&s.token, Method::GET, "/api/v1/requests", None)
+            .await?;
+        Ok(page.items)
+    }
+
+    async fn calls(&self, s: &Signed) -> Result<Vec<t::Call>, Failure> {
+        let page: t::Page<t::Call> = self
+            .api(&s.token, Method::GET, "/api/v1/calls", None)
+            .await?;
+        Ok(page.items)
+    }
+}
+
+#[derive(Template)]
+#[template(path = "jobs.html")]
+struct Jobs<'a> {
+    c: Chrome<'a>,
+    jobs: Vec<t::Job>,
+}
+
+async fn jobs(State(p): State<PortalState>, s: Signed) -> Response {
+    let page_: t::Page<t::JobItem> = match p
+        .api(&s.token, Method::GET, "/api/v1/jobs?limit=200", None)
+        .await
+    {
+        Ok(v) => v,
+        Err(f) => return failure(&p, Some(&s), f, "/"),
+    };
+    let jobs = page_
+        .items
+        .into_iter()
+        .filter_map(|i| match i {
+            t::JobItem::Job(j) => Some(*j),
+            t::JobItem::Unreadable(_) => None,
+        })
+        .collect();
+    page(&Jobs {
+        c: chrome(&p, Some(&s)),
+        jobs,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "job_new.html")]
+struct NewJob<'a> {
+    c: Chrome<'a>,
+    inputs: Vec<Input>,
+    problem: Option<String>,
+}
+
+async fn job_inputs(p: &PortalState, s: &Signed) -> Result<Vec<Input>, Failure> {
+    let w = &p.words;
+    let allocs: t::Page<t::Allocation> = p
+        .api(&s.token, Method::GET, "/api/v1/allocations", None)
+        .await?;
+    let mut alloc = input(w, "allocation", "newjob.allocation", "select");
+    alloc.options = allocs
+        .items
+        .iter()
+        .filter(|a| a.state == "active")
+        .map(|a| {
+            (
+                a.id.0.to_string(),
+                format!(
+                    "#{} {} ({:.0} GPU-h left)",
+                    a.id.0,
+                    a.name,
+                    (a.granted_gpu_hours - a.used_gpu_hours).max(0.0)
+                ),
+            )
+        })
+        .collect();
+    let mut gpus = input(w, "gpus", "newjob.gpus", "number");
+    gpus.value = "1".into();
+    let mut command = input(w, "command", "newjob.command", "text");
+    command.help = w.get("newjob.command_help").to_string();
+    let mut time = input(w, "time_limit_min", "newjob.time", "number");
+    time.value = "60".into();
+    Ok(vec![
+        alloc,
+        gpus,
+        command,
+        input(w, "name", "newjob.name", "text"),
+        input(w, "type", "newjob.type", "text"),
+        time,
+    ])
+}
+
+async fn new_job_page(State(p): State<PortalState>, s: Signed) -> Response {
+    match job_inputs(&p, &s).await {
+        Ok(inputs) => page(&NewJob {
+            c: chrome(&p, Some(&s)),
+            inputs,
+            problem: None,
+        }),
+        Err(f) => failure(&p, Some(&s), f, "/jobs"),
+    }
+}
+
+fn invalid(field: &str, message: &str) -> Failure {
+    Failure {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        code: "invalid_request".into(),
+        message: format!("{field}: {message}"),
+    }
+}
+
+/// The form's numbers, or the refusal naming the field.
+fn number(form: &HashMap<String, String>, field: &str) -> Result<f64, Failure> {
+    let raw = form.get(field).map(|v| v.trim()).unwrap_or("");
+    raw.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite())
+        .ok_or_else(|| invalid(field, "a number is needed"))
+}
+
+async fn new_job(
+    State(p): State<PortalState>,
+    s: Signed,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    if !form_ok(&s, form.get("csrf").map_or("", |v| v)) {
+        return csrf_refused(&p, &s);
+    }
+    let body = (|| -> Result<Value, Failure> {
+        let alloc = number(&form, "allocation")?;
+        let gpus = number(&form, "gpus")?;
+        let minutes = number(&form, "time_limit_min")?;
+        let command: Vec<&str> = form
+            .get("command")
+            .map(|c| c.split_whitespace().collect())
+            .unwrap_or_default();
+        if command.is_empty() {
+            return Err(invalid("command", "give the program to run"));
+        }
+        let mut b = json!({
+            "allocation": alloc as i64,
+            "gpus": gpus as i64,
+            "command": command,
+            "time_limit_s": (minutes * 60.0).round() as i64,
+        });
+        for (k, key) in [("name", "name"), ("type", "type")] {
+            if let Some(v) = form.get(k).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+                b[key] = json!(v);
+            }
+        }
+        Ok(b)
+    })();
+    let res = match body {
+        Ok(b) => {
+            p.api::<t::Job>(&s.token, Method::POST, "/api/v1/jobs", Some(b))
+                .await
+        }
+        Err(f) => Err(f),
+    };
+    match res {
+        Ok(job) => Redirect::to(&format!("/jobs/{}", job.id.0)).into_response(),
+        Err(f) if f.status == StatusCode::UNPROCESSABLE_ENTITY || f.status.is_client_error() => {
+            let mut inputs = match job_inputs(&p, &s).await {
+                Ok(i) => i,
+                Err(f) => return failure(&p, Some(&s), f, "/jobs"),
+            };
+            // the time limit is posted in minutes, refused in seconds
+            let f = if f.field() == Some("time_limit_s") {
+                Failure {
+                    message: f.message.replacen("time_limit_s", "time_limit_min", 1),
+                    ..f
+                }
+            } else {
+                f
+            };
+            let problem = refill(&mut inputs, &form, Some(&f));
+            let mut r = page(&NewJob {
+                c: chrome(&p, Some(&s)),
+                inputs,
+                problem,
+            });
+            *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+            r
+        }
+        Err(f) => failure(&p, Some(&s), f, "/jobs"),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "job.html")]
+struct JobPage<'a> {
+    c: Chrome<'a>,
+    job: t::Job,
+    events: Vec<t::JobEvent>,
+    ended: bool,
+    estimate: Option<String>,
+    stdout: String,
+    stderr: String,
+}
+
+fn job_id(raw: &str) -> Result<i64, Failure> {
+    raw.parse::<i64>().ok().filter(|v| *v > 0).ok_or(Failure {
+        status: StatusCode::NOT_FOUND,
+        code: "job_not_found".into(),
+        message: String::new(),
+    })
+}
+
+async fn job(State(p): State<PortalState>, s: Signed, Path(id): Path<String>) -> Response {
+    let id = match job_id(&id) {
+        Ok(id) => id,
+        Err(f) => return failure(&p, Some(&s), f, "/jobs"),
+    };
+    let mut job: t::Job = match p
+        .api(&s.token, Method::GET, &format!("/api/v1/jobs/{id}"), None)
+        .await
+    {
+        Ok(j) => j,
+        Err(f) => return failure(&p, Some(&s), f, "/jobs"),
+    };
+    let ended = crate::model::TERMINAL.contains(&job.state.as_str());
+    let log = |stream: &str| format!("/api/v1/jobs/{id}/logs?stream={stream}");
+    let stdout = p
+        .api_text(&s.token, &log("stdout"))
+        .await
+        .unwrap_or_default();
+    let stderr = p
+        .api_text(&s.token, &log("stderr"))
+        .await
+        .unwrap_or_default();
+    page(&JobPage {
+        c: chrome(&p, Some(&s)),
+        events: job.events.take().unwrap_or_default(),
+        estimate: None,
+        job,
+        ended,
+        stdout,
+        stderr,
+    })
+}
+
+#[derive(Deserialize)]
+struct LogQuery {
+    stream: Option<String>,
+    offset: Option<u64>,
+}
+
+/// The output of a job from `offset`, for the page's script: the text,
+/// with the job's state in `X-Job-State`.
+async fn job_log(
+    State(p): State<PortalState>,
+    s: Signed,
+    Path(id): Path<String>,
+    Query(q): Query<LogQuery>,
+) -> Response {
+    let Ok(id) = job_id(&id) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let stream = match q.stream.as_deref() {
+        Some("stderr") => "stderr",
+        _ => "stdout",
+    };
+    let state = match p
+        .api::<t::Job>(&s.token, Method::GET, &format!("/api/v1/jobs/{id}"), None)
+        .await
+    {
+        Ok(j) => j.state,
+        Err(f) => return (f.status, f.message).into_response(),
+    };
+    let path = format!(
+        "/api/v1/jobs/{id}/logs?stream={stream}&offset={}",
+        q.offset.unwrap_or(0)
+    );
+    match p.api_text(&s.token, &path).await {
+        Ok(text) => (
+            [
+                (
+                    header::CONTENT_TYPE,
+                    "text/plain; charset=utf-8".to_string(),
+                ),
+                (header::HeaderName::from_static("x-job-state"), state),
+            ],
+            text,
+        )
+            .into_response(),
+        Err(f) => (f.status, f.message).into_response(),
+    }
+}
+
+async fn cancel_job(
+    State(p): State<PortalState>,
+    s: Signed,
+    Path(id): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if !form_ok(&s, &f.csrf) {
+        return csrf_refused(&p, &s);
+    }
+    let id = match job_id(&id) {
+        Ok(id) => id,
+        Err(f) => return failure(&p, Some(&s), f, "/jobs"),
+    };
+    match p
+        .api::<Value>(
+            &s.token,
+            Method::DELETE,
+            &format!("/api/v1/jobs/{id}"),
+            None,
+        )
+        .await
+    {
+        Ok(_) => Redirect::to(&format!("/jobs/{id}")).into_response(),
+        Err(f) => failure(&p, Some(&s), f, "/jobs"),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "requests.html")]
+struct Requests<'a> {
+    c: Chrome<'a>,
+    title: String,
+    reviews: bool,
+    requests: Vec<t::AccessRequest>,
+}
+
+async fn requests(State(p): State<PortalState>, s: Signed) -> Response {
+    match p.requests(&s).await {
+        Ok(requests) => page(&Requests {
+            c: chrome(&p, Some(&s)),
+            title: p.words.get("req.title").to_string(),
+            reviews: false,
+            requests,
+        }),
+        Err(f) => failure(&p, Some(&s), f, "/"),
+    }
+}
+
+/// Requests that wait for the caller's review: submitted or in review, in
+/// a call the caller reviews, of another organisation.
+async fn reviews(State(p): State<PortalState>, s: Signed) -> Response {
+    let (requests, calls) = match (p.requests(&s).await, p.calls(&s).await) {
+        (Ok(r), Ok(c)) => (r, c),
+        (Err(f), _) | (_, Err(f)) => return failure(&p, Some(&s), f, "/"),
+    };
+    let mine: Vec<i64> = calls
+        .iter()
+        .filter(|c| c.reviewers.iter().any(|u| u.0 == s.who.user_id))
+        .map(|c| c.id.0)
+        .collect();
+    let requests = requests
+        .into_iter()
+        .filter(|r| {
+            mine.contains(&r.call.0)
+                && (r.state == "submitted" || r.state == "in_review")
+                && !r.reviews.iter().any(|v| v.reviewer.0 == s.who.user_id)
+        })
+        .collect();
+    page(&Requests {
+        c: chrome(&p, Some(&s)),
+        title: p.words.get("rev.title").to_string(),
+        reviews: true,
+        requests,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "request_new.html")]
+struct NewRequest<'a> {
+    c: Chrome<'a>,
+    inputs: Vec<Input>,
+    problem: Option<String>,
+}
+
+async fn request_inputs(p: &PortalState, s: &Signed) -> Result<Vec<Input>, Failure> {
+    let w = &p.words;
+    let mut call = input(w, "call", "req.call", "select");
+    call.options = p
+        .calls(s)
+        .await?
+        .iter()
+        .filter(|c| c.state == "open")
+        .map(|c| (c.id.0.to_string(), format!("{} ({})", c.name, c.mode)))
+        .collect();
+    Ok(vec![
+        call,
+        input(w, "title", "req.rtitle", "text"),
+        input(w, "project", "req.project", "text"),
+        input(w, "gpu_hours", "req.gpu_hours", "number"),
+        input(w, "days", "req.days", "number"),
+        input(w, "summary", "req.summary", "textarea"),
+    ])
+}
+
+async fn new_request_page(State(p): State<PortalState>, s: Signed) -> Response {
+    match request_inputs(&p, &s).await {
+        Ok(inputs) => page(&NewRequest {
+            c: chrome(&p, Some(&s)),
+            inputs,
+            problem: None,
+        }),
+        Err(f) => failure(&p, Some(&s), f, "/requests"),
+    }
+}
+
+async fn new_request(
+    State(p): State<PortalState>,
+    s: Signed,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    if !form_ok(&s, form.get("csrf").map_or("", |v| v)) {
+        return csrf_refused(&p, &s);
+    }
+    let body = (|| -> Result<Value, Failure> {
+        let call = number(&form, "call")?;
+        let gpu_hours = number(&form, "gpu_hours")?;
+        let days = number(&form, "days")?;
+        let text = |k: &str| {
+            form.get(k)
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        Ok(json!({
+            "call": call as i64,
+            "title": text("title"),
+            "summary": text("summary"),
+            "project": text("project"),
+            "gpu_hours": gpu_hours,
+            "days": days,
+        }))
+    })();
+    let created = match body {
+        Ok(b) => {
+            p.api::<t::AccessRequest>(&s.token, Method::POST, "/api/v1/requests", Some(b))
+                .await
+        }
+        Err(f) => Err(f),
+    };
+    let res = match created {
+        Ok(r) if form.get("then").map(String::as_str) == Some("submit") => p
+            .api::<t::AccessRequest>(
+                &s.token,
+                Method::POST,
+                &format!("/api/v1/requests/{}/submit", r.id.0),
+                None,
+            )
+            .await
+            .map(|_| r),
+        other => other,
+    };
+    match res {
+        Ok(r) => Redirect::to(&format!("/requests/{}", r.id.0)).into_response(),
+        Err(f) if f.status.is_client_error() => {
+            let mut inputs = match request_inputs(&p, &s).await {
+                Ok(i) => i,
+                Err(f) => return failure(&p, Some(&s), f, "/requests"),
+            };
+            let problem = refill(&mut inputs, &form, Some(&f));
+            let mut r = page(&NewRequest {
+                c: chrome(&p, Some(&s)),
+                inputs,
+                problem,
+            });
+            *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+            r
+        }
+        Err(f) => failure(&p, Some(&s), f, "/requests"),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "request.html")]
+struct RequestPage<'a> {
+    c: Chrome<'a>,
+    r: t::AccessRequest,
+    call_name: String,
+    applicant: bool,
+    reviewer: bool,
+    problem: Option<String>,
+}
+
+async fn request_page(p: &PortalState, s: &Signed, id: &str, problem: Option<String>) -> Response {
+    let r: t::AccessRequest = match p
+        .api(
+            &s.token,
+            Method::GET,
+            &format!("/api/v1/requests/{}", job_id(id).map_or(0, |v| v)),
+            None,
+        )
+        .await
+    {
+        Ok(r) => r,
+        Err(f) => return failure(p, Some(s), f, "/requests"),
+    };
+    let calls = p.calls(s).await.unwrap_or_default();
+    let call = calls.iter().find(|c| c.id == r.call);
+    let org = p
+        .api::<Value>(&s.token, Method::GET, "/api/v1/whoami", None)
+        .await
+        .ok()
+        .and_then(|v| v["org"].as_str().map(str::to_string));
+    page(&RequestPage {
+        c: chrome(p, Some(s)),
+        call_name: call
+            .map(|c| format!("{} ({})", c.name, c.mode))
+            .unwrap_or_default(),
+        applicant: s.who.role.in_org() && org.as_deref() == Some(r.org.as_str()),
+        reviewer: call.is_some_and(|c| c.reviewers.iter().any(|u| u.0 == s.who.user_id))
+            && org.as_deref() != Some(r.org.as_str()),
+        r,
+        problem,
+    })
+}
+
+async fn request(State(p): State<PortalState>, s: Signed, Path(id): Path<String>) -> Response {
+    request_page(&p, &s, &id, None).await
+}
+
+/// The applicant's submit and withdraw, a reviewer's review, an
+/// operator's decision.
+async fn request_act(
+    State(p): State<PortalState>,
+    s: Signed,
+    Path((id, act)): Path<(String, String)>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    if !form_ok(&s, form.get("csrf").map_or("", |v| v)) {
+        return csrf_refused(&p, &s);
+    }
+    let n = match job_id(&id) {
+        Ok(n) => n,
+        Err(f) => return failure(&p, Some(&s), f, "/requests"),
+    };
+    let text = |k: &str| {
+        form.get(k)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let (path, body) = match act.as_str() {
+        "submit" | "withdraw" => (format!("/api/v1/requests/{n}/{act}"), None),
+        "review" => (
+            format!("/api/v1/requests/{n}/reviews"),
+            Some(json!({
+                "score": text("score").and_then(|v| v.parse::<i64>().ok()).unwrap_or(0),
+                "verdict": text("verdict").unwrap_or_default(),
+                "comment": text("comment"),
+            })),
+        ),
+        "decision" => (
+            format!("/api/v1/requests/{n}/decision"),
+            Some(json!({
+                "approve": text("approve").as_deref() == Some("true"),
+                "comment": text("comment"),
+            })),
+        ),
+        _ => {
+            return failure(
+                &p,
+                Some(&s),
+                Failure {
+                    status: StatusCode::NOT_FOUND,
+                    code: "not_found".into(),
+                    message: String::new(),
+                },
+                "/requests",
+            );
+        }
+    };
+    match p.api::<Value>(&s.token, Method::POST, &path, body).await {
+        Ok(_) => Redirect::to(&format!("/requests/{n}")).into_response(),
+        Err(f) if f.status.is_client_error() && f.status != StatusCode::NOT_FOUND => {
+            let mut r = request_page(&p, &s, &id, Some(f.message)).await;
+            if r.status() == StatusCode::OK {
+                *r.status_mut() = f.status;
+            }
+            r
+        }
+        Err(f) => failure(&p, Some(&s), f, "/requests"),
+    }
+}
+
+/// A node as the operations page shows it.
+struct NodeView {
+    name: String,
+    pool: String,
+    type_: String,
+    free: u64,
+    busy: u64,
+    drained: bool,
+}
+
+#[derive(Template)]
+#[template(path = "admin.html")]
+struct Admin<'a> {
+    c: Chrome<'a>,
+    calls: Vec<t::Call>,
+    nodes: Vec<NodeView>,
+    audit: Vec<t::AuditEntry>,
+    problem: Option<String>,
+}
+
+async fn admin_page(p: &PortalState, s: &Signed, problem: Option<String>) -> Response {
+    if !s.who.global() {
+        return failure(
+            p,
+            Some(s),
+            Failure {
+                status: StatusCode::FORBIDDEN,
+                code: "forbidden".into(),
+                message: String::new(),
+            },
+            "/",
+        );
+    }
+    let fleet: Value = match p.api(&s.token, Method::GET, "/api/v1/fleet", None).await {
+        Ok(v) => v,
+        Err(f) => return failure(p, Some(s), f, "/"),
+    };
+    let audit: t::Page<t::AuditEntry> = match p
+        .api(&s.token, Method::GET, "/api/v1/audit?limit=100", None)
+        .await
+    {
+        Ok(v) => v,
+        Err(f) => return failure(p, Some(s), f, "/"),
+    };
+    let nodes = fleet["nodes"]
+        .as_array()
+        .map(|ns| {
+            ns.iter()
+                .map(|n| NodeView {
+                    name: n["name"].as_str().unwrap_or("").to_string(),
+                    pool: n["pool"].as_str().unwrap_or("").to_string(),
+                    type_: n["type"].as_str().unwrap_or("").to_string(),
+                    free: n["free"].as_u64().unwrap_or(0),
+                    busy: n["busy"].as_u64().unwrap_or(0),
+                    drained: n["state"].as_str() == Some("drained"),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    page(&Admin {
+        c: chrome(p, Some(s)),
+        calls: p.calls(s).await.unwrap_or_default(),
+        nodes,
+        audit: audit.items,
+        problem,
+    })
+}
+
+async fn admin(State(p): State<PortalState>, s: Signed) -> Response {
+    admin_page(&p, &s, None).await
+}
+
+async fn node_act(
+    State(p): State<PortalState>,
+    s: Signed,
+    Path((name, act)): Path<(String, String)>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if !form_ok(&s, &f.csrf) {
+        return csrf_refused(&p, &s);
+    }
+    if act != "drain" && act != "resume" {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let path = format!("/api/v1/fleet/nodes/{name}/{act}");
+    match p.api::<Value>(&s.token, Method::POST, &path, None).await {
+        Ok(_) => Redirect::to("/admin").into_response(),
+        Err(f) => admin_page(&p, &s, Some(f.message)).await,
+    }
+}
