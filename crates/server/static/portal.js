@@ -24,6 +24,10 @@
         state.className = "state state-" + s;
       }
       if (s && ended(s)) {
+        const cancel = document.getElementById("cancel-form");
+        if (cancel) cancel.remove();
+      }
+      if (s && ended(s)) {
         // one more read for what it wrote last, then stop
         pre.dataset.follow = text.length > 0 ? "true" : "false";
         if (text.length === 0) return;

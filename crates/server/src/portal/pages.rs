@@ -456,6 +456,70 @@ fn invalid(field: &str, message: &str) -> Failure {
     }
 }
 
+/// Splits a command line into words as a POSIX shell does for quoting
+/// (no expansion): spaces separate words, `'...'` keeps everything,
+/// `"..."` keeps all but `\"` and `\\`, a backslash outside quotes keeps
+/// the next character.
+pub fn words(line: &str) -> Result<Vec<String>, &'static str> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut it = line.chars();
+    while let Some(ch) = it.next() {
+        match ch {
+            '\'' => {
+                in_word = true;
+                loop {
+                    match it.next() {
+                        Some('\'') => break,
+                        Some(x) => cur.push(x),
+                        None => return Err("a ' is not closed"),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match it.next() {
+                        Some('"') => break,
+                        Some('\\') => match it.next() {
+                            Some(x @ ('"' | '\\')) => cur.push(x),
+                            Some(x) => {
+                                cur.push('\\');
+                                cur.push(x);
+                            }
+                            None => return Err("a \" is not closed"),
+                        },
+                        Some(x) => cur.push(x),
+                        None => return Err("a \" is not closed"),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                match it.next() {
+                    Some(x) => cur.push(x),
+                    None => return Err("a \\ ends the line"),
+                }
+            }
+            c if c.is_whitespace() => {
+                if in_word {
+                    out.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            c => {
+                in_word = true;
+                cur.push(c);
+            }
+        }
+    }
+    if in_word {
+        out.push(cur);
+    }
+    Ok(out)
+}
+
 /// The form's numbers, or the refusal naming the field.
 fn number(form: &HashMap<String, String>, field: &str) -> Result<f64, Failure> {
     let raw = form.get(field).map(|v| v.trim()).unwrap_or("");
@@ -477,10 +541,8 @@ async fn new_job(
         let alloc = number(&form, "allocation")?;
         let gpus = number(&form, "gpus")?;
         let minutes = number(&form, "time_limit_min")?;
-        let command: Vec<&str> = form
-            .get("command")
-            .map(|c| c.split_whitespace().collect())
-            .unwrap_or_default();
+        let command =
+            words(form.get("command").map_or("", |c| c)).map_err(|e| invalid("command", e))?;
         if command.is_empty() {
             return Err(invalid("command", "give the program to run"));
         }
@@ -1013,5 +1075,25 @@ async fn node_act(
     match p.api::<Value>(&s.token, Method::POST, &path, None).await {
         Ok(_) => Redirect::to("/admin").into_response(),
         Err(f) => admin_page(&p, &s, Some(f.message)).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::words;
+
+    #[test]
+    fn a_command_line_is_split_as_a_shell_quotes_it() {
+        assert_eq!(
+            words("sh -c 'echo a; sleep 1'").unwrap(),
+            ["sh", "-c", "echo a; sleep 1"]
+        );
+        assert_eq!(
+            words(r#"  echo "say \"hi\" \n"  it\ s ''"#).unwrap(),
+            ["echo", r#"say "hi" \n"#, "it s", ""]
+        );
+        assert!(words("").unwrap().is_empty());
+        assert_eq!(words("echo 'open").unwrap_err(), "a ' is not closed");
+        assert_eq!(words("echo \"open").unwrap_err(), "a \" is not closed");
     }
 }

@@ -1,0 +1,201 @@
+// gigafab's portal end to end in a real headless Chromium: an applicant
+// signs in, applies to a fast-lane call, a reviewer approves, the
+// applicant runs a job on the new allocation and watches its output come,
+// an operator finds it all in the audit log. Each main page is saved as a
+// screenshot under e2e/artifacts/ and checked with axe-core (no serious or
+// critical violation).
+//
+// Needs: the gigafab binary (GIGAFAB_BIN, default ../target/debug/gigafab),
+// Chromium (CHROMIUM, default /usr/bin/chromium), `npm ci` in e2e/.
+// Run: cd e2e && npm test
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdtempSync, mkdirSync, rmSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import { createRequire } from "node:module";
+import { chromium } from "playwright-core";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const BIN = process.env.GIGAFAB_BIN || join(here, "../target/debug/gigafab");
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const ADMIN = "gf_e2e_bootstrap_token_0123456789abcdef";
+const ARTIFACTS = join(here, "artifacts");
+const AXE = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
+
+let server, dir, base, browser;
+
+/** Starts `gigafab serve` on port 0 with a fresh store; resolves its URL. */
+function startServer() {
+  dir = mkdtempSync(join(tmpdir(), "gigafab-e2e-"));
+  server = spawn(
+    BIN,
+    ["serve", "--single-user", "--listen", "127.0.0.1:0", "--data-dir", dir, "--tick-ms", "100", "--poll-ms", "50"],
+    { env: { ...process.env, GIGAFAB_BOOTSTRAP_TOKEN: ADMIN, RUST_LOG: "warn" }, stdio: ["ignore", "ignore", "pipe"] },
+  );
+  return new Promise((resolve, reject) => {
+    let seen = "";
+    const timer = setTimeout(() => reject(new Error("server did not start:\n" + seen)), 30000);
+    server.stderr.on("data", (d) => {
+      seen += d.toString();
+      const m = seen.match(/listening on (http:\/\/\S+)/);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]);
+      }
+    });
+    server.on("exit", (code) => reject(new Error(`server exited (${code}):\n${seen}`)));
+  });
+}
+
+/** The API, as the admin or another token. */
+async function api(method, path, body, token = ADMIN) {
+  const res = await fetch(base + path, {
+    method,
+    headers: { authorization: `Bearer ${token}`, ...(body ? { "content-type": "application/json" } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const text = await res.text();
+  assert.ok(res.ok, `${method} ${path}: ${res.status} ${text}`);
+  return text ? JSON.parse(text) : null;
+}
+
+/** axe-core on the page: no serious or critical violation. */
+async function accessible(page, name) {
+  await page.addScriptTag({ content: AXE });
+  const result = await page.evaluate(async () => await window.axe.run(document, { resultTypes: ["violations"] }));
+  const bad = result.violations.filter((v) => v.impact === "serious" || v.impact === "critical");
+  assert.deepEqual(
+    bad.map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(" ")).join(", ")})`),
+    [],
+    `${name}: accessibility violations`,
+  );
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
+  await accessible(page, name);
+}
+
+/** A browser context (its own cookies) signed in with `token`. */
+async function signedIn(token) {
+  // bypassCSP only lets the test inject axe-core; the pages' own policy
+  // is checked by the Rust tests
+  const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 }, bypassCSP: true });
+  const page = await ctx.newPage();
+  page.setDefaultTimeout(10000);
+  await page.goto(base + "/login");
+  await page.getByLabel("Access token").fill(token);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.waitForURL(base + "/me");
+  return page;
+}
+
+before(async () => {
+  rmSync(ARTIFACTS, { recursive: true, force: true });
+  mkdirSync(ARTIFACTS, { recursive: true });
+  base = await startServer();
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
+});
+
+after(async () => {
+  await browser?.close();
+  server?.kill("SIGKILL");
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+test("an applicant gets an allocation through a fast-lane call and runs a job on it", async () => {
+  await api("POST", "/api/v1/orgs", { name: "acme", category: "startup" });
+  await api("POST", "/api/v1/orgs", { name: "eval", category: "public" });
+  const alice = (await api("POST", "/api/v1/users", { name: "alice", org: "acme", role: "member" })).token;
+  const rita = await api("POST", "/api/v1/users", { name: "rita", org: "eval", role: "member" });
+  const opal = (await api("POST", "/api/v1/users", { name: "opal", role: "operator" })).token;
+  const call = await api("POST", "/api/v1/calls", {
+    name: "fast-lane-2027",
+    mode: "fast-lane",
+    categories: ["startup", "sme"],
+    envelope_gpu_hours: 20000,
+  });
+  await api("POST", `/api/v1/calls/${call.id}/reviewers`, { user: rita.id });
+
+  // the public page, before signing in
+  const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 }, bypassCSP: true });
+  const pub = await ctx.newPage();
+  pub.setDefaultTimeout(10000);
+  await pub.goto(base + "/");
+  await assert.doesNotReject(pub.getByRole("rowheader", { name: "fast-lane-2027" }).waitFor());
+  await shot(pub, "01-home");
+  // and on a phone
+  await pub.setViewportSize({ width: 390, height: 844 });
+  await shot(pub, "01-home-phone");
+  await ctx.close();
+
+  // alice applies; a missing number is shown next to its field
+  const a = await signedIn(alice);
+  await shot(a, "02-dashboard");
+  await a.getByRole("link", { name: "New access request" }).click();
+  await a.getByLabel("Title").fill("Protein language model");
+  await a.getByLabel("Project it creates").fill("plm");
+  await a.getByLabel("Duration, days").fill("90");
+  await a.getByRole("button", { name: "Submit for review" }).click();
+  const err = a.locator("#f-gpu_hours-err");
+  await assert.doesNotReject(err.waitFor());
+  assert.match(await err.textContent(), /gpu_hours/);
+  assert.equal(await a.getByLabel("GPU-hours").getAttribute("aria-invalid"), "true");
+  await shot(a, "03-request-invalid");
+  await a.getByLabel("GPU-hours").fill("1500");
+  await a.getByLabel("Summary").fill("Fine-tuning a protein language model on public data.");
+  await a.getByRole("button", { name: "Submit for review" }).click();
+  await a.waitForURL(/\/requests\/\d+$/);
+  const requestUrl = a.url();
+  assert.equal(await a.locator("#request-state").textContent(), "submitted");
+  await shot(a, "04-request");
+
+  // rita reviews it from her queue and approves
+  const r = await signedIn(rita.token);
+  await r.getByRole("link", { name: "Reviews" }).click();
+  await r.getByRole("link", { name: "Protein language model" }).click();
+  await r.getByLabel("Score (1 poor to 5 excellent)").selectOption("4");
+  await r.getByLabel("Approve").check();
+  await r.getByLabel("Comment").fill("A sound plan.");
+  await shot(r, "05-review");
+  await r.getByRole("button", { name: "Send the review" }).click();
+  await r.waitForURL(requestUrl);
+  assert.equal(await r.locator("#request-state").textContent(), "approved");
+
+  // alice runs a job on the allocation the approval granted, and watches
+  // its output arrive while it runs
+  await a.goto(base + "/me");
+  await assert.doesNotReject(a.locator("meter").first().waitFor());
+  await a.getByRole("link", { name: "Jobs" }).click();
+  await a.getByRole("link", { name: "Submit a job" }).click();
+  await a.getByLabel("Accelerators").fill("1");
+  await a.getByLabel("Command").fill("sh -c 'echo first; sleep 3; echo second'");
+  await a.getByLabel("Name (optional)").fill("hello");
+  await shot(a, "06-job-form");
+  await a.getByRole("button", { name: "Submit" }).click();
+  await a.waitForURL(/\/jobs\/\d+$/);
+  // the first line shows while the job still runs
+  await assert.doesNotReject(a.locator("#stdout", { hasText: "first" }).waitFor({ timeout: 10000 }));
+  assert.notEqual(await a.locator("#job-state").textContent(), "completed");
+  await assert.doesNotReject(
+    a.locator("#job-state", { hasText: "completed" }).waitFor({ timeout: 30000 }),
+  );
+  await assert.doesNotReject(a.locator("#stdout", { hasText: "second" }).waitFor({ timeout: 10000 }));
+  assert.match(await a.locator("#stdout").textContent(), /first\nsecond/);
+  // the page followed the job's end: no cancel button left
+  await assert.doesNotReject(a.locator("#cancel-form").waitFor({ state: "detached" }));
+  await shot(a, "07-job");
+
+  // the operator sees it in the audit log
+  const o = await signedIn(opal);
+  await o.getByRole("link", { name: "Operations" }).click();
+  await assert.doesNotReject(o.getByRole("heading", { name: "Audit log" }).waitFor());
+  const audit = await o.locator("table").last().textContent();
+  assert.match(audit, /rita/);
+  assert.match(audit, /alice/);
+  await shot(o, "08-operations");
+});
