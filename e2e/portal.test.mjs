@@ -1,7 +1,9 @@
 // gigafab's portal end to end in a real headless Chromium: an applicant
 // signs in, applies to a fast-lane call, a reviewer approves, the
 // applicant runs a job on the new allocation and watches its output come,
-// an operator finds it all in the audit log. Each main page is saved as a
+// an operator finds it all in the audit log. The applicant signs in
+// through a real OpenID Connect provider started here (`oidc-provider`,
+// its development login and consent pages). Each main page is saved as a
 // screenshot under e2e/artifacts/ and checked with axe-core (no serious or
 // critical violation).
 //
@@ -17,7 +19,9 @@ import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createRequire } from "node:module";
+import { createServer } from "node:http";
 import { chromium } from "playwright-core";
+import Provider from "oidc-provider";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const BIN = process.env.GIGAFAB_BIN || join(here, "../target/debug/gigafab");
@@ -26,14 +30,53 @@ const ADMIN = "gf_e2e_bootstrap_token_0123456789abcdef";
 const ARTIFACTS = join(here, "artifacts");
 const AXE = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
 
-let server, dir, base, browser;
+let server, dir, base, browser, idp;
 
-/** Starts `gigafab serve` on port 0 with a fresh store; resolves its URL. */
-function startServer() {
+/** A port free now (for a server whose address must be known first). */
+async function freePort() {
+  const s = createServer();
+  await new Promise((r) => s.listen(0, "127.0.0.1", r));
+  const port = s.address().port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+/** The site's OpenID Connect provider, with gigafab as a public client
+ *  (PKCE) sent back to `callback`; any login is an identity whose `sub` is
+ *  that login. */
+async function startProvider(callback) {
+  idp = createServer();
+  await new Promise((r) => idp.listen(0, "127.0.0.1", r));
+  const issuer = `http://127.0.0.1:${idp.address().port}`;
+  const provider = new Provider(issuer, {
+    clients: [
+      {
+        client_id: "gigafab",
+        token_endpoint_auth_method: "none",
+        redirect_uris: [callback],
+        grant_types: ["authorization_code"],
+        response_types: ["code"],
+      },
+    ],
+    pkce: { required: () => true },
+    features: { devInteractions: { enabled: true } },
+    findAccount: async (ctx, sub) => ({ accountId: sub, claims: async () => ({ sub }) }),
+  });
+  idp.on("request", provider.callback());
+  return issuer;
+}
+
+/** Starts `gigafab serve` with a fresh store, signing in through the
+ *  provider too; resolves its URL. */
+async function startServer() {
   dir = mkdtempSync(join(tmpdir(), "gigafab-e2e-"));
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const issuer = await startProvider(`${url}/login/oidc/callback`);
   server = spawn(
     BIN,
-    ["serve", "--single-user", "--listen", "127.0.0.1:0", "--data-dir", dir, "--tick-ms", "100", "--poll-ms", "50"],
+    ["serve", "--single-user", "--listen", `127.0.0.1:${port}`, "--data-dir", dir, "--tick-ms", "100", "--poll-ms", "50",
+     "--oidc-issuer", issuer, "--oidc-client-id", "gigafab", "--public-url", url],
     { env: { ...process.env, GIGAFAB_BOOTSTRAP_TOKEN: ADMIN, RUST_LOG: "warn" }, stdio: ["ignore", "ignore", "pipe"] },
   );
   return new Promise((resolve, reject) => {
@@ -80,6 +123,21 @@ async function shot(page, name) {
   await accessible(page, name);
 }
 
+/** A browser context signed in through the provider as identity `sub`. */
+async function signedInAt(sub) {
+  const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 }, bypassCSP: true });
+  const page = await ctx.newPage();
+  page.setDefaultTimeout(10000);
+  await page.goto(base + "/login");
+  await page.getByRole("link", { name: "Sign in with your institution" }).click();
+  // the provider's own pages: its login, then its consent
+  await page.locator("input[name=login]").fill(sub);
+  await page.locator("input[name=password]").fill("any");
+  await page.locator("button[type=submit]").click();
+  await page.locator("button[type=submit]", { hasText: "Continue" }).click();
+  return page;
+}
+
 /** A browser context (its own cookies) signed in with `token`. */
 async function signedIn(token) {
   // bypassCSP only lets the test inject axe-core; the pages' own policy
@@ -104,13 +162,14 @@ before(async () => {
 after(async () => {
   await browser?.close();
   server?.kill("SIGKILL");
+  idp?.close();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
 test("an applicant gets an allocation through a fast-lane call and runs a job on it", async () => {
   await api("POST", "/api/v1/orgs", { name: "acme", category: "startup" });
   await api("POST", "/api/v1/orgs", { name: "eval", category: "public" });
-  const alice = (await api("POST", "/api/v1/users", { name: "alice", org: "acme", role: "member" })).token;
+  await api("POST", "/api/v1/users", { name: "alice", org: "acme", role: "member", oidc_subject: "alice@idp" });
   const rita = await api("POST", "/api/v1/users", { name: "rita", org: "eval", role: "member" });
   const opal = (await api("POST", "/api/v1/users", { name: "opal", role: "operator" })).token;
   const call = await api("POST", "/api/v1/calls", {
@@ -133,8 +192,18 @@ test("an applicant gets an allocation through a fast-lane call and runs a job on
   await shot(pub, "01-home-phone");
   await ctx.close();
 
-  // alice applies; a missing number is shown next to its field
-  const a = await signedIn(alice);
+  // an identity the provider vouches for but no gigafab user has is told
+  // what to pass on, and is not signed in
+  const m = await signedInAt("mallory@idp");
+  await assert.doesNotReject(m.locator("#signin-problem").waitFor());
+  assert.match(await m.locator("#signin-problem").textContent(), /not linked.*mallory@idp/);
+  await shot(m, "02-signin-unlinked");
+
+  // alice signs in through the provider and applies; a missing number is
+  // shown next to its field
+  const a = await signedInAt("alice@idp");
+  await a.waitForURL(base + "/me");
+  assert.match(await a.locator("h1").textContent(), /acme/);
   await shot(a, "02-dashboard");
   await a.getByRole("link", { name: "New access request" }).click();
   await a.getByLabel("Title").fill("Protein language model");

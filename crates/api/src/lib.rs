@@ -353,6 +353,12 @@ pub struct CreateUser {
     /// Where notifications go (submitted, assigned, decided) [default: none].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
+    /// The `sub` claim of the user's identity at the site's OpenID Connect
+    /// provider (opaque and permanent, as MyAccessID's): signing in there
+    /// signs in as this user [default: none].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 255)]
+    pub oidc_subject: Option<String>,
 }
 
 /// A user.
@@ -363,6 +369,10 @@ pub struct User {
     pub org: Option<String>,
     pub role: String,
     pub email: Option<String>,
+    /// The `sub` of the user's identity at the site's OpenID Connect
+    /// provider, if linked.
+    #[serde(default)]
+    pub oidc_subject: Option<String>,
 }
 
 /// Body of `POST /api/v1/tokens`.

@@ -133,6 +133,7 @@ async fn start(b: &ServeBench, tag: &str) -> Result<Server> {
         telemetry: None,
         clock: Arc::new(gigafab_server::time::SystemClock),
         smtp: None,
+        oidc: None,
     };
     let r = gigafab_server::start(cfg).await?;
     Ok(Server {

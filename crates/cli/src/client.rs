@@ -187,6 +187,13 @@ pub enum UserCmd {
         /// Role of the user.
         #[arg(long, value_enum, default_value_t = Role::Member)]
         role: Role,
+        /// Where notifications go.
+        #[arg(long)]
+        email: Option<String>,
+        /// The `sub` of the user's identity at the site's OpenID Connect
+        /// provider: signing in to the portal there signs in as this user.
+        #[arg(long)]
+        oidc_subject: Option<String>,
         #[command(flatten)]
         g: Global,
     },
@@ -666,8 +673,21 @@ fn user_body(name: &str, org: Option<&str>, role: Role) -> Result<Value> {
 
 async fn user(c: UserCmd) -> Result<()> {
     match c {
-        UserCmd::Create { name, org, role, g } => {
-            let body = user_body(&name, org.as_deref(), role)?;
+        UserCmd::Create {
+            name,
+            org,
+            role,
+            email,
+            oidc_subject,
+            g,
+        } => {
+            let mut body = user_body(&name, org.as_deref(), role)?;
+            if let Some(e) = email {
+                body["email"] = json!(e);
+            }
+            if let Some(sub) = oidc_subject {
+                body["oidc_subject"] = json!(sub);
+            }
             let r = g.conn.api()?.post(&["users"], Some(&body)).await?;
             let v = &r.value;
             if g.output == Format::Table {

@@ -35,7 +35,7 @@ enum Cmd {
     /// Run the built-in benchmarks and print their figures.
     Bench(bench::BenchArgs),
     /// Start the control plane: HTTP API, store, scheduler, local executor.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Runs one job under supervision (started by the local executor).
     #[command(hide = true, name = "job-supervise")]
     JobSupervise {
@@ -707,7 +707,7 @@ fn main() {
             }),
         Cmd::Factory(FactoryCmd::Show { factory, output }) => cmd_factory_show(&factory, output),
         Cmd::Bench(a) => bench::run(a),
-        Cmd::Serve(a) => serve::run(a),
+        Cmd::Serve(a) => serve::run(*a),
         Cmd::JobSupervise { args } => std::process::exit(gigafab_exec::local::supervise(&args)),
         Cmd::Client(c) => client::run(c),
         Cmd::Agent(c) => agent::run(c),

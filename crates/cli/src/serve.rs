@@ -82,6 +82,23 @@ pub struct ServeArgs {
     /// The sender of notification e-mails (with --smtp-relay).
     #[arg(long, env = "GIGAFAB_MAIL_FROM", value_name = "ADDRESS")]
     mail_from: Option<String>,
+    /// The site's OpenID Connect provider (its issuer URL, https://; http://
+    /// only on the loopback): the portal offers to sign in there, and the
+    /// identity's `sub` signs in as the user created with that
+    /// `--oidc-subject` [default: none, tokens only].
+    #[arg(long, env = "GIGAFAB_OIDC_ISSUER", value_name = "URL")]
+    oidc_issuer: Option<String>,
+    /// This server's client id at the provider (with --oidc-issuer).
+    #[arg(long, env = "GIGAFAB_OIDC_CLIENT_ID")]
+    oidc_client_id: Option<String>,
+    /// A file holding the client's secret [default: none, a public client
+    /// with PKCE].
+    #[arg(long, env = "GIGAFAB_OIDC_CLIENT_SECRET_FILE", value_name = "FILE")]
+    oidc_client_secret_file: Option<PathBuf>,
+    /// This server's address as browsers reach it (the provider sends them
+    /// back to URL/login/oidc/callback) [default: http://LISTEN].
+    #[arg(long, env = "GIGAFAB_PUBLIC_URL", value_name = "URL")]
+    public_url: Option<String>,
     /// Largest file a job may write, its logs included, in GiB (RLIMIT_FSIZE:
     /// past it the job is killed); 0: no limit.
     #[arg(long, env = "GIGAFAB_MAX_JOB_FILE_GIB", default_value_t = 64.0)]
@@ -614,6 +631,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
             ),
             _ => bail!("--smtp-relay and --mail-from go together"),
         },
+        oidc: oidc_config(&a)?,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -671,4 +689,38 @@ async fn stop_signal() -> &'static str {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     }
+}
+
+/// The portal's OpenID Connect provider from the flags (checked).
+fn oidc_config(a: &ServeArgs) -> Result<Option<gigafab_server::portal::OidcConfig>> {
+    let (issuer, client_id) = match (&a.oidc_issuer, &a.oidc_client_id) {
+        (None, None) => {
+            if a.oidc_client_secret_file.is_some() {
+                bail!("--oidc-client-secret-file needs --oidc-issuer and --oidc-client-id");
+            }
+            return Ok(None);
+        }
+        (Some(i), Some(c)) => (i.clone(), c.clone()),
+        _ => bail!("--oidc-issuer and --oidc-client-id go together"),
+    };
+    let client_secret = match &a.oidc_client_secret_file {
+        None => None,
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("--oidc-client-secret-file {}", f.display()))?
+                .trim()
+                .to_string(),
+        ),
+    };
+    let cfg = gigafab_server::portal::OidcConfig {
+        issuer,
+        client_id,
+        client_secret,
+        public_url: a
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", a.listen)),
+    };
+    cfg.check().map_err(anyhow::Error::msg)?;
+    Ok(Some(cfg))
 }

@@ -95,6 +95,7 @@ fn config(
         http: HttpLimits::default(),
         clock: clock.clone(),
         smtp: None,
+        oidc: None,
     }
 }
 

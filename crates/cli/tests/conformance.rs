@@ -216,6 +216,7 @@ async fn stepped(
         http: HttpLimits::default(),
         clock,
         smtp: None,
+        oidc: None,
     })
     .await
     .unwrap()

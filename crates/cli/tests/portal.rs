@@ -89,7 +89,7 @@ impl Browser {
         assert_eq!(p.status, 303, "{}", p.body);
         assert_eq!(p.location.as_deref(), Some("/me"));
         let sc = p.headers["set-cookie"].to_str().unwrap();
-        for flag in ["HttpOnly", "Secure", "SameSite=Strict"] {
+        for flag in ["HttpOnly", "Secure", "SameSite=Lax"] {
             assert!(sc.contains(flag), "{sc}");
         }
     }
@@ -465,4 +465,113 @@ async fn portal_journey(app: App) {
     assert_eq!(p.location.as_deref(), Some("/login?expired=1"));
     let p = rv.get("/login?expired=1").await;
     assert!(p.body.contains("Your session has ended"), "{}", p.body);
+}
+
+/// Sign-in through an OpenID Connect provider, what the server alone
+/// decides (the whole flow against a real provider is in
+/// `e2e/portal.test.mjs`): identities are linked to one user each, a
+/// provider that cannot be reached or a callback nobody started is a page
+/// that says so, and no session comes of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oidc_sign_in_refusals() {
+    let mut app = App::spawn(Db::Sqlite, "oidc").await.unwrap();
+    // without a provider: no such sign-in
+    let mut b = Browser::new(&app);
+    let p = b.get("/login").await;
+    assert!(!p.body.contains("/login/oidc"), "{}", p.body);
+    let p = b.get("/login/oidc").await;
+    assert_eq!(p.status, 404);
+    is_page(&p);
+    // identities: one user each, and a sane identifier
+    app.post("/api/v1/orgs", json!({"name": "acme", "category": "sme"}))
+        .await;
+    let u = app
+        .post(
+            "/api/v1/users",
+            json!({"name": "alice", "org": "acme", "oidc_subject": "a1b2"}),
+        )
+        .await;
+    assert_eq!(u["oidc_subject"], "a1b2");
+    let (s, e) = app
+        .call(
+            "POST",
+            "/api/v1/users",
+            Some(TOKEN),
+            Some(json!({"name": "eve", "org": "acme", "oidc_subject": "a1b2"})),
+        )
+        .await;
+    assert_eq!((s, e["error"].as_str()), (409, Some("conflict")), "{e}");
+    let (s, e) = app
+        .call(
+            "POST",
+            "/api/v1/users",
+            Some(TOKEN),
+            Some(json!({"name": "eve", "org": "acme", "oidc_subject": "a\nb"})),
+        )
+        .await;
+    assert_eq!(s, 422, "{e}");
+    assert!(
+        e["message"].as_str().unwrap().starts_with("oidc_subject:"),
+        "{e}"
+    );
+    // a provider that does not answer (a closed port)
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let idp = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    app.kill9();
+    app.extra = vec![
+        "--oidc-issuer".into(),
+        idp,
+        "--oidc-client-id".into(),
+        "gigafab".into(),
+    ];
+    app.start(None);
+    let mut b = Browser::new(&app);
+    let p = b.get("/login").await;
+    assert!(p.body.contains("href=\"/login/oidc\""), "{}", p.body);
+    let p = b.get("/login/oidc").await;
+    assert_eq!(p.status, 502, "{}", p.body);
+    is_page(&p);
+    assert!(p.body.contains("cannot be reached now"), "{}", p.body);
+    // a callback that no sign-in here started, and a provider's refusal
+    let p = b.get("/login/oidc/callback?state=forged&code=stolen").await;
+    assert_eq!(p.status, 401, "{}", p.body);
+    assert!(p.body.contains("expired"), "{}", p.body);
+    let p = b
+        .get("/login/oidc/callback?error=access_denied&error_description=%3Cscript%3Ex")
+        .await;
+    assert_eq!(p.status, 401, "{}", p.body);
+    assert!(
+        p.body.contains("access_denied: &#60;script&#62;x"),
+        "{}",
+        p.body
+    );
+    assert!(b.cookie.is_none(), "no session came of it");
+    // the flags are checked at start: a provider over plain HTTP elsewhere
+    // than the loopback is refused
+    app.kill9();
+    app.extra = vec![
+        "--oidc-issuer".into(),
+        "http://idp.example".into(),
+        "--oidc-client-id".into(),
+        "gigafab".into(),
+    ];
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gigafab"))
+        .args([
+            "serve",
+            "--single-user",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(&app.dir)
+        .args(&app.extra)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--oidc-issuer: `http://idp.example` must be https://"),
+        "{err}"
+    );
 }

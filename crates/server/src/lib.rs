@@ -51,6 +51,9 @@ pub struct ServeConfig {
     /// The site's mail relay for notifications (None: they wait in the
     /// outbox).
     pub smtp: Option<notify::SmtpConfig>,
+    /// The site's OpenID Connect provider for the portal's sign-in (None:
+    /// tokens only).
+    pub oidc: Option<portal::OidcConfig>,
 }
 
 /// What a client may hold of the server.
@@ -207,6 +210,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
     let existing_job_dirs = cfg.existing_job_dirs.clone();
     let http = cfg.http;
     let smtp = cfg.smtp.clone();
+    let cfg_oidc = cfg.oidc.clone();
     let opened = open(cfg).await?;
     let (controller, shared, rx, token) = (
         opened.controller,
@@ -228,7 +232,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
     let (stop_ctl, ctl_rx) = watch::channel(false);
     let controller = tokio::spawn(controller.run(rx, ctl_rx));
     let (stop_http, http_rx) = watch::channel(false);
-    let app = app(shared.clone());
+    let app = app(shared.clone(), cfg_oidc);
     if let Some(smtp) = smtp {
         // it ends with the HTTP server (the outbox keeps what is unsent)
         notify::spawn_mailer(shared.clone(), smtp, stop_http.subscribe());
@@ -264,9 +268,9 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
 /// the store) answers, commands wait. For tests of that boundary.
 /// Everything served over HTTP: the API and the portal, which calls the
 /// API in process.
-pub fn app(shared: Arc<ctl::Shared>) -> axum::Router {
+pub fn app(shared: Arc<ctl::Shared>, oidc: Option<portal::OidcConfig>) -> axum::Router {
     let api = api::router(shared.clone());
-    portal::router(shared, api.clone()).merge(api)
+    portal::router(shared, api.clone(), oidc).merge(api)
 }
 
 pub fn serve_api(
@@ -274,7 +278,7 @@ pub fn serve_api(
     shared: Arc<ctl::Shared>,
 ) -> tokio::task::JoinHandle<std::io::Result<()>> {
     let (stop, rx) = watch::channel(false);
-    let app = app(shared);
+    let app = app(shared, None);
     tokio::spawn(async move {
         let r = serve_http(listener, app, HttpLimits::default(), rx).await;
         drop(stop);

@@ -61,6 +61,8 @@ struct UserRec {
     disabled: bool,
     /// Where notifications go.
     email: Option<String>,
+    /// Its identity at the site's OpenID Connect provider.
+    oidc_subject: Option<String>,
 }
 
 struct TokenRec {
@@ -176,6 +178,7 @@ impl Directory {
             org: u.org.map(|o| self.org_name(o)),
             role: u.role.as_str().into(),
             email: u.email.clone(),
+            oidc_subject: u.oidc_subject.clone(),
         }
     }
 
@@ -243,6 +246,7 @@ impl Tenancy {
                     role: Role::parse(&u.role).unwrap_or(Role::Member),
                     disabled: u.disabled,
                     email: u.email,
+                    oidc_subject: u.oidc_subject,
                 },
             );
         }
@@ -271,7 +275,7 @@ impl Tenancy {
             let hash = hash_token(&token);
             let aid = audit_id.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
             let ops = vec![
-                store::tenancy::insert_user(uid, "admin".into(), None, "admin", None, now),
+                store::tenancy::insert_user(uid, "admin".into(), None, "admin", None, None, now),
                 // the bootstrap token does not expire (revoke it once other admins exist)
                 store::tenancy::insert_token(tid, uid, &hash, now, None),
                 store::tenancy::insert_org(oid, "default", "public", now),
@@ -296,6 +300,7 @@ impl Tenancy {
                     role: Role::Admin,
                     disabled: false,
                     email: None,
+                    oidc_subject: None,
                 },
             );
             d.by_hash.insert(hash.clone(), tid);
@@ -416,6 +421,31 @@ impl Tenancy {
     }
 
     /// Where user `id`'s notifications go, if they gave an address.
+    /// The caller that signing in as user `id` makes (its enabled
+    /// record; no token yet: `token_id` 0).
+    pub fn user_principal(&self, id: i64) -> Option<Principal> {
+        let d = self.dir.read().ok()?;
+        let u = d.users.get(&id).filter(|u| !u.disabled)?;
+        Some(Principal {
+            user_id: u.id,
+            name: u.name.clone(),
+            login: u.login.clone(),
+            role: u.role,
+            org_id: u.org,
+            token_id: 0,
+            expires_ms: None,
+        })
+    }
+
+    /// The enabled user whose OpenID Connect identity is `sub`.
+    pub fn user_by_subject(&self, sub: &str) -> Option<i64> {
+        let d = self.dir.read().ok()?;
+        d.users
+            .values()
+            .find(|u| !u.disabled && u.oidc_subject.as_deref() == Some(sub))
+            .map(|u| u.id)
+    }
+
     pub fn email(&self, id: i64) -> Option<String> {
         self.dir.read().ok()?.users.get(&id)?.email.clone()
     }
@@ -659,6 +689,13 @@ pub async fn create_user(s: &Shared, who: &Principal, req: UserReq) -> Result<Va
         None => None,
         Some(e) => Some(valid_email(e)?),
     };
+    if let Some(sub) = &req.oidc_subject
+        && (sub.is_empty() || sub.len() > 255 || sub.chars().any(|c| c.is_control()))
+    {
+        return Err(ApiError::invalid(
+            "oidc_subject: 1 to 255 bytes, no control character",
+        ));
+    }
     let role_s = req.role.as_deref().unwrap_or("member");
     let role = Role::parse(role_s).ok_or_else(|| {
         ApiError::invalid(format!(
@@ -708,6 +745,16 @@ pub async fn create_user(s: &Shared, who: &Principal, req: UserReq) -> Result<Va
                 },
             ));
         }
+        if let Some(sub) = &req.oidc_subject
+            && d.users
+                .values()
+                .any(|u| u.oidc_subject.as_deref() == Some(sub.as_str()))
+        {
+            return Err(ApiError::conflict(
+                "conflict",
+                "another user has this oidc_subject",
+            ));
+        }
         let (uid, tid) = (d.next(USER), d.next(TOKEN));
         let stored = login(org.map(|o| d.org_name(o)).as_deref(), &req.name);
         let view = gigafab_api::User {
@@ -716,6 +763,7 @@ pub async fn create_user(s: &Shared, who: &Principal, req: UserReq) -> Result<Va
             org: org.map(|o| d.org_name(o)),
             role: role.as_str().into(),
             email: email.clone(),
+            oidc_subject: req.oidc_subject.clone(),
         };
         (uid, tid, org, stored, view)
     };
@@ -732,6 +780,7 @@ pub async fn create_user(s: &Shared, who: &Principal, req: UserReq) -> Result<Va
                 org,
                 role.as_str(),
                 email.as_deref(),
+                req.oidc_subject.as_deref(),
                 now,
             ),
             store::tenancy::insert_token(tid, uid, &hash, now, Some(expires)),
@@ -757,6 +806,7 @@ pub async fn create_user(s: &Shared, who: &Principal, req: UserReq) -> Result<Va
                 role,
                 disabled: false,
                 email,
+                oidc_subject: req.oidc_subject,
             },
         );
         d.by_hash.insert(hash.clone(), tid);

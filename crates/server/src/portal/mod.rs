@@ -7,13 +7,16 @@
 //! field they name.
 //!
 //! Sessions live in memory (a restart signs everyone out), in an
-//! `HttpOnly`, `Secure`, `SameSite=Strict` cookie; every form carries the
+//! `HttpOnly`, `Secure`, `SameSite=Lax` cookie; every form carries the
 //! session's CSRF token and every POST must come from this origin; pages
 //! are sent with a content security policy that allows no inline script
 //! or style.
 
 mod i18n;
+mod oidc;
 mod pages;
+
+pub use oidc::OidcConfig;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -46,6 +49,9 @@ struct Session {
     /// Every form of this session carries it.
     csrf: String,
     last: Instant,
+    /// The token made for this session at an OpenID Connect sign-in
+    /// (revoked at sign-out).
+    minted: Option<i64>,
 }
 
 /// The portal's state: the server's, the API router it calls, sessions.
@@ -54,6 +60,7 @@ pub struct Portal {
     api: Router,
     sessions: Mutex<HashMap<String, Session>>,
     pub words: Words,
+    oidc: Option<oidc::Oidc>,
 }
 
 type PortalState = Arc<Portal>;
@@ -80,12 +87,13 @@ impl Failure {
 }
 
 impl Portal {
-    pub fn new(shared: Arc<Shared>, api: Router) -> Portal {
+    pub fn new(shared: Arc<Shared>, api: Router, oidc: Option<OidcConfig>) -> Portal {
         Portal {
             shared,
             api,
             sessions: Mutex::new(HashMap::new()),
             words: Words::english(),
+            oidc: oidc.map(oidc::Oidc::new),
         }
     }
 
@@ -162,7 +170,7 @@ impl Portal {
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
-    fn open_session(&self, token: String) -> (String, String) {
+    fn open_session(&self, token: String, minted: Option<i64>) -> (String, String) {
         let id = crate::auth::new_token();
         let csrf = crate::auth::new_token();
         let mut m = self.sessions.lock().expect("sessions");
@@ -179,6 +187,7 @@ impl Portal {
                 token,
                 csrf: csrf.clone(),
                 last: now,
+                minted,
             },
         );
         (id, csrf)
@@ -196,8 +205,10 @@ impl Portal {
         Some(s.clone())
     }
 
-    fn close_session(&self, id: &str) {
-        self.sessions.lock().expect("sessions").remove(id);
+    /// Ends a session; the token made for it, if any, is returned to be
+    /// revoked.
+    fn close_session(&self, id: &str) -> Option<i64> {
+        self.sessions.lock().expect("sessions").remove(id)?.minted
     }
 }
 
@@ -349,8 +360,8 @@ pub fn page(t: &impl askama::Template) -> Response {
 }
 
 /// The portal's routes (pages, forms, its stylesheet and script).
-pub fn router(shared: Arc<Shared>, api: Router) -> Router {
-    let state = Arc::new(Portal::new(shared, api));
+pub fn router(shared: Arc<Shared>, api: Router, oidc: Option<OidcConfig>) -> Router {
+    let state = Arc::new(Portal::new(shared, api, oidc));
     pages::router()
         .layer(axum::middleware::from_fn(same_origin))
         .layer(axum::middleware::from_fn(security_headers))

@@ -36,10 +36,11 @@ pub fn insert_user(
     org: Option<i64>,
     role: &str,
     email: Option<&str>,
+    oidc_subject: Option<&str>,
     created_ms: Ms,
 ) -> Op {
     op(
-        "INSERT INTO users (id, name, org_id, role, created_ms, email) VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO users (id, name, org_id, role, created_ms, email, oidc_subject) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         vec![
             Arg::I(id),
             Arg::S(login),
@@ -47,6 +48,7 @@ pub fn insert_user(
             Arg::S(role.into()),
             Arg::I(created_ms.0),
             Arg::OS(email.map(str::to_string)),
+            Arg::OS(oidc_subject.map(str::to_string)),
         ],
     )
 }
@@ -115,6 +117,7 @@ pub struct UserRow {
     pub role: String,
     pub disabled: bool,
     pub email: Option<String>,
+    pub oidc_subject: Option<String>,
 }
 
 /// A token as stored (the hash of its secret).
@@ -159,10 +162,11 @@ pub async fn projects(pool: &AnyPool) -> Result<Vec<ProjectRow>, sqlx::Error> {
 }
 
 pub async fn users(pool: &AnyPool) -> Result<Vec<UserRow>, sqlx::Error> {
-    let rows =
-        sqlx::query("SELECT id, name, org_id, role, disabled_ms, email FROM users ORDER BY id")
-            .fetch_all(pool)
-            .await?;
+    let rows = sqlx::query(
+        "SELECT id, name, org_id, role, disabled_ms, email, oidc_subject FROM users ORDER BY id",
+    )
+    .fetch_all(pool)
+    .await?;
     rows.iter()
         .map(|r| {
             Ok(UserRow {
@@ -172,6 +176,7 @@ pub async fn users(pool: &AnyPool) -> Result<Vec<UserRow>, sqlx::Error> {
                 role: r.try_get(3)?,
                 disabled: r.try_get::<Option<i64>, _>(4)?.is_some(),
                 email: r.try_get(5)?,
+                oidc_subject: r.try_get(6)?,
             })
         })
         .collect()
