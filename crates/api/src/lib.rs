@@ -517,8 +517,16 @@ pub struct CreateRequest {
     pub title: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<String>,
-    /// The project the approval creates in the applicant's organisation.
-    pub project: String,
+    /// The project the approval creates in the applicant's organisation
+    /// (required for a new allocation; an extension has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// An extension: the allocation of the applicant's organisation that
+    /// the approval extends by `gpu_hours` and `days` (from its end), under
+    /// the same review as a new request [default: none, a new allocation].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<AllocationId>)]
+    pub extends: Option<AllocationId>,
     #[schema(exclusive_minimum = 0)]
     pub gpu_hours: f64,
     /// How long the allocation lasts, days.
@@ -576,11 +584,27 @@ pub struct AccessRequest {
     /// `draft`, `submitted`, `in_review`, `revision_requested`,
     /// `approved`, `rejected` or `withdrawn`.
     pub state: String,
-    /// The allocation its approval granted.
+    /// The allocation its approval granted (or extended).
     pub allocation: Option<AllocationId>,
+    /// The allocation it asks to extend (an extension request).
+    #[serde(default)]
+    pub extends: Option<AllocationId>,
     pub reviews: Vec<Review>,
     pub created_at: String,
     pub updated_at: String,
+}
+
+/// A job's estimated start (`GET /api/v1/jobs/{id}/estimate`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobEstimate {
+    pub job: JobId,
+    #[schema(value_type = JobState)]
+    pub state: String,
+    /// RFC 3339; none when the job is not queued, or does not start within
+    /// the ends the estimate runs through.
+    pub estimated_start: Option<String>,
+    /// What the estimate assumes.
+    pub basis: String,
 }
 
 /// One pool of what the factory offers.
@@ -661,6 +685,7 @@ pub fn schemas() -> Vec<(String, serde_json::Value)> {
         one::<CreateReview>(),
         one::<CreateDecision>(),
         one::<AccessRequest>(),
+        one::<JobEstimate>(),
         one::<OfferPool>(),
         one::<Offer>(),
     ];

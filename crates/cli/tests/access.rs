@@ -561,6 +561,32 @@ async fn access_workflow(app: App) {
     }
 }
 
+/// How many lines of the audit log record `action`.
+async fn audited(app: &App, action: &str) -> usize {
+    let audit = app.get("/api/v1/audit?limit=1000").await;
+    audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == action)
+        .count()
+}
+
+/// Runs `(sql, id)` statements on the stopped server's store (a stop
+/// simulated between two transactions).
+async fn on_store(app: &App, statements: &[(&str, i64)]) {
+    let store = gigafab_server::store::Store::open(&app.store_url())
+        .await
+        .unwrap();
+    for (sql, id) in statements {
+        sqlx::query(sql)
+            .bind(*id)
+            .execute(&store.pool)
+            .await
+            .unwrap();
+    }
+}
+
 /// Mails a local SMTP sink received: (recipients, the message).
 type Inbox = std::sync::Arc<std::sync::Mutex<Vec<(Vec<String>, String)>>>;
 
@@ -821,11 +847,9 @@ async fn cut_approvals_are_finished_at_start(mut app: App) {
     let granted = r["allocation"].as_i64().unwrap();
     app.kill9();
     // the two cuts: after the grant (its id not recorded), and before it
-    {
-        let store = gigafab_server::store::Store::open(&app.store_url())
-            .await
-            .unwrap();
-        for (sql, id) in [
+    on_store(
+        &app,
+        &[
             (
                 "UPDATE access_requests SET allocation_id = NULL WHERE id = $1",
                 ids[0],
@@ -838,14 +862,9 @@ async fn cut_approvals_are_finished_at_start(mut app: App) {
                 "UPDATE calls SET granted_gpu_s = granted_gpu_s + 720000 WHERE id = $1",
                 call,
             ),
-        ] {
-            sqlx::query(sql)
-                .bind(id)
-                .execute(&store.pool)
-                .await
-                .unwrap();
-        }
-    }
+        ],
+    )
+    .await;
     app.start(None);
     let t = std::time::Instant::now();
     let (a, b) = loop {
@@ -890,12 +909,178 @@ async fn cut_approvals_are_finished_at_start(mut app: App) {
     );
     let calls = app.get("/api/v1/calls").await;
     assert_eq!(calls["items"][0]["granted_gpu_hours"], 300.0);
-    let audit = app.get("/api/v1/audit?limit=1000").await;
-    let repaired = audit["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["action"] == "approve_request_repaired")
-        .count();
+    let repaired = audited(&app, "approve_request_repaired").await;
     assert_eq!(repaired, 2);
+}
+
+both_stores!(extension_requests);
+
+/// An extension request follows the same review as a new one; its
+/// approval extends its allocation (more GPU-hours, a later end) within
+/// the call's envelope, only for the applicant's own allocation, once even
+/// when a stop cuts the approval.
+async fn extension_requests(mut app: App) {
+    for (o, c) in [("acme", "sme"), ("uni", "academia"), ("rev", "public")] {
+        app.post("/api/v1/orgs", json!({"name": o, "category": c}))
+            .await;
+    }
+    let (alice, _) = user(&app, "alice", Some("acme"), "member").await;
+    let (bob, _) = user(&app, "bob", Some("uni"), "member").await;
+    let (rita, rita_id) = user(&app, "rita", Some("rev"), "member").await;
+    let c = app
+        .post(
+            "/api/v1/calls",
+            json!({"name": "fast", "mode": "fast-lane", "categories": ["sme", "academia"], "envelope_gpu_hours": 1000}),
+        )
+        .await;
+    let call = c["id"].as_i64().unwrap();
+    app.post(
+        &format!("/api/v1/calls/{call}/reviewers"),
+        json!({"user": rita_id}),
+    )
+    .await;
+    // file, submit, approve: the approved request
+    let through = |body: serde_json::Value| {
+        let (app, alice, rita) = (&app, alice.clone(), rita.clone());
+        async move {
+            let (s, r) = as_(app, &alice, "POST", "/api/v1/requests", Some(body)).await;
+            assert_eq!(s, 201, "{r}");
+            let id = r["id"].as_i64().unwrap();
+            as_(
+                app,
+                &alice,
+                "POST",
+                &format!("/api/v1/requests/{id}/submit"),
+                None,
+            )
+            .await;
+            let (s, r) = as_(
+                app,
+                &rita,
+                "POST",
+                &format!("/api/v1/requests/{id}/reviews"),
+                Some(json!({"score": 4, "verdict": "approve"})),
+            )
+            .await;
+            assert_eq!((s, &r["state"]), (201, &json!("approved")), "{r}");
+            r
+        }
+    };
+    let r = through(
+        json!({"call": call, "title": "first", "project": "p", "gpu_hours": 100, "days": 30}),
+    )
+    .await;
+    let a = r["allocation"].as_i64().unwrap();
+    let before = app.get(&format!("/api/v1/allocations/{a}")).await;
+    // refusals: another organisation's allocation, a project, none
+    let ext = |h: f64, d: f64| json!({"call": call, "title": "more", "extends": a, "gpu_hours": h, "days": d});
+    let (s, e) = as_(&app, &bob, "POST", "/api/v1/requests", Some(ext(10.0, 1.0))).await;
+    assert_eq!(
+        (s, &e["error"]),
+        (404, &json!("allocation_not_found")),
+        "{e}"
+    );
+    let mut with_project = ext(10.0, 1.0);
+    with_project["project"] = json!("p");
+    let (s, e) = as_(&app, &alice, "POST", "/api/v1/requests", Some(with_project)).await;
+    assert_eq!(s, 422, "{e}");
+    let (s, e) = as_(
+        &app,
+        &alice,
+        "POST",
+        "/api/v1/requests",
+        Some(json!({"call": call, "title": "x", "gpu_hours": 1, "days": 1})),
+    )
+    .await;
+    assert_eq!(s, 422, "a new allocation names its project: {e}");
+    assert!(
+        e["message"].as_str().unwrap().starts_with("project:"),
+        "{e}"
+    );
+    // the extension, reviewed as any request
+    let r = through(ext(50.0, 10.0)).await;
+    assert_eq!(
+        (r["allocation"].as_i64(), r["extends"].as_i64()),
+        (Some(a), Some(a))
+    );
+    let after = app.get(&format!("/api/v1/allocations/{a}")).await;
+    assert_eq!(after["granted_gpu_hours"], 150.0);
+    let ms = |v: &serde_json::Value| {
+        gigafab_core::time::parse_rfc3339(v["valid_until"].as_str().unwrap()).unwrap()
+    };
+    assert_eq!(
+        ms(&after) - ms(&before),
+        10 * 86_400_000,
+        "{before} {after}"
+    );
+    let calls = app.get("/api/v1/calls").await;
+    assert_eq!(calls["items"][0]["granted_gpu_hours"], 150.0);
+    let allocs = app.get("/api/v1/allocations?org=acme").await;
+    assert_eq!(
+        allocs["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["org"] == "acme")
+            .count(),
+        1,
+        "extended, not granted anew: {allocs}"
+    );
+    // cut by a stop after the extension was applied, and before: each is
+    // finished once at the next start
+    let e1 = through(ext(20.0, 0.0)).await["id"].as_i64().unwrap();
+    let (_, r) = as_(
+        &app,
+        &alice,
+        "POST",
+        "/api/v1/requests",
+        Some(ext(30.0, 0.0)),
+    )
+    .await;
+    let e2 = r["id"].as_i64().unwrap();
+    as_(
+        &app,
+        &alice,
+        "POST",
+        &format!("/api/v1/requests/{e2}/submit"),
+        None,
+    )
+    .await;
+    app.kill9();
+    on_store(
+        &app,
+        &[
+            (
+                "UPDATE access_requests SET allocation_id = NULL WHERE id = $1",
+                e1,
+            ),
+            (
+                "UPDATE access_requests SET state = 'approved' WHERE id = $1",
+                e2,
+            ),
+            (
+                "UPDATE calls SET granted_gpu_s = granted_gpu_s + 108000 WHERE id = $1",
+                call,
+            ),
+        ],
+    )
+    .await;
+    app.start(None);
+    let t = std::time::Instant::now();
+    loop {
+        let (_, x) = as_(&app, &alice, "GET", &format!("/api/v1/requests/{e1}"), None).await;
+        let (_, y) = as_(&app, &alice, "GET", &format!("/api/v1/requests/{e2}"), None).await;
+        if x["allocation"] == a && y["allocation"] == a {
+            break;
+        }
+        assert!(t.elapsed().as_secs() < 20, "not finished: {x} {y}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let after = app.get(&format!("/api/v1/allocations/{a}")).await;
+    assert_eq!(
+        after["granted_gpu_hours"], 200.0,
+        "150 + 20 (applied before the stop, not again) + 30 (applied at the start)"
+    );
+    let extended = audited(&app, "extend_allocation").await;
+    assert_eq!(extended, 3);
 }

@@ -406,6 +406,51 @@ async fn portal_journey(app: App) {
         jobs.body
     );
 
+    // a job behind a running one: its estimated start is the running
+    // one's end at its time limit (the scheduler run forward)
+    let alloc_id: i64 = alloc.parse().unwrap();
+    let long = |gpus: i64| json!({"allocation": alloc_id, "gpus": gpus, "type": "h100", "command": ["sleep", "60"], "time_limit_s": 600});
+    let (s, first) = app.submit(&alice, long(4)).await;
+    assert_eq!(s, 201, "{first}");
+    let first_id = first["id"].as_i64().unwrap();
+    let running = app.wait_state(first_id, &["running"], 30).await;
+    let (s, behind) = app.submit(&alice, long(2)).await;
+    assert_eq!(s, 201, "{behind}");
+    let behind_id = behind["id"].as_i64().unwrap();
+    let (s, e) = app
+        .call(
+            "GET",
+            &format!("/api/v1/jobs/{behind_id}/estimate"),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{e}");
+    let ms =
+        |v: &serde_json::Value| gigafab_core::time::parse_rfc3339(v.as_str().unwrap()).unwrap();
+    let expect = ms(&running["started_at"]) + 600_000;
+    let got = ms(&e["estimated_start"]);
+    assert!((got - expect).abs() <= 1000, "{e} vs {running}");
+    let page = a.get(&format!("/jobs/{behind_id}")).await;
+    assert!(page.body.contains("Estimated start"), "{}", page.body);
+    // cancelled from their pages
+    for id in [behind_id, first_id] {
+        let p = a
+            .post(&format!("/jobs/{id}/cancel"), &[("csrf", &token)])
+            .await;
+        assert_eq!(p.status, 303, "{}", p.body);
+        app.wait_state(id, &["cancelled"], 30).await;
+    }
+    let (_, e) = app
+        .call(
+            "GET",
+            &format!("/api/v1/jobs/{behind_id}/estimate"),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert!(e["estimated_start"].is_null(), "{e}");
+
     // the operations page: operators only
     let p = a.get("/admin").await;
     assert_eq!(p.status, 403);

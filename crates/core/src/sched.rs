@@ -26,6 +26,7 @@ use crate::queue::{Queue, Queued};
 mod backfill;
 mod candidates;
 mod fleet;
+mod forecast;
 mod invariants;
 mod migrate;
 mod order;
@@ -299,6 +300,7 @@ struct Reservation {
 }
 
 /// Scheduler state.
+#[derive(Clone)]
 pub struct SchedCore {
     pub factory: Factory,
     pub policy: Policy,
@@ -550,6 +552,19 @@ impl SchedCore {
             fs_factor: 1.0,
         });
         i
+    }
+
+    /// Extends allocation `a`: its new grant and end (an approved extension
+    /// request). Its fair-share weight follows the grant.
+    pub fn extend_allocation(&mut self, a: AllocIdx, granted_gpu_hours: f64, valid_until_s: f64) {
+        self.changes += 1;
+        let st = &mut self.allocs[a as usize];
+        st.spec.granted_gpu_hours = Some(granted_gpu_hours);
+        st.spec.valid_until_s = Some(valid_until_s);
+        if st.spec.shares.is_some() {
+            st.spec.shares = Some(granted_gpu_hours.max(1.0));
+            st.shares = granted_gpu_hours.max(1.0);
+        }
     }
 
     pub fn allocation(&self, id: &str) -> Option<AllocIdx> {

@@ -486,3 +486,34 @@ fn migrate_swaps_jobs_to_the_types_they_gain_most_on() {
         c.check_invariants().unwrap();
     }
 }
+
+/// A queued job's estimated start: the scheduler run forward on a copy,
+/// each run ending at its time limit. Behind a full pool, the first waiting
+/// job starts when the running one's limit ends, and the second when the
+/// first's does, under the policy's own order (fair share here); the live
+/// state is left as it was.
+#[test]
+fn forecast_runs_the_policy_forward_through_the_planned_ends() {
+    let mut c = core(PolicyKind::Fairshare, factory(&[("p", "h100", 1, 8)]));
+    let limited = |id: &str, t: f64, gpus: u32, limit: f64| {
+        let mut s = JobSpec::simple(id, t, gpus, limit / 2.0);
+        s.time_limit_s = Some(limit);
+        s
+    };
+    let a = c.allocation("a").unwrap();
+    c.submit(&limited("running", 0.0, 8, 100.0), a, 0.0);
+    assert_eq!(started(&mut c, 0.0), ["running"]);
+    let first = c.submit(&limited("first", 10.0, 8, 50.0), a, 10.0);
+    let second = c.submit(&limited("second", 11.0, 4, 30.0), a, 11.0);
+    let never = c.submit(&limited("never", 12.0, 8, 30.0), a, 12.0);
+    assert!(started(&mut c, 12.0).is_empty());
+    let f = c.forecast_starts(12.0, &[second, first], 100);
+    assert_eq!(f, [Some(150.0), Some(100.0)]);
+    // a bound on the events run through: not within it
+    assert_eq!(c.forecast_starts(12.0, &[never], 1), [None]);
+    assert_eq!(c.forecast_starts(12.0, &[never], 100), [Some(180.0)]);
+    // the live state is untouched
+    assert_eq!(c.queued(), 3);
+    assert_eq!(c.jobs[first as usize].state, JobState::Waiting);
+    c.check_invariants().unwrap();
+}

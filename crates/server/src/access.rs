@@ -99,6 +99,7 @@ fn view_with(r: &RequestRow, reviews: Vec<store::access::ReviewRow>) -> t::Acces
         days: r.days,
         state: r.state.clone(),
         allocation: r.allocation_id.map(t::AllocationId),
+        extends: r.extends_id.map(t::AllocationId),
         reviews: reviews
             .into_iter()
             .map(|v| t::Review {
@@ -361,15 +362,61 @@ pub async fn create_request(
     if summary.len() > 10_000 {
         return Err(ApiError::invalid("summary: at most 10,000 bytes"));
     }
-    valid_name(&req.project, "project")?;
-    if !(req.gpu_hours.is_finite() && req.gpu_hours > 0.0 && req.gpu_hours <= 1e9) {
-        return Err(ApiError::invalid("gpu_hours: must be > 0 and at most 1e9"));
-    }
-    if !(req.days.is_finite() && req.days > 0.0 && req.days <= 3650.0) {
-        return Err(ApiError::invalid("days: must be > 0 and at most 3650"));
+    let project = match (req.extends, req.project) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "project: an extension request has none (it extends its allocation)",
+            ));
+        }
+        (Some(_), None) => String::new(),
+        (None, Some(p)) => {
+            valid_name(&p, "project")?;
+            p
+        }
+        (None, None) => {
+            return Err(ApiError::invalid(
+                "project: the project a new allocation is for",
+            ));
+        }
+    };
+    if req.extends.is_some() {
+        // an extension adds GPU-hours, days, or both
+        if !(req.gpu_hours.is_finite() && (0.0..=1e9).contains(&req.gpu_hours)) {
+            return Err(ApiError::invalid("gpu_hours: must be within 0..=1e9"));
+        }
+        if !(req.days.is_finite() && (0.0..=3650.0).contains(&req.days)) {
+            return Err(ApiError::invalid("days: must be within 0..=3650"));
+        }
+        if req.gpu_hours == 0.0 && req.days == 0.0 {
+            return Err(ApiError::invalid(
+                "gpu_hours: an extension adds GPU-hours, days, or both",
+            ));
+        }
+    } else {
+        if !(req.gpu_hours.is_finite() && req.gpu_hours > 0.0 && req.gpu_hours <= 1e9) {
+            return Err(ApiError::invalid("gpu_hours: must be > 0 and at most 1e9"));
+        }
+        if !(req.days.is_finite() && req.days > 0.0 && req.days <= 3650.0) {
+            return Err(ApiError::invalid("days: must be > 0 and at most 3650"));
+        }
     }
     let call = call_of(s, req.call.0).await?;
     check_fits_call(s, &call, org, req.gpu_hours, req.days)?;
+    if let Some(a) = req.extends {
+        // the allocation must be one of the applicant's organisation (the
+        // controller answers only what the caller sees)
+        let (_, v) = s.ask(who.clone(), Action::GetAlloc(a)).await?;
+        if s.tenancy
+            .org_named(v["org"].as_str().unwrap_or(""))
+            .map(|o| o.id)
+            != Some(org)
+        {
+            return Err(ApiError::not_found(
+                "allocation_not_found",
+                format!("allocation {} not found", a.0),
+            ));
+        }
+    }
     let now = s.clock.now();
     let _w = WRITES.lock().await;
     let open = store::access::requests(&s.store.pool)
@@ -394,13 +441,14 @@ pub async fn create_request(
         user: who.name.clone(),
         title: title.to_string(),
         summary,
-        project: req.project,
+        project,
         gpu_s: req.gpu_hours * 3600.0,
         days: req.days,
         state: "draft".into(),
         allocation_id: None,
         created_ms: now,
         updated_ms: now,
+        extends_id: req.extends.map(|a| a.0),
     };
     commit(
         s,
@@ -793,17 +841,21 @@ async fn approve(s: &Shared, who: &Principal, id: i64, why: &str) -> Result<(), 
     match granted {
         Ok(alloc) => {
             let mut ops = vec![store::access::set_state(id, "approved", Some(alloc), now)];
-            ops.extend(decided_mail(
-                s,
-                &r,
-                "approved",
-                &format!(
+            let what = if r.extends_id.is_some() {
+                format!(
+                    "allocation {alloc} extended by {:.0} GPU-hours and {} days",
+                    r.gpu_s / 3600.0,
+                    r.days
+                )
+            } else {
+                format!(
                     "allocation {alloc}: {:.0} GPU-hours for {} days, project {}",
                     r.gpu_s / 3600.0,
                     r.days,
                     r.project
-                ),
-            ));
+                )
+            };
+            ops.extend(decided_mail(s, &r, "approved", &what));
             commit(s, ops).await?;
             Ok(())
         }
@@ -831,6 +883,23 @@ async fn approve(s: &Shared, who: &Principal, id: i64, why: &str) -> Result<(), 
 /// The project and the allocation (`request-ID`) of approved request
 /// `r`, granted as `grantor` through the controller; the allocation's id.
 async fn grant_for(s: &Shared, grantor: &Principal, r: &RequestRow) -> Result<i64, ApiError> {
+    if let Some(alloc) = r.extends_id {
+        // an extension: applied once (the store records it with the
+        // request, in the transaction that changes the allocation)
+        if !store::access::extension_applied(&s.store.pool, r.id).await? {
+            s.ask(
+                grantor.clone(),
+                Action::Extend(crate::ctl::Extension {
+                    allocation: alloc,
+                    request: r.id,
+                    gpu_hours: r.gpu_s / 3600.0,
+                    days: r.days,
+                }),
+            )
+            .await?;
+        }
+        return Ok(alloc);
+    }
     let org = s
         .tenancy
         .org_ref(r.org_id)
@@ -878,12 +947,17 @@ pub async fn repair(s: &Shared) -> Result<usize, ApiError> {
         };
         let (_, list) = s.ask(system.clone(), Action::ListAllocs).await?;
         let name = format!("request-{}", r.id);
-        let found = list["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|a| a["name"] == name.as_str() && a["org"] == r.org.as_str())
-            .and_then(|a| a["id"].as_i64());
+        let found = match r.extends_id {
+            Some(a) => store::access::extension_applied(&s.store.pool, r.id)
+                .await?
+                .then_some(a),
+            None => list["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|a| a["name"] == name.as_str() && a["org"] == r.org.as_str())
+                .and_then(|a| a["id"].as_i64()),
+        };
         let alloc = match found {
             Some(a) => a,
             None => match grant_for(s, &system, r).await {

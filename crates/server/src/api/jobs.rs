@@ -73,6 +73,16 @@ pub(super) const ROUTES: &[Route] = &[
         answer: None,
         query: Some(gigafab_api::query_params::<gigafab_api::LogsQuery>),
     },
+    Route {
+        method: "get",
+        path: "/api/v1/jobs/{id}/estimate",
+        who: "any token",
+        summary: "A queued job's estimated start: the scheduler run forward from now",
+        operation_id: "job_estimate",
+        body: None,
+        answer: Some("JobEstimate"),
+        query: None,
+    },
 ];
 
 pub(super) fn router() -> Router<AppState> {
@@ -80,6 +90,7 @@ pub(super) fn router() -> Router<AppState> {
         .route("/api/v1/jobs", axum::routing::post(submit).get(list_jobs))
         .route("/api/v1/jobs/{id}", get(get_job).delete(cancel_job))
         .route("/api/v1/jobs/{id}/logs", get(job_logs))
+        .route("/api/v1/jobs/{id}/estimate", get(estimate))
 }
 
 async fn submit(
@@ -124,26 +135,52 @@ async fn get_job(
     Ok(Json(v).into_response())
 }
 
+async fn estimate(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let id = parse_id(&id, "job_not_found")?;
+    match ask_active(&s, &p, id, Action::Estimate(gigafab_api::JobId(id))).await? {
+        Ok(r) => Ok(reply(r)),
+        Err(job) => Ok(Json(gigafab_api::JobEstimate {
+            job: gigafab_api::JobId(id),
+            state: job.state,
+            estimated_start: None,
+            basis: "the job is not queued".into(),
+        })
+        .into_response()),
+    }
+}
+
+/// Asks the controller about job `id`; a job it no longer holds (ended)
+/// is read from the store instead (`Err`), or not found.
+async fn ask_active(
+    s: &Shared,
+    p: &Principal,
+    id: i64,
+    action: Action,
+) -> Result<Result<(axum::http::StatusCode, serde_json::Value), JobRow>, ApiError> {
+    match s.ask(p.clone(), action).await {
+        Ok(r) => Ok(Ok(r)),
+        Err(e) if e.code == "job_not_found" => Ok(Err(visible_job(s, p, id).await?)),
+        Err(e) => Err(e),
+    }
+}
+
 async fn cancel_job(
     State(s): State<AppState>,
     Caller(p): Caller,
     Path(id): Path<String>,
 ) -> ApiResult {
     let id = parse_id(&id, "job_not_found")?;
-    match s
-        .ask(p.clone(), Action::Cancel(gigafab_api::JobId(id)))
-        .await
-    {
+    match ask_active(&s, &p, id, Action::Cancel(gigafab_api::JobId(id))).await? {
         Ok(r) => Ok(reply(r)),
-        Err(e) if e.code == "job_not_found" => {
-            // not active: ended (409) or not there (404)
-            let job = visible_job(&s, &p, id).await?;
-            Err(ApiError::conflict(
-                "job_finished",
-                format!("job {id} has already ended ({})", job.state),
-            ))
-        }
-        Err(e) => Err(e),
+        // not active: ended (409)
+        Err(job) => Err(ApiError::conflict(
+            "job_finished",
+            format!("job {id} has already ended ({})", job.state),
+        )),
     }
 }
 

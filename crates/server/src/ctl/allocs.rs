@@ -227,4 +227,57 @@ impl Controller {
         );
         Ok(v)
     }
+
+    /// Extends an allocation for an approved extension request: more
+    /// GPU-hours, and `days` more from its end (or from now, for one that
+    /// has ended), recorded once per request.
+    pub(super) fn extend_alloc(
+        &mut self,
+        who: &Principal,
+        x: Extension,
+        now: Ms,
+    ) -> Result<Value, ApiError> {
+        if who.role != Role::Admin {
+            return Err(ApiError::forbidden("only an admin extends allocations"));
+        }
+        let ok = (0.0..=1e9).contains(&x.gpu_hours) && (0.0..=3650.0).contains(&x.days);
+        if !ok {
+            return Err(ApiError::invalid(
+                "an extension of 0..1e9 GPU-hours and 0..3650 days",
+            ));
+        }
+        let a = self.allocs.get_mut(&x.allocation).ok_or_else(|| {
+            ApiError::not_found(
+                "allocation_not_found",
+                format!("allocation {} not found", x.allocation),
+            )
+        })?;
+        a.granted_gpu_s += x.gpu_hours * 3600.0;
+        a.valid_until_ms = a.valid_until_ms.max(now).plus_days(x.days);
+        a.expiry_noted = false;
+        self.core
+            .extend_allocation(a.core, a.granted_gpu_s / 3600.0, a.valid_until_ms.core_s());
+        self.ops.extend(store::allocs::extend(
+            a.id,
+            x.request,
+            a.granted_gpu_s,
+            a.valid_until_ms,
+            x.gpu_hours * 3600.0,
+            x.days,
+            now,
+        ));
+        let v = self.alloc_json(&self.allocs[&x.allocation], now);
+        self.dirty = true;
+        self.audit(
+            who,
+            now,
+            "extend_allocation",
+            &format!("allocation {}", x.allocation),
+            format!(
+                "request {}: +{:.1} GPU-hours, +{} days",
+                x.request, x.gpu_hours, x.days
+            ),
+        );
+        Ok(v)
+    }
 }

@@ -624,3 +624,38 @@ impl Controller {
         }
     }
 }
+
+/// Most planned ends and wake-ups an estimate runs through.
+const ESTIMATE_EVENTS: usize = 5_000;
+
+impl Controller {
+    /// `GET /jobs/{id}/estimate`: when a queued job would start if every
+    /// running job used its whole time limit and nothing were submitted
+    /// ahead of it (the scheduler run forward on a copy of its state).
+    pub(super) fn estimate(&self, who: &Principal, id: i64, now: Ms) -> Result<Value, ApiError> {
+        let not_found = || ApiError::not_found("job_not_found", format!("job {id} not found"));
+        let j = self
+            .jobs
+            .get(&id)
+            .filter(|j| who.sees_org(j.row.org_id))
+            .ok_or_else(not_found)?;
+        if j.row.state != "queued" {
+            return Ok(
+                json!({"job": id, "state": j.row.state, "estimated_start": null,
+                "basis": "the job is not queued"}),
+            );
+        }
+        let at = self
+            .core
+            .forecast_starts(now.core_s(), &[j.core], ESTIMATE_EVENTS)[0];
+        Ok(json!({
+            "job": id,
+            "state": j.row.state,
+            "estimated_start": at.map(|s| Ms::from_core_s(s).max(now).rfc3339()),
+            "basis": match at {
+                Some(_) => "every running job uses its whole time limit; nothing is submitted ahead of it",
+                None => "not within the next 5,000 job ends: it waits for capacity or an allocation that the fleet does not free by then",
+            },
+        }))
+    }
+}

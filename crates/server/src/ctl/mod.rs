@@ -65,8 +65,13 @@ pub enum Action {
     /// project) pairs, the one of the allocation's organisation is the job's.
     Submit(Box<SubmitReq>, Vec<(i64, i64)>),
     Cancel(gigafab_api::JobId),
+    /// A queued job's estimated start (the scheduler run forward).
+    Estimate(gigafab_api::JobId),
     /// Grant an allocation to an organisation.
     Grant(AllocReq, OrgRef),
+    /// Extend an allocation for an approved extension request (the
+    /// workflow's, as an admin).
+    Extend(Extension),
     Drain(String, bool),
     ListAllocs,
     GetAlloc(gigafab_api::AllocationId),
@@ -77,6 +82,15 @@ pub enum Action {
     Offer,
     /// Prometheus exposition text (admin, operator).
     Metrics,
+}
+
+/// An approved extension request's change to its allocation.
+#[derive(Debug)]
+pub struct Extension {
+    pub allocation: i64,
+    pub request: i64,
+    pub gpu_hours: f64,
+    pub days: f64,
 }
 
 /// What the controller answers a command: a status and a body, or an error.
@@ -853,6 +867,7 @@ impl Controller {
             Action::Submit(req, projects) => created(self.submit(who, *req, &projects, now)?),
             Action::Cancel(id) => ok(self.cancel(who, id.0, now)?),
             Action::Grant(req, org) => created(self.create_alloc(who, req, org, now)?),
+            Action::Extend(x) => ok(self.extend_alloc(who, x, now)?),
             Action::Drain(node, drain) => ok(self.drain(who, &node, drain, now)?),
             Action::ListAllocs => ok(json!({"items": self
                 .allocs
@@ -860,6 +875,7 @@ impl Controller {
                 .filter(|a| who.sees_org(a.org))
                 .map(|a| self.alloc_json(a, now))
                 .collect::<Vec<_>>(), "next": null})),
+            Action::Estimate(id) => ok(self.estimate(who, id.0, now)?),
             Action::GetAlloc(id) => match self.allocs.get(&id.0) {
                 Some(a) if who.sees_org(a.org) => ok(self.alloc_json(a, now)),
                 _ => Err(ApiError::not_found(

@@ -753,6 +753,22 @@ async fn job(State(p): State<PortalState>, s: Signed, Path(id): Path<String>) ->
         Err(f) => return failure(&p, Some(&s), f, "/jobs"),
     };
     let ended = crate::model::TERMINAL.contains(&job.state.as_str());
+    let estimate = if job.state == "queued" {
+        p.api::<t::JobEstimate>(
+            &s.token,
+            Method::GET,
+            &format!("/api/v1/jobs/{id}/estimate"),
+            None,
+        )
+        .await
+        .ok()
+        .map(|e| match e.estimated_start {
+            Some(at) => format!("{at} ({})", e.basis),
+            None => e.basis,
+        })
+    } else {
+        None
+    };
     let log = |stream: &str| format!("/api/v1/jobs/{id}/logs?stream={stream}");
     let stdout = p
         .api_text(&s.token, &log("stdout"))
@@ -765,7 +781,7 @@ async fn job(State(p): State<PortalState>, s: Signed, Path(id): Path<String>) ->
     page(&JobPage {
         c: chrome(&p, Some(&s)),
         events: job.events.take().unwrap_or_default(),
-        estimate: None,
+        estimate,
         job,
         ended,
         stdout,
@@ -915,12 +931,32 @@ async fn request_inputs(p: &PortalState, s: &Signed) -> Result<Vec<Input>, Failu
         .filter(|c| c.state == "open")
         .map(|c| (c.id.0.to_string(), format!("{} ({})", c.name, c.mode)))
         .collect();
+    let allocs: t::Page<t::Allocation> = p
+        .api(&s.token, Method::GET, "/api/v1/allocations", None)
+        .await?;
+    let mut extends = input(w, "extends", "req.extends", "select");
+    extends.options = std::iter::once((String::new(), w.get("req.newalloc").to_string()))
+        .chain(allocs.items.iter().map(|a| {
+            (
+                a.id.0.to_string(),
+                format!(
+                    "#{} {} ({}, until {})",
+                    a.id.0, a.name, a.state, a.valid_until
+                ),
+            )
+        }))
+        .collect();
+    let mut project = input(w, "project", "req.project", "text");
+    project.help = w.get("req.project_help").to_string();
+    let mut days = input(w, "days", "req.days", "number");
+    days.help = w.get("req.days_help").to_string();
     Ok(vec![
         call,
+        extends,
         input(w, "title", "req.rtitle", "text"),
-        input(w, "project", "req.project", "text"),
+        project,
         input(w, "gpu_hours", "req.gpu_hours", "number"),
-        input(w, "days", "req.days", "number"),
+        days,
         input(w, "summary", "req.summary", "textarea"),
     ])
 }
@@ -953,14 +989,22 @@ async fn new_request(
                 .map(|v| v.trim().to_string())
                 .unwrap_or_default()
         };
-        Ok(json!({
+        let mut b = json!({
             "call": call as i64,
             "title": text("title"),
             "summary": text("summary"),
-            "project": text("project"),
             "gpu_hours": gpu_hours,
             "days": days,
-        }))
+        });
+        if text("extends").is_empty() {
+            b["project"] = json!(text("project"));
+        } else {
+            b["extends"] = json!(number(&form, "extends")? as i64);
+            if !text("project").is_empty() {
+                b["project"] = json!(text("project"));
+            }
+        }
+        Ok(b)
     })();
     let created = match body {
         Ok(b) => {

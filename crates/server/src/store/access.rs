@@ -37,6 +37,8 @@ pub struct RequestRow {
     pub allocation_id: Option<i64>,
     pub created_ms: Ms,
     pub updated_ms: Ms,
+    /// The allocation an extension request extends (None: a new grant).
+    pub extends_id: Option<i64>,
 }
 
 /// A review as stored.
@@ -93,7 +95,7 @@ pub fn insert_reviewer(call: i64, user: i64) -> Op {
 
 pub fn insert_request(r: &RequestRow) -> Op {
     op(
-        "INSERT INTO access_requests (id, call_id, org_id, user_id, title, summary, project, gpu_s, days, state, allocation_id, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        "INSERT INTO access_requests (id, call_id, org_id, user_id, title, summary, project, gpu_s, days, state, allocation_id, created_ms, updated_ms, extends_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         vec![
             Arg::I(r.id),
             Arg::I(r.call_id),
@@ -108,6 +110,7 @@ pub fn insert_request(r: &RequestRow) -> Op {
             Arg::OI(r.allocation_id),
             Arg::I(r.created_ms.0),
             Arg::I(r.updated_ms.0),
+            Arg::OI(r.extends_id),
         ],
     )
 }
@@ -215,10 +218,11 @@ fn request_of(r: &sqlx::any::AnyRow) -> Result<RequestRow, sqlx::Error> {
         allocation_id: r.try_get(12)?,
         created_ms: Ms(r.try_get(13)?),
         updated_ms: Ms(r.try_get(14)?),
+        extends_id: r.try_get(15)?,
     })
 }
 
-const REQUEST_COLUMNS: &str = "SELECT q.id, q.call_id, q.org_id, o.name, q.user_id, u.name, q.title, q.summary, q.project, q.gpu_s, q.days, q.state, q.allocation_id, q.created_ms, q.updated_ms FROM access_requests q JOIN orgs o ON o.id = q.org_id JOIN users u ON u.id = q.user_id";
+const REQUEST_COLUMNS: &str = "SELECT q.id, q.call_id, q.org_id, o.name, q.user_id, u.name, q.title, q.summary, q.project, q.gpu_s, q.days, q.state, q.allocation_id, q.created_ms, q.updated_ms, q.extends_id FROM access_requests q JOIN orgs o ON o.id = q.org_id JOIN users u ON u.id = q.user_id";
 
 pub async fn requests(pool: &AnyPool) -> Result<Vec<RequestRow>, sqlx::Error> {
     let rows = sqlx::query(&format!("{REQUEST_COLUMNS} ORDER BY q.id"))
@@ -323,4 +327,15 @@ pub async fn max_id(pool: &AnyPool, table: &'static str) -> Result<i64, sqlx::Er
         _ => "SELECT COALESCE(MAX(id), 0) FROM access_requests",
     };
     sqlx::query(sql).fetch_one(pool).await?.try_get(0)
+}
+
+/// Whether the extension of request `id` was applied (see
+/// `allocation_extensions`).
+pub async fn extension_applied(pool: &AnyPool, id: i64) -> Result<bool, sqlx::Error> {
+    let n: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM allocation_extensions WHERE request_id = $1")
+            .bind(id)
+            .fetch_one(pool)
+            .await?;
+    Ok(n > 0)
 }

@@ -34,6 +34,36 @@ pub fn insert(
     )
 }
 
+/// An extension applied to allocation `id` for access request `request`:
+/// its new grant and end, recorded with the request (at most once: the
+/// request is the key).
+pub fn extend(
+    id: i64,
+    request: i64,
+    granted_gpu_s: f64,
+    valid_until_ms: Ms,
+    added_gpu_s: f64,
+    days: f64,
+    at: Ms,
+) -> Vec<Op> {
+    vec![
+        op(
+            "UPDATE allocations SET granted_gpu_s = $2, valid_until_ms = $3, expiry_noted_ms = NULL WHERE id = $1",
+            vec![Arg::I(id), Arg::F(granted_gpu_s), Arg::I(valid_until_ms.0)],
+        ),
+        op(
+            "INSERT INTO allocation_extensions (request_id, allocation_id, gpu_s, days, at_ms) VALUES ($1, $2, $3, $4, $5)",
+            vec![
+                Arg::I(request),
+                Arg::I(id),
+                Arg::F(added_gpu_s),
+                Arg::F(days),
+                Arg::I(at.0),
+            ],
+        ),
+    ]
+}
+
 /// What an allocation has used: accelerator-seconds, energy (J), carbon (g).
 pub fn usage(id: i64, used_gpu_s: f64, energy_j: f64, carbon_g: f64) -> Op {
     op(
