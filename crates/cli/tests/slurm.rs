@@ -565,6 +565,169 @@ async fn jobs_run_under_slurm_as_their_tenants_accounts() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The Slurm associations of `account`: `account|user|grptresmins` lines.
+fn associations(account: &str) -> Vec<String> {
+    let out = Command::new("sacctmgr")
+        .args([
+            "-n",
+            "-P",
+            "show",
+            "assoc",
+            "format=account,user,grptresmins",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.split('|').next() == Some(account))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits until `account`'s Slurm associations are `want`.
+async fn wait_associations(account: &str, want: &[String]) {
+    let mut want = want.to_vec();
+    want.sort();
+    let t = Instant::now();
+    loop {
+        let mut got = associations(account);
+        got.sort();
+        if got == want {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "{account}: {got:?}, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// An allocation becomes a Slurm account as it is granted, before any job:
+/// its grant as `GrpTRESMins`, each member's POSIX account associated; an
+/// approved extension raises the limit.
+#[ignore = "needs a Slurm cluster and root: bash .ci/slurm.sh; eval \"$(bash .ci/slurm.sh env)\"; cargo test -- --include-ignored"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allocations_become_slurm_accounts_when_granted() {
+    require_slurm();
+    // SAFETY: plain syscall.
+    assert!(
+        unsafe { libc::geteuid() } == 0,
+        "needs root (POSIX accounts)"
+    );
+    for name in ["gf-test-c", "gf-test-r"] {
+        let _ = Command::new("useradd")
+            .args(["--system", "--no-create-home", "--home-dir", "/nonexistent"])
+            .args(["--shell", "/usr/sbin/nologin", "--user-group", name])
+            .stderr(Stdio::null())
+            .status();
+    }
+    let dir = fresh("provision");
+    let map = dir.join("accounts.toml");
+    std::fs::write(
+        &map,
+        "[orgs]
+c = \"gf-test-c\"
+r = \"gf-test-r\"
+",
+    )
+    .unwrap();
+    let s = Server::start_with(&dir, &["--job-accounts", map.to_str().unwrap()]);
+    let inst = std::fs::read_to_string(dir.join("instance-id")).unwrap();
+    let inst = inst.trim();
+    let mut tokens = Vec::new();
+    for (org, cat) in [("c", "sme"), ("r", "public")] {
+        s.call(
+            "POST",
+            "/api/v1/orgs",
+            Some(json!({"name": org, "category": cat})),
+        )
+        .await;
+        let (_, u) = s
+            .call(
+                "POST",
+                "/api/v1/users",
+                Some(json!({"name": format!("{org}-u"), "org": org, "role": "member"})),
+            )
+            .await;
+        tokens.push((
+            u["token"].as_str().unwrap().to_string(),
+            u["id"].as_i64().unwrap(),
+        ));
+    }
+    let (_, al) = s
+        .call(
+            "POST",
+            "/api/v1/allocations",
+            Some(json!({"org": "c", "gpu_hours": 10})),
+        )
+        .await;
+    let alloc = al["id"].as_i64().unwrap();
+    let account = format!("gigafab-{inst}-a{alloc}");
+    wait_associations(
+        &account,
+        &[
+            format!("{account}||gres/gpu=600"),
+            format!("{account}|gf-test-c|"),
+        ],
+    )
+    .await;
+    // an extension through the access workflow raises Slurm's limit
+    let (_, call) = s
+        .call(
+            "POST",
+            "/api/v1/calls",
+            Some(json!({"name": "x", "mode": "fast-lane", "categories": ["sme"], "envelope_gpu_hours": 100})),
+        )
+        .await;
+    let call = call["id"].as_i64().unwrap();
+    s.call(
+        "POST",
+        &format!("/api/v1/calls/{call}/reviewers"),
+        Some(json!({"user": tokens[1].1})),
+    )
+    .await;
+    let as_ = |t: &str, path: String, body: Option<Value>| {
+        let (url, http, t) = (s.url.clone(), s.http.clone(), t.to_string());
+        async move {
+            let mut rq = http.post(format!("{url}{path}")).bearer_auth(t);
+            if let Some(b) = body {
+                rq = rq.json(&b);
+            }
+            let r = rq.send().await.unwrap();
+            let st = r.status().as_u16();
+            let v: Value = r.json().await.unwrap();
+            assert!(st == 201 || st == 200, "{path}: {st} {v}");
+            v
+        }
+    };
+    let r = as_(
+        &tokens[0].0,
+        "/api/v1/requests".into(),
+        Some(json!({"call": call, "title": "more", "extends": alloc, "gpu_hours": 5, "days": 0})),
+    )
+    .await;
+    let rid = r["id"].as_i64().unwrap();
+    as_(&tokens[0].0, format!("/api/v1/requests/{rid}/submit"), None).await;
+    let r = as_(
+        &tokens[1].0,
+        format!("/api/v1/requests/{rid}/reviews"),
+        Some(json!({"score": 5, "verdict": "approve"})),
+    )
+    .await;
+    assert_eq!(r["state"], "approved", "{r}");
+    wait_associations(
+        &account,
+        &[
+            format!("{account}||gres/gpu=900"),
+            format!("{account}|gf-test-c|"),
+        ],
+    )
+    .await;
+    assert_no_stray_slurm_output();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Wrappers for Slurm's commands, first on PATH, that log each call (the
 /// command and its arguments, one line) to `log` and run the real one.
 fn counting_path(dir: &std::path::Path, log: &std::path::Path) -> String {

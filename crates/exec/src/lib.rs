@@ -195,6 +195,19 @@ pub trait Executor: Send + Sync {
     ) -> Result<(Option<String>, RunStatus), ExecError>;
     /// Files holding the job's stdout and stderr.
     fn log_paths(&self, job_id: i64) -> (PathBuf, PathBuf);
+    /// Makes (or brings up to date) the engine's own account for gigafab
+    /// allocation `alloc` as it is granted or extended: its grant as the
+    /// engine's limit, and the POSIX accounts that may charge it (Slurm:
+    /// an account, `GrpTRESMins=gres/gpu=M`, a user association each).
+    /// Engines without accounts (local processes) have nothing to do.
+    fn provision(
+        &self,
+        _alloc: &str,
+        _grant_gpu_minutes: u64,
+        _users: &[String],
+    ) -> Result<(), ExecError> {
+        Ok(())
+    }
 }
 
 /// The environment that exposes `accels` to a job: `CUDA_VISIBLE_DEVICES`

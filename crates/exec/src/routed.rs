@@ -115,6 +115,17 @@ impl Executor for RoutedExecutor {
     fn log_paths(&self, job_id: i64) -> (PathBuf, PathBuf) {
         self.default.log_paths(job_id)
     }
+
+    fn provision(&self, alloc: &str, grant: u64, users: &[String]) -> Result<(), ExecError> {
+        // an allocation may run at any site: every engine gets its account
+        let mut first_err = None;
+        for e in std::iter::once(&self.default).chain(self.sites.values()) {
+            if let Err(x) = e.provision(alloc, grant, users) {
+                first_err.get_or_insert(x);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
 }
 
 #[cfg(test)]

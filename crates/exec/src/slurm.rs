@@ -385,11 +385,80 @@ impl SlurmExecutor {
         format!("gigafab-{}-a{alloc}", self.instance)
     }
 
-    /// Makes the Slurm account of an allocation and the association of
-    /// `user` with it (`sacctmgr -i add account/user`), once per pair, so
-    /// that Slurm's accounting (sacct, sreport) and limits see gigafab's
-    /// allocations. Where Slurm has no accounting database (sacctmgr fails)
-    /// it says so once and the job goes without `--account`.
+    /// `sacctmgr -i ARGS`, taking "already there" as done.
+    fn sacctmgr(&self, job: i64, args: &[&str]) -> Result<(), String> {
+        let mut all = vec!["-i".to_string()];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let o = self.run(job, "sacctmgr", all).map_err(|e| e.to_string())?;
+        let done = o.success
+            || [&o.stdout, &o.stderr]
+                .iter()
+                .any(|t| t.contains("Nothing new added") || t.contains("already exists"));
+        if done {
+            Ok(())
+        } else {
+            Err(format!(
+                "sacctmgr {}: {}",
+                args.join(" "),
+                o.stderr.trim().lines().next().unwrap_or("failed")
+            ))
+        }
+    }
+
+    /// Makes the Slurm account `account` with `grant_minutes` as its
+    /// `GrpTRESMins` limit (when given) and the association of each of
+    /// `users` with it (`sacctmgr -i add account/user`, `modify`), so that
+    /// Slurm's accounting (sacct, sreport) and limits see gigafab's
+    /// allocations. Associations are made once per pair; the limit each
+    /// time (an extension raises it).
+    fn associate(
+        &self,
+        job: i64,
+        account: &str,
+        users: &[&str],
+        grant_minutes: Option<u64>,
+    ) -> Result<(), String> {
+        let cached = |u: &str| {
+            self.associations
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&(account.to_string(), u.to_string()))
+        };
+        if grant_minutes.is_none() && users.iter().all(|u| cached(u)) {
+            return Ok(());
+        }
+        self.sacctmgr(
+            job,
+            &["add", "account", account, "Description=gigafab allocation"],
+        )?;
+        // Slurm's own limit agrees with the grant (enforced where the
+        // cluster sets AccountingStorageEnforce=limits)
+        if let Some(m) = grant_minutes {
+            self.sacctmgr(
+                job,
+                &[
+                    "modify",
+                    "account",
+                    account,
+                    "set",
+                    &format!("GrpTRESMins=gres/gpu={m}"),
+                ],
+            )?;
+        }
+        for u in users.iter().filter(|u| !cached(u)) {
+            self.sacctmgr(job, &["add", "user", u, &format!("Account={account}")])?;
+            self.associations
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert((account.to_string(), u.to_string()));
+        }
+        Ok(())
+    }
+
+    /// At a launch: the association of the job's account with its
+    /// allocation's (made at the grant; again here for a member who joined
+    /// since). Where Slurm has no accounting database (sacctmgr fails) the
+    /// job goes without `--account`.
     fn ensure_association(
         &self,
         job: i64,
@@ -397,57 +466,12 @@ impl SlurmExecutor {
         user: &str,
         grant_minutes: Option<u64>,
     ) -> bool {
-        let key = (account.to_string(), user.to_string());
-        if self
+        let known = self
             .associations
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .contains(&key)
-        {
-            return true;
-        }
-        let add = |args: &[&str]| {
-            self.run(
-                job,
-                "sacctmgr",
-                args.iter().map(|a| a.to_string()).collect(),
-            )
-            .ok()
-            .filter(|o| {
-                o.success
-                    || o.stdout.contains("Nothing new added")
-                    || o.stderr.contains("Nothing new added")
-                    || o.stdout.contains("already exists")
-                    || o.stderr.contains("already exists")
-            })
-            .is_some()
-        };
-        let ok = add(&[
-            "-i",
-            "add",
-            "account",
-            account,
-            "Description=gigafab allocation",
-        ]) && add(&["-i", "add", "user", user, &format!("Account={account}")]);
-        // Slurm's own limit agrees with the grant (enforced where the
-        // cluster sets AccountingStorageEnforce=limits)
-        if ok && let Some(m) = grant_minutes {
-            let _ = add(&[
-                "-i",
-                "modify",
-                "account",
-                account,
-                "set",
-                &format!("GrpTRESMins=gres/gpu={m}"),
-            ]);
-        }
-        if ok {
-            self.associations
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(key);
-        }
-        ok
+            .contains(&(account.to_string(), user.to_string()));
+        known || self.associate(job, account, &[user], grant_minutes).is_ok()
     }
 
     /// The Slurm job name of gigafab job `id`.
@@ -792,6 +816,12 @@ impl Executor for SlurmExecutor {
                 },
             ),
         })
+    }
+
+    fn provision(&self, alloc: &str, grant: u64, users: &[String]) -> Result<(), ExecError> {
+        let users: Vec<&str> = users.iter().map(String::as_str).collect();
+        self.associate(0, &self.slurm_account(alloc), &users, Some(grant))
+            .map_err(|message| ExecError::Transient { job: 0, message })
     }
 
     fn log_paths(&self, job_id: i64) -> (PathBuf, PathBuf) {

@@ -446,6 +446,18 @@ impl Tenancy {
             .map(|u| u.id)
     }
 
+    /// The enabled users of organisation `org`.
+    pub fn users_of(&self, org: i64) -> Vec<i64> {
+        let Ok(d) = self.dir.read() else {
+            return Vec::new();
+        };
+        d.users
+            .values()
+            .filter(|u| u.org == Some(org) && !u.disabled)
+            .map(|u| u.id)
+            .collect()
+    }
+
     pub fn email(&self, id: i64) -> Option<String> {
         self.dir.read().ok()?.users.get(&id)?.email.clone()
     }

@@ -217,6 +217,7 @@ impl Controller {
         self.insert_alloc_op(&a, now);
         let v = self.alloc_json(&a, now);
         self.allocs.insert(id, a);
+        self.provision(id);
         self.dirty = true;
         self.audit(
             who,
@@ -267,6 +268,7 @@ impl Controller {
             now,
         ));
         let v = self.alloc_json(&self.allocs[&x.allocation], now);
+        self.provision(x.allocation);
         self.dirty = true;
         self.audit(
             who,
@@ -279,5 +281,28 @@ impl Controller {
             ),
         );
         Ok(v)
+    }
+
+    /// Sends allocation `id` to the engines as an account of theirs (Slurm:
+    /// an account with the grant as `GrpTRESMins`, associated with the
+    /// POSIX accounts of its organisation's users), as it is granted or
+    /// extended. A member who joins later is associated at their first
+    /// job's launch.
+    pub(super) fn provision(&self, id: i64) {
+        let Some(a) = self.allocs.get(&id) else {
+            return;
+        };
+        let users: std::collections::BTreeSet<String> = self
+            .shared
+            .tenancy
+            .users_of(a.org)
+            .into_iter()
+            .filter_map(|u| self.account_of(u, &a.org_name))
+            .collect();
+        self.driver.provision(
+            id,
+            (a.granted_gpu_s / 60.0).ceil() as u64,
+            users.into_iter().collect(),
+        );
     }
 }

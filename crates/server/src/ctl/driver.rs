@@ -82,6 +82,21 @@ impl Driver {
         });
     }
 
+    /// Makes or updates the engines' account of allocation `alloc` (its
+    /// grant, its organisation's POSIX accounts); a failure is logged, and
+    /// a job's launch tries again for its own account.
+    pub fn provision(&self, alloc: i64, grant_gpu_minutes: u64, users: Vec<String>) {
+        let exec = self.exec.clone();
+        tokio::task::spawn_blocking(move || {
+            match exec.provision(&alloc.to_string(), grant_gpu_minutes, &users) {
+                Ok(()) => tracing::debug!(
+                    "allocation {alloc}: engine account with {grant_gpu_minutes} GPU-minutes, users {users:?}"
+                ),
+                Err(e) => tracing::warn!("allocation {alloc}: the engine's account: {e}"),
+            }
+        });
+    }
+
     /// Asks a run to stop; its end shows up in a later poll.
     pub fn cancel(&self, job: i64, handle: String) {
         let exec = self.exec.clone();
