@@ -45,6 +45,7 @@ impl Executor for Fake {
                 signal: None,
                 message: "exit code 0".into(),
                 ended_at_ms: self.clock.now_ms(),
+                elapsed_s: None,
             })
         } else {
             RunStatus::Running

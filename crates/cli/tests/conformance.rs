@@ -92,6 +92,7 @@ impl Executor for TwinPaced {
                 signal: None,
                 message: message.into(),
                 ended_at_ms: now,
+                elapsed_s: None,
             }))
         };
         if r.cancelled {
@@ -528,6 +529,7 @@ impl Executor for Slow {
                 signal: Some(15),
                 message: "stopped".into(),
                 ended_at_ms: 0,
+                elapsed_s: None,
             })
         } else {
             RunStatus::Running

@@ -218,6 +218,47 @@ async fn jobs_run_under_slurm_with_exit_codes_logs_and_cancel() {
         "{log}"
     );
     assert!(log.ends_with(&format!("-{ok}\n")), "{log}");
+    // its allocation is charged what Slurm's accounting says it ran, not
+    // what the server watched
+    if std::env::var("GIGAFAB_TEST_SLURM_ACCOUNTING").as_deref() == Ok("1") {
+        let inst = std::fs::read_to_string(dir.join("instance-id")).unwrap();
+        let name = format!("gigafab-{}-{ok}", inst.trim());
+        let t = Instant::now();
+        let elapsed: f64 = loop {
+            let out = Command::new("sacct")
+                .args([
+                    "-a",
+                    "-n",
+                    "-P",
+                    "-X",
+                    "-S",
+                    "now-1days",
+                    "-o",
+                    "ElapsedRaw",
+                ])
+                .args(["--name", &name])
+                .output()
+                .unwrap();
+            if let Ok(e) = String::from_utf8_lossy(&out.stdout).trim().parse() {
+                break e;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "{name} not in accounting: {out:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        };
+        let charged = j["gpu_hours"].as_f64().unwrap() * 3600.0;
+        assert!(
+            (charged - 2.0 * elapsed).abs() < 1e-6,
+            "charged {charged} GPU-s, Slurm says {elapsed} s on 2: {j:#}"
+        );
+        let (_, full) = s.call("GET", &format!("/api/v1/jobs/{ok}"), None).await;
+        assert!(
+            full.to_string().contains("by the engine's accounting"),
+            "{full:#}"
+        );
+    }
     let j = s.wait(bad, &["completed", "failed"], 60).await;
     assert_eq!(j["state"], "failed", "{j:#}");
     assert_eq!(j["exit_code"], 3);

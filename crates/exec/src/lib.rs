@@ -112,6 +112,11 @@ pub struct ExitRecord {
     pub message: String,
     /// Wall-clock end, milliseconds since the Unix epoch.
     pub ended_at_ms: i64,
+    /// The run's length by the engine's own accounting (Slurm: sacct's
+    /// `ElapsedRaw`), which the allocation is charged; None where the
+    /// engine keeps none (local runs: the controller's own watch is it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elapsed_s: Option<i64>,
 }
 
 /// What `poll`/`adopt` found.

@@ -903,6 +903,7 @@ fn failed(message: String) -> ExitRecord {
         signal: None,
         message,
         ended_at_ms: now_ms(),
+        elapsed_s: None,
     }
 }
 
@@ -924,6 +925,7 @@ fn record_for_exit(status: ExitStatus) -> ExitRecord {
         signal: status.signal(),
         message,
         ended_at_ms: now_ms(),
+        elapsed_s: None,
     }
 }
 
@@ -974,6 +976,7 @@ fn record_for_stop(
         signal: status.and_then(|s| s.signal()),
         message,
         ended_at_ms: now_ms(),
+        elapsed_s: None,
     }
 }
 

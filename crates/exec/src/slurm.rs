@@ -105,6 +105,8 @@ pub struct SlurmJob {
     pub reason: String,
     /// Exit code and signal (`ExitCode=2:0`).
     pub exit: Option<(i32, i32)>,
+    /// Seconds it ran by Slurm's accounting (sacct's `ElapsedRaw`).
+    pub elapsed_s: Option<i64>,
 }
 
 /// `sbatch --parsable`: `123` or `123;cluster`.
@@ -128,6 +130,7 @@ pub fn parse_squeue(out: &str) -> Vec<SlurmJob> {
                 state: base_state(f[2]),
                 reason: f.get(3).map(|s| s.to_string()).unwrap_or_default(),
                 exit: None,
+                elapsed_s: None,
             })
         })
         .collect()
@@ -147,7 +150,7 @@ fn parse_exit(s: &str) -> Option<(i32, i32)> {
     Some((a.parse().ok()?, b.parse().ok()?))
 }
 
-/// `sacct -P -n -o JobID,JobName,State,ExitCode`: the allocation lines
+/// `sacct -P -n -o JobID,JobName,State,ExitCode,ElapsedRaw`: the allocation lines
 /// only (steps such as `12.batch` are skipped).
 pub fn parse_sacct_states(out: &str) -> Vec<SlurmJob> {
     out.lines()
@@ -162,6 +165,7 @@ pub fn parse_sacct_states(out: &str) -> Vec<SlurmJob> {
                 state: base_state(f[2]),
                 reason: String::new(),
                 exit: parse_exit(f[3]),
+                elapsed_s: f.get(4).and_then(|e| e.trim().parse::<i64>().ok()),
             })
         })
         .collect()
@@ -187,6 +191,7 @@ pub fn parse_scontrol_job(out: &str) -> Option<SlurmJob> {
         state: base_state(&get("JobState")?),
         reason: get("Reason").unwrap_or_default(),
         exit: get("ExitCode").as_deref().and_then(parse_exit),
+        elapsed_s: None,
     })
 }
 
@@ -272,6 +277,7 @@ pub fn status_of(j: &SlurmJob) -> RunStatus {
             signal: (sig != 0).then_some(sig),
             message,
             ended_at_ms: crate::now_ms(),
+            elapsed_s: j.elapsed_s,
         })
     };
     match j.state.as_str() {
@@ -358,7 +364,14 @@ pub struct SlurmExecutor {
     /// (Slurm account, user) associations made so far (see
     /// [`SlurmExecutor::ensure_association`]).
     associations: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
+    /// Runs squeue shows ended that accounting has not recorded yet, and
+    /// since when: their end waits for accounting (the length a run is
+    /// charged) for [`ACCOUNTING_GRACE`] at most.
+    unrecorded: std::sync::Mutex<HashMap<String, std::time::Instant>>,
 }
+
+/// How long an ended run waits for accounting to record it.
+const ACCOUNTING_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl SlurmExecutor {
     /// `root`: where job directories (script, logs) go; must be visible to
@@ -377,6 +390,7 @@ impl SlurmExecutor {
             partition,
             instance,
             associations: Default::default(),
+            unrecorded: Default::default(),
         }
     }
 
@@ -515,6 +529,27 @@ impl SlurmExecutor {
         self.run(job, "squeue", args.iter().map(|a| a.to_string()).collect())
     }
 
+    /// Whether run `handle`, ended by squeue but not in accounting that
+    /// answered, still waits for accounting to record it.
+    fn awaits_accounting(&self, handle: &str) -> bool {
+        let mut m = self.unrecorded.lock().unwrap_or_else(|e| e.into_inner());
+        let since = *m
+            .entry(handle.to_string())
+            .or_insert_with(std::time::Instant::now);
+        let waiting = since.elapsed() < ACCOUNTING_GRACE;
+        if !waiting {
+            m.remove(handle);
+        }
+        waiting
+    }
+
+    fn recorded(&self, handle: &str) {
+        self.unrecorded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(handle);
+    }
+
     /// `sacct -P -n <select> <value>`: None where accounting does not answer.
     fn sacct(&self, job: i64, select: &str, value: &str) -> Option<Vec<SlurmJob>> {
         let args = [
@@ -523,7 +558,7 @@ impl SlurmExecutor {
             select,
             value,
             "-o",
-            "JobID,JobName,State,ExitCode",
+            "JobID,JobName,State,ExitCode,ElapsedRaw",
         ];
         let a = self
             .run(job, "sacct", args.iter().map(|a| a.to_string()).collect())
@@ -536,14 +571,26 @@ impl SlurmExecutor {
         if !q.success && !q.stderr.contains("Invalid job id") {
             return Err(failed(job, "squeue", &q));
         }
-        if let Some(j) = parse_squeue(&q.stdout).into_iter().find(|j| j.id == handle) {
-            return Ok(Some(j));
-        }
-        // left the queue: accounting, else the controller's memory of it
-        if let Some(j) = self
-            .sacct(job, "-j", handle)
-            .and_then(|v| v.into_iter().find(|j| j.id == handle))
+        let queued = parse_squeue(&q.stdout).into_iter().find(|j| j.id == handle);
+        if let Some(j) = &queued
+            && status_of(j) == RunStatus::Running
         {
+            return Ok(queued);
+        }
+        // ended or left the queue: accounting (its length and exit code),
+        // else what squeue said, else the controller's memory of it
+        let acct = self.sacct(job, "-j", handle);
+        if let Some(j) = acct
+            .as_ref()
+            .and_then(|v| v.iter().find(|j| j.id == handle))
+        {
+            self.recorded(handle);
+            return Ok(Some(j.clone()));
+        }
+        if let Some(mut j) = queued {
+            if acct.is_some() && self.awaits_accounting(handle) {
+                j.state = "COMPLETING".into();
+            }
             return Ok(Some(j));
         }
         self.controller_memory(job, handle)
@@ -755,25 +802,44 @@ impl Executor for SlurmExecutor {
                     .collect();
             }
         };
-        let mut known: HashMap<String, SlurmJob> = parse_squeue(&q.stdout)
-            .into_iter()
-            // a failure's exit code is only in accounting
-            .filter(|j| j.state != "FAILED")
-            .map(|j| (j.id.clone(), j))
-            .collect();
-        // one sacct for those slurmctld no longer holds, or that failed
+        // those still queued or running; the ended ones are asked of
+        // accounting (a failure's exit code, the length a run is charged)
+        let (mut known, ended): (HashMap<String, SlurmJob>, HashMap<String, SlurmJob>) =
+            parse_squeue(&q.stdout)
+                .into_iter()
+                .map(|j| (j.id.clone(), j))
+                .partition(|(_, j)| status_of(j) == RunStatus::Running);
+        // one sacct for those slurmctld no longer holds, or that ended
         let gone: Vec<&str> = runs
             .iter()
             .map(|r| r.1.as_str())
             .filter(|h| !known.contains_key(*h))
             .collect();
+        let mut acct_answered = false;
         if !gone.is_empty()
             && let Some(v) = self.sacct(first, "-j", &gone.join(","))
         {
+            acct_answered = true;
             for j in v {
                 if gone.contains(&j.id.as_str()) {
                     known.insert(j.id.clone(), j);
                 }
+            }
+        }
+        // not in accounting (yet): an accounting that answers is waited for
+        // a while; without one, what squeue said of the ended ones (but a
+        // failure, whose exit code only accounting has, is left to the
+        // controller's memory)
+        for (h, mut j) in ended {
+            if known.contains_key(&h) {
+                self.recorded(&h);
+                continue;
+            }
+            if acct_answered && self.awaits_accounting(&h) {
+                j.state = "COMPLETING".into();
+                known.insert(h, j);
+            } else if j.state != "FAILED" {
+                known.insert(h, j);
             }
         }
         runs.iter()
@@ -943,6 +1009,13 @@ mod tests {
         assert_eq!(outcome(&s[2]).0, Outcome::Cancelled);
         assert_eq!(outcome(&s[3]).0, Outcome::TimedOut);
         assert_eq!(outcome(&s[4]).0, Outcome::Failed);
+        // with ElapsedRaw: the length a run is charged
+        let s = parse_sacct_states("25|g|COMPLETED|0:0|137\n26|h|COMPLETED|0:0|\n");
+        let elapsed = |j: &SlurmJob| match status_of(j) {
+            RunStatus::Exited(r) => r.elapsed_s,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!((elapsed(&s[0]), elapsed(&s[1])), (Some(137), None));
         let j = parse_scontrol_job(
             "JobId=31 JobName=gigafab-4 UserId=root(0) JobState=COMPLETED Reason=None Dependency=(null) ExitCode=2:0 RunTime=00:00:01\n",
         )

@@ -420,6 +420,7 @@ impl Controller {
                 "cancelled",
                 None,
                 format!("cancelled by {}", who.name),
+                None,
             );
             self.dirty = true;
             let mut row = self.last_ended.take().expect("just ended");
@@ -446,7 +447,9 @@ impl Controller {
     }
 
     /// Ends an active job: frees its accelerators, charges its allocation,
-    /// records the state and an event, and forgets it.
+    /// records the state and an event, and forgets it. `engine_s`: the
+    /// run's length by the engine's own accounting (Slurm's), charged
+    /// instead of what the controller watched.
     pub(super) fn end_job(
         &mut self,
         id: i64,
@@ -454,6 +457,7 @@ impl Controller {
         state: &str,
         exit_code: Option<i64>,
         message: String,
+        engine_s: Option<i64>,
     ) {
         let Some(j) = self.jobs.get(&id) else {
             return;
@@ -491,6 +495,10 @@ impl Controller {
             "completed" => "finished",
             s => s,
         };
+        let message = match engine_s {
+            Some(e) if was_running => format!("{message}; ran {e} s by the engine's accounting"),
+            _ => message,
+        };
         self.event(id, now, kind, message.clone());
         self.shared.metrics.finished(state);
         let j = self.jobs.get_mut(&id).expect("checked");
@@ -501,7 +509,11 @@ impl Controller {
         // this run's use (a preempted job's earlier runs are in gpu_s already)
         let mut charged = 0.0;
         if was_running && let Some(s) = started {
-            charged = w * gpus * now.secs_since(s);
+            let ran = match engine_s {
+                Some(e) => e.max(0) as f64,
+                None => now.secs_since(s),
+            };
+            charged = w * gpus * ran;
             j.row.gpu_s += charged;
         }
         j.row.state = state.into();
@@ -620,6 +632,7 @@ impl Controller {
                 "cancelled",
                 None,
                 "cancelled (its run was stopping when it was preempted)".into(),
+                None,
             );
         }
     }

@@ -109,6 +109,7 @@ impl Controller {
                     state,
                     rec.exit_code.map(i64::from),
                     format!("{} (while the server was down)", rec.message),
+                    rec.elapsed_s,
                 );
             }
             Ok((_, RunStatus::Lost { .. })) if handle.is_none() => {
@@ -124,7 +125,7 @@ impl Controller {
                 self.launches.push(id);
             }
             Ok((_, RunStatus::Lost { message })) => {
-                self.end_job(id, now, "failed", None, format!("lost: {message}"));
+                self.end_job(id, now, "failed", None, format!("lost: {message}"), None);
             }
             Err(e) if e.is_transient() => {
                 // the engine is unreachable now: keep the job, poll later
@@ -140,7 +141,7 @@ impl Controller {
                 }
             }
             Err(e) => {
-                self.end_job(id, now, "failed", None, format!("lost: {e}"));
+                self.end_job(id, now, "failed", None, format!("lost: {e}"), None);
             }
         }
     }
@@ -213,16 +214,23 @@ impl Controller {
                         Outcome::Completed => "exit code 0".to_string(),
                         _ => rec.message.clone(),
                     };
-                    self.end_job(id, now, state, rec.exit_code.map(i64::from), msg);
+                    self.end_job(
+                        id,
+                        now,
+                        state,
+                        rec.exit_code.map(i64::from),
+                        msg,
+                        rec.elapsed_s,
+                    );
                 }
                 Ok(RunStatus::Lost { message }) => {
-                    self.end_job(id, now, "failed", None, format!("lost: {message}"));
+                    self.end_job(id, now, "failed", None, format!("lost: {message}"), None);
                 }
                 Err(e) if e.is_transient() => {
                     tracing::warn!("job {id}: {e}");
                 }
                 Err(e) => {
-                    self.end_job(id, now, "failed", None, format!("lost: {e}"));
+                    self.end_job(id, now, "failed", None, format!("lost: {e}"), None);
                 }
             }
         }
@@ -239,7 +247,14 @@ impl Controller {
                 Reason::AllocationExpired => "allocation expired while waiting",
                 _ => "refused by the scheduler",
             };
-            self.end_job(id, now, "cancelled", None, format!("{msg} ({})", r.code()));
+            self.end_job(
+                id,
+                now,
+                "cancelled",
+                None,
+                format!("{msg} ({})", r.code()),
+                None,
+            );
         }
         // the preempted runs' devices first: the jobs that preempted them
         // start on them
@@ -547,7 +562,7 @@ impl Controller {
             }
             Err(e) => {
                 self.retry.remove(&id);
-                self.end_job(id, now, "failed", None, format!("cannot launch: {e}"));
+                self.end_job(id, now, "failed", None, format!("cannot launch: {e}"), None);
             }
         }
     }
