@@ -304,6 +304,13 @@ pub struct Allocation {
     pub qos_priority: i64,
     #[schema(value_type = AllocationState)]
     pub state: String,
+    /// Energy of its ended runs, kWh.
+    #[serde(default)]
+    pub energy_kwh: f64,
+    /// Carbon of its ended runs, kg CO2e; none without a grid carbon
+    /// intensity at any site.
+    #[serde(default)]
+    pub carbon_kg: Option<f64>,
 }
 
 /// Body of `POST /api/v1/orgs`.
@@ -594,6 +601,16 @@ pub struct AccessRequest {
     pub updated_at: String,
 }
 
+/// Body of `POST /api/v1/fleet/nodes/{name}/drain` (optional).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DrainNode {
+    /// Why (one line, at most 200 bytes): kept with the node, audited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 200)]
+    pub reason: Option<String>,
+}
+
 /// A job's estimated start (`GET /api/v1/jobs/{id}/estimate`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct JobEstimate {
@@ -686,6 +703,7 @@ pub fn schemas() -> Vec<(String, serde_json::Value)> {
         one::<CreateDecision>(),
         one::<AccessRequest>(),
         one::<JobEstimate>(),
+        one::<DrainNode>(),
         one::<OfferPool>(),
         one::<Offer>(),
     ];

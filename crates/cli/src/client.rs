@@ -432,7 +432,7 @@ pub struct FleetArgs {
 pub enum FleetCmd {
     /// Drain a node: no new jobs start there, running ones finish (admin,
     /// operator).
-    Drain(NodeArgs),
+    Drain(DrainArgs),
     /// Resume a drained node (admin, operator).
     Resume(NodeArgs),
     /// Write a factory file describing the GPU nodes of the Slurm cluster
@@ -507,6 +507,18 @@ fn import_slurm(a: ImportSlurmArgs) -> Result<()> {
 pub struct NodeArgs {
     /// Name of the node.
     node: String,
+    #[command(flatten)]
+    g: Global,
+}
+
+/// `gigafab fleet drain NODE [--reason TEXT]`.
+#[derive(Args, Debug)]
+pub struct DrainArgs {
+    /// Name of the node.
+    node: String,
+    /// Why (one line): kept with the node and written to the audit log.
+    #[arg(long)]
+    reason: Option<String>,
     #[command(flatten)]
     g: Global,
 }
@@ -1142,19 +1154,24 @@ async fn logs(a: LogsArgs) -> Result<()> {
 }
 
 async fn fleet(a: FleetArgs) -> Result<()> {
-    let (node, action, g) = match a.cmd {
+    let (node, action, g, body) = match a.cmd {
         None => {
             let r = a.g.conn.api()?.get(&["fleet"], &[]).await?;
             return show(&a.g, &r, render::fleet);
         }
-        Some(FleetCmd::Drain(n)) => (n.node, "drain", n.g),
-        Some(FleetCmd::Resume(n)) => (n.node, "resume", n.g),
+        Some(FleetCmd::Drain(n)) => (
+            n.node,
+            "drain",
+            n.g,
+            n.reason.map(|r| json!({ "reason": r })),
+        ),
+        Some(FleetCmd::Resume(n)) => (n.node, "resume", n.g, None),
         Some(FleetCmd::ImportSlurm(i)) => return import_slurm(i),
     };
     let r = g
         .conn
         .api()?
-        .post(&["fleet", "nodes", &node, action], None)
+        .post(&["fleet", "nodes", &node, action], body.as_ref())
         .await?;
     show(&g, &r, |v| {
         let name = match &v["name"] {

@@ -339,6 +339,11 @@ async fn portal_journey(app: App) {
     // the allocation is on her dashboard; she runs a job on it
     let me = a.get("/me").await;
     assert!(me.body.contains("<meter"), "{}", me.body);
+    assert!(
+        me.body.contains("<li>plm</li>"),
+        "the approval's project: {}",
+        me.body
+    );
     let allocs = app.get("/api/v1/allocations?org=acme").await;
     let alloc = allocs["items"]
         .as_array()
@@ -477,8 +482,12 @@ async fn portal_journey(app: App) {
         .next()
         .unwrap()
         .to_string();
+    assert!(adm.body.contains("alice (member)"), "members: {}", adm.body);
     let p = op
-        .post(&format!("/admin/nodes/{node}/drain"), &[("csrf", &t)])
+        .post(
+            &format!("/admin/nodes/{node}/drain"),
+            &[("csrf", &t), ("reason", "fan failure")],
+        )
         .await;
     assert_eq!(p.status, 303, "{}", p.body);
     let fleet = app.get("/api/v1/fleet").await;
@@ -488,7 +497,13 @@ async fn portal_journey(app: App) {
         .iter()
         .find(|n| n["name"] == node.as_str())
         .unwrap();
-    assert_eq!(n["state"], "drained");
+    assert_eq!(
+        (&n["state"], &n["reason"]),
+        (&json!("drained"), &json!("fan failure"))
+    );
+    let adm = op.get("/admin").await;
+    assert!(adm.body.contains("drained: fan failure"), "{}", adm.body);
+    assert_eq!(adm.status, 200);
 
     // signing out ends the session; a revoked token ends it too
     let p = a.post("/logout", &[("csrf", &token)]).await;

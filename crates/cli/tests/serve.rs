@@ -190,7 +190,7 @@ async fn exits_limits_and_cancels(app: App) {
 }
 
 /// "waiting: no N×type gang free", drain and resume.
-async fn waiting_reasons_and_drain(app: App) {
+async fn waiting_reasons_and_drain(mut app: App) {
     let (_, a) = app
         .submit(
             TOKEN,
@@ -256,6 +256,51 @@ async fn waiting_reasons_and_drain(app: App) {
         )
         .await;
     assert_eq!((s, v["error"].as_str().unwrap()), (404, "node_not_found"));
+    // a drain's reason: one line, kept with the node across a restart,
+    // audited
+    let (s, v) = app
+        .call(
+            "POST",
+            "/api/v1/fleet/nodes/amd-0/drain",
+            Some(TOKEN),
+            Some(json!({"reason": "two\nlines"})),
+        )
+        .await;
+    assert_eq!(s, 422, "{v}");
+    let n = app
+        .post(
+            "/api/v1/fleet/nodes/amd-0/drain",
+            json!({"reason": "memory errors on GPU 2"}),
+        )
+        .await;
+    assert_eq!(n["reason"], "memory errors on GPU 2");
+    app.kill9();
+    app.start(None);
+    let fleet = app.get("/api/v1/fleet").await;
+    let amd = fleet["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "amd-0")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (&amd["state"], &amd["reason"]),
+        (&json!("drained"), &json!("memory errors on GPU 2"))
+    );
+    let audit = app.get("/api/v1/audit?limit=1000").await;
+    assert!(
+        audit["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "drain" && e["detail"] == "memory errors on GPU 2"),
+        "{audit}"
+    );
+    let n = app
+        .post("/api/v1/fleet/nodes/amd-0/resume", json!({}))
+        .await;
+    assert!(n["reason"].is_null(), "{n}");
 }
 
 /// Organisations, users, roles, isolation, quota, audit.

@@ -35,9 +35,9 @@ pub(super) const ROUTES: &[Route] = &[
         method: "post",
         path: "/api/v1/fleet/nodes/{name}/drain",
         who: "admin, operator",
-        summary: "Drain a node",
+        summary: "Drain a node (body optional: {reason})",
         operation_id: "drain_node",
-        body: None,
+        body: Some("DrainNode"),
         answer: None,
         query: None,
     },
@@ -87,10 +87,28 @@ async fn fleet(State(s): State<AppState>, Caller(p): Caller) -> ApiResult {
     Ok(reply(s.ask(p, Action::Fleet).await?))
 }
 
-async fn drain(State(s): State<AppState>, Caller(p): Caller, Path(n): Path<String>) -> ApiResult {
-    Ok(reply(s.ask(p, Action::Drain(n, true)).await?))
+/// `{"reason"?}`: why (at most 200 bytes, one line), kept with the node
+/// and written to the audit log. No body: no reason.
+async fn drain(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Path(n): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let reason = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        let b: gigafab_api::DrainNode = super::parse_body(&body)?;
+        b.reason
+    };
+    if let Some(r) = &reason
+        && (r.len() > 200 || r.chars().any(char::is_control))
+    {
+        return Err(ApiError::invalid("reason: one line of at most 200 bytes"));
+    }
+    Ok(reply(s.ask(p, Action::Drain(n, true, reason)).await?))
 }
 
 async fn resume(State(s): State<AppState>, Caller(p): Caller, Path(n): Path<String>) -> ApiResult {
-    Ok(reply(s.ask(p, Action::Drain(n, false)).await?))
+    Ok(reply(s.ask(p, Action::Drain(n, false, None)).await?))
 }

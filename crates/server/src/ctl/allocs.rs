@@ -164,6 +164,14 @@ impl Controller {
             valid_until: a.valid_until_ms.rfc3339(),
             qos_priority: a.qos,
             state: a.state(now).into(),
+            energy_kwh: a.energy_j / 3.6e6,
+            carbon_kg: self
+                .cfg
+                .factory
+                .sites
+                .iter()
+                .any(|s| s.carbon.is_some())
+                .then_some(a.carbon_g / 1e3),
         })
     }
 

@@ -196,6 +196,7 @@ impl Controller {
             "busy": busy,
             "down": if self.core.is_drained(n) { 0 } else { p.per_node as i64 - cap as i64 },
             "state": if self.core.is_drained(n) { "drained" } else { "up" },
+            "reason": self.drain_reasons.get(&n),
             "jobs": jobs,
         })
     }
@@ -253,6 +254,7 @@ impl Controller {
         who: &Principal,
         node: &str,
         drain: bool,
+        reason: Option<String>,
         now: Ms,
     ) -> Result<Value, ApiError> {
         if !who.global() {
@@ -266,10 +268,15 @@ impl Controller {
         let was = self.core.is_drained(n);
         if drain && !was {
             self.core.drain(n);
-            self.ops.push(store::fleet::drain(node, now));
+            self.ops
+                .push(store::fleet::drain(node, now, reason.as_deref()));
+            if let Some(r) = &reason {
+                self.drain_reasons.insert(n, r.clone());
+            }
         } else if !drain && was {
             self.core.resume(n);
             self.ops.push(store::fleet::resume(node));
+            self.drain_reasons.remove(&n);
             self.dirty = true;
         }
         self.audit(
@@ -277,7 +284,7 @@ impl Controller {
             now,
             if drain { "drain" } else { "resume" },
             &format!("node {node}"),
-            String::new(),
+            reason.unwrap_or_default(),
         );
         Ok(self.node_json(n, who))
     }

@@ -72,7 +72,8 @@ pub enum Action {
     /// Extend an allocation for an approved extension request (the
     /// workflow's, as an admin).
     Extend(Extension),
-    Drain(String, bool),
+    /// Drain (with its reason) or resume a node.
+    Drain(String, bool, Option<String>),
     ListAllocs,
     GetAlloc(gigafab_api::AllocationId),
     Usage,
@@ -403,6 +404,8 @@ pub struct Controller {
     devices: Vec<Vec<Option<i64>>>,
     node_names: Vec<String>,
     node_by_name: HashMap<String, u32>,
+    /// Why drained nodes were drained (when a reason was given).
+    drain_reasons: HashMap<u32, String>,
     ops: Vec<Op>,
     pending: Vec<Pending>,
     launches: Vec<i64>,
@@ -538,6 +541,7 @@ impl Controller {
             devices,
             node_names,
             node_by_name,
+            drain_reasons: HashMap::new(),
             ops: Vec::new(),
             pending: Vec::new(),
             launches: Vec::new(),
@@ -868,7 +872,7 @@ impl Controller {
             Action::Cancel(id) => ok(self.cancel(who, id.0, now)?),
             Action::Grant(req, org) => created(self.create_alloc(who, req, org, now)?),
             Action::Extend(x) => ok(self.extend_alloc(who, x, now)?),
-            Action::Drain(node, drain) => ok(self.drain(who, &node, drain, now)?),
+            Action::Drain(node, drain, reason) => ok(self.drain(who, &node, drain, reason, now)?),
             Action::ListAllocs => ok(json!({"items": self
                 .allocs
                 .values()

@@ -35,9 +35,12 @@ impl Controller {
             store::audit::max_id(&pool).await?,
             std::sync::atomic::Ordering::SeqCst,
         );
-        for name in store::fleet::drained(&pool).await? {
+        for (name, reason) in store::fleet::drained(&pool).await? {
             if let Some(&n) = self.node_by_name.get(&name) {
                 self.core.drain(n);
+                if let Some(r) = reason {
+                    self.drain_reasons.insert(n, r);
+                }
             }
         }
         // active jobs, oldest first

@@ -399,6 +399,8 @@ struct AllocView {
     granted: f64,
     used: f64,
     until: String,
+    energy_kwh: f64,
+    carbon_kg: Option<f64>,
     /// The burn-down's point now, in its 300 × 100 box (x: time through
     /// the window, y: GPU-hours used).
     x_now: f64,
@@ -426,6 +428,8 @@ fn alloc_view(a: &t::Allocation, now_ms: i64) -> AllocView {
         granted: a.granted_gpu_hours,
         used: a.used_gpu_hours,
         until: a.valid_until.clone(),
+        energy_kwh: a.energy_kwh,
+        carbon_kg: a.carbon_kg,
         x_now: x,
         y_now: used * 100.0,
     }
@@ -437,6 +441,7 @@ struct Me<'a> {
     c: Chrome<'a>,
     org: Option<String>,
     allocs: Vec<AllocView>,
+    projects: Vec<String>,
     requests: Vec<t::AccessRequest>,
 }
 
@@ -456,10 +461,22 @@ async fn me(State(p): State<PortalState>, s: Signed) -> Response {
         Ok(v) => v,
         Err(f) => return failure(&p, Some(&s), f, "/"),
     };
+    let projects: t::Page<t::Project> =
+        match p.api(&s.token, Method::GET, "/api/v1/projects", None).await {
+            Ok(v) => v,
+            Err(f) => return failure(&p, Some(&s), f, "/"),
+        };
     let now = p.shared.clock.now().0;
+    let org = who["org"].as_str().map(str::to_string);
     page(&Me {
         c: chrome(&p, Some(&s)),
-        org: who["org"].as_str().map(str::to_string),
+        projects: projects
+            .items
+            .into_iter()
+            .filter(|x| Some(&x.org) == org.as_ref())
+            .map(|x| x.name)
+            .collect(),
+        org,
         allocs: allocs.items.iter().map(|a| alloc_view(a, now)).collect(),
         requests: requests
             .into_iter()
@@ -1164,6 +1181,14 @@ struct NodeView {
     free: u64,
     busy: u64,
     drained: bool,
+    reason: String,
+}
+
+/// An organisation and its members, for operators.
+struct OrgView {
+    name: String,
+    category: String,
+    members: Vec<String>,
 }
 
 #[derive(Template)]
@@ -1172,6 +1197,7 @@ struct Admin<'a> {
     c: Chrome<'a>,
     calls: Vec<t::Call>,
     nodes: Vec<NodeView>,
+    orgs: Vec<OrgView>,
     audit: Vec<t::AuditEntry>,
     problem: Option<String>,
 }
@@ -1211,14 +1237,44 @@ async fn admin_page(p: &PortalState, s: &Signed, problem: Option<String>) -> Res
                     free: n["free"].as_u64().unwrap_or(0),
                     busy: n["busy"].as_u64().unwrap_or(0),
                     drained: n["state"].as_str() == Some("drained"),
+                    reason: n["reason"].as_str().unwrap_or("").to_string(),
                 })
                 .collect()
         })
         .unwrap_or_default();
+    let orgs: t::Page<t::Org> = p
+        .api(&s.token, Method::GET, "/api/v1/orgs", None)
+        .await
+        .unwrap_or(t::Page {
+            items: Vec::new(),
+            next: None,
+        });
+    let users: t::Page<t::User> = p
+        .api(&s.token, Method::GET, "/api/v1/users", None)
+        .await
+        .unwrap_or(t::Page {
+            items: Vec::new(),
+            next: None,
+        });
+    let orgs = orgs
+        .items
+        .into_iter()
+        .map(|o| OrgView {
+            members: users
+                .items
+                .iter()
+                .filter(|u| u.org.as_deref() == Some(o.name.as_str()))
+                .map(|u| format!("{} ({})", u.name, u.role))
+                .collect(),
+            name: o.name,
+            category: o.category,
+        })
+        .collect();
     page(&Admin {
         c: chrome(p, Some(s)),
         calls: p.calls(s).await.unwrap_or_default(),
         nodes,
+        orgs,
         audit: audit.items,
         problem,
     })
@@ -1228,11 +1284,19 @@ async fn admin(State(p): State<PortalState>, s: Signed) -> Response {
     admin_page(&p, &s, None).await
 }
 
+#[derive(Deserialize)]
+struct NodeForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    reason: String,
+}
+
 async fn node_act(
     State(p): State<PortalState>,
     s: Signed,
     Path((name, act)): Path<(String, String)>,
-    Form(f): Form<CsrfForm>,
+    Form(f): Form<NodeForm>,
 ) -> Response {
     if !form_ok(&s, &f.csrf) {
         return csrf_refused(&p, &s);
@@ -1241,7 +1305,9 @@ async fn node_act(
         return StatusCode::NOT_FOUND.into_response();
     }
     let path = format!("/api/v1/fleet/nodes/{name}/{act}");
-    match p.api::<Value>(&s.token, Method::POST, &path, None).await {
+    let reason = f.reason.trim();
+    let body = (act == "drain" && !reason.is_empty()).then(|| json!({ "reason": reason }));
+    match p.api::<Value>(&s.token, Method::POST, &path, body).await {
         Ok(_) => Redirect::to("/admin").into_response(),
         Err(f) => admin_page(&p, &s, Some(f.message)).await,
     }

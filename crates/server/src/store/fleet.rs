@@ -5,10 +5,14 @@ use sqlx::{AnyPool, Row};
 use super::commit::{Arg, Op, op};
 use crate::time::Ms;
 
-pub fn drain(node: &str, at_ms: Ms) -> Op {
+pub fn drain(node: &str, at_ms: Ms, reason: Option<&str>) -> Op {
     op(
-        "INSERT INTO drained_nodes (name, at_ms) VALUES ($1, $2)",
-        vec![Arg::S(node.into()), Arg::I(at_ms.0)],
+        "INSERT INTO drained_nodes (name, at_ms, reason) VALUES ($1, $2, $3)",
+        vec![
+            Arg::S(node.into()),
+            Arg::I(at_ms.0),
+            Arg::OS(reason.map(str::to_string)),
+        ],
     )
 }
 
@@ -19,10 +23,12 @@ pub fn resume(node: &str) -> Op {
     )
 }
 
-/// The names of the drained nodes.
-pub async fn drained(pool: &AnyPool) -> Result<Vec<String>, sqlx::Error> {
-    let rows = sqlx::query("SELECT name FROM drained_nodes")
+/// The drained nodes and why.
+pub async fn drained(pool: &AnyPool) -> Result<Vec<(String, Option<String>)>, sqlx::Error> {
+    let rows = sqlx::query("SELECT name, reason FROM drained_nodes")
         .fetch_all(pool)
         .await?;
-    rows.iter().map(|r| r.try_get(0)).collect()
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
 }
