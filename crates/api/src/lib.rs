@@ -320,6 +320,10 @@ pub struct CreateOrg {
     pub name: String,
     /// `academia`, `public`, `industry`, `sme` or `startup`.
     pub category: String,
+    /// Where it is established: ISO 3166-1 alpha-2 (`FR`), what calls
+    /// limited to some countries check [default: none].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
 }
 
 /// An organisation.
@@ -329,6 +333,8 @@ pub struct Org {
     pub name: String,
     pub category: String,
     pub created_at: String,
+    #[serde(default)]
+    pub country: Option<String>,
 }
 
 /// Body of `POST /api/v1/projects`.
@@ -489,6 +495,14 @@ pub struct CreateCall {
     /// RFC 3339 [default: never closes].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub closes_at: Option<String>,
+    /// Countries whose organisations may apply (ISO 3166-1 alpha-2)
+    /// [default: any].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub countries: Option<Vec<String>>,
+    /// Accelerator types it offers (`h100`), which requests split their
+    /// GPU-hours among [default: any].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub types: Option<Vec<String>>,
 }
 
 /// An access call.
@@ -507,6 +521,12 @@ pub struct Call {
     pub state: String,
     /// The users who review its requests.
     pub reviewers: Vec<UserId>,
+    /// Eligible countries (empty: any).
+    #[serde(default)]
+    pub countries: Vec<String>,
+    /// Offered accelerator types (empty: any).
+    #[serde(default)]
+    pub types: Vec<String>,
 }
 
 /// Body of `POST /api/v1/calls/{id}/reviewers`.
@@ -539,6 +559,17 @@ pub struct CreateRequest {
     /// How long the allocation lasts, days.
     #[schema(exclusive_minimum = 0)]
     pub days: f64,
+    /// How `gpu_hours` splits among the call's accelerator types
+    /// (`{"h100": 1500, "mi300x": 500}`; adds up to `gpu_hours`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_hours_by_type: Option<BTreeMap<String, f64>>,
+    /// Data residency needs (one line: `EU only`, `FR site`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 200)]
+    pub residency: Option<String>,
+    /// The team: names of users of the applicant's organisation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<Vec<String>>,
 }
 
 /// A review of an access request.
@@ -596,6 +627,12 @@ pub struct AccessRequest {
     /// The allocation it asks to extend (an extension request).
     #[serde(default)]
     pub extends: Option<AllocationId>,
+    #[serde(default)]
+    pub gpu_hours_by_type: BTreeMap<String, f64>,
+    #[serde(default)]
+    pub residency: Option<String>,
+    #[serde(default)]
+    pub team: Vec<String>,
     pub reviews: Vec<Review>,
     pub created_at: String,
     pub updated_at: String,

@@ -1084,3 +1084,98 @@ async fn extension_requests(mut app: App) {
     let extended = audited(&app, "extend_allocation").await;
     assert_eq!(extended, 3);
 }
+
+both_stores!(eligibility_and_request_details);
+
+/// A call limited to some countries and accelerator types: organisations
+/// of other countries (or of none recorded) are not eligible; a request
+/// splits its GPU-hours among the offered types only, adding up; its team
+/// are users of its own organisation; its residency needs are one line.
+async fn eligibility_and_request_details(app: App) {
+    let (s, e) = app
+        .call(
+            "POST",
+            "/api/v1/orgs",
+            Some(TOKEN),
+            Some(json!({"name": "x", "category": "sme", "country": "fr"})),
+        )
+        .await;
+    assert_eq!(s, 422, "{e}");
+    for (o, country) in [("acme", Some("FR")), ("beta", Some("DE")), ("gamma", None)] {
+        let mut body = json!({"name": o, "category": "sme"});
+        if let Some(c) = country {
+            body["country"] = json!(c);
+        }
+        let v = app.post("/api/v1/orgs", body).await;
+        assert_eq!(v["country"], json!(country));
+    }
+    let (alice, _) = user(&app, "alice", Some("acme"), "member").await;
+    user(&app, "carol", Some("acme"), "member").await;
+    let (bob, _) = user(&app, "bob", Some("beta"), "member").await;
+    let (gus, _) = user(&app, "gus", Some("gamma"), "member").await;
+    let c = app
+        .post(
+            "/api/v1/calls",
+            json!({"name": "fr-gpu", "mode": "fast-lane", "categories": ["sme"], "envelope_gpu_hours": 1000,
+                   "countries": ["FR"], "types": ["h100", "mi300x"]}),
+        )
+        .await;
+    assert_eq!(
+        (&c["countries"], &c["types"]),
+        (&json!(["FR"]), &json!(["h100", "mi300x"]))
+    );
+    let call = c["id"].as_i64().unwrap();
+    let req = |extra: serde_json::Value| {
+        let mut b =
+            json!({"call": call, "title": "t", "project": "p", "gpu_hours": 150, "days": 30});
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        b
+    };
+    for t in [&bob, &gus] {
+        let (s, e) = as_(&app, t, "POST", "/api/v1/requests", Some(req(json!({})))).await;
+        assert_eq!((s, &e["error"]), (422, &json!("not_eligible")), "{e}");
+    }
+    for (extra, says) in [
+        (
+            json!({"gpu_hours_by_type": {"a100": 150}}),
+            "does not offer `a100` (it offers h100, mi300x)",
+        ),
+        (
+            json!({"gpu_hours_by_type": {"h100": 100}}),
+            "adds up to 100, not gpu_hours 150",
+        ),
+        (
+            json!({"team": ["alice", "bob"]}),
+            "team: `bob` is not a user of your organisation",
+        ),
+        (json!({"residency": "EU\nonly"}), "residency: one line"),
+    ] {
+        let (s, e) = as_(&app, &alice, "POST", "/api/v1/requests", Some(req(extra))).await;
+        assert_eq!(s, 422, "{e}");
+        assert!(e["message"].as_str().unwrap().contains(says), "{e}");
+    }
+    let (s, r) = as_(
+        &app,
+        &alice,
+        "POST",
+        "/api/v1/requests",
+        Some(req(
+            json!({"gpu_hours_by_type": {"h100": 100, "mi300x": 50},
+                        "residency": "EU only", "team": ["alice", "carol"]}),
+        )),
+    )
+    .await;
+    assert_eq!(s, 201, "{r}");
+    let id = r["id"].as_i64().unwrap();
+    let (_, r) = as_(&app, &alice, "GET", &format!("/api/v1/requests/{id}"), None).await;
+    assert_eq!(
+        r["gpu_hours_by_type"],
+        json!({"h100": 100.0, "mi300x": 50.0})
+    );
+    assert_eq!(
+        (&r["residency"], &r["team"]),
+        (&json!("EU only"), &json!(["alice", "carol"]))
+    );
+}

@@ -280,6 +280,9 @@ async fn portal_journey(app: App) {
                 ("gpu_hours", "500"),
                 ("days", "90"),
                 ("summary", "fine-tuning"),
+                ("gpu_hours_by_type", "h100=300, mi300x=200"),
+                ("team", "alice"),
+                ("residency", "EU only"),
                 ("then", "submit"),
             ],
         )
@@ -288,6 +291,13 @@ async fn portal_journey(app: App) {
     let req_path = p.location.unwrap();
     let r = a.get(&req_path).await;
     assert_eq!(r.status, 200);
+    for shown in [
+        "h100: 300, mi300x: 200",
+        "<dd>alice</dd>",
+        "<dd>EU only</dd>",
+    ] {
+        assert!(r.body.contains(shown), "{shown}: {}", r.body);
+    }
     // what a user typed is shown as text, never as markup
     assert!(
         r.body.contains("Protein LM &#60;b&#62;") && !r.body.contains("Protein LM <b>"),

@@ -78,6 +78,8 @@ fn call_view(c: &CallRow, reviewers: &[(i64, i64)], now: Ms) -> t::Call {
             .filter(|r| r.0 == c.id)
             .map(|r| t::UserId(r.1))
             .collect(),
+        countries: serde_json::from_str(&c.countries).unwrap_or_default(),
+        types: serde_json::from_str(&c.types).unwrap_or_default(),
     }
 }
 
@@ -86,8 +88,23 @@ async fn request_view(s: &Shared, r: &RequestRow) -> Result<t::AccessRequest, Ap
     Ok(view_with(r, reviews))
 }
 
+/// A request's details as stored (`access_requests.details`).
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct Details {
+    #[serde(default)]
+    gpu_hours_by_type: std::collections::BTreeMap<String, f64>,
+    #[serde(default)]
+    residency: Option<String>,
+    #[serde(default)]
+    team: Vec<String>,
+}
+
 fn view_with(r: &RequestRow, reviews: Vec<store::access::ReviewRow>) -> t::AccessRequest {
+    let d: Details = serde_json::from_str(&r.details).unwrap_or_default();
     t::AccessRequest {
+        gpu_hours_by_type: d.gpu_hours_by_type,
+        residency: d.residency,
+        team: d.team,
         id: t::RequestId(r.id),
         call: t::CallId(r.call_id),
         org: r.org.clone(),
@@ -180,6 +197,18 @@ pub async fn create_call(
             })
             .transpose()
     };
+    let countries = req.countries.clone().unwrap_or_default();
+    if countries.len() > 250 || !countries.iter().all(|c| crate::tenancy::valid_country(c)) {
+        return Err(ApiError::invalid(
+            "countries: ISO 3166-1 alpha-2 codes (`FR`, `DE`), at most 250",
+        ));
+    }
+    let types = req.types.clone().unwrap_or_default();
+    if types.len() > 64 || !types.iter().all(|t| valid_type(t)) {
+        return Err(ApiError::invalid(
+            "types: accelerator type names (`h100`, `mi300x`), at most 64",
+        ));
+    }
     let opens = at(&req.opens_at, "opens_at")?.unwrap_or(now);
     let closes = at(&req.closes_at, "closes_at")?;
     if closes.is_some_and(|c| c <= opens) {
@@ -204,6 +233,8 @@ pub async fn create_call(
         granted_gpu_s: 0.0,
         opens_ms: opens,
         closes_ms: closes,
+        countries: serde_json::to_string(&countries).unwrap_or_default(),
+        types: serde_json::to_string(&types).unwrap_or_default(),
     };
     let v = call_view(&c, &[], now);
     commit(
@@ -358,11 +389,11 @@ pub async fn create_request(
     if title.is_empty() || title.len() > 200 {
         return Err(ApiError::invalid("title: 1 to 200 bytes"));
     }
-    let summary = req.summary.unwrap_or_default();
+    let summary = req.summary.clone().unwrap_or_default();
     if summary.len() > 10_000 {
         return Err(ApiError::invalid("summary: at most 10,000 bytes"));
     }
-    let project = match (req.extends, req.project) {
+    let project = match (req.extends, req.project.clone()) {
         (Some(_), Some(_)) => {
             return Err(ApiError::invalid(
                 "project: an extension request has none (it extends its allocation)",
@@ -402,6 +433,7 @@ pub async fn create_request(
     }
     let call = call_of(s, req.call.0).await?;
     check_fits_call(s, &call, org, req.gpu_hours, req.days)?;
+    let details = request_details(s, &call, org, &req)?;
     if let Some(a) = req.extends {
         // the allocation must be one of the applicant's organisation (the
         // controller answers only what the caller sees)
@@ -449,6 +481,7 @@ pub async fn create_request(
         created_ms: now,
         updated_ms: now,
         extends_id: req.extends.map(|a| a.0),
+        details,
     };
     commit(
         s,
@@ -465,6 +498,80 @@ pub async fn create_request(
     )
     .await?;
     request_view(s, &r).await
+}
+
+/// An accelerator type's name: 1 to 32 of a-z, 0-9, `-`, `_`.
+fn valid_type(t: &str) -> bool {
+    (1..=32).contains(&t.len())
+        && t.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// A request's split among accelerator types (the call's, adding up to
+/// its GPU-hours), residency needs and team (users of its organisation),
+/// checked and stored as JSON.
+fn request_details(
+    s: &Shared,
+    call: &CallRow,
+    org: i64,
+    req: &t::CreateRequest,
+) -> Result<String, ApiError> {
+    let offered: Vec<String> = serde_json::from_str(&call.types).unwrap_or_default();
+    let by_type = req.gpu_hours_by_type.clone().unwrap_or_default();
+    for (ty, h) in &by_type {
+        if !valid_type(ty) || !(offered.is_empty() || offered.contains(ty)) {
+            return Err(ApiError::invalid(format!(
+                "gpu_hours_by_type: call {} does not offer `{}`{}",
+                call.id,
+                ty.chars().take(32).collect::<String>(),
+                if offered.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (it offers {})", offered.join(", "))
+                }
+            )));
+        }
+        if !(h.is_finite() && *h > 0.0) {
+            return Err(ApiError::invalid(format!(
+                "gpu_hours_by_type: {ty} must be > 0"
+            )));
+        }
+    }
+    let sum: f64 = by_type.values().sum();
+    if !by_type.is_empty() && (sum - req.gpu_hours).abs() > 1e-6 * req.gpu_hours.max(1.0) {
+        return Err(ApiError::invalid(format!(
+            "gpu_hours_by_type: adds up to {sum}, not gpu_hours {}",
+            req.gpu_hours
+        )));
+    }
+    let residency = req
+        .residency
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty());
+    if residency.is_some_and(|r| r.len() > 200 || r.chars().any(char::is_control)) {
+        return Err(ApiError::invalid(
+            "residency: one line of at most 200 bytes",
+        ));
+    }
+    let team = req.team.clone().unwrap_or_default();
+    if team.len() > 50 {
+        return Err(ApiError::invalid("team: at most 50 users"));
+    }
+    for name in &team {
+        if s.tenancy.member_named(org, name).is_none() {
+            return Err(ApiError::invalid(format!(
+                "team: `{}` is not a user of your organisation",
+                name.chars().take(64).collect::<String>()
+            )));
+        }
+    }
+    Ok(serde_json::to_string(&Details {
+        gpu_hours_by_type: by_type,
+        residency: residency.map(str::to_string),
+        team,
+    })
+    .unwrap_or_default())
 }
 
 /// A request of organisation `org` for `gpu_h` over `days` fits call `c`:
@@ -491,6 +598,21 @@ fn check_fits_call(
         .org_ref(org)
         .map(|o| o.category.as_str().to_string())
         .unwrap_or_default();
+    let countries: Vec<String> = serde_json::from_str(&c.countries).unwrap_or_default();
+    if !countries.is_empty() {
+        let country = s.tenancy.org_country(org);
+        if !country.as_ref().is_some_and(|x| countries.contains(x)) {
+            return Err(unprocessable(
+                "not_eligible",
+                format!(
+                    "call {} is for organisations of {}; yours is {}",
+                    c.id,
+                    countries.join(", "),
+                    country.as_deref().unwrap_or("of no recorded country")
+                ),
+            ));
+        }
+    }
     let cats: Vec<String> = serde_json::from_str(&c.categories).unwrap_or_default();
     if !cats.contains(&category) {
         return Err(unprocessable(

@@ -42,6 +42,7 @@ struct OrgRec {
     name: String,
     category: String,
     created_ms: Ms,
+    country: Option<String>,
 }
 
 struct ProjectRec {
@@ -168,6 +169,7 @@ impl Directory {
             name: o.name.clone(),
             category: o.category.clone(),
             created_at: o.created_ms.rfc3339(),
+            country: o.country.clone(),
         }
     }
 
@@ -220,6 +222,7 @@ impl Tenancy {
                     name: o.name,
                     category: o.category,
                     created_ms: o.created_ms,
+                    country: o.country,
                 },
             );
         }
@@ -278,7 +281,7 @@ impl Tenancy {
                 store::tenancy::insert_user(uid, "admin".into(), None, "admin", None, None, now),
                 // the bootstrap token does not expire (revoke it once other admins exist)
                 store::tenancy::insert_token(tid, uid, &hash, now, None),
-                store::tenancy::insert_org(oid, "default", "public", now),
+                store::tenancy::insert_org(oid, "default", "public", None, now),
                 store::audit::insert(
                     aid,
                     now,
@@ -320,6 +323,7 @@ impl Tenancy {
                     name: "default".into(),
                     category: "public".into(),
                     created_ms: now,
+                    country: None,
                 },
             );
             shown = Some(if bootstrap_token.is_some() {
@@ -446,6 +450,20 @@ impl Tenancy {
             .map(|u| u.id)
     }
 
+    /// Where organisation `id` is established (ISO 3166-1 alpha-2).
+    pub fn org_country(&self, id: i64) -> Option<String> {
+        self.dir.read().ok()?.orgs.get(&id)?.country.clone()
+    }
+
+    /// The enabled user named `name` in organisation `org`.
+    pub fn member_named(&self, org: i64, name: &str) -> Option<i64> {
+        let d = self.dir.read().ok()?;
+        d.users
+            .values()
+            .find(|u| u.org == Some(org) && u.name == name && !u.disabled)
+            .map(|u| u.id)
+    }
+
     /// The enabled users of organisation `org`.
     pub fn users_of(&self, org: i64) -> Vec<i64> {
         let Ok(d) = self.dir.read() else {
@@ -514,6 +532,11 @@ impl Tenancy {
 /// An e-mail address as a mail relay takes it (one mailbox, no display
 /// name, no line breaks: nothing a tenant writes reaches a mail header
 /// unparsed).
+/// ISO 3166-1 alpha-2: two capital letters.
+pub fn valid_country(c: &str) -> bool {
+    c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase())
+}
+
 pub fn valid_email(e: &str) -> Result<String, ApiError> {
     let bad = || {
         ApiError::invalid(format!(
@@ -560,6 +583,13 @@ pub async fn create_org(
             ));
         }
         valid_name(&req.name, "name")?;
+        if let Some(c) = &req.country
+            && !valid_country(c)
+        {
+            return Err(ApiError::invalid(
+                "country: two capital letters (ISO 3166-1 alpha-2, `FR`)",
+            ));
+        }
         if Category::parse(&req.category).is_none() {
             return Err(ApiError::invalid(format!(
                 "category: `{}` is not one of startup, sme, industry, academia, public",
@@ -579,13 +609,14 @@ pub async fn create_org(
         name: req.name.clone(),
         category,
         created_ms: now,
+        country: req.country.clone(),
     };
     let v = Directory::org_view(&o);
     let detail = serde_json::to_string(&v).unwrap_or_default();
     commit(
         &s.store,
         vec![
-            store::tenancy::insert_org(id, &o.name, &o.category, now),
+            store::tenancy::insert_org(id, &o.name, &o.category, o.country.as_deref(), now),
             s.audit_op(who, now, "create_org", &format!("org {}", req.name), detail),
         ],
     )

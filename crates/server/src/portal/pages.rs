@@ -967,13 +967,22 @@ async fn request_inputs(p: &PortalState, s: &Signed) -> Result<Vec<Input>, Failu
     project.help = w.get("req.project_help").to_string();
     let mut days = input(w, "days", "req.days", "number");
     days.help = w.get("req.days_help").to_string();
+    let mut by_type = input(w, "gpu_hours_by_type", "req.by_type", "text");
+    by_type.help = w.get("req.by_type_help").to_string();
+    let mut team = input(w, "team", "req.team", "text");
+    team.help = w.get("req.team_help").to_string();
+    let mut residency = input(w, "residency", "req.residency", "text");
+    residency.help = w.get("req.residency_help").to_string();
     Ok(vec![
         call,
         extends,
         input(w, "title", "req.rtitle", "text"),
         project,
         input(w, "gpu_hours", "req.gpu_hours", "number"),
+        by_type,
         days,
+        team,
+        residency,
         input(w, "summary", "req.summary", "textarea"),
     ])
 }
@@ -1013,6 +1022,29 @@ async fn new_request(
             "gpu_hours": gpu_hours,
             "days": days,
         });
+        let by_type = text("gpu_hours_by_type");
+        if !by_type.is_empty() {
+            let mut m = serde_json::Map::new();
+            for part in by_type.split(',').map(str::trim).filter(|x| !x.is_empty()) {
+                let (ty, h) = part
+                    .split_once('=')
+                    .and_then(|(t, h)| Some((t.trim(), h.trim().parse::<f64>().ok()?)))
+                    .ok_or_else(|| invalid("gpu_hours_by_type", "write type=hours, type=hours"))?;
+                m.insert(ty.to_string(), json!(h));
+            }
+            b["gpu_hours_by_type"] = Value::Object(m);
+        }
+        let team: Vec<String> = text("team")
+            .split(',')
+            .map(|x| x.trim().to_string())
+            .filter(|x| !x.is_empty())
+            .collect();
+        if !team.is_empty() {
+            b["team"] = json!(team);
+        }
+        if !text("residency").is_empty() {
+            b["residency"] = json!(text("residency"));
+        }
         if text("extends").is_empty() {
             b["project"] = json!(text("project"));
         } else {

@@ -17,6 +17,10 @@ pub struct CallRow {
     pub granted_gpu_s: f64,
     pub opens_ms: Ms,
     pub closes_ms: Option<Ms>,
+    /// JSON arrays: eligible countries, offered accelerator types (empty:
+    /// any).
+    pub countries: String,
+    pub types: String,
 }
 
 /// A request as stored.
@@ -39,6 +43,8 @@ pub struct RequestRow {
     pub updated_ms: Ms,
     /// The allocation an extension request extends (None: a new grant).
     pub extends_id: Option<i64>,
+    /// JSON: `{"gpu_hours_by_type", "residency", "team"}`.
+    pub details: String,
 }
 
 /// A review as stored.
@@ -54,7 +60,7 @@ pub struct ReviewRow {
 
 pub fn insert_call(c: &CallRow, now: Ms) -> Op {
     op(
-        "INSERT INTO calls (id, name, mode, categories, envelope_gpu_s, granted_gpu_s, opens_ms, closes_ms, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "INSERT INTO calls (id, name, mode, categories, envelope_gpu_s, granted_gpu_s, opens_ms, closes_ms, created_ms, countries, types) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         vec![
             Arg::I(c.id),
             Arg::S(c.name.clone()),
@@ -65,6 +71,8 @@ pub fn insert_call(c: &CallRow, now: Ms) -> Op {
             Arg::I(c.opens_ms.0),
             Arg::OI(c.closes_ms.map(|t| t.0)),
             Arg::I(now.0),
+            Arg::S(c.countries.clone()),
+            Arg::S(c.types.clone()),
         ],
     )
 }
@@ -95,7 +103,7 @@ pub fn insert_reviewer(call: i64, user: i64) -> Op {
 
 pub fn insert_request(r: &RequestRow) -> Op {
     op(
-        "INSERT INTO access_requests (id, call_id, org_id, user_id, title, summary, project, gpu_s, days, state, allocation_id, created_ms, updated_ms, extends_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        "INSERT INTO access_requests (id, call_id, org_id, user_id, title, summary, project, gpu_s, days, state, allocation_id, created_ms, updated_ms, extends_id, details) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         vec![
             Arg::I(r.id),
             Arg::I(r.call_id),
@@ -111,6 +119,7 @@ pub fn insert_request(r: &RequestRow) -> Op {
             Arg::I(r.created_ms.0),
             Arg::I(r.updated_ms.0),
             Arg::OI(r.extends_id),
+            Arg::S(r.details.clone()),
         ],
     )
 }
@@ -159,10 +168,12 @@ fn call_of(r: &sqlx::any::AnyRow) -> Result<CallRow, sqlx::Error> {
         granted_gpu_s: r.try_get(5)?,
         opens_ms: Ms(r.try_get(6)?),
         closes_ms: r.try_get::<Option<i64>, _>(7)?.map(Ms),
+        countries: r.try_get(8)?,
+        types: r.try_get(9)?,
     })
 }
 
-const CALL_COLUMNS: &str = "SELECT id, name, mode, categories, envelope_gpu_s, granted_gpu_s, opens_ms, closes_ms FROM calls";
+const CALL_COLUMNS: &str = "SELECT id, name, mode, categories, envelope_gpu_s, granted_gpu_s, opens_ms, closes_ms, countries, types FROM calls";
 
 pub async fn calls(pool: &AnyPool) -> Result<Vec<CallRow>, sqlx::Error> {
     let rows = sqlx::query(&format!("{CALL_COLUMNS} ORDER BY id"))
@@ -219,10 +230,11 @@ fn request_of(r: &sqlx::any::AnyRow) -> Result<RequestRow, sqlx::Error> {
         created_ms: Ms(r.try_get(13)?),
         updated_ms: Ms(r.try_get(14)?),
         extends_id: r.try_get(15)?,
+        details: r.try_get(16)?,
     })
 }
 
-const REQUEST_COLUMNS: &str = "SELECT q.id, q.call_id, q.org_id, o.name, q.user_id, u.name, q.title, q.summary, q.project, q.gpu_s, q.days, q.state, q.allocation_id, q.created_ms, q.updated_ms, q.extends_id FROM access_requests q JOIN orgs o ON o.id = q.org_id JOIN users u ON u.id = q.user_id";
+const REQUEST_COLUMNS: &str = "SELECT q.id, q.call_id, q.org_id, o.name, q.user_id, u.name, q.title, q.summary, q.project, q.gpu_s, q.days, q.state, q.allocation_id, q.created_ms, q.updated_ms, q.extends_id, q.details FROM access_requests q JOIN orgs o ON o.id = q.org_id JOIN users u ON u.id = q.user_id";
 
 pub async fn requests(pool: &AnyPool) -> Result<Vec<RequestRow>, sqlx::Error> {
     let rows = sqlx::query(&format!("{REQUEST_COLUMNS} ORDER BY q.id"))

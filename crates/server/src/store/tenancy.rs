@@ -5,14 +5,21 @@ use sqlx::{AnyPool, Row};
 use super::commit::{Arg, Op, op};
 use crate::time::Ms;
 
-pub fn insert_org(id: i64, name: &str, category: &str, created_ms: Ms) -> Op {
+pub fn insert_org(
+    id: i64,
+    name: &str,
+    category: &str,
+    country: Option<&str>,
+    created_ms: Ms,
+) -> Op {
     op(
-        "INSERT INTO orgs (id, name, category, created_ms) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO orgs (id, name, category, created_ms, country) VALUES ($1, $2, $3, $4, $5)",
         vec![
             Arg::I(id),
             Arg::S(name.into()),
             Arg::S(category.into()),
             Arg::I(created_ms.0),
+            Arg::OS(country.map(str::to_string)),
         ],
     )
 }
@@ -100,6 +107,7 @@ pub struct OrgRow {
     pub name: String,
     pub category: String,
     pub created_ms: Ms,
+    pub country: Option<String>,
 }
 
 /// A project as stored.
@@ -131,7 +139,7 @@ pub struct TokenRow {
 }
 
 pub async fn orgs(pool: &AnyPool) -> Result<Vec<OrgRow>, sqlx::Error> {
-    let rows = sqlx::query("SELECT id, name, category, created_ms FROM orgs ORDER BY id")
+    let rows = sqlx::query("SELECT id, name, category, created_ms, country FROM orgs ORDER BY id")
         .fetch_all(pool)
         .await?;
     rows.iter()
@@ -141,6 +149,7 @@ pub async fn orgs(pool: &AnyPool) -> Result<Vec<OrgRow>, sqlx::Error> {
                 name: r.try_get(1)?,
                 category: r.try_get(2)?,
                 created_ms: Ms(r.try_get(3)?),
+                country: r.try_get(4)?,
             })
         })
         .collect()
