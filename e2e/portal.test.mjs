@@ -213,14 +213,17 @@ test("an applicant gets an allocation through a fast-lane call and runs a job on
   const err = a.locator("#f-gpu_hours-err");
   await assert.doesNotReject(err.waitFor());
   assert.match(await err.textContent(), /gpu_hours/);
-  assert.equal(await a.getByLabel("GPU-hours").getAttribute("aria-invalid"), "true");
+  assert.equal(await a.getByLabel("GPU-hours", { exact: true }).getAttribute("aria-invalid"), "true");
   await shot(a, "03-request-invalid");
-  await a.getByLabel("GPU-hours").fill("1500");
+  await a.getByLabel("GPU-hours", { exact: true }).fill("1500");
+  await a.getByLabel("Team (optional)").fill("alice");
+  await a.getByLabel("Data residency needs (optional)").fill("EU only");
   await a.getByLabel("Summary").fill("Fine-tuning a protein language model on public data.");
   await a.getByRole("button", { name: "Submit for review" }).click();
   await a.waitForURL(/\/requests\/\d+$/);
   const requestUrl = a.url();
   assert.equal(await a.locator("#request-state").textContent(), "submitted");
+  await assert.doesNotReject(a.getByText("EU only").waitFor());
   await shot(a, "04-request");
 
   // rita reviews it from her queue and approves
