@@ -997,6 +997,23 @@ async fn extension_requests(mut app: App) {
         e["message"].as_str().unwrap().starts_with("project:"),
         "{e}"
     );
+    // only through the call that granted it, and never in a playground
+    for (name, mode) in [("other", "fast-lane"), ("play", "playground")] {
+        let c2 = app
+            .post(
+                "/api/v1/calls",
+                json!({"name": name, "mode": mode, "categories": ["sme"], "envelope_gpu_hours": 1000}),
+            )
+            .await;
+        let mut x = ext(10.0, 1.0);
+        x["call"] = c2["id"].clone();
+        let (s, e) = as_(&app, &alice, "POST", "/api/v1/requests", Some(x)).await;
+        assert_eq!(
+            (s, &e["error"]),
+            (422, &json!("not_eligible")),
+            "{mode}: {e}"
+        );
+    }
     // the extension, reviewed as any request
     let r = through(ext(50.0, 10.0)).await;
     assert_eq!(

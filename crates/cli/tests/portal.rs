@@ -500,6 +500,12 @@ async fn portal_journey(app: App) {
         )
         .await;
     assert_eq!(p.status, 303, "{}", p.body);
+    // a node name that is no node name: a page, not a crash
+    let p = op
+        .post("/admin/nodes/a%20b%3Fx/drain", &[("csrf", &t)])
+        .await;
+    assert_eq!(p.status, 404, "{}", p.body);
+    is_page(&p);
     let fleet = app.get("/api/v1/fleet").await;
     let n = fleet["nodes"]
         .as_array()
@@ -644,4 +650,29 @@ async fn oidc_sign_in_refusals() {
         err.contains("--oidc-issuer: `http://idp.example` must be https://"),
         "{err}"
     );
+}
+
+/// One token signed in over and over keeps at most 16 sessions, its own
+/// oldest going first: other users' sessions stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_bounded_per_token() {
+    let app = App::spawn(Db::Sqlite, "sessions").await.unwrap();
+    app.post("/api/v1/orgs", json!({"name": "acme", "category": "sme"}))
+        .await;
+    let (other, _) = user(&app, "other", Some("acme"), "member").await;
+    let mut keep = Browser::new(&app);
+    keep.sign_in(&other).await;
+    let mut first = Browser::new(&app);
+    first.sign_in(TOKEN).await;
+    let mut last = Browser::new(&app);
+    for _ in 0..16 {
+        last = Browser::new(&app);
+        last.sign_in(TOKEN).await;
+    }
+    assert_eq!(
+        first.get("/me").await.location.as_deref(),
+        Some("/login?expired=1")
+    );
+    assert_eq!(last.get("/me").await.status, 200);
+    assert_eq!(keep.get("/me").await.status, 200);
 }

@@ -448,6 +448,29 @@ pub async fn create_request(
                 format!("allocation {} not found", a.0),
             ));
         }
+        // playground grants are small and approved with no person in the
+        // loop: they are not extended (a fast-lane request is the way on)
+        if call.mode == "playground" {
+            return Err(unprocessable(
+                "not_eligible",
+                "a playground call does not extend allocations; apply to a fast-lane or large-scale call",
+            ));
+        }
+        // an allocation is extended through the call that granted it (a
+        // fast-lane review does not extend a large-scale grant)
+        let granted_here = store::access::requests(&s.store.pool)
+            .await?
+            .iter()
+            .any(|q| q.call_id == call.id && q.state == "approved" && q.allocation_id == Some(a.0));
+        if !granted_here {
+            return Err(unprocessable(
+                "not_eligible",
+                format!(
+                    "allocation {} was not granted through call {}: extend it through the call that granted it",
+                    a.0, call.id
+                ),
+            ));
+        }
     }
     let now = s.clock.now();
     let _w = WRITES.lock().await;

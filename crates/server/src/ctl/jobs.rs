@@ -640,12 +640,22 @@ impl Controller {
 
 /// Most planned ends and wake-ups an estimate runs through.
 const ESTIMATE_EVENTS: usize = 5_000;
+/// How long a job's estimate is answered again without running anew.
+const ESTIMATE_FOR_MS: i64 = 10_000;
+/// Least time between two estimates run anew (a client asking in a loop
+/// gets the cached answer, or none, not a loop turn each time).
+const ESTIMATE_EVERY_MS: i64 = 100;
 
 impl Controller {
     /// `GET /jobs/{id}/estimate`: when a queued job would start if every
     /// running job used its whole time limit and nothing were submitted
     /// ahead of it (the scheduler run forward on a copy of its state).
-    pub(super) fn estimate(&self, who: &Principal, id: i64, now: Ms) -> Result<Value, ApiError> {
+    pub(super) fn estimate(
+        &mut self,
+        who: &Principal,
+        id: i64,
+        now: Ms,
+    ) -> Result<Value, ApiError> {
         let not_found = || ApiError::not_found("job_not_found", format!("job {id} not found"));
         let j = self
             .jobs
@@ -658,17 +668,35 @@ impl Controller {
                 "basis": "the job is not queued"}),
             );
         }
+        if let Some((t, v)) = self.estimates.get(&id)
+            && now.0 - t.0 < ESTIMATE_FOR_MS
+        {
+            return Ok(v.clone());
+        }
+        if now.0 - self.last_estimate.0 < ESTIMATE_EVERY_MS {
+            return Ok(
+                json!({"job": id, "state": j.row.state, "estimated_start": null,
+                "basis": "estimates are busy; ask again in a moment"}),
+            );
+        }
+        let core_idx = j.core;
+        let state = j.row.state.clone();
+        self.last_estimate = now;
         let at = self
             .core
-            .forecast_starts(now.core_s(), &[j.core], ESTIMATE_EVENTS)[0];
-        Ok(json!({
+            .forecast_starts(now.core_s(), &[core_idx], ESTIMATE_EVENTS)[0];
+        let v = json!({
             "job": id,
-            "state": j.row.state,
+            "state": state,
             "estimated_start": at.map(|s| Ms::from_core_s(s).max(now).rfc3339()),
             "basis": match at {
                 Some(_) => "every running job uses its whole time limit; nothing is submitted ahead of it",
                 None => "not within the next 5,000 job ends: it waits for capacity or an allocation that the fleet does not free by then",
             },
-        }))
+        });
+        self.estimates
+            .retain(|_, (t, _)| now.0 - t.0 < ESTIMATE_FOR_MS);
+        self.estimates.insert(id, (now, v.clone()));
+        Ok(v)
     }
 }

@@ -406,6 +406,9 @@ pub struct Controller {
     node_by_name: HashMap<String, u32>,
     /// Why drained nodes were drained (when a reason was given).
     drain_reasons: HashMap<u32, String>,
+    /// Recent estimates of queued jobs' starts, and when the last was run.
+    estimates: HashMap<i64, (Ms, Value)>,
+    last_estimate: Ms,
     ops: Vec<Op>,
     pending: Vec<Pending>,
     launches: Vec<i64>,
@@ -542,6 +545,8 @@ impl Controller {
             node_names,
             node_by_name,
             drain_reasons: HashMap::new(),
+            estimates: HashMap::new(),
+            last_estimate: Ms(0),
             ops: Vec::new(),
             pending: Vec::new(),
             launches: Vec::new(),

@@ -38,6 +38,9 @@ pub use i18n::Words;
 const SESSION_IDLE: Duration = Duration::from_secs(8 * 3600);
 /// Most sessions held at once (the oldest idle ones go first).
 const MAX_SESSIONS: usize = 10_000;
+/// Most sessions of one token (its own oldest go first: one token holder
+/// signing in in a loop cannot push other users' sessions out).
+const MAX_SESSIONS_PER_TOKEN: usize = 16;
 /// The session cookie's name.
 const COOKIE: &str = "gf_session";
 
@@ -113,10 +116,15 @@ impl Portal {
             req = req.header(header::CONTENT_TYPE, "application/json");
         }
         let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
+        let req = req.body(body).map_err(|e| Failure {
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request".into(),
+            message: format!("not a valid address: {e}"),
+        })?;
         let res = self
             .api
             .clone()
-            .oneshot(req.body(body).expect("a valid request"))
+            .oneshot(req)
             .await
             .expect("the router never fails");
         let status = res.status();
@@ -149,7 +157,11 @@ impl Portal {
             .uri(path)
             .header(header::AUTHORIZATION, format!("Bearer {token}"))
             .body(Body::empty())
-            .expect("a valid request");
+            .map_err(|e| Failure {
+                status: StatusCode::BAD_REQUEST,
+                code: "invalid_request".into(),
+                message: format!("not a valid address: {e}"),
+            })?;
         let res = self
             .api
             .clone()
@@ -176,6 +188,17 @@ impl Portal {
         let mut m = self.sessions.lock().expect("sessions");
         let now = Instant::now();
         m.retain(|_, s| now.duration_since(s.last) < SESSION_IDLE);
+        let mut own: Vec<(Instant, String)> = m
+            .iter()
+            .filter(|(_, s)| s.token == token)
+            .map(|(k, s)| (s.last, k.clone()))
+            .collect();
+        if own.len() >= MAX_SESSIONS_PER_TOKEN {
+            own.sort();
+            for (_, k) in &own[..=own.len() - MAX_SESSIONS_PER_TOKEN] {
+                m.remove(k);
+            }
+        }
         if m.len() >= MAX_SESSIONS
             && let Some(oldest) = m.iter().min_by_key(|(_, s)| s.last).map(|(k, _)| k.clone())
         {
@@ -214,13 +237,18 @@ impl Portal {
 
 /// The session cookie of a request, if any.
 fn cookie(headers: &axum::http::HeaderMap) -> Option<String> {
+    cookie_named(headers, COOKIE)
+}
+
+/// The value of cookie `name`.
+fn cookie_named(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_string())
 }
 
@@ -282,12 +310,12 @@ impl FromRequestParts<PortalState> for MaybeSigned {
 /// Whether a form carries this session's CSRF token: the check every
 /// POST handler makes first (compared in constant time).
 pub fn form_ok(signed: &Signed, csrf: &str) -> bool {
-    csrf.len() == signed.csrf.len()
-        && csrf
-            .bytes()
-            .zip(signed.csrf.bytes())
-            .fold(0u8, |a, (x, y)| a | (x ^ y))
-            == 0
+    same(csrf, &signed.csrf)
+}
+
+/// Two secrets compared in constant time.
+pub fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |x, (p, q)| x | (p ^ q)) == 0
 }
 
 /// Refuses a POST whose `Origin` (or, without one, `Referer`) is another

@@ -67,6 +67,9 @@ impl OidcConfig {
 struct Pending {
     verifier: String,
     nonce: String,
+    /// The random value of the cookie set on the browser that started the
+    /// sign-in: the callback must come from that browser (no login CSRF).
+    browser: String,
     at: Instant,
 }
 
@@ -127,8 +130,9 @@ impl Oidc {
         Ok(md)
     }
 
-    /// Where to send the browser to sign in.
-    pub async fn start(&self) -> Result<String, SignInError> {
+    /// Where to send the browser to sign in, and the value of the cookie
+    /// that binds the sign-in to that browser.
+    pub async fn start(&self) -> Result<(String, String), SignInError> {
         let md = self.metadata().await?;
         let client = CoreClient::from_provider_metadata(
             md,
@@ -149,32 +153,44 @@ impl Oidc {
         let mut p = self.pending.lock().expect("pending sign-ins");
         let now = Instant::now();
         p.retain(|_, x| now.duration_since(x.at) < PENDING_FOR);
-        if p.len() >= MAX_PENDING {
-            return Err(SignInError(
-                "too many sign-ins under way; try again in a few minutes".into(),
-            ));
+        if p.len() >= MAX_PENDING
+            && let Some(oldest) = p.iter().min_by_key(|(_, x)| x.at).map(|(k, _)| k.clone())
+        {
+            // the oldest goes: a flood of starts cannot lock sign-in out
+            p.remove(&oldest);
         }
+        let browser = crate::auth::new_token();
         p.insert(
             state.secret().clone(),
             Pending {
                 verifier: verifier.secret().clone(),
                 nonce: nonce.secret().clone(),
+                browser: browser.clone(),
                 at: now,
             },
         );
-        Ok(url.to_string())
+        Ok((url.to_string(), browser))
     }
 
     /// The provider sent the browser back with `code` for `state`: the
     /// `sub` of the identity it vouches for.
-    pub async fn finish(&self, state: &str, code: &str) -> Result<String, SignInError> {
-        let pending = self
-            .pending
-            .lock()
-            .expect("pending sign-ins")
-            .remove(state)
-            .filter(|p| p.at.elapsed() < PENDING_FOR)
-            .ok_or_else(|| SignInError("this sign-in has expired; start again".into()))?;
+    pub async fn finish(
+        &self,
+        state: &str,
+        code: &str,
+        browser: &str,
+    ) -> Result<String, SignInError> {
+        let pending = {
+            let mut p = self.pending.lock().expect("pending sign-ins");
+            // only the browser that started it finishes it (and a stranger's
+            // try leaves it in place)
+            match p.get(state) {
+                Some(x) if crate::portal::same(&x.browser, browser) => p.remove(state),
+                _ => None,
+            }
+        }
+        .filter(|p| p.at.elapsed() < PENDING_FOR)
+        .ok_or_else(|| SignInError("this sign-in has expired; start again".into()))?;
         let md = self.metadata().await?;
         let client = CoreClient::from_provider_metadata(
             md,
@@ -242,5 +258,63 @@ impl<'c> AsyncHttpClient<'c> for Http {
             }
             out.body(body).map_err(|e| HttpError(e.to_string()))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn oidc() -> Oidc {
+        Oidc::new(OidcConfig {
+            issuer: "http://127.0.0.1:9".into(),
+            client_id: "gigafab".into(),
+            client_secret: None,
+            public_url: "http://127.0.0.1:8080".into(),
+        })
+    }
+
+    /// A callback finishes only the sign-in its own browser started: a
+    /// victim sent the attacker's callback link (login CSRF) gets nothing,
+    /// and the attacker's sign-in is left as it was.
+    #[tokio::test]
+    async fn a_sign_in_is_finished_only_by_the_browser_that_started_it() {
+        let o = oidc();
+        o.pending.lock().unwrap().insert(
+            "state-1".into(),
+            Pending {
+                verifier: "v".into(),
+                nonce: "n".into(),
+                browser: "attacker-cookie".into(),
+                at: Instant::now(),
+            },
+        );
+        for browser in ["", "victim-cookie"] {
+            let e = o.finish("state-1", "code", browser).await.unwrap_err();
+            assert!(e.0.contains("expired"), "{}", e.0);
+        }
+        assert!(o.pending.lock().unwrap().contains_key("state-1"));
+        // its own browser gets past the binding (to the provider, which
+        // does not answer here)
+        let e = o
+            .finish("state-1", "code", "attacker-cookie")
+            .await
+            .unwrap_err();
+        assert!(e.0.contains("cannot be reached"), "{}", e.0);
+        assert!(
+            !o.pending.lock().unwrap().contains_key("state-1"),
+            "used once"
+        );
+    }
+
+    #[test]
+    fn plain_http_is_refused_but_on_the_loopback() {
+        let mut c = oidc().cfg;
+        assert!(c.check().is_ok());
+        c.issuer = "http://idp.example".into();
+        assert!(c.check().unwrap_err().contains("must be https://"));
+        c.issuer = "https://idp.example".into();
+        c.public_url = "http://portal.example".into();
+        assert!(c.check().unwrap_err().starts_with("--public-url"));
     }
 }

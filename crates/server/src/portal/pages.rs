@@ -273,6 +273,10 @@ fn sign_in_failed(p: &PortalState, status: StatusCode, problem: String) -> Respo
     r
 }
 
+/// The cookie that binds a sign-in through the provider to the browser
+/// that started it.
+const OIDC_COOKIE: &str = "gf_oidc";
+
 /// Sends the browser to the site's identity provider.
 async fn oidc_start(State(p): State<PortalState>) -> Response {
     let Some(o) = &p.oidc else {
@@ -283,7 +287,12 @@ async fn oidc_start(State(p): State<PortalState>) -> Response {
         );
     };
     match o.start().await {
-        Ok(url) => Redirect::to(&url).into_response(),
+        Ok((url, browser)) => {
+            let c = format!(
+                "{OIDC_COOKIE}={browser}; Path=/login/oidc; HttpOnly; Secure; SameSite=Lax; Max-Age=600"
+            );
+            ([(header::SET_COOKIE, c)], Redirect::to(&url)).into_response()
+        }
         Err(e) => sign_in_failed(&p, StatusCode::BAD_GATEWAY, e.0),
     }
 }
@@ -298,7 +307,11 @@ struct Callback {
 
 /// The provider sends the browser back: the identity it vouches for
 /// signs in as the user linked to it.
-async fn oidc_callback(State(p): State<PortalState>, Query(q): Query<Callback>) -> Response {
+async fn oidc_callback(
+    State(p): State<PortalState>,
+    headers: axum::http::HeaderMap,
+    Query(q): Query<Callback>,
+) -> Response {
     let Some(o) = &p.oidc else {
         return sign_in_failed(
             &p,
@@ -325,7 +338,8 @@ async fn oidc_callback(State(p): State<PortalState>, Query(q): Query<Callback>) 
             p.words.get("login.again").into(),
         );
     };
-    let sub = match o.finish(&state, &code).await {
+    let browser = super::cookie_named(&headers, OIDC_COOKIE).unwrap_or_default();
+    let sub = match o.finish(&state, &code, &browser).await {
         Ok(sub) => sub,
         Err(e) => return sign_in_failed(&p, StatusCode::UNAUTHORIZED, e.0),
     };
@@ -1333,8 +1347,22 @@ async fn node_act(
     if !form_ok(&s, &f.csrf) {
         return csrf_refused(&p, &s);
     }
-    if act != "drain" && act != "resume" {
-        return StatusCode::NOT_FOUND.into_response();
+    let node_name_ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if (act != "drain" && act != "resume") || !node_name_ok {
+        return failure(
+            &p,
+            Some(&s),
+            Failure {
+                status: StatusCode::NOT_FOUND,
+                code: "node_not_found".into(),
+                message: String::new(),
+            },
+            "/admin",
+        );
     }
     let path = format!("/api/v1/fleet/nodes/{name}/{act}");
     let reason = f.reason.trim();
