@@ -696,24 +696,6 @@ r = \"gf-test-r\"
             u["id"].as_i64().unwrap(),
         ));
     }
-    let (_, al) = s
-        .call(
-            "POST",
-            "/api/v1/allocations",
-            Some(json!({"org": "c", "gpu_hours": 10})),
-        )
-        .await;
-    let alloc = al["id"].as_i64().unwrap();
-    let account = format!("gigafab-{inst}-a{alloc}");
-    wait_associations(
-        &account,
-        &[
-            format!("{account}||gres/gpu=600"),
-            format!("{account}|gf-test-c|"),
-        ],
-    )
-    .await;
-    // an extension through the access workflow raises Slurm's limit
     let (_, call) = s
         .call(
             "POST",
@@ -742,6 +724,49 @@ r = \"gf-test-r\"
             v
         }
     };
+    // granted through the access workflow: an account before any job
+    let r = as_(
+        &tokens[0].0,
+        "/api/v1/requests".into(),
+        Some(json!({"call": call, "title": "first", "project": "p", "gpu_hours": 10, "days": 30})),
+    )
+    .await;
+    let rid = r["id"].as_i64().unwrap();
+    as_(&tokens[0].0, format!("/api/v1/requests/{rid}/submit"), None).await;
+    let r = as_(
+        &tokens[1].0,
+        format!("/api/v1/requests/{rid}/reviews"),
+        Some(json!({"score": 5, "verdict": "approve"})),
+    )
+    .await;
+    let alloc = r["allocation"].as_i64().unwrap_or_else(|| panic!("{r}"));
+    let account = format!("gigafab-{inst}-a{alloc}");
+    wait_associations(
+        &account,
+        &[
+            format!("{account}||gres/gpu=600"),
+            format!("{account}|gf-test-c|"),
+        ],
+    )
+    .await;
+    // and by an admin's grant
+    let (_, al) = s
+        .call(
+            "POST",
+            "/api/v1/allocations",
+            Some(json!({"org": "c", "gpu_hours": 1})),
+        )
+        .await;
+    let admin_account = format!("gigafab-{inst}-a{}", al["id"].as_i64().unwrap());
+    wait_associations(
+        &admin_account,
+        &[
+            format!("{admin_account}||gres/gpu=60"),
+            format!("{admin_account}|gf-test-c|"),
+        ],
+    )
+    .await;
+    // an extension through the same call raises Slurm's limit
     let r = as_(
         &tokens[0].0,
         "/api/v1/requests".into(),
