@@ -500,6 +500,60 @@ async fn portal_journey(app: App) {
         )
         .await;
     assert_eq!(p.status, 303, "{}", p.body);
+    // an operator opens a call from the page; a refusal is said there
+    let bad = op
+        .post(
+            "/admin/calls",
+            &[
+                ("csrf", &t),
+                ("name", "q2"),
+                ("mode", "fast-lane"),
+                ("categories", "sme, pirates"),
+                ("envelope_gpu_hours", "500"),
+            ],
+        )
+        .await;
+    assert_eq!(bad.status, 422, "{}", bad.body);
+    is_page(&bad);
+    assert!(bad.body.contains("categories: `pirates`"), "{}", bad.body);
+    let p = op
+        .post(
+            "/admin/calls",
+            &[
+                ("csrf", &t),
+                ("name", "q2"),
+                ("mode", "large-scale"),
+                ("categories", "sme, academia"),
+                ("countries", "FR, DE"),
+                ("types", "h100"),
+                ("envelope_gpu_hours", "80000"),
+                ("closes_at", "2099-03-31"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    let calls = app.get("/api/v1/calls").await;
+    let q2 = calls["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "q2")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (
+            &q2["mode"],
+            &q2["countries"],
+            &q2["types"],
+            &q2["envelope_gpu_hours"]
+        ),
+        (
+            &json!("large-scale"),
+            &json!(["FR", "DE"]),
+            &json!(["h100"]),
+            &json!(80000.0)
+        )
+    );
     // a node name that is no node name: a page, not a crash
     let p = op
         .post("/admin/nodes/a%20b%3Fx/drain", &[("csrf", &t)])

@@ -139,6 +139,7 @@ pub(super) fn router() -> Router<PortalState> {
         .route("/reviews", get(reviews))
         .route("/admin", get(admin))
         .route("/admin/nodes/{name}/{act}", post(node_act))
+        .route("/admin/calls", post(open_call))
         .route("/static/portal.css", get(css))
         .route("/static/portal.js", get(js))
 }
@@ -1328,6 +1329,61 @@ async fn admin_page(p: &PortalState, s: &Signed, problem: Option<String>) -> Res
 
 async fn admin(State(p): State<PortalState>, s: Signed) -> Response {
     admin_page(&p, &s, None).await
+}
+
+/// An operator opens a call from the operations page.
+async fn open_call(
+    State(p): State<PortalState>,
+    s: Signed,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    if !form_ok(&s, form.get("csrf").map_or("", |v| v)) {
+        return csrf_refused(&p, &s);
+    }
+    let text = |k: &str| {
+        form.get(k)
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    let list = |k: &str| -> Vec<String> {
+        text(k)
+            .split(',')
+            .map(|x| x.trim().to_string())
+            .filter(|x| !x.is_empty())
+            .collect()
+    };
+    let body = number(&form, "envelope_gpu_hours").map(|envelope| {
+        let mut b = json!({
+            "name": text("name"),
+            "mode": text("mode"),
+            "categories": list("categories"),
+            "envelope_gpu_hours": envelope,
+            "countries": list("countries"),
+            "types": list("types"),
+        });
+        if !text("closes_at").is_empty() {
+            b["closes_at"] = json!(text("closes_at"));
+        }
+        b
+    });
+    let res = match body {
+        Ok(b) => {
+            p.api::<t::Call>(&s.token, Method::POST, "/api/v1/calls", Some(b))
+                .await
+        }
+        Err(f) => Err(f),
+    };
+    match res {
+        Ok(_) => Redirect::to("/admin").into_response(),
+        Err(f) if f.status.is_client_error() => {
+            let mut r = admin_page(&p, &s, Some(f.message)).await;
+            if r.status() == StatusCode::OK {
+                *r.status_mut() = f.status;
+            }
+            r
+        }
+        Err(f) => failure(&p, Some(&s), f, "/admin"),
+    }
 }
 
 #[derive(Deserialize)]
