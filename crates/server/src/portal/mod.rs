@@ -100,14 +100,16 @@ impl Portal {
         }
     }
 
-    /// Calls the API in process as `token` and reads its JSON answer.
-    pub async fn api<T: DeserializeOwned>(
+    /// Sends one request to the API in process as `token`: its status and
+    /// body (at most `limit` bytes).
+    async fn send(
         &self,
         token: &str,
         method: Method,
         path: &str,
         body: Option<serde_json::Value>,
-    ) -> Result<T, Failure> {
+        limit: usize,
+    ) -> Result<(StatusCode, axum::body::Bytes), Failure> {
         let mut req = Request::builder()
             .method(method)
             .uri(path)
@@ -128,13 +130,25 @@ impl Portal {
             .await
             .expect("the router never fails");
         let status = res.status();
-        let bytes = axum::body::to_bytes(res.into_body(), 16 << 20)
+        let bytes = axum::body::to_bytes(res.into_body(), limit)
             .await
             .map_err(|e| Failure {
                 status: StatusCode::BAD_GATEWAY,
                 code: "unreadable".into(),
                 message: e.to_string(),
             })?;
+        Ok((status, bytes))
+    }
+
+    /// Calls the API in process as `token` and reads its JSON answer.
+    pub async fn api<T: DeserializeOwned>(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<T, Failure> {
+        let (status, bytes) = self.send(token, method, path, body, 16 << 20).await?;
         if !status.is_success() {
             let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
             return Err(Failure {
@@ -150,36 +164,18 @@ impl Portal {
         })
     }
 
-    /// A job's output from `offset` (no following), and whether the job
-    /// has ended.
+    /// A text answer of the API (a job's output from an offset).
     pub async fn api_text(&self, token: &str, path: &str) -> Result<String, Failure> {
-        let req = Request::builder()
-            .uri(path)
-            .header(header::AUTHORIZATION, format!("Bearer {token}"))
-            .body(Body::empty())
-            .map_err(|e| Failure {
-                status: StatusCode::BAD_REQUEST,
-                code: "invalid_request".into(),
-                message: format!("not a valid address: {e}"),
-            })?;
-        let res = self
-            .api
-            .clone()
-            .oneshot(req)
-            .await
-            .expect("the router never fails");
-        let status = res.status();
-        let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
-            .await
-            .unwrap_or_default();
+        let (status, bytes) = self.send(token, Method::GET, path, None, 1 << 20).await?;
+        let text = String::from_utf8_lossy(&bytes).into_owned();
         if !status.is_success() {
             return Err(Failure {
                 status,
                 code: "error".into(),
-                message: String::from_utf8_lossy(&bytes).into_owned(),
+                message: text,
             });
         }
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
+        Ok(text)
     }
 
     fn open_session(&self, token: String, minted: Option<i64>) -> (String, String) {
