@@ -88,11 +88,21 @@ impl Driver {
     pub fn provision(&self, alloc: i64, grant_gpu_minutes: u64, users: Vec<String>) {
         let exec = self.exec.clone();
         tokio::task::spawn_blocking(move || {
-            match exec.provision(&alloc.to_string(), grant_gpu_minutes, &users) {
-                Ok(()) => tracing::debug!(
-                    "allocation {alloc}: engine account with {grant_gpu_minutes} GPU-minutes, users {users:?}"
-                ),
-                Err(e) => tracing::warn!("allocation {alloc}: the engine's account: {e}"),
+            // sacctmgr fails now and then while slurmdbd is busy: a few
+            // tries, a second apart
+            for attempt in 1..=5 {
+                match exec.provision(&alloc.to_string(), grant_gpu_minutes, &users) {
+                    Ok(()) => {
+                        tracing::debug!(
+                            "allocation {alloc}: engine account with {grant_gpu_minutes} GPU-minutes, users {users:?}"
+                        );
+                        return;
+                    }
+                    Err(e) if attempt == 5 => {
+                        tracing::warn!("allocation {alloc}: the engine's account: {e}")
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_secs(1)),
+                }
             }
         });
     }
