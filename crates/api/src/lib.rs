@@ -278,6 +278,10 @@ pub struct CreateAllocation {
     pub qos_priority: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// A project of the organisation the allocation is for: jobs on it run
+    /// in that project, by its members [default: none: any member's].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
 }
 
 /// An allocation's state.
@@ -311,6 +315,9 @@ pub struct Allocation {
     /// intensity at any site.
     #[serde(default)]
     pub carbon_kg: Option<f64>,
+    /// The project it is granted to, whose members alone run on it.
+    #[serde(default)]
+    pub project: Option<String>,
 }
 
 /// Body of `POST /api/v1/orgs`.
@@ -343,6 +350,10 @@ pub struct Org {
 pub struct CreateProject {
     pub org: String,
     pub name: String,
+    /// Users of the organisation (names) who alone, with its owners, may
+    /// run jobs in the project [default: none: every member may].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<Vec<String>>,
 }
 
 /// A project of an organisation.
@@ -351,6 +362,19 @@ pub struct Project {
     pub id: ProjectId,
     pub org: String,
     pub name: String,
+    /// Its members' names. With members, only they and the organisation's
+    /// owners run jobs in it (and on an allocation granted to it); without,
+    /// every member of the organisation does.
+    #[serde(default)]
+    pub members: Vec<String>,
+}
+
+/// Body of `POST /api/v1/projects/{id}/members`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddMember {
+    /// A user of the project's organisation.
+    pub user: UserId,
 }
 
 /// Body of `POST /api/v1/users`.
@@ -607,6 +631,25 @@ pub struct CreateDecision {
     pub comment: Option<String>,
 }
 
+/// Body of `POST /api/v1/requests/{id}/comments`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateComment {
+    /// At most 10,000 bytes.
+    #[schema(max_length = 10000)]
+    pub text: String,
+}
+
+/// A comment on an access request, by an applicant or a reviewer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RequestComment {
+    pub user: String,
+    /// `applicant`, `reviewer` or `operator`.
+    pub side: String,
+    pub text: String,
+    pub at: String,
+}
+
 /// An access request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AccessRequest {
@@ -634,6 +677,10 @@ pub struct AccessRequest {
     #[serde(default)]
     pub team: Vec<String>,
     pub reviews: Vec<Review>,
+    /// The conversation between the applicants and the reviewers, oldest
+    /// first.
+    #[serde(default)]
+    pub comments: Vec<RequestComment>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -738,7 +785,10 @@ pub fn schemas() -> Vec<(String, serde_json::Value)> {
         one::<Review>(),
         one::<CreateReview>(),
         one::<CreateDecision>(),
+        one::<CreateComment>(),
+        one::<RequestComment>(),
         one::<AccessRequest>(),
+        one::<AddMember>(),
         one::<JobEstimate>(),
         one::<DrainNode>(),
         one::<OfferPool>(),

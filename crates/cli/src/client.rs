@@ -154,11 +154,33 @@ pub enum ProjectCmd {
         /// Organisation of the project (name).
         #[arg(long)]
         org: String,
+        /// A user of the organisation (name) who may run jobs in it; repeat
+        /// for several. Without any, every member of the organisation may.
+        #[arg(long = "member")]
+        members: Vec<String>,
         #[command(flatten)]
         g: Global,
     },
-    /// List projects.
+    /// List projects with their members.
     List(ListArgs),
+    /// Add a member to a project (admin, owner).
+    AddMember {
+        /// Project id.
+        project: i64,
+        /// User id (a user of the project's organisation).
+        user: i64,
+        #[command(flatten)]
+        g: Global,
+    },
+    /// Remove a member from a project (admin, owner).
+    RemoveMember {
+        /// Project id.
+        project: i64,
+        /// User id.
+        user: i64,
+        #[command(flatten)]
+        g: Global,
+    },
 }
 
 /// Roles of users.
@@ -651,8 +673,16 @@ async fn org(c: OrgCmd) -> Result<()> {
 
 async fn project(c: ProjectCmd) -> Result<()> {
     match c {
-        ProjectCmd::Create { name, org, g } => {
-            let body = json!({ "org": org, "name": name });
+        ProjectCmd::Create {
+            name,
+            org,
+            members,
+            g,
+        } => {
+            let mut body = json!({ "org": org, "name": name });
+            if !members.is_empty() {
+                body["members"] = json!(members);
+            }
             let r = g.conn.api()?.post(&["projects"], Some(&body)).await?;
             show(&g, &r, |v| {
                 format!(
@@ -666,6 +696,28 @@ async fn project(c: ProjectCmd) -> Result<()> {
         ProjectCmd::List(a) => {
             let r = a.g.conn.api()?.get_list(&["projects"], &[], true).await?;
             show(&a.g, &r, |v| render::projects(items(v)))
+        }
+        ProjectCmd::AddMember { project, user, g } => {
+            let body = json!({ "user": user });
+            let path = [
+                "projects".to_string(),
+                project.to_string(),
+                "members".into(),
+            ];
+            let path: Vec<&str> = path.iter().map(String::as_str).collect();
+            let r = g.conn.api()?.post(&path, Some(&body)).await?;
+            show(&g, &r, |v| render::projects(std::slice::from_ref(v)))
+        }
+        ProjectCmd::RemoveMember { project, user, g } => {
+            let path = [
+                "projects".to_string(),
+                project.to_string(),
+                "members".into(),
+                user.to_string(),
+            ];
+            let path: Vec<&str> = path.iter().map(String::as_str).collect();
+            let r = g.conn.api()?.delete(&path).await?;
+            show(&g, &r, |v| render::projects(std::slice::from_ref(v)))
         }
     }
 }

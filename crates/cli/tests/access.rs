@@ -1196,3 +1196,256 @@ async fn eligibility_and_request_details(app: App) {
         (&json!("EU only"), &json!(["alice", "carol"]))
     );
 }
+
+both_stores!(approval_makes_project_members_and_comments);
+
+/// An approval makes the project with the applicant and the team as its
+/// members; the allocation it grants runs that project's jobs, by its
+/// members (and the organisation's owners) only. Applicants and reviewers
+/// write comments on a request; others cannot.
+async fn approval_makes_project_members_and_comments(mut app: App) {
+    for (o, c) in [("acme", "sme"), ("rev", "public"), ("uni", "academia")] {
+        app.post("/api/v1/orgs", json!({"name": o, "category": c}))
+            .await;
+    }
+    let (alice, _) = user(&app, "alice", Some("acme"), "member").await;
+    let (carol, carol_id) = user(&app, "carol", Some("acme"), "member").await;
+    let (dave, dave_id) = user(&app, "dave", Some("acme"), "member").await;
+    let (olga, _) = user(&app, "olga", Some("acme"), "owner").await;
+    let (rita, rita_id) = user(&app, "rita", Some("rev"), "member").await;
+    let (bob, _) = user(&app, "bob", Some("uni"), "member").await;
+    let call = app
+        .post(
+            "/api/v1/calls",
+            json!({"name": "fast", "mode": "fast-lane", "categories": ["sme"], "envelope_gpu_hours": 1000}),
+        )
+        .await["id"]
+        .as_i64()
+        .unwrap();
+    app.post(
+        &format!("/api/v1/calls/{call}/reviewers"),
+        json!({"user": rita_id}),
+    )
+    .await;
+    let (s, r) = as_(
+        &app,
+        &alice,
+        "POST",
+        "/api/v1/requests",
+        Some(
+            json!({"call": call, "title": "vision", "project": "vision", "gpu_hours": 100,
+                    "days": 30, "team": ["carol"]}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 201, "{r}");
+    let id = r["id"].as_i64().unwrap();
+    let path = format!("/api/v1/requests/{id}");
+    as_(&app, &alice, "POST", &format!("{path}/submit"), None).await;
+
+    // the conversation: the reviewer asks, the applicants answer
+    let comment = |t: &str| Some(json!({ "text": t }));
+    let said = [
+        (&rita, "which dataset?", "rita", "reviewer"),
+        (&alice, "ImageNet-1k", "alice", "applicant"),
+        (&dave, "and its licence allows it", "dave", "applicant"),
+        (&TOKEN.to_string(), "noted", "admin", "operator"),
+    ];
+    for (who, text, ..) in &said {
+        let (s, e) = as_(
+            &app,
+            who,
+            "POST",
+            &format!("{path}/comments"),
+            comment(text),
+        )
+        .await;
+        assert_eq!(s, 201, "{e}");
+    }
+    for (who, body, status) in [
+        (&bob, comment("let me in"), 404),
+        (&alice, comment("   "), 422),
+        (&alice, Some(json!({"text": "x".repeat(10_001)})), 422),
+        (&alice, Some(json!({"words": "x"})), 422),
+    ] {
+        let (s, e) = as_(&app, who, "POST", &format!("{path}/comments"), body).await;
+        assert_eq!(s, status, "{e}");
+    }
+    let (_, r) = as_(&app, &rita, "GET", &path, None).await;
+    let got: Vec<(String, String, String)> = r["comments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["text"].as_str().unwrap().into(),
+                c["user"].as_str().unwrap().into(),
+                c["side"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String, String)> = said
+        .iter()
+        .map(|(_, t, u, side)| (t.to_string(), u.to_string(), side.to_string()))
+        .collect();
+    assert_eq!(got, want);
+    // the listing carries them too
+    let (_, list) = as_(&app, &alice, "GET", "/api/v1/requests", None).await;
+    assert_eq!(list["items"][0]["comments"].as_array().unwrap().len(), 4);
+    assert_eq!(audited(&app, "comment_request").await, 4);
+
+    // approved: the project has the applicant and the team as members
+    let (s, r) = as_(
+        &app,
+        &rita,
+        "POST",
+        &format!("{path}/reviews"),
+        Some(json!({"score": 5, "verdict": "approve"})),
+    )
+    .await;
+    assert_eq!((s, &r["state"]), (201, &json!("approved")), "{r}");
+    let alloc = r["allocation"].as_i64().unwrap();
+    let projects = app.get("/api/v1/projects").await;
+    let vision = projects["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "vision")
+        .unwrap()
+        .clone();
+    assert_eq!(vision["members"], json!(["alice", "carol"]));
+    let allocs = app.get("/api/v1/allocations").await;
+    let a = allocs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == alloc)
+        .unwrap()
+        .clone();
+    assert_eq!(a["project"], "vision");
+
+    // its members and the owner run on it (in the project, named or not);
+    // dave, of the same organisation, does not; nor in another project
+    let job = |project: Option<&str>| {
+        let mut b = json!({"allocation": alloc, "gpus": 1, "command": ["true"]});
+        if let Some(p) = project {
+            b["project"] = json!(p);
+        }
+        b
+    };
+    for (who, project) in [(&alice, None), (&carol, Some("vision")), (&olga, None)] {
+        let (s, j) = app.submit(who, job(project)).await;
+        assert_eq!((s, &j["project"]), (201, &json!("vision")), "{j}");
+    }
+    let (s, e) = app.submit(&dave, job(None)).await;
+    assert_eq!((s, &e["error"]), (403, &json!("not_project_member")), "{e}");
+    let (s, e) = as_(
+        &app,
+        &olga,
+        "POST",
+        "/api/v1/projects",
+        Some(json!({"org": "acme", "name": "other"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{e}");
+    let (s, e) = app.submit(&alice, job(Some("other"))).await;
+    assert_eq!((s, &e["error"]), (422, &json!("wrong_project")), "{e}");
+
+    // the owner adds dave: he runs; removes carol: she does not
+    let pid = vision["id"].as_i64().unwrap();
+    let members = format!("/api/v1/projects/{pid}/members");
+    for (who, status) in [(&alice, 403), (&bob, 404)] {
+        let (s, e) = as_(&app, who, "POST", &members, Some(json!({"user": dave_id}))).await;
+        assert_eq!(s, status, "{e}");
+    }
+    let (s, e) = as_(
+        &app,
+        &olga,
+        "POST",
+        &members,
+        Some(json!({"user": rita_id})),
+    )
+    .await;
+    assert_eq!(s, 422, "a user of another organisation: {e}");
+    let (s, p) = as_(
+        &app,
+        &olga,
+        "POST",
+        &members,
+        Some(json!({"user": dave_id})),
+    )
+    .await;
+    assert_eq!(
+        (s, &p["members"]),
+        (200, &json!(["alice", "carol", "dave"])),
+        "{p}"
+    );
+    let (s, p) = as_(
+        &app,
+        &olga,
+        "DELETE",
+        &format!("{members}/{carol_id}"),
+        None,
+    )
+    .await;
+    assert_eq!((s, &p["members"]), (200, &json!(["alice", "dave"])), "{p}");
+    let (s, _) = app.submit(&dave, job(None)).await;
+    assert_eq!(s, 201);
+    let (s, e) = app.submit(&carol, job(None)).await;
+    assert_eq!((s, &e["error"]), (403, &json!("not_project_member")), "{e}");
+
+    // a project made with members is closed to the others too; one without
+    // is open to every member of the organisation
+    let (s, p) = as_(
+        &app,
+        &olga,
+        "POST",
+        "/api/v1/projects",
+        Some(json!({"org": "acme", "name": "closed", "members": ["dave"]})),
+    )
+    .await;
+    assert_eq!((s, &p["members"]), (201, &json!(["dave"])), "{p}");
+    let (s, e) = as_(
+        &app,
+        &olga,
+        "POST",
+        "/api/v1/projects",
+        Some(json!({"org": "acme", "name": "bad", "members": ["rita"]})),
+    )
+    .await;
+    assert_eq!(s, 422, "{e}");
+    let other = app
+        .post(
+            "/api/v1/allocations",
+            json!({"org": "acme", "gpu_hours": 10}),
+        )
+        .await["id"]
+        .as_i64()
+        .unwrap();
+    let on_other = |project: &str| json!({"allocation": other, "gpus": 1, "command": ["true"], "project": project});
+    let (s, e) = app.submit(&alice, on_other("closed")).await;
+    assert_eq!((s, &e["error"]), (403, &json!("not_project_member")), "{e}");
+    let (s, e) = app.submit(&alice, on_other("other")).await;
+    assert_eq!(s, 201, "{e}");
+
+    // all of it is in the store: the same after a restart
+    let before = app.get("/api/v1/projects").await;
+    assert_eq!(before["items"].as_array().unwrap().len(), 3);
+    app.kill9();
+    app.start(None);
+    assert_eq!(app.get("/api/v1/projects").await, before);
+    let (s, e) = app.submit(&carol, job(None)).await;
+    assert_eq!((s, &e["error"]), (403, &json!("not_project_member")), "{e}");
+    let (s, e) = app.submit(&dave, job(None)).await;
+    assert_eq!(s, 201, "{e}");
+    let (_, r) = as_(&app, &alice, "GET", &path, None).await;
+    assert_eq!(r["comments"].as_array().unwrap().len(), 4);
+    let a = app.get("/api/v1/allocations").await;
+    assert!(
+        a["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["id"] == alloc && a["project"] == "vision")
+    );
+}

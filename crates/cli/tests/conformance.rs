@@ -317,6 +317,7 @@ async fn conformance_on(
                         valid_from: None,
                         qos_priority: None,
                         name: Some(t.into()),
+                        project: None,
                     },
                 )
                 .expect("a grant"),

@@ -322,6 +322,36 @@ async fn portal_journey(app: App) {
     let page = rv.get(&req_path).await;
     assert!(page.body.contains("Your review"), "{}", page.body);
     let t = csrf(&page.body);
+    // a question and its answer, in the request's comments
+    for (who, tok, text) in [
+        (&mut rv, &t, "Which tokenizer?"),
+        (&mut a, &token, "BPE, 50k <i>merges</i>"),
+    ] {
+        let p = who
+            .post(
+                &format!("{req_path}/comment"),
+                &[("csrf", tok), ("text", text)],
+            )
+            .await;
+        assert_eq!(p.status, 303, "{}", p.body);
+    }
+    let page = rv.get(&req_path).await;
+    let comments = page.body.split("id=\"comments\"").nth(1).unwrap_or("");
+    assert!(
+        comments.contains("<strong>rita</strong> (reviewer)")
+            && comments.contains("<strong>alice</strong> (applicant)")
+            && comments.contains("BPE, 50k &#60;i&#62;merges&#60;/i&#62;"),
+        "{}",
+        page.body
+    );
+    let p = rv
+        .post(
+            &format!("{req_path}/comment"),
+            &[("csrf", &t), ("text", " ")],
+        )
+        .await;
+    assert_eq!(p.status, 422, "an empty comment: {}", p.body);
+    is_page(&p);
     let p = rv
         .post(
             &format!("{req_path}/review"),
@@ -350,7 +380,7 @@ async fn portal_journey(app: App) {
     let me = a.get("/me").await;
     assert!(me.body.contains("<meter"), "{}", me.body);
     assert!(
-        me.body.contains("<li>plm</li>"),
+        me.body.contains("<li>plm: alice</li>"),
         "the approval's project: {}",
         me.body
     );

@@ -12,9 +12,10 @@
 //! A request goes draft → submitted → in_review → approved | rejected, or
 //! revision_requested (back to the applicant, who submits again), or
 //! withdrawn by the applicant. A reviewer is assigned per call and never
-//! reviews a request of their own organisation. An approval creates the
-//! project and the allocation, charged against the call's envelope, which
-//! is never exceeded.
+//! reviews a request of their own organisation; applicants and reviewers
+//! write comments on it. An approval creates the project (its members: the
+//! applicant and the team) and the allocation granted to that project,
+//! charged against the call's envelope, which is never exceeded.
 
 use axum::http::StatusCode;
 use gigafab_api as t;
@@ -85,7 +86,13 @@ fn call_view(c: &CallRow, reviewers: &[(i64, i64)], now: Ms) -> t::Call {
 
 async fn request_view(s: &Shared, r: &RequestRow) -> Result<t::AccessRequest, ApiError> {
     let reviews = store::access::reviews(&s.store.pool, r.id).await?;
-    Ok(view_with(r, reviews))
+    // the request is one the caller sees: every comment on it
+    let comments = store::access::comments(&s.store.pool, Some(r.id), true, None, 0)
+        .await?
+        .into_iter()
+        .map(|c| c.1)
+        .collect();
+    Ok(view_with(r, reviews, comments))
 }
 
 /// A request's details as stored (`access_requests.details`).
@@ -99,7 +106,11 @@ struct Details {
     team: Vec<String>,
 }
 
-fn view_with(r: &RequestRow, reviews: Vec<store::access::ReviewRow>) -> t::AccessRequest {
+fn view_with(
+    r: &RequestRow,
+    reviews: Vec<store::access::ReviewRow>,
+    comments: Vec<store::access::CommentRow>,
+) -> t::AccessRequest {
     let d: Details = serde_json::from_str(&r.details).unwrap_or_default();
     t::AccessRequest {
         gpu_hours_by_type: d.gpu_hours_by_type,
@@ -126,6 +137,15 @@ fn view_with(r: &RequestRow, reviews: Vec<store::access::ReviewRow>) -> t::Acces
                 verdict: v.verdict,
                 comment: v.comment,
                 at: v.at_ms.rfc3339(),
+            })
+            .collect(),
+        comments: comments
+            .into_iter()
+            .map(|c| t::RequestComment {
+                user: crate::ctl::short_name(c.user),
+                side: c.side,
+                text: c.body,
+                at: c.at_ms.rfc3339(),
             })
             .collect(),
         created_at: r.created_ms.rfc3339(),
@@ -358,10 +378,83 @@ pub async fn list_requests(s: &Shared, who: &Principal) -> Result<Vec<t::AccessR
             reviews.entry(req).or_default().push(v);
         }
     }
+    let mut comments: std::collections::HashMap<i64, Vec<store::access::CommentRow>> =
+        std::collections::HashMap::new();
+    if !rows.is_empty() {
+        for (req, c) in
+            store::access::comments(&s.store.pool, None, who.global(), who.org_id, who.user_id)
+                .await?
+        {
+            comments.entry(req).or_default().push(c);
+        }
+    }
     Ok(rows
         .iter()
-        .map(|r| view_with(r, reviews.remove(&r.id).unwrap_or_default()))
+        .map(|r| {
+            view_with(
+                r,
+                reviews.remove(&r.id).unwrap_or_default(),
+                comments.remove(&r.id).unwrap_or_default(),
+            )
+        })
         .collect())
+}
+
+/// Most comments on one request.
+pub const MAX_COMMENTS: i64 = 500;
+
+/// `POST /requests/{id}/comments`: the applicant organisation's users,
+/// the call's reviewers, admins and operators write to each other; each
+/// comment is audited.
+pub async fn comment_request(
+    s: &Shared,
+    who: &Principal,
+    id: i64,
+    req: t::CreateComment,
+) -> Result<t::AccessRequest, ApiError> {
+    let text = req.text.trim();
+    if text.is_empty() || text.len() > 10_000 {
+        return Err(ApiError::invalid("text: 1 to 10,000 bytes"));
+    }
+    let _w = WRITES.lock().await;
+    let (r, reviewers) = visible_request(s, who, id).await?;
+    let side = if who.org_id == Some(r.org_id) && who.role.in_org() {
+        "applicant"
+    } else if reviewers.contains(&(r.call_id, who.user_id)) {
+        "reviewer"
+    } else {
+        "operator"
+    };
+    let pool = &s.store.pool;
+    let had = store::access::comments(pool, Some(id), true, None, 0)
+        .await?
+        .len() as i64;
+    if had >= MAX_COMMENTS {
+        return Err(ApiError::conflict(
+            "too_many_comments",
+            format!("request {id} has {MAX_COMMENTS} comments, the most it takes"),
+        ));
+    }
+    let cid = store::access::max_id(pool, "request_comments").await? + 1;
+    let now = s.clock.now();
+    commit(
+        s,
+        vec![
+            store::access::insert_comment(cid, id, who.user_id, side, text, now),
+            s.audit_op(
+                who,
+                now,
+                "comment_request",
+                &format!("request {id}"),
+                format!("{side} comment {cid}"),
+            ),
+        ],
+    )
+    .await?;
+    let r = store::access::request(pool, id)
+        .await?
+        .ok_or_else(|| request_not_found(id))?;
+    request_view(s, &r).await
 }
 
 /// `GET /requests/{id}`.
@@ -1049,8 +1142,18 @@ async fn grant_for(s: &Shared, grantor: &Principal, r: &RequestRow) -> Result<i6
         .tenancy
         .org_ref(r.org_id)
         .ok_or_else(|| request_not_found(r.id))?;
-    crate::tenancy::ensure_project(s, grantor, r.org_id, &r.project).await?;
+    // its members: the applicant and the team (users of the organisation
+    // when the request was made; one who left since is not added)
+    let d: Details = serde_json::from_str(&r.details).unwrap_or_default();
+    let mut members = vec![r.user_id];
+    members.extend(
+        d.team
+            .iter()
+            .filter_map(|n| s.tenancy.member_named(r.org_id, n)),
+    );
+    crate::tenancy::ensure_project(s, grantor, r.org_id, &r.project, &members).await?;
     let req = crate::model::AllocReq {
+        project: Some(r.project.clone()),
         org: org.name.clone(),
         gpu_hours: r.gpu_s / 3600.0,
         days: Some(r.days),

@@ -10,7 +10,7 @@
 //! login a job's POSIX account is looked up by, and gets organisations in
 //! typed commands ([`OrgRef`] in a grant).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::RwLock;
 
 use axum::http::StatusCode;
@@ -49,6 +49,8 @@ struct ProjectRec {
     id: i64,
     org: i64,
     name: String,
+    /// Its members; none: open to every member of its organisation.
+    members: BTreeSet<i64>,
 }
 
 struct UserRec {
@@ -163,6 +165,47 @@ impl Directory {
                     .is_some_and(|u| u.org.is_some() && u.org == who.org_id))
     }
 
+    fn project_view(&self, p: &ProjectRec) -> gigafab_api::Project {
+        gigafab_api::Project {
+            id: gigafab_api::ProjectId(p.id),
+            org: self.org_name(p.org),
+            name: p.name.clone(),
+            members: p
+                .members
+                .iter()
+                .filter_map(|u| self.users.get(u).map(|u| u.name.clone()))
+                .collect(),
+        }
+    }
+
+    /// Users `names` of organisation `org` (enabled), or the first name
+    /// that is not one, in an error naming `field`.
+    fn members_named(
+        &self,
+        org: i64,
+        names: &[String],
+        field: &str,
+    ) -> Result<BTreeSet<i64>, ApiError> {
+        if names.len() > 200 {
+            return Err(ApiError::invalid(format!("{field}: at most 200 users")));
+        }
+        names
+            .iter()
+            .map(|n| {
+                self.users
+                    .values()
+                    .find(|u| u.org == Some(org) && u.name == *n && !u.disabled)
+                    .map(|u| u.id)
+                    .ok_or_else(|| {
+                        ApiError::invalid(format!(
+                            "{field}: `{}` is not a user of the project's organisation",
+                            n.chars().take(64).collect::<String>()
+                        ))
+                    })
+            })
+            .collect()
+    }
+
     fn org_view(o: &OrgRec) -> gigafab_api::Org {
         gigafab_api::Org {
             id: gigafab_api::OrgId(o.id),
@@ -234,8 +277,14 @@ impl Tenancy {
                     id: p.id,
                     org: p.org_id,
                     name: p.name,
+                    members: BTreeSet::new(),
                 },
             );
+        }
+        for (project, user) in store::tenancy::members(pool).await? {
+            if let Some(p) = d.projects.get_mut(&project) {
+                p.members.insert(user);
+            }
         }
         for u in store::tenancy::users(pool).await? {
             d.last[USER] = d.last[USER].max(u.id);
@@ -499,12 +548,36 @@ impl Tenancy {
         Ok(d.projects
             .values()
             .filter(|p| who.sees_org(p.org))
-            .map(|p| gigafab_api::Project {
-                id: gigafab_api::ProjectId(p.id),
-                org: d.org_name(p.org),
-                name: p.name.clone(),
-            })
+            .map(|p| d.project_view(p))
             .collect())
+    }
+
+    /// Whether `who` may run jobs in project `id`: an admin, an owner of
+    /// its organisation, or (a project without members) any user of its
+    /// organisation, else only its members.
+    pub fn may_run_in(&self, who: &Principal, id: i64) -> bool {
+        let Ok(d) = self.dir.read() else {
+            return false;
+        };
+        let Some(p) = d.projects.get(&id) else {
+            return false;
+        };
+        if who.role == Role::Admin {
+            return true;
+        }
+        if who.org_id != Some(p.org) {
+            return false;
+        }
+        who.role == Role::Owner || p.members.is_empty() || p.members.contains(&who.user_id)
+    }
+
+    /// Project `id`'s name (empty if unknown).
+    pub fn project_name(&self, id: i64) -> String {
+        self.dir
+            .read()
+            .ok()
+            .and_then(|d| d.projects.get(&id).map(|p| p.name.clone()))
+            .unwrap_or_default()
     }
 
     pub fn list_users(&self, who: &Principal) -> Result<Vec<gigafab_api::User>, ApiError> {
@@ -627,46 +700,139 @@ pub async fn create_org(
 
 /// The project `name` of organisation `org`, made (and audited as done by
 /// `who`) if it does not exist yet: what an approved access request gets.
+/// `members` (users of the organisation; those no longer in it, or
+/// disabled, are left out) become its members, added to those it has.
 pub async fn ensure_project(
     s: &Shared,
     who: &Principal,
     org: i64,
     name: &str,
+    members: &[i64],
 ) -> Result<i64, ApiError> {
     let t = &s.tenancy;
     valid_name(name, "project")?;
     let _w = t.writes.lock().await;
     let now = s.clock.now();
-    let id = {
+    let (id, exists, add) = {
         let mut d = t.dir.write().map_err(|_| lock_err())?;
-        if let Some(p) = d.projects.values().find(|p| p.org == org && p.name == name) {
-            return Ok(p.id);
+        let found = d
+            .projects
+            .values()
+            .find(|p| p.org == org && p.name == name)
+            .map(|p| (p.id, p.members.clone()));
+        let add: BTreeSet<i64> = members
+            .iter()
+            .copied()
+            .filter(|u| {
+                d.users
+                    .get(u)
+                    .is_some_and(|u| u.org == Some(org) && !u.disabled)
+            })
+            .filter(|u| !found.as_ref().is_some_and(|f| f.1.contains(u)))
+            .collect();
+        match found {
+            Some((id, _)) if add.is_empty() => return Ok(id),
+            Some((id, _)) => (id, true, add),
+            None => (d.next(PROJECT), false, add),
         }
-        d.next(PROJECT)
     };
+    let mut ops = Vec::new();
+    if !exists {
+        ops.push(store::tenancy::insert_project(id, org, name, now));
+    }
+    ops.extend(add.iter().map(|u| store::tenancy::add_member(id, *u, now)));
+    ops.push(s.audit_op(
+        who,
+        now,
+        if exists {
+            "add_project_members"
+        } else {
+            "create_project"
+        },
+        &format!("project {id}"),
+        format!(
+            "for an approved access request, in org {org}; members {:?}",
+            add.iter().collect::<Vec<_>>()
+        ),
+    ));
+    commit(&s.store, ops).await?;
+    let mut d = t.dir.write().map_err(|_| lock_err())?;
+    let p = d.projects.entry(id).or_insert_with(|| ProjectRec {
+        id,
+        org,
+        name: name.to_string(),
+        members: BTreeSet::new(),
+    });
+    p.members.extend(add);
+    Ok(id)
+}
+
+/// `POST /projects/{id}/members` and `DELETE /projects/{id}/members/{user}`
+/// (admin; the organisation's owner): adds or removes a member.
+pub async fn set_member(
+    s: &Shared,
+    who: &Principal,
+    project: i64,
+    user: i64,
+    add: bool,
+) -> Result<gigafab_api::Project, ApiError> {
+    let t = &s.tenancy;
+    let _w = t.writes.lock().await;
+    let now = s.clock.now();
+    let not_found =
+        || ApiError::not_found("project_not_found", format!("project {project} not found"));
+    {
+        let d = t.dir.read().map_err(|_| lock_err())?;
+        let p = d.projects.get(&project).ok_or_else(not_found)?;
+        if !who.sees_org(p.org) {
+            return Err(not_found());
+        }
+        if !(who.role == Role::Admin || who.role == Role::Owner) {
+            return Err(ApiError::forbidden(
+                "only an admin or the organisation's owner changes a project's members",
+            ));
+        }
+        let u = d.users.get(&user).filter(|u| u.org == Some(p.org));
+        if add && u.is_none_or(|u| u.disabled) {
+            return Err(ApiError::invalid(format!(
+                "user: {user} is not an enabled user of the project's organisation"
+            )));
+        }
+        if add == p.members.contains(&user) {
+            return Ok(d.project_view(p));
+        }
+    }
     commit(
         &s.store,
         vec![
-            store::tenancy::insert_project(id, org, name, now),
+            if add {
+                store::tenancy::add_member(project, user, now)
+            } else {
+                store::tenancy::remove_member(project, user)
+            },
             s.audit_op(
                 who,
                 now,
-                "create_project",
-                &format!("project {id}"),
-                format!("for an approved access request, in org {org}"),
+                if add {
+                    "add_project_member"
+                } else {
+                    "remove_project_member"
+                },
+                &format!("project {project}"),
+                format!("user {user}"),
             ),
         ],
     )
     .await?;
-    t.dir.write().map_err(|_| lock_err())?.projects.insert(
-        id,
-        ProjectRec {
-            id,
-            org,
-            name: name.to_string(),
-        },
-    );
-    Ok(id)
+    let mut d = t.dir.write().map_err(|_| lock_err())?;
+    let p = d.projects.get_mut(&project).ok_or_else(not_found)?;
+    if add {
+        p.members.insert(user);
+    } else {
+        p.members.remove(&user);
+    }
+    let p = &d.projects[&project];
+    Ok(d.project_view(p))
 }
 
 /// `POST /projects` (admin; the organisation's owner).
@@ -678,7 +844,7 @@ pub async fn create_project(
     let t = &s.tenancy;
     let _w = t.writes.lock().await;
     let now = s.clock.now();
-    let (id, org) = {
+    let (id, org, members) = {
         let mut d = t.dir.write().map_err(|_| lock_err())?;
         let org = d.visible_org(who, &req.org)?;
         if !(who.role == Role::Admin || who.role == Role::Owner) {
@@ -696,30 +862,30 @@ pub async fn create_project(
                 format!("project `{}` exists", req.name),
             ));
         }
-        (d.next(PROJECT), org)
+        let members = d.members_named(org, req.members.as_deref().unwrap_or(&[]), "members")?;
+        (d.next(PROJECT), org, members)
     };
-    let v = gigafab_api::Project {
-        id: gigafab_api::ProjectId(id),
-        org: req.org.clone(),
-        name: req.name.clone(),
-    };
-    let detail = serde_json::to_string(&v).unwrap_or_default();
-    commit(
-        &s.store,
-        vec![
-            store::tenancy::insert_project(id, org, &req.name, now),
-            s.audit_op(who, now, "create_project", &format!("project {id}"), detail),
-        ],
-    )
-    .await?;
-    t.dir.write().map_err(|_| lock_err())?.projects.insert(
+    let rec = ProjectRec {
         id,
-        ProjectRec {
-            id,
-            org,
-            name: req.name,
-        },
+        org,
+        name: req.name.clone(),
+        members,
+    };
+    let v = t.dir.read().map_err(|_| lock_err())?.project_view(&rec);
+    let detail = serde_json::to_string(&v).unwrap_or_default();
+    let mut ops = vec![store::tenancy::insert_project(id, org, &req.name, now)];
+    ops.extend(
+        rec.members
+            .iter()
+            .map(|u| store::tenancy::add_member(id, *u, now)),
     );
+    ops.push(s.audit_op(who, now, "create_project", &format!("project {id}"), detail));
+    commit(&s.store, ops).await?;
+    t.dir
+        .write()
+        .map_err(|_| lock_err())?
+        .projects
+        .insert(id, rec);
     Ok(v)
 }
 

@@ -29,9 +29,22 @@ pub fn orgs(items: &[Value]) -> String {
 
 /// `gigafab project list`.
 pub fn projects(items: &[Value]) -> String {
-    let mut t = Table::new(&["ID", "ORG", "NAME"]).right_align(&[0]);
+    let mut t = Table::new(&["ID", "ORG", "NAME", "MEMBERS"]).right_align(&[0]);
     for p in items {
-        t.row([text(&p["id"]), text(&p["org"]), text(&p["name"])]);
+        let members: Vec<String> = p["members"]
+            .as_array()
+            .map(|m| m.iter().map(text).collect())
+            .unwrap_or_default();
+        t.row([
+            text(&p["id"]),
+            text(&p["org"]),
+            text(&p["name"]),
+            if members.is_empty() {
+                "(any member)".into()
+            } else {
+                members.join(",")
+            },
+        ]);
     }
     t.render()
 }
@@ -440,8 +453,11 @@ ALLOC  ORG   GRANTED (GPU-h)  USED (GPU-h)  USED%  RUNNING GPUS  QUEUED  RUNNING
             "ID  NAME  CATEGORY  CREATED\n 1  acme  startup   2026-01-01T00:00:00Z\n"
         );
         assert_eq!(
-            projects(&[json!({"id": 2, "org": "acme", "name": "llm"})]),
-            "ID  ORG   NAME\n 2  acme  llm\n"
+            projects(&[
+                json!({"id": 2, "org": "acme", "name": "llm"}),
+                json!({"id": 3, "org": "acme", "name": "cv", "members": ["ann", "bo"]})
+            ]),
+            "ID  ORG   NAME  MEMBERS\n 2  acme  llm   (any member)\n 3  acme  cv    ann,bo\n"
         );
         assert_eq!(
             users(&[json!({"id": 4, "name": "root", "org": null, "role": "admin"})]),

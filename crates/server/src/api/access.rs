@@ -102,6 +102,16 @@ pub(super) const ROUTES: &[Route] = &[
     },
     Route {
         method: "post",
+        path: "/api/v1/requests/{id}/comments",
+        who: "its organisation, its call's reviewers, admin, operator",
+        summary: "Comment on a request {text}",
+        operation_id: "comment_request",
+        body: Some("CreateComment"),
+        answer: Some("AccessRequest"),
+        query: None,
+    },
+    Route {
+        method: "post",
         path: "/api/v1/requests/{id}/decision",
         who: "admin, operator",
         summary: "Decide on a reviewed request {approve, comment?}",
@@ -122,6 +132,7 @@ pub(super) fn router() -> Router<AppState> {
         .route("/api/v1/requests/{id}/withdraw", post(withdraw_request))
         .route("/api/v1/requests/{id}/reviews", post(review_request))
         .route("/api/v1/requests/{id}/decision", post(decide_request))
+        .route("/api/v1/requests/{id}/comments", post(comment_request))
 }
 
 /// Runs a write to its end even if the client goes away: a dropped
@@ -214,6 +225,18 @@ async fn review_request(
     let id = parse_id(&id, "request_not_found")?;
     Ok(created(
         to_end(async move { access::review_request(&s, &p, id, b).await }).await?,
+    ))
+}
+
+async fn comment_request(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    Body_(b): Body_<gigafab_api::CreateComment>,
+) -> ApiResult {
+    let id = parse_id(&id, "request_not_found")?;
+    Ok(created(
+        to_end(async move { access::comment_request(&s, &p, id, b).await }).await?,
     ))
 }
 

@@ -38,7 +38,7 @@ pub(super) const ROUTES: &[Route] = &[
         method: "post",
         path: "/api/v1/projects",
         who: "admin, owner",
-        summary: "Create a project {org, name}",
+        summary: "Create a project {org, name, members?}",
         operation_id: "create_project",
         body: Some("CreateProject"),
         answer: Some("Project"),
@@ -52,6 +52,26 @@ pub(super) const ROUTES: &[Route] = &[
         operation_id: "list_projects",
         body: None,
         answer: Some("ProjectPage"),
+        query: None,
+    },
+    Route {
+        method: "post",
+        path: "/api/v1/projects/{id}/members",
+        who: "admin, owner",
+        summary: "Add a member to a project {user}",
+        operation_id: "add_project_member",
+        body: Some("AddMember"),
+        answer: Some("Project"),
+        query: None,
+    },
+    Route {
+        method: "delete",
+        path: "/api/v1/projects/{id}/members/{user}",
+        who: "admin, owner",
+        summary: "Remove a member from a project",
+        operation_id: "remove_project_member",
+        body: None,
+        answer: Some("Project"),
         query: None,
     },
     Route {
@@ -120,6 +140,11 @@ pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/orgs", post(create_org).get(list_orgs))
         .route("/api/v1/projects", post(create_project).get(list_projects))
+        .route("/api/v1/projects/{id}/members", post(add_member))
+        .route(
+            "/api/v1/projects/{id}/members/{user}",
+            delete(remove_member),
+        )
         .route("/api/v1/users", post(create_user).get(list_users))
         .route("/api/v1/tokens", post(create_token).get(list_tokens))
         .route("/api/v1/users/{id}/disable", post(disable_user))
@@ -140,6 +165,26 @@ async fn create_project(
     Body_(b): Body_<ProjectReq>,
 ) -> ApiResult {
     Ok(created(tenancy::create_project(&s, &p, b).await?))
+}
+
+async fn add_member(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    Body_(b): Body_<gigafab_api::AddMember>,
+) -> ApiResult {
+    let id = parse_id(&id, "project_not_found")?;
+    Ok(Json(tenancy::set_member(&s, &p, id, b.user.0, true).await?).into_response())
+}
+
+async fn remove_member(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Path((id, user)): Path<(String, String)>,
+) -> ApiResult {
+    let id = parse_id(&id, "project_not_found")?;
+    let user = parse_id(&user, "user_not_found")?;
+    Ok(Json(tenancy::set_member(&s, &p, id, user, false).await?).into_response())
 }
 
 async fn create_user(

@@ -38,6 +38,7 @@ impl Controller {
             valid_from_ms,
             valid_until_ms,
             qos,
+            project: None,
             core,
             run_rate: 0.0,
             run_start_sum: 0.0,
@@ -58,6 +59,7 @@ impl Controller {
             a.valid_from_ms,
             a.valid_until_ms,
             a.qos,
+            a.project,
             now,
         ));
     }
@@ -172,6 +174,7 @@ impl Controller {
                 .iter()
                 .any(|s| s.carbon.is_some())
                 .then_some(a.carbon_g / 1e3),
+            project: a.project.map(|p| self.shared.tenancy.project_name(p)),
         })
     }
 
@@ -219,9 +222,31 @@ impl Controller {
             .clone()
             .unwrap_or_else(|| format!("{}-{}", req.org, self.ids.alloc + 1));
         valid_name(&name, "name")?;
+        let project = match &req.project {
+            Some(p) => Some(
+                self.shared
+                    .tenancy
+                    .projects_named(p)
+                    .into_iter()
+                    .find(|x| x.0 == org.id)
+                    .map(|x| x.1)
+                    .ok_or_else(|| {
+                        ApiError::not_found(
+                            "project_not_found",
+                            format!(
+                                "project: `{}` is not a project of organisation {}",
+                                p.chars().take(64).collect::<String>(),
+                                org.name
+                            ),
+                        )
+                    })?,
+            ),
+            None => None,
+        };
         let id = self.next_alloc();
         let until = from.plus_days(days);
-        let a = self.new_alloc(id, org, name, req.gpu_hours * 3600.0, from, until, qos);
+        let mut a = self.new_alloc(id, org, name, req.gpu_hours * 3600.0, from, until, qos);
+        a.project = project;
         self.insert_alloc_op(&a, now);
         let v = self.alloc_json(&a, now);
         self.allocs.insert(id, a);

@@ -101,7 +101,8 @@ impl Controller {
             }
             _ => {}
         }
-        let (org, alloc_core, org_name) = (a.org, a.core, a.org_name.clone());
+        let (org, alloc_core, org_name, alloc_project) =
+            (a.org, a.core, a.org_name.clone(), a.project);
         if !(1..=MAX_GPUS).contains(&req.gpus) {
             return Err(ApiError::invalid(format!(
                 "gpus: {} is not within 1..={MAX_GPUS}",
@@ -243,6 +244,35 @@ impl Controller {
             ),
             None => None,
         };
+        // an allocation granted to a project runs that project's jobs,
+        // by its members
+        let project_id = match (project_id, alloc_project) {
+            (Some(p), Some(q)) if p != q => {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "wrong_project",
+                    format!(
+                        "project: allocation {alloc_id} is granted to project `{}`; a job on it runs in that project",
+                        self.shared.tenancy.project_name(q)
+                    ),
+                ));
+            }
+            (None, q) => q,
+            (p, _) => p,
+        };
+        if let Some(p) = project_id
+            && !self.shared.tenancy.may_run_in(who, p)
+        {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "not_project_member",
+                format!(
+                    "you are not a member of project `{}`; its owners add members",
+                    self.shared.tenancy.project_name(p)
+                ),
+            ));
+        }
+        let project_name = project_id.map(|p| self.shared.tenancy.project_name(p));
         let job_type = match req.job_type {
             None => None,
             Some(t) if !self.cfg.throughputs.has_job_type(&t) => {
@@ -276,7 +306,7 @@ impl Controller {
             min_memory_gb: req.min_memory_gb,
             priority: priority as i32,
             preemptible: req.preemptible.unwrap_or(false),
-            project: req.project,
+            project: project_name,
             billing_weight: None,
             memory_gb: req.memory_gb,
             cpus: req.cpus,

@@ -327,6 +327,8 @@ struct Alloc {
     valid_from_ms: Ms,
     valid_until_ms: Ms,
     qos: i64,
+    /// The project it is granted to: its jobs run in it, by its members.
+    project: Option<i64>,
     core: AllocIdx,
     /// Billing-weighted accelerators running now, and the sum of
     /// weight × accelerators × start (ms) over those runs.

@@ -27,6 +27,7 @@ impl Controller {
             a.energy_j = r.energy_j;
             a.carbon_g = r.carbon_g;
             a.expiry_noted = r.expiry_noted;
+            a.project = r.project_id;
             self.allocs.insert(id, a);
             self.ids.alloc = self.ids.alloc.max(id);
         }

@@ -489,7 +489,13 @@ async fn me(State(p): State<PortalState>, s: Signed) -> Response {
             .items
             .into_iter()
             .filter(|x| Some(&x.org) == org.as_ref())
-            .map(|x| x.name)
+            .map(|x| {
+                if x.members.is_empty() {
+                    format!("{} ({})", x.name, p.words.get("me.open_project"))
+                } else {
+                    format!("{}: {}", x.name, x.members.join(", "))
+                }
+            })
             .collect(),
         org,
         allocs: allocs.items.iter().map(|a| alloc_view(a, now)).collect(),
@@ -1186,6 +1192,10 @@ async fn request_act(
                 "verdict": text("verdict").unwrap_or_default(),
                 "comment": text("comment"),
             })),
+        ),
+        "comment" => (
+            format!("/api/v1/requests/{n}/comments"),
+            Some(json!({ "text": text("text").unwrap_or_default() })),
         ),
         "decision" => (
             format!("/api/v1/requests/{n}/decision"),

@@ -332,10 +332,73 @@ pub async fn reviews(pool: &AnyPool, request: i64) -> Result<Vec<ReviewRow>, sql
         .collect()
 }
 
-/// The highest id of `table` (calls or access_requests; 0 when empty).
+/// A comment on a request.
+#[derive(Debug, Clone)]
+pub struct CommentRow {
+    pub user: String,
+    pub side: String,
+    pub body: String,
+    pub at_ms: Ms,
+}
+
+pub fn insert_comment(id: i64, request: i64, user: i64, side: &str, body: &str, now: Ms) -> Op {
+    op(
+        "INSERT INTO request_comments (id, request_id, user_id, side, body, at_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+        vec![
+            Arg::I(id),
+            Arg::I(request),
+            Arg::I(user),
+            Arg::S(side.into()),
+            Arg::S(body.into()),
+            Arg::I(now.0),
+        ],
+    )
+}
+
+/// The comments on the requests `who` sees (every request: `all`), by
+/// request, oldest first; `request`: only that one's.
+pub async fn comments(
+    pool: &AnyPool,
+    request: Option<i64>,
+    all: bool,
+    org: Option<i64>,
+    user: i64,
+) -> Result<Vec<(i64, CommentRow)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT c.request_id, u.name, c.side, c.body, c.at_ms \
+         FROM request_comments c JOIN users u ON u.id = c.user_id \
+         JOIN access_requests q ON q.id = c.request_id \
+         WHERE ($4 < 0 OR c.request_id = $4) AND ($1 = 1 OR q.org_id = $2 OR q.call_id IN \
+         (SELECT call_id FROM call_reviewers WHERE user_id = $3)) \
+         ORDER BY c.request_id, c.id",
+    )
+    .bind(i64::from(all))
+    .bind(org.unwrap_or(-1))
+    .bind(user)
+    .bind(request.unwrap_or(-1))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get(0)?,
+                CommentRow {
+                    user: r.try_get(1)?,
+                    side: r.try_get(2)?,
+                    body: r.try_get(3)?,
+                    at_ms: Ms(r.try_get(4)?),
+                },
+            ))
+        })
+        .collect()
+}
+
+/// The highest id of `table` (calls, access_requests or request_comments;
+/// 0 when empty).
 pub async fn max_id(pool: &AnyPool, table: &'static str) -> Result<i64, sqlx::Error> {
     let sql = match table {
         "calls" => "SELECT COALESCE(MAX(id), 0) FROM calls",
+        "request_comments" => "SELECT COALESCE(MAX(id), 0) FROM request_comments",
         _ => "SELECT COALESCE(MAX(id), 0) FROM access_requests",
     };
     sqlx::query(sql).fetch_one(pool).await?.try_get(0)

@@ -16,10 +16,11 @@ pub fn insert(
     valid_from_ms: Ms,
     valid_until_ms: Ms,
     qos: i64,
+    project: Option<i64>,
     created_ms: Ms,
 ) -> Op {
     op(
-        "INSERT INTO allocations (id, org_id, name, granted_gpu_s, used_gpu_s, valid_from_ms, valid_until_ms, qos_priority, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "INSERT INTO allocations (id, org_id, name, granted_gpu_s, used_gpu_s, valid_from_ms, valid_until_ms, qos_priority, created_ms, project_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         vec![
             Arg::I(id),
             Arg::I(org),
@@ -30,6 +31,7 @@ pub fn insert(
             Arg::I(valid_until_ms.0),
             Arg::I(qos),
             Arg::I(created_ms.0),
+            Arg::OI(project),
         ],
     )
 }
@@ -102,13 +104,15 @@ pub struct AllocRow {
     pub carbon_g: f64,
     /// Its owners were told it expires within a week.
     pub expiry_noted: bool,
+    /// The project it is granted to.
+    pub project_id: Option<i64>,
 }
 
 pub async fn all(pool: &AnyPool) -> Result<Vec<AllocRow>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT a.id, a.org_id, a.name, a.granted_gpu_s, a.used_gpu_s, a.valid_from_ms, \
          a.valid_until_ms, a.qos_priority, a.energy_j, a.carbon_g, o.name, o.category, \
-         a.expiry_noted_ms FROM allocations a JOIN orgs o ON o.id = a.org_id ORDER BY a.id",
+         a.expiry_noted_ms, a.project_id FROM allocations a JOIN orgs o ON o.id = a.org_id ORDER BY a.id",
     )
     .fetch_all(pool)
     .await?;
@@ -128,6 +132,7 @@ pub async fn all(pool: &AnyPool) -> Result<Vec<AllocRow>, sqlx::Error> {
                 org_name: r.try_get(10)?,
                 org_category: r.try_get(11)?,
                 expiry_noted: r.try_get::<Option<i64>, _>(12)?.is_some(),
+                project_id: r.try_get(13)?,
             })
         })
         .collect()

@@ -36,6 +36,31 @@ pub fn insert_project(id: i64, org: i64, name: &str, created_ms: Ms) -> Op {
     )
 }
 
+/// User `user` is a member of project `project` (no-op if already).
+pub fn add_member(project: i64, user: i64, at_ms: Ms) -> Op {
+    op(
+        "INSERT INTO project_members (project_id, user_id, added_ms) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        vec![Arg::I(project), Arg::I(user), Arg::I(at_ms.0)],
+    )
+}
+
+pub fn remove_member(project: i64, user: i64) -> Op {
+    op(
+        "DELETE FROM project_members WHERE project_id = $1 AND user_id = $2",
+        vec![Arg::I(project), Arg::I(user)],
+    )
+}
+
+/// Every (project, user) membership.
+pub async fn members(pool: &AnyPool) -> Result<Vec<(i64, i64)>, sqlx::Error> {
+    let rows = sqlx::query("SELECT project_id, user_id FROM project_members")
+        .fetch_all(pool)
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
+}
+
 /// A user; `login` is the stored name (`ORG/NAME` for members).
 pub fn insert_user(
     id: i64,
