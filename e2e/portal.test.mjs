@@ -230,9 +230,14 @@ test("an applicant gets an allocation through a fast-lane call and runs a job on
   const r = await signedIn(rita.token);
   await r.getByRole("link", { name: "Reviews" }).click();
   await r.getByRole("link", { name: "Protein language model" }).click();
+  // a question in the request's comments first
+  await r.getByLabel("Your comment (applicants and reviewers read it)").fill("Which tokenizer?");
+  await r.getByRole("button", { name: "Add comment" }).click();
+  await r.waitForURL(requestUrl);
+  assert.match(await r.locator("#comments").textContent(), /rita \(reviewer\): Which tokenizer\?/);
   await r.getByLabel("Score (1 poor to 5 excellent)").selectOption("4");
   await r.getByLabel("Approve").check();
-  await r.getByLabel("Comment").fill("A sound plan.");
+  await r.getByLabel("Comment", { exact: true }).fill("A sound plan.");
   await shot(r, "05-review");
   await r.getByRole("button", { name: "Send the review" }).click();
   await r.waitForURL(requestUrl);

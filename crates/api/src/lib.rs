@@ -12,6 +12,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+mod catalog;
+pub use catalog::*;
+
 /// Most accelerators one job may ask for.
 pub const MAX_GPUS: i64 = 65_536;
 /// Longest time limit, seconds (30 days).
@@ -179,6 +182,13 @@ pub struct SubmitJob {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(max_length = 128)]
     pub job_type: Option<String>,
+    /// Catalog entries it reads: `dataset:NAME@VERSION`, `model:NAME@ALIAS`
+    /// (or without the kind). Each must be readable by the caller; an alias
+    /// resolves to its version now, and the job runs only at sites every
+    /// input's residency allows. Each is a read-only directory in
+    /// `GIGAFAB_INPUT_<NAME>` (upper case, `-` and `.` as `_`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<Vec<String>>,
 }
 
 /// What a job may run on.
@@ -239,6 +249,10 @@ pub struct Job {
     /// Its history (`GET /api/v1/jobs/{id}` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events: Option<Vec<JobEvent>>,
+    /// The catalog versions it reads, as resolved at submission
+    /// (`dataset:NAME@VERSION`).
+    #[serde(default)]
+    pub inputs: Vec<String>,
 }
 
 /// A row of the store that cannot be read (listed, never hidden).
@@ -789,6 +803,24 @@ pub fn schemas() -> Vec<(String, serde_json::Value)> {
         one::<RequestComment>(),
         one::<AccessRequest>(),
         one::<AddMember>(),
+        one::<Card>(),
+        one::<CreateEntry>(),
+        one::<CatalogEntry>(),
+        one::<EntryGrant>(),
+        one::<EntryAccessRequest>(),
+        one::<ManifestFile>(),
+        one::<Lineage>(),
+        one::<CatalogVersion>(),
+        one::<StartUpload>(),
+        one::<Upload>(),
+        one::<CommitUpload>(),
+        one::<RegisterInPlace>(),
+        one::<SetAlias>(),
+        one::<GrantEntry>(),
+        one::<RequestEntryAccess>(),
+        one::<VerifyProblem>(),
+        one::<VerifyReport>(),
+        one::<LineageGraph>(),
         one::<JobEstimate>(),
         one::<DrainNode>(),
         one::<OfferPool>(),
@@ -805,6 +837,7 @@ pub fn schemas() -> Vec<(String, serde_json::Value)> {
         ("AuditPage", "AuditEntry"),
         ("CallPage", "Call"),
         ("RequestPage", "AccessRequest"),
+        ("CatalogPage", "CatalogEntry"),
     ] {
         out.push((
             name.into(),

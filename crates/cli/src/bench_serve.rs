@@ -134,6 +134,7 @@ async fn start(b: &ServeBench, tag: &str) -> Result<Server> {
         clock: Arc::new(gigafab_server::time::SystemClock),
         smtp: None,
         oidc: None,
+        catalog: None,
     };
     let r = gigafab_server::start(cfg).await?;
     Ok(Server {

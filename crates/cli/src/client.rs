@@ -1,6 +1,7 @@
 //! Client commands: talk to a running `gigafab serve` over its HTTP API
 //! (docs/api.md).
 
+mod catalog;
 mod duration;
 mod fmt;
 mod http;
@@ -103,6 +104,10 @@ pub enum ClientCmd {
     Fleet(FleetArgs),
     /// Show who the token belongs to.
     Whoami(ListArgs),
+    /// The data and model catalog: push, list, show, verify, lineage,
+    /// aliases, grants.
+    #[command(subcommand)]
+    Catalog(catalog::CatalogCmd),
 }
 
 /// Options of commands that only read.
@@ -347,6 +352,15 @@ pub struct SubmitArgs {
     /// where it runs best per billing unit.
     #[arg(long, value_name = "TYPE")]
     job_type: Option<String>,
+    /// A catalog dataset the job reads, NAME@VERSION or NAME@ALIAS;
+    /// repeatable. Its read-only directory is in $GIGAFAB_INPUT_<NAME>, and
+    /// the job runs only where its residency allows.
+    #[arg(long = "input", value_name = "NAME@VERSION")]
+    inputs: Vec<String>,
+    /// A catalog model the job reads, NAME@VERSION or NAME@ALIAS (as
+    /// --input); repeatable.
+    #[arg(long = "model", value_name = "NAME@ALIAS")]
+    models: Vec<String>,
     /// Environment variable of the job, K=V; repeatable.
     #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
     env: Vec<(String, String)>,
@@ -606,6 +620,7 @@ async fn dispatch(cmd: ClientCmd) -> Result<()> {
             })
         }
         ClientCmd::Fleet(a) => fleet(a).await,
+        ClientCmd::Catalog(c) => catalog::run(c).await,
         ClientCmd::Whoami(a) => {
             let r = a.g.conn.api()?.get(&["whoami"], &[]).await?;
             show(&a.g, &r, render::whoami)
@@ -936,6 +951,15 @@ fn pick_allocation(allocs: &[Value]) -> Result<&Value> {
     }
 }
 
+/// `NAME@REF` as `KIND:NAME@REF` (kept as given if it names its kind).
+fn with_kind(kind: &str, r: &str) -> String {
+    if r.starts_with("dataset:") || r.starts_with("model:") {
+        r.to_string()
+    } else {
+        format!("{kind}:{r}")
+    }
+}
+
 /// The body of `POST /jobs`: the API contract's type, so that the CLI
 /// and the server cannot disagree on it.
 fn submit_body(a: &SubmitArgs, allocation: i64, workdir: Option<String>) -> Value {
@@ -962,6 +986,15 @@ fn submit_body(a: &SubmitArgs, allocation: i64, workdir: Option<String>) -> Valu
         memory_gb: a.memory,
         cpus: a.cpus,
         job_type: a.job_type.clone(),
+        inputs: {
+            let v: Vec<String> = a
+                .inputs
+                .iter()
+                .map(|i| with_kind("dataset", i))
+                .chain(a.models.iter().map(|m| with_kind("model", m)))
+                .collect();
+            (!v.is_empty()).then_some(v)
+        },
     };
     serde_json::to_value(body).expect("a submission is JSON")
 }

@@ -82,6 +82,16 @@ pub struct ServeArgs {
     /// The sender of notification e-mails (with --smtp-relay).
     #[arg(long, env = "GIGAFAB_MAIL_FROM", value_name = "ADDRESS")]
     mail_from: Option<String>,
+    /// Where the data and model catalog keeps versions: a directory (an
+    /// absolute path) or `s3://BUCKET` (credentials, region and endpoint
+    /// from the AWS_* environment) [default: DATA_DIR/catalog].
+    #[arg(long, env = "GIGAFAB_CATALOG_STORE", value_name = "URL")]
+    catalog_store: Option<String>,
+    /// The factory site the catalog store is at: entries whose residency
+    /// leaves it out are not stored here [default: the factory's first
+    /// site].
+    #[arg(long, env = "GIGAFAB_CATALOG_SITE", value_name = "SITE")]
+    catalog_site: Option<String>,
     /// The site's OpenID Connect provider (its issuer URL, https://; http://
     /// only on the loopback): the portal offers to sign in there, and the
     /// identity's `sub` signs in as the user created with that
@@ -399,6 +409,33 @@ fn isolation(a: &ServeArgs, data_dir: &std::path::Path) -> Result<gigafab_server
     }
 }
 
+/// The catalog's store (`--catalog-store`, by default DATA_DIR/catalog),
+/// its cache of fetched versions and its staging area, in DATA_DIR.
+fn catalog_site(
+    a: &ServeArgs,
+    data_dir: &std::path::Path,
+    factory: &gigafab_core::Factory,
+) -> Result<Arc<gigafab_server::catalog::Site>> {
+    let url = a
+        .catalog_store
+        .clone()
+        .unwrap_or_else(|| data_dir.join("catalog").display().to_string());
+    let blobs = gigafab_catalog::store::Blobs::open(&url, &data_dir.join("catalog-cache"))
+        .with_context(|| format!("--catalog-store {url}"))?;
+    let site = match &a.catalog_site {
+        Some(s) if factory.sites.iter().any(|x| &x.name == s) => s.clone(),
+        Some(s) => bail!(
+            "--catalog-site: `{s}` is not a site of fleet `{}` ({})",
+            factory.name,
+            factory.sites.iter().map(|x| x.name.as_str()).collect::<Vec<_>>().join(", ")
+        ),
+        None => factory.sites.first().map(|x| x.name.clone()).unwrap_or_default(),
+    };
+    let s = gigafab_server::catalog::Site::new(blobs, data_dir.join("catalog-staging"), site)
+        .context("cannot make the catalog's staging directory")?;
+    Ok(Arc::new(s))
+}
+
 fn default_data_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
         return PathBuf::from(d).join("gigafab");
@@ -632,6 +669,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
             _ => bail!("--smtp-relay and --mail-from go together"),
         },
         oidc: oidc_config(&a)?,
+        catalog: Some(catalog_site(&a, &data_dir, &factory)?),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

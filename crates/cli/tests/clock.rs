@@ -97,6 +97,7 @@ fn config(
         clock: clock.clone(),
         smtp: None,
         oidc: None,
+        catalog: None,
     }
 }
 

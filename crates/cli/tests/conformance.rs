@@ -218,6 +218,7 @@ async fn stepped(
         clock,
         smtp: None,
         oidc: None,
+        catalog: None,
     })
     .await
     .unwrap()
@@ -377,6 +378,7 @@ async fn conformance_on(
                     memory_gb: None,
                     cpus: None,
                     job_type: j.job_type.clone(),
+                    inputs: None,
                 }),
             );
             answers.push((j.id.clone(), rx));
@@ -571,6 +573,7 @@ fn four_gpus(shared: &gigafab_server::ctl::Shared, priority: i64, preemptible: b
         memory_gb: None,
         cpus: None,
         job_type: None,
+        inputs: None,
     })
 }
 

@@ -84,6 +84,10 @@ pub struct LaunchSpec {
     pub retry: bool,
     /// CPU limit of the job's processes, in CPUs (cgroup cpu.max).
     pub cpus: Option<f64>,
+    /// Directories the job reads and must not change (its catalog
+    /// inputs): bound read-only in its mount namespace where the executor
+    /// may make one (a root server), else left to their file modes.
+    pub read_only: Vec<PathBuf>,
 }
 
 /// How a run ended.

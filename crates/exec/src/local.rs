@@ -316,6 +316,9 @@ impl Executor for LocalExecutor {
                 cmd.arg("--hide-device").arg(utf8(&p)?);
             }
         }
+        for p in &spec.read_only {
+            cmd.arg("--read-only").arg(utf8(p)?);
+        }
         if self.cgroups.is_some() {
             if let Some(m) = spec.memory_bytes {
                 cmd.args(["--memory-bytes", &m.to_string()]);
@@ -602,6 +605,8 @@ struct SuperviseArgs {
     /// Device files the command must not open (covered by /dev/null in
     /// its own mount namespace).
     hide_devices: Vec<PathBuf>,
+    /// Directories bound read-only in its mount namespace (as root).
+    read_only: Vec<PathBuf>,
     /// Most bytes the job's directory (work/ and logs) may hold.
     max_disk_bytes: Option<u64>,
     command: Vec<String>,
@@ -623,6 +628,7 @@ fn parse_supervise_args(args: &[String]) -> Result<SuperviseArgs, String> {
     let mut memory = None;
     let mut cpus = None;
     let mut hide_devices = Vec::new();
+    let mut read_only = Vec::new();
     let mut max_disk = None;
     let mut i = 0;
     while i < args.len() {
@@ -631,11 +637,18 @@ fn parse_supervise_args(args: &[String]) -> Result<SuperviseArgs, String> {
             i += 1;
             break;
         }
-        if arg == "--hide-device" {
+        if arg == "--hide-device" || arg == "--read-only" {
             let value = args
                 .get(i + 1)
                 .ok_or_else(|| format!("`{arg}` needs a value"))?;
-            hide_devices.push(PathBuf::from(value));
+            if arg == "--read-only" {
+                if !value.starts_with('/') {
+                    return Err(format!("`{arg}`: not an absolute path: {value:?}"));
+                }
+                read_only.push(PathBuf::from(value));
+            } else {
+                hide_devices.push(PathBuf::from(value));
+            }
             i += 2;
             continue;
         }
@@ -707,6 +720,7 @@ fn parse_supervise_args(args: &[String]) -> Result<SuperviseArgs, String> {
         identity,
         cgroup: cgroup.filter(|c| !c.is_empty()).map(PathBuf::from),
         hide_devices,
+        read_only,
         max_disk_bytes: match max_disk {
             Some(v) => Some(
                 v.parse()
@@ -1128,6 +1142,7 @@ fn run_command(args: &SuperviseArgs, out: File, err: File) -> ExitRecord {
             .unwrap_or_default(),
         args.max_file_bytes,
         &args.hide_devices,
+        &args.read_only,
         args.identity
             .as_ref()
             .map(|_| args.dir.join(TMP_DIR))
@@ -1279,6 +1294,7 @@ fn prepare_exec(
     cgroup_procs: Vec<&File>,
     max_file_bytes: Option<u64>,
     hide_devices: &[PathBuf],
+    read_only: &[PathBuf],
     private_tmp: Option<&Path>,
 ) -> io::Result<()> {
     use std::os::fd::AsRawFd;
@@ -1313,6 +1329,18 @@ fn prepare_exec(
         .map(|p| std::ffi::CString::new(p.as_os_str().as_bytes()))
         .collect::<Result<_, _>>()
         .map_err(|_| io::Error::other("a NUL in a device path"))?;
+    // read-only binds need root (a mount namespace); without it the
+    // inputs' file modes are what keeps them unchanged
+    let is_root = unsafe { libc::geteuid() } == 0;
+    let ro: Vec<std::ffi::CString> = if is_root {
+        read_only
+            .iter()
+            .filter(|p| p.is_dir())
+            .map(|p| cstr(p))
+            .collect::<io::Result<_>>()?
+    } else {
+        Vec::new()
+    };
     let root = std::ffi::CString::new("/").expect("no NUL");
     let null = std::ffi::CString::new("/dev/null").expect("no NUL");
     let ident = identity.cloned();
@@ -1325,7 +1353,7 @@ fn prepare_exec(
                     return Err(io::Error::last_os_error());
                 }
             }
-            if !hide.is_empty() || tmp.is_some() {
+            if !hide.is_empty() || tmp.is_some() || !ro.is_empty() {
                 // a mount namespace of its own, where the other jobs'
                 // device files are /dev/null and /tmp is the job's own
                 // (before dropping root)
@@ -1348,6 +1376,26 @@ fn prepare_exec(
                         libc::MS_BIND,
                         std::ptr::null(),
                     ) != 0
+                    {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                // each input bound onto itself, then made read-only
+                for p in &ro {
+                    if libc::mount(
+                        p.as_ptr(),
+                        p.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_BIND | libc::MS_REC,
+                        std::ptr::null(),
+                    ) != 0
+                        || libc::mount(
+                            std::ptr::null(),
+                            p.as_ptr(),
+                            std::ptr::null(),
+                            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                            std::ptr::null(),
+                        ) != 0
                     {
                         return Err(io::Error::last_os_error());
                     }
@@ -1721,6 +1769,7 @@ mod tests {
                 memory_bytes: None,
                 cpus: None,
                 hide_devices: Vec::new(),
+                read_only: Vec::new(),
                 max_disk_bytes: None,
                 command: strings(&["sh", "-c", "--dir x"]),
             }

@@ -196,6 +196,7 @@ mod tests {
             memory_bytes: None,
             cpus: None,
             retry: false,
+            read_only: vec![],
         }
     }
 

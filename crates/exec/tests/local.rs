@@ -47,6 +47,7 @@ fn spec(job_id: i64, command: &[&str]) -> LaunchSpec {
         memory_bytes: None,
         cpus: None,
         retry: false,
+        read_only: vec![],
     }
 }
 
@@ -563,4 +564,33 @@ fn memory_and_cpu_limits_are_written_to_the_runs_cgroup() {
         "{err}"
     );
     let _ = fs::remove_dir_all(&r);
+}
+
+#[test]
+#[ignore = "needs root: read-only binds in a mount namespace (cargo test -- --include-ignored, as root)"]
+fn inputs_are_read_only_even_for_root() {
+    let r = root("read-only");
+    let input = r.join("input");
+    fs::create_dir_all(input.join("sub")).unwrap();
+    fs::write(input.join("sub/data"), "original\n").unwrap();
+    let ex = executor(&r.join("jobs"));
+    let mut s = sh(
+        41,
+        &format!(
+            "cat {0}/sub/data; echo x > {0}/sub/data && echo WROTE; touch {0}/new && echo MADE; rm -f {0}/sub/data && echo REMOVED; echo done",
+            input.display()
+        ),
+    );
+    s.read_only = vec![input.clone()];
+    let h = ex.launch(&s).unwrap();
+    let rec = wait_exit(&ex, 41, &h, Duration::from_secs(10));
+    assert_eq!(rec.outcome, Outcome::Completed, "{rec:?}");
+    let (out, err) = ex.log_paths(41);
+    let out = read(&out);
+    assert_eq!(out, "original\ndone\n", "stderr: {}", read(&err));
+    assert!(read(&err).contains("Read-only file system"), "{}", read(&err));
+    // the files are untouched outside the job, and writable there
+    assert_eq!(fs::read_to_string(input.join("sub/data")).unwrap(), "original\n");
+    assert!(!input.join("new").exists());
+    fs::write(input.join("sub/data"), "changed by the owner").unwrap();
 }

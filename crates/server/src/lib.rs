@@ -11,6 +11,7 @@
 pub mod access;
 pub mod api;
 pub mod auth;
+pub mod catalog;
 pub mod ctl;
 pub mod error;
 pub mod metrics;
@@ -54,6 +55,8 @@ pub struct ServeConfig {
     /// The site's OpenID Connect provider for the portal's sign-in (None:
     /// tokens only).
     pub oidc: Option<portal::OidcConfig>,
+    /// The data and model catalog's store (None: no catalog).
+    pub catalog: Option<Arc<catalog::Site>>,
 }
 
 /// What a client may hold of the server.
@@ -333,6 +336,8 @@ pub async fn open(cfg: ServeConfig) -> Result<Opened, ServeError> {
         metrics: Default::default(),
         controller_alive: std::sync::atomic::AtomicBool::new(true),
         clock: cfg.clock,
+        catalog: cfg.catalog,
+        sites: cfg.ctl.factory.sites.iter().map(|s| s.name.clone()).collect(),
     });
     let controller = ctl::Controller::load(cfg.ctl, shared.clone()).await?;
     Ok(Opened {

@@ -74,6 +74,12 @@ pub struct StoredSpec {
     pub cpus: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_type: Option<String>,
+    /// Catalog versions it reads, resolved at submission.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<crate::catalog::Input>,
+    /// Sites it may run at (its inputs' residency; empty: any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sites: Vec<String>,
 }
 
 // Request bodies: the API contract's types, under the names the
@@ -151,6 +157,7 @@ impl JobRow {
             carbon_g: self.carbon_g,
             energy_source: self.energy_source.clone(),
             events: None,
+            inputs: spec.inputs.iter().map(|i| i.reference.clone()).collect(),
         }
     }
 

@@ -245,6 +245,32 @@ impl Api {
         self.call(Method::POST, segments, &[], body).await
     }
 
+    /// `PUT /api/v1/<segments>` with a JSON body.
+    pub async fn put(&self, segments: &[&str], body: &Value) -> Result<Reply> {
+        self.call(Method::PUT, segments, &[], Some(body)).await
+    }
+
+    /// `PUT /api/v1/<segments>` with a file's bytes, streamed (no overall
+    /// time limit); the answer is JSON.
+    pub async fn put_file(&self, segments: &[&str], path: &std::path::Path) -> Result<Reply> {
+        let url = self.url(segments, &[]);
+        let f = tokio::fs::File::open(path)
+            .await
+            .with_context(|| format!("opening {}", path.display()))?;
+        let req = self
+            .request(Method::PUT, url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(reqwest::Body::from(f));
+        let resp = self.send(req, &url).await?;
+        let raw = resp
+            .text()
+            .await
+            .with_context(|| format!("reading the answer of {url}"))?;
+        let value = serde_json::from_str(&raw)
+            .with_context(|| format!("the answer of {url} is not JSON"))?;
+        Ok(Reply { raw, value })
+    }
+
     /// `DELETE /api/v1/<segments>`.
     pub async fn delete(&self, segments: &[&str]) -> Result<Reply> {
         self.call(Method::DELETE, segments, &[], None).await

@@ -98,7 +98,8 @@ async fn submit(
     Caller(p): Caller,
     Body_(b): Body_<crate::model::SubmitReq>,
 ) -> ApiResult {
-    let action = s.submission(b);
+    let inputs = crate::catalog::resolve_inputs(&s, &p, b.inputs.as_deref().unwrap_or(&[])).await?;
+    let action = s.submission_with(b, inputs);
     Ok(reply(s.ask(p, action).await?))
 }
 

@@ -6,6 +6,7 @@
 mod access;
 mod allocs;
 mod audit;
+mod catalog;
 mod fleet;
 mod jobs;
 mod meta;
@@ -64,6 +65,7 @@ pub fn routes() -> impl Iterator<Item = &'static Route> {
         fleet::ROUTES,
         audit::ROUTES,
         access::ROUTES,
+        catalog::ROUTES,
     ]
     .into_iter()
     .flatten()
@@ -79,6 +81,7 @@ pub fn router(state: AppState) -> Router {
         .merge(fleet::router())
         .merge(audit::router())
         .merge(access::router())
+        .merge(catalog::router())
         .fallback(|| async {
             ApiError::not_found("not_found", "no such endpoint (see /api/v1/openapi.json)")
         })

@@ -13,7 +13,7 @@ impl Controller {
                 types: spec.types.clone(),
                 vendor: spec.vendor.as_deref().and_then(Vendor::parse),
                 min_memory_gb: spec.min_memory_gb,
-                sites: Vec::new(),
+                sites: spec.sites.clone(),
             },
             duration_s: Some(limit),
             steps: None,
@@ -45,6 +45,7 @@ impl Controller {
         who: &Principal,
         req: SubmitReq,
         projects: &[(i64, i64)],
+        inputs: Vec<crate::catalog::Input>,
         now: Ms,
     ) -> Result<Value, ApiError> {
         if who.role == Role::Operator {
@@ -297,7 +298,33 @@ impl Controller {
             }
             Some(t) => Some(t),
         };
+        // the inputs' residency: the sites all of them allow
+        let sites = match crate::catalog::allowed_sites(&inputs) {
+            None => Vec::new(),
+            Some(s) if s.is_empty() => {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "residency_conflict",
+                    format!(
+                        "inputs: no site is allowed by every input's residency ({})",
+                        inputs
+                            .iter()
+                            .filter(|i| !i.residency.is_empty())
+                            .map(|i| format!("{}: {}", i.reference, i.residency.join("|")))
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ),
+                ));
+            }
+            Some(s) => s,
+        };
+        let mut env = env;
+        for i in &inputs {
+            env.insert(i.var.clone(), i.path.clone());
+        }
         let spec = StoredSpec {
+            inputs,
+            sites,
             command: req.command,
             env,
             workdir: req.workdir,
@@ -403,7 +430,16 @@ impl Controller {
             },
         );
         self.allocs.get_mut(&alloc_id).expect("checked").queued += 1;
+        let inputs: Vec<String> = self.jobs[&id]
+            .spec
+            .inputs
+            .iter()
+            .map(|i| format!("{} (manifest {}) in ${}", i.reference, i.manifest_hash, i.var))
+            .collect();
         self.event(id, now, "submitted", msg);
+        if !inputs.is_empty() {
+            self.event(id, now, "inputs", inputs.join("; "));
+        }
         self.shared.metrics.jobs_submitted.inc();
         self.audit(
             who,

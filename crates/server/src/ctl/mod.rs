@@ -63,7 +63,7 @@ const MAX_BATCH: usize = 1024;
 pub enum Action {
     /// A submission, with the projects of that name: (organisation,
     /// project) pairs, the one of the allocation's organisation is the job's.
-    Submit(Box<SubmitReq>, Vec<(i64, i64)>),
+    Submit(Box<SubmitReq>, Vec<(i64, i64)>, Vec<crate::catalog::Input>),
     Cancel(gigafab_api::JobId),
     /// A queued job's estimated start (the scheduler run forward).
     Estimate(gigafab_api::JobId),
@@ -127,6 +127,10 @@ pub struct Shared {
     pub controller_alive: std::sync::atomic::AtomicBool,
     /// Where the controller and the API read the time.
     pub clock: Arc<dyn crate::time::Clock>,
+    /// The data and model catalog's store (None: no catalog).
+    pub catalog: Option<Arc<crate::catalog::Site>>,
+    /// The names of the factory's sites.
+    pub sites: Vec<String>,
 }
 
 /// What the controller's loop measured, for `/health` and benchmarks.
@@ -151,6 +155,11 @@ impl LoopStats {
 }
 
 impl Shared {
+    /// The names of the factory's sites.
+    pub fn site_names(&self) -> Vec<String> {
+        self.sites.clone()
+    }
+
     /// Sends a command and waits for its answer.
     pub async fn ask(
         &self,
@@ -201,11 +210,17 @@ impl Shared {
     /// A submission as a command: its project name resolved to the
     /// projects of that name.
     pub fn submission(&self, req: SubmitReq) -> Action {
+        self.submission_with(req, Vec::new())
+    }
+
+    /// [`Shared::submission`] with its catalog inputs resolved
+    /// ([`crate::catalog::resolve_inputs`]).
+    pub fn submission_with(&self, req: SubmitReq, inputs: Vec<crate::catalog::Input>) -> Action {
         let projects = match &req.project {
             Some(p) => self.tenancy.projects_named(p),
             None => Vec::new(),
         };
-        Action::Submit(Box::new(req), projects)
+        Action::Submit(Box::new(req), projects, inputs)
     }
 
     /// A grant as a command (admin; the organisation must be one `who` sees).
@@ -875,7 +890,9 @@ impl Controller {
         let ok = |v: Value| Ok((StatusCode::OK, v));
         let created = |v: Value| Ok((StatusCode::CREATED, v));
         match action {
-            Action::Submit(req, projects) => created(self.submit(who, *req, &projects, now)?),
+            Action::Submit(req, projects, inputs) => {
+                created(self.submit(who, *req, &projects, inputs, now)?)
+            }
             Action::Cancel(id) => ok(self.cancel(who, id.0, now)?),
             Action::Grant(req, org) => created(self.create_alloc(who, req, org, now)?),
             Action::Extend(x) => ok(self.extend_alloc(who, x, now)?),

@@ -372,6 +372,12 @@ impl Controller {
                         a.valid_from_ms.rfc3339()
                     )
                 }
+                1 if !job.spec.sites.is_empty() => format!(
+                    "waiting: residency allows only site {}, full (no {}×{} gang free there)",
+                    job.spec.sites.join(" or "),
+                    job.row.gpus,
+                    filter_label(&job.spec)
+                ),
                 1 => format!(
                     "waiting: no {}×{} gang free",
                     job.row.gpus,
@@ -465,6 +471,7 @@ impl Controller {
                 })
                 .collect();
             let spec = LaunchSpec {
+                read_only: j.spec.inputs.iter().map(|i| i.path.clone().into()).collect(),
                 job_id: id,
                 command: j.spec.command.clone(),
                 env: j

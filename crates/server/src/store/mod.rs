@@ -9,6 +9,7 @@
 pub mod access;
 pub mod allocs;
 pub mod audit;
+pub mod catalog;
 pub mod commit;
 pub mod fleet;
 pub mod jobs;

@@ -1,0 +1,420 @@
+//! `gigafab catalog ...`: the data and model catalog (docs/catalog.md).
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+
+use super::fmt::{Table, text};
+use super::{Global, items, note, show};
+
+/// `gigafab catalog ...`.
+#[derive(Subcommand, Debug)]
+pub enum CatalogCmd {
+    /// Hash a directory as a push would, without a server: its manifest
+    /// hash, files, bytes and speed (GiB/s).
+    Hash {
+        path: PathBuf,
+        /// Threads hashing [default: the machine's cores, at most 16].
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Print the JSON manifest (every file) instead.
+        #[arg(long)]
+        manifest: bool,
+    },
+    /// Hash a directory and push it as a new version of an entry (made
+    /// first if it does not exist: then --kind and --licence are needed).
+    Push {
+        /// The directory: every file under it, hashed in parallel.
+        path: PathBuf,
+        /// The entry's name.
+        #[arg(long)]
+        name: String,
+        /// `dataset` or `model` (for a new entry).
+        #[arg(long)]
+        kind: Option<String>,
+        /// SPDX licence expression (for a new entry): Apache-2.0, CC-BY-4.0.
+        #[arg(long)]
+        licence: Option<String>,
+        /// `public`, `org` or `gated` (for a new entry) [default: org].
+        #[arg(long)]
+        access: Option<String>,
+        /// The owner organisation of a new entry (admins) [default: yours].
+        #[arg(long)]
+        org: Option<String>,
+        /// A site where it may be stored and processed (for a new entry);
+        /// repeatable [default: any].
+        #[arg(long = "residency", value_name = "SITE")]
+        residency: Vec<String>,
+        /// The card's description (for a new entry).
+        #[arg(long)]
+        description: Option<String>,
+        /// An alias to point at the new version; repeatable [default: latest].
+        #[arg(long = "alias")]
+        aliases: Vec<String>,
+        /// The model it was trained from, NAME@VERSION.
+        #[arg(long)]
+        base: Option<String>,
+        /// A dataset it was trained on, NAME@VERSION; repeatable.
+        #[arg(long = "dataset")]
+        datasets: Vec<String>,
+        /// Register the directory where it lies on the server's file system
+        /// (admins) instead of copying it into the site's store.
+        #[arg(long)]
+        in_place: bool,
+        /// Threads hashing [default: the machine's cores, at most 16].
+        #[arg(long)]
+        threads: Option<usize>,
+        #[command(flatten)]
+        g: Global,
+    },
+    /// List the entries you may see.
+    Ls {
+        #[command(flatten)]
+        g: Global,
+    },
+    /// Show an entry (NAME) or one version (NAME@VERSION, NAME@ALIAS).
+    Show {
+        reference: String,
+        /// With the version's files.
+        #[arg(long)]
+        files: bool,
+        #[command(flatten)]
+        g: Global,
+    },
+    /// Hash a version again where it lies: each corrupt, missing or extra
+    /// file (exit status 1 if any).
+    Verify {
+        /// NAME@VERSION or NAME@ALIAS.
+        reference: String,
+        #[command(flatten)]
+        g: Global,
+    },
+    /// A version's lineage: base models, datasets, the job that made it.
+    Lineage {
+        /// NAME@VERSION or NAME@ALIAS.
+        reference: String,
+        #[command(flatten)]
+        g: Global,
+    },
+    /// Point an alias at a version.
+    Alias {
+        /// The entry.
+        name: String,
+        /// The alias (`prod`).
+        alias: String,
+        /// The version.
+        version: i64,
+        #[command(flatten)]
+        g: Global,
+    },
+    /// Grant a gated entry to an organisation (its owners).
+    Grant {
+        name: String,
+        /// The organisation.
+        #[arg(long)]
+        org: String,
+        /// Days the grant lasts [default: until revoked].
+        #[arg(long)]
+        days: Option<f64>,
+        #[command(flatten)]
+        g: Global,
+    },
+    /// Revoke an organisation's grant.
+    Revoke {
+        name: String,
+        #[arg(long)]
+        org: String,
+        #[command(flatten)]
+        g: Global,
+    },
+    /// Ask a gated entry's owners for access.
+    RequestAccess {
+        name: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        g: Global,
+    },
+}
+
+fn split_ref(r: &str) -> Result<(&str, &str)> {
+    match r.split_once('@') {
+        Some((n, v)) if !n.is_empty() && !v.is_empty() => Ok((n, v)),
+        _ => bail!("`{r}`: expected NAME@VERSION or NAME@ALIAS"),
+    }
+}
+
+pub async fn run(c: CatalogCmd) -> Result<()> {
+    match c {
+        CatalogCmd::Hash { path, threads, manifest } => {
+            let threads = threads.unwrap_or_else(gigafab_catalog::default_threads);
+            let t0 = std::time::Instant::now();
+            let m = gigafab_catalog::hash_tree(&path, threads)
+                .with_context(|| format!("hashing {}", path.display()))?;
+            let secs = t0.elapsed().as_secs_f64();
+            if manifest {
+                println!("{}", serde_json::to_string_pretty(&m)?);
+            } else {
+                println!(
+                    "{}  {} files  {} bytes  {:.3} s  {:.2} GiB/s  ({threads} threads)",
+                    m.hash,
+                    m.files.len(),
+                    m.bytes,
+                    secs,
+                    m.bytes as f64 / secs.max(1e-9) / (1u64 << 30) as f64
+                );
+            }
+            Ok(())
+        }
+        CatalogCmd::Push {
+            path,
+            name,
+            kind,
+            licence,
+            access,
+            org,
+            residency,
+            description,
+            aliases,
+            base,
+            datasets,
+            in_place,
+            threads,
+            g,
+        } => {
+            let api = g.conn.api()?;
+            // the entry, made if it does not exist
+            let exists = match api.get(&["catalog", &name], &[]).await {
+                Ok(_) => true,
+                Err(e) if e.to_string().contains("entry_not_found") => false,
+                Err(e) => return Err(e),
+            };
+            if !exists {
+                let (Some(kind), Some(licence)) = (kind, licence) else {
+                    bail!("catalog entry `{name}` does not exist: give --kind and --licence to make it");
+                };
+                let mut body = json!({"name": name, "kind": kind, "licence": licence});
+                if let Some(a) = access {
+                    body["access"] = json!(a);
+                }
+                if let Some(o) = org {
+                    body["org"] = json!(o);
+                }
+                if !residency.is_empty() {
+                    body["residency"] = json!(residency);
+                }
+                if let Some(d) = description {
+                    body["card"] = json!({"description": d});
+                }
+                api.post(&["catalog"], Some(&body)).await?;
+                note(&format!("created catalog entry {name}"));
+            }
+            let aliases = if aliases.is_empty() {
+                vec!["latest".to_string()]
+            } else {
+                aliases
+            };
+            let mut lineage = json!({"aliases": aliases, "datasets": datasets});
+            if let Some(b) = base {
+                lineage["base"] = json!(b);
+            }
+            if in_place {
+                let abs = std::path::absolute(&path)
+                    .with_context(|| format!("resolving {}", path.display()))?;
+                let mut body = lineage;
+                body["path"] = json!(abs.to_str().context("the path is not UTF-8")?);
+                let r = api.post(&["catalog", &name, "versions"], Some(&body)).await?;
+                return show(&g, &r, version_line);
+            }
+            let threads = threads.unwrap_or_else(gigafab_catalog::default_threads);
+            let t0 = std::time::Instant::now();
+            let p = path.clone();
+            let m = tokio::task::spawn_blocking(move || gigafab_catalog::hash_tree(&p, threads))
+                .await?
+                .with_context(|| format!("hashing {}", path.display()))?;
+            let secs = t0.elapsed().as_secs_f64();
+            note(&format!(
+                "hashed {} files, {} bytes in {:.2} s ({:.2} GiB/s): manifest {}",
+                m.files.len(),
+                m.bytes,
+                secs,
+                m.bytes as f64 / secs.max(1e-9) / (1u64 << 30) as f64,
+                m.hash
+            ));
+            let up = api
+                .post(&["catalog", &name, "uploads"], Some(&json!({"files": m.files})))
+                .await?;
+            let id = up.value["id"]
+                .as_str()
+                .context("the server answered no upload id")?
+                .to_string();
+            for f in &m.files {
+                let mut segs = vec!["catalog", "uploads", id.as_str(), "files"];
+                segs.extend(f.path.split('/'));
+                api.put_file(&segs, &path.join(&f.path))
+                    .await
+                    .with_context(|| format!("uploading {}", f.path))?;
+            }
+            let r = api
+                .post(&["catalog", "uploads", &id, "commit"], Some(&lineage))
+                .await?;
+            show(&g, &r, version_line)
+        }
+        CatalogCmd::Ls { g } => {
+            let r = g.conn.api()?.get(&["catalog"], &[]).await?;
+            show(&g, &r, |v| {
+                let mut t = Table::new(&["NAME", "KIND", "ORG", "ACCESS", "LICENCE", "RESIDENCY", "VERSIONS", "READABLE"]);
+                for e in items(v) {
+                    t.row([
+                        text(&e["name"]),
+                        text(&e["kind"]),
+                        text(&e["org"]),
+                        text(&e["access"]),
+                        text(&e["licence"]),
+                        list_or(&e["residency"], "any"),
+                        e["versions"].as_array().map_or(0, Vec::len).to_string(),
+                        if e["readable"] == true { "yes" } else { "no" }.into(),
+                    ]);
+                }
+                t.render()
+            })
+        }
+        CatalogCmd::Show { reference, files, g } => {
+            let api = g.conn.api()?;
+            match reference.split_once('@') {
+                None => {
+                    let r = api.get(&["catalog", &reference], &[]).await?;
+                    show(&g, &r, entry_text)
+                }
+                Some(_) => {
+                    let (n, v) = split_ref(&reference)?;
+                    let q = [("files", files.to_string())];
+                    let r = api.get(&["catalog", n, "versions", v], &q).await?;
+                    show(&g, &r, |v| {
+                        let mut out = version_line(v);
+                        out.push_str(&format!(
+                            "lineage: {}\n",
+                            serde_json::to_string(&v["lineage"]).unwrap_or_default()
+                        ));
+                        for f in v["manifest"].as_array().into_iter().flatten() {
+                            out.push_str(&format!("{}  {:>12}  {}\n", text(&f["sha256"]), text(&f["size"]), text(&f["path"])));
+                        }
+                        out
+                    })
+                }
+            }
+        }
+        CatalogCmd::Verify { reference, g } => {
+            let (n, v) = split_ref(&reference)?;
+            let r = g.conn.api()?.post(&["catalog", n, "verify", v], None).await?;
+            show(&g, &r, |v| {
+                let mut out = format!(
+                    "{}@{}: {}\n",
+                    text(&v["entry"]),
+                    text(&v["version"]),
+                    if v["intact"] == true { "intact" } else { "CORRUPT" }
+                );
+                for p in v["problems"].as_array().into_iter().flatten() {
+                    out.push_str(&format!("  {:<10} {}  {}\n", text(&p["kind"]), text(&p["path"]), text(&p["detail"])));
+                }
+                out
+            })?;
+            if r.value["intact"] != true {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        CatalogCmd::Lineage { reference, g } => {
+            let (n, v) = split_ref(&reference)?;
+            let r = g.conn.api()?.get(&["catalog", n, "lineage", v], &[]).await?;
+            show(&g, &r, |v| {
+                let mut out = String::new();
+                for e in v["edges"].as_array().into_iter().flatten() {
+                    out.push_str(&format!("{} --{}--> {}\n", text(&e[0]), text(&e[2]), text(&e[1])));
+                }
+                if out.is_empty() {
+                    out = format!("{}: no recorded ancestors\n", text(&v["nodes"][0]));
+                }
+                out
+            })
+        }
+        CatalogCmd::Alias { name, alias, version, g } => {
+            let r = g
+                .conn
+                .api()?
+                .put(&["catalog", &name, "aliases", &alias], &json!({"version": version}))
+                .await?;
+            show(&g, &r, entry_text)
+        }
+        CatalogCmd::Grant { name, org, days, g } => {
+            let mut body = json!({"org": org});
+            if let Some(d) = days {
+                body["days"] = json!(d);
+            }
+            let r = g.conn.api()?.post(&["catalog", &name, "grants"], Some(&body)).await?;
+            show(&g, &r, entry_text)
+        }
+        CatalogCmd::Revoke { name, org, g } => {
+            let r = g.conn.api()?.delete(&["catalog", &name, "grants", &org]).await?;
+            show(&g, &r, entry_text)
+        }
+        CatalogCmd::RequestAccess { name, reason, g } => {
+            let r = g
+                .conn
+                .api()?
+                .post(&["catalog", &name, "access-requests"], Some(&json!({"reason": reason})))
+                .await?;
+            show(&g, &r, |_| format!("asked the owners of {name} for access\n"))
+        }
+    }
+}
+
+fn list_or(v: &Value, none: &str) -> String {
+    let l: Vec<String> = v.as_array().into_iter().flatten().map(text).collect();
+    if l.is_empty() { none.to_string() } else { l.join(",") }
+}
+
+fn version_line(v: &Value) -> String {
+    format!(
+        "{}@{}: {} files, {} bytes, manifest {}{}\n",
+        text(&v["entry"]),
+        text(&v["version"]),
+        text(&v["files"]),
+        text(&v["bytes"]),
+        text(&v["manifest_hash"]),
+        if v["in_place"] == true { " (in place)" } else { "" }
+    )
+}
+
+fn entry_text(e: &Value) -> String {
+    let mut out = format!(
+        "{} ({} of {}, {} access, {})\nresidency: {}\n",
+        text(&e["name"]),
+        text(&e["kind"]),
+        text(&e["org"]),
+        text(&e["access"]),
+        text(&e["licence"]),
+        list_or(&e["residency"], "any site"),
+    );
+    let d = text(&e["card"]["description"]);
+    if !d.is_empty() && d != "-" {
+        out.push_str(&format!("{d}\n"));
+    }
+    out.push_str(&format!(
+        "versions: {}\n",
+        list_or(&e["versions"], if e["readable"] == true { "none yet" } else { "(not readable by you)" })
+    ));
+    if let Some(a) = e["aliases"].as_object().filter(|a| !a.is_empty()) {
+        let l: Vec<String> = a.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        out.push_str(&format!("aliases: {}\n", l.join(", ")));
+    }
+    for gr in e["grants"].as_array().into_iter().flatten() {
+        out.push_str(&format!("granted to {} until {}\n", text(&gr["org"]), text(&gr["expires_at"])));
+    }
+    for r in e["access_requests"].as_array().into_iter().flatten() {
+        out.push_str(&format!("access asked by {} ({}): {}\n", text(&r["org"]), text(&r["user"]), text(&r["reason"])));
+    }
+    out
+}

@@ -1,0 +1,1290 @@
+//! The data and model catalog: entries, their content-pinned versions,
+//! aliases, access (public, organisation-only, gated with grants that
+//! expire) and residency. Ordinary transactional handlers on the store,
+//! each write one transaction with its audit line; the content side
+//! (hashing, the site's store) is `gigafab-catalog`'s.
+//!
+//! A version reaches the site's store by upload: the client sends the
+//! manifest, then each file, which the server hashes as it arrives and
+//! refuses unless it matches; the commit copies the checked files into
+//! the store, hashing them once more, and records the version in one
+//! transaction. Nothing a client says of a file is taken on trust, and a
+//! push that fails leaves no version behind. An administrator may also
+//! register a directory of the site's file system where it lies.
+//!
+//! Jobs name versions as inputs ([`resolve_inputs`]): each must be
+//! readable by the submitter, aliases resolve at submission, and the job
+//! may run only at the sites every input's residency allows.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use axum::http::StatusCode;
+use futures_util::StreamExt;
+use gigafab_api as t;
+use gigafab_catalog::store::Blobs;
+use gigafab_catalog::{FileEntry, Manifest};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use crate::auth::{Principal, Role};
+use crate::ctl::{Shared, valid_name};
+use crate::error::ApiError;
+use crate::store::{self, catalog::EntryRow, catalog::VersionRow};
+use crate::time::Ms;
+
+/// Most uploads in progress on a server, and how long one may stay open.
+pub const MAX_UPLOADS: usize = 64;
+pub const UPLOAD_TTL_MS: i64 = 24 * 3_600_000;
+
+/// The site's catalog store, and where uploads wait for their commit.
+pub struct Site {
+    pub blobs: Blobs,
+    /// Uploads in progress, one directory each (made 0700).
+    pub staging: PathBuf,
+    /// The factory site the store is at (residency is checked against it).
+    pub site: String,
+    /// Threads hashing in place and verifying.
+    pub threads: usize,
+    uploads: std::sync::Mutex<HashMap<String, UploadState>>,
+    writes: tokio::sync::Mutex<()>,
+}
+
+struct UploadState {
+    entry: i64,
+    entry_name: String,
+    user: i64,
+    manifest: Manifest,
+    by_path: HashMap<String, usize>,
+    received: Vec<bool>,
+    /// A file of it is being received now.
+    busy: Vec<bool>,
+    created: Ms,
+}
+
+impl Site {
+    /// A site's catalog: `staging` is emptied (uploads do not outlive a
+    /// restart).
+    pub fn new(blobs: Blobs, staging: PathBuf, site: String) -> std::io::Result<Site> {
+        use std::os::unix::fs::PermissionsExt;
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging)?;
+        }
+        std::fs::create_dir_all(&staging)?;
+        std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o700))?;
+        Ok(Site {
+            blobs,
+            staging,
+            site,
+            threads: gigafab_catalog::default_threads(),
+            uploads: Default::default(),
+            writes: Default::default(),
+        })
+    }
+}
+
+fn site(s: &Shared) -> Result<&Site, ApiError> {
+    s.catalog.as_deref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "catalog_disabled",
+            "this server has no catalog store (--catalog-store)",
+        )
+    })
+}
+
+fn catalog_err(e: gigafab_catalog::Error) -> ApiError {
+    use gigafab_catalog::Error as E;
+    match e {
+        E::Store(m) => ApiError::store(format!("catalog store: {m}")),
+        E::Io { .. } => ApiError::store(e.to_string()),
+        E::Mismatch { .. } | E::Changed { .. } => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "hash_mismatch", e.to_string())
+        }
+        _ => ApiError::invalid(e.to_string()),
+    }
+}
+
+fn unprocessable(code: &'static str, msg: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, msg)
+}
+
+fn entry_not_found(name: &str) -> ApiError {
+    ApiError::not_found(
+        "entry_not_found",
+        format!(
+            "catalog entry `{}` not found",
+            name.chars().take(128).collect::<String>()
+        ),
+    )
+}
+
+const KINDS: [&str; 2] = ["dataset", "model"];
+const ACCESS: [&str; 3] = ["public", "org", "gated"];
+
+/// An SPDX licence expression as the catalog takes it: identifiers
+/// (`Apache-2.0`, `LicenseRef-site-1`), `AND`, `OR`, `WITH`, parentheses.
+fn valid_licence(l: &str) -> Result<(), ApiError> {
+    let ok = !l.is_empty()
+        && l.len() <= 200
+        && l.split(|c: char| c == ' ' || c == '(' || c == ')')
+            .filter(|w| !w.is_empty())
+            .all(|w| {
+                matches!(w, "AND" | "OR" | "WITH")
+                    || w.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '+')
+            });
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(format!(
+            "licence: `{}` is not an SPDX expression (e.g. Apache-2.0, CC-BY-4.0 OR MIT)",
+            l.chars().take(64).collect::<String>()
+        )))
+    }
+}
+
+/// An alias: 1 to 64 of `[a-z0-9._-]`, starting with a letter (a number
+/// is a version).
+fn valid_alias(a: &str) -> Result<(), ApiError> {
+    let ok = (1..=64).contains(&a.len())
+        && a.starts_with(|c: char| c.is_ascii_lowercase())
+        && a.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(format!(
+            "alias: `{}` must be 1 to 64 of a-z, 0-9, `.`, `_`, `-`, starting with a letter",
+            a.chars().take(64).collect::<String>()
+        )))
+    }
+}
+
+/// What the caller may do with an entry.
+struct Rights {
+    /// Read its versions (and run jobs on them).
+    read: bool,
+    /// Push versions, move aliases.
+    write: bool,
+    /// Grant, revoke, see grants and requests.
+    own: bool,
+    /// Know it exists.
+    see: bool,
+}
+
+fn rights(who: &Principal, e: &EntryRow, grants: &[(i64, Option<Ms>)], now: Ms) -> Rights {
+    let admin = who.role == Role::Admin;
+    let member = who.org_id == Some(e.org_id) && who.role.in_org();
+    let granted = e.access == "gated"
+        && who.role.in_org()
+        && grants
+            .iter()
+            .any(|(o, exp)| Some(*o) == who.org_id && exp.is_none_or(|x| now < x));
+    let read = admin || member || e.access == "public" || granted;
+    Rights {
+        read,
+        write: admin || member,
+        own: admin || (member && who.role == Role::Owner),
+        // a gated entry is listed to all, so that they may ask for it;
+        // operators see every entry's card
+        see: read || e.access == "gated" || who.global(),
+    }
+}
+
+async fn entry_for(s: &Shared, who: &Principal, name: &str) -> Result<(EntryRow, Rights), ApiError> {
+    let e = store::catalog::entry(&s.store.pool, name)
+        .await?
+        .ok_or_else(|| entry_not_found(name))?;
+    let grants = store::catalog::grants(&s.store.pool, e.id).await?;
+    let r = rights(who, &e, &grants, s.clock.now());
+    if !r.see {
+        return Err(entry_not_found(name));
+    }
+    Ok((e, r))
+}
+
+async fn entry_view(s: &Shared, e: &EntryRow, r: &Rights) -> Result<t::CatalogEntry, ApiError> {
+    let pool = &s.store.pool;
+    let (versions, aliases) = if r.read {
+        (
+            store::catalog::versions(pool, e.id)
+                .await?
+                .into_iter()
+                .map(|v| v.version)
+                .collect(),
+            store::catalog::aliases(pool, e.id).await?.into_iter().collect(),
+        )
+    } else {
+        (Vec::new(), BTreeMap::new())
+    };
+    let (grants, access_requests) = if r.own {
+        (
+            store::catalog::grants(pool, e.id)
+                .await?
+                .into_iter()
+                .map(|(o, exp)| t::EntryGrant {
+                    org: s.tenancy.org_name(o),
+                    expires_at: exp.map(Ms::rfc3339),
+                })
+                .collect(),
+            store::catalog::access_requests(pool, e.id)
+                .await?
+                .into_iter()
+                .map(|(o, u, reason, at)| t::EntryAccessRequest {
+                    org: s.tenancy.org_name(o),
+                    user: crate::ctl::short_name(u),
+                    reason,
+                    at: at.rfc3339(),
+                })
+                .collect(),
+        )
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    Ok(t::CatalogEntry {
+        id: e.id,
+        name: e.name.clone(),
+        kind: e.kind.clone(),
+        org: s.tenancy.org_name(e.org_id),
+        access: e.access.clone(),
+        licence: e.licence.clone(),
+        card: serde_json::from_str(&e.card).unwrap_or_default(),
+        residency: serde_json::from_str(&e.residency).unwrap_or_default(),
+        readable: r.read,
+        versions,
+        aliases,
+        grants,
+        access_requests,
+        created_at: e.created_ms.rfc3339(),
+    })
+}
+
+fn version_view(e: &EntryRow, v: &VersionRow, manifest: Option<Vec<t::ManifestFile>>) -> t::CatalogVersion {
+    t::CatalogVersion {
+        entry: e.name.clone(),
+        version: v.version,
+        manifest_hash: v.manifest_hash.clone(),
+        files: v.files as u64,
+        bytes: v.bytes as u64,
+        in_place: v.in_place,
+        lineage: serde_json::from_str(&v.lineage).unwrap_or_default(),
+        user: crate::ctl::short_name(v.user.clone()),
+        created_at: v.created_ms.rfc3339(),
+        manifest,
+    }
+}
+
+/// `POST /catalog`: a new entry, of the caller's organisation (an
+/// admin's: of the one named).
+pub async fn create_entry(
+    s: &Shared,
+    who: &Principal,
+    req: t::CreateEntry,
+) -> Result<t::CatalogEntry, ApiError> {
+    let c = site(s)?;
+    valid_name(&req.name, "name")?;
+    if !KINDS.contains(&req.kind.as_str()) {
+        return Err(ApiError::invalid(format!(
+            "kind: `{}` is not dataset or model",
+            req.kind.chars().take(32).collect::<String>()
+        )));
+    }
+    let access = req.access.clone().unwrap_or_else(|| "org".into());
+    if !ACCESS.contains(&access.as_str()) {
+        return Err(ApiError::invalid(format!(
+            "access: `{}` is not public, org or gated",
+            access.chars().take(32).collect::<String>()
+        )));
+    }
+    valid_licence(&req.licence)?;
+    let card = req.card.clone().unwrap_or_default();
+    for (f, v) in [
+        ("description", &card.description),
+        ("intended_use", &card.intended_use),
+        ("limitations", &card.limitations),
+    ] {
+        if v.len() > 20_000 {
+            return Err(ApiError::invalid(format!("card.{f}: at most 20,000 bytes")));
+        }
+    }
+    let residency = req.residency.clone().unwrap_or_default();
+    let sites: Vec<String> = s.site_names();
+    for r in &residency {
+        if !sites.contains(r) {
+            return Err(ApiError::invalid(format!(
+                "residency: `{}` is not a site of this factory ({})",
+                r.chars().take(64).collect::<String>(),
+                sites.join(", ")
+            )));
+        }
+    }
+    let org = match (&req.org, who.role) {
+        (Some(o), Role::Admin) => s
+            .tenancy
+            .org_named(o)
+            .ok_or_else(|| ApiError::invalid(format!("org: `{o}` not found")))?
+            .id,
+        (None, Role::Admin) => {
+            return Err(ApiError::invalid("org: an admin names the owner organisation"));
+        }
+        (_, r) if r.in_org() => {
+            let own = who.org_id.unwrap_or(-1);
+            if req.org.as_ref().is_some_and(|o| s.tenancy.org_named(o).map(|x| x.id) != Some(own)) {
+                return Err(ApiError::forbidden("an entry belongs to your own organisation"));
+            }
+            own
+        }
+        _ => return Err(ApiError::forbidden("operators do not own catalog entries")),
+    };
+    let _w = c.writes.lock().await;
+    let pool = &s.store.pool;
+    if store::catalog::entry(pool, &req.name).await?.is_some() {
+        return Err(ApiError::conflict(
+            "conflict",
+            format!("catalog entry `{}` exists", req.name),
+        ));
+    }
+    let now = s.clock.now();
+    let e = EntryRow {
+        id: store::catalog::max_entry_id(pool).await? + 1,
+        name: req.name.clone(),
+        org_id: org,
+        kind: req.kind.clone(),
+        access,
+        licence: req.licence.clone(),
+        card: serde_json::to_string(&card).unwrap_or_default(),
+        residency: serde_json::to_string(&residency).unwrap_or_default(),
+        created_ms: now,
+    };
+    s.store
+        .write(vec![
+            store::catalog::insert_entry(&e),
+            s.audit_op(
+                who,
+                now,
+                "create_catalog_entry",
+                &format!("catalog {}", e.name),
+                format!("{} {} {}", e.kind, e.access, e.licence),
+            ),
+        ])
+        .await?;
+    let grants = Vec::new();
+    entry_view(s, &e, &rights(who, &e, &grants, now)).await
+}
+
+/// `GET /catalog`: the entries the caller may see.
+pub async fn list_entries(s: &Shared, who: &Principal) -> Result<Vec<t::CatalogEntry>, ApiError> {
+    site(s)?;
+    let pool = &s.store.pool;
+    let now = s.clock.now();
+    let mut grants: HashMap<i64, Vec<(i64, Option<Ms>)>> = HashMap::new();
+    for (e, o, x) in store::catalog::all_grants(pool).await? {
+        grants.entry(e).or_default().push((o, x));
+    }
+    let mut out = Vec::new();
+    for e in store::catalog::entries(pool).await? {
+        let r = rights(who, &e, grants.get(&e.id).map_or(&[][..], |v| v), now);
+        if r.see {
+            out.push(entry_view(s, &e, &r).await?);
+        }
+    }
+    Ok(out)
+}
+
+/// `GET /catalog/{name}`.
+pub async fn get_entry(s: &Shared, who: &Principal, name: &str) -> Result<t::CatalogEntry, ApiError> {
+    site(s)?;
+    let (e, r) = entry_for(s, who, name).await?;
+    entry_view(s, &e, &r).await
+}
+
+/// The version `reference` (a number or an alias) of `e`.
+async fn version_of(s: &Shared, e: &EntryRow, reference: &str) -> Result<VersionRow, ApiError> {
+    let pool = &s.store.pool;
+    let n = match reference.parse::<i64>() {
+        Ok(n) => n,
+        Err(_) => store::catalog::aliases(pool, e.id)
+            .await?
+            .into_iter()
+            .find(|(a, _)| a == reference)
+            .map(|(_, v)| v)
+            .ok_or_else(|| {
+                ApiError::not_found(
+                    "version_not_found",
+                    format!(
+                        "`{}` has no version or alias `{}`",
+                        e.name,
+                        reference.chars().take(64).collect::<String>()
+                    ),
+                )
+            })?,
+    };
+    store::catalog::version(pool, e.id, n).await?.ok_or_else(|| {
+        ApiError::not_found(
+            "version_not_found",
+            format!("`{}` has no version {n}", e.name),
+        )
+    })
+}
+
+async fn manifest_of(s: &Shared, e: &EntryRow, v: i64) -> Result<Manifest, ApiError> {
+    let text = store::catalog::manifest(&s.store.pool, e.id, v)
+        .await?
+        .ok_or_else(|| ApiError::store("a version without its manifest"))?;
+    let files: Vec<FileEntry> = serde_json::from_str(&text)
+        .map_err(|e| ApiError::store(format!("a stored manifest does not parse: {e}")))?;
+    Manifest::new(files).map_err(|e| ApiError::store(format!("a stored manifest: {e}")))
+}
+
+fn unreadable(e: &EntryRow) -> ApiError {
+    ApiError::forbidden(format!(
+        "you may not read `{}` ({} access){}",
+        e.name,
+        e.access,
+        if e.access == "gated" {
+            "; ask its owners: POST /api/v1/catalog/{name}/access-requests"
+        } else {
+            ""
+        }
+    ))
+}
+
+/// `GET /catalog/{name}/versions/{ref}` (`files`: with the manifest).
+pub async fn get_version(
+    s: &Shared,
+    who: &Principal,
+    name: &str,
+    reference: &str,
+    files: bool,
+) -> Result<t::CatalogVersion, ApiError> {
+    site(s)?;
+    let (e, r) = entry_for(s, who, name).await?;
+    if !r.read {
+        return Err(unreadable(&e));
+    }
+    let v = version_of(s, &e, reference).await?;
+    let manifest = if files {
+        Some(
+            manifest_of(s, &e, v.version)
+                .await?
+                .files
+                .into_iter()
+                .map(|f| t::ManifestFile {
+                    path: f.path,
+                    size: f.size,
+                    sha256: f.sha256,
+                })
+                .collect(),
+        )
+    } else {
+        None
+    };
+    Ok(version_view(&e, &v, manifest))
+}
+
+/// Lineage references (`name@version`), each to a readable version.
+async fn lineage_refs(
+    s: &Shared,
+    who: &Principal,
+    base: &Option<String>,
+    datasets: &[String],
+    job: Option<i64>,
+) -> Result<t::Lineage, ApiError> {
+    if datasets.len() > 100 {
+        return Err(ApiError::invalid("datasets: at most 100"));
+    }
+    let pin = async |r: &str, want: &str, field: &str| -> Result<String, ApiError> {
+        let (kind, name, reference) = parse_ref(r)?;
+        let reference = reference.ok_or_else(|| ApiError::invalid(format!("{field}: `{r}` needs @VERSION")))?;
+        let (e, rt) = entry_for(s, who, &name).await?;
+        if !rt.read {
+            return Err(unreadable(&e));
+        }
+        if e.kind != want || kind.is_some_and(|k| k != want) {
+            return Err(ApiError::invalid(format!("{field}: `{name}` is not a {want}")));
+        }
+        let v = version_of(s, &e, &reference).await?;
+        Ok(format!("{}@{}", e.name, v.version))
+    };
+    let base = match base {
+        Some(b) => Some(pin(b, "model", "base").await?),
+        None => None,
+    };
+    let mut ds = Vec::new();
+    for d in datasets {
+        ds.push(pin(d, "dataset", "datasets").await?);
+    }
+    Ok(t::Lineage {
+        base,
+        datasets: ds,
+        job: job.map(t::JobId),
+    })
+}
+
+/// Checks that the site's store may hold `e` (its residency).
+fn residency_allows(c: &Site, e: &EntryRow) -> Result<(), ApiError> {
+    let res: Vec<String> = serde_json::from_str(&e.residency).unwrap_or_default();
+    if !res.is_empty() && !res.contains(&c.site) {
+        return Err(unprocessable(
+            "residency_violation",
+            format!(
+                "`{}` may be stored only at {}; this server's catalog store is at site {}",
+                e.name,
+                res.join(", "),
+                c.site
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `POST /catalog/{name}/uploads`: starts the upload of a version.
+pub async fn start_upload(
+    s: &Shared,
+    who: &Principal,
+    name: &str,
+    req: t::StartUpload,
+) -> Result<t::Upload, ApiError> {
+    let c = site(s)?;
+    let (e, r) = entry_for(s, who, name).await?;
+    if !r.write {
+        return Err(ApiError::forbidden(format!(
+            "only `{}`'s organisation pushes versions of it",
+            e.name
+        )));
+    }
+    residency_allows(c, &e)?;
+    let files: Vec<FileEntry> = req
+        .files
+        .into_iter()
+        .map(|f| FileEntry {
+            path: f.path,
+            size: f.size,
+            sha256: f.sha256,
+        })
+        .collect();
+    let m = Manifest::new(files).map_err(|e| ApiError::invalid(format!("files: {e}")))?;
+    if let Some(v) = store::catalog::version_with_hash(&s.store.pool, e.id, &m.hash).await? {
+        return Err(ApiError::conflict(
+            "duplicate_version",
+            format!("`{}` version {v} has this content already (manifest {})", e.name, m.hash),
+        ));
+    }
+    let now = s.clock.now();
+    let id = hex::encode(Sha256::digest(format!("{}{}{}", m.hash, now.0, rand_hex())));
+    let id = id[..32].to_string();
+    let mut ups = c.uploads.lock().map_err(|_| ApiError::store("uploads lock"))?;
+    ups.retain(|_, u| now.0 - u.created.0 < UPLOAD_TTL_MS);
+    if ups.len() >= MAX_UPLOADS {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_uploads",
+            format!("{MAX_UPLOADS} uploads are in progress; try later"),
+        ));
+    }
+    let view = t::Upload {
+        id: id.clone(),
+        entry: e.name.clone(),
+        manifest_hash: m.hash.clone(),
+        files: m.files.len() as u64,
+        bytes: m.bytes,
+        received: 0,
+    };
+    let n = m.files.len();
+    ups.insert(
+        id,
+        UploadState {
+            entry: e.id,
+            entry_name: e.name.clone(),
+            user: who.user_id,
+            by_path: m.files.iter().enumerate().map(|(i, f)| (f.path.clone(), i)).collect(),
+            manifest: m,
+            received: vec![false; n],
+            busy: vec![false; n],
+            created: now,
+        },
+    );
+    Ok(view)
+}
+
+fn rand_hex() -> String {
+    gigafab_catalog::store::new_key()[2..].to_string()
+}
+
+fn upload_not_found(id: &str) -> ApiError {
+    ApiError::not_found(
+        "upload_not_found",
+        format!("upload `{}` not found (expired, committed, or another's)", id.chars().take(40).collect::<String>()),
+    )
+}
+
+/// `PUT /catalog/uploads/{id}/files/{path}`: one file's bytes, hashed as
+/// they arrive; refused (and dropped) unless they match the manifest.
+pub async fn put_file(
+    s: &Shared,
+    who: &Principal,
+    id: &str,
+    path: &str,
+    body: axum::body::Body,
+) -> Result<t::Upload, ApiError> {
+    let c = site(s)?;
+    let (i, want, dir) = {
+        let mut ups = c.uploads.lock().map_err(|_| ApiError::store("uploads lock"))?;
+        let u = ups
+            .get_mut(id)
+            .filter(|u| u.user == who.user_id)
+            .ok_or_else(|| upload_not_found(id))?;
+        let i = *u.by_path.get(path).ok_or_else(|| {
+            ApiError::not_found(
+                "file_not_in_manifest",
+                format!("`{}` is not a file of this upload's manifest", path.chars().take(256).collect::<String>()),
+            )
+        })?;
+        if u.busy[i] {
+            return Err(ApiError::conflict("conflict", format!("`{path}` is being received")));
+        }
+        u.busy[i] = true;
+        (i, u.manifest.files[i].clone(), c.staging.join(id))
+    };
+    let r = receive(&dir, &want, body).await;
+    let mut ups = c.uploads.lock().map_err(|_| ApiError::store("uploads lock"))?;
+    let u = ups.get_mut(id).ok_or_else(|| upload_not_found(id))?;
+    u.busy[i] = false;
+    r?;
+    u.received[i] = true;
+    Ok(t::Upload {
+        id: id.to_string(),
+        entry: u.entry_name.clone(),
+        manifest_hash: u.manifest.hash.clone(),
+        files: u.manifest.files.len() as u64,
+        bytes: u.manifest.bytes,
+        received: u.received.iter().filter(|x| **x).count() as u64,
+    })
+}
+
+async fn receive(dir: &std::path::Path, want: &FileEntry, body: axum::body::Body) -> Result<(), ApiError> {
+    let to = dir.join(&want.path);
+    let part = dir.join(format!(".part-{}", rand_hex()));
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(|e| ApiError::store(format!("staging: {e}")))?;
+    let mut f = tokio::fs::File::create(&part)
+        .await
+        .map_err(|e| ApiError::store(format!("staging: {e}")))?;
+    let mut h = Sha256::new();
+    let mut n = 0u64;
+    let mut stream = body.into_data_stream();
+    let r: Result<(), ApiError> = async {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| ApiError::invalid(format!("body: {e}")))?;
+            n += chunk.len() as u64;
+            if n > want.size {
+                return Err(unprocessable(
+                    "hash_mismatch",
+                    format!("`{}`: more than its {} bytes", want.path, want.size),
+                ));
+            }
+            h.update(&chunk);
+            f.write_all(&chunk)
+                .await
+                .map_err(|e| ApiError::store(format!("staging: {e}")))?;
+        }
+        let got = hex::encode(h.finalize_reset());
+        if n != want.size || got != want.sha256 {
+            return Err(unprocessable(
+                "hash_mismatch",
+                format!(
+                    "`{}`: {n} bytes with sha256 {got}; the manifest says {} bytes, {}",
+                    want.path, want.size, want.sha256
+                ),
+            ));
+        }
+        f.flush().await.map_err(|e| ApiError::store(format!("staging: {e}")))?;
+        if let Some(p) = to.parent() {
+            tokio::fs::create_dir_all(p)
+                .await
+                .map_err(|e| ApiError::store(format!("staging: {e}")))?;
+        }
+        tokio::fs::rename(&part, &to)
+            .await
+            .map_err(|e| ApiError::store(format!("staging: {e}")))?;
+        Ok(())
+    }
+    .await;
+    if r.is_err() {
+        let _ = tokio::fs::remove_file(&part).await;
+    }
+    r
+}
+
+/// Records version `m` of `e` at `location` with its aliases, in one
+/// transaction with its audit line.
+#[allow(clippy::too_many_arguments)]
+async fn record_version(
+    s: &Shared,
+    who: &Principal,
+    e: &EntryRow,
+    m: &Manifest,
+    location: String,
+    in_place: bool,
+    lineage: t::Lineage,
+    aliases: &[String],
+) -> Result<t::CatalogVersion, ApiError> {
+    let pool = &s.store.pool;
+    if let Some(v) = store::catalog::version_with_hash(pool, e.id, &m.hash).await? {
+        return Err(ApiError::conflict(
+            "duplicate_version",
+            format!("`{}` version {v} has this content already (manifest {})", e.name, m.hash),
+        ));
+    }
+    let now = s.clock.now();
+    let v = VersionRow {
+        entry_id: e.id,
+        version: store::catalog::max_version(pool, e.id).await? + 1,
+        manifest_hash: m.hash.clone(),
+        files: m.files.len() as i64,
+        bytes: m.bytes as i64,
+        location,
+        in_place,
+        lineage: serde_json::to_string(&lineage).unwrap_or_default(),
+        user: who.login.clone(),
+        created_ms: now,
+    };
+    let mut ops = vec![store::catalog::insert_version(
+        &v,
+        serde_json::to_string(&m.files).unwrap_or_default(),
+        lineage.job.map(|j| j.0),
+        who.user_id,
+    )];
+    for a in aliases {
+        ops.extend(store::catalog::set_alias(e.id, a, v.version));
+    }
+    ops.push(s.audit_op(
+        who,
+        now,
+        "push_catalog_version",
+        &format!("catalog {}@{}", e.name, v.version),
+        format!(
+            "manifest {}, {} files, {} bytes{}",
+            m.hash,
+            m.files.len(),
+            m.bytes,
+            if in_place { ", in place" } else { "" }
+        ),
+    ));
+    s.store.write(ops).await?;
+    Ok(version_view(e, &v, None))
+}
+
+/// `POST /catalog/uploads/{id}/commit`: every file received and checked,
+/// the version is copied into the store and recorded.
+pub async fn commit_upload(
+    s: &Shared,
+    who: &Principal,
+    id: &str,
+    req: t::CommitUpload,
+) -> Result<t::CatalogVersion, ApiError> {
+    let c = site(s)?;
+    for a in &req.aliases {
+        valid_alias(a)?;
+    }
+    let (entry, m) = {
+        let ups = c.uploads.lock().map_err(|_| ApiError::store("uploads lock"))?;
+        let u = ups
+            .get(id)
+            .filter(|u| u.user == who.user_id)
+            .ok_or_else(|| upload_not_found(id))?;
+        if let Some(i) = u.received.iter().position(|r| !r) {
+            return Err(ApiError::conflict(
+                "upload_incomplete",
+                format!(
+                    "{} of {} files received; `{}` is missing",
+                    u.received.iter().filter(|r| **r).count(),
+                    u.received.len(),
+                    u.manifest.files[i].path
+                ),
+            ));
+        }
+        if u.busy.iter().any(|b| *b) {
+            return Err(ApiError::conflict("conflict", "a file is being received"));
+        }
+        (u.entry, u.manifest.clone())
+    };
+    let lineage = lineage_refs(s, who, &req.base, &req.datasets, None).await?;
+    let _w = c.writes.lock().await;
+    let e = store::catalog::entries(&s.store.pool)
+        .await?
+        .into_iter()
+        .find(|x| x.id == entry)
+        .ok_or_else(|| upload_not_found(id))?;
+    let dir = c.staging.join(id);
+    let key = gigafab_catalog::store::new_key();
+    c.blobs
+        .put_tree(&dir, &m, &key)
+        .await
+        .map_err(catalog_err)?;
+    let r = record_version(s, who, &e, &m, key.clone(), false, lineage, &req.aliases).await;
+    if r.is_err() {
+        let _ = c.blobs.remove(&key).await;
+    } else {
+        if let Ok(mut ups) = c.uploads.lock() {
+            ups.remove(id);
+        }
+        let _ = tokio::fs::remove_dir_all(&dir).await;
+    }
+    r
+}
+
+/// `POST /catalog/{name}/versions` (admin): a directory of the site's file
+/// system, hashed by the server where it lies.
+pub async fn register_in_place(
+    s: &Shared,
+    who: &Principal,
+    name: &str,
+    req: t::RegisterInPlace,
+) -> Result<t::CatalogVersion, ApiError> {
+    let c = site(s)?;
+    if who.role != Role::Admin {
+        return Err(ApiError::forbidden(
+            "only an admin registers a directory in place (others push)",
+        ));
+    }
+    for a in &req.aliases {
+        valid_alias(a)?;
+    }
+    let (e, _) = entry_for(s, who, name).await?;
+    residency_allows(c, &e)?;
+    let path = PathBuf::from(&req.path);
+    if !path.is_absolute() || req.path.contains('\0') {
+        return Err(ApiError::invalid("path: must be an absolute path"));
+    }
+    let threads = c.threads;
+    let p = path.clone();
+    let m = tokio::task::spawn_blocking(move || gigafab_catalog::hash_tree(&p, threads))
+        .await
+        .map_err(|e| ApiError::store(e.to_string()))?
+        .map_err(catalog_err)?;
+    let lineage = lineage_refs(s, who, &req.base, &req.datasets, None).await?;
+    let _w = c.writes.lock().await;
+    record_version(s, who, &e, &m, req.path.clone(), true, lineage, &req.aliases).await
+}
+
+/// `PUT /catalog/{name}/aliases/{alias}`.
+pub async fn set_alias(
+    s: &Shared,
+    who: &Principal,
+    name: &str,
+    alias: &str,
+    req: t::SetAlias,
+) -> Result<t::CatalogEntry, ApiError> {
+    let c = site(s)?;
+    valid_alias(alias)?;
+    let (e, r) = entry_for(s, who, name).await?;
+    if !r.write {
+        return Err(ApiError::forbidden(format!("only `{}`'s organisation moves its aliases", e.name)));
+    }
+    let _w = c.writes.lock().await;
+    let v = version_of(s, &e, &req.version.to_string()).await?;
+    let now = s.clock.now();
+    let mut ops = store::catalog::set_alias(e.id, alias, v.version);
+    ops.push(s.audit_op(
+        who,
+        now,
+        "set_catalog_alias",
+        &format!("catalog {}", e.name),
+        format!("{alias} -> {}", v.version),
+    ));
+    s.store.write(ops).await?;
+    entry_view(s, &e, &r).await
+}
+
+/// `POST /catalog/{name}/grants` (its owners): a gated entry to an
+/// organisation, until `days` from now.
+pub async fn grant(
+    s: &Shared,
+    who: &Principal,
+    name: &str,
+    req: t::GrantEntry,
+) -> Result<t::CatalogEntry, ApiError> {
+    let c = site(s)?;
+    let (e, r) = entry_for(s, who, name).await?;
+    if !r.own {
+        return Err(ApiError::forbidden(format!("only `{}`'s owners grant it", e.name)));
+    }
+    if e.access != "gated" {
+        return Err(unprocessable(
+            "not_gated",
+            format!("`{}` is {} access: grants are for gated entries", e.name, e.access),
+        ));
+    }
+    let org = s
+        .tenancy
+        .org_named(&req.org)
+        .ok_or_else(|| ApiError::invalid(format!("org: `{}` not found", req.org.chars().take(64).collect::<String>())))?;
+    if let Some(d) = req.days
+        && !(d.is_finite() && d > 0.0 && d <= 3650.0)
+    {
+        return Err(ApiError::invalid("days: must be > 0 and at most 3650"));
+    }
+    let _w = c.writes.lock().await;
+    let now = s.clock.now();
+    let expires = req.days.map(|d| now.plus_days(d));
+    let mut ops = store::catalog::grant(e.id, org.id, expires, now);
+    ops.push(s.audit_op(
+        who,
+        now,
+        "grant_catalog_entry",
+        &format!("catalog {}", e.name),
+        format!(
+            "to org {} until {}",
+            org.name,
+            expires.map_or("revoked".into(), Ms::rfc3339)
+        ),
+    ));
+    s.store.write(ops).await?;
+    entry_view(s, &e, &r).await
+}
+
+/// `DELETE /catalog/{name}/grants/{org}` (its owners).
+pub async fn revoke(s: &Shared, who: &Principal, name: &str, org: &str) -> Result<t::CatalogEntry, ApiError> {
+    let c = site(s)?;
+    let (e, r) = entry_for(s, who, name).await?;
+    if !r.own {
+        return Err(ApiError::forbidden(format!("only `{}`'s owners revoke its grants", e.name)));
+    }
+    let o = s
+        .tenancy
+        .org_named(org)
+        .ok_or_else(|| ApiError::not_found("org_not_found", format!("org `{}` not found", org.chars().take(64).collect::<String>())))?;
+    let _w = c.writes.lock().await;
+    let now = s.clock.now();
+    s.store
+        .write(vec![
+            store::catalog::revoke(e.id, o.id),
+            s.audit_op(
+                who,
+                now,
+                "revoke_catalog_entry",
+                &format!("catalog {}", e.name),
+                format!("from org {}", o.name),
+            ),
+        ])
+        .await?;
+    entry_view(s, &e, &r).await
+}
+
+/// `POST /catalog/{name}/access-requests`: an organisation asks for a
+/// gated entry; its owners see the request with the entry.
+pub async fn request_access(
+    s: &Shared,
+    who: &Principal,
+    name: &str,
+    req: t::RequestEntryAccess,
+) -> Result<t::CatalogEntry, ApiError> {
+    let c = site(s)?;
+    let (e, r) = entry_for(s, who, name).await?;
+    let Some(org) = who.org_id.filter(|_| who.role.in_org()) else {
+        return Err(ApiError::forbidden("an organisation's owner or member asks for access"));
+    };
+    if e.access != "gated" {
+        return Err(unprocessable("not_gated", format!("`{}` is {} access", e.name, e.access)));
+    }
+    if r.read {
+        return Err(ApiError::conflict("conflict", format!("your organisation reads `{}` already", e.name)));
+    }
+    let reason = req.reason.trim();
+    if reason.is_empty() || reason.len() > 2000 {
+        return Err(ApiError::invalid("reason: 1 to 2,000 bytes"));
+    }
+    let _w = c.writes.lock().await;
+    let now = s.clock.now();
+    let mut ops = store::catalog::request_access(e.id, org, who.user_id, reason, now);
+    ops.push(s.audit_op(
+        who,
+        now,
+        "request_catalog_access",
+        &format!("catalog {}", e.name),
+        format!("org {}", s.tenancy.org_name(org)),
+    ));
+    ops.extend(crate::notify::mails(
+        s,
+        &s.tenancy.owners_of(e.org_id),
+        &format!("[gigafab] access to {} requested by {}", e.name, s.tenancy.org_name(org)),
+        &format!(
+            "{} ({}) asks to read catalog entry {}:\n\n{}\n\nGrant it: gigafab catalog grant {} --org {} --days N\n",
+            who.name,
+            s.tenancy.org_name(org),
+            e.name,
+            reason,
+            e.name,
+            s.tenancy.org_name(org)
+        ),
+    ));
+    s.store.write(ops).await?;
+    entry_view(s, &e, &r).await
+}
+
+/// `POST /catalog/{name}/verify/{ref}` (its organisation, admins and
+/// operators): the version hashed again where it lies.
+pub async fn verify(s: &Shared, who: &Principal, name: &str, reference: &str) -> Result<t::VerifyReport, ApiError> {
+    let c = site(s)?;
+    let (e, r) = entry_for(s, who, name).await?;
+    if !(r.write || who.global()) {
+        return Err(ApiError::forbidden(format!("only `{}`'s organisation, admins and operators verify it", e.name)));
+    }
+    let v = version_of(s, &e, reference).await?;
+    let m = manifest_of(s, &e, v.version).await?;
+    let problems = if v.in_place {
+        let p = PathBuf::from(&v.location);
+        let threads = c.threads;
+        tokio::task::spawn_blocking(move || gigafab_catalog::verify_tree(&p, &m, threads))
+            .await
+            .map_err(|e| ApiError::store(e.to_string()))?
+    } else {
+        c.blobs.verify(&v.location, &m, c.threads).await
+    };
+    let problems = match problems {
+        Ok(p) => p,
+        Err(gigafab_catalog::Error::NotFound(p)) => vec![gigafab_catalog::Problem {
+            path: p,
+            kind: "missing".into(),
+            detail: "the version's directory is gone".into(),
+        }],
+        Err(e) => return Err(catalog_err(e)),
+    };
+    Ok(t::VerifyReport {
+        entry: e.name.clone(),
+        version: v.version,
+        intact: problems.is_empty(),
+        problems: problems
+            .into_iter()
+            .map(|p| t::VerifyProblem {
+                path: p.path,
+                kind: p.kind,
+                detail: p.detail,
+            })
+            .collect(),
+    })
+}
+
+/// `GET /catalog/{name}/lineage/{ref}`: the version's ancestors (those the
+/// caller may read), breadth first.
+pub async fn lineage(s: &Shared, who: &Principal, name: &str, reference: &str) -> Result<t::LineageGraph, ApiError> {
+    site(s)?;
+    let (e, r) = entry_for(s, who, name).await?;
+    if !r.read {
+        return Err(unreadable(&e));
+    }
+    let v = version_of(s, &e, reference).await?;
+    let first = format!("{}@{}", e.name, v.version);
+    let mut nodes = vec![first.clone()];
+    let mut edges = Vec::new();
+    let mut queue = std::collections::VecDeque::from([(first, v.lineage.clone())]);
+    while let Some((node, lin)) = queue.pop_front() {
+        if nodes.len() > 1000 {
+            break;
+        }
+        let l: t::Lineage = serde_json::from_str(&lin).unwrap_or_default();
+        if let Some(j) = l.job {
+            edges.push((node.clone(), format!("job {j}"), "job".to_string()));
+        }
+        let parents = l
+            .base
+            .iter()
+            .map(|b| (b.clone(), "base"))
+            .chain(l.datasets.iter().map(|d| (d.clone(), "dataset")));
+        for (p, rel) in parents {
+            edges.push((node.clone(), p.clone(), rel.to_string()));
+            if nodes.contains(&p) {
+                continue;
+            }
+            nodes.push(p.clone());
+            let Some((pn, pv)) = p.rsplit_once('@') else { continue };
+            let Ok(Some(pe)) = store::catalog::entry(&s.store.pool, pn).await else { continue };
+            let grants = store::catalog::grants(&s.store.pool, pe.id).await?;
+            if !rights(who, &pe, &grants, s.clock.now()).read {
+                continue;
+            }
+            if let Ok(pv) = version_of(s, &pe, pv).await {
+                queue.push_back((p, pv.lineage));
+            }
+        }
+    }
+    Ok(t::LineageGraph { nodes, edges })
+}
+
+/// A job input as the submission gives it: (kind, name, version or alias).
+pub fn parse_ref(r: &str) -> Result<(Option<String>, String, Option<String>), ApiError> {
+    let bad = || {
+        ApiError::invalid(format!(
+            "input: `{}` is not [dataset:|model:]NAME[@VERSION|@ALIAS]",
+            r.chars().take(128).collect::<String>()
+        ))
+    };
+    let (kind, rest) = match r.split_once(':') {
+        Some((k, rest)) if KINDS.contains(&k) => (Some(k.to_string()), rest),
+        Some(_) => return Err(bad()),
+        None => (None, r),
+    };
+    let (name, reference) = match rest.split_once('@') {
+        Some((n, v)) if !v.is_empty() => (n, Some(v.to_string())),
+        Some(_) => return Err(bad()),
+        None => (rest, None),
+    };
+    if valid_name(name, "input").is_err() {
+        return Err(bad());
+    }
+    Ok((kind, name.to_string(), reference))
+}
+
+/// A job's input, resolved at submission.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Input {
+    /// `dataset:NAME@VERSION`.
+    pub reference: String,
+    /// The environment variable naming its directory.
+    pub var: String,
+    /// Its directory, read-only.
+    pub path: String,
+    pub manifest_hash: String,
+    /// Sites its residency allows (empty: any).
+    pub residency: Vec<String>,
+}
+
+/// The variable a job finds input `name` in: `GIGAFAB_INPUT_` and the
+/// name in upper case, other characters than letters and digits as `_`.
+pub fn input_var(name: &str) -> String {
+    let mut v = String::from("GIGAFAB_INPUT_");
+    v.extend(name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }));
+    v
+}
+
+/// Resolves a submission's inputs for `who`: each readable, an alias (or
+/// none: `latest`, else the newest version) pinned to its version, its
+/// files local (an object store's fetched, checked, into the cache).
+pub async fn resolve_inputs(s: &Shared, who: &Principal, refs: &[String]) -> Result<Vec<Input>, ApiError> {
+    if refs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let c = site(s)?;
+    if refs.len() > 32 {
+        return Err(ApiError::invalid("inputs: at most 32"));
+    }
+    let mut out: Vec<Input> = Vec::new();
+    for r in refs {
+        let (kind, name, reference) = parse_ref(r)?;
+        let (e, rt) = entry_for(s, who, &name).await.map_err(|err| {
+            if err.code == "entry_not_found" {
+                unprocessable("input_not_found", format!("input: catalog entry `{name}` not found"))
+            } else {
+                err
+            }
+        })?;
+        if !rt.read {
+            return Err(unreadable(&e));
+        }
+        if let Some(k) = kind
+            && k != e.kind
+        {
+            return Err(ApiError::invalid(format!("input: `{name}` is a {}, not a {k}", e.kind)));
+        }
+        let v = match reference {
+            Some(x) => version_of(s, &e, &x).await?,
+            None => {
+                let latest = store::catalog::aliases(&s.store.pool, e.id)
+                    .await?
+                    .into_iter()
+                    .find(|(a, _)| a == "latest")
+                    .map(|(_, v)| v)
+                    .or(store::catalog::versions(&s.store.pool, e.id).await?.last().map(|v| v.version))
+                    .ok_or_else(|| unprocessable("version_not_found", format!("input: `{name}` has no version yet")))?;
+                version_of(s, &e, &latest.to_string()).await?
+            }
+        };
+        let path = if v.in_place {
+            PathBuf::from(&v.location)
+        } else {
+            let m = manifest_of(s, &e, v.version).await?;
+            c.blobs.local_tree(&v.location, &m).await.map_err(catalog_err)?
+        };
+        let var = input_var(&e.name);
+        if out.iter().any(|i| i.var == var) {
+            return Err(ApiError::invalid(format!("inputs: `{}` given twice", e.name)));
+        }
+        out.push(Input {
+            reference: format!("{}:{}@{}", e.kind, e.name, v.version),
+            var,
+            path: path.display().to_string(),
+            manifest_hash: v.manifest_hash.clone(),
+            residency: serde_json::from_str(&e.residency).unwrap_or_default(),
+        });
+    }
+    Ok(out)
+}
+
+/// The sites every input allows (None: any site; Some(empty): none).
+pub fn allowed_sites(inputs: &[Input]) -> Option<Vec<String>> {
+    let mut allowed: Option<Vec<String>> = None;
+    for i in inputs.iter().filter(|i| !i.residency.is_empty()) {
+        allowed = Some(match allowed {
+            None => i.residency.clone(),
+            Some(a) => a.into_iter().filter(|s| i.residency.contains(s)).collect(),
+        });
+    }
+    allowed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(res: &[&str]) -> Input {
+        Input {
+            reference: "dataset:x@1".into(),
+            var: "GIGAFAB_INPUT_X".into(),
+            path: "/x".into(),
+            manifest_hash: String::new(),
+            residency: res.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn references_parse() {
+        assert_eq!(
+            parse_ref("dataset:imagenet@3").unwrap(),
+            (Some("dataset".into()), "imagenet".into(), Some("3".into()))
+        );
+        assert_eq!(parse_ref("llama@prod").unwrap(), (None, "llama".into(), Some("prod".into())));
+        assert_eq!(parse_ref("llama").unwrap(), (None, "llama".into(), None));
+        for bad in ["table:x@1", "x@", "../x@1", "a b@1", "dataset:@1"] {
+            assert!(parse_ref(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn residency_intersects() {
+        assert_eq!(allowed_sites(&[]), None);
+        assert_eq!(allowed_sites(&[input(&[])]), None);
+        assert_eq!(
+            allowed_sites(&[input(&["paris", "lyon"]), input(&[]), input(&["lyon"])]),
+            Some(vec!["lyon".to_string()])
+        );
+        assert_eq!(allowed_sites(&[input(&["paris"]), input(&["lyon"])]), Some(vec![]));
+    }
+
+    #[test]
+    fn names_and_licences() {
+        assert_eq!(input_var("imagenet-1k.v2"), "GIGAFAB_INPUT_IMAGENET_1K_V2");
+        for ok in ["Apache-2.0", "CC-BY-4.0 OR MIT", "(MIT AND BSD-3-Clause)", "GPL-2.0+ WITH Classpath-exception-2.0"] {
+            valid_licence(ok).unwrap();
+        }
+        for bad in ["", "MIT; rm -rf", "<b>"] {
+            assert!(valid_licence(bad).is_err(), "{bad}");
+        }
+        valid_alias("latest").unwrap();
+        for bad in ["1", "Prod", "", "a b"] {
+            assert!(valid_alias(bad).is_err(), "{bad}");
+        }
+    }
+}
