@@ -427,9 +427,18 @@ fn catalog_site(
         Some(s) => bail!(
             "--catalog-site: `{s}` is not a site of fleet `{}` ({})",
             factory.name,
-            factory.sites.iter().map(|x| x.name.as_str()).collect::<Vec<_>>().join(", ")
+            factory
+                .sites
+                .iter()
+                .map(|x| x.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
-        None => factory.sites.first().map(|x| x.name.clone()).unwrap_or_default(),
+        None => factory
+            .sites
+            .first()
+            .map(|x| x.name.clone())
+            .unwrap_or_default(),
     };
     let s = gigafab_server::catalog::Site::new(blobs, data_dir.join("catalog-staging"), site)
         .context("cannot make the catalog's staging directory")?;

@@ -1287,6 +1287,7 @@ fn default_workdir(dir: &Path, as_account: bool) -> PathBuf {
 /// rights (setfsuid), the job's own /tmp, /var/tmp and /dev/shm, then the
 /// account's uid for good. Everything
 /// it runs there is async-signal-safe (plain syscalls on prepared data).
+#[allow(clippy::too_many_arguments)]
 fn prepare_exec(
     cmd: &mut Command,
     workdir: &Path,

@@ -588,9 +588,16 @@ fn inputs_are_read_only_even_for_root() {
     let (out, err) = ex.log_paths(41);
     let out = read(&out);
     assert_eq!(out, "original\ndone\n", "stderr: {}", read(&err));
-    assert!(read(&err).contains("Read-only file system"), "{}", read(&err));
+    assert!(
+        read(&err).contains("Read-only file system"),
+        "{}",
+        read(&err)
+    );
     // the files are untouched outside the job, and writable there
-    assert_eq!(fs::read_to_string(input.join("sub/data")).unwrap(), "original\n");
+    assert_eq!(
+        fs::read_to_string(input.join("sub/data")).unwrap(),
+        "original\n"
+    );
     assert!(!input.join("new").exists());
     fs::write(input.join("sub/data"), "changed by the owner").unwrap();
 }

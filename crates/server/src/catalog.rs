@@ -98,9 +98,11 @@ fn catalog_err(e: gigafab_catalog::Error) -> ApiError {
     match e {
         E::Store(m) => ApiError::store(format!("catalog store: {m}")),
         E::Io { .. } => ApiError::store(e.to_string()),
-        E::Mismatch { .. } | E::Changed { .. } => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "hash_mismatch", e.to_string())
-        }
+        E::Mismatch { .. } | E::Changed { .. } => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "hash_mismatch",
+            e.to_string(),
+        ),
         _ => ApiError::invalid(e.to_string()),
     }
 }
@@ -127,13 +129,11 @@ const ACCESS: [&str; 3] = ["public", "org", "gated"];
 fn valid_licence(l: &str) -> Result<(), ApiError> {
     let ok = !l.is_empty()
         && l.len() <= 200
-        && l.split(|c: char| c == ' ' || c == '(' || c == ')')
-            .filter(|w| !w.is_empty())
-            .all(|w| {
-                matches!(w, "AND" | "OR" | "WITH")
-                    || w.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '+')
-            });
+        && l.split([' ', '(', ')']).filter(|w| !w.is_empty()).all(|w| {
+            matches!(w, "AND" | "OR" | "WITH")
+                || w.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '+')
+        });
     if ok {
         Ok(())
     } else {
@@ -192,7 +192,11 @@ fn rights(who: &Principal, e: &EntryRow, grants: &[(i64, Option<Ms>)], now: Ms) 
     }
 }
 
-async fn entry_for(s: &Shared, who: &Principal, name: &str) -> Result<(EntryRow, Rights), ApiError> {
+async fn entry_for(
+    s: &Shared,
+    who: &Principal,
+    name: &str,
+) -> Result<(EntryRow, Rights), ApiError> {
     let e = store::catalog::entry(&s.store.pool, name)
         .await?
         .ok_or_else(|| entry_not_found(name))?;
@@ -213,7 +217,10 @@ async fn entry_view(s: &Shared, e: &EntryRow, r: &Rights) -> Result<t::CatalogEn
                 .into_iter()
                 .map(|v| v.version)
                 .collect(),
-            store::catalog::aliases(pool, e.id).await?.into_iter().collect(),
+            store::catalog::aliases(pool, e.id)
+                .await?
+                .into_iter()
+                .collect(),
         )
     } else {
         (Vec::new(), BTreeMap::new())
@@ -260,7 +267,11 @@ async fn entry_view(s: &Shared, e: &EntryRow, r: &Rights) -> Result<t::CatalogEn
     })
 }
 
-fn version_view(e: &EntryRow, v: &VersionRow, manifest: Option<Vec<t::ManifestFile>>) -> t::CatalogVersion {
+fn version_view(
+    e: &EntryRow,
+    v: &VersionRow,
+    manifest: Option<Vec<t::ManifestFile>>,
+) -> t::CatalogVersion {
     t::CatalogVersion {
         entry: e.name.clone(),
         version: v.version,
@@ -320,18 +331,27 @@ pub async fn create_entry(
         }
     }
     let org = match (&req.org, who.role) {
-        (Some(o), Role::Admin) => s
-            .tenancy
-            .org_named(o)
-            .ok_or_else(|| ApiError::invalid(format!("org: `{o}` not found")))?
-            .id,
+        (Some(o), Role::Admin) => {
+            s.tenancy
+                .org_named(o)
+                .ok_or_else(|| ApiError::invalid(format!("org: `{o}` not found")))?
+                .id
+        }
         (None, Role::Admin) => {
-            return Err(ApiError::invalid("org: an admin names the owner organisation"));
+            return Err(ApiError::invalid(
+                "org: an admin names the owner organisation",
+            ));
         }
         (_, r) if r.in_org() => {
             let own = who.org_id.unwrap_or(-1);
-            if req.org.as_ref().is_some_and(|o| s.tenancy.org_named(o).map(|x| x.id) != Some(own)) {
-                return Err(ApiError::forbidden("an entry belongs to your own organisation"));
+            if req
+                .org
+                .as_ref()
+                .is_some_and(|o| s.tenancy.org_named(o).map(|x| x.id) != Some(own))
+            {
+                return Err(ApiError::forbidden(
+                    "an entry belongs to your own organisation",
+                ));
             }
             own
         }
@@ -393,7 +413,11 @@ pub async fn list_entries(s: &Shared, who: &Principal) -> Result<Vec<t::CatalogE
 }
 
 /// `GET /catalog/{name}`.
-pub async fn get_entry(s: &Shared, who: &Principal, name: &str) -> Result<t::CatalogEntry, ApiError> {
+pub async fn get_entry(
+    s: &Shared,
+    who: &Principal,
+    name: &str,
+) -> Result<t::CatalogEntry, ApiError> {
     site(s)?;
     let (e, r) = entry_for(s, who, name).await?;
     entry_view(s, &e, &r).await
@@ -420,12 +444,14 @@ async fn version_of(s: &Shared, e: &EntryRow, reference: &str) -> Result<Version
                 )
             })?,
     };
-    store::catalog::version(pool, e.id, n).await?.ok_or_else(|| {
-        ApiError::not_found(
-            "version_not_found",
-            format!("`{}` has no version {n}", e.name),
-        )
-    })
+    store::catalog::version(pool, e.id, n)
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "version_not_found",
+                format!("`{}` has no version {n}", e.name),
+            )
+        })
 }
 
 async fn manifest_of(s: &Shared, e: &EntryRow, v: i64) -> Result<Manifest, ApiError> {
@@ -496,13 +522,16 @@ async fn lineage_refs(
     }
     let pin = async |r: &str, want: &str, field: &str| -> Result<String, ApiError> {
         let (kind, name, reference) = parse_ref(r)?;
-        let reference = reference.ok_or_else(|| ApiError::invalid(format!("{field}: `{r}` needs @VERSION")))?;
+        let reference =
+            reference.ok_or_else(|| ApiError::invalid(format!("{field}: `{r}` needs @VERSION")))?;
         let (e, rt) = entry_for(s, who, &name).await?;
         if !rt.read {
             return Err(unreadable(&e));
         }
         if e.kind != want || kind.is_some_and(|k| k != want) {
-            return Err(ApiError::invalid(format!("{field}: `{name}` is not a {want}")));
+            return Err(ApiError::invalid(format!(
+                "{field}: `{name}` is not a {want}"
+            )));
         }
         let v = version_of(s, &e, &reference).await?;
         Ok(format!("{}@{}", e.name, v.version))
@@ -568,13 +597,19 @@ pub async fn start_upload(
     if let Some(v) = store::catalog::version_with_hash(&s.store.pool, e.id, &m.hash).await? {
         return Err(ApiError::conflict(
             "duplicate_version",
-            format!("`{}` version {v} has this content already (manifest {})", e.name, m.hash),
+            format!(
+                "`{}` version {v} has this content already (manifest {})",
+                e.name, m.hash
+            ),
         ));
     }
     let now = s.clock.now();
     let id = hex::encode(Sha256::digest(format!("{}{}{}", m.hash, now.0, rand_hex())));
     let id = id[..32].to_string();
-    let mut ups = c.uploads.lock().map_err(|_| ApiError::store("uploads lock"))?;
+    let mut ups = c
+        .uploads
+        .lock()
+        .map_err(|_| ApiError::store("uploads lock"))?;
     ups.retain(|_, u| now.0 - u.created.0 < UPLOAD_TTL_MS);
     if ups.len() >= MAX_UPLOADS {
         return Err(ApiError::new(
@@ -598,7 +633,12 @@ pub async fn start_upload(
             entry: e.id,
             entry_name: e.name.clone(),
             user: who.user_id,
-            by_path: m.files.iter().enumerate().map(|(i, f)| (f.path.clone(), i)).collect(),
+            by_path: m
+                .files
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (f.path.clone(), i))
+                .collect(),
             manifest: m,
             received: vec![false; n],
             busy: vec![false; n],
@@ -615,7 +655,10 @@ fn rand_hex() -> String {
 fn upload_not_found(id: &str) -> ApiError {
     ApiError::not_found(
         "upload_not_found",
-        format!("upload `{}` not found (expired, committed, or another's)", id.chars().take(40).collect::<String>()),
+        format!(
+            "upload `{}` not found (expired, committed, or another's)",
+            id.chars().take(40).collect::<String>()
+        ),
     )
 }
 
@@ -630,7 +673,10 @@ pub async fn put_file(
 ) -> Result<t::Upload, ApiError> {
     let c = site(s)?;
     let (i, want, dir) = {
-        let mut ups = c.uploads.lock().map_err(|_| ApiError::store("uploads lock"))?;
+        let mut ups = c
+            .uploads
+            .lock()
+            .map_err(|_| ApiError::store("uploads lock"))?;
         let u = ups
             .get_mut(id)
             .filter(|u| u.user == who.user_id)
@@ -638,17 +684,26 @@ pub async fn put_file(
         let i = *u.by_path.get(path).ok_or_else(|| {
             ApiError::not_found(
                 "file_not_in_manifest",
-                format!("`{}` is not a file of this upload's manifest", path.chars().take(256).collect::<String>()),
+                format!(
+                    "`{}` is not a file of this upload's manifest",
+                    path.chars().take(256).collect::<String>()
+                ),
             )
         })?;
         if u.busy[i] {
-            return Err(ApiError::conflict("conflict", format!("`{path}` is being received")));
+            return Err(ApiError::conflict(
+                "conflict",
+                format!("`{path}` is being received"),
+            ));
         }
         u.busy[i] = true;
         (i, u.manifest.files[i].clone(), c.staging.join(id))
     };
     let r = receive(&dir, &want, body).await;
-    let mut ups = c.uploads.lock().map_err(|_| ApiError::store("uploads lock"))?;
+    let mut ups = c
+        .uploads
+        .lock()
+        .map_err(|_| ApiError::store("uploads lock"))?;
     let u = ups.get_mut(id).ok_or_else(|| upload_not_found(id))?;
     u.busy[i] = false;
     r?;
@@ -663,7 +718,11 @@ pub async fn put_file(
     })
 }
 
-async fn receive(dir: &std::path::Path, want: &FileEntry, body: axum::body::Body) -> Result<(), ApiError> {
+async fn receive(
+    dir: &std::path::Path,
+    want: &FileEntry,
+    body: axum::body::Body,
+) -> Result<(), ApiError> {
     let to = dir.join(&want.path);
     let part = dir.join(format!(".part-{}", rand_hex()));
     tokio::fs::create_dir_all(dir)
@@ -700,7 +759,9 @@ async fn receive(dir: &std::path::Path, want: &FileEntry, body: axum::body::Body
                 ),
             ));
         }
-        f.flush().await.map_err(|e| ApiError::store(format!("staging: {e}")))?;
+        f.flush()
+            .await
+            .map_err(|e| ApiError::store(format!("staging: {e}")))?;
         if let Some(p) = to.parent() {
             tokio::fs::create_dir_all(p)
                 .await
@@ -735,7 +796,10 @@ async fn record_version(
     if let Some(v) = store::catalog::version_with_hash(pool, e.id, &m.hash).await? {
         return Err(ApiError::conflict(
             "duplicate_version",
-            format!("`{}` version {v} has this content already (manifest {})", e.name, m.hash),
+            format!(
+                "`{}` version {v} has this content already (manifest {})",
+                e.name, m.hash
+            ),
         ));
     }
     let now = s.clock.now();
@@ -790,7 +854,10 @@ pub async fn commit_upload(
         valid_alias(a)?;
     }
     let (entry, m) = {
-        let ups = c.uploads.lock().map_err(|_| ApiError::store("uploads lock"))?;
+        let ups = c
+            .uploads
+            .lock()
+            .map_err(|_| ApiError::store("uploads lock"))?;
         let u = ups
             .get(id)
             .filter(|u| u.user == who.user_id)
@@ -867,7 +934,17 @@ pub async fn register_in_place(
         .map_err(catalog_err)?;
     let lineage = lineage_refs(s, who, &req.base, &req.datasets, None).await?;
     let _w = c.writes.lock().await;
-    record_version(s, who, &e, &m, req.path.clone(), true, lineage, &req.aliases).await
+    record_version(
+        s,
+        who,
+        &e,
+        &m,
+        req.path.clone(),
+        true,
+        lineage,
+        &req.aliases,
+    )
+    .await
 }
 
 /// `PUT /catalog/{name}/aliases/{alias}`.
@@ -882,7 +959,10 @@ pub async fn set_alias(
     valid_alias(alias)?;
     let (e, r) = entry_for(s, who, name).await?;
     if !r.write {
-        return Err(ApiError::forbidden(format!("only `{}`'s organisation moves its aliases", e.name)));
+        return Err(ApiError::forbidden(format!(
+            "only `{}`'s organisation moves its aliases",
+            e.name
+        )));
     }
     let _w = c.writes.lock().await;
     let v = version_of(s, &e, &req.version.to_string()).await?;
@@ -910,18 +990,26 @@ pub async fn grant(
     let c = site(s)?;
     let (e, r) = entry_for(s, who, name).await?;
     if !r.own {
-        return Err(ApiError::forbidden(format!("only `{}`'s owners grant it", e.name)));
+        return Err(ApiError::forbidden(format!(
+            "only `{}`'s owners grant it",
+            e.name
+        )));
     }
     if e.access != "gated" {
         return Err(unprocessable(
             "not_gated",
-            format!("`{}` is {} access: grants are for gated entries", e.name, e.access),
+            format!(
+                "`{}` is {} access: grants are for gated entries",
+                e.name, e.access
+            ),
         ));
     }
-    let org = s
-        .tenancy
-        .org_named(&req.org)
-        .ok_or_else(|| ApiError::invalid(format!("org: `{}` not found", req.org.chars().take(64).collect::<String>())))?;
+    let org = s.tenancy.org_named(&req.org).ok_or_else(|| {
+        ApiError::invalid(format!(
+            "org: `{}` not found",
+            req.org.chars().take(64).collect::<String>()
+        ))
+    })?;
     if let Some(d) = req.days
         && !(d.is_finite() && d > 0.0 && d <= 3650.0)
     {
@@ -947,16 +1035,29 @@ pub async fn grant(
 }
 
 /// `DELETE /catalog/{name}/grants/{org}` (its owners).
-pub async fn revoke(s: &Shared, who: &Principal, name: &str, org: &str) -> Result<t::CatalogEntry, ApiError> {
+pub async fn revoke(
+    s: &Shared,
+    who: &Principal,
+    name: &str,
+    org: &str,
+) -> Result<t::CatalogEntry, ApiError> {
     let c = site(s)?;
     let (e, r) = entry_for(s, who, name).await?;
     if !r.own {
-        return Err(ApiError::forbidden(format!("only `{}`'s owners revoke its grants", e.name)));
+        return Err(ApiError::forbidden(format!(
+            "only `{}`'s owners revoke its grants",
+            e.name
+        )));
     }
-    let o = s
-        .tenancy
-        .org_named(org)
-        .ok_or_else(|| ApiError::not_found("org_not_found", format!("org `{}` not found", org.chars().take(64).collect::<String>())))?;
+    let o = s.tenancy.org_named(org).ok_or_else(|| {
+        ApiError::not_found(
+            "org_not_found",
+            format!(
+                "org `{}` not found",
+                org.chars().take(64).collect::<String>()
+            ),
+        )
+    })?;
     let _w = c.writes.lock().await;
     let now = s.clock.now();
     s.store
@@ -985,13 +1086,21 @@ pub async fn request_access(
     let c = site(s)?;
     let (e, r) = entry_for(s, who, name).await?;
     let Some(org) = who.org_id.filter(|_| who.role.in_org()) else {
-        return Err(ApiError::forbidden("an organisation's owner or member asks for access"));
+        return Err(ApiError::forbidden(
+            "an organisation's owner or member asks for access",
+        ));
     };
     if e.access != "gated" {
-        return Err(unprocessable("not_gated", format!("`{}` is {} access", e.name, e.access)));
+        return Err(unprocessable(
+            "not_gated",
+            format!("`{}` is {} access", e.name, e.access),
+        ));
     }
     if r.read {
-        return Err(ApiError::conflict("conflict", format!("your organisation reads `{}` already", e.name)));
+        return Err(ApiError::conflict(
+            "conflict",
+            format!("your organisation reads `{}` already", e.name),
+        ));
     }
     let reason = req.reason.trim();
     if reason.is_empty() || reason.len() > 2000 {
@@ -1027,11 +1136,19 @@ pub async fn request_access(
 
 /// `POST /catalog/{name}/verify/{ref}` (its organisation, admins and
 /// operators): the version hashed again where it lies.
-pub async fn verify(s: &Shared, who: &Principal, name: &str, reference: &str) -> Result<t::VerifyReport, ApiError> {
+pub async fn verify(
+    s: &Shared,
+    who: &Principal,
+    name: &str,
+    reference: &str,
+) -> Result<t::VerifyReport, ApiError> {
     let c = site(s)?;
     let (e, r) = entry_for(s, who, name).await?;
     if !(r.write || who.global()) {
-        return Err(ApiError::forbidden(format!("only `{}`'s organisation, admins and operators verify it", e.name)));
+        return Err(ApiError::forbidden(format!(
+            "only `{}`'s organisation, admins and operators verify it",
+            e.name
+        )));
     }
     let v = version_of(s, &e, reference).await?;
     let m = manifest_of(s, &e, v.version).await?;
@@ -1070,7 +1187,12 @@ pub async fn verify(s: &Shared, who: &Principal, name: &str, reference: &str) ->
 
 /// `GET /catalog/{name}/lineage/{ref}`: the version's ancestors (those the
 /// caller may read), breadth first.
-pub async fn lineage(s: &Shared, who: &Principal, name: &str, reference: &str) -> Result<t::LineageGraph, ApiError> {
+pub async fn lineage(
+    s: &Shared,
+    who: &Principal,
+    name: &str,
+    reference: &str,
+) -> Result<t::LineageGraph, ApiError> {
     site(s)?;
     let (e, r) = entry_for(s, who, name).await?;
     if !r.read {
@@ -1100,8 +1222,12 @@ pub async fn lineage(s: &Shared, who: &Principal, name: &str, reference: &str) -
                 continue;
             }
             nodes.push(p.clone());
-            let Some((pn, pv)) = p.rsplit_once('@') else { continue };
-            let Ok(Some(pe)) = store::catalog::entry(&s.store.pool, pn).await else { continue };
+            let Some((pn, pv)) = p.rsplit_once('@') else {
+                continue;
+            };
+            let Ok(Some(pe)) = store::catalog::entry(&s.store.pool, pn).await else {
+                continue;
+            };
             let grants = store::catalog::grants(&s.store.pool, pe.id).await?;
             if !rights(who, &pe, &grants, s.clock.now()).read {
                 continue;
@@ -1135,6 +1261,12 @@ pub fn parse_ref(r: &str) -> Result<(Option<String>, String, Option<String>), Ap
     if valid_name(name, "input").is_err() {
         return Err(bad());
     }
+    if let Some(v) = &reference
+        && !(v.bytes().all(|b| b.is_ascii_digit()) && v.len() <= 18)
+        && valid_alias(v).is_err()
+    {
+        return Err(bad());
+    }
     Ok((kind, name.to_string(), reference))
 }
 
@@ -1156,14 +1288,24 @@ pub struct Input {
 /// name in upper case, other characters than letters and digits as `_`.
 pub fn input_var(name: &str) -> String {
     let mut v = String::from("GIGAFAB_INPUT_");
-    v.extend(name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }));
+    v.extend(name.chars().map(|c| {
+        if c.is_ascii_alphanumeric() {
+            c.to_ascii_uppercase()
+        } else {
+            '_'
+        }
+    }));
     v
 }
 
 /// Resolves a submission's inputs for `who`: each readable, an alias (or
 /// none: `latest`, else the newest version) pinned to its version, its
 /// files local (an object store's fetched, checked, into the cache).
-pub async fn resolve_inputs(s: &Shared, who: &Principal, refs: &[String]) -> Result<Vec<Input>, ApiError> {
+pub async fn resolve_inputs(
+    s: &Shared,
+    who: &Principal,
+    refs: &[String],
+) -> Result<Vec<Input>, ApiError> {
     if refs.is_empty() {
         return Ok(Vec::new());
     }
@@ -1176,7 +1318,10 @@ pub async fn resolve_inputs(s: &Shared, who: &Principal, refs: &[String]) -> Res
         let (kind, name, reference) = parse_ref(r)?;
         let (e, rt) = entry_for(s, who, &name).await.map_err(|err| {
             if err.code == "entry_not_found" {
-                unprocessable("input_not_found", format!("input: catalog entry `{name}` not found"))
+                unprocessable(
+                    "input_not_found",
+                    format!("input: catalog entry `{name}` not found"),
+                )
             } else {
                 err
             }
@@ -1187,7 +1332,10 @@ pub async fn resolve_inputs(s: &Shared, who: &Principal, refs: &[String]) -> Res
         if let Some(k) = kind
             && k != e.kind
         {
-            return Err(ApiError::invalid(format!("input: `{name}` is a {}, not a {k}", e.kind)));
+            return Err(ApiError::invalid(format!(
+                "input: `{name}` is a {}, not a {k}",
+                e.kind
+            )));
         }
         let v = match reference {
             Some(x) => version_of(s, &e, &x).await?,
@@ -1197,8 +1345,16 @@ pub async fn resolve_inputs(s: &Shared, who: &Principal, refs: &[String]) -> Res
                     .into_iter()
                     .find(|(a, _)| a == "latest")
                     .map(|(_, v)| v)
-                    .or(store::catalog::versions(&s.store.pool, e.id).await?.last().map(|v| v.version))
-                    .ok_or_else(|| unprocessable("version_not_found", format!("input: `{name}` has no version yet")))?;
+                    .or(store::catalog::versions(&s.store.pool, e.id)
+                        .await?
+                        .last()
+                        .map(|v| v.version))
+                    .ok_or_else(|| {
+                        unprocessable(
+                            "version_not_found",
+                            format!("input: `{name}` has no version yet"),
+                        )
+                    })?;
                 version_of(s, &e, &latest.to_string()).await?
             }
         };
@@ -1206,11 +1362,17 @@ pub async fn resolve_inputs(s: &Shared, who: &Principal, refs: &[String]) -> Res
             PathBuf::from(&v.location)
         } else {
             let m = manifest_of(s, &e, v.version).await?;
-            c.blobs.local_tree(&v.location, &m).await.map_err(catalog_err)?
+            c.blobs
+                .local_tree(&v.location, &m)
+                .await
+                .map_err(catalog_err)?
         };
         let var = input_var(&e.name);
         if out.iter().any(|i| i.var == var) {
-            return Err(ApiError::invalid(format!("inputs: `{}` given twice", e.name)));
+            return Err(ApiError::invalid(format!(
+                "inputs: `{}` given twice",
+                e.name
+            )));
         }
         out.push(Input {
             reference: format!("{}:{}@{}", e.kind, e.name, v.version),
@@ -1249,13 +1411,76 @@ mod tests {
         }
     }
 
+    fn entry(access: &str) -> EntryRow {
+        EntryRow {
+            id: 1,
+            name: "e".into(),
+            org_id: 10,
+            kind: "dataset".into(),
+            access: access.into(),
+            licence: "MIT".into(),
+            card: "{}".into(),
+            residency: "[]".into(),
+            created_ms: Ms(0),
+        }
+    }
+
+    fn who(role: Role, org: Option<i64>) -> Principal {
+        Principal {
+            user_id: 5,
+            name: "u".into(),
+            login: "u".into(),
+            role,
+            org_id: org,
+            token_id: 1,
+            expires_ms: None,
+        }
+    }
+
+    #[test]
+    fn who_reads_what() {
+        let (now, soon, past) = (Ms(1_000), Ms(2_000), Ms(500));
+        let other = who(Role::Member, Some(20));
+        let gated = entry("gated");
+        // gated: seen by all, read by its organisation and by grants not expired
+        let r = rights(&other, &gated, &[], now);
+        assert!(r.see && !r.read && !r.write && !r.own);
+        assert!(rights(&other, &gated, &[(20, Some(soon))], now).read);
+        assert!(rights(&other, &gated, &[(20, None)], now).read);
+        assert!(
+            !rights(&other, &gated, &[(20, Some(past))], now).read,
+            "an expired grant"
+        );
+        assert!(
+            !rights(&other, &gated, &[(30, None)], now).read,
+            "another's grant"
+        );
+        // org: not even seen by others; operators see its card only
+        let org = entry("org");
+        assert!(
+            !rights(&other, &org, &[(20, None)], now).see,
+            "grants are for gated entries"
+        );
+        let op = rights(&who(Role::Operator, None), &org, &[], now);
+        assert!(op.see && !op.read && !op.write);
+        // its organisation: members read and write, owners own
+        let m = rights(&who(Role::Member, Some(10)), &org, &[], now);
+        assert!(m.read && m.write && !m.own);
+        assert!(rights(&who(Role::Owner, Some(10)), &org, &[], now).own);
+        assert!(rights(&other, &entry("public"), &[], now).read);
+        assert!(!rights(&other, &entry("public"), &[], now).write);
+    }
+
     #[test]
     fn references_parse() {
         assert_eq!(
             parse_ref("dataset:imagenet@3").unwrap(),
             (Some("dataset".into()), "imagenet".into(), Some("3".into()))
         );
-        assert_eq!(parse_ref("llama@prod").unwrap(), (None, "llama".into(), Some("prod".into())));
+        assert_eq!(
+            parse_ref("llama@prod").unwrap(),
+            (None, "llama".into(), Some("prod".into()))
+        );
         assert_eq!(parse_ref("llama").unwrap(), (None, "llama".into(), None));
         for bad in ["table:x@1", "x@", "../x@1", "a b@1", "dataset:@1"] {
             assert!(parse_ref(bad).is_err(), "{bad}");
@@ -1270,13 +1495,21 @@ mod tests {
             allowed_sites(&[input(&["paris", "lyon"]), input(&[]), input(&["lyon"])]),
             Some(vec!["lyon".to_string()])
         );
-        assert_eq!(allowed_sites(&[input(&["paris"]), input(&["lyon"])]), Some(vec![]));
+        assert_eq!(
+            allowed_sites(&[input(&["paris"]), input(&["lyon"])]),
+            Some(vec![])
+        );
     }
 
     #[test]
     fn names_and_licences() {
         assert_eq!(input_var("imagenet-1k.v2"), "GIGAFAB_INPUT_IMAGENET_1K_V2");
-        for ok in ["Apache-2.0", "CC-BY-4.0 OR MIT", "(MIT AND BSD-3-Clause)", "GPL-2.0+ WITH Classpath-exception-2.0"] {
+        for ok in [
+            "Apache-2.0",
+            "CC-BY-4.0 OR MIT",
+            "(MIT AND BSD-3-Clause)",
+            "GPL-2.0+ WITH Classpath-exception-2.0",
+        ] {
             valid_licence(ok).unwrap();
         }
         for bad in ["", "MIT; rm -rf", "<b>"] {

@@ -337,7 +337,13 @@ pub async fn open(cfg: ServeConfig) -> Result<Opened, ServeError> {
         controller_alive: std::sync::atomic::AtomicBool::new(true),
         clock: cfg.clock,
         catalog: cfg.catalog,
-        sites: cfg.ctl.factory.sites.iter().map(|s| s.name.clone()).collect(),
+        sites: cfg
+            .ctl
+            .factory
+            .sites
+            .iter()
+            .map(|s| s.name.clone())
+            .collect(),
     });
     let controller = ctl::Controller::load(cfg.ctl, shared.clone()).await?;
     Ok(Opened {

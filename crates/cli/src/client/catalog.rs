@@ -8,8 +8,9 @@ use std::path::PathBuf;
 use super::fmt::{Table, text};
 use super::{Global, items, note, show};
 
-/// `gigafab catalog ...`.
+/// `gigafab catalog ...` (parsed once per run: its size does not matter).
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum CatalogCmd {
     /// Hash a directory as a push would, without a server: its manifest
     /// hash, files, bytes and speed (GiB/s).
@@ -148,7 +149,11 @@ fn split_ref(r: &str) -> Result<(&str, &str)> {
 
 pub async fn run(c: CatalogCmd) -> Result<()> {
     match c {
-        CatalogCmd::Hash { path, threads, manifest } => {
+        CatalogCmd::Hash {
+            path,
+            threads,
+            manifest,
+        } => {
             let threads = threads.unwrap_or_else(gigafab_catalog::default_threads);
             let t0 = std::time::Instant::now();
             let m = gigafab_catalog::hash_tree(&path, threads)
@@ -193,7 +198,9 @@ pub async fn run(c: CatalogCmd) -> Result<()> {
             };
             if !exists {
                 let (Some(kind), Some(licence)) = (kind, licence) else {
-                    bail!("catalog entry `{name}` does not exist: give --kind and --licence to make it");
+                    bail!(
+                        "catalog entry `{name}` does not exist: give --kind and --licence to make it"
+                    );
                 };
                 let mut body = json!({"name": name, "kind": kind, "licence": licence});
                 if let Some(a) = access {
@@ -225,7 +232,9 @@ pub async fn run(c: CatalogCmd) -> Result<()> {
                     .with_context(|| format!("resolving {}", path.display()))?;
                 let mut body = lineage;
                 body["path"] = json!(abs.to_str().context("the path is not UTF-8")?);
-                let r = api.post(&["catalog", &name, "versions"], Some(&body)).await?;
+                let r = api
+                    .post(&["catalog", &name, "versions"], Some(&body))
+                    .await?;
                 return show(&g, &r, version_line);
             }
             let threads = threads.unwrap_or_else(gigafab_catalog::default_threads);
@@ -244,7 +253,10 @@ pub async fn run(c: CatalogCmd) -> Result<()> {
                 m.hash
             ));
             let up = api
-                .post(&["catalog", &name, "uploads"], Some(&json!({"files": m.files})))
+                .post(
+                    &["catalog", &name, "uploads"],
+                    Some(&json!({"files": m.files})),
+                )
                 .await?;
             let id = up.value["id"]
                 .as_str()
@@ -265,7 +277,16 @@ pub async fn run(c: CatalogCmd) -> Result<()> {
         CatalogCmd::Ls { g } => {
             let r = g.conn.api()?.get(&["catalog"], &[]).await?;
             show(&g, &r, |v| {
-                let mut t = Table::new(&["NAME", "KIND", "ORG", "ACCESS", "LICENCE", "RESIDENCY", "VERSIONS", "READABLE"]);
+                let mut t = Table::new(&[
+                    "NAME",
+                    "KIND",
+                    "ORG",
+                    "ACCESS",
+                    "LICENCE",
+                    "RESIDENCY",
+                    "VERSIONS",
+                    "READABLE",
+                ]);
                 for e in items(v) {
                     t.row([
                         text(&e["name"]),
@@ -281,7 +302,11 @@ pub async fn run(c: CatalogCmd) -> Result<()> {
                 t.render()
             })
         }
-        CatalogCmd::Show { reference, files, g } => {
+        CatalogCmd::Show {
+            reference,
+            files,
+            g,
+        } => {
             let api = g.conn.api()?;
             match reference.split_once('@') {
                 None => {
@@ -299,7 +324,12 @@ pub async fn run(c: CatalogCmd) -> Result<()> {
                             serde_json::to_string(&v["lineage"]).unwrap_or_default()
                         ));
                         for f in v["manifest"].as_array().into_iter().flatten() {
-                            out.push_str(&format!("{}  {:>12}  {}\n", text(&f["sha256"]), text(&f["size"]), text(&f["path"])));
+                            out.push_str(&format!(
+                                "{}  {:>12}  {}\n",
+                                text(&f["sha256"]),
+                                text(&f["size"]),
+                                text(&f["path"])
+                            ));
                         }
                         out
                     })
@@ -308,16 +338,29 @@ pub async fn run(c: CatalogCmd) -> Result<()> {
         }
         CatalogCmd::Verify { reference, g } => {
             let (n, v) = split_ref(&reference)?;
-            let r = g.conn.api()?.post(&["catalog", n, "verify", v], None).await?;
+            let r = g
+                .conn
+                .api()?
+                .post(&["catalog", n, "verify", v], None)
+                .await?;
             show(&g, &r, |v| {
                 let mut out = format!(
                     "{}@{}: {}\n",
                     text(&v["entry"]),
                     text(&v["version"]),
-                    if v["intact"] == true { "intact" } else { "CORRUPT" }
+                    if v["intact"] == true {
+                        "intact"
+                    } else {
+                        "CORRUPT"
+                    }
                 );
                 for p in v["problems"].as_array().into_iter().flatten() {
-                    out.push_str(&format!("  {:<10} {}  {}\n", text(&p["kind"]), text(&p["path"]), text(&p["detail"])));
+                    out.push_str(&format!(
+                        "  {:<10} {}  {}\n",
+                        text(&p["kind"]),
+                        text(&p["path"]),
+                        text(&p["detail"])
+                    ));
                 }
                 out
             })?;
@@ -328,11 +371,20 @@ pub async fn run(c: CatalogCmd) -> Result<()> {
         }
         CatalogCmd::Lineage { reference, g } => {
             let (n, v) = split_ref(&reference)?;
-            let r = g.conn.api()?.get(&["catalog", n, "lineage", v], &[]).await?;
+            let r = g
+                .conn
+                .api()?
+                .get(&["catalog", n, "lineage", v], &[])
+                .await?;
             show(&g, &r, |v| {
                 let mut out = String::new();
                 for e in v["edges"].as_array().into_iter().flatten() {
-                    out.push_str(&format!("{} --{}--> {}\n", text(&e[0]), text(&e[2]), text(&e[1])));
+                    out.push_str(&format!(
+                        "{} --{}--> {}\n",
+                        text(&e[0]),
+                        text(&e[2]),
+                        text(&e[1])
+                    ));
                 }
                 if out.is_empty() {
                     out = format!("{}: no recorded ancestors\n", text(&v["nodes"][0]));
@@ -340,11 +392,19 @@ pub async fn run(c: CatalogCmd) -> Result<()> {
                 out
             })
         }
-        CatalogCmd::Alias { name, alias, version, g } => {
+        CatalogCmd::Alias {
+            name,
+            alias,
+            version,
+            g,
+        } => {
             let r = g
                 .conn
                 .api()?
-                .put(&["catalog", &name, "aliases", &alias], &json!({"version": version}))
+                .put(
+                    &["catalog", &name, "aliases", &alias],
+                    &json!({"version": version}),
+                )
                 .await?;
             show(&g, &r, entry_text)
         }
@@ -353,27 +413,44 @@ pub async fn run(c: CatalogCmd) -> Result<()> {
             if let Some(d) = days {
                 body["days"] = json!(d);
             }
-            let r = g.conn.api()?.post(&["catalog", &name, "grants"], Some(&body)).await?;
+            let r = g
+                .conn
+                .api()?
+                .post(&["catalog", &name, "grants"], Some(&body))
+                .await?;
             show(&g, &r, entry_text)
         }
         CatalogCmd::Revoke { name, org, g } => {
-            let r = g.conn.api()?.delete(&["catalog", &name, "grants", &org]).await?;
+            let r = g
+                .conn
+                .api()?
+                .delete(&["catalog", &name, "grants", &org])
+                .await?;
             show(&g, &r, entry_text)
         }
         CatalogCmd::RequestAccess { name, reason, g } => {
             let r = g
                 .conn
                 .api()?
-                .post(&["catalog", &name, "access-requests"], Some(&json!({"reason": reason})))
+                .post(
+                    &["catalog", &name, "access-requests"],
+                    Some(&json!({"reason": reason})),
+                )
                 .await?;
-            show(&g, &r, |_| format!("asked the owners of {name} for access\n"))
+            show(&g, &r, |_| {
+                format!("asked the owners of {name} for access\n")
+            })
         }
     }
 }
 
 fn list_or(v: &Value, none: &str) -> String {
     let l: Vec<String> = v.as_array().into_iter().flatten().map(text).collect();
-    if l.is_empty() { none.to_string() } else { l.join(",") }
+    if l.is_empty() {
+        none.to_string()
+    } else {
+        l.join(",")
+    }
 }
 
 fn version_line(v: &Value) -> String {
@@ -384,7 +461,11 @@ fn version_line(v: &Value) -> String {
         text(&v["files"]),
         text(&v["bytes"]),
         text(&v["manifest_hash"]),
-        if v["in_place"] == true { " (in place)" } else { "" }
+        if v["in_place"] == true {
+            " (in place)"
+        } else {
+            ""
+        }
     )
 }
 
@@ -404,17 +485,33 @@ fn entry_text(e: &Value) -> String {
     }
     out.push_str(&format!(
         "versions: {}\n",
-        list_or(&e["versions"], if e["readable"] == true { "none yet" } else { "(not readable by you)" })
+        list_or(
+            &e["versions"],
+            if e["readable"] == true {
+                "none yet"
+            } else {
+                "(not readable by you)"
+            }
+        )
     ));
     if let Some(a) = e["aliases"].as_object().filter(|a| !a.is_empty()) {
         let l: Vec<String> = a.iter().map(|(k, v)| format!("{k}={v}")).collect();
         out.push_str(&format!("aliases: {}\n", l.join(", ")));
     }
     for gr in e["grants"].as_array().into_iter().flatten() {
-        out.push_str(&format!("granted to {} until {}\n", text(&gr["org"]), text(&gr["expires_at"])));
+        out.push_str(&format!(
+            "granted to {} until {}\n",
+            text(&gr["org"]),
+            text(&gr["expires_at"])
+        ));
     }
     for r in e["access_requests"].as_array().into_iter().flatten() {
-        out.push_str(&format!("access asked by {} ({}): {}\n", text(&r["org"]), text(&r["user"]), text(&r["reason"])));
+        out.push_str(&format!(
+            "access asked by {} ({}): {}\n",
+            text(&r["org"]),
+            text(&r["user"]),
+            text(&r["reason"])
+        ));
     }
     out
 }

@@ -25,48 +25,132 @@ macro_rules! route {
 }
 
 pub(super) const ROUTES: &[Route] = &[
-    route!("post", "/api/v1/catalog", "owner, member (their organisation's), admin",
+    route!(
+        "post",
+        "/api/v1/catalog",
+        "owner, member (their organisation's), admin",
         "Create a catalog entry {name, kind, licence, access?, card?, residency?, org?}",
-        "create_catalog_entry", Some("CreateEntry"), Some("CatalogEntry")),
-    route!("get", "/api/v1/catalog", "any token",
+        "create_catalog_entry",
+        Some("CreateEntry"),
+        Some("CatalogEntry")
+    ),
+    route!(
+        "get",
+        "/api/v1/catalog",
+        "any token",
         "List the catalog entries you may see (gated ones are listed to all)",
-        "list_catalog", None, Some("CatalogPage")),
-    route!("get", "/api/v1/catalog/{name}", "any token that sees it",
+        "list_catalog",
+        None,
+        Some("CatalogPage")
+    ),
+    route!(
+        "get",
+        "/api/v1/catalog/{name}",
+        "any token that sees it",
         "One entry with its versions and aliases (its grants and requests for its owners)",
-        "get_catalog_entry", None, Some("CatalogEntry")),
-    route!("get", "/api/v1/catalog/{name}/versions/{version}", "its readers",
+        "get_catalog_entry",
+        None,
+        Some("CatalogEntry")
+    ),
+    route!(
+        "get",
+        "/api/v1/catalog/{name}/versions/{version}",
+        "its readers",
         "One version (a number or an alias); ?files=true: its manifest",
-        "get_catalog_version", None, Some("CatalogVersion")),
-    route!("post", "/api/v1/catalog/{name}/versions", "admin",
+        "get_catalog_version",
+        None,
+        Some("CatalogVersion")
+    ),
+    route!(
+        "post",
+        "/api/v1/catalog/{name}/versions",
+        "admin",
         "Register a directory of the site's file system in place {path, aliases?, base?, datasets?}",
-        "register_catalog_version", Some("RegisterInPlace"), Some("CatalogVersion")),
-    route!("post", "/api/v1/catalog/{name}/uploads", "its organisation",
+        "register_catalog_version",
+        Some("RegisterInPlace"),
+        Some("CatalogVersion")
+    ),
+    route!(
+        "post",
+        "/api/v1/catalog/{name}/uploads",
+        "its organisation",
         "Start uploading a version: its manifest {files: [{path, size, sha256}]}",
-        "start_catalog_upload", Some("StartUpload"), Some("Upload")),
-    route!("put", "/api/v1/catalog/uploads/{id}/files/{path}", "the upload's user",
+        "start_catalog_upload",
+        Some("StartUpload"),
+        Some("Upload")
+    ),
+    route!(
+        "put",
+        "/api/v1/catalog/uploads/{id}/files/{path}",
+        "the upload's user",
         "One file's bytes (application/octet-stream), checked against the manifest",
-        "put_catalog_file", None, Some("Upload")),
-    route!("post", "/api/v1/catalog/uploads/{id}/commit", "the upload's user",
+        "put_catalog_file",
+        None,
+        Some("Upload")
+    ),
+    route!(
+        "post",
+        "/api/v1/catalog/uploads/{id}/commit",
+        "the upload's user",
         "Store the uploaded version and record it {aliases?, base?, datasets?}",
-        "commit_catalog_upload", Some("CommitUpload"), Some("CatalogVersion")),
-    route!("put", "/api/v1/catalog/{name}/aliases/{alias}", "its organisation",
+        "commit_catalog_upload",
+        Some("CommitUpload"),
+        Some("CatalogVersion")
+    ),
+    route!(
+        "put",
+        "/api/v1/catalog/{name}/aliases/{alias}",
+        "its organisation",
         "Point an alias at a version {version}",
-        "set_catalog_alias", Some("SetAlias"), Some("CatalogEntry")),
-    route!("post", "/api/v1/catalog/{name}/grants", "its owners, admin",
+        "set_catalog_alias",
+        Some("SetAlias"),
+        Some("CatalogEntry")
+    ),
+    route!(
+        "post",
+        "/api/v1/catalog/{name}/grants",
+        "its owners, admin",
         "Grant a gated entry to an organisation {org, days?}",
-        "grant_catalog_entry", Some("GrantEntry"), Some("CatalogEntry")),
-    route!("delete", "/api/v1/catalog/{name}/grants/{org}", "its owners, admin",
+        "grant_catalog_entry",
+        Some("GrantEntry"),
+        Some("CatalogEntry")
+    ),
+    route!(
+        "delete",
+        "/api/v1/catalog/{name}/grants/{org}",
+        "its owners, admin",
         "Revoke an organisation's grant",
-        "revoke_catalog_entry", None, Some("CatalogEntry")),
-    route!("post", "/api/v1/catalog/{name}/access-requests", "owner, member of another organisation",
+        "revoke_catalog_entry",
+        None,
+        Some("CatalogEntry")
+    ),
+    route!(
+        "post",
+        "/api/v1/catalog/{name}/access-requests",
+        "owner, member of another organisation",
         "Ask for a gated entry {reason}",
-        "request_catalog_access", Some("RequestEntryAccess"), Some("CatalogEntry")),
-    route!("post", "/api/v1/catalog/{name}/verify/{version}", "its organisation, admin, operator",
+        "request_catalog_access",
+        Some("RequestEntryAccess"),
+        Some("CatalogEntry")
+    ),
+    route!(
+        "post",
+        "/api/v1/catalog/{name}/verify/{version}",
+        "its organisation, admin, operator",
         "Hash a version again where it lies: each corrupt, missing or extra file",
-        "verify_catalog_version", None, Some("VerifyReport")),
-    route!("get", "/api/v1/catalog/{name}/lineage/{version}", "its readers",
+        "verify_catalog_version",
+        None,
+        Some("VerifyReport")
+    ),
+    route!(
+        "get",
+        "/api/v1/catalog/{name}/lineage/{version}",
+        "its readers",
         "A version's ancestors: base models, datasets, the job that made it",
-        "catalog_lineage", None, Some("LineageGraph")),
+        "catalog_lineage",
+        None,
+        Some("LineageGraph")
+    ),
 ];
 
 pub(super) fn router() -> Router<AppState> {
@@ -74,14 +158,23 @@ pub(super) fn router() -> Router<AppState> {
         .route("/api/v1/catalog", post(create_entry).get(list_entries))
         .route("/api/v1/catalog/{name}", get(get_entry))
         .route("/api/v1/catalog/{name}/versions", post(register))
-        .route("/api/v1/catalog/{name}/versions/{version}", get(get_version))
+        .route(
+            "/api/v1/catalog/{name}/versions/{version}",
+            get(get_version),
+        )
         .route("/api/v1/catalog/{name}/uploads", post(start_upload))
         .route("/api/v1/catalog/uploads/{id}/files/{*path}", put(put_file))
         .route("/api/v1/catalog/uploads/{id}/commit", post(commit))
         .route("/api/v1/catalog/{name}/aliases/{alias}", put(set_alias))
         .route("/api/v1/catalog/{name}/grants", post(grant))
-        .route("/api/v1/catalog/{name}/grants/{org}", axum::routing::delete(revoke))
-        .route("/api/v1/catalog/{name}/access-requests", post(request_access))
+        .route(
+            "/api/v1/catalog/{name}/grants/{org}",
+            axum::routing::delete(revoke),
+        )
+        .route(
+            "/api/v1/catalog/{name}/access-requests",
+            post(request_access),
+        )
         .route("/api/v1/catalog/{name}/verify/{version}", post(verify))
         .route("/api/v1/catalog/{name}/lineage/{version}", get(lineage))
 }
@@ -98,7 +191,11 @@ async fn list_entries(State(s): State<AppState>, Caller(p): Caller) -> ApiResult
     Ok(list(catalog::list_entries(&s, &p).await?))
 }
 
-async fn get_entry(State(s): State<AppState>, Caller(p): Caller, Path(name): Path<String>) -> ApiResult {
+async fn get_entry(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Path(name): Path<String>,
+) -> ApiResult {
     Ok(Json(catalog::get_entry(&s, &p, &name).await?).into_response())
 }
 

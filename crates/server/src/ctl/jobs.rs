@@ -434,7 +434,12 @@ impl Controller {
             .spec
             .inputs
             .iter()
-            .map(|i| format!("{} (manifest {}) in ${}", i.reference, i.manifest_hash, i.var))
+            .map(|i| {
+                format!(
+                    "{} (manifest {}) in ${}",
+                    i.reference, i.manifest_hash, i.var
+                )
+            })
             .collect();
         self.event(id, now, "submitted", msg);
         if !inputs.is_empty() {

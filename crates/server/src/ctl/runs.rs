@@ -471,7 +471,12 @@ impl Controller {
                 })
                 .collect();
             let spec = LaunchSpec {
-                read_only: j.spec.inputs.iter().map(|i| i.path.clone().into()).collect(),
+                read_only: j
+                    .spec
+                    .inputs
+                    .iter()
+                    .map(|i| i.path.clone().into())
+                    .collect(),
                 job_id: id,
                 command: j.spec.command.clone(),
                 env: j

@@ -35,8 +35,7 @@ pub struct VersionRow {
     pub created_ms: Ms,
 }
 
-const ENTRY: &str =
-    "SELECT id, name, org_id, kind, access, licence, card, residency, created_ms FROM catalog_entries";
+const ENTRY: &str = "SELECT id, name, org_id, kind, access, licence, card, residency, created_ms FROM catalog_entries";
 
 fn entry_of(r: &sqlx::any::AnyRow) -> Result<EntryRow, sqlx::Error> {
     Ok(EntryRow {
@@ -116,11 +115,13 @@ pub async fn version_with_hash(
     id: i64,
     hash: &str,
 ) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar("SELECT version FROM catalog_versions WHERE entry_id = $1 AND manifest_hash = $2")
-        .bind(id)
-        .bind(hash)
-        .fetch_optional(pool)
-        .await
+    sqlx::query_scalar(
+        "SELECT version FROM catalog_versions WHERE entry_id = $1 AND manifest_hash = $2",
+    )
+    .bind(id)
+    .bind(hash)
+    .fetch_optional(pool)
+    .await
 }
 
 /// Version `v`'s manifest (JSON).
@@ -133,10 +134,12 @@ pub async fn manifest(pool: &AnyPool, id: i64, v: i64) -> Result<Option<String>,
 }
 
 pub async fn aliases(pool: &AnyPool, id: i64) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    let rows = sqlx::query("SELECT alias, version FROM catalog_aliases WHERE entry_id = $1 ORDER BY alias")
-        .bind(id)
-        .fetch_all(pool)
-        .await?;
+    let rows = sqlx::query(
+        "SELECT alias, version FROM catalog_aliases WHERE entry_id = $1 ORDER BY alias",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
     rows.iter()
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
         .collect()
@@ -144,10 +147,12 @@ pub async fn aliases(pool: &AnyPool, id: i64) -> Result<Vec<(String, i64)>, sqlx
 
 /// Grants of entry `id`: (organisation, expiry).
 pub async fn grants(pool: &AnyPool, id: i64) -> Result<Vec<(i64, Option<Ms>)>, sqlx::Error> {
-    let rows = sqlx::query("SELECT org_id, expires_ms FROM catalog_grants WHERE entry_id = $1 ORDER BY org_id")
-        .bind(id)
-        .fetch_all(pool)
-        .await?;
+    let rows = sqlx::query(
+        "SELECT org_id, expires_ms FROM catalog_grants WHERE entry_id = $1 ORDER BY org_id",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
     rows.iter()
         .map(|r| Ok((r.try_get(0)?, r.try_get::<Option<i64>, _>(1)?.map(Ms))))
         .collect()
@@ -159,7 +164,13 @@ pub async fn all_grants(pool: &AnyPool) -> Result<Vec<(i64, i64, Option<Ms>)>, s
         .fetch_all(pool)
         .await?;
     rows.iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get::<Option<i64>, _>(2)?.map(Ms))))
+        .map(|r| {
+            Ok((
+                r.try_get(0)?,
+                r.try_get(1)?,
+                r.try_get::<Option<i64>, _>(2)?.map(Ms),
+            ))
+        })
         .collect()
 }
 
@@ -173,7 +184,14 @@ pub async fn access_requests(
         .fetch_all(pool)
         .await?;
     rows.iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, Ms(r.try_get(3)?))))
+        .map(|r| {
+            Ok((
+                r.try_get(0)?,
+                r.try_get(1)?,
+                r.try_get(2)?,
+                Ms(r.try_get(3)?),
+            ))
+        })
         .collect()
 }
 
@@ -211,12 +229,7 @@ pub fn insert_entry(e: &EntryRow) -> Op {
 
 /// A new version (`manifest`: its JSON).
 #[allow(clippy::too_many_arguments)]
-pub fn insert_version(
-    v: &VersionRow,
-    manifest: String,
-    job: Option<i64>,
-    user: i64,
-) -> Op {
+pub fn insert_version(v: &VersionRow, manifest: String, job: Option<i64>, user: i64) -> Op {
     op(
         "INSERT INTO catalog_versions (entry_id, version, manifest_hash, files, bytes, location, in_place, manifest, lineage, job_id, user_id, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         vec![
@@ -257,7 +270,12 @@ pub fn grant(id: i64, org: i64, expires: Option<Ms>, now: Ms) -> Vec<Op> {
         revoke(id, org),
         op(
             "INSERT INTO catalog_grants (entry_id, org_id, expires_ms, at_ms) VALUES ($1, $2, $3, $4)",
-            vec![Arg::I(id), Arg::I(org), Arg::OI(expires.map(|m| m.0)), Arg::I(now.0)],
+            vec![
+                Arg::I(id),
+                Arg::I(org),
+                Arg::OI(expires.map(|m| m.0)),
+                Arg::I(now.0),
+            ],
         ),
         op(
             "DELETE FROM catalog_access_requests WHERE entry_id = $1 AND org_id = $2",
@@ -282,7 +300,13 @@ pub fn request_access(id: i64, org: i64, user: i64, reason: &str, now: Ms) -> Ve
         ),
         op(
             "INSERT INTO catalog_access_requests (entry_id, org_id, user_id, reason, at_ms) VALUES ($1, $2, $3, $4, $5)",
-            vec![Arg::I(id), Arg::I(org), Arg::I(user), Arg::S(reason.into()), Arg::I(now.0)],
+            vec![
+                Arg::I(id),
+                Arg::I(org),
+                Arg::I(user),
+                Arg::S(reason.into()),
+                Arg::I(now.0),
+            ],
         ),
     ]
 }
