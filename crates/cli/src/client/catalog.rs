@@ -15,6 +15,7 @@ pub enum CatalogCmd {
     /// Hash a directory as a push would, without a server: its manifest
     /// hash, files, bytes and speed (GiB/s).
     Hash {
+        /// The directory.
         path: PathBuf,
         /// Threads hashing [default: the machine's cores, at most 16].
         #[arg(long)]
@@ -76,6 +77,7 @@ pub enum CatalogCmd {
     },
     /// Show an entry (NAME) or one version (NAME@VERSION, NAME@ALIAS).
     Show {
+        /// NAME, NAME@VERSION or NAME@ALIAS.
         reference: String,
         /// With the version's files.
         #[arg(long)]
@@ -111,6 +113,7 @@ pub enum CatalogCmd {
     },
     /// Grant a gated entry to an organisation (its owners).
     Grant {
+        /// The entry.
         name: String,
         /// The organisation.
         #[arg(long)]
@@ -123,7 +126,9 @@ pub enum CatalogCmd {
     },
     /// Revoke an organisation's grant.
     Revoke {
+        /// The entry.
         name: String,
+        /// The organisation.
         #[arg(long)]
         org: String,
         #[command(flatten)]
@@ -131,6 +136,7 @@ pub enum CatalogCmd {
     },
     /// Ask a gated entry's owners for access.
     RequestAccess {
+        /// The entry.
         name: String,
         /// Why.
         #[arg(long)]
