@@ -189,6 +189,11 @@ pub struct SubmitJob {
     /// `GIGAFAB_INPUT_<NAME>` (upper case, `-` and `.` as `_`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inputs: Option<Vec<String>>,
+    /// A catalog model of the caller's organisation: once the job
+    /// completes, what it wrote in `GIGAFAB_OUTPUT_DIR` becomes the model's
+    /// next version (alias `latest`), its lineage the job and its inputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_model: Option<String>,
 }
 
 /// What a job may run on.
@@ -253,6 +258,14 @@ pub struct Job {
     /// (`dataset:NAME@VERSION`).
     #[serde(default)]
     pub inputs: Vec<String>,
+    /// The catalog model its output becomes.
+    #[serde(default)]
+    pub output_model: Option<String>,
+    /// What came of its output (`GET /api/v1/jobs/{id}` only): the version
+    /// it became (`NAME@VERSION`), or why it was not registered; none
+    /// before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
 }
 
 /// A row of the store that cannot be read (listed, never hidden).

@@ -361,6 +361,10 @@ pub struct SubmitArgs {
     /// --input); repeatable.
     #[arg(long = "model", value_name = "NAME@ALIAS")]
     models: Vec<String>,
+    /// A catalog model of your organisation: once the job completes, what
+    /// it wrote in $GIGAFAB_OUTPUT_DIR becomes the model's next version.
+    #[arg(long, value_name = "NAME")]
+    output_model: Option<String>,
     /// Environment variable of the job, K=V; repeatable.
     #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
     env: Vec<(String, String)>,
@@ -995,6 +999,7 @@ fn submit_body(a: &SubmitArgs, allocation: i64, workdir: Option<String>) -> Valu
                 .collect();
             (!v.is_empty()).then_some(v)
         },
+        output_model: a.output_model.clone(),
     };
     serde_json::to_value(body).expect("a submission is JSON")
 }

@@ -447,6 +447,93 @@ async fn push_verify_and_access(app: App) {
         !ok && err.contains("does not exist"),
         "another organisation's entry is not shown: {err}"
     );
+    // a job's output becomes the model's next version, with the job and its
+    // inputs as lineage; a hostile output (a link out of its directory) is
+    // refused and said so
+    let acme_alloc = app
+        .post(
+            "/api/v1/allocations",
+            json!({"org": "acme", "gpu_hours": 10}),
+        )
+        .await["id"]
+        .as_i64()
+        .unwrap();
+    let train = |script: &str| {
+        json!({"allocation": acme_alloc, "gpus": 1, "inputs": ["cells@2", "model:cell-model@1"],
+               "output_model": "cell-model", "command": ["sh", "-c", script]})
+    };
+    let (s, j) = app
+        .submit(&alice, train("mkdir -p $GIGAFAB_OUTPUT_DIR/ckpt && cat $GIGAFAB_INPUT_CELLS/README > $GIGAFAB_OUTPUT_DIR/ckpt/w"))
+        .await;
+    assert_eq!(s, 201, "{j}");
+    let id = j["id"].as_i64().unwrap();
+    app.wait_state(id, &["completed"], 20).await;
+    let mut out = Value::Null;
+    for _ in 0..100 {
+        out = app.get(&format!("/api/v1/jobs/{id}")).await;
+        if !out["output"].is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(out["output"], "cell-model@2", "{out}");
+    let (_, v) = app
+        .call(
+            "GET",
+            "/api/v1/catalog/cell-model/versions/latest?files=true",
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(v["version"], 2);
+    assert_eq!(
+        v["lineage"],
+        json!({"base": "cell-model@1", "datasets": ["cells@2"], "job": id})
+    );
+    assert_eq!(v["manifest"][0]["path"], "ckpt/w");
+    let (ok, text, _) = cli(&app, &alice, &["catalog", "lineage", "cell-model@2"]);
+    assert!(ok);
+    assert!(
+        text.contains(&format!("cell-model@2 --job--> job {id}"))
+            && text.contains("cell-model@2 --dataset--> cells@2")
+            && text.contains("cell-model@1 --base--> private-model@1"),
+        "{text}"
+    );
+    let (_, j) = app
+        .submit(
+            &alice,
+            train("mkdir -p $GIGAFAB_OUTPUT_DIR && ln -s /etc/passwd $GIGAFAB_OUTPUT_DIR/leak"),
+        )
+        .await;
+    let id = j["id"].as_i64().unwrap();
+    app.wait_state(id, &["completed"], 20).await;
+    for _ in 0..100 {
+        out = app.get(&format!("/api/v1/jobs/{id}")).await;
+        if !out["output"].is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        out["output"]
+            .as_str()
+            .unwrap()
+            .contains("`leak`: a symbolic link pointing out of the tree"),
+        "{out}"
+    );
+    let e = app.get("/api/v1/catalog/cell-model").await;
+    assert_eq!(e["versions"], json!([1, 2]), "nothing registered");
+    // only a model the submitter's organisation may push
+    let mut j = train("true");
+    j["output_model"] = json!("cells");
+    let (s, e) = app.submit(&alice, j).await;
+    assert_eq!(s, 422, "a dataset: {e}");
+    let mut j = bob_job("cells@1");
+    j["inputs"] = json!([]);
+    j["output_model"] = json!("cell-model");
+    let (s, e) = app.submit(&bob, j).await;
+    assert_eq!((s, &e["error"]), (422, &json!("output_not_found")), "{e}");
+
     // every write is audited
     let audit = app.get("/api/v1/audit?limit=1000").await;
     let actions: Vec<&str> = audit["items"]

@@ -379,6 +379,7 @@ async fn conformance_on(
                     cpus: None,
                     job_type: j.job_type.clone(),
                     inputs: None,
+                    output_model: None,
                 }),
             );
             answers.push((j.id.clone(), rx));
@@ -574,6 +575,7 @@ fn four_gpus(shared: &gigafab_server::ctl::Shared, priority: i64, preemptible: b
         cpus: None,
         job_type: None,
         inputs: None,
+        output_model: None,
     })
 }
 

@@ -51,3 +51,12 @@ CREATE TABLE catalog_access_requests (
     at_ms BIGINT NOT NULL,
     PRIMARY KEY (entry_id, org_id)
 );
+-- A job's output registered as a model version once it completed (or why
+-- it was not): each job's output is taken once.
+CREATE TABLE catalog_outputs (
+    job_id BIGINT PRIMARY KEY REFERENCES jobs(id),
+    entry_id BIGINT NOT NULL REFERENCES catalog_entries(id),
+    version BIGINT,
+    message TEXT NOT NULL,
+    at_ms BIGINT NOT NULL
+);

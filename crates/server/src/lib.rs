@@ -252,6 +252,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
             }
         });
     }
+    catalog::spawn_outputs(shared.clone(), stop_http.subscribe());
     let server = tokio::spawn(serve_http(listener, app, http, http_rx));
     Ok(Running {
         addr,

@@ -80,6 +80,9 @@ pub struct StoredSpec {
     /// Sites it may run at (its inputs' residency; empty: any).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sites: Vec<String>,
+    /// The catalog model its output becomes once it completes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_model: Option<String>,
 }
 
 // Request bodies: the API contract's types, under the names the
@@ -158,6 +161,8 @@ impl JobRow {
             energy_source: self.energy_source.clone(),
             events: None,
             inputs: spec.inputs.iter().map(|i| i.reference.clone()).collect(),
+            output_model: spec.output_model,
+            output: None,
         }
     }
 

@@ -99,6 +99,9 @@ async fn submit(
     Body_(b): Body_<crate::model::SubmitReq>,
 ) -> ApiResult {
     let inputs = crate::catalog::resolve_inputs(&s, &p, b.inputs.as_deref().unwrap_or(&[])).await?;
+    if let Some(m) = &b.output_model {
+        crate::catalog::check_output(&s, &p, m).await?;
+    }
     let action = s.submission_with(b, inputs);
     Ok(reply(s.ask(p, action).await?))
 }
@@ -133,6 +136,9 @@ async fn get_job(
     let events = store::jobs::events(&s.store.pool, id).await?;
     let mut v = job.view(s.clock.now());
     v.events = Some(events.iter().map(JobEvent::view).collect());
+    if v.output_model.is_some() && s.catalog.is_some() {
+        v.output = crate::catalog::output_of(&s, id).await?.map(|o| o.2);
+    }
     Ok(Json(v).into_response())
 }
 

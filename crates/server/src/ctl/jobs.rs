@@ -322,9 +322,19 @@ impl Controller {
         for i in &inputs {
             env.insert(i.var.clone(), i.path.clone());
         }
+        if req.output_model.is_some() {
+            let id = self.ids.job + 1;
+            env.insert(
+                crate::catalog::OUTPUT_VAR.into(),
+                crate::catalog::output_dir(&*self.shared.executor, id)
+                    .display()
+                    .to_string(),
+            );
+        }
         let spec = StoredSpec {
             inputs,
             sites,
+            output_model: req.output_model.clone(),
             command: req.command,
             env,
             workdir: req.workdir,

@@ -310,3 +310,66 @@ pub fn request_access(id: i64, org: i64, user: i64, reason: &str, now: Ms) -> Ve
         ),
     ]
 }
+
+/// Completed jobs above `floor` that name an output model and whose
+/// output was not taken yet, 16 at most, by id: (job, spec JSON, user).
+pub async fn outputs_due(
+    pool: &AnyPool,
+    floor: i64,
+) -> Result<Vec<(i64, String, i64)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT j.id, j.spec, j.user_id FROM jobs j WHERE j.id > $1 AND j.state = 'completed' \
+         AND j.spec LIKE '%\"output_model\"%' \
+         AND NOT EXISTS (SELECT 1 FROM catalog_outputs o WHERE o.job_id = j.id) ORDER BY j.id LIMIT 16",
+    )
+    .bind(floor)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+        .collect()
+}
+
+pub fn output_done(job: i64, entry: i64, version: Option<i64>, message: &str, now: Ms) -> Op {
+    op(
+        "INSERT INTO catalog_outputs (job_id, entry_id, version, message, at_ms) VALUES ($1, $2, $3, $4, $5)",
+        vec![
+            Arg::I(job),
+            Arg::I(entry),
+            Arg::OI(version),
+            Arg::S(message.into()),
+            Arg::I(now.0),
+        ],
+    )
+}
+
+/// What came of job `id`'s output: (entry name, version, message).
+pub async fn output(
+    pool: &AnyPool,
+    id: i64,
+) -> Result<Option<(String, Option<i64>, String)>, sqlx::Error> {
+    sqlx::query("SELECT e.name, o.version, o.message FROM catalog_outputs o JOIN catalog_entries e ON e.id = o.entry_id WHERE o.job_id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+        .transpose()
+}
+
+/// The lowest id of a job not ended yet (none: past the highest).
+pub async fn first_open_job(pool: &AnyPool) -> Result<i64, sqlx::Error> {
+    let open: Option<i64> =
+        sqlx::query_scalar("SELECT MIN(id) FROM jobs WHERE state IN ('queued', 'running')")
+            .fetch_one(pool)
+            .await?;
+    match open {
+        Some(o) => Ok(o),
+        None => Ok(
+            sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(id) FROM jobs")
+                .fetch_one(pool)
+                .await?
+                .unwrap_or(0)
+                + 1,
+        ),
+    }
+}
