@@ -70,6 +70,33 @@ pub enum CatalogCmd {
         #[command(flatten)]
         g: Global,
     },
+    /// Create an entry without a version yet (a model that a job's output
+    /// will fill, for one).
+    Create {
+        /// The entry's name.
+        name: String,
+        /// `dataset` or `model`.
+        #[arg(long)]
+        kind: String,
+        /// SPDX licence expression: Apache-2.0, CC-BY-4.0.
+        #[arg(long)]
+        licence: String,
+        /// `public`, `org` or `gated` [default: org].
+        #[arg(long)]
+        access: Option<String>,
+        /// The owner organisation (admins) [default: yours].
+        #[arg(long)]
+        org: Option<String>,
+        /// A site where it may be stored and processed; repeatable
+        /// [default: any].
+        #[arg(long = "residency", value_name = "SITE")]
+        residency: Vec<String>,
+        /// The card's description.
+        #[arg(long)]
+        description: Option<String>,
+        #[command(flatten)]
+        g: Global,
+    },
     /// List the entries you may see.
     Ls {
         #[command(flatten)]
@@ -208,19 +235,7 @@ pub async fn run(c: CatalogCmd) -> Result<()> {
                         "catalog entry `{name}` does not exist: give --kind and --licence to make it"
                     );
                 };
-                let mut body = json!({"name": name, "kind": kind, "licence": licence});
-                if let Some(a) = access {
-                    body["access"] = json!(a);
-                }
-                if let Some(o) = org {
-                    body["org"] = json!(o);
-                }
-                if !residency.is_empty() {
-                    body["residency"] = json!(residency);
-                }
-                if let Some(d) = description {
-                    body["card"] = json!({"description": d});
-                }
+                let body = entry_body(&name, &kind, &licence, access, org, &residency, description);
                 api.post(&["catalog"], Some(&body)).await?;
                 note(&format!("created catalog entry {name}"));
             }
@@ -279,6 +294,20 @@ pub async fn run(c: CatalogCmd) -> Result<()> {
                 .post(&["catalog", "uploads", &id, "commit"], Some(&lineage))
                 .await?;
             show(&g, &r, version_line)
+        }
+        CatalogCmd::Create {
+            name,
+            kind,
+            licence,
+            access,
+            org,
+            residency,
+            description,
+            g,
+        } => {
+            let body = entry_body(&name, &kind, &licence, access, org, &residency, description);
+            let r = g.conn.api()?.post(&["catalog"], Some(&body)).await?;
+            show(&g, &r, entry_text)
         }
         CatalogCmd::Ls { g } => {
             let r = g.conn.api()?.get(&["catalog"], &[]).await?;
@@ -448,6 +477,32 @@ pub async fn run(c: CatalogCmd) -> Result<()> {
             })
         }
     }
+}
+
+/// The body of `POST /catalog`.
+fn entry_body(
+    name: &str,
+    kind: &str,
+    licence: &str,
+    access: Option<String>,
+    org: Option<String>,
+    residency: &[String],
+    description: Option<String>,
+) -> Value {
+    let mut body = json!({"name": name, "kind": kind, "licence": licence});
+    if let Some(a) = access {
+        body["access"] = json!(a);
+    }
+    if let Some(o) = org {
+        body["org"] = json!(o);
+    }
+    if !residency.is_empty() {
+        body["residency"] = json!(residency);
+    }
+    if let Some(d) = description {
+        body["card"] = json!({"description": d});
+    }
+    body
 }
 
 fn list_or(v: &Value, none: &str) -> String {

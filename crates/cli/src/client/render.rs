@@ -190,6 +190,18 @@ pub fn job_detail(j: &Value) -> String {
     field("ended", text(&j["ended_at"]));
     field("gpu-hours", hours(&j["gpu_hours"]));
     field("energy", energy_line(j));
+    if let Some(i) = j["inputs"].as_array().filter(|i| !i.is_empty()) {
+        field("inputs", i.iter().map(text).collect::<Vec<_>>().join(", "));
+    }
+    if !j["output_model"].is_null() {
+        field(
+            "output",
+            match j["output"].as_str() {
+                Some(o) => o.to_string(),
+                None => format!("{} (once the job completes)", text(&j["output_model"])),
+            },
+        );
+    }
     let mut out = t.render();
     let events = j["events"].as_array().map(Vec::as_slice).unwrap_or(&[]);
     out.push_str("\nevents:\n");
