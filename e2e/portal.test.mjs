@@ -275,4 +275,17 @@ test("an applicant gets an allocation through a fast-lane call and runs a job on
   assert.match(audit, /rita/);
   assert.match(audit, /alice/);
   await shot(o, "08-operations");
+
+  // the catalog: a gated dataset's card; rita's organisation asks for it
+  await api("POST", "/api/v1/catalog", {
+    name: "cells", kind: "dataset", licence: "CC-BY-4.0", org: "acme", access: "gated",
+    residency: [], card: { description: "Cell images", intended_use: "Segmentation", limitations: "No patient data" },
+  });
+  await r.getByRole("link", { name: "Catalog" }).click();
+  await shot(r, "09-catalog");
+  await r.getByRole("link", { name: "cells" }).click();
+  await r.getByLabel("Why your organisation needs it").fill("Benchmarking segmentation models.");
+  await r.getByRole("button", { name: "Request access" }).click();
+  await r.waitForURL(base + "/catalog/cells");
+  await shot(r, "10-catalog-entry");
 });

@@ -760,3 +760,100 @@ async fn sessions_are_bounded_per_token() {
     assert_eq!(last.get("/me").await.status, 200);
     assert_eq!(keep.get("/me").await.status, 200);
 }
+
+/// The catalog's pages: a gated entry's card to all, a request for it, the
+/// owner's grant from the page, then its versions and files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_pages() {
+    let app = App::spawn(Db::Sqlite, "portal-catalog").await.unwrap();
+    for (o, c) in [("acme", "sme"), ("beta", "startup")] {
+        app.post("/api/v1/orgs", json!({"name": o, "category": c}))
+            .await;
+    }
+    let (olga, _) = user(&app, "olga", Some("acme"), "owner").await;
+    let (bob, _) = user(&app, "bob", Some("beta"), "member").await;
+    app.post(
+        "/api/v1/catalog",
+        json!({"name": "cells", "kind": "dataset", "licence": "CC-BY-4.0", "org": "acme",
+               "access": "gated", "card": {"description": "Cell <b>images</b>", "limitations": "No patients"}}),
+    )
+    .await;
+    let d = app.dir.join("cells");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("README"), "cells\n").unwrap();
+    let v = app
+        .post(
+            "/api/v1/catalog/cells/versions",
+            json!({"path": d.display().to_string(), "aliases": ["latest"]}),
+        )
+        .await;
+    assert_eq!(v["version"], 1, "{v}");
+
+    let mut b = Browser::new(&app);
+    b.sign_in(&bob).await;
+    let l = b.get("/catalog").await;
+    assert_eq!(l.status, 200);
+    is_page(&l);
+    assert!(
+        l.body.contains("href=\"/catalog/cells\"") && l.body.contains("not readable by you"),
+        "{}",
+        l.body
+    );
+    let e = b.get("/catalog/cells").await;
+    assert!(
+        e.body.contains("Cell &#60;b&#62;images&#60;/b&#62;"),
+        "{}",
+        e.body
+    );
+    assert!(
+        !e.body.contains("sha256"),
+        "no files for one who cannot read it"
+    );
+    let t = csrf(&e.body);
+    let p = b
+        .post("/catalog/cells/request", &[("csrf", &t), ("reason", " ")])
+        .await;
+    assert_eq!(p.status, 422, "an empty reason: {}", p.body);
+    is_page(&p);
+    let p = b
+        .post(
+            "/catalog/cells/request",
+            &[("csrf", &t), ("reason", "benchmarks")],
+        )
+        .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    let p = b
+        .post("/catalog/cells/grant", &[("csrf", &t), ("org", "beta")])
+        .await;
+    assert_eq!(
+        p.status, 403,
+        "a member of another organisation grants nothing"
+    );
+    is_page(&p);
+
+    let mut o = Browser::new(&app);
+    o.sign_in(&olga).await;
+    let e = o.get("/catalog/cells").await;
+    assert!(
+        e.body.contains("<strong>beta</strong> (bob): benchmarks"),
+        "{}",
+        e.body
+    );
+    let t = csrf(&e.body);
+    let p = o
+        .post(
+            "/catalog/cells/grant",
+            &[("csrf", &t), ("org", "beta"), ("days", "30")],
+        )
+        .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+
+    let e = b.get("/catalog/cells").await;
+    assert_eq!(text_of(&e.body, "versions"), "1");
+    assert!(e.body.contains("<td>README</td><td>6</td>"), "{}", e.body);
+    for bad in ["/catalog/nope", "/catalog/..%2Fetc"] {
+        let p = b.get(bad).await;
+        assert_eq!(p.status, 404, "{bad}");
+        is_page(&p);
+    }
+}

@@ -12,6 +12,7 @@
 //! are sent with a content security policy that allows no inline script
 //! or style.
 
+mod catalog;
 mod i18n;
 mod oidc;
 mod pages;
@@ -387,6 +388,7 @@ pub fn page(t: &impl askama::Template) -> Response {
 pub fn router(shared: Arc<Shared>, api: Router, oidc: Option<OidcConfig>) -> Router {
     let state = Arc::new(Portal::new(shared, api, oidc));
     pages::router()
+        .merge(catalog::router())
         .layer(axum::middleware::from_fn(same_origin))
         .layer(axum::middleware::from_fn(security_headers))
         .with_state(state)

@@ -27,7 +27,7 @@ pub struct Chrome<'a> {
     pub global: bool,
 }
 
-fn chrome<'a>(p: &'a PortalState, s: Option<&Signed>) -> Chrome<'a> {
+pub(super) fn chrome<'a>(p: &'a PortalState, s: Option<&Signed>) -> Chrome<'a> {
     Chrome {
         t: &p.words,
         lang: "en",
@@ -94,7 +94,12 @@ struct ErrorPage<'a> {
 }
 
 /// An API refusal as a page (never raw JSON): its status, its words.
-fn failure(p: &PortalState, s: Option<&Signed>, f: Failure, back: &'static str) -> Response {
+pub(super) fn failure(
+    p: &PortalState,
+    s: Option<&Signed>,
+    f: Failure,
+    back: &'static str,
+) -> Response {
     let message = match f.status {
         StatusCode::FORBIDDEN => format!("{} {}", p.words.get("err.forbidden"), f.message),
         StatusCode::NOT_FOUND => p.words.get("err.notfound").to_string(),
@@ -109,7 +114,7 @@ fn failure(p: &PortalState, s: Option<&Signed>, f: Failure, back: &'static str) 
     r
 }
 
-fn csrf_refused(p: &PortalState, s: &Signed) -> Response {
+pub(super) fn csrf_refused(p: &PortalState, s: &Signed) -> Response {
     let mut r = page(&ErrorPage {
         c: chrome(p, Some(s)),
         message: p.words.get("err.csrf").to_string(),
