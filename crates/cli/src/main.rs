@@ -129,6 +129,11 @@ struct SimArgs {
     /// (repeatable).
     #[arg(long, value_name = "SITE=MW")]
     power_budget: Vec<String>,
+    /// Run the workload a second time without its jobs' site restrictions
+    /// (their inputs' residency) and report the jobs residency delayed and
+    /// the wait it added.
+    #[arg(long)]
+    residency_cost: bool,
 }
 
 /// `NAME=VALUE` of a repeatable option.
@@ -452,7 +457,27 @@ fn cmd_sim(a: SimArgs) -> Result<()> {
         timeline_points: a.plot.as_ref().map(|_| 1000),
     };
     let pb = progress_bar(a.quiet);
-    let out = simulate(
+    // the counterfactual first: the same jobs, no site restrictions
+    let free = if a.residency_cost {
+        let (free_jobs, restricted) = gigafab_twin::residency::strip(&jobs);
+        let cfg_free = SimConfig {
+            timeline_points: None,
+            ..cfg.clone()
+        };
+        let o = simulate(
+            factory.clone(),
+            policy.clone(),
+            throughputs.clone(),
+            free_jobs,
+            &allocations,
+            &cfg_free,
+            &mut |_, _| {},
+        )?;
+        Some((o, restricted))
+    } else {
+        None
+    };
+    let mut out = simulate(
         factory,
         policy,
         throughputs,
@@ -465,6 +490,11 @@ fn cmd_sim(a: SimArgs) -> Result<()> {
         },
     )?;
     pb.finish_and_clear();
+    if let Some((free, restricted)) = &free {
+        out.report.residency = Some(gigafab_twin::residency::compare(
+            restricted, &out.core, &free.core,
+        ));
+    }
     if let (Some(path), Some(series)) = (&a.plot, out.plot_series()) {
         let title = format!(
             "{} on {}: utilization and queue",

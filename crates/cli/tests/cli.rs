@@ -988,3 +988,48 @@ fn absurd_workloads_are_refused_not_simulated_for_hours() {
         "0",
     ]);
 }
+
+/// A workload whose inputs reside at one of two sites: `--residency-cost`
+/// runs it again without and reports the jobs residency delayed; the
+/// `inputs` column pins the jobs the way `site:` does.
+#[test]
+fn residency_cost_on_two_sites() {
+    let dir = std::env::temp_dir().join(format!("gigafab-residency-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("two.toml");
+    std::fs::write(
+        &f,
+        "name = \"two\"\n[[sites]]\nname = \"paris\"\n[[sites.pools]]\nname = \"pa\"\naccelerator = \"h100\"\nnodes = 1\naccelerators_per_node = 2\n\
+         [[sites]]\nname = \"frankfurt\"\n[[sites.pools]]\nname = \"fr\"\naccelerator = \"h100\"\nnodes = 1\naccelerators_per_node = 2\n",
+    )
+    .unwrap();
+    let w = dir.join("w.csv");
+    std::fs::write(
+        &w,
+        "id,submit_s,gpus,duration_s,inputs\nj0,0,2,100,cells@paris\nj1,0,2,100,cells@paris\nj2,0,2,100,cells@paris;llama\nj3,0,2,100,llama\n",
+    )
+    .unwrap();
+    let (f, w) = (f.display().to_string(), w.display().to_string());
+    let r = sim_json(&[
+        "--factory",
+        &f,
+        "--workload",
+        &w,
+        "--failure-rate",
+        "0",
+        "--residency-cost",
+    ]);
+    let c = &r["residency"];
+    // with residency the three Paris jobs run one after the other (waits
+    // 0, 100, 200; j3 goes to Frankfurt); without, two sites share them
+    assert_eq!(u64_of(c, "jobs"), 3, "{c}");
+    assert!(u64_of(c, "delayed") >= 1, "{c}");
+    assert!((f64_of(c, "avg_wait_s") - 100.0).abs() < 1e-6, "{c}");
+    assert!(
+        f64_of(c, "avg_wait_free_s") < f64_of(c, "avg_wait_s"),
+        "{c}"
+    );
+    let plain = sim_json(&["--factory", &f, "--workload", &w, "--failure-rate", "0"]);
+    assert!(plain.get("residency").is_none());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -6,6 +6,7 @@ pub mod files;
 pub mod jobs_out;
 pub mod plot;
 pub mod report;
+pub mod residency;
 pub mod workload;
 
 pub use engine::{Failures, SimConfig, SimError, SimOutput, simulate};

@@ -41,6 +41,9 @@ pub const BSLD_TAU_S: f64 = 10.0;
 /// `events_per_s` is a deterministic function of the inputs and the seed.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Report {
+    /// What residency cost (`gigafab sim --residency-cost`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub residency: Option<crate::residency::ResidencyCost>,
     pub policy: String,
     pub factory: String,
     pub accelerators: u64,
@@ -409,6 +412,7 @@ impl Collector {
         }
         let span = self.last_end - first;
         Report {
+            residency: None,
             policy: policy.to_string(),
             factory: core.factory.name.clone(),
             accelerators,
@@ -693,6 +697,10 @@ impl Report {
                     opt(x.grid_g_per_kwh, 1)
                 );
             }
+        }
+        if let Some(r) = &self.residency {
+            s.push('\n');
+            s.push_str(&r.table());
         }
         s
     }

@@ -26,7 +26,7 @@ pub const MAX_GPUS: u32 = 10_000_000;
 pub const REQUIRED_COLUMNS: [&str; 4] = ["id", "submit_s", "gpus", "duration_s"];
 
 /// All columns of the native format, in the order [`to_string`] writes them.
-pub const COLUMNS: [&str; 14] = [
+pub const COLUMNS: [&str; 15] = [
     "id",
     "submit_s",
     "gpus",
@@ -41,6 +41,7 @@ pub const COLUMNS: [&str; 14] = [
     "job_type",
     "steps",
     "time_limit_s",
+    "inputs",
 ];
 
 const ID: usize = 0;
@@ -57,6 +58,10 @@ const DEADLINE: usize = 10;
 const JOB_TYPE: usize = 11;
 const STEPS: usize = 12;
 const TIME_LIMIT: usize = 13;
+/// Catalog inputs with their residency, `NAME@SITE|SITE;NAME`: read into
+/// the job's site filter (the sites every input allows), written back as
+/// `types` (`site:...`).
+const INPUTS: usize = 14;
 
 /// Reads a native CSV workload file.
 pub fn read(path: &Path) -> Result<Vec<JobSpec>, WorkloadError> {
@@ -246,10 +251,13 @@ fn parse_row(
         Some(s) => parse_gpus(s).map_err(|m| err(GPUS, m))?,
     };
     let duration_s = opt_f64(DURATION, positive)?;
-    let types = match cells[TYPES] {
+    let mut types = match cells[TYPES] {
         None => TypeFilter::any(),
         Some(s) => TypeFilter::parse(s).map_err(|m| err(TYPES, m))?,
     };
+    if let Some(s) = cells[INPUTS] {
+        types.sites = input_sites(s, &types.sites).map_err(|m| err(INPUTS, m))?;
+    }
     let category = match cells[CATEGORY] {
         None => None,
         Some(s) => Some(Category::parse(s).ok_or_else(|| {
@@ -307,6 +315,43 @@ fn parse_row(
         checkpoint_s,
         deadline_s,
     })
+}
+
+/// The sites a job may run at given its inputs (`NAME@SITE|SITE`, `;`
+/// between inputs; an input without `@` may be processed anywhere) and the
+/// sites its types allow already (empty: any): those every one allows.
+fn input_sites(cell: &str, already: &[String]) -> Result<Vec<String>, String> {
+    let mut allowed: Option<Vec<String>> = (!already.is_empty()).then(|| already.to_vec());
+    for input in cell.split(';').map(str::trim) {
+        let (name, sites) = match input.split_once('@') {
+            Some((n, s)) => (n.trim(), Some(s)),
+            None => (input, None),
+        };
+        if name.is_empty() {
+            return Err(format!(
+                "an input without a name in `{cell}` (NAME@SITE|SITE;...)"
+            ));
+        }
+        let Some(sites) = sites else { continue };
+        let sites: Vec<String> = sites
+            .split('|')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if sites.is_empty() {
+            return Err(format!("input `{name}`: no site after `@`"));
+        }
+        allowed = Some(match allowed {
+            None => sites,
+            Some(a) => a.into_iter().filter(|s| sites.contains(s)).collect(),
+        });
+        if allowed.as_ref().is_some_and(Vec::is_empty) {
+            return Err(format!(
+                "input `{name}`: no site is allowed by every input (and the job's types)"
+            ));
+        }
+    }
+    Ok(allowed.unwrap_or_default())
 }
 
 /// Reads a whole file; the error names the file.
@@ -384,6 +429,37 @@ mod tests {
     fn err(text: &str) -> String {
         let e = parse(text, "w.csv").unwrap_err();
         e.to_string()
+    }
+
+    #[test]
+    fn inputs_restrict_the_sites() {
+        let jobs = parse(
+            "id,submit_s,gpus,duration_s,types,inputs\n\
+             a,0,1,10,,cells@paris|lyon;llama@lyon|berlin\n\
+             b,0,1,10,,weights\n\
+             c,0,1,10,site:paris|lyon,cells@lyon|berlin\n",
+            "w.csv",
+        )
+        .unwrap();
+        assert_eq!(jobs[0].types.sites, ["lyon"]);
+        assert!(jobs[1].types.sites.is_empty(), "an input without residency");
+        assert_eq!(jobs[2].types.sites, ["lyon"]);
+        // written back as the site filter, read back the same
+        let again = parse(&to_string(&jobs), "w.csv").unwrap();
+        assert_eq!(again, jobs);
+        let e = err("id,submit_s,gpus,duration_s,inputs\na,0,1,10,cells@paris;llama@berlin\n");
+        assert!(
+            e.starts_with("w.csv:2:")
+                && e.contains("inputs")
+                && e.contains("no site is allowed by every input"),
+            "{e}"
+        );
+        assert!(
+            err("id,submit_s,gpus,duration_s,inputs\na,0,1,10,cells@\n").contains("no site after")
+        );
+        assert!(
+            err("id,submit_s,gpus,duration_s,inputs\na,0,1,10,@paris\n").contains("without a name")
+        );
     }
 
     fn full_job() -> JobSpec {
