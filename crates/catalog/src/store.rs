@@ -99,6 +99,9 @@ impl Blobs {
             )));
         }
         std::fs::create_dir_all(dir.join("v")).map_err(|e| io(&dir, e))?;
+        // versions are reached by their random keys, never listed: a job
+        // given one input cannot find the others
+        set_mode(&dir.join("v"), 0o711)?;
         Ok(Blobs::Dir(dir))
     }
 
@@ -343,6 +346,9 @@ impl Blobs {
                     return Ok(dest);
                 }
                 let tmp = cache.join(format!("{key}.partial"));
+                let v = cache.join("v");
+                tokio::fs::create_dir_all(&v).await.map_err(|e| io(&v, e))?;
+                set_mode(&v, 0o711)?;
                 if tmp.exists() {
                     unseal(&tmp);
                     let _ = tokio::fs::remove_dir_all(&tmp).await;
@@ -487,7 +493,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_directory_store_keeps_versions_read_only() {
+        use std::os::unix::fs::PermissionsExt;
         let d = tmp("dir");
+        Blobs::open(d.to_str().unwrap(), &d.join("cache")).unwrap();
+        let mode = std::fs::metadata(d.join("v")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o711, "versions are not listed");
         round_trip(
             Blobs::open(d.to_str().unwrap(), &d.join("cache")).unwrap(),
             "dir",

@@ -614,7 +614,14 @@ pub async fn start_upload(
         .uploads
         .lock()
         .map_err(|_| ApiError::store("uploads lock"))?;
-    ups.retain(|_, u| now.0 - u.created.0 < UPLOAD_TTL_MS);
+    // expired uploads go, with what they received
+    ups.retain(|id, u| {
+        let keep = now.0 - u.created.0 < UPLOAD_TTL_MS;
+        if !keep {
+            let _ = std::fs::remove_dir_all(c.staging.join(id));
+        }
+        keep
+    });
     if ups.len() >= MAX_UPLOADS {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
