@@ -196,6 +196,52 @@ impl Blobs {
         }
     }
 
+    /// Makes the tree at `root`, whose files this process hashed already
+    /// (they match `m`), version `key`, consuming `root`: a directory store
+    /// on the same file system takes the tree by renaming it, once its
+    /// listing is checked against `m` (paths and sizes) and it is synced;
+    /// otherwise it is copied as [`Blobs::put_tree`] does.
+    pub async fn adopt_tree(&self, root: &Path, m: &Manifest, key: &str) -> Result<(), Error> {
+        check_key(key)?;
+        let Blobs::Dir(dir) = self else {
+            return self.put_tree(root, m, key).await;
+        };
+        let (root_c, m_c) = (root.to_path_buf(), m.clone());
+        let listed = tokio::task::spawn_blocking(move || {
+            let l = crate::list_tree(&root_c)?;
+            let ok = l.len() == m_c.files.len()
+                && l.iter()
+                    .zip(&m_c.files)
+                    .all(|((p, s), f)| *p == f.path && *s == f.size);
+            if ok {
+                for (p, _) in &l {
+                    set_mode(&root_c.join(p), 0o444)?;
+                }
+                seal_dirs(&root_c)?;
+                sync_fs(&root_c)?;
+            }
+            Ok::<bool, Error>(ok)
+        })
+        .await
+        .map_err(store_err)??;
+        if !listed {
+            return Err(Error::Mismatch {
+                path: root.display().to_string(),
+                why: "its files are not the manifest's".into(),
+            });
+        }
+        let dest = dir.join(key);
+        match tokio::fs::rename(root, &dest).await {
+            Ok(()) => Ok(()),
+            // another file system: a copy (hashed again)
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                unseal(root);
+                self.put_tree(root, m, key).await
+            }
+            Err(e) => Err(io(&dest, e)),
+        }
+    }
+
     /// Removes version `key` (nothing if it is not there).
     pub async fn remove(&self, key: &str) -> Result<(), Error> {
         check_key(key)?;
@@ -398,6 +444,17 @@ fn check_copy(path: &str, want: &str, size: u64, got: &str, n: u64) -> Result<()
     Ok(())
 }
 
+/// Flushes the file system holding `p` to its disk (syncfs): one call for
+/// a whole tree written without a sync per file.
+fn sync_fs(p: &Path) -> Result<(), Error> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(p).map_err(|e| io(p, e))?;
+    if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+        return Err(io(p, std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
 fn set_mode(p: &Path, mode: u32) -> Result<(), Error> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).map_err(|e| io(p, e))
@@ -539,6 +596,33 @@ mod tests {
         let e = b.local_tree(&key, &m).await.unwrap_err();
         assert!(matches!(e, Error::Mismatch { .. }), "{e}");
         assert!(!cache.join(&key).exists());
+    }
+
+    #[tokio::test]
+    async fn a_directory_store_adopts_a_checked_tree() {
+        let d = tmp("adopt");
+        let b = Blobs::open(d.join("store").to_str().unwrap(), &d.join("cache")).unwrap();
+        let src = d.join("staging");
+        tree(&src);
+        let m = hash_tree(&src, 2).unwrap();
+        // a tree that is not the manifest's is refused and left in place
+        std::fs::write(src.join("extra"), b"x").unwrap();
+        let key = new_key();
+        assert!(matches!(
+            b.adopt_tree(&src, &m, &key).await,
+            Err(Error::Mismatch { .. })
+        ));
+        std::fs::remove_file(src.join("extra")).unwrap();
+        unseal(&src);
+        b.adopt_tree(&src, &m, &key).await.unwrap();
+        assert!(!src.exists(), "renamed, not copied");
+        let local = b.local_tree(&key, &m).await.unwrap();
+        assert_eq!(hash_tree(&local, 2).unwrap(), m);
+        assert!(std::fs::metadata(local.join("w/x/shard-0"))
+            .unwrap()
+            .permissions()
+            .readonly());
+        assert!(b.verify(&key, &m, 2).await.unwrap().is_empty());
     }
 
     #[test]

@@ -283,13 +283,23 @@ pub async fn run(c: CatalogCmd) -> Result<()> {
                 .as_str()
                 .context("the server answered no upload id")?
                 .to_string();
-            for f in &m.files {
-                let mut segs = vec!["catalog", "uploads", id.as_str(), "files"];
+            // a few files in flight at once: the server hashes each as it
+            // arrives
+            use futures_util::StreamExt;
+            let (api_ref, id_ref, path_ref) = (&api, id.as_str(), &path);
+            let mut sent = futures_util::stream::iter(m.files.iter().map(|f| async move {
+                let mut segs = vec!["catalog", "uploads", id_ref, "files"];
                 segs.extend(f.path.split('/'));
-                api.put_file(&segs, &path.join(&f.path))
+                api_ref
+                    .put_file(&segs, &path_ref.join(&f.path))
                     .await
-                    .with_context(|| format!("uploading {}", f.path))?;
+                    .with_context(|| format!("uploading {}", f.path))
+            }))
+            .buffer_unordered(4);
+            while let Some(r) = sent.next().await {
+                r?;
             }
+            drop(sent);
             let r = api
                 .post(&["catalog", "uploads", &id, "commit"], Some(&lineage))
                 .await?;

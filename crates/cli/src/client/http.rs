@@ -257,10 +257,23 @@ impl Api {
         let f = tokio::fs::File::open(path)
             .await
             .with_context(|| format!("opening {}", path.display()))?;
+        // read 1 MiB at a time (not a small buffer per read)
+        let chunks = futures_util::stream::unfold(f, |mut f| async move {
+            use tokio::io::AsyncReadExt;
+            let mut buf = vec![0u8; 1 << 20];
+            match f.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((Ok::<_, std::io::Error>(bytes::Bytes::from(buf)), f))
+                }
+                Err(e) => Some((Err(e), f)),
+            }
+        });
         let req = self
             .request(Method::PUT, url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-            .body(reqwest::Body::from(f));
+            .body(reqwest::Body::wrap_stream(chunks));
         let resp = self.send(req, &url).await?;
         let raw = resp
             .text()

@@ -170,9 +170,14 @@ async fn receive(
     tokio::fs::create_dir_all(dir)
         .await
         .map_err(|e| ApiError::store(format!("staging: {e}")))?;
-    let mut f = tokio::fs::File::create(&part)
-        .await
-        .map_err(|e| ApiError::store(format!("staging: {e}")))?;
+    // a body comes in small chunks: written through a 1 MiB buffer, not
+    // one blocking write each
+    let mut f = tokio::io::BufWriter::with_capacity(
+        1 << 20,
+        tokio::fs::File::create(&part)
+            .await
+            .map_err(|e| ApiError::store(format!("staging: {e}")))?,
+    );
     let mut h = Sha256::new();
     let mut n = 0u64;
     let mut stream = body.into_data_stream();
@@ -329,8 +334,10 @@ pub async fn commit_upload(
         .ok_or_else(|| upload_not_found(id))?;
     let dir = c.staging.join(id);
     let key = gigafab_catalog::store::new_key();
+    // the files were hashed by this server as they arrived: a directory
+    // store takes them as they are (renamed), an object store gets a copy
     c.blobs
-        .put_tree(&dir, &m, &key)
+        .adopt_tree(&dir, &m, &key)
         .await
         .map_err(catalog_err)?;
     let r = record_version(s, who, &e, &m, key.clone(), false, lineage, &req.aliases).await;
