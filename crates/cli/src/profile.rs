@@ -59,6 +59,12 @@ pub struct SchedArgs {
     /// hours and at the lower-carbon site (never missing the deadline for it).
     #[arg(long, env = "GIGAFAB_CARBON_AWARE")]
     pub carbon_aware: bool,
+    /// What carbon-aware decisions know of the grid's future: `daily` (the
+    /// past alone: each future hour as the same hour the day before) or
+    /// `oracle` (the series itself, future included: for comparison)
+    /// [default: daily].
+    #[arg(long, env = "GIGAFAB_CARBON_FORECAST", value_parser = ["daily", "oracle"])]
+    pub carbon_forecast: Option<String>,
     /// Let jobs start power-capped (slower) when a site's power budget would
     /// otherwise keep them waiting.
     #[arg(long, env = "GIGAFAB_POWER_CAPPING")]
@@ -91,6 +97,7 @@ impl SchedArgs {
             migrate: self.migrate.then_some(true),
             las_thresholds_gpu_h: self.las_thresholds.clone(),
             carbon_aware: self.carbon_aware.then_some(true),
+            carbon_forecast: self.carbon_forecast.clone(),
             power_capping: self.power_capping.then_some(true),
             energy_aware: self.energy_aware.then_some(true),
             throughputs: self.throughputs.as_ref().map(|p| p.display().to_string()),

@@ -228,6 +228,41 @@ impl CarbonSeries {
     }
 
     /// Mean intensity over [t0, t1] (the value at `t0` for an empty span).
+    /// The mean intensity over `[t0, t1]` as it could be forecast at
+    /// `now` from the past alone: the past as it was, and each future
+    /// instant as the same time of day on the last day before `now`
+    /// (seasonal persistence, a day-ahead forecast without a model). Nothing
+    /// after `now` is read.
+    pub fn forecast_mean(&self, now: f64, t0: f64, t1: f64) -> f64 {
+        const DAY: f64 = 86_400.0;
+        if t1 <= t0 {
+            return self.forecast_at(now, t0);
+        }
+        let mut total = 0.0;
+        // the past part: as it was
+        if t0 < now {
+            total += self.integral(t0, t1.min(now));
+        }
+        // the future part, a day at a time, mapped onto (now - DAY, now]
+        let mut a = t0.max(now);
+        while a < t1 {
+            let k = ((a - now) / DAY).floor() + 1.0;
+            let b = t1.min(now + k * DAY);
+            total += self.integral(a - k * DAY, b - k * DAY);
+            a = b;
+        }
+        total / (t1 - t0)
+    }
+
+    /// The intensity at `t` as forecast at `now` ([`CarbonSeries::forecast_mean`]).
+    pub fn forecast_at(&self, now: f64, t: f64) -> f64 {
+        if t <= now {
+            return self.at(t);
+        }
+        let k = ((t - now) / 86_400.0).ceil();
+        self.at(t - k * 86_400.0)
+    }
+
     pub fn mean(&self, t0: f64, t1: f64) -> f64 {
         if t1 - t0 <= 1e-9 {
             return self.at(t0);
@@ -317,5 +352,46 @@ mod tests {
             "DE mean {}",
             de.average()
         );
+    }
+
+    #[test]
+    fn a_forecast_reads_only_the_past() {
+        // hourly values over three days: day 1 clean at night, day 2 the same,
+        // day 3 different (the future the forecast must not see)
+        let day = |night: f64| -> Vec<f64> {
+            (0..24).map(|h| if h < 6 { night } else { 300.0 }).collect()
+        };
+        let mut v = day(100.0);
+        v.extend(day(100.0));
+        let real = CarbonSeries::new("r", 0.0, 3600.0, {
+            let mut x = v.clone();
+            x.extend(day(500.0));
+            x
+        });
+        let other = CarbonSeries::new("o", 0.0, 3600.0, {
+            let mut x = v.clone();
+            x.extend(day(20.0));
+            x
+        });
+        let now = 2.0 * 86_400.0; // the start of day 3
+        // the next night (day 3, 00:00-06:00) forecast from day 2's night
+        let f = real.forecast_mean(now, now, now + 6.0 * 3600.0);
+        assert!((f - 100.0).abs() < 1e-9, "{f}");
+        assert_eq!(
+            f,
+            other.forecast_mean(now, now, now + 6.0 * 3600.0),
+            "the future does not change it"
+        );
+        assert!(
+            (real.mean(now, now + 6.0 * 3600.0) - 500.0).abs() < 1e-9,
+            "the oracle sees it"
+        );
+        // two days ahead maps onto the same last day
+        let f2 = real.forecast_mean(now, now + 86_400.0, now + 86_400.0 + 3600.0);
+        assert!((f2 - 100.0).abs() < 1e-9);
+        // across now: the past part as it was
+        let m = real.forecast_mean(now, now - 3600.0, now + 3600.0);
+        assert!((m - (300.0 + 100.0) / 2.0).abs() < 1e-9, "{m}");
+        assert_eq!(real.forecast_at(now, now + 7.0 * 3600.0), 300.0);
     }
 }

@@ -2,6 +2,34 @@
 
 use std::fmt;
 
+/// What carbon-aware decisions know of the grid's future.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CarbonForecast {
+    /// Only the past: each future hour as the same hour on the last day
+    /// before now ([`crate::carbon::CarbonSeries::forecast_mean`]).
+    Daily,
+    /// The series itself, future included (a perfect forecast: for
+    /// comparison only).
+    Oracle,
+}
+
+impl CarbonForecast {
+    pub fn name(self) -> &'static str {
+        match self {
+            CarbonForecast::Daily => "daily",
+            CarbonForecast::Oracle => "oracle",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<CarbonForecast> {
+        match s {
+            "daily" => Some(CarbonForecast::Daily),
+            "oracle" => Some(CarbonForecast::Oracle),
+            _ => None,
+        }
+    }
+}
+
 /// The ordering/placement rule of a policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PolicyKind {
@@ -183,6 +211,8 @@ pub struct Policy {
     /// A flexible job waits for a start whose carbon intensity is at least
     /// this fraction lower than now.
     pub carbon_threshold: f64,
+    /// What carbon-aware decisions know of the grid's future.
+    pub carbon_forecast: CarbonForecast,
     /// Unix time (s) that scheduler time 0 stands for: carbon series are
     /// indexed by calendar time. The twin uses its start date; a live
     /// server, whose clock is Unix time already, 0.
@@ -226,6 +256,7 @@ impl Policy {
             power_capping: false,
             carbon_aware: false,
             carbon_threshold: 0.1,
+            carbon_forecast: CarbonForecast::Daily,
             calendar_start_s: 0.0,
             energy_aware: false,
             max_requeues: 5,

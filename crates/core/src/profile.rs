@@ -19,6 +19,7 @@
 //! las_thresholds_gpu_h = [1, 10, 100]  # las/hetero attained-service queues
 //! max_requeues = 5              # failure requeues before a job fails
 //! carbon_aware = false
+//! carbon_forecast = "daily"    # or "oracle": the future itself
 //! power_capping = false
 //! energy_aware = false
 //! throughputs = "builtin:gavel-throughputs"  # relative to the factory file
@@ -57,6 +58,10 @@ pub struct SchedulerProfile {
     pub las_thresholds_gpu_h: Option<Vec<f64>>,
     /// Jobs with a deadline start in low-carbon hours [default: false].
     pub carbon_aware: Option<bool>,
+    /// What carbon-aware decisions know of the grid's future: `daily` (the
+    /// past alone: each hour as the same hour the day before) or `oracle`
+    /// (the series itself, for comparison) [default: daily].
+    pub carbon_forecast: Option<String>,
     /// Jobs may start power-capped under a site's budget [default: false].
     pub power_capping: Option<bool>,
     /// Prefer the accelerator type with the lowest energy to solution [default: false].
@@ -81,6 +86,9 @@ impl SchedulerProfile {
                 .las_thresholds_gpu_h
                 .or_else(|| under.las_thresholds_gpu_h.clone()),
             carbon_aware: self.carbon_aware.or(under.carbon_aware),
+            carbon_forecast: self
+                .carbon_forecast
+                .or_else(|| under.carbon_forecast.clone()),
             power_capping: self.power_capping.or(under.power_capping),
             energy_aware: self.energy_aware.or(under.energy_aware),
             throughputs: self.throughputs.or_else(|| under.throughputs.clone()),
@@ -136,6 +144,10 @@ impl SchedulerProfile {
         }
         if let Some(v) = self.carbon_aware {
             p.carbon_aware = v;
+        }
+        if let Some(f) = &self.carbon_forecast {
+            p.carbon_forecast = crate::policy::CarbonForecast::parse(f)
+                .ok_or_else(|| format!("carbon_forecast: `{f}` is not daily or oracle"))?;
         }
         if let Some(v) = self.power_capping {
             p.power_capping = v;

@@ -211,3 +211,41 @@ fn energy_aware_placement_prefers_the_lower_energy_to_solution() {
         "twice as fast at 8% more power"
     );
 }
+
+/// A carbon-aware decision made with the daily forecast reads only the
+/// past: two grids that differ only after `now` give the same decision;
+/// the oracle, which reads the future, does not.
+#[test]
+fn a_forecast_decision_does_not_read_the_future() {
+    const DAY: f64 = 86_400.0;
+    // days 1 and 2 have a clean hour at 02:00; day 3 has it or not
+    let grid = |clean_on_day_3: bool| {
+        let mut v = Vec::new();
+        for day in 0..3 {
+            for h in 0..24 {
+                let clean = h == 2 && (day < 2 || clean_on_day_3);
+                v.push(if clean { 50.0 } else { 300.0 });
+            }
+        }
+        hourly(&v)
+    };
+    let decide = |clean_on_day_3: bool, forecast: gigafab_core::CarbonForecast| {
+        let mut f = factory(&[("s", 1.0, None, 0.0)]);
+        f.set_carbon("s", grid(clean_on_day_3));
+        let mut c = core(f, false, true);
+        c.policy.carbon_forecast = forecast;
+        let now = 2.0 * DAY;
+        let mut flex = JobSpec::simple("flex", now, 1, 3600.0);
+        flex.deadline_s = Some(now + 12.0 * 3600.0);
+        let j = c.submit(&flex, 0, now);
+        c.schedule(now).started.contains(&j)
+    };
+    use gigafab_core::CarbonForecast::{Daily, Oracle};
+    // the forecast expects tonight's clean hour from last night: it waits,
+    // whatever tonight turns out to be
+    assert!(!decide(true, Daily));
+    assert!(!decide(false, Daily));
+    // the oracle knows: with no clean hour coming it goes now
+    assert!(!decide(true, Oracle));
+    assert!(decide(false, Oracle));
+}

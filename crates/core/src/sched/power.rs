@@ -69,7 +69,7 @@ impl SchedCore {
             let key = match &self.sites[s].carbon {
                 Some(cs) => {
                     any = true;
-                    cs.mean(cal + now, cal + now + r)
+                    self.carbon_mean(cs, cal + now, cal + now, cal + now + r)
                 }
                 None => f64::MAX,
             };
@@ -108,7 +108,7 @@ impl SchedCore {
             for &(p, f) in pools.iter() {
                 let s = self.factory.pools[p as usize].site;
                 if let Some(cs) = &self.sites[s].carbon {
-                    let m = cs.mean(cal + h, cal + h + run(f));
+                    let m = self.carbon_mean(cs, cal + now, cal + h, cal + h + run(f));
                     if m < best.0 {
                         best = (m, h);
                     }
@@ -122,6 +122,15 @@ impl SchedCore {
             CarbonPlan::Defer(best.1.min(now + RECHECK_S).min(latest).max(now + 1.0))
         } else {
             CarbonPlan::Go
+        }
+    }
+
+    /// The mean intensity of `cs` over `[t0, t1]` (calendar seconds) as
+    /// the policy's forecast at `now` gives it.
+    fn carbon_mean(&self, cs: &crate::carbon::CarbonSeries, now: f64, t0: f64, t1: f64) -> f64 {
+        match self.policy.carbon_forecast {
+            crate::policy::CarbonForecast::Daily => cs.forecast_mean(now, t0, t1),
+            crate::policy::CarbonForecast::Oracle => cs.mean(t0, t1),
         }
     }
 
