@@ -249,3 +249,27 @@ fn a_forecast_decision_does_not_read_the_future() {
     assert!(!decide(true, Oracle));
     assert!(decide(false, Oracle));
 }
+
+/// Room now at the cleanest site of a busy pool: a flexible job takes it
+/// rather than wait for a cleaner hour there (by then others have the room,
+/// and it would go to a dirtier site); with room to spare it waits.
+#[test]
+fn a_flexible_job_keeps_scarce_room_at_the_clean_site() {
+    for busy in [2u32, 5] {
+        let mut f = factory(&[("s", 1.0, None, 0.0)]);
+        f.set_carbon(
+            "s",
+            hourly(&[300.0, 300.0, 50.0, 300.0, 300.0, 300.0, 300.0, 300.0]),
+        );
+        let mut c = core(f, false, true);
+        c.policy.carbon_forecast = gigafab_core::CarbonForecast::Oracle;
+        let r = c.submit(&JobSpec::simple("rigid", 0.0, busy, 36_000.0), 0, 0.0);
+        let mut flex = JobSpec::simple("flex", 0.0, 1, 3600.0);
+        flex.deadline_s = Some(6.0 * 3600.0);
+        let j = c.submit(&flex, 0, 0.0);
+        let started = c.schedule(0.0).started.clone();
+        assert!(started.contains(&r));
+        // 8 accelerators: 6 free of 8 (room to spare) it waits, 3 free it goes
+        assert_eq!(started.contains(&j), busy == 5, "{busy} busy");
+    }
+}

@@ -3,6 +3,10 @@
 
 use super::*;
 
+/// Share of a pool that must stay free for a job to wait there for a
+/// cleaner hour rather than start now.
+const CARBON_SPARE: f64 = 0.5;
+
 impl SchedCore {
     /// Accrues site `s`'s energy and carbon up to `now`.
     pub(super) fn accrue_site(&mut self, s: usize, now: f64) {
@@ -90,13 +94,27 @@ impl SchedCore {
         // with a free gang and power headroom
         let gpus = job.gpus;
         let mut feasible = f64::INFINITY;
+        let mut feasible_pool = None;
         for &(key, ci) in &self.site_order {
             let p = pools[ci].0;
             if self.cluster.pools[p as usize].may_fit(gpus)
                 && self.power_plan(p, gpus, 0.0).is_some()
             {
                 feasible = key;
+                feasible_pool = Some(p);
                 break;
+            }
+        }
+        // room now at the cleanest site in the job's run: waiting for a
+        // cleaner hour there risks that room (others take it, and the job
+        // ends up at a dirtier site), so it goes unless the site has room
+        // to spare
+        if let Some(p) = feasible_pool
+            && feasible <= self.site_order[0].0 + 1e-9
+        {
+            let ps = &self.cluster.pools[p as usize];
+            if (ps.free_total as f64) < CARBON_SPARE * ps.cap_total as f64 {
+                return CarbonPlan::Go;
             }
         }
         // what waiting could give: a cleaner site once it has room, or a
