@@ -214,9 +214,16 @@ impl Blobs {
                     .zip(&m_c.files)
                     .all(|((p, s), f)| *p == f.path && *s == f.size);
             if ok {
+                // the server's own from now on (a job's output was its
+                // account's), read-only
+                let owner = (unsafe { libc::geteuid() }, unsafe { libc::getegid() });
                 for (p, _) in &l {
-                    set_mode(&root_c.join(p), 0o444)?;
+                    let f = root_c.join(p);
+                    std::os::unix::fs::lchown(&f, Some(owner.0), Some(owner.1))
+                        .map_err(|e| io(&f, e))?;
+                    set_mode(&f, 0o444)?;
                 }
+                own_dirs(&root_c, owner)?;
                 seal_dirs(&root_c)?;
                 sync_fs(&root_c)?;
             }
@@ -391,7 +398,9 @@ impl Blobs {
                 if dest.is_dir() {
                     return Ok(dest);
                 }
-                let tmp = cache.join(format!("{key}.partial"));
+                // a directory of its own: two fetches of one version do
+                // not write into each other's
+                let tmp = cache.join(format!("{key}.partial-{}", &new_key()[2..]));
                 let v = cache.join("v");
                 tokio::fs::create_dir_all(&v).await.map_err(|e| io(&v, e))?;
                 set_mode(&v, 0o711)?;
@@ -419,9 +428,13 @@ impl Blobs {
                     set_mode(&to, 0o444)?;
                 }
                 seal_dirs(&tmp)?;
-                tokio::fs::rename(&tmp, &dest)
-                    .await
-                    .map_err(|e| io(&dest, e))?;
+                if let Err(e) = tokio::fs::rename(&tmp, &dest).await {
+                    // another fetch of it finished first: its copy stands
+                    remove_tree(&tmp);
+                    if !dest.is_dir() {
+                        return Err(io(&dest, e));
+                    }
+                }
                 Ok(dest)
             }
         }
@@ -477,6 +490,31 @@ fn seal_dirs(root: &Path) -> Result<(), Error> {
         set_mode(d, 0o555)?;
     }
     Ok(())
+}
+
+/// Gives every directory under `root` (and it) to `owner`, links not
+/// followed.
+fn own_dirs(root: &Path, owner: (u32, u32)) -> Result<(), Error> {
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        std::os::unix::fs::lchown(&d, Some(owner.0), Some(owner.1)).map_err(|e| io(&d, e))?;
+        for e in std::fs::read_dir(&d).map_err(|e| io(&d, e))? {
+            let e = e.map_err(|x| io(&d, x))?;
+            if e.file_type().map_err(|x| io(&e.path(), x))?.is_dir() {
+                dirs.push(e.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes a tree the server made read-only (or any tree: links are
+/// removed, never followed).
+pub fn remove_tree(root: &Path) {
+    if std::fs::symlink_metadata(root).is_ok_and(|m| m.is_dir()) {
+        unseal(root);
+    }
+    let _ = std::fs::remove_dir_all(root).or_else(|_| std::fs::remove_file(root));
 }
 
 /// Makes the directories under `root` writable again, to remove them.

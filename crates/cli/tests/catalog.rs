@@ -521,6 +521,30 @@ async fn push_verify_and_access(app: App) {
             .contains("`leak`: a symbolic link pointing out of the tree"),
         "{out}"
     );
+    // the output directory itself a link out: moved as a link, refused
+    let (_, j) = app
+        .submit(
+            &alice,
+            train("mkdir -p $(dirname $GIGAFAB_OUTPUT_DIR) && ln -s /etc $GIGAFAB_OUTPUT_DIR"),
+        )
+        .await;
+    let id = j["id"].as_i64().unwrap();
+    app.wait_state(id, &["completed"], 20).await;
+    for _ in 0..100 {
+        out = app.get(&format!("/api/v1/jobs/{id}")).await;
+        if !out["output"].is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        out["output"].as_str().unwrap().contains("not a directory"),
+        "{out}"
+    );
+    assert!(
+        std::fs::metadata("/etc/passwd").is_ok(),
+        "nothing of /etc touched"
+    );
     let e = app.get("/api/v1/catalog/cell-model").await;
     assert_eq!(e["versions"], json!([1, 2]), "nothing registered");
     // only a model the submitter's organisation may push

@@ -204,6 +204,13 @@ pub trait Executor: Send + Sync {
     ) -> Result<(Option<String>, RunStatus), ExecError>;
     /// Files holding the job's stdout and stderr.
     fn log_paths(&self, job_id: i64) -> (PathBuf, PathBuf);
+    /// A directory the job may make and write its output in (a catalog
+    /// output model): beside its logs unless the engine says otherwise.
+    fn output_dir(&self, job_id: i64) -> PathBuf {
+        let (out, _) = self.log_paths(job_id);
+        out.parent()
+            .map_or_else(|| PathBuf::from("output"), |d| d.join("output"))
+    }
     /// Makes (or brings up to date) the engine's own account for gigafab
     /// allocation `alloc` as it is granted or extended: its grant as the
     /// engine's limit, and the POSIX accounts that may charge it (Slurm:

@@ -316,8 +316,17 @@ impl Executor for LocalExecutor {
                 cmd.arg("--hide-device").arg(utf8(&p)?);
             }
         }
-        for p in &spec.read_only {
-            cmd.arg("--read-only").arg(utf8(p)?);
+        if !spec.read_only.is_empty() {
+            // in a file of the job's root-owned directory, not on the
+            // command line (which every local user may read in /proc)
+            let mut list = String::new();
+            for p in &spec.read_only {
+                list.push_str(&utf8(p)?);
+                list.push('\n');
+            }
+            let f = dir.join("read-only.list");
+            std::fs::write(&f, list).map_err(|e| fail(format!("{}: {e}", f.display())))?;
+            cmd.arg("--read-only-list").arg(utf8(&f)?);
         }
         if self.cgroups.is_some() {
             if let Some(m) = spec.memory_bytes {
@@ -410,6 +419,11 @@ impl Executor for LocalExecutor {
     fn log_paths(&self, job_id: i64) -> (PathBuf, PathBuf) {
         let dir = self.job_dir(job_id);
         (dir.join(STDOUT_LOG), dir.join(STDERR_LOG))
+    }
+
+    /// Under `work/`, the job's own (its directory is root's).
+    fn output_dir(&self, job_id: i64) -> PathBuf {
+        self.job_dir(job_id).join(WORK_DIR).join("output")
     }
 }
 
@@ -636,6 +650,21 @@ fn parse_supervise_args(args: &[String]) -> Result<SuperviseArgs, String> {
         if arg == "--" {
             i += 1;
             break;
+        }
+        if arg == "--read-only-list" {
+            let value = args
+                .get(i + 1)
+                .ok_or_else(|| format!("`{arg}` needs a value"))?;
+            let text =
+                std::fs::read_to_string(value).map_err(|e| format!("`{arg}`: {value}: {e}"))?;
+            for line in text.lines().filter(|l| !l.is_empty()) {
+                if !line.starts_with('/') {
+                    return Err(format!("`{arg}`: not an absolute path: {line:?}"));
+                }
+                read_only.push(PathBuf::from(line));
+            }
+            i += 2;
+            continue;
         }
         if arg == "--hide-device" || arg == "--read-only" {
             let value = args
@@ -1394,7 +1423,11 @@ fn prepare_exec(
                             std::ptr::null(),
                             p.as_ptr(),
                             std::ptr::null(),
-                            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                            libc::MS_BIND
+                                | libc::MS_REMOUNT
+                                | libc::MS_RDONLY
+                                | libc::MS_NOSUID
+                                | libc::MS_NODEV,
                             std::ptr::null(),
                         ) != 0
                     {

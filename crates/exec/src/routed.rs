@@ -116,6 +116,10 @@ impl Executor for RoutedExecutor {
         self.default.log_paths(job_id)
     }
 
+    fn output_dir(&self, job_id: i64) -> PathBuf {
+        self.default.output_dir(job_id)
+    }
+
     fn provision(&self, alloc: &str, grant: u64, users: &[String]) -> Result<(), ExecError> {
         // an allocation may run at any site: every engine gets its account
         let mut first_err = None;

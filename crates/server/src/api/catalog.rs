@@ -238,7 +238,12 @@ async fn put_file(
     Path((id, path)): Path<(String, String)>,
     body: Body,
 ) -> ApiResult {
-    Ok(Json(catalog::put_file(&s, &p, &id, &path, body).await?).into_response())
+    // runs to its end even if the client goes away: the file's state is
+    // reset and its partial copy removed
+    let v = tokio::spawn(async move { catalog::put_file(&s, &p, &id, &path, body).await })
+        .await
+        .map_err(|e| crate::error::ApiError::store(format!("the upload stopped: {e}")))??;
+    Ok(Json(v).into_response())
 }
 
 async fn commit(

@@ -39,9 +39,7 @@ pub const OUTPUT_VAR: &str = "GIGAFAB_OUTPUT_DIR";
 /// Where job `id` writes its output model: `output/` in its directory
 /// (beside its logs), which the job makes.
 pub fn output_dir(ex: &dyn gigafab_exec::Executor, id: i64) -> PathBuf {
-    let (out, _) = ex.log_paths(id);
-    out.parent()
-        .map_or_else(|| PathBuf::from("output"), |d| d.join("output"))
+    ex.output_dir(id)
 }
 
 /// Checks at submission that `who` may push versions of model `name`.
@@ -86,45 +84,60 @@ pub async fn register_outputs(s: &Shared) -> Result<usize, ApiError> {
     let mut n = 0;
     for (job_id, spec_text, user_id) in due {
         let spec: crate::model::StoredSpec = serde_json::from_str(&spec_text).unwrap_or_default();
-        let Some(name) = spec.output_model.clone() else {
-            continue;
-        };
         let now = s.clock.now();
-        // entries are never removed: checked at submission, it is there
-        let Some(e) = store::catalog::entry(pool, &name).await? else {
-            continue;
+        // every job the scan finds is taken once, whatever comes of it:
+        // one that only mentions the word (in its environment, say) too
+        let entry = match &spec.output_model {
+            Some(name) => store::catalog::entry(pool, name).await?,
+            None => None,
         };
-        let Some(who) = s.tenancy.user_principal(user_id) else {
+        let (Some(e), Some(who)) = (entry, s.tenancy.user_principal(user_id)) else {
+            let why = if spec.output_model.is_none() {
+                "no output model"
+            } else {
+                "not registered: the job's user is disabled"
+            };
             s.store
                 .write(vec![store::catalog::output_done(
-                    job_id,
-                    e.id,
-                    None,
-                    "not registered: the job's user is disabled",
-                    now,
+                    job_id, None, None, why, now,
                 )])
                 .await?;
+            n += 1;
             continue;
         };
-        let dir = output_dir(&*s.executor, job_id);
+        // the job has ended and its processes with it: its output moves out
+        // of its account's reach (a root-only directory) before it is read,
+        // so that nothing can be swapped in under the server's walk; a link
+        // put in its place moves as a link and is refused
+        let taken = c.staging.join(format!("output-{job_id}"));
+        let moved = match std::fs::rename(output_dir(&*s.executor, job_id), &taken) {
+            Ok(()) => Ok(()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                Err("not registered: the job wrote nothing in $GIGAFAB_OUTPUT_DIR".to_string())
+            }
+            Err(err) if err.raw_os_error() == Some(libc::EXDEV) => Err(
+                "not registered: the job's output is on another file system than the server's data directory"
+                    .to_string(),
+            ),
+            Err(err) => Err(format!("not registered: {err}")),
+        };
+        let dir = taken.clone();
         let threads = c.threads;
         let d = dir.clone();
         let hashed = tokio::task::spawn_blocking(move || {
-            let m = gigafab_catalog::hash_tree(&d, threads)?;
+            moved?;
+            let m = gigafab_catalog::hash_tree(&d, threads)
+                .map_err(|e| format!("not registered: {e}"))?;
             // a hard link could name a file the job does not own
             for f in &m.files {
                 use std::os::unix::fs::MetadataExt;
-                let md = std::fs::symlink_metadata(d.join(&f.path)).map_err(|e| {
-                    gigafab_catalog::Error::Io {
-                        path: f.path.clone(),
-                        source: e,
-                    }
-                })?;
+                let md = std::fs::symlink_metadata(d.join(&f.path))
+                    .map_err(|e| format!("not registered: `{}`: {e}", f.path))?;
                 if md.nlink() > 1 {
-                    return Err(gigafab_catalog::Error::BadName {
-                        path: f.path.clone(),
-                        why: "a hard link (an output's files are its own)",
-                    });
+                    return Err(format!(
+                        "not registered: `{}`: a hard link (an output's files are its own)",
+                        f.path
+                    ));
                 }
             }
             Ok(m)
@@ -147,10 +160,12 @@ pub async fn register_outputs(s: &Shared) -> Result<usize, ApiError> {
         };
         let _w = c.writes.lock().await;
         let result = match hashed {
-            Err(err) => Err(format!("not registered: {err}")),
+            Err(err) => Err(err),
             Ok(m) => {
                 let key = gigafab_catalog::store::new_key();
-                match c.blobs.put_tree(&dir, &m, &key).await {
+                // the tree is the server's now: taken as it is (made the
+                // server's own, read-only), or copied to an object store
+                match c.blobs.adopt_tree(&dir, &m, &key).await {
                     Err(err) => Err(format!("not registered: {err}")),
                     Ok(()) => match record_version(
                         s,
@@ -177,8 +192,16 @@ pub async fn register_outputs(s: &Shared) -> Result<usize, ApiError> {
             Ok(v) => (Some(*v), format!("{}@{v}", e.name)),
             Err(m) => (None, m.clone()),
         };
+        // what was not taken into the store goes
+        if std::fs::symlink_metadata(&taken).is_ok() {
+            gigafab_catalog::store::remove_tree(&taken);
+        }
         let mut ops = vec![store::catalog::output_done(
-            job_id, e.id, version, &message, now,
+            job_id,
+            Some(e.id),
+            version,
+            &message,
+            now,
         )];
         if result.is_err() {
             ops.push(s.audit_op(

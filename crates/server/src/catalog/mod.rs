@@ -842,11 +842,7 @@ pub async fn lineage(
             .map(|b| (b.clone(), "base"))
             .chain(l.datasets.iter().map(|d| (d.clone(), "dataset")));
         for (p, rel) in parents {
-            edges.push((node.clone(), p.clone(), rel.to_string()));
-            if nodes.contains(&p) {
-                continue;
-            }
-            nodes.push(p.clone());
+            // a parent the caller may not see is not named
             let Some((pn, pv)) = p.rsplit_once('@') else {
                 continue;
             };
@@ -854,7 +850,17 @@ pub async fn lineage(
                 continue;
             };
             let grants = store::catalog::grants(&s.store.pool, pe.id).await?;
-            if !rights(who, &pe, &grants, s.clock.now()).read {
+            let r = rights(who, &pe, &grants, s.clock.now());
+            if !r.see {
+                edges.push((node.clone(), "(not visible to you)".into(), rel.to_string()));
+                continue;
+            }
+            edges.push((node.clone(), p.clone(), rel.to_string()));
+            if nodes.contains(&p) {
+                continue;
+            }
+            nodes.push(p.clone());
+            if !r.read {
                 continue;
             }
             if let Ok(pv) = version_of(s, &pe, pv).await {

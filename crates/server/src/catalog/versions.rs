@@ -300,8 +300,11 @@ pub async fn commit_upload(
     for a in &req.aliases {
         valid_alias(a)?;
     }
+    // the upload is taken out of reach as the commit starts: no file can
+    // be sent to it, nor a second commit made, meanwhile (a failed commit
+    // leaves nothing: the client pushes again)
     let (entry, m) = {
-        let ups = c
+        let mut ups = c
             .uploads
             .lock()
             .map_err(|_| ApiError::store("uploads lock"))?;
@@ -323,8 +326,29 @@ pub async fn commit_upload(
         if u.busy.iter().any(|b| *b) {
             return Err(ApiError::conflict("conflict", "a file is being received"));
         }
-        (u.entry, u.manifest.clone())
+        let taken = (u.entry, u.manifest.clone());
+        ups.remove(id);
+        taken
     };
+    let dir = c.staging.join(id);
+    let r = commit_taken(s, who, id, &dir, entry, &m, req).await;
+    if r.is_err() {
+        gigafab_catalog::store::remove_tree(&dir);
+    }
+    r
+}
+
+async fn commit_taken(
+    s: &Shared,
+    who: &Principal,
+    id: &str,
+    dir: &std::path::Path,
+    entry: i64,
+    m: &Manifest,
+    req: t::CommitUpload,
+) -> Result<t::CatalogVersion, ApiError> {
+    let c = site(s)?;
+    let m = m.clone();
     let lineage = lineage_refs(s, who, &req.base, &req.datasets, None).await?;
     let _w = c.writes.lock().await;
     let e = store::catalog::entries(&s.store.pool)
@@ -332,22 +356,18 @@ pub async fn commit_upload(
         .into_iter()
         .find(|x| x.id == entry)
         .ok_or_else(|| upload_not_found(id))?;
-    let dir = c.staging.join(id);
     let key = gigafab_catalog::store::new_key();
     // the files were hashed by this server as they arrived: a directory
     // store takes them as they are (renamed), an object store gets a copy
     c.blobs
-        .adopt_tree(&dir, &m, &key)
+        .adopt_tree(dir, &m, &key)
         .await
         .map_err(catalog_err)?;
     let r = record_version(s, who, &e, &m, key.clone(), false, lineage, &req.aliases).await;
     if r.is_err() {
         let _ = c.blobs.remove(&key).await;
     } else {
-        if let Ok(mut ups) = c.uploads.lock() {
-            ups.remove(id);
-        }
-        let _ = tokio::fs::remove_dir_all(&dir).await;
+        gigafab_catalog::store::remove_tree(dir);
     }
     r
 }

@@ -330,12 +330,18 @@ pub async fn outputs_due(
         .collect()
 }
 
-pub fn output_done(job: i64, entry: i64, version: Option<i64>, message: &str, now: Ms) -> Op {
+pub fn output_done(
+    job: i64,
+    entry: Option<i64>,
+    version: Option<i64>,
+    message: &str,
+    now: Ms,
+) -> Op {
     op(
         "INSERT INTO catalog_outputs (job_id, entry_id, version, message, at_ms) VALUES ($1, $2, $3, $4, $5)",
         vec![
             Arg::I(job),
-            Arg::I(entry),
+            Arg::OI(entry),
             Arg::OI(version),
             Arg::S(message.into()),
             Arg::I(now.0),
@@ -348,7 +354,7 @@ pub async fn output(
     pool: &AnyPool,
     id: i64,
 ) -> Result<Option<(String, Option<i64>, String)>, sqlx::Error> {
-    sqlx::query("SELECT e.name, o.version, o.message FROM catalog_outputs o JOIN catalog_entries e ON e.id = o.entry_id WHERE o.job_id = $1")
+    sqlx::query("SELECT e.name, o.version, o.message FROM catalog_outputs o LEFT JOIN catalog_entries e ON e.id = o.entry_id WHERE o.job_id = $1")
         .bind(id)
         .fetch_optional(pool)
         .await?
