@@ -114,12 +114,18 @@ impl Manifest {
                     why: "given twice",
                 });
             }
-            // a file and a directory of the same name cannot both exist
-            if w[1].path.starts_with(&w[0].path) && w[1].path.as_bytes()[w[0].path.len()] == b'/' {
-                return Err(Error::BadName {
-                    path: w[1].path.clone(),
-                    why: "under a path that is a file",
-                });
+        }
+        // a file and a directory of the same name cannot both exist
+        let names: std::collections::HashSet<&str> =
+            files.iter().map(|f| f.path.as_str()).collect();
+        for f in &files {
+            for (i, _) in f.path.match_indices('/') {
+                if names.contains(&f.path[..i]) {
+                    return Err(Error::BadName {
+                        path: f.path.clone(),
+                        why: "under a path that is a file",
+                    });
+                }
             }
         }
         for f in &files {
@@ -136,7 +142,15 @@ impl Manifest {
                 });
             }
         }
-        let bytes = files.iter().map(|f| f.size).sum();
+        // sizes a client declares: their total must fit (an i64 in the store)
+        let bytes = files
+            .iter()
+            .try_fold(0u64, |a, f| a.checked_add(f.size))
+            .filter(|b| *b <= i64::MAX as u64)
+            .ok_or(Error::BadName {
+                path: String::new(),
+                why: "the sizes add up to more than 2^63 bytes",
+            })?;
         let hash = hex::encode(Sha256::digest(Manifest::canonical_of(&files).as_bytes()));
         Ok(Manifest { files, hash, bytes })
     }
@@ -605,6 +619,16 @@ mod tests {
             })
         ));
         assert!(Manifest::new(vec![f("a"), f("a/b")]).is_err());
+        // not neighbours once sorted: `a-x` sorts between them
+        assert!(Manifest::new(vec![f("a"), f("a-x"), f("a/b")]).is_err());
+        assert!(Manifest::new(vec![f("a/b/c"), f("a-x"), f("a/b")]).is_err());
+        assert!(Manifest::new(vec![f("ab"), f("a/b")]).is_ok());
+        let mut huge = f("x");
+        huge.size = u64::MAX;
+        assert!(
+            Manifest::new(vec![huge, f("y")]).is_err(),
+            "an overflowing total"
+        );
         assert!(Manifest::new(vec![f("../a")]).is_err());
         let mut g = f("a");
         g.sha256 = "A".repeat(64);
