@@ -468,14 +468,8 @@ async fn push_verify_and_access(app: App) {
     assert_eq!(s, 201, "{j}");
     let id = j["id"].as_i64().unwrap();
     app.wait_state(id, &["completed"], 20).await;
-    let mut out = Value::Null;
-    for _ in 0..100 {
-        out = app.get(&format!("/api/v1/jobs/{id}")).await;
-        if !out["output"].is_null() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let mut out;
+    out = output_of(&app, id).await;
     assert_eq!(out["output"], "cell-model@2", "{out}");
     let (_, v) = app
         .call(
@@ -507,13 +501,7 @@ async fn push_verify_and_access(app: App) {
         .await;
     let id = j["id"].as_i64().unwrap();
     app.wait_state(id, &["completed"], 20).await;
-    for _ in 0..100 {
-        out = app.get(&format!("/api/v1/jobs/{id}")).await;
-        if !out["output"].is_null() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    out = output_of(&app, id).await;
     assert!(
         out["output"]
             .as_str()
@@ -530,13 +518,7 @@ async fn push_verify_and_access(app: App) {
         .await;
     let id = j["id"].as_i64().unwrap();
     app.wait_state(id, &["completed"], 20).await;
-    for _ in 0..100 {
-        out = app.get(&format!("/api/v1/jobs/{id}")).await;
-        if !out["output"].is_null() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    out = output_of(&app, id).await;
     assert!(
         out["output"].as_str().unwrap().contains("not a directory"),
         "{out}"
@@ -576,6 +558,19 @@ async fn push_verify_and_access(app: App) {
     ] {
         assert!(actions.contains(&a), "{a}: {actions:?}");
     }
+}
+
+/// Job `id` once what came of its output is known (10 s at most).
+async fn output_of(app: &App, id: i64) -> Value {
+    let mut out = Value::Null;
+    for _ in 0..100 {
+        out = app.get(&format!("/api/v1/jobs/{id}")).await;
+        if !out["output"].is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    out
 }
 
 fn sha2_of(b: &[u8]) -> impl std::fmt::LowerHex {
