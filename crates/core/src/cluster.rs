@@ -34,6 +34,9 @@ pub struct PoolState {
     /// Nodes with every accelerator free.
     pub whole_nodes: u32,
     scratch: Vec<(u32, u32)>,
+    /// Local nodes that became whole (every usable accelerator free) since
+    /// the buffer was last taken, when tracked (idle power-down).
+    pub(crate) became_whole: Option<Vec<u32>>,
 }
 
 impl PoolState {
@@ -65,6 +68,7 @@ impl PoolState {
             cap_total: nodes as u64 * per_node as u64,
             whole_nodes: nodes,
             scratch: Vec::new(),
+            became_whole: None,
         }
     }
 
@@ -112,6 +116,9 @@ impl PoolState {
                 self.whole_in_domain[d] += 1;
                 self.whole_in_leaf[l] += 1;
                 self.whole_nodes += 1;
+                if let Some(b) = self.became_whole.as_mut() {
+                    b.push(n);
+                }
             } else {
                 self.whole_in_domain[d] -= 1;
                 self.whole_in_leaf[l] -= 1;
@@ -190,6 +197,11 @@ impl PoolState {
             return Err("whole nodes per leaf or domain do not add up".into());
         }
         Ok(())
+    }
+
+    /// Whether some node has exactly `f` free accelerators.
+    pub(crate) fn has_free_exactly(&self, f: u16) -> bool {
+        self.buckets.get(f as usize).is_some_and(|b| !b.is_empty())
     }
 
     pub fn may_fit(&self, gpus: u32) -> bool {

@@ -29,6 +29,9 @@
 //! scale_up_domain = 8       # accelerators per NVLink/xGMI island
 //! nodes_per_leaf = 8        # nodes per leaf switch
 //! node_watts = 5600         # node power besides accelerators (default: half their peak)
+//! resume_s = 300            # a powered-down node takes this to come back
+//!                           # (default: the scheduler's resume_s)
+//! warm_nodes = 2            # idle nodes kept powered up (default: the scheduler's)
 //!
 //! [scheduler]               # optional: see crate::profile
 //! policy = "fairshare"
@@ -116,6 +119,12 @@ struct PoolFile {
     /// Power of a node besides its accelerators (CPUs, memory, NICs, fans),
     /// W, drawn whenever the node is on; default: half the accelerators' peak.
     node_watts: Option<f64>,
+    /// Seconds a powered-down node takes to come back; default: the
+    /// scheduler profile's `resume_s`.
+    resume_s: Option<f64>,
+    /// Idle nodes kept powered up under idle power-down; default: the
+    /// scheduler profile's `warm_nodes`.
+    warm_nodes: Option<u32>,
 }
 
 /// Default power usage effectiveness of a site.
@@ -160,6 +169,10 @@ pub struct Pool {
     pub first_node: u32,
     /// Power of a node besides its accelerators, W.
     pub node_watts: f64,
+    /// Seconds a powered-down node takes to come back (None: the policy's).
+    pub resume_s: Option<f64>,
+    /// Idle nodes kept powered up (None: the policy's).
+    pub warm_nodes: Option<u32>,
 }
 
 impl Pool {
@@ -412,8 +425,13 @@ impl Factory {
                         "node_watts must be within 0..=1e6".into(),
                     ));
                 }
+                if let Some(r) = p.resume_s {
+                    crate::profile::check_resume_s(r).map_err(|m| invalid(line, loc.clone(), m))?;
+                }
                 pools.push(Pool {
                     node_watts,
+                    resume_s: p.resume_s,
+                    warm_nodes: p.warm_nodes,
                     name: p.name.clone(),
                     site: si,
                     accel,

@@ -19,7 +19,7 @@ pub mod time;
 
 pub use catalog::{AcceleratorType, Catalog, TypeIdx, Vendor};
 pub use factory::{Factory, FactoryError, PoolIdx};
-pub use policy::{CarbonForecast, Policy, PolicyKind};
+pub use policy::{CarbonForecast, Policy, PolicyKind, SiteBalance};
 pub use profile::SchedulerProfile;
 pub use rng::Rng;
 pub use sched::{Decisions, FailOutcome, Job, JobIdx, JobState, Reason, Reserve, SchedCore};

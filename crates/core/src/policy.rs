@@ -235,6 +235,47 @@ pub struct Policy {
     /// they run faster, and pairs of them swap types where each gains from
     /// the other's (stopped with their progress, restored there).
     pub migrate: bool,
+    /// Idle power-down: a node idle this long is powered down, and resumed
+    /// when a job needs it (Slurm's `SuspendTime`); None: never.
+    pub power_down_after_s: Option<f64>,
+    /// Seconds a powered-down node takes to come back (Slurm's resume
+    /// time), for pools that do not set their own.
+    pub resume_s: f64,
+    /// Idle nodes each pool keeps powered up (a warm reserve), for pools
+    /// that do not set their own.
+    pub warm_nodes: u32,
+    /// Where a job that may run at several sites goes first.
+    pub site_balance: SiteBalance,
+}
+
+/// Where a job that may run at several sites goes first (after carbon,
+/// energy or cost orders, when the policy has them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SiteBalance {
+    /// The pools in the order the factory declares them (a job's own list
+    /// of sites first): the first site fills first.
+    Declared,
+    /// The candidate pool with the largest share of free accelerators
+    /// first (powered-down ones count as free): no site is favoured by
+    /// its place in the file.
+    LeastLoaded,
+}
+
+impl SiteBalance {
+    pub fn name(self) -> &'static str {
+        match self {
+            SiteBalance::Declared => "declared",
+            SiteBalance::LeastLoaded => "least-loaded",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SiteBalance> {
+        match s {
+            "declared" => Some(SiteBalance::Declared),
+            "least-loaded" | "least_loaded" => Some(SiteBalance::LeastLoaded),
+            _ => None,
+        }
+    }
 }
 
 impl Policy {
@@ -263,6 +304,10 @@ impl Policy {
             checkpoint_on_preempt: true,
             restore_overhead_s: 30.0,
             migrate: false,
+            power_down_after_s: None,
+            resume_s: 300.0,
+            warm_nodes: 1,
+            site_balance: SiteBalance::Declared,
         }
     }
 

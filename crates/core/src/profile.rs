@@ -22,6 +22,10 @@
 //! carbon_forecast = "daily"    # or "oracle": the future itself
 //! power_capping = false
 //! energy_aware = false
+//! power_down_after_s = 1800    # idle nodes power down after this (none: never)
+//! resume_s = 300               # a powered-down node takes this to come back
+//! warm_nodes = 1               # idle nodes each pool keeps powered up
+//! site_balance = "declared"    # or "least-loaded": no site first by file order
 //! throughputs = "builtin:gavel-throughputs"  # relative to the factory file
 //! ```
 
@@ -66,6 +70,18 @@ pub struct SchedulerProfile {
     pub power_capping: Option<bool>,
     /// Prefer the accelerator type with the lowest energy to solution [default: false].
     pub energy_aware: Option<bool>,
+    /// Seconds a node stays idle before it is powered down; resumed when a
+    /// job needs it [default: none, nodes stay on].
+    pub power_down_after_s: Option<f64>,
+    /// Seconds a powered-down node takes to come back, for pools that do
+    /// not set `resume_s` [default: 300].
+    pub resume_s: Option<f64>,
+    /// Idle nodes each pool keeps powered up, for pools that do not set
+    /// `warm_nodes` [default: 1].
+    pub warm_nodes: Option<u32>,
+    /// Where a job that may run at several sites goes first: `declared`
+    /// (the factory's order) or `least-loaded` [default: declared].
+    pub site_balance: Option<String>,
     /// Throughput matrix (Gavel JSON or CSV, or `builtin:NAME`); in a
     /// factory file, relative to that file [default: none].
     pub throughputs: Option<String>,
@@ -91,6 +107,10 @@ impl SchedulerProfile {
                 .or_else(|| under.carbon_forecast.clone()),
             power_capping: self.power_capping.or(under.power_capping),
             energy_aware: self.energy_aware.or(under.energy_aware),
+            power_down_after_s: self.power_down_after_s.or(under.power_down_after_s),
+            resume_s: self.resume_s.or(under.resume_s),
+            warm_nodes: self.warm_nodes.or(under.warm_nodes),
+            site_balance: self.site_balance.or_else(|| under.site_balance.clone()),
             throughputs: self.throughputs.or_else(|| under.throughputs.clone()),
         }
     }
@@ -155,7 +175,32 @@ impl SchedulerProfile {
         if let Some(v) = self.energy_aware {
             p.energy_aware = v;
         }
+        if let Some(a) = self.power_down_after_s {
+            if !(a.is_finite() && (60.0..=30.0 * 86_400.0).contains(&a)) {
+                return Err("power_down_after_s: must be within 60..=2592000 seconds".into());
+            }
+            p.power_down_after_s = Some(a);
+        }
+        if let Some(r) = self.resume_s {
+            p.resume_s = check_resume_s(r)?;
+        }
+        if let Some(w) = self.warm_nodes {
+            p.warm_nodes = w;
+        }
+        if let Some(b) = &self.site_balance {
+            p.site_balance = crate::policy::SiteBalance::parse(b)
+                .ok_or_else(|| format!("site_balance: `{b}` is not declared or least-loaded"))?;
+        }
         Ok(p)
+    }
+}
+
+/// A resume time checked: within 0..=86400 seconds.
+pub fn check_resume_s(r: f64) -> Result<f64, String> {
+    if r.is_finite() && (0.0..=86_400.0).contains(&r) {
+        Ok(r)
+    } else {
+        Err("resume_s: must be within 0..=86400 seconds".into())
     }
 }
 

@@ -27,6 +27,7 @@ mod backfill;
 mod candidates;
 mod fleet;
 mod forecast;
+mod idle;
 mod invariants;
 mod migrate;
 mod order;
@@ -36,6 +37,7 @@ mod runs;
 mod waits;
 
 use crate::spec::{AllocationSpec, Category, JobSpec, Throughputs, TypeFilter};
+pub use idle::PowerDownStats;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 pub use waits::Wait;
 
@@ -260,6 +262,8 @@ struct CandList {
     /// Whether the job runs faster on some of these pools than on others
     /// (what makes moving it between them worth anything).
     varied: bool,
+    /// Whether these pools are at more than one site.
+    multi_site: bool,
 }
 
 /// What decides a job's candidate pools.
@@ -375,6 +379,12 @@ pub struct SchedCore {
     pub migrations: u64,
     /// Starts refused by a site's power budget so far (a job counts once per pass).
     pub power_waits: u64,
+    /// Idle power-down (`idle.rs`); None when the policy has it off.
+    pd: Option<Box<idle::PowerDown>>,
+    power_downs: u64,
+    resumes: u64,
+    boot_waits: u64,
+    boot_wait_s: f64,
 }
 
 /// How long a deferred flexible job waits before it is considered again, s.
@@ -436,7 +446,13 @@ fn end_key(t: f64) -> u64 {
 
 impl SchedCore {
     pub fn new(factory: Factory, policy: Policy, throughputs: Throughputs) -> SchedCore {
-        let cluster = Cluster::new(&factory);
+        let mut cluster = Cluster::new(&factory);
+        let pd = idle::PowerDown::new(&factory, &policy).map(Box::new);
+        if pd.is_some() {
+            for p in &mut cluster.pools {
+                p.became_whole = Some(Vec::new());
+            }
+        }
         let np = factory.pools.len();
         let nn = cluster.nodes() as usize;
         let grouped = policy.kind.traits().periodic_priorities;
@@ -491,6 +507,11 @@ impl SchedCore {
             deferrals: 0,
             migrations: 0,
             power_waits: 0,
+            pd,
+            power_downs: 0,
+            resumes: 0,
+            boot_waits: 0,
+            boot_wait_s: 0.0,
             waits: Vec::new(),
             waits_on: false,
             wait_pass: 0,
@@ -693,7 +714,7 @@ impl SchedCore {
         let mut tested = 0;
         let mut preempt_tries = 0;
         let mut left_waiting = false;
-        let mut wake: Option<f64> = None;
+        let mut wake: Option<f64> = self.power_tick(now);
         let mut removed = false;
         let mut queue = std::mem::take(&mut self.queue);
         let mut horizon = usize::MAX;
@@ -794,8 +815,8 @@ impl SchedCore {
                 continue;
             }
             let npools = self.cand_lists[cl].pools.len();
-            let mut by_carbon = false;
-            if self.policy.carbon_aware && self.jobs[j as usize].deadline_s.is_some() {
+            let mut ordered = false;
+            if self.policy.carbon_aware {
                 let until = self.jobs[j as usize].defer_until;
                 if until > now {
                     wake = Some(wake.map_or(until, |w: f64| w.min(until)));
@@ -810,7 +831,7 @@ impl SchedCore {
                         self.note_wait(j, Wait::Carbon);
                         continue;
                     }
-                    CarbonPlan::Go => by_carbon = true,
+                    CarbonPlan::Go => ordered = true,
                     CarbonPlan::NoData => {}
                 }
             }
@@ -838,20 +859,37 @@ impl SchedCore {
             // job ahead in strict order)
             let mut held = false;
             let mut started = false;
+            if !ordered
+                && npools > 1
+                && self.policy.site_balance == crate::policy::SiteBalance::LeastLoaded
+                && self.cand_lists[cl].multi_site
+            {
+                self.least_loaded_order(cl);
+                ordered = true;
+            }
             for k in 0..npools {
-                let ci = if by_carbon { self.site_order[k].1 } else { k };
+                let ci = if ordered { self.site_order[k].1 } else { k };
                 let (p, factor) = self.cand_lists[cl].pools[ci];
                 let pu = p as usize;
-                if !self.cluster.pools[pu].may_fit(gpus) {
-                    continue;
-                }
+                // powered-down nodes to resume for it to fit (idle.rs)
+                let resume = if self.cluster.pools[pu].may_fit(gpus) {
+                    0
+                } else {
+                    match self.resume_need(p, gpus) {
+                        Some(n) => n,
+                        None => continue,
+                    }
+                };
                 if self.blocked[pu] {
                     held = true;
                     continue;
                 }
                 let mut uses_extra = false;
                 if let Some(r) = self.reservations[pu] {
-                    let est = if q.limited { q.est } else { q.est * factor };
+                    let mut est = if q.limited { q.est } else { q.est * factor };
+                    if resume > 0 {
+                        est += self.resume_s(p);
+                    }
                     if now + est > r.shadow {
                         if gpus as u64 > r.extra {
                             held = true;
@@ -860,10 +898,13 @@ impl SchedCore {
                         uses_extra = true;
                     }
                 }
-                let Some(power) = self.power_plan(p, gpus, 0.0) else {
+                let Some(power) = self.power_plan(p, gpus, -self.resume_w(p, resume)) else {
                     power_blocked = true;
                     continue;
                 };
+                if resume > 0 {
+                    self.resume_nodes(p, resume, now);
+                }
                 let mut buf = std::mem::take(&mut self.place_buf);
                 let ok = self.cluster.place(p, gpus, &mut buf);
                 self.place_buf = buf;
@@ -874,6 +915,8 @@ impl SchedCore {
                     self.start(j, p, factor, now, power);
                     started = true;
                     break;
+                } else if resume > 0 {
+                    self.undo_resume(now);
                 }
             }
             if !started && power_blocked {
@@ -956,6 +999,7 @@ impl SchedCore {
         }
         requeue.clear();
         self.requeue = requeue;
+        self.keep_warm(now);
         self.bf_skipped = false;
         if left_waiting && self.policy.backfills() && self.policy.backfill_interval_s > 0.0 {
             if self.changes == self.bf_changes {

@@ -169,9 +169,12 @@ fn flexible_jobs_go_to_the_cleaner_site() {
         "flexible job on the clean site"
     );
     assert_eq!(
-        c.jobs[b as usize].run_pool, 0,
-        "the other keeps the first candidate"
+        c.jobs[b as usize].run_pool, 1,
+        "an inflexible job goes to the clean site too while it has room"
     );
+    let r = c.submit(&JobSpec::simple("rigid2", 0.0, 4, 3600.0), 0, 0.0);
+    c.schedule(0.0);
+    assert_eq!(c.jobs[r as usize].run_pool, 0, "then at once elsewhere");
 }
 
 #[test]

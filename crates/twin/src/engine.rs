@@ -546,12 +546,14 @@ pub fn simulate(
         for &j in &d.started {
             let job = &core.jobs[j as usize];
             let (run, _) = job.planned_run();
-            q.push(now + run, Ev::Finish(j, job.epoch));
+            // a run on resumed nodes begins once they are up
+            let begin = job.run_start.max(now);
+            q.push(begin + run, Ev::Finish(j, job.epoch));
             if let Some(r) = fail_rate {
                 // the first failure among its accelerators, if before its end
                 let t = fail_rng.exp(r * job.gpus as f64);
                 if t < run {
-                    q.push(now + t, Ev::JobFail(j, job.epoch));
+                    q.push(begin + t, Ev::JobFail(j, job.epoch));
                 }
             }
         }

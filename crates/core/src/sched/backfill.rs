@@ -18,7 +18,8 @@ impl SchedCore {
     ) -> Option<Reservation> {
         let ps = &self.cluster.pools[pool as usize];
         let need = gpus as u64;
-        let mut acc = ps.free_total;
+        // powered-down accelerators come up on demand
+        let mut acc = ps.free_total + self.off_accelerators(pool);
         let running = &self.running_by_end[pool as usize];
         if acc >= need {
             // enough in total but fragmented: wait for the next release
@@ -68,7 +69,7 @@ impl SchedCore {
         let gpus = q.gpus as u64;
         if q.pool1 != u32::MAX {
             let pu = q.pool1 as usize;
-            return gpus <= self.cluster.pools[pu].free_total
+            return gpus <= self.cluster.pools[pu].free_total + self.off_accelerators(q.pool1)
                 && self.reservations[pu]
                     .is_none_or(|r| now + q.est1 <= r.shadow || gpus <= r.extra);
         }
@@ -77,7 +78,7 @@ impl SchedCore {
             .iter()
             .any(|&(p, factor)| {
                 let pu = p as usize;
-                if gpus > self.cluster.pools[pu].free_total {
+                if gpus > self.cluster.pools[pu].free_total + self.off_accelerators(p) {
                     return false;
                 }
                 self.reservations[pu].is_none_or(|r| {

@@ -111,9 +111,14 @@ impl SchedCore {
         }
         let i = self.cand_lists.len() as u32;
         let varied = list.iter().any(|x| x.1 != list[0].1);
+        let site0 = self.factory.pools[list[0].0 as usize].site;
+        let multi_site = list
+            .iter()
+            .any(|x| self.factory.pools[x.0 as usize].site != site0);
         self.cand_lists.push(CandList {
             pools: list,
             varied,
+            multi_site,
         });
         self.cand_index.entry(hash).or_default().push((
             CandKey {

@@ -12,7 +12,7 @@ impl SchedCore {
         self.cand_lists[job.cands as usize]
             .pools
             .iter()
-            .any(|&(p, _)| self.cluster.pools[p as usize].may_fit(job.gpus))
+            .any(|&(p, _)| self.resume_need(p, job.gpus).is_some())
     }
 
     /// Drains `node`: its free accelerators go down now and each one freed

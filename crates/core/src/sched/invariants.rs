@@ -26,6 +26,14 @@ impl SchedCore {
                         p.per_node
                     ));
                 }
+                if self.is_powered_down(n)
+                    && (held > 0 || p.cap_on(local) > 0 || p.free_on(local) > 0)
+                {
+                    return Err(format!(
+                        "node {n} is powered down with {held} accelerators in runs and {} usable",
+                        p.cap_on(local)
+                    ));
+                }
                 for &(j, _) in &self.node_jobs[n as usize] {
                     if self.jobs[j as usize].state != JobState::Running {
                         return Err(format!("node {n} holds job {j}, which is not running"));

@@ -54,9 +54,10 @@ impl SchedCore {
     pub(super) fn carbon_plan(&mut self, j: JobIdx, cl: usize, now: f64) -> CarbonPlan {
         let cal = self.policy.calendar_start_s;
         let job = &self.jobs[j as usize];
-        let Some(deadline) = job.deadline_s else {
+        let deadline = job.deadline_s;
+        if deadline.is_none() && !self.cand_lists[cl].multi_site {
             return CarbonPlan::NoData;
-        };
+        }
         let pools = &self.cand_lists[cl].pools;
         let run = |f: f64| {
             job.time_limit_s
@@ -84,6 +85,11 @@ impl SchedCore {
         }
         self.site_order
             .sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        // a job without a deadline is not delayed: it only goes to the
+        // cleanest site with room
+        let Some(deadline) = deadline else {
+            return CarbonPlan::Go;
+        };
         // latest start that still meets the deadline, with a margin for
         // waiting on capacity then
         let latest = deadline - longest - (3600.0 + 0.1 * longest);
@@ -97,8 +103,9 @@ impl SchedCore {
         let mut feasible_pool = None;
         for &(key, ci) in &self.site_order {
             let p = pools[ci].0;
-            if self.cluster.pools[p as usize].may_fit(gpus)
-                && self.power_plan(p, gpus, 0.0).is_some()
+            let resume = self.resume_need(p, gpus);
+            if let Some(n) = resume
+                && self.power_plan(p, gpus, -self.resume_w(p, n)).is_some()
             {
                 feasible = key;
                 feasible_pool = Some(p);
@@ -113,7 +120,8 @@ impl SchedCore {
             && feasible <= self.site_order[0].0 + 1e-9
         {
             let ps = &self.cluster.pools[p as usize];
-            if (ps.free_total as f64) < CARBON_SPARE * ps.cap_total as f64 {
+            let off = self.off_accelerators(p) as f64;
+            if (ps.free_total as f64 + off) < CARBON_SPARE * (ps.cap_total as f64 + off) {
                 return CarbonPlan::Go;
             }
         }
@@ -141,6 +149,26 @@ impl SchedCore {
         } else {
             CarbonPlan::Go
         }
+    }
+
+    /// Orders the candidate pools of list `cl` in `site_order` by their
+    /// share of free accelerators, largest first (powered-down ones count
+    /// as free): the fair baseline's site choice.
+    pub(super) fn least_loaded_order(&mut self, cl: usize) {
+        self.site_order.clear();
+        for (ci, &(p, _)) in self.cand_lists[cl].pools.iter().enumerate() {
+            let ps = &self.cluster.pools[p as usize];
+            let off = self.off_accelerators(p) as f64;
+            let total = ps.cap_total as f64 + off;
+            let share = if total > 0.0 {
+                (ps.free_total as f64 + off) / total
+            } else {
+                0.0
+            };
+            self.site_order.push((-share, ci));
+        }
+        self.site_order
+            .sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     }
 
     /// The mean intensity of `cs` over `[t0, t1]` (calendar seconds) as
@@ -201,9 +229,9 @@ impl SchedCore {
         let job = &self.jobs[j as usize];
         let mut fits = false;
         for &(p, _) in &self.cand_lists[job.cands as usize].pools {
-            if self.cluster.pools[p as usize].may_fit(job.gpus) {
+            if let Some(n) = self.resume_need(p, job.gpus) {
                 fits = true;
-                if self.power_plan(p, job.gpus, 0.0).is_some() {
+                if self.power_plan(p, job.gpus, -self.resume_w(p, n)).is_some() {
                     return false;
                 }
             }

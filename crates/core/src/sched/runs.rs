@@ -51,7 +51,6 @@ impl SchedCore {
         job.placement.clone_from(&placement);
         self.place_buf = placement;
         job.state = JobState::Running;
-        job.run_start = now;
         job.run_pool = pool;
         job.run_full = job.base * factor / speed.max(1e-6);
         job.power_w = power_w;
@@ -60,11 +59,19 @@ impl SchedCore {
             job.capped_runs += 1;
         }
         job.epoch += 1;
-        job.first_start.get_or_insert(now);
         let est = job
             .time_limit_s
             .unwrap_or((1.0 - job.done).max(0.0) * job.run_full + job.restore_s);
-        job.est_end = now + est;
+        // on resumed nodes, the run begins once they are up (idle.rs)
+        let delay = self.boot_delay(&self.place_buf, now);
+        if delay > 0.0 {
+            self.boot_waits += 1;
+            self.boot_wait_s += delay;
+        }
+        let job = &mut self.jobs[j as usize];
+        job.run_start = now + delay;
+        job.first_start.get_or_insert(now + delay);
+        job.est_end = now + delay + est;
         let limited = job.time_limit_s.is_some();
         let (est_end, gpus, alloc, prio, pre) = (
             job.est_end,
