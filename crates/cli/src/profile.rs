@@ -73,6 +73,25 @@ pub struct SchedArgs {
     /// lowest energy to solution (run time × power).
     #[arg(long, env = "GIGAFAB_ENERGY_AWARE")]
     pub energy_aware: bool,
+    /// Idle power-down: a node idle this many seconds is powered down and
+    /// resumed when a job needs it (Slurm's SuspendTime) [default: the
+    /// factory's, else never].
+    #[arg(long, env = "GIGAFAB_POWER_DOWN_AFTER", value_name = "SECONDS")]
+    pub power_down_after: Option<f64>,
+    /// Seconds a powered-down node takes to come back, for pools that do
+    /// not set `resume_s` [default: the factory's, else 300].
+    #[arg(long, env = "GIGAFAB_RESUME_TIME", value_name = "SECONDS")]
+    pub resume_time: Option<f64>,
+    /// Idle nodes each pool keeps powered up under idle power-down, for
+    /// pools that do not set `warm_nodes` [default: the factory's, else 1].
+    #[arg(long, env = "GIGAFAB_WARM_NODES", value_name = "NODES")]
+    pub warm_nodes: Option<u32>,
+    /// Where a job that may run at several sites goes first: `declared`
+    /// (the factory's order: the first site fills first) or `least-loaded`
+    /// (the largest share of free accelerators) [default: the factory's,
+    /// else declared].
+    #[arg(long, env = "GIGAFAB_SITE_BALANCE", value_parser = ["declared", "least-loaded"])]
+    pub site_balance: Option<String>,
     /// Throughput matrix: Gavel's simulation_throughputs.json, a CSV
     /// `job_type,accelerator,gpus,steps_per_s`, or builtin:gavel-throughputs
     /// [default: the factory's, else none].
@@ -100,6 +119,10 @@ impl SchedArgs {
             carbon_forecast: self.carbon_forecast.clone(),
             power_capping: self.power_capping.then_some(true),
             energy_aware: self.energy_aware.then_some(true),
+            power_down_after_s: self.power_down_after,
+            resume_s: self.resume_time,
+            warm_nodes: self.warm_nodes,
+            site_balance: self.site_balance.clone(),
             throughputs: self.throughputs.as_ref().map(|p| p.display().to_string()),
         }
     }

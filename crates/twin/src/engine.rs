@@ -454,6 +454,7 @@ pub fn simulate(
         }
         // integrate busy accelerators over [last_t, now)
         col.integrate(last_t, now, busy);
+        col.at_arrivals_end(&mut core, now);
         if let Some(r) = fail_rate {
             let (failed, repairs) =
                 fail_idle(&mut core, &mut fail_rng, &mut q, r, repair_s, last_t, now);

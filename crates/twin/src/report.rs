@@ -120,6 +120,12 @@ pub struct Report {
     /// over the sites that have one; null when none has (not accounted,
     /// rather than zero).
     pub carbon_t: Option<f64>,
+    /// Facility energy and carbon from the first submission to the last
+    /// measured one: the period the offered load holds, without the tail
+    /// where the last jobs drain an otherwise idle factory (what a factory
+    /// that never empties compares on).
+    pub arrivals_energy_mwh: f64,
+    pub arrivals_carbon_t: Option<f64>,
     /// Highest facility power (sum over sites), MW.
     pub peak_power_mw: f64,
     /// Mean facility power over the makespan, MW.
@@ -128,6 +134,10 @@ pub struct Report {
     pub power_budget_mw: Option<f64>,
     /// Jobs with a deadline that ended after it (or never ended).
     pub deadline_misses: u64,
+    /// Those misses by cause: `failures` (the job was hit by an
+    /// accelerator failure), else `carbon` (a carbon-aware decision
+    /// deferred it at least once), else `scheduling` (it waited for room).
+    pub deadline_misses_by_cause: BTreeMap<String, u64>,
     /// Jobs with a deadline.
     pub flexible_jobs: u64,
     /// Energy of the jobs' runs (accelerators and node share, before PUE), MWh.
@@ -142,11 +152,28 @@ pub struct Report {
     pub carbon_deferrals: u64,
     /// Runs started under a power cap.
     pub capped_runs: u64,
+    /// Idle power-down (`--power-down-after`): none when it is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power_down: Option<PowerDownReport>,
     pub sites: BTreeMap<String, SiteStats>,
     pub categories: BTreeMap<String, CategoryStats>,
     pub events: u64,
     pub wall_time_s: f64,
     pub events_per_s: f64,
+}
+
+/// What idle power-down did over a run.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PowerDownReport {
+    /// Node power-downs, and resumes.
+    pub power_downs: u64,
+    pub resumes: u64,
+    /// Power-downs per node: mean over all nodes, and the most of one node.
+    pub cycles_per_node: f64,
+    pub max_cycles_per_node: u32,
+    /// Runs that waited for their nodes to boot, and their mean wait, s.
+    pub boot_waits: u64,
+    pub avg_boot_wait_s: f64,
 }
 
 /// What the table prints for carbon without any grid carbon intensity.
@@ -172,6 +199,8 @@ pub(crate) struct Collector {
     pub lost_failures_gpu_s: f64,
     pub lost_preemption_gpu_s: f64,
     pub last_pass_started: bool,
+    /// Facility (energy J, carbon g) at the last measured submission.
+    arrivals_energy: Option<(f64, f64)>,
 }
 
 impl Collector {
@@ -195,6 +224,20 @@ impl Collector {
             lost_failures_gpu_s: 0.0,
             lost_preemption_gpu_s: 0.0,
             last_pass_started: true,
+            arrivals_energy: None,
+        }
+    }
+
+    /// Called before the events at `now`: takes the facility's energy and
+    /// carbon at the last measured submission once `now` reaches it
+    /// (nothing changed between the previous event and `now`).
+    pub fn at_arrivals_end(&mut self, core: &mut SchedCore, now: f64) {
+        if self.arrivals_energy.is_none() && now >= self.w_last_arrival {
+            let e = core.site_energy(self.w_last_arrival);
+            self.arrivals_energy = Some((
+                e.iter().map(|s| s.energy_j).sum(),
+                e.iter().map(|s| s.carbon_g).sum(),
+            ));
         }
     }
 
@@ -252,6 +295,10 @@ impl Collector {
         type Acc = (u64, u64, f64, f64, f64, u64, f64, f64);
         let mut cats: BTreeMap<Category, Acc> = BTreeMap::new();
         let (mut deadline_misses, mut flexible_jobs, mut capped_runs) = (0u64, 0u64, 0u64);
+        let mut miss_causes: BTreeMap<String, u64> = ["failures", "carbon", "scheduling"]
+            .iter()
+            .map(|c| (c.to_string(), 0))
+            .collect();
         let (mut jobs_e, mut jobs_c) = (0.0, 0.0);
         let (mut jct_flex, mut jct_rigid) = (Vec::new(), Vec::new());
         let mut per_alloc: BTreeMap<u32, (f64, u64)> = BTreeMap::new();
@@ -272,6 +319,14 @@ impl Collector {
                 flexible_jobs += 1;
                 if job.state != JobState::Completed || job.end_s.is_none_or(|e| e > d + 1e-6) {
                     deadline_misses += 1;
+                    let cause = if job.fail_requeues > 0 || job.state == JobState::Failed {
+                        "failures"
+                    } else if job.defer_until > 0.0 {
+                        "carbon"
+                    } else {
+                        "scheduling"
+                    };
+                    *miss_causes.entry(cause.to_string()).or_insert(0) += 1;
                 }
             }
             c.4 += job.attained_at(self.last_end) / 3600.0;
@@ -452,6 +507,8 @@ impl Collector {
             jain_fairness: jain,
             energy_mwh: energy_j / 3.6e9,
             carbon_t: carbon(carbon_g),
+            arrivals_energy_mwh: self.arrivals_energy.map_or(energy_j, |e| e.0) / 3.6e9,
+            arrivals_carbon_t: carbon(self.arrivals_energy.map_or(carbon_g, |e| e.1)),
             peak_power_mw: peak_w / 1e6,
             avg_power_mw: if span > 0.0 {
                 energy_j / span / 1e6
@@ -460,6 +517,7 @@ impl Collector {
             },
             power_budget_mw: budget.map(|b| b / 1e6),
             deadline_misses,
+            deadline_misses_by_cause: miss_causes,
             flexible_jobs,
             jobs_energy_mwh: jobs_e / 3.6e9,
             jobs_carbon_t: carbon(jobs_c),
@@ -467,6 +525,18 @@ impl Collector {
             avg_jct_inflexible_s: mean(&jct_rigid),
             carbon_deferrals: core.deferrals,
             capped_runs,
+            power_down: core.policy.power_down_after_s.map(|_| {
+                let st = core.power_down_stats();
+                let cycles = core.power_cycles();
+                PowerDownReport {
+                    power_downs: st.power_downs,
+                    resumes: st.resumes,
+                    cycles_per_node: st.power_downs as f64 / cycles.len().max(1) as f64,
+                    max_cycles_per_node: st.max_cycles,
+                    boot_waits: st.boot_waits,
+                    avg_boot_wait_s: st.boot_wait_s / st.boot_waits.max(1) as f64,
+                }
+            }),
             sites,
             categories,
             events,
@@ -522,7 +592,7 @@ impl Report {
         };
         // a column of tCO2e: a dash where carbon is not accounted
         let co2_cell = |t: Option<f64>| t.map_or_else(|| "-".to_string(), |t| format!("{t:.3}"));
-        let rows: Vec<(&str, String)> = vec![
+        let mut rows: Vec<(&str, String)> = vec![
             ("policy", self.policy.clone()),
             (
                 "factory",
@@ -597,9 +667,11 @@ impl Report {
             (
                 "energy",
                 format!(
-                    "{:.3} MWh, {}; power avg {:.3} MW, peak {:.3} MW{}",
+                    "{:.3} MWh, {} ({:.3} MWh, {} while jobs arrive); power avg {:.3} MW, peak {:.3} MW{}",
                     self.energy_mwh,
                     co2(self.carbon_t),
+                    self.arrivals_energy_mwh,
+                    co2(self.arrivals_carbon_t),
                     self.avg_power_mw,
                     self.peak_power_mw,
                     self.power_budget_mw
@@ -620,9 +692,14 @@ impl Report {
             (
                 "deadlines",
                 format!(
-                    "{} jobs with one, {} missed; {} carbon deferrals; {} capped runs",
+                    "{} jobs with one, {} missed ({}); {} carbon deferrals; {} capped runs",
                     self.flexible_jobs,
                     self.deadline_misses,
+                    self.deadline_misses_by_cause
+                        .iter()
+                        .map(|(k, v)| format!("{k} {v}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     self.carbon_deferrals,
                     self.capped_runs
                 ),
@@ -636,6 +713,23 @@ impl Report {
                 ),
             ),
         ];
+        if let Some(pd) = &self.power_down {
+            rows.insert(
+                rows.len() - 2,
+                (
+                    "power-down",
+                    format!(
+                        "{} node power-downs ({:.1} per node, at most {}), {} resumes; {} runs waited {:.0} s on average for a boot",
+                        pd.power_downs,
+                        pd.cycles_per_node,
+                        pd.max_cycles_per_node,
+                        pd.resumes,
+                        pd.boot_waits,
+                        pd.avg_boot_wait_s
+                    ),
+                ),
+            );
+        }
         let cancelled: Vec<(String, u64)> = self
             .cancelled_reasons
             .iter()
