@@ -123,6 +123,8 @@ async fn start(b: &ServeBench, tag: &str) -> Result<Server> {
             poll: Duration::from_millis(1000),
             bootstrap_token: Some(token.clone()),
             isolation: gigafab_server::ctl::Isolation::single_user(),
+            node_power: Vec::new(),
+            grid_refresh: Duration::from_secs(300),
         },
         executor: Arc::new(VirtualExecutor { logs: dir.clone() }),
         existing_job_dirs: Vec::new(),

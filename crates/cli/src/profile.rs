@@ -65,6 +65,12 @@ pub struct SchedArgs {
     /// [default: daily].
     #[arg(long, env = "GIGAFAB_CARBON_FORECAST", value_parser = ["daily", "oracle"])]
     pub carbon_forecast: Option<String>,
+    /// Carbon-aware: a job with a deadline that starts where the grid is
+    /// dirtier than this over its run (gCO2e/kWh) runs power-capped as low
+    /// as its deadline and time limit allow: slower, not later [default:
+    /// the factory's, else never].
+    #[arg(long, env = "GIGAFAB_CARBON_CAP_ABOVE", value_name = "G_PER_KWH")]
+    pub carbon_cap_above: Option<f64>,
     /// Let jobs start power-capped (slower) when a site's power budget would
     /// otherwise keep them waiting.
     #[arg(long, env = "GIGAFAB_POWER_CAPPING")]
@@ -117,6 +123,7 @@ impl SchedArgs {
             las_thresholds_gpu_h: self.las_thresholds.clone(),
             carbon_aware: self.carbon_aware.then_some(true),
             carbon_forecast: self.carbon_forecast.clone(),
+            carbon_cap_g_per_kwh: self.carbon_cap_above,
             power_capping: self.power_capping.then_some(true),
             energy_aware: self.energy_aware.then_some(true),
             power_down_after_s: self.power_down_after,

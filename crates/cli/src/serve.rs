@@ -48,6 +48,17 @@ pub struct ServeArgs {
     /// Time between checks of running jobs, milliseconds.
     #[arg(long, env = "GIGAFAB_POLL_MS", default_value_t = 200)]
     poll_ms: u64,
+    /// Seconds between looks at the sites' grid files (a factory's `grid`):
+    /// one that changed is read again, so a forecast file kept up to date
+    /// by a grid operator's or Electricity Maps' feed steers carbon-aware
+    /// scheduling while the server runs.
+    #[arg(
+        long,
+        env = "GIGAFAB_GRID_REFRESH",
+        default_value_t = 300.0,
+        value_name = "SECONDS"
+    )]
+    grid_refresh: f64,
     /// GPU telemetry for measured energy: `auto` (NVML, then AMD SMI, else
     /// the power model), `off` (model only), or `replay:FILE` (recorded
     /// samples, JSON `{"devices": [...], "samples": [[...], ...]}`, played
@@ -635,6 +646,18 @@ pub fn run(a: ServeArgs) -> Result<()> {
     } else {
         Arc::new(gigafab_exec::routed::RoutedExecutor::new(default, routes))
     };
+    // idle power-down: each site's way to power its nodes
+    let node_power = if policy.power_down_after_s.is_some() {
+        let slurm: Vec<bool> = factory
+            .sites
+            .iter()
+            .map(|s| s.executor.as_deref().unwrap_or(&a.executor) == "slurm")
+            .collect();
+        gigafab_server::ctl::node_power_of(&factory, &slurm)
+            .map_err(|e| anyhow::anyhow!("--power-down-after: {e}"))?
+    } else {
+        Vec::new()
+    };
     let cfg = ServeConfig {
         listen: a.listen,
         database_url: url.clone(),
@@ -646,6 +669,13 @@ pub fn run(a: ServeArgs) -> Result<()> {
             poll: Duration::from_millis(a.poll_ms.clamp(10, 60_000)),
             bootstrap_token: bootstrap_token(&a)?,
             isolation,
+            node_power,
+            grid_refresh: {
+                if !(a.grid_refresh.is_finite() && (0.1..=86_400.0).contains(&a.grid_refresh)) {
+                    bail!("--grid-refresh must be within 0.1..=86400 seconds");
+                }
+                Duration::from_secs_f64(a.grid_refresh)
+            },
         },
         executor,
         telemetry: telemetry(&a.telemetry)?,

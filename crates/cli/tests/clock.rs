@@ -89,6 +89,8 @@ fn config(
             poll: tick,
             bootstrap_token: Some(TOKEN.into()),
             isolation: Isolation::single_user(),
+            node_power: Vec::new(),
+            grid_refresh: std::time::Duration::from_secs(300),
         },
         executor: fake.clone(),
         telemetry: None,

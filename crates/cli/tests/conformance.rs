@@ -210,6 +210,8 @@ async fn stepped(
             poll: std::time::Duration::from_secs(3600),
             bootstrap_token: Some(TOKEN.into()),
             isolation: Isolation::single_user(),
+            node_power: Vec::new(),
+            grid_refresh: std::time::Duration::from_secs(300),
         },
         executor,
         telemetry: None,

@@ -18,6 +18,8 @@
 //! power_budget_mw = 4.2     # facility power budget (optional)
 //! grid = "fr.csv"           # carbon-intensity series, relative to this file
 //!                           # (or carbon_g_per_kwh = 56; optional)
+//! suspend_program = ["/usr/local/sbin/node-power", "off"]  # serve's idle
+//! resume_program = ["/usr/local/sbin/node-power", "on"]    # power-down off Slurm
 //!
 //! [[sites.pools]]
 //! name = "h100"
@@ -97,6 +99,11 @@ struct SiteFile {
     executor: Option<String>,
     /// Slurm partition of this site's jobs.
     slurm_partition: Option<String>,
+    /// Idle power-down in `gigafab serve` on sites not run by Slurm: the
+    /// program (and its first arguments) that powers nodes down, and the
+    /// one that powers them up, each run with the node names as arguments.
+    suspend_program: Option<Vec<String>>,
+    resume_program: Option<Vec<String>>,
     #[serde(default)]
     pools: Vec<Spanned<PoolFile>>,
 }
@@ -146,6 +153,13 @@ pub struct Site {
     pub executor: Option<String>,
     /// Slurm partition of the site's jobs.
     pub slurm_partition: Option<String>,
+    /// The grid file the carbon series was read from (`gigafab serve`
+    /// reads it again when it changes); None for a constant or builtin.
+    pub grid_path: Option<std::path::PathBuf>,
+    /// Programs that power the site's nodes down and up (idle power-down
+    /// in `gigafab serve` off Slurm).
+    pub suspend_program: Option<Vec<String>>,
+    pub resume_program: Option<Vec<String>>,
 }
 
 /// Index of a pool in a [`Factory`].
@@ -292,6 +306,18 @@ impl Factory {
                     "power_budget_mw must be > 0 and at most 100000".into(),
                 ));
             }
+            if s.suspend_program.is_some() != s.resume_program.is_some()
+                || [&s.suspend_program, &s.resume_program]
+                    .iter()
+                    .any(|p| p.as_ref().is_some_and(|v| v.is_empty() || v[0].is_empty()))
+            {
+                return Err(invalid(
+                    line,
+                    loc,
+                    "suspend_program and resume_program go together, each a program and its arguments".into(),
+                ));
+            }
+            let mut grid_path = None;
             let carbon = match (&s.grid, s.carbon_g_per_kwh) {
                 (Some(_), Some(_)) => {
                     return Err(invalid(
@@ -308,6 +334,9 @@ impl Factory {
                         let base = Path::new(path).parent().unwrap_or(Path::new("."));
                         base.join(g.get_ref())
                     };
+                    if !g.get_ref().starts_with(crate::builtin::PREFIX) {
+                        grid_path = Some(file.clone());
+                    }
                     let series =
                         crate::carbon::CarbonSeries::load_with(&file, read).map_err(|e| {
                             invalid(
@@ -339,6 +368,9 @@ impl Factory {
                 pue,
                 power_budget_w: s.power_budget_mw.map(|b| b * 1e6),
                 carbon,
+                grid_path,
+                suspend_program: s.suspend_program.clone(),
+                resume_program: s.resume_program.clone(),
             });
             if s.pools.is_empty() {
                 return Err(invalid(

@@ -213,6 +213,11 @@ pub struct Policy {
     pub carbon_threshold: f64,
     /// What carbon-aware decisions know of the grid's future.
     pub carbon_forecast: CarbonForecast,
+    /// Carbon-aware: a job with a deadline that starts where the grid is
+    /// dirtier than this over its run (forecast), gCO2e/kWh, runs
+    /// power-capped as low as its deadline and time limit allow (slower,
+    /// not later: less energy per unit of work); None: never.
+    pub carbon_cap_g_per_kwh: Option<f64>,
     /// Unix time (s) that scheduler time 0 stands for: carbon series are
     /// indexed by calendar time. The twin uses its start date; a live
     /// server, whose clock is Unix time already, 0.
@@ -298,6 +303,7 @@ impl Policy {
             carbon_aware: false,
             carbon_threshold: 0.1,
             carbon_forecast: CarbonForecast::Daily,
+            carbon_cap_g_per_kwh: None,
             calendar_start_s: 0.0,
             energy_aware: false,
             max_requeues: 5,

@@ -20,6 +20,7 @@
 //! max_requeues = 5              # failure requeues before a job fails
 //! carbon_aware = false
 //! carbon_forecast = "daily"    # or "oracle": the future itself
+//! carbon_cap_g_per_kwh = 200   # carbon-aware: flexible jobs run capped where dirtier
 //! power_capping = false
 //! energy_aware = false
 //! power_down_after_s = 1800    # idle nodes power down after this (none: never)
@@ -66,6 +67,10 @@ pub struct SchedulerProfile {
     /// past alone: each hour as the same hour the day before) or `oracle`
     /// (the series itself, for comparison) [default: daily].
     pub carbon_forecast: Option<String>,
+    /// Carbon-aware: jobs with a deadline that start where the grid is
+    /// dirtier than this (gCO2e/kWh, over their run) run power-capped as
+    /// low as their deadline allows [default: none, never].
+    pub carbon_cap_g_per_kwh: Option<f64>,
     /// Jobs may start power-capped under a site's budget [default: false].
     pub power_capping: Option<bool>,
     /// Prefer the accelerator type with the lowest energy to solution [default: false].
@@ -105,6 +110,7 @@ impl SchedulerProfile {
             carbon_forecast: self
                 .carbon_forecast
                 .or_else(|| under.carbon_forecast.clone()),
+            carbon_cap_g_per_kwh: self.carbon_cap_g_per_kwh.or(under.carbon_cap_g_per_kwh),
             power_capping: self.power_capping.or(under.power_capping),
             energy_aware: self.energy_aware.or(under.energy_aware),
             power_down_after_s: self.power_down_after_s.or(under.power_down_after_s),
@@ -169,6 +175,12 @@ impl SchedulerProfile {
             p.carbon_forecast = crate::policy::CarbonForecast::parse(f)
                 .ok_or_else(|| format!("carbon_forecast: `{f}` is not daily or oracle"))?;
         }
+        if let Some(g) = self.carbon_cap_g_per_kwh {
+            if !(g.is_finite() && (0.0..=5_000.0).contains(&g)) {
+                return Err("carbon_cap_g_per_kwh: must be within 0..=5000 gCO2e/kWh".into());
+            }
+            p.carbon_cap_g_per_kwh = Some(g);
+        }
         if let Some(v) = self.power_capping {
             p.power_capping = v;
         }
@@ -176,8 +188,8 @@ impl SchedulerProfile {
             p.energy_aware = v;
         }
         if let Some(a) = self.power_down_after_s {
-            if !(a.is_finite() && (60.0..=30.0 * 86_400.0).contains(&a)) {
-                return Err("power_down_after_s: must be within 60..=2592000 seconds".into());
+            if !(a.is_finite() && (1.0..=30.0 * 86_400.0).contains(&a)) {
+                return Err("power_down_after_s: must be within 1..=2592000 seconds".into());
             }
             p.power_down_after_s = Some(a);
         }

@@ -816,6 +816,7 @@ impl SchedCore {
             }
             let npools = self.cand_lists[cl].pools.len();
             let mut ordered = false;
+            let mut by_carbon = false;
             if self.policy.carbon_aware {
                 let until = self.jobs[j as usize].defer_until;
                 if until > now {
@@ -831,7 +832,10 @@ impl SchedCore {
                         self.note_wait(j, Wait::Carbon);
                         continue;
                     }
-                    CarbonPlan::Go => ordered = true,
+                    CarbonPlan::Go => {
+                        ordered = true;
+                        by_carbon = true;
+                    }
                     CarbonPlan::NoData => {}
                 }
             }
@@ -898,10 +902,13 @@ impl SchedCore {
                         uses_extra = true;
                     }
                 }
-                let Some(power) = self.power_plan(p, gpus, -self.resume_w(p, resume)) else {
+                let Some(mut power) = self.power_plan(p, gpus, -self.resume_w(p, resume)) else {
                     power_blocked = true;
                     continue;
                 };
+                if by_carbon && self.policy.carbon_cap_g_per_kwh.is_some() {
+                    power = self.dirty_cap(j, p, factor, resume > 0, now, power);
+                }
                 if resume > 0 {
                     self.resume_nodes(p, resume, now);
                 }

@@ -274,3 +274,30 @@ fn carbon_deferral_never_makes_a_tight_deadline_miss() {
         assert!(end <= deadline, "{}: ends {end} after {deadline}", job.id);
     }
 }
+
+#[test]
+fn in_dirty_hours_a_flexible_job_runs_slower_not_later() {
+    let mut f = factory(&["dirty"], 2, "");
+    f.set_carbon("dirty", CarbonSeries::constant("d", 400.0));
+    let mut p = policy(None);
+    p.carbon_aware = true;
+    p.carbon_cap_g_per_kwh = Some(200.0);
+    let mut c = core(f, p);
+    // 10 h of work, 20 h to its deadline: capped, and still early
+    let mut s = JobSpec::simple("flex", 0.0, 4, 36_000.0);
+    s.deadline_s = Some(72_000.0);
+    let j = c.submit(&s, 0, 0.0);
+    // no slack at all: not capped
+    let mut t = JobSpec::simple("tight", 0.0, 4, 36_000.0);
+    t.deadline_s = Some(36_000.0 + 3600.0 + 3600.0);
+    let k = c.submit(&t, 0, 0.0);
+    let started = c.schedule(0.0).started.clone();
+    assert_eq!(started, vec![j, k], "neither waits");
+    let job = &c.jobs[j as usize];
+    assert!(job.speed < 1.0 && job.power_w < 542.5, "{} W", job.power_w);
+    assert!(job.est_end <= 72_000.0 - 3600.0, "ends {}", job.est_end);
+    assert_eq!(c.jobs[k as usize].speed, 1.0);
+    // energy per unit of work falls
+    let per_work = |w: f64, speed: f64| (w + 250.0) / speed;
+    assert!(per_work(job.power_w, job.speed) < per_work(542.5, 1.0));
+}

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod local;
 pub mod posix;
+pub mod power;
 pub mod routed;
 pub mod slurm;
 

@@ -61,6 +61,9 @@ pub struct Metrics {
     pub schedule_pass_seconds: Histogram,
     pub commit_seconds: Histogram,
     pub http_requests: Family<HttpLabel, Counter>,
+    /// Nodes handed to be powered down (idle) and up.
+    pub node_power_downs: Counter,
+    pub node_resumes: Counter,
 }
 
 impl Default for Metrics {
@@ -75,6 +78,8 @@ impl Default for Metrics {
             // 100 µs .. ~50 s
             commit_seconds: Histogram::new(exponential_buckets(1e-4, 2.0, 20)),
             http_requests: Family::default(),
+            node_power_downs: Counter::default(),
+            node_resumes: Counter::default(),
         }
     }
 }
@@ -100,6 +105,8 @@ pub struct PoolSnap {
     pub idle: u64,
     pub drained: u64,
     pub down: u64,
+    /// Accelerators of powered-down nodes (idle power-down).
+    pub powered_down: u64,
 }
 
 /// One site's power at scrape time.
@@ -108,6 +115,10 @@ pub struct SiteSnap {
     pub name: String,
     pub power_w: f64,
     pub budget_w: Option<f64>,
+    /// Grid carbon intensity now, gCO2e/kWh (None: no series).
+    pub intensity: Option<f64>,
+    /// Carbon of the site's energy so far, g (None: no series).
+    pub carbon_g: Option<f64>,
 }
 
 /// One allocation's figures at scrape time.
@@ -211,13 +222,14 @@ pub fn render(m: &Metrics, s: &Snapshot) -> String {
     gauge_family(
         &mut reg,
         "gigafab_accelerators",
-        "Accelerators by pool and state (busy, idle, drained, down)",
+        "Accelerators by pool and state (busy, idle, drained, down, powered_down)",
         s.pools.iter().flat_map(|p| {
             [
                 ("busy", p.busy),
                 ("idle", p.idle),
                 ("drained", p.drained),
                 ("down", p.down),
+                ("powered_down", p.powered_down),
             ]
             .map(|(st, n)| {
                 (
@@ -246,6 +258,32 @@ pub fn render(m: &Metrics, s: &Snapshot) -> String {
         s.sites
             .iter()
             .filter_map(|x| x.budget_w.map(|b| (site(x), b))),
+    );
+    gauge_family(
+        &mut reg,
+        "gigafab_site_carbon_intensity_grams_per_kwh",
+        "Grid carbon intensity at the site now, gCO2e/kWh (sites with a grid series)",
+        s.sites
+            .iter()
+            .filter_map(|x| x.intensity.map(|v| (site(x), v))),
+    );
+    gauge_family(
+        &mut reg,
+        "gigafab_site_carbon_grams",
+        "Carbon of the site's facility energy since the server started, gCO2e, modelled",
+        s.sites
+            .iter()
+            .filter_map(|x| x.carbon_g.map(|v| (site(x), v))),
+    );
+    reg.register(
+        "gigafab_node_power_downs",
+        "Nodes powered down after being idle (idle power-down)",
+        m.node_power_downs.clone(),
+    );
+    reg.register(
+        "gigafab_node_resumes",
+        "Powered-down nodes powered up again",
+        m.node_resumes.clone(),
     );
     let alloc = |a: &AllocSnap| AllocLabel {
         id: a.id.to_string(),
@@ -309,11 +347,14 @@ mod tests {
                 idle: 1,
                 drained: 1,
                 down: 0,
+                powered_down: 4,
             }],
             sites: vec![SiteSnap {
                 name: "local".into(),
                 power_w: 1500.0,
                 budget_w: Some(2e6),
+                intensity: Some(56.0),
+                carbon_g: None,
             }],
             allocations: vec![AllocSnap {
                 id: 1,
@@ -337,6 +378,8 @@ mod tests {
             "gigafab_pool_oldest_wait_seconds{pool=\"h100\"} 12.5",
             "gigafab_accelerators{pool=\"h100\",state=\"drained\"} 1.0",
             "gigafab_site_power_watts{site=\"local\"} 1500.0",
+            "gigafab_accelerators{pool=\"h100\",state=\"powered_down\"} 4.0",
+            "gigafab_site_carbon_intensity_grams_per_kwh{site=\"local\"} 56.0",
             "gigafab_site_power_budget_watts{site=\"local\"} 2000000.0",
             "gigafab_allocation_used_gpu_hours{id=\"1\",allocation=\"default\",org=\"default\"} 0.25",
             "gigafab_jobs_queued 3",

@@ -40,11 +40,14 @@ fn exposition() -> String {
             idle: 1,
             drained: 0,
             down: 0,
+            powered_down: 0,
         }],
         sites: vec![SiteSnap {
             name: "local".into(),
             power_w: 2500.0,
             budget_w: Some(1e6),
+            intensity: Some(56.0),
+            carbon_g: Some(1200.0),
         }],
         allocations: vec![AllocSnap {
             id: 1,

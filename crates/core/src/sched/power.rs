@@ -151,6 +151,53 @@ impl SchedCore {
         }
     }
 
+    /// Carbon-aware capping: job `j` (with a deadline) about to start on
+    /// `pool` at `power` runs capped as low as its deadline (with a margin)
+    /// and time limit allow where its site's grid, forecast over its run,
+    /// is dirtier than the policy's `carbon_cap_g_per_kwh`.
+    pub(super) fn dirty_cap(
+        &self,
+        j: JobIdx,
+        pool: PoolIdx,
+        factor: f64,
+        resumes: bool,
+        now: f64,
+        power: (f64, f64),
+    ) -> (f64, f64) {
+        let (Some(th), Some(deadline)) = (
+            self.policy.carbon_cap_g_per_kwh,
+            self.jobs[j as usize].deadline_s,
+        ) else {
+            return power;
+        };
+        let pp = self.pool_power[pool as usize];
+        let Some(cs) = &self.sites[pp.site].carbon else {
+            return power;
+        };
+        let job = &self.jobs[j as usize];
+        let run = (1.0 - job.done).max(0.0) * job.base * factor / power.1.max(1e-6);
+        let cal = self.policy.calendar_start_s;
+        if self.carbon_mean(cs, cal + now, cal + now, cal + now + run) <= th {
+            return power;
+        }
+        let begin = now + if resumes { self.resume_s(pool) } else { 0.0 };
+        // the slowest speed that still ends 1 h + 10% early, and within
+        // the time limit
+        let room = deadline - begin - 3600.0 - 0.1 * run;
+        let work = run * power.1; // seconds at full speed
+        let mut need = work / room.max(1e-9);
+        if let Some(l) = job.time_limit_s {
+            need = need.max(work / (l - job.restore_s).max(1e-9));
+        }
+        if room <= 0.0 || need >= power.1 {
+            return power;
+        }
+        let cap = (pp.job_w * need.powf(1.0 / crate::energy::CAP_EXPONENT))
+            .max(pp.min_cap_w)
+            .min(power.0);
+        (cap, crate::energy::capped_speed(cap, pp.job_w))
+    }
+
     /// Orders the candidate pools of list `cl` in `site_order` by their
     /// share of free accelerators, largest first (powered-down ones count
     /// as free): the fair baseline's site choice.
@@ -213,6 +260,43 @@ impl SchedCore {
     /// Facility power of site `s` now (IT × PUE), W; 0 for no such site.
     pub fn site_power_w(&self, s: usize) -> f64 {
         self.sites.get(s).map_or(0.0, |sp| sp.it_w * sp.pue)
+    }
+
+    /// Replaces site `s`'s grid series at `now` (a refreshed grid or
+    /// forecast file): what was accrued so far stays as it was.
+    pub fn set_site_carbon(
+        &mut self,
+        s: usize,
+        series: std::sync::Arc<crate::carbon::CarbonSeries>,
+        now: f64,
+    ) {
+        if s >= self.sites.len() {
+            return;
+        }
+        self.accrue_site(s, now);
+        self.changes += 1;
+        self.sites[s].carbon = Some(series.clone());
+        self.factory.sites[s].carbon = Some(series);
+    }
+
+    /// Site `s`'s intensity at the start of each of the next `hours` hours
+    /// from `now` (the current hour first), as the policy's forecast gives
+    /// it: what carbon-aware decisions see. None: no series.
+    pub fn intensity_forecast(&self, s: usize, now: f64, hours: usize) -> Option<Vec<f64>> {
+        let cs = self.sites.get(s)?.carbon.as_ref()?;
+        let cal = self.policy.calendar_start_s;
+        let t0 = ((cal + now) / 3600.0).floor() * 3600.0;
+        Some(
+            (0..hours)
+                .map(|h| {
+                    let t = (t0 + h as f64 * 3600.0).max(cal + now);
+                    match self.policy.carbon_forecast {
+                        crate::policy::CarbonForecast::Daily => cs.forecast_at(cal + now, t),
+                        crate::policy::CarbonForecast::Oracle => cs.at(t),
+                    }
+                })
+                .collect(),
+        )
     }
 
     /// Carbon intensity of site `s` at scheduler time `t` (None: no series).

@@ -32,6 +32,16 @@ pub(super) const ROUTES: &[Route] = &[
         query: None,
     },
     Route {
+        method: "get",
+        path: "/api/v1/sites",
+        who: "any token",
+        summary: "Sites: power, energy, carbon, grid intensity now and its 24-hour forecast, powered-down nodes",
+        operation_id: "list_sites",
+        body: None,
+        answer: None,
+        query: None,
+    },
+    Route {
         method: "post",
         path: "/api/v1/fleet/nodes/{name}/drain",
         who: "admin, operator",
@@ -57,6 +67,7 @@ pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/offer", get(offer))
         .route("/api/v1/fleet", get(fleet))
+        .route("/api/v1/sites", get(sites))
         .route("/api/v1/fleet/nodes/{name}/drain", post(drain))
         .route("/api/v1/fleet/nodes/{name}/resume", post(resume))
 }
@@ -85,6 +96,10 @@ pub(crate) async fn offer_of(s: &Shared) -> Result<gigafab_api::Offer, ApiError>
 
 async fn fleet(State(s): State<AppState>, Caller(p): Caller) -> ApiResult {
     Ok(reply(s.ask(p, Action::Fleet).await?))
+}
+
+async fn sites(State(s): State<AppState>, Caller(p): Caller) -> ApiResult {
+    Ok(reply(s.ask(p, Action::Sites).await?))
 }
 
 /// `{"reason"?}`: why (at most 200 bytes, one line), kept with the node

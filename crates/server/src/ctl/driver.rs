@@ -107,6 +107,27 @@ impl Driver {
         });
     }
 
+    /// Powers `nodes` of `site` down or up (idle power-down); a failure is
+    /// logged (the scheduler's view stays: a node it thinks down is only
+    /// resumed when needed, and resuming it again is harmless).
+    pub fn power(
+        &self,
+        p: Arc<dyn gigafab_exec::power::NodePower>,
+        site: String,
+        nodes: Vec<String>,
+        on: bool,
+    ) {
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = p.set(&nodes, on) {
+                tracing::warn!(
+                    "site {site}: powering {} {}: {e}",
+                    if on { "up" } else { "down" },
+                    nodes.join(", ")
+                );
+            }
+        });
+    }
+
     /// Asks a run to stop; its end shows up in a later poll.
     pub fn cancel(&self, job: i64, handle: String) {
         let exec = self.exec.clone();

@@ -98,12 +98,17 @@ impl Controller {
                     .map(|n| self.core.drained_accelerators(n) as u64)
                     .sum();
                 let total = p.accelerators();
+                let powered_down = (st.first_node..st.first_node + st.nodes)
+                    .filter(|&n| self.core.is_powered_down(n))
+                    .count() as u64
+                    * p.per_node as u64;
                 PoolSnap {
                     name: p.name.clone(),
                     busy: st.cap_total - st.free_total,
                     idle: st.free_total,
                     drained,
-                    down: total.saturating_sub(st.cap_total + drained),
+                    powered_down,
+                    down: total.saturating_sub(st.cap_total + drained + powered_down),
                     ..PoolSnap::default()
                 }
             })
@@ -129,10 +134,13 @@ impl Controller {
             .site_energy(now_s)
             .into_iter()
             .zip(&f.sites)
-            .map(|(e, s)| SiteSnap {
+            .enumerate()
+            .map(|(i, (e, s))| SiteSnap {
                 name: s.name.clone(),
                 power_w: e.power_w,
                 budget_w: e.budget_w,
+                intensity: self.core.intensity(i, now_s),
+                carbon_g: s.carbon.as_ref().map(|_| e.carbon_g),
             })
             .collect();
         let allocations = self
@@ -194,8 +202,16 @@ impl Controller {
             "accelerators": p.per_node,
             "free": free,
             "busy": busy,
-            "down": if self.core.is_drained(n) { 0 } else { p.per_node as i64 - cap as i64 },
-            "state": if self.core.is_drained(n) { "drained" } else { "up" },
+            "down": if self.core.is_drained(n) || self.core.is_powered_down(n) { 0 } else { p.per_node as i64 - cap as i64 },
+            "state": if self.core.is_drained(n) {
+                "drained"
+            } else if self.core.is_powered_down(n) {
+                "powered_down"
+            } else if self.core.booting_until(n, self.shared.clock.now().core_s()).is_some() {
+                "booting"
+            } else {
+                "up"
+            },
             "reason": self.drain_reasons.get(&n),
             "jobs": jobs,
         })

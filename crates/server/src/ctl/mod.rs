@@ -23,6 +23,7 @@ mod allocs;
 mod driver;
 mod fleet;
 mod jobs;
+mod power;
 mod restore;
 mod runs;
 
@@ -48,6 +49,7 @@ pub use crate::store::jobs::{JOB_COLUMNS, row_to_job};
 use crate::store::{self, Store};
 use crate::tenancy::{OrgRef, Tenancy};
 use crate::time::{Ms, parse_rfc3339};
+pub use power::{FileGridSource, GridSource, node_power_of};
 
 /// Most accelerators one job may ask for.
 pub const MAX_GPUS: i64 = 65_536;
@@ -78,6 +80,9 @@ pub enum Action {
     GetAlloc(gigafab_api::AllocationId),
     Usage,
     Fleet,
+    /// The sites: power, energy, carbon, grid intensity and its forecast
+    /// (any token).
+    Sites,
     /// The pools and their free accelerators (anyone: see
     /// [`Principal::anonymous`]).
     Offer,
@@ -249,6 +254,11 @@ pub struct CtlConfig {
     pub bootstrap_token: Option<String>,
     /// Whose identity jobs run under.
     pub isolation: Isolation,
+    /// Per site: what powers its nodes down and up (idle power-down);
+    /// empty or None: nothing is done on the machines.
+    pub node_power: Vec<Option<Arc<dyn gigafab_exec::power::NodePower>>>,
+    /// How often the sites' grid files are looked at for changes.
+    pub grid_refresh: Duration,
 }
 
 /// Whose identity jobs run under (docs/security.md).
@@ -458,6 +468,8 @@ pub struct Controller {
     writer: Option<sqlx::AnyConnection>,
     /// The executor, off the loop.
     driver: driver::Driver,
+    /// Idle power-down on the machines, grid sources.
+    power: power::PowerState,
 }
 
 /// A typed answer as JSON (the API contract's types always serialize).
@@ -532,6 +544,7 @@ impl Controller {
     /// commit.
     async fn read(cfg: CtlConfig, shared: Arc<Shared>) -> Result<Controller, sqlx::Error> {
         let policy = cfg.policy.clone();
+        let cfg_factory = cfg.factory.clone();
         let mut core = SchedCore::new(cfg.factory.clone(), policy, cfg.throughputs.clone());
         // the pass notes why each job it does not start waits
         core.track_waits(true);
@@ -581,9 +594,11 @@ impl Controller {
             tele_failed: false,
             writer: None,
             driver: driver::Driver::new(executor),
+            power: power::PowerState::new(&cfg_factory),
         };
         c.tele_node = c.telemetry_node();
         c.load_rows().await?;
+        c.power_up_all();
         Ok(c)
     }
 
@@ -714,6 +729,7 @@ impl Controller {
             self.poll_runs(now);
             self.next_poll = now.plus(self.cfg.poll);
         }
+        self.refresh_grids(now);
         if self.dirty || now >= self.next_sched {
             let t = std::time::Instant::now();
             let wake = self.schedule(now);
@@ -932,6 +948,7 @@ impl Controller {
                 .collect::<Vec<_>>(),
                 "orgs": self.org_usage(who, now)})),
             Action::Fleet => ok(self.fleet_json(who)),
+            Action::Sites => ok(self.sites_json(now)),
             Action::Offer => ok(self.offer_json()),
             Action::Metrics => {
                 if !who.global() {

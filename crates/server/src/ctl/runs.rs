@@ -266,6 +266,7 @@ impl Controller {
             let id = self.core_job.get(j as usize).copied().unwrap_or(0);
             self.start_job(id, j, now);
         }
+        self.apply_power(now);
         self.record_waits(now);
         self.expiry_notices(now);
         // never before the time asked for: a pass a fraction of a millisecond
@@ -302,6 +303,8 @@ impl Controller {
             .filter(|(n, _)| Some(*n) == self.tele_node)
             .map(|&(_, i)| (i, self.meter.energy_j(i)))
             .collect();
+        // on resumed nodes the run begins once they are up
+        let begin = Ms::from_core_s(self.core.jobs[j as usize].run_start).max(now);
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
@@ -309,7 +312,7 @@ impl Controller {
         job.starts += 1;
         job.devices = devices;
         job.row.state = "running".into();
-        job.row.started_ms = Some(now);
+        job.row.started_ms = Some(begin);
         job.row.reason = None;
         job.row.accelerators = Some(serde_json::to_string(&labels).unwrap_or_default());
         job.spec.billing_weight = Some(weight);
@@ -319,17 +322,31 @@ impl Controller {
             a.queued = a.queued.saturating_sub(1);
             a.running += 1;
             a.run_rate += weight * gpus;
-            a.run_start_sum += weight * gpus * now.0 as f64;
+            a.run_start_sum += weight * gpus * begin.0 as f64;
         }
         self.update_job_op(id);
-        self.event(
-            id,
-            now,
-            "started",
-            format!("started on {}", labels.join(", ")),
-        );
+        if begin > now {
+            self.event(
+                id,
+                now,
+                "started",
+                format!(
+                    "started on {}, powered down until now: its run begins once they are up ({} s)",
+                    labels.join(", "),
+                    (begin.0 - now.0 + 999) / 1000
+                ),
+            );
+            self.relaunch.push((id, begin));
+        } else {
+            self.event(
+                id,
+                now,
+                "started",
+                format!("started on {}", labels.join(", ")),
+            );
+            self.launches.push(id);
+        }
         self.shared.metrics.jobs_started.inc();
-        self.launches.push(id);
     }
 
     /// Records why queued jobs wait, when that changes: the cause is the
