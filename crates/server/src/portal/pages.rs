@@ -176,6 +176,53 @@ async fn js() -> Response {
 struct Home<'a> {
     c: Chrome<'a>,
     offer: t::Offer,
+    sites: Vec<SiteRow>,
+}
+
+/// A site on the home page: its grid now and the lowest intensity of the
+/// next 24 hours (and in how many hours), its power, its powered-down nodes.
+struct SiteRow {
+    name: String,
+    intensity: Option<f64>,
+    cleanest: Option<(f64, usize)>,
+    power_kw: f64,
+    off: u64,
+    nodes: u64,
+}
+
+/// The sites as the controller reports them (`Action::Sites`); none when
+/// it cannot answer (the page still shows the offer).
+async fn site_rows(p: &PortalState) -> Vec<SiteRow> {
+    let Ok((_, v)) = p
+        .shared
+        .ask(
+            crate::auth::Principal::anonymous(),
+            crate::ctl::Action::Sites,
+        )
+        .await
+    else {
+        return Vec::new();
+    };
+    v["sites"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| SiteRow {
+                    name: s["name"].as_str().unwrap_or_default().to_string(),
+                    intensity: s["intensity_g_per_kwh"].as_f64(),
+                    cleanest: s["forecast_g_per_kwh"].as_array().and_then(|f| {
+                        f.iter()
+                            .enumerate()
+                            .filter_map(|(h, x)| x.as_f64().map(|g| (g, h)))
+                            .min_by(|a, b| a.0.total_cmp(&b.0))
+                    }),
+                    power_kw: s["power_w"].as_f64().unwrap_or(0.0) / 1e3,
+                    off: s["nodes_powered_down"].as_u64().unwrap_or(0),
+                    nodes: s["nodes"].as_u64().unwrap_or(0),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 impl Home<'_> {
@@ -193,6 +240,7 @@ async fn home(State(p): State<PortalState>, MaybeSigned(s): MaybeSigned) -> Resp
         Ok(offer) => page(&Home {
             c: chrome(&p, s.as_ref()),
             offer,
+            sites: site_rows(&p).await,
         }),
         Err(e) => failure(
             &p,
