@@ -48,6 +48,7 @@ k="0.7-0.3-24-none-1"
 run "$T/$k.csv" "$T/$k.site.json" $BASE --carbon-aware
 run "$T/$k.csv" "$T/$k.pd.json" $BASE --power-down-after 1800
 run "$T/$k.csv" "$T/$k.declared.json"
+run "$T/$k.csv" "$T/$k.cap.json" $AWARE --carbon-cap-above 200
 python3 - "$T" "$SEEDS" <<'PY'
 import json, sys
 t, seeds = sys.argv[1], sys.argv[2].split()
@@ -97,7 +98,8 @@ print("| run (load 70%, 30% flexible, 24 h slack, no home sites, seed 1) | facil
 print("|---|---:|---:|---:|---:|---:|---:|")
 for name, m in [("declared order (the old baseline)", "declared"), ("least-loaded (the baseline)", "base"),
                 ("+ carbon-aware site choice and deferral", "site"), ("+ idle power-down alone", "pd"),
-                ("both, daily forecast", "daily"), ("both, oracle", "oracle")]:
+                ("both, daily forecast", "daily"), ("both, oracle", "oracle"),
+                ("both, daily, + --carbon-cap-above 200", "cap")]:
     r = ld(k, m)
     print(f"| {name} | {r['arrivals_carbon_t']:.0f} t ({pct(b['arrivals_carbon_t'], r['arrivals_carbon_t']):+.1f}%) "
           f"| {pct(b['carbon_t'], r['carbon_t']):+.1f}% | {r['arrivals_energy_mwh']:.0f} MWh "
