@@ -98,6 +98,11 @@ pub struct SchedArgs {
     /// else declared].
     #[arg(long, env = "GIGAFAB_SITE_BALANCE", value_parser = ["declared", "least-loaded"])]
     pub site_balance: Option<String>,
+    /// A gang over several nodes expected to run at least this many
+    /// seconds is not placed on suspect nodes (health; docs/health.md)
+    /// [default: the factory's, else 3600].
+    #[arg(long, env = "GIGAFAB_SUSPECT_AVOID", value_name = "SECONDS")]
+    pub suspect_avoid: Option<f64>,
     /// Throughput matrix: Gavel's simulation_throughputs.json, a CSV
     /// `job_type,accelerator,gpus,steps_per_s`, or builtin:gavel-throughputs
     /// [default: the factory's, else none].
@@ -130,6 +135,7 @@ impl SchedArgs {
             resume_s: self.resume_time,
             warm_nodes: self.warm_nodes,
             site_balance: self.site_balance.clone(),
+            suspect_avoid_s: self.suspect_avoid,
             throughputs: self.throughputs.as_ref().map(|p| p.display().to_string()),
         }
     }

@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod cluster;
 pub mod energy;
 pub mod factory;
+pub mod health;
 pub mod policy;
 pub mod profile;
 mod queue;

@@ -251,6 +251,9 @@ pub struct Policy {
     pub warm_nodes: u32,
     /// Where a job that may run at several sites goes first.
     pub site_balance: SiteBalance,
+    /// A gang over more than one node expected to run at least this long
+    /// (seconds) is not placed on suspect nodes ([`crate::health`]).
+    pub suspect_avoid_s: f64,
 }
 
 /// Where a job that may run at several sites goes first (after carbon,
@@ -314,6 +317,7 @@ impl Policy {
             resume_s: 300.0,
             warm_nodes: 1,
             site_balance: SiteBalance::Declared,
+            suspect_avoid_s: 3600.0,
         }
     }
 

@@ -27,6 +27,7 @@
 //! resume_s = 300               # a powered-down node takes this to come back
 //! warm_nodes = 1               # idle nodes each pool keeps powered up
 //! site_balance = "declared"    # or "least-loaded": no site first by file order
+//! suspect_avoid_s = 3600       # gangs over nodes this long avoid suspect nodes
 //! throughputs = "builtin:gavel-throughputs"  # relative to the factory file
 //! ```
 
@@ -87,6 +88,9 @@ pub struct SchedulerProfile {
     /// Where a job that may run at several sites goes first: `declared`
     /// (the factory's order) or `least-loaded` [default: declared].
     pub site_balance: Option<String>,
+    /// A gang over several nodes expected to run at least this long avoids
+    /// suspect nodes (health) [default: 3600].
+    pub suspect_avoid_s: Option<f64>,
     /// Throughput matrix (Gavel JSON or CSV, or `builtin:NAME`); in a
     /// factory file, relative to that file [default: none].
     pub throughputs: Option<String>,
@@ -117,6 +121,7 @@ impl SchedulerProfile {
             resume_s: self.resume_s.or(under.resume_s),
             warm_nodes: self.warm_nodes.or(under.warm_nodes),
             site_balance: self.site_balance.or_else(|| under.site_balance.clone()),
+            suspect_avoid_s: self.suspect_avoid_s.or(under.suspect_avoid_s),
             throughputs: self.throughputs.or_else(|| under.throughputs.clone()),
         }
     }
@@ -198,6 +203,12 @@ impl SchedulerProfile {
         }
         if let Some(w) = self.warm_nodes {
             p.warm_nodes = w;
+        }
+        if let Some(a) = self.suspect_avoid_s {
+            if !(a.is_finite() && a >= 0.0) {
+                return Err("suspect_avoid_s: must be a number of seconds >= 0".into());
+            }
+            p.suspect_avoid_s = a;
         }
         if let Some(b) = &self.site_balance {
             p.site_balance = crate::policy::SiteBalance::parse(b)

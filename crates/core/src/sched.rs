@@ -381,6 +381,10 @@ pub struct SchedCore {
     pub power_waits: u64,
     /// Idle power-down (`idle.rs`); None when the policy has it off.
     pd: Option<Box<idle::PowerDown>>,
+    /// Suspect nodes (health), and scratch: the accelerators hidden from a
+    /// long gang's placement.
+    suspect: BTreeSet<NodeIdx>,
+    hidden: Vec<(NodeIdx, u16)>,
     power_downs: u64,
     resumes: u64,
     boot_waits: u64,
@@ -508,6 +512,8 @@ impl SchedCore {
             migrations: 0,
             power_waits: 0,
             pd,
+            suspect: BTreeSet::new(),
+            hidden: Vec::new(),
             power_downs: 0,
             resumes: 0,
             boot_waits: 0,
@@ -859,6 +865,7 @@ impl SchedCore {
                 continue;
             }
             let mut power_blocked = false;
+            let mut suspect_blocked = false;
             // a pool with room that is held (for a reservation, or for a
             // job ahead in strict order)
             let mut held = false;
@@ -912,9 +919,19 @@ impl SchedCore {
                 if resume > 0 {
                     self.resume_nodes(p, resume, now);
                 }
+                // a long gang is kept off suspect nodes
+                let hid = !self.suspect.is_empty()
+                    && gpus > self.cluster.pools[pu].per_node as u32
+                    && (if q.limited { q.est } else { q.est * factor })
+                        >= self.policy.suspect_avoid_s
+                    && self.hide_suspects(p);
                 let mut buf = std::mem::take(&mut self.place_buf);
                 let ok = self.cluster.place(p, gpus, &mut buf);
                 self.place_buf = buf;
+                if hid {
+                    self.unhide_suspects();
+                    suspect_blocked |= !ok;
+                }
                 if ok {
                     if uses_extra && let Some(r) = self.reservations[pu].as_mut() {
                         r.extra -= gpus as u64;
@@ -944,6 +961,8 @@ impl SchedCore {
                 j,
                 if power_blocked {
                     Wait::Power
+                } else if suspect_blocked {
+                    Wait::Suspect
                 } else if held {
                     Wait::Turn
                 } else {

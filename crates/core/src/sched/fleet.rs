@@ -86,6 +86,51 @@ impl SchedCore {
             .is_some_and(|d| d & DRAIN_FLAG != 0)
     }
 
+    /// Marks node `node` suspect (health): long gangs
+    /// ([`crate::Policy::suspect_avoid_s`]) are not placed on it.
+    pub fn set_suspect(&mut self, node: NodeIdx, on: bool) {
+        self.changes += 1;
+        if on {
+            self.suspect.insert(node);
+        } else {
+            self.suspect.remove(&node);
+        }
+    }
+
+    /// Whether `node` is suspect.
+    pub fn is_suspect(&self, node: NodeIdx) -> bool {
+        self.suspect.contains(&node)
+    }
+
+    /// Takes the free accelerators of pool `p`'s suspect nodes out of
+    /// placement (until [`SchedCore::unhide_suspects`]); false if none was.
+    pub(super) fn hide_suspects(&mut self, p: PoolIdx) -> bool {
+        self.hidden.clear();
+        let ps = &self.cluster.pools[p as usize];
+        let (lo, hi) = (ps.first_node, ps.first_node + ps.nodes);
+        let nodes: Vec<NodeIdx> = self.suspect.range(lo..hi).copied().collect();
+        for n in nodes {
+            let mut c = 0u16;
+            while self.cluster.down(n) {
+                c += 1;
+            }
+            if c > 0 {
+                self.hidden.push((n, c));
+            }
+        }
+        !self.hidden.is_empty()
+    }
+
+    /// Gives back what [`SchedCore::hide_suspects`] took.
+    pub(super) fn unhide_suspects(&mut self) {
+        for &(n, c) in &self.hidden {
+            for _ in 0..c {
+                self.cluster.up(n);
+            }
+        }
+        self.hidden.clear();
+    }
+
     /// Accelerators usable now (total minus down).
     pub fn usable_accelerators(&self) -> u64 {
         self.cluster.pools.iter().map(|p| p.cap_total).sum()

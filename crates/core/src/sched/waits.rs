@@ -24,6 +24,8 @@ pub enum Wait {
     Power,
     /// Deferred to a lower-carbon hour (carbon-aware starts).
     Carbon,
+    /// A long gang that would fit only on suspect nodes, which it avoids.
+    Suspect,
 }
 
 impl SchedCore {

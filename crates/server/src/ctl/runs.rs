@@ -367,6 +367,7 @@ impl Controller {
                 Some(Wait::Capacity) => 1,
                 Some(Wait::Power) => 4,
                 Some(Wait::Carbon) => 7,
+                Some(Wait::Suspect) => 8,
                 Some(Wait::Turn) => 2,
             };
             if self.core_wait.get(ju).copied().unwrap_or(0) != kind {
@@ -401,6 +402,10 @@ impl Controller {
                     filter_label(&job.spec)
                 ),
                 4 => "waiting: site power budget".to_string(),
+                8 => {
+                    "waiting: a long gang is kept off suspect nodes, and the healthy ones are busy"
+                        .to_string()
+                }
                 7 => format!(
                     "waiting: deferred to a lower-carbon hour, until {}",
                     Ms::from_core_s(self.core.jobs[job.core as usize].defer_until).rfc3339()
