@@ -143,6 +143,10 @@ async fn idle_nodes_power_down_a_job_resumes_one_and_the_grid_is_followed() {
     assert_eq!(east["forecast_g_per_kwh"].as_array().unwrap().len(), 24);
     assert_eq!(east["forecast"], "daily");
     assert!(east["grid_source"].as_str().unwrap().ends_with("east.csv"));
+    // the sites' energy counts from the server's start (seconds of idle
+    // power, not decades)
+    let kwh = east["energy_kwh"].as_f64().unwrap();
+    assert!(kwh > 0.0 && kwh < 0.1, "{kwh} kWh");
 
     // a job: the cleaner site (west), on a node resumed for it; its run
     // begins once the node is up
@@ -163,6 +167,32 @@ async fn idle_nodes_power_down_a_job_resumes_one_and_the_grid_is_followed() {
         "{events}"
     );
     assert!(power_log().contains("up west-0"), "{}", power_log());
+
+    // once the nodes are down again, a job cancelled while its node boots
+    // never runs
+    wait_for("west powered down again", async || {
+        let sites = s.json("GET", "/api/v1/sites", TOKEN, None).await;
+        site(&sites, "west")["nodes_powered_down"] == 2
+    })
+    .await;
+    let ran = dir.join("ran");
+    let touch = json!({"allocation": 1, "gpus": 1, "command": ["touch", ran.to_str().unwrap()]});
+    let j = s.json("POST", "/api/v1/jobs", TOKEN, Some(touch)).await;
+    let id = j["id"].as_i64().unwrap();
+    s.wait_state(TOKEN, id, &["running"]).await;
+    let c = s
+        .json("DELETE", &format!("/api/v1/jobs/{id}"), TOKEN, None)
+        .await;
+    assert_eq!(c["state"], "cancelled", "{c:#}");
+    assert!(
+        c["reason"]
+            .as_str()
+            .unwrap()
+            .contains("before its run began"),
+        "{c:#}"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!ran.exists(), "the cancelled job ran");
 
     // the grid changes while the server runs: east becomes the clean one
     write_grid(&dir.join("east.csv"), 20.0);

@@ -264,6 +264,10 @@ struct CandList {
     varied: bool,
     /// Whether these pools are at more than one site.
     multi_site: bool,
+    /// Whether the least-loaded site balance may reorder them: at several
+    /// sites, equally fast, and nothing else orders them (no energy or
+    /// cost order, no sites of the job's own preference).
+    balanced: bool,
 }
 
 /// What decides a job's candidate pools.
@@ -873,7 +877,7 @@ impl SchedCore {
             if !ordered
                 && npools > 1
                 && self.policy.site_balance == crate::policy::SiteBalance::LeastLoaded
-                && self.cand_lists[cl].multi_site
+                && self.cand_lists[cl].balanced
             {
                 self.least_loaded_order(cl);
                 ordered = true;

@@ -220,6 +220,21 @@ fn the_least_loaded_baseline_favours_no_site_by_its_place() {
         }
         assert_eq!(pools, expect, "{balance:?}");
     }
+    // a job's own order of sites (its home first) is kept
+    let mut p = policy(None);
+    p.site_balance = SiteBalance::LeastLoaded;
+    let mut c = core(factory(&["first", "second"], 2, ""), p);
+    let a = c.submit(&JobSpec::simple("a", 0.0, 4, 100.0), 0, 0.0);
+    c.schedule(0.0);
+    assert_eq!(c.jobs[a as usize].run_pool, 0);
+    let mut s = JobSpec::simple("home-first", 0.0, 4, 100.0);
+    s.types.sites = vec!["first".into(), "second".into()];
+    let b = c.submit(&s, 0, 0.0);
+    c.schedule(0.0);
+    assert_eq!(
+        c.jobs[b as usize].run_pool, 0,
+        "its home, though more loaded"
+    );
 }
 
 #[test]
@@ -300,4 +315,36 @@ fn in_dirty_hours_a_flexible_job_runs_slower_not_later() {
     // energy per unit of work falls
     let per_work = |w: f64, speed: f64| (w + 250.0) / speed;
     assert!(per_work(job.power_w, job.speed) < per_work(542.5, 1.0));
+}
+
+#[test]
+fn drained_powered_down_nodes_are_not_capacity_and_runs_are_charged_from_their_begin() {
+    let mut c = core(factory(&["s"], 4, ""), policy(Some(600.0)));
+    c.schedule(0.0);
+    c.schedule(600.0);
+    let off: Vec<u32> = (0..4).filter(|&n| c.is_powered_down(n)).collect();
+    assert_eq!(off.len(), 3);
+    // two powered-down nodes drained: the pool can bring back one
+    c.drain(off[0]);
+    c.drain(off[1]);
+    let big = c.submit(&JobSpec::simple("big", 700.0, 12, 3600.0), 0, 700.0);
+    assert!(c.schedule(700.0).started.is_empty());
+    assert!(!c.fits_now(big), "not room it could resume");
+    assert_eq!(
+        c.power_down_stats().resumes,
+        0,
+        "no resume tried and undone"
+    );
+    // the drain ends: it starts, waiting for two resumes
+    c.resume(off[0]);
+    // the estimate says when its run begins, after the resume
+    let est = c.forecast_starts(800.0, &[big], 100);
+    assert_eq!(est, vec![Some(920.0)]);
+    assert_eq!(c.schedule(800.0).started, vec![big]);
+    assert_eq!(c.jobs[big as usize].run_start, 920.0);
+    c.check_invariants().unwrap();
+    // its allocation is charged from 920 s, not 800 s
+    c.finish(big, 920.0 + 3600.0);
+    let used = c.allocs[0].used_total;
+    assert!((used - 12.0 * 3600.0).abs() < 1e-6, "{used}");
 }

@@ -8,8 +8,9 @@
 //! names as arguments, e.g. IPMI or a BMC's Redfish API). [`RecordingPower`]
 //! is the fake tests use to see the calls.
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::slurm::SlurmCli;
 
@@ -69,6 +70,7 @@ impl NodePower for SlurmPower {
 pub struct CommandPower {
     suspend: Vec<String>,
     resume: Vec<String>,
+    timeout: Duration,
 }
 
 impl CommandPower {
@@ -77,7 +79,17 @@ impl CommandPower {
         if suspend.is_empty() || resume.is_empty() {
             return Err("suspend_program and resume_program must both name a program".into());
         }
-        Ok(CommandPower { suspend, resume })
+        Ok(CommandPower {
+            suspend,
+            resume,
+            timeout: Duration::from_secs(300),
+        })
+    }
+
+    /// Stops a program that has not ended after `t` (default 5 minutes).
+    pub fn with_timeout(mut self, t: Duration) -> CommandPower {
+        self.timeout = t;
+        self
     }
 }
 
@@ -91,20 +103,47 @@ impl NodePower for CommandPower {
             return Ok(());
         }
         let argv = if on { &self.resume } else { &self.suspend };
-        let out = Command::new(&argv[0])
+        let mut child = Command::new(&argv[0])
             .args(&argv[1..])
             .args(nodes)
-            .output()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
             .map_err(|e| format!("{}: {e}", argv[0]))?;
-        if out.status.success() {
+        // a hung program (an unreachable BMC) is stopped
+        let deadline = Instant::now() + self.timeout;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(st)) => break st,
+                Ok(None) if Instant::now() >= deadline => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!(
+                        "{} {}: no answer within {} s, stopped",
+                        argv[0],
+                        nodes.join(" "),
+                        self.timeout.as_secs()
+                    ));
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                Err(e) => return Err(format!("{}: {e}", argv[0])),
+            }
+        };
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            use std::io::Read;
+            let _ = e.by_ref().take(4096).read_to_string(&mut err);
+        }
+        if status.success() {
             Ok(())
         } else {
             Err(format!(
                 "{} {}: {} {}",
                 argv[0],
                 nodes.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
+                status,
+                err.trim()
             ))
         }
     }
@@ -209,6 +248,16 @@ mod tests {
         let e = failing.set(&["a".into()], false).unwrap_err();
         assert!(e.contains("no BMC") && e.contains('3'), "{e}");
         assert!(CommandPower::new(vec![], vec!["true".into()]).is_err());
+        let hung = CommandPower::new(
+            vec!["sh".into(), "-c".into(), "sleep 30".into(), "x".into()],
+            vec!["true".into()],
+        )
+        .unwrap()
+        .with_timeout(Duration::from_millis(300));
+        let t = Instant::now();
+        let e = hung.set(&["a".into()], false).unwrap_err();
+        assert!(e.contains("no answer within"), "{e}");
+        assert!(t.elapsed() < Duration::from_secs(5));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -115,10 +115,16 @@ impl SchedCore {
         let multi_site = list
             .iter()
             .any(|x| self.factory.pools[x.0 as usize].site != site0);
+        let balanced = multi_site
+            && !varied
+            && !self.policy.energy_aware
+            && self.policy.kind.traits().pools != PoolOrder::ThroughputPerCost
+            && spec.types.sites.len() <= 1;
         self.cand_lists.push(CandList {
             pools: list,
             varied,
             multi_site,
+            balanced,
         });
         self.cand_index.entry(hash).or_default().push((
             CandKey {

@@ -29,6 +29,7 @@ impl SchedCore {
             c += 1;
         }
         if self.drained[n] & DRAIN_FLAG == 0 {
+            self.pd_drain_changed(node, true);
             let p = self.cluster.pool_of(node) as usize;
             if self.pool_drained.len() <= p {
                 self.pool_drained.resize(p + 1, 0);
@@ -59,13 +60,15 @@ impl SchedCore {
             return 0;
         };
         let c = *d & !DRAIN_FLAG;
-        if *d & DRAIN_FLAG != 0 {
+        let was = *d & DRAIN_FLAG != 0;
+        *d = 0;
+        if was {
             let p = self.cluster.pool_of(node) as usize;
             if let Some(x) = self.pool_drained.get_mut(p) {
                 *x = x.saturating_sub(1);
             }
+            self.pd_drain_changed(node, false);
         }
-        *d = 0;
         for _ in 0..c {
             self.cluster.up(node);
         }
@@ -124,8 +127,14 @@ impl SchedCore {
     /// Gives back what [`SchedCore::hide_suspects`] took.
     pub(super) fn unhide_suspects(&mut self) {
         for &(n, c) in &self.hidden {
+            let p = self.cluster.pool_of(n) as usize;
+            // not newly idle: a node hidden while idle keeps its idle clock
+            let before = self.cluster.pools[p].became_whole.as_ref().map(Vec::len);
             for _ in 0..c {
                 self.cluster.up(n);
+            }
+            if let (Some(b), Some(len)) = (self.cluster.pools[p].became_whole.as_mut(), before) {
+                b.truncate(len);
             }
         }
         self.hidden.clear();

@@ -26,13 +26,16 @@ impl SchedCore {
         c.track_waits(false);
         let mut t = now;
         for _ in 0..max_events {
-            let d = c.schedule(t);
-            for &j in &d.started {
+            let (started, wake) = {
+                let d = c.schedule(t);
+                (d.started.clone(), d.wakeup.filter(|w| *w > t))
+            };
+            for &j in &started {
                 if let Some(i) = targets.iter().position(|&x| x == j) {
-                    out[i].get_or_insert(t);
+                    // its run's begin (after a resume, once its nodes are up)
+                    out[i].get_or_insert(c.jobs[j as usize].run_start.max(t));
                 }
             }
-            let wake = d.wakeup.filter(|w| *w > t);
             if out.iter().all(Option::is_some) {
                 break;
             }

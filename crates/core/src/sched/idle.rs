@@ -45,6 +45,8 @@ struct PdPool {
     idle_q: VecDeque<(f64, NodeIdx)>,
     /// Powered-down nodes, resumed lowest first.
     off: BTreeSet<NodeIdx>,
+    /// Of those, the ones not drained (what a resume can bring back).
+    usable_off: u32,
 }
 
 /// Idle power-down figures of a run so far.
@@ -79,6 +81,7 @@ impl PowerDown {
                         + p.per_node as f64 * factory.catalog.get(p.accel).idle_watts,
                     idle_q: VecDeque::new(),
                     off: BTreeSet::new(),
+                    usable_off: 0,
                 })
                 .collect(),
             off: vec![false; n],
@@ -172,12 +175,18 @@ impl SchedCore {
             sp.it_w += w;
             sp.peak_w = sp.peak_w.max(sp.it_w * sp.pue);
             pd.pools[pi].off.remove(&g);
+            if !self.is_drained(g) {
+                pd.pools[pi].usable_off -= 1;
+            }
         } else {
             for _ in 0..per {
                 self.cluster.down(g);
             }
             sp.it_w = (sp.it_w - w).max(0.0);
             pd.pools[pi].off.insert(g);
+            if !self.is_drained(g) {
+                pd.pools[pi].usable_off += 1;
+            }
         }
         pd.off[g as usize] = !on;
     }
@@ -191,7 +200,7 @@ impl SchedCore {
             return Some(0);
         }
         let pd = self.pd.as_ref()?;
-        let off = pd.pools[p as usize].off.len() as u32;
+        let off = pd.pools[p as usize].usable_off;
         if off == 0 {
             return None;
         }
@@ -209,7 +218,7 @@ impl SchedCore {
     /// Accelerators of pool `p` powered down now.
     pub(super) fn off_accelerators(&self, p: PoolIdx) -> u64 {
         self.pd.as_ref().map_or(0, |pd| {
-            pd.pools[p as usize].off.len() as u64 * self.cluster.pools[p as usize].per_node as u64
+            pd.pools[p as usize].usable_off as u64 * self.cluster.pools[p as usize].per_node as u64
         })
     }
 
@@ -292,7 +301,7 @@ impl SchedCore {
             };
             let warm = pd.pools[pi].warm;
             let whole = self.cluster.pools[pi].whole_nodes;
-            if whole < warm && !pd.pools[pi].off.is_empty() {
+            if whole < warm && pd.pools[pi].usable_off > 0 {
                 let p = pi as PoolIdx;
                 let n = warm - whole;
                 if self.power_plan_nodes(p, n) {
@@ -307,6 +316,39 @@ impl SchedCore {
         let sp = &self.sites[self.pool_power[p as usize].site];
         sp.budget_w
             .is_none_or(|b| (sp.it_w + self.resume_w(p, n)) * sp.pue <= b + 1e-6)
+    }
+
+    /// Node `g` was drained (`on`) or its drain ended: a powered-down
+    /// node drained is not capacity a resume can bring back.
+    pub(super) fn pd_drain_changed(&mut self, g: NodeIdx, on: bool) {
+        let pi = self.cluster.pool_of(g) as usize;
+        if let Some(pd) = self.pd.as_mut()
+            && pd.off.get(g as usize).copied().unwrap_or(false)
+        {
+            let u = &mut pd.pools[pi].usable_off;
+            if on {
+                *u = u.saturating_sub(1);
+            } else {
+                *u += 1;
+            }
+        }
+    }
+
+    /// Every powered-up node boots until `now` + its pool's resume time (a
+    /// restarted server powers all nodes up): a run placed there begins
+    /// once they are up.
+    pub fn assume_booting(&mut self, now: f64) {
+        let Some(pd) = self.pd.as_mut() else {
+            return;
+        };
+        for (pi, ps) in self.cluster.pools.iter().enumerate() {
+            let boot = now + pd.pools[pi].resume_s;
+            for g in ps.first_node..ps.first_node + ps.nodes {
+                if !pd.off[g as usize] {
+                    pd.boot_until[g as usize] = boot;
+                }
+            }
+        }
     }
 
     /// Whether node `g` is powered down.

@@ -91,6 +91,12 @@ impl SchedCore {
         self.accrue(alloc, now);
         let a = &mut self.allocs[alloc as usize];
         a.rate += gpus as f64 * w;
+        // a run waiting for its nodes to boot is charged from its begin
+        let boot = (self.jobs[j as usize].run_start - now).max(0.0) * gpus as f64 * w;
+        if boot > 0.0 {
+            a.used_total -= boot;
+            a.usage -= boot;
+        }
         if limited {
             a.res_rate += gpus as f64 * w;
             a.res_end += gpus as f64 * w * est_end;

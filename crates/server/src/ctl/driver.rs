@@ -15,6 +15,12 @@ use tokio::sync::{Semaphore, mpsc};
 /// Launches under way at once per server (several `sbatch` in parallel).
 pub const MAX_LAUNCHES: usize = 8;
 
+/// Most nodes named in one power call (an argument list stays short).
+pub const POWER_BATCH: usize = 500;
+
+/// A power order: who carries it out, the nodes, up or down.
+type PowerOrder = (Arc<dyn gigafab_exec::power::NodePower>, Vec<String>, bool);
+
 /// What an engine call found.
 pub enum Done {
     Launched {
@@ -39,6 +45,8 @@ pub struct Driver {
     pub in_flight: HashSet<i64>,
     /// Whether a poll was sent and has not come back.
     pub polling: bool,
+    /// Per site: the queue of its power orders.
+    power_tx: std::collections::HashMap<String, std::sync::mpsc::Sender<PowerOrder>>,
 }
 
 impl Driver {
@@ -51,6 +59,7 @@ impl Driver {
             launch_slots: Arc::new(Semaphore::new(MAX_LAUNCHES)),
             in_flight: HashSet::new(),
             polling: false,
+            power_tx: std::collections::HashMap::new(),
         }
     }
 
@@ -107,25 +116,41 @@ impl Driver {
         });
     }
 
-    /// Powers `nodes` of `site` down or up (idle power-down); a failure is
-    /// logged (the scheduler's view stays: a node it thinks down is only
-    /// resumed when needed, and resuming it again is harmless).
+    /// Powers `nodes` of `site` down or up (idle power-down). The orders of
+    /// a site are carried out one after the other, in the order given, by
+    /// a thread of its own (a power-down and the resume right after it must
+    /// not cross), in calls of at most [`POWER_BATCH`] nodes; a failed call
+    /// is tried again twice, then logged.
     pub fn power(
-        &self,
+        &mut self,
         p: Arc<dyn gigafab_exec::power::NodePower>,
         site: String,
         nodes: Vec<String>,
         on: bool,
     ) {
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = p.set(&nodes, on) {
-                tracing::warn!(
-                    "site {site}: powering {} {}: {e}",
-                    if on { "up" } else { "down" },
-                    nodes.join(", ")
-                );
-            }
+        let tx = self.power_tx.entry(site.clone()).or_insert_with(|| {
+            let (tx, rx) = std::sync::mpsc::channel::<PowerOrder>();
+            let name = site.clone();
+            std::thread::spawn(move || {
+                for (p, nodes, on) in rx {
+                    for chunk in nodes.chunks(POWER_BATCH) {
+                        for attempt in 1..=3 {
+                            match p.set(chunk, on) {
+                                Ok(()) => break,
+                                Err(e) if attempt == 3 => tracing::error!(
+                                    "site {name}: powering {} {}: {e}",
+                                    if on { "up" } else { "down" },
+                                    chunk.join(", ")
+                                ),
+                                Err(_) => std::thread::sleep(std::time::Duration::from_secs(2)),
+                            }
+                        }
+                    }
+                }
+            });
+            tx
         });
+        let _ = tx.send((p, nodes, on));
     }
 
     /// Asks a run to stop; its end shows up in a later poll.

@@ -489,6 +489,27 @@ impl Controller {
             return Err(ApiError::forbidden("members cancel only their own jobs"));
         }
         let core_idx = j.core;
+        // a run waiting for its nodes to boot was never launched: it ends
+        // here, as a queued job does
+        let booting = j.row.state == "running"
+            && j.row.handle.is_none()
+            && !self.driver.in_flight.contains(&id)
+            && self.relaunch.iter().any(|r| r.0 == id);
+        if booting {
+            self.audit(who, now, "cancel", &format!("job {id}"), String::new());
+            self.relaunch.retain(|r| r.0 != id);
+            self.end_job(
+                id,
+                now,
+                "cancelled",
+                None,
+                format!("cancelled by {} before its run began", who.name),
+                None,
+            );
+            self.dirty = true;
+            let row = self.last_ended.take().expect("just ended");
+            return Ok(row.to_json(now));
+        }
         let queued = j.row.state == "queued";
         let handle = j.row.handle.clone();
         let first = !j.cancel_requested;

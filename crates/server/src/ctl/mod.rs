@@ -597,8 +597,11 @@ impl Controller {
             power: power::PowerState::new(&cfg_factory),
         };
         c.tele_node = c.telemetry_node();
+        // the sites' energy counts from now, not from 1970
+        let now = c.shared.clock.now();
+        c.core.set_energy_origin(now.core_s());
         c.load_rows().await?;
-        c.power_up_all();
+        c.power_up_all(now);
         Ok(c)
     }
 
@@ -948,7 +951,7 @@ impl Controller {
                 .collect::<Vec<_>>(),
                 "orgs": self.org_usage(who, now)})),
             Action::Fleet => ok(self.fleet_json(who)),
-            Action::Sites => ok(self.sites_json(now)),
+            Action::Sites => ok(self.sites_json(now, who)),
             Action::Offer => ok(self.offer_json()),
             Action::Metrics => {
                 if !who.global() {

@@ -35,10 +35,10 @@ pub struct FileGridSource {
 }
 
 impl FileGridSource {
-    /// A source for `path`, taken as read now (the factory loaded it).
+    /// A source for `path`, read at its first poll (a reload of the
+    /// controller takes the file as it is then, not as the factory was).
     pub fn new(path: PathBuf) -> FileGridSource {
-        let mtime = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
-        FileGridSource { path, mtime }
+        FileGridSource { path, mtime: None }
     }
 }
 
@@ -141,10 +141,12 @@ impl Controller {
 
     /// At start: every node is taken as up, so the nodes an earlier run
     /// powered down are powered up (once, per site).
-    pub(super) fn power_up_all(&mut self) {
-        if self.cfg.policy.power_down_after_s.is_none() {
+    pub(super) fn power_up_all(&mut self, now: Ms) {
+        if self.cfg.policy.power_down_after_s.is_none() || self.cfg.node_power.is_empty() {
             return;
         }
+        // they boot: a job placed on one now begins once it is up
+        self.core.assume_booting(now.core_s());
         for (site, s) in self.cfg.factory.sites.iter().enumerate() {
             let Some(p) = self.cfg.node_power.get(site).cloned().flatten() else {
                 continue;
@@ -182,7 +184,10 @@ impl Controller {
                         src.describe(),
                         series.len()
                     );
-                    self.core.set_site_carbon(s, Arc::new(series), now.core_s());
+                    let series = Arc::new(series);
+                    self.core.set_site_carbon(s, series.clone(), now.core_s());
+                    // the jobs' carbon at their end reads the same series
+                    self.cfg.factory.sites[s].carbon = Some(series);
                     self.dirty = true;
                 }
                 Err(e) => tracing::warn!(
@@ -196,7 +201,8 @@ impl Controller {
     /// The sites now: power, energy, carbon, grid intensity and its
     /// forecast for the next 24 hours (what carbon-aware decisions see),
     /// powered-down nodes.
-    pub(super) fn sites_json(&mut self, now: Ms) -> Value {
+    pub(super) fn sites_json(&mut self, now: Ms, who: &crate::auth::Principal) -> Value {
+        let operator = who.global();
         let t = now.core_s();
         let energy = self.core.site_energy(t);
         let sites: Vec<Value> = self
@@ -231,7 +237,12 @@ impl Controller {
                     "intensity_g_per_kwh": self.core.intensity(i, t),
                     "forecast_g_per_kwh": self.core.intensity_forecast(i, t, 24),
                     "forecast": self.cfg.policy.carbon_forecast.name(),
-                    "grid_source": self.power.grids[i].as_ref().map(|g| g.describe()),
+                    // where the server reads files: operators only
+                    "grid_source": if operator {
+                        self.power.grids[i].as_ref().map(|g| g.describe())
+                    } else {
+                        None
+                    },
                     "nodes": total,
                     "nodes_powered_down": off,
                     "nodes_booting": booting,
@@ -249,6 +260,21 @@ pub fn node_power_of(
     factory: &gigafab_core::Factory,
     slurm_sites: &[bool],
 ) -> Result<Vec<Option<Arc<dyn NodePower>>>, String> {
+    // node names (POOL-INDEX) reach scontrol and the programs as
+    // arguments: no option-like or list-like names
+    for p in &factory.pools {
+        if p.name.starts_with('-')
+            || !p
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        {
+            return Err(format!(
+                "pool `{}`: idle power-down names nodes after their pool; a pool name must be letters, digits, `_`, `.` or `-`, not starting with `-`",
+                p.name
+            ));
+        }
+    }
     factory
         .sites
         .iter()

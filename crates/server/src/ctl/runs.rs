@@ -43,7 +43,13 @@ impl Controller {
             let pool = placement
                 .first()
                 .map_or(0, |&(n, _)| self.core.cluster.pool_of(n));
-            let start = row.started_ms.unwrap_or(row.submitted_ms).core_s();
+            // a run that was to begin after a resume: no later than now
+            let now_s = self.shared.clock.now().core_s();
+            let start = row
+                .started_ms
+                .unwrap_or(row.submitted_ms)
+                .core_s()
+                .min(now_s);
             let w = spec.billing_weight.unwrap_or(1.0);
             let a = self.allocs.get_mut(&row.alloc_id).expect("checked");
             a.running += 1;
@@ -116,13 +122,26 @@ impl Controller {
                 // decided and committed, but the server stopped before its
                 // launch was recorded, and the engine has no trace of it:
                 // it never started, so it starts now on its accelerators
+                // its nodes may still be coming up (they are all powered up
+                // at a restart under idle power-down)
+                let boot = self.jobs.get(&id).map_or(now, |j| {
+                    j.devices
+                        .iter()
+                        .filter_map(|&(n, _)| self.core.booting_until(n, now.core_s()))
+                        .map(Ms::from_core_s)
+                        .fold(now, Ms::max)
+                });
                 self.event(
                     id,
                     now,
                     "adopted",
                     "never launched before a server restart; launching now".into(),
                 );
-                self.launches.push(id);
+                if boot > now {
+                    self.relaunch.push((id, boot));
+                } else {
+                    self.launches.push(id);
+                }
             }
             Ok((_, RunStatus::Lost { message })) => {
                 self.end_job(id, now, "failed", None, format!("lost: {message}"), None);

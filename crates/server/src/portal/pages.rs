@@ -180,12 +180,11 @@ struct Home<'a> {
 }
 
 /// A site on the home page: its grid now and the lowest intensity of the
-/// next 24 hours (and in how many hours), its power, its powered-down nodes.
+/// next 24 hours (and in how many hours), its powered-down nodes.
 struct SiteRow {
     name: String,
     intensity: Option<f64>,
     cleanest: Option<(f64, usize)>,
-    power_kw: f64,
     off: u64,
     nodes: u64,
 }
@@ -216,7 +215,6 @@ async fn site_rows(p: &PortalState) -> Vec<SiteRow> {
                             .filter_map(|(h, x)| x.as_f64().map(|g| (g, h)))
                             .min_by(|a, b| a.0.total_cmp(&b.0))
                     }),
-                    power_kw: s["power_w"].as_f64().unwrap_or(0.0) / 1e3,
                     off: s["nodes_powered_down"].as_u64().unwrap_or(0),
                     nodes: s["nodes"].as_u64().unwrap_or(0),
                 })
