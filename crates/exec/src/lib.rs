@@ -225,6 +225,19 @@ pub trait Executor: Send + Sync {
     ) -> Result<(), ExecError> {
         Ok(())
     }
+    /// Takes node `node` (of `site`) out of the engine's service with
+    /// `reason` (`drain`), or puts it back. Engines without nodes of their
+    /// own (local processes) have nothing to do: gigafab's scheduler keeps
+    /// jobs off a drained node itself.
+    fn drain_node(
+        &self,
+        _site: Option<&str>,
+        _node: &str,
+        _reason: &str,
+        _drain: bool,
+    ) -> Result<(), ExecError> {
+        Ok(())
+    }
 }
 
 /// The environment that exposes `accels` to a job: `CUDA_VISIBLE_DEVICES`

@@ -195,15 +195,48 @@ mod tests {
         }
     }
 
+    struct Shared(std::sync::Arc<FakeCli>);
+    impl SlurmCli for Shared {
+        fn run(&self, p: &str, a: &[String]) -> std::io::Result<CmdOutput> {
+            self.0.run(p, a)
+        }
+    }
+
+    #[test]
+    fn slurm_drains_and_resumes_a_node_with_its_reason() {
+        use crate::Executor;
+        let calls = std::sync::Arc::new(FakeCli(Mutex::new(Vec::new()), true));
+        let e = crate::SlurmExecutor::new(
+            Box::new(Shared(calls.clone())),
+            std::env::temp_dir(),
+            None,
+            "t".into(),
+        );
+        e.drain_node(
+            None,
+            "gpu-3",
+            "[gigafab] xid 79 on gpu 1\nforged=line",
+            true,
+        )
+        .unwrap();
+        e.drain_node(None, "gpu-3", "", false).unwrap();
+        let c = calls.0.lock().unwrap();
+        assert_eq!(c[0].0, "scontrol");
+        assert_eq!(
+            c[0].1,
+            vec![
+                "update",
+                "nodename=gpu-3",
+                "state=drain",
+                "reason=[gigafab] xid 79 on gpu 1forged=line"
+            ]
+        );
+        assert_eq!(c[1].1, vec!["update", "nodename=gpu-3", "state=resume"]);
+    }
+
     #[test]
     fn slurm_power_asks_scontrol_for_all_nodes_at_once() {
         let calls = std::sync::Arc::new(FakeCli(Mutex::new(Vec::new()), true));
-        struct Shared(std::sync::Arc<FakeCli>);
-        impl SlurmCli for Shared {
-            fn run(&self, p: &str, a: &[String]) -> std::io::Result<CmdOutput> {
-                self.0.run(p, a)
-            }
-        }
         let p = SlurmPower::new(Box::new(Shared(calls.clone())));
         p.set(&["n1".into(), "n2".into()], false).unwrap();
         p.set(&["n1".into()], true).unwrap();

@@ -120,6 +120,18 @@ impl Executor for RoutedExecutor {
         self.default.output_dir(job_id)
     }
 
+    fn drain_node(
+        &self,
+        site: Option<&str>,
+        node: &str,
+        reason: &str,
+        drain: bool,
+    ) -> Result<(), ExecError> {
+        site.and_then(|s| self.sites.get(s))
+            .unwrap_or(&self.default)
+            .drain_node(site, node, reason, drain)
+    }
+
     fn provision(&self, alloc: &str, grant: u64, users: &[String]) -> Result<(), ExecError> {
         // an allocation may run at any site: every engine gets its account
         let mut first_err = None;

@@ -894,6 +894,39 @@ impl Executor for SlurmExecutor {
         let d = self.job_dir(job_id);
         (d.join("stdout.log"), d.join("stderr.log"))
     }
+
+    /// `scontrol update nodename=N state=drain reason=R` (or
+    /// `state=resume`): the node takes no new Slurm job; running ones end.
+    fn drain_node(
+        &self,
+        _site: Option<&str>,
+        node: &str,
+        reason: &str,
+        drain: bool,
+    ) -> Result<(), ExecError> {
+        let mut args = vec!["update".to_string(), format!("nodename={node}")];
+        if drain {
+            args.push("state=drain".into());
+            // one line, Slurm's quoting is the argument itself (no shell)
+            let r: String = reason
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(200)
+                .collect();
+            args.push(format!("reason={r}"));
+        } else {
+            args.push("state=resume".into());
+        }
+        let out = self.run(0, "scontrol", args)?;
+        if out.success {
+            Ok(())
+        } else {
+            Err(ExecError::Transient {
+                job: 0,
+                message: format!("scontrol update nodename={node}: {}", out.stderr.trim()),
+            })
+        }
+    }
 }
 
 /// A gigafab factory (TOML) describing the GPU nodes Slurm reports: one

@@ -22,6 +22,14 @@ pub struct StateLabel {
     pub state: String,
 }
 
+/// An Xid of one accelerator (`node/gpu`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct XidLabel {
+    pub node: String,
+    pub gpu: String,
+    pub xid: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabel {
     pub method: String,
@@ -64,6 +72,9 @@ pub struct Metrics {
     /// Nodes handed to be powered down (idle) and up.
     pub node_power_downs: Counter,
     pub node_resumes: Counter,
+    /// Health: transitions by the state entered, Xid events by accelerator.
+    pub health_transitions: Family<StateLabel, Counter>,
+    pub xid_errors: Family<XidLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -80,6 +91,8 @@ impl Default for Metrics {
             http_requests: Family::default(),
             node_power_downs: Counter::default(),
             node_resumes: Counter::default(),
+            health_transitions: Family::default(),
+            xid_errors: Family::default(),
         }
     }
 }
@@ -142,6 +155,8 @@ pub struct Snapshot {
     pub allocations: Vec<AllocSnap>,
     pub queued: u64,
     pub running: u64,
+    /// Nodes per health state (`healthy`, `suspect`, ...).
+    pub health: Vec<(String, u64)>,
 }
 
 fn gauge_family<L, F>(
@@ -276,6 +291,24 @@ pub fn render(m: &Metrics, s: &Snapshot) -> String {
             .filter_map(|x| x.carbon_g.map(|v| (site(x), v))),
     );
     reg.register(
+        "gigafab_node_health_transitions",
+        "Node health transitions, by the state entered (suspect, draining, drained, in_repair, healthy)",
+        m.health_transitions.clone(),
+    );
+    reg.register(
+        "gigafab_gpu_xid_errors",
+        "NVIDIA Xid events by node, accelerator and Xid (as DCGM's DCGM_FI_DEV_XID_ERRORS, counted)",
+        m.xid_errors.clone(),
+    );
+    gauge_family(
+        &mut reg,
+        "gigafab_nodes_by_health",
+        "Nodes by health state",
+        s.health
+            .iter()
+            .map(|(st, n)| (StateLabel { state: st.clone() }, *n as f64)),
+    );
+    reg.register(
         "gigafab_node_power_downs",
         "Nodes powered down after being idle (idle power-down)",
         m.node_power_downs.clone(),
@@ -368,6 +401,7 @@ mod tests {
             }],
             queued: 3,
             running: 1,
+            health: vec![("healthy".into(), 3), ("draining".into(), 1)],
         };
         let t = render(&m, &s);
         for line in [

@@ -23,6 +23,18 @@ fn exposition() -> String {
     m.jobs_submitted.inc();
     m.jobs_started.inc();
     m.finished("completed");
+    m.health_transitions
+        .get_or_create(&gigafab_server::metrics::StateLabel {
+            state: "draining".into(),
+        })
+        .inc();
+    m.xid_errors
+        .get_or_create(&gigafab_server::metrics::XidLabel {
+            node: "h100-0".into(),
+            gpu: "1".into(),
+            xid: "79".into(),
+        })
+        .inc();
     m.schedule_pass_seconds.observe(0.002);
     m.commit_seconds.observe(0.004);
     m.http_requests
@@ -61,6 +73,7 @@ fn exposition() -> String {
         }],
         queued: 2,
         running: 3,
+        health: vec![("healthy".into(), 3), ("draining".into(), 1)],
     };
     render(&m, &s)
 }

@@ -343,6 +343,19 @@ impl SchedCore {
         }
     }
 
+    /// Live systems: stops running job `j` whose node leaves service (a
+    /// health drain) and requeues it from its last checkpoint, as a
+    /// failure does (counted against `max_requeues`; past them the job
+    /// fails). The accelerators are freed, not marked down: the drain
+    /// takes the node out. Returns (accelerator-seconds lost, failed), or
+    /// None when `j` is not running.
+    pub fn requeue_from_checkpoint(&mut self, j: JobIdx, now: f64) -> Option<(f64, bool)> {
+        if self.jobs.get(j as usize)?.state != JobState::Running {
+            return None;
+        }
+        Some(self.hit_by_failure(j, now))
+    }
+
     /// An idle accelerator of `node` fails (it is down until repaired);
     /// false if the node has none idle.
     pub fn fail_idle(&mut self, node: NodeIdx) -> bool {

@@ -153,6 +153,20 @@ impl Driver {
         let _ = tx.send((p, nodes, on));
     }
 
+    /// Drains node `node` of `site` in the engine (or ends its drain); a
+    /// failure is logged (gigafab's own drain holds regardless).
+    pub fn drain_node(&self, site: String, node: String, reason: String, drain: bool) {
+        let exec = self.exec.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = exec.drain_node(Some(&site), &node, &reason, drain) {
+                tracing::warn!(
+                    "node {node}: the engine's {}: {e}",
+                    if drain { "drain" } else { "resume" }
+                );
+            }
+        });
+    }
+
     /// Asks a run to stop; its end shows up in a later poll.
     pub fn cancel(&self, job: i64, handle: String) {
         let exec = self.exec.clone();

@@ -20,14 +20,18 @@ impl Controller {
             .map(|p| p.first_node)
     }
 
-    /// Reads the telemetry and integrates the devices' energy.
-    pub(super) fn sample_telemetry(&mut self) {
+    /// Reads the telemetry: integrates the devices' energy and feeds
+    /// their health signals to the health model.
+    pub(super) fn sample_telemetry(&mut self, now: Ms) {
         let Some(t) = self.shared.telemetry.clone() else {
             return;
         };
         match t.sample() {
             Ok(samples) => {
                 self.meter.add_all(&samples);
+                if let Some(n) = self.tele_node {
+                    self.observe_samples(n, &samples, now);
+                }
             }
             Err(e) => {
                 if !self.tele_failed {
@@ -166,6 +170,7 @@ impl Controller {
             allocations,
             queued: self.core.queued() as u64,
             running: self.core.n_running as u64,
+            health: self.health_counts(),
         }
     }
 
@@ -213,6 +218,8 @@ impl Controller {
                 "up"
             },
             "reason": self.drain_reasons.get(&n),
+            "health": self.health.model.state(n).name(),
+            "health_reason": self.health.model.node(n).and_then(|h| h.reason.clone()),
             "jobs": jobs,
         })
     }
@@ -282,6 +289,19 @@ impl Controller {
             ApiError::not_found("node_not_found", format!("node `{node}` not found"))
         })?;
         let was = self.core.is_drained(n);
+        if drain != was {
+            // the engine too (Slurm: scontrol ... state=drain|resume)
+            let site = self.cfg.factory.pools[self.core.cluster.pool_of(n) as usize].site;
+            self.driver.drain_node(
+                self.cfg.factory.sites[site].name.clone(),
+                node.to_string(),
+                format!(
+                    "[gigafab] {}",
+                    reason.as_deref().unwrap_or("drained by an operator")
+                ),
+                drain,
+            );
+        }
         if drain && !was {
             self.core.drain(n);
             self.ops
@@ -290,6 +310,15 @@ impl Controller {
                 self.drain_reasons.insert(n, r.clone());
             }
         } else if !drain && was {
+            // repaired: healthy again in the health model too
+            if let Some(t) = self.health.model.override_state(
+                n,
+                gigafab_core::health::HealthState::Healthy,
+                &format!("resumed by {}", who.name),
+                now.core_s(),
+            ) {
+                tracing::info!("node {node}: {} → healthy ({})", t.from.name(), t.reason);
+            }
             self.core.resume(n);
             self.ops.push(store::fleet::resume(node));
             self.drain_reasons.remove(&n);

@@ -22,6 +22,7 @@
 mod allocs;
 mod driver;
 mod fleet;
+mod health;
 mod jobs;
 mod power;
 mod restore;
@@ -470,6 +471,8 @@ pub struct Controller {
     driver: driver::Driver,
     /// Idle power-down on the machines, grid sources.
     power: power::PowerState,
+    /// Node health from the telemetry.
+    health: health::LiveHealth,
 }
 
 /// A typed answer as JSON (the API contract's types always serialize).
@@ -595,6 +598,7 @@ impl Controller {
             writer: None,
             driver: driver::Driver::new(executor),
             power: power::PowerState::new(&cfg_factory),
+            health: health::LiveHealth::new(cfg_factory.nodes()),
         };
         c.tele_node = c.telemetry_node();
         // the sites' energy counts from now, not from 1970
