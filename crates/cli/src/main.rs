@@ -108,6 +108,19 @@ struct SimArgs {
     /// Hours until a failed accelerator is repaired.
     #[arg(long, default_value_t = 4.0)]
     repair_hours: f64,
+    /// Proactive draining: the share of failure precursors a predictor
+    /// catches (0..=1); failures follow Meta's Llama 3 mix, each class with
+    /// its chance of a precursor and lead time (docs/health.md) [default:
+    /// none, failures strike unannounced].
+    #[arg(long, value_name = "RECALL")]
+    precursor_recall: Option<f64>,
+    /// The share of the predictor's alarms that are true (0..=1]; a false
+    /// one drains a healthy node for --false-alarm-check-hours.
+    #[arg(long, default_value_t = 0.8, value_name = "PRECISION")]
+    precursor_precision: f64,
+    /// Hours a node drained on a false alarm is out (checked, then back).
+    #[arg(long, default_value_t = 1.0)]
+    false_alarm_check_hours: f64,
     /// Allocations TOML file (`[[allocations]]` entries); tenants without one
     /// get an unlimited allocation.
     #[arg(long)]
@@ -443,6 +456,17 @@ fn cmd_sim(a: SimArgs) -> Result<()> {
     if !(a.repair_hours.is_finite() && a.repair_hours >= 0.0) {
         bail!("--repair-hours must be a number >= 0");
     }
+    if let Some(r) = a.precursor_recall
+        && !(0.0..=1.0).contains(&r)
+    {
+        bail!("--precursor-recall must be within 0..=1");
+    }
+    if !(a.precursor_precision > 0.0 && a.precursor_precision <= 1.0) {
+        bail!("--precursor-precision must be within (0, 1]");
+    }
+    if !(a.false_alarm_check_hours.is_finite() && a.false_alarm_check_hours >= 0.0) {
+        bail!("--false-alarm-check-hours must be a number >= 0");
+    }
     let allocations = match &a.allocations {
         Some(p) => load_allocations(p)?,
         None => Vec::new(),
@@ -452,6 +476,10 @@ fn cmd_sim(a: SimArgs) -> Result<()> {
         failures: (a.failure_rate > 0.0).then_some(Failures {
             rate_per_accel_day: a.failure_rate,
             repair_s: a.repair_hours * 3600.0,
+            precursors: a.precursor_recall.map(|r| gigafab_twin::Precursors {
+                check_s: a.false_alarm_check_hours * 3600.0,
+                ..gigafab_twin::Precursors::llama3(r, a.precursor_precision)
+            }),
         }),
         measure: a.measure_jobs,
         timeline_points: a.plot.as_ref().map(|_| 1000),

@@ -18,6 +18,9 @@ pub struct Failures {
     pub rate_per_accel_day: f64,
     /// Seconds until a failed accelerator is back.
     pub repair_s: f64,
+    /// Proactive draining on failure precursors; None: failures strike
+    /// unannounced (the reactive baseline).
+    pub precursors: Option<Precursors>,
 }
 
 impl Default for Failures {
@@ -25,7 +28,109 @@ impl Default for Failures {
         Failures {
             rate_per_accel_day: 4.7e-4,
             repair_s: 4.0 * 3600.0,
+            precursors: None,
         }
+    }
+}
+
+/// A class of failures: its share of all failures, the chance that it
+/// shows a detectable precursor (ECC errors growing, an Xid, heat, link
+/// flaps), and how long before the failure.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailureClass {
+    pub name: &'static str,
+    pub share: f64,
+    pub precursor: f64,
+    pub lead_s: f64,
+}
+
+const fn class(name: &'static str, count: f64, precursor: f64, lead_h: f64) -> FailureClass {
+    FailureClass {
+        name,
+        share: count,
+        precursor,
+        lead_s: lead_h * 3600.0,
+    }
+}
+
+/// The unexpected interruptions of Meta's Llama 3 405B run (16,384 H100,
+/// 54 days: 419, by cause, "The Llama 3 Herd of Models", table 5), as
+/// counts (their share is the count over 419); with gigafab's assumed
+/// chance of a precursor and its lead time (docs/health.md says why each).
+pub const LLAMA3_FAILURES: &[FailureClass] = &[
+    class("faulty GPU", 148.0, 0.3, 0.5),
+    class("GPU HBM3 memory", 72.0, 0.6, 2.0),
+    class("software bug", 54.0, 0.0, 0.0),
+    class("network switch or cable", 35.0, 0.3, 0.5),
+    class("host maintenance", 32.0, 0.5, 1.0),
+    class("GPU SRAM memory", 19.0, 0.3, 0.5),
+    class("GPU system processor", 17.0, 0.2, 0.25),
+    class("NIC", 7.0, 0.3, 0.5),
+    class("NCCL watchdog timeout", 7.0, 0.0, 0.0),
+    class("silent data corruption", 6.0, 0.0, 0.0),
+    class("GPU thermal interface and sensor", 6.0, 0.8, 1.0),
+    class("SSD", 3.0, 0.5, 6.0),
+    class("power supply", 3.0, 0.5, 1.0),
+    class("server chassis", 2.0, 0.1, 0.5),
+    class("IO expansion board", 2.0, 0.1, 0.5),
+    class("dependency", 2.0, 0.0, 0.0),
+    class("CPU", 2.0, 0.1, 0.5),
+    class("system memory", 2.0, 0.5, 2.0),
+];
+
+/// A predictor acting on failure precursors: it catches a share `recall`
+/// of the precursors; of the alarms it raises, a share `precision` are
+/// true. A caught precursor drains the node: its run stops with its
+/// progress saved (a checkpoint as it stops) and goes back to the queue,
+/// and the node is out until the failure's repair. A false alarm does the
+/// same to a healthy node, which is back after `check_s`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Precursors {
+    pub classes: Vec<FailureClass>,
+    pub recall: f64,
+    pub precision: f64,
+    pub check_s: f64,
+}
+
+impl Precursors {
+    /// The Llama 3 mix with `recall` and `precision`, false alarms checked
+    /// in an hour.
+    pub fn llama3(recall: f64, precision: f64) -> Precursors {
+        Precursors {
+            classes: LLAMA3_FAILURES.to_vec(),
+            recall,
+            precision,
+            check_s: 3600.0,
+        }
+    }
+
+    /// Picks a failure's class from `u` uniform in [0, 1).
+    fn class(&self, u: f64) -> &FailureClass {
+        let total: f64 = self.classes.iter().map(|c| c.share).sum();
+        let mut x = u * total;
+        for c in &self.classes {
+            if x < c.share {
+                return c;
+            }
+            x -= c.share;
+        }
+        self.classes.last().expect("classes")
+    }
+
+    /// False alarms per failure: the true alarms' rate × (1 − p) / p.
+    fn false_alarms_per_failure(&self) -> f64 {
+        let total: f64 = self.classes.iter().map(|c| c.share).sum();
+        let caught: f64 = self
+            .classes
+            .iter()
+            .map(|c| c.share * c.precursor)
+            .sum::<f64>()
+            / total.max(1e-12)
+            * self.recall;
+        if self.precision <= 0.0 {
+            return 0.0;
+        }
+        caught * (1.0 - self.precision).max(0.0) / self.precision
     }
 }
 
@@ -87,6 +192,13 @@ enum Ev {
     Finish(JobIdx, u32),
     /// One accelerator of a run (job, epoch) fails.
     JobFail(JobIdx, u32),
+    /// A caught precursor on accelerator `pick` of a run (job, epoch):
+    /// the failure itself comes at the time given.
+    Precursor(JobIdx, u32, u32, f64),
+    /// A false alarm on accelerator `pick` of a run (job, epoch).
+    FalseAlarm(JobIdx, u32, u32),
+    /// A node drained by an alarm is back.
+    Undrain(u32),
     Repair(u32),
     Wake,
 }
@@ -114,6 +226,28 @@ impl Ord for Event {
     fn cmp(&self, o: &Self) -> Ordering {
         o.t.total_cmp(&self.t).then(o.seq.cmp(&self.seq))
     }
+}
+
+/// An alarm on accelerator `pick` of run (`j`, `epoch`): the run stops
+/// with its progress saved and goes back to the queue, and its node is
+/// drained. Returns the node, or None for a run that has ended since.
+fn alarm(core: &mut SchedCore, j: JobIdx, epoch: u32, pick: u32, now: f64) -> Option<u32> {
+    let job = &core.jobs[j as usize];
+    if job.state != JobState::Running || job.epoch != epoch {
+        return None;
+    }
+    let mut acc = 0u32;
+    let mut node = job.placement.first()?.0;
+    for &(n, c) in &job.placement {
+        acc += c as u32;
+        if pick < acc {
+            node = n;
+            break;
+        }
+    }
+    core.checkpoint_stop(j, now)?;
+    core.drain(node);
+    Some(node)
 }
 
 /// Failures of idle accelerators over `[from, now)` (their number is
@@ -409,6 +543,8 @@ pub fn simulate(
         .map(|f| f.rate_per_accel_day / 86_400.0)
         .filter(|r| *r > 0.0 && r.is_finite());
     let repair_s = cfg.failures.as_ref().map_or(0.0, |f| f.repair_s.max(0.0));
+    let precursors = cfg.failures.as_ref().and_then(|f| f.precursors.as_ref());
+    let check_s = precursors.map_or(0.0, |p| p.check_s.max(0.0));
     let first_submit = jobs[0].submit_s;
 
     let mut col = Collector::new(window, jobs[window.0].submit_s, jobs[window.1 - 1].submit_s);
@@ -517,6 +653,30 @@ pub fn simulate(
                         }
                     }
                 }
+                Ev::Precursor(j, epoch, pick, t_fail) => {
+                    // drain the node before it fails: the run checkpoints
+                    // as it stops and is requeued; the node is out until
+                    // the failure's repair
+                    let Some(node) = alarm(&mut core, j, epoch, pick, now) else {
+                        continue;
+                    };
+                    col.failures += 1;
+                    col.true_drains += 1;
+                    q.push(t_fail.max(now) + repair_s, Ev::Undrain(node));
+                    repairs_pending += 1;
+                }
+                Ev::FalseAlarm(j, epoch, pick) => {
+                    let Some(node) = alarm(&mut core, j, epoch, pick, now) else {
+                        continue;
+                    };
+                    col.false_drains += 1;
+                    q.push(now + check_s, Ev::Undrain(node));
+                    repairs_pending += 1;
+                }
+                Ev::Undrain(node) => {
+                    core.resume(node);
+                    repairs_pending -= 1;
+                }
                 Ev::Repair(node) => {
                     core.repair(node);
                     repairs_pending -= 1;
@@ -551,9 +711,35 @@ pub fn simulate(
             let begin = job.run_start.max(now);
             q.push(begin + run, Ev::Finish(j, job.epoch));
             if let Some(r) = fail_rate {
+                let g = job.gpus as f64;
                 // the first failure among its accelerators, if before its end
-                let t = fail_rng.exp(r * job.gpus as f64);
-                if t < run {
+                let t = fail_rng.exp(r * g);
+                let mut caught = false;
+                if let Some(pc) = precursors {
+                    // its class, whether the predictor sees it coming
+                    let c = pc.class(fail_rng.f64());
+                    let seen = fail_rng.f64() < c.precursor * pc.recall;
+                    let pick = fail_rng.below(job.gpus as u64) as u32;
+                    if t < run && seen {
+                        // a precursor before the run began is seen as it
+                        // begins (the node was already under suspicion)
+                        q.push(
+                            begin + (t - c.lead_s).max(0.0),
+                            Ev::Precursor(j, job.epoch, pick, begin + t),
+                        );
+                        caught = true;
+                    }
+                    // a false alarm, if before the failure and the end
+                    let fa = r * pc.false_alarms_per_failure() * g;
+                    if fa > 0.0 {
+                        let tf = fail_rng.exp(fa);
+                        if tf < run.min(t) {
+                            let pick = fail_rng.below(job.gpus as u64) as u32;
+                            q.push(begin + tf, Ev::FalseAlarm(j, job.epoch, pick));
+                        }
+                    }
+                }
+                if t < run && !caught {
                     q.push(begin + t, Ev::JobFail(j, job.epoch));
                 }
             }

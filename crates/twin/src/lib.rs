@@ -9,5 +9,7 @@ pub mod report;
 pub mod residency;
 pub mod workload;
 
-pub use engine::{Failures, SimConfig, SimError, SimOutput, simulate};
+pub use engine::{
+    FailureClass, Failures, LLAMA3_FAILURES, Precursors, SimConfig, SimError, SimOutput, simulate,
+};
 pub use report::Report;

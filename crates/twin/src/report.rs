@@ -152,6 +152,18 @@ pub struct Report {
     pub carbon_deferrals: u64,
     /// Runs started under a power cap.
     pub capped_runs: u64,
+    /// Effective training time of the large gangs (jobs of at least
+    /// [`LARGE_GANG`] accelerators) that completed: the time their work
+    /// takes uninterrupted on their accelerators over the wall time from
+    /// their first start to their end (restarts, lost work, restores and
+    /// waits to run again included), as Meta and ByteDance define it. None
+    /// without such a job.
+    pub large_gang_ettr: Option<f64>,
+    pub large_gangs: u64,
+    /// Nodes drained ahead of a failure on a caught precursor, and on a
+    /// false alarm (`--precursor-recall`).
+    pub true_drains: u64,
+    pub false_drains: u64,
     /// Idle power-down (`--power-down-after`): none when it is off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub power_down: Option<PowerDownReport>,
@@ -161,6 +173,10 @@ pub struct Report {
     pub wall_time_s: f64,
     pub events_per_s: f64,
 }
+
+/// Accelerators from which a job counts as a large gang (effective
+/// training time).
+pub const LARGE_GANG: u32 = 1024;
 
 /// What idle power-down did over a run.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -198,6 +214,9 @@ pub(crate) struct Collector {
     pub preemptions: u64,
     pub lost_failures_gpu_s: f64,
     pub lost_preemption_gpu_s: f64,
+    /// Nodes drained on a caught failure precursor, and on a false alarm.
+    pub true_drains: u64,
+    pub false_drains: u64,
     pub last_pass_started: bool,
     /// Facility (energy J, carbon g) at the last measured submission.
     arrivals_energy: Option<(f64, f64)>,
@@ -223,6 +242,8 @@ impl Collector {
             preemptions: 0,
             lost_failures_gpu_s: 0.0,
             lost_preemption_gpu_s: 0.0,
+            true_drains: 0,
+            false_drains: 0,
             last_pass_started: true,
             arrivals_energy: None,
         }
@@ -304,6 +325,8 @@ impl Collector {
         let mut per_alloc: BTreeMap<u32, (f64, u64)> = BTreeMap::new();
         let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
         let mut jct_bound = 0.0;
+        // large gangs: Σ uninterrupted run, Σ wall time, how many
+        let mut ettr = (0.0, 0.0, 0u64);
         for (i, job) in core.jobs.iter().enumerate() {
             let cat = core.allocs[job.alloc as usize].spec.category;
             let c = cats
@@ -357,6 +380,17 @@ impl Collector {
                 let ideal = core.ideal_runtime(i as JobIdx);
                 let run = job.time_limit_s.map_or(ideal, |l| ideal.min(l));
                 bsld.push((t / run.max(BSLD_TAU_S)).max(1.0));
+            }
+            if job.state == JobState::Completed
+                && job.gpus >= LARGE_GANG
+                && let Some(first) = job.first_start
+            {
+                let wall = job.end_s.unwrap_or(first) - first;
+                if wall > 0.0 {
+                    ettr.0 += core.ideal_runtime(i as JobIdx).min(wall);
+                    ettr.1 += wall;
+                    ettr.2 += 1;
+                }
             }
             if job.state == JobState::Completed {
                 let end = job.end_s.unwrap_or(job.submit_s);
@@ -525,6 +559,10 @@ impl Collector {
             avg_jct_inflexible_s: mean(&jct_rigid),
             carbon_deferrals: core.deferrals,
             capped_runs,
+            large_gang_ettr: (ettr.2 > 0).then(|| ettr.0 / ettr.1),
+            large_gangs: ettr.2,
+            true_drains: self.true_drains,
+            false_drains: self.false_drains,
             power_down: core.policy.power_down_after_s.map(|_| {
                 let st = core.power_down_stats();
                 let cycles = core.power_cycles();
@@ -713,6 +751,21 @@ impl Report {
                 ),
             ),
         ];
+        if let Some(e) = self.large_gang_ettr {
+            rows.insert(
+                rows.len() - 2,
+                (
+                    "large gangs",
+                    format!(
+                        "{} of >= {LARGE_GANG} accelerators: effective training time {:.1}%; drains on precursors {} true, {} false",
+                        self.large_gangs,
+                        100.0 * e,
+                        self.true_drains,
+                        self.false_drains
+                    ),
+                ),
+            );
+        }
         if let Some(pd) = &self.power_down {
             rows.insert(
                 rows.len() - 2,

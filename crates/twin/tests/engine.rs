@@ -483,9 +483,81 @@ fn failing(seed: u64, rate: f64, repair_s: f64) -> SimConfig {
     SimConfig {
         seed,
         failures: Some(Failures {
+            precursors: None,
             rate_per_accel_day: rate,
             repair_s,
         }),
         ..SimConfig::default()
     }
+}
+
+/// Every failure shows a precursor `lead_s` ahead.
+fn announced(recall: f64, precision: f64, lead_s: f64) -> gigafab_twin::Precursors {
+    gigafab_twin::Precursors {
+        classes: vec![gigafab_twin::FailureClass {
+            name: "announced",
+            share: 1.0,
+            precursor: 1.0,
+            lead_s,
+        }],
+        recall,
+        precision,
+        check_s: 600.0,
+    }
+}
+
+#[test]
+fn caught_precursors_drain_nodes_before_failures_hit_the_run() {
+    let (f, j, mut cfg) = failing_gang(Some(1000.0));
+    let mut p = Policy::new(PolicyKind::Fifo);
+    p.max_requeues = 1000;
+    let reactive = run_with(&f, p.clone(), vec![j.clone()], &cfg).report;
+    assert!(reactive.failure_job_hits > 2);
+    // a perfect predictor: no failure hits the run, each is a true drain
+    if let Some(fl) = cfg.failures.as_mut() {
+        fl.precursors = Some(announced(1.0, 1.0, 600.0));
+    }
+    let out = run_with(&f, p.clone(), vec![j.clone()], &cfg);
+    let r = &out.report;
+    assert_eq!(r.jobs_completed, 1, "{r:?}");
+    assert_eq!(r.failure_job_hits, 0);
+    assert!(r.true_drains > 2 && r.false_drains == 0, "{r:?}");
+    assert_eq!(r.gpu_hours_lost, 0.0, "it checkpointed as it stopped");
+    assert!(reactive.gpu_hours_lost > 0.0);
+    // no precursor caught: as reactive, plus nothing
+    if let Some(fl) = cfg.failures.as_mut() {
+        fl.precursors = Some(announced(0.0, 1.0, 600.0));
+    }
+    let r = run_with(&f, p.clone(), vec![j.clone()], &cfg).report;
+    assert!(r.failure_job_hits > 2 && r.true_drains == 0 && r.false_drains == 0);
+    // half of the alarms false: about as many false drains as true ones
+    if let Some(fl) = cfg.failures.as_mut() {
+        fl.precursors = Some(announced(1.0, 0.5, 600.0));
+    }
+    let r = run_with(&f, p, vec![j], &cfg).report;
+    assert!(r.false_drains > 0, "{r:?}");
+    let ratio = r.false_drains as f64 / r.true_drains as f64;
+    assert!((0.3..=3.0).contains(&ratio), "{r:?}");
+}
+
+#[test]
+fn effective_training_time_of_a_large_gang() {
+    let f = factory("llama3-cluster");
+    let mut j = JobSpec::simple("train", 0.0, 2048, 10.0 * 86_400.0);
+    j.checkpoint_s = Some(1800.0);
+    let calm = SimConfig {
+        failures: None,
+        ..SimConfig::default()
+    };
+    let mut p = Policy::new(PolicyKind::Fifo);
+    p.max_requeues = 100_000;
+    let r = run_with(&f, p.clone(), vec![j.clone()], &calm).report;
+    assert_eq!((r.large_gangs, r.large_gang_ettr), (1, Some(1.0)));
+    // failures: each costs the work since the last checkpoint and a restore
+    let r = run_with(&f, p, vec![j], &failing(3, 4.7e-4, 4.0 * 3600.0)).report;
+    let e = r.large_gang_ettr.unwrap();
+    assert!(r.failure_job_hits > 0 && e < 1.0 && e > 0.8, "{e} {r:?}");
+    let lost_h = r.failure_job_hits as f64 * (900.0 + 30.0) / 3600.0;
+    let expect = 240.0 / (240.0 + lost_h);
+    assert!((e - expect).abs() < 0.02, "{e} vs about {expect}");
 }

@@ -239,11 +239,10 @@ impl SchedCore {
             job.done = (job.done + saved / job.run_full).min(1.0);
         }
         let lost = job.gpus as f64 * (r - saved);
-        // what is saved must be restored at the next start
-        job.restore_s = if on_stop {
+        // what is saved (as it stopped, or at a checkpoint) must be
+        // restored at the next start
+        job.restore_s = if on_stop || job.done > 0.0 {
             restore
-        } else if job.done > 0.0 {
-            job.restore_s
         } else {
             0.0
         };
@@ -354,6 +353,17 @@ impl SchedCore {
             return None;
         }
         Some(self.hit_by_failure(j, now))
+    }
+
+    /// Stops running job `j` with its progress saved (it checkpoints as it
+    /// stops: a drain ahead of a predicted failure) and requeues it at once.
+    /// Returns the accelerator-seconds lost (none but what its restore
+    /// costs later), or None when it is not running.
+    pub fn checkpoint_stop(&mut self, j: JobIdx, now: f64) -> Option<f64> {
+        if self.jobs.get(j as usize)?.state != JobState::Running {
+            return None;
+        }
+        Some(self.interrupt(j, now, true, true))
     }
 
     /// An idle accelerator of `node` fails (it is down until repaired);
