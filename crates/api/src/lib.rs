@@ -722,6 +722,47 @@ pub struct DrainNode {
     pub reason: Option<String>,
 }
 
+/// Body of `POST /api/v1/fleet/nodes/{name}/telemetry`: a node agent's
+/// batch of readings (`gigafab agent run`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeTelemetry {
+    /// The batch's number, increasing per agent run: a batch sent again
+    /// after a lost answer is taken once.
+    pub seq: u64,
+    /// When the agent started (ms since the Unix epoch): a restarted agent
+    /// numbers its batches from 1 again.
+    pub agent_start_ms: i64,
+    /// At most 256 readings.
+    pub samples: Vec<DeviceSample>,
+}
+
+/// One reading of one accelerator of the node (the fields of
+/// `gigafab agent probe -o json`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DeviceSample {
+    /// The accelerator's index on the node.
+    pub index: u32,
+    /// When it was read, ms since the Unix epoch.
+    pub at_ms: i64,
+    #[serde(default)]
+    pub power_w: Option<f64>,
+    #[serde(default)]
+    pub energy_j: Option<f64>,
+    #[serde(default)]
+    pub utilization_pct: Option<f64>,
+    #[serde(default)]
+    pub memory_used_mib: Option<u64>,
+    #[serde(default)]
+    pub temperature_c: Option<f64>,
+    /// Uncorrected ECC errors since the driver loaded.
+    #[serde(default)]
+    pub ecc_uncorrected: Option<u64>,
+    /// Xids seen since the previous reading.
+    #[serde(default)]
+    pub xid_errors: Vec<u64>,
+}
+
 /// A job's estimated start (`GET /api/v1/jobs/{id}/estimate`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct JobEstimate {
@@ -836,6 +877,8 @@ pub fn schemas() -> Vec<(String, serde_json::Value)> {
         one::<LineageGraph>(),
         one::<JobEstimate>(),
         one::<DrainNode>(),
+        one::<NodeTelemetry>(),
+        one::<DeviceSample>(),
         one::<OfferPool>(),
         one::<Offer>(),
     ];

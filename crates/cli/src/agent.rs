@@ -1,6 +1,10 @@
 //! `gigafab agent`: the node agent's commands.
 
-use anyhow::{Context, Result};
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
 use gigafab_telemetry::{DeviceInfo, Probe, Sample, probe};
 
 /// Commands of the node agent.
@@ -12,6 +16,39 @@ pub enum AgentCmd {
         #[arg(long, short = 'o', value_enum, default_value = "table")]
         output: Output,
     },
+    /// Stream this machine's accelerator readings (power, temperature,
+    /// ECC, Xids) to a gigafab server, which feeds them to its health
+    /// model (docs/health.md). Runs until stopped; while the server cannot
+    /// be reached the readings wait in a bounded buffer and are sent, in
+    /// order and once each, when it is back.
+    Run(RunArgs),
+}
+
+/// `gigafab agent run`.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// This node's name at the server (`POOL-INDEX`, as `gigafab fleet`
+    /// shows); the device indexes are the accelerators' on the node.
+    #[arg(long)]
+    node: String,
+    /// URL of the gigafab server.
+    #[arg(long, env = "GIGAFAB_SERVER", default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// File holding an admin's or operator's token (one line) [else
+    /// GIGAFAB_TOKEN].
+    #[arg(long, env = "GIGAFAB_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Where the readings come from: `auto` (NVML, then AMD SMI) or
+    /// `replay:FILE` (recorded readings, for tests and demonstrations).
+    #[arg(long, default_value = "auto")]
+    telemetry: String,
+    /// Seconds between readings.
+    #[arg(long, default_value_t = 5.0)]
+    interval: f64,
+    /// Batches of readings kept while the server cannot be reached; the
+    /// oldest are dropped beyond (and the count of dropped ones logged).
+    #[arg(long, default_value_t = 720)]
+    buffer: usize,
 }
 
 /// How `agent probe` prints what it found.
@@ -26,6 +63,9 @@ pub enum Output {
 /// Runs an agent command.
 pub fn run(cmd: AgentCmd) -> Result<()> {
     match cmd {
+        AgentCmd::Run(a) => tokio::runtime::Runtime::new()
+            .context("cannot start the async runtime")?
+            .block_on(stream(a)),
         AgentCmd::Probe { output } => {
             let found = probe();
             let text = match output {
@@ -39,6 +79,114 @@ pub fn run(cmd: AgentCmd) -> Result<()> {
             };
             print!("{text}");
             Ok(())
+        }
+    }
+}
+
+/// `gigafab agent run`: reads, buffers, sends.
+async fn stream(a: RunArgs) -> Result<()> {
+    if !(a.interval.is_finite() && (0.05..=3600.0).contains(&a.interval)) {
+        bail!("--interval must be within 0.05..=3600 seconds");
+    }
+    if a.buffer == 0 {
+        bail!("--buffer must be at least 1");
+    }
+    let token = match &a.token_file {
+        Some(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("{}: cannot read the token", p.display()))?
+            .trim()
+            .to_string(),
+        None => std::env::var("GIGAFAB_TOKEN")
+            .ok()
+            .filter(|t| !t.trim().is_empty())
+            .context("no token: --token-file or GIGAFAB_TOKEN (an admin's or operator's)")?,
+    };
+    let Some(t) = crate::serve::telemetry(&a.telemetry)? else {
+        bail!("no GPU telemetry on this machine (gigafab agent probe says why)");
+    };
+    let url = format!(
+        "{}/api/v1/fleet/nodes/{}/telemetry",
+        a.server.trim_end_matches('/'),
+        a.node
+    );
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .context("cannot make an HTTP client")?;
+    let start_ms = gigafab_telemetry::now_ms();
+    let mut seq = 0u64;
+    let mut buf: VecDeque<serde_json::Value> = VecDeque::new();
+    let (mut dropped, mut unreachable, mut read_failed) = (0u64, false, false);
+    eprintln!(
+        "gigafab agent: {} readings of node {} to {} every {} s",
+        t.source(),
+        a.node,
+        a.server,
+        a.interval
+    );
+    loop {
+        match t.sample() {
+            Ok(samples) => {
+                read_failed = false;
+                seq += 1;
+                buf.push_back(serde_json::json!({
+                    "seq": seq,
+                    "agent_start_ms": start_ms,
+                    "samples": samples,
+                }));
+                if buf.len() > a.buffer {
+                    buf.pop_front();
+                    dropped += 1;
+                    eprintln!("gigafab agent: buffer full: {dropped} batches dropped so far");
+                }
+            }
+            Err(e) if !read_failed => {
+                read_failed = true;
+                eprintln!("gigafab agent: cannot read the devices: {e}");
+            }
+            Err(_) => {}
+        }
+        // in order, each once: the server takes a batch sent again (its
+        // answer lost) only once
+        while let Some(b) = buf.front() {
+            match client.post(&url).bearer_auth(&token).json(b).send().await {
+                Ok(r) if r.status().is_success() => {
+                    if unreachable {
+                        eprintln!("gigafab agent: the server is back");
+                        unreachable = false;
+                    }
+                    buf.pop_front();
+                }
+                Ok(r) if r.status().is_client_error() => {
+                    let status = r.status();
+                    let body = r.text().await.unwrap_or_default();
+                    bail!("the server refused the readings: {status} {}", body.trim());
+                }
+                Ok(r) => {
+                    if !unreachable {
+                        eprintln!(
+                            "gigafab agent: the server answered {}; keeping the readings",
+                            r.status()
+                        );
+                        unreachable = true;
+                    }
+                    break;
+                }
+                Err(e) => {
+                    if !unreachable {
+                        eprintln!(
+                            "gigafab agent: cannot reach {}: {e}; keeping the readings",
+                            a.server
+                        );
+                        unreachable = true;
+                    }
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs_f64(a.interval)) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
         }
     }
 }

@@ -284,7 +284,9 @@ struct Replay {
     samples: Vec<Vec<gigafab_telemetry::Sample>>,
 }
 
-fn telemetry(spec: &str) -> Result<Option<Arc<dyn gigafab_telemetry::Telemetry>>> {
+/// The telemetry source `spec` names (`auto`, `off`, `replay:FILE`), for
+/// `gigafab serve` and `gigafab agent run`.
+pub(crate) fn telemetry(spec: &str) -> Result<Option<Arc<dyn gigafab_telemetry::Telemetry>>> {
     match spec {
         "off" => Ok(None),
         "auto" => {

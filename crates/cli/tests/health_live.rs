@@ -5,6 +5,7 @@
 mod common;
 
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -101,4 +102,254 @@ async fn an_xid_79_drains_the_node_and_requeues_its_job_elsewhere() {
     let _ = s
         .call("DELETE", &format!("/api/v1/jobs/{job}"), Some(TOKEN), None)
         .await;
+}
+
+/// Kills the agent however the test ends.
+struct Agent(std::process::Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_node_agent_streams_an_xid_79_and_a_two_node_job_moves_to_healthy_nodes() {
+    let dir = fresh_dir("health-agent");
+    let f = dir.join("factory.toml");
+    std::fs::write(
+        &f,
+        "name = \"health\"\n[[sites]]\nname = \"s\"\n[[sites.pools]]\nname = \"h100\"\naccelerator = \"h100\"\nnodes = 3\naccelerators_per_node = 2\n",
+    )
+    .unwrap();
+    let data = dir.join("data");
+    let mut args = base_args(&data);
+    args.extend(["--factory".into(), f.display().to_string()]);
+    let s = Server::start(&dir, &strs(&args), &[("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)]).unwrap();
+    // a tenant cannot send readings (it could drain nodes with them)
+    let tenants = s.tenants(&["acme"], 10.0).await;
+    let batch = json!({"seq": 1, "agent_start_ms": 1, "samples": [{"index": 0, "at_ms": 1, "xid_errors": [79]}]});
+    let (code, body) = s
+        .call(
+            "POST",
+            "/api/v1/fleet/nodes/h100-0/telemetry",
+            Some(&tenants[0].0),
+            Some(batch.clone()),
+        )
+        .await;
+    assert_eq!(code, 403, "{body}");
+    // bad readings are refused with their place
+    let bad = json!({"seq": 1, "agent_start_ms": 1, "samples": [{"index": 5, "at_ms": 1}]});
+    let (code, body) = s
+        .call(
+            "POST",
+            "/api/v1/fleet/nodes/h100-0/telemetry",
+            Some(TOKEN),
+            Some(bad),
+        )
+        .await;
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("samples[0].index"), "{body}");
+    let hot = json!({"seq": 1, "agent_start_ms": 1, "samples": [{"index": 0, "at_ms": 1, "temperature_c": 1e9}]});
+    let (code, body) = s
+        .call(
+            "POST",
+            "/api/v1/fleet/nodes/h100-0/telemetry",
+            Some(TOKEN),
+            Some(hot),
+        )
+        .await;
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("temperature_c"), "{body}");
+
+    // a two-node job
+    let j = s
+        .json(
+            "POST",
+            "/api/v1/jobs",
+            TOKEN,
+            Some(json!({"allocation": 1, "gpus": 4, "command": ["sleep", "60"]})),
+        )
+        .await;
+    let id = j["id"].as_i64().unwrap();
+    let j = s.wait_state(TOKEN, id, &["running"]).await;
+    let acc: Vec<String> = serde_json::from_value(j["accelerators"].clone()).unwrap();
+    let node = acc[0].split('/').next().unwrap().to_string();
+    let nodes: std::collections::BTreeSet<&str> =
+        acc.iter().map(|a| a.split('/').next().unwrap()).collect();
+    assert_eq!(nodes.len(), 2, "{acc:?}");
+
+    // the agent on one of its nodes, replaying an Xid 79 on device 1
+    let rec =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../telemetry/tests/fixtures/xid79-replay.json");
+    let token_file = dir.join("agent-token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let _agent = Agent(
+        Command::new(env!("CARGO_BIN_EXE_gigafab"))
+            .args([
+                "agent",
+                "run",
+                "--node",
+                &node,
+                "--server",
+                &s.url,
+                "--interval",
+                "0.2",
+            ])
+            .arg("--token-file")
+            .arg(&token_file)
+            .arg(format!("--telemetry=replay:{}", rec.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let t = Instant::now();
+    loop {
+        let j = s
+            .json("GET", &format!("/api/v1/jobs/{id}"), TOKEN, None)
+            .await;
+        let acc = j["accelerators"].to_string();
+        if j["state"] == "running" && !acc.contains(&format!("{node}/")) {
+            assert!(
+                j["events"]
+                    .to_string()
+                    .contains(&format!("node {node} left service (xid 79 on gpu 1")),
+                "{j:#}"
+            );
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "not moved: {j:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // the node's readings and health, with the evidence
+    let r = s
+        .json(
+            "GET",
+            &format!("/api/v1/fleet/nodes/{node}/telemetry"),
+            TOKEN,
+            None,
+        )
+        .await;
+    assert_eq!(r["health"], "draining", "{r:#}");
+    assert!(
+        r["evidence"].to_string().contains("xid 79 on gpu 1"),
+        "{r:#}"
+    );
+    assert!(
+        !r["devices"][1]["readings"].as_array().unwrap().is_empty(),
+        "{r:#}"
+    );
+    let (_, metrics) = s.call("GET", "/metrics", Some(TOKEN), None).await;
+    for line in [
+        format!("gigafab_gpu_xid_errors_total{{node=\"{node}\",gpu=\"1\",xid=\"79\"}}"),
+        format!("gigafab_gpu_temperature_celsius{{node=\"{node}\",gpu=\"0\"}} 61.0"),
+        "gigafab_nodes_by_health{state=\"draining\"} 1".to_string(),
+    ] {
+        assert!(metrics.contains(&line), "{line} not in:\n{metrics}");
+    }
+    // a batch sent again (its answer lost) is taken once
+    let again = json!({"seq": 7, "agent_start_ms": 42, "samples": []});
+    let a = s
+        .json(
+            "POST",
+            "/api/v1/fleet/nodes/h100-2/telemetry",
+            TOKEN,
+            Some(again.clone()),
+        )
+        .await;
+    assert_eq!(a["acked"], 7);
+    let a = s
+        .json(
+            "POST",
+            "/api/v1/fleet/nodes/h100-2/telemetry",
+            TOKEN,
+            Some(again),
+        )
+        .await;
+    assert_eq!(a["duplicate"], true);
+    let _ = s
+        .call("DELETE", &format!("/api/v1/jobs/{id}"), Some(TOKEN), None)
+        .await;
+}
+
+#[tokio::test]
+async fn an_agent_keeps_its_readings_while_the_server_is_away() {
+    let dir = fresh_dir("health-buffer");
+    // a port with nothing on it yet
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let rec =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../telemetry/tests/fixtures/xid79-replay.json");
+    let token_file = dir.join("agent-token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let before = gigafab_now_ms();
+    let _agent = Agent(
+        Command::new(env!("CARGO_BIN_EXE_gigafab"))
+            .args([
+                "agent",
+                "run",
+                "--node",
+                "h100-0",
+                "--interval",
+                "0.1",
+                "--buffer",
+                "5",
+            ])
+            .args(["--server", &format!("http://127.0.0.1:{port}")])
+            .arg("--token-file")
+            .arg(&token_file)
+            .arg(format!("--telemetry=replay:{}", rec.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // readings pile up (at most 5 batches kept) while nothing answers
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let f = dir.join("factory.toml");
+    std::fs::write(
+        &f,
+        "name = \"health\"\n[[sites]]\nname = \"s\"\n[[sites.pools]]\nname = \"h100\"\naccelerator = \"h100\"\nnodes = 2\naccelerators_per_node = 2\n",
+    )
+    .unwrap();
+    let data = dir.join("data");
+    let mut args = base_args(&data);
+    args[1] = format!("127.0.0.1:{port}");
+    args.extend(["--factory".into(), f.display().to_string()]);
+    let s = Server::start(&dir, &strs(&args), &[("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)]).unwrap();
+    let started = gigafab_now_ms();
+    let t = Instant::now();
+    loop {
+        let r = s
+            .json("GET", "/api/v1/fleet/nodes/h100-0/telemetry", TOKEN, None)
+            .await;
+        let readings = r["devices"][0]["readings"].as_array().unwrap().clone();
+        let early: Vec<i64> = readings
+            .iter()
+            .filter_map(|x| x["at_ms"].as_i64())
+            .filter(|&at| at < started)
+            .collect();
+        if !early.is_empty() {
+            // the buffered ones, sent when the server came: at most the 5
+            // last, each once, in order
+            assert!(early.len() <= 5, "{early:?}");
+            assert!(early.iter().all(|&at| at >= before));
+            assert!(early.windows(2).all(|w| w[0] < w[1]), "{early:?}");
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "nothing sent: {r:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn gigafab_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }

@@ -157,6 +157,24 @@ pub struct Snapshot {
     pub running: u64,
     /// Nodes per health state (`healthy`, `suspect`, ...).
     pub health: Vec<(String, u64)>,
+    /// The accelerators the node agents report on, latest readings.
+    pub devices: Vec<DeviceSnap>,
+}
+
+/// One accelerator's latest reading at scrape time.
+#[derive(Debug, Default, Clone)]
+pub struct DeviceSnap {
+    pub node: String,
+    pub gpu: u32,
+    pub temperature_c: Option<f64>,
+    pub power_w: Option<f64>,
+}
+
+/// An accelerator (`node/gpu`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GpuLabel {
+    pub node: String,
+    pub gpu: String,
 }
 
 fn gauge_family<L, F>(
@@ -308,6 +326,26 @@ pub fn render(m: &Metrics, s: &Snapshot) -> String {
             .iter()
             .map(|(st, n)| (StateLabel { state: st.clone() }, *n as f64)),
     );
+    let gpu = |d: &DeviceSnap| GpuLabel {
+        node: d.node.clone(),
+        gpu: d.gpu.to_string(),
+    };
+    gauge_family(
+        &mut reg,
+        "gigafab_gpu_temperature_celsius",
+        "Latest temperature of each accelerator a node agent reports on (as DCGM_FI_DEV_GPU_TEMP)",
+        s.devices
+            .iter()
+            .filter_map(|d| d.temperature_c.map(|t| (gpu(d), t))),
+    );
+    gauge_family(
+        &mut reg,
+        "gigafab_gpu_power_watts",
+        "Latest power draw of each accelerator a node agent reports on (as DCGM_FI_DEV_POWER_USAGE)",
+        s.devices
+            .iter()
+            .filter_map(|d| d.power_w.map(|w| (gpu(d), w))),
+    );
     reg.register(
         "gigafab_node_power_downs",
         "Nodes powered down after being idle (idle power-down)",
@@ -402,6 +440,12 @@ mod tests {
             queued: 3,
             running: 1,
             health: vec![("healthy".into(), 3), ("draining".into(), 1)],
+            devices: vec![DeviceSnap {
+                node: "h100-0".into(),
+                gpu: 1,
+                temperature_c: Some(61.0),
+                power_w: Some(420.0),
+            }],
         };
         let t = render(&m, &s);
         for line in [
@@ -414,6 +458,7 @@ mod tests {
             "gigafab_site_power_watts{site=\"local\"} 1500.0",
             "gigafab_accelerators{pool=\"h100\",state=\"powered_down\"} 4.0",
             "gigafab_site_carbon_intensity_grams_per_kwh{site=\"local\"} 56.0",
+            "gigafab_gpu_temperature_celsius{node=\"h100-0\",gpu=\"1\"} 61.0",
             "gigafab_site_power_budget_watts{site=\"local\"} 2000000.0",
             "gigafab_allocation_used_gpu_hours{id=\"1\",allocation=\"default\",org=\"default\"} 0.25",
             "gigafab_jobs_queued 3",

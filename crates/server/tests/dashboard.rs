@@ -74,6 +74,12 @@ fn exposition() -> String {
         queued: 2,
         running: 3,
         health: vec![("healthy".into(), 3), ("draining".into(), 1)],
+        devices: vec![gigafab_server::metrics::DeviceSnap {
+            node: "h100-0".into(),
+            gpu: 1,
+            temperature_c: Some(61.0),
+            power_w: Some(420.0),
+        }],
     };
     render(&m, &s)
 }

@@ -53,6 +53,26 @@ pub(super) const ROUTES: &[Route] = &[
     },
     Route {
         method: "post",
+        path: "/api/v1/fleet/nodes/{name}/telemetry",
+        who: "admin, operator",
+        summary: "A node agent's batch of accelerator readings: fed to the health model (docs/health.md)",
+        operation_id: "post_node_telemetry",
+        body: Some("NodeTelemetry"),
+        answer: None,
+        query: None,
+    },
+    Route {
+        method: "get",
+        path: "/api/v1/fleet/nodes/{name}/telemetry",
+        who: "admin, operator",
+        summary: "The node's recent readings per accelerator and its health with the evidence",
+        operation_id: "get_node_telemetry",
+        body: None,
+        answer: None,
+        query: None,
+    },
+    Route {
+        method: "post",
         path: "/api/v1/fleet/nodes/{name}/resume",
         who: "admin, operator",
         summary: "Resume a drained node",
@@ -70,6 +90,10 @@ pub(super) fn router() -> Router<AppState> {
         .route("/api/v1/sites", get(sites))
         .route("/api/v1/fleet/nodes/{name}/drain", post(drain))
         .route("/api/v1/fleet/nodes/{name}/resume", post(resume))
+        .route(
+            "/api/v1/fleet/nodes/{name}/telemetry",
+            post(post_telemetry).get(get_telemetry),
+        )
 }
 
 async fn offer(State(s): State<AppState>) -> ApiResult {
@@ -122,6 +146,54 @@ async fn drain(
         return Err(ApiError::invalid("reason: one line of at most 200 bytes"));
     }
     Ok(reply(s.ask(p, Action::Drain(n, true, reason)).await?))
+}
+
+/// Most readings in one batch.
+const MAX_BATCH: usize = 256;
+
+async fn post_telemetry(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Path(n): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let b: gigafab_api::NodeTelemetry = super::parse_body(&body)?;
+    if b.samples.len() > MAX_BATCH {
+        return Err(ApiError::invalid(format!(
+            "samples: at most {MAX_BATCH} readings a batch, got {}",
+            b.samples.len()
+        )));
+    }
+    for (i, x) in b.samples.iter().enumerate() {
+        let bad = |what: &str| Err(ApiError::invalid(format!("samples[{i}].{what}")));
+        if x.xid_errors.len() > 64 {
+            return bad("xid_errors: at most 64 a reading");
+        }
+        let finite_in = |v: Option<f64>, lo: f64, hi: f64| {
+            v.is_none_or(|v| v.is_finite() && (lo..=hi).contains(&v))
+        };
+        if !finite_in(x.power_w, 0.0, 1e5) {
+            return bad("power_w: must be within 0..=100000");
+        }
+        if !finite_in(x.temperature_c, -100.0, 300.0) {
+            return bad("temperature_c: must be within -100..=300");
+        }
+        if !finite_in(x.utilization_pct, 0.0, 100.0) {
+            return bad("utilization_pct: must be within 0..=100");
+        }
+        if !finite_in(x.energy_j, 0.0, 1e18) {
+            return bad("energy_j: must be a finite number >= 0");
+        }
+    }
+    Ok(reply(s.ask(p, Action::Telemetry(n, Box::new(b))).await?))
+}
+
+async fn get_telemetry(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Path(n): Path<String>,
+) -> ApiResult {
+    Ok(reply(s.ask(p, Action::NodeTelemetry(n)).await?))
 }
 
 async fn resume(State(s): State<AppState>, Caller(p): Caller, Path(n): Path<String>) -> ApiResult {

@@ -171,6 +171,7 @@ impl Controller {
             queued: self.core.queued() as u64,
             running: self.core.n_running as u64,
             health: self.health_counts(),
+            devices: self.device_gauges(),
         }
     }
 

@@ -4,18 +4,25 @@
 //! failed accelerator is requeued from its last checkpoint, and the
 //! transitions and Xids go to `/metrics` and the log.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use gigafab_core::health::{HealthModel, HealthPolicy, HealthState, Signal, Transition};
 use gigafab_telemetry::Sample;
 
 use super::*;
 
+/// Readings kept per accelerator.
+const SERIES: usize = 120;
+
 /// The health model and what it needs between samples.
 pub(super) struct LiveHealth {
     pub model: HealthModel,
-    /// Per device of the telemetry node: its uncorrected-ECC counter.
-    ecc: HashMap<u32, u64>,
+    /// Per (node, device): its uncorrected-ECC counter.
+    ecc: HashMap<(u32, u32), u64>,
+    /// Per (node, device): its latest readings, oldest first.
+    pub series: HashMap<(u32, u32), VecDeque<Sample>>,
+    /// Per node: the agent run (its start) and the last batch taken.
+    agents: HashMap<u32, (i64, u64)>,
 }
 
 impl LiveHealth {
@@ -23,6 +30,8 @@ impl LiveHealth {
         LiveHealth {
             model: HealthModel::new(nodes, HealthPolicy::default()),
             ecc: HashMap::new(),
+            series: HashMap::new(),
+            agents: HashMap::new(),
         }
     }
 }
@@ -46,8 +55,13 @@ impl Controller {
                 let code = code.min(u32::MAX as u64) as u32;
                 self.health_signal(node, Signal::Xid { gpu, code }, now);
             }
+            let series = self.health.series.entry((node, s.index)).or_default();
+            if series.len() >= SERIES {
+                series.pop_front();
+            }
+            series.push_back(s.clone());
             if let Some(e) = s.ecc_uncorrected {
-                let before = self.health.ecc.insert(s.index, e);
+                let before = self.health.ecc.insert((node, s.index), e);
                 if let Some(b) = before
                     && e > b
                 {
@@ -173,6 +187,122 @@ impl Controller {
             }
             None => {}
         }
+    }
+
+    /// A node agent's batch: taken once (a batch sent again after a lost
+    /// answer is acknowledged, not taken twice), its readings kept and
+    /// fed to the health model.
+    pub(super) fn node_telemetry(
+        &mut self,
+        who: &Principal,
+        node: &str,
+        batch: gigafab_api::NodeTelemetry,
+        now: Ms,
+    ) -> Result<Value, ApiError> {
+        if !who.global() {
+            return Err(ApiError::forbidden(
+                "only an admin or operator (a node agent's token) sends node telemetry",
+            ));
+        }
+        let n = *self.node_by_name.get(node).ok_or_else(|| {
+            ApiError::not_found("node_not_found", format!("node `{node}` not found"))
+        })?;
+        let per = self.cfg.factory.pools[self.core.cluster.pool_of(n) as usize].per_node;
+        if let Some((i, x)) = batch
+            .samples
+            .iter()
+            .enumerate()
+            .find(|(_, x)| x.index >= per)
+        {
+            return Err(ApiError::invalid(format!(
+                "samples[{i}].index: node {node} has accelerators 0..{per}, not {}",
+                x.index
+            )));
+        }
+        let last = self.health.agents.get(&n).copied();
+        if let Some((start, seq)) = last
+            && start == batch.agent_start_ms
+            && batch.seq <= seq
+        {
+            return Ok(json!({"acked": batch.seq, "duplicate": true}));
+        }
+        self.health
+            .agents
+            .insert(n, (batch.agent_start_ms, batch.seq));
+        let samples: Vec<Sample> = batch
+            .samples
+            .into_iter()
+            .map(|x| Sample {
+                index: x.index,
+                at_ms: x.at_ms,
+                power_w: x.power_w,
+                energy_j: x.energy_j,
+                utilization_pct: x.utilization_pct,
+                memory_used_mib: x.memory_used_mib,
+                temperature_c: x.temperature_c,
+                ecc_uncorrected: x.ecc_uncorrected,
+                xid_errors: x.xid_errors,
+            })
+            .collect();
+        self.observe_samples(n, &samples, now);
+        Ok(json!({"acked": batch.seq}))
+    }
+
+    /// A node's recent readings per accelerator, and its health with the
+    /// evidence.
+    pub(super) fn node_readings(&self, who: &Principal, node: &str) -> Result<Value, ApiError> {
+        if !who.global() {
+            return Err(ApiError::forbidden(
+                "only an admin or operator reads node telemetry",
+            ));
+        }
+        let n = *self.node_by_name.get(node).ok_or_else(|| {
+            ApiError::not_found("node_not_found", format!("node `{node}` not found"))
+        })?;
+        let per = self.cfg.factory.pools[self.core.cluster.pool_of(n) as usize].per_node;
+        let devices: Vec<Value> = (0..per)
+            .map(|i| {
+                let readings: Vec<&Sample> = self
+                    .health
+                    .series
+                    .get(&(n, i))
+                    .map(|v| v.iter().collect())
+                    .unwrap_or_default();
+                json!({"index": i, "readings": readings})
+            })
+            .collect();
+        let h = self.health.model.node(n);
+        Ok(json!({
+            "node": node,
+            "health": self.health.model.state(n).name(),
+            "reason": h.and_then(|h| h.reason.clone()),
+            "evidence": h.map(|h| h.evidence.iter().map(|e| json!({
+                "at": Ms::from_core_s(e.t).rfc3339(),
+                "what": e.what,
+            })).collect::<Vec<_>>()).unwrap_or_default(),
+            "devices": devices,
+        }))
+    }
+
+    /// The latest temperature and power of every accelerator that has
+    /// readings (for `/metrics`).
+    pub(super) fn device_gauges(&self) -> Vec<crate::metrics::DeviceSnap> {
+        let mut v: Vec<crate::metrics::DeviceSnap> = self
+            .health
+            .series
+            .iter()
+            .filter_map(|(&(n, i), s)| {
+                let last = s.back()?;
+                Some(crate::metrics::DeviceSnap {
+                    node: self.node_names[n as usize].clone(),
+                    gpu: i,
+                    temperature_c: last.temperature_c,
+                    power_w: last.power_w,
+                })
+            })
+            .collect();
+        v.sort_by(|a, b| (&a.node, a.gpu).cmp(&(&b.node, b.gpu)));
+        v
     }
 
     /// Nodes per health state (for `/metrics`).

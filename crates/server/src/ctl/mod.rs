@@ -77,6 +77,10 @@ pub enum Action {
     Extend(Extension),
     /// Drain (with its reason) or resume a node.
     Drain(String, bool, Option<String>),
+    /// A node agent's readings (admin, operator).
+    Telemetry(String, Box<gigafab_api::NodeTelemetry>),
+    /// A node's recent readings and health (admin, operator).
+    NodeTelemetry(String),
     ListAllocs,
     GetAlloc(gigafab_api::AllocationId),
     Usage,
@@ -920,6 +924,8 @@ impl Controller {
             Action::Grant(req, org) => created(self.create_alloc(who, req, org, now)?),
             Action::Extend(x) => ok(self.extend_alloc(who, x, now)?),
             Action::Drain(node, drain, reason) => ok(self.drain(who, &node, drain, reason, now)?),
+            Action::Telemetry(node, batch) => ok(self.node_telemetry(who, &node, *batch, now)?),
+            Action::NodeTelemetry(node) => ok(self.node_readings(who, &node)?),
             Action::ListAllocs => ok(json!({"items": self
                 .allocs
                 .values()
