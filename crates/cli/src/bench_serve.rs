@@ -125,6 +125,7 @@ async fn start(b: &ServeBench, tag: &str) -> Result<Server> {
             isolation: gigafab_server::ctl::Isolation::single_user(),
             node_power: Vec::new(),
             grid_refresh: Duration::from_secs(300),
+            preflight_min_nodes: 0,
         },
         executor: Arc::new(VirtualExecutor { logs: dir.clone() }),
         existing_job_dirs: Vec::new(),

@@ -59,6 +59,17 @@ pub struct ServeArgs {
         value_name = "SECONDS"
     )]
     grid_refresh: f64,
+    /// Gangs over at least this many nodes are checked before they launch
+    /// by their site's `preflight_program` (the factory's), run on each
+    /// node; a node that fails it is drained and the gang placed elsewhere
+    /// (0: never).
+    #[arg(
+        long,
+        env = "GIGAFAB_PREFLIGHT_MIN_NODES",
+        default_value_t = 2,
+        value_name = "NODES"
+    )]
+    preflight_min_nodes: u32,
     /// GPU telemetry for measured energy: `auto` (NVML, then AMD SMI, else
     /// the power model), `off` (model only), or `replay:FILE` (recorded
     /// samples, JSON `{"devices": [...], "samples": [[...], ...]}`, played
@@ -672,6 +683,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
             bootstrap_token: bootstrap_token(&a)?,
             isolation,
             node_power,
+            preflight_min_nodes: a.preflight_min_nodes,
             grid_refresh: {
                 if !(a.grid_refresh.is_finite() && (0.1..=86_400.0).contains(&a.grid_refresh)) {
                     bail!("--grid-refresh must be within 0.1..=86400 seconds");

@@ -91,6 +91,7 @@ fn config(
             isolation: Isolation::single_user(),
             node_power: Vec::new(),
             grid_refresh: std::time::Duration::from_secs(300),
+            preflight_min_nodes: 0,
         },
         executor: fake.clone(),
         telemetry: None,

@@ -212,6 +212,7 @@ async fn stepped(
             isolation: Isolation::single_user(),
             node_power: Vec::new(),
             grid_refresh: std::time::Duration::from_secs(300),
+            preflight_min_nodes: 0,
         },
         executor,
         telemetry: None,

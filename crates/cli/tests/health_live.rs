@@ -353,3 +353,82 @@ fn gigafab_now_ms() -> i64 {
         .unwrap()
         .as_millis() as i64
 }
+
+#[tokio::test]
+async fn a_node_failing_its_pre_flight_check_is_drained_and_the_gang_placed_elsewhere() {
+    let dir = fresh_dir("health-preflight");
+    let log = dir.join("checked");
+    let f = dir.join("factory.toml");
+    // the check fails on h100-1 and notes every node it checks
+    std::fs::write(
+        &f,
+        format!(
+            "name = \"health\"\n[[sites]]\nname = \"s\"\npreflight_program = [\"sh\", \"-c\", \"echo $1 >> {}; test $1 != h100-1 || {{ echo 'dcgm: SM stress failed' >&2; exit 1; }}\", \"check\"]\n[[sites.pools]]\nname = \"h100\"\naccelerator = \"h100\"\nnodes = 3\naccelerators_per_node = 2\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    let data = dir.join("data");
+    let mut args = base_args(&data);
+    args.extend(["--factory".into(), f.display().to_string()]);
+    let s = Server::start(&dir, &strs(&args), &[("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)]).unwrap();
+    // a one-node job is not checked
+    let small = s
+        .json(
+            "POST",
+            "/api/v1/jobs",
+            TOKEN,
+            Some(json!({"allocation": 1, "gpus": 1, "command": ["true"]})),
+        )
+        .await;
+    s.wait_state(TOKEN, small["id"].as_i64().unwrap(), &["completed"])
+        .await;
+    assert!(!log.exists(), "a one-node job was checked");
+    // a two-node gang: its first placement takes h100-1, which fails
+    let j = s
+        .json(
+            "POST",
+            "/api/v1/jobs",
+            TOKEN,
+            Some(json!({"allocation": 1, "gpus": 4, "command": ["sleep", "30"]})),
+        )
+        .await;
+    let id = j["id"].as_i64().unwrap();
+    let t = Instant::now();
+    let j = loop {
+        let j = s
+            .json("GET", &format!("/api/v1/jobs/{id}"), TOKEN, None)
+            .await;
+        if j["events"].to_string().contains("pre-flight check passed") {
+            break j;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "{j:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let events = j["events"].to_string();
+    assert!(
+        events.contains("pre-flight check failed on h100-1: drained; placed again elsewhere"),
+        "{events}"
+    );
+    let j = s.wait_state(TOKEN, id, &["running"]).await;
+    let acc = j["accelerators"].to_string();
+    assert!(!acc.contains("h100-1/"), "{acc}");
+    let checked = std::fs::read_to_string(&log).unwrap();
+    assert!(checked.contains("h100-1"), "{checked}");
+    let fleet = s.json("GET", "/api/v1/fleet", TOKEN, None).await;
+    let n1 = fleet["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "h100-1")
+        .unwrap()
+        .clone();
+    assert_eq!(n1["state"], "drained", "{n1:#}");
+    assert!(
+        n1["reason"].as_str().unwrap().contains("SM stress failed"),
+        "{n1:#}"
+    );
+    let _ = s
+        .call("DELETE", &format!("/api/v1/jobs/{id}"), Some(TOKEN), None)
+        .await;
+}

@@ -20,6 +20,7 @@
 //!                           # (or carbon_g_per_kwh = 56; optional)
 //! suspend_program = ["/usr/local/sbin/node-power", "off"]  # serve's idle
 //! resume_program = ["/usr/local/sbin/node-power", "on"]    # power-down off Slurm
+//! preflight_program = ["dcgmi", "diag", "-r", "1"]  # before large gangs (serve)
 //!
 //! [[sites.pools]]
 //! name = "h100"
@@ -104,6 +105,9 @@ struct SiteFile {
     /// one that powers them up, each run with the node names as arguments.
     suspend_program: Option<Vec<String>>,
     resume_program: Option<Vec<String>>,
+    /// A quick check run on each node of a large gang before it starts in
+    /// `gigafab serve` (the node name appended), e.g. a DCGM diagnostic.
+    preflight_program: Option<Vec<String>>,
     #[serde(default)]
     pools: Vec<Spanned<PoolFile>>,
 }
@@ -160,6 +164,9 @@ pub struct Site {
     /// in `gigafab serve` off Slurm).
     pub suspend_program: Option<Vec<String>>,
     pub resume_program: Option<Vec<String>>,
+    /// A check run on each node of a large gang before it starts (the node
+    /// name appended); a node that fails it is drained.
+    pub preflight_program: Option<Vec<String>>,
 }
 
 /// Index of a pool in a [`Factory`].
@@ -306,6 +313,16 @@ impl Factory {
                     "power_budget_mw must be > 0 and at most 100000".into(),
                 ));
             }
+            if s.preflight_program
+                .as_ref()
+                .is_some_and(|v| v.is_empty() || v[0].is_empty())
+            {
+                return Err(invalid(
+                    line,
+                    loc,
+                    "preflight_program: a program and its arguments".into(),
+                ));
+            }
             if s.suspend_program.is_some() != s.resume_program.is_some()
                 || [&s.suspend_program, &s.resume_program]
                     .iter()
@@ -371,6 +388,7 @@ impl Factory {
                 grid_path,
                 suspend_program: s.suspend_program.clone(),
                 resume_program: s.resume_program.clone(),
+                preflight_program: s.preflight_program.clone(),
             });
             if s.pools.is_empty() {
                 return Err(invalid(

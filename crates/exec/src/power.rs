@@ -103,49 +103,57 @@ impl NodePower for CommandPower {
             return Ok(());
         }
         let argv = if on { &self.resume } else { &self.suspend };
-        let mut child = Command::new(&argv[0])
-            .args(&argv[1..])
-            .args(nodes)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("{}: {e}", argv[0]))?;
-        // a hung program (an unreachable BMC) is stopped
-        let deadline = Instant::now() + self.timeout;
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(st)) => break st,
-                Ok(None) if Instant::now() >= deadline => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(format!(
-                        "{} {}: no answer within {} s, stopped",
-                        argv[0],
-                        nodes.join(" "),
-                        self.timeout.as_secs()
-                    ));
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-                Err(e) => return Err(format!("{}: {e}", argv[0])),
+        run_program(argv, nodes, self.timeout)
+    }
+}
+
+/// Runs `argv` with `extra` appended as arguments (no shell), stopped
+/// after `timeout`; Ok on a zero exit, else what went wrong with the
+/// program's standard error (its first 4 KiB).
+pub fn run_program(argv: &[String], extra: &[String], timeout: Duration) -> Result<(), String> {
+    let Some(prog) = argv.first() else {
+        return Err("no program".into());
+    };
+    let mut child = Command::new(prog)
+        .args(&argv[1..])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{prog}: {e}"))?;
+    // a hung program (an unreachable BMC, a stuck diagnostic) is stopped
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break st,
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "{prog} {}: no answer within {} s, stopped",
+                    extra.join(" "),
+                    timeout.as_secs()
+                ));
             }
-        };
-        let mut err = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            use std::io::Read;
-            let _ = e.by_ref().take(4096).read_to_string(&mut err);
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => return Err(format!("{prog}: {e}")),
         }
-        if status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{} {}: {} {}",
-                argv[0],
-                nodes.join(" "),
-                status,
-                err.trim()
-            ))
-        }
+    };
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.by_ref().take(4096).read_to_string(&mut err);
+    }
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{prog} {}: {} {}",
+            extra.join(" "),
+            status,
+            err.trim()
+        ))
     }
 }
 

@@ -33,6 +33,13 @@ pub enum Done {
         runs: Vec<(i64, String)>,
         states: Vec<Result<RunStatus, ExecError>>,
     },
+    /// A pre-flight check of a start of a job: the nodes that failed it,
+    /// with what went wrong.
+    Preflight {
+        job: i64,
+        start: u32,
+        failed: Vec<(u32, String)>,
+    },
 }
 
 /// Sends engine calls to blocking threads and collects their results.
@@ -45,6 +52,8 @@ pub struct Driver {
     pub in_flight: HashSet<i64>,
     /// Whether a poll was sent and has not come back.
     pub polling: bool,
+    /// Pre-flight checks under way (jobs).
+    pub preflights: HashSet<i64>,
     /// Per site: the queue of its power orders.
     power_tx: std::collections::HashMap<String, std::sync::mpsc::Sender<PowerOrder>>,
 }
@@ -59,13 +68,48 @@ impl Driver {
             launch_slots: Arc::new(Semaphore::new(MAX_LAUNCHES)),
             in_flight: HashSet::new(),
             polling: false,
+            preflights: HashSet::new(),
             power_tx: std::collections::HashMap::new(),
         }
     }
 
     /// Whether an answer is still to come.
     pub fn busy(&self) -> bool {
-        self.polling || !self.in_flight.is_empty()
+        self.polling || !self.in_flight.is_empty() || !self.preflights.is_empty()
+    }
+
+    /// Runs `program NODE` on each of `nodes` (index, name) at once, each
+    /// stopped after `timeout`; answers with the nodes that failed.
+    pub fn preflight(
+        &mut self,
+        job: i64,
+        start: u32,
+        program: Vec<String>,
+        nodes: Vec<(u32, String)>,
+        timeout: std::time::Duration,
+    ) {
+        self.preflights.insert(job);
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let mut checks = Vec::new();
+            for (n, name) in nodes {
+                let program = program.clone();
+                checks.push(tokio::task::spawn_blocking(move || {
+                    gigafab_exec::power::run_program(&program, std::slice::from_ref(&name), timeout)
+                        .err()
+                        .map(|e| (n, e))
+                }));
+            }
+            let mut failed = Vec::new();
+            for c in checks {
+                match c.await {
+                    Ok(Some(f)) => failed.push(f),
+                    Ok(None) => {}
+                    Err(e) => failed.push((u32::MAX, format!("the check failed to run: {e}"))),
+                }
+            }
+            let _ = tx.send(Done::Preflight { job, start, failed });
+        });
     }
 
     /// Launches the `start`-th run of a job (a preempted job starts again).

@@ -305,6 +305,99 @@ impl Controller {
         v
     }
 
+    /// Whether job `id`'s launch waits for a pre-flight check of its
+    /// nodes (started here when due): gangs over at least
+    /// `preflight_min_nodes` nodes at a site with a `preflight_program`.
+    pub(super) fn preflight_gate(&mut self, id: i64, now: Ms) -> bool {
+        let min = self.cfg.preflight_min_nodes;
+        let Some(j) = self.jobs.get(&id) else {
+            return false;
+        };
+        let start = j.starts;
+        if min == 0 || self.preflight_passed.get(&id) == Some(&start) {
+            return false;
+        }
+        if self.preflight_running.get(&id) == Some(&start) {
+            return true;
+        }
+        let mut nodes: Vec<u32> = j.devices.iter().map(|&(n, _)| n).collect();
+        nodes.dedup();
+        if (nodes.len() as u32) < min {
+            return false;
+        }
+        let site = self.cfg.factory.pools[self.core.cluster.pool_of(nodes[0]) as usize].site;
+        let Some(program) = self.cfg.factory.sites[site].preflight_program.clone() else {
+            return false;
+        };
+        let named: Vec<(u32, String)> = nodes
+            .iter()
+            .map(|&n| (n, self.node_names[n as usize].clone()))
+            .collect();
+        self.preflight_running.insert(id, start);
+        self.event(
+            id,
+            now,
+            "preflight",
+            format!("pre-flight check of its {} nodes", named.len()),
+        );
+        self.driver.preflight(
+            id,
+            start,
+            program,
+            named,
+            std::time::Duration::from_secs(600),
+        );
+        true
+    }
+
+    /// A pre-flight check answered: the job launches, or its failed nodes
+    /// are drained and it goes back to the queue to be placed elsewhere.
+    pub(super) fn preflight_done(
+        &mut self,
+        id: i64,
+        start: u32,
+        failed: Vec<(u32, String)>,
+        now: Ms,
+    ) {
+        if self.preflight_running.get(&id) == Some(&start) {
+            self.preflight_running.remove(&id);
+        }
+        let Some(j) = self.jobs.get(&id) else {
+            return;
+        };
+        if j.row.state != "running" || j.starts != start {
+            return; // cancelled or stopped meanwhile
+        }
+        let core = j.core;
+        if failed.is_empty() {
+            self.preflight_passed.insert(id, start);
+            self.event(id, now, "preflight", "pre-flight check passed".into());
+            self.launches.push(id);
+            return;
+        }
+        let names: Vec<String> = failed
+            .iter()
+            .filter_map(|(n, _)| self.node_names.get(*n as usize).cloned())
+            .collect();
+        for (n, e) in failed {
+            if (n as usize) < self.node_names.len() {
+                self.health_signal(n, Signal::PreflightFailed { detail: e }, now);
+            }
+        }
+        self.core.checkpoint_stop(core, now.core_s());
+        self.preempt_job(id, now);
+        let msg = format!(
+            "pre-flight check failed on {}: drained; placed again elsewhere",
+            names.join(", ")
+        );
+        self.event(id, now, "preflight", msg.clone());
+        if let Some(j) = self.jobs.get_mut(&id) {
+            j.row.reason = Some(msg);
+        }
+        self.update_job_op(id);
+        self.dirty = true;
+    }
+
     /// Nodes per health state (for `/metrics`).
     pub(super) fn health_counts(&self) -> Vec<(String, u64)> {
         [

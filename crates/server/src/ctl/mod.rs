@@ -264,6 +264,9 @@ pub struct CtlConfig {
     pub node_power: Vec<Option<Arc<dyn gigafab_exec::power::NodePower>>>,
     /// How often the sites' grid files are looked at for changes.
     pub grid_refresh: Duration,
+    /// Gangs over at least this many nodes are checked by their site's
+    /// `preflight_program` before they launch (0: never).
+    pub preflight_min_nodes: u32,
 }
 
 /// Whose identity jobs run under (docs/security.md).
@@ -477,6 +480,9 @@ pub struct Controller {
     power: power::PowerState,
     /// Node health from the telemetry.
     health: health::LiveHealth,
+    /// Pre-flight checks: running and passed, per job (its start).
+    preflight_running: HashMap<i64, u32>,
+    preflight_passed: HashMap<i64, u32>,
 }
 
 /// A typed answer as JSON (the API contract's types always serialize).
@@ -603,6 +609,8 @@ impl Controller {
             driver: driver::Driver::new(executor),
             power: power::PowerState::new(&cfg_factory),
             health: health::LiveHealth::new(cfg_factory.nodes()),
+            preflight_running: HashMap::new(),
+            preflight_passed: HashMap::new(),
         };
         c.tele_node = c.telemetry_node();
         // the sites' energy counts from now, not from 1970

@@ -488,6 +488,13 @@ impl Controller {
                 // not to start, or launched already (a stale relaunch)
                 continue;
             }
+            if self.preflight_gate(id, now) {
+                // its nodes are checked first (health.rs)
+                continue;
+            }
+            let Some(j) = self.jobs.get(&id) else {
+                continue;
+            };
             if self.stopping.values().any(|&s| s == id) || self.driver.in_flight.contains(&id) {
                 // its preempted run is still stopping, or an earlier launch
                 // has not answered: one engine run at a time
@@ -627,6 +634,10 @@ impl Controller {
                 self.launched(job, start, result, now)
             }
             super::driver::Done::Polled { runs, states } => self.polled(runs, states, now),
+            super::driver::Done::Preflight { job, start, failed } => {
+                self.driver.preflights.remove(&job);
+                self.preflight_done(job, start, failed, now)
+            }
         }
     }
 }
