@@ -43,6 +43,12 @@ for ck in 900 1800 3600; do
             --precursor-recall $rec --precursor-precision $prec
       done
     done
+    # pre-flight checks of 5 minutes catching half the latent faults, alone
+    # and with a predictor
+    run "$T/w$ck.csv" "$T/$ck-pf-$seed.json" $seed --precursor-recall 0 \
+        --preflight-minutes 5 --preflight-recall 0.5
+    run "$T/w$ck.csv" "$T/$ck-pf-0.75-$seed.json" $seed --precursor-recall 0.75 \
+        --precursor-precision 0.8 --preflight-minutes 5 --preflight-recall 0.5
   done
 done
 python3 - "$T" "$SEEDS" <<'PY'
@@ -56,7 +62,9 @@ print("|---:|---|---:|---:|---:|---:|")
 for ck in ["900", "1800", "3600"]:
     rows = [("reactive", f"{ck}-reactive")] + [
         (f"recall {r}, precision {p}", f"{ck}-{r}-{p}")
-        for r in ["0.25", "0.5", "0.75", "1.0"] for p in ["0.5", "0.8", "1.0"]]
+        for r in ["0.25", "0.5", "0.75", "1.0"] for p in ["0.5", "0.8", "1.0"]] + [
+        ("pre-flight 5 min (catches 50%)", f"{ck}-pf"),
+        ("pre-flight + recall 0.75, precision 0.8", f"{ck}-pf-0.75")]
     for label, name in rows:
         print(f"| {int(ck) // 60} min | {label} | {100 * avg(name, 'large_gang_ettr'):.1f}% "
               f"| {avg(name, 'failure_job_hits'):.0f} | {avg(name, 'true_drains'):.0f} / {avg(name, 'false_drains'):.0f} "

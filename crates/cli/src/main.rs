@@ -121,6 +121,18 @@ struct SimArgs {
     /// Hours a node drained on a false alarm is out (checked, then back).
     #[arg(long, default_value_t = 1.0)]
     false_alarm_check_hours: f64,
+    /// Pre-flight checks: a gang over at least --preflight-min-nodes nodes
+    /// begins its run this many minutes after its start (0: no check).
+    #[arg(long, default_value_t = 0.0)]
+    preflight_minutes: f64,
+    /// Nodes from which a gang is checked before it runs.
+    #[arg(long, default_value_t = 2)]
+    preflight_min_nodes: u32,
+    /// Share of the latent faults at a gang's start (a precursor already
+    /// there) that its pre-flight check catches; needs --precursor-recall
+    /// (which may be 0: pre-flight alone).
+    #[arg(long, default_value_t = 0.5)]
+    preflight_recall: f64,
     /// Allocations TOML file (`[[allocations]]` entries); tenants without one
     /// get an unlimited allocation.
     #[arg(long)]
@@ -437,6 +449,14 @@ fn cmd_sim(a: SimArgs) -> Result<()> {
     let mut factory = load_factory(a.factory.as_deref())?;
     apply_site_overrides(&mut factory, &a.grid, &a.power_budget)?;
     let (mut policy, throughputs) = a.sched.resolve(&factory)?;
+    if !(a.preflight_minutes.is_finite() && (0.0..=1440.0).contains(&a.preflight_minutes)) {
+        bail!("--preflight-minutes must be within 0..=1440");
+    }
+    if !(0.0..=1.0).contains(&a.preflight_recall) {
+        bail!("--preflight-recall must be within 0..=1");
+    }
+    policy.preflight_s = a.preflight_minutes * 60.0;
+    policy.preflight_min_nodes = a.preflight_min_nodes.max(1);
     let jobs = match &a.workload {
         Some(w) => read_workload(w, a.workload_format)?,
         None => {
@@ -478,6 +498,7 @@ fn cmd_sim(a: SimArgs) -> Result<()> {
             repair_s: a.repair_hours * 3600.0,
             precursors: a.precursor_recall.map(|r| gigafab_twin::Precursors {
                 check_s: a.false_alarm_check_hours * 3600.0,
+                preflight_recall: a.preflight_recall,
                 ..gigafab_twin::Precursors::llama3(r, a.precursor_precision)
             }),
         }),

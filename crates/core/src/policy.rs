@@ -254,6 +254,11 @@ pub struct Policy {
     /// A gang over more than one node expected to run at least this long
     /// (seconds) is not placed on suspect nodes ([`crate::health`]).
     pub suspect_avoid_s: f64,
+    /// The twin: a gang over at least `preflight_min_nodes` nodes begins
+    /// its run this long after its start (its nodes' pre-flight check).
+    /// The live server runs the real check instead (0 there).
+    pub preflight_s: f64,
+    pub preflight_min_nodes: u32,
 }
 
 /// Where a job that may run at several sites goes first (after carbon,
@@ -318,6 +323,8 @@ impl Policy {
             warm_nodes: 1,
             site_balance: SiteBalance::Declared,
             suspect_avoid_s: 3600.0,
+            preflight_s: 0.0,
+            preflight_min_nodes: 2,
         }
     }
 

@@ -90,6 +90,11 @@ pub struct Precursors {
     pub recall: f64,
     pub precision: f64,
     pub check_s: f64,
+    /// Share of the latent faults (a precursor already there when a run
+    /// starts) that the pre-flight check of a large gang catches
+    /// (`Policy::preflight_s` > 0): the node is drained before the run
+    /// begins and the gang placed elsewhere.
+    pub preflight_recall: f64,
 }
 
 impl Precursors {
@@ -101,6 +106,7 @@ impl Precursors {
             recall,
             precision,
             check_s: 3600.0,
+            preflight_recall: 0.0,
         }
     }
 
@@ -720,7 +726,20 @@ pub fn simulate(
                     let c = pc.class(fail_rng.f64());
                     let seen = fail_rng.f64() < c.precursor * pc.recall;
                     let pick = fail_rng.below(job.gpus as u64) as u32;
-                    if t < run && seen {
+                    // a latent fault at the start of a checked gang: its
+                    // pre-flight check may catch it before the run begins
+                    let checked = core.policy.preflight_s > 0.0
+                        && job.placement.len() as u32 >= core.policy.preflight_min_nodes;
+                    if t < run
+                        && checked
+                        && t <= c.lead_s
+                        && pc.preflight_recall > 0.0
+                        && fail_rng.f64() < c.precursor * pc.preflight_recall
+                    {
+                        q.push(now, Ev::Precursor(j, job.epoch, pick, begin + t));
+                        col.preflight_catches += 1;
+                        caught = true;
+                    } else if t < run && seen {
                         // a precursor before the run began is seen as it
                         // begins (the node was already under suspicion)
                         q.push(

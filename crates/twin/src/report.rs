@@ -164,6 +164,9 @@ pub struct Report {
     /// false alarm (`--precursor-recall`).
     pub true_drains: u64,
     pub false_drains: u64,
+    /// Of the true drains, those a pre-flight check made before a large
+    /// gang's run began (`--preflight-minutes`).
+    pub preflight_catches: u64,
     /// Idle power-down (`--power-down-after`): none when it is off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub power_down: Option<PowerDownReport>,
@@ -217,6 +220,8 @@ pub(crate) struct Collector {
     /// Nodes drained on a caught failure precursor, and on a false alarm.
     pub true_drains: u64,
     pub false_drains: u64,
+    /// Of the true drains, those of a pre-flight check.
+    pub preflight_catches: u64,
     pub last_pass_started: bool,
     /// Facility (energy J, carbon g) at the last measured submission.
     arrivals_energy: Option<(f64, f64)>,
@@ -244,6 +249,7 @@ impl Collector {
             lost_preemption_gpu_s: 0.0,
             true_drains: 0,
             false_drains: 0,
+            preflight_catches: 0,
             last_pass_started: true,
             arrivals_energy: None,
         }
@@ -563,6 +569,7 @@ impl Collector {
             large_gangs: ettr.2,
             true_drains: self.true_drains,
             false_drains: self.false_drains,
+            preflight_catches: self.preflight_catches,
             power_down: core.policy.power_down_after_s.map(|_| {
                 let st = core.power_down_stats();
                 let cycles = core.power_cycles();

@@ -503,6 +503,7 @@ fn announced(recall: f64, precision: f64, lead_s: f64) -> gigafab_twin::Precurso
         recall,
         precision,
         check_s: 600.0,
+        preflight_recall: 0.0,
     }
 }
 
@@ -560,4 +561,35 @@ fn effective_training_time_of_a_large_gang() {
     let lost_h = r.failure_job_hits as f64 * (900.0 + 30.0) / 3600.0;
     let expect = 240.0 / (240.0 + lost_h);
     assert!((e - expect).abs() < 0.02, "{e} vs about {expect}");
+}
+
+#[test]
+fn a_pre_flight_check_costs_its_time_and_catches_latent_faults() {
+    let (f, j, mut cfg) = failing_gang(Some(1000.0));
+    let mut p = Policy::new(PolicyKind::Fifo);
+    p.max_requeues = 1000;
+    // the check takes 10 minutes before each run of the gang (8 nodes)
+    p.preflight_s = 600.0;
+    let calm = SimConfig {
+        failures: None,
+        ..SimConfig::default()
+    };
+    let out = run_with(&f, p.clone(), vec![j.clone()], &calm);
+    assert_eq!(out.core.jobs[0].first_start, Some(600.0));
+    assert_eq!(out.core.jobs[0].end_s, Some(600.0 + 100_000.0));
+    // every fault is latent at the start (a lead longer than the run) and the check sees
+    // it: no failure reaches a run, each is caught before the run begins
+    let mut pc = announced(0.0, 1.0, 200_000.0);
+    pc.preflight_recall = 1.0;
+    if let Some(fl) = cfg.failures.as_mut() {
+        fl.precursors = Some(pc);
+    }
+    let r = run_with(&f, p, vec![j], &cfg).report;
+    assert_eq!(r.jobs_completed, 1, "{r:?}");
+    assert_eq!(r.failure_job_hits, 0, "{r:?}");
+    assert!(
+        r.preflight_catches > 0 && r.preflight_catches == r.true_drains,
+        "{r:?}"
+    );
+    assert_eq!(r.gpu_hours_lost, 0.0);
 }

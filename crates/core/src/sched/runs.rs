@@ -63,10 +63,16 @@ impl SchedCore {
             .time_limit_s
             .unwrap_or((1.0 - job.done).max(0.0) * job.run_full + job.restore_s);
         // on resumed nodes, the run begins once they are up (idle.rs)
-        let delay = self.boot_delay(&self.place_buf, now);
+        let mut delay = self.boot_delay(&self.place_buf, now);
         if delay > 0.0 {
             self.boot_waits += 1;
             self.boot_wait_s += delay;
+        }
+        // a large gang's nodes are checked first (the twin's pre-flight)
+        if self.policy.preflight_s > 0.0
+            && self.place_buf.len() as u32 >= self.policy.preflight_min_nodes
+        {
+            delay += self.policy.preflight_s;
         }
         let job = &mut self.jobs[j as usize];
         job.run_start = now + delay;
