@@ -761,6 +761,18 @@ pub struct DeviceSample {
     /// Xids seen since the previous reading.
     #[serde(default)]
     pub xid_errors: Vec<u64>,
+    /// Corrected ECC errors since the driver loaded.
+    #[serde(default)]
+    pub ecc_corrected: Option<u64>,
+    /// PCIe replays (a cumulative counter).
+    #[serde(default)]
+    pub pcie_replays: Option<u64>,
+    /// NVLink / xGMI errors over the device's links (a cumulative counter).
+    #[serde(default)]
+    pub link_errors: Option<u64>,
+    /// Whether the device slows down for heat.
+    #[serde(default)]
+    pub thermal_throttled: Option<bool>,
 }
 
 /// A job's estimated start (`GET /api/v1/jobs/{id}/estimate`).

@@ -432,3 +432,69 @@ async fn a_node_failing_its_pre_flight_check_is_drained_and_the_gang_placed_else
         .call("DELETE", &format!("/api/v1/jobs/{id}"), Some(TOKEN), None)
         .await;
 }
+
+#[tokio::test]
+async fn rising_error_counters_make_a_node_suspect_and_long_gangs_avoid_it() {
+    let dir = fresh_dir("health-suspect");
+    let f = dir.join("factory.toml");
+    std::fs::write(
+        &f,
+        "name = \"health\"\n[[sites]]\nname = \"s\"\n[[sites.pools]]\nname = \"h100\"\naccelerator = \"h100\"\nnodes = 3\naccelerators_per_node = 2\n",
+    )
+    .unwrap();
+    let data = dir.join("data");
+    let mut args = base_args(&data);
+    args.extend(["--factory".into(), f.display().to_string()]);
+    let s = Server::start(&dir, &strs(&args), &[("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)]).unwrap();
+    let reading = |seq: u64, corrected: u64, replays: u64| {
+        json!({"seq": seq, "agent_start_ms": 5, "samples": [
+            {"index": 0, "at_ms": seq, "ecc_corrected": corrected, "pcie_replays": replays, "temperature_c": 60.0}
+        ]})
+    };
+    // counters start somewhere: nothing yet
+    s.json(
+        "POST",
+        "/api/v1/fleet/nodes/h100-0/telemetry",
+        TOKEN,
+        Some(reading(1, 1000, 10)),
+    )
+    .await;
+    let r = s
+        .json("GET", "/api/v1/fleet/nodes/h100-0/telemetry", TOKEN, None)
+        .await;
+    assert_eq!(r["health"], "healthy", "{r:#}");
+    // 150 more corrected ECC errors in one reading: suspect
+    s.json(
+        "POST",
+        "/api/v1/fleet/nodes/h100-0/telemetry",
+        TOKEN,
+        Some(reading(2, 1150, 10)),
+    )
+    .await;
+    let r = s
+        .json("GET", "/api/v1/fleet/nodes/h100-0/telemetry", TOKEN, None)
+        .await;
+    assert_eq!(r["health"], "suspect", "{r:#}");
+    assert!(
+        r["evidence"]
+            .to_string()
+            .contains("150 correctable ECC errors on gpu 0"),
+        "{r:#}"
+    );
+    // a long two-node gang runs on the two healthy nodes
+    let j = s
+        .json(
+            "POST",
+            "/api/v1/jobs",
+            TOKEN,
+            Some(json!({"allocation": 1, "gpus": 4, "time_limit_s": 7200, "command": ["sleep", "30"]})),
+        )
+        .await;
+    let id = j["id"].as_i64().unwrap();
+    let j = s.wait_state(TOKEN, id, &["running"]).await;
+    let acc = j["accelerators"].to_string();
+    assert!(!acc.contains("h100-0/"), "{acc}");
+    let _ = s
+        .call("DELETE", &format!("/api/v1/jobs/{id}"), Some(TOKEN), None)
+        .await;
+}

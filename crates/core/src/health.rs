@@ -216,14 +216,19 @@ impl Signal {
                 gpu,
                 celsius,
                 throttled,
-            } => format!(
-                "gpu {gpu} at {celsius:.0} °C{}",
-                if *throttled {
+            } => {
+                let heat = if celsius.is_finite() {
+                    format!(" at {celsius:.0} °C")
+                } else {
+                    String::new()
+                };
+                let slow = if *throttled {
                     ", thermal throttling"
                 } else {
                     ""
-                }
-            ),
+                };
+                format!("gpu {gpu}{heat}{slow}")
+            }
             Signal::PowerExcess { gpu, watts } => {
                 format!("gpu {gpu} {watts:.0} W above its power limit")
             }

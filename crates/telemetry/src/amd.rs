@@ -699,6 +699,8 @@ impl Telemetry for AmdSmiTelemetry {
                 temperature_c,
                 ecc_uncorrected: None,
                 xid_errors: Vec::new(),
+                // RAS counts (amdsmi_get_gpu_total_ecc_count) are not read yet
+                ..Sample::default()
             });
         }
         Ok(out)

@@ -121,6 +121,19 @@ pub struct Sample {
     /// XID error codes seen since the previous sample.
     #[serde(default)]
     pub xid_errors: Vec<u64>,
+    /// Corrected ECC errors since the driver loaded (volatile counter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ecc_corrected: Option<u64>,
+    /// PCIe replays (cumulative counter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pcie_replays: Option<u64>,
+    /// NVLink errors summed over the device's links: CRC (flit and data),
+    /// replays, recoveries (cumulative counters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_errors: Option<u64>,
+    /// Whether the device slows down for heat now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thermal_throttled: Option<bool>,
 }
 
 impl Sample {

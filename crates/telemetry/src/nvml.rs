@@ -146,6 +146,28 @@ impl NvmlTelemetry {
 }
 
 /// Maps a failed `Nvml::init` to `Unavailable` with a short reason.
+/// NVLink errors summed over a device's links (CRC flit and data,
+/// replays, recoveries); None when it has no link NVML reports on.
+fn link_errors(d: &nvml_wrapper::Device<'static>) -> Option<u64> {
+    use nvml_wrapper::enum_wrappers::nv_link::ErrorCounter as E;
+    let mut total = None;
+    // data-centre GPUs have at most 18 links
+    for l in 0..18 {
+        let link = d.link_wrapper_for(l);
+        let mut any = false;
+        for c in [E::DlCrcFlit, E::DlCrcData, E::DlReplay, E::DlRecovery] {
+            if let Ok(v) = link.error_counter(c) {
+                *total.get_or_insert(0u64) += v;
+                any = true;
+            }
+        }
+        if !any {
+            break;
+        }
+    }
+    total
+}
+
 fn unavailable(lib_name: &str, e: NvmlError) -> TelemetryError {
     let reason = match &e {
         NvmlError::LibloadingError(le) => {
@@ -270,6 +292,16 @@ impl Telemetry for NvmlTelemetry {
                         d.total_ecc_errors(MemoryError::Uncorrected, EccCounter::Volatile),
                     )?,
                     xid_errors: xids.remove(&index).unwrap_or_default(),
+                    ecc_corrected: optional(
+                        index,
+                        d.total_ecc_errors(MemoryError::Corrected, EccCounter::Volatile),
+                    )?,
+                    pcie_replays: optional(index, d.pcie_replay_counter())?.map(u64::from),
+                    link_errors: link_errors(&d),
+                    thermal_throttled: optional(index, d.current_throttle_reasons())?.map(|r| {
+                        use nvml_wrapper::bitmasks::device::ThrottleReasons as T;
+                        r.intersects(T::HW_THERMAL_SLOWDOWN | T::SW_THERMAL_SLOWDOWN)
+                    }),
                 })
             })
             .collect()

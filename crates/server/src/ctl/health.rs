@@ -17,8 +17,9 @@ const SERIES: usize = 120;
 /// The health model and what it needs between samples.
 pub(super) struct LiveHealth {
     pub model: HealthModel,
-    /// Per (node, device): its uncorrected-ECC counter.
-    ecc: HashMap<(u32, u32), u64>,
+    /// Per (node, device): its counters at the last reading (uncorrected
+    /// and corrected ECC, PCIe replays, link errors).
+    ecc: HashMap<(u32, u32), [Option<u64>; 4]>,
     /// Per (node, device): its latest readings, oldest first.
     pub series: HashMap<(u32, u32), VecDeque<Sample>>,
     /// Per node: the agent run (its start) and the last batch taken.
@@ -60,23 +61,39 @@ impl Controller {
                 series.pop_front();
             }
             series.push_back(s.clone());
-            if let Some(e) = s.ecc_uncorrected {
-                let before = self.health.ecc.insert((node, s.index), e);
-                if let Some(b) = before
-                    && e > b
-                {
-                    self.health_signal(node, Signal::EccUncorrectable { gpu, count: e - b }, now);
-                }
+            // counters: what rose since the last reading
+            let now_c = [
+                s.ecc_uncorrected,
+                s.ecc_corrected,
+                s.pcie_replays,
+                s.link_errors,
+            ];
+            let before = self.health.ecc.insert((node, s.index), now_c);
+            let rise = |k: usize| match (before.and_then(|b| b[k]), now_c[k]) {
+                (Some(b), Some(n)) if n > b => n - b,
+                _ => 0,
+            };
+            let (unc, cor, pcie, link) = (rise(0), rise(1), rise(2), rise(3));
+            if unc > 0 {
+                self.health_signal(node, Signal::EccUncorrectable { gpu, count: unc }, now);
             }
-            if let Some(t) = s.temperature_c
-                && t >= thermal
-            {
+            if cor > 0 {
+                self.health_signal(node, Signal::EccCorrectable { gpu, count: cor }, now);
+            }
+            if pcie > 0 {
+                self.health_signal(node, Signal::PcieReplays { gpu, count: pcie }, now);
+            }
+            if link > 0 {
+                self.health_signal(node, Signal::LinkErrors { gpu, count: link }, now);
+            }
+            let throttled = s.thermal_throttled == Some(true);
+            if throttled || s.temperature_c.is_some_and(|t| t >= thermal) {
                 self.health_signal(
                     node,
                     Signal::Thermal {
                         gpu,
-                        celsius: t,
-                        throttled: false,
+                        celsius: s.temperature_c.unwrap_or(f64::NAN),
+                        throttled,
                     },
                     now,
                 );
@@ -242,6 +259,10 @@ impl Controller {
                 temperature_c: x.temperature_c,
                 ecc_uncorrected: x.ecc_uncorrected,
                 xid_errors: x.xid_errors,
+                ecc_corrected: x.ecc_corrected,
+                pcie_replays: x.pcie_replays,
+                link_errors: x.link_errors,
+                thermal_throttled: x.thermal_throttled,
             })
             .collect();
         self.observe_samples(n, &samples, now);
