@@ -498,3 +498,49 @@ async fn rising_error_counters_make_a_node_suspect_and_long_gangs_avoid_it() {
         .call("DELETE", &format!("/api/v1/jobs/{id}"), Some(TOKEN), None)
         .await;
 }
+
+#[tokio::test]
+async fn a_node_where_jobs_of_several_tenants_fail_is_drained_as_a_lemon() {
+    let dir = fresh_dir("health-lemon");
+    let f = dir.join("factory.toml");
+    std::fs::write(
+        &f,
+        "name = \"health\"\n[[sites]]\nname = \"s\"\n[[sites.pools]]\nname = \"h100\"\naccelerator = \"h100\"\nnodes = 1\naccelerators_per_node = 2\n",
+    )
+    .unwrap();
+    let data = dir.join("data");
+    let mut args = base_args(&data);
+    args.extend(["--factory".into(), f.display().to_string()]);
+    let s = Server::start(&dir, &strs(&args), &[("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)]).unwrap();
+    let who = s.tenants(&["acme", "beta"], 10.0).await;
+    let fail = async |w: &(String, i64)| {
+        let j = s
+            .json(
+                "POST",
+                "/api/v1/jobs",
+                &w.0,
+                Some(json!({"allocation": w.1, "gpus": 1, "command": ["false"]})),
+            )
+            .await;
+        s.wait_state(&w.0, j["id"].as_i64().unwrap(), &["failed"])
+            .await;
+    };
+    // one tenant's failing code: the node stays in service
+    for _ in 0..4 {
+        fail(&who[0]).await;
+    }
+    let node = async || {
+        let f = s.json("GET", "/api/v1/fleet", TOKEN, None).await;
+        f["nodes"][0].clone()
+    };
+    assert_eq!(node().await["health"], "healthy");
+    // a second tenant's job fails there too: a lemon
+    fail(&who[1]).await;
+    let n = node().await;
+    assert_eq!(n["health"], "draining", "{n:#}");
+    assert_eq!(n["state"], "drained", "{n:#}");
+    assert!(
+        n["reason"].as_str().unwrap().contains("lemon node"),
+        "{n:#}"
+    );
+}

@@ -12,7 +12,8 @@
 //! - [`HealthModel`]: per node, healthy → suspect → draining → drained →
 //!   in repair → healthy, with the reason and the evidence of each step;
 //!   an operator may set any state. A node that took down
-//!   [`HealthPolicy::lemon_failures`] jobs within
+//!   [`HealthPolicy::lemon_failures`] jobs of at least
+//!   [`HealthPolicy::lemon_tenants`] tenants within
 //!   [`HealthPolicy::lemon_window_s`] is drained without a hardware signal
 //!   (a "lemon node").
 
@@ -189,10 +190,11 @@ pub enum Signal {
     PreflightFailed {
         detail: String,
     },
-    /// A job running on the node ended with a failure of its accelerators
-    /// (counted for lemon-node detection).
+    /// A job running on the node ended in failure (counted for lemon-node
+    /// detection), with its tenant.
     JobFailure {
         job: String,
+        tenant: String,
     },
 }
 
@@ -247,7 +249,9 @@ impl Signal {
                 }
             ),
             Signal::PreflightFailed { detail } => format!("pre-flight check failed: {detail}"),
-            Signal::JobFailure { job } => format!("job {job} failed on its accelerators"),
+            Signal::JobFailure { job, tenant } => {
+                format!("job {job} of {tenant} failed on its accelerators")
+            }
         }
     }
 }
@@ -255,9 +259,12 @@ impl Signal {
 /// Thresholds of the health model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HealthPolicy {
-    /// Jobs taken down on one node within `lemon_window_s` that drain it.
+    /// Jobs taken down on one node within `lemon_window_s` that drain it,
+    /// from at least `lemon_tenants` tenants (a tenant whose own code
+    /// fails cannot drain nodes alone).
     pub lemon_failures: u32,
     pub lemon_window_s: f64,
+    pub lemon_tenants: u32,
     /// Correctable ECC errors in one sample that make a node suspect.
     pub ecc_correctable_suspect: u64,
     /// NVLink/xGMI errors, PCIe replays in one sample that make it suspect.
@@ -276,6 +283,7 @@ impl Default for HealthPolicy {
         HealthPolicy {
             lemon_failures: 3,
             lemon_window_s: 24.0 * 3600.0,
+            lemon_tenants: 2,
             ecc_correctable_suspect: 100,
             link_errors_suspect: 10,
             pcie_replays_suspect: 100,
@@ -348,8 +356,8 @@ pub struct NodeHealth {
     pub since: f64,
     /// The latest evidence, oldest first.
     pub evidence: VecDeque<Evidence>,
-    /// Times of the jobs it took down, within the lemon window.
-    failures: VecDeque<f64>,
+    /// The jobs it took down within the lemon window: (time, tenant).
+    failures: VecDeque<(f64, String)>,
     last_evidence: f64,
 }
 
@@ -462,16 +470,22 @@ impl HealthModel {
         let p = self.policy.clone();
         let h = self.nodes.get_mut(n as usize)?;
         let what = signal.describe();
-        if let Signal::JobFailure { .. } = signal {
-            h.failures.push_back(now);
+        if let Signal::JobFailure { tenant, .. } = signal {
+            h.failures.push_back((now, tenant.clone()));
             while h
                 .failures
                 .front()
-                .is_some_and(|&t| t < now - p.lemon_window_s)
+                .is_some_and(|(t, _)| *t < now - p.lemon_window_s)
             {
                 h.failures.pop_front();
             }
-            if h.failures.len() as u32 >= p.lemon_failures.max(1) {
+            // one tenant's failing code never drains a node by itself
+            let mut tenants: Vec<&str> = h.failures.iter().map(|(_, t)| t.as_str()).collect();
+            tenants.sort_unstable();
+            tenants.dedup();
+            if h.failures.len() as u32 >= p.lemon_failures.max(1)
+                && tenants.len() as u32 >= p.lemon_tenants.max(1)
+            {
                 verdict = Verdict::Drain(XidAction::Service);
             }
         }

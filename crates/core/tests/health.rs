@@ -169,15 +169,18 @@ fn suspicion_clears_without_new_evidence_and_operators_override() {
 fn a_lemon_node_is_drained_without_a_hardware_signal() {
     let mut m = model();
     let day = 24.0 * 3600.0;
-    let fail = |j: &str| Signal::JobFailure { job: j.into() };
+    let fail = |j: &str, t: &str| Signal::JobFailure {
+        job: j.into(),
+        tenant: t.into(),
+    };
     // two failures, then a third outside the window: nothing
-    assert_eq!(m.observe(0, &fail("a"), 0.0), None);
-    assert_eq!(m.observe(0, &fail("b"), 1.0), None);
-    assert_eq!(m.observe(0, &fail("c"), 1.0 + day + 10.0), None);
+    assert_eq!(m.observe(0, &fail("a", "acme"), 0.0), None);
+    assert_eq!(m.observe(0, &fail("b", "beta"), 1.0), None);
+    assert_eq!(m.observe(0, &fail("c", "acme"), 1.0 + day + 10.0), None);
     assert_eq!(m.state(0), HealthState::Healthy);
     // two more within the window of the third: drained, named a lemon
-    assert_eq!(m.observe(0, &fail("d"), 2.0 * day), None);
-    let t = m.observe(0, &fail("e"), 2.0 * day + 5.0).unwrap();
+    assert_eq!(m.observe(0, &fail("d", "acme"), 2.0 * day), None);
+    let t = m.observe(0, &fail("e", "beta"), 2.0 * day + 5.0).unwrap();
     assert_eq!(t.to, HealthState::Draining);
     assert!(
         t.reason
@@ -186,15 +189,24 @@ fn a_lemon_node_is_drained_without_a_hardware_signal() {
         t.reason
     );
     assert_eq!(m.node(0).unwrap().action, Some(XidAction::Service));
-    // the threshold is the policy's
+    // one tenant's own failing jobs never drain a node
+    for i in 0..10 {
+        assert_eq!(
+            m.observe(1, &fail(&format!("x{i}"), "mallory"), i as f64),
+            None
+        );
+    }
+    assert_eq!(m.state(1), HealthState::Healthy);
+    // the thresholds are the policy's
     let mut strict = HealthModel::new(
         1,
         HealthPolicy {
             lemon_failures: 1,
+            lemon_tenants: 1,
             ..HealthPolicy::default()
         },
     );
-    assert!(strict.observe(0, &fail("x"), 0.0).is_some());
+    assert!(strict.observe(0, &fail("x", "acme"), 0.0).is_some());
 }
 
 #[test]

@@ -565,6 +565,15 @@ impl Controller {
             return;
         };
         let was_running = j.row.state == "running";
+        // a failed run counts against its nodes (lemon nodes, health.rs)
+        let mut failed_on: Vec<u32> = if was_running && state == "failed" {
+            j.devices.iter().map(|&(n, _)| n).collect()
+        } else {
+            Vec::new()
+        };
+        failed_on.sort_unstable();
+        failed_on.dedup();
+        let tenant = j.row.org.clone();
         let core_state = match state {
             "completed" => JobState::Completed,
             "timeout" => JobState::TimedOut,
@@ -655,6 +664,16 @@ impl Controller {
         self.exhausted_notice(alloc_id, used_before);
         self.last_ended = self.jobs.remove(&id).map(|j| j.row);
         self.dirty = true;
+        for n in failed_on {
+            self.health_signal(
+                n,
+                gigafab_core::health::Signal::JobFailure {
+                    job: id.to_string(),
+                    tenant: tenant.clone(),
+                },
+                now,
+            );
+        }
     }
 
     /// A run the scheduler preempted for a job of higher priority: its
