@@ -481,6 +481,24 @@ async fn rising_error_counters_make_a_node_suspect_and_long_gangs_avoid_it() {
             .contains("150 correctable ECC errors on gpu 0"),
         "{r:#}"
     );
+    // a power draw well above the H100's 700 W board power is evidence too
+    let hot = json!({"seq": 3, "agent_start_ms": 5, "samples": [{"index": 1, "at_ms": 3, "power_w": 900.0}]});
+    s.json(
+        "POST",
+        "/api/v1/fleet/nodes/h100-0/telemetry",
+        TOKEN,
+        Some(hot),
+    )
+    .await;
+    let r = s
+        .json("GET", "/api/v1/fleet/nodes/h100-0/telemetry", TOKEN, None)
+        .await;
+    assert!(
+        r["evidence"]
+            .to_string()
+            .contains("gpu 1 200 W above its power limit"),
+        "{r:#}"
+    );
     // a long two-node gang runs on the two healthy nodes
     let j = s
         .json(

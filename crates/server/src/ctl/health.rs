@@ -41,6 +41,12 @@ impl Controller {
     /// Turns one telemetry reading of node `node` into health signals.
     pub(super) fn observe_samples(&mut self, node: u32, samples: &[Sample], now: Ms) {
         let thermal = self.health.model.policy.thermal_suspect_c;
+        // the node's accelerators' board power: a reading well above it is
+        // a power anomaly
+        let peak = {
+            let p = &self.cfg.factory.pools[self.core.cluster.pool_of(node) as usize];
+            self.cfg.factory.catalog.get(p.accel).peak_watts
+        };
         for s in samples {
             let gpu = s.index.min(u16::MAX as u32) as u16;
             for &code in &s.xid_errors {
@@ -85,6 +91,19 @@ impl Controller {
             }
             if link > 0 {
                 self.health_signal(node, Signal::LinkErrors { gpu, count: link }, now);
+            }
+            if let Some(w) = s.power_w
+                && peak > 0.0
+                && w > 1.05 * peak
+            {
+                self.health_signal(
+                    node,
+                    Signal::PowerExcess {
+                        gpu,
+                        watts: w - peak,
+                    },
+                    now,
+                );
             }
             let throttled = s.thermal_throttled == Some(true);
             if throttled || s.temperature_c.is_some_and(|t| t >= thermal) {
