@@ -75,6 +75,12 @@ type GetUuidFn = unsafe extern "C" fn(RawHandle, *mut c_uint, *mut c_void) -> St
 /// the first field is `char market_name[]`.
 type GetAsicInfoFn = unsafe extern "C" fn(RawHandle, *mut c_void) -> Status;
 
+/// Optional: `amdsmi_get_gpu_total_ecc_count(amdsmi_processor_handle,
+/// amdsmi_error_count_t *ec)`: `uint64_t correctable_count,
+/// uncorrectable_count, deferred_count` then reserved words (AMD's RAS
+/// error counts over every block).
+type GetTotalEccCountFn = unsafe extern "C" fn(RawHandle, *mut c_void) -> Status;
+
 /// A zeroed, 8-aligned scratch buffer for a C structure to be written into.
 #[repr(C, align(8))]
 struct Buf<const N: usize>([u8; N]);
@@ -92,6 +98,13 @@ impl<const N: usize> Buf<N> {
             .get(i * 4..i * 4 + 4)
             .and_then(|b| b.try_into().ok())
             .map_or(0, u32::from_ne_bytes)
+    }
+    /// The `i`th native-endian `uint64_t` (0 past the end).
+    fn qword(&self, i: usize) -> u64 {
+        self.0
+            .get(i * 8..i * 8 + 8)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_ne_bytes)
     }
     fn words<const W: usize>(&self) -> [u32; W] {
         std::array::from_fn(|i| self.word(i))
@@ -129,6 +142,7 @@ struct Fns {
     get_lib_version: Option<GetLibVersionFn>,
     get_uuid: Option<GetUuidFn>,
     get_asic_info: Option<GetAsicInfoFn>,
+    get_total_ecc_count: Option<GetTotalEccCountFn>,
 }
 
 /// Copies a function pointer of type `T` out of `lib`.
@@ -166,6 +180,8 @@ fn resolve(lib: &Library) -> Result<Fns, &'static str> {
         get_uuid: unsafe { symbol(lib, "amdsmi_get_gpu_device_uuid") },
         // SAFETY: as above.
         get_asic_info: unsafe { symbol(lib, "amdsmi_get_gpu_asic_info") },
+        // SAFETY: as above.
+        get_total_ecc_count: unsafe { symbol(lib, "amdsmi_get_gpu_total_ecc_count") },
     })
 }
 
@@ -688,6 +704,18 @@ impl Telemetry for AmdSmiTelemetry {
                 }
             }
 
+            // RAS: ECC errors over every block (correctable, and
+            // uncorrectable with deferred ones)
+            let mut ecc = (None, None);
+            if let Some(f) = fns.get_total_ecc_count {
+                let mut b = Buf::<64>::new();
+                // SAFETY: `h` came from the library; the buffer is writable,
+                // aligned and as large as amdsmi_error_count_t (64 bytes).
+                let s = unsafe { f(h.0, b.as_mut_ptr()) };
+                if readable(index, "amdsmi_get_gpu_total_ecc_count", s)? {
+                    ecc = decode_ecc(&b);
+                }
+            }
             let trusted = validator.observe(counter_j, power.power_w, t_s);
             out.push(Sample {
                 index,
@@ -697,9 +725,9 @@ impl Telemetry for AmdSmiTelemetry {
                 utilization_pct,
                 memory_used_mib: None,
                 temperature_c,
-                ecc_uncorrected: None,
+                ecc_uncorrected: ecc.1,
+                ecc_corrected: ecc.0,
                 xid_errors: Vec::new(),
-                // RAS counts (amdsmi_get_gpu_total_ecc_count) are not read yet
                 ..Sample::default()
             });
         }
@@ -707,9 +735,24 @@ impl Telemetry for AmdSmiTelemetry {
     }
 }
 
+/// (correctable, uncorrectable + deferred) of an `amdsmi_error_count_t`.
+fn decode_ecc(b: &Buf<64>) -> (Option<u64>, Option<u64>) {
+    let (c, u, d) = (b.qword(0), b.qword(1), b.qword(2));
+    (Some(c), Some(u.saturating_add(d)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decodes_the_ras_error_counts() {
+        let mut b = Buf::<64>::new();
+        b.0[0..8].copy_from_slice(&150u64.to_ne_bytes());
+        b.0[8..16].copy_from_slice(&2u64.to_ne_bytes());
+        b.0[16..24].copy_from_slice(&1u64.to_ne_bytes());
+        assert_eq!(decode_ecc(&b), (Some(150), Some(3)));
+    }
 
     fn words(pairs: &[(usize, u32)]) -> [u32; 24] {
         let mut w = [0u32; 24];
