@@ -773,6 +773,9 @@ pub struct DeviceSample {
     /// Whether the device slows down for heat.
     #[serde(default)]
     pub thermal_throttled: Option<bool>,
+    /// The device did not answer (fallen off the bus).
+    #[serde(default)]
+    pub unreadable: bool,
 }
 
 /// A job's estimated start (`GET /api/v1/jobs/{id}/estimate`).

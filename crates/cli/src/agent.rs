@@ -157,6 +157,16 @@ async fn stream(a: RunArgs) -> Result<()> {
                     }
                     buf.pop_front();
                 }
+                Ok(r) if r.status() == reqwest::StatusCode::UNPROCESSABLE_ENTITY => {
+                    // a bad reading (a failing device's garbage): dropped,
+                    // the agent goes on watching
+                    let body = r.text().await.unwrap_or_default();
+                    eprintln!(
+                        "gigafab agent: a batch refused and dropped: {}",
+                        body.trim()
+                    );
+                    buf.pop_front();
+                }
                 Ok(r) if r.status().is_client_error() => {
                     let status = r.status();
                     let body = r.text().await.unwrap_or_default();

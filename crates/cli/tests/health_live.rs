@@ -77,7 +77,8 @@ async fn an_xid_79_drains_the_node_and_requeues_its_job_elsewhere() {
         .unwrap()
         .clone();
     assert_eq!(node0["state"], "drained", "{node0:#}");
-    assert_eq!(node0["health"], "draining", "{node0:#}");
+    // its job has left it: drained, not draining any more
+    assert_eq!(node0["health"], "drained", "{node0:#}");
     assert!(
         node0["reason"]
             .as_str()
@@ -89,7 +90,7 @@ async fn an_xid_79_drains_the_node_and_requeues_its_job_elsewhere() {
     for line in [
         "gigafab_gpu_xid_errors_total{node=\"h100-0\",gpu=\"1\",xid=\"79\"}",
         "gigafab_node_health_transitions_total{state=\"draining\"} 1",
-        "gigafab_nodes_by_health{state=\"draining\"} 1",
+        "gigafab_nodes_by_health{state=\"drained\"} 1",
     ] {
         assert!(metrics.contains(line), "{line} not in:\n{metrics}");
     }
@@ -232,7 +233,8 @@ async fn a_node_agent_streams_an_xid_79_and_a_two_node_job_moves_to_healthy_node
             None,
         )
         .await;
-    assert_eq!(r["health"], "draining", "{r:#}");
+    // its jobs have left: drained
+    assert_eq!(r["health"], "drained", "{r:#}");
     assert!(
         r["evidence"].to_string().contains("xid 79 on gpu 1"),
         "{r:#}"
@@ -245,7 +247,7 @@ async fn a_node_agent_streams_an_xid_79_and_a_two_node_job_moves_to_healthy_node
     for line in [
         format!("gigafab_gpu_xid_errors_total{{node=\"{node}\",gpu=\"1\",xid=\"79\"}}"),
         format!("gigafab_gpu_temperature_celsius{{node=\"{node}\",gpu=\"0\"}} 61.0"),
-        "gigafab_nodes_by_health{state=\"draining\"} 1".to_string(),
+        "gigafab_nodes_by_health{state=\"drained\"} 1".to_string(),
     ] {
         assert!(metrics.contains(&line), "{line} not in:\n{metrics}");
     }
@@ -424,8 +426,13 @@ async fn a_node_failing_its_pre_flight_check_is_drained_and_the_gang_placed_else
         .unwrap()
         .clone();
     assert_eq!(n1["state"], "drained", "{n1:#}");
+    // everyone sees that the check failed; operators see how
+    assert_eq!(n1["reason"], "[gigafab] pre-flight check failed", "{n1:#}");
     assert!(
-        n1["reason"].as_str().unwrap().contains("SM stress failed"),
+        n1["health_reason"]
+            .as_str()
+            .unwrap()
+            .contains("SM stress failed"),
         "{n1:#}"
     );
     let _ = s
@@ -530,7 +537,7 @@ async fn a_node_where_jobs_of_several_tenants_fail_is_drained_as_a_lemon() {
     let mut args = base_args(&data);
     args.extend(["--factory".into(), f.display().to_string()]);
     let s = Server::start(&dir, &strs(&args), &[("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)]).unwrap();
-    let who = s.tenants(&["acme", "beta"], 10.0).await;
+    let who = s.tenants(&["acme", "beta", "gamma"], 10.0).await;
     let fail = async |w: &(String, i64)| {
         let j = s
             .json(
@@ -543,22 +550,71 @@ async fn a_node_where_jobs_of_several_tenants_fail_is_drained_as_a_lemon() {
         s.wait_state(&w.0, j["id"].as_i64().unwrap(), &["failed"])
             .await;
     };
-    // one tenant's failing code: the node stays in service
-    for _ in 0..4 {
+    // two tenants' failing code, however much: the node stays in service
+    for _ in 0..3 {
         fail(&who[0]).await;
+        fail(&who[1]).await;
     }
     let node = async || {
         let f = s.json("GET", "/api/v1/fleet", TOKEN, None).await;
         f["nodes"][0].clone()
     };
     assert_eq!(node().await["health"], "healthy");
-    // a second tenant's job fails there too: a lemon
-    fail(&who[1]).await;
-    let n = node().await;
-    assert_eq!(n["health"], "draining", "{n:#}");
+    // a third tenant's job fails there too: a lemon
+    fail(&who[2]).await;
+    // draining, then drained at the next poll (no job left on it)
+    let t = Instant::now();
+    let n = loop {
+        let n = node().await;
+        if n["health"] == "drained" || t.elapsed() > Duration::from_secs(10) {
+            break n;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(n["health"], "drained", "{n:#}");
     assert_eq!(n["state"], "drained", "{n:#}");
-    assert!(
-        n["reason"].as_str().unwrap().contains("lemon node"),
+    assert_eq!(
+        n["reason"], "[gigafab] lemon node: jobs of 3 tenants failed on it within 24 h",
         "{n:#}"
     );
+    // a tenant sees the node's state, not the health model's evidence
+    let f = s.json("GET", "/api/v1/fleet", &who[0].0, None).await;
+    assert_eq!(f["nodes"][0]["health"], "drained");
+    assert!(f["nodes"][0]["health_reason"].is_null(), "{f:#}");
+}
+
+#[tokio::test]
+async fn a_pre_flight_check_that_cannot_run_drains_nothing() {
+    let dir = fresh_dir("health-preflight-broken");
+    let f = dir.join("factory.toml");
+    std::fs::write(
+        &f,
+        "name = \"health\"\n[[sites]]\nname = \"s\"\npreflight_program = [\"/nonexistent/dcgmi\", \"diag\"]\n[[sites.pools]]\nname = \"h100\"\naccelerator = \"h100\"\nnodes = 2\naccelerators_per_node = 2\n",
+    )
+    .unwrap();
+    let data = dir.join("data");
+    let mut args = base_args(&data);
+    args.extend(["--factory".into(), f.display().to_string()]);
+    let s = Server::start(&dir, &strs(&args), &[("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)]).unwrap();
+    let j = s
+        .json(
+            "POST",
+            "/api/v1/jobs",
+            TOKEN,
+            Some(json!({"allocation": 1, "gpus": 4, "command": ["true"]})),
+        )
+        .await;
+    let id = j["id"].as_i64().unwrap();
+    let j = s.wait_state(TOKEN, id, &["completed"]).await;
+    assert!(
+        j["events"]
+            .to_string()
+            .contains("pre-flight check not conclusive (2 of 2 nodes failed"),
+        "{j:#}"
+    );
+    let fleet = s.json("GET", "/api/v1/fleet", TOKEN, None).await;
+    for n in fleet["nodes"].as_array().unwrap() {
+        assert_eq!(n["state"], "up", "{n:#}");
+        assert_eq!(n["health"], "healthy", "{n:#}");
+    }
 }

@@ -190,6 +190,11 @@ pub enum Signal {
     PreflightFailed {
         detail: String,
     },
+    /// The accelerator no longer answers its management library (as a GPU
+    /// fallen off the bus: NVML's `GpuLost`).
+    Unreadable {
+        gpu: u16,
+    },
     /// A job running on the node ended in failure (counted for lemon-node
     /// detection), with its tenant.
     JobFailure {
@@ -249,6 +254,9 @@ impl Signal {
                 }
             ),
             Signal::PreflightFailed { detail } => format!("pre-flight check failed: {detail}"),
+            Signal::Unreadable { gpu } => {
+                format!("gpu {gpu} does not answer its management library")
+            }
             Signal::JobFailure { job, tenant } => {
                 format!("job {job} of {tenant} failed on its accelerators")
             }
@@ -260,8 +268,9 @@ impl Signal {
 #[derive(Debug, Clone, PartialEq)]
 pub struct HealthPolicy {
     /// Jobs taken down on one node within `lemon_window_s` that drain it,
-    /// from at least `lemon_tenants` tenants (a tenant whose own code
-    /// fails cannot drain nodes alone).
+    /// each of a different tenant (a tenant counts once, however many of
+    /// its jobs fail: one tenant's failing code cannot drain a node), and
+    /// at least `lemon_tenants` of them.
     pub lemon_failures: u32,
     pub lemon_window_s: f64,
     pub lemon_tenants: u32,
@@ -283,7 +292,7 @@ impl Default for HealthPolicy {
         HealthPolicy {
             lemon_failures: 3,
             lemon_window_s: 24.0 * 3600.0,
-            lemon_tenants: 2,
+            lemon_tenants: 3,
             ecc_correctable_suspect: 100,
             link_errors_suspect: 10,
             pcie_replays_suspect: 100,
@@ -418,6 +427,24 @@ impl HealthModel {
             .map_or(HealthState::Healthy, |h| h.state)
     }
 
+    /// Whether `signal` calls for taking a node out of service (whatever
+    /// the node's state now).
+    pub fn drains(&self, signal: &Signal) -> bool {
+        matches!(self.verdict(signal), Verdict::Drain(_))
+    }
+
+    /// A draining node with no job left is drained; returns the nodes it
+    /// moved, given which nodes are empty.
+    pub fn settle(&mut self, empty: impl Fn(u32) -> bool, now: f64) -> Vec<Transition> {
+        let draining: Vec<u32> = (0..self.nodes.len() as u32)
+            .filter(|&n| self.nodes[n as usize].state == HealthState::Draining && empty(n))
+            .collect();
+        draining
+            .into_iter()
+            .filter_map(|n| self.emptied(n, now))
+            .collect()
+    }
+
     /// Nodes in state `s`.
     pub fn count(&self, s: HealthState) -> usize {
         self.nodes.iter().filter(|h| h.state == s).count()
@@ -456,6 +483,7 @@ impl HealthModel {
                 }
             }
             Signal::PreflightFailed { .. } => Verdict::Drain(XidAction::Service),
+            Signal::Unreadable { .. } => Verdict::Drain(XidAction::RebootNode),
             // counted below (lemon nodes)
             Signal::JobFailure { .. } => Verdict::Nothing,
             _ => Verdict::Nothing,
@@ -471,7 +499,6 @@ impl HealthModel {
         let h = self.nodes.get_mut(n as usize)?;
         let what = signal.describe();
         if let Signal::JobFailure { tenant, .. } = signal {
-            h.failures.push_back((now, tenant.clone()));
             while h
                 .failures
                 .front()
@@ -479,13 +506,11 @@ impl HealthModel {
             {
                 h.failures.pop_front();
             }
-            // one tenant's failing code never drains a node by itself
-            let mut tenants: Vec<&str> = h.failures.iter().map(|(_, t)| t.as_str()).collect();
-            tenants.sort_unstable();
-            tenants.dedup();
-            if h.failures.len() as u32 >= p.lemon_failures.max(1)
-                && tenants.len() as u32 >= p.lemon_tenants.max(1)
-            {
+            // a tenant counts once (its latest failure): one tenant's
+            // failing code, however much of it, is one failure here
+            h.failures.retain(|(_, t)| t != tenant);
+            h.failures.push_back((now, tenant.clone()));
+            if h.failures.len() as u32 >= p.lemon_failures.max(p.lemon_tenants).max(1) {
                 verdict = Verdict::Drain(XidAction::Service);
             }
         }
@@ -506,8 +531,9 @@ impl HealthModel {
             Verdict::Drain(a) => {
                 h.action = Some(h.action.map_or(a, |b| b.max(a)));
                 let reason = if let Signal::JobFailure { .. } = signal {
+                    // no job or tenant named: the reason is shown to all
                     format!(
-                        "lemon node: {} jobs failed on it within {:.0} h ({what})",
+                        "lemon node: jobs of {} tenants failed on it within {:.0} h",
                         h.failures.len(),
                         p.lemon_window_s / 3600.0
                     )

@@ -173,26 +173,30 @@ fn a_lemon_node_is_drained_without_a_hardware_signal() {
         job: j.into(),
         tenant: t.into(),
     };
-    // two failures, then a third outside the window: nothing
+    // jobs of three tenants fail there, but one outside the window
     assert_eq!(m.observe(0, &fail("a", "acme"), 0.0), None);
     assert_eq!(m.observe(0, &fail("b", "beta"), 1.0), None);
-    assert_eq!(m.observe(0, &fail("c", "acme"), 1.0 + day + 10.0), None);
+    assert_eq!(m.observe(0, &fail("c", "gamma"), 1.0 + day + 10.0), None);
     assert_eq!(m.state(0), HealthState::Healthy);
-    // two more within the window of the third: drained, named a lemon
-    assert_eq!(m.observe(0, &fail("d", "acme"), 2.0 * day), None);
-    let t = m.observe(0, &fail("e", "beta"), 2.0 * day + 5.0).unwrap();
+    // two more tenants within the window of the third: drained, a lemon,
+    // with no job or tenant named in the reason
+    assert_eq!(m.observe(0, &fail("d", "delta"), 2.0 * day), None);
+    let t = m.observe(0, &fail("e", "eps"), 2.0 * day + 5.0).unwrap();
     assert_eq!(t.to, HealthState::Draining);
-    assert!(
-        t.reason
-            .starts_with("lemon node: 3 jobs failed on it within 24 h"),
-        "{}",
-        t.reason
+    assert_eq!(
+        t.reason,
+        "lemon node: jobs of 3 tenants failed on it within 24 h"
     );
     assert_eq!(m.node(0).unwrap().action, Some(XidAction::Service));
-    // one tenant's own failing jobs never drain a node
+    // one tenant's failing jobs count once; two tenants, however many
+    // jobs, never drain a node
     for i in 0..10 {
         assert_eq!(
             m.observe(1, &fail(&format!("x{i}"), "mallory"), i as f64),
+            None
+        );
+        assert_eq!(
+            m.observe(1, &fail(&format!("y{i}"), "trudy"), i as f64),
             None
         );
     }
@@ -207,6 +211,15 @@ fn a_lemon_node_is_drained_without_a_hardware_signal() {
         },
     );
     assert!(strict.observe(0, &fail("x", "acme"), 0.0).is_some());
+    // a draining node with no job left is drained
+    let mut m = model();
+    m.observe(2, &Signal::Xid { gpu: 0, code: 48 }, 0.0);
+    assert!(m.settle(|_| false, 1.0).is_empty());
+    let t = m.settle(|n| n == 2, 2.0);
+    assert_eq!(t.len(), 1);
+    assert_eq!(m.state(2), HealthState::Drained);
+    assert!(m.drains(&Signal::Xid { gpu: 0, code: 79 }));
+    assert!(!m.drains(&Signal::Xid { gpu: 0, code: 13 }));
 }
 
 #[test]

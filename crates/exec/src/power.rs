@@ -103,16 +103,32 @@ impl NodePower for CommandPower {
             return Ok(());
         }
         let argv = if on { &self.resume } else { &self.suspend };
-        run_program(argv, nodes, self.timeout)
+        run_program(argv, nodes, self.timeout).map_err(|e| e.message)
     }
+}
+
+/// Why a program failed: `ran` when it ran and answered with a failure
+/// (its verdict), not when it could not start or did not answer in time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgramError {
+    pub ran: bool,
+    pub message: String,
 }
 
 /// Runs `argv` with `extra` appended as arguments (no shell), stopped
 /// after `timeout`; Ok on a zero exit, else what went wrong with the
 /// program's standard error (its first 4 KiB).
-pub fn run_program(argv: &[String], extra: &[String], timeout: Duration) -> Result<(), String> {
+pub fn run_program(
+    argv: &[String],
+    extra: &[String],
+    timeout: Duration,
+) -> Result<(), ProgramError> {
+    let broken = |message: String| ProgramError {
+        ran: false,
+        message,
+    };
     let Some(prog) = argv.first() else {
-        return Err("no program".into());
+        return Err(broken("no program".into()));
     };
     let mut child = Command::new(prog)
         .args(&argv[1..])
@@ -121,7 +137,7 @@ pub fn run_program(argv: &[String], extra: &[String], timeout: Duration) -> Resu
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("{prog}: {e}"))?;
+        .map_err(|e| broken(format!("{prog}: {e}")))?;
     // a hung program (an unreachable BMC, a stuck diagnostic) is stopped
     let deadline = Instant::now() + timeout;
     let status = loop {
@@ -130,14 +146,14 @@ pub fn run_program(argv: &[String], extra: &[String], timeout: Duration) -> Resu
             Ok(None) if Instant::now() >= deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!(
+                return Err(broken(format!(
                     "{prog} {}: no answer within {} s, stopped",
                     extra.join(" "),
                     timeout.as_secs()
-                ));
+                )));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => return Err(format!("{prog}: {e}")),
+            Err(e) => return Err(broken(format!("{prog}: {e}"))),
         }
     };
     let mut err = String::new();
@@ -148,12 +164,10 @@ pub fn run_program(argv: &[String], extra: &[String], timeout: Duration) -> Resu
     if status.success() {
         Ok(())
     } else {
-        Err(format!(
-            "{prog} {}: {} {}",
-            extra.join(" "),
-            status,
-            err.trim()
-        ))
+        Err(ProgramError {
+            ran: true,
+            message: format!("{prog} {}: {} {}", extra.join(" "), status, err.trim()),
+        })
     }
 }
 

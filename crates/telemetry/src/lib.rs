@@ -134,6 +134,10 @@ pub struct Sample {
     /// Whether the device slows down for heat now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thermal_throttled: Option<bool>,
+    /// The device did not answer (NVML: the GPU is lost, fallen off the
+    /// bus): only its Xids are in this reading.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unreadable: bool,
 }
 
 impl Sample {

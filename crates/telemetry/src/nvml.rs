@@ -162,7 +162,7 @@ fn link_errors(d: &nvml_wrapper::Device<'static>) -> Option<u64> {
             }
         }
         if !any {
-            break;
+            continue;
         }
     }
     total
@@ -274,37 +274,55 @@ impl Telemetry for NvmlTelemetry {
         let mut xids = self.drain_xids();
         (0..self.count)
             .map(|index| {
-                let d = self.device(index)?;
-                let at_ms = now_ms();
-                Ok(Sample {
-                    index,
-                    at_ms,
-                    energy_j: optional(index, d.total_energy_consumption())?
-                        .map(|mj| mj as f64 / 1000.0),
-                    power_w: optional(index, d.power_usage())?.map(|mw| f64::from(mw) / 1000.0),
-                    utilization_pct: optional(index, d.utilization_rates())?
-                        .map(|u| f64::from(u.gpu)),
-                    memory_used_mib: optional(index, d.memory_info())?.map(|m| m.used / MIB),
-                    temperature_c: optional(index, d.temperature(TemperatureSensor::Gpu))?
-                        .map(f64::from),
-                    ecc_uncorrected: optional(
+                let xid_errors = xids.remove(&index).unwrap_or_default();
+                match self.read(index, xid_errors.clone()) {
+                    Ok(s) => Ok(s),
+                    // a lost GPU fails every read: it is reported (with the
+                    // Xids drained for it), not the whole node's reading
+                    Err(TelemetryError::Device { .. }) => Ok(Sample {
                         index,
-                        d.total_ecc_errors(MemoryError::Uncorrected, EccCounter::Volatile),
-                    )?,
-                    xid_errors: xids.remove(&index).unwrap_or_default(),
-                    ecc_corrected: optional(
-                        index,
-                        d.total_ecc_errors(MemoryError::Corrected, EccCounter::Volatile),
-                    )?,
-                    pcie_replays: optional(index, d.pcie_replay_counter())?.map(u64::from),
-                    link_errors: link_errors(&d),
-                    thermal_throttled: optional(index, d.current_throttle_reasons())?.map(|r| {
-                        use nvml_wrapper::bitmasks::device::ThrottleReasons as T;
-                        r.intersects(T::HW_THERMAL_SLOWDOWN | T::SW_THERMAL_SLOWDOWN)
+                        at_ms: now_ms(),
+                        xid_errors,
+                        unreadable: true,
+                        ..Sample::default()
                     }),
-                })
+                    Err(e) => Err(e),
+                }
             })
             .collect()
+    }
+}
+
+impl NvmlTelemetry {
+    /// One device's reading.
+    fn read(&self, index: u32, xid_errors: Vec<u64>) -> Result<Sample, TelemetryError> {
+        let d = self.device(index)?;
+        let at_ms = now_ms();
+        Ok(Sample {
+            index,
+            at_ms,
+            energy_j: optional(index, d.total_energy_consumption())?.map(|mj| mj as f64 / 1000.0),
+            power_w: optional(index, d.power_usage())?.map(|mw| f64::from(mw) / 1000.0),
+            utilization_pct: optional(index, d.utilization_rates())?.map(|u| f64::from(u.gpu)),
+            memory_used_mib: optional(index, d.memory_info())?.map(|m| m.used / MIB),
+            temperature_c: optional(index, d.temperature(TemperatureSensor::Gpu))?.map(f64::from),
+            ecc_uncorrected: optional(
+                index,
+                d.total_ecc_errors(MemoryError::Uncorrected, EccCounter::Volatile),
+            )?,
+            xid_errors,
+            ecc_corrected: optional(
+                index,
+                d.total_ecc_errors(MemoryError::Corrected, EccCounter::Volatile),
+            )?,
+            pcie_replays: optional(index, d.pcie_replay_counter())?.map(u64::from),
+            link_errors: link_errors(&d),
+            thermal_throttled: optional(index, d.current_throttle_reasons())?.map(|r| {
+                use nvml_wrapper::bitmasks::device::ThrottleReasons as T;
+                r.intersects(T::HW_THERMAL_SLOWDOWN | T::SW_THERMAL_SLOWDOWN)
+            }),
+            unreadable: false,
+        })
     }
 }
 

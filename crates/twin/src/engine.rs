@@ -551,6 +551,8 @@ pub fn simulate(
     let repair_s = cfg.failures.as_ref().map_or(0.0, |f| f.repair_s.max(0.0));
     let precursors = cfg.failures.as_ref().and_then(|f| f.precursors.as_ref());
     let check_s = precursors.map_or(0.0, |p| p.check_s.max(0.0));
+    // nodes drained by alarms, and until when (a second alarm extends it)
+    let mut drained_until: HashMap<u32, f64> = HashMap::new();
     let first_submit = jobs[0].submit_s;
 
     let mut col = Collector::new(window, jobs[window.0].submit_s, jobs[window.1 - 1].submit_s);
@@ -668,7 +670,10 @@ pub fn simulate(
                     };
                     col.failures += 1;
                     col.true_drains += 1;
-                    q.push(t_fail.max(now) + repair_s, Ev::Undrain(node));
+                    let until = t_fail.max(now) + repair_s;
+                    let u = drained_until.entry(node).or_insert(until);
+                    *u = u.max(until);
+                    q.push(until, Ev::Undrain(node));
                     repairs_pending += 1;
                 }
                 Ev::FalseAlarm(j, epoch, pick) => {
@@ -676,11 +681,18 @@ pub fn simulate(
                         continue;
                     };
                     col.false_drains += 1;
-                    q.push(now + check_s, Ev::Undrain(node));
+                    let until = now + check_s;
+                    let u = drained_until.entry(node).or_insert(until);
+                    *u = u.max(until);
+                    q.push(until, Ev::Undrain(node));
                     repairs_pending += 1;
                 }
                 Ev::Undrain(node) => {
-                    core.resume(node);
+                    // the latest of the node's alarms ends its drain
+                    if drained_until.get(&node).is_some_and(|&u| now >= u) {
+                        drained_until.remove(&node);
+                        core.resume(node);
+                    }
                     repairs_pending -= 1;
                 }
                 Ev::Repair(node) => {

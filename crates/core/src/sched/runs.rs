@@ -379,9 +379,22 @@ impl SchedCore {
         self.cluster.down(node)
     }
 
-    /// One accelerator of `node` is repaired.
+    /// One accelerator of `node` is repaired. On a drained node it stays
+    /// out with the drain, and comes back when the drain ends.
     pub fn repair(&mut self, node: NodeIdx) -> bool {
         self.changes += 1;
+        if let Some(d) = self.drained.get_mut(node as usize)
+            && *d & DRAIN_FLAG != 0
+        {
+            let (cap, _) = self.cluster.node_state(node);
+            let per = self.cluster.pools[self.cluster.pool_of(node) as usize].per_node;
+            // accelerators down for other causes than the drain
+            if cap + (*d & !DRAIN_FLAG) < per {
+                *d += 1;
+                return true;
+            }
+            return false;
+        }
         self.cluster.up(node)
     }
 

@@ -90,14 +90,33 @@ impl Driver {
     ) {
         self.preflights.insert(job);
         let tx = self.tx.clone();
+        // at most 64 checks at once: a large gang does not take every
+        // blocking thread (launches and polls run there too)
+        let slots = Arc::new(Semaphore::new(64));
         tokio::spawn(async move {
             let mut checks = Vec::new();
             for (n, name) in nodes {
                 let program = program.clone();
-                checks.push(tokio::task::spawn_blocking(move || {
-                    gigafab_exec::power::run_program(&program, std::slice::from_ref(&name), timeout)
-                        .err()
-                        .map(|e| (n, e))
+                let slots = slots.clone();
+                checks.push(tokio::spawn(async move {
+                    let _slot = slots.acquire_owned().await;
+                    tokio::task::spawn_blocking(move || {
+                        match gigafab_exec::power::run_program(
+                            &program,
+                            std::slice::from_ref(&name),
+                            timeout,
+                        ) {
+                            Ok(()) => None,
+                            Err(e) if e.ran => Some((n, e.message)),
+                            // the check itself failed to run or to answer
+                            Err(e) => {
+                                Some((n, format!("{}{}", super::health::CHECK_BROKEN, e.message)))
+                            }
+                        }
+                    })
+                    .await
+                    .ok()
+                    .flatten()
                 }));
             }
             let mut failed = Vec::new();
@@ -105,7 +124,9 @@ impl Driver {
                 match c.await {
                     Ok(Some(f)) => failed.push(f),
                     Ok(None) => {}
-                    Err(e) => failed.push((u32::MAX, format!("the check failed to run: {e}"))),
+                    Err(e) => {
+                        failed.push((u32::MAX, format!("{}{e}", super::health::CHECK_BROKEN)))
+                    }
                 }
             }
             let _ = tx.send(Done::Preflight { job, start, failed });

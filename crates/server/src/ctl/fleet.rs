@@ -220,7 +220,12 @@ impl Controller {
             },
             "reason": self.drain_reasons.get(&n),
             "health": self.health.model.state(n).name(),
-            "health_reason": self.health.model.node(n).and_then(|h| h.reason.clone()),
+            // the evidence behind it is for operators
+            "health_reason": if who.global() {
+                self.health.model.node(n).and_then(|h| h.reason.clone())
+            } else {
+                None
+            },
             "jobs": jobs,
         })
     }
@@ -320,6 +325,7 @@ impl Controller {
             ) {
                 tracing::info!("node {node}: {} → healthy ({})", t.from.name(), t.reason);
             }
+            self.core.set_suspect(n, false);
             self.core.resume(n);
             self.ops.push(store::fleet::resume(node));
             self.drain_reasons.remove(&n);

@@ -14,6 +14,10 @@ use super::*;
 /// Readings kept per accelerator.
 const SERIES: usize = 120;
 
+/// How a pre-flight error that is the check's own (it could not run, or
+/// did not answer) begins: not a fault of the node.
+pub(super) const CHECK_BROKEN: &str = "check:";
+
 /// The health model and what it needs between samples.
 pub(super) struct LiveHealth {
     pub model: HealthModel,
@@ -49,14 +53,27 @@ impl Controller {
         };
         for s in samples {
             let gpu = s.index.min(u16::MAX as u32) as u16;
+            if s.unreadable {
+                self.health_signal(node, Signal::Unreadable { gpu }, now);
+            }
             for &code in &s.xid_errors {
+                // Xids outside the table share one label: a reading cannot
+                // make the metric's label sets grow without bound
+                let known = u32::try_from(code)
+                    .ok()
+                    .and_then(gigafab_core::health::xid)
+                    .is_some();
                 self.shared
                     .metrics
                     .xid_errors
                     .get_or_create(&crate::metrics::XidLabel {
                         node: self.node_names[node as usize].clone(),
                         gpu: s.index.to_string(),
-                        xid: code.to_string(),
+                        xid: if known {
+                            code.to_string()
+                        } else {
+                            "other".into()
+                        },
                     })
                     .inc();
                 let code = code.min(u32::MAX as u64) as u32;
@@ -74,7 +91,11 @@ impl Controller {
                 s.pcie_replays,
                 s.link_errors,
             ];
-            let before = self.health.ecc.insert((node, s.index), now_c);
+            let before = self.health.ecc.get(&(node, s.index)).copied();
+            // a counter missing from a reading keeps its last value
+            let merged: [Option<u64>; 4] =
+                std::array::from_fn(|k| now_c[k].or(before.and_then(|b| b[k])));
+            self.health.ecc.insert((node, s.index), merged);
             let rise = |k: usize| match (before.and_then(|b| b[k]), now_c[k]) {
                 (Some(b), Some(n)) if n > b => n - b,
                 _ => 0,
@@ -123,10 +144,50 @@ impl Controller {
         }
     }
 
+    /// Draining nodes whose jobs have all left are drained (health); each
+    /// poll.
+    pub(super) fn settle_drains(&mut self, now: Ms) {
+        if self.health.model.count(HealthState::Draining) == 0 {
+            return;
+        }
+        let devices = &self.devices;
+        for t in self.health.model.settle(
+            |n| devices[n as usize].iter().all(Option::is_none),
+            now.core_s(),
+        ) {
+            self.apply_health(t, None, now);
+        }
+    }
+
     /// Feeds one signal; carries out the transition it causes.
     pub(super) fn health_signal(&mut self, node: u32, signal: Signal, now: Ms) {
-        if let Some(t) = self.health.model.observe(node, &signal, now.core_s()) {
-            self.apply_health(t, Some(&signal), now);
+        let drains = self.health.model.drains(&signal);
+        match self.health.model.observe(node, &signal, now.core_s()) {
+            Some(t) => self.apply_health(t, Some(&signal), now),
+            // a node already leaving: its other runs on a failed
+            // accelerator are requeued all the same
+            None if drains => {
+                let name = self.node_names[node as usize].clone();
+                self.requeue_on(node, &signal, &name, &signal.describe(), now);
+            }
+            None => {}
+        }
+    }
+
+    /// Requeues the run on the accelerator `signal` names, if any.
+    fn requeue_on(&mut self, n: u32, signal: &Signal, name: &str, why: &str, now: Ms) {
+        let gpu = match signal {
+            Signal::Xid { gpu, .. }
+            | Signal::EccUncorrectable { gpu, .. }
+            | Signal::RemapFailed { gpu }
+            | Signal::Unreadable { gpu }
+            | Signal::AmdRas { gpu, .. } => Some(*gpu),
+            _ => None,
+        };
+        if let Some(g) = gpu
+            && let Some(Some(id)) = self.devices[n as usize].get(g as usize).copied()
+        {
+            self.requeue_for_health(id, name, why, now);
         }
     }
 
@@ -157,19 +218,16 @@ impl Controller {
                 self.core.set_suspect(n, false);
                 // the run on the accelerator at fault lost its device:
                 // requeued from its checkpoint, elsewhere
-                let gpu = match signal {
-                    Some(Signal::Xid { gpu, .. })
-                    | Some(Signal::EccUncorrectable { gpu, .. })
-                    | Some(Signal::RemapFailed { gpu })
-                    | Some(Signal::AmdRas { gpu, .. }) => Some(*gpu),
-                    _ => None,
-                };
-                if let Some(g) = gpu
-                    && let Some(Some(id)) = self.devices[n as usize].get(g as usize).copied()
-                {
-                    self.requeue_for_health(id, &name, &t.reason, now);
+                if let Some(sig) = signal {
+                    self.requeue_on(n, sig, &name, &t.reason, now);
                 }
-                let reason = format!("[gigafab] {}", t.reason);
+                // shown to every token and, on Slurm, to every user: the
+                // details of a failed check stay in the evidence
+                let shown = match signal {
+                    Some(Signal::PreflightFailed { .. }) => "pre-flight check failed".to_string(),
+                    _ => t.reason.clone(),
+                };
+                let reason = format!("[gigafab] {shown}");
                 if !self.core.is_drained(n) {
                     self.core.drain(n);
                     self.ops
@@ -282,6 +340,7 @@ impl Controller {
                 pcie_replays: x.pcie_replays,
                 link_errors: x.link_errors,
                 thermal_throttled: x.thermal_throttled,
+                unreadable: x.unreadable,
             })
             .collect();
         self.observe_samples(n, &samples, now);
@@ -409,6 +468,46 @@ impl Controller {
             return; // cancelled or stopped meanwhile
         }
         let core = j.core;
+        if j.cancel_requested {
+            // cancelled while its nodes were checked: it never runs
+            self.end_job(
+                id,
+                now,
+                "cancelled",
+                None,
+                "cancelled before its run began".into(),
+                None,
+            );
+            return;
+        }
+        // a check that could not run, or that most nodes fail at once,
+        // says more of the check than of the nodes: the gang launches
+        let total = j
+            .devices
+            .iter()
+            .map(|d| d.0)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        let node_faults: Vec<(u32, String)> = failed
+            .iter()
+            .filter(|(_, e)| !e.starts_with(CHECK_BROKEN))
+            .cloned()
+            .collect();
+        if !failed.is_empty() && (node_faults.len() < failed.len() || 2 * node_faults.len() > total)
+        {
+            let first = failed[0].1.clone();
+            tracing::warn!("job {id}: the pre-flight check looks broken ({first}); launching");
+            self.event(
+                id,
+                now,
+                "preflight",
+                format!("pre-flight check not conclusive ({} of {total} nodes failed: {first}); launching", failed.len()),
+            );
+            self.preflight_passed.insert(id, start);
+            self.launches.push(id);
+            return;
+        }
+        let failed = node_faults;
         if failed.is_empty() {
             self.preflight_passed.insert(id, start);
             self.event(id, now, "preflight", "pre-flight check passed".into());

@@ -573,7 +573,14 @@ impl Controller {
         };
         failed_on.sort_unstable();
         failed_on.dedup();
+        // only a run that ran and failed (not a launch the engine refused,
+        // nor a run lost) says something of its nodes
+        if exit_code.is_none() {
+            failed_on.clear();
+        }
         let tenant = j.row.org.clone();
+        self.preflight_running.remove(&id);
+        self.preflight_passed.remove(&id);
         let core_state = match state {
             "completed" => JobState::Completed,
             "timeout" => JobState::TimedOut,

@@ -168,6 +168,7 @@ impl Controller {
     /// Asks the executor how running jobs are doing.
     pub(super) fn poll_runs(&mut self, now: Ms) {
         self.sample_telemetry(now);
+        self.settle_drains(now);
         let due: Vec<i64> = self
             .relaunch
             .iter()
