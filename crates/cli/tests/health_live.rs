@@ -11,25 +11,41 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::json;
 
-#[tokio::test]
-async fn an_xid_79_drains_the_node_and_requeues_its_job_elsewhere() {
-    let dir = fresh_dir("health-live");
+/// A factory of one site `s` (with `site_extra` in its table) and one pool
+/// `h100` of `nodes` nodes of 2 H100, written in `dir`.
+fn factory(dir: &Path, nodes: u32, site_extra: &str) -> std::path::PathBuf {
     let f = dir.join("factory.toml");
     std::fs::write(
         &f,
-        "name = \"health\"\n[[sites]]\nname = \"s\"\n[[sites.pools]]\nname = \"h100\"\naccelerator = \"h100\"\nnodes = 2\naccelerators_per_node = 2\n",
+        format!(
+            "name = \"health\"\n[[sites]]\nname = \"s\"\n{site_extra}[[sites.pools]]\nname = \"h100\"\naccelerator = \"h100\"\nnodes = {nodes}\naccelerators_per_node = 2\n"
+        ),
     )
     .unwrap();
+    f
+}
+
+/// `gigafab serve` of `factory` on a fresh data directory in `dir`, the
+/// test arguments changed by `edit`.
+fn serve(dir: &Path, factory: &Path, edit: impl FnOnce(&mut Vec<String>)) -> Server {
+    let mut args = base_args(&dir.join("data"));
+    edit(&mut args);
+    args.extend(["--factory".into(), factory.display().to_string()]);
+    Server::start(dir, &strs(&args), &[("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)]).unwrap()
+}
+
+#[tokio::test]
+async fn an_xid_79_drains_the_node_and_requeues_its_job_elsewhere() {
+    let dir = fresh_dir("health-live");
+    let f = factory(&dir, 2, "");
     let rec = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../telemetry/tests/fixtures/xid79-replay.json")
         .display()
         .to_string();
-    let data = dir.join("data");
-    let mut args = base_args(&data);
-    let n = args.len();
-    args[n - 1] = format!("replay:{rec}");
-    args.extend(["--factory".into(), f.display().to_string()]);
-    let s = Server::start(&dir, &strs(&args), &[("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)]).unwrap();
+    // the server's own telemetry: the recording (the last base argument)
+    let s = serve(&dir, &f, |a| {
+        *a.last_mut().unwrap() = format!("replay:{rec}")
+    });
     // the telemetry reports on the first node (h100-0); a blocker takes the
     // other one for 4 s, so that the job runs on h100-0
     let submit = async |cmd: &[&str]| {
@@ -118,16 +134,8 @@ impl Drop for Agent {
 #[tokio::test]
 async fn a_node_agent_streams_an_xid_79_and_a_two_node_job_moves_to_healthy_nodes() {
     let dir = fresh_dir("health-agent");
-    let f = dir.join("factory.toml");
-    std::fs::write(
-        &f,
-        "name = \"health\"\n[[sites]]\nname = \"s\"\n[[sites.pools]]\nname = \"h100\"\naccelerator = \"h100\"\nnodes = 3\naccelerators_per_node = 2\n",
-    )
-    .unwrap();
-    let data = dir.join("data");
-    let mut args = base_args(&data);
-    args.extend(["--factory".into(), f.display().to_string()]);
-    let s = Server::start(&dir, &strs(&args), &[("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)]).unwrap();
+    let f = factory(&dir, 3, "");
+    let s = serve(&dir, &f, |_| {});
     // a tenant cannot send readings (it could drain nodes with them)
     let tenants = s.tenants(&["acme"], 10.0).await;
     let batch = json!({"seq": 1, "agent_start_ms": 1, "samples": [{"index": 0, "at_ms": 1, "xid_errors": [79]}]});
@@ -313,17 +321,8 @@ async fn an_agent_keeps_its_readings_while_the_server_is_away() {
     );
     // readings pile up (at most 5 batches kept) while nothing answers
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let f = dir.join("factory.toml");
-    std::fs::write(
-        &f,
-        "name = \"health\"\n[[sites]]\nname = \"s\"\n[[sites.pools]]\nname = \"h100\"\naccelerator = \"h100\"\nnodes = 2\naccelerators_per_node = 2\n",
-    )
-    .unwrap();
-    let data = dir.join("data");
-    let mut args = base_args(&data);
-    args[1] = format!("127.0.0.1:{port}");
-    args.extend(["--factory".into(), f.display().to_string()]);
-    let s = Server::start(&dir, &strs(&args), &[("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)]).unwrap();
+    let f = factory(&dir, 2, "");
+    let s = serve(&dir, &f, |a| a[1] = format!("127.0.0.1:{port}"));
     let started = gigafab_now_ms();
     let t = Instant::now();
     loop {
@@ -360,20 +359,13 @@ fn gigafab_now_ms() -> i64 {
 async fn a_node_failing_its_pre_flight_check_is_drained_and_the_gang_placed_elsewhere() {
     let dir = fresh_dir("health-preflight");
     let log = dir.join("checked");
-    let f = dir.join("factory.toml");
     // the check fails on h100-1 and notes every node it checks
-    std::fs::write(
-        &f,
-        format!(
-            "name = \"health\"\n[[sites]]\nname = \"s\"\npreflight_program = [\"sh\", \"-c\", \"echo $1 >> {}; test $1 != h100-1 || {{ echo 'dcgm: SM stress failed' >&2; exit 1; }}\", \"check\"]\n[[sites.pools]]\nname = \"h100\"\naccelerator = \"h100\"\nnodes = 3\naccelerators_per_node = 2\n",
-            log.display()
-        ),
-    )
-    .unwrap();
-    let data = dir.join("data");
-    let mut args = base_args(&data);
-    args.extend(["--factory".into(), f.display().to_string()]);
-    let s = Server::start(&dir, &strs(&args), &[("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)]).unwrap();
+    let check = format!(
+        "preflight_program = [\"sh\", \"-c\", \"echo $1 >> {}; test $1 != h100-1 || {{ echo 'dcgm: SM stress failed' >&2; exit 1; }}\", \"check\"]\n",
+        log.display()
+    );
+    let f = factory(&dir, 3, &check);
+    let s = serve(&dir, &f, |_| {});
     // a one-node job is not checked
     let small = s
         .json(
@@ -443,16 +435,8 @@ async fn a_node_failing_its_pre_flight_check_is_drained_and_the_gang_placed_else
 #[tokio::test]
 async fn rising_error_counters_make_a_node_suspect_and_long_gangs_avoid_it() {
     let dir = fresh_dir("health-suspect");
-    let f = dir.join("factory.toml");
-    std::fs::write(
-        &f,
-        "name = \"health\"\n[[sites]]\nname = \"s\"\n[[sites.pools]]\nname = \"h100\"\naccelerator = \"h100\"\nnodes = 3\naccelerators_per_node = 2\n",
-    )
-    .unwrap();
-    let data = dir.join("data");
-    let mut args = base_args(&data);
-    args.extend(["--factory".into(), f.display().to_string()]);
-    let s = Server::start(&dir, &strs(&args), &[("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)]).unwrap();
+    let f = factory(&dir, 3, "");
+    let s = serve(&dir, &f, |_| {});
     let reading = |seq: u64, corrected: u64, replays: u64| {
         json!({"seq": seq, "agent_start_ms": 5, "samples": [
             {"index": 0, "at_ms": seq, "ecc_corrected": corrected, "pcie_replays": replays, "temperature_c": 60.0}
@@ -527,16 +511,8 @@ async fn rising_error_counters_make_a_node_suspect_and_long_gangs_avoid_it() {
 #[tokio::test]
 async fn a_node_where_jobs_of_several_tenants_fail_is_drained_as_a_lemon() {
     let dir = fresh_dir("health-lemon");
-    let f = dir.join("factory.toml");
-    std::fs::write(
-        &f,
-        "name = \"health\"\n[[sites]]\nname = \"s\"\n[[sites.pools]]\nname = \"h100\"\naccelerator = \"h100\"\nnodes = 1\naccelerators_per_node = 2\n",
-    )
-    .unwrap();
-    let data = dir.join("data");
-    let mut args = base_args(&data);
-    args.extend(["--factory".into(), f.display().to_string()]);
-    let s = Server::start(&dir, &strs(&args), &[("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)]).unwrap();
+    let f = factory(&dir, 1, "");
+    let s = serve(&dir, &f, |_| {});
     let who = s.tenants(&["acme", "beta", "gamma"], 10.0).await;
     let fail = async |w: &(String, i64)| {
         let j = s
@@ -586,16 +562,12 @@ async fn a_node_where_jobs_of_several_tenants_fail_is_drained_as_a_lemon() {
 #[tokio::test]
 async fn a_pre_flight_check_that_cannot_run_drains_nothing() {
     let dir = fresh_dir("health-preflight-broken");
-    let f = dir.join("factory.toml");
-    std::fs::write(
-        &f,
-        "name = \"health\"\n[[sites]]\nname = \"s\"\npreflight_program = [\"/nonexistent/dcgmi\", \"diag\"]\n[[sites.pools]]\nname = \"h100\"\naccelerator = \"h100\"\nnodes = 2\naccelerators_per_node = 2\n",
-    )
-    .unwrap();
-    let data = dir.join("data");
-    let mut args = base_args(&data);
-    args.extend(["--factory".into(), f.display().to_string()]);
-    let s = Server::start(&dir, &strs(&args), &[("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)]).unwrap();
+    let f = factory(
+        &dir,
+        2,
+        "preflight_program = [\"/nonexistent/dcgmi\", \"diag\"]\n",
+    );
+    let s = serve(&dir, &f, |_| {});
     let j = s
         .json(
             "POST",

@@ -111,8 +111,9 @@ impl SchedCore {
         self.hidden.clear();
         let ps = &self.cluster.pools[p as usize];
         let (lo, hi) = (ps.first_node, ps.first_node + ps.nodes);
-        let nodes: Vec<NodeIdx> = self.suspect.range(lo..hi).copied().collect();
-        for n in nodes {
+        // the suspect set and the cluster are separate fields: no list of
+        // nodes is made on the way
+        for &n in self.suspect.range(lo..hi) {
             let mut c = 0u16;
             while self.cluster.down(n) {
                 c += 1;
