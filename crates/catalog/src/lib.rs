@@ -280,6 +280,91 @@ pub fn open_nofollow(path: &Path) -> std::io::Result<File> {
         })
 }
 
+/// Takes the tree at `root` (a tenant's, moved where the tenant cannot
+/// name it) out of the tenant's reach before anything reads it: every
+/// directory, from the top down and before its entries are read, becomes
+/// this process's and 0700, so that a process of the tenant's that kept
+/// a working directory or a descriptor inside the tree can no longer add,
+/// remove or swap an entry; then every regular file with a single link
+/// becomes this process's, 0400. Everything goes through descriptors
+/// opened without following links (a link is never followed; links,
+/// special files and hard-linked files are left as they are, for
+/// [`hash_tree`] and the caller to refuse).
+///
+/// Returns the number of files taken.
+pub fn take_tree(root: &Path) -> Result<usize, Error> {
+    use rustix::fs::{fchmod, fchown, fstat, openat, statat, Dir, FileType, Mode, OFlags};
+    use std::os::fd::OwnedFd;
+    let me = (rustix::process::geteuid(), rustix::process::getegid());
+    let errno = |p: &Path, e: rustix::io::Errno| io(p, std::io::Error::from(e));
+    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let seal = |fd: &OwnedFd, p: &Path, mode: u32| -> Result<(), Error> {
+        fchown(fd, Some(me.0), Some(me.1)).map_err(|e| errno(p, e))?;
+        fchmod(fd, Mode::from_raw_mode(mode)).map_err(|e| errno(p, e))
+    };
+    let top = openat(rustix::fs::CWD, root, dir_flags, Mode::empty()).map_err(|e| match e {
+        rustix::io::Errno::NOENT => Error::NotFound(root.display().to_string()),
+        rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => {
+            Error::NotADirectory(root.display().to_string())
+        }
+        e => errno(root, e),
+    })?;
+    seal(&top, root, 0o700)?;
+    let mut taken = 0usize;
+    let mut stack: Vec<(OwnedFd, PathBuf)> = vec![(top, root.to_path_buf())];
+    while let Some((dir, path)) = stack.pop() {
+        let mut names = Vec::new();
+        for ent in Dir::read_from(&dir).map_err(|e| errno(&path, e))? {
+            let ent = ent.map_err(|e| errno(&path, e))?;
+            let name = ent.file_name().to_owned();
+            if name.as_bytes() != b"." && name.as_bytes() != b".." {
+                names.push(name);
+            }
+        }
+        for name in names {
+            let p = path.join(
+                <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name.as_bytes()),
+            );
+            let st = statat(&dir, name.as_c_str(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| errno(&p, e))?;
+            match FileType::from_raw_mode(st.st_mode) {
+                FileType::Directory => {
+                    let sub = openat(&dir, name.as_c_str(), dir_flags, Mode::empty())
+                        .map_err(|e| errno(&p, e))?;
+                    seal(&sub, &p, 0o700)?;
+                    stack.push((sub, p));
+                }
+                FileType::RegularFile if st.st_nlink == 1 => {
+                    let f = openat(
+                        &dir,
+                        name.as_c_str(),
+                        OFlags::RDONLY
+                            | OFlags::NOFOLLOW
+                            | OFlags::NONBLOCK
+                            | OFlags::NOCTTY
+                            | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(|e| errno(&p, e))?;
+                    // the same file as listed (the directory is sealed)
+                    let now = fstat(&f).map_err(|e| errno(&p, e))?;
+                    if now.st_ino != st.st_ino || now.st_dev != st.st_dev || now.st_nlink != 1 {
+                        return Err(Error::Changed {
+                            path: p.display().to_string(),
+                            expected: st.st_size as u64,
+                            found: now.st_size as u64,
+                        });
+                    }
+                    seal(&f, &p, 0o400)?;
+                    taken += 1;
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(taken)
+}
+
 /// The sha256 and length of what `r` reads to its end, through `buf`.
 pub fn hash_reader(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<(String, u64)> {
     let mut h = Sha256::new();

@@ -217,11 +217,15 @@ impl Blobs {
                 // the server's own from now on (a job's output was its
                 // account's), read-only
                 let owner = (unsafe { libc::geteuid() }, unsafe { libc::getegid() });
+                // through descriptors that never follow a link
                 for (p, _) in &l {
                     let f = root_c.join(p);
-                    std::os::unix::fs::lchown(&f, Some(owner.0), Some(owner.1))
+                    let file = crate::open_nofollow(&f).map_err(|e| io(&f, e))?;
+                    std::os::unix::fs::fchown(&file, Some(owner.0), Some(owner.1))
                         .map_err(|e| io(&f, e))?;
-                    set_mode(&f, 0o444)?;
+                    use std::os::unix::fs::PermissionsExt;
+                    file.set_permissions(std::fs::Permissions::from_mode(0o444))
+                        .map_err(|e| io(&f, e))?;
                 }
                 own_dirs(&root_c, owner)?;
                 seal_dirs(&root_c)?;

@@ -55,6 +55,18 @@ pub const WORK_DIR: &str = "work";
 /// inside its directory and owned by that account.
 pub const TMP_DIR: &str = "tmp";
 
+/// The job's environment (`KEY=VALUE`, NUL-separated), root-only, read
+/// by the supervisor and given to the command alone.
+const ENV_FILE: &str = "env";
+/// The supervisor's own environment, whatever the server's or the job's.
+const SUPERVISOR_ENV: &[(&str, &str)] = &[
+    (
+        "PATH",
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    ),
+    ("LC_ALL", "C"),
+];
+
 const STATUS_TMP: &str = "status.json.tmp";
 const LOST_MESSAGE: &str = "supervisor vanished without recording an exit";
 const NEVER_STARTED: &str = "never started";
@@ -336,19 +348,29 @@ impl Executor for LocalExecutor {
                 cmd.args(["--cpus", &c.to_string()]);
             }
         }
-        cmd.arg("--").args(&spec.command);
-        // a clean environment: nothing of the server's (tokens, database
-        // URLs, cloud keys) reaches a job; only what it asked for, what
-        // gigafab sets, and the few variables a program needs to run
-        cmd.env_clear().envs(crate::base_env());
+        // The job's environment: a clean one (nothing of the server's
+        // tokens, database URLs or cloud keys; only what it asked for, what
+        // gigafab sets, and the few variables a program needs to run). It
+        // goes to the command alone, through a root-only file: the
+        // supervisor runs with privilege and a fixed environment of its own,
+        // so that nothing a tenant sends (LD_PRELOAD, GCONV_PATH, ...)
+        // reaches a privileged process.
+        let mut env: Vec<(String, String)> = crate::base_env();
         if let Some(a) = &account {
-            cmd.env("HOME", &a.home)
-                .env("USER", &a.name)
-                .env("LOGNAME", &a.name);
+            env.push(("HOME".into(), a.home.display().to_string()));
+            env.push(("USER".into(), a.name.clone()));
+            env.push(("LOGNAME".into(), a.name.clone()));
         }
-        cmd.envs(spec.env.iter().map(|(k, v)| (k, v)))
-            .envs(accelerator_env(&spec.accelerators))
-            .env("GIGAFAB_JOB_ID", job.to_string())
+        env.extend(spec.env.iter().cloned());
+        env.extend(accelerator_env(&spec.accelerators));
+        env.push(("GIGAFAB_JOB_ID".into(), job.to_string()));
+        let env_file = dir.join(ENV_FILE);
+        write_private(&env_file, &encode_env(&env))
+            .map_err(|e| fail(format!("{}: {e}", env_file.display())))?;
+        cmd.arg("--env-file").arg(utf8(&env_file)?);
+        cmd.arg("--").args(&spec.command);
+        cmd.env_clear()
+            .envs(SUPERVISOR_ENV.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -442,6 +464,58 @@ fn remove_if_exists(path: &Path) -> Result<(), ExecError> {
 }
 
 /// The exit record in `dir`, if the supervisor wrote one.
+/// `KEY=VALUE` pairs, each ended by a NUL (neither holds one: checked).
+fn encode_env(env: &[(String, String)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (k, v) in env {
+        out.extend_from_slice(k.as_bytes());
+        out.push(b'=');
+        out.extend_from_slice(v.as_bytes());
+        out.push(0);
+    }
+    out
+}
+
+/// The pairs of an [`ENV_FILE`]; a later value of a key replaces an
+/// earlier one, in place.
+fn decode_env(bytes: &[u8]) -> Result<Vec<(String, String)>, String> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (i, item) in bytes.split(|b| *b == 0).enumerate() {
+        if item.is_empty() {
+            continue;
+        }
+        let text =
+            std::str::from_utf8(item).map_err(|_| format!("variable {} is not UTF-8", i + 1))?;
+        let Some((k, v)) = text.split_once('=').filter(|(k, _)| !k.is_empty()) else {
+            return Err(format!("variable {} has no name", i + 1));
+        };
+        match out.iter_mut().find(|(x, _)| x == k) {
+            Some(slot) => slot.1 = v.to_owned(),
+            None => out.push((k.to_owned(), v.to_owned())),
+        }
+    }
+    Ok(out)
+}
+
+/// Writes `bytes` to a new file `path` that only this process's user reads
+/// (0600, replacing what was there; a link in its place is removed, not
+/// followed).
+fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    f.write_all(bytes)
+}
+
 fn read_status(dir: &Path) -> Result<Option<ExitRecord>, ExecError> {
     let path = dir.join(STATUS_FILE);
     let bytes = match fs::read(&path) {
@@ -597,7 +671,7 @@ const USAGE: &str = "usage: job-supervise --dir DIR --time-limit SECS --grace-ms
                      [--workdir DIR] -- COMMAND [ARGS...]";
 
 /// Parsed arguments of [`supervise`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 struct SuperviseArgs {
     dir: PathBuf,
     /// 0: no limit.
@@ -623,6 +697,9 @@ struct SuperviseArgs {
     read_only: Vec<PathBuf>,
     /// Most bytes the job's directory (work/ and logs) may hold.
     max_disk_bytes: Option<u64>,
+    /// The command's environment (from `--env-file`); `None`: the
+    /// supervisor's own.
+    env: Option<Vec<(String, String)>>,
     command: Vec<String>,
 }
 
@@ -644,6 +721,7 @@ fn parse_supervise_args(args: &[String]) -> Result<SuperviseArgs, String> {
     let mut hide_devices = Vec::new();
     let mut read_only = Vec::new();
     let mut max_disk = None;
+    let mut env = None;
     let mut i = 0;
     while i < args.len() {
         let arg = args[i].as_str();
@@ -662,6 +740,20 @@ fn parse_supervise_args(args: &[String]) -> Result<SuperviseArgs, String> {
                     return Err(format!("`{arg}`: not an absolute path: {line:?}"));
                 }
                 read_only.push(PathBuf::from(line));
+            }
+            i += 2;
+            continue;
+        }
+        if arg == "--env-file" {
+            let value = args
+                .get(i + 1)
+                .ok_or_else(|| format!("`{arg}` needs a value"))?;
+            let bytes = std::fs::read(value).map_err(|e| format!("`{arg}`: {value}: {e}"))?;
+            if env
+                .replace(decode_env(&bytes).map_err(|e| format!("`{arg}`: {value}: {e}"))?)
+                .is_some()
+            {
+                return Err(format!("`{arg}` given twice"));
             }
             i += 2;
             continue;
@@ -780,6 +872,7 @@ fn parse_supervise_args(args: &[String]) -> Result<SuperviseArgs, String> {
             ),
             None => None,
         },
+        env,
         command,
     })
 }
@@ -1131,8 +1224,12 @@ fn run_command(args: &SuperviseArgs, out: File, err: File) -> ExitRecord {
 
     let started = Instant::now();
     let mut cmd = Command::new(program);
-    cmd.args(&args.command[1..])
-        .stdin(Stdio::null())
+    cmd.args(&args.command[1..]);
+    if let Some(env) = &args.env {
+        // given at exec, after the identity drop: the command's alone
+        cmd.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
+    }
+    cmd.stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
         .process_group(0);
@@ -1797,15 +1894,8 @@ mod tests {
                 time_limit_s: 60,
                 grace: Duration::from_millis(300),
                 workdir: Some("/w".into()),
-                identity: None,
-                cgroup: None,
-                max_file_bytes: None,
-                memory_bytes: None,
-                cpus: None,
-                hide_devices: Vec::new(),
-                read_only: Vec::new(),
-                max_disk_bytes: None,
                 command: strings(&["sh", "-c", "--dir x"]),
+                ..Default::default()
             }
         );
     }

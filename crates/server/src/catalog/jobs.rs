@@ -126,6 +126,10 @@ pub async fn register_outputs(s: &Shared) -> Result<usize, ApiError> {
         let d = dir.clone();
         let hashed = tokio::task::spawn_blocking(move || {
             moved?;
+            // out of the job's account's reach first (a process of the
+            // account may keep a directory of the tree open), through
+            // descriptors that never follow links
+            gigafab_catalog::take_tree(&d).map_err(|e| format!("not registered: {e}"))?;
             let m = gigafab_catalog::hash_tree(&d, threads)
                 .map_err(|e| format!("not registered: {e}"))?;
             // a hard link could name a file the job does not own

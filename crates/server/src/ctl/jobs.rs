@@ -2,6 +2,37 @@
 
 use super::*;
 
+/// Variables that change what the dynamic loader or the C library loads
+/// into a process (glibc's list of unsafe variables for privileged
+/// programs), refused in a job's `env`. `LD_LIBRARY_PATH` stays allowed:
+/// GPU software needs it, and it reaches only the job's own processes.
+const LOADER_ENV: &[&str] = &[
+    "LD_PRELOAD",
+    "LD_AUDIT",
+    "LD_DEBUG",
+    "LD_DEBUG_OUTPUT",
+    "LD_DYNAMIC_WEAK",
+    "LD_HWCAP_MASK",
+    "LD_ORIGIN_PATH",
+    "LD_PROFILE",
+    "LD_PROFILE_OUTPUT",
+    "LD_SHOW_AUXV",
+    "LD_USE_LOAD_BIAS",
+    "LD_BIND_NOT",
+    "GCONV_PATH",
+    "GETCONF_DIR",
+    "GLIBC_TUNABLES",
+    "HOSTALIASES",
+    "LOCALDOMAIN",
+    "LOCPATH",
+    "MALLOC_TRACE",
+    "NIS_PATH",
+    "NLSPATH",
+    "RESOLV_HOST_CONF",
+    "RES_OPTIONS",
+    "TZDIR",
+];
+
 impl Controller {
     pub(super) fn core_spec(&self, row: &JobRow, spec: &StoredSpec) -> JobSpec {
         let limit = row.time_limit_s as f64;
@@ -223,6 +254,13 @@ impl Controller {
                 || k == "ROCR_VISIBLE_DEVICES"
             {
                 return Err(ApiError::invalid(format!("env: `{k}` is set by gigafab")));
+            }
+            if LOADER_ENV.contains(&k.as_str()) {
+                // a second line: the job's environment never reaches a
+                // privileged process anyway (its supervisor has its own)
+                return Err(ApiError::invalid(format!(
+                    "env: `{k}` changes how programs load and is not accepted; set it in the command (`env {k}=... program`)"
+                )));
             }
         }
         if let Some(w) = &req.workdir
