@@ -156,6 +156,22 @@ pub struct ServeArgs {
     /// the job is stopped and recorded failed; 0: no limit.
     #[arg(long, env = "GIGAFAB_MAX_JOB_DISK_GIB", default_value_t = 0.0)]
     max_job_disk_gib: f64,
+    /// Network of a job run as an account: `private` (a network namespace
+    /// of its own: its own loopback, no other job's ports, no egress) or
+    /// `host` (the machine's: jobs on one machine reach each other's
+    /// loopback services; for egress, or where the site's network does the
+    /// separating).
+    #[arg(
+        long,
+        env = "GIGAFAB_JOB_NETWORK",
+        value_enum,
+        default_value = "private"
+    )]
+    job_network: JobNetwork,
+    /// Most processes and threads of one job (cgroup pids.max, where the
+    /// pids controller is there); 0: no limit.
+    #[arg(long, env = "GIGAFAB_MAX_JOB_PIDS", default_value_t = 4096)]
+    max_job_pids: u64,
     /// Open HTTP connections at most; past it new ones are closed at once
     /// and a line is logged.
     #[arg(long, env = "GIGAFAB_MAX_CONNECTIONS", default_value_t = 512)]
@@ -169,6 +185,15 @@ pub struct ServeArgs {
     /// info; `gigafab::access=off` silences the access log).
     #[arg(long, env = "GIGAFAB_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
+}
+
+/// The network a job run as an account gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum JobNetwork {
+    /// A network namespace of its own (loopback only).
+    Private,
+    /// The machine's network.
+    Host,
 }
 
 /// Whether the log is JSON (set once at start).
@@ -586,6 +611,10 @@ pub fn run(a: ServeArgs) -> Result<()> {
                 );
                 if a.max_job_disk_gib > 0.0 {
                     e = e.with_max_disk_bytes((a.max_job_disk_gib * (1u64 << 30) as f64) as u64);
+                }
+                e = e.with_private_network(a.job_network == JobNetwork::Private);
+                if a.max_job_pids > 0 {
+                    e = e.with_max_pids(a.max_job_pids);
                 }
                 if a.max_job_file_gib > 0.0 {
                     e = e.with_max_file_bytes((a.max_job_file_gib * (1u64 << 30) as f64) as u64);

@@ -331,3 +331,263 @@ fn walk(root: &std::path::PathBuf) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// Issue 26, items 5 and 6: another tenant's processes, command lines,
+/// mounts and loopback services, through the shared /proc and network;
+/// and inputs in a store the accounts cannot traverse (0700, as created by
+/// default), which a job must still read.
+#[test]
+#[ignore = "needs root: jobs run as other POSIX accounts (cargo test -- --include-ignored, as root)"]
+fn a_job_sees_no_other_jobs_processes_mounts_or_ports_and_reads_its_inputs() {
+    require_root("a_job_sees_no_other_jobs_processes_mounts_or_ports_and_reads_its_inputs");
+    test_account("gf-test-a");
+    test_account("gf-test-b");
+    let dir = outside_tmp("proc-net");
+    open_path(&dir);
+    // the store: root's, 0700, an input version in it
+    let store = dir.join("catalog");
+    let input = store.join("v/k0123456789abcdef");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::write(input.join("data.txt"), "b-input-content\n").unwrap();
+    chmod(&store, 0o700);
+    let ex = executor(&dir.join("jobs")).with_private_network(true);
+    // B: reads its input, serves on 127.0.0.1:29700, sleeps with a marker
+    // in its command line
+    let mut b = spec(
+        1,
+        "gf-test-b",
+        "cat $GIGAFAB_INPUT_DATA/data.txt; echo at=$GIGAFAB_INPUT_DATA; \
+         python3 -c 'import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((\"127.0.0.1\", 29700)); s.listen(); print(\"listening\", flush=True); time.sleep(20)' b-marker-7391",
+    );
+    b.env = vec![("GIGAFAB_INPUT_DATA".into(), input.display().to_string())];
+    b.read_only = vec![input.clone()];
+    let hb = ex.launch(&b).unwrap();
+    let t0 = Instant::now();
+    while !logs(&ex, 1).0.contains("listening") {
+        assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", logs(&ex, 1));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (out, _) = logs(&ex, 1);
+    assert!(
+        out.contains("b-input-content"),
+        "B reads its own input: {out}"
+    );
+    assert!(
+        !out.contains("catalog"),
+        "B's input is at a mount point of its own: {out}"
+    );
+    // A: looks for B everywhere
+    let a = spec(
+        2,
+        "gf-test-a",
+        r#"
+echo "procs: $(ls -d /proc/[0-9]* | wc -l)"
+# (the patterns are classes, so that neither this script's text nor grep's
+# own command line matches them)
+cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\0' ' ' | grep -q "b-marker-[7]391" && echo "ATTACK cmdline: SUCCEEDED"
+cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\0' ' ' | grep -q "jobs/[1] " && echo "ATTACK supervisor: SUCCEEDED"
+grep -h "[c]atalog" /proc/[0-9]*/mountinfo 2>/dev/null | grep -q . && echo "ATTACK mountinfo: SUCCEEDED"
+python3 -c '
+import socket
+s = socket.socket(); s.settimeout(2)
+try:
+    s.connect(("127.0.0.1", 29700)); print("ATTACK connect: SUCCEEDED")
+except OSError as e:
+    print("connect refused:", e)
+t = socket.socket(); t.bind(("127.0.0.1", 29700)); t.listen(); print("own port: bound")
+'
+ip -o link 2>/dev/null | grep -v ' lo:' | grep -q . && echo "ATTACK host interfaces: SUCCEEDED"
+echo done
+"#,
+    );
+    let ha = ex.launch(&a).unwrap();
+    let rec = wait_exit(&ex, 2, &ha, Duration::from_secs(30));
+    let (out, err) = logs(&ex, 2);
+    assert_eq!(rec.outcome, Outcome::Completed, "{rec:?}\n{out}\n{err}");
+    assert!(out.contains("done"), "{out}\n{err}");
+    assert!(!out.contains("SUCCEEDED"), "{out}");
+    assert!(out.contains("own port: bound"), "{out}\n{err}");
+    let procs: usize = out
+        .lines()
+        .find_map(|l| l.strip_prefix("procs: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap();
+    assert!(procs <= 5, "A sees {procs} processes: only its own");
+    // B was undisturbed; the machine's loopback does not reach it either
+    assert!(std::net::TcpStream::connect("127.0.0.1:29700").is_err());
+    ex.cancel(1, &hb).unwrap();
+    let rec = wait_exit(&ex, 1, &hb, Duration::from_secs(30));
+    assert_eq!(rec.outcome, Outcome::Cancelled, "{rec:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 26, item 3: space a job holds without its files' sizes showing
+/// it (`fallocate --keep-size`, empty directories, removed files kept
+/// open), and places outside its directory (`/run/lock`, the host's /tmp
+/// through `workdir`).
+#[test]
+#[ignore = "needs root: jobs run as other POSIX accounts (cargo test -- --include-ignored, as root)"]
+fn disk_held_any_way_counts_toward_a_jobs_limit() {
+    require_root("disk_held_any_way_counts_toward_a_jobs_limit");
+    test_account("gf-test-a");
+    let dir = outside_tmp("disk-tricks");
+    open_path(&dir);
+    let ex = executor(&dir.join("jobs"))
+        .with_max_disk_bytes(10 << 20)
+        .with_max_file_bytes(20 << 20);
+    let tricks = [
+        (1, "touch f; fallocate -n -l 400M f"),
+        (2, "touch f; fallocate -n -l 400M f; sleep 20"),
+        (
+            3,
+            "i=0; while [ $i -lt 4000 ]; do mkdir d$i; i=$((i+1)); done; sleep 20",
+        ),
+        (
+            4,
+            "exec 3>big; head -c 15000000 /dev/zero >&3; rm big; sleep 20",
+        ),
+    ];
+    for (job, script) in tricks {
+        let h = ex.launch(&spec(job, "gf-test-a", script)).unwrap();
+        let rec = wait_exit(&ex, job, &h, Duration::from_secs(30));
+        assert_eq!(
+            rec.outcome,
+            Outcome::Failed,
+            "job {job} ({script}): {rec:?}"
+        );
+        assert!(rec.message.contains("disk limit"), "job {job}: {rec:?}");
+    }
+    // /run/lock and /tmp (even as the working directory) are the job's own
+    let marker = format!("gf-host-{}", std::process::id());
+    let mut s = spec(
+        5,
+        "gf-test-a",
+        &format!("touch /run/lock/{marker} /tmp/{marker}-tmp && pwd && ls /tmp | wc -l"),
+    );
+    s.workdir = Some("/tmp".into());
+    let h = ex.launch(&s).unwrap();
+    let rec = wait_exit(&ex, 5, &h, Duration::from_secs(30));
+    let (out, err) = logs(&ex, 5);
+    assert_eq!(rec.outcome, Outcome::Completed, "{rec:?} {out} {err}");
+    assert!(!Path::new(&format!("/run/lock/{marker}")).exists());
+    assert!(!Path::new(&format!("/tmp/{marker}-tmp")).exists());
+    assert!(
+        dir.join(format!("jobs/5/tmp/{marker}-tmp")).exists(),
+        "its /tmp is its directory's tmp/: {out}"
+    );
+    // a job within its limit completes
+    let h = ex
+        .launch(&spec(
+            6,
+            "gf-test-a",
+            "head -c 1000000 /dev/zero > f; mkdir d",
+        ))
+        .unwrap();
+    let rec = wait_exit(&ex, 6, &h, Duration::from_secs(30));
+    assert_eq!(rec.outcome, Outcome::Completed, "{rec:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 26, item 7: a job without a process cap started 2,000 processes.
+#[test]
+#[ignore = "needs root: jobs run as other POSIX accounts (cargo test -- --include-ignored, as root)"]
+fn a_job_is_held_to_its_process_limit() {
+    require_root("a_job_is_held_to_its_process_limit");
+    test_account("gf-test-a");
+    let dir = outside_tmp("pids");
+    open_path(&dir);
+    let cg = gigafab_exec::posix::jobs_cgroup(&format!("gigafab-test-pids-{}", std::process::id()))
+        .expect("a writable cgroup v2 hierarchy");
+    let ex = executor(&dir.join("jobs"))
+        .with_cgroups(cg.clone())
+        .with_max_pids(64);
+    let h = ex
+        .launch(&spec(
+            1,
+            "gf-test-a",
+            "python3 -c '\nimport os, time\nn = 0\nfor i in range(300):\n    try:\n        if os.fork() == 0:\n            time.sleep(5); os._exit(0)\n        n += 1\n    except OSError:\n        break\nprint(\"alive=%d\" % n, flush=True)\nos._exit(0)\n'",
+        ))
+        .unwrap();
+    let rec = wait_exit(&ex, 1, &h, Duration::from_secs(60));
+    let (out, err) = logs(&ex, 1);
+    let e = format!("{rec:?} {err}");
+    let alive: usize = out
+        .lines()
+        .find_map(|l| l.strip_prefix("alive="))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{out}\n{e}"));
+    assert!(
+        (10..64).contains(&alive),
+        "{alive} processes under a limit of 64\n{e}"
+    );
+    let _ = std::fs::remove_dir(&cg);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 26, item 4: jobs that ignore SIGTERM ran for their time limit and
+/// then the whole grace, and the grace was charged though never reserved:
+/// 10.4× the grant. The rule (never charged past the reservation) holds
+/// for any grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grace_of_a_stopped_run_never_overruns_the_grant() {
+    let dir = fresh_dir("grace-overrun");
+    let data = dir.join("data");
+    let mut args = base_args(&data);
+    let at = args.iter().position(|a| a == "--kill-grace").unwrap();
+    args[at + 1] = "3".into();
+    let s = Server::start(&dir, &strs(&args), &[("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)]).unwrap();
+    // 0.002 GPU-hours = 7.2 GPU-s
+    let a = s
+        .json(
+            "POST",
+            "/api/v1/allocations",
+            TOKEN,
+            Some(json!({"org": "default", "gpu_hours": 0.002})),
+        )
+        .await["id"]
+        .as_i64()
+        .unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..7 {
+        let (code, j) = s
+            .call(
+                "POST",
+                "/api/v1/jobs",
+                Some(TOKEN),
+                Some(json!({"allocation": a, "gpus": 1, "type": "h100",
+                "time_limit_s": 1, "command": ["sh", "-c", "trap '' TERM; sleep 60"]})),
+            )
+            .await;
+        assert_eq!(code, 201, "{j}");
+        ids.push(
+            serde_json::from_str::<serde_json::Value>(&j).unwrap()["id"]
+                .as_i64()
+                .unwrap(),
+        );
+    }
+    // each runs to its limit and the grace, or is cancelled once the grant
+    // is spent while it waits
+    let mut timed_out = 0;
+    for id in &ids {
+        let j = s
+            .wait_state(TOKEN, *id, &["completed", "cancelled", "failed", "timeout"])
+            .await;
+        assert!(
+            j["state"] == "timeout" || j["state"] == "cancelled",
+            "{j:#}"
+        );
+        timed_out += usize::from(j["state"] == "timeout");
+    }
+    assert!(timed_out >= 2, "{timed_out} ran");
+    let al = s
+        .json("GET", &format!("/api/v1/allocations/{a}"), TOKEN, None)
+        .await;
+    let used = al["used_gpu_hours"].as_f64().unwrap();
+    assert!(
+        used <= 0.002 + 1e-9,
+        "used {} GPU-s of a 7.2 GPU-s grant",
+        used * 3600.0
+    );
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}

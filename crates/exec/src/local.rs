@@ -55,6 +55,9 @@ pub const WORK_DIR: &str = "work";
 /// inside its directory and owned by that account.
 pub const TMP_DIR: &str = "tmp";
 
+/// Mount points of a job's inputs (`inputs/<n>`), when it runs as an
+/// account.
+pub const INPUTS_DIR: &str = "inputs";
 /// The job's environment (`KEY=VALUE`, NUL-separated), root-only, read
 /// by the supervisor and given to the command alone.
 const ENV_FILE: &str = "env";
@@ -141,6 +144,10 @@ pub struct LocalExecutor {
     devices: Option<DeviceFiles>,
     /// Most bytes a job's directory may hold.
     max_disk_bytes: Option<u64>,
+    /// A network namespace of its own for each job run as an account.
+    private_network: bool,
+    /// Most processes of one job (cgroup pids.max).
+    max_pids: Option<u64>,
     /// Supervisors started by this instance, by pid, until reaped.
     children: Mutex<HashMap<u32, Child>>,
 }
@@ -171,6 +178,8 @@ impl LocalExecutor {
             max_file_bytes: None,
             devices: None,
             max_disk_bytes: None,
+            private_network: false,
+            max_pids: None,
             children: Mutex::new(HashMap::new()),
         }
     }
@@ -194,6 +203,20 @@ impl LocalExecutor {
     /// `bytes` (measured every second).
     pub fn with_max_disk_bytes(mut self, bytes: u64) -> LocalExecutor {
         self.max_disk_bytes = Some(bytes);
+        self
+    }
+
+    /// Gives each job run as an account a network namespace of its own: a
+    /// loopback of its own, no other interface (no port of another job's
+    /// to reach or to hold; no egress unless the operator adds it).
+    pub fn with_private_network(mut self, on: bool) -> LocalExecutor {
+        self.private_network = on;
+        self
+    }
+
+    /// Most processes and threads of one job (cgroup `pids.max`).
+    pub fn with_max_pids(mut self, n: u64) -> LocalExecutor {
+        self.max_pids = Some(n);
         self
     }
 
@@ -328,19 +351,54 @@ impl Executor for LocalExecutor {
                 cmd.arg("--hide-device").arg(utf8(&p)?);
             }
         }
-        if !spec.read_only.is_empty() {
+        // A job run as an account (the server is root) reads each input at
+        // a mount point of its own directory (`inputs/<n>`), bound there
+        // in its mount namespace: its mount table names no store path, and
+        // it reads the input whatever the store's directory modes. The
+        // variables that named an input's path name the mount point.
+        let mut env_spec: Vec<(String, String)> = spec.env.clone();
+        let mut binds: Vec<(PathBuf, PathBuf)> = Vec::new();
+        for (k, p) in spec.read_only.iter().enumerate() {
+            if account.is_some() && crate::posix::is_root() {
+                let at = dir.join(INPUTS_DIR).join(k.to_string());
+                fs::create_dir_all(&at).map_err(io_error(&at))?;
+                let shown = utf8(&at)?;
+                let was = utf8(p)?;
+                for (_, v) in env_spec.iter_mut().filter(|(_, v)| *v == was) {
+                    *v = shown.clone();
+                }
+                binds.push((p.clone(), at));
+            } else {
+                binds.push((p.clone(), p.clone()));
+            }
+        }
+        if !binds.is_empty() {
             // in a file of the job's root-owned directory, not on the
             // command line (which every local user may read in /proc)
             let mut list = String::new();
-            for p in &spec.read_only {
-                list.push_str(&utf8(p)?);
+            for (from, to) in &binds {
+                let (from, to) = (utf8(from)?, utf8(to)?);
+                if from.contains(['\t', '\n']) || to.contains(['\t', '\n']) {
+                    return Err(fail(format!("input path {from:?}: a tab or newline")));
+                }
+                list.push_str(&from);
+                if to != from {
+                    list.push('\t');
+                    list.push_str(&to);
+                }
                 list.push('\n');
             }
             let f = dir.join("read-only.list");
             std::fs::write(&f, list).map_err(|e| fail(format!("{}: {e}", f.display())))?;
             cmd.arg("--read-only-list").arg(utf8(&f)?);
         }
+        if account.is_some() && self.private_network {
+            cmd.arg("--private-network");
+        }
         if self.cgroups.is_some() {
+            if let Some(n) = self.max_pids {
+                cmd.args(["--pids-max", &n.to_string()]);
+            }
             if let Some(m) = spec.memory_bytes {
                 cmd.args(["--memory-bytes", &m.to_string()]);
             }
@@ -361,7 +419,7 @@ impl Executor for LocalExecutor {
             env.push(("USER".into(), a.name.clone()));
             env.push(("LOGNAME".into(), a.name.clone()));
         }
-        env.extend(spec.env.iter().cloned());
+        env.extend(env_spec);
         env.extend(accelerator_env(&spec.accelerators));
         env.push(("GIGAFAB_JOB_ID".into(), job.to_string()));
         let env_file = dir.join(ENV_FILE);
@@ -693,8 +751,13 @@ struct SuperviseArgs {
     /// Device files the command must not open (covered by /dev/null in
     /// its own mount namespace).
     hide_devices: Vec<PathBuf>,
-    /// Directories bound read-only in its mount namespace (as root).
-    read_only: Vec<PathBuf>,
+    /// Directories bound read-only in its mount namespace (as root): each
+    /// at the second path (itself, or a mount point of the job's own).
+    read_only: Vec<(PathBuf, PathBuf)>,
+    /// A network namespace of its own (loopback only).
+    private_network: bool,
+    /// cgroup pids.max of the run.
+    pids_max: Option<u64>,
     /// Most bytes the job's directory (work/ and logs) may hold.
     max_disk_bytes: Option<u64>,
     /// The command's environment (from `--env-file`); `None`: the
@@ -722,6 +785,8 @@ fn parse_supervise_args(args: &[String]) -> Result<SuperviseArgs, String> {
     let mut read_only = Vec::new();
     let mut max_disk = None;
     let mut env = None;
+    let mut private_network = false;
+    let mut pids_max = None;
     let mut i = 0;
     while i < args.len() {
         let arg = args[i].as_str();
@@ -736,12 +801,18 @@ fn parse_supervise_args(args: &[String]) -> Result<SuperviseArgs, String> {
             let text =
                 std::fs::read_to_string(value).map_err(|e| format!("`{arg}`: {value}: {e}"))?;
             for line in text.lines().filter(|l| !l.is_empty()) {
-                if !line.starts_with('/') {
+                let (from, to) = line.split_once('\t').unwrap_or((line, line));
+                if !from.starts_with('/') || !to.starts_with('/') {
                     return Err(format!("`{arg}`: not an absolute path: {line:?}"));
                 }
-                read_only.push(PathBuf::from(line));
+                read_only.push((PathBuf::from(from), PathBuf::from(to)));
             }
             i += 2;
+            continue;
+        }
+        if arg == "--private-network" {
+            private_network = true;
+            i += 1;
             continue;
         }
         if arg == "--env-file" {
@@ -766,7 +837,7 @@ fn parse_supervise_args(args: &[String]) -> Result<SuperviseArgs, String> {
                 if !value.starts_with('/') {
                     return Err(format!("`{arg}`: not an absolute path: {value:?}"));
                 }
-                read_only.push(PathBuf::from(value));
+                read_only.push((PathBuf::from(value), PathBuf::from(value)));
             } else {
                 hide_devices.push(PathBuf::from(value));
             }
@@ -786,6 +857,7 @@ fn parse_supervise_args(args: &[String]) -> Result<SuperviseArgs, String> {
             "--memory-bytes" => &mut memory,
             "--cpus" => &mut cpus,
             "--max-disk-bytes" => &mut max_disk,
+            "--pids-max" => &mut pids_max,
             _ if arg.starts_with('-') => return Err(format!("unknown option `{arg}`")),
             _ => break,
         };
@@ -873,6 +945,16 @@ fn parse_supervise_args(args: &[String]) -> Result<SuperviseArgs, String> {
             None => None,
         },
         env,
+        private_network,
+        pids_max: match pids_max {
+            Some(v) => Some(
+                v.parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("`--pids-max`: not a positive count: {v:?}"))?,
+            ),
+            None => None,
+        },
         command,
     })
 }
@@ -1155,14 +1237,46 @@ fn group_alive(pgid: i32) -> bool {
 struct Track {
     pgid: i32,
     cgroup: Option<PathBuf>,
+    /// Where the run's init writes the command's wait status.
+    status: Option<File>,
 }
 
 impl Track {
+    /// The command's own exit status: what its init passed back, else
+    /// `status` (the init's, or the command's where there is no init).
+    fn command_status(&self, status: ExitStatus) -> ExitStatus {
+        use std::io::Read;
+        let Some(mut f) = self.status.as_ref() else {
+            return status;
+        };
+        let mut raw = [0u8; 4];
+        match f.read(&mut raw) {
+            Ok(4) => ExitStatus::from_raw(i32::from_ne_bytes(raw)),
+            _ => status,
+        }
+    }
+
     fn signal(&self, signal: libc::c_int) {
         signal_group(self.pgid, signal);
         if let Some(cg) = &self.cgroup {
             crate::posix::cgroup_signal(cg, signal);
         }
+    }
+
+    /// The run's processes: its cgroup's, else its process group's.
+    fn pids(&self) -> Vec<i32> {
+        if let Some(cg) = &self.cgroup {
+            return crate::posix::cgroup_pids(cg);
+        }
+        let Ok(entries) = fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(parse_pid))
+            .filter(|&p| read_proc_stat(p).is_some_and(|s| s.pgrp == self.pgid))
+            .map(|p| p as i32)
+            .collect()
     }
 
     fn alive(&self) -> bool {
@@ -1243,7 +1357,7 @@ fn run_command(args: &SuperviseArgs, out: File, err: File) -> ExitRecord {
             .and_then(|_| OpenOptions::new().write(true).open(cg.join("cgroup.procs")))
         {
             Ok(f) => {
-                let legacy = set_limits(cg, args.memory_bytes, args.cpus, &mut log);
+                let legacy = set_limits(cg, args.memory_bytes, args.cpus, args.pids_max, &mut log);
                 Some((cg.clone(), f, legacy))
             }
             Err(e) => {
@@ -1253,6 +1367,24 @@ fn run_command(args: &SuperviseArgs, out: File, err: File) -> ExitRecord {
             }
         },
         None => None,
+    };
+    // A job run as an account (the supervisor is root) gets namespaces of
+    // its own: PID (its own /proc: no other job's processes, command
+    // lines or mounts), mount, and network where asked. Its pid 1 is a
+    // small init of the supervisor's (reaps orphans, passes the command's
+    // exit status back through a pipe, and takes the rest down with it).
+    let isolate = args.identity.is_some() && crate::posix::is_root();
+    let (status_r, status_w) = if isolate {
+        match pipe_cloexec() {
+            Ok((r, w)) => (Some(r), Some(w)),
+            Err(e) => {
+                let message = format!("cannot start `{program}`: a pipe: {e}");
+                note(&mut log, &message);
+                return failed(message);
+            }
+        }
+    } else {
+        (None, None)
     };
     if let Err(e) = prepare_exec(
         &mut cmd,
@@ -1273,12 +1405,26 @@ fn run_command(args: &SuperviseArgs, out: File, err: File) -> ExitRecord {
             .as_ref()
             .map(|_| args.dir.join(TMP_DIR))
             .as_deref(),
+        status_w.as_ref().filter(|_| isolate),
+        args.private_network && isolate,
+        args.workdir.is_some(),
     ) {
         let message = format!("cannot start `{program}`: {e}");
         note(&mut log, &message);
         return failed(message);
     }
-    let mut child = match cmd.spawn() {
+    // its own PID namespace: the next child (the run's init) is its pid 1
+    if isolate && unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
+        let message = format!(
+            "cannot start `{program}`: a PID namespace: {}",
+            io::Error::last_os_error()
+        );
+        note(&mut log, &message);
+        return failed(message);
+    }
+    let spawned = cmd.spawn();
+    drop(status_w);
+    let mut child = match spawned {
         Ok(child) => child,
         Err(e) => {
             let message = format!("cannot start `{program}`: {e}");
@@ -1299,6 +1445,7 @@ fn run_command(args: &SuperviseArgs, out: File, err: File) -> ExitRecord {
     let track = Track {
         pgid: child.id() as i32,
         cgroup: cgroup.map(|c| c.0),
+        status: status_r,
     };
     let record = follow(args, &mut child, &track, started, &mut log);
     // empty now; cgroups with no process can go
@@ -1324,6 +1471,7 @@ fn set_limits(
     cg: &Path,
     memory: Option<u64>,
     cpus: Option<f64>,
+    pids: Option<u64>,
     log: &mut Option<File>,
 ) -> Vec<(PathBuf, File)> {
     let mut legacy = Vec::new();
@@ -1393,6 +1541,17 @@ fn set_limits(
             );
         }
     }
+    if let Some(n) = pids {
+        let v2 = cg.join("pids.max");
+        let done = (v2.exists() && fs::write(&v2, n.to_string()).is_ok())
+            || v1("pids", &[("pids.max", n.to_string())]);
+        if !done {
+            note(
+                log,
+                "process limit not enforced: this machine's cgroups have no pids controller",
+            );
+        }
+    }
     legacy
 }
 
@@ -1407,12 +1566,33 @@ fn default_workdir(dir: &Path, as_account: bool) -> PathBuf {
     }
 }
 
+/// A pipe, both ends close-on-exec: (read, write).
+fn pipe_cloexec() -> io::Result<(File, std::os::fd::OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0i32; 2];
+    // SAFETY: fds is a valid out-array of two ints.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both were just opened and are owned here alone.
+    Ok(unsafe {
+        (
+            File::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    })
+}
+
 /// Sets up, for the child between fork and exec: entering the cgroup (as
-/// root), a mount namespace (other jobs' devices hidden), the account's
-/// groups and gid, the working directory entered with the account's file
-/// rights (setfsuid), the job's own /tmp, /var/tmp and /dev/shm, then the
-/// account's uid for good. Everything
-/// it runs there is async-signal-safe (plain syscalls on prepared data).
+/// root); a mount namespace (other jobs' devices hidden, inputs bound
+/// read-only at their mount points, the job's own /tmp, /var/tmp,
+/// /dev/shm and /run/lock, and with `init_status` the /proc of its own PID
+/// namespace); a network namespace with only its loopback where asked; the
+/// account's groups and gid, the working directory entered with the
+/// account's file rights (setfsuid), the account's uid for good; then,
+/// with `init_status`, a fork: the child goes on to run the command, the
+/// parent stays as the PID namespace's init. Everything it runs there is
+/// async-signal-safe (plain syscalls on prepared data).
 #[allow(clippy::too_many_arguments)]
 fn prepare_exec(
     cmd: &mut Command,
@@ -1421,14 +1601,17 @@ fn prepare_exec(
     cgroup_procs: Vec<&File>,
     max_file_bytes: Option<u64>,
     hide_devices: &[PathBuf],
-    read_only: &[PathBuf],
+    read_only: &[(PathBuf, PathBuf)],
     private_tmp: Option<&Path>,
+    init_status: Option<&std::os::fd::OwnedFd>,
+    private_network: bool,
+    cwd_late: bool,
 ) -> io::Result<()> {
+    use std::ffi::CString;
     use std::os::fd::AsRawFd;
     use std::os::unix::ffi::OsStrExt;
     let cstr = |p: &Path| {
-        std::ffi::CString::new(p.as_os_str().as_bytes())
-            .map_err(|_| io::Error::other("a NUL in a path"))
+        CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::other("a NUL in a path"))
     };
     // the job's own /tmp and /var/tmp (its directory's tmp/, counted in its
     // disk use) and a /dev/shm of its own: nothing another job can see
@@ -1445,32 +1628,46 @@ fn prepare_exec(
     };
     let shm = Path::new("/dev/shm")
         .is_dir()
-        .then(|| std::ffi::CString::new("/dev/shm").expect("no NUL"));
-    let tmpfs = std::ffi::CString::new("tmpfs").expect("no NUL");
-    let shm_opts = std::ffi::CString::new("mode=1777").expect("no NUL");
-    let cwd = std::ffi::CString::new(workdir.as_os_str().as_bytes())
+        .then(|| CString::new("/dev/shm").expect("no NUL"));
+    // a lock directory of its own (shared on the host, it outlives jobs)
+    let run_lock = (private_tmp.is_some() && Path::new("/run/lock").is_dir())
+        .then(|| CString::new("/run/lock").expect("no NUL"));
+    let tmpfs = CString::new("tmpfs").expect("no NUL");
+    let shm_opts = CString::new("mode=1777").expect("no NUL");
+    let lock_opts = CString::new("mode=1777,size=1m").expect("no NUL");
+    let proc_ = CString::new("proc").expect("no NUL");
+    let proc_dir = CString::new("/proc").expect("no NUL");
+    let cwd = CString::new(workdir.as_os_str().as_bytes())
         .map_err(|_| io::Error::other("a NUL in the working directory"))?;
     let fds: Vec<i32> = cgroup_procs.iter().map(|f| f.as_raw_fd()).collect();
-    let hide: Vec<std::ffi::CString> = hide_devices
+    let hide: Vec<CString> = hide_devices
         .iter()
-        .map(|p| std::ffi::CString::new(p.as_os_str().as_bytes()))
+        .map(|p| CString::new(p.as_os_str().as_bytes()))
         .collect::<Result<_, _>>()
         .map_err(|_| io::Error::other("a NUL in a device path"))?;
     // read-only binds need root (a mount namespace); without it the
     // inputs' file modes are what keeps them unchanged
     let is_root = unsafe { libc::geteuid() } == 0;
-    let ro: Vec<std::ffi::CString> = if is_root {
+    let ro: Vec<(CString, CString)> = if is_root {
         read_only
             .iter()
-            .filter(|p| p.is_dir())
-            .map(|p| cstr(p))
+            .filter(|(from, to)| from.is_dir() && to.is_dir())
+            .map(|(from, to)| Ok((cstr(from)?, cstr(to)?)))
             .collect::<io::Result<_>>()?
     } else {
         Vec::new()
     };
-    let root = std::ffi::CString::new("/").expect("no NUL");
-    let null = std::ffi::CString::new("/dev/null").expect("no NUL");
+    let root = CString::new("/").expect("no NUL");
+    let null = CString::new("/dev/null").expect("no NUL");
     let ident = identity.cloned();
+    let init = init_status.map(|f| f.as_raw_fd());
+    let mut namespaces = 0;
+    if !hide.is_empty() || tmp.is_some() || !ro.is_empty() || init.is_some() {
+        namespaces |= libc::CLONE_NEWNS;
+    }
+    if private_network {
+        namespaces |= libc::CLONE_NEWNET;
+    }
     // SAFETY: the closure only makes syscalls on data prepared before the
     // fork (no allocation, no locks).
     unsafe {
@@ -1480,16 +1677,41 @@ fn prepare_exec(
                     return Err(io::Error::last_os_error());
                 }
             }
-            if !hide.is_empty() || tmp.is_some() || !ro.is_empty() {
+            if namespaces != 0 && libc::unshare(namespaces) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if namespaces & libc::CLONE_NEWNET != 0 {
+                // its own loopback, up
+                let mut lo: libc::ifreq = std::mem::zeroed();
+                lo.ifr_name[0] = b'l' as libc::c_char;
+                lo.ifr_name[1] = b'o' as libc::c_char;
+                lo.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+                let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+                if sock < 0 || libc::ioctl(sock, libc::SIOCSIFFLAGS, &lo) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                libc::close(sock);
+            }
+            if namespaces & libc::CLONE_NEWNS != 0 {
                 // a mount namespace of its own, where the other jobs'
                 // device files are /dev/null and /tmp is the job's own
                 // (before dropping root)
-                if libc::unshare(libc::CLONE_NEWNS) != 0
-                    || libc::mount(
-                        std::ptr::null(),
-                        root.as_ptr(),
-                        std::ptr::null(),
-                        libc::MS_REC | libc::MS_PRIVATE,
+                if libc::mount(
+                    std::ptr::null(),
+                    root.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ) != 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                if init.is_some()
+                    && libc::mount(
+                        proc_.as_ptr(),
+                        proc_dir.as_ptr(),
+                        proc_.as_ptr(),
+                        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
                         std::ptr::null(),
                     ) != 0
                 {
@@ -1507,18 +1729,18 @@ fn prepare_exec(
                         return Err(io::Error::last_os_error());
                     }
                 }
-                // each input bound onto itself, then made read-only
-                for p in &ro {
+                // each input bound at its mount point, then made read-only
+                for (from, to) in &ro {
                     if libc::mount(
-                        p.as_ptr(),
-                        p.as_ptr(),
+                        from.as_ptr(),
+                        to.as_ptr(),
                         std::ptr::null(),
                         libc::MS_BIND | libc::MS_REC,
                         std::ptr::null(),
                     ) != 0
                         || libc::mount(
                             std::ptr::null(),
-                            p.as_ptr(),
+                            to.as_ptr(),
                             std::ptr::null(),
                             libc::MS_BIND
                                 | libc::MS_REMOUNT
@@ -1532,24 +1754,10 @@ fn prepare_exec(
                     }
                 }
             }
-            // into the working directory with the account's rights (its
-            // file-system uid and groups), before /tmp is replaced: a
-            // working directory under /tmp stays reachable
-            if let Some((uid, gid, groups)) = &ident {
-                if libc::setgroups(groups.len(), groups.as_ptr()) != 0 || libc::setgid(*gid) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                libc::setfsuid(*uid);
-                if libc::setfsuid(u32::MAX) as u32 != *uid {
-                    return Err(io::Error::other("could not take the account's file rights"));
-                }
-                let moved = libc::chdir(cwd.as_ptr());
-                let err = io::Error::last_os_error();
-                libc::setfsuid(0);
-                if moved != 0 {
-                    return Err(err);
-                }
-            } else if libc::chdir(cwd.as_ptr()) != 0 {
+            // the job's own directory is entered before /tmp is replaced
+            // (it may lie under /tmp); a working directory it names, after
+            // (a path under /tmp is in its own /tmp)
+            if !cwd_late && enter(&cwd, &ident).is_err() {
                 return Err(io::Error::last_os_error());
             }
             if let Some((own, targets)) = &tmp {
@@ -1580,6 +1788,20 @@ fn prepare_exec(
                 {
                     return Err(io::Error::last_os_error());
                 }
+                if let Some(lock) = &run_lock
+                    && libc::mount(
+                        tmpfs.as_ptr(),
+                        lock.as_ptr(),
+                        tmpfs.as_ptr(),
+                        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                        lock_opts.as_ptr().cast(),
+                    ) != 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            if cwd_late && enter(&cwd, &ident).is_err() {
+                return Err(io::Error::last_os_error());
             }
             if let Some((uid, _, _)) = &ident {
                 if libc::setuid(*uid) != 0 {
@@ -1600,10 +1822,92 @@ fn prepare_exec(
                     return Err(io::Error::last_os_error());
                 }
             }
+            if let Some(status_fd) = init {
+                let command = libc::fork();
+                if command < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                if command == 0 {
+                    // the command (its pid 2): exec follows
+                    return Ok(());
+                }
+                run_init(command, status_fd);
+            }
             Ok(())
         });
     }
     Ok(())
+}
+
+/// Enters `cwd` with the account's rights (its file-system uid and groups,
+/// which stay set; the uid itself is dropped later), or as this process
+/// without an account. -1 on failure, errno set. Async-signal-safe.
+unsafe fn enter(cwd: &std::ffi::CStr, ident: &Option<(u32, u32, Vec<u32>)>) -> Result<(), ()> {
+    unsafe {
+        if let Some((uid, gid, groups)) = ident {
+            if libc::setgroups(groups.len(), groups.as_ptr()) != 0 || libc::setgid(*gid) != 0 {
+                return Err(());
+            }
+            libc::setfsuid(*uid);
+            if libc::setfsuid(u32::MAX) as u32 != *uid {
+                *libc::__errno_location() = libc::EPERM;
+                return Err(());
+            }
+            let moved = libc::chdir(cwd.as_ptr());
+            let errno = *libc::__errno_location();
+            libc::setfsuid(0);
+            *libc::__errno_location() = errno;
+            if moved != 0 {
+                return Err(());
+            }
+        } else if libc::chdir(cwd.as_ptr()) != 0 {
+            return Err(());
+        }
+        Ok(())
+    }
+}
+
+/// The init (pid 1) of a job's PID namespace, as the job's account: keeps
+/// no descriptor but `status_fd` (so that the spawner sees the command's
+/// exec), ignores the stop signals (the supervisor signals the command's
+/// process group; SIGKILL from outside still ends it), reaps every orphan,
+/// and when `command` ends writes its wait status to `status_fd` and
+/// exits, which ends every process left in the namespace. Only
+/// async-signal-safe calls.
+unsafe fn run_init(command: libc::pid_t, status_fd: i32) -> ! {
+    unsafe {
+        for fd in 3..status_fd {
+            libc::close(fd);
+        }
+        if libc::syscall(libc::SYS_close_range, status_fd + 1, u32::MAX, 0) != 0 {
+            for fd in status_fd + 1..4096 {
+                libc::close(fd);
+            }
+        }
+        for signal in [
+            libc::SIGTERM,
+            libc::SIGINT,
+            libc::SIGHUP,
+            libc::SIGQUIT,
+            libc::SIGUSR1,
+            libc::SIGUSR2,
+            libc::SIGPIPE,
+        ] {
+            libc::signal(signal, libc::SIG_IGN);
+        }
+        loop {
+            let mut status: libc::c_int = 0;
+            let pid = libc::waitpid(-1, &mut status, 0);
+            if pid == command {
+                let bytes = status.to_ne_bytes();
+                libc::write(status_fd, bytes.as_ptr().cast(), bytes.len());
+                libc::_exit(0);
+            }
+            if pid < 0 && *libc::__errno_location() != libc::EINTR {
+                libc::_exit(1);
+            }
+        }
+    }
 }
 
 /// The directory of a job that runs as `account`: the server's (0711: the
@@ -1640,10 +1944,13 @@ fn prepare_account_dir(dir: &Path, account: &crate::posix::Account) -> Result<()
 /// How often the supervisor measures a job's directory.
 const DISK_CHECK: Duration = Duration::from_secs(1);
 
-/// Bytes under `dir` (files, not following links), counting stops once past
-/// `stop_after`.
+/// Disk space under `dir`: the blocks allocated to every file, directory
+/// and link (not their sizes: a file grown by `fallocate --keep-size` or
+/// with holes counts what it holds on disk), links not followed; counting
+/// stops once past `stop_after`.
 fn dir_size(dir: &Path, stop_after: u64) -> u64 {
-    let mut total = 0u64;
+    use std::os::unix::fs::MetadataExt;
+    let mut total = fs::symlink_metadata(dir).map_or(0, |m| m.blocks() * 512);
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         let Ok(entries) = fs::read_dir(&d) else {
@@ -1653,15 +1960,47 @@ fn dir_size(dir: &Path, stop_after: u64) -> u64 {
             let Ok(m) = e.path().symlink_metadata() else {
                 continue;
             };
+            total = total.saturating_add(m.blocks().saturating_mul(512));
             if m.is_dir() {
                 stack.push(e.path());
-            } else {
-                total = total.saturating_add(m.len());
-                if total > stop_after {
-                    return total;
-                }
+            }
+            if total > stop_after {
+                return total;
             }
         }
+    }
+    total
+}
+
+/// Disk space held by files that processes `pids` removed but keep open
+/// (not in any directory, still on disk), each file once.
+fn unlinked_open(pids: &[i32]) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0u64;
+    for pid in pids {
+        let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            // the descriptor's file itself (its /proc link is followed)
+            let Ok(m) = fs::metadata(fd.path()) else {
+                continue;
+            };
+            if m.is_file() && m.nlink() == 0 && seen.insert((m.dev(), m.ino())) {
+                total = total.saturating_add(m.blocks().saturating_mul(512));
+            }
+        }
+    }
+    total
+}
+
+/// What a run holds on disk: its directory, and what its processes
+/// removed but keep open.
+fn disk_use(dir: &Path, track: &Track, stop_after: u64) -> u64 {
+    let mut total = dir_size(dir, stop_after);
+    if total <= stop_after {
+        total = total.saturating_add(unlinked_open(&track.pids()));
     }
     total
 }
@@ -1693,7 +2032,15 @@ fn follow(
                         sigkill_note(log, args.grace);
                     }
                 }
-                return record_for_exit(status);
+                // a last look: what it left on disk when it ended quickly
+                if let Some(max) = args.max_disk_bytes
+                    && dir_size(&args.dir, max) > max
+                {
+                    let reason = StopReason::Disk(max);
+                    note(log, &format!("{} when it ended", reason.describe()));
+                    return record_for_stop(reason, Some(track.command_status(status)), None);
+                }
+                return record_for_exit(track.command_status(status));
             }
             Ok(None) => {}
             Err(e) => {
@@ -1711,7 +2058,7 @@ fn follow(
             && Instant::now() >= next_disk_check
         {
             next_disk_check = Instant::now() + DISK_CHECK;
-            if dir_size(&args.dir, max) > max {
+            if disk_use(&args.dir, track, max) > max {
                 reason = Some(StopReason::Disk(max));
             }
         }
@@ -1727,7 +2074,11 @@ fn follow(
             if killed {
                 sigkill_note(log, args.grace);
             }
-            return record_for_stop(reason, status, killed.then_some(args.grace));
+            return record_for_stop(
+                reason,
+                status.map(|s| track.command_status(s)),
+                killed.then_some(args.grace),
+            );
         }
         std::thread::sleep(TICK);
     }

@@ -669,6 +669,10 @@ impl Controller {
                 Some(e) => e.max(0) as f64,
                 None => now.secs_since(s),
             };
+            // never past what its start reserved (its time limit): the
+            // grace a stopped run is given, and the engine's lateness, are
+            // not the tenant's to pay, nor a way past its grant
+            let ran = ran.min(j.row.time_limit_s as f64);
             charged = w * gpus * ran;
             j.row.gpu_s += charged;
         }
@@ -736,7 +740,7 @@ impl Controller {
         let w = j.spec.billing_weight.unwrap_or(1.0);
         let (gpus, alloc_id) = (j.row.gpus as f64, j.row.alloc_id);
         let started = j.row.started_ms.unwrap_or(now);
-        let used = w * gpus * now.secs_since(started);
+        let used = w * gpus * now.secs_since(started).min(j.row.time_limit_s as f64);
         j.row.gpu_s += used;
         j.row.state = "queued".into();
         j.row.accelerators = None;

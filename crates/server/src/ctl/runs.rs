@@ -559,7 +559,19 @@ impl Controller {
                     self.cfg.factory.sites[p.site].name.clone()
                 }),
                 run_as: self.account_of(j.row.user_id, &j.row.org),
-                memory_bytes: j.spec.memory_gb.map(|g| (g * 1e9) as u64),
+                // as asked, else the job's share of its node's memory by
+                // its accelerators there (as Slurm's DefMemPerGPU)
+                memory_bytes: j
+                    .spec
+                    .memory_gb
+                    .or_else(|| {
+                        let &(n, _) = j.devices.first()?;
+                        let p = &self.cfg.factory.pools[self.core.cluster.pool_of(n) as usize];
+                        let on_node = j.devices.iter().filter(|d| d.0 == n).count() as f64;
+                        (p.memory_gb_per_node > 0.0 && p.per_node > 0)
+                            .then(|| p.memory_gb_per_node * on_node / p.per_node as f64)
+                    })
+                    .map(|g| (g * 1e9) as u64),
                 cpus: j.spec.cpus,
                 retry: self.retry.contains(&id),
             };
