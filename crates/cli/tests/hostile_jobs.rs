@@ -253,7 +253,7 @@ fn registering_an_output_never_follows_a_link_the_tenant_swaps_in() {
         for i in 0..FILES {
             std::fs::write(sub.join(format!("f{i}")), "x").unwrap();
         }
-        for e in walk(&out.parent().unwrap().to_path_buf()) {
+        for e in walk(out.parent().unwrap()) {
             std::os::unix::fs::lchown(&e, Some(uid), Some(gid)).unwrap();
         }
         chmod(out.parent().unwrap(), 0o755);
@@ -317,8 +317,8 @@ fn registering_an_output_never_follows_a_link_the_tenant_swaps_in() {
 }
 
 /// Every path under `root` (it included), links not followed.
-fn walk(root: &std::path::PathBuf) -> Vec<std::path::PathBuf> {
-    let mut out = vec![root.clone()];
+fn walk(root: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![root.to_path_buf()];
     let mut i = 0;
     while i < out.len() {
         if std::fs::symlink_metadata(&out[i]).is_ok_and(|m| m.is_dir())
