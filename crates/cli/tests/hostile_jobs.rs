@@ -12,7 +12,11 @@ use common::*;
 use gigafab_exec::{Executor, ExitRecord, LaunchSpec, LocalExecutor, Outcome, RunStatus};
 use serde_json::json;
 
+/// An executor over `root`, made 0711 as `gigafab serve` makes its jobs'
+/// directory (whatever the umask).
 fn executor(root: &Path) -> LocalExecutor {
+    std::fs::create_dir_all(root).unwrap();
+    chmod(root, 0o711);
     LocalExecutor::new(
         root.to_path_buf(),
         vec![env!("CARGO_BIN_EXE_gigafab").into(), "job-supervise".into()],
@@ -351,6 +355,8 @@ fn a_job_sees_no_other_jobs_processes_mounts_or_ports_and_reads_its_inputs() {
     std::fs::write(input.join("data.txt"), "b-input-content\n").unwrap();
     chmod(&store, 0o700);
     let ex = executor(&dir.join("jobs")).with_private_network(true);
+    // as `gigafab serve` runs: what it makes is its own unless made otherwise
+    let umask = unsafe { libc::umask(0o077) };
     // B: reads its input, serves on 127.0.0.1:29700, sleeps with a marker
     // in its command line
     let mut b = spec(
@@ -362,6 +368,7 @@ fn a_job_sees_no_other_jobs_processes_mounts_or_ports_and_reads_its_inputs() {
     b.env = vec![("GIGAFAB_INPUT_DATA".into(), input.display().to_string())];
     b.read_only = vec![input.clone()];
     let hb = ex.launch(&b).unwrap();
+    unsafe { libc::umask(umask) };
     let t0 = Instant::now();
     while !logs(&ex, 1).0.contains("listening") {
         assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", logs(&ex, 1));

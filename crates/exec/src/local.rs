@@ -360,8 +360,15 @@ impl Executor for LocalExecutor {
         let mut binds: Vec<(PathBuf, PathBuf)> = Vec::new();
         for (k, p) in spec.read_only.iter().enumerate() {
             if account.is_some() && crate::posix::is_root() {
+                use std::os::unix::fs::PermissionsExt;
                 let at = dir.join(INPUTS_DIR).join(k.to_string());
                 fs::create_dir_all(&at).map_err(io_error(&at))?;
+                // reachable by the account whatever the server's umask
+                // (the mount covers `at` in the job's namespace)
+                for (d, mode) in [(dir.join(INPUTS_DIR), 0o711), (at.clone(), 0o755)] {
+                    fs::set_permissions(&d, fs::Permissions::from_mode(mode))
+                        .map_err(io_error(&d))?;
+                }
                 let shown = utf8(&at)?;
                 let was = utf8(p)?;
                 for (_, v) in env_spec.iter_mut().filter(|(_, v)| *v == was) {
@@ -1475,10 +1482,15 @@ fn set_limits(
     log: &mut Option<File>,
 ) -> Vec<(PathBuf, File)> {
     let mut legacy = Vec::new();
-    let name = cg
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    // named after the run's v2 cgroup and its parent (the instance's), so
+    // that two servers' job 2 never share one (and never remove the
+    // other's)
+    let part = |p: Option<&Path>| {
+        p.and_then(Path::file_name)
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let name = format!("{}-{}", part(cg.parent()), part(Some(cg)));
     // a v1 cgroup of `controller` with `files` written; None if unavailable
     let mut v1 = |controller: &str, files: &[(&str, String)]| -> bool {
         let Some(mount) = crate::posix::cgroup1_mount(controller) else {
@@ -1972,17 +1984,58 @@ fn dir_size(dir: &Path, stop_after: u64) -> u64 {
     total
 }
 
+/// The mount id of descriptor `fd` of process `pid` (`mnt_id` of its
+/// fdinfo), read from /proc without touching the file's own file system.
+fn fd_mount(pid: &str, fd: &str) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The device (`major:minor`) of mount `id` in process `pid`'s mount table.
+fn mount_device(pid: &str, id: u64) -> Option<String> {
+    let text = fs::read_to_string(format!("/proc/{pid}/mountinfo")).ok()?;
+    text.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        let mid: u64 = f.next()?.parse().ok()?;
+        f.next()?;
+        let dev = f.next()?;
+        (mid == id).then(|| dev.to_string())
+    })
+}
+
 /// Disk space held by files that processes `pids` removed but keep open
-/// (not in any directory, still on disk), each file once.
-fn unlinked_open(pids: &[i32]) -> u64 {
+/// (not in any directory, still on disk), each file once; only files on
+/// `device` (the job directory's, `major:minor`), told from /proc alone,
+/// so that no file system of the job's making (FUSE) is ever asked and no
+/// answer of its can stall the check.
+fn unlinked_open(pids: &[i32], device: Option<String>) -> u64 {
     use std::os::unix::fs::MetadataExt;
+    let Some(device) = device else {
+        return 0;
+    };
     let mut seen = std::collections::HashSet::new();
     let mut total = 0u64;
     for pid in pids {
+        let pid = pid.to_string();
         let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
             continue;
         };
         for fd in fds.flatten() {
+            let name = fd.file_name();
+            let Some(n) = name.to_str() else { continue };
+            // removed files only, on the job directory's file system
+            let removed = fs::read_link(fd.path())
+                .is_ok_and(|t| t.as_os_str().as_bytes().ends_with(b" (deleted)"));
+            if !removed
+                || fd_mount(&pid, n)
+                    .and_then(|m| mount_device(&pid, m))
+                    .as_ref()
+                    != Some(&device)
+            {
+                continue;
+            }
             // the descriptor's file itself (its /proc link is followed)
             let Ok(m) = fs::metadata(fd.path()) else {
                 continue;
@@ -2000,7 +2053,11 @@ fn unlinked_open(pids: &[i32]) -> u64 {
 fn disk_use(dir: &Path, track: &Track, stop_after: u64) -> u64 {
     let mut total = dir_size(dir, stop_after);
     if total <= stop_after {
-        total = total.saturating_add(unlinked_open(&track.pids()));
+        use std::os::unix::fs::MetadataExt;
+        let device = fs::metadata(dir)
+            .ok()
+            .map(|m| format!("{}:{}", libc::major(m.dev()), libc::minor(m.dev())));
+        total = total.saturating_add(unlinked_open(&track.pids(), device));
     }
     total
 }
