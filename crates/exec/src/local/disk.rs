@@ -1,0 +1,96 @@
+//! What a job holds on disk, measured without following links and
+//! without asking a file system of the job's making.
+
+use super::*;
+
+/// Disk space under `dir`: the blocks allocated to every file, directory
+/// and link (not their sizes: a file grown by `fallocate --keep-size` or
+/// with holes counts what it holds on disk), links not followed; counting
+/// stops once past `stop_after`.
+pub(super) fn dir_size(dir: &Path, stop_after: u64) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = fs::symlink_metadata(dir).map_or(0, |m| m.blocks() * 512);
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(m) = e.path().symlink_metadata() else {
+                continue;
+            };
+            total = total.saturating_add(m.blocks().saturating_mul(512));
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+            if total > stop_after {
+                return total;
+            }
+        }
+    }
+    total
+}
+
+/// The mount id of descriptor `fd` of process `pid` (`mnt_id` of its
+/// fdinfo), read from /proc without touching the file's own file system.
+fn fd_mount(pid: &str, fd: &str) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The device (`major:minor`) of mount `id` in process `pid`'s mount table.
+fn mount_device(pid: &str, id: u64) -> Option<String> {
+    let text = fs::read_to_string(format!("/proc/{pid}/mountinfo")).ok()?;
+    text.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        let mid: u64 = f.next()?.parse().ok()?;
+        f.next()?;
+        let dev = f.next()?;
+        (mid == id).then(|| dev.to_string())
+    })
+}
+
+/// Disk space held by files that processes `pids` removed but keep open
+/// (not in any directory, still on disk), each file once; only files on
+/// `device` (the job directory's, `major:minor`), told from /proc alone,
+/// so that no file system of the job's making (FUSE) is ever asked and no
+/// answer of its can stall the check.
+pub(super) fn unlinked_open(pids: &[i32], device: Option<String>) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Some(device) = device else {
+        return 0;
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0u64;
+    for pid in pids {
+        let pid = pid.to_string();
+        let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let name = fd.file_name();
+            let Some(n) = name.to_str() else { continue };
+            // removed files only, on the job directory's file system
+            let removed = fs::read_link(fd.path())
+                .is_ok_and(|t| t.as_os_str().as_bytes().ends_with(b" (deleted)"));
+            if !removed
+                || fd_mount(&pid, n)
+                    .and_then(|m| mount_device(&pid, m))
+                    .as_ref()
+                    != Some(&device)
+            {
+                continue;
+            }
+            // the descriptor's file itself (its /proc link is followed)
+            let Ok(m) = fs::metadata(fd.path()) else {
+                continue;
+            };
+            if m.is_file() && m.nlink() == 0 && seen.insert((m.dev(), m.ino())) {
+                total = total.saturating_add(m.blocks().saturating_mul(512));
+            }
+        }
+    }
+    total
+}
