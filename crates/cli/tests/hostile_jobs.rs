@@ -68,13 +68,14 @@ fn logs(ex: &LocalExecutor, job: i64) -> (String, String) {
 }
 
 /// A fresh directory outside `/tmp` (a job's `/tmp` is its own: it does
-/// not see the host's).
+/// not see the host's), that the test accounts may traverse.
 fn outside_tmp(tag: &str) -> std::path::PathBuf {
     let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join("hostile-jobs")
         .join(format!("{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
+    open_path(&d);
     d
 }
 
@@ -140,7 +141,6 @@ fn a_jobs_environment_never_reaches_its_privileged_supervisor() {
     require_root("a_jobs_environment_never_reaches_its_privileged_supervisor");
     let (uid, _) = test_account("gf-test-a");
     let dir = outside_tmp("ld-preload");
-    open_path(&dir);
     let so = evil_library(&dir);
     let marks = dir.join("marks");
     std::fs::create_dir(&marks).unwrap();
@@ -232,7 +232,6 @@ fn registering_an_output_never_follows_a_link_the_tenant_swaps_in() {
     require_root("registering_an_output_never_follows_a_link_the_tenant_swaps_in");
     let (uid, gid) = test_account("gf-test-a");
     let dir = outside_tmp("output-race");
-    open_path(&dir);
     let canary = dir.join("canary");
     std::fs::write(&canary, "root only").unwrap();
     chmod(&canary, 0o600);
@@ -347,7 +346,6 @@ fn a_job_sees_no_other_jobs_processes_mounts_or_ports_and_reads_its_inputs() {
     test_account("gf-test-a");
     test_account("gf-test-b");
     let dir = outside_tmp("proc-net");
-    open_path(&dir);
     // the store: root's, 0700, an input version in it
     let store = dir.join("catalog");
     let input = store.join("v/k0123456789abcdef");
@@ -438,7 +436,6 @@ fn disk_held_any_way_counts_toward_a_jobs_limit() {
     require_root("disk_held_any_way_counts_toward_a_jobs_limit");
     test_account("gf-test-a");
     let dir = outside_tmp("disk-tricks");
-    open_path(&dir);
     let ex = executor(&dir.join("jobs"))
         .with_max_disk_bytes(10 << 20)
         .with_max_file_bytes(20 << 20);
@@ -502,7 +499,6 @@ fn a_job_is_held_to_its_process_limit() {
     require_root("a_job_is_held_to_its_process_limit");
     test_account("gf-test-a");
     let dir = outside_tmp("pids");
-    open_path(&dir);
     let cg = gigafab_exec::posix::jobs_cgroup(&format!("gigafab-test-pids-{}", std::process::id()))
         .expect("a writable cgroup v2 hierarchy");
     let ex = executor(&dir.join("jobs"))

@@ -370,7 +370,9 @@ impl Executor for LocalExecutor {
                 let at = dir.join(INPUTS_DIR).join(k.to_string());
                 fs::create_dir_all(&at).map_err(io_error(&at))?;
                 // reachable by the account whatever the server's umask
-                // (the mount covers `at` in the job's namespace)
+                // (the mount covers `at` in the job's namespace); by path:
+                // the job's directory is root's (0711), no tenant can put
+                // a link in it
                 for (d, mode) in [(dir.join(INPUTS_DIR), 0o711), (at.clone(), 0o755)] {
                     fs::set_permissions(&d, fs::Permissions::from_mode(mode))
                         .map_err(io_error(&d))?;
