@@ -1030,7 +1030,8 @@ async fn submit_job(api: &Api, a: &SubmitArgs) -> Result<(Reply, Option<Value>)>
         }
     };
     let body = submit_body(a, allocation, workdir);
-    let r = api.post(&["jobs"], Some(&body)).await?;
+    // retried with one Idempotency-Key: a lost answer never makes two jobs
+    let r = api.post_idempotent(&["jobs"], &body).await?;
     Ok((r, picked))
 }
 

@@ -176,6 +176,19 @@ pub struct ServeArgs {
     /// and a line is logged.
     #[arg(long, env = "GIGAFAB_MAX_CONNECTIONS", default_value_t = 512)]
     max_connections: usize,
+    /// Open HTTP connections of one client address at most (0: no cap);
+    /// past it its new ones are closed at once. Behind a reverse proxy
+    /// every client has the proxy's address: set 0 and cap at the proxy.
+    #[arg(long, env = "GIGAFAB_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 64)]
+    max_connections_per_client: usize,
+    /// API requests that change state (POST, PUT, PATCH, DELETE) a second,
+    /// per token, sustained (bursts of 5 s worth); past it 429 with
+    /// Retry-After. Admins and operators are not limited; 0: no limit.
+    #[arg(long, env = "GIGAFAB_WRITES_PER_TOKEN", default_value_t = 20)]
+    writes_per_token: u32,
+    /// The same, per organisation (all its members' tokens together).
+    #[arg(long, env = "GIGAFAB_WRITES_PER_ORG", default_value_t = 100)]
+    writes_per_org: u32,
     /// Seconds a connection may take to send a request's headers; idle
     /// keep-alive and half-open connections are closed after it too.
     #[arg(long, env = "GIGAFAB_HEADER_TIMEOUT", default_value_t = 30.0)]
@@ -732,6 +745,11 @@ pub fn run(a: ServeArgs) -> Result<()> {
             gigafab_server::HttpLimits {
                 max_connections: a.max_connections,
                 header_timeout: Duration::from_secs_f64(a.header_timeout),
+                max_connections_per_client: a.max_connections_per_client,
+                write_rates: gigafab_server::ratelimit::WriteRates {
+                    per_token: a.writes_per_token,
+                    per_org: a.writes_per_org,
+                },
             }
         },
         existing_job_dirs: std::fs::read_dir(data_dir.join("jobs"))

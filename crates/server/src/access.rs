@@ -342,9 +342,10 @@ pub async fn add_reviewer(
 }
 
 /// Whether `who` may see request `r`: its organisation, the reviewers of
-/// its call, admins and operators.
+/// its call once it is submitted (a draft is its applicant's alone),
+/// admins and operators.
 fn sees(who: &Principal, r: &RequestRow, reviewers: &[(i64, i64)]) -> bool {
-    who.sees_org(r.org_id) || reviewers.contains(&(r.call_id, who.user_id))
+    who.sees_org(r.org_id) || (r.state != "draft" && reviewers.contains(&(r.call_id, who.user_id)))
 }
 
 async fn visible_request(

@@ -18,10 +18,12 @@ pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod portal;
+pub mod ratelimit;
 pub mod store;
 pub mod tenancy;
 pub mod time;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -68,6 +70,12 @@ pub struct HttpLimits {
     /// Time a connection may take to send a request's headers, idle
     /// keep-alive and half-open connections included.
     pub header_timeout: std::time::Duration,
+    /// Open connections of one client address at most (0: no cap): past
+    /// it its new ones are closed at once, so that one client cannot take
+    /// the server's connections from everyone else.
+    pub max_connections_per_client: usize,
+    /// Requests that change state, per token and per organisation.
+    pub write_rates: ratelimit::WriteRates,
 }
 
 impl Default for HttpLimits {
@@ -75,6 +83,8 @@ impl Default for HttpLimits {
         HttpLimits {
             max_connections: 512,
             header_timeout: std::time::Duration::from_secs(30),
+            max_connections_per_client: 64,
+            write_rates: ratelimit::WriteRates::default(),
         }
     }
 }
@@ -253,6 +263,20 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
         });
     }
     catalog::spawn_outputs(shared.clone(), stop_http.subscribe());
+    {
+        // the rate limiters forget idle tokens and organisations
+        let shared = shared.clone();
+        let mut stop = stop_http.subscribe();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = every.tick() => shared.limits.prune(),
+                    _ = stop.changed() => break,
+                }
+            }
+        });
+    }
     let server = tokio::spawn(serve_http(listener, app, http, http_rx));
     Ok(Running {
         addr,
@@ -305,7 +329,8 @@ pub struct Opened {
 /// Opens the store, loads tenancy (making the first admin on an empty
 /// store) and the controller (adopting recorded runs), without a listener
 /// or a loop. An empty store beside `cfg.existing_job_dirs` is refused
-/// before anything is written. `cfg.listen` and `cfg.http` are not read.
+/// before anything is written. `cfg.listen` is not read, nor `cfg.http`
+/// but its write rates.
 pub async fn open(cfg: ServeConfig) -> Result<Opened, ServeError> {
     let store = Store::open(&cfg.database_url).await?;
     if !cfg.existing_job_dirs.is_empty() && store::tenancy::users(&store.pool).await?.is_empty() {
@@ -326,6 +351,7 @@ pub async fn open(cfg: ServeConfig) -> Result<Opened, ServeError> {
     )
     .await?;
     let shared = Arc::new(ctl::Shared {
+        limits: ratelimit::RateLimits::new(cfg.http.write_rates),
         store,
         tenancy,
         audit_id,
@@ -355,6 +381,24 @@ pub async fn open(cfg: ServeConfig) -> Result<Opened, ServeError> {
     })
 }
 
+/// A connection counted against its client's cap; given back when dropped.
+struct ClientSlot {
+    clients: Arc<std::sync::Mutex<HashMap<std::net::IpAddr, usize>>>,
+    client: std::net::IpAddr,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut held = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = held.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.client);
+            }
+        }
+    }
+}
+
 /// The HTTP/1 accept loop: a connection limit, a header (and idle) timeout
 /// per connection, and a graceful stop when `stop` turns true (no new
 /// connection; those open finish their requests, up to [`STOP_GRACE`] in
@@ -369,6 +413,8 @@ async fn serve_http(
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let mut last_full_log: Option<std::time::Instant> = None;
+    let mut last_client_log: Option<std::time::Instant> = None;
+    let clients: Arc<std::sync::Mutex<HashMap<std::net::IpAddr, usize>>> = Default::default();
     let mut stop_gone = false;
     loop {
         let accepted = tokio::select! {
@@ -389,6 +435,31 @@ async fn serve_http(
                 tracing::warn!("accept failed: {e}");
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 continue;
+            }
+        };
+        // one client (address) holds at most its share of the connections
+        let client = peer.ip();
+        let per_client = match limits.max_connections_per_client {
+            0 => None,
+            cap => {
+                let mut held = clients.lock().unwrap_or_else(|e| e.into_inner());
+                let n = held.entry(client).or_insert(0);
+                if *n >= cap {
+                    if last_client_log.is_none_or(|t| t.elapsed().as_secs() >= 10) {
+                        tracing::warn!(
+                            "client {client} holds {cap} connections (--max-connections-per-client): closing its new ones"
+                        );
+                        last_client_log = Some(std::time::Instant::now());
+                    }
+                    drop(held);
+                    drop(stream);
+                    continue;
+                }
+                *n += 1;
+                Some(ClientSlot {
+                    clients: clients.clone(),
+                    client,
+                })
             }
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
@@ -412,6 +483,7 @@ async fn serve_http(
         tokio::spawn(async move {
             let _ = conn.await;
             drop(permit);
+            drop(per_client);
         });
     }
     drop(listener);

@@ -201,6 +201,11 @@ impl Api {
             ),
             Err(e) => bail!("request to {url} failed: {}", causes(&e)),
         };
+        self.checked(resp).await
+    }
+
+    /// `resp`, or its error for a 4xx/5xx answer.
+    async fn checked(&self, resp: Response) -> Result<Response> {
         let status = resp.status();
         if status.is_client_error() || status.is_server_error() {
             let body = resp.text().await.unwrap_or_default();
@@ -222,6 +227,11 @@ impl Api {
             req = req.json(b);
         }
         let resp = self.send(req, &url).await?;
+        self.answer(resp, &url).await
+    }
+
+    /// The JSON answer of `resp`.
+    async fn answer(&self, resp: Response, url: &Url) -> Result<Reply> {
         let raw = resp
             .text()
             .await
@@ -243,6 +253,47 @@ impl Api {
     /// `POST /api/v1/<segments>` with a JSON body (or none).
     pub async fn post(&self, segments: &[&str], body: Option<&Value>) -> Result<Reply> {
         self.call(Method::POST, segments, &[], body).await
+    }
+
+    /// `POST /api/v1/<segments>` that creates something, with an
+    /// `Idempotency-Key` of its own: retried with the same key when the
+    /// answer is lost (a connection error or time-out), when the server is
+    /// unavailable (503) or asks to wait (429, after its `Retry-After`, at
+    /// most 10 s), so that a retry never makes a second one. Four tries.
+    pub async fn post_idempotent(&self, segments: &[&str], body: &Value) -> Result<Reply> {
+        let url = self.url(segments, &[]);
+        let key = gigafab_server::auth::new_token();
+        let mut tries = 0u32;
+        loop {
+            tries += 1;
+            let req = self
+                .request(Method::POST, url.clone())
+                .timeout(REQUEST_TIMEOUT)
+                .header("Idempotency-Key", &key)
+                .json(body);
+            if tries < 4 {
+                let wait = match req.try_clone().expect("a JSON body").send().await {
+                    Err(e) if e.is_connect() || e.is_timeout() || e.is_request() => {
+                        Duration::from_millis(500 << (tries - 1))
+                    }
+                    Ok(r) if matches!(r.status().as_u16(), 429 | 503) => {
+                        let after = r
+                            .headers()
+                            .get(reqwest::header::RETRY_AFTER)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.trim().parse::<u64>().ok())
+                            .unwrap_or(1);
+                        Duration::from_secs(after.clamp(1, 10))
+                    }
+                    Ok(r) => return self.answer(self.checked(r).await?, &url).await,
+                    Err(e) => bail!("request to {url} failed: {}", causes(&e)),
+                };
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            let resp = self.send(req, &url).await?;
+            return self.answer(resp, &url).await;
+        }
     }
 
     /// `PUT /api/v1/<segments>` with a JSON body.

@@ -116,10 +116,16 @@ impl FromRequestParts<AppState> for Caller {
             .and_then(|s| s.strip_prefix("Bearer "))
             .map(str::trim)
             .ok_or_else(|| ApiError::unauthorized("expected `Authorization: Bearer <token>`"))?;
-        state
+        let p = state
             .principal(token)
-            .map(Caller)
-            .ok_or_else(|| ApiError::unauthorized("unknown or revoked token"))
+            .ok_or_else(|| ApiError::unauthorized("unknown or revoked token"))?;
+        if !matches!(
+            parts.method,
+            axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+        ) {
+            state.limits.check(&p)?;
+        }
+        Ok(Caller(p))
     }
 }
 

@@ -243,7 +243,11 @@ async fn disable_user(
     Path(id): Path<String>,
 ) -> ApiResult {
     let id = parse_id(&id, "user_not_found")?;
-    Ok(Json(tenancy::disable_user(&s, &p, id).await?).into_response())
+    let mut v = tenancy::disable_user(&s, &p, id).await?;
+    // its queued jobs never run: cancelled (and audited) at once
+    let (_, done) = s.ask(p, crate::ctl::Action::CancelQueuedOf(id)).await?;
+    v["queued_jobs_cancelled"] = done["cancelled"].clone();
+    Ok(Json(v).into_response())
 }
 
 async fn revoke_token(

@@ -35,6 +35,10 @@ use crate::time::Ms;
 
 /// Most uploads in progress on a server, and how long one may stay open.
 pub const MAX_UPLOADS: usize = 64;
+/// Most uploads in progress of one organisation (its users together), and
+/// most bytes they declare: no organisation holds the server's slots.
+pub const MAX_UPLOADS_PER_ORG: usize = 8;
+pub const MAX_UPLOAD_BYTES_PER_ORG: u64 = 1 << 40;
 pub const UPLOAD_TTL_MS: i64 = 24 * 3_600_000;
 
 /// The site's catalog store, and where uploads wait for their commit.
@@ -57,6 +61,8 @@ struct UploadState {
     entry: i64,
     entry_name: String,
     user: i64,
+    /// The uploader's organisation (0: none, an admin).
+    org: i64,
     manifest: Manifest,
     by_path: HashMap<String, usize>,
     received: Vec<bool>,

@@ -53,6 +53,31 @@ pub async fn start_upload(
         }
         keep
     });
+    let org = who.org_id.unwrap_or(0);
+    let (held, bytes) = ups
+        .values()
+        .filter(|u| u.org == org)
+        .fold((0usize, 0u64), |(n, b), u| {
+            (n + 1, b.saturating_add(u.manifest.bytes))
+        });
+    if held >= MAX_UPLOADS_PER_ORG {
+        return Err(ApiError::rate_limited(
+            60,
+            format!(
+                "your organisation has {held} uploads in progress (at most {MAX_UPLOADS_PER_ORG}); commit or let one expire first"
+            ),
+        ));
+    }
+    if bytes.saturating_add(m.bytes) > MAX_UPLOAD_BYTES_PER_ORG {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "upload_quota",
+            format!(
+                "your organisation's uploads in progress declare {bytes} bytes; with this one's {} that passes its {MAX_UPLOAD_BYTES_PER_ORG} bytes",
+                m.bytes
+            ),
+        ));
+    }
     if ups.len() >= MAX_UPLOADS {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -75,6 +100,7 @@ pub async fn start_upload(
             entry: e.id,
             entry_name: e.name.clone(),
             user: who.user_id,
+            org,
             by_path: m
                 .files
                 .iter()

@@ -66,8 +66,17 @@ const MAX_BATCH: usize = 1024;
 pub enum Action {
     /// A submission, with the projects of that name: (organisation,
     /// project) pairs, the one of the allocation's organisation is the job's.
-    Submit(Box<SubmitReq>, Vec<(i64, i64)>, Vec<crate::catalog::Input>),
+    /// A submission, its projects, inputs, and `Idempotency-Key`.
+    Submit(
+        Box<SubmitReq>,
+        Vec<(i64, i64)>,
+        Vec<crate::catalog::Input>,
+        Option<String>,
+    ),
     Cancel(gigafab_api::JobId),
+    /// The queued jobs of a user just disabled are cancelled (its running
+    /// ones run to their end).
+    CancelQueuedOf(i64),
     /// A queued job's estimated start (the scheduler run forward).
     Estimate(gigafab_api::JobId),
     /// Grant an allocation to an organisation.
@@ -141,6 +150,8 @@ pub struct Shared {
     pub catalog: Option<Arc<crate::catalog::Site>>,
     /// The names of the factory's sites.
     pub sites: Vec<String>,
+    /// Per-token and per-organisation limits on requests that change state.
+    pub limits: crate::ratelimit::RateLimits,
 }
 
 /// What the controller's loop measured, for `/health` and benchmarks.
@@ -230,7 +241,7 @@ impl Shared {
             Some(p) => self.tenancy.projects_named(p),
             None => Vec::new(),
         };
-        Action::Submit(Box::new(req), projects, inputs)
+        Action::Submit(Box::new(req), projects, inputs, None)
     }
 
     /// A grant as a command (admin; the organisation must be one `who` sees).
@@ -483,6 +494,9 @@ pub struct Controller {
     /// Pre-flight checks: running and passed, per job (its start).
     preflight_running: HashMap<i64, u32>,
     preflight_passed: HashMap<i64, u32>,
+    /// Jobs made by submissions with an `Idempotency-Key` since the start
+    /// (recent ones; the store keeps them all for a day).
+    idempotent: HashMap<(i64, String), i64>,
 }
 
 /// A typed answer as JSON (the API contract's types always serialize).
@@ -611,12 +625,14 @@ impl Controller {
             health: health::LiveHealth::new(cfg_factory.nodes()),
             preflight_running: HashMap::new(),
             preflight_passed: HashMap::new(),
+            idempotent: HashMap::new(),
         };
         c.tele_node = c.telemetry_node();
         // the sites' energy counts from now, not from 1970
         let now = c.shared.clock.now();
         c.core.set_energy_origin(now.core_s());
         c.load_rows().await?;
+        c.ops.push(store::jobs::idempotency_expire(now));
         c.power_up_all(now);
         Ok(c)
     }
@@ -925,10 +941,57 @@ impl Controller {
         let ok = |v: Value| Ok((StatusCode::OK, v));
         let created = |v: Value| Ok((StatusCode::CREATED, v));
         match action {
-            Action::Submit(req, projects, inputs) => {
-                created(self.submit(who, *req, &projects, inputs, now)?)
+            Action::Submit(req, projects, inputs, key) => {
+                let Some(key) = key else {
+                    return created(self.submit(who, *req, &projects, inputs, now)?);
+                };
+                // a retry that reached the controller before its first
+                // try's answer was read from the store: that job
+                if let Some(&job) = self.idempotent.get(&(who.user_id, key.clone())) {
+                    return match self.jobs.get(&job) {
+                        Some(j) => ok(json!(j.row.view(now))),
+                        None => Err(ApiError::conflict(
+                            "idempotency_key_in_use",
+                            format!(
+                                "Idempotency-Key `{key}` made job {job} a moment ago; ask again"
+                            ),
+                        )),
+                    };
+                }
+                let v = self.submit(who, *req, &projects, inputs, now)?;
+                let job = v["id"].as_i64().unwrap_or(0);
+                self.ops
+                    .push(store::jobs::idempotency(who.user_id, &key, job, now));
+                if self.idempotent.len() >= 10_000 {
+                    // the store answers for older ones
+                    self.idempotent.clear();
+                }
+                self.idempotent.insert((who.user_id, key), job);
+                created(v)
             }
             Action::Cancel(id) => ok(self.cancel(who, id.0, now)?),
+            Action::CancelQueuedOf(user) => {
+                let mut queued: Vec<i64> = self
+                    .jobs
+                    .values()
+                    .filter(|j| j.row.user_id == user && j.row.state == "queued")
+                    .map(|j| j.row.id)
+                    .collect();
+                queued.sort_unstable();
+                for &id in &queued {
+                    self.cancel(who, id, now)?;
+                }
+                if !queued.is_empty() {
+                    self.audit(
+                        who,
+                        now,
+                        "cancel_jobs_of_disabled_user",
+                        &format!("user {user}"),
+                        format!("{} queued jobs cancelled", queued.len()),
+                    );
+                }
+                ok(json!({"cancelled": queued}))
+            }
             Action::Grant(req, org) => created(self.create_alloc(who, req, org, now)?),
             Action::Extend(x) => ok(self.extend_alloc(who, x, now)?),
             Action::Drain(node, drain, reason) => ok(self.drain(who, &node, drain, reason, now)?),

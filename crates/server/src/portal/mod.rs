@@ -37,11 +37,13 @@ pub use i18n::Words;
 
 /// How long a session lasts without use.
 const SESSION_IDLE: Duration = Duration::from_secs(8 * 3600);
-/// Most sessions held at once (the oldest idle ones go first).
+/// Most sessions held at once: past it, the oldest session of the user
+/// who holds the most goes (a flood evicts only the flooder's own).
 const MAX_SESSIONS: usize = 10_000;
-/// Most sessions of one token (its own oldest go first: one token holder
-/// signing in in a loop cannot push other users' sessions out).
-const MAX_SESSIONS_PER_TOKEN: usize = 16;
+/// Most sessions of one user, all its tokens together (its own oldest go
+/// first: one user signing in in a loop, with as many tokens as it likes,
+/// cannot push other users' sessions out).
+const MAX_SESSIONS_PER_USER: usize = 16;
 /// The session cookie's name.
 const COOKIE: &str = "gf_session";
 
@@ -56,6 +58,8 @@ struct Session {
     /// The token made for this session at an OpenID Connect sign-in
     /// (revoked at sign-out).
     minted: Option<i64>,
+    /// The user it signed in (0: unknown).
+    user: i64,
 }
 
 /// The portal's state: the server's, the API router it calls, sessions.
@@ -182,24 +186,39 @@ impl Portal {
     fn open_session(&self, token: String, minted: Option<i64>) -> (String, String) {
         let id = crate::auth::new_token();
         let csrf = crate::auth::new_token();
+        let user = self.shared.principal(&token).map_or(0, |p| p.user_id);
         let mut m = self.sessions.lock().expect("sessions");
         let now = Instant::now();
         m.retain(|_, s| now.duration_since(s.last) < SESSION_IDLE);
         let mut own: Vec<(Instant, String)> = m
             .iter()
-            .filter(|(_, s)| s.token == token)
+            .filter(|(_, s)| s.user == user)
             .map(|(k, s)| (s.last, k.clone()))
             .collect();
-        if own.len() >= MAX_SESSIONS_PER_TOKEN {
+        if own.len() >= MAX_SESSIONS_PER_USER {
             own.sort();
-            for (_, k) in &own[..=own.len() - MAX_SESSIONS_PER_TOKEN] {
+            for (_, k) in &own[..=own.len() - MAX_SESSIONS_PER_USER] {
                 m.remove(k);
             }
         }
-        if m.len() >= MAX_SESSIONS
-            && let Some(oldest) = m.iter().min_by_key(|(_, s)| s.last).map(|(k, _)| k.clone())
-        {
-            m.remove(&oldest);
+        if m.len() >= MAX_SESSIONS {
+            // the user who holds the most sessions loses its oldest
+            let mut held: HashMap<i64, usize> = HashMap::new();
+            for s in m.values() {
+                *held.entry(s.user).or_default() += 1;
+            }
+            let most = held
+                .into_iter()
+                .max_by_key(|&(u, n)| (n, u == user))
+                .map(|(u, _)| u);
+            if let Some(oldest) = m
+                .iter()
+                .filter(|(_, s)| Some(s.user) == most)
+                .min_by_key(|(_, s)| s.last)
+                .map(|(k, _)| k.clone())
+            {
+                m.remove(&oldest);
+            }
         }
         m.insert(
             id.clone(),
@@ -208,6 +227,7 @@ impl Portal {
                 csrf: csrf.clone(),
                 last: now,
                 minted,
+                user,
             },
         );
         (id, csrf)

@@ -252,8 +252,8 @@ pub async fn visible_requests(
     user: i64,
 ) -> Result<Vec<RequestRow>, sqlx::Error> {
     let rows = sqlx::query(&format!(
-        "{REQUEST_COLUMNS} WHERE $1 = 1 OR q.org_id = $2 OR q.call_id IN \
-         (SELECT call_id FROM call_reviewers WHERE user_id = $3) ORDER BY q.id"
+        "{REQUEST_COLUMNS} WHERE $1 = 1 OR q.org_id = $2 OR (q.state <> 'draft' AND q.call_id IN \
+         (SELECT call_id FROM call_reviewers WHERE user_id = $3)) ORDER BY q.id"
     ))
     .bind(i64::from(all))
     .bind(org.unwrap_or(-1))
@@ -275,8 +275,8 @@ pub async fn visible_reviews(
         "SELECT r.request_id, r.reviewer_id, u.name, r.score, r.verdict, r.comment, r.at_ms \
          FROM reviews r JOIN users u ON u.id = r.reviewer_id \
          JOIN access_requests q ON q.id = r.request_id \
-         WHERE $1 = 1 OR q.org_id = $2 OR q.call_id IN \
-         (SELECT call_id FROM call_reviewers WHERE user_id = $3) \
+         WHERE $1 = 1 OR q.org_id = $2 OR (q.state <> 'draft' AND q.call_id IN \
+         (SELECT call_id FROM call_reviewers WHERE user_id = $3)) \
          ORDER BY r.request_id, r.at_ms, r.reviewer_id",
     )
     .bind(i64::from(all))
@@ -368,8 +368,8 @@ pub async fn comments(
         "SELECT c.request_id, u.name, c.side, c.body, c.at_ms \
          FROM request_comments c JOIN users u ON u.id = c.user_id \
          JOIN access_requests q ON q.id = c.request_id \
-         WHERE ($4 < 0 OR c.request_id = $4) AND ($1 = 1 OR q.org_id = $2 OR q.call_id IN \
-         (SELECT call_id FROM call_reviewers WHERE user_id = $3)) \
+         WHERE ($4 < 0 OR c.request_id = $4) AND ($1 = 1 OR q.org_id = $2 OR (q.state <> 'draft' AND q.call_id IN \
+         (SELECT call_id FROM call_reviewers WHERE user_id = $3))) \
          ORDER BY c.request_id, c.id",
     )
     .bind(i64::from(all))

@@ -276,3 +276,48 @@ pub async fn last_event_seqs(
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
         .collect()
 }
+
+/// How long a submission's `Idempotency-Key` names its job.
+pub const IDEMPOTENCY_MS: i64 = 24 * 3600 * 1000;
+
+const IDEMPOTENCY_INSERT: &str =
+    "INSERT INTO idempotency_keys (user_id, key, job_id, created_ms) VALUES ($1, $2, $3, $4)";
+
+/// `key` of `user` names job `job` (written with the job, in its commit).
+pub fn idempotency(user: i64, key: &str, job: i64, now: Ms) -> Op {
+    op(
+        IDEMPOTENCY_INSERT,
+        vec![
+            Arg::I(user),
+            Arg::S(key.to_string()),
+            Arg::I(job),
+            Arg::I(now.0),
+        ],
+    )
+}
+
+/// Forgets the keys older than [`IDEMPOTENCY_MS`].
+pub fn idempotency_expire(now: Ms) -> Op {
+    op(
+        "DELETE FROM idempotency_keys WHERE created_ms < $1",
+        vec![Arg::I(now.0 - IDEMPOTENCY_MS)],
+    )
+}
+
+/// The job that `key` of `user` made, if within [`IDEMPOTENCY_MS`].
+pub async fn by_idempotency_key(
+    pool: &AnyPool,
+    user: i64,
+    key: &str,
+    now: Ms,
+) -> Result<Option<i64>, sqlx::Error> {
+    let r = sqlx::query(
+        "SELECT job_id FROM idempotency_keys WHERE user_id = $1 AND key = $2 AND created_ms >= $3",
+    )
+    .bind(user)
+    .bind(key)
+    .bind(now.0 - IDEMPOTENCY_MS)
+    .fetch_optional(pool)
+    .await?;
+    r.map(|r| r.try_get::<i64, _>(0)).transpose()
+}

@@ -165,10 +165,12 @@ impl Store {
                                 std::path::Path::new(&wal).display()
                             )));
                         }
-                        WalCheck::TornTail { frame } => tracing::warn!(
-                            "the write-ahead log ends in a torn commit at frame {frame}: after a \
-                             crash during a write that commit was never acknowledged; without a \
-                             crash, the last commit before the stop is lost"
+                        WalCheck::TornTail { frame, frames } => tracing::warn!(
+                            "the write-ahead log {} ends in a torn commit at frame {frame}: its \
+                             {frames} frames (pages) are dropped. After a crash during a write \
+                             that commit was never acknowledged; without a crash, the last \
+                             commit before the stop is lost",
+                            std::path::Path::new(&wal).display()
                         ),
                         WalCheck::Ok => {}
                     }
@@ -271,9 +273,11 @@ fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
 pub enum WalCheck {
     /// Every frame of the current generation checks out (or there is no log).
     Ok,
-    /// Frames of the current generation fail their checksum, but no commit
-    /// follows: the last, unacknowledged commit was torn by a crash.
-    TornTail { frame: usize },
+    /// Frame `frame` (1-based) of the current generation fails its
+    /// checksum or is cut short, and no commit follows: the last,
+    /// unacknowledged commit was torn by a crash; its `frames` frames
+    /// (pages) are dropped.
+    TornTail { frame: usize, frames: usize },
     /// A frame fails its checksum and later commits of the same generation
     /// follow it: SQLite would stop at the damage and silently drop them.
     Damaged {
@@ -327,8 +331,13 @@ pub fn wal_check(bytes: &[u8]) -> WalCheck {
     let frame_len = FRAME_HEADER + page;
     let frames: Vec<&[u8]> = bytes[HEADER..].chunks_exact(frame_len).collect();
     let mut bad = None;
+    let mut generation_ended = false;
+    // frames since the last commit frame (a commit's frame says the
+    // database's size after it)
+    let mut open = 0usize;
     for (i, f) in frames.iter().enumerate() {
         if &f[8..16] != salts {
+            generation_ended = true;
             break; // an older generation's leftovers: the log ends here
         }
         s = sum(s, &f[0..8]);
@@ -337,8 +346,17 @@ pub fn wal_check(bytes: &[u8]) -> WalCheck {
             bad = Some(i);
             break;
         }
+        open = if be(&f[4..8]) != 0 { 0 } else { open + 1 };
     }
     let Some(bad) = bad else {
+        // a frame cut short at the end: a crash in the middle of writing it
+        let cut = (bytes.len() - HEADER) % frame_len;
+        if cut > 0 && !generation_ended {
+            return WalCheck::TornTail {
+                frame: frames.len() + 1,
+                frames: open + 1,
+            };
+        }
         return WalCheck::Ok;
     };
     let commits_after = frames[bad + 1..]
@@ -346,7 +364,10 @@ pub fn wal_check(bytes: &[u8]) -> WalCheck {
         .filter(|f| &f[8..16] == salts && be(&f[4..8]) != 0)
         .count();
     if commits_after == 0 {
-        WalCheck::TornTail { frame: bad + 1 }
+        WalCheck::TornTail {
+            frame: bad + 1,
+            frames: frames.len() - bad + open,
+        }
     } else {
         WalCheck::Damaged {
             frame: bad + 1,
@@ -469,9 +490,22 @@ mod wal_tests {
         let mut torn = wal.clone();
         let at = 32 + (n - 1) * frame + 24 + 10;
         torn[at] ^= 0xFF;
-        assert_eq!(wal_check(&torn), WalCheck::TornTail { frame: n });
-        // a log cut inside a frame ends before it, as SQLite reads it
-        assert_eq!(wal_check(&wal[..wal.len() - 100]), WalCheck::Ok);
+        match wal_check(&torn) {
+            WalCheck::TornTail { frame: f, frames } => {
+                assert_eq!(f, n);
+                assert!(frames >= 1, "{frames}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // a log cut inside a frame (a crash mid-write): SQLite replays what
+        // precedes it, and the server says what was dropped
+        match wal_check(&wal[..wal.len() - 100]) {
+            WalCheck::TornTail { frame: f, frames } => {
+                assert_eq!(f, n);
+                assert!(frames >= 1, "{frames}");
+            }
+            other => panic!("{other:?}"),
+        }
         // what SQLite would not replay is not judged
         assert_eq!(wal_check(&[0u8; 10]), WalCheck::Ok);
         assert_eq!(wal_check(&vec![0x5Au8; 5000]), WalCheck::Ok);
