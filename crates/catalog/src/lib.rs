@@ -32,6 +32,8 @@ use sha2::{Digest, Sha256};
 pub const MAX_FILES: usize = 1_000_000;
 /// Longest relative path of a file, bytes.
 pub const MAX_PATH: usize = 4096;
+/// Deepest directory nesting [`take_tree`] walks (one descriptor a level).
+pub const MAX_DEPTH: usize = 256;
 /// Bytes read at a time from a file.
 const BUF: usize = 1 << 20;
 
@@ -64,6 +66,10 @@ pub enum Error {
         expected: u64,
         found: u64,
     },
+    #[error("`{0}`: a process still has it open for writing (close it before the job ends)")]
+    OpenForWriting(String),
+    #[error("the tree is more than {MAX_DEPTH} directories deep")]
+    TooDeep,
     #[error("store: {0}")]
     Store(String),
     #[error("`{path}`: its content does not match the manifest ({why})")]
@@ -294,13 +300,26 @@ pub fn open_nofollow(path: &Path) -> std::io::Result<File> {
 /// Returns the number of files taken.
 pub fn take_tree(root: &Path) -> Result<usize, Error> {
     use rustix::fs::{fchmod, fchown, fstat, openat, statat, Dir, FileType, Mode, OFlags};
-    use std::os::fd::OwnedFd;
+    use std::ffi::CString;
+    use std::os::fd::{AsRawFd, OwnedFd};
     let me = (rustix::process::geteuid(), rustix::process::getegid());
     let errno = |p: &Path, e: rustix::io::Errno| io(p, std::io::Error::from(e));
     let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let seal = |fd: &OwnedFd, p: &Path, mode: u32| -> Result<(), Error> {
         fchown(fd, Some(me.0), Some(me.1)).map_err(|e| errno(p, e))?;
         fchmod(fd, Mode::from_raw_mode(mode)).map_err(|e| errno(p, e))
+    };
+    // a sealed directory's entries, read once (they cannot change now)
+    let entries = |fd: &OwnedFd, p: &Path| -> Result<Vec<CString>, Error> {
+        let mut names = Vec::new();
+        for ent in Dir::read_from(fd).map_err(|e| errno(p, e))? {
+            let ent = ent.map_err(|e| errno(p, e))?;
+            let name = ent.file_name();
+            if name.to_bytes() != b"." && name.to_bytes() != b".." {
+                names.push(name.to_owned());
+            }
+        }
+        Ok(names)
     };
     let top = openat(rustix::fs::CWD, root, dir_flags, Mode::empty()).map_err(|e| match e {
         rustix::io::Errno::NOENT => Error::NotFound(root.display().to_string()),
@@ -310,56 +329,74 @@ pub fn take_tree(root: &Path) -> Result<usize, Error> {
         e => errno(root, e),
     })?;
     seal(&top, root, 0o700)?;
+    let names = entries(&top, root)?;
     let mut taken = 0usize;
-    let mut stack: Vec<(OwnedFd, PathBuf)> = vec![(top, root.to_path_buf())];
-    while let Some((dir, path)) = stack.pop() {
-        let mut names = Vec::new();
-        for ent in Dir::read_from(&dir).map_err(|e| errno(&path, e))? {
-            let ent = ent.map_err(|e| errno(&path, e))?;
-            let name = ent.file_name().to_owned();
-            if name.as_bytes() != b"." && name.as_bytes() != b".." {
-                names.push(name);
-            }
-        }
-        for name in names {
-            let p = path.join(
-                <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name.as_bytes()),
-            );
-            let st = statat(&dir, name.as_c_str(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
-                .map_err(|e| errno(&p, e))?;
-            match FileType::from_raw_mode(st.st_mode) {
-                FileType::Directory => {
-                    let sub = openat(&dir, name.as_c_str(), dir_flags, Mode::empty())
-                        .map_err(|e| errno(&p, e))?;
-                    seal(&sub, &p, 0o700)?;
-                    stack.push((sub, p));
-                }
-                FileType::RegularFile if st.st_nlink == 1 => {
-                    let f = openat(
-                        &dir,
-                        name.as_c_str(),
-                        OFlags::RDONLY
-                            | OFlags::NOFOLLOW
-                            | OFlags::NONBLOCK
-                            | OFlags::NOCTTY
-                            | OFlags::CLOEXEC,
-                        Mode::empty(),
-                    )
+    // depth first, one descriptor per level of the path walked
+    let mut stack: Vec<(OwnedFd, PathBuf, std::vec::IntoIter<CString>)> =
+        vec![(top, root.to_path_buf(), names.into_iter())];
+    while let Some((dir, path, names)) = stack.last_mut() {
+        let Some(name) = names.next() else {
+            stack.pop();
+            continue;
+        };
+        let p = path
+            .join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name.as_bytes()));
+        let st = statat(
+            &*dir,
+            name.as_c_str(),
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| errno(&p, e))?;
+        match FileType::from_raw_mode(st.st_mode) {
+            FileType::Directory => {
+                let sub = openat(&*dir, name.as_c_str(), dir_flags, Mode::empty())
                     .map_err(|e| errno(&p, e))?;
-                    // the same file as listed (the directory is sealed)
-                    let now = fstat(&f).map_err(|e| errno(&p, e))?;
-                    if now.st_ino != st.st_ino || now.st_dev != st.st_dev || now.st_nlink != 1 {
-                        return Err(Error::Changed {
-                            path: p.display().to_string(),
-                            expected: st.st_size as u64,
-                            found: now.st_size as u64,
-                        });
-                    }
-                    seal(&f, &p, 0o400)?;
-                    taken += 1;
+                seal(&sub, &p, 0o700)?;
+                let names = entries(&sub, &p)?;
+                if stack.len() >= MAX_DEPTH {
+                    return Err(Error::TooDeep);
                 }
-                _ => {}
+                stack.push((sub, p, names.into_iter()));
             }
+            FileType::RegularFile if st.st_nlink == 1 => {
+                let f = openat(
+                    &*dir,
+                    name.as_c_str(),
+                    OFlags::RDONLY
+                        | OFlags::NOFOLLOW
+                        | OFlags::NONBLOCK
+                        | OFlags::NOCTTY
+                        | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| errno(&p, e))?;
+                // the same file as listed (the directory is sealed)
+                let now = fstat(&f).map_err(|e| errno(&p, e))?;
+                if now.st_ino != st.st_ino || now.st_dev != st.st_dev || now.st_nlink != 1 {
+                    return Err(Error::Changed {
+                        path: p.display().to_string(),
+                        expected: st.st_size as u64,
+                        found: now.st_size as u64,
+                    });
+                }
+                seal(&f, &p, 0o400)?;
+                // no process may still write it (a descriptor or a shared
+                // mapping opened before the seal): a read lease is refused
+                // while the file is open for writing anywhere
+                // SAFETY: plain fcntl on a descriptor we own.
+                let r = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETLEASE, libc::F_RDLCK) };
+                if r != 0 {
+                    let e = std::io::Error::last_os_error();
+                    return Err(match e.raw_os_error() {
+                        Some(libc::EAGAIN) => Error::OpenForWriting(p.display().to_string()),
+                        _ => io(&p, e),
+                    });
+                }
+                // SAFETY: as above.
+                unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETLEASE, libc::F_UNLCK) };
+                taken += 1;
+            }
+            _ => {}
         }
     }
     Ok(taken)
@@ -551,6 +588,51 @@ pub fn verify_tree(root: &Path, m: &Manifest, threads: usize) -> Result<Vec<Prob
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn taking_a_tree_refuses_a_file_still_open_for_writing() {
+        let d = tmp("take-writer");
+        std::fs::create_dir_all(d.join("sub")).unwrap();
+        std::fs::write(d.join("sub/w"), "x").unwrap();
+        // a process of the job's account kept it open (or mapped) to write
+        // after the hash
+        let writer = std::fs::OpenOptions::new()
+            .append(true)
+            .open(d.join("sub/w"))
+            .unwrap();
+        match take_tree(&d) {
+            Err(Error::OpenForWriting(p)) => assert!(p.ends_with("sub/w"), "{p}"),
+            other => panic!("{other:?}"),
+        }
+        drop(writer);
+        assert_eq!(take_tree(&d).unwrap(), 1);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(d.join("sub/w"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o400);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn taking_a_tree_holds_one_descriptor_a_level_and_refuses_depth() {
+        let d = tmp("take-deep");
+        // wide: many sibling directories (no descriptor kept for each)
+        for i in 0..3000 {
+            std::fs::create_dir_all(d.join(format!("w/d{i}"))).unwrap();
+        }
+        std::fs::write(d.join("w/d7/f"), "x").unwrap();
+        assert_eq!(take_tree(&d).unwrap(), 1);
+        let _ = std::fs::remove_dir_all(&d);
+        let mut deep = d.clone();
+        for _ in 0..MAX_DEPTH + 1 {
+            deep.push("d");
+        }
+        std::fs::create_dir_all(&deep).unwrap();
+        assert!(matches!(take_tree(&d), Err(Error::TooDeep)));
+        let _ = std::fs::remove_dir_all(&d);
+    }
 
     fn tmp(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!(

@@ -3,29 +3,55 @@
 
 use super::*;
 
+/// Deepest nesting measured; a tree deeper than this counts as past any
+/// limit (no job needs it, and a walk holds one descriptor a level).
+const MAX_DEPTH: usize = 256;
+
 /// Disk space under `dir`: the blocks allocated to every file, directory
 /// and link (not their sizes: a file grown by `fallocate --keep-size` or
-/// with holes counts what it holds on disk), links not followed; counting
-/// stops once past `stop_after`.
+/// with holes counts what it holds on disk). The walk goes through
+/// descriptors opened without following links and stays on `dir`'s file
+/// system, so that no entry the job swaps for a link takes it elsewhere;
+/// counting stops once past `stop_after`.
 pub(super) fn dir_size(dir: &Path, stop_after: u64) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let mut total = fs::symlink_metadata(dir).map_or(0, |m| m.blocks() * 512);
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = fs::read_dir(&d) else {
+    use rustix::fs::{AtFlags, CWD, Dir, FileType, Mode, OFlags, fstat, openat, statat};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let Ok(top) = openat(CWD, dir, flags, Mode::empty()) else {
+        return 0;
+    };
+    let Ok(st) = fstat(&top) else { return 0 };
+    let dev = st.st_dev;
+    let mut total = (st.st_blocks as u64).saturating_mul(512);
+    let mut stack = vec![Dir::read_from(&top).ok().map(|d| (top, d))];
+    while !stack.is_empty() {
+        let depth = stack.len();
+        let Some(Some((fd, entries))) = stack.last_mut() else {
+            stack.pop();
             continue;
         };
-        for e in entries.flatten() {
-            let Ok(m) = e.path().symlink_metadata() else {
-                continue;
-            };
-            total = total.saturating_add(m.blocks().saturating_mul(512));
-            if m.is_dir() {
-                stack.push(e.path());
+        let Some(Ok(ent)) = entries.next() else {
+            stack.pop();
+            continue;
+        };
+        let name = ent.file_name();
+        if name.to_bytes() == b"." || name.to_bytes() == b".." {
+            continue;
+        }
+        let Ok(st) = statat(&*fd, name, AtFlags::SYMLINK_NOFOLLOW) else {
+            continue;
+        };
+        total = total.saturating_add((st.st_blocks as u64).saturating_mul(512));
+        if total > stop_after {
+            return total;
+        }
+        if FileType::from_raw_mode(st.st_mode) == FileType::Directory && st.st_dev == dev {
+            if depth >= MAX_DEPTH {
+                return u64::MAX;
             }
-            if total > stop_after {
-                return total;
-            }
+            let sub = openat(&*fd, name, flags, Mode::empty())
+                .ok()
+                .and_then(|f| Dir::read_from(&f).ok().map(|d| (f, d)));
+            stack.push(sub);
         }
     }
     total
