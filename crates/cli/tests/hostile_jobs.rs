@@ -594,3 +594,51 @@ async fn the_grace_of_a_stopped_run_never_overruns_the_grant() {
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 26, item 7: a job without `memory_gb` allocated 2 GB with no
+/// limit. Its limit is now its accelerators' share of its node's memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: jobs run as other POSIX accounts (cargo test -- --include-ignored, as root)"]
+async fn a_job_without_a_memory_request_gets_its_share_of_the_node() {
+    require_root("a_job_without_a_memory_request_gets_its_share_of_the_node");
+    let dir = fresh_dir("default-memory");
+    let data = dir.join("data");
+    // 4 accelerators sharing 0.4 GB: 0.1 GB each
+    let factory = dir.join("small-memory.toml");
+    std::fs::write(
+        &factory,
+        "name = \"small-memory\"\n[[sites]]\nname = \"here\"\n[[sites.pools]]\nname = \"h100\"\n\
+         accelerator = \"h100\"\nnodes = 1\naccelerators_per_node = 4\ncpus_per_node = 8\n\
+         memory_gb_per_node = 0.4\n",
+    )
+    .unwrap();
+    let mut args = base_args(&data);
+    args.extend(["--factory".into(), factory.display().to_string()]);
+    let s = Server::start(&dir, &strs(&args), &[("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)]).unwrap();
+    let big = "b = b'x' * 400_000_000; print(len(b))";
+    let submit = |gpus: u32, memory: Option<f64>| {
+        let mut j = json!({"allocation": 1, "gpus": gpus, "command": ["python3", "-c", big]});
+        if let Some(m) = memory {
+            j["memory_gb"] = json!(m);
+        }
+        j
+    };
+    // one accelerator, no request: 0.1 GB, killed
+    let a = s
+        .json("POST", "/api/v1/jobs", TOKEN, Some(submit(1, None)))
+        .await;
+    let a = s
+        .wait_state(TOKEN, a["id"].as_i64().unwrap(), &["completed", "failed"])
+        .await;
+    assert_eq!(a["state"], "failed", "ran past its share: {a:#}");
+    // asking for what it needs, it completes
+    let b = s
+        .json("POST", "/api/v1/jobs", TOKEN, Some(submit(1, Some(1.0))))
+        .await;
+    let b = s
+        .wait_state(TOKEN, b["id"].as_i64().unwrap(), &["completed", "failed"])
+        .await;
+    assert_eq!(b["state"], "completed", "{b:#}");
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}
