@@ -898,7 +898,7 @@ async fn alloc(c: AllocCmd) -> Result<()> {
             let r = g
                 .conn
                 .api()?
-                .post(&["allocations"], Some(&Value::Object(body)))
+                .post_idempotent(&["allocations"], &Value::Object(body))
                 .await?;
             if g.output == Format::Table {
                 let v = &r.value;

@@ -179,6 +179,38 @@ async fn a_retried_submission_never_makes_a_second_job() {
     };
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("bad_idempotency_key"), "{body}");
+    // allocations (an admin's grant) too; a key names one kind of thing
+    let grant = |key: &'static str, path: &'static str, body: serde_json::Value| {
+        let url = s.url.clone();
+        async move {
+            let r = reqwest::Client::new()
+                .post(format!("{url}{path}"))
+                .bearer_auth(TOKEN)
+                .header("Idempotency-Key", key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let code = r.status().as_u16();
+            (code, r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let g = json!({"org": "default", "gpu_hours": 5.0});
+    let (c1, a1) = grant("grant-1", "/api/v1/allocations", g.clone()).await;
+    let (c2, a2) = grant("grant-1", "/api/v1/allocations", g.clone()).await;
+    assert_eq!((c1, c2), (201, 200), "{a1} {a2}");
+    assert_eq!(a1["id"], a2["id"]);
+    let (c, e) = grant(
+        "grant-1",
+        "/api/v1/jobs",
+        json!({"allocation": 1, "gpus": 1, "command": ["true"]}),
+    )
+    .await;
+    assert_eq!(
+        (c, &e["error"]),
+        (422, &json!("idempotency_key_reused")),
+        "{e}"
+    );
     // another user's key of the same text is its own
     let who = s.tenants(&["a"], 10.0).await;
     let (ta, aa) = &who[0];
@@ -546,9 +578,28 @@ async fn reviewers_see_a_request_only_once_it_is_submitted() {
         Some(json!({"user": rid})),
     )
     .await;
-    let r = s
-        .json("POST", "/api/v1/requests", &applicant, Some(json!({"call": call, "title": "secret plan", "project": "p1", "gpu_hours": 10.0, "days": 30.0})))
-        .await;
+    // created with an Idempotency-Key: its retry is the same request
+    let create = || {
+        let (url, applicant) = (s.url.clone(), applicant.clone());
+        async move {
+            let r = reqwest::Client::new()
+                .post(format!("{url}/api/v1/requests"))
+                .bearer_auth(applicant)
+                .header("Idempotency-Key", "request-1")
+                .json(&json!({"call": call, "title": "secret plan", "project": "p1", "gpu_hours": 10.0, "days": 30.0}))
+                .send()
+                .await
+                .unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<serde_json::Value>().await.unwrap(),
+            )
+        }
+    };
+    let (c1, r) = create().await;
+    let (c2, again) = create().await;
+    assert_eq!((c1, c2), (201, 200), "{r} {again}");
+    assert_eq!(r["id"], again["id"]);
     let id = r["id"].as_i64().unwrap();
     assert_eq!(r["state"], "draft");
     let (code, body) = s

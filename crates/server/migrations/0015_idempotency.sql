@@ -1,9 +1,11 @@
--- Idempotency keys of job submissions (`Idempotency-Key`): a retry with
--- the same key gets the job its first try made, for 24 hours.
+-- Idempotency keys of creating requests (`Idempotency-Key`): a retry with
+-- the same key by the same user gets what its first try made (a job, an
+-- allocation, an access request), for 24 hours.
 CREATE TABLE idempotency_keys (
     user_id BIGINT NOT NULL,
     key TEXT NOT NULL,
-    job_id BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    object_id BIGINT NOT NULL,
     created_ms BIGINT NOT NULL,
     PRIMARY KEY (user_id, key)
 );

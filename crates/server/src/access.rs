@@ -473,6 +473,7 @@ pub async fn create_request(
     s: &Shared,
     who: &Principal,
     req: t::CreateRequest,
+    key: Option<String>,
 ) -> Result<t::AccessRequest, ApiError> {
     let Some(org) = who.org_id.filter(|_| who.role.in_org()) else {
         return Err(ApiError::forbidden(
@@ -568,6 +569,12 @@ pub async fn create_request(
     }
     let now = s.clock.now();
     let _w = WRITES.lock().await;
+    // a retry racing its first try: that request (under the lock)
+    if let Some(k) = &key
+        && let Some((_, id)) = store::idempotency::get(&s.store.pool, who.user_id, k, now).await?
+    {
+        return get_request(s, who, id).await;
+    }
     let open = store::access::requests(&s.store.pool)
         .await?
         .iter()
@@ -600,20 +607,26 @@ pub async fn create_request(
         extends_id: req.extends.map(|a| a.0),
         details,
     };
-    commit(
-        s,
-        vec![
-            store::access::insert_request(&r),
-            s.audit_op(
-                who,
-                now,
-                "create_request",
-                &format!("request {}", r.id),
-                format!("call {}, {:.1} GPU-hours", call.id, req.gpu_hours),
-            ),
-        ],
-    )
-    .await?;
+    let mut ops = vec![
+        store::access::insert_request(&r),
+        s.audit_op(
+            who,
+            now,
+            "create_request",
+            &format!("request {}", r.id),
+            format!("call {}, {:.1} GPU-hours", call.id, req.gpu_hours),
+        ),
+    ];
+    if let Some(k) = &key {
+        ops.push(store::idempotency::insert(
+            who.user_id,
+            k,
+            store::idempotency::Kind::Request,
+            r.id,
+            now,
+        ));
+    }
+    commit(s, ops).await?;
     request_view(s, &r).await
 }
 

@@ -171,13 +171,22 @@ async fn add_reviewer(
     ))
 }
 
+/// Creates a draft request; with an `Idempotency-Key`, a retry gets the
+/// request its first try made.
 async fn create_request(
     State(s): State<AppState>,
     Caller(p): Caller,
+    headers: axum::http::HeaderMap,
     Body_(b): Body_<gigafab_api::CreateRequest>,
 ) -> ApiResult {
+    use crate::store::idempotency::Kind;
+    let key = super::idempotency_key(&headers)?;
+    if let Some(id) = super::replayed(&s, &p, key.as_deref(), Kind::Request).await? {
+        let r = access::get_request(&s, &p, id).await?;
+        return Ok(super::replay(Json(r).into_response()));
+    }
     Ok(created(
-        to_end(async move { access::create_request(&s, &p, b).await }).await?,
+        to_end(async move { access::create_request(&s, &p, b, key).await }).await?,
     ))
 }
 

@@ -62,12 +62,25 @@ pub(super) fn router() -> Router<AppState> {
         .route("/api/v1/usage", get(usage))
 }
 
+/// Grants an allocation; with an `Idempotency-Key`, a retry gets the
+/// allocation its first try made.
 async fn create_alloc(
     State(s): State<AppState>,
     Caller(p): Caller,
+    headers: axum::http::HeaderMap,
     Body_(b): Body_<AllocReq>,
 ) -> ApiResult {
-    let action = s.grant(&p, b)?;
+    use crate::store::idempotency::Kind;
+    let key = super::idempotency_key(&headers)?;
+    if let Some(id) = super::replayed(&s, &p, key.as_deref(), Kind::Allocation).await? {
+        let (_, v) = s
+            .ask(p, Action::GetAlloc(gigafab_api::AllocationId(id)))
+            .await?;
+        return Ok(super::replay(axum::response::IntoResponse::into_response(
+            axum::Json(v),
+        )));
+    }
+    let action = super::keyed(s.grant(&p, b)?, key);
     Ok(reply(s.ask(p, action).await?))
 }
 

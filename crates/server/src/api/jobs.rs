@@ -21,6 +21,7 @@ use crate::ctl::{Action, Shared};
 use crate::error::ApiError;
 use crate::model::{JobEvent, JobRow, TERMINAL};
 use crate::store;
+use crate::store::idempotency::Kind;
 
 pub(super) const ROUTES: &[Route] = &[
     Route {
@@ -93,26 +94,6 @@ pub(super) fn router() -> Router<AppState> {
         .route("/api/v1/jobs/{id}/estimate", get(estimate))
 }
 
-/// The `Idempotency-Key` header of a request: 1 to 255 visible ASCII
-/// characters, or none.
-fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(v) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    let bad = || {
-        ApiError::new(
-            axum::http::StatusCode::BAD_REQUEST,
-            "bad_idempotency_key",
-            "Idempotency-Key: 1 to 255 visible ASCII characters (a random UUID, say)",
-        )
-    };
-    let k = v.to_str().map_err(|_| bad())?;
-    if k.is_empty() || k.len() > 255 || !k.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(bad());
-    }
-    Ok(Some(k.to_string()))
-}
-
 /// Submits a job. With an `Idempotency-Key`, a retry (the answer to the
 /// first try was lost) gets the job the first try made (200, header
 /// `Idempotent-Replayed: true`) instead of a second one, for 24 hours.
@@ -122,27 +103,16 @@ async fn submit(
     headers: axum::http::HeaderMap,
     Body_(b): Body_<crate::model::SubmitReq>,
 ) -> ApiResult {
-    let key = idempotency_key(&headers)?;
-    if let Some(k) = &key
-        && let Some(id) =
-            store::jobs::by_idempotency_key(&s.store.pool, p.user_id, k, s.clock.now()).await?
-    {
+    let key = super::idempotency_key(&headers)?;
+    if let Some(id) = super::replayed(&s, &p, key.as_deref(), Kind::Job).await? {
         let job = visible_job(&s, &p, id).await?;
-        let mut r = Json(job.view(s.clock.now())).into_response();
-        r.headers_mut().insert(
-            "idempotent-replayed",
-            axum::http::HeaderValue::from_static("true"),
-        );
-        return Ok(r);
+        return Ok(super::replay(Json(job.view(s.clock.now())).into_response()));
     }
     let inputs = crate::catalog::resolve_inputs(&s, &p, b.inputs.as_deref().unwrap_or(&[])).await?;
     if let Some(m) = &b.output_model {
         crate::catalog::check_output(&s, &p, m).await?;
     }
-    let mut action = s.submission_with(b, inputs);
-    if let crate::ctl::Action::Submit(_, _, _, k) = &mut action {
-        *k = key;
-    }
+    let action = super::keyed(s.submission_with(b, inputs), key);
     Ok(reply(s.ask(p, action).await?))
 }
 

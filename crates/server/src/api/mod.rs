@@ -129,6 +129,66 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// The `Idempotency-Key` header of a creating request: 1 to 255 visible
+/// ASCII characters, or none.
+pub(crate) fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_idempotency_key",
+            "Idempotency-Key: 1 to 255 visible ASCII characters (a random UUID, say)",
+        )
+    };
+    let k = v.to_str().map_err(|_| bad())?;
+    if k.is_empty() || k.len() > 255 || !k.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad());
+    }
+    Ok(Some(k.to_string()))
+}
+
+/// The id of the `kind` an earlier request of `who` with `key` made
+/// (within a day), if any; a key that made something else is refused.
+pub(crate) async fn replayed(
+    s: &Shared,
+    who: &Principal,
+    key: Option<&str>,
+    kind: crate::store::idempotency::Kind,
+) -> Result<Option<i64>, ApiError> {
+    let Some(key) = key else {
+        return Ok(None);
+    };
+    match crate::store::idempotency::get(&s.store.pool, who.user_id, key, s.clock.now()).await? {
+        None => Ok(None),
+        Some((k, id)) if k == kind.as_str() => Ok(Some(id)),
+        Some((k, id)) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            format!("Idempotency-Key `{key}` made {k} {id}; use a new key for each request"),
+        )),
+    }
+}
+
+/// An answer replayed for a retry: 200, `Idempotent-Replayed: true`.
+pub(crate) fn replay(mut r: Response) -> Response {
+    *r.status_mut() = StatusCode::OK;
+    r.headers_mut().insert(
+        "idempotent-replayed",
+        axum::http::HeaderValue::from_static("true"),
+    );
+    r
+}
+
+/// `action`, named by `key` where the request has one.
+pub(crate) fn keyed(action: crate::ctl::Action, key: Option<String>) -> crate::ctl::Action {
+    match key {
+        Some(k) => crate::ctl::Action::Keyed(Box::new(action), k),
+        None => action,
+    }
+}
+
 /// A JSON body with API-style errors (415, 413, 400 with line and column,
 /// 422 for a wrong or unknown field).
 pub struct Body_<T>(pub T);

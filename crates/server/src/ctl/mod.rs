@@ -66,13 +66,10 @@ const MAX_BATCH: usize = 1024;
 pub enum Action {
     /// A submission, with the projects of that name: (organisation,
     /// project) pairs, the one of the allocation's organisation is the job's.
-    /// A submission, its projects, inputs, and `Idempotency-Key`.
-    Submit(
-        Box<SubmitReq>,
-        Vec<(i64, i64)>,
-        Vec<crate::catalog::Input>,
-        Option<String>,
-    ),
+    Submit(Box<SubmitReq>, Vec<(i64, i64)>, Vec<crate::catalog::Input>),
+    /// A creating action (a submission, a grant) with an `Idempotency-Key`:
+    /// what it makes is named by the key, in the same commit.
+    Keyed(Box<Action>, String),
     Cancel(gigafab_api::JobId),
     /// The queued jobs of a user just disabled are cancelled (its running
     /// ones run to their end).
@@ -241,7 +238,7 @@ impl Shared {
             Some(p) => self.tenancy.projects_named(p),
             None => Vec::new(),
         };
-        Action::Submit(Box::new(req), projects, inputs, None)
+        Action::Submit(Box::new(req), projects, inputs)
     }
 
     /// A grant as a command (admin; the organisation must be one `who` sees).
@@ -496,7 +493,7 @@ pub struct Controller {
     preflight_passed: HashMap<i64, u32>,
     /// Jobs made by submissions with an `Idempotency-Key` since the start
     /// (recent ones; the store keeps them all for a day).
-    idempotent: HashMap<(i64, String), i64>,
+    idempotent: HashMap<(i64, String), (store::idempotency::Kind, i64)>,
 }
 
 /// A typed answer as JSON (the API contract's types always serialize).
@@ -632,7 +629,7 @@ impl Controller {
         let now = c.shared.clock.now();
         c.core.set_energy_origin(now.core_s());
         c.load_rows().await?;
-        c.ops.push(store::jobs::idempotency_expire(now));
+        c.ops.push(store::idempotency::expire(now));
         c.power_up_all(now);
         Ok(c)
     }
@@ -941,33 +938,45 @@ impl Controller {
         let ok = |v: Value| Ok((StatusCode::OK, v));
         let created = |v: Value| Ok((StatusCode::CREATED, v));
         match action {
-            Action::Submit(req, projects, inputs, key) => {
-                let Some(key) = key else {
-                    return created(self.submit(who, *req, &projects, inputs, now)?);
+            Action::Submit(req, projects, inputs) => {
+                created(self.submit(who, *req, &projects, inputs, now)?)
+            }
+            Action::Keyed(inner, key) => {
+                use store::idempotency::Kind;
+                let kind = match *inner {
+                    Action::Submit(..) => Kind::Job,
+                    Action::Grant(..) => Kind::Allocation,
+                    _ => return Err(ApiError::invalid("Idempotency-Key: not for this request")),
                 };
                 // a retry that reached the controller before its first
-                // try's answer was read from the store: that job
-                if let Some(&job) = self.idempotent.get(&(who.user_id, key.clone())) {
-                    return match self.jobs.get(&job) {
-                        Some(j) => ok(json!(j.row.view(now))),
-                        None => Err(ApiError::conflict(
+                // try's answer could be read from the store
+                if let Some(&(k, id)) = self.idempotent.get(&(who.user_id, key.clone())) {
+                    let live = match k {
+                        Kind::Job => self.jobs.get(&id).map(|j| json!(j.row.view(now))),
+                        Kind::Allocation => self.allocs.get(&id).map(|a| self.alloc_json(a, now)),
+                        Kind::Request => None,
+                    };
+                    return match live {
+                        Some(v) if k == kind => ok(v),
+                        _ => Err(ApiError::conflict(
                             "idempotency_key_in_use",
                             format!(
-                                "Idempotency-Key `{key}` made job {job} a moment ago; ask again"
+                                "Idempotency-Key `{key}` made {} {id} a moment ago; ask again",
+                                k.as_str()
                             ),
                         )),
                     };
                 }
-                let v = self.submit(who, *req, &projects, inputs, now)?;
-                let job = v["id"].as_i64().unwrap_or(0);
+                let (status, v) = self.act(who, *inner, now)?;
+                let id = v["id"].as_i64().unwrap_or(0);
                 self.ops
-                    .push(store::jobs::idempotency(who.user_id, &key, job, now));
+                    .push(store::idempotency::insert(who.user_id, &key, kind, id, now));
                 if self.idempotent.len() >= 10_000 {
                     // the store answers for older ones
                     self.idempotent.clear();
                 }
-                self.idempotent.insert((who.user_id, key), job);
-                created(v)
+                self.idempotent.insert((who.user_id, key), (kind, id));
+                Ok((status, v))
             }
             Action::Cancel(id) => ok(self.cancel(who, id.0, now)?),
             Action::CancelQueuedOf(user) => {

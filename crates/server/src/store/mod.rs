@@ -12,6 +12,7 @@ pub mod audit;
 pub mod catalog;
 pub mod commit;
 pub mod fleet;
+pub mod idempotency;
 pub mod jobs;
 pub mod outbox;
 pub mod tenancy;
