@@ -263,7 +263,10 @@ async fn access_workflow(app: App) {
         Some(review("approve")),
     )
     .await;
-    assert_eq!(s, 409, "a draft is not reviewed");
+    assert_eq!(
+        s, 404,
+        "a draft is not reviewed: its reviewers do not see it"
+    );
     as_(
         &app,
         &alice,
