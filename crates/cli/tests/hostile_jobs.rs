@@ -67,10 +67,11 @@ fn logs(ex: &LocalExecutor, job: i64) -> (String, String) {
     )
 }
 
-/// A fresh directory outside `/tmp` (a job's `/tmp` is its own: it does
-/// not see the host's), that the test accounts may traverse.
+/// A fresh directory outside `/tmp` and `/var/tmp` (a job's are its own:
+/// it does not see the host's; the repository itself may be under /tmp),
+/// that the test accounts may traverse.
 fn outside_tmp(tag: &str) -> std::path::PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
+    let d = Path::new("/var/lib/gigafab-tests")
         .join("hostile-jobs")
         .join(format!("{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
