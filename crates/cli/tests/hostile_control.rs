@@ -322,6 +322,27 @@ async fn one_client_holding_connections_starves_no_one() {
         }
     }
     assert!(open <= 64, "{open} of the attacker's connections are open");
+    // one more from the attacker is answered, not reset: 429 and why
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(
+        &"127.0.0.2:0"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
+    sock.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .unwrap();
+    let mut t: std::net::TcpStream = sock.into();
+    t.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    t.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut answer = String::new();
+    let _ = t.read_to_string(&mut answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 429") && answer.contains("too_many_connections"),
+        "{answer}"
+    );
     assert!(
         s.stderr().contains("max-connections-per-client"),
         "{}",

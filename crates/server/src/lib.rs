@@ -71,8 +71,9 @@ pub struct HttpLimits {
     /// keep-alive and half-open connections included.
     pub header_timeout: std::time::Duration,
     /// Open connections of one client address at most (0: no cap): past
-    /// it its new ones are closed at once, so that one client cannot take
-    /// the server's connections from everyone else.
+    /// it its new ones are answered 429 `too_many_connections` and closed,
+    /// so that one client cannot take the server's connections from
+    /// everyone else.
     pub max_connections_per_client: usize,
     /// Requests that change state, per token and per organisation.
     pub write_rates: ratelimit::WriteRates,
@@ -399,6 +400,41 @@ impl Drop for ClientSlot {
     }
 }
 
+/// Connections over their client's cap answered at once, at most.
+const REFUSALS_AT_ONCE: usize = 64;
+
+/// Answers a connection over its client's cap with a 429
+/// `too_many_connections` and closes it. The answer is written before the
+/// request is read; what the client sends is then drained for up to a
+/// second so that closing does not reset the connection (a reset would
+/// lose the answer).
+async fn refuse_connection(mut stream: tokio::net::TcpStream, cap: usize) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = format!(
+        "{{\"error\":\"too_many_connections\",\"message\":\"this client holds {cap} connections to the server already (--max-connections-per-client): reuse one, or close some and retry\"}}"
+    );
+    let answer = format!(
+        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let deadline = std::time::Duration::from_secs(1);
+    let _ = tokio::time::timeout(deadline, async {
+        if stream.write_all(answer.as_bytes()).await.is_err() {
+            return;
+        }
+        let _ = stream.shutdown().await;
+        let mut sink = [0u8; 4096];
+        let mut drained = 0usize;
+        while drained < 1 << 16 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+    })
+    .await;
+}
+
 /// The HTTP/1 accept loop: a connection limit, a header (and idle) timeout
 /// per connection, and a graceful stop when `stop` turns true (no new
 /// connection; those open finish their requests, up to [`STOP_GRACE`] in
@@ -415,6 +451,7 @@ async fn serve_http(
     let mut last_full_log: Option<std::time::Instant> = None;
     let mut last_client_log: Option<std::time::Instant> = None;
     let clients: Arc<std::sync::Mutex<HashMap<std::net::IpAddr, usize>>> = Default::default();
+    let refusals = Arc::new(tokio::sync::Semaphore::new(REFUSALS_AT_ONCE));
     let mut stop_gone = false;
     loop {
         let accepted = tokio::select! {
@@ -452,7 +489,15 @@ async fn serve_http(
                         last_client_log = Some(std::time::Instant::now());
                     }
                     drop(held);
-                    drop(stream);
+                    // answered, not reset: a client over its share learns
+                    // why and when to come back (a bounded number of such
+                    // answers at once; past it the connection is dropped)
+                    if let Ok(slot) = refusals.clone().try_acquire_owned() {
+                        tokio::spawn(async move {
+                            refuse_connection(stream, cap).await;
+                            drop(slot);
+                        });
+                    }
                     continue;
                 }
                 *n += 1;

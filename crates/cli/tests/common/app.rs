@@ -106,6 +106,9 @@ impl App {
         .env_remove("GIGAFAB_DATABASE")
         .env_remove("GIGAFAB_BOOTSTRAP_TOKEN")
         .env("RUST_LOG", "warn")
+        // tests fire up to 64 clients at once from one address, each with
+        // its own connection, beside the pool's idle ones
+        .env("GIGAFAB_MAX_CONNECTIONS_PER_CLIENT", "256")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
         if let Some(u) = &self.db_url {
