@@ -261,6 +261,15 @@ async fn a_retried_submission_never_makes_a_second_job() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A connection to the server from 127.0.0.2 (another client address).
+fn attacker_connection(port: u16) -> std::io::Result<std::net::TcpStream> {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    let from: std::net::SocketAddr = "127.0.0.2:0".parse().unwrap();
+    sock.bind(&from.into())?;
+    sock.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())?;
+    Ok(sock.into())
+}
+
 /// Issue 26, item 9: 600 connections held open by one client reset the
 /// health probes of everyone else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -276,20 +285,7 @@ async fn one_client_holding_connections_starves_no_one() {
     // half a request and wait
     let mut held = Vec::new();
     for _ in 0..600 {
-        let sock =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        sock.bind(
-            &"127.0.0.2:0"
-                .parse::<std::net::SocketAddr>()
-                .unwrap()
-                .into(),
-        )
-        .unwrap();
-        if sock
-            .connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
-            .is_ok()
-        {
-            let mut t: std::net::TcpStream = sock.into();
+        if let Ok(mut t) = attacker_connection(port) {
             let _ = t.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n");
             held.push(t);
         }
@@ -323,17 +319,7 @@ async fn one_client_holding_connections_starves_no_one() {
     }
     assert!(open <= 64, "{open} of the attacker's connections are open");
     // one more from the attacker is answered, not reset: 429 and why
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    sock.bind(
-        &"127.0.0.2:0"
-            .parse::<std::net::SocketAddr>()
-            .unwrap()
-            .into(),
-    )
-    .unwrap();
-    sock.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
-        .unwrap();
-    let mut t: std::net::TcpStream = sock.into();
+    let mut t = attacker_connection(port).unwrap();
     t.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     t.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
