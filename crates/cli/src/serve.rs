@@ -404,8 +404,11 @@ fn instance_id(data_dir: &std::path::Path) -> Result<String> {
 /// Whose identity jobs run under, from `--job-accounts`, `--single-user` and
 /// whether the server is root; in account mode the data directory and
 /// everything the server writes become the server's alone.
-fn isolation(a: &ServeArgs, data_dir: &std::path::Path) -> Result<gigafab_server::ctl::Isolation> {
-    use gigafab_server::ctl::{AccountMap, Isolation};
+fn isolation(
+    a: &ServeArgs,
+    data_dir: &std::path::Path,
+) -> Result<gigafab_server::isolation::Isolation> {
+    use gigafab_server::isolation::{AccountMap, Isolation};
     use std::os::unix::fs::PermissionsExt;
     let root = gigafab_exec::posix::is_root();
     let me = gigafab_exec::posix::current_user();

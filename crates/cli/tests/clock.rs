@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use gigafab_core::{Factory, Policy};
 use gigafab_exec::{ExecError, Executor, ExitRecord, LaunchSpec, Outcome, RunStatus};
-use gigafab_server::ctl::{CtlConfig, Isolation};
+use gigafab_server::ctl::CtlConfig;
+use gigafab_server::isolation::Isolation;
 use gigafab_server::time::{Clock, ManualClock, rfc3339};
 use gigafab_server::{HttpLimits, ServeConfig};
 use serde_json::{Value, json};

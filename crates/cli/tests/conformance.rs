@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use gigafab_core::{AllocationSpec, Category, Factory, JobSpec, Rng, SchedulerProfile};
 use gigafab_exec::{ExecError, Executor, ExitRecord, LaunchSpec, Outcome, RunStatus};
-use gigafab_server::ctl::{Action, Cmd, CtlConfig, Isolation};
+use gigafab_server::ctl::{Action, Cmd, CtlConfig};
+use gigafab_server::isolation::Isolation;
 use gigafab_server::model::{AllocReq, IdRef, SubmitReq};
 use gigafab_server::time::Ms;
 use gigafab_server::time::{Clock, ManualClock};
@@ -173,7 +174,7 @@ fn twin_allocations() -> Vec<AllocationSpec> {
 
 /// Sends a command without waiting: the answer comes after the next step.
 fn send(
-    shared: &gigafab_server::ctl::Shared,
+    shared: &gigafab_server::state::Shared,
     who: &gigafab_server::auth::Principal,
     action: Action,
 ) -> oneshot::Receiver<gigafab_server::ctl::Answer> {
@@ -558,7 +559,7 @@ impl Executor for Slow {
 }
 
 /// A 4-accelerator job of `priority` on allocation 1, as a command.
-fn four_gpus(shared: &gigafab_server::ctl::Shared, priority: i64, preemptible: bool) -> Action {
+fn four_gpus(shared: &gigafab_server::state::Shared, priority: i64, preemptible: bool) -> Action {
     shared.submission(SubmitReq {
         allocation: IdRef::Num(1),
         gpus: 4,

@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod energy;
 pub mod factory;
 pub mod health;
+mod ids;
 pub mod policy;
 pub mod profile;
 mod queue;

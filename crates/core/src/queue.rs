@@ -14,8 +14,8 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
+use crate::ids::{AllocIdx, JobIdx};
 use crate::policy::FairshareWeights;
-use crate::sched::{AllocIdx, JobIdx};
 
 /// A queue entry: the job and what a pass reads of it most, side by side.
 #[derive(Debug, Clone, Copy)]

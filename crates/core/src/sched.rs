@@ -41,10 +41,7 @@ pub use idle::PowerDownStats;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 pub use waits::Wait;
 
-/// Index of a job in [`SchedCore::jobs`].
-pub type JobIdx = u32;
-/// Index of an allocation.
-pub type AllocIdx = u32;
+pub use crate::ids::{AllocIdx, JobIdx};
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -21,8 +21,10 @@ use axum::http::StatusCode;
 use gigafab_api as t;
 
 use crate::auth::{Principal, Role};
-use crate::ctl::{Action, Shared, valid_name};
+use crate::ctl::Action;
 use crate::error::ApiError;
+use crate::names::valid_name;
+use crate::state::Shared;
 use crate::store::{self, access::CallRow, access::RequestRow, commit::Op};
 use crate::time::{Ms, parse_rfc3339};
 
@@ -132,7 +134,7 @@ fn view_with(
             .into_iter()
             .map(|v| t::Review {
                 reviewer: t::UserId(v.reviewer_id),
-                reviewer_name: crate::ctl::short_name(v.reviewer),
+                reviewer_name: crate::names::short_name(v.reviewer),
                 score: v.score,
                 verdict: v.verdict,
                 comment: v.comment,
@@ -142,7 +144,7 @@ fn view_with(
         comments: comments
             .into_iter()
             .map(|c| t::RequestComment {
-                user: crate::ctl::short_name(c.user),
+                user: crate::names::short_name(c.user),
                 side: c.side,
                 text: c.body,
                 at: c.at_ms.rfc3339(),
@@ -218,7 +220,7 @@ pub async fn create_call(
             .transpose()
     };
     let countries = req.countries.clone().unwrap_or_default();
-    if countries.len() > 250 || !countries.iter().all(|c| crate::tenancy::valid_country(c)) {
+    if countries.len() > 250 || !countries.iter().all(|c| crate::names::valid_country(c)) {
         return Err(ApiError::invalid(
             "countries: ISO 3166-1 alpha-2 codes (`FR`, `DE`), at most 250",
         ));

@@ -14,11 +14,14 @@ pub mod auth;
 pub mod catalog;
 pub mod ctl;
 pub mod error;
+pub mod isolation;
 pub mod metrics;
 pub mod model;
+pub mod names;
 pub mod notify;
 pub mod portal;
 pub mod ratelimit;
+pub mod state;
 pub mod store;
 pub mod tenancy;
 pub mod time;
@@ -125,7 +128,7 @@ pub struct Running {
     pub first_token: Option<String>,
     /// True on a first start (empty store).
     pub first_start: bool,
-    pub shared: Arc<ctl::Shared>,
+    pub shared: Arc<state::Shared>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     controller: tokio::task::JoinHandle<()>,
     stop_http: watch::Sender<bool>,
@@ -297,14 +300,14 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
 /// the store) answers, commands wait. For tests of that boundary.
 /// Everything served over HTTP: the API and the portal, which calls the
 /// API in process.
-pub fn app(shared: Arc<ctl::Shared>, oidc: Option<portal::OidcConfig>) -> axum::Router {
+pub fn app(shared: Arc<state::Shared>, oidc: Option<portal::OidcConfig>) -> axum::Router {
     let api = api::router(shared.clone());
     portal::router(shared, api.clone(), oidc).merge(api)
 }
 
 pub fn serve_api(
     listener: tokio::net::TcpListener,
-    shared: Arc<ctl::Shared>,
+    shared: Arc<state::Shared>,
 ) -> tokio::task::JoinHandle<std::io::Result<()>> {
     let (stop, rx) = watch::channel(false);
     let app = app(shared, None);
@@ -320,7 +323,7 @@ pub fn serve_api(
 pub struct Opened {
     pub controller: ctl::Controller,
     /// Commands go in through `shared.tx` ...
-    pub shared: Arc<ctl::Shared>,
+    pub shared: Arc<state::Shared>,
     /// ... and come out here.
     pub rx: mpsc::Receiver<ctl::Cmd>,
     /// A first start's new admin token (empty when one was given).
@@ -351,7 +354,7 @@ pub async fn open(cfg: ServeConfig) -> Result<Opened, ServeError> {
         cfg.clock.now(),
     )
     .await?;
-    let shared = Arc::new(ctl::Shared {
+    let shared = Arc::new(state::Shared {
         limits: ratelimit::RateLimits::new(cfg.http.write_rates),
         store,
         tenancy,

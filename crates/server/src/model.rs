@@ -76,7 +76,7 @@ pub struct StoredSpec {
     pub job_type: Option<String>,
     /// Catalog versions it reads, resolved at submission.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub inputs: Vec<crate::catalog::Input>,
+    pub inputs: Vec<Input>,
     /// Sites it may run at (its inputs' residency; empty: any).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sites: Vec<String>,
@@ -237,4 +237,18 @@ mod tests {
         assert!((row.gpu_hours(Ms(5_400_000)) - 5.0).abs() < 1e-9);
         assert!((row.view(Ms(5_400_000)).gpu_hours - 5.0).abs() < 1e-9);
     }
+}
+
+/// A job's input, resolved at submission.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Input {
+    /// `dataset:NAME@VERSION`.
+    pub reference: String,
+    /// The environment variable naming its directory.
+    pub var: String,
+    /// Its directory, read-only.
+    pub path: String,
+    pub manifest_hash: String,
+    /// Sites its residency allows (empty: any).
+    pub residency: Vec<String>,
 }

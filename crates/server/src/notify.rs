@@ -11,7 +11,7 @@ use std::time::Duration;
 use lettre::message::header::ContentType;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-use crate::ctl::Shared;
+use crate::state::Shared;
 use crate::store::{self, commit::Op};
 
 /// Tries of one mail before the mailer leaves it (its error stays in the
@@ -38,7 +38,7 @@ impl SmtpConfig {
             return Err(format!("--smtp-relay `{relay}`: expected HOST:PORT"));
         }
         let from =
-            crate::tenancy::valid_email(from).map_err(|e| format!("--mail-from: {}", e.message))?;
+            crate::names::valid_email(from).map_err(|e| format!("--mail-from: {}", e.message))?;
         Ok(SmtpConfig {
             relay: relay.to_string(),
             from,

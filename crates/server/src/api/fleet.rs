@@ -7,8 +7,9 @@ use axum::{Json, Router};
 
 use super::{ApiResult, AppState, Caller, Route, reply};
 use crate::auth::Principal;
-use crate::ctl::{Action, Shared};
+use crate::ctl::Action;
 use crate::error::ApiError;
+use crate::state::Shared;
 
 pub(super) const ROUTES: &[Route] = &[
     Route {

@@ -17,9 +17,10 @@ use super::{
     ApiResult, AppState, Body_, Caller, Route, page, page_limit, parse_id, query_err, reply,
 };
 use crate::auth::Principal;
-use crate::ctl::{Action, Shared};
+use crate::ctl::Action;
 use crate::error::ApiError;
 use crate::model::{JobEvent, JobRow, TERMINAL};
+use crate::state::Shared;
 use crate::store;
 use crate::store::idempotency::Kind;
 

@@ -27,8 +27,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::auth::Principal;
-use crate::ctl::Shared;
 use crate::error::ApiError;
+use crate::state::Shared;
 
 /// Largest request body, bytes.
 pub const MAX_BODY: usize = 1 << 20;

@@ -255,20 +255,6 @@ pub async fn output_of(
     Ok(store::catalog::output(&s.store.pool, id).await?)
 }
 
-/// A job's input, resolved at submission.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Input {
-    /// `dataset:NAME@VERSION`.
-    pub reference: String,
-    /// The environment variable naming its directory.
-    pub var: String,
-    /// Its directory, read-only.
-    pub path: String,
-    pub manifest_hash: String,
-    /// Sites its residency allows (empty: any).
-    pub residency: Vec<String>,
-}
-
 /// The variable a job finds input `name` in: `GIGAFAB_INPUT_` and the
 /// name in upper case, other characters than letters and digits as `_`.
 pub fn input_var(name: &str) -> String {

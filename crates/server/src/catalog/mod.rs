@@ -22,16 +22,19 @@ use std::path::PathBuf;
 use axum::http::StatusCode;
 use futures_util::StreamExt;
 use gigafab_api as t;
-use gigafab_catalog::store::Blobs;
 use gigafab_catalog::{FileEntry, Manifest};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::auth::{Principal, Role};
-use crate::ctl::{Shared, valid_name};
 use crate::error::ApiError;
+pub use crate::model::Input;
+use crate::names::valid_name;
+use crate::state::Shared;
 use crate::store::{self, catalog::EntryRow, catalog::VersionRow};
 use crate::time::Ms;
+pub use site::Site;
+use site::UploadState;
 
 /// Most uploads in progress on a server, and how long one may stay open.
 pub const MAX_UPLOADS: usize = 64;
@@ -40,58 +43,6 @@ pub const MAX_UPLOADS: usize = 64;
 pub const MAX_UPLOADS_PER_ORG: usize = 8;
 pub const MAX_UPLOAD_BYTES_PER_ORG: u64 = 1 << 40;
 pub const UPLOAD_TTL_MS: i64 = 24 * 3_600_000;
-
-/// The site's catalog store, and where uploads wait for their commit.
-pub struct Site {
-    pub blobs: Blobs,
-    /// Uploads in progress, one directory each (made 0700).
-    pub staging: PathBuf,
-    /// The factory site the store is at (residency is checked against it).
-    pub site: String,
-    /// Threads hashing in place and verifying.
-    pub threads: usize,
-    uploads: std::sync::Mutex<HashMap<String, UploadState>>,
-    writes: tokio::sync::Mutex<()>,
-    /// Every job up to this id has ended and had its output taken: the
-    /// scan for outputs starts above it.
-    outputs_floor: std::sync::atomic::AtomicI64,
-}
-
-struct UploadState {
-    entry: i64,
-    entry_name: String,
-    user: i64,
-    /// The uploader's organisation (0: none, an admin).
-    org: i64,
-    manifest: Manifest,
-    by_path: HashMap<String, usize>,
-    received: Vec<bool>,
-    /// A file of it is being received now.
-    busy: Vec<bool>,
-    created: Ms,
-}
-
-impl Site {
-    /// A site's catalog: `staging` is emptied (uploads do not outlive a
-    /// restart).
-    pub fn new(blobs: Blobs, staging: PathBuf, site: String) -> std::io::Result<Site> {
-        use std::os::unix::fs::PermissionsExt;
-        if staging.exists() {
-            std::fs::remove_dir_all(&staging)?;
-        }
-        std::fs::create_dir_all(&staging)?;
-        std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o700))?;
-        Ok(Site {
-            blobs,
-            staging,
-            site,
-            threads: gigafab_catalog::default_threads(),
-            uploads: Default::default(),
-            writes: Default::default(),
-            outputs_floor: Default::default(),
-        })
-    }
-}
 
 fn site(s: &Shared) -> Result<&Site, ApiError> {
     s.catalog.as_deref().ok_or_else(|| {
@@ -250,7 +201,7 @@ async fn entry_view(s: &Shared, e: &EntryRow, r: &Rights) -> Result<t::CatalogEn
                 .into_iter()
                 .map(|(o, u, reason, at)| t::EntryAccessRequest {
                     org: s.tenancy.org_name(o),
-                    user: crate::ctl::short_name(u),
+                    user: crate::names::short_name(u),
                     reason,
                     at: at.rfc3339(),
                 })
@@ -290,7 +241,7 @@ fn version_view(
         bytes: v.bytes as u64,
         in_place: v.in_place,
         lineage: serde_json::from_str(&v.lineage).unwrap_or_default(),
-        user: crate::ctl::short_name(v.user.clone()),
+        user: crate::names::short_name(v.user.clone()),
         created_at: v.created_ms.rfc3339(),
         manifest,
     }
@@ -878,6 +829,7 @@ pub async fn lineage(
 }
 
 mod jobs;
+pub mod site;
 mod versions;
 pub use jobs::*;
 pub use versions::*;

@@ -76,7 +76,7 @@ impl Controller {
         who: &Principal,
         req: SubmitReq,
         projects: &[(i64, i64)],
-        inputs: Vec<crate::catalog::Input>,
+        inputs: Vec<crate::model::Input>,
         now: Ms,
     ) -> Result<Value, ApiError> {
         if who.role == Role::Operator {

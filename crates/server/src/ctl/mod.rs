@@ -22,6 +22,7 @@
 mod allocs;
 mod driver;
 mod fleet;
+pub mod handle;
 mod health;
 mod jobs;
 mod power;
@@ -38,19 +39,24 @@ use gigafab_core::{
     AllocationSpec, Category, Factory, JobIdx, JobSpec, JobState, Policy, Reason, SchedCore,
     Throughputs, TypeFilter, Vendor,
 };
-use gigafab_exec::{AssignedAccel, DeviceVendor, Executor, LaunchSpec, Outcome, RunStatus};
+use gigafab_exec::{AssignedAccel, DeviceVendor, LaunchSpec, Outcome, RunStatus};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::{Principal, Role};
 use crate::error::ApiError;
+use crate::isolation::Isolation;
 use crate::model::*;
+use crate::names::valid_name;
+use crate::store;
 use crate::store::commit::Op;
 pub use crate::store::jobs::{JOB_COLUMNS, row_to_job};
-use crate::store::{self, Store};
-use crate::tenancy::{OrgRef, Tenancy};
+use crate::tenancy::directory::OrgRef;
 use crate::time::{Ms, parse_rfc3339};
+pub use handle::{Action, Answer, Cmd, Extension};
 pub use power::{FileGridSource, GridSource, node_power_of};
+
+use crate::state::{LoopStats, Shared};
 
 /// Most accelerators one job may ask for.
 pub const MAX_GPUS: i64 = 65_536;
@@ -60,196 +66,6 @@ pub const MAX_TIME_LIMIT_S: i64 = 30 * 86_400;
 pub const DEFAULT_TIME_LIMIT_S: i64 = 3_600;
 /// Most commands taken into one transaction.
 const MAX_BATCH: usize = 1024;
-
-/// What a request asks of the controller.
-#[derive(Debug)]
-pub enum Action {
-    /// A submission, with the projects of that name: (organisation,
-    /// project) pairs, the one of the allocation's organisation is the job's.
-    Submit(Box<SubmitReq>, Vec<(i64, i64)>, Vec<crate::catalog::Input>),
-    /// A creating action (a submission, a grant) with an `Idempotency-Key`:
-    /// what it makes is named by the key, in the same commit.
-    Keyed(Box<Action>, String),
-    Cancel(gigafab_api::JobId),
-    /// The queued jobs of a user just disabled are cancelled (its running
-    /// ones run to their end).
-    CancelQueuedOf(i64),
-    /// A queued job's estimated start (the scheduler run forward).
-    Estimate(gigafab_api::JobId),
-    /// Grant an allocation to an organisation.
-    Grant(AllocReq, OrgRef),
-    /// Extend an allocation for an approved extension request (the
-    /// workflow's, as an admin).
-    Extend(Extension),
-    /// Drain (with its reason) or resume a node.
-    Drain(String, bool, Option<String>),
-    /// A node agent's readings (admin, operator).
-    Telemetry(String, Box<gigafab_api::NodeTelemetry>),
-    /// A node's recent readings and health (admin, operator).
-    NodeTelemetry(String),
-    ListAllocs,
-    GetAlloc(gigafab_api::AllocationId),
-    Usage,
-    Fleet,
-    /// The sites: power, energy, carbon, grid intensity and its forecast
-    /// (any token).
-    Sites,
-    /// The pools and their free accelerators (anyone: see
-    /// [`Principal::anonymous`]).
-    Offer,
-    /// Prometheus exposition text (admin, operator).
-    Metrics,
-}
-
-/// An approved extension request's change to its allocation.
-#[derive(Debug)]
-pub struct Extension {
-    pub allocation: i64,
-    pub request: i64,
-    pub gpu_hours: f64,
-    pub days: f64,
-}
-
-/// What the controller answers a command: a status and a body, or an error.
-pub type Answer = Result<(StatusCode, Value), ApiError>;
-
-/// A request with its caller and where to answer.
-pub struct Cmd {
-    pub who: Principal,
-    pub action: Action,
-    pub reply: oneshot::Sender<Answer>,
-}
-
-/// State shared with the HTTP handlers.
-pub struct Shared {
-    pub store: Store,
-    /// Organisations, projects, users and tokens.
-    pub tenancy: Tenancy,
-    /// The last id of the audit log (the controller and tenancy both write it).
-    pub audit_id: std::sync::atomic::AtomicI64,
-    /// The last id of the outbox (access handlers and the controller both
-    /// write notifications).
-    pub outbox_id: std::sync::atomic::AtomicI64,
-    pub tx: mpsc::Sender<Cmd>,
-    pub executor: Arc<dyn Executor>,
-    /// GPU telemetry of this machine's devices (energy counters); none: energy is modelled.
-    pub telemetry: Option<Arc<dyn gigafab_telemetry::Telemetry>>,
-    /// Timings of recent scheduling passes and commits.
-    pub stats: std::sync::Mutex<LoopStats>,
-    /// Prometheus counters and histograms.
-    pub metrics: crate::metrics::Metrics,
-    /// False once the controller has stopped other than by a stop request
-    /// (a panic): `/health` fails and the server exits.
-    pub controller_alive: std::sync::atomic::AtomicBool,
-    /// Where the controller and the API read the time.
-    pub clock: Arc<dyn crate::time::Clock>,
-    /// The data and model catalog's store (None: no catalog).
-    pub catalog: Option<Arc<crate::catalog::Site>>,
-    /// The names of the factory's sites.
-    pub sites: Vec<String>,
-    /// Per-token and per-organisation limits on requests that change state.
-    pub limits: crate::ratelimit::RateLimits,
-}
-
-/// What the controller's loop measured, for `/health` and benchmarks.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct LoopStats {
-    pub passes: u64,
-    pub commits: u64,
-    pub committed_ops: u64,
-    /// Recent passes: (queued jobs, running jobs, microseconds), newest last.
-    pub recent_passes: std::collections::VecDeque<(usize, usize, u64)>,
-    /// Recent commits: (statements, microseconds), newest last.
-    pub recent_commits: std::collections::VecDeque<(usize, u64)>,
-}
-
-impl LoopStats {
-    fn push<T>(q: &mut std::collections::VecDeque<T>, v: T) {
-        if q.len() == 64 {
-            q.pop_front();
-        }
-        q.push_back(v);
-    }
-}
-
-impl Shared {
-    /// The names of the factory's sites.
-    pub fn site_names(&self) -> Vec<String> {
-        self.sites.clone()
-    }
-
-    /// Sends a command and waits for its answer.
-    pub async fn ask(
-        &self,
-        who: Principal,
-        action: Action,
-    ) -> Result<(StatusCode, Value), ApiError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Cmd { who, action, reply })
-            .await
-            .map_err(|_| ApiError::unavailable("the controller has stopped"))?;
-        rx.await
-            .map_err(|_| ApiError::unavailable("the controller has stopped"))?
-    }
-
-    /// The caller of a live token (None: unknown, revoked or expired).
-    pub fn principal(&self, token: &str) -> Option<Principal> {
-        self.tenancy.principal(token, self.clock.now())
-    }
-
-    /// The next id of the audit log.
-    pub fn next_audit_id(&self) -> i64 {
-        self.audit_id
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-            + 1
-    }
-
-    /// One line of the audit log: `who` did `action` to `object`.
-    pub fn audit_op(
-        &self,
-        who: &Principal,
-        now: Ms,
-        action: &str,
-        object: &str,
-        detail: String,
-    ) -> Op {
-        store::audit::insert(
-            self.next_audit_id(),
-            now,
-            who.user_id,
-            who.login.clone(),
-            action,
-            object,
-            detail,
-        )
-    }
-
-    /// A submission as a command: its project name resolved to the
-    /// projects of that name.
-    pub fn submission(&self, req: SubmitReq) -> Action {
-        self.submission_with(req, Vec::new())
-    }
-
-    /// [`Shared::submission`] with its catalog inputs resolved
-    /// ([`crate::catalog::resolve_inputs`]).
-    pub fn submission_with(&self, req: SubmitReq, inputs: Vec<crate::catalog::Input>) -> Action {
-        let projects = match &req.project {
-            Some(p) => self.tenancy.projects_named(p),
-            None => Vec::new(),
-        };
-        Action::Submit(Box::new(req), projects, inputs)
-    }
-
-    /// A grant as a command (admin; the organisation must be one `who` sees).
-    pub fn grant(&self, who: &Principal, req: AllocReq) -> Result<Action, ApiError> {
-        if who.role != Role::Admin {
-            return Err(ApiError::forbidden("only an admin grants allocations"));
-        }
-        let org = self.tenancy.visible_org(who, &req.org)?;
-        Ok(Action::Grant(req, org))
-    }
-}
 
 /// Controller settings.
 #[derive(Clone)]
@@ -275,80 +91,6 @@ pub struct CtlConfig {
     /// Gangs over at least this many nodes are checked by their site's
     /// `preflight_program` before they launch (0: never).
     pub preflight_min_nodes: u32,
-}
-
-/// Whose identity jobs run under (docs/security.md).
-#[derive(Clone, Debug)]
-pub enum Isolation {
-    /// Every job runs as the server's own account `user`: nothing separates
-    /// tenants' jobs from each other. Unless the operator `accepted` it
-    /// (`--single-user`), a second organisation is refused.
-    Shared { user: String, accepted: bool },
-    /// Each job runs as the POSIX account of its user, else of its
-    /// organisation (the server runs as root and drops to it).
-    Accounts(AccountMap),
-}
-
-impl Isolation {
-    /// One identity for all, accepted: tests, benchmarks, one-tenant machines.
-    pub fn single_user() -> Isolation {
-        Isolation::Shared {
-            user: String::new(),
-            accepted: true,
-        }
-    }
-}
-
-/// gigafab users and organisations → POSIX accounts (`--job-accounts`).
-#[derive(Clone, Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AccountMap {
-    /// User login (`ORG/NAME`, or the plain name of an admin or operator)
-    /// → account (wins over the organisation's).
-    #[serde(default)]
-    pub users: BTreeMap<String, String>,
-    /// Organisation name → the account of all its members.
-    #[serde(default)]
-    pub orgs: BTreeMap<String, String>,
-}
-
-impl AccountMap {
-    /// The account of the user whose login is `user` (`ORG/NAME` for an
-    /// organisation's member, the plain name for admins and operators) in
-    /// `org`.
-    /// Checks the map's keys: `[users]` keys are `ORG/NAME` or a plain
-    /// name, `[orgs]` keys an organisation name.
-    pub fn check(&self) -> Result<(), String> {
-        let name_ok = |n: &str| valid_name(n, "name").is_ok();
-        for key in self.users.keys() {
-            let ok = match key.split_once('/') {
-                Some((o, n)) => name_ok(o) && name_ok(n),
-                None => name_ok(key),
-            };
-            if !ok {
-                return Err(format!(
-                    "[users] `{}`: a key is ORG/NAME for an organisation's member or NAME for an admin or operator",
-                    gigafab_core::time::excerpt(key, 80)
-                ));
-            }
-        }
-        for key in self.orgs.keys() {
-            if !name_ok(key) {
-                return Err(format!(
-                    "[orgs] `{}`: not an organisation name",
-                    gigafab_core::time::excerpt(key, 80)
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    pub fn account(&self, user: &str, org: &str) -> Option<&str> {
-        self.users
-            .get(user)
-            .or_else(|| self.orgs.get(org))
-            .map(String::as_str)
-    }
 }
 
 struct Alloc {
@@ -499,38 +241,6 @@ pub struct Controller {
 /// A typed answer as JSON (the API contract's types always serialize).
 fn view<T: serde::Serialize>(v: T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
-}
-
-pub(crate) fn valid_name(s: &str, what: &str) -> Result<(), ApiError> {
-    if s.is_empty()
-        || s.len() > 64
-        || !s
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        return Err(ApiError::invalid(format!(
-            "{what}: `{}` is not a valid name (1-64 of A-Z a-z 0-9 - _ .)",
-            s.chars().take(80).collect::<String>()
-        )));
-    }
-    Ok(())
-}
-
-/// A user's name without its organisation: the store keeps members as
-/// `ORG/NAME` (names are unique within an organisation only).
-pub fn short_name(stored: String) -> String {
-    match stored.rsplit_once('/') {
-        Some((_, name)) => name.to_string(),
-        None => stored,
-    }
-}
-
-/// The login of `name` in `org` as the store keeps it (see [`short_name`]).
-pub fn login(org: Option<&str>, name: &str) -> String {
-    match org {
-        Some(o) => format!("{o}/{name}"),
-        None => name.to_string(),
-    }
 }
 
 fn filter_label(spec: &StoredSpec) -> String {

@@ -32,7 +32,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::de::DeserializeOwned;
 use tower::ServiceExt;
 
-use crate::ctl::Shared;
+use crate::state::Shared;
 pub use i18n::Words;
 
 /// How long a session lasts without use.

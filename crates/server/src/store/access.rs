@@ -219,7 +219,7 @@ fn request_of(r: &sqlx::any::AnyRow) -> Result<RequestRow, sqlx::Error> {
         org_id: r.try_get(2)?,
         org: r.try_get(3)?,
         user_id: r.try_get(4)?,
-        user: crate::ctl::short_name(r.try_get(5)?),
+        user: crate::names::short_name(r.try_get(5)?),
         title: r.try_get(6)?,
         summary: r.try_get(7)?,
         project: r.try_get(8)?,

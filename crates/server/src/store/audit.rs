@@ -2,11 +2,11 @@
 
 use sqlx::{AnyPool, Row};
 
-use super::commit::{Arg, Op, op};
+use super::commit::{Arg, Op, foldable};
 use crate::time::Ms;
 use crate::time::rfc3339;
 
-pub(crate) const AUDIT_INSERT: &str = "INSERT INTO audit (id, at_ms, user_id, user_name, action, object, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+const AUDIT_INSERT: &str = "INSERT INTO audit (id, at_ms, user_id, user_name, action, object, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
 /// One line of the audit log: who did what to which object.
 pub fn insert(
@@ -18,7 +18,7 @@ pub fn insert(
     object: &str,
     detail: String,
 ) -> Op {
-    op(
+    foldable(
         AUDIT_INSERT,
         vec![
             Arg::I(id),

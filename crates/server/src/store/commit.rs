@@ -1,6 +1,6 @@
 //! The group commit: statements, their parameters, and the folding of a
 //! batch's inserts into multi-row statements. The SQL itself is written by
-//! the aggregates' modules ([`super::jobs`], [`super::tenancy`], ...): what
+//! the aggregates' modules (`store::jobs`, `store::tenancy`, ...): what
 //! the controller hands over are typed writes.
 
 /// A value bound to an SQL parameter.
@@ -19,22 +19,27 @@ pub enum Arg {
 pub struct Op {
     pub sql: std::borrow::Cow<'static, str>,
     pub args: Vec<Arg>,
+    /// A single-row insert that a commit may fold with its like into one
+    /// multi-row statement (one round trip for a whole batch of
+    /// submissions): set by the aggregate that writes it ([`foldable`]).
+    pub fold: bool,
 }
 
 pub(crate) fn op(sql: &'static str, args: Vec<Arg>) -> Op {
     Op {
         sql: sql.into(),
         args,
+        fold: false,
     }
 }
 
-/// Inserts that a commit folds into multi-row statements (one round trip
-/// for a whole batch of submissions).
-const FOLDABLE: [&str; 3] = [
-    super::jobs::JOB_INSERT,
-    super::jobs::EVENT_INSERT,
-    super::audit::AUDIT_INSERT,
-];
+/// A single-row `INSERT ... VALUES ($1, ..)` that [`fold_ops`] may fold.
+pub(crate) fn foldable(sql: &'static str, args: Vec<Arg>) -> Op {
+    Op {
+        fold: true,
+        ..op(sql, args)
+    }
+}
 
 /// Most parameters in one statement (SQLite allows 32766, PostgreSQL 65535).
 const MAX_PARAMS: usize = 30_000;
@@ -80,26 +85,26 @@ pub fn fold_ops(ops: Vec<Op>) -> Vec<Op> {
                 let chunk: Vec<Vec<Arg>> = rows.by_ref().take(per).collect();
                 if chunk.len() == 1 {
                     let args = chunk.into_iter().next().unwrap_or_default();
-                    out.push(Op {
-                        sql: sql.into(),
-                        args,
-                    });
+                    out.push(op(sql, args));
                 } else {
                     out.push(Op {
                         sql: multi_row_sql(sql, width, chunk.len()).into(),
                         args: chunk.into_iter().flatten().collect(),
+                        fold: false,
                     });
                 }
             }
         }
     }
     for o in ops {
-        match FOLDABLE.iter().find(|f| **f == o.sql) {
-            Some(f) => match groups.iter_mut().find(|g| g.0 == *f) {
-                Some(g) => g.1.push(o.args),
-                None => groups.push((f, vec![o.args])),
-            },
-            None => {
+        match o.sql {
+            std::borrow::Cow::Borrowed(sql) if o.fold => {
+                match groups.iter_mut().find(|g| g.0 == sql) {
+                    Some(g) => g.1.push(o.args),
+                    None => groups.push((sql, vec![o.args])),
+                }
+            }
+            _ => {
                 flush(&mut groups, &mut out);
                 out.push(o);
             }

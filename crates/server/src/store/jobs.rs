@@ -2,18 +2,18 @@
 
 use sqlx::{AnyPool, Row};
 
-use super::commit::{Arg, Op, op};
+use super::commit::{Arg, Op, foldable, op};
 use crate::model::{JobEvent, JobRow};
 use crate::time::Ms;
 
-pub(crate) const JOB_INSERT: &str = "INSERT INTO jobs (id, org_id, user_id, alloc_id, project_id, name, spec, gpus, time_limit_s, state, reason, exit_code, submitted_ms, started_ms, ended_ms, accelerators, handle, gpu_s) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)";
+const JOB_INSERT: &str = "INSERT INTO jobs (id, org_id, user_id, alloc_id, project_id, name, spec, gpus, time_limit_s, state, reason, exit_code, submitted_ms, started_ms, ended_ms, accelerators, handle, gpu_s) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)";
 const JOB_UPDATE: &str = "UPDATE jobs SET state = $2, reason = $3, exit_code = $4, started_ms = $5, ended_ms = $6, accelerators = $7, handle = $8, gpu_s = $9, spec = $10, energy_j = $11, carbon_g = $12, energy_source = $13, stopping_handle = $14 WHERE id = $1";
-pub(crate) const EVENT_INSERT: &str =
+const EVENT_INSERT: &str =
     "INSERT INTO job_events (job_id, seq, at_ms, kind, message) VALUES ($1, $2, $3, $4, $5)";
 
 /// A new job, queued (`row` holds its ids, name, spec, size and limit).
 pub fn insert(row: &JobRow, project_id: Option<i64>) -> Op {
-    op(
+    foldable(
         JOB_INSERT,
         vec![
             Arg::I(row.id),
@@ -63,7 +63,7 @@ pub fn update(r: &JobRow, spec: String) -> Op {
 
 /// One line of a job's history.
 pub fn event(job: i64, seq: i64, at_ms: Ms, kind: &str, message: String) -> Op {
-    op(
+    foldable(
         EVENT_INSERT,
         vec![
             Arg::I(job),
@@ -93,6 +93,7 @@ pub fn reasons(reason: &str, ids: &[i64]) -> Vec<Op> {
             Op {
                 sql: sql.into(),
                 args,
+                fold: false,
             }
         })
         .collect()
@@ -107,7 +108,7 @@ pub fn row_to_job(r: &sqlx::any::AnyRow) -> Result<JobRow, sqlx::Error> {
         org_id: r.try_get(1)?,
         org: r.try_get(2)?,
         user_id: r.try_get(3)?,
-        user: crate::ctl::short_name(r.try_get(4)?),
+        user: crate::names::short_name(r.try_get(4)?),
         alloc_id: r.try_get(5)?,
         project_id: r.try_get(6)?,
         name: r.try_get(7)?,
