@@ -67,6 +67,7 @@ pub struct CatalogEntry {
     /// Pending access requests (shown to its owners).
     #[serde(default)]
     pub access_requests: Vec<EntryAccessRequest>,
+    #[schema(format = DateTime)]
     pub created_at: String,
 }
 
@@ -75,6 +76,7 @@ pub struct CatalogEntry {
 pub struct EntryGrant {
     pub org: String,
     /// RFC 3339; none: until revoked.
+    #[schema(format = DateTime)]
     pub expires_at: Option<String>,
 }
 
@@ -84,6 +86,7 @@ pub struct EntryAccessRequest {
     pub org: String,
     pub user: String,
     pub reason: String,
+    #[schema(format = DateTime)]
     pub at: String,
 }
 
@@ -125,6 +128,7 @@ pub struct CatalogVersion {
     pub in_place: bool,
     pub lineage: Lineage,
     pub user: String,
+    #[schema(format = DateTime)]
     pub created_at: String,
     /// Its files (`?files=true`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -13,7 +13,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 mod catalog;
+mod fleet;
+mod meta;
 pub use catalog::*;
+pub use fleet::*;
+pub use meta::*;
 
 /// Most accelerators one job may ask for.
 pub const MAX_GPUS: i64 = 65_536;
@@ -209,6 +213,7 @@ pub struct AcceleratorFilter {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct JobEvent {
     /// RFC 3339.
+    #[schema(format = DateTime)]
     pub at: String,
     /// `submitted`, `started`, `waiting`, `preempted`, `finished`, ...
     pub kind: String,
@@ -238,8 +243,11 @@ pub struct Job {
     pub reason: Option<String>,
     pub exit_code: Option<i64>,
     /// RFC 3339.
+    #[schema(format = DateTime)]
     pub submitted_at: String,
+    #[schema(format = DateTime)]
     pub started_at: Option<String>,
+    #[schema(format = DateTime)]
     pub ended_at: Option<String>,
     /// `node/index` of each accelerator of its current run.
     pub accelerators: Vec<String>,
@@ -300,6 +308,7 @@ pub struct CreateAllocation {
     pub days: Option<f64>,
     /// RFC 3339 [default now].
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
     pub valid_from: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qos_priority: Option<i64>,
@@ -330,7 +339,9 @@ pub struct Allocation {
     pub granted_gpu_hours: f64,
     pub used_gpu_hours: f64,
     /// RFC 3339.
+    #[schema(format = DateTime)]
     pub valid_from: String,
+    #[schema(format = DateTime)]
     pub valid_until: String,
     pub qos_priority: i64,
     #[schema(value_type = AllocationState)]
@@ -366,6 +377,7 @@ pub struct Org {
     pub id: OrgId,
     pub name: String,
     pub category: String,
+    #[schema(format = DateTime)]
     pub created_at: String,
     #[serde(default)]
     pub country: Option<String>,
@@ -431,6 +443,7 @@ pub struct User {
     pub id: UserId,
     pub name: String,
     pub org: Option<String>,
+    #[schema(value_type = Role)]
     pub role: String,
     pub email: Option<String>,
     /// The `sub` of the user's identity at the site's OpenID Connect
@@ -458,7 +471,9 @@ pub struct Token {
     pub id: TokenId,
     pub user: UserId,
     pub user_name: Option<String>,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub expires_at: Option<String>,
 }
 
@@ -509,6 +524,7 @@ pub struct LogsQuery {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AuditEntry {
     pub id: i64,
+    #[schema(format = DateTime)]
     pub at: String,
     pub user: String,
     pub action: String,
@@ -542,9 +558,11 @@ pub struct CreateCall {
     pub envelope_gpu_hours: f64,
     /// RFC 3339 [default now].
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
     pub opens_at: Option<String>,
     /// RFC 3339 [default: never closes].
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
     pub closes_at: Option<String>,
     /// Countries whose organisations may apply (ISO 3166-1 alpha-2)
     /// [default: any].
@@ -566,7 +584,9 @@ pub struct Call {
     pub envelope_gpu_hours: f64,
     /// GPU-hours granted by its approved requests so far.
     pub granted_gpu_hours: f64,
+    #[schema(format = DateTime)]
     pub opens_at: String,
+    #[schema(format = DateTime)]
     pub closes_at: Option<String>,
     /// `upcoming`, `open` or `closed`.
     pub state: String,
@@ -633,6 +653,7 @@ pub struct Review {
     /// `approve`, `reject` or `revise`.
     pub verdict: String,
     pub comment: String,
+    #[schema(format = DateTime)]
     pub at: String,
 }
 
@@ -674,6 +695,7 @@ pub struct RequestComment {
     /// `applicant`, `reviewer` or `operator`.
     pub side: String,
     pub text: String,
+    #[schema(format = DateTime)]
     pub at: String,
 }
 
@@ -708,7 +730,9 @@ pub struct AccessRequest {
     /// first.
     #[serde(default)]
     pub comments: Vec<RequestComment>,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub updated_at: String,
 }
 
@@ -738,45 +762,8 @@ pub struct NodeTelemetry {
 }
 
 /// One reading of one accelerator of the node (the fields of
-/// `gigafab agent probe -o json`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct DeviceSample {
-    /// The accelerator's index on the node.
-    pub index: u32,
-    /// When it was read, ms since the Unix epoch.
-    pub at_ms: i64,
-    #[serde(default)]
-    pub power_w: Option<f64>,
-    #[serde(default)]
-    pub energy_j: Option<f64>,
-    #[serde(default)]
-    pub utilization_pct: Option<f64>,
-    #[serde(default)]
-    pub memory_used_mib: Option<u64>,
-    #[serde(default)]
-    pub temperature_c: Option<f64>,
-    /// Uncorrected ECC errors since the driver loaded.
-    #[serde(default)]
-    pub ecc_uncorrected: Option<u64>,
-    /// Xids seen since the previous reading.
-    #[serde(default)]
-    pub xid_errors: Vec<u64>,
-    /// Corrected ECC errors since the driver loaded.
-    #[serde(default)]
-    pub ecc_corrected: Option<u64>,
-    /// PCIe replays (a cumulative counter).
-    #[serde(default)]
-    pub pcie_replays: Option<u64>,
-    /// NVLink / xGMI errors over the device's links (a cumulative counter).
-    #[serde(default)]
-    pub link_errors: Option<u64>,
-    /// Whether the device slows down for heat.
-    #[serde(default)]
-    pub thermal_throttled: Option<bool>,
-    /// The device did not answer (fallen off the bus).
-    #[serde(default)]
-    pub unreadable: bool,
-}
+/// `gigafab agent probe -o json`): the telemetry crate's reading itself.
+pub use gigafab_telemetry::Sample as DeviceSample;
 
 /// A job's estimated start (`GET /api/v1/jobs/{id}/estimate`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -786,6 +773,7 @@ pub struct JobEstimate {
     pub state: String,
     /// RFC 3339; none when the job is not queued, or does not start within
     /// the ends the estimate runs through.
+    #[schema(format = DateTime)]
     pub estimated_start: Option<String>,
     /// What the estimate assumes.
     pub basis: String,
@@ -896,6 +884,28 @@ pub fn schemas() -> Vec<(String, serde_json::Value)> {
         one::<DeviceSample>(),
         one::<OfferPool>(),
         one::<Offer>(),
+        one::<NodeState>(),
+        one::<NodeHealth>(),
+        one::<FleetNode>(),
+        one::<Fleet>(),
+        one::<SiteStatus>(),
+        one::<Sites>(),
+        one::<TelemetryAck>(),
+        one::<HealthEvidence>(),
+        one::<DeviceReadings>(),
+        one::<NodeReadings>(),
+        one::<AllocationUsage>(),
+        one::<OrgUsage>(),
+        one::<Usage>(),
+        one::<HealthStatus>(),
+        one::<LoopHealth>(),
+        one::<Health>(),
+        one::<Role>(),
+        one::<WhoAmI>(),
+        one::<NewUser>(),
+        one::<NewToken>(),
+        one::<RevokedToken>(),
+        one::<DisabledUser>(),
     ];
     // pages of each listed object
     for (name, item) in [

@@ -115,7 +115,7 @@ async fn stream(a: RunArgs) -> Result<()> {
         .context("cannot make an HTTP client")?;
     let start_ms = gigafab_telemetry::now_ms();
     let mut seq = 0u64;
-    let mut buf: VecDeque<serde_json::Value> = VecDeque::new();
+    let mut buf: VecDeque<gigafab_api::NodeTelemetry> = VecDeque::new();
     let (mut dropped, mut unreachable, mut read_failed) = (0u64, false, false);
     eprintln!(
         "gigafab agent: {} readings of node {} to {} every {} s",
@@ -129,11 +129,11 @@ async fn stream(a: RunArgs) -> Result<()> {
             Ok(samples) => {
                 read_failed = false;
                 seq += 1;
-                buf.push_back(serde_json::json!({
-                    "seq": seq,
-                    "agent_start_ms": start_ms,
-                    "samples": samples,
-                }));
+                buf.push_back(gigafab_api::NodeTelemetry {
+                    seq,
+                    agent_start_ms: start_ms,
+                    samples,
+                });
                 if buf.len() > a.buffer {
                     buf.pop_front();
                     dropped += 1;

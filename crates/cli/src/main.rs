@@ -58,6 +58,13 @@ enum Cmd {
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
     },
+    /// Print the API's OpenAPI 3.1 document (what `GET /api/v1/openapi.json`
+    /// answers), for client generators.
+    Openapi {
+        /// File to write it to [default: standard output].
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     #[command(flatten)]
     Client(client::ClientCmd),
 }
@@ -797,6 +804,16 @@ fn main() {
             emit(&String::from_utf8_lossy(&buf))
         }
         Cmd::Man { out_dir } => cmd_man(out_dir.as_deref()),
+        Cmd::Openapi { out } => {
+            let doc = serde_json::to_string_pretty(&gigafab_server::api::openapi_doc())
+                .map(|d| d + "\n")
+                .map_err(anyhow::Error::from);
+            doc.and_then(|d| match out {
+                Some(p) => std::fs::write(&p, d)
+                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display())),
+                None => emit(&d),
+            })
+        }
     };
     if let Err(e) = r {
         eprintln!("error: {}", error_chain(&e));

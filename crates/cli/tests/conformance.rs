@@ -329,7 +329,7 @@ async fn conformance_on(
         );
         assert!(ctl.step(Ms(T0 * 1000), &mut opened.rx).await);
         let (_, a) = rx.await.unwrap().unwrap();
-        alloc_of.insert(t, a["id"].as_i64().unwrap());
+        alloc_of.insert(t, a.allocation().unwrap().id.0);
     }
 
     // events: arrivals, the ends the twin decided, the core's wake-ups
@@ -399,7 +399,7 @@ async fn conformance_on(
                 .await
                 .unwrap()
                 .unwrap_or_else(|e| panic!("{name}: {e:?}"));
-            let id = v["id"].as_i64().unwrap();
+            let id = v.job().unwrap().id.0;
             // the run ends when the twin's job ended
             if let Some(e) = twin[name.as_str()].end_s {
                 exec.end_ms
@@ -623,18 +623,19 @@ async fn a_cancelled_job_that_is_preempted_ends_cancelled() {
     let mut t = T0 * 1000;
     let rx = send(&o.shared, &admin, job(0, true));
     assert!(o.controller.step(Ms(t), &mut o.rx).await);
-    let a = rx.await.unwrap().unwrap().1["id"].as_i64().unwrap();
+    let a = rx.await.unwrap().unwrap().1.job().unwrap().id.0;
     t += 10_000;
     clock.advance(10_000);
     let rx = send(&o.shared, &admin, Action::Cancel(gigafab_api::JobId(a)));
     assert!(o.controller.step(Ms(t), &mut o.rx).await);
     let (_, v) = rx.await.unwrap().unwrap();
-    assert_eq!(v["state"], "running", "still stopping: {v}");
+    let v = v.job().unwrap();
+    assert_eq!(v.state, "running", "still stopping: {v:?}");
     t += 1_000;
     clock.advance(1_000);
     let rx = send(&o.shared, &admin, job(10, false));
     assert!(o.controller.step(Ms(t), &mut o.rx).await);
-    let b = rx.await.unwrap().unwrap().1["id"].as_i64().unwrap();
+    let b = rx.await.unwrap().unwrap().1.job().unwrap().id.0;
     // the stopping run ends; nothing launches a again
     exec.ended.lock().unwrap().insert(format!("slow-{a}-1"));
     for _ in 0..3 {
@@ -678,12 +679,12 @@ async fn a_stopping_run_survives_a_restart() {
     let mut t = T0 * 1000;
     let rx = send(&o.shared, &admin, job(&o.shared, 0, true));
     assert!(o.controller.step(Ms(t), &mut o.rx).await);
-    let a = rx.await.unwrap().unwrap().1["id"].as_i64().unwrap();
+    let a = rx.await.unwrap().unwrap().1.job().unwrap().id.0;
     t += 10_000;
     clock.advance(10_000);
     let rx = send(&o.shared, &admin, job(&o.shared, 10, false));
     assert!(o.controller.step(Ms(t), &mut o.rx).await);
-    let b = rx.await.unwrap().unwrap().1["id"].as_i64().unwrap();
+    let b = rx.await.unwrap().unwrap().1.job().unwrap().id.0;
     // b ran on a's accelerators and ended; a's first run is still stopping
     exec.ended.lock().unwrap().insert(format!("slow-{b}-2"));
     t += 1_000;

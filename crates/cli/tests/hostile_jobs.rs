@@ -26,23 +26,8 @@ fn executor(root: &Path) -> LocalExecutor {
 
 fn spec(job_id: i64, account: &str, script: &str) -> LaunchSpec {
     LaunchSpec {
-        job_id,
-        command: vec!["sh".into(), "-c".into(), script.into()],
-        env: vec![],
-        accelerators: vec![],
-        time_limit_s: 60,
-        workdir: None,
-        accel_type: None,
-        gpus: 0,
-        per_node: 0,
-        account: None,
-        site: None,
         run_as: Some(account.into()),
-        grant_gpu_minutes: None,
-        memory_bytes: None,
-        cpus: None,
-        retry: false,
-        read_only: vec![],
+        ..LaunchSpec::new(job_id, vec!["sh".into(), "-c".into(), script.into()])
     }
 }
 

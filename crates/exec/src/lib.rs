@@ -16,6 +16,7 @@ pub mod posix;
 pub mod power;
 pub mod routed;
 pub mod slurm;
+pub mod testing;
 
 pub use local::{DeviceFiles, LocalExecutor};
 pub use slurm::SlurmExecutor;
@@ -89,6 +90,33 @@ pub struct LaunchSpec {
     /// inputs): bound read-only in its mount namespace where the executor
     /// may make one (a root server), else left to their file modes.
     pub read_only: Vec<PathBuf>,
+}
+
+impl LaunchSpec {
+    /// A launch of `command` for job `job_id` with nothing else set: no
+    /// accelerator, a minute's limit, the job's own directory, the server's
+    /// account (tests and tools fill in what they need).
+    pub fn new(job_id: i64, command: Vec<String>) -> LaunchSpec {
+        LaunchSpec {
+            job_id,
+            command,
+            env: Vec::new(),
+            accelerators: Vec::new(),
+            time_limit_s: 60,
+            workdir: None,
+            accel_type: None,
+            gpus: 0,
+            per_node: 0,
+            account: None,
+            grant_gpu_minutes: None,
+            site: None,
+            run_as: None,
+            memory_bytes: None,
+            retry: false,
+            cpus: None,
+            read_only: Vec::new(),
+        }
+    }
 }
 
 /// How a run ended.

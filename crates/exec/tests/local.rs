@@ -30,25 +30,7 @@ fn executor(root: &Path) -> LocalExecutor {
 }
 
 fn spec(job_id: i64, command: &[&str]) -> LaunchSpec {
-    LaunchSpec {
-        job_id,
-        command: command.iter().map(|s| s.to_string()).collect(),
-        env: vec![],
-        accelerators: vec![],
-        time_limit_s: 60,
-        workdir: None,
-        accel_type: None,
-        gpus: 0,
-        per_node: 0,
-        account: None,
-        site: None,
-        run_as: None,
-        grant_gpu_minutes: None,
-        memory_bytes: None,
-        cpus: None,
-        retry: false,
-        read_only: vec![],
-    }
+    LaunchSpec::new(job_id, command.iter().map(|s| s.to_string()).collect())
 }
 
 fn sh(job_id: i64, script: &str) -> LaunchSpec {

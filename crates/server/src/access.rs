@@ -535,11 +535,7 @@ pub async fn create_request(
         // the allocation must be one of the applicant's organisation (the
         // controller answers only what the caller sees)
         let (_, v) = s.ask(who.clone(), Action::GetAlloc(a)).await?;
-        if s.tenancy
-            .org_named(v["org"].as_str().unwrap_or(""))
-            .map(|o| o.id)
-            != Some(org)
-        {
+        if s.tenancy.org_named(&v.allocation()?.org).map(|o| o.id) != Some(org) {
             return Err(ApiError::not_found(
                 "allocation_not_found",
                 format!("allocation {} not found", a.0),
@@ -1178,9 +1174,7 @@ async fn grant_for(s: &Shared, grantor: &Principal, r: &RequestRow) -> Result<i6
         name: Some(format!("request-{}", r.id)),
     };
     let (_, v) = s.ask(grantor.clone(), Action::Grant(req, org)).await?;
-    v["id"]
-        .as_i64()
-        .ok_or_else(|| ApiError::store("the grant answered no allocation id"))
+    Ok(v.allocation()?.id.0)
 }
 
 /// Finishes approvals a stop cut between their two transactions (run once
@@ -1215,12 +1209,12 @@ pub async fn repair(s: &Shared) -> Result<usize, ApiError> {
             Some(a) => store::access::extension_applied(&s.store.pool, r.id)
                 .await?
                 .then_some(a),
-            None => list["items"]
-                .as_array()
+            None => list
+                .allocations()?
+                .items
                 .into_iter()
-                .flatten()
-                .find(|a| a["name"] == name.as_str() && a["org"] == r.org.as_str())
-                .and_then(|a| a["id"].as_i64()),
+                .find(|a| a.name == name && a.org == r.org)
+                .map(|a| a.id.0),
         };
         let alloc = match found {
             Some(a) => a,

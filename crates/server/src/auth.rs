@@ -20,6 +20,15 @@ impl Role {
             Role::Member => "member",
         }
     }
+    /// The role as the API types it.
+    pub fn api(self) -> gigafab_api::Role {
+        match self {
+            Role::Admin => gigafab_api::Role::Admin,
+            Role::Operator => gigafab_api::Role::Operator,
+            Role::Owner => gigafab_api::Role::Owner,
+            Role::Member => gigafab_api::Role::Member,
+        }
+    }
     pub fn parse(s: &str) -> Option<Role> {
         Some(match s {
             "admin" => Role::Admin,

@@ -4,13 +4,11 @@
 
 use std::sync::Arc;
 
-use axum::http::StatusCode;
 use gigafab_exec::Executor;
-use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::{Principal, Role};
-use crate::ctl::handle::{Action, Cmd};
+use crate::ctl::handle::{Action, Answer, Cmd};
 use crate::error::ApiError;
 use crate::model::{AllocReq, SubmitReq};
 use crate::store::{self, Store, commit::Op};
@@ -76,11 +74,7 @@ impl Shared {
     }
 
     /// Sends a command and waits for its answer.
-    pub async fn ask(
-        &self,
-        who: Principal,
-        action: Action,
-    ) -> Result<(StatusCode, Value), ApiError> {
+    pub async fn ask(&self, who: Principal, action: Action) -> Answer {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Cmd { who, action, reply })

@@ -92,8 +92,10 @@ pub struct DeviceInfo {
 }
 
 /// One reading of one device. Every measurement is optional: a device that does
-/// not support one leaves it `None`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// not support one leaves it `None`. The API's `DeviceSample` (what a node
+/// agent posts, what the server shows of a node's readings) is this type.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = DeviceSample)]
 pub struct Sample {
     /// Index of the device (see [`DeviceInfo::index`]).
     pub index: u32,

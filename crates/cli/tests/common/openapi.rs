@@ -5,14 +5,14 @@
 
 use serde_json::Value;
 
-/// The schema `doc` declares for an answer to `method path` with `status`
-/// (the path's query left out; `{param}` segments match anything).
-pub fn answer_schema<'a>(
-    doc: &'a Value,
-    method: &str,
-    path: &str,
-    status: u16,
-) -> Option<&'a Value> {
+/// Whether `doc` declares `status` for `method path` (None: no such
+/// operation in the document).
+pub fn declares(doc: &Value, method: &str, path: &str, status: u16) -> Option<bool> {
+    let op = operation(doc, method, path)?;
+    Some(op.get("responses")?.get(status.to_string()).is_some())
+}
+
+fn operation<'a>(doc: &'a Value, method: &str, path: &str) -> Option<&'a Value> {
     let path = path.split('?').next().unwrap_or(path);
     let segs: Vec<&str> = path.split('/').collect();
     let (_, ops) = doc["paths"].as_object()?.iter().find(|(tpl, _)| {
@@ -22,8 +22,18 @@ pub fn answer_schema<'a>(
                 .zip(&segs)
                 .all(|(a, b)| a == b || (a.starts_with('{') && a.ends_with('}')))
     })?;
-    let op = &ops[method.to_ascii_lowercase()];
-    let responses = op.get("responses")?;
+    ops.get(method.to_ascii_lowercase())
+}
+
+/// The schema `doc` declares for an answer to `method path` with `status`
+/// (the path's query left out; `{param}` segments match anything).
+pub fn answer_schema<'a>(
+    doc: &'a Value,
+    method: &str,
+    path: &str,
+    status: u16,
+) -> Option<&'a Value> {
+    let responses = operation(doc, method, path)?.get("responses")?;
     let key = status.to_string();
     let r = responses
         .get(&key)
@@ -41,7 +51,11 @@ pub fn check(doc: &Value, schema: &Value, v: &Value, at: &str) -> Option<String>
     let mut root = schema.clone();
     close(&mut root);
     root["components"] = components;
-    let validator = match jsonschema::validator_for(&root) {
+    // formats too: a `date-time` must be one
+    let validator = match jsonschema::options()
+        .should_validate_formats(true)
+        .build(&root)
+    {
         Ok(x) => x,
         Err(e) => return Some(format!("{at}: the document's schema is not valid: {e}")),
     };

@@ -6,7 +6,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use super::{ApiResult, AppState, Body_, Caller, Route, created, list, parse_id};
+use super::{Answer, ApiResult, AppState, Body_, Caller, Route, created, list, parse_id};
 use crate::access;
 
 pub(super) const ROUTES: &[Route] = &[
@@ -17,7 +17,9 @@ pub(super) const ROUTES: &[Route] = &[
         summary: "Open an access call {name, mode, categories, envelope_gpu_hours, opens_at?, closes_at?}",
         operation_id: "create_call",
         body: Some("CreateCall"),
-        answer: Some("Call"),
+        status: 201,
+        answer: Answer::Json("Call"),
+        replay: false,
         query: None,
     },
     Route {
@@ -27,7 +29,9 @@ pub(super) const ROUTES: &[Route] = &[
         summary: "List access calls",
         operation_id: "list_calls",
         body: None,
-        answer: Some("CallPage"),
+        status: 200,
+        answer: Answer::Json("CallPage"),
+        replay: false,
         query: None,
     },
     Route {
@@ -37,7 +41,9 @@ pub(super) const ROUTES: &[Route] = &[
         summary: "Assign a reviewer to a call {user}",
         operation_id: "add_reviewer",
         body: Some("AddReviewer"),
-        answer: Some("Call"),
+        status: 201,
+        answer: Answer::Json("Call"),
+        replay: false,
         query: None,
     },
     Route {
@@ -47,7 +53,9 @@ pub(super) const ROUTES: &[Route] = &[
         summary: "Draft an access request {call, title, summary?, project, gpu_hours, days}",
         operation_id: "create_request",
         body: Some("CreateRequest"),
-        answer: Some("AccessRequest"),
+        status: 201,
+        answer: Answer::Json("AccessRequest"),
+        replay: true,
         query: None,
     },
     Route {
@@ -57,7 +65,9 @@ pub(super) const ROUTES: &[Route] = &[
         summary: "List access requests",
         operation_id: "list_requests",
         body: None,
-        answer: Some("RequestPage"),
+        status: 200,
+        answer: Answer::Json("RequestPage"),
+        replay: false,
         query: None,
     },
     Route {
@@ -67,7 +77,9 @@ pub(super) const ROUTES: &[Route] = &[
         summary: "One access request with its reviews",
         operation_id: "get_request",
         body: None,
-        answer: Some("AccessRequest"),
+        status: 200,
+        answer: Answer::Json("AccessRequest"),
+        replay: false,
         query: None,
     },
     Route {
@@ -77,7 +89,9 @@ pub(super) const ROUTES: &[Route] = &[
         summary: "Submit a draft (or a revised request) for review; a playground request is approved at once",
         operation_id: "submit_request",
         body: None,
-        answer: Some("AccessRequest"),
+        status: 201,
+        answer: Answer::Json("AccessRequest"),
+        replay: false,
         query: None,
     },
     Route {
@@ -87,7 +101,9 @@ pub(super) const ROUTES: &[Route] = &[
         summary: "Withdraw a request",
         operation_id: "withdraw_request",
         body: None,
-        answer: Some("AccessRequest"),
+        status: 201,
+        answer: Answer::Json("AccessRequest"),
+        replay: false,
         query: None,
     },
     Route {
@@ -97,7 +113,9 @@ pub(super) const ROUTES: &[Route] = &[
         summary: "Review a request {score 1-5, verdict approve|reject|revise, comment?}",
         operation_id: "review_request",
         body: Some("CreateReview"),
-        answer: Some("AccessRequest"),
+        status: 201,
+        answer: Answer::Json("AccessRequest"),
+        replay: false,
         query: None,
     },
     Route {
@@ -107,7 +125,9 @@ pub(super) const ROUTES: &[Route] = &[
         summary: "Comment on a request {text}",
         operation_id: "comment_request",
         body: Some("CreateComment"),
-        answer: Some("AccessRequest"),
+        status: 201,
+        answer: Answer::Json("AccessRequest"),
+        replay: false,
         query: None,
     },
     Route {
@@ -117,7 +137,9 @@ pub(super) const ROUTES: &[Route] = &[
         summary: "Decide on a reviewed request {approve, comment?}",
         operation_id: "decide_request",
         body: Some("CreateDecision"),
-        answer: Some("AccessRequest"),
+        status: 201,
+        answer: Answer::Json("AccessRequest"),
+        replay: false,
         query: None,
     },
 ];

@@ -5,7 +5,7 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::get;
 
-use super::{ApiResult, AppState, Body_, Caller, Route, parse_id, reply};
+use super::{Answer, ApiResult, AppState, Body_, Caller, Route, parse_id, reply};
 use crate::ctl::Action;
 use crate::model::AllocReq;
 
@@ -17,7 +17,9 @@ pub(super) const ROUTES: &[Route] = &[
         summary: "Grant an allocation {org, gpu_hours, days?, valid_from?, qos_priority?, name?}",
         operation_id: "create_allocation",
         body: Some("CreateAllocation"),
-        answer: Some("Allocation"),
+        status: 201,
+        answer: Answer::Json("Allocation"),
+        replay: true,
         query: None,
     },
     Route {
@@ -27,7 +29,9 @@ pub(super) const ROUTES: &[Route] = &[
         summary: "List allocations with use so far",
         operation_id: "list_allocations",
         body: None,
-        answer: Some("AllocationPage"),
+        status: 200,
+        answer: Answer::Json("AllocationPage"),
+        replay: false,
         query: None,
     },
     Route {
@@ -37,7 +41,9 @@ pub(super) const ROUTES: &[Route] = &[
         summary: "One allocation",
         operation_id: "get_allocation",
         body: None,
-        answer: Some("Allocation"),
+        status: 200,
+        answer: Answer::Json("Allocation"),
+        replay: false,
         query: None,
     },
     Route {
@@ -47,7 +53,9 @@ pub(super) const ROUTES: &[Route] = &[
         summary: "Use per allocation",
         operation_id: "get_usage",
         body: None,
-        answer: None,
+        status: 200,
+        answer: Answer::Json("Usage"),
+        replay: false,
         query: None,
     },
 ];
@@ -77,7 +85,7 @@ async fn create_alloc(
             .ask(p, Action::GetAlloc(gigafab_api::AllocationId(id)))
             .await?;
         return Ok(super::replay(axum::response::IntoResponse::into_response(
-            axum::Json(v),
+            axum::Json(v.allocation()?),
         )));
     }
     let action = super::keyed(s.grant(&p, b)?, key);

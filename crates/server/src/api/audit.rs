@@ -5,7 +5,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::routing::get;
 
-use super::{ApiResult, AppState, Caller, Route, page, page_limit, query_err};
+use super::{Answer, ApiResult, AppState, Caller, Route, page, page_limit, query_err};
 use crate::error::ApiError;
 use crate::store;
 
@@ -16,7 +16,9 @@ pub(super) const ROUTES: &[Route] = &[Route {
     summary: "Audit log (?limit, after)",
     operation_id: "list_audit",
     body: None,
-    answer: Some("AuditPage"),
+    status: 200,
+    answer: Answer::Json("AuditPage"),
+    replay: false,
     query: Some(gigafab_api::query_params::<gigafab_api::ListPage>),
 }];
 

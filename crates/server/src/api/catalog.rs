@@ -6,11 +6,11 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 
-use super::{ApiResult, AppState, Body_, Caller, Route, created, list};
+use super::{Answer, ApiResult, AppState, Body_, Caller, Route, created, list};
 use crate::catalog;
 
 macro_rules! route {
-    ($m:literal, $p:literal, $who:literal, $sum:literal, $op:literal, $body:expr, $ans:expr) => {
+    ($m:literal, $p:literal, $who:literal, $sum:literal, $op:literal, $body:expr, $status:literal, $ans:expr) => {
         Route {
             method: $m,
             path: $p,
@@ -18,7 +18,9 @@ macro_rules! route {
             summary: $sum,
             operation_id: $op,
             body: $body,
+            status: $status,
             answer: $ans,
+            replay: false,
             query: None,
         }
     };
@@ -32,7 +34,8 @@ pub(super) const ROUTES: &[Route] = &[
         "Create a catalog entry {name, kind, licence, access?, card?, residency?, org?}",
         "create_catalog_entry",
         Some("CreateEntry"),
-        Some("CatalogEntry")
+        201,
+        Answer::Json("CatalogEntry")
     ),
     route!(
         "get",
@@ -41,7 +44,8 @@ pub(super) const ROUTES: &[Route] = &[
         "List the catalog entries you may see (gated ones are listed to all)",
         "list_catalog",
         None,
-        Some("CatalogPage")
+        200,
+        Answer::Json("CatalogPage")
     ),
     route!(
         "get",
@@ -50,7 +54,8 @@ pub(super) const ROUTES: &[Route] = &[
         "One entry with its versions and aliases (its grants and requests for its owners)",
         "get_catalog_entry",
         None,
-        Some("CatalogEntry")
+        200,
+        Answer::Json("CatalogEntry")
     ),
     route!(
         "get",
@@ -59,7 +64,8 @@ pub(super) const ROUTES: &[Route] = &[
         "One version (a number or an alias); ?files=true: its manifest",
         "get_catalog_version",
         None,
-        Some("CatalogVersion")
+        200,
+        Answer::Json("CatalogVersion")
     ),
     route!(
         "post",
@@ -68,7 +74,8 @@ pub(super) const ROUTES: &[Route] = &[
         "Register a directory of the site's file system in place {path, aliases?, base?, datasets?}",
         "register_catalog_version",
         Some("RegisterInPlace"),
-        Some("CatalogVersion")
+        201,
+        Answer::Json("CatalogVersion")
     ),
     route!(
         "post",
@@ -77,7 +84,8 @@ pub(super) const ROUTES: &[Route] = &[
         "Start uploading a version: its manifest {files: [{path, size, sha256}]}",
         "start_catalog_upload",
         Some("StartUpload"),
-        Some("Upload")
+        201,
+        Answer::Json("Upload")
     ),
     route!(
         "put",
@@ -86,7 +94,8 @@ pub(super) const ROUTES: &[Route] = &[
         "One file's bytes (application/octet-stream), checked against the manifest",
         "put_catalog_file",
         None,
-        Some("Upload")
+        200,
+        Answer::Json("Upload")
     ),
     route!(
         "post",
@@ -95,7 +104,8 @@ pub(super) const ROUTES: &[Route] = &[
         "Store the uploaded version and record it {aliases?, base?, datasets?}",
         "commit_catalog_upload",
         Some("CommitUpload"),
-        Some("CatalogVersion")
+        201,
+        Answer::Json("CatalogVersion")
     ),
     route!(
         "put",
@@ -104,7 +114,8 @@ pub(super) const ROUTES: &[Route] = &[
         "Point an alias at a version {version}",
         "set_catalog_alias",
         Some("SetAlias"),
-        Some("CatalogEntry")
+        200,
+        Answer::Json("CatalogEntry")
     ),
     route!(
         "post",
@@ -113,7 +124,8 @@ pub(super) const ROUTES: &[Route] = &[
         "Grant a gated entry to an organisation {org, days?}",
         "grant_catalog_entry",
         Some("GrantEntry"),
-        Some("CatalogEntry")
+        201,
+        Answer::Json("CatalogEntry")
     ),
     route!(
         "delete",
@@ -122,7 +134,8 @@ pub(super) const ROUTES: &[Route] = &[
         "Revoke an organisation's grant",
         "revoke_catalog_entry",
         None,
-        Some("CatalogEntry")
+        200,
+        Answer::Json("CatalogEntry")
     ),
     route!(
         "post",
@@ -131,7 +144,8 @@ pub(super) const ROUTES: &[Route] = &[
         "Ask for a gated entry {reason}",
         "request_catalog_access",
         Some("RequestEntryAccess"),
-        Some("CatalogEntry")
+        201,
+        Answer::Json("CatalogEntry")
     ),
     route!(
         "post",
@@ -140,7 +154,8 @@ pub(super) const ROUTES: &[Route] = &[
         "Hash a version again where it lies: each corrupt, missing or extra file",
         "verify_catalog_version",
         None,
-        Some("VerifyReport")
+        200,
+        Answer::Json("VerifyReport")
     ),
     route!(
         "get",
@@ -149,7 +164,8 @@ pub(super) const ROUTES: &[Route] = &[
         "A version's ancestors: base models, datasets, the job that made it",
         "catalog_lineage",
         None,
-        Some("LineageGraph")
+        200,
+        Answer::Json("LineageGraph")
     ),
 ];
 

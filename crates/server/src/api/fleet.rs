@@ -5,7 +5,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use super::{ApiResult, AppState, Caller, Route, reply};
+use super::{Answer, ApiResult, AppState, Caller, Route, reply};
 use crate::auth::Principal;
 use crate::ctl::Action;
 use crate::error::ApiError;
@@ -19,7 +19,9 @@ pub(super) const ROUTES: &[Route] = &[
         summary: "What the factory offers: pools, free accelerators now, open calls",
         operation_id: "offer",
         body: None,
-        answer: Some("Offer"),
+        status: 200,
+        answer: Answer::Json("Offer"),
+        replay: false,
         query: None,
     },
     Route {
@@ -29,7 +31,9 @@ pub(super) const ROUTES: &[Route] = &[
         summary: "Nodes and accelerators",
         operation_id: "get_fleet",
         body: None,
-        answer: None,
+        status: 200,
+        answer: Answer::Json("Fleet"),
+        replay: false,
         query: None,
     },
     Route {
@@ -39,7 +43,9 @@ pub(super) const ROUTES: &[Route] = &[
         summary: "Sites: power, energy, carbon, grid intensity now and its 24-hour forecast, powered-down nodes",
         operation_id: "list_sites",
         body: None,
-        answer: None,
+        status: 200,
+        answer: Answer::Json("Sites"),
+        replay: false,
         query: None,
     },
     Route {
@@ -49,7 +55,9 @@ pub(super) const ROUTES: &[Route] = &[
         summary: "Drain a node (body optional: {reason})",
         operation_id: "drain_node",
         body: Some("DrainNode"),
-        answer: None,
+        status: 200,
+        answer: Answer::Json("FleetNode"),
+        replay: false,
         query: None,
     },
     Route {
@@ -59,7 +67,9 @@ pub(super) const ROUTES: &[Route] = &[
         summary: "A node agent's batch of accelerator readings: fed to the health model (docs/health.md)",
         operation_id: "post_node_telemetry",
         body: Some("NodeTelemetry"),
-        answer: None,
+        status: 200,
+        answer: Answer::Json("TelemetryAck"),
+        replay: false,
         query: None,
     },
     Route {
@@ -69,7 +79,9 @@ pub(super) const ROUTES: &[Route] = &[
         summary: "The node's recent readings per accelerator and its health with the evidence",
         operation_id: "get_node_telemetry",
         body: None,
-        answer: None,
+        status: 200,
+        answer: Answer::Json("NodeReadings"),
+        replay: false,
         query: None,
     },
     Route {
@@ -79,7 +91,9 @@ pub(super) const ROUTES: &[Route] = &[
         summary: "Resume a drained node",
         operation_id: "resume_node",
         body: None,
-        answer: None,
+        status: 200,
+        answer: Answer::Json("FleetNode"),
+        replay: false,
         query: None,
     },
 ];
@@ -104,19 +118,14 @@ async fn offer(State(s): State<AppState>) -> ApiResult {
 /// What the factory offers now (no token needed: nothing of a tenant in it).
 pub(crate) async fn offer_of(s: &Shared) -> Result<gigafab_api::Offer, ApiError> {
     let (_, v) = s.ask(Principal::anonymous(), Action::Offer).await?;
-    let pools: Vec<gigafab_api::OfferPool> = serde_json::from_value(v["pools"].clone())
-        .map_err(|e| ApiError::unavailable(format!("offer: {e}")))?;
+    let mut offer = v.offer()?;
     let mut calls = crate::access::list_calls(s).await?;
     calls.retain(|c| c.state == "open");
     for c in &mut calls {
         c.reviewers.clear();
     }
-    Ok(gigafab_api::Offer {
-        accelerators: v["accelerators"].as_u64().unwrap_or(0),
-        free: v["free"].as_u64().unwrap_or(0),
-        pools,
-        calls,
-    })
+    offer.calls = calls;
+    Ok(offer)
 }
 
 async fn fleet(State(s): State<AppState>, Caller(p): Caller) -> ApiResult {

@@ -14,10 +14,10 @@ use axum::{Json, Router};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::{
-    ApiResult, AppState, Body_, Caller, Route, page, page_limit, parse_id, query_err, reply,
+    Answer, ApiResult, AppState, Body_, Caller, Route, page, page_limit, parse_id, query_err, reply,
 };
 use crate::auth::Principal;
-use crate::ctl::Action;
+use crate::ctl::{Action, Made, Reply};
 use crate::error::ApiError;
 use crate::model::{JobEvent, JobRow, TERMINAL};
 use crate::state::Shared;
@@ -32,7 +32,9 @@ pub(super) const ROUTES: &[Route] = &[
         summary: "Submit a job {allocation, gpus, command, ...}",
         operation_id: "submit_job",
         body: Some("SubmitJob"),
-        answer: Some("Job"),
+        status: 201,
+        answer: Answer::Json("Job"),
+        replay: true,
         query: None,
     },
     Route {
@@ -42,7 +44,9 @@ pub(super) const ROUTES: &[Route] = &[
         summary: "List jobs (?state, allocation, org, user, limit, after)",
         operation_id: "list_jobs",
         body: None,
-        answer: Some("JobPage"),
+        status: 200,
+        answer: Answer::Json("JobPage"),
+        replay: false,
         query: Some(gigafab_api::query_params::<gigafab_api::ListJobs>),
     },
     Route {
@@ -52,7 +56,9 @@ pub(super) const ROUTES: &[Route] = &[
         summary: "One job with its events",
         operation_id: "get_job",
         body: None,
-        answer: Some("Job"),
+        status: 200,
+        answer: Answer::Json("Job"),
+        replay: false,
         query: None,
     },
     Route {
@@ -62,7 +68,9 @@ pub(super) const ROUTES: &[Route] = &[
         summary: "Cancel a job",
         operation_id: "cancel_job",
         body: None,
-        answer: Some("Job"),
+        status: 200,
+        answer: Answer::Json("Job"),
+        replay: false,
         query: None,
     },
     Route {
@@ -72,7 +80,9 @@ pub(super) const ROUTES: &[Route] = &[
         summary: "A job's output (?stream=stdout|stderr, offset, follow)",
         operation_id: "job_logs",
         body: None,
-        answer: None,
+        status: 200,
+        answer: Answer::Text("text/plain"),
+        replay: false,
         query: Some(gigafab_api::query_params::<gigafab_api::LogsQuery>),
     },
     Route {
@@ -82,7 +92,9 @@ pub(super) const ROUTES: &[Route] = &[
         summary: "A queued job's estimated start: the scheduler run forward from now",
         operation_id: "job_estimate",
         body: None,
-        answer: Some("JobEstimate"),
+        status: 200,
+        answer: Answer::Json("JobEstimate"),
+        replay: false,
         query: None,
     },
 ];
@@ -178,11 +190,10 @@ async fn ask_active(
     p: &Principal,
     id: i64,
     action: Action,
-) -> Result<Result<(axum::http::StatusCode, serde_json::Value), JobRow>, ApiError> {
-    match s.ask(p.clone(), action).await {
-        Ok(r) => Ok(Ok(r)),
-        Err(e) if e.code == "job_not_found" => Ok(Err(visible_job(s, p, id).await?)),
-        Err(e) => Err(e),
+) -> Result<Result<(Made, Reply), JobRow>, ApiError> {
+    match s.ask(p.clone(), action).await? {
+        (_, Reply::NotHeld) => Ok(Err(visible_job(s, p, id).await?)),
+        r => Ok(Ok(r)),
     }
 }
 

@@ -5,9 +5,9 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::{AppState, Caller, Route};
+use super::{Answer, AppState, Caller, Route};
 use crate::ctl::Action;
 use crate::error::ApiError;
 use crate::store;
@@ -20,7 +20,9 @@ pub(super) const ROUTES: &[Route] = &[
         summary: "Liveness and store kind",
         operation_id: "health",
         body: None,
-        answer: None,
+        status: 200,
+        answer: Answer::Json("Health"),
+        replay: false,
         query: None,
     },
     Route {
@@ -30,7 +32,9 @@ pub(super) const ROUTES: &[Route] = &[
         summary: "This document",
         operation_id: "openapi",
         body: None,
-        answer: None,
+        status: 200,
+        answer: Answer::Json("OpenApiDocument"),
+        replay: false,
         query: None,
     },
     Route {
@@ -40,7 +44,9 @@ pub(super) const ROUTES: &[Route] = &[
         summary: "The caller",
         operation_id: "whoami",
         body: None,
-        answer: None,
+        status: 200,
+        answer: Answer::Json("WhoAmI"),
+        replay: false,
         query: None,
     },
     Route {
@@ -50,7 +56,9 @@ pub(super) const ROUTES: &[Route] = &[
         summary: "Prometheus metrics (text exposition format)",
         operation_id: "metrics",
         body: None,
-        answer: None,
+        status: 200,
+        answer: Answer::Text("application/openmetrics-text"),
+        replay: false,
         query: None,
     },
 ];
@@ -68,32 +76,35 @@ async fn openapi() -> Json<Value> {
 }
 
 async fn health(State(s): State<AppState>) -> Response {
+    let version = env!("CARGO_PKG_VERSION").to_string();
     if !s.controller_alive.load(std::sync::atomic::Ordering::SeqCst) {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "controller_stopped", "version": env!("CARGO_PKG_VERSION")})),
-        )
-            .into_response();
+        let h = gigafab_api::Health {
+            status: gigafab_api::HealthStatus::ControllerStopped,
+            version,
+            store: None,
+            scheduler: None,
+        };
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(h)).into_response();
     }
     let st = s.stats.lock().map(|x| x.clone()).unwrap_or_default();
     let last = st.recent_passes.back().copied();
-    Json(json!({
-        "status": "ok",
-        "version": env!("CARGO_PKG_VERSION"),
-        "store": s.store.kind.as_str(),
-        "scheduler": {
-            "passes": st.passes,
-            "commits": st.commits,
-            "queued": last.map(|l| l.0),
-            "running": last.map(|l| l.1),
-            "last_pass_us": last.map(|l| l.2),
-            "last_commit_us": st.recent_commits.back().map(|c| c.1),
-        },
-    }))
+    Json(gigafab_api::Health {
+        status: gigafab_api::HealthStatus::Ok,
+        version,
+        store: Some(s.store.kind.as_str().to_string()),
+        scheduler: Some(gigafab_api::LoopHealth {
+            passes: st.passes,
+            commits: st.commits,
+            queued: last.map(|l| l.0 as u64),
+            running: last.map(|l| l.1 as u64),
+            last_pass_us: last.map(|l| l.2),
+            last_commit_us: st.recent_commits.back().map(|c| c.1),
+        }),
+    })
     .into_response()
 }
 
-async fn whoami(State(s): State<AppState>, Caller(p): Caller) -> Json<Value> {
+async fn whoami(State(s): State<AppState>, Caller(p): Caller) -> Json<gigafab_api::WhoAmI> {
     let org = match p.org_id {
         Some(o) => store::tenancy::org_name(&s.store.pool, o)
             .await
@@ -101,13 +112,18 @@ async fn whoami(State(s): State<AppState>, Caller(p): Caller) -> Json<Value> {
             .flatten(),
         None => None,
     };
-    Json(json!({"id": p.user_id, "user": p.name, "role": p.role.as_str(), "org": org}))
+    Json(gigafab_api::WhoAmI {
+        id: gigafab_api::UserId(p.user_id),
+        user: p.name.clone(),
+        role: p.role.api(),
+        org,
+    })
 }
 
 /// `GET /metrics`: Prometheus text format (admin, operator token).
 async fn metrics(State(s): State<AppState>, Caller(who): Caller) -> Result<Response, ApiError> {
     let (_, v) = s.ask(who, Action::Metrics).await?;
-    let text = v.as_str().unwrap_or_default().to_string();
+    let text = v.metrics()?;
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -48,10 +48,25 @@ pub struct Route {
     pub operation_id: &'static str,
     /// The request body's schema (a name of `gigafab_api::schemas()`).
     pub body: Option<&'static str>,
-    /// The answer's schema.
-    pub answer: Option<&'static str>,
+    /// Its success status: 201 where it makes something, else 200.
+    pub status: u16,
+    /// What a success answers.
+    pub answer: Answer,
+    /// A retry with the same `Idempotency-Key` answers 200 with what the
+    /// first try made (header `Idempotent-Replayed: true`).
+    pub replay: bool,
     /// The query parameters.
     pub query: Option<fn() -> Vec<Value>>,
+}
+
+/// What a route answers on success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// JSON of this schema (a name of `gigafab_api::schemas()`, or
+    /// `OpenApiDocument`).
+    Json(&'static str),
+    /// Text of this media type.
+    Text(&'static str),
 }
 
 /// Every route, resource by resource. A test checks that each one is
@@ -246,8 +261,14 @@ fn query_err(e: QueryRejection) -> ApiError {
     ApiError::invalid(format!("query: {}", e.body_text()))
 }
 
-fn reply((status, v): (StatusCode, Value)) -> Response {
-    (status, Json(v)).into_response()
+/// The controller's answer: 201 for what it made, else 200; its typed
+/// object as JSON (metrics are text, served by their own route).
+fn reply((made, r): (crate::ctl::Made, crate::ctl::Reply)) -> Response {
+    let status = match made {
+        crate::ctl::Made::Created => StatusCode::CREATED,
+        crate::ctl::Made::Found => StatusCode::OK,
+    };
+    (status, Json(r)).into_response()
 }
 
 /// The OpenAPI 3.1 description of [`ROUTES`]: paths, operationIds, path
@@ -255,49 +276,85 @@ fn reply((status, v): (StatusCode, Value)) -> Response {
 /// generated from the API contract's types (`gigafab_api`).
 pub fn openapi_doc() -> Value {
     let schema = |name: &str| json!({"$ref": format!("#/components/schemas/{name}")});
+    let error = |what: &str| json!({"description": what, "content": {"application/json": {"schema": schema("Error")}}});
     let mut paths = serde_json::Map::new();
     for r in routes() {
         let mut params = Vec::new();
         for seg in r.path.split('/') {
             if let Some(name) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
                 params.push(json!({"name": name, "in": "path", "required": true,
-                    "schema": {"type": if name == "id" {"integer"} else {"string"}}}));
+                "schema": if name == "id" {
+                    json!({"type": "integer", "format": "int64", "minimum": 1})
+                } else {
+                    json!({"type": "string"})
+                }}));
             }
         }
         if let Some(q) = r.query {
             params.extend(q());
         }
+        let content = match r.answer {
+            Answer::Json(name) => json!({"application/json": {"schema": schema(name)}}),
+            Answer::Text(media) => json!({media: {"schema": {"type": "string"}}}),
+        };
+        let mut responses = serde_json::Map::new();
+        let what = if r.status == 201 { "Created" } else { "OK" };
+        responses.insert(
+            r.status.to_string(),
+            json!({"description": what, "content": content}),
+        );
+        if r.replay {
+            responses.insert(
+                "200".into(),
+                json!({"description": "A retry with the same Idempotency-Key: what the first try made",
+                       "headers": {"Idempotent-Replayed": {"schema": {"type": "string", "enum": ["true"]}}},
+                       "content": content}),
+            );
+        }
+        if r.operation_id == "health" {
+            // the controller stopped: the same object, status `controller_stopped`
+            responses.insert(
+                "503".into(),
+                json!({"description": "The controller stopped; the server is exiting", "content": content}),
+            );
+        } else {
+            responses.insert("5XX".into(), error("The store or the engine failed"));
+        }
+        responses.insert(
+            "4XX".into(),
+            error("The request was refused: see the error's code"),
+        );
         let mut opd = json!({
             "operationId": r.operation_id,
             "summary": r.summary,
             "description": format!("Allowed: {}.", r.who),
             "parameters": params,
-            "responses": {
-                "200": {"description": "OK"},
-                "201": {"description": "Created"},
-                "4XX": {"description": "Error", "content": {"application/json": {"schema": schema("Error")}}},
-                "5XX": {"description": "The store or the engine failed", "content": {"application/json": {"schema": schema("Error")}}},
-            },
+            "responses": responses,
+            // public routes say so: no token
+            "security": if r.who == "anyone" { json!([]) } else { json!([{"bearer": []}]) },
         });
-        if r.who != "anyone" {
-            opd["security"] = json!([{"bearer": []}]);
-        }
         if let Some(b) = r.body {
             opd["requestBody"] = json!({"required": true,
                 "content": {"application/json": {"schema": schema(b)}}});
         }
-        if let Some(a) = r.answer {
-            let code = if r.method == "post" { "201" } else { "200" };
-            opd["responses"][code]["content"] = json!({"application/json": {"schema": schema(a)}});
-        }
         let entry = paths.entry(r.path.to_string()).or_insert_with(|| json!({}));
         entry[r.method] = opd;
     }
-    let schemas: serde_json::Map<String, Value> = gigafab_api::schemas().into_iter().collect();
+    let mut schemas: serde_json::Map<String, Value> = gigafab_api::schemas().into_iter().collect();
+    schemas.insert(
+        "OpenApiDocument".into(),
+        json!({"type": "object", "description": "An OpenAPI 3.1 document (this one)",
+               "required": ["openapi", "info", "paths"],
+               "properties": {"openapi": {"type": "string"}, "info": {"type": "object"},
+                              "paths": {"type": "object"}, "components": {"type": "object"}}}),
+    );
     json!({
         "openapi": "3.1.0",
         "info": {"title": "gigafab control plane", "version": env!("CARGO_PKG_VERSION"),
-                 "description": "See docs/api.md for the objects and error codes."},
+                 "description": "See docs/api.md for the objects and error codes.",
+                 "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"}},
+        "servers": [{"url": "/", "description": "the server that answers this document"}],
+        "security": [{"bearer": []}],
         "paths": paths,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

@@ -8,7 +8,9 @@ use axum::response::IntoResponse;
 use axum::routing::{delete, post};
 use axum::{Json, Router};
 
-use super::{ApiResult, AppState, Body_, Caller, Route, created, list, parse_body, parse_id};
+use super::{
+    Answer, ApiResult, AppState, Body_, Caller, Route, created, list, parse_body, parse_id,
+};
 use crate::error::ApiError;
 use crate::model::{OrgReq, ProjectReq, TokenReq, UserReq};
 use crate::tenancy;
@@ -21,7 +23,9 @@ pub(super) const ROUTES: &[Route] = &[
         summary: "Create an organisation {name, category}",
         operation_id: "create_org",
         body: Some("CreateOrg"),
-        answer: Some("Org"),
+        status: 201,
+        answer: Answer::Json("Org"),
+        replay: false,
         query: None,
     },
     Route {
@@ -31,7 +35,9 @@ pub(super) const ROUTES: &[Route] = &[
         summary: "List organisations",
         operation_id: "list_orgs",
         body: None,
-        answer: Some("OrgPage"),
+        status: 200,
+        answer: Answer::Json("OrgPage"),
+        replay: false,
         query: None,
     },
     Route {
@@ -41,7 +47,9 @@ pub(super) const ROUTES: &[Route] = &[
         summary: "Create a project {org, name, members?}",
         operation_id: "create_project",
         body: Some("CreateProject"),
-        answer: Some("Project"),
+        status: 201,
+        answer: Answer::Json("Project"),
+        replay: false,
         query: None,
     },
     Route {
@@ -51,7 +59,9 @@ pub(super) const ROUTES: &[Route] = &[
         summary: "List projects",
         operation_id: "list_projects",
         body: None,
-        answer: Some("ProjectPage"),
+        status: 200,
+        answer: Answer::Json("ProjectPage"),
+        replay: false,
         query: None,
     },
     Route {
@@ -61,7 +71,9 @@ pub(super) const ROUTES: &[Route] = &[
         summary: "Add a member to a project {user}",
         operation_id: "add_project_member",
         body: Some("AddMember"),
-        answer: Some("Project"),
+        status: 200,
+        answer: Answer::Json("Project"),
+        replay: false,
         query: None,
     },
     Route {
@@ -71,7 +83,9 @@ pub(super) const ROUTES: &[Route] = &[
         summary: "Remove a member from a project",
         operation_id: "remove_project_member",
         body: None,
-        answer: Some("Project"),
+        status: 200,
+        answer: Answer::Json("Project"),
+        replay: false,
         query: None,
     },
     Route {
@@ -81,7 +95,9 @@ pub(super) const ROUTES: &[Route] = &[
         summary: "Create a user {name, org?, role?}; answers its token once",
         operation_id: "create_user",
         body: Some("CreateUser"),
-        answer: None,
+        status: 201,
+        answer: Answer::Json("NewUser"),
+        replay: false,
         query: None,
     },
     Route {
@@ -91,7 +107,9 @@ pub(super) const ROUTES: &[Route] = &[
         summary: "List users",
         operation_id: "list_users",
         body: None,
-        answer: Some("UserPage"),
+        status: 200,
+        answer: Answer::Json("UserPage"),
+        replay: false,
         query: None,
     },
     Route {
@@ -101,7 +119,9 @@ pub(super) const ROUTES: &[Route] = &[
         summary: "Create a token {user?, expires_in_days?=90}; answers it once, with its id and expiry",
         operation_id: "create_token",
         body: Some("CreateToken"),
-        answer: None,
+        status: 201,
+        answer: Answer::Json("NewToken"),
+        replay: false,
         query: None,
     },
     Route {
@@ -111,7 +131,9 @@ pub(super) const ROUTES: &[Route] = &[
         summary: "List live tokens (yours; an owner: the organisation's; an admin: all), never their secrets",
         operation_id: "list_tokens",
         body: None,
-        answer: Some("TokenPage"),
+        status: 200,
+        answer: Answer::Json("TokenPage"),
+        replay: false,
         query: None,
     },
     Route {
@@ -121,7 +143,9 @@ pub(super) const ROUTES: &[Route] = &[
         summary: "Disable a user: every token revoked, no new one",
         operation_id: "disable_user",
         body: None,
-        answer: None,
+        status: 200,
+        answer: Answer::Json("DisabledUser"),
+        replay: false,
         query: None,
     },
     Route {
@@ -131,7 +155,9 @@ pub(super) const ROUTES: &[Route] = &[
         summary: "Revoke a token",
         operation_id: "revoke_token",
         body: None,
-        answer: None,
+        status: 200,
+        answer: Answer::Json("RevokedToken"),
+        replay: false,
         query: None,
     },
 ];
@@ -243,11 +269,16 @@ async fn disable_user(
     Path(id): Path<String>,
 ) -> ApiResult {
     let id = parse_id(&id, "user_not_found")?;
-    let mut v = tenancy::disable_user(&s, &p, id).await?;
+    let tokens_revoked = tenancy::disable_user(&s, &p, id).await?;
     // its queued jobs never run: cancelled (and audited) at once
     let (_, done) = s.ask(p, crate::ctl::Action::CancelQueuedOf(id)).await?;
-    v["queued_jobs_cancelled"] = done["cancelled"].clone();
-    Ok(Json(v).into_response())
+    Ok(Json(gigafab_api::DisabledUser {
+        id: gigafab_api::UserId(id),
+        disabled: true,
+        tokens_revoked,
+        queued_jobs_cancelled: done.cancelled()?,
+    })
+    .into_response())
 }
 
 async fn revoke_token(

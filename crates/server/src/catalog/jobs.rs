@@ -45,12 +45,14 @@ pub fn output_dir(ex: &dyn gigafab_exec::Executor, id: i64) -> PathBuf {
 /// Checks at submission that `who` may push versions of model `name`.
 pub async fn check_output(s: &Shared, who: &Principal, name: &str) -> Result<(), ApiError> {
     let c = site(s)?;
-    let (e, r) = entry_for(s, who, name).await.map_err(|err| {
-        if err.code == "entry_not_found" {
-            unprocessable("output_not_found", format!("output_model: catalog entry `{}` not found (push a first version, or create it)", name.chars().take(128).collect::<String>()))
-        } else {
-            err
-        }
+    let (e, r) = find_entry(s, who, name).await?.ok_or_else(|| {
+        unprocessable(
+            "output_not_found",
+            format!(
+                "output_model: catalog entry `{}` not found (push a first version, or create it)",
+                name.chars().take(128).collect::<String>()
+            ),
+        )
     })?;
     if e.kind != "model" {
         return Err(ApiError::invalid(format!(
@@ -287,15 +289,11 @@ pub async fn resolve_inputs(
     let mut out: Vec<Input> = Vec::new();
     for r in refs {
         let (kind, name, reference) = parse_ref(r)?;
-        let (e, rt) = entry_for(s, who, &name).await.map_err(|err| {
-            if err.code == "entry_not_found" {
-                unprocessable(
-                    "input_not_found",
-                    format!("input: catalog entry `{name}` not found"),
-                )
-            } else {
-                err
-            }
+        let (e, rt) = find_entry(s, who, &name).await?.ok_or_else(|| {
+            unprocessable(
+                "input_not_found",
+                format!("input: catalog entry `{name}` not found"),
+            )
         })?;
         if !rt.read {
             return Err(unreadable(&e));

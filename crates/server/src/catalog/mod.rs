@@ -158,15 +158,24 @@ async fn entry_for(
     who: &Principal,
     name: &str,
 ) -> Result<(EntryRow, Rights), ApiError> {
-    let e = store::catalog::entry(&s.store.pool, name)
+    find_entry(s, who, name)
         .await?
-        .ok_or_else(|| entry_not_found(name))?;
+        .ok_or_else(|| entry_not_found(name))
+}
+
+/// Entry `name` with `who`'s rights on it; None when there is none that
+/// `who` may see.
+async fn find_entry(
+    s: &Shared,
+    who: &Principal,
+    name: &str,
+) -> Result<Option<(EntryRow, Rights)>, ApiError> {
+    let Some(e) = store::catalog::entry(&s.store.pool, name).await? else {
+        return Ok(None);
+    };
     let grants = store::catalog::grants(&s.store.pool, e.id).await?;
     let r = rights(who, &e, &grants, s.clock.now());
-    if !r.see {
-        return Err(entry_not_found(name));
-    }
-    Ok((e, r))
+    Ok(r.see.then_some((e, r)))
 }
 
 async fn entry_view(s: &Shared, e: &EntryRow, r: &Rights) -> Result<t::CatalogEntry, ApiError> {

@@ -137,7 +137,7 @@ impl Controller {
 
     /// Use per organisation (ended runs' energy and carbon; GPU-hours
     /// including running jobs).
-    pub(super) fn org_usage(&self, who: &Principal, now: Ms) -> Value {
+    pub(super) fn org_usage(&self, who: &Principal, now: Ms) -> Vec<gigafab_api::OrgUsage> {
         let mut per: BTreeMap<(i64, &str), (f64, f64, f64)> = BTreeMap::new();
         for a in self.allocs.values().filter(|a| who.sees_org(a.org)) {
             let e = per.entry((a.org, &a.org_name)).or_default();
@@ -145,18 +145,18 @@ impl Controller {
             e.1 += a.energy_j;
             e.2 += a.carbon_g;
         }
-        Value::Array(
-            per.into_iter()
-                .map(|((_, o), (gs, ej, cg))| {
-                    json!({"org": o, "used_gpu_hours": gs / 3600.0,
-                           "energy_kwh": ej / 3.6e6, "carbon_kg": cg / 1e3})
-                })
-                .collect(),
-        )
+        per.into_iter()
+            .map(|((_, o), (gs, ej, cg))| gigafab_api::OrgUsage {
+                org: o.to_string(),
+                used_gpu_hours: gs / 3600.0,
+                energy_kwh: ej / 3.6e6,
+                carbon_kg: cg / 1e3,
+            })
+            .collect()
     }
 
-    pub(super) fn alloc_json(&self, a: &Alloc, now: Ms) -> Value {
-        view(gigafab_api::Allocation {
+    pub(super) fn alloc_view(&self, a: &Alloc, now: Ms) -> gigafab_api::Allocation {
+        gigafab_api::Allocation {
             id: gigafab_api::AllocationId(a.id),
             org: a.org_name.clone(),
             name: a.name.clone(),
@@ -175,7 +175,7 @@ impl Controller {
                 .any(|s| s.carbon.is_some())
                 .then_some(a.carbon_g / 1e3),
             project: a.project.map(|p| self.shared.tenancy.project_name(p)),
-        })
+        }
     }
 
     /// Grants an allocation to `org` (the command comes from an admin: see
@@ -186,7 +186,7 @@ impl Controller {
         req: AllocReq,
         org: OrgRef,
         now: Ms,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<gigafab_api::Allocation, ApiError> {
         // fault injection for the tests of a dead controller (debug builds,
         // and only with GIGAFAB_FAULTS=1)
         #[cfg(debug_assertions)]
@@ -248,7 +248,7 @@ impl Controller {
         let mut a = self.new_alloc(id, org, name, req.gpu_hours * 3600.0, from, until, qos);
         a.project = project;
         self.insert_alloc_op(&a, now);
-        let v = self.alloc_json(&a, now);
+        let v = self.alloc_view(&a, now);
         self.allocs.insert(id, a);
         self.provision(id);
         self.dirty = true;
@@ -257,7 +257,7 @@ impl Controller {
             now,
             "create_allocation",
             &format!("allocation {id}"),
-            v.to_string(),
+            serde_json::to_string(&v).unwrap_or_default(),
         );
         Ok(v)
     }
@@ -270,7 +270,7 @@ impl Controller {
         who: &Principal,
         x: Extension,
         now: Ms,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<gigafab_api::Allocation, ApiError> {
         if who.role != Role::Admin {
             return Err(ApiError::forbidden("only an admin extends allocations"));
         }
@@ -300,7 +300,7 @@ impl Controller {
             x.days,
             now,
         ));
-        let v = self.alloc_json(&self.allocs[&x.allocation], now);
+        let v = self.alloc_view(&self.allocs[&x.allocation], now);
         self.provision(x.allocation);
         self.dirty = true;
         self.audit(

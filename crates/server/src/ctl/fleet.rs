@@ -177,12 +177,12 @@ impl Controller {
 
     /// A node as `who` may see it: another organisation's job ids are not
     /// shown (only how many accelerators are busy).
-    pub(super) fn node_json(&self, n: u32, who: &Principal) -> Value {
+    pub(super) fn node_json(&self, n: u32, who: &Principal) -> gigafab_api::FleetNode {
         let pool_i = self.core.cluster.pool_of(n) as usize;
         let p = &self.cfg.factory.pools[pool_i];
         let t = self.cfg.factory.catalog.get(p.accel);
         let (cap, free) = self.core.cluster.node_state(n);
-        let mut jobs: Vec<i64> = self.devices[n as usize]
+        let mut jobs: Vec<gigafab_api::JobId> = self.devices[n as usize]
             .iter()
             .flatten()
             .copied()
@@ -193,46 +193,57 @@ impl Controller {
                         .get(id)
                         .is_some_and(|j| who.sees_org(j.row.org_id))
             })
+            .map(gigafab_api::JobId)
             .collect();
         jobs.dedup();
         let busy = self.devices[n as usize]
             .iter()
             .filter(|d| d.is_some())
             .count();
-        json!({
-            "name": self.node_names[n as usize],
-            "pool": p.name,
-            "site": self.cfg.factory.sites.get(p.site).map(|s| s.name.clone()),
-            "type": t.id,
-            "vendor": t.vendor.to_string(),
-            "accelerators": p.per_node,
-            "free": free,
-            "busy": busy,
-            "down": if self.core.is_drained(n) || self.core.is_powered_down(n) { 0 } else { p.per_node as i64 - cap as i64 },
-            "state": if self.core.is_drained(n) {
-                "drained"
-            } else if self.core.is_powered_down(n) {
-                "powered_down"
-            } else if self.core.booting_until(n, self.shared.clock.now().core_s()).is_some() {
-                "booting"
+        use gigafab_api::NodeState;
+        let health = self.health.model.state(n);
+        gigafab_api::FleetNode {
+            name: self.node_names[n as usize].clone(),
+            pool: p.name.clone(),
+            site: self.cfg.factory.sites.get(p.site).map(|s| s.name.clone()),
+            type_: t.id.to_string(),
+            vendor: t.vendor.to_string(),
+            accelerators: p.per_node,
+            free: free.into(),
+            busy: busy as u32,
+            down: if self.core.is_drained(n) || self.core.is_powered_down(n) {
+                0
             } else {
-                "up"
+                p.per_node as i64 - cap as i64
             },
-            "reason": self.drain_reasons.get(&n),
-            "health": self.health.model.state(n).name(),
+            state: if self.core.is_drained(n) {
+                NodeState::Drained
+            } else if self.core.is_powered_down(n) {
+                NodeState::PoweredDown
+            } else if self
+                .core
+                .booting_until(n, self.shared.clock.now().core_s())
+                .is_some()
+            {
+                NodeState::Booting
+            } else {
+                NodeState::Up
+            },
+            reason: self.drain_reasons.get(&n).cloned(),
+            health: super::health::api_health(health),
             // the evidence behind it is for operators
-            "health_reason": if who.global() {
+            health_reason: if who.global() {
                 self.health.model.node(n).and_then(|h| h.reason.clone())
             } else {
                 None
             },
-            "jobs": jobs,
-        })
+            jobs,
+        }
     }
 
     /// The pools with their free and drained accelerators now (public: no
     /// node, job or tenant in it).
-    pub(super) fn offer_json(&self) -> Value {
+    pub(super) fn offer_json(&self) -> gigafab_api::Offer {
         let f = &self.cfg.factory;
         let pools: Vec<gigafab_api::OfferPool> = f
             .pools
@@ -259,23 +270,24 @@ impl Controller {
                 }
             })
             .collect();
-        json!({
-            "accelerators": f.accelerators(),
-            "free": self.core.cluster.free_total(),
-            "pools": pools,
-        })
+        gigafab_api::Offer {
+            accelerators: f.accelerators(),
+            free: self.core.cluster.free_total(),
+            pools,
+            calls: Vec::new(),
+        }
     }
 
-    pub(super) fn fleet_json(&self, who: &Principal) -> Value {
-        let nodes: Vec<Value> = (0..self.node_names.len() as u32)
+    pub(super) fn fleet_json(&self, who: &Principal) -> gigafab_api::Fleet {
+        let nodes = (0..self.node_names.len() as u32)
             .map(|n| self.node_json(n, who))
             .collect();
-        json!({
-            "nodes": nodes,
-            "accelerators": self.cfg.factory.accelerators(),
-            "free": self.core.cluster.free_total(),
-            "busy": self.core.busy_accelerators(),
-        })
+        gigafab_api::Fleet {
+            nodes,
+            accelerators: self.cfg.factory.accelerators(),
+            free: self.core.cluster.free_total(),
+            busy: self.core.busy_accelerators(),
+        }
     }
 
     pub(super) fn drain(
@@ -285,7 +297,7 @@ impl Controller {
         drain: bool,
         reason: Option<String>,
         now: Ms,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<gigafab_api::FleetNode, ApiError> {
         if !who.global() {
             return Err(ApiError::forbidden(
                 "only an admin or operator drains nodes",

@@ -1,8 +1,6 @@
 //! The controller's commands: what a request asks of it, with its caller
 //! and where the answer goes.
 
-use axum::http::StatusCode;
-use serde_json::Value;
 use tokio::sync::oneshot;
 
 use crate::auth::Principal;
@@ -59,8 +57,77 @@ pub struct Extension {
     pub days: f64,
 }
 
-/// What the controller answers a command: a status and a body, or an error.
-pub type Answer = Result<(StatusCode, Value), ApiError>;
+/// Whether a command made what it answers (an HTTP 201) or found or
+/// changed it (200).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Made {
+    Created,
+    Found,
+}
+
+/// What the controller answers: one typed object per kind of command.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(untagged)]
+pub enum Reply {
+    Job(Box<gigafab_api::Job>),
+    Allocation(Box<gigafab_api::Allocation>),
+    Allocations(gigafab_api::Page<gigafab_api::Allocation>),
+    /// The queued jobs cancelled (of a user just disabled).
+    Cancelled(Vec<gigafab_api::JobId>),
+    Estimate(gigafab_api::JobEstimate),
+    Node(Box<gigafab_api::FleetNode>),
+    TelemetryAck(gigafab_api::TelemetryAck),
+    NodeReadings(gigafab_api::NodeReadings),
+    Usage(gigafab_api::Usage),
+    Fleet(gigafab_api::Fleet),
+    Sites(gigafab_api::Sites),
+    /// The pools (its `calls` are the access workflow's: left empty).
+    Offer(gigafab_api::Offer),
+    /// Prometheus exposition text.
+    Metrics(String),
+    /// The controller does not hold that job (it ended, or is not the
+    /// caller's to see): the store tells which.
+    NotHeld,
+}
+
+macro_rules! reply_as {
+    ($($fn:ident: $variant:ident => $t:ty, $unwrap:expr;)*) => {
+        impl Reply {
+            $(
+                #[doc = concat!("The answer as a `", stringify!($variant), "` (an error if the controller answered another kind: a bug).")]
+                pub fn $fn(self) -> Result<$t, ApiError> {
+                    match self {
+                        Reply::$variant(x) => Ok($unwrap(x)),
+                        other => Err(other.unexpected(stringify!($variant))),
+                    }
+                }
+            )*
+        }
+    };
+}
+
+reply_as! {
+    job: Job => gigafab_api::Job, |x: Box<gigafab_api::Job>| *x;
+    allocation: Allocation => gigafab_api::Allocation, |x: Box<gigafab_api::Allocation>| *x;
+    allocations: Allocations => gigafab_api::Page<gigafab_api::Allocation>, std::convert::identity;
+    cancelled: Cancelled => Vec<gigafab_api::JobId>, std::convert::identity;
+    offer: Offer => gigafab_api::Offer, std::convert::identity;
+    sites: Sites => gigafab_api::Sites, std::convert::identity;
+    metrics: Metrics => String, std::convert::identity;
+}
+
+impl Reply {
+    fn unexpected(&self, wanted: &str) -> ApiError {
+        tracing::error!("the controller answered {self:?} where {wanted} was asked for");
+        ApiError::unavailable(format!(
+            "the controller answered another kind of object than {wanted}"
+        ))
+    }
+}
+
+/// What the controller answers a command: what it made or found, or an
+/// error.
+pub type Answer = Result<(Made, Reply), ApiError>;
 
 /// A request with its caller and where to answer.
 pub struct Cmd {

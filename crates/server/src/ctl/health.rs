@@ -292,7 +292,7 @@ impl Controller {
         node: &str,
         batch: gigafab_api::NodeTelemetry,
         now: Ms,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<gigafab_api::TelemetryAck, ApiError> {
         if !who.global() {
             return Err(ApiError::forbidden(
                 "only an admin or operator (a node agent's token) sends node telemetry",
@@ -318,38 +318,29 @@ impl Controller {
             && start == batch.agent_start_ms
             && batch.seq <= seq
         {
-            return Ok(json!({"acked": batch.seq, "duplicate": true}));
+            return Ok(gigafab_api::TelemetryAck {
+                acked: batch.seq,
+                duplicate: Some(true),
+            });
         }
         self.health
             .agents
             .insert(n, (batch.agent_start_ms, batch.seq));
-        let samples: Vec<Sample> = batch
-            .samples
-            .into_iter()
-            .map(|x| Sample {
-                index: x.index,
-                at_ms: x.at_ms,
-                power_w: x.power_w,
-                energy_j: x.energy_j,
-                utilization_pct: x.utilization_pct,
-                memory_used_mib: x.memory_used_mib,
-                temperature_c: x.temperature_c,
-                ecc_uncorrected: x.ecc_uncorrected,
-                xid_errors: x.xid_errors,
-                ecc_corrected: x.ecc_corrected,
-                pcie_replays: x.pcie_replays,
-                link_errors: x.link_errors,
-                thermal_throttled: x.thermal_throttled,
-                unreadable: x.unreadable,
-            })
-            .collect();
+        let samples: Vec<Sample> = batch.samples;
         self.observe_samples(n, &samples, now);
-        Ok(json!({"acked": batch.seq}))
+        Ok(gigafab_api::TelemetryAck {
+            acked: batch.seq,
+            duplicate: None,
+        })
     }
 
     /// A node's recent readings per accelerator, and its health with the
     /// evidence.
-    pub(super) fn node_readings(&self, who: &Principal, node: &str) -> Result<Value, ApiError> {
+    pub(super) fn node_readings(
+        &self,
+        who: &Principal,
+        node: &str,
+    ) -> Result<gigafab_api::NodeReadings, ApiError> {
         if !who.global() {
             return Err(ApiError::forbidden(
                 "only an admin or operator reads node telemetry",
@@ -359,28 +350,35 @@ impl Controller {
             ApiError::not_found("node_not_found", format!("node `{node}` not found"))
         })?;
         let per = self.cfg.factory.pools[self.core.cluster.pool_of(n) as usize].per_node;
-        let devices: Vec<Value> = (0..per)
-            .map(|i| {
-                let readings: Vec<&Sample> = self
+        let devices = (0..per)
+            .map(|i| gigafab_api::DeviceReadings {
+                index: i,
+                readings: self
                     .health
                     .series
                     .get(&(n, i))
-                    .map(|v| v.iter().collect())
-                    .unwrap_or_default();
-                json!({"index": i, "readings": readings})
+                    .map(|v| v.iter().cloned().collect())
+                    .unwrap_or_default(),
             })
             .collect();
         let h = self.health.model.node(n);
-        Ok(json!({
-            "node": node,
-            "health": self.health.model.state(n).name(),
-            "reason": h.and_then(|h| h.reason.clone()),
-            "evidence": h.map(|h| h.evidence.iter().map(|e| json!({
-                "at": Ms::from_core_s(e.t).rfc3339(),
-                "what": e.what,
-            })).collect::<Vec<_>>()).unwrap_or_default(),
-            "devices": devices,
-        }))
+        Ok(gigafab_api::NodeReadings {
+            node: node.to_string(),
+            health: api_health(self.health.model.state(n)),
+            reason: h.and_then(|h| h.reason.clone()),
+            evidence: h
+                .map(|h| {
+                    h.evidence
+                        .iter()
+                        .map(|e| gigafab_api::HealthEvidence {
+                            at: Ms::from_core_s(e.t).rfc3339(),
+                            what: e.what.to_string(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            devices,
+        })
     }
 
     /// The latest temperature and power of every accelerator that has
@@ -549,5 +547,17 @@ impl Controller {
         .iter()
         .map(|s| (s.name().to_string(), self.health.model.count(*s) as u64))
         .collect()
+    }
+}
+
+/// A node's health as the API types it.
+pub(super) fn api_health(h: HealthState) -> gigafab_api::NodeHealth {
+    use gigafab_api::NodeHealth as A;
+    match h {
+        HealthState::Healthy => A::Healthy,
+        HealthState::Suspect => A::Suspect,
+        HealthState::Draining => A::Draining,
+        HealthState::Drained => A::Drained,
+        HealthState::InRepair => A::InRepair,
     }
 }

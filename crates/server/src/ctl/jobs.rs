@@ -78,7 +78,7 @@ impl Controller {
         projects: &[(i64, i64)],
         inputs: Vec<crate::model::Input>,
         now: Ms,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<gigafab_api::Job, ApiError> {
         if who.role == Role::Operator {
             return Err(ApiError::forbidden("operators do not submit jobs"));
         }
@@ -462,7 +462,7 @@ impl Controller {
             filter_label(&spec),
             limit
         );
-        let v = row.to_json(now);
+        let v = row.view(now);
         self.jobs.insert(
             id,
             LiveJob {
@@ -505,20 +505,17 @@ impl Controller {
         Ok(v)
     }
 
-    pub(super) fn cancel(&mut self, who: &Principal, id: i64, now: Ms) -> Result<Value, ApiError> {
-        let Some(j) = self.jobs.get(&id) else {
-            // ended or absent: the handler tells which from the store
-            return Err(ApiError::not_found(
-                "job_not_found",
-                format!("job {id} not found"),
-            ));
+    pub(super) fn cancel(
+        &mut self,
+        who: &Principal,
+        id: i64,
+        now: Ms,
+    ) -> Result<Option<gigafab_api::Job>, ApiError> {
+        // not held (ended or absent) or not the caller's to see: None,
+        // and the handler tells which from the store
+        let Some(j) = self.jobs.get(&id).filter(|j| who.sees_org(j.row.org_id)) else {
+            return Ok(None);
         };
-        if !who.sees_org(j.row.org_id) {
-            return Err(ApiError::not_found(
-                "job_not_found",
-                format!("job {id} not found"),
-            ));
-        }
         let allowed = match who.role {
             Role::Admin | Role::Operator | Role::Owner => true,
             Role::Member => j.row.user_id == who.user_id,
@@ -546,7 +543,7 @@ impl Controller {
             );
             self.dirty = true;
             let row = self.last_ended.take().expect("just ended");
-            return Ok(row.to_json(now));
+            return Ok(Some(row.view(now)));
         }
         let queued = j.row.state == "queued";
         let handle = j.row.handle.clone();
@@ -565,7 +562,7 @@ impl Controller {
             self.dirty = true;
             let mut row = self.last_ended.take().expect("just ended");
             row.reason = Some(format!("cancelled by {}", who.name));
-            return Ok(row.to_json(now));
+            return Ok(Some(row.view(now)));
         }
         if let Some(j) = self.jobs.get_mut(&id) {
             j.cancel_requested = true;
@@ -583,7 +580,7 @@ impl Controller {
             );
         }
         let j = &self.jobs[&id];
-        Ok(j.row.to_json(now))
+        Ok(Some(j.row.view(now)))
     }
 
     /// Ends an active job: frees its accelerators, charges its allocation,
@@ -825,29 +822,31 @@ impl Controller {
         who: &Principal,
         id: i64,
         now: Ms,
-    ) -> Result<Value, ApiError> {
-        let not_found = || ApiError::not_found("job_not_found", format!("job {id} not found"));
-        let j = self
-            .jobs
-            .get(&id)
-            .filter(|j| who.sees_org(j.row.org_id))
-            .ok_or_else(not_found)?;
+    ) -> Result<Option<gigafab_api::JobEstimate>, ApiError> {
+        // not held or not the caller's: None (see `cancel`)
+        let Some(j) = self.jobs.get(&id).filter(|j| who.sees_org(j.row.org_id)) else {
+            return Ok(None);
+        };
         if j.row.state != "queued" {
-            return Ok(
-                json!({"job": id, "state": j.row.state, "estimated_start": null,
-                "basis": "the job is not queued"}),
-            );
+            return Ok(Some(gigafab_api::JobEstimate {
+                job: gigafab_api::JobId(id),
+                state: j.row.state.clone(),
+                estimated_start: None,
+                basis: "the job is not queued".into(),
+            }));
         }
         if let Some((t, v)) = self.estimates.get(&id)
             && now.0 - t.0 < ESTIMATE_FOR_MS
         {
-            return Ok(v.clone());
+            return Ok(Some(v.clone()));
         }
         if now.0 - self.last_estimate.0 < ESTIMATE_EVERY_MS {
-            return Ok(
-                json!({"job": id, "state": j.row.state, "estimated_start": null,
-                "basis": "estimates are busy; ask again in a moment"}),
-            );
+            return Ok(Some(gigafab_api::JobEstimate {
+                job: gigafab_api::JobId(id),
+                state: j.row.state.clone(),
+                estimated_start: None,
+                basis: "estimates are busy; ask again in a moment".into(),
+            }));
         }
         let core_idx = j.core;
         let state = j.row.state.clone();
@@ -855,18 +854,19 @@ impl Controller {
         let at = self
             .core
             .forecast_starts(now.core_s(), &[core_idx], ESTIMATE_EVENTS)[0];
-        let v = json!({
-            "job": id,
-            "state": state,
-            "estimated_start": at.map(|s| Ms::from_core_s(s).max(now).rfc3339()),
-            "basis": match at {
+        let v = gigafab_api::JobEstimate {
+            job: gigafab_api::JobId(id),
+            state,
+            estimated_start: at.map(|s| Ms::from_core_s(s).max(now).rfc3339()),
+            basis: match at {
                 Some(_) => "every running job uses its whole time limit; nothing is submitted ahead of it",
                 None => "not within the next 5,000 job ends: it waits for capacity or an allocation that the fleet does not free by then",
-            },
-        });
+            }
+            .into(),
+        };
         self.estimates
             .retain(|_, (t, _)| now.0 - t.0 < ESTIMATE_FOR_MS);
         self.estimates.insert(id, (now, v.clone()));
-        Ok(v)
+        Ok(Some(v))
     }
 }

@@ -40,7 +40,6 @@ use gigafab_core::{
     Throughputs, TypeFilter, Vendor,
 };
 use gigafab_exec::{AssignedAccel, DeviceVendor, LaunchSpec, Outcome, RunStatus};
-use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::{Principal, Role};
@@ -53,7 +52,7 @@ use crate::store::commit::Op;
 pub use crate::store::jobs::{JOB_COLUMNS, row_to_job};
 use crate::tenancy::directory::OrgRef;
 use crate::time::{Ms, parse_rfc3339};
-pub use handle::{Action, Answer, Cmd, Extension};
+pub use handle::{Action, Answer, Cmd, Extension, Made, Reply};
 pub use power::{FileGridSource, GridSource, node_power_of};
 
 use crate::state::{LoopStats, Shared};
@@ -127,14 +126,24 @@ impl Alloc {
         self.used_gpu_s + (self.run_rate * now.0 as f64 - self.run_start_sum).max(0.0) / 1000.0
     }
     fn state(&self, now: Ms) -> &'static str {
+        match self.state_api(now) {
+            gigafab_api::AllocationState::Pending => "pending",
+            gigafab_api::AllocationState::Expired => "expired",
+            gigafab_api::AllocationState::Exhausted => "exhausted",
+            gigafab_api::AllocationState::Active => "active",
+        }
+    }
+
+    fn state_api(&self, now: Ms) -> gigafab_api::AllocationState {
+        use gigafab_api::AllocationState as S;
         if now < self.valid_from_ms {
-            "pending"
+            S::Pending
         } else if now >= self.valid_until_ms {
-            "expired"
+            S::Expired
         } else if self.used_at(now) >= self.granted_gpu_s {
-            "exhausted"
+            S::Exhausted
         } else {
-            "active"
+            S::Active
         }
     }
 }
@@ -167,8 +176,8 @@ struct Ids {
 }
 
 struct Pending {
-    reply: oneshot::Sender<Result<(StatusCode, Value), ApiError>>,
-    answer: Result<(StatusCode, Value), ApiError>,
+    reply: oneshot::Sender<Answer>,
+    answer: Answer,
 }
 
 /// The controller's state.
@@ -192,7 +201,7 @@ pub struct Controller {
     /// Why drained nodes were drained (when a reason was given).
     drain_reasons: HashMap<u32, String>,
     /// Recent estimates of queued jobs' starts, and when the last was run.
-    estimates: HashMap<i64, (Ms, Value)>,
+    estimates: HashMap<i64, (Ms, gigafab_api::JobEstimate)>,
     last_estimate: Ms,
     ops: Vec<Op>,
     pending: Vec<Pending>,
@@ -236,11 +245,6 @@ pub struct Controller {
     /// Jobs made by submissions with an `Idempotency-Key` since the start
     /// (recent ones; the store keeps them all for a day).
     idempotent: HashMap<(i64, String), (store::idempotency::Kind, i64)>,
-}
-
-/// A typed answer as JSON (the API contract's types always serialize).
-fn view<T: serde::Serialize>(v: T) -> Value {
-    serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
 fn filter_label(spec: &StoredSpec) -> String {
@@ -639,18 +643,13 @@ impl Controller {
         });
     }
 
-    fn act(
-        &mut self,
-        who: &Principal,
-        action: Action,
-        now: Ms,
-    ) -> Result<(StatusCode, Value), ApiError> {
-        let ok = |v: Value| Ok((StatusCode::OK, v));
-        let created = |v: Value| Ok((StatusCode::CREATED, v));
+    fn act(&mut self, who: &Principal, action: Action, now: Ms) -> Answer {
+        let ok = |r: Reply| Ok((Made::Found, r));
+        let created = |r: Reply| Ok((Made::Created, r));
         match action {
-            Action::Submit(req, projects, inputs) => {
-                created(self.submit(who, *req, &projects, inputs, now)?)
-            }
+            Action::Submit(req, projects, inputs) => created(Reply::Job(Box::new(
+                self.submit(who, *req, &projects, inputs, now)?,
+            ))),
             Action::Keyed(inner, key) => {
                 use store::idempotency::Kind;
                 let kind = match *inner {
@@ -662,8 +661,14 @@ impl Controller {
                 // try's answer could be read from the store
                 if let Some(&(k, id)) = self.idempotent.get(&(who.user_id, key.clone())) {
                     let live = match k {
-                        Kind::Job => self.jobs.get(&id).map(|j| json!(j.row.view(now))),
-                        Kind::Allocation => self.allocs.get(&id).map(|a| self.alloc_json(a, now)),
+                        Kind::Job => self
+                            .jobs
+                            .get(&id)
+                            .map(|j| Reply::Job(Box::new(j.row.view(now)))),
+                        Kind::Allocation => self
+                            .allocs
+                            .get(&id)
+                            .map(|a| Reply::Allocation(Box::new(self.alloc_view(a, now)))),
                         Kind::Request => None,
                     };
                     return match live {
@@ -678,7 +683,11 @@ impl Controller {
                     };
                 }
                 let (status, v) = self.act(who, *inner, now)?;
-                let id = v["id"].as_i64().unwrap_or(0);
+                let id = match &v {
+                    Reply::Job(j) => j.id.0,
+                    Reply::Allocation(a) => a.id.0,
+                    _ => 0,
+                };
                 self.ops
                     .push(store::idempotency::insert(who.user_id, &key, kind, id, now));
                 if self.idempotent.len() >= 10_000 {
@@ -688,7 +697,10 @@ impl Controller {
                 self.idempotent.insert((who.user_id, key), (kind, id));
                 Ok((status, v))
             }
-            Action::Cancel(id) => ok(self.cancel(who, id.0, now)?),
+            Action::Cancel(id) => ok(match self.cancel(who, id.0, now)? {
+                Some(j) => Reply::Job(Box::new(j)),
+                None => Reply::NotHeld,
+            }),
             Action::CancelQueuedOf(user) => {
                 let mut queued: Vec<i64> = self
                     .jobs
@@ -709,56 +721,74 @@ impl Controller {
                         format!("{} queued jobs cancelled", queued.len()),
                     );
                 }
-                ok(json!({"cancelled": queued}))
+                ok(Reply::Cancelled(
+                    queued.into_iter().map(gigafab_api::JobId).collect(),
+                ))
             }
-            Action::Grant(req, org) => created(self.create_alloc(who, req, org, now)?),
-            Action::Extend(x) => ok(self.extend_alloc(who, x, now)?),
-            Action::Drain(node, drain, reason) => ok(self.drain(who, &node, drain, reason, now)?),
-            Action::Telemetry(node, batch) => ok(self.node_telemetry(who, &node, *batch, now)?),
-            Action::NodeTelemetry(node) => ok(self.node_readings(who, &node)?),
-            Action::ListAllocs => ok(json!({"items": self
-                .allocs
-                .values()
-                .filter(|a| who.sees_org(a.org))
-                .map(|a| self.alloc_json(a, now))
-                .collect::<Vec<_>>(), "next": null})),
-            Action::Estimate(id) => ok(self.estimate(who, id.0, now)?),
+            Action::Grant(req, org) => created(Reply::Allocation(Box::new(
+                self.create_alloc(who, req, org, now)?,
+            ))),
+            Action::Extend(x) => ok(Reply::Allocation(Box::new(self.extend_alloc(who, x, now)?))),
+            Action::Drain(node, drain, reason) => ok(Reply::Node(Box::new(
+                self.drain(who, &node, drain, reason, now)?,
+            ))),
+            Action::Telemetry(node, batch) => ok(Reply::TelemetryAck(
+                self.node_telemetry(who, &node, *batch, now)?,
+            )),
+            Action::NodeTelemetry(node) => ok(Reply::NodeReadings(self.node_readings(who, &node)?)),
+            Action::ListAllocs => ok(Reply::Allocations(gigafab_api::Page {
+                items: self
+                    .allocs
+                    .values()
+                    .filter(|a| who.sees_org(a.org))
+                    .map(|a| self.alloc_view(a, now))
+                    .collect(),
+                next: None,
+            })),
+            Action::Estimate(id) => ok(match self.estimate(who, id.0, now)? {
+                Some(e) => Reply::Estimate(e),
+                None => Reply::NotHeld,
+            }),
             Action::GetAlloc(id) => match self.allocs.get(&id.0) {
-                Some(a) if who.sees_org(a.org) => ok(self.alloc_json(a, now)),
+                Some(a) if who.sees_org(a.org) => {
+                    ok(Reply::Allocation(Box::new(self.alloc_view(a, now))))
+                }
                 _ => Err(ApiError::not_found(
                     "allocation_not_found",
                     format!("allocation {id} not found"),
                 )),
             },
-            Action::Usage => ok(json!({"items": self
-                .allocs
-                .values()
-                .filter(|a| who.sees_org(a.org))
-                .map(|a| json!({
-                    "allocation": a.id,
-                    "name": a.name,
-                    "org": a.org_name,
-                    "granted_gpu_hours": a.granted_gpu_s / 3600.0,
-                    "used_gpu_hours": a.used_at(now) / 3600.0,
-                    "running_gpus": a.run_rate,
-                    "jobs_queued": a.queued,
-                    "jobs_running": a.running,
-                    "jobs_ended": a.ended,
-                    "state": a.state(now),
-                    "energy_kwh": a.energy_j / 3.6e6,
-                    "carbon_kg": a.carbon_g / 1e3,
-                }))
-                .collect::<Vec<_>>(),
-                "orgs": self.org_usage(who, now)})),
-            Action::Fleet => ok(self.fleet_json(who)),
-            Action::Sites => ok(self.sites_json(now, who)),
-            Action::Offer => ok(self.offer_json()),
+            Action::Usage => ok(Reply::Usage(gigafab_api::Usage {
+                items: self
+                    .allocs
+                    .values()
+                    .filter(|a| who.sees_org(a.org))
+                    .map(|a| gigafab_api::AllocationUsage {
+                        allocation: gigafab_api::AllocationId(a.id),
+                        name: a.name.clone(),
+                        org: a.org_name.clone(),
+                        granted_gpu_hours: a.granted_gpu_s / 3600.0,
+                        used_gpu_hours: a.used_at(now) / 3600.0,
+                        running_gpus: a.run_rate,
+                        jobs_queued: a.queued,
+                        jobs_running: a.running,
+                        jobs_ended: a.ended,
+                        state: a.state_api(now),
+                        energy_kwh: a.energy_j / 3.6e6,
+                        carbon_kg: a.carbon_g / 1e3,
+                    })
+                    .collect(),
+                orgs: self.org_usage(who, now),
+            })),
+            Action::Fleet => ok(Reply::Fleet(self.fleet_json(who))),
+            Action::Sites => ok(Reply::Sites(self.sites_json(now, who))),
+            Action::Offer => ok(Reply::Offer(self.offer_json())),
             Action::Metrics => {
                 if !who.global() {
                     return Err(ApiError::forbidden("metrics are for admins and operators"));
                 }
                 let snap = self.metrics_snapshot(now);
-                ok(Value::String(crate::metrics::render(
+                ok(Reply::Metrics(crate::metrics::render(
                     &self.shared.metrics,
                     &snap,
                 )))

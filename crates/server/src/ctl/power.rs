@@ -14,7 +14,6 @@ use std::time::SystemTime;
 
 use gigafab_core::carbon::CarbonSeries;
 use gigafab_exec::power::NodePower;
-use serde_json::{Value, json};
 
 use super::Controller;
 use crate::time::Ms;
@@ -201,11 +200,15 @@ impl Controller {
     /// The sites now: power, energy, carbon, grid intensity and its
     /// forecast for the next 24 hours (what carbon-aware decisions see),
     /// powered-down nodes.
-    pub(super) fn sites_json(&mut self, now: Ms, who: &crate::auth::Principal) -> Value {
+    pub(super) fn sites_json(
+        &mut self,
+        now: Ms,
+        who: &crate::auth::Principal,
+    ) -> gigafab_api::Sites {
         let operator = who.global();
         let t = now.core_s();
         let energy = self.core.site_energy(t);
-        let sites: Vec<Value> = self
+        let sites: Vec<gigafab_api::SiteStatus> = self
             .cfg
             .factory
             .sites
@@ -226,30 +229,30 @@ impl Controller {
                     off += u32::from(self.core.is_powered_down(n));
                     booting += u32::from(self.core.booting_until(n, t).is_some());
                 }
-                json!({
-                    "name": s.name,
-                    "pue": s.pue,
-                    "power_w": e.power_w,
-                    "peak_w": e.peak_w,
-                    "power_budget_w": e.budget_w,
-                    "energy_kwh": e.energy_j / 3.6e6,
-                    "carbon_kg": s.carbon.as_ref().map(|_| e.carbon_g / 1e3),
-                    "intensity_g_per_kwh": self.core.intensity(i, t),
-                    "forecast_g_per_kwh": self.core.intensity_forecast(i, t, 24),
-                    "forecast": self.cfg.policy.carbon_forecast.name(),
+                gigafab_api::SiteStatus {
+                    name: s.name.clone(),
+                    pue: s.pue,
+                    power_w: e.power_w,
+                    peak_w: e.peak_w,
+                    power_budget_w: e.budget_w,
+                    energy_kwh: e.energy_j / 3.6e6,
+                    carbon_kg: s.carbon.as_ref().map(|_| e.carbon_g / 1e3),
+                    intensity_g_per_kwh: self.core.intensity(i, t),
+                    forecast_g_per_kwh: self.core.intensity_forecast(i, t, 24),
+                    forecast: self.cfg.policy.carbon_forecast.name().to_string(),
                     // where the server reads files: operators only
-                    "grid_source": if operator {
+                    grid_source: if operator {
                         self.power.grids[i].as_ref().map(|g| g.describe())
                     } else {
                         None
                     },
-                    "nodes": total,
-                    "nodes_powered_down": off,
-                    "nodes_booting": booting,
-                })
+                    nodes: total,
+                    nodes_powered_down: off,
+                    nodes_booting: booting,
+                }
             })
             .collect();
-        json!({ "sites": sites })
+        gigafab_api::Sites { sites }
     }
 }
 

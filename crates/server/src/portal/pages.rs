@@ -192,35 +192,33 @@ struct SiteRow {
 /// The sites as the controller reports them (`Action::Sites`); none when
 /// it cannot answer (the page still shows the offer).
 async fn site_rows(p: &PortalState) -> Vec<SiteRow> {
-    let Ok((_, v)) = p
+    let Ok(Ok(sites)) = p
         .shared
         .ask(
             crate::auth::Principal::anonymous(),
             crate::ctl::Action::Sites,
         )
         .await
+        .map(|(_, r)| r.sites())
     else {
         return Vec::new();
     };
-    v["sites"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|s| SiteRow {
-                    name: s["name"].as_str().unwrap_or_default().to_string(),
-                    intensity: s["intensity_g_per_kwh"].as_f64(),
-                    cleanest: s["forecast_g_per_kwh"].as_array().and_then(|f| {
-                        f.iter()
-                            .enumerate()
-                            .filter_map(|(h, x)| x.as_f64().map(|g| (g, h)))
-                            .min_by(|a, b| a.0.total_cmp(&b.0))
-                    }),
-                    off: s["nodes_powered_down"].as_u64().unwrap_or(0),
-                    nodes: s["nodes"].as_u64().unwrap_or(0),
-                })
-                .collect()
+    sites
+        .sites
+        .into_iter()
+        .map(|s| SiteRow {
+            cleanest: s.forecast_g_per_kwh.as_ref().and_then(|f| {
+                f.iter()
+                    .enumerate()
+                    .map(|(h, g)| (*g, h))
+                    .min_by(|a, b| a.0.total_cmp(&b.0))
+            }),
+            name: s.name,
+            intensity: s.intensity_g_per_kwh,
+            off: s.nodes_powered_down.into(),
+            nodes: s.nodes.into(),
         })
-        .unwrap_or_default()
+        .collect()
 }
 
 impl Home<'_> {
@@ -419,10 +417,7 @@ async fn oidc_callback(
     let made =
         tokio::spawn(async move { crate::tenancy::create_token(&shared, &who, req).await }).await;
     match made {
-        Ok(Ok(v)) => match (v["token"].as_str(), v["id"].as_i64()) {
-            (Some(t), Some(id)) => signed_in(&p, t.to_string(), Some(id)),
-            _ => sign_in_failed(&p, StatusCode::INTERNAL_SERVER_ERROR, "no token".into()),
-        },
+        Ok(Ok(t)) => signed_in(&p, t.token, Some(t.id.0)),
         Ok(Err(e)) => sign_in_failed(&p, e.status, e.message),
         Err(e) => sign_in_failed(&p, StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }

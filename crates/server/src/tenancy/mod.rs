@@ -18,7 +18,6 @@ use std::collections::BTreeSet;
 
 use axum::http::StatusCode;
 use gigafab_core::Category;
-use serde_json::{Value, json};
 
 use crate::auth::{Principal, Role, hash_token, new_token};
 use crate::error::ApiError;
@@ -295,7 +294,11 @@ pub async fn create_project(
 
 /// `POST /users` (admin; an owner for their organisation): the user and a
 /// first token, shown once.
-pub async fn create_user(s: &Shared, who: &Principal, req: UserReq) -> Result<Value, ApiError> {
+pub async fn create_user(
+    s: &Shared,
+    who: &Principal,
+    req: UserReq,
+) -> Result<gigafab_api::NewUser, ApiError> {
     let t = &s.tenancy;
     valid_name(&req.name, "name")?;
     let email = match &req.email {
@@ -433,14 +436,16 @@ pub async fn create_user(s: &Shared, who: &Principal, req: UserReq) -> Result<Va
             },
         );
     }
-    let mut v = serde_json::to_value(view).unwrap_or(Value::Null);
-    v["token"] = Value::String(token);
-    Ok(v)
+    Ok(gigafab_api::NewUser::new(view, token))
 }
 
 /// `POST /tokens`: a new token for the caller (or, for an admin or owner,
 /// for a user they manage), shown once.
-pub async fn create_token(s: &Shared, who: &Principal, req: TokenReq) -> Result<Value, ApiError> {
+pub async fn create_token(
+    s: &Shared,
+    who: &Principal,
+    req: TokenReq,
+) -> Result<gigafab_api::NewToken, ApiError> {
     let t = &s.tenancy;
     let days = req.expires_in_days.unwrap_or(DEFAULT_TOKEN_DAYS);
     let _w = t.writes.lock().await;
@@ -518,11 +523,20 @@ pub async fn create_token(s: &Shared, who: &Principal, req: TokenReq) -> Result<
             },
         );
     }
-    Ok(json!({"id": tid, "user": target, "token": token, "expires_at": expires.rfc3339()}))
+    Ok(gigafab_api::NewToken {
+        id: gigafab_api::TokenId(tid),
+        user: gigafab_api::UserId(target),
+        token,
+        expires_at: expires.rfc3339(),
+    })
 }
 
 /// `DELETE /tokens/{id}`: the token stops working at once.
-pub async fn revoke_token(s: &Shared, who: &Principal, id: i64) -> Result<Value, ApiError> {
+pub async fn revoke_token(
+    s: &Shared,
+    who: &Principal,
+    id: i64,
+) -> Result<gigafab_api::RevokedToken, ApiError> {
     let t = &s.tenancy;
     let _w = t.writes.lock().await;
     let now = s.clock.now();
@@ -553,13 +567,17 @@ pub async fn revoke_token(s: &Shared, who: &Principal, id: i64) -> Result<Value,
     if let Some(rec) = d.tokens.remove(&id) {
         d.by_hash.remove(&rec.hash);
     }
-    Ok(json!({"id": id, "revoked": true}))
+    Ok(gigafab_api::RevokedToken {
+        id: gigafab_api::TokenId(id),
+        revoked: true,
+    })
 }
 
 /// `POST /users/{id}/disable`: every token of theirs stops working at
 /// once, and no new one can be made (admin; owner of the user's
 /// organisation).
-pub async fn disable_user(s: &Shared, who: &Principal, id: i64) -> Result<Value, ApiError> {
+/// Answers the tokens revoked.
+pub async fn disable_user(s: &Shared, who: &Principal, id: i64) -> Result<u64, ApiError> {
     let t = &s.tenancy;
     let _w = t.writes.lock().await;
     let now = s.clock.now();
@@ -608,5 +626,5 @@ pub async fn disable_user(s: &Shared, who: &Principal, id: i64) -> Result<Value,
     if let Some(u) = d.users.get_mut(&id) {
         u.disabled = true;
     }
-    Ok(json!({"id": id, "disabled": true, "tokens_revoked": ids.len()}))
+    Ok(ids.len() as u64)
 }
