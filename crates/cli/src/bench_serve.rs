@@ -13,39 +13,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use gigafab_core::{Factory, Policy};
-use gigafab_exec::{ExecError, Executor, LaunchSpec, RunStatus};
+
 use gigafab_server::{CtlConfig, ServeConfig};
 use serde_json::{Value, json};
-
-/// An executor for fleets that cannot run here: every launch succeeds and
-/// runs until cancelled.
-struct VirtualExecutor {
-    logs: PathBuf,
-}
-
-impl Executor for VirtualExecutor {
-    fn name(&self) -> &'static str {
-        "virtual"
-    }
-    fn launch(&self, spec: &LaunchSpec) -> Result<String, ExecError> {
-        Ok(format!("virtual:{}", spec.job_id))
-    }
-    fn poll(&self, _job: i64, _h: &str) -> Result<RunStatus, ExecError> {
-        Ok(RunStatus::Running)
-    }
-    fn cancel(&self, _job: i64, _h: &str) -> Result<(), ExecError> {
-        Ok(())
-    }
-    fn adopt(&self, _job: i64, h: Option<&str>) -> Result<(Option<String>, RunStatus), ExecError> {
-        Ok((h.map(str::to_string), RunStatus::Running))
-    }
-    fn log_paths(&self, job: i64) -> (PathBuf, PathBuf) {
-        (
-            self.logs.join(format!("{job}.out")),
-            self.logs.join(format!("{job}.err")),
-        )
-    }
-}
 
 /// Settings of the control-plane benchmarks.
 pub struct ServeBench {
@@ -127,7 +97,12 @@ async fn start(b: &ServeBench, tag: &str) -> Result<Server> {
             grid_refresh: Duration::from_secs(300),
             preflight_min_nodes: 0,
         },
-        executor: Arc::new(VirtualExecutor { logs: dir.clone() }),
+        // fleets that cannot run here: every launch succeeds and runs
+        // until cancelled
+        executor: Arc::new(
+            gigafab_exec::testing::RecordingExecutor::new(gigafab_server::time::now_ms)
+                .with_logs(dir.clone()),
+        ),
         existing_job_dirs: Vec::new(),
         http: gigafab_server::HttpLimits {
             max_connections: 4096,

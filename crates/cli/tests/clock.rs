@@ -2,13 +2,11 @@
 //! process: scheduling times are the clock's, exact and repeatable; time
 //! moves when the test says so, never by waiting for it.
 
-use std::collections::HashSet;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gigafab_core::{Factory, Policy};
-use gigafab_exec::{ExecError, Executor, ExitRecord, LaunchSpec, Outcome, RunStatus};
+use gigafab_exec::testing::RecordingExecutor;
 use gigafab_server::ctl::CtlConfig;
 use gigafab_server::isolation::Isolation;
 use gigafab_server::time::{Clock, ManualClock, rfc3339};
@@ -20,50 +18,10 @@ const TOKEN: &str = "gf_clock_test_token_0123456789abcdef";
 const T0: i64 = 1_767_225_600_000;
 const DAY: i64 = 86_400_000;
 
-/// Records launches (job, the clock's time); runs end when the test ends them.
-struct Fake {
-    clock: Arc<ManualClock>,
-    launched: Mutex<Vec<(i64, i64)>>,
-    ended: Mutex<HashSet<i64>>,
-}
-
-impl Executor for Fake {
-    fn name(&self) -> &'static str {
-        "fake"
-    }
-    fn launch(&self, s: &LaunchSpec) -> Result<String, ExecError> {
-        self.launched
-            .lock()
-            .unwrap()
-            .push((s.job_id, self.clock.now_ms()));
-        Ok(format!("fake-{}", s.job_id))
-    }
-    fn poll(&self, job: i64, _: &str) -> Result<RunStatus, ExecError> {
-        Ok(if self.ended.lock().unwrap().contains(&job) {
-            RunStatus::Exited(ExitRecord {
-                outcome: Outcome::Completed,
-                exit_code: Some(0),
-                signal: None,
-                message: "exit code 0".into(),
-                ended_at_ms: self.clock.now_ms(),
-                elapsed_s: None,
-            })
-        } else {
-            RunStatus::Running
-        })
-    }
-    fn cancel(&self, _: i64, _: &str) -> Result<(), ExecError> {
-        Ok(())
-    }
-    fn adopt(&self, _: i64, h: Option<&str>) -> Result<(Option<String>, RunStatus), ExecError> {
-        Ok((h.map(str::to_string), RunStatus::Running))
-    }
-    fn log_paths(&self, job: i64) -> (PathBuf, PathBuf) {
-        (
-            format!("/nonexistent/{job}.out").into(),
-            format!("/nonexistent/{job}.err").into(),
-        )
-    }
+/// The shared recording executor on the test's manual clock.
+fn fake(clock: &Arc<ManualClock>) -> Arc<RecordingExecutor> {
+    let c = clock.clone();
+    Arc::new(RecordingExecutor::new(move || c.now_ms()))
 }
 
 /// A server's settings on a fresh store in `dir`: one node of 4 H100,
@@ -71,7 +29,7 @@ impl Executor for Fake {
 fn config(
     dir: &std::path::Path,
     clock: &Arc<ManualClock>,
-    fake: &Arc<Fake>,
+    fake: &Arc<RecordingExecutor>,
     policy: &str,
     tick: Duration,
 ) -> ServeConfig {
@@ -143,11 +101,7 @@ async fn the_controller_runs_on_the_clock_it_is_given() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let clock = Arc::new(ManualClock::new(T0));
-    let fake = Arc::new(Fake {
-        clock: clock.clone(),
-        launched: Mutex::default(),
-        ended: Mutex::default(),
-    });
+    let fake = fake(&clock);
     let cfg = config(&dir, &clock, &fake, "backfill", Duration::from_millis(20));
     let server = gigafab_server::start(cfg).await.unwrap();
     let url = format!("http://{}", server.addr);
@@ -182,19 +136,16 @@ async fn the_controller_runs_on_the_clock_it_is_given() {
         assert!(t.elapsed() < Duration::from_secs(20), "no reason: {j:#}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(
-        fake.launched.lock().unwrap().is_empty(),
-        "launched before its window"
-    );
+    assert!(fake.launched().is_empty(), "launched before its window");
     clock.advance(DAY);
     let j = until_state(&url, id, "running").await;
     assert_eq!(j["started_at"], rfc3339(T0 + DAY), "{j:#}");
-    assert_eq!(*fake.launched.lock().unwrap(), vec![(id, T0 + DAY)]);
+    assert_eq!(fake.launched(), vec![(id, T0 + DAY)]);
     clock.advance(90_000);
-    fake.ended.lock().unwrap().insert(id);
+    fake.end_job(id, gigafab_exec::Outcome::Completed);
     let j = until_state(&url, id, "completed").await;
     assert_eq!(j["ended_at"], rfc3339(T0 + DAY + 90_000), "{j:#}");
-    assert_eq!(fake.launched.lock().unwrap().len(), 1, "launched once");
+    assert_eq!(fake.launched().len(), 1, "launched once");
     server.stop_handle().stop();
     server.wait().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
@@ -234,11 +185,7 @@ async fn tenancy_does_not_go_through_the_controller() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let clock = Arc::new(ManualClock::new(T0));
-    let fake = Arc::new(Fake {
-        clock: clock.clone(),
-        launched: Mutex::default(),
-        ended: Mutex::default(),
-    });
+    let fake = fake(&clock);
     let cfg = || config(&dir, &clock, &fake, "fifo", Duration::from_secs(3600));
     let mut opened = gigafab_server::open(cfg()).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -385,11 +332,7 @@ async fn owners_hear_of_expiring_and_exhausted_allocations() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let clock = Arc::new(ManualClock::new(T0));
-    let fake = Arc::new(Fake {
-        clock: clock.clone(),
-        launched: Mutex::default(),
-        ended: Mutex::default(),
-    });
+    let fake = fake(&clock);
     let server = gigafab_server::start(config(
         &dir,
         &clock,
@@ -445,7 +388,7 @@ async fn owners_hear_of_expiring_and_exhausted_allocations() {
     until_state(&url, id, "running").await;
     // the whole grant used: 1 accelerator for an hour
     clock.advance(3_600_000);
-    fake.ended.lock().unwrap().insert(id);
+    fake.end_job(id, gigafab_exec::Outcome::Completed);
     until_state(&url, id, "completed").await;
     let t = Instant::now();
     let subjects = loop {

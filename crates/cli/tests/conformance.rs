@@ -5,12 +5,12 @@
 //! preemption included (the controller stops the run and requeues the
 //! job; the twin does the same in its model).
 
-use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use gigafab_core::{AllocationSpec, Category, Factory, JobSpec, Rng, SchedulerProfile};
-use gigafab_exec::{ExecError, Executor, ExitRecord, LaunchSpec, Outcome, RunStatus};
+use gigafab_exec::testing::RecordingExecutor;
+use gigafab_exec::{Executor, Outcome};
 use gigafab_server::ctl::{Action, Cmd, CtlConfig};
 use gigafab_server::isolation::Isolation;
 use gigafab_server::model::{AllocReq, IdRef, SubmitReq};
@@ -43,86 +43,11 @@ nodes = 2
 accelerators_per_node = 8
 "#;
 
-/// A run of the controller's executor; it ends when the twin's job ended.
-struct Run {
-    job: i64,
-    cancelled: bool,
-}
-
-/// Ends runs at the twin's end times; records every launch and stop.
-struct TwinPaced {
-    clock: Arc<ManualClock>,
-    /// Live job id -> the twin's end of the job, ms.
-    end_ms: Mutex<HashMap<i64, i64>>,
-    runs: Mutex<HashMap<String, Run>>,
-    /// (job, the clock's time) of every launch, in order.
-    launched: Mutex<Vec<(i64, i64)>>,
-    cancels: Mutex<Vec<(i64, i64)>>,
-}
-
-impl Executor for TwinPaced {
-    fn name(&self) -> &'static str {
-        "twin-paced"
-    }
-    fn launch(&self, s: &LaunchSpec) -> Result<String, ExecError> {
-        let now = self.clock.now_ms();
-        let mut l = self.launched.lock().unwrap();
-        l.push((s.job_id, now));
-        let h = format!("run-{}-{}", s.job_id, l.len());
-        self.runs.lock().unwrap().insert(
-            h.clone(),
-            Run {
-                job: s.job_id,
-                cancelled: false,
-            },
-        );
-        Ok(h)
-    }
-    fn poll(&self, _job: i64, h: &str) -> Result<RunStatus, ExecError> {
-        let now = self.clock.now_ms();
-        let runs = self.runs.lock().unwrap();
-        let Some(r) = runs.get(h) else {
-            return Ok(RunStatus::Lost {
-                message: format!("no run {h}"),
-            });
-        };
-        let ended = |outcome, exit_code, message: &str| {
-            Ok(RunStatus::Exited(ExitRecord {
-                outcome,
-                exit_code,
-                signal: None,
-                message: message.into(),
-                ended_at_ms: now,
-                elapsed_s: None,
-            }))
-        };
-        if r.cancelled {
-            return ended(Outcome::Cancelled, None, "stopped");
-        }
-        match self.end_ms.lock().unwrap().get(&r.job) {
-            Some(&end) if now >= end => ended(Outcome::Completed, Some(0), "exit code 0"),
-            _ => Ok(RunStatus::Running),
-        }
-    }
-    fn cancel(&self, job: i64, h: &str) -> Result<(), ExecError> {
-        if let Some(r) = self.runs.lock().unwrap().get_mut(h) {
-            r.cancelled = true;
-        }
-        self.cancels
-            .lock()
-            .unwrap()
-            .push((job, self.clock.now_ms()));
-        Ok(())
-    }
-    fn adopt(&self, _: i64, h: Option<&str>) -> Result<(Option<String>, RunStatus), ExecError> {
-        Ok((h.map(str::to_string), RunStatus::Running))
-    }
-    fn log_paths(&self, job: i64) -> (PathBuf, PathBuf) {
-        (
-            format!("/nonexistent/{job}.out").into(),
-            format!("/nonexistent/{job}.err").into(),
-        )
-    }
+/// The shared recording executor on the test's manual clock: runs end
+/// at the ends the test plans (the twin's), or when the test ends them.
+fn recording(clock: &Arc<ManualClock>) -> RecordingExecutor {
+    let c = clock.clone();
+    RecordingExecutor::new(move || c.now_ms())
 }
 
 /// A seeded workload: two tenants, gangs of 1-16 on either type, integer
@@ -288,13 +213,7 @@ async fn conformance_on(
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let clock = Arc::new(ManualClock::new(T0 * 1000));
-    let exec = Arc::new(TwinPaced {
-        clock: clock.clone(),
-        end_ms: Mutex::default(),
-        runs: Mutex::default(),
-        launched: Mutex::default(),
-        cancels: Mutex::default(),
-    });
+    let exec = Arc::new(recording(&clock));
     let mut opened = stepped(
         &dir,
         factory,
@@ -338,22 +257,7 @@ async fn conformance_on(
     let mut steps = 0usize;
     loop {
         let arrival = jobs.get(next).map(|j| (j.submit_s * 1000.0) as i64);
-        let running_end = {
-            let launched: HashSet<i64> = exec
-                .runs
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|(_, r)| !r.cancelled)
-                .map(|(_, r)| r.job)
-                .collect();
-            let ends = exec.end_ms.lock().unwrap();
-            launched
-                .iter()
-                .filter_map(|id| ends.get(id).copied())
-                .filter(|&e| e > clock.now_ms())
-                .min()
-        };
+        let running_end = exec.next_end_after(clock.now_ms());
         let wake = ctl.wakeup().map(|w| w.0).filter(|&w| w > clock.now_ms());
         let Some(t) = [arrival, running_end, wake].into_iter().flatten().min() else {
             break;
@@ -402,10 +306,7 @@ async fn conformance_on(
             let id = v.job().unwrap().id.0;
             // the run ends when the twin's job ended
             if let Some(e) = twin[name.as_str()].end_s {
-                exec.end_ms
-                    .lock()
-                    .unwrap()
-                    .insert(id, (e * 1000.0).round() as i64);
+                exec.end_at(id, (e * 1000.0).round() as i64);
             }
             live_of.insert(name, id);
         }
@@ -413,7 +314,7 @@ async fn conformance_on(
     }
 
     // job by job: the same first start, the same end, the same runs
-    let launched = exec.launched.lock().unwrap().clone();
+    let launched = exec.launched();
     let ended: HashMap<i64, (String, Option<i64>)> = {
         use sqlx::Row;
         sqlx::query("SELECT id, state, ended_ms FROM jobs")
@@ -469,7 +370,7 @@ async fn conformance_on(
         }
     );
     // every run was stopped only by a preemption the twin made too
-    assert_eq!(exec.cancels.lock().unwrap().len(), launched.len() - n);
+    assert_eq!(exec.cancels().len(), launched.len() - n);
     let _ = std::fs::remove_dir_all(&dir);
     preempted
 }
@@ -513,49 +414,8 @@ async fn las_starts_the_same_jobs_at_the_same_times() {
 
 /// Runs that take their time to stop: a cancel is recorded, the run goes
 /// on until the test ends it.
-#[derive(Default)]
-struct Slow {
-    launched: Mutex<Vec<i64>>,
-    cancelled: Mutex<Vec<String>>,
-    ended: Mutex<HashSet<String>>,
-}
-
-impl Executor for Slow {
-    fn name(&self) -> &'static str {
-        "slow"
-    }
-    fn launch(&self, s: &LaunchSpec) -> Result<String, ExecError> {
-        let mut l = self.launched.lock().unwrap();
-        l.push(s.job_id);
-        Ok(format!("slow-{}-{}", s.job_id, l.len()))
-    }
-    fn poll(&self, _: i64, h: &str) -> Result<RunStatus, ExecError> {
-        Ok(if self.ended.lock().unwrap().contains(h) {
-            RunStatus::Exited(ExitRecord {
-                outcome: Outcome::Cancelled,
-                exit_code: None,
-                signal: Some(15),
-                message: "stopped".into(),
-                ended_at_ms: 0,
-                elapsed_s: None,
-            })
-        } else {
-            RunStatus::Running
-        })
-    }
-    fn cancel(&self, _: i64, h: &str) -> Result<(), ExecError> {
-        self.cancelled.lock().unwrap().push(h.to_string());
-        Ok(())
-    }
-    fn adopt(&self, _: i64, h: Option<&str>) -> Result<(Option<String>, RunStatus), ExecError> {
-        Ok((h.map(str::to_string), RunStatus::Running))
-    }
-    fn log_paths(&self, job: i64) -> (PathBuf, PathBuf) {
-        (
-            format!("/nonexistent/{job}.out").into(),
-            format!("/nonexistent/{job}.err").into(),
-        )
-    }
+fn slow(clock: &Arc<ManualClock>) -> Arc<RecordingExecutor> {
+    Arc::new(recording(clock).stopping_slowly())
 }
 
 /// A 4-accelerator job of `priority` on allocation 1, as a command.
@@ -616,7 +476,7 @@ async fn a_cancelled_job_that_is_preempted_ends_cancelled() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let clock = Arc::new(ManualClock::new(T0 * 1000));
-    let exec = Arc::new(Slow::default());
+    let exec = slow(&clock);
     let mut o = one_node(&dir, exec.clone(), clock.clone()).await;
     let admin = o.shared.principal(TOKEN).unwrap();
     let job = |priority: i64, preemptible: bool| four_gpus(&o.shared, priority, preemptible);
@@ -637,7 +497,7 @@ async fn a_cancelled_job_that_is_preempted_ends_cancelled() {
     assert!(o.controller.step(Ms(t), &mut o.rx).await);
     let b = rx.await.unwrap().unwrap().1.job().unwrap().id.0;
     // the stopping run ends; nothing launches a again
-    exec.ended.lock().unwrap().insert(format!("slow-{a}-1"));
+    exec.end_run(&format!("run-{a}-1"), Outcome::Cancelled);
     for _ in 0..3 {
         t += 1_000;
         clock.advance(1_000);
@@ -655,11 +515,7 @@ async fn a_cancelled_job_that_is_preempted_ends_cancelled() {
     assert_eq!(b_row.state, "running", "{b_row:?}");
     let labels: Vec<String> = serde_json::from_str(b_row.accelerators.as_deref().unwrap()).unwrap();
     assert_eq!(labels.len(), 4, "{labels:?}");
-    assert_eq!(
-        *exec.launched.lock().unwrap(),
-        vec![a, b],
-        "a launched once"
-    );
+    assert_eq!(launched_jobs(&exec), vec![a, b], "a launched once");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -672,7 +528,7 @@ async fn a_stopping_run_survives_a_restart() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let clock = Arc::new(ManualClock::new(T0 * 1000));
-    let exec = Arc::new(Slow::default());
+    let exec = slow(&clock);
     let mut o = one_node(&dir, exec.clone(), clock.clone()).await;
     let admin = o.shared.principal(TOKEN).unwrap();
     let job = four_gpus;
@@ -686,12 +542,12 @@ async fn a_stopping_run_survives_a_restart() {
     assert!(o.controller.step(Ms(t), &mut o.rx).await);
     let b = rx.await.unwrap().unwrap().1.job().unwrap().id.0;
     // b ran on a's accelerators and ended; a's first run is still stopping
-    exec.ended.lock().unwrap().insert(format!("slow-{b}-2"));
+    exec.end_run(&format!("run-{b}-2"), Outcome::Cancelled);
     t += 1_000;
     clock.advance(1_000);
     assert!(o.controller.step(Ms(t), &mut o.rx).await);
-    assert_eq!(*exec.launched.lock().unwrap(), vec![a, b]);
-    assert_eq!(*exec.cancelled.lock().unwrap(), vec![format!("slow-{a}-1")]);
+    assert_eq!(launched_jobs(&exec), vec![a, b]);
+    assert_eq!(cancelled_runs(&exec), vec![format!("run-{a}-1")]);
     drop(o);
 
     let mut o = one_node(&dir, exec.clone(), clock.clone()).await;
@@ -701,16 +557,16 @@ async fn a_stopping_run_survives_a_restart() {
         assert!(o.controller.step(Ms(t), &mut o.rx).await);
     }
     assert_eq!(
-        *exec.launched.lock().unwrap(),
+        launched_jobs(&exec),
         vec![a, b],
         "a launched beside its stopping run"
     );
     assert_eq!(
-        *exec.cancelled.lock().unwrap(),
-        vec![format!("slow-{a}-1"), format!("slow-{a}-1")],
+        cancelled_runs(&exec),
+        vec![format!("run-{a}-1"), format!("run-{a}-1")],
         "the stop is asked again after the restart"
     );
-    exec.ended.lock().unwrap().insert(format!("slow-{a}-1"));
+    exec.end_run(&format!("run-{a}-1"), Outcome::Cancelled);
     // the poll that sees the end, then the launch: each waits one poll
     // interval (an hour here)
     for dt in [3_600_000, 3_600_000] {
@@ -718,17 +574,23 @@ async fn a_stopping_run_survives_a_restart() {
         clock.advance(dt);
         assert!(o.controller.step(Ms(t), &mut o.rx).await);
     }
-    assert_eq!(
-        *exec.launched.lock().unwrap(),
-        vec![a, b, a],
-        "a runs again"
-    );
+    assert_eq!(launched_jobs(&exec), vec![a, b, a], "a runs again");
     let row = gigafab_server::store::jobs::get(&o.shared.store.pool, a)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(row.state, "running", "{row:?}");
-    assert_eq!(row.handle.as_deref(), Some(format!("slow-{a}-3").as_str()));
+    assert_eq!(row.handle.as_deref(), Some(format!("run-{a}-3").as_str()));
     drop(o);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The jobs launched, in order.
+fn launched_jobs(x: &RecordingExecutor) -> Vec<i64> {
+    x.launched().into_iter().map(|l| l.0).collect()
+}
+
+/// The runs asked to stop, in order.
+fn cancelled_runs(x: &RecordingExecutor) -> Vec<String> {
+    x.cancels().into_iter().map(|c| c.handle).collect()
 }

@@ -113,6 +113,18 @@ impl RecordingExecutor {
         self.lock().planned.insert(job, at_ms);
     }
 
+    /// The earliest planned end after `after_ms` of a run still going (not
+    /// cancelled, not ended): when a test's clock should move to next.
+    pub fn next_end_after(&self, after_ms: i64) -> Option<i64> {
+        let r = self.lock();
+        r.runs
+            .values()
+            .filter(|x| !x.cancelled && x.ended.is_none())
+            .filter_map(|x| r.planned.get(&x.job).copied())
+            .filter(|&e| e > after_ms)
+            .min()
+    }
+
     /// Ends the run `handle` now with `outcome` (a cancelled one as by
     /// SIGTERM).
     pub fn end_run(&self, handle: &str, outcome: Outcome) {

@@ -28,6 +28,8 @@ mod jobs;
 mod power;
 mod restore;
 mod runs;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -54,6 +56,7 @@ use crate::tenancy::directory::OrgRef;
 use crate::time::{Ms, parse_rfc3339};
 pub use handle::{Action, Answer, Cmd, Extension, Made, Reply};
 pub use power::{FileGridSource, GridSource, node_power_of};
+pub use restore::Snapshot;
 
 use crate::state::{LoopStats, Shared};
 
@@ -175,6 +178,17 @@ struct Ids {
     job: i64,
 }
 
+/// Where the controller's commits go.
+enum Journal {
+    /// The store, through the controller's own connection (opened at the
+    /// first commit, and again after a failed one).
+    Store(Option<sqlx::AnyConnection>),
+    /// Kept in memory, one entry per commit (the state machine's unit
+    /// tests: no database).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Recorded(Vec<Vec<Op>>),
+}
+
 struct Pending {
     reply: oneshot::Sender<Answer>,
     answer: Answer,
@@ -232,7 +246,8 @@ pub struct Controller {
     tele_failed: bool,
     /// The connection commits go through (opened at the first commit,
     /// closed after a failed one).
-    writer: Option<sqlx::AnyConnection>,
+    /// Where commits go.
+    journal: Journal,
     /// The executor, off the loop.
     driver: driver::Driver,
     /// Idle power-down on the machines, grid sources.
@@ -281,6 +296,15 @@ impl Controller {
     /// runs that ended meanwhile, relaunches) waits in `ops` for the next
     /// commit.
     async fn read(cfg: CtlConfig, shared: Arc<Shared>) -> Result<Controller, sqlx::Error> {
+        let mut c = Controller::empty(cfg, shared);
+        c.load_rows().await?;
+        c.after_load();
+        Ok(c)
+    }
+
+    /// A controller with nothing loaded: no allocation, no job, every node
+    /// in service (no I/O).
+    fn empty(cfg: CtlConfig, shared: Arc<Shared>) -> Controller {
         let policy = cfg.policy.clone();
         let cfg_factory = cfg.factory.clone();
         let mut core = SchedCore::new(cfg.factory.clone(), policy, cfg.throughputs.clone());
@@ -330,7 +354,7 @@ impl Controller {
             failed_commits: 0,
             tele_node: None,
             tele_failed: false,
-            writer: None,
+            journal: Journal::Store(None),
             driver: driver::Driver::new(executor),
             power: power::PowerState::new(&cfg_factory),
             health: health::LiveHealth::new(cfg_factory.nodes()),
@@ -342,10 +366,15 @@ impl Controller {
         // the sites' energy counts from now, not from 1970
         let now = c.shared.clock.now();
         c.core.set_energy_origin(now.core_s());
-        c.load_rows().await?;
-        c.ops.push(store::idempotency::expire(now));
-        c.power_up_all(now);
-        Ok(c)
+        c
+    }
+
+    /// What a start does once the state is restored: old idempotency keys
+    /// expire, every node is powered up.
+    fn after_load(&mut self) {
+        let now = self.shared.clock.now();
+        self.ops.push(store::idempotency::expire(now));
+        self.power_up_all(now);
     }
 
     fn audit(&mut self, who: &Principal, now: Ms, action: &str, object: &str, detail: String) {
@@ -612,13 +641,20 @@ impl Controller {
     async fn commit(&mut self) -> Result<(), sqlx::Error> {
         use sqlx::Connection;
         let ops = store::commit::fold_ops(std::mem::take(&mut self.ops));
-        let mut conn = match self.writer.take() {
+        let writer = match &mut self.journal {
+            Journal::Recorded(commits) => {
+                commits.push(ops);
+                return Ok(());
+            }
+            Journal::Store(w) => w,
+        };
+        let mut conn = match writer.take() {
             Some(c) => c,
             None => self.shared.store.writer().await?,
         };
         match store::commit::write_ops(&mut conn, ops).await {
             Ok(()) => {
-                self.writer = Some(conn);
+                *writer = Some(conn);
                 Ok(())
             }
             Err(e) => {

@@ -1,13 +1,61 @@
 //! Loading the state from the store at start (and after a failed commit),
-//! and the first start's default allocation.
+//! and the first start's default allocation: the store's rows are read
+//! into a [`Snapshot`], which the controller restores without I/O.
 
 use super::*;
 
+/// What the controller restores from: the store's allocations, active
+/// jobs and drains.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub allocs: Vec<store::allocs::AllocRow>,
+    /// The highest job id ever given.
+    pub max_job_id: i64,
+    pub max_audit_id: i64,
+    /// Drained nodes, with the reason given.
+    pub drained: Vec<(String, Option<String>)>,
+    /// Queued and running jobs, oldest first.
+    pub jobs: Vec<JobRow>,
+    /// Per job: the last sequence number of its events.
+    pub event_seqs: HashMap<i64, i64>,
+}
+
+impl Snapshot {
+    /// Reads it from the store; a job row that cannot be read is a
+    /// damaged store.
+    pub async fn read(pool: &sqlx::AnyPool) -> Result<Snapshot, sqlx::Error> {
+        let mut jobs = Vec::new();
+        for r in store::jobs::active(pool).await? {
+            jobs.push(r.map_err(|(id, e)| {
+                sqlx::Error::Protocol(format!(
+                    "job {} in the store cannot be read ({e}): the store is damaged; restore it from a backup",
+                    id.map_or("?".to_string(), |i| i.to_string())
+                ))
+            })?);
+        }
+        Ok(Snapshot {
+            allocs: store::allocs::all(pool).await?,
+            max_job_id: store::jobs::max_id(pool).await?,
+            max_audit_id: store::audit::max_id(pool).await?,
+            drained: store::fleet::drained(pool).await?,
+            jobs,
+            event_seqs: store::jobs::last_event_seqs(pool).await?,
+        })
+    }
+}
+
 impl Controller {
     pub(super) async fn load_rows(&mut self) -> Result<(), sqlx::Error> {
-        let pool = self.shared.store.pool.clone();
+        let snap = Snapshot::read(&self.shared.store.pool).await?;
+        self.restore(snap);
+        Ok(())
+    }
+
+    /// Restores the state of `snap` (no I/O): allocations, drains, active
+    /// jobs; runs recorded as running are adopted through the executor.
+    pub fn restore(&mut self, snap: Snapshot) {
         let now = self.shared.clock.now();
-        for r in store::allocs::all(&pool).await? {
+        for r in snap.allocs {
             let id = r.id;
             let org = OrgRef {
                 id: r.org_id,
@@ -31,12 +79,11 @@ impl Controller {
             self.allocs.insert(id, a);
             self.ids.alloc = self.ids.alloc.max(id);
         }
-        self.ids.job = store::jobs::max_id(&pool).await?;
-        self.shared.audit_id.fetch_max(
-            store::audit::max_id(&pool).await?,
-            std::sync::atomic::Ordering::SeqCst,
-        );
-        for (name, reason) in store::fleet::drained(&pool).await? {
+        self.ids.job = snap.max_job_id;
+        self.shared
+            .audit_id
+            .fetch_max(snap.max_audit_id, std::sync::atomic::Ordering::SeqCst);
+        for (name, reason) in snap.drained {
             if let Some(&n) = self.node_by_name.get(&name) {
                 self.core.drain(n);
                 if let Some(r) = reason {
@@ -45,16 +92,9 @@ impl Controller {
             }
         }
         // active jobs, oldest first
-        let rows = store::jobs::active(&pool).await?;
-        let seqs = store::jobs::last_event_seqs(&pool).await?;
+        let seqs = snap.event_seqs;
         let mut adopt = Vec::new();
-        for r in rows {
-            let row = r.map_err(|(id, e)| {
-                sqlx::Error::Protocol(format!(
-                    "job {} in the store cannot be read ({e}): the store is damaged; restore it from a backup",
-                    id.map_or("?".to_string(), |i| i.to_string())
-                ))
-            })?;
+        for row in snap.jobs {
             let spec: StoredSpec = serde_json::from_str(&row.spec).unwrap_or_default();
             let next_seq = seqs.get(&row.id).copied().unwrap_or(0) + 1;
             let id = row.id;
@@ -95,6 +135,5 @@ impl Controller {
             self.insert_alloc_op(&a, now);
             self.allocs.insert(aid, a);
         }
-        Ok(())
     }
 }

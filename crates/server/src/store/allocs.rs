@@ -88,6 +88,7 @@ pub fn expiry_noted(id: i64, at: Ms) -> Op {
 }
 
 /// An allocation as stored.
+#[derive(Debug, Clone)]
 pub struct AllocRow {
     pub id: i64,
     pub org_id: i64,

@@ -246,6 +246,20 @@ impl Store {
         })
     }
 
+    /// A store that never connects (nothing is opened until it is used):
+    /// for the controller's unit tests, whose commits are kept in memory.
+    #[cfg(test)]
+    pub(crate) fn detached() -> Store {
+        sqlx::any::install_default_drivers();
+        let opts: AnyConnectOptions = "sqlite::memory:".parse().expect("a SQLite URL");
+        Store {
+            pool: sqlx::pool::PoolOptions::new().connect_lazy_with(opts.clone()),
+            kind: StoreKind::Sqlite,
+            _lock: None,
+            opts,
+        }
+    }
+
     /// A connection outside the pool, for the one writer. After a failed
     /// write its owner closes it: whatever state the failure left (an open
     /// transaction, a lock held after SQLITE_FULL) goes with it, where a

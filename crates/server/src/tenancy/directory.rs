@@ -237,6 +237,17 @@ impl Tenancy {
     /// Reads the directory from the store; on a first start (no user) it
     /// makes the administrator (with `bootstrap_token`, else a new random
     /// token, returned to be shown once) and the organisation `default`.
+    /// An empty directory (no organisation, no user): the controller's
+    /// unit tests.
+    #[cfg(test)]
+    pub(crate) fn empty(isolation: Isolation) -> Tenancy {
+        Tenancy {
+            dir: RwLock::new(Directory::default()),
+            writes: Default::default(),
+            isolation,
+        }
+    }
+
     pub async fn load(
         store: &Store,
         isolation: Isolation,
