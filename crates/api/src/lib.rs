@@ -200,6 +200,34 @@ pub struct SubmitJob {
     pub output_model: Option<String>,
 }
 
+impl SubmitJob {
+    /// `command` on `gpus` accelerators of allocation `allocation`,
+    /// everything else left to the server's defaults.
+    pub fn new(allocation: i64, gpus: i64, command: Vec<String>) -> SubmitJob {
+        SubmitJob {
+            allocation: IdRef::Num(allocation),
+            gpus,
+            command,
+            name: None,
+            project: None,
+            type_: None,
+            types: None,
+            vendor: None,
+            min_memory_gb: None,
+            time_limit_s: None,
+            priority: None,
+            preemptible: None,
+            env: None,
+            workdir: None,
+            memory_gb: None,
+            cpus: None,
+            job_type: None,
+            inputs: None,
+            output_model: None,
+        }
+    }
+}
+
 /// What a job may run on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AcceleratorFilter {

@@ -13,7 +13,7 @@ use gigafab_exec::testing::RecordingExecutor;
 use gigafab_exec::{Executor, Outcome};
 use gigafab_server::ctl::{Action, Cmd, CtlConfig};
 use gigafab_server::isolation::Isolation;
-use gigafab_server::model::{AllocReq, IdRef, SubmitReq};
+use gigafab_server::model::{AllocReq, SubmitReq};
 use gigafab_server::time::Ms;
 use gigafab_server::time::{Clock, ManualClock};
 use gigafab_server::{HttpLimits, ServeConfig};
@@ -269,25 +269,16 @@ async fn conformance_on(
                 &shared,
                 &admin,
                 shared.submission(SubmitReq {
-                    allocation: IdRef::Num(alloc_of[j.tenant.as_deref().unwrap()]),
-                    gpus: j.gpus as i64,
-                    command: vec!["train".into()],
                     name: Some(j.id.clone()),
-                    project: None,
-                    type_: None,
-                    types: None,
-                    vendor: None,
-                    min_memory_gb: None,
                     time_limit_s: j.time_limit_s.map(|l| l as i64),
                     priority: Some(j.priority as i64),
                     preemptible: Some(j.preemptible),
-                    env: None,
-                    workdir: None,
-                    memory_gb: None,
-                    cpus: None,
                     job_type: j.job_type.clone(),
-                    inputs: None,
-                    output_model: None,
+                    ..SubmitReq::new(
+                        alloc_of[j.tenant.as_deref().unwrap()],
+                        j.gpus as i64,
+                        vec!["train".into()],
+                    )
                 }),
             );
             answers.push((j.id.clone(), rx));
@@ -421,25 +412,10 @@ fn slow(clock: &Arc<ManualClock>) -> Arc<RecordingExecutor> {
 /// A 4-accelerator job of `priority` on allocation 1, as a command.
 fn four_gpus(shared: &gigafab_server::state::Shared, priority: i64, preemptible: bool) -> Action {
     shared.submission(SubmitReq {
-        allocation: IdRef::Num(1),
-        gpus: 4,
-        command: vec!["train".into()],
-        name: None,
-        project: None,
-        type_: None,
-        types: None,
-        vendor: None,
-        min_memory_gb: None,
         time_limit_s: Some(3600),
         priority: Some(priority),
         preemptible: Some(preemptible),
-        env: None,
-        workdir: None,
-        memory_gb: None,
-        cpus: None,
-        job_type: None,
-        inputs: None,
-        output_model: None,
+        ..SubmitReq::new(1, 4, vec!["train".into()])
     })
 }
 

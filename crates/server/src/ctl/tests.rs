@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use gigafab_api::IdRef;
 use gigafab_exec::testing::RecordingExecutor;
 use tokio::sync::mpsc;
 
@@ -147,25 +146,10 @@ impl Rig {
         preemptible: bool,
     ) -> i64 {
         let req = SubmitReq {
-            allocation: IdRef::Num(1),
-            gpus,
-            command: vec!["train".into()],
-            name: None,
-            project: None,
-            type_: None,
-            types: None,
-            vendor: None,
-            min_memory_gb: None,
             time_limit_s: Some(3600),
             priority: Some(priority),
             preemptible: Some(preemptible),
-            env: None,
-            workdir: None,
-            memory_gb: None,
-            cpus: None,
-            job_type: None,
-            inputs: None,
-            output_model: None,
+            ..SubmitReq::new(1, gpus, vec!["train".into()])
         };
         let (made, r) = self
             .ask(who, Action::Submit(Box::new(req), Vec::new(), Vec::new()))
@@ -260,27 +244,7 @@ async fn refused_submissions_leave_no_trace() {
     let mut r = Rig::fresh(1);
     r.step().await;
     let before = r.committed().len();
-    let req = |gpus: i64| SubmitReq {
-        allocation: IdRef::Num(1),
-        gpus,
-        command: vec!["x".into()],
-        name: None,
-        project: None,
-        type_: None,
-        types: None,
-        vendor: None,
-        min_memory_gb: None,
-        time_limit_s: None,
-        priority: None,
-        preemptible: None,
-        env: None,
-        workdir: None,
-        memory_gb: None,
-        cpus: None,
-        job_type: None,
-        inputs: None,
-        output_model: None,
-    };
+    let req = |gpus: i64| SubmitReq::new(1, gpus, vec!["x".into()]);
     // more than the factory has, and an operator's
     let e = r
         .ask(&member(), Action::Submit(Box::new(req(5)), vec![], vec![]))
