@@ -614,20 +614,13 @@ async fn dispatch(cmd: ClientCmd) -> Result<()> {
         ClientCmd::Logs(a) => logs(a).await,
         ClientCmd::Usage(a) => {
             let r = a.g.conn.api()?.get(&["usage"], &[]).await?;
-            show(&a.g, &r, |v| {
-                let mut out = render::usage(items(v));
-                if let Some(orgs) = v["orgs"].as_array().filter(|o| !o.is_empty()) {
-                    out.push('\n');
-                    out.push_str(&render::org_usage(orgs));
-                }
-                out
-            })
+            show_as(&a.g, &r, render::usage)
         }
         ClientCmd::Fleet(a) => fleet(a).await,
         ClientCmd::Catalog(c) => catalog::run(c).await,
         ClientCmd::Whoami(a) => {
             let r = a.g.conn.api()?.get(&["whoami"], &[]).await?;
-            show(&a.g, &r, render::whoami)
+            show_as(&a.g, &r, render::whoami)
         }
     }
 }
@@ -663,6 +656,32 @@ fn show(g: &Global, r: &Reply, table: impl FnOnce(&Value) -> String) -> Result<(
     }
 }
 
+/// Prints a reply: its JSON re-indented verbatim, or the table view of
+/// the API contract's type it holds.
+fn show_as<T: serde::de::DeserializeOwned>(
+    g: &Global,
+    r: &Reply,
+    table: impl FnOnce(&T) -> String,
+) -> Result<()> {
+    match g.output {
+        Format::Json => emit(&format!("{}\n", fmt::pretty_json(&r.raw))),
+        Format::Table => emit(&table(&typed::<T>(&r.value)?)),
+    }
+}
+
+/// The server's answer as the contract's type `T`.
+fn typed<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T> {
+    T::deserialize(v).map_err(|e| {
+        anyhow::anyhow!(
+            "the server's answer is not a {}: {e} (a server of another version?)",
+            std::any::type_name::<T>()
+                .rsplit("::")
+                .next()
+                .unwrap_or("?")
+        )
+    })
+}
+
 fn items(v: &Value) -> &[Value] {
     v["items"].as_array().map(Vec::as_slice).unwrap_or(&[])
 }
@@ -685,7 +704,9 @@ async fn org(c: OrgCmd) -> Result<()> {
         }
         OrgCmd::List(a) => {
             let r = a.g.conn.api()?.get_list(&["orgs"], &[], true).await?;
-            show(&a.g, &r, |v| render::orgs(items(v)))
+            show_as(&a.g, &r, |p: &gigafab_api::Page<gigafab_api::Org>| {
+                render::orgs(&p.items)
+            })
         }
     }
 }
@@ -714,7 +735,9 @@ async fn project(c: ProjectCmd) -> Result<()> {
         }
         ProjectCmd::List(a) => {
             let r = a.g.conn.api()?.get_list(&["projects"], &[], true).await?;
-            show(&a.g, &r, |v| render::projects(items(v)))
+            show_as(&a.g, &r, |p: &gigafab_api::Page<gigafab_api::Project>| {
+                render::projects(&p.items)
+            })
         }
         ProjectCmd::AddMember { project, user, g } => {
             let body = json!({ "user": user });
@@ -725,7 +748,9 @@ async fn project(c: ProjectCmd) -> Result<()> {
             ];
             let path: Vec<&str> = path.iter().map(String::as_str).collect();
             let r = g.conn.api()?.post(&path, Some(&body)).await?;
-            show(&g, &r, |v| render::projects(std::slice::from_ref(v)))
+            show_as(&g, &r, |p: &gigafab_api::Project| {
+                render::projects(std::slice::from_ref(p))
+            })
         }
         ProjectCmd::RemoveMember { project, user, g } => {
             let path = [
@@ -736,7 +761,9 @@ async fn project(c: ProjectCmd) -> Result<()> {
             ];
             let path: Vec<&str> = path.iter().map(String::as_str).collect();
             let r = g.conn.api()?.delete(&path).await?;
-            show(&g, &r, |v| render::projects(std::slice::from_ref(v)))
+            show_as(&g, &r, |p: &gigafab_api::Project| {
+                render::projects(std::slice::from_ref(p))
+            })
         }
     }
 }
@@ -795,7 +822,9 @@ async fn user(c: UserCmd) -> Result<()> {
         }
         UserCmd::List(a) => {
             let r = a.g.conn.api()?.get_list(&["users"], &[], true).await?;
-            show(&a.g, &r, |v| render::users(items(v)))
+            show_as(&a.g, &r, |p: &gigafab_api::Page<gigafab_api::User>| {
+                render::users(&p.items)
+            })
         }
         UserCmd::Disable { id, g } => {
             let r = g
@@ -920,19 +949,21 @@ async fn alloc(c: AllocCmd) -> Result<()> {
                     .api()?
                     .get_list(&["allocations"], &[], true)
                     .await?;
-            show(&a.g, &r, |v| render::allocations(items(v)))
+            show_as(
+                &a.g,
+                &r,
+                |p: &gigafab_api::Page<gigafab_api::Allocation>| render::allocations(&p.items),
+            )
         }
     }
 }
 
 /// The allocation to charge when `--allocation` is absent: the only active
 /// one; none or several is an error that lists them.
-fn pick_allocation(allocs: &[Value]) -> Result<&Value> {
-    let active: Vec<&Value> = allocs
-        .iter()
-        .filter(|a| a["state"].as_str() == Some("active"))
-        .collect();
-    let list = |v: &[&Value]| {
+fn pick_allocation(allocs: &[gigafab_api::Allocation]) -> Result<&gigafab_api::Allocation> {
+    let active: Vec<&gigafab_api::Allocation> =
+        allocs.iter().filter(|a| a.state == "active").collect();
+    let list = |v: &[&gigafab_api::Allocation]| {
         v.iter()
             .map(|a| format!("\n  {}", render::allocation_brief(a)))
             .collect::<String>()
@@ -1006,16 +1037,14 @@ fn submit_body(a: &SubmitArgs, allocation: i64, workdir: Option<String>) -> Valu
 
 /// Submits a job; returns the server's answer and, when the allocation was
 /// picked automatically, that allocation.
-async fn submit_job(api: &Api, a: &SubmitArgs) -> Result<(Reply, Option<Value>)> {
+async fn submit_job(api: &Api, a: &SubmitArgs) -> Result<(Reply, Option<gigafab_api::Allocation>)> {
     let (allocation, picked) = match a.allocation {
         Some(id) => (id as i64, None),
         None => {
             let r = api.get_list(&["allocations"], &[], true).await?;
-            let one = pick_allocation(r.items())?.clone();
-            let id = one["id"]
-                .as_i64()
-                .context("the server listed an allocation without an id")?;
-            (id, Some(one))
+            let page: gigafab_api::Page<gigafab_api::Allocation> = typed(&r.value)?;
+            let one = pick_allocation(&page.items)?.clone();
+            (one.id.0, Some(one))
         }
     };
     let workdir = match &a.workdir {
@@ -1087,7 +1116,9 @@ async fn jobs(a: JobsArgs) -> Result<()> {
             .api()?
             .get_list(&["jobs"], &jobs_query(&a), a.all)
             .await?;
-    show(&a.g, &r, |v| render::jobs(items(v)))?;
+    show_as(&a.g, &r, |p: &gigafab_api::Page<gigafab_api::JobItem>| {
+        render::jobs(&p.items)
+    })?;
     if a.g.output == Format::Table && !a.all && http::next_cursor(&r.value).is_some() {
         note("more jobs: --all lists every page, --limit N lists more per page");
     }
@@ -1106,7 +1137,10 @@ async fn jobs_all(a: &JobsArgs) -> Result<()> {
     let mut wrote_items = false;
     api.for_each_page(&["jobs"], &jobs_query(a), |page, last| {
         let out = match a.g.output {
-            Format::Table => render::jobs_table(items(&page.value)).render_page(&mut widths, first),
+            Format::Table => render::jobs_table(
+                &typed::<gigafab_api::Page<gigafab_api::JobItem>>(&page.value)?.items,
+            )
+            .render_page(&mut widths, first),
             // a single page: the server's answer as it is
             Format::Json if first && last => format!("{}\n", fmt::pretty_json(&page.raw)),
             Format::Json => {
@@ -1143,7 +1177,7 @@ async fn job(a: JobArgs) -> Result<()> {
             .api()?
             .get(&["jobs", &a.id.to_string()], &[])
             .await?;
-    show(&a.g, &r, render::job_detail)
+    show_as(&a.g, &r, render::job_detail)
 }
 
 /// What `gigafab cancel` says about a job the server accepted to cancel.
@@ -1248,7 +1282,7 @@ async fn fleet(a: FleetArgs) -> Result<()> {
     let (node, action, g, body) = match a.cmd {
         None => {
             let r = a.g.conn.api()?.get(&["fleet"], &[]).await?;
-            return show(&a.g, &r, render::fleet);
+            return show_as(&a.g, &r, render::fleet);
         }
         Some(FleetCmd::Drain(n)) => (
             n.node,
@@ -1537,12 +1571,25 @@ mod tests {
 
     #[test]
     fn allocation_picking() {
-        let a = |id: u64, state: &str| {
-            json!({"id": id, "org": "acme", "name": format!("a{id}"), "granted_gpu_hours": 10.0,
-                   "used_gpu_hours": 1.0, "state": state})
+        let a = |id: i64, state: &str| gigafab_api::Allocation {
+            id: gigafab_api::AllocationId(id),
+            org: "acme".into(),
+            name: format!("a{id}"),
+            granted_gpu_hours: 10.0,
+            used_gpu_hours: 1.0,
+            valid_from: "2026-01-01T00:00:00Z".into(),
+            valid_until: "2027-01-01T00:00:00Z".into(),
+            qos_priority: 0,
+            state: state.into(),
+            energy_kwh: 0.0,
+            carbon_kg: None,
+            project: None,
         };
         assert_eq!(
-            pick_allocation(&[a(1, "expired"), a(2, "active")]).unwrap()["id"],
+            pick_allocation(&[a(1, "expired"), a(2, "active")])
+                .unwrap()
+                .id
+                .0,
             2
         );
         let e = pick_allocation(&[]).unwrap_err().to_string();
@@ -1640,10 +1687,10 @@ mod tests {
         let ok = |s: &str| (200, s.to_string());
         match target {
             "GET /api/v1/allocations" => ok(
-                r#"{"items":[{"id":3,"org":"acme","name":"a3","granted_gpu_hours":10.0,"used_gpu_hours":0.0,"state":"expired"}],"next":"3"}"#,
+                r#"{"items":[{"id":3,"org":"acme","name":"a3","granted_gpu_hours":10.0,"used_gpu_hours":0.0,"valid_from":"2026-01-01T00:00:00Z","valid_until":"2026-02-01T00:00:00Z","qos_priority":0,"state":"expired"}],"next":"3"}"#,
             ),
             "GET /api/v1/allocations?after=3" => ok(
-                r#"{"items":[{"id":5,"org":"acme","name":"a5","granted_gpu_hours":10.0,"used_gpu_hours":0.0,"state":"active"}],"next":null}"#,
+                r#"{"items":[{"id":5,"org":"acme","name":"a5","granted_gpu_hours":10.0,"used_gpu_hours":0.0,"valid_from":"2026-01-01T00:00:00Z","valid_until":"2027-01-01T00:00:00Z","qos_priority":0,"state":"active"}],"next":null}"#,
             ),
             "POST /api/v1/jobs" => {
                 let b: Value = serde_json::from_str(body).unwrap();
@@ -1674,7 +1721,7 @@ mod tests {
         let (r, picked) = submit_job(&api, &a).await.unwrap();
         assert_eq!(r.value["id"], 12);
         assert_eq!(r.value["allocation"], 5);
-        assert_eq!(picked.unwrap()["id"], 5);
+        assert_eq!(picked.unwrap().id.0, 5);
         let seen = seen.lock().unwrap();
         let last = seen.last().unwrap();
         assert_eq!(last.0, "POST /api/v1/jobs");

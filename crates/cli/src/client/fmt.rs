@@ -233,12 +233,8 @@ pub fn items_text(raw: &str) -> Option<&str> {
     None
 }
 
-/// Shortens an RFC 3339 time for a table: drops the fractional seconds
-/// (`2026-11-21T09:30:00.123Z` → `2026-11-21T09:30:00Z`); null → `-`.
-pub fn short_time(v: &Value) -> String {
-    let Some(s) = v.as_str() else {
-        return text(v);
-    };
+/// An RFC 3339 time without its fraction of a second.
+pub fn short_time_str(s: &str) -> String {
     match s.find('.') {
         Some(dot) if s.len() > 19 => {
             let tail_start = s[dot + 1..]
@@ -276,78 +272,23 @@ pub fn hours(v: &Value) -> String {
     }
 }
 
-/// `used` as a percentage of `granted` (`12.5%`), `-` when not computable.
-pub fn percent(used: &Value, granted: &Value) -> String {
-    match (used.as_f64(), granted.as_f64()) {
-        (Some(u), Some(g)) if g > 0.0 => format!("{:.1}%", u / g * 100.0),
-        _ => "-".into(),
-    }
-}
-
-/// A job's accelerator request: its types, else its vendor, else `any`, with
-/// `≥NGB` when a minimum memory is asked.
-pub fn accel(job: &Value) -> String {
-    let a = &job["accelerator"];
-    let types: Vec<String> = a["types"]
-        .as_array()
-        .map(|t| t.iter().map(text).collect())
-        .unwrap_or_default();
-    let base = if !types.is_empty() {
-        types.join(",")
-    } else if let Some(v) = a["vendor"].as_str() {
-        v.to_string()
-    } else if let Some(t) = a["type"].as_str() {
-        t.to_string()
-    } else {
-        "any".to_string()
-    };
-    match &a["min_memory_gb"] {
-        Value::Null => base,
-        mem if base == "any" => format!("≥{}GB", text(mem)),
-        mem => format!("{base} ≥{}GB", text(mem)),
-    }
-}
-
 /// A command line as a shell would read it: words with spaces or special
 /// characters are single-quoted.
-pub fn shell_join(words: &[Value]) -> String {
+pub fn shell_join_words(words: &[String]) -> String {
     words
         .iter()
-        .map(|w| {
-            let s = w.as_str().map(str::to_string).unwrap_or_else(|| text(w));
+        .map(|s| {
             let plain = !s.is_empty()
                 && s.chars()
                     .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%^".contains(c));
             if plain {
-                s
+                s.clone()
             } else {
                 format!("'{}'", s.replace('\'', r"'\''"))
             }
         })
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// A job's label in listings: its name, else its command line.
-pub fn job_label(job: &Value) -> String {
-    match job["name"].as_str() {
-        Some(n) if !n.is_empty() => n.to_string(),
-        _ => job["command"]
-            .as_array()
-            .map(|c| shell_join(c))
-            .unwrap_or_else(|| "-".into()),
-    }
-}
-
-/// Why a job is where it is: the server's reason, else its exit code.
-pub fn job_reason(job: &Value) -> String {
-    match &job["reason"] {
-        Value::String(r) if !r.is_empty() => r.clone(),
-        _ => match &job["exit_code"] {
-            Value::Null => String::new(),
-            code => format!("exit {}", text(code)),
-        },
-    }
 }
 
 #[cfg(test)]
@@ -477,68 +418,21 @@ mod tests {
     #[test]
     fn times_and_numbers() {
         assert_eq!(
-            short_time(&json!("2026-11-21T09:30:00.123Z")),
+            short_time_str("2026-11-21T09:30:00.123Z"),
             "2026-11-21T09:30:00Z"
         );
         assert_eq!(
-            short_time(&json!("2026-11-21T09:30:00.5+01:00")),
+            short_time_str("2026-11-21T09:30:00.5+01:00"),
             "2026-11-21T09:30:00+01:00"
         );
         assert_eq!(
-            short_time(&json!("2026-11-21T09:30:00Z")),
+            short_time_str("2026-11-21T09:30:00Z"),
             "2026-11-21T09:30:00Z"
         );
-        assert_eq!(short_time(&Value::Null), "-");
         assert_eq!(hours(&json!(12.345)), "12.3");
         assert_eq!(hours(&json!(1000)), "1000.0");
-        assert_eq!(percent(&json!(12.5), &json!(1000.0)), "1.2%");
-        assert_eq!(percent(&json!(1), &json!(0)), "-");
         assert_eq!(text(&json!([1, "b"])), "1,b");
         assert_eq!(text(&json!([])), "-");
         assert_eq!(text(&json!(true)), "true");
-    }
-
-    #[test]
-    fn accelerator_requests() {
-        let j = |a: Value| json!({ "accelerator": a });
-        assert_eq!(
-            accel(&j(
-                json!({"types": ["h100"], "vendor": null, "min_memory_gb": null})
-            )),
-            "h100"
-        );
-        assert_eq!(
-            accel(&j(json!({"types": ["h100", "a100"], "vendor": "nvidia"}))),
-            "h100,a100"
-        );
-        assert_eq!(accel(&j(json!({"types": [], "vendor": "amd"}))), "amd");
-        assert_eq!(accel(&j(json!({"types": null, "vendor": null}))), "any");
-        assert_eq!(accel(&json!({})), "any");
-        assert_eq!(
-            accel(&j(
-                json!({"types": null, "vendor": null, "min_memory_gb": 80})
-            )),
-            "≥80GB"
-        );
-        assert_eq!(
-            accel(&j(
-                json!({"types": null, "vendor": "amd", "min_memory_gb": 128})
-            )),
-            "amd ≥128GB"
-        );
-    }
-
-    #[test]
-    fn job_cells() {
-        let job = json!({"name": null, "command": ["python", "train.py", "--lr", "a b", "it's"],
-                         "reason": null, "exit_code": 3});
-        assert_eq!(job_label(&job), r"python train.py --lr 'a b' 'it'\''s'");
-        assert_eq!(job_reason(&job), "exit 3");
-        let job =
-            json!({"name": "train", "command": ["x"], "reason": "waiting", "exit_code": null});
-        assert_eq!(job_label(&job), "train");
-        assert_eq!(job_reason(&job), "waiting");
-        assert_eq!(job_reason(&json!({})), "");
-        assert_eq!(shell_join(&[json!("")]), "''");
     }
 }
