@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use gigafab_exec::LocalExecutor;
 use gigafab_server::{CtlConfig, ServeConfig, store};
 
 /// Every flag is also a key of the `--config` file (`data-dir = "/var/lib/gigafab"`
@@ -617,65 +616,47 @@ pub fn run(a: ServeArgs) -> Result<()> {
         None => None,
     };
     let exe = std::env::current_exe().context("cannot find the gigafab executable")?;
-    let make = |kind: &str, partition: Option<String>| -> Result<Arc<dyn gigafab_exec::Executor>> {
-        Ok(match kind {
-            "local" => {
-                let mut e = LocalExecutor::new(
-                    data_dir.join("jobs"),
-                    vec![exe.display().to_string(), "job-supervise".into()],
-                    Duration::from_secs_f64(a.kill_grace),
+    // what the engines are built with (each takes the settings it knows)
+    let mut engine = gigafab_exec::engines::Settings {
+        jobs_dir: data_dir.join("jobs"),
+        instance: instance_id(&data_dir)?,
+        supervisor: vec![exe.display().to_string(), "job-supervise".into()],
+        kill_grace: Duration::from_secs_f64(a.kill_grace),
+        max_disk_bytes: (a.max_job_disk_gib.max(0.0) * (1u64 << 30) as f64) as u64,
+        max_file_bytes: (a.max_job_file_gib.max(0.0) * (1u64 << 30) as f64) as u64,
+        max_pids: a.max_job_pids,
+        private_network: a.job_network == JobNetwork::Private,
+        devices: None,
+        cgroup: None,
+        partition: None,
+    };
+    let local_anywhere = std::iter::once(a.executor.as_str())
+        .chain(factory.sites.iter().filter_map(|s| s.executor.as_deref()))
+        .any(|k| gigafab_exec::engines::engine(k).is_ok_and(|e| e.local_processes));
+    if gigafab_exec::posix::is_root() && local_anywhere {
+        engine.devices = Some(gigafab_exec::DeviceFiles {
+            nvidia: a.nvidia_devices.clone(),
+            amd: a.amd_devices.clone(),
+        });
+        match gigafab_exec::posix::jobs_cgroup(&format!("gigafab-{}", engine.instance)) {
+            Some(cg) => {
+                say!(
+                    "gigafab serve: each job runs in its own cgroup under {}",
+                    cg.display()
                 );
-                if a.max_job_disk_gib > 0.0 {
-                    e = e.with_max_disk_bytes((a.max_job_disk_gib * (1u64 << 30) as f64) as u64);
-                }
-                e = e.with_private_network(a.job_network == JobNetwork::Private);
-                if a.max_job_pids > 0 {
-                    e = e.with_max_pids(a.max_job_pids);
-                }
-                if a.max_job_file_gib > 0.0 {
-                    e = e.with_max_file_bytes((a.max_job_file_gib * (1u64 << 30) as f64) as u64);
-                }
-                if gigafab_exec::posix::is_root() {
-                    e = e.with_device_isolation(gigafab_exec::DeviceFiles {
-                        nvidia: a.nvidia_devices.clone(),
-                        amd: a.amd_devices.clone(),
-                    });
-                    match gigafab_exec::posix::jobs_cgroup(&format!(
-                        "gigafab-{}",
-                        instance_id(&data_dir)?
-                    )) {
-                        Some(cg) => {
-                            say!(
-                                "gigafab serve: each job runs in its own cgroup under {}",
-                                cg.display()
-                            );
-                            e = e.with_cgroups(cg);
-                        }
-                        None => say!(
-                            "gigafab serve: no writable cgroup v2 hierarchy: jobs are followed by process group only (a job's `setsid` children can outlive it)"
-                        ),
-                    }
-                }
-                Arc::new(e)
+                engine.cgroup = Some(cg);
             }
-            "slurm" => {
-                if !gigafab_exec::slurm::has_slurm(None) {
-                    bail!(
-                        "executor slurm: `sinfo --version` failed; are Slurm's commands on PATH?"
-                    );
-                }
-                Arc::new(gigafab_exec::SlurmExecutor::new(
-                    Box::new(gigafab_exec::slurm::RealSlurm::default()),
-                    data_dir.join("jobs"),
-                    partition,
-                    instance_id(&data_dir)?,
-                ))
-            }
-            other => bail!(
-                "{}",
-                gigafab_exec::check_backend(other).err().unwrap_or_default()
+            None => say!(
+                "gigafab serve: no writable cgroup v2 hierarchy: jobs are followed by process group only (a job's `setsid` children can outlive it)"
             ),
-        })
+        }
+    }
+    let make = |kind: &str, partition: Option<String>| -> Result<Arc<dyn gigafab_exec::Executor>> {
+        let s = gigafab_exec::engines::Settings {
+            partition,
+            ..engine.clone()
+        };
+        gigafab_exec::engines::build(kind, &s).map_err(|e| anyhow::anyhow!("{e}"))
     };
     gigafab_exec::check_backend(&a.executor).map_err(|e| anyhow::anyhow!("--executor: {e}"))?;
     // sites that name their own executor in the factory file: all checked
@@ -709,7 +690,10 @@ pub fn run(a: ServeArgs) -> Result<()> {
         let slurm: Vec<bool> = factory
             .sites
             .iter()
-            .map(|s| s.executor.as_deref().unwrap_or(&a.executor) == "slurm")
+            .map(|s| {
+                gigafab_exec::engines::engine(s.executor.as_deref().unwrap_or(&a.executor))
+                    .is_ok_and(|e| e.slurm_power)
+            })
             .collect();
         gigafab_server::ctl::node_power_of(&factory, &slurm)
             .map_err(|e| anyhow::anyhow!("--power-down-after: {e}"))?

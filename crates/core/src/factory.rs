@@ -96,7 +96,7 @@ struct SiteFile {
     /// Constant grid carbon intensity, gCO2e/kWh (instead of `grid`).
     carbon_g_per_kwh: Option<f64>,
     /// Where `gigafab serve` runs this site's jobs: the name of one of
-    /// `gigafab_exec::BACKENDS` (checked where executors are built).
+    /// `gigafab_exec::engines::ENGINES` (checked where executors are built).
     executor: Option<String>,
     /// Slurm partition of this site's jobs.
     slurm_partition: Option<String>,
@@ -152,7 +152,7 @@ pub struct Site {
     /// Grid carbon intensity; none: carbon is not accounted.
     pub carbon: Option<std::sync::Arc<crate::carbon::CarbonSeries>>,
     /// Executor of the site's jobs in `gigafab serve` (a name of
-    /// `gigafab_exec::BACKENDS`, checked where executors are built); none:
+    /// `gigafab_exec::engines::ENGINES`, checked where executors are built); none:
     /// the server's default.
     pub executor: Option<String>,
     /// Slurm partition of the site's jobs.

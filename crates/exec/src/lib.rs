@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub mod engines;
 pub mod local;
 pub mod posix;
 pub mod power;
@@ -189,20 +190,10 @@ impl ExecError {
     }
 }
 
-/// The engines an executor can be built for, by name (`--executor`, and
-/// a site's `executor` in a factory file).
-pub const BACKENDS: &[&str] = &["local", "slurm"];
-
-/// `Err` with what the names are when `name` is not one of [`BACKENDS`].
+/// `Err` with what the names are when `name` is not one of
+/// [`engines::ENGINES`].
 pub fn check_backend(name: &str) -> Result<(), String> {
-    if BACKENDS.contains(&name) {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{name}` is not an executor (one of: {})",
-            BACKENDS.join(", ")
-        ))
-    }
+    engines::engine(name).map(|_| ())
 }
 
 /// An engine that runs jobs.

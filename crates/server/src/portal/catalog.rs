@@ -2,6 +2,7 @@
 //! card, versions and aliases, and a request for a gated entry (its owners
 //! see the requests and grant from the page).
 
+use super::NO_BODY;
 use std::collections::HashMap;
 
 use askama::Template;
@@ -11,7 +12,6 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use gigafab_api as t;
-use serde_json::{Value, json};
 
 use super::pages::{Chrome, chrome, csrf_refused, failure};
 use super::{Failure, PortalState, Signed, form_ok, page};
@@ -32,7 +32,7 @@ struct List<'a> {
 
 async fn list(State(p): State<PortalState>, s: Signed) -> Response {
     match p
-        .api::<t::Page<t::CatalogEntry>>(&s.token, Method::GET, "/api/v1/catalog", None)
+        .api::<t::Page<t::CatalogEntry>, _>(&s.token, Method::GET, "/api/v1/catalog", NO_BODY)
         .await
     {
         Ok(v) => page(&List {
@@ -82,7 +82,7 @@ async fn entry_page(p: &PortalState, s: &Signed, name: &str, problem: Option<Str
             &s.token,
             Method::GET,
             &format!("/api/v1/catalog/{name}"),
-            None,
+            NO_BODY,
         )
         .await
     {
@@ -95,7 +95,7 @@ async fn entry_page(p: &PortalState, s: &Signed, name: &str, problem: Option<Str
                 &s.token,
                 Method::GET,
                 &format!("/api/v1/catalog/{name}/versions/{v}?files=true"),
-                None,
+                NO_BODY,
             )
             .await
             .ok(),
@@ -132,18 +132,27 @@ async fn act(
             .map(|v| v.trim().to_string())
             .unwrap_or_default()
     };
+    /// What an action on an entry posts.
+    #[derive(serde::Serialize)]
+    #[serde(untagged)]
+    enum EntryAction {
+        Request(t::RequestEntryAccess),
+        Grant(t::GrantEntry),
+    }
     let (path, body) = match act.as_str() {
         "request" => (
             format!("/api/v1/catalog/{n}/access-requests"),
-            json!({"reason": text("reason")}),
+            EntryAction::Request(t::RequestEntryAccess {
+                reason: text("reason"),
+            }),
         ),
-        "grant" => {
-            let mut b = json!({"org": text("org")});
-            if let Ok(d) = text("days").parse::<f64>() {
-                b["days"] = json!(d);
-            }
-            (format!("/api/v1/catalog/{n}/grants"), b)
-        }
+        "grant" => (
+            format!("/api/v1/catalog/{n}/grants"),
+            EntryAction::Grant(t::GrantEntry {
+                org: text("org"),
+                days: text("days").parse::<f64>().ok(),
+            }),
+        ),
         _ => {
             return failure(
                 &p,
@@ -158,7 +167,7 @@ async fn act(
         }
     };
     match p
-        .api::<Value>(&s.token, Method::POST, &path, Some(body))
+        .api::<t::CatalogEntry, _>(&s.token, Method::POST, &path, Some(&body))
         .await
     {
         Ok(_) => Redirect::to(&format!("/catalog/{n}")).into_response(),

@@ -73,6 +73,9 @@ pub struct Portal {
 
 type PortalState = Arc<Portal>;
 
+/// No request body (`api(.., NO_BODY)`).
+const NO_BODY: Option<&()> = None;
+
 /// What went wrong with an API call, as the API said it.
 #[derive(Debug, Clone)]
 pub struct Failure {
@@ -112,7 +115,7 @@ impl Portal {
         token: &str,
         method: Method,
         path: &str,
-        body: Option<serde_json::Value>,
+        body: Option<String>,
         limit: usize,
     ) -> Result<(StatusCode, axum::body::Bytes), Failure> {
         let mut req = Request::builder()
@@ -122,7 +125,7 @@ impl Portal {
         if body.is_some() {
             req = req.header(header::CONTENT_TYPE, "application/json");
         }
-        let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
+        let body = body.map_or_else(Body::empty, Body::from);
         let req = req.body(body).map_err(|e| Failure {
             status: StatusCode::BAD_REQUEST,
             code: "invalid_request".into(),
@@ -146,20 +149,34 @@ impl Portal {
     }
 
     /// Calls the API in process as `token` and reads its JSON answer.
-    pub async fn api<T: DeserializeOwned>(
+    pub async fn api<T: DeserializeOwned, B: serde::Serialize>(
         &self,
         token: &str,
         method: Method,
         path: &str,
-        body: Option<serde_json::Value>,
+        body: Option<&B>,
     ) -> Result<T, Failure> {
+        let body = match body.map(serde_json::to_string).transpose() {
+            Ok(b) => b,
+            Err(e) => {
+                return Err(Failure {
+                    status: StatusCode::BAD_REQUEST,
+                    code: "invalid_request".into(),
+                    message: e.to_string(),
+                });
+            }
+        };
         let (status, bytes) = self.send(token, method, path, body, 16 << 20).await?;
         if !status.is_success() {
-            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            let e: gigafab_api::Error =
+                serde_json::from_slice(&bytes).unwrap_or_else(|_| gigafab_api::Error {
+                    error: "error".into(),
+                    message: String::new(),
+                });
             return Err(Failure {
                 status,
-                code: v["error"].as_str().unwrap_or("error").to_string(),
-                message: v["message"].as_str().unwrap_or("").to_string(),
+                code: e.error,
+                message: e.message,
             });
         }
         serde_json::from_slice(&bytes).map_err(|e| Failure {

@@ -1,5 +1,6 @@
 //! The portal's pages and forms, each a call or two to the API.
 
+use super::NO_BODY;
 use std::collections::HashMap;
 
 use askama::Template;
@@ -10,7 +11,6 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use gigafab_api as t;
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::{
     COOKIE, Failure, MaybeSigned, PortalState, SESSION_IDLE, Signed, Words, form_ok, page,
@@ -507,12 +507,15 @@ struct Me<'a> {
 }
 
 async fn me(State(p): State<PortalState>, s: Signed) -> Response {
-    let who: Value = match p.api(&s.token, Method::GET, "/api/v1/whoami", None).await {
+    let who: t::WhoAmI = match p
+        .api(&s.token, Method::GET, "/api/v1/whoami", NO_BODY)
+        .await
+    {
         Ok(v) => v,
         Err(f) => return failure(&p, Some(&s), f, "/"),
     };
     let allocs: t::Page<t::Allocation> = match p
-        .api(&s.token, Method::GET, "/api/v1/allocations", None)
+        .api(&s.token, Method::GET, "/api/v1/allocations", NO_BODY)
         .await
     {
         Ok(v) => v,
@@ -522,13 +525,15 @@ async fn me(State(p): State<PortalState>, s: Signed) -> Response {
         Ok(v) => v,
         Err(f) => return failure(&p, Some(&s), f, "/"),
     };
-    let projects: t::Page<t::Project> =
-        match p.api(&s.token, Method::GET, "/api/v1/projects", None).await {
-            Ok(v) => v,
-            Err(f) => return failure(&p, Some(&s), f, "/"),
-        };
+    let projects: t::Page<t::Project> = match p
+        .api(&s.token, Method::GET, "/api/v1/projects", NO_BODY)
+        .await
+    {
+        Ok(v) => v,
+        Err(f) => return failure(&p, Some(&s), f, "/"),
+    };
     let now = p.shared.clock.now().0;
-    let org = who["org"].as_str().map(str::to_string);
+    let org = who.org.clone();
     page(&Me {
         c: chrome(&p, Some(&s)),
         projects: projects
@@ -547,10 +552,7 @@ async fn me(State(p): State<PortalState>, s: Signed) -> Response {
         allocs: allocs.items.iter().map(|a| alloc_view(a, now)).collect(),
         requests: requests
             .into_iter()
-            .filter(|r| {
-                s.who.org_id.is_some()
-                    && Some(&r.org) == who["org"].as_str().map(str::to_string).as_ref()
-            })
+            .filter(|r| s.who.org_id.is_some() && Some(&r.org) == who.org.as_ref())
             .collect(),
     })
 }
@@ -558,14 +560,14 @@ async fn me(State(p): State<PortalState>, s: Signed) -> Response {
 impl super::Portal {
     async fn requests(&self, s: &Signed) -> Result<Vec<t::AccessRequest>, Failure> {
         let page: t::Page<t::AccessRequest> = self
-            .api(&s.token, Method::GET, "/api/v1/requests", None)
+            .api(&s.token, Method::GET, "/api/v1/requests", NO_BODY)
             .await?;
         Ok(page.items)
     }
 
     async fn calls(&self, s: &Signed) -> Result<Vec<t::Call>, Failure> {
         let page: t::Page<t::Call> = self
-            .api(&s.token, Method::GET, "/api/v1/calls", None)
+            .api(&s.token, Method::GET, "/api/v1/calls", NO_BODY)
             .await?;
         Ok(page.items)
     }
@@ -580,7 +582,7 @@ struct Jobs<'a> {
 
 async fn jobs(State(p): State<PortalState>, s: Signed) -> Response {
     let page_: t::Page<t::JobItem> = match p
-        .api(&s.token, Method::GET, "/api/v1/jobs?limit=200", None)
+        .api(&s.token, Method::GET, "/api/v1/jobs?limit=200", NO_BODY)
         .await
     {
         Ok(v) => v,
@@ -611,7 +613,7 @@ struct NewJob<'a> {
 async fn job_inputs(p: &PortalState, s: &Signed) -> Result<Vec<Input>, Failure> {
     let w = &p.words;
     let allocs: t::Page<t::Allocation> = p
-        .api(&s.token, Method::GET, "/api/v1/allocations", None)
+        .api(&s.token, Method::GET, "/api/v1/allocations", NO_BODY)
         .await?;
     let mut alloc = input(w, "allocation", "newjob.allocation", "select");
     alloc.options = allocs
@@ -746,7 +748,7 @@ async fn new_job(
     if !form_ok(&s, form.get("csrf").map_or("", |v| v)) {
         return csrf_refused(&p, &s);
     }
-    let body = (|| -> Result<Value, Failure> {
+    let body = (|| -> Result<t::SubmitJob, Failure> {
         let alloc = number(&form, "allocation")?;
         let gpus = number(&form, "gpus")?;
         let minutes = number(&form, "time_limit_min")?;
@@ -755,22 +757,21 @@ async fn new_job(
         if command.is_empty() {
             return Err(invalid("command", "give the program to run"));
         }
-        let mut b = json!({
-            "allocation": alloc as i64,
-            "gpus": gpus as i64,
-            "command": command,
-            "time_limit_s": (minutes * 60.0).round() as i64,
-        });
-        for (k, key) in [("name", "name"), ("type", "type")] {
-            if let Some(v) = form.get(k).map(|v| v.trim()).filter(|v| !v.is_empty()) {
-                b[key] = json!(v);
-            }
-        }
-        Ok(b)
+        let field = |k: &str| {
+            form.get(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        Ok(t::SubmitJob {
+            time_limit_s: Some((minutes * 60.0).round() as i64),
+            name: field("name"),
+            type_: field("type"),
+            ..t::SubmitJob::new(alloc as i64, gpus as i64, command)
+        })
     })();
     let res = match body {
         Ok(b) => {
-            p.api::<t::Job>(&s.token, Method::POST, "/api/v1/jobs", Some(b))
+            p.api::<t::Job, _>(&s.token, Method::POST, "/api/v1/jobs", Some(&b))
                 .await
         }
         Err(f) => Err(f),
@@ -830,7 +831,12 @@ async fn job(State(p): State<PortalState>, s: Signed, Path(id): Path<String>) ->
         Err(f) => return failure(&p, Some(&s), f, "/jobs"),
     };
     let mut job: t::Job = match p
-        .api(&s.token, Method::GET, &format!("/api/v1/jobs/{id}"), None)
+        .api(
+            &s.token,
+            Method::GET,
+            &format!("/api/v1/jobs/{id}"),
+            NO_BODY,
+        )
         .await
     {
         Ok(j) => j,
@@ -838,11 +844,11 @@ async fn job(State(p): State<PortalState>, s: Signed, Path(id): Path<String>) ->
     };
     let ended = crate::model::TERMINAL.contains(&job.state.as_str());
     let estimate = if job.state == "queued" {
-        p.api::<t::JobEstimate>(
+        p.api::<t::JobEstimate, _>(
             &s.token,
             Method::GET,
             &format!("/api/v1/jobs/{id}/estimate"),
-            None,
+            NO_BODY,
         )
         .await
         .ok()
@@ -895,7 +901,12 @@ async fn job_log(
         _ => "stdout",
     };
     let state = match p
-        .api::<t::Job>(&s.token, Method::GET, &format!("/api/v1/jobs/{id}"), None)
+        .api::<t::Job, _>(
+            &s.token,
+            Method::GET,
+            &format!("/api/v1/jobs/{id}"),
+            NO_BODY,
+        )
         .await
     {
         Ok(j) => j.state,
@@ -935,11 +946,11 @@ async fn cancel_job(
         Err(f) => return failure(&p, Some(&s), f, "/jobs"),
     };
     match p
-        .api::<Value>(
+        .api::<t::Job, _>(
             &s.token,
             Method::DELETE,
             &format!("/api/v1/jobs/{id}"),
-            None,
+            NO_BODY,
         )
         .await
     {
@@ -1016,7 +1027,7 @@ async fn request_inputs(p: &PortalState, s: &Signed) -> Result<Vec<Input>, Failu
         .map(|c| (c.id.0.to_string(), format!("{} ({})", c.name, c.mode)))
         .collect();
     let allocs: t::Page<t::Allocation> = p
-        .api(&s.token, Method::GET, "/api/v1/allocations", None)
+        .api(&s.token, Method::GET, "/api/v1/allocations", NO_BODY)
         .await?;
     let mut extends = input(w, "extends", "req.extends", "select");
     extends.options = std::iter::once((String::new(), w.get("req.newalloc").to_string()))
@@ -1073,7 +1084,7 @@ async fn new_request(
     if !form_ok(&s, form.get("csrf").map_or("", |v| v)) {
         return csrf_refused(&p, &s);
     }
-    let body = (|| -> Result<Value, Failure> {
+    let body = (|| -> Result<t::CreateRequest, Failure> {
         let call = number(&form, "call")?;
         let gpu_hours = number(&form, "gpu_hours")?;
         let days = number(&form, "days")?;
@@ -1082,24 +1093,29 @@ async fn new_request(
                 .map(|v| v.trim().to_string())
                 .unwrap_or_default()
         };
-        let mut b = json!({
-            "call": call as i64,
-            "title": text("title"),
-            "summary": text("summary"),
-            "gpu_hours": gpu_hours,
-            "days": days,
-        });
+        let mut b = t::CreateRequest {
+            call: t::CallId(call as i64),
+            title: text("title"),
+            summary: Some(text("summary")),
+            project: None,
+            extends: None,
+            gpu_hours,
+            days,
+            gpu_hours_by_type: None,
+            residency: None,
+            team: None,
+        };
         let by_type = text("gpu_hours_by_type");
         if !by_type.is_empty() {
-            let mut m = serde_json::Map::new();
+            let mut m = std::collections::BTreeMap::new();
             for part in by_type.split(',').map(str::trim).filter(|x| !x.is_empty()) {
                 let (ty, h) = part
                     .split_once('=')
                     .and_then(|(t, h)| Some((t.trim(), h.trim().parse::<f64>().ok()?)))
                     .ok_or_else(|| invalid("gpu_hours_by_type", "write type=hours, type=hours"))?;
-                m.insert(ty.to_string(), json!(h));
+                m.insert(ty.to_string(), h);
             }
-            b["gpu_hours_by_type"] = Value::Object(m);
+            b.gpu_hours_by_type = Some(m);
         }
         let team: Vec<String> = text("team")
             .split(',')
@@ -1107,35 +1123,35 @@ async fn new_request(
             .filter(|x| !x.is_empty())
             .collect();
         if !team.is_empty() {
-            b["team"] = json!(team);
+            b.team = Some(team);
         }
         if !text("residency").is_empty() {
-            b["residency"] = json!(text("residency"));
+            b.residency = Some(text("residency"));
         }
         if text("extends").is_empty() {
-            b["project"] = json!(text("project"));
+            b.project = Some(text("project"));
         } else {
-            b["extends"] = json!(number(&form, "extends")? as i64);
+            b.extends = Some(t::AllocationId(number(&form, "extends")? as i64));
             if !text("project").is_empty() {
-                b["project"] = json!(text("project"));
+                b.project = Some(text("project"));
             }
         }
         Ok(b)
     })();
     let created = match body {
         Ok(b) => {
-            p.api::<t::AccessRequest>(&s.token, Method::POST, "/api/v1/requests", Some(b))
+            p.api::<t::AccessRequest, _>(&s.token, Method::POST, "/api/v1/requests", Some(&b))
                 .await
         }
         Err(f) => Err(f),
     };
     let res = match created {
         Ok(r) if form.get("then").map(String::as_str) == Some("submit") => p
-            .api::<t::AccessRequest>(
+            .api::<t::AccessRequest, _>(
                 &s.token,
                 Method::POST,
                 &format!("/api/v1/requests/{}/submit", r.id.0),
-                None,
+                NO_BODY,
             )
             .await
             .map(|_| r),
@@ -1178,7 +1194,7 @@ async fn request_page(p: &PortalState, s: &Signed, id: &str, problem: Option<Str
             &s.token,
             Method::GET,
             &format!("/api/v1/requests/{}", job_id(id).map_or(0, |v| v)),
-            None,
+            NO_BODY,
         )
         .await
     {
@@ -1188,10 +1204,10 @@ async fn request_page(p: &PortalState, s: &Signed, id: &str, problem: Option<Str
     let calls = p.calls(s).await.unwrap_or_default();
     let call = calls.iter().find(|c| c.id == r.call);
     let org = p
-        .api::<Value>(&s.token, Method::GET, "/api/v1/whoami", None)
+        .api::<t::WhoAmI, _>(&s.token, Method::GET, "/api/v1/whoami", NO_BODY)
         .await
         .ok()
-        .and_then(|v| v["org"].as_str().map(str::to_string));
+        .and_then(|v| v.org);
     page(&RequestPage {
         c: chrome(p, Some(s)),
         call_name: call
@@ -1229,25 +1245,37 @@ async fn request_act(
             .map(|v| v.trim().to_string())
             .filter(|v| !v.is_empty())
     };
+    /// What an action on a request posts.
+    #[derive(serde::Serialize)]
+    #[serde(untagged)]
+    enum RequestAction {
+        Review(t::CreateReview),
+        Comment(t::CreateComment),
+        Decision(t::CreateDecision),
+    }
     let (path, body) = match act.as_str() {
         "submit" | "withdraw" => (format!("/api/v1/requests/{n}/{act}"), None),
         "review" => (
             format!("/api/v1/requests/{n}/reviews"),
-            Some(json!({
-                "score": text("score").and_then(|v| v.parse::<i64>().ok()).unwrap_or(0),
-                "verdict": text("verdict").unwrap_or_default(),
-                "comment": text("comment"),
+            Some(RequestAction::Review(t::CreateReview {
+                score: text("score")
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .unwrap_or(0),
+                verdict: text("verdict").unwrap_or_default(),
+                comment: text("comment"),
             })),
         ),
         "comment" => (
             format!("/api/v1/requests/{n}/comments"),
-            Some(json!({ "text": text("text").unwrap_or_default() })),
+            Some(RequestAction::Comment(t::CreateComment {
+                text: text("text").unwrap_or_default(),
+            })),
         ),
         "decision" => (
             format!("/api/v1/requests/{n}/decision"),
-            Some(json!({
-                "approve": text("approve").as_deref() == Some("true"),
-                "comment": text("comment"),
+            Some(RequestAction::Decision(t::CreateDecision {
+                approve: text("approve").as_deref() == Some("true"),
+                comment: text("comment"),
             })),
         ),
         _ => {
@@ -1263,7 +1291,10 @@ async fn request_act(
             );
         }
     };
-    match p.api::<Value>(&s.token, Method::POST, &path, body).await {
+    match p
+        .api::<t::AccessRequest, _>(&s.token, Method::POST, &path, body.as_ref())
+        .await
+    {
         Ok(_) => Redirect::to(&format!("/requests/{n}")).into_response(),
         Err(f) if f.status.is_client_error() && f.status != StatusCode::NOT_FOUND => {
             let mut r = request_page(&p, &s, &id, Some(f.message)).await;
@@ -1318,42 +1349,39 @@ async fn admin_page(p: &PortalState, s: &Signed, problem: Option<String>) -> Res
             "/",
         );
     }
-    let fleet: Value = match p.api(&s.token, Method::GET, "/api/v1/fleet", None).await {
+    let fleet: t::Fleet = match p.api(&s.token, Method::GET, "/api/v1/fleet", NO_BODY).await {
         Ok(v) => v,
         Err(f) => return failure(p, Some(s), f, "/"),
     };
     let audit: t::Page<t::AuditEntry> = match p
-        .api(&s.token, Method::GET, "/api/v1/audit?limit=100", None)
+        .api(&s.token, Method::GET, "/api/v1/audit?limit=100", NO_BODY)
         .await
     {
         Ok(v) => v,
         Err(f) => return failure(p, Some(s), f, "/"),
     };
-    let nodes = fleet["nodes"]
-        .as_array()
-        .map(|ns| {
-            ns.iter()
-                .map(|n| NodeView {
-                    name: n["name"].as_str().unwrap_or("").to_string(),
-                    pool: n["pool"].as_str().unwrap_or("").to_string(),
-                    type_: n["type"].as_str().unwrap_or("").to_string(),
-                    free: n["free"].as_u64().unwrap_or(0),
-                    busy: n["busy"].as_u64().unwrap_or(0),
-                    drained: n["state"].as_str() == Some("drained"),
-                    reason: n["reason"].as_str().unwrap_or("").to_string(),
-                })
-                .collect()
+    let nodes = fleet
+        .nodes
+        .into_iter()
+        .map(|n| NodeView {
+            name: n.name,
+            pool: n.pool,
+            type_: n.type_,
+            free: n.free.into(),
+            busy: n.busy.into(),
+            drained: n.state == t::NodeState::Drained,
+            reason: n.reason.unwrap_or_default(),
         })
-        .unwrap_or_default();
+        .collect();
     let orgs: t::Page<t::Org> = p
-        .api(&s.token, Method::GET, "/api/v1/orgs", None)
+        .api(&s.token, Method::GET, "/api/v1/orgs", NO_BODY)
         .await
         .unwrap_or(t::Page {
             items: Vec::new(),
             next: None,
         });
     let users: t::Page<t::User> = p
-        .api(&s.token, Method::GET, "/api/v1/users", None)
+        .api(&s.token, Method::GET, "/api/v1/users", NO_BODY)
         .await
         .unwrap_or(t::Page {
             items: Vec::new(),
@@ -1408,23 +1436,19 @@ async fn open_call(
             .filter(|x| !x.is_empty())
             .collect()
     };
-    let body = number(&form, "envelope_gpu_hours").map(|envelope| {
-        let mut b = json!({
-            "name": text("name"),
-            "mode": text("mode"),
-            "categories": list("categories"),
-            "envelope_gpu_hours": envelope,
-            "countries": list("countries"),
-            "types": list("types"),
-        });
-        if !text("closes_at").is_empty() {
-            b["closes_at"] = json!(text("closes_at"));
-        }
-        b
+    let body = number(&form, "envelope_gpu_hours").map(|envelope| t::CreateCall {
+        name: text("name"),
+        mode: text("mode"),
+        categories: list("categories"),
+        envelope_gpu_hours: envelope,
+        opens_at: None,
+        closes_at: Some(text("closes_at")).filter(|c| !c.is_empty()),
+        countries: Some(list("countries")),
+        types: Some(list("types")),
     });
     let res = match body {
         Ok(b) => {
-            p.api::<t::Call>(&s.token, Method::POST, "/api/v1/calls", Some(b))
+            p.api::<t::Call, _>(&s.token, Method::POST, "/api/v1/calls", Some(&b))
                 .await
         }
         Err(f) => Err(f),
@@ -1478,8 +1502,13 @@ async fn node_act(
     }
     let path = format!("/api/v1/fleet/nodes/{name}/{act}");
     let reason = f.reason.trim();
-    let body = (act == "drain" && !reason.is_empty()).then(|| json!({ "reason": reason }));
-    match p.api::<Value>(&s.token, Method::POST, &path, body).await {
+    let body = (act == "drain" && !reason.is_empty()).then(|| t::DrainNode {
+        reason: Some(reason.to_string()),
+    });
+    match p
+        .api::<t::FleetNode, _>(&s.token, Method::POST, &path, body.as_ref())
+        .await
+    {
         Ok(_) => Redirect::to("/admin").into_response(),
         Err(f) => admin_page(&p, &s, Some(f.message)).await,
     }
