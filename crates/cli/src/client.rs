@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use futures_util::StreamExt;
 use http::{Api, DEFAULT_SERVER, Reply};
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 use std::io::{ErrorKind, Write};
 use std::path::PathBuf;
 
@@ -648,14 +648,6 @@ fn note(msg: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{msg}");
 }
 
-/// Prints a reply: its JSON re-indented verbatim, or the table view.
-fn show(g: &Global, r: &Reply, table: impl FnOnce(&Value) -> String) -> Result<()> {
-    match g.output {
-        Format::Json => emit(&format!("{}\n", fmt::pretty_json(&r.raw))),
-        Format::Table => emit(&table(&r.value)),
-    }
-}
-
 /// Prints a reply: its JSON re-indented verbatim, or the table view of
 /// the API contract's type it holds.
 fn show_as<T: serde::de::DeserializeOwned>(
@@ -682,24 +674,19 @@ fn typed<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T> {
     })
 }
 
-fn items(v: &Value) -> &[Value] {
-    v["items"].as_array().map(Vec::as_slice).unwrap_or(&[])
-}
-
 // ---- commands --------------------------------------------------------------
 
 async fn org(c: OrgCmd) -> Result<()> {
     match c {
         OrgCmd::Create { name, category, g } => {
-            let body = json!({ "name": name, "category": name_of(&category) });
+            let body = gigafab_api::CreateOrg {
+                name,
+                category: name_of(&category),
+                country: None,
+            };
             let r = g.conn.api()?.post(&["orgs"], Some(&body)).await?;
-            show(&g, &r, |v| {
-                format!(
-                    "created org {} (id {}, {})\n",
-                    fmt::text(&v["name"]),
-                    fmt::text(&v["id"]),
-                    fmt::text(&v["category"])
-                )
+            show_as(&g, &r, |o: &gigafab_api::Org| {
+                format!("created org {} (id {}, {})\n", o.name, o.id, o.category)
             })
         }
         OrgCmd::List(a) => {
@@ -719,17 +706,16 @@ async fn project(c: ProjectCmd) -> Result<()> {
             members,
             g,
         } => {
-            let mut body = json!({ "org": org, "name": name });
-            if !members.is_empty() {
-                body["members"] = json!(members);
-            }
+            let body = gigafab_api::CreateProject {
+                org,
+                name,
+                members: (!members.is_empty()).then_some(members),
+            };
             let r = g.conn.api()?.post(&["projects"], Some(&body)).await?;
-            show(&g, &r, |v| {
+            show_as(&g, &r, |p: &gigafab_api::Project| {
                 format!(
                     "created project {} (id {}) in org {}\n",
-                    fmt::text(&v["name"]),
-                    fmt::text(&v["id"]),
-                    fmt::text(&v["org"])
+                    p.name, p.id, p.org
                 )
             })
         }
@@ -740,7 +726,9 @@ async fn project(c: ProjectCmd) -> Result<()> {
             })
         }
         ProjectCmd::AddMember { project, user, g } => {
-            let body = json!({ "user": user });
+            let body = gigafab_api::AddMember {
+                user: gigafab_api::UserId(user),
+            };
             let path = [
                 "projects".to_string(),
                 project.to_string(),
@@ -769,16 +757,17 @@ async fn project(c: ProjectCmd) -> Result<()> {
 }
 
 /// The body of `POST /users`; owners and members need an organisation.
-fn user_body(name: &str, org: Option<&str>, role: Role) -> Result<Value> {
-    let mut body = json!({ "name": name, "role": name_of(&role) });
-    match org {
-        Some(o) => body["org"] = json!(o),
-        None if matches!(role, Role::Owner | Role::Member) => {
-            bail!("--org is required for a user with role {}", name_of(&role))
-        }
-        None => {}
+fn user_body(name: &str, org: Option<&str>, role: Role) -> Result<gigafab_api::CreateUser> {
+    if org.is_none() && matches!(role, Role::Owner | Role::Member) {
+        bail!("--org is required for a user with role {}", name_of(&role))
     }
-    Ok(body)
+    Ok(gigafab_api::CreateUser {
+        name: name.to_string(),
+        org: org.map(str::to_string),
+        role: Some(name_of(&role)),
+        email: None,
+        oidc_subject: None,
+    })
 }
 
 async fn user(c: UserCmd) -> Result<()> {
@@ -791,33 +780,22 @@ async fn user(c: UserCmd) -> Result<()> {
             oidc_subject,
             g,
         } => {
-            let mut body = user_body(&name, org.as_deref(), role)?;
-            if let Some(e) = email {
-                body["email"] = json!(e);
-            }
-            if let Some(sub) = oidc_subject {
-                body["oidc_subject"] = json!(sub);
-            }
+            let body = gigafab_api::CreateUser {
+                email,
+                oidc_subject,
+                ..user_body(&name, org.as_deref(), role)?
+            };
             let r = g.conn.api()?.post(&["users"], Some(&body)).await?;
-            let v = &r.value;
             if g.output == Format::Table {
-                let org = match &v["org"] {
-                    Value::Null => String::new(),
-                    o => format!(", org {}", fmt::text(o)),
-                };
+                let u: gigafab_api::NewUser = typed(&r.value)?;
+                let org = u.org.map(|o| format!(", org {o}")).unwrap_or_default();
                 note(&format!(
                     "created user {} (id {}, {}{org})",
-                    fmt::text(&v["name"]),
-                    fmt::text(&v["id"]),
-                    fmt::text(&v["role"])
+                    u.name, u.id, u.role
                 ));
             }
-            show(&g, &r, |v| {
-                format!(
-                    "token for {} (shown once): {}\n",
-                    fmt::text(&v["name"]),
-                    fmt::text(&v["token"])
-                )
+            show_as(&g, &r, |u: &gigafab_api::NewUser| {
+                format!("token for {} (shown once): {}\n", u.name, u.token)
             })
         }
         UserCmd::List(a) => {
@@ -830,13 +808,14 @@ async fn user(c: UserCmd) -> Result<()> {
             let r = g
                 .conn
                 .api()?
-                .post(&["users", &id.to_string(), "disable"], Some(&json!({})))
+                .post(&["users", &id.to_string(), "disable"], http::NO_BODY)
                 .await?;
-            show(&g, &r, |v| {
+            show_as(&g, &r, |d: &gigafab_api::DisabledUser| {
                 format!(
-                    "disabled user {} ({} tokens revoked)\n",
-                    fmt::text(&v["id"]),
-                    fmt::text(&v["tokens_revoked"])
+                    "disabled user {} ({} tokens revoked, {} queued jobs cancelled)\n",
+                    d.id,
+                    d.tokens_revoked,
+                    d.queued_jobs_cancelled.len()
                 )
             })
         }
@@ -850,40 +829,36 @@ async fn token(c: TokenCmd) -> Result<()> {
             expires_days,
             g,
         } => {
-            let body = match user {
-                Some(u) => json!({ "user": u, "expires_in_days": expires_days }),
-                None => json!({ "expires_in_days": expires_days }),
+            let body = gigafab_api::CreateToken {
+                user: user.map(|u| gigafab_api::IdRef::Num(u as i64)),
+                expires_in_days: Some(expires_days),
             };
             let r = g.conn.api()?.post(&["tokens"], Some(&body)).await?;
             if g.output == Format::Table {
-                let id = fmt::text(&r.value["id"]);
+                let t: gigafab_api::NewToken = typed(&r.value)?;
                 note(&format!(
-                    "created token {id} (expires {}); revoke it with `gigafab token revoke {id}`",
-                    fmt::text(&r.value["expires_at"])
+                    "created token {} (expires {}); revoke it with `gigafab token revoke {}`",
+                    t.id, t.expires_at, t.id
                 ));
             }
-            show(&g, &r, |v| {
-                format!(
-                    "token for {} (shown once): {}\n",
-                    fmt::text(&v["user"]),
-                    fmt::text(&v["token"])
-                )
+            show_as(&g, &r, |t: &gigafab_api::NewToken| {
+                format!("token for {} (shown once): {}\n", t.user, t.token)
             })
         }
         TokenCmd::List(a) => {
             let r = a.g.conn.api()?.get_list(&["tokens"], &[], true).await?;
-            show(&a.g, &r, |v| {
+            show_as(&a.g, &r, |p: &gigafab_api::Page<gigafab_api::Token>| {
                 let mut t = format!(
                     "{:>6}  {:<16} {:<26} {}\n",
                     "ID", "USER", "CREATED", "EXPIRES"
                 );
-                for x in items(v) {
+                for x in &p.items {
                     t.push_str(&format!(
                         "{:>6}  {:<16} {:<26} {}\n",
-                        fmt::text(&x["id"]),
-                        fmt::text(&x["user_name"]),
-                        fmt::text(&x["created_at"]),
-                        fmt::text(&x["expires_at"])
+                        x.id,
+                        x.user_name.as_deref().unwrap_or("-"),
+                        x.created_at,
+                        x.expires_at.as_deref().unwrap_or("-")
                     ));
                 }
                 t
@@ -891,8 +866,8 @@ async fn token(c: TokenCmd) -> Result<()> {
         }
         TokenCmd::Revoke { id, g } => {
             let r = g.conn.api()?.delete(&["tokens", &id.to_string()]).await?;
-            show(&g, &r, |v| {
-                format!("revoked token {}\n", fmt::text(&v["id"]))
+            show_as(&g, &r, |t: &gigafab_api::RevokedToken| {
+                format!("revoked token {}\n", t.id)
             })
         }
     }
@@ -909,39 +884,28 @@ async fn alloc(c: AllocCmd) -> Result<()> {
             name,
             g,
         } => {
-            let mut body = Map::new();
-            body.insert("org".into(), json!(org));
-            body.insert("gpu_hours".into(), json!(gpu_hours));
-            if let Some(d) = days {
-                body.insert("days".into(), json!(d));
-            }
-            if let Some(f) = valid_from {
-                body.insert("valid_from".into(), json!(f));
-            }
-            if let Some(q) = qos_priority {
-                body.insert("qos_priority".into(), json!(q));
-            }
-            if let Some(n) = name {
-                body.insert("name".into(), json!(n));
-            }
+            let body = gigafab_api::CreateAllocation {
+                org,
+                gpu_hours,
+                days: days.map(f64::from),
+                valid_from,
+                qos_priority,
+                name,
+                project: None,
+            };
             let r = g
                 .conn
                 .api()?
-                .post_idempotent(&["allocations"], &Value::Object(body))
+                .post_idempotent(&["allocations"], &body)
                 .await?;
             if g.output == Format::Table {
-                let v = &r.value;
+                let a: gigafab_api::Allocation = typed(&r.value)?;
                 note(&format!(
-                    "created allocation {} for org {}: {} GPU-h, valid {} to {} ({})",
-                    fmt::text(&v["name"]),
-                    fmt::text(&v["org"]),
-                    fmt::hours(&v["granted_gpu_hours"]),
-                    fmt::text(&v["valid_from"]),
-                    fmt::text(&v["valid_until"]),
-                    fmt::text(&v["state"]),
+                    "created allocation {} for org {}: {:.1} GPU-h, valid {} to {} ({})",
+                    a.name, a.org, a.granted_gpu_hours, a.valid_from, a.valid_until, a.state,
                 ));
             }
-            show(&g, &r, |v| format!("{}\n", fmt::text(&v["id"])))
+            show_as(&g, &r, |a: &gigafab_api::Allocation| format!("{}\n", a.id))
         }
         AllocCmd::List(a) => {
             let r =
@@ -997,13 +961,13 @@ fn with_kind(kind: &str, r: &str) -> String {
 
 /// The body of `POST /jobs`: the API contract's type, so that the CLI
 /// and the server cannot disagree on it.
-fn submit_body(a: &SubmitArgs, allocation: i64, workdir: Option<String>) -> Value {
+fn submit_body(a: &SubmitArgs, allocation: i64, workdir: Option<String>) -> gigafab_api::SubmitJob {
     let (type_, types) = match a.types.as_slice() {
         [] => (None, None),
         [one] => (Some(one.clone()), None),
         several => (None, Some(several.to_vec())),
     };
-    let body = gigafab_api::SubmitJob {
+    gigafab_api::SubmitJob {
         allocation: gigafab_api::IdRef::Num(allocation),
         gpus: a.gpus as i64,
         command: a.command.clone(),
@@ -1031,8 +995,7 @@ fn submit_body(a: &SubmitArgs, allocation: i64, workdir: Option<String>) -> Valu
             (!v.is_empty()).then_some(v)
         },
         output_model: a.output_model.clone(),
-    };
-    serde_json::to_value(body).expect("a submission is JSON")
+    }
 }
 
 /// Submits a job; returns the server's answer and, when the allocation was
@@ -1075,12 +1038,8 @@ async fn submit(a: SubmitArgs) -> Result<()> {
             render::allocation_brief(&p)
         ));
     }
-    show(&a.g, &r, |v| {
-        format!(
-            "submitted job {} ({})\n",
-            fmt::text(&v["id"]),
-            fmt::text(&v["state"])
-        )
+    show_as(&a.g, &r, |j: &gigafab_api::Job| {
+        format!("submitted job {} ({})\n", j.id, j.state)
     })
 }
 
@@ -1181,11 +1140,13 @@ async fn job(a: JobArgs) -> Result<()> {
 }
 
 /// What `gigafab cancel` says about a job the server accepted to cancel.
-fn cancel_line(id: u64, job: &Value) -> String {
-    match job["state"].as_str() {
-        Some("cancelled") => format!("cancelled job {id}\n"),
-        Some(state) => format!("cancelling job {id} (still {state}; it stops shortly)\n"),
-        None => format!("cancelling job {id}\n"),
+fn cancel_line(job: &gigafab_api::Job) -> String {
+    match job.state.as_str() {
+        "cancelled" => format!("cancelled job {}\n", job.id),
+        state => format!(
+            "cancelling job {} (still {state}; it stops shortly)\n",
+            job.id
+        ),
     }
 }
 
@@ -1193,17 +1154,17 @@ async fn cancel(a: CancelArgs) -> Result<()> {
     let api = a.g.conn.api()?;
     if let [id] = a.ids.as_slice() {
         let r = api.delete(&["jobs", &id.to_string()]).await?;
-        return show(&a.g, &r, |v| cancel_line(*id, v));
+        return show_as(&a.g, &r, cancel_line);
     }
     let mut raws = Vec::new();
     let mut failed = 0usize;
     for id in &a.ids {
         match api.delete(&["jobs", &id.to_string()]).await {
             Ok(r) => match a.g.output {
-                Format::Table => emit(&cancel_line(*id, &r.value))?,
+                Format::Table => emit(&cancel_line(&typed(&r.value)?))?,
                 Format::Json => raws.push(r.raw),
             },
-            Err(e) if e.to_string().starts_with("cannot reach") => return Err(e),
+            Err(e) if http::ClientError::is_unreachable(&e) => return Err(e),
             Err(e) => {
                 failed += 1;
                 note(&format!("error: job {id}: {e:#}"));
@@ -1241,7 +1202,7 @@ async fn logs(a: LogsArgs) -> Result<()> {
         }
         let err = match api.get_stream(&["jobs", &id, "logs"], &q).await {
             // A retry that cannot connect counts as a failure too.
-            Err(e) if failures > 0 && e.to_string().starts_with("cannot reach") => e,
+            Err(e) if failures > 0 && http::ClientError::is_unreachable(&e) => e,
             Err(e) => return Err(e),
             Ok(resp) => {
                 let mut body = resp.bytes_stream();
@@ -1288,7 +1249,7 @@ async fn fleet(a: FleetArgs) -> Result<()> {
             n.node,
             "drain",
             n.g,
-            n.reason.map(|r| json!({ "reason": r })),
+            n.reason.map(|r| gigafab_api::DrainNode { reason: Some(r) }),
         ),
         Some(FleetCmd::Resume(n)) => (n.node, "resume", n.g, None),
         Some(FleetCmd::ImportSlurm(i)) => return import_slurm(i),
@@ -1298,17 +1259,14 @@ async fn fleet(a: FleetArgs) -> Result<()> {
         .api()?
         .post(&["fleet", "nodes", &node, action], body.as_ref())
         .await?;
-    show(&g, &r, |v| {
-        let name = match &v["name"] {
-            Value::Null => node.clone(),
-            n => fmt::text(n),
-        };
+    show_as(&g, &r, |n: &gigafab_api::FleetNode| {
+        let state = render::word(&n.state);
         match action {
             "drain" => format!(
-                "drained node {name} ({}): no new jobs start there, running ones finish\n",
-                fmt::text(&v["state"])
+                "drained node {} ({state}): no new jobs start there, running ones finish\n",
+                n.name
             ),
-            _ => format!("resumed node {name} ({})\n", fmt::text(&v["state"])),
+            _ => format!("resumed node {} ({state})\n", n.name),
         }
     })
 }
@@ -1317,6 +1275,7 @@ async fn fleet(a: FleetArgs) -> Result<()> {
 mod tests {
     use super::*;
     use clap::Parser;
+    use serde_json::json;
     use std::io::{BufRead, BufReader, Read};
     use std::net::TcpListener;
     use std::sync::{Arc, Mutex};
@@ -1406,7 +1365,7 @@ mod tests {
             "3e-4",
         ]);
         assert_eq!(a.g.output, Format::Json);
-        let b = submit_body(&a, 3, Some("/w".into()));
+        let b = serde_json::to_value(submit_body(&a, 3, Some("/w".into()))).unwrap();
         assert_eq!(
             b,
             json!({"allocation": 3, "gpus": 2, "command": ["python", "-u", "train.py", "--lr", "3e-4"],
@@ -1417,7 +1376,7 @@ mod tests {
         // Minimal form, command without `--`, several types.
         let a = submit_args(&["--type", "h100", "--type", "a100", "sleep", "10"]);
         assert_eq!(
-            submit_body(&a, 1, None),
+            serde_json::to_value(submit_body(&a, 1, None)).unwrap(),
             json!({"allocation": 1, "gpus": 1, "command": ["sleep", "10"], "types": ["h100", "a100"]})
         );
     }
@@ -1547,11 +1506,11 @@ mod tests {
     #[test]
     fn user_bodies() {
         assert_eq!(
-            user_body("bob", Some("acme"), Role::Owner).unwrap(),
+            serde_json::to_value(user_body("bob", Some("acme"), Role::Owner).unwrap()).unwrap(),
             json!({"name": "bob", "org": "acme", "role": "owner"})
         );
         assert_eq!(
-            user_body("root", None, Role::Admin).unwrap(),
+            serde_json::to_value(user_body("root", None, Role::Admin).unwrap()).unwrap(),
             json!({"name": "root", "role": "admin"})
         );
         let e = user_body("bob", None, Role::Member)
@@ -1617,12 +1576,22 @@ mod tests {
 
     #[test]
     fn cancel_lines() {
+        let job = |state: &str| -> gigafab_api::Job {
+            serde_json::from_value(json!({
+                "id": 3, "name": "", "org": "acme", "project": null, "user": "ann",
+                "allocation": 1, "gpus": 1,
+                "accelerator": {"types": [], "vendor": null, "min_memory_gb": null},
+                "job_type": null, "command": ["x"], "time_limit_s": 60, "priority": 0,
+                "preemptible": false, "state": state, "reason": null, "exit_code": null,
+                "submitted_at": "2026-01-01T00:00:00Z", "started_at": null, "ended_at": null,
+                "accelerators": [], "gpu_hours": 0.0, "energy_kwh": 0.0, "avg_power_w": null,
+                "carbon_g": null, "energy_source": null
+            }))
+            .unwrap()
+        };
+        assert_eq!(cancel_line(&job("cancelled")), "cancelled job 3\n");
         assert_eq!(
-            cancel_line(3, &json!({"state": "cancelled"})),
-            "cancelled job 3\n"
-        );
-        assert_eq!(
-            cancel_line(3, &json!({"state": "running"})),
+            cancel_line(&job("running")),
             "cancelling job 3 (still running; it stops shortly)\n"
         );
     }

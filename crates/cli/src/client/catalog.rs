@@ -2,11 +2,12 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use serde_json::{Value, json};
 use std::path::PathBuf;
 
-use super::fmt::{Table, text};
-use super::{Global, items, note, show};
+use super::fmt::Table;
+use gigafab_api as t;
+
+use super::{Global, note, show_as};
 
 /// `gigafab catalog ...` (parsed once per run: its size does not matter).
 #[derive(Subcommand, Debug)]
@@ -226,7 +227,8 @@ pub async fn run(c: CatalogCmd) -> Result<()> {
             // the entry, made if it does not exist
             let exists = match api.get(&["catalog", &name], &[]).await {
                 Ok(_) => true,
-                Err(e) if e.to_string().contains("entry_not_found") => false,
+                // none that the caller may see
+                Err(e) if super::http::ClientError::status(&e) == Some(404) => false,
                 Err(e) => return Err(e),
             };
             if !exists {
@@ -244,19 +246,24 @@ pub async fn run(c: CatalogCmd) -> Result<()> {
             } else {
                 aliases
             };
-            let mut lineage = json!({"aliases": aliases, "datasets": datasets});
-            if let Some(b) = base {
-                lineage["base"] = json!(b);
-            }
+            let lineage = t::CommitUpload {
+                aliases,
+                base,
+                datasets,
+            };
             if in_place {
                 let abs = std::path::absolute(&path)
                     .with_context(|| format!("resolving {}", path.display()))?;
-                let mut body = lineage;
-                body["path"] = json!(abs.to_str().context("the path is not UTF-8")?);
+                let body = t::RegisterInPlace {
+                    path: abs.to_str().context("the path is not UTF-8")?.to_string(),
+                    aliases: lineage.aliases,
+                    base: lineage.base,
+                    datasets: lineage.datasets,
+                };
                 let r = api
                     .post(&["catalog", &name, "versions"], Some(&body))
                     .await?;
-                return show(&g, &r, version_line);
+                return show_as(&g, &r, version_line);
             }
             let threads = threads.unwrap_or_else(gigafab_catalog::default_threads);
             let t0 = std::time::Instant::now();
@@ -276,13 +283,20 @@ pub async fn run(c: CatalogCmd) -> Result<()> {
             let up = api
                 .post(
                     &["catalog", &name, "uploads"],
-                    Some(&json!({"files": m.files})),
+                    Some(&t::StartUpload {
+                        files: m
+                            .files
+                            .iter()
+                            .map(|f| t::ManifestFile {
+                                path: f.path.clone(),
+                                size: f.size,
+                                sha256: f.sha256.clone(),
+                            })
+                            .collect(),
+                    }),
                 )
                 .await?;
-            let id = up.value["id"]
-                .as_str()
-                .context("the server answered no upload id")?
-                .to_string();
+            let id = super::typed::<t::Upload>(&up.value)?.id;
             // a few files in flight at once: the server hashes each as it
             // arrives
             use futures_util::StreamExt;
@@ -303,7 +317,7 @@ pub async fn run(c: CatalogCmd) -> Result<()> {
             let r = api
                 .post(&["catalog", "uploads", &id, "commit"], Some(&lineage))
                 .await?;
-            show(&g, &r, version_line)
+            show_as(&g, &r, version_line)
         }
         CatalogCmd::Create {
             name,
@@ -317,12 +331,12 @@ pub async fn run(c: CatalogCmd) -> Result<()> {
         } => {
             let body = entry_body(&name, &kind, &licence, access, org, &residency, description);
             let r = g.conn.api()?.post(&["catalog"], Some(&body)).await?;
-            show(&g, &r, entry_text)
+            show_as(&g, &r, entry_text)
         }
         CatalogCmd::Ls { g } => {
             let r = g.conn.api()?.get(&["catalog"], &[]).await?;
-            show(&g, &r, |v| {
-                let mut t = Table::new(&[
+            show_as(&g, &r, |p: &t::Page<t::CatalogEntry>| {
+                let mut tb = Table::new(&[
                     "NAME",
                     "KIND",
                     "ORG",
@@ -332,19 +346,19 @@ pub async fn run(c: CatalogCmd) -> Result<()> {
                     "VERSIONS",
                     "READABLE",
                 ]);
-                for e in items(v) {
-                    t.row([
-                        text(&e["name"]),
-                        text(&e["kind"]),
-                        text(&e["org"]),
-                        text(&e["access"]),
-                        text(&e["licence"]),
-                        list_or(&e["residency"], "any"),
-                        e["versions"].as_array().map_or(0, Vec::len).to_string(),
-                        if e["readable"] == true { "yes" } else { "no" }.into(),
+                for e in &p.items {
+                    tb.row([
+                        e.name.clone(),
+                        e.kind.clone(),
+                        e.org.clone(),
+                        e.access.clone(),
+                        e.licence.clone(),
+                        list_or(&e.residency, "any"),
+                        e.versions.len().to_string(),
+                        if e.readable { "yes" } else { "no" }.into(),
                     ]);
                 }
-                t.render()
+                tb.render()
             })
         }
         CatalogCmd::Show {
@@ -356,25 +370,20 @@ pub async fn run(c: CatalogCmd) -> Result<()> {
             match reference.split_once('@') {
                 None => {
                     let r = api.get(&["catalog", &reference], &[]).await?;
-                    show(&g, &r, entry_text)
+                    show_as(&g, &r, entry_text)
                 }
                 Some(_) => {
                     let (n, v) = split_ref(&reference)?;
                     let q = [("files", files.to_string())];
                     let r = api.get(&["catalog", n, "versions", v], &q).await?;
-                    show(&g, &r, |v| {
+                    show_as(&g, &r, |v: &t::CatalogVersion| {
                         let mut out = version_line(v);
                         out.push_str(&format!(
                             "lineage: {}\n",
-                            serde_json::to_string(&v["lineage"]).unwrap_or_default()
+                            serde_json::to_string(&v.lineage).unwrap_or_default()
                         ));
-                        for f in v["manifest"].as_array().into_iter().flatten() {
-                            out.push_str(&format!(
-                                "{}  {:>12}  {}\n",
-                                text(&f["sha256"]),
-                                text(&f["size"]),
-                                text(&f["path"])
-                            ));
+                        for f in v.manifest.iter().flatten() {
+                            out.push_str(&format!("{}  {:>12}  {}\n", f.sha256, f.size, f.path));
                         }
                         out
                     })
@@ -386,30 +395,21 @@ pub async fn run(c: CatalogCmd) -> Result<()> {
             let r = g
                 .conn
                 .api()?
-                .post(&["catalog", n, "verify", v], None)
+                .post(&["catalog", n, "verify", v], super::http::NO_BODY)
                 .await?;
-            show(&g, &r, |v| {
+            show_as(&g, &r, |v: &t::VerifyReport| {
                 let mut out = format!(
                     "{}@{}: {}\n",
-                    text(&v["entry"]),
-                    text(&v["version"]),
-                    if v["intact"] == true {
-                        "intact"
-                    } else {
-                        "CORRUPT"
-                    }
+                    v.entry,
+                    v.version,
+                    if v.intact { "intact" } else { "CORRUPT" }
                 );
-                for p in v["problems"].as_array().into_iter().flatten() {
-                    out.push_str(&format!(
-                        "  {:<10} {}  {}\n",
-                        text(&p["kind"]),
-                        text(&p["path"]),
-                        text(&p["detail"])
-                    ));
+                for p in &v.problems {
+                    out.push_str(&format!("  {:<10} {}  {}\n", p.kind, p.path, p.detail));
                 }
                 out
             })?;
-            if r.value["intact"] != true {
+            if !super::typed::<t::VerifyReport>(&r.value)?.intact {
                 std::process::exit(1);
             }
             Ok(())
@@ -421,18 +421,16 @@ pub async fn run(c: CatalogCmd) -> Result<()> {
                 .api()?
                 .get(&["catalog", n, "lineage", v], &[])
                 .await?;
-            show(&g, &r, |v| {
+            show_as(&g, &r, |v: &t::LineageGraph| {
                 let mut out = String::new();
-                for e in v["edges"].as_array().into_iter().flatten() {
-                    out.push_str(&format!(
-                        "{} --{}--> {}\n",
-                        text(&e[0]),
-                        text(&e[2]),
-                        text(&e[1])
-                    ));
+                for (from, to, how) in &v.edges {
+                    out.push_str(&format!("{from} --{how}--> {to}\n"));
                 }
                 if out.is_empty() {
-                    out = format!("{}: no recorded ancestors\n", text(&v["nodes"][0]));
+                    out = format!(
+                        "{}: no recorded ancestors\n",
+                        v.nodes.first().map_or("?", String::as_str)
+                    );
                 }
                 out
             })
@@ -448,22 +446,19 @@ pub async fn run(c: CatalogCmd) -> Result<()> {
                 .api()?
                 .put(
                     &["catalog", &name, "aliases", &alias],
-                    &json!({"version": version}),
+                    &t::SetAlias { version },
                 )
                 .await?;
-            show(&g, &r, entry_text)
+            show_as(&g, &r, entry_text)
         }
         CatalogCmd::Grant { name, org, days, g } => {
-            let mut body = json!({"org": org});
-            if let Some(d) = days {
-                body["days"] = json!(d);
-            }
+            let body = t::GrantEntry { org, days };
             let r = g
                 .conn
                 .api()?
                 .post(&["catalog", &name, "grants"], Some(&body))
                 .await?;
-            show(&g, &r, entry_text)
+            show_as(&g, &r, entry_text)
         }
         CatalogCmd::Revoke { name, org, g } => {
             let r = g
@@ -471,7 +466,7 @@ pub async fn run(c: CatalogCmd) -> Result<()> {
                 .api()?
                 .delete(&["catalog", &name, "grants", &org])
                 .await?;
-            show(&g, &r, entry_text)
+            show_as(&g, &r, entry_text)
         }
         CatalogCmd::RequestAccess { name, reason, g } => {
             let r = g
@@ -479,10 +474,10 @@ pub async fn run(c: CatalogCmd) -> Result<()> {
                 .api()?
                 .post(
                     &["catalog", &name, "access-requests"],
-                    Some(&json!({"reason": reason})),
+                    Some(&t::RequestEntryAccess { reason }),
                 )
                 .await?;
-            show(&g, &r, |_| {
+            show_as(&g, &r, |_: &t::CatalogEntry| {
                 format!("asked the owners of {name} for access\n")
             })
         }
@@ -498,90 +493,83 @@ fn entry_body(
     org: Option<String>,
     residency: &[String],
     description: Option<String>,
-) -> Value {
-    let mut body = json!({"name": name, "kind": kind, "licence": licence});
-    if let Some(a) = access {
-        body["access"] = json!(a);
+) -> t::CreateEntry {
+    t::CreateEntry {
+        name: name.to_string(),
+        kind: kind.to_string(),
+        org,
+        access,
+        licence: licence.to_string(),
+        card: description.map(|d| t::Card {
+            description: d,
+            ..t::Card::default()
+        }),
+        residency: (!residency.is_empty()).then(|| residency.to_vec()),
     }
-    if let Some(o) = org {
-        body["org"] = json!(o);
-    }
-    if !residency.is_empty() {
-        body["residency"] = json!(residency);
-    }
-    if let Some(d) = description {
-        body["card"] = json!({"description": d});
-    }
-    body
 }
 
-fn list_or(v: &Value, none: &str) -> String {
-    let l: Vec<String> = v.as_array().into_iter().flatten().map(text).collect();
-    if l.is_empty() {
+fn list_or<T: std::fmt::Display>(v: &[T], none: &str) -> String {
+    if v.is_empty() {
         none.to_string()
     } else {
-        l.join(",")
+        v.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 
-fn version_line(v: &Value) -> String {
+fn version_line(v: &t::CatalogVersion) -> String {
     format!(
         "{}@{}: {} files, {} bytes, manifest {}{}\n",
-        text(&v["entry"]),
-        text(&v["version"]),
-        text(&v["files"]),
-        text(&v["bytes"]),
-        text(&v["manifest_hash"]),
-        if v["in_place"] == true {
-            " (in place)"
-        } else {
-            ""
-        }
+        v.entry,
+        v.version,
+        v.files,
+        v.bytes,
+        v.manifest_hash,
+        if v.in_place { " (in place)" } else { "" }
     )
 }
 
-fn entry_text(e: &Value) -> String {
+fn entry_text(e: &t::CatalogEntry) -> String {
     let mut out = format!(
         "{} ({} of {}, {} access, {})\nresidency: {}\n",
-        text(&e["name"]),
-        text(&e["kind"]),
-        text(&e["org"]),
-        text(&e["access"]),
-        text(&e["licence"]),
-        list_or(&e["residency"], "any site"),
+        e.name,
+        e.kind,
+        e.org,
+        e.access,
+        e.licence,
+        list_or(&e.residency, "any site"),
     );
-    let d = text(&e["card"]["description"]);
-    if !d.is_empty() && d != "-" {
-        out.push_str(&format!("{d}\n"));
+    if !e.card.description.is_empty() {
+        out.push_str(&format!("{}\n", e.card.description));
     }
     out.push_str(&format!(
         "versions: {}\n",
         list_or(
-            &e["versions"],
-            if e["readable"] == true {
+            &e.versions,
+            if e.readable {
                 "none yet"
             } else {
                 "(not readable by you)"
             }
         )
     ));
-    if let Some(a) = e["aliases"].as_object().filter(|a| !a.is_empty()) {
-        let l: Vec<String> = a.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    if !e.aliases.is_empty() {
+        let l: Vec<String> = e.aliases.iter().map(|(k, v)| format!("{k}={v}")).collect();
         out.push_str(&format!("aliases: {}\n", l.join(", ")));
     }
-    for gr in e["grants"].as_array().into_iter().flatten() {
+    for gr in &e.grants {
         out.push_str(&format!(
             "granted to {} until {}\n",
-            text(&gr["org"]),
-            text(&gr["expires_at"])
+            gr.org,
+            gr.expires_at.as_deref().unwrap_or("-")
         ));
     }
-    for r in e["access_requests"].as_array().into_iter().flatten() {
+    for r in &e.access_requests {
         out.push_str(&format!(
             "access asked by {} ({}): {}\n",
-            text(&r["org"]),
-            text(&r["user"]),
-            text(&r["reason"])
+            r.org, r.user, r.reason
         ));
     }
     out

@@ -1,8 +1,6 @@
 //! Pure formatting helpers of the client: aligned tables, JSON re-indenting,
 //! cell rendering.
 
-use serde_json::Value;
-
 /// A table of text cells printed as aligned columns separated by two spaces.
 ///
 /// Widths count characters (not bytes), so `×` or `≥` line up. The last
@@ -247,31 +245,6 @@ pub fn short_time_str(s: &str) -> String {
     }
 }
 
-/// A JSON value as a table cell: strings bare, null `-`, arrays joined with
-/// commas, objects as compact JSON.
-pub fn text(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        Value::Array(items) => {
-            if items.is_empty() {
-                "-".into()
-            } else {
-                items.iter().map(text).collect::<Vec<_>>().join(",")
-            }
-        }
-        other => other.to_string(),
-    }
-}
-
-/// A GPU-hour figure with one decimal; non-numbers as [`text`].
-pub fn hours(v: &Value) -> String {
-    match v.as_f64() {
-        Some(h) => format!("{h:.1}"),
-        None => text(v),
-    }
-}
-
 /// A command line as a shell would read it: words with spaces or special
 /// characters are single-quoted.
 pub fn shell_join_words(words: &[String]) -> String {
@@ -345,7 +318,7 @@ mod tests {
     }
 
     use super::*;
-    use serde_json::json;
+    use serde_json::Value;
 
     #[test]
     fn table_aligns_columns() {
@@ -429,10 +402,5 @@ mod tests {
             short_time_str("2026-11-21T09:30:00Z"),
             "2026-11-21T09:30:00Z"
         );
-        assert_eq!(hours(&json!(12.345)), "12.3");
-        assert_eq!(hours(&json!(1000)), "1000.0");
-        assert_eq!(text(&json!([1, "b"])), "1,b");
-        assert_eq!(text(&json!([])), "-");
-        assert_eq!(text(&json!(true)), "true");
     }
 }

@@ -77,17 +77,59 @@ pub fn normalize_server(s: &str) -> Result<String> {
     Ok(s)
 }
 
+/// No request body (`post(.., NO_BODY)`).
+pub const NO_BODY: Option<&()> = None;
+
+/// The failures a command acts on (others are only shown): found in an
+/// `anyhow::Error` with `downcast_ref`, never by reading its text.
+#[derive(Debug)]
+pub enum ClientError {
+    /// Nothing answers at the server's address.
+    Unreachable { server: String, cause: String },
+    /// The server refused the request with the contract's error body.
+    Refused {
+        status: u16,
+        error: gigafab_api::Error,
+    },
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::Unreachable { server, cause } => write!(
+                f,
+                "cannot reach gigafab server at {server}: {cause} (start it with `gigafab serve` or set --server/GIGAFAB_SERVER)"
+            ),
+            ClientError::Refused { error, .. } if !error.message.is_empty() => {
+                write!(f, "{} ({})", error.message, error.error)
+            }
+            ClientError::Refused { status, error } => write!(f, "{} (HTTP {status})", error.error),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl ClientError {
+    /// Whether `e` is a server that cannot be reached.
+    pub fn is_unreachable(e: &anyhow::Error) -> bool {
+        matches!(e.downcast_ref(), Some(ClientError::Unreachable { .. }))
+    }
+
+    /// The HTTP status of a refusal, if `e` is one.
+    pub fn status(e: &anyhow::Error) -> Option<u16> {
+        match e.downcast_ref() {
+            Some(ClientError::Refused { status, .. }) => Some(*status),
+            _ => None,
+        }
+    }
+}
+
 /// The error for a 4xx/5xx answer: `<message> (<code>)` from the contract's
 /// `{"error", "message"}` body, else the HTTP status and the body's start.
 pub fn answer_error(status: u16, body: &str) -> anyhow::Error {
-    #[derive(serde::Deserialize)]
-    struct ErrorBody {
-        error: String,
-        message: String,
-    }
-    match serde_json::from_str::<ErrorBody>(body) {
-        Ok(e) if !e.message.is_empty() => anyhow!("{} ({})", e.message, e.error),
-        Ok(e) => anyhow!("{} (HTTP {status})", e.error),
+    match serde_json::from_str::<gigafab_api::Error>(body) {
+        Ok(error) => ClientError::Refused { status, error }.into(),
         Err(_) => {
             let b = body.trim();
             if b.is_empty() {
@@ -188,12 +230,13 @@ impl Api {
     async fn send(&self, req: RequestBuilder, url: &Url) -> Result<Response> {
         let resp = match req.send().await {
             Ok(r) => r,
-            Err(e) if e.is_connect() => bail!(
-                "cannot reach gigafab server at {}: {} (start it with `gigafab serve` or set \
-                 --server/GIGAFAB_SERVER)",
-                self.shown,
-                root_cause(&e)
-            ),
+            Err(e) if e.is_connect() => {
+                return Err(ClientError::Unreachable {
+                    server: self.shown.clone(),
+                    cause: root_cause(&e),
+                }
+                .into());
+            }
             Err(e) if e.is_timeout() => bail!(
                 "gigafab server at {} did not answer in time ({})",
                 self.shown,
@@ -214,12 +257,12 @@ impl Api {
         Ok(resp)
     }
 
-    async fn call(
+    async fn call<B: serde::Serialize + ?Sized>(
         &self,
         method: Method,
         segments: &[&str],
         query: &[(&str, String)],
-        body: Option<&Value>,
+        body: Option<&B>,
     ) -> Result<Reply> {
         let url = self.url(segments, query);
         let mut req = self.request(method, url.clone()).timeout(REQUEST_TIMEOUT);
@@ -247,11 +290,15 @@ impl Api {
 
     /// `GET /api/v1/<segments>?<query>`.
     pub async fn get(&self, segments: &[&str], query: &[(&str, String)]) -> Result<Reply> {
-        self.call(Method::GET, segments, query, None).await
+        self.call(Method::GET, segments, query, NO_BODY).await
     }
 
     /// `POST /api/v1/<segments>` with a JSON body (or none).
-    pub async fn post(&self, segments: &[&str], body: Option<&Value>) -> Result<Reply> {
+    pub async fn post<B: serde::Serialize + ?Sized>(
+        &self,
+        segments: &[&str],
+        body: Option<&B>,
+    ) -> Result<Reply> {
         self.call(Method::POST, segments, &[], body).await
     }
 
@@ -260,7 +307,11 @@ impl Api {
     /// answer is lost (a connection error or time-out), when the server is
     /// unavailable (503) or asks to wait (429, after its `Retry-After`, at
     /// most 10 s), so that a retry never makes a second one. Four tries.
-    pub async fn post_idempotent(&self, segments: &[&str], body: &Value) -> Result<Reply> {
+    pub async fn post_idempotent<B: serde::Serialize + ?Sized>(
+        &self,
+        segments: &[&str],
+        body: &B,
+    ) -> Result<Reply> {
         let url = self.url(segments, &[]);
         let key = gigafab_server::auth::new_token();
         let mut tries = 0u32;
@@ -297,7 +348,11 @@ impl Api {
     }
 
     /// `PUT /api/v1/<segments>` with a JSON body.
-    pub async fn put(&self, segments: &[&str], body: &Value) -> Result<Reply> {
+    pub async fn put<B: serde::Serialize + ?Sized>(
+        &self,
+        segments: &[&str],
+        body: &B,
+    ) -> Result<Reply> {
         self.call(Method::PUT, segments, &[], Some(body)).await
     }
 
@@ -337,7 +392,7 @@ impl Api {
 
     /// `DELETE /api/v1/<segments>`.
     pub async fn delete(&self, segments: &[&str]) -> Result<Reply> {
-        self.call(Method::DELETE, segments, &[], None).await
+        self.call(Method::DELETE, segments, &[], NO_BODY).await
     }
 
     /// `GET` of a streamed (non-JSON) body, status already checked; no

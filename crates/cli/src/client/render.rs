@@ -47,7 +47,7 @@ fn percent(used: f64, granted: f64) -> String {
 }
 
 /// A state as its API word (`running`, `powered_down`).
-fn word<T: serde::Serialize>(v: &T) -> String {
+pub fn word<T: serde::Serialize>(v: &T) -> String {
     match serde_json::to_value(v) {
         Ok(serde_json::Value::String(s)) => s,
         _ => "?".into(),
