@@ -268,18 +268,23 @@ async fn conformance_on(
             let rx = send(
                 &shared,
                 &admin,
-                shared.submission(SubmitReq {
-                    name: Some(j.id.clone()),
-                    time_limit_s: j.time_limit_s.map(|l| l as i64),
-                    priority: Some(j.priority as i64),
-                    preemptible: Some(j.preemptible),
-                    job_type: j.job_type.clone(),
-                    ..SubmitReq::new(
-                        alloc_of[j.tenant.as_deref().unwrap()],
-                        j.gpus as i64,
-                        vec!["train".into()],
+                shared
+                    .submission(
+                        &admin,
+                        SubmitReq {
+                            name: Some(j.id.clone()),
+                            time_limit_s: j.time_limit_s.map(|l| l as i64),
+                            priority: Some(j.priority as i64),
+                            preemptible: Some(j.preemptible),
+                            job_type: j.job_type.clone(),
+                            ..SubmitReq::new(
+                                alloc_of[j.tenant.as_deref().unwrap()],
+                                j.gpus as i64,
+                                vec!["train".into()],
+                            )
+                        },
                     )
-                }),
+                    .expect("valid fields"),
             );
             answers.push((j.id.clone(), rx));
             next += 1;
@@ -411,12 +416,18 @@ fn slow(clock: &Arc<ManualClock>) -> Arc<RecordingExecutor> {
 
 /// A 4-accelerator job of `priority` on allocation 1, as a command.
 fn four_gpus(shared: &gigafab_server::state::Shared, priority: i64, preemptible: bool) -> Action {
-    shared.submission(SubmitReq {
-        time_limit_s: Some(3600),
-        priority: Some(priority),
-        preemptible: Some(preemptible),
-        ..SubmitReq::new(1, 4, vec!["train".into()])
-    })
+    let admin = shared.principal(TOKEN).expect("the admin");
+    shared
+        .submission(
+            &admin,
+            SubmitReq {
+                time_limit_s: Some(3600),
+                priority: Some(priority),
+                preemptible: Some(preemptible),
+                ..SubmitReq::new(1, 4, vec!["train".into()])
+            },
+        )
+        .expect("valid fields")
 }
 
 /// A stepped controller on one node of 4 H100 in `dir` (the factory's

@@ -23,6 +23,7 @@ pub mod portal;
 pub mod ratelimit;
 pub mod state;
 pub mod store;
+pub mod submission;
 pub mod tenancy;
 pub mod time;
 
@@ -368,6 +369,7 @@ pub async fn open(cfg: ServeConfig) -> Result<Opened, ServeError> {
         controller_alive: std::sync::atomic::AtomicBool::new(true),
         clock: cfg.clock,
         catalog: cfg.catalog,
+        factory: Arc::new(cfg.ctl.factory.clone()),
         sites: cfg
             .ctl
             .factory

@@ -42,6 +42,9 @@ pub struct Shared {
     pub catalog: Option<Arc<crate::catalog::site::Site>>,
     /// The names of the factory's sites.
     pub sites: Vec<String>,
+    /// The factory (submissions are checked against its accelerator
+    /// catalog before they reach the controller).
+    pub factory: Arc<gigafab_core::Factory>,
     /// Per-token and per-organisation limits on requests that change state.
     pub limits: crate::ratelimit::RateLimits,
 }
@@ -116,20 +119,26 @@ impl Shared {
         )
     }
 
-    /// A submission as a command: its project name resolved to the
-    /// projects of that name.
-    pub fn submission(&self, req: SubmitReq) -> Action {
-        self.submission_with(req, Vec::new())
+    /// A submission as a command: its fields checked
+    /// ([`crate::submission::validate`]), its project name resolved to
+    /// the projects of that name.
+    pub fn submission(&self, who: &Principal, req: SubmitReq) -> Result<Action, ApiError> {
+        let valid = crate::submission::validate(who, req, &self.factory)?;
+        Ok(self.submission_with(valid, Vec::new()))
     }
 
-    /// [`Shared::submission`] with its catalog inputs resolved
-    /// ([`crate::catalog::resolve_inputs`]).
-    pub fn submission_with(&self, req: SubmitReq, inputs: Vec<crate::model::Input>) -> Action {
-        let projects = match &req.project {
+    /// A checked submission as a command, with its catalog inputs
+    /// resolved (`catalog::resolve_inputs`).
+    pub fn submission_with(
+        &self,
+        valid: crate::submission::ValidSubmit,
+        inputs: Vec<crate::model::Input>,
+    ) -> Action {
+        let projects = match &valid.request().project {
             Some(p) => self.tenancy.projects_named(p),
             None => Vec::new(),
         };
-        Action::Submit(Box::new(req), projects, inputs)
+        Action::Submit(Box::new(valid), projects, inputs)
     }
 
     /// A grant as a command (admin; the organisation must be one `who` sees).

@@ -121,11 +121,16 @@ async fn submit(
         let job = visible_job(&s, &p, id).await?;
         return Ok(super::replay(Json(job.view(s.clock.now())).into_response()));
     }
-    let inputs = crate::catalog::resolve_inputs(&s, &p, b.inputs.as_deref().unwrap_or(&[])).await?;
-    if let Some(m) = &b.output_model {
+    // its own fields first, here: the controller's loop checks only what
+    // it alone knows
+    let valid = crate::submission::validate(&p, b, &s.factory)?;
+    let req = valid.request();
+    let inputs =
+        crate::catalog::resolve_inputs(&s, &p, req.inputs.as_deref().unwrap_or(&[])).await?;
+    if let Some(m) = &req.output_model {
         crate::catalog::check_output(&s, &p, m).await?;
     }
-    let action = super::keyed(s.submission_with(b, inputs), key);
+    let action = super::keyed(s.submission_with(valid, inputs), key);
     Ok(reply(s.ask(p, action).await?))
 }
 

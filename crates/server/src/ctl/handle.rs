@@ -5,7 +5,7 @@ use tokio::sync::oneshot;
 
 use crate::auth::Principal;
 use crate::error::ApiError;
-use crate::model::{AllocReq, SubmitReq};
+use crate::model::AllocReq;
 use crate::tenancy::directory::OrgRef;
 
 /// What a request asks of the controller.
@@ -13,7 +13,11 @@ use crate::tenancy::directory::OrgRef;
 pub enum Action {
     /// A submission, with the projects of that name: (organisation,
     /// project) pairs, the one of the allocation's organisation is the job's.
-    Submit(Box<SubmitReq>, Vec<(i64, i64)>, Vec<crate::model::Input>),
+    Submit(
+        Box<crate::submission::ValidSubmit>,
+        Vec<(i64, i64)>,
+        Vec<crate::model::Input>,
+    ),
     /// A creating action (a submission, a grant) with an `Idempotency-Key`:
     /// what it makes is named by the key, in the same commit.
     Keyed(Box<Action>, String),

@@ -1,37 +1,7 @@
 //! Jobs: submission, cancellation, and how a job ends or is preempted.
 
 use super::*;
-
-/// Variables that change what the dynamic loader or the C library loads
-/// into a process (glibc's list of unsafe variables for privileged
-/// programs), refused in a job's `env`. `LD_LIBRARY_PATH` stays allowed:
-/// GPU software needs it, and it reaches only the job's own processes.
-const LOADER_ENV: &[&str] = &[
-    "LD_PRELOAD",
-    "LD_AUDIT",
-    "LD_DEBUG",
-    "LD_DEBUG_OUTPUT",
-    "LD_DYNAMIC_WEAK",
-    "LD_HWCAP_MASK",
-    "LD_ORIGIN_PATH",
-    "LD_PROFILE",
-    "LD_PROFILE_OUTPUT",
-    "LD_SHOW_AUXV",
-    "LD_USE_LOAD_BIAS",
-    "LD_BIND_NOT",
-    "GCONV_PATH",
-    "GETCONF_DIR",
-    "GLIBC_TUNABLES",
-    "HOSTALIASES",
-    "LOCALDOMAIN",
-    "LOCPATH",
-    "MALLOC_TRACE",
-    "NIS_PATH",
-    "NLSPATH",
-    "RESOLV_HOST_CONF",
-    "RES_OPTIONS",
-    "TZDIR",
-];
+use crate::submission::ValidSubmit;
 
 impl Controller {
     pub(super) fn core_spec(&self, row: &JobRow, spec: &StoredSpec) -> JobSpec {
@@ -74,18 +44,21 @@ impl Controller {
     pub(super) fn submit(
         &mut self,
         who: &Principal,
-        req: SubmitReq,
+        valid: ValidSubmit,
         projects: &[(i64, i64)],
         inputs: Vec<crate::model::Input>,
         now: Ms,
     ) -> Result<gigafab_api::Job, ApiError> {
-        if who.role == Role::Operator {
-            return Err(ApiError::forbidden("operators do not submit jobs"));
-        }
-        let alloc_id = req
-            .allocation
-            .id()
-            .ok_or_else(|| ApiError::invalid("allocation: expected an allocation id"))?;
+        let ValidSubmit {
+            req,
+            alloc_id,
+            name,
+            time_limit_s: limit,
+            priority,
+            types,
+            vendor,
+            env,
+        } = valid;
         let not_found = || {
             ApiError::not_found(
                 "allocation_not_found",
@@ -135,139 +108,6 @@ impl Controller {
         }
         let (org, alloc_core, org_name, alloc_project) =
             (a.org, a.core, a.org_name.clone(), a.project);
-        if !(1..=MAX_GPUS).contains(&req.gpus) {
-            return Err(ApiError::invalid(format!(
-                "gpus: {} is not within 1..={MAX_GPUS}",
-                req.gpus
-            )));
-        }
-        if req.command.is_empty() || req.command[0].is_empty() {
-            return Err(ApiError::invalid(
-                "command: needs a program (a non-empty array of strings)",
-            ));
-        }
-        let total: usize = req.command.iter().map(String::len).sum();
-        if req.command.len() > 4096 || total > 256 * 1024 {
-            return Err(ApiError::invalid(
-                "command: longer than 4096 arguments or 256 KiB",
-            ));
-        }
-        if req.command.iter().any(|a| a.contains('\0')) {
-            return Err(ApiError::invalid(
-                "command: an argument contains a NUL byte",
-            ));
-        }
-        let name = req.name.clone().unwrap_or_else(|| {
-            let p = &req.command[0];
-            p.rsplit('/').next().unwrap_or(p).chars().take(64).collect()
-        });
-        if name.len() > 128 || name.contains('\0') {
-            return Err(ApiError::invalid("name: at most 128 bytes"));
-        }
-        if req
-            .memory_gb
-            .is_some_and(|m| !(m.is_finite() && (0.001..=1e6).contains(&m)))
-        {
-            return Err(ApiError::invalid(
-                "memory_gb: must be within 0.001..=1000000",
-            ));
-        }
-        if req
-            .cpus
-            .is_some_and(|c| !(c.is_finite() && (0.01..=100_000.0).contains(&c)))
-        {
-            return Err(ApiError::invalid("cpus: must be within 0.01..=100000"));
-        }
-        let limit = req.time_limit_s.unwrap_or(DEFAULT_TIME_LIMIT_S);
-        if !(1..=MAX_TIME_LIMIT_S).contains(&limit) {
-            return Err(ApiError::invalid(format!(
-                "time_limit_s: {limit} is not within 1..={MAX_TIME_LIMIT_S} (30 days)"
-            )));
-        }
-        let priority = req.priority.unwrap_or(0);
-        if !(-10_000..=10_000).contains(&priority) {
-            return Err(ApiError::invalid("priority: must be within -10000..=10000"));
-        }
-        if priority > 0 && !who.global() {
-            // a raised priority preempts other tenants' jobs: an
-            // operator's decision (an allocation's QOS priority is the
-            // tenant's lever); a tenant may lower its own jobs
-            return Err(ApiError::forbidden(
-                "priority: above 0 only an admin or operator sets it (ask for an allocation with a QOS priority); tenants may lower it",
-            ));
-        }
-        let mut types: Vec<String> = req.types.clone().unwrap_or_default();
-        if let Some(t) = &req.type_ {
-            types.push(t.clone());
-        }
-        for t in &mut types {
-            *t = t.trim().to_ascii_lowercase();
-            if self.cfg.factory.catalog.index(t).is_none() {
-                let fleet: std::collections::BTreeSet<&str> = self
-                    .cfg
-                    .factory
-                    .pools
-                    .iter()
-                    .map(|p| self.cfg.factory.catalog.get(p.accel).id.as_str())
-                    .collect();
-                return Err(ApiError::invalid(format!(
-                    "type: unknown accelerator type `{t}` (this fleet has: {}; known types: {})",
-                    fleet.into_iter().collect::<Vec<_>>().join(", "),
-                    self.cfg.factory.catalog.ids()
-                )));
-            }
-        }
-        let vendor = match &req.vendor {
-            Some(v) => Some(
-                Vendor::parse(v)
-                    .ok_or_else(|| {
-                        ApiError::invalid(format!("vendor: `{v}` is not nvidia, amd or other"))
-                    })?
-                    .to_string(),
-            ),
-            None => None,
-        };
-        if let Some(m) = req.min_memory_gb
-            && !(m.is_finite() && m > 0.0 && m <= 100_000.0)
-        {
-            return Err(ApiError::invalid(
-                "min_memory_gb: must be > 0 and at most 100000",
-            ));
-        }
-        let env = req.env.clone().unwrap_or_default();
-        if env.len() > 256 {
-            return Err(ApiError::invalid("env: at most 256 variables"));
-        }
-        for (k, v) in &env {
-            let okk = !k.is_empty()
-                && k.len() <= 256
-                && !k.as_bytes()[0].is_ascii_digit()
-                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !okk || v.contains('\0') || v.len() > 64 * 1024 {
-                return Err(ApiError::invalid(format!(
-                    "env: bad variable `{}`",
-                    k.chars().take(64).collect::<String>()
-                )));
-            }
-            if k.starts_with("GIGAFAB_")
-                || k == "CUDA_VISIBLE_DEVICES"
-                || k == "ROCR_VISIBLE_DEVICES"
-            {
-                return Err(ApiError::invalid(format!("env: `{k}` is set by gigafab")));
-            }
-            if LOADER_ENV.contains(&k.as_str()) {
-                // a second line: the job's environment never reaches a
-                // privileged process anyway (its supervisor has its own)
-                return Err(ApiError::invalid(format!(
-                    "env: `{k}` changes how programs load and is not accepted; set it in the command (`env {k}=... program`)"
-                )));
-            }
-        }
-        if let Some(w) = &req.workdir
-            && (!w.starts_with('/') || w.contains('\0') || w.len() > 4096)
-        {
-            return Err(ApiError::invalid("workdir: must be an absolute path"));
-        }
         let project_id = match &req.project {
             Some(p) => Some(
                 projects

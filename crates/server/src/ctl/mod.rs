@@ -60,12 +60,7 @@ pub use restore::Snapshot;
 
 use crate::state::{LoopStats, Shared};
 
-/// Most accelerators one job may ask for.
-pub const MAX_GPUS: i64 = 65_536;
-/// Longest time limit, seconds (30 days).
-pub const MAX_TIME_LIMIT_S: i64 = 30 * 86_400;
-/// Default time limit, seconds.
-pub const DEFAULT_TIME_LIMIT_S: i64 = 3_600;
+pub use crate::submission::{DEFAULT_TIME_LIMIT_S, MAX_GPUS, MAX_TIME_LIMIT_S};
 /// Most commands taken into one transaction.
 const MAX_BATCH: usize = 1024;
 

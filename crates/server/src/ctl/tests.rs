@@ -77,6 +77,7 @@ impl Rig {
             clock: clock.clone(),
             catalog: None,
             sites: vec!["s".into()],
+            factory: Arc::new(factory(nodes)),
             limits: crate::ratelimit::RateLimits::new(Default::default()),
         });
         let cfg = CtlConfig {
@@ -151,10 +152,8 @@ impl Rig {
             preemptible: Some(preemptible),
             ..SubmitReq::new(1, gpus, vec!["train".into()])
         };
-        let (made, r) = self
-            .ask(who, Action::Submit(Box::new(req), Vec::new(), Vec::new()))
-            .await
-            .expect("accepted");
+        let action = self.shared.submission(who, req).expect("valid fields");
+        let (made, r) = self.ask(who, action).await.expect("accepted");
         assert_eq!(made, Made::Created);
         r.job().expect("a job").id.0
     }
@@ -246,8 +245,12 @@ async fn refused_submissions_leave_no_trace() {
     let before = r.committed().len();
     let req = |gpus: i64| SubmitReq::new(1, gpus, vec!["x".into()]);
     // more than the factory has, and an operator's
+    let five = r
+        .shared
+        .submission(&member(), req(5))
+        .expect("valid fields");
     let e = r
-        .ask(&member(), Action::Submit(Box::new(req(5)), vec![], vec![]))
+        .ask(&member(), five)
         .await
         .expect_err("5 GPUs on a node of 4");
     assert_eq!(
@@ -255,12 +258,10 @@ async fn refused_submissions_leave_no_trace() {
         axum::http::StatusCode::UNPROCESSABLE_ENTITY,
         "{e:?}"
     );
+    // refused at the edge, before the controller
     let e = r
-        .ask(
-            &operator(),
-            Action::Submit(Box::new(req(1)), vec![], vec![]),
-        )
-        .await
+        .shared
+        .submission(&operator(), req(1))
         .expect_err("operators do not submit");
     assert_eq!(e.code, "forbidden");
     assert!(r.c.jobs.is_empty());

@@ -1,0 +1,389 @@
+//! A submission's own fields, checked at the edge (the HTTP handler),
+//! outside the controller's single-writer loop: a pure function of the
+//! request, the caller's role and the factory. What the controller still
+//! checks is what it alone knows: the allocation and its use, the project,
+//! the job type's throughputs, whether the fleet can ever run it.
+
+use std::collections::BTreeMap;
+
+use gigafab_core::{Factory, Vendor};
+
+use crate::auth::{Principal, Role};
+use crate::error::ApiError;
+use crate::model::SubmitReq;
+
+/// Most accelerators one job may ask for.
+pub const MAX_GPUS: i64 = 65_536;
+/// Longest time limit, seconds (30 days).
+pub const MAX_TIME_LIMIT_S: i64 = 30 * 86_400;
+/// Default time limit, seconds.
+pub const DEFAULT_TIME_LIMIT_S: i64 = 3_600;
+
+/// Variables that change what the dynamic loader or the C library loads
+/// into a process (glibc's list of unsafe variables for privileged
+/// programs), refused in a job's `env`. `LD_LIBRARY_PATH` stays allowed:
+/// GPU software needs it, and it reaches only the job's own processes.
+const LOADER_ENV: &[&str] = &[
+    "LD_PRELOAD",
+    "LD_AUDIT",
+    "LD_DEBUG",
+    "LD_DEBUG_OUTPUT",
+    "LD_DYNAMIC_WEAK",
+    "LD_HWCAP_MASK",
+    "LD_ORIGIN_PATH",
+    "LD_PROFILE",
+    "LD_PROFILE_OUTPUT",
+    "LD_SHOW_AUXV",
+    "LD_USE_LOAD_BIAS",
+    "LD_BIND_NOT",
+    "GCONV_PATH",
+    "GETCONF_DIR",
+    "GLIBC_TUNABLES",
+    "HOSTALIASES",
+    "LOCALDOMAIN",
+    "LOCPATH",
+    "MALLOC_TRACE",
+    "NIS_PATH",
+    "NLSPATH",
+    "RESOLV_HOST_CONF",
+    "RES_OPTIONS",
+    "TZDIR",
+];
+
+/// A submission whose fields are valid; only [`validate`] makes one.
+#[derive(Debug)]
+pub struct ValidSubmit {
+    /// The request as sent (its checked fields are below, normalised).
+    pub(crate) req: SubmitReq,
+    pub(crate) alloc_id: i64,
+    /// Its name, else its program's.
+    pub(crate) name: String,
+    pub(crate) time_limit_s: i64,
+    pub(crate) priority: i64,
+    /// Accelerator types, lower case, each one the factory's catalog knows.
+    pub(crate) types: Vec<String>,
+    pub(crate) vendor: Option<String>,
+    pub(crate) env: BTreeMap<String, String>,
+}
+
+impl ValidSubmit {
+    /// The request as sent.
+    pub fn request(&self) -> &SubmitReq {
+        &self.req
+    }
+}
+
+/// Checks `req` of `who` against `factory`: every field within its
+/// bounds, accelerator types the catalog knows, an environment that does
+/// not reach what gigafab sets or how programs load, a raised priority
+/// only from an admin or operator.
+pub fn validate(
+    who: &Principal,
+    req: SubmitReq,
+    factory: &Factory,
+) -> Result<ValidSubmit, ApiError> {
+    if who.role == Role::Operator {
+        return Err(ApiError::forbidden("operators do not submit jobs"));
+    }
+    let alloc_id = req
+        .allocation
+        .id()
+        .ok_or_else(|| ApiError::invalid("allocation: expected an allocation id"))?;
+    if !(1..=MAX_GPUS).contains(&req.gpus) {
+        return Err(ApiError::invalid(format!(
+            "gpus: {} is not within 1..={MAX_GPUS}",
+            req.gpus
+        )));
+    }
+    if req.command.is_empty() || req.command[0].is_empty() {
+        return Err(ApiError::invalid(
+            "command: needs a program (a non-empty array of strings)",
+        ));
+    }
+    let total: usize = req.command.iter().map(String::len).sum();
+    if req.command.len() > 4096 || total > 256 * 1024 {
+        return Err(ApiError::invalid(
+            "command: longer than 4096 arguments or 256 KiB",
+        ));
+    }
+    if req.command.iter().any(|a| a.contains('\0')) {
+        return Err(ApiError::invalid(
+            "command: an argument contains a NUL byte",
+        ));
+    }
+    let name = req.name.clone().unwrap_or_else(|| {
+        let p = &req.command[0];
+        p.rsplit('/').next().unwrap_or(p).chars().take(64).collect()
+    });
+    if name.len() > 128 || name.contains('\0') {
+        return Err(ApiError::invalid("name: at most 128 bytes"));
+    }
+    if req
+        .memory_gb
+        .is_some_and(|m| !(m.is_finite() && (0.001..=1e6).contains(&m)))
+    {
+        return Err(ApiError::invalid(
+            "memory_gb: must be within 0.001..=1000000",
+        ));
+    }
+    if req
+        .cpus
+        .is_some_and(|c| !(c.is_finite() && (0.01..=100_000.0).contains(&c)))
+    {
+        return Err(ApiError::invalid("cpus: must be within 0.01..=100000"));
+    }
+    let limit = req.time_limit_s.unwrap_or(DEFAULT_TIME_LIMIT_S);
+    if !(1..=MAX_TIME_LIMIT_S).contains(&limit) {
+        return Err(ApiError::invalid(format!(
+            "time_limit_s: {limit} is not within 1..={MAX_TIME_LIMIT_S} (30 days)"
+        )));
+    }
+    let priority = req.priority.unwrap_or(0);
+    if !(-10_000..=10_000).contains(&priority) {
+        return Err(ApiError::invalid("priority: must be within -10000..=10000"));
+    }
+    if priority > 0 && !who.global() {
+        // a raised priority preempts other tenants' jobs: an
+        // operator's decision (an allocation's QOS priority is the
+        // tenant's lever); a tenant may lower its own jobs
+        return Err(ApiError::forbidden(
+            "priority: above 0 only an admin or operator sets it (ask for an allocation with a QOS priority); tenants may lower it",
+        ));
+    }
+    let mut types: Vec<String> = req.types.clone().unwrap_or_default();
+    if let Some(t) = &req.type_ {
+        types.push(t.clone());
+    }
+    for t in &mut types {
+        *t = t.trim().to_ascii_lowercase();
+        if factory.catalog.index(t).is_none() {
+            let fleet: std::collections::BTreeSet<&str> = factory
+                .pools
+                .iter()
+                .map(|p| factory.catalog.get(p.accel).id.as_str())
+                .collect();
+            return Err(ApiError::invalid(format!(
+                "type: unknown accelerator type `{t}` (this fleet has: {}; known types: {})",
+                fleet.into_iter().collect::<Vec<_>>().join(", "),
+                factory.catalog.ids()
+            )));
+        }
+    }
+    let vendor = match &req.vendor {
+        Some(v) => Some(
+            Vendor::parse(v)
+                .ok_or_else(|| {
+                    ApiError::invalid(format!("vendor: `{v}` is not nvidia, amd or other"))
+                })?
+                .to_string(),
+        ),
+        None => None,
+    };
+    if let Some(m) = req.min_memory_gb
+        && !(m.is_finite() && m > 0.0 && m <= 100_000.0)
+    {
+        return Err(ApiError::invalid(
+            "min_memory_gb: must be > 0 and at most 100000",
+        ));
+    }
+    let env = req.env.clone().unwrap_or_default();
+    if env.len() > 256 {
+        return Err(ApiError::invalid("env: at most 256 variables"));
+    }
+    for (k, v) in &env {
+        let okk = !k.is_empty()
+            && k.len() <= 256
+            && !k.as_bytes()[0].is_ascii_digit()
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !okk || v.contains('\0') || v.len() > 64 * 1024 {
+            return Err(ApiError::invalid(format!(
+                "env: bad variable `{}`",
+                k.chars().take(64).collect::<String>()
+            )));
+        }
+        if k.starts_with("GIGAFAB_") || k == "CUDA_VISIBLE_DEVICES" || k == "ROCR_VISIBLE_DEVICES" {
+            return Err(ApiError::invalid(format!("env: `{k}` is set by gigafab")));
+        }
+        if LOADER_ENV.contains(&k.as_str()) {
+            // a second line: the job's environment never reaches a
+            // privileged process anyway (its supervisor has its own)
+            return Err(ApiError::invalid(format!(
+                "env: `{k}` changes how programs load and is not accepted; set it in the command (`env {k}=... program`)"
+            )));
+        }
+    }
+    if let Some(w) = &req.workdir
+        && (!w.starts_with('/') || w.contains('\0') || w.len() > 4096)
+    {
+        return Err(ApiError::invalid("workdir: must be an absolute path"));
+    }
+    Ok(ValidSubmit {
+        req,
+        alloc_id,
+        name,
+        time_limit_s: limit,
+        priority,
+        types,
+        vendor,
+        env,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn factory() -> Factory {
+        Factory::parse(
+            "name = \"t\"\n[[sites]]\nname = \"s\"\n[[sites.pools]]\nname = \"p\"\naccelerator = \"h100\"\nnodes = 1\naccelerators_per_node = 4\n",
+            "t.toml",
+        )
+        .unwrap()
+    }
+
+    fn who(role: Role) -> Principal {
+        Principal {
+            user_id: 2,
+            name: "ada".into(),
+            login: "acme/ada".into(),
+            role,
+            org_id: Some(1),
+            token_id: 1,
+            expires_ms: None,
+        }
+    }
+
+    fn check(req: SubmitReq) -> Result<ValidSubmit, ApiError> {
+        validate(&who(Role::Member), req, &factory())
+    }
+
+    #[test]
+    fn a_plain_submission_gets_its_defaults() {
+        let v = check(SubmitReq::new(
+            3,
+            2,
+            vec!["/usr/bin/python3".into(), "x.py".into()],
+        ))
+        .unwrap();
+        assert_eq!(v.alloc_id, 3);
+        assert_eq!(v.name, "python3");
+        assert_eq!(v.time_limit_s, DEFAULT_TIME_LIMIT_S);
+        assert_eq!(v.priority, 0);
+        assert!(v.types.is_empty() && v.env.is_empty());
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let base = || SubmitReq::new(1, 1, vec!["x".into()]);
+        let cases: Vec<(SubmitReq, &str)> = vec![
+            (SubmitReq::new(1, 0, vec!["x".into()]), "gpus:"),
+            (SubmitReq::new(1, 1, vec![]), "command:"),
+            (SubmitReq::new(1, 1, vec!["a\0b".into()]), "NUL"),
+            (
+                SubmitReq {
+                    time_limit_s: Some(0),
+                    ..base()
+                },
+                "time_limit_s:",
+            ),
+            (
+                SubmitReq {
+                    priority: Some(20_000),
+                    ..base()
+                },
+                "priority:",
+            ),
+            (
+                SubmitReq {
+                    memory_gb: Some(f64::NAN),
+                    ..base()
+                },
+                "memory_gb:",
+            ),
+            (
+                SubmitReq {
+                    cpus: Some(0.0),
+                    ..base()
+                },
+                "cpus:",
+            ),
+            (
+                SubmitReq {
+                    vendor: Some("intel".into()),
+                    ..base()
+                },
+                "vendor:",
+            ),
+            (
+                SubmitReq {
+                    min_memory_gb: Some(-1.0),
+                    ..base()
+                },
+                "min_memory_gb:",
+            ),
+            (
+                SubmitReq {
+                    workdir: Some("rel/dir".into()),
+                    ..base()
+                },
+                "workdir:",
+            ),
+            (
+                SubmitReq {
+                    env: Some([("LD_PRELOAD".to_string(), "/x.so".to_string())].into()),
+                    ..base()
+                },
+                "LD_PRELOAD",
+            ),
+            (
+                SubmitReq {
+                    env: Some([("CUDA_VISIBLE_DEVICES".to_string(), "0".to_string())].into()),
+                    ..base()
+                },
+                "set by gigafab",
+            ),
+        ];
+        for (req, want) in cases {
+            let e = check(req).expect_err(want);
+            assert!(e.message.contains(want), "{want}: {}", e.message);
+        }
+        let e = check(SubmitReq {
+            type_: Some("zz9".into()),
+            ..base()
+        })
+        .unwrap_err();
+        assert!(e.message.contains("this fleet has: h100"), "{}", e.message);
+        let v = check(SubmitReq {
+            type_: Some(" H100 ".into()),
+            ..base()
+        })
+        .unwrap();
+        assert_eq!(v.types, vec!["h100"]);
+    }
+
+    #[test]
+    fn roles() {
+        let req = || SubmitReq {
+            priority: Some(5),
+            ..SubmitReq::new(1, 1, vec!["x".into()])
+        };
+        assert_eq!(check(req()).unwrap_err().code, "forbidden");
+        assert!(validate(&who(Role::Admin), req(), &factory()).is_ok());
+        let e = validate(
+            &who(Role::Operator),
+            SubmitReq::new(1, 1, vec!["x".into()]),
+            &factory(),
+        )
+        .unwrap_err();
+        assert!(
+            e.message.contains("operators do not submit"),
+            "{}",
+            e.message
+        );
+        let lowered = SubmitReq {
+            priority: Some(-5),
+            ..SubmitReq::new(1, 1, vec!["x".into()])
+        };
+        assert_eq!(check(lowered).unwrap().priority, -5);
+    }
+}
