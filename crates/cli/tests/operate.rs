@@ -526,10 +526,12 @@ async fn a_waiting_job_records_a_bounded_number_of_wait_events() {
     let s = Server::plain(&dir, &data);
     // 32 short jobs through 4 accelerators: the reason of the ones behind
     // flaps between "no gang free" and "priority" as runs end and start
+    // (each runs long enough that the queue outlasts the submissions on a
+    // loaded machine)
     let mut ids = Vec::new();
     for _ in 0..32 {
         let j = s
-            .json("POST", "/api/v1/jobs", TOKEN, Some(json!({"allocation": 1, "gpus": 1, "type": "h100", "command": ["sleep", "0.2"]})))
+            .json("POST", "/api/v1/jobs", TOKEN, Some(json!({"allocation": 1, "gpus": 1, "type": "h100", "command": ["sleep", "0.5"]})))
             .await;
         ids.push(j["id"].as_i64().unwrap());
     }
