@@ -13,7 +13,13 @@ target/debug/gigafab openapi --out target/openapi.json
 
 venv=target/openapi-venv
 [ -x "$venv/bin/openapi-spec-validator" ] || {
-    python3 -m venv "$venv"
+    if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+        # Debian's python3 needs its venv package
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -q python3-venv >/dev/null 2>&1 ||
+            { apt-get update -q >/dev/null && apt-get install -y -q python3-venv >/dev/null; }
+        python3 -m venv "$venv"
+    fi
     "$venv/bin/pip" install -q --disable-pip-version-check openapi-spec-validator==0.9.0
 }
 "$venv/bin/openapi-spec-validator" target/openapi.json
