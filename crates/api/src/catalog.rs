@@ -7,6 +7,34 @@ use utoipa::ToSchema;
 
 use crate::JobId;
 
+/// A catalog entry's kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    Dataset,
+    Model,
+}
+
+/// Who may read a catalog entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryAccess {
+    Public,
+    Org,
+    Gated,
+}
+
+/// What `verify` found wrong with a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemKind {
+    Corrupt,
+    Resized,
+    Missing,
+    Extra,
+    Unreadable,
+}
+
 /// An entry's card: what it is, what it is for, what it is not.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -48,8 +76,10 @@ pub struct CreateEntry {
 pub struct CatalogEntry {
     pub id: i64,
     pub name: String,
+    #[schema(value_type = EntryKind)]
     pub kind: String,
     pub org: String,
+    #[schema(value_type = EntryAccess)]
     pub access: String,
     pub licence: String,
     pub card: Card,
@@ -216,6 +246,7 @@ pub struct RequestEntryAccess {
 pub struct VerifyProblem {
     pub path: String,
     /// `corrupt`, `resized`, `missing`, `extra` or `unreadable`.
+    #[schema(value_type = ProblemKind)]
     pub kind: String,
     pub detail: String,
 }

@@ -75,6 +75,81 @@ id_type!(
     RequestId
 );
 
+/// An access request's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestState {
+    Draft,
+    Submitted,
+    InReview,
+    RevisionRequested,
+    Approved,
+    Rejected,
+    Withdrawn,
+}
+
+/// An access call's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CallState {
+    Upcoming,
+    Open,
+    Closed,
+}
+
+/// How an access call's requests are decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum CallMode {
+    Playground,
+    FastLane,
+    LargeScale,
+}
+
+/// A review's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Approve,
+    Reject,
+    Revise,
+}
+
+/// Who wrote a comment on an access request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CommentSide {
+    Applicant,
+    Reviewer,
+    Operator,
+}
+
+/// An organisation's category.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OrgCategory {
+    Academia,
+    Public,
+    Industry,
+    Sme,
+    Startup,
+}
+
+/// Where a job's energy figure comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EnergySource {
+    Model,
+    Measured,
+}
+
+/// A row of the store that cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UnreadableState {
+    Unreadable,
+}
+
 /// Every error answer: a stable snake_case code and a message for people.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Error {
@@ -286,6 +361,7 @@ pub struct Job {
     /// None without a grid series for its site.
     pub carbon_g: Option<f64>,
     /// `model` or `measured`.
+    #[schema(value_type = Option<EnergySource>)]
     pub energy_source: Option<String>,
     /// Its history (`GET /api/v1/jobs/{id}` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -309,6 +385,7 @@ pub struct Job {
 pub struct UnreadableJob {
     pub id: Option<JobId>,
     /// Always `unreadable`.
+    #[schema(value_type = UnreadableState)]
     pub state: String,
     /// Always `store_damaged`.
     pub error: String,
@@ -404,6 +481,7 @@ pub struct CreateOrg {
 pub struct Org {
     pub id: OrgId,
     pub name: String,
+    #[schema(value_type = OrgCategory)]
     pub category: String,
     #[schema(format = DateTime)]
     pub created_at: String,
@@ -607,6 +685,7 @@ pub struct CreateCall {
 pub struct Call {
     pub id: CallId,
     pub name: String,
+    #[schema(value_type = CallMode)]
     pub mode: String,
     pub categories: Vec<String>,
     pub envelope_gpu_hours: f64,
@@ -617,6 +696,7 @@ pub struct Call {
     #[schema(format = DateTime)]
     pub closes_at: Option<String>,
     /// `upcoming`, `open` or `closed`.
+    #[schema(value_type = CallState)]
     pub state: String,
     /// The users who review its requests.
     pub reviewers: Vec<UserId>,
@@ -679,6 +759,7 @@ pub struct Review {
     /// 1 (poor) to 5 (excellent).
     pub score: i64,
     /// `approve`, `reject` or `revise`.
+    #[schema(value_type = Verdict)]
     pub verdict: String,
     pub comment: String,
     #[schema(format = DateTime)]
@@ -721,6 +802,7 @@ pub struct CreateComment {
 pub struct RequestComment {
     pub user: String,
     /// `applicant`, `reviewer` or `operator`.
+    #[schema(value_type = CommentSide)]
     pub side: String,
     pub text: String,
     #[schema(format = DateTime)]
@@ -741,6 +823,7 @@ pub struct AccessRequest {
     pub days: f64,
     /// `draft`, `submitted`, `in_review`, `revision_requested`,
     /// `approved`, `rejected` or `withdrawn`.
+    #[schema(value_type = RequestState)]
     pub state: String,
     /// The allocation its approval granted (or extended).
     pub allocation: Option<AllocationId>,
@@ -887,6 +970,17 @@ pub fn schemas() -> Vec<(String, serde_json::Value)> {
         one::<CreateComment>(),
         one::<RequestComment>(),
         one::<AccessRequest>(),
+        one::<RequestState>(),
+        one::<CallState>(),
+        one::<CallMode>(),
+        one::<Verdict>(),
+        one::<CommentSide>(),
+        one::<OrgCategory>(),
+        one::<EnergySource>(),
+        one::<UnreadableState>(),
+        one::<EntryKind>(),
+        one::<EntryAccess>(),
+        one::<ProblemKind>(),
         one::<AddMember>(),
         one::<Card>(),
         one::<CreateEntry>(),
