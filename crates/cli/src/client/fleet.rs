@@ -1,0 +1,79 @@
+//! `gigafab fleet`: nodes, drains, and importing a Slurm cluster's nodes as a factory.
+
+use super::*;
+
+pub(super) async fn fleet(a: FleetArgs) -> Result<()> {
+    let (node, action, g, body) = match a.cmd {
+        None => {
+            let r = a.g.conn.api()?.get(&["fleet"], &[]).await?;
+            return show_as(&a.g, &r, render::fleet);
+        }
+        Some(FleetCmd::Drain(n)) => (
+            n.node,
+            "drain",
+            n.g,
+            n.reason.map(|r| gigafab_api::DrainNode { reason: Some(r) }),
+        ),
+        Some(FleetCmd::Resume(n)) => (n.node, "resume", n.g, None),
+        Some(FleetCmd::ImportSlurm(i)) => return import_slurm(i),
+    };
+    let r = g
+        .conn
+        .api()?
+        .post(&["fleet", "nodes", &node, action], body.as_ref())
+        .await?;
+    show_as(&g, &r, |n: &gigafab_api::FleetNode| {
+        let state = render::word(&n.state);
+        match action {
+            "drain" => format!(
+                "drained node {} ({state}): no new jobs start there, running ones finish\n",
+                n.name
+            ),
+            _ => format!("resumed node {} ({state})\n", n.name),
+        }
+    })
+}
+
+pub(super) fn import_slurm(a: ImportSlurmArgs) -> Result<()> {
+    use gigafab_exec::slurm::{SlurmCli, factory_toml, parse_scontrol_nodes};
+    let text = match &a.from {
+        Some(p) => {
+            std::fs::read_to_string(p).with_context(|| format!("{}: cannot read", p.display()))?
+        }
+        None => {
+            let out = gigafab_exec::slurm::RealSlurm::default()
+                .run("scontrol", &["show".into(), "node".into(), "-o".into()])
+                .context("cannot run `scontrol` (is Slurm installed and on PATH?)")?;
+            if !out.success {
+                anyhow::bail!("scontrol show node failed: {}", out.stderr.trim());
+            }
+            out.stdout
+        }
+    };
+    let nodes = parse_scontrol_nodes(&text);
+    if nodes.is_empty() {
+        anyhow::bail!("no nodes in the scontrol output");
+    }
+    let catalog = gigafab_core::Catalog::builtin();
+    let toml = factory_toml(&nodes, &a.name, &a.site, &|t| catalog.index(t).is_some());
+    // the result must be a valid factory
+    let f = gigafab_core::Factory::parse(&toml, "<imported>")
+        .context("the imported fleet is not a valid factory")?;
+    match &a.out {
+        Some(p) => {
+            std::fs::write(p, &toml).with_context(|| format!("{}: cannot write", p.display()))?;
+            note(&format!(
+                "wrote {}: {} nodes, {} accelerators in {} pools",
+                p.display(),
+                f.nodes(),
+                f.accelerators(),
+                f.pools.len()
+            ));
+            Ok(())
+        }
+        None => {
+            print!("{toml}");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! `gigafab submit|jobs|job|cancel|logs`.
+
+use super::*;
+
+/// `NAME@REF` as `KIND:NAME@REF` (kept as given if it names its kind).
+pub(super) fn with_kind(kind: &str, r: &str) -> String {
+    if r.starts_with("dataset:") || r.starts_with("model:") {
+        r.to_string()
+    } else {
+        format!("{kind}:{r}")
+    }
+}
+
+/// The body of `POST /jobs`: the API contract's type, so that the CLI
+/// and the server cannot disagree on it.
+pub(super) fn submit_body(
+    a: &SubmitArgs,
+    allocation: i64,
+    workdir: Option<String>,
+) -> gigafab_api::SubmitJob {
+    let (type_, types) = match a.types.as_slice() {
+        [] => (None, None),
+        [one] => (Some(one.clone()), None),
+        several => (None, Some(several.to_vec())),
+    };
+    gigafab_api::SubmitJob {
+        allocation: gigafab_api::IdRef::Num(allocation),
+        gpus: a.gpus as i64,
+        command: a.command.clone(),
+        name: a.name.clone(),
+        project: a.project.clone(),
+        type_,
+        types,
+        vendor: a.vendor.map(|v| name_of(&v)),
+        min_memory_gb: a.min_mem.map(f64::from),
+        time_limit_s: a.time.map(|t| t as i64),
+        priority: a.priority,
+        preemptible: a.preemptible.then_some(true),
+        env: (!a.env.is_empty()).then(|| a.env.iter().cloned().collect()),
+        workdir,
+        memory_gb: a.memory,
+        cpus: a.cpus,
+        job_type: a.job_type.clone(),
+        inputs: {
+            let v: Vec<String> = a
+                .inputs
+                .iter()
+                .map(|i| with_kind("dataset", i))
+                .chain(a.models.iter().map(|m| with_kind("model", m)))
+                .collect();
+            (!v.is_empty()).then_some(v)
+        },
+        output_model: a.output_model.clone(),
+    }
+}
+
+/// Submits a job; returns the server's answer and, when the allocation was
+/// picked automatically, that allocation.
+pub(super) async fn submit_job(
+    api: &Api,
+    a: &SubmitArgs,
+) -> Result<(Reply, Option<gigafab_api::Allocation>)> {
+    let (allocation, picked) = match a.allocation {
+        Some(id) => (id as i64, None),
+        None => {
+            let r = api.get_list(&["allocations"], &[], true).await?;
+            let page: gigafab_api::Page<gigafab_api::Allocation> = typed(&r.value)?;
+            let one = pick_allocation(&page.items)?.clone();
+            (one.id.0, Some(one))
+        }
+    };
+    let workdir = match &a.workdir {
+        None => None,
+        Some(w) => {
+            let abs = std::path::absolute(w)
+                .with_context(|| format!("resolving --workdir {}", w.display()))?;
+            let s = abs
+                .to_str()
+                .with_context(|| format!("--workdir {} is not valid UTF-8", abs.display()))?;
+            Some(s.to_string())
+        }
+    };
+    let body = submit_body(a, allocation, workdir);
+    // retried with one Idempotency-Key: a lost answer never makes two jobs
+    let r = api.post_idempotent(&["jobs"], &body).await?;
+    Ok((r, picked))
+}
+
+pub(super) async fn submit(a: SubmitArgs) -> Result<()> {
+    let api = a.g.conn.api()?;
+    let (r, picked) = submit_job(&api, &a).await?;
+    if let Some(p) = picked
+        && a.g.output == Format::Table
+    {
+        note(&format!(
+            "charging allocation {}",
+            render::allocation_brief(&p)
+        ));
+    }
+    show_as(&a.g, &r, |j: &gigafab_api::Job| {
+        format!("submitted job {} ({})\n", j.id, j.state)
+    })
+}
+
+/// The query of `GET /jobs`.
+pub(super) fn jobs_query(a: &JobsArgs) -> Vec<(&'static str, String)> {
+    let mut q = Vec::new();
+    if let Some(s) = a.state {
+        q.push(("state", name_of(&s)));
+    }
+    if let Some(al) = a.allocation {
+        q.push(("allocation", al.to_string()));
+    }
+    if let Some(o) = &a.org {
+        q.push(("org", o.clone()));
+    }
+    if let Some(u) = &a.user {
+        q.push(("user", u.clone()));
+    }
+    match (a.limit, a.all) {
+        (Some(l), _) => q.push(("limit", l.to_string())),
+        (None, true) => q.push(("limit", "1000".to_string())),
+        (None, false) => {}
+    }
+    q
+}
+
+pub(super) async fn jobs(a: JobsArgs) -> Result<()> {
+    if a.all {
+        return jobs_all(&a).await;
+    }
+    let r =
+        a.g.conn
+            .api()?
+            .get_list(&["jobs"], &jobs_query(&a), a.all)
+            .await?;
+    show_as(&a.g, &r, |p: &gigafab_api::Page<gigafab_api::JobItem>| {
+        render::jobs(&p.items)
+    })?;
+    if a.g.output == Format::Table && !a.all && http::next_cursor(&r.value).is_some() {
+        note("more jobs: --all lists every page, --limit N lists more per page");
+    }
+    Ok(())
+}
+
+/// `gigafab jobs --all`: each page is shown as it comes (the table with
+/// one header; the JSON as one `{"items": [...], "next": null}` document,
+/// the server's text verbatim), so memory holds one page, not every job.
+pub(super) async fn jobs_all(a: &JobsArgs) -> Result<()> {
+    let api = a.g.conn.api()?;
+    let mut first = true;
+    // STATE as wide as its widest word from the start (later pages may
+    // hold other states); other columns widen if a later page needs it
+    let mut widths = vec![0, "completed".len()];
+    let mut wrote_items = false;
+    api.for_each_page(&["jobs"], &jobs_query(a), |page, last| {
+        let out = match a.g.output {
+            Format::Table => render::jobs_table(
+                &typed::<gigafab_api::Page<gigafab_api::JobItem>>(&page.value)?.items,
+            )
+            .render_page(&mut widths, first),
+            // a single page: the server's answer as it is
+            Format::Json if first && last => format!("{}\n", fmt::pretty_json(&page.raw)),
+            Format::Json => {
+                let mut out = String::new();
+                let text = fmt::items_text(&page.raw).map(str::trim).unwrap_or("");
+                if !text.is_empty() {
+                    out.push_str(if wrote_items {
+                        ",\n    "
+                    } else {
+                        "{\n  \"items\": [\n    "
+                    });
+                    fmt::pretty_into(text, 2, &mut out);
+                    wrote_items = true;
+                }
+                if last {
+                    out.push_str(if wrote_items {
+                        "\n  ],\n  \"next\": null\n}\n"
+                    } else {
+                        "{\n  \"items\": [],\n  \"next\": null\n}\n"
+                    });
+                }
+                out
+            }
+        };
+        first = false;
+        emit(&out)
+    })
+    .await
+}
+
+pub(super) async fn job(a: JobArgs) -> Result<()> {
+    let r =
+        a.g.conn
+            .api()?
+            .get(&["jobs", &a.id.to_string()], &[])
+            .await?;
+    show_as(&a.g, &r, render::job_detail)
+}
+
+/// What `gigafab cancel` says about a job the server accepted to cancel.
+pub(super) fn cancel_line(job: &gigafab_api::Job) -> String {
+    match job.state.as_str() {
+        "cancelled" => format!("cancelled job {}\n", job.id),
+        state => format!(
+            "cancelling job {} (still {state}; it stops shortly)\n",
+            job.id
+        ),
+    }
+}
+
+pub(super) async fn cancel(a: CancelArgs) -> Result<()> {
+    let api = a.g.conn.api()?;
+    if let [id] = a.ids.as_slice() {
+        let r = api.delete(&["jobs", &id.to_string()]).await?;
+        return show_as(&a.g, &r, cancel_line);
+    }
+    let mut raws = Vec::new();
+    let mut failed = 0usize;
+    for id in &a.ids {
+        match api.delete(&["jobs", &id.to_string()]).await {
+            Ok(r) => match a.g.output {
+                Format::Table => emit(&cancel_line(&typed(&r.value)?))?,
+                Format::Json => raws.push(r.raw),
+            },
+            Err(e) if http::ClientError::is_unreachable(&e) => return Err(e),
+            Err(e) => {
+                failed += 1;
+                note(&format!("error: job {id}: {e:#}"));
+            }
+        }
+    }
+    if a.g.output == Format::Json {
+        emit(&format!(
+            "{}\n",
+            fmt::pretty_json(&format!("[{}]", raws.join(",")))
+        ))?;
+    }
+    if failed > 0 {
+        bail!("{failed} of {} cancels failed", a.ids.len());
+    }
+    Ok(())
+}
+
+/// Consecutive stream failures after which `logs --follow` gives up.
+pub(super) const LOG_RETRIES: u32 = 5;
+
+pub(super) async fn logs(a: LogsArgs) -> Result<()> {
+    let api = a.conn.api()?;
+    let id = a.id.to_string();
+    let stream = if a.stderr { "stderr" } else { "stdout" };
+    let mut offset: u64 = 0;
+    let mut failures: u32 = 0;
+    loop {
+        let mut q = vec![("stream", stream.to_string())];
+        if offset > 0 {
+            q.push(("offset", offset.to_string()));
+        }
+        if a.follow {
+            q.push(("follow", "true".to_string()));
+        }
+        let err = match api.get_stream(&["jobs", &id, "logs"], &q).await {
+            // A retry that cannot connect counts as a failure too.
+            Err(e) if failures > 0 && http::ClientError::is_unreachable(&e) => e,
+            Err(e) => return Err(e),
+            Ok(resp) => {
+                let mut body = resp.bytes_stream();
+                let mut broke = None;
+                while let Some(chunk) = body.next().await {
+                    match chunk {
+                        Ok(bytes) => {
+                            failures = 0;
+                            offset += bytes.len() as u64;
+                            if !write_out(&bytes)? {
+                                return Ok(());
+                            }
+                        }
+                        Err(e) => {
+                            broke = Some(anyhow::Error::new(e));
+                            break;
+                        }
+                    }
+                }
+                match broke {
+                    None => return Ok(()),
+                    Some(e) => e,
+                }
+            }
+        };
+        if !a.follow || failures >= LOG_RETRIES {
+            return Err(err.context(format!("reading the logs of job {id}")));
+        }
+        failures += 1;
+        note(&format!(
+            "log stream of job {id} interrupted ({err:#}); reconnecting ({failures}/{LOG_RETRIES})"
+        ));
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
