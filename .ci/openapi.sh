@@ -24,6 +24,11 @@ venv=target/openapi-venv
 }
 "$venv/bin/openapi-spec-validator" target/openapi.json
 
+command -v node >/dev/null || {
+    echo "installing nodejs npm from Debian's packages" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >&2 && apt-get install -y -qq nodejs npm >&2
+}
 cd sdk/typescript
 npm ci --no-audit --no-fund --loglevel=error
 npx redocly lint --config redocly.yaml ../../target/openapi.json
