@@ -65,7 +65,10 @@ impl std::fmt::Display for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({"error": self.code, "message": self.message});
+        let body = gigafab_api::Error {
+            error: self.code.to_string(),
+            message: self.message,
+        };
         let mut r = (self.status, axum::Json(body)).into_response();
         if let Some(s) = self.retry_after_s {
             r.headers_mut()

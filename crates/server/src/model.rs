@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::time::{Ms, rfc3339};
 
@@ -165,11 +164,6 @@ impl JobRow {
             output: None,
         }
     }
-
-    /// The job's JSON view ([`JobRow::view`]).
-    pub fn to_json(&self, now: Ms) -> Value {
-        serde_json::to_value(self.view(now)).unwrap_or(Value::Null)
-    }
 }
 
 /// One line of a job's history.
@@ -187,10 +181,6 @@ impl JobEvent {
             kind: self.kind.clone(),
             message: self.message.clone(),
         }
-    }
-
-    pub fn to_json(&self) -> Value {
-        serde_json::to_value(self.view()).unwrap_or(Value::Null)
     }
 }
 
