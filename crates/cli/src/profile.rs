@@ -34,8 +34,9 @@ pub struct SchedArgs {
     /// it runs again [default: the factory's, else 30].
     #[arg(long, env = "GIGAFAB_RESTORE_OVERHEAD", value_name = "SECONDS")]
     pub restore_overhead: Option<f64>,
-    /// Times a job hit by an accelerator failure is requeued (from its last
-    /// checkpoint, or from the start without one) before it fails
+    /// Times in a row a job hit by an accelerator failure is requeued (from
+    /// its last checkpoint, or from the start without one) without having
+    /// reached a checkpoint since its previous hit, before it fails
     /// [default: the factory's, else 5].
     #[arg(long, env = "GIGAFAB_MAX_REQUEUES")]
     pub max_requeues: Option<u32>,

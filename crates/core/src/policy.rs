@@ -225,9 +225,10 @@ pub struct Policy {
     /// Among the accelerator types a job may use, try the one with the
     /// lowest energy to solution (run-time factor × modelled power) first.
     pub energy_aware: bool,
-    /// Times a job hit by an accelerator failure is requeued (from its last
-    /// checkpoint, or from the start without one) before it is failed
-    /// (Slurm's `MaxBatchRequeue`, 5 by default there and here).
+    /// Times in a row a job hit by an accelerator failure is requeued
+    /// without having moved forward (no checkpoint reached since its last
+    /// hit) before it is failed (as Slurm's `MaxBatchRequeue`, 5 by
+    /// default there and here; Slurm counts every requeue).
     pub max_requeues: u32,
     /// Whether a preempted job saves its progress when it is stopped (as
     /// Gavel and Tiresias suspend jobs: frameworks checkpoint when asked to

@@ -133,9 +133,11 @@ pub struct Job {
     /// Accelerator-seconds of work thrown away by interruptions.
     pub lost_gpu_s: f64,
     pub restarts: u32,
-    /// Restarts caused by accelerator failures (bounded by the policy's
-    /// `max_requeues`).
+    /// Restarts caused by accelerator failures, in all.
     pub fail_requeues: u32,
+    /// Failure restarts since the job last moved forward (a run that
+    /// reached a checkpoint): bounded by the policy's `max_requeues`.
+    pub hits_without_progress: u32,
     /// Seconds the next (or current) run spends restoring progress saved
     /// when the job was preempted.
     pub restore_s: f64,
@@ -649,6 +651,7 @@ impl SchedCore {
             lost_gpu_s: 0.0,
             restarts: 0,
             fail_requeues: 0,
+            hits_without_progress: 0,
             restore_s: 0.0,
             power_w: 0.0,
             speed: 1.0,

@@ -329,10 +329,19 @@ impl SchedCore {
 
     /// Stops running job `j` hit by a failure: requeued from its last
     /// checkpoint while it has requeues left, else failed with its run lost.
+    /// The bound counts hits without progress: a run that reached a
+    /// checkpoint moved the job forward, and its count starts again, so a
+    /// long job that resumes from its checkpoints is never failed for the
+    /// number of its interruptions, while one that cannot get past a
+    /// checkpoint is (docs/scheduling.md, "Failures and requeues").
     /// Returns (accelerator-seconds lost, failed).
     pub(super) fn hit_by_failure(&mut self, j: JobIdx, now: f64) -> (f64, bool) {
-        let job = &self.jobs[j as usize];
-        if job.fail_requeues >= self.policy.max_requeues {
+        let job = &mut self.jobs[j as usize];
+        let worked = (now - job.run_start).max(0.0) - job.restore_s;
+        if job.checkpoint_s > 0.0 && worked >= job.checkpoint_s {
+            job.hits_without_progress = 0;
+        }
+        if job.hits_without_progress >= self.policy.max_requeues {
             let lost = job.gpus as f64 * (now - job.run_start).max(0.0);
             self.stop(j, now);
             let job = &mut self.jobs[j as usize];
@@ -343,7 +352,9 @@ impl SchedCore {
             (lost, true)
         } else {
             let lost = self.interrupt(j, now, true, false);
-            self.jobs[j as usize].fail_requeues += 1;
+            let job = &mut self.jobs[j as usize];
+            job.fail_requeues += 1;
+            job.hits_without_progress += 1;
             (lost, false)
         }
     }
