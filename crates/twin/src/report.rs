@@ -21,6 +21,41 @@ pub struct CategoryStats {
     pub carbon_t: Option<f64>,
 }
 
+/// Figures of one job-size class (accelerators asked), over the measured
+/// jobs: whether large gangs starve shows here.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SizeClassStats {
+    /// `1`, `2-4`, `5-8`, `9-15` or `16+` accelerators.
+    pub class: String,
+    pub jobs: u64,
+    pub completed: u64,
+    pub avg_jct_s: f64,
+    pub p99_jct_s: f64,
+    /// Over the jobs that started.
+    pub avg_wait_s: f64,
+    pub p99_wait_s: f64,
+    /// The longest wait, a job that never started counting its wait until
+    /// the simulation's end.
+    pub max_wait_s: f64,
+    /// Jobs that never started.
+    pub never_started: u64,
+}
+
+/// The size class of a job of `gpus` accelerators (its index in
+/// [`SIZE_CLASSES`]).
+fn size_class(gpus: u32) -> usize {
+    match gpus {
+        0..=1 => 0,
+        2..=4 => 1,
+        5..=8 => 2,
+        9..=15 => 3,
+        _ => 4,
+    }
+}
+
+/// The size classes of the report, smallest first.
+pub const SIZE_CLASSES: [&str; 5] = ["1", "2-4", "5-8", "9-15", "16+"];
+
 /// Energy figures of one site.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct SiteStats {
@@ -172,6 +207,9 @@ pub struct Report {
     pub power_down: Option<PowerDownReport>,
     pub sites: BTreeMap<String, SiteStats>,
     pub categories: BTreeMap<String, CategoryStats>,
+    /// Per job-size class, smallest first (classes without a measured job
+    /// left out).
+    pub sizes: Vec<SizeClassStats>,
     pub events: u64,
     pub wall_time_s: f64,
     pub events_per_s: f64,
@@ -333,6 +371,9 @@ impl Collector {
         let mut jct_bound = 0.0;
         // large gangs: Σ uninterrupted run, Σ wall time, how many
         let mut ettr = (0.0, 0.0, 0u64);
+        // per size class: (JCTs, waits, longest wait, jobs, never started)
+        let mut by_size: Vec<(Vec<f64>, Vec<f64>, f64, u64, u64)> =
+            vec![(Vec::new(), Vec::new(), 0.0, 0, 0); SIZE_CLASSES.len()];
         for (i, job) in core.jobs.iter().enumerate() {
             let cat = core.allocs[job.alloc as usize].spec.category;
             let c = cats
@@ -376,6 +417,22 @@ impl Collector {
             }
             if i < a || i >= b {
                 continue;
+            }
+            let sc = &mut by_size[size_class(job.gpus)];
+            sc.3 += 1;
+            match job.first_start {
+                Some(s) => {
+                    sc.1.push(s - job.submit_s);
+                    sc.2 = f64::max(sc.2, s - job.submit_s);
+                }
+                None => {
+                    sc.4 += 1;
+                    let until = job.end_s.unwrap_or(self.last_end);
+                    sc.2 = f64::max(sc.2, until - job.submit_s);
+                }
+            }
+            if job.state == JobState::Completed {
+                sc.0.push(job.end_s.unwrap_or(job.submit_s) - job.submit_s);
             }
             if let Some(s) = job.first_start {
                 wait.push(s - job.submit_s);
@@ -584,6 +641,26 @@ impl Collector {
             }),
             sites,
             categories,
+            sizes: by_size
+                .into_iter()
+                .enumerate()
+                .filter(|(_, c)| c.3 > 0)
+                .map(|(k, (mut jct, mut wait, longest, jobs, never))| {
+                    jct.sort_by(f64::total_cmp);
+                    wait.sort_by(f64::total_cmp);
+                    SizeClassStats {
+                        class: SIZE_CLASSES[k].to_string(),
+                        jobs,
+                        completed: jct.len() as u64,
+                        avg_jct_s: mean(&jct),
+                        p99_jct_s: percentile(&jct, 99.0),
+                        avg_wait_s: mean(&wait),
+                        p99_wait_s: percentile(&wait, 99.0),
+                        max_wait_s: longest,
+                        never_started: never,
+                    }
+                })
+                .collect(),
             events,
             wall_time_s: wall_s,
             events_per_s: if wall_s > 0.0 {
@@ -825,6 +902,36 @@ impl Report {
                 c.energy_mwh,
                 co2_cell(c.carbon_t)
             );
+        }
+        if !self.sizes.is_empty() {
+            let _ = writeln!(
+                s,
+                "\n{:<10} {:>9} {:>9} {:>12} {:>12} {:>12} {:>12} {:>12} {:>9}",
+                "GPUs",
+                "jobs",
+                "completed",
+                "avg JCT h",
+                "p99 JCT h",
+                "avg wait h",
+                "p99 wait h",
+                "max wait h",
+                "unstarted"
+            );
+            for c in &self.sizes {
+                let _ = writeln!(
+                    s,
+                    "{:<10} {:>9} {:>9} {:>12.2} {:>12.2} {:>12.2} {:>12.2} {:>12.2} {:>9}",
+                    c.class,
+                    c.jobs,
+                    c.completed,
+                    c.avg_jct_s / 3600.0,
+                    c.p99_jct_s / 3600.0,
+                    c.avg_wait_s / 3600.0,
+                    c.p99_wait_s / 3600.0,
+                    c.max_wait_s / 3600.0,
+                    c.never_started
+                );
+            }
         }
         if self
             .sites

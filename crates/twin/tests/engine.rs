@@ -420,6 +420,35 @@ fn hits_without_progress_exhaust_the_requeues() {
     assert!((job.attained_gpu_s - lost).abs() <= 1e-6 * lost.max(1.0));
 }
 
+/// Issue 28: the report breaks JCT and waits down by job size, so that a
+/// starving gang class shows (its longest wait counts a job that never
+/// started until the end).
+#[test]
+fn the_report_has_figures_per_size_class() {
+    let (f, cfg) = small_without_failures();
+    let mut jobs: Vec<JobSpec> = (0..6)
+        .map(|i| JobSpec::simple(format!("one{i}"), i as f64, 1, 100.0))
+        .collect();
+    jobs.push(JobSpec::simple("four", 0.0, 4, 100.0));
+    jobs.push(JobSpec::simple("eight", 0.0, 8, 300.0));
+    let r = run(&f, PolicyKind::Fifo, jobs, &cfg);
+    let classes: Vec<(&str, u64, u64)> = r
+        .sizes
+        .iter()
+        .map(|c| (c.class.as_str(), c.jobs, c.completed))
+        .collect();
+    assert_eq!(classes, vec![("1", 6, 6), ("2-4", 1, 1), ("5-8", 1, 1)]);
+    for c in &r.sizes {
+        assert!(
+            c.max_wait_s >= c.p99_wait_s && c.p99_wait_s >= c.avg_wait_s,
+            "{c:?}"
+        );
+        assert!(c.p99_jct_s >= c.avg_jct_s && c.avg_jct_s >= 100.0, "{c:?}");
+        assert_eq!(c.never_started, 0);
+    }
+    assert!(r.table().contains("max wait h"));
+}
+
 #[test]
 fn jobs_out_has_a_row_per_job_with_its_state() {
     let (f, cfg) = small_without_failures();
