@@ -372,7 +372,8 @@ impl Collector {
         // large gangs: Σ uninterrupted run, Σ wall time, how many
         let mut ettr = (0.0, 0.0, 0u64);
         // per size class: (JCTs, waits, longest wait, jobs, never started)
-        let mut by_size: Vec<(Vec<f64>, Vec<f64>, f64, u64, u64)> =
+        type SizeAcc = (Vec<f64>, Vec<f64>, f64, u64, u64);
+        let mut by_size: Vec<SizeAcc> =
             vec![(Vec::new(), Vec::new(), 0.0, 0, 0); SIZE_CLASSES.len()];
         for (i, job) in core.jobs.iter().enumerate() {
             let cat = core.allocs[job.alloc as usize].spec.category;
