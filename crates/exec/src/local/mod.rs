@@ -366,17 +366,13 @@ impl Executor for LocalExecutor {
         let mut binds: Vec<(PathBuf, PathBuf)> = Vec::new();
         for (k, p) in spec.read_only.iter().enumerate() {
             if account.is_some() && crate::posix::is_root() {
-                use std::os::unix::fs::PermissionsExt;
-                let at = dir.join(INPUTS_DIR).join(k.to_string());
-                fs::create_dir_all(&at).map_err(io_error(&at))?;
                 // reachable by the account whatever the server's umask
-                // (the mount covers `at` in the job's namespace); by path:
-                // the job's directory is root's (0711), no tenant can put
-                // a link in it
-                for (d, mode) in [(dir.join(INPUTS_DIR), 0o711), (at.clone(), 0o755)] {
-                    fs::set_permissions(&d, fs::Permissions::from_mode(mode))
-                        .map_err(io_error(&d))?;
-                }
+                // (the mount covers `at` in the job's namespace); made and
+                // changed through descriptors that never follow a link
+                let inputs = dir.join(INPUTS_DIR);
+                mkdir_nofollow(&inputs, 0o711).map_err(io_error(&inputs))?;
+                let at = inputs.join(k.to_string());
+                mkdir_nofollow(&at, 0o755).map_err(io_error(&at))?;
                 let shown = utf8(&at)?;
                 let was = utf8(p)?;
                 for (_, v) in env_spec.iter_mut().filter(|(_, v)| *v == was) {
@@ -589,6 +585,45 @@ fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     f.write_all(bytes)
 }
 
+/// `path` made a directory of `mode` (kept if it is one already): its
+/// parent opened without following a link, the directory made and opened
+/// at that descriptor without following one, its mode set through its own
+/// descriptor. A link in its place is refused, never followed.
+fn mkdir_nofollow(path: &Path, mode: u32) -> io::Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let (parent, name) = match (path.parent(), path.file_name()) {
+        (Some(p), Some(n)) => (p, n),
+        _ => return Err(io::Error::from(io::ErrorKind::InvalidInput)),
+    };
+    let cstr = |b: &[u8]| {
+        std::ffi::CString::new(b).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+    };
+    let (p, n) = (cstr(parent.as_os_str().as_bytes())?, cstr(name.as_bytes())?);
+    let flags = libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_RDONLY;
+    // SAFETY: plain system calls on C strings that outlive them; each
+    // descriptor is owned (closed) as soon as it is made
+    let parent_fd = unsafe { libc::open(p.as_ptr(), flags) };
+    if parent_fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let parent_fd = unsafe { OwnedFd::from_raw_fd(parent_fd) };
+    if unsafe { libc::mkdirat(parent_fd.as_raw_fd(), n.as_ptr(), 0o700) } != 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::AlreadyExists {
+            return Err(e);
+        }
+    }
+    let fd = unsafe { libc::openat(parent_fd.as_raw_fd(), n.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    if unsafe { libc::fchmod(fd.as_raw_fd(), mode) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 fn read_status(dir: &Path) -> Result<Option<ExitRecord>, ExecError> {
     let path = dir.join(STATUS_FILE);
     let bytes = match fs::read(&path) {
@@ -774,6 +809,41 @@ fn prepare_account_dir(dir: &Path, account: &crate::posix::Account) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mkdir_nofollow_makes_keeps_and_refuses_links() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = std::env::temp_dir().join(format!("gigafab-mkdirnf-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(&root).unwrap();
+        let d = root.join("inputs");
+        mkdir_nofollow(&d, 0o711).unwrap();
+        assert_eq!(
+            fs::metadata(&d).unwrap().permissions().mode() & 0o7777,
+            0o711
+        );
+        // there already: kept, its mode set again
+        mkdir_nofollow(&d, 0o755).unwrap();
+        assert_eq!(
+            fs::metadata(&d).unwrap().permissions().mode() & 0o7777,
+            0o755
+        );
+        // a link in its place is refused, and what it points at unchanged
+        let target = root.join("target");
+        fs::create_dir(&target).unwrap();
+        fs::set_permissions(&target, fs::Permissions::from_mode(0o700)).unwrap();
+        let link = root.join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(mkdir_nofollow(&link, 0o777).is_err());
+        assert_eq!(
+            fs::metadata(&target).unwrap().permissions().mode() & 0o7777,
+            0o700
+        );
+        // and so is a link among the parents' last component
+        assert!(mkdir_nofollow(&link.join("x"), 0o777).is_err());
+        assert!(!target.join("x").exists());
+        let _ = fs::remove_dir_all(&root);
+    }
 
     #[test]
     fn proc_stat_plain() {
