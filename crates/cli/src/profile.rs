@@ -43,9 +43,13 @@ pub struct SchedArgs {
     /// Running preemptible jobs move to free accelerators of a type where
     /// they run faster, and pairs swap types where each gains from the
     /// other's (stopped with their progress, restored there): what
-    /// Gavel's rounds do by giving each round's types anew.
-    #[arg(long, env = "GIGAFAB_MIGRATE")]
+    /// Gavel's rounds do by giving each round's types anew [default: on
+    /// under las and hetero, off otherwise; the factory's if it says].
+    #[arg(long, env = "GIGAFAB_MIGRATE", conflicts_with = "no_migrate")]
     pub migrate: bool,
+    /// Never move running jobs between types (see --migrate).
+    #[arg(long, env = "GIGAFAB_NO_MIGRATE")]
+    pub no_migrate: bool,
     /// `las` and `hetero`: the attained service, in accelerator-hours, at
     /// which a job moves down a queue, ascending and comma separated
     /// [default: the factory's, else 1,10,100].
@@ -56,6 +60,21 @@ pub struct SchedArgs {
         value_name = "HOURS"
     )]
     pub las_thresholds: Option<Vec<f64>>,
+    /// `las`, `hetero` and `fairshare`: turn the starvation bound off (a
+    /// waiting job is then never promoted; docs/scheduling.md).
+    #[arg(long, env = "GIGAFAB_NO_PROMOTE")]
+    pub no_promote: bool,
+    /// The starvation bound's floor: a job that has not run is promoted
+    /// (ahead of the jobs of its priority, reserved for, not preempted for
+    /// them) once it has waited this many seconds [default: the
+    /// factory's, else 28800].
+    #[arg(long, env = "GIGAFAB_PROMOTE_AFTER", value_name = "SECONDS")]
+    pub promote_after: Option<f64>,
+    /// The starvation bound's multiple: a job that has run is promoted
+    /// once its wait reaches this many times the seconds it has run (and
+    /// the floor) [default: the factory's, else 2].
+    #[arg(long, env = "GIGAFAB_PROMOTE_KNOB", value_name = "K")]
+    pub promote_knob: Option<f64>,
     /// Carbon-aware scheduling: jobs with a deadline start in low-carbon
     /// hours and at the lower-carbon site (never missing the deadline for it).
     #[arg(long, env = "GIGAFAB_CARBON_AWARE")]
@@ -125,8 +144,15 @@ impl SchedArgs {
             checkpoint_on_preempt: self.preempt_restart.then_some(false),
             restore_overhead_s: self.restore_overhead,
             max_requeues: self.max_requeues,
-            migrate: self.migrate.then_some(true),
+            migrate: if self.no_migrate {
+                Some(false)
+            } else {
+                self.migrate.then_some(true)
+            },
             las_thresholds_gpu_h: self.las_thresholds.clone(),
+            promote: self.no_promote.then_some(false),
+            promote_after_s: self.promote_after,
+            promote_knob: self.promote_knob,
             carbon_aware: self.carbon_aware.then_some(true),
             carbon_forecast: self.carbon_forecast.clone(),
             carbon_cap_g_per_kwh: self.carbon_cap_above,

@@ -120,6 +120,10 @@ pub struct PolicyTraits {
     /// The queue keeps one sorted run per (allocation, priority) and
     /// priorities are recomputed every `priority_period_s`.
     pub periodic_priorities: bool,
+    /// The order can keep a job behind later ones for ever (by attained
+    /// service or fair share): the starvation bound applies
+    /// ([`Policy::promote_wait`]).
+    pub promotes: bool,
 }
 
 impl PolicyKind {
@@ -133,6 +137,7 @@ impl PolicyKind {
                 blocks: true,
                 preempts_by_service: false,
                 periodic_priorities: false,
+                promotes: false,
             },
             PolicyKind::Backfill => PolicyTraits {
                 order: QueueOrder::Priority,
@@ -141,6 +146,7 @@ impl PolicyKind {
                 blocks: true,
                 preempts_by_service: false,
                 periodic_priorities: false,
+                promotes: false,
             },
             PolicyKind::Fairshare => PolicyTraits {
                 order: QueueOrder::Fairshare,
@@ -149,6 +155,7 @@ impl PolicyKind {
                 blocks: true,
                 preempts_by_service: false,
                 periodic_priorities: true,
+                promotes: true,
             },
             PolicyKind::Las => PolicyTraits {
                 order: QueueOrder::AttainedLevel,
@@ -157,6 +164,7 @@ impl PolicyKind {
                 blocks: false,
                 preempts_by_service: true,
                 periodic_priorities: false,
+                promotes: true,
             },
             PolicyKind::Hetero => PolicyTraits {
                 order: QueueOrder::AttainedTime,
@@ -165,6 +173,7 @@ impl PolicyKind {
                 blocks: false,
                 preempts_by_service: true,
                 periodic_priorities: false,
+                promotes: true,
             },
         }
     }
@@ -175,6 +184,12 @@ impl fmt::Display for PolicyKind {
         f.write_str(self.name())
     }
 }
+
+/// The starvation bound's floor by default: a job that has not run is
+/// promoted after waiting this long (seconds).
+pub const DEFAULT_PROMOTE_AFTER_S: f64 = 8.0 * 3600.0;
+/// The starvation bound's multiple of a job's own service by default.
+pub const DEFAULT_PROMOTE_KNOB: f64 = 2.0;
 
 /// A policy with its parameters.
 #[derive(Debug, Clone, PartialEq)]
@@ -239,7 +254,8 @@ pub struct Policy {
     pub restore_overhead_s: f64,
     /// Running preemptible jobs move to free accelerators of a type where
     /// they run faster, and pairs of them swap types where each gains from
-    /// the other's (stopped with their progress, restored there).
+    /// the other's (stopped with their progress, restored there). On by
+    /// default under `las` and `hetero`.
     pub migrate: bool,
     /// Idle power-down: a node idle this long is powered down, and resumed
     /// when a job needs it (Slurm's `SuspendTime`); None: never.
@@ -260,6 +276,15 @@ pub struct Policy {
     /// The live server runs the real check instead (0 there).
     pub preflight_s: f64,
     pub preflight_min_nodes: u32,
+    /// The starvation bound (policies whose order can keep a job waiting
+    /// for ever: `las`, `hetero`, `fairshare`): a job that has waited
+    /// `promote_knob` times its service (the seconds it has run), and at
+    /// least `promote_after_s`, is promoted: ahead of every job of its
+    /// priority that is not, free to preempt them, reserved for until it
+    /// starts, and not stopped for them once it runs (Tiresias' PROMOTE
+    /// knob, with a floor for jobs that have not run). None: never.
+    pub promote_after_s: Option<f64>,
+    pub promote_knob: f64,
 }
 
 /// Where a job that may run at several sites goes first (after carbon,
@@ -318,7 +343,10 @@ impl Policy {
             max_requeues: 5,
             checkpoint_on_preempt: true,
             restore_overhead_s: 30.0,
-            migrate: false,
+            // the attained-service policies move jobs between types as
+            // Gavel's rounds do (on Gavel's workloads, the difference
+            // between losing to its policies and beating them)
+            migrate: matches!(kind, PolicyKind::Las | PolicyKind::Hetero),
             power_down_after_s: None,
             resume_s: 300.0,
             warm_nodes: 1,
@@ -326,6 +354,8 @@ impl Policy {
             suspect_avoid_s: 3600.0,
             preflight_s: 0.0,
             preflight_min_nodes: 2,
+            promote_after_s: Some(DEFAULT_PROMOTE_AFTER_S),
+            promote_knob: DEFAULT_PROMOTE_KNOB,
         }
     }
 
@@ -343,11 +373,14 @@ impl Policy {
         self.kind.traits().blocks
     }
 
-    /// The fair-share queue key (lower runs first) of a job of `priority`
-    /// submitted at `submit_s` whose allocation has `fs_factor`, at `now`:
-    /// priority, then fair share, then age (capped at `max_age_s`).
-    pub fn fairshare_key(&self, priority: i32, fs_factor: f64, submit_s: f64, now: f64) -> f64 {
-        FairshareWeights::of(self).key(priority, fs_factor, submit_s, now)
+    /// How long a job that has run `service_s` seconds may wait before it
+    /// is promoted (the starvation bound), if the policy has one.
+    pub fn promote_wait(&self, service_s: f64) -> Option<f64> {
+        if !self.kind.traits().promotes {
+            return None;
+        }
+        self.promote_after_s
+            .map(|w| w.max(self.promote_knob * service_s.max(0.0)))
     }
 
     /// LAS level (0 = highest) for an attained service.
@@ -376,7 +409,7 @@ mod tests {
     }
 }
 
-/// What the fair-share key weighs (see [`Policy::fairshare_key`]).
+/// What the fair-share key weighs (the fair-share queue key of a job: [`FairshareWeights::key`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct FairshareWeights {
     pub weight_fairshare: f64,
@@ -393,10 +426,23 @@ impl FairshareWeights {
         }
     }
 
-    /// The key (lower runs first): priority, then fair share, then age
-    /// (capped at `max_age_s`).
-    pub fn key(&self, priority: i32, fs_factor: f64, submit_s: f64, now: f64) -> f64 {
+    /// The key (lower runs first): priority, then promotion (the
+    /// starvation bound: ahead of every job of its priority that is not
+    /// promoted), then fair share, then age (capped at `max_age_s`).
+    pub fn key(
+        &self,
+        priority: i32,
+        fs_factor: f64,
+        submit_s: f64,
+        now: f64,
+        promoted: bool,
+    ) -> f64 {
         let age = ((now - submit_s) / self.max_age_s).clamp(0.0, 1.0);
-        -(priority as f64 * 1e6 + self.weight_fairshare * fs_factor + self.weight_age * age)
+        let boost = if promoted {
+            self.weight_fairshare.abs() + self.weight_age.abs() + 1.0
+        } else {
+            0.0
+        };
+        -(priority as f64 * 1e6 + boost + self.weight_fairshare * fs_factor + self.weight_age * age)
     }
 }

@@ -15,8 +15,11 @@
 //! preemption = true             # higher priority stops preemptible jobs
 //! checkpoint_on_preempt = true  # a stopped job keeps its progress
 //! restore_overhead_s = 30       # restoring that progress takes this long
-//! migrate = false               # running jobs move to faster free types
+//! migrate = true                # running jobs move to faster free types (las/hetero default)
 //! las_thresholds_gpu_h = [1, 10, 100]  # las/hetero attained-service queues
+//! promote = true                # las/hetero/fairshare: the starvation bound
+//! promote_after_s = 28800       # a job that has not run is promoted after this wait
+//! promote_knob = 2              # one that has, after this multiple of its service
 //! max_requeues = 5              # failure requeues before a job fails
 //! carbon_aware = false
 //! carbon_forecast = "daily"    # or "oracle": the future itself
@@ -57,11 +60,22 @@ pub struct SchedulerProfile {
     /// Times a job hit by an accelerator failure is requeued [default: 5].
     pub max_requeues: Option<u32>,
     /// Running preemptible jobs move to free accelerators of a type where
-    /// they run faster [default: false].
+    /// they run faster [default: true under las and hetero, else false].
     pub migrate: Option<bool>,
     /// `las` and `hetero`: the attained service (accelerator-hours) at
     /// which a job moves down a queue, ascending [default: 1, 10, 100].
     pub las_thresholds_gpu_h: Option<Vec<f64>>,
+    /// `las`, `hetero` and `fairshare`: the starvation bound (a job that
+    /// has waited long enough is promoted, reserved for and not preempted
+    /// for the jobs it was promoted over) [default: true].
+    pub promote: Option<bool>,
+    /// The starvation bound's floor: seconds a job waits before it is
+    /// promoted whatever its service [default: 28800, 8 hours].
+    pub promote_after_s: Option<f64>,
+    /// The starvation bound's multiple: a job that has run is promoted
+    /// once its wait reaches this many times the seconds it has run (and
+    /// the floor) [default: 2].
+    pub promote_knob: Option<f64>,
     /// Jobs with a deadline start in low-carbon hours [default: false].
     pub carbon_aware: Option<bool>,
     /// What carbon-aware decisions know of the grid's future: `daily` (the
@@ -110,6 +124,9 @@ impl SchedulerProfile {
             las_thresholds_gpu_h: self
                 .las_thresholds_gpu_h
                 .or_else(|| under.las_thresholds_gpu_h.clone()),
+            promote: self.promote.or(under.promote),
+            promote_after_s: self.promote_after_s.or(under.promote_after_s),
+            promote_knob: self.promote_knob.or(under.promote_knob),
             carbon_aware: self.carbon_aware.or(under.carbon_aware),
             carbon_forecast: self
                 .carbon_forecast
@@ -172,6 +189,21 @@ impl SchedulerProfile {
                 );
             }
             p.las_thresholds_gpu_s = th.iter().map(|h| h * 3600.0).collect();
+        }
+        if let Some(w) = self.promote_after_s {
+            if !(w.is_finite() && (0.0..=365.0 * 86_400.0).contains(&w)) {
+                return Err("promote_after_s: must be within 0..=31536000 seconds".into());
+            }
+            p.promote_after_s = Some(w);
+        }
+        if let Some(k) = self.promote_knob {
+            if !(k.is_finite() && (0.0..=1e6).contains(&k)) {
+                return Err("promote_knob: must be a number within 0..=1000000".into());
+            }
+            p.promote_knob = k;
+        }
+        if self.promote == Some(false) {
+            p.promote_after_s = None;
         }
         if let Some(v) = self.carbon_aware {
             p.carbon_aware = v;
@@ -297,7 +329,61 @@ mod tests {
         assert!(p.migrate);
         assert_eq!(p.las_thresholds_gpu_s, vec![1_800.0, 3_600.0, 7_200.0]);
         let d = SchedulerProfile::default().policy().unwrap();
-        assert!(!d.migrate, "off by default");
+        assert!(!d.migrate, "off by default under fair share");
         assert_eq!(d.las_thresholds_gpu_s, vec![3_600.0, 36_000.0, 360_000.0]);
+        for name in ["las", "hetero"] {
+            let named = |migrate| SchedulerProfile {
+                policy: Some(name.into()),
+                migrate,
+                ..Default::default()
+            };
+            assert!(
+                named(None).policy().unwrap().migrate,
+                "{name}: on by default"
+            );
+            assert!(!named(Some(false)).policy().unwrap().migrate, "{name}: off");
+        }
+    }
+
+    #[test]
+    fn the_starvation_bound_comes_from_the_profile() {
+        let d = SchedulerProfile {
+            policy: Some("las".into()),
+            ..Default::default()
+        };
+        let p = d.policy().unwrap();
+        assert_eq!(
+            p.promote_wait(0.0),
+            Some(crate::policy::DEFAULT_PROMOTE_AFTER_S)
+        );
+        let p = SchedulerProfile {
+            promote_after_s: Some(600.0),
+            promote_knob: Some(3.0),
+            ..d.clone()
+        }
+        .policy()
+        .unwrap();
+        assert_eq!(p.promote_wait(0.0), Some(600.0));
+        assert_eq!(p.promote_wait(1000.0), Some(3000.0));
+        let off = SchedulerProfile {
+            promote: Some(false),
+            ..d.clone()
+        };
+        assert_eq!(off.policy().unwrap().promote_wait(0.0), None);
+        for (after, knob, key) in [
+            (Some(-1.0), None, "promote_after_s"),
+            (Some(f64::NAN), None, "promote_after_s"),
+            (None, Some(-2.0), "promote_knob"),
+            (None, Some(f64::INFINITY), "promote_knob"),
+        ] {
+            let e = SchedulerProfile {
+                promote_after_s: after,
+                promote_knob: knob,
+                ..d.clone()
+            }
+            .policy()
+            .unwrap_err();
+            assert!(e.starts_with(key), "{after:?} {knob:?}: {e}");
+        }
     }
 }

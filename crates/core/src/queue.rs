@@ -39,6 +39,8 @@ pub(crate) struct Queued {
     /// The refresh `key` was computed for (fair share).
     epoch: u32,
     pub limited: bool,
+    /// Promoted by the starvation bound (fair share: its own run).
+    pub promoted: bool,
 }
 
 impl Queued {
@@ -71,6 +73,7 @@ impl Queued {
             pool1,
             epoch: 0,
             limited,
+            promoted: false,
         }
     }
 }
@@ -94,8 +97,13 @@ struct Snapshot {
 
 impl Snapshot {
     fn key(&self, q: &Queued) -> f64 {
-        self.weights
-            .key(q.prio, self.fs[q.alloc as usize], q.submit, self.t)
+        self.weights.key(
+            q.prio,
+            self.fs[q.alloc as usize],
+            q.submit,
+            self.t,
+            q.promoted,
+        )
     }
 }
 
@@ -154,7 +162,7 @@ pub(crate) struct Queue {
     /// Fair share: the runs, one per (allocation, priority).
     grouped: bool,
     runs: Vec<Run>,
-    run_of: BTreeMap<(AllocIdx, i32), usize>,
+    run_of: BTreeMap<(AllocIdx, i32, bool), usize>,
     snap: Snapshot,
     epoch: u32,
     len: usize,
@@ -243,7 +251,10 @@ impl Queue {
             return pos;
         }
         let n = self.runs.len();
-        let r = *self.run_of.entry((q.alloc, q.prio)).or_insert(n);
+        let r = *self
+            .run_of
+            .entry((q.alloc, q.prio, q.promoted))
+            .or_insert(n);
         if r == n {
             self.runs.push(Run::default());
         }
@@ -386,7 +397,7 @@ impl Queue {
 
     /// Removes a prefix entry's copy from its run.
     fn drop_from_run(&mut self, q: &Queued) {
-        let r = self.run_of[&(q.alloc, q.prio)];
+        let r = self.run_of[&(q.alloc, q.prio, q.promoted)];
         let run = &self.runs[r];
         let p = run.entries[..run.taken].partition_point(|e| self.order(e, q).is_lt());
         let run = &mut self.runs[r];
@@ -395,8 +406,24 @@ impl Queue {
         run.taken -= 1;
     }
 
-    /// Removes job `j` (queued with `alloc` and `prio`) wherever it is.
-    pub fn remove(&mut self, j: JobIdx, alloc: AllocIdx, prio: i32) -> bool {
+    /// Removes the entry `q` (as it was queued: key, submission, job);
+    /// without a scan where the order is one sorted vector.
+    pub fn remove_entry(&mut self, q: &Queued) -> bool {
+        if self.grouped {
+            return self.remove(q.j, q.alloc, q.prio, q.promoted);
+        }
+        let i = self.prefix.partition_point(|e| queue_order(e, q).is_lt());
+        if self.prefix.get(i).is_some_and(|e| e.j == q.j) {
+            self.prefix.remove(i);
+            self.len -= 1;
+            return true;
+        }
+        self.remove(q.j, q.alloc, q.prio, q.promoted)
+    }
+
+    /// Removes job `j` (queued with `alloc`, `prio` and `promoted`)
+    /// wherever it is.
+    pub fn remove(&mut self, j: JobIdx, alloc: AllocIdx, prio: i32, promoted: bool) -> bool {
         if let Some(i) = self.prefix.iter().position(|q| q.j == j) {
             let q = self.prefix.remove(i).expect("found");
             self.len -= 1;
@@ -408,7 +435,7 @@ impl Queue {
         if !self.grouped {
             return false;
         }
-        let Some(&r) = self.run_of.get(&(alloc, prio)) else {
+        let Some(&r) = self.run_of.get(&(alloc, prio, promoted)) else {
             return false;
         };
         let run = &mut self.runs[r];
@@ -517,7 +544,7 @@ mod tests {
                         } else {
                             t
                         };
-                        let key = w.key(prio, fs[alloc as usize], submit, t);
+                        let key = w.key(prio, fs[alloc as usize], submit, t, false);
                         let e = entry(next_j, alloc, prio, submit, key);
                         next_j += 1;
                         q.insert(e);
@@ -529,7 +556,7 @@ mod tests {
                         }
                         q.refresh(fs.iter().copied(), t, w);
                         for e in &mut naive.entries {
-                            e.key = w.key(e.prio, fs[e.alloc as usize], e.submit, t);
+                            e.key = w.key(e.prio, fs[e.alloc as usize], e.submit, t, e.promoted);
                         }
                         refreshed = true;
                     }
@@ -551,7 +578,10 @@ mod tests {
                         if !naive.entries.is_empty() {
                             let i = rng.below(naive.entries.len() as u64) as usize;
                             let e = naive.entries.remove(i);
-                            assert!(q.remove(e.j, e.alloc, e.prio), "seed {seed} step {step}");
+                            assert!(
+                                q.remove(e.j, e.alloc, e.prio, e.promoted),
+                                "seed {seed} step {step}"
+                            );
                         }
                     }
                     _ => {
@@ -585,7 +615,7 @@ mod tests {
                 alloc,
                 0,
                 j as f64,
-                w.key(0, fs[alloc as usize], j as f64, 10.0),
+                w.key(0, fs[alloc as usize], j as f64, 10.0, false),
             ));
         }
         assert_eq!(q.jobs_in_order(), vec![0, 2, 1, 3]);

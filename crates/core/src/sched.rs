@@ -154,6 +154,16 @@ pub struct Job {
     pub carbon_g: f64,
     /// Carbon-aware deferral: not considered before this time.
     pub defer_until: f64,
+    /// Promoted by the starvation bound ([`Policy::promote_wait`]): ahead
+    /// of the jobs of its priority that are not while it waits, and not
+    /// preempted for them until `lease_end` once it runs.
+    pub promoted: bool,
+    /// When it last began to wait.
+    pub queued_at: f64,
+    /// A promoted job's lease, seconds (its wait over `promote_knob`),
+    /// until its next start sets `lease_end`.
+    pub lease_s: f64,
+    pub lease_end: f64,
     pub placement: Placement,
 }
 
@@ -362,14 +372,21 @@ pub struct SchedCore {
     dec: Decisions,
     blocked: Vec<bool>,
     reservations: Vec<Option<Reservation>>,
+    /// Per pool: its reservation is a promoted job's (preemption and
+    /// migration leave it alone).
+    held: Vec<bool>,
+    /// Per pool, in this pass: the last failed preemption try there (the
+    /// job's rank, its accelerators, `changes` then).
+    preempt_failed: Vec<Option<(i64, u32, u64)>>,
     requeue: Vec<JobIdx>,
     victims: Vec<(i64, f64, JobIdx)>,
     place_buf: Placement,
-    /// Scratch: the running jobs a swap may move, as ((pool, size,
-    /// candidate list), remaining run time, job), and per class its
-    /// shortest and longest remaining runs.
-    swap_buf: Vec<((PoolIdx, u32, u32), f64, JobIdx)>,
-    swap_reps: Vec<((PoolIdx, u32, u32), JobIdx, JobIdx)>,
+    /// Scratch: the classes of running jobs a swap may move, and the two
+    /// sides of a swap search.
+    swap_reps: Vec<SwapClass>,
+    swap_sides: (Vec<SwapSide>, Vec<SwapSide>),
+    /// When the last swap search found no pair.
+    swap_seen: Option<f64>,
     /// Running jobs that `migrate` may move (see `movable`).
     n_movable: usize,
     sites: Vec<SitePower>,
@@ -380,6 +397,11 @@ pub struct SchedCore {
     pub deferrals: u64,
     /// Runs moved to a faster accelerator type (`Policy::migrate`).
     pub migrations: u64,
+    /// Jobs promoted by the starvation bound so far.
+    pub promotions: u64,
+    /// When each waiting job is due for promotion: (time as `end_key`,
+    /// job, its `epoch` when it was queued; stale once it has started).
+    promote_at: std::collections::BinaryHeap<std::cmp::Reverse<(u64, JobIdx, u32)>>,
     /// Starts refused by a site's power budget so far (a job counts once per pass).
     pub power_waits: u64,
     /// Idle power-down (`idle.rs`); None when the policy has it off.
@@ -446,6 +468,14 @@ pub struct SiteEnergy {
 
 const DRAIN_FLAG: u16 = 0x8000;
 
+/// A class of running jobs a swap may move ((pool, size, candidate
+/// list)), with its shortest and longest remaining runs (time, job).
+type SwapClass = ((PoolIdx, u32, u32), (f64, JobIdx), (f64, JobIdx));
+
+/// One side of a swap search: a class's part of the gain, its factor on
+/// the other side's pool, its index among the classes.
+type SwapSide = (f64, f64, usize);
+
 fn end_key(t: f64) -> u64 {
     // non-negative finite floats order like their bits
     t.max(0.0).to_bits()
@@ -490,11 +520,14 @@ impl SchedCore {
             dec: Decisions::default(),
             blocked: vec![false; np],
             reservations: vec![None; np],
+            held: vec![false; np],
+            preempt_failed: vec![None; np],
             requeue: Vec::new(),
             victims: Vec::new(),
             place_buf: Vec::new(),
-            swap_buf: Vec::new(),
             swap_reps: Vec::new(),
+            swap_sides: (Vec::new(), Vec::new()),
+            swap_seen: None,
             n_movable: 0,
             site_order: Vec::new(),
             pool_power: factory
@@ -513,6 +546,8 @@ impl SchedCore {
                 .collect(),
             deferrals: 0,
             migrations: 0,
+            promotions: 0,
+            promote_at: Default::default(),
             power_waits: 0,
             pd,
             suspect: BTreeSet::new(),
@@ -659,6 +694,10 @@ impl SchedCore {
             energy_j: 0.0,
             carbon_g: 0.0,
             defer_until: 0.0,
+            promoted: false,
+            queued_at: now,
+            lease_s: 0.0,
+            lease_end: 0.0,
             placement: Vec::new(),
         };
         if let Err(r) = cands {
@@ -680,6 +719,9 @@ impl SchedCore {
         self.dec.clear();
         self.waits_begin(now);
         let kind = self.policy.kind;
+        if kind.traits().promotes {
+            self.promote_due(now);
+        }
         if kind.traits().periodic_priorities
             && now >= self.last_priority + self.policy.priority_period_s
         {
@@ -719,6 +761,8 @@ impl SchedCore {
         let np = self.blocked.len();
         self.blocked.iter_mut().for_each(|b| *b = false);
         self.reservations.iter_mut().for_each(|r| *r = None);
+        self.held.iter_mut().for_each(|h| *h = false);
+        self.preempt_failed.iter_mut().for_each(|f| *f = None);
         let mut n_blocked = 0;
         let mut n_res = 0;
         let mut tested = 0;
@@ -738,6 +782,15 @@ impl SchedCore {
             && !self.allocs_limited
             && now >= self.allocs_from
             && !self.policy.carbon_aware;
+        // a pass that neither backfills nor blocks, whose allocation,
+        // carbon and power-down checks are no-ops, may stop once every
+        // accelerator is taken
+        let full_ok = !backfill_mode
+            && !self.policy.blocks()
+            && !self.allocs_limited
+            && now >= self.allocs_from
+            && !self.policy.carbon_aware
+            && self.pd.is_none();
         let mut next = 0;
         loop {
             if next == queue.prefix().len() && !queue.extend_chunk() {
@@ -766,6 +819,21 @@ impl SchedCore {
                     left_waiting = true;
                     continue;
                 }
+            }
+            if full_ok
+                && !(self.policy.preemption && preempt_tries < self.policy.max_preempt_attempts)
+                && self.cluster.free_total() == 0
+            {
+                // no accelerator is free and no preemption is left to try:
+                // nothing behind can start (a pass costs what starts, not
+                // the queue's length)
+                if self.waits_on {
+                    for q in queue.prefix().range(next..) {
+                        self.note_no_room(q);
+                    }
+                }
+                left_waiting = true;
+                break;
             }
             let pos = next;
             let q = &queue.prefix()[pos];
@@ -974,7 +1042,13 @@ impl SchedCore {
                 },
             );
             left_waiting = true;
-            if backfill_mode {
+            if self.jobs[j as usize].promoted {
+                // the starvation bound: a promoted job that cannot start is
+                // reserved for (in every pass; backfill respects it)
+                if self.reserve_first_free(cl, gpus, now) {
+                    n_res += 1;
+                }
+            } else if backfill_mode {
                 if n_res < self.policy.reservations {
                     // reserve on the candidate pool that frees up first
                     let mut best: Option<(PoolIdx, Reservation)> = None;
@@ -1043,6 +1117,13 @@ impl SchedCore {
         }
         if kind.traits().periodic_priorities && !self.queue.is_empty() {
             let w = self.last_priority + self.policy.priority_period_s;
+            wake = Some(wake.map_or(w, |x: f64| x.min(w)));
+        }
+        if kind.traits().promotes
+            && left_waiting
+            && let Some(w) = self.next_promotion()
+        {
+            // the starvation bound promotes a waiting job then
             wake = Some(wake.map_or(w, |x: f64| x.min(w)));
         }
         if kind.traits().preempts_by_service

@@ -146,6 +146,8 @@ pub struct Report {
     pub preemptions: u64,
     /// Runs moved to a faster accelerator type (`--migrate`).
     pub migrations: u64,
+    /// Jobs promoted by the starvation bound (`las`, `hetero`, `fairshare`).
+    pub promotions: u64,
     /// Jain's index over allocations of 1 / mean slowdown (1 = equal service).
     pub jain_fairness: f64,
     /// Facility energy (IT × PUE, idle included) from the first submission
@@ -602,6 +604,7 @@ impl Collector {
             failure_job_hits: self.failure_hits,
             preemptions: self.preemptions,
             migrations: core.migrations,
+            promotions: core.promotions,
             jain_fairness: jain,
             energy_mwh: energy_j / 3.6e9,
             carbon_t: carbon(carbon_g),
@@ -782,8 +785,11 @@ impl Report {
             (
                 "preemptions",
                 format!(
-                    "{} ({} migrations), {:.1} GPU-hours lost",
-                    self.preemptions, self.migrations, self.gpu_hours_lost_preemption
+                    "{} ({} migrations), {:.1} GPU-hours lost; {} jobs promoted (starvation bound)",
+                    self.preemptions,
+                    self.migrations,
+                    self.gpu_hours_lost_preemption,
+                    self.promotions
                 ),
             ),
             ("Jain fairness", format!("{:.4}", self.jain_fairness)),

@@ -59,6 +59,31 @@ impl SchedCore {
         })
     }
 
+    /// Reserves for a promoted job that cannot start (the starvation
+    /// bound): on the candidate pool that frees up first among those not
+    /// reserved for already, held against preemption and migration too.
+    /// False if every candidate pool has its reservation.
+    pub(super) fn reserve_first_free(&mut self, cl: usize, gpus: u32, now: f64) -> bool {
+        let mut best: Option<(PoolIdx, Reservation)> = None;
+        for &(p, _) in &self.cand_lists[cl].pools {
+            if self.reservations[p as usize].is_some() {
+                continue;
+            }
+            let bound = best.map_or(f64::INFINITY, |(_, b)| b.shadow);
+            if let Some(r) = self.reservation(p, gpus, now, bound)
+                && best.is_none_or(|(_, b)| r.shadow < b.shadow)
+            {
+                best = Some((p, r));
+            }
+        }
+        let Some((p, r)) = best else {
+            return false;
+        };
+        self.reservations[p as usize] = Some(r);
+        self.held[p as usize] = true;
+        true
+    }
+
     /// Whether a candidate pool of `j` may have room for it in a backfill
     /// pass: enough free accelerators, and an end before the pool's
     /// reservation or few enough accelerators to use its spare ones. A

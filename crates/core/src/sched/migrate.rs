@@ -13,6 +13,10 @@ use super::*;
 /// Most moves in one pass.
 const MAX_MOVES: usize = 64;
 
+/// Seconds after which a swap search that found nothing is redone: the
+/// length of Gavel's rounds.
+const SWAP_ROUND_S: f64 = 360.0;
+
 /// Least rise of the pair's normalised throughput for a swap.
 const MIN_SWAP_GAIN: f64 = 0.2;
 
@@ -60,7 +64,10 @@ impl SchedCore {
                         continue;
                     }
                     for &(p, factor) in &self.cand_lists[job.cands as usize].pools {
-                        if p as usize == q || !self.cluster.pools[p as usize].may_fit(gpus) {
+                        if p as usize == q
+                            || self.held[p as usize]
+                            || !self.cluster.pools[p as usize].may_fit(gpus)
+                        {
                             continue;
                         }
                         let (here, there) = self.remaining_here_and_there(v, now, factor);
@@ -100,76 +107,44 @@ impl SchedCore {
     /// gains much): the pair's remaining run time must fall by more than
     /// twice `min_gain`.
     fn swap(&mut self, now: f64, min_gain: f64) {
-        let mut movable = std::mem::take(&mut self.swap_buf);
+        // a search that found no pair is redone a round of Gavel's later
+        // (`SWAP_ROUND_S`), not at every pass: its pairs are classes of
+        // long runs, and Gavel too moves jobs between types once a round
+        if self.swap_seen.is_some_and(|t| now < t + SWAP_ROUND_S) {
+            return;
+        }
         let mut reps = std::mem::take(&mut self.swap_reps);
         for _ in 0..MAX_MOVES {
             // the movable jobs by class (pool, size, candidate list): a
             // swap's gain depends on the classes alone, its checks on the
             // remaining times, for which a class's shortest and longest
             // remaining runs are the ones to try (so the search is over
-            // classes, not over pairs of running jobs)
-            movable.clear();
+            // classes, not over pairs of running jobs; a class is found by
+            // a linear search: a fleet has few)
+            reps.clear();
             for (q, running) in self.running_by_end.iter().enumerate() {
                 for &(_, v, gpus) in running {
                     let job = &self.jobs[v as usize];
                     if job.run_start < now && self.movable(v) {
                         let here = self.remaining_here_and_there(v, now, 1.0).0;
-                        movable.push(((q as PoolIdx, gpus, job.cands), here, v));
-                    }
-                }
-            }
-            movable.sort_unstable_by(|x, y| x.0.cmp(&y.0).then(x.1.total_cmp(&y.1)));
-            reps.clear();
-            for (i, m) in movable.iter().enumerate() {
-                let last = i + 1 == movable.len() || movable[i + 1].0 != m.0;
-                if i == 0 || movable[i - 1].0 != m.0 {
-                    reps.push((m.0, m.2, m.2));
-                }
-                if last {
-                    reps.last_mut().expect("pushed above").2 = m.2;
-                }
-            }
-            // the best swap: (gain, a, b, a's factor on b's pool, b's on a's)
-            let mut best: Option<(f64, JobIdx, JobIdx, f64, f64)> = None;
-            for (i, &((pa, ga, _), a_short, a_long)) in reps.iter().enumerate() {
-                for &((pb, gb, _), b_short, b_long) in &reps[i + 1..] {
-                    if pa == pb || ga != gb {
-                        continue;
-                    }
-                    let (Some(fa), Some(fb)) = (self.factor(a_short, pb), self.factor(b_short, pa))
-                    else {
-                        continue;
-                    };
-                    // the gain: the sum of the two jobs' speed ratios
-                    // (there over here), less 2 (Gavel's normalised
-                    // throughput); a swap must raise it by a fifth
-                    let gain = self.jobs[a_short as usize].run_factor() / fa
-                        + self.jobs[b_short as usize].run_factor() / fb
-                        - 2.0;
-                    if gain <= MIN_SWAP_GAIN || best.is_some_and(|x| gain <= x.0) {
-                        continue;
-                    }
-                    for (a, b) in [
-                        (a_short, b_short),
-                        (a_short, b_long),
-                        (a_long, b_short),
-                        (a_long, b_long),
-                    ] {
-                        let (ha, ta) = self.remaining_here_and_there(a, now, fa);
-                        let (hb, tb) = self.remaining_here_and_there(b, now, fb);
-                        // neither job's remaining time more than doubles,
-                        // and the pair's does not grow
-                        if ta <= ha + min_gain.max(ha)
-                            && tb <= hb + min_gain.max(hb)
-                            && ha + hb >= ta + tb
-                        {
-                            best = Some((gain, a, b, fa, fb));
-                            break;
+                        let class = (q as PoolIdx, gpus, job.cands);
+                        match reps.iter_mut().find(|r| r.0 == class) {
+                            None => reps.push((class, (here, v), (here, v))),
+                            Some(r) => {
+                                if here < r.1.0 {
+                                    r.1 = (here, v);
+                                }
+                                if here > r.2.0 {
+                                    r.2 = (here, v);
+                                }
+                            }
                         }
                     }
                 }
             }
+            let best = self.best_swap(&mut reps, now, min_gain);
             let Some((_, a, b, fa, fb)) = best else {
+                self.swap_seen = Some(now);
                 break;
             };
             let (pa, pb) = (
@@ -197,7 +172,104 @@ impl SchedCore {
                 }
             }
         }
-        self.swap_buf = movable;
         self.swap_reps = reps;
+    }
+
+    /// The best swap among the classes `reps` (sorted here by size and
+    /// pool): (gain, a, b, a's factor on b's pool, b's on a's). The gain
+    /// of a pair is the sum of the two jobs' speed ratios (there over
+    /// here) less 2 (Gavel's normalised throughput), and must exceed
+    /// `MIN_SWAP_GAIN`. It is the sum of what each side adds, so per size
+    /// and pair of pools each side is sorted by its part, and pairs are
+    /// tried from the top down until none can beat the best: not every
+    /// pair of classes.
+    fn best_swap(
+        &mut self,
+        reps: &mut [SwapClass],
+        now: f64,
+        min_gain: f64,
+    ) -> Option<(f64, JobIdx, JobIdx, f64, f64)> {
+        reps.sort_unstable_by_key(|x| (x.0.1, x.0.0, x.0.2));
+        let (mut side_a, mut side_b) = std::mem::take(&mut self.swap_sides);
+        let mut best: Option<(f64, JobIdx, JobIdx, f64, f64)> = None;
+        // the runs of one (size, pool)
+        let group_end = |from: usize| {
+            let k = (reps[from].0.1, reps[from].0.0);
+            from + reps[from..]
+                .iter()
+                .take_while(|r| (r.0.1, r.0.0) == k)
+                .count()
+        };
+        let mut i = 0;
+        while i < reps.len() {
+            let i_end = group_end(i);
+            let (pa, size) = (reps[i].0.0, reps[i].0.1);
+            let mut j = i_end;
+            while j < reps.len() && reps[j].0.1 == size {
+                let j_end = group_end(j);
+                let pb = reps[j].0.0;
+                // each side: (its part of the gain, its factor on the
+                // other pool, its class)
+                side_a.clear();
+                for (k, r) in reps[i..i_end].iter().enumerate() {
+                    if let Some(f) = self.factor(r.1.1, pb) {
+                        side_a.push((self.jobs[r.1.1 as usize].run_factor() / f, f, i + k));
+                    }
+                }
+                side_b.clear();
+                for (k, r) in reps[j..j_end].iter().enumerate() {
+                    if let Some(f) = self.factor(r.1.1, pa) {
+                        side_b.push((self.jobs[r.1.1 as usize].run_factor() / f, f, j + k));
+                    }
+                }
+                side_a.sort_unstable_by(|x, y| y.0.total_cmp(&x.0).then(x.2.cmp(&y.2)));
+                side_b.sort_unstable_by(|x, y| y.0.total_cmp(&x.0).then(x.2.cmp(&y.2)));
+                let floor = |best: &Option<(f64, JobIdx, JobIdx, f64, f64)>| {
+                    best.map_or(MIN_SWAP_GAIN, |b| b.0.max(MIN_SWAP_GAIN))
+                };
+                'sides: for &(xa, fa, ca) in &side_a {
+                    for (n, &(yb, fb, cb)) in side_b.iter().enumerate() {
+                        let gain = xa + yb - 2.0;
+                        if gain <= floor(&best) {
+                            if n == 0 {
+                                // no later class of this side can do better
+                                break 'sides;
+                            }
+                            break;
+                        }
+                        let (_, (_, a_short), (_, a_long)) = reps[ca];
+                        let (_, (_, b_short), (_, b_long)) = reps[cb];
+                        let mut found = false;
+                        for (a, b) in [
+                            (a_short, b_short),
+                            (a_short, b_long),
+                            (a_long, b_short),
+                            (a_long, b_long),
+                        ] {
+                            let (ha, ta) = self.remaining_here_and_there(a, now, fa);
+                            let (hb, tb) = self.remaining_here_and_there(b, now, fb);
+                            // neither job's remaining time more than
+                            // doubles, and the pair's does not grow
+                            if ta <= ha + min_gain.max(ha)
+                                && tb <= hb + min_gain.max(hb)
+                                && ha + hb >= ta + tb
+                            {
+                                best = Some((gain, a, b, fa, fb));
+                                found = true;
+                                break;
+                            }
+                        }
+                        if found {
+                            // the best pair for this class of side a
+                            break;
+                        }
+                    }
+                }
+                j = j_end;
+            }
+            i = i_end;
+        }
+        self.swap_sides = (side_a, side_b);
+        best
     }
 }

@@ -4,10 +4,14 @@ use super::*;
 
 impl SchedCore {
     /// Rank for preemption: a job may preempt preemptible jobs of strictly
-    /// lower rank.
+    /// lower rank. A promoted job (the starvation bound) outranks every
+    /// job of its priority that is not.
     pub(super) fn rank(&self, j: JobIdx, now: f64) -> i64 {
         let job = &self.jobs[j as usize];
         if self.policy.kind.traits().preempts_by_service {
+            if job.promoted && (job.state != JobState::Running || now < job.lease_end) {
+                return job.priority as i64 * 100 + 1;
+            }
             job.priority as i64 * 100 - self.policy.las_level(job.attained_at(now)) as i64
         } else {
             job.priority as i64
@@ -21,6 +25,18 @@ impl SchedCore {
         for ci in 0..self.cand_lists[cl].pools.len() {
             let (p, factor) = self.cand_lists[cl].pools[ci];
             let pu = p as usize;
+            // a pool reserved for a promoted job is its own
+            if self.held[pu] {
+                continue;
+            }
+            // a try in this pass that failed here, with nothing changed
+            // since, for a job of no lower rank and no more accelerators,
+            // had every victim this one could have and needed fewer
+            if self.preempt_failed[pu]
+                .is_some_and(|(r, g, c)| c == self.changes && my_rank <= r && gpus >= g)
+            {
+                continue;
+            }
             // cheap filter: any preemptible job that could be outranked?
             match self.policy.kind.traits().preempts_by_service {
                 true => {
@@ -60,20 +76,54 @@ impl SchedCore {
             }
             if have < gpus as u64 {
                 self.victims = victims;
+                self.preempt_failed[pu] = Some((my_rank, gpus, self.changes));
                 continue;
             }
-            // tentatively release victims, then place
+            // tentatively release victims, then place; where the room
+            // they leave is scattered over nodes, more of them, in order,
+            // until the gang fits
             for &(_, _, v) in &victims[..n] {
                 self.cluster.release(&self.jobs[v as usize].placement);
             }
             let mut buf = std::mem::take(&mut self.place_buf);
-            let ok = self.cluster.place(p, gpus, &mut buf);
+            let mut ok = self.cluster.place(p, gpus, &mut buf);
+            while !ok && n < victims.len() {
+                self.cluster
+                    .release(&self.jobs[victims[n].2 as usize].placement);
+                n += 1;
+                ok = self.cluster.place(p, gpus, &mut buf);
+            }
             if ok {
                 self.cluster.release(&buf);
             }
             for &(_, _, v) in &victims[..n] {
                 self.cluster.take_exact(&self.jobs[v as usize].placement);
             }
+            if !ok {
+                self.place_buf = buf;
+                self.victims = victims;
+                self.preempt_failed[pu] = Some((my_rank, gpus, self.changes));
+                continue;
+            }
+            // of those, only the ones on the placement's nodes that make
+            // room there are stopped (moved to the front, in order)
+            let mut k = 0;
+            for i in 0..n {
+                let v = victims[i].2;
+                let useful = self.jobs[v as usize].placement.iter().any(|&(node, _)| {
+                    buf.iter()
+                        .any(|&(bn, c)| bn == node && self.cluster.node_state(node).1 < c)
+                });
+                if useful {
+                    self.cluster.release(&self.jobs[v as usize].placement);
+                    victims.swap(k, i);
+                    k += 1;
+                }
+            }
+            for &(_, _, v) in &victims[..k] {
+                self.cluster.take_exact(&self.jobs[v as usize].placement);
+            }
+            let n = k;
             // the victims' power must make room too
             let idle = self
                 .factory
@@ -87,28 +137,22 @@ impl SchedCore {
                     vj.gpus as f64 * (vj.power_w - idle)
                 })
                 .sum();
-            let power = if ok {
-                self.power_plan(p, gpus, freed)
-            } else {
-                None
-            };
-            if let Some(power) = power {
+            if let Some(power) = self.power_plan(p, gpus, freed) {
                 for &(_, _, v) in &victims[..n] {
                     let on_stop = self.policy.checkpoint_on_preempt;
                     let lost = self.interrupt(v, now, false, on_stop);
                     self.dec.preempted.push((v, lost));
                 }
-                let ok2 = self.cluster.place(p, gpus, &mut buf);
-                self.place_buf = buf;
                 self.victims = victims;
-                if ok2 {
-                    self.start(j, p, factor, now, power);
-                    return true;
-                }
-                return false;
+                // the placement found has room now
+                self.cluster.take_exact(&buf);
+                self.place_buf = buf;
+                self.start(j, p, factor, now, power);
+                return true;
             }
             self.place_buf = buf;
             self.victims = victims;
+            self.preempt_failed[pu] = Some((my_rank, gpus, self.changes));
         }
         false
     }
@@ -122,6 +166,11 @@ impl SchedCore {
             for &(_, j, _) in pool {
                 let job = &self.jobs[j as usize];
                 if !job.preemptible || job.gpus == 0 {
+                    continue;
+                }
+                if job.promoted && job.lease_end > now {
+                    // its lease ends: it may be stopped from then on
+                    next = Some(next.map_or(job.lease_end, |x: f64| x.min(job.lease_end)));
                     continue;
                 }
                 let a = job.attained_at(now);

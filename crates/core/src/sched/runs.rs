@@ -51,6 +51,10 @@ impl SchedCore {
         job.placement.clone_from(&placement);
         self.place_buf = placement;
         job.state = JobState::Running;
+        if job.promoted && job.lease_s > 0.0 {
+            job.lease_end = now + job.lease_s;
+            job.lease_s = 0.0;
+        }
         job.run_pool = pool;
         job.run_full = job.base * factor / speed.max(1e-6);
         job.power_w = power_w;
@@ -439,8 +443,8 @@ impl SchedCore {
         job.state = JobState::Cancelled;
         job.reason = Some(Reason::Withdrawn);
         job.end_s = Some(now);
-        let (alloc, prio) = (job.alloc, job.priority);
-        self.queue.remove(j, alloc, prio);
+        let (alloc, prio, promoted) = (job.alloc, job.priority, job.promoted);
+        self.queue.remove(j, alloc, prio, promoted);
         self.requeue.retain(|&q| q != j);
         true
     }
@@ -461,8 +465,8 @@ impl SchedCore {
             return j;
         }
         let job = &self.jobs[j as usize];
-        let (alloc, prio) = (job.alloc, job.priority);
-        self.queue.remove(j, alloc, prio);
+        let (alloc, prio, promoted) = (job.alloc, job.priority, job.promoted);
+        self.queue.remove(j, alloc, prio, promoted);
         self.cluster.take_exact(placement);
         self.place_buf.clear();
         self.place_buf.extend_from_slice(placement);
