@@ -378,6 +378,9 @@ pub struct SchedCore {
     /// Per pool, in this pass: the last failed preemption try there (the
     /// job's rank, its accelerators, `changes` then).
     preempt_failed: Vec<Option<(i64, u32, u64)>>,
+    /// Per pool, in this pass: the lowest rank of a job preemption could
+    /// stop there (`changes` then).
+    lowest_rank: Vec<Option<(i64, u64)>>,
     requeue: Vec<JobIdx>,
     victims: Vec<(i64, f64, JobIdx)>,
     place_buf: Placement,
@@ -522,6 +525,7 @@ impl SchedCore {
             reservations: vec![None; np],
             held: vec![false; np],
             preempt_failed: vec![None; np],
+            lowest_rank: vec![None; np],
             requeue: Vec::new(),
             victims: Vec::new(),
             place_buf: Vec::new(),
@@ -763,6 +767,7 @@ impl SchedCore {
         self.reservations.iter_mut().for_each(|r| *r = None);
         self.held.iter_mut().for_each(|h| *h = false);
         self.preempt_failed.iter_mut().for_each(|f| *f = None);
+        self.lowest_rank.iter_mut().for_each(|f| *f = None);
         let mut n_blocked = 0;
         let mut n_res = 0;
         let mut tested = 0;

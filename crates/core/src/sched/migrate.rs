@@ -55,12 +55,23 @@ impl SchedCore {
         }
         let min_gain = (2.0 * self.policy.restore_overhead_s).max(300.0);
         for _ in 0..MAX_MOVES {
+            // no free accelerator anywhere (a loaded fleet): no move
+            let most_free = self
+                .cluster
+                .pools
+                .iter()
+                .map(|p| p.free_total)
+                .max()
+                .unwrap_or(0);
+            if most_free == 0 {
+                break;
+            }
             // the best move: (gain, job, to pool, factor there)
             let mut best: Option<(f64, JobIdx, PoolIdx, f64)> = None;
             for (q, running) in self.running_by_end.iter().enumerate() {
                 for &(_, v, gpus) in running {
                     let job = &self.jobs[v as usize];
-                    if job.run_start >= now || !self.movable(v) {
+                    if gpus as u64 > most_free || job.run_start >= now || !self.movable(v) {
                         continue;
                     }
                     for &(p, factor) in &self.cand_lists[job.cands as usize].pools {

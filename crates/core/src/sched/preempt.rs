@@ -43,6 +43,27 @@ impl SchedCore {
                     if self.preemptible_prios[pu].is_empty() {
                         continue;
                     }
+                    // the lowest rank a victim here has, once per pass and
+                    // change: most tries find none below their own
+                    let lowest = match self.lowest_rank[pu] {
+                        Some((r, c)) if c == self.changes => r,
+                        _ => {
+                            let r = self.running_by_end[pu]
+                                .iter()
+                                .filter(|&&(_, v, _)| {
+                                    let vj = &self.jobs[v as usize];
+                                    vj.preemptible && vj.run_start < now
+                                })
+                                .map(|&(_, v, _)| self.rank(v, now))
+                                .min()
+                                .unwrap_or(i64::MAX);
+                            self.lowest_rank[pu] = Some((r, self.changes));
+                            r
+                        }
+                    };
+                    if lowest >= my_rank {
+                        continue;
+                    }
                 }
                 false => {
                     // enough accelerators held by lower-priority preemptible jobs?
@@ -79,15 +100,17 @@ impl SchedCore {
                 self.preempt_failed[pu] = Some((my_rank, gpus, self.changes));
                 continue;
             }
-            // tentatively release victims, then place; where the room
-            // they leave is scattered over nodes, more of them, in order,
-            // until the gang fits
+            // tentatively release victims, then place; for a promoted job
+            // (the starvation bound), where the room they leave is
+            // scattered over nodes, more of them, in order, until the
+            // gang fits
             for &(_, _, v) in &victims[..n] {
                 self.cluster.release(&self.jobs[v as usize].placement);
             }
             let mut buf = std::mem::take(&mut self.place_buf);
             let mut ok = self.cluster.place(p, gpus, &mut buf);
-            while !ok && n < victims.len() {
+            let promoted = self.jobs[j as usize].promoted;
+            while !ok && promoted && n < victims.len() {
                 self.cluster
                     .release(&self.jobs[victims[n].2 as usize].placement);
                 n += 1;
