@@ -101,8 +101,10 @@ struct SimArgs {
     output: Output,
     /// Write one CSV row per job to FILE: id, submit_s, start_s (first
     /// start), end_s (final end), state (completed, timed_out, failed,
-    /// cancelled, unfinished), accelerators, pool, site, wait_s, restarts,
-    /// energy_kwh, carbon_g.
+    /// cancelled, unfinished), accelerators, pool, site, wait_s (to the
+    /// first start), restarts, energy_kwh, carbon_g, size_class (1, 2-4,
+    /// 5-8, 9-15, 16+), queued_s (time waiting in all, after preemptions
+    /// too).
     #[arg(long, value_name = "FILE")]
     jobs_out: Option<PathBuf>,
     /// Write an SVG plot over time (dates from --start-date): utilization,

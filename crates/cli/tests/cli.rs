@@ -328,7 +328,7 @@ fn jobs_out_writes_a_row_per_job() {
     assert_eq!(
         rows.next(),
         Some(
-            "id,submit_s,start_s,end_s,state,accelerators,pool,site,wait_s,restarts,energy_kwh,carbon_g"
+            "id,submit_s,start_s,end_s,state,accelerators,pool,site,wait_s,restarts,energy_kwh,carbon_g,size_class,queued_s"
         )
     );
     let rows: Vec<&str> = rows.collect();

@@ -5,7 +5,7 @@ use gigafab_core::{JobState, SchedCore};
 use std::io::Write;
 
 /// The columns, in order.
-pub const COLUMNS: [&str; 12] = [
+pub const COLUMNS: [&str; 14] = [
     "id",
     "submit_s",
     "start_s",
@@ -18,6 +18,8 @@ pub const COLUMNS: [&str; 12] = [
     "restarts",
     "energy_kwh",
     "carbon_g",
+    "size_class",
+    "queued_s",
 ];
 
 /// A job's final state as the CSV names it.
@@ -36,7 +38,9 @@ pub fn state_name(s: JobState) -> &'static str {
 /// accelerators it asked for, the pool and site of its last run, its wait
 /// to the first start, its restarts (failures and preemptions), the energy
 /// of its runs (accelerators and node share, kWh) and their carbon (g, with
-/// the site's PUE; empty when no site has a grid intensity).
+/// the site's PUE; empty when no site has a grid intensity), its size class
+/// (as the report's), and its time in the queue in all, waits after
+/// preemptions and failures included (empty until it ended).
 pub fn write_jobs_csv<W: Write>(core: &SchedCore, out: W) -> csv::Result<()> {
     let mut w = csv::Writer::from_writer(out);
     w.write_record(COLUMNS)?;
@@ -73,6 +77,8 @@ pub fn write_jobs_csv<W: Write>(core: &SchedCore, out: W) -> csv::Result<()> {
             } else {
                 String::new()
             },
+            crate::report::SIZE_CLASSES[crate::report::size_class(job.gpus)],
+            &crate::report::queued_s(job).map(num).unwrap_or_default(),
         ])?;
     }
     w.flush()?;

@@ -39,11 +39,24 @@ pub struct SizeClassStats {
     pub max_wait_s: f64,
     /// Jobs that never started.
     pub never_started: u64,
+    /// Time in the queue in all, first wait and the waits after each
+    /// preemption or failure (over the completed jobs): where least
+    /// attained service starves a gang, it shows here rather than in the
+    /// wait to the first start.
+    pub avg_queued_s: f64,
+    pub max_queued_s: f64,
+}
+
+/// The seconds a job that ended spent waiting in all: from submission to
+/// its end, less the time it ran (None while it has not ended).
+pub fn queued_s(job: &gigafab_core::Job) -> Option<f64> {
+    let end = job.end_s?;
+    Some((end - job.submit_s - job.attained_gpu_s / job.gpus.max(1) as f64).max(0.0))
 }
 
 /// The size class of a job of `gpus` accelerators (its index in
 /// [`SIZE_CLASSES`]).
-fn size_class(gpus: u32) -> usize {
+pub fn size_class(gpus: u32) -> usize {
     match gpus {
         0..=1 => 0,
         2..=4 => 1,
@@ -374,9 +387,11 @@ impl Collector {
         // large gangs: Σ uninterrupted run, Σ wall time, how many
         let mut ettr = (0.0, 0.0, 0u64);
         // per size class: (JCTs, waits, longest wait, jobs, never started)
-        type SizeAcc = (Vec<f64>, Vec<f64>, f64, u64, u64);
+        // per size class: JCTs, waits, the longest wait, jobs, jobs never
+        // started, times queued in all (completed jobs)
+        type SizeAcc = (Vec<f64>, Vec<f64>, f64, u64, u64, Vec<f64>);
         let mut by_size: Vec<SizeAcc> =
-            vec![(Vec::new(), Vec::new(), 0.0, 0, 0); SIZE_CLASSES.len()];
+            vec![(Vec::new(), Vec::new(), 0.0, 0, 0, Vec::new()); SIZE_CLASSES.len()];
         for (i, job) in core.jobs.iter().enumerate() {
             let cat = core.allocs[job.alloc as usize].spec.category;
             let c = cats
@@ -435,7 +450,9 @@ impl Collector {
                 }
             }
             if job.state == JobState::Completed {
-                sc.0.push(job.end_s.unwrap_or(job.submit_s) - job.submit_s);
+                let jct = job.end_s.unwrap_or(job.submit_s) - job.submit_s;
+                sc.0.push(jct);
+                sc.5.push(queued_s(job).unwrap_or(0.0));
             }
             if let Some(s) = job.first_start {
                 wait.push(s - job.submit_s);
@@ -649,7 +666,7 @@ impl Collector {
                 .into_iter()
                 .enumerate()
                 .filter(|(_, c)| c.3 > 0)
-                .map(|(k, (mut jct, mut wait, longest, jobs, never))| {
+                .map(|(k, (mut jct, mut wait, longest, jobs, never, queued))| {
                     jct.sort_by(f64::total_cmp);
                     wait.sort_by(f64::total_cmp);
                     SizeClassStats {
@@ -662,6 +679,8 @@ impl Collector {
                         p99_wait_s: percentile(&wait, 99.0),
                         max_wait_s: longest,
                         never_started: never,
+                        avg_queued_s: mean(&queued),
+                        max_queued_s: queued.iter().copied().fold(0.0, f64::max),
                     }
                 })
                 .collect(),
@@ -913,7 +932,7 @@ impl Report {
         if !self.sizes.is_empty() {
             let _ = writeln!(
                 s,
-                "\n{:<10} {:>9} {:>9} {:>12} {:>12} {:>12} {:>12} {:>12} {:>9}",
+                "\n{:<10} {:>9} {:>9} {:>12} {:>12} {:>12} {:>12} {:>12} {:>9} {:>13} {:>13}",
                 "GPUs",
                 "jobs",
                 "completed",
@@ -922,12 +941,14 @@ impl Report {
                 "avg wait h",
                 "p99 wait h",
                 "max wait h",
-                "unstarted"
+                "unstarted",
+                "avg queued h",
+                "max queued h"
             );
             for c in &self.sizes {
                 let _ = writeln!(
                     s,
-                    "{:<10} {:>9} {:>9} {:>12.2} {:>12.2} {:>12.2} {:>12.2} {:>12.2} {:>9}",
+                    "{:<10} {:>9} {:>9} {:>12.2} {:>12.2} {:>12.2} {:>12.2} {:>12.2} {:>9} {:>13.2} {:>13.2}",
                     c.class,
                     c.jobs,
                     c.completed,
@@ -936,7 +957,9 @@ impl Report {
                     c.avg_wait_s / 3600.0,
                     c.p99_wait_s / 3600.0,
                     c.max_wait_s / 3600.0,
-                    c.never_started
+                    c.never_started,
+                    c.avg_queued_s / 3600.0,
+                    c.max_queued_s / 3600.0
                 );
             }
         }

@@ -466,7 +466,7 @@ fn jobs_out_has_a_row_per_job_with_its_state() {
     let mut lines = text.lines();
     assert_eq!(
         lines.next().unwrap(),
-        "id,submit_s,start_s,end_s,state,accelerators,pool,site,wait_s,restarts,energy_kwh,carbon_g"
+        "id,submit_s,start_s,end_s,state,accelerators,pool,site,wait_s,restarts,energy_kwh,carbon_g,size_class,queued_s"
     );
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
     assert_eq!(rows.len(), 3);

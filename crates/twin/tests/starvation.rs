@@ -55,6 +55,13 @@ fn gang(out: &SimOutput) -> (f64, f64, u32) {
     (start - g.submit_s, g.end_s.unwrap() - start, g.restarts)
 }
 
+/// The report's longest time in the queue of the 5-8 accelerator class.
+fn queued_of_gangs(out: &SimOutput) -> f64 {
+    let c = out.report.sizes.iter().find(|c| c.class == "5-8").unwrap();
+    assert_eq!(c.jobs, 1);
+    c.max_queued_s
+}
+
 #[test]
 fn a_gang_behind_a_stream_of_small_jobs_starts_within_the_bound() {
     for kind in [PolicyKind::Las, PolicyKind::Hetero] {
@@ -63,8 +70,10 @@ fn a_gang_behind_a_stream_of_small_jobs_starts_within_the_bound() {
         // without the bound the gang waits for the stream to end
         let mut off = p.clone();
         off.promote_after_s = None;
-        let (wait, _, _) = gang(&run(off, stream(true)));
+        let out = run(off, stream(true));
+        let (wait, _, _) = gang(&out);
         assert!(wait > bound + 3600.0, "{kind} without the bound: {wait}");
+        assert!(queued_of_gangs(&out) >= wait, "{kind}: the report shows it");
         // with it, the small jobs it was promoted over make room at once
         // (they are preemptible), and it is not stopped for them
         let out = run(p.clone(), stream(true));
@@ -80,6 +89,11 @@ fn a_gang_behind_a_stream_of_small_jobs_starts_within_the_bound() {
             "{kind}: stopped once promoted"
         );
         assert!(out.core.promotions >= 1);
+        assert!(out.report.promotions >= 1);
+        assert!(
+            (queued_of_gangs(&out) - wait).abs() < 1.0,
+            "{kind}: the 5-8 class's longest time queued is the gang's wait"
+        );
         // the small jobs cannot be preempted: the gang is reserved for,
         // and starts once the runs before its reservation end
         let (wait, ran, restarts) = gang(&run(p, stream(false)));
