@@ -30,7 +30,7 @@ sim() { # file, measured range, policy, field
     python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.2f" % (d[sys.argv[1]]/3600))' "$4"
 }
 ref() { # workload, seed, policy
-  awk -F, -v w="$1" -v s="$2" -v p="$3" '$1==w && $2==s && $3==p {print $4; f=1} END {if (!f) print "-"}' "$REF"
+  awk -F, -v w="$1" -v s="$2" -v p="$3" '$1==w && $2==s && $3==p {printf "%.2f\n", $4; f=1} END {if (!f) print "-"}' "$REF"
 }
 one_gpu() { # in, out
   python3 - "$T" "$1" "$2" <<'PY'

@@ -390,6 +390,8 @@ pub struct SchedCore {
     swap_sides: (Vec<SwapSide>, Vec<SwapSide>),
     /// When the last swap search found no pair.
     swap_seen: Option<f64>,
+    /// `changes` when the next demotion was last looked for, and it.
+    demotion_seen: Option<(u64, Option<f64>)>,
     /// Running jobs that `migrate` may move (see `movable`).
     n_movable: usize,
     sites: Vec<SitePower>,
@@ -472,8 +474,8 @@ pub struct SiteEnergy {
 const DRAIN_FLAG: u16 = 0x8000;
 
 /// A class of running jobs a swap may move ((pool, size, candidate
-/// list)), with its shortest and longest remaining runs (time, job).
-type SwapClass = ((PoolIdx, u32, u32), (f64, JobIdx), (f64, JobIdx));
+/// list)), with its shortest and longest remaining runs.
+type SwapClass = ((PoolIdx, u32, u32), JobIdx, JobIdx);
 
 /// One side of a swap search: a class's part of the gain, its factor on
 /// the other side's pool, its index among the classes.
@@ -532,6 +534,7 @@ impl SchedCore {
             swap_reps: Vec::new(),
             swap_sides: (Vec::new(), Vec::new()),
             swap_seen: None,
+            demotion_seen: None,
             n_movable: 0,
             site_order: Vec::new(),
             pool_power: factory
@@ -1047,9 +1050,10 @@ impl SchedCore {
                 },
             );
             left_waiting = true;
-            if self.jobs[j as usize].promoted {
+            if self.jobs[j as usize].promoted && (backfill_mode || !self.policy.blocks()) {
                 // the starvation bound: a promoted job that cannot start is
-                // reserved for (in every pass; backfill respects it)
+                // reserved for (in every pass of a policy that does not
+                // block; backfill respects it)
                 if self.reserve_first_free(cl, gpus, now) {
                     n_res += 1;
                 }

@@ -134,21 +134,16 @@ impl SchedCore {
             // a linear search: a fleet has few)
             reps.clear();
             for (q, running) in self.running_by_end.iter().enumerate() {
+                // a pool's runs in order of their planned ends: of a
+                // class, the first met has the shortest remaining run and
+                // the last the longest
                 for &(_, v, gpus) in running {
                     let job = &self.jobs[v as usize];
                     if job.run_start < now && self.movable(v) {
-                        let here = self.remaining_here_and_there(v, now, 1.0).0;
                         let class = (q as PoolIdx, gpus, job.cands);
                         match reps.iter_mut().find(|r| r.0 == class) {
-                            None => reps.push((class, (here, v), (here, v))),
-                            Some(r) => {
-                                if here < r.1.0 {
-                                    r.1 = (here, v);
-                                }
-                                if here > r.2.0 {
-                                    r.2 = (here, v);
-                                }
-                            }
+                            None => reps.push((class, v, v)),
+                            Some(r) => r.2 = v,
                         }
                     }
                 }
@@ -223,14 +218,14 @@ impl SchedCore {
                 // other pool, its class)
                 side_a.clear();
                 for (k, r) in reps[i..i_end].iter().enumerate() {
-                    if let Some(f) = self.factor(r.1.1, pb) {
-                        side_a.push((self.jobs[r.1.1 as usize].run_factor() / f, f, i + k));
+                    if let Some(f) = self.factor(r.1, pb) {
+                        side_a.push((self.jobs[r.1 as usize].run_factor() / f, f, i + k));
                     }
                 }
                 side_b.clear();
                 for (k, r) in reps[j..j_end].iter().enumerate() {
-                    if let Some(f) = self.factor(r.1.1, pa) {
-                        side_b.push((self.jobs[r.1.1 as usize].run_factor() / f, f, j + k));
+                    if let Some(f) = self.factor(r.1, pa) {
+                        side_b.push((self.jobs[r.1 as usize].run_factor() / f, f, j + k));
                     }
                 }
                 side_a.sort_unstable_by(|x, y| y.0.total_cmp(&x.0).then(x.2.cmp(&y.2)));
@@ -248,8 +243,8 @@ impl SchedCore {
                             }
                             break;
                         }
-                        let (_, (_, a_short), (_, a_long)) = reps[ca];
-                        let (_, (_, b_short), (_, b_long)) = reps[cb];
+                        let (_, a_short, a_long) = reps[ca];
+                        let (_, b_short, b_long) = reps[cb];
                         let mut found = false;
                         for (a, b) in [
                             (a_short, b_short),

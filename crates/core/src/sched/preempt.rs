@@ -182,7 +182,21 @@ impl SchedCore {
 
     /// When the next preemptible run crosses an attained-service threshold
     /// (policies that preempt by service), if any.
-    pub(super) fn next_demotion(&self, now: f64) -> Option<f64> {
+    pub(super) fn next_demotion(&mut self, now: f64) -> Option<f64> {
+        // each run's crossings are fixed while the runs stay as they are:
+        // the earliest is found again only after a change, or once passed
+        if let Some((c, next)) = self.demotion_seen
+            && c == self.changes
+            && next.is_none_or(|t| t > now)
+        {
+            return next;
+        }
+        let next = self.find_next_demotion(now);
+        self.demotion_seen = Some((self.changes, next));
+        next
+    }
+
+    fn find_next_demotion(&self, now: f64) -> Option<f64> {
         let th = &self.policy.las_thresholds_gpu_s;
         let mut next: Option<f64> = None;
         for pool in &self.running_by_end {
