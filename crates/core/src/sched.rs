@@ -376,8 +376,9 @@ pub struct SchedCore {
     /// migration leave it alone).
     held: Vec<bool>,
     /// Per pool, in this pass: the last failed preemption try there (the
-    /// job's rank, its accelerators, `changes` then).
-    preempt_failed: Vec<Option<(i64, u32, u64)>>,
+    /// job's rank, its accelerators, `changes` then, and whether it failed
+    /// for too few victims rather than on placement or power).
+    preempt_failed: Vec<Option<(i64, u32, u64, bool)>>,
     /// Per pool, in this pass: the lowest rank of a job preemption could
     /// stop there (`changes` then).
     lowest_rank: Vec<Option<(i64, u64)>>,
@@ -1129,7 +1130,7 @@ impl SchedCore {
             wake = Some(wake.map_or(w, |x: f64| x.min(w)));
         }
         if kind.traits().promotes
-            && left_waiting
+            && !self.queue.is_empty()
             && let Some(w) = self.next_promotion()
         {
             // the starvation bound promotes a waiting job then

@@ -559,3 +559,82 @@ fn fairshare_promotes_a_job_past_the_bound() {
         }
     }
 }
+
+/// A victim on a drained node: its accelerators go down as it stops, so
+/// the room a preemption counted on there is gone. The scheduler neither
+/// panics nor starts the job on accelerators that are down; it waits.
+#[test]
+fn preemption_never_counts_on_a_drained_nodes_accelerators() {
+    let mut c = core(PolicyKind::Las, factory(&[("p", "h100", 2, 4)]));
+    let a = c.allocation("a").unwrap();
+    let mut v = JobSpec::simple("v", 0.0, 4, 1e6);
+    v.preemptible = true;
+    let v = c.submit(&v, a, 0.0);
+    let w = c.submit(&JobSpec::simple("w", 0.0, 4, 1e6), a, 0.0);
+    assert_eq!(started(&mut c, 0.0).len(), 2);
+    let node = c.jobs[v as usize].placement[0].0;
+    assert_ne!(node, c.jobs[w as usize].placement[0].0);
+    c.drain(node);
+    // two hours in, v is in a lower queue than a new job
+    let j = submit(&mut c, "a", "new", 7200.0, 4, 100.0);
+    let d = c.schedule(7200.0).clone();
+    c.check_invariants().unwrap();
+    assert!(!d.started.contains(&j), "{d:?}");
+    assert_eq!(c.jobs[j as usize].state, JobState::Waiting);
+    assert_eq!(c.busy_accelerators(), 4, "w alone runs");
+}
+
+/// A preemption try that failed on placement (the room its victims left
+/// was not where the gang could use it) does not stop a larger job of the
+/// same rank from trying: it may stop more victims and fit.
+#[test]
+fn a_larger_gang_tries_preemption_where_a_smaller_one_did_not_fit() {
+    let mut c = core(PolicyKind::Las, factory(&[("p", "h100", 2, 8)]));
+    let a = c.allocation("a").unwrap();
+    let pre = |id: &str, t: f64| {
+        let mut s = JobSpec::simple(id, t, 4, 1e6);
+        s.preemptible = true;
+        s
+    };
+    let v1 = c.submit(&pre("v1", 0.0), a, 0.0);
+    let w = c.submit(&JobSpec::simple("w", 0.0, 4, 1e6), a, 0.0);
+    assert_eq!(started(&mut c, 0.0).len(), 2);
+    let n0 = c.jobs[v1 as usize].placement[0].0;
+    assert_eq!(
+        c.jobs[w as usize].placement[0].0, n0,
+        "v1 and w share a node"
+    );
+    let v2 = c.submit(&pre("v2", 8000.0), a, 8000.0);
+    assert_eq!(started(&mut c, 8000.0).len(), 1);
+    assert_ne!(c.jobs[v2 as usize].placement[0].0, n0);
+    // at t = 10,000 v1 is two queues down, v2 one: a 5-GPU job can stop v1
+    // but not fit in two halves of nodes; a 9-GPU job stops both and fits
+    let j1 = submit(&mut c, "a", "j1", 10_000.0, 5, 100.0);
+    let j2 = submit(&mut c, "a", "j2", 10_000.0, 9, 100.0);
+    let d = c.schedule(10_000.0).clone();
+    c.check_invariants().unwrap();
+    assert!(!d.started.contains(&j1), "{d:?}");
+    assert!(d.started.contains(&j2), "{d:?}");
+}
+
+/// A promoted job's lease is its wait until the bound over the knob,
+/// whenever the pass that promotes it runs: the twin and a live server,
+/// whose passes fall at other times, give the same lease.
+#[test]
+fn a_lease_does_not_depend_on_when_the_pass_runs() {
+    let p = Policy::new(PolicyKind::Las);
+    let due = p.promote_wait(0.0).unwrap();
+    let knob = p.promote_knob;
+    for late in [0.0, 500.0] {
+        let mut c = core_with(p.clone(), factory(&[("p", "h100", 1, 1)]));
+        submit(&mut c, "a", "run", 0.0, 1, 1e7);
+        assert_eq!(started(&mut c, 0.0), ["run"]);
+        let x = submit(&mut c, "a", "x", 10.0, 1, 100.0);
+        let d = c.schedule(10.0).clone();
+        assert_eq!(d.wakeup, Some(10.0 + due), "woken for the promotion");
+        c.schedule(10.0 + due + late);
+        let job = &c.jobs[x as usize];
+        assert!(job.promoted);
+        assert_eq!(job.lease_s, due / knob, "pass {late} s late");
+    }
+}

@@ -122,8 +122,11 @@ impl SchedCore {
             job.promoted = true;
             // once it runs, it is not stopped for the jobs it was
             // promoted over for its wait over the knob (all its run if 0)
+            // (from the wait the bound allowed, not the pass's time: the
+            // twin and a live server, whose passes fall at other times,
+            // give the same lease)
             job.lease_s = if knob > 0.0 {
-                ((now - job.queued_at) / knob).max(1.0)
+                ((f64::from_bits(at) - job.queued_at) / knob).max(1.0)
             } else {
                 f64::INFINITY
             };

@@ -30,11 +30,14 @@ impl SchedCore {
                 continue;
             }
             // a try in this pass that failed here, with nothing changed
-            // since, for a job of no lower rank and no more accelerators,
-            // had every victim this one could have and needed fewer
-            if self.preempt_failed[pu]
-                .is_some_and(|(r, g, c)| c == self.changes && my_rank <= r && gpus >= g)
-            {
+            // since, for a job of no lower rank, had every victim this one
+            // could have: if they were too few, they are too few for as
+            // many accelerators or more; if the room they left would not
+            // take the gang (placement, power), it will not take one as
+            // large (a larger one would stop more)
+            if self.preempt_failed[pu].is_some_and(|(r, g, c, too_few)| {
+                c == self.changes && my_rank <= r && (gpus == g || (too_few && gpus > g))
+            }) {
                 continue;
             }
             // cheap filter: any preemptible job that could be outranked?
@@ -97,7 +100,7 @@ impl SchedCore {
             }
             if have < gpus as u64 {
                 self.victims = victims;
-                self.preempt_failed[pu] = Some((my_rank, gpus, self.changes));
+                self.preempt_failed[pu] = Some((my_rank, gpus, self.changes, true));
                 continue;
             }
             // tentatively release victims, then place; for a promoted job
@@ -125,7 +128,7 @@ impl SchedCore {
             if !ok {
                 self.place_buf = buf;
                 self.victims = victims;
-                self.preempt_failed[pu] = Some((my_rank, gpus, self.changes));
+                self.preempt_failed[pu] = Some((my_rank, gpus, self.changes, false));
                 continue;
             }
             // of those, only the ones on the placement's nodes that make
@@ -167,15 +170,28 @@ impl SchedCore {
                     self.dec.preempted.push((v, lost));
                 }
                 self.victims = victims;
-                // the placement found has room now
-                self.cluster.take_exact(&buf);
+                // the placement found has room now, unless a victim's
+                // accelerators went down as it stopped (a drained node):
+                // then placed afresh
+                let fits = buf
+                    .iter()
+                    .all(|&(node, c)| self.cluster.node_state(node).1 >= c);
+                let ok2 = if fits {
+                    self.cluster.take_exact(&buf);
+                    true
+                } else {
+                    self.cluster.place(p, gpus, &mut buf)
+                };
                 self.place_buf = buf;
-                self.start(j, p, factor, now, power);
-                return true;
+                if ok2 {
+                    self.start(j, p, factor, now, power);
+                    return true;
+                }
+                return false;
             }
             self.place_buf = buf;
             self.victims = victims;
-            self.preempt_failed[pu] = Some((my_rank, gpus, self.changes));
+            self.preempt_failed[pu] = Some((my_rank, gpus, self.changes, false));
         }
         false
     }
