@@ -106,6 +106,11 @@ async fn start(b: &ServeBench, tag: &str) -> Result<Server> {
         existing_job_dirs: Vec::new(),
         http: gigafab_server::HttpLimits {
             max_connections: 4096,
+            // every client of the benchmark comes from this one address
+            // (loopback): the per-client cap, there to stop one host from
+            // holding the server's connections, would refuse the pool's
+            // connections beyond it with 429s
+            max_connections_per_client: 4096,
             ..Default::default()
         },
         telemetry: None,
