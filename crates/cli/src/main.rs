@@ -226,6 +226,16 @@ enum WorkloadCmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Summarize an LLM inference request trace (`TIMESTAMP,ContextTokens,
+    /// GeneratedTokens`, as Azure's 2023 traces in data/traces): requests,
+    /// span, rate, peak and token counts.
+    Requests {
+        /// Request trace CSV.
+        input: PathBuf,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value = "table")]
+        output: Output,
+    },
     /// Read a workload file in any format and write it as native CSV.
     Convert {
         /// Input workload.
@@ -674,6 +684,30 @@ fn cmd_synth(a: SynthArgs) -> Result<()> {
     Ok(())
 }
 
+fn cmd_requests(path: &Path, output: Output) -> Result<()> {
+    let s = workload::requests::read(path)?.summary();
+    match output {
+        Output::Json => emit(&format!("{}\n", serde_json::to_string_pretty(&s)?)),
+        Output::Table => {
+            let tok = |t: &workload::requests::TokenStats| {
+                format!(
+                    "mean {:.0}, p50 {}, p99 {}, max {}",
+                    t.mean, t.p50, t.p99, t.max
+                )
+            };
+            emit(&format!(
+                "{} requests over {:.0} s: {:.2}/s, peak {}/s\nprompt tokens: {}\noutput tokens: {}\n",
+                s.requests,
+                s.span_s,
+                s.rate_per_s,
+                s.peak_per_s,
+                tok(&s.prompt_tokens),
+                tok(&s.output_tokens)
+            ))
+        }
+    }
+}
+
 fn cmd_factory_show(path: &Path, output: Output) -> Result<()> {
     let f = gigafab_twin::files::load_factory(path)?;
     let rows: Vec<serde_json::Value> = f
@@ -793,6 +827,7 @@ fn main() {
                 eprintln!("wrote {} jobs to {}", jobs.len(), out.display());
                 Ok(())
             }),
+        Cmd::Workload(WorkloadCmd::Requests { input, output }) => cmd_requests(&input, output),
         Cmd::Factory(FactoryCmd::Show { factory, output }) => cmd_factory_show(&factory, output),
         Cmd::Bench(a) => bench::run(a),
         Cmd::Serve(a) => serve::run(*a),

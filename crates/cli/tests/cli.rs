@@ -1033,3 +1033,26 @@ fn residency_cost_on_two_sites() {
     assert!(plain.get("residency").is_none());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `gigafab workload requests`: Azure's LLM inference trace summarized
+/// (table and JSON); a file that is not a request trace is a clean error
+/// that names its line and the missing column.
+#[test]
+fn workload_requests_summarizes_a_request_trace() {
+    let conv = "../../data/traces/AzureLLMInferenceTrace_conv.csv";
+    let o = run_ok(&["workload", "requests", conv]);
+    assert!(
+        stdout(&o).starts_with("19366 requests over "),
+        "{}",
+        stdout(&o)
+    );
+    let o = run_ok(&["workload", "requests", conv, "-o", "json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(u64_of(&v, "requests"), 19_366);
+    assert!(f64_of(&v, "span_s") > 3_000.0);
+    assert!(
+        v["prompt_tokens"]["p99"].as_u64().unwrap() >= v["prompt_tokens"]["p50"].as_u64().unwrap()
+    );
+    let o = gigafab(&["workload", "requests", GAVEL_108]);
+    assert_clean_failure(&o, &["gavel-108.toml:1", "timestamp", "missing column"]);
+}

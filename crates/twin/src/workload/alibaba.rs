@@ -60,10 +60,7 @@ pub fn read(path: &Path) -> Result<(Vec<JobSpec>, usize), WorkloadError> {
 /// Parses an Alibaba pod list; `file` names the source in errors. Returns
 /// the jobs, sorted by submission time, and the number of skipped pods.
 pub fn parse(text: &str, file: &str) -> Result<(Vec<JobSpec>, usize), WorkloadError> {
-    let mut rdr = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(text.as_bytes());
+    let mut rdr = super::csv_rows(text);
     let mut record = csv::StringRecord::new();
     let mut columns: Option<(Vec<usize>, usize)> = None;
     let mut jobs = Vec::new();
@@ -71,42 +68,17 @@ pub fn parse(text: &str, file: &str) -> Result<(Vec<JobSpec>, usize), WorkloadEr
     let mut first_line: HashMap<String, usize> = HashMap::new();
     while let Some(line) = super::next_row(&mut rdr, &mut record, file)? {
         let Some((cols, width)) = &columns else {
-            let names: Vec<String> = record
-                .iter()
-                .map(|c| c.trim().to_ascii_lowercase())
-                .collect();
-            let mut cols = Vec::new();
-            for name in REQUIRED_COLUMNS {
-                let i = names.iter().position(|n| n == name).ok_or_else(|| {
-                    WorkloadError::new(
-                        file,
-                        line,
-                        name,
-                        format!(
-                            "missing column `{name}` (an Alibaba pod list needs {})",
-                            REQUIRED_COLUMNS.join(",")
-                        ),
-                    )
-                })?;
-                cols.push(i);
-            }
-            columns = Some((cols, names.len()));
-            continue;
-        };
-        if record.len() != *width {
-            let missing = cols
-                .iter()
-                .enumerate()
-                .find(|&(_, &i)| i >= record.len())
-                .map(|(k, _)| REQUIRED_COLUMNS[k]);
-            return Err(super::width_error(
+            let needs = format!("an Alibaba pod list needs {}", REQUIRED_COLUMNS.join(","));
+            columns = Some(super::header_columns(
+                &record,
+                &REQUIRED_COLUMNS,
                 file,
                 line,
-                record.len(),
-                *width,
-                missing,
-            ));
-        }
+                &needs,
+            )?);
+            continue;
+        };
+        super::check_width(&record, (cols, *width), &REQUIRED_COLUMNS, file, line)?;
         let cell = |k: usize| record[cols[k]].trim();
         let err = |k: usize, msg: String| WorkloadError::new(file, line, REQUIRED_COLUMNS[k], msg);
         // A time cell: `None` when empty, else a finite number >= 0.

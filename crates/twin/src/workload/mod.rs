@@ -6,6 +6,7 @@
 pub mod alibaba;
 pub mod gavel;
 pub mod native;
+pub mod requests;
 pub mod sacct;
 pub mod swf;
 pub mod synth;
@@ -58,6 +59,64 @@ impl fmt::Display for WorkloadError {
 }
 
 impl std::error::Error for WorkloadError {}
+
+/// A reader of CSV rows without a fixed header or width (the readers
+/// check both themselves, to name the line and the column).
+pub(crate) fn csv_rows(text: &str) -> csv::Reader<&[u8]> {
+    csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(text.as_bytes())
+}
+
+/// A header row's columns: where each of `required` is (names matched
+/// trimmed and without case), and the header's width. A missing one is an
+/// error naming it, with `needs` saying what the format needs.
+pub(crate) fn header_columns(
+    record: &csv::StringRecord,
+    required: &[&str],
+    file: &str,
+    line: usize,
+    needs: &str,
+) -> Result<(Vec<usize>, usize), WorkloadError> {
+    let names: Vec<String> = record
+        .iter()
+        .map(|c| c.trim().to_ascii_lowercase())
+        .collect();
+    let mut cols = Vec::with_capacity(required.len());
+    for &name in required {
+        let i = names.iter().position(|n| n == name).ok_or_else(|| {
+            WorkloadError::new(
+                file,
+                line,
+                name,
+                format!("missing column `{name}` ({needs})"),
+            )
+        })?;
+        cols.push(i);
+    }
+    Ok((cols, names.len()))
+}
+
+/// A data row must be as wide as its header: else an error naming the
+/// first required column it lacks.
+pub(crate) fn check_width(
+    record: &csv::StringRecord,
+    (cols, width): (&[usize], usize),
+    required: &[&str],
+    file: &str,
+    line: usize,
+) -> Result<(), WorkloadError> {
+    if record.len() == width {
+        return Ok(());
+    }
+    let missing = cols
+        .iter()
+        .enumerate()
+        .find(|&(_, &i)| i >= record.len())
+        .map(|(k, _)| required[k]);
+    Err(width_error(file, line, record.len(), width, missing))
+}
 
 /// Reads the next non-blank CSV row into `record`; returns its 1-based line,
 /// or `None` at the end of the input.
