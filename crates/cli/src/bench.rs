@@ -273,6 +273,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                         failures: failures.then(Failures::default),
                         measure: None,
                         timeline_points: None,
+                        endpoints: Vec::new(),
                     },
                     &mut |_, _| {},
                 )?;

@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Simulate a workload on a factory with the digital twin.
-    Sim(SimArgs),
+    Sim(Box<SimArgs>),
     /// Generate or convert workloads.
     #[command(subcommand)]
     Workload(WorkloadCmd),
@@ -168,6 +168,15 @@ struct SimArgs {
     /// the wait it added.
     #[arg(long)]
     residency_cost: bool,
+    /// Model endpoints served alongside the jobs: a TOML file of
+    /// `[[endpoint]]` tables, each with its request trace
+    /// (docs/endpoints.md); the report gives their latency, cold starts,
+    /// replica-hours, energy and carbon.
+    #[arg(long, value_name = "FILE")]
+    endpoints: Option<PathBuf>,
+    /// No training jobs: simulate the endpoints alone (needs --endpoints).
+    #[arg(long, requires = "endpoints", conflicts_with = "workload")]
+    no_jobs: bool,
 }
 
 /// `NAME=VALUE` of a repeatable option.
@@ -477,6 +486,7 @@ fn cmd_sim(a: SimArgs) -> Result<()> {
     policy.preflight_s = a.preflight_minutes * 60.0;
     policy.preflight_min_nodes = a.preflight_min_nodes.max(1);
     let jobs = match &a.workload {
+        _ if a.no_jobs => Vec::new(),
         Some(w) => read_workload(w, a.workload_format)?,
         None => {
             // 1,000 gavel-profile jobs (durations only) at ~80% offered load
@@ -523,6 +533,10 @@ fn cmd_sim(a: SimArgs) -> Result<()> {
         }),
         measure: a.measure_jobs,
         timeline_points: a.plot.as_ref().map(|_| 1000),
+        endpoints: match &a.endpoints {
+            Some(p) => gigafab_twin::endpoints::prepare(gigafab_twin::endpoints::read(p)?, a.seed)?,
+            None => Vec::new(),
+        },
     };
     let pb = progress_bar(a.quiet);
     // the counterfactual first: the same jobs, no site restrictions
@@ -817,7 +831,7 @@ fn main() {
         }
     };
     let r = match cli.cmd {
-        Cmd::Sim(a) => cmd_sim(a),
+        Cmd::Sim(a) => cmd_sim(*a),
         Cmd::Workload(WorkloadCmd::Synth(a)) => cmd_synth(a),
         Cmd::Workload(WorkloadCmd::ImportSacct { input, out }) => cmd_import_sacct(input, &out),
         Cmd::Workload(WorkloadCmd::Convert { input, format, out }) => read_workload(&input, format)

@@ -1056,3 +1056,45 @@ fn workload_requests_summarizes_a_request_trace() {
     let o = gigafab(&["workload", "requests", GAVEL_108]);
     assert_clean_failure(&o, &["gavel-108.toml:1", "timestamp", "missing column"]);
 }
+
+/// `gigafab sim --endpoints`: a day of the Azure traces served alongside
+/// training, reported per endpoint (table and JSON); the endpoints alone
+/// with `--no-jobs`; a bad endpoints file is a clean error with its line.
+#[test]
+fn sim_serves_endpoints_alongside_training() {
+    let eps = "../../examples/endpoints/chat-and-code.toml";
+    let o = run_ok(&["sim", "--quiet", "--endpoints", eps, "-o", "json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(u64_of(&v, "jobs_submitted"), 1000);
+    let e = v["endpoints"].as_array().unwrap();
+    assert_eq!(e.len(), 2);
+    for x in e {
+        assert!(u64_of(x, "requests") > 100_000, "{x}");
+        assert!(
+            u64_of(x, "served") * 100 >= u64_of(x, "requests") * 99,
+            "{x}"
+        );
+        assert!(f64_of(x, "ttft_p99_s") >= f64_of(x, "ttft_p50_s"));
+        assert!(f64_of(x, "replica_hours") > 0.0);
+        assert!(f64_of(x, "energy_kwh") > 0.0);
+    }
+    let o = run_ok(&["sim", "--quiet", "--endpoints", eps, "--no-jobs"]);
+    let t = stdout(&o);
+    assert!(t.contains("chat-8b") && t.contains("TTFT p99"), "{t}");
+    assert!(t.contains("0 submitted"), "{t}");
+    let tmp = Tmp::new("sim_endpoints");
+    let bad = std::path::PathBuf::from(tmp.path("bad.toml"));
+    std::fs::write(
+        &bad,
+        "[[endpoint]]\nname = \"x\"\nmodel_params_b = 8\nrequests = \"builtin:azure-conv\"\nreplicas = 3\n",
+    )
+    .unwrap();
+    let o = gigafab(&[
+        "sim",
+        "--quiet",
+        "--no-jobs",
+        "--endpoints",
+        bad.to_str().unwrap(),
+    ]);
+    assert_clean_failure(&o, &["bad.toml", "line 5", "replicas"]);
+}

@@ -197,6 +197,7 @@ async fn conformance_on(
             failures: None,
             measure: None,
             timeline_points: None,
+            endpoints: Vec::new(),
         },
         &mut |_, _| {},
     )

@@ -1,7 +1,8 @@
 //! Data embedded in the binary, named `builtin:NAME` wherever a file is
 //! expected: the example factories, the 2023 grid carbon-intensity series,
-//! Gavel's throughputs and one of its traces, the Philly job distribution
-//! and Alibaba's 2023 GPU trace. The files are the repository's `data/` and
+//! Gavel's throughputs and one of its traces, the Philly job distribution,
+//! Alibaba's 2023 GPU trace, Azure's 2023 LLM inference traces and an
+//! example endpoints file. The files are the repository's `data/` and
 //! `examples/factories/` (provenance and licences: `data/README.md`), so
 //! every command works from any directory and after `cargo install`.
 
@@ -18,6 +19,8 @@ pub enum Kind {
     Throughputs,
     Distribution,
     Trace,
+    Requests,
+    Endpoints,
 }
 
 impl Kind {
@@ -28,6 +31,8 @@ impl Kind {
             Kind::Throughputs => "throughput matrix",
             Kind::Distribution => "job distribution",
             Kind::Trace => "workload trace",
+            Kind::Requests => "request trace",
+            Kind::Endpoints => "endpoints file",
         }
     }
 }
@@ -101,6 +106,21 @@ pub static ALL: &[Builtin] = &[
         "alibaba-openb-pods",
         Trace,
         "data/traces/alibaba_openb_pods_default.csv"
+    ),
+    embed!(
+        "chat-and-code",
+        Endpoints,
+        "examples/endpoints/chat-and-code.toml"
+    ),
+    embed!(
+        "azure-conv",
+        Requests,
+        "data/traces/AzureLLMInferenceTrace_conv.csv"
+    ),
+    embed!(
+        "azure-code",
+        Requests,
+        "data/traces/AzureLLMInferenceTrace_code.csv"
     ),
     embed!(
         "alibaba-openb-nodes",

@@ -16,6 +16,7 @@ pub mod profile;
 mod queue;
 pub mod rng;
 pub mod sched;
+pub mod serving;
 pub mod spec;
 pub mod time;
 
@@ -24,5 +25,7 @@ pub use factory::{Factory, FactoryError, PoolIdx};
 pub use policy::{CarbonForecast, Policy, PolicyKind, SiteBalance};
 pub use profile::SchedulerProfile;
 pub use rng::Rng;
-pub use sched::{Decisions, FailOutcome, Job, JobIdx, JobState, Reason, Reserve, SchedCore};
+pub use sched::{
+    AllocIdx, Decisions, FailOutcome, Job, JobIdx, JobState, Reason, Reserve, SchedCore,
+};
 pub use spec::{AllocationSpec, Category, JobSpec, Throughputs, TypeFilter};

@@ -96,6 +96,10 @@ impl Reason {
     }
 }
 
+/// How long a service is planned to run (it runs until stopped): ~31.7
+/// years, past any horizon the scheduler plans to.
+pub const SERVICE_RUN_S: f64 = 1e9;
+
 /// A job inside the scheduler.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -165,6 +169,9 @@ pub struct Job {
     pub lease_s: f64,
     pub lease_end: f64,
     pub placement: Placement,
+    /// A service (an endpoint's replica): it runs until stopped, planned
+    /// as ending at [`SERVICE_RUN_S`].
+    pub service: bool,
 }
 
 impl Job {
@@ -707,6 +714,7 @@ impl SchedCore {
             lease_s: 0.0,
             lease_end: 0.0,
             placement: Vec::new(),
+            service: false,
         };
         if let Err(r) = cands {
             job.state = JobState::Cancelled;
@@ -718,6 +726,25 @@ impl SchedCore {
         self.jobs.push(job);
         self.enqueue(idx, now);
         idx
+    }
+
+    /// Submits a service at `now` (an endpoint's replica): a job of
+    /// `spec`'s accelerators, priority and preemptibility that runs until
+    /// it is stopped ([`SchedCore::end_run`]); its duration and time limit
+    /// are ignored, and it is planned as lasting [`SERVICE_RUN_S`].
+    pub fn submit_service(&mut self, spec: &JobSpec, alloc: AllocIdx, now: f64) -> JobIdx {
+        let spec = JobSpec {
+            duration_s: Some(SERVICE_RUN_S),
+            steps: None,
+            job_type: None,
+            time_limit_s: None,
+            checkpoint_s: None,
+            deadline_s: None,
+            ..spec.clone()
+        };
+        let j = self.submit(&spec, alloc, now);
+        self.jobs[j as usize].service = true;
+        j
     }
 
     /// Runs one scheduling pass at `now` and returns its decisions. Started

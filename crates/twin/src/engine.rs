@@ -1,6 +1,7 @@
 //! The discrete-event engine: virtual time, events ordered by (time,
 //! sequence), seeded failures, and the scheduler of `gigafab-core` deciding.
 
+use crate::endpoints::{EndpointInput, Endpoints, EpEv};
 use crate::plot::{ExtraPanel, Series, Timeline};
 use crate::report::{Collector, Report};
 use gigafab_core::{
@@ -150,6 +151,8 @@ pub struct SimConfig {
     pub measure: Option<(usize, usize)>,
     /// Record a utilization/queue timeline with this many points.
     pub timeline_points: Option<usize>,
+    /// Model endpoints served alongside the jobs.
+    pub endpoints: Vec<EndpointInput>,
 }
 
 impl Default for SimConfig {
@@ -159,6 +162,7 @@ impl Default for SimConfig {
             failures: Some(Failures::default()),
             measure: None,
             timeline_points: None,
+            endpoints: Vec::new(),
         }
     }
 }
@@ -195,6 +199,8 @@ pub const MAX_FAILURE_EVENTS: f64 = 5e7;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Ev {
+    /// An endpoint's event.
+    Ep(EpEv),
     Finish(JobIdx, u32),
     /// One accelerator of a run (job, epoch) fails.
     JobFail(JobIdx, u32),
@@ -476,7 +482,7 @@ pub fn simulate(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<SimOutput, SimError> {
     let wall = Instant::now();
-    if jobs.is_empty() {
+    if jobs.is_empty() && cfg.endpoints.iter().all(|e| e.requests.is_empty()) {
         return Err(SimError::EmptyWorkload);
     }
     for j in &jobs {
@@ -497,7 +503,10 @@ pub fn simulate(
             .iter()
             .filter_map(|j| j.duration_s)
             .fold(0.0f64, f64::max);
-        let span = jobs[n - 1].submit_s - jobs[0].submit_s + longest;
+        let span = match (jobs.first(), jobs.last()) {
+            (Some(a), Some(b)) => b.submit_s - a.submit_s + longest,
+            _ => 0.0,
+        };
         let expected = f.rate_per_accel_day / 86_400.0 * accelerators as f64 * span;
         if expected > MAX_FAILURE_EVENTS {
             return Err(SimError::TooManyFailures {
@@ -553,9 +562,38 @@ pub fn simulate(
     let check_s = precursors.map_or(0.0, |p| p.check_s.max(0.0));
     // nodes drained by alarms, and until when (a second alarm extends it)
     let mut drained_until: HashMap<u32, f64> = HashMap::new();
-    let first_submit = jobs[0].submit_s;
-
-    let mut col = Collector::new(window, jobs[window.0].submit_s, jobs[window.1 - 1].submit_s);
+    // endpoints: their replicas are charged to their tenants' allocations
+    let mut eps = Endpoints::new(&cfg.endpoints, &mut |tenant, category| {
+        if let Some(&i) = by_tenant.get(tenant) {
+            return i;
+        }
+        let i = core.add_allocation(AllocationSpec::open(tenant, category));
+        by_tenant.insert(tenant.to_string(), i);
+        i
+    });
+    let first_request = cfg
+        .endpoints
+        .iter()
+        .filter_map(|e| e.requests.first().map(|r| r.t_s))
+        .fold(f64::INFINITY, f64::min);
+    let first_submit = jobs
+        .first()
+        .map_or(first_request, |j| j.submit_s.min(first_request));
+    let (w_start, w_last) = if window.1 > window.0 {
+        (jobs[window.0].submit_s, jobs[window.1 - 1].submit_s)
+    } else {
+        (first_submit, first_submit)
+    };
+    let mut col = Collector::new(window, w_start, w_last);
+    // a job's index in `jobs` (replicas are not there)
+    let mut spec_of: Vec<u32> = Vec::with_capacity(n);
+    let spec_idx =
+        |spec_of: &Vec<u32>, j: JobIdx| spec_of.get(j as usize).copied().unwrap_or(u32::MAX);
+    let mut ep_out: Vec<(f64, EpEv)> = Vec::new();
+    eps.start(first_submit, &mut ep_out);
+    for (t, e) in ep_out.drain(..) {
+        q.push(t, Ev::Ep(e));
+    }
     let mut timeline = cfg.timeline_points.map(Timeline::new);
     let mut power_timeline = cfg.timeline_points.map(Timeline::new);
     let mut site_power_timelines: Vec<Timeline> = match cfg.timeline_points {
@@ -578,10 +616,16 @@ pub fn simulate(
     progress(0, n as u64);
 
     loop {
-        if terminal == n {
+        if terminal == n && eps.quiet() {
             break;
         }
-        let ta = jobs.get(next_arrival).map(|j| j.submit_s);
+        let ta = match (
+            jobs.get(next_arrival).map(|j| j.submit_s),
+            eps.next_arrival(),
+        ) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let te = q.peek_t();
         let now = match (ta, te) {
             (None, None) => break,
@@ -589,7 +633,7 @@ pub fn simulate(
             (None, Some(e)) => e,
             (Some(a), Some(e)) => a.min(e),
         };
-        if ta.is_none() && core.n_running == 0 && repairs_pending == 0 {
+        if ta.is_none() && core.n_running == 0 && repairs_pending == 0 && eps.quiet() {
             // nothing can change any more except wake-ups: stop if the last
             // pass could not start anything
             if !col.last_pass_started && core.next_validity(now).is_none() {
@@ -606,30 +650,42 @@ pub fn simulate(
             repairs_pending += repairs;
         }
         last_t = now;
+        // the scheduler's state changed: a pass is due
+        let mut dirty = false;
+        let mut stopped_runs = false;
         // arrivals at `now`
         while next_arrival < n && jobs[next_arrival].submit_s <= now {
             let i = next_arrival;
             let j = core.submit(&jobs[i], job_alloc[i], now);
-            debug_assert_eq!(j as usize, i);
-            if core.jobs[i].state == JobState::Cancelled {
-                col.terminal(&core, j, now);
+            dirty = true;
+            spec_of.resize(core.jobs.len(), u32::MAX);
+            spec_of[j as usize] = i as u32;
+            if core.jobs[j as usize].state == JobState::Cancelled {
+                col.terminal(&core, spec_idx(&spec_of, j), now);
                 terminal += 1;
             }
             next_arrival += 1;
             events += 1;
         }
+        eps.arrive(&mut core, now, &mut ep_out);
         // events at `now`
         while q.peek_t() == Some(now) {
             let e = q.pop().expect("peeked");
             events += 1;
+            if let Ev::Ep(ev) = e.ev {
+                eps.on_event(&mut core, ev, now, &mut ep_out);
+                continue;
+            }
+            dirty = true;
             match e.ev {
+                Ev::Ep(_) => {}
                 Ev::Finish(j, epoch) => {
                     let job = &core.jobs[j as usize];
                     if job.state != JobState::Running || job.epoch != epoch {
                         continue; // stale: preempted or failed since
                     }
                     core.finish(j, now);
-                    col.terminal(&core, j, now);
+                    col.terminal(&core, spec_idx(&spec_of, j), now);
                     terminal += 1;
                     if (terminal as u64).is_multiple_of(progress_every) {
                         progress(terminal as u64, n as u64);
@@ -650,13 +706,14 @@ pub fn simulate(
                         },
                     )) = core.fail_job(j, pick, now)
                     {
+                        stopped_runs = true;
                         col.failures += 1;
                         q.push(now + repair_s, Ev::Repair(node));
                         repairs_pending += 1;
                         col.lost_failures_gpu_s += lost_gpu_s;
                         col.failure_hits += 1;
-                        if failed {
-                            col.terminal(&core, job, now);
+                        if failed && !eps.is_replica(job) {
+                            col.terminal(&core, spec_idx(&spec_of, job), now);
                             terminal += 1;
                         }
                     }
@@ -668,6 +725,7 @@ pub fn simulate(
                     let Some(node) = alarm(&mut core, j, epoch, pick, now) else {
                         continue;
                     };
+                    stopped_runs = true;
                     col.failures += 1;
                     col.true_drains += 1;
                     let until = t_fail.max(now) + repair_s;
@@ -680,6 +738,7 @@ pub fn simulate(
                     let Some(node) = alarm(&mut core, j, epoch, pick, now) else {
                         continue;
                     };
+                    stopped_runs = true;
                     col.false_drains += 1;
                     let until = now + check_s;
                     let u = drained_until.entry(node).or_insert(until);
@@ -702,6 +761,17 @@ pub fn simulate(
                 Ev::Wake => {}
             }
         }
+        if stopped_runs {
+            eps.check_runs(&mut core, now);
+        }
+        dirty |= std::mem::take(&mut eps.dirty);
+        for (t, e) in ep_out.drain(..) {
+            q.push(t, Ev::Ep(e));
+        }
+        if !dirty {
+            // only requests moved: the scheduler has nothing new to see
+            continue;
+        }
         // one scheduling pass for everything that happened at `now`
         core.schedule(now);
         // debug builds (every test) check the core's bookkeeping after the
@@ -718,16 +788,20 @@ pub fn simulate(
         let d = core.decisions();
         col.last_pass_started = !d.started.is_empty();
         let wake = d.wakeup;
-        for &(_, lost) in &d.preempted {
-            col.lost_preemption_gpu_s += lost;
-            col.preemptions += 1;
+        for &(j, lost) in &d.preempted {
+            if !eps.is_replica(j) {
+                col.lost_preemption_gpu_s += lost;
+                col.preemptions += 1;
+            }
         }
         for &j in &d.started {
             let job = &core.jobs[j as usize];
             let (run, _) = job.planned_run();
             // a run on resumed nodes begins once they are up
             let begin = job.run_start.max(now);
-            q.push(begin + run, Ev::Finish(j, job.epoch));
+            if !job.service {
+                q.push(begin + run, Ev::Finish(j, job.epoch));
+            }
             if let Some(r) = fail_rate {
                 let g = job.gpus as f64;
                 // the first failure among its accelerators, if before its end
@@ -776,8 +850,26 @@ pub fn simulate(
             }
         }
         for &(j, _) in &d.cancelled {
-            col.terminal(&core, j, now);
-            terminal += 1;
+            if !core.jobs[j as usize].service {
+                col.terminal(&core, spec_idx(&spec_of, j), now);
+                terminal += 1;
+            }
+        }
+        if !eps.is_empty() {
+            let started = d.started.clone();
+            let preempted = d.preempted.clone();
+            let cancelled: Vec<JobIdx> = d.cancelled.iter().map(|c| c.0).collect();
+            eps.after_pass(
+                &mut core,
+                &started,
+                &preempted,
+                &cancelled,
+                now,
+                &mut ep_out,
+            );
+            for (t, e) in ep_out.drain(..) {
+                q.push(t, Ev::Ep(e));
+            }
         }
         if let Some(w) = wake
             && w > now
@@ -799,7 +891,8 @@ pub fn simulate(
     }
     progress(terminal as u64, n as u64);
     let wall_s = wall.elapsed().as_secs_f64();
-    let report = col.finish(
+    let endpoint_reports = eps.finish(&mut core, last_t);
+    let mut report = col.finish(
         &mut core,
         policy_name,
         cfg.seed,
@@ -807,6 +900,7 @@ pub fn simulate(
         wall_s,
         total_accel,
     );
+    report.endpoints = endpoint_reports;
     Ok(SimOutput {
         report,
         timeline,

@@ -46,7 +46,7 @@ pub fn write_jobs_csv<W: Write>(core: &SchedCore, out: W) -> csv::Result<()> {
     w.write_record(COLUMNS)?;
     let carbon = core.factory.sites.iter().any(|s| s.carbon.is_some());
     let num = |v: f64| format!("{}", (v * 1e6).round() / 1e6);
-    for job in &core.jobs {
+    for job in core.jobs.iter().filter(|j| !j.service) {
         let started = job.first_start.is_some();
         let (pool, site) = if started {
             let p = &core.factory.pools[job.run_pool as usize];

@@ -89,6 +89,9 @@ pub const BSLD_TAU_S: f64 = 10.0;
 /// `events_per_s` is a deterministic function of the inputs and the seed.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Report {
+    /// Model endpoints served alongside the jobs (`gigafab sim --endpoints`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<crate::endpoints::EndpointReport>,
     /// What residency cost (`gigafab sim --residency-cost`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub residency: Option<crate::residency::ResidencyCost>,
@@ -392,7 +395,13 @@ impl Collector {
         type SizeAcc = (Vec<f64>, Vec<f64>, f64, u64, u64, Vec<f64>);
         let mut by_size: Vec<SizeAcc> =
             vec![(Vec::new(), Vec::new(), 0.0, 0, 0, Vec::new()); SIZE_CLASSES.len()];
-        for (i, job) in core.jobs.iter().enumerate() {
+        // training only: an endpoint's replicas are reported with it
+        let n_training = core.jobs.iter().filter(|j| !j.service).count();
+        let training = core.jobs.iter().enumerate().filter(|(_, j)| !j.service);
+        // `i`: the job's place among the training jobs (the window's
+        // index); `ji`: in the scheduler
+        for (i, (ji, job)) in training.enumerate() {
+            let ji = ji as JobIdx;
             let cat = core.allocs[job.alloc as usize].spec.category;
             let c = cats
                 .entry(cat)
@@ -460,7 +469,7 @@ impl Collector {
             if job.state == JobState::TimedOut {
                 let t = job.end_s.unwrap_or(job.submit_s) - job.submit_s;
                 jct_timed_out.push(t);
-                let ideal = core.ideal_runtime(i as JobIdx);
+                let ideal = core.ideal_runtime(ji);
                 let run = job.time_limit_s.map_or(ideal, |l| ideal.min(l));
                 bsld.push((t / run.max(BSLD_TAU_S)).max(1.0));
             }
@@ -470,7 +479,7 @@ impl Collector {
             {
                 let wall = job.end_s.unwrap_or(first) - first;
                 if wall > 0.0 {
-                    ettr.0 += core.ideal_runtime(i as JobIdx).min(wall);
+                    ettr.0 += core.ideal_runtime(ji).min(wall);
                     ettr.1 += wall;
                     ettr.2 += 1;
                 }
@@ -486,7 +495,7 @@ impl Collector {
                 }
                 c.1 += 1;
                 c.2 += t;
-                let ideal = core.ideal_runtime(i as JobIdx);
+                let ideal = core.ideal_runtime(ji);
                 jct_bound += ideal;
                 let sd = if ideal > 0.0 {
                     (t / ideal).max(1.0)
@@ -506,7 +515,7 @@ impl Collector {
         } else {
             self.w_end
         };
-        let whole = (a, b) == (0, core.jobs.len());
+        let whole = (a, b) == (0, n_training);
         let (makespan, busy) = if whole {
             (self.last_end - first, self.busy_all)
         } else {
@@ -585,11 +594,12 @@ impl Collector {
         let span = self.last_end - first;
         Report {
             residency: None,
+            endpoints: Vec::new(),
             policy: policy.to_string(),
             factory: core.factory.name.clone(),
             accelerators,
             seed,
-            jobs_submitted: core.jobs.len() as u64,
+            jobs_submitted: n_training as u64,
             jobs_completed: completed,
             jobs_timed_out: timed_out,
             jobs_cancelled: cancelled,
@@ -960,6 +970,47 @@ impl Report {
                     c.never_started,
                     c.avg_queued_s / 3600.0,
                     c.max_queued_s / 3600.0
+                );
+            }
+        }
+        if !self.endpoints.is_empty() {
+            let _ = writeln!(
+                s,
+                "\n{:<16} {:>9} {:>9} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>6} {:>5} {:>10} {:>9} {:>8}",
+                "endpoint",
+                "requests",
+                "served",
+                "failed",
+                "retried",
+                "TTFT p50",
+                "TTFT p99",
+                "lat p50",
+                "lat p99",
+                "cold",
+                "peak",
+                "replica h",
+                "kWh",
+                "kgCO2e"
+            );
+            for e in &self.endpoints {
+                let _ = writeln!(
+                    s,
+                    "{:<16} {:>9} {:>9} {:>8} {:>8} {:>8.2}s {:>8.2}s {:>8.2}s {:>8.2}s {:>6} {:>5} {:>10.2} {:>9.1} {:>8}",
+                    e.name,
+                    e.requests,
+                    e.served,
+                    e.rejected + e.timed_out,
+                    e.retried,
+                    e.ttft_p50_s,
+                    e.ttft_p99_s,
+                    e.latency_p50_s,
+                    e.latency_p99_s,
+                    e.cold_starts,
+                    e.peak_replicas,
+                    e.replica_hours,
+                    e.energy_kwh,
+                    e.carbon_kg
+                        .map_or_else(|| "-".to_string(), |c| format!("{c:.1}"))
                 );
             }
         }
