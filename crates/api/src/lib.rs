@@ -42,6 +42,9 @@ macro_rules! id_type {
     };
 }
 
+mod endpoints;
+pub use endpoints::*;
+
 id_type!(
     /// A job's id.
     JobId
@@ -1028,6 +1031,20 @@ pub fn schemas() -> Vec<(String, serde_json::Value)> {
         one::<NewToken>(),
         one::<RevokedToken>(),
         one::<DisabledUser>(),
+        one::<EndpointId>(),
+        one::<EndpointKeyId>(),
+        one::<CreateEndpoint>(),
+        one::<ScaleEndpoint>(),
+        one::<EndpointScaling>(),
+        one::<ReplicaState>(),
+        one::<EndpointReplica>(),
+        one::<EndpointUsage>(),
+        one::<Endpoint>(),
+        one::<CreateEndpointKey>(),
+        one::<EndpointKey>(),
+        one::<NewEndpointKey>(),
+        one::<EndpointEvent>(),
+        one::<EndpointEvents>(),
     ];
     // pages of each listed object
     for (name, item) in [
@@ -1041,6 +1058,8 @@ pub fn schemas() -> Vec<(String, serde_json::Value)> {
         ("CallPage", "Call"),
         ("RequestPage", "AccessRequest"),
         ("CatalogPage", "CatalogEntry"),
+        ("EndpointPage", "Endpoint"),
+        ("EndpointKeyPage", "EndpointKey"),
     ] {
         out.push((
             name.into(),

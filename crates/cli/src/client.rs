@@ -4,6 +4,7 @@
 mod allocs;
 mod catalog;
 mod duration;
+mod endpoints;
 mod fleet;
 mod fmt;
 mod http;
@@ -117,6 +118,10 @@ pub enum ClientCmd {
     /// aliases, grants.
     #[command(subcommand)]
     Catalog(catalog::CatalogCmd),
+    /// Model endpoints: a catalog model served as an OpenAI-compatible,
+    /// autoscaled service; its API keys and events.
+    #[command(subcommand)]
+    Endpoint(endpoints::EndpointCmd),
 }
 
 /// Options of commands that only read.
@@ -583,6 +588,7 @@ async fn dispatch(cmd: ClientCmd) -> Result<()> {
         }
         ClientCmd::Fleet(a) => fleet(a).await,
         ClientCmd::Catalog(c) => catalog::run(c).await,
+        ClientCmd::Endpoint(c) => endpoints::run(c).await,
         ClientCmd::Whoami(a) => {
             let r = a.g.conn.api()?.get(&["whoami"], &[]).await?;
             show_as(&a.g, &r, render::whoami)

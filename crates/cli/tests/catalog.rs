@@ -18,28 +18,12 @@ use app::*;
 
 /// A user of `org` with `role`: their token.
 async fn user(app: &App, name: &str, org: &str, role: &str) -> String {
-    let u = app
-        .post(
-            "/api/v1/users",
-            json!({"name": name, "org": org, "role": role}),
-        )
-        .await;
-    u["token"].as_str().unwrap().to_string()
+    app.user_token(name, org, role).await
 }
 
 /// `gigafab ARGS` against the app as `token`: (success, stdout, stderr).
 fn cli(app: &App, token: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_gigafab"))
-        .args(args)
-        .env("GIGAFAB_SERVER", &app.url)
-        .env("GIGAFAB_TOKEN", token)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    app.cli(token, args)
 }
 
 fn tree(dir: &Path, files: &[(&str, &[u8])]) {

@@ -13,7 +13,9 @@ pub mod api;
 pub mod auth;
 pub mod catalog;
 pub mod ctl;
+pub mod endpoints;
 pub mod error;
+pub mod gateway;
 pub mod isolation;
 pub mod metrics;
 pub mod model;
@@ -268,6 +270,9 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
         });
     }
     catalog::spawn_outputs(shared.clone(), stop_http.subscribe());
+    // model endpoints: their replicas as recorded, then their manager
+    endpoints::load(&shared).await?;
+    endpoints::manager::spawn(shared.clone(), stop_http.subscribe());
     {
         // the rate limiters forget idle tokens and organisations
         let shared = shared.clone();
@@ -303,7 +308,10 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
 /// API in process.
 pub fn app(shared: Arc<state::Shared>, oidc: Option<portal::OidcConfig>) -> axum::Router {
     let api = api::router(shared.clone());
-    portal::router(shared, api.clone(), oidc).merge(api)
+    let gateway = gateway::router(shared.clone());
+    portal::router(shared, api.clone(), oidc)
+        .merge(gateway)
+        .merge(api)
 }
 
 pub fn serve_api(
@@ -357,6 +365,7 @@ pub async fn open(cfg: ServeConfig) -> Result<Opened, ServeError> {
     .await?;
     let shared = Arc::new(state::Shared {
         limits: ratelimit::RateLimits::new(cfg.http.write_rates),
+        serving: Default::default(),
         store,
         tenancy,
         audit_id,

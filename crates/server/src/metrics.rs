@@ -36,6 +36,25 @@ pub struct HttpLabel {
     pub code: String,
 }
 
+/// An endpoint's answers by status code.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointCodeLabel {
+    pub endpoint: String,
+    pub code: String,
+}
+
+/// An endpoint's tokens by kind (prompt, completion).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointTokenLabel {
+    pub endpoint: String,
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabel {
+    pub endpoint: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PoolLabel {
     pool: String,
@@ -75,6 +94,12 @@ pub struct Metrics {
     /// Health: transitions by the state entered, Xid events by accelerator.
     pub health_transitions: Family<StateLabel, Counter>,
     pub xid_errors: Family<XidLabel, Counter>,
+    /// The gateway: answers by endpoint and status, tokens, time to the
+    /// first byte and to the last.
+    pub endpoint_requests: Family<EndpointCodeLabel, Counter>,
+    pub endpoint_tokens: Family<EndpointTokenLabel, Counter>,
+    pub endpoint_ttft_seconds: Family<EndpointLabel, Histogram>,
+    pub endpoint_latency_seconds: Family<EndpointLabel, Histogram>,
 }
 
 impl Default for Metrics {
@@ -93,11 +118,59 @@ impl Default for Metrics {
             node_resumes: Counter::default(),
             health_transitions: Family::default(),
             xid_errors: Family::default(),
+            endpoint_requests: Family::default(),
+            endpoint_tokens: Family::default(),
+            // 1 ms .. ~500 s
+            endpoint_ttft_seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(1e-3, 2.0, 20))
+            }),
+            endpoint_latency_seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(1e-3, 2.0, 20))
+            }),
         }
     }
 }
 
 impl Metrics {
+    /// The gateway answered a request of endpoint `endpoint` with
+    /// `code`: its first byte after `ttft_s`, its last after `total_s`
+    /// (both 0 for an answer of its own), with these tokens.
+    pub fn endpoint_request(
+        &self,
+        endpoint: &str,
+        code: u16,
+        ttft_s: f64,
+        total_s: f64,
+        prompt: u64,
+        completion: u64,
+    ) {
+        self.endpoint_requests
+            .get_or_create(&EndpointCodeLabel {
+                endpoint: endpoint.to_string(),
+                code: code.to_string(),
+            })
+            .inc();
+        for (kind, n) in [("prompt", prompt), ("completion", completion)] {
+            if n > 0 {
+                self.endpoint_tokens
+                    .get_or_create(&EndpointTokenLabel {
+                        endpoint: endpoint.to_string(),
+                        kind: kind.into(),
+                    })
+                    .inc_by(n);
+            }
+        }
+        if total_s > 0.0 {
+            let l = EndpointLabel {
+                endpoint: endpoint.to_string(),
+            };
+            self.endpoint_ttft_seconds.get_or_create(&l).observe(ttft_s);
+            self.endpoint_latency_seconds
+                .get_or_create(&l)
+                .observe(total_s);
+        }
+    }
+
     /// A job ended in `state` (completed, failed, timeout, cancelled).
     pub fn finished(&self, state: &str) {
         self.jobs_finished
@@ -230,6 +303,26 @@ pub fn render(m: &Metrics, s: &Snapshot) -> String {
         "gigafab_http_requests",
         "HTTP requests answered, by method and status code",
         m.http_requests.clone(),
+    );
+    reg.register(
+        "gigafab_endpoint_requests",
+        "Requests answered by the gateway, by endpoint and status code",
+        m.endpoint_requests.clone(),
+    );
+    reg.register(
+        "gigafab_endpoint_tokens",
+        "Tokens served by endpoint and kind (prompt, completion)",
+        m.endpoint_tokens.clone(),
+    );
+    reg.register(
+        "gigafab_endpoint_ttft_seconds",
+        "Time from a request's arrival at the gateway to its answer's first byte",
+        m.endpoint_ttft_seconds.clone(),
+    );
+    reg.register(
+        "gigafab_endpoint_latency_seconds",
+        "Time from a request's arrival at the gateway to its answer's last byte",
+        m.endpoint_latency_seconds.clone(),
     );
     let queued = Gauge::<i64>::default();
     queued.set(s.queued as i64);

@@ -82,6 +82,10 @@ pub struct StoredSpec {
     /// The catalog model its output becomes once it completes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_model: Option<String>,
+    /// The endpoint it is a replica of: a service, with no time limit of
+    /// its own (docs/endpoints.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<i64>,
 }
 
 // Request bodies: the API contract's types, under the names the

@@ -47,6 +47,8 @@ pub struct Shared {
     pub factory: Arc<gigafab_core::Factory>,
     /// Per-token and per-organisation limits on requests that change state.
     pub limits: crate::ratelimit::RateLimits,
+    /// The model endpoints: what the gateway and their manager share.
+    pub serving: Arc<crate::endpoints::registry::Serving>,
 }
 
 /// What the controller's loop measured, for `/health` and benchmarks.

@@ -64,12 +64,27 @@ pub struct ValidSubmit {
     pub(crate) types: Vec<String>,
     pub(crate) vendor: Option<String>,
     pub(crate) env: BTreeMap<String, String>,
+    /// The endpoint it is a replica of (only the endpoints' manager makes
+    /// such a submission, with [`ValidSubmit::replica_of`]).
+    pub(crate) endpoint: Option<i64>,
 }
+
+/// The time limit a replica's job is recorded with: it has none of its
+/// own (it runs until its endpoint stops it), ten years.
+pub const SERVICE_LIMIT_S: i64 = 10 * 365 * 86_400;
 
 impl ValidSubmit {
     /// The request as sent.
     pub fn request(&self) -> &SubmitReq {
         &self.req
+    }
+
+    /// This submission as a replica of endpoint `endpoint`: a service
+    /// without a time limit, charged as it runs.
+    pub(crate) fn replica_of(mut self, endpoint: i64) -> ValidSubmit {
+        self.endpoint = Some(endpoint);
+        self.time_limit_s = SERVICE_LIMIT_S;
+        self
     }
 }
 
@@ -226,6 +241,7 @@ pub fn validate(
         types,
         vendor,
         env,
+        endpoint: None,
     })
 }
 

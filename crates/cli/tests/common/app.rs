@@ -224,6 +224,33 @@ impl App {
         v
     }
 
+    /// `gigafab ARGS` against the server as `token`: (success, stdout,
+    /// stderr).
+    pub fn cli(&self, token: &str, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_gigafab"))
+            .args(args)
+            .env("GIGAFAB_SERVER", &self.url)
+            .env("GIGAFAB_TOKEN", token)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// A new user `name` of `org` with `role`: their token.
+    pub async fn user_token(&self, name: &str, org: &str, role: &str) -> String {
+        let u = self
+            .post(
+                "/api/v1/users",
+                json!({"name": name, "org": org, "role": role}),
+            )
+            .await;
+        u["token"].as_str().unwrap().to_string()
+    }
+
     pub async fn submit(&self, token: &str, body: Value) -> (u16, Value) {
         self.call("POST", "/api/v1/jobs", Some(token), Some(body))
             .await

@@ -7,6 +7,7 @@ mod access;
 mod allocs;
 mod audit;
 mod catalog;
+mod endpoints;
 mod fleet;
 mod jobs;
 mod meta;
@@ -81,6 +82,7 @@ pub fn routes() -> impl Iterator<Item = &'static Route> {
         audit::ROUTES,
         access::ROUTES,
         catalog::ROUTES,
+        endpoints::ROUTES,
     ]
     .into_iter()
     .flatten()
@@ -97,6 +99,7 @@ pub fn router(state: AppState) -> Router {
         .merge(audit::router())
         .merge(access::router())
         .merge(catalog::router())
+        .merge(endpoints::router())
         .fallback(|| async {
             ApiError::not_found("not_found", "no such endpoint (see /api/v1/openapi.json)")
         })
@@ -239,6 +242,26 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Body_<T> {
         })?;
         parse_body(&bytes).map(Body_)
     }
+}
+
+/// An optional JSON body already read: `Content-Type: application/json`
+/// required, then parsed as [`parse_body`] does.
+pub(crate) fn json_body<T: DeserializeOwned>(
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> Result<T, ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct.starts_with("application/json") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "expected `Content-Type: application/json`",
+        ));
+    }
+    parse_body(body)
 }
 
 /// Parses a JSON body: syntax errors are `invalid_json` (400), wrong

@@ -3,15 +3,12 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use axum::routing::{delete, post};
 use axum::{Json, Router};
 
-use super::{
-    Answer, ApiResult, AppState, Body_, Caller, Route, created, list, parse_body, parse_id,
-};
-use crate::error::ApiError;
+use super::{Answer, ApiResult, AppState, Body_, Caller, Route, created, list, parse_id};
 use crate::model::{OrgReq, ProjectReq, TokenReq, UserReq};
 use crate::tenancy;
 
@@ -231,18 +228,7 @@ async fn create_token(
     let req = if body.is_empty() {
         TokenReq::default()
     } else {
-        let ct = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if !ct.starts_with("application/json") {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "expected `Content-Type: application/json`",
-            ));
-        }
-        parse_body(&body)?
+        super::json_body(&headers, &body)?
     };
     Ok(created(tenancy::create_token(&s, &p, req).await?))
 }

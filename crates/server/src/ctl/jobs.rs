@@ -4,8 +4,29 @@ use super::*;
 use crate::submission::ValidSubmit;
 
 impl Controller {
+    /// Submits `cs` to the scheduler: a service (a replica) runs until
+    /// it is stopped.
+    pub(super) fn core_submit(
+        &mut self,
+        cs: &JobSpec,
+        alloc: gigafab_core::AllocIdx,
+        t: f64,
+        service: bool,
+    ) -> JobIdx {
+        if service {
+            self.core.submit_service(cs, alloc, t)
+        } else {
+            self.core.submit(cs, alloc, t)
+        }
+    }
+
     pub(super) fn core_spec(&self, row: &JobRow, spec: &StoredSpec) -> JobSpec {
         let limit = row.time_limit_s as f64;
+        // a replica runs until it is stopped: no limit to plan with
+        let (duration, time_limit) = match spec.endpoint {
+            Some(_) => (gigafab_core::sched::SERVICE_RUN_S, None),
+            None => (limit, Some(limit)),
+        };
         JobSpec {
             id: row.id.to_string(),
             submit_s: row.submitted_ms.core_s(),
@@ -16,10 +37,10 @@ impl Controller {
                 min_memory_gb: spec.min_memory_gb,
                 sites: spec.sites.clone(),
             },
-            duration_s: Some(limit),
+            duration_s: Some(duration),
             steps: None,
             job_type: spec.job_type.clone(),
-            time_limit_s: Some(limit),
+            time_limit_s: time_limit,
             tenant: Some(row.org_id.to_string()),
             category: None,
             priority: spec.priority,
@@ -58,6 +79,7 @@ impl Controller {
             types,
             vendor,
             env,
+            endpoint,
         } = valid;
         let not_found = || {
             ApiError::not_found(
@@ -213,6 +235,7 @@ impl Controller {
             inputs,
             sites,
             output_model: req.output_model.clone(),
+            endpoint,
             command: req.command,
             env,
             workdir: req.workdir,
@@ -277,9 +300,11 @@ impl Controller {
             ));
         }
         // its time limit is reserved against the grant when it starts: a
-        // limit larger than what is left could never start
+        // limit larger than what is left could never start (a replica has
+        // none: it is charged as it runs)
         let w = self.core.max_billing(&cs).unwrap_or(1.0);
-        let need_h = limit as f64 * req.gpus as f64 * w / 3600.0;
+        let reserve_s = if endpoint.is_some() { 0 } else { limit };
+        let need_h = reserve_s as f64 * req.gpus as f64 * w / 3600.0;
         let a = &self.allocs[&alloc_id];
         let left_h = (a.granted_gpu_s - a.used_at(now)) / 3600.0;
         if need_h > left_h + 1e-9 {
@@ -294,7 +319,10 @@ impl Controller {
             ));
         }
         self.ops.push(store::jobs::insert(&row, project_id));
-        let idx = self.core.submit(&cs, alloc_core, now.core_s());
+        if let Some(e) = endpoint {
+            self.ops.push(store::endpoints::tag_replica(id, e));
+        }
+        let idx = self.core_submit(&cs, alloc_core, now.core_s(), endpoint.is_some());
         self.map_core(idx, id);
         let msg = format!(
             "queued: {}×{} for {} s on allocation {alloc_id}",

@@ -55,11 +55,19 @@ impl Controller {
             a.running += 1;
             a.run_rate += w * row.gpus as f64;
             a.run_start_sum += w * row.gpus as f64 * row.started_ms.unwrap_or(Ms(0)).0 as f64;
-            self.core
-                .restore_running(&cs, alloc_core, pool, &placement, start)
+            let idx = self
+                .core
+                .restore_running(&cs, alloc_core, pool, &placement, start);
+            self.core.jobs[idx as usize].service = spec.endpoint.is_some();
+            idx
         } else {
             self.allocs.get_mut(&row.alloc_id).expect("checked").queued += 1;
-            self.core.submit(&cs, alloc_core, row.submitted_ms.core_s())
+            self.core_submit(
+                &cs,
+                alloc_core,
+                row.submitted_ms.core_s(),
+                spec.endpoint.is_some(),
+            )
         };
         self.map_core(idx, row.id);
         self.jobs.insert(

@@ -79,6 +79,7 @@ impl Rig {
             sites: vec!["s".into()],
             factory: Arc::new(factory(nodes)),
             limits: crate::ratelimit::RateLimits::new(Default::default()),
+            serving: Default::default(),
         });
         let cfg = CtlConfig {
             policy: f.scheduler.policy().expect("a policy"),

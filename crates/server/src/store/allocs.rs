@@ -109,6 +109,15 @@ pub struct AllocRow {
     pub project_id: Option<i64>,
 }
 
+/// The organisation of allocation `id` (None: no such allocation).
+pub async fn org_of(pool: &AnyPool, id: i64) -> Result<Option<i64>, sqlx::Error> {
+    let r = sqlx::query("SELECT org_id FROM allocations WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    r.map(|r| r.try_get(0)).transpose()
+}
+
 pub async fn all(pool: &AnyPool) -> Result<Vec<AllocRow>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT a.id, a.org_id, a.name, a.granted_gpu_s, a.used_gpu_s, a.valid_from_ms, \

@@ -11,6 +11,7 @@ pub mod allocs;
 pub mod audit;
 pub mod catalog;
 pub mod commit;
+pub mod endpoints;
 pub mod fleet;
 pub mod idempotency;
 pub mod jobs;

@@ -1,0 +1,357 @@
+//! What the gateway and the endpoints' manager share in memory: each live
+//! endpoint with its settings, replicas and load, and the API keys by
+//! their hash. The store holds the durable part (`store::endpoints`);
+//! this is rebuilt from it at start.
+
+use std::collections::{BTreeMap, HashMap};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use gigafab_core::serving::{ScalePolicy, ScaleState};
+use serde::{Deserialize, Serialize};
+
+/// An endpoint's settings, as `endpoints.spec` keeps them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    /// The model, pinned: `model:NAME@VERSION`.
+    pub model: String,
+    pub command: Vec<String>,
+    pub gpus: i64,
+    #[serde(default)]
+    pub types: Vec<String>,
+    #[serde(default)]
+    pub vendor: Option<String>,
+    #[serde(default)]
+    pub min_memory_gb: Option<f64>,
+    pub priority: i64,
+    pub scaling: ScalePolicy,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    pub ready_path: String,
+    pub startup_timeout_s: i64,
+    pub hold_timeout_s: i64,
+    pub queue_limit: u32,
+    pub key_rate_per_s: f64,
+}
+
+/// Where a replica is (the API's `ReplicaState`, as a number).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RState {
+    Queued = 0,
+    Starting = 1,
+    Ready = 2,
+    Draining = 3,
+}
+
+impl RState {
+    fn from_u8(v: u8) -> RState {
+        match v {
+            1 => RState::Starting,
+            2 => RState::Ready,
+            3 => RState::Draining,
+            _ => RState::Queued,
+        }
+    }
+
+    pub fn api(self) -> gigafab_api::ReplicaState {
+        match self {
+            RState::Queued => gigafab_api::ReplicaState::Queued,
+            RState::Starting => gigafab_api::ReplicaState::Starting,
+            RState::Ready => gigafab_api::ReplicaState::Ready,
+            RState::Draining => gigafab_api::ReplicaState::Draining,
+        }
+    }
+}
+
+/// One replica: its job and where it listens.
+pub struct Replica {
+    pub job: i64,
+    /// `host:port` it serves on.
+    pub addr: String,
+    /// The key only the gateway knows (`{api_key}`): what the replica
+    /// asks of every request, so that no other process reaches it.
+    pub secret: String,
+    state: AtomicU8,
+    /// Requests it is serving.
+    pub in_flight: AtomicU32,
+    /// When its job started running (ms; 0: not yet).
+    pub running_since_ms: AtomicI64,
+    /// Its accelerators, once running.
+    pub accelerators: Mutex<Vec<String>>,
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // never its secret
+        f.debug_struct("Replica")
+            .field("job", &self.job)
+            .field("addr", &self.addr)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl Replica {
+    pub fn new(job: i64, addr: String, secret: String) -> Replica {
+        Replica {
+            job,
+            addr,
+            secret,
+            state: AtomicU8::new(RState::Queued as u8),
+            in_flight: AtomicU32::new(0),
+            running_since_ms: AtomicI64::new(0),
+            accelerators: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn state(&self) -> RState {
+        RState::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    pub fn set_state(&self, s: RState) {
+        self.state.store(s as u8, Ordering::Release);
+    }
+}
+
+/// Counters of what was served, since the last flush to the store.
+#[derive(Debug, Default)]
+pub struct Served {
+    pub requests: AtomicU64,
+    pub errors: AtomicU64,
+    pub prompt_tokens: AtomicU64,
+    pub completion_tokens: AtomicU64,
+}
+
+impl Served {
+    pub fn add(&self, error: bool, prompt: u64, completion: u64) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if error {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        self.prompt_tokens.fetch_add(prompt, Ordering::Relaxed);
+        self.completion_tokens
+            .fetch_add(completion, Ordering::Relaxed);
+    }
+
+    /// The counts so far, reset to zero: (requests, errors, prompt,
+    /// completion).
+    pub fn take(&self) -> (u64, u64, u64, u64) {
+        (
+            self.requests.swap(0, Ordering::Relaxed),
+            self.errors.swap(0, Ordering::Relaxed),
+            self.prompt_tokens.swap(0, Ordering::Relaxed),
+            self.completion_tokens.swap(0, Ordering::Relaxed),
+        )
+    }
+
+    /// Puts counts back (a flush that failed).
+    pub fn put_back(&self, (r, e, p, c): (u64, u64, u64, u64)) {
+        self.requests.fetch_add(r, Ordering::Relaxed);
+        self.errors.fetch_add(e, Ordering::Relaxed);
+        self.prompt_tokens.fetch_add(p, Ordering::Relaxed);
+        self.completion_tokens.fetch_add(c, Ordering::Relaxed);
+    }
+}
+
+/// A live endpoint.
+#[derive(Debug)]
+pub struct Endpoint {
+    pub id: i64,
+    pub name: String,
+    pub org_id: i64,
+    pub user_id: i64,
+    pub alloc_id: i64,
+    pub project: Option<String>,
+    pub created_ms: i64,
+    pub settings: RwLock<Settings>,
+    pub replicas: RwLock<Vec<Arc<Replica>>>,
+    /// Requests being served, and waiting for a ready replica.
+    pub in_flight: AtomicU32,
+    pub queued: AtomicU32,
+    pub last_request_ms: AtomicI64,
+    /// Told when a replica becomes ready (held requests go on).
+    pub ready: tokio::sync::Notify,
+    /// What the autoscaler remembers between decisions.
+    pub scale: Mutex<ScaleState>,
+    pub deleted: AtomicBool,
+    /// Totals since the server started (the store has the earlier ones).
+    pub served: Served,
+}
+
+impl Endpoint {
+    pub fn new(
+        id: i64,
+        name: String,
+        (org_id, user_id, alloc_id): (i64, i64, i64),
+        project: Option<String>,
+        created_ms: i64,
+        settings: Settings,
+    ) -> Endpoint {
+        Endpoint {
+            id,
+            name,
+            org_id,
+            user_id,
+            alloc_id,
+            project,
+            created_ms,
+            settings: RwLock::new(settings),
+            replicas: RwLock::new(Vec::new()),
+            in_flight: AtomicU32::new(0),
+            queued: AtomicU32::new(0),
+            last_request_ms: AtomicI64::new(0),
+            ready: tokio::sync::Notify::new(),
+            scale: Mutex::new(ScaleState::default()),
+            deleted: AtomicBool::new(false),
+            served: Served::default(),
+        }
+    }
+
+    pub fn settings(&self) -> Settings {
+        self.settings
+            .read()
+            .map(|s| s.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    pub fn replicas(&self) -> Vec<Arc<Replica>> {
+        self.replicas
+            .read()
+            .map(|r| r.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// The ready replica with the fewest requests in flight.
+    pub fn pick(&self) -> Option<Arc<Replica>> {
+        let r = self.replicas.read().ok()?;
+        r.iter()
+            .filter(|x| x.state() == RState::Ready)
+            .min_by_key(|x| x.in_flight.load(Ordering::Relaxed))
+            .cloned()
+    }
+}
+
+type Limiter = governor::DefaultDirectRateLimiter;
+
+/// A live API key of an endpoint.
+pub struct Key {
+    pub id: i64,
+    pub endpoint_id: i64,
+    pub expires_ms: Option<i64>,
+    pub revoked: AtomicBool,
+    pub limiter: Limiter,
+    /// What it served since the last flush.
+    pub served: Served,
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Key").field("id", &self.id).finish()
+    }
+}
+
+impl Key {
+    /// A key allowing `per_s` requests a second, bursts of 5 s worth.
+    pub fn new(id: i64, endpoint_id: i64, expires_ms: Option<i64>, per_s: f64) -> Key {
+        let per_s = per_s.clamp(0.001, 1e6);
+        let period = std::time::Duration::from_secs_f64(1.0 / per_s);
+        let burst = NonZeroU32::new(((per_s * 5.0).ceil() as u32).max(1)).expect("positive");
+        let quota = governor::Quota::with_period(period)
+            .expect("a positive period")
+            .allow_burst(burst);
+        Key {
+            id,
+            endpoint_id,
+            expires_ms,
+            revoked: AtomicBool::new(false),
+            limiter: governor::RateLimiter::direct(quota),
+            served: Served::default(),
+        }
+    }
+
+    /// Whether it works at `now` (ms).
+    pub fn live(&self, now_ms: i64) -> bool {
+        !self.revoked.load(Ordering::Acquire) && self.expires_ms.is_none_or(|e| now_ms < e)
+    }
+}
+
+/// Every live endpoint and key.
+#[derive(Debug, Default)]
+pub struct Serving {
+    by_name: RwLock<HashMap<String, Arc<Endpoint>>>,
+    /// Keys by the hex SHA-256 of the key.
+    by_hash: RwLock<HashMap<String, Arc<Key>>>,
+    /// Wakes the manager (a request at zero replicas, a change).
+    pub wake: tokio::sync::Notify,
+}
+
+impl Serving {
+    pub fn get(&self, name: &str) -> Option<Arc<Endpoint>> {
+        self.by_name.read().ok()?.get(name).cloned()
+    }
+
+    pub fn by_id(&self, id: i64) -> Option<Arc<Endpoint>> {
+        self.by_name
+            .read()
+            .ok()?
+            .values()
+            .find(|e| e.id == id)
+            .cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Endpoint>> {
+        let mut v: Vec<Arc<Endpoint>> = self
+            .by_name
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        v.sort_by_key(|e| e.id);
+        v
+    }
+
+    pub fn insert(&self, e: Arc<Endpoint>) {
+        if let Ok(mut m) = self.by_name.write() {
+            m.insert(e.name.clone(), e);
+        }
+    }
+
+    pub fn remove(&self, name: &str) -> Option<Arc<Endpoint>> {
+        let e = self.by_name.write().ok()?.remove(name)?;
+        e.deleted.store(true, Ordering::Release);
+        // its held requests give up at once
+        e.ready.notify_waiters();
+        if let Ok(keys) = self.by_hash.read() {
+            for k in keys.values().filter(|k| k.endpoint_id == e.id) {
+                k.revoked.store(true, Ordering::Release);
+            }
+        }
+        Some(e)
+    }
+
+    pub fn key(&self, hash: &str) -> Option<Arc<Key>> {
+        self.by_hash.read().ok()?.get(hash).cloned()
+    }
+
+    pub fn insert_key(&self, hash: String, k: Arc<Key>) {
+        if let Ok(mut m) = self.by_hash.write() {
+            m.insert(hash, k);
+        }
+    }
+
+    pub fn keys(&self) -> Vec<Arc<Key>> {
+        self.by_hash
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn revoke_key(&self, id: i64) {
+        if let Ok(m) = self.by_hash.read() {
+            for k in m.values().filter(|k| k.id == id) {
+                k.revoked.store(true, Ordering::Release);
+            }
+        }
+    }
+}
