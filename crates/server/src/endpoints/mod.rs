@@ -220,22 +220,17 @@ pub async fn create(
             req.model
         )));
     }
-    // the allocation: the caller's organisation's
-    let org_id = match who.org_id {
-        Some(o) => o,
-        None => {
-            return Err(ApiError::invalid(
-                "an admin creates endpoints as a member of an organisation",
+    // the allocation: the caller's organisation's (an admin's: any), whose
+    // organisation owns the endpoint
+    let org_id = match crate::store::allocs::org_of(&s.store.pool, alloc_id).await? {
+        Some(o) if who.role == Role::Admin || who.org_id == Some(o) => o,
+        _ => {
+            return Err(ApiError::not_found(
+                "allocation_not_found",
+                format!("allocation {alloc_id} not found in your organisation"),
             ));
         }
     };
-    let alloc_ok = crate::store::allocs::org_of(&s.store.pool, alloc_id).await?;
-    if alloc_ok != Some(org_id) {
-        return Err(ApiError::not_found(
-            "allocation_not_found",
-            format!("allocation {alloc_id} not found in your organisation"),
-        ));
-    }
     let settings = Settings {
         model,
         command: req.command.clone(),
