@@ -190,8 +190,18 @@ async fn event_reasons(app: &App, token: &str, name: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs llama-cpp-python, gguf and openai: eval \"$(bash .ci/llama.sh)\""]
 async fn an_endpoint_serves_a_catalog_model_scales_and_meters() {
+    serves_scales_and_meters(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs llama-cpp-python, gguf, openai and PostgreSQL: eval \"$(bash .ci/llama.sh)\" \"$(bash .ci/postgres.sh)\""]
+async fn an_endpoint_serves_a_catalog_model_scales_and_meters_on_postgres() {
+    serves_scales_and_meters(Db::Postgres).await;
+}
+
+async fn serves_scales_and_meters(db: Db) {
     let py = python();
-    let app = App::spawn(Db::Sqlite, "endpoints").await.unwrap();
+    let app = App::spawn(db, "endpoints").await.unwrap();
     app.post("/api/v1/orgs", json!({"name": "acme", "category": "sme"}))
         .await;
     let alice = user(&app, "alice", "acme").await;
@@ -312,7 +322,16 @@ except openai.AuthenticationError:
         "{out}"
     );
 
-    // load: six requests at once ask for a second replica
+    // idle: back to zero replicas
+    wait_for(&app, &alice, "chat", 90, |v| {
+        v["replicas"].as_array().unwrap().is_empty() && v["desired_replicas"] == 0
+    })
+    .await;
+    let reasons = event_reasons(&app, &alice, "chat").await;
+    assert!(reasons.contains(&"scale:idle".to_string()), "{reasons:?}");
+
+    // load: six requests at once, held at zero replicas, ask for more
+    // than one (one each: capped at two)
     let mut load = Vec::new();
     for _ in 0..6 {
         let (url, key) = (app.url.clone(), key.clone());
@@ -320,7 +339,7 @@ except openai.AuthenticationError:
         load.push(tokio::spawn(async move {
             http.post(format!("{url}/v1/endpoints/chat/chat/completions"))
                 .bearer_auth(key)
-                .json(&json!({"messages": [{"role": "user", "content": "tell me more"}], "max_tokens": 200}))
+                .json(&json!({"messages": [{"role": "user", "content": "tell me more"}], "max_tokens": 100}))
                 .send()
                 .await
                 .map(|r| r.status().as_u16())
@@ -335,19 +354,14 @@ except openai.AuthenticationError:
         assert_eq!(h.await.unwrap().unwrap(), 200);
     }
     let reasons = event_reasons(&app, &alice, "chat").await;
-    // six in flight for one each: capped at two
     assert!(
         reasons.contains(&"scale:max_replicas".to_string()),
         "{reasons:?}"
     );
-
-    // idle: back to zero replicas
     let v = wait_for(&app, &alice, "chat", 90, |v| {
         v["replicas"].as_array().unwrap().is_empty() && v["desired_replicas"] == 0
     })
     .await;
-    let reasons = event_reasons(&app, &alice, "chat").await;
-    assert!(reasons.contains(&"scale:idle".to_string()), "{reasons:?}");
     // metered: requests, tokens, GPU-hours charged to the allocation
     let u = &v["usage"];
     assert!(u["requests"].as_u64().unwrap() >= 9, "{u}");
