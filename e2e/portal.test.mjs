@@ -14,7 +14,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdtempSync, mkdirSync, rmSync, readFileSync } from "node:fs";
+import { mkdtempSync, mkdirSync, rmSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -288,4 +288,50 @@ test("an applicant gets an allocation through a fast-lane call and runs a job on
   await r.getByRole("button", { name: "Request access" }).click();
   await r.waitForURL(base + "/catalog/cells");
   await shot(r, "10-catalog-entry");
+});
+
+test("a member sees her organisation's model endpoint, makes a key and sets its replicas", async () => {
+  await api("POST", "/api/v1/orgs", { name: "zeta", category: "sme" });
+  const zoe = (await api("POST", "/api/v1/users", { name: "zoe", org: "zeta", role: "member" })).token;
+  const alloc = await api("POST", "/api/v1/allocations", { org: "zeta", gpu_hours: 50 });
+  // a model of zeta's, registered in place by the admin
+  const modelDir = join(dir, "models", "tiny");
+  mkdirSync(modelDir, { recursive: true });
+  writeFileSync(join(modelDir, "model.gguf"), "not really a model");
+  await api("POST", "/api/v1/catalog", { name: "tiny", kind: "model", licence: "MIT", org: "zeta" });
+  await api("POST", "/api/v1/catalog/tiny/versions", { path: modelDir });
+  // an endpoint that scales to zero: nothing runs until a request comes
+  await api("POST", "/api/v1/endpoints", {
+    name: "chat", model: "tiny@1", allocation: alloc.id, command: ["true"], max_replicas: 2,
+  }, zoe);
+
+  const z = await signedIn(zoe);
+  await z.getByRole("link", { name: "Endpoints" }).click();
+  await z.waitForURL(base + "/endpoints");
+  const row = z.locator("#endpoint-chat");
+  assert.match(await row.textContent(), /model:tiny@1/);
+  assert.match(await row.textContent(), /\/v1\/endpoints\/chat/);
+  assert.match(await row.textContent(), /0\/0 \(0\.\.2\)/);
+  await shot(z, "11-endpoints");
+  // a key, shown once, that the gateway takes
+  await z.getByRole("button", { name: "Create an API key chat" }).click();
+  const key = (await z.locator("#new-key").textContent()).trim();
+  assert.match(key, /^gfk_/);
+  await shot(z, "12-endpoint-key");
+  const models = await fetch(`${base}/v1/endpoints/chat/models`, { headers: { authorization: `Bearer ${key}` } });
+  assert.equal(models.status, 200);
+  assert.equal((await models.json()).data[0].id, "chat");
+  // the page never shows it again
+  await z.goto(base + "/endpoints");
+  assert.equal(await z.locator("#new-key").count(), 0);
+  assert.ok(!(await z.content()).includes(key));
+  // new bounds
+  await z.getByLabel("Max", { exact: true }).fill("3");
+  await z.getByRole("button", { name: "Set replicas chat" }).click();
+  await z.waitForURL(base + "/endpoints");
+  assert.match(await z.locator("#endpoint-chat").textContent(), /\(0\.\.3\)/);
+  // a refusal is shown on the page, not as raw JSON
+  await z.getByLabel("Min", { exact: true }).fill("9");
+  await z.getByRole("button", { name: "Set replicas chat" }).click();
+  assert.match(await z.locator("[role=alert]").textContent(), /min_replicas/);
 });

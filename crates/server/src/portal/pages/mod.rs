@@ -4,12 +4,14 @@ use super::NO_BODY;
 use std::collections::HashMap;
 
 mod admin;
+mod endpoints;
 mod jobs;
 mod me;
 mod requests;
 mod signin;
 
 use admin::*;
+use endpoints::*;
 use jobs::*;
 use me::*;
 use requests::*;
@@ -154,6 +156,9 @@ pub(super) fn router() -> Router<PortalState> {
         .route("/requests/{id}", get(request))
         .route("/requests/{id}/{act}", post(request_act))
         .route("/reviews", get(reviews))
+        .route("/endpoints", get(endpoints))
+        .route("/endpoints/{name}/keys", post(new_key))
+        .route("/endpoints/{name}/scale", post(scale))
         .route("/admin", get(admin))
         .route("/admin/nodes/{name}/{act}", post(node_act))
         .route("/admin/calls", post(open_call))
