@@ -36,6 +36,10 @@ pub enum Scenario {
     /// Control plane: scheduling-pass time with `--queued` jobs waiting on
     /// a full 100,000-accelerator fleet.
     ServeSchedule,
+    /// Model endpoints: what the gateway adds to a request (throughput
+    /// with `--clients` in flight, latency at `--rate` req/s), beside
+    /// the replica called directly and nginx proxying it; the cold start.
+    Gateway,
 }
 
 /// The factory of the `log-easy` scenario: 1,152 accelerators in nodes of
@@ -132,6 +136,9 @@ pub struct BenchArgs {
     /// serve-schedule: jobs waiting while the passes are timed.
     #[arg(long, default_value_t = 10_000)]
     queued: usize,
+    /// gateway: requests a second of the fixed-rate measure.
+    #[arg(long, default_value_t = 5000.0)]
+    rate: f64,
 }
 
 #[derive(serde::Serialize)]
@@ -173,11 +180,16 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if a.repeat == 0 {
         bail!("--repeat must be >= 1");
     }
-    if matches!(a.scenario, Scenario::ServeSubmit | Scenario::ServeSchedule) {
+    if matches!(
+        a.scenario,
+        Scenario::ServeSubmit | Scenario::ServeSchedule | Scenario::Gateway
+    ) {
         return run_serve(&a);
     }
     let (name, factory_file, kind, sizes) = match a.scenario {
-        Scenario::ServeSubmit | Scenario::ServeSchedule => unreachable!("handled above"),
+        Scenario::ServeSubmit | Scenario::ServeSchedule | Scenario::Gateway => {
+            unreachable!("handled above")
+        }
         Scenario::Gavel => ("gavel", "gavel-108.toml", PolicyKind::Hetero, vec![1500]),
         Scenario::Gigafactory => (
             "gigafactory",
@@ -232,7 +244,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
                     let p = synth::SynthParams::new(synth::Profile::Gavel, n, 3.0, 0);
                     (p, Some(&tput), None)
                 }
-                Scenario::ServeSubmit | Scenario::ServeSchedule => unreachable!("handled above"),
+                Scenario::ServeSubmit | Scenario::ServeSchedule | Scenario::Gateway => {
+                    unreachable!("handled above")
+                }
                 Scenario::DeepQueue => {
                     let p = synth::SynthParams::new(synth::Profile::Philly, n, 8.0, 3);
                     (p, None, Some(philly.as_slice()))
@@ -321,6 +335,42 @@ pub fn run(a: BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// The gateway benchmark's figures as lines.
+fn gateway_table(v: &serde_json::Value) -> String {
+    let f = |x: &serde_json::Value| x.as_f64().unwrap_or(0.0);
+    let mut s = format!(
+        "gateway: {} requests a way, {} clients in flight (closed loop), then at {} req/s (open loop)\n",
+        v["requests"], v["clients"], v["ways"][0]["rate_rps"]
+    );
+    s += &format!(
+        "{:<8} {:>12} {:>10} {:>10} {:>12} {:>10} {:>10} {:>7}\n",
+        "way", "req/s", "p50 ms", "p99 ms", "at rate r/s", "p50 ms", "p99 ms", "errors"
+    );
+    for w in v["ways"].as_array().into_iter().flatten() {
+        s += &format!(
+            "{:<8} {:>12.0} {:>10.3} {:>10.3} {:>12.0} {:>10.3} {:>10.3} {:>7}\n",
+            w["way"].as_str().unwrap_or("?"),
+            f(&w["throughput_rps"]),
+            f(&w["closed_p50_ms"]),
+            f(&w["closed_p99_ms"]),
+            f(&w["rate_achieved_rps"]),
+            f(&w["rate_p50_ms"]),
+            f(&w["rate_p99_ms"]),
+            w["errors"]
+        );
+    }
+    s += &format!(
+        "added p99 at the rate: {:.3} ms; gateway/nginx throughput: {}; cold start: replica running {:.3} s after the request, answered after {:.3} s\n",
+        f(&v["added_p99_ms"]),
+        v["vs_nginx"]
+            .as_f64()
+            .map_or("no nginx".to_string(), |x| format!("{x:.2}")),
+        f(&v["cold_start_to_replica_s"]),
+        f(&v["cold_start_to_answer_s"])
+    );
+    s
+}
+
 fn run_serve(a: &BenchArgs) -> Result<()> {
     use crate::bench_serve::{ServeBench, schedule, submit};
     if a.clients == 0 || a.clients > 4096 {
@@ -328,6 +378,9 @@ fn run_serve(a: &BenchArgs) -> Result<()> {
     }
     if a.requests == 0 || a.queued == 0 {
         bail!("--requests and --queued must be >= 1");
+    }
+    if !(a.rate.is_finite() && a.rate > 0.0 && a.rate <= 1e6) {
+        bail!("--rate must be above 0 and at most 1000000");
     }
     let factory = match a.scenario {
         Scenario::ServeSchedule => load_example(a.factories.as_deref(), "gigafactory-100k.toml")?,
@@ -350,6 +403,9 @@ fn run_serve(a: &BenchArgs) -> Result<()> {
                 Scenario::ServeSubmit => submit(&b)
                     .await
                     .map(|f| serde_json::to_value(f).unwrap_or_default()),
+                Scenario::Gateway => crate::bench_gateway::gateway(&b, a.rate)
+                    .await
+                    .map(|f| serde_json::to_value(f).unwrap_or_default()),
                 _ => schedule(&b)
                     .await
                     .map(|f| serde_json::to_value(f).unwrap_or_default()),
@@ -369,6 +425,7 @@ fn run_serve(a: &BenchArgs) -> Result<()> {
                     v["max_ms"].as_f64().unwrap_or(0.0),
                     v["jobs_per_commit"].as_f64().unwrap_or(0.0)
                 ),
+                Scenario::Gateway => print!("{}", gateway_table(&v)),
                 _ => println!(
                     "serve-schedule {}: {} accelerators, {} queued, {} running: pass median {:.1} ms, max {:.1} ms ({} passes)",
                     v["store"].as_str().unwrap_or("?"),

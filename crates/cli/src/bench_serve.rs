@@ -51,17 +51,17 @@ pub struct ScheduleFigures {
     pub pass_ms_max: f64,
 }
 
-struct Server {
-    url: String,
-    token: String,
-    http: reqwest::Client,
-    shared: Arc<gigafab_server::state::Shared>,
+pub(crate) struct Server {
+    pub(crate) url: String,
+    pub(crate) token: String,
+    pub(crate) http: reqwest::Client,
+    pub(crate) shared: Arc<gigafab_server::state::Shared>,
     kind: &'static str,
     cleanup: Option<String>,
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
 }
 
-async fn start(b: &ServeBench, tag: &str) -> Result<Server> {
+pub(crate) async fn start(b: &ServeBench, tag: &str) -> Result<Server> {
     let dir = std::env::temp_dir().join(format!("gigafab-bench-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
@@ -117,7 +117,14 @@ async fn start(b: &ServeBench, tag: &str) -> Result<Server> {
         clock: Arc::new(gigafab_server::time::SystemClock),
         smtp: None,
         oidc: None,
-        catalog: None,
+        catalog: Some(Arc::new(gigafab_server::catalog::Site::new(
+            gigafab_catalog::store::Blobs::open(
+                &dir.join("catalog").display().to_string(),
+                &dir.join("catalog-cache"),
+            )?,
+            dir.join("catalog-staging"),
+            b.factory.sites[0].name.clone(),
+        )?)),
     };
     let r = gigafab_server::start(cfg).await?;
     Ok(Server {
@@ -132,7 +139,7 @@ async fn start(b: &ServeBench, tag: &str) -> Result<Server> {
 }
 
 impl Server {
-    async fn post(&self, path: &str, body: &Value) -> Result<(u16, Value)> {
+    pub(crate) async fn post(&self, path: &str, body: &Value) -> Result<(u16, Value)> {
         let r = self
             .http
             .post(format!("{}{path}", self.url))
@@ -144,7 +151,7 @@ impl Server {
         Ok((s, r.json().await.unwrap_or(Value::Null)))
     }
 
-    async fn finish(self) {
+    pub(crate) async fn finish(self) {
         if let Some(u) = &self.cleanup {
             use sqlx::migrate::MigrateDatabase;
             let _ = sqlx::Any::force_drop_database(u).await;

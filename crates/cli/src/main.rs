@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 mod agent;
 mod bench;
+mod bench_gateway;
 mod bench_serve;
 mod client;
 mod profile;
@@ -36,6 +37,14 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Start the control plane: HTTP API, store, scheduler, local executor.
     Serve(Box<serve::ServeArgs>),
+    /// The echo backend of `bench --scenario gateway`: the OpenAI API
+    /// answered at once, behind the key in API_KEY.
+    #[command(hide = true, name = "bench-echo")]
+    BenchEcho {
+        /// Port to listen on (loopback).
+        #[arg(long)]
+        port: u16,
+    },
     /// Runs one job under supervision (started by the local executor).
     #[command(hide = true, name = "job-supervise")]
     JobSupervise {
@@ -845,6 +854,7 @@ fn main() {
         Cmd::Factory(FactoryCmd::Show { factory, output }) => cmd_factory_show(&factory, output),
         Cmd::Bench(a) => bench::run(a),
         Cmd::Serve(a) => serve::run(*a),
+        Cmd::BenchEcho { port } => bench_gateway::echo_backend(port),
         Cmd::JobSupervise { args } => std::process::exit(gigafab_exec::local::supervise(&args)),
         Cmd::Client(c) => client::run(c),
         Cmd::Agent(c) => agent::run(c),

@@ -170,7 +170,7 @@ async fn proxy(
             &governor::clock::DefaultClock::default(),
         ));
         key.served.add(true, 0, 0);
-        s.metrics.endpoint_request(&e.name, 429, 0.0, 0.0, 0, 0);
+        e.metrics.request(429, 0.0, 0.0, 0, 0);
         return with_retry_after(
             oai_error(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -212,8 +212,7 @@ async fn proxy(
     let streamed = wants_stream(&body);
     e.last_request_ms.store(now.0, Ordering::Relaxed);
     // a ready replica, or wait for one
-    let set_hold = e.settings().hold_timeout_s;
-    let limit = e.settings().queue_limit;
+    let (set_hold, limit) = e.hold_and_queue();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(set_hold as u64);
     let mut tried: Vec<i64> = Vec::new();
     loop {
@@ -229,7 +228,7 @@ async fn proxy(
                     }
                     if e.queued.load(Ordering::Acquire) >= limit {
                         key.served.add(true, 0, 0);
-                        s.metrics.endpoint_request(&e.name, 503, 0.0, 0.0, 0, 0);
+                        e.metrics.request(503, 0.0, 0.0, 0, 0);
                         return with_retry_after(
                             oai_error(
                                 StatusCode::SERVICE_UNAVAILABLE,
@@ -248,7 +247,7 @@ async fn proxy(
                     drop(waiting);
                     if timed_out {
                         key.served.add(true, 0, 0);
-                        s.metrics.endpoint_request(&e.name, 503, 0.0, 0.0, 0, 0);
+                        e.metrics.request(503, 0.0, 0.0, 0, 0);
                         return with_retry_after(
                             oai_error(
                                 StatusCode::SERVICE_UNAVAILABLE,
@@ -288,7 +287,7 @@ async fn proxy(
                 } else {
                     0
                 };
-                return answer(gw.clone(), e, key, flight, ans, (streamed, estimate), t0).await;
+                return answer(e, key, flight, ans, (streamed, estimate), t0).await;
             }
             Err(err) if err.is_connect() => {
                 // nothing reached it: safe to try another; it is asked
@@ -302,8 +301,8 @@ async fn proxy(
             Err(err) => {
                 drop(flight);
                 key.served.add(true, 0, 0);
-                s.metrics
-                    .endpoint_request(&e.name, 502, 0.0, t0.elapsed().as_secs_f64(), 0, 0);
+                e.metrics
+                    .request(502, 0.0, t0.elapsed().as_secs_f64(), 0, 0);
                 return oai_error(
                     StatusCode::BAD_GATEWAY,
                     "replica_failed",
@@ -326,6 +325,10 @@ fn pick_untried(e: &Endpoint, tried: &[i64]) -> Option<Arc<Replica>> {
 
 /// Whether the request asks for a stream (`"stream": true`).
 fn wants_stream(body: &[u8]) -> bool {
+    // most requests do not name it: no parse for them
+    if !contains(body, b"\"stream\"") {
+        return false;
+    }
     #[derive(serde::Deserialize)]
     struct S {
         #[serde(default)]
@@ -334,8 +337,16 @@ fn wants_stream(body: &[u8]) -> bool {
     serde_json::from_slice::<S>(body).is_ok_and(|s| s.stream)
 }
 
+/// Whether `needle` occurs in `hay`.
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
 /// The token counts of an answer's `usage`.
 fn usage_of(v: &[u8]) -> Option<(u64, u64)> {
+    if !contains(v, b"\"usage\"") {
+        return None;
+    }
     #[derive(serde::Deserialize)]
     struct U {
         #[serde(default)]
@@ -352,7 +363,6 @@ fn usage_of(v: &[u8]) -> Option<(u64, u64)> {
 }
 
 async fn answer(
-    gw: Arc<Gw>,
     e: Arc<Endpoint>,
     key: Arc<Key>,
     flight: Flight,
@@ -368,7 +378,6 @@ async fn answer(
         .is_some_and(|v| v.starts_with("text/event-stream"));
     if streamed || sse {
         let meter = Meter {
-            gw,
             e,
             key,
             status: status.as_u16(),
@@ -403,8 +412,8 @@ async fn answer(
         Err(err) => {
             drop(flight);
             key.served.add(true, 0, 0);
-            gw.s.metrics
-                .endpoint_request(&e.name, 502, 0.0, t0.elapsed().as_secs_f64(), 0, 0);
+            e.metrics
+                .request(502, 0.0, t0.elapsed().as_secs_f64(), 0, 0);
             return oai_error(
                 StatusCode::BAD_GATEWAY,
                 "replica_failed",
@@ -418,8 +427,7 @@ async fn answer(
     let error = status.as_u16() >= 400;
     key.served.add(error, p, c);
     e.served.add(error, p, c);
-    gw.s.metrics
-        .endpoint_request(&e.name, status.as_u16(), secs, secs, p, c);
+    e.metrics.request(status.as_u16(), secs, secs, p, c);
     let mut r = Response::new(Body::from(bytes));
     *r.status_mut() = status;
     if let Some(c) = ctype {
@@ -430,7 +438,6 @@ async fn answer(
 
 /// What a streamed answer served, recorded when it ends.
 struct Meter {
-    gw: Arc<Gw>,
     e: Arc<Endpoint>,
     key: Arc<Key>,
     status: u16,
@@ -545,8 +552,7 @@ impl Drop for Meter {
         let error = self.status >= 400;
         self.key.served.add(error, self.prompt, self.completion);
         self.e.served.add(error, self.prompt, self.completion);
-        self.gw.s.metrics.endpoint_request(
-            &self.e.name,
+        self.e.metrics.request(
             self.status,
             self.first.unwrap_or(total),
             total,

@@ -132,42 +132,34 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// The gateway answered a request of endpoint `endpoint` with
-    /// `code`: its first byte after `ttft_s`, its last after `total_s`
-    /// (both 0 for an answer of its own), with these tokens.
-    pub fn endpoint_request(
-        &self,
-        endpoint: &str,
-        code: u16,
-        ttft_s: f64,
-        total_s: f64,
-        prompt: u64,
-        completion: u64,
-    ) {
-        self.endpoint_requests
-            .get_or_create(&EndpointCodeLabel {
-                endpoint: endpoint.to_string(),
-                code: code.to_string(),
-            })
-            .inc();
-        for (kind, n) in [("prompt", prompt), ("completion", completion)] {
-            if n > 0 {
-                self.endpoint_tokens
-                    .get_or_create(&EndpointTokenLabel {
-                        endpoint: endpoint.to_string(),
-                        kind: kind.into(),
-                    })
-                    .inc_by(n);
-            }
-        }
-        if total_s > 0.0 {
-            let l = EndpointLabel {
-                endpoint: endpoint.to_string(),
-            };
-            self.endpoint_ttft_seconds.get_or_create(&l).observe(ttft_s);
-            self.endpoint_latency_seconds
-                .get_or_create(&l)
-                .observe(total_s);
+    /// The gateway's handles of endpoint `name`'s metrics (made once:
+    /// a request pays no label lookup for a 200).
+    pub fn endpoint(&self, name: &str) -> EndpointMetrics {
+        let token = |kind: &str| {
+            self.endpoint_tokens
+                .get_or_create(&EndpointTokenLabel {
+                    endpoint: name.to_string(),
+                    kind: kind.into(),
+                })
+                .clone()
+        };
+        let l = EndpointLabel {
+            endpoint: name.to_string(),
+        };
+        EndpointMetrics {
+            name: name.to_string(),
+            requests: self.endpoint_requests.clone(),
+            ok: self
+                .endpoint_requests
+                .get_or_create(&EndpointCodeLabel {
+                    endpoint: name.to_string(),
+                    code: "200".into(),
+                })
+                .clone(),
+            prompt: token("prompt"),
+            completion: token("completion"),
+            ttft: self.endpoint_ttft_seconds.get_or_create(&l).clone(),
+            latency: self.endpoint_latency_seconds.get_or_create(&l).clone(),
         }
     }
 
@@ -178,6 +170,46 @@ impl Metrics {
                 state: state.to_string(),
             })
             .inc();
+    }
+}
+
+/// One endpoint's metrics, as the gateway updates them.
+#[derive(Debug, Clone)]
+pub struct EndpointMetrics {
+    name: String,
+    requests: Family<EndpointCodeLabel, Counter>,
+    ok: Counter,
+    prompt: Counter,
+    completion: Counter,
+    ttft: Histogram,
+    latency: Histogram,
+}
+
+impl EndpointMetrics {
+    /// The gateway answered a request with `code`: its first byte after
+    /// `ttft_s`, its last after `total_s` (both 0 for an answer of its
+    /// own), with these tokens.
+    pub fn request(&self, code: u16, ttft_s: f64, total_s: f64, prompt: u64, completion: u64) {
+        if code == 200 {
+            self.ok.inc();
+        } else {
+            self.requests
+                .get_or_create(&EndpointCodeLabel {
+                    endpoint: self.name.clone(),
+                    code: code.to_string(),
+                })
+                .inc();
+        }
+        if prompt > 0 {
+            self.prompt.inc_by(prompt);
+        }
+        if completion > 0 {
+            self.completion.inc_by(completion);
+        }
+        if total_s > 0.0 {
+            self.ttft.observe(ttft_s);
+            self.latency.observe(total_s);
+        }
     }
 }
 

@@ -39,6 +39,8 @@ pub fn spawn(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             failed_submit: Default::default(),
             ticks: 0,
         };
+        // a dropped sender (a server run without its handle) never stops it
+        let mut stop_gone = false;
         loop {
             m.tick(&s).await;
             // while a replica starts or requests wait, look more often: a
@@ -51,7 +53,11 @@ pub fn spawn(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = s.serving.wake.notified() => {}
-                _ = stop.changed() => break,
+                r = stop.changed(), if !stop_gone => match r {
+                    Ok(()) if *stop.borrow() => break,
+                    Ok(()) => {}
+                    Err(_) => stop_gone = true,
+                },
             }
         }
         m.flush(&s).await;

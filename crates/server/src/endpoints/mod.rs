@@ -96,6 +96,7 @@ pub async fn load(s: &Shared) -> Result<(), sqlx::Error> {
             r.project.clone(),
             r.created_ms.0,
             settings,
+            s.metrics.endpoint(&r.name),
         ));
         for job in st::replica_jobs(pool, r.id).await? {
             if let Some(row) = crate::store::jobs::get(pool, job).await? {
@@ -285,6 +286,7 @@ pub async fn create(
         req.project.clone(),
         now.0,
         settings,
+        s.metrics.endpoint(&req.name),
     ));
     s.serving.insert(e.clone());
     s.serving.wake.notify_one();

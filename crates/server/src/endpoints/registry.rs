@@ -178,6 +178,8 @@ pub struct Endpoint {
     pub deleted: AtomicBool,
     /// Totals since the server started (the store has the earlier ones).
     pub served: Served,
+    /// Its metrics' handles.
+    pub metrics: crate::metrics::EndpointMetrics,
 }
 
 impl Endpoint {
@@ -188,6 +190,7 @@ impl Endpoint {
         project: Option<String>,
         created_ms: i64,
         settings: Settings,
+        metrics: crate::metrics::EndpointMetrics,
     ) -> Endpoint {
         Endpoint {
             id,
@@ -206,6 +209,19 @@ impl Endpoint {
             scale: Mutex::new(ScaleState::default()),
             deleted: AtomicBool::new(false),
             served: Served::default(),
+            metrics,
+        }
+    }
+
+    /// Its `hold_timeout_s` and `queue_limit` (read without a copy of the
+    /// settings: the gateway asks for them on every request).
+    pub fn hold_and_queue(&self) -> (i64, u32) {
+        match self.settings.read() {
+            Ok(s) => (s.hold_timeout_s, s.queue_limit),
+            Err(e) => {
+                let s = e.into_inner();
+                (s.hold_timeout_s, s.queue_limit)
+            }
         }
     }
 
