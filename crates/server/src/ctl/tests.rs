@@ -452,3 +452,75 @@ async fn a_restart_adopts_the_recorded_run_and_keeps_its_accelerators() {
     assert!(!r.c.jobs.contains_key(&7));
     assert_eq!(r.state(next), "running");
 }
+
+/// A replica of endpoint 7, number `k`, of an endpoint of priority class 0
+/// with `min` replicas: ranked as the twin ranks it.
+async fn submit_replica(r: &mut Rig, min: u32, k: u32) -> i64 {
+    let req = SubmitReq::new(1, 1, vec!["serve".into()]);
+    let mut valid = crate::submission::validate(&member(), req, &r.c.core.factory)
+        .expect("valid fields")
+        .replica_of(7);
+    let (priority, preemptible) = gigafab_core::serving::replica_rank(0, min, k);
+    valid.priority = priority as i64;
+    valid.req.preemptible = Some(preemptible);
+    let action = r.shared.submission_with(valid, Vec::new());
+    let (_, rep) = r.ask(&member(), action).await.expect("accepted");
+    rep.job().expect("a job").id.0
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn replicas_rank_against_training_as_in_the_twin() {
+    let mut r = Rig::fresh(1);
+    // the node is full of preemptible training of the same class
+    let train = r.submit(&member(), 4, 0, true).await;
+    assert_eq!(r.state(train), "running");
+    r.clock.advance(60_000);
+    // a replica above the minimum waits: it preempts nothing
+    let extra = submit_replica(&mut r, 0, 0).await;
+    r.step().await;
+    assert_eq!(r.state(extra), "queued");
+    assert!(r.exec.cancels().is_empty());
+    // a replica within the minimum outranks it and takes an accelerator
+    let kept = submit_replica(&mut r, 1, 0).await;
+    r.step().await;
+    assert_eq!(
+        r.exec.cancels().iter().map(|c| c.job).collect::<Vec<_>>(),
+        vec![train]
+    );
+    r.step().await;
+    assert_eq!(r.state(kept), "running");
+    // a service for the scheduler: no time limit to plan with or reserve
+    let j = &r.c.core.jobs[r.c.jobs[&kept].core as usize];
+    assert!(j.service && j.time_limit_s.is_none());
+    assert!(!j.preemptible && j.priority == 1);
+    assert_eq!(
+        r.c.jobs[&kept].row.time_limit_s,
+        crate::submission::SERVICE_LIMIT_S
+    );
+    // the same in the twin's core: a service of the same rank
+    let mut twin = gigafab_core::SchedCore::new(
+        r.c.core.factory.clone(),
+        r.c.core.policy.clone(),
+        gigafab_core::Throughputs::default(),
+    );
+    let a = twin.add_allocation(gigafab_core::AllocationSpec::open(
+        "acme",
+        gigafab_core::Category::Academia,
+    ));
+    let spec = gigafab_core::JobSpec {
+        priority: 1,
+        ..gigafab_core::JobSpec::simple("replica", 0.0, 1, 1.0)
+    };
+    let t = twin.submit_service(&spec, a, 0.0);
+    let tj = &twin.jobs[t as usize];
+    assert_eq!(
+        (
+            tj.service,
+            tj.time_limit_s,
+            tj.base,
+            tj.preemptible,
+            tj.priority
+        ),
+        (j.service, j.time_limit_s, j.base, j.preemptible, j.priority)
+    );
+}
