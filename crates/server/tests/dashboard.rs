@@ -35,6 +35,8 @@ fn exposition() -> String {
             xid: "79".into(),
         })
         .inc();
+    m.endpoint("chat").request(200, 0.1, 0.5, 10, 20);
+    m.endpoint("chat").request(429, 0.0, 0.0, 0, 0);
     m.schedule_pass_seconds.observe(0.002);
     m.commit_seconds.observe(0.004);
     m.http_requests
