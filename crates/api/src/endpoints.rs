@@ -93,11 +93,11 @@ pub struct CreateEndpoint {
     /// Seconds a request waits for a ready replica (while one starts)
     /// before it fails with 503 [default 300].
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 1, maximum = 3600)]
+    #[schema(minimum = 1, maximum = 600)]
     pub hold_timeout_s: Option<i64>,
     /// Most requests waiting for a ready replica [default 256].
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 0, maximum = 100000)]
+    #[schema(minimum = 0, maximum = 10000)]
     pub queue_limit: Option<u32>,
     /// Requests a second one API key may make (bursts of 5 s worth)
     /// [default 50].

@@ -405,7 +405,7 @@ pub async fn gateway(b: &ServeBench, rate: f64) -> Result<GatewayFigures> {
         .post(
             "/api/v1/endpoints",
             &json!({"name": "echo", "model": "echo@1", "allocation": alloc, "command": ["echo-backend"],
-                    "min_replicas": 0, "max_replicas": 1, "key_rate_per_s": 1e6, "queue_limit": 100000}),
+                    "min_replicas": 0, "max_replicas": 1, "key_rate_per_s": 1e6, "queue_limit": 10000}),
         )
         .await?;
     if st != 201 {

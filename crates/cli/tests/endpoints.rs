@@ -560,3 +560,127 @@ async fn hostile_tenants_cannot_use_or_reach_anothers_endpoint() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// What an endpoint's creator may ask, checked before anything runs (no
+/// model server needed: the endpoint scales to zero and no request comes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_requests_are_checked() {
+    let app = App::spawn(Db::Sqlite, "endpoints_checked").await.unwrap();
+    for o in ["acme", "evil"] {
+        app.post("/api/v1/orgs", json!({"name": o, "category": "sme"}))
+            .await;
+    }
+    let alice = user(&app, "alice", "acme").await;
+    let mallory = user(&app, "mallory", "evil").await;
+    let a = app
+        .post(
+            "/api/v1/allocations",
+            json!({"org": "acme", "gpu_hours": 10.0}),
+        )
+        .await;
+    let m = app
+        .post(
+            "/api/v1/allocations",
+            json!({"org": "evil", "gpu_hours": 10.0}),
+        )
+        .await;
+    let dir = app.dir.join("work/m");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("model.gguf"), b"weights").unwrap();
+    cli_ok(
+        &app,
+        &alice,
+        &[
+            "catalog",
+            "push",
+            dir.to_str().unwrap(),
+            "--name",
+            "m",
+            "--kind",
+            "model",
+            "--licence",
+            "MIT",
+        ],
+    );
+    let create = |who: &str, body: Value| {
+        let who = who.to_string();
+        let app = &app;
+        async move {
+            app.call("POST", "/api/v1/endpoints", Some(&who), Some(body))
+                .await
+        }
+    };
+    let base = json!({"name": "chat", "model": "m@1", "allocation": a["id"], "command": ["serve"]});
+    let with = |k: &str, v: Value| {
+        let mut b = base.clone();
+        b[k] = v;
+        b
+    };
+    for (body, code, words) in [
+        (with("name", json!("Chat!")), 422, "name"),
+        (with("min_replicas", json!(3)), 422, "min_replicas"),
+        (with("hold_timeout_s", json!(601)), 422, "hold_timeout_s"),
+        (with("queue_limit", json!(10_001)), 422, "queue_limit"),
+        (
+            with("command", json!(["serve", "--api-key", "{api_key}"])),
+            422,
+            "in env",
+        ),
+        (with("model", json!("nope@1")), 422, "model"),
+    ] {
+        let (s, v) = create(&alice, body.clone()).await;
+        assert_eq!(s, code, "{body}: {v}");
+        assert!(v["message"].as_str().unwrap().contains(words), "{v}");
+    }
+    // more kept accelerators than an organisation may keep
+    let (s, v) = create(
+        &alice,
+        json!({"name": "big", "model": "m@1", "allocation": a["id"], "command": ["serve"],
+               "gpus": 4, "min_replicas": 5, "max_replicas": 5}),
+    )
+    .await;
+    assert_eq!(s, 422, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("ask an admin"),
+        "{v}"
+    );
+    // another organisation's allocation, or model
+    let (s, _) = create(&alice, with("allocation", m["id"].clone())).await;
+    assert_eq!(s, 404);
+    let (s, _) = create(&mallory, with("allocation", m["id"].clone())).await;
+    assert_eq!(s, 422);
+    // made once; a name is taken once
+    let (s, e) = create(&alice, with("queue_limit", json!(0))).await;
+    assert_eq!(s, 201, "{e}");
+    assert_eq!(e["replicas"], json!([]));
+    let (s, _) = create(&alice, base.clone()).await;
+    assert_eq!(s, 409);
+    // a full queue (of 0) answers at once, before the body is read
+    let key = new_key(&app, &alice, "chat");
+    let t = Instant::now();
+    let r = chat(&app, "chat", &key, json!({"messages": []})).await;
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "queue_full");
+    assert!(t.elapsed() < Duration::from_secs(5));
+    // its own scale: within bounds and the kept limit
+    let (s, v) = app
+        .call(
+            "POST",
+            "/api/v1/endpoints/chat/scale",
+            Some(&alice),
+            Some(json!({"min_replicas": 17})),
+        )
+        .await;
+    assert_eq!(s, 422, "{v}");
+    let (s, _) = app
+        .call(
+            "POST",
+            "/api/v1/endpoints/chat/scale",
+            Some(&mallory),
+            Some(json!({"max_replicas": 3})),
+        )
+        .await;
+    assert_eq!(s, 404);
+}

@@ -83,6 +83,17 @@ fn oai_error(status: StatusCode, code: &str, message: impl Into<String>) -> Resp
     (status, axum::Json(body)).into_response()
 }
 
+fn queue_full(name: &str, limit: u32) -> Response {
+    with_retry_after(
+        oai_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "queue_full",
+            format!("{limit} requests already wait for a replica of `{name}`; retry later"),
+        ),
+        5,
+    )
+}
+
 fn with_retry_after(mut r: Response, s: u64) -> Response {
     r.headers_mut().insert(header::RETRY_AFTER, s.max(1).into());
     r
@@ -198,6 +209,16 @@ async fn proxy(
         });
         return axum::Json(body).into_response();
     }
+    let (set_hold, limit) = e.hold_and_queue();
+    if e.pick().is_none() && e.queued.load(Ordering::Acquire) >= limit {
+        // refused before its body is read; the autoscaler still hears of
+        // it (a request within idle_to_zero_s asks for a replica)
+        e.last_request_ms.store(now.0, Ordering::Relaxed);
+        s.serving.wake.notify_one();
+        key.served.add(true, 0, 0);
+        e.metrics.request(503, 0.0, 0.0, 0, 0);
+        return queue_full(&name, limit);
+    }
     let headers = req.headers().clone();
     let body = match axum::body::to_bytes(req.into_body(), MAX_REQUEST).await {
         Ok(b) => b,
@@ -212,7 +233,6 @@ async fn proxy(
     let streamed = wants_stream(&body);
     e.last_request_ms.store(now.0, Ordering::Relaxed);
     // a ready replica, or wait for one
-    let (set_hold, limit) = e.hold_and_queue();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(set_hold as u64);
     let mut tried: Vec<i64> = Vec::new();
     loop {
@@ -226,21 +246,17 @@ async fn proxy(
                     if e.deleted.load(Ordering::Acquire) {
                         return denied();
                     }
-                    if e.queued.load(Ordering::Acquire) >= limit {
+                    // one more waiting, unless as many wait as allowed
+                    if e.queued
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                            (q < limit).then_some(q + 1)
+                        })
+                        .is_err()
+                    {
                         key.served.add(true, 0, 0);
                         e.metrics.request(503, 0.0, 0.0, 0, 0);
-                        return with_retry_after(
-                            oai_error(
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                "queue_full",
-                                format!(
-                                    "{limit} requests already wait for a replica of `{name}`; retry later"
-                                ),
-                            ),
-                            5,
-                        );
+                        return queue_full(&name, limit);
                     }
-                    e.queued.fetch_add(1, Ordering::AcqRel);
                     let waiting = Waiting(e.clone());
                     s.serving.wake.notify_one();
                     let timed_out = tokio::time::timeout_at(deadline, ready).await.is_err();
@@ -264,6 +280,11 @@ async fn proxy(
             }
         };
         let flight = Flight::new(e.clone(), replica.clone());
+        if replica.state() != RState::Ready {
+            // drained (or lost) between the pick and now: another one
+            drop(flight);
+            continue;
+        }
         let uri = format!("http://{}/v1/{op}", replica.addr);
         let mut up = axum::http::Request::builder()
             .method("POST")
@@ -292,10 +313,11 @@ async fn proxy(
             Err(err) if err.is_connect() => {
                 // nothing reached it: safe to try another; it is asked
                 // again whether it is ready
-                replica.set_state(RState::Starting);
+                if replica.demote() {
+                    s.serving.wake.notify_one();
+                }
                 tried.push(replica.job);
                 drop(flight);
-                s.serving.wake.notify_one();
                 continue;
             }
             Err(err) => {

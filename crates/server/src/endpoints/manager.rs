@@ -29,14 +29,18 @@ const FLUSH_EVERY: u32 = 5;
 /// Runs the manager until `stop` turns true.
 pub fn spawn(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     tokio::spawn(async move {
+        // a replica's redirect is never followed (it would point the
+        // control plane elsewhere)
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(1))
+            .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .build()
             .expect("an HTTP client");
         let mut m = Manager {
             http,
             failed_submit: Default::default(),
+            restarts: Default::default(),
             ticks: 0,
         };
         // a dropped sender (a server run without its handle) never stops it
@@ -68,7 +72,16 @@ struct Manager {
     http: reqwest::Client,
     /// Endpoint id -> when a replica last failed to be submitted, why.
     failed_submit: std::collections::HashMap<i64, (i64, String)>,
+    /// Endpoint id -> replicas that ended unasked in a row, and when the
+    /// next may start (a command that crashes is not restarted in a loop).
+    restarts: std::collections::HashMap<i64, (u32, i64)>,
     ticks: u32,
+}
+
+/// The wait before replacing a replica that ended unasked, after `n` such
+/// ends in a row: 5 s doubling to 5 minutes.
+fn restart_backoff_ms(n: u32) -> i64 {
+    (5_000i64 << n.saturating_sub(1).min(6)).min(300_000)
 }
 
 /// The principal internal stops act as (an endpoint's replicas are
@@ -85,6 +98,10 @@ fn system() -> Principal {
     }
 }
 
+/// Serialises the events' ids (taken from the store's highest): the
+/// manager's events and `scale`'s.
+pub(crate) static EVENT_IDS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Records an event of endpoint `e`.
 async fn event(
     s: &Shared,
@@ -95,8 +112,7 @@ async fn event(
     reason: &str,
     detail: String,
 ) {
-    static IDS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    let _g = IDS.lock().await;
+    let _g = EVENT_IDS.lock().await;
     let now = s.clock.now();
     let r = async {
         let id = st::max_id(&s.store.pool, Table::Events).await? + 1;
@@ -281,6 +297,9 @@ impl Manager {
                         list.retain(|x| x.job != r.job);
                     }
                     if r.state() != RState::Draining {
+                        let n = self.restarts.get(&e.id).map_or(0, |x| x.0) + 1;
+                        self.restarts
+                            .insert(e.id, (n, now.0 + restart_backoff_ms(n)));
                         let why = row
                             .as_ref()
                             .and_then(|x| x.reason.clone())
@@ -314,6 +333,7 @@ impl Manager {
                     if ok {
                         r.set_state(RState::Ready);
                         e.ready.notify_waiters();
+                        self.restarts.remove(&e.id);
                         let since = r.running_since_ms.load(Ordering::Relaxed);
                         event(
                             s,
@@ -355,7 +375,41 @@ impl Manager {
                 _ => {}
             }
         }
-        // 3. the autoscaler
+        // 3. an allocation that ran out or expired runs no replica
+        let alloc = s
+            .ask(
+                system(),
+                Action::GetAlloc(gigafab_api::AllocationId(e.alloc_id)),
+            )
+            .await
+            .ok()
+            .and_then(|(_, r)| r.allocation().ok());
+        if let Some(a) = alloc.filter(|a| a.state == "exhausted" || a.state == "expired") {
+            let list = e.replicas();
+            let before = e.scale.lock().map(|x| x.replicas).unwrap_or(0);
+            if let Ok(mut sc) = e.scale.lock() {
+                sc.replicas = 0;
+                sc.below_since = None;
+            }
+            if !list.is_empty() || before > 0 {
+                event(
+                    s,
+                    e,
+                    "scale",
+                    before,
+                    0,
+                    &format!("allocation_{}", a.state),
+                    format!("allocation {} is {}", a.id, a.state),
+                )
+                .await;
+            }
+            for r in list {
+                r.set_state(RState::Draining);
+                cancel_replica(s, e, r.job).await;
+            }
+            return Ok(());
+        }
+        // 4. the autoscaler
         let held = e
             .replicas()
             .iter()
@@ -390,7 +444,7 @@ impl Manager {
             )
             .await;
         }
-        // 4. the replicas to match
+        // 5. the replicas to match
         let want = d.replicas;
         if held < want {
             if let Some((at, _)) = self.failed_submit.get(&e.id)
@@ -398,9 +452,21 @@ impl Manager {
             {
                 return Ok(());
             }
+            if self
+                .restarts
+                .get(&e.id)
+                .is_some_and(|(_, until)| now.0 < *until)
+            {
+                return Ok(());
+            }
             for k in held..want {
                 match submit_replica(s, e, k).await {
                     Ok(r) => {
+                        if e.deleted.load(Ordering::Acquire) {
+                            // deleted meanwhile: not left running
+                            cancel_replica(s, e, r.job).await;
+                            break;
+                        }
                         if let Ok(mut list) = e.replicas.write() {
                             list.push(r);
                         }

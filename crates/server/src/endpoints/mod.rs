@@ -30,6 +30,10 @@ pub const REPLICA_KEY_VAR: &str = "GIGAFAB_REPLICA_KEY";
 pub const MAX_REPLICAS: u32 = 64;
 /// Most accelerators per replica.
 pub const MAX_REPLICA_GPUS: i64 = 64;
+/// Longest a request waits for a ready replica, s.
+pub const MAX_HOLD_S: i64 = 600;
+/// Most requests an endpoint holds.
+pub const MAX_QUEUE: u32 = 10_000;
 /// Default days of a key.
 pub const DEFAULT_KEY_DAYS: f64 = 90.0;
 /// Longest a key may live, days.
@@ -165,6 +169,12 @@ pub async fn create(
         scale_down_delay_s: req.scale_down_delay_s.unwrap_or(120.0),
     };
     check_scaling(&scaling)?;
+    check_kept(who, scaling.min_replicas, gpus)?;
+    if req.command.iter().any(|a| a.contains("{api_key}")) {
+        return Err(ApiError::invalid(
+            "command: `{api_key}` goes in env (API_KEY={api_key}): a command line is readable by every user of the node",
+        ));
+    }
     let ready_path = req
         .ready_path
         .clone()
@@ -184,11 +194,15 @@ pub async fn create(
     if !(1..=86_400).contains(&startup_timeout_s) {
         return Err(ApiError::invalid("startup_timeout_s: within 1..=86400"));
     }
-    if !(1..=3600).contains(&hold_timeout_s) {
-        return Err(ApiError::invalid("hold_timeout_s: within 1..=3600"));
+    if !(1..=MAX_HOLD_S).contains(&hold_timeout_s) {
+        return Err(ApiError::invalid(format!(
+            "hold_timeout_s: within 1..={MAX_HOLD_S}"
+        )));
     }
-    if queue_limit > 100_000 {
-        return Err(ApiError::invalid("queue_limit: at most 100000"));
+    if queue_limit > MAX_QUEUE {
+        return Err(ApiError::invalid(format!(
+            "queue_limit: at most {MAX_QUEUE}"
+        )));
     }
     if !(key_rate_per_s.is_finite() && key_rate_per_s > 0.0 && key_rate_per_s <= 1e6) {
         return Err(ApiError::invalid(
@@ -291,6 +305,21 @@ pub async fn create(
     s.serving.insert(e.clone());
     s.serving.wake.notify_one();
     view(s, &e).await
+}
+
+/// Most accelerators an organisation's endpoint keeps whatever the load
+/// (its minimum replicas, which are never preempted and preempt
+/// preemptible training): more is an admin's to set.
+pub const MAX_KEPT_GPUS: i64 = 16;
+
+fn check_kept(who: &Principal, min_replicas: u32, gpus: i64) -> Result<(), ApiError> {
+    let kept = min_replicas as i64 * gpus;
+    if who.role != Role::Admin && kept > MAX_KEPT_GPUS {
+        return Err(ApiError::invalid(format!(
+            "min_replicas: {min_replicas} replicas of {gpus} accelerators keep {kept}, more than the {MAX_KEPT_GPUS} an organisation may keep; ask an admin"
+        )));
+    }
+    Ok(())
 }
 
 fn check_scaling(p: &ScalePolicy) -> Result<(), ApiError> {
@@ -430,7 +459,9 @@ pub async fn scale(
         set.scaling.max_replicas = m;
     }
     check_scaling(&set.scaling)?;
+    check_kept(who, set.scaling.min_replicas, set.gpus)?;
     let now = s.clock.now();
+    let _ids = manager::EVENT_IDS.lock().await;
     let eid = st::max_id(&s.store.pool, Table::Events).await? + 1;
     s.store
         .write(vec![

@@ -113,6 +113,28 @@ impl Replica {
     pub fn set_state(&self, s: RState) {
         self.state.store(s as u8, Ordering::Release);
     }
+
+    /// A ready replica that could not be reached goes back to starting
+    /// (asked again whether it is ready, its startup time counted from
+    /// now); any other state stays. Whether it changed.
+    pub fn demote(&self) -> bool {
+        let changed = self
+            .state
+            .compare_exchange(
+                RState::Ready as u8,
+                RState::Starting as u8,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok();
+        if changed {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            self.running_since_ms.store(now, Ordering::Relaxed);
+        }
+        changed
+    }
 }
 
 /// Counters of what was served, since the last flush to the store.
