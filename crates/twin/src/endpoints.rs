@@ -152,6 +152,10 @@ pub enum EndpointError {
     },
 }
 
+/// Latest an endpoint may start or wait, s (the engine's bound on a
+/// workload's times, ~31.7 years).
+pub const MAX_TIME_S: f64 = 1e9;
+
 /// Most days of requests an endpoint may ask for.
 pub const MAX_DAYS: u32 = 366;
 
@@ -186,7 +190,7 @@ impl EndpointSpec {
             ("queue_timeout_s", self.queue_timeout_s),
             ("start_s", self.start_s),
         ] {
-            if !(v.is_finite() && (0.0..=crate::engine::MAX_TIME_S).contains(&v)) {
+            if !(v.is_finite() && (0.0..=MAX_TIME_S).contains(&v)) {
                 return Err(format!("{k} must be finite and >= 0"));
             }
         }

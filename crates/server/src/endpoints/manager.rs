@@ -169,7 +169,9 @@ fn free_port() -> std::io::Result<u16> {
 }
 
 /// Submits replica number `k` of `e` as a job of its creator.
-async fn submit_replica(s: &Shared, e: &Endpoint, k: u32) -> Result<Arc<Replica>, ApiError> {
+/// Submits a replica of `e`: one it keeps (within `min_replicas`: never
+/// preempted) or one above the minimum.
+async fn submit_replica(s: &Shared, e: &Endpoint, kept: bool) -> Result<Arc<Replica>, ApiError> {
     let who = s.tenancy.user_principal(e.user_id).ok_or_else(|| {
         ApiError::forbidden("the endpoint's creator is disabled: its replicas cannot run")
     })?;
@@ -187,8 +189,7 @@ async fn submit_replica(s: &Shared, e: &Endpoint, k: u32) -> Result<Arc<Replica>
             .replace("{api_key}", &secret)
     };
     let command: Vec<String> = set.command.iter().map(|a| fill(a)).collect();
-    let (priority, preemptible) =
-        serving::replica_rank(set.priority as i32, set.scaling.min_replicas, k);
+    let (priority, preemptible) = serving::replica_rank(set.priority as i32, u32::from(kept), 0);
     let types = (!set.types.is_empty()).then(|| set.types.clone());
     let env = Some(
         set.env
@@ -318,18 +319,21 @@ impl Manager {
                 }
             }
         }
-        // 2. the starting ones: do they answer yet?
-        for r in e.replicas() {
+        // 2. the starting ones: do they answer yet? (asked all at once: a
+        // slow one does not hold up the others)
+        let replicas = e.replicas();
+        let answers = futures_util::future::join_all(replicas.iter().map(|r| {
+            let starting = r.state() == RState::Starting;
+            let req = self
+                .http
+                .get(format!("http://{}{}", r.addr, set.ready_path))
+                .bearer_auth(&r.secret);
+            async move { starting && req.send().await.is_ok_and(|a| a.status().is_success()) }
+        }))
+        .await;
+        for (r, ok) in replicas.into_iter().zip(answers) {
             match r.state() {
                 RState::Starting => {
-                    let url = format!("http://{}{}", r.addr, set.ready_path);
-                    let ok = self
-                        .http
-                        .get(&url)
-                        .bearer_auth(&r.secret)
-                        .send()
-                        .await
-                        .is_ok_and(|a| a.status().is_success());
                     if ok {
                         r.set_state(RState::Ready);
                         e.ready.notify_waiters();
@@ -459,8 +463,15 @@ impl Manager {
             {
                 return Ok(());
             }
-            for k in held..want {
-                match submit_replica(s, e, k).await {
+            // the minimum is made of kept replicas, whatever went before
+            let kept_now = e
+                .replicas()
+                .iter()
+                .filter(|r| r.kept && r.state() != RState::Draining)
+                .count() as u32;
+            for i in 0..want - held {
+                let kept = kept_now + i < set.scaling.min_replicas;
+                match submit_replica(s, e, kept).await {
                     Ok(r) => {
                         if e.deleted.load(Ordering::Acquire) {
                             // deleted meanwhile: not left running
@@ -528,5 +539,19 @@ impl Manager {
             s.serving.wake.notify_one();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::restart_backoff_ms;
+
+    #[test]
+    fn crash_loops_back_off_to_five_minutes() {
+        assert_eq!(restart_backoff_ms(1), 5_000);
+        assert_eq!(restart_backoff_ms(2), 10_000);
+        assert_eq!(restart_backoff_ms(4), 40_000);
+        assert_eq!(restart_backoff_ms(7), 300_000);
+        assert_eq!(restart_backoff_ms(1_000), 300_000);
     }
 }

@@ -112,10 +112,12 @@ pub async fn load(s: &Shared) -> Result<(), sqlx::Error> {
                     spec.env.get("PORT").map_or("0", String::as_str)
                 );
                 let secret = spec.env.get(REPLICA_KEY_VAR).cloned().unwrap_or_default();
+                let mut r = registry::Replica::new(job, addr, secret);
+                r.kept = !spec.preemptible;
                 e.replicas
                     .write()
                     .map_err(|_| sqlx::Error::PoolClosed)?
-                    .push(Arc::new(registry::Replica::new(job, addr, secret)));
+                    .push(Arc::new(r));
             }
         }
         let n = e.replicas().len() as u32;

@@ -80,6 +80,8 @@ pub struct Replica {
     pub running_since_ms: AtomicI64,
     /// Its accelerators, once running.
     pub accelerators: Mutex<Vec<String>>,
+    /// One of the endpoint's minimum: never preempted.
+    pub kept: bool,
 }
 
 impl std::fmt::Debug for Replica {
@@ -103,6 +105,7 @@ impl Replica {
             in_flight: AtomicU32::new(0),
             running_since_ms: AtomicI64::new(0),
             accelerators: Mutex::new(Vec::new()),
+            kept: false,
         }
     }
 
