@@ -664,6 +664,28 @@ async fn endpoint_requests_are_checked() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "queue_full");
     assert!(t.elapsed() < Duration::from_secs(5));
+    // a replica that fails as it starts: the waiting request is told why
+    // at once, not at the end of its hold
+    let (s, v) = create(
+        &alice,
+        json!({"name": "broken", "model": "m@1", "allocation": a["id"], "command": ["/bin/false"]}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let bkey = new_key(&app, &alice, "broken");
+    let t = Instant::now();
+    let r = chat(&app, "broken", &bkey, json!({"messages": []})).await;
+    assert_eq!(r.status(), 503);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "replica_failed", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("gigafab logs"),
+        "{v}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
     // its own scale: within bounds and the kept limit
     let (s, v) = app
         .call(

@@ -259,8 +259,24 @@ async fn proxy(
                     }
                     let waiting = Waiting(e.clone());
                     s.serving.wake.notify_one();
+                    let failures = e.failures.load(Ordering::Acquire);
                     let timed_out = tokio::time::timeout_at(deadline, ready).await.is_err();
                     drop(waiting);
+                    if !timed_out && e.failures.load(Ordering::Acquire) != failures {
+                        // a replica ended while this request waited for it:
+                        // say why now rather than at the hold's end
+                        let why = e.last_failure();
+                        key.served.add(true, 0, 0);
+                        e.metrics.request(503, 0.0, 0.0, 0, 0);
+                        return with_retry_after(
+                            oai_error(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "replica_failed",
+                                format!("a replica of `{name}` failed as it started: {why}"),
+                            ),
+                            10,
+                        );
+                    }
                     if timed_out {
                         key.served.add(true, 0, 0);
                         e.metrics.request(503, 0.0, 0.0, 0, 0);

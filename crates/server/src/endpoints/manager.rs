@@ -305,6 +305,10 @@ impl Manager {
                             .as_ref()
                             .and_then(|x| x.reason.clone())
                             .unwrap_or_default();
+                        e.replica_failed(format!(
+                            "job {} ended ({state}) {why}; its output: gigafab logs {} --stderr",
+                            r.job, r.job
+                        ));
                         event(
                             s,
                             e,

@@ -205,6 +205,9 @@ pub struct Endpoint {
     pub served: Served,
     /// Its metrics' handles.
     pub metrics: crate::metrics::EndpointMetrics,
+    /// Replicas that ended unasked, and how the last one did.
+    pub failures: AtomicU64,
+    last_failure: Mutex<String>,
 }
 
 impl Endpoint {
@@ -235,7 +238,26 @@ impl Endpoint {
             deleted: AtomicBool::new(false),
             served: Served::default(),
             metrics,
+            failures: AtomicU64::new(0),
+            last_failure: Mutex::new(String::new()),
         }
+    }
+
+    /// A replica ended unasked (`why`): requests waiting for one are told.
+    pub fn replica_failed(&self, why: String) {
+        if let Ok(mut l) = self.last_failure.lock() {
+            *l = why;
+        }
+        self.failures.fetch_add(1, Ordering::AcqRel);
+        self.ready.notify_waiters();
+    }
+
+    /// How the last replica that ended unasked did.
+    pub fn last_failure(&self) -> String {
+        self.last_failure
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default()
     }
 
     /// Its `hold_timeout_s` and `queue_limit` (read without a copy of the
