@@ -94,6 +94,14 @@ fn queue_full(name: &str, limit: u32) -> Response {
     )
 }
 
+/// A request the gateway answers itself with an error (its refusals, a
+/// replica that failed): counted against the key and the endpoint.
+fn refused(e: &Endpoint, key: &Key, total_s: f64, r: Response) -> Response {
+    key.served.add(true, 0, 0);
+    e.metrics.request(r.status().as_u16(), 0.0, total_s, 0, 0);
+    r
+}
+
 fn with_retry_after(mut r: Response, s: u64) -> Response {
     r.headers_mut().insert(header::RETRY_AFTER, s.max(1).into());
     r
@@ -180,15 +188,18 @@ async fn proxy(
         let wait = not_until.wait_time_from(governor::clock::Clock::now(
             &governor::clock::DefaultClock::default(),
         ));
-        key.served.add(true, 0, 0);
-        e.metrics.request(429, 0.0, 0.0, 0, 0);
-        return with_retry_after(
-            oai_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "this key makes more requests than its endpoint allows; slow down",
+        return refused(
+            &e,
+            &key,
+            0.0,
+            with_retry_after(
+                oai_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "this key makes more requests than its endpoint allows; slow down",
+                ),
+                wait.as_secs_f64().ceil() as u64,
             ),
-            wait.as_secs_f64().ceil() as u64,
         );
     }
     let Some(op) = operation(&rest, req.method()) else {
@@ -215,9 +226,7 @@ async fn proxy(
         // it (a request within idle_to_zero_s asks for a replica)
         e.last_request_ms.store(now.0, Ordering::Relaxed);
         s.serving.wake.notify_one();
-        key.served.add(true, 0, 0);
-        e.metrics.request(503, 0.0, 0.0, 0, 0);
-        return queue_full(&name, limit);
+        return refused(&e, &key, 0.0, queue_full(&name, limit));
     }
     let headers = req.headers().clone();
     let body = match axum::body::to_bytes(req.into_body(), MAX_REQUEST).await {
@@ -253,9 +262,7 @@ async fn proxy(
                         })
                         .is_err()
                     {
-                        key.served.add(true, 0, 0);
-                        e.metrics.request(503, 0.0, 0.0, 0, 0);
-                        return queue_full(&name, limit);
+                        return refused(&e, &key, 0.0, queue_full(&name, limit));
                     }
                     let waiting = Waiting(e.clone());
                     s.serving.wake.notify_one();
@@ -266,29 +273,35 @@ async fn proxy(
                         // a replica ended while this request waited for it:
                         // say why now rather than at the hold's end
                         let why = e.last_failure();
-                        key.served.add(true, 0, 0);
-                        e.metrics.request(503, 0.0, 0.0, 0, 0);
-                        return with_retry_after(
-                            oai_error(
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                "replica_failed",
-                                format!("a replica of `{name}` failed as it started: {why}"),
+                        return refused(
+                            &e,
+                            &key,
+                            0.0,
+                            with_retry_after(
+                                oai_error(
+                                    StatusCode::SERVICE_UNAVAILABLE,
+                                    "replica_failed",
+                                    format!("a replica of `{name}` failed as it started: {why}"),
+                                ),
+                                10,
                             ),
-                            10,
                         );
                     }
                     if timed_out {
-                        key.served.add(true, 0, 0);
-                        e.metrics.request(503, 0.0, 0.0, 0, 0);
-                        return with_retry_after(
-                            oai_error(
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                "no_replica",
-                                format!(
-                                    "no replica of `{name}` became ready within {set_hold} s; retry later"
+                        return refused(
+                            &e,
+                            &key,
+                            0.0,
+                            with_retry_after(
+                                oai_error(
+                                    StatusCode::SERVICE_UNAVAILABLE,
+                                    "no_replica",
+                                    format!(
+                                        "no replica of `{name}` became ready within {set_hold} s; retry later"
+                                    ),
                                 ),
+                                10,
                             ),
-                            10,
                         );
                     }
                     continue;
@@ -338,13 +351,15 @@ async fn proxy(
             }
             Err(err) => {
                 drop(flight);
-                key.served.add(true, 0, 0);
-                e.metrics
-                    .request(502, 0.0, t0.elapsed().as_secs_f64(), 0, 0);
-                return oai_error(
-                    StatusCode::BAD_GATEWAY,
-                    "replica_failed",
-                    format!("the replica did not answer: {err}"),
+                return refused(
+                    &e,
+                    &key,
+                    t0.elapsed().as_secs_f64(),
+                    oai_error(
+                        StatusCode::BAD_GATEWAY,
+                        "replica_failed",
+                        format!("the replica did not answer: {err}"),
+                    ),
                 );
             }
         }
@@ -449,13 +464,15 @@ async fn answer(
         Ok(c) => c.to_bytes(),
         Err(err) => {
             drop(flight);
-            key.served.add(true, 0, 0);
-            e.metrics
-                .request(502, 0.0, t0.elapsed().as_secs_f64(), 0, 0);
-            return oai_error(
-                StatusCode::BAD_GATEWAY,
-                "replica_failed",
-                format!("the replica's answer broke off: {err}"),
+            return refused(
+                &e,
+                &key,
+                t0.elapsed().as_secs_f64(),
+                oai_error(
+                    StatusCode::BAD_GATEWAY,
+                    "replica_failed",
+                    format!("the replica's answer broke off: {err}"),
+                ),
             );
         }
     };
