@@ -97,15 +97,9 @@ fn sleepers() -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_cannot_reach_another_tenants_job_or_the_server() {
     require_root("a_job_cannot_reach_another_tenants_job_or_the_server");
-    test_account("gf-test-a");
-    test_account("gf-test-b");
     let dir = fresh_dir("tenants");
     let data = dir.join("data");
-    let map = dir.join("accounts.toml");
-    std::fs::write(&map, "[orgs]\na = \"gf-test-a\"\nb = \"gf-test-b\"\n").unwrap();
-    let mut args = base_args(&data);
-    args.extend(["--job-accounts".into(), map.display().to_string()]);
-    let s = Server::start(&dir, &strs(&args), &[("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)]).unwrap();
+    let s = Server::two_tenants(&dir, &[]);
     assert!(
         s.stderr()
             .contains("jobs run as their users' POSIX accounts"),
@@ -1006,12 +1000,7 @@ async fn a_jobs_tmp_is_its_own_and_counts_toward_its_disk_limit() {
     }
     let dir = fresh_dir("privtmp");
     let data = dir.join("data");
-    let map = dir.join("accounts.toml");
-    std::fs::write(&map, "[orgs]\na = \"gf-test-a\"\nb = \"gf-test-b\"\n").unwrap();
-    let mut args = base_args(&data);
-    args.extend(["--job-accounts".into(), map.display().to_string()]);
-    args.extend(["--max-job-disk-gib".into(), (4.0 / 1024.0).to_string()]);
-    let s = Server::start(&dir, &strs(&args), &[("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)]).unwrap();
+    let s = Server::two_tenants(&dir, &["--max-job-disk-gib", &(4.0 / 1024.0).to_string()]);
     let who = s.tenants(&["a", "b"], 10.0).await;
     let submit = |t: usize, cmd: &str| {
         let (token, alloc) = who[t].clone();

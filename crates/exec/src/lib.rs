@@ -15,11 +15,13 @@ pub mod engines;
 pub mod local;
 pub mod posix;
 pub mod power;
+pub mod reach;
 pub mod routed;
 pub mod slurm;
 pub mod testing;
 
 pub use local::{DeviceFiles, LocalExecutor};
+pub use reach::Reach;
 pub use slurm::SlurmExecutor;
 
 /// Vendor of an assigned accelerator (selects the visibility variable).
@@ -91,6 +93,9 @@ pub struct LaunchSpec {
     /// inputs): bound read-only in its mount namespace where the executor
     /// may make one (a root server), else left to their file modes.
     pub read_only: Vec<PathBuf>,
+    /// The port the job serves on (a model endpoint's replica): the
+    /// executor makes it reachable to the gateway ([`Executor::reach`]).
+    pub serve_port: Option<u16>,
 }
 
 impl LaunchSpec {
@@ -116,6 +121,7 @@ impl LaunchSpec {
             retry: false,
             cpus: None,
             read_only: Vec::new(),
+            serve_port: None,
         }
     }
 }
@@ -222,6 +228,13 @@ pub trait Executor: Send + Sync {
         job_id: i64,
         handle: Option<&str>,
     ) -> Result<(Option<String>, RunStatus), ExecError>;
+    /// Where the gateway reaches a running job launched with
+    /// `serve_port` = `port` (its `handle` from [`Executor::launch`]). By
+    /// default the machine's loopback: right for engines whose jobs share
+    /// the gateway's host and network.
+    fn reach(&self, _job_id: i64, _handle: &str, port: u16) -> Result<Reach, ExecError> {
+        Ok(Reach::Tcp(format!("127.0.0.1:{port}")))
+    }
     /// Files holding the job's stdout and stderr.
     fn log_paths(&self, job_id: i64) -> (PathBuf, PathBuf);
     /// A directory the job may make and write its output in (a catalog

@@ -112,6 +112,11 @@ impl Executor for RoutedExecutor {
         self.default.adopt(job_id, None)
     }
 
+    fn reach(&self, job_id: i64, handle: &str, port: u16) -> Result<crate::Reach, ExecError> {
+        let (e, h) = self.route(handle);
+        e.reach(job_id, h, port)
+    }
+
     fn log_paths(&self, job_id: i64) -> (PathBuf, PathBuf) {
         self.default.log_paths(job_id)
     }
@@ -196,23 +201,10 @@ mod tests {
 
     fn spec(id: i64, site: Option<&str>) -> LaunchSpec {
         LaunchSpec {
-            job_id: id,
-            command: vec!["true".into()],
-            env: vec![],
-            accelerators: vec![],
-            time_limit_s: 60,
-            workdir: None,
-            accel_type: None,
             gpus: 1,
             per_node: 1,
-            account: None,
             site: site.map(str::to_string),
-            run_as: None,
-            grant_gpu_minutes: None,
-            memory_bytes: None,
-            cpus: None,
-            retry: false,
-            read_only: vec![],
+            ..LaunchSpec::new(id, vec!["true".into()])
         }
     }
 

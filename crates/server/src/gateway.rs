@@ -25,10 +25,11 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
 
 use crate::auth::hash_token;
-use crate::endpoints::registry::{Endpoint, Key, RState, Replica};
+use crate::endpoints::registry::{Endpoint, Key, RState, Replica, Serving};
 use crate::state::Shared;
 
 /// Largest request body the gateway forwards, bytes.
@@ -37,17 +38,63 @@ pub const MAX_REQUEST: usize = 16 << 20;
 pub const MAX_ANSWER: usize = 64 << 20;
 
 /// The client the gateway reaches replicas with (kept-alive connections).
-pub type Upstream = Client<HttpConnector, Body>;
+pub type Upstream = Client<Connector, Body>;
 
 /// A client for replicas.
-pub fn upstream() -> Upstream {
-    let mut c = HttpConnector::new();
-    c.set_nodelay(true);
-    c.set_connect_timeout(Some(Duration::from_secs(5)));
+pub fn upstream(serving: Arc<Serving>) -> Upstream {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(Duration::from_secs(5)));
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(1024)
-        .build(c)
+        .build(Connector { http, serving })
+}
+
+/// Opens connections to replicas: over TCP, or, for a replica in a
+/// network of its own, from its supervisor ([`gigafab_exec::reach`]).
+#[derive(Clone)]
+pub struct Connector {
+    http: HttpConnector,
+    serving: Arc<Serving>,
+}
+
+type Connecting = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<TokioIo<TcpStream>, std::io::Error>> + Send>,
+>;
+
+impl tower::Service<hyper::Uri> for Connector {
+    type Response = TokioIo<TcpStream>;
+    type Error = std::io::Error;
+    type Future = Connecting;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: hyper::Uri) -> Self::Future {
+        let socket = uri
+            .authority()
+            .and_then(|a| self.serving.socket(a.as_str()));
+        match socket {
+            Some(path) => Box::pin(async move {
+                let s = tokio::task::spawn_blocking(move || {
+                    gigafab_exec::reach::connect(&path, Duration::from_secs(5))
+                })
+                .await
+                .map_err(std::io::Error::other)??;
+                s.set_nonblocking(true)?;
+                Ok(TokioIo::new(TcpStream::from_std(s)?))
+            }),
+            None => {
+                let c = self.http.call(uri);
+                Box::pin(async move { c.await.map_err(std::io::Error::other) })
+            }
+        }
+    }
 }
 
 struct Gw {
@@ -58,8 +105,8 @@ struct Gw {
 /// The gateway's routes.
 pub fn router(s: Arc<Shared>) -> Router {
     let gw = Arc::new(Gw {
+        client: upstream(s.serving.clone()),
         s,
-        client: upstream(),
     });
     Router::new()
         .route("/v1/endpoints/{name}/{*rest}", axum::routing::any(proxy))
@@ -314,7 +361,11 @@ async fn proxy(
             drop(flight);
             continue;
         }
-        let uri = format!("http://{}/v1/{op}", replica.addr);
+        let Some(authority) = replica.authority.get() else {
+            drop(flight);
+            continue;
+        };
+        let uri = format!("http://{authority}/v1/{op}");
         let mut up = axum::http::Request::builder()
             .method("POST")
             .uri(&uri)

@@ -73,6 +73,20 @@ impl Server {
         .unwrap()
     }
 
+    /// A server on `dir/data` that runs organisation `a`'s jobs as
+    /// `gf-test-a` and `b`'s as `gf-test-b` (as root), with `extra`
+    /// options.
+    pub fn two_tenants(dir: &Path, extra: &[&str]) -> Server {
+        test_account("gf-test-a");
+        test_account("gf-test-b");
+        let map = dir.join("accounts.toml");
+        std::fs::write(&map, "[orgs]\na = \"gf-test-a\"\nb = \"gf-test-b\"\n").unwrap();
+        let mut args = base_args(&dir.join("data"));
+        args.extend(["--job-accounts".into(), map.display().to_string()]);
+        args.extend(extra.iter().map(|a| a.to_string()));
+        Server::start(dir, &strs(&args), &[("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)]).unwrap()
+    }
+
     pub fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Server, String> {
         let mut cmd = gigafab();
         cmd.arg("serve");

@@ -60,6 +60,8 @@ pub const WORK_DIR: &str = "work";
 /// The `/tmp` (and `/var/tmp`) of a job that runs as its own account,
 /// inside its directory and owned by that account.
 pub const TMP_DIR: &str = "tmp";
+/// How a serving job is reached (`socket` or `tcp`), written at launch.
+const REACH_FILE: &str = "serve.reach";
 
 /// Mount points of a job's inputs (`inputs/<n>`), when it runs as an
 /// account.
@@ -316,7 +318,14 @@ impl Executor for LocalExecutor {
         }
         // Traces of an earlier run of the same job; the logs are kept and
         // appended to.
-        for stale in [STATUS_FILE, STATUS_TMP, CANCEL_FILE, PID_FILE] {
+        for stale in [
+            STATUS_FILE,
+            STATUS_TMP,
+            CANCEL_FILE,
+            PID_FILE,
+            REACH_FILE,
+            crate::reach::SERVE_SOCKET,
+        ] {
             remove_if_exists(&dir.join(stale))?;
         }
 
@@ -403,8 +412,21 @@ impl Executor for LocalExecutor {
             std::fs::write(&f, list).map_err(|e| fail(format!("{}: {e}", f.display())))?;
             cmd.arg("--read-only-list").arg(utf8(&f)?);
         }
-        if account.is_some() && self.private_network {
+        let private = account.is_some() && self.private_network;
+        if private {
             cmd.arg("--private-network");
+        }
+        // how the gateway reaches a job that serves: through its
+        // supervisor (a network of its own) or the machine's loopback;
+        // written in the job's root-owned directory, for `reach`
+        if let Some(port) = spec.serve_port {
+            let private = private && crate::posix::is_root();
+            if private {
+                cmd.args(["--serve-port", &port.to_string()]);
+            }
+            let f = dir.join(REACH_FILE);
+            let how = if private { "socket\n" } else { "tcp\n" };
+            std::fs::write(&f, how).map_err(|e| fail(format!("{}: {e}", f.display())))?;
         }
         if self.cgroups.is_some() {
             if let Some(n) = self.max_pids {
@@ -505,6 +527,21 @@ impl Executor for LocalExecutor {
                 message: message.into(),
             },
         ))
+    }
+
+    /// Through the supervisor's socket where the job has a network of its
+    /// own, else the machine's loopback (as recorded at launch).
+    fn reach(&self, job_id: i64, handle: &str, port: u16) -> Result<crate::Reach, ExecError> {
+        Handle::parse(job_id, handle)?;
+        let dir = self.job_dir(job_id);
+        let how = fs::read_to_string(dir.join(REACH_FILE)).map_err(|e| ExecError::Launch {
+            job: job_id,
+            message: format!("how to reach it is not recorded: {e}"),
+        })?;
+        Ok(match how.trim() {
+            "socket" => crate::Reach::Socket(dir.join(crate::reach::SERVE_SOCKET)),
+            _ => crate::Reach::Tcp(format!("127.0.0.1:{port}")),
+        })
     }
 
     fn log_paths(&self, job_id: i64) -> (PathBuf, PathBuf) {

@@ -39,6 +39,9 @@ struct SuperviseArgs {
     private_network: bool,
     /// cgroup pids.max of the run.
     pids_max: Option<u64>,
+    /// The port the job serves on: with a private network, the
+    /// supervisor hands connections to it out ([`crate::reach`]).
+    serve_port: Option<u16>,
     /// Most bytes the job's directory (work/ and logs) may hold.
     max_disk_bytes: Option<u64>,
     /// The command's environment (from `--env-file`); `None`: the
@@ -68,6 +71,7 @@ fn parse_supervise_args(args: &[String]) -> Result<SuperviseArgs, String> {
     let mut env = None;
     let mut private_network = false;
     let mut pids_max = None;
+    let mut serve_port = None;
     let mut i = 0;
     while i < args.len() {
         let arg = args[i].as_str();
@@ -139,6 +143,7 @@ fn parse_supervise_args(args: &[String]) -> Result<SuperviseArgs, String> {
             "--cpus" => &mut cpus,
             "--max-disk-bytes" => &mut max_disk,
             "--pids-max" => &mut pids_max,
+            "--serve-port" => &mut serve_port,
             _ if arg.starts_with('-') => return Err(format!("unknown option `{arg}`")),
             _ => break,
         };
@@ -233,6 +238,15 @@ fn parse_supervise_args(args: &[String]) -> Result<SuperviseArgs, String> {
                     .ok()
                     .filter(|n| *n > 0)
                     .ok_or_else(|| format!("`--pids-max`: not a positive count: {v:?}"))?,
+            ),
+            None => None,
+        },
+        serve_port: match serve_port {
+            Some(v) => Some(
+                v.parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| format!("`--serve-port`: not a port: {v:?}"))?,
             ),
             None => None,
         },
@@ -694,6 +708,20 @@ fn run_command(args: &SuperviseArgs, out: File, err: File) -> ExitRecord {
         note(&mut log, &message);
         return failed(message);
     }
+    // a job that serves, in a network of its own: the supervisor hands
+    // out connections to its port (its thread made before the PID
+    // namespace below, after which no thread can be made)
+    let broker = match args.serve_port.filter(|_| args.private_network && isolate) {
+        Some(port) => match crate::reach::broker(&args.dir, port) {
+            Ok(tx) => Some(tx),
+            Err(e) => {
+                let message = format!("cannot start `{program}`: its serving socket: {e}");
+                note(&mut log, &message);
+                return failed(message);
+            }
+        },
+        None => None,
+    };
     // its own PID namespace: the next child (the run's init) is its pid 1
     if isolate && unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
         let message = format!(
@@ -719,6 +747,19 @@ fn run_command(args: &SuperviseArgs, out: File, err: File) -> ExitRecord {
             return failed(message);
         }
     };
+    if let Some(tx) = broker {
+        match crate::reach::namespace_of(child.id()) {
+            Ok(ns) => {
+                let _ = tx.send(ns);
+            }
+            Err(e) => note(
+                &mut log,
+                &format!(
+                    "its network namespace cannot be reached ({e}): the gateway cannot reach it"
+                ),
+            ),
+        }
+    }
     let legacy: Vec<PathBuf> = cgroup
         .as_ref()
         .map(|c| c.2.iter().map(|l| l.0.clone()).collect())
@@ -729,6 +770,7 @@ fn run_command(args: &SuperviseArgs, out: File, err: File) -> ExitRecord {
         status: status_r,
     };
     let record = follow(args, &mut child, &track, started, &mut log);
+    let _ = fs::remove_file(args.dir.join(crate::reach::SERVE_SOCKET));
     // empty now; cgroups with no process can go
     if let Some(cg) = &track.cgroup {
         let _ = fs::remove_dir(cg);

@@ -528,6 +528,11 @@ impl Controller {
                 })
                 .collect();
             let spec = LaunchSpec {
+                // a replica serves on the port its endpoint gave it
+                serve_port: j
+                    .spec
+                    .endpoint
+                    .and_then(|_| j.spec.env.get("PORT")?.parse().ok()),
                 read_only: j
                     .spec
                     .inputs

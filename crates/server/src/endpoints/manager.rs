@@ -29,16 +29,10 @@ const FLUSH_EVERY: u32 = 5;
 /// Runs the manager until `stop` turns true.
 pub fn spawn(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     tokio::spawn(async move {
-        // a replica's redirect is never followed (it would point the
-        // control plane elsewhere)
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(1))
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .build()
-            .expect("an HTTP client");
+        // the gateway's own client (a replica's redirect is never
+        // followed: it would point the control plane elsewhere)
         let mut m = Manager {
-            http,
+            http: crate::gateway::upstream(s.serving.clone()),
             failed_submit: Default::default(),
             restarts: Default::default(),
             ticks: 0,
@@ -69,7 +63,7 @@ pub fn spawn(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 }
 
 struct Manager {
-    http: reqwest::Client,
+    http: crate::gateway::Upstream,
     /// Endpoint id -> when a replica last failed to be submitted, why.
     failed_submit: std::collections::HashMap<i64, (i64, String)>,
     /// Endpoint id -> replicas that ended unasked in a row, and when the
@@ -218,11 +212,7 @@ async fn submit_replica(s: &Shared, e: &Endpoint, kept: bool) -> Result<Arc<Repl
     let action = s.submission_with(valid, inputs);
     let (_, reply) = s.ask(who, action).await?;
     let job = reply.job()?;
-    Ok(Arc::new(Replica::new(
-        job.id.0,
-        format!("{host}:{port}"),
-        secret,
-    )))
+    Ok(Arc::new(Replica::new(job.id.0, port, secret)))
 }
 
 impl Manager {
@@ -237,6 +227,7 @@ impl Manager {
         }
         self.ticks += 1;
         if self.ticks.is_multiple_of(FLUSH_EVERY) {
+            s.serving.sweep_sockets();
             self.flush(s).await;
         }
     }
@@ -280,6 +271,17 @@ impl Manager {
                     r.running_since_ms.store(0, Ordering::Relaxed);
                 }
                 "running" => {
+                    // where it is reached: known once it is launched
+                    if r.authority.get().is_none()
+                        && let Some(h) = row.as_ref().and_then(|x| x.handle.as_deref())
+                    {
+                        match s.executor.reach(r.job, h, r.port) {
+                            Ok(reach) => s.serving.place(&r, reach),
+                            Err(err) => {
+                                tracing::warn!("endpoint {}: replica job {}: {err}", e.name, r.job)
+                            }
+                        }
+                    }
                     if r.state() == RState::Queued {
                         r.set_state(RState::Starting);
                         let since = row.as_ref().and_then(|x| x.started_ms).unwrap_or(now);
@@ -328,11 +330,25 @@ impl Manager {
         let replicas = e.replicas();
         let answers = futures_util::future::join_all(replicas.iter().map(|r| {
             let starting = r.state() == RState::Starting;
-            let req = self
-                .http
-                .get(format!("http://{}{}", r.addr, set.ready_path))
-                .bearer_auth(&r.secret);
-            async move { starting && req.send().await.is_ok_and(|a| a.status().is_success()) }
+            let req = r.authority.get().and_then(|a| {
+                axum::http::Request::get(format!("http://{a}{}", set.ready_path))
+                    .header(
+                        axum::http::header::AUTHORIZATION,
+                        format!("Bearer {}", r.secret),
+                    )
+                    .body(axum::body::Body::empty())
+                    .ok()
+            });
+            let client = self.http.clone();
+            async move {
+                let Some(req) = req.filter(|_| starting) else {
+                    return false;
+                };
+                matches!(
+                    tokio::time::timeout(Duration::from_secs(1), client.request(req)).await,
+                    Ok(Ok(a)) if a.status().is_success()
+                )
+            }
         }))
         .await;
         for (r, ok) in replicas.into_iter().zip(answers) {
@@ -353,7 +369,7 @@ impl Manager {
                             format!(
                                 "job {} answers at {} ({:.1} s after it started)",
                                 r.job,
-                                r.addr,
+                                r.authority.get().map_or("", String::as_str),
                                 now.secs_since(Ms(since))
                             ),
                         )

@@ -106,13 +106,13 @@ pub async fn load(s: &Shared) -> Result<(), sqlx::Error> {
             if let Some(row) = crate::store::jobs::get(pool, job).await? {
                 let spec: crate::model::StoredSpec =
                     serde_json::from_str(&row.spec).unwrap_or_default();
-                let addr = format!(
-                    "{}:{}",
-                    spec.env.get("HOST").map_or("127.0.0.1", String::as_str),
-                    spec.env.get("PORT").map_or("0", String::as_str)
-                );
+                let port = spec
+                    .env
+                    .get("PORT")
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(0);
                 let secret = spec.env.get(REPLICA_KEY_VAR).cloned().unwrap_or_default();
-                let mut r = registry::Replica::new(job, addr, secret);
+                let mut r = registry::Replica::new(job, port, secret);
                 r.kept = !spec.preemptible;
                 e.replicas
                     .write()

@@ -68,8 +68,13 @@ impl RState {
 /// One replica: its job and where it listens.
 pub struct Replica {
     pub job: i64,
-    /// `host:port` it serves on.
-    pub addr: String,
+    /// The port it serves on, in its own network or the node's.
+    pub port: u16,
+    /// What the gateway's requests name as their host, once the replica
+    /// runs: `host:port` on the gateway's network, or
+    /// `job-<id>.replica` for one reached through its supervisor
+    /// ([`Serving::socket`]).
+    pub authority: std::sync::OnceLock<String>,
     /// The key only the gateway knows (`{api_key}`): what the replica
     /// asks of every request, so that no other process reaches it.
     pub secret: String,
@@ -89,17 +94,18 @@ impl std::fmt::Debug for Replica {
         // never its secret
         f.debug_struct("Replica")
             .field("job", &self.job)
-            .field("addr", &self.addr)
+            .field("authority", &self.authority.get())
             .field("state", &self.state())
             .finish()
     }
 }
 
 impl Replica {
-    pub fn new(job: i64, addr: String, secret: String) -> Replica {
+    pub fn new(job: i64, port: u16, secret: String) -> Replica {
         Replica {
             job,
-            addr,
+            port,
+            authority: std::sync::OnceLock::new(),
             secret,
             state: AtomicU8::new(RState::Queued as u8),
             in_flight: AtomicU32::new(0),
@@ -348,6 +354,9 @@ pub struct Serving {
     by_hash: RwLock<HashMap<String, Arc<Key>>>,
     /// Wakes the manager (a request at zero replicas, a change).
     pub wake: tokio::sync::Notify,
+    /// The supervisors' sockets of replicas in networks of their own, by
+    /// the authority their requests name.
+    sockets: RwLock<HashMap<String, std::path::PathBuf>>,
 }
 
 impl Serving {
@@ -408,6 +417,40 @@ impl Serving {
             .read()
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// The supervisor's socket of the replica requests to `authority` go
+    /// to, if it is one reached that way.
+    pub fn socket(&self, authority: &str) -> Option<std::path::PathBuf> {
+        self.sockets.read().ok()?.get(authority).cloned()
+    }
+
+    /// Sets where `r` is reached (once).
+    pub fn place(&self, r: &Replica, reach: gigafab_exec::Reach) {
+        let authority = match reach {
+            gigafab_exec::Reach::Tcp(a) => a,
+            gigafab_exec::Reach::Socket(path) => {
+                let a = format!("job-{}.replica", r.job);
+                if let Ok(mut m) = self.sockets.write() {
+                    m.insert(a.clone(), path);
+                }
+                a
+            }
+        };
+        let _ = r.authority.set(authority);
+    }
+
+    /// Forgets the sockets of replicas no endpoint has any more.
+    pub fn sweep_sockets(&self) {
+        let live: std::collections::HashSet<String> = self
+            .all()
+            .iter()
+            .flat_map(|e| e.replicas())
+            .filter_map(|r| r.authority.get().cloned())
+            .collect();
+        if let Ok(mut m) = self.sockets.write() {
+            m.retain(|a, _| live.contains(a));
+        }
     }
 
     pub fn revoke_key(&self, id: i64) {
