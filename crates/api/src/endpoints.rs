@@ -289,3 +289,101 @@ pub struct EndpointEvent {
 pub struct EndpointEvents {
     pub items: Vec<EndpointEvent>,
 }
+
+/// How a standalone gateway reaches a replica.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplicaReach {
+    /// `host:port` over TCP.
+    Tcp(String),
+    /// Through its supervisor's socket at this path (a replica in a
+    /// network of its own; a gateway on the same machine, as root).
+    Socket(String),
+}
+
+/// A ready replica, as a gateway routes to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct GatewayReplica {
+    pub job: JobId,
+    pub reach: ReplicaReach,
+    /// The key the replica asks of every request.
+    pub secret: String,
+}
+
+/// An endpoint, as a gateway serves it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct GatewayEndpoint {
+    pub id: EndpointId,
+    pub name: String,
+    /// Its organisation's name.
+    pub owner: String,
+    pub created_ms: i64,
+    pub hold_timeout_s: i64,
+    pub queue_limit: u32,
+    pub key_rate_per_s: f64,
+    /// Its ready replicas.
+    pub replicas: Vec<GatewayReplica>,
+    /// Replicas that ended unasked so far, and how the last one did
+    /// (requests held for a replica give up when one fails).
+    pub failures: u64,
+    pub last_failure: String,
+}
+
+/// A live key, as a gateway checks it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct GatewayKey {
+    pub id: EndpointKeyId,
+    pub endpoint: EndpointId,
+    /// Hex SHA-256 of the key.
+    pub hash: String,
+    pub expires_ms: Option<i64>,
+}
+
+/// What a gateway's requests do to one endpoint now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct GatewayLoad {
+    pub endpoint: EndpointId,
+    /// Requests being served, and waiting for a ready replica.
+    pub in_flight: u32,
+    pub queued: u32,
+    /// Its last request, ms since the epoch (0: none yet).
+    pub last_request_ms: i64,
+    /// Requests in flight per replica (a draining replica stops when no
+    /// gateway has any).
+    pub replicas: Vec<GatewayReplicaLoad>,
+}
+
+/// Requests a gateway has in flight on one replica.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct GatewayReplicaLoad {
+    pub job: JobId,
+    pub in_flight: u32,
+}
+
+/// What one key served through a gateway since its last report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct GatewayKeyUsage {
+    pub key: EndpointKeyId,
+    pub requests: u64,
+    pub errors: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+/// Body of `POST /api/v1/gateway/sync`: a standalone gateway's report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySync {
+    /// The gateway's name (its reports replace its earlier ones).
+    #[schema(max_length = 128)]
+    pub gateway: String,
+    pub load: Vec<GatewayLoad>,
+    pub usage: Vec<GatewayKeyUsage>,
+}
+
+/// Answer of `POST /api/v1/gateway/sync`: everything a gateway serves.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct GatewayRoutes {
+    pub endpoints: Vec<GatewayEndpoint>,
+    pub keys: Vec<GatewayKey>,
+}

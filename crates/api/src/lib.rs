@@ -1045,6 +1045,15 @@ pub fn schemas() -> Vec<(String, serde_json::Value)> {
         one::<NewEndpointKey>(),
         one::<EndpointEvent>(),
         one::<EndpointEvents>(),
+        one::<ReplicaReach>(),
+        one::<GatewayReplica>(),
+        one::<GatewayEndpoint>(),
+        one::<GatewayKey>(),
+        one::<GatewayLoad>(),
+        one::<GatewayReplicaLoad>(),
+        one::<GatewayKeyUsage>(),
+        one::<GatewaySync>(),
+        one::<GatewayRoutes>(),
     ];
     // pages of each listed object
     for (name, item) in [

@@ -343,12 +343,12 @@ fn gateway_table(v: &serde_json::Value) -> String {
         v["requests"], v["clients"], v["ways"][0]["rate_rps"]
     );
     s += &format!(
-        "{:<8} {:>12} {:>10} {:>10} {:>12} {:>10} {:>10} {:>7}\n",
+        "{:<16} {:>12} {:>10} {:>10} {:>12} {:>10} {:>10} {:>7}\n",
         "way", "req/s", "p50 ms", "p99 ms", "at rate r/s", "p50 ms", "p99 ms", "errors"
     );
     for w in v["ways"].as_array().into_iter().flatten() {
         s += &format!(
-            "{:<8} {:>12.0} {:>10.3} {:>10.3} {:>12.0} {:>10.3} {:>10.3} {:>7}\n",
+            "{:<16} {:>12.0} {:>10.3} {:>10.3} {:>12.0} {:>10.3} {:>10.3} {:>7}\n",
             w["way"].as_str().unwrap_or("?"),
             f(&w["throughput_rps"]),
             f(&w["closed_p50_ms"]),
@@ -360,11 +360,14 @@ fn gateway_table(v: &serde_json::Value) -> String {
         );
     }
     s += &format!(
-        "added p99 at the rate: {:.3} ms; gateway/nginx throughput: {}; cold start: replica running {:.3} s after the request, answered after {:.3} s\n",
+        "added p99 at the rate: {:.3} ms; throughput over nginx's: gateway {}, gigafab-gateway {}; cold start: replica running {:.3} s after the request, answered after {:.3} s\n",
         f(&v["added_p99_ms"]),
         v["vs_nginx"]
             .as_f64()
             .map_or("no nginx".to_string(), |x| format!("{x:.2}")),
+        v["standalone_vs_nginx"]
+            .as_f64()
+            .map_or("-".to_string(), |x| format!("{x:.2}")),
         f(&v["cold_start_to_replica_s"]),
         f(&v["cold_start_to_answer_s"])
     );

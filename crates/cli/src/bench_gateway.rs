@@ -9,6 +9,8 @@
 //!
 //! - to the replica directly;
 //! - through the gateway, with an endpoint key;
+//! - through a standalone gateway (`gigafab gateway`, a process of its
+//!   own in sync with the server);
 //! - through Debian's nginx (`proxy_pass` with keep-alive, the replica's key
 //!   set by nginx), when `nginx` is installed.
 //!
@@ -53,6 +55,8 @@ pub struct GatewayFigures {
     pub added_p99_ms: f64,
     /// Gateway throughput over nginx's (None without nginx).
     pub vs_nginx: Option<f64>,
+    /// The standalone gateway's throughput over nginx's.
+    pub standalone_vs_nginx: Option<f64>,
     /// From a request at zero replicas to its replica's job running, s.
     pub cold_start_to_replica_s: f64,
     /// From that request to its answer, s (the echo backend starts in
@@ -382,6 +386,42 @@ fn which(name: &str) -> Result<std::path::PathBuf> {
     bail!("{name} not found")
 }
 
+/// `gigafab gateway` in sync with `s`, on a free port, once it serves
+/// the endpoint's ready replica; None when this program cannot be found.
+async fn start_standalone(s: &Server) -> Result<Option<(Killed, u16)>> {
+    let Ok(me) = std::env::current_exe() else {
+        return Ok(None);
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let child = std::process::Command::new(me)
+        .args(["gateway", "--listen", &format!("127.0.0.1:{port}")])
+        .env("GIGAFAB_SERVER", &s.url)
+        .env("GIGAFAB_TOKEN", &s.token)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("starting `gigafab gateway`")?;
+    let g = Killed(child);
+    // ready once it routes: a models call goes through its key check
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(15) {
+        if let Ok(r) = s
+            .http
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await
+            && r.status().is_success()
+        {
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+            return Ok(Some((g, port)));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("`gigafab gateway` did not become ready within 15 s")
+}
+
 /// The whole measure (`gigafab bench --scenario gateway`).
 pub async fn gateway(b: &ServeBench, rate: f64) -> Result<GatewayFigures> {
     let s = start(b, "gateway").await?;
@@ -451,6 +491,21 @@ pub async fn gateway(b: &ServeBench, rate: f64) -> Result<GatewayFigures> {
         .await,
         measure("gateway", &gw_url, &gw_auth, b.clients, b.requests, rate).await,
     ];
+    if let Some((standalone, sp)) = start_standalone(&s).await? {
+        let url = format!("http://127.0.0.1:{sp}/v1/endpoints/echo/chat/completions");
+        ways.push(
+            measure(
+                "gigafab-gateway",
+                &url,
+                &gw_auth,
+                b.clients,
+                b.requests,
+                rate,
+            )
+            .await,
+        );
+        drop(standalone);
+    }
     let nginx = start_nginx(&s.dir, port, &secret).await?;
     if let Some((_, np)) = &nginx {
         let url = format!("http://127.0.0.1:{np}/v1/chat/completions");
@@ -467,8 +522,13 @@ pub async fn gateway(b: &ServeBench, rate: f64) -> Result<GatewayFigures> {
         (Some(g), Some(n)) if n.throughput_rps > 0.0 => Some(g.throughput_rps / n.throughput_rps),
         _ => None,
     };
+    let standalone_vs_nginx = match (by("gigafab-gateway"), by("nginx")) {
+        (Some(g), Some(n)) if n.throughput_rps > 0.0 => Some(g.throughput_rps / n.throughput_rps),
+        _ => None,
+    };
     s.finish().await;
     Ok(GatewayFigures {
+        standalone_vs_nginx,
         clients: b.clients,
         requests: b.requests,
         ways,

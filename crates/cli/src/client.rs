@@ -7,6 +7,7 @@ mod duration;
 mod endpoints;
 mod fleet;
 mod fmt;
+pub mod gateway;
 mod http;
 mod jobs;
 mod render;

@@ -37,6 +37,9 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Start the control plane: HTTP API, store, scheduler, local executor.
     Serve(Box<serve::ServeArgs>),
+    /// A standalone gateway for the model endpoints: stateless, several
+    /// behind a load balancer (needs an admin's token).
+    Gateway(Box<client::gateway::GatewayArgs>),
     /// The echo backend of `bench --scenario gateway`: the OpenAI API
     /// answered at once, behind the key in API_KEY.
     #[command(hide = true, name = "bench-echo")]
@@ -854,6 +857,7 @@ fn main() {
         Cmd::Factory(FactoryCmd::Show { factory, output }) => cmd_factory_show(&factory, output),
         Cmd::Bench(a) => bench::run(a),
         Cmd::Serve(a) => serve::run(*a),
+        Cmd::Gateway(a) => client::gateway::run(*a),
         Cmd::BenchEcho { port } => bench_gateway::echo_backend(port),
         Cmd::JobSupervise { args } => std::process::exit(gigafab_exec::local::supervise(&args)),
         Cmd::Client(c) => client::run(c),

@@ -4,6 +4,8 @@
 //! it at all.
 
 mod common;
+#[path = "common/oai.rs"]
+mod oai;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -11,40 +13,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::{Value, json};
 
-/// A small OpenAI-style server on 127.0.0.1:PORT (argv[1]) that wants
-/// `Bearer $API_KEY` and answers whose it is (`$WHO`).
-const ECHO: &str = r#"
-import http.server, json, os, sys
-KEY, WHO = os.environ["API_KEY"], os.environ["WHO"]
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def send(self, code, obj):
-        b = json.dumps(obj).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(b)))
-        self.end_headers()
-        self.wfile.write(b)
-    def allowed(self):
-        if self.headers.get("Authorization") == "Bearer " + KEY:
-            return True
-        self.send(401, {"error": "no"})
-        return False
-    def do_GET(self):
-        if self.allowed():
-            self.send(200, {"object": "list", "data": [{"id": WHO, "object": "model"}]})
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        if self.allowed():
-            self.send(200, {"id": "c", "object": "chat.completion", "model": WHO,
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": WHO}}],
-                "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}})
-    def log_message(self, *a):
-        pass
-print("serving", flush=True)
-http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
-"#;
+/// A small OpenAI-style server (tests/fixtures/echo_openai.py).
+const ECHO: &str = include_str!("fixtures/echo_openai.py");
 
 fn cli(s: &Server, token: &str, args: &[&str]) -> String {
     let out = gigafab()
@@ -59,22 +29,6 @@ fn cli(s: &Server, token: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-async fn chat(s: &Server, endpoint: &str, key: &str) -> (u16, Value) {
-    let r = reqwest::Client::new()
-        .post(format!(
-            "{}/v1/endpoints/{endpoint}/chat/completions",
-            s.url
-        ))
-        .bearer_auth(key)
-        .json(&json!({"messages": [{"role": "user", "content": "hi"}]}))
-        .timeout(Duration::from_secs(60))
-        .send()
-        .await
-        .unwrap();
-    let code = r.status().as_u16();
-    (code, r.json().await.unwrap_or(Value::Null))
 }
 
 /// Endpoint `name` of the caller (`who` answers), a replica kept; waits
@@ -164,12 +118,12 @@ async fn replicas_in_networks_of_their_own_are_reached_by_the_gateway_alone() {
     let (job_b, key_b) = serve(&s, &dir, tb, "ep-b", "tenant-b").await;
     for (ep, key, who) in [("ep-a", &key_a, "tenant-a"), ("ep-b", &key_b, "tenant-b")] {
         for _ in 0..3 {
-            let (code, v) = chat(&s, ep, key).await;
+            let (code, v) = oai::chat(&s.url, ep, key).await;
             assert_eq!(code, 200, "{ep}: {v}\n{}", s.stderr());
             assert_eq!(v["choices"][0]["message"]["content"], who, "{v}");
         }
     }
-    assert_eq!(chat(&s, "ep-b", &key_a).await.0, 401);
+    assert_eq!(oai::chat(&s.url, "ep-b", &key_a).await.0, 401);
     // B's replica: the port it was given, and its supervisor's socket
     let b = s
         .json("GET", &format!("/api/v1/jobs/{job_b}"), TOKEN, None)
@@ -220,7 +174,7 @@ print("attacks done")
     assert!(out.contains("attacks done"), "{out}\n{done:#}");
     assert!(!out.contains("SUCCEEDED"), "{out}");
     // B is served as before
-    let (code, v) = chat(&s, "ep-b", &key_b).await;
+    let (code, v) = oai::chat(&s.url, "ep-b", &key_b).await;
     assert_eq!((code, v["model"].as_str()), (200, Some("tenant-b")), "{v}");
     // the replica's supervisor is the one that made the socket, and it
     // goes with the replica

@@ -31,6 +31,7 @@ use tokio::net::TcpStream;
 use crate::auth::hash_token;
 use crate::endpoints::registry::{Endpoint, Key, RState, Replica, Serving};
 use crate::state::Shared;
+use crate::time::Clock;
 
 /// Largest request body the gateway forwards, bytes.
 pub const MAX_REQUEST: usize = 16 << 20;
@@ -98,15 +99,22 @@ impl tower::Service<hyper::Uri> for Connector {
 }
 
 struct Gw {
-    s: Arc<Shared>,
+    serving: Arc<Serving>,
+    clock: Arc<dyn Clock>,
     client: Upstream,
 }
 
-/// The gateway's routes.
+/// The gateway's routes, inside `gigafab serve`.
 pub fn router(s: Arc<Shared>) -> Router {
+    router_over(s.serving.clone(), s.clock.clone())
+}
+
+/// The gateway's routes over `serving` (its own, in `gigafab gateway`).
+pub fn router_over(serving: Arc<Serving>, clock: Arc<dyn Clock>) -> Router {
     let gw = Arc::new(Gw {
-        client: upstream(s.serving.clone()),
-        s,
+        client: upstream(serving.clone()),
+        serving,
+        clock,
     });
     Router::new()
         .route("/v1/endpoints/{name}/{*rest}", axum::routing::any(proxy))
@@ -210,7 +218,7 @@ async fn proxy(
     Path((name, rest)): Path<(String, String)>,
     req: Request,
 ) -> Response {
-    let s = &gw.s;
+    let s = &*gw;
     let t0 = Instant::now();
     // one answer for an unknown endpoint and a key that is not its own:
     // nothing tells another tenant which names exist
@@ -263,7 +271,7 @@ async fn proxy(
         // answered here: the endpoint serves one model, under its name
         let body = serde_json::json!({
             "object": "list",
-            "data": [{"id": e.name, "object": "model", "created": e.created_ms / 1000, "owned_by": s.tenancy.org_name(e.org_id)}]
+            "data": [{"id": e.name, "object": "model", "created": e.created_ms / 1000, "owned_by": e.owner}]
         });
         return axum::Json(body).into_response();
     }

@@ -366,6 +366,7 @@ pub async fn open(cfg: ServeConfig) -> Result<Opened, ServeError> {
     let shared = Arc::new(state::Shared {
         limits: ratelimit::RateLimits::new(cfg.http.write_rates),
         serving: Default::default(),
+        gateway_reports: Default::default(),
         store,
         tenancy,
         audit_id,

@@ -49,6 +49,8 @@ pub struct Shared {
     pub limits: crate::ratelimit::RateLimits,
     /// The model endpoints: what the gateway and their manager share.
     pub serving: Arc<crate::endpoints::registry::Serving>,
+    /// What standalone gateways last reported (`gigafab gateway`).
+    pub gateway_reports: crate::endpoints::registry::Reports,
 }
 
 /// What the controller's loop measured, for `/health` and benchmarks.

@@ -115,6 +115,18 @@ pub(super) const ROUTES: &[Route] = &[
         200,
         "EndpointEvents",
     ),
+    Route {
+        method: "post",
+        path: "/api/v1/gateway/sync",
+        who: "admins (a standalone gateway's token)",
+        summary: "A standalone gateway's report {gateway, load, usage}; answers every endpoint's ready replicas and the live keys",
+        operation_id: "gateway_sync",
+        body: Some("GatewaySync"),
+        status: 200,
+        answer: Answer::Json("GatewayRoutes"),
+        replay: false,
+        query: None,
+    },
 ];
 
 pub(super) fn router() -> Router<AppState> {
@@ -134,6 +146,15 @@ pub(super) fn router() -> Router<AppState> {
         )
         .route("/api/v1/endpoints/{name}/keys/{id}", delete(revoke_key))
         .route("/api/v1/endpoints/{name}/events", get(events))
+        .route("/api/v1/gateway/sync", post(gateway_sync))
+}
+
+async fn gateway_sync(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Body_(b): Body_<gigafab_api::GatewaySync>,
+) -> ApiResult {
+    Ok(Json(endpoints::remote::sync(&s, &p, b)?).into_response())
 }
 
 async fn create_endpoint(

@@ -80,6 +80,7 @@ impl Rig {
             factory: Arc::new(factory(nodes)),
             limits: crate::ratelimit::RateLimits::new(Default::default()),
             serving: Default::default(),
+            gateway_reports: Default::default(),
         });
         let cfg = CtlConfig {
             policy: f.scheduler.policy().expect("a policy"),

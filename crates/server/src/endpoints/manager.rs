@@ -45,6 +45,7 @@ pub fn spawn(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             // ready replica is used within a fifth of a second
             let busy = s.serving.all().iter().any(|e| {
                 e.queued.load(Ordering::Relaxed) > 0
+                    || s.gateway_reports.load(e.id, s.clock.now().0).queued > 0
                     || e.replicas().iter().any(|r| r.state() == RState::Starting)
             });
             let wait = if busy { TICK / 5 } else { TICK };
@@ -393,7 +394,10 @@ impl Manager {
                         cancel_replica(s, e, r.job).await;
                     }
                 }
-                RState::Draining if r.in_flight.load(Ordering::Acquire) == 0 => {
+                RState::Draining
+                    if r.in_flight.load(Ordering::Acquire) == 0
+                        && s.gateway_reports.on_replica(r.job, now.0) == 0 =>
+                {
                     cancel_replica(s, e, r.job).await;
                 }
                 _ => {}
@@ -439,12 +443,17 @@ impl Manager {
             .iter()
             .filter(|r| r.state() != RState::Draining)
             .count() as u32;
-        let last = e.last_request_ms.load(Ordering::Relaxed);
+        // with what the standalone gateways report
+        let remote = s.gateway_reports.load(e.id, now.0);
+        let last = e
+            .last_request_ms
+            .load(Ordering::Relaxed)
+            .max(remote.last_request_ms);
         let now_s = now.0 as f64 / 1000.0;
         let d = {
             let mut sc = e.scale.lock().map_err(|_| ApiError::unavailable("lock"))?;
-            sc.in_flight = e.in_flight.load(Ordering::Relaxed);
-            sc.queued = e.queued.load(Ordering::Relaxed);
+            sc.in_flight = e.in_flight.load(Ordering::Relaxed) + remote.in_flight;
+            sc.queued = e.queued.load(Ordering::Relaxed) + remote.queued;
             sc.last_request_s = (last > 0).then_some(last as f64 / 1000.0);
             let d = serving::decide(&sc, &set.scaling, now_s);
             let before = sc.replicas;
@@ -462,8 +471,8 @@ impl Manager {
                 d.reason.code(),
                 format!(
                     "{} in flight, {} waiting",
-                    e.in_flight.load(Ordering::Relaxed),
-                    e.queued.load(Ordering::Relaxed)
+                    e.in_flight.load(Ordering::Relaxed) + remote.in_flight,
+                    e.queued.load(Ordering::Relaxed) + remote.queued
                 ),
             )
             .await;
@@ -546,7 +555,11 @@ impl Manager {
                 )
             });
             for r in order.into_iter().take((held - want) as usize) {
-                if r.state() == RState::Ready && r.in_flight.load(Ordering::Acquire) > 0 {
+                if r.state() == RState::Ready
+                    && r.in_flight.load(Ordering::Acquire)
+                        + s.gateway_reports.on_replica(r.job, now.0)
+                        > 0
+                {
                     r.set_state(RState::Draining);
                 } else {
                     r.set_state(RState::Draining);

@@ -5,6 +5,7 @@
 
 pub mod manager;
 pub mod registry;
+pub mod remote;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -95,7 +96,7 @@ pub async fn load(s: &Shared) -> Result<(), sqlx::Error> {
         };
         let e = Arc::new(Endpoint::new(
             r.id,
-            r.name.clone(),
+            (r.name.clone(), s.tenancy.org_name(r.org_id)),
             (r.org_id, r.user_id, r.alloc_id),
             r.project.clone(),
             r.created_ms.0,
@@ -297,7 +298,7 @@ pub async fn create(
         .await?;
     let e = Arc::new(Endpoint::new(
         id,
-        req.name.clone(),
+        (req.name.clone(), s.tenancy.org_name(org_id)),
         (org_id, who.user_id, alloc_id),
         req.project.clone(),
         now.0,

@@ -191,6 +191,8 @@ impl Served {
 pub struct Endpoint {
     pub id: i64,
     pub name: String,
+    /// Its organisation's name (what `models` says owns it).
+    pub owner: String,
     pub org_id: i64,
     pub user_id: i64,
     pub alloc_id: i64,
@@ -219,7 +221,7 @@ pub struct Endpoint {
 impl Endpoint {
     pub fn new(
         id: i64,
-        name: String,
+        (name, owner): (String, String),
         (org_id, user_id, alloc_id): (i64, i64, i64),
         project: Option<String>,
         created_ms: i64,
@@ -229,6 +231,7 @@ impl Endpoint {
         Endpoint {
             id,
             name,
+            owner,
             org_id,
             user_id,
             alloc_id,
@@ -412,6 +415,38 @@ impl Serving {
         }
     }
 
+    /// Every key with its hash.
+    pub fn keys_by_hash(&self) -> Vec<(String, Arc<Key>)> {
+        self.by_hash
+            .read()
+            .map(|m| m.iter().map(|(h, k)| (h.clone(), k.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    /// Keeps exactly the keys of `want` (hash -> id, endpoint, expiry):
+    /// those already here as they are (with their rate limiters), new ones
+    /// at `rate(endpoint)` requests a second; the rest are revoked.
+    pub fn keep_keys(
+        &self,
+        want: HashMap<String, (i64, i64, Option<i64>)>,
+        rate: impl Fn(i64) -> f64,
+    ) {
+        let Ok(mut m) = self.by_hash.write() else {
+            return;
+        };
+        m.retain(|h, k| {
+            let keep = want.get(h).is_some_and(|w| w.0 == k.id);
+            if !keep {
+                k.revoked.store(true, Ordering::Release);
+            }
+            keep
+        });
+        for (h, (id, endpoint, expires)) in want {
+            m.entry(h)
+                .or_insert_with(|| Arc::new(Key::new(id, endpoint, expires, rate(endpoint))));
+        }
+    }
+
     pub fn keys(&self) -> Vec<Arc<Key>> {
         self.by_hash
             .read()
@@ -459,5 +494,68 @@ impl Serving {
                 k.revoked.store(true, Ordering::Release);
             }
         }
+    }
+}
+
+/// How long a gateway's report counts (it reports every second).
+pub const REPORT_TTL_MS: i64 = 5_000;
+/// Most gateways reporting at once.
+pub const MAX_GATEWAYS: usize = 256;
+
+/// The gateways' latest reports, by gateway name: when, and the load.
+#[derive(Debug, Default)]
+pub struct Reports {
+    pub(crate) by_gateway: std::sync::Mutex<HashMap<String, (i64, Vec<gigafab_api::GatewayLoad>)>>,
+}
+
+/// The gateways' load on one endpoint now.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteLoad {
+    pub in_flight: u32,
+    pub queued: u32,
+    pub last_request_ms: i64,
+}
+
+impl Reports {
+    /// The load the gateways report on endpoint `id` (reports older than
+    /// a few seconds no longer count: that gateway is gone).
+    pub fn load(&self, id: i64, now_ms: i64) -> RemoteLoad {
+        let mut out = RemoteLoad::default();
+        let Ok(m) = self.by_gateway.lock() else {
+            return out;
+        };
+        for (at, loads) in m.values() {
+            for l in loads.iter().filter(|l| l.endpoint.0 == id) {
+                out.last_request_ms = out.last_request_ms.max(l.last_request_ms);
+                if now_ms - at <= REPORT_TTL_MS {
+                    out.in_flight += l.in_flight;
+                    out.queued += l.queued;
+                }
+            }
+        }
+        out
+    }
+
+    /// Requests the gateways have in flight on replica `job`.
+    pub fn on_replica(&self, job: i64, now_ms: i64) -> u32 {
+        let Ok(m) = self.by_gateway.lock() else {
+            return 0;
+        };
+        m.values()
+            .filter(|(at, _)| now_ms - at <= REPORT_TTL_MS)
+            .flat_map(|(_, loads)| loads.iter())
+            .flat_map(|l| l.replicas.iter())
+            .filter(|r| r.job.0 == job)
+            .map(|r| r.in_flight)
+            .sum()
+    }
+
+    /// Gateways that reported lately.
+    pub fn live(&self, now_ms: i64) -> usize {
+        self.by_gateway.lock().map_or(0, |m| {
+            m.values()
+                .filter(|(at, _)| now_ms - at <= REPORT_TTL_MS)
+                .count()
+        })
     }
 }

@@ -1,0 +1,184 @@
+//! `gigafab gateway`: a standalone, stateless gateway for the model
+//! endpoints, several of which may stand behind a load balancer
+//! (docs/endpoints.md). It serves `/v1/endpoints/{name}/...` as the
+//! server's own gateway does, learns the endpoints, their ready replicas
+//! and the live keys from the server, and reports its load and what each
+//! key served (`gigafab_server::endpoints::remote`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use axum::routing::get;
+use clap::Args;
+use gigafab_server::endpoints::registry::Serving;
+use gigafab_server::endpoints::remote;
+use gigafab_server::metrics::{Metrics, Snapshot};
+
+use super::Conn;
+
+/// How often it reports and learns (more often while requests wait).
+const SYNC: Duration = Duration::from_secs(1);
+const SYNC_BUSY: Duration = Duration::from_millis(200);
+/// Past this without a sync, `/readyz` says not ready.
+const STALE_MS: i64 = 10_000;
+
+/// Options of `gigafab gateway`.
+#[derive(Args, Debug)]
+pub struct GatewayArgs {
+    /// Address to listen on (port 0: any free port, printed at start).
+    #[arg(long, env = "GIGAFAB_GATEWAY_LISTEN", default_value = "127.0.0.1:8090")]
+    listen: SocketAddr,
+    /// Its name in its reports to the server [default: gateway-PORT@HOST].
+    #[arg(long)]
+    name: Option<String>,
+    /// The server and an admin's token (the gateway is given the
+    /// replicas' keys).
+    #[command(flatten)]
+    conn: Conn,
+}
+
+/// Runs the gateway until SIGTERM or Ctrl-C.
+pub fn run(a: GatewayArgs) -> Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(serve(a))
+}
+
+async fn serve(a: GatewayArgs) -> Result<()> {
+    let api = a.conn.api()?;
+    let listener = tokio::net::TcpListener::bind(a.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", a.listen))?;
+    let addr = listener.local_addr()?;
+    let name = a.name.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".into());
+        format!("gateway-{}@{host}", addr.port())
+    });
+    let serving = Arc::new(Serving::default());
+    let metrics = Arc::new(Metrics::default());
+    let last_sync = Arc::new(AtomicI64::new(0));
+    // the first sync must work: a wrong server or token fails the start
+    sync_once(&api, &serving, &metrics, &name)
+        .await
+        .context("the first sync with the server failed")?;
+    last_sync.store(gigafab_exec::now_ms(), Ordering::Release);
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let syncer = {
+        let (serving, metrics, last_sync, name) = (
+            serving.clone(),
+            metrics.clone(),
+            last_sync.clone(),
+            name.clone(),
+        );
+        let mut stop = stop_tx.subscribe();
+        tokio::spawn(async move {
+            let mut said = false;
+            loop {
+                let busy = serving
+                    .all()
+                    .iter()
+                    .any(|e| e.queued.load(Ordering::Relaxed) > 0);
+                tokio::select! {
+                    _ = tokio::time::sleep(if busy { SYNC_BUSY } else { SYNC }) => {}
+                    _ = serving.wake.notified() => {}
+                    _ = stop.changed() => break,
+                }
+                match sync_once(&api, &serving, &metrics, &name).await {
+                    Ok(()) => {
+                        last_sync.store(gigafab_exec::now_ms(), Ordering::Release);
+                        if said {
+                            eprintln!("gigafab gateway: in sync with the server again");
+                            said = false;
+                        }
+                    }
+                    Err(e) if !said => {
+                        eprintln!("gigafab gateway: cannot sync with the server: {e:#}");
+                        said = true;
+                    }
+                    Err(_) => {}
+                }
+            }
+            // what was served since the last report
+            let _ = sync_once(&api, &serving, &metrics, &name).await;
+        })
+    };
+    let app = gigafab_server::gateway::router_over(
+        serving.clone(),
+        Arc::new(gigafab_server::time::SystemClock),
+    )
+    .route(
+        "/metrics",
+        get({
+            let metrics = metrics.clone();
+            move || {
+                let m = metrics.clone();
+                async move { gigafab_server::metrics::render(&m, &Snapshot::default()) }
+            }
+        }),
+    )
+    .route(
+        "/readyz",
+        get({
+            let last_sync = last_sync.clone();
+            move || {
+                let fresh = gigafab_exec::now_ms() - last_sync.load(Ordering::Acquire) <= STALE_MS;
+                async move {
+                    if fresh {
+                        (axum::http::StatusCode::OK, "ready\n")
+                    } else {
+                        (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "not in sync with the server\n",
+                        )
+                    }
+                }
+            }
+        }),
+    );
+    eprintln!("gigafab gateway: listening on http://{addr} as {name}");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+                _ = stop_rx.changed() => {}
+            }
+        })
+        .await
+        .context("serving")?;
+    let _ = stop_tx.send(true);
+    let _ = syncer.await;
+    Ok(())
+}
+
+/// One report and the routes it brings back.
+async fn sync_once(
+    api: &super::http::Api,
+    serving: &Serving,
+    metrics: &Metrics,
+    name: &str,
+) -> Result<()> {
+    let report = remote::report(serving, name);
+    let reply = match api.post(&["gateway", "sync"], Some(&report)).await {
+        Ok(r) => r,
+        Err(e) => {
+            remote::unreport(serving, &report);
+            return Err(e);
+        }
+    };
+    let routes: gigafab_api::GatewayRoutes = match serde_json::from_value(reply.value) {
+        Ok(r) => r,
+        Err(e) => bail!("the server's routes are not readable: {e}"),
+    };
+    remote::apply(serving, metrics, routes);
+    Ok(())
+}
