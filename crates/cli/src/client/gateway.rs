@@ -34,6 +34,11 @@ pub struct GatewayArgs {
     /// Its name in its reports to the server [default: gateway-PORT@HOST].
     #[arg(long)]
     name: Option<String>,
+    /// Threads serving requests, each with its own listener on the same
+    /// port (SO_REUSEPORT) and its own connections to the replicas, as
+    /// nginx's workers [default: one per CPU].
+    #[arg(long)]
+    workers: Option<usize>,
     /// The server and an admin's token (the gateway is given the
     /// replicas' keys).
     #[command(flatten)]
@@ -42,19 +47,41 @@ pub struct GatewayArgs {
 
 /// Runs the gateway until SIGTERM or Ctrl-C.
 pub fn run(a: GatewayArgs) -> Result<()> {
-    tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?
         .block_on(serve(a))
 }
 
+/// A listener on `addr` that other workers' listeners share
+/// (SO_REUSEPORT: the kernel spreads connections among them).
+fn shared_listener(addr: SocketAddr) -> Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.bind(&addr.into())
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    s.listen(1024)?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
 async fn serve(a: GatewayArgs) -> Result<()> {
     let api = a.conn.api()?;
-    let listener = tokio::net::TcpListener::bind(a.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", a.listen))?;
-    let addr = listener.local_addr()?;
+    let workers = a
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if !(1..=256).contains(&workers) {
+        bail!("--workers must be within 1..=256");
+    }
+    let first = shared_listener(a.listen)?;
+    let addr = first.local_addr()?;
+    let mut listeners = vec![first];
+    for _ in 1..workers {
+        listeners.push(shared_listener(addr)?);
+    }
     let name = a.name.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
@@ -112,50 +139,80 @@ async fn serve(a: GatewayArgs) -> Result<()> {
     let app = gigafab_server::gateway::router_over(
         serving.clone(),
         Arc::new(gigafab_server::time::SystemClock),
-    )
-    .route(
-        "/metrics",
-        get({
-            let metrics = metrics.clone();
-            move || {
-                let m = metrics.clone();
-                async move { gigafab_server::metrics::render(&m, &Snapshot::default()) }
-            }
-        }),
-    )
-    .route(
-        "/readyz",
-        get({
-            let last_sync = last_sync.clone();
-            move || {
-                let fresh = gigafab_exec::now_ms() - last_sync.load(Ordering::Acquire) <= STALE_MS;
-                async move {
-                    if fresh {
-                        (axum::http::StatusCode::OK, "ready\n")
-                    } else {
-                        (
-                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                            "not in sync with the server\n",
-                        )
+    );
+    let app = app
+        .route(
+            "/metrics",
+            get({
+                let metrics = metrics.clone();
+                move || {
+                    let m = metrics.clone();
+                    async move { gigafab_server::metrics::render(&m, &Snapshot::default()) }
+                }
+            }),
+        )
+        .route(
+            "/readyz",
+            get({
+                let last_sync = last_sync.clone();
+                move || {
+                    let fresh =
+                        gigafab_exec::now_ms() - last_sync.load(Ordering::Acquire) <= STALE_MS;
+                    async move {
+                        if fresh {
+                            (axum::http::StatusCode::OK, "ready\n")
+                        } else {
+                            (
+                                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                                "not in sync with the server\n",
+                            )
+                        }
                     }
                 }
-            }
-        }),
-    );
-    eprintln!("gigafab gateway: listening on http://{addr} as {name}");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-                _ = stop_rx.changed() => {}
-            }
-        })
-        .await
-        .context("serving")?;
+            }),
+        );
+    // each worker: a thread, a runtime, a listener and a client of its own
+    // (no request crosses threads)
+    let mut threads = Vec::new();
+    for (i, l) in listeners.into_iter().enumerate() {
+        let app = app.clone();
+        let mut stop = stop_tx.subscribe();
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("gateway-{i}"))
+                .spawn(move || -> Result<()> {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    rt.block_on(async move {
+                        use axum::serve::ListenerExt;
+                        let l = tokio::net::TcpListener::from_std(l)?.tap_io(|t| {
+                            let _ = t.set_nodelay(true);
+                        });
+                        axum::serve(l, app)
+                            .with_graceful_shutdown(async move {
+                                let _ = stop.changed().await;
+                            })
+                            .await?;
+                        Ok(())
+                    })
+                })?,
+        );
+    }
+    eprintln!("gigafab gateway: listening on http://{addr} as {name} ({workers} workers)");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        _ = stop_rx.changed() => {}
+    }
     let _ = stop_tx.send(true);
+    for t in threads {
+        match t.join() {
+            Ok(r) => r.context("serving")?,
+            Err(_) => bail!("a worker thread panicked"),
+        }
+    }
     let _ = syncer.await;
     Ok(())
 }
