@@ -914,3 +914,98 @@ async fn one_squeue_per_poll_cycle_for_all_running_jobs() {
         all.join("\n")
     );
 }
+
+/// Issue 29: a model endpoint's replica runs as a Slurm job on a compute
+/// node, listens on the node's addresses (`{host}` is filled in by the
+/// engine that runs it) and is reached by the gateway at the node's
+/// `NodeAddr`.
+#[ignore = "needs a Slurm cluster: bash .ci/slurm.sh; eval \"$(bash .ci/slurm.sh env)\"; cargo test -- --include-ignored"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_replicas_run_under_slurm_and_are_reached_at_their_node() {
+    require_slurm();
+    let dir = fresh("endpoint");
+    let s = Server::start(&dir);
+    // a model registered in place
+    let model = dir.join("echo-model");
+    std::fs::create_dir_all(&model).unwrap();
+    std::fs::write(model.join("weights.bin"), "w").unwrap();
+    let (st, v) = s
+        .call(
+            "POST",
+            "/api/v1/catalog",
+            Some(json!({"name": "echo", "kind": "model", "licence": "MIT", "org": "default"})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let (st, v) = s
+        .call(
+            "POST",
+            "/api/v1/catalog/echo/versions",
+            Some(json!({"path": model.display().to_string()})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let echo = include_str!("fixtures/echo_openai.py");
+    let (st, v) = s
+        .call(
+            "POST",
+            "/api/v1/endpoints",
+            Some(
+                json!({"name": "echo", "model": "echo@1", "allocation": 1, "min_replicas": 1,
+                "command": ["python3", "-c", echo, "{port}", "{host}"],
+                "env": {"API_KEY": "{api_key}", "WHO": "slurm-replica"}}),
+            ),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let t = Instant::now();
+    let job = loop {
+        let (_, v) = s.call("GET", "/api/v1/endpoints/echo", None).await;
+        if let Some(r) = v["replicas"]
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["state"] == "ready"))
+        {
+            break r["job"].as_i64().unwrap();
+        }
+        assert!(t.elapsed() < Duration::from_secs(90), "{v:#}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    // it is a Slurm job, listening on all the node's addresses
+    let out = Command::new("squeue")
+        .args(["-h", "-o", "%j|%T|%N"])
+        .output()
+        .unwrap();
+    let all = String::from_utf8_lossy(&out.stdout).to_string();
+    let line = all
+        .lines()
+        .find(|l| {
+            l.split('|')
+                .next()
+                .is_some_and(|n| n.ends_with(&format!("-{job}")))
+        })
+        .unwrap_or_else(|| panic!("replica job {job} is not in squeue:\n{all}"));
+    assert!(line.contains("|RUNNING|"), "{line}");
+    let logs = s.logs(job).await;
+    assert!(logs.starts_with("serving on 0.0.0.0:"), "{logs}");
+    let (_, key) = s
+        .call("POST", "/api/v1/endpoints/echo/keys", Some(json!({})))
+        .await;
+    let key = key["key"].as_str().unwrap().to_string();
+    for _ in 0..3 {
+        let r = s
+            .http
+            .post(format!("{}/v1/endpoints/echo/chat/completions", s.url))
+            .bearer_auth(&key)
+            .json(&json!({"messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["model"], "slurm-replica", "{v}");
+    }
+    let (st, _) = s.call("DELETE", "/api/v1/endpoints/echo", None).await;
+    assert_eq!(st, 200);
+    s.wait(job, &["cancelled"], 60).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

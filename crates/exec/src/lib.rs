@@ -235,6 +235,12 @@ pub trait Executor: Send + Sync {
     fn reach(&self, _job_id: i64, _handle: &str, port: u16) -> Result<Reach, ExecError> {
         Ok(Reach::Tcp(format!("127.0.0.1:{port}")))
     }
+    /// The address a job launched as `spec` (with `serve_port`) listens on
+    /// (`{host}` in its command): the loopback where the gateway shares the
+    /// job's machine, all addresses where the job runs on another one.
+    fn serve_host(&self, _spec: &LaunchSpec) -> &'static str {
+        "127.0.0.1"
+    }
     /// Files holding the job's stdout and stderr.
     fn log_paths(&self, job_id: i64) -> (PathBuf, PathBuf);
     /// A directory the job may make and write its output in (a catalog

@@ -117,6 +117,14 @@ impl Executor for RoutedExecutor {
         e.reach(job_id, h, port)
     }
 
+    fn serve_host(&self, spec: &LaunchSpec) -> &'static str {
+        spec.site
+            .as_deref()
+            .and_then(|s| self.sites.get(s))
+            .unwrap_or(&self.default)
+            .serve_host(spec)
+    }
+
     fn log_paths(&self, job_id: i64) -> (PathBuf, PathBuf) {
         self.default.log_paths(job_id)
     }

@@ -890,6 +890,50 @@ impl Executor for SlurmExecutor {
             .map_err(|message| ExecError::Transient { job: 0, message })
     }
 
+    /// A replica on a compute node listens on all its addresses (it asks
+    /// every request for its own key); the gateway reaches it at the
+    /// node's address.
+    fn serve_host(&self, _spec: &LaunchSpec) -> &'static str {
+        "0.0.0.0"
+    }
+
+    /// The node the job runs on (its first), at its `NodeAddr`.
+    fn reach(&self, job_id: i64, handle: &str, port: u16) -> Result<crate::Reach, ExecError> {
+        let run = |program: &str, args: &[&str]| -> Result<String, ExecError> {
+            let out = self.run(
+                job_id,
+                program,
+                args.iter().map(|a| a.to_string()).collect(),
+            )?;
+            if out.success {
+                Ok(out.stdout)
+            } else {
+                Err(failed(job_id, program, &out))
+            }
+        };
+        let nodes = run("squeue", &["-h", "-j", handle, "-o", "%N"])?;
+        let nodes = nodes.trim();
+        if nodes.is_empty() || nodes == "(null)" {
+            return Err(ExecError::Transient {
+                job: job_id,
+                message: "not on a node yet".into(),
+            });
+        }
+        let first = run("scontrol", &["show", "hostnames", nodes])?;
+        let first = first.lines().next().unwrap_or(nodes).trim().to_string();
+        let shown = run("scontrol", &["show", "node", &first, "-o"])?;
+        let f = scontrol_fields(shown.lines().next().unwrap_or(""));
+        let addr = f
+            .iter()
+            .find(|(k, _)| k == "NodeAddr")
+            .map_or(first.as_str(), |(_, v)| v.as_str());
+        Ok(crate::Reach::Tcp(if addr.contains(':') {
+            format!("[{addr}]:{port}")
+        } else {
+            format!("{addr}:{port}")
+        }))
+    }
+
     fn log_paths(&self, job_id: i64) -> (PathBuf, PathBuf) {
         let d = self.job_dir(job_id);
         (d.join("stdout.log"), d.join("stderr.log"))

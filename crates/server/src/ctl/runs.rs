@@ -588,6 +588,17 @@ impl Controller {
                 cpus: j.spec.cpus,
                 retry: self.retry.contains(&id),
             };
+            let mut spec = spec;
+            if spec.serve_port.is_some() {
+                // where a replica listens: what its engine says (`{host}`)
+                let host = self.shared.executor.serve_host(&spec);
+                for a in spec.command.iter_mut() {
+                    *a = a.replace("{host}", host);
+                }
+                for (_, v) in spec.env.iter_mut() {
+                    *v = v.replace("{host}", host);
+                }
+            }
             let starts = j.starts;
             self.driver.launch(spec, starts);
         }

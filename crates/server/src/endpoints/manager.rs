@@ -172,14 +172,15 @@ async fn submit_replica(s: &Shared, e: &Endpoint, kept: bool) -> Result<Arc<Repl
     })?;
     let set = e.settings();
     let port = free_port().map_err(|err| ApiError::unavailable(format!("no free port: {err}")))?;
-    let host = "127.0.0.1";
+    // filled in at launch, by the engine that runs it (the loopback of
+    // the local machine, all addresses of a compute node)
+    let host = "{host}";
     let inputs = crate::catalog::resolve_inputs(s, &who, std::slice::from_ref(&set.model)).await?;
     let model_dir = inputs.first().map(|i| i.path.clone()).unwrap_or_default();
     // the replica's own key: the gateway sends it, nothing else knows it
     let secret = crate::auth::new_token();
     let fill = |a: &str| {
         a.replace("{port}", &port.to_string())
-            .replace("{host}", host)
             .replace("{model_dir}", &model_dir)
             .replace("{api_key}", &secret)
     };
