@@ -283,7 +283,11 @@ async fn proxy(
         s.serving.wake.notify_one();
         return refused(&e, &key, 0.0, queue_full(&name, limit));
     }
-    let headers = req.headers().clone();
+    // the two headers passed on (not the whole map)
+    let passed = [header::CONTENT_TYPE, header::ACCEPT].map(|h| {
+        let v = req.headers().get(&h).cloned();
+        (h, v)
+    });
     let body = match axum::body::to_bytes(req.into_body(), MAX_REQUEST).await {
         Ok(b) => b,
         Err(_) => {
@@ -295,71 +299,83 @@ async fn proxy(
         }
     };
     let streamed = wants_stream(&body);
-    e.last_request_ms.store(now.0, Ordering::Relaxed);
+    // written when it moves on (a line every request would share)
+    if now.0 - e.last_request_ms.load(Ordering::Relaxed) >= 100 {
+        e.last_request_ms.store(now.0, Ordering::Relaxed);
+    }
     // a ready replica, or wait for one
     let deadline = tokio::time::Instant::now() + Duration::from_secs(set_hold as u64);
     let mut tried: Vec<i64> = Vec::new();
     loop {
-        let replica = {
-            let ready = e.ready.notified();
-            tokio::pin!(ready);
-            ready.as_mut().enable();
-            match pick_untried(&e, &tried) {
-                Some(r) => r,
-                None => {
-                    if e.deleted.load(Ordering::Acquire) {
-                        return denied();
-                    }
-                    // one more waiting, unless as many wait as allowed
-                    if e.queued
-                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
-                            (q < limit).then_some(q + 1)
-                        })
-                        .is_err()
-                    {
-                        return refused(&e, &key, 0.0, queue_full(&name, limit));
-                    }
-                    let waiting = Waiting(e.clone());
-                    s.serving.wake.notify_one();
-                    let failures = e.failures.load(Ordering::Acquire);
-                    let timed_out = tokio::time::timeout_at(deadline, ready).await.is_err();
-                    drop(waiting);
-                    if !timed_out && e.failures.load(Ordering::Acquire) != failures {
-                        // a replica ended while this request waited for it:
-                        // say why now rather than at the hold's end
-                        let why = e.last_failure();
-                        return refused(
-                            &e,
-                            &key,
-                            0.0,
-                            with_retry_after(
-                                oai_error(
-                                    StatusCode::SERVICE_UNAVAILABLE,
-                                    "replica_failed",
-                                    format!("a replica of `{name}` failed as it started: {why}"),
-                                ),
-                                10,
-                            ),
-                        );
-                    }
-                    if timed_out {
-                        return refused(
-                            &e,
-                            &key,
-                            0.0,
-                            with_retry_after(
-                                oai_error(
-                                    StatusCode::SERVICE_UNAVAILABLE,
-                                    "no_replica",
-                                    format!(
-                                        "no replica of `{name}` became ready within {set_hold} s; retry later"
+        // the common case first: a ready replica, without registering as
+        // a waiter (a lock shared by every request of the endpoint)
+        let picked = pick_untried(&e, &tried);
+        let replica = match picked {
+            Some(r) => r,
+            None => {
+                let ready = e.ready.notified();
+                tokio::pin!(ready);
+                ready.as_mut().enable();
+                // again, now that a replica becoming ready wakes this one
+                match pick_untried(&e, &tried) {
+                    Some(r) => r,
+                    None => {
+                        if e.deleted.load(Ordering::Acquire) {
+                            return denied();
+                        }
+                        // one more waiting, unless as many wait as allowed
+                        if e.queued
+                            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                                (q < limit).then_some(q + 1)
+                            })
+                            .is_err()
+                        {
+                            return refused(&e, &key, 0.0, queue_full(&name, limit));
+                        }
+                        let waiting = Waiting(e.clone());
+                        s.serving.wake.notify_one();
+                        let failures = e.failures.load(Ordering::Acquire);
+                        let timed_out = tokio::time::timeout_at(deadline, ready).await.is_err();
+                        drop(waiting);
+                        if !timed_out && e.failures.load(Ordering::Acquire) != failures {
+                            // a replica ended while this request waited for it:
+                            // say why now rather than at the hold's end
+                            let why = e.last_failure();
+                            return refused(
+                                &e,
+                                &key,
+                                0.0,
+                                with_retry_after(
+                                    oai_error(
+                                        StatusCode::SERVICE_UNAVAILABLE,
+                                        "replica_failed",
+                                        format!(
+                                            "a replica of `{name}` failed as it started: {why}"
+                                        ),
                                     ),
+                                    10,
                                 ),
-                                10,
-                            ),
-                        );
+                            );
+                        }
+                        if timed_out {
+                            return refused(
+                                &e,
+                                &key,
+                                0.0,
+                                with_retry_after(
+                                    oai_error(
+                                        StatusCode::SERVICE_UNAVAILABLE,
+                                        "no_replica",
+                                        format!(
+                                            "no replica of `{name}` became ready within {set_hold} s; retry later"
+                                        ),
+                                    ),
+                                    10,
+                                ),
+                            );
+                        }
+                        continue;
                     }
-                    continue;
                 }
             }
         };
@@ -377,9 +393,9 @@ async fn proxy(
         let mut up = axum::http::Request::builder()
             .method("POST")
             .uri(&uri)
-            .header(header::AUTHORIZATION, format!("Bearer {}", replica.secret));
-        for h in [header::CONTENT_TYPE, header::ACCEPT] {
-            if let Some(v) = headers.get(&h) {
+            .header(header::AUTHORIZATION, replica.bearer.clone());
+        for (h, v) in &passed {
+            if let Some(v) = v {
                 up = up.header(h, v);
             }
         }

@@ -78,6 +78,8 @@ pub struct Replica {
     /// The key only the gateway knows (`{api_key}`): what the replica
     /// asks of every request, so that no other process reaches it.
     pub secret: String,
+    /// `Bearer <secret>`, as the gateway sends it (made once).
+    pub bearer: axum::http::HeaderValue,
     state: AtomicU8,
     /// Requests it is serving.
     pub in_flight: AtomicU32,
@@ -102,7 +104,11 @@ impl std::fmt::Debug for Replica {
 
 impl Replica {
     pub fn new(job: i64, port: u16, secret: String) -> Replica {
+        let mut bearer = axum::http::HeaderValue::from_str(&format!("Bearer {secret}"))
+            .unwrap_or_else(|_| axum::http::HeaderValue::from_static("Bearer -"));
+        bearer.set_sensitive(true);
         Replica {
+            bearer,
             job,
             port,
             authority: std::sync::OnceLock::new(),
