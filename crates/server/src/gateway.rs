@@ -157,6 +157,14 @@ fn refused(e: &Endpoint, key: &Key, total_s: f64, r: Response) -> Response {
     r
 }
 
+/// `503 code`, to be retried after 10 s.
+fn unavailable(code: &str, message: String) -> Response {
+    with_retry_after(
+        oai_error(StatusCode::SERVICE_UNAVAILABLE, code, message),
+        10,
+    )
+}
+
 fn with_retry_after(mut r: Response, s: u64) -> Response {
     r.headers_mut().insert(header::RETRY_AFTER, s.max(1).into());
     r
@@ -345,15 +353,9 @@ async fn proxy(
                                 &e,
                                 &key,
                                 0.0,
-                                with_retry_after(
-                                    oai_error(
-                                        StatusCode::SERVICE_UNAVAILABLE,
-                                        "replica_failed",
-                                        format!(
-                                            "a replica of `{name}` failed as it started: {why}"
-                                        ),
-                                    ),
-                                    10,
+                                unavailable(
+                                    "replica_failed",
+                                    format!("a replica of `{name}` failed as it started: {why}"),
                                 ),
                             );
                         }
@@ -362,15 +364,11 @@ async fn proxy(
                                 &e,
                                 &key,
                                 0.0,
-                                with_retry_after(
-                                    oai_error(
-                                        StatusCode::SERVICE_UNAVAILABLE,
-                                        "no_replica",
-                                        format!(
-                                            "no replica of `{name}` became ready within {set_hold} s; retry later"
-                                        ),
+                                unavailable(
+                                    "no_replica",
+                                    format!(
+                                        "no replica of `{name}` became ready within {set_hold} s; retry later"
                                     ),
-                                    10,
                                 ),
                             );
                         }
