@@ -136,11 +136,13 @@ async fn serve(a: GatewayArgs) -> Result<()> {
             let _ = sync_once(&api, &serving, &metrics, &name).await;
         })
     };
-    let app = gigafab_server::gateway::router_over(
-        serving.clone(),
-        Arc::new(gigafab_server::time::SystemClock),
-    );
-    let app = app
+    // each worker's routes, with a client of its own: a connection is
+    // used by the thread that made it (no wake-up crosses threads)
+    let make_app = || {
+        gigafab_server::gateway::router_over(
+            serving.clone(),
+            Arc::new(gigafab_server::time::SystemClock),
+        )
         .route(
             "/metrics",
             get({
@@ -170,12 +172,13 @@ async fn serve(a: GatewayArgs) -> Result<()> {
                     }
                 }
             }),
-        );
+        )
+    };
     // each worker: a thread, a runtime, a listener and a client of its own
     // (no request crosses threads)
     let mut threads = Vec::new();
     for (i, l) in listeners.into_iter().enumerate() {
-        let app = app.clone();
+        let app = make_app();
         let mut stop = stop_tx.subscribe();
         threads.push(
             std::thread::Builder::new()
