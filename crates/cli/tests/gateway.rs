@@ -20,10 +20,12 @@ use app::*;
 
 const ECHO: &str = include_str!("fixtures/echo_openai.py");
 
-/// A running `gigafab gateway`: its process and address.
+/// A running `gigafab gateway`: its process, its address and where its
+/// metrics are.
 struct Gateway {
     child: Child,
     url: String,
+    metrics: String,
 }
 
 impl Drop for Gateway {
@@ -38,6 +40,7 @@ impl Drop for Gateway {
 fn gateway(app: &App, token: &str, name: &str) -> Result<Gateway, String> {
     let child = Command::new(env!("CARGO_BIN_EXE_gigafab"))
         .args(["gateway", "--listen", "127.0.0.1:0", "--name", name])
+        .args(["--metrics-listen", "127.0.0.1:0"])
         .env("GIGAFAB_SERVER", &app.url)
         .env("GIGAFAB_TOKEN", token)
         .stdout(Stdio::null())
@@ -48,6 +51,7 @@ fn gateway(app: &App, token: &str, name: &str) -> Result<Gateway, String> {
     let mut g = Gateway {
         child,
         url: String::new(),
+        metrics: String::new(),
     };
     let mut err = BufReader::new(g.child.stderr.take().unwrap());
     let mut said = String::new();
@@ -59,6 +63,7 @@ fn gateway(app: &App, token: &str, name: &str) -> Result<Gateway, String> {
         said.push_str(&line);
         if let Some(rest) = line.split("listening on ").nth(1) {
             g.url = rest.split_whitespace().next().unwrap().to_string();
+            g.metrics = line.split("metrics on ").nth(1).unwrap().trim().to_string();
             // the rest of its output is drained, never blocking it
             std::thread::spawn(move || for _ in err.lines() {});
             return Ok(g);
@@ -74,9 +79,10 @@ async fn replicas(app: &App, token: &str) -> Value {
     v["replicas"].clone()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn standalone_gateways_serve_scale_meter_and_follow_revocations() {
-    let app = App::spawn(Db::Sqlite, "gateways").await.unwrap();
+/// Organisation `acme` with 10 GPU-hours, its member alice, the model
+/// pushed, and endpoint `echo` (with `options`, and `env` for its
+/// replicas): alice's token and a key of the endpoint.
+async fn echo_endpoint(app: &App, options: &[&str], env: &[&str]) -> (String, String) {
     app.post("/api/v1/orgs", json!({"name": "acme", "category": "sme"}))
         .await;
     app.post(
@@ -104,30 +110,67 @@ async fn standalone_gateways_serve_scale_meter_and_follow_revocations() {
         "--licence",
         "MIT",
     ]);
-    // at zero replicas, back to zero after 4 s without a request
-    cli(&[
-        "endpoint",
-        "create",
-        "echo",
-        "--model",
-        "echo-model@1",
-        "--idle-to-zero",
-        "4",
-        "--scale-down-delay",
-        "2",
-        "--env",
-        "API_KEY={api_key}",
-        "--env",
-        "WHO=echo",
-        "--",
-        "python3",
-        "-c",
-        ECHO,
-        "{port}",
-    ]);
+    let mut args = vec!["endpoint", "create", "echo", "--model", "echo-model@1"];
+    args.extend_from_slice(options);
+    args.extend_from_slice(&["--env", "API_KEY={api_key}", "--env", "WHO=echo"]);
+    for e in env {
+        args.extend_from_slice(&["--env", e]);
+    }
+    args.extend_from_slice(&["--", "python3", "-c", ECHO, "{port}"]);
+    cli(&args);
     let key: Value =
         serde_json::from_str(&cli(&["endpoint", "keys", "create", "echo", "-o", "json"])).unwrap();
-    let key = key["key"].as_str().unwrap().to_string();
+    (alice.clone(), key["key"].as_str().unwrap().to_string())
+}
+
+/// What a replica says it served is its tenant's word: counts it could
+/// overflow are held to a bound (they would stop every key's metering on
+/// PostgreSQL, or wrap a tenant's own usage below zero).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicas_usage_is_held_to_bounds() {
+    let app = App::spawn(Db::Sqlite, "gateway-usage").await.unwrap();
+    let (alice, key) = echo_endpoint(
+        &app,
+        &["--min", "1"],
+        &["PROMPT_TOKENS=18446744073709551615"],
+    )
+    .await;
+    for _ in 0..3 {
+        let (code, v) = oai::chat(&app.url, "echo", &key).await;
+        assert_eq!(code, 200, "{v}");
+    }
+    let t = Instant::now();
+    loop {
+        let (ok, out, err) = app.cli(&alice, &["endpoint", "keys", "ls", "echo", "-o", "json"]);
+        assert!(ok, "{err}");
+        let v: Value = serde_json::from_str(&out).unwrap();
+        let k = &v["items"][0];
+        if k["requests"] == 3 {
+            // 10 million tokens an answer at most
+            assert_eq!(k["prompt_tokens"], 30_000_000, "{k}");
+            assert_eq!(k["completion_tokens"], 3, "{k}");
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "{k}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_gateways_serve_scale_meter_and_follow_revocations() {
+    let mut app = App::spawn(Db::Sqlite, "gateways").await.unwrap();
+    // at zero replicas, back to zero after 4 s without a request
+    let (alice, key) = echo_endpoint(
+        &app,
+        &["--idle-to-zero", "4", "--scale-down-delay", "2"],
+        &[],
+    )
+    .await;
+    let cli = |args: &[&str]| {
+        let (ok, out, err) = app.cli(&alice, args);
+        assert!(ok, "gigafab {args:?}: {err}");
+        out
+    };
 
     // a member's token runs no gateway (it would hold the replicas' keys)
     let refused = gateway(&app, &alice, "gw-member").err().unwrap_or_default();
@@ -177,9 +220,10 @@ async fn standalone_gateways_serve_scale_meter_and_follow_revocations() {
         assert!(t.elapsed() < Duration::from_secs(20), "{k}");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    // and each gateway's own /metrics counts what it answered
+    // and each gateway's own metrics count what it answered, on their own
+    // port: the public one does not list the endpoints
     let m = http
-        .get(format!("{}/metrics", g1.url))
+        .get(&g1.metrics)
         .send()
         .await
         .unwrap()
@@ -192,6 +236,12 @@ async fn standalone_gateways_serve_scale_meter_and_follow_revocations() {
                 .starts_with("gigafab_endpoint_requests_total{endpoint=\"echo\",code=\"200\"} 4")),
         "{m}"
     );
+    let public = http
+        .get(format!("{}/metrics", g1.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(public.status(), 404);
 
     // a revoked key stops on every gateway within a couple of syncs
     let out = cli(&["endpoint", "keys", "ls", "echo", "-o", "json"]);
@@ -219,4 +269,19 @@ async fn standalone_gateways_serve_scale_meter_and_follow_revocations() {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    // the server gone: once its last sync is 10 s old, a gateway serves
+    // nothing (it could be serving revoked keys)
+    app.kill9();
+    let t = Instant::now();
+    loop {
+        let (code, v) = oai::chat(&g2.url, "echo", "gfk_any").await;
+        if code == 503 {
+            assert_eq!(v["error"]["code"], "gateway_out_of_sync", "{v}");
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "{code} {v}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let ready = http.get(format!("{}/readyz", g2.url)).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
 }

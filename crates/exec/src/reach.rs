@@ -32,7 +32,7 @@ use rustix::net::{
 pub const SERVE_SOCKET: &str = "serve.sock";
 
 /// How long the supervisor waits for the job's port to accept.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Where a serving job is reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,18 +61,22 @@ fn short_path(dir: &Path, name: &str) -> io::Result<(PathBuf, Option<OwnedFd>)> 
     Ok((p, Some(fd)))
 }
 
-/// Asks the supervisor listening at `path` for a connection to its job's
-/// port: a connected TCP stream, or why there is none (the job does not
-/// listen yet, or the supervisor is gone).
-pub fn connect(path: &Path, timeout: Duration) -> io::Result<TcpStream> {
+/// A path to the supervisor's socket at `path` that fits in a socket
+/// address, with the descriptor that keeps it valid (hold it until the
+/// connection is made).
+pub fn socket_path(path: &Path) -> io::Result<(PathBuf, Option<OwnedFd>)> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| io::Error::other("not a socket path"))?;
-    let (short, _guard) = short_path(dir, name)?;
-    let s = UnixStream::connect(&short)?;
-    s.set_read_timeout(Some(timeout))?;
+    short_path(dir, name)
+}
+
+/// Reads the supervisor's answer on `s`, a connection to its socket: the
+/// connected TCP stream, or why there is none. On a non-blocking socket
+/// with nothing to read yet, `WouldBlock`.
+pub fn receive(s: impl AsFd) -> io::Result<TcpStream> {
     let mut buf = [0u8; 512];
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut cmsg = RecvAncillaryBuffer::new(&mut space);
@@ -102,6 +106,16 @@ pub fn connect(path: &Path, timeout: Duration) -> io::Result<TcpStream> {
             "the job's supervisor handed over no connection",
         )),
     }
+}
+
+/// Asks the supervisor listening at `path` for a connection to its job's
+/// port, waiting at most `timeout` for its answer (blocking: the gateway
+/// does the same without blocking a thread).
+pub fn connect(path: &Path, timeout: Duration) -> io::Result<TcpStream> {
+    let (short, _guard) = socket_path(path)?;
+    let s = UnixStream::connect(&short)?;
+    s.set_read_timeout(Some(timeout))?;
+    receive(&s)
 }
 
 /// The supervisor's side, started before its job: binds

@@ -37,6 +37,10 @@ use crate::time::Clock;
 pub const MAX_REQUEST: usize = 16 << 20;
 /// Largest answer it reads whole (non-streamed, to meter it), bytes.
 pub const MAX_ANSWER: usize = 64 << 20;
+/// Most tokens one answer is counted for, each of prompt and completion
+/// (a replica's `usage` is its tenant's word: nothing it says may
+/// overflow a counter).
+pub const MAX_TOKENS: u64 = 10_000_000;
 
 /// The client the gateway reaches replicas with (kept-alive connections).
 pub type Upstream = Client<Connector, Body>;
@@ -77,23 +81,54 @@ impl tower::Service<hyper::Uri> for Connector {
     }
 
     fn call(&mut self, uri: hyper::Uri) -> Self::Future {
-        let socket = uri
-            .authority()
-            .and_then(|a| self.serving.socket(a.as_str()));
+        let authority = uri.authority().map(|a| a.as_str().to_string());
+        let socket = authority.as_deref().and_then(|a| self.serving.socket(a));
         match socket {
             Some(path) => Box::pin(async move {
-                let s = tokio::task::spawn_blocking(move || {
-                    gigafab_exec::reach::connect(&path, Duration::from_secs(5))
-                })
-                .await
-                .map_err(std::io::Error::other)??;
+                let s = tokio::time::timeout(Duration::from_secs(5), from_supervisor(&path))
+                    .await
+                    .map_err(|_| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "the replica's supervisor did not answer within 5 s",
+                        )
+                    })??;
                 s.set_nonblocking(true)?;
                 Ok(TokioIo::new(TcpStream::from_std(s)?))
             }),
+            // a replica reached through its supervisor that is gone: never
+            // a name to look up
+            None if authority
+                .as_deref()
+                .is_some_and(|a| a.ends_with(".replica")) =>
+            {
+                Box::pin(async {
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "the replica is gone",
+                    ))
+                })
+            }
             None => {
                 let c = self.http.call(uri);
                 Box::pin(async move { c.await.map_err(std::io::Error::other) })
             }
+        }
+    }
+}
+
+/// A connection to a replica handed over by its supervisor at `path`
+/// ([`gigafab_exec::reach`]), without blocking a thread.
+async fn from_supervisor(path: &std::path::Path) -> std::io::Result<std::net::TcpStream> {
+    let (short, _guard) = gigafab_exec::reach::socket_path(path)?;
+    let u = tokio::net::UnixStream::connect(&short).await?;
+    loop {
+        u.readable().await?;
+        match u.try_io(tokio::io::Interest::READABLE, || {
+            gigafab_exec::reach::receive(&u)
+        }) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            r => return r,
         }
     }
 }
@@ -247,10 +282,7 @@ async fn proxy(
     if key.endpoint_id != e.id || !key.live(now.0) {
         return denied();
     }
-    if let Err(not_until) = key.limiter.check() {
-        let wait = not_until.wait_time_from(governor::clock::Clock::now(
-            &governor::clock::DefaultClock::default(),
-        ));
+    if let Err(wait) = key.check() {
         return refused(
             &e,
             &key,
@@ -485,7 +517,13 @@ fn usage_of(v: &[u8]) -> Option<(u64, u64)> {
         usage: Option<U>,
     }
     let a: A = serde_json::from_slice(v).ok()?;
-    a.usage.map(|u| (u.prompt_tokens, u.completion_tokens))
+    // what a replica says is its tenant's word: held to a bound
+    a.usage.map(|u| {
+        (
+            u.prompt_tokens.min(MAX_TOKENS),
+            u.completion_tokens.min(MAX_TOKENS),
+        )
+    })
 }
 
 async fn answer(
@@ -609,10 +647,10 @@ impl Meter {
         }
         if let Some((p, c)) = usage_of(data) {
             self.usage = true;
-            self.prompt = p;
-            self.completion = c;
+            self.prompt = p.min(MAX_TOKENS);
+            self.completion = c.min(MAX_TOKENS);
         } else if !self.usage && carries_content(data) {
-            self.completion += 1;
+            self.completion = (self.completion + 1).min(MAX_TOKENS);
         }
     }
 }

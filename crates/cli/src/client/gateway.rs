@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use clap::Args;
 use gigafab_server::endpoints::registry::Serving;
@@ -22,6 +23,7 @@ use super::Conn;
 /// How often it reports and learns (more often while requests wait).
 const SYNC: Duration = Duration::from_secs(1);
 const SYNC_BUSY: Duration = Duration::from_millis(200);
+const SYNC_MIN: Duration = Duration::from_millis(50);
 /// Past this without a sync, `/readyz` says not ready.
 const STALE_MS: i64 = 10_000;
 
@@ -34,6 +36,10 @@ pub struct GatewayArgs {
     /// Its name in its reports to the server [default: gateway-PORT@HOST].
     #[arg(long)]
     name: Option<String>,
+    /// Where to serve `/metrics` (Prometheus text): not on the public port,
+    /// which would tell anyone the endpoints' names [default: nowhere].
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
     /// Threads serving requests, each with its own listener on the same
     /// port (SO_REUSEPORT) and its own connections to the replicas, as
     /// nginx's workers [default: one per CPU].
@@ -114,7 +120,11 @@ async fn serve(a: GatewayArgs) -> Result<()> {
                     .any(|e| e.queued.load(Ordering::Relaxed) > 0);
                 tokio::select! {
                     _ = tokio::time::sleep(if busy { SYNC_BUSY } else { SYNC }) => {}
-                    _ = serving.wake.notified() => {}
+                    _ = serving.wake.notified() => {
+                        // requests may wake it often: a report at most
+                        // every SYNC_MIN
+                        tokio::time::sleep(SYNC_MIN).await;
+                    }
                     _ = stop.changed() => break,
                 }
                 match sync_once(&api, &serving, &metrics, &name).await {
@@ -143,16 +153,21 @@ async fn serve(a: GatewayArgs) -> Result<()> {
             serving.clone(),
             Arc::new(gigafab_server::time::SystemClock),
         )
-        .route(
-            "/metrics",
-            get({
-                let metrics = metrics.clone();
-                move || {
-                    let m = metrics.clone();
-                    async move { gigafab_server::metrics::render(&m, &Snapshot::default()) }
+        // out of sync with the server: it may be serving revoked keys and
+        // gone replicas, so it serves nothing
+        .layer(axum::middleware::from_fn({
+            let last_sync = last_sync.clone();
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let fresh = gigafab_exec::now_ms() - last_sync.load(Ordering::Acquire) <= STALE_MS;
+                async move {
+                    if fresh {
+                        next.run(req).await
+                    } else {
+                        out_of_sync()
+                    }
                 }
-            }),
-        )
+            }
+        }))
         .route(
             "/readyz",
             get({
@@ -162,18 +177,33 @@ async fn serve(a: GatewayArgs) -> Result<()> {
                         gigafab_exec::now_ms() - last_sync.load(Ordering::Acquire) <= STALE_MS;
                     async move {
                         if fresh {
-                            (axum::http::StatusCode::OK, "ready\n")
+                            (axum::http::StatusCode::OK, "ready\n").into_response()
                         } else {
-                            (
-                                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                                "not in sync with the server\n",
-                            )
+                            out_of_sync()
                         }
                     }
                 }
             }),
         )
     };
+    let mut metrics_at = String::new();
+    if let Some(at) = a.metrics_listen {
+        let l = tokio::net::TcpListener::bind(at)
+            .await
+            .with_context(|| format!("--metrics-listen: cannot listen on {at}"))?;
+        metrics_at = format!("; metrics on http://{}/metrics", l.local_addr()?);
+        let metrics = metrics.clone();
+        let app = axum::Router::new().route(
+            "/metrics",
+            get(move || {
+                let m = metrics.clone();
+                async move { gigafab_server::metrics::render(&m, &Snapshot::default()) }
+            }),
+        );
+        tokio::spawn(async move {
+            let _ = axum::serve(l, app).await;
+        });
+    }
     // each worker: a thread, a runtime, a listener and a client of its own
     // (no request crosses threads)
     let mut threads = Vec::new();
@@ -202,7 +232,9 @@ async fn serve(a: GatewayArgs) -> Result<()> {
                 })?,
         );
     }
-    eprintln!("gigafab gateway: listening on http://{addr} as {name} ({workers} workers)");
+    eprintln!(
+        "gigafab gateway: listening on http://{addr} as {name} ({workers} workers){metrics_at}"
+    );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
@@ -218,6 +250,21 @@ async fn serve(a: GatewayArgs) -> Result<()> {
     }
     let _ = syncer.await;
     Ok(())
+}
+
+/// The answer while out of sync with the server (OpenAI's error shape).
+fn out_of_sync() -> axum::response::Response {
+    let body = serde_json::json!({"error": {
+        "message": "this gateway is out of sync with the server; retry (another gateway may answer)",
+        "type": "server_error", "code": "gateway_out_of_sync", "param": null}});
+    let mut r = (
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(body),
+    )
+        .into_response();
+    r.headers_mut()
+        .insert(axum::http::header::RETRY_AFTER, 5.into());
+    r
 }
 
 /// One report and the routes it brings back.

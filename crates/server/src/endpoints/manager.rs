@@ -453,8 +453,14 @@ impl Manager {
         let now_s = now.0 as f64 / 1000.0;
         let d = {
             let mut sc = e.scale.lock().map_err(|_| ApiError::unavailable("lock"))?;
-            sc.in_flight = e.in_flight.load(Ordering::Relaxed) + remote.in_flight;
-            sc.queued = e.queued.load(Ordering::Relaxed) + remote.queued;
+            sc.in_flight = e
+                .in_flight
+                .load(Ordering::Relaxed)
+                .saturating_add(remote.in_flight);
+            sc.queued = e
+                .queued
+                .load(Ordering::Relaxed)
+                .saturating_add(remote.queued);
             sc.last_request_s = (last > 0).then_some(last as f64 / 1000.0);
             let d = serving::decide(&sc, &set.scaling, now_s);
             let before = sc.replicas;
@@ -472,8 +478,12 @@ impl Manager {
                 d.reason.code(),
                 format!(
                     "{} in flight, {} waiting",
-                    e.in_flight.load(Ordering::Relaxed) + remote.in_flight,
-                    e.queued.load(Ordering::Relaxed) + remote.queued
+                    e.in_flight
+                        .load(Ordering::Relaxed)
+                        .saturating_add(remote.in_flight),
+                    e.queued
+                        .load(Ordering::Relaxed)
+                        .saturating_add(remote.queued)
                 ),
             )
             .await;
@@ -557,8 +567,9 @@ impl Manager {
             });
             for r in order.into_iter().take((held - want) as usize) {
                 if r.state() == RState::Ready
-                    && r.in_flight.load(Ordering::Acquire)
-                        + s.gateway_reports.on_replica(r.job, now.0)
+                    && r.in_flight
+                        .load(Ordering::Acquire)
+                        .saturating_add(s.gateway_reports.on_replica(r.job, now.0))
                         > 0
                 {
                     r.set_state(RState::Draining);

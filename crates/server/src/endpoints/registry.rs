@@ -163,13 +163,7 @@ pub struct Served {
 
 impl Served {
     pub fn add(&self, error: bool, prompt: u64, completion: u64) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        if error {
-            self.errors.fetch_add(1, Ordering::Relaxed);
-        }
-        self.prompt_tokens.fetch_add(prompt, Ordering::Relaxed);
-        self.completion_tokens
-            .fetch_add(completion, Ordering::Relaxed);
+        self.put_back((1, u64::from(error), prompt, completion));
     }
 
     /// The counts so far, reset to zero: (requests, errors, prompt,
@@ -183,12 +177,18 @@ impl Served {
         )
     }
 
-    /// Puts counts back (a flush that failed).
+    /// Adds counts (a flush that failed puts its own back): each stays
+    /// within what the store's 64-bit signed counters hold.
     pub fn put_back(&self, (r, e, p, c): (u64, u64, u64, u64)) {
-        self.requests.fetch_add(r, Ordering::Relaxed);
-        self.errors.fetch_add(e, Ordering::Relaxed);
-        self.prompt_tokens.fetch_add(p, Ordering::Relaxed);
-        self.completion_tokens.fetch_add(c, Ordering::Relaxed);
+        let add = |a: &AtomicU64, v: u64| {
+            let _ = a.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |x| {
+                Some(x.saturating_add(v).min(i64::MAX as u64 / 2))
+            });
+        };
+        add(&self.requests, r);
+        add(&self.errors, e);
+        add(&self.prompt_tokens, p);
+        add(&self.completion_tokens, c);
     }
 }
 
@@ -313,13 +313,27 @@ impl Endpoint {
 
 type Limiter = governor::DefaultDirectRateLimiter;
 
+/// `per_s` requests a second, in bursts of 5 s worth.
+fn limiter(per_s: f64) -> Limiter {
+    let per_s = per_s.clamp(0.001, 1e6);
+    let period = std::time::Duration::from_secs_f64(1.0 / per_s);
+    let burst = NonZeroU32::new(((per_s * 5.0).ceil() as u32).max(1)).expect("positive");
+    let quota = governor::Quota::with_period(period)
+        .expect("a positive period")
+        .allow_burst(burst);
+    governor::RateLimiter::direct(quota)
+}
+
 /// A live API key of an endpoint.
 pub struct Key {
     pub id: i64,
     pub endpoint_id: i64,
+    /// The requests a second it allows (f64 bits).
+    per_s: AtomicU64,
     pub expires_ms: Option<i64>,
     pub revoked: AtomicBool,
-    pub limiter: Limiter,
+    /// Its budget (replaced when its rate changes).
+    limiter: RwLock<Limiter>,
     /// What it served since the last flush.
     pub served: Served,
 }
@@ -333,20 +347,38 @@ impl std::fmt::Debug for Key {
 impl Key {
     /// A key allowing `per_s` requests a second, bursts of 5 s worth.
     pub fn new(id: i64, endpoint_id: i64, expires_ms: Option<i64>, per_s: f64) -> Key {
-        let per_s = per_s.clamp(0.001, 1e6);
-        let period = std::time::Duration::from_secs_f64(1.0 / per_s);
-        let burst = NonZeroU32::new(((per_s * 5.0).ceil() as u32).max(1)).expect("positive");
-        let quota = governor::Quota::with_period(period)
-            .expect("a positive period")
-            .allow_burst(burst);
         Key {
+            per_s: AtomicU64::new(per_s.to_bits()),
             id,
             endpoint_id,
             expires_ms,
             revoked: AtomicBool::new(false),
-            limiter: governor::RateLimiter::direct(quota),
+            limiter: RwLock::new(limiter(per_s)),
             served: Served::default(),
         }
+    }
+
+    /// The requests a second it allows.
+    pub fn per_s(&self) -> f64 {
+        f64::from_bits(self.per_s.load(Ordering::Relaxed))
+    }
+
+    /// Allows `per_s` requests a second from now on (a fresh budget).
+    pub fn set_rate(&self, per_s: f64) {
+        if let Ok(mut l) = self.limiter.write() {
+            *l = limiter(per_s);
+            self.per_s.store(per_s.to_bits(), Ordering::Relaxed);
+        }
+    }
+
+    /// Takes one request from its budget; how long to wait when it is spent.
+    pub fn check(&self) -> Result<(), std::time::Duration> {
+        let l = self.limiter.read().unwrap_or_else(|e| e.into_inner());
+        l.check().map_err(|not_until| {
+            not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ))
+        })
     }
 
     /// Whether it works at `now` (ms).
@@ -448,8 +480,16 @@ impl Serving {
             keep
         });
         for (h, (id, endpoint, expires)) in want {
-            m.entry(h)
-                .or_insert_with(|| Arc::new(Key::new(id, endpoint, expires, rate(endpoint))));
+            let per_s = rate(endpoint);
+            match m.get(&h) {
+                // its rate changed (the endpoint's, or the number of
+                // gateways): a fresh budget at the new rate
+                Some(k) if (k.per_s() - per_s).abs() > per_s * 0.01 => k.set_rate(per_s),
+                Some(_) => {}
+                None => {
+                    m.insert(h, Arc::new(Key::new(id, endpoint, expires, per_s)));
+                }
+            }
         }
     }
 
@@ -534,8 +574,8 @@ impl Reports {
             for l in loads.iter().filter(|l| l.endpoint.0 == id) {
                 out.last_request_ms = out.last_request_ms.max(l.last_request_ms);
                 if now_ms - at <= REPORT_TTL_MS {
-                    out.in_flight += l.in_flight;
-                    out.queued += l.queued;
+                    out.in_flight = out.in_flight.saturating_add(l.in_flight);
+                    out.queued = out.queued.saturating_add(l.queued);
                 }
             }
         }
@@ -552,8 +592,7 @@ impl Reports {
             .flat_map(|(_, loads)| loads.iter())
             .flat_map(|l| l.replicas.iter())
             .filter(|r| r.job.0 == job)
-            .map(|r| r.in_flight)
-            .sum()
+            .fold(0u32, |a, r| a.saturating_add(r.in_flight))
     }
 
     /// Gateways that reported lately.

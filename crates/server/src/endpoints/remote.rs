@@ -24,6 +24,11 @@ use gigafab_api::{
     GatewayReplica, GatewayReplicaLoad, GatewayRoutes, GatewaySync, JobId, ReplicaReach,
 };
 
+/// Most requests in flight or waiting one gateway reports on an endpoint.
+const MAX_LOAD: u32 = 1_000_000;
+/// Most endpoints one report counts.
+const MAX_ENDPOINTS_REPORTED: usize = 100_000;
+
 use super::registry::{
     Endpoint, Key, MAX_GATEWAYS, REPORT_TTL_MS, RState, Replica, Serving, Settings,
 };
@@ -59,13 +64,36 @@ pub fn sync(s: &Shared, who: &Principal, req: GatewaySync) -> Result<GatewayRout
                 "{MAX_GATEWAYS} gateways report already"
             )));
         }
-        m.insert(name.to_string(), (now, req.load));
+        // its numbers held to bounds, its times to the server's clock
+        let load = req
+            .load
+            .into_iter()
+            .take(MAX_ENDPOINTS_REPORTED)
+            .map(|mut l| {
+                l.in_flight = l.in_flight.min(MAX_LOAD);
+                l.queued = l.queued.min(MAX_LOAD);
+                l.last_request_ms = l.last_request_ms.min(now);
+                l.replicas.truncate(MAX_LOAD as usize);
+                for r in l.replicas.iter_mut() {
+                    r.in_flight = r.in_flight.min(MAX_LOAD);
+                }
+                l
+            })
+            .collect();
+        m.insert(name.to_string(), (now, load));
     }
     // what they served: charged as the server's own gateway's is
     let keys: HashMap<i64, Arc<Key>> = s.serving.keys().into_iter().map(|k| (k.id, k)).collect();
     for u in &req.usage {
         if let Some(k) = keys.get(&u.key.0) {
-            let t = (u.requests, u.errors, u.prompt_tokens, u.completion_tokens);
+            // held to what that many answers may count
+            let most = u.requests.saturating_mul(crate::gateway::MAX_TOKENS);
+            let t = (
+                u.requests,
+                u.errors.min(u.requests),
+                u.prompt_tokens.min(most),
+                u.completion_tokens.min(most),
+            );
             k.served.put_back(t);
             if let Some(e) = s.serving.by_id(k.endpoint_id) {
                 e.served.put_back(t);
