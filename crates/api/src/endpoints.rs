@@ -377,6 +377,11 @@ pub struct GatewaySync {
     /// The gateway's name (its reports replace its earlier ones).
     #[schema(max_length = 128)]
     pub gateway: String,
+    /// The report's number, growing (0: none). A report resent after its
+    /// answer was lost keeps its number, and its usage is not counted
+    /// again.
+    #[serde(default)]
+    pub seq: u64,
     pub load: Vec<GatewayLoad>,
     pub usage: Vec<GatewayKeyUsage>,
 }

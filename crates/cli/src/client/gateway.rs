@@ -98,18 +98,22 @@ async fn serve(a: GatewayArgs) -> Result<()> {
     let metrics = Arc::new(Metrics::default());
     let last_sync = Arc::new(AtomicI64::new(0));
     // the first sync must work: a wrong server or token fails the start
-    sync_once(&api, &serving, &metrics, &name)
+    let mut syncer = Syncer {
+        api,
+        serving: serving.clone(),
+        metrics: metrics.clone(),
+        name: name.clone(),
+        seq: gigafab_exec::now_ms().max(0) as u64 * 1000,
+        pending: None,
+    };
+    syncer
+        .once()
         .await
         .context("the first sync with the server failed")?;
     last_sync.store(gigafab_exec::now_ms(), Ordering::Release);
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let syncer = {
-        let (serving, metrics, last_sync, name) = (
-            serving.clone(),
-            metrics.clone(),
-            last_sync.clone(),
-            name.clone(),
-        );
+        let (serving, last_sync) = (serving.clone(), last_sync.clone());
         let mut stop = stop_tx.subscribe();
         tokio::spawn(async move {
             let mut said = false;
@@ -127,7 +131,7 @@ async fn serve(a: GatewayArgs) -> Result<()> {
                     }
                     _ = stop.changed() => break,
                 }
-                match sync_once(&api, &serving, &metrics, &name).await {
+                match syncer.once().await {
                     Ok(()) => {
                         last_sync.store(gigafab_exec::now_ms(), Ordering::Release);
                         if said {
@@ -143,7 +147,7 @@ async fn serve(a: GatewayArgs) -> Result<()> {
                 }
             }
             // what was served since the last report
-            let _ = sync_once(&api, &serving, &metrics, &name).await;
+            let _ = syncer.once().await;
         })
     };
     // each worker's routes, with a client of its own: a connection is
@@ -267,25 +271,48 @@ fn out_of_sync() -> axum::response::Response {
     r
 }
 
-/// One report and the routes it brings back.
-async fn sync_once(
-    api: &super::http::Api,
-    serving: &Serving,
-    metrics: &Metrics,
-    name: &str,
-) -> Result<()> {
-    let report = remote::report(serving, name);
-    let reply = match api.post(&["gateway", "sync"], Some(&report)).await {
-        Ok(r) => r,
-        Err(e) => {
-            remote::unreport(serving, &report);
-            return Err(e);
-        }
-    };
-    let routes: gigafab_api::GatewayRoutes = match serde_json::from_value(reply.value) {
-        Ok(r) => r,
-        Err(e) => bail!("the server's routes are not readable: {e}"),
-    };
-    remote::apply(serving, metrics, routes);
-    Ok(())
+/// The gateway's reports to the server.
+struct Syncer {
+    api: super::http::Api,
+    serving: Arc<Serving>,
+    metrics: Arc<Metrics>,
+    name: String,
+    /// The last report's number (from the start's time: a restarted
+    /// gateway's numbers are higher).
+    seq: u64,
+    /// A report not known to have arrived: its number and usage, sent
+    /// again as they are (the server counts a number once).
+    pending: Option<(u64, Vec<gigafab_api::GatewayKeyUsage>)>,
+}
+
+impl Syncer {
+    /// One report and the routes it brings back.
+    async fn once(&mut self) -> Result<()> {
+        let (seq, usage) = match self.pending.take() {
+            Some(p) => p,
+            None => {
+                self.seq += 1;
+                (self.seq, remote::take_usage(&self.serving))
+            }
+        };
+        let report = gigafab_api::GatewaySync {
+            gateway: self.name.clone(),
+            seq,
+            load: remote::load(&self.serving),
+            usage,
+        };
+        let reply = match self.api.post(&["gateway", "sync"], Some(&report)).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.pending = Some((seq, report.usage));
+                return Err(e);
+            }
+        };
+        let routes: gigafab_api::GatewayRoutes = match serde_json::from_value(reply.value) {
+            Ok(r) => r,
+            Err(e) => bail!("the server's routes are not readable: {e}"),
+        };
+        remote::apply(&self.serving, &self.metrics, routes);
+        Ok(())
+    }
 }

@@ -552,6 +552,8 @@ pub const MAX_GATEWAYS: usize = 256;
 #[derive(Debug, Default)]
 pub struct Reports {
     pub(crate) by_gateway: std::sync::Mutex<HashMap<String, (i64, Vec<gigafab_api::GatewayLoad>)>>,
+    /// The number of each gateway's last report whose usage was counted.
+    counted: std::sync::Mutex<HashMap<String, u64>>,
 }
 
 /// The gateways' load on one endpoint now.
@@ -595,6 +597,28 @@ impl Reports {
             .fold(0u32, |a, r| a.saturating_add(r.in_flight))
     }
 
+    /// Whether the usage of `gateway`'s report number `seq` is to be
+    /// counted: not when a report of that number or a later one was
+    /// (resent after a lost answer). Number 0 is always counted.
+    pub fn first_time(&self, gateway: &str, seq: u64) -> bool {
+        if seq == 0 {
+            return true;
+        }
+        let Ok(mut m) = self.counted.lock() else {
+            return false;
+        };
+        match m.get(gateway) {
+            Some(&last) if seq <= last => false,
+            _ => {
+                if m.len() >= 4 * MAX_GATEWAYS {
+                    m.clear();
+                }
+                m.insert(gateway.to_string(), seq);
+                true
+            }
+        }
+    }
+
     /// Gateways that reported lately.
     pub fn live(&self, now_ms: i64) -> usize {
         self.by_gateway.lock().map_or(0, |m| {
@@ -602,5 +626,35 @@ impl Reports {
                 .filter(|(at, _)| now_ms - at <= REPORT_TTL_MS)
                 .count()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resent_report_is_counted_once() {
+        let r = Reports::default();
+        assert!(r.first_time("gw-1", 10));
+        // its answer was lost: the same report again
+        assert!(!r.first_time("gw-1", 10));
+        assert!(!r.first_time("gw-1", 9));
+        assert!(r.first_time("gw-1", 11));
+        // another gateway has numbers of its own; 0 is never deduplicated
+        assert!(r.first_time("gw-2", 10));
+        assert!(r.first_time("gw-2", 0));
+        assert!(r.first_time("gw-2", 0));
+    }
+
+    #[test]
+    fn served_counts_saturate() {
+        let s = Served::default();
+        s.add(false, u64::MAX, 1);
+        s.add(true, u64::MAX, 1);
+        let (r, e, p, c) = s.take();
+        assert_eq!((r, e, c), (2, 1, 2));
+        assert_eq!(p, i64::MAX as u64 / 2);
+        assert!(i64::try_from(p).is_ok());
     }
 }

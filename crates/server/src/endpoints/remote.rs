@@ -13,7 +13,7 @@
 //!
 //! This module has both sides: the server's ([`sync`]; the reports are
 //! kept in [`super::registry::Reports`]) and
-//! the gateway's ([`apply`], [`report`]).
+//! the gateway's ([`apply`], [`load`], [`take_usage`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -82,9 +82,14 @@ pub fn sync(s: &Shared, who: &Principal, req: GatewaySync) -> Result<GatewayRout
             .collect();
         m.insert(name.to_string(), (now, load));
     }
-    // what they served: charged as the server's own gateway's is
+    // what they served: charged as the server's own gateway's is (once)
     let keys: HashMap<i64, Arc<Key>> = s.serving.keys().into_iter().map(|k| (k.id, k)).collect();
-    for u in &req.usage {
+    let usage = if s.gateway_reports.first_time(name, req.seq) {
+        &req.usage[..]
+    } else {
+        &[]
+    };
+    for u in usage {
         if let Some(k) = keys.get(&u.key.0) {
             // held to what that many answers may count
             let most = u.requests.saturating_mul(crate::gateway::MAX_TOKENS);
@@ -261,10 +266,9 @@ fn gateway_settings(r: &GatewayEndpoint) -> Settings {
     }
 }
 
-/// The gateway's side: its report (the usage counters are taken: give
-/// them back with [`unreport`] if the report is not delivered).
-pub fn report(serving: &Serving, gateway: &str) -> GatewaySync {
-    let load = serving
+/// The gateway's side: what its requests do to each endpoint now.
+pub fn load(serving: &Serving) -> Vec<GatewayLoad> {
+    serving
         .all()
         .iter()
         .map(|e| GatewayLoad {
@@ -282,8 +286,13 @@ pub fn report(serving: &Serving, gateway: &str) -> GatewaySync {
                 .filter(|r| r.in_flight > 0)
                 .collect(),
         })
-        .collect();
-    let usage = serving
+        .collect()
+}
+
+/// The gateway's side: what each key served since the last time, taken
+/// (its counters start again from zero).
+pub fn take_usage(serving: &Serving) -> Vec<GatewayKeyUsage> {
+    serving
         .keys()
         .iter()
         .filter_map(|k| {
@@ -296,21 +305,5 @@ pub fn report(serving: &Serving, gateway: &str) -> GatewaySync {
                 completion_tokens,
             })
         })
-        .collect();
-    GatewaySync {
-        gateway: gateway.to_string(),
-        load,
-        usage,
-    }
-}
-
-/// Gives back the usage of a report that was not delivered.
-pub fn unreport(serving: &Serving, r: &GatewaySync) {
-    let keys: HashMap<i64, Arc<Key>> = serving.keys().into_iter().map(|k| (k.id, k)).collect();
-    for u in &r.usage {
-        if let Some(k) = keys.get(&u.key.0) {
-            k.served
-                .put_back((u.requests, u.errors, u.prompt_tokens, u.completion_tokens));
-        }
-    }
+        .collect()
 }
