@@ -40,7 +40,7 @@ impl Drop for Gateway {
 fn gateway(app: &App, token: &str, name: &str) -> Result<Gateway, String> {
     let child = Command::new(env!("CARGO_BIN_EXE_gigafab"))
         .args(["gateway", "--listen", "127.0.0.1:0", "--name", name])
-        .args(["--metrics-listen", "127.0.0.1:0"])
+        .args(["--metrics-listen", "127.0.0.1:0", "--header-timeout", "1"])
         .env("GIGAFAB_SERVER", &app.url)
         .env("GIGAFAB_TOKEN", token)
         .stdout(Stdio::null())
@@ -181,6 +181,22 @@ async fn standalone_gateways_serve_scale_meter_and_follow_revocations() {
     let http = reqwest::Client::new();
     let ready = http.get(format!("{}/readyz", g1.url)).send().await.unwrap();
     assert_eq!(ready.status(), 200);
+    // a connection that sends nothing is closed after the header timeout
+    // (1 s here): idle clients hold no worker's connections for long
+    {
+        use std::io::Read;
+        let addr = g1.url.trim_start_matches("http://").to_string();
+        let mut c = std::net::TcpStream::connect(&addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let t = Instant::now();
+        let mut buf = [0u8; 64];
+        let _ = c.read(&mut buf);
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "held {:?}",
+            t.elapsed()
+        );
+    }
 
     // a request at zero replicas, through a gateway, is held while the
     // server starts a replica, then answered

@@ -454,7 +454,7 @@ async fn refuse_connection(mut stream: tokio::net::TcpStream, cap: usize) {
 /// per connection, and a graceful stop when `stop` turns true (no new
 /// connection; those open finish their requests, up to [`STOP_GRACE`] in
 /// [`Running::wait`]).
-async fn serve_http(
+pub async fn serve_http(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     limits: HttpLimits,

@@ -40,6 +40,18 @@ pub struct GatewayArgs {
     /// which would tell anyone the endpoints' names [default: nowhere].
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// Open connections at most, all workers together; past it a new one
+    /// is closed at once.
+    #[arg(long, default_value_t = 8192)]
+    max_connections: usize,
+    /// Seconds a connection may take to send a request's headers (idle
+    /// keep-alive connections included).
+    #[arg(long, default_value_t = 30.0)]
+    header_timeout: f64,
+    /// Open connections of one client address at most (0: no cap; behind
+    /// a load balancer, every connection comes from it).
+    #[arg(long, default_value_t = 0)]
+    max_connections_per_client: usize,
     /// Threads serving requests, each with its own listener on the same
     /// port (SO_REUSEPORT) and its own connections to the replicas, as
     /// nginx's workers [default: one per CPU].
@@ -82,6 +94,18 @@ async fn serve(a: GatewayArgs) -> Result<()> {
     if !(1..=256).contains(&workers) {
         bail!("--workers must be within 1..=256");
     }
+    if !(a.header_timeout.is_finite() && (0.1..=3600.0).contains(&a.header_timeout)) {
+        bail!("--header-timeout must be within 0.1..=3600 seconds");
+    }
+    if a.max_connections < workers {
+        bail!("--max-connections must be at least --workers ({workers})");
+    }
+    let limits = gigafab_server::HttpLimits {
+        max_connections: a.max_connections / workers,
+        header_timeout: Duration::from_secs_f64(a.header_timeout),
+        max_connections_per_client: a.max_connections_per_client,
+        ..Default::default()
+    };
     let first = shared_listener(a.listen)?;
     let addr = first.local_addr()?;
     let mut listeners = vec![first];
@@ -213,7 +237,8 @@ async fn serve(a: GatewayArgs) -> Result<()> {
     let mut threads = Vec::new();
     for (i, l) in listeners.into_iter().enumerate() {
         let app = make_app();
-        let mut stop = stop_tx.subscribe();
+        let stop = stop_tx.subscribe();
+
         threads.push(
             std::thread::Builder::new()
                 .name(format!("gateway-{i}"))
@@ -222,15 +247,8 @@ async fn serve(a: GatewayArgs) -> Result<()> {
                         .enable_all()
                         .build()?;
                     rt.block_on(async move {
-                        use axum::serve::ListenerExt;
-                        let l = tokio::net::TcpListener::from_std(l)?.tap_io(|t| {
-                            let _ = t.set_nodelay(true);
-                        });
-                        axum::serve(l, app)
-                            .with_graceful_shutdown(async move {
-                                let _ = stop.changed().await;
-                            })
-                            .await?;
+                        let l = tokio::net::TcpListener::from_std(l)?;
+                        gigafab_server::serve_http(l, app, limits, stop).await?;
                         Ok(())
                     })
                 })?,
