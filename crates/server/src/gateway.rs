@@ -192,6 +192,17 @@ fn refused(e: &Endpoint, key: &Key, total_s: f64, r: Response) -> Response {
     r
 }
 
+/// `502 replica_failed`: a replica that did not answer, or whose answer
+/// broke off, `t0` after the request came.
+fn broken(e: &Endpoint, key: &Key, t0: Instant, message: String) -> Response {
+    refused(
+        e,
+        key,
+        t0.elapsed().as_secs_f64(),
+        oai_error(StatusCode::BAD_GATEWAY, "replica_failed", message),
+    )
+}
+
 /// `503 code`, to be retried after 10 s.
 fn unavailable(code: &str, message: String) -> Response {
     with_retry_after(
@@ -456,16 +467,7 @@ async fn proxy(
             }
             Err(err) => {
                 drop(flight);
-                return refused(
-                    &e,
-                    &key,
-                    t0.elapsed().as_secs_f64(),
-                    oai_error(
-                        StatusCode::BAD_GATEWAY,
-                        "replica_failed",
-                        format!("the replica did not answer: {err}"),
-                    ),
-                );
+                return broken(&e, &key, t0, format!("the replica did not answer: {err}"));
             }
         }
     }
@@ -575,15 +577,11 @@ async fn answer(
         Ok(c) => c.to_bytes(),
         Err(err) => {
             drop(flight);
-            return refused(
+            return broken(
                 &e,
                 &key,
-                t0.elapsed().as_secs_f64(),
-                oai_error(
-                    StatusCode::BAD_GATEWAY,
-                    "replica_failed",
-                    format!("the replica's answer broke off: {err}"),
-                ),
+                t0,
+                format!("the replica's answer broke off: {err}"),
             );
         }
     };
