@@ -343,12 +343,20 @@ fn gateway_table(v: &serde_json::Value) -> String {
         v["requests"], v["clients"], v["ways"][0]["rate_rps"]
     );
     s += &format!(
-        "{:<16} {:>12} {:>10} {:>10} {:>12} {:>10} {:>10} {:>7}\n",
-        "way", "req/s", "p50 ms", "p99 ms", "at rate r/s", "p50 ms", "p99 ms", "errors"
+        "{:<16} {:>12} {:>10} {:>10} {:>12} {:>10} {:>10} {:>7} {:>12}\n",
+        "way",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "at rate r/s",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "cpu µs/req"
     );
     for w in v["ways"].as_array().into_iter().flatten() {
         s += &format!(
-            "{:<16} {:>12.0} {:>10.3} {:>10.3} {:>12.0} {:>10.3} {:>10.3} {:>7}\n",
+            "{:<16} {:>12.0} {:>10.3} {:>10.3} {:>12.0} {:>10.3} {:>10.3} {:>7} {:>12}\n",
             w["way"].as_str().unwrap_or("?"),
             f(&w["throughput_rps"]),
             f(&w["closed_p50_ms"]),
@@ -356,18 +364,22 @@ fn gateway_table(v: &serde_json::Value) -> String {
             f(&w["rate_achieved_rps"]),
             f(&w["rate_p50_ms"]),
             f(&w["rate_p99_ms"]),
-            w["errors"]
+            w["errors"],
+            w["proxy_cpu_us"]
+                .as_f64()
+                .map_or("-".to_string(), |x| format!("{x:.1}"))
         );
     }
+    let ratio = |k: &str| v[k].as_f64().map_or("-".to_string(), |x| format!("{x:.2}"));
     s += &format!(
-        "added p99 at the rate: {:.3} ms; throughput over nginx's: gateway {}, gigafab-gateway {}; cold start: replica running {:.3} s after the request, answered after {:.3} s\n",
+        "added p99 at the rate: {:.3} ms; throughput over nginx's: gateway {}, gigafab-gateway {}; CPU per request over nginx's: gateway {}, gigafab-gateway {}; cold start: replica running {:.3} s after the request, answered after {:.3} s\n",
         f(&v["added_p99_ms"]),
         v["vs_nginx"]
             .as_f64()
             .map_or("no nginx".to_string(), |x| format!("{x:.2}")),
-        v["standalone_vs_nginx"]
-            .as_f64()
-            .map_or("-".to_string(), |x| format!("{x:.2}")),
+        ratio("standalone_vs_nginx"),
+        ratio("cpu_vs_nginx"),
+        ratio("standalone_cpu_vs_nginx"),
         f(&v["cold_start_to_replica_s"]),
         f(&v["cold_start_to_answer_s"])
     );

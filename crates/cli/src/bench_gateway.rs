@@ -44,6 +44,77 @@ pub struct Way {
     pub rate_p50_ms: f64,
     pub rate_p99_ms: f64,
     pub errors: usize,
+    /// CPU time the proxy (gateway or nginx, all its threads and
+    /// processes) spent per request of the closed loop, µs; None for the
+    /// replica called directly.
+    pub proxy_cpu_us: Option<f64>,
+}
+
+/// Whose CPU time a way's proxy is.
+#[derive(Debug, Clone)]
+enum Cpu {
+    /// Nobody's (the replica called directly).
+    None,
+    /// These processes', all their threads.
+    Pids(Vec<u32>),
+    /// This process's threads but the load's.
+    Here,
+}
+
+/// The name of the load's threads (left out of [`Cpu::Here`]).
+const LOAD_THREAD: &str = "bench-load";
+
+impl Cpu {
+    /// CPU time so far, ns (from each thread's `schedstat`).
+    fn ns(&self) -> Option<u64> {
+        let (pids, skip_load) = match self {
+            Cpu::None => return None,
+            Cpu::Pids(p) => (p.clone(), false),
+            Cpu::Here => (vec![std::process::id()], true),
+        };
+        let mut total = 0u64;
+        for pid in pids {
+            for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+                .ok()?
+                .flatten()
+            {
+                let dir = t.path();
+                if skip_load
+                    && std::fs::read_to_string(dir.join("comm"))
+                        .is_ok_and(|c| c.trim_end().starts_with(LOAD_THREAD))
+                {
+                    continue;
+                }
+                let stat = std::fs::read_to_string(dir.join("schedstat")).unwrap_or_default();
+                total += stat
+                    .split_whitespace()
+                    .next()
+                    .and_then(|x| x.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+        Some(total)
+    }
+}
+
+/// `pid` and its children (nginx's master and workers).
+fn with_children(pid: u32) -> Vec<u32> {
+    let mut all = vec![pid];
+    for d in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(child) = d.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(d.path().join("stat")).unwrap_or_default();
+        // the parent is the second field after the command's closing paren
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|x| x.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            all.push(child);
+        }
+    }
+    all
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -57,6 +128,10 @@ pub struct GatewayFigures {
     pub vs_nginx: Option<f64>,
     /// The standalone gateway's throughput over nginx's.
     pub standalone_vs_nginx: Option<f64>,
+    /// The gateway's CPU time per request over nginx's (below 1: less).
+    pub cpu_vs_nginx: Option<f64>,
+    /// The standalone gateway's CPU time per request over nginx's.
+    pub standalone_cpu_vs_nginx: Option<f64>,
     /// From a request at zero replicas to its replica's job running, s.
     pub cold_start_to_replica_s: f64,
     /// From that request to its answer, s (the echo backend starts in
@@ -230,29 +305,33 @@ async fn open(
 /// not take the server's threads, as it does not take nginx's processes.
 async fn measure(
     way: &'static str,
-    url: &str,
-    auth: &str,
+    (url, auth): (&str, &str),
+    cpu: Cpu,
     clients: usize,
     n: usize,
     rate: f64,
 ) -> Way {
     let (url, auth) = (url.to_string(), auth.to_string());
-    tokio::task::spawn_blocking(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("a runtime for the load");
-        rt.block_on(measure_here(way, &url, &auth, clients, n, rate))
-    })
-    .await
-    .expect("the load's thread")
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(LOAD_THREAD.into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name(LOAD_THREAD)
+                .enable_all()
+                .build()
+                .expect("a runtime for the load");
+            let _ = tx.send(rt.block_on(measure_here(way, (&url, &auth), cpu, clients, n, rate)));
+        })
+        .expect("the load's thread");
+    rx.await.expect("the load's answer")
 }
 
 async fn measure_here(
     way: &'static str,
-    url: &str,
-    auth: &str,
+    (url, auth): (&str, &str),
+    cpu: Cpu,
     clients: usize,
     n: usize,
     rate: f64,
@@ -264,7 +343,12 @@ async fn measure_here(
         .expect("an HTTP client");
     // warm the connections
     let _ = closed(&http, url, auth, clients, clients * 4).await;
+    let before = cpu.ns();
     let (throughput, mut lat, e1) = closed(&http, url, auth, clients, n).await;
+    let proxy_cpu_us = match (before, cpu.ns()) {
+        (Some(a), Some(b)) if !lat.is_empty() => Some((b - a) as f64 / 1e3 / lat.len() as f64),
+        _ => None,
+    };
     let (achieved, mut rlat, e2) = open(&http, url, auth, rate, n).await;
     Way {
         way,
@@ -276,6 +360,7 @@ async fn measure_here(
         rate_p50_ms: pct(&mut rlat, 0.5),
         rate_p99_ms: pct(&mut rlat, 0.99),
         errors: e1 + e2,
+        proxy_cpu_us,
     }
 }
 
@@ -482,22 +567,30 @@ pub async fn gateway(b: &ServeBench, rate: f64) -> Result<GatewayFigures> {
     let mut ways = vec![
         measure(
             "direct",
-            &direct_url,
-            &direct_auth,
+            (&direct_url, &direct_auth),
+            Cpu::None,
             b.clients,
             b.requests,
             rate,
         )
         .await,
-        measure("gateway", &gw_url, &gw_auth, b.clients, b.requests, rate).await,
+        measure(
+            "gateway",
+            (&gw_url, &gw_auth),
+            Cpu::Here,
+            b.clients,
+            b.requests,
+            rate,
+        )
+        .await,
     ];
     if let Some((standalone, sp)) = start_standalone(&s).await? {
         let url = format!("http://127.0.0.1:{sp}/v1/endpoints/echo/chat/completions");
         ways.push(
             measure(
                 "gigafab-gateway",
-                &url,
-                &gw_auth,
+                (&url, &gw_auth),
+                Cpu::Pids(vec![standalone.0.id()]),
                 b.clients,
                 b.requests,
                 rate,
@@ -507,9 +600,20 @@ pub async fn gateway(b: &ServeBench, rate: f64) -> Result<GatewayFigures> {
         drop(standalone);
     }
     let nginx = start_nginx(&s.dir, port, &secret).await?;
-    if let Some((_, np)) = &nginx {
+    if let Some((master, np)) = &nginx {
         let url = format!("http://127.0.0.1:{np}/v1/chat/completions");
-        ways.push(measure("nginx", &url, "Bearer unused", b.clients, b.requests, rate).await);
+        let cpu = Cpu::Pids(with_children(master.0.id()));
+        ways.push(
+            measure(
+                "nginx",
+                (&url, "Bearer unused"),
+                cpu,
+                b.clients,
+                b.requests,
+                rate,
+            )
+            .await,
+        );
     }
     drop(nginx);
     drop(echo);
@@ -526,9 +630,20 @@ pub async fn gateway(b: &ServeBench, rate: f64) -> Result<GatewayFigures> {
         (Some(g), Some(n)) if n.throughput_rps > 0.0 => Some(g.throughput_rps / n.throughput_rps),
         _ => None,
     };
+    let cpu_over_nginx = |w: &str| match (
+        by(w).and_then(|g| g.proxy_cpu_us),
+        by("nginx").and_then(|n| n.proxy_cpu_us),
+    ) {
+        (Some(g), Some(n)) if n > 0.0 => Some(g / n),
+        _ => None,
+    };
+    let (cpu_vs_nginx, standalone_cpu_vs_nginx) =
+        (cpu_over_nginx("gateway"), cpu_over_nginx("gigafab-gateway"));
     s.finish().await;
     Ok(GatewayFigures {
         standalone_vs_nginx,
+        cpu_vs_nginx,
+        standalone_cpu_vs_nginx,
         clients: b.clients,
         requests: b.requests,
         ways,

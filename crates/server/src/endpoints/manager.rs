@@ -32,7 +32,7 @@ pub fn spawn(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         // the gateway's own client (a replica's redirect is never
         // followed: it would point the control plane elsewhere)
         let mut m = Manager {
-            http: crate::gateway::upstream(s.serving.clone()),
+            http: crate::gateway::Upstream::new(s.serving.clone()),
             failed_submit: Default::default(),
             restarts: Default::default(),
             ticks: 0,
@@ -64,7 +64,7 @@ pub fn spawn(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 }
 
 struct Manager {
-    http: crate::gateway::Upstream,
+    http: std::sync::Arc<crate::gateway::Upstream>,
     /// Endpoint id -> when a replica last failed to be submitted, why.
     failed_submit: std::collections::HashMap<i64, (i64, String)>,
     /// Endpoint id -> replicas that ended unasked in a row, and when the
@@ -332,23 +332,30 @@ impl Manager {
         let replicas = e.replicas();
         let answers = futures_util::future::join_all(replicas.iter().map(|r| {
             let starting = r.state() == RState::Starting;
-            let req = r.authority.get().and_then(|a| {
-                axum::http::Request::get(format!("http://{a}{}", set.ready_path))
-                    .header(
-                        axum::http::header::AUTHORIZATION,
-                        format!("Bearer {}", r.secret),
-                    )
-                    .body(axum::body::Body::empty())
-                    .ok()
-            });
+            let authority = r.authority.get().filter(|_| starting);
             let client = self.http.clone();
+            let bearer = r.bearer.clone();
+            let path = set.ready_path.clone();
             async move {
-                let Some(req) = req.filter(|_| starting) else {
+                let Some(authority) = authority else {
                     return false;
                 };
+                let req = crate::gateway::h1::Req {
+                    method: "GET",
+                    path: &path,
+                    headers: &[("authorization", &bearer)],
+                    body: &[],
+                };
+                let ask = async {
+                    let a = client.send(authority, &req).await?;
+                    let ok = a.status.is_success();
+                    // read whole, so that the connection serves again
+                    a.body.collect(1 << 20).await?;
+                    Ok::<_, crate::gateway::h1::Error>(ok)
+                };
                 matches!(
-                    tokio::time::timeout(Duration::from_secs(1), client.request(req)).await,
-                    Ok(Ok(a)) if a.status().is_success()
+                    tokio::time::timeout(Duration::from_secs(1), ask).await,
+                    Ok(Ok(true))
                 )
             }
         }))

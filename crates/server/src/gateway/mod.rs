@@ -11,10 +11,8 @@
 //! "code"}}`, which OpenAI clients read.
 
 use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -22,11 +20,6 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use http_body_util::BodyExt;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpStream;
 
 use crate::auth::hash_token;
 use crate::endpoints::registry::{Endpoint, Key, RState, Replica, Serving};
@@ -42,101 +35,14 @@ pub const MAX_ANSWER: usize = 64 << 20;
 /// overflow a counter).
 pub const MAX_TOKENS: u64 = 10_000_000;
 
-/// The client the gateway reaches replicas with (kept-alive connections).
-pub type Upstream = Client<Connector, Body>;
+pub mod h1;
 
-/// A client for replicas.
-pub fn upstream(serving: Arc<Serving>) -> Upstream {
-    let mut http = HttpConnector::new();
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(Duration::from_secs(5)));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(1024)
-        .build(Connector { http, serving })
-}
-
-/// Opens connections to replicas: over TCP, or, for a replica in a
-/// network of its own, from its supervisor ([`gigafab_exec::reach`]).
-#[derive(Clone)]
-pub struct Connector {
-    http: HttpConnector,
-    serving: Arc<Serving>,
-}
-
-type Connecting = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<TokioIo<TcpStream>, std::io::Error>> + Send>,
->;
-
-impl tower::Service<hyper::Uri> for Connector {
-    type Response = TokioIo<TcpStream>;
-    type Error = std::io::Error;
-    type Future = Connecting;
-
-    fn poll_ready(
-        &mut self,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: hyper::Uri) -> Self::Future {
-        let authority = uri.authority().map(|a| a.as_str().to_string());
-        let socket = authority.as_deref().and_then(|a| self.serving.socket(a));
-        match socket {
-            Some(path) => Box::pin(async move {
-                let s = tokio::time::timeout(Duration::from_secs(5), from_supervisor(&path))
-                    .await
-                    .map_err(|_| {
-                        std::io::Error::new(
-                            std::io::ErrorKind::TimedOut,
-                            "the replica's supervisor did not answer within 5 s",
-                        )
-                    })??;
-                s.set_nonblocking(true)?;
-                Ok(TokioIo::new(TcpStream::from_std(s)?))
-            }),
-            // a replica reached through its supervisor that is gone: never
-            // a name to look up
-            None if authority
-                .as_deref()
-                .is_some_and(|a| a.ends_with(".replica")) =>
-            {
-                Box::pin(async {
-                    Err(std::io::Error::new(
-                        std::io::ErrorKind::NotFound,
-                        "the replica is gone",
-                    ))
-                })
-            }
-            None => {
-                let c = self.http.call(uri);
-                Box::pin(async move { c.await.map_err(std::io::Error::other) })
-            }
-        }
-    }
-}
-
-/// A connection to a replica handed over by its supervisor at `path`
-/// ([`gigafab_exec::reach`]), without blocking a thread.
-async fn from_supervisor(path: &std::path::Path) -> std::io::Result<std::net::TcpStream> {
-    let (short, _guard) = gigafab_exec::reach::socket_path(path)?;
-    let u = tokio::net::UnixStream::connect(&short).await?;
-    loop {
-        u.readable().await?;
-        match u.try_io(tokio::io::Interest::READABLE, || {
-            gigafab_exec::reach::receive(&u)
-        }) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            r => return r,
-        }
-    }
-}
+pub use h1::Pool as Upstream;
 
 struct Gw {
     serving: Arc<Serving>,
     clock: Arc<dyn Clock>,
-    client: Upstream,
+    client: Arc<Upstream>,
 }
 
 /// The gateway's routes, inside `gigafab serve`.
@@ -147,7 +53,7 @@ pub fn router(s: Arc<Shared>) -> Router {
 /// The gateway's routes over `serving` (its own, in `gigafab gateway`).
 pub fn router_over(serving: Arc<Serving>, clock: Arc<dyn Clock>) -> Router {
     let gw = Arc::new(Gw {
-        client: upstream(serving.clone()),
+        client: Upstream::new(serving.clone()),
         serving,
         clock,
     });
@@ -335,10 +241,11 @@ async fn proxy(
         return refused(&e, &key, 0.0, queue_full(&name, limit));
     }
     // the two headers passed on (not the whole map)
-    let passed = [header::CONTENT_TYPE, header::ACCEPT].map(|h| {
-        let v = req.headers().get(&h).cloned();
-        (h, v)
-    });
+    let passed = [
+        ("content-type", header::CONTENT_TYPE),
+        ("accept", header::ACCEPT),
+    ]
+    .map(|(name, h)| (name, req.headers().get(&h).cloned()));
     let body = match axum::body::to_bytes(req.into_body(), MAX_REQUEST).await {
         Ok(b) => b,
         Err(_) => {
@@ -430,23 +337,27 @@ async fn proxy(
             drop(flight);
             continue;
         };
-        let uri = format!("http://{authority}/v1/{op}");
-        let mut up = axum::http::Request::builder()
-            .method("POST")
-            .uri(&uri)
-            .header(header::AUTHORIZATION, replica.bearer.clone());
+        let path = match op {
+            "chat/completions" => "/v1/chat/completions",
+            "completions" => "/v1/completions",
+            _ => "/v1/embeddings",
+        };
+        let mut headers: [(&'static str, &HeaderValue); 3] =
+            [("authorization", &replica.bearer); 3];
+        let mut n = 1;
         for (h, v) in &passed {
             if let Some(v) = v {
-                up = up.header(h, v);
+                headers[n] = (h, v);
+                n += 1;
             }
         }
-        let up = match up.body(Body::from(body.clone())) {
-            Ok(u) => u,
-            Err(err) => {
-                return oai_error(StatusCode::BAD_REQUEST, "bad_request", err.to_string());
-            }
+        let req = h1::Req {
+            method: "POST",
+            path,
+            headers: &headers[..n],
+            body: &body,
         };
-        match gw.client.request(up).await {
+        match gw.client.send(authority, &req).await {
             Ok(ans) => {
                 let estimate = if streamed {
                     estimate_prompt_tokens(&body)
@@ -532,12 +443,12 @@ async fn answer(
     e: Arc<Endpoint>,
     key: Arc<Key>,
     flight: Flight,
-    ans: hyper::Response<hyper::body::Incoming>,
+    ans: h1::Answer,
     (streamed, prompt_estimate): (bool, u64),
     t0: Instant,
 ) -> Response {
-    let status = ans.status();
-    let ctype = ans.headers().get(header::CONTENT_TYPE).cloned();
+    let status = ans.status;
+    let ctype = ans.content_type;
     let sse = ctype
         .as_ref()
         .and_then(|v| v.to_str().ok())
@@ -555,10 +466,7 @@ async fn answer(
             line: Vec::new(),
             _flight: flight,
         };
-        let body = Body::from_stream(Metered {
-            inner: ans.into_body(),
-            meter: Some(meter),
-        });
+        let body = Body::from_stream(metered(ans.body, meter));
         let mut r = Response::new(body);
         *r.status_mut() = status;
         if let Some(c) = ctype {
@@ -570,11 +478,8 @@ async fn answer(
             .insert("x-accel-buffering", HeaderValue::from_static("no"));
         return r;
     }
-    let collected = http_body_util::Limited::new(ans.into_body(), MAX_ANSWER)
-        .collect()
-        .await;
-    let bytes = match collected {
-        Ok(c) => c.to_bytes(),
+    let bytes = match ans.body.collect(MAX_ANSWER).await {
+        Ok(b) => b,
         Err(err) => {
             drop(flight);
             return broken(
@@ -726,37 +631,23 @@ impl Drop for Meter {
     }
 }
 
-/// A replica's streamed answer, passed on chunk by chunk and metered.
-struct Metered {
-    inner: hyper::body::Incoming,
-    meter: Option<Meter>,
-}
-
-impl futures_util::Stream for Metered {
-    type Item = Result<Bytes, Infallible>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        use hyper::body::Body as _;
-        loop {
-            match Pin::new(&mut self.inner).poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
-                    // ended (or broke off): recorded now, not when the
-                    // client lets go
-                    self.meter.take();
-                    return Poll::Ready(None);
-                }
-                Poll::Ready(Some(Ok(f))) => {
-                    if let Ok(data) = f.into_data() {
-                        if let Some(m) = self.meter.as_mut() {
-                            m.chunk(&data);
-                        }
-                        return Poll::Ready(Some(Ok(data)));
-                    }
-                }
+/// A replica's streamed answer, passed on chunk by chunk and metered; the
+/// meter records when the answer ends, breaks off or is let go.
+fn metered(
+    body: h1::Reader,
+    meter: Meter,
+) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
+    futures_util::stream::unfold((body, meter), |(mut body, mut meter)| async move {
+        match body.next().await {
+            Ok(Some(data)) => {
+                meter.chunk(&data);
+                Some((Ok(data), (body, meter)))
             }
+            // ended (or broke off): recorded now, not when the client
+            // lets go
+            Ok(None) | Err(_) => None,
         }
-    }
+    })
 }
 
 #[cfg(test)]
