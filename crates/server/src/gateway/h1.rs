@@ -130,6 +130,8 @@ pub struct Reader {
     /// Whether the connection may serve another request once this body is
     /// read.
     keep: bool,
+    /// Bytes of trailers read (held to [`MAX_HEAD`]).
+    trailers: usize,
     pool: Arc<Pool>,
 }
 
@@ -274,6 +276,7 @@ impl Pool {
                             conn: Some(c),
                             framing,
                             keep,
+                            trailers: 0,
                             pool: self.clone(),
                         },
                     }));
@@ -507,7 +510,13 @@ impl Reader {
                         }
                         Framing::ChunkEnd => Framing::ChunkSize,
                         Framing::Trailers if line.is_empty() => Framing::Length(0),
-                        Framing::Trailers => Framing::Trailers,
+                        Framing::Trailers => {
+                            self.trailers += line.len() + 2;
+                            if self.trailers > MAX_HEAD {
+                                return Err(Error::Malformed("trailers longer than 64 KiB"));
+                            }
+                            Framing::Trailers
+                        }
                         _ => match chunk_size(&line)? {
                             0 => Framing::Trailers,
                             n => Framing::Chunk(n),

@@ -138,6 +138,11 @@ async fn a_connection_closed_while_idle_is_replaced_once() {
 
 #[tokio::test]
 async fn bad_answers_are_errors_not_panics() {
+    let mut endless_trailers =
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\n".to_vec();
+    for _ in 0..20_000 {
+        endless_trailers.extend_from_slice(b"x-t: 1\r\n");
+    }
     for (bad, why) in [
         (&b"garbage\r\n\r\n"[..], "malformed"),
         (b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n", "malformed"),
@@ -160,6 +165,7 @@ async fn bad_answers_are_errors_not_panics() {
         (b"HTTP/1.1 200 OK\r\ncontent-length: 5000\r\n\r\n", "larger"),
         (b"HTTP/1.1 101 Switching\r\n\r\n", "malformed"),
         (b"HTTP/1.1 200 OK\r\ncont", "early"),
+        (&endless_trailers[..], "malformed"),
     ] {
         let (addr, _) = replica(vec![bad.to_vec()], 1 << 20).await;
         let p = pool();
