@@ -15,6 +15,7 @@ mod tenancy;
 
 use allocs::*;
 use fleet::*;
+pub use jobs::ExitStatus;
 use jobs::*;
 use tenancy::*;
 

@@ -881,6 +881,9 @@ fn main() {
         }
     };
     if let Err(e) = r {
+        if let Some(client::ExitStatus(s)) = e.downcast_ref() {
+            std::process::exit(*s);
+        }
         eprintln!("error: {}", error_chain(&e));
         std::process::exit(1);
     }

@@ -245,9 +245,70 @@ pub(super) async fn cancel(a: CancelArgs) -> Result<()> {
 /// Consecutive stream failures after which `logs --follow` gives up.
 pub(super) const LOG_RETRIES: u32 = 5;
 
+/// What `logs` says of a job that has not started: why it waits.
+fn waiting_line(j: &gigafab_api::Job, follow: bool) -> String {
+    let why = j
+        .reason
+        .as_deref()
+        .map_or(String::new(), |r| format!(" ({r})"));
+    let then = if follow {
+        "waiting for it to start"
+    } else {
+        "no output yet; `gigafab logs -f` waits for it"
+    };
+    format!("job {} is {}{why}: {then}", j.id, j.state)
+}
+
+/// The line `logs -f` ends with, and the exit status it ends with: the
+/// job's own exit code; 1 for a job that ended otherwise (cancelled, timed
+/// out, lost) without a code of its own.
+fn ended_line(j: &gigafab_api::Job) -> (String, i32) {
+    let code = match (j.state.as_str(), j.exit_code) {
+        ("completed", c) => c.unwrap_or(0),
+        (_, Some(c)) if c != 0 => c,
+        _ => 1,
+    };
+    // an exit status is a byte; a code past it (or negative: a signal)
+    // still says "failed"
+    let status = if (0..=255).contains(&code) {
+        code as i32
+    } else {
+        1
+    };
+    let mut line = format!("job {} {}", j.id, j.state);
+    if let Some(c) = j.exit_code {
+        line += &format!(" (exit code {c})");
+    }
+    if let Some(r) = j.reason.as_deref().filter(|r| !r.is_empty()) {
+        line += &format!(": {r}");
+    }
+    (line, status)
+}
+
+/// The exit status a command ends with, without an error message (its
+/// story was told on stderr already).
+#[derive(Debug)]
+pub struct ExitStatus(pub i32);
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit status {}", self.0)
+    }
+}
+
+impl std::error::Error for ExitStatus {}
+
 pub(super) async fn logs(a: LogsArgs) -> Result<()> {
     let api = a.conn.api()?;
     let id = a.id.to_string();
+    let job = |r: Reply| typed::<gigafab_api::Job>(&r.value);
+    let before = job(api.get(&["jobs", &id], &[]).await?)?;
+    if !matches!(
+        before.state.as_str(),
+        "running" | "completed" | "failed" | "timeout" | "cancelled"
+    ) {
+        note(&waiting_line(&before, a.follow));
+    }
     let stream = if a.stderr { "stderr" } else { "stdout" };
     let mut offset: u64 = 0;
     let mut failures: u32 = 0;
@@ -282,7 +343,17 @@ pub(super) async fn logs(a: LogsArgs) -> Result<()> {
                     }
                 }
                 match broke {
-                    None => return Ok(()),
+                    None if !a.follow => return Ok(()),
+                    None => {
+                        // the stream ends with the job: say how it ended
+                        let j = job(api.get(&["jobs", &id], &[]).await?)?;
+                        let (line, status) = ended_line(&j);
+                        note(&line);
+                        return match status {
+                            0 => Ok(()),
+                            s => Err(ExitStatus(s).into()),
+                        };
+                    }
                     Some(e) => e,
                 }
             }
