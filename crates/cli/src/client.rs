@@ -3,6 +3,7 @@
 
 mod allocs;
 mod catalog;
+mod directives;
 mod duration;
 mod endpoints;
 mod fleet;
@@ -324,9 +325,9 @@ pub enum Vendor {
 /// `gigafab submit`.
 #[derive(Args, Debug)]
 pub struct SubmitArgs {
-    /// Number of accelerators, started together as a gang.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=65536))]
-    gpus: u32,
+    /// Number of accelerators, started together as a gang [default: 1].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    gpus: Option<u32>,
     /// Accelerator type (e.g. h100); repeat to accept any of several types.
     #[arg(long = "type", value_name = "TYPE")]
     types: Vec<String>,
@@ -392,7 +393,10 @@ pub struct SubmitArgs {
     g: Global,
     /// The command to run and its arguments (after `--`). Options before
     /// the command are gigafab's: an unknown one is an error, never a
-    /// command (as with sbatch).
+    /// command (as with sbatch). A batch script (a file here that starts
+    /// with `#!`) is read as `sbatch` reads one: its `#SBATCH` and
+    /// `#GIGAFAB` directives ask for what no flag asks for, and it runs in
+    /// this directory unless --workdir or a directive says otherwise.
     #[arg(value_name = "CMD", required = true, trailing_var_arg = true)]
     command: Vec<String>,
 }

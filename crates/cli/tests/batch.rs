@@ -1,6 +1,7 @@
 //! Batch work as Slurm users do it, against the real binary: `logs -f`
 //! ends with the job's state and exits with its exit code; `logs` of a job
-//! that waits says why.
+//! that waits says why; a script's `#SBATCH` directives are read, and it
+//! runs where it was submitted.
 
 #[path = "common/app.rs"]
 #[macro_use]
@@ -13,8 +14,14 @@ use std::process::Command;
 
 /// Runs the CLI against `url`: (exit code, stdout, stderr).
 fn cli(url: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    cli_in(&std::env::temp_dir(), url, args)
+}
+
+/// [`cli`] run in `dir`.
+fn cli_in(dir: &std::path::Path, url: &str, args: &[&str]) -> (Option<i32>, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_gigafab"))
         .args(args)
+        .current_dir(dir)
         .env("GIGAFAB_SERVER", url)
         .env("GIGAFAB_TOKEN", TOKEN)
         .output()
@@ -75,4 +82,69 @@ async fn logs_follow_ends_with_the_jobs_state_and_exit_code(app: App) {
     assert_eq!(out, "");
     assert!(err.contains(&format!("job {waiting} cancelled")), "{err}");
     assert_eq!(code, Some(1), "{err}");
+}
+
+both_stores!(a_script_is_read_as_sbatch_reads_it);
+
+async fn a_script_is_read_as_sbatch_reads_it(app: App) {
+    let url = app.url.clone();
+    let work = app.dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(work.join("input.txt"), "data from the submit directory\n").unwrap();
+    // not executable: run by its `#!` interpreter, as sbatch runs it
+    std::fs::write(
+        work.join("train.sh"),
+        "#!/bin/sh\n\
+         # what it needs\n\
+         #SBATCH --job-name=train\n\
+         #SBATCH --gpus=2\n\
+         #SBATCH --partition=gpu\n\
+         #SBATCH --time=10\n\
+         cat input.txt\n\
+         echo \"n=$(echo $GIGAFAB_ACCELERATORS | tr ',' '\\n' | wc -l) args=$*\"\n\
+         #SBATCH --gpus=3\n",
+    )
+    .unwrap();
+    let submit = |args: &[&str]| {
+        let (code, out, err) = cli_in(&work, &url, args);
+        assert_eq!(code, Some(0), "{out}{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        (v, err)
+    };
+    let (v, err) = submit(&["submit", "-o", "json", "train.sh", "first"]);
+    assert_eq!(v["name"], "train");
+    assert_eq!(v["gpus"], 2, "the directive before the first command");
+    assert_eq!(v["time_limit_s"], 600, "Slurm's minutes");
+    assert!(
+        err.contains("train.sh:5: --partition=gpu: not an option gigafab reads (ignored)"),
+        "{err}"
+    );
+    let id = v["id"].as_i64().unwrap().to_string();
+    let (code, out, err) = cli(&url, &["logs", &id, "-f"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(out, "data from the submit directory\nn=2 args=first\n");
+    // a flag wins over its directive
+    let (v, _) = submit(&["submit", "--gpus", "1", "-o", "json", "train.sh"]);
+    assert_eq!(
+        (v["gpus"].as_i64(), v["name"].as_str()),
+        (Some(1), Some("train"))
+    );
+    let id = v["id"].as_i64().unwrap().to_string();
+    let (_, out, _) = cli(&url, &["logs", &id, "-f"]);
+    assert!(out.ends_with("n=1 args=\n"), "{out}");
+    // what gigafab cannot do yet is refused, by file and line, not ignored
+    std::fs::write(
+        work.join("array.sh"),
+        "#!/bin/sh\n#SBATCH --array=0-3\necho $SLURM_ARRAY_TASK_ID\n",
+    )
+    .unwrap();
+    let (code, out, err) = cli_in(&work, &url, &["submit", "array.sh"]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        err.contains("array.sh:2: --array=0-3: job arrays are not supported yet"),
+        "{err}"
+    );
+    let (_, out, _) = cli(&url, &["jobs", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["items"].as_array().unwrap().len(), 2, "nothing submitted");
 }

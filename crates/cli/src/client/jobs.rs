@@ -25,7 +25,7 @@ pub(super) fn submit_body(
     };
     gigafab_api::SubmitJob {
         allocation: gigafab_api::IdRef::Num(allocation),
-        gpus: a.gpus as i64,
+        gpus: a.gpus.unwrap_or(1) as i64,
         command: a.command.clone(),
         name: a.name.clone(),
         project: a.project.clone(),
@@ -86,7 +86,93 @@ pub(super) async fn submit_job(
     Ok((r, picked))
 }
 
-pub(super) async fn submit(a: SubmitArgs) -> Result<()> {
+/// The most of a script read for its directives, bytes.
+const MAX_SCRIPT: u64 = 1 << 20;
+
+/// A batch script submitted as the command (`gigafab submit train.sh`):
+/// its directives fill what no flag set; it runs in the submit directory
+/// unless told otherwise; it is named by its absolute path, and run by
+/// the interpreter of its `#!` line when it is not executable. Not a
+/// script (no such file here, or no `#!`): left as it is.
+pub(super) fn apply_script(a: &mut SubmitArgs) -> Result<()> {
+    use std::io::Read;
+    let Some(first) = a.command.first().cloned() else {
+        return Ok(());
+    };
+    let first = first.as_str();
+    let path = std::path::Path::new(first);
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    if !meta.is_file() {
+        return Ok(());
+    }
+    let mut text = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_SCRIPT).read_to_end(&mut text))
+        .with_context(|| format!("reading the script {first}"))?;
+    if !text.starts_with(b"#!") {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&text);
+    let d = directives::parse(first, &text)?;
+    for line in &d.ignored {
+        note(line);
+    }
+    let abs = std::path::absolute(path).with_context(|| format!("resolving {first}"))?;
+    let abs = abs
+        .to_str()
+        .with_context(|| format!("{} is not valid UTF-8", abs.display()))?
+        .to_string();
+    let executable = {
+        use std::os::unix::fs::PermissionsExt;
+        meta.permissions().mode() & 0o111 != 0
+    };
+    let mut command = Vec::new();
+    if !executable {
+        let shebang = text.lines().next().unwrap_or("#!");
+        let words: Vec<&str> = shebang[2..].split_whitespace().collect();
+        if words.is_empty() {
+            bail!("{first}:1: `#!` names no interpreter");
+        }
+        command.extend(words.iter().map(|w| w.to_string()));
+    }
+    command.push(abs);
+    command.extend(a.command.drain(1..));
+    a.command = command;
+    // flags win over directives
+    a.gpus = a.gpus.or(d.gpus);
+    if a.types.is_empty() {
+        a.types = d.types;
+    }
+    a.time = a.time.or(d.time_s);
+    a.memory = a.memory.or(d.memory_gb);
+    a.cpus = a.cpus.or(d.cpus);
+    a.name = a.name.take().or(d.name);
+    a.project = a.project.take().or(d.project);
+    a.priority = a.priority.or(d.priority);
+    a.allocation = a.allocation.or(d.allocation);
+    a.preemptible |= d.preemptible;
+    if a.vendor.is_none()
+        && let Some(v) = &d.vendor
+    {
+        a.vendor = Some(
+            <Vendor as clap::ValueEnum>::from_str(v, true)
+                .map_err(|_| anyhow::anyhow!("{first}: #GIGAFAB --vendor {v}: nvidia or amd"))?,
+        );
+    }
+    // sbatch's rule: the script runs where it was submitted
+    if a.workdir.is_none() {
+        a.workdir = Some(match d.workdir {
+            Some(w) => w,
+            None => std::env::current_dir().context("the current directory")?,
+        });
+    }
+    Ok(())
+}
+
+pub(super) async fn submit(mut a: SubmitArgs) -> Result<()> {
+    apply_script(&mut a)?;
     let api = a.g.conn.api()?;
     let (r, picked) = submit_job(&api, &a).await?;
     if let Some(p) = picked

@@ -1,0 +1,388 @@
+//! `#SBATCH` and `#GIGAFAB` directives of a batch script, read as `sbatch`
+//! reads them: from the lines at the top of the script, up to its first
+//! command (a line that is neither blank nor a comment). `#GIGAFAB` lines
+//! take `gigafab submit`'s own options; `#SBATCH` lines take the common
+//! Slurm ones. What a directive asks is used where no flag on the command
+//! line says otherwise (flags win).
+
+use std::path::PathBuf;
+
+use super::duration::parse_time_limit;
+
+/// What a script's directives ask for.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Directives {
+    pub gpus: Option<u32>,
+    pub types: Vec<String>,
+    pub time_s: Option<u64>,
+    pub memory_gb: Option<f64>,
+    pub cpus: Option<f64>,
+    pub name: Option<String>,
+    pub workdir: Option<PathBuf>,
+    pub vendor: Option<String>,
+    pub priority: Option<i64>,
+    pub preemptible: bool,
+    pub allocation: Option<u64>,
+    pub project: Option<String>,
+    /// Directives read and not used, as `file:line: text: why`.
+    pub ignored: Vec<String>,
+}
+
+/// A directive that cannot be read, as `file:line: why`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{file}:{line}: {why}")]
+pub struct DirectiveError {
+    pub file: String,
+    pub line: usize,
+    pub why: String,
+}
+
+/// Which family a directive line is of.
+#[derive(Clone, Copy, PartialEq)]
+enum Family {
+    Sbatch,
+    Gigafab,
+}
+
+/// The directives of `text` (a script read from `file`).
+pub fn parse(file: &str, text: &str) -> Result<Directives, DirectiveError> {
+    let mut d = Directives::default();
+    // --gpus-per-node is multiplied by --nodes, whichever comes first
+    let mut per_node: Option<(u32, usize)> = None;
+    let mut nodes: Option<(u32, usize)> = None;
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        let t = raw.trim();
+        let (family, rest) = if let Some(r) = t.strip_prefix("#SBATCH") {
+            (Family::Sbatch, r)
+        } else if let Some(r) = t.strip_prefix("#GIGAFAB") {
+            (Family::Gigafab, r)
+        } else if t.is_empty() || t.starts_with('#') {
+            continue;
+        } else {
+            // the first command: no directive after it is read (sbatch's rule)
+            break;
+        };
+        let err = |why: String| DirectiveError {
+            file: file.to_string(),
+            line,
+            why,
+        };
+        if !rest.is_empty() && !rest.starts_with([' ', '\t']) {
+            // `#SBATCHX`: not a directive, a comment
+            continue;
+        }
+        // a comment after the directive's words ends it
+        let rest = match rest.find(" #") {
+            Some(k) => &rest[..k],
+            None => rest,
+        };
+        let words = shlex::split(rest)
+            .ok_or_else(|| err(format!("`{}`: unbalanced quotes", rest.trim())))?;
+        let mut k = 0;
+        while k < words.len() {
+            let w = &words[k];
+            let (opt, inline) = match w.split_once('=') {
+                Some((o, v)) if o.starts_with("--") => (o.to_string(), Some(v.to_string())),
+                _ => (w.clone(), None),
+            };
+            if !opt.starts_with('-') {
+                return Err(err(format!(
+                    "`{w}` is not an option (a directive takes options, as on the command line)"
+                )));
+            }
+            let name = canonical(family, &opt);
+            let takes_value = name.is_some_and(|n| n != "preemptible");
+            let value = if takes_value {
+                match inline {
+                    Some(v) => Some(v),
+                    None => {
+                        k += 1;
+                        Some(
+                            words
+                                .get(k)
+                                .cloned()
+                                .ok_or_else(|| err(format!("{opt} needs a value")))?,
+                        )
+                    }
+                }
+            } else {
+                inline
+            };
+            k += 1;
+            let shown = match &value {
+                Some(v) => format!("{opt}={v}"),
+                None => opt.clone(),
+            };
+            let Some(name) = name else {
+                let why = match (family, opt.as_str()) {
+                    (Family::Sbatch, "--array" | "-a") => {
+                        "job arrays are not supported yet; submit one job per task".to_string()
+                    }
+                    (Family::Sbatch, "--dependency" | "-d") => {
+                        "dependencies are not supported yet; submit the job once the other has ended".to_string()
+                    }
+                    _ => String::new(),
+                };
+                if !why.is_empty() {
+                    return Err(err(format!("{shown}: {why}")));
+                }
+                d.ignored.push(format!(
+                    "{file}:{line}: {shown}: not an option gigafab reads (ignored)"
+                ));
+                continue;
+            };
+            let v = value.unwrap_or_default();
+            let bad = |what: &str| err(format!("{shown}: {what}"));
+            match name {
+                "gpus" => {
+                    let (ty, n) = typed_count(&v).ok_or_else(|| bad("a count, or TYPE:COUNT"))?;
+                    d.gpus = Some(n);
+                    if let Some(ty) = ty {
+                        d.types = vec![ty];
+                    }
+                }
+                "gres" => {
+                    for g in v.split(',') {
+                        match g.strip_prefix("gpu") {
+                            Some("") => d.gpus = Some(1),
+                            Some(r) if r.starts_with(':') => {
+                                let (ty, n) = typed_count(&r[1..])
+                                    .ok_or_else(|| bad("gpu:COUNT or gpu:TYPE:COUNT"))?;
+                                d.gpus = Some(n);
+                                if let Some(ty) = ty {
+                                    d.types = vec![ty];
+                                }
+                            }
+                            _ => d.ignored.push(format!(
+                                "{file}:{line}: {shown}: `{g}` is not a resource gigafab schedules (ignored)"
+                            )),
+                        }
+                    }
+                }
+                "gpus-per-node" => {
+                    let (ty, n) = typed_count(&v).ok_or_else(|| bad("a count, or TYPE:COUNT"))?;
+                    per_node = Some((n, line));
+                    if let Some(ty) = ty {
+                        d.types = vec![ty];
+                    }
+                }
+                "nodes" => {
+                    // N or N-N (a range: its least)
+                    let n = v
+                        .split('-')
+                        .next()
+                        .and_then(|x| x.parse::<u32>().ok())
+                        .filter(|n| *n >= 1)
+                        .ok_or_else(|| bad("a count of nodes"))?;
+                    nodes = Some((n, line));
+                }
+                "type" => d.types.push(v),
+                "time" => d.time_s = Some(parse_time_limit(&v).map_err(|e| bad(&e))?),
+                "mem" => {
+                    let gb = slurm_mem_gb(&v).ok_or_else(|| bad(MEM_FORMS))?;
+                    d.memory_gb = Some(gb);
+                }
+                "memory" => d.memory_gb = Some(positive(&v).ok_or_else(|| bad("GB, above 0"))?),
+                "cpus" => d.cpus = Some(positive(&v).ok_or_else(|| bad("CPUs, above 0"))?),
+                "name" => d.name = Some(v),
+                "chdir" => d.workdir = Some(PathBuf::from(v)),
+                "vendor" => d.vendor = Some(v),
+                "priority" => {
+                    d.priority = Some(v.parse().map_err(|_| bad("a whole number"))?)
+                }
+                "preemptible" => d.preemptible = true,
+                "allocation" => {
+                    d.allocation = Some(v.parse().map_err(|_| bad("an allocation's id"))?)
+                }
+                "project" => d.project = Some(v),
+                "output" | "error" => d.ignored.push(format!(
+                    "{file}:{line}: {shown}: the job's output is kept by gigafab (`gigafab logs`, `--stderr`) (ignored)"
+                )),
+                _ => unreachable!("every canonical name is handled"),
+            }
+        }
+    }
+    if let Some((n, line)) = per_node {
+        let count = nodes.map_or(1, |x| x.0);
+        d.gpus = Some(n.checked_mul(count).ok_or_else(|| DirectiveError {
+            file: file.to_string(),
+            line,
+            why: "--gpus-per-node times --nodes is too large".into(),
+        })?);
+    } else if let Some((n, line)) = nodes
+        && n > 1
+        && d.gpus.is_none()
+    {
+        d.ignored.push(format!(
+            "{file}:{line}: --nodes={n}: without --gpus-per-node, gigafab places accelerators, not nodes: ask for --gpus (ignored)"
+        ));
+    }
+    Ok(d)
+}
+
+/// The one name an option has, per family; None: not one gigafab reads.
+fn canonical(family: Family, opt: &str) -> Option<&'static str> {
+    let common = match opt {
+        "--gpus" | "-G" => "gpus",
+        "--time" | "-t" => "time",
+        "--cpus-per-task" | "-c" => "cpus",
+        "--job-name" | "-J" => "name",
+        "--chdir" | "-D" => "chdir",
+        _ => "",
+    };
+    let name = match family {
+        Family::Sbatch => match opt {
+            "--gres" => "gres",
+            "--gpus-per-node" => "gpus-per-node",
+            "--nodes" | "-N" => "nodes",
+            "--mem" => "mem",
+            "--output" | "-o" => "output",
+            "--error" | "-e" => "error",
+            _ => common,
+        },
+        Family::Gigafab => match opt {
+            "--type" => "type",
+            "--memory" => "memory",
+            "--cpus" => "cpus",
+            "--name" => "name",
+            "--workdir" => "chdir",
+            "--vendor" => "vendor",
+            "--priority" => "priority",
+            "--preemptible" => "preemptible",
+            "--allocation" => "allocation",
+            "--project" => "project",
+            _ => common,
+        },
+    };
+    (!name.is_empty()).then_some(name)
+}
+
+/// What `--mem` takes.
+const MEM_FORMS: &str = "a size: MB, or with a unit K, M, G, T (`16G`)";
+
+/// A finite number above 0.
+fn positive(v: &str) -> Option<f64> {
+    v.parse::<f64>().ok().filter(|x| x.is_finite() && *x > 0.0)
+}
+
+/// `N` or `TYPE:N` (a count at least 1).
+fn typed_count(v: &str) -> Option<(Option<String>, u32)> {
+    let (ty, n) = match v.rsplit_once(':') {
+        Some((t, n)) if !t.is_empty() && !t.contains(':') => (Some(t.to_string()), n),
+        Some(_) => return None,
+        None => (None, v),
+    };
+    let n = n.parse::<u32>().ok().filter(|n| (1..=65536).contains(n))?;
+    Some((ty, n))
+}
+
+/// Slurm's `--mem`: megabytes, or with a unit K, M, G or T; in GB.
+fn slurm_mem_gb(v: &str) -> Option<f64> {
+    let v = v.trim();
+    let (num, mult_mb) = match v.chars().last()?.to_ascii_uppercase() {
+        'K' => (&v[..v.len() - 1], 1.0 / 1024.0),
+        'M' => (&v[..v.len() - 1], 1.0),
+        'G' => (&v[..v.len() - 1], 1024.0),
+        'T' => (&v[..v.len() - 1], 1024.0 * 1024.0),
+        _ => (v, 1.0),
+    };
+    let mb = num
+        .parse::<f64>()
+        .ok()
+        .filter(|x| x.is_finite() && *x > 0.0)?
+        * mult_mb;
+    Some(mb / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sbatch_directives_are_read_up_to_the_first_command() {
+        let s = "#!/bin/bash\n\
+                 # a comment\n\
+                 #SBATCH --job-name=train\n\
+                 #SBATCH -G 2 # two of them\n\
+                 #SBATCH --time=1-02:00:00\n\
+                 #SBATCH --mem=16G\n\
+                 #SBATCH --cpus-per-task 8\n\
+                 #SBATCH --partition=gpu\n\
+                 #SBATCH --output=slurm-%j.out\n\
+                 \n\
+                 echo start\n\
+                 #SBATCH --gpus=7\n";
+        let d = parse("train.sh", s).unwrap();
+        assert_eq!(d.name.as_deref(), Some("train"));
+        assert_eq!(d.gpus, Some(2));
+        assert_eq!(d.time_s, Some(26 * 3600));
+        assert_eq!(d.memory_gb, Some(16.0));
+        assert_eq!(d.cpus, Some(8.0));
+        assert_eq!(d.ignored.len(), 2, "{:?}", d.ignored);
+        assert!(d.ignored[0].starts_with("train.sh:8: --partition=gpu"));
+        assert!(d.ignored[1].starts_with("train.sh:9: --output=slurm-%j.out"));
+    }
+
+    #[test]
+    fn gres_types_nodes_and_gigafab_lines() {
+        let d = parse("a.sh", "#SBATCH --gres=gpu:h100:4\n").unwrap();
+        assert_eq!((d.gpus, d.types.clone()), (Some(4), vec!["h100".into()]));
+        let d = parse("a.sh", "#SBATCH --nodes=2\n#SBATCH --gpus-per-node=8\n").unwrap();
+        assert_eq!(d.gpus, Some(16));
+        let d = parse(
+            "a.sh",
+            "#GIGAFAB --type mi300x --gpus 2 --memory 64 --preemptible\n#GIGAFAB --name=x --vendor amd\n",
+        )
+        .unwrap();
+        assert_eq!(d.types, vec!["mi300x".to_string()]);
+        assert_eq!(
+            (d.gpus, d.memory_gb, d.preemptible),
+            (Some(2), Some(64.0), true)
+        );
+        assert_eq!(
+            (d.name.as_deref(), d.vendor.as_deref()),
+            (Some("x"), Some("amd"))
+        );
+        assert_eq!(
+            parse("a.sh", "#SBATCH --mem=2048\n").unwrap().memory_gb,
+            Some(2.0)
+        );
+        // not a directive: a longer word, or a different case
+        assert_eq!(
+            parse("a.sh", "#SBATCHED --gpus=3\n#sbatch --gpus=3\n").unwrap(),
+            Directives::default()
+        );
+    }
+
+    #[test]
+    fn bad_directives_name_their_file_and_line() {
+        for (text, line, needle) in [
+            ("#!/bin/sh\n#SBATCH --gpus=zero\n", 2, "--gpus=zero"),
+            ("#SBATCH --time=forever\n", 1, "--time=forever"),
+            ("#SBATCH --mem=lots\n", 1, "--mem=lots"),
+            (
+                "\n\n#SBATCH --array=0-9%2\n",
+                3,
+                "arrays are not supported yet",
+            ),
+            (
+                "#SBATCH --dependency=afterok:4\n",
+                1,
+                "dependencies are not supported yet",
+            ),
+            ("#SBATCH --job-name\n", 1, "needs a value"),
+            ("#SBATCH gpus=2\n", 1, "not an option"),
+            ("#SBATCH --job-name='x\n", 1, "unbalanced quotes"),
+            ("#GIGAFAB --cpus -1\n", 1, "above 0"),
+        ] {
+            let e = parse("job.sh", text).unwrap_err();
+            assert_eq!(e.line, line, "{text}: {e}");
+            assert!(
+                e.to_string().starts_with(&format!("job.sh:{line}: ")),
+                "{e}"
+            );
+            assert!(e.to_string().contains(needle), "{text}: {e}");
+        }
+    }
+}
