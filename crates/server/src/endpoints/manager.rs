@@ -346,12 +346,11 @@ impl Manager {
                     headers: &[("authorization", &bearer)],
                     body: &[],
                 };
+                // its status alone says (the body is not read: the
+                // connection is closed with the answer)
                 let ask = async {
                     let a = client.send(authority, &req).await?;
-                    let ok = a.status.is_success();
-                    // read whole, so that the connection serves again
-                    a.body.collect(1 << 20).await?;
-                    Ok::<_, crate::gateway::h1::Error>(ok)
+                    Ok::<_, crate::gateway::h1::Error>(a.status.is_success())
                 };
                 matches!(
                     tokio::time::timeout(Duration::from_secs(1), ask).await,

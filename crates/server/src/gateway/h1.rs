@@ -7,10 +7,14 @@
 //!
 //! It speaks what replicas answer: a status line and headers, then a body
 //! framed by `Content-Length`, by `Transfer-Encoding: chunked`, or by the
-//! connection's end; interim `1xx` answers are skipped. A connection that
-//! was kept alive and turns out closed before any byte of its answer came
-//! (the replica closed it while idle) is replaced by a new one and the
-//! request written again, once.
+//! connection's end; interim `1xx` answers are skipped.
+//!
+//! A kept-alive connection is reused only when its last answer was read
+//! exactly to its end, and only if, looked at just before the request is
+//! written, it has neither ended nor received bytes nobody asked for (a
+//! replica cannot queue an answer ahead of the request). A request is
+//! written again on a new connection only when writing it failed: never
+//! once it was written whole, as the replica may have acted on it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -34,6 +38,10 @@ const MAX_LINE: usize = 4 << 10;
 const MAX_IDLE: usize = 1024;
 /// An idle connection older than this is closed rather than reused.
 const IDLE_FOR: Duration = Duration::from_secs(30);
+/// How often idle connections past [`IDLE_FOR`] are closed.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// Most interim (`1xx`) answers skipped before an answer.
+const MAX_INTERIM: usize = 8;
 /// How long a connection may take to open.
 const CONNECT_WITHIN: Duration = Duration::from_secs(5);
 /// A body up to this size goes out in the head's write.
@@ -82,7 +90,13 @@ struct Conn {
 /// Connections to replicas, kept alive between requests.
 pub struct Pool {
     serving: Arc<Serving>,
-    idle: Mutex<HashMap<Arc<str>, Vec<Conn>>>,
+    idle: Mutex<Idle>,
+}
+
+/// Idle connections by replica, and when they were last swept.
+struct Idle {
+    by: HashMap<Arc<str>, Vec<Conn>>,
+    swept: Instant,
 }
 
 /// A request to a replica.
@@ -139,37 +153,53 @@ impl Pool {
     pub fn new(serving: Arc<Serving>) -> Arc<Pool> {
         Arc::new(Pool {
             serving,
-            idle: Mutex::new(HashMap::new()),
+            idle: Mutex::new(Idle {
+                by: HashMap::new(),
+                swept: Instant::now(),
+            }),
         })
     }
 
-    /// An idle connection to `authority` that is young enough.
+    /// An idle connection to `authority` that is young enough and still
+    /// quiet (see [`quiet`]); the others met on the way are closed.
     fn checkout(&self, authority: &str) -> Option<Conn> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.get_mut(authority)?;
-        while let Some(c) = list.pop() {
-            if c.idle_since.elapsed() < IDLE_FOR {
+        loop {
+            let c = {
+                let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+                idle.by.get_mut(authority)?.pop()?
+            };
+            if c.idle_since.elapsed() < IDLE_FOR && quiet(&c.io) {
                 return Some(c);
             }
         }
-        None
     }
 
     fn give_back(&self, mut c: Conn) {
         c.idle_since = Instant::now();
+        if c.out.capacity() > 4 * INLINE_BODY {
+            c.out = Vec::with_capacity(1 << 10);
+        }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.entry(c.authority.clone()).or_default();
+        // now and then, the connections idle too long are closed (those
+        // of replicas that are gone among them)
+        if idle.swept.elapsed() >= SWEEP_EVERY {
+            idle.swept = Instant::now();
+            idle.by.retain(|_, list| {
+                list.retain(|c| c.idle_since.elapsed() < IDLE_FOR);
+                !list.is_empty()
+            });
+        }
+        let list = idle.by.entry(c.authority.clone()).or_default();
         if list.len() < MAX_IDLE {
             list.push(c);
         }
     }
 
-    /// Closes the idle connections to `authority` (a replica that is gone).
-    pub fn forget(&self, authority: &str) {
-        self.idle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(authority);
+    /// Idle connections kept, all replicas together.
+    #[cfg(test)]
+    fn idle_count(&self) -> usize {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.by.values().map(Vec::len).sum()
     }
 
     async fn connect(&self, authority: &str) -> Result<Conn, Error> {
@@ -215,16 +245,16 @@ impl Pool {
     pub async fn send(self: &Arc<Self>, authority: &str, req: &Req<'_>) -> Result<Answer, Error> {
         if let Some(c) = self.checkout(authority) {
             match self.exchange(c, authority, req).await {
-                // closed while idle, before any byte of an answer: once more
-                // on a new connection
-                Err(Stale) => {}
+                // the request did not go out whole: nothing can have acted
+                // on it; once more on a new connection
+                Err(Unsent(_)) => {}
                 Ok(r) => return r,
             }
         }
         let c = self.connect(authority).await?;
         match self.exchange(c, authority, req).await {
             Ok(r) => r,
-            Err(Stale) => Err(Error::Early),
+            Err(Unsent(e)) => Err(Error::Io(e)),
         }
     }
 
@@ -233,7 +263,7 @@ impl Pool {
         mut c: Conn,
         authority: &str,
         req: &Req<'_>,
-    ) -> Result<Result<Answer, Error>, Stale> {
+    ) -> Result<Result<Answer, Error>, Unsent> {
         write_head(&mut c.out, authority, req);
         let inline = req.body.len() <= INLINE_BODY;
         if inline {
@@ -244,17 +274,18 @@ impl Pool {
             wrote = c.io.write_all(req.body).await;
         }
         if let Err(e) = wrote {
-            return match e.kind() {
-                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => Err(Stale),
-                _ => Ok(Err(Error::Io(e))),
-            };
+            return Err(Unsent(e));
         }
         c.buf.clear();
-        let mut read_any = false;
+        let mut interim = 0;
         loop {
             match parse_head(&c.buf) {
                 Ok(Head::Partial) => {}
                 Ok(Head::Interim(n)) => {
+                    interim += 1;
+                    if interim > MAX_INTERIM {
+                        return Ok(Err(Error::Malformed("more than 8 interim answers")));
+                    }
                     c.buf.advance(n);
                     continue;
                 }
@@ -287,27 +318,36 @@ impl Pool {
                 return Ok(Err(Error::Malformed("its head is longer than 64 KiB")));
             }
             match c.io.read_buf(&mut c.buf).await {
-                Ok(0) if !read_any => return Err(Stale),
                 Ok(0) => return Ok(Err(Error::Early)),
-                Ok(_) => read_any = true,
-                Err(e)
-                    if !read_any
-                        && matches!(
-                            e.kind(),
-                            std::io::ErrorKind::ConnectionReset
-                                | std::io::ErrorKind::ConnectionAborted
-                        ) =>
-                {
-                    return Err(Stale);
-                }
+                Ok(_) => {}
                 Err(e) => return Ok(Err(Error::Io(e))),
             }
         }
     }
 }
 
-/// A kept-alive connection that was closed before its answer began.
-struct Stale;
+/// A request that could not be written whole (the write's error).
+struct Unsent(std::io::Error);
+
+/// Whether an idle connection is still open with nothing to read: a look
+/// at the socket that neither waits nor takes anything. An ended
+/// connection, an error, or bytes the replica sent unasked (an answer
+/// queued ahead of a request) all say no.
+fn quiet(io: &TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut b = [0u8; 1];
+    // SAFETY: a non-blocking peek of one byte into a buffer of one byte,
+    // on a socket this connection owns.
+    let n = unsafe {
+        libc::recv(
+            io.as_raw_fd(),
+            b.as_mut_ptr().cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
+}
 
 fn write_head(out: &mut Vec<u8>, authority: &str, req: &Req<'_>) {
     use std::io::Write;
@@ -370,13 +410,16 @@ fn parse_head(buf: &[u8]) -> Result<Head, Error> {
     let mut chunked = false;
     let mut encoded = false;
     let mut keep = r.version == Some(1);
+    let mut closes = false;
     let mut content_type = None;
     for h in r.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
-            let v = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .ok_or(Error::Malformed("a Content-Length that is not a number"))?;
+            let digits = h.value.trim_ascii();
+            let v =
+                (!digits.is_empty() && digits.len() <= 19 && digits.iter().all(u8::is_ascii_digit))
+                    .then(|| std::str::from_utf8(digits).ok()?.parse::<u64>().ok())
+                    .flatten()
+                    .ok_or(Error::Malformed("a Content-Length that is not a number"))?;
             if length.is_some_and(|l| l != v) {
                 return Err(Error::Malformed("two different Content-Lengths"));
             }
@@ -393,7 +436,7 @@ fn parse_head(buf: &[u8]) -> Result<Head, Error> {
             for t in h.value.split(|&b| b == b',') {
                 let t = t.trim_ascii();
                 if t.eq_ignore_ascii_case(b"close") {
-                    keep = false;
+                    closes = true;
                 } else if t.eq_ignore_ascii_case(b"keep-alive") && r.version == Some(0) {
                     keep = true;
                 }
@@ -402,8 +445,12 @@ fn parse_head(buf: &[u8]) -> Result<Head, Error> {
             content_type = HeaderValue::from_bytes(h.value).ok();
         }
     }
-    // RFC 9112 §6.3: Transfer-Encoding wins over Content-Length; a coding
-    // that is not chunked last ends with the connection
+    // RFC 9112 §6.3: Transfer-Encoding wins over Content-Length (and the
+    // connection is closed after such an answer); a coding that is not
+    // chunked last ends with the connection
+    if closes || (encoded && length.is_some()) {
+        keep = false;
+    }
     let framing = match (encoded, chunked, length) {
         (true, true, _) => Framing::ChunkSize,
         (true, false, _) => Framing::Close,
@@ -538,6 +585,9 @@ impl Reader {
             None => return Ok(Bytes::new()),
             Some(b) => b,
         };
+        if first.len() > limit {
+            return Err(Error::TooLarge(limit));
+        }
         // the common case: the body came whole in one read
         let Some(second) = self.next().await? else {
             return Ok(first);
@@ -561,7 +611,7 @@ impl Reader {
 /// A line (without its CRLF) from the front of `buf`, if a whole one is
 /// there.
 fn take_line(buf: &mut BytesMut) -> Result<Option<Vec<u8>>, Error> {
-    match buf.iter().position(|&b| b == b'\n') {
+    match buf.iter().take(MAX_LINE + 1).position(|&b| b == b'\n') {
         Some(i) => {
             let mut line = buf.split_to(i + 1).to_vec();
             line.pop();
@@ -582,7 +632,7 @@ fn chunk_size(line: &[u8]) -> Result<u64, Error> {
         .next()
         .unwrap_or(&[])
         .trim_ascii();
-    if hex.is_empty() || hex.len() > 15 {
+    if hex.is_empty() || hex.len() > 15 || !hex.iter().all(u8::is_ascii_hexdigit) {
         return Err(Error::Malformed("a chunk size that is not a number"));
     }
     std::str::from_utf8(hex)

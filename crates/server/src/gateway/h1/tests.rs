@@ -2,7 +2,7 @@
 
 use super::*;
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 /// A server that answers the `i`-th request on a connection with
 /// `answers[i]` (written in pieces of `piece` bytes), closing the
@@ -24,25 +24,8 @@ async fn replica(
             let answers = answers.clone();
             tokio::spawn(async move {
                 for a in answers {
-                    // one request: its head, then its Content-Length body
-                    let mut got = Vec::new();
-                    let mut b = [0u8; 4096];
-                    loop {
-                        let n = s.read(&mut b).await.unwrap_or(0);
-                        if n == 0 {
-                            return;
-                        }
-                        got.extend_from_slice(&b[..n]);
-                        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-                            let head = String::from_utf8_lossy(&got[..i]).to_lowercase();
-                            let len: usize = head
-                                .lines()
-                                .find_map(|l| l.strip_prefix("content-length: "))
-                                .map_or(0, |v| v.trim().parse().unwrap());
-                            if got.len() >= i + 4 + len {
-                                break;
-                            }
-                        }
+                    if !read_request(&mut s).await {
+                        return;
                     }
                     for p in a.chunks(piece.max(1)) {
                         if s.write_all(p).await.is_err() {
@@ -123,7 +106,7 @@ async fn interim_answers_are_skipped_and_a_close_framed_body_ends_with_the_conne
 }
 
 #[tokio::test]
-async fn a_connection_closed_while_idle_is_replaced_once() {
+async fn a_connection_the_replica_closed_while_idle_is_not_reused() {
     // each connection serves one answer and is closed after it
     let (addr, accepted) = replica(vec![OK.to_vec()], 1 << 20).await;
     let p = pool();
@@ -136,8 +119,102 @@ async fn a_connection_closed_while_idle_is_replaced_once() {
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
 }
 
+/// Reads one request (head and Content-Length body) from `s`.
+async fn read_request(s: &mut TcpStream) -> bool {
+    let mut got = Vec::new();
+    let mut b = [0u8; 4096];
+    loop {
+        let n = s.read(&mut b).await.unwrap_or(0);
+        if n == 0 {
+            return false;
+        }
+        got.extend_from_slice(&b[..n]);
+        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..i]).to_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            if got.len() >= i + 4 + len {
+                return true;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_answer_queued_ahead_of_a_request_is_never_taken_for_its_answer() {
+    // the first connection answers, then sends a forged answer unasked and
+    // waits; the second answers honestly
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        assert!(read_request(&mut s).await);
+        s.write_all(OK).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nforged")
+            .await
+            .unwrap();
+        let (mut t, _) = l.accept().await.unwrap();
+        assert!(read_request(&mut t).await);
+        t.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nhonest")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        drop(s);
+    });
+    let p = pool();
+    let a = p.send(&addr, &post(b"{}")).await.unwrap();
+    assert_eq!(a.body.collect(100).await.unwrap().len(), 11);
+    assert_eq!(p.idle_count(), 1, "kept alive");
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    let a = p.send(&addr, &post(b"{}")).await.unwrap();
+    assert_eq!(&a.body.collect(100).await.unwrap()[..], b"honest");
+}
+
+#[tokio::test]
+async fn a_request_written_whole_is_never_written_again() {
+    // the replica reads the request and ends the connection unanswered
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = requests.clone();
+    tokio::spawn(async move {
+        // the first connection answers once, to be kept alive
+        let (mut s, _) = l.accept().await.unwrap();
+        assert!(read_request(&mut s).await);
+        s.write_all(OK).await.unwrap();
+        loop {
+            if !read_request(&mut s).await {
+                break;
+            }
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(s);
+            let Ok((next, _)) = l.accept().await else {
+                return;
+            };
+            s = next;
+        }
+    });
+    let p = pool();
+    let a = p.send(&addr, &post(b"{}")).await.unwrap();
+    a.body.collect(100).await.unwrap();
+    let e = match p.send(&addr, &post(b"{}")).await {
+        Ok(a) => a.body.collect(100).await.err().unwrap(),
+        Err(e) => e,
+    };
+    assert!(!e.is_connect(), "{e}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
 #[tokio::test]
 async fn bad_answers_are_errors_not_panics() {
+    let mut big_chunk = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n7d0\r\n".to_vec();
+    big_chunk.extend_from_slice(&[b'a'; 2000]);
+    big_chunk.extend_from_slice(b"\r\n0\r\n\r\n");
+    let many_interim = b"HTTP/1.1 102 Processing\r\n\r\n".repeat(9);
     let mut endless_trailers =
         b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\n".to_vec();
     for _ in 0..20_000 {
@@ -166,6 +243,16 @@ async fn bad_answers_are_errors_not_panics() {
         (b"HTTP/1.1 101 Switching\r\n\r\n", "malformed"),
         (b"HTTP/1.1 200 OK\r\ncont", "early"),
         (&endless_trailers[..], "malformed"),
+        (
+            b"HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\nhello",
+            "malformed",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n+5\r\nhello\r\n0\r\n\r\n",
+            "malformed",
+        ),
+        (&big_chunk[..], "larger"),
+        (&many_interim[..], "interim"),
     ] {
         let (addr, _) = replica(vec![bad.to_vec()], 1 << 20).await;
         let p = pool();
