@@ -25,6 +25,7 @@ use crate::queue::{Queue, Queued};
 
 mod backfill;
 mod candidates;
+mod deps;
 mod fleet;
 mod forecast;
 mod idle;
@@ -37,6 +38,7 @@ mod runs;
 mod waits;
 
 use crate::spec::{AllocationSpec, Category, JobSpec, Throughputs, TypeFilter};
+pub use deps::DepKind;
 pub use idle::PowerDownStats;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 pub use waits::Wait;
@@ -81,6 +83,8 @@ pub enum Reason {
     Withdrawn,
     /// Hit by accelerator failures more often than the policy requeues.
     RestartsExhausted,
+    /// A job it depends on ended in a way that can never satisfy it.
+    DependencyNeverSatisfied,
 }
 
 impl Reason {
@@ -92,6 +96,7 @@ impl Reason {
             Reason::AllocationExhausted => "allocation_exhausted",
             Reason::Withdrawn => "withdrawn",
             Reason::RestartsExhausted => "restarts_exhausted",
+            Reason::DependencyNeverSatisfied => "dependency_never_satisfied",
         }
     }
 }
@@ -332,6 +337,9 @@ pub struct SchedCore {
     pub jobs: Vec<Job>,
     pub allocs: Vec<AllocState>,
     alloc_by_name: HashMap<String, AllocIdx>,
+    /// Jobs held for their dependencies, and what each waits for (see
+    /// `deps.rs`); in job order, so that releases are deterministic.
+    dep_held: BTreeMap<JobIdx, Vec<(DepKind, JobIdx)>>,
     /// Why jobs waited, per job: (the pass that noted it, the cause);
     /// kept only while `waits_on` (see `waits.rs`).
     waits: Vec<(u32, Wait)>,
@@ -512,6 +520,7 @@ impl SchedCore {
             jobs: Vec::new(),
             allocs: Vec::new(),
             alloc_by_name: HashMap::new(),
+            dep_held: BTreeMap::new(),
             throughputs,
             queue: Queue::new(grouped),
             running_by_end: vec![BTreeSet::new(); np],
@@ -666,6 +675,15 @@ impl SchedCore {
     /// Submits a job at `now`. Returns its index; a job that can never run
     /// is recorded as cancelled with a reason.
     pub fn submit(&mut self, spec: &JobSpec, alloc: AllocIdx, now: f64) -> JobIdx {
+        self.submit_inner(spec, alloc, now, true)
+    }
+
+    /// [`SchedCore::submit`] without queueing the job (held: see `deps.rs`).
+    fn submit_held(&mut self, spec: &JobSpec, alloc: AllocIdx, now: f64) -> JobIdx {
+        self.submit_inner(spec, alloc, now, false)
+    }
+
+    fn submit_inner(&mut self, spec: &JobSpec, alloc: AllocIdx, now: f64, queue: bool) -> JobIdx {
         let steps = spec.steps.is_some() && spec.job_type.is_some();
         let base = if steps {
             spec.steps.unwrap_or(0.0)
@@ -724,7 +742,9 @@ impl SchedCore {
             return idx;
         }
         self.jobs.push(job);
-        self.enqueue(idx, now);
+        if queue {
+            self.enqueue(idx, now);
+        }
         idx
     }
 
@@ -753,6 +773,7 @@ impl SchedCore {
     pub fn schedule(&mut self, now: f64) -> &Decisions {
         self.dec.clear();
         self.waits_begin(now);
+        self.release_held(now);
         let kind = self.policy.kind;
         if kind.traits().promotes {
             self.promote_due(now);

@@ -444,7 +444,10 @@ impl SchedCore {
         job.reason = Some(Reason::Withdrawn);
         job.end_s = Some(now);
         let (alloc, prio, promoted) = (job.alloc, job.priority, job.promoted);
-        self.queue.remove(j, alloc, prio, promoted);
+        // a held job is in no queue
+        if self.dep_held.remove(&j).is_none() {
+            self.queue.remove(j, alloc, prio, promoted);
+        }
         self.requeue.retain(|&q| q != j);
         true
     }

@@ -26,6 +26,8 @@ pub enum Wait {
     Carbon,
     /// A long gang that would fit only on suspect nodes, which it avoids.
     Suspect,
+    /// Held for jobs it depends on ([`SchedCore::submit_after`]).
+    Dependency,
 }
 
 impl SchedCore {
@@ -44,6 +46,9 @@ impl SchedCore {
         let job = self.jobs.get(j as usize)?;
         if job.state != JobState::Waiting {
             return None;
+        }
+        if self.dep_held.contains_key(&j) {
+            return Some(Wait::Dependency);
         }
         Some(match self.waits.get(j as usize) {
             Some(&(pass, w)) if pass == self.wait_pass => w,

@@ -396,6 +396,8 @@ impl Controller {
                 Some(Wait::Power) => 4,
                 Some(Wait::Carbon) => 7,
                 Some(Wait::Suspect) => 8,
+                // held jobs are in no queue: said at submission
+                Some(Wait::Dependency) => continue,
                 Some(Wait::Turn) => 2,
             };
             if self.core_wait.get(ju).copied().unwrap_or(0) != kind {
