@@ -276,6 +276,12 @@ pub struct SubmitJob {
     /// next version (alias `latest`), its lineage the job and its inputs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_model: Option<String>,
+    /// Jobs it waits for, in Slurm's form: `afterok:12[:13][,afterany:14]`
+    /// (`afterok`: their success; `afternotok`: their failure, time-out
+    /// or cancellation; `afterany`: any end). Held until then; cancelled
+    /// (`dependency_never_satisfied`) when it can no longer be satisfied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dependency: Option<String>,
 }
 
 impl SubmitJob {
@@ -302,6 +308,7 @@ impl SubmitJob {
             job_type: None,
             inputs: None,
             output_model: None,
+            dependency: None,
         }
     }
 }

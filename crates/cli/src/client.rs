@@ -385,6 +385,12 @@ pub struct SubmitArgs {
     /// Environment variable of the job, K=V; repeatable.
     #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
     env: Vec<(String, String)>,
+    /// Jobs it waits for, in Slurm's form: afterok:ID[:ID...] (their
+    /// success), afternotok:ID (their failure), afterany:ID (any end),
+    /// joined by `,` (all must hold). It is held until then, and cancelled
+    /// when that can no longer happen.
+    #[arg(long, short = 'd', value_name = "KIND:ID")]
+    dependency: Option<String>,
     /// Working directory of the job; a relative path is taken from the
     /// current directory.
     #[arg(long, value_name = "DIR")]

@@ -78,7 +78,7 @@ enum Cmd {
         out: Option<PathBuf>,
     },
     #[command(flatten)]
-    Client(client::ClientCmd),
+    Client(Box<client::ClientCmd>),
 }
 
 /// Output format of reports and listings.
@@ -860,7 +860,7 @@ fn main() {
         Cmd::Gateway(a) => client::gateway::run(*a),
         Cmd::BenchEcho { port } => bench_gateway::echo_backend(port),
         Cmd::JobSupervise { args } => std::process::exit(gigafab_exec::local::supervise(&args)),
-        Cmd::Client(c) => client::run(c),
+        Cmd::Client(c) => client::run(*c),
         Cmd::Agent(c) => agent::run(c),
         Cmd::Completions { shell } => {
             use clap::CommandFactory;

@@ -148,3 +148,83 @@ async fn a_script_is_read_as_sbatch_reads_it(app: App) {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["items"].as_array().unwrap().len(), 2, "nothing submitted");
 }
+
+both_stores!(held_for_dependencies);
+
+async fn held_for_dependencies(mut app: App) {
+    let url = app.url.clone();
+    // a job that fails: what waits for its success is cancelled, what
+    // waits for its failure runs
+    let a = submit(&url, &[], &["sh", "-c", "sleep 1; exit 3"]);
+    let ok = format!("afterok:{a}");
+    let (code, out, err) = cli(
+        &url,
+        &[
+            "submit",
+            "-o",
+            "json",
+            "--dependency",
+            &ok,
+            "--",
+            "echo",
+            "b",
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let b = v["id"].as_i64().unwrap().to_string();
+    assert_eq!(v["reason"], format!("waiting: dependency {ok}"));
+    let c = submit(&url, &["-d", &format!("afternotok:{a}")], &["echo", "c"]);
+    let (code, out, err) = cli(&url, &["logs", &c, "-f"]);
+    assert_eq!((code, out.as_str()), (Some(0), "c\n"), "{err}");
+    let (code, _, err) = cli(&url, &["logs", &b, "-f"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains(&format!("job {b} cancelled")), "{err}");
+    assert!(err.contains("dependency_never_satisfied"), "{err}");
+    // asked once the job has ended: refused at once, saying why
+    let (code, _, err) = cli(&url, &["submit", "-d", &ok, "--", "true"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains(&format!(
+            "job {a} ended failed: afterok:{a} can never be satisfied"
+        )),
+        "{err}"
+    );
+    // a job that is not the caller's to see, a malformed form
+    let (_, _, err) = cli(&url, &["submit", "-d", "afterok:9999", "--", "true"]);
+    assert!(err.contains("dependency: job 9999 not found"), "{err}");
+    let (_, _, err) = cli(&url, &["submit", "-d", "after:1", "--", "true"]);
+    assert!(err.contains("`after` is not one of afterok"), "{err}");
+    // held across a restart: one on a job still queued, one also on a job
+    // that ended before it
+    let done = submit(&url, &[], &["true"]);
+    let (code, _, _) = cli(&url, &["logs", &done, "-f"]);
+    assert_eq!(code, Some(0));
+    let (code, _, err) = cli(&url, &["fleet", "drain", "amd-0"]);
+    assert_eq!(code, Some(0), "{err}");
+    let first = submit(&url, &["--vendor", "amd"], &["echo", "first"]);
+    let then = submit(
+        &url,
+        &["-d", &format!("afterok:{first},afterany:{done}")],
+        &["echo", "then"],
+    );
+    app.kill9();
+    app.start(None);
+    let url = app.url.clone();
+    let (code, out, _) = cli(&url, &["job", &then, "-o", "json"]);
+    assert_eq!(code, Some(0));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["state"], "queued", "{v}");
+    let (code, _, err) = cli(&url, &["fleet", "resume", "amd-0"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, out, err) = cli(&url, &["logs", &then, "-f"]);
+    assert_eq!((code, out.as_str()), (Some(0), "then\n"), "{err}");
+    let (_, out, _) = cli(&url, &["job", &first, "-o", "json"]);
+    let f: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let (_, out, _) = cli(&url, &["job", &then, "-o", "json"]);
+    let t: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        t["started_at"].as_str().unwrap() >= f["ended_at"].as_str().unwrap(),
+        "{f} {t}"
+    );
+}

@@ -76,6 +76,10 @@ pub struct StoredSpec {
     /// Catalog versions it reads, resolved at submission.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inputs: Vec<Input>,
+    /// The jobs it waits for (`dependency`), as `(kind, job)`: `afterok`,
+    /// `afternotok` or `afterany`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<(String, i64)>,
     /// Sites it may run at (its inputs' residency; empty: any).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sites: Vec<String>,

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use gigafab_core::sched::DepKind;
 use gigafab_core::{Factory, Vendor};
 
 use crate::auth::{Principal, Role};
@@ -67,6 +68,77 @@ pub struct ValidSubmit {
     /// The endpoint it is a replica of (only the endpoints' manager makes
     /// such a submission, with [`ValidSubmit::replica_of`]).
     pub(crate) endpoint: Option<i64>,
+    /// The jobs it waits for (`dependency`), each with its state when the
+    /// submission was checked ([`ValidSubmit::resolve_after`]).
+    pub(crate) after: Vec<After>,
+}
+
+/// A job a submission waits for: how, which, and its state as the API saw
+/// it (empty until resolved).
+#[derive(Debug, Clone, PartialEq)]
+pub struct After {
+    pub kind: DepKind,
+    pub job: i64,
+    pub state: String,
+}
+
+/// Most jobs one submission may wait for.
+pub const MAX_AFTER: usize = 64;
+
+/// Slurm's `--dependency` form: `KIND:ID[:ID...][,KIND:ID...]`, KIND one
+/// of `afterok`, `afternotok`, `afterany`.
+pub fn parse_dependency(s: &str) -> Result<Vec<(DepKind, i64)>, ApiError> {
+    let bad = |why: String| ApiError::invalid(format!("dependency: {why}"));
+    if s.contains('?') {
+        return Err(bad(
+            "`?` (any of) is not supported: `,` joins what must all hold".into(),
+        ));
+    }
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim) {
+        let mut it = part.split(':');
+        let kind = it.next().unwrap_or("");
+        let k = DepKind::parse(kind).ok_or_else(|| {
+            bad(format!(
+                "`{kind}` is not one of afterok, afternotok, afterany (as in `afterok:12`)"
+            ))
+        })?;
+        let mut any = false;
+        for id in it {
+            let id: i64 = id
+                .trim()
+                .parse()
+                .ok()
+                .filter(|i| *i >= 1)
+                .ok_or_else(|| bad(format!("`{id}` in `{part}` is not a job id")))?;
+            if !out.contains(&(k, id)) {
+                out.push((k, id));
+            }
+            any = true;
+        }
+        if !any {
+            return Err(bad(format!("`{part}` names no job (as in `{kind}:12`)")));
+        }
+    }
+    if out.len() > MAX_AFTER {
+        return Err(bad(format!("at most {MAX_AFTER} jobs")));
+    }
+    Ok(out)
+}
+
+impl ValidSubmit {
+    /// The jobs it waits for, each with the state `state_of` finds (its
+    /// error, a job not found among the caller's, stops the submission).
+    pub(crate) async fn resolve_after<F, Fut>(&mut self, mut state_of: F) -> Result<(), ApiError>
+    where
+        F: FnMut(i64) -> Fut,
+        Fut: std::future::Future<Output = Result<String, ApiError>>,
+    {
+        for a in &mut self.after {
+            a.state = state_of(a.job).await?;
+        }
+        Ok(())
+    }
 }
 
 /// The time limit a replica's job is recorded with: it has none of its
@@ -232,6 +304,17 @@ pub fn validate(
     {
         return Err(ApiError::invalid("workdir: must be an absolute path"));
     }
+    let after = match req.dependency.as_deref().map(str::trim) {
+        None | Some("") => Vec::new(),
+        Some(d) => parse_dependency(d)?
+            .into_iter()
+            .map(|(kind, job)| After {
+                kind,
+                job,
+                state: String::new(),
+            })
+            .collect(),
+    };
     Ok(ValidSubmit {
         req,
         alloc_id,
@@ -242,6 +325,7 @@ pub fn validate(
         vendor,
         env,
         endpoint: None,
+        after,
     })
 }
 

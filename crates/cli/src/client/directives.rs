@@ -24,6 +24,7 @@ pub struct Directives {
     pub preemptible: bool,
     pub allocation: Option<u64>,
     pub project: Option<String>,
+    pub dependency: Option<String>,
     /// Directives read and not used, as `file:line: text: why`.
     pub ignored: Vec<String>,
 }
@@ -119,9 +120,6 @@ pub fn parse(file: &str, text: &str) -> Result<Directives, DirectiveError> {
                     (Family::Sbatch, "--array" | "-a") => {
                         "job arrays are not supported yet; submit one job per task".to_string()
                     }
-                    (Family::Sbatch, "--dependency" | "-d") => {
-                        "dependencies are not supported yet; submit the job once the other has ended".to_string()
-                    }
                     _ => String::new(),
                 };
                 if !why.is_empty() {
@@ -196,6 +194,7 @@ pub fn parse(file: &str, text: &str) -> Result<Directives, DirectiveError> {
                     d.allocation = Some(v.parse().map_err(|_| bad("an allocation's id"))?)
                 }
                 "project" => d.project = Some(v),
+                "dependency" => d.dependency = Some(v),
                 "output" | "error" => d.ignored.push(format!(
                     "{file}:{line}: {shown}: the job's output is kept by gigafab (`gigafab logs`, `--stderr`) (ignored)"
                 )),
@@ -229,6 +228,7 @@ fn canonical(family: Family, opt: &str) -> Option<&'static str> {
         "--cpus-per-task" | "-c" => "cpus",
         "--job-name" | "-J" => "name",
         "--chdir" | "-D" => "chdir",
+        "--dependency" | "-d" => "dependency",
         _ => "",
     };
     let name = match family {
@@ -330,6 +330,8 @@ mod tests {
         assert_eq!((d.gpus, d.types.clone()), (Some(4), vec!["h100".into()]));
         let d = parse("a.sh", "#SBATCH --nodes=2\n#SBATCH --gpus-per-node=8\n").unwrap();
         assert_eq!(d.gpus, Some(16));
+        let d = parse("a.sh", "#SBATCH -d afterok:4:5,afterany:6\n").unwrap();
+        assert_eq!(d.dependency.as_deref(), Some("afterok:4:5,afterany:6"));
         let d = parse(
             "a.sh",
             "#GIGAFAB --type mi300x --gpus 2 --memory 64 --preemptible\n#GIGAFAB --name=x --vendor amd\n",
@@ -365,11 +367,6 @@ mod tests {
                 "\n\n#SBATCH --array=0-9%2\n",
                 3,
                 "arrays are not supported yet",
-            ),
-            (
-                "#SBATCH --dependency=afterok:4\n",
-                1,
-                "dependencies are not supported yet",
             ),
             ("#SBATCH --job-name\n", 1, "needs a value"),
             ("#SBATCH gpus=2\n", 1, "not an option"),

@@ -51,6 +51,7 @@ pub(super) fn submit_body(
             (!v.is_empty()).then_some(v)
         },
         output_model: a.output_model.clone(),
+        dependency: a.dependency.clone(),
     }
 }
 
@@ -150,6 +151,7 @@ pub(super) fn apply_script(a: &mut SubmitArgs) -> Result<()> {
     a.cpus = a.cpus.or(d.cpus);
     a.name = a.name.take().or(d.name);
     a.project = a.project.take().or(d.project);
+    a.dependency = a.dependency.take().or(d.dependency);
     a.priority = a.priority.or(d.priority);
     a.allocation = a.allocation.or(d.allocation);
     a.preemptible |= d.preemptible;

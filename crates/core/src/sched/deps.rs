@@ -80,7 +80,8 @@ impl SchedCore {
     /// in no queue, [`super::Wait::Dependency`]. With nothing to wait for
     /// (or everything already ended as asked) this is
     /// [`SchedCore::submit`]; with a dependency that can never be
-    /// satisfied the job is cancelled at once
+    /// satisfied (or a job that does not exist) the job is cancelled at
+    /// the next pass, a decision like any other
     /// ([`Reason::DependencyNeverSatisfied`]).
     pub fn submit_after(
         &mut self,
@@ -94,19 +95,8 @@ impl SchedCore {
             return self.submit(spec, alloc, now);
         }
         let j = self.submit_held(spec, alloc, now);
-        if self.jobs[j as usize].state != JobState::Waiting {
-            return j;
-        }
-        match v {
-            Some(false) => {
-                let job = &mut self.jobs[j as usize];
-                job.state = JobState::Cancelled;
-                job.reason = Some(Reason::DependencyNeverSatisfied);
-                job.end_s = Some(now);
-            }
-            _ => {
-                self.dep_held.insert(j, after.to_vec());
-            }
+        if self.jobs[j as usize].state == JobState::Waiting {
+            self.dep_held.insert(j, after.to_vec());
         }
         j
     }

@@ -123,7 +123,18 @@ async fn submit(
     }
     // its own fields first, here: the controller's loop checks only what
     // it alone knows
-    let valid = crate::submission::validate(&p, b, &s.factory)?;
+    let mut valid = crate::submission::validate(&p, b, &s.factory)?;
+    // the jobs it waits for: the caller's to see, each with its state now
+    valid
+        .resolve_after(|id| {
+            let (s, p) = (&s, &p);
+            async move {
+                visible_job(s, p, id).await.map(|j| j.state).map_err(|_| {
+                    ApiError::not_found("job_not_found", format!("dependency: job {id} not found"))
+                })
+            }
+        })
+        .await?;
     let req = valid.request();
     let inputs =
         crate::catalog::resolve_inputs(&s, &p, req.inputs.as_deref().unwrap_or(&[])).await?;

@@ -12,12 +12,59 @@ impl Controller {
         alloc: gigafab_core::AllocIdx,
         t: f64,
         service: bool,
+        after: &[(DepKind, JobIdx)],
     ) -> JobIdx {
         if service {
             self.core.submit_service(cs, alloc, t)
-        } else {
+        } else if after.is_empty() {
             self.core.submit(cs, alloc, t)
+        } else {
+            self.core.submit_after(cs, alloc, t, after)
         }
+    }
+
+    /// The scheduler's index of job `id`, while it is active or since it
+    /// ended under this controller.
+    fn core_index(&self, id: i64) -> Option<JobIdx> {
+        match self.jobs.get(&id) {
+            Some(j) => Some(j.core),
+            None => self
+                .core_job
+                .iter()
+                .rposition(|&x| x == id)
+                .map(|i| i as JobIdx),
+        }
+    }
+
+    /// What `after` leaves to wait for, as the scheduler's indexes: a job
+    /// found ended (`state_of`) as asked is not waited for; one ended
+    /// otherwise, or not found, is `Err` with why.
+    pub(super) fn resolve_after(
+        &self,
+        after: &[(DepKind, i64)],
+        state_of: impl Fn(i64) -> Option<String>,
+    ) -> Result<Vec<(DepKind, JobIdx, i64)>, String> {
+        let mut out = Vec::new();
+        for &(k, d) in after {
+            if let Some(st) = state_of(d).as_deref().and_then(core_state) {
+                match k.satisfied_by(st) {
+                    Some(true) => continue,
+                    Some(false) => {
+                        return Err(format!(
+                            "job {d} ended {}: {}:{d} can never be satisfied",
+                            state_name(st),
+                            k.code()
+                        ));
+                    }
+                    None => {}
+                }
+            }
+            match self.core_index(d) {
+                Some(i) => out.push((k, i, d)),
+                None => return Err(format!("job {d} is not known to the scheduler")),
+            }
+        }
+        Ok(out)
     }
 
     pub(super) fn core_spec(&self, row: &JobRow, spec: &StoredSpec) -> JobSpec {
@@ -80,7 +127,33 @@ impl Controller {
             vendor,
             env,
             endpoint,
+            after,
         } = valid;
+        let waits: Vec<(DepKind, i64)> = after.iter().map(|a| (a.kind, a.job)).collect();
+        let core_after = self
+            .resolve_after(&waits, |d| {
+                after
+                    .iter()
+                    .find(|a| a.job == d)
+                    .map(|a| a.state.clone())
+                    .filter(|s| !s.is_empty())
+            })
+            .map_err(|why| {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "dependency_never_satisfied",
+                    format!("dependency: {why}"),
+                )
+            })?;
+        let held = (!core_after.is_empty()).then(|| {
+            let w: Vec<String> = core_after
+                .iter()
+                .map(|(k, _, d)| format!("{}:{d}", k.code()))
+                .collect();
+            format!("waiting: dependency {}", w.join(","))
+        });
+        let core_after: Vec<(DepKind, JobIdx)> =
+            core_after.into_iter().map(|(k, i, _)| (k, i)).collect();
         let not_found = || {
             ApiError::not_found(
                 "allocation_not_found",
@@ -249,6 +322,10 @@ impl Controller {
             memory_gb: req.memory_gb,
             cpus: req.cpus,
             job_type,
+            after: waits
+                .iter()
+                .map(|(k, d)| (k.code().to_string(), *d))
+                .collect(),
         };
         self.ids.job += 1;
         let id = self.ids.job;
@@ -265,7 +342,7 @@ impl Controller {
             gpus: req.gpus,
             time_limit_s: limit,
             state: "queued".into(),
-            reason: None,
+            reason: held.clone(),
             exit_code: None,
             submitted_ms: now,
             started_ms: None,
@@ -322,7 +399,13 @@ impl Controller {
         if let Some(e) = endpoint {
             self.ops.push(store::endpoints::tag_replica(id, e));
         }
-        let idx = self.core_submit(&cs, alloc_core, now.core_s(), endpoint.is_some());
+        let idx = self.core_submit(
+            &cs,
+            alloc_core,
+            now.core_s(),
+            endpoint.is_some(),
+            &core_after,
+        );
         self.map_core(idx, id);
         let msg = format!(
             "queued: {}×{} for {} s on allocation {alloc_id}",
@@ -358,6 +441,9 @@ impl Controller {
             })
             .collect();
         self.event(id, now, "submitted", msg);
+        if let Some(h) = held {
+            self.event(id, now, "held", h);
+        }
         if !inputs.is_empty() {
             self.event(id, now, "inputs", inputs.join("; "));
         }
@@ -736,5 +822,29 @@ impl Controller {
             .retain(|_, (t, _)| now.0 - t.0 < ESTIMATE_FOR_MS);
         self.estimates.insert(id, (now, v.clone()));
         Ok(Some(v))
+    }
+}
+
+/// The scheduler's end state of a stored job state (None: not ended).
+pub(super) fn core_state(s: &str) -> Option<gigafab_core::JobState> {
+    use gigafab_core::JobState as S;
+    match s {
+        "completed" => Some(S::Completed),
+        "failed" => Some(S::Failed),
+        "timeout" => Some(S::TimedOut),
+        "cancelled" => Some(S::Cancelled),
+        _ => None,
+    }
+}
+
+fn state_name(s: gigafab_core::JobState) -> &'static str {
+    use gigafab_core::JobState as S;
+    match s {
+        S::Completed => "completed",
+        S::Failed => "failed",
+        S::TimedOut => "timeout",
+        S::Cancelled => "cancelled",
+        S::Waiting => "queued",
+        S::Running => "running",
     }
 }

@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use gigafab_core::sched::AllocIdx;
+use gigafab_core::sched::{AllocIdx, DepKind};
 use gigafab_core::{
     AllocationSpec, Category, Factory, JobIdx, JobSpec, JobState, Policy, Reason, SchedCore,
     Throughputs, TypeFilter, Vendor,
@@ -218,6 +218,9 @@ pub struct Controller {
     dirty: bool,
     /// The row of the job `end_job` last ended.
     last_ended: Option<JobRow>,
+    /// After a restart: the states of jobs that active jobs wait for and
+    /// that had ended (`dependency`).
+    dep_states: HashMap<i64, String>,
     /// Energy integrated from telemetry samples, per device.
     meter: gigafab_telemetry::EnergyMeter,
     /// Launches to try again (job, not before ms): the engine was unreachable.
@@ -339,6 +342,7 @@ impl Controller {
             launches: Vec::new(),
             dirty: true,
             last_ended: None,
+            dep_states: HashMap::new(),
             meter: gigafab_telemetry::EnergyMeter::new(),
             relaunch: Vec::new(),
             retry: std::collections::HashSet::new(),

@@ -18,6 +18,8 @@ pub struct Snapshot {
     pub jobs: Vec<JobRow>,
     /// Per job: the last sequence number of its events.
     pub event_seqs: HashMap<i64, i64>,
+    /// The states of the ended jobs that active jobs wait for.
+    pub dep_states: HashMap<i64, String>,
 }
 
 impl Snapshot {
@@ -33,7 +35,22 @@ impl Snapshot {
                 ))
             })?);
         }
+        // the jobs waited for that are not active: their ends decide
+        let active: std::collections::HashSet<i64> = jobs.iter().map(|j| j.id).collect();
+        let mut dep_states = HashMap::new();
+        for j in &jobs {
+            let spec: StoredSpec = serde_json::from_str(&j.spec).unwrap_or_default();
+            for (_, d) in spec.after {
+                if !active.contains(&d)
+                    && !dep_states.contains_key(&d)
+                    && let Some(r) = store::jobs::get(pool, d).await?
+                {
+                    dep_states.insert(d, r.state);
+                }
+            }
+        }
         Ok(Snapshot {
+            dep_states,
             allocs: store::allocs::all(pool).await?,
             max_job_id: store::jobs::max_id(pool).await?,
             max_audit_id: store::audit::max_id(pool).await?,
@@ -93,6 +110,7 @@ impl Controller {
         }
         // active jobs, oldest first
         let seqs = snap.event_seqs;
+        self.dep_states = snap.dep_states;
         let mut adopt = Vec::new();
         for row in snap.jobs {
             let spec: StoredSpec = serde_json::from_str(&row.spec).unwrap_or_default();

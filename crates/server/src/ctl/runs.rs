@@ -62,11 +62,25 @@ impl Controller {
             idx
         } else {
             self.allocs.get_mut(&row.alloc_id).expect("checked").queued += 1;
+            // what it waits for: active jobs by their index, jobs that
+            // ended before the restart by their stored state; one that can
+            // no longer be satisfied cancels it at the first pass
+            let waits: Vec<(DepKind, i64)> = spec
+                .after
+                .iter()
+                .filter_map(|(k, d)| DepKind::parse(k).map(|k| (k, *d)))
+                .collect();
+            let after = match self.resolve_after(&waits, |d| self.dep_states.get(&d).cloned()) {
+                Ok(a) => a.into_iter().map(|(k, i, _)| (k, i)).collect(),
+                // a never-satisfied one: an index no job has
+                Err(_) => vec![(DepKind::AfterOk, JobIdx::MAX)],
+            };
             self.core_submit(
                 &cs,
                 alloc_core,
                 row.submitted_ms.core_s(),
                 spec.endpoint.is_some(),
+                &after,
             )
         };
         self.map_core(idx, row.id);
@@ -273,6 +287,9 @@ impl Controller {
             let msg = match r {
                 Reason::AllocationExhausted => "allocation exhausted while waiting",
                 Reason::AllocationExpired => "allocation expired while waiting",
+                Reason::DependencyNeverSatisfied => {
+                    "a job it depends on ended in a way that can never satisfy it"
+                }
                 _ => "refused by the scheduler",
             };
             self.end_job(
