@@ -282,6 +282,12 @@ pub struct SubmitJob {
     /// (`dependency_never_satisfied`) when it can no longer be satisfied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dependency: Option<String>,
+    /// A job array, in Slurm's form: task indexes `0-99`, `1,3,5`,
+    /// `0-30:10` (a step), then `%N` for at most N tasks at once
+    /// (`0-99%10`). One job per task, each with `GIGAFAB_ARRAY_TASK_ID`;
+    /// the answer is the first task's job. At most 1000 tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub array: Option<String>,
 }
 
 impl SubmitJob {
@@ -309,6 +315,7 @@ impl SubmitJob {
             inputs: None,
             output_model: None,
             dependency: None,
+            array: None,
         }
     }
 }
@@ -388,6 +395,15 @@ pub struct Job {
     /// before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
+    /// The jobs it waits for, in Slurm's form (`afterok:12`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dependency: Option<String>,
+    /// The array it is a task of: its first task's job id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub array_job: Option<i64>,
+    /// Its task index in that array.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub array_task: Option<i64>,
 }
 
 /// A row of the store that cannot be read (listed, never hidden).

@@ -391,6 +391,11 @@ pub struct SubmitArgs {
     /// when that can no longer happen.
     #[arg(long, short = 'd', value_name = "KIND:ID")]
     dependency: Option<String>,
+    /// A job array: task indexes 0-99, 1,3,5 or 0-30:10, then %N for at
+    /// most N tasks at once (0-99%10); each task gets its index in
+    /// $GIGAFAB_ARRAY_TASK_ID (and $SLURM_ARRAY_TASK_ID).
+    #[arg(long, short = 'a', value_name = "INDEXES")]
+    array: Option<String>,
     /// Working directory of the job; a relative path is taken from the
     /// current directory.
     #[arg(long, value_name = "DIR")]

@@ -132,21 +132,45 @@ async fn a_script_is_read_as_sbatch_reads_it(app: App) {
     let id = v["id"].as_i64().unwrap().to_string();
     let (_, out, _) = cli(&url, &["logs", &id, "-f"]);
     assert!(out.ends_with("n=1 args=\n"), "{out}");
-    // what gigafab cannot do yet is refused, by file and line, not ignored
+    // an array of four tasks, at most two at once, from its directives
     std::fs::write(
         work.join("array.sh"),
-        "#!/bin/sh\n#SBATCH --array=0-3\necho $SLURM_ARRAY_TASK_ID\n",
+        "#!/bin/sh\n#SBATCH --array=0-3%2\n#SBATCH --job-name=sweep\n\
+         sleep 0.5; echo task=$GIGAFAB_ARRAY_TASK_ID slurm=$SLURM_ARRAY_TASK_ID of=$GIGAFAB_ARRAY_JOB_ID\n",
     )
     .unwrap();
-    let (code, out, err) = cli_in(&work, &url, &["submit", "array.sh"]);
-    assert_eq!(code, Some(1), "{out}{err}");
-    assert!(
-        err.contains("array.sh:2: --array=0-3: job arrays are not supported yet"),
-        "{err}"
+    let (v, _) = submit(&["submit", "-o", "json", "array.sh"]);
+    let first = v["id"].as_i64().unwrap();
+    assert_eq!(
+        (v["array_job"].as_i64(), v["array_task"].as_i64()),
+        (Some(first), Some(0))
     );
-    let (_, out, _) = cli(&url, &["jobs", "-o", "json"]);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["items"].as_array().unwrap().len(), 2, "nothing submitted");
+    let mut ends = Vec::new();
+    for task in 0..4 {
+        let id = (first + task).to_string();
+        let (code, out, err) = cli(&url, &["logs", &id, "-f"]);
+        assert_eq!(code, Some(0), "{err}");
+        assert_eq!(out, format!("task={task} slurm={task} of={first}\n"));
+        let (_, out, _) = cli(&url, &["job", &id, "-o", "json"]);
+        let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(j["name"], "sweep");
+        ends.push((
+            j["started_at"].as_str().unwrap().to_string(),
+            j["ended_at"].as_str().unwrap().to_string(),
+        ));
+    }
+    // never more than two at once: task 2 after task 0, task 3 after task 1
+    assert!(ends[2].0 >= ends[0].1 && ends[3].0 >= ends[1].1, "{ends:?}");
+    // `gigafab jobs`: one line for the array
+    let (_, out, _) = cli(&url, &["jobs"]);
+    let lines: Vec<&str> = out.lines().filter(|l| l.contains("sweep")).collect();
+    assert_eq!(lines.len(), 1, "{out}");
+    assert!(lines[0].contains(&format!("{first}_[0-3]")), "{out}");
+    assert!(lines[0].contains("4 completed"), "{out}");
+    // a malformed array: refused with why
+    let (code, _, err) = cli(&url, &["submit", "--array", "5-1", "--", "true"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("array: `5-1` runs backwards"), "{err}");
 }
 
 both_stores!(held_for_dependencies);

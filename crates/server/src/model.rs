@@ -80,6 +80,9 @@ pub struct StoredSpec {
     /// `afternotok` or `afterany`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub after: Vec<(String, i64)>,
+    /// The array it is a task of: (its first task's job id, its index).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub array: Option<(i64, i64)>,
     /// Sites it may run at (its inputs' residency; empty: any).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sites: Vec<String>,
@@ -170,8 +173,33 @@ impl JobRow {
             inputs: spec.inputs.iter().map(|i| i.reference.clone()).collect(),
             output_model: spec.output_model,
             output: None,
+            dependency: dependency_form(&spec.after),
+            array_job: spec.array.map(|a| a.0),
+            array_task: spec.array.map(|a| a.1),
         }
     }
+}
+
+/// `after` in Slurm's form, kinds in order of first appearance:
+/// `afterok:12:13,afterany:14` (None when empty).
+pub fn dependency_form(after: &[(String, i64)]) -> Option<String> {
+    let mut parts: Vec<(String, Vec<i64>)> = Vec::new();
+    for (k, d) in after {
+        match parts.iter_mut().find(|(x, _)| x == k) {
+            Some((_, ids)) => ids.push(*d),
+            None => parts.push((k.clone(), vec![*d])),
+        }
+    }
+    (!parts.is_empty()).then(|| {
+        parts
+            .iter()
+            .map(|(k, ids)| {
+                let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+                format!("{k}:{}", ids.join(":"))
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    })
 }
 
 /// One line of a job's history.

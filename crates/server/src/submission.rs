@@ -71,6 +71,9 @@ pub struct ValidSubmit {
     /// The jobs it waits for (`dependency`), each with its state when the
     /// submission was checked ([`ValidSubmit::resolve_after`]).
     pub(crate) after: Vec<After>,
+    /// A job array: its task indexes (at least one) and how many may run
+    /// at once.
+    pub(crate) array: Option<(Vec<i64>, Option<u32>)>,
 }
 
 /// A job a submission waits for: how, which, and its state as the API saw
@@ -84,6 +87,67 @@ pub struct After {
 
 /// Most jobs one submission may wait for.
 pub const MAX_AFTER: usize = 64;
+
+/// Most tasks one array may have.
+pub const MAX_ARRAY: usize = 1000;
+/// The largest task index.
+pub const MAX_TASK: i64 = 1_000_000;
+
+/// Slurm's `--array` form: `0-99`, `1,3,5`, `0-30:10`, each part a
+/// range or an index, then `%N` (at most N tasks at once). Indexes in
+/// ascending order, each once.
+pub fn parse_array(s: &str) -> Result<(Vec<i64>, Option<u32>), ApiError> {
+    let bad = |why: String| ApiError::invalid(format!("array: {why}"));
+    let (list, limit) = match s.split_once('%') {
+        Some((l, n)) => {
+            let n: u32 = n
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| bad(format!("`%{n}`: at most how many at once, a count")))?;
+            (l, Some(n))
+        }
+        None => (s, None),
+    };
+    let index = |x: &str| -> Result<i64, ApiError> {
+        x.trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|i| (0..=MAX_TASK).contains(i))
+            .ok_or_else(|| bad(format!("`{x}` is not a task index (0 to {MAX_TASK})")))
+    };
+    let mut out = std::collections::BTreeSet::new();
+    for part in list.split(',') {
+        let (range, step) = match part.split_once(':') {
+            Some((r, st)) => (
+                r,
+                st.trim()
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|x| *x >= 1)
+                    .ok_or_else(|| bad(format!("`{part}`: the step is not a count")))?,
+            ),
+            None => (part, 1),
+        };
+        let (lo, hi) = match range.split_once('-') {
+            Some((a, b)) => (index(a)?, index(b)?),
+            None => (index(range)?, index(range)?),
+        };
+        if lo > hi {
+            return Err(bad(format!("`{part}` runs backwards")));
+        }
+        let mut i = lo;
+        while i <= hi {
+            out.insert(i);
+            if out.len() > MAX_ARRAY {
+                return Err(bad(format!("more than {MAX_ARRAY} tasks")));
+            }
+            i += step;
+        }
+    }
+    Ok((out.into_iter().collect(), limit))
+}
 
 /// Slurm's `--dependency` form: `KIND:ID[:ID...][,KIND:ID...]`, KIND one
 /// of `afterok`, `afternotok`, `afterany`.
@@ -304,6 +368,17 @@ pub fn validate(
     {
         return Err(ApiError::invalid("workdir: must be an absolute path"));
     }
+    let array = match req.array.as_deref().map(str::trim) {
+        None => None,
+        Some(a) => {
+            if req.output_model.is_some() {
+                return Err(ApiError::invalid(
+                    "array: not with output_model (each task would make a version of the model)",
+                ));
+            }
+            Some(parse_array(a)?)
+        }
+    };
     let after = match req.dependency.as_deref().map(str::trim) {
         None | Some("") => Vec::new(),
         Some(d) => parse_dependency(d)?
@@ -326,12 +401,55 @@ pub fn validate(
         env,
         endpoint: None,
         after,
+        array,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn arrays_and_dependencies_are_read_in_slurms_forms() {
+        assert_eq!(parse_array("0-3").unwrap(), (vec![0, 1, 2, 3], None));
+        assert_eq!(
+            parse_array("1,3,0-30:10%2").unwrap(),
+            (vec![0, 1, 3, 10, 20, 30], Some(2))
+        );
+        assert_eq!(parse_array("7").unwrap(), (vec![7], None));
+        for (bad, needle) in [
+            ("5-1", "runs backwards"),
+            ("0-2000", "more than 1000 tasks"),
+            ("x", "not a task index"),
+            ("-1", "not a task index"),
+            ("0-9%0", "at most how many"),
+            ("0-9:0", "the step"),
+            ("1,,2", "not a task index"),
+        ] {
+            let e = parse_array(bad).unwrap_err().to_string();
+            assert!(e.contains("array: ") && e.contains(needle), "{bad}: {e}");
+        }
+        assert_eq!(
+            parse_dependency("afterok:4:5,afterany:6").unwrap(),
+            vec![
+                (DepKind::AfterOk, 4),
+                (DepKind::AfterOk, 5),
+                (DepKind::AfterAny, 6)
+            ]
+        );
+        for (bad, needle) in [
+            ("after:1", "not one of afterok"),
+            ("afterok", "names no job"),
+            ("afterok:x", "not a job id"),
+            ("afterok:1?afterany:2", "not supported"),
+        ] {
+            let e = parse_dependency(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("dependency: ") && e.contains(needle),
+                "{bad}: {e}"
+            );
+        }
+    }
 
     fn factory() -> Factory {
         Factory::parse(

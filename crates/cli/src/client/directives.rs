@@ -25,6 +25,7 @@ pub struct Directives {
     pub allocation: Option<u64>,
     pub project: Option<String>,
     pub dependency: Option<String>,
+    pub array: Option<String>,
     /// Directives read and not used, as `file:line: text: why`.
     pub ignored: Vec<String>,
 }
@@ -116,15 +117,6 @@ pub fn parse(file: &str, text: &str) -> Result<Directives, DirectiveError> {
                 None => opt.clone(),
             };
             let Some(name) = name else {
-                let why = match (family, opt.as_str()) {
-                    (Family::Sbatch, "--array" | "-a") => {
-                        "job arrays are not supported yet; submit one job per task".to_string()
-                    }
-                    _ => String::new(),
-                };
-                if !why.is_empty() {
-                    return Err(err(format!("{shown}: {why}")));
-                }
                 d.ignored.push(format!(
                     "{file}:{line}: {shown}: not an option gigafab reads (ignored)"
                 ));
@@ -195,6 +187,7 @@ pub fn parse(file: &str, text: &str) -> Result<Directives, DirectiveError> {
                 }
                 "project" => d.project = Some(v),
                 "dependency" => d.dependency = Some(v),
+                "array" => d.array = Some(v),
                 "output" | "error" => d.ignored.push(format!(
                     "{file}:{line}: {shown}: the job's output is kept by gigafab (`gigafab logs`, `--stderr`) (ignored)"
                 )),
@@ -229,6 +222,7 @@ fn canonical(family: Family, opt: &str) -> Option<&'static str> {
         "--job-name" | "-J" => "name",
         "--chdir" | "-D" => "chdir",
         "--dependency" | "-d" => "dependency",
+        "--array" | "-a" => "array",
         _ => "",
     };
     let name = match family {
@@ -330,7 +324,12 @@ mod tests {
         assert_eq!((d.gpus, d.types.clone()), (Some(4), vec!["h100".into()]));
         let d = parse("a.sh", "#SBATCH --nodes=2\n#SBATCH --gpus-per-node=8\n").unwrap();
         assert_eq!(d.gpus, Some(16));
-        let d = parse("a.sh", "#SBATCH -d afterok:4:5,afterany:6\n").unwrap();
+        let d = parse(
+            "a.sh",
+            "#SBATCH -d afterok:4:5,afterany:6\n#SBATCH --array=0-9%2\n",
+        )
+        .unwrap();
+        assert_eq!(d.array.as_deref(), Some("0-9%2"));
         assert_eq!(d.dependency.as_deref(), Some("afterok:4:5,afterany:6"));
         let d = parse(
             "a.sh",
@@ -363,11 +362,7 @@ mod tests {
             ("#!/bin/sh\n#SBATCH --gpus=zero\n", 2, "--gpus=zero"),
             ("#SBATCH --time=forever\n", 1, "--time=forever"),
             ("#SBATCH --mem=lots\n", 1, "--mem=lots"),
-            (
-                "\n\n#SBATCH --array=0-9%2\n",
-                3,
-                "arrays are not supported yet",
-            ),
+            ("\n\n#SBATCH --nodes=x\n", 3, "a count of nodes"),
             ("#SBATCH --job-name\n", 1, "needs a value"),
             ("#SBATCH gpus=2\n", 1, "not an option"),
             ("#SBATCH --job-name='x\n", 1, "unbalanced quotes"),

@@ -52,6 +52,7 @@ pub(super) fn submit_body(
         },
         output_model: a.output_model.clone(),
         dependency: a.dependency.clone(),
+        array: a.array.clone(),
     }
 }
 
@@ -152,6 +153,7 @@ pub(super) fn apply_script(a: &mut SubmitArgs) -> Result<()> {
     a.name = a.name.take().or(d.name);
     a.project = a.project.take().or(d.project);
     a.dependency = a.dependency.take().or(d.dependency);
+    a.array = a.array.take().or(d.array);
     a.priority = a.priority.or(d.priority);
     a.allocation = a.allocation.or(d.allocation);
     a.preemptible |= d.preemptible;
@@ -185,8 +187,12 @@ pub(super) async fn submit(mut a: SubmitArgs) -> Result<()> {
             render::allocation_brief(&p)
         ));
     }
-    show_as(&a.g, &r, |j: &gigafab_api::Job| {
-        format!("submitted job {} ({})\n", j.id, j.state)
+    show_as(&a.g, &r, |j: &gigafab_api::Job| match j.array_task {
+        Some(task) => format!(
+            "submitted job array {} (its tasks are jobs {}.. from index {task}; `gigafab jobs` shows them as one line)\n",
+            j.id, j.id
+        ),
+        None => format!("submitted job {} ({})\n", j.id, j.state),
     })
 }
 

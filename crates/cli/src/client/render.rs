@@ -190,6 +190,10 @@ pub fn jobs(items: &[t::JobItem]) -> String {
 
 /// The rows of `gigafab jobs` (a page of them, for `--all`); a row the
 /// store cannot read shows its error.
+/// An array's line: its least and greatest task index listed, and how many
+/// of its tasks are in each state (in order of first appearance).
+type ArrayLine = (i64, i64, Vec<(String, usize)>);
+
 pub fn jobs_table(items: &[t::JobItem]) -> Table {
     let mut tb = Table::new(&[
         "ID",
@@ -203,19 +207,49 @@ pub fn jobs_table(items: &[t::JobItem]) -> Table {
         "REASON",
     ])
     .right_align(&[0, 2, 4]);
+    // an array's tasks make one line: its tasks' index range, and how
+    // many are in each state
+    let mut arrays: std::collections::BTreeMap<i64, ArrayLine> = Default::default();
+    for item in items {
+        if let t::JobItem::Job(j) = item
+            && let (Some(a), Some(task)) = (j.array_job, j.array_task)
+        {
+            let e = arrays.entry(a).or_insert((task, task, Vec::new()));
+            e.0 = e.0.min(task);
+            e.1 = e.1.max(task);
+            match e.2.iter_mut().find(|(s, _)| *s == j.state) {
+                Some((_, n)) => *n += 1,
+                None => e.2.push((j.state.clone(), 1)),
+            }
+        }
+    }
     for item in items {
         match item {
-            t::JobItem::Job(j) => tb.row([
-                j.id.to_string(),
-                j.state.clone(),
-                j.gpus.to_string(),
-                accel(&j.accelerator),
-                j.allocation.to_string(),
-                j.user.clone(),
-                short_time_str(&j.submitted_at),
-                truncate(&job_label(j), LABEL_WIDTH),
-                truncate(&job_reason(j), REASON_WIDTH),
-            ]),
+            t::JobItem::Job(j) => {
+                // an array's line stands where its first listed task was
+                let (id, state) = match j.array_job {
+                    Some(a) => {
+                        let Some((lo, hi, states)) = arrays.remove(&a) else {
+                            continue;
+                        };
+                        let states: Vec<String> =
+                            states.iter().map(|(s, n)| format!("{n} {s}")).collect();
+                        (format!("{a}_[{lo}-{hi}]"), states.join(", "))
+                    }
+                    None => (j.id.to_string(), j.state.clone()),
+                };
+                tb.row([
+                    id,
+                    state,
+                    j.gpus.to_string(),
+                    accel(&j.accelerator),
+                    j.allocation.to_string(),
+                    j.user.clone(),
+                    short_time_str(&j.submitted_at),
+                    truncate(&job_label(j), LABEL_WIDTH),
+                    truncate(&job_reason(j), REASON_WIDTH),
+                ])
+            }
             t::JobItem::Unreadable(u) => tb.row([
                 opt(u.id),
                 u.state.clone(),

@@ -128,6 +128,7 @@ impl Controller {
             env,
             endpoint,
             after,
+            array,
         } = valid;
         let waits: Vec<(DepKind, i64)> = after.iter().map(|a| (a.kind, a.job)).collect();
         let core_after = self
@@ -304,7 +305,8 @@ impl Controller {
                     .to_string(),
             );
         }
-        let spec = StoredSpec {
+        let mut spec = StoredSpec {
+            array: None,
             inputs,
             sites,
             output_model: req.output_model.clone(),
@@ -329,6 +331,10 @@ impl Controller {
         };
         self.ids.job += 1;
         let id = self.ids.job;
+        if let Some((indexes, _)) = &array {
+            spec.array = Some((id, indexes[0]));
+            set_array_env(&mut spec.env, id, indexes[0]);
+        }
         let row = JobRow {
             id,
             org_id: org,
@@ -395,6 +401,70 @@ impl Controller {
                 ),
             ));
         }
+        let v = self.enqueue_new(
+            who,
+            (row.clone(), spec.clone(), project_id),
+            (alloc_core, endpoint),
+            (&core_after, held.clone()),
+            now,
+        );
+        // the other tasks of an array: the same job, their own index; with
+        // `%N`, each waits for the end of the task N places before it
+        if let Some((indexes, limit)) = &array {
+            let first = id;
+            let mut cores = vec![self.jobs[&first].core];
+            for (k, &task) in indexes.iter().enumerate().skip(1) {
+                self.ids.job += 1;
+                let tid = self.ids.job;
+                let mut row = row.clone();
+                let mut spec = spec.clone();
+                row.id = tid;
+                spec.array = Some((first, task));
+                set_array_env(&mut spec.env, first, task);
+                let mut after = core_after.clone();
+                let mut held = held.clone();
+                if let Some(l) = limit
+                    && k >= *l as usize
+                {
+                    let before = cores[k - *l as usize];
+                    after.push((DepKind::AfterAny, before));
+                    let prior = self.core_job[before as usize];
+                    spec.after.push(("afterany".into(), prior));
+                    held = Some(match held {
+                        Some(h) => format!("{h},afterany:{prior} (at most {l} tasks at once)"),
+                        None => format!(
+                            "waiting: dependency afterany:{prior} (at most {l} tasks at once)"
+                        ),
+                    });
+                }
+                row.reason = held.clone();
+                row.spec = serde_json::to_string(&spec).unwrap_or_default();
+                self.enqueue_new(
+                    who,
+                    (row, spec, project_id),
+                    (alloc_core, endpoint),
+                    (&after, held),
+                    now,
+                );
+                cores.push(self.jobs[&tid].core);
+            }
+        }
+        self.dirty = true;
+        Ok(v)
+    }
+
+    /// Records a new job that passed every check: stored, given to the
+    /// scheduler (held while `after` waits), told in its history.
+    fn enqueue_new(
+        &mut self,
+        who: &Principal,
+        (row, spec, project_id): (JobRow, StoredSpec, Option<i64>),
+        (alloc_core, endpoint): (gigafab_core::AllocIdx, Option<i64>),
+        (core_after, held): (&[(DepKind, JobIdx)], Option<String>),
+        now: Ms,
+    ) -> gigafab_api::Job {
+        let (id, alloc_id, limit) = (row.id, row.alloc_id, row.time_limit_s);
+        let cs = self.core_spec(&row, &spec);
         self.ops.push(store::jobs::insert(&row, project_id));
         if let Some(e) = endpoint {
             self.ops.push(store::endpoints::tag_replica(id, e));
@@ -404,7 +474,7 @@ impl Controller {
             alloc_core,
             now.core_s(),
             endpoint.is_some(),
-            &core_after,
+            core_after,
         );
         self.map_core(idx, id);
         let msg = format!(
@@ -455,8 +525,7 @@ impl Controller {
             &format!("job {id}"),
             format!("allocation {alloc_id}"),
         );
-        self.dirty = true;
-        Ok(v)
+        v
     }
 
     pub(super) fn cancel(
@@ -846,5 +915,18 @@ fn state_name(s: gigafab_core::JobState) -> &'static str {
         S::Cancelled => "cancelled",
         S::Waiting => "queued",
         S::Running => "running",
+    }
+}
+
+/// The variables a task of an array runs with (Slurm's names as well, for
+/// scripts written for it).
+fn set_array_env(env: &mut BTreeMap<String, String>, first: i64, task: i64) {
+    for (k, v) in [
+        ("GIGAFAB_ARRAY_JOB_ID", first),
+        ("GIGAFAB_ARRAY_TASK_ID", task),
+        ("SLURM_ARRAY_JOB_ID", first),
+        ("SLURM_ARRAY_TASK_ID", task),
+    ] {
+        env.insert(k.into(), v.to_string());
     }
 }
