@@ -252,3 +252,47 @@ async fn held_for_dependencies(mut app: App) {
         "{f} {t}"
     );
 }
+
+/// The twin replays dependencies as the server holds them: the same core.
+#[test]
+fn the_twin_replays_dependencies() {
+    let dir = std::env::temp_dir().join(format!("gigafab-twin-deps-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let w = dir.join("w.csv");
+    std::fs::write(
+        &w,
+        "id,submit_s,gpus,duration_s,dependency\n\
+         a,0,1,100,\n\
+         b,0,1,10,afterok:a\n\
+         c,0,1,10,afternotok:a\n\
+         d,0,1,10,afterany:c\n",
+    )
+    .unwrap();
+    let out = dir.join("jobs.csv");
+    let o = Command::new(env!("CARGO_BIN_EXE_gigafab"))
+        .args(["sim", "--quiet", "--workload"])
+        .arg(&w)
+        .arg("--jobs-out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(&out).unwrap();
+    let row = |id: &str| -> Vec<String> {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{id},")))
+            .unwrap_or_else(|| panic!("{id} in {text}"))
+            .split(',')
+            .map(str::to_string)
+            .collect()
+    };
+    // id,submit_s,start_s,end_s,state,...
+    let num = |r: &[String], i: usize| r[i].parse::<f64>().unwrap();
+    let (a, b, c, d) = (row("a"), row("b"), row("c"), row("d"));
+    assert_eq!((a[4].as_str(), b[4].as_str()), ("completed", "completed"));
+    assert!(num(&b, 2) >= num(&a, 3), "b after a: {text}");
+    assert_eq!(c[4], "cancelled", "{text}");
+    assert_eq!(d[4], "completed", "{text}");
+    assert!(num(&d, 2) >= num(&a, 3), "d after c's end: {text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

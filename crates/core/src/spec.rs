@@ -187,6 +187,30 @@ pub struct JobSpec {
     pub checkpoint_s: Option<f64>,
     /// Wanted completion time (seconds from workload start).
     pub deadline_s: Option<f64>,
+    /// Jobs of the workload it waits for, in Slurm's form with their ids
+    /// (`afterok:train-1,afterany:eval-2:eval-3`): the twin submits it
+    /// with [`crate::SchedCore::submit_after`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dependency: Option<String>,
+}
+
+/// `dependency` read: each (kind, job id) it names; an error says which
+/// part is wrong.
+pub fn parse_dependency(s: &str) -> Result<Vec<(crate::sched::DepKind, String)>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim) {
+        let mut it = part.split(':');
+        let kind = it.next().unwrap_or("");
+        let k = crate::sched::DepKind::parse(kind).ok_or_else(|| {
+            format!("`{kind}` is not one of afterok, afternotok, afterany (as in `afterok:job-1`)")
+        })?;
+        let ids: Vec<&str> = it.map(str::trim).collect();
+        if ids.is_empty() || ids.iter().any(|i| i.is_empty()) {
+            return Err(format!("`{part}` names no job (as in `{kind}:job-1`)"));
+        }
+        out.extend(ids.into_iter().map(|i| (k, i.to_string())));
+    }
+    Ok(out)
 }
 
 impl JobSpec {
@@ -207,6 +231,7 @@ impl JobSpec {
             preemptible: false,
             checkpoint_s: None,
             deadline_s: None,
+            dependency: None,
         }
     }
 }

@@ -587,6 +587,10 @@ pub fn simulate(
     let mut col = Collector::new(window, w_start, w_last);
     // a job's index in `jobs` (replicas are not there)
     let mut spec_of: Vec<u32> = Vec::with_capacity(n);
+    // dependencies: the scheduler's index of each job submitted, by id
+    // (kept only when some job waits for others)
+    let has_deps = jobs.iter().any(|j| j.dependency.is_some());
+    let mut idx_of: HashMap<String, JobIdx> = HashMap::new();
     let spec_idx =
         |spec_of: &Vec<u32>, j: JobIdx| spec_of.get(j as usize).copied().unwrap_or(u32::MAX);
     let mut ep_out: Vec<(f64, EpEv)> = Vec::new();
@@ -656,7 +660,23 @@ pub fn simulate(
         // arrivals at `now`
         while next_arrival < n && jobs[next_arrival].submit_s <= now {
             let i = next_arrival;
-            let j = core.submit(&jobs[i], job_alloc[i], now);
+            let j = match jobs[i].dependency.as_deref() {
+                None => core.submit(&jobs[i], job_alloc[i], now),
+                Some(d) => {
+                    // a job not submitted (yet) never ends: the core
+                    // cancels what waits for it
+                    let after: Vec<(gigafab_core::sched::DepKind, JobIdx)> =
+                        gigafab_core::spec::parse_dependency(d)
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(k, id)| (k, idx_of.get(&id).copied().unwrap_or(JobIdx::MAX)))
+                            .collect();
+                    core.submit_after(&jobs[i], job_alloc[i], now, &after)
+                }
+            };
+            if has_deps {
+                idx_of.insert(jobs[i].id.clone(), j);
+            }
             dirty = true;
             spec_of.resize(core.jobs.len(), u32::MAX);
             spec_of[j as usize] = i as u32;

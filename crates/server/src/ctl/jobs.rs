@@ -94,6 +94,8 @@ impl Controller {
             preemptible: spec.preemptible,
             checkpoint_s: None,
             deadline_s: None,
+            // held by the controller's own indexes (`resolve_after`)
+            dependency: None,
         }
     }
 

@@ -158,6 +158,7 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<JobSpec>, WorkloadError> {
             preemptible: true,
             checkpoint_s: None,
             deadline_s: None,
+            dependency: None,
         });
     }
     sort_by_submit(&mut jobs);

@@ -10,7 +10,10 @@
 //! The header must name at least `id`, `submit_s`, `gpus` and `duration_s`
 //! (in any order); the optional columns are `types`, `tenant`, `category`,
 //! `priority`, `preemptible`, `checkpoint_s`, `deadline_s`, `job_type`,
-//! `steps` and `time_limit_s`. An empty cell means "absent" (or the default).
+//! `steps`, `time_limit_s`, `inputs` and `dependency` (Slurm's form with
+//! the workload's ids: `afterok:train-1:train-2,afterany:eval-3`; each job
+//! named must come earlier in the file and not be submitted later).
+//! An empty cell means "absent" (or the default).
 //! Cells are trimmed of surrounding white space. [`to_string`] writes a file
 //! that [`parse`] reads back to the same jobs.
 
@@ -26,7 +29,7 @@ pub const MAX_GPUS: u32 = 10_000_000;
 pub const REQUIRED_COLUMNS: [&str; 4] = ["id", "submit_s", "gpus", "duration_s"];
 
 /// All columns of the native format, in the order [`to_string`] writes them.
-pub const COLUMNS: [&str; 15] = [
+pub const COLUMNS: [&str; 16] = [
     "id",
     "submit_s",
     "gpus",
@@ -42,6 +45,7 @@ pub const COLUMNS: [&str; 15] = [
     "steps",
     "time_limit_s",
     "inputs",
+    "dependency",
 ];
 
 const ID: usize = 0;
@@ -62,6 +66,8 @@ const TIME_LIMIT: usize = 13;
 /// the job's site filter (the sites every input allows), written back as
 /// `types` (`site:...`).
 const INPUTS: usize = 14;
+/// What it waits for ([`JobSpec::dependency`]).
+const DEPENDENCY: usize = 15;
 
 /// Reads a native CSV workload file.
 pub fn read(path: &Path) -> Result<Vec<JobSpec>, WorkloadError> {
@@ -105,6 +111,34 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<JobSpec>, WorkloadError> {
             }
         }
         let job = parse_row(&cells, file, line)?;
+        // what it waits for: jobs before it, submitted no later
+        for (_, d) in job
+            .dependency
+            .as_deref()
+            .map(gigafab_core::spec::parse_dependency)
+            .transpose()
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+        {
+            let earlier = first_line.contains_key(&d)
+                && jobs
+                    .iter()
+                    .rev()
+                    .find(|j| j.id == d)
+                    .is_some_and(|j| j.submit_s <= job.submit_s);
+            if !earlier {
+                return Err(WorkloadError::new(
+                    file,
+                    line,
+                    "dependency",
+                    format!(
+                        "`{d}` is not a job on an earlier line submitted no later than `{}`",
+                        job.id
+                    ),
+                ));
+            }
+        }
         if let Some(prev) = first_line.get(&job.id) {
             return Err(WorkloadError::new(
                 file,
@@ -178,6 +212,7 @@ fn cell(j: &JobSpec, c: usize) -> Option<String> {
         JOB_TYPE => j.job_type.clone(),
         STEPS => j.steps.map(|v| v.to_string()),
         TIME_LIMIT => j.time_limit_s.map(|v| v.to_string()),
+        DEPENDENCY => j.dependency.clone(),
         _ => None,
     }
 }
@@ -314,6 +349,13 @@ fn parse_row(
         preemptible,
         checkpoint_s,
         deadline_s,
+        dependency: match cells[DEPENDENCY] {
+            None => None,
+            Some(d) => {
+                gigafab_core::spec::parse_dependency(d).map_err(|m| err(DEPENDENCY, m))?;
+                Some(d.to_string())
+            }
+        },
     })
 }
 
@@ -478,6 +520,47 @@ mod tests {
             preemptible: true,
             checkpoint_s: Some(600.0),
             deadline_s: Some(1e9),
+            dependency: None,
+        }
+    }
+
+    #[test]
+    fn dependencies_name_earlier_jobs() {
+        let text = "id,submit_s,gpus,duration_s,dependency
+a,0,1,10,
+b,0,1,10,afterok:a
+c,5,1,10,\"afterany:a:b,afternotok:b\"
+";
+        let jobs = parse(text, "w.csv").unwrap();
+        assert_eq!(
+            jobs[2].dependency.as_deref(),
+            Some("afterany:a:b,afternotok:b")
+        );
+        assert_eq!(parse(&to_string(&jobs), "w.csv").unwrap(), jobs);
+        for (bad, needle) in [
+            (
+                "id,submit_s,gpus,duration_s,dependency
+a,0,1,10,afterok:b
+b,0,1,10,
+",
+                "w.csv:2:",
+            ),
+            (
+                "id,submit_s,gpus,duration_s,dependency
+b,9,1,10,
+a,0,1,10,afterok:b
+",
+                "submitted no later",
+            ),
+            (
+                "id,submit_s,gpus,duration_s,dependency
+a,0,1,10,after:x
+",
+                "not one of afterok",
+            ),
+        ] {
+            let e = parse(bad, "w.csv").unwrap_err().to_string();
+            assert!(e.contains(needle) && e.contains("dependency"), "{bad}: {e}");
         }
     }
 

@@ -310,6 +310,7 @@ fn base_job(i: usize, submit_s: f64, gpus: u32, tenant: (&str, Category)) -> Job
         preemptible: true,
         checkpoint_s: None,
         deadline_s: None,
+        dependency: None,
     }
 }
 
