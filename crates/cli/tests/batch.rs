@@ -296,3 +296,54 @@ fn the_twin_replays_dependencies() {
     assert!(num(&d, 2) >= num(&a, 3), "d after c's end: {text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The README's sweep (an array, then a job that waits for it), run as
+/// written in a fresh directory, after the README's first job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_sweep_runs_as_written() {
+    let app = App::spawn(Db::Sqlite, "readmesweep").await.unwrap();
+    let url = app.url.clone();
+    // job 1: the README's block before it submits one
+    submit(&url, &[], &["true"]);
+    let readme = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"),
+    )
+    .unwrap();
+    let block = readme
+        .split("```shell\n")
+        .skip(1)
+        .map(|b| b.split("\n```").next().unwrap())
+        .find(|b| b.contains("sweep.sh"))
+        .expect("the README's sweep");
+    let dir = app.dir.join("readme");
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_gigafab"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let o = Command::new("bash")
+        .args(["-e", "-c", block])
+        .current_dir(&dir)
+        .env("PATH", path)
+        .env("GIGAFAB_SERVER", &url)
+        .env("GIGAFAB_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(o.status.success(), "{out}{err}");
+    assert!(out.contains("submitted job array 2"), "{out}");
+    assert!(out.contains("2_[0-3]"), "{out}");
+    assert!(out.ends_with("the sweep is done\n"), "{out}");
+    for task in 0..4 {
+        let (_, log, _) = cli(&url, &["logs", &(2 + task).to_string()]);
+        assert!(log.starts_with(&format!("task {task} on ")), "{log}");
+    }
+}
