@@ -214,7 +214,7 @@ async fn held_for_dependencies(mut app: App) {
         )),
         "{err}"
     );
-    // a job that is not the caller's to see, a malformed form
+    // a job that does not exist, a malformed form
     let (_, _, err) = cli(&url, &["submit", "-d", "afterok:9999", "--", "true"]);
     assert!(err.contains("dependency: job 9999 not found"), "{err}");
     let (_, _, err) = cli(&url, &["submit", "-d", "after:1", "--", "true"]);
@@ -250,6 +250,57 @@ async fn held_for_dependencies(mut app: App) {
     assert!(
         t["started_at"].as_str().unwrap() >= f["ended_at"].as_str().unwrap(),
         "{f} {t}"
+    );
+    // another organisation's job: not found either, so nothing tells how
+    // it ended
+    let (code, _, err) = cli(&url, &["org", "create", "acme", "--category", "startup"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, out, err) = cli(
+        &url,
+        &[
+            "user", "create", "alice", "--org", "acme", "--role", "owner",
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let alice = out
+        .split_whitespace()
+        .find(|w| w.starts_with("gf_"))
+        .unwrap()
+        .to_string();
+    let (code, out, err) = cli(
+        &url,
+        &[
+            "alloc",
+            "create",
+            "--org",
+            "acme",
+            "--gpu-hours",
+            "10",
+            "--days",
+            "7",
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let alloc = out.trim().to_string();
+    let o = Command::new(env!("CARGO_BIN_EXE_gigafab"))
+        .args([
+            "submit",
+            "--allocation",
+            &alloc,
+            "-d",
+            &format!("afterany:{a}"),
+            "--",
+            "true",
+        ])
+        .env("GIGAFAB_SERVER", &url)
+        .env("GIGAFAB_TOKEN", &alice)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains(&format!("dependency: job {a} not found")),
+        "{err}"
     );
 }
 
