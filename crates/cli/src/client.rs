@@ -469,6 +469,10 @@ pub struct CancelArgs {
     /// Ids of the jobs.
     #[arg(required = true, num_args = 1..)]
     ids: Vec<u64>,
+    /// Each ID is a job array's (its first task's job id): cancel its
+    /// tasks that have not ended, as `scancel` does with an array's id.
+    #[arg(long)]
+    array: bool,
     #[command(flatten)]
     g: Global,
 }

@@ -398,3 +398,24 @@ async fn the_readme_sweep_runs_as_written() {
         assert!(log.starts_with(&format!("task {task} on ")), "{log}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_array_is_cancelled_by_its_id() {
+    let app = App::spawn(Db::Sqlite, "arraycancel").await.unwrap();
+    let url = app.url.clone();
+    let lone = submit(&url, &[], &["true"]);
+    let first = submit(&url, &["--array", "0-2%1"], &["sleep", "30"]);
+    let (code, out, err) = cli(&url, &["cancel", "--array", &first]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let first: i64 = first.parse().unwrap();
+    for id in first..first + 3 {
+        app.wait_state(id, &["cancelled"], 15).await;
+    }
+    // not an array's id: said so
+    let (code, _, err) = cli(&url, &["cancel", "--array", &lone]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("is not the first task of a job array"),
+        "{err}"
+    );
+}

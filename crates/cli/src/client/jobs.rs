@@ -303,8 +303,50 @@ pub(super) fn cancel_line(job: &gigafab_api::Job) -> String {
     }
 }
 
-pub(super) async fn cancel(a: CancelArgs) -> Result<()> {
+/// The tasks of the job array `first` that have not ended (its tasks'
+/// jobs have ids in a row from the first's).
+async fn array_tasks(api: &Api, first: u64) -> Result<Vec<u64>> {
+    let job = |r: Reply| typed::<gigafab_api::Job>(&r.value);
+    let mut out = Vec::new();
+    let mut id = first;
+    loop {
+        let j = match api.get(&["jobs", &id.to_string()], &[]).await {
+            Ok(r) => job(r)?,
+            Err(_) if id > first => break,
+            Err(e) => return Err(e),
+        };
+        if j.array_job != Some(first as i64) {
+            if id == first {
+                bail!(
+                    "job {first} is not the first task of a job array (--array takes an array's id)"
+                );
+            }
+            break;
+        }
+        if !matches!(
+            j.state.as_str(),
+            "completed" | "failed" | "timeout" | "cancelled"
+        ) {
+            out.push(id);
+        }
+        id += 1;
+    }
+    Ok(out)
+}
+
+pub(super) async fn cancel(mut a: CancelArgs) -> Result<()> {
     let api = a.g.conn.api()?;
+    if a.array {
+        let mut tasks = Vec::new();
+        for &first in &a.ids {
+            tasks.extend(array_tasks(&api, first).await?);
+        }
+        if tasks.is_empty() {
+            note("every task of the array has ended: nothing to cancel");
+            return Ok(());
+        }
+        a.ids = tasks;
+    }
     if let [id] = a.ids.as_slice() {
         let r = api.delete(&["jobs", &id.to_string()]).await?;
         return show_as(&a.g, &r, cancel_line);
