@@ -478,6 +478,25 @@ async fn portal_journey(app: App) {
     assert!((got - expect).abs() <= 1000, "{e} vs {running}");
     let page = a.get(&format!("/jobs/{behind_id}")).await;
     assert!(page.body.contains("Estimated start"), "{}", page.body);
+    // an array's task that waits for the running job: both said on its page
+    let mut held = long(1);
+    held["dependency"] = json!(format!("afterok:{first_id}"));
+    held["array"] = json!("0-1");
+    let (s, h) = app.submit(&alice, held).await;
+    assert_eq!(s, 201, "{h}");
+    let h_id = h["id"].as_i64().unwrap();
+    let page = a.get(&format!("/jobs/{}", h_id + 1)).await;
+    assert!(page.body.contains("Waits for"), "{}", page.body);
+    assert!(
+        page.body.contains(&format!("afterok:{first_id}")),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains(&format!("{h_id}</a>_1")),
+        "{}",
+        page.body
+    );
     // cancelled from their pages
     for id in [behind_id, first_id] {
         let p = a
