@@ -96,6 +96,7 @@ pub(crate) async fn start(b: &ServeBench, tag: &str) -> Result<Server> {
             node_power: Vec::new(),
             grid_refresh: Duration::from_secs(300),
             preflight_min_nodes: 0,
+            max_active_jobs_per_org: 0,
         },
         // fleets that cannot run here: every launch succeeds and runs
         // until cancelled

@@ -69,6 +69,16 @@ pub struct ServeArgs {
         value_name = "NODES"
     )]
     preflight_min_nodes: u32,
+    /// Most active (queued and running) jobs one organisation may have at
+    /// once, every task of an array counted; a submission past it is
+    /// refused (409 too_many_jobs); 0: no cap.
+    #[arg(
+        long,
+        env = "GIGAFAB_MAX_ACTIVE_JOBS_PER_ORG",
+        default_value_t = 10_000,
+        value_name = "JOBS"
+    )]
+    max_active_jobs_per_org: usize,
     /// GPU telemetry for measured energy: `auto` (NVML, then AMD SMI, else
     /// the power model), `off` (model only), or `replay:FILE` (recorded
     /// samples, JSON `{"devices": [...], "samples": [[...], ...]}`, played
@@ -713,6 +723,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
             isolation,
             node_power,
             preflight_min_nodes: a.preflight_min_nodes,
+            max_active_jobs_per_org: a.max_active_jobs_per_org,
             grid_refresh: {
                 if !(a.grid_refresh.is_finite() && (0.1..=86_400.0).contains(&a.grid_refresh)) {
                     bail!("--grid-refresh must be within 0.1..=86400 seconds");

@@ -419,3 +419,34 @@ async fn an_array_is_cancelled_by_its_id() {
         "{err}"
     );
 }
+
+/// An organisation's active jobs are capped, each task of an array
+/// counted: one tenant cannot fill the scheduler and the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_organisations_active_jobs_are_capped() {
+    let mut app = App::spawn(Db::Sqlite, "jobcap").await.unwrap();
+    app.kill9();
+    app.extra = vec!["--max-active-jobs-per-org".into(), "3".into()];
+    app.start(None);
+    let url = app.url.clone();
+    let first = submit(&url, &["--array", "0-1"], &["sleep", "600"]);
+    let one = submit(&url, &[], &["sleep", "600"]);
+    // a fourth, or an array that would pass the cap: refused, saying why
+    for extra in [&[][..], &["--array", "0-4"][..]] {
+        let mut args = vec!["submit"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--", "true"]);
+        let (code, _, err) = cli(&url, &args);
+        assert_eq!(code, Some(1));
+        assert!(err.contains("too_many_jobs"), "{err}");
+        assert!(err.contains("at most 3 at once"), "{err}");
+    }
+    // as jobs end, room comes back
+    let (code, _, err) = cli(&url, &["cancel", &one]);
+    assert_eq!(code, Some(0), "{err}");
+    app.wait_state(one.parse().unwrap(), &["cancelled"], 15)
+        .await;
+    submit(&url, &[], &["true"]);
+    let (code, _, err) = cli(&url, &["cancel", "--array", &first]);
+    assert_eq!(code, Some(0), "{err}");
+}

@@ -139,6 +139,7 @@ async fn stepped(
             node_power: Vec::new(),
             grid_refresh: std::time::Duration::from_secs(300),
             preflight_min_nodes: 0,
+            max_active_jobs_per_org: 0,
         },
         executor,
         telemetry: None,

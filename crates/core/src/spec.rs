@@ -194,14 +194,46 @@ pub struct JobSpec {
     pub dependency: Option<String>,
 }
 
+/// What end of another job a job waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DepKind {
+    /// Its successful end (completed).
+    AfterOk,
+    /// Its unsuccessful end (failed, timed out or cancelled).
+    AfterNotOk,
+    /// Any end.
+    AfterAny,
+}
+
+impl DepKind {
+    /// Slurm's name of it (`afterok`).
+    pub fn code(self) -> &'static str {
+        match self {
+            DepKind::AfterOk => "afterok",
+            DepKind::AfterNotOk => "afternotok",
+            DepKind::AfterAny => "afterany",
+        }
+    }
+
+    /// From Slurm's name.
+    pub fn parse(s: &str) -> Option<DepKind> {
+        match s {
+            "afterok" => Some(DepKind::AfterOk),
+            "afternotok" => Some(DepKind::AfterNotOk),
+            "afterany" => Some(DepKind::AfterAny),
+            _ => None,
+        }
+    }
+}
+
 /// `dependency` read: each (kind, job id) it names; an error says which
 /// part is wrong.
-pub fn parse_dependency(s: &str) -> Result<Vec<(crate::sched::DepKind, String)>, String> {
+pub fn parse_dependency(s: &str) -> Result<Vec<(DepKind, String)>, String> {
     let mut out = Vec::new();
     for part in s.split(',').map(str::trim) {
         let mut it = part.split(':');
         let kind = it.next().unwrap_or("");
-        let k = crate::sched::DepKind::parse(kind).ok_or_else(|| {
+        let k = DepKind::parse(kind).ok_or_else(|| {
             format!("`{kind}` is not one of afterok, afternotok, afterany (as in `afterok:job-1`)")
         })?;
         let ids: Vec<&str> = it.map(str::trim).collect();

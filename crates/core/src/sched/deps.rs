@@ -11,38 +11,9 @@
 
 use super::{JobIdx, JobSpec, JobState, Reason, SchedCore};
 use crate::ids::AllocIdx;
-
-/// What end of another job a job waits for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DepKind {
-    /// Its successful end (completed).
-    AfterOk,
-    /// Its unsuccessful end (failed, timed out or cancelled).
-    AfterNotOk,
-    /// Any end.
-    AfterAny,
-}
+pub use crate::spec::DepKind;
 
 impl DepKind {
-    /// Slurm's name of it (`afterok`).
-    pub fn code(self) -> &'static str {
-        match self {
-            DepKind::AfterOk => "afterok",
-            DepKind::AfterNotOk => "afternotok",
-            DepKind::AfterAny => "afterany",
-        }
-    }
-
-    /// From Slurm's name.
-    pub fn parse(s: &str) -> Option<DepKind> {
-        match s {
-            "afterok" => Some(DepKind::AfterOk),
-            "afternotok" => Some(DepKind::AfterNotOk),
-            "afterany" => Some(DepKind::AfterAny),
-            _ => None,
-        }
-    }
-
     /// Whether a job in `state` satisfies it: Some(true) yes, Some(false)
     /// never, None not yet (it has not ended).
     pub fn satisfied_by(self, state: JobState) -> Option<bool> {

@@ -167,6 +167,31 @@ impl Controller {
         if !who.sees_org(a.org) {
             return Err(not_found());
         }
+        // an organisation's active jobs are capped (an array counts each
+        // task): one tenant cannot fill the scheduler and the store
+        let cap = self.cfg.max_active_jobs_per_org;
+        let adding = array.as_ref().map_or(1, |(ix, _)| ix.len());
+        if cap > 0 && endpoint.is_none() {
+            let org = a.org;
+            let active: usize = self
+                .allocs
+                .values()
+                .filter(|x| x.org == org)
+                .map(|x| (x.queued + x.running) as usize)
+                .sum();
+            if active + adding > cap {
+                // 409, not 429: waiting seconds does not help, jobs
+                // ending does (a client does not retry it blindly)
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "too_many_jobs",
+                    format!(
+                        "organisation `{}` has {active} active jobs and this adds {adding}: at most {cap} at once; submit more as they end",
+                        a.org_name
+                    ),
+                ));
+            }
+        }
         if let Isolation::Accounts(map) = &self.cfg.isolation
             && map.account(&who.login, &a.org_name).is_none()
         {

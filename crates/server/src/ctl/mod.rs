@@ -88,6 +88,9 @@ pub struct CtlConfig {
     /// Gangs over at least this many nodes are checked by their site's
     /// `preflight_program` before they launch (0: never).
     pub preflight_min_nodes: u32,
+    /// Most active (queued and running) jobs one organisation may have; a
+    /// submission past it is `409 too_many_jobs` (0: no cap).
+    pub max_active_jobs_per_org: usize,
 }
 
 struct Alloc {

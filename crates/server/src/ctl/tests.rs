@@ -93,6 +93,7 @@ impl Rig {
             node_power: Vec::new(),
             grid_refresh: Duration::from_secs(3600),
             preflight_min_nodes: 0,
+            max_active_jobs_per_org: 0,
         };
         let mut c = Controller::empty(cfg, shared.clone());
         c.journal = Journal::Recorded(Vec::new());
