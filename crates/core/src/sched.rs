@@ -772,6 +772,19 @@ impl SchedCore {
     /// back in the queue.
     pub fn schedule(&mut self, now: f64) -> &Decisions {
         self.dec.clear();
+        loop {
+            let cancelled = self.dec.cancelled.len();
+            self.pass(now);
+            // a job the pass cancelled may settle what held jobs wait for:
+            // they are released (or cancelled) in one more pass at `now`
+            if self.dec.cancelled.len() == cancelled || !self.held_settled() {
+                return &self.dec;
+            }
+        }
+    }
+
+    /// One pass of [`SchedCore::schedule`], adding to its decisions.
+    fn pass(&mut self, now: f64) {
         self.waits_begin(now);
         self.release_held(now);
         let kind = self.policy.kind;
@@ -1195,7 +1208,6 @@ impl SchedCore {
             wake = Some(wake.map_or(w, |x: f64| x.min(w)));
         }
         self.dec.wakeup = wake.filter(|w| *w > now);
-        &self.dec
     }
 
     /// Earliest start, at `now` or later, of the validity window of an

@@ -110,3 +110,27 @@ fn a_held_job_is_withdrawn_like_any_waiting_job() {
     assert_eq!(c.jobs[b as usize].reason, Some(Reason::Withdrawn));
     c.check_invariants().unwrap();
 }
+
+#[test]
+fn a_cancellation_in_the_pass_releases_its_dependents_in_that_call() {
+    let mut c = core();
+    let mut b = AllocationSpec::open("b", Category::Academia);
+    b.valid_until_s = Some(5.0);
+    let bi = c.add_allocation(b);
+    // the fleet is full; x (allocation b) waits, y waits for x to fail
+    let full = c.submit(&job("full", 0.0, 8), 0, 0.0);
+    let x = c.submit(&job("x", 0.0, 1), bi, 0.0);
+    let y = c.submit_after(&job("y", 0.0, 1), 0, 0.0, &[(DepKind::AfterNotOk, x)]);
+    assert_eq!(c.schedule(0.0).started, vec![full]);
+    c.end_run(full, 10.0, JobState::Completed);
+    // at 10 s b has expired: x is cancelled in the pass, and y starts in
+    // the same call (nothing else would call again at 10 s)
+    let dec = c.schedule(10.0).clone();
+    assert_eq!(
+        dec.cancelled,
+        vec![(x, Reason::AllocationExpired)],
+        "{dec:?}"
+    );
+    assert_eq!(dec.started, vec![y], "{dec:?}");
+    c.check_invariants().unwrap();
+}

@@ -118,6 +118,8 @@ pub fn parse_array(s: &str) -> Result<(Vec<i64>, Option<u32>), ApiError> {
             .ok_or_else(|| bad(format!("`{x}` is not a task index (0 to {MAX_TASK})")))
     };
     let mut out = std::collections::BTreeSet::new();
+    // every index named counts, repeated or not: the work is bounded
+    let mut named = 0usize;
     for part in list.split(',') {
         let (range, step) = match part.split_once(':') {
             Some((r, st)) => (
@@ -140,10 +142,14 @@ pub fn parse_array(s: &str) -> Result<(Vec<i64>, Option<u32>), ApiError> {
         let mut i = lo;
         while i <= hi {
             out.insert(i);
-            if out.len() > MAX_ARRAY {
+            named += 1;
+            if out.len() > MAX_ARRAY || named > 10 * MAX_ARRAY {
                 return Err(bad(format!("more than {MAX_ARRAY} tasks")));
             }
-            i += step;
+            match i.checked_add(step) {
+                Some(n) => i = n,
+                None => break,
+            }
         }
     }
     Ok((out.into_iter().collect(), limit))
@@ -169,6 +175,9 @@ pub fn parse_dependency(s: &str) -> Result<Vec<(DepKind, i64)>, ApiError> {
         })?;
         let mut any = false;
         for id in it {
+            if out.len() >= MAX_AFTER {
+                return Err(bad(format!("at most {MAX_AFTER} jobs")));
+            }
             let id: i64 = id
                 .trim()
                 .parse()
@@ -417,6 +426,21 @@ mod tests {
             (vec![0, 1, 3, 10, 20, 30], Some(2))
         );
         assert_eq!(parse_array("7").unwrap(), (vec![7], None));
+        // a step past i64's end: no overflow, no panic
+        assert_eq!(
+            parse_array("1-2:9223372036854775807").unwrap(),
+            (vec![1], None)
+        );
+        // the same indexes named again and again: bounded work, refused
+        let repeated = vec!["0-999"; 20].join(",");
+        assert!(parse_array(&repeated).is_err());
+        let many: Vec<String> = (1..=100).map(|i| i.to_string()).collect();
+        assert!(
+            parse_dependency(&format!("afterok:{}", many.join(":")))
+                .unwrap_err()
+                .to_string()
+                .contains("at most 64 jobs")
+        );
         for (bad, needle) in [
             ("5-1", "runs backwards"),
             ("0-2000", "more than 1000 tasks"),

@@ -345,6 +345,9 @@ pub(super) async fn cancel(mut a: CancelArgs) -> Result<()> {
             note("every task of the array has ended: nothing to cancel");
             return Ok(());
         }
+        // last first: a cancelled task satisfies the lane of the task
+        // `%N` after it, which must not start before its own cancel
+        tasks.sort_unstable_by(|x, y| y.cmp(x));
         a.ids = tasks;
     }
     if let [id] = a.ids.as_slice() {

@@ -82,6 +82,14 @@ impl SchedCore {
         self.dep_held.len()
     }
 
+    /// Whether some held job's dependencies are settled (it can be
+    /// released or cancelled now).
+    pub(super) fn held_settled(&self) -> bool {
+        self.dep_held
+            .values()
+            .any(|after| verdict(&self.jobs, after).is_some())
+    }
+
     /// At a pass's start: queues the held jobs whose dependencies are now
     /// satisfied, and cancels those whose can no longer be (to a fixed
     /// point: a cancellation may satisfy or doom others).

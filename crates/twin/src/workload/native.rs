@@ -86,7 +86,8 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<JobSpec>, WorkloadError> {
         .from_reader(text.as_bytes());
     let mut columns: Option<Vec<usize>> = None;
     let mut jobs: Vec<JobSpec> = Vec::new();
-    let mut first_line: HashMap<String, usize> = HashMap::new();
+    // each id: its line and its submission time
+    let mut first_line: HashMap<String, (usize, f64)> = HashMap::new();
     let mut record = csv::StringRecord::new();
     while let Some(line) = super::next_row(&mut rdr, &mut record, file)? {
         let Some(cols) = &columns else {
@@ -121,12 +122,9 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<JobSpec>, WorkloadError> {
             .flatten()
             .unwrap_or_default()
         {
-            let earlier = first_line.contains_key(&d)
-                && jobs
-                    .iter()
-                    .rev()
-                    .find(|j| j.id == d)
-                    .is_some_and(|j| j.submit_s <= job.submit_s);
+            let earlier = first_line
+                .get(&d)
+                .is_some_and(|&(_, submit_s)| submit_s <= job.submit_s);
             if !earlier {
                 return Err(WorkloadError::new(
                     file,
@@ -139,7 +137,7 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<JobSpec>, WorkloadError> {
                 ));
             }
         }
-        if let Some(prev) = first_line.get(&job.id) {
+        if let Some((prev, _)) = first_line.get(&job.id) {
             return Err(WorkloadError::new(
                 file,
                 line,
@@ -147,7 +145,7 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<JobSpec>, WorkloadError> {
                 format!("duplicate job id `{}` (first on line {prev})", job.id),
             ));
         }
-        first_line.insert(job.id.clone(), line);
+        first_line.insert(job.id.clone(), (line, job.submit_s));
         jobs.push(job);
     }
     if columns.is_none() {
