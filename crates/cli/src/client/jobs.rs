@@ -303,6 +303,11 @@ pub(super) fn cancel_line(job: &gigafab_api::Job) -> String {
     }
 }
 
+/// Whether a job in `state` has ended.
+fn ended(state: &str) -> bool {
+    matches!(state, "completed" | "failed" | "timeout" | "cancelled")
+}
+
 /// The tasks of the job array `first` that have not ended (its tasks'
 /// jobs have ids in a row from the first's).
 async fn array_tasks(api: &Api, first: u64) -> Result<Vec<u64>> {
@@ -323,10 +328,7 @@ async fn array_tasks(api: &Api, first: u64) -> Result<Vec<u64>> {
             }
             break;
         }
-        if !matches!(
-            j.state.as_str(),
-            "completed" | "failed" | "timeout" | "cancelled"
-        ) {
+        if !ended(&j.state) {
             out.push(id);
         }
         id += 1;
@@ -442,10 +444,7 @@ pub(super) async fn logs(a: LogsArgs) -> Result<()> {
     let id = a.id.to_string();
     let job = |r: Reply| typed::<gigafab_api::Job>(&r.value);
     let before = job(api.get(&["jobs", &id], &[]).await?)?;
-    if !matches!(
-        before.state.as_str(),
-        "running" | "completed" | "failed" | "timeout" | "cancelled"
-    ) {
+    if before.state != "running" && !ended(&before.state) {
         note(&waiting_line(&before, a.follow));
     }
     let stream = if a.stderr { "stderr" } else { "stdout" };
