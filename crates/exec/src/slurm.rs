@@ -399,16 +399,30 @@ impl SlurmExecutor {
         format!("gigafab-{}-a{alloc}", self.instance)
     }
 
-    /// `sacctmgr -i ARGS`, taking "already there" as done.
+    /// `sacctmgr -i ARGS`, taking "already there" as done. One call at a
+    /// time in this process: slurmdbd refuses a change while another holds
+    /// its lock ("Database is busy"), so concurrent grants would fail.
     fn sacctmgr(&self, job: i64, args: &[&str]) -> Result<(), String> {
+        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let mut all = vec!["-i".to_string()];
         all.extend(args.iter().map(|a| a.to_string()));
-        let o = self.run(job, "sacctmgr", all).map_err(|e| e.to_string())?;
-        let done = o.success
-            || [&o.stdout, &o.stderr]
-                .iter()
-                .any(|t| t.contains("Nothing new added") || t.contains("already exists"));
-        if done {
+        let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let mut tries = 0;
+        let o = loop {
+            let o = self
+                .run(job, "sacctmgr", all.clone())
+                .map_err(|e| e.to_string())?;
+            // an account just added may not be seen yet by the next call
+            // ("This account 'x' doesn't exist ... Nothing new added"): a
+            // few short waits
+            if sacctmgr_missing(&o) && tries < SACCTMGR_MISSING_TRIES {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(250 * tries));
+                continue;
+            }
+            break o;
+        };
+        if sacctmgr_done(&o) {
             Ok(())
         } else {
             Err(format!(
@@ -623,6 +637,31 @@ impl SlurmExecutor {
             .sacct(job, "--name", &name)
             .and_then(|v| v.into_iter().rfind(|j| j.name == name)))
     }
+}
+
+/// Tries of a `sacctmgr` call that names something slurmdbd does not
+/// show yet.
+const SACCTMGR_MISSING_TRIES: u64 = 4;
+
+/// Whether `sacctmgr` refused for want of something named ("This account
+/// 'x' doesn't exist").
+fn sacctmgr_missing(o: &CmdOutput) -> bool {
+    [&o.stdout, &o.stderr]
+        .iter()
+        .any(|t| t.contains("doesn't exist") || t.contains("does not exist"))
+}
+
+/// Whether a `sacctmgr -i add/modify` left things as asked: it succeeded,
+/// or found them there already. "Nothing new added" alone is not enough:
+/// sacctmgr says it too when a named account does not exist.
+fn sacctmgr_done(o: &CmdOutput) -> bool {
+    if sacctmgr_missing(o) {
+        return false;
+    }
+    o.success
+        || [&o.stdout, &o.stderr]
+            .iter()
+            .any(|t| t.contains("Nothing new added") || t.contains("already exists"))
 }
 
 /// Whether Slurm's message says the controller cannot be reached now.
@@ -1178,6 +1217,89 @@ mod tests {
             stderr: "squeue: error: Socket timed out on send/recv operation".into(),
         };
         assert!(failed(1, "squeue", &out).is_transient());
+    }
+
+    /// sacctmgr answers "add user" with "doesn't exist" the first
+    /// `missing` times (an account just added that slurmdbd does not show
+    /// yet), and records each call.
+    struct LaggingDbd {
+        missing: std::sync::Mutex<u32>,
+        calls: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl SlurmCli for LaggingDbd {
+        fn run(&self, program: &str, args: &[String]) -> std::io::Result<CmdOutput> {
+            let line = format!("{program} {}", args.join(" "));
+            self.calls.lock().unwrap().push(line.clone());
+            let mut missing = self.missing.lock().unwrap();
+            if line.contains(" add user ") && *missing > 0 {
+                *missing -= 1;
+                return Ok(CmdOutput {
+                    success: false,
+                    stdout: " This account 'x' doesn't exist.\n        Contact your admin to add this account.\n Nothing new added.\n".into(),
+                    stderr: String::new(),
+                });
+            }
+            Ok(CmdOutput {
+                success: true,
+                stdout: String::new(),
+                stderr: String::new(),
+            })
+        }
+    }
+
+    impl SlurmCli for std::sync::Arc<LaggingDbd> {
+        fn run(&self, program: &str, args: &[String]) -> std::io::Result<CmdOutput> {
+            self.as_ref().run(program, args)
+        }
+    }
+
+    fn lagging(missing: u32) -> (std::sync::Arc<LaggingDbd>, SlurmExecutor) {
+        let dbd = std::sync::Arc::new(LaggingDbd {
+            missing: std::sync::Mutex::new(missing),
+            calls: Default::default(),
+        });
+        let exec = SlurmExecutor::new(
+            Box::new(dbd.clone()),
+            std::env::temp_dir(),
+            None,
+            "t".into(),
+        );
+        (dbd, exec)
+    }
+
+    #[test]
+    fn an_account_slurmdbd_does_not_show_yet_is_waited_for() {
+        let (dbd, exec) = lagging(2);
+        exec.provision("7", 60, &["alice".into()]).unwrap();
+        let adds = |dbd: &LaggingDbd| {
+            dbd.calls
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|c| c.contains("add user alice Account=gigafab-t-a7"))
+                .count()
+        };
+        assert_eq!(adds(&dbd), 3);
+        // made: not asked again
+        exec.provision("7", 60, &["alice".into()]).unwrap();
+        assert_eq!(adds(&dbd), 3);
+    }
+
+    #[test]
+    fn nothing_new_added_for_a_missing_account_is_an_error() {
+        let (dbd, exec) = lagging(100);
+        let e = exec.provision("7", 60, &["alice".into()]).unwrap_err();
+        assert!(e.is_transient(), "{e}");
+        assert!(e.to_string().contains("add user alice"), "{e}");
+        // not taken as made: the next provisioning asks again
+        let before = dbd.calls.lock().unwrap().len();
+        let _ = exec.provision("7", 60, &["alice".into()]);
+        assert!(
+            dbd.calls.lock().unwrap()[before..]
+                .iter()
+                .any(|c| c.contains("add user alice"))
+        );
     }
 
     #[test]

@@ -18,6 +18,10 @@ pub const MAX_LAUNCHES: usize = 8;
 /// Most nodes named in one power call (an argument list stays short).
 pub const POWER_BATCH: usize = 500;
 
+/// Tries at making an allocation's engine account before a warning (the
+/// waits between them grow from 1 s to 30 s: about three minutes in all).
+const PROVISION_TRIES: u32 = 11;
+
 /// A power order: who carries it out, the nodes, up or down.
 type PowerOrder = (Arc<dyn gigafab_exec::power::NodePower>, Vec<String>, bool);
 
@@ -162,9 +166,11 @@ impl Driver {
     pub fn provision(&self, alloc: i64, grant_gpu_minutes: u64, users: Vec<String>) {
         let exec = self.exec.clone();
         tokio::task::spawn_blocking(move || {
-            // sacctmgr fails now and then while slurmdbd is busy: a few
-            // tries, a second apart
-            for attempt in 1..=5 {
+            // sacctmgr fails now and then while slurmdbd is busy or
+            // restarting: tries with a growing wait (1, 2, 4, 8, 16, then
+            // 30 s), about three minutes in all
+            let mut wait = std::time::Duration::from_secs(1);
+            for attempt in 1..=PROVISION_TRIES {
                 match exec.provision(&alloc.to_string(), grant_gpu_minutes, &users) {
                     Ok(()) => {
                         tracing::debug!(
@@ -172,10 +178,16 @@ impl Driver {
                         );
                         return;
                     }
-                    Err(e) if attempt == 5 => {
+                    Err(e) if attempt == PROVISION_TRIES => {
                         tracing::warn!("allocation {alloc}: the engine's account: {e}")
                     }
-                    Err(_) => std::thread::sleep(std::time::Duration::from_secs(1)),
+                    Err(e) => {
+                        tracing::info!(
+                            "allocation {alloc}: the engine's account (try {attempt}, again in {wait:?}): {e}"
+                        );
+                        std::thread::sleep(wait);
+                        wait = (wait * 2).min(std::time::Duration::from_secs(30));
+                    }
                 }
             }
         });
