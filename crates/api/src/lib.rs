@@ -44,6 +44,8 @@ macro_rules! id_type {
 
 mod endpoints;
 pub use endpoints::*;
+mod sessions;
+pub use sessions::*;
 
 id_type!(
     /// A job's id.
@@ -957,6 +959,12 @@ pub fn schemas() -> Vec<(String, serde_json::Value)> {
     }
     let mut out = vec![
         one::<JobId>(),
+        one::<SessionId>(),
+        one::<App>(),
+        one::<StartSession>(),
+        one::<ExtendSession>(),
+        one::<SessionState>(),
+        one::<Session>(),
         one::<AllocationId>(),
         one::<OrgId>(),
         one::<UserId>(),
@@ -1092,6 +1100,8 @@ pub fn schemas() -> Vec<(String, serde_json::Value)> {
         ("CatalogPage", "CatalogEntry"),
         ("EndpointPage", "Endpoint"),
         ("EndpointKeyPage", "EndpointKey"),
+        ("AppPage", "App"),
+        ("SessionPage", "Session"),
     ] {
         out.push((
             name.into(),

@@ -126,6 +126,7 @@ pub(crate) async fn start(b: &ServeBench, tag: &str) -> Result<Server> {
             dir.join("catalog-staging"),
             b.factory.sites[0].name.clone(),
         )?)),
+        sessions: Default::default(),
     };
     let r = gigafab_server::start(cfg).await?;
     Ok(Server {

@@ -12,6 +12,7 @@ pub mod gateway;
 mod http;
 mod jobs;
 mod render;
+mod sessions;
 mod tenancy;
 
 use allocs::*;
@@ -125,6 +126,10 @@ pub enum ClientCmd {
     /// autoscaled service; its API keys and events.
     #[command(subcommand)]
     Endpoint(endpoints::EndpointCmd),
+    /// Interactive sessions: JupyterLab, a terminal or a site's app run as
+    /// a job and opened in the browser through the server.
+    #[command(subcommand)]
+    Session(sessions::SessionCmd),
 }
 
 /// Options of commands that only read.
@@ -610,6 +615,7 @@ async fn dispatch(cmd: ClientCmd) -> Result<()> {
         ClientCmd::Fleet(a) => fleet(a).await,
         ClientCmd::Catalog(c) => catalog::run(c).await,
         ClientCmd::Endpoint(c) => endpoints::run(c).await,
+        ClientCmd::Session(c) => sessions::run(c).await,
         ClientCmd::Whoami(a) => {
             let r = a.g.conn.api()?.get(&["whoami"], &[]).await?;
             show_as(&a.g, &r, render::whoami)

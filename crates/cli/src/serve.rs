@@ -177,6 +177,14 @@ pub struct ServeArgs {
         default_value = "private"
     )]
     job_network: JobNetwork,
+    /// A directory of app definitions for interactive sessions
+    /// (`NAME.toml` each): they add apps to the built-in ones (jupyter,
+    /// terminal, vscode) or replace one of the same name (docs/sessions.md).
+    #[arg(long, env = "GIGAFAB_APPS_DIR")]
+    apps_dir: Option<PathBuf>,
+    /// Longest interactive session, extensions included, hours.
+    #[arg(long, env = "GIGAFAB_SESSION_MAX_HOURS", default_value_t = 12.0)]
+    session_max_hours: f64,
     /// Most processes and threads of one job (cgroup pids.max, where the
     /// pids controller is there); 0: no limit.
     #[arg(long, env = "GIGAFAB_MAX_JOB_PIDS", default_value_t = 4096)]
@@ -625,6 +633,21 @@ pub fn run(a: ServeArgs) -> Result<()> {
         }
         None => None,
     };
+    if !(a.session_max_hours.is_finite() && (1.0 / 60.0..=720.0).contains(&a.session_max_hours)) {
+        bail!("--session-max-hours: within 0.017..=720");
+    }
+    let all_local = std::iter::once(a.executor.as_str())
+        .chain(factory.sites.iter().filter_map(|s| s.executor.as_deref()))
+        .all(|k| gigafab_exec::engines::engine(k).is_ok_and(|e| e.local_processes));
+    let sessions = gigafab_server::sessions::SessionConfig {
+        apps: gigafab_server::sessions::apps::load(a.apps_dir.as_deref())
+            .map_err(anyhow::Error::msg)?,
+        max_s: (a.session_max_hours * 3600.0) as i64,
+        // apps without a secret of their own need a network per job
+        private_network: a.job_network == JobNetwork::Private
+            && matches!(isolation, gigafab_server::isolation::Isolation::Accounts(_))
+            && all_local,
+    };
     let exe = std::env::current_exe().context("cannot find the gigafab executable")?;
     // what the engines are built with (each takes the settings it knows)
     let mut engine = gigafab_exec::engines::Settings {
@@ -768,6 +791,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         },
         oidc: oidc_config(&a)?,
         catalog: Some(catalog_site(&a, &data_dir, &factory)?),
+        sessions,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -61,6 +61,7 @@ fn config(
         smtp: None,
         oidc: None,
         catalog: None,
+        sessions: Default::default(),
     }
 }
 

@@ -149,6 +149,7 @@ async fn stepped(
         smtp: None,
         oidc: None,
         catalog: None,
+        sessions: Default::default(),
     })
     .await
     .unwrap()

@@ -263,6 +263,14 @@ pub trait Executor: Send + Sync {
     ) -> Result<(), ExecError> {
         Ok(())
     }
+    /// Gives a running run a new time limit, `limit_s` from its start (an
+    /// interactive session extended). Engines that cannot say so.
+    fn extend(&self, job_id: i64, _handle: &str, _limit_s: u64) -> Result<(), ExecError> {
+        Err(ExecError::Launch {
+            job: job_id,
+            message: format!("the {} engine cannot change a run's time limit", self.name()),
+        })
+    }
     /// Takes node `node` (of `site`) out of the engine's service with
     /// `reason` (`drain`), or puts it back. Engines without nodes of their
     /// own (local processes) have nothing to do: gigafab's scheduler keeps

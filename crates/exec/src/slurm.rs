@@ -923,6 +923,24 @@ impl Executor for SlurmExecutor {
         })
     }
 
+    fn extend(&self, job_id: i64, handle: &str, limit_s: u64) -> Result<(), ExecError> {
+        let minutes = limit_s.div_ceil(60).max(1);
+        let o = self.run(
+            job_id,
+            "scontrol",
+            vec![
+                "update".into(),
+                format!("JobId={handle}"),
+                format!("TimeLimit={minutes}"),
+            ],
+        )?;
+        if o.success {
+            Ok(())
+        } else {
+            Err(failed(job_id, "scontrol update TimeLimit", &o))
+        }
+    }
+
     fn provision(&self, alloc: &str, grant: u64, users: &[String]) -> Result<(), ExecError> {
         let users: Vec<&str> = users.iter().map(String::as_str).collect();
         self.associate(0, &self.slurm_account(alloc), &users, Some(grant))

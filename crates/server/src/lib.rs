@@ -25,6 +25,7 @@ pub mod portal;
 pub mod ratelimit;
 pub mod state;
 pub mod store;
+pub mod sessions;
 pub mod submission;
 pub mod tenancy;
 pub mod time;
@@ -65,6 +66,8 @@ pub struct ServeConfig {
     pub oidc: Option<portal::OidcConfig>,
     /// The data and model catalog's store (None: no catalog).
     pub catalog: Option<Arc<catalog::Site>>,
+    /// Interactive sessions: their apps and limits.
+    pub sessions: sessions::SessionConfig,
 }
 
 /// What a client may hold of the server.
@@ -273,6 +276,9 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
     // model endpoints: their replicas as recorded, then their manager
     endpoints::load(&shared).await?;
     endpoints::manager::spawn(shared.clone(), stop_http.subscribe());
+    // interactive sessions: those not ended, then their watch
+    sessions::load(&shared).await?;
+    sessions::spawn(shared.clone(), stop_http.subscribe());
     {
         // the rate limiters forget idle tokens and organisations
         let shared = shared.clone();
@@ -367,6 +373,7 @@ pub async fn open(cfg: ServeConfig) -> Result<Opened, ServeError> {
         limits: ratelimit::RateLimits::new(cfg.http.write_rates),
         serving: Default::default(),
         gateway_reports: Default::default(),
+        sessions: sessions::Sessions::new(cfg.sessions),
         store,
         tenancy,
         audit_id,
@@ -461,7 +468,10 @@ pub async fn serve_http(
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // a graceful stop: each connection is told, then waited for (a
+    // connection that may upgrade has no hyper-util watcher of its own)
+    let (closing, closing_rx) = watch::channel(false);
+    let open = Arc::new(());
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let mut last_full_log: Option<std::time::Instant> = None;
     let mut last_client_log: Option<std::time::Instant> = None;
@@ -538,15 +548,27 @@ pub async fn serve_http(
         b.timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)
             .keep_alive(true);
-        let conn = b.serve_connection(TokioIo::new(stream), svc);
-        let conn = graceful.watch(conn);
+        // upgrades: a session's WebSockets (sessions::proxy)
+        let conn = b.serve_connection(TokioIo::new(stream), svc).with_upgrades();
+        let (mut closing, held) = (closing_rx.clone(), open.clone());
         tokio::spawn(async move {
-            let _ = conn.await;
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = async { let _ = closing.wait_for(|c| *c).await; } => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
             drop(permit);
             drop(per_client);
+            drop(held);
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    let _ = closing.send(true);
+    while Arc::strong_count(&open) > 1 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     Ok(())
 }

@@ -51,6 +51,8 @@ pub struct Shared {
     pub serving: Arc<crate::endpoints::registry::Serving>,
     /// What standalone gateways last reported (`gigafab gateway`).
     pub gateway_reports: crate::endpoints::registry::Reports,
+    /// Interactive sessions (their apps, those not ended).
+    pub sessions: crate::sessions::Sessions,
 }
 
 /// What the controller's loop measured, for `/health` and benchmarks.

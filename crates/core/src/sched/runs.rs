@@ -204,6 +204,32 @@ impl SchedCore {
         self.n_running -= 1;
     }
 
+    /// A new time limit of job `j`, seconds (an interactive session
+    /// extended): a running job's planned end moves with it, so that
+    /// backfill plans around the new end.
+    pub fn set_time_limit(&mut self, j: JobIdx, limit_s: f64) {
+        let job = &mut self.jobs[j as usize];
+        let old = job.time_limit_s;
+        job.time_limit_s = Some(limit_s);
+        // a job planned as running to its limit runs to the new one
+        if let Some(o) = old
+            && o > 0.0
+            && job.base == o
+        {
+            job.run_full *= limit_s / o;
+            job.base = limit_s;
+        }
+        if job.state != JobState::Running {
+            return;
+        }
+        let (pool, gpus, old_end) = (job.run_pool, job.gpus, job.est_end);
+        let new_end = job.run_start + limit_s;
+        job.est_end = new_end;
+        let set = &mut self.running_by_end[pool as usize];
+        set.remove(&(end_key(old_end), j, gpus));
+        set.insert((end_key(new_end), j, gpus));
+    }
+
     /// A running job's current run ended at `now` (completion or time limit).
     pub fn finish(&mut self, j: JobIdx, now: f64) -> JobState {
         let (_, timed_out) = self.jobs[j as usize].planned_run();

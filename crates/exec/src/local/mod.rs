@@ -60,6 +60,9 @@ pub const WORK_DIR: &str = "work";
 /// The `/tmp` (and `/var/tmp`) of a job that runs as its own account,
 /// inside its directory and owned by that account.
 pub const TMP_DIR: &str = "tmp";
+/// A new time limit of a running job, seconds from its start, written
+/// by the server (the supervisor reads it as it watches the run).
+pub const LIMIT_FILE: &str = "time_limit";
 /// How a serving job is reached (`socket` or `tcp`), written at launch.
 const REACH_FILE: &str = "serve.reach";
 
@@ -322,6 +325,7 @@ impl Executor for LocalExecutor {
             STATUS_FILE,
             STATUS_TMP,
             CANCEL_FILE,
+            LIMIT_FILE,
             PID_FILE,
             REACH_FILE,
             crate::reach::SERVE_SOCKET,
@@ -496,6 +500,16 @@ impl Executor for LocalExecutor {
             .open(&path)
             .map(drop)
             .map_err(io_error(&path))
+    }
+
+    fn extend(&self, job_id: i64, handle: &str, limit_s: u64) -> Result<(), ExecError> {
+        Handle::parse(job_id, handle)?;
+        // written whole, then renamed: the supervisor never reads half
+        let dir = self.job_dir(job_id);
+        let tmp = dir.join(format!("{LIMIT_FILE}.tmp"));
+        let path = dir.join(LIMIT_FILE);
+        std::fs::write(&tmp, limit_s.to_string()).map_err(io_error(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io_error(&path))
     }
 
     fn adopt(

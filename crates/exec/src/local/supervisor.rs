@@ -604,6 +604,16 @@ fn stop_requested(dir: &Path, deadline: Option<Instant>, limit_s: u64) -> Option
     }
 }
 
+/// How often the supervisor looks for a new time limit.
+const LIMIT_CHECK: Duration = Duration::from_secs(1);
+
+/// The time limit the server last set ([`super::LIMIT_FILE`]): whole
+/// seconds from the start, at least one.
+fn new_limit(dir: &Path) -> Option<u64> {
+    let text = fs::read_to_string(dir.join(super::LIMIT_FILE)).ok()?;
+    text.trim().parse::<u64>().ok().filter(|&l| l > 0)
+}
+
 /// Starts the command and supervises it to its end.
 fn run_command(args: &SuperviseArgs, out: File, err: File) -> ExitRecord {
     let mut log = err.try_clone().ok();
@@ -919,11 +929,13 @@ fn follow(
     started: Instant,
     log: &mut Option<File>,
 ) -> ExitRecord {
-    let deadline = match args.time_limit_s {
+    let mut limit_s = args.time_limit_s;
+    let mut deadline = match limit_s {
         0 => None,
         s => started.checked_add(Duration::from_secs(s)),
     };
     let mut next_disk_check = Instant::now();
+    let mut next_limit_check = Instant::now();
 
     loop {
         match child.try_wait() {
@@ -958,7 +970,18 @@ fn follow(
                 return failed(message);
             }
         }
-        let mut reason = stop_requested(&args.dir, deadline, args.time_limit_s);
+        // a new limit from the server (a session extended)
+        if Instant::now() >= next_limit_check {
+            next_limit_check = Instant::now() + LIMIT_CHECK;
+            if let Some(l) = new_limit(&args.dir)
+                && l != limit_s
+            {
+                limit_s = l;
+                deadline = started.checked_add(Duration::from_secs(l));
+                note(log, &format!("time limit now {l} s"));
+            }
+        }
+        let mut reason = stop_requested(&args.dir, deadline, limit_s);
         if reason.is_none()
             && let Some(max) = args.max_disk_bytes
             && Instant::now() >= next_disk_check

@@ -11,6 +11,7 @@ mod endpoints;
 mod fleet;
 mod jobs;
 mod meta;
+mod sessions;
 mod tenancy;
 
 pub(crate) use fleet::offer_of;
@@ -83,6 +84,7 @@ pub fn routes() -> impl Iterator<Item = &'static Route> {
         access::ROUTES,
         catalog::ROUTES,
         endpoints::ROUTES,
+        sessions::ROUTES,
     ]
     .into_iter()
     .flatten()
@@ -100,6 +102,7 @@ pub fn router(state: AppState) -> Router {
         .merge(access::router())
         .merge(catalog::router())
         .merge(endpoints::router())
+        .merge(sessions::router())
         .fallback(|| async {
             ApiError::not_found("not_found", "no such endpoint (see /api/v1/openapi.json)")
         })

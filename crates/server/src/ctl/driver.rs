@@ -254,6 +254,16 @@ impl Driver {
         });
     }
 
+    /// Tells the engine of run `handle` its new time limit.
+    pub fn set_time_limit(&self, job: i64, handle: String, limit_s: u64) {
+        let exec = self.exec.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = exec.extend(job, &handle, limit_s) {
+                tracing::warn!("job {job}: new time limit {limit_s} s: {e}");
+            }
+        });
+    }
+
     /// Asks the engines about `runs`, one batched query per engine.
     pub fn poll(&mut self, runs: Vec<(i64, String)>) {
         self.polling = true;

@@ -633,6 +633,52 @@ impl Controller {
         Ok(Some(j.row.view(now)))
     }
 
+    /// Gives job `id`, queued or running, a new time limit (`limit_s`,
+    /// seconds from its start): its owner's or an admin's. A running one
+    /// is told through its engine; the scheduler plans with the new end.
+    pub(super) fn set_time_limit(
+        &mut self,
+        who: &Principal,
+        id: i64,
+        limit_s: i64,
+        now: Ms,
+    ) -> Result<Option<gigafab_api::Job>, ApiError> {
+        let Some(j) = self.jobs.get(&id).filter(|j| who.sees_org(j.row.org_id)) else {
+            return Ok(None);
+        };
+        if !(who.role == Role::Admin || j.row.user_id == who.user_id) {
+            return Err(ApiError::forbidden(
+                "only a job's owner or an admin changes its time limit",
+            ));
+        }
+        if !(1..=gigafab_api::MAX_TIME_LIMIT_S).contains(&limit_s) {
+            return Err(ApiError::invalid(format!(
+                "time_limit_s: within 1..={}",
+                gigafab_api::MAX_TIME_LIMIT_S
+            )));
+        }
+        if j.cancel_requested {
+            return Err(ApiError::conflict(
+                "job_stopping",
+                format!("job {id} is stopping: its time limit stays"),
+            ));
+        }
+        let (core_idx, handle, old) = (j.core, j.row.handle.clone(), j.row.time_limit_s);
+        self.core.set_time_limit(core_idx, limit_s as f64);
+        if let Some(j) = self.jobs.get_mut(&id) {
+            j.row.time_limit_s = limit_s;
+        }
+        if let Some(h) = handle {
+            self.driver.set_time_limit(id, h, limit_s as u64);
+        }
+        self.update_job_op(id);
+        let msg = format!("time limit {old} s -> {limit_s} s by {}", who.name);
+        self.event(id, now, "time_limit_changed", msg.clone());
+        self.audit(who, now, "set_time_limit", &format!("job {id}"), msg);
+        self.dirty = true;
+        Ok(Some(self.jobs[&id].row.view(now)))
+    }
+
     /// Ends an active job: frees its accelerators, charges its allocation,
     /// records the state and an event, and forgets it. `engine_s`: the
     /// run's length by the engine's own accounting (Slurm's), charged

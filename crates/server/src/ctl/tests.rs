@@ -81,6 +81,7 @@ impl Rig {
             limits: crate::ratelimit::RateLimits::new(Default::default()),
             serving: Default::default(),
             gateway_reports: Default::default(),
+            sessions: crate::sessions::Sessions::new(Default::default()),
         });
         let cfg = CtlConfig {
             policy: f.scheduler.policy().expect("a policy"),

@@ -16,6 +16,7 @@ mod catalog;
 mod i18n;
 mod oidc;
 mod pages;
+mod proxy;
 
 pub use oidc::OidcConfig;
 
@@ -424,9 +425,16 @@ pub fn page(t: &impl askama::Template) -> Response {
 /// The portal's routes (pages, forms, its stylesheet and script).
 pub fn router(shared: Arc<Shared>, api: Router, oidc: Option<OidcConfig>) -> Router {
     let state = Arc::new(Portal::new(shared, api, oidc));
+    // sessions are the apps' own pages: none of the portal's headers
+    let sessions = Router::new()
+        .route("/sessions/{id}", axum::routing::any(proxy::session))
+        .route("/sessions/{id}/", axum::routing::any(proxy::session))
+        .route("/sessions/{id}/{*rest}", axum::routing::any(proxy::session))
+        .with_state(state.clone());
     pages::router()
         .merge(catalog::router())
         .layer(axum::middleware::from_fn(same_origin))
         .layer(axum::middleware::from_fn(security_headers))
         .with_state(state)
+        .merge(sessions)
 }

@@ -16,6 +16,7 @@ pub mod fleet;
 pub mod idempotency;
 pub mod jobs;
 pub mod outbox;
+pub mod sessions;
 pub mod tenancy;
 
 use std::path::Path;

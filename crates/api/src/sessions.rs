@@ -1,0 +1,107 @@
+//! Interactive sessions (docs/sessions.md): an app (JupyterLab, a
+//! terminal, ...) run as a job on accelerators and reached through the
+//! server's authenticated proxy at `/sessions/{id}/`.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::{IdRef, JobId};
+
+id_type!(
+    /// An interactive session's id.
+    SessionId
+);
+
+/// An app sessions can run (a file of the server's app directory).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct App {
+    /// Its name, as `StartSession::app` gives it.
+    pub name: String,
+    pub title: String,
+    pub description: String,
+    /// How its idleness is seen: `app` (the app's own activity API) or
+    /// `traffic` (the requests through the proxy).
+    pub idle_check: String,
+}
+
+/// Body of `POST /api/v1/sessions`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartSession {
+    /// The app (`GET /api/v1/apps`).
+    pub app: String,
+    /// The allocation charged.
+    #[schema(value_type = IdRef)]
+    pub allocation: IdRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// Accelerators [default 1].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 64)]
+    pub gpus: Option<i64>,
+    /// Accelerator types it may use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub types: Option<Vec<String>>,
+    /// Its time limit, seconds [default 2 h]; at most the server's
+    /// `--session-max-hours`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 60)]
+    pub time_limit_s: Option<i64>,
+    /// Ended after this long without activity, seconds [default 1 h].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 10)]
+    pub idle_timeout_s: Option<i64>,
+}
+
+/// Body of `POST /api/v1/sessions/{id}/extend`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendSession {
+    /// Seconds added to its time limit.
+    #[schema(minimum = 60)]
+    pub by_s: i64,
+}
+
+/// Where a session is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionState {
+    /// Its job waits for accelerators.
+    Queued,
+    /// Its job runs; the app does not answer yet.
+    Starting,
+    /// Open it at `url`.
+    Ready,
+    /// Its job ended (`reason` says why: stopped, culled when idle, its
+    /// time limit, a failure).
+    Ended,
+}
+
+/// An interactive session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Session {
+    pub id: SessionId,
+    pub app: String,
+    /// Its job (charged like any job).
+    pub job: JobId,
+    pub user: String,
+    pub state: SessionState,
+    /// Where the browser opens it: this server's `/sessions/{id}/`
+    /// (signed in to the portal as its user).
+    pub url: String,
+    pub gpus: i64,
+    pub time_limit_s: i64,
+    /// When its time limit ends it (RFC 3339), once it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ends_at: Option<String>,
+    pub idle_timeout_s: i64,
+    /// Its last activity as last seen (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_activity: Option<String>,
+    /// Most seconds it may still be extended by.
+    pub extendable_s: i64,
+    pub created: String,
+    /// Why it ended, or why it waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
