@@ -268,7 +268,10 @@ pub trait Executor: Send + Sync {
     fn extend(&self, job_id: i64, _handle: &str, _limit_s: u64) -> Result<(), ExecError> {
         Err(ExecError::Launch {
             job: job_id,
-            message: format!("the {} engine cannot change a run's time limit", self.name()),
+            message: format!(
+                "the {} engine cannot change a run's time limit",
+                self.name()
+            ),
         })
     }
     /// Takes node `node` (of `site`) out of the engine's service with

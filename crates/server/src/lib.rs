@@ -23,9 +23,9 @@ pub mod names;
 pub mod notify;
 pub mod portal;
 pub mod ratelimit;
+pub mod sessions;
 pub mod state;
 pub mod store;
-pub mod sessions;
 pub mod submission;
 pub mod tenancy;
 pub mod time;
@@ -549,7 +549,9 @@ pub async fn serve_http(
             .header_read_timeout(limits.header_timeout)
             .keep_alive(true);
         // upgrades: a session's WebSockets (sessions::proxy)
-        let conn = b.serve_connection(TokioIo::new(stream), svc).with_upgrades();
+        let conn = b
+            .serve_connection(TokioIo::new(stream), svc)
+            .with_upgrades();
         let (mut closing, held) = (closing_rx.clone(), open.clone());
         tokio::spawn(async move {
             let mut conn = std::pin::pin!(conn);

@@ -52,7 +52,7 @@ pub struct Shared {
     /// What standalone gateways last reported (`gigafab gateway`).
     pub gateway_reports: crate::endpoints::registry::Reports,
     /// Interactive sessions (their apps, those not ended).
-    pub sessions: crate::sessions::Sessions,
+    pub sessions: crate::sessions::registry::Sessions,
 }
 
 /// What the controller's loop measured, for `/health` and benchmarks.

@@ -80,7 +80,11 @@ pub(super) async fn run(c: SessionCmd) -> Result<()> {
             })
         }
         SessionCmd::Show { id, g } => {
-            let r = g.conn.api()?.get(&["sessions", &id.to_string()], &[]).await?;
+            let r = g
+                .conn
+                .api()?
+                .get(&["sessions", &id.to_string()], &[])
+                .await?;
             let base = g.conn.server();
             show_as(&g, &r, |s: &gigafab_api::Session| session(s, &base))
         }
@@ -96,7 +100,9 @@ pub(super) async fn run(c: SessionCmd) -> Result<()> {
                 note(&format!(
                     "session {id}: time limit now {}{}",
                     format_duration(s.time_limit_s.max(0) as u64),
-                    s.ends_at.map(|e| format!(", ends at {e}")).unwrap_or_default()
+                    s.ends_at
+                        .map(|e| format!(", ends at {e}"))
+                        .unwrap_or_default()
                 ));
             }
             let base = g.conn.server();
@@ -206,11 +212,17 @@ fn session(s: &gigafab_api::Session, base: &str) -> String {
     if let Some(e) = &s.ends_at {
         row("ends at", e.clone());
     }
-    row("idle timeout", format_duration(s.idle_timeout_s.max(0) as u64));
+    row(
+        "idle timeout",
+        format_duration(s.idle_timeout_s.max(0) as u64),
+    );
     if let Some(l) = &s.last_activity {
         row("last activity", l.clone());
     }
-    row("extendable by", format_duration(s.extendable_s.max(0) as u64));
+    row(
+        "extendable by",
+        format_duration(s.extendable_s.max(0) as u64),
+    );
     if let Some(r) = &s.reason {
         row("reason", r.clone());
     }

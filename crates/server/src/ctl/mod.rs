@@ -739,10 +739,12 @@ impl Controller {
                 Some(j) => Reply::Job(Box::new(j)),
                 None => Reply::NotHeld,
             }),
-            Action::SetTimeLimit(id, limit_s) => ok(match self.set_time_limit(who, id.0, limit_s, now)? {
-                Some(j) => Reply::Job(Box::new(j)),
-                None => Reply::NotHeld,
-            }),
+            Action::SetTimeLimit(id, limit_s) => {
+                ok(match self.set_time_limit(who, id.0, limit_s, now)? {
+                    Some(j) => Reply::Job(Box::new(j)),
+                    None => Reply::NotHeld,
+                })
+            }
             Action::CancelQueuedOf(user) => {
                 let mut queued: Vec<i64> = self
                     .jobs

@@ -547,11 +547,13 @@ impl Controller {
                 })
                 .collect();
             let spec = LaunchSpec {
-                // a replica serves on the port its endpoint gave it
-                serve_port: j
-                    .spec
-                    .endpoint
-                    .and_then(|_| j.spec.env.get("PORT")?.parse().ok()),
+                // a replica serves on the port its endpoint gave it, a
+                // session's app on its session's (GIGAFAB_ variables are
+                // the server's alone)
+                serve_port: (j.spec.endpoint.is_some()
+                    || j.spec.env.contains_key("GIGAFAB_SESSION"))
+                .then(|| j.spec.env.get("PORT")?.parse().ok())
+                .flatten(),
                 read_only: j
                     .spec
                     .inputs

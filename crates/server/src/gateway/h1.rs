@@ -643,7 +643,9 @@ fn chunk_size(line: &[u8]) -> Result<u64, Error> {
 
 /// A connection to a replica handed over by its supervisor at `path`
 /// ([`gigafab_exec::reach`]), without blocking a thread.
-pub(crate) async fn from_supervisor(path: &std::path::Path) -> std::io::Result<std::net::TcpStream> {
+pub(crate) async fn from_supervisor(
+    path: &std::path::Path,
+) -> std::io::Result<std::net::TcpStream> {
     let (short, _guard) = gigafab_exec::reach::socket_path(path)?;
     let u = tokio::net::UnixStream::connect(&short).await?;
     loop {

@@ -36,7 +36,10 @@ fn caller(p: &Portal, h: &HeaderMap) -> Option<Principal> {
 
 /// Whether `h` says the request comes from another origin than its `Host`.
 fn cross_origin(h: &HeaderMap) -> bool {
-    let host = h.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let host = h
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     match h.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
         None => false,
         Some(o) => {
@@ -57,7 +60,9 @@ pub(super) async fn session(State(p): State<Arc<Portal>>, req: Request) -> Respo
     // `/sessions/{id}` or `/sessions/{id}/...`
     let path = req.uri().path().to_string();
     let rest = path.strip_prefix("/sessions/").unwrap_or("");
-    let (raw, tail) = rest.split_once('/').map_or((rest, None), |(a, b)| (a, Some(b)));
+    let (raw, tail) = rest
+        .split_once('/')
+        .map_or((rest, None), |(a, b)| (a, Some(b)));
     let Some(id) = raw.parse::<i64>().ok().filter(|&i| i > 0) else {
         return gone(StatusCode::NOT_FOUND, "no such session".into());
     };
@@ -65,17 +70,17 @@ pub(super) async fn session(State(p): State<Arc<Portal>>, req: Request) -> Respo
         if req.method() == Method::GET {
             return Redirect::to("/login").into_response();
         }
-        return gone(StatusCode::UNAUTHORIZED, "sign in to the portal first".into());
+        return gone(
+            StatusCode::UNAUTHORIZED,
+            "sign in to the portal first".into(),
+        );
     };
     let changes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     if (changes || req.headers().contains_key(header::UPGRADE)) && cross_origin(req.headers()) {
         return gone(StatusCode::FORBIDDEN, "cross-origin request refused".into());
     }
     let s = &p.shared;
-    let live = s
-        .sessions
-        .live(id)
-        .filter(|l| l.row.user_id == who.user_id);
+    let live = s.sessions.live(id).filter(|l| l.row.user_id == who.user_id);
     let Some(l) = live else {
         // ended (its user is told so) or never the caller's
         return match crate::store::sessions::get(&s.store.pool, id).await {
@@ -99,8 +104,10 @@ pub(super) async fn session(State(p): State<Arc<Portal>>, req: Request) -> Respo
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("session {id} is starting; try again in a few seconds"),
             );
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, axum::http::HeaderValue::from_static("3"));
+            r.headers_mut().insert(
+                header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("3"),
+            );
             return r;
         }
     };

@@ -113,10 +113,13 @@ pub fn parse(name: &str, text: &str, origin: &str) -> Result<AppDef, String> {
             "command: `{token}` goes in env or auth_header: a command line is readable by every user of the node",
         );
     }
-    for p in [Some(&a.ready), match &a.idle {
-        IdleCheck::App { path, .. } => Some(path),
-        IdleCheck::Traffic => None,
-    }]
+    for p in [
+        Some(&a.ready),
+        match &a.idle {
+            IdleCheck::App { path, .. } => Some(path),
+            IdleCheck::Traffic => None,
+        },
+    ]
     .into_iter()
     .flatten()
     {
@@ -137,11 +140,14 @@ pub fn parse(name: &str, text: &str, origin: &str) -> Result<AppDef, String> {
 pub fn load(dir: Option<&Path>) -> Result<Vec<AppDef>, String> {
     let mut apps = BTreeMap::new();
     for (name, text) in BUILT_IN {
-        apps.insert(name.to_string(), parse(name, text, &format!("built-in app {name}"))?);
+        apps.insert(
+            name.to_string(),
+            parse(name, text, &format!("built-in app {name}"))?,
+        );
     }
     if let Some(dir) = dir {
-        let entries = std::fs::read_dir(dir)
-            .map_err(|e| format!("--apps-dir {}: {e}", dir.display()))?;
+        let entries =
+            std::fs::read_dir(dir).map_err(|e| format!("--apps-dir {}: {e}", dir.display()))?;
         for e in entries {
             let e = e.map_err(|e| format!("--apps-dir {}: {e}", dir.display()))?;
             let path = e.path();
@@ -152,9 +158,12 @@ pub fn load(dir: Option<&Path>) -> Result<Vec<AppDef>, String> {
             else {
                 continue;
             };
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            apps.insert(name.to_string(), parse(name, &text, &path.display().to_string())?);
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            apps.insert(
+                name.to_string(),
+                parse(name, &text, &path.display().to_string())?,
+            );
         }
     }
     Ok(apps.into_values().collect())
@@ -177,7 +186,12 @@ mod tests {
 
     #[test]
     fn a_bad_file_says_where() {
-        let e = parse("x", "title = \"X\"\ncommand = [\"a\"]\nready = 3\n", "x.toml").unwrap_err();
+        let e = parse(
+            "x",
+            "title = \"X\"\ncommand = [\"a\"]\nready = 3\n",
+            "x.toml",
+        )
+        .unwrap_err();
         assert!(e.starts_with("x.toml:3: "), "{e}");
         let e = parse(
             "x",

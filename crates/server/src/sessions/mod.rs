@@ -11,12 +11,11 @@
 
 pub mod apps;
 pub mod proxy;
+pub mod registry;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
-use gigafab_exec::Reach;
 use tokio::sync::watch;
 
 use crate::auth::{Principal, Role};
@@ -26,6 +25,7 @@ use crate::state::Shared;
 use crate::store::sessions::{self as st, SessionRow};
 use crate::time::Ms;
 pub use apps::AppDef;
+pub use registry::{Live, SessionConfig, Sessions, base};
 
 /// A session's time limit unless it asks for another, seconds.
 pub const DEFAULT_LIMIT_S: i64 = 2 * 3600;
@@ -43,127 +43,6 @@ pub const MAX_OPEN_PER_USER: usize = 8;
 const TICK: std::time::Duration = std::time::Duration::from_secs(2);
 /// How often an app's idleness is asked.
 const IDLE_EVERY_MS: i64 = 15_000;
-
-/// The sessions' settings (`gigafab serve` flags).
-#[derive(Debug, Clone)]
-pub struct SessionConfig {
-    /// The apps sessions may run.
-    pub apps: Vec<AppDef>,
-    /// Longest time limit, extensions included, seconds
-    /// (`--session-max-hours`).
-    pub max_s: i64,
-    /// Jobs have networks of their own (`--job-network private`): apps
-    /// with no secret of their own may run.
-    pub private_network: bool,
-}
-
-impl Default for SessionConfig {
-    fn default() -> Self {
-        SessionConfig {
-            apps: apps::load(None).expect("the built-in apps read"),
-            max_s: 12 * 3600,
-            private_network: true,
-        }
-    }
-}
-
-/// A session not yet ended, as the server holds it.
-pub struct Live {
-    pub row: SessionRow,
-    pub app: Arc<AppDef>,
-    /// Where its app is reached, once its job runs.
-    pub reach: Mutex<Option<Reach>>,
-    /// Its app answered its readiness check.
-    pub ready: AtomicBool,
-    /// The last request through the proxy, ms.
-    pub last_traffic_ms: AtomicI64,
-    /// Its last activity as last seen (the app's word, or traffic), ms.
-    pub last_activity_ms: AtomicI64,
-    /// When its idleness was last asked, ms.
-    idle_asked_ms: AtomicI64,
-}
-
-impl Live {
-    /// Its path under the server (`/sessions/{id}/`).
-    pub fn base(&self) -> String {
-        base(self.row.id)
-    }
-
-    /// Where its app is reached (None: its job does not run yet).
-    pub fn reach(&self) -> Option<Reach> {
-        self.reach.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
-
-/// The path of session `id` under the server.
-pub fn base(id: i64) -> String {
-    format!("/sessions/{id}/")
-}
-
-/// The sessions: the apps, those not yet ended, the next id.
-pub struct Sessions {
-    pub cfg: SessionConfig,
-    live: RwLock<HashMap<i64, Arc<Live>>>,
-    last_id: AtomicI64,
-}
-
-impl Sessions {
-    pub fn new(cfg: SessionConfig) -> Sessions {
-        Sessions {
-            cfg,
-            live: Default::default(),
-            last_id: AtomicI64::new(0),
-        }
-    }
-
-    pub fn app(&self, name: &str) -> Option<&AppDef> {
-        self.cfg.apps.iter().find(|a| a.name == name)
-    }
-
-    /// Session `id`, if not ended.
-    pub fn live(&self, id: i64) -> Option<Arc<Live>> {
-        self.live
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&id)
-            .cloned()
-    }
-
-    fn all(&self) -> Vec<Arc<Live>> {
-        self.live
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect()
-    }
-
-    fn hold(&self, row: SessionRow) -> Option<Arc<Live>> {
-        let app = Arc::new(self.app(&row.app)?.clone());
-        let at = row.last_activity_ms.unwrap_or(row.created_ms).0;
-        let l = Arc::new(Live {
-            app,
-            reach: Mutex::new(None),
-            ready: AtomicBool::new(false),
-            last_traffic_ms: AtomicI64::new(at),
-            last_activity_ms: AtomicI64::new(at),
-            idle_asked_ms: AtomicI64::new(0),
-            row,
-        });
-        self.live
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(l.row.id, l.clone());
-        Some(l)
-    }
-
-    fn forget(&self, id: i64) {
-        self.live
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
-    }
-}
 
 /// The server's own principal (its cull stops a session's job).
 fn system() -> Principal {
@@ -190,7 +69,11 @@ pub async fn load(s: &Shared) -> Result<(), sqlx::Error> {
             tracing::warn!("session {id}: its app `{app}` is gone; ending it");
             let _ = s
                 .store
-                .write(vec![st::end(id, s.clock.now(), "its app is no longer defined")])
+                .write(vec![st::end(
+                    id,
+                    s.clock.now(),
+                    "its app is no longer defined",
+                )])
                 .await;
         }
     }
@@ -236,7 +119,13 @@ pub async fn start(
         ));
     }
     let Some(app) = s.sessions.app(&req.app).cloned() else {
-        let names: Vec<&str> = s.sessions.cfg.apps.iter().map(|a| a.name.as_str()).collect();
+        let names: Vec<&str> = s
+            .sessions
+            .cfg
+            .apps
+            .iter()
+            .map(|a| a.name.as_str())
+            .collect();
         return Err(ApiError::invalid(format!(
             "app: no app `{}` (the server's: {})",
             req.app.chars().take(40).collect::<String>(),
@@ -258,7 +147,9 @@ pub async fn start(
     }
     let idle = req.idle_timeout_s.unwrap_or(DEFAULT_IDLE_S);
     if !(MIN_IDLE_S..=max).contains(&idle) {
-        return Err(ApiError::invalid(format!("idle_timeout_s: within {MIN_IDLE_S}..={max}")));
+        return Err(ApiError::invalid(format!(
+            "idle_timeout_s: within {MIN_IDLE_S}..={max}"
+        )));
     }
     let gpus = req.gpus.unwrap_or(1);
     if !(1..=MAX_GPUS).contains(&gpus) {
@@ -285,14 +176,11 @@ pub async fn start(
         .iter()
         .map(|a| AppDef::fill(a, port, &b, ""))
         .collect();
-    let mut env: std::collections::BTreeMap<String, String> = app
+    let env: std::collections::BTreeMap<String, String> = app
         .env
         .iter()
         .map(|(k, v)| (k.clone(), AppDef::fill(v, port, &b, &token)))
         .collect();
-    env.insert("PORT".into(), port.to_string());
-    env.insert("GIGAFAB_SESSION".into(), id.to_string());
-    env.insert("GIGAFAB_SESSION_URL".into(), b.clone());
     let mut job = gigafab_api::SubmitJob::new(0, gpus, command);
     job.allocation = req.allocation;
     job.project = req.project;
@@ -300,7 +188,12 @@ pub async fn start(
     job.time_limit_s = Some(limit);
     job.name = Some(format!("session-{id}-{}", app.name));
     job.env = Some(env);
-    let action = s.submission(who, job)?;
+    let mut valid = crate::submission::validate(who, job, &s.factory)?;
+    // set by gigafab, after the check that keeps tenants from them
+    valid.env.insert("PORT".into(), port.to_string());
+    valid.env.insert("GIGAFAB_SESSION".into(), id.to_string());
+    valid.env.insert("GIGAFAB_SESSION_URL".into(), b.clone());
+    let action = s.submission_with(valid, Vec::new());
     let (_, reply) = s.ask(who.clone(), action).await?;
     let j = reply.job()?;
     let row = SessionRow {
@@ -359,7 +252,10 @@ pub async fn get(s: &Shared, who: &Principal, id: i64) -> Result<gigafab_api::Se
 pub async fn stop(s: &Shared, who: &Principal, id: i64) -> Result<gigafab_api::Session, ApiError> {
     let r = own(s, who, id).await?;
     if r.ended_ms.is_none() {
-        match s.ask(who.clone(), Action::Cancel(gigafab_api::JobId(r.job_id))).await {
+        match s
+            .ask(who.clone(), Action::Cancel(gigafab_api::JobId(r.job_id)))
+            .await
+        {
             Ok(_) => {}
             Err(e) if e.status == axum::http::StatusCode::CONFLICT => {}
             Err(e) => return Err(e),
@@ -371,7 +267,9 @@ pub async fn stop(s: &Shared, who: &Principal, id: i64) -> Result<gigafab_api::S
 
 /// Records that session `id` ended, for `reason`.
 async fn end(s: &Shared, id: i64, reason: &str) -> Result<(), ApiError> {
-    s.store.write(vec![st::end(id, s.clock.now(), reason)]).await?;
+    s.store
+        .write(vec![st::end(id, s.clock.now(), reason)])
+        .await?;
     s.sessions.forget(id);
     Ok(())
 }
@@ -379,7 +277,13 @@ async fn end(s: &Shared, id: i64, reason: &str) -> Result<(), ApiError> {
 /// How much longer session `r` (running `gpus` accelerators under a time
 /// limit of `limit_s`) may be extended by: the server's longest session,
 /// the allocation's end and what is left of its grant.
-fn extendable(s: &Shared, limit_s: i64, gpus: i64, started: Option<Ms>, a: &gigafab_api::Allocation) -> i64 {
+fn extendable(
+    s: &Shared,
+    limit_s: i64,
+    gpus: i64,
+    started: Option<Ms>,
+    a: &gigafab_api::Allocation,
+) -> i64 {
     let by_policy = s.sessions.cfg.max_s - limit_s;
     let by_grant = if gpus > 0 {
         let left_h = (a.granted_gpu_hours - a.used_gpu_hours).max(0.0);
@@ -403,7 +307,10 @@ pub async fn extend(
 ) -> Result<gigafab_api::Session, ApiError> {
     let r = own(s, who, id).await?;
     if r.ended_ms.is_some() {
-        return Err(ApiError::conflict("session_ended", format!("session {id} has ended")));
+        return Err(ApiError::conflict(
+            "session_ended",
+            format!("session {id} has ended"),
+        ));
     }
     if req.by_s < MIN_S {
         return Err(ApiError::invalid(format!("by_s: at least {MIN_S}")));
@@ -412,10 +319,19 @@ pub async fn extend(
         .await?
         .ok_or_else(|| not_found(id))?;
     let (_, a) = s
-        .ask(who.clone(), Action::GetAlloc(gigafab_api::AllocationId(job.alloc_id)))
+        .ask(
+            who.clone(),
+            Action::GetAlloc(gigafab_api::AllocationId(job.alloc_id)),
+        )
         .await?;
     let a = a.allocation()?;
-    let room = extendable(s, job.time_limit_s, job.gpus, job.started_ms.or(Some(s.clock.now())), &a);
+    let room = extendable(
+        s,
+        job.time_limit_s,
+        job.gpus,
+        job.started_ms.or(Some(s.clock.now())),
+        &a,
+    );
     if req.by_s > room {
         return Err(ApiError::conflict(
             "extension_refused",
@@ -428,12 +344,22 @@ pub async fn extend(
             ),
         ));
     }
+    let limit = job.time_limit_s + req.by_s;
     s.ask(
         who.clone(),
-        Action::SetTimeLimit(gigafab_api::JobId(r.job_id), job.time_limit_s + req.by_s),
+        Action::SetTimeLimit(gigafab_api::JobId(r.job_id), limit),
     )
     .await?;
-    get(s, who, id).await
+    // the controller holds the new limit; the store has it at its next
+    // commit
+    let mut v = get(s, who, id).await?;
+    let added = limit - v.time_limit_s;
+    v.time_limit_s = limit;
+    v.extendable_s = (v.extendable_s - added).max(0);
+    if let Some(st) = job.started_ms {
+        v.ends_at = Some(Ms(st.0 + limit * 1000).rfc3339());
+    }
+    Ok(v)
 }
 
 /// Session `r` as the API shows it.
@@ -445,7 +371,13 @@ pub async fn view(
     use gigafab_api::SessionState as S;
     let job = crate::store::jobs::get(&s.store.pool, r.job_id).await?;
     let (limit, gpus, started, state_s, reason) = match &job {
-        Some(j) => (j.time_limit_s, j.gpus, j.started_ms, j.state.as_str(), j.reason.clone()),
+        Some(j) => (
+            j.time_limit_s,
+            j.gpus,
+            j.started_ms,
+            j.state.as_str(),
+            j.reason.clone(),
+        ),
         None => (0, 0, None, "cancelled", None),
     };
     let state = if r.ended_ms.is_some() {
@@ -462,7 +394,10 @@ pub async fn view(
         0
     } else if let Some(j) = &job {
         match s
-            .ask(system(), Action::GetAlloc(gigafab_api::AllocationId(j.alloc_id)))
+            .ask(
+                system(),
+                Action::GetAlloc(gigafab_api::AllocationId(j.alloc_id)),
+            )
             .await
             .and_then(|(_, a)| a.allocation())
         {
@@ -526,7 +461,7 @@ async fn look(s: &Shared, l: &Arc<Live>) -> Result<(), ApiError> {
         "running" => {}
         state => {
             let why = job.reason.clone().unwrap_or_default();
-            return end(s, l.row.id, &format!("its job ended ({state}) {why}").trim().to_string()).await;
+            return end(s, l.row.id, format!("its job ended ({state}) {why}").trim()).await;
         }
     }
     let Some(handle) = job.handle.as_deref() else {
@@ -564,10 +499,12 @@ async fn look(s: &Shared, l: &Arc<Live>) -> Result<(), ApiError> {
         apps::IdleCheck::App { path, field } => {
             let path = AppDef::fill(path, l.row.port as u16, &l.base(), &l.row.token);
             match proxy::get(l, &reach, &path).await {
-                Ok((st, body)) if st.is_success() => serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&body)
-                    .ok()
-                    .and_then(|m| m.get(field).and_then(|v| v.as_str()).map(str::to_string))
-                    .and_then(|t| crate::time::parse_rfc3339(&t).ok()),
+                Ok((st, body)) if st.is_success() => {
+                    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&body)
+                        .ok()
+                        .and_then(|m| m.get(field).and_then(|v| v.as_str()).map(str::to_string))
+                        .and_then(|t| crate::time::parse_rfc3339(&t).ok())
+                }
                 _ => None,
             }
             // an app that does not say: its traffic
@@ -582,9 +519,15 @@ async fn look(s: &Shared, l: &Arc<Live>) -> Result<(), ApiError> {
     }
     let idle_s = (now.0 - last) / 1000;
     if idle_s >= l.row.idle_timeout_s {
-        let why = format!("culled: idle for {idle_s} s (idle timeout {} s)", l.row.idle_timeout_s);
+        let why = format!(
+            "culled: idle for {idle_s} s (idle timeout {} s)",
+            l.row.idle_timeout_s
+        );
         tracing::info!("session {}: {why}", l.row.id);
-        match s.ask(system(), Action::Cancel(gigafab_api::JobId(job.id))).await {
+        match s
+            .ask(system(), Action::Cancel(gigafab_api::JobId(job.id)))
+            .await
+        {
             Ok(_) => {}
             Err(e) if e.status == axum::http::StatusCode::CONFLICT => {}
             Err(e) => return Err(e),

@@ -159,7 +159,12 @@ fn upstream_uri(l: &Live, uri: &Uri) -> Result<Uri, String> {
 }
 
 /// Passes `req` to session `l`'s app at `reach` and its answer back.
-pub async fn forward(l: Arc<Live>, reach: Reach, mut req: Request, clock: Arc<dyn Clock>) -> Response {
+pub async fn forward(
+    l: Arc<Live>,
+    reach: Reach,
+    mut req: Request,
+    clock: Arc<dyn Clock>,
+) -> Response {
     l.last_traffic_ms.fetch_max(clock.now().0, Ordering::AcqRel);
     let upgrading = req.headers().contains_key(header::UPGRADE);
     let uri = match upstream_uri(&l, req.uri()) {
@@ -175,7 +180,8 @@ pub async fn forward(l: Arc<Live>, reach: Reach, mut req: Request, clock: Arc<dy
     without_portal_cookie(h);
     h.remove(header::AUTHORIZATION);
     if let Some(a) = &l.app.auth_header
-        && let Ok(v) = HeaderValue::from_str(&AppDef::fill(a, l.row.port as u16, &l.base(), &l.row.token))
+        && let Ok(v) =
+            HeaderValue::from_str(&AppDef::fill(a, l.row.port as u16, &l.base(), &l.row.token))
     {
         h.insert(header::AUTHORIZATION, v);
     }
@@ -184,7 +190,12 @@ pub async fn forward(l: Arc<Live>, reach: Reach, mut req: Request, clock: Arc<dy
     }
     let io = match connect(&reach).await {
         Ok(io) => io,
-        Err(e) => return bad_gateway(format!("session {}: its app does not answer: {e}", l.row.id)),
+        Err(e) => {
+            return bad_gateway(format!(
+                "session {}: its app does not answer: {e}",
+                l.row.id
+            ));
+        }
     };
     let (mut send, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(io)).await {
         Ok(x) => x,
@@ -219,8 +230,7 @@ pub async fn forward(l: Arc<Live>, reach: Reach, mut req: Request, clock: Arc<dy
     end_to_end(&mut p.headers, false);
     // the answer's bytes count as traffic as they pass
     let body = body.map_frame(move |f| {
-        l.last_traffic_ms
-            .fetch_max(clock.now().0, Ordering::AcqRel);
+        l.last_traffic_ms.fetch_max(clock.now().0, Ordering::AcqRel);
         f
     });
     Response::from_parts(p, Body::new(body))
@@ -266,11 +276,17 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_and_the_portal_cookie_stay_behind() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert(header::TE, HeaderValue::from_static("trailers"));
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        h.insert(header::COOKIE, HeaderValue::from_static("a=1; gf_session=SECRET; _xsrf=2"));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; gf_session=SECRET; _xsrf=2"),
+        );
         let mut up = h.clone();
         end_to_end(&mut h, false);
         without_portal_cookie(&mut h);

@@ -7,7 +7,7 @@ use crate::model::{JobEvent, JobRow};
 use crate::time::Ms;
 
 const JOB_INSERT: &str = "INSERT INTO jobs (id, org_id, user_id, alloc_id, project_id, name, spec, gpus, time_limit_s, state, reason, exit_code, submitted_ms, started_ms, ended_ms, accelerators, handle, gpu_s) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)";
-const JOB_UPDATE: &str = "UPDATE jobs SET state = $2, reason = $3, exit_code = $4, started_ms = $5, ended_ms = $6, accelerators = $7, handle = $8, gpu_s = $9, spec = $10, energy_j = $11, carbon_g = $12, energy_source = $13, stopping_handle = $14 WHERE id = $1";
+const JOB_UPDATE: &str = "UPDATE jobs SET state = $2, reason = $3, exit_code = $4, started_ms = $5, ended_ms = $6, accelerators = $7, handle = $8, gpu_s = $9, spec = $10, energy_j = $11, carbon_g = $12, energy_source = $13, stopping_handle = $14, time_limit_s = $15 WHERE id = $1";
 const EVENT_INSERT: &str =
     "INSERT INTO job_events (job_id, seq, at_ms, kind, message) VALUES ($1, $2, $3, $4, $5)";
 
@@ -57,6 +57,7 @@ pub fn update(r: &JobRow, spec: String) -> Op {
             Arg::OF(r.carbon_g),
             Arg::OS(r.energy_source.clone()),
             Arg::OS(r.stopping.clone()),
+            Arg::I(r.time_limit_s),
         ],
     )
 }

@@ -99,7 +99,11 @@ pub async fn get(pool: &AnyPool, id: i64) -> Result<Option<SessionRow>, sqlx::Er
 }
 
 /// The newest `limit` sessions of `user`, newest first.
-pub async fn of_user(pool: &AnyPool, user: i64, limit: i64) -> Result<Vec<SessionRow>, sqlx::Error> {
+pub async fn of_user(
+    pool: &AnyPool,
+    user: i64,
+    limit: i64,
+) -> Result<Vec<SessionRow>, sqlx::Error> {
     let q = format!("SELECT {COLUMNS} FROM sessions WHERE user_id = $1 ORDER BY id DESC LIMIT $2");
     sqlx::query(&q)
         .bind(user)

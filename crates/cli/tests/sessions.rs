@@ -1,0 +1,417 @@
+//! Interactive sessions against the real binary (docs/sessions.md): an app
+//! defined by a file, run as its user's job, reached through the server's
+//! proxy by its user alone, its secret added and the portal's cookie kept
+//! back, WebSocket-style upgrades passed through, extended within policy,
+//! culled when idle, stopped. The app is a small Python server
+//! (`fixtures/session_app.py`); JupyterLab itself is in `sessions_jupyter.rs`.
+
+#[path = "common/app.rs"]
+#[macro_use]
+mod app;
+#[path = "common/openapi.rs"]
+mod openapi;
+
+use app::{App, Db};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The Python interpreter itself (a shim may not run under a job's PATH).
+fn python() -> String {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Writes the test apps (`probe`, and `stale`, whose last activity is long
+/// ago) and restarts `app` with them.
+fn with_test_apps(app: &mut App) {
+    let dir = app.dir.join("apps");
+    std::fs::create_dir_all(&dir).unwrap();
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/session_app.py");
+    for (name, mode) in [("probe", ""), ("stale", "old")] {
+        std::fs::write(
+            dir.join(format!("{name}.toml")),
+            format!(
+                "title = \"{name}\"\ncommand = [\"{}\", \"{}\"]\nenv = {{ APP_TOKEN = \"{{token}}\", APP_MODE = \"{mode}\" }}\nready = \"{{base}}api/status\"\nauth_header = \"token {{token}}\"\n[idle]\ncheck = \"app\"\npath = \"{{base}}api/status\"\nfield = \"last_activity\"\n",
+                python(),
+                script.display()
+            ),
+        )
+        .unwrap();
+    }
+    app.kill9();
+    app.extra = vec!["--apps-dir".into(), dir.display().to_string()];
+    app.start(None);
+}
+
+/// Two organisations with an allocation each; members' tokens:
+/// (alice, bob of acme; mallory of evil) and acme's allocation.
+async fn tenants(app: &App) -> (String, String, String, i64) {
+    let mut acme = 0;
+    for o in ["acme", "evil"] {
+        app.post("/api/v1/orgs", json!({"name": o, "category": "sme"}))
+            .await;
+        let a = app
+            .post("/api/v1/allocations", json!({"org": o, "gpu_hours": 100.0}))
+            .await;
+        if o == "acme" {
+            acme = a["id"].as_i64().unwrap();
+        }
+    }
+    (
+        app.user_token("alice", "acme", "member").await,
+        app.user_token("bob", "acme", "member").await,
+        app.user_token("mallory", "evil", "member").await,
+        acme,
+    )
+}
+
+async fn wait_session(app: &App, token: &str, id: i64, state: &str, secs: u64) -> Value {
+    let t = Instant::now();
+    loop {
+        let (st, s) = app
+            .call("GET", &format!("/api/v1/sessions/{id}"), Some(token), None)
+            .await;
+        assert_eq!(st, 200, "{s}");
+        if s["state"] == state {
+            return s;
+        }
+        if t.elapsed() > Duration::from_secs(secs) {
+            let job = s["job"].as_i64().unwrap_or(0);
+            let (o, e) = (
+                app.logs(job, "").await,
+                app.logs(job, "?stream=stderr").await,
+            );
+            panic!("not {state}: {s:#}\njob {job}'s output:\n{o}\n{e}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A client that shows redirects instead of following them.
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// A raw upgrade through the proxy: the answer's head, then (after a 101)
+/// what comes back of `ping`.
+async fn upgrade(
+    url: &str,
+    path: &str,
+    token: &str,
+    origin: Option<&str>,
+    ping: &[u8],
+) -> (String, Vec<u8>) {
+    let addr = url.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let origin = origin
+        .map(|o| format!("Origin: {o}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n{origin}Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut b).await.unwrap() == 0 {
+            break;
+        }
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_string();
+    if !head.starts_with("HTTP/1.1 101") {
+        return (head, Vec::new());
+    }
+    s.write_all(ping).await.unwrap();
+    let mut back = vec![0u8; ping.len()];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut back))
+        .await
+        .expect("the echo comes back")
+        .unwrap();
+    (head, back)
+}
+
+both_stores!(a_session_is_its_users_alone);
+
+async fn a_session_is_its_users_alone(mut app: App) {
+    with_test_apps(&mut app);
+    let (alice, bob, mallory, alloc) = tenants(&app).await;
+    let (st, apps) = app.call("GET", "/api/v1/apps", Some(&alice), None).await;
+    assert_eq!(st, 200);
+    let names: Vec<&str> = apps["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    // vscode needs a network per job, which a single-user server has not
+    assert_eq!(names, ["jupyter", "probe", "stale", "terminal"], "{apps}");
+    // refusals name the field
+    let (st, e) = app
+        .call(
+            "POST",
+            "/api/v1/sessions",
+            Some(&alice),
+            Some(json!({"app": "nope", "allocation": alloc})),
+        )
+        .await;
+    assert_eq!(
+        (st, e["error"].as_str()),
+        (422, Some("invalid_request")),
+        "{e}"
+    );
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("app: no app `nope`"),
+        "{e}"
+    );
+    let (st, e) = app
+        .call(
+            "POST",
+            "/api/v1/sessions",
+            Some(&alice),
+            Some(json!({"app": "probe", "allocation": alloc, "time_limit_s": 999_999})),
+        )
+        .await;
+    assert_eq!(st, 422, "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("--session-max-hours"),
+        "{e}"
+    );
+    let (st, s) = app
+        .call(
+            "POST",
+            "/api/v1/sessions",
+            Some(&alice),
+            Some(json!({"app": "probe", "allocation": alloc, "time_limit_s": 600})),
+        )
+        .await;
+    assert_eq!(st, 201, "{s}");
+    let id = s["id"].as_i64().unwrap();
+    let job = s["job"].as_i64().unwrap();
+    assert_eq!(s["url"], format!("/sessions/{id}/"));
+    wait_session(&app, &alice, id, "ready", 60).await;
+    let base = format!("{}/sessions/{id}/", app.url);
+    let http = client();
+    // its user: the app sees its own secret, its own Host, not the
+    // portal's cookie, whatever the request said
+    let r = http
+        .get(format!("{base}hello?x=1"))
+        .bearer_auth(&alice)
+        .header("cookie", "gf_session=stolen; theme=dark")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["path"], format!("/sessions/{id}/hello?x=1"));
+    assert!(v["host"].as_str().unwrap().starts_with("127.0.0.1:"), "{v}");
+    assert_eq!(v["cookie"], "theme=dark", "{v}");
+    assert!(v["cuda"].is_string(), "the job's accelerators: {v}");
+    // a request aimed elsewhere (absolute URI, another Host) still goes
+    // to the session's app, and only there
+    let addr = app.url.trim_start_matches("http://").to_string();
+    let mut raw = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    raw.write_all(
+        format!("GET http://169.254.169.254:80/sessions/{id}/meta HTTP/1.1\r\nHost: 169.254.169.254\r\nAuthorization: Bearer {alice}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut answer = String::new();
+    raw.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains(&format!("\"path\": \"/sessions/{id}/meta\"")),
+        "{answer}"
+    );
+    assert!(answer.contains("\"host\": \"127.0.0.1:"), "{answer}");
+    // anyone else: no such session
+    for (who, t) in [("bob", &bob), ("mallory", &mallory)] {
+        let r = http.get(&base).bearer_auth(t).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{who}");
+        let (st, _) = app
+            .call("GET", &format!("/api/v1/sessions/{id}"), Some(t), None)
+            .await;
+        assert_eq!(st, 404, "{who}");
+        let (st, _) = app
+            .call(
+                "POST",
+                &format!("/api/v1/sessions/{id}/extend"),
+                Some(t),
+                Some(json!({"by_s": 600})),
+            )
+            .await;
+        assert_eq!(st, 404, "{who}");
+        let (head, _) = upgrade(&app.url, &format!("/sessions/{id}/ws"), t, None, b"x").await;
+        assert!(head.starts_with("HTTP/1.1 404"), "{who}: {head}");
+    }
+    // no one signed in: the sign-in page (a GET), refused (else)
+    let r = http.get(&base).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 303, "{:?}", r.headers());
+    let r = http.post(&base).body("x").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    // a page of another site cannot drive it with the user's credentials
+    let r = http
+        .post(format!("{base}api/run"))
+        .bearer_auth(&alice)
+        .header("origin", "http://evil.example")
+        .body("rm -rf ~")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = http
+        .post(format!("{base}api/run"))
+        .bearer_auth(&alice)
+        .header("origin", &app.url)
+        .body("print(1)")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["body"], "print(1)");
+    let (head, _) = upgrade(
+        &app.url,
+        &format!("/sessions/{id}/ws"),
+        &alice,
+        Some("http://evil.example"),
+        b"x",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    // an upgrade passes through, both ways
+    let (head, back) = upgrade(
+        &app.url,
+        &format!("/sessions/{id}/ws"),
+        &alice,
+        Some(&app.url),
+        b"ping-123",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert_eq!(back, b"ping-123");
+    // extended within policy: its job's limit moves, its engine is told
+    let (st, e) = app
+        .call(
+            "POST",
+            &format!("/api/v1/sessions/{id}/extend"),
+            Some(&alice),
+            Some(json!({"by_s": 10_000_000})),
+        )
+        .await;
+    assert_eq!(
+        (st, e["error"].as_str()),
+        (409, Some("extension_refused")),
+        "{e}"
+    );
+    let (st, s) = app
+        .call(
+            "POST",
+            &format!("/api/v1/sessions/{id}/extend"),
+            Some(&alice),
+            Some(json!({"by_s": 300})),
+        )
+        .await;
+    assert_eq!(st, 200, "{s}");
+    assert_eq!(s["time_limit_s"], 900);
+    let t = Instant::now();
+    loop {
+        let j = app.get(&format!("/api/v1/jobs/{job}")).await;
+        if j["time_limit_s"] == 900 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "{j}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let t = Instant::now();
+    while !app
+        .logs(job, "?stream=stderr")
+        .await
+        .contains("time limit now 900 s")
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{}",
+            app.logs(job, "?stream=stderr").await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // the server restarts: the session is reached again
+    app.kill9();
+    app.start(None);
+    wait_session(&app, &alice, id, "ready", 60).await;
+    let base = format!("{}/sessions/{id}/", app.url);
+    let r = http
+        .get(format!("{base}again"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // the CLI lists it
+    let (ok, out, err) = app.cli(&alice, &["session", "ls", "-o", "json"]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["items"][0]["id"], id, "{v}");
+    // stopped: its job cancelled, its URL gone for its user
+    let (ok, _, err) = app.cli(&alice, &["session", "stop", &id.to_string()]);
+    assert!(ok, "{err}");
+    let s = wait_session(&app, &alice, id, "ended", 5).await;
+    assert!(s["reason"].as_str().unwrap().contains("stopped by"), "{s}");
+    app.wait_state(job, &["cancelled"], 30).await;
+    let r = http.get(&base).bearer_auth(&alice).send().await.unwrap();
+    assert_eq!(r.status(), 410);
+    let r = http.get(&base).bearer_auth(&mallory).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_session_is_culled() {
+    let mut app = App::spawn(Db::Sqlite, "sess_idle").await.unwrap();
+    with_test_apps(&mut app);
+    let (alice, _, _, alloc) = tenants(&app).await;
+    let (ok, out, err) = app.cli(
+        &alice,
+        &[
+            "session",
+            "start",
+            "--app",
+            "stale",
+            "--idle",
+            "10s",
+            "--time",
+            "10m",
+            "--allocation",
+            &alloc.to_string(),
+            "-o",
+            "json",
+        ],
+    );
+    assert!(ok, "{err}");
+    let s: Value = serde_json::from_str(&out).unwrap();
+    let (id, job) = (s["id"].as_i64().unwrap(), s["job"].as_i64().unwrap());
+    wait_session(&app, &alice, id, "ready", 60).await;
+    // the app says it was last active in 2000: culled once idle 10 s
+    let s = wait_session(&app, &alice, id, "ended", 60).await;
+    assert!(
+        s["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("culled: idle for"),
+        "{s}"
+    );
+    app.wait_state(job, &["cancelled"], 30).await;
+}
