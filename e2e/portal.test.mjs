@@ -28,6 +28,8 @@ const BIN = process.env.GIGAFAB_BIN || join(here, "../target/debug/gigafab");
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const ADMIN = "gf_e2e_bootstrap_token_0123456789abcdef";
 const ARTIFACTS = join(here, "artifacts");
+// jupyter-lab of a venv with PyPI's jupyterlab (.ci/jupyter.sh)
+const JUPYTER = process.env.GIGAFAB_TEST_JUPYTER || "";
 const AXE = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
 
 let server, dir, base, browser, idp;
@@ -73,10 +75,30 @@ async function startServer() {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   const issuer = await startProvider(`${url}/login/oidc/callback`);
+  // JupyterLab from PyPI (.ci/jupyter.sh), as a site's app file says
+  const extra = [];
+  if (JUPYTER) {
+    const apps = join(dir, "apps");
+    mkdirSync(apps, { recursive: true });
+    const root = process.getuid && process.getuid() === 0 ? ', "--allow-root"' : "";
+    writeFileSync(join(apps, "jupyter.toml"), [
+      'title = "JupyterLab"',
+      `command = [${JSON.stringify(JUPYTER)}, "--no-browser"${root}, "--ip=127.0.0.1", "--port={port}", "--ServerApp.base_url={base}", "--ServerApp.allow_origin=*"]`,
+      'env = { JUPYTER_TOKEN = "{token}" }',
+      'ready = "{base}api/status"',
+      'auth_header = "token {token}"',
+      "[idle]",
+      'check = "app"',
+      'path = "{base}api/status"',
+      'field = "last_activity"',
+      "",
+    ].join("\n"));
+    extra.push("--apps-dir", apps);
+  }
   server = spawn(
     BIN,
     ["serve", "--single-user", "--listen", `127.0.0.1:${port}`, "--data-dir", dir, "--tick-ms", "100", "--poll-ms", "50",
-     "--oidc-issuer", issuer, "--oidc-client-id", "gigafab", "--public-url", url],
+     "--oidc-issuer", issuer, "--oidc-client-id", "gigafab", "--public-url", url, ...extra],
     { env: { ...process.env, GIGAFAB_BOOTSTRAP_TOKEN: ADMIN, RUST_LOG: "warn" }, stdio: ["ignore", "ignore", "pipe"] },
   );
   return new Promise((resolve, reject) => {
@@ -334,4 +356,59 @@ test("a member sees her organisation's model endpoint, makes a key and sets its 
   await z.getByLabel("Min", { exact: true }).fill("9");
   await z.getByRole("button", { name: "Set replicas chat" }).click();
   assert.match(await z.locator("[role=alert]").textContent(), /min_replicas/);
+});
+
+test("a member opens JupyterLab from the portal, runs a cell on her accelerator, extends it and sees it culled when idle",
+  { skip: !JUPYTER && "needs JupyterLab from PyPI: eval \"$(bash .ci/jupyter.sh)\"" }, async () => {
+  await api("POST", "/api/v1/orgs", { name: "nbk", category: "academia" });
+  const nora = (await api("POST", "/api/v1/users", { name: "nora", org: "nbk", role: "member" })).token;
+  await api("POST", "/api/v1/allocations", { org: "nbk", gpu_hours: 50 });
+  const n = await signedIn(nora);
+  await n.getByRole("link", { name: "Sessions" }).click();
+  await n.waitForURL(base + "/interactive");
+  await shot(n, "13-sessions-empty");
+  await n.getByLabel("App").selectOption("jupyter");
+  await n.getByLabel("Time limit, hours").fill("1");
+  // idle for 20 s: culled soon after the notebook is closed
+  await n.getByLabel("Ended when idle for, minutes").fill("0.34");
+  await n.getByRole("button", { name: "Start" }).click();
+  await n.waitForURL(base + "/interactive");
+  const row = n.locator("tr[id^=session-]").first();
+  const id = (await row.getAttribute("id")).replace("session-", "");
+  // ready once JupyterLab answers
+  const until = async (re, ms) => {
+    const t0 = Date.now();
+    while (!re.test(await row.locator(".session-state").textContent())) {
+      assert.ok(Date.now() - t0 < ms, `session ${id}: ${await row.textContent()}`);
+      await new Promise((r) => setTimeout(r, 1000));
+      await n.reload();
+    }
+  };
+  await until(/^ready/, 90000);
+  const endsBefore = await row.locator("td").nth(3).textContent();
+  await n.getByRole("button", { name: `Extend by 1 h ${id}` }).click();
+  await n.waitForURL(base + "/interactive");
+  assert.notEqual(await row.locator("td").nth(3).textContent(), endsBefore);
+  await shot(n, "14-sessions");
+  // the notebook, through the portal's origin, signed in as nora
+  const lab = await n.context().newPage();
+  lab.setDefaultTimeout(90000);
+  await lab.goto(`${base}/sessions/${id}/lab`);
+  await lab.locator(".jp-LauncherCard[data-category=Notebook]").first().click();
+  const editor = lab.locator(".jp-Notebook .jp-Cell .cm-content").first();
+  await editor.click();
+  await lab.keyboard.type('import os; print("cuda=" + os.environ.get("CUDA_VISIBLE_DEVICES", "none"))');
+  await lab.keyboard.press("Shift+Enter");
+  const out = lab.locator(".jp-OutputArea-output", { hasText: "cuda=" }).first();
+  await out.waitFor();
+  assert.match(await out.textContent(), /cuda=\d/);
+  await lab.screenshot({ path: join(ARTIFACTS, "15-jupyterlab.png"), fullPage: true });
+  // another member of the organisation cannot open it
+  const other = (await api("POST", "/api/v1/users", { name: "otto", org: "nbk", role: "member" })).token;
+  const res = await fetch(`${base}/sessions/${id}/lab`, { headers: { authorization: `Bearer ${other}` } });
+  assert.equal(res.status, 404);
+  // closed and left alone: culled
+  await lab.close();
+  await until(/^ended.*culled: idle/, 120000);
+  await shot(n, "16-session-culled");
 });

@@ -8,6 +8,7 @@ mod endpoints;
 mod jobs;
 mod me;
 mod requests;
+mod sessions;
 mod signin;
 
 use admin::*;
@@ -15,6 +16,7 @@ use endpoints::*;
 use jobs::*;
 use me::*;
 use requests::*;
+use sessions::*;
 use signin::*;
 
 use askama::Template;
@@ -159,6 +161,9 @@ pub(super) fn router() -> Router<PortalState> {
         .route("/endpoints", get(endpoints))
         .route("/endpoints/{name}/keys", post(new_key))
         .route("/endpoints/{name}/scale", post(scale))
+        .route("/interactive", get(sessions))
+        .route("/interactive/new", post(start_session))
+        .route("/interactive/{id}/{act}", post(session_act))
         .route("/admin", get(admin))
         .route("/admin/nodes/{name}/{act}", post(node_act))
         .route("/admin/calls", post(open_call))
