@@ -37,7 +37,9 @@ fn state(s: &t::Session) -> &'static str {
 
 async fn inputs(p: &PortalState, s: &Signed) -> Result<Vec<Input>, Failure> {
     let w = &p.words;
-    let apps: t::Page<t::App> = p.api(&s.token, Method::GET, "/api/v1/apps", NO_BODY).await?;
+    let apps: t::Page<t::App> = p
+        .api(&s.token, Method::GET, "/api/v1/apps", NO_BODY)
+        .await?;
     let mut app = input(w, "app", "sess.app", "select");
     app.options = apps
         .items
@@ -57,8 +59,16 @@ async fn inputs(p: &PortalState, s: &Signed) -> Result<Vec<Input>, Failure> {
     Ok(vec![app, alloc, gpus, hours, idle])
 }
 
-async fn show(p: &PortalState, s: &Signed, form: Option<&HashMap<String, String>>, f: Option<Failure>) -> Response {
-    let list: t::Page<t::Session> = match p.api(&s.token, Method::GET, "/api/v1/sessions", NO_BODY).await {
+async fn show(
+    p: &PortalState,
+    s: &Signed,
+    form: Option<&HashMap<String, String>>,
+    f: Option<Failure>,
+) -> Response {
+    let list: t::Page<t::Session> = match p
+        .api(&s.token, Method::GET, "/api/v1/sessions", NO_BODY)
+        .await
+    {
         Ok(v) => v,
         Err(f) => return failure(p, Some(s), f, "/"),
     };
@@ -118,7 +128,10 @@ pub(super) async fn start_session(
         })
     })();
     let res = match body {
-        Ok(b) => p.api::<t::Session, _>(&s.token, Method::POST, "/api/v1/sessions", Some(&b)).await,
+        Ok(b) => {
+            p.api::<t::Session, _>(&s.token, Method::POST, "/api/v1/sessions", Some(&b))
+                .await
+        }
         Err(f) => Err(f),
     };
     match res {
@@ -126,8 +139,14 @@ pub(super) async fn start_session(
         Err(f) => {
             // refused in seconds, asked in hours and minutes
             let f = match f.field() {
-                Some("time_limit_s") => Failure { message: f.message.replacen("time_limit_s", "hours", 1), ..f },
-                Some("idle_timeout_s") => Failure { message: f.message.replacen("idle_timeout_s", "idle_min", 1), ..f },
+                Some("time_limit_s") => Failure {
+                    message: f.message.replacen("time_limit_s", "hours", 1),
+                    ..f
+                },
+                Some("idle_timeout_s") => Failure {
+                    message: f.message.replacen("idle_timeout_s", "idle_min", 1),
+                    ..f
+                },
                 _ => f,
             };
             show(&p, &s, Some(&form), Some(f)).await
@@ -148,14 +167,35 @@ pub(super) async fn session_act(
     let res = match act.as_str() {
         "extend" => {
             let body = t::ExtendSession { by_s: 3600 };
-            p.api::<t::Session, _>(&s.token, Method::POST, &format!("/api/v1/sessions/{id}/extend"), Some(&body))
-                .await
+            p.api::<t::Session, _>(
+                &s.token,
+                Method::POST,
+                &format!("/api/v1/sessions/{id}/extend"),
+                Some(&body),
+            )
+            .await
         }
         "stop" => {
-            p.api::<t::Session, _>(&s.token, Method::POST, &format!("/api/v1/sessions/{id}/stop"), NO_BODY)
-                .await
+            p.api::<t::Session, _>(
+                &s.token,
+                Method::POST,
+                &format!("/api/v1/sessions/{id}/stop"),
+                NO_BODY,
+            )
+            .await
         }
-        _ => return failure(&p, Some(&s), Failure { status: StatusCode::NOT_FOUND, code: "not_found".into(), message: String::new() }, "/interactive"),
+        _ => {
+            return failure(
+                &p,
+                Some(&s),
+                Failure {
+                    status: StatusCode::NOT_FOUND,
+                    code: "not_found".into(),
+                    message: String::new(),
+                },
+                "/interactive",
+            );
+        }
     };
     match res {
         Ok(_) => Redirect::to("/interactive").into_response(),
