@@ -647,6 +647,15 @@ pub fn run(a: ServeArgs) -> Result<()> {
         private_network: a.job_network == JobNetwork::Private
             && matches!(isolation, gigafab_server::isolation::Isolation::Accounts(_))
             && all_local,
+        unavailable: if !all_local {
+            Some("interactive sessions run on the local engine only for now: the proxy does not reach a compute node's app yet".into())
+        } else if matches!(isolation, gigafab_server::isolation::Isolation::Accounts(_))
+            && a.job_network != JobNetwork::Private
+        {
+            Some("interactive sessions need --job-network private where jobs run as their users' accounts: on the machine's network another tenant's job could take a session's port first".into())
+        } else {
+            None
+        },
     };
     let exe = std::env::current_exe().context("cannot find the gigafab executable")?;
     // what the engines are built with (each takes the settings it knows)

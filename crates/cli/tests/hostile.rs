@@ -962,10 +962,12 @@ async fn a_users_own_account_is_mapped_by_organisation_and_name() {
     let s = Server::start(&dir, &strs(&args), &[("GIGAFAB_BOOTSTRAP_TOKEN", TOKEN)]).unwrap();
     let who = s.tenants(&["a", "b"], 1.0).await;
     let mut outputs = Vec::new();
+    let mut tokens = Vec::new();
     for (org, alloc) in [("a", who[0].1), ("b", who[1].1)] {
         let (code, body) = create_member(&s, TOKEN, org, "alice").await;
         assert_eq!(code, 201, "{body}");
         let u: serde_json::Value = serde_json::from_str(&body).unwrap();
+        tokens.push(u["token"].as_str().unwrap().to_string());
         let j = s
             .json(
                 "POST",
@@ -985,6 +987,44 @@ async fn a_users_own_account_is_mapped_by_organisation_and_name() {
     // a's alice has her own account; b's alice has b's, not hers
     assert!(outputs[0].contains("gf-test-c"), "{}", outputs[0]);
     assert!(outputs[1].contains("gf-test-b"), "{}", outputs[1]);
+    // a working directory her account cannot enter is refused at submit,
+    // saying which account; her own is taken
+    let (c_uid, c_gid) = test_account("gf-test-c");
+    let (a_uid, a_gid) = test_account("gf-test-a");
+    let mut dirs = Vec::new();
+    for (name, uid, gid) in [("theirs", a_uid, a_gid), ("hers", c_uid, c_gid)] {
+        let d = std::path::PathBuf::from(format!("/var/tmp/gf-wd-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        std::os::unix::fs::chown(&d, Some(uid), Some(gid)).unwrap();
+        std::fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+        dirs.push(d);
+    }
+    let token = tokens[0].clone();
+    let (code, body) = s
+        .call(
+            "POST",
+            "/api/v1/jobs",
+            Some(&token),
+            Some(json!({"allocation": who[0].1, "gpus": 1, "command": ["pwd"], "time_limit_s": 60, "workdir": dirs[0]})),
+        )
+        .await;
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body.contains("cannot enter it") && body.contains("gf-test-c"),
+        "{body}"
+    );
+    let (code, body) = s
+        .call(
+            "POST",
+            "/api/v1/jobs",
+            Some(&token),
+            Some(json!({"allocation": who[0].1, "gpus": 1, "command": ["pwd"], "time_limit_s": 60, "workdir": dirs[1]})),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    for d in dirs {
+        let _ = std::fs::remove_dir_all(d);
+    }
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -231,6 +231,12 @@ pub struct AllocState {
 }
 
 impl AllocState {
+    /// Billing-weighted accelerator-seconds used by `now` (its running
+    /// jobs' time so far included).
+    pub fn used_at(&self, now: f64) -> f64 {
+        self.used_total + self.rate * (now - self.usage_t).max(0.0)
+    }
+
     /// Accelerator-seconds the running jobs' time limits may still take.
     pub fn reserved_at(&self, now: f64) -> f64 {
         (self.res_end - now * self.res_rate).max(0.0)

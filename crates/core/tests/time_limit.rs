@@ -55,3 +55,26 @@ fn a_queued_jobs_new_limit_is_planned_with_when_it_starts() {
     assert_eq!(c.jobs[a as usize].est_end, 50.0);
     c.check_invariants().unwrap();
 }
+
+#[test]
+fn an_extension_is_held_against_the_grant_and_given_back_at_the_end() {
+    let mut c = core();
+    let mut spec = AllocationSpec::open("g", Category::Academia);
+    spec.granted_gpu_hours = Some(1.0);
+    let g = c.add_allocation(spec);
+    let a = c.submit(&job("a", 0.0, 1, 1000.0), g, 0.0);
+    assert_eq!(c.schedule(0.0).started, vec![a]);
+    // 3600 s granted, 1000 held by its limit
+    assert_eq!(c.extension_room_s(a, 0.0), Some(2600.0));
+    c.set_time_limit(a, 3000.0);
+    assert_eq!(c.extension_room_s(a, 0.0), Some(600.0));
+    // 500 s later: 500 used, 2500 still held
+    assert_eq!(c.extension_room_s(a, 500.0), Some(600.0));
+    // a second job of the allocation that would need more than is free
+    // waits for the first's end
+    let b = c.submit(&job("b", 500.0, 1, 700.0), g, 500.0);
+    assert!(c.schedule(500.0).started.is_empty());
+    c.end_run(a, 800.0, gigafab_core::JobState::Completed);
+    c.check_invariants().unwrap();
+    assert_eq!(c.schedule(800.0).started, vec![b]);
+}

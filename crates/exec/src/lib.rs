@@ -274,6 +274,13 @@ pub trait Executor: Send + Sync {
             ),
         })
     }
+    /// Whether a job run as `account` (None: the server's own) could
+    /// enter `dir` as its working directory, checked with the account's
+    /// own rights where this engine runs jobs on this machine. Engines
+    /// whose jobs run elsewhere cannot tell, and say yes.
+    fn check_workdir(&self, _account: Option<&str>, _dir: &std::path::Path) -> Result<(), String> {
+        Ok(())
+    }
     /// Takes node `node` (of `site`) out of the engine's service with
     /// `reason` (`drain`), or puts it back. Engines without nodes of their
     /// own (local processes) have nothing to do: gigafab's scheduler keeps

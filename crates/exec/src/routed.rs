@@ -117,6 +117,25 @@ impl Executor for RoutedExecutor {
         e.reach(job_id, h, port)
     }
 
+    fn extend(&self, job_id: i64, handle: &str, limit_s: u64) -> Result<(), ExecError> {
+        let (e, h) = self.route(handle);
+        e.extend(job_id, h, limit_s)
+    }
+
+    fn check_workdir(&self, account: Option<&str>, dir: &std::path::Path) -> Result<(), String> {
+        // the site is chosen later: refused only where no engine can run it
+        let mut first_err = None;
+        for e in std::iter::once(&self.default).chain(self.sites.values()) {
+            match e.check_workdir(account, dir) {
+                Ok(()) => return Ok(()),
+                Err(x) => {
+                    first_err.get_or_insert(x);
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
     fn serve_host(&self, spec: &LaunchSpec) -> &'static str {
         spec.site
             .as_deref()

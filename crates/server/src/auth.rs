@@ -119,6 +119,10 @@ pub fn hash_token(token: &str) -> String {
     s
 }
 
+/// The portal's session cookie: the portal sets it, and the sessions'
+/// proxy never lets an app see or set it.
+pub const PORTAL_COOKIE: &str = "gf_session";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -222,12 +222,34 @@ impl SchedCore {
         if job.state != JobState::Running {
             return;
         }
-        let (pool, gpus, old_end) = (job.run_pool, job.gpus, job.est_end);
+        let (pool, gpus, old_end, alloc) = (job.run_pool, job.gpus, job.est_end, job.alloc);
         let new_end = job.run_start + limit_s;
         job.est_end = new_end;
         let set = &mut self.running_by_end[pool as usize];
         set.remove(&(end_key(old_end), j, gpus));
         set.insert((end_key(new_end), j, gpus));
+        // its allocation's reservation holds the new end (what stop()
+        // takes back)
+        if old.is_some() {
+            let w = self.billing(pool);
+            self.allocs[alloc as usize].res_end += gpus as f64 * w * (new_end - old_end);
+        }
+    }
+
+    /// How many more seconds running job `j` may be given under its
+    /// allocation's grant at `now`: what neither use so far nor the
+    /// running jobs' time limits hold, over its billing-weighted
+    /// accelerators. None: no grant, or not running.
+    pub fn extension_room_s(&self, j: JobIdx, now: f64) -> Option<f64> {
+        let job = &self.jobs[j as usize];
+        if job.state != JobState::Running || job.gpus == 0 {
+            return None;
+        }
+        let a = &self.allocs[job.alloc as usize];
+        let g = a.spec.granted_gpu_hours?;
+        let w = self.billing(job.run_pool);
+        let free = g * 3600.0 - a.used_at(now) - a.reserved_at(now);
+        Some((free / (job.gpus as f64 * w)).max(0.0))
     }
 
     /// A running job's current run ended at `now` (completion or time limit).

@@ -502,6 +502,14 @@ impl Executor for LocalExecutor {
             .map_err(io_error(&path))
     }
 
+    fn check_workdir(&self, account: Option<&str>, dir: &Path) -> Result<(), String> {
+        let who = match account {
+            Some(a) => Some(crate::posix::lookup(a)?),
+            None => None,
+        };
+        can_enter(who.as_ref(), dir)
+    }
+
     fn extend(&self, job_id: i64, handle: &str, limit_s: u64) -> Result<(), ExecError> {
         Handle::parse(job_id, handle)?;
         // written whole, then renamed: the supervisor never reads half
@@ -855,6 +863,65 @@ fn prepare_account_dir(dir: &Path, account: &crate::posix::Account) -> Result<()
     std::os::unix::fs::chown(&tmp, Some(account.uid), Some(account.gid))
         .map_err(|e| format!("{}: {e}", tmp.display()))?;
     set(&tmp, 0o700)
+}
+
+/// Whether `who` (None: this process) may enter directory `dir`: search
+/// permission on it and on every directory above, asked with `who`'s file
+/// rights in a thread of its own (file-system ids and groups are a
+/// thread's own at the system call level; the thread ends after), so
+/// nothing this process can reach and `who` cannot counts.
+pub fn can_enter(who: Option<&crate::posix::Account>, dir: &Path) -> Result<(), String> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| "a NUL in the path".to_string())?;
+    let ids = who.map(|a| (a.uid, a.gid, a.groups.clone()));
+    let name = who.map_or_else(
+        || "the server's account".to_string(),
+        |a| format!("account `{}`", a.name),
+    );
+    let asked = std::thread::spawn(move || -> Result<(), std::io::Error> {
+        // SAFETY: raw system calls on this thread alone, with valid
+        // pointers; the thread ends when this closure returns.
+        unsafe {
+            if let Some((uid, gid, groups)) = &ids {
+                if libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) != 0
+                    || libc::syscall(libc::SYS_setfsgid, *gid) < 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::syscall(libc::SYS_setfsuid, *uid);
+                if libc::syscall(libc::SYS_setfsuid, u32::MAX) as u32 != *uid {
+                    return Err(std::io::Error::from_raw_os_error(libc::EPERM));
+                }
+            }
+            let fd = libc::open(
+                c.as_ptr(),
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            );
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // search permission on the directory itself, as its user
+            let ok = libc::syscall(
+                libc::SYS_faccessat2,
+                fd,
+                c"".as_ptr(),
+                libc::X_OK,
+                libc::AT_EACCESS | libc::AT_EMPTY_PATH,
+            );
+            let err = std::io::Error::last_os_error();
+            libc::close(fd);
+            if ok != 0 {
+                return Err(err);
+            }
+        }
+        Ok(())
+    });
+    match asked.join() {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("{name} cannot enter it: {e}")),
+        Err(_) => Err(format!("{name}: the check failed")),
+    }
 }
 
 #[cfg(test)]

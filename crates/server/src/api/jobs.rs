@@ -136,6 +136,28 @@ async fn submit(
         })
         .await?;
     let req = valid.request();
+    // a working directory the job's account cannot enter: refused now,
+    // not failed at its start (engines on other machines cannot tell)
+    if let (Some(dir), Some(org)) = (req.workdir.clone(), p.org_id) {
+        let account = s.tenancy.account_of(p.user_id, org);
+        let exec = s.executor.clone();
+        let shown = account.clone();
+        let checked = tokio::task::spawn_blocking(move || {
+            exec.check_workdir(account.as_deref(), std::path::Path::new(&dir))
+                .map_err(|e| format!("workdir: {dir}: {e}"))
+        })
+        .await
+        .map_err(|e| ApiError::unavailable(format!("the working directory's check failed: {e}")))?;
+        if let Err(m) = checked {
+            let hint = match shown {
+                Some(a) => format!(
+                    "; jobs of yours run as `{a}`: submit from a directory it can reach, or give --chdir"
+                ),
+                None => "; submit from a directory that exists, or give --chdir".into(),
+            };
+            return Err(ApiError::invalid(format!("{m}{hint}")));
+        }
+    }
     let inputs =
         crate::catalog::resolve_inputs(&s, &p, req.inputs.as_deref().unwrap_or(&[])).await?;
     if let Some(m) = &req.output_model {

@@ -22,10 +22,10 @@ pub enum Action {
     /// what it makes is named by the key, in the same commit.
     Keyed(Box<Action>, String),
     Cancel(gigafab_api::JobId),
-    /// A running job's new time limit, seconds from its start (an
-    /// interactive session extended; the sessions' module checks the
-    /// policy first).
-    SetTimeLimit(gigafab_api::JobId, i64),
+    /// A running job's time limit extended by `.1` seconds, to at most
+    /// `.2` in all (an interactive session; the sessions' module gives
+    /// the bound): refused where its allocation's grant cannot hold it.
+    ExtendJob(gigafab_api::JobId, i64, i64),
     /// The queued jobs of a user just disabled are cancelled (its running
     /// ones run to their end).
     CancelQueuedOf(i64),

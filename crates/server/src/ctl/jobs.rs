@@ -633,14 +633,16 @@ impl Controller {
         Ok(Some(j.row.view(now)))
     }
 
-    /// Gives job `id`, queued or running, a new time limit (`limit_s`,
-    /// seconds from its start): its owner's or an admin's. A running one
-    /// is told through its engine; the scheduler plans with the new end.
-    pub(super) fn set_time_limit(
+    /// Extends running job `id`'s time limit by `by_s` seconds, to at
+    /// most `max_s` in all: its owner's or an admin's, within what its
+    /// allocation's grant does not hold yet. Its engine is told; the
+    /// scheduler plans with the new end.
+    pub(super) fn extend_job(
         &mut self,
         who: &Principal,
         id: i64,
-        limit_s: i64,
+        by_s: i64,
+        max_s: i64,
         now: Ms,
     ) -> Result<Option<gigafab_api::Job>, ApiError> {
         let Some(j) = self.jobs.get(&id).filter(|j| who.sees_org(j.row.org_id)) else {
@@ -648,19 +650,28 @@ impl Controller {
         };
         if !(who.role == Role::Admin || j.row.user_id == who.user_id) {
             return Err(ApiError::forbidden(
-                "only a job's owner or an admin changes its time limit",
+                "only a job's owner or an admin extends it",
             ));
         }
-        if !(1..=gigafab_api::MAX_TIME_LIMIT_S).contains(&limit_s) {
-            return Err(ApiError::invalid(format!(
-                "time_limit_s: within 1..={}",
-                gigafab_api::MAX_TIME_LIMIT_S
-            )));
+        let refused = |m: String| Err(ApiError::conflict("extension_refused", m));
+        if j.cancel_requested || j.row.state != "running" || j.row.handle.is_none() {
+            return refused(format!("job {id} is not running (yet): nothing to extend"));
         }
-        if j.cancel_requested {
-            return Err(ApiError::conflict(
-                "job_stopping",
-                format!("job {id} is stopping: its time limit stays"),
+        let top = max_s.min(gigafab_api::MAX_TIME_LIMIT_S);
+        let limit_s = j.row.time_limit_s.saturating_add(by_s.max(0));
+        if by_s <= 0 || limit_s > top {
+            return refused(format!(
+                "job {id}: {by_s} s more would make {limit_s} s, over the longest allowed ({top} s)"
+            ));
+        }
+        if let Some(room) = self.core.extension_room_s(j.core, now.core_s())
+            && by_s as f64 > room + 1e-6
+        {
+            return refused(format!(
+                "job {id}: allocation {} has room for {} s more at its {} accelerators (its grant, less what is used and what running jobs' limits hold)",
+                j.row.alloc_id,
+                room.floor() as i64,
+                j.row.gpus
             ));
         }
         let (core_idx, handle, old) = (j.core, j.row.handle.clone(), j.row.time_limit_s);

@@ -739,8 +739,8 @@ impl Controller {
                 Some(j) => Reply::Job(Box::new(j)),
                 None => Reply::NotHeld,
             }),
-            Action::SetTimeLimit(id, limit_s) => {
-                ok(match self.set_time_limit(who, id.0, limit_s, now)? {
+            Action::ExtendJob(id, by_s, max_s) => {
+                ok(match self.extend_job(who, id.0, by_s, max_s, now)? {
                     Some(j) => Reply::Job(Box::new(j)),
                     None => Reply::NotHeld,
                 })

@@ -46,7 +46,7 @@ const MAX_SESSIONS: usize = 10_000;
 /// cannot push other users' sessions out).
 const MAX_SESSIONS_PER_USER: usize = 16;
 /// The session cookie's name.
-const COOKIE: &str = "gf_session";
+const COOKIE: &str = crate::auth::PORTAL_COOKIE;
 
 /// A signed-in browser.
 #[derive(Clone)]

@@ -36,6 +36,13 @@ fn caller(p: &Portal, h: &HeaderMap) -> Option<Principal> {
 
 /// Whether `h` says the request comes from another origin than its `Host`.
 fn cross_origin(h: &HeaderMap) -> bool {
+    // the browser's word: another site, or another origin of this site
+    // (another port)
+    if let Some(site) = h.get("sec-fetch-site").and_then(|v| v.to_str().ok())
+        && matches!(site, "cross-site" | "same-site")
+    {
+        return true;
+    }
     let host = h
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
@@ -76,7 +83,9 @@ pub(super) async fn session(State(p): State<Arc<Portal>>, req: Request) -> Respo
         );
     };
     let changes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if (changes || req.headers().contains_key(header::UPGRADE)) && cross_origin(req.headers()) {
+    if (changes || crate::sessions::proxy::asks_upgrade(req.headers()))
+        && cross_origin(req.headers())
+    {
         return gone(StatusCode::FORBIDDEN, "cross-origin request refused".into());
     }
     let s = &p.shared;

@@ -43,6 +43,9 @@ pub const MAX_OPEN_PER_USER: usize = 8;
 const TICK: std::time::Duration = std::time::Duration::from_secs(2);
 /// How often an app's idleness is asked.
 const IDLE_EVERY_MS: i64 = 15_000;
+/// How long a session's app may take to answer its readiness check once
+/// its job runs, seconds; past it the session is ended.
+const STARTUP_S: i64 = 600;
 
 /// The server's own principal (its cull stops a session's job).
 fn system() -> Principal {
@@ -64,9 +67,12 @@ pub async fn load(s: &Shared) -> Result<(), sqlx::Error> {
         .last_id
         .store(st::max_id(pool).await?, Ordering::Release);
     for row in st::live(pool).await? {
-        let (id, app) = (row.id, row.app.clone());
+        let (id, app, job) = (row.id, row.app.clone(), row.job_id);
         if s.sessions.hold(row).is_none() {
-            tracing::warn!("session {id}: its app `{app}` is gone; ending it");
+            tracing::warn!("session {id}: its app `{app}` is gone; ending it and its job");
+            let _ = s
+                .ask(system(), Action::Cancel(gigafab_api::JobId(job)))
+                .await;
             let _ = s
                 .store
                 .write(vec![st::end(
@@ -113,6 +119,9 @@ pub async fn start(
     who: &Principal,
     req: gigafab_api::StartSession,
 ) -> Result<gigafab_api::Session, ApiError> {
+    if let Some(why) = &s.sessions.cfg.unavailable {
+        return Err(ApiError::conflict("sessions_unavailable", why.clone()));
+    }
     if !who.role.in_org() {
         return Err(ApiError::forbidden(
             "sessions are an organisation's members' (an admin signs in as one)",
@@ -155,6 +164,8 @@ pub async fn start(
     if !(1..=MAX_GPUS).contains(&gpus) {
         return Err(ApiError::invalid(format!("gpus: within 1..={MAX_GPUS}")));
     }
+    // one start at a time: the count below holds until the session does
+    let _one = s.sessions.starting.lock().await;
     let open = s
         .sessions
         .all()
@@ -274,31 +285,42 @@ async fn end(s: &Shared, id: i64, reason: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// How much longer session `r` (running `gpus` accelerators under a time
-/// limit of `limit_s`) may be extended by: the server's longest session,
-/// the allocation's end and what is left of its grant.
+/// The longest time limit, in all, a session started at `started` may
+/// reach: the server's longest session and its allocation's end.
+fn longest_s(s: &Shared, started: Ms, a: &gigafab_api::Allocation) -> i64 {
+    let by_end = match crate::time::parse_rfc3339(&a.valid_until) {
+        Ok(until) => (until - started.0) / 1000,
+        Err(_) => i64::MAX,
+    };
+    s.sessions.cfg.max_s.min(by_end)
+}
+
+/// About how much longer a session (limit `limit_s`, `gpus`, started at
+/// `started`, `now`) may be extended by: the longest session, the
+/// allocation's end, what is left of its grant beyond what this session
+/// holds already (other running jobs' limits are the controller's to
+/// count at the extension itself).
 fn extendable(
     s: &Shared,
-    limit_s: i64,
-    gpus: i64,
-    started: Option<Ms>,
+    (limit_s, gpus): (i64, i64),
+    started: Ms,
+    now: Ms,
     a: &gigafab_api::Allocation,
 ) -> i64 {
-    let by_policy = s.sessions.cfg.max_s - limit_s;
+    let by_time = longest_s(s, started, a) - limit_s;
+    let held_s = (limit_s - (now.0 - started.0) / 1000).max(0);
     let by_grant = if gpus > 0 {
         let left_h = (a.granted_gpu_hours - a.used_gpu_hours).max(0.0);
-        (left_h * 3600.0 / gpus as f64) as i64
+        (left_h * 3600.0 / gpus as f64) as i64 - held_s
     } else {
         i64::MAX
     };
-    let by_end = match (started, crate::time::parse_rfc3339(&a.valid_until)) {
-        (Some(st), Ok(until)) => (until - st.0) / 1000 - limit_s,
-        _ => i64::MAX,
-    };
-    by_policy.min(by_grant).min(by_end).max(0)
+    by_time.min(by_grant).max(0)
 }
 
-/// Extends session `id` by `by_s` seconds, within policy.
+/// Extends session `id` by `by_s` seconds, within policy: the server's
+/// longest session and the allocation's end (checked here), its grant
+/// (by the controller, which counts every running job's limit).
 pub async fn extend(
     s: &Shared,
     who: &Principal,
@@ -318,6 +340,12 @@ pub async fn extend(
     let job = crate::store::jobs::get(&s.store.pool, r.job_id)
         .await?
         .ok_or_else(|| not_found(id))?;
+    let Some(started) = job.started_ms else {
+        return Err(ApiError::conflict(
+            "extension_refused",
+            format!("session {id} has not started: nothing to extend yet"),
+        ));
+    };
     let (_, a) = s
         .ask(
             who.clone(),
@@ -325,40 +353,37 @@ pub async fn extend(
         )
         .await?;
     let a = a.allocation()?;
-    let room = extendable(
-        s,
-        job.time_limit_s,
-        job.gpus,
-        job.started_ms.or(Some(s.clock.now())),
-        &a,
-    );
-    if req.by_s > room {
-        return Err(ApiError::conflict(
-            "extension_refused",
-            format!(
-                "session {id} may be extended by {room} s at most (the server's longest session is {} h; allocation {} ends {} with {:.2} GPU-hours left)",
-                s.sessions.cfg.max_s / 3600,
-                a.id,
-                a.valid_until,
-                (a.granted_gpu_hours - a.used_gpu_hours).max(0.0)
-            ),
-        ));
-    }
-    let limit = job.time_limit_s + req.by_s;
-    s.ask(
-        who.clone(),
-        Action::SetTimeLimit(gigafab_api::JobId(r.job_id), limit),
-    )
-    .await?;
+    let longest = longest_s(s, started, &a);
+    let (_, reply) = s
+        .ask(
+            who.clone(),
+            Action::ExtendJob(gigafab_api::JobId(r.job_id), req.by_s, longest),
+        )
+        .await
+        .map_err(|e| {
+            if e.code == "extension_refused" {
+                ApiError::conflict(
+                    "extension_refused",
+                    format!(
+                        "session {id}: {} (the server's longest session is {} h; allocation {} ends {})",
+                        e.message,
+                        s.sessions.cfg.max_s / 3600,
+                        a.id,
+                        a.valid_until
+                    ),
+                )
+            } else {
+                e
+            }
+        })?;
+    let j = reply.job()?;
     // the controller holds the new limit; the store has it at its next
     // commit
     let mut v = get(s, who, id).await?;
-    let added = limit - v.time_limit_s;
-    v.time_limit_s = limit;
+    let added = j.time_limit_s - v.time_limit_s;
+    v.time_limit_s = j.time_limit_s;
     v.extendable_s = (v.extendable_s - added).max(0);
-    if let Some(st) = job.started_ms {
-        v.ends_at = Some(Ms(st.0 + limit * 1000).rfc3339());
-    }
+    v.ends_at = Some(Ms(started.0 + j.time_limit_s * 1000).rfc3339());
     Ok(v)
 }
 
@@ -401,7 +426,10 @@ pub async fn view(
             .await
             .and_then(|(_, a)| a.allocation())
         {
-            Ok(a) => extendable(s, limit, gpus, started.or(Some(s.clock.now())), &a),
+            Ok(a) => {
+                let now = s.clock.now();
+                extendable(s, (limit, gpus), started.unwrap_or(now), now, &a)
+            }
             Err(_) => 0,
         }
     } else {
@@ -443,12 +471,33 @@ pub fn spawn(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     });
 }
 
-async fn tick(s: &Shared) {
+async fn tick(s: &Arc<Shared>) {
+    // each session looked at on its own: an app that never answers costs
+    // its own checks' time, not the others'
+    let mut looks = tokio::task::JoinSet::new();
     for l in s.sessions.all() {
-        if let Err(e) = look(s, &l).await {
-            tracing::warn!("session {}: {e}", l.row.id);
-        }
+        let s = s.clone();
+        looks.spawn(async move {
+            if let Err(e) = look(&s, &l).await {
+                tracing::warn!("session {}: {e}", l.row.id);
+            }
+        });
     }
+    while looks.join_next().await.is_some() {}
+}
+
+/// Stops session `l`'s job and ends the session for `why`.
+async fn cull(s: &Shared, l: &Live, why: &str) -> Result<(), ApiError> {
+    tracing::info!("session {}: {why}", l.row.id);
+    match s
+        .ask(system(), Action::Cancel(gigafab_api::JobId(l.row.job_id)))
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if e.status == axum::http::StatusCode::CONFLICT => {}
+        Err(e) => return Err(e),
+    }
+    end(s, l.row.id, why).await
 }
 
 async fn look(s: &Shared, l: &Arc<Live>) -> Result<(), ApiError> {
@@ -457,7 +506,11 @@ async fn look(s: &Shared, l: &Arc<Live>) -> Result<(), ApiError> {
         return end(s, l.row.id, "its job is gone").await;
     };
     match job.state.as_str() {
-        "queued" => return Ok(()),
+        "queued" => {
+            // preempted or requeued: reached anew once it runs again
+            l.unplace();
+            return Ok(());
+        }
         "running" => {}
         state => {
             let why = job.reason.clone().unwrap_or_default();
@@ -467,26 +520,40 @@ async fn look(s: &Shared, l: &Arc<Live>) -> Result<(), ApiError> {
     let Some(handle) = job.handle.as_deref() else {
         return Ok(());
     };
-    let reach = match l.reach() {
+    let placed = l
+        .reach
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .filter(|(h, _)| h == handle)
+        .map(|(_, r)| r.clone());
+    let reach = match placed {
         Some(r) => r,
         None => {
+            l.unplace();
             let r = s
                 .executor
                 .reach(job.id, handle, l.row.port as u16)
                 .map_err(|e| ApiError::unavailable(e.to_string()))?;
-            *l.reach.lock().unwrap_or_else(|e| e.into_inner()) = Some(r.clone());
+            *l.reach.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((handle.to_string(), r.clone()));
             r
         }
     };
+    let started = job.started_ms.unwrap_or(now);
     if !l.ready.load(Ordering::Acquire) {
         let path = AppDef::fill(&l.app.ready, l.row.port as u16, &l.base(), &l.row.token);
         if let Ok((status, _)) = proxy::get(l, &reach, &path).await
             && status.is_success()
         {
             l.ready.store(true, Ordering::Release);
-            // idle from here on, not from its submission
-            l.last_activity_ms.fetch_max(now.0, Ordering::AcqRel);
-            l.last_traffic_ms.fetch_max(now.0, Ordering::AcqRel);
+            // idle from its run's start at the earliest, not from its
+            // submission (a restart keeps what was seen)
+            l.last_activity_ms.fetch_max(started.0, Ordering::AcqRel);
+            l.last_traffic_ms.fetch_max(started.0, Ordering::AcqRel);
+        } else if now.0 - started.0 > STARTUP_S * 1000 {
+            let why = format!("its app did not answer its readiness check within {STARTUP_S} s");
+            return cull(s, l, &why).await;
         }
         return Ok(());
     }
@@ -512,6 +579,8 @@ async fn look(s: &Shared, l: &Arc<Live>) -> Result<(), ApiError> {
         }
         apps::IdleCheck::Traffic => l.last_traffic_ms.load(Ordering::Acquire),
     };
+    // an app's word is never later than now
+    let seen = seen.min(now.0);
     let before = l.last_activity_ms.fetch_max(seen, Ordering::AcqRel);
     let last = before.max(seen);
     if seen > before {
@@ -523,16 +592,7 @@ async fn look(s: &Shared, l: &Arc<Live>) -> Result<(), ApiError> {
             "culled: idle for {idle_s} s (idle timeout {} s)",
             l.row.idle_timeout_s
         );
-        tracing::info!("session {}: {why}", l.row.id);
-        match s
-            .ask(system(), Action::Cancel(gigafab_api::JobId(job.id)))
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if e.status == axum::http::StatusCode::CONFLICT => {}
-            Err(e) => return Err(e),
-        }
-        end(s, l.row.id, &why).await?;
+        cull(s, l, &why).await?;
     }
     Ok(())
 }

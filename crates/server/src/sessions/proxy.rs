@@ -32,8 +32,9 @@ const CONNECT: Duration = Duration::from_secs(10);
 const ANSWER: Duration = Duration::from_secs(300);
 /// Largest answer to the server's own checks (ready, idle), bytes.
 const CHECK_MAX: usize = 256 << 10;
-/// The portal's cookie, never passed on.
-const PORTAL_COOKIE: &str = "gf_session";
+use crate::auth::PORTAL_COOKIE;
+/// A WebSocket tunnel with no byte either way for this long is closed.
+const TUNNEL_IDLE: Duration = Duration::from_secs(3600);
 
 /// A connection to the app at `reach`.
 pub async fn connect(reach: &Reach) -> std::io::Result<TcpStream> {
@@ -142,6 +143,44 @@ fn bad_gateway(message: String) -> Response {
     (StatusCode::BAD_GATEWAY, message).into_response()
 }
 
+/// Whether `h` asks for a protocol upgrade: an `Upgrade` header and
+/// `upgrade` among `Connection`'s tokens.
+pub(crate) fn asks_upgrade(h: &HeaderMap) -> bool {
+    h.contains_key(header::UPGRADE)
+        && h.get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// What an app may not set in the user's browser, which sees it at the
+/// portal's origin: the portal's cookie, a service worker over more than
+/// its own path, the site's stored data cleared.
+fn app_answer_headers(h: &mut HeaderMap) {
+    h.remove("service-worker-allowed");
+    h.remove("clear-site-data");
+    let kept: Vec<HeaderValue> = h
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter(|v| {
+            let name = v
+                .to_str()
+                .ok()
+                .and_then(|c| c.split(';').next())
+                .and_then(|kv| kv.split('=').next())
+                .map(str::trim);
+            // unreadable, or the portal's: dropped
+            name.is_some_and(|n| !n.eq_ignore_ascii_case(PORTAL_COOKIE))
+        })
+        .cloned()
+        .collect();
+    h.remove(header::SET_COOKIE);
+    for v in kept {
+        h.append(header::SET_COOKIE, v);
+    }
+}
+
 /// The path and query the app is asked for.
 fn upstream_uri(l: &Live, uri: &Uri) -> Result<Uri, String> {
     let pq = uri.path_and_query().map_or("/", |p| p.as_str());
@@ -166,7 +205,7 @@ pub async fn forward(
     clock: Arc<dyn Clock>,
 ) -> Response {
     l.last_traffic_ms.fetch_max(clock.now().0, Ordering::AcqRel);
-    let upgrading = req.headers().contains_key(header::UPGRADE);
+    let upgrading = asks_upgrade(req.headers());
     let uri = match upstream_uri(&l, req.uri()) {
         Ok(u) => u,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("not a path: {e}")).into_response(),
@@ -208,15 +247,33 @@ pub async fn forward(
         Ok(Err(e)) => return bad_gateway(format!("session {}: {e}", l.row.id)),
         Err(_) => return bad_gateway(format!("session {}: no answer within {ANSWER:?}", l.row.id)),
     };
-    if res.status() == StatusCode::SWITCHING_PROTOCOLS
-        && let Some(client) = client_upgrade
-    {
+    app_answer_headers(res.headers_mut());
+    if res.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client) = client_upgrade else {
+            return bad_gateway(format!(
+                "session {}: its app switched protocols unasked",
+                l.row.id
+            ));
+        };
+        // a bounded number of tunnels per session
+        let Ok(slot) = l.tunnels.clone().try_acquire_owned() else {
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "session {} has {} WebSocket connections open already",
+                    l.row.id,
+                    super::registry::TUNNELS_PER_SESSION
+                ),
+            )
+                .into_response();
+        };
         let app_side = hyper::upgrade::on(&mut res);
         let l2 = l.clone();
         tokio::spawn(async move {
             if let (Ok(c), Ok(a)) = (client.await, app_side.await) {
                 pump(l2, clock, TokioIo::new(c), TokioIo::new(a)).await;
             }
+            drop(slot);
         });
         let (mut p, _) = res.into_parts();
         let up = p.headers.get(header::UPGRADE).cloned();
@@ -237,36 +294,59 @@ pub async fn forward(
 }
 
 /// Copies bytes both ways between the browser's upgraded connection and
-/// the app's until either ends; each read is traffic.
+/// the app's until either ends, or neither way carries a byte for
+/// [`TUNNEL_IDLE`]; each read is traffic.
 async fn pump<A, B>(l: Arc<Live>, clock: Arc<dyn Clock>, a: A, b: B)
 where
     A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut ar, mut aw) = tokio::io::split(a);
-    let (mut br, mut bw) = tokio::io::split(b);
-    let (l1, c1) = (l.clone(), clock.clone());
-    let one = async move {
-        let mut buf = vec![0u8; 16 << 10];
-        while let Ok(n) = ar.read(&mut buf).await {
-            if n == 0 || bw.write_all(&buf[..n]).await.is_err() {
-                break;
+    let (ar, aw) = tokio::io::split(a);
+    let (br, bw) = tokio::io::split(b);
+    let last = Arc::new(std::sync::atomic::AtomicI64::new(clock.now().0));
+    let one = copy(l.clone(), clock.clone(), last.clone(), ar, bw);
+    let other = copy(l, clock, last, br, aw);
+    // either way ending ends both
+    tokio::select! {
+        _ = one => {}
+        _ = other => {}
+    }
+}
+
+/// One way of a tunnel: `from` to `to`, each read counted in `last` and
+/// as the session's traffic.
+async fn copy<R, W>(
+    l: Arc<Live>,
+    clock: Arc<dyn Clock>,
+    last: Arc<std::sync::atomic::AtomicI64>,
+    mut from: R,
+    mut to: W,
+) where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; 16 << 10];
+    loop {
+        let n = match tokio::time::timeout(Duration::from_secs(60), from.read(&mut buf)).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(_)) => break,
+            // quiet this way: the tunnel goes when both ways are
+            Err(_) => {
+                let quiet = clock.now().0 - last.load(Ordering::Acquire);
+                if quiet >= TUNNEL_IDLE.as_millis() as i64 {
+                    break;
+                }
+                continue;
             }
-            l1.last_traffic_ms.fetch_max(c1.now().0, Ordering::AcqRel);
+        };
+        if n == 0 || to.write_all(&buf[..n]).await.is_err() {
+            break;
         }
-        let _ = bw.shutdown().await;
-    };
-    let other = async move {
-        let mut buf = vec![0u8; 16 << 10];
-        while let Ok(n) = br.read(&mut buf).await {
-            if n == 0 || aw.write_all(&buf[..n]).await.is_err() {
-                break;
-            }
-            l.last_traffic_ms.fetch_max(clock.now().0, Ordering::AcqRel);
-        }
-        let _ = aw.shutdown().await;
-    };
-    tokio::join!(one, other);
+        let now = clock.now().0;
+        last.fetch_max(now, Ordering::AcqRel);
+        l.last_traffic_ms.fetch_max(now, Ordering::AcqRel);
+    }
+    let _ = to.shutdown().await;
 }
 
 #[cfg(test)]
@@ -296,5 +376,40 @@ mod tests {
         end_to_end(&mut up, true);
         assert_eq!(up[header::UPGRADE], "websocket");
         assert_eq!(up[header::CONNECTION], "upgrade");
+    }
+
+    #[test]
+    fn an_app_cannot_set_the_portals_cookie_or_take_the_origin() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::SET_COOKIE,
+            HeaderValue::from_static("_xsrf=1; Path=/sessions/1/"),
+        );
+        h.append(
+            header::SET_COOKIE,
+            HeaderValue::from_static("GF_SESSION=forged; Path=/"),
+        );
+        h.append(
+            header::SET_COOKIE,
+            HeaderValue::from_static(" gf_session =forged"),
+        );
+        h.insert("service-worker-allowed", HeaderValue::from_static("/"));
+        h.insert("clear-site-data", HeaderValue::from_static("\"*\""));
+        app_answer_headers(&mut h);
+        let cookies: Vec<_> = h.get_all(header::SET_COOKIE).iter().collect();
+        assert_eq!(cookies, ["_xsrf=1; Path=/sessions/1/"]);
+        assert!(h.get("service-worker-allowed").is_none() && h.get("clear-site-data").is_none());
+    }
+
+    #[test]
+    fn an_upgrade_needs_both_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(!asks_upgrade(&h));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
+        assert!(asks_upgrade(&h));
     }
 }

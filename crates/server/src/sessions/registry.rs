@@ -8,6 +8,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use gigafab_exec::Reach;
 
 use super::apps::{self, AppDef};
+
+/// WebSocket tunnels of one session open at once, at most.
+pub const TUNNELS_PER_SESSION: usize = 32;
 use crate::store::sessions::SessionRow;
 
 /// The sessions' settings (`gigafab serve` flags).
@@ -21,6 +24,11 @@ pub struct SessionConfig {
     /// Jobs have networks of their own (`--job-network private`): apps
     /// with no secret of their own may run.
     pub private_network: bool,
+    /// Why sessions cannot run on this server, if they cannot: where
+    /// tenants' jobs share the machine's network, another tenant's job
+    /// could take a session's port first; an engine that runs jobs on other
+    /// machines has no way to them yet.
+    pub unavailable: Option<String>,
 }
 
 impl Default for SessionConfig {
@@ -29,6 +37,7 @@ impl Default for SessionConfig {
             apps: apps::load(None).expect("the built-in apps read"),
             max_s: 12 * 3600,
             private_network: true,
+            unavailable: None,
         }
     }
 }
@@ -37,8 +46,11 @@ impl Default for SessionConfig {
 pub struct Live {
     pub row: SessionRow,
     pub app: Arc<AppDef>,
-    /// Where its app is reached, once its job runs.
-    pub reach: Mutex<Option<Reach>>,
+    /// Where its app is reached, once its job runs, with the run's handle
+    /// (a run requeued elsewhere is reached anew).
+    pub reach: Mutex<Option<(String, Reach)>>,
+    /// Its WebSocket tunnels open now, at most [`TUNNELS_PER_SESSION`].
+    pub tunnels: Arc<tokio::sync::Semaphore>,
     /// Its app answered its readiness check.
     pub ready: AtomicBool,
     /// The last request through the proxy, ms.
@@ -57,7 +69,18 @@ impl Live {
 
     /// Where its app is reached (None: its job does not run yet).
     pub fn reach(&self) -> Option<Reach> {
-        self.reach.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.reach
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|r| r.1.clone())
+    }
+
+    /// Its run stopped or moved: not reached until its app answers again.
+    pub fn unplace(&self) {
+        self.ready
+            .store(false, std::sync::atomic::Ordering::Release);
+        *self.reach.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 }
 
@@ -69,6 +92,8 @@ pub fn base(id: i64) -> String {
 /// The sessions: the apps, those not yet ended, the next id.
 pub struct Sessions {
     pub cfg: SessionConfig,
+    /// Held while a session starts (the per-user cap is counted under it).
+    pub starting: tokio::sync::Mutex<()>,
     live: RwLock<HashMap<i64, Arc<Live>>>,
     pub(super) last_id: AtomicI64,
 }
@@ -77,6 +102,7 @@ impl Sessions {
     pub fn new(cfg: SessionConfig) -> Sessions {
         Sessions {
             cfg,
+            starting: Default::default(),
             live: Default::default(),
             last_id: AtomicI64::new(0),
         }
@@ -110,6 +136,7 @@ impl Sessions {
         let l = Arc::new(Live {
             app,
             reach: Mutex::new(None),
+            tunnels: Arc::new(tokio::sync::Semaphore::new(TUNNELS_PER_SESSION)),
             ready: AtomicBool::new(false),
             last_traffic_ms: AtomicI64::new(at),
             last_activity_ms: AtomicI64::new(at),

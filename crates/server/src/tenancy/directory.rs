@@ -531,6 +531,16 @@ impl Tenancy {
     }
 
     /// The organisation's name (empty if unknown).
+    /// The POSIX account the jobs of `user` of organisation `org` run as
+    /// (None: the server's own).
+    pub fn account_of(&self, user: i64, org: i64) -> Option<String> {
+        let Isolation::Accounts(map) = &self.isolation else {
+            return None;
+        };
+        let login = self.login(user)?;
+        map.account(&login, &self.org_name(org)).map(str::to_string)
+    }
+
     pub fn org_name(&self, id: i64) -> String {
         self.dir.read().map(|d| d.org_name(id)).unwrap_or_default()
     }
