@@ -2,6 +2,7 @@
 //! (docs/api.md).
 
 mod allocs;
+mod attach;
 mod catalog;
 mod directives;
 mod duration;
@@ -130,6 +131,9 @@ pub enum ClientCmd {
     /// a job and opened in the browser through the server.
     #[command(subcommand)]
     Session(sessions::SessionCmd),
+    /// A shell in a running job of yours, on this terminal: as the job's
+    /// account, in its cgroup and namespaces. Exit it to detach.
+    Attach(attach::AttachArgs),
 }
 
 /// Options of commands that only read.
@@ -616,6 +620,7 @@ async fn dispatch(cmd: ClientCmd) -> Result<()> {
         ClientCmd::Catalog(c) => catalog::run(c).await,
         ClientCmd::Endpoint(c) => endpoints::run(c).await,
         ClientCmd::Session(c) => sessions::run(c).await,
+        ClientCmd::Attach(a) => attach::run(a).await,
         ClientCmd::Whoami(a) => {
             let r = a.g.conn.api()?.get(&["whoami"], &[]).await?;
             show_as(&a.g, &r, render::whoami)

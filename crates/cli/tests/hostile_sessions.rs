@@ -139,3 +139,104 @@ async fn sessions_are_refused_where_tenants_share_the_network() {
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `gigafab attach JOB` as `token`, its input `script`: (exit code,
+/// stdout, stderr).
+fn attach(s: &Server, token: &str, job: i64, script: &str) -> (Option<i32>, String, String) {
+    use std::io::Write;
+    let mut child = gigafab()
+        .args(["attach", &job.to_string()])
+        .env("GIGAFAB_SERVER", &s.url)
+        .env("GIGAFAB_TOKEN", token)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[ignore = "needs root: jobs run as other POSIX accounts (cargo test -- --include-ignored, as root)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shell_attaches_inside_its_job_and_for_its_user_alone() {
+    require_root("a_shell_attaches_inside_its_job_and_for_its_user_alone");
+    let dir = fresh_dir("attach");
+    let s = Server::two_tenants(&dir, &[]);
+    let tokens = s.tenants(&["a", "b"], 10.0).await;
+    let (ta, aa) = &tokens[0];
+    let (tb, _) = &tokens[1];
+    let j = s
+        .json(
+            "POST",
+            "/api/v1/jobs",
+            ta,
+            Some(json!({"allocation": aa, "gpus": 1, "time_limit_s": 120, "command": ["sleep", "100"]})),
+        )
+        .await;
+    let job = j["id"].as_i64().unwrap();
+    s.wait_state(TOKEN, job, &["running"]).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (code, out, err) = attach(
+        &s,
+        ta,
+        job,
+        "echo user=$(id -un) job=$GIGAFAB_JOB_ID cuda=$CUDA_VISIBLE_DEVICES\n\
+         echo procs=$(ls /proc | grep -c '^[0-9][0-9]*$')\n\
+         echo links=$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\\n' ,)\n\
+         echo cwd=$(stat -c %U:%a .)\n\
+         echo cgroup=$(grep -c gigafab /proc/self/cgroup)\n\
+         exit\n",
+    );
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(
+        out.contains(&format!("user=gf-test-a job={job} cuda=")),
+        "{out}"
+    );
+    // its own PID namespace: its init, sleep, the shell and its commands
+    let procs: usize = out
+        .split("procs=")
+        .nth(2)
+        .and_then(|x| x.split_whitespace().next())
+        .and_then(|x| x.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(procs < 10, "{out}");
+    // its own network (loopback only) and its cgroup
+    assert!(out.contains("links=lo,"), "{out}");
+    // in the job's own working directory (its account's)
+    assert!(out.contains("cwd=gf-test-a:"), "{out}");
+    assert!(!out.contains("cgroup=0"), "{out}");
+    // another tenant, and an admin: no such job for them
+    let (code, _, err) = attach(&s, tb, job, "id\n");
+    assert_ne!(code, Some(0));
+    assert!(err.contains("job_not_found"), "{err}");
+    let (code, _, err) = attach(&s, TOKEN, job, "id\n");
+    assert_ne!(code, Some(0));
+    assert!(err.contains("job_not_found"), "{err}");
+    // the attach is audited
+    let audit = s.json("GET", "/api/v1/audit", TOKEN, None).await;
+    assert!(
+        audit.to_string().contains(&format!("job {job}")) && audit.to_string().contains("attach"),
+        "{audit}"
+    );
+    // the job goes on, then ends as it would
+    let j = s.wait_state(TOKEN, job, &["running", "completed"]).await;
+    assert_ne!(j["state"], "failed", "{j}");
+    let (code, body) = s
+        .call("DELETE", &format!("/api/v1/jobs/{job}"), Some(ta), None)
+        .await;
+    assert_eq!(code, 200, "{body}");
+    s.wait_state(TOKEN, job, &["cancelled"]).await;
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}

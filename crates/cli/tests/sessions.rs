@@ -415,3 +415,61 @@ async fn an_idle_session_is_culled() {
     );
     app.wait_state(job, &["cancelled"], 30).await;
 }
+
+/// `gigafab attach`: a shell in a running job of one's own, on a pipe
+/// here (its input read to its end, then the shell exits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shell_attaches_to_a_running_job_of_ones_own() {
+    let app = App::spawn(Db::Sqlite, "attach").await.unwrap();
+    let (alice, bob, _, alloc) = tenants(&app).await;
+    let (st, j) = app
+        .call(
+            "POST",
+            "/api/v1/jobs",
+            Some(&alice),
+            Some(json!({"allocation": alloc, "gpus": 1, "time_limit_s": 120, "command": ["sleep", "100"]})),
+        )
+        .await;
+    assert_eq!(st, 201, "{j}");
+    let job = j["id"].as_i64().unwrap();
+    app.wait_state(job, &["running"], 30).await;
+    let run = |token: &str, script: &str| {
+        use std::io::Write;
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_gigafab"))
+            .args(["attach", &job.to_string()])
+            .env("GIGAFAB_SERVER", &app.url)
+            .env("GIGAFAB_TOKEN", token)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        let o = c.wait_with_output().unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).to_string(),
+            String::from_utf8_lossy(&o.stderr).to_string(),
+        )
+    };
+    let (code, out, err) = run(&alice, "echo in-job-$GIGAFAB_JOB_ID\nexit\n");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains(&format!("in-job-{job}")), "{out}");
+    // another member of the organisation: no such job for her
+    let (code, _, err) = run(&bob, "id\n");
+    assert_eq!(code, Some(1));
+    assert!(err.contains("job_not_found"), "{err}");
+    // an ended job: nothing to attach to
+    let (st, body) = app
+        .call("DELETE", &format!("/api/v1/jobs/{job}"), Some(&alice), None)
+        .await;
+    assert_eq!(st, 200, "{body}");
+    app.wait_state(job, &["cancelled"], 30).await;
+    let (code, _, err) = run(&alice, "id\n");
+    assert_eq!(code, Some(1));
+    assert!(err.contains("job_not_running"), "{err}");
+}

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub mod attach;
 pub mod engines;
 pub mod local;
 pub mod posix;
@@ -272,6 +273,21 @@ pub trait Executor: Send + Sync {
                 "the {} engine cannot change a run's time limit",
                 self.name()
             ),
+        })
+    }
+    /// A shell in running job `job_id` on a `rows` × `cols` terminal, as
+    /// its account, in its cgroup and namespaces ([`attach`]): the
+    /// terminal's controlling side. Engines that cannot say so.
+    fn attach(
+        &self,
+        job_id: i64,
+        _handle: &str,
+        _rows: u16,
+        _cols: u16,
+    ) -> Result<std::os::fd::OwnedFd, ExecError> {
+        Err(ExecError::Launch {
+            job: job_id,
+            message: format!("the {} engine cannot attach a shell to a job", self.name()),
         })
     }
     /// Whether a job run as `account` (None: the server's own) could

@@ -77,6 +77,12 @@ pub fn socket_path(path: &Path) -> io::Result<(PathBuf, Option<OwnedFd>)> {
 /// connected TCP stream, or why there is none. On a non-blocking socket
 /// with nothing to read yet, `WouldBlock`.
 pub fn receive(s: impl AsFd) -> io::Result<TcpStream> {
+    receive_fd(s).map(TcpStream::from)
+}
+
+/// Reads a supervisor's answer on `s`: `1` and a descriptor, or `0` and
+/// why there is none.
+pub fn receive_fd(s: impl AsFd) -> io::Result<OwnedFd> {
     let mut buf = [0u8; 512];
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut cmsg = RecvAncillaryBuffer::new(&mut space);
@@ -96,7 +102,7 @@ pub fn receive(s: impl AsFd) -> io::Result<TcpStream> {
     }
     let said = &buf[..got.bytes.min(buf.len())];
     match (said.first(), fd) {
-        (Some(b'1'), Some(fd)) => Ok(TcpStream::from(fd)),
+        (Some(b'1'), Some(fd)) => Ok(fd),
         (Some(b'0'), _) => Err(io::Error::new(
             io::ErrorKind::ConnectionRefused,
             String::from_utf8_lossy(&said[1..]).into_owned(),

@@ -117,6 +117,17 @@ impl Executor for RoutedExecutor {
         e.reach(job_id, h, port)
     }
 
+    fn attach(
+        &self,
+        job_id: i64,
+        handle: &str,
+        rows: u16,
+        cols: u16,
+    ) -> Result<std::os::fd::OwnedFd, ExecError> {
+        let (e, h) = self.route(handle);
+        e.attach(job_id, h, rows, cols)
+    }
+
     fn extend(&self, job_id: i64, handle: &str, limit_s: u64) -> Result<(), ExecError> {
         let (e, h) = self.route(handle);
         e.extend(job_id, h, limit_s)

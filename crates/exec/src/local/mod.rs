@@ -327,6 +327,7 @@ impl Executor for LocalExecutor {
             CANCEL_FILE,
             LIMIT_FILE,
             PID_FILE,
+            crate::attach::ATTACH_SOCKET,
             REACH_FILE,
             crate::reach::SERVE_SOCKET,
         ] {
@@ -500,6 +501,21 @@ impl Executor for LocalExecutor {
             .open(&path)
             .map(drop)
             .map_err(io_error(&path))
+    }
+
+    fn attach(
+        &self,
+        job_id: i64,
+        handle: &str,
+        rows: u16,
+        cols: u16,
+    ) -> Result<std::os::fd::OwnedFd, ExecError> {
+        Handle::parse(job_id, handle)?;
+        let path = self.job_dir(job_id).join(crate::attach::ATTACH_SOCKET);
+        crate::attach::connect(&path, rows, cols).map_err(|e| ExecError::Launch {
+            job: job_id,
+            message: format!("no shell in job {job_id}: {e}"),
+        })
     }
 
     fn check_workdir(&self, account: Option<&str>, dir: &Path) -> Result<(), String> {

@@ -732,6 +732,31 @@ fn run_command(args: &SuperviseArgs, out: File, err: File) -> ExitRecord {
         },
         None => None,
     };
+    // a shell in the job on request (`gigafab attach`): its broker
+    // thread made here too, before the PID namespace
+    let attach = crate::attach::broker(
+        &args.dir,
+        crate::attach::ShellSpec {
+            env: args.env.clone(),
+            workdir: workdir.clone(),
+            workdir_is_jobs: args.workdir.is_none(),
+            identity: args.identity.clone(),
+            cgroups: cgroup
+                .as_ref()
+                .map(|c| {
+                    std::iter::once(c.0.join("cgroup.procs"))
+                        .chain(c.2.iter().map(|l| l.0.join("cgroup.procs")))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        },
+    );
+    if let Err(e) = &attach {
+        note(
+            &mut log,
+            &format!("no shell can be attached to the job: {e}"),
+        );
+    }
     // its own PID namespace: the next child (the run's init) is its pid 1
     if isolate && unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
         let message = format!(
@@ -757,6 +782,9 @@ fn run_command(args: &SuperviseArgs, out: File, err: File) -> ExitRecord {
             return failed(message);
         }
     };
+    if let Ok(tx) = &attach {
+        let _ = tx.send(child.id());
+    }
     if let Some(tx) = broker {
         match crate::reach::namespace_of(child.id()) {
             Ok(ns) => {
@@ -781,6 +809,7 @@ fn run_command(args: &SuperviseArgs, out: File, err: File) -> ExitRecord {
     };
     let record = follow(args, &mut child, &track, started, &mut log);
     let _ = fs::remove_file(args.dir.join(crate::reach::SERVE_SOCKET));
+    let _ = fs::remove_file(args.dir.join(crate::attach::ATTACH_SOCKET));
     // empty now; cgroups with no process can go
     if let Some(cg) = &track.cgroup {
         let _ = fs::remove_dir(cg);

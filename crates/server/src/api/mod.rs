@@ -5,6 +5,7 @@
 
 mod access;
 mod allocs;
+mod attach;
 mod audit;
 mod catalog;
 mod endpoints;
@@ -85,6 +86,7 @@ pub fn routes() -> impl Iterator<Item = &'static Route> {
         catalog::ROUTES,
         endpoints::ROUTES,
         sessions::ROUTES,
+        attach::ROUTES,
     ]
     .into_iter()
     .flatten()
@@ -103,6 +105,7 @@ pub fn router(state: AppState) -> Router {
         .merge(catalog::router())
         .merge(endpoints::router())
         .merge(sessions::router())
+        .merge(attach::router())
         .fallback(|| async {
             ApiError::not_found("not_found", "no such endpoint (see /api/v1/openapi.json)")
         })

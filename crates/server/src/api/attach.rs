@@ -1,0 +1,163 @@
+//! `GET /api/v1/jobs/{id}/attach`: a shell in a running job over a
+//! WebSocket (`gigafab attach`). Binary messages are the terminal's bytes
+//! both ways; a text message `{"rows": R, "cols": C}` resizes it. Only the
+//! job's own user gets one (anyone else: `job_not_found`, as for a job
+//! of another organisation), in the job's account, cgroup and namespaces
+//! ([`gigafab_exec::attach`]); each attach is in the audit log.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use axum::Router;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use axum::routing::get;
+use serde::Deserialize;
+use tokio::io::unix::AsyncFd;
+
+use super::{Answer, AppState, Caller, Route, parse_id};
+use crate::error::ApiError;
+
+pub(super) const ROUTES: &[Route] = &[Route {
+    method: "get",
+    path: "/api/v1/jobs/{id}/attach",
+    who: "the job's own user",
+    summary: "A shell in a running job, over a WebSocket (binary messages: the terminal; text {\"rows\",\"cols\"}: a new size); 101 on success",
+    operation_id: "attach_job",
+    body: None,
+    status: 101,
+    answer: Answer::Text("application/octet-stream"),
+    replay: false,
+    query: None,
+}];
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new().route("/api/v1/jobs/{id}/attach", get(attach))
+}
+
+/// The terminal's first size.
+#[derive(Debug, Deserialize)]
+struct Size {
+    #[serde(default = "rows")]
+    rows: u16,
+    #[serde(default = "cols")]
+    cols: u16,
+}
+
+fn rows() -> u16 {
+    24
+}
+
+fn cols() -> u16 {
+    80
+}
+
+/// A resize, as the client sends it.
+#[derive(Debug, Deserialize)]
+struct Resize {
+    rows: u16,
+    cols: u16,
+}
+
+async fn attach(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    Query(size): Query<Size>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id, "job_not_found")?;
+    let not_found = || ApiError::not_found("job_not_found", format!("job {id} not found"));
+    let job = crate::store::jobs::get(&s.store.pool, id)
+        .await?
+        .filter(|j| j.user_id == p.user_id)
+        .ok_or_else(not_found)?;
+    let handle = match (job.state.as_str(), job.handle.clone()) {
+        ("running", Some(h)) => h,
+        (state, _) => {
+            return Err(ApiError::conflict(
+                "job_not_running",
+                format!("job {id} is {state}: a shell attaches to a running job"),
+            ));
+        }
+    };
+    let exec = s.executor.clone();
+    let (rows, cols) = (size.rows.clamp(1, 1000), size.cols.clamp(1, 1000));
+    let fd = tokio::task::spawn_blocking(move || exec.attach(id, &handle, rows, cols))
+        .await
+        .map_err(|e| ApiError::unavailable(format!("the attach failed: {e}")))?
+        .map_err(|e| ApiError::conflict("attach_failed", e.to_string()))?;
+    s.store
+        .write(vec![s.audit_op(
+            &p,
+            s.clock.now(),
+            "attach",
+            &format!("job {id}"),
+            format!("a shell, {rows}x{cols}"),
+        )])
+        .await?;
+    Ok(ws.on_upgrade(move |socket| relay(socket, fd)))
+}
+
+/// Copies between the WebSocket and the terminal until either ends.
+async fn relay(mut ws: WebSocket, fd: OwnedFd) {
+    // SAFETY: plain fcntl on an open descriptor.
+    unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
+    }
+    // SAFETY: the File owns the descriptor, open for the AsyncFd's life,
+    // and always gives the same one.
+    let Ok(tty) = (unsafe { AsyncFd::register(std::fs::File::from(fd)) }) else {
+        return;
+    };
+    let mut buf = vec![0u8; 16 << 10];
+    loop {
+        tokio::select! {
+            r = tty.readable() => {
+                let Ok(mut guard) = r else { break };
+                match guard.try_io(|f| std::io::Read::read(&mut f.get_ref(), &mut buf)) {
+                    Ok(Ok(0)) | Ok(Err(_)) => break,
+                    Ok(Ok(n)) => {
+                        if ws.send(Message::Binary(buf[..n].to_vec().into())).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(_would_block) => continue,
+                }
+            }
+            m = ws.recv() => match m {
+                Some(Ok(Message::Binary(b))) => {
+                    if write_all(&tty, &b).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Ok(Message::Text(t))) => {
+                    if let Ok(r) = serde_json::from_str::<Resize>(t.as_str()) {
+                        let _ = gigafab_exec::attach::resize(
+                            tty.get_ref(),
+                            r.rows.clamp(1, 1000),
+                            r.cols.clamp(1, 1000),
+                        );
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+    let _ = ws.send(Message::Close(None)).await;
+}
+
+/// Writes `data` whole to the terminal.
+async fn write_all(tty: &AsyncFd<std::fs::File>, mut data: &[u8]) -> std::io::Result<()> {
+    while !data.is_empty() {
+        let mut guard = tty.writable().await?;
+        match guard.try_io(|f| std::io::Write::write(&mut f.get_ref(), data)) {
+            Ok(Ok(n)) => data = &data[n..],
+            Ok(Err(e)) => return Err(e),
+            Err(_would_block) => {}
+        }
+    }
+    Ok(())
+}
