@@ -965,6 +965,8 @@ pub fn schemas() -> Vec<(String, serde_json::Value)> {
         one::<ExtendSession>(),
         one::<SessionState>(),
         one::<Session>(),
+        one::<FileEntry>(),
+        one::<JobFiles>(),
         one::<AllocationId>(),
         one::<OrgId>(),
         one::<UserId>(),

@@ -105,3 +105,35 @@ pub struct Session {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
+
+/// Query of `/api/v1/jobs/{id}/files...`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct FilePath {
+    /// A path inside the job's working directory (no `..`, not absolute)
+    /// [default: the directory itself].
+    pub path: Option<String>,
+}
+
+/// One entry of a job's directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FileEntry {
+    pub name: String,
+    pub dir: bool,
+    /// Bytes (files).
+    pub size: u64,
+    /// Last change (RFC 3339).
+    pub modified: String,
+}
+
+/// A directory of a job's files, as its account sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobFiles {
+    pub job: JobId,
+    /// The directory, inside the job's working directory (`.`: itself).
+    pub path: String,
+    /// Uploads may go there (a job run as its user's account).
+    pub writable: bool,
+    pub entries: Vec<FileEntry>,
+}

@@ -240,3 +240,168 @@ async fn a_shell_attaches_inside_its_job_and_for_its_user_alone() {
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The file browser under accounts: an upload is the job's account's own
+/// file in its working directory, through the portal's form as through
+/// the API; what the account may not read stays unread; a link planted by
+/// the job is not followed; an upload past the job's disk limit is
+/// refused.
+#[ignore = "needs root: jobs run as other POSIX accounts (cargo test -- --include-ignored, as root)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jobs_files_are_reached_with_its_accounts_rights() {
+    require_root("a_jobs_files_are_reached_with_its_accounts_rights");
+    let dir = fresh_dir("files-accounts");
+    let s = Server::two_tenants(&dir, &["--max-job-disk-gib", &(2.0 / 1024.0).to_string()]);
+    let tokens = s.tenants(&["a", "b"], 10.0).await;
+    let (ta, aa) = &tokens[0];
+    let (tb, _) = &tokens[1];
+    let j = s
+        .json(
+            "POST",
+            "/api/v1/jobs",
+            ta,
+            Some(
+                json!({"allocation": aa, "gpus": 1, "time_limit_s": 120, "command": ["sh", "-c",
+                "ln -s /etc/shadow shadow; echo ready; sleep 100"]}),
+            ),
+        )
+        .await;
+    let job = j["id"].as_i64().unwrap();
+    s.wait_state(TOKEN, job, &["running"]).await;
+    let work = dir.join(format!("data/jobs/{job}/work"));
+    let t = Instant::now();
+    while !work.join("shadow").exists() {
+        assert!(t.elapsed() < Duration::from_secs(20), "{}", s.stderr());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // a root-only file in its directory: its account may not read it
+    std::fs::write(work.join("secret"), "root's").unwrap();
+    std::fs::set_permissions(
+        work.join("secret"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let http = reqwest::Client::new();
+    let content = |path: &str| format!("{}/api/v1/jobs/{job}/files/content?path={path}", s.url);
+    let r = http
+        .get(content("secret"))
+        .bearer_auth(ta)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "{}", r.text().await.unwrap());
+    let r = http
+        .get(content("shadow"))
+        .bearer_auth(ta)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    // an upload through the API: the account's own file
+    let r = http
+        .put(content("data.csv"))
+        .bearer_auth(ta)
+        .body("a,b\n1,2\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let (uid, _) = test_account("gf-test-a");
+    let meta = std::fs::metadata(work.join("data.csv")).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), uid);
+    // the other tenant: no such job
+    let r = http
+        .put(content("x"))
+        .bearer_auth(tb)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // past the job's disk limit (2 MiB): refused
+    let r = http
+        .put(content("big.bin"))
+        .bearer_auth(ta)
+        .body(vec![0u8; 3 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413, "{}", r.text().await.unwrap());
+    assert!(!work.join("big.bin").exists());
+    // through the portal's form, signed in with the token
+    let web = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = web
+        .post(format!("{}/login", s.url))
+        .form(&[("token", ta.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let page = web
+        .get(format!("{}/files/{job}", s.url))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("data.csv") && page.contains("enctype=\"multipart/form-data\""),
+        "{page}"
+    );
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_string();
+    let boundary = "gfboundary42";
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{csrf}\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"../../notes.txt\"\r\nContent-Type: text/plain\r\n\r\nfrom the portal\r\n--{boundary}--\r\n"
+    );
+    let r = web
+        .post(format!("{}/files/{job}/upload?path=", s.url))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .header("cookie", &cookie)
+        .header("origin", &s.url)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "{}", r.text().await.unwrap());
+    // the file's own name, in the job's directory, not a path above it
+    assert_eq!(
+        std::fs::read_to_string(work.join("notes.txt")).unwrap(),
+        "from the portal"
+    );
+    let view = web
+        .get(format!("{}/files/{job}/view?path=notes.txt", s.url))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(view.contains("from the portal"), "{view}");
+    let (code, body) = s
+        .call("DELETE", &format!("/api/v1/jobs/{job}"), Some(ta), None)
+        .await;
+    assert_eq!(code, 200, "{body}");
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}

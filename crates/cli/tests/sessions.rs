@@ -473,3 +473,117 @@ async fn a_shell_attaches_to_a_running_job_of_ones_own() {
     assert_eq!(code, Some(1));
     assert!(err.contains("job_not_running"), "{err}");
 }
+
+/// A job's files through the API: its directory listed, its files read,
+/// nothing outside it, no link followed; read only where jobs share one
+/// account; its user's alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jobs_files_are_its_users_and_stay_inside_its_directory() {
+    let app = App::spawn(Db::Sqlite, "files").await.unwrap();
+    let (alice, bob, _, alloc) = tenants(&app).await;
+    let (st, j) = app
+        .call(
+            "POST",
+            "/api/v1/jobs",
+            Some(&alice),
+            Some(json!({"allocation": alloc, "gpus": 1, "time_limit_s": 120, "command": ["sh", "-c",
+                "echo hello > out.txt; mkdir sub; echo deep > sub/x; ln -s /etc/passwd link; mkfifo pipe; echo made; sleep 100"]})),
+        )
+        .await;
+    assert_eq!(st, 201, "{j}");
+    let job = j["id"].as_i64().unwrap();
+    let t = Instant::now();
+    while !app.logs(job, "").await.contains("made") {
+        assert!(t.elapsed() < Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (st, l) = app
+        .call(
+            "GET",
+            &format!("/api/v1/jobs/{job}/files"),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200, "{l}");
+    assert_eq!(l["writable"], false);
+    let names: Vec<&str> = l["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names[0], "sub", "directories first: {names:?}");
+    assert!(
+        names.contains(&"out.txt") && names.contains(&"link"),
+        "{names:?}"
+    );
+    let get = |path: &str, token: &str| {
+        let url = format!("{}/api/v1/jobs/{job}/files/content?path={path}", app.url);
+        let token = token.to_string();
+        async move {
+            let r = reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    assert_eq!(get("out.txt", &alice).await, (200, "hello\n".into()));
+    assert_eq!(get("sub/x", &alice).await, (200, "deep\n".into()));
+    let (st, l) = app
+        .call(
+            "GET",
+            &format!("/api/v1/jobs/{job}/files?path=sub"),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (st, l["entries"][0]["name"].as_str()),
+        (200, Some("x")),
+        "{l}"
+    );
+    // nothing outside it, no link, no FIFO, no directory read as a file
+    for bad in [
+        "link",
+        "../../gigafab.db",
+        "/etc/passwd",
+        "sub/../../x",
+        "pipe",
+        "sub",
+    ] {
+        let (st, body) = get(bad, &alice).await;
+        assert_eq!(st, 422, "{bad}: {body}");
+        assert!(body.contains("invalid_request"), "{bad}: {body}");
+    }
+    assert_eq!(get("absent", &alice).await.0, 404);
+    // its user's alone
+    assert_eq!(get("out.txt", &bob).await.0, 404);
+    let (st, _) = app
+        .call(
+            "GET",
+            &format!("/api/v1/jobs/{job}/files"),
+            Some(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(st, 404);
+    // one account for all: read only
+    let r = reqwest::Client::new()
+        .put(format!(
+            "{}/api/v1/jobs/{job}/files/content?path=new.txt",
+            app.url
+        ))
+        .bearer_auth(&alice)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    assert!(r.text().await.unwrap().contains("read_only"));
+    app.call("DELETE", &format!("/api/v1/jobs/{job}"), Some(&alice), None)
+        .await;
+}

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod attach;
 pub mod engines;
+pub mod files;
 pub mod local;
 pub mod posix;
 pub mod power;
@@ -289,6 +290,18 @@ pub trait Executor: Send + Sync {
             job: job_id,
             message: format!("the {} engine cannot attach a shell to a job", self.name()),
         })
+    }
+    /// Where job `job_id`'s files are browsed: its working directory
+    /// (`workdir` where it named one), writable where it runs as an
+    /// account (`as_account`). None: the engine's jobs keep their files
+    /// elsewhere (a cluster's file systems).
+    fn files_root(
+        &self,
+        _job_id: i64,
+        _workdir: Option<&str>,
+        _as_account: bool,
+    ) -> Option<files::FilesRoot> {
+        None
     }
     /// Whether a job run as `account` (None: the server's own) could
     /// enter `dir` as its working directory, checked with the account's

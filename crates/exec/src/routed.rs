@@ -128,6 +128,15 @@ impl Executor for RoutedExecutor {
         e.attach(job_id, h, rows, cols)
     }
 
+    fn files_root(
+        &self,
+        job_id: i64,
+        workdir: Option<&str>,
+        as_account: bool,
+    ) -> Option<crate::files::FilesRoot> {
+        self.default.files_root(job_id, workdir, as_account)
+    }
+
     fn extend(&self, job_id: i64, handle: &str, limit_s: u64) -> Result<(), ExecError> {
         let (e, h) = self.route(handle);
         e.extend(job_id, h, limit_s)

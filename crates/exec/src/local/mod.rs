@@ -518,6 +518,33 @@ impl Executor for LocalExecutor {
         })
     }
 
+    fn files_root(
+        &self,
+        job_id: i64,
+        workdir: Option<&str>,
+        as_account: bool,
+    ) -> Option<crate::files::FilesRoot> {
+        let job_dir = self.job_dir(job_id);
+        if !as_account {
+            // one account for all: the job's directory, read only (its
+            // control files are the server's)
+            return Some(crate::files::FilesRoot {
+                dir: job_dir,
+                writable: false,
+                room: None,
+            });
+        }
+        let dir = workdir.map_or_else(|| job_dir.join(WORK_DIR), PathBuf::from);
+        let room = self
+            .max_disk_bytes
+            .map(|max| max.saturating_sub(disk::dir_size(&job_dir, max)));
+        Some(crate::files::FilesRoot {
+            dir,
+            writable: true,
+            room,
+        })
+    }
+
     fn check_workdir(&self, account: Option<&str>, dir: &Path) -> Result<(), String> {
         let who = match account {
             Some(a) => Some(crate::posix::lookup(a)?),

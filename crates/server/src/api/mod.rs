@@ -9,6 +9,7 @@ mod attach;
 mod audit;
 mod catalog;
 mod endpoints;
+mod files;
 mod fleet;
 mod jobs;
 mod meta;
@@ -87,6 +88,7 @@ pub fn routes() -> impl Iterator<Item = &'static Route> {
         endpoints::ROUTES,
         sessions::ROUTES,
         attach::ROUTES,
+        files::ROUTES,
     ]
     .into_iter()
     .flatten()
@@ -106,6 +108,7 @@ pub fn router(state: AppState) -> Router {
         .merge(endpoints::router())
         .merge(sessions::router())
         .merge(attach::router())
+        .merge(files::router())
         .fallback(|| async {
             ApiError::not_found("not_found", "no such endpoint (see /api/v1/openapi.json)")
         })

@@ -119,14 +119,30 @@ impl Portal {
         body: Option<String>,
         limit: usize,
     ) -> Result<(StatusCode, axum::body::Bytes), Failure> {
+        let body = body.map(|b| (Body::from(b), "application/json"));
+        self.send_raw(token, method, path, body, limit).await
+    }
+
+    /// [`Portal::send`] with a body of any type.
+    async fn send_raw(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: Option<(Body, &'static str)>,
+        limit: usize,
+    ) -> Result<(StatusCode, axum::body::Bytes), Failure> {
         let mut req = Request::builder()
             .method(method)
             .uri(path)
             .header(header::AUTHORIZATION, format!("Bearer {token}"));
-        if body.is_some() {
-            req = req.header(header::CONTENT_TYPE, "application/json");
-        }
-        let body = body.map_or_else(Body::empty, Body::from);
+        let body = match body {
+            Some((b, kind)) => {
+                req = req.header(header::CONTENT_TYPE, kind);
+                b
+            }
+            None => Body::empty(),
+        };
         let req = req.body(body).map_err(|e| Failure {
             status: StatusCode::BAD_REQUEST,
             code: "invalid_request".into(),
@@ -149,6 +165,25 @@ impl Portal {
         Ok((status, bytes))
     }
 
+    /// Sends raw bytes to the API (an upload) or reads raw bytes from it
+    /// (a download, at most `limit`): the answer's bytes, or the API's
+    /// refusal.
+    pub async fn api_bytes(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: Option<axum::body::Bytes>,
+        limit: usize,
+    ) -> Result<axum::body::Bytes, Failure> {
+        let body = body.map(|b| (Body::from(b), "application/octet-stream"));
+        let (status, bytes) = self.send_raw(token, method, path, body, limit).await?;
+        if !status.is_success() {
+            return Err(refusal(status, &bytes));
+        }
+        Ok(bytes)
+    }
+
     /// Calls the API in process as `token` and reads its JSON answer.
     pub async fn api<T: DeserializeOwned, B: serde::Serialize>(
         &self,
@@ -169,16 +204,7 @@ impl Portal {
         };
         let (status, bytes) = self.send(token, method, path, body, 16 << 20).await?;
         if !status.is_success() {
-            let e: gigafab_api::Error =
-                serde_json::from_slice(&bytes).unwrap_or_else(|_| gigafab_api::Error {
-                    error: "error".into(),
-                    message: String::new(),
-                });
-            return Err(Failure {
-                status,
-                code: e.error,
-                message: e.message,
-            });
+            return Err(refusal(status, &bytes));
         }
         serde_json::from_slice(&bytes).map_err(|e| Failure {
             status: StatusCode::BAD_GATEWAY,
@@ -267,6 +293,21 @@ impl Portal {
     /// revoked.
     fn close_session(&self, id: &str) -> Option<i64> {
         self.sessions.lock().expect("sessions").remove(id)?.minted
+    }
+}
+
+/// An API refusal: its status, and its code and message where its body
+/// says them.
+fn refusal(status: StatusCode, bytes: &[u8]) -> Failure {
+    let e: gigafab_api::Error =
+        serde_json::from_slice(bytes).unwrap_or_else(|_| gigafab_api::Error {
+            error: "error".into(),
+            message: String::from_utf8_lossy(bytes).into_owned(),
+        });
+    Failure {
+        status,
+        code: e.error,
+        message: e.message,
     }
 }
 

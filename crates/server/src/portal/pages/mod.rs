@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 mod admin;
 mod endpoints;
+mod files;
 mod jobs;
 mod me;
 mod requests;
@@ -13,6 +14,7 @@ mod signin;
 
 use admin::*;
 use endpoints::*;
+use files::*;
 use jobs::*;
 use me::*;
 use requests::*;
@@ -161,6 +163,13 @@ pub(super) fn router() -> Router<PortalState> {
         .route("/endpoints", get(endpoints))
         .route("/endpoints/{name}/keys", post(new_key))
         .route("/endpoints/{name}/scale", post(scale))
+        .route("/files/{job}", get(files))
+        .route("/files/{job}/view", get(view_file))
+        .route("/files/{job}/download", get(download_file))
+        .route(
+            "/files/{job}/upload",
+            post(upload_file).layer(axum::extract::DefaultBodyLimit::max((64 << 20) + (1 << 20))),
+        )
         .route("/interactive", get(sessions))
         .route("/interactive/new", post(start_session))
         .route("/interactive/{id}/{act}", post(session_act))

@@ -1,0 +1,210 @@
+//! A job's files as its account sees them (the portal's file browser and
+//! `/api/v1/jobs/{id}/files`): list a directory, read a file, write one.
+//!
+//! Each operation runs in a thread of its own with the account's
+//! file-system rights (its fsuid, fsgid and groups, a thread's own at the
+//! system call level; the thread ends after), so the server reaches
+//! nothing the job's account could not. Paths are resolved beneath the
+//! job's working directory with `openat2` (`RESOLVE_BENEATH`,
+//! `RESOLVE_NO_SYMLINKS`, `RESOLVE_NO_MAGICLINKS`): no `..`, absolute
+//! path or link, the job's own included, leads anywhere else.
+
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+/// Where a job's files are browsed, as its engine says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilesRoot {
+    /// Its working directory.
+    pub dir: PathBuf,
+    /// Uploads may go there (a job run as its account).
+    pub writable: bool,
+    /// Bytes it may still add under its disk limit (None: no limit).
+    pub room: Option<u64>,
+}
+
+use rustix::fs::{Dir, FileType, Mode, OFlags, ResolveFlags};
+
+use crate::posix::Account;
+
+/// Most entries of one listing.
+pub const MAX_ENTRIES: usize = 10_000;
+
+/// One entry of a directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub name: String,
+    pub dir: bool,
+    /// Bytes (files), 0 (the rest).
+    pub size: u64,
+    /// Last change, seconds since the epoch.
+    pub modified_s: i64,
+}
+
+/// Runs `f` in a thread of its own with `who`'s file-system rights (None:
+/// this process's).
+fn as_account<T: Send + 'static>(
+    who: Option<&Account>,
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    let ids = who.map(|a| (a.uid, a.gid, a.groups.clone()));
+    std::thread::spawn(move || {
+        if let Some((uid, gid, groups)) = &ids {
+            // SAFETY: raw system calls on this thread alone, with valid
+            // pointers; the thread ends when this closure returns.
+            unsafe {
+                if libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) != 0
+                    || libc::syscall(libc::SYS_setfsgid, *gid) < 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                libc::syscall(libc::SYS_setfsuid, *uid);
+                if libc::syscall(libc::SYS_setfsuid, u32::MAX) as u32 != *uid {
+                    return Err(io::Error::from_raw_os_error(libc::EPERM));
+                }
+            }
+        }
+        f()
+    })
+    .join()
+    .map_err(|_| io::Error::other("the file operation failed"))?
+}
+
+/// `rel` if it is a path beneath a directory: relative, no NUL, no `..`.
+fn relative(rel: &str) -> io::Result<String> {
+    let rel = rel.trim_start_matches("./");
+    if rel.len() > 4096
+        || rel.contains('\0')
+        || rel.starts_with('/')
+        || rel.split('/').any(|c| c == "..")
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a path inside the job's directory (no `..`, not absolute)",
+        ));
+    }
+    Ok(if rel.is_empty() {
+        ".".into()
+    } else {
+        rel.into()
+    })
+}
+
+/// Opens `rel` beneath `root` without following any link.
+fn open_beneath(root: &Path, rel: &str, flags: OFlags, mode: Mode) -> io::Result<OwnedFd> {
+    let top = rustix::fs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    Ok(rustix::fs::openat2(
+        &top,
+        rel,
+        flags | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        mode,
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )?)
+}
+
+/// The entries of directory `rel` beneath `root`, directories first, then
+/// by name ([`MAX_ENTRIES`] at most), as `who` sees them.
+pub fn list(who: Option<&Account>, root: &Path, rel: &str) -> io::Result<Vec<Entry>> {
+    let (root, rel) = (root.to_path_buf(), relative(rel)?);
+    as_account(who, move || {
+        let fd = open_beneath(
+            &root,
+            &rel,
+            OFlags::RDONLY | OFlags::DIRECTORY,
+            Mode::empty(),
+        )?;
+        let mut out = Vec::new();
+        for ent in Dir::read_from(&fd)? {
+            let ent = ent?;
+            let name = ent.file_name().to_string_lossy().into_owned();
+            if name == "." || name == ".." {
+                continue;
+            }
+            let Ok(st) =
+                rustix::fs::statat(&fd, ent.file_name(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+            else {
+                continue;
+            };
+            let kind = FileType::from_raw_mode(st.st_mode);
+            out.push(Entry {
+                name,
+                dir: kind == FileType::Directory,
+                size: if kind == FileType::RegularFile {
+                    st.st_size as u64
+                } else {
+                    0
+                },
+                modified_s: st.st_mtime,
+            });
+            if out.len() >= MAX_ENTRIES {
+                break;
+            }
+        }
+        out.sort_by(|a, b| b.dir.cmp(&a.dir).then_with(|| a.name.cmp(&b.name)));
+        Ok(out)
+    })
+}
+
+/// At most `max` bytes of regular file `rel` beneath `root`, and its size,
+/// as `who` reads it.
+pub fn read(who: Option<&Account>, root: &Path, rel: &str, max: u64) -> io::Result<(Vec<u8>, u64)> {
+    let (root, rel) = (root.to_path_buf(), relative(rel)?);
+    as_account(who, move || {
+        // non-blocking: a FIFO does not hang the server
+        let fd = open_beneath(
+            &root,
+            &rel,
+            OFlags::RDONLY | OFlags::NONBLOCK,
+            Mode::empty(),
+        )?;
+        let st = rustix::fs::fstat(&fd)?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
+        }
+        let size = st.st_size as u64;
+        let mut f = std::fs::File::from(fd);
+        let mut out = Vec::with_capacity(size.min(max) as usize);
+        (&mut f).take(max).read_to_end(&mut out)?;
+        Ok((out, size))
+    })
+}
+
+/// Writes `data` as regular file `rel` beneath `root` (made, or replaced
+/// whole), as `who`: its parent must exist; nothing is created where the
+/// account could not.
+pub fn write(who: Option<&Account>, root: &Path, rel: &str, data: Vec<u8>) -> io::Result<()> {
+    let (root, rel) = (root.to_path_buf(), relative(rel)?);
+    if rel == "." {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a file name is needed",
+        ));
+    }
+    as_account(who, move || {
+        let fd = open_beneath(
+            &root,
+            &rel,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::NONBLOCK,
+            Mode::from_raw_mode(0o644),
+        )?;
+        let st = rustix::fs::fstat(&fd)?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
+        }
+        rustix::fs::ftruncate(&fd, 0)?;
+        let mut f = std::fs::File::from(fd);
+        f.write_all(&data)?;
+        Ok(())
+    })
+}

@@ -1,0 +1,259 @@
+//! A job's files, as its account sees them (the portal's file browser):
+//! list a directory, download a file, upload one. Only the job's own user
+//! reaches them (anyone else: `job_not_found`); every operation runs with
+//! the job's account's rights, beneath its working directory, following
+//! no link ([`gigafab_exec::files`]).
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+
+use super::{Answer, ApiResult, AppState, Caller, Route, parse_id};
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::state::Shared;
+use gigafab_exec::files::{self, FilesRoot};
+
+/// Largest file downloaded through the server, bytes.
+pub const MAX_DOWNLOAD: u64 = 64 << 20;
+/// Largest upload, bytes.
+pub const MAX_UPLOAD: usize = 64 << 20;
+
+const fn route(
+    method: &'static str,
+    path: &'static str,
+    summary: &'static str,
+    operation_id: &'static str,
+    status: u16,
+    answer: Answer,
+) -> Route {
+    Route {
+        method,
+        path,
+        who: "the job's own user",
+        summary,
+        operation_id,
+        body: None,
+        status,
+        answer,
+        replay: false,
+        query: Some(gigafab_api::query_params::<gigafab_api::FilePath>),
+    }
+}
+
+pub(super) const ROUTES: &[Route] = &[
+    route(
+        "get",
+        "/api/v1/jobs/{id}/files",
+        "A directory of the job's working directory, as its account sees it",
+        "list_job_files",
+        200,
+        Answer::Json("JobFiles"),
+    ),
+    route(
+        "get",
+        "/api/v1/jobs/{id}/files/content",
+        "A file of the job's working directory (at most 64 MiB), as its account reads it",
+        "get_job_file",
+        200,
+        Answer::Text("application/octet-stream"),
+    ),
+    route(
+        "put",
+        "/api/v1/jobs/{id}/files/content",
+        "Writes a file into the job's working directory as its account (the body, at most 64 MiB, within the job's disk limit)",
+        "put_job_file",
+        200,
+        Answer::Json("FileEntry"),
+    ),
+];
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/jobs/{id}/files", get(list))
+        .route(
+            "/api/v1/jobs/{id}/files/content",
+            get(download)
+                .put(upload)
+                .layer(axum::extract::DefaultBodyLimit::max(MAX_UPLOAD)),
+        )
+}
+
+/// The job's files' root and the account they are reached as.
+async fn root_of(
+    s: &Shared,
+    p: &Principal,
+    id: i64,
+) -> Result<(FilesRoot, Option<gigafab_exec::posix::Account>), ApiError> {
+    let job = crate::store::jobs::get(&s.store.pool, id)
+        .await?
+        .filter(|j| j.user_id == p.user_id)
+        .ok_or_else(|| ApiError::not_found("job_not_found", format!("job {id} not found")))?;
+    let spec: crate::model::StoredSpec = serde_json::from_str(&job.spec).unwrap_or_default();
+    let account = s.tenancy.account_of(job.user_id, job.org_id);
+    let root = s
+        .executor
+        .files_root(id, spec.workdir.as_deref(), account.is_some())
+        .ok_or_else(|| {
+            ApiError::conflict(
+                "files_unavailable",
+                format!("job {id}'s files are on its engine's machines: reach them there"),
+            )
+        })?;
+    let who = match account {
+        Some(a) => Some(
+            gigafab_exec::posix::lookup(&a)
+                .map_err(|e| ApiError::unavailable(format!("the job's account: {e}")))?,
+        ),
+        None => None,
+    };
+    Ok((root, who))
+}
+
+/// An operation's failure, worded for the caller.
+fn failed(path: &str, e: std::io::Error) -> ApiError {
+    use std::io::ErrorKind as K;
+    let code = e.raw_os_error();
+    match e.kind() {
+        K::NotFound => ApiError::not_found("file_not_found", format!("{path}: not found")),
+        K::PermissionDenied => ApiError::forbidden(format!("{path}: the job's account may not")),
+        K::InvalidInput => ApiError::invalid(format!("path: {path}: {e}")),
+        _ if code == Some(libc::ELOOP) || code == Some(libc::EXDEV) => ApiError::invalid(format!(
+            "path: {path}: a link, or outside the job's directory (links are not followed)"
+        )),
+        _ if code == Some(libc::ENOTDIR) => {
+            ApiError::invalid(format!("path: {path}: not a directory"))
+        }
+        _ if code == Some(libc::EISDIR) => ApiError::invalid(format!("path: {path}: a directory")),
+        _ => ApiError::unavailable(format!("{path}: {e}")),
+    }
+}
+
+fn entry(e: files::Entry) -> gigafab_api::FileEntry {
+    gigafab_api::FileEntry {
+        name: e.name,
+        dir: e.dir,
+        size: e.size,
+        modified: crate::time::Ms(e.modified_s.saturating_mul(1000)).rfc3339(),
+    }
+}
+
+async fn list(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    Query(q): Query<gigafab_api::FilePath>,
+) -> ApiResult {
+    let id = parse_id(&id, "job_not_found")?;
+    let (root, who) = root_of(&s, &p, id).await?;
+    let path = q.path.unwrap_or_default();
+    let (dir, rel) = (root.dir.clone(), path.clone());
+    let entries = tokio::task::spawn_blocking(move || files::list(who.as_ref(), &dir, &rel))
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?
+        .map_err(|e| failed(&path, e))?;
+    Ok(Json(gigafab_api::JobFiles {
+        job: gigafab_api::JobId(id),
+        path: if path.is_empty() { ".".into() } else { path },
+        writable: root.writable,
+        entries: entries.into_iter().map(entry).collect(),
+    })
+    .into_response())
+}
+
+async fn download(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    Query(q): Query<gigafab_api::FilePath>,
+) -> ApiResult {
+    let id = parse_id(&id, "job_not_found")?;
+    let (root, who) = root_of(&s, &p, id).await?;
+    let path = q.path.unwrap_or_default();
+    let (dir, rel) = (root.dir.clone(), path.clone());
+    let (data, size) = tokio::task::spawn_blocking(move || {
+        files::read(who.as_ref(), &dir, &rel, MAX_DOWNLOAD + 1)
+    })
+    .await
+    .map_err(|e| ApiError::unavailable(e.to_string()))?
+    .map_err(|e| failed(&path, e))?;
+    if size > MAX_DOWNLOAD {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "{path}: {size} bytes, more than the {MAX_DOWNLOAD} a download through the server takes"
+            ),
+        ));
+    }
+    let name = path
+        .rsplit('/')
+        .next()
+        .unwrap_or("file")
+        .replace(['"', '\\', '\r', '\n'], "_");
+    let mut r = Bytes::from(data).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+        r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(r)
+}
+
+async fn upload(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    Query(q): Query<gigafab_api::FilePath>,
+    body: Bytes,
+) -> ApiResult {
+    let id = parse_id(&id, "job_not_found")?;
+    let (root, who) = root_of(&s, &p, id).await?;
+    let path = q.path.unwrap_or_default();
+    if !root.writable {
+        return Err(ApiError::conflict(
+            "read_only",
+            format!(
+                "job {id}'s files are read only here: jobs run under one account for all (--single-user)"
+            ),
+        ));
+    }
+    if let Some(room) = root.room
+        && body.len() as u64 > room
+    {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "{path}: {} bytes, more than the {room} left under the job's disk limit",
+                body.len()
+            ),
+        ));
+    }
+    let (dir, rel, data, len) = (root.dir.clone(), path.clone(), body.to_vec(), body.len());
+    tokio::task::spawn_blocking(move || files::write(who.as_ref(), &dir, &rel, data))
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?
+        .map_err(|e| failed(&path, e))?;
+    s.store
+        .write(vec![s.audit_op(
+            &p,
+            s.clock.now(),
+            "upload_file",
+            &format!("job {id}"),
+            format!("{path}, {len} bytes"),
+        )])
+        .await?;
+    Ok(Json(gigafab_api::FileEntry {
+        name: path.rsplit('/').next().unwrap_or_default().to_string(),
+        dir: false,
+        size: len as u64,
+        modified: s.clock.now().rfc3339(),
+    })
+    .into_response())
+}
