@@ -450,3 +450,69 @@ async fn an_organisations_active_jobs_are_capped() {
     let (code, _, err) = cli(&url, &["cancel", "--array", &first]);
     assert_eq!(code, Some(0), "{err}");
 }
+
+/// `#SBATCH --output`/`--error`: the job writes its streams there itself
+/// (its account's rights, its working directory), patterns filled in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_and_error_directives_send_the_streams_to_files() {
+    let app = App::spawn(Db::Sqlite, "batch_out").await.unwrap();
+    let url = app.url.clone();
+    let work = app.dir.join("outwork");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(
+        work.join("job.sh"),
+        "#!/bin/sh\n\
+         #SBATCH --output=out-%j.txt\n\
+         #SBATCH --error=err-%x-%a.txt\n\
+         echo to-out\n\
+         echo to-err >&2\n",
+    )
+    .unwrap();
+    std::fs::write(
+        work.join("arr.sh"),
+        "#!/bin/sh\n#SBATCH --array=0-1\n#SBATCH -o a-%A_%a.out\necho task $GIGAFAB_ARRAY_TASK_ID; echo e >&2\n",
+    )
+    .unwrap();
+    let (code, out, err) = cli_in(&work, &url, &["submit", "-o", "json", "job.sh"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["name"], "job.sh", "the script's name, not the shell's");
+    let id = v["id"].as_i64().unwrap();
+    let (code, logged, _) = cli(&url, &["logs", &id.to_string(), "-f"]);
+    assert_eq!(
+        (code, logged.as_str()),
+        (Some(0), ""),
+        "its output went to the file"
+    );
+    assert_eq!(
+        std::fs::read_to_string(work.join(format!("out-{id}.txt"))).unwrap(),
+        "to-out\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(work.join("err-job.sh-4294967294.txt")).unwrap(),
+        "to-err\n"
+    );
+    // an array: `--output` alone takes both streams, one file per task
+    let (code, out, err) = cli_in(&work, &url, &["submit", "-o", "json", "arr.sh"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let first = serde_json::from_str::<serde_json::Value>(&out).unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    for (k, task) in [(0, first), (1, first + 1)] {
+        let (code, _, err) = cli(&url, &["logs", &task.to_string(), "-f"]);
+        assert_eq!(code, Some(0), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(work.join(format!("a-{first}_{k}.out"))).unwrap(),
+            format!("task {k}\ne\n")
+        );
+    }
+    // a pattern gigafab cannot fill: refused at its line
+    std::fs::write(
+        work.join("bad.sh"),
+        "#!/bin/sh\n#SBATCH --output=x-%q\ntrue\n",
+    )
+    .unwrap();
+    let (code, _, err) = cli_in(&work, &url, &["submit", "bad.sh"]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("bad.sh:2:") && err.contains("`%q`"), "{err}");
+}

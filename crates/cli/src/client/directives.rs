@@ -26,6 +26,11 @@ pub struct Directives {
     pub project: Option<String>,
     pub dependency: Option<String>,
     pub array: Option<String>,
+    /// Where the job's standard output goes (`--output`), as a shell word
+    /// of the job's own (`%j` and the like become its variables).
+    pub output: Option<String>,
+    /// Where its standard error goes (`--error`).
+    pub error: Option<String>,
     /// Directives read and not used, as `file:line: text: why`.
     pub ignored: Vec<String>,
 }
@@ -178,9 +183,7 @@ pub fn parse(file: &str, text: &str) -> Result<Directives, DirectiveError> {
                 "name" => d.name = Some(v),
                 "chdir" => d.workdir = Some(PathBuf::from(v)),
                 "vendor" => d.vendor = Some(v),
-                "priority" => {
-                    d.priority = Some(v.parse().map_err(|_| bad("a whole number"))?)
-                }
+                "priority" => d.priority = Some(v.parse().map_err(|_| bad("a whole number"))?),
                 "preemptible" => d.preemptible = true,
                 "allocation" => {
                     d.allocation = Some(v.parse().map_err(|_| bad("an allocation's id"))?)
@@ -188,9 +191,8 @@ pub fn parse(file: &str, text: &str) -> Result<Directives, DirectiveError> {
                 "project" => d.project = Some(v),
                 "dependency" => d.dependency = Some(v),
                 "array" => d.array = Some(v),
-                "output" | "error" => d.ignored.push(format!(
-                    "{file}:{line}: {shown}: the job's output is kept by gigafab (`gigafab logs`, `--stderr`) (ignored)"
-                )),
+                "output" => d.output = Some(output_word(&v).map_err(|e| bad(&e))?),
+                "error" => d.error = Some(output_word(&v).map_err(|e| bad(&e))?),
                 _ => unreachable!("every canonical name is handled"),
             }
         }
@@ -289,6 +291,59 @@ fn slurm_mem_gb(v: &str) -> Option<f64> {
     Some(mb / 1024.0)
 }
 
+/// Slurm's `--output`/`--error` file name pattern as a shell word the
+/// job expands itself (it runs as the job's account: nothing is written
+/// with anyone else's rights): `%j` the job's id, `%A` its array's first
+/// job, `%a` its task index (4294967294 outside an array, as Slurm's), `%x`
+/// its name, `%u` its account, `%N` its node, `%%` a `%`. Other `%`
+/// letters are refused.
+pub fn output_word(pattern: &str) -> Result<String, String> {
+    if pattern.is_empty() || pattern.contains('\0') || pattern.len() > 1024 {
+        return Err("a file name pattern (slurm-%j.out)".into());
+    }
+    let mut out = String::new();
+    let mut lit = String::new();
+    let flush = |lit: &mut String, out: &mut String| {
+        if !lit.is_empty() {
+            out.push('\'');
+            out.push_str(&lit.replace('\'', "'\\''"));
+            out.push('\'');
+            lit.clear();
+        }
+    };
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            lit.push(c);
+            continue;
+        }
+        let var = match chars.next() {
+            Some('%') => {
+                lit.push('%');
+                continue;
+            }
+            Some('j') => "${GIGAFAB_JOB_ID}",
+            Some('A') => "${GIGAFAB_ARRAY_JOB_ID:-$GIGAFAB_JOB_ID}",
+            Some('a') => "${GIGAFAB_ARRAY_TASK_ID:-4294967294}",
+            Some('x') => "${GIGAFAB_JOB_NAME}",
+            Some('u') => "$(id -un)",
+            Some('N') => "$(hostname)",
+            Some(o) => {
+                return Err(format!(
+                    "`%{o}` is not a pattern gigafab fills (%j %A %a %x %u %N %%)"
+                ));
+            }
+            None => return Err("a `%` ends the pattern".into()),
+        };
+        flush(&mut lit, &mut out);
+        out.push('"');
+        out.push_str(var);
+        out.push('"');
+    }
+    flush(&mut lit, &mut out);
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,9 +368,28 @@ mod tests {
         assert_eq!(d.time_s, Some(26 * 3600));
         assert_eq!(d.memory_gb, Some(16.0));
         assert_eq!(d.cpus, Some(8.0));
-        assert_eq!(d.ignored.len(), 2, "{:?}", d.ignored);
+        assert_eq!(d.ignored.len(), 1, "{:?}", d.ignored);
         assert!(d.ignored[0].starts_with("train.sh:8: --partition=gpu"));
-        assert!(d.ignored[1].starts_with("train.sh:9: --output=slurm-%j.out"));
+        assert_eq!(
+            d.output.as_deref(),
+            Some("'slurm-'\"${GIGAFAB_JOB_ID}\"'.out'")
+        );
+    }
+
+    #[test]
+    fn output_patterns_become_the_jobs_own_shell_words() {
+        assert_eq!(output_word("out.txt").unwrap(), "'out.txt'");
+        assert_eq!(
+            output_word("logs/%x-%A_%a.%%").unwrap(),
+            "'logs/'\"${GIGAFAB_JOB_NAME}\"'-'\"${GIGAFAB_ARRAY_JOB_ID:-$GIGAFAB_JOB_ID}\"'_'\"${GIGAFAB_ARRAY_TASK_ID:-4294967294}\"'.%'"
+        );
+        // a quote or a $ of the pattern stays literal
+        assert_eq!(output_word("it's$HOME").unwrap(), "'it'\\''s$HOME'");
+        assert!(output_word("%q").unwrap_err().contains("`%q`"));
+        let e = parse("a.sh", "#SBATCH --output=x%\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("a.sh:1:"), "{e}");
     }
 
     #[test]

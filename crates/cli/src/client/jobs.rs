@@ -141,6 +141,35 @@ pub(super) fn apply_script(a: &mut SubmitArgs) -> Result<()> {
     }
     command.push(abs);
     command.extend(a.command.drain(1..));
+    // `--output`/`--error`: the job sends its own streams there (as its
+    // account, relative to its working directory); `--output` alone takes
+    // both, as sbatch's does
+    if d.output.is_some() || d.error.is_some() {
+        // its name: given, or its script's (the program is now a shell)
+        let name = a.name.clone().or(d.name.clone()).unwrap_or_else(|| {
+            path.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "script".into())
+        });
+        a.name = Some(name.clone());
+        let quoted = format!("'{}'", name.replace('\'', "'\\''"));
+        let fill = |w: &String| w.replace("\"${GIGAFAB_JOB_NAME}\"", &quoted);
+        let (out, err) = (d.output.as_ref().map(fill), d.error.as_ref().map(fill));
+        let redirect = match (&out, &err) {
+            (Some(o), Some(e)) => format!(">{o} 2>{e}"),
+            (Some(o), None) => format!(">{o} 2>&1"),
+            (None, Some(e)) => format!("2>{e}"),
+            (None, None) => unreachable!(),
+        };
+        let mut wrapped = vec![
+            "/bin/sh".to_string(),
+            "-c".to_string(),
+            format!("exec \"$@\" {redirect}"),
+            "gigafab-output".to_string(),
+        ];
+        wrapped.append(&mut command);
+        command = wrapped;
+    }
     a.command = command;
     // flags win over directives
     a.gpus = a.gpus.or(d.gpus);
