@@ -114,6 +114,8 @@ pub struct FilePath {
     /// A path inside the job's working directory (no `..`, not absolute)
     /// [default: the directory itself].
     pub path: Option<String>,
+    /// A file's first bytes only, at most this many (a preview).
+    pub max: Option<u64>,
 }
 
 /// One entry of a job's directory.

@@ -114,16 +114,34 @@ fn differs(pid: u32, name: &str) -> bool {
     }
 }
 
-/// Starts a shell on terminal `tty` in the namespaces of the job whose
-/// first process is `pid`, as `spec` says.
-fn start_shell(pid: u32, spec: &ShellSpec, tty: &OwnedFd) -> io::Result<Child> {
-    let mnt = differs(pid, "mnt").then(|| ns(pid, "mnt")).transpose()?;
-    let net = differs(pid, "net").then(|| ns(pid, "net")).transpose()?;
+/// The job's mount and network namespaces (where they are its own),
+/// opened once, as soon as its first process runs: never again by a pid
+/// that may have been reused.
+struct JobNs {
+    mnt: Option<OwnedFd>,
+    net: Option<OwnedFd>,
+}
+
+impl JobNs {
+    fn of(pid: u32) -> io::Result<JobNs> {
+        Ok(JobNs {
+            mnt: differs(pid, "mnt").then(|| ns(pid, "mnt")).transpose()?,
+            net: differs(pid, "net").then(|| ns(pid, "net")).transpose()?,
+        })
+    }
+}
+
+/// Starts a shell on terminal `tty` in the job's namespaces `job`, as
+/// `spec` says.
+fn start_shell(job: &JobNs, spec: &ShellSpec, tty: &OwnedFd) -> io::Result<Child> {
+    let (mnt, net) = (&job.mnt, &job.net);
+    // every cgroup of the job, or no shell: outside them it would escape
+    // the job's limits
     let procs: Vec<std::fs::File> = spec
         .cgroups
         .iter()
-        .filter_map(|p| std::fs::OpenOptions::new().write(true).open(p).ok())
-        .collect();
+        .map(|p| std::fs::OpenOptions::new().write(true).open(p))
+        .collect::<io::Result<_>>()?;
     let cwd = CString::new(spec.workdir.as_os_str().as_encoded_bytes())
         .map_err(|_| io::Error::other("a NUL in the working directory"))?;
     let mut cmd = Command::new(shell());
@@ -136,19 +154,7 @@ fn start_shell(pid: u32, spec: &ShellSpec, tty: &OwnedFd) -> io::Result<Child> {
         .stdout(Stdio::from(tty.try_clone()?))
         .stderr(Stdio::from(tty.try_clone()?));
     let ident = spec.identity.clone();
-    let cwd_dir = if spec.workdir_is_jobs {
-        Some(rustix::fs::open(
-            &spec.workdir,
-            rustix::fs::OFlags::PATH
-                | rustix::fs::OFlags::DIRECTORY
-                | rustix::fs::OFlags::NOFOLLOW
-                | rustix::fs::OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-        )?)
-    } else {
-        None
-    };
-    let cwd_fd = cwd_dir.as_ref().map(|f| f.as_raw_fd());
+    let cwd_first = spec.workdir_is_jobs;
     let mnt_fd = mnt.as_ref().map(|f| f.as_raw_fd());
     let net_fd = net.as_ref().map(|f| f.as_raw_fd());
     let proc_fds: Vec<i32> = procs.iter().map(|f| f.as_raw_fd()).collect();
@@ -171,6 +177,12 @@ fn start_shell(pid: u32, spec: &ShellSpec, tty: &OwnedFd) -> io::Result<Child> {
             {
                 return Err(io::Error::last_os_error());
             }
+            // by its path, inside the job's mount namespace (a
+            // descriptor opened outside would lead back out of it): the
+            // job's own directory as root, as its command was started
+            if cwd_first && libc::chdir(cwd.as_ptr()) != 0 {
+                libc::chdir(c"/".as_ptr());
+            }
             if let Some((uid, gid, groups)) = &ident
                 && (libc::setgroups(groups.len(), groups.as_ptr()) != 0
                     || libc::setgid(*gid) != 0
@@ -178,15 +190,8 @@ fn start_shell(pid: u32, spec: &ShellSpec, tty: &OwnedFd) -> io::Result<Child> {
             {
                 return Err(io::Error::last_os_error());
             }
-            // the job's own directory through the descriptor opened
-            // outside (its path may be under a /tmp the job's mount
-            // namespace hides); one the user named by its path, with the
-            // account's rights
-            let moved = match cwd_fd {
-                Some(fd) => libc::fchdir(fd),
-                None => libc::chdir(cwd.as_ptr()),
-            };
-            if moved != 0 {
+            // one the user named: with the account's rights
+            if !cwd_first && libc::chdir(cwd.as_ptr()) != 0 {
                 libc::chdir(c"/".as_ptr());
             }
             if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
@@ -265,6 +270,7 @@ pub fn broker(dir: &Path, spec: ShellSpec) -> io::Result<std::sync::mpsc::Sender
         .name("attach-broker".into())
         .spawn(move || {
             let Ok(pid) = rx.recv() else { return };
+            let Ok(job) = JobNs::of(pid) else { return };
             // its children in the job's PID namespace (where it has one)
             if differs(pid, "pid")
                 && let Ok(p) = ns(pid, "pid")
@@ -280,6 +286,9 @@ pub fn broker(dir: &Path, spec: ShellSpec) -> io::Result<std::sync::mpsc::Sender
                 // the job's first process gone: no more shells
                 if !Path::new(&format!("/proc/{pid}")).exists() {
                     for c in &mut shells {
+                        // each shell leads its own session: its group too
+                        // SAFETY: plain kill of a child's process group.
+                        unsafe { libc::kill(-(c.id() as i32), libc::SIGKILL) };
                         let _ = c.kill();
                         let _ = c.wait();
                     }
@@ -291,7 +300,11 @@ pub fn broker(dir: &Path, spec: ShellSpec) -> io::Result<std::sync::mpsc::Sender
                         std::thread::sleep(Duration::from_millis(100));
                         continue;
                     }
-                    Err(_) => continue,
+                    Err(_) => {
+                        // out of descriptors, say: no busy loop
+                        std::thread::sleep(Duration::from_millis(100));
+                        continue;
+                    }
                 };
                 let _ = c.set_nonblocking(false);
                 match rustix::net::sockopt::socket_peercred(&c) {
@@ -307,7 +320,7 @@ pub fn broker(dir: &Path, spec: ShellSpec) -> io::Result<std::sync::mpsc::Sender
                     }
                     let (rows, cols) = request(&mut c)?;
                     let (m, s) = open_pty(rows, cols)?;
-                    let child = start_shell(pid, &spec, &s)?;
+                    let child = start_shell(&job, &spec, &s)?;
                     shells.push(child);
                     Ok(m)
                 })();

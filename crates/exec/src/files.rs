@@ -20,8 +20,9 @@ pub struct FilesRoot {
     pub dir: PathBuf,
     /// Uploads may go there (a job run as its account).
     pub writable: bool,
-    /// Bytes it may still add under its disk limit (None: no limit).
-    pub room: Option<u64>,
+    /// It is the job's own directory, under its disk limit (not one its
+    /// user named, under that file system's own quotas).
+    pub counted: bool,
 }
 
 use rustix::fs::{Dir, FileType, Mode, OFlags, ResolveFlags};
@@ -43,32 +44,68 @@ pub struct Entry {
 }
 
 /// Runs `f` in a thread of its own with `who`'s file-system rights (None:
-/// this process's).
-fn as_account<T: Send + 'static>(
+/// this process's): its groups, fsgid and fsuid, and no capability left
+/// (root's others, such as reading any process's memory map, would still
+/// reach past the account's). Credentials and capabilities are a thread's
+/// own at the system call level; the thread ends after `f`.
+pub(crate) fn as_account<T: Send + 'static>(
     who: Option<&Account>,
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
     let ids = who.map(|a| (a.uid, a.gid, a.groups.clone()));
     std::thread::spawn(move || {
         if let Some((uid, gid, groups)) = &ids {
-            // SAFETY: raw system calls on this thread alone, with valid
-            // pointers; the thread ends when this closure returns.
-            unsafe {
-                if libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) != 0
-                    || libc::syscall(libc::SYS_setfsgid, *gid) < 0
-                {
-                    return Err(io::Error::last_os_error());
-                }
-                libc::syscall(libc::SYS_setfsuid, *uid);
-                if libc::syscall(libc::SYS_setfsuid, u32::MAX) as u32 != *uid {
-                    return Err(io::Error::from_raw_os_error(libc::EPERM));
-                }
-            }
+            become_account(*uid, *gid, groups)?;
         }
         f()
     })
     .join()
     .map_err(|_| io::Error::other("the file operation failed"))?
+}
+
+/// This thread takes `uid`'s file-system identity and drops every
+/// capability.
+fn become_account(uid: u32, gid: u32, groups: &[u32]) -> io::Result<()> {
+    #[repr(C)]
+    struct CapHeader {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct CapData {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    // SAFETY: raw system calls on this thread alone, with valid pointers.
+    unsafe {
+        if libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // both answer the previous id: asked again with -1, they say
+        // whether the change took
+        libc::syscall(libc::SYS_setfsgid, gid);
+        libc::syscall(libc::SYS_setfsuid, uid);
+        if libc::syscall(libc::SYS_setfsgid, u32::MAX) as u32 != gid
+            || libc::syscall(libc::SYS_setfsuid, u32::MAX) as u32 != uid
+        {
+            return Err(io::Error::from_raw_os_error(libc::EPERM));
+        }
+        let header = CapHeader {
+            version: 0x2008_0522,
+            pid: 0,
+        };
+        let none = [CapData {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        }; 2];
+        if libc::syscall(libc::SYS_capset, &header, none.as_ptr()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// `rel` if it is a path beneath a directory: relative, no NUL, no `..`.
@@ -170,6 +207,10 @@ pub fn read(who: Option<&Account>, root: &Path, rel: &str, max: u64) -> io::Resu
             ));
         }
         let size = st.st_size as u64;
+        if size > max {
+            // not read at all: the caller says it is too large
+            return Ok((Vec::new(), size));
+        }
         let mut f = std::fs::File::from(fd);
         let mut out = Vec::with_capacity(size.min(max) as usize);
         (&mut f).take(max).read_to_end(&mut out)?;
@@ -177,10 +218,41 @@ pub fn read(who: Option<&Account>, root: &Path, rel: &str, max: u64) -> io::Resu
     })
 }
 
+/// The first `max` bytes of regular file `rel` beneath `root` (a
+/// preview, whatever its size), and its size, as `who` reads it.
+pub fn read_start(
+    who: Option<&Account>,
+    root: &Path,
+    rel: &str,
+    max: u64,
+) -> io::Result<(Vec<u8>, u64)> {
+    let (root, rel) = (root.to_path_buf(), relative(rel)?);
+    as_account(who, move || {
+        let fd = open_beneath(
+            &root,
+            &rel,
+            OFlags::RDONLY | OFlags::NONBLOCK,
+            Mode::empty(),
+        )?;
+        let st = rustix::fs::fstat(&fd)?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
+        }
+        let mut out = Vec::with_capacity((st.st_size as u64).min(max) as usize);
+        (&mut std::fs::File::from(fd))
+            .take(max)
+            .read_to_end(&mut out)?;
+        Ok((out, st.st_size as u64))
+    })
+}
+
 /// Writes `data` as regular file `rel` beneath `root` (made, or replaced
 /// whole), as `who`: its parent must exist; nothing is created where the
 /// account could not.
-pub fn write(who: Option<&Account>, root: &Path, rel: &str, data: Vec<u8>) -> io::Result<()> {
+pub fn write(who: Option<&Account>, root: &Path, rel: &str, data: &[u8]) -> io::Result<()> {
     let (root, rel) = (root.to_path_buf(), relative(rel)?);
     if rel == "." {
         return Err(io::Error::new(
@@ -188,6 +260,8 @@ pub fn write(who: Option<&Account>, root: &Path, rel: &str, data: Vec<u8>) -> io
             "a file name is needed",
         ));
     }
+    // the thread's own copy
+    let data = data.to_vec();
     as_account(who, move || {
         let fd = open_beneath(
             &root,

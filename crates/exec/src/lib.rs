@@ -298,9 +298,16 @@ pub trait Executor: Send + Sync {
     fn files_root(
         &self,
         _job_id: i64,
+        _handle: Option<&str>,
         _workdir: Option<&str>,
         _as_account: bool,
     ) -> Option<files::FilesRoot> {
+        None
+    }
+    /// Bytes job `job_id` may still add to its directory under its disk
+    /// limit (None: no limit). Walks the directory: call it off the async
+    /// threads.
+    fn files_room(&self, _job_id: i64) -> Option<u64> {
         None
     }
     /// Whether a job run as `account` (None: the server's own) could

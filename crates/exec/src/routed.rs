@@ -131,10 +131,23 @@ impl Executor for RoutedExecutor {
     fn files_root(
         &self,
         job_id: i64,
+        handle: Option<&str>,
         workdir: Option<&str>,
         as_account: bool,
     ) -> Option<crate::files::FilesRoot> {
-        self.default.files_root(job_id, workdir, as_account)
+        // the engine that ran it (one never launched: the default's)
+        let (e, h) = match handle {
+            Some(h) => {
+                let (e, inner) = self.route(h);
+                (e, Some(inner))
+            }
+            None => (&self.default, None),
+        };
+        e.files_root(job_id, h, workdir, as_account)
+    }
+
+    fn files_room(&self, job_id: i64) -> Option<u64> {
+        self.default.files_room(job_id)
     }
 
     fn extend(&self, job_id: i64, handle: &str, limit_s: u64) -> Result<(), ExecError> {

@@ -106,8 +106,12 @@ pub(super) async fn run(a: AttachArgs) -> Result<()> {
         tokio::select! {
             n = stdin.read(&mut buf), if input_open => match n {
                 Ok(0) | Err(_) => {
-                    // input closed: the shell reads to its end, then exits
+                    // input closed: an end of file (^D) for the shell,
+                    // which reads to it, then exits
                     input_open = false;
+                    if tx.send(Message::Binary(vec![4u8].into())).await.is_err() {
+                        break;
+                    }
                 }
                 Ok(n) => {
                     if tx.send(Message::Binary(buf[..n].to_vec().into())).await.is_err() {

@@ -521,6 +521,7 @@ impl Executor for LocalExecutor {
     fn files_root(
         &self,
         job_id: i64,
+        _handle: Option<&str>,
         workdir: Option<&str>,
         as_account: bool,
     ) -> Option<crate::files::FilesRoot> {
@@ -531,18 +532,26 @@ impl Executor for LocalExecutor {
             return Some(crate::files::FilesRoot {
                 dir: job_dir,
                 writable: false,
-                room: None,
+                counted: true,
             });
         }
-        let dir = workdir.map_or_else(|| job_dir.join(WORK_DIR), PathBuf::from);
-        let room = self
-            .max_disk_bytes
-            .map(|max| max.saturating_sub(disk::dir_size(&job_dir, max)));
-        Some(crate::files::FilesRoot {
-            dir,
-            writable: true,
-            room,
+        Some(match workdir {
+            Some(w) => crate::files::FilesRoot {
+                dir: PathBuf::from(w),
+                writable: true,
+                counted: false,
+            },
+            None => crate::files::FilesRoot {
+                dir: job_dir.join(WORK_DIR),
+                writable: true,
+                counted: true,
+            },
         })
+    }
+
+    fn files_room(&self, job_id: i64) -> Option<u64> {
+        let max = self.max_disk_bytes?;
+        Some(max.saturating_sub(disk::dir_size(&self.job_dir(job_id), max)))
     }
 
     fn check_workdir(&self, account: Option<&str>, dir: &Path) -> Result<(), String> {
@@ -917,26 +926,13 @@ pub fn can_enter(who: Option<&crate::posix::Account>, dir: &Path) -> Result<(), 
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
         .map_err(|_| "a NUL in the path".to_string())?;
-    let ids = who.map(|a| (a.uid, a.gid, a.groups.clone()));
     let name = who.map_or_else(
         || "the server's account".to_string(),
         |a| format!("account `{}`", a.name),
     );
-    let asked = std::thread::spawn(move || -> Result<(), std::io::Error> {
-        // SAFETY: raw system calls on this thread alone, with valid
-        // pointers; the thread ends when this closure returns.
+    let asked = crate::files::as_account(who, move || -> Result<(), std::io::Error> {
+        // SAFETY: plain system calls with a valid path.
         unsafe {
-            if let Some((uid, gid, groups)) = &ids {
-                if libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) != 0
-                    || libc::syscall(libc::SYS_setfsgid, *gid) < 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                libc::syscall(libc::SYS_setfsuid, *uid);
-                if libc::syscall(libc::SYS_setfsuid, u32::MAX) as u32 != *uid {
-                    return Err(std::io::Error::from_raw_os_error(libc::EPERM));
-                }
-            }
             let fd = libc::open(
                 c.as_ptr(),
                 libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
@@ -960,11 +956,7 @@ pub fn can_enter(who: Option<&crate::posix::Account>, dir: &Path) -> Result<(), 
         }
         Ok(())
     });
-    match asked.join() {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(format!("{name} cannot enter it: {e}")),
-        Err(_) => Err(format!("{name}: the check failed")),
-    }
+    asked.map_err(|e| format!("{name} cannot enter it: {e}"))
 }
 
 #[cfg(test)]

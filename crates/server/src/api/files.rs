@@ -87,7 +87,7 @@ async fn root_of(
     s: &Shared,
     p: &Principal,
     id: i64,
-) -> Result<(FilesRoot, Option<gigafab_exec::posix::Account>), ApiError> {
+) -> Result<(FilesRoot, Option<gigafab_exec::posix::Account>, String), ApiError> {
     let job = crate::store::jobs::get(&s.store.pool, id)
         .await?
         .filter(|j| j.user_id == p.user_id)
@@ -96,7 +96,12 @@ async fn root_of(
     let account = s.tenancy.account_of(job.user_id, job.org_id);
     let root = s
         .executor
-        .files_root(id, spec.workdir.as_deref(), account.is_some())
+        .files_root(
+            id,
+            job.handle.as_deref(),
+            spec.workdir.as_deref(),
+            account.is_some(),
+        )
         .ok_or_else(|| {
             ApiError::conflict(
                 "files_unavailable",
@@ -110,7 +115,7 @@ async fn root_of(
         ),
         None => None,
     };
-    Ok((root, who))
+    Ok((root, who, job.state))
 }
 
 /// An operation's failure, worded for the caller.
@@ -128,6 +133,27 @@ fn failed(path: &str, e: std::io::Error) -> ApiError {
             ApiError::invalid(format!("path: {path}: not a directory"))
         }
         _ if code == Some(libc::EISDIR) => ApiError::invalid(format!("path: {path}: a directory")),
+        _ if matches!(
+            code,
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EFBIG)
+        ) =>
+        {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("{path}: no room: {e}"),
+            )
+        }
+        _ if code == Some(libc::EROFS) => {
+            ApiError::conflict("read_only", format!("{path}: a read-only file system"))
+        }
+        _ if matches!(
+            code,
+            Some(libc::ENXIO) | Some(libc::ETXTBSY) | Some(libc::EAGAIN)
+        ) =>
+        {
+            ApiError::invalid(format!("path: {path}: not a regular file: {e}"))
+        }
         _ => ApiError::unavailable(format!("{path}: {e}")),
     }
 }
@@ -148,7 +174,7 @@ async fn list(
     Query(q): Query<gigafab_api::FilePath>,
 ) -> ApiResult {
     let id = parse_id(&id, "job_not_found")?;
-    let (root, who) = root_of(&s, &p, id).await?;
+    let (root, who, _state) = root_of(&s, &p, id).await?;
     let path = q.path.unwrap_or_default();
     let (dir, rel) = (root.dir.clone(), path.clone());
     let entries = tokio::task::spawn_blocking(move || files::list(who.as_ref(), &dir, &rel))
@@ -171,16 +197,21 @@ async fn download(
     Query(q): Query<gigafab_api::FilePath>,
 ) -> ApiResult {
     let id = parse_id(&id, "job_not_found")?;
-    let (root, who) = root_of(&s, &p, id).await?;
+    let (root, who, state) = root_of(&s, &p, id).await?;
+    let _ = state;
     let path = q.path.unwrap_or_default();
     let (dir, rel) = (root.dir.clone(), path.clone());
-    let (data, size) = tokio::task::spawn_blocking(move || {
-        files::read(who.as_ref(), &dir, &rel, MAX_DOWNLOAD + 1)
+    // a preview reads the beginning of any file; a download, a whole file
+    // of at most MAX_DOWNLOAD, or nothing
+    let preview = q.max.map(|m| m.min(MAX_DOWNLOAD));
+    let (data, size) = tokio::task::spawn_blocking(move || match preview {
+        Some(m) => files::read_start(who.as_ref(), &dir, &rel, m),
+        None => files::read(who.as_ref(), &dir, &rel, MAX_DOWNLOAD),
     })
     .await
     .map_err(|e| ApiError::unavailable(e.to_string()))?
     .map_err(|e| failed(&path, e))?;
-    if size > MAX_DOWNLOAD {
+    if preview.is_none() && size > MAX_DOWNLOAD {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
@@ -202,6 +233,8 @@ async fn download(
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
         r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
     }
+    r.headers_mut()
+        .insert("x-file-size", HeaderValue::from(size));
     Ok(r)
 }
 
@@ -213,7 +246,7 @@ async fn upload(
     body: Bytes,
 ) -> ApiResult {
     let id = parse_id(&id, "job_not_found")?;
-    let (root, who) = root_of(&s, &p, id).await?;
+    let (root, who, state) = root_of(&s, &p, id).await?;
     let path = q.path.unwrap_or_default();
     if !root.writable {
         return Err(ApiError::conflict(
@@ -223,7 +256,20 @@ async fn upload(
             ),
         ));
     }
-    if let Some(room) = root.room
+    if crate::model::TERMINAL.contains(&state.as_str()) {
+        return Err(ApiError::conflict(
+            "job_ended",
+            format!("job {id} has ended ({state}): uploads go to a job that has not"),
+        ));
+    }
+    // one upload at a time: each sees the room the last one left
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let (exec, counted) = (s.executor.clone(), root.counted);
+    let room = tokio::task::spawn_blocking(move || counted.then(|| exec.files_room(id)).flatten())
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    if let Some(room) = room
         && body.len() as u64 > room
     {
         return Err(ApiError::new(
@@ -235,8 +281,8 @@ async fn upload(
             ),
         ));
     }
-    let (dir, rel, data, len) = (root.dir.clone(), path.clone(), body.to_vec(), body.len());
-    tokio::task::spawn_blocking(move || files::write(who.as_ref(), &dir, &rel, data))
+    let (dir, rel, len) = (root.dir.clone(), path.clone(), body.len());
+    tokio::task::spawn_blocking(move || files::write(who.as_ref(), &dir, &rel, &body))
         .await
         .map_err(|e| ApiError::unavailable(e.to_string()))?
         .map_err(|e| failed(&path, e))?;

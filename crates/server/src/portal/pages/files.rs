@@ -125,13 +125,15 @@ async fn fetch(
     s: &Signed,
     job: i64,
     path: &str,
+    max: Option<usize>,
 ) -> Result<axum::body::Bytes, Failure> {
+    let first = max.map(|m| format!("&max={m}")).unwrap_or_default();
     p.api_bytes(
         &s.token,
         Method::GET,
-        &format!("/api/v1/jobs/{job}/files/content?path={}", q(path)),
+        &format!("/api/v1/jobs/{job}/files/content?path={}{first}", q(path)),
         None,
-        (64 << 20) + 1024,
+        max.unwrap_or(64 << 20) + 1024,
     )
     .await
 }
@@ -144,7 +146,7 @@ pub(super) async fn view_file(
     Query(pq): Query<PathQuery>,
 ) -> Response {
     let dir = pq.path.rsplit_once('/').map_or("", |(a, _)| a).to_string();
-    match fetch(&p, &s, job, &pq.path).await {
+    match fetch(&p, &s, job, &pq.path, Some(PREVIEW + 1)).await {
         Ok(b) => {
             let cut = b.len() > PREVIEW;
             let text = String::from_utf8_lossy(&b[..b.len().min(PREVIEW)]).into_owned();
@@ -161,7 +163,7 @@ pub(super) async fn download_file(
     Path(job): Path<i64>,
     Query(pq): Query<PathQuery>,
 ) -> Response {
-    match fetch(&p, &s, job, &pq.path).await {
+    match fetch(&p, &s, job, &pq.path, None).await {
         Ok(b) => {
             let name = pq
                 .path
