@@ -597,7 +597,11 @@ pub fn run(cmd: ClientCmd) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(dispatch(cmd))
+    let r = rt.block_on(dispatch(cmd));
+    // a read of standard input still blocked (`attach`, its shell gone)
+    // does not hold the command's end
+    rt.shutdown_background();
+    r
 }
 
 async fn dispatch(cmd: ClientCmd) -> Result<()> {

@@ -463,6 +463,52 @@ async fn a_shell_attaches_to_a_running_job_of_ones_own() {
     let (code, _, err) = run(&bob, "id\n");
     assert_eq!(code, Some(1));
     assert!(err.contains("job_not_found"), "{err}");
+    // a shell ends with the token it was opened with
+    let carol = app.user_token("carol", "acme", "member").await;
+    let (st, j2) = app
+        .call(
+            "POST",
+            "/api/v1/jobs",
+            Some(&carol),
+            Some(json!({"allocation": alloc, "gpus": 1, "time_limit_s": 120, "command": ["sleep", "100"]})),
+        )
+        .await;
+    assert_eq!(st, 201, "{j2}");
+    let job2 = j2["id"].as_i64().unwrap();
+    app.wait_state(job2, &["running"], 30).await;
+    let mut held = std::process::Command::new(env!("CARGO_BIN_EXE_gigafab"))
+        .args(["attach", &job2.to_string()])
+        .env("GIGAFAB_SERVER", &app.url)
+        .env("GIGAFAB_TOKEN", &carol)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        held.try_wait().unwrap().is_none(),
+        "the shell stays while its input is open"
+    );
+    let (_, tokens) = app.call("GET", "/api/v1/tokens", Some(&carol), None).await;
+    let tid = tokens["items"][0]["id"].as_i64().unwrap();
+    let (st, _) = app
+        .call(
+            "DELETE",
+            &format!("/api/v1/tokens/{tid}"),
+            Some(&carol),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200);
+    let t = Instant::now();
+    while held.try_wait().unwrap().is_none() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the shell outlived its token"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     // an ended job: nothing to attach to
     let (st, body) = app
         .call("DELETE", &format!("/api/v1/jobs/{job}"), Some(&alice), None)

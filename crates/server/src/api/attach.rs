@@ -62,6 +62,7 @@ struct Resize {
 async fn attach(
     State(s): State<AppState>,
     Caller(p): Caller,
+    headers: axum::http::HeaderMap,
     Path(id): Path<String>,
     Query(size): Query<Size>,
     ws: WebSocketUpgrade,
@@ -96,11 +97,29 @@ async fn attach(
             format!("a shell, {rows}x{cols}"),
         )])
         .await?;
-    Ok(ws.on_upgrade(move |socket| relay(socket, fd)))
+    // the token it came with: the shell ends when that token does
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    Ok(ws.on_upgrade(move |socket| relay(socket, fd, s, token)))
 }
 
-/// Copies between the WebSocket and the terminal until either ends.
-async fn relay(mut ws: WebSocket, fd: OwnedFd) {
+/// A shell with no byte either way for this long is closed.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(3600);
+/// How often the shell's token is asked about.
+const TOKEN_CHECK: std::time::Duration = std::time::Duration::from_secs(10);
+/// Most bytes from the user waiting for the terminal to take them.
+const PENDING: usize = 64 << 10;
+
+/// Copies between the WebSocket and the terminal until either ends, the
+/// shell is idle for [`IDLE`], or its token is revoked or expires. What
+/// the user sends waits (at most [`PENDING`] bytes) while the terminal
+/// cannot take it, and the terminal's output is read meanwhile.
+async fn relay(mut ws: WebSocket, fd: OwnedFd, s: AppState, token: String) {
     // SAFETY: plain fcntl on an open descriptor.
     unsafe {
         let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
@@ -112,6 +131,9 @@ async fn relay(mut ws: WebSocket, fd: OwnedFd) {
         return;
     };
     let mut buf = vec![0u8; 16 << 10];
+    let mut pending: Vec<u8> = Vec::new();
+    let mut last = tokio::time::Instant::now();
+    let mut check = tokio::time::interval(TOKEN_CHECK);
     loop {
         tokio::select! {
             r = tty.readable() => {
@@ -119,6 +141,7 @@ async fn relay(mut ws: WebSocket, fd: OwnedFd) {
                 match guard.try_io(|f| std::io::Read::read(&mut f.get_ref(), &mut buf)) {
                     Ok(Ok(0)) | Ok(Err(_)) => break,
                     Ok(Ok(n)) => {
+                        last = tokio::time::Instant::now();
                         if ws.send(Message::Binary(buf[..n].to_vec().into())).await.is_err() {
                             break;
                         }
@@ -126,11 +149,20 @@ async fn relay(mut ws: WebSocket, fd: OwnedFd) {
                     Err(_would_block) => continue,
                 }
             }
-            m = ws.recv() => match m {
-                Some(Ok(Message::Binary(b))) => {
-                    if write_all(&tty, &b).await.is_err() {
-                        break;
+            w = tty.writable(), if !pending.is_empty() => {
+                let Ok(mut guard) = w else { break };
+                match guard.try_io(|f| std::io::Write::write(&mut f.get_ref(), &pending)) {
+                    Ok(Ok(n)) => {
+                        pending.drain(..n);
                     }
+                    Ok(Err(_)) => break,
+                    Err(_would_block) => {}
+                }
+            }
+            m = ws.recv(), if pending.len() < PENDING => match m {
+                Some(Ok(Message::Binary(b))) => {
+                    last = tokio::time::Instant::now();
+                    pending.extend_from_slice(&b);
                 }
                 Some(Ok(Message::Text(t))) => {
                     if let Ok(r) = serde_json::from_str::<Resize>(t.as_str()) {
@@ -143,21 +175,14 @@ async fn relay(mut ws: WebSocket, fd: OwnedFd) {
                 }
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => {}
+            },
+            _ = tokio::time::sleep_until(last + IDLE) => break,
+            _ = check.tick() => {
+                if s.principal(&token).is_none() {
+                    break;
+                }
             }
         }
     }
     let _ = ws.send(Message::Close(None)).await;
-}
-
-/// Writes `data` whole to the terminal.
-async fn write_all(tty: &AsyncFd<std::fs::File>, mut data: &[u8]) -> std::io::Result<()> {
-    while !data.is_empty() {
-        let mut guard = tty.writable().await?;
-        match guard.try_io(|f| std::io::Write::write(&mut f.get_ref(), data)) {
-            Ok(Ok(n)) => data = &data[n..],
-            Ok(Err(e)) => return Err(e),
-            Err(_would_block) => {}
-        }
-    }
-    Ok(())
 }
