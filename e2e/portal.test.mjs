@@ -288,6 +288,12 @@ test("an applicant gets an allocation through a fast-lane call and runs a job on
   // the page followed the job's end: no cancel button left
   await assert.doesNotReject(a.locator("#cancel-form").waitFor({ state: "detached" }));
   await shot(a, "07-job");
+  // its files, as its account sees them: its output file, opened as text
+  await a.locator("#job-files").click();
+  await a.waitForURL(/\/files\/\d+$/);
+  await a.getByRole("link", { name: "stdout.log", exact: true }).click();
+  await assert.doesNotReject(a.locator("#file-view", { hasText: "second" }).waitFor());
+  await shot(a, "07-job-files");
 
   // the operator sees it in the audit log
   const o = await signedIn(opal);
