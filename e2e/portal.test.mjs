@@ -401,12 +401,20 @@ test("a member opens JupyterLab from the portal, runs a cell on her accelerator,
   lab.setDefaultTimeout(90000);
   await lab.goto(`${base}/sessions/${id}/lab`);
   await lab.locator(".jp-LauncherCard[data-category=Notebook]").first().click();
+  // JupyterLab drops a cell run before its kernel has connected: wait for it
+  await lab.locator("#jp-main-statusbar").getByText(/ipykernel\) \| Idle/).waitFor();
   const editor = lab.locator(".jp-Notebook .jp-Cell .cm-content").first();
   await editor.click();
   await lab.keyboard.type('import os; print("cuda=" + os.environ.get("CUDA_VISIBLE_DEVICES", "none"))');
   await lab.keyboard.press("Shift+Enter");
   const out = lab.locator(".jp-OutputArea-output", { hasText: "cuda=" }).first();
-  await out.waitFor();
+  await out.waitFor().catch(async (e) => {
+    // what the page showed instead, for the log
+    await lab.screenshot({ path: join(ARTIFACTS, "15-jupyterlab-failed.png"), fullPage: true }).catch(() => {});
+    const dialog = await lab.locator(".jp-Dialog").allTextContents().catch(() => []);
+    const status = await lab.locator(".jp-StatusBar-Widget, #jp-main-statusbar").allTextContents().catch(() => []);
+    throw new Error(`${e.message}\ndialogs: ${JSON.stringify(dialog)}\nstatus bar: ${JSON.stringify(status)}\ncell: ${JSON.stringify(await editor.textContent().catch(() => ""))}`);
+  });
   assert.match(await out.textContent(), /cuda=\d/);
   await lab.screenshot({ path: join(ARTIFACTS, "15-jupyterlab.png"), fullPage: true });
   // another member of the organisation cannot open it
