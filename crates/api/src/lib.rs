@@ -967,6 +967,7 @@ pub fn schemas() -> Vec<(String, serde_json::Value)> {
         one::<Session>(),
         one::<FileEntry>(),
         one::<JobFiles>(),
+        one::<SpaceFiles>(),
         one::<AllocationId>(),
         one::<OrgId>(),
         one::<UserId>(),

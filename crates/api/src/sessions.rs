@@ -106,19 +106,19 @@ pub struct Session {
     pub reason: Option<String>,
 }
 
-/// Query of `/api/v1/jobs/{id}/files...`.
+/// Query of `/api/v1/jobs/{id}/files...` and `/api/v1/space/files...`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct FilePath {
-    /// A path inside the job's working directory (no `..`, not absolute)
-    /// [default: the directory itself].
+    /// A path inside the job's working directory, or the project space
+    /// (no `..`, not absolute) [default: the directory itself].
     pub path: Option<String>,
     /// A file's first bytes only, at most this many (a preview).
     pub max: Option<u64>,
 }
 
-/// One entry of a job's directory.
+/// One entry of a directory.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct FileEntry {
     pub name: String,
@@ -137,5 +137,23 @@ pub struct JobFiles {
     pub path: String,
     /// Uploads may go there (a job run as its user's account).
     pub writable: bool,
+    pub entries: Vec<FileEntry>,
+}
+
+/// A directory of the caller's organisation's project space, as the
+/// caller's account sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SpaceFiles {
+    pub org: String,
+    /// The space on the machines (what jobs find at `$GIGAFAB_PROJECT_DIR`).
+    pub dir: String,
+    /// The directory, inside the space (`.`: itself).
+    pub path: String,
+    /// Uploads may go there.
+    pub writable: bool,
+    /// Most bytes the space may take for an upload to go in (absent: the
+    /// file system's own quotas).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_bytes: Option<u64>,
     pub entries: Vec<FileEntry>,
 }

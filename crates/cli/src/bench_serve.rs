@@ -127,6 +127,7 @@ pub(crate) async fn start(b: &ServeBench, tag: &str) -> Result<Server> {
             b.factory.sites[0].name.clone(),
         )?)),
         sessions: Default::default(),
+        spaces: None,
     };
     let r = gigafab_server::start(cfg).await?;
     Ok(Server {

@@ -185,6 +185,17 @@ pub struct ServeArgs {
     /// Longest interactive session, extensions included, hours.
     #[arg(long, env = "GIGAFAB_SESSION_MAX_HOURS", default_value_t = 12.0)]
     session_max_hours: f64,
+    /// Where the organisations' project spaces are made (a directory
+    /// each, shared by its members; jobs find theirs at
+    /// $GIGAFAB_PROJECT_DIR): a directory of this server's that no tenant
+    /// can write, on a file system every node mounts. Default:
+    /// DATA_DIR/spaces.
+    #[arg(long, env = "GIGAFAB_PROJECT_SPACES")]
+    project_spaces: Option<PathBuf>,
+    /// Most GiB a project space may take for an upload through the server
+    /// to go in (0: the file system's own quotas alone).
+    #[arg(long, env = "GIGAFAB_PROJECT_SPACE_GIB", default_value_t = 0.0)]
+    project_space_gib: f64,
     /// Most processes and threads of one job (cgroup pids.max, where the
     /// pids controller is there); 0: no limit.
     #[arg(long, env = "GIGAFAB_MAX_JOB_PIDS", default_value_t = 4096)]
@@ -633,6 +644,9 @@ pub fn run(a: ServeArgs) -> Result<()> {
         }
         None => None,
     };
+    if !(a.project_space_gib.is_finite() && a.project_space_gib >= 0.0) {
+        bail!("--project-space-gib: a number of GiB, 0 or more");
+    }
     if !(a.session_max_hours.is_finite() && (1.0 / 60.0..=720.0).contains(&a.session_max_hours)) {
         bail!("--session-max-hours: within 0.017..=720");
     }
@@ -801,6 +815,14 @@ pub fn run(a: ServeArgs) -> Result<()> {
         oidc: oidc_config(&a)?,
         catalog: Some(catalog_site(&a, &data_dir, &factory)?),
         sessions,
+        spaces: Some(gigafab_server::spaces::Spaces {
+            root: a
+                .project_spaces
+                .clone()
+                .unwrap_or_else(|| data_dir.join("spaces")),
+            max_bytes: (a.project_space_gib > 0.0)
+                .then(|| (a.project_space_gib * (1u64 << 30) as f64) as u64),
+        }),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -62,6 +62,7 @@ fn config(
         oidc: None,
         catalog: None,
         sessions: Default::default(),
+        spaces: None,
     }
 }
 

@@ -150,6 +150,7 @@ async fn stepped(
         oidc: None,
         catalog: None,
         sessions: Default::default(),
+        spaces: None,
     })
     .await
     .unwrap()

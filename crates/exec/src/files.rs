@@ -118,7 +118,7 @@ fn relative(rel: &str) -> io::Result<String> {
     {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            "a path inside the job's directory (no `..`, not absolute)",
+            "a path inside the directory (no `..`, not absolute)",
         ));
     }
     Ok(if rel.is_empty() {
@@ -251,8 +251,16 @@ pub fn read_start(
 
 /// Writes `data` as regular file `rel` beneath `root` (made, or replaced
 /// whole), as `who`: its parent must exist; nothing is created where the
-/// account could not.
-pub fn write(who: Option<&Account>, root: &Path, rel: &str, data: &[u8]) -> io::Result<()> {
+/// account could not. A file it makes gets `mode` (the server's umask
+/// aside: a project space's files are its group's too); one it replaces
+/// keeps its own.
+pub fn write(
+    who: Option<&Account>,
+    root: &Path,
+    rel: &str,
+    data: &[u8],
+    mode: u32,
+) -> io::Result<()> {
     let (root, rel) = (root.to_path_buf(), relative(rel)?);
     if rel == "." {
         return Err(io::Error::new(
@@ -263,12 +271,23 @@ pub fn write(who: Option<&Account>, root: &Path, rel: &str, data: &[u8]) -> io::
     // the thread's own copy
     let data = data.to_vec();
     as_account(who, move || {
-        let fd = open_beneath(
+        let mode = Mode::from_raw_mode(mode & 0o777);
+        let (fd, made) = match open_beneath(
             &root,
             &rel,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::NONBLOCK,
-            Mode::from_raw_mode(0o644),
-        )?;
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NONBLOCK,
+            mode,
+        ) {
+            Ok(fd) => (fd, true),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => (
+                open_beneath(&root, &rel, OFlags::WRONLY | OFlags::NONBLOCK, mode)?,
+                false,
+            ),
+            Err(e) => return Err(e),
+        };
+        if made {
+            rustix::fs::fchmod(&fd, mode)?;
+        }
         let st = rustix::fs::fstat(&fd)?;
         if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
             return Err(io::Error::new(
@@ -282,3 +301,59 @@ pub fn write(who: Option<&Account>, root: &Path, rel: &str, data: &[u8]) -> io::
         Ok(())
     })
 }
+
+/// Makes directory `name` (an organisation's project space) in `root`,
+/// unless it exists: owned by `owner` (its uid and primary group), mode
+/// 2770 (its files take the group: members with accounts of their own in
+/// that group share them), or by this process, 0700, without an owner.
+/// `root` must be writable by this process alone (else a tenant could put
+/// a link in its place); the new directory is changed through a
+/// descriptor opened without following links. Returns its path.
+pub fn ensure_space(root: &Path, name: &str, owner: Option<&Account>) -> io::Result<PathBuf> {
+    if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("`{name}` cannot name a directory"),
+        ));
+    }
+    if !root.exists() {
+        std::fs::create_dir_all(root)?;
+        rustix::fs::chmod(root, Mode::from_raw_mode(0o711))?;
+    }
+    let top = rustix::fs::open(
+        root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let st = rustix::fs::fstat(&top)?;
+    if st.st_mode & 0o022 != 0 || st.st_uid != rustix::process::geteuid().as_raw() {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{}: must be this server's and writable by it alone (tenants could put links there)",
+                root.display()
+            ),
+        ));
+    }
+    let made = match rustix::fs::mkdirat(&top, name, Mode::from_raw_mode(0o700)) {
+        Ok(()) => true,
+        Err(e) if e == rustix::io::Errno::EXIST => false,
+        Err(e) => return Err(e.into()),
+    };
+    let dir = rustix::fs::openat(
+        &top,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    if made && let Some(a) = owner {
+        rustix::fs::fchown(
+            &dir,
+            Some(rustix::process::Uid::from_raw(a.uid)),
+            Some(rustix::process::Gid::from_raw(a.gid)),
+        )?;
+        rustix::fs::fchmod(&dir, Mode::from_raw_mode(0o2770))?;
+    }
+    Ok(root.join(name))
+}
+

@@ -24,6 +24,7 @@ pub mod notify;
 pub mod portal;
 pub mod ratelimit;
 pub mod sessions;
+pub mod spaces;
 pub mod state;
 pub mod store;
 pub mod submission;
@@ -68,6 +69,8 @@ pub struct ServeConfig {
     pub catalog: Option<Arc<catalog::Site>>,
     /// Interactive sessions: their apps and limits.
     pub sessions: sessions::SessionConfig,
+    /// The organisations' project spaces (None: none kept).
+    pub spaces: Option<spaces::Spaces>,
 }
 
 /// What a client may hold of the server.
@@ -279,6 +282,8 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
     // interactive sessions: those not ended, then their watch
     sessions::load(&shared).await?;
     sessions::spawn(shared.clone(), stop_http.subscribe());
+    // the organisations' project spaces, made where missing
+    spaces::ensure_all(&shared).await;
     {
         // the rate limiters forget idle tokens and organisations
         let shared = shared.clone();
@@ -374,6 +379,7 @@ pub async fn open(cfg: ServeConfig) -> Result<Opened, ServeError> {
         serving: Default::default(),
         gateway_reports: Default::default(),
         sessions: sessions::Sessions::new(cfg.sessions),
+        spaces: cfg.spaces,
         store,
         tenancy,
         audit_id,

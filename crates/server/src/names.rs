@@ -8,6 +8,8 @@ use crate::error::ApiError;
 pub fn valid_name(s: &str, what: &str) -> Result<(), ApiError> {
     if s.is_empty()
         || s.len() > 64
+        // names become directories (project spaces): never `.` or `..`
+        || s.chars().all(|c| c == '.')
         || !s
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))

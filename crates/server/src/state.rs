@@ -53,6 +53,8 @@ pub struct Shared {
     pub gateway_reports: crate::endpoints::registry::Reports,
     /// Interactive sessions (their apps, those not ended).
     pub sessions: crate::sessions::registry::Sessions,
+    /// The organisations' project spaces (None: none kept).
+    pub spaces: Option<crate::spaces::config::Spaces>,
 }
 
 /// What the controller's loop measured, for `/health` and benchmarks.

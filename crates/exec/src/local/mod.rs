@@ -43,6 +43,12 @@ mod supervisor;
 
 pub use supervisor::supervise;
 
+/// Bytes a directory tree takes on disk (one file system, links not
+/// followed), counted up to a little past `stop_after`.
+pub fn disk_size(dir: &Path, stop_after: u64) -> u64 {
+    disk::dir_size(dir, stop_after)
+}
+
 /// The job's standard output, in its directory.
 pub const STDOUT_LOG: &str = "stdout.log";
 /// The job's standard error (and the supervisor's notes), in its directory.

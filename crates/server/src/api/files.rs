@@ -1,8 +1,10 @@
-//! A job's files, as its account sees them (the portal's file browser):
-//! list a directory, download a file, upload one. Only the job's own user
-//! reaches them (anyone else: `job_not_found`); every operation runs with
-//! the job's account's rights, beneath its working directory, following
-//! no link ([`gigafab_exec::files`]).
+//! Files, as an account sees them (the portal's file browser): a job's
+//! working directory and the caller's organisation's project space. List
+//! a directory, download a file, upload one. Only the job's own user
+//! reaches a job's files (anyone else: `job_not_found`), only members of
+//! an organisation its space; every operation runs with the account's
+//! rights (the job's; the caller's in a space), beneath the directory,
+//! following no link ([`gigafab_exec::files`]).
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -44,6 +46,20 @@ const fn route(
     }
 }
 
+const fn space_route(
+    method: &'static str,
+    path: &'static str,
+    summary: &'static str,
+    operation_id: &'static str,
+    status: u16,
+    answer: Answer,
+) -> Route {
+    Route {
+        who: "a member of the organisation",
+        ..route(method, path, summary, operation_id, status, answer)
+    }
+}
+
 pub(super) const ROUTES: &[Route] = &[
     route(
         "get",
@@ -69,6 +85,30 @@ pub(super) const ROUTES: &[Route] = &[
         200,
         Answer::Json("FileEntry"),
     ),
+    space_route(
+        "get",
+        "/api/v1/space/files",
+        "A directory of the caller's organisation's project space, as the caller's account sees it",
+        "list_space_files",
+        200,
+        Answer::Json("SpaceFiles"),
+    ),
+    space_route(
+        "get",
+        "/api/v1/space/files/content",
+        "A file of the project space (at most 64 MiB), as the caller's account reads it",
+        "get_space_file",
+        200,
+        Answer::Text("application/octet-stream"),
+    ),
+    space_route(
+        "put",
+        "/api/v1/space/files/content",
+        "Writes a file into the project space as the caller's account (the body, at most 64 MiB, within the space's limit; made group-readable and writable)",
+        "put_space_file",
+        200,
+        Answer::Json("FileEntry"),
+    ),
 ];
 
 pub(super) fn router() -> Router<AppState> {
@@ -80,6 +120,55 @@ pub(super) fn router() -> Router<AppState> {
                 .put(upload)
                 .layer(axum::extract::DefaultBodyLimit::max(MAX_UPLOAD)),
         )
+        .route("/api/v1/space/files", get(space_list))
+        .route(
+            "/api/v1/space/files/content",
+            get(space_download)
+                .put(space_upload)
+                .layer(axum::extract::DefaultBodyLimit::max(MAX_UPLOAD)),
+        )
+}
+
+/// Where a request's files are, and as whom they are reached.
+struct Place {
+    root: FilesRoot,
+    who: Option<gigafab_exec::posix::Account>,
+    /// Whose they are, in messages (`job 3`, `acme's project space`).
+    what: String,
+    /// Most bytes the place may take (None: not counted here).
+    limit: Option<u64>,
+}
+
+/// The caller's organisation's project space.
+async fn space_of(s: &Shared, p: &Principal) -> Result<(Place, i64), ApiError> {
+    let Some(org) = p.org_id else {
+        return Err(ApiError::not_found(
+            "no_project_space",
+            "project spaces are organisations': you belong to none",
+        ));
+    };
+    let dir = crate::spaces::ensure(s, org).await?;
+    let account = s.tenancy.account_of(p.user_id, org);
+    let who = match account {
+        Some(a) => Some(
+            gigafab_exec::posix::lookup(&a)
+                .map_err(|e| ApiError::unavailable(format!("your account: {e}")))?,
+        ),
+        None => None,
+    };
+    Ok((
+        Place {
+            root: FilesRoot {
+                dir,
+                writable: true,
+                counted: false,
+            },
+            who,
+            what: format!("{}'s project space", s.tenancy.org_name(org)),
+            limit: s.spaces.as_ref().and_then(|x| x.max_bytes),
+        },
+        org,
+    ))
 }
 
 /// The job's files' root and the account they are reached as.
@@ -124,10 +213,10 @@ fn failed(path: &str, e: std::io::Error) -> ApiError {
     let code = e.raw_os_error();
     match e.kind() {
         K::NotFound => ApiError::not_found("file_not_found", format!("{path}: not found")),
-        K::PermissionDenied => ApiError::forbidden(format!("{path}: the job's account may not")),
+        K::PermissionDenied => ApiError::forbidden(format!("{path}: the account may not (permission denied)")),
         K::InvalidInput => ApiError::invalid(format!("path: {path}: {e}")),
         _ if code == Some(libc::ELOOP) || code == Some(libc::EXDEV) => ApiError::invalid(format!(
-            "path: {path}: a link, or outside the job's directory (links are not followed)"
+            "path: {path}: a link, or outside the directory (links are not followed)"
         )),
         _ if code == Some(libc::ENOTDIR) => {
             ApiError::invalid(format!("path: {path}: not a directory"))
@@ -176,18 +265,57 @@ async fn list(
     let id = parse_id(&id, "job_not_found")?;
     let (root, who, _state) = root_of(&s, &p, id).await?;
     let path = q.path.unwrap_or_default();
-    let (dir, rel) = (root.dir.clone(), path.clone());
+    let writable = root.writable;
+    let entries = entries_of(
+        &Place {
+            root,
+            who,
+            what: format!("job {id}"),
+            limit: None,
+        },
+        &path,
+    )
+    .await?;
+    Ok(Json(gigafab_api::JobFiles {
+        job: gigafab_api::JobId(id),
+        path: shown(path),
+        writable,
+        entries,
+    })
+    .into_response())
+}
+
+async fn space_list(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Query(q): Query<gigafab_api::FilePath>,
+) -> ApiResult {
+    let (place, org) = space_of(&s, &p).await?;
+    let path = q.path.unwrap_or_default();
+    let entries = entries_of(&place, &path).await?;
+    Ok(Json(gigafab_api::SpaceFiles {
+        org: s.tenancy.org_name(org),
+        dir: place.root.dir.display().to_string(),
+        path: shown(path),
+        writable: place.root.writable,
+        limit_bytes: place.limit,
+        entries,
+    })
+    .into_response())
+}
+
+/// A path as an answer shows it.
+fn shown(path: String) -> String {
+    if path.is_empty() { ".".into() } else { path }
+}
+
+async fn entries_of(place: &Place, path: &str) -> Result<Vec<gigafab_api::FileEntry>, ApiError> {
+    let (dir, rel, who) = (place.root.dir.clone(), path.to_string(), place.who.clone());
     let entries = tokio::task::spawn_blocking(move || files::list(who.as_ref(), &dir, &rel))
         .await
         .map_err(|e| ApiError::unavailable(e.to_string()))?
-        .map_err(|e| failed(&path, e))?;
-    Ok(Json(gigafab_api::JobFiles {
-        job: gigafab_api::JobId(id),
-        path: if path.is_empty() { ".".into() } else { path },
-        writable: root.writable,
-        entries: entries.into_iter().map(entry).collect(),
-    })
-    .into_response())
+        .map_err(|e| failed(path, e))?;
+    Ok(entries.into_iter().map(entry).collect())
 }
 
 async fn download(
@@ -197,10 +325,29 @@ async fn download(
     Query(q): Query<gigafab_api::FilePath>,
 ) -> ApiResult {
     let id = parse_id(&id, "job_not_found")?;
-    let (root, who, state) = root_of(&s, &p, id).await?;
-    let _ = state;
+    let (root, who, _state) = root_of(&s, &p, id).await?;
+    let place = Place {
+        root,
+        who,
+        what: format!("job {id}"),
+        limit: None,
+    };
+    content(&place, q).await
+}
+
+async fn space_download(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Query(q): Query<gigafab_api::FilePath>,
+) -> ApiResult {
+    let (place, _) = space_of(&s, &p).await?;
+    content(&place, q).await
+}
+
+/// A file of `place`: its start (a preview, `max`), or the whole of it.
+async fn content(place: &Place, q: gigafab_api::FilePath) -> ApiResult {
     let path = q.path.unwrap_or_default();
-    let (dir, rel) = (root.dir.clone(), path.clone());
+    let (dir, rel, who) = (place.root.dir.clone(), path.clone(), place.who.clone());
     // a preview reads the beginning of any file; a download, a whole file
     // of at most MAX_DOWNLOAD, or nothing
     let preview = q.max.map(|m| m.min(MAX_DOWNLOAD));
@@ -247,7 +394,6 @@ async fn upload(
 ) -> ApiResult {
     let id = parse_id(&id, "job_not_found")?;
     let (root, who, state) = root_of(&s, &p, id).await?;
-    let path = q.path.unwrap_or_default();
     if !root.writable {
         return Err(ApiError::conflict(
             "read_only",
@@ -262,11 +408,48 @@ async fn upload(
             format!("job {id} has ended ({state}): uploads go to a job that has not"),
         ));
     }
+    let counted = root.counted;
+    let place = Place {
+        root,
+        who,
+        what: format!("job {id}"),
+        limit: None,
+    };
+    let exec = s.executor.clone();
+    // the job's own directory: what its disk limit leaves
+    let room = move || counted.then(|| exec.files_room(id)).flatten();
+    put(&s, &p, &place, q, body, 0o644, room).await
+}
+
+async fn space_upload(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Query(q): Query<gigafab_api::FilePath>,
+    body: Bytes,
+) -> ApiResult {
+    let (place, _) = space_of(&s, &p).await?;
+    let (dir, limit) = (place.root.dir.clone(), place.limit);
+    let room = move || limit.map(|max| max.saturating_sub(gigafab_exec::local::disk_size(&dir, max)));
+    // the organisation's group reads and writes what its members put there
+    put(&s, &p, &place, q, body, 0o660, room).await
+}
+
+/// Writes `body` at the query's path of `place`, if `room` (blocking: a
+/// walk of the place, None: not counted) leaves space for it.
+async fn put(
+    s: &Shared,
+    p: &Principal,
+    place: &Place,
+    q: gigafab_api::FilePath,
+    body: Bytes,
+    mode: u32,
+    room: impl FnOnce() -> Option<u64> + Send + 'static,
+) -> ApiResult {
+    let path = q.path.unwrap_or_default();
     // one upload at a time: each sees the room the last one left
     static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _turn = ONE_AT_A_TIME.lock().await;
-    let (exec, counted) = (s.executor.clone(), root.counted);
-    let room = tokio::task::spawn_blocking(move || counted.then(|| exec.files_room(id)).flatten())
+    let room = tokio::task::spawn_blocking(room)
         .await
         .map_err(|e| ApiError::unavailable(e.to_string()))?;
     if let Some(room) = room
@@ -276,22 +459,28 @@ async fn upload(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
             format!(
-                "{path}: {} bytes, more than the {room} left under the job's disk limit",
-                body.len()
+                "{path}: {} bytes, more than the {room} left under {}'s limit",
+                body.len(),
+                place.what
             ),
         ));
     }
-    let (dir, rel, len) = (root.dir.clone(), path.clone(), body.len());
-    tokio::task::spawn_blocking(move || files::write(who.as_ref(), &dir, &rel, &body))
+    let (dir, rel, len, who) = (
+        place.root.dir.clone(),
+        path.clone(),
+        body.len(),
+        place.who.clone(),
+    );
+    tokio::task::spawn_blocking(move || files::write(who.as_ref(), &dir, &rel, &body, mode))
         .await
         .map_err(|e| ApiError::unavailable(e.to_string()))?
         .map_err(|e| failed(&path, e))?;
     s.store
         .write(vec![s.audit_op(
-            &p,
+            p,
             s.clock.now(),
             "upload_file",
-            &format!("job {id}"),
+            &place.what,
             format!("{path}, {len} bytes"),
         )])
         .await?;

@@ -323,6 +323,9 @@ impl Controller {
         for i in &inputs {
             env.insert(i.var.clone(), i.path.clone());
         }
+        if let Some(dir) = crate::spaces::dir_of(&self.shared, org) {
+            env.insert(PROJECT_DIR_VAR.into(), dir.display().to_string());
+        }
         if req.output_model.is_some() {
             let id = self.ids.job + 1;
             env.insert(
@@ -1001,6 +1004,9 @@ fn state_name(s: gigafab_core::JobState) -> &'static str {
         S::Running => "running",
     }
 }
+
+/// The variable that names a job's organisation's project space.
+pub const PROJECT_DIR_VAR: &str = "GIGAFAB_PROJECT_DIR";
 
 /// The variables a task of an array runs with (Slurm's names as well, for
 /// scripts written for it).

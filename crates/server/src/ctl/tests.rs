@@ -82,6 +82,7 @@ impl Rig {
             serving: Default::default(),
             gateway_reports: Default::default(),
             sessions: crate::sessions::Sessions::new(Default::default()),
+            spaces: None,
         });
         let cfg = CtlConfig {
             policy: f.scheduler.policy().expect("a policy"),

@@ -545,6 +545,30 @@ impl Tenancy {
         self.dir.read().map(|d| d.org_name(id)).unwrap_or_default()
     }
 
+    /// Every organisation's id.
+    pub fn org_ids(&self) -> Vec<i64> {
+        self.dir
+            .read()
+            .map(|d| d.orgs.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The POSIX account that owns organisation `org`'s project space
+    /// (None: the server's own, where every job runs as it), or why it has
+    /// none.
+    pub fn space_account(&self, org: i64) -> Result<Option<String>, String> {
+        let name = self.org_name(org);
+        match &self.isolation {
+            Isolation::Shared { .. } => Ok(None),
+            Isolation::Accounts(map) => match map.orgs.get(&name) {
+                Some(a) => Ok(Some(a.clone())),
+                None => Err(format!(
+                    "organisation `{name}` has no project space: it needs an account of its own in --job-accounts ([orgs] {name} = \"ACCOUNT\"), whose group its members' accounts share (docs/security.md)"
+                )),
+            },
+        }
+    }
+
     pub fn list_orgs(&self, who: &Principal) -> Result<Vec<gigafab_api::Org>, ApiError> {
         let d = self.dir.read().map_err(|_| lock_err())?;
         Ok(d.orgs

@@ -98,6 +98,14 @@ pub async fn create_org(
     )
     .await?;
     t.dir.write().map_err(|_| lock_err())?.orgs.insert(id, o);
+    drop(_w);
+    // its project space; a failure (its account missing on this machine)
+    // is said again to whoever opens the space, which tries again
+    if t.space_account(id).is_ok()
+        && let Err(e) = crate::spaces::ensure(s, id).await
+    {
+        tracing::warn!("{}", e.message);
+    }
     Ok(v)
 }
 

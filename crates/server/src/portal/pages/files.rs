@@ -1,5 +1,7 @@
-//! A job's files: its working directory as its account sees it (list,
-//! view text, download, upload), through the API's `/jobs/{id}/files`.
+//! Files as an account sees them (list, view text, download, upload): a
+//! job's working directory (`/files/{job}`, through the API's
+//! `/jobs/{id}/files`) and the organisation's project space (`/space`,
+//! through `/space/files`).
 
 use super::*;
 use axum::extract::Multipart;
@@ -27,11 +29,45 @@ pub(super) struct FileRow {
     pub href: String,
 }
 
+/// Whose files a page shows.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Where {
+    Job(i64),
+    Space,
+}
+
+impl Where {
+    /// The page's own address.
+    fn page(self) -> String {
+        match self {
+            Where::Job(j) => format!("/files/{j}"),
+            Where::Space => "/space".into(),
+        }
+    }
+
+    /// The API's address of its files.
+    fn api(self) -> String {
+        match self {
+            Where::Job(j) => format!("/api/v1/jobs/{j}/files"),
+            Where::Space => "/api/v1/space/files".into(),
+        }
+    }
+}
+
 #[derive(Template)]
 #[template(path = "files.html")]
 pub(super) struct FilesPage<'a> {
     c: Chrome<'a>,
-    job: i64,
+    /// The page's own address (`/files/3`, `/space`).
+    base: String,
+    /// Its heading, and what it links to (the job's page).
+    title: String,
+    link: Option<(String, String)>,
+    intro: &'a str,
+    /// The upload's hint.
+    hint: &'a str,
+    /// The space's directory on the machines (a project space).
+    dir: Option<String>,
     path: String,
     /// The parent directory, as a query value (None at the top).
     up: Option<String>,
@@ -56,30 +92,39 @@ const PREVIEW: usize = 256 << 10;
 async fn show(
     p: &PortalState,
     s: &Signed,
-    job: i64,
+    at: Where,
     path: &str,
     view: Option<(String, String, bool)>,
     problem: Option<String>,
 ) -> Response {
-    let listing: Result<t::JobFiles, Failure> = p
-        .api(
-            &s.token,
-            Method::GET,
-            &format!("/api/v1/jobs/{job}/files?path={}", q(path)),
-            NO_BODY,
-        )
-        .await;
-    let l = match listing {
+    let url = format!("{}?path={}", at.api(), q(path));
+    // what both listings have, and the space's own
+    let listing: Result<(Vec<t::FileEntry>, bool, Option<(String, String)>), Failure> = match at {
+        Where::Job(_) => p
+            .api::<t::JobFiles, _>(&s.token, Method::GET, &url, NO_BODY)
+            .await
+            .map(|l| (l.entries, l.writable, None)),
+        Where::Space => p
+            .api::<t::SpaceFiles, _>(&s.token, Method::GET, &url, NO_BODY)
+            .await
+            .map(|l| (l.entries, l.writable, Some((l.org, l.dir)))),
+    };
+    let (entries, writable, space) = match listing {
         Ok(l) => l,
-        Err(f) => return failure(p, Some(s), f, "/jobs"),
+        Err(f) => {
+            let back = match at {
+                Where::Job(_) => "/jobs",
+                Where::Space => "/",
+            };
+            return failure(p, Some(s), f, back);
+        }
     };
     let base = if path.is_empty() || path == "." {
         String::new()
     } else {
         format!("{}/", path.trim_end_matches('/'))
     };
-    let rows = l
-        .entries
+    let rows = entries
         .into_iter()
         .map(|e| FileRow {
             href: q(&format!("{base}{}", e.name)),
@@ -93,9 +138,34 @@ async fn show(
         let trimmed = base.trim_end_matches('/');
         q(trimmed.rsplit_once('/').map_or("", |(a, _)| a))
     });
+    let w = &p.words;
+    let (title, link, intro, hint, dir) = match (at, space) {
+        (Where::Job(j), _) => (
+            w.get("files.title").to_string(),
+            Some((format!("/jobs/{j}"), format!("#{j}"))),
+            w.get("files.intro"),
+            w.get("files.file"),
+            None,
+        ),
+        (Where::Space, space) => {
+            let (org, dir) = space.unwrap_or_default();
+            (
+                format!("{} {org}", w.get("space.title")),
+                None,
+                w.get("space.intro"),
+                w.get("space.file"),
+                Some(dir),
+            )
+        }
+    };
     page(&FilesPage {
         c: chrome(p, Some(s)),
-        job,
+        base: at.page(),
+        title,
+        link,
+        intro,
+        hint,
+        dir,
         path: if base.is_empty() {
             ".".into()
         } else {
@@ -103,7 +173,7 @@ async fn show(
         },
         up,
         here: q(path),
-        writable: l.writable,
+        writable,
         rows,
         view,
         problem,
@@ -116,14 +186,22 @@ pub(super) async fn files(
     Path(job): Path<i64>,
     Query(pq): Query<PathQuery>,
 ) -> Response {
-    show(&p, &s, job, &pq.path, None, None).await
+    show(&p, &s, Where::Job(job), &pq.path, None, None).await
 }
 
-/// File `path` of `job`, as its account reads it.
+pub(super) async fn space(
+    State(p): State<PortalState>,
+    s: Signed,
+    Query(pq): Query<PathQuery>,
+) -> Response {
+    show(&p, &s, Where::Space, &pq.path, None, None).await
+}
+
+/// File `path` of `at`, as its account reads it.
 async fn fetch(
     p: &PortalState,
     s: &Signed,
-    job: i64,
+    at: Where,
     path: &str,
     max: Option<usize>,
 ) -> Result<axum::body::Bytes, Failure> {
@@ -131,42 +209,65 @@ async fn fetch(
     p.api_bytes(
         &s.token,
         Method::GET,
-        &format!("/api/v1/jobs/{job}/files/content?path={}{first}", q(path)),
+        &format!("{}/content?path={}{first}", at.api(), q(path)),
         None,
         max.unwrap_or(64 << 20) + 1024,
     )
     .await
 }
 
-/// A file's text on the page, under its directory's listing.
 pub(super) async fn view_file(
     State(p): State<PortalState>,
     s: Signed,
     Path(job): Path<i64>,
     Query(pq): Query<PathQuery>,
 ) -> Response {
-    let dir = pq.path.rsplit_once('/').map_or("", |(a, _)| a).to_string();
-    match fetch(&p, &s, job, &pq.path, Some(PREVIEW + 1)).await {
+    view_at(&p, &s, Where::Job(job), &pq.path).await
+}
+
+pub(super) async fn space_view(
+    State(p): State<PortalState>,
+    s: Signed,
+    Query(pq): Query<PathQuery>,
+) -> Response {
+    view_at(&p, &s, Where::Space, &pq.path).await
+}
+
+/// A file's text on the page, under its directory's listing.
+async fn view_at(p: &PortalState, s: &Signed, at: Where, path: &str) -> Response {
+    let dir = path.rsplit_once('/').map_or("", |(a, _)| a).to_string();
+    match fetch(p, s, at, path, Some(PREVIEW + 1)).await {
         Ok(b) => {
             let cut = b.len() > PREVIEW;
             let text = String::from_utf8_lossy(&b[..b.len().min(PREVIEW)]).into_owned();
-            show(&p, &s, job, &dir, Some((pq.path.clone(), text, cut)), None).await
+            show(p, s, at, &dir, Some((path.to_string(), text, cut)), None).await
         }
-        Err(f) => show(&p, &s, job, &dir, None, Some(f.message)).await,
+        Err(f) => show(p, s, at, &dir, None, Some(f.message)).await,
     }
 }
 
-/// A file, downloaded.
 pub(super) async fn download_file(
     State(p): State<PortalState>,
     s: Signed,
     Path(job): Path<i64>,
     Query(pq): Query<PathQuery>,
 ) -> Response {
-    match fetch(&p, &s, job, &pq.path, None).await {
+    download_at(&p, &s, Where::Job(job), &pq.path).await
+}
+
+pub(super) async fn space_download(
+    State(p): State<PortalState>,
+    s: Signed,
+    Query(pq): Query<PathQuery>,
+) -> Response {
+    download_at(&p, &s, Where::Space, &pq.path).await
+}
+
+/// A file, downloaded.
+async fn download_at(p: &PortalState, s: &Signed, at: Where, path: &str) -> Response {
+    match fetch(p, s, at, path, None).await {
         Ok(b) => {
-            let name = pq
-                .path
+            let name = path
                 .rsplit('/')
                 .next()
                 .unwrap_or("file")
@@ -182,17 +283,42 @@ pub(super) async fn download_file(
             }
             r
         }
-        Err(f) => failure(&p, Some(&s), f, "/jobs"),
+        Err(f) => {
+            let back = match at {
+                Where::Job(_) => "/jobs",
+                Where::Space => "/space",
+            };
+            failure(p, Some(s), f, back)
+        }
     }
 }
 
-/// A file uploaded into directory `path` (a form with the CSRF token and
-/// the file).
 pub(super) async fn upload_file(
     State(p): State<PortalState>,
     s: Signed,
     Path(job): Path<i64>,
     Query(pq): Query<PathQuery>,
+    form: Multipart,
+) -> Response {
+    upload_at(&p, &s, Where::Job(job), &pq.path, form).await
+}
+
+pub(super) async fn space_upload(
+    State(p): State<PortalState>,
+    s: Signed,
+    Query(pq): Query<PathQuery>,
+    form: Multipart,
+) -> Response {
+    upload_at(&p, &s, Where::Space, &pq.path, form).await
+}
+
+/// A file uploaded into directory `path` (a form with the CSRF token and
+/// the file).
+async fn upload_at(
+    p: &PortalState,
+    s: &Signed,
+    at: Where,
+    path: &str,
     mut form: Multipart,
 ) -> Response {
     let mut csrf = String::new();
@@ -207,29 +333,19 @@ pub(super) async fn upload_file(
                     let fname = f.file_name().unwrap_or_default().to_string();
                     match f.bytes().await {
                         Ok(b) => file = Some((fname, b)),
-                        Err(e) => {
-                            return show(&p, &s, job, &pq.path, None, Some(e.body_text())).await;
-                        }
+                        Err(e) => return show(p, s, at, path, None, Some(e.body_text())).await,
                     }
                 }
             }
             Ok(None) => break,
-            Err(e) => return show(&p, &s, job, &pq.path, None, Some(e.body_text())).await,
+            Err(e) => return show(p, s, at, path, None, Some(e.body_text())).await,
         }
     }
-    if !form_ok(&s, &csrf) {
-        return csrf_refused(&p, &s);
+    if !form_ok(s, &csrf) {
+        return csrf_refused(p, s);
     }
     let Some((fname, bytes)) = file.filter(|(n, _)| !n.is_empty()) else {
-        return show(
-            &p,
-            &s,
-            job,
-            &pq.path,
-            None,
-            Some(p.words.get("files.choose").into()),
-        )
-        .await;
+        return show(p, s, at, path, None, Some(p.words.get("files.choose").into())).await;
     };
     // the file's own name, never a path
     let fname = fname
@@ -237,7 +353,7 @@ pub(super) async fn upload_file(
         .next()
         .unwrap_or_default()
         .to_string();
-    let dir = pq.path.trim_end_matches('/');
+    let dir = path.trim_end_matches('/');
     let target = if dir.is_empty() || dir == "." {
         fname
     } else {
@@ -247,13 +363,13 @@ pub(super) async fn upload_file(
         .api_bytes(
             &s.token,
             Method::PUT,
-            &format!("/api/v1/jobs/{job}/files/content?path={}", q(&target)),
+            &format!("{}/content?path={}", at.api(), q(&target)),
             Some(bytes),
             1 << 20,
         )
         .await
     {
-        Ok(_) => Redirect::to(&format!("/files/{job}?path={}", q(&pq.path))).into_response(),
-        Err(f) => show(&p, &s, job, &pq.path, None, Some(f.message)).await,
+        Ok(_) => Redirect::to(&format!("{}?path={}", at.page(), q(path))).into_response(),
+        Err(f) => show(p, s, at, path, None, Some(f.message)).await,
     }
 }

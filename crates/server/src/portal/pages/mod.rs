@@ -170,6 +170,13 @@ pub(super) fn router() -> Router<PortalState> {
             "/files/{job}/upload",
             post(upload_file).layer(axum::extract::DefaultBodyLimit::max((64 << 20) + (1 << 20))),
         )
+        .route("/space", get(space))
+        .route("/space/view", get(space_view))
+        .route("/space/download", get(space_download))
+        .route(
+            "/space/upload",
+            post(space_upload).layer(axum::extract::DefaultBodyLimit::max((64 << 20) + (1 << 20))),
+        )
         .route("/interactive", get(sessions))
         .route("/interactive/new", post(start_session))
         .route("/interactive/{id}/{act}", post(session_act))
