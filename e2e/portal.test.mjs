@@ -294,6 +294,19 @@ test("an applicant gets an allocation through a fast-lane call and runs a job on
   await a.getByRole("link", { name: "stdout.log", exact: true }).click();
   await assert.doesNotReject(a.locator("#file-view", { hasText: "second" }).waitFor());
   await shot(a, "07-job-files");
+  // the organisation's project space: a file uploaded from the browser,
+  // listed and opened as text
+  await a.getByRole("link", { name: "Project space" }).click();
+  await a.waitForURL(base + "/space");
+  assert.match(await a.locator("#space-dir").textContent(), /spaces\//);
+  await a.getByLabel(/^File \(at most 64 MiB/).setInputFiles({
+    name: "notes.txt", mimeType: "text/plain", buffer: Buffer.from("shared with the team\n"),
+  });
+  await a.getByRole("button", { name: "Upload" }).click();
+  await a.waitForURL(/\/space\?path=/);
+  await a.getByRole("link", { name: "notes.txt", exact: true }).click();
+  await assert.doesNotReject(a.locator("#file-view", { hasText: "shared with the team" }).waitFor());
+  await shot(a, "17-project-space");
 
   // the operator sees it in the audit log
   const o = await signedIn(opal);

@@ -821,7 +821,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
                 .clone()
                 .unwrap_or_else(|| data_dir.join("spaces")),
             max_bytes: (a.project_space_gib > 0.0)
-                .then(|| (a.project_space_gib * (1u64 << 30) as f64) as u64),
+                .then_some((a.project_space_gib * (1u64 << 30) as f64) as u64),
         }),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

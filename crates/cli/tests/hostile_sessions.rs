@@ -437,3 +437,101 @@ async fn a_jobs_files_are_reached_with_its_accounts_rights() {
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Project spaces under accounts: each organisation's is its account's,
+/// 2770; an upload is the caller's account's file, 0660; a job of the
+/// organisation reads it at `$GIGAFAB_PROJECT_DIR`, a job of another
+/// organisation can neither list, read nor write it, and its member's API
+/// calls reach her own space only.
+#[ignore = "needs root: jobs run as other POSIX accounts (cargo test -- --include-ignored, as root)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_project_space_is_its_organisations_alone() {
+    use std::os::unix::fs::MetadataExt;
+    require_root("a_project_space_is_its_organisations_alone");
+    let dir = fresh_dir("spaces-accounts");
+    // outside /tmp: a job's /tmp is its own
+    let spaces = std::path::PathBuf::from(format!(
+        "/var/lib/gigafab-tests/spaces-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&spaces);
+    let parent = spaces.parent().unwrap();
+    std::fs::create_dir_all(parent).unwrap();
+    std::fs::set_permissions(parent, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let s = Server::two_tenants(&dir, &["--project-spaces", &spaces.display().to_string()]);
+    let tokens = s.tenants(&["a", "b"], 10.0).await;
+    let (ta, aa) = &tokens[0];
+    let (tb, ab) = &tokens[1];
+    let (uid_a, gid_a) = test_account("gf-test-a");
+    let m = std::fs::metadata(spaces.join("a")).unwrap();
+    assert_eq!(
+        (m.uid(), m.gid(), m.mode() & 0o7777),
+        (uid_a, gid_a, 0o2770)
+    );
+    assert_eq!(std::fs::metadata(&spaces).unwrap().mode() & 0o777, 0o711);
+    let http = reqwest::Client::new();
+    let content = |path: &str| format!("{}/api/v1/space/files/content?path={path}", s.url);
+    let r = http
+        .put(content("secret.txt"))
+        .bearer_auth(ta)
+        .body("a's data\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let m = std::fs::metadata(spaces.join("a/secret.txt")).unwrap();
+    assert_eq!((m.uid(), m.gid(), m.mode() & 0o777), (uid_a, gid_a, 0o660));
+    // b's member: her own space, empty; a's file is not in it
+    let l = s.json("GET", "/api/v1/space/files", tb, None).await;
+    assert_eq!(l["org"], "b", "{l}");
+    assert_eq!(l["entries"].as_array().unwrap().len(), 0, "{l}");
+    let r = http
+        .get(content("../a/secret.txt"))
+        .bearer_auth(tb)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    // a's job reads it; b's job, knowing where it is, reaches nothing
+    let a_space = spaces.join("a").display().to_string();
+    let run = |token: &str, alloc: i64, script: String| {
+        let body = json!({"allocation": alloc, "gpus": 1, "command": ["sh", "-c", script]});
+        let token = token.to_string();
+        let s = &s;
+        async move {
+            let j = s.json("POST", "/api/v1/jobs", &token, Some(body)).await;
+            let id = j["id"].as_i64().unwrap();
+            let j = s.wait_state(TOKEN, id, &["completed", "failed"]).await;
+            let out = s
+                .call("GET", &format!("/api/v1/jobs/{id}/logs"), Some(TOKEN), None)
+                .await
+                .1;
+            (j["state"].as_str().unwrap().to_string(), out)
+        }
+    };
+    let (state, out) = run(ta, *aa, "cat \"$GIGAFAB_PROJECT_DIR/secret.txt\"".into()).await;
+    assert_eq!(state, "completed", "{out}");
+    assert!(out.contains("a's data"), "{out}");
+    let (state, out) = run(
+        tb,
+        *ab,
+        format!(
+            "test \"$GIGAFAB_PROJECT_DIR\" = {b}; \
+             ls {a} && echo LISTED; cat {a}/secret.txt && echo READ; \
+             echo x > {a}/planted && echo WROTE; \
+             echo mine > \"$GIGAFAB_PROJECT_DIR/mine\" && echo OWN",
+            a = a_space,
+            b = spaces.join("b").display()
+        ),
+    )
+    .await;
+    assert_eq!(state, "completed", "{out}");
+    assert!(out.contains("OWN"), "{out}");
+    for bad in ["LISTED", "READ", "WROTE", "a's data"] {
+        assert!(!out.contains(bad), "b's job: {bad}\n{out}");
+    }
+    assert!(!spaces.join("a/planted").exists());
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&spaces);
+}

@@ -5,6 +5,7 @@
 //! quota. Under tenants' own accounts: `hostile_sessions.rs`.
 
 #[path = "common/app.rs"]
+#[macro_use]
 mod app;
 #[path = "common/openapi.rs"]
 mod openapi;
@@ -16,7 +17,10 @@ use serde_json::json;
 async fn get(app: &App, token: &str, path: &str) -> (u16, String) {
     let r = app
         .http
-        .get(format!("{}/api/v1/space/files/content?path={path}", app.url))
+        .get(format!(
+            "{}/api/v1/space/files/content?path={path}",
+            app.url
+        ))
         .bearer_auth(token)
         .send()
         .await
@@ -28,7 +32,10 @@ async fn get(app: &App, token: &str, path: &str) -> (u16, String) {
 async fn put(app: &App, token: &str, path: &str, body: impl Into<reqwest::Body>) -> (u16, String) {
     let r = app
         .http
-        .put(format!("{}/api/v1/space/files/content?path={path}", app.url))
+        .put(format!(
+            "{}/api/v1/space/files/content?path={path}",
+            app.url
+        ))
         .bearer_auth(token)
         .body(body)
         .send()
@@ -37,9 +44,8 @@ async fn put(app: &App, token: &str, path: &str, body: impl Into<reqwest::Body>)
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_organisations_space_is_its_members_and_its_jobs() {
-    let mut app = App::spawn(Db::Sqlite, "spaces").await.unwrap();
+both_stores!(an_organisations_space_is_its_members_and_its_jobs);
+async fn an_organisations_space_is_its_members_and_its_jobs(mut app: App) {
     let mut alloc = 0;
     for o in ["acme", "evil"] {
         app.post("/api/v1/orgs", json!({"name": o, "category": "sme"}))
@@ -84,7 +90,10 @@ async fn an_organisations_space_is_its_members_and_its_jobs() {
         .await;
     assert_eq!(l["entries"][0]["name"], "data.csv", "{l}");
     assert_eq!(l["entries"][0]["size"], 8);
-    assert_eq!(get(&app, &bob, "data.csv").await, (200, "a,b\n1,2\n".into()));
+    assert_eq!(
+        get(&app, &bob, "data.csv").await,
+        (200, "a,b\n1,2\n".into())
+    );
 
     // a job of the organisation reads it and writes beside it
     let (st, j) = app
@@ -124,7 +133,11 @@ async fn an_organisations_space_is_its_members_and_its_jobs() {
     let (st, e) = app
         .call("GET", "/api/v1/space/files", Some(TOKEN), None)
         .await;
-    assert_eq!((st, e["error"].as_str()), (404, Some("no_project_space")), "{e}");
+    assert_eq!(
+        (st, e["error"].as_str()),
+        (404, Some("no_project_space")),
+        "{e}"
+    );
 
     // a quota: an upload past it is refused, one within it goes in
     app.kill9();

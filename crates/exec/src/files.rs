@@ -317,7 +317,9 @@ pub fn ensure_space(root: &Path, name: &str, owner: Option<&Account>) -> io::Res
         ));
     }
     if !root.exists() {
-        std::fs::create_dir_all(root)?;
+        // its parent is the operator's to make (with the modes that let
+        // jobs' accounts through)
+        std::fs::create_dir(root)?;
         rustix::fs::chmod(root, Mode::from_raw_mode(0o711))?;
     }
     let top = rustix::fs::open(
@@ -356,4 +358,3 @@ pub fn ensure_space(root: &Path, name: &str, owner: Option<&Account>) -> io::Res
     }
     Ok(root.join(name))
 }
-

@@ -213,7 +213,9 @@ fn failed(path: &str, e: std::io::Error) -> ApiError {
     let code = e.raw_os_error();
     match e.kind() {
         K::NotFound => ApiError::not_found("file_not_found", format!("{path}: not found")),
-        K::PermissionDenied => ApiError::forbidden(format!("{path}: the account may not (permission denied)")),
+        K::PermissionDenied => {
+            ApiError::forbidden(format!("{path}: the account may not (permission denied)"))
+        }
         K::InvalidInput => ApiError::invalid(format!("path: {path}: {e}")),
         _ if code == Some(libc::ELOOP) || code == Some(libc::EXDEV) => ApiError::invalid(format!(
             "path: {path}: a link, or outside the directory (links are not followed)"
@@ -429,7 +431,8 @@ async fn space_upload(
 ) -> ApiResult {
     let (place, _) = space_of(&s, &p).await?;
     let (dir, limit) = (place.root.dir.clone(), place.limit);
-    let room = move || limit.map(|max| max.saturating_sub(gigafab_exec::local::disk_size(&dir, max)));
+    let room =
+        move || limit.map(|max| max.saturating_sub(gigafab_exec::local::disk_size(&dir, max)));
     // the organisation's group reads and writes what its members put there
     put(&s, &p, &place, q, body, 0o660, room).await
 }

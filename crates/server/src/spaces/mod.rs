@@ -19,11 +19,7 @@ use crate::state::Shared;
 
 /// Makes organisation `org`'s space unless it exists (blocking: file
 /// system calls), and returns its path.
-pub fn ensure_blocking(
-    spaces: &Spaces,
-    org: &str,
-    owner: Option<&str>,
-) -> Result<PathBuf, String> {
+pub fn ensure_blocking(spaces: &Spaces, org: &str, owner: Option<&str>) -> Result<PathBuf, String> {
     let account = match owner {
         Some(a) => Some(gigafab_exec::posix::lookup(a)?),
         None => None,

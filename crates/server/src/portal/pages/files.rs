@@ -29,6 +29,10 @@ pub(super) struct FileRow {
     pub href: String,
 }
 
+/// A directory's entries, whether uploads may go there, and a project
+/// space's (organisation, directory on the machines).
+type Listing = (Vec<t::FileEntry>, bool, Option<(String, String)>);
+
 /// Whose files a page shows.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Where {
@@ -99,7 +103,7 @@ async fn show(
 ) -> Response {
     let url = format!("{}?path={}", at.api(), q(path));
     // what both listings have, and the space's own
-    let listing: Result<(Vec<t::FileEntry>, bool, Option<(String, String)>), Failure> = match at {
+    let listing: Result<Listing, Failure> = match at {
         Where::Job(_) => p
             .api::<t::JobFiles, _>(&s.token, Method::GET, &url, NO_BODY)
             .await
@@ -345,7 +349,15 @@ async fn upload_at(
         return csrf_refused(p, s);
     }
     let Some((fname, bytes)) = file.filter(|(n, _)| !n.is_empty()) else {
-        return show(p, s, at, path, None, Some(p.words.get("files.choose").into())).await;
+        return show(
+            p,
+            s,
+            at,
+            path,
+            None,
+            Some(p.words.get("files.choose").into()),
+        )
+        .await;
     };
     // the file's own name, never a path
     let fname = fname
