@@ -3,7 +3,8 @@
 //! proxy by its user alone, its secret added and the portal's cookie kept
 //! back, WebSocket-style upgrades passed through, extended within policy,
 //! culled when idle, stopped. The app is a small Python server
-//! (`fixtures/session_app.py`); JupyterLab itself is in `sessions_jupyter.rs`.
+//! (`fixtures/session_app.py`); JupyterLab itself, as the README starts
+//! it, is in `sessions_jupyter.rs` and the portal's Chromium test.
 
 #[path = "common/app.rs"]
 #[macro_use]
