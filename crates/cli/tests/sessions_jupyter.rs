@@ -127,6 +127,9 @@ async fn the_readme_notebook_session_runs_as_written() {
         seen.push_str(&line);
         seen.push('\n');
     }
+    // the setup's shell ends once it has put the server in the background
+    let st = child.wait().unwrap();
+    assert!(st.success(), "the README's setup failed ({st}):\n{seen}");
     let (token, server) = (token.unwrap(), server.unwrap());
     let http = reqwest::Client::new();
     let session = || async {
