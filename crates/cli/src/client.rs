@@ -7,6 +7,7 @@ mod catalog;
 mod directives;
 mod duration;
 mod endpoints;
+mod files;
 mod fleet;
 mod fmt;
 pub mod gateway;
@@ -134,6 +135,10 @@ pub enum ClientCmd {
     /// A shell in a running job of yours, on this terminal: as the job's
     /// account, in its cgroup and namespaces. Exit it to detach.
     Attach(attach::AttachArgs),
+    /// Files as your account sees them: your organisation's project space,
+    /// or a job's working directory (--job): ls, get, put.
+    #[command(subcommand)]
+    Files(files::FilesCmd),
 }
 
 /// Options of commands that only read.
@@ -625,6 +630,7 @@ async fn dispatch(cmd: ClientCmd) -> Result<()> {
         ClientCmd::Endpoint(c) => endpoints::run(c).await,
         ClientCmd::Session(c) => sessions::run(c).await,
         ClientCmd::Attach(a) => attach::run(a).await,
+        ClientCmd::Files(c) => files::run(c).await,
         ClientCmd::Whoami(a) => {
             let r = a.g.conn.api()?.get(&["whoami"], &[]).await?;
             show_as(&a.g, &r, render::whoami)

@@ -110,6 +110,33 @@ async fn an_organisations_space_is_its_members_and_its_jobs(mut app: App) {
     assert!(app.logs(id, "").await.contains("1,2"));
     assert_eq!(get(&app, &alice, "out.txt").await, (200, "result\n".into()));
 
+    // the CLI: put, ls (a table and JSON), get, and a job's files
+    let local = app.dir.join("report.md");
+    std::fs::write(&local, "# results\n").unwrap();
+    let local = local.display().to_string();
+    let (ok, _, err) = app.cli(&bob, &["files", "put", &local, "report.md"]);
+    assert!(ok, "{err}");
+    assert!(err.contains("10 bytes uploaded as report.md"), "{err}");
+    let (ok, out, err) = app.cli(&bob, &["files", "ls"]);
+    assert!(ok, "{err}");
+    assert!(err.contains("acme's project space"), "{err}");
+    for name in ["data.csv", "out.txt", "report.md"] {
+        assert!(out.contains(name), "{out}");
+    }
+    let (ok, out, _) = app.cli(&bob, &["files", "ls", "-o", "json"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["org"], "acme", "{v}");
+    let (ok, out, err) = app.cli(&alice, &["files", "get", "report.md", "-"]);
+    assert_eq!((ok, out.as_str()), (true, "# results\n"), "{err}");
+    let (ok, out, err) = app.cli(
+        &alice,
+        &["files", "get", "--job", &id.to_string(), "stdout.log", "-"],
+    );
+    assert!(ok && out.contains("1,2"), "{out}{err}");
+    let (ok, _, err) = app.cli(&mallory, &["files", "get", "report.md", "-"]);
+    assert!(!ok && err.contains("not found"), "{err}");
+
     // another organisation's member sees her own space, not acme's
     let (_, l) = app
         .call("GET", "/api/v1/space/files", Some(&mallory), None)

@@ -305,7 +305,7 @@ pub async fn run(c: CatalogCmd) -> Result<()> {
                 let mut segs = vec!["catalog", "uploads", id_ref, "files"];
                 segs.extend(f.path.split('/'));
                 api_ref
-                    .put_file(&segs, &path_ref.join(&f.path))
+                    .put_file(&segs, &[], &path_ref.join(&f.path))
                     .await
                     .with_context(|| format!("uploading {}", f.path))
             }))

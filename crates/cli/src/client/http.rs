@@ -358,8 +358,13 @@ impl Api {
 
     /// `PUT /api/v1/<segments>` with a file's bytes, streamed (no overall
     /// time limit); the answer is JSON.
-    pub async fn put_file(&self, segments: &[&str], path: &std::path::Path) -> Result<Reply> {
-        let url = self.url(segments, &[]);
+    pub async fn put_file(
+        &self,
+        segments: &[&str],
+        query: &[(&str, String)],
+        path: &std::path::Path,
+    ) -> Result<Reply> {
+        let url = self.url(segments, query);
         let f = tokio::fs::File::open(path)
             .await
             .with_context(|| format!("opening {}", path.display()))?;
