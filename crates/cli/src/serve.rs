@@ -653,6 +653,9 @@ pub fn run(a: ServeArgs) -> Result<()> {
     let all_local = std::iter::once(a.executor.as_str())
         .chain(factory.sites.iter().filter_map(|s| s.executor.as_deref()))
         .all(|k| gigafab_exec::engines::engine(k).is_ok_and(|e| e.local_processes));
+    let local_anywhere = std::iter::once(a.executor.as_str())
+        .chain(factory.sites.iter().filter_map(|s| s.executor.as_deref()))
+        .any(|k| gigafab_exec::engines::engine(k).is_ok_and(|e| e.local_processes));
     let sessions = gigafab_server::sessions::SessionConfig {
         apps: gigafab_server::sessions::apps::load(a.apps_dir.as_deref())
             .map_err(anyhow::Error::msg)?,
@@ -661,10 +664,13 @@ pub fn run(a: ServeArgs) -> Result<()> {
         private_network: a.job_network == JobNetwork::Private
             && matches!(isolation, gigafab_server::isolation::Isolation::Accounts(_))
             && all_local,
-        unavailable: if !all_local {
-            Some("interactive sessions run on the local engine only for now: the proxy does not reach a compute node's app yet".into())
-        } else if matches!(isolation, gigafab_server::isolation::Isolation::Accounts(_))
+        // on a Slurm node an app listens on the node's network, its
+        // secret its own and its nodes its user's alone (--exclusive=user);
+        // on this machine, with accounts, only a network of its own keeps
+        // another tenant's job from taking its port first
+        unavailable: if matches!(isolation, gigafab_server::isolation::Isolation::Accounts(_))
             && a.job_network != JobNetwork::Private
+            && local_anywhere
         {
             Some("interactive sessions need --job-network private where jobs run as their users' accounts: on the machine's network another tenant's job could take a session's port first".into())
         } else {
@@ -686,9 +692,6 @@ pub fn run(a: ServeArgs) -> Result<()> {
         cgroup: None,
         partition: None,
     };
-    let local_anywhere = std::iter::once(a.executor.as_str())
-        .chain(factory.sites.iter().filter_map(|s| s.executor.as_deref()))
-        .any(|k| gigafab_exec::engines::engine(k).is_ok_and(|e| e.local_processes));
     if gigafab_exec::posix::is_root() && local_anywhere {
         engine.devices = Some(gigafab_exec::DeviceFiles {
             nvidia: a.nvidia_devices.clone(),

@@ -552,6 +552,31 @@ async fn jobs_run_under_slurm_as_their_tenants_accounts() {
         "{la}"
     );
     assert_eq!(lb, "gf-test-b\nb-secret\n");
+    // its files, from the server, as its account: its user's alone
+    let files = |t: &str, path: String| {
+        let (url, http, t) = (s.url.clone(), s.http.clone(), t.to_string());
+        async move {
+            let r = http
+                .get(format!("{url}{path}"))
+                .bearer_auth(t)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (st, l) = files(&who[1].0, format!("/api/v1/jobs/{b}/files")).await;
+    assert_eq!(st, 200, "{l}");
+    assert!(
+        l.contains("\"stdout.log\"") && l.contains("\"writable\":true"),
+        "{l}"
+    );
+    let content = format!("/api/v1/jobs/{b}/files/content?path=stdout.log");
+    assert_eq!(
+        files(&who[1].0, content.clone()).await,
+        (200, "gf-test-b\nb-secret\n".to_string())
+    );
+    assert_eq!(files(&who[0].0, content).await.0, 404);
     // Slurm's accounting sees each job under its allocation's account,
     // associated with the tenant's POSIX account
     // (slurmdbd records asynchronously: ask again for a while)
@@ -1006,6 +1031,99 @@ async fn endpoint_replicas_run_under_slurm_and_are_reached_at_their_node() {
         assert_eq!(v["model"], "slurm-replica", "{v}");
     }
     let (st, _) = s.call("DELETE", "/api/v1/endpoints/echo", None).await;
+    assert_eq!(st, 200);
+    s.wait(job, &["cancelled"], 60).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 30: an interactive session's app runs as a Slurm job on a compute
+/// node, listens on the node's addresses (`{host}`), holds its nodes for
+/// its user alone (`--exclusive=user`: no other user's job can take its
+/// port first), and is reached through the server's proxy at the node's
+/// `NodeAddr`, its secret added by the proxy.
+#[ignore = "needs a Slurm cluster: bash .ci/slurm.sh; eval \"$(bash .ci/slurm.sh env)\"; cargo test -- --include-ignored"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_runs_under_slurm_and_is_reached_through_the_proxy() {
+    require_slurm();
+    let dir = fresh("session");
+    let apps = dir.join("apps");
+    std::fs::create_dir_all(&apps).unwrap();
+    let app = include_str!("fixtures/session_app.py");
+    std::fs::write(
+        apps.join("probe.toml"),
+        format!(
+            "title = \"probe\"\ncommand = [\"python3\", \"-c\", '''\n{app}''']\nenv = {{ APP_TOKEN = \"{{token}}\", APP_HOST = \"{{host}}\" }}\nready = \"{{base}}api/status\"\nauth_header = \"token {{token}}\"\n[idle]\ncheck = \"traffic\"\n"
+        ),
+    )
+    .unwrap();
+    let s = Server::start_with(
+        &dir,
+        &["--single-user", "--apps-dir", apps.to_str().unwrap()],
+    );
+    // an app without a secret of its own needs a network per job: refused
+    let (st, v) = s
+        .call(
+            "POST",
+            "/api/v1/sessions",
+            Some(json!({"app": "vscode", "allocation": 1})),
+        )
+        .await;
+    assert_eq!(st, 422, "{v}");
+    let (st, v) = s
+        .call(
+            "POST",
+            "/api/v1/sessions",
+            Some(json!({"app": "probe", "allocation": 1, "time_limit_s": 600})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let (id, job) = (v["id"].as_i64().unwrap(), v["job"].as_i64().unwrap());
+    let t = Instant::now();
+    loop {
+        let (_, v) = s.call("GET", &format!("/api/v1/sessions/{id}"), None).await;
+        if v["state"] == "ready" {
+            break;
+        }
+        assert!(
+            v["state"] != "ended" && t.elapsed() < Duration::from_secs(180),
+            "{v:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // through the proxy: the app answers with the secret the proxy added
+    let r = s
+        .http
+        .get(format!("{}/sessions/{id}/who", s.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let who: Value = r.json().await.unwrap();
+    assert_eq!(who["path"], format!("/sessions/{id}/who"), "{who}");
+    // a Slurm job on the node's addresses, its nodes its user's alone
+    let logs = std::fs::read_to_string(dir.join(format!("jobs/{job}/job.sh"))).unwrap();
+    assert!(logs.contains("APP_HOST=0.0.0.0\n"), "{logs}");
+    let out = Command::new("squeue")
+        .args(["-h", "-o", "%i|%j"])
+        .output()
+        .unwrap();
+    let all = String::from_utf8_lossy(&out.stdout).to_string();
+    let slurm_id = all
+        .lines()
+        .find(|l| l.ends_with(&format!("-{job}")))
+        .and_then(|l| l.split('|').next())
+        .unwrap_or_else(|| panic!("session job {job} is not in squeue:\n{all}"))
+        .to_string();
+    let out = Command::new("scontrol")
+        .args(["show", "job", &slurm_id])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("OverSubscribe=USER"), "{shown}");
+    let (st, _) = s
+        .call("POST", &format!("/api/v1/sessions/{id}/stop"), None)
+        .await;
     assert_eq!(st, 200);
     s.wait(job, &["cancelled"], 60).await;
     let _ = std::fs::remove_dir_all(&dir);

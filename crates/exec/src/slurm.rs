@@ -787,6 +787,11 @@ impl Executor for SlurmExecutor {
         if let Some(t) = &spec.accel_type {
             args.extend(gres_args(t, spec.gpus.max(1), spec.per_node));
         }
+        if spec.serve_port.is_some() {
+            // it listens on the node's network: no other user's job may
+            // share its nodes and take its port first
+            args.push("--exclusive=user".into());
+        }
         args.push(script.display().to_string());
         let out = self.run_as(id, "sbatch", args, account.as_ref())?;
         if !out.success {
@@ -952,6 +957,31 @@ impl Executor for SlurmExecutor {
     /// node's address.
     fn serve_host(&self, _spec: &LaunchSpec) -> &'static str {
         "0.0.0.0"
+    }
+
+    /// A Slurm job's directory is on the file system the server shares
+    /// with the nodes (its script and logs are there): browsed from here,
+    /// as its account; where every job runs as the server's user, read
+    /// only (the directory holds the server's own files).
+    fn files_root(
+        &self,
+        job_id: i64,
+        _handle: Option<&str>,
+        workdir: Option<&str>,
+        as_account: bool,
+    ) -> Option<crate::files::FilesRoot> {
+        Some(match workdir {
+            Some(w) if as_account => crate::files::FilesRoot {
+                dir: PathBuf::from(w),
+                writable: true,
+                counted: false,
+            },
+            _ => crate::files::FilesRoot {
+                dir: self.job_dir(job_id),
+                writable: as_account,
+                counted: false,
+            },
+        })
     }
 
     /// The node the job runs on (its first), at its `NodeAddr`.

@@ -3,8 +3,11 @@
 //! files add apps or replace a built-in one of the same name). A site adds
 //! RStudio or a desktop with a file, without code.
 //!
-//! In a file's strings, `{port}` is the port the app must listen on (on
-//! 127.0.0.1), `{base}` the path the browser reaches it under
+//! In a file's strings, `{port}` is the port the app must listen on,
+//! `{host}` the address it listens on (127.0.0.1 where the server shares
+//! the job's machine, all the node's addresses on a Slurm node: the
+//! engine's, filled in when the job starts), `{base}` the path the browser
+//! reaches it under
 //! (`/sessions/{id}/`) and `{token}` the session's own secret, which only
 //! `env` and `auth_header` may hold (a command line is readable by every
 //! user of the node).

@@ -207,7 +207,12 @@ pub async fn start(
         id,
         job_id: j.id.0,
         user_id: who.user_id,
-        org_id: who.org_id.unwrap_or_default(),
+        // the job's organisation (an admin's session runs in the
+        // allocation's)
+        org_id: s
+            .tenancy
+            .org_named(&j.org)
+            .map_or(who.org_id.unwrap_or_default(), |o| o.id),
         app: app.name.clone(),
         port: i64::from(port),
         token,
