@@ -458,16 +458,21 @@ async fn a_project_space_is_its_organisations_alone() {
     let parent = spaces.parent().unwrap();
     std::fs::create_dir_all(parent).unwrap();
     std::fs::set_permissions(parent, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    // a's space left half-made (root's, 0700: a stop between mkdir and
+    // chown): finished at its organisation's creation
+    std::fs::create_dir(&spaces).unwrap();
+    std::fs::set_permissions(&spaces, std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
+    std::fs::create_dir(spaces.join("a")).unwrap();
     let s = Server::two_tenants(&dir, &["--project-spaces", &spaces.display().to_string()]);
     let tokens = s.tenants(&["a", "b"], 10.0).await;
     let (ta, aa) = &tokens[0];
     let (tb, ab) = &tokens[1];
     let (uid_a, gid_a) = test_account("gf-test-a");
-    let m = std::fs::metadata(spaces.join("a")).unwrap();
-    assert_eq!(
-        (m.uid(), m.gid(), m.mode() & 0o7777),
-        (uid_a, gid_a, 0o2770)
-    );
+    let (uid_b, gid_b) = test_account("gf-test-b");
+    for (org, want) in [("a", (uid_a, gid_a, 0o2770)), ("b", (uid_b, gid_b, 0o2770))] {
+        let m = std::fs::metadata(spaces.join(org)).unwrap();
+        assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), want, "{org}");
+    }
     assert_eq!(std::fs::metadata(&spaces).unwrap().mode() & 0o777, 0o711);
     let http = reqwest::Client::new();
     let content = |path: &str| format!("{}/api/v1/space/files/content?path={path}", s.url);
@@ -531,6 +536,11 @@ async fn a_project_space_is_its_organisations_alone() {
         assert!(!out.contains(bad), "b's job: {bad}\n{out}");
     }
     assert!(!spaces.join("a/planted").exists());
+    // a space owned by another organisation's account is never handed out
+    std::os::unix::fs::chown(spaces.join("b"), Some(uid_a), Some(gid_a)).unwrap();
+    let (st, body) = s.call("GET", "/api/v1/space/files", Some(tb), None).await;
+    assert_eq!(st, 503, "{body}");
+    assert!(body.contains("not by the organisation's account"), "{body}");
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&spaces);

@@ -134,6 +134,36 @@ async fn an_organisations_space_is_its_members_and_its_jobs(mut app: App) {
         &["files", "get", "--job", &id.to_string(), "stdout.log", "-"],
     );
     assert!(ok && out.contains("1,2"), "{out}{err}");
+    // by its own name here: never over a file that exists, unless told
+    let here = app.dir.join("here");
+    std::fs::create_dir_all(&here).unwrap();
+    std::fs::write(here.join("report.md"), "mine").unwrap();
+    let get_here = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_gigafab"))
+            .args(["files", "get", "report.md"])
+            .args(extra)
+            .current_dir(&here)
+            .env("GIGAFAB_SERVER", &app.url)
+            .env("GIGAFAB_TOKEN", &alice)
+            .output()
+            .unwrap()
+    };
+    let o = get_here(&[]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--force"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(here.join("report.md")).unwrap(),
+        "mine"
+    );
+    assert!(get_here(&["--force"]).status.success());
+    assert_eq!(
+        std::fs::read_to_string(here.join("report.md")).unwrap(),
+        "# results\n"
+    );
     let (ok, _, err) = app.cli(&mallory, &["files", "get", "report.md", "-"]);
     assert!(!ok && err.contains("not found"), "{err}");
 

@@ -316,17 +316,22 @@ pub fn ensure_space(root: &Path, name: &str, owner: Option<&Account>) -> io::Res
             format!("`{name}` cannot name a directory"),
         ));
     }
-    if !root.exists() {
-        // its parent is the operator's to make (with the modes that let
-        // jobs' accounts through)
-        std::fs::create_dir(root)?;
-        rustix::fs::chmod(root, Mode::from_raw_mode(0o711))?;
-    }
+    // its parent is the operator's to make (with the modes that let jobs'
+    // accounts through); it is made 0711 (no listing of organisations)
+    let made_root = match std::fs::create_dir(root) {
+        Ok(()) => true,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
+        Err(e) => return Err(e),
+    };
+    // not through a link (one planted where the operator's path ends)
     let top = rustix::fs::open(
         root,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
+    if made_root {
+        rustix::fs::fchmod(&top, Mode::from_raw_mode(0o711))?;
+    }
     let st = rustix::fs::fstat(&top)?;
     if st.st_mode & 0o022 != 0 || st.st_uid != rustix::process::geteuid().as_raw() {
         return Err(io::Error::new(
@@ -348,13 +353,30 @@ pub fn ensure_space(root: &Path, name: &str, owner: Option<&Account>) -> io::Res
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    if made && let Some(a) = owner {
-        rustix::fs::fchown(
-            &dir,
-            Some(rustix::process::Uid::from_raw(a.uid)),
-            Some(rustix::process::Gid::from_raw(a.gid)),
-        )?;
-        rustix::fs::fchmod(&dir, Mode::from_raw_mode(0o2770))?;
+    if let Some(a) = owner {
+        let st = rustix::fs::fstat(&dir)?;
+        let me = rustix::process::geteuid().as_raw();
+        if made || (st.st_uid == me && st.st_uid != a.uid) {
+            // made now, or left half-made (a stop between mkdir and chown)
+            rustix::fs::fchown(
+                &dir,
+                Some(rustix::process::Uid::from_raw(a.uid)),
+                Some(rustix::process::Gid::from_raw(a.gid)),
+            )?;
+            rustix::fs::fchmod(&dir, Mode::from_raw_mode(0o2770))?;
+        } else if st.st_uid != a.uid {
+            // another account's: never handed to this organisation
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "{}: owned by uid {}, not by the organisation's account `{}` (uid {}); its owner changed in --job-accounts? Move it aside or chown it",
+                    root.join(name).display(),
+                    st.st_uid,
+                    a.name,
+                    a.uid
+                ),
+            ));
+        }
     }
     Ok(root.join(name))
 }

@@ -22,9 +22,12 @@ pub enum FilesCmd {
     Get {
         /// The file, inside the space or the job's directory.
         path: String,
-        /// Where to write it [default: its own name, here]; `-`: standard
-        /// output.
+        /// Where to write it [default: its own name, here, never over a
+        /// file that exists]; `-`: standard output.
         dest: Option<PathBuf>,
+        /// Write over a file of its own name here.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         at: At,
         #[command(flatten)]
@@ -42,6 +45,9 @@ pub enum FilesCmd {
         g: Global,
     },
 }
+
+/// Most bytes of a file the server sends (its downloads' limit).
+const MAX_FILE: usize = 64 << 20;
 
 /// Whose files.
 #[derive(Args, Debug, Clone, Copy)]
@@ -112,38 +118,67 @@ pub async fn run(cmd: FilesCmd) -> Result<()> {
                 t.render()
             })
         }
-        FilesCmd::Get { path, dest, at, g } => {
+        FilesCmd::Get {
+            path,
+            dest,
+            force,
+            at,
+            g,
+        } => {
             let seg = at.segments(true);
-            let resp = g
+            let mut resp = g
                 .conn
                 .api()?
                 .get_stream(&refs(&seg), &[("path", path.clone())])
                 .await?;
-            let bytes = resp
-                .bytes()
-                .await
-                .with_context(|| format!("reading {path}"))?;
+            // its own name, not over a file of that name unless told
+            let named = dest.is_some();
             let dest = dest.unwrap_or_else(|| {
                 PathBuf::from(
                     path.rsplit('/')
                         .next()
-                        .filter(|n| !n.is_empty())
+                        .filter(|n| !n.is_empty() && *n != "..")
                         .unwrap_or("file"),
                 )
             });
-            if dest.as_os_str() == "-" {
-                use std::io::Write;
-                let mut out = std::io::stdout().lock();
-                out.write_all(&bytes)?;
-                out.flush()?;
+            let mut out: Box<dyn std::io::Write> = if dest.as_os_str() == "-" {
+                Box::new(std::io::stdout().lock())
             } else {
-                std::fs::write(&dest, &bytes)
-                    .with_context(|| format!("writing {}", dest.display()))?;
-                note(&format!(
-                    "{path}: {} bytes written to {}",
-                    bytes.len(),
-                    dest.display()
-                ));
+                let mut o = std::fs::OpenOptions::new();
+                o.write(true);
+                if named || force {
+                    o.create(true).truncate(true);
+                } else {
+                    o.create_new(true);
+                }
+                Box::new(o.open(&dest).with_context(|| {
+                    format!(
+                        "{}: cannot write it{}",
+                        dest.display(),
+                        if dest.exists() && !named {
+                            " (it exists: --force to write over it, or name another)"
+                        } else {
+                            ""
+                        }
+                    )
+                })?)
+            };
+            // as it comes, and no more than the server sends (64 MiB)
+            let mut n = 0usize;
+            while let Some(chunk) = resp
+                .chunk()
+                .await
+                .with_context(|| format!("reading {path}"))?
+            {
+                n += chunk.len();
+                if n > MAX_FILE {
+                    bail!("{path}: more than the {MAX_FILE} bytes a download takes");
+                }
+                out.write_all(&chunk)?;
+            }
+            out.flush()?;
+            if dest.as_os_str() != "-" {
+                note(&format!("{path}: {n} bytes written to {}", dest.display()));
             }
             Ok(())
         }

@@ -14,12 +14,19 @@ const MAX_DEPTH: usize = 256;
 /// system, so that no entry the job swaps for a link takes it elsewhere;
 /// counting stops once past `stop_after`.
 pub(super) fn dir_size(dir: &Path, stop_after: u64) -> u64 {
+    dir_size_within(dir, stop_after, usize::MAX).unwrap_or(u64::MAX)
+}
+
+/// [`dir_size`], giving up (None) after `max_entries` entries: a tree of
+/// millions of empty files holds little but takes long to walk.
+pub(super) fn dir_size_within(dir: &Path, stop_after: u64, max_entries: usize) -> Option<u64> {
     use rustix::fs::{AtFlags, CWD, Dir, FileType, Mode, OFlags, fstat, openat, statat};
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let Ok(top) = openat(CWD, dir, flags, Mode::empty()) else {
-        return 0;
+        return Some(0);
     };
-    let Ok(st) = fstat(&top) else { return 0 };
+    let Ok(st) = fstat(&top) else { return Some(0) };
+    let mut seen = 0usize;
     let dev = st.st_dev;
     let mut total = (st.st_blocks as u64).saturating_mul(512);
     let mut stack = vec![Dir::read_from(&top).ok().map(|d| (top, d))];
@@ -37,16 +44,20 @@ pub(super) fn dir_size(dir: &Path, stop_after: u64) -> u64 {
         if name.to_bytes() == b"." || name.to_bytes() == b".." {
             continue;
         }
+        seen += 1;
+        if seen > max_entries {
+            return None;
+        }
         let Ok(st) = statat(&*fd, name, AtFlags::SYMLINK_NOFOLLOW) else {
             continue;
         };
         total = total.saturating_add((st.st_blocks as u64).saturating_mul(512));
         if total > stop_after {
-            return total;
+            return Some(total);
         }
         if FileType::from_raw_mode(st.st_mode) == FileType::Directory && st.st_dev == dev {
             if depth >= MAX_DEPTH {
-                return u64::MAX;
+                return Some(u64::MAX);
             }
             let sub = openat(&*fd, name, flags, Mode::empty())
                 .ok()
@@ -54,7 +65,7 @@ pub(super) fn dir_size(dir: &Path, stop_after: u64) -> u64 {
             stack.push(sub);
         }
     }
-    total
+    Some(total)
 }
 
 /// The mount id of descriptor `fd` of process `pid` (`mnt_id` of its
@@ -119,4 +130,25 @@ pub(super) fn unlinked_open(pids: &[i32], device: Option<String>) -> u64 {
         }
     }
     total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_walk_gives_up_past_its_entries() {
+        let d = std::env::temp_dir().join(format!("gf-walk-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(d.join("sub")).unwrap();
+        for i in 0..5 {
+            fs::write(d.join("sub").join(i.to_string()), vec![1u8; 8192]).unwrap();
+        }
+        // 6 entries: sub and its 5 files
+        assert_eq!(dir_size_within(&d, u64::MAX, 5), None);
+        let n = dir_size_within(&d, u64::MAX, 6).unwrap();
+        assert!(n >= 5 * 8192, "{n}");
+        assert_eq!(dir_size(&d, u64::MAX), n);
+        let _ = fs::remove_dir_all(&d);
+    }
 }

@@ -49,6 +49,11 @@ pub fn disk_size(dir: &Path, stop_after: u64) -> u64 {
     disk::dir_size(dir, stop_after)
 }
 
+/// [`disk_size`], or None past `max_entries` entries (not measured).
+pub fn disk_size_within(dir: &Path, stop_after: u64, max_entries: usize) -> Option<u64> {
+    disk::dir_size_within(dir, stop_after, max_entries)
+}
+
 /// The job's standard output, in its directory.
 pub const STDOUT_LOG: &str = "stdout.log";
 /// The job's standard error (and the supervisor's notes), in its directory.

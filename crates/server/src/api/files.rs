@@ -419,7 +419,7 @@ async fn upload(
     };
     let exec = s.executor.clone();
     // the job's own directory: what its disk limit leaves
-    let room = move || counted.then(|| exec.files_room(id)).flatten();
+    let room = move || Ok(counted.then(|| exec.files_room(id)).flatten());
     put(&s, &p, &place, q, body, 0o644, room).await
 }
 
@@ -431,14 +431,44 @@ async fn space_upload(
 ) -> ApiResult {
     let (place, _) = space_of(&s, &p).await?;
     let (dir, limit) = (place.root.dir.clone(), place.limit);
-    let room =
-        move || limit.map(|max| max.saturating_sub(gigafab_exec::local::disk_size(&dir, max)));
+    let what = place.what.clone();
+    let room = move || match limit {
+        None => Ok(None),
+        Some(max) => match gigafab_exec::local::disk_size_within(&dir, max, SPACE_WALK_ENTRIES) {
+            Some(used) => Ok(Some(max.saturating_sub(used))),
+            None => Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!(
+                    "{what} holds more than {SPACE_WALK_ENTRIES} files and directories: too many to measure against its limit; remove some (or ask for the file system's quotas instead)"
+                ),
+            )),
+        },
+    };
     // the organisation's group reads and writes what its members put there
     put(&s, &p, &place, q, body, 0o660, room).await
 }
 
+/// Most entries of a project space measured against its limit.
+const SPACE_WALK_ENTRIES: usize = 1_000_000;
+
+/// The turn of uploads into `dir`: one at a time there (each sees the room
+/// the last one left), any number elsewhere.
+fn turn_of(dir: &std::path::Path) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    static TURNS: Mutex<Option<HashMap<std::path::PathBuf, Arc<tokio::sync::Mutex<()>>>>> =
+        Mutex::new(None);
+    let mut t = TURNS.lock().unwrap_or_else(|e| e.into_inner());
+    let t = t.get_or_insert_with(HashMap::new);
+    // the turns no upload holds or waits for go
+    t.retain(|_, m| Arc::strong_count(m) > 1);
+    t.entry(dir.to_path_buf()).or_default().clone()
+}
+
 /// Writes `body` at the query's path of `place`, if `room` (blocking: a
-/// walk of the place, None: not counted) leaves space for it.
+/// walk of the place; None: not counted; an error: not measured) leaves
+/// space for it.
 async fn put(
     s: &Shared,
     p: &Principal,
@@ -446,15 +476,14 @@ async fn put(
     q: gigafab_api::FilePath,
     body: Bytes,
     mode: u32,
-    room: impl FnOnce() -> Option<u64> + Send + 'static,
+    room: impl FnOnce() -> Result<Option<u64>, ApiError> + Send + 'static,
 ) -> ApiResult {
     let path = q.path.unwrap_or_default();
-    // one upload at a time: each sees the room the last one left
-    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    let _turn = ONE_AT_A_TIME.lock().await;
+    let turn = turn_of(&place.root.dir);
+    let _turn = turn.lock().await;
     let room = tokio::task::spawn_blocking(room)
         .await
-        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        .map_err(|e| ApiError::unavailable(e.to_string()))??;
     if let Some(room) = room
         && body.len() as u64 > room
     {
