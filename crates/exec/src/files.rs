@@ -251,9 +251,11 @@ pub fn read_start(
 
 /// Writes `data` as regular file `rel` beneath `root` (made, or replaced
 /// whole), as `who`: its parent must exist; nothing is created where the
-/// account could not. A file it makes gets `mode` (the server's umask
-/// aside: a project space's files are its group's too); one it replaces
-/// keeps its own.
+/// account could not. The bytes go to a new file beside it, renamed over
+/// it once whole: a write that fails half-way (no room) leaves the old
+/// file as it was, and no reader sees a cut one. A new file gets `mode`
+/// (the server's umask aside: a project space's files are its group's
+/// too); one it replaces keeps its mode.
 pub fn write(
     who: Option<&Account>,
     root: &Path,
@@ -262,7 +264,11 @@ pub fn write(
     mode: u32,
 ) -> io::Result<()> {
     let (root, rel) = (root.to_path_buf(), relative(rel)?);
-    if rel == "." {
+    let (parent, name) = match rel.rsplit_once('/') {
+        Some((p, n)) => (p.to_string(), n.to_string()),
+        None => (".".to_string(), rel.clone()),
+    };
+    if rel == "." || name.is_empty() || name == "." {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "a file name is needed",
@@ -271,34 +277,61 @@ pub fn write(
     // the thread's own copy
     let data = data.to_vec();
     as_account(who, move || {
-        let mode = Mode::from_raw_mode(mode & 0o777);
-        let (fd, made) = match open_beneath(
+        let dir = open_beneath(
             &root,
-            &rel,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NONBLOCK,
-            mode,
-        ) {
-            Ok(fd) => (fd, true),
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => (
-                open_beneath(&root, &rel, OFlags::WRONLY | OFlags::NONBLOCK, mode)?,
-                false,
-            ),
-            Err(e) => return Err(e),
+            &parent,
+            OFlags::PATH | OFlags::DIRECTORY,
+            Mode::empty(),
+        )?;
+        // what it replaces: a regular file (its mode kept), or nothing
+        let mode =
+            match rustix::fs::statat(&dir, name.as_str(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {
+                    Mode::from_raw_mode(st.st_mode & 0o7777)
+                }
+                Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+                    return Err(io::Error::from_raw_os_error(libc::EISDIR));
+                }
+                Ok(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "not a regular file",
+                    ));
+                }
+                Err(e) if e == rustix::io::Errno::NOENT => Mode::from_raw_mode(mode & 0o777),
+                Err(e) => return Err(e.into()),
+            };
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let (tmp, fd) = loop {
+            let tmp = format!(
+                ".{}.upload-{}-{}",
+                name.chars().take(64).collect::<String>(),
+                std::process::id(),
+                SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            );
+            match rustix::fs::openat(
+                &dir,
+                tmp.as_str(),
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                mode,
+            ) {
+                Ok(fd) => break (tmp, fd),
+                Err(e) if e == rustix::io::Errno::EXIST => continue,
+                Err(e) => return Err(e.into()),
+            }
         };
-        if made {
+        let written = (|| -> io::Result<()> {
             rustix::fs::fchmod(&fd, mode)?;
+            let mut f = std::fs::File::from(fd);
+            f.write_all(&data)?;
+            f.sync_data()?;
+            rustix::fs::renameat(&dir, tmp.as_str(), &dir, name.as_str())?;
+            Ok(())
+        })();
+        if written.is_err() {
+            let _ = rustix::fs::unlinkat(&dir, tmp.as_str(), rustix::fs::AtFlags::empty());
         }
-        let st = rustix::fs::fstat(&fd)?;
-        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "not a regular file",
-            ));
-        }
-        rustix::fs::ftruncate(&fd, 0)?;
-        let mut f = std::fs::File::from(fd);
-        f.write_all(&data)?;
-        Ok(())
+        written
     })
 }
 
