@@ -33,7 +33,11 @@ fn an_upload_out_of_room_leaves_the_old_file_whole() {
     let write = |rel: &str, data: &[u8]| gigafab_exec::files::write(None, &d, rel, data, 0o640);
     write("f.txt", b"old").unwrap();
     assert_eq!(
-        std::fs::metadata(d.join("f.txt")).unwrap().permissions().mode() & 0o777,
+        std::fs::metadata(d.join("f.txt"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
         0o640
     );
     // 2 MiB into 1 MiB: refused, the old file whole, no temporary left
@@ -50,7 +54,11 @@ fn an_upload_out_of_room_leaves_the_old_file_whole() {
     write("f.txt", b"new").unwrap();
     assert_eq!(std::fs::read_to_string(d.join("f.txt")).unwrap(), "new");
     assert_eq!(
-        std::fs::metadata(d.join("f.txt")).unwrap().permissions().mode() & 0o777,
+        std::fs::metadata(d.join("f.txt"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
         0o600
     );
     // a link or a directory is not replaced
