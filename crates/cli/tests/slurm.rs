@@ -1128,3 +1128,76 @@ async fn a_session_runs_under_slurm_and_is_reached_through_the_proxy() {
     s.wait(job, &["cancelled"], 60).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 30: `gigafab attach` reaches a running Slurm job: a shell started
+/// with `srun --overlap --pty` inside the job's allocation, on its node.
+#[ignore = "needs a Slurm cluster: bash .ci/slurm.sh; eval \"$(bash .ci/slurm.sh env)\"; cargo test -- --include-ignored"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shell_attaches_to_a_running_slurm_job() {
+    use std::io::Write;
+    require_slurm();
+    let dir = fresh("attach");
+    let s = Server::start(&dir);
+    let job = s
+        .submit(
+            json!({"allocation": 1, "gpus": 1, "type": "h100", "time_limit_s": 300,
+            "command": ["sleep", "120"]}),
+        )
+        .await;
+    s.wait(job, &["running"], 60).await;
+    // gigafab says running from submission; Slurm may still hold it: the
+    // attach says so, and is asked again
+    let t = Instant::now();
+    let out = loop {
+        let mut child = gigafab()
+            .args(["attach", &job.to_string()])
+            .env("GIGAFAB_SERVER", &s.url)
+            .env("GIGAFAB_TOKEN", TOKEN)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"echo inside=$SLURM_JOB_ID step=$SLURM_STEP_ID\nexit\n")
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        if out.status.success() || !err.contains("does not run in Slurm now") {
+            break out;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "{err}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // the job's own Slurm id, in a step of its own
+    let id = text
+        .split("inside=")
+        .skip(1)
+        .find_map(|x| x.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    let out = Command::new("squeue")
+        .args(["-h", "-o", "%i|%j"])
+        .output()
+        .unwrap();
+    let all = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        all.lines().any(
+            |l| l == format!("{id}|{}", l.split('|').nth(1).unwrap_or(""))
+                && l.ends_with(&format!("-{job}"))
+        ),
+        "{id} is not job {job}'s Slurm id:\n{all}"
+    );
+    let (st, _) = s.call("DELETE", &format!("/api/v1/jobs/{job}"), None).await;
+    assert_eq!(st, 200);
+    s.wait(job, &["cancelled"], 60).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -40,6 +40,20 @@ pub trait SlurmCli: Send + Sync {
         let _ = account;
         self.run(program, args)
     }
+
+    /// Starts `program` on terminal `tty` (its controlling terminal, in a
+    /// session of its own), in the name of `account`; the caller reaps it.
+    /// The default: not supported (recording fakes).
+    fn spawn_on_tty(
+        &self,
+        program: &str,
+        args: &[String],
+        account: Option<&crate::posix::Account>,
+        tty: &std::os::fd::OwnedFd,
+    ) -> std::io::Result<std::process::Child> {
+        let _ = (program, args, account, tty);
+        Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+    }
 }
 
 /// The Slurm commands on `PATH` (or in `bin_dir`).
@@ -91,6 +105,47 @@ impl SlurmCli for RealSlurm {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         })
+    }
+
+    fn spawn_on_tty(
+        &self,
+        program: &str,
+        args: &[String],
+        account: Option<&crate::posix::Account>,
+        tty: &std::os::fd::OwnedFd,
+    ) -> std::io::Result<std::process::Child> {
+        use std::os::unix::process::CommandExt;
+        let prog = match &self.bin_dir {
+            Some(d) => d.join(program),
+            None => PathBuf::from(program),
+        };
+        let mut cmd = Command::new(prog);
+        // a fixed environment: what a program needs, Slurm's own settings
+        cmd.args(args)
+            .env_clear()
+            .envs(crate::base_env())
+            .envs(std::env::vars().filter(|(k, _)| k == "SLURM_CONF"))
+            .env("TERM", "xterm-256color")
+            .stdin(tty.try_clone()?)
+            .stdout(tty.try_clone()?)
+            .stderr(tty.try_clone()?);
+        if let Some(a) = account {
+            cmd.uid(a.uid)
+                .gid(a.gid)
+                .env("HOME", &a.home)
+                .env("USER", &a.name)
+                .env("LOGNAME", &a.name);
+        }
+        // SAFETY: async-signal-safe calls only, in the child before exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd.spawn()
     }
 }
 
@@ -957,6 +1012,83 @@ impl Executor for SlurmExecutor {
     /// node's address.
     fn serve_host(&self, _spec: &LaunchSpec) -> &'static str {
         "0.0.0.0"
+    }
+
+    /// A shell in the running Slurm job: `srun --jobid=ID --overlap --pty`
+    /// run as the job's own user (Slurm's, the one it runs as) on a
+    /// pseudo-terminal of the server's, so that the shell runs on the
+    /// job's node, in its allocation and cgroup.
+    fn attach(
+        &self,
+        job_id: i64,
+        handle: &str,
+        rows: u16,
+        cols: u16,
+    ) -> Result<std::os::fd::OwnedFd, ExecError> {
+        let fail = |message: String| ExecError::Launch {
+            job: job_id,
+            message,
+        };
+        if handle.is_empty() || !handle.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(fail(format!("job {job_id}: not a Slurm job id `{handle}`")));
+        }
+        let out = self.run(
+            job_id,
+            "squeue",
+            vec![
+                "-h".into(),
+                "-j".into(),
+                handle.into(),
+                "-o".into(),
+                "%u|%T".into(),
+            ],
+        )?;
+        let line = out.stdout.lines().next().unwrap_or("").trim().to_string();
+        let (user, state) = line.split_once('|').unwrap_or(("", ""));
+        if !out.success || state != "RUNNING" {
+            return Err(fail(format!(
+                "job {job_id} does not run in Slurm now ({})",
+                if state.is_empty() {
+                    "not in squeue"
+                } else {
+                    state
+                }
+            )));
+        }
+        // the job's own user: the server's (one account for all), or a
+        // tenant's account
+        let account = if user == crate::posix::current_user() {
+            None
+        } else {
+            Some(crate::posix::lookup(user).map_err(fail)?)
+        };
+        let (master, tty) =
+            crate::attach::open_pty(rows, cols).map_err(|e| fail(format!("no terminal: {e}")))?;
+        let shell = if Path::new("/bin/bash").exists() {
+            "/bin/bash"
+        } else {
+            "/bin/sh"
+        };
+        let args = vec![
+            format!("--jobid={handle}"),
+            "--overlap".into(),
+            "--pty".into(),
+            "--nodes=1".into(),
+            "--ntasks=1".into(),
+            format!("--chdir={}", self.job_dir(job_id).display()),
+            shell.into(),
+            "-l".into(),
+        ];
+        let mut child = self
+            .cli
+            .spawn_on_tty("srun", &args, account.as_ref(), &tty)
+            .map_err(|e| fail(format!("cannot start `srun --pty`: {e}")))?;
+        drop(tty);
+        // reaped when the shell ends (its terminal closed)
+        std::thread::spawn(move || {
+            let _ = child.wait();
+        });
+        Ok(master)
     }
 
     /// A Slurm job's directory is on the file system the server shares
