@@ -190,6 +190,30 @@ pub fn list(who: Option<&Account>, root: &Path, rel: &str) -> io::Result<Vec<Ent
 /// At most `max` bytes of regular file `rel` beneath `root`, and its size,
 /// as `who` reads it.
 pub fn read(who: Option<&Account>, root: &Path, rel: &str, max: u64) -> io::Result<(Vec<u8>, u64)> {
+    read_up_to(who, root, rel, max, true)
+}
+
+/// The first `max` bytes of regular file `rel` beneath `root` (a
+/// preview, whatever its size), and its size, as `who` reads it.
+pub fn read_start(
+    who: Option<&Account>,
+    root: &Path,
+    rel: &str,
+    max: u64,
+) -> io::Result<(Vec<u8>, u64)> {
+    read_up_to(who, root, rel, max, false)
+}
+
+/// Regular file `rel` beneath `root` as `who` reads it: its first `max`
+/// bytes and its size; nothing read at all where it is larger and
+/// `whole` (the caller says it is too large).
+fn read_up_to(
+    who: Option<&Account>,
+    root: &Path,
+    rel: &str,
+    max: u64,
+    whole: bool,
+) -> io::Result<(Vec<u8>, u64)> {
     let (root, rel) = (root.to_path_buf(), relative(rel)?);
     as_account(who, move || {
         // non-blocking: a FIFO does not hang the server
@@ -207,45 +231,14 @@ pub fn read(who: Option<&Account>, root: &Path, rel: &str, max: u64) -> io::Resu
             ));
         }
         let size = st.st_size as u64;
-        if size > max {
-            // not read at all: the caller says it is too large
+        if whole && size > max {
             return Ok((Vec::new(), size));
         }
-        let mut f = std::fs::File::from(fd);
         let mut out = Vec::with_capacity(size.min(max) as usize);
-        (&mut f).take(max).read_to_end(&mut out)?;
-        Ok((out, size))
-    })
-}
-
-/// The first `max` bytes of regular file `rel` beneath `root` (a
-/// preview, whatever its size), and its size, as `who` reads it.
-pub fn read_start(
-    who: Option<&Account>,
-    root: &Path,
-    rel: &str,
-    max: u64,
-) -> io::Result<(Vec<u8>, u64)> {
-    let (root, rel) = (root.to_path_buf(), relative(rel)?);
-    as_account(who, move || {
-        let fd = open_beneath(
-            &root,
-            &rel,
-            OFlags::RDONLY | OFlags::NONBLOCK,
-            Mode::empty(),
-        )?;
-        let st = rustix::fs::fstat(&fd)?;
-        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "not a regular file",
-            ));
-        }
-        let mut out = Vec::with_capacity((st.st_size as u64).min(max) as usize);
         (&mut std::fs::File::from(fd))
             .take(max)
             .read_to_end(&mut out)?;
-        Ok((out, st.st_size as u64))
+        Ok((out, size))
     })
 }
 
