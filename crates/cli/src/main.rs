@@ -11,6 +11,7 @@ mod agent;
 mod bench;
 mod bench_gateway;
 mod bench_serve;
+mod capacity;
 mod client;
 mod profile;
 mod serve;
@@ -189,6 +190,8 @@ struct SimArgs {
     /// No training jobs: simulate the endpoints alone (needs --endpoints).
     #[arg(long, requires = "endpoints", conflicts_with = "workload")]
     no_jobs: bool,
+    #[command(flatten)]
+    capacity: capacity::CapacityArgs,
 }
 
 /// `NAME=VALUE` of a repeatable option.
@@ -486,6 +489,15 @@ pub fn progress_bar(quiet: bool) -> indicatif::ProgressBar {
 }
 
 fn cmd_sim(a: SimArgs) -> Result<()> {
+    if a.capacity.no_departures {
+        return capacity::run(
+            &a.capacity,
+            a.workload.as_deref(),
+            a.seed,
+            a.output,
+            a.plot.as_deref(),
+        );
+    }
     let mut factory = load_factory(a.factory.as_deref())?;
     apply_site_overrides(&mut factory, &a.grid, &a.power_budget)?;
     let (mut policy, throughputs) = a.sched.resolve(&factory)?;

@@ -1098,3 +1098,59 @@ fn sim_serves_endpoints_alongside_training() {
     ]);
     assert_clean_failure(&o, &["bad.toml", "line 5", "replicas"]);
 }
+
+#[test]
+fn capacity_run_without_departures_reports_the_allocation_curve() {
+    let t = Tmp::new("capacity");
+    let svg = t.path("curve.svg");
+    let o = run_ok(&[
+        "sim",
+        "--no-departures",
+        "--placement",
+        "random,gigafab",
+        "--arrive",
+        "0.5",
+        "--repeat",
+        "2",
+        "--seed",
+        "3",
+        "--plot",
+        &svg,
+        "-o",
+        "json",
+    ]);
+    let v: Value = serde_json::from_str(&stdout(&o)).expect("JSON report");
+    assert_eq!(v["gpus"], 6212, "the embedded openb cluster");
+    assert_eq!(v["pods"], 8152);
+    let runs = v["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 4, "two policies, two seeds each");
+    for r in runs {
+        let curve = r["curve"].as_array().unwrap();
+        let last = &curve[curve.len() - 1];
+        assert_eq!(last["arrived_pct"], 50.0);
+        let alloc = last["allocated_pct"].as_f64().unwrap();
+        assert!((40.0..=51.0).contains(&alloc), "{alloc}");
+    }
+    // at half the capacity, gigafab's placement has failed nothing
+    let g = &v["summary"][1];
+    assert_eq!(g["policy"], "gigafab");
+    assert_eq!(g["pods_failed"], 0.0);
+    let picture = std::fs::read_to_string(&svg).unwrap();
+    assert!(picture.starts_with("<svg") && picture.contains("gigafab"));
+
+    let bad = gigafab(&["sim", "--no-departures", "--placement", "tetris"]);
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("unknown policy `tetris`"),
+        "{}",
+        stderr(&bad)
+    );
+    let bad = gigafab(&["sim", "--no-departures", "--arrive", "0"]);
+    assert!(stderr(&bad).contains("--arrive"), "{}", stderr(&bad));
+    let nodes = t.write(
+        "nodes.csv",
+        "sn,cpu_milli,memory_mib,gpu,model\nn,1,1,two,T4\n",
+    );
+    let bad = gigafab(&["sim", "--no-departures", "--nodes", &nodes]);
+    assert!(stderr(&bad).contains("nodes.csv:2"), "{}", stderr(&bad));
+}

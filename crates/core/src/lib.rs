@@ -17,6 +17,7 @@ mod queue;
 pub mod rng;
 pub mod sched;
 pub mod serving;
+pub mod share;
 pub mod spec;
 pub mod time;
 

@@ -1,6 +1,7 @@
 //! gigafab digital twin: a discrete-event simulation of an AI factory that
 //! drives the scheduler of `gigafab-core` with virtual time.
 
+pub mod capacity;
 pub mod endpoints;
 pub mod engine;
 pub mod files;

@@ -68,7 +68,7 @@ const COLOURS: [&str; 6] = [
 ];
 
 /// Escapes text for XML content and attribute values.
-fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
