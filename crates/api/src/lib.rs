@@ -238,6 +238,21 @@ pub struct SubmitJob {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(exclusive_minimum = 0)]
     pub min_memory_gb: Option<f64>,
+    /// A slice of one accelerator: at least this share of it (0 < share
+    /// < 1; `gpus` is then 1). The job runs on a shared pool's slice
+    /// (docs/scheduling.md, "Sharing an accelerator").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(exclusive_minimum = 0, exclusive_maximum = 1)]
+    pub gpu_share: Option<f64>,
+    /// A slice with at least this much accelerator memory, GB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(exclusive_minimum = 0)]
+    pub gpu_memory_gb: Option<f64>,
+    /// A named slice: a MIG profile (`1g.10gb`), an AMD partition (`cpx`),
+    /// or `mps-N` / `ts-N` (one of N MPS or time-sliced clients).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 32)]
+    pub gpu_profile: Option<String>,
     /// Seconds [default 3600, at most 30 days].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 2592000)]
@@ -306,6 +321,9 @@ impl SubmitJob {
             types: None,
             vendor: None,
             min_memory_gb: None,
+            gpu_share: None,
+            gpu_memory_gb: None,
+            gpu_profile: None,
             time_limit_s: None,
             priority: None,
             preemptible: None,
@@ -326,6 +344,10 @@ impl SubmitJob {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AcceleratorFilter {
     pub types: Vec<String>,
+    /// A slice of one accelerator (`1g.10gb`, `0.25`, `any`), when the job
+    /// asked for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slice: Option<String>,
     #[schema(value_type = Option<Vendor>)]
     pub vendor: Option<String>,
     pub min_memory_gb: Option<f64>,

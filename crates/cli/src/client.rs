@@ -339,9 +339,17 @@ pub enum Vendor {
 /// `gigafab submit`.
 #[derive(Args, Debug)]
 pub struct SubmitArgs {
-    /// Number of accelerators, started together as a gang [default: 1].
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=65536))]
-    gpus: Option<u32>,
+    /// Number of accelerators, started together as a gang [default: 1];
+    /// or a share of one below 1 (`0.25`): a slice of a shared pool.
+    #[arg(long, value_parser = directives::parse_gpus)]
+    gpus: Option<directives::Gpus>,
+    /// A slice of one accelerator with at least this much memory, GB.
+    #[arg(long = "gpu-mem", value_name = "GB")]
+    gpu_mem: Option<f64>,
+    /// A named slice of one accelerator: a MIG profile (1g.10gb), an AMD
+    /// partition (cpx), mps-N or ts-N.
+    #[arg(long = "gpu-profile", value_name = "NAME")]
+    gpu_profile: Option<String>,
     /// Accelerator type (e.g. h100); repeat to accept any of several types.
     #[arg(long = "type", value_name = "TYPE")]
     types: Vec<String>,

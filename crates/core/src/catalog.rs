@@ -47,6 +47,48 @@ pub struct AcceleratorType {
     /// Weight of one accelerator-hour of this type when charging allocations.
     #[serde(default = "one")]
     pub billing_weight: f64,
+    /// Set on the slice types a factory derives for a shared pool (never
+    /// read from a file).
+    #[serde(skip)]
+    pub slice: Option<SliceOf>,
+}
+
+/// What a slice type is a slice of.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SliceOf {
+    /// The whole accelerator's type id (`h100`).
+    pub parent: String,
+    /// The slice's name: a MIG profile (`1g.10gb`), an AMD partition mode
+    /// (`cpx`), or `ts-N` / `mps-N` for one of N time-sliced or MPS clients.
+    pub name: String,
+    /// The share of the accelerator it is charged as, in thousandths.
+    pub milli: u16,
+    pub kind: SliceKind,
+}
+
+/// How an accelerator is shared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SliceKind {
+    /// NVIDIA Multi-Instance GPU: isolated compute and memory.
+    Mig,
+    /// AMD compute partition (SPX/DPX/QPX/CPX).
+    Partition,
+    /// Time-slicing: clients take turns on the whole accelerator.
+    TimeSliced,
+    /// NVIDIA Multi-Process Service: clients run at once, each with a
+    /// memory limit and a share of the compute threads.
+    Mps,
+}
+
+impl SliceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SliceKind::Mig => "mig",
+            SliceKind::Partition => "partition",
+            SliceKind::TimeSliced => "time-slicing",
+            SliceKind::Mps => "mps",
+        }
+    }
 }
 
 fn one() -> f64 {
@@ -113,6 +155,7 @@ impl Catalog {
                     idle_watts: idle,
                     peak_watts: peak,
                     billing_weight: w,
+                    slice: None,
                 })
                 .collect(),
         }

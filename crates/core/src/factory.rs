@@ -136,6 +136,110 @@ struct PoolFile {
     /// Idle nodes kept powered up under idle power-down; default: the
     /// scheduler profile's `warm_nodes`.
     warm_nodes: Option<u32>,
+    /// Sharing with a fixed layout: every accelerator split into slices of
+    /// this MIG profile (`1g.10gb`) or AMD partition mode (`cpx`).
+    slices: Option<String>,
+    /// Sharing by time: this many clients per accelerator (2..=64), each
+    /// with an equal share of its memory.
+    fractions: Option<u32>,
+    /// With `fractions`: `time-slicing` (default) or `mps`.
+    share: Option<String>,
+}
+
+/// The slice type of a shared pool (added to `catalog` once) and the
+/// slices per accelerator; `(accel, 1)` for a pool of whole accelerators.
+fn share_type(
+    catalog: &mut Catalog,
+    accel: TypeIdx,
+    p: &PoolFile,
+) -> Result<(TypeIdx, u32), String> {
+    use crate::catalog::{SliceKind, SliceOf};
+    let parent = catalog.get(accel).clone();
+    let (name, per, milli, memory_gb, kind) = match (&p.slices, p.fractions, &p.share) {
+        (None, None, None) => return Ok((accel, 1)),
+        (Some(_), Some(_), _) => {
+            return Err("a pool is shared by `slices` or by `fractions`, not both".into());
+        }
+        (Some(_), None, Some(_)) => {
+            return Err("`share` goes with `fractions` (slices are MIG or AMD partitions)".into());
+        }
+        (None, None, Some(_)) => return Err("`share` needs `fractions`".into()),
+        (Some(name), None, None) => {
+            let prof = crate::share::profiles::find(&parent.id, name).ok_or_else(|| {
+                let known: Vec<&str> = crate::share::profiles::of_type(&parent.id)
+                    .iter()
+                    .map(|p| p.name)
+                    .collect();
+                if known.is_empty() {
+                    format!(
+                        "`{}` cannot be split into slices (MIG: a100, h100, h200, b200; partitions: mi300x, mi325x, mi355x); share it with `fractions`",
+                        parent.id
+                    )
+                } else {
+                    format!("`{name}` is not a slice of {} (known: {})", parent.id, known.join(", "))
+                }
+            })?;
+            let kind = if prof.of == 7 {
+                SliceKind::Mig
+            } else {
+                SliceKind::Partition
+            };
+            (
+                prof.name.to_string(),
+                prof.max_per_gpu as u32,
+                prof.milli(),
+                prof.memory_gb,
+                kind,
+            )
+        }
+        (None, Some(k), share) => {
+            if !(2..=64).contains(&k) {
+                return Err(format!("fractions must be in 2..=64, got {k}"));
+            }
+            let kind = match share.as_deref().unwrap_or("time-slicing") {
+                "time-slicing" => SliceKind::TimeSliced,
+                "mps" if parent.vendor == crate::catalog::Vendor::Nvidia => SliceKind::Mps,
+                "mps" => return Err(format!("MPS is NVIDIA's; `{}` is not", parent.id)),
+                other => {
+                    return Err(format!("unknown share `{other}` (time-slicing or mps)"));
+                }
+            };
+            let prefix = if kind == SliceKind::Mps { "mps" } else { "ts" };
+            (
+                format!("{prefix}-{k}"),
+                k,
+                (crate::share::MILLI as u32).div_ceil(k) as u16,
+                parent.memory_gb / k as f64,
+                kind,
+            )
+        }
+    };
+    if p.accelerators_per_node * per > MAX_PER_NODE {
+        return Err(format!(
+            "{} accelerators × {per} slices exceed {MAX_PER_NODE} per node",
+            p.accelerators_per_node
+        ));
+    }
+    let share = milli as f64 / crate::share::MILLI as f64;
+    let id = format!("{}-{name}", parent.id);
+    if let Some(i) = catalog.index(&id) {
+        return Ok((i, per));
+    }
+    let t = AcceleratorType {
+        id,
+        vendor: parent.vendor,
+        memory_gb,
+        idle_watts: parent.idle_watts * share,
+        peak_watts: parent.peak_watts * share,
+        billing_weight: parent.billing_weight * share,
+        slice: Some(SliceOf {
+            parent: parent.id.clone(),
+            name,
+            milli,
+            kind,
+        }),
+    };
+    Ok((catalog.upsert(t)?, per))
 }
 
 /// Default power usage effectiveness of a site.
@@ -194,6 +298,9 @@ pub struct Pool {
     pub resume_s: Option<f64>,
     /// Idle nodes kept powered up (None: the policy's).
     pub warm_nodes: Option<u32>,
+    /// Slices per physical accelerator when the pool is shared (its type
+    /// is then a slice type, `accel`'s `slice` says of what); 1 otherwise.
+    pub slices_per_accel: u32,
 }
 
 impl Pool {
@@ -478,7 +585,21 @@ impl Factory {
                 if let Some(r) = p.resume_s {
                     crate::profile::check_resume_s(r).map_err(|m| invalid(line, loc.clone(), m))?;
                 }
+                let (accel, slices_per_accel) = share_type(&mut catalog, accel, p)
+                    .map_err(|m| invalid(line, loc.clone(), m))?;
+                let per = per * slices_per_accel;
+                let domain_nodes = if slices_per_accel > 1 {
+                    1
+                } else {
+                    domain_nodes
+                };
+                let leaf_nodes = if slices_per_accel > 1 {
+                    p.nodes_per_leaf.unwrap_or(32)
+                } else {
+                    leaf_nodes
+                };
                 pools.push(Pool {
+                    slices_per_accel,
                     node_watts,
                     resume_s: p.resume_s,
                     warm_nodes: p.warm_nodes,

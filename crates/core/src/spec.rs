@@ -71,6 +71,73 @@ pub struct TypeFilter {
     /// Sites the job may run at (data residency); empty means any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sites: Vec<String>,
+    /// A slice of one accelerator instead of whole ones (then
+    /// `min_memory_gb` is the slice's memory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slice: Option<SliceReq>,
+}
+
+/// A request for a slice of an accelerator.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SliceReq {
+    /// At least this share of the accelerator, in thousandths (0: any).
+    #[serde(default)]
+    pub milli: u16,
+    /// This named slice (`1g.10gb`, `cpx`, `mps-4`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+}
+
+impl SliceReq {
+    /// Whether a slice type satisfies the request.
+    pub fn accepts(&self, s: &crate::catalog::SliceOf) -> bool {
+        s.milli >= self.milli
+            && self
+                .profile
+                .as_deref()
+                .is_none_or(|p| p.eq_ignore_ascii_case(&s.name))
+    }
+
+    /// The column form after `slice:`.
+    pub fn to_column(&self) -> String {
+        match (&self.profile, self.milli) {
+            (Some(p), _) => p.clone(),
+            (None, 0) => "any".into(),
+            (None, m) => format!("{}", m as f64 / 1000.0),
+        }
+    }
+
+    /// Parses the column form: `any`, a share (`0.25`) or a slice name.
+    pub fn parse(s: &str) -> Result<SliceReq, String> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("any") || s == "*" {
+            return Ok(SliceReq::default());
+        }
+        if let Ok(x) = s.parse::<f64>() {
+            if !(x.is_finite() && x > 0.0 && x < 1.0) {
+                return Err(format!(
+                    "a slice's share must be above 0 and below 1 (whole accelerators are counts), got `{s}`"
+                ));
+            }
+            return Ok(SliceReq {
+                milli: ((x * 1000.0).ceil() as u16).max(1),
+                profile: None,
+            });
+        }
+        let ok = !s.is_empty()
+            && s.len() <= 32
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+        if !ok {
+            return Err(format!(
+                "bad slice `{s}`: a share (0.25), a MIG profile (1g.10gb), an AMD partition (cpx) or mps-N/ts-N"
+            ));
+        }
+        Ok(SliceReq {
+            milli: 0,
+            profile: Some(s.to_ascii_lowercase()),
+        })
+    }
 }
 
 impl TypeFilter {
@@ -83,6 +150,28 @@ impl TypeFilter {
             && self.vendor.is_none()
             && self.min_memory_gb.is_none()
             && self.sites.is_empty()
+            && self.slice.is_none()
+    }
+
+    /// Whether an accelerator type satisfies the filter (sites aside). A
+    /// slice type serves only slice requests, and a slice request only
+    /// slice types; `types` names a slice's parent (`h100`) or the slice
+    /// type itself (`h100-1g.10gb`).
+    pub fn accepts(&self, ty: &crate::catalog::AcceleratorType) -> bool {
+        let slice_ok = match (&self.slice, &ty.slice) {
+            (None, None) => true,
+            (Some(r), Some(s)) => r.accepts(s),
+            _ => false,
+        };
+        slice_ok
+            && (self.types.is_empty()
+                || self.types.contains(&ty.id)
+                || ty
+                    .slice
+                    .as_ref()
+                    .is_some_and(|s| self.types.contains(&s.parent)))
+            && self.vendor.is_none_or(|v| v == ty.vendor)
+            && self.min_memory_gb.is_none_or(|m| ty.memory_gb >= m)
     }
 
     /// Parses the `types` column form: `h100|mi300x`, `vendor:amd`,
@@ -96,7 +185,9 @@ impl TypeFilter {
             return Ok(f);
         }
         for part in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-            if let Some(list) = part.strip_prefix("site:") {
+            if let Some(slice) = part.strip_prefix("slice:") {
+                f.slice = Some(SliceReq::parse(slice)?);
+            } else if let Some(list) = part.strip_prefix("site:") {
                 for site in list.split('|').map(str::trim) {
                     if site.is_empty() {
                         return Err(format!("empty site name in `{part}`"));
@@ -149,6 +240,9 @@ impl TypeFilter {
         }
         if !self.sites.is_empty() {
             parts.push(format!("site:{}", self.sites.join("|")));
+        }
+        if let Some(s) = &self.slice {
+            parts.push(format!("slice:{}", s.to_column()));
         }
         parts.join(";")
     }

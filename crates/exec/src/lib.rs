@@ -40,15 +40,44 @@ pub enum DeviceVendor {
 pub struct AssignedAccel {
     /// Node name as in the factory file (`nvidia-0`).
     pub node: String,
-    /// Device index on that node (what `CUDA_VISIBLE_DEVICES` lists).
+    /// Device index on that node (what `CUDA_VISIBLE_DEVICES` lists): for
+    /// a slice, its accelerator's (an AMD partition is a device of its own,
+    /// numbered among the partitions).
     pub index: u32,
     pub vendor: DeviceVendor,
+    /// Set when the job holds a slice of the accelerator, not all of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slice: Option<AssignedSlice>,
+}
+
+/// A slice of an accelerator handed to a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssignedSlice {
+    /// `mig`, `partition`, `mps` or `time-slicing`.
+    pub kind: String,
+    /// `1g.10gb`, `cpx`, `mps-4`, `ts-4`.
+    pub name: String,
+    /// Which slice of the accelerator (0-based).
+    pub slot: u32,
+    /// Slices the accelerator is split into.
+    pub of: u32,
+    /// The slice's memory, MiB.
+    pub memory_mib: u64,
+    /// A MIG instance's UUID (`MIG-...`), as NVML lists it on the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
 }
 
 impl AssignedAccel {
     /// `node/index`, the form used in the API and in `GIGAFAB_ACCELERATORS`.
     pub fn label(&self) -> String {
-        format!("{}/{}", self.node, self.index)
+        match &self.slice {
+            // an AMD partition is numbered as a device of its own
+            Some(s) if s.kind != "partition" => {
+                format!("{}/{}:{}{}", self.node, self.index, s.name, slot_suffix(s))
+            }
+            _ => format!("{}/{}", self.node, self.index),
+        }
     }
 }
 
@@ -332,21 +361,34 @@ pub trait Executor: Send + Sync {
     }
 }
 
+/// `#k` for the k-th slice.
+fn slot_suffix(s: &AssignedSlice) -> String {
+    format!("#{}", s.slot)
+}
+
 /// The environment that exposes `accels` to a job: `CUDA_VISIBLE_DEVICES`
-/// (NVIDIA device indices), `ROCR_VISIBLE_DEVICES` (AMD device indices) and
-/// `GIGAFAB_ACCELERATORS` (`node/index` of every accelerator, comma
-/// separated). A variable whose vendor is absent is set to the empty string
-/// so that a job cannot see devices it was not given.
+/// (NVIDIA device indices, or a MIG instance's UUID), `ROCR_VISIBLE_DEVICES`
+/// (AMD device indices: a partition is a device of its own) and
+/// `GIGAFAB_ACCELERATORS` (`node/index` of every accelerator, with
+/// `:slice#k` for a slice, comma separated). A variable whose vendor is
+/// absent is set to the empty string so that a job cannot see devices it
+/// was not given. A slice shared by MPS also gets its memory limit
+/// (`CUDA_MPS_PINNED_DEVICE_MEM_LIMIT`) and its share of the compute
+/// threads (`CUDA_MPS_ACTIVE_THREAD_PERCENTAGE`); every slice is described
+/// in `GIGAFAB_SLICE` (`kind name memory_mib`).
 pub fn accelerator_env(accels: &[AssignedAccel]) -> Vec<(String, String)> {
     let list = |v: DeviceVendor| {
         accels
             .iter()
             .filter(|a| a.vendor == v)
-            .map(|a| a.index.to_string())
+            .map(|a| match &a.slice {
+                Some(s) if s.kind == "mig" => s.uuid.clone().unwrap_or_default(),
+                _ => a.index.to_string(),
+            })
             .collect::<Vec<_>>()
             .join(",")
     };
-    vec![
+    let mut env = vec![
         ("CUDA_VISIBLE_DEVICES".into(), list(DeviceVendor::Nvidia)),
         ("ROCR_VISIBLE_DEVICES".into(), list(DeviceVendor::Amd)),
         (
@@ -357,7 +399,25 @@ pub fn accelerator_env(accels: &[AssignedAccel]) -> Vec<(String, String)> {
                 .collect::<Vec<_>>()
                 .join(","),
         ),
-    ]
+    ];
+    if let Some(s) = accels.iter().find_map(|a| a.slice.as_ref()) {
+        env.push((
+            "GIGAFAB_SLICE".into(),
+            format!("{} {} {}", s.kind, s.name, s.memory_mib),
+        ));
+        if s.kind == "mps" {
+            // the device is the job's only one: index 0 in its own view
+            env.push((
+                "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT".into(),
+                format!("0={}M", s.memory_mib),
+            ));
+            env.push((
+                "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE".into(),
+                (100 / s.of.max(1)).max(1).to_string(),
+            ));
+        }
+    }
+    env
 }
 
 /// Now, milliseconds since the Unix epoch.
@@ -397,6 +457,7 @@ mod tests {
             node: node.into(),
             index,
             vendor,
+            slice: None,
         };
         let env = accelerator_env(&[
             a("n0", 2, DeviceVendor::Nvidia),
@@ -408,5 +469,45 @@ mod tests {
         let env = accelerator_env(&[a("m", 0, DeviceVendor::Amd)]);
         assert_eq!(env[0].1, "");
         assert_eq!(env[1].1, "0");
+    }
+
+    #[test]
+    fn a_slice_shows_only_itself() {
+        let slice = |kind: &str, name: &str, slot, of, uuid: Option<&str>| AssignedSlice {
+            kind: kind.into(),
+            name: name.into(),
+            slot,
+            of,
+            memory_mib: 10240,
+            uuid: uuid.map(Into::into),
+        };
+        let mig = AssignedAccel {
+            node: "n0".into(),
+            index: 3,
+            vendor: DeviceVendor::Nvidia,
+            slice: Some(slice("mig", "1g.10gb", 5, 7, Some("MIG-abc"))),
+        };
+        let env = accelerator_env(std::slice::from_ref(&mig));
+        assert_eq!(env[0], ("CUDA_VISIBLE_DEVICES".into(), "MIG-abc".into()));
+        assert_eq!(env[2].1, "n0/3:1g.10gb#5");
+        assert_eq!(env[3], ("GIGAFAB_SLICE".into(), "mig 1g.10gb 10240".into()));
+        assert_eq!(env.len(), 4, "no MPS variables for MIG");
+        let mps = AssignedAccel {
+            slice: Some(slice("mps", "mps-4", 1, 4, None)),
+            ..mig.clone()
+        };
+        let env = accelerator_env(&[mps]);
+        assert_eq!(env[0].1, "3", "the accelerator, not the slot");
+        assert!(env.contains(&("CUDA_MPS_PINNED_DEVICE_MEM_LIMIT".into(), "0=10240M".into())));
+        assert!(env.contains(&("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE".into(), "25".into())));
+        let cpx = AssignedAccel {
+            vendor: DeviceVendor::Amd,
+            index: 13,
+            slice: Some(slice("partition", "cpx", 5, 8, None)),
+            ..mig
+        };
+        let env = accelerator_env(&[cpx]);
+        assert_eq!(env[1], ("ROCR_VISIBLE_DEVICES".into(), "13".into()));
+        assert_eq!(env[2].1, "n0/13", "a partition is a device of its own");
     }
 }

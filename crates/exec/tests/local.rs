@@ -100,6 +100,7 @@ fn completed_job_sees_its_environment() {
         node: node.into(),
         index,
         vendor,
+        slice: None,
     };
     let mut s = sh(
         11,

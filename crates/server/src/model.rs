@@ -58,6 +58,9 @@ pub struct StoredSpec {
     pub vendor: Option<String>,
     #[serde(default)]
     pub min_memory_gb: Option<f64>,
+    /// A slice of one accelerator instead of whole ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slice: Option<gigafab_core::spec::SliceReq>,
     #[serde(default)]
     pub priority: i32,
     #[serde(default)]
@@ -148,6 +151,7 @@ impl JobRow {
                 types: spec.types,
                 vendor: spec.vendor,
                 min_memory_gb: spec.min_memory_gb,
+                slice: spec.slice.as_ref().map(|s| s.to_column()),
             },
             job_type: spec.job_type,
             command: spec.command,

@@ -6,8 +6,10 @@
 
 use std::collections::BTreeMap;
 
+use axum::http::StatusCode;
 use gigafab_core::sched::DepKind;
-use gigafab_core::{Factory, Vendor};
+use gigafab_core::spec::SliceReq;
+use gigafab_core::{Factory, TypeFilter, Vendor};
 
 use crate::auth::{Principal, Role};
 use crate::error::ApiError;
@@ -74,6 +76,8 @@ pub struct ValidSubmit {
     /// A job array: its task indexes (at least one) and how many may run
     /// at once.
     pub(crate) array: Option<(Vec<i64>, Option<u32>)>,
+    /// A slice of one accelerator instead of whole ones.
+    pub(crate) slice: Option<SliceReq>,
 }
 
 /// A job a submission waits for: how, which, and its state as the API saw
@@ -346,6 +350,7 @@ pub fn validate(
             "min_memory_gb: must be > 0 and at most 100000",
         ));
     }
+    let slice = slice_of(&req, &types, vendor.as_deref(), factory)?;
     let env = req.env.clone().unwrap_or_default();
     if env.len() > 256 {
         return Err(ApiError::invalid("env: at most 256 variables"));
@@ -411,7 +416,135 @@ pub fn validate(
         endpoint: None,
         after,
         array,
+        slice,
     })
+}
+
+/// The slice a submission asks for (`gpu_share`, `gpu_memory_gb`,
+/// `gpu_profile`), checked against the fleet: a slice no pool offers is
+/// refused with the slices that would hold it.
+fn slice_of(
+    req: &SubmitReq,
+    types: &[String],
+    vendor: Option<&str>,
+    factory: &Factory,
+) -> Result<Option<SliceReq>, ApiError> {
+    if req.gpu_share.is_none() && req.gpu_memory_gb.is_none() && req.gpu_profile.is_none() {
+        return Ok(None);
+    }
+    if req.gpus != 1 {
+        return Err(ApiError::invalid(format!(
+            "gpus: a slice is one accelerator's; ask for gpus 1 with gpu_share, gpu_memory_gb or gpu_profile (got {})",
+            req.gpus
+        )));
+    }
+    let mut slice = SliceReq::default();
+    if let Some(x) = req.gpu_share {
+        slice = SliceReq::parse(&x.to_string())
+            .map_err(|m| ApiError::invalid(format!("gpu_share: {m}")))?;
+    }
+    if let Some(p) = &req.gpu_profile {
+        let named =
+            SliceReq::parse(p).map_err(|m| ApiError::invalid(format!("gpu_profile: {m}")))?;
+        if named.profile.is_none() {
+            return Err(ApiError::invalid(format!(
+                "gpu_profile: `{p}` is a share; give it as gpu_share"
+            )));
+        }
+        slice.profile = named.profile;
+    }
+    let memory = req.gpu_memory_gb;
+    if let Some(m) = memory
+        && !(m.is_finite() && m > 0.0 && m <= 100_000.0)
+    {
+        return Err(ApiError::invalid(
+            "gpu_memory_gb: must be > 0 and at most 100000",
+        ));
+    }
+    let filter = TypeFilter {
+        types: types.to_vec(),
+        vendor: vendor.and_then(Vendor::parse),
+        min_memory_gb: memory.into_iter().chain(req.min_memory_gb).reduce(f64::max),
+        sites: Vec::new(),
+        slice: Some(slice.clone()),
+    };
+    let fits = factory
+        .pools
+        .iter()
+        .any(|p| filter.accepts(factory.catalog.get(p.accel)));
+    if fits {
+        return Ok(Some(slice));
+    }
+    Err(ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "unsatisfiable",
+        slice_refusal(&filter, &slice, factory),
+    ))
+}
+
+/// Why no pool holds a slice request, with the slices that would: the
+/// fleet's own, then the named slices of its accelerator types.
+fn slice_refusal(filter: &TypeFilter, slice: &SliceReq, factory: &Factory) -> String {
+    let gb = filter.min_memory_gb.unwrap_or(0.0);
+    let mut asked = Vec::new();
+    if let Some(p) = &slice.profile {
+        asked.push(format!("slice {p}"));
+    }
+    if slice.milli > 0 {
+        asked.push(format!("{} of an accelerator", slice.milli as f64 / 1000.0));
+    }
+    if gb > 0.0 {
+        asked.push(format!("{gb} GB"));
+    }
+    let mut offered = Vec::new();
+    let mut would = Vec::new();
+    let mut parents = std::collections::BTreeSet::new();
+    for p in &factory.pools {
+        let t = factory.catalog.get(p.accel);
+        match &t.slice {
+            Some(s) => {
+                let line = format!(
+                    "{} ({}, {} GB, {} of an accelerator)",
+                    t.id,
+                    s.name,
+                    t.memory_gb,
+                    s.milli as f64 / 1000.0
+                );
+                if !offered.contains(&line) {
+                    offered.push(line);
+                }
+                parents.insert(s.parent.clone());
+            }
+            None => {
+                parents.insert(t.id.clone());
+            }
+        }
+    }
+    for parent in &parents {
+        let names: Vec<&str> = gigafab_core::share::profiles::fitting(parent, gb, slice.milli)
+            .iter()
+            .map(|p| p.name)
+            .collect();
+        if !names.is_empty() {
+            would.push(format!("{parent}: {}", names.join(", ")));
+        }
+    }
+    let mut msg = format!(
+        "no slice of this fleet holds {}; its slices: {}",
+        asked.join(" with "),
+        if offered.is_empty() {
+            "none (no pool is shared)".to_string()
+        } else {
+            offered.join("; ")
+        }
+    );
+    if !would.is_empty() {
+        msg += &format!(
+            "; the slices that would fit it, smallest first: {}",
+            would.join("; ")
+        );
+    }
+    msg
 }
 
 #[cfg(test)]

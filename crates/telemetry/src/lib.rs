@@ -39,7 +39,7 @@ pub use amd::AmdSmiTelemetry;
 pub use energy::{COUNTER_TOLERANCE, EnergyMeter, counter_trustworthy};
 pub use fake::FakeTelemetry;
 pub use model::{ModelDevice, ModelTelemetry, model_power_w};
-pub use nvml::NvmlTelemetry;
+pub use nvml::{MigInstance, NvmlTelemetry};
 pub use probe::{Probe, detect, probe};
 pub use replay::ReplayTelemetry;
 

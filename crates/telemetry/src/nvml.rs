@@ -293,6 +293,60 @@ impl Telemetry for NvmlTelemetry {
     }
 }
 
+/// One MIG instance of a GPU, as NVML lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MigInstance {
+    /// The GPU's index.
+    pub gpu: u32,
+    /// The instance's index among the GPU's MIG devices.
+    pub index: u32,
+    /// `MIG-...`: what `CUDA_VISIBLE_DEVICES` takes.
+    pub uuid: String,
+    pub memory_mib: u64,
+}
+
+impl NvmlTelemetry {
+    /// The MIG instances of every GPU in MIG mode (none where MIG is off
+    /// or unsupported), GPU by GPU in NVML's order.
+    pub fn mig_instances(&self) -> Result<Vec<MigInstance>, TelemetryError> {
+        let mut out = Vec::new();
+        for gpu in 0..self.count {
+            let d = self.device(gpu)?;
+            let on = match d.mig_mode() {
+                Ok(m) => m.current == 1,
+                Err(NvmlError::NotSupported) => false,
+                Err(e) => return Err(backend(gpu, e)),
+            };
+            if !on {
+                continue;
+            }
+            let max = d.mig_device_count().map_err(|e| backend(gpu, e))?;
+            for index in 0..max {
+                let m = match d.mig_device_by_index(index) {
+                    Ok(m) => m,
+                    // a slot without an instance
+                    Err(NvmlError::NotFound) | Err(NvmlError::InvalidArg) => continue,
+                    Err(e) => return Err(backend(gpu, e)),
+                };
+                out.push(MigInstance {
+                    gpu,
+                    index,
+                    uuid: m.uuid().map_err(|e| backend(gpu, e))?,
+                    memory_mib: m.memory_info().map_err(|e| backend(gpu, e))?.total / MIB,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn backend(gpu: u32, e: NvmlError) -> TelemetryError {
+    TelemetryError::Backend {
+        backend: BACKEND,
+        message: format!("GPU {gpu}: {e}"),
+    }
+}
+
 impl NvmlTelemetry {
     /// One device's reading.
     fn read(&self, index: u32, xid_errors: Vec<u64>) -> Result<Sample, TelemetryError> {

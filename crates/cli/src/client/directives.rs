@@ -12,7 +12,11 @@ use super::duration::parse_time_limit;
 /// What a script's directives ask for.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Directives {
-    pub gpus: Option<u32>,
+    pub gpus: Option<Gpus>,
+    /// A slice with at least this much memory, GB (`--gpu-mem`).
+    pub gpu_mem: Option<f64>,
+    /// A named slice (`--gpu-profile`, or Slurm's `--gres=gpu:1g.10gb:1`).
+    pub gpu_profile: Option<String>,
     pub types: Vec<String>,
     pub time_s: Option<u64>,
     pub memory_gb: Option<f64>,
@@ -131,22 +135,44 @@ pub fn parse(file: &str, text: &str) -> Result<Directives, DirectiveError> {
             let bad = |what: &str| err(format!("{shown}: {what}"));
             match name {
                 "gpus" => {
-                    let (ty, n) = typed_count(&v).ok_or_else(|| bad("a count, or TYPE:COUNT"))?;
-                    d.gpus = Some(n);
+                    if let Ok(Gpus::Share(x)) = parse_gpus(&v) {
+                        d.gpus = Some(Gpus::Share(x));
+                        continue;
+                    }
+                    let (ty, n) = typed_count(&v)
+                        .ok_or_else(|| bad("a count, TYPE:COUNT, or a share below 1 (0.25)"))?;
+                    d.gpus = Some(Gpus::Count(n));
                     if let Some(ty) = ty {
                         d.types = vec![ty];
                     }
                 }
+                "gpu-mem" => {
+                    d.gpu_mem = Some(positive(&v).ok_or_else(|| bad("GB, a number above 0"))?);
+                }
+                "gpu-profile" => {
+                    if v.is_empty() {
+                        return Err(bad("a slice name (1g.10gb, cpx, mps-4)"));
+                    }
+                    d.gpu_profile = Some(v.to_string());
+                }
                 "gres" => {
                     for g in v.split(',') {
                         match g.strip_prefix("gpu") {
-                            Some("") => d.gpus = Some(1),
+                            Some("") => d.gpus = Some(Gpus::Count(1)),
                             Some(r) if r.starts_with(':') => {
                                 let (ty, n) = typed_count(&r[1..])
                                     .ok_or_else(|| bad("gpu:COUNT or gpu:TYPE:COUNT"))?;
-                                d.gpus = Some(n);
-                                if let Some(ty) = ty {
-                                    d.types = vec![ty];
+                                d.gpus = Some(Gpus::Count(n));
+                                match ty {
+                                    // Slurm's MIG GRES: one slice of that profile
+                                    Some(ty) if mig_profile(&ty) => {
+                                        if n != 1 {
+                                            return Err(bad("a MIG slice is one per job in gigafab: gpu:PROFILE:1"));
+                                        }
+                                        d.gpu_profile = Some(ty.to_ascii_lowercase());
+                                    }
+                                    Some(ty) => d.types = vec![ty],
+                                    None => {}
                                 }
                             }
                             _ => d.ignored.push(format!(
@@ -199,11 +225,13 @@ pub fn parse(file: &str, text: &str) -> Result<Directives, DirectiveError> {
     }
     if let Some((n, line)) = per_node {
         let count = nodes.map_or(1, |x| x.0);
-        d.gpus = Some(n.checked_mul(count).ok_or_else(|| DirectiveError {
-            file: file.to_string(),
-            line,
-            why: "--gpus-per-node times --nodes is too large".into(),
-        })?);
+        d.gpus = Some(Gpus::Count(n.checked_mul(count).ok_or_else(|| {
+            DirectiveError {
+                file: file.to_string(),
+                line,
+                why: "--gpus-per-node times --nodes is too large".into(),
+            }
+        })?));
     } else if let Some((n, line)) = nodes
         && n > 1
         && d.gpus.is_none()
@@ -213,6 +241,43 @@ pub fn parse(file: &str, text: &str) -> Result<Directives, DirectiveError> {
         ));
     }
     Ok(d)
+}
+
+/// Accelerators asked for: a whole number, or a share of one below 1.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Gpus {
+    Count(u32),
+    Share(f64),
+}
+
+/// Parses `--gpus`: 1..=65536 accelerators, or a share of one (0 < x < 1).
+pub fn parse_gpus(v: &str) -> Result<Gpus, String> {
+    let v = v.trim();
+    if let Ok(n) = v.parse::<u32>() {
+        return if (1..=65536).contains(&n) {
+            Ok(Gpus::Count(n))
+        } else {
+            Err(format!("{n} is not within 1..=65536"))
+        };
+    }
+    match v.parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 && x < 1.0 => Ok(Gpus::Share(x)),
+        _ => Err(format!(
+            "`{v}`: a whole number of accelerators (1..=65536) or a share of one (0.25)"
+        )),
+    }
+}
+
+/// Whether a Slurm GRES type names a MIG profile (`1g.10gb`) rather than
+/// an accelerator type.
+fn mig_profile(t: &str) -> bool {
+    let t = t.to_ascii_lowercase();
+    t.split_once("g.").is_some_and(|(c, m)| {
+        !c.is_empty()
+            && c.chars().all(|x| x.is_ascii_digit())
+            && m.strip_suffix("gb")
+                .is_some_and(|g| !g.is_empty() && g.chars().all(|x| x.is_ascii_digit()))
+    })
 }
 
 /// The one name an option has, per family; None: not one gigafab reads.
@@ -248,6 +313,8 @@ fn canonical(family: Family, opt: &str) -> Option<&'static str> {
             "--preemptible" => "preemptible",
             "--allocation" => "allocation",
             "--project" => "project",
+            "--gpu-mem" => "gpu-mem",
+            "--gpu-profile" => "gpu-profile",
             _ => common,
         },
     };
@@ -364,7 +431,7 @@ mod tests {
                  #SBATCH --gpus=7\n";
         let d = parse("train.sh", s).unwrap();
         assert_eq!(d.name.as_deref(), Some("train"));
-        assert_eq!(d.gpus, Some(2));
+        assert_eq!(d.gpus, Some(Gpus::Count(2)));
         assert_eq!(d.time_s, Some(26 * 3600));
         assert_eq!(d.memory_gb, Some(16.0));
         assert_eq!(d.cpus, Some(8.0));
@@ -395,9 +462,12 @@ mod tests {
     #[test]
     fn gres_types_nodes_and_gigafab_lines() {
         let d = parse("a.sh", "#SBATCH --gres=gpu:h100:4\n").unwrap();
-        assert_eq!((d.gpus, d.types.clone()), (Some(4), vec!["h100".into()]));
+        assert_eq!(
+            (d.gpus, d.types.clone()),
+            (Some(Gpus::Count(4)), vec!["h100".into()])
+        );
         let d = parse("a.sh", "#SBATCH --nodes=2\n#SBATCH --gpus-per-node=8\n").unwrap();
-        assert_eq!(d.gpus, Some(16));
+        assert_eq!(d.gpus, Some(Gpus::Count(16)));
         let d = parse(
             "a.sh",
             "#SBATCH -d afterok:4:5,afterany:6\n#SBATCH --array=0-9%2\n",
@@ -413,7 +483,7 @@ mod tests {
         assert_eq!(d.types, vec!["mi300x".to_string()]);
         assert_eq!(
             (d.gpus, d.memory_gb, d.preemptible),
-            (Some(2), Some(64.0), true)
+            (Some(Gpus::Count(2)), Some(64.0), true)
         );
         assert_eq!(
             (d.name.as_deref(), d.vendor.as_deref()),
@@ -450,5 +520,27 @@ mod tests {
             );
             assert!(e.to_string().contains(needle), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn slices_come_as_shares_profiles_and_slurm_mig_gres() {
+        let d = parse("a.sh", "#GIGAFAB --gpus=0.25 --gpu-mem 10\n").unwrap();
+        assert_eq!((d.gpus, d.gpu_mem), (Some(Gpus::Share(0.25)), Some(10.0)));
+        let d = parse("a.sh", "#GIGAFAB --gpu-profile 1g.10gb\n").unwrap();
+        assert_eq!(d.gpu_profile.as_deref(), Some("1g.10gb"));
+        let d = parse("a.sh", "#SBATCH --gres=gpu:1g.10gb:1\n").unwrap();
+        assert_eq!(d.gpu_profile.as_deref(), Some("1g.10gb"));
+        assert!(d.types.is_empty(), "a profile is not a type");
+        let e = parse("a.sh", "#SBATCH --gres=gpu:3g.40gb:2\n").unwrap_err();
+        assert!(
+            e.to_string().contains("a.sh:1") && e.to_string().contains("one per job"),
+            "{e}"
+        );
+        let e = parse("a.sh", "#GIGAFAB --gpus=1.5\n").unwrap_err();
+        assert!(e.to_string().contains("share below 1"), "{e}");
+        assert_eq!(parse_gpus("3"), Ok(Gpus::Count(3)));
+        assert!(
+            parse_gpus("0").is_err() && parse_gpus("-0.5").is_err() && parse_gpus("nan").is_err()
+        );
     }
 }

@@ -25,7 +25,16 @@ pub(super) fn submit_body(
     };
     gigafab_api::SubmitJob {
         allocation: gigafab_api::IdRef::Num(allocation),
-        gpus: a.gpus.unwrap_or(1) as i64,
+        gpus: match a.gpus {
+            Some(super::directives::Gpus::Count(n)) => n as i64,
+            _ => 1,
+        },
+        gpu_share: match a.gpus {
+            Some(super::directives::Gpus::Share(x)) => Some(x),
+            _ => None,
+        },
+        gpu_memory_gb: a.gpu_mem,
+        gpu_profile: a.gpu_profile.clone(),
         command: a.command.clone(),
         name: a.name.clone(),
         project: a.project.clone(),
@@ -173,6 +182,8 @@ pub(super) fn apply_script(a: &mut SubmitArgs) -> Result<()> {
     a.command = command;
     // flags win over directives
     a.gpus = a.gpus.or(d.gpus);
+    a.gpu_mem = a.gpu_mem.or(d.gpu_mem);
+    a.gpu_profile = a.gpu_profile.take().or(d.gpu_profile);
     if a.types.is_empty() {
         a.types = d.types;
     }

@@ -16,9 +16,7 @@ impl SchedCore {
 
     pub(super) fn type_ok(&self, f: &TypeFilter, t: TypeIdx) -> bool {
         let ty = self.factory.catalog.get(t);
-        (f.types.is_empty() || f.types.contains(&ty.id))
-            && f.vendor.is_none_or(|v| v == ty.vendor)
-            && f.min_memory_gb.is_none_or(|m| ty.memory_gb >= m)
+        f.accepts(ty)
     }
 
     pub(super) fn cand_list(&mut self, spec: &JobSpec, steps: bool) -> Result<u32, Reason> {

@@ -313,6 +313,17 @@ impl Executor for LocalExecutor {
                 return Err(fail(format!("invalid environment variable {key:?}")));
             }
         }
+        for a in &spec.accelerators {
+            if let Some(s) = &a.slice
+                && s.kind == "mig"
+                && s.uuid.is_none()
+            {
+                return Err(fail(format!(
+                    "{}: GPU {} has no MIG instance {} (MIG mode off, or the {} layout not made: nvidia-smi mig -i {} -cgi {} -C)",
+                    a.node, a.index, s.slot, s.name, a.index, s.name
+                )));
+            }
+        }
         self.reap();
 
         let account = match &spec.run_as {

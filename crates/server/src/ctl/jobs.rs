@@ -83,6 +83,7 @@ impl Controller {
                 vendor: spec.vendor.as_deref().and_then(Vendor::parse),
                 min_memory_gb: spec.min_memory_gb,
                 sites: spec.sites.clone(),
+                slice: spec.slice.clone(),
             },
             duration_s: Some(duration),
             steps: None,
@@ -131,6 +132,7 @@ impl Controller {
             endpoint,
             after,
             array,
+            slice,
         } = valid;
         let waits: Vec<(DepKind, i64)> = after.iter().map(|a| (a.kind, a.job)).collect();
         let core_after = self
@@ -346,7 +348,16 @@ impl Controller {
             workdir: req.workdir,
             types,
             vendor,
-            min_memory_gb: req.min_memory_gb,
+            // a slice's memory is the slice's (the larger bound holds)
+            min_memory_gb: match &slice {
+                Some(_) => req
+                    .gpu_memory_gb
+                    .into_iter()
+                    .chain(req.min_memory_gb)
+                    .reduce(f64::max),
+                None => req.min_memory_gb,
+            },
+            slice,
             priority: priority as i32,
             preemptible: req.preemptible.unwrap_or(false),
             project: project_name,

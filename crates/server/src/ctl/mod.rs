@@ -210,6 +210,9 @@ pub struct Controller {
     devices: Vec<Vec<Option<i64>>>,
     node_names: Vec<String>,
     node_by_name: HashMap<String, u32>,
+    /// MIG instances' UUIDs by (node, GPU, instance) on nodes of MIG pools
+    /// (this machine's, read through NVML at start).
+    mig_uuids: HashMap<(u32, u32, u32), String>,
     /// Why drained nodes were drained (when a reason was given).
     drain_reasons: HashMap<u32, String>,
     /// Recent estimates of queued jobs' starts, and when the last was run.
@@ -263,6 +266,28 @@ pub struct Controller {
     idempotent: HashMap<(i64, String), (store::idempotency::Kind, i64)>,
 }
 
+/// The MIG instances of this machine's GPUs for every node in `nodes`
+/// (nodes of MIG pools, run here); empty, with a warning, when NVML cannot
+/// say (their slices then fail to launch, saying why).
+fn mig_uuids(nodes: &[u32]) -> HashMap<(u32, u32, u32), String> {
+    let mut out = HashMap::new();
+    if nodes.is_empty() {
+        return out;
+    }
+    let found = gigafab_telemetry::NvmlTelemetry::init().and_then(|n| n.mig_instances());
+    match found {
+        Ok(list) => {
+            for &node in nodes {
+                for m in &list {
+                    out.insert((node, m.gpu, m.index), m.uuid.clone());
+                }
+            }
+        }
+        Err(e) => tracing::warn!("MIG pools: their instances cannot be listed: {e}"),
+    }
+    out
+}
+
 fn filter_label(spec: &StoredSpec) -> String {
     let mut parts = Vec::new();
     if !spec.types.is_empty() {
@@ -273,6 +298,9 @@ fn filter_label(spec: &StoredSpec) -> String {
     }
     if let Some(m) = spec.min_memory_gb {
         parts.push(format!("≥{m} GB"));
+    }
+    if let Some(s) = &spec.slice {
+        parts.push(format!("slice {}", s.to_column()));
     }
     if parts.is_empty() {
         "any".into()
@@ -325,6 +353,21 @@ impl Controller {
             .enumerate()
             .map(|(i, n)| (n.clone(), i as u32))
             .collect();
+        let cfg_factory_mig_nodes: Vec<u32> = cfg
+            .factory
+            .pools
+            .iter()
+            .filter(|p| {
+                cfg.factory
+                    .catalog
+                    .get(p.accel)
+                    .slice
+                    .as_ref()
+                    .map(|s| s.kind)
+                    == Some(gigafab_core::catalog::SliceKind::Mig)
+            })
+            .flat_map(|p| p.first_node..p.first_node + p.nodes)
+            .collect();
         let mut c = Controller {
             cfg,
             shared,
@@ -335,6 +378,7 @@ impl Controller {
             core_wait: Vec::new(),
             ids: Ids::default(),
             devices,
+            mig_uuids: mig_uuids(&cfg_factory_mig_nodes),
             node_names,
             node_by_name,
             drain_reasons: HashMap::new(),

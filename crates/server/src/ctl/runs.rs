@@ -2,7 +2,8 @@
 //! scheduling passes, starts, wait reasons, launches and polls.
 
 use super::*;
-use gigafab_exec::ExecError;
+use gigafab_core::catalog::SliceKind;
+use gigafab_exec::{AssignedSlice, ExecError};
 
 fn outcome_state(o: Outcome) -> &'static str {
     match o {
@@ -343,9 +344,14 @@ impl Controller {
             .iter()
             .map(|&(n, i)| format!("{}/{}", self.node_names[n as usize], i))
             .collect();
+        // a slice's energy is its share of the model's: a measured
+        // accelerator's counter is not the slice's alone
+        let whole = |n: u32| {
+            self.cfg.factory.pools[self.core.cluster.pool_of(n) as usize].slices_per_accel <= 1
+        };
         let meter_start: Vec<(u32, f64)> = devices
             .iter()
-            .filter(|(n, _)| Some(*n) == self.tele_node)
+            .filter(|(n, _)| Some(*n) == self.tele_node && whole(*n))
             .map(|&(_, i)| (i, self.meter.energy_j(i)))
             .collect();
         // on resumed nodes the run begins once they are up
@@ -539,10 +545,27 @@ impl Controller {
                         Vendor::Amd => DeviceVendor::Amd,
                         Vendor::Other => DeviceVendor::Other,
                     };
+                    let t = self.cfg.factory.catalog.get(p.accel);
+                    let k = p.slices_per_accel.max(1);
+                    let slice = t.slice.as_ref().map(|s| AssignedSlice {
+                        kind: s.kind.as_str().to_string(),
+                        name: s.name.clone(),
+                        slot: i % k,
+                        of: k,
+                        memory_mib: (t.memory_gb * 1024.0).round() as u64,
+                        uuid: self.mig_uuids.get(&(n, i / k, i % k)).cloned(),
+                    });
+                    // a slice's device is its accelerator's, except an AMD
+                    // partition's: a device of its own
+                    let index = match t.slice.as_ref().map(|s| s.kind) {
+                        Some(SliceKind::Partition) | None => i,
+                        Some(_) => i / k,
+                    };
                     AssignedAccel {
                         node: self.node_names[n as usize].clone(),
-                        index: i,
+                        index,
                         vendor,
+                        slice,
                     }
                 })
                 .collect();

@@ -416,6 +416,7 @@ pub async fn view(s: &Shared, e: &Endpoint) -> Result<gigafab_api::Endpoint, Api
             types: set.types.clone(),
             vendor: set.vendor.clone(),
             min_memory_gb: set.min_memory_gb,
+            slice: None,
         },
         priority: set.priority,
         scaling: gigafab_api::EndpointScaling {
