@@ -300,8 +300,8 @@ $acct
 JobCompType=jobcomp/filetxt
 JobCompLoc=$LOG/jobcomp.txt
 $overrides
-GresTypes=gpu
-NodeName=$node NodeHostname=$node NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem Gres=gpu:h100:4,gpu:mi300x:4 State=UNKNOWN
+GresTypes=gpu,shard
+NodeName=$node NodeHostname=$node NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem Gres=gpu:h100:4,gpu:mi300x:4,shard:8 State=UNKNOWN
 PartitionName=$PARTITION Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
 
@@ -310,6 +310,9 @@ EOF
 AutoDetect=off
 Name=gpu Type=h100 File=$DIR/dev/fakegpu[0-3]
 Name=gpu Type=mi300x File=$DIR/dev/fakegpu[4-7]
+# Sharing: 4 shards on each of the first two h100s (a gigafab pool with
+# fractions = 4 runs its slices as one shard each).
+Name=shard Count=8 File=$DIR/dev/fakegpu[0-1]
 EOF
 
     # No cgroup plugin is configured; this only keeps slurmd from touching cgroups

@@ -1201,3 +1201,52 @@ async fn a_shell_attaches_to_a_running_slurm_job() {
     s.wait(job, &["cancelled"], 60).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[ignore = "needs a Slurm cluster: bash .ci/slurm.sh; eval \"$(bash .ci/slurm.sh env)\"; cargo test -- --include-ignored"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarter_gpu_runs_as_a_slurm_shard() {
+    require_slurm();
+    let dir = fresh("shards");
+    // the cluster's first two h100s carry 4 shards each (.ci/slurm.sh)
+    std::fs::write(
+        dir.join("slurm.toml"),
+        "name = \"shared\"\n\
+         [[sites]]\nname = \"hpc\"\nexecutor = \"slurm\"\n\
+         [[sites.pools]]\nname = \"h100-quarters\"\naccelerator = \"h100\"\nnodes = 1\naccelerators_per_node = 2\nfractions = 4\nshare = \"mps\"\n",
+    )
+    .unwrap();
+    let s = Server::start(&dir);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(
+            s.submit(json!({"allocation": 1, "gpus": 1, "gpu_share": 0.25,
+                "command": sh("echo shards=${SLURM_SHARDS_ON_NODE:-none} cvd=$CUDA_VISIBLE_DEVICES slice=$GIGAFAB_SLICE; sleep 2")}))
+                .await,
+        );
+    }
+    for id in ids {
+        let j = s.wait(id, &["completed", "failed"], 90).await;
+        assert_eq!(j["state"], "completed", "{j:#}");
+        let log = s.logs(id).await;
+        // Slurm gave it one shard of a GPU, and the slice's description
+        assert!(log.starts_with("shards=1 cvd="), "{log}");
+        assert!(log.contains("slice=mps mps-4 20480"), "{log}");
+        // and Slurm's record of it asked for a shard
+        let out = Command::new("scontrol")
+            .args(["show", "job", "-o"])
+            .output()
+            .unwrap();
+        let all = String::from_utf8_lossy(&out.stdout);
+        let mine = all
+            .lines()
+            .find(|l| {
+                l.contains(&format!("-{id} ")) && l.contains(&format!("WorkDir={}", dir.display()))
+            })
+            .unwrap_or_else(|| panic!("no Slurm job for {id}:\n{all}"));
+        assert!(
+            mine.contains("gres/shard=1") || mine.contains("shard:1"),
+            "{mine}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

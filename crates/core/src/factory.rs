@@ -35,6 +35,10 @@
 //! resume_s = 300            # a powered-down node takes this to come back
 //!                           # (default: the scheduler's resume_s)
 //! warm_nodes = 2            # idle nodes kept powered up (default: the scheduler's)
+//! # slices = "1g.10gb"      # share each accelerator: a MIG profile or AMD
+//! #                         # partition (cpx, qpx, dpx), a fixed layout; or
+//! # fractions = 4           # N clients per accelerator,
+//! # share = "mps"           # by MPS or "time-slicing" (the default)
 //!
 //! [scheduler]               # optional: see crate::profile
 //! policy = "fairshare"

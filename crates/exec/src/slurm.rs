@@ -384,6 +384,19 @@ pub fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
+/// The sbatch arguments for a slice of an accelerator: one shard
+/// (`--gres=shard:1`, Slurm's sharing of a GPU by several jobs) for an MPS
+/// or time-sliced slice, the gres.conf shards of each GPU being the pool's
+/// `fractions`; one GPU of the slice's own type (`--gres=gpu:h100-1g.10gb:1`,
+/// a gres.conf `Type` whose `MultipleFiles` are the instance's device
+/// files) for a MIG instance or an AMD partition.
+pub fn slice_gres_args(slice_type: &str, s: &crate::AssignedSlice) -> Vec<String> {
+    match s.kind.as_str() {
+        "mps" | "time-slicing" => vec!["--nodes=1".into(), "--gres=shard:1".into()],
+        _ => vec!["--nodes=1".into(), format!("--gres=gpu:{slice_type}:1")],
+    }
+}
+
 /// The sbatch arguments for a job of `gpus` accelerators of `accel_type`
 /// on nodes of `per_node`: whole nodes when the gang spans several.
 pub fn gres_args(accel_type: &str, gpus: u32, per_node: u32) -> Vec<String> {
@@ -788,6 +801,12 @@ impl Executor for SlurmExecutor {
             text.push_str(&format!("export {k}={}\n", sh_quote(v)));
         }
         text.push_str(&format!("export GIGAFAB_JOB_ID={id}\n"));
+        // a slice's description and MPS limits (Slurm picks its device)
+        for (k, v) in crate::accelerator_env(&spec.accelerators) {
+            if k == "GIGAFAB_SLICE" || k.starts_with("CUDA_MPS_") {
+                text.push_str(&format!("export {k}={}\n", sh_quote(&v)));
+            }
+        }
         text.push_str("exec");
         for a in &spec.command {
             text.push(' ');
@@ -840,7 +859,11 @@ impl Executor for SlurmExecutor {
             }
         }
         if let Some(t) = &spec.accel_type {
-            args.extend(gres_args(t, spec.gpus.max(1), spec.per_node));
+            let slice = spec.accelerators.first().and_then(|a| a.slice.as_ref());
+            args.extend(match slice {
+                Some(s) => slice_gres_args(t, s),
+                None => gres_args(t, spec.gpus.max(1), spec.per_node),
+            });
         }
         if spec.serve_port.is_some() {
             // it listens on the node's network: no other user's job may
@@ -1489,6 +1512,22 @@ mod tests {
         assert_eq!(sh_quote("it's"), r"'it'\''s'");
         assert_eq!(sh_quote(""), "''");
         assert_eq!(gres_args("h100", 2, 8), ["--nodes=1", "--gres=gpu:h100:2"]);
+        let slice = |kind: &str| crate::AssignedSlice {
+            kind: kind.into(),
+            name: "x".into(),
+            slot: 0,
+            of: 4,
+            memory_mib: 1,
+            uuid: None,
+        };
+        assert_eq!(
+            slice_gres_args("h100-mps-4", &slice("mps")),
+            ["--nodes=1", "--gres=shard:1"]
+        );
+        assert_eq!(
+            slice_gres_args("h100-1g.10gb", &slice("mig")),
+            ["--nodes=1", "--gres=gpu:h100-1g.10gb:1"]
+        );
         assert_eq!(gres_args("h100", 16, 8), ["--nodes=2", "--gres=gpu:h100:8"]);
         assert_eq!(gres_args("h100", 12, 8), ["--nodes=2", "--gpus=h100:12"]);
     }
