@@ -5,7 +5,7 @@ use crate::Output;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use gigafab_core::share::Placement;
-use gigafab_twin::capacity::{self, Report, mean_sd};
+use gigafab_twin::capacity::{self, Mode, Report, mean_sd};
 use gigafab_twin::files::read_to_string;
 use std::path::{Path, PathBuf};
 
@@ -22,7 +22,8 @@ pub struct CapacityArgs {
     #[arg(long, requires = "no_departures")]
     pub nodes: Option<PathBuf>,
     /// Placement policies of the capacity run, comma separated: random,
-    /// best-fit, fgd, gigafab [default: all four].
+    /// best-fit, fgd, gigafab, or whole-gpus (no sharing: a fraction takes
+    /// a whole accelerator) [default: all five].
     #[arg(long, requires = "no_departures", value_delimiter = ',')]
     pub placement: Vec<String>,
     /// Arrivals of the capacity run, as a multiple of the cluster's
@@ -47,17 +48,21 @@ pub fn run(
     if a.repeat == 0 || a.repeat > 1000 {
         bail!("--repeat must be within 1..=1000");
     }
-    let policies: Vec<Placement> = if a.placement.is_empty() {
-        Placement::ALL.to_vec()
+    let policies: Vec<Mode> = if a.placement.is_empty() {
+        Placement::ALL
+            .into_iter()
+            .map(Mode::Shared)
+            .chain([Mode::Whole])
+            .collect()
     } else {
         a.placement
             .iter()
-            .map(|p| {
-                Placement::parse(p).ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "--placement: unknown policy `{p}` (random, best-fit, fgd, gigafab)"
-                    )
-                })
+            .map(|p| match Placement::parse(p) {
+                Some(p) => Ok(Mode::Shared(p)),
+                None if p.trim().eq_ignore_ascii_case("whole-gpus") => Ok(Mode::Whole),
+                None => Err(anyhow::anyhow!(
+                    "--placement: unknown policy `{p}` (random, best-fit, fgd, gigafab, whole-gpus)"
+                )),
             })
             .collect::<Result<_>>()?
     };
@@ -77,7 +82,7 @@ pub fn run(
     let mut reports: Vec<Report> = Vec::new();
     for &p in &policies {
         for k in 0..a.repeat as u64 {
-            reports.push(capacity::run(&cluster, &pods, p, seed + k, a.arrive));
+            reports.push(capacity::run_mode(&cluster, &pods, p, seed + k, a.arrive));
         }
     }
     if let Some(path) = plot {
@@ -115,22 +120,33 @@ pub fn run(
                 a.repeat
             );
             println!(
-                "{:<10} {:>16} {:>16} {:>12} {:>14}",
-                "policy", "alloc@100% (sd)", "alloc@end (sd)", "pods failed", "GPUs failed"
+                "{:<11} {:>16} {:>16} {:>11} {:>11} {:>12} {:>10}",
+                "policy",
+                "alloc@100% (sd)",
+                "alloc@end (sd)",
+                "pods placed",
+                "pods failed",
+                "GPUs in use",
+                "GPUs saved"
             );
             for p in &policies {
                 let s = summarise(*p, &reports);
                 println!(
-                    "{:<10} {:>9.2}% ({:.2}) {:>9.2}% ({:.2}) {:>12.0} {:>14.1}",
+                    "{:<11} {:>9.2}% ({:.2}) {:>9.2}% ({:.2}) {:>11.0} {:>11.0} {:>12.0} {:>10.0}",
                     s.policy,
                     s.allocated_at_100_pct,
                     s.allocated_at_100_sd,
                     s.allocated_at_end_pct,
                     s.allocated_at_end_sd,
+                    s.pods_placed,
                     s.pods_failed,
-                    s.gpus_failed
+                    s.gpus_occupied,
+                    s.gpus_saved
                 );
             }
+            println!(
+                "(alloc: share of the accelerators given out; GPUs saved: what the placed pods would take without sharing, less the GPUs they hold)"
+            );
         }
     }
     Ok(())
@@ -155,11 +171,16 @@ struct Summary {
     allocated_at_100_sd: f64,
     allocated_at_end_pct: f64,
     allocated_at_end_sd: f64,
+    pods_placed: f64,
     pods_failed: f64,
     gpus_failed: f64,
+    gpus_occupied: f64,
+    /// Accelerators the placed pods would take without sharing, less those
+    /// they hold.
+    gpus_saved: f64,
 }
 
-fn summarise(p: Placement, reports: &[Report]) -> Summary {
+fn summarise(p: Mode, reports: &[Report]) -> Summary {
     let runs: Vec<&Report> = reports.iter().filter(|r| r.policy == p.name()).collect();
     let col = |f: fn(&Report) -> f64| mean_sd(&runs.iter().map(|r| f(r)).collect::<Vec<_>>());
     let (a100, a100sd) = col(|r| r.allocated_at_100_pct);
@@ -171,7 +192,10 @@ fn summarise(p: Placement, reports: &[Report]) -> Summary {
         allocated_at_100_sd: a100sd,
         allocated_at_end_pct: end,
         allocated_at_end_sd: endsd,
+        pods_placed: col(|r| r.pods_placed as f64).0,
         pods_failed: col(|r| r.pods_failed as f64).0,
         gpus_failed: col(|r| r.gpus_failed).0,
+        gpus_occupied: col(|r| r.gpus_occupied as f64).0,
+        gpus_saved: col(|r| r.whole_gpus_of_placed as f64 - r.gpus_occupied as f64).0,
     }
 }

@@ -418,6 +418,29 @@ async fn portal_journey(app: App) {
         "{}",
         p.body
     );
+    // a share of an accelerator asks for a slice: this fleet has none, and
+    // the page says so with the slices that would hold it
+    let p = a
+        .post(
+            "/jobs/new",
+            &[
+                ("csrf", &token),
+                ("allocation", &alloc),
+                ("gpus", "0.25"),
+                ("command", "echo hi"),
+                ("time_limit_min", "5"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 422, "{}", p.body);
+    assert!(
+        p.body
+            .contains("no slice of this fleet holds 0.25 of an accelerator")
+            && p.body.contains("h100: 2g.20gb"),
+        "{}",
+        p.body
+    );
+    assert!(p.body.contains("name=\"gpu_profile\""), "{}", p.body);
     let p = a
         .post(
             "/jobs/new",

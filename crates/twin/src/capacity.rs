@@ -222,7 +222,13 @@ pub struct Report {
     pub seed: u64,
     pub gpus: u64,
     pub pods_arrived: u64,
+    pub pods_placed: u64,
     pub pods_failed: u64,
+    /// Accelerators holding any allocation at the end.
+    pub gpus_occupied: u64,
+    /// Accelerators the placed pods would take without sharing (each
+    /// fraction a whole one): less `gpus_occupied`, what sharing saved.
+    pub whole_gpus_of_placed: u64,
     /// Accelerators asked for by pods that failed.
     pub gpus_failed: f64,
     /// Allocated accelerators, percent, when arrivals reached 100% of them.
@@ -231,6 +237,26 @@ pub struct Report {
     pub allocated_at_end_pct: f64,
     /// Each whole percent of arrivals.
     pub curve: Vec<Point>,
+}
+
+/// How the accelerators are given out in a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Fractions share accelerators, placed by this policy.
+    Shared(Placement),
+    /// No sharing: a fraction takes a whole accelerator (best fit), as
+    /// gigafab did before shared pools. Arrivals still count what was
+    /// asked; the allocated share counts whole accelerators taken.
+    Whole,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Shared(p) => p.name(),
+            Mode::Whole => "whole-gpus",
+        }
+    }
 }
 
 /// Runs `pods` into `cluster` under `policy` until the arrived accelerator
@@ -242,6 +268,15 @@ pub fn run(
     seed: u64,
     arrive: f64,
 ) -> Report {
+    run_mode(cluster, pods, Mode::Shared(policy), seed, arrive)
+}
+
+/// [`run`] in either mode.
+pub fn run_mode(cluster: &Cluster, pods: &[Demand], mode: Mode, seed: u64, arrive: f64) -> Report {
+    let policy = match mode {
+        Mode::Shared(p) => p,
+        Mode::Whole => Placement::BestFit,
+    };
     let mut rng = Rng::new(seed);
     let mut order: Vec<usize> = (0..pods.len()).collect();
     for i in (1..order.len()).rev() {
@@ -262,11 +297,14 @@ pub fn run(
     let mut place_rng = rng.fork(1);
     let (mut arrived, mut allocated) = (0u64, 0u64);
     let mut report = Report {
-        policy: policy.name(),
+        policy: mode.name(),
         seed,
         gpus: cluster.gpus(),
         pods_arrived: 0,
+        pods_placed: 0,
         pods_failed: 0,
+        gpus_occupied: 0,
+        whole_gpus_of_placed: 0,
         gpus_failed: 0.0,
         allocated_at_100_pct: 0.0,
         allocated_at_end_pct: 0.0,
@@ -288,12 +326,20 @@ pub fn run(
         k += 1;
         report.pods_arrived += 1;
         arrived += d.gpu_milli_total();
+        let whole = Demand::new(d.cpu_milli, d.mem_mib, d.gpus, MILLI, d.models);
+        let d = if mode == Mode::Whole && d.gpus > 0 {
+            &whole
+        } else {
+            d
+        };
         match place(&nodes, &frags, d, policy, &mut cache, max, &mut place_rng) {
             Some(c) => {
                 let i = c.node as usize;
                 nodes[i] = nodes[i].with(d, c.gpu);
                 frags[i] = cache.frag(&nodes[i]);
                 allocated += d.gpu_milli_total();
+                report.pods_placed += 1;
+                report.whole_gpus_of_placed += d.gpus as u64;
             }
             None => {
                 report.pods_failed += 1;
@@ -312,6 +358,11 @@ pub fn run(
             next_step += 1;
         }
     }
+    report.gpus_occupied = nodes
+        .iter()
+        .flat_map(|n| n.gpus().iter())
+        .filter(|&&l| l < MILLI)
+        .count() as u64;
     report.allocated_at_100_pct = at_100.unwrap_or(pct(allocated));
     report.allocated_at_end_pct = pct(allocated);
     report

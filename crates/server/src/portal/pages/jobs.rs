@@ -63,6 +63,9 @@ pub(super) async fn job_inputs(p: &PortalState, s: &Signed) -> Result<Vec<Input>
         .collect();
     let mut gpus = input(w, "gpus", "newjob.gpus", "number");
     gpus.value = "1".into();
+    gpus.help = w.get("newjob.gpus_help").to_string();
+    let mut profile = input(w, "gpu_profile", "newjob.profile", "text");
+    profile.help = w.get("newjob.profile_help").to_string();
     let mut command = input(w, "command", "newjob.command", "text");
     command.help = w.get("newjob.command_help").to_string();
     let mut time = input(w, "time_limit_min", "newjob.time", "number");
@@ -73,6 +76,7 @@ pub(super) async fn job_inputs(p: &PortalState, s: &Signed) -> Result<Vec<Input>
         command,
         input(w, "name", "newjob.name", "text"),
         input(w, "type", "newjob.type", "text"),
+        profile,
         time,
     ])
 }
@@ -110,11 +114,24 @@ pub(super) async fn new_job(
                 .map(|v| v.trim().to_string())
                 .filter(|v| !v.is_empty())
         };
+        // a share below 1 is a slice of one accelerator; so is a named one
+        let (count, share) = if gpus > 0.0 && gpus < 1.0 {
+            (1, Some(gpus))
+        } else if gpus.fract() != 0.0 {
+            return Err(invalid(
+                "gpus",
+                "a whole number of accelerators, or a share of one below 1",
+            ));
+        } else {
+            (gpus as i64, None)
+        };
         Ok(t::SubmitJob {
             time_limit_s: Some((minutes * 60.0).round() as i64),
             name: field("name"),
             type_: field("type"),
-            ..t::SubmitJob::new(alloc as i64, gpus as i64, command)
+            gpu_share: share,
+            gpu_profile: field("gpu_profile"),
+            ..t::SubmitJob::new(alloc as i64, count, command)
         })
     })();
     let res = match body {
