@@ -194,6 +194,24 @@ struct SimArgs {
     capacity: capacity::CapacityArgs,
 }
 
+/// Gives a whole accelerator to each job whose slice no pool of `factory`
+/// offers (a trace's fractional pods on a factory without shared pools);
+/// returns how many.
+fn whole_where_no_slice(factory: &Factory, jobs: &mut [JobSpec]) -> usize {
+    let mut n = 0;
+    for j in jobs.iter_mut().filter(|j| j.types.slice.is_some()) {
+        let held = factory
+            .pools
+            .iter()
+            .any(|p| j.types.accepts(factory.catalog.get(p.accel)));
+        if !held {
+            j.types.slice = None;
+            n += 1;
+        }
+    }
+    n
+}
+
 /// `NAME=VALUE` of a repeatable option.
 fn split_kv<'a>(s: &'a str, flag: &str) -> Result<(&'a str, &'a str)> {
     s.split_once('=')
@@ -520,6 +538,13 @@ fn cmd_sim(a: SimArgs) -> Result<()> {
             synth::generate(&p, None, None)?
         }
     };
+    let mut jobs = jobs;
+    let whole = whole_where_no_slice(&factory, &mut jobs);
+    if whole > 0 {
+        eprintln!(
+            "{whole} jobs asked for a slice that no shared pool of the factory holds: they run on whole accelerators"
+        );
+    }
     policy.calendar_start_s = gigafab_core::time::parse_rfc3339(&a.start_date)
         .map_err(|e| anyhow::anyhow!("--start-date: {e}"))? as f64
         / 1000.0;

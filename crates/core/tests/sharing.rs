@@ -109,6 +109,9 @@ fn a_slice_is_charged_its_share() {
     let used = c.allocs[0].used_at(3600.0);
     // one hour of a 1/7 slice of an H100 (billing weight 1): 0.143 h
     assert!((used - 0.143 * 3600.0).abs() < 1e-6, "{used}");
+    // and its attained service (the LAS policy, the twin's GPU-hours) too
+    let got = c.jobs[j as usize].attained_gpu_s;
+    assert!((got - 0.143 * 3600.0).abs() < 1e-6, "{got}");
     let mut c = core();
     let j = c.submit(&job("whole", 1, ""), 0, 0.0);
     assert_eq!(c.schedule(0.0).started, vec![j]);

@@ -162,7 +162,16 @@ impl SchedCore {
             job.priority,
             job.preemptible,
         );
-        job.attained_gpu_s += gpus as f64 * (now - job.run_start).max(0.0);
+        // a slice counts its share of an accelerator
+        let share = self
+            .factory
+            .catalog
+            .get(self.factory.pools[pool as usize].accel)
+            .slice
+            .as_ref()
+            .map_or(1.0, |s| s.milli as f64 / 1000.0);
+        let job = &mut self.jobs[j as usize];
+        job.attained_gpu_s += gpus as f64 * share * (now - job.run_start).max(0.0);
         self.cluster.release(&placement);
         for &(n, c) in &placement {
             if let Some(d) = self.drained.get_mut(n as usize)

@@ -7,9 +7,11 @@
 //!
 //! * `id` = `name`; `submit_s` = `creation_time`;
 //! * `duration_s` = `deletion_time - scheduled_time`;
-//! * `gpus` = `num_gpu`. A pod with `gpu_milli` < 1000 shares one GPU with
-//!   others in the real cluster; gigafab does not share accelerators, so it
-//!   gets one whole GPU;
+//! * `gpus` = `num_gpu`. A pod with one GPU and `gpu_milli` < 1000 shares
+//!   it with others in the real cluster: it asks for a slice of at least
+//!   that share (`slice:0.46`). Where the factory has no shared pool that
+//!   holds it, `gigafab sim` gives it a whole GPU instead (and says how
+//!   many);
 //! * `types` from `gpu_spec` (`|`-separated GPU models; empty or `nan`
 //!   means any): `V100M16` and `V100M32` both become `v100`, every other
 //!   model its lower-case name (`P100` → `p100`, `T4` → `t4`, `A10` → `a10`,
@@ -108,9 +110,11 @@ pub fn parse(text: &str, file: &str) -> Result<(Vec<JobSpec>, usize), WorkloadEr
             v as u32
         };
         let s = cell(GPU_MILLI);
+        let mut milli = None;
         if !s.is_empty() {
             let v = parse_finite(s).map_err(|m| err(GPU_MILLI, m))?;
             non_negative(s, v).map_err(|m| err(GPU_MILLI, m))?;
+            milli = Some(v);
         }
         let types = parse_gpu_spec(cell(GPU_SPEC)).map_err(|m| err(GPU_SPEC, m))?;
         let (priority, preemptible) = match cell(QOS).to_ascii_lowercase().as_str() {
@@ -148,6 +152,16 @@ pub fn parse(text: &str, file: &str) -> Result<(Vec<JobSpec>, usize), WorkloadEr
         }
         let mut job = JobSpec::simple(name, creation, num_gpu, duration);
         job.types = types;
+        if let Some(m) = milli
+            && num_gpu == 1
+            && m > 0.0
+            && m < 1000.0
+        {
+            job.types.slice = Some(gigafab_core::spec::SliceReq {
+                milli: m.ceil() as u16,
+                profile: None,
+            });
+        }
         job.priority = priority;
         job.preemptible = preemptible;
         jobs.push(job);
@@ -228,6 +242,9 @@ mod tests {
         assert_eq!((p1.submit_s, p1.duration_s, p1.gpus), (50.0, Some(30.0), 1));
         assert_eq!(p1.types.types, ["v100", "t4"]);
         assert!(p1.preemptible && p1.priority == 0);
+        // 460 thousandths of a GPU: a slice of at least that share
+        assert_eq!(p1.types.slice.as_ref().map(|s| s.milli), Some(460));
+        assert!(jobs[3].types.slice.is_none(), "a whole GPU is not a slice");
         let p0 = &jobs[3];
         assert_eq!(
             (p0.submit_s, p0.duration_s, p0.priority),
