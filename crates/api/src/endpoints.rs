@@ -53,6 +53,15 @@ pub struct CreateEndpoint {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(exclusive_minimum = 0)]
     pub min_memory_gb: Option<f64>,
+    /// Each replica on a slice of one accelerator (`gpus` 1): at least
+    /// this share of it, as a job's `gpu_share`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(exclusive_minimum = 0, exclusive_maximum = 1)]
+    pub gpu_share: Option<f64>,
+    /// Each replica on a named slice (`1g.10gb`, `mps-4`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 32)]
+    pub gpu_profile: Option<String>,
     /// Replicas kept whatever the load [default 0: scales to zero].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 0, maximum = 64)]
@@ -120,6 +129,8 @@ impl CreateEndpoint {
             types: None,
             vendor: None,
             min_memory_gb: None,
+            gpu_share: None,
+            gpu_profile: None,
             min_replicas: None,
             max_replicas: None,
             target_inflight: None,

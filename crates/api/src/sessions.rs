@@ -42,6 +42,15 @@ pub struct StartSession {
     /// Accelerator types it may use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub types: Option<Vec<String>>,
+    /// A slice of one accelerator instead (`gpus` 1): at least this share
+    /// of it (0 < share < 1), as a job's `gpu_share`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(exclusive_minimum = 0, exclusive_maximum = 1)]
+    pub gpu_share: Option<f64>,
+    /// A named slice (`1g.10gb`, `cpx`, `mps-4`), as a job's `gpu_profile`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 32)]
+    pub gpu_profile: Option<String>,
     /// Its time limit, seconds [default 2 h]; at most the server's
     /// `--session-max-hours`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -627,6 +627,12 @@ async fn endpoint_requests_are_checked() {
             "in env",
         ),
         (with("model", json!("nope@1")), 422, "model"),
+        // replicas on a slice: this fleet has no shared pool
+        (
+            with("gpu_profile", json!("1g.10gb")),
+            422,
+            "no slice of this fleet holds slice 1g.10gb",
+        ),
     ] {
         let (s, v) = create(&alice, body.clone()).await;
         assert_eq!(s, code, "{body}: {v}");

@@ -214,6 +214,35 @@ async fn a_slice_no_pool_offers_is_refused_with_the_slices_that_fit() {
     // nothing was recorded
     let jobs = s.json("GET", "/api/v1/jobs", TOKEN, None).await;
     assert_eq!(jobs["items"].as_array().map(Vec::len), Some(0), "{jobs}");
+    // a notebook session on a quarter of a GPU: its job asks for the slice
+    let (code, out) = s
+        .call(
+            "POST",
+            "/api/v1/sessions",
+            Some(TOKEN),
+            Some(json!({"app": "terminal", "allocation": 1, "gpu_share": 0.25})),
+        )
+        .await;
+    assert_eq!(code, 201, "{out}");
+    let sess: Value = serde_json::from_str(&out).unwrap();
+    let job = s
+        .json("GET", &format!("/api/v1/jobs/{}", sess["job"]), TOKEN, None)
+        .await;
+    assert_eq!(job["accelerator"]["slice"], "0.25", "{job:#}");
+    assert_eq!(job["gpus"], 1);
+    let (code, out) = s
+        .call(
+            "POST",
+            "/api/v1/sessions",
+            Some(TOKEN),
+            Some(json!({"app": "terminal", "allocation": 1, "gpu_profile": "7g.80gb"})),
+        )
+        .await;
+    assert_eq!(code, 422, "{out}");
+    assert!(
+        out.contains("no slice of this fleet holds slice 7g.80gb"),
+        "{out}"
+    );
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -62,9 +62,13 @@ pub struct CreateArgs {
     /// Allocation charged [default: your only active one].
     #[arg(long)]
     allocation: Option<i64>,
-    /// Accelerators per replica.
-    #[arg(long, default_value_t = 1)]
-    gpus: i64,
+    /// Accelerators per replica, or a share of one below 1 (`0.5`): each
+    /// replica on a slice of a shared pool.
+    #[arg(long, default_value = "1", value_parser = super::directives::parse_gpus)]
+    gpus: super::directives::Gpus,
+    /// Each replica on a named slice: 1g.10gb, cpx, mps-4.
+    #[arg(long = "gpu-profile", value_name = "NAME")]
+    gpu_profile: Option<String>,
     /// Accelerator type a replica may use (repeatable).
     #[arg(long = "type", value_name = "TYPE")]
     types: Vec<String>,
@@ -214,7 +218,14 @@ async fn create(a: CreateArgs) -> Result<()> {
         env.insert(k.to_string(), v.to_string());
     }
     let mut body = gigafab_api::CreateEndpoint::new(&a.name, &a.model, allocation, a.command);
-    body.gpus = Some(a.gpus);
+    match a.gpus {
+        super::directives::Gpus::Count(n) => body.gpus = Some(n as i64),
+        super::directives::Gpus::Share(x) => {
+            body.gpus = Some(1);
+            body.gpu_share = Some(x);
+        }
+    }
+    body.gpu_profile = a.gpu_profile;
     body.types = (!a.types.is_empty()).then_some(a.types);
     body.min_replicas = Some(a.min);
     body.max_replicas = Some(a.max);

@@ -48,9 +48,13 @@ pub struct StartArgs {
     /// The app (`gigafab session apps`).
     #[arg(long, default_value = "jupyter")]
     app: String,
-    /// Accelerators.
-    #[arg(long, default_value_t = 1)]
-    gpus: i64,
+    /// Accelerators, or a share of one below 1 (`0.25`): a slice of a
+    /// shared pool.
+    #[arg(long, default_value = "1", value_parser = super::directives::parse_gpus)]
+    gpus: super::directives::Gpus,
+    /// A named slice of one accelerator: 1g.10gb, cpx, mps-4.
+    #[arg(long = "gpu-profile", value_name = "NAME")]
+    gpu_profile: Option<String>,
     /// Its time limit: 30m, 2h, HH:MM:SS [default: 2h].
     #[arg(long, value_parser = parse_time_limit)]
     time: Option<u64>,
@@ -149,7 +153,15 @@ async fn start(a: StartArgs) -> Result<()> {
         app: a.app,
         allocation: gigafab_api::IdRef::Num(allocation),
         project: a.project,
-        gpus: Some(a.gpus),
+        gpus: Some(match a.gpus {
+            super::directives::Gpus::Count(n) => n as i64,
+            super::directives::Gpus::Share(_) => 1,
+        }),
+        gpu_share: match a.gpus {
+            super::directives::Gpus::Share(x) => Some(x),
+            super::directives::Gpus::Count(_) => None,
+        },
+        gpu_profile: a.gpu_profile,
         types: (!a.types.is_empty()).then_some(a.types),
         time_limit_s: a.time.map(|t| t as i64),
         idle_timeout_s: a.idle.map(|t| t as i64),

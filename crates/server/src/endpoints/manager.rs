@@ -198,6 +198,7 @@ async fn submit_replica(s: &Shared, e: &Endpoint, kept: bool) -> Result<Arc<Repl
         e.alloc_id,
         set.gpus,
         (&types, &set.vendor, set.min_memory_gb),
+        &set.slice,
         (set.priority, preemptible),
         (&env, e.project.clone()),
     );

@@ -213,11 +213,14 @@ pub async fn create(
         ));
     }
     // the replica's own fields, checked as a job's would be
+    let slice = (req.gpu_share.is_some() || req.gpu_profile.is_some())
+        .then(|| (req.gpu_share, req.gpu_profile.clone()));
     let probe = replica_request(
         &req.command,
         req.allocation.id().unwrap_or(0),
         gpus,
         (&req.types, &req.vendor, req.min_memory_gb),
+        &slice,
         (req.priority.unwrap_or(0), false),
         (&req.env, req.project.clone()),
     );
@@ -256,6 +259,7 @@ pub async fn create(
         types: valid.types.clone(),
         vendor: valid.vendor.clone(),
         min_memory_gb: req.min_memory_gb,
+        slice,
         priority,
         scaling,
         env: valid.env.clone(),
@@ -342,6 +346,7 @@ pub(crate) fn replica_request(
     alloc: i64,
     gpus: i64,
     (types, vendor, min_memory_gb): (&Option<Vec<String>>, &Option<String>, Option<f64>),
+    slice: &Option<(Option<f64>, Option<String>)>,
     (priority, preemptible): (i64, bool),
     (env, project): (
         &Option<std::collections::BTreeMap<String, String>>,
@@ -352,6 +357,10 @@ pub(crate) fn replica_request(
     r.types = types.clone();
     r.vendor = vendor.clone();
     r.min_memory_gb = min_memory_gb;
+    if let Some((share, profile)) = slice {
+        r.gpu_share = *share;
+        r.gpu_profile = profile.clone();
+    }
     r.priority = Some(priority);
     r.preemptible = Some(preemptible);
     r.env = env.clone();
@@ -416,7 +425,10 @@ pub async fn view(s: &Shared, e: &Endpoint) -> Result<gigafab_api::Endpoint, Api
             types: set.types.clone(),
             vendor: set.vendor.clone(),
             min_memory_gb: set.min_memory_gb,
-            slice: None,
+            slice: set.slice.as_ref().map(|(share, name)| {
+                name.clone()
+                    .unwrap_or_else(|| share.map_or("any".into(), |x| x.to_string()))
+            }),
         },
         priority: set.priority,
         scaling: gigafab_api::EndpointScaling {

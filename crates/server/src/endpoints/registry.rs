@@ -24,6 +24,10 @@ pub struct Settings {
     pub vendor: Option<String>,
     #[serde(default)]
     pub min_memory_gb: Option<f64>,
+    /// Replicas on a slice: (share, name), as a job's `gpu_share` and
+    /// `gpu_profile`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slice: Option<(Option<f64>, Option<String>)>,
     pub priority: i64,
     pub scaling: ScalePolicy,
     #[serde(default)]

@@ -255,6 +255,7 @@ fn gateway_settings(r: &GatewayEndpoint) -> Settings {
         types: Vec::new(),
         vendor: None,
         min_memory_gb: None,
+        slice: None,
         priority: 0,
         scaling: Default::default(),
         env: Default::default(),

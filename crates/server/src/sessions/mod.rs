@@ -192,6 +192,8 @@ pub async fn start(
     job.allocation = req.allocation;
     job.project = req.project;
     job.types = req.types;
+    job.gpu_share = req.gpu_share;
+    job.gpu_profile = req.gpu_profile;
     job.time_limit_s = Some(limit);
     job.name = Some(format!("session-{id}-{}", app.name));
     job.env = Some(env);

@@ -51,6 +51,7 @@ async fn inputs(p: &PortalState, s: &Signed) -> Result<Vec<Input>, Failure> {
     let mut all = job_inputs(p, s).await?;
     let alloc = all.remove(0);
     let mut gpus = input(w, "gpus", "newjob.gpus", "number");
+    gpus.help = w.get("newjob.gpus_help").to_string();
     gpus.value = "1".into();
     let mut hours = input(w, "hours", "sess.hours", "number");
     hours.value = "2".into();
@@ -117,11 +118,16 @@ pub(super) async fn start_session(
         return csrf_refused(&p, &s);
     }
     let body = (|| -> Result<t::StartSession, Failure> {
+        // a share below 1 asks for a slice of one accelerator
+        let gpus = number(&form, "gpus")?;
+        let share = (gpus > 0.0 && gpus < 1.0).then_some(gpus);
         Ok(t::StartSession {
             app: form.get("app").cloned().unwrap_or_default(),
             allocation: t::IdRef::Num(number(&form, "allocation")? as i64),
             project: None,
-            gpus: Some(number(&form, "gpus")? as i64),
+            gpus: Some(if share.is_some() { 1 } else { gpus as i64 }),
+            gpu_share: share,
+            gpu_profile: None,
             types: None,
             time_limit_s: Some((number(&form, "hours")? * 3600.0).round() as i64),
             idle_timeout_s: Some((number(&form, "idle_min")? * 60.0).round() as i64),
