@@ -194,6 +194,42 @@ struct SimArgs {
     capacity: capacity::CapacityArgs,
 }
 
+/// `gigafab workload slices`.
+fn cmd_slices(input: &Path, format: WorkloadFormat, accel: &str, output: Output) -> Result<()> {
+    let jobs = read_workload(input, format)?;
+    let advice = gigafab_twin::slices::advise(&accel.trim().to_ascii_lowercase(), &jobs)
+        .map_err(|m| anyhow::anyhow!("--accelerator: {m}"))?;
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&advice)?),
+        Output::Table => {
+            let n = advice.first().map_or(0, |a| a.jobs);
+            println!("{n} of {} jobs ask for a slice; on {accel}:", jobs.len());
+            println!(
+                "{:<14} {:>7} {:>12} {:>14} {:>14} {:>8} {:>8}",
+                "slice", "per GPU", "jobs held", "GPU-h sliced", "GPU-h whole", "saved", "unused"
+            );
+            for a in &advice {
+                let saved = if a.whole_gpu_hours > 0.0 {
+                    1.0 - a.slice_gpu_hours / a.whole_gpu_hours
+                } else {
+                    0.0
+                };
+                println!(
+                    "{:<14} {:>7} {:>12} {:>14.1} {:>14.1} {:>7.1}% {:>7.1}%",
+                    a.layout,
+                    a.per_accelerator.map_or("-".into(), |p| p.to_string()),
+                    format!("{}/{}", a.jobs_held, a.jobs),
+                    a.slice_gpu_hours,
+                    a.whole_gpu_hours,
+                    100.0 * saved,
+                    100.0 * a.unused_inside
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Gives a whole accelerator to each job whose slice no pool of `factory`
 /// offers (a trace's fractional pods on a factory without shared pools);
 /// returns how many.
@@ -288,6 +324,25 @@ enum WorkloadCmd {
         /// Output native CSV file.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Which slices of an accelerator type hold a workload's jobs that ask
+    /// for a slice (an Alibaba trace's pods of less than a GPU): per MIG
+    /// profile or AMD partition, and for the best-fit mix, the jobs held,
+    /// their accelerator-hours there against whole accelerators, and the
+    /// share unused inside the slices.
+    Slices {
+        /// Input workload.
+        input: PathBuf,
+        /// Input format.
+        #[arg(long, value_enum, default_value = "native")]
+        format: WorkloadFormat,
+        /// Accelerator type whose slices are weighed (h100, a100, h200,
+        /// b200, mi300x, ...).
+        #[arg(long)]
+        accelerator: String,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value = "table")]
+        output: Output,
     },
 }
 
@@ -891,6 +946,12 @@ fn main() {
                 Ok(())
             }),
         Cmd::Workload(WorkloadCmd::Requests { input, output }) => cmd_requests(&input, output),
+        Cmd::Workload(WorkloadCmd::Slices {
+            input,
+            format,
+            accelerator,
+            output,
+        }) => cmd_slices(&input, format, &accelerator, output),
         Cmd::Factory(FactoryCmd::Show { factory, output }) => cmd_factory_show(&factory, output),
         Cmd::Bench(a) => bench::run(a),
         Cmd::Serve(a) => serve::run(*a),

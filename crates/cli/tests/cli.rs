@@ -1154,3 +1154,58 @@ fn capacity_run_without_departures_reports_the_allocation_curve() {
     let bad = gigafab(&["sim", "--no-departures", "--nodes", &nodes]);
     assert!(stderr(&bad).contains("nodes.csv:2"), "{}", stderr(&bad));
 }
+
+#[test]
+fn workload_slices_weighs_each_slice_of_a_type() {
+    let o = run_ok(&[
+        "workload",
+        "slices",
+        ALIBABA_PODS,
+        "--format",
+        "alibaba",
+        "--accelerator",
+        "h100",
+        "-o",
+        "json",
+    ]);
+    let v: Value = serde_json::from_str(&stdout(&o)).expect("JSON");
+    let rows = v.as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["layout"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "1g.10gb",
+            "1g.20gb",
+            "2g.20gb",
+            "3g.40gb",
+            "4g.40gb",
+            "7g.80gb",
+            "best-fit mix"
+        ]
+    );
+    let mix = &rows[6];
+    assert_eq!(
+        mix["jobs_held"], mix["jobs"],
+        "the mix holds every fractional pod"
+    );
+    let (sliced, whole) = (
+        mix["slice_gpu_hours"].as_f64().unwrap(),
+        mix["whole_gpu_hours"].as_f64().unwrap(),
+    );
+    assert!(sliced > 0.0 && sliced < whole, "{sliced} {whole}");
+    assert_eq!(
+        rows[5]["slice_gpu_hours"], rows[5]["whole_gpu_hours"],
+        "7g is whole"
+    );
+    let bad = gigafab(&[
+        "workload",
+        "slices",
+        ALIBABA_PODS,
+        "--format",
+        "alibaba",
+        "--accelerator",
+        "t4",
+    ]);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("no named slices"), "{}", stderr(&bad));
+}

@@ -2,10 +2,12 @@
 //! partitions, with the share of the accelerator each is charged as.
 //!
 //! A MIG profile `Ng.Mgb` holds N of the accelerator's 7 compute slices
-//! and M GB of its memory; it is charged N/7 of an accelerator-hour. An
-//! AMD partition mode splits the accelerator's 8 compute dies (XCDs) into
-//! 1 (SPX), 2 (DPX), 4 (QPX) or 8 (CPX) equal partitions; each is charged
-//! 1/partitions. Memory per partition is the accelerator's memory over the
+//! and M GB of its memory; it is charged the larger of its compute share
+//! (N/7) and its memory share (M over the accelerator's): 1g.10gb of an
+//! H100 is 1/7 of an accelerator-hour, 1g.20gb a quarter (four fit on a
+//! GPU), 3g.40gb a half (two fit). An AMD partition mode splits the
+//! accelerator's 8 compute dies (XCDs) into 1 (SPX), 2 (DPX), 4 (QPX) or 8
+//! (CPX) equal partitions; each is charged 1/partitions. Memory per partition is the accelerator's memory over the
 //! partitions (NPS4 makes that a hard split into quarters; under NPS1 the
 //! partitions share one pool and gigafab still counts each its equal part).
 
@@ -19,14 +21,19 @@ pub struct Profile {
     pub compute: u8,
     pub of: u8,
     pub memory_gb: f64,
+    /// The whole accelerator's memory, GB.
+    pub full_gb: f64,
     /// How many of this profile one accelerator holds at most.
     pub max_per_gpu: u8,
 }
 
 impl Profile {
-    /// The share charged, in thousandths of the accelerator.
+    /// The share charged, in thousandths of the accelerator: the larger of
+    /// its compute share and its memory share.
     pub fn milli(&self) -> u16 {
-        ((self.compute as u32 * MILLI as u32).div_ceil(self.of as u32)) as u16
+        let compute = (self.compute as u32 * MILLI as u32).div_ceil(self.of as u32);
+        let memory = (self.memory_gb * MILLI as f64 / self.full_gb).ceil() as u32;
+        compute.max(memory).min(MILLI as u32) as u16
     }
 }
 
@@ -36,6 +43,7 @@ const fn mig(name: &'static str, compute: u8, memory_gb: f64, max: u8) -> Profil
         compute,
         of: 7,
         memory_gb,
+        full_gb: 0.0,
         max_per_gpu: max,
     }
 }
@@ -46,66 +54,85 @@ const fn amd(name: &'static str, parts: u8, memory_gb: f64) -> Profile {
         compute: 8 / parts,
         of: 8,
         memory_gb,
+        full_gb: 0.0,
         max_per_gpu: parts,
     }
 }
 
-const A100_40: &[Profile] = &[
+/// `table` with every profile's `full_gb` set to the largest one's memory.
+const fn full<const N: usize>(mut table: [Profile; N]) -> [Profile; N] {
+    let mut max = 0.0;
+    let mut i = 0;
+    while i < N {
+        if table[i].memory_gb > max {
+            max = table[i].memory_gb;
+        }
+        i += 1;
+    }
+    let mut i = 0;
+    while i < N {
+        table[i].full_gb = max;
+        i += 1;
+    }
+    table
+}
+
+const A100_40: &[Profile] = &full([
     mig("1g.5gb", 1, 5.0, 7),
     mig("1g.10gb", 1, 10.0, 4),
     mig("2g.10gb", 2, 10.0, 3),
     mig("3g.20gb", 3, 20.0, 2),
     mig("4g.20gb", 4, 20.0, 1),
     mig("7g.40gb", 7, 40.0, 1),
-];
+]);
 
-const A100_80: &[Profile] = &[
+const A100_80: &[Profile] = &full([
     mig("1g.10gb", 1, 10.0, 7),
     mig("1g.20gb", 1, 20.0, 4),
     mig("2g.20gb", 2, 20.0, 3),
     mig("3g.40gb", 3, 40.0, 2),
     mig("4g.40gb", 4, 40.0, 1),
     mig("7g.80gb", 7, 80.0, 1),
-];
+]);
 
-const H200: &[Profile] = &[
+const H200: &[Profile] = &full([
     mig("1g.18gb", 1, 18.0, 7),
     mig("1g.35gb", 1, 35.0, 4),
     mig("2g.35gb", 2, 35.0, 3),
     mig("3g.71gb", 3, 71.0, 2),
     mig("4g.71gb", 4, 71.0, 1),
     mig("7g.141gb", 7, 141.0, 1),
-];
+]);
 
-const B200: &[Profile] = &[
+const B200: &[Profile] = &full([
     mig("1g.23gb", 1, 23.0, 7),
     mig("1g.45gb", 1, 45.0, 4),
     mig("2g.45gb", 2, 45.0, 3),
     mig("3g.90gb", 3, 90.0, 2),
     mig("4g.90gb", 4, 90.0, 1),
     mig("7g.180gb", 7, 180.0, 1),
-];
+]);
 
-const MI300X: &[Profile] = &[
+const MI300X: &[Profile] = &full([
     amd("cpx", 8, 24.0),
     amd("qpx", 4, 48.0),
     amd("dpx", 2, 96.0),
     amd("spx", 1, 192.0),
-];
+]);
 
-const MI325X: &[Profile] = &[
+const MI325X: &[Profile] = &full([
     amd("cpx", 8, 32.0),
     amd("qpx", 4, 64.0),
     amd("dpx", 2, 128.0),
     amd("spx", 1, 256.0),
-];
+]);
 
-const MI355X: &[Profile] = &[
+const MI355X: &[Profile] = &full([
     amd("cpx", 8, 36.0),
     amd("qpx", 4, 72.0),
     amd("dpx", 2, 144.0),
     amd("spx", 1, 288.0),
-];
+]);
 
 /// The slices an accelerator type (catalog id, lower case) offers, smallest
 /// first; empty for types that cannot be sliced.

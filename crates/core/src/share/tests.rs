@@ -169,6 +169,10 @@ fn profiles_charge_their_compute_share_and_list_what_fits() {
     let p = profiles::find("h100", "1g.10gb").unwrap();
     assert_eq!(p.milli(), 143, "1/7 of a GPU, rounded up");
     assert_eq!(profiles::find("mi300x", "CPX").unwrap().milli(), 125);
+    // the larger of compute and memory: four 1g.20gb fit on a GPU, two 3g
+    assert_eq!(profiles::find("h100", "1g.20gb").unwrap().milli(), 250);
+    assert_eq!(profiles::find("h100", "3g.40gb").unwrap().milli(), 500);
+    assert_eq!(profiles::find("h200", "7g.141gb").unwrap().milli(), 1000);
     let fit: Vec<&str> = profiles::fitting("h100", 30.0, 0)
         .iter()
         .map(|p| p.name)
