@@ -805,6 +805,22 @@ mod tests {
             serde_json::to_value(submit_body(&a, 1, None)).unwrap(),
             json!({"allocation": 1, "gpus": 1, "command": ["sleep", "10"], "types": ["h100", "a100"]})
         );
+        // A slice: a share below 1, a memory bound and a name.
+        let a = submit_args(&[
+            "--gpus",
+            "0.25",
+            "--gpu-mem",
+            "10",
+            "--gpu-profile",
+            "1g.10gb",
+            "--",
+            "nvidia-smi",
+        ]);
+        assert_eq!(
+            serde_json::to_value(submit_body(&a, 1, None)).unwrap(),
+            json!({"allocation": 1, "gpus": 1, "gpu_share": 0.25, "gpu_memory_gb": 10.0,
+                   "gpu_profile": "1g.10gb", "command": ["nvidia-smi"]})
+        );
     }
 
     #[test]
@@ -813,6 +829,7 @@ mod tests {
             &["--time", "2x", "--", "a"][..],
             &["--gpus", "0", "--", "a"],
             &["--gpus", "65537", "--", "a"],
+            &["--gpus", "1.5", "--", "a"],
             &["--env", "NOEQUALS", "--", "a"],
             &["--env", "=v", "--", "a"],
             &["--vendor", "intel", "--", "a"],

@@ -850,13 +850,23 @@ fn cmd_factory_show(path: &Path, output: Output) -> Result<()> {
         Output::Json => emit(&format!(
             "{}\n",
             serde_json::to_string_pretty(&serde_json::json!({
-                "name": f.name, "accelerators": f.accelerators(), "pools": rows
+                "name": f.name, "accelerators": f.physical_accelerators(), "units": f.accelerators(), "pools": rows
             }))?
         ))?,
         Output::Table => {
             use std::fmt::Write as _;
             let mut t = String::new();
-            writeln!(t, "{}: {} accelerators", f.name, f.accelerators())?;
+            if f.physical_accelerators() == f.accelerators() {
+                writeln!(t, "{}: {} accelerators", f.name, f.accelerators())?;
+            } else {
+                writeln!(
+                    t,
+                    "{}: {} accelerators, {} schedulable units (shared pools count each slice)",
+                    f.name,
+                    f.physical_accelerators(),
+                    f.accelerators()
+                )?;
+            }
             writeln!(
                 t,
                 "{:<12} {:<16} {:<8} {:>7} {:>9} {:>12} {:>10} {:>6}",

@@ -669,6 +669,15 @@ impl Factory {
         self.pools.iter().map(Pool::accelerators).sum()
     }
 
+    /// Physical accelerators: [`Factory::accelerators`] counts each slice
+    /// of a shared pool as one.
+    pub fn physical_accelerators(&self) -> u64 {
+        self.pools
+            .iter()
+            .map(|p| p.accelerators() / p.slices_per_accel.max(1) as u64)
+            .sum()
+    }
+
     /// Total nodes.
     pub fn nodes(&self) -> u32 {
         self.pools.iter().map(|p| p.nodes).sum()
