@@ -79,6 +79,12 @@ pub fn run(
     let text =
         read_to_string(&pods_path).with_context(|| format!("reading {}", pods_path.display()))?;
     let pods = capacity::parse_pods(&text, &pods_path.display().to_string(), &cluster)?;
+    if pods.iter().all(|d| d.gpus == 0) {
+        bail!(
+            "{}: no pod asks for a GPU: nothing to place",
+            pods_path.display()
+        );
+    }
     let mut reports: Vec<Report> = Vec::new();
     for &p in &policies {
         for k in 0..a.repeat as u64 {

@@ -1243,10 +1243,8 @@ async fn a_quarter_gpu_runs_as_a_slurm_shard() {
                 l.contains(&format!("-{id} ")) && l.contains(&format!("WorkDir={}", dir.display()))
             })
             .unwrap_or_else(|| panic!("no Slurm job for {id}:\n{all}"));
-        assert!(
-            mine.contains("gres/shard=1") || mine.contains("shard:1"),
-            "{mine}"
-        );
+        // one shard of an h100, the slice's own accelerator type
+        assert!(mine.contains("gres:shard:h100:1"), "{mine}");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -61,8 +61,12 @@ pub struct SliceOf {
     /// The slice's name: a MIG profile (`1g.10gb`), an AMD partition mode
     /// (`cpx`), or `ts-N` / `mps-N` for one of N time-sliced or MPS clients.
     pub name: String,
-    /// The share of the accelerator it is charged as, in thousandths.
+    /// Its compute share of the accelerator, in thousandths: what share
+    /// requests are matched against.
     pub milli: u16,
+    /// Slices of the accelerator in the pool's layout: each is charged,
+    /// and draws, 1/`per_accel` of it.
+    pub per_accel: u32,
     pub kind: SliceKind,
 }
 
@@ -78,6 +82,13 @@ pub enum SliceKind {
     /// NVIDIA Multi-Process Service: clients run at once, each with a
     /// memory limit and a share of the compute threads.
     Mps,
+}
+
+impl SliceOf {
+    /// The share of the accelerator it is charged and draws power as.
+    pub fn share(&self) -> f64 {
+        1.0 / self.per_accel.max(1) as f64
+    }
 }
 
 impl SliceKind {

@@ -176,7 +176,7 @@ fn share_type(
                     .collect();
                 if known.is_empty() {
                     format!(
-                        "`{}` cannot be split into slices (MIG: a100, h100, h200, b200; partitions: mi300x, mi325x, mi355x); share it with `fractions`",
+                        "`{}` cannot be split into slices (MIG: a100, a100-40, h100, h200, gh200, b200; partitions: mi300x, mi325x, mi355x); share it with `fractions`",
                         parent.id
                     )
                 } else {
@@ -224,7 +224,8 @@ fn share_type(
             p.accelerators_per_node
         ));
     }
-    let share = milli as f64 / crate::share::MILLI as f64;
+    // each slice is charged and draws its part of the accelerator
+    let share = 1.0 / per as f64;
     let id = format!("{}-{name}", parent.id);
     if let Some(i) = catalog.index(&id) {
         return Ok((i, per));
@@ -240,6 +241,7 @@ fn share_type(
             parent: parent.id.clone(),
             name,
             milli,
+            per_accel: per,
             kind,
         }),
     };

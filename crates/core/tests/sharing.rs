@@ -60,8 +60,9 @@ fn a_shared_pool_is_a_pool_of_slices_with_their_share_of_everything() {
         (s.parent.as_str(), s.milli, s.kind),
         ("h100", 143, SliceKind::Mig)
     );
-    assert!((t.billing_weight - 0.143).abs() < 1e-9);
-    assert!((t.peak_watts - 700.0 * 0.143).abs() < 1e-9);
+    // one of the 7 slices of each GPU: 1/7 of its price and power
+    assert!((t.billing_weight - 1.0 / 7.0).abs() < 1e-9);
+    assert!((t.peak_watts - 700.0 / 7.0).abs() < 1e-9);
     let mps = f.catalog.get(f.pools[2].accel);
     assert_eq!(mps.id, "h100-mps-4");
     assert_eq!(mps.memory_gb, 20.0);
@@ -107,11 +108,11 @@ fn a_slice_is_charged_its_share() {
     assert_eq!(c.schedule(0.0).started, vec![j]);
     c.end_run(j, 3600.0, JobState::Completed);
     let used = c.allocs[0].used_at(3600.0);
-    // one hour of a 1/7 slice of an H100 (billing weight 1): 0.143 h
-    assert!((used - 0.143 * 3600.0).abs() < 1e-6, "{used}");
+    // one hour of a 1/7 slice of an H100 (billing weight 1): 1/7 h
+    assert!((used - 3600.0 / 7.0).abs() < 1e-6, "{used}");
     // and its attained service (the LAS policy, the twin's GPU-hours) too
     let got = c.jobs[j as usize].attained_gpu_s;
-    assert!((got - 0.143 * 3600.0).abs() < 1e-6, "{got}");
+    assert!((got - 3600.0 / 7.0).abs() < 1e-6, "{got}");
     let mut c = core();
     let j = c.submit(&job("whole", 1, ""), 0, 0.0);
     assert_eq!(c.schedule(0.0).started, vec![j]);

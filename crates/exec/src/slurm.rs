@@ -384,15 +384,21 @@ pub fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// The sbatch arguments for a slice of an accelerator: one shard
-/// (`--gres=shard:1`, Slurm's sharing of a GPU by several jobs) for an MPS
+/// The sbatch arguments for a slice of an accelerator: one shard of its
+/// type (`--gres=shard:h100:1`, Slurm's sharing of a GPU) for an MPS
 /// or time-sliced slice, the gres.conf shards of each GPU being the pool's
 /// `fractions`; one GPU of the slice's own type (`--gres=gpu:h100-1g.10gb:1`,
 /// a gres.conf `Type` whose `MultipleFiles` are the instance's device
 /// files) for a MIG instance or an AMD partition.
 pub fn slice_gres_args(slice_type: &str, s: &crate::AssignedSlice) -> Vec<String> {
     match s.kind.as_str() {
-        "mps" | "time-slicing" => vec!["--nodes=1".into(), "--gres=shard:1".into()],
+        // a shard of the slice's own accelerator type (`h100-mps-4`: h100)
+        "mps" | "time-slicing" => {
+            let parent = slice_type
+                .strip_suffix(&format!("-{}", s.name))
+                .unwrap_or(slice_type);
+            vec!["--nodes=1".into(), format!("--gres=shard:{parent}:1")]
+        }
         _ => vec!["--nodes=1".into(), format!("--gres=gpu:{slice_type}:1")],
     }
 }
@@ -1521,8 +1527,14 @@ mod tests {
             uuid: None,
         };
         assert_eq!(
-            slice_gres_args("h100-mps-4", &slice("mps")),
-            ["--nodes=1", "--gres=shard:1"]
+            slice_gres_args(
+                "h100-mps-4",
+                &crate::AssignedSlice {
+                    name: "mps-4".into(),
+                    ..slice("mps")
+                }
+            ),
+            ["--nodes=1", "--gres=shard:h100:1"]
         );
         assert_eq!(
             slice_gres_args("h100-1g.10gb", &slice("mig")),

@@ -11,7 +11,10 @@
 //! Nodes come from an Alibaba node list (`sn,cpu_milli,memory_mib,gpu,
 //! model`); pods from an Alibaba pod list (`cpu_milli,memory_mib,num_gpu,
 //! gpu_milli,gpu_spec`; other columns ignored). Placement is the core's
-//! [`gigafab_core::share::place`], the one the server uses.
+//! [`gigafab_core::share::place`]: fractions of any size on an
+//! accelerator, as time-slicing with free shares allows. The server's
+//! shared pools are fixed layouts (one slice size per pool), which cannot
+//! pack as tightly.
 
 use crate::workload::WorkloadError;
 use gigafab_core::rng::Rng;
@@ -314,6 +317,10 @@ pub fn run_mode(cluster: &Cluster, pods: &[Demand], mode: Mode, seed: u64, arriv
         }],
     };
     let pct = |x: u64| 100.0 * x as f64 / capacity.max(1) as f64;
+    if pods.iter().all(|d| d.gpu_milli_total() == 0) {
+        // nothing would ever arrive on an accelerator
+        return report;
+    }
     let mut next_step = 1u64;
     let mut k = 0usize;
     let mut at_100 = None;

@@ -2,11 +2,13 @@
 //! the layout question of a shared pool, answered from the workload.
 //!
 //! For each named slice of the type (a MIG profile, an AMD partition), and
-//! for the mix that gives each job its smallest fitting slice: the jobs
-//! with a slice request it holds, the accelerator-hours they take there
-//! (each job charged its slice), the accelerator-hours the same jobs take
-//! on whole accelerators, and the share of the slices' capacity the jobs
-//! leave unused inside them. Jobs weigh by their run time.
+//! for the mix that gives each job its smallest fitting slice (by compute
+//! share, then memory): the jobs with a slice request it holds, the
+//! accelerator-hours they take there (each job charged its slice: one of
+//! the slices a pool of that profile makes of an accelerator), the
+//! accelerator-hours the same jobs take on whole accelerators, and the
+//! share of the charged capacity the jobs leave unused. Jobs weigh by
+//! their run time.
 
 use gigafab_core::JobSpec;
 use gigafab_core::share::profiles::{self, Profile};
@@ -71,7 +73,7 @@ pub fn advise(accel: &str, jobs: &[JobSpec]) -> Result<Vec<LayoutAdvice>, String
         for w in &wants {
             if let Some(p) = pick(w) {
                 held += 1;
-                slice_s += w.seconds * p.milli() as f64 / 1000.0;
+                slice_s += w.seconds * p.charge_milli() as f64 / 1000.0;
                 whole_s += w.seconds;
                 used_s += w.seconds * w.milli as f64 / 1000.0;
             }
@@ -135,9 +137,9 @@ mod tests {
         let mix = a.last().unwrap();
         assert_eq!(mix.layout, "best-fit mix");
         assert_eq!(mix.jobs_held, 2);
-        // 0.1 on a 1g (0.143), 0.4 on a 3g (0.429): 0.143 + 2 × 0.429
-        assert!((mix.slice_gpu_hours - (0.143 + 2.0 * 0.429)).abs() < 1e-9);
-        assert!(mix.unused_inside > 0.0 && mix.unused_inside < 0.2);
+        // 0.1 on a 1g (charged 1/7), 0.4 on a 3g (compute 3/7, charged 1/2)
+        assert!((mix.slice_gpu_hours - (0.143 + 2.0 * 0.5)).abs() < 1e-9);
+        assert!(mix.unused_inside > 0.2 && mix.unused_inside < 0.4);
         assert!(advise("t4", &jobs).unwrap_err().contains("no named slices"));
     }
 }

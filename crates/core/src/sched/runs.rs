@@ -169,7 +169,7 @@ impl SchedCore {
             .get(self.factory.pools[pool as usize].accel)
             .slice
             .as_ref()
-            .map_or(1.0, |s| s.milli as f64 / 1000.0);
+            .map_or(1.0, |s| s.share());
         let job = &mut self.jobs[j as usize];
         job.attained_gpu_s += gpus as f64 * share * (now - job.run_start).max(0.0);
         self.cluster.release(&placement);

@@ -2,12 +2,13 @@
 //! partitions, with the share of the accelerator each is charged as.
 //!
 //! A MIG profile `Ng.Mgb` holds N of the accelerator's 7 compute slices
-//! and M GB of its memory; it is charged the larger of its compute share
-//! (N/7) and its memory share (M over the accelerator's): 1g.10gb of an
-//! H100 is 1/7 of an accelerator-hour, 1g.20gb a quarter (four fit on a
-//! GPU), 3g.40gb a half (two fit). An AMD partition mode splits the
-//! accelerator's 8 compute dies (XCDs) into 1 (SPX), 2 (DPX), 4 (QPX) or 8
-//! (CPX) equal partitions; each is charged 1/partitions. Memory per partition is the accelerator's memory over the
+//! and M GB of its memory. A pool's layout is one profile on every
+//! accelerator, as many as fit, and each slice is charged that share of
+//! an accelerator-hour: 1g.10gb of an H100 1/7, 1g.20gb a quarter (four
+//! fit), 3g.40gb a half, 4g.40gb the whole. A share request (`0.25`) is
+//! matched against the compute share (N/7). An AMD partition mode splits
+//! the accelerator's 8 compute dies (XCDs) into 1 (SPX), 2 (DPX), 4 (QPX)
+//! or 8 (CPX) equal partitions; each is charged 1/partitions. Memory per partition is the accelerator's memory over the
 //! partitions (NPS4 makes that a hard split into quarters; under NPS1 the
 //! partitions share one pool and gigafab still counts each its equal part).
 
@@ -28,12 +29,18 @@ pub struct Profile {
 }
 
 impl Profile {
-    /// The share charged, in thousandths of the accelerator: the larger of
-    /// its compute share and its memory share.
+    /// The compute share, in thousandths of the accelerator: what a share
+    /// request (`--gpus 0.25`) is matched against.
     pub fn milli(&self) -> u16 {
-        let compute = (self.compute as u32 * MILLI as u32).div_ceil(self.of as u32);
-        let memory = (self.memory_gb * MILLI as f64 / self.full_gb).ceil() as u32;
-        compute.max(memory).min(MILLI as u32) as u16
+        ((self.compute as u32 * MILLI as u32).div_ceil(self.of as u32)) as u16
+    }
+
+    /// The share charged, in thousandths: one of the `max_per_gpu` slices
+    /// a pool of this profile makes of each accelerator (1g.10gb: 1/7,
+    /// 1g.20gb: 1/4, 3g.40gb: 1/2, 4g.40gb: the whole, since nothing else
+    /// fits beside it in the pool's layout).
+    pub fn charge_milli(&self) -> u16 {
+        (MILLI as u32).div_ceil(self.max_per_gpu.max(1) as u32) as u16
     }
 }
 
@@ -104,6 +111,15 @@ const H200: &[Profile] = &full([
     mig("7g.141gb", 7, 141.0, 1),
 ]);
 
+const GH200: &[Profile] = &full([
+    mig("1g.12gb", 1, 12.0, 7),
+    mig("1g.24gb", 1, 24.0, 4),
+    mig("2g.24gb", 2, 24.0, 3),
+    mig("3g.48gb", 3, 48.0, 2),
+    mig("4g.48gb", 4, 48.0, 1),
+    mig("7g.96gb", 7, 96.0, 1),
+]);
+
 const B200: &[Profile] = &full([
     mig("1g.23gb", 1, 23.0, 7),
     mig("1g.45gb", 1, 45.0, 4),
@@ -140,7 +156,8 @@ pub fn of_type(accel: &str) -> &'static [Profile] {
     match accel {
         "a100-40" | "a100-40gb" => A100_40,
         "a100" | "a100-80" | "a100-80gb" | "h100" | "h100-sxm" | "h100-pcie" | "h800" => A100_80,
-        "h200" | "gh200" => H200,
+        "h200" => H200,
+        "gh200" => GH200,
         "b200" | "gb200" => B200,
         "mi300x" => MI300X,
         "mi325x" => MI325X,

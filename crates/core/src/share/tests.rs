@@ -169,15 +169,30 @@ fn profiles_charge_their_compute_share_and_list_what_fits() {
     let p = profiles::find("h100", "1g.10gb").unwrap();
     assert_eq!(p.milli(), 143, "1/7 of a GPU, rounded up");
     assert_eq!(profiles::find("mi300x", "CPX").unwrap().milli(), 125);
-    // the larger of compute and memory: four 1g.20gb fit on a GPU, two 3g
-    assert_eq!(profiles::find("h100", "1g.20gb").unwrap().milli(), 250);
-    assert_eq!(profiles::find("h100", "3g.40gb").unwrap().milli(), 500);
-    assert_eq!(profiles::find("h200", "7g.141gb").unwrap().milli(), 1000);
+    // charged as one of the slices a pool's layout makes of a GPU: four
+    // 1g.20gb fit, two 3g.40gb, one 4g.40gb; matched by compute share
+    let p = |n| profiles::find("h100", n).unwrap();
+    assert_eq!(
+        (p("1g.20gb").milli(), p("1g.20gb").charge_milli()),
+        (143, 250)
+    );
+    assert_eq!(
+        (p("3g.40gb").milli(), p("3g.40gb").charge_milli()),
+        (429, 500)
+    );
+    assert_eq!(p("4g.40gb").charge_milli(), 1000);
+    assert_eq!(profiles::find("gh200", "7g.96gb").unwrap().memory_gb, 96.0);
     let fit: Vec<&str> = profiles::fitting("h100", 30.0, 0)
         .iter()
         .map(|p| p.name)
         .collect();
     assert_eq!(fit, vec!["3g.40gb", "4g.40gb", "7g.80gb"]);
+    // a quarter of the compute: 2g (2/7) is the smallest, not 1g.20gb
+    let fit: Vec<&str> = profiles::fitting("h100", 0.0, 250)
+        .iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(fit[0], "2g.20gb");
     assert!(profiles::fitting("h100", 81.0, 0).is_empty());
     assert!(profiles::of_type("t4").is_empty());
     profiles::layout_fits("h100", &["3g.40gb", "4g.40gb"]).unwrap();

@@ -319,7 +319,7 @@ impl Executor for LocalExecutor {
                 && s.uuid.is_none()
             {
                 return Err(fail(format!(
-                    "{}: GPU {} has no MIG instance {} (MIG mode off, or the {} layout not made: nvidia-smi mig -i {} -cgi {} -C)",
+                    "{}: GPU {} has no MIG instance {} of {} (MIG mode off, another layout, or the layout not made when the server started: nvidia-smi mig -i {} -cgi {} -C, then restart the server)",
                     a.node, a.index, s.slot, s.name, a.index, s.name
                 )));
             }

@@ -184,9 +184,21 @@ impl Controller {
             | Signal::AmdRas { gpu, .. } => Some(*gpu),
             _ => None,
         };
-        if let Some(g) = gpu
-            && let Some(Some(id)) = self.devices[n as usize].get(g as usize).copied()
-        {
+        let Some(g) = gpu else { return };
+        // a shared pool's slots: every slice of the faulty accelerator
+        let k = self.cfg.factory.pools[self.core.cluster.pool_of(n) as usize]
+            .slices_per_accel
+            .max(1) as usize;
+        let slots = g as usize * k..(g as usize + 1) * k;
+        let mut hit: Vec<i64> = self.devices[n as usize]
+            .get(slots)
+            .unwrap_or_default()
+            .iter()
+            .flatten()
+            .copied()
+            .collect();
+        hit.dedup();
+        for id in hit {
             self.requeue_for_health(id, name, why, now);
         }
     }

@@ -547,13 +547,25 @@ impl Controller {
                     };
                     let t = self.cfg.factory.catalog.get(p.accel);
                     let k = p.slices_per_accel.max(1);
+                    let memory_mib = (t.memory_gb * 1024.0).round() as u64;
+                    // the instance NVML listed there, if its memory is the
+                    // profile's (NVML reports a little less than the name
+                    // says): another layout's instance is not this slice
+                    let uuid = self
+                        .mig_uuids
+                        .get(&(n, i / k, i % k))
+                        .filter(|(_, mib)| {
+                            (*mib as f64) >= 0.85 * memory_mib as f64
+                                && (*mib as f64) <= 1.05 * memory_mib as f64
+                        })
+                        .map(|(u, _)| u.clone());
                     let slice = t.slice.as_ref().map(|s| AssignedSlice {
                         kind: s.kind.as_str().to_string(),
                         name: s.name.clone(),
                         slot: i % k,
                         of: k,
-                        memory_mib: (t.memory_gb * 1024.0).round() as u64,
-                        uuid: self.mig_uuids.get(&(n, i / k, i % k)).cloned(),
+                        memory_mib,
+                        uuid,
                     });
                     // a slice's device is its accelerator's, except an AMD
                     // partition's: a device of its own

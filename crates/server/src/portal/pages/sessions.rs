@@ -121,6 +121,12 @@ pub(super) async fn start_session(
         // a share below 1 asks for a slice of one accelerator
         let gpus = number(&form, "gpus")?;
         let share = (gpus > 0.0 && gpus < 1.0).then_some(gpus);
+        if share.is_none() && gpus.fract() != 0.0 {
+            return Err(invalid(
+                "gpus",
+                "a whole number of accelerators, or a share of one below 1",
+            ));
+        }
         Ok(t::StartSession {
             app: form.get("app").cloned().unwrap_or_default(),
             allocation: t::IdRef::Num(number(&form, "allocation")? as i64),
