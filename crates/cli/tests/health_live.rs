@@ -590,3 +590,75 @@ async fn a_pre_flight_check_that_cannot_run_drains_nothing() {
         assert_eq!(n["health"], "healthy", "{n:#}");
     }
 }
+
+#[tokio::test]
+async fn an_xid_on_a_shared_gpu_requeues_every_slice_of_that_gpu_and_no_other() {
+    let dir = fresh_dir("health-slices");
+    // one node of 2 H100 in quarters: slots 0-3 on GPU 0, 4-7 on GPU 1
+    let f = dir.join("factory.toml");
+    std::fs::write(
+        &f,
+        "name = \"health\"\n[[sites]]\nname = \"s\"\n[[sites.pools]]\nname = \"h100\"\naccelerator = \"h100\"\nnodes = 1\naccelerators_per_node = 2\nfractions = 4\n",
+    )
+    .unwrap();
+    let rec = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../telemetry/tests/fixtures/xid79-replay.json")
+        .display()
+        .to_string();
+    let s = serve(&dir, &f, |a| {
+        *a.last_mut().unwrap() = format!("replay:{rec}")
+    });
+    let mut ids = Vec::new();
+    for _ in 0..8 {
+        let j = s
+            .json(
+                "POST",
+                "/api/v1/jobs",
+                TOKEN,
+                Some(json!({"allocation": 1, "gpus": 1, "gpu_share": 0.25, "command": ["sleep", "60"]})),
+            )
+            .await;
+        ids.push(j["id"].as_i64().unwrap_or_else(|| panic!("{j}")));
+    }
+    let mut slot_of = std::collections::HashMap::new();
+    for &id in &ids {
+        let j = s.wait_state(TOKEN, id, &["running"]).await;
+        let label = j["accelerators"][0].as_str().unwrap().to_string();
+        let slot: u32 = label.rsplit('/').next().unwrap().parse().unwrap();
+        slot_of.insert(id, slot);
+    }
+    // the Xid on GPU 1 (~3 s after the start): the slices of GPU 1 (slots
+    // 4-7) are requeued, those of GPU 0 run on
+    let t = Instant::now();
+    loop {
+        let mut requeued = Vec::new();
+        let mut untouched = Vec::new();
+        for &id in &ids {
+            let j = s
+                .json("GET", &format!("/api/v1/jobs/{id}"), TOKEN, None)
+                .await;
+            if j["events"].to_string().contains("xid 79 on gpu 1") {
+                requeued.push(slot_of[&id]);
+            } else {
+                untouched.push(slot_of[&id]);
+            }
+        }
+        if requeued.len() == 4 {
+            requeued.sort();
+            untouched.sort();
+            assert_eq!(requeued, [4, 5, 6, 7]);
+            assert_eq!(untouched, [0, 1, 2, 3]);
+            break;
+        }
+        assert!(
+            requeued.len() < 4 && t.elapsed() < Duration::from_secs(20),
+            "requeued slots {requeued:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for id in ids {
+        let _ = s
+            .call("DELETE", &format!("/api/v1/jobs/{id}"), Some(TOKEN), None)
+            .await;
+    }
+}
