@@ -21,6 +21,9 @@ pub struct AttachArgs {
     conn: Conn,
 }
 
+/// How long `gigafab attach` waits for a job that is starting.
+const STARTING: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The terminal's size (rows, columns), if stdout is one.
 fn size() -> Option<(u16, u16)> {
     let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
@@ -75,23 +78,43 @@ pub(super) async fn run(a: AttachArgs) -> Result<()> {
         ws_base.trim_end_matches('/'),
         a.job
     );
-    let mut req = url.into_client_request().context("not a server address")?;
-    if let Some(t) = a.conn.token() {
-        req.headers_mut().insert(
-            "authorization",
-            format!("Bearer {t}").parse().context("not a valid token")?,
-        );
-    }
-    let (ws, _) = match tokio_tungstenite::connect_async(req).await {
-        Ok(x) => x,
-        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
-            let body = res.body().clone().unwrap_or_default();
-            let msg = serde_json::from_slice::<gigafab_api::Error>(&body)
-                .map(|e| format!("{} ({})", e.message, e.error))
-                .unwrap_or_else(|_| format!("the server answered {}", res.status()));
-            bail!("{msg}");
+    // a job that is still starting is waited for, up to STARTING
+    let since = std::time::Instant::now();
+    let mut said = false;
+    let ws = loop {
+        let mut req = url
+            .as_str()
+            .into_client_request()
+            .context("not a server address")?;
+        if let Some(t) = a.conn.token() {
+            req.headers_mut().insert(
+                "authorization",
+                format!("Bearer {t}").parse().context("not a valid token")?,
+            );
         }
-        Err(e) => bail!("cannot reach {server}: {e}"),
+        match tokio_tungstenite::connect_async(req).await {
+            Ok((ws, _)) => break ws,
+            Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
+                let body = res.body().clone().unwrap_or_default();
+                let err = serde_json::from_slice::<gigafab_api::Error>(&body).ok();
+                if let Some(e) = &err
+                    && e.error == "job_starting"
+                    && since.elapsed() < STARTING
+                {
+                    if !said {
+                        eprintln!("job {} is starting; waiting for it", a.job);
+                        said = true;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    continue;
+                }
+                let msg = err
+                    .map(|e| format!("{} ({})", e.message, e.error))
+                    .unwrap_or_else(|| format!("the server answered {}", res.status()));
+                bail!("{msg}");
+            }
+            Err(e) => bail!("cannot reach {server}: {e}"),
+        }
     };
     let (mut tx, mut rx) = ws.split();
     let tty = size().is_some();

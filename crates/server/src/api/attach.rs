@@ -75,6 +75,15 @@ async fn attach(
         .ok_or_else(not_found)?;
     let handle = match (job.state.as_str(), job.handle.clone()) {
         ("running", Some(h)) => h,
+        // launched, but its process (or Slurm id) is not recorded yet
+        ("running", None) => {
+            return Err(ApiError::conflict(
+                "job_starting",
+                format!(
+                    "job {id} is starting: a shell attaches once it runs; try again in a moment"
+                ),
+            ));
+        }
         (state, _) => {
             return Err(ApiError::conflict(
                 "job_not_running",
