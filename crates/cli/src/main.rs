@@ -93,7 +93,7 @@ pub enum Output {
 struct SimArgs {
     /// Factory TOML file, or an embedded one: builtin:mixed-small,
     /// builtin:gavel-108, builtin:gigafactory-100k, builtin:campus-500k,
-    /// builtin:alibaba-openb,
+    /// builtin:alibaba-openb, builtin:shared-h100,
     /// builtin:two-sites-fr-de, builtin:local [default: builtin:mixed-small].
     #[arg(long)]
     factory: Option<PathBuf>,
@@ -181,6 +181,12 @@ struct SimArgs {
     /// the wait it added.
     #[arg(long)]
     residency_cost: bool,
+    /// Run the workload a second time on the same factory with nothing
+    /// shared (a job that asked for a slice takes a whole accelerator) and
+    /// report what sharing gave: waits of slice and whole jobs, the
+    /// accelerator-hours the slice jobs held, accelerators freed, energy
+    #[arg(long)]
+    against_whole: bool,
     /// Model endpoints served alongside the jobs: a TOML file of
     /// `[[endpoint]]` tables, each with its request trace
     /// (docs/endpoints.md); the report gives their latency, cold starts,
@@ -294,7 +300,7 @@ enum WorkloadFormat {
 #[derive(Subcommand)]
 enum WorkloadCmd {
     /// Generate a synthetic workload (native CSV).
-    Synth(SynthArgs),
+    Synth(Box<SynthArgs>),
     /// Turn Slurm accounting history (`sacct -P` output) into a workload.
     ImportSacct {
         /// `sacct -P` output with its header [default: run `sacct -a -P -X`
@@ -349,7 +355,9 @@ enum WorkloadCmd {
 #[derive(Args)]
 struct SynthArgs {
     /// Profile: gavel (Gavel's generator), philly (resampled Philly jobs),
-    /// gigafactory (Philly jobs plus 1,024-16,384-accelerator training gangs).
+    /// gigafactory (Philly jobs plus 1,024-16,384-accelerator training
+    /// gangs), mixed (Philly training, notebooks and inference replicas on
+    /// slices, and a trace's fractional pods; --mix).
     #[arg(long)]
     profile: String,
     /// Number of jobs.
@@ -395,6 +403,16 @@ struct SynthArgs {
     /// ones may run at every site, home first.
     #[arg(long, value_delimiter = ',')]
     home_sites: Vec<String>,
+    /// mixed profile: each kind's share of the jobs, by count.
+    #[arg(
+        long,
+        default_value = "training=0.4,notebooks=0.3,inference=0.1,pods=0.2"
+    )]
+    mix: String,
+    /// mixed profile: the Alibaba pod list whose fractional pods are
+    /// resampled.
+    #[arg(long, default_value = "builtin:alibaba-openb-pods")]
+    pods: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -561,6 +579,15 @@ pub fn progress_bar(quiet: bool) -> indicatif::ProgressBar {
     pb
 }
 
+/// A report's totals that `--against-whole` repeats.
+fn totals(r: &gigafab_twin::report::Report) -> gigafab_twin::sharing::Totals {
+    gigafab_twin::sharing::Totals {
+        avg_jct_s: r.avg_jct_s,
+        makespan_s: r.makespan_s,
+        energy_mwh: r.energy_mwh,
+    }
+}
+
 fn cmd_sim(a: SimArgs) -> Result<()> {
     if a.capacity.no_departures {
         return capacity::run(
@@ -573,6 +600,11 @@ fn cmd_sim(a: SimArgs) -> Result<()> {
     }
     let mut factory = load_factory(a.factory.as_deref())?;
     apply_site_overrides(&mut factory, &a.grid, &a.power_budget)?;
+    if a.against_whole && !factory.shares() {
+        bail!(
+            "--against-whole: the factory shares no accelerator (no pool with `slices` or `fractions`): nothing to compare"
+        );
+    }
     let (mut policy, throughputs) = a.sched.resolve(&factory)?;
     if !(a.preflight_minutes.is_finite() && (0.0..=1440.0).contains(&a.preflight_minutes)) {
         bail!("--preflight-minutes must be within 0..=1440");
@@ -643,6 +675,36 @@ fn cmd_sim(a: SimArgs) -> Result<()> {
         },
     };
     let pb = progress_bar(a.quiet);
+    // the same jobs on whole accelerators, for --against-whole
+    let whole_run = if a.against_whole {
+        let sliced: std::collections::HashSet<String> = jobs
+            .iter()
+            .filter(|j| j.types.slice.is_some())
+            .map(|j| j.id.clone())
+            .collect();
+        let whole = factory.without_sharing();
+        let mut whole_jobs = jobs.clone();
+        whole_where_no_slice(&whole, &mut whole_jobs);
+        let cfg_whole = SimConfig {
+            timeline_points: None,
+            ..cfg.clone()
+        };
+        let o = simulate(
+            whole,
+            policy.clone(),
+            throughputs.clone(),
+            whole_jobs,
+            &allocations,
+            &cfg_whole,
+            &mut |_, _| {},
+        )?;
+        Some((
+            gigafab_twin::sharing::side(&o.core, totals(&o.report), &sliced),
+            sliced,
+        ))
+    } else {
+        None
+    };
     // the counterfactual first: the same jobs, no site restrictions
     let free = if a.residency_cost {
         let (free_jobs, restricted) = gigafab_twin::residency::strip(&jobs);
@@ -676,6 +738,10 @@ fn cmd_sim(a: SimArgs) -> Result<()> {
         },
     )?;
     pb.finish_and_clear();
+    if let Some((whole, sliced)) = whole_run {
+        let shared = gigafab_twin::sharing::side(&out.core, totals(&out.report), &sliced);
+        out.report.sharing = Some(gigafab_twin::sharing::compare(shared, whole));
+    }
     if let Some((free, restricted)) = &free {
         out.report.residency = Some(gigafab_twin::residency::compare(
             restricted, &out.core, &free.core,
@@ -745,10 +811,66 @@ fn cmd_import_sacct(input: Option<PathBuf>, out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The arrival rate of `workload synth`: `--rate`, or `--load` of the
+/// factory's accelerators for jobs of `mean` accelerator-seconds.
+fn synth_rate(a: &SynthArgs, mean: f64) -> Result<f64> {
+    match (a.rate, a.load) {
+        (Some(r), None) => Ok(r),
+        (None, Some(load)) => {
+            if !(load.is_finite() && load > 0.0) {
+                bail!("--load must be > 0");
+            }
+            let f = load_factory(a.factory.as_deref())?;
+            Ok(load * f.physical_accelerators() as f64 * 3600.0 / mean)
+        }
+        _ => bail!("give either --rate JOBS_PER_HOUR or --load FRACTION --factory F"),
+    }
+}
+
+/// `workload synth --profile mixed`.
+fn cmd_synth_mixed(a: SynthArgs) -> Result<()> {
+    use workload::mixed;
+    let shares = mixed::Shares::parse(&a.mix).map_err(|e| anyhow::anyhow!("--mix: {e}"))?;
+    let philly = if shares.training > 0.0 {
+        synth::load_philly(&a.philly)
+            .with_context(|| "the mixed profile's training reads --philly")?
+    } else {
+        Vec::new()
+    };
+    let pods = if shares.pods > 0.0 {
+        let (jobs, _) = workload::alibaba::read(&a.pods)
+            .with_context(|| "the mixed profile's pods read --pods (an Alibaba pod list)")?;
+        mixed::pods_of(&jobs)
+    } else {
+        Vec::new()
+    };
+    let mut p = mixed::MixParams {
+        jobs: a.jobs,
+        rate_per_hour: 1.0,
+        seed: a.seed,
+        shares,
+    };
+    p.rate_per_hour = synth_rate(&a, mixed::mean_gpu_seconds(&p, &philly, &pods))?;
+    let jobs = mixed::generate(&p, &philly, &pods)?;
+    workload::native::write(&a.out, &jobs)
+        .with_context(|| format!("{}: cannot write", a.out.display()))?;
+    eprintln!(
+        "wrote {} jobs to {} (mixed profile, {:.2} jobs/hour, seed {})",
+        jobs.len(),
+        a.out.display(),
+        p.rate_per_hour,
+        a.seed
+    );
+    Ok(())
+}
+
 fn cmd_synth(a: SynthArgs) -> Result<()> {
+    if a.profile.trim().eq_ignore_ascii_case("mixed") {
+        return cmd_synth_mixed(a);
+    }
     let profile = synth::Profile::parse(&a.profile).ok_or_else(|| {
         anyhow::anyhow!(
-            "unknown profile `{}` (one of: gavel, philly, gigafactory)",
+            "unknown profile `{}` (one of: gavel, philly, gigafactory, mixed)",
             a.profile
         )
     })?;
@@ -768,18 +890,7 @@ fn cmd_synth(a: SynthArgs) -> Result<()> {
     };
     let mut p = synth::SynthParams::new(profile, a.jobs, 1.0, a.seed);
     p.gang_share = a.gang_share;
-    p.rate_per_hour = match (a.rate, a.load) {
-        (Some(r), None) => r,
-        (None, Some(load)) => {
-            if !(load.is_finite() && load > 0.0) {
-                bail!("--load must be > 0");
-            }
-            let f = load_factory(a.factory.as_deref())?;
-            let mean = synth::mean_gpu_seconds(&p, philly.as_deref());
-            load * f.accelerators() as f64 * 3600.0 / mean
-        }
-        _ => bail!("give either --rate JOBS_PER_HOUR or --load FRACTION --factory F"),
-    };
+    p.rate_per_hour = synth_rate(&a, synth::mean_gpu_seconds(&p, philly.as_deref()))?;
     let mut jobs = synth::generate(&p, throughputs.as_ref(), philly.as_deref())?;
     if !(a.flexible.is_finite() && (0.0..=1.0).contains(&a.flexible)) {
         bail!("--flexible must be a fraction within 0..=1");
@@ -946,7 +1057,7 @@ fn main() {
     };
     let r = match cli.cmd {
         Cmd::Sim(a) => cmd_sim(*a),
-        Cmd::Workload(WorkloadCmd::Synth(a)) => cmd_synth(a),
+        Cmd::Workload(WorkloadCmd::Synth(a)) => cmd_synth(*a),
         Cmd::Workload(WorkloadCmd::ImportSacct { input, out }) => cmd_import_sacct(input, &out),
         Cmd::Workload(WorkloadCmd::Convert { input, format, out }) => read_workload(&input, format)
             .and_then(|jobs| {

@@ -1209,3 +1209,137 @@ fn workload_slices_weighs_each_slice_of_a_type() {
     assert!(!bad.status.success());
     assert!(stderr(&bad).contains("no named slices"), "{}", stderr(&bad));
 }
+
+/// Issue 31: the twin's answer for an operator: the same mixed workload on
+/// the factory's shared pools and on the same accelerators whole.
+#[test]
+fn sim_against_whole_says_what_sharing_gave() {
+    let t = Tmp::new("against-whole");
+    let factory = t.path("f.toml");
+    std::fs::write(
+        &factory,
+        r#"name = "f"
+[[sites]]
+name = "s"
+[[sites.pools]]
+name = "whole"
+accelerator = "h100"
+nodes = 3
+accelerators_per_node = 8
+[[sites.pools]]
+name = "quarters"
+accelerator = "h100"
+nodes = 1
+accelerators_per_node = 8
+fractions = 4
+"#,
+    )
+    .unwrap();
+    let workload = t.path("mixed.csv");
+    run_ok(&[
+        "workload",
+        "synth",
+        "--profile",
+        "mixed",
+        "--jobs",
+        "300",
+        "--load",
+        "0.7",
+        "--factory",
+        &factory,
+        "--seed",
+        "4",
+        "--out",
+        &workload,
+    ]);
+    // the slice jobs a quarter holds: their run time, s
+    let csv = std::fs::read_to_string(&workload).unwrap();
+    let mut rows = csv.lines();
+    let head: Vec<&str> = rows.next().unwrap().split(',').collect();
+    let col = |n: &str| head.iter().position(|h| *h == n).unwrap();
+    let (dur, types) = (col("duration_s"), col("types"));
+    let (mut quarter_s, mut quarters, mut slices) = (0.0, 0, 0);
+    for r in rows {
+        let f: Vec<&str> = r.split(',').collect();
+        if let Some(share) = f[types].strip_prefix("slice:") {
+            slices += 1;
+            if share.parse::<f64>().unwrap() <= 0.25 {
+                quarters += 1;
+                quarter_s += f[dur].parse::<f64>().unwrap();
+            }
+        }
+    }
+    assert!(quarters > 20 && slices > quarters, "{quarters} {slices}");
+    let v = sim_json(&[
+        "--factory",
+        &factory,
+        "--workload",
+        &workload,
+        "--failure-rate",
+        "0",
+        "--against-whole",
+    ]);
+    let s = &v["sharing"];
+    let (shared, whole) = (&s["shared"], &s["whole"]);
+    // slices of more than a quarter have no shared pool: whole in both runs
+    assert_eq!(u64_of(shared, "slice_jobs"), quarters);
+    assert_eq!(u64_of(whole, "slice_jobs"), quarters);
+    assert_eq!(u64_of(shared, "accelerators"), 32);
+    assert_eq!(u64_of(shared, "shared_accelerators"), 8);
+    assert_eq!(u64_of(whole, "shared_accelerators"), 0);
+    // a quarter holds a quarter of an accelerator; whole, one
+    let h = quarter_s / 3600.0;
+    let (sh, wh) = (
+        f64_of(shared, "slice_gpu_hours"),
+        f64_of(whole, "slice_gpu_hours"),
+    );
+    assert!((wh - h).abs() < 1e-6 * h, "{wh} {h}");
+    assert!((sh - h / 4.0).abs() < 1e-6 * h, "{sh} {h}");
+    assert!((f64_of(s, "gpu_hours_saved") - 0.75 * h).abs() < 1e-6 * h);
+    assert!(f64_of(s, "accelerators_freed") > 0.0);
+    // at most 32 quarters at once, on 8 accelerators
+    let peak = f64_of(shared, "slice_peak_accelerators");
+    assert!(peak > 0.0 && peak <= 8.0, "{peak}");
+    assert!(f64_of(whole, "slice_peak_accelerators") >= peak);
+    // the table says it too
+    let o = run_ok(&[
+        "sim",
+        "-q",
+        "--factory",
+        &factory,
+        "--workload",
+        &workload,
+        "--against-whole",
+    ]);
+    assert!(
+        stdout(&o).contains("sharing against whole accelerators (32 accelerators"),
+        "{}",
+        stdout(&o)
+    );
+    // nothing to compare on a factory that shares nothing
+    let o = gigafab(&[
+        "sim",
+        "-q",
+        "--factory",
+        "builtin:mixed-small",
+        "--workload",
+        &workload,
+        "--against-whole",
+    ]);
+    assert_clean_failure(&o, &["--against-whole", "shares no accelerator"]);
+    let o = gigafab(&[
+        "workload",
+        "synth",
+        "--profile",
+        "mixed",
+        "--jobs",
+        "5",
+        "--rate",
+        "1",
+        "--mix",
+        "training=1,gpus=1",
+        "--out",
+        &workload,
+    ]);
+    assert_clean_failure(&o, &["--mix", "unknown kind `gpus`"]);
+}

@@ -88,6 +88,11 @@ pub static ALL: &[Builtin] = &[
         Factory,
         "examples/factories/two-sites-fr-de.toml"
     ),
+    embed!(
+        "shared-h100",
+        Factory,
+        "examples/factories/shared-h100.toml"
+    ),
     embed!("FR-2023", Grid, "data/grid/FR_2023_hourly.csv"),
     embed!("DE-2023", Grid, "data/grid/DE_2023_hourly.csv"),
     embed!("NO-2023", Grid, "data/grid/NO_2023_hourly.csv"),

@@ -680,6 +680,33 @@ impl Factory {
             .sum()
     }
 
+    /// The same factory with nothing shared: each shared pool holds its
+    /// accelerators whole again (its nodes, CPUs, memory and power as they
+    /// are). What sharing is compared against (`gigafab sim
+    /// --against-whole`).
+    pub fn without_sharing(&self) -> Factory {
+        let mut f = self.clone();
+        for p in f.pools.iter_mut().filter(|p| p.slices_per_accel > 1) {
+            let parent = f
+                .catalog
+                .get(p.accel)
+                .slice
+                .as_ref()
+                .map(|s| s.parent.clone());
+            if let Some(i) = parent.and_then(|id| f.catalog.index(&id)) {
+                p.accel = i;
+                p.per_node /= p.slices_per_accel;
+                p.slices_per_accel = 1;
+            }
+        }
+        f
+    }
+
+    /// Whether a pool shares its accelerators.
+    pub fn shares(&self) -> bool {
+        self.pools.iter().any(|p| p.slices_per_accel > 1)
+    }
+
     /// Total nodes.
     pub fn nodes(&self) -> u32 {
         self.pools.iter().map(|p| p.nodes).sum()

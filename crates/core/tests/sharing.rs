@@ -160,3 +160,23 @@ fn slice_filters_round_trip_and_reject_nonsense() {
     assert!(TypeFilter::parse("slice:0").is_err());
     assert!(TypeFilter::parse("slice:a/b").is_err());
 }
+
+#[test]
+fn without_sharing_the_same_accelerators_are_whole_again() {
+    let f = Factory::parse(FACTORY, "shared.toml").unwrap();
+    assert!(f.shares());
+    let w = f.without_sharing();
+    assert!(!w.shares());
+    assert_eq!(w.physical_accelerators(), f.physical_accelerators());
+    assert_eq!(w.accelerators(), 5, "2 + 2 + 1 whole H100s");
+    for p in &w.pools {
+        assert_eq!(w.catalog.get(p.accel).id, "h100", "{}", p.name);
+        assert_eq!(p.slices_per_accel, 1);
+    }
+    assert_eq!(w.pools[1].per_node, 2);
+    assert_eq!(w.pools[2].per_node, 1);
+    // nodes, CPUs and power stay as they were
+    for (a, b) in f.pools.iter().zip(&w.pools) {
+        assert_eq!((a.nodes, a.node_watts), (b.nodes, b.node_watts));
+    }
+}

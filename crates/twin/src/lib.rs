@@ -9,6 +9,7 @@ pub mod jobs_out;
 pub mod plot;
 pub mod report;
 pub mod residency;
+pub mod sharing;
 pub mod slices;
 pub mod workload;
 

@@ -95,6 +95,9 @@ pub struct Report {
     /// What residency cost (`gigafab sim --residency-cost`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub residency: Option<crate::residency::ResidencyCost>,
+    /// What sharing accelerators gave (`gigafab sim --against-whole`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sharing: Option<crate::sharing::SharingReport>,
     pub policy: String,
     pub factory: String,
     pub accelerators: u64,
@@ -594,6 +597,7 @@ impl Collector {
         let span = self.last_end - first;
         Report {
             residency: None,
+            sharing: None,
             endpoints: Vec::new(),
             policy: policy.to_string(),
             factory: core.factory.name.clone(),
@@ -1041,6 +1045,10 @@ impl Report {
             }
         }
         if let Some(r) = &self.residency {
+            s.push('\n');
+            s.push_str(&r.table());
+        }
+        if let Some(r) = &self.sharing {
             s.push('\n');
             s.push_str(&r.table());
         }

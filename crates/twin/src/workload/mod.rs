@@ -5,6 +5,7 @@
 
 pub mod alibaba;
 pub mod gavel;
+pub mod mixed;
 pub mod native;
 pub mod requests;
 pub mod sacct;

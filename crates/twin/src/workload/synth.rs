@@ -224,19 +224,25 @@ pub fn mean_gpu_seconds(p: &SynthParams, philly: Option<&[(f64, u32)]>) -> f64 {
     }
 }
 
-fn check_params(p: &SynthParams) -> Result<(), SynthError> {
-    if p.jobs == 0 {
+/// Some jobs, at a finite rate above 0.
+pub(crate) fn check_jobs_and_rate(jobs: usize, rate_per_hour: f64) -> Result<(), SynthError> {
+    if jobs == 0 {
         return Err(SynthError::BadParam {
             name: "jobs",
             message: "must be > 0".into(),
         });
     }
-    if !(p.rate_per_hour.is_finite() && p.rate_per_hour > 0.0) {
+    if !(rate_per_hour.is_finite() && rate_per_hour > 0.0) {
         return Err(SynthError::BadParam {
             name: "rate_per_hour",
-            message: format!("must be a finite number > 0, got {}", p.rate_per_hour),
+            message: format!("must be a finite number > 0, got {rate_per_hour}"),
         });
     }
+    Ok(())
+}
+
+fn check_params(p: &SynthParams) -> Result<(), SynthError> {
+    check_jobs_and_rate(p.jobs, p.rate_per_hour)?;
     if !(0.0..1.0).contains(&p.gang_share) {
         return Err(SynthError::BadParam {
             name: "gang_share",
