@@ -153,6 +153,19 @@ pub struct ServeArgs {
         default_value = "/dev/nvidia{index}"
     )]
     nvidia_devices: String,
+    /// Directory of NVIDIA's capability device files (`nvidia-cap<minor>`):
+    /// a job sees only its own MIG instances' (the others are covered by
+    /// /dev/null).
+    #[arg(long, env = "GIGAFAB_NVIDIA_CAPS", default_value = "/dev/nvidia-caps")]
+    nvidia_caps: PathBuf,
+    /// The driver's capability table, which names each MIG instance's
+    /// capability minor (`gpuN/mig/giG/access`, `.../ciC/access`).
+    #[arg(
+        long,
+        env = "GIGAFAB_NVIDIA_CAPABILITIES",
+        default_value = "/proc/driver/nvidia/capabilities"
+    )]
+    nvidia_capabilities: PathBuf,
     /// Where this machine's AMD device files are (`{index}`, or `{render}` =
     /// 128 + index for DRM render nodes).
     #[arg(
@@ -696,6 +709,8 @@ pub fn run(a: ServeArgs) -> Result<()> {
         engine.devices = Some(gigafab_exec::DeviceFiles {
             nvidia: a.nvidia_devices.clone(),
             amd: a.amd_devices.clone(),
+            nvidia_caps: a.nvidia_caps.clone(),
+            nvidia_capabilities: a.nvidia_capabilities.clone(),
         });
         match gigafab_exec::posix::jobs_cgroup(&format!("gigafab-{}", engine.instance)) {
             Some(cg) => {

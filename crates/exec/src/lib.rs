@@ -66,6 +66,13 @@ pub struct AssignedSlice {
     /// A MIG instance's UUID (`MIG-...`), as NVML lists it on the node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uuid: Option<String>,
+    /// A MIG instance's GPU instance and compute instance ids: which of
+    /// the driver's capability files (`/dev/nvidia-caps/nvidia-capN`) it
+    /// opens; every other one is hidden from the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_instance: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compute_instance: Option<u32>,
 }
 
 impl AssignedAccel {
@@ -480,6 +487,8 @@ mod tests {
             of,
             memory_mib: 10240,
             uuid: uuid.map(Into::into),
+            gpu_instance: None,
+            compute_instance: None,
         };
         let mig = AssignedAccel {
             node: "n0".into(),

@@ -1525,6 +1525,8 @@ mod tests {
             of: 4,
             memory_mib: 1,
             uuid: None,
+            gpu_instance: None,
+            compute_instance: None,
         };
         assert_eq!(
             slice_gres_args(

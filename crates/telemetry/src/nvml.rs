@@ -303,6 +303,27 @@ pub struct MigInstance {
     /// `MIG-...`: what `CUDA_VISIBLE_DEVICES` takes.
     pub uuid: String,
     pub memory_mib: u64,
+    /// Its GPU instance and compute instance ids (what the driver's
+    /// capability files under `/proc/driver/nvidia/capabilities/gpuN/mig/`
+    /// are named by); none where NVML does not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_instance: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compute_instance: Option<u32>,
+}
+
+/// A MIG device's GPU instance and compute instance ids.
+fn instance_ids(m: &nvml_wrapper::Device) -> (Option<u32>, Option<u32>) {
+    let lib = m.nvml().lib();
+    let (mut gi, mut ci) = (0u32, 0u32);
+    // SAFETY: the handle is the live device's; NVML writes one uint each
+    // and returns 0 (NVML_SUCCESS) when it did.
+    unsafe {
+        let h = m.handle();
+        let gi_ok = lib.nvmlDeviceGetGpuInstanceId(h, &mut gi) == 0;
+        let ci_ok = lib.nvmlDeviceGetComputeInstanceId(h, &mut ci) == 0;
+        (gi_ok.then_some(gi), ci_ok.then_some(ci))
+    }
 }
 
 impl NvmlTelemetry {
@@ -328,11 +349,14 @@ impl NvmlTelemetry {
                     Err(NvmlError::NotFound) | Err(NvmlError::InvalidArg) => continue,
                     Err(e) => return Err(backend(gpu, e)),
                 };
+                let (gpu_instance, compute_instance) = instance_ids(&m);
                 out.push(MigInstance {
                     gpu,
                     index,
                     uuid: m.uuid().map_err(|e| backend(gpu, e))?,
                     memory_mib: m.memory_info().map_err(|e| backend(gpu, e))?.total / MIB,
+                    gpu_instance,
+                    compute_instance,
                 });
             }
         }

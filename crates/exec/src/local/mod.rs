@@ -107,6 +107,12 @@ const GRACE_TICK: Duration = Duration::from_millis(20);
 pub struct DeviceFiles {
     pub nvidia: String,
     pub amd: String,
+    /// NVIDIA's capability device files (`nvidia-cap<minor>`): opening a
+    /// MIG instance's is what lets a process use it.
+    pub nvidia_caps: PathBuf,
+    /// The driver's table of those minors: `gpuN/mig/giG/access` and
+    /// `gpuN/mig/giG/ciC/access`, each with a `DeviceFileMinor: M` line.
+    pub nvidia_capabilities: PathBuf,
 }
 
 impl Default for DeviceFiles {
@@ -114,8 +120,17 @@ impl Default for DeviceFiles {
         DeviceFiles {
             nvidia: "/dev/nvidia{index}".into(),
             amd: "/dev/dri/renderD{render}".into(),
+            nvidia_caps: "/dev/nvidia-caps".into(),
+            nvidia_capabilities: "/proc/driver/nvidia/capabilities".into(),
         }
     }
+}
+
+/// The minor in a driver capability file (`DeviceFileMinor: 12`).
+fn cap_minor(text: &str) -> Option<u32> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("DeviceFileMinor:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 impl DeviceFiles {
@@ -135,9 +150,42 @@ impl DeviceFiles {
         ))
     }
 
+    /// The capability minors a job given `own` may open: the GPU
+    /// instance's and the compute instance's of each of its MIG slices.
+    /// A MIG slice whose instance ids or capability files cannot be read
+    /// is an error (the job would reach none, or every one).
+    fn own_caps(&self, own: &[crate::AssignedAccel]) -> Result<Vec<u32>, String> {
+        let mut out = Vec::new();
+        for a in own {
+            let Some(s) = a.slice.as_ref().filter(|s| s.kind == "mig") else {
+                continue;
+            };
+            let (Some(gi), Some(ci)) = (s.gpu_instance, s.compute_instance) else {
+                return Err(format!(
+                    "{}: GPU {} MIG slice {}: NVML gave no instance ids, so its capability files are not known",
+                    a.node, a.index, s.slot
+                ));
+            };
+            let gi_dir = self
+                .nvidia_capabilities
+                .join(format!("gpu{}/mig/gi{gi}", a.index));
+            for f in [gi_dir.join("access"), gi_dir.join(format!("ci{ci}/access"))] {
+                let text = fs::read_to_string(&f)
+                    .map_err(|e| format!("{}: cannot read: {e}", f.display()))?;
+                out.push(
+                    cap_minor(&text)
+                        .ok_or_else(|| format!("{}: no DeviceFileMinor line", f.display()))?,
+                );
+            }
+        }
+        Ok(out)
+    }
+
     /// The device files of this machine that a job given `own` may not
-    /// open (the other accelerators' files that exist).
-    pub fn others(&self, own: &[crate::AssignedAccel]) -> Vec<PathBuf> {
+    /// open: the other accelerators' files that exist, and every NVIDIA
+    /// capability file but its own MIG instances' (MIG's configuration
+    /// and monitoring ones included).
+    pub fn others(&self, own: &[crate::AssignedAccel]) -> Result<Vec<PathBuf>, String> {
         let mut out = Vec::new();
         for v in [crate::DeviceVendor::Nvidia, crate::DeviceVendor::Amd] {
             for i in 0..Self::MAX_INDEX {
@@ -149,7 +197,24 @@ impl DeviceFiles {
                 }
             }
         }
-        out
+        let caps = self.own_caps(own)?;
+        if let Ok(dir) = fs::read_dir(&self.nvidia_caps) {
+            let mut hidden: Vec<PathBuf> = dir
+                .filter_map(Result::ok)
+                .filter(|e| {
+                    let name = e.file_name();
+                    let minor = name
+                        .to_str()
+                        .and_then(|n| n.strip_prefix("nvidia-cap"))
+                        .and_then(|m| m.parse::<u32>().ok());
+                    minor.is_none_or(|m| !caps.contains(&m))
+                })
+                .map(|e| e.path())
+                .collect();
+            hidden.sort();
+            out.extend(hidden);
+        }
+        Ok(out)
     }
 }
 
@@ -389,7 +454,7 @@ impl Executor for LocalExecutor {
             cmd.args(["--max-disk-bytes", &max.to_string()]);
         }
         if let Some(d) = &self.devices {
-            for p in d.others(&spec.accelerators) {
+            for p in d.others(&spec.accelerators).map_err(fail)? {
                 cmd.arg("--hide-device").arg(utf8(&p)?);
             }
         }
@@ -984,6 +1049,79 @@ pub fn can_enter(who: Option<&crate::posix::Account>, dir: &Path) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 31: a job on a MIG slice reaches its own instance's
+    /// capability files and no other (another tenant's instance on the same
+    /// GPU, MIG's configuration and monitoring), as the driver lays them
+    /// out: `/dev/nvidia-caps/nvidia-capN`, minors named under
+    /// `/proc/driver/nvidia/capabilities`.
+    #[test]
+    fn a_mig_slice_reaches_only_its_own_capability_files() {
+        let root = std::env::temp_dir().join(format!("gigafab-caps-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let (caps, table) = (root.join("caps"), root.join("capabilities"));
+        fs::create_dir_all(&caps).unwrap();
+        // config 1, monitor 2; GPU 0: gi 1 (3) ci 0 (4), gi 2 (5) ci 0 (6)
+        for m in 1..=6 {
+            fs::write(caps.join(format!("nvidia-cap{m}")), "").unwrap();
+        }
+        let access = |path: &str, minor: u32| {
+            let f = table.join(path);
+            fs::create_dir_all(f.parent().unwrap()).unwrap();
+            fs::write(
+                f,
+                format!("DeviceFileMinor: {minor}\nDeviceFileMode: 292\nDeviceFileModify: 1\n"),
+            )
+            .unwrap();
+        };
+        access("gpu0/mig/gi1/access", 3);
+        access("gpu0/mig/gi1/ci0/access", 4);
+        access("gpu0/mig/gi2/access", 5);
+        access("gpu0/mig/gi2/ci0/access", 6);
+        let files = DeviceFiles {
+            nvidia: root.join("nvidia{index}").display().to_string(),
+            amd: root.join("render{render}").display().to_string(),
+            nvidia_caps: caps.clone(),
+            nvidia_capabilities: table,
+        };
+        let mig = |gi: Option<u32>| crate::AssignedAccel {
+            node: "n0".into(),
+            index: 0,
+            vendor: crate::DeviceVendor::Nvidia,
+            slice: Some(crate::AssignedSlice {
+                kind: "mig".into(),
+                name: "3g.40gb".into(),
+                slot: 1,
+                of: 2,
+                memory_mib: 40 << 10,
+                uuid: Some("MIG-x".into()),
+                gpu_instance: gi,
+                compute_instance: gi.map(|_| 0),
+            }),
+        };
+        let cap = |m: u32| caps.join(format!("nvidia-cap{m}"));
+        // the second instance: its own two files stay, the rest are hidden
+        let hidden = files.others(&[mig(Some(2))]).unwrap();
+        assert_eq!(hidden, [1, 2, 3, 4].map(cap));
+        let hidden = files.others(&[mig(Some(1))]).unwrap();
+        assert_eq!(hidden, [1, 2, 5, 6].map(cap));
+        // a whole-GPU job reaches no MIG instance
+        let whole = crate::AssignedAccel {
+            slice: None,
+            ..mig(None)
+        };
+        assert_eq!(
+            files.others(&[whole]).unwrap(),
+            (1..=6).map(cap).collect::<Vec<_>>()
+        );
+        // instance ids unknown, or an instance the driver does not list:
+        // refused, not run with every capability hidden or shown
+        let e = files.others(&[mig(None)]).unwrap_err();
+        assert!(e.contains("no instance ids"), "{e}");
+        let e = files.others(&[mig(Some(7))]).unwrap_err();
+        assert!(e.contains("gpu0/mig/gi7/access: cannot read"), "{e}");
+        let _ = fs::remove_dir_all(&root);
+    }
 
     #[test]
     fn mkdir_nofollow_makes_keeps_and_refuses_links() {

@@ -212,7 +212,7 @@ pub struct Controller {
     node_by_name: HashMap<String, u32>,
     /// MIG instances' UUIDs and memory (MiB) by (node, GPU, instance) on
     /// nodes of MIG pools (this machine's, read through NVML at start).
-    mig_uuids: HashMap<(u32, u32, u32), (String, u64)>,
+    mig_uuids: HashMap<(u32, u32, u32), gigafab_telemetry::MigInstance>,
     /// Why drained nodes were drained (when a reason was given).
     drain_reasons: HashMap<u32, String>,
     /// Recent estimates of queued jobs' starts, and when the last was run.
@@ -269,7 +269,7 @@ pub struct Controller {
 /// The MIG instances of this machine's GPUs for every node in `nodes`
 /// (nodes of MIG pools, run here); empty, with a warning, when NVML cannot
 /// say (their slices then fail to launch, saying why).
-fn mig_uuids(nodes: &[u32]) -> HashMap<(u32, u32, u32), (String, u64)> {
+fn mig_uuids(nodes: &[u32]) -> HashMap<(u32, u32, u32), gigafab_telemetry::MigInstance> {
     let mut out = HashMap::new();
     if nodes.is_empty() {
         return out;
@@ -279,7 +279,7 @@ fn mig_uuids(nodes: &[u32]) -> HashMap<(u32, u32, u32), (String, u64)> {
         Ok(list) => {
             for &node in nodes {
                 for m in &list {
-                    out.insert((node, m.gpu, m.index), (m.uuid.clone(), m.memory_mib));
+                    out.insert((node, m.gpu, m.index), m.clone());
                 }
             }
         }

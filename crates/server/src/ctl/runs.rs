@@ -551,21 +551,19 @@ impl Controller {
                     // the instance NVML listed there, if its memory is the
                     // profile's (NVML reports a little less than the name
                     // says): another layout's instance is not this slice
-                    let uuid = self
-                        .mig_uuids
-                        .get(&(n, i / k, i % k))
-                        .filter(|(_, mib)| {
-                            (*mib as f64) >= 0.85 * memory_mib as f64
-                                && (*mib as f64) <= 1.05 * memory_mib as f64
-                        })
-                        .map(|(u, _)| u.clone());
+                    let mig = self.mig_uuids.get(&(n, i / k, i % k)).filter(|m| {
+                        let mib = m.memory_mib as f64;
+                        mib >= 0.85 * memory_mib as f64 && mib <= 1.05 * memory_mib as f64
+                    });
                     let slice = t.slice.as_ref().map(|s| AssignedSlice {
                         kind: s.kind.as_str().to_string(),
                         name: s.name.clone(),
                         slot: i % k,
                         of: k,
                         memory_mib,
-                        uuid,
+                        uuid: mig.map(|m| m.uuid.clone()),
+                        gpu_instance: mig.and_then(|m| m.gpu_instance),
+                        compute_instance: mig.and_then(|m| m.compute_instance),
                     });
                     // a slice's device is its accelerator's, except an AMD
                     // partition's: a device of its own
