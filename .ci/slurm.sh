@@ -2,7 +2,8 @@
 # Brings up a REAL single-node Slurm cluster on this machine for the
 # integration tests: Debian's slurm-wlm + munge (installed if absent), one node
 # named after `hostname -s` in partition `gpu` (the default partition), with 8
-# fake GPUs as GRES (gpu:h100:4 and gpu:mi300x:4, backed by character devices
+# fake GPUs as GRES (gpu:h100:4 and gpu:mi300x:4, plus 7 MIG instances
+# gpu:h100-1g.10gb:7 and 8 shards, backed by character devices
 # with /dev/null's numbers, or plain files where mknod is not allowed), and job
 # accounting through slurmdbd + a private MariaDB server so that `sacct` works.
 # Everything (configs, state, spool, logs, pid files, munge key and socket, the
@@ -301,7 +302,7 @@ JobCompType=jobcomp/filetxt
 JobCompLoc=$LOG/jobcomp.txt
 $overrides
 GresTypes=gpu,shard
-NodeName=$node NodeHostname=$node NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem Gres=gpu:h100:4,gpu:mi300x:4,shard:8 State=UNKNOWN
+NodeName=$node NodeHostname=$node NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem Gres=gpu:h100:4,gpu:mi300x:4,gpu:h100-1g.10gb:7,shard:8 State=UNKNOWN
 PartitionName=$PARTITION Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
 
@@ -313,6 +314,10 @@ Name=gpu Type=mi300x File=$DIR/dev/fakegpu[4-7]
 # Sharing: 4 shards on each of the first two h100s (a gigafab pool with
 # fractions = 4 runs its slices as one shard each).
 Name=shard Count=8 File=$DIR/dev/fakegpu[0-1]
+# MIG: one more h100 in 7 1g.10gb instances, each its own GRES of the
+# slice type gigafab names (h100-1g.10gb), backed by a stand-in for the
+# instance's capability file (Slurm 22.05 has no MultipleFiles).
+Name=gpu Type=h100-1g.10gb File=$DIR/dev/fakemig[0-6]
 EOF
 
     # No cgroup plugin is configured; this only keeps slurmd from touching cgroups
@@ -356,11 +361,12 @@ prepare_dir() {
     # Fake GPUs: character devices with /dev/null's numbers where mknod works
     # (slurmd then also sets CUDA_VISIBLE_DEVICES etc.), else plain files
     # (slurmd logs "not a valid character or block device" but still counts them).
-    local i
-    for i in 0 1 2 3 4 5 6 7; do
-        [ -c "$DIR/dev/fakegpu$i" ] && continue
-        rm -f "$DIR/dev/fakegpu$i"
-        mknod -m 666 "$DIR/dev/fakegpu$i" c 1 3 2>/dev/null || : >"$DIR/dev/fakegpu$i"
+    local f
+    for f in fakegpu0 fakegpu1 fakegpu2 fakegpu3 fakegpu4 fakegpu5 fakegpu6 fakegpu7 \
+        fakemig0 fakemig1 fakemig2 fakemig3 fakemig4 fakemig5 fakemig6; do
+        [ -c "$DIR/dev/$f" ] && continue
+        rm -f "$DIR/dev/$f"
+        mknod -m 666 "$DIR/dev/$f" c 1 3 2>/dev/null || : >"$DIR/dev/$f"
     done
     rm -rf "$DIR/etc.new"
     write_configs "$DIR/etc.new"

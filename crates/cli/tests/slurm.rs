@@ -202,9 +202,10 @@ async fn jobs_run_under_slurm_with_exit_codes_logs_and_cancel() {
     // a variable of the server's environment never reaches a job
     let secret = [("GIGAFAB_TEST_SERVER_SECRET", "s3cret".to_string())];
     let s = Server::start_env(&dir, &["--single-user"], &secret);
-    // the imported fleet: one node, 4 h100 + 4 mi300x
+    // the imported fleet: one node, 4 h100 + 4 mi300x, and a fifth h100 in
+    // 7 MIG instances (7 schedulable slices)
     let (_, fleet) = s.call("GET", "/api/v1/fleet", None).await;
-    assert_eq!(fleet["accelerators"], 8, "{fleet}");
+    assert_eq!(fleet["accelerators"], 15, "{fleet}");
     let ok = s
         .submit(json!({"allocation": 1, "gpus": 2, "type": "h100",
         "command": sh("echo gpus=$SLURM_GPUS_ON_NODE job=$GIGAFAB_JOB_ID secret=${GIGAFAB_TEST_SERVER_SECRET:-none} slurm=$SLURM_JOB_NAME")}))
@@ -435,6 +436,12 @@ fn fleet_import_matches_the_cluster() {
         toml.contains("accelerator = \"mi300x\"\nnodes = 1\naccelerators_per_node = 4"),
         "{toml}"
     );
+    // the 7 MIG instances of gres type h100-1g.10gb: one h100 in 1g.10gb
+    assert!(
+        toml.contains("accelerator = \"h100\"\nnodes = 1\naccelerators_per_node = 1\n"),
+        "{toml}"
+    );
+    assert!(toml.contains("slices = \"1g.10gb\""), "{toml}");
 }
 
 #[ignore = "needs a Slurm cluster: bash .ci/slurm.sh; eval \"$(bash .ci/slurm.sh env)\"; cargo test -- --include-ignored"]
@@ -1232,19 +1239,61 @@ async fn a_quarter_gpu_runs_as_a_slurm_shard() {
         assert!(log.starts_with("shards=1 cvd="), "{log}");
         assert!(log.contains("slice=mps mps-4 20480"), "{log}");
         // and Slurm's record of it asked for a shard
-        let out = Command::new("scontrol")
-            .args(["show", "job", "-o"])
-            .output()
-            .unwrap();
-        let all = String::from_utf8_lossy(&out.stdout);
-        let mine = all
-            .lines()
-            .find(|l| {
-                l.contains(&format!("-{id} ")) && l.contains(&format!("WorkDir={}", dir.display()))
-            })
-            .unwrap_or_else(|| panic!("no Slurm job for {id}:\n{all}"));
+        let mine = slurm_record(id, &dir);
         // one shard of an h100, the slice's own accelerator type
         assert!(mine.contains("gres:shard:h100:1"), "{mine}");
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 31: a MIG slice runs under Slurm as one GRES of its slice type
+/// (the cluster's gres.conf names 7 `h100-1g.10gb` instances,
+/// .ci/slurm.sh).
+#[ignore = "needs a Slurm cluster: bash .ci/slurm.sh; eval \"$(bash .ci/slurm.sh env)\"; cargo test -- --include-ignored"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mig_slice_runs_as_its_slurm_gres() {
+    require_slurm();
+    let dir = fresh("mig");
+    std::fs::write(
+        dir.join("slurm.toml"),
+        "name = \"mig\"\n\
+         [[sites]]\nname = \"hpc\"\nexecutor = \"slurm\"\n\
+         [[sites.pools]]\nname = \"h100-mig\"\naccelerator = \"h100\"\nnodes = 1\naccelerators_per_node = 1\nslices = \"1g.10gb\"\n",
+    )
+    .unwrap();
+    let s = Server::start(&dir);
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        ids.push(
+            s.submit(json!({"allocation": 1, "gpus": 1, "gpu_profile": "1g.10gb",
+                "command": sh("echo slice=$GIGAFAB_SLICE; sleep 1")}))
+                .await,
+        );
+    }
+    for id in ids {
+        let j = s.wait(id, &["completed", "failed"], 90).await;
+        assert_eq!(j["state"], "completed", "{j:#}");
+        let log = s.logs(id).await;
+        assert!(log.contains("slice=mig 1g.10gb 10240"), "{log}");
+        let mine = slurm_record(id, &dir);
+        // one MIG instance, by its slice type
+        assert!(mine.contains("gres:gpu:h100-1g.10gb:1"), "{mine}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Slurm's record (`scontrol show job -o`) of gigafab job `id` of the
+/// server whose jobs run in `dir`.
+fn slurm_record(id: i64, dir: &std::path::Path) -> String {
+    let out = Command::new("scontrol")
+        .args(["show", "job", "-o"])
+        .output()
+        .unwrap();
+    let all = String::from_utf8_lossy(&out.stdout);
+    all.lines()
+        .find(|l| {
+            l.contains(&format!("-{id} ")) && l.contains(&format!("WorkDir={}", dir.display()))
+        })
+        .unwrap_or_else(|| panic!("no Slurm job for {id}:\n{all}"))
+        .to_string()
 }

@@ -1228,12 +1228,22 @@ impl Executor for SlurmExecutor {
 /// catalog are declared under `[[accelerators]]` with unknown power
 /// figures (0 W) for the operator to fill in. Nodes without GPUs are left
 /// out (counted in a comment).
+/// What a GRES type is a slice of: (accelerator type, slice name, slices
+/// per accelerator), for `h100-1g.10gb`: ("h100", "1g.10gb", 7).
+pub type SliceOfType<'a> = dyn Fn(&str) -> Option<(String, String, u32)> + 'a;
+
 pub fn factory_toml(
     nodes: &[SlurmNode],
     name: &str,
     site: &str,
     known: &dyn Fn(&str) -> bool,
+    slice: &SliceOfType<'_>,
 ) -> String {
+    // a MIG or partition GRES type (`h100-1g.10gb`: 7 per GPU) of a known
+    // accelerator, in a count that makes whole GPUs
+    let shared_of = |t: &str, c: u32| {
+        slice(t).filter(|(parent, _, per)| *per > 0 && c.is_multiple_of(*per) && known(parent))
+    };
     let mut groups: std::collections::BTreeMap<(String, u32, u32, u64), u32> = Default::default();
     let mut no_gpu = 0;
     for n in nodes {
@@ -1243,17 +1253,33 @@ pub fn factory_toml(
         // a node with several GPU types is one node per type: its CPUs
         // and memory are shared among them in proportion to their GPUs
         // (the first type takes what division leaves), never claimed twice
-        let total: u64 = n.gpus.iter().map(|(_, c)| *c as u64).sum();
-        let (mut cpus_left, mut mem_left) = (n.cpus as u64, n.real_memory_mb);
-        for (i, (t, c)) in n.gpus.iter().enumerate() {
-            let (cpus, mem) = if i + 1 == n.gpus.len() {
-                (cpus_left, mem_left)
-            } else {
-                let share = |x: u64| x * *c as u64 / total.max(1);
-                (share(n.cpus as u64), share(n.real_memory_mb))
-            };
-            cpus_left -= cpus;
-            mem_left -= mem;
+        // a slice type weighs the GPUs it makes (7 1g.10gb: one GPU)
+        let weight = |t: &str, c: u32| match shared_of(&t.to_ascii_lowercase(), c) {
+            Some((_, _, per)) => c as u64 * 1000 / per as u64,
+            None => c as u64 * 1000,
+        };
+        let total: u64 = n.gpus.iter().map(|(t, c)| weight(t, *c)).sum();
+        // each type its share, rounded down; what rounding leaves goes to
+        // the heaviest type (the first of equals)
+        let share = |x: u64, w: u64| x * w / total.max(1);
+        let mut parts: Vec<(u64, u64)> = n
+            .gpus
+            .iter()
+            .map(|(t, c)| {
+                let w = weight(t, *c);
+                (share(n.cpus as u64, w), share(n.real_memory_mb, w))
+            })
+            .collect();
+        if let Some(heaviest) = (0..n.gpus.len())
+            .rev()
+            .max_by_key(|&i| weight(&n.gpus[i].0, n.gpus[i].1))
+        {
+            let (cpus, mem): (u64, u64) =
+                parts.iter().fold((0, 0), |(a, b), (c, m)| (a + c, b + m));
+            parts[heaviest].0 += n.cpus as u64 - cpus;
+            parts[heaviest].1 += n.real_memory_mb - mem;
+        }
+        for ((t, c), (cpus, mem)) in n.gpus.iter().zip(parts) {
             *groups
                 .entry((t.to_ascii_lowercase(), *c, cpus as u32, mem))
                 .or_insert(0) += 1;
@@ -1266,8 +1292,8 @@ pub fn factory_toml(
     );
     let mut unknown: Vec<&str> = groups
         .keys()
+        .filter(|k| !known(&k.0) && shared_of(&k.0, k.1).is_none())
         .map(|k| k.0.as_str())
-        .filter(|t| !known(t))
         .collect();
     unknown.dedup();
     for t in unknown {
@@ -1284,8 +1310,14 @@ pub fn factory_toml(
             pool = format!("{t}-x{c}-{k}");
             k += 1;
         }
+        // a MIG or partition GRES type (`h100-1g.10gb`: 7 per GPU) is a
+        // shared pool of its accelerator, when its count makes whole GPUs
+        let (accel, count, slices) = match shared_of(t, *c) {
+            Some((parent, name, per)) => (parent, c / per, format!("slices = \"{name}\"\n")),
+            None => (t.clone(), *c, String::new()),
+        };
         s.push_str(&format!(
-            "\n[[sites.pools]]\nname = \"{pool}\"\naccelerator = \"{t}\"\nnodes = {nodes}\naccelerators_per_node = {c}\ncpus_per_node = {cpus}\nmemory_gb_per_node = {}\n",
+            "\n[[sites.pools]]\nname = \"{pool}\"\naccelerator = \"{accel}\"\nnodes = {nodes}\naccelerators_per_node = {count}\ncpus_per_node = {cpus}\nmemory_gb_per_node = {}\n{slices}",
             (*mem as f64 / 1024.0).round()
         ));
     }
@@ -1378,7 +1410,7 @@ mod tests {
         let n = parse_scontrol_nodes(
             "NodeName=a CPUTot=2 Gres=gpu:h100:4,gpu:mi300x:4 RealMemory=20480 State=IDLE\nNodeName=b CPUTot=2 Gres=gpu:h100:4 RealMemory=20480 State=IDLE\nNodeName=c CPUTot=8 Gres=gpu:a100:8 RealMemory=1024 State=IDLE\nNodeName=d CPUTot=8 Gres=(null) RealMemory=1 State=IDLE\n",
         );
-        let t = factory_toml(&n, "lab", "here", &|t| t != "a100");
+        let t = factory_toml(&n, "lab", "here", &|t| t != "a100", &|_| None);
         assert!(t.contains("4 nodes, 1 without GPUs"), "{t}");
         assert!(
             t.contains("name = \"mi300x-x4\"\naccelerator = \"mi300x\"\nnodes = 1"),
@@ -1410,6 +1442,36 @@ mod tests {
             t.contains("accelerator = \"mi300x\"\nnodes = 1\naccelerators_per_node = 4\ncpus_per_node = 1\nmemory_gb_per_node = 10"),
             "{t}"
         );
+    }
+
+    /// Issue 31: a MIG GRES type named as gigafab names its slice type
+    /// (`h100-1g.10gb`) is imported as a shared pool of its GPUs, weighed
+    /// as the GPUs it makes when the node's CPUs and memory are split.
+    #[test]
+    fn mig_gres_types_become_shared_pools() {
+        let n = parse_scontrol_nodes(
+            "NodeName=a CPUTot=16 Gres=gpu:h100:2,gpu:h100-1g.10gb:14 RealMemory=30720 State=IDLE\nNodeName=b CPUTot=4 Gres=gpu:h100-3g.40gb:3 RealMemory=1024 State=IDLE\n",
+        );
+        let slice = |t: &str| match t {
+            "h100-1g.10gb" => Some(("h100".to_string(), "1g.10gb".to_string(), 7)),
+            "h100-3g.40gb" => Some(("h100".to_string(), "3g.40gb".to_string(), 2)),
+            _ => None,
+        };
+        let t = factory_toml(&n, "lab", "here", &|t| t == "h100", &slice);
+        // 14 instances of 1g.10gb: 2 GPUs in 7 slices each
+        assert!(
+            t.contains("name = \"h100-1g.10gb-x14\"\naccelerator = \"h100\"\nnodes = 1\naccelerators_per_node = 2\ncpus_per_node = 8\nmemory_gb_per_node = 15\nslices = \"1g.10gb\""),
+            "{t}"
+        );
+        // 2 whole GPUs: half of the node's 4 GPUs' worth
+        assert!(
+            t.contains("accelerator = \"h100\"\nnodes = 1\naccelerators_per_node = 2\ncpus_per_node = 8\nmemory_gb_per_node = 15\n\n"),
+            "{t}"
+        );
+        // 3 of 3g.40gb do not make whole GPUs (2 per GPU): left as a type
+        // of its own, not guessed at
+        assert!(t.contains("[[accelerators]]\nid = \"h100-3g.40gb\""), "{t}");
+        assert!(!t.contains("slices = \"3g.40gb\""), "{t}");
     }
 
     #[test]

@@ -55,7 +55,22 @@ pub(super) fn import_slurm(a: ImportSlurmArgs) -> Result<()> {
         anyhow::bail!("no nodes in the scontrol output");
     }
     let catalog = gigafab_core::Catalog::builtin();
-    let toml = factory_toml(&nodes, &a.name, &a.site, &|t| catalog.index(t).is_some());
+    // `h100-1g.10gb`: a known type, a dash, one of its slices
+    let slice = |t: &str| {
+        t.match_indices('-').find_map(|(i, _)| {
+            let (parent, name) = (&t[..i], &t[i + 1..]);
+            catalog.index(parent)?;
+            let p = gigafab_core::share::profiles::find(parent, name)?;
+            Some((parent.to_string(), p.name.to_string(), p.max_per_gpu as u32))
+        })
+    };
+    let toml = factory_toml(
+        &nodes,
+        &a.name,
+        &a.site,
+        &|t| catalog.index(t).is_some(),
+        &slice,
+    );
     // the result must be a valid factory
     let f = gigafab_core::Factory::parse(&toml, "<imported>")
         .context("the imported fleet is not a valid factory")?;
