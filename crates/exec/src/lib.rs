@@ -73,6 +73,10 @@ pub struct AssignedSlice {
     pub gpu_instance: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compute_instance: Option<u32>,
+    /// An AMD partition's device: the compute partition mode AMD SMI
+    /// reports for it (`CPX`), when it could say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_mode: Option<String>,
 }
 
 impl AssignedAccel {
@@ -489,6 +493,7 @@ mod tests {
             uuid: uuid.map(Into::into),
             gpu_instance: None,
             compute_instance: None,
+            device_mode: None,
         };
         let mig = AssignedAccel {
             node: "n0".into(),

@@ -584,3 +584,44 @@ fn inputs_are_read_only_even_for_root() {
     assert!(!input.join("new").exists());
     fs::write(input.join("sub/data"), "changed by the owner").unwrap();
 }
+
+/// Issue 31: an AMD partition slice runs only on a device in its pool's
+/// partition mode; one AMD SMI reports in another (SPX where the pool is
+/// CPX: its partition numbering is not there) fails to launch, saying how
+/// to set the mode. A mode nobody could read launches as before.
+#[test]
+fn a_partition_slice_on_a_device_in_another_mode_is_refused() {
+    let dir = root("partition-mode");
+    let ex = executor(&dir);
+    let accel = |mode: Option<&str>| AssignedAccel {
+        node: "mi-0".into(),
+        index: 9,
+        vendor: DeviceVendor::Amd,
+        slice: Some(gigafab_exec::AssignedSlice {
+            kind: "partition".into(),
+            name: "cpx".into(),
+            slot: 9,
+            of: 8,
+            memory_mib: 24576,
+            uuid: None,
+            gpu_instance: None,
+            compute_instance: None,
+            device_mode: mode.map(Into::into),
+        }),
+    };
+    let mut s = spec(1, &["true"]);
+    s.accelerators = vec![accel(Some("SPX"))];
+    let e = ex.launch(&s).unwrap_err().to_string();
+    assert!(
+        e.contains("device 9 is in SPX mode, not the pool's CPX")
+            && e.contains("amd-smi set --gpu 1 --compute-partition CPX"),
+        "{e}"
+    );
+    for mode in [Some("CPX"), None] {
+        let mut s = spec(2, &["true"]);
+        s.accelerators = vec![accel(mode)];
+        let h = ex.launch(&s).unwrap();
+        let r = wait_exit(&ex, 2, &h, Duration::from_secs(10));
+        assert_eq!(r.outcome, Outcome::Completed, "{r:?}");
+    }
+}

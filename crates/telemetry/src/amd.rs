@@ -71,6 +71,11 @@ type GetLibVersionFn = unsafe extern "C" fn(*mut c_void) -> Status;
 /// Optional: `amdsmi_get_gpu_device_uuid(amdsmi_processor_handle,
 /// unsigned int *uuid_length, char *uuid)`.
 type GetUuidFn = unsafe extern "C" fn(RawHandle, *mut c_uint, *mut c_void) -> Status;
+/// Optional: `amdsmi_get_gpu_compute_partition(amdsmi_processor_handle,
+/// char *compute_partition, uint32_t len)` and
+/// `amdsmi_get_gpu_memory_partition(..., char *memory_partition, uint32_t len)`:
+/// the mode as text (`CPX`, `NPS4`).
+type GetPartitionFn = unsafe extern "C" fn(RawHandle, *mut c_void, u32) -> Status;
 /// Optional: `amdsmi_get_gpu_asic_info(amdsmi_processor_handle, amdsmi_asic_info_t *info)`;
 /// the first field is `char market_name[]`.
 type GetAsicInfoFn = unsafe extern "C" fn(RawHandle, *mut c_void) -> Status;
@@ -143,6 +148,8 @@ struct Fns {
     get_uuid: Option<GetUuidFn>,
     get_asic_info: Option<GetAsicInfoFn>,
     get_total_ecc_count: Option<GetTotalEccCountFn>,
+    get_compute_partition: Option<GetPartitionFn>,
+    get_memory_partition: Option<GetPartitionFn>,
 }
 
 /// Copies a function pointer of type `T` out of `lib`.
@@ -182,6 +189,10 @@ fn resolve(lib: &Library) -> Result<Fns, &'static str> {
         get_asic_info: unsafe { symbol(lib, "amdsmi_get_gpu_asic_info") },
         // SAFETY: as above.
         get_total_ecc_count: unsafe { symbol(lib, "amdsmi_get_gpu_total_ecc_count") },
+        // SAFETY: as above.
+        get_compute_partition: unsafe { symbol(lib, "amdsmi_get_gpu_compute_partition") },
+        // SAFETY: as above.
+        get_memory_partition: unsafe { symbol(lib, "amdsmi_get_gpu_memory_partition") },
     })
 }
 
@@ -600,6 +611,61 @@ fn power_info(fns: &Fns, layout: PowerLayout, h: Handle) -> (Status, PowerReadin
     (s, reading)
 }
 
+/// Compute partition modes AMD SMI reports (MI300 and later).
+const COMPUTE_MODES: [&str; 5] = ["SPX", "DPX", "TPX", "QPX", "CPX"];
+/// Memory partition modes.
+const MEMORY_MODES: [&str; 4] = ["NPS1", "NPS2", "NPS4", "NPS8"];
+
+/// A partition mode as the library wrote it (a NUL-ended string), if it is
+/// one of `known`; anything else (empty, garbage, a mode this code does not
+/// know) is none, not guessed at.
+fn partition_mode(raw: &[u8], known: &[&str]) -> Option<String> {
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    let text = std::str::from_utf8(&raw[..end]).ok()?.trim();
+    known
+        .iter()
+        .find(|m| m.eq_ignore_ascii_case(text))
+        .map(|m| m.to_string())
+}
+
+/// How one AMD device is partitioned, as AMD SMI says.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AmdPartition {
+    /// The device's index (in CPX mode, each partition is a device).
+    pub index: u32,
+    /// `SPX`, `DPX`, `TPX`, `QPX` or `CPX`; none where it cannot say.
+    pub compute: Option<String>,
+    /// `NPS1`, `NPS2`, `NPS4` or `NPS8`.
+    pub memory: Option<String>,
+}
+
+impl AmdSmiTelemetry {
+    /// The compute and memory partition modes of each device.
+    pub fn partitions(&self) -> Vec<AmdPartition> {
+        let state = lock(&self.state);
+        let read = |f: Option<GetPartitionFn>, h: Handle, known: &[&str]| {
+            let f = f?;
+            let mut buf = Buf::<64>::new();
+            // SAFETY: `h` came from the library; it writes at most `len`
+            // bytes (one short of the buffer, so a NUL always ends them).
+            let s = unsafe { f(h.0, buf.as_mut_ptr(), 63) };
+            (s == STATUS_SUCCESS)
+                .then(|| partition_mode(&buf.0[..63], known))
+                .flatten()
+        };
+        state
+            .handles
+            .iter()
+            .enumerate()
+            .map(|(i, &h)| AmdPartition {
+                index: i as u32,
+                compute: read(self.fns.get_compute_partition, h, &COMPUTE_MODES),
+                memory: read(self.fns.get_memory_partition, h, &MEMORY_MODES),
+            })
+            .collect()
+    }
+}
+
 /// Static description of one device; anything unreadable gets a fallback.
 fn describe(fns: &Fns, layout: PowerLayout, index: u32, h: Handle) -> DeviceInfo {
     let name = fns
@@ -746,6 +812,20 @@ fn decode_ecc(b: &Buf<64>) -> (Option<u64>, Option<u64>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partition_modes_are_read_as_the_library_writes_them() {
+        let mut raw = [0u8; 63];
+        raw[..4].copy_from_slice(b"CPX\0");
+        assert_eq!(partition_mode(&raw, &COMPUTE_MODES).as_deref(), Some("CPX"));
+        raw[..5].copy_from_slice(b"nps4\0");
+        assert_eq!(partition_mode(&raw, &MEMORY_MODES).as_deref(), Some("NPS4"));
+        // no NUL in the buffer: the whole of it, which is no mode
+        assert_eq!(partition_mode(&[b'C'; 63], &COMPUTE_MODES), None);
+        assert_eq!(partition_mode(&[0u8; 63], &COMPUTE_MODES), None);
+        assert_eq!(partition_mode(b"XPX\0", &COMPUTE_MODES), None);
+        assert_eq!(partition_mode(&[0xff, 0xfe, 0], &COMPUTE_MODES), None);
+    }
 
     #[test]
     fn decodes_the_ras_error_counts() {

@@ -35,7 +35,7 @@ mod nvml;
 mod probe;
 mod replay;
 
-pub use amd::AmdSmiTelemetry;
+pub use amd::{AmdPartition, AmdSmiTelemetry};
 pub use energy::{COUNTER_TOLERANCE, EnergyMeter, counter_trustworthy};
 pub use fake::FakeTelemetry;
 pub use model::{ModelDevice, ModelTelemetry, model_power_w};

@@ -380,6 +380,20 @@ impl Executor for LocalExecutor {
         }
         for a in &spec.accelerators {
             if let Some(s) = &a.slice
+                && s.kind == "partition"
+                && let Some(mode) = &s.device_mode
+                && !mode.eq_ignore_ascii_case(&s.name)
+            {
+                return Err(fail(format!(
+                    "{}: device {} is in {mode} mode, not the pool's {} (amd-smi set --gpu {} --compute-partition {}, then restart the server)",
+                    a.node,
+                    a.index,
+                    s.name.to_ascii_uppercase(),
+                    a.index / s.of.max(1),
+                    s.name.to_ascii_uppercase()
+                )));
+            }
+            if let Some(s) = &a.slice
                 && s.kind == "mig"
                 && s.uuid.is_none()
             {
@@ -1097,6 +1111,7 @@ mod tests {
                 uuid: Some("MIG-x".into()),
                 gpu_instance: gi,
                 compute_instance: gi.map(|_| 0),
+                device_mode: None,
             }),
         };
         let cap = |m: u32| caps.join(format!("nvidia-cap{m}"));

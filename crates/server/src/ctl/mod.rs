@@ -213,6 +213,9 @@ pub struct Controller {
     /// MIG instances' UUIDs and memory (MiB) by (node, GPU, instance) on
     /// nodes of MIG pools (this machine's, read through NVML at start).
     mig_uuids: HashMap<(u32, u32, u32), gigafab_telemetry::MigInstance>,
+    /// The compute partition mode of each AMD device of partition pools
+    /// run here, by (node, device index), as AMD SMI said at the start.
+    amd_modes: HashMap<(u32, u32), String>,
     /// Why drained nodes were drained (when a reason was given).
     drain_reasons: HashMap<u32, String>,
     /// Recent estimates of queued jobs' starts, and when the last was run.
@@ -288,6 +291,40 @@ fn mig_uuids(nodes: &[u32]) -> HashMap<(u32, u32, u32), gigafab_telemetry::MigIn
     out
 }
 
+/// The compute partition mode AMD SMI reports for each device of this
+/// machine, for every node in `nodes` (nodes of AMD partition pools, run
+/// here); empty, with a warning, when AMD SMI cannot say (their slices then
+/// launch unchecked).
+fn amd_modes(nodes: &[u32]) -> HashMap<(u32, u32), String> {
+    let mut out = HashMap::new();
+    if nodes.is_empty() {
+        return out;
+    }
+    match gigafab_telemetry::AmdSmiTelemetry::init() {
+        Ok(t) => {
+            let found = t.partitions();
+            for &node in nodes {
+                for p in &found {
+                    if let Some(mode) = &p.compute {
+                        out.insert((node, p.index), mode.clone());
+                    }
+                }
+            }
+        }
+        Err(e) => tracing::warn!("AMD partition pools: their modes cannot be read: {e}"),
+    }
+    out
+}
+
+/// The nodes of the pools whose slices are of `kind`.
+fn nodes_of_kind(f: &gigafab_core::Factory, kind: gigafab_core::catalog::SliceKind) -> Vec<u32> {
+    f.pools
+        .iter()
+        .filter(|p| f.catalog.get(p.accel).slice.as_ref().map(|s| s.kind) == Some(kind))
+        .flat_map(|p| p.first_node..p.first_node + p.nodes)
+        .collect()
+}
+
 fn filter_label(spec: &StoredSpec) -> String {
     let mut parts = Vec::new();
     if !spec.types.is_empty() {
@@ -353,21 +390,9 @@ impl Controller {
             .enumerate()
             .map(|(i, n)| (n.clone(), i as u32))
             .collect();
-        let cfg_factory_mig_nodes: Vec<u32> = cfg
-            .factory
-            .pools
-            .iter()
-            .filter(|p| {
-                cfg.factory
-                    .catalog
-                    .get(p.accel)
-                    .slice
-                    .as_ref()
-                    .map(|s| s.kind)
-                    == Some(gigafab_core::catalog::SliceKind::Mig)
-            })
-            .flat_map(|p| p.first_node..p.first_node + p.nodes)
-            .collect();
+        let mig_nodes = nodes_of_kind(&cfg.factory, gigafab_core::catalog::SliceKind::Mig);
+        let partition_nodes =
+            nodes_of_kind(&cfg.factory, gigafab_core::catalog::SliceKind::Partition);
         let mut c = Controller {
             cfg,
             shared,
@@ -378,7 +403,8 @@ impl Controller {
             core_wait: Vec::new(),
             ids: Ids::default(),
             devices,
-            mig_uuids: mig_uuids(&cfg_factory_mig_nodes),
+            mig_uuids: mig_uuids(&mig_nodes),
+            amd_modes: amd_modes(&partition_nodes),
             node_names,
             node_by_name,
             drain_reasons: HashMap::new(),

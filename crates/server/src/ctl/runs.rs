@@ -564,6 +564,9 @@ impl Controller {
                         uuid: mig.map(|m| m.uuid.clone()),
                         gpu_instance: mig.and_then(|m| m.gpu_instance),
                         compute_instance: mig.and_then(|m| m.compute_instance),
+                        device_mode: (s.kind == SliceKind::Partition)
+                            .then(|| self.amd_modes.get(&(n, i)).cloned())
+                            .flatten(),
                     });
                     // a slice's device is its accelerator's, except an AMD
                     // partition's: a device of its own
