@@ -711,6 +711,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
             amd: a.amd_devices.clone(),
             nvidia_caps: a.nvidia_caps.clone(),
             nvidia_capabilities: a.nvidia_capabilities.clone(),
+            proc_devices: "/proc/devices".into(),
         });
         match gigafab_exec::posix::jobs_cgroup(&format!("gigafab-{}", engine.instance)) {
             Some(cg) => {

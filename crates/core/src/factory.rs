@@ -686,7 +686,7 @@ impl Factory {
     /// --against-whole`).
     pub fn without_sharing(&self) -> Factory {
         let mut f = self.clone();
-        for p in f.pools.iter_mut().filter(|p| p.slices_per_accel > 1) {
+        for p in f.pools.iter_mut() {
             let parent = f
                 .catalog
                 .get(p.accel)
@@ -695,16 +695,19 @@ impl Factory {
                 .map(|s| s.parent.clone());
             if let Some(i) = parent.and_then(|id| f.catalog.index(&id)) {
                 p.accel = i;
-                p.per_node /= p.slices_per_accel;
+                p.per_node /= p.slices_per_accel.max(1);
                 p.slices_per_accel = 1;
             }
         }
         f
     }
 
-    /// Whether a pool shares its accelerators.
+    /// Whether a pool is of slices (a 4g.40gb or SPX layout too, one slice
+    /// per accelerator).
     pub fn shares(&self) -> bool {
-        self.pools.iter().any(|p| p.slices_per_accel > 1)
+        self.pools
+            .iter()
+            .any(|p| self.catalog.get(p.accel).slice.is_some())
     }
 
     /// Total nodes.

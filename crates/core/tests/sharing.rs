@@ -175,6 +175,16 @@ fn without_sharing_the_same_accelerators_are_whole_again() {
     }
     assert_eq!(w.pools[1].per_node, 2);
     assert_eq!(w.pools[2].per_node, 1);
+    // a layout of one slice per GPU (4g.40gb) is sharing too, undone alike
+    let one = FACTORY
+        .replace("slices = \"1g.10gb\"", "slices = \"4g.40gb\"")
+        .replace("fractions = 4\nshare = \"mps\"\n", "");
+    let f = Factory::parse(&one, "one.toml").unwrap();
+    assert_eq!(f.pools[1].slices_per_accel, 1);
+    assert!(f.shares());
+    let w = f.without_sharing();
+    assert_eq!(w.catalog.get(w.pools[1].accel).id, "h100");
+    assert!(!w.shares());
     // nodes, CPUs and power stay as they were
     for (a, b) in f.pools.iter().zip(&w.pools) {
         assert_eq!((a.nodes, a.node_watts), (b.nodes, b.node_watts));

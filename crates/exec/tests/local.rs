@@ -613,7 +613,7 @@ fn a_partition_slice_on_a_device_in_another_mode_is_refused() {
     s.accelerators = vec![accel(Some("SPX"))];
     let e = ex.launch(&s).unwrap_err().to_string();
     assert!(
-        e.contains("device 9 is in SPX mode, not the pool's CPX")
+        e.contains("partition 9 is on GPU 1, which is in SPX mode, not the pool's CPX")
             && e.contains("amd-smi set --gpu 1 --compute-partition CPX"),
         "{e}"
     );

@@ -641,7 +641,7 @@ pub struct AmdPartition {
 
 impl AmdSmiTelemetry {
     /// The compute and memory partition modes of each device.
-    pub fn partitions(&self) -> Vec<AmdPartition> {
+    fn read_partitions(&self) -> Vec<AmdPartition> {
         let state = lock(&self.state);
         let read = |f: Option<GetPartitionFn>, h: Handle, known: &[&str]| {
             let f = f?;
@@ -718,6 +718,10 @@ fn celsius(raw: i64) -> Option<f64> {
 impl Telemetry for AmdSmiTelemetry {
     fn source(&self) -> &'static str {
         "amd_smi"
+    }
+
+    fn partitions(&self) -> Vec<AmdPartition> {
+        self.read_partitions()
     }
 
     fn devices(&self) -> Result<Vec<DeviceInfo>, TelemetryError> {

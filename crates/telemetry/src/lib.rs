@@ -205,6 +205,11 @@ pub trait Telemetry: Send + Sync {
     fn devices(&self) -> Result<Vec<DeviceInfo>, TelemetryError>;
     /// Reads every device once, in index order.
     fn sample(&self) -> Result<Vec<Sample>, TelemetryError>;
+    /// How each device is partitioned (AMD SMI's compute and memory
+    /// partition modes); none from sources that cannot say.
+    fn partitions(&self) -> Vec<AmdPartition> {
+        Vec::new()
+    }
 }
 
 impl<T: Telemetry + ?Sized> Telemetry for Box<T> {
@@ -217,6 +222,9 @@ impl<T: Telemetry + ?Sized> Telemetry for Box<T> {
     fn sample(&self) -> Result<Vec<Sample>, TelemetryError> {
         (**self).sample()
     }
+    fn partitions(&self) -> Vec<AmdPartition> {
+        (**self).partitions()
+    }
 }
 
 impl<T: Telemetry + ?Sized> Telemetry for std::sync::Arc<T> {
@@ -228,6 +236,9 @@ impl<T: Telemetry + ?Sized> Telemetry for std::sync::Arc<T> {
     }
     fn sample(&self) -> Result<Vec<Sample>, TelemetryError> {
         (**self).sample()
+    }
+    fn partitions(&self) -> Vec<AmdPartition> {
+        (**self).partitions()
     }
 }
 

@@ -315,6 +315,10 @@ pub struct MigInstance {
 /// A MIG device's GPU instance and compute instance ids.
 fn instance_ids(m: &nvml_wrapper::Device) -> (Option<u32>, Option<u32>) {
     let lib = m.nvml().lib();
+    // an older library without them: none, not a panic
+    if lib.nvmlDeviceGetGpuInstanceId.is_err() || lib.nvmlDeviceGetComputeInstanceId.is_err() {
+        return (None, None);
+    }
     let (mut gi, mut ci) = (0u32, 0u32);
     // SAFETY: the handle is the live device's; NVML writes one uint each
     // and returns 0 (NVML_SUCCESS) when it did.

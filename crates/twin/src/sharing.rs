@@ -140,8 +140,8 @@ pub fn side(core: &SchedCore, report: Totals, sliced: &HashSet<String>) -> Side 
         .factory
         .pools
         .iter()
-        .filter(|p| p.slices_per_accel > 1)
-        .map(|p| p.accelerators() / p.slices_per_accel as u64)
+        .filter(|p| core.factory.catalog.get(p.accel).slice.is_some())
+        .map(|p| p.accelerators() / p.slices_per_accel.max(1) as u64)
         .sum();
     Side {
         shared_accelerators,

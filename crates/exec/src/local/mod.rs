@@ -113,6 +113,8 @@ pub struct DeviceFiles {
     /// The driver's table of those minors: `gpuN/mig/giG/access` and
     /// `gpuN/mig/giG/ciC/access`, each with a `DeviceFileMinor: M` line.
     pub nvidia_capabilities: PathBuf,
+    /// The kernel's device majors (`/proc/devices`): the `nvidia-caps` one.
+    pub proc_devices: PathBuf,
 }
 
 impl Default for DeviceFiles {
@@ -122,6 +124,7 @@ impl Default for DeviceFiles {
             amd: "/dev/dri/renderD{render}".into(),
             nvidia_caps: "/dev/nvidia-caps".into(),
             nvidia_capabilities: "/proc/driver/nvidia/capabilities".into(),
+            proc_devices: "/proc/devices".into(),
         }
     }
 }
@@ -198,6 +201,20 @@ impl DeviceFiles {
             }
         }
         let caps = self.own_caps(own)?;
+        // the driver makes a capability's file on its first use: each one
+        // its table names is made now, so that none appears in the job's
+        // view later, unhidden (needed where the job holds a MIG slice,
+        // whose GPU it opens; done where it can be for the others)
+        let mig = own
+            .iter()
+            .any(|a| a.slice.as_ref().is_some_and(|s| s.kind == "mig"));
+        let listed = self.listed_caps();
+        if !listed.is_empty()
+            && let Err(e) = self.make_cap_files(&listed)
+            && mig
+        {
+            return Err(e);
+        }
         if let Ok(dir) = fs::read_dir(&self.nvidia_caps) {
             let mut hidden: Vec<PathBuf> = dir
                 .filter_map(Result::ok)
@@ -215,6 +232,111 @@ impl DeviceFiles {
             out.extend(hidden);
         }
         Ok(out)
+    }
+
+    /// Every capability the driver's table names, with its file mode:
+    /// MIG's configuration and monitoring, each GPU instance's and each
+    /// compute instance's (`DeviceFileMinor`, `DeviceFileMode` lines).
+    fn listed_caps(&self) -> Vec<(u32, u32)> {
+        let mut files = Vec::new();
+        let t = &self.nvidia_capabilities;
+        files.push(t.join("mig/config"));
+        files.push(t.join("mig/monitor"));
+        let dirs = |p: &Path, prefix: &str| -> Vec<PathBuf> {
+            fs::read_dir(p)
+                .map(|d| {
+                    d.filter_map(Result::ok)
+                        .filter(|e| {
+                            e.file_name()
+                                .to_str()
+                                .is_some_and(|n| n.starts_with(prefix))
+                        })
+                        .map(|e| e.path())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        for gpu in dirs(t, "gpu") {
+            for gi in dirs(&gpu.join("mig"), "gi") {
+                files.push(gi.join("access"));
+                for ci in dirs(&gi, "ci") {
+                    files.push(ci.join("access"));
+                }
+            }
+        }
+        let mut out: Vec<(u32, u32)> = files
+            .iter()
+            .filter_map(|f| {
+                let text = fs::read_to_string(f).ok()?;
+                let minor = cap_minor(&text)?;
+                let mode = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("DeviceFileMode:"))
+                    .and_then(|v| v.trim().parse::<u32>().ok())
+                    .unwrap_or(0o444)
+                    & 0o777;
+                Some((minor, mode))
+            })
+            .collect();
+        out.sort_unstable();
+        out.dedup_by_key(|c| c.0);
+        out
+    }
+
+    /// Makes the capability files of `listed` that do not exist yet, as the
+    /// driver's helper would (character devices of the `nvidia-caps` major,
+    /// root's, the table's mode), in the root-owned capability directory.
+    fn make_cap_files(&self, listed: &[(u32, u32)]) -> Result<(), String> {
+        use std::os::unix::ffi::OsStrExt;
+        let missing: Vec<&(u32, u32)> = listed
+            .iter()
+            .filter(|(m, _)| {
+                fs::symlink_metadata(self.nvidia_caps.join(format!("nvidia-cap{m}"))).is_err()
+            })
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let devices = fs::read_to_string(&self.proc_devices)
+            .map_err(|e| format!("{}: cannot read: {e}", self.proc_devices.display()))?;
+        let major = devices
+            .lines()
+            .find_map(|l| {
+                let (n, name) = l.trim().split_once(' ')?;
+                (name.trim() == "nvidia-caps").then(|| n.parse::<u32>().ok())?
+            })
+            .ok_or_else(|| {
+                format!(
+                    "{}: no nvidia-caps device (is the NVIDIA driver loaded?)",
+                    self.proc_devices.display()
+                )
+            })?;
+        fs::create_dir_all(&self.nvidia_caps)
+            .map_err(|e| format!("{}: cannot make: {e}", self.nvidia_caps.display()))?;
+        for (minor, mode) in missing {
+            let path = self.nvidia_caps.join(format!("nvidia-cap{minor}"));
+            let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+                .map_err(|_| format!("{}: a NUL in the path", path.display()))?;
+            // SAFETY: a valid C string; mknod makes no link and follows
+            // none at the last component.
+            let r = unsafe {
+                libc::mknod(
+                    c.as_ptr(),
+                    libc::S_IFCHR | *mode,
+                    libc::makedev(major, *minor),
+                )
+            };
+            if r != 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::AlreadyExists {
+                    return Err(format!(
+                        "{}: cannot make the capability's file: {e}",
+                        path.display()
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -384,12 +506,12 @@ impl Executor for LocalExecutor {
                 && let Some(mode) = &s.device_mode
                 && !mode.eq_ignore_ascii_case(&s.name)
             {
+                let gpu = a.index / s.of.max(1);
                 return Err(fail(format!(
-                    "{}: device {} is in {mode} mode, not the pool's {} (amd-smi set --gpu {} --compute-partition {}, then restart the server)",
+                    "{}: partition {} is on GPU {gpu}, which is in {mode} mode, not the pool's {} (amd-smi set --gpu {gpu} --compute-partition {}, then restart the server)",
                     a.node,
                     a.index,
                     s.name.to_ascii_uppercase(),
-                    a.index / s.of.max(1),
                     s.name.to_ascii_uppercase()
                 )));
             }
@@ -1071,12 +1193,15 @@ mod tests {
     /// `/proc/driver/nvidia/capabilities`.
     #[test]
     fn a_mig_slice_reaches_only_its_own_capability_files() {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
         let root = std::env::temp_dir().join(format!("gigafab-caps-{}", std::process::id()));
         let _ = fs::remove_dir_all(&root);
         let (caps, table) = (root.join("caps"), root.join("capabilities"));
         fs::create_dir_all(&caps).unwrap();
-        // config 1, monitor 2; GPU 0: gi 1 (3) ci 0 (4), gi 2 (5) ci 0 (6)
-        for m in 1..=6 {
+        // config 1, monitor 2; GPU 0: gi 1 (3) ci 0 (4), gi 2 (5) ci 0 (6);
+        // the driver has made the files of 1 to 4 only (it makes each on
+        // its first use)
+        for m in 1..=4 {
             fs::write(caps.join(format!("nvidia-cap{m}")), "").unwrap();
         }
         let access = |path: &str, minor: u32| {
@@ -1088,15 +1213,24 @@ mod tests {
             )
             .unwrap();
         };
+        access("mig/config", 1);
+        access("mig/monitor", 2);
         access("gpu0/mig/gi1/access", 3);
         access("gpu0/mig/gi1/ci0/access", 4);
         access("gpu0/mig/gi2/access", 5);
         access("gpu0/mig/gi2/ci0/access", 6);
+        let devices = root.join("devices");
+        fs::write(
+            &devices,
+            "Character devices:\n  1 mem\n195 nvidia\n509 nvidia-caps\n",
+        )
+        .unwrap();
         let files = DeviceFiles {
             nvidia: root.join("nvidia{index}").display().to_string(),
             amd: root.join("render{render}").display().to_string(),
             nvidia_caps: caps.clone(),
             nvidia_capabilities: table,
+            proc_devices: devices,
         };
         let mig = |gi: Option<u32>| crate::AssignedAccel {
             node: "n0".into(),
@@ -1115,11 +1249,25 @@ mod tests {
             }),
         };
         let cap = |m: u32| caps.join(format!("nvidia-cap{m}"));
-        // the second instance: its own two files stay, the rest are hidden
-        let hidden = files.others(&[mig(Some(2))]).unwrap();
-        assert_eq!(hidden, [1, 2, 3, 4].map(cap));
+        // SAFETY: plain syscall.
+        if unsafe { libc::geteuid() } != 0 {
+            // the files of 5 and 6 cannot be made: a MIG job is refused
+            let e = files.others(&[mig(Some(1))]).unwrap_err();
+            assert!(e.contains("nvidia-cap5: cannot make"), "{e}");
+            let _ = fs::remove_dir_all(&root);
+            return;
+        }
+        // the first instance: the second's files are made, as the driver
+        // would (character devices, its mode), and hidden with the rest
         let hidden = files.others(&[mig(Some(1))]).unwrap();
         assert_eq!(hidden, [1, 2, 5, 6].map(cap));
+        let made = fs::symlink_metadata(cap(5)).unwrap();
+        assert!(made.file_type().is_char_device());
+        assert_eq!(made.permissions().mode() & 0o777, 0o444);
+        assert_eq!(made.rdev(), libc::makedev(509, 5));
+        // the second instance: its own two files stay
+        let hidden = files.others(&[mig(Some(2))]).unwrap();
+        assert_eq!(hidden, [1, 2, 3, 4].map(cap));
         // a whole-GPU job reaches no MIG instance
         let whole = crate::AssignedAccel {
             slice: None,

@@ -291,27 +291,31 @@ fn mig_uuids(nodes: &[u32]) -> HashMap<(u32, u32, u32), gigafab_telemetry::MigIn
     out
 }
 
-/// The compute partition mode AMD SMI reports for each device of this
-/// machine, for every node in `nodes` (nodes of AMD partition pools, run
-/// here); empty, with a warning, when AMD SMI cannot say (their slices then
-/// launch unchecked).
-fn amd_modes(nodes: &[u32]) -> HashMap<(u32, u32), String> {
+/// The compute partition mode the server's telemetry (AMD SMI) reports for
+/// each device of this machine, for every node in `nodes` (nodes of AMD
+/// partition pools, run here); empty where it cannot say (their slices
+/// then launch unchecked).
+fn amd_modes(
+    telemetry: Option<&Arc<dyn gigafab_telemetry::Telemetry>>,
+    nodes: &[u32],
+) -> HashMap<(u32, u32), String> {
     let mut out = HashMap::new();
-    if nodes.is_empty() {
+    let Some(t) = telemetry.filter(|_| !nodes.is_empty()) else {
         return out;
+    };
+    let found = t.partitions();
+    if found.is_empty() {
+        tracing::warn!(
+            "AMD partition pools: the telemetry ({}) gives no partition modes",
+            t.source()
+        );
     }
-    match gigafab_telemetry::AmdSmiTelemetry::init() {
-        Ok(t) => {
-            let found = t.partitions();
-            for &node in nodes {
-                for p in &found {
-                    if let Some(mode) = &p.compute {
-                        out.insert((node, p.index), mode.clone());
-                    }
-                }
+    for &node in nodes {
+        for p in &found {
+            if let Some(mode) = &p.compute {
+                out.insert((node, p.index), mode.clone());
             }
         }
-        Err(e) => tracing::warn!("AMD partition pools: their modes cannot be read: {e}"),
     }
     out
 }
@@ -393,6 +397,7 @@ impl Controller {
         let mig_nodes = nodes_of_kind(&cfg.factory, gigafab_core::catalog::SliceKind::Mig);
         let partition_nodes =
             nodes_of_kind(&cfg.factory, gigafab_core::catalog::SliceKind::Partition);
+        let amd_modes = amd_modes(shared.telemetry.as_ref(), &partition_nodes);
         let mut c = Controller {
             cfg,
             shared,
@@ -404,7 +409,7 @@ impl Controller {
             ids: Ids::default(),
             devices,
             mig_uuids: mig_uuids(&mig_nodes),
-            amd_modes: amd_modes(&partition_nodes),
+            amd_modes,
             node_names,
             node_by_name,
             drain_reasons: HashMap::new(),

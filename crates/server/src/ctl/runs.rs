@@ -564,8 +564,15 @@ impl Controller {
                         uuid: mig.map(|m| m.uuid.clone()),
                         gpu_instance: mig.and_then(|m| m.gpu_instance),
                         compute_instance: mig.and_then(|m| m.compute_instance),
+                        // the partition's device, or where the GPU is not
+                        // partitioned so (SPX: 8 devices, not 64) its GPU's
                         device_mode: (s.kind == SliceKind::Partition)
-                            .then(|| self.amd_modes.get(&(n, i)).cloned())
+                            .then(|| {
+                                self.amd_modes
+                                    .get(&(n, i))
+                                    .or_else(|| self.amd_modes.get(&(n, i / k)))
+                                    .cloned()
+                            })
                             .flatten(),
                     });
                     // a slice's device is its accelerator's, except an AMD

@@ -201,15 +201,27 @@ pub fn generate(
     for i in 0..p.jobs {
         t += arrivals.exp(rate_per_s);
         let tenant = TENANTS[tenants.below(TENANTS.len() as u64) as usize];
+        // the kind: the first whose cumulative share passes the draw, the
+        // last one with a share where rounding leaves a gap below 1
         let x = shape.f64();
-        let (kind, gpus, milli, duration, preemptible, priority) = if x < s.training {
+        let shares = [s.training, s.notebooks, s.inference, s.pods];
+        let last = shares.iter().rposition(|&v| v > 0.0).unwrap_or(0);
+        let mut acc = 0.0;
+        let kind_at = shares
+            .iter()
+            .position(|&v| {
+                acc += v;
+                v > 0.0 && x < acc
+            })
+            .unwrap_or(last);
+        let (kind, gpus, milli, duration, preemptible, priority) = if kind_at == 0 {
             let (d, g) = philly[shape.below(philly.len() as u64) as usize];
             ("train", g, 1000, d, true, 0)
-        } else if x < s.training + s.notebooks {
+        } else if kind_at == 1 {
             let m = draw(&mut shape, &NOTEBOOK_MILLI);
             let d = shape.uniform(NOTEBOOK_S.0.ln(), NOTEBOOK_S.1.ln()).exp();
             ("notebook", 1, m, d, false, 1)
-        } else if x < s.training + s.notebooks + s.inference {
+        } else if kind_at == 2 {
             let m = draw(&mut shape, &INFERENCE_MILLI);
             let d = shape.uniform(INFERENCE_S.0.ln(), INFERENCE_S.1.ln()).exp();
             ("inference", 1, m, d, false, 1)
