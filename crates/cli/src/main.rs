@@ -187,6 +187,13 @@ struct SimArgs {
     /// accelerator-hours the slice jobs held, accelerators freed, energy
     #[arg(long)]
     against_whole: bool,
+    /// Size the shared pools: run the workload once per scale, each shared
+    /// pool's nodes multiplied by it (traded with the largest pool of whole
+    /// accelerators of its type; 0: nothing shared), and report waits,
+    /// accelerator-hours of slice jobs and energy per size, comma separated
+    /// (e.g. 0,0.5,1,2)
+    #[arg(long, value_delimiter = ',', conflicts_with = "against_whole")]
+    shared_scale: Vec<f64>,
     /// Model endpoints served alongside the jobs: a TOML file of
     /// `[[endpoint]]` tables, each with its request trace
     /// (docs/endpoints.md); the report gives their latency, cold starts,
@@ -600,10 +607,20 @@ fn cmd_sim(a: SimArgs) -> Result<()> {
     }
     let mut factory = load_factory(a.factory.as_deref())?;
     apply_site_overrides(&mut factory, &a.grid, &a.power_budget)?;
-    if a.against_whole && !factory.shares() {
+    if (a.against_whole || !a.shared_scale.is_empty()) && !factory.shares() {
+        let flag = if a.against_whole {
+            "--against-whole"
+        } else {
+            "--shared-scale"
+        };
         bail!(
-            "--against-whole: the factory shares no accelerator (no pool with `slices` or `fractions`): nothing to compare"
+            "{flag}: the factory shares no accelerator (no pool with `slices` or `fractions`): nothing to compare"
         );
+    }
+    for &scale in &a.shared_scale {
+        factory
+            .with_shared_scaled(scale)
+            .map_err(|e| anyhow::anyhow!("--shared-scale: {e}"))?;
     }
     let (mut policy, throughputs) = a.sched.resolve(&factory)?;
     if !(a.preflight_minutes.is_finite() && (0.0..=1440.0).contains(&a.preflight_minutes)) {
@@ -674,6 +691,42 @@ fn cmd_sim(a: SimArgs) -> Result<()> {
             None => Vec::new(),
         },
     };
+    if !a.shared_scale.is_empty() {
+        let sliced: std::collections::HashSet<String> = jobs
+            .iter()
+            .filter(|j| j.types.slice.is_some())
+            .map(|j| j.id.clone())
+            .collect();
+        let mut rows = Vec::new();
+        for &scale in &a.shared_scale {
+            let f = factory
+                .with_shared_scaled(scale)
+                .map_err(|e| anyhow::anyhow!("--shared-scale: {e}"))?;
+            let mut js = jobs.clone();
+            whole_where_no_slice(&f, &mut js);
+            let cfg = SimConfig {
+                timeline_points: None,
+                ..cfg.clone()
+            };
+            let o = simulate(
+                f,
+                policy.clone(),
+                throughputs.clone(),
+                js,
+                &allocations,
+                &cfg,
+                &mut |_, _| {},
+            )?;
+            rows.push(gigafab_twin::sharing::SweepRow {
+                scale,
+                side: gigafab_twin::sharing::side(&o.core, totals(&o.report), &sliced),
+            });
+        }
+        return match a.output {
+            Output::Json => emit(&format!("{}\n", serde_json::to_string_pretty(&rows)?)),
+            Output::Table => emit(&gigafab_twin::sharing::sweep_table(&rows)),
+        };
+    }
     let pb = progress_bar(a.quiet);
     // the same jobs on whole accelerators, for --against-whole
     let whole_run = if a.against_whole {

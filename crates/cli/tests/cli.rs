@@ -1281,6 +1281,7 @@ fractions = 4
     ]);
     let s = &v["sharing"];
     let (shared, whole) = (&s["shared"], &s["whole"]);
+    let shared_side = shared;
     // slices of more than a quarter have no shared pool: whole in both runs
     assert_eq!(u64_of(shared, "slice_jobs"), quarters);
     assert_eq!(u64_of(whole, "slice_jobs"), quarters);
@@ -1302,19 +1303,55 @@ fractions = 4
     assert!(peak > 0.0 && peak <= 8.0, "{peak}");
     assert!(f64_of(whole, "slice_peak_accelerators") >= peak);
     // the table says it too
-    let o = run_ok(&[
-        "sim",
-        "-q",
-        "--factory",
-        &factory,
-        "--workload",
-        &workload,
-        "--against-whole",
-    ]);
+    let sim = |flag: &str, value: Option<&str>| {
+        let mut args = vec![
+            "sim",
+            "-q",
+            "--factory",
+            &factory,
+            "--workload",
+            &workload,
+            flag,
+        ];
+        args.extend(value);
+        gigafab(&args)
+    };
+    let o = sim("--against-whole", None);
+    assert!(o.status.success(), "{}", stderr(&o));
     assert!(
         stdout(&o).contains("sharing against whole accelerators (32 accelerators"),
         "{}",
         stdout(&o)
+    );
+    // sizing the shared pool: 0, 1 and 2 nodes of quarters, traded with
+    // the whole pool
+    let on = |flag: &str, value: &str| {
+        let args = ["--factory", &factory, "--workload", &workload];
+        let mut args: Vec<&str> = args.to_vec();
+        args.extend(["--failure-rate", "0", flag, value]);
+        sim_json(&args)
+    };
+    let rows = on("--shared-scale", "0,1,2");
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    let shared: Vec<u64> = rows
+        .iter()
+        .map(|r| u64_of(r, "shared_accelerators"))
+        .collect();
+    assert_eq!(shared, [0, 8, 16]);
+    assert!(rows.iter().all(|r| u64_of(r, "accelerators") == 32));
+    let held: Vec<f64> = rows.iter().map(|r| f64_of(r, "slice_gpu_hours")).collect();
+    assert!((held[0] - h).abs() < 1e-6 * h, "{held:?}");
+    assert!((held[1] - h / 4.0).abs() < 1e-6 * h, "{held:?}");
+    assert!((held[2] - h / 4.0).abs() < 1e-6 * h, "{held:?}");
+    assert_eq!(
+        f64_of(&rows[1], "slice_wait_mean_s"),
+        f64_of(shared_side, "slice_wait_mean_s")
+    );
+    let o = sim("--shared-scale", Some("4"));
+    assert_clean_failure(
+        &o,
+        &["--shared-scale", "where it and `whole` hold 4 together"],
     );
     // nothing to compare on a factory that shares nothing
     let o = gigafab(&[

@@ -702,6 +702,67 @@ impl Factory {
         f
     }
 
+    /// The same factory with each shared pool's nodes multiplied by
+    /// `scale` (rounded), the nodes it gains or gives back taken from or
+    /// given to the largest pool of whole accelerators of the same type,
+    /// site and accelerators per node: the same machine, shared more or
+    /// less. `scale` 0 is [`Factory::without_sharing`].
+    pub fn with_shared_scaled(&self, scale: f64) -> Result<Factory, String> {
+        if !(scale.is_finite() && scale >= 0.0) {
+            return Err(format!("a scale must be a number >= 0, got {scale}"));
+        }
+        if scale == 0.0 {
+            return Ok(self.without_sharing());
+        }
+        let mut f = self.clone();
+        for i in 0..f.pools.len() {
+            let Some(parent) = f
+                .catalog
+                .get(f.pools[i].accel)
+                .slice
+                .as_ref()
+                .map(|s| s.parent.clone())
+            else {
+                continue;
+            };
+            let p = &f.pools[i];
+            let physical = p.per_node / p.slices_per_accel.max(1);
+            let whole = f
+                .pools
+                .iter()
+                .enumerate()
+                .filter(|(_, w)| {
+                    f.catalog.get(w.accel).id == parent
+                        && w.site == p.site
+                        && w.per_node == physical
+                })
+                .max_by_key(|(j, w)| (w.nodes, std::cmp::Reverse(*j)))
+                .map(|(j, _)| j)
+                .ok_or_else(|| {
+                    format!(
+                        "shared pool `{}`: no pool of whole {parent} with {physical} per node at its site to trade nodes with",
+                        p.name
+                    )
+                })?;
+            let target = ((p.nodes as f64 * scale).round() as u64).max(1);
+            let total = p.nodes as u64 + f.pools[whole].nodes as u64;
+            if target >= total {
+                return Err(format!(
+                    "shared pool `{}` × {scale}: {target} nodes, where it and `{}` hold {total} together and `{}` keeps one at least",
+                    p.name, f.pools[whole].name, f.pools[whole].name
+                ));
+            }
+            f.pools[whole].nodes = (total - target) as u32;
+            f.pools[i].nodes = target as u32;
+        }
+        let mut next = 0u32;
+        for p in f.pools.iter_mut() {
+            p.first_node = next;
+            next += p.nodes;
+        }
+        Ok(f)
+    }
+
     /// Whether a pool is of slices (a 4g.40gb or SPX layout too, one slice
     /// per accelerator).
     pub fn shares(&self) -> bool {

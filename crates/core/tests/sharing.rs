@@ -190,3 +190,43 @@ fn without_sharing_the_same_accelerators_are_whole_again() {
         assert_eq!((a.nodes, a.node_watts), (b.nodes, b.node_watts));
     }
 }
+
+#[test]
+fn a_shared_pool_grows_and_shrinks_against_its_whole_pool() {
+    // 8 whole H100 nodes, 2 in quarters
+    let text = r#"name = "scale"
+[[sites]]
+name = "s"
+[[sites.pools]]
+name = "whole"
+accelerator = "h100"
+nodes = 8
+accelerators_per_node = 8
+[[sites.pools]]
+name = "quarters"
+accelerator = "h100"
+nodes = 2
+accelerators_per_node = 8
+fractions = 4
+"#;
+    let f = Factory::parse(text, "scale.toml").unwrap();
+    let nodes = |f: &Factory| f.pools.iter().map(|p| p.nodes).collect::<Vec<_>>();
+    let up = f.with_shared_scaled(2.0).unwrap();
+    assert_eq!(nodes(&up), [6, 4]);
+    assert_eq!(up.pools[1].first_node, 6);
+    assert_eq!(up.physical_accelerators(), f.physical_accelerators());
+    assert_eq!(nodes(&f.with_shared_scaled(0.5).unwrap()), [9, 1]);
+    assert_eq!(nodes(&f.with_shared_scaled(1.0).unwrap()), [8, 2]);
+    // 0: nothing shared, the same nodes
+    let none = f.with_shared_scaled(0.0).unwrap();
+    assert!(!none.shares());
+    assert_eq!(none.physical_accelerators(), 80);
+    // more than the two pools hold, or nonsense
+    let e = f.with_shared_scaled(5.0).unwrap_err();
+    assert!(
+        e.contains("10 nodes, where it and `whole` hold 10 together"),
+        "{e}"
+    );
+    assert!(f.with_shared_scaled(-1.0).is_err());
+    assert!(f.with_shared_scaled(f64::NAN).is_err());
+}

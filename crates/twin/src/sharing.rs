@@ -232,3 +232,53 @@ impl SharingReport {
         t
     }
 }
+
+/// One size of the shared pools in a sweep (`gigafab sim --shared-scale`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SweepRow {
+    /// The shared pools' nodes were multiplied by this (0: nothing shared).
+    pub scale: f64,
+    #[serde(flatten)]
+    pub side: Side,
+}
+
+/// The sweep as a table, one line per size.
+pub fn sweep_table(rows: &[SweepRow]) -> String {
+    use std::fmt::Write as _;
+    let h = |s: f64| format!("{:.2} h", s / 3600.0);
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "{:>6} {:>8} {:>16} {:>16} {:>16} {:>16} {:>12} {:>11} {:>12} {:>11} {:>10}",
+        "scale",
+        "shared",
+        "slice wait mean",
+        "slice wait p95",
+        "whole wait mean",
+        "whole wait p95",
+        "slice GPU-h",
+        "slice mean",
+        "avg JCT",
+        "energy MWh",
+        "never ran"
+    );
+    for r in rows {
+        let s = &r.side;
+        let _ = writeln!(
+            t,
+            "{:>6} {:>8} {:>16} {:>16} {:>16} {:>16} {:>12.1} {:>11.1} {:>12} {:>11.3} {:>10}",
+            r.scale,
+            s.shared_accelerators,
+            h(s.slice_wait_mean_s),
+            h(s.slice_wait_p95_s),
+            h(s.whole_wait_mean_s),
+            h(s.whole_wait_p95_s),
+            s.slice_gpu_hours,
+            s.slice_mean_accelerators,
+            h(s.avg_jct_s),
+            s.energy_mwh,
+            s.never_started
+        );
+    }
+    t
+}
