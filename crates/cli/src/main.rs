@@ -191,7 +191,7 @@ struct SimArgs {
     /// pool's nodes multiplied by it (traded with the largest pool of whole
     /// accelerators of its type; 0: nothing shared), and report waits,
     /// accelerator-hours of slice jobs and energy per size, comma separated
-    /// (e.g. 0,0.5,1,2)
+    /// (e.g. 0,1,2,4; a pool keeps one node at least)
     #[arg(long, value_delimiter = ',', conflicts_with = "against_whole")]
     shared_scale: Vec<f64>,
     /// Model endpoints served alongside the jobs: a TOML file of

@@ -704,9 +704,11 @@ impl Factory {
 
     /// The same factory with each shared pool's nodes multiplied by
     /// `scale` (rounded), the nodes it gains or gives back taken from or
-    /// given to the largest pool of whole accelerators of the same type,
-    /// site and accelerators per node: the same machine, shared more or
-    /// less. `scale` 0 is [`Factory::without_sharing`].
+    /// given to the largest pool of whole accelerators of the same type and
+    /// site whose nodes are like its own (accelerators, CPUs, memory,
+    /// power): the same machine, shared more or less. A pool the scale
+    /// leaves as it is needs no such pool. `scale` 0 is
+    /// [`Factory::without_sharing`].
     pub fn with_shared_scaled(&self, scale: f64) -> Result<Factory, String> {
         if !(scale.is_finite() && scale >= 0.0) {
             return Err(format!("a scale must be a number >= 0, got {scale}"));
@@ -735,16 +737,22 @@ impl Factory {
                     f.catalog.get(w.accel).id == parent
                         && w.site == p.site
                         && w.per_node == physical
+                        && w.cpus_per_node == p.cpus_per_node
+                        && w.memory_gb_per_node == p.memory_gb_per_node
+                        && w.node_watts == p.node_watts
                 })
                 .max_by_key(|(j, w)| (w.nodes, std::cmp::Reverse(*j)))
                 .map(|(j, _)| j)
                 .ok_or_else(|| {
                     format!(
-                        "shared pool `{}`: no pool of whole {parent} with {physical} per node at its site to trade nodes with",
+                        "shared pool `{}`: no pool of whole {parent} at its site with nodes like its own ({physical} accelerators, the same CPUs, memory and power) to trade nodes with",
                         p.name
                     )
                 })?;
             let target = ((p.nodes as f64 * scale).round() as u64).max(1);
+            if target == p.nodes as u64 {
+                continue;
+            }
             let total = p.nodes as u64 + f.pools[whole].nodes as u64;
             if target >= total {
                 return Err(format!(

@@ -625,3 +625,78 @@ fn a_partition_slice_on_a_device_in_another_mode_is_refused() {
         assert_eq!(r.outcome, Outcome::Completed, "{r:?}");
     }
 }
+
+/// Issue 31: what a MIG job sees of NVIDIA's capability directory is its
+/// own capabilities alone, read-only, and no set-user-ID helper can make
+/// it more: files there on the host (a neighbour's instance, MIG's
+/// configuration) are not seen. Capabilities stand in as devices with
+/// /dev/null's numbers (major 1, minor 3).
+#[test]
+#[ignore = "needs root: a mount namespace (cargo test -- --include-ignored, as root)"]
+fn a_mig_job_sees_only_its_own_capabilities() {
+    let r = root("caps-mask");
+    let (caps, table) = (r.join("caps"), r.join("capabilities"));
+    fs::create_dir_all(&caps).unwrap();
+    for m in 1..=6 {
+        fs::write(caps.join(format!("nvidia-cap{m}")), "a neighbour's\n").unwrap();
+    }
+    for (path, minor) in [("gpu0/mig/gi1/access", 3), ("gpu0/mig/gi1/ci0/access", 4)] {
+        let f = table.join(path);
+        fs::create_dir_all(f.parent().unwrap()).unwrap();
+        fs::write(
+            f,
+            format!("DeviceFileMinor: {minor}\nDeviceFileMode: 292\n"),
+        )
+        .unwrap();
+    }
+    let devices = r.join("devices");
+    fs::write(&devices, "Character devices:\n  1 nvidia-caps\n").unwrap();
+    let ex = executor(&r.join("jobs")).with_device_isolation(gigafab_exec::DeviceFiles {
+        nvidia: r.join("nv{index}").display().to_string(),
+        amd: r.join("render{render}").display().to_string(),
+        nvidia_caps: caps.clone(),
+        nvidia_capabilities: table,
+        proc_devices: devices,
+    });
+    let mut s = sh(
+        51,
+        &format!(
+            "ls {0}; stat -c '%F %a' {0}/nvidia-cap3; touch {0}/x && echo MADE; grep NoNewPrivs /proc/self/status",
+            caps.display()
+        ),
+    );
+    s.accelerators = vec![AssignedAccel {
+        node: "n0".into(),
+        index: 0,
+        vendor: DeviceVendor::Nvidia,
+        slice: Some(gigafab_exec::AssignedSlice {
+            kind: "mig".into(),
+            name: "1g.10gb".into(),
+            slot: 0,
+            of: 7,
+            memory_mib: 10240,
+            uuid: Some("MIG-a".into()),
+            gpu_instance: Some(1),
+            compute_instance: Some(0),
+            device_mode: None,
+        }),
+    }];
+    let h = ex.launch(&s).unwrap();
+    let rec = wait_exit(&ex, 51, &h, Duration::from_secs(10));
+    assert_eq!(rec.outcome, Outcome::Completed, "{rec:?}");
+    let (out, err) = ex.log_paths(51);
+    let out = read(&out);
+    assert_eq!(
+        out,
+        "nvidia-cap3\nnvidia-cap4\ncharacter special file 444\nNoNewPrivs:\t1\n",
+        "stderr: {}",
+        read(&err)
+    );
+    assert!(
+        read(&err).contains("Read-only file system"),
+        "{}",
+        read(&err)
+    );
+    // the host's directory is as it was
+    assert_eq!(fs::read_dir(&caps).unwrap().count(), 6);
+}

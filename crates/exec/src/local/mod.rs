@@ -153,11 +153,11 @@ impl DeviceFiles {
         ))
     }
 
-    /// The capability minors a job given `own` may open: the GPU
-    /// instance's and the compute instance's of each of its MIG slices.
-    /// A MIG slice whose instance ids or capability files cannot be read
-    /// is an error (the job would reach none, or every one).
-    fn own_caps(&self, own: &[crate::AssignedAccel]) -> Result<Vec<u32>, String> {
+    /// The capabilities a job given `own` may open, (minor, mode): the
+    /// GPU instance's and the compute instance's of each of its MIG
+    /// slices. A MIG slice whose instance ids or capability entries cannot
+    /// be read is an error (the job would reach none, or every one).
+    fn own_caps(&self, own: &[crate::AssignedAccel]) -> Result<Vec<(u32, u32)>, String> {
         let mut out = Vec::new();
         for a in own {
             let Some(s) = a.slice.as_ref().filter(|s| s.kind == "mig") else {
@@ -175,20 +175,27 @@ impl DeviceFiles {
             for f in [gi_dir.join("access"), gi_dir.join(format!("ci{ci}/access"))] {
                 let text = fs::read_to_string(&f)
                     .map_err(|e| format!("{}: cannot read: {e}", f.display()))?;
-                out.push(
-                    cap_minor(&text)
-                        .ok_or_else(|| format!("{}: no DeviceFileMinor line", f.display()))?,
-                );
+                let minor = cap_minor(&text)
+                    .ok_or_else(|| format!("{}: no DeviceFileMinor line", f.display()))?;
+                // the driver's mode (decimal); read-only to all if unsaid
+                let mode = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("DeviceFileMode:"))
+                    .and_then(|v| v.trim().parse::<u32>().ok())
+                    .unwrap_or(0o444)
+                    & 0o777;
+                out.push((minor, mode));
             }
         }
+        // two slices of one GPU instance share its capability
+        out.sort_unstable();
+        out.dedup_by_key(|c| c.0);
         Ok(out)
     }
 
     /// The device files of this machine that a job given `own` may not
-    /// open: the other accelerators' files that exist, and every NVIDIA
-    /// capability file but its own MIG instances' (MIG's configuration
-    /// and monitoring ones included).
-    pub fn others(&self, own: &[crate::AssignedAccel]) -> Result<Vec<PathBuf>, String> {
+    /// open: the other accelerators' files that exist.
+    pub fn others(&self, own: &[crate::AssignedAccel]) -> Vec<PathBuf> {
         let mut out = Vec::new();
         for v in [crate::DeviceVendor::Nvidia, crate::DeviceVendor::Amd] {
             for i in 0..Self::MAX_INDEX {
@@ -200,144 +207,63 @@ impl DeviceFiles {
                 }
             }
         }
-        let caps = self.own_caps(own)?;
-        // the driver makes a capability's file on its first use: each one
-        // its table names is made now, so that none appears in the job's
-        // view later, unhidden (needed where the job holds a MIG slice,
-        // whose GPU it opens; done where it can be for the others)
-        let mig = own
-            .iter()
-            .any(|a| a.slice.as_ref().is_some_and(|s| s.kind == "mig"));
-        let listed = self.listed_caps();
-        if !listed.is_empty()
-            && let Err(e) = self.make_cap_files(&listed)
-            && mig
-        {
-            return Err(e);
-        }
-        if let Ok(dir) = fs::read_dir(&self.nvidia_caps) {
-            let mut hidden: Vec<PathBuf> = dir
-                .filter_map(Result::ok)
-                .filter(|e| {
-                    let name = e.file_name();
-                    let minor = name
-                        .to_str()
-                        .and_then(|n| n.strip_prefix("nvidia-cap"))
-                        .and_then(|m| m.parse::<u32>().ok());
-                    minor.is_none_or(|m| !caps.contains(&m))
-                })
-                .map(|e| e.path())
-                .collect();
-            hidden.sort();
-            out.extend(hidden);
-        }
-        Ok(out)
-    }
-
-    /// Every capability the driver's table names, with its file mode:
-    /// MIG's configuration and monitoring, each GPU instance's and each
-    /// compute instance's (`DeviceFileMinor`, `DeviceFileMode` lines).
-    fn listed_caps(&self) -> Vec<(u32, u32)> {
-        let mut files = Vec::new();
-        let t = &self.nvidia_capabilities;
-        files.push(t.join("mig/config"));
-        files.push(t.join("mig/monitor"));
-        let dirs = |p: &Path, prefix: &str| -> Vec<PathBuf> {
-            fs::read_dir(p)
-                .map(|d| {
-                    d.filter_map(Result::ok)
-                        .filter(|e| {
-                            e.file_name()
-                                .to_str()
-                                .is_some_and(|n| n.starts_with(prefix))
-                        })
-                        .map(|e| e.path())
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        for gpu in dirs(t, "gpu") {
-            for gi in dirs(&gpu.join("mig"), "gi") {
-                files.push(gi.join("access"));
-                for ci in dirs(&gi, "ci") {
-                    files.push(ci.join("access"));
-                }
-            }
-        }
-        let mut out: Vec<(u32, u32)> = files
-            .iter()
-            .filter_map(|f| {
-                let text = fs::read_to_string(f).ok()?;
-                let minor = cap_minor(&text)?;
-                let mode = text
-                    .lines()
-                    .find_map(|l| l.strip_prefix("DeviceFileMode:"))
-                    .and_then(|v| v.trim().parse::<u32>().ok())
-                    .unwrap_or(0o444)
-                    & 0o777;
-                Some((minor, mode))
-            })
-            .collect();
-        out.sort_unstable();
-        out.dedup_by_key(|c| c.0);
         out
     }
 
-    /// Makes the capability files of `listed` that do not exist yet, as the
-    /// driver's helper would (character devices of the `nvidia-caps` major,
-    /// root's, the table's mode), in the root-owned capability directory.
-    fn make_cap_files(&self, listed: &[(u32, u32)]) -> Result<(), String> {
-        use std::os::unix::ffi::OsStrExt;
-        let missing: Vec<&(u32, u32)> = listed
-            .iter()
-            .filter(|(m, _)| {
-                fs::symlink_metadata(self.nvidia_caps.join(format!("nvidia-cap{m}"))).is_err()
-            })
-            .collect();
-        if missing.is_empty() {
-            return Ok(());
+    /// What the job sees of NVIDIA's capability directory: a directory
+    /// holding its own MIG instances' capabilities and nothing else (not
+    /// MIG's configuration or monitoring, not a neighbour's instance, not
+    /// what the driver makes later), where the machine has the directory
+    /// or the job holds a MIG slice; none elsewhere.
+    pub fn caps_mask(&self, own: &[crate::AssignedAccel]) -> Result<Option<CapsMask>, String> {
+        let caps = self.own_caps(own)?;
+        if caps.is_empty() && !self.nvidia_caps.is_dir() {
+            return Ok(None);
         }
-        let devices = fs::read_to_string(&self.proc_devices)
-            .map_err(|e| format!("{}: cannot read: {e}", self.proc_devices.display()))?;
-        let major = devices
-            .lines()
-            .find_map(|l| {
-                let (n, name) = l.trim().split_once(' ')?;
-                (name.trim() == "nvidia-caps").then(|| n.parse::<u32>().ok())?
-            })
-            .ok_or_else(|| {
-                format!(
-                    "{}: no nvidia-caps device (is the NVIDIA driver loaded?)",
-                    self.proc_devices.display()
-                )
-            })?;
-        fs::create_dir_all(&self.nvidia_caps)
-            .map_err(|e| format!("{}: cannot make: {e}", self.nvidia_caps.display()))?;
-        for (minor, mode) in missing {
-            let path = self.nvidia_caps.join(format!("nvidia-cap{minor}"));
-            let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-                .map_err(|_| format!("{}: a NUL in the path", path.display()))?;
-            // SAFETY: a valid C string; mknod makes no link and follows
-            // none at the last component.
-            let r = unsafe {
-                libc::mknod(
-                    c.as_ptr(),
-                    libc::S_IFCHR | *mode,
-                    libc::makedev(major, *minor),
-                )
-            };
-            if r != 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::AlreadyExists {
-                    return Err(format!(
-                        "{}: cannot make the capability's file: {e}",
-                        path.display()
-                    ));
-                }
-            }
+        if !self.nvidia_caps.is_dir() {
+            // the driver makes it on first use: made now, so that it is
+            // covered from the start
+            use std::os::unix::fs::PermissionsExt;
+            fs::create_dir_all(&self.nvidia_caps)
+                .and_then(|()| {
+                    fs::set_permissions(&self.nvidia_caps, fs::Permissions::from_mode(0o755))
+                })
+                .map_err(|e| format!("{}: cannot make: {e}", self.nvidia_caps.display()))?;
         }
-        Ok(())
+        let major = if caps.is_empty() {
+            0
+        } else {
+            let devices = fs::read_to_string(&self.proc_devices)
+                .map_err(|e| format!("{}: cannot read: {e}", self.proc_devices.display()))?;
+            devices
+                .lines()
+                .find_map(|l| {
+                    let (n, name) = l.trim().split_once(' ')?;
+                    (name.trim() == "nvidia-caps").then(|| n.parse::<u32>().ok())?
+                })
+                .ok_or_else(|| {
+                    format!(
+                        "{}: no nvidia-caps device (is the NVIDIA driver loaded?)",
+                        self.proc_devices.display()
+                    )
+                })?
+        };
+        Ok(Some(CapsMask {
+            dir: self.nvidia_caps.clone(),
+            caps: caps
+                .into_iter()
+                .map(|(minor, mode)| (major, minor, mode))
+                .collect(),
+        }))
     }
+}
+
+/// A job's view of NVIDIA's capability directory: a read-only tmpfs over
+/// `dir` holding these character devices (major, minor, mode) alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapsMask {
+    pub dir: PathBuf,
+    pub caps: Vec<(u32, u32, u32)>,
 }
 
 /// Runs jobs as local processes (see the module documentation).
@@ -590,8 +516,14 @@ impl Executor for LocalExecutor {
             cmd.args(["--max-disk-bytes", &max.to_string()]);
         }
         if let Some(d) = &self.devices {
-            for p in d.others(&spec.accelerators).map_err(fail)? {
+            for p in d.others(&spec.accelerators) {
                 cmd.arg("--hide-device").arg(utf8(&p)?);
+            }
+            if let Some(m) = d.caps_mask(&spec.accelerators).map_err(fail)? {
+                cmd.arg("--caps-dir").arg(utf8(&m.dir)?);
+                for (major, minor, mode) in m.caps {
+                    cmd.arg("--cap").arg(format!("{major}:{minor}:{mode}"));
+                }
             }
         }
         // A job run as an account (the server is root) reads each input at
@@ -1186,39 +1118,33 @@ pub fn can_enter(who: Option<&crate::posix::Account>, dir: &Path) -> Result<(), 
 mod tests {
     use super::*;
 
-    /// Issue 31: a job on a MIG slice reaches its own instance's
-    /// capability files and no other (another tenant's instance on the same
+    /// Issue 31: a job on a MIG slice is given its own instance's
+    /// capabilities and no other (another tenant's instance on the same
     /// GPU, MIG's configuration and monitoring), as the driver lays them
-    /// out: `/dev/nvidia-caps/nvidia-capN`, minors named under
-    /// `/proc/driver/nvidia/capabilities`.
+    /// out: minors named under `/proc/driver/nvidia/capabilities`, devices
+    /// of the `nvidia-caps` major. What the job sees is the mask alone
+    /// (tests/local.rs runs it).
     #[test]
-    fn a_mig_slice_reaches_only_its_own_capability_files() {
-        use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    fn a_mig_slice_is_given_only_its_own_capabilities() {
         let root = std::env::temp_dir().join(format!("gigafab-caps-{}", std::process::id()));
         let _ = fs::remove_dir_all(&root);
         let (caps, table) = (root.join("caps"), root.join("capabilities"));
-        fs::create_dir_all(&caps).unwrap();
-        // config 1, monitor 2; GPU 0: gi 1 (3) ci 0 (4), gi 2 (5) ci 0 (6);
-        // the driver has made the files of 1 to 4 only (it makes each on
-        // its first use)
-        for m in 1..=4 {
-            fs::write(caps.join(format!("nvidia-cap{m}")), "").unwrap();
-        }
-        let access = |path: &str, minor: u32| {
+        let access = |path: &str, minor: u32, mode: u32| {
             let f = table.join(path);
             fs::create_dir_all(f.parent().unwrap()).unwrap();
             fs::write(
                 f,
-                format!("DeviceFileMinor: {minor}\nDeviceFileMode: 292\nDeviceFileModify: 1\n"),
+                format!("DeviceFileMinor: {minor}\nDeviceFileMode: {mode}\nDeviceFileModify: 1\n"),
             )
             .unwrap();
         };
-        access("mig/config", 1);
-        access("mig/monitor", 2);
-        access("gpu0/mig/gi1/access", 3);
-        access("gpu0/mig/gi1/ci0/access", 4);
-        access("gpu0/mig/gi2/access", 5);
-        access("gpu0/mig/gi2/ci0/access", 6);
+        // config 1, monitor 2; GPU 0: gi 1 (3) ci 0 (4), gi 2 (5) ci 0 (6)
+        access("mig/config", 1, 256);
+        access("mig/monitor", 2, 292);
+        access("gpu0/mig/gi1/access", 3, 292);
+        access("gpu0/mig/gi1/ci0/access", 4, 292);
+        access("gpu0/mig/gi2/access", 5, 292);
+        access("gpu0/mig/gi2/ci0/access", 6, 292);
         let devices = root.join("devices");
         fs::write(
             &devices,
@@ -1248,40 +1174,28 @@ mod tests {
                 device_mode: None,
             }),
         };
-        let cap = |m: u32| caps.join(format!("nvidia-cap{m}"));
-        // SAFETY: plain syscall.
-        if unsafe { libc::geteuid() } != 0 {
-            // the files of 5 and 6 cannot be made: a MIG job is refused
-            let e = files.others(&[mig(Some(1))]).unwrap_err();
-            assert!(e.contains("nvidia-cap5: cannot make"), "{e}");
-            let _ = fs::remove_dir_all(&root);
-            return;
-        }
-        // the first instance: the second's files are made, as the driver
-        // would (character devices, its mode), and hidden with the rest
-        let hidden = files.others(&[mig(Some(1))]).unwrap();
-        assert_eq!(hidden, [1, 2, 5, 6].map(cap));
-        let made = fs::symlink_metadata(cap(5)).unwrap();
-        assert!(made.file_type().is_char_device());
-        assert_eq!(made.permissions().mode() & 0o777, 0o444);
-        assert_eq!(made.rdev(), libc::makedev(509, 5));
-        // the second instance: its own two files stay
-        let hidden = files.others(&[mig(Some(2))]).unwrap();
-        assert_eq!(hidden, [1, 2, 3, 4].map(cap));
-        // a whole-GPU job reaches no MIG instance
         let whole = crate::AssignedAccel {
             slice: None,
             ..mig(None)
         };
-        assert_eq!(
-            files.others(&[whole]).unwrap(),
-            (1..=6).map(cap).collect::<Vec<_>>()
-        );
+        // no capability directory and no MIG slice: nothing to cover
+        assert_eq!(files.caps_mask(std::slice::from_ref(&whole)).unwrap(), None);
+        // a MIG slice: its two capabilities, the directory made to be
+        // covered (the driver makes it on first use)
+        let m = files.caps_mask(&[mig(Some(2))]).unwrap().unwrap();
+        assert_eq!(m.dir, caps);
+        assert_eq!(m.caps, [(509, 5, 0o444), (509, 6, 0o444)]);
+        assert!(caps.is_dir());
+        let m = files.caps_mask(&[mig(Some(1))]).unwrap().unwrap();
+        assert_eq!(m.caps, [(509, 3, 0o444), (509, 4, 0o444)]);
+        // where the directory is, a whole-GPU job sees it empty
+        let m = files.caps_mask(&[whole]).unwrap().unwrap();
+        assert!(m.caps.is_empty());
         // instance ids unknown, or an instance the driver does not list:
         // refused, not run with every capability hidden or shown
-        let e = files.others(&[mig(None)]).unwrap_err();
+        let e = files.caps_mask(&[mig(None)]).unwrap_err();
         assert!(e.contains("no instance ids"), "{e}");
-        let e = files.others(&[mig(Some(7))]).unwrap_err();
+        let e = files.caps_mask(&[mig(Some(7))]).unwrap_err();
         assert!(e.contains("gpu0/mig/gi7/access: cannot read"), "{e}");
         let _ = fs::remove_dir_all(&root);
     }

@@ -40,6 +40,7 @@ pub(super) fn prepare_exec(
     cgroup_procs: Vec<&File>,
     max_file_bytes: Option<u64>,
     hide_devices: &[PathBuf],
+    caps: Option<&CapsMask>,
     read_only: &[(PathBuf, PathBuf)],
     private_tmp: Option<&Path>,
     init_status: Option<&std::os::fd::OwnedFd>,
@@ -84,6 +85,28 @@ pub(super) fn prepare_exec(
         .map(|p| CString::new(p.as_os_str().as_bytes()))
         .collect::<Result<_, _>>()
         .map_err(|_| io::Error::other("a NUL in a device path"))?;
+    // NVIDIA's capability directory, in the job's view: a read-only tmpfs
+    // holding its own capabilities' device nodes and nothing else (what
+    // the driver makes there later, on the host, is not seen)
+    // (the directory, each node's path, mode and device number)
+    type Nodes = Vec<(CString, u32, u64)>;
+    let caps_mask: Option<(CString, Nodes)> = match caps {
+        Some(m) => Some((
+            cstr(&m.dir)?,
+            m.caps
+                .iter()
+                .map(|&(major, minor, mode)| {
+                    Ok((
+                        cstr(&m.dir.join(format!("nvidia-cap{minor}")))?,
+                        mode,
+                        libc::makedev(major, minor),
+                    ))
+                })
+                .collect::<io::Result<_>>()?,
+        )),
+        None => None,
+    };
+    let caps_opts = CString::new("mode=755,size=64k").expect("no NUL");
     // read-only binds need root (a mount namespace); without it the
     // inputs' file modes are what keeps them unchanged
     let is_root = unsafe { libc::geteuid() } == 0;
@@ -101,7 +124,8 @@ pub(super) fn prepare_exec(
     let ident = identity.cloned();
     let init = init_status.map(|f| f.as_raw_fd());
     let mut namespaces = 0;
-    if !hide.is_empty() || tmp.is_some() || !ro.is_empty() || init.is_some() {
+    if !hide.is_empty() || tmp.is_some() || !ro.is_empty() || init.is_some() || caps_mask.is_some()
+    {
         namespaces |= libc::CLONE_NEWNS;
     }
     if private_network {
@@ -165,6 +189,41 @@ pub(super) fn prepare_exec(
                         std::ptr::null(),
                     ) != 0
                     {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                if let Some((dir, nodes)) = &caps_mask {
+                    let ro_flags = libc::MS_NOSUID | libc::MS_NOEXEC;
+                    if libc::mount(
+                        tmpfs.as_ptr(),
+                        dir.as_ptr(),
+                        tmpfs.as_ptr(),
+                        ro_flags,
+                        caps_opts.as_ptr().cast(),
+                    ) != 0
+                    {
+                        return Err(io::Error::last_os_error());
+                    }
+                    for (path, mode, dev) in nodes {
+                        if libc::mknod(path.as_ptr(), libc::S_IFCHR | mode, *dev) != 0
+                            || libc::chmod(path.as_ptr(), *mode) != 0
+                        {
+                            return Err(io::Error::last_os_error());
+                        }
+                    }
+                    if libc::mount(
+                        std::ptr::null(),
+                        dir.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_REMOUNT | libc::MS_RDONLY | ro_flags,
+                        std::ptr::null(),
+                    ) != 0
+                    {
+                        return Err(io::Error::last_os_error());
+                    }
+                    // no set-user-ID helper (the driver's nvidia-modprobe)
+                    // may make or mount capabilities for it
+                    if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
                         return Err(io::Error::last_os_error());
                     }
                 }

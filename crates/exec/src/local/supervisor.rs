@@ -32,6 +32,9 @@ struct SuperviseArgs {
     /// Device files the command must not open (covered by /dev/null in
     /// its own mount namespace).
     hide_devices: Vec<PathBuf>,
+    /// NVIDIA's capability directory, covered in the job's mount namespace
+    /// by one holding only these capabilities (major, minor, mode).
+    caps: Option<super::CapsMask>,
     /// Directories bound read-only in its mount namespace (as root): each
     /// at the second path (itself, or a mount point of the job's own).
     read_only: Vec<(PathBuf, PathBuf)>,
@@ -66,6 +69,8 @@ fn parse_supervise_args(args: &[String]) -> Result<SuperviseArgs, String> {
     let mut memory = None;
     let mut cpus = None;
     let mut hide_devices = Vec::new();
+    let mut caps_dir: Option<PathBuf> = None;
+    let mut own_caps: Vec<(u32, u32, u32)> = Vec::new();
     let mut read_only = Vec::new();
     let mut max_disk = None;
     let mut env = None;
@@ -110,6 +115,28 @@ fn parse_supervise_args(args: &[String]) -> Result<SuperviseArgs, String> {
                 .is_some()
             {
                 return Err(format!("`{arg}` given twice"));
+            }
+            i += 2;
+            continue;
+        }
+        if arg == "--caps-dir" || arg == "--cap" {
+            let value = args
+                .get(i + 1)
+                .ok_or_else(|| format!("`{arg}` needs a value"))?;
+            if arg == "--caps-dir" {
+                if !value.starts_with('/') || caps_dir.replace(PathBuf::from(value)).is_some() {
+                    return Err(format!("`{arg}`: one absolute path: {value:?}"));
+                }
+            } else {
+                let f: Vec<u32> = value
+                    .split(':')
+                    .map(|x| x.parse::<u32>())
+                    .collect::<Result<_, _>>()
+                    .map_err(|_| format!("`{arg}`: expected MAJOR:MINOR:MODE, got {value:?}"))?;
+                let [major, minor, mode] = f[..] else {
+                    return Err(format!("`{arg}`: expected MAJOR:MINOR:MODE, got {value:?}"));
+                };
+                own_caps.push((major, minor, mode & 0o777));
             }
             i += 2;
             continue;
@@ -199,6 +226,14 @@ fn parse_supervise_args(args: &[String]) -> Result<SuperviseArgs, String> {
         identity,
         cgroup: cgroup.filter(|c| !c.is_empty()).map(PathBuf::from),
         hide_devices,
+        caps: match (caps_dir, own_caps.is_empty()) {
+            (Some(dir), _) => Some(super::CapsMask {
+                dir,
+                caps: own_caps,
+            }),
+            (None, true) => None,
+            (None, false) => return Err("`--cap` needs `--caps-dir`".into()),
+        },
         read_only,
         max_disk_bytes: match max_disk {
             Some(v) => Some(
@@ -705,6 +740,7 @@ fn run_command(args: &SuperviseArgs, out: File, err: File) -> ExitRecord {
             .unwrap_or_default(),
         args.max_file_bytes,
         &args.hide_devices,
+        args.caps.as_ref(),
         &args.read_only,
         args.identity
             .as_ref()

@@ -300,7 +300,13 @@ fn amd_modes(
     nodes: &[u32],
 ) -> HashMap<(u32, u32), String> {
     let mut out = HashMap::new();
-    let Some(t) = telemetry.filter(|_| !nodes.is_empty()) else {
+    if nodes.is_empty() {
+        return out;
+    }
+    let Some(t) = telemetry else {
+        tracing::warn!(
+            "AMD partition pools: no GPU telemetry (--telemetry off): their partition modes are not checked"
+        );
         return out;
     };
     let found = t.partitions();

@@ -564,14 +564,23 @@ impl Controller {
                         uuid: mig.map(|m| m.uuid.clone()),
                         gpu_instance: mig.and_then(|m| m.gpu_instance),
                         compute_instance: mig.and_then(|m| m.compute_instance),
-                        // the partition's device, or where the GPU is not
-                        // partitioned so (SPX: 8 devices, not 64) its GPU's
+                        // the partition's device where the node shows one
+                        // device per partition, its GPU's where it shows one
+                        // per GPU (SPX), and neither's where it shows
+                        // another count (a layout other than the pool's)
                         device_mode: (s.kind == SliceKind::Partition)
                             .then(|| {
-                                self.amd_modes
-                                    .get(&(n, i))
-                                    .or_else(|| self.amd_modes.get(&(n, i / k)))
-                                    .cloned()
+                                let devs = self.amd_modes.keys().filter(|(m, _)| *m == n).count();
+                                let per = p.per_node as usize;
+                                if devs == 0 {
+                                    None
+                                } else if devs == per {
+                                    self.amd_modes.get(&(n, i)).cloned()
+                                } else if devs * k as usize == per {
+                                    self.amd_modes.get(&(n, i / k)).cloned()
+                                } else {
+                                    Some(format!("a {devs}-device"))
+                                }
                             })
                             .flatten(),
                     });
