@@ -73,6 +73,10 @@ pub struct AssignedSlice {
     pub gpu_instance: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compute_instance: Option<u32>,
+    /// A MIG instance's GPU's minor number, which names it in the
+    /// driver's capability table (`gpuN`); the device index where unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_minor: Option<u32>,
     /// An AMD partition's device: the compute partition mode AMD SMI
     /// reports for it (`CPX`), when it could say.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -493,6 +497,7 @@ mod tests {
             uuid: uuid.map(Into::into),
             gpu_instance: None,
             compute_instance: None,
+            gpu_minor: None,
             device_mode: None,
         };
         let mig = AssignedAccel {

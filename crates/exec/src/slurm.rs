@@ -1589,6 +1589,7 @@ mod tests {
             uuid: None,
             gpu_instance: None,
             compute_instance: None,
+            gpu_minor: None,
             device_mode: None,
         };
         assert_eq!(

@@ -606,6 +606,7 @@ fn a_partition_slice_on_a_device_in_another_mode_is_refused() {
             uuid: None,
             gpu_instance: None,
             compute_instance: None,
+            gpu_minor: None,
             device_mode: mode.map(Into::into),
         }),
     };
@@ -678,6 +679,7 @@ fn a_mig_job_sees_only_its_own_capabilities() {
             uuid: Some("MIG-a".into()),
             gpu_instance: Some(1),
             compute_instance: Some(0),
+            gpu_minor: Some(0),
             device_mode: None,
         }),
     }];

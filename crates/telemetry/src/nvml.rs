@@ -310,6 +310,10 @@ pub struct MigInstance {
     pub gpu_instance: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compute_instance: Option<u32>,
+    /// The parent GPU's minor number (`/dev/nvidiaN`, and `gpuN` in the
+    /// driver's capability table), which may differ from its NVML index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_minor: Option<u32>,
 }
 
 /// A MIG device's GPU instance and compute instance ids.
@@ -345,6 +349,7 @@ impl NvmlTelemetry {
             if !on {
                 continue;
             }
+            let gpu_minor = d.minor_number().ok();
             let max = d.mig_device_count().map_err(|e| backend(gpu, e))?;
             for index in 0..max {
                 let m = match d.mig_device_by_index(index) {
@@ -361,6 +366,7 @@ impl NvmlTelemetry {
                     memory_mib: m.memory_info().map_err(|e| backend(gpu, e))?.total / MIB,
                     gpu_instance,
                     compute_instance,
+                    gpu_minor,
                 });
             }
         }

@@ -169,9 +169,10 @@ impl DeviceFiles {
                     a.node, a.index, s.slot
                 ));
             };
+            let gpu = s.gpu_minor.unwrap_or(a.index);
             let gi_dir = self
                 .nvidia_capabilities
-                .join(format!("gpu{}/mig/gi{gi}", a.index));
+                .join(format!("gpu{gpu}/mig/gi{gi}"));
             for f in [gi_dir.join("access"), gi_dir.join(format!("ci{ci}/access"))] {
                 let text = fs::read_to_string(&f)
                     .map_err(|e| format!("{}: cannot read: {e}", f.display()))?;
@@ -1171,6 +1172,7 @@ mod tests {
                 uuid: Some("MIG-x".into()),
                 gpu_instance: gi,
                 compute_instance: gi.map(|_| 0),
+                gpu_minor: None,
                 device_mode: None,
             }),
         };
@@ -1188,6 +1190,13 @@ mod tests {
         assert!(caps.is_dir());
         let m = files.caps_mask(&[mig(Some(1))]).unwrap().unwrap();
         assert_eq!(m.caps, [(509, 3, 0o444), (509, 4, 0o444)]);
+        // the table is read at the GPU's minor number where NVML gave it
+        let mut on_minor = mig(Some(1));
+        if let Some(s) = on_minor.slice.as_mut() {
+            s.gpu_minor = Some(3);
+        }
+        let e = files.caps_mask(&[on_minor]).unwrap_err();
+        assert!(e.contains("gpu3/mig/gi1/access: cannot read"), "{e}");
         // where the directory is, a whole-GPU job sees it empty
         let m = files.caps_mask(&[whole]).unwrap().unwrap();
         assert!(m.caps.is_empty());

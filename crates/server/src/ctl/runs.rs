@@ -564,6 +564,7 @@ impl Controller {
                         uuid: mig.map(|m| m.uuid.clone()),
                         gpu_instance: mig.and_then(|m| m.gpu_instance),
                         compute_instance: mig.and_then(|m| m.compute_instance),
+                        gpu_minor: mig.and_then(|m| m.gpu_minor),
                         // the partition's device where the node shows one
                         // device per partition, its GPU's where it shows one
                         // per GPU (SPX), and neither's where it shows
