@@ -56,9 +56,14 @@ pub struct FleetNode {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Fleet {
     pub nodes: Vec<FleetNode>,
+    /// Schedulable accelerators: a slice of a shared pool counts as one.
     pub accelerators: u64,
     pub free: u64,
     pub busy: u64,
+    /// Physical accelerators (the slices of each shared accelerator
+    /// counted once); `accelerators` where nothing is shared.
+    #[serde(default)]
+    pub physical_accelerators: u64,
 }
 
 /// A site: its power, energy, carbon and grid.

@@ -206,6 +206,7 @@ async fn jobs_run_under_slurm_with_exit_codes_logs_and_cancel() {
     // 7 MIG instances (7 schedulable slices)
     let (_, fleet) = s.call("GET", "/api/v1/fleet", None).await;
     assert_eq!(fleet["accelerators"], 15, "{fleet}");
+    assert_eq!(fleet["physical_accelerators"], 9, "{fleet}");
     let ok = s
         .submit(json!({"allocation": 1, "gpus": 2, "type": "h100",
         "command": sh("echo gpus=$SLURM_GPUS_ON_NODE job=$GIGAFAB_JOB_ID secret=${GIGAFAB_TEST_SERVER_SECRET:-none} slurm=$SLURM_JOB_NAME")}))

@@ -355,10 +355,18 @@ pub fn fleet(f: &t::Fleet) -> String {
     }
     let mut out = tb.render();
     let count = f.nodes.len();
+    // slices counted as units, the accelerators they are cut from said
+    let units = if f.physical_accelerators > 0 && f.physical_accelerators != f.accelerators {
+        format!(
+            "{} schedulable units on {} accelerators",
+            f.accelerators, f.physical_accelerators
+        )
+    } else {
+        format!("{} accelerators", f.accelerators)
+    };
     out.push_str(&format!(
-        "{count} node{}, {} accelerators: {} free, {} busy\n",
+        "{count} node{}, {units}: {} free, {} busy\n",
         if count == 1 { "" } else { "s" },
-        f.accelerators,
         f.free,
         f.busy,
     ));
@@ -610,6 +618,16 @@ amd-0     infer  mi300x      8     8     0     0  drained
 2 nodes, 16 accelerators: 14 free, 2 busy
 ";
         assert_eq!(fleet(&f), want);
+        // a shared pool's slices are units, cut from fewer accelerators
+        let mut shared = f.clone();
+        shared.accelerators = 22;
+        shared.physical_accelerators = 16;
+        assert!(
+            fleet(&shared)
+                .ends_with("2 nodes, 22 schedulable units on 16 accelerators: 14 free, 2 busy\n"),
+            "{}",
+            fleet(&shared)
+        );
     }
 
     #[test]

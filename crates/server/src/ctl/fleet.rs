@@ -287,6 +287,7 @@ impl Controller {
             accelerators: self.cfg.factory.accelerators(),
             free: self.core.cluster.free_total(),
             busy: self.core.busy_accelerators(),
+            physical_accelerators: self.cfg.factory.physical_accelerators(),
         }
     }
 
