@@ -222,13 +222,10 @@ impl DeviceFiles {
             return Ok(None);
         }
         if !self.nvidia_caps.is_dir() {
-            // the driver makes it on first use: made now, so that it is
-            // covered from the start
-            use std::os::unix::fs::PermissionsExt;
-            fs::create_dir_all(&self.nvidia_caps)
-                .and_then(|()| {
-                    fs::set_permissions(&self.nvidia_caps, fs::Permissions::from_mode(0o755))
-                })
+            // the driver makes it on first use: made now (through
+            // descriptors that follow no link), so that it is covered from
+            // the start
+            mkdir_nofollow(&self.nvidia_caps, 0o755)
                 .map_err(|e| format!("{}: cannot make: {e}", self.nvidia_caps.display()))?;
         }
         let major = if caps.is_empty() {
